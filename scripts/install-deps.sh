@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the Debian packages fedc needs to build, test and run its demo.
+# Idempotent: packages already present are left alone. Needs root (or sudo).
+set -euo pipefail
+pkgs=(
+  build-essential cmake pkg-config
+  libgrpc-dev libprotobuf-c-dev protobuf-c-compiler   # gRPC C core + protobuf-c (wire)
+  libssl-dev                                          # OpenSSL 3 (mTLS, PKI, SHA-256)
+  libopenblas-dev                                     # BLAS kernels
+  libjansson-dev                                      # JSON: --json output, safetensors headers
+  libyaml-dev                                         # coordinator configuration files
+  zlib1g-dev                                          # gzipped IDX (Fashion-MNIST)
+  dataset-fashion-mnist                               # the real data set
+  gnuplot-nox                                         # accuracy/loss plots from `fedc sim`
+  jq                                                  # integration tests read --json output
+)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#pkgs[@]} packages present"
+  exit 0
+fi
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+echo "install-deps: installing ${missing[*]}"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
