@@ -1,0 +1,496 @@
+/*
+ * channel.c - client side: a mutual-TLS channel to the coordinator and
+ * blocking unary / client-streaming / server-streaming calls, each on its own
+ * pluck completion queue with a deadline.
+ *
+ * Op sequences (notes/grpc-core-c.md, measured on gRPC 1.51):
+ *   unary:   {SEND_INITIAL_METADATA, SEND_MESSAGE, SEND_CLOSE_FROM_CLIENT,
+ *             RECV_INITIAL_METADATA, RECV_MESSAGE, RECV_STATUS_ON_CLIENT}
+ *   client streaming: {SEND_INITIAL_METADATA} -> {SEND_MESSAGE}xN ->
+ *             {SEND_CLOSE_FROM_CLIENT, RECV_INITIAL_METADATA, RECV_MESSAGE} -> {RECV_STATUS_ON_CLIENT}
+ *   server streaming: {SEND_INITIAL_METADATA, SEND_MESSAGE, SEND_CLOSE_FROM_CLIENT} ->
+ *             {RECV_INITIAL_METADATA, RECV_MESSAGE} -> {RECV_MESSAGE}... until NULL -> {RECV_STATUS_ON_CLIENT}
+ * Pitfall kept in mind: RECV_STATUS_ON_CLIENT completes only after initial
+ * metadata and every message were received, so fetch_status() drains first.
+ */
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/fileutil.h"
+#include "common/log.h"
+#include "fedc/error.h"
+#include "transport/transport.h"
+#include "transport/transport_int.h"
+
+/* Largest message a client accepts (a 4 MiB chunk plus framing). */
+#define CLIENT_MAX_RECV (FC_CHUNK_MAX_WIRE)
+#define FC_CHUNK_MAX_WIRE ((4 << 20) + 4096)
+
+struct fc_channel {
+  grpc_channel *ch;
+  char target[256];
+  char ca[512], cert[512], key[512];
+  int insecure;
+  char insecure_id[160];
+  char proto_ver[24];
+};
+
+struct fc_ccall {
+  fc_channel *ch;
+  grpc_call *call;
+  grpc_completion_queue *cq;
+  fc_rpc_kind kind;
+  grpc_metadata md[2];
+  size_t nmd;
+  grpc_metadata_array init_md, trail_md;
+  grpc_status_code status;
+  grpc_slice status_details;
+  int got_initial_md, got_status, send_failed, recv_ended;
+  uint64_t bytes_in, bytes_out;
+};
+
+void fc_channel_opts_init(fc_channel_opts *o) {
+  memset(o, 0, sizeof *o);
+  o->keepalive_ms = 20000;
+}
+
+static grpc_arg int_arg(const char *key, int v) {
+  grpc_arg a;
+  a.type = GRPC_ARG_INTEGER;
+  a.key = (char *)key;
+  a.value.integer = v;
+  return a;
+}
+
+static grpc_arg str_arg(const char *key, const char *v) {
+  grpc_arg a;
+  a.type = GRPC_ARG_STRING;
+  a.key = (char *)key;
+  a.value.string = (char *)v;
+  return a;
+}
+
+int fc_channel_create(const fc_channel_opts *o, fc_channel **out, char *err, size_t errlen) {
+  int rc = FEDC_ERR_INVALID;
+  char *ca = NULL, *cert = NULL, *key = NULL;
+  size_t calen = 0, certlen = 0, keylen = 0;
+  grpc_channel_credentials *creds = NULL;
+  fc_channel *c = calloc(1, sizeof *c);
+  if (!c) return FEDC_ERR_NOMEM;
+  if (!o->target || strlen(o->target) >= sizeof c->target) {
+    snprintf(err, errlen, "missing or too long coordinator address");
+    goto out;
+  }
+  snprintf(c->target, sizeof c->target, "%s", o->target);
+  snprintf(c->proto_ver, sizeof c->proto_ver, "%s",
+           o->protocol_version ? o->protocol_version : FC_PROTOCOL_VERSION_STRING);
+  if (o->insecure_for_testing) {
+    if (!fc_addr_is_loopback(o->target)) {
+      snprintf(err, errlen, "--insecure-for-testing is refused for non-loopback address %s", o->target);
+      goto out;
+    }
+    c->insecure = 1;
+    snprintf(c->insecure_id, sizeof c->insecure_id, "%s", o->insecure_identity ? o->insecure_identity : "client/test");
+    creds = grpc_insecure_credentials_create();
+  } else {
+    if (!o->tls.ca || !o->tls.cert || !o->tls.key) {
+      snprintf(err, errlen, "mutual TLS needs --ca, --cert and --key");
+      goto out;
+    }
+    snprintf(c->ca, sizeof c->ca, "%s", o->tls.ca);
+    snprintf(c->cert, sizeof c->cert, "%s", o->tls.cert);
+    snprintf(c->key, sizeof c->key, "%s", o->tls.key);
+    if ((rc = fc_tls_check_local(o->tls.ca, o->tls.cert, o->tls.key, err, errlen)) != FEDC_OK) goto out;
+    if ((rc = fc_read_file(o->tls.ca, 1 << 20, &ca, &calen)) != FEDC_OK ||
+        (rc = fc_read_file(o->tls.cert, 1 << 20, &cert, &certlen)) != FEDC_OK ||
+        (rc = fc_read_file(o->tls.key, 1 << 20, &key, &keylen)) != FEDC_OK) {
+      snprintf(err, errlen, "cannot read TLS files: %s", fedc_strerror(rc));
+      goto out;
+    }
+    grpc_ssl_pem_key_cert_pair pair = {key, cert};
+    creds = grpc_ssl_credentials_create(ca, &pair, NULL, NULL);
+  }
+  rc = FEDC_ERR_TLS;
+  if (!creds) {
+    snprintf(err, errlen, "cannot create channel credentials");
+    goto out;
+  }
+  {
+    grpc_arg args[6];
+    size_t n = 0;
+    args[n++] = int_arg(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, CLIENT_MAX_RECV);
+    args[n++] = int_arg(GRPC_ARG_KEEPALIVE_TIME_MS, o->keepalive_ms > 0 ? o->keepalive_ms : 20000);
+    args[n++] = int_arg(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+    args[n++] = int_arg(GRPC_ARG_ENABLE_RETRIES, 0);
+    args[n++] = int_arg(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+    if (o->server_name) args[n++] = str_arg(GRPC_SSL_TARGET_NAME_OVERRIDE_ARG, o->server_name);
+    grpc_channel_args cargs = {n, args};
+    /* "ipv4:" targets skip the c-ares resolver (and its one-time leak). */
+    char target[300];
+    if (strncmp(c->target, "127.", 4) == 0) snprintf(target, sizeof target, "ipv4:%s", c->target);
+    else
+      snprintf(target, sizeof target, "%s", c->target);
+    c->ch = grpc_channel_create(target, creds, &cargs);
+  }
+  grpc_channel_credentials_release(creds);
+  if (!c->ch) {
+    snprintf(err, errlen, "cannot create channel to %s", c->target);
+    goto out;
+  }
+  rc = FEDC_OK;
+  *out = c;
+  c = NULL;
+out:
+  if (key) fc_wipe(key, keylen);
+  free(ca);
+  free(cert);
+  free(key);
+  if (c) fc_channel_destroy(c);
+  return rc;
+}
+
+void fc_channel_destroy(fc_channel *c) {
+  if (!c) return;
+  if (c->ch) grpc_channel_destroy(c->ch);
+  free(c);
+}
+
+/* ---- status translation -------------------------------------------------------- */
+
+static int err_from_code(int code, const char *detail) {
+  switch (code) {
+  case GRPC_STATUS_OK: return FEDC_OK;
+  case GRPC_STATUS_UNAVAILABLE: return FEDC_ERR_UNAVAILABLE;
+  case GRPC_STATUS_DEADLINE_EXCEEDED: return FEDC_ERR_TIMEOUT;
+  case GRPC_STATUS_PERMISSION_DENIED:
+  case GRPC_STATUS_UNAUTHENTICATED: return FEDC_ERR_PERMISSION;
+  case GRPC_STATUS_RESOURCE_EXHAUSTED: return FEDC_ERR_TOO_LARGE;
+  case GRPC_STATUS_FAILED_PRECONDITION:
+    return strstr(detail, "protocol") ? FEDC_ERR_VERSION : FEDC_ERR_REJECTED;
+  case GRPC_STATUS_NOT_FOUND: return FEDC_ERR_NOT_FOUND;
+  case GRPC_STATUS_DATA_LOSS: return FEDC_ERR_HASH;
+  case GRPC_STATUS_CANCELLED: return FEDC_ERR_STOPPED;
+  case GRPC_STATUS_INVALID_ARGUMENT:
+  case GRPC_STATUS_ALREADY_EXISTS:
+  case GRPC_STATUS_OUT_OF_RANGE:
+  case GRPC_STATUS_ABORTED: return FEDC_ERR_REJECTED;
+  case GRPC_STATUS_UNIMPLEMENTED: return FEDC_ERR_PROTOCOL;
+  default: return FEDC_ERR_INTERNAL;
+  }
+}
+
+static void set_status(fc_status *st, int code, const char *detail) {
+  if (!st) return;
+  st->code = code;
+  snprintf(st->detail, sizeof st->detail, "%s", detail ? detail : "");
+  st->err = err_from_code(code, st->detail);
+}
+
+/* ---- calls ----------------------------------------------------------------------- */
+
+static int wait_tag(fc_ccall *c, void *tag) {
+  /* The call deadline bounds every op: gRPC completes them when it passes. */
+  grpc_event ev = grpc_completion_queue_pluck(c->cq, tag, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+  return ev.type == GRPC_OP_COMPLETE && ev.success;
+}
+
+static int batch(fc_ccall *c, grpc_op *ops, size_t n) {
+  if (grpc_call_start_batch(c->call, ops, n, ops, NULL) != GRPC_CALL_OK) return 0;
+  return wait_tag(c, ops);
+}
+
+static void fetch_status(fc_ccall *c, fc_status *st) {
+  if (!c->got_status) {
+    grpc_op ops[2];
+    size_t n = 0;
+    memset(ops, 0, sizeof ops);
+    /* Drain what the server may still send, else the status never comes. */
+    while (!c->recv_ended) {
+      grpc_byte_buffer *bb = NULL;
+      n = 0;
+      memset(ops, 0, sizeof ops);
+      if (!c->got_initial_md) {
+        ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
+        ops[n].data.recv_initial_metadata.recv_initial_metadata = &c->init_md;
+        n++;
+        c->got_initial_md = 1;
+      }
+      ops[n].op = GRPC_OP_RECV_MESSAGE;
+      ops[n].data.recv_message.recv_message = &bb;
+      n++;
+      int ok = batch(c, ops, n);
+      if (bb) grpc_byte_buffer_destroy(bb);
+      if (!ok || !bb) c->recv_ended = 1;
+    }
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[0].data.recv_status_on_client.trailing_metadata = &c->trail_md;
+    ops[0].data.recv_status_on_client.status = &c->status;
+    ops[0].data.recv_status_on_client.status_details = &c->status_details;
+    batch(c, ops, 1);
+    c->got_status = 1;
+  }
+  char detail[512];
+  size_t dl = GRPC_SLICE_LENGTH(c->status_details);
+  if (dl >= sizeof detail) dl = sizeof detail - 1;
+  memcpy(detail, GRPC_SLICE_START_PTR(c->status_details), dl);
+  detail[dl] = 0;
+  set_status(st, c->status, detail);
+  if (st && st->code != GRPC_STATUS_OK) fc_status_explain(c->ch, st);
+}
+
+static int ccall_new(fc_channel *ch, const char *path, fc_rpc_kind kind, int timeout_ms, fc_ccall **out) {
+  fc_ccall *c = calloc(1, sizeof *c);
+  if (!c) return FEDC_ERR_NOMEM;
+  c->ch = ch;
+  c->kind = kind;
+  c->cq = grpc_completion_queue_create_for_pluck(NULL);
+  grpc_metadata_array_init(&c->init_md);
+  grpc_metadata_array_init(&c->trail_md);
+  c->status_details = grpc_empty_slice();
+  grpc_slice method = grpc_slice_from_copied_string(path);
+  c->call = grpc_channel_create_call(ch->ch, NULL, GRPC_PROPAGATE_DEFAULTS, c->cq, method, NULL,
+                                     fc_deadline_ms(timeout_ms > 0 ? timeout_ms : 30000), NULL);
+  grpc_slice_unref(method);
+  c->md[0].key = grpc_slice_from_static_string(FC_PROTOCOL_MD_KEY);
+  c->md[0].value = grpc_slice_from_copied_string(ch->proto_ver);
+  c->nmd = 1;
+  if (ch->insecure) {
+    c->md[1].key = grpc_slice_from_static_string(FC_INSECURE_IDENTITY_MD_KEY);
+    c->md[1].value = grpc_slice_from_copied_string(ch->insecure_id);
+    c->nmd = 2;
+  }
+  if (!c->call) {
+    fc_ccall_destroy(c);
+    return FEDC_ERR_NOMEM;
+  }
+  *out = c;
+  return FEDC_OK;
+}
+
+static grpc_op op_send_md(fc_ccall *c) {
+  grpc_op op;
+  memset(&op, 0, sizeof op);
+  op.op = GRPC_OP_SEND_INITIAL_METADATA;
+  op.data.send_initial_metadata.count = c->nmd;
+  op.data.send_initial_metadata.metadata = c->md;
+  return op;
+}
+
+static int recv_one(fc_ccall *c, const ProtobufCMessageDescriptor *desc, ProtobufCMessage **msg) {
+  grpc_op ops[2];
+  size_t n = 0;
+  grpc_byte_buffer *bb = NULL;
+  memset(ops, 0, sizeof ops);
+  if (!c->got_initial_md) {
+    ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[n].data.recv_initial_metadata.recv_initial_metadata = &c->init_md;
+    n++;
+    c->got_initial_md = 1;
+  }
+  ops[n].op = GRPC_OP_RECV_MESSAGE;
+  ops[n].data.recv_message.recv_message = &bb;
+  n++;
+  int ok = batch(c, ops, n);
+  if (!ok || !bb) {
+    if (bb) grpc_byte_buffer_destroy(bb);
+    c->recv_ended = 1;
+    return 0;
+  }
+  c->bytes_in += grpc_byte_buffer_length(bb);
+  int rc = fc_unpack_message(bb, desc, CLIENT_MAX_RECV, msg);
+  grpc_byte_buffer_destroy(bb);
+  return rc == FEDC_OK ? 1 : -rc;
+}
+
+int fc_call_unary(fc_channel *ch, const char *path, const ProtobufCMessage *req,
+                  const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp, int timeout_ms,
+                  fc_status *st) {
+  fc_ccall *c = NULL;
+  int rc = ccall_new(ch, path, FC_RPC_UNARY, timeout_ms, &c);
+  if (rc != FEDC_OK) {
+    set_status(st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    return rc;
+  }
+  grpc_byte_buffer *out = fc_pack_message(req), *in = NULL;
+  grpc_op ops[6];
+  memset(ops, 0, sizeof ops);
+  ops[0] = op_send_md(c);
+  ops[1].op = GRPC_OP_SEND_MESSAGE;
+  ops[1].data.send_message.send_message = out;
+  ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+  ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+  ops[3].data.recv_initial_metadata.recv_initial_metadata = &c->init_md;
+  ops[4].op = GRPC_OP_RECV_MESSAGE;
+  ops[4].data.recv_message.recv_message = &in;
+  ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+  ops[5].data.recv_status_on_client.trailing_metadata = &c->trail_md;
+  ops[5].data.recv_status_on_client.status = &c->status;
+  ops[5].data.recv_status_on_client.status_details = &c->status_details;
+  c->got_initial_md = c->recv_ended = 1;
+  c->bytes_out += out ? grpc_byte_buffer_length(out) : 0;
+  batch(c, ops, 6);
+  c->got_status = 1;
+  if (out) grpc_byte_buffer_destroy(out);
+  fc_status tmp;
+  if (!st) st = &tmp;
+  fetch_status(c, st);
+  rc = st->err;
+  if (rc == FEDC_OK) {
+    if (!in) {
+      set_status(st, GRPC_STATUS_INTERNAL, "server sent no response message");
+      rc = FEDC_ERR_PROTOCOL;
+    } else {
+      rc = fc_unpack_message(in, resp_desc, CLIENT_MAX_RECV, resp);
+      if (rc != FEDC_OK) set_status(st, GRPC_STATUS_INTERNAL, "malformed response message");
+    }
+  }
+  if (in) grpc_byte_buffer_destroy(in);
+  fc_ccall_destroy(c);
+  return rc;
+}
+
+int fc_ccall_start(fc_channel *ch, const char *path, fc_rpc_kind kind, const ProtobufCMessage *req,
+                   int timeout_ms, fc_ccall **out, fc_status *st) {
+  fc_ccall *c = NULL;
+  int rc = ccall_new(ch, path, kind, timeout_ms, &c);
+  if (rc != FEDC_OK) {
+    set_status(st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    return rc;
+  }
+  grpc_op ops[3];
+  memset(ops, 0, sizeof ops);
+  ops[0] = op_send_md(c);
+  size_t n = 1;
+  grpc_byte_buffer *bb = NULL;
+  if (kind == FC_RPC_SERVER_STREAM) {
+    bb = fc_pack_message(req);
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = bb;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    n = 3;
+    c->bytes_out += bb ? grpc_byte_buffer_length(bb) : 0;
+  }
+  int ok = batch(c, ops, n);
+  if (bb) grpc_byte_buffer_destroy(bb);
+  if (!ok) {
+    fc_status tmp;
+    if (!st) st = &tmp;
+    fetch_status(c, st);
+    rc = st->err ? st->err : FEDC_ERR_UNAVAILABLE;
+    fc_ccall_destroy(c);
+    return rc;
+  }
+  *out = c;
+  return FEDC_OK;
+}
+
+int fc_ccall_send(fc_ccall *c, const ProtobufCMessage *msg, fc_status *st) {
+  grpc_byte_buffer *bb = fc_pack_message(msg);
+  if (!bb) {
+    set_status(st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    return FEDC_ERR_NOMEM;
+  }
+  grpc_op op;
+  memset(&op, 0, sizeof op);
+  op.op = GRPC_OP_SEND_MESSAGE;
+  op.data.send_message.send_message = bb;
+  c->bytes_out += grpc_byte_buffer_length(bb);
+  int ok = batch(c, &op, 1);
+  grpc_byte_buffer_destroy(bb);
+  if (ok) return FEDC_OK;
+  /* The server ended the call (rejected the upload, or went away). */
+  c->send_failed = 1;
+  fc_status tmp;
+  if (!st) st = &tmp;
+  fetch_status(c, st);
+  return st->err ? st->err : FEDC_ERR_UNAVAILABLE;
+}
+
+int fc_ccall_close_and_recv(fc_ccall *c, const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
+                            fc_status *st) {
+  fc_status tmp;
+  if (!st) st = &tmp;
+  grpc_byte_buffer *in = NULL;
+  if (!c->send_failed) {
+    grpc_op ops[3];
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[1].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[1].data.recv_initial_metadata.recv_initial_metadata = &c->init_md;
+    ops[2].op = GRPC_OP_RECV_MESSAGE;
+    ops[2].data.recv_message.recv_message = &in;
+    if (!c->got_initial_md) {
+      c->got_initial_md = 1;
+      batch(c, ops, 3);
+    } else {
+      ops[1] = ops[2];
+      batch(c, ops, 2);
+    }
+    c->recv_ended = 1;
+  }
+  fetch_status(c, st);
+  int rc = st->err;
+  if (rc == FEDC_OK) {
+    if (!in) {
+      set_status(st, GRPC_STATUS_INTERNAL, "server sent no response message");
+      rc = FEDC_ERR_PROTOCOL;
+    } else {
+      c->bytes_in += grpc_byte_buffer_length(in);
+      rc = fc_unpack_message(in, resp_desc, CLIENT_MAX_RECV, resp);
+      if (rc != FEDC_OK) set_status(st, GRPC_STATUS_INTERNAL, "malformed response message");
+    }
+  }
+  if (in) grpc_byte_buffer_destroy(in);
+  return rc;
+}
+
+int fc_ccall_recv(fc_ccall *c, const ProtobufCMessageDescriptor *desc, ProtobufCMessage **msg, fc_status *st) {
+  fc_status tmp;
+  if (!st) st = &tmp;
+  int r = c->recv_ended ? 0 : recv_one(c, desc, msg);
+  if (r == 1) return 1;
+  if (r < 0) {
+    grpc_call_cancel(c->call, NULL);
+    set_status(st, GRPC_STATUS_INTERNAL, -r == FEDC_ERR_TOO_LARGE ? "message over the client's limit"
+                                                                   : "malformed message from server");
+    st->err = -r;
+    return r;
+  }
+  fetch_status(c, st);
+  return st->err == FEDC_OK ? 0 : -st->err;
+}
+
+void fc_ccall_destroy(fc_ccall *c) {
+  if (!c) return;
+  if (c->call) {
+    if (!c->got_status) grpc_call_cancel(c->call, NULL);
+    grpc_call_unref(c->call);
+  }
+  grpc_metadata_array_destroy(&c->init_md);
+  grpc_metadata_array_destroy(&c->trail_md);
+  grpc_slice_unref(c->status_details);
+  for (size_t i = 0; i < c->nmd; i++) grpc_slice_unref(c->md[i].value);
+  if (c->cq) {
+    grpc_completion_queue_shutdown(c->cq);
+    /* Every batch was waited for, so nothing is pending: this returns at once. */
+    grpc_completion_queue_pluck(c->cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    grpc_completion_queue_destroy(c->cq);
+  }
+  free(c);
+}
+
+uint64_t fc_ccall_bytes_in(const fc_ccall *c) { return c->bytes_in; }
+uint64_t fc_ccall_bytes_out(const fc_ccall *c) { return c->bytes_out; }
+
+/* Accessors for diagnose.c. */
+const char *fc_channel_target(const fc_channel *c) { return c->target; }
+int fc_channel_tls(const fc_channel *c, const char **ca, const char **cert, const char **key) {
+  *ca = c->ca;
+  *cert = c->cert;
+  *key = c->key;
+  return c->insecure;
+}

@@ -1,0 +1,637 @@
+/*
+ * server.c - mutual-TLS gRPC server over the C core with synchronous handlers.
+ *
+ * Shape: `threads` worker threads, each owning one completion queue registered
+ * with the server. A worker posts grpc_server_request_call on its queue, waits
+ * for a call, then serves that call alone to its end: authenticate (SPIFFE ID
+ * of the verified client certificate), check the protocol version and the
+ * caller's role, receive the first message under the method's size limit,
+ * run the handler, make sure a status went out, release. Because a call's ops
+ * complete only on its worker's queue, every batch is a simple "start, wait
+ * for this tag" with a deadline, and an idle peer cannot hold a worker longer
+ * than stream_idle_ms per message.
+ *
+ * Op sequences follow ../shared/notes/grpc-core-c.md (measured on gRPC 1.51):
+ *   start:  {SEND_INITIAL_METADATA, RECV_MESSAGE}
+ *   stream: {RECV_MESSAGE} until a NULL message     (client streaming)
+ *           {SEND_MESSAGE} per message              (server streaming)
+ *   end:    {[SEND_MESSAGE], SEND_STATUS_FROM_SERVER, RECV_CLOSE_ON_SERVER}
+ * Refusals before the handler (unknown method, wrong role, wrong version)
+ * send {SEND_INITIAL_METADATA, SEND_STATUS_FROM_SERVER, RECV_CLOSE_ON_SERVER}.
+ *
+ * Shutdown (notes): shutdown_and_notify -> wait up to the grace period ->
+ * cancel_all_calls -> wait for the notification -> destroy server ->
+ * shutdown + drain every queue -> join workers.
+ */
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/fileutil.h"
+#include "common/log.h"
+#include "crypto/pki.h"
+#include "fedc/error.h"
+#include "transport/fdguard.h"
+#include "transport/transport.h"
+#include "transport/transport_int.h"
+
+#define MOD "transport"
+
+struct fc_server {
+  grpc_server *server;
+  grpc_completion_queue *shutdown_cq;
+  fc_server_opts opts;
+  char federation[64];
+  int port;
+  int nworkers;
+  struct worker *workers;
+  atomic_int stopping;
+  int shut_down;
+  size_t max_recv_any;
+  fc_fdguard *guard;
+};
+
+struct worker {
+  fc_server *srv;
+  grpc_completion_queue *cq;
+  pthread_t thread;
+  int started;
+};
+
+struct fc_scall {
+  fc_server *srv;
+  const fc_method *m;
+  grpc_call *call;
+  grpc_completion_queue *cq;
+  fc_peer peer;
+  ProtobufCMessage *req;
+  char method[128];
+  int sent_initial_md;
+  int finished;
+  int stream_done;
+  int cancelled;
+  uint64_t bytes_in, bytes_out;
+};
+
+void fc_server_opts_init(fc_server_opts *o) {
+  memset(o, 0, sizeof *o);
+  o->addr = "127.0.0.1:7070";
+  o->threads = 16;
+  o->stream_idle_ms = 30000;
+  o->keepalive_ms = 30000;
+  o->max_idle_ms = 600000;
+}
+
+/* ---- batches ------------------------------------------------------------------ */
+
+/* Run one batch and wait for its completion on the call's queue. Returns 1 on
+ * success, 0 if the op failed (peer gone, call cancelled), -FEDC_ERR_TIMEOUT if
+ * nothing happened within timeout_ms (the call is then cancelled). */
+static int run_batch(fc_scall *c, const grpc_op *ops, size_t n, int timeout_ms) {
+  void *tag = (void *)ops;
+  if (grpc_call_start_batch(c->call, ops, n, tag, NULL) != GRPC_CALL_OK) return 0;
+  gpr_timespec deadline = timeout_ms > 0 ? fc_deadline_ms(timeout_ms) : gpr_inf_future(GPR_CLOCK_MONOTONIC);
+  int timed_out = 0;
+  for (;;) {
+    grpc_event ev = grpc_completion_queue_next(c->cq, deadline, NULL);
+    if (ev.type == GRPC_QUEUE_TIMEOUT) {
+      /* Cancel, then wait (without limit) for the batch to complete: its
+       * buffers must stay alive until it does. */
+      grpc_call_cancel_with_status(c->call, GRPC_STATUS_DEADLINE_EXCEEDED, "peer idle too long", NULL);
+      deadline = gpr_inf_future(GPR_CLOCK_MONOTONIC);
+      timed_out = 1;
+      continue;
+    }
+    if (ev.type == GRPC_QUEUE_SHUTDOWN) return 0;
+    if (ev.tag == tag) {
+      if (timed_out) {
+        c->finished = 1;
+        return -FEDC_ERR_TIMEOUT;
+      }
+      return ev.success ? 1 : 0;
+    }
+  }
+}
+
+static void send_status(fc_scall *c, grpc_status_code code, const char *detail, grpc_byte_buffer *msg) {
+  grpc_op ops[4];
+  size_t n = 0;
+  int close_flag = 0;
+  grpc_slice det = grpc_slice_from_copied_string(detail ? detail : "");
+  memset(ops, 0, sizeof ops);
+  if (!c->sent_initial_md) {
+    ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+    n++;
+    c->sent_initial_md = 1;
+  }
+  if (msg) {
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n].data.send_message.send_message = msg;
+    n++;
+  }
+  ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+  ops[n].data.send_status_from_server.status = code;
+  ops[n].data.send_status_from_server.status_details = &det;
+  n++;
+  ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+  ops[n].data.recv_close_on_server.cancelled = &close_flag;
+  n++;
+  run_batch(c, ops, n, c->srv->opts.stream_idle_ms);
+  grpc_slice_unref(det);
+  c->finished = 1;
+  c->cancelled = close_flag;
+}
+
+/* Receive one message. 1 = got it in *out, 0 = end of stream, <0 = error
+ * (status already sent). */
+static int recv_message(fc_scall *c, ProtobufCMessage **out) {
+  grpc_op ops[2];
+  size_t n = 0;
+  grpc_byte_buffer *bb = NULL;
+  memset(ops, 0, sizeof ops);
+  if (!c->sent_initial_md) {
+    ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+    n++;
+    c->sent_initial_md = 1;
+  }
+  ops[n].op = GRPC_OP_RECV_MESSAGE;
+  ops[n].data.recv_message.recv_message = &bb;
+  n++;
+  int r = run_batch(c, ops, n, c->srv->opts.stream_idle_ms);
+  if (r <= 0) {
+    if (bb) grpc_byte_buffer_destroy(bb);
+    if (r == -FEDC_ERR_TIMEOUT) {
+      FC_WARN(MOD, "%s from %s/%s: no message within %d ms, call cancelled", c->method,
+              fc_role_name(c->peer.role), c->peer.name, c->srv->opts.stream_idle_ms);
+      return -FEDC_ERR_TIMEOUT;
+    }
+    c->finished = 1; /* the call is dead: nothing more can be sent */
+    return -FEDC_ERR_UNAVAILABLE;
+  }
+  if (!bb) {
+    c->stream_done = 1;
+    return 0;
+  }
+  size_t len = grpc_byte_buffer_length(bb);
+  if (len > c->m->max_recv) {
+    char msg[200];
+    snprintf(msg, sizeof msg, "message of %zu bytes exceeds the %zu-byte limit of %s", len, c->m->max_recv,
+             c->method);
+    grpc_byte_buffer_destroy(bb);
+    FC_WARN(MOD, "%s from %s: %s", c->method, c->peer.name, msg);
+    send_status(c, GRPC_STATUS_RESOURCE_EXHAUSTED, msg, NULL);
+    return -FEDC_ERR_TOO_LARGE;
+  }
+  grpc_byte_buffer_reader reader;
+  if (!grpc_byte_buffer_reader_init(&reader, bb)) {
+    grpc_byte_buffer_destroy(bb);
+    send_status(c, GRPC_STATUS_INTERNAL, "cannot read message", NULL);
+    return -FEDC_ERR_INTERNAL;
+  }
+  grpc_slice s = grpc_byte_buffer_reader_readall(&reader);
+  grpc_byte_buffer_reader_destroy(&reader);
+  grpc_byte_buffer_destroy(bb);
+  c->bytes_in += GRPC_SLICE_LENGTH(s);
+  ProtobufCMessage *msg = protobuf_c_message_unpack(c->m->request, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+  grpc_slice_unref(s);
+  if (!msg) {
+    char d[160];
+    snprintf(d, sizeof d, "malformed %s message", c->m->request->name);
+    FC_WARN(MOD, "%s from %s: %s", c->method, c->peer.name, d);
+    send_status(c, GRPC_STATUS_INVALID_ARGUMENT, d, NULL);
+    return -FEDC_ERR_PROTOCOL;
+  }
+  *out = msg;
+  return 1;
+}
+
+/* ---- handler API -------------------------------------------------------------- */
+
+const fc_peer *fc_scall_peer(const fc_scall *c) { return &c->peer; }
+const char *fc_scall_method(const fc_scall *c) { return c->method; }
+const ProtobufCMessage *fc_scall_request(const fc_scall *c) { return c->req; }
+uint64_t fc_scall_bytes_in(const fc_scall *c) { return c->bytes_in; }
+uint64_t fc_scall_bytes_out(const fc_scall *c) { return c->bytes_out; }
+
+int fc_scall_recv(fc_scall *c, ProtobufCMessage **msg) {
+  if (c->finished) return -FEDC_ERR_PROTOCOL;
+  if (c->stream_done) return 0;
+  return recv_message(c, msg);
+}
+
+int fc_scall_send(fc_scall *c, const ProtobufCMessage *msg) {
+  if (c->finished) return -FEDC_ERR_UNAVAILABLE;
+  grpc_byte_buffer *bb = fc_pack_message(msg);
+  if (!bb) return -FEDC_ERR_NOMEM;
+  c->bytes_out += grpc_byte_buffer_length(bb);
+  grpc_op ops[2];
+  size_t n = 0;
+  memset(ops, 0, sizeof ops);
+  if (!c->sent_initial_md) {
+    ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+    n++;
+    c->sent_initial_md = 1;
+  }
+  ops[n].op = GRPC_OP_SEND_MESSAGE;
+  ops[n].data.send_message.send_message = bb;
+  n++;
+  int r = run_batch(c, ops, n, c->srv->opts.stream_idle_ms);
+  grpc_byte_buffer_destroy(bb);
+  if (r != 1) {
+    c->finished = 1;
+    return r == -FEDC_ERR_TIMEOUT ? r : -FEDC_ERR_UNAVAILABLE;
+  }
+  return 0;
+}
+
+int fc_scall_finish(fc_scall *c, grpc_status_code code, const char *detail, const ProtobufCMessage *resp) {
+  if (c->finished) return -FEDC_ERR_PROTOCOL;
+  grpc_byte_buffer *bb = NULL;
+  if (resp && code == GRPC_STATUS_OK) {
+    bb = fc_pack_message(resp);
+    if (!bb) {
+      send_status(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL);
+      return -FEDC_ERR_NOMEM;
+    }
+    c->bytes_out += grpc_byte_buffer_length(bb);
+  }
+  send_status(c, code, detail, bb);
+  if (bb) grpc_byte_buffer_destroy(bb);
+  return 0;
+}
+
+/* ---- dispatch ------------------------------------------------------------------- */
+
+static const fc_method *find_method(const fc_server *s, const char *path) {
+  for (size_t i = 0; i < s->opts.nmethods; i++)
+    if (strcmp(s->opts.methods[i].path, path) == 0) return &s->opts.methods[i];
+  return NULL;
+}
+
+static int md_get(const grpc_metadata_array *md, const char *key, char *out, size_t outlen) {
+  for (size_t i = 0; i < md->count; i++) {
+    const grpc_slice *k = &md->metadata[i].key;
+    if (GRPC_SLICE_LENGTH(*k) == strlen(key) && memcmp(GRPC_SLICE_START_PTR(*k), key, strlen(key)) == 0) {
+      size_t n = GRPC_SLICE_LENGTH(md->metadata[i].value);
+      if (n >= outlen) n = outlen - 1;
+      memcpy(out, GRPC_SLICE_START_PTR(md->metadata[i].value), n);
+      out[n] = 0;
+      return 1;
+    }
+  }
+  return 0;
+}
+
+/* Who is calling: from the verified certificate's SPIFFE ID (or, only on an
+ * insecure loopback test server, from metadata). 0 ok, else a refusal text. */
+static int authenticate(fc_scall *c, const grpc_metadata_array *md, char *why, size_t whylen) {
+  char uri[512] = "";
+  if (c->srv->opts.insecure_for_testing) {
+    char id[160];
+    if (!md_get(md, FC_INSECURE_IDENTITY_MD_KEY, id, sizeof id)) {
+      snprintf(why, whylen, "insecure test server: missing %s metadata", FC_INSECURE_IDENTITY_MD_KEY);
+      return -1;
+    }
+    snprintf(uri, sizeof uri, "spiffe://%s/%s", c->srv->federation, id);
+  } else {
+    grpc_auth_context *ctx = grpc_call_auth_context(c->call);
+    if (!ctx) {
+      snprintf(why, whylen, "no authenticated peer");
+      return -1;
+    }
+    grpc_auth_property_iterator it = grpc_auth_context_find_properties_by_name(ctx, GRPC_PEER_SPIFFE_ID_PROPERTY_NAME);
+    const grpc_auth_property *p = grpc_auth_property_iterator_next(&it);
+    if (!p) {
+      /* Fallback: exactly one spiffe:// SAN among the certificate's SANs. */
+      it = grpc_auth_context_find_properties_by_name(ctx, GRPC_X509_SAN_PROPERTY_NAME);
+      int found = 0;
+      const grpc_auth_property *q;
+      while ((q = grpc_auth_property_iterator_next(&it))) {
+        if (q->value_length > 9 && memcmp(q->value, "spiffe://", 9) == 0) {
+          found++;
+          p = q;
+        }
+      }
+      if (found != 1) p = NULL;
+    }
+    if (p && p->value_length < sizeof uri) {
+      memcpy(uri, p->value, p->value_length);
+      uri[p->value_length] = 0;
+    }
+    grpc_auth_context_release(ctx);
+    if (!uri[0]) {
+      snprintf(why, whylen, "client certificate carries no single spiffe://<federation>/<role>/<name> URI SAN");
+      return -1;
+    }
+  }
+  char role[32];
+  if (fc_pki_identity_from_spiffe(uri, c->peer.federation, sizeof c->peer.federation, role, sizeof role,
+                                  c->peer.name, sizeof c->peer.name) != FEDC_OK) {
+    snprintf(why, whylen, "malformed SPIFFE ID in client certificate: %.200s", uri);
+    return -1;
+  }
+  c->peer.role = fc_role_parse(role);
+  if (c->srv->federation[0] && strcmp(c->peer.federation, c->srv->federation) != 0) {
+    snprintf(why, whylen, "certificate is for federation '%s', this coordinator serves '%s'", c->peer.federation,
+             c->srv->federation);
+    return -1;
+  }
+  return 0;
+}
+
+static void serve_call(struct worker *w, grpc_call *call, grpc_call_details *det, grpc_metadata_array *md) {
+  fc_scall c;
+  memset(&c, 0, sizeof c);
+  c.srv = w->srv;
+  c.call = call;
+  c.cq = w->cq;
+  size_t ml = GRPC_SLICE_LENGTH(det->method);
+  if (ml >= sizeof c.method) ml = sizeof c.method - 1;
+  memcpy(c.method, GRPC_SLICE_START_PTR(det->method), ml);
+  char *peer = grpc_call_get_peer(call);
+  if (peer) {
+    snprintf(c.peer.addr, sizeof c.peer.addr, "%s", peer);
+    gpr_free(peer);
+  }
+  snprintf(c.peer.name, sizeof c.peer.name, "?");
+
+  char why[400];
+  char ver[32];
+  c.m = find_method(w->srv, c.method);
+  if (!c.m) {
+    snprintf(why, sizeof why, "unknown method %s", c.method);
+    send_status(&c, GRPC_STATUS_UNIMPLEMENTED, why, NULL);
+    goto out;
+  }
+  if (!md_get(md, FC_PROTOCOL_MD_KEY, ver, sizeof ver)) {
+    snprintf(why, sizeof why, "missing %s metadata: this coordinator speaks fedc protocol %d.%d",
+             FC_PROTOCOL_MD_KEY, FC_PROTOCOL_MAJOR, FC_PROTOCOL_MINOR);
+    send_status(&c, GRPC_STATUS_FAILED_PRECONDITION, why, NULL);
+    goto out;
+  }
+  if (atoi(ver) != FC_PROTOCOL_MAJOR) {
+    snprintf(why, sizeof why, "incompatible protocol version %.16s: this coordinator speaks fedc protocol %d.%d",
+             ver, FC_PROTOCOL_MAJOR, FC_PROTOCOL_MINOR);
+    FC_WARN(MOD, "%s from %s: %s", c.method, c.peer.addr, why);
+    send_status(&c, GRPC_STATUS_FAILED_PRECONDITION, why, NULL);
+    goto out;
+  }
+  if (authenticate(&c, md, why, sizeof why) != 0) {
+    FC_WARN(MOD, "%s from %s refused: %s", c.method, c.peer.addr, why);
+    send_status(&c, GRPC_STATUS_UNAUTHENTICATED, why, NULL);
+    goto out;
+  }
+  if (c.peer.role != c.m->role) {
+    snprintf(why, sizeof why, "%s is for role '%s'; caller '%s' has role '%s'", c.method, fc_role_name(c.m->role),
+             c.peer.name, fc_role_name(c.peer.role));
+    FC_WARN(MOD, "refused: %s", why);
+    send_status(&c, GRPC_STATUS_PERMISSION_DENIED, why, NULL);
+    goto out;
+  }
+  int r = recv_message(&c, &c.req);
+  if (r == 0) {
+    send_status(&c, GRPC_STATUS_INVALID_ARGUMENT, "stream closed before the first message", NULL);
+    goto out;
+  }
+  if (r < 0) goto out;
+  c.m->handler(&c, c.m->ctx);
+  if (!c.finished) {
+    FC_ERROR(MOD, "%s: handler returned without a status", c.method);
+    send_status(&c, GRPC_STATUS_INTERNAL, "handler returned without a status", NULL);
+  }
+out:
+  if (c.req) protobuf_c_message_free_unpacked(c.req, NULL);
+  grpc_call_unref(call);
+}
+
+static void *worker_main(void *arg) {
+  struct worker *w = arg;
+  fc_server *s = w->srv;
+  while (!atomic_load(&s->stopping)) {
+    grpc_call *call = NULL;
+    grpc_call_details det;
+    grpc_metadata_array md;
+    grpc_call_details_init(&det);
+    grpc_metadata_array_init(&md);
+    int tag_req;
+    if (grpc_server_request_call(s->server, &call, &det, &md, w->cq, w->cq, &tag_req) != GRPC_CALL_OK) {
+      grpc_call_details_destroy(&det);
+      grpc_metadata_array_destroy(&md);
+      break;
+    }
+    grpc_event ev;
+    do {
+      ev = grpc_completion_queue_next(w->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+    } while (ev.type == GRPC_OP_COMPLETE && ev.tag != &tag_req);
+    int ok = ev.type == GRPC_OP_COMPLETE && ev.success;
+    if (ok) serve_call(w, call, &det, &md);
+    else if (call)
+      grpc_call_unref(call);
+    grpc_call_details_destroy(&det);
+    grpc_metadata_array_destroy(&md);
+    if (!ok) break;
+  }
+  /* Drain until the queue is shut down by fc_server_destroy. */
+  for (;;) {
+    grpc_event ev = grpc_completion_queue_next(w->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+    if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
+  }
+  return NULL;
+}
+
+/* ---- lifecycle ------------------------------------------------------------------- */
+
+static grpc_arg int_arg(const char *key, int value) {
+  grpc_arg a;
+  a.type = GRPC_ARG_INTEGER;
+  a.key = (char *)key;
+  a.value.integer = value;
+  return a;
+}
+
+int fc_server_start(const fc_server_opts *o, fc_server **out, char *err, size_t errlen) {
+  int rc = FEDC_ERR_INVALID;
+  char *ca = NULL, *cert = NULL, *key = NULL;
+  size_t calen = 0, certlen = 0, keylen = 0;
+  grpc_server_credentials *creds = NULL;
+  fc_server *s = calloc(1, sizeof *s);
+  if (!s) return FEDC_ERR_NOMEM;
+  s->opts = *o;
+  if (s->opts.threads <= 0) s->opts.threads = 16;
+  if (s->opts.stream_idle_ms <= 0) s->opts.stream_idle_ms = 30000;
+  if (s->opts.keepalive_ms <= 0) s->opts.keepalive_ms = 30000;
+  if (s->opts.max_idle_ms <= 0) s->opts.max_idle_ms = 600000;
+  snprintf(s->federation, sizeof s->federation, "%s", o->federation ? o->federation : "");
+  for (size_t i = 0; i < o->nmethods; i++)
+    if (o->methods[i].max_recv > s->max_recv_any) s->max_recv_any = o->methods[i].max_recv;
+
+  if (o->insecure_for_testing) {
+    if (!fc_addr_is_loopback(o->addr)) {
+      snprintf(err, errlen, "--insecure-for-testing is refused on non-loopback address %s", o->addr);
+      goto fail;
+    }
+    if (!s->federation[0]) snprintf(s->federation, sizeof s->federation, "insecure-test");
+    FC_WARN(MOD, "INSECURE test mode: no TLS, identities taken from metadata (loopback only)");
+    creds = grpc_insecure_server_credentials_create();
+  } else {
+    if (!o->tls.ca || !o->tls.cert || !o->tls.key) {
+      snprintf(err, errlen, "mutual TLS needs --ca, --cert and --key");
+      goto fail;
+    }
+    if ((rc = fc_read_file(o->tls.ca, 1 << 20, &ca, &calen)) != FEDC_OK) {
+      snprintf(err, errlen, "cannot read CA certificate %s: %s", o->tls.ca, fedc_strerror(rc));
+      goto fail;
+    }
+    if ((rc = fc_read_file(o->tls.cert, 1 << 20, &cert, &certlen)) != FEDC_OK) {
+      snprintf(err, errlen, "cannot read certificate %s: %s", o->tls.cert, fedc_strerror(rc));
+      goto fail;
+    }
+    if ((rc = fc_read_file(o->tls.key, 1 << 20, &key, &keylen)) != FEDC_OK) {
+      snprintf(err, errlen, "cannot read private key %s: %s", o->tls.key, fedc_strerror(rc));
+      goto fail;
+    }
+    if ((rc = fc_tls_check_local(o->tls.ca, o->tls.cert, o->tls.key, err, errlen)) != FEDC_OK) goto fail;
+    grpc_ssl_pem_key_cert_pair pair = {key, cert};
+    creds = grpc_ssl_server_credentials_create_ex(ca, &pair, 1,
+                                                  GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY, NULL);
+  }
+  rc = FEDC_ERR_TLS;
+  if (!creds) {
+    snprintf(err, errlen, "cannot create server credentials");
+    goto fail;
+  }
+
+  grpc_arg args[] = {
+      int_arg(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, (int)(s->max_recv_any + 1024)),
+      int_arg(GRPC_ARG_KEEPALIVE_TIME_MS, s->opts.keepalive_ms),
+      int_arg(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000),
+      int_arg(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1),
+      int_arg(GRPC_ARG_MAX_CONNECTION_IDLE_MS, s->opts.max_idle_ms),
+      /* Clients ping every 20 s by default; accept pings down to 5 s apart so
+       * a well-behaved client is never sent GOAWAY too_many_pings. */
+      int_arg(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000),
+      int_arg(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 5),
+      /* A second server on our port would silently take half the connections. */
+      int_arg(GRPC_ARG_ALLOW_REUSEPORT, 0),
+      int_arg(GRPC_ARG_MAX_CONCURRENT_STREAMS, 32),
+  };
+  grpc_channel_args cargs = {sizeof args / sizeof args[0], args};
+  s->server = grpc_server_create(&cargs, NULL);
+  s->nworkers = s->opts.threads;
+  s->workers = calloc((size_t)s->nworkers, sizeof *s->workers);
+  rc = FEDC_ERR_NOMEM;
+  if (!s->server || !s->workers) goto fail;
+  for (int i = 0; i < s->nworkers; i++) {
+    s->workers[i].srv = s;
+    s->workers[i].cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_register_completion_queue(s->server, s->workers[i].cq, NULL);
+  }
+  s->shutdown_cq = grpc_completion_queue_create_for_next(NULL);
+  s->port = grpc_server_add_http2_port(s->server, o->addr, creds);
+  grpc_server_credentials_release(creds);
+  creds = NULL;
+  if (s->port <= 0) {
+    snprintf(err, errlen, "cannot listen on %s (address in use or invalid)", o->addr);
+    rc = FEDC_ERR_IO;
+    goto fail_started;
+  }
+  grpc_server_start(s->server);
+  for (int i = 0; i < s->nworkers; i++) {
+    if (pthread_create(&s->workers[i].thread, NULL, worker_main, &s->workers[i]) != 0) {
+      snprintf(err, errlen, "cannot start worker thread");
+      rc = FEDC_ERR_NOMEM;
+      goto fail_started;
+    }
+    s->workers[i].started = 1;
+  }
+  {
+    int grc = fc_fdguard_start(s->port, s->opts.fd_headroom, s->opts.max_connections, &s->guard);
+    if (grc != FEDC_OK) FC_WARN(MOD, "connection guard not running: %s", fedc_strerror(grc));
+  }
+  if (key) fc_wipe(key, keylen);
+  free(ca);
+  free(cert);
+  free(key);
+  *out = s;
+  return FEDC_OK;
+
+fail_started:
+  fc_server_destroy(s);
+  s = NULL;
+fail:
+  if (creds) grpc_server_credentials_release(creds);
+  if (key) fc_wipe(key, keylen);
+  free(ca);
+  free(cert);
+  free(key);
+  if (s) {
+    if (s->server) fc_server_destroy(s);
+    else
+      free(s);
+  }
+  return rc;
+}
+
+int fc_server_port(const fc_server *s) { return s->port; }
+
+uint64_t fc_server_shed_count(const fc_server *s) { return s->guard ? fc_fdguard_shed_count(s->guard) : 0; }
+
+void fc_server_shutdown(fc_server *s, int grace_ms) {
+  if (!s || s->shut_down) return;
+  s->shut_down = 1;
+  atomic_store(&s->stopping, 1);
+  fc_fdguard_stop(s->guard);
+  s->guard = NULL;
+  int tag;
+  grpc_server_shutdown_and_notify(s->server, s->shutdown_cq, &tag);
+  grpc_event ev = grpc_completion_queue_next(s->shutdown_cq, fc_deadline_ms(grace_ms > 0 ? grace_ms : 0), NULL);
+  if (ev.type == GRPC_QUEUE_TIMEOUT) {
+    FC_INFO(MOD, "grace period over: cancelling in-flight calls");
+    grpc_server_cancel_all_calls(s->server);
+    grpc_completion_queue_next(s->shutdown_cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+  }
+}
+
+void fc_server_destroy(fc_server *s) {
+  if (!s) return;
+  if (s->workers && s->server) {
+    int any_started = 0;
+    for (int i = 0; i < s->nworkers; i++) any_started |= s->workers[i].started;
+    if (any_started) fc_server_shutdown(s, 0);
+    else {
+      s->shut_down = 1;
+      atomic_store(&s->stopping, 1);
+      int tag;
+      grpc_server_shutdown_and_notify(s->server, s->shutdown_cq, &tag);
+      grpc_server_cancel_all_calls(s->server);
+      grpc_completion_queue_next(s->shutdown_cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+    }
+  }
+  fc_fdguard_stop(s->guard);
+  if (s->server) grpc_server_destroy(s->server);
+  for (int i = 0; s->workers && i < s->nworkers; i++) {
+    if (!s->workers[i].cq) continue;
+    grpc_completion_queue_shutdown(s->workers[i].cq);
+    if (s->workers[i].started) pthread_join(s->workers[i].thread, NULL);
+    else
+      while (grpc_completion_queue_next(s->workers[i].cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).type !=
+             GRPC_QUEUE_SHUTDOWN) {
+      }
+    grpc_completion_queue_destroy(s->workers[i].cq);
+  }
+  if (s->shutdown_cq) {
+    grpc_completion_queue_shutdown(s->shutdown_cq);
+    while (grpc_completion_queue_next(s->shutdown_cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).type !=
+           GRPC_QUEUE_SHUTDOWN) {
+    }
+    grpc_completion_queue_destroy(s->shutdown_cq);
+  }
+  free(s->workers);
+  free(s);
+}

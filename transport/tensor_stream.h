@@ -1,0 +1,46 @@
+/*
+ * tensor_stream.h - tensors on the wire: fedc.v1.TensorHeader <-> fc_model_spec,
+ * and the send / receive loops of a chunked tensor stream (common/chunk.h does
+ * the checking; this file moves protobuf messages). Used by the coordinator
+ * (FetchModel, GetModel, UploadUpdate) and the client runtime alike, so the
+ * framing exists once.
+ */
+#ifndef FEDC_TRANSPORT_TENSOR_STREAM_H
+#define FEDC_TRANSPORT_TENSOR_STREAM_H
+
+#include "common/chunk.h"
+#include "common/tensor.h"
+#include "fedc/v1/fedc.pb-c.h"
+#include "transport/transport.h"
+
+/* A TensorHeader message whose fields point into this struct and a spec. */
+typedef struct fc_pb_header {
+  Fedc__V1__TensorHeader h;
+  Fedc__V1__TensorSpec specs[FC_MODEL_MAX_TENSORS];
+  Fedc__V1__TensorSpec *ptrs[FC_MODEL_MAX_TENSORS];
+  uint8_t sha[FC_SHA256_LEN];
+} fc_pb_header;
+
+/* Fill *out for spec (which must outlive *out). */
+void fc_pb_header_build(fc_pb_header *out, const fc_model_spec *spec, uint64_t total, const uint8_t *sha,
+                        uint32_t chunk_bytes);
+/* Copy a received header's tensor list into spec, checking counts and
+ * lengths before copying. FEDC_ERR_SHAPE / FEDC_ERR_PROTOCOL with err set. */
+int fc_pb_header_parse(const Fedc__V1__TensorHeader *h, fc_model_spec *spec, char *err, size_t errlen);
+/* Begin a receiver from a wire header. */
+int fc_chunk_rx_begin_pb(fc_chunk_rx *rx, const Fedc__V1__TensorHeader *h, const fc_model_spec *expect,
+                         uint64_t max_total, char *err, size_t errlen);
+
+/* Send payload as header + chunks through emit(), which wraps each piece in
+ * the method's message type (exactly one of header/chunk is non-NULL). */
+typedef int (*fc_stream_emit)(void *ctx, const Fedc__V1__TensorHeader *header, const Fedc__V1__TensorChunk *chunk);
+int fc_tensor_stream_send(const fc_model_spec *spec, const void *payload, uint64_t total, const uint8_t *sha,
+                          uint32_t chunk_bytes, fc_stream_emit emit, void *ctx);
+
+/* Client side of FetchModel/GetModel: receive a whole TensorStreamMsg stream
+ * into a new buffer (*payload, malloc'd, caller frees), verified against the
+ * header's SHA-256 and, when want_sha is given, that too. */
+int fc_tensor_stream_recv(fc_ccall *call, uint64_t max_total, const uint8_t *want_sha, fc_model_spec *spec,
+                          float **payload, uint64_t *total, uint8_t sha_out[FC_SHA256_LEN], fc_status *st);
+
+#endif

@@ -1,0 +1,58 @@
+/*
+ * tlscheck.c - check our own TLS files before handing them to gRPC, whose
+ * only complaint would be a handshake failure logged somewhere else. Each
+ * mistake gets its own sentence: unreadable file, not PEM, expired, not
+ * issued by this CA, key does not match.
+ */
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "crypto/pki.h"
+#include "fedc/error.h"
+#include "transport/transport_int.h"
+
+int fc_tls_check_local(const char *ca, const char *cert, const char *key, char *err, size_t errlen) {
+  int rc = fc_pki_verify(ca, cert, err, errlen);
+  if (rc == FEDC_ERR_CERT_EXPIRED) {
+    time_t na = 0;
+    int expired = 0;
+    if (fc_pki_cert_expiry(cert, &na, &expired) == FEDC_OK && expired) {
+      struct tm tm;
+      char when[64];
+      gmtime_r(&na, &tm);
+      strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", &tm);
+      snprintf(err, errlen, "certificate %s expired on %s: issue a new one (fedc pki issue)", cert, when);
+    } else {
+      snprintf(err, errlen, "certificate %s is not valid yet (check the clock)", cert);
+    }
+    return rc;
+  }
+  if (rc != FEDC_OK) {
+    char inner[300];
+    snprintf(inner, sizeof inner, "%s", err);
+    snprintf(err, errlen, "certificate %s does not verify against CA %s: %s", cert, ca, inner);
+    return rc;
+  }
+  FILE *fc = fopen(cert, "r"), *fk = fopen(key, "r");
+  X509 *x = fc ? PEM_read_X509(fc, NULL, NULL, NULL) : NULL;
+  EVP_PKEY *pk = fk ? PEM_read_PrivateKey(fk, NULL, NULL, NULL) : NULL;
+  rc = FEDC_OK;
+  if (!fk) {
+    snprintf(err, errlen, "cannot open private key %s", key);
+    rc = FEDC_ERR_IO;
+  } else if (!pk) {
+    snprintf(err, errlen, "%s is not a PEM private key", key);
+    rc = FEDC_ERR_TLS;
+  } else if (!x || X509_check_private_key(x, pk) != 1) {
+    snprintf(err, errlen, "private key %s does not match certificate %s", key, cert);
+    rc = FEDC_ERR_TLS;
+  }
+  X509_free(x);
+  EVP_PKEY_free(pk);
+  if (fc) fclose(fc);
+  if (fk) fclose(fk);
+  return rc;
+}

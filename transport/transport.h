@@ -1,0 +1,177 @@
+/*
+ * transport.h - fedc's thin layer over the gRPC C core: a mutual-TLS server
+ * with per-method roles and receive limits, and a client channel with
+ * deadlines and unary / client-streaming / server-streaming calls.
+ *
+ * Why a synchronous-handler design: each server thread owns one completion
+ * queue and serves one call at a time from request to status, so a handler is
+ * ordinary blocking code (receive, validate, fold, reply) and every failure path
+ * is a straight line. Concurrency = number of threads (`threads` option). Heavy
+ * work (model writes, aggregation of a whole round) is handed to the round
+ * engine's worker; handlers only move bytes and fold chunks. A per-message idle
+ * timeout stops a slow peer from holding a thread forever.
+ *
+ * Identity: the caller's role and name come from the SPIFFE URI SAN of the
+ * verified client certificate (spiffe://<federation>/<role>/<name>), never from
+ * anything the caller says. Methods declare the one role allowed to call them.
+ *
+ * Protocol version: every call carries metadata "fedc-protocol: MAJOR.MINOR";
+ * a different MAJOR is FAILED_PRECONDITION before any handler runs.
+ */
+#ifndef FEDC_TRANSPORT_H
+#define FEDC_TRANSPORT_H
+
+#include <grpc/grpc.h>
+#include <grpc/status.h>
+#include <protobuf-c/protobuf-c.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define FC_PROTOCOL_MAJOR 1
+#define FC_PROTOCOL_MINOR 0
+#define FC_PROTOCOL_VERSION_STRING "1.0"
+#define FC_PROTOCOL_MD_KEY "fedc-protocol"
+/* Only honoured by servers started with insecure_for_testing on loopback. */
+#define FC_INSECURE_IDENTITY_MD_KEY "fedc-insecure-identity"
+
+enum fc_role { FC_ROLE_NONE = 0, FC_ROLE_CLIENT = 1, FC_ROLE_ADMIN = 2, FC_ROLE_COORDINATOR = 3 };
+const char *fc_role_name(int role);
+int fc_role_parse(const char *s); /* FC_ROLE_NONE if unknown */
+
+typedef struct fc_peer {
+  int role;
+  char federation[64];
+  char name[65];
+  char addr[96]; /* "ipv4:127.0.0.1:12345" */
+} fc_peer;
+
+typedef struct fc_tls_files {
+  const char *ca;   /* PEM of the federation CA */
+  const char *cert; /* our certificate */
+  const char *key;  /* our private key */
+} fc_tls_files;
+
+/* Outcome of a call: a gRPC status plus our translation. */
+typedef struct fc_status {
+  int code;         /* grpc_status_code */
+  int err;          /* fedc_err translation (FEDC_OK when code is OK) */
+  char detail[512]; /* one line a person can act on */
+} fc_status;
+
+/* 1 if host part of "host:port" / "ipv4:..." / "[::1]:p" is a loopback address. */
+int fc_addr_is_loopback(const char *addr);
+
+/* ---- server ------------------------------------------------------------------ */
+
+typedef enum fc_rpc_kind { FC_RPC_UNARY = 0, FC_RPC_CLIENT_STREAM = 1, FC_RPC_SERVER_STREAM = 2 } fc_rpc_kind;
+
+typedef struct fc_scall fc_scall;
+typedef void (*fc_handler)(fc_scall *call, void *ctx);
+
+typedef struct fc_method {
+  const char *path; /* "/fedc.v1.Coordinator/CheckIn" */
+  fc_rpc_kind kind;
+  int role;         /* the only role allowed */
+  size_t max_recv;  /* largest serialized request message accepted */
+  const ProtobufCMessageDescriptor *request;
+  fc_handler handler;
+  void *ctx;
+} fc_method;
+
+typedef struct fc_server_opts {
+  const char *addr;          /* "127.0.0.1:0" picks a free port */
+  fc_tls_files tls;
+  int insecure_for_testing;  /* refused unless addr is loopback */
+  const char *federation;    /* callers must be of this federation */
+  int threads;               /* concurrent calls (default 16) */
+  int stream_idle_ms;        /* max wait for one message of a call (default 30000) */
+  int keepalive_ms;          /* ping idle connections this often (default 30000) */
+  int max_idle_ms;           /* close connections idle this long (default 600000) */
+  int fd_headroom;           /* keep this many fds free (default max(64, limit/8)) */
+  int max_connections;       /* 0 = derived from the fd limit and headroom */
+  const fc_method *methods;
+  size_t nmethods;
+} fc_server_opts;
+
+typedef struct fc_server fc_server;
+
+void fc_server_opts_init(fc_server_opts *o);
+/* Creates, binds and starts the server. *out owned by caller (fc_server_destroy). */
+int fc_server_start(const fc_server_opts *o, fc_server **out, char *err, size_t errlen);
+int fc_server_port(const fc_server *s);
+/* Stop accepting; let in-flight calls finish for up to grace_ms, then cancel them. */
+void fc_server_shutdown(fc_server *s, int grace_ms);
+/* Shuts down (grace 0) if needed and frees everything. Accepts NULL. */
+void fc_server_destroy(fc_server *s);
+/* Connections shed so far because the process neared its fd limit. */
+uint64_t fc_server_shed_count(const fc_server *s);
+
+/* In a handler. The first request message is already received and unpacked. */
+const fc_peer *fc_scall_peer(const fc_scall *c);
+const char *fc_scall_method(const fc_scall *c);
+const ProtobufCMessage *fc_scall_request(const fc_scall *c);
+/* Next message of a client stream: 1 = *msg set (free with protobuf_c_message_free_unpacked),
+ * 0 = client closed the stream, <0 = fedc_err (cancelled, idle timeout, too large, malformed);
+ * after an error the call is already finished with a status. */
+int fc_scall_recv(fc_scall *c, ProtobufCMessage **msg);
+/* Send one message of a server stream; <0 if the call is gone. */
+int fc_scall_send(fc_scall *c, const ProtobufCMessage *msg);
+/* Reply with a response (unary / client stream; NULL for server stream or errors)
+ * and a status. Exactly once; a handler that returns without finishing gets INTERNAL. */
+int fc_scall_finish(fc_scall *c, grpc_status_code code, const char *detail, const ProtobufCMessage *resp);
+/* Bytes received / sent on this call so far (payload bytes of messages). */
+uint64_t fc_scall_bytes_in(const fc_scall *c);
+uint64_t fc_scall_bytes_out(const fc_scall *c);
+
+/* ---- client channel ---------------------------------------------------------------- */
+
+typedef struct fc_channel_opts {
+  const char *target;          /* "127.0.0.1:7070" */
+  fc_tls_files tls;
+  int insecure_for_testing;    /* refused unless target is loopback */
+  const char *insecure_identity; /* "client/alice" sent as metadata in insecure mode */
+  const char *server_name;     /* TLS name to check (default: host of target) */
+  int keepalive_ms;            /* default 20000 */
+  const char *protocol_version; /* override "MAJOR.MINOR" (tests only) */
+} fc_channel_opts;
+
+typedef struct fc_channel fc_channel;
+
+void fc_channel_opts_init(fc_channel_opts *o);
+/* Checks local files (readable, key matches, certificate not expired) before
+ * creating the channel, so those mistakes get their own message. */
+int fc_channel_create(const fc_channel_opts *o, fc_channel **out, char *err, size_t errlen);
+void fc_channel_destroy(fc_channel *ch);
+
+/* Unary call. On FEDC_OK *resp is set (free with protobuf_c_message_free_unpacked). */
+int fc_call_unary(fc_channel *ch, const char *path, const ProtobufCMessage *req,
+                  const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp, int timeout_ms,
+                  fc_status *st);
+
+typedef struct fc_ccall fc_ccall;
+/* Start a streaming call. For server streams, req is the single request message. */
+int fc_ccall_start(fc_channel *ch, const char *path, fc_rpc_kind kind, const ProtobufCMessage *req,
+                   int timeout_ms, fc_ccall **out, fc_status *st);
+/* Client stream: send one message. On failure the status is fetched into st. */
+int fc_ccall_send(fc_ccall *c, const ProtobufCMessage *msg, fc_status *st);
+/* Client stream: close the sending side, receive the response and the status. */
+int fc_ccall_close_and_recv(fc_ccall *c, const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
+                            fc_status *st);
+/* Server stream: 1 = *msg set, 0 = end of stream (status in st), <0 error (status in st). */
+int fc_ccall_recv(fc_ccall *c, const ProtobufCMessageDescriptor *desc, ProtobufCMessage **msg, fc_status *st);
+/* Cancel (if still running) and free. Accepts NULL. */
+void fc_ccall_destroy(fc_ccall *c);
+uint64_t fc_ccall_bytes_in(const fc_ccall *c);
+uint64_t fc_ccall_bytes_out(const fc_ccall *c);
+
+/* Turn a failed status into one line a person can act on. For UNAVAILABLE it
+ * probes the target (TCP connect, then a TLS handshake with our files) to say
+ * which: coordinator unreachable, server certificate not trusted, our
+ * certificate refused, expired, ... Fills st->err and st->detail. */
+void fc_status_explain(fc_channel *ch, fc_status *st);
+
+/* Process-wide gRPC init/shutdown (reference counted by gRPC itself). */
+void fc_transport_init(void);
+void fc_transport_shutdown(void);
+
+#endif

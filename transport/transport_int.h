@@ -1,0 +1,31 @@
+/*
+ * transport_int.h - helpers shared by the files of transport/ only.
+ */
+#ifndef FEDC_TRANSPORT_INT_H
+#define FEDC_TRANSPORT_INT_H
+
+#include <grpc/grpc.h>
+#include <grpc/support/time.h>
+#include <protobuf-c/protobuf-c.h>
+#include <stddef.h>
+
+/* Monotonic deadline ms from now. */
+gpr_timespec fc_deadline_ms(int ms);
+/* Serialize a message into a new byte buffer (no copy of the packed bytes). NULL on OOM. */
+grpc_byte_buffer *fc_pack_message(const ProtobufCMessage *msg);
+/* Unpack a byte buffer into a message of desc, refusing one over cap bytes.
+ * 0 ok, FEDC_ERR_TOO_LARGE, FEDC_ERR_PROTOCOL (malformed), FEDC_ERR_NOMEM. */
+int fc_unpack_message(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *desc, size_t cap,
+                      ProtobufCMessage **out);
+/* Wipe secret bytes (OPENSSL_cleanse). */
+void fc_wipe(void *p, size_t n);
+/* Check our own TLS files before use: readable, certificate chains to the CA,
+ * not expired, key matches certificate. One clear message in err. */
+int fc_tls_check_local(const char *ca, const char *cert, const char *key, char *err, size_t errlen);
+
+/* For diagnose.c: the channel's target and TLS file paths; returns 1 if insecure. */
+struct fc_channel;
+const char *fc_channel_target(const struct fc_channel *c);
+int fc_channel_tls(const struct fc_channel *c, const char **ca, const char **cert, const char **key);
+
+#endif

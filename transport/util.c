@@ -1,0 +1,95 @@
+/*
+ * util.c - small pieces shared by the server and channel: roles, loopback
+ * test, deadlines, protobuf <-> byte buffer, process-wide init.
+ */
+#include <arpa/inet.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/slice.h>
+#include <openssl/crypto.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fedc/error.h"
+#include "transport/transport.h"
+#include "transport/transport_int.h"
+
+const char *fc_role_name(int role) {
+  switch (role) {
+  case FC_ROLE_CLIENT: return "client";
+  case FC_ROLE_ADMIN: return "admin";
+  case FC_ROLE_COORDINATOR: return "coordinator";
+  default: return "none";
+  }
+}
+
+int fc_role_parse(const char *s) {
+  if (!s) return FC_ROLE_NONE;
+  if (strcmp(s, "client") == 0) return FC_ROLE_CLIENT;
+  if (strcmp(s, "admin") == 0) return FC_ROLE_ADMIN;
+  if (strcmp(s, "coordinator") == 0) return FC_ROLE_COORDINATOR;
+  return FC_ROLE_NONE;
+}
+
+int fc_addr_is_loopback(const char *addr) {
+  char host[256];
+  if (!addr) return 0;
+  if (strncmp(addr, "ipv4:", 5) == 0) addr += 5;
+  else if (strncmp(addr, "ipv6:", 5) == 0)
+    addr += 5;
+  else if (strncmp(addr, "dns:", 4) == 0)
+    addr += 4;
+  if (addr[0] == '[') {
+    const char *end = strchr(addr, ']');
+    if (!end || (size_t)(end - addr - 1) >= sizeof host) return 0;
+    memcpy(host, addr + 1, (size_t)(end - addr - 1));
+    host[end - addr - 1] = 0;
+  } else {
+    const char *colon = strrchr(addr, ':');
+    size_t n = colon ? (size_t)(colon - addr) : strlen(addr);
+    if (n >= sizeof host) return 0;
+    memcpy(host, addr, n);
+    host[n] = 0;
+  }
+  if (strcmp(host, "localhost") == 0) return 1;
+  struct in_addr a4;
+  struct in6_addr a6;
+  if (inet_pton(AF_INET, host, &a4) == 1) return (ntohl(a4.s_addr) >> 24) == 127;
+  if (inet_pton(AF_INET6, host, &a6) == 1) return IN6_IS_ADDR_LOOPBACK(&a6);
+  return 0;
+}
+
+gpr_timespec fc_deadline_ms(int ms) {
+  return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(ms, GPR_TIMESPAN));
+}
+
+grpc_byte_buffer *fc_pack_message(const ProtobufCMessage *msg) {
+  size_t n = protobuf_c_message_get_packed_size(msg);
+  uint8_t *buf = malloc(n ? n : 1);
+  if (!buf) return NULL;
+  protobuf_c_message_pack(msg, buf);
+  grpc_slice s = grpc_slice_new(buf, n, free); /* the slice owns buf */
+  grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
+  grpc_slice_unref(s);
+  return bb;
+}
+
+int fc_unpack_message(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *desc, size_t cap,
+                      ProtobufCMessage **out) {
+  if (grpc_byte_buffer_length(bb) > cap) return FEDC_ERR_TOO_LARGE;
+  grpc_byte_buffer_reader r;
+  if (!grpc_byte_buffer_reader_init(&r, bb)) return FEDC_ERR_NOMEM;
+  grpc_slice s = grpc_byte_buffer_reader_readall(&r);
+  grpc_byte_buffer_reader_destroy(&r);
+  ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+  grpc_slice_unref(s);
+  if (!m) return FEDC_ERR_PROTOCOL;
+  *out = m;
+  return FEDC_OK;
+}
+
+void fc_wipe(void *p, size_t n) {
+  if (p) OPENSSL_cleanse(p, n);
+}
+
+void fc_transport_init(void) { grpc_init(); }
+void fc_transport_shutdown(void) { grpc_shutdown(); }
