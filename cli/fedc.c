@@ -1,0 +1,41 @@
+/*
+ * fedc.c - `fedc <subcommand>`: main() only dispatches (WireGuard's wg.c).
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+static const struct {
+  const char *name;
+  int (*fn)(int, char **);
+  const char *help;
+} subcommands[] = {
+    {"coordinator", cmd_coordinator, "run the coordinator server"},
+    {"client", cmd_client, "run one client with the built-in trainers"},
+    {"sim", cmd_sim, "simulate a federation: coordinator + N clients on 127.0.0.1"},
+    {"status", cmd_status, "show a running coordinator's state (admin)"},
+    {"rounds", cmd_rounds, "list rounds with their metrics (admin)"},
+    {"round", cmd_round, "start | pause | resume rounds (admin)"},
+    {"model", cmd_model, "model get --version V --out FILE (admin)"},
+    {"pki", cmd_pki, "init a federation CA; issue client/admin certificates"},
+    {"version", cmd_version, "print version information"},
+};
+
+static void usage(FILE *f) {
+  fprintf(f, "Usage: fedc <subcommand> [options]   (fedc <subcommand> --help for details)\n\nSubcommands:\n");
+  for (size_t i = 0; i < sizeof subcommands / sizeof subcommands[0]; i++)
+    fprintf(f, "  %-12s %s\n", subcommands[i].name, subcommands[i].help);
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+    usage(argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  for (size_t i = 0; i < sizeof subcommands / sizeof subcommands[0]; i++)
+    if (strcmp(argv[1], subcommands[i].name) == 0) return subcommands[i].fn(argc - 1, argv + 1);
+  fprintf(stderr, "fedc: unknown subcommand '%s'\n", argv[1]);
+  usage(stderr);
+  return 2;
+}

@@ -1,0 +1,52 @@
+/*
+ * aggregate.h - the aggregation interface. An aggregator consumes updates as
+ * streams of chunks and produces the round's combined delta. One file per
+ * aggregator (aggregate_fedavg.c today; trimmed mean, median, Krum, secure
+ * aggregation later) behind this vtable.
+ *
+ * Life of a round:
+ *   round_begin(n)                          once, before any update
+ *   for each upload (concurrently, from gRPC handler threads):
+ *     u = update_begin()                    may wait for a staging slot
+ *     update_chunk(u, byte_offset, bytes)   each chunk as it arrives
+ *     update_check(u, &norm)                whole update arrived: NaN/Inf, norm
+ *     update_commit(u, weight) | update_abort(u)
+ *   round_finish(out_delta)                 once; no update is in flight
+ * An update that was not committed leaves no trace in the result (rejected
+ * or broken uploads are never half-applied).
+ */
+#ifndef FEDC_COORD_AGGREGATE_H
+#define FEDC_COORD_AGGREGATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct fc_agg fc_agg;
+typedef struct fc_agg_update fc_agg_update;
+
+typedef struct fc_agg_ops {
+  const char *name;
+  int (*round_begin)(fc_agg *a);
+  int (*update_begin)(fc_agg *a, int timeout_ms, fc_agg_update **u);
+  int (*update_chunk)(fc_agg *a, fc_agg_update *u, uint64_t offset, const void *bytes, size_t len);
+  /* FEDC_ERR_NONFINITE with *bad_index, or FEDC_OK with *l2 set. */
+  int (*update_check)(fc_agg *a, fc_agg_update *u, double *l2, size_t *bad_index);
+  int (*update_commit)(fc_agg *a, fc_agg_update *u, double weight);
+  void (*update_abort)(fc_agg *a, fc_agg_update *u);
+  /* Writes the combined delta (n floats). FEDC_ERR_INVALID if nothing was committed. */
+  int (*round_finish)(fc_agg *a, float *delta, uint32_t *count);
+  void (*destroy)(fc_agg *a);
+} fc_agg_ops;
+
+struct fc_agg {
+  const fc_agg_ops *ops;
+  size_t n; /* parameters per update */
+};
+
+/* Weighted FedAvg (McMahan et al. 2017, Algorithm 1 "server executes"):
+ * delta = sum_k w_k * delta_k / sum_k w_k, folded with BLAS saxpy as each
+ * update commits. Memory: one accumulator + `slots` staging buffers, however
+ * many clients take part. */
+int fc_agg_fedavg_create(size_t n, int slots, fc_agg **out);
+
+#endif

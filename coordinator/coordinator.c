@@ -1,0 +1,814 @@
+/*
+ * coordinator.c - the coordinator process: the round engine (engine.c)
+ * driven by gRPC handlers and one driver thread, the aggregator, the global
+ * model and the state directory.
+ *
+ * Threads and locks:
+ *   - gRPC worker threads run the handlers below. They take `mu` only for
+ *     engine events (short), fold update chunks into a staging slot without
+ *     any lock, and commit a verified update (engine commit + saxpy) under
+ *     `mu`, so a commit can never land after the round was closed.
+ *   - The driver thread ticks the engine every 50 ms, and on AGGREGATE
+ *     finalizes the model (average, apply, hash, write) outside `mu`: the
+ *     engine is in AGGREGATING, which refuses uploads, so nothing races it.
+ *   - The global model is an immutable refcounted snapshot; FetchModel streams
+ *     hold a reference, so publishing never waits for slow downloads.
+ */
+#include "coordinator/coordinator.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/blas.h"
+#include "common/chunk.h"
+#include "common/log.h"
+#include "coordinator/aggregate.h"
+#include "coordinator/store.h"
+#include "fedc/error.h"
+#include "fedc/v1/fedc.pb-c.h"
+#include "transport/tensor_stream.h"
+#include "transport/transport.h"
+
+#define MOD "coordinator"
+#define ROUNDS_KEPT 100000
+
+typedef struct model_ref {
+  atomic_int refs;
+  uint64_t version;
+  uint8_t sha[FC_SHA256_LEN];
+  fc_model_spec spec;
+  float *data;
+  uint64_t bytes;
+} model_ref;
+
+struct fc_coord {
+  fc_coord_cfg cfg;
+  pthread_mutex_t mu; /* engine, rounds history, current model pointer */
+  fc_engine *engine;
+  fc_agg *agg;
+  model_ref *model;
+  fc_round_stats *rounds;
+  size_t nrounds, caprounds;
+  fc_server *server;
+  pthread_t driver;
+  int driver_started;
+  pthread_mutex_t stop_mu;
+  pthread_cond_t stop_cv;
+  int stopping;
+  uint64_t started_ms;
+  fc_method methods[7];
+};
+
+static uint64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+void fc_coord_cfg_defaults(fc_coord_cfg *c) {
+  memset(c, 0, sizeof *c);
+  snprintf(c->federation, sizeof c->federation, "demo");
+  snprintf(c->listen, sizeof c->listen, "127.0.0.1:7070");
+  snprintf(c->state_dir, sizeof c->state_dir, "fedc-state");
+  fc_engine_cfg_defaults(&c->engine);
+  c->learning_rate = 0.05f;
+  c->local_epochs = 1;
+  c->batch_size = 32;
+  c->momentum = 0;
+  c->clip_norm = 0;
+  c->max_example_weight = 100000;
+  c->server_lr = 1.0f;
+  c->chunk_bytes = FC_CHUNK_DEFAULT;
+  c->threads = 16;
+  c->upload_slots = 4;
+  c->stream_idle_ms = 30000;
+}
+
+/* ---- model snapshots ------------------------------------------------------------- */
+
+static model_ref *model_new(uint64_t version, const fc_model_spec *spec, float *data) {
+  model_ref *m = calloc(1, sizeof *m);
+  if (!m) return NULL;
+  atomic_init(&m->refs, 1);
+  m->version = version;
+  m->spec = *spec;
+  m->data = data;
+  m->bytes = fc_model_numel(spec) * sizeof(float);
+  fc_sha256(data, m->bytes, m->sha);
+  return m;
+}
+
+static void model_unref(model_ref *m) {
+  if (m && atomic_fetch_sub(&m->refs, 1) == 1) {
+    free(m->data);
+    free(m);
+  }
+}
+
+static model_ref *model_get(fc_coord *c) {
+  pthread_mutex_lock(&c->mu);
+  model_ref *m = c->model;
+  atomic_fetch_add(&m->refs, 1);
+  pthread_mutex_unlock(&c->mu);
+  return m;
+}
+
+/* ---- round history -------------------------------------------------------------- */
+
+static void history_add(fc_coord *c, const fc_round_stats *r) {
+  if (c->nrounds == c->caprounds) {
+    if (c->nrounds >= ROUNDS_KEPT) {
+      memmove(c->rounds, c->rounds + 1, (c->nrounds - 1) * sizeof *c->rounds);
+      c->nrounds--;
+    } else {
+      size_t n = c->caprounds ? c->caprounds * 2 : 64;
+      fc_round_stats *nr = realloc(c->rounds, n * sizeof *nr);
+      if (!nr) return;
+      c->rounds = nr;
+      c->caprounds = n;
+    }
+  }
+  c->rounds[c->nrounds++] = *r;
+}
+
+static void save_state_locked(fc_coord *c) {
+  fc_engine_status es;
+  fc_engine_get_status(c->engine, now_ms(), &es);
+  fc_store_state st;
+  memset(&st, 0, sizeof st);
+  st.version = es.version;
+  memcpy(st.sha, es.sha, FC_SHA256_LEN);
+  st.next_round = es.round + (es.state == FC_ENG_TRAINING || es.state == FC_ENG_AGGREGATING);
+  st.completed = es.completed;
+  st.abandoned = es.abandoned;
+  char err[300];
+  if (fc_store_save_state(c->cfg.state_dir, c->cfg.federation, &st, err, sizeof err) != FEDC_OK)
+    FC_ERROR(MOD, "%s", err);
+}
+
+static void record_round_locked(fc_coord *c) {
+  const fc_round_stats *r = fc_engine_last_round(c->engine);
+  history_add(c, r);
+  char err[300];
+  if (fc_store_append_round(c->cfg.state_dir, r, err, sizeof err) != FEDC_OK) FC_ERROR(MOD, "%s", err);
+  save_state_locked(c);
+}
+
+/* ---- driver: ticks the engine, finalizes rounds ----------------------------------- */
+
+static int finalize(fc_coord *c, uint64_t *version, uint8_t sha[FC_SHA256_LEN], char *why, size_t whylen) {
+  model_ref *old = model_get(c);
+  size_t n = fc_model_numel(&old->spec);
+  float *next = malloc(n * sizeof *next), *delta = malloc(n * sizeof *delta);
+  uint32_t count = 0;
+  int rc = FEDC_ERR_NOMEM;
+  if (!next || !delta) {
+    snprintf(why, whylen, "out of memory finalizing the model");
+    goto out;
+  }
+  if ((rc = c->agg->ops->round_finish(c->agg, delta, &count)) != FEDC_OK) {
+    snprintf(why, whylen, "aggregator has no committed update");
+    goto out;
+  }
+  memcpy(next, old->data, n * sizeof *next);
+  fc_saxpy((int)n, c->cfg.server_lr, delta, 1, next, 1);
+  if (!fc_all_finite(next, n, NULL)) {
+    rc = FEDC_ERR_NONFINITE;
+    snprintf(why, whylen, "aggregated model has NaN/Inf values");
+    goto out;
+  }
+  model_ref *m = model_new(old->version + 1, &old->spec, next);
+  if (!m) goto out;
+  next = NULL;
+  fc_engine_status es;
+  pthread_mutex_lock(&c->mu);
+  fc_engine_get_status(c->engine, now_ms(), &es);
+  pthread_mutex_unlock(&c->mu);
+  if ((rc = fc_store_write_model(c->cfg.state_dir, m->version, es.round, &m->spec, m->data, m->sha, old->sha, why,
+                                 whylen)) != FEDC_OK) {
+    model_unref(m);
+    goto out;
+  }
+  pthread_mutex_lock(&c->mu);
+  model_ref *prev = c->model;
+  c->model = m;
+  pthread_mutex_unlock(&c->mu);
+  model_unref(prev);
+  *version = m->version;
+  memcpy(sha, m->sha, FC_SHA256_LEN);
+  rc = FEDC_OK;
+out:
+  model_unref(old);
+  free(next);
+  free(delta);
+  return rc;
+}
+
+static void *driver_main(void *arg) {
+  fc_coord *c = arg;
+  pthread_mutex_lock(&c->stop_mu);
+  while (!c->stopping) {
+    pthread_mutex_unlock(&c->stop_mu);
+    pthread_mutex_lock(&c->mu);
+    int act = fc_engine_tick(c->engine, now_ms());
+    if (act == FC_TICK_STARTED) {
+      c->agg->ops->round_begin(c->agg);
+      fc_engine_status es;
+      fc_engine_get_status(c->engine, now_ms(), &es);
+      FC_INFO(MOD, "round %llu started: %u of %u live clients selected (model v%llu)",
+              (unsigned long long)es.round, es.selected, es.live, (unsigned long long)es.version);
+      save_state_locked(c);
+    } else if (act == FC_TICK_ABANDON) {
+      FC_WARN(MOD, "round %llu abandoned: %s", (unsigned long long)fc_engine_last_round(c->engine)->round,
+              fc_engine_abandon_reason(c->engine));
+      record_round_locked(c);
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (act == FC_TICK_AGGREGATE) {
+      uint64_t version = 0;
+      uint8_t sha[FC_SHA256_LEN];
+      char why[300] = "";
+      int rc = finalize(c, &version, sha, why, sizeof why);
+      pthread_mutex_lock(&c->mu);
+      if (rc == FEDC_OK) {
+        fc_engine_published(c->engine, version, sha, now_ms());
+        const fc_round_stats *r = fc_engine_last_round(c->engine);
+        char hex[FC_SHA256_HEX_LEN];
+        FC_INFO(MOD, "round %llu completed: %u updates, %llu examples, loss %.4f -> model v%llu sha256 %.16s",
+                (unsigned long long)r->round, r->participants, (unsigned long long)r->examples, r->mean_loss,
+                (unsigned long long)version, fc_hex(sha, FC_SHA256_LEN, hex));
+      } else {
+        FC_ERROR(MOD, "finalizing round failed: %s", why);
+        fc_engine_finalize_failed(c->engine, why, now_ms());
+      }
+      record_round_locked(c);
+      pthread_mutex_unlock(&c->mu);
+    }
+    pthread_mutex_lock(&c->stop_mu);
+    if (act == FC_TICK_NONE && !c->stopping) {
+      struct timespec ts;
+      clock_gettime(CLOCK_REALTIME, &ts);
+      ts.tv_nsec += 50 * 1000000L;
+      if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+      }
+      pthread_cond_timedwait(&c->stop_cv, &c->stop_mu, &ts);
+    }
+  }
+  pthread_mutex_unlock(&c->stop_mu);
+  return NULL;
+}
+
+/* ---- Coordinator service ----------------------------------------------------------- */
+
+static void h_checkin(fc_scall *call, void *ctx) {
+  fc_coord *c = ctx;
+  const fc_peer *peer = fc_scall_peer(call);
+  fc_task_info task;
+  uint32_t retry = 0;
+  pthread_mutex_lock(&c->mu);
+  int act = fc_engine_checkin(c->engine, peer->name, now_ms(), &task, &retry);
+  uint64_t gv = c->model->version;
+  uint64_t model_bytes = c->model->bytes;
+  pthread_mutex_unlock(&c->mu);
+  if (act == FC_CHECKIN_REFUSED) {
+    FC_WARN(MOD, "check-in from %s refused: client table full", peer->name);
+    fc_scall_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "coordinator is not accepting new clients", NULL);
+    return;
+  }
+  Fedc__V1__CheckInResponse resp = FEDC__V1__CHECK_IN_RESPONSE__INIT;
+  Fedc__V1__Task t = FEDC__V1__TASK__INIT;
+  Fedc__V1__HyperParams hp = FEDC__V1__HYPER_PARAMS__INIT;
+  resp.global_version = gv;
+  resp.retry_after_ms = retry;
+  if (act == FC_CHECKIN_TRAIN) {
+    resp.action = FEDC__V1__CHECK_IN_RESPONSE__ACTION__TRAIN;
+    hp.learning_rate = c->cfg.learning_rate;
+    hp.local_epochs = c->cfg.local_epochs;
+    hp.batch_size = c->cfg.batch_size;
+    hp.momentum = c->cfg.momentum;
+    hp.seed = task.client_seed;
+    t.round = task.round;
+    t.model_version = task.version;
+    t.model_sha256.data = task.sha;
+    t.model_sha256.len = FC_SHA256_LEN;
+    t.hyper = &hp;
+    t.clip_norm = c->cfg.clip_norm;
+    t.deadline_unix_ms = task.deadline_ms;
+    t.model_bytes = model_bytes;
+    resp.task = &t;
+  } else if (act == FC_CHECKIN_DONE) {
+    resp.action = FEDC__V1__CHECK_IN_RESPONSE__ACTION__DONE;
+  } else {
+    resp.action = FEDC__V1__CHECK_IN_RESPONSE__ACTION__WAIT;
+  }
+  fc_scall_finish(call, GRPC_STATUS_OK, NULL, &resp.base);
+}
+
+typedef struct emit_ctx {
+  fc_scall *call;
+} emit_ctx;
+
+static int emit_stream_msg(void *ctx, const Fedc__V1__TensorHeader *h, const Fedc__V1__TensorChunk *ch) {
+  emit_ctx *e = ctx;
+  Fedc__V1__TensorStreamMsg m = FEDC__V1__TENSOR_STREAM_MSG__INIT;
+  m.header = (Fedc__V1__TensorHeader *)h;
+  m.chunk = (Fedc__V1__TensorChunk *)ch;
+  return fc_scall_send(e->call, &m.base) == 0 ? FEDC_OK : FEDC_ERR_UNAVAILABLE;
+}
+
+static void stream_model(fc_coord *c, fc_scall *call, uint64_t version, int allow_old) {
+  model_ref *m = model_get(c);
+  model_ref *old = NULL;
+  if (version && version != m->version) {
+    if (!allow_old) {
+      char d[160];
+      snprintf(d, sizeof d, "model version %llu is not the current one (%llu)", (unsigned long long)version,
+               (unsigned long long)m->version);
+      model_unref(m);
+      fc_scall_finish(call, GRPC_STATUS_FAILED_PRECONDITION, d, NULL);
+      return;
+    }
+    fc_model_spec spec;
+    float *data = NULL;
+    uint8_t sha[FC_SHA256_LEN];
+    char err[300];
+    if (version > m->version ||
+        fc_store_read_model(c->cfg.state_dir, version, &spec, &data, sha, err, sizeof err) != FEDC_OK) {
+      char d[200];
+      snprintf(d, sizeof d, "no model version %llu (latest is %llu)", (unsigned long long)version,
+               (unsigned long long)m->version);
+      model_unref(m);
+      fc_scall_finish(call, GRPC_STATUS_NOT_FOUND, d, NULL);
+      return;
+    }
+    old = model_new(version, &spec, data);
+    if (!old) free(data);
+    model_unref(m);
+    m = old;
+    if (!m) {
+      fc_scall_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL);
+      return;
+    }
+  }
+  emit_ctx e = {call};
+  int rc = fc_tensor_stream_send(&m->spec, m->data, m->bytes, m->sha, c->cfg.chunk_bytes, emit_stream_msg, &e);
+  model_unref(m);
+  if (rc == FEDC_OK) {
+    pthread_mutex_lock(&c->mu);
+    fc_engine_add_bytes_out(c->engine, fc_scall_bytes_out(call));
+    pthread_mutex_unlock(&c->mu);
+    fc_scall_finish(call, GRPC_STATUS_OK, NULL, NULL);
+  }
+}
+
+static void h_fetch_model(fc_scall *call, void *ctx) {
+  const Fedc__V1__FetchModelRequest *req = (const Fedc__V1__FetchModelRequest *)fc_scall_request(call);
+  stream_model(ctx, call, req->version, 0);
+}
+
+static void h_get_model(fc_scall *call, void *ctx) {
+  const Fedc__V1__GetModelRequest *req = (const Fedc__V1__GetModelRequest *)fc_scall_request(call);
+  stream_model(ctx, call, req->version, 1);
+}
+
+static grpc_status_code verdict_status(int v) {
+  switch (v) {
+  case FC_UP_DUPLICATE: return GRPC_STATUS_ALREADY_EXISTS;
+  case FC_UP_BUSY: return GRPC_STATUS_ABORTED;
+  case FC_UP_LATE: return GRPC_STATUS_DEADLINE_EXCEEDED;
+  default: return GRPC_STATUS_FAILED_PRECONDITION;
+  }
+}
+
+static grpc_status_code err_status(int err) {
+  switch (err) {
+  case FEDC_ERR_HASH: return GRPC_STATUS_DATA_LOSS;
+  case FEDC_ERR_TOO_LARGE: return GRPC_STATUS_RESOURCE_EXHAUSTED;
+  case FEDC_ERR_TIMEOUT: return GRPC_STATUS_DEADLINE_EXCEEDED;
+  case FEDC_ERR_NOMEM: return GRPC_STATUS_RESOURCE_EXHAUSTED;
+  default: return GRPC_STATUS_INVALID_ARGUMENT;
+  }
+}
+
+static void h_upload(fc_scall *call, void *ctx) {
+  fc_coord *c = ctx;
+  const fc_peer *peer = fc_scall_peer(call);
+  const Fedc__V1__UploadMsg *first = (const Fedc__V1__UploadMsg *)fc_scall_request(call);
+  char why[400] = "";
+  int err = FEDC_OK;
+  grpc_status_code code = GRPC_STATUS_OK;
+  fc_chunk_rx rx;
+  memset(&rx, 0, sizeof rx);
+  fc_agg_update *u = NULL;
+  int begun = 0;
+  uint64_t round = 0;
+  model_ref *m = model_get(c);
+
+  if (!first->meta || !first->header) {
+    code = GRPC_STATUS_INVALID_ARGUMENT;
+    snprintf(why, sizeof why, "first upload message must carry meta and header");
+    goto out;
+  }
+  round = first->meta->round;
+  pthread_mutex_lock(&c->mu);
+  int v = fc_engine_upload_begin(c->engine, peer->name, round, first->meta->model_version, now_ms());
+  pthread_mutex_unlock(&c->mu);
+  if (v != FC_UP_OK) {
+    code = verdict_status(v);
+    snprintf(why, sizeof why, "update refused: %s (round %llu)", fc_upload_verdict_text(v),
+             (unsigned long long)round);
+    goto out;
+  }
+  begun = 1;
+  if (first->meta->num_examples == 0) {
+    code = GRPC_STATUS_INVALID_ARGUMENT;
+    snprintf(why, sizeof why, "update reports 0 examples");
+    goto out;
+  }
+  if ((err = fc_chunk_rx_begin_pb(&rx, first->header, &m->spec, m->bytes, why, sizeof why)) != FEDC_OK) {
+    code = err_status(err);
+    goto out;
+  }
+  if ((err = c->agg->ops->update_begin(c->agg, c->cfg.stream_idle_ms, &u)) != FEDC_OK) {
+    code = GRPC_STATUS_UNAVAILABLE;
+    snprintf(why, sizeof why, "coordinator busy: no aggregation slot free, retry");
+    goto out;
+  }
+  for (;;) {
+    ProtobufCMessage *msg = NULL;
+    int r = fc_scall_recv(call, &msg);
+    if (r == 0) break;
+    if (r < 0) {
+      err = -r;
+      snprintf(why, sizeof why, "upload stream broke off (%s) after %llu of %llu bytes", fedc_strerror(err),
+               (unsigned long long)rx.received, (unsigned long long)rx.total);
+      goto out; /* status already sent by the transport */
+    }
+    const Fedc__V1__UploadMsg *um = (const Fedc__V1__UploadMsg *)msg;
+    if (!um->chunk || um->header || um->meta) {
+      protobuf_c_message_free_unpacked(msg, NULL);
+      code = GRPC_STATUS_INVALID_ARGUMENT;
+      snprintf(why, sizeof why, "expected only chunks after the first upload message");
+      goto out;
+    }
+    uint64_t at = rx.received;
+    err = fc_chunk_rx_feed(&rx, um->chunk->offset, um->chunk->data.data, um->chunk->data.len, why, sizeof why);
+    if (err == FEDC_OK) err = c->agg->ops->update_chunk(c->agg, u, at, um->chunk->data.data, um->chunk->data.len);
+    protobuf_c_message_free_unpacked(msg, NULL);
+    if (err != FEDC_OK) {
+      code = err_status(err);
+      goto out;
+    }
+  }
+  if ((err = fc_chunk_rx_end(&rx, why, sizeof why)) != FEDC_OK) {
+    code = err_status(err);
+    goto out;
+  }
+  double l2 = 0;
+  size_t bad = 0;
+  if (c->agg->ops->update_check(c->agg, u, &l2, &bad) != FEDC_OK) {
+    code = GRPC_STATUS_INVALID_ARGUMENT;
+    snprintf(why, sizeof why, "update has a NaN/Inf value at parameter %zu", bad);
+    goto out;
+  }
+  /* The clip norm is announced in the task; allow float rounding of the
+   * client's own clipping (relative 1e-4). */
+  if (c->cfg.clip_norm > 0 && l2 > c->cfg.clip_norm * (1.0 + 1e-4)) {
+    code = GRPC_STATUS_INVALID_ARGUMENT;
+    snprintf(why, sizeof why, "update L2 norm %.6g exceeds the clip norm %.6g", l2, (double)c->cfg.clip_norm);
+    goto out;
+  }
+  uint64_t examples = first->meta->num_examples;
+  double weight = (double)(examples < c->cfg.max_example_weight ? examples : c->cfg.max_example_weight);
+  pthread_mutex_lock(&c->mu);
+  v = fc_engine_upload_commit(c->engine, peer->name, round, examples, first->meta->train_loss,
+                              fc_scall_bytes_in(call), now_ms());
+  if (v == FC_UP_OK) c->agg->ops->update_commit(c->agg, u, weight);
+  pthread_mutex_unlock(&c->mu);
+  begun = 0; /* the engine has settled this upload either way */
+  if (v != FC_UP_OK) {
+    code = verdict_status(v);
+    snprintf(why, sizeof why, "update refused: %s", fc_upload_verdict_text(v));
+    goto out;
+  }
+  u = NULL;
+  FC_INFO(MOD, "round %llu: update from %s accepted (%llu examples, norm %.4g, loss %.4f)",
+          (unsigned long long)round, peer->name, (unsigned long long)examples, l2, first->meta->train_loss);
+  Fedc__V1__UploadResponse resp = FEDC__V1__UPLOAD_RESPONSE__INIT;
+  resp.accepted = 1;
+  resp.detail = "accepted";
+  fc_scall_finish(call, GRPC_STATUS_OK, NULL, &resp.base);
+out:
+  if (code != GRPC_STATUS_OK || err != FEDC_OK) {
+    FC_WARN(MOD, "upload from %s rejected: %s", peer->name, why);
+    if (code != GRPC_STATUS_OK) fc_scall_finish(call, code, why, NULL);
+  }
+  if (u) c->agg->ops->update_abort(c->agg, u);
+  if (begun) {
+    pthread_mutex_lock(&c->mu);
+    fc_engine_upload_abort(c->engine, peer->name, round);
+    pthread_mutex_unlock(&c->mu);
+  }
+  fc_chunk_rx_free(&rx);
+  model_unref(m);
+}
+
+/* ---- Admin service --------------------------------------------------------------- */
+
+static void h_status(fc_scall *call, void *ctx) {
+  fc_coord *c = ctx;
+  fc_engine_status es;
+  pthread_mutex_lock(&c->mu);
+  fc_engine_get_status(c->engine, now_ms(), &es);
+  uint64_t params = fc_model_numel(&c->model->spec);
+  pthread_mutex_unlock(&c->mu);
+  Fedc__V1__StatusResponse r = FEDC__V1__STATUS_RESPONSE__INIT;
+  r.federation = c->cfg.federation;
+  r.state = (char *)fc_engine_state_name(es.state);
+  r.round = es.round;
+  r.global_version = es.version;
+  r.global_sha256.data = es.sha;
+  r.global_sha256.len = FC_SHA256_LEN;
+  r.clients_known = es.known;
+  r.clients_active = es.live;
+  r.updates_received = es.received;
+  r.cohort_size = es.selected;
+  r.paused = es.paused;
+  r.rounds_completed = es.completed;
+  r.rounds_abandoned = es.abandoned;
+  r.uptime_ms = now_ms() - c->started_ms;
+  r.model_params = params;
+  r.protocol_major = FC_PROTOCOL_MAJOR;
+  r.protocol_minor = FC_PROTOCOL_MINOR;
+  fc_scall_finish(call, GRPC_STATUS_OK, NULL, &r.base);
+}
+
+static void h_rounds(fc_scall *call, void *ctx) {
+  fc_coord *c = ctx;
+  const Fedc__V1__RoundsRequest *req = (const Fedc__V1__RoundsRequest *)fc_scall_request(call);
+  pthread_mutex_lock(&c->mu);
+  size_t n = c->nrounds, first = 0;
+  if (req->limit && req->limit < n) first = n - req->limit;
+  /* Cap the reply well under the client's 4 MiB receive limit (~150 B each). */
+  if (n - first > 20000) first = n - 20000;
+  size_t k = n - first;
+  Fedc__V1__RoundRecord *recs = calloc(k ? k : 1, sizeof *recs);
+  Fedc__V1__RoundRecord **ptrs = calloc(k ? k : 1, sizeof *ptrs);
+  fc_round_stats *copy = calloc(k ? k : 1, sizeof *copy);
+  if (recs && ptrs && copy) memcpy(copy, c->rounds + first, k * sizeof *copy);
+  pthread_mutex_unlock(&c->mu);
+  if (!recs || !ptrs || !copy) {
+    free(recs);
+    free(ptrs);
+    free(copy);
+    fc_scall_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL);
+    return;
+  }
+  for (size_t i = 0; i < k; i++) {
+    Fedc__V1__RoundRecord *r = &recs[i];
+    const fc_round_stats *s = &copy[i];
+    fedc__v1__round_record__init(r);
+    r->round = s->round;
+    r->outcome = s->completed ? "completed" : "abandoned";
+    r->version = s->version;
+    r->participants = s->participants;
+    r->selected = s->selected;
+    r->examples = s->examples;
+    r->mean_train_loss = (float)s->mean_loss;
+    r->bytes_in = s->bytes_in;
+    r->bytes_out = s->bytes_out;
+    r->started_unix_ms = s->started_ms;
+    r->ended_unix_ms = s->ended_ms;
+    if (s->completed) {
+      r->sha256.data = (uint8_t *)s->sha;
+      r->sha256.len = FC_SHA256_LEN;
+    }
+    r->reason = (char *)s->reason;
+    ptrs[i] = r;
+  }
+  Fedc__V1__RoundsResponse resp = FEDC__V1__ROUNDS_RESPONSE__INIT;
+  resp.n_rounds = k;
+  resp.rounds = ptrs;
+  fc_scall_finish(call, GRPC_STATUS_OK, NULL, &resp.base);
+  free(recs);
+  free(ptrs);
+  free(copy);
+}
+
+static void h_round_control(fc_scall *call, void *ctx) {
+  fc_coord *c = ctx;
+  const Fedc__V1__RoundControlRequest *req = (const Fedc__V1__RoundControlRequest *)fc_scall_request(call);
+  const fc_peer *peer = fc_scall_peer(call);
+  pthread_mutex_lock(&c->mu);
+  switch (req->op) {
+  case FEDC__V1__ROUND_CONTROL_REQUEST__OP__PAUSE: fc_engine_pause(c->engine, 1); break;
+  case FEDC__V1__ROUND_CONTROL_REQUEST__OP__RESUME: fc_engine_pause(c->engine, 0); break;
+  case FEDC__V1__ROUND_CONTROL_REQUEST__OP__START:
+    fc_engine_pause(c->engine, 0);
+    if (req->extra_rounds) fc_engine_add_rounds(c->engine, req->extra_rounds);
+    break;
+  default:
+    pthread_mutex_unlock(&c->mu);
+    fc_scall_finish(call, GRPC_STATUS_INVALID_ARGUMENT, "unknown round control op", NULL);
+    return;
+  }
+  fc_engine_status es;
+  fc_engine_get_status(c->engine, now_ms(), &es);
+  pthread_mutex_unlock(&c->mu);
+  FC_INFO(MOD, "admin %s: round control op %d (extra %u): paused=%d budget=%llu", peer->name, (int)req->op,
+          req->extra_rounds, es.paused, (unsigned long long)es.budget);
+  Fedc__V1__RoundControlResponse r = FEDC__V1__ROUND_CONTROL_RESPONSE__INIT;
+  r.paused = es.paused;
+  r.state = (char *)fc_engine_state_name(es.state);
+  r.round_budget = es.budget;
+  fc_scall_finish(call, GRPC_STATUS_OK, NULL, &r.base);
+}
+
+/* ---- lifecycle -------------------------------------------------------------------- */
+
+#define SMALL_MSG 4096
+#define CHUNK_MSG (FC_CHUNK_MAX + 4096)
+
+static void set_method(fc_method *m, const char *path, fc_rpc_kind kind, int role, size_t max_recv,
+                       const ProtobufCMessageDescriptor *req, fc_handler h, void *ctx) {
+  m->path = path;
+  m->kind = kind;
+  m->role = role;
+  m->max_recv = max_recv;
+  m->request = req;
+  m->handler = h;
+  m->ctx = ctx;
+}
+
+int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, const float *init_params,
+                   fc_coord **out, char *err, size_t errlen) {
+  int rc;
+  fc_coord *c = calloc(1, sizeof *c);
+  if (!c) return FEDC_ERR_NOMEM;
+  c->cfg = *cfg;
+  c->started_ms = now_ms();
+  pthread_mutex_init(&c->mu, NULL);
+  pthread_mutex_init(&c->stop_mu, NULL);
+  pthread_cond_init(&c->stop_cv, NULL);
+  if (c->cfg.chunk_bytes < FC_CHUNK_MIN || c->cfg.chunk_bytes > FC_CHUNK_MAX) c->cfg.chunk_bytes = FC_CHUNK_DEFAULT;
+
+  if ((rc = fc_store_open(cfg->state_dir, err, errlen)) != FEDC_OK) goto fail;
+  fc_store_state st;
+  memset(&st, 0, sizeof st);
+  rc = fc_store_load_state(cfg->state_dir, &st, err, errlen);
+  fc_model_spec spec;
+  float *data = NULL;
+  uint8_t sha[FC_SHA256_LEN];
+  if (rc == FEDC_OK) {
+    if ((rc = fc_store_read_model(cfg->state_dir, st.version, &spec, &data, sha, err, errlen)) != FEDC_OK) goto fail;
+    if (!fc_digest_equal(sha, st.sha, FC_SHA256_LEN)) {
+      snprintf(err, errlen, "state.json names a different SHA-256 than model v%llu", (unsigned long long)st.version);
+      free(data);
+      rc = FEDC_ERR_HASH;
+      goto fail;
+    }
+    if (init_spec && !fc_model_spec_equal(init_spec, &spec)) {
+      snprintf(err, errlen, "state directory %s holds a model of another shape than configured", cfg->state_dir);
+      free(data);
+      rc = FEDC_ERR_SHAPE;
+      goto fail;
+    }
+    FC_INFO(MOD, "resuming from %s: model v%llu, next round %llu, %llu rounds completed", cfg->state_dir,
+            (unsigned long long)st.version, (unsigned long long)st.next_round, (unsigned long long)st.completed);
+  } else if (rc == FEDC_ERR_NOT_FOUND) {
+    if (!init_spec || !init_params) {
+      snprintf(err, errlen, "state directory %s is empty and no initial model was given", cfg->state_dir);
+      rc = FEDC_ERR_INVALID;
+      goto fail;
+    }
+    if ((rc = fc_model_spec_check(init_spec, err, errlen)) != FEDC_OK) goto fail;
+    spec = *init_spec;
+    size_t bytes = fc_model_numel(&spec) * sizeof(float);
+    if (!(data = malloc(bytes))) {
+      rc = FEDC_ERR_NOMEM;
+      goto fail;
+    }
+    memcpy(data, init_params, bytes);
+    fc_sha256(data, bytes, sha);
+    if ((rc = fc_store_write_model(cfg->state_dir, 0, 0, &spec, data, sha, NULL, err, errlen)) != FEDC_OK) {
+      free(data);
+      goto fail;
+    }
+    st.version = 0;
+    memcpy(st.sha, sha, FC_SHA256_LEN);
+    st.next_round = 1;
+    if ((rc = fc_store_save_state(cfg->state_dir, cfg->federation, &st, err, errlen)) != FEDC_OK) {
+      free(data);
+      goto fail;
+    }
+    FC_INFO(MOD, "new federation state in %s: model v0 with %llu parameters", cfg->state_dir,
+            (unsigned long long)fc_model_numel(&spec));
+  } else {
+    goto fail;
+  }
+  c->model = model_new(st.version, &spec, data);
+  if (!c->model) {
+    free(data);
+    rc = FEDC_ERR_NOMEM;
+    goto fail;
+  }
+  if ((rc = fc_store_read_rounds(cfg->state_dir, &c->rounds, &c->nrounds, err, errlen)) != FEDC_OK) goto fail;
+  c->caprounds = c->nrounds;
+  if ((rc = fc_engine_create(&cfg->engine, st.next_round, st.completed, st.version, st.sha, &c->engine)) !=
+      FEDC_OK)
+    goto fail;
+  if ((rc = fc_agg_fedavg_create(fc_model_numel(&spec), cfg->upload_slots > 0 ? cfg->upload_slots : 4, &c->agg)) !=
+      FEDC_OK) {
+    snprintf(err, errlen, "cannot create aggregator: %s", fedc_strerror(rc));
+    goto fail;
+  }
+
+  set_method(&c->methods[0], "/fedc.v1.Coordinator/CheckIn", FC_RPC_UNARY, FC_ROLE_CLIENT, SMALL_MSG,
+             &fedc__v1__check_in_request__descriptor, h_checkin, c);
+  set_method(&c->methods[1], "/fedc.v1.Coordinator/FetchModel", FC_RPC_SERVER_STREAM, FC_ROLE_CLIENT, SMALL_MSG,
+             &fedc__v1__fetch_model_request__descriptor, h_fetch_model, c);
+  set_method(&c->methods[2], "/fedc.v1.Coordinator/UploadUpdate", FC_RPC_CLIENT_STREAM, FC_ROLE_CLIENT, CHUNK_MSG,
+             &fedc__v1__upload_msg__descriptor, h_upload, c);
+  set_method(&c->methods[3], "/fedc.v1.Admin/Status", FC_RPC_UNARY, FC_ROLE_ADMIN, SMALL_MSG,
+             &fedc__v1__status_request__descriptor, h_status, c);
+  set_method(&c->methods[4], "/fedc.v1.Admin/Rounds", FC_RPC_UNARY, FC_ROLE_ADMIN, SMALL_MSG,
+             &fedc__v1__rounds_request__descriptor, h_rounds, c);
+  set_method(&c->methods[5], "/fedc.v1.Admin/RoundControl", FC_RPC_UNARY, FC_ROLE_ADMIN, SMALL_MSG,
+             &fedc__v1__round_control_request__descriptor, h_round_control, c);
+  set_method(&c->methods[6], "/fedc.v1.Admin/GetModel", FC_RPC_SERVER_STREAM, FC_ROLE_ADMIN, SMALL_MSG,
+             &fedc__v1__get_model_request__descriptor, h_get_model, c);
+
+  fc_server_opts so;
+  fc_server_opts_init(&so);
+  so.addr = cfg->listen;
+  so.tls.ca = cfg->ca;
+  so.tls.cert = cfg->cert;
+  so.tls.key = cfg->key;
+  so.insecure_for_testing = cfg->insecure_for_testing;
+  so.federation = cfg->federation;
+  so.threads = cfg->threads > 0 ? cfg->threads : 16;
+  so.stream_idle_ms = cfg->stream_idle_ms;
+  so.fd_headroom = cfg->fd_headroom;
+  so.max_connections = cfg->max_connections;
+  so.methods = c->methods;
+  so.nmethods = 7;
+  if ((rc = fc_server_start(&so, &c->server, err, errlen)) != FEDC_OK) goto fail;
+  if (pthread_create(&c->driver, NULL, driver_main, c) != 0) {
+    rc = FEDC_ERR_NOMEM;
+    snprintf(err, errlen, "cannot start the round driver thread");
+    goto fail;
+  }
+  c->driver_started = 1;
+  FC_INFO(MOD, "federation '%s' serving on port %d (state %s, %u-round budget, cohort %u, min updates %u)",
+          cfg->federation, fc_server_port(c->server), cfg->state_dir, (unsigned)cfg->engine.rounds,
+          cfg->engine.cohort_size, cfg->engine.min_updates);
+  *out = c;
+  return FEDC_OK;
+fail:
+  fc_coord_stop(c, 0);
+  return rc;
+}
+
+int fc_coord_port(const fc_coord *c) { return fc_server_port(c->server); }
+
+int fc_coord_done(fc_coord *c) {
+  pthread_mutex_lock(&c->mu);
+  fc_engine_status es;
+  fc_engine_get_status(c->engine, now_ms(), &es);
+  pthread_mutex_unlock(&c->mu);
+  return es.state == FC_ENG_DONE;
+}
+
+void fc_coord_stop(fc_coord *c, int grace_ms) {
+  if (!c) return;
+  /* Stop accepting first, let in-flight calls end, then the driver. */
+  if (c->server) fc_server_shutdown(c->server, grace_ms);
+  if (c->driver_started) {
+    pthread_mutex_lock(&c->stop_mu);
+    c->stopping = 1;
+    pthread_cond_signal(&c->stop_cv);
+    pthread_mutex_unlock(&c->stop_mu);
+    pthread_join(c->driver, NULL);
+  }
+  fc_server_destroy(c->server);
+  if (c->engine) {
+    pthread_mutex_lock(&c->mu);
+    save_state_locked(c);
+    pthread_mutex_unlock(&c->mu);
+  }
+  if (c->agg) c->agg->ops->destroy(c->agg);
+  fc_engine_destroy(c->engine);
+  model_unref(c->model);
+  free(c->rounds);
+  pthread_mutex_destroy(&c->mu);
+  pthread_mutex_destroy(&c->stop_mu);
+  pthread_cond_destroy(&c->stop_cv);
+  free(c);
+}

@@ -1,0 +1,52 @@
+/*
+ * coordinator.h - the coordinator as a library: configuration, start, stop.
+ * `fedc coordinator` (cli/cmd_coordinator.c) parses flags and a config file
+ * into fc_coord_cfg and calls these; tests embed it the same way.
+ */
+#ifndef FEDC_COORD_COORDINATOR_H
+#define FEDC_COORD_COORDINATOR_H
+
+#include <stdint.h>
+
+#include "common/tensor.h"
+#include "coordinator/engine.h"
+
+typedef struct fc_coord_cfg {
+  char federation[64];
+  char listen[128];
+  char ca[512], cert[512], key[512];
+  int insecure_for_testing;
+  char state_dir[512];
+  fc_engine_cfg engine;
+  /* task hyper-parameters announced to clients */
+  float learning_rate;
+  uint32_t local_epochs;
+  uint32_t batch_size;
+  float momentum;
+  float clip_norm;            /* 0 = no clipping */
+  uint64_t max_example_weight; /* FedAvg weight cap per client */
+  float server_lr;            /* new = old + server_lr * mean delta */
+  uint32_t chunk_bytes;
+  int threads;
+  int upload_slots;           /* concurrent uploads staged (memory = slots x model) */
+  int stream_idle_ms;
+  int fd_headroom;
+  int max_connections;
+} fc_coord_cfg;
+
+void fc_coord_cfg_defaults(fc_coord_cfg *c);
+
+typedef struct fc_coord fc_coord;
+
+/* Start serving. If the state directory holds a model, it continues from it
+ * (init_spec/init_params may then be NULL; a spec mismatch is an error);
+ * otherwise init_params becomes version 0. */
+int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, const float *init_params,
+                   fc_coord **out, char *err, size_t errlen);
+int fc_coord_port(const fc_coord *c);
+/* 1 once the round budget is spent (state DONE). */
+int fc_coord_done(fc_coord *c);
+/* Stop accepting, give in-flight calls grace_ms, free everything. Accepts NULL. */
+void fc_coord_stop(fc_coord *c, int grace_ms);
+
+#endif

@@ -1,0 +1,442 @@
+/*
+ * engine.c - the round engine. I/O-free: no sockets, threads or clocks.
+ *
+ * States and transitions (events in quotes; "tick" carries the time):
+ *
+ *   WAITING --tick, not paused, budget left, live >= min_clients--> TRAINING
+ *       select a cohort: live clients sorted by name, shuffled by
+ *       seed+round (reproducible), first k taken.
+ *   TRAINING:
+ *       "checkin" by a selected client  -> TRAIN task (marks it picked up)
+ *       "checkin" by anyone else        -> WAIT
+ *       "upload_begin/commit/abort"     -> counts updates; a commit of the
+ *                                          last selected client -> AGGREGATING
+ *       tick past pickup deadline       -> clients that never fetched their
+ *                                          task are dropped; if too few remain
+ *                                          to reach min_updates -> ABANDON
+ *       tick past round deadline        -> received >= min_updates ?
+ *                                          AGGREGATING : ABANDON
+ *   AGGREGATING --"published"--> WAITING (or DONE when the budget is spent)
+ *   AGGREGATING --"finalize_failed"--> ABANDON
+ *   ABANDON: the round's updates are discarded (never half-applied), the
+ *       round id is burnt, and the next tick selects a fresh cohort -> WAITING.
+ *   DONE --"add_rounds"--> WAITING
+ *   Any state: "pause" stops new rounds from starting; a running round ends
+ *   normally.
+ *
+ * Invariants: a round id is used once; a client has at most one upload in
+ * progress and one accepted upload per round; uploads are accepted only in
+ * TRAINING, for the current round and version, from a selected client that
+ * picked up its task, before the round deadline.
+ */
+#include "coordinator/engine.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/rng.h"
+#include "fedc/error.h"
+
+enum client_round_state { CR_NONE = 0, CR_SELECTED, CR_TASKED, CR_UPLOADING, CR_DONE, CR_DROPPED };
+
+typedef struct client_rec {
+  char name[65];
+  uint64_t last_seen;
+  uint64_t round;    /* round the fields below refer to */
+  int rstate;        /* enum client_round_state */
+} client_rec;
+
+struct fc_engine {
+  fc_engine_cfg cfg;
+  int state;
+  int paused;
+  uint64_t next_round;
+  uint64_t round;
+  uint64_t version;
+  uint8_t sha[FC_SHA256_LEN];
+  uint64_t completed, abandoned;
+  uint64_t budget;
+  /* clients: open-addressing hash table of indices into recs */
+  client_rec *recs;
+  uint32_t nrecs, caprecs;
+  uint32_t *slots;
+  uint32_t nslots;
+  /* current round */
+  uint64_t started_ms, pickup_deadline, deadline;
+  uint32_t selected, tasked, received, uploading;
+  uint64_t examples, bytes_in, bytes_out;
+  double loss_sum;
+  fc_round_stats last;
+  char abandon_reason[160];
+};
+
+const char *fc_engine_state_name(int s) {
+  switch (s) {
+  case FC_ENG_WAITING: return "waiting";
+  case FC_ENG_TRAINING: return "training";
+  case FC_ENG_AGGREGATING: return "aggregating";
+  case FC_ENG_DONE: return "done";
+  default: return "?";
+  }
+}
+
+const char *fc_upload_verdict_text(int v) {
+  switch (v) {
+  case FC_UP_OK: return "ok";
+  case FC_UP_NOT_IN_ROUND: return "client is not in the current round";
+  case FC_UP_WRONG_ROUND: return "update is for another round";
+  case FC_UP_WRONG_VERSION: return "update is against another model version";
+  case FC_UP_DUPLICATE: return "client already uploaded in this round";
+  case FC_UP_LATE: return "round deadline passed";
+  case FC_UP_BUSY: return "an upload from this client is already in progress";
+  default: return "?";
+  }
+}
+
+void fc_engine_cfg_defaults(fc_engine_cfg *c) {
+  memset(c, 0, sizeof *c);
+  c->min_clients = 2;
+  c->cohort_size = 10;
+  c->cohort_fraction = 0.1;
+  c->min_updates = 2;
+  c->rounds = 10;
+  c->pickup_ms = 30000;
+  c->round_ms = 120000;
+  c->client_ttl_ms = 30000;
+  c->poll_ms = 1000;
+  c->seed = 1;
+  c->max_clients = 100000;
+}
+
+/* ---- client table ------------------------------------------------------------- */
+
+static uint32_t hash_name(const char *s) {
+  uint32_t h = 2166136261u; /* FNV-1a */
+  while (*s) h = (h ^ (uint8_t)*s++) * 16777619u;
+  return h;
+}
+
+static int grow_slots(fc_engine *e) {
+  uint32_t n = e->nslots ? e->nslots * 2 : 256;
+  uint32_t *s = malloc(n * sizeof *s);
+  if (!s) return FEDC_ERR_NOMEM;
+  for (uint32_t i = 0; i < n; i++) s[i] = UINT32_MAX;
+  for (uint32_t r = 0; r < e->nrecs; r++) {
+    uint32_t h = hash_name(e->recs[r].name) & (n - 1);
+    while (s[h] != UINT32_MAX) h = (h + 1) & (n - 1);
+    s[h] = r;
+  }
+  free(e->slots);
+  e->slots = s;
+  e->nslots = n;
+  return FEDC_OK;
+}
+
+static client_rec *find(fc_engine *e, const char *name) {
+  if (!e->nslots) return NULL;
+  uint32_t h = hash_name(name) & (e->nslots - 1);
+  while (e->slots[h] != UINT32_MAX) {
+    client_rec *r = &e->recs[e->slots[h]];
+    if (strcmp(r->name, name) == 0) return r;
+    h = (h + 1) & (e->nslots - 1);
+  }
+  return NULL;
+}
+
+static client_rec *find_or_add(fc_engine *e, const char *name) {
+  client_rec *r = find(e, name);
+  if (r) return r;
+  if (e->nrecs >= e->cfg.max_clients || strlen(name) >= sizeof r->name) return NULL;
+  if ((e->nrecs + 1) * 2 > e->nslots && grow_slots(e) != FEDC_OK) return NULL;
+  if (e->nrecs == e->caprecs) {
+    uint32_t n = e->caprecs ? e->caprecs * 2 : 128;
+    client_rec *nr = realloc(e->recs, n * sizeof *nr);
+    if (!nr) return NULL;
+    e->recs = nr;
+    e->caprecs = n;
+  }
+  r = &e->recs[e->nrecs];
+  memset(r, 0, sizeof *r);
+  strcpy(r->name, name);
+  uint32_t h = hash_name(name) & (e->nslots - 1);
+  while (e->slots[h] != UINT32_MAX) h = (h + 1) & (e->nslots - 1);
+  e->slots[h] = e->nrecs++;
+  return r;
+}
+
+/* ---- lifecycle ----------------------------------------------------------------- */
+
+int fc_engine_create(const fc_engine_cfg *cfg, uint64_t first_round, uint64_t completed, uint64_t version,
+                     const uint8_t sha[FC_SHA256_LEN], fc_engine **out) {
+  fc_engine *e = calloc(1, sizeof *e);
+  if (!e) return FEDC_ERR_NOMEM;
+  e->cfg = *cfg;
+  if (e->cfg.min_updates < 1) e->cfg.min_updates = 1;
+  e->next_round = first_round ? first_round : 1;
+  e->completed = completed;
+  e->budget = cfg->rounds;
+  e->version = version;
+  memcpy(e->sha, sha, FC_SHA256_LEN);
+  e->state = (e->budget && e->completed >= e->budget) ? FC_ENG_DONE : FC_ENG_WAITING;
+  if (grow_slots(e) != FEDC_OK) {
+    free(e);
+    return FEDC_ERR_NOMEM;
+  }
+  *out = e;
+  return FEDC_OK;
+}
+
+void fc_engine_destroy(fc_engine *e) {
+  if (!e) return;
+  free(e->recs);
+  free(e->slots);
+  free(e);
+}
+
+static int is_live(const fc_engine *e, const client_rec *r, uint64_t now) {
+  return r->last_seen + e->cfg.client_ttl_ms >= now;
+}
+
+static uint32_t count_live(const fc_engine *e, uint64_t now) {
+  uint32_t n = 0;
+  for (uint32_t i = 0; i < e->nrecs; i++) n += is_live(e, &e->recs[i], now);
+  return n;
+}
+
+static int cmp_rec_name(const void *a, const void *b) {
+  return strcmp(((const client_rec *)a)->name, ((const client_rec *)b)->name);
+}
+
+static void end_round_stats(fc_engine *e, int completed, uint64_t now) {
+  fc_round_stats *s = &e->last;
+  memset(s, 0, sizeof *s);
+  s->round = e->round;
+  s->completed = completed;
+  s->selected = e->selected;
+  s->participants = e->received;
+  s->examples = e->examples;
+  s->mean_loss = e->received ? e->loss_sum / e->received : 0;
+  s->bytes_in = e->bytes_in;
+  s->bytes_out = e->bytes_out;
+  s->started_ms = e->started_ms;
+  s->ended_ms = now;
+}
+
+static void abandon(fc_engine *e, const char *why, uint64_t now) {
+  end_round_stats(e, 0, now);
+  snprintf(e->last.reason, sizeof e->last.reason, "%s", why);
+  snprintf(e->abandon_reason, sizeof e->abandon_reason, "%s", why);
+  e->abandoned++;
+  e->state = FC_ENG_WAITING;
+}
+
+/* Select the cohort for a new round (see the file comment). */
+static void start_round(fc_engine *e, uint64_t now) {
+  /* Sort by name so the choice depends on who is live, not on arrival order. */
+  qsort(e->recs, e->nrecs, sizeof *e->recs, cmp_rec_name);
+  grow_slots(e); /* rebuild the index for the new order (same size) */
+  e->nslots /= 2;
+  grow_slots(e);
+  uint32_t *live = malloc((e->nrecs ? e->nrecs : 1) * sizeof *live);
+  if (!live) return;
+  uint32_t nlive = 0;
+  for (uint32_t i = 0; i < e->nrecs; i++)
+    if (is_live(e, &e->recs[i], now)) live[nlive++] = i;
+  uint32_t k = e->cfg.cohort_size;
+  if (!k) k = (uint32_t)(e->cfg.cohort_fraction * nlive + 0.999999);
+  if (k < e->cfg.min_updates) k = e->cfg.min_updates;
+  if (k > nlive) k = nlive;
+  fc_rng rng;
+  fc_rng_seed(&rng, e->cfg.seed * 0x9E3779B97F4A7C15ull + e->next_round);
+  fc_rng_shuffle_u32(&rng, live, nlive);
+  e->round = e->next_round++;
+  for (uint32_t i = 0; i < k; i++) {
+    client_rec *r = &e->recs[live[i]];
+    r->round = e->round;
+    r->rstate = CR_SELECTED;
+  }
+  free(live);
+  e->selected = k;
+  e->tasked = e->received = e->uploading = 0;
+  e->examples = e->bytes_in = e->bytes_out = 0;
+  e->loss_sum = 0;
+  e->started_ms = now;
+  e->pickup_deadline = now + e->cfg.pickup_ms;
+  e->deadline = now + e->cfg.round_ms;
+  e->state = FC_ENG_TRAINING;
+}
+
+/* ---- events ---------------------------------------------------------------------- */
+
+static uint64_t client_seed(const fc_engine *e, const char *name) {
+  return (e->cfg.seed * 0x9E3779B97F4A7C15ull) ^ (e->round * 0xBF58476D1CE4E5B9ull) ^ hash_name(name);
+}
+
+int fc_engine_checkin(fc_engine *e, const char *client, uint64_t now_ms, fc_task_info *task, uint32_t *retry_ms) {
+  client_rec *r = find_or_add(e, client);
+  if (!r) return FC_CHECKIN_REFUSED;
+  r->last_seen = now_ms;
+  *retry_ms = e->cfg.poll_ms;
+  if (e->state == FC_ENG_DONE) return FC_CHECKIN_DONE;
+  if (e->state == FC_ENG_TRAINING && r->round == e->round &&
+      (r->rstate == CR_SELECTED || r->rstate == CR_TASKED || r->rstate == CR_UPLOADING) && now_ms < e->deadline) {
+    if (r->rstate == CR_SELECTED) {
+      r->rstate = CR_TASKED;
+      e->tasked++;
+    }
+    /* A client that reconnects mid-round gets its task again and resumes. */
+    task->round = e->round;
+    task->version = e->version;
+    memcpy(task->sha, e->sha, FC_SHA256_LEN);
+    task->deadline_ms = e->deadline;
+    task->client_seed = client_seed(e, client);
+    return FC_CHECKIN_TRAIN;
+  }
+  return FC_CHECKIN_WAIT;
+}
+
+int fc_engine_upload_begin(fc_engine *e, const char *client, uint64_t round, uint64_t version, uint64_t now_ms) {
+  client_rec *r = find(e, client);
+  if (r) r->last_seen = now_ms;
+  if (e->state != FC_ENG_TRAINING || !r || r->round != e->round || r->rstate == CR_NONE ||
+      r->rstate == CR_DROPPED) {
+    if (r && r->round == round && r->rstate == CR_DONE) return FC_UP_DUPLICATE;
+    if (e->state == FC_ENG_TRAINING && round != e->round) return FC_UP_WRONG_ROUND;
+    return FC_UP_NOT_IN_ROUND;
+  }
+  if (round != e->round) return FC_UP_WRONG_ROUND;
+  if (r->rstate == CR_DONE) return FC_UP_DUPLICATE;
+  if (r->rstate == CR_UPLOADING) return FC_UP_BUSY;
+  if (r->rstate == CR_SELECTED) return FC_UP_NOT_IN_ROUND; /* never fetched its task */
+  if (version != e->version) return FC_UP_WRONG_VERSION;
+  if (now_ms >= e->deadline) return FC_UP_LATE;
+  r->rstate = CR_UPLOADING;
+  e->uploading++;
+  return FC_UP_OK;
+}
+
+int fc_engine_upload_commit(fc_engine *e, const char *client, uint64_t round, uint64_t examples, double loss,
+                            uint64_t bytes, uint64_t now_ms) {
+  client_rec *r = find(e, client);
+  if (!r || r->round != round || r->rstate != CR_UPLOADING) return FC_UP_NOT_IN_ROUND;
+  e->uploading--;
+  if (e->state != FC_ENG_TRAINING || round != e->round || now_ms >= e->deadline) {
+    r->rstate = CR_DROPPED;
+    return FC_UP_LATE;
+  }
+  r->rstate = CR_DONE;
+  e->received++;
+  e->examples += examples;
+  e->loss_sum += loss;
+  e->bytes_in += bytes;
+  return FC_UP_OK;
+}
+
+void fc_engine_upload_abort(fc_engine *e, const char *client, uint64_t round) {
+  client_rec *r = find(e, client);
+  if (!r || r->round != round || r->rstate != CR_UPLOADING) return;
+  e->uploading--;
+  r->rstate = CR_TASKED; /* may try again while the round is open */
+}
+
+void fc_engine_add_bytes_out(fc_engine *e, uint64_t bytes) { e->bytes_out += bytes; }
+
+int fc_engine_tick(fc_engine *e, uint64_t now_ms) {
+  switch (e->state) {
+  case FC_ENG_WAITING:
+    if (e->budget && e->completed >= e->budget) {
+      e->state = FC_ENG_DONE;
+      return FC_TICK_NONE;
+    }
+    if (e->paused) return FC_TICK_NONE;
+    if (count_live(e, now_ms) < e->cfg.min_clients || count_live(e, now_ms) < e->cfg.min_updates)
+      return FC_TICK_NONE;
+    start_round(e, now_ms);
+    return e->state == FC_ENG_TRAINING ? FC_TICK_STARTED : FC_TICK_NONE;
+  case FC_ENG_TRAINING: {
+    if (e->received >= e->selected) {
+      e->state = FC_ENG_AGGREGATING;
+      return FC_TICK_AGGREGATE;
+    }
+    if (now_ms >= e->pickup_deadline && e->tasked < e->selected) {
+      /* Selected clients that never fetched their task are dropped. */
+      for (uint32_t i = 0; i < e->nrecs; i++) {
+        client_rec *r = &e->recs[i];
+        if (r->round == e->round && r->rstate == CR_SELECTED) r->rstate = CR_DROPPED;
+      }
+      e->selected = e->tasked;
+      if (e->tasked < e->cfg.min_updates) {
+        char why[160];
+        snprintf(why, sizeof why, "only %u of the cohort picked up their task (min_updates %u)", e->tasked,
+                 e->cfg.min_updates);
+        abandon(e, why, now_ms);
+        return FC_TICK_ABANDON;
+      }
+      if (e->received >= e->selected) {
+        e->state = FC_ENG_AGGREGATING;
+        return FC_TICK_AGGREGATE;
+      }
+    }
+    /* Uploads still in flight at the deadline are late: their commit fails. */
+    if (now_ms >= e->deadline) {
+      if (e->received >= e->cfg.min_updates) {
+        e->state = FC_ENG_AGGREGATING;
+        return FC_TICK_AGGREGATE;
+      }
+      char why[160];
+      snprintf(why, sizeof why, "deadline passed with %u of %u updates (min_updates %u)", e->received, e->selected,
+               e->cfg.min_updates);
+      abandon(e, why, now_ms);
+      return FC_TICK_ABANDON;
+    }
+    return FC_TICK_NONE;
+  }
+  case FC_ENG_DONE:
+    if (!e->budget || e->completed < e->budget) e->state = FC_ENG_WAITING;
+    return FC_TICK_NONE;
+  default: return FC_TICK_NONE;
+  }
+}
+
+const char *fc_engine_abandon_reason(const fc_engine *e) { return e->abandon_reason; }
+
+void fc_engine_published(fc_engine *e, uint64_t version, const uint8_t sha[FC_SHA256_LEN], uint64_t now_ms) {
+  end_round_stats(e, 1, now_ms);
+  e->last.version = version;
+  memcpy(e->last.sha, sha, FC_SHA256_LEN);
+  e->version = version;
+  memcpy(e->sha, sha, FC_SHA256_LEN);
+  e->completed++;
+  e->state = (e->budget && e->completed >= e->budget) ? FC_ENG_DONE : FC_ENG_WAITING;
+}
+
+void fc_engine_finalize_failed(fc_engine *e, const char *why, uint64_t now_ms) { abandon(e, why, now_ms); }
+
+void fc_engine_pause(fc_engine *e, int paused) { e->paused = paused; }
+
+void fc_engine_add_rounds(fc_engine *e, uint64_t extra) {
+  if (!e->budget) return; /* unlimited already */
+  if (e->budget < e->completed) e->budget = e->completed;
+  e->budget += extra;
+  if (e->state == FC_ENG_DONE) e->state = FC_ENG_WAITING;
+}
+
+void fc_engine_get_status(const fc_engine *e, uint64_t now_ms, fc_engine_status *st) {
+  memset(st, 0, sizeof *st);
+  st->state = e->state;
+  st->paused = e->paused;
+  st->round = (e->state == FC_ENG_TRAINING || e->state == FC_ENG_AGGREGATING) ? e->round : e->next_round;
+  st->version = e->version;
+  memcpy(st->sha, e->sha, FC_SHA256_LEN);
+  st->known = e->nrecs;
+  st->live = count_live(e, now_ms);
+  st->selected = e->state == FC_ENG_TRAINING || e->state == FC_ENG_AGGREGATING ? e->selected : 0;
+  st->received = e->state == FC_ENG_TRAINING || e->state == FC_ENG_AGGREGATING ? e->received : 0;
+  st->completed = e->completed;
+  st->abandoned = e->abandoned;
+  st->budget = e->budget;
+  st->round_started_ms = e->started_ms;
+}
+
+const fc_round_stats *fc_engine_last_round(const fc_engine *e) { return &e->last; }

@@ -1,0 +1,133 @@
+/*
+ * engine.h - the round engine: an I/O-free state machine (no sockets, threads
+ * or clocks; time comes in as `now_ms`). The gRPC handlers and the round
+ * driver thread feed it events under one lock and act on what it returns.
+ * States and transitions are documented at the top of engine.c.
+ */
+#ifndef FEDC_COORD_ENGINE_H
+#define FEDC_COORD_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "crypto/sha256.h"
+
+enum fc_engine_state {
+  FC_ENG_WAITING = 0,     /* not enough live clients (or paused, or budget spent) */
+  FC_ENG_TRAINING = 1,    /* cohort selected; tasks handed out; updates arriving */
+  FC_ENG_AGGREGATING = 2, /* enough updates; the driver is finalizing the model */
+  FC_ENG_DONE = 3,        /* round budget spent: clients are told DONE */
+};
+const char *fc_engine_state_name(int s);
+
+typedef struct fc_engine_cfg {
+  uint32_t min_clients;      /* live clients needed before a round starts */
+  uint32_t cohort_size;      /* clients selected per round (0 = use fraction) */
+  double cohort_fraction;    /* of live clients, when cohort_size == 0 */
+  uint32_t min_updates;      /* updates needed by the deadline, else abandon */
+  uint64_t rounds;           /* round budget (completed rounds); 0 = unlimited */
+  uint64_t pickup_ms;        /* selected clients must fetch their task within this */
+  uint64_t round_ms;         /* updates must arrive within this of round start */
+  uint64_t client_ttl_ms;    /* a client is live if it checked in within this */
+  uint32_t poll_ms;          /* retry_after_ms told to waiting clients */
+  uint64_t seed;             /* cohort selection seed (reproducible) */
+  uint32_t max_clients;      /* refuse new identities beyond this many */
+} fc_engine_cfg;
+
+void fc_engine_cfg_defaults(fc_engine_cfg *c);
+
+typedef struct fc_engine fc_engine;
+
+/* Create an engine whose next round id is first_round and global version is
+ * `version` (with its hash). */
+int fc_engine_create(const fc_engine_cfg *cfg, uint64_t first_round, uint64_t completed, uint64_t version,
+                     const uint8_t sha[FC_SHA256_LEN], fc_engine **out);
+void fc_engine_destroy(fc_engine *e);
+
+/* ---- events and their answers ---- */
+
+enum fc_checkin_action { FC_CHECKIN_WAIT = 1, FC_CHECKIN_TRAIN = 2, FC_CHECKIN_DONE = 3, FC_CHECKIN_REFUSED = 4 };
+
+typedef struct fc_task_info {
+  uint64_t round;
+  uint64_t version;
+  uint8_t sha[FC_SHA256_LEN];
+  uint64_t deadline_ms;    /* engine time */
+  uint64_t client_seed;    /* per client and round */
+} fc_task_info;
+
+/* "client X checked in". Returns an fc_checkin_action; *task is set for TRAIN,
+ * *retry_ms for WAIT. */
+int fc_engine_checkin(fc_engine *e, const char *client, uint64_t now_ms, fc_task_info *task, uint32_t *retry_ms);
+
+/* Outcome codes for uploads (map to gRPC statuses in the service). */
+enum fc_upload_verdict {
+  FC_UP_OK = 0,
+  FC_UP_NOT_IN_ROUND = 1,   /* no round open, or client not selected in it */
+  FC_UP_WRONG_ROUND = 2,    /* update for another round id */
+  FC_UP_WRONG_VERSION = 3,  /* delta against another model version */
+  FC_UP_DUPLICATE = 4,      /* already uploaded in this round */
+  FC_UP_LATE = 5,           /* deadline passed */
+  FC_UP_BUSY = 6,           /* an upload from this client is already in progress */
+};
+const char *fc_upload_verdict_text(int v);
+
+/* "client X starts uploading for round R against version V". */
+int fc_engine_upload_begin(fc_engine *e, const char *client, uint64_t round, uint64_t version, uint64_t now_ms);
+/* "client X's upload arrived whole and verified": counted. Returns FC_UP_OK or
+ * FC_UP_LATE if the round closed meanwhile (the caller then discards it). */
+int fc_engine_upload_commit(fc_engine *e, const char *client, uint64_t round, uint64_t examples, double loss,
+                            uint64_t bytes, uint64_t now_ms);
+/* "client X's upload failed" (stream ended early, hash mismatch, bad values...):
+ * the client may try again while the round is open. */
+void fc_engine_upload_abort(fc_engine *e, const char *client, uint64_t round);
+/* Bytes sent to clients (model downloads) during the round. */
+void fc_engine_add_bytes_out(fc_engine *e, uint64_t bytes);
+
+/* What the driver must do after a tick. */
+enum fc_tick_action { FC_TICK_NONE = 0, FC_TICK_AGGREGATE = 1, FC_TICK_ABANDON = 2, FC_TICK_STARTED = 3 };
+/* "time is now": start a round, close one at its deadline, ... */
+int fc_engine_tick(fc_engine *e, uint64_t now_ms);
+/* Reason text of the last abandon. */
+const char *fc_engine_abandon_reason(const fc_engine *e);
+
+/* "the driver published version V (hash) from round R". Back to WAITING/DONE. */
+void fc_engine_published(fc_engine *e, uint64_t version, const uint8_t sha[FC_SHA256_LEN], uint64_t now_ms);
+/* "the driver failed to finalize": abandon the round. */
+void fc_engine_finalize_failed(fc_engine *e, const char *why, uint64_t now_ms);
+
+/* Admin controls. */
+void fc_engine_pause(fc_engine *e, int paused);
+void fc_engine_add_rounds(fc_engine *e, uint64_t extra);
+
+/* Round record of the round that just ended (after AGGREGATE→published or ABANDON). */
+typedef struct fc_round_stats {
+  uint64_t round;
+  int completed;           /* 1 completed, 0 abandoned */
+  uint64_t version;        /* produced (completed only) */
+  uint32_t selected, participants;
+  uint64_t examples;
+  double mean_loss;
+  uint64_t bytes_in, bytes_out;
+  uint64_t started_ms, ended_ms;
+  uint8_t sha[FC_SHA256_LEN];
+  char reason[160];
+} fc_round_stats;
+
+typedef struct fc_engine_status {
+  int state;
+  int paused;
+  uint64_t round;          /* current (TRAINING/AGGREGATING) or next round id */
+  uint64_t version;
+  uint8_t sha[FC_SHA256_LEN];
+  uint32_t known, live;
+  uint32_t selected, received;
+  uint64_t completed, abandoned;
+  uint64_t budget;         /* 0 = unlimited */
+  uint64_t round_started_ms;
+} fc_engine_status;
+void fc_engine_get_status(const fc_engine *e, uint64_t now_ms, fc_engine_status *st);
+/* Stats of the round being finalized or just abandoned. */
+const fc_round_stats *fc_engine_last_round(const fc_engine *e);
+
+#endif

@@ -1,0 +1,210 @@
+/*
+ * store.c - state directory of the coordinator. Layout and write order in
+ * store.h. JSON through jansson; models through common/safetensors.
+ */
+#include "coordinator/store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/fileutil.h"
+#include "common/safetensors.h"
+#include "fedc/error.h"
+
+int fc_store_open(const char *dir, char *err, size_t errlen) {
+  char p[1024];
+  if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+    snprintf(err, errlen, "cannot create state directory %s: %s", dir, strerror(errno));
+    return FEDC_ERR_IO;
+  }
+  snprintf(p, sizeof p, "%s/models", dir);
+  if (mkdir(p, 0700) != 0 && errno != EEXIST) {
+    snprintf(err, errlen, "cannot create %s: %s", p, strerror(errno));
+    return FEDC_ERR_IO;
+  }
+  return FEDC_OK;
+}
+
+static uint64_t json_u64(json_t *o, const char *k) {
+  json_t *v = json_object_get(o, k);
+  return json_is_integer(v) ? (uint64_t)json_integer_value(v) : 0;
+}
+
+int fc_store_load_state(const char *dir, fc_store_state *st, char *err, size_t errlen) {
+  char p[1024];
+  snprintf(p, sizeof p, "%s/state.json", dir);
+  if (access(p, F_OK) != 0) return FEDC_ERR_NOT_FOUND;
+  json_error_t je;
+  json_t *o = json_load_file(p, 0, &je);
+  if (!o || !json_is_object(o)) {
+    snprintf(err, errlen, "%s: %s (line %d)", p, o ? "not a JSON object" : je.text, je.line);
+    json_decref(o);
+    return FEDC_ERR_FORMAT;
+  }
+  memset(st, 0, sizeof *st);
+  st->version = json_u64(o, "version");
+  st->next_round = json_u64(o, "next_round");
+  st->completed = json_u64(o, "completed");
+  st->abandoned = json_u64(o, "abandoned");
+  const char *sha = json_string_value(json_object_get(o, "sha256"));
+  int rc = FEDC_OK;
+  if (!sha || fc_unhex(sha, st->sha, FC_SHA256_LEN) != FEDC_OK) {
+    snprintf(err, errlen, "%s: missing or bad sha256", p);
+    rc = FEDC_ERR_FORMAT;
+  }
+  json_decref(o);
+  return rc;
+}
+
+int fc_store_save_state(const char *dir, const char *federation, const fc_store_state *st, char *err,
+                        size_t errlen) {
+  char p[1024], hex[FC_SHA256_HEX_LEN], file[64];
+  snprintf(p, sizeof p, "%s/state.json", dir);
+  snprintf(file, sizeof file, "models/v%06llu.safetensors", (unsigned long long)st->version);
+  json_t *o = json_pack("{s:I,s:s,s:I,s:I,s:I,s:s,s:s}", "version", (json_int_t)st->version, "sha256",
+                        fc_hex(st->sha, FC_SHA256_LEN, hex), "next_round", (json_int_t)st->next_round,
+                        "completed", (json_int_t)st->completed, "abandoned", (json_int_t)st->abandoned,
+                        "federation", federation ? federation : "", "model_file", file);
+  char *s = o ? json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+  json_decref(o);
+  if (!s) return FEDC_ERR_NOMEM;
+  int rc = fc_write_file_atomic(p, s, strlen(s), 0600, 0);
+  free(s);
+  if (rc != FEDC_OK) snprintf(err, errlen, "cannot write %s: %s", p, fedc_strerror(rc));
+  return rc;
+}
+
+void fc_store_model_path(const char *dir, uint64_t version, char *out, size_t outlen) {
+  snprintf(out, outlen, "%s/models/v%06llu.safetensors", dir, (unsigned long long)version);
+}
+
+int fc_store_write_model(const char *dir, uint64_t version, uint64_t round, const fc_model_spec *spec,
+                         const float *data, const uint8_t sha[FC_SHA256_LEN], const uint8_t *parent_sha,
+                         char *err, size_t errlen) {
+  char p[1024], hex[FC_SHA256_HEX_LEN], num[32];
+  fc_st_meta meta;
+  memset(&meta, 0, sizeof meta);
+  snprintf(num, sizeof num, "%llu", (unsigned long long)version);
+  fc_st_meta_set(&meta, "fedc.version", num);
+  fc_st_meta_set(&meta, "fedc.sha256", fc_hex(sha, FC_SHA256_LEN, hex));
+  snprintf(num, sizeof num, "%llu", (unsigned long long)round);
+  fc_st_meta_set(&meta, "fedc.round", num);
+  if (parent_sha) fc_st_meta_set(&meta, "fedc.parent_sha256", fc_hex(parent_sha, FC_SHA256_LEN, hex));
+  snprintf(num, sizeof num, "%lld", (long long)time(NULL));
+  fc_st_meta_set(&meta, "fedc.created_unix", num);
+  fc_st_meta_set(&meta, "format", "pt");
+  fc_store_model_path(dir, version, p, sizeof p);
+  return fc_safetensors_write(p, spec, data, &meta, err, errlen);
+}
+
+int fc_store_read_model(const char *dir, uint64_t version, fc_model_spec *spec, float **data,
+                        uint8_t sha[FC_SHA256_LEN], char *err, size_t errlen) {
+  char p[1024];
+  fc_st_meta meta;
+  float *d = NULL;
+  fc_store_model_path(dir, version, p, sizeof p);
+  int rc = fc_safetensors_read(p, spec, &d, &meta, (uint64_t)FC_MODEL_MAX_PARAMS * 4, err, errlen);
+  if (rc != FEDC_OK) return rc;
+  uint8_t got[FC_SHA256_LEN], want[FC_SHA256_LEN];
+  fc_sha256(d, fc_model_numel(spec) * sizeof(float), got);
+  const char *hex = fc_st_meta_get(&meta, "fedc.sha256");
+  if (!hex || fc_unhex(hex, want, FC_SHA256_LEN) != FEDC_OK || !fc_digest_equal(got, want, FC_SHA256_LEN)) {
+    snprintf(err, errlen, "%s: payload SHA-256 does not match its fedc.sha256 metadata", p);
+    free(d);
+    return FEDC_ERR_HASH;
+  }
+  memcpy(sha, got, FC_SHA256_LEN);
+  *data = d;
+  return FEDC_OK;
+}
+
+static json_t *round_to_json(const fc_round_stats *r) {
+  char hex[FC_SHA256_HEX_LEN];
+  return json_pack("{s:I,s:s,s:I,s:i,s:i,s:I,s:f,s:I,s:I,s:I,s:I,s:s,s:s}", "round", (json_int_t)r->round,
+                   "outcome", r->completed ? "completed" : "abandoned", "version", (json_int_t)r->version,
+                   "participants", (int)r->participants, "selected", (int)r->selected, "examples",
+                   (json_int_t)r->examples, "mean_train_loss", r->mean_loss, "bytes_in", (json_int_t)r->bytes_in,
+                   "bytes_out", (json_int_t)r->bytes_out, "started_unix_ms", (json_int_t)r->started_ms,
+                   "ended_unix_ms", (json_int_t)r->ended_ms, "sha256",
+                   r->completed ? fc_hex(r->sha, FC_SHA256_LEN, hex) : "", "reason", r->reason);
+}
+
+int fc_store_append_round(const char *dir, const fc_round_stats *r, char *err, size_t errlen) {
+  char p[1024];
+  snprintf(p, sizeof p, "%s/rounds.jsonl", dir);
+  json_t *o = round_to_json(r);
+  char *s = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+  json_decref(o);
+  if (!s) return FEDC_ERR_NOMEM;
+  int fd = open(p, O_WRONLY | O_CREAT | O_APPEND, 0600);
+  int rc = FEDC_OK;
+  if (fd < 0) {
+    rc = FEDC_ERR_IO;
+  } else {
+    size_t n = strlen(s);
+    s[n] = '\n'; /* json_dumps leaves room for the NUL we overwrite */
+    if (write(fd, s, n + 1) != (ssize_t)(n + 1) || fsync(fd) != 0) rc = FEDC_ERR_IO;
+    close(fd);
+  }
+  if (rc != FEDC_OK) snprintf(err, errlen, "cannot append to %s: %s", p, strerror(errno));
+  free(s);
+  return rc;
+}
+
+int fc_store_read_rounds(const char *dir, fc_round_stats **out, size_t *n, char *err, size_t errlen) {
+  char p[1024], line[4096];
+  snprintf(p, sizeof p, "%s/rounds.jsonl", dir);
+  *out = NULL;
+  *n = 0;
+  FILE *f = fopen(p, "r");
+  if (!f) return FEDC_OK;
+  size_t cap = 0;
+  fc_round_stats *v = NULL;
+  while (fgets(line, sizeof line, f)) {
+    json_t *o = json_loads(line, 0, NULL);
+    if (!json_is_object(o)) {
+      json_decref(o);
+      continue; /* a torn last line after a crash: skip it */
+    }
+    if (*n == cap) {
+      cap = cap ? cap * 2 : 64;
+      fc_round_stats *nv = realloc(v, cap * sizeof *nv);
+      if (!nv) {
+        json_decref(o);
+        break;
+      }
+      v = nv;
+    }
+    fc_round_stats *r = &v[(*n)++];
+    memset(r, 0, sizeof *r);
+    r->round = json_u64(o, "round");
+    const char *oc = json_string_value(json_object_get(o, "outcome"));
+    r->completed = oc && strcmp(oc, "completed") == 0;
+    r->version = json_u64(o, "version");
+    r->participants = (uint32_t)json_u64(o, "participants");
+    r->selected = (uint32_t)json_u64(o, "selected");
+    r->examples = json_u64(o, "examples");
+    r->mean_loss = json_number_value(json_object_get(o, "mean_train_loss"));
+    r->bytes_in = json_u64(o, "bytes_in");
+    r->bytes_out = json_u64(o, "bytes_out");
+    r->started_ms = json_u64(o, "started_unix_ms");
+    r->ended_ms = json_u64(o, "ended_unix_ms");
+    const char *sha = json_string_value(json_object_get(o, "sha256"));
+    if (sha && *sha) fc_unhex(sha, r->sha, FC_SHA256_LEN);
+    const char *why = json_string_value(json_object_get(o, "reason"));
+    if (why) snprintf(r->reason, sizeof r->reason, "%s", why);
+    json_decref(o);
+  }
+  fclose(f);
+  (void)err;
+  (void)errlen;
+  *out = v;
+  return FEDC_OK;
+}
