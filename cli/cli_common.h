@@ -1,0 +1,62 @@
+/*
+ * cli_common.h - pieces every subcommand shares: the TLS identity flags
+ * (--pki DIR --name N, or --ca/--cert/--key), JSON printing, and a
+ * progress line for long runs.
+ *
+ * TLS flags: with --pki DIR the files are DIR/ca.crt and
+ * DIR/<role>-<name>.crt/.key (as `fedc pki issue` writes them); explicit
+ * --ca/--cert/--key override.
+ */
+#ifndef FEDC_CLI_COMMON_H
+#define FEDC_CLI_COMMON_H
+
+#include <getopt.h>
+#include <jansson.h>
+
+typedef struct cli_tls {
+  char pki[512];
+  char name[65];
+  char ca[512], cert[512], key[512];
+  char coordinator[256];
+  int insecure;
+} cli_tls;
+
+/* getopt_long option ids for the shared flags (above any subcommand's own). */
+enum {
+  CLI_OPT_PKI = 1000,
+  CLI_OPT_NAME,
+  CLI_OPT_CA,
+  CLI_OPT_CERT,
+  CLI_OPT_KEY,
+  CLI_OPT_COORDINATOR,
+  CLI_OPT_INSECURE,
+};
+
+#define CLI_TLS_LONGOPTS                                                                               \
+  {"pki", required_argument, 0, CLI_OPT_PKI}, {"name", required_argument, 0, CLI_OPT_NAME},            \
+      {"ca", required_argument, 0, CLI_OPT_CA}, {"cert", required_argument, 0, CLI_OPT_CERT},          \
+      {"key", required_argument, 0, CLI_OPT_KEY}, {"coordinator", required_argument, 0, CLI_OPT_COORDINATOR}, \
+      {"insecure-for-testing", no_argument, 0, CLI_OPT_INSECURE}
+
+#define CLI_TLS_HELP                                                                                   \
+  "  --coordinator HOST:PORT  coordinator address (default 127.0.0.1:7070)\n"                         \
+  "  --pki DIR --name NAME    use DIR/ca.crt and DIR/<role>-NAME.{crt,key}\n"                         \
+  "  --ca FILE --cert FILE --key FILE   explicit TLS files (override --pki)\n"                        \
+  "  --insecure-for-testing   no TLS (loopback only; identity from --name)\n"
+
+void cli_tls_init(cli_tls *t);
+/* Returns 1 if opt was a TLS flag (and stored it). */
+int cli_tls_opt(cli_tls *t, int opt, const char *arg);
+/* Fill ca/cert/key from --pki/--name for role; 0 ok, else prints an error and returns 2. */
+int cli_tls_resolve(cli_tls *t, const char *role, const char *prog);
+
+/* Print a JSON value as one line on stdout and free it. */
+void cli_print_json(json_t *v);
+/* Parse a non-negative integer flag; prints an error naming the flag. 0 ok, 2 bad. */
+int cli_parse_u64(const char *prog, const char *flag, const char *s, unsigned long long *out);
+int cli_parse_double(const char *prog, const char *flag, const char *s, double *out);
+/* Milliseconds since the epoch / monotonic seconds. */
+unsigned long long cli_now_ms(void);
+double cli_mono_s(void);
+
+#endif

@@ -1,0 +1,136 @@
+/*
+ * fedc/client.h - the fedc client runtime, for programs that hold training
+ * data on a device and take part in a federation.
+ *
+ * The program supplies a trainer (callbacks that train on its own data);
+ * the runtime does everything else: checks in with the coordinator over
+ * mutual TLS, fetches the global model when selected (verifying its
+ * SHA-256), calls the trainer, computes the update (delta = trained - global),
+ * clips it to the announced L2 norm, and uploads it as a chunk stream.
+ * Training data never leaves the device.
+ *
+ * Threading: fedc_client_run() blocks the calling thread and calls the
+ * trainer on that thread. fedc_client_stop() may be called from any thread
+ * (or a signal-handling thread) and makes run() return FEDC_ERR_STOPPED within
+ * one network deadline. All other functions must not be called concurrently
+ * on the same handle.
+ *
+ * Ownership: strings in options are copied by fedc_client_create; the
+ * trainer's ctx stays owned by the caller and must outlive the handle.
+ * Buffers passed to callbacks are owned by the runtime and valid only during
+ * the call.
+ *
+ * Global state: the library initialises gRPC (reference counted) and never
+ * changes OpenBLAS threads, signal handlers or log routing.
+ */
+#ifndef FEDC_CLIENT_H
+#define FEDC_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fedc/error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct fedc_client fedc_client;
+
+/* One tensor of the model; parameters are one flat float32 array, tensors
+ * back to back in this order (PyTorch nn.Linear layout for built-ins). */
+typedef struct fedc_tensor_info {
+  const char *name;
+  uint32_t ndim;
+  const uint64_t *shape;
+  size_t offset; /* in floats */
+  size_t numel;
+} fedc_tensor_info;
+
+/* What the coordinator asked for this round. */
+typedef struct fedc_train_config {
+  uint64_t round;
+  uint64_t model_version;
+  float learning_rate;
+  uint32_t local_epochs;
+  uint32_t batch_size;
+  float momentum;
+  uint64_t seed;          /* per client and round */
+  float clip_norm;        /* applied by the runtime, for information */
+  size_t n_tensors;
+  const fedc_tensor_info *tensors;
+} fedc_train_config;
+
+enum fedc_train_output {
+  FEDC_OUTPUT_WEIGHTS = 0, /* `out` holds the new weights (runtime computes the delta) */
+  FEDC_OUTPUT_DELTA = 1,   /* `out` holds new - old already */
+};
+
+typedef struct fedc_trainer {
+  void *ctx;
+  /* Train from `weights` (n floats, read-only). `out` (n floats) arrives
+   * holding a copy of weights; leave new weights or a delta in it and set
+   * *output_kind. Set *num_examples (> 0) and *loss (mean training loss).
+   * Return 0 on success, anything else to skip this round. Required. */
+  int (*train)(void *ctx, const fedc_train_config *cfg, const float *weights, float *out, size_t n,
+               int *output_kind, uint64_t *num_examples, double *loss);
+  /* Evaluate `weights` on local data. Optional (NULL). */
+  int (*evaluate)(void *ctx, const float *weights, size_t n, double *accuracy, double *loss);
+} fedc_trainer;
+
+enum fedc_event_kind {
+  FEDC_EVENT_WAITING = 1,   /* checked in, not selected */
+  FEDC_EVENT_TASK = 2,      /* selected for a round */
+  FEDC_EVENT_TRAINED = 3,   /* trainer finished */
+  FEDC_EVENT_UPLOADED = 4,  /* update accepted */
+  FEDC_EVENT_REJECTED = 5,  /* update refused by the coordinator (detail says why) */
+  FEDC_EVENT_RETRY = 6,     /* transient network failure; backing off */
+  FEDC_EVENT_DONE = 7,      /* federation finished */
+};
+
+typedef struct fedc_event {
+  int kind;
+  uint64_t round;
+  uint64_t model_version;
+  uint64_t num_examples;
+  double loss;
+  double update_norm;   /* after clipping */
+  double clip_scale;    /* 1 if not clipped */
+  uint64_t bytes_in, bytes_out;
+  const char *detail;
+} fedc_event;
+
+typedef struct fedc_client_options {
+  const char *coordinator;       /* "host:port" */
+  const char *ca, *cert, *key;   /* PEM files: federation CA, our certificate and key */
+  int insecure_for_testing;      /* no TLS; refused unless coordinator is loopback */
+  const char *insecure_identity; /* "client/<name>" in insecure mode */
+  uint64_t max_rounds;           /* return after this many accepted updates; 0 = until DONE */
+  uint32_t min_backoff_ms;       /* transient failures: jittered exponential backoff */
+  uint32_t max_backoff_ms;
+  uint32_t max_retries;          /* consecutive transient failures before giving up (0 = forever) */
+  int call_timeout_ms;           /* per call (model streams included) */
+  uint32_t chunk_bytes;          /* upload chunk size (default 1 MiB) */
+  uint64_t max_model_bytes;      /* refuse larger models (default 1 GiB) */
+  uint64_t num_examples_hint;    /* reported at check-in */
+  void (*on_event)(void *ctx, const fedc_event *ev); /* progress; may be NULL */
+  void *event_ctx;
+} fedc_client_options;
+
+FEDC_API void fedc_client_options_init(fedc_client_options *o);
+/* On success *out is a new handle (free with fedc_client_destroy). */
+FEDC_API int fedc_client_create(const fedc_client_options *o, const fedc_trainer *trainer, fedc_client **out);
+/* Take part in rounds until the federation is done, max_rounds updates were
+ * accepted, fedc_client_stop() was called, or a permanent error (TLS,
+ * permission, version). Returns FEDC_OK, FEDC_ERR_STOPPED or the error;
+ * fedc_client_last_error() has a sentence about it. */
+FEDC_API int fedc_client_run(fedc_client *c);
+FEDC_API void fedc_client_stop(fedc_client *c);
+FEDC_API const char *fedc_client_last_error(const fedc_client *c);
+FEDC_API uint64_t fedc_client_rounds_done(const fedc_client *c);
+FEDC_API void fedc_client_destroy(fedc_client *c);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
