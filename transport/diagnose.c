@@ -9,7 +9,11 @@
  *      server certificate fails verification  -> not trusted by our --ca;
  *   3. read the server's first bytes (1 s): a TLS alert here means the server
  *      refused OUR certificate (TLS 1.3 sends it after the handshake): unknown
- *      CA, expired, missing, bad certificate.
+ *      CA, expired, missing, bad certificate. A gRPC server usually sends no
+ *      alert at all: its TLS runs on memory BIOs and it closes the socket
+ *      without flushing the alert, so a bare EOF right after our handshake is
+ *      what a refusal looks like. Then we compare our certificate's issuer
+ *      with the coordinator's to say which CA is missing.
  * If everything passes the original gRPC text is kept. The probe costs one
  * connection and runs only on failure.
  */
@@ -92,6 +96,26 @@ static const char *alert_advice(unsigned long e) {
   }
 }
 
+/* The server closed the connection right after a handshake that succeeded on
+ * our side: it refused our certificate without an alert (see the top). */
+static void eof_advice(SSL *ssl, char *why, size_t wl) {
+  X509 *ours = SSL_get_certificate(ssl); /* not owned */
+  X509 *theirs = SSL_get1_peer_certificate(ssl);
+  char our_ca[128] = "?", their_ca[128] = "?";
+  if (ours) X509_NAME_get_text_by_NID(X509_get_issuer_name(ours), NID_commonName, our_ca, sizeof our_ca);
+  if (theirs) X509_NAME_get_text_by_NID(X509_get_issuer_name(theirs), NID_commonName, their_ca, sizeof their_ca);
+  if (ours && theirs && X509_NAME_cmp(X509_get_issuer_name(ours), X509_get_issuer_name(theirs)) != 0)
+    snprintf(why, wl,
+             "TLS handshake failed: the coordinator does not trust our certificate: it was issued by '%s' but the "
+             "coordinator's CA is '%s' (get a certificate from this federation's CA)",
+             our_ca, their_ca);
+  else
+    snprintf(why, wl,
+             "TLS handshake failed: the coordinator closed the connection after the handshake, so it does not trust "
+             "our certificate (revoked, expired by its clock, or from another CA of the same name): check --cert/--key");
+  X509_free(theirs);
+}
+
 /* Returns the fedc_err the probe found (FEDC_OK if it found nothing wrong). */
 static int probe(const char *target, const char *ca, const char *cert, const char *key, int insecure, char *why,
                  size_t wl) {
@@ -156,12 +180,19 @@ static int probe(const char *target, const char *ca, const char *cert, const cha
   if (poll(&p, 1, 1000) > 0) {
     char buf[64];
     ERR_clear_error();
+    errno = 0;
     int n = SSL_read(ssl, buf, sizeof buf);
     if (n <= 0) {
+      int se = SSL_get_error(ssl, n);
       unsigned long e = ERR_peek_error();
       const char *adv = e ? alert_advice(e) : NULL;
+      int eof = se == SSL_ERROR_ZERO_RETURN || (se == SSL_ERROR_SYSCALL && !e && errno == 0) ||
+                (e && ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING);
       if (adv) {
         snprintf(why, wl, "TLS handshake failed: %s", adv);
+        rc = FEDC_ERR_TLS;
+      } else if (eof) {
+        eof_advice(ssl, why, wl);
         rc = FEDC_ERR_TLS;
       } else if (e) {
         char es[160];
