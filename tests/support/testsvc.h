@@ -1,0 +1,84 @@
+/*
+ * testsvc.h - a tiny service on transport/ for tests and benchmarks only
+ * (never registered by the coordinator), plus a throwaway PKI and helpers to
+ * start a server and open channels over real mutual TLS on 127.0.0.1.
+ *
+ *   | path                    | kind          | role   | max_recv            | request -> response                        |
+ *   |-------------------------|---------------|--------|---------------------|--------------------------------------------|
+ *   | /fedc.v1.Test/Echo      | unary         | client | 1024                | CheckInRequest -> CheckInResponse          |
+ *   |                         |               |        |                     |   retry_after_ms = (uint32)num_examples    |
+ *   | /fedc.v1.Test/AdminEcho | unary         | admin  | 1024                | same as Echo                               |
+ *   | /fedc.v1.Test/Sink      | client stream | client | FC_CHUNK_MAX + 4096 | UploadMsg{header} UploadMsg{chunk}...      |
+ *   |                         |               |        |                     |   -> UploadResponse{accepted, detail=hex   |
+ *   |                         |               |        |                     |      SHA-256 of the payload}               |
+ *   | /fedc.v1.Test/Source    | server stream | client | 1024                | FetchModelRequest{version = bytes wanted}  |
+ *   |                         |               |        |                     |   -> TensorStreamMsg{header} {chunk}...    |
+ *
+ * Sink checks the stream with common/chunk.h without keeping the payload (cap
+ * 1 GiB) and maps a failed check to a status: HASH -> DATA_LOSS, TOO_LARGE ->
+ * RESOURCE_EXHAUSTED, anything else -> INVALID_ARGUMENT.
+ * Source sends ts_pattern() of version bytes (a multiple of 4, at most 1 GiB)
+ * as one tensor "t" of shape [version/4] in 1 MiB chunks. Payloads are cached
+ * per size (immutable once built, freed by ts_stop) so a benchmark times the
+ * transport, not the generation and hashing of the payload.
+ */
+#ifndef FEDC_TESTS_TESTSVC_H
+#define FEDC_TESTS_TESTSVC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "transport/transport.h"
+
+#define TS_ECHO "/fedc.v1.Test/Echo"
+#define TS_ADMIN_ECHO "/fedc.v1.Test/AdminEcho"
+#define TS_SINK "/fedc.v1.Test/Sink"
+#define TS_SOURCE "/fedc.v1.Test/Source"
+
+#define TS_SINK_MAX_TOTAL (1ull << 30)
+#define TS_SOURCE_MAX (1ull << 30)
+#define TS_SOURCE_CHUNK (1u << 20)
+
+/*
+ * Make a throwaway PKI in dir (created if missing; must not hold one yet):
+ *   dir/            CA of federation "test", coordinator cert (localhost, 127.0.0.1),
+ *                   client-alice.{crt,key}, admin-root.{crt,key}
+ *   dir/other/      a second CA (federation "other") and client-mallory.{crt,key}
+ *   dir/bundle.crt  both CA certificates: a client using it trusts our
+ *                   coordinator and passes the local check with mallory's cert,
+ *                   so the refusal comes from the server.
+ * 0 or a fedc_err (message on stderr).
+ */
+int ts_pki(const char *dir);
+
+/* Paths of a leaf issued by ts_pki: "<dir>/<role>-<name>.crt" / ".key". */
+void ts_leaf(const char *dir, const char *role, const char *name, char *crt, size_t crtlen, char *key,
+             size_t keylen);
+
+/* The test service's method table (static storage). */
+const fc_method *ts_methods(size_t *n);
+
+/*
+ * Start a server on 127.0.0.1:0 with ts_methods(), the coordinator cert of
+ * pki_dir and federation "test". threads <= 0 uses 4. Calls
+ * fc_transport_init() itself. NULL on failure (message on stderr).
+ */
+fc_server *ts_start(const char *pki_dir, int threads);
+/* Shut down with grace_ms, destroy, fc_transport_shutdown(); the last server
+ * to stop frees the cached payloads. */
+void ts_stop(fc_server *s, int grace_ms);
+
+/* Channel to 127.0.0.1:port with pki_dir's CA and <role>-<name> from pki_dir. NULL on failure. */
+fc_channel *ts_channel(const char *pki_dir, int port, const char *role, const char *name);
+/* The general form: any CA/cert/key files (cert/key may be NULL) and protocol
+ * version (NULL = ours). Returns fc_channel_create's code; err gets its message. */
+int ts_channel_ex(const char *ca, const char *cert, const char *key, int port, const char *protocol_version,
+                  fc_channel **out, char *err, size_t errlen);
+
+/* The deterministic Source payload: dst[i] = (float)i * 0.5f. */
+void ts_pattern(float *dst, size_t n);
+
+/* Seconds on the monotonic clock. */
+double ts_now(void);
+
+#endif
