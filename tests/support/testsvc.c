@@ -313,6 +313,61 @@ fc_channel *ts_channel(const char *pki_dir, int port, const char *role, const ch
   return ch;
 }
 
+/* ---- Sink client ---------------------------------------------------------------------- */
+
+struct upload {
+  fc_ccall *call;
+  fc_status *st;
+  int corrupt_chunk;
+  int chunks;
+  uint8_t *scratch;
+};
+
+static int upload_emit(void *ctx, const Fedc__V1__TensorHeader *header, const Fedc__V1__TensorChunk *chunk) {
+  struct upload *u = ctx;
+  Fedc__V1__UploadMsg msg = FEDC__V1__UPLOAD_MSG__INIT;
+  Fedc__V1__TensorChunk bad;
+  msg.header = (Fedc__V1__TensorHeader *)header;
+  msg.chunk = (Fedc__V1__TensorChunk *)chunk;
+  if (chunk && u->chunks++ == u->corrupt_chunk) {
+    bad = *chunk;
+    memcpy(u->scratch, chunk->data.data, chunk->data.len);
+    u->scratch[chunk->data.len / 2] ^= 0x01;
+    bad.data.data = u->scratch;
+    msg.chunk = &bad;
+  }
+  return fc_ccall_send(u->call, &msg.base, u->st);
+}
+
+int ts_sink_upload(fc_channel *ch, const void *payload, uint64_t bytes, const uint8_t *sha, uint32_t chunk_bytes,
+                   int corrupt_chunk, char *detail, size_t dlen, fc_status *st) {
+  fc_model_spec spec;
+  memset(&spec, 0, sizeof spec);
+  uint64_t shape[1] = {bytes / 4};
+  fc_model_spec_add(&spec, "t", 1, shape);
+  uint8_t own[FC_SHA256_LEN];
+  if (!sha) {
+    if (fc_payload_sha256(payload, bytes, own) != FEDC_OK) return FEDC_ERR_CRYPTO;
+    sha = own;
+  }
+  struct upload u = {NULL, st, corrupt_chunk, 0, NULL};
+  if (corrupt_chunk >= 0 && !(u.scratch = malloc(chunk_bytes))) return FEDC_ERR_NOMEM;
+  int rc = fc_ccall_start(ch, TS_SINK, FC_RPC_CLIENT_STREAM, NULL, 120000, &u.call, st);
+  if (rc == FEDC_OK) rc = fc_tensor_stream_send(&spec, payload, bytes, sha, chunk_bytes, upload_emit, &u);
+  if (rc == FEDC_OK) {
+    ProtobufCMessage *resp = NULL;
+    rc = fc_ccall_close_and_recv(u.call, &fedc__v1__upload_response__descriptor, &resp, st);
+    if (rc == FEDC_OK) {
+      const Fedc__V1__UploadResponse *r = (const Fedc__V1__UploadResponse *)resp;
+      snprintf(detail, dlen, "%s", r->accepted ? r->detail : "not accepted");
+      protobuf_c_message_free_unpacked(resp, NULL);
+    }
+  }
+  fc_ccall_destroy(u.call);
+  free(u.scratch);
+  return rc;
+}
+
 double ts_now(void) {
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);

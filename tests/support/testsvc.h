@@ -75,6 +75,16 @@ fc_channel *ts_channel(const char *pki_dir, int port, const char *role, const ch
 int ts_channel_ex(const char *ca, const char *cert, const char *key, int port, const char *protocol_version,
                   fc_channel **out, char *err, size_t errlen);
 
+/*
+ * Client side of Sink: stream bytes of payload (a one-tensor spec "t" of
+ * shape [bytes/4]) as header + chunk_bytes chunks. sha NULL: computed here.
+ * corrupt_chunk >= 0 flips one bit in that chunk (the header keeps the true
+ * SHA-256). Returns the fedc_err; on FEDC_OK detail gets the reply's hex
+ * SHA-256; st gets the status either way.
+ */
+int ts_sink_upload(fc_channel *ch, const void *payload, uint64_t bytes, const uint8_t *sha, uint32_t chunk_bytes,
+                   int corrupt_chunk, char *detail, size_t dlen, fc_status *st);
+
 /* The deterministic Source payload: dst[i] = (float)i * 0.5f. */
 void ts_pattern(float *dst, size_t n);
 

@@ -63,61 +63,6 @@ static int echo(fc_channel *ch, const char *path, uint64_t num, uint32_t *reply,
   return rc;
 }
 
-/* ---- upload helpers (Sink) ---------------------------------------------------------- */
-
-struct upload {
-  fc_ccall *call;
-  fc_status *st;
-  int corrupt_chunk; /* flip a byte in this chunk index (-1: none) */
-  int chunks;
-  uint8_t *scratch;
-};
-
-static int upload_emit(void *ctx, const Fedc__V1__TensorHeader *header, const Fedc__V1__TensorChunk *chunk) {
-  struct upload *u = ctx;
-  Fedc__V1__UploadMsg msg = FEDC__V1__UPLOAD_MSG__INIT;
-  Fedc__V1__TensorChunk bad;
-  msg.header = (Fedc__V1__TensorHeader *)header;
-  msg.chunk = (Fedc__V1__TensorChunk *)chunk;
-  if (chunk) {
-    if (u->chunks == u->corrupt_chunk) {
-      bad = *chunk;
-      memcpy(u->scratch, chunk->data.data, chunk->data.len);
-      u->scratch[chunk->data.len / 2] ^= 0x01;
-      bad.data.data = u->scratch;
-      msg.chunk = &bad;
-    }
-    u->chunks++;
-  }
-  return fc_ccall_send(u->call, &msg.base, u->st);
-}
-
-/* Stream payload through Sink. Returns the fedc_err; *detail gets the reply's detail. */
-static int sink(fc_channel *ch, const float *payload, uint64_t bytes, int corrupt_chunk, char *detail, size_t dlen,
-                fc_status *st) {
-  fc_model_spec spec;
-  memset(&spec, 0, sizeof spec);
-  uint64_t shape[1] = {bytes / 4};
-  fc_model_spec_add(&spec, "t", 1, shape);
-  uint8_t sha[FC_SHA256_LEN];
-  fc_payload_sha256(payload, bytes, sha);
-  struct upload u = {NULL, st, corrupt_chunk, 0, malloc(MIB)};
-  int rc = fc_ccall_start(ch, TS_SINK, FC_RPC_CLIENT_STREAM, NULL, 60000, &u.call, st);
-  if (rc == FEDC_OK) rc = fc_tensor_stream_send(&spec, payload, bytes, sha, MIB, upload_emit, &u);
-  if (rc == FEDC_OK) {
-    ProtobufCMessage *resp = NULL;
-    rc = fc_ccall_close_and_recv(u.call, &fedc__v1__upload_response__descriptor, &resp, st);
-    if (rc == FEDC_OK) {
-      Fedc__V1__UploadResponse *r = (Fedc__V1__UploadResponse *)resp;
-      snprintf(detail, dlen, "%s", r->accepted ? r->detail : "not accepted");
-      protobuf_c_message_free_unpacked(resp, NULL);
-    }
-  }
-  fc_ccall_destroy(u.call);
-  free(u.scratch);
-  return rc;
-}
-
 /* ---- tests ------------------------------------------------------------------------------ */
 
 static void test_echo(void) {
@@ -402,12 +347,12 @@ static void test_sink(void) {
   fc_hex(sha, sizeof sha, want);
   fc_status st;
   double t0 = ts_now();
-  CHECK_EQ_INT(sink(ch, payload, bytes, -1, got, sizeof got, &st), FEDC_OK);
+  CHECK_EQ_INT(ts_sink_upload(ch, payload, bytes, NULL, MIB, -1, got, sizeof got, &st), FEDC_OK);
   CHECK(strcmp(got, want) == 0);
   fprintf(stderr, "  sink: 64 MiB in %.2f s\n", ts_now() - t0);
 
   /* One flipped bit in chunk 2 of 4 MiB: the stream is refused at the end. */
-  CHECK_EQ_INT(sink(ch, payload, 4 * MIB, 2, got, sizeof got, &st), FEDC_ERR_HASH);
+  CHECK_EQ_INT(ts_sink_upload(ch, payload, 4 * MIB, NULL, MIB, 2, got, sizeof got, &st), FEDC_ERR_HASH);
   CHECK_EQ_INT(st.code, GRPC_STATUS_DATA_LOSS);
 
   /* A header that lies about the size: refused as a shape error, early. */
