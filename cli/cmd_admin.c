@@ -1,0 +1,719 @@
+/*
+ * cmd_admin.c - the operator's side of the Admin service: `fedc status`,
+ * `fedc rounds`, `fedc round start|pause|resume`, `fedc model get`, plus
+ * `fedc version`. Each is a thin shell: parse flags, one call on a
+ * mutual-TLS channel with the "admin" certificate, print.
+ *
+ *   command           RPC                              prints
+ *   ----------------  -------------------------------  ----------------------------------------
+ *   status            /fedc.v1.Admin/Status            engine state, model, clients, counters
+ *   rounds            /fedc.v1.Admin/Rounds            one row (or JSON line) per kept round
+ *   round OP          /fedc.v1.Admin/RoundControl      paused?, state, round budget
+ *   model get         Admin/Status + Admin/GetModel    version, params, sha256; writes safetensors
+ *   version           none                             fedc, protocol, gRPC core, OpenSSL versions
+ *
+ * Exit status: 0 ok, 1 failure ("fedc <cmd>: <detail>" on stderr, the detail
+ * being the transport's one-line explanation, already meant for a person),
+ * 2 usage error. With --json, stdout carries JSON only: one object, or for
+ * `rounds` one object per line.
+ *
+ * Why `model get` asks Status first: the model stream does not name its
+ * version, and "latest" may move while we download. Resolving "latest" to
+ * an explicit version before the download makes the metadata written into
+ * the file (fedc.version, fedc.sha256) true by construction. Version 0 is
+ * the one exception (the wire uses 0 for "latest"), handled in model_fetch.
+ */
+#include <getopt.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <grpc/grpc.h>
+#include <openssl/crypto.h>
+
+#include "cli/cli.h"
+#include "cli/cli_common.h"
+#include "common/safetensors.h"
+#include "crypto/sha256.h"
+#include "fedc/error.h"
+#include "fedc/v1/fedc.pb-c.h"
+#include "transport/tensor_stream.h"
+#include "transport/transport.h"
+
+#ifndef FEDC_VERSION_STRING
+#define FEDC_VERSION_STRING "0.1.0" /* keep in step with project(VERSION) in CMakeLists.txt */
+#endif
+
+#define DEFAULT_TIMEOUT_MS 10000
+
+#define M_STATUS "/fedc.v1.Admin/Status"
+#define M_ROUNDS "/fedc.v1.Admin/Rounds"
+#define M_ROUND_CONTROL "/fedc.v1.Admin/RoundControl"
+#define M_GET_MODEL "/fedc.v1.Admin/GetModel"
+
+/* Option ids of the admin flags (the shared TLS ids start at 1000). */
+enum {
+  OPT_TIMEOUT = 2000,
+  OPT_JSON,
+  OPT_LIMIT,
+  OPT_ROUNDS,
+  OPT_VERSION,
+  OPT_OUT,
+  OPT_FORCE,
+};
+
+#define ADMIN_LONGOPTS                                                                                        \
+  CLI_TLS_LONGOPTS, {"timeout-ms", required_argument, 0, OPT_TIMEOUT}, {"json", no_argument, 0, OPT_JSON},    \
+      {"help", no_argument, 0, 'h'}
+
+#define ADMIN_HELP                                                                                            \
+  CLI_TLS_HELP                                                                                                \
+  "  --timeout-ms MS          deadline of each call (default 10000)\n"                                       \
+  "  --json                   machine-readable output\n"                                                     \
+  "  -h, --help               this help\n"
+
+typedef struct admin_opts {
+  cli_tls tls;
+  int timeout_ms;
+  int json;
+} admin_opts;
+
+/* ---- shared helpers --------------------------------------------------------------- */
+
+static int usage_error(const char *prog, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int usage_error(const char *prog, const char *fmt, ...) {
+  va_list ap;
+  fprintf(stderr, "%s: ", prog);
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fprintf(stderr, " (see %s --help)\n", prog);
+  return 2;
+}
+
+/* getopt_long's complaint (it prints nothing: opterr is 0), as our one usage line. */
+static int bad_option(const char *prog, int c, char **argv) {
+  const char *arg = argv[optind - 1];
+  if (c == ':') return usage_error(prog, "option %s needs a value", arg);
+  if (strncmp(arg, "--", 2) == 0) return usage_error(prog, "unknown or malformed option %s", arg);
+  char opt[3] = {'-', (char)(optopt ? optopt : '?'), '\0'};
+  return usage_error(prog, "unknown option %s", opt);
+}
+
+static void admin_opts_init(admin_opts *o) {
+  cli_tls_init(&o->tls);
+  o->timeout_ms = DEFAULT_TIMEOUT_MS;
+  o->json = 0;
+}
+
+/* 1 = c was a shared admin flag (stored), 0 = not ours, 2 = bad value (message printed). */
+static int admin_opt(admin_opts *o, const char *prog, int c, const char *arg) {
+  if (cli_tls_opt(&o->tls, c, arg)) return 1;
+  if (c == OPT_JSON) {
+    o->json = 1;
+    return 1;
+  }
+  if (c == OPT_TIMEOUT) {
+    unsigned long long v;
+    if (cli_parse_u64(prog, "--timeout-ms", arg, &v)) return 2;
+    if (v < 1 || v > 86400000ull) {
+      fprintf(stderr, "%s: --timeout-ms must be 1..86400000, not %s\n", prog, arg);
+      return 2;
+    }
+    o->timeout_ms = (int)v;
+    return 1;
+  }
+  return 0;
+}
+
+/*
+ * Resolve the admin identity, start gRPC and open the channel. On success
+ * *out is set and the caller owes fc_channel_destroy + fc_transport_shutdown.
+ * Returns the exit status to use on failure (1, or 2 for a usage problem);
+ * on failure gRPC is not left initialised.
+ */
+static int admin_connect(admin_opts *o, const char *prog, fc_channel **out) {
+  int rc = cli_tls_resolve(&o->tls, "admin", prog);
+  if (rc) return rc;
+  char identity[128];
+  snprintf(identity, sizeof identity, "admin/%s", o->tls.name[0] ? o->tls.name : "admin");
+  fc_channel_opts co;
+  fc_channel_opts_init(&co);
+  co.target = o->tls.coordinator;
+  co.insecure_for_testing = o->tls.insecure;
+  co.insecure_identity = identity;
+  if (!o->tls.insecure) {
+    co.tls.ca = o->tls.ca;
+    co.tls.cert = o->tls.cert;
+    co.tls.key = o->tls.key;
+  }
+  fc_transport_init();
+  char err[512] = "";
+  rc = fc_channel_create(&co, out, err, sizeof err);
+  if (rc != FEDC_OK) {
+    fprintf(stderr, "%s: %s\n", prog, err[0] ? err : fedc_strerror(rc));
+    fc_transport_shutdown();
+    return 1;
+  }
+  return 0;
+}
+
+static void admin_disconnect(fc_channel *ch) {
+  fc_channel_destroy(ch);
+  fc_transport_shutdown();
+}
+
+static int call_failed(const char *prog, int rc, const fc_status *st) {
+  fprintf(stderr, "%s: %s\n", prog, st->detail[0] ? st->detail : fedc_strerror(rc));
+  return 1;
+}
+
+static char *sha_hex(const ProtobufCBinaryData *b, char out[FC_SHA256_HEX_LEN]) {
+  if (b->len != FC_SHA256_LEN) {
+    out[0] = '\0';
+    return out;
+  }
+  return fc_hex(b->data, b->len, out);
+}
+
+/* jansson refuses NaN and infinities; a round with no loss reported prints null. */
+static json_t *json_float(double v) { return isfinite(v) ? json_real(v) : json_null(); }
+
+static json_t *json_u64(uint64_t v) { return json_integer((json_int_t)v); }
+
+/* "1.5 MiB" */
+static void human_bytes(uint64_t b, char *out, size_t len) {
+  static const char *unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = (double)b;
+  size_t u = 0;
+  while (v >= 1024.0 && u + 1 < sizeof unit / sizeof unit[0]) {
+    v /= 1024.0;
+    u++;
+  }
+  if (u == 0) snprintf(out, len, "%llu B", (unsigned long long)b);
+  else
+    snprintf(out, len, "%.1f %s", v, unit[u]);
+}
+
+/* "2d 3h 4m 5s", leading zero units left out. */
+static void human_duration(uint64_t ms, char *out, size_t len) {
+  uint64_t s = ms / 1000, d = s / 86400, h = s / 3600 % 24, m = s / 60 % 60;
+  s %= 60;
+  if (d) snprintf(out, len, "%llud %lluh %llum %llus", (unsigned long long)d, (unsigned long long)h,
+                  (unsigned long long)m, (unsigned long long)s);
+  else if (h)
+    snprintf(out, len, "%lluh %llum %llus", (unsigned long long)h, (unsigned long long)m, (unsigned long long)s);
+  else if (m)
+    snprintf(out, len, "%llum %llus", (unsigned long long)m, (unsigned long long)s);
+  else
+    snprintf(out, len, "%.1fs", (double)ms / 1000.0);
+}
+
+static int do_status(fc_channel *ch, int timeout_ms, Fedc__V1__StatusResponse **out, fc_status *st) {
+  Fedc__V1__StatusRequest req = FEDC__V1__STATUS_REQUEST__INIT;
+  ProtobufCMessage *resp = NULL;
+  int rc = fc_call_unary(ch, M_STATUS, &req.base, &fedc__v1__status_response__descriptor, &resp, timeout_ms, st);
+  if (rc == FEDC_OK) *out = (Fedc__V1__StatusResponse *)resp;
+  return rc;
+}
+
+/* ---- fedc status ------------------------------------------------------------------ */
+
+static void status_usage(FILE *f) {
+  fprintf(f,
+          "Usage: fedc status [options]\n\n"
+          "Show a running coordinator's state: round engine state, current round and its\n"
+          "progress, global model version and SHA-256, clients, completed/abandoned rounds.\n\n"
+          "Options:\n" ADMIN_HELP);
+}
+
+static void status_print(const Fedc__V1__StatusResponse *r, int json) {
+  char hex[FC_SHA256_HEX_LEN], proto[32];
+  sha_hex(&r->global_sha256, hex);
+  snprintf(proto, sizeof proto, "%u.%u", r->protocol_major, r->protocol_minor);
+  if (json) {
+    json_t *o = json_object();
+    json_object_set_new(o, "federation", json_string(r->federation ? r->federation : ""));
+    json_object_set_new(o, "state", json_string(r->state ? r->state : ""));
+    json_object_set_new(o, "round", json_u64(r->round));
+    json_object_set_new(o, "global_version", json_u64(r->global_version));
+    json_object_set_new(o, "global_sha256", json_string(hex));
+    json_object_set_new(o, "clients_known", json_u64(r->clients_known));
+    json_object_set_new(o, "clients_active", json_u64(r->clients_active));
+    json_object_set_new(o, "updates_received", json_u64(r->updates_received));
+    json_object_set_new(o, "cohort_size", json_u64(r->cohort_size));
+    json_object_set_new(o, "paused", json_boolean(r->paused));
+    json_object_set_new(o, "rounds_completed", json_u64(r->rounds_completed));
+    json_object_set_new(o, "rounds_abandoned", json_u64(r->rounds_abandoned));
+    json_object_set_new(o, "uptime_ms", json_u64(r->uptime_ms));
+    json_object_set_new(o, "model_params", json_u64(r->model_params));
+    json_object_set_new(o, "protocol", json_string(proto));
+    cli_print_json(o);
+    return;
+  }
+  char up[64];
+  human_duration(r->uptime_ms, up, sizeof up);
+  printf("federation:      %s\n", r->federation ? r->federation : "");
+  printf("state:           %s%s\n", r->state ? r->state : "", r->paused ? " (paused: no new round starts)" : "");
+  printf("round:           %llu\n", (unsigned long long)r->round);
+  printf("updates:         %u of %u selected\n", r->updates_received, r->cohort_size);
+  printf("global model:    v%llu, %llu parameters\n", (unsigned long long)r->global_version,
+         (unsigned long long)r->model_params);
+  printf("model sha256:    %s\n", hex);
+  printf("clients:         %u known, %u active\n", r->clients_known, r->clients_active);
+  printf("rounds:          %llu completed, %llu abandoned\n", (unsigned long long)r->rounds_completed,
+         (unsigned long long)r->rounds_abandoned);
+  printf("uptime:          %s\n", up);
+  printf("protocol:        %s\n", proto);
+  fflush(stdout);
+}
+
+int cmd_status(int argc, char **argv) {
+  const char *prog = "fedc status";
+  admin_opts ao;
+  admin_opts_init(&ao);
+  static const struct option longopts[] = {ADMIN_LONGOPTS, {0, 0, 0, 0}};
+  opterr = 0;
+  int c;
+  while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+    int r = admin_opt(&ao, prog, c, optarg);
+    if (r == 1) continue;
+    if (r == 2) return 2;
+    if (c == 'h') {
+      status_usage(stdout);
+      return 0;
+    }
+    return bad_option(prog, c, argv);
+  }
+  if (optind < argc) return usage_error(prog, "unexpected argument '%s'", argv[optind]);
+
+  fc_channel *ch = NULL;
+  int rc = admin_connect(&ao, prog, &ch);
+  if (rc) return rc;
+  fc_status st;
+  memset(&st, 0, sizeof st);
+  Fedc__V1__StatusResponse *resp = NULL;
+  int ret = 0;
+  rc = do_status(ch, ao.timeout_ms, &resp, &st);
+  if (rc != FEDC_OK) {
+    ret = call_failed(prog, rc, &st);
+    goto out;
+  }
+  status_print(resp, ao.json);
+out:
+  if (resp) protobuf_c_message_free_unpacked(&resp->base, NULL);
+  admin_disconnect(ch);
+  return ret;
+}
+
+/* ---- fedc rounds ------------------------------------------------------------------ */
+
+static void rounds_usage(FILE *f) {
+  fprintf(f,
+          "Usage: fedc rounds [--limit N] [options]\n\n"
+          "List the rounds the coordinator keeps, oldest first: outcome, model version\n"
+          "produced, participants/selected, examples, mean train loss, bytes in/out and\n"
+          "duration. With --json, one JSON object per line per round.\n\n"
+          "Options:\n"
+          "  --limit N                only the last N rounds (default 0 = all kept)\n" ADMIN_HELP);
+}
+
+static json_t *round_json(const Fedc__V1__RoundRecord *r) {
+  char hex[FC_SHA256_HEX_LEN];
+  json_t *o = json_object();
+  json_object_set_new(o, "round", json_u64(r->round));
+  json_object_set_new(o, "outcome", json_string(r->outcome ? r->outcome : ""));
+  json_object_set_new(o, "version", json_u64(r->version));
+  json_object_set_new(o, "participants", json_u64(r->participants));
+  json_object_set_new(o, "selected", json_u64(r->selected));
+  json_object_set_new(o, "examples", json_u64(r->examples));
+  json_object_set_new(o, "mean_train_loss", json_float(r->mean_train_loss));
+  json_object_set_new(o, "bytes_in", json_u64(r->bytes_in));
+  json_object_set_new(o, "bytes_out", json_u64(r->bytes_out));
+  json_object_set_new(o, "started_unix_ms", json_u64(r->started_unix_ms));
+  json_object_set_new(o, "ended_unix_ms", json_u64(r->ended_unix_ms));
+  double secs = r->ended_unix_ms >= r->started_unix_ms ? (double)(r->ended_unix_ms - r->started_unix_ms) / 1000.0 : 0;
+  json_object_set_new(o, "seconds", json_real(secs));
+  json_object_set_new(o, "sha256", r->sha256.len == FC_SHA256_LEN ? json_string(sha_hex(&r->sha256, hex)) : json_null());
+  json_object_set_new(o, "reason", json_string(r->reason ? r->reason : ""));
+  return o;
+}
+
+static void rounds_print_table(const Fedc__V1__RoundsResponse *resp) {
+  if (resp->n_rounds == 0) {
+    printf("no rounds yet\n");
+    fflush(stdout);
+    return;
+  }
+  printf("%6s  %-9s  %7s  %9s  %10s  %9s  %10s  %10s  %8s\n", "ROUND", "OUTCOME", "VERSION", "CLIENTS", "EXAMPLES",
+         "LOSS", "IN", "OUT", "SECONDS");
+  for (size_t i = 0; i < resp->n_rounds; i++) {
+    const Fedc__V1__RoundRecord *r = resp->rounds[i];
+    int completed = r->outcome && strcmp(r->outcome, "completed") == 0;
+    char ver[24], clients[24], loss[24], in[24], out[24];
+    if (completed) snprintf(ver, sizeof ver, "%llu", (unsigned long long)r->version);
+    else
+      snprintf(ver, sizeof ver, "-");
+    snprintf(clients, sizeof clients, "%u/%u", r->participants, r->selected);
+    if (completed && isfinite(r->mean_train_loss)) snprintf(loss, sizeof loss, "%.4f", r->mean_train_loss);
+    else
+      snprintf(loss, sizeof loss, "-");
+    human_bytes(r->bytes_in, in, sizeof in);
+    human_bytes(r->bytes_out, out, sizeof out);
+    double secs =
+        r->ended_unix_ms >= r->started_unix_ms ? (double)(r->ended_unix_ms - r->started_unix_ms) / 1000.0 : 0;
+    printf("%6llu  %-9s  %7s  %9s  %10llu  %9s  %10s  %10s  %8.1f", (unsigned long long)r->round,
+           r->outcome ? r->outcome : "", ver, clients, (unsigned long long)r->examples, loss, in, out, secs);
+    if (!completed && r->reason && r->reason[0]) printf("  (%s)", r->reason);
+    putchar('\n');
+  }
+  fflush(stdout);
+}
+
+int cmd_rounds(int argc, char **argv) {
+  const char *prog = "fedc rounds";
+  admin_opts ao;
+  admin_opts_init(&ao);
+  unsigned long long limit = 0;
+  static const struct option longopts[] = {ADMIN_LONGOPTS, {"limit", required_argument, 0, OPT_LIMIT}, {0, 0, 0, 0}};
+  opterr = 0;
+  int c;
+  while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+    int r = admin_opt(&ao, prog, c, optarg);
+    if (r == 1) continue;
+    if (r == 2) return 2;
+    switch (c) {
+    case 'h': rounds_usage(stdout); return 0;
+    case OPT_LIMIT:
+      if (cli_parse_u64(prog, "--limit", optarg, &limit)) return 2;
+      if (limit > UINT32_MAX) return usage_error(prog, "--limit must be at most %u", UINT32_MAX);
+      break;
+    default: return bad_option(prog, c, argv);
+    }
+  }
+  if (optind < argc) return usage_error(prog, "unexpected argument '%s'", argv[optind]);
+
+  fc_channel *ch = NULL;
+  int rc = admin_connect(&ao, prog, &ch);
+  if (rc) return rc;
+  fc_status st;
+  memset(&st, 0, sizeof st);
+  Fedc__V1__RoundsRequest req = FEDC__V1__ROUNDS_REQUEST__INIT;
+  req.limit = (uint32_t)limit;
+  ProtobufCMessage *m = NULL;
+  int ret = 0;
+  rc = fc_call_unary(ch, M_ROUNDS, &req.base, &fedc__v1__rounds_response__descriptor, &m, ao.timeout_ms, &st);
+  if (rc != FEDC_OK) {
+    ret = call_failed(prog, rc, &st);
+    goto out;
+  }
+  const Fedc__V1__RoundsResponse *resp = (const Fedc__V1__RoundsResponse *)m;
+  if (ao.json) {
+    for (size_t i = 0; i < resp->n_rounds; i++) cli_print_json(round_json(resp->rounds[i]));
+  } else {
+    rounds_print_table(resp);
+  }
+out:
+  if (m) protobuf_c_message_free_unpacked(m, NULL);
+  admin_disconnect(ch);
+  return ret;
+}
+
+/* ---- fedc round start|pause|resume ------------------------------------------------ */
+
+static void round_usage(FILE *f) {
+  fprintf(f,
+          "Usage: fedc round start [--rounds N] | pause | resume [options]\n\n"
+          "  start    let rounds run (clears a pause); with --rounds N, also raise the\n"
+          "           round budget by N (so a finished federation trains N more rounds)\n"
+          "  pause    no new round starts; the round in progress finishes\n"
+          "  resume   rounds start again\n\n"
+          "Prints the resulting engine state, whether paused, and the round budget.\n\n"
+          "Options:\n"
+          "  --rounds N               start only: extra rounds to add (default 0)\n" ADMIN_HELP);
+}
+
+int cmd_round(int argc, char **argv) {
+  const char *prog = "fedc round";
+  admin_opts ao;
+  admin_opts_init(&ao);
+  unsigned long long extra = 0;
+  int have_rounds = 0;
+  static const struct option longopts[] = {ADMIN_LONGOPTS, {"rounds", required_argument, 0, OPT_ROUNDS}, {0, 0, 0, 0}};
+  opterr = 0;
+  int c;
+  /* GNU getopt permutes, so flags may come before or after the operation. */
+  while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+    int r = admin_opt(&ao, prog, c, optarg);
+    if (r == 1) continue;
+    if (r == 2) return 2;
+    switch (c) {
+    case 'h': round_usage(stdout); return 0;
+    case OPT_ROUNDS:
+      if (cli_parse_u64(prog, "--rounds", optarg, &extra)) return 2;
+      if (extra > UINT32_MAX) return usage_error(prog, "--rounds must be at most %u", UINT32_MAX);
+      have_rounds = 1;
+      break;
+    default: return bad_option(prog, c, argv);
+    }
+  }
+  if (optind >= argc) return usage_error(prog, "missing operation: start, pause or resume");
+  if (optind + 1 < argc) return usage_error(prog, "unexpected argument '%s'", argv[optind + 1]);
+  const char *opname = argv[optind];
+  Fedc__V1__RoundControlRequest req = FEDC__V1__ROUND_CONTROL_REQUEST__INIT;
+  if (strcmp(opname, "start") == 0) {
+    req.op = FEDC__V1__ROUND_CONTROL_REQUEST__OP__START;
+    req.extra_rounds = (uint32_t)extra;
+  } else if (strcmp(opname, "pause") == 0) {
+    req.op = FEDC__V1__ROUND_CONTROL_REQUEST__OP__PAUSE;
+  } else if (strcmp(opname, "resume") == 0) {
+    req.op = FEDC__V1__ROUND_CONTROL_REQUEST__OP__RESUME;
+  } else {
+    return usage_error(prog, "unknown operation '%s' (start, pause or resume)", opname);
+  }
+  if (have_rounds && req.op != FEDC__V1__ROUND_CONTROL_REQUEST__OP__START)
+    return usage_error(prog, "--rounds only goes with start");
+
+  fc_channel *ch = NULL;
+  int rc = admin_connect(&ao, prog, &ch);
+  if (rc) return rc;
+  fc_status st;
+  memset(&st, 0, sizeof st);
+  ProtobufCMessage *m = NULL;
+  int ret = 0;
+  rc = fc_call_unary(ch, M_ROUND_CONTROL, &req.base, &fedc__v1__round_control_response__descriptor, &m,
+                     ao.timeout_ms, &st);
+  if (rc != FEDC_OK) {
+    ret = call_failed(prog, rc, &st);
+    goto out;
+  }
+  const Fedc__V1__RoundControlResponse *resp = (const Fedc__V1__RoundControlResponse *)m;
+  if (ao.json) {
+    json_t *o = json_object();
+    json_object_set_new(o, "op", json_string(opname));
+    json_object_set_new(o, "paused", json_boolean(resp->paused));
+    json_object_set_new(o, "state", json_string(resp->state ? resp->state : ""));
+    json_object_set_new(o, "round_budget", json_u64(resp->round_budget));
+    cli_print_json(o);
+  } else {
+    printf("%s: state %s, %s, round budget %llu\n", opname, resp->state ? resp->state : "",
+           resp->paused ? "paused" : "running", (unsigned long long)resp->round_budget);
+    fflush(stdout);
+  }
+out:
+  if (m) protobuf_c_message_free_unpacked(m, NULL);
+  admin_disconnect(ch);
+  return ret;
+}
+
+/* ---- fedc model get --------------------------------------------------------------- */
+
+static void model_usage(FILE *f) {
+  fprintf(f,
+          "Usage: fedc model get --out FILE [--version V] [--force] [options]\n\n"
+          "Download a global model version from the coordinator (SHA-256 verified) and\n"
+          "write it as a safetensors file with metadata fedc.version and fedc.sha256.\n"
+          "Prints the version, parameter count and SHA-256.\n\n"
+          "Options:\n"
+          "  --out FILE               where to write the model (required)\n"
+          "  --version V              model version (default 0 = the latest)\n"
+          "  --force                  overwrite FILE if it exists (default: refuse)\n" ADMIN_HELP);
+}
+
+/*
+ * Stream model `version` (0 = latest on the wire) into a new buffer.
+ * want_sha, when non-NULL, must be what the stream announces.
+ * On FEDC_OK the caller owns *data.
+ */
+static int model_stream(fc_channel *ch, uint64_t version, const uint8_t *want_sha, int timeout_ms,
+                        fc_model_spec *spec, float **data, uint64_t *total, uint8_t sha[FC_SHA256_LEN],
+                        fc_status *st) {
+  Fedc__V1__GetModelRequest req = FEDC__V1__GET_MODEL_REQUEST__INIT;
+  req.version = version;
+  fc_ccall *call = NULL;
+  int rc = fc_ccall_start(ch, M_GET_MODEL, FC_RPC_SERVER_STREAM, &req.base, timeout_ms, &call, st);
+  if (rc == FEDC_OK)
+    rc = fc_tensor_stream_recv(call, FC_MODEL_MAX_PARAMS * sizeof(float), want_sha, spec, data, total, sha, st);
+  fc_ccall_destroy(call);
+  return rc;
+}
+
+/*
+ * Fetch version (0 = latest) and learn which version it is. "Latest" is
+ * resolved through Status to an explicit number first, so a round that
+ * completes mid-download cannot mislabel the file. Version 0 itself cannot be
+ * asked for explicitly (0 means latest on the wire): then we check the hash
+ * against what Status announced, and ask Status again if the model moved.
+ */
+static int model_fetch(fc_channel *ch, uint64_t want_version, int timeout_ms, uint64_t *got_version,
+                       fc_model_spec *spec, float **data, uint64_t *total, uint8_t sha[FC_SHA256_LEN],
+                       fc_status *st) {
+  if (want_version) {
+    *got_version = want_version;
+    return model_stream(ch, want_version, NULL, timeout_ms, spec, data, total, sha, st);
+  }
+  Fedc__V1__StatusResponse *s = NULL;
+  int rc = do_status(ch, timeout_ms, &s, st);
+  if (rc != FEDC_OK) return rc;
+  uint64_t v = s->global_version;
+  uint8_t status_sha[FC_SHA256_LEN];
+  int have_sha = s->global_sha256.len == FC_SHA256_LEN;
+  if (have_sha) memcpy(status_sha, s->global_sha256.data, FC_SHA256_LEN);
+  protobuf_c_message_free_unpacked(&s->base, NULL);
+  if (v) {
+    *got_version = v;
+    return model_stream(ch, v, have_sha ? status_sha : NULL, timeout_ms, spec, data, total, sha, st);
+  }
+  /* Latest was v0, the initial model: only reachable as "latest". */
+  rc = model_stream(ch, 0, NULL, timeout_ms, spec, data, total, sha, st);
+  if (rc != FEDC_OK) return rc;
+  if (have_sha && fc_digest_equal(sha, status_sha, FC_SHA256_LEN)) {
+    *got_version = 0;
+    return FEDC_OK;
+  }
+  free(*data);
+  *data = NULL;
+  st->code = GRPC_STATUS_ABORTED;
+  st->err = FEDC_ERR_REJECTED;
+  snprintf(st->detail, sizeof st->detail, "the global model changed during the download; run the command again");
+  return FEDC_ERR_REJECTED;
+}
+
+int cmd_model(int argc, char **argv) {
+  const char *prog = "fedc model";
+  admin_opts ao;
+  admin_opts_init(&ao);
+  unsigned long long version = 0;
+  const char *out_path = NULL;
+  int force = 0;
+  static const struct option longopts[] = {ADMIN_LONGOPTS,
+                                           {"version", required_argument, 0, OPT_VERSION},
+                                           {"out", required_argument, 0, OPT_OUT},
+                                           {"force", no_argument, 0, OPT_FORCE},
+                                           {0, 0, 0, 0}};
+  opterr = 0;
+  int c;
+  while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+    int r = admin_opt(&ao, prog, c, optarg);
+    if (r == 1) continue;
+    if (r == 2) return 2;
+    switch (c) {
+    case 'h': model_usage(stdout); return 0;
+    case OPT_VERSION:
+      if (cli_parse_u64(prog, "--version", optarg, &version)) return 2;
+      break;
+    case OPT_OUT: out_path = optarg; break;
+    case OPT_FORCE: force = 1; break;
+    default: return bad_option(prog, c, argv);
+    }
+  }
+  if (optind >= argc) return usage_error(prog, "missing operation: get");
+  if (strcmp(argv[optind], "get") != 0) return usage_error(prog, "unknown operation '%s' (get)", argv[optind]);
+  if (optind + 1 < argc) return usage_error(prog, "unexpected argument '%s'", argv[optind + 1]);
+  if (!out_path || !out_path[0]) return usage_error(prog, "--out FILE is required");
+
+  /* Checked before the download so a mistake costs nothing. The write itself
+   * is an atomic rename, so a file appearing meanwhile is simply replaced. */
+  struct stat sb;
+  if (!force && lstat(out_path, &sb) == 0) {
+    fprintf(stderr, "%s: %s already exists (use --force to overwrite)\n", prog, out_path);
+    return 1;
+  }
+
+  fc_channel *ch = NULL;
+  int rc = admin_connect(&ao, prog, &ch);
+  if (rc) return rc;
+  fc_status st;
+  memset(&st, 0, sizeof st);
+  fc_model_spec spec;
+  float *data = NULL;
+  uint64_t total = 0, got_version = 0;
+  uint8_t sha[FC_SHA256_LEN];
+  char hex[FC_SHA256_HEX_LEN], vbuf[32], err[512];
+  int ret = 0;
+  rc = model_fetch(ch, version, ao.timeout_ms, &got_version, &spec, &data, &total, sha, &st);
+  if (rc != FEDC_OK) {
+    ret = call_failed(prog, rc, &st);
+    goto out;
+  }
+  fc_hex(sha, FC_SHA256_LEN, hex);
+  snprintf(vbuf, sizeof vbuf, "%llu", (unsigned long long)got_version);
+  fc_st_meta meta;
+  memset(&meta, 0, sizeof meta);
+  if (fc_st_meta_set(&meta, "fedc.version", vbuf) != FEDC_OK || fc_st_meta_set(&meta, "fedc.sha256", hex) != FEDC_OK) {
+    fprintf(stderr, "%s: cannot build the file metadata\n", prog);
+    ret = 1;
+    goto out;
+  }
+  err[0] = '\0';
+  rc = fc_safetensors_write(out_path, &spec, data, &meta, err, sizeof err);
+  if (rc != FEDC_OK) {
+    fprintf(stderr, "%s: cannot write %s: %s\n", prog, out_path, err[0] ? err : fedc_strerror(rc));
+    ret = 1;
+    goto out;
+  }
+  uint64_t params = fc_model_numel(&spec);
+  if (ao.json) {
+    json_t *o = json_object();
+    json_object_set_new(o, "version", json_u64(got_version));
+    json_object_set_new(o, "params", json_u64(params));
+    json_object_set_new(o, "bytes", json_u64(total));
+    json_object_set_new(o, "sha256", json_string(hex));
+    json_object_set_new(o, "tensors", json_u64(spec.n));
+    json_object_set_new(o, "out", json_string(out_path));
+    cli_print_json(o);
+  } else {
+    printf("model v%llu: %llu parameters in %u tensors\nsha256 %s\nwritten to %s\n", (unsigned long long)got_version,
+           (unsigned long long)params, spec.n, hex, out_path);
+    fflush(stdout);
+  }
+out:
+  free(data);
+  admin_disconnect(ch);
+  return ret;
+}
+
+/* ---- fedc version ----------------------------------------------------------------- */
+
+int cmd_version(int argc, char **argv) {
+  const char *prog = "fedc version";
+  int json = 0;
+  static const struct option longopts[] = {
+      {"json", no_argument, 0, OPT_JSON}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+  opterr = 0;
+  int c;
+  while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+    switch (c) {
+    case OPT_JSON: json = 1; break;
+    case 'h':
+      printf("Usage: fedc version [--json]\n\n"
+             "Print the fedc version, the wire protocol version, and the gRPC core and\n"
+             "OpenSSL versions this binary runs with.\n\n"
+             "Options:\n"
+             "  --json                   one JSON object\n"
+             "  -h, --help               this help\n");
+      return 0;
+    default: return bad_option(prog, c, argv);
+    }
+  }
+  if (optind < argc) return usage_error(prog, "unexpected argument '%s'", argv[optind]);
+  /* Neither call needs gRPC or OpenSSL initialised. */
+  const char *grpc_v = grpc_version_string();
+  const char *ssl_v = OpenSSL_version(OPENSSL_VERSION);
+  if (json) {
+    json_t *o = json_object();
+    json_object_set_new(o, "fedc", json_string(FEDC_VERSION_STRING));
+    json_object_set_new(o, "protocol", json_string(FC_PROTOCOL_VERSION_STRING));
+    json_object_set_new(o, "grpc", json_string(grpc_v));
+    json_object_set_new(o, "openssl", json_string(ssl_v));
+    cli_print_json(o);
+  } else {
+    printf("fedc %s\nprotocol %s\ngrpc core %s\n%s\n", FEDC_VERSION_STRING, FC_PROTOCOL_VERSION_STRING, grpc_v, ssl_v);
+  }
+  return 0;
+}

@@ -1,0 +1,296 @@
+/*
+ * cmd_client.c - `fedc client`: one federation client using the built-in
+ * trainers (MLP / logistic regression on BLAS) on Fashion-MNIST, IDX or CSV
+ * data, optionally taking partition i of N (IID, Dirichlet, shards).
+ * The embeddable API it drives is include/fedc/client.h; this file is also
+ * the reference for embedding it.
+ */
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "cli/cli_common.h"
+#include "client/data.h"
+#include "client/partition.h"
+#include "client/trainer_mlp.h"
+#include "common/blas.h"
+#include "common/log.h"
+#include "fedc/client.h"
+
+typedef struct builtin {
+  fc_mlp mlp;
+  fc_mlp_ws *ws;
+  fc_dataset data;
+  uint32_t *idx;
+  uint32_t n;
+  int json;
+  const char *name;
+} builtin;
+
+static int bt_train(void *ctx, const fedc_train_config *cfg, const float *weights, float *out, size_t n,
+                    int *output_kind, uint64_t *num_examples, double *loss) {
+  builtin *b = ctx;
+  if (n != fc_mlp_nparams(&b->mlp)) {
+    fprintf(stderr, "fedc client: coordinator model has %zu parameters, --model %s has %zu\n", n, "spec",
+            fc_mlp_nparams(&b->mlp));
+    return -1;
+  }
+  (void)weights; /* `out` already holds a copy of the global weights */
+  fc_train_opts o;
+  fc_train_opts_init(&o);
+  o.lr = cfg->learning_rate > 0 ? cfg->learning_rate : 0.05f;
+  o.epochs = cfg->local_epochs ? cfg->local_epochs : 1;
+  o.batch = cfg->batch_size ? cfg->batch_size : 32;
+  o.momentum = cfg->momentum;
+  o.seed = cfg->seed;
+  if (!b->ws) b->ws = fc_mlp_ws_create(&b->mlp, o.batch);
+  if (!b->ws) return -1;
+  if (fc_mlp_train(&b->mlp, b->ws, out, &b->data, b->idx, b->n, &o, loss) != 0) return -1;
+  *output_kind = FEDC_OUTPUT_WEIGHTS;
+  *num_examples = b->n;
+  return 0;
+}
+
+static int bt_eval(void *ctx, const float *weights, size_t n, double *acc, double *loss) {
+  builtin *b = ctx;
+  if (!b->ws) b->ws = fc_mlp_ws_create(&b->mlp, 32);
+  return b->ws ? fc_mlp_eval(&b->mlp, b->ws, weights, &b->data, b->idx, b->n, acc, loss) : -1;
+}
+
+static void on_event(void *ctx, const fedc_event *ev) {
+  builtin *b = ctx;
+  const char *kind = ev->kind == FEDC_EVENT_TRAINED    ? "trained"
+                     : ev->kind == FEDC_EVENT_UPLOADED ? "uploaded"
+                     : ev->kind == FEDC_EVENT_REJECTED ? "rejected"
+                     : ev->kind == FEDC_EVENT_DONE     ? "done"
+                     : ev->kind == FEDC_EVENT_TASK     ? "task"
+                     : ev->kind == FEDC_EVENT_RETRY    ? "retry"
+                                                       : NULL;
+  if (!kind) return;
+  if (b->json) {
+    cli_print_json(json_pack("{s:s,s:s,s:I,s:I,s:I,s:f,s:f,s:f,s:s}", "client", b->name, "event", kind, "round",
+                             (json_int_t)ev->round, "model_version", (json_int_t)ev->model_version, "examples",
+                             (json_int_t)ev->num_examples, "loss", ev->loss, "update_norm", ev->update_norm,
+                             "clip_scale", ev->clip_scale, "detail", ev->detail ? ev->detail : ""));
+  } else if (ev->kind == FEDC_EVENT_UPLOADED) {
+    fprintf(stderr, "fedc client %s: round %llu: uploaded (%llu examples, loss %.4f, norm %.4g%s)\n", b->name,
+            (unsigned long long)ev->round, (unsigned long long)ev->num_examples, ev->loss, ev->update_norm,
+            ev->clip_scale < 1 ? ", clipped" : "");
+  } else if (ev->kind == FEDC_EVENT_REJECTED || ev->kind == FEDC_EVENT_RETRY) {
+    fprintf(stderr, "fedc client %s: %s: %s\n", b->name, kind, ev->detail ? ev->detail : "");
+  }
+}
+
+static fedc_client *g_client;
+
+static void *signal_thread(void *arg) {
+  sigset_t *set = arg;
+  int sig;
+  if (sigwait(set, &sig) == 0 && g_client) fedc_client_stop(g_client);
+  return NULL;
+}
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "Usage: fedc client [options]\n"
+          "Take part in a federation with a built-in trainer.\n\n" CLI_TLS_HELP
+          "  --data fmnist|idx:IMAGES,LABELS|csv:FILE   training data (default fmnist train set)\n"
+          "  --data-dir DIR           Fashion-MNIST directory (default /usr/share/datasets/fashion-mnist)\n"
+          "  --partition iid|dirichlet|shards  split the data (default: no split)\n"
+          "  --parts N --part I       take part I (0-based) of N\n"
+          "  --alpha A                Dirichlet concentration (default 0.5)\n"
+          "  --partition-seed S       seed of the split (default 1)\n"
+          "  --model SPEC             784-200-200-10 (default), mlp, logreg, or sizes joined by '-'\n"
+          "  --rounds N               stop after N accepted updates (default: until the federation ends)\n"
+          "  --max-retries N          give up after N consecutive network failures (default 0 = never)\n"
+          "  --blas-threads N         OpenBLAS threads (default 1)\n"
+          "  --json                   one JSON line per event on stdout\n"
+          "  --log LEVEL              debug|info|warn|error (default warn)\n");
+}
+
+static int load_data(builtin *b, const char *data, const char *dir, const char *part_kind, uint32_t parts,
+                     uint32_t part, double alpha, uint64_t pseed) {
+  char err[400];
+  int rc;
+  if (strcmp(data, "fmnist") == 0) {
+    rc = fc_fmnist_load(dir, 1, &b->data, err, sizeof err);
+  } else if (strncmp(data, "idx:", 4) == 0) {
+    char paths[1024];
+    snprintf(paths, sizeof paths, "%s", data + 4);
+    char *comma = strchr(paths, ',');
+    if (!comma) {
+      fprintf(stderr, "fedc client: --data idx:IMAGES,LABELS\n");
+      return 2;
+    }
+    *comma = 0;
+    rc = fc_idx_load(paths, comma + 1, &b->data, err, sizeof err);
+  } else if (strncmp(data, "csv:", 4) == 0) {
+    rc = fc_csv_load(data + 4, 0, 1.0f / 255.0f, &b->data, err, sizeof err);
+  } else {
+    fprintf(stderr, "fedc client: unknown --data '%s'\n", data);
+    return 2;
+  }
+  if (rc != 0) {
+    fprintf(stderr, "fedc client: %s\n", err);
+    return 1;
+  }
+  if (part_kind) {
+    fc_partition_opts po;
+    fc_partition_opts_init(&po);
+    po.kind = fc_partition_kind_parse(part_kind);
+    po.nparts = parts;
+    po.alpha = alpha;
+    po.seed = pseed;
+    if (po.kind < 0 || parts < 1 || part >= parts) {
+      fprintf(stderr, "fedc client: bad partition (kind '%s', part %u of %u)\n", part_kind, part, parts);
+      return 2;
+    }
+    if (fc_partition(b->data.y, b->data.n, b->data.classes, &po, part, &b->idx, &b->n) != 0) {
+      fprintf(stderr, "fedc client: partitioning failed\n");
+      return 1;
+    }
+  } else {
+    b->n = b->data.n;
+    b->idx = malloc(b->n * sizeof *b->idx);
+    if (!b->idx) return 1;
+    for (uint32_t i = 0; i < b->n; i++) b->idx[i] = i;
+  }
+  return 0;
+}
+
+int cmd_client(int argc, char **argv) {
+  enum { O_DATA = 1, O_DATA_DIR, O_PARTITION, O_PARTS, O_PART, O_ALPHA, O_PSEED, O_MODEL, O_ROUNDS, O_JSON, O_LOG,
+         O_RETRIES, O_THREADS };
+  static const struct option longopts[] = {CLI_TLS_LONGOPTS,
+                                           {"data", required_argument, 0, O_DATA},
+                                           {"data-dir", required_argument, 0, O_DATA_DIR},
+                                           {"partition", required_argument, 0, O_PARTITION},
+                                           {"parts", required_argument, 0, O_PARTS},
+                                           {"part", required_argument, 0, O_PART},
+                                           {"alpha", required_argument, 0, O_ALPHA},
+                                           {"partition-seed", required_argument, 0, O_PSEED},
+                                           {"model", required_argument, 0, O_MODEL},
+                                           {"rounds", required_argument, 0, O_ROUNDS},
+                                           {"max-retries", required_argument, 0, O_RETRIES},
+                                           {"blas-threads", required_argument, 0, O_THREADS},
+                                           {"json", no_argument, 0, O_JSON},
+                                           {"log", required_argument, 0, O_LOG},
+                                           {"help", no_argument, 0, 'h'},
+                                           {0, 0, 0, 0}};
+  cli_tls tls;
+  cli_tls_init(&tls);
+  const char *data = "fmnist", *dir = NULL, *part_kind = NULL, *model = "784-200-200-10";
+  unsigned long long parts = 1, part = 0, pseed = 1, rounds = 0, retries = 0, threads = 1;
+  double alpha = 0.5;
+  int json = 0, opt;
+  fc_log_set_level(FC_LOG_WARN);
+  optind = 1;
+  while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    if (cli_tls_opt(&tls, opt, optarg)) continue;
+    int bad = 0;
+    switch (opt) {
+    case O_DATA: data = optarg; break;
+    case O_DATA_DIR: dir = optarg; break;
+    case O_PARTITION: part_kind = optarg; break;
+    case O_PARTS: bad = cli_parse_u64("fedc client", "--parts", optarg, &parts); break;
+    case O_PART: bad = cli_parse_u64("fedc client", "--part", optarg, &part); break;
+    case O_ALPHA: bad = cli_parse_double("fedc client", "--alpha", optarg, &alpha); break;
+    case O_PSEED: bad = cli_parse_u64("fedc client", "--partition-seed", optarg, &pseed); break;
+    case O_MODEL: model = optarg; break;
+    case O_ROUNDS: bad = cli_parse_u64("fedc client", "--rounds", optarg, &rounds); break;
+    case O_RETRIES: bad = cli_parse_u64("fedc client", "--max-retries", optarg, &retries); break;
+    case O_THREADS: bad = cli_parse_u64("fedc client", "--blas-threads", optarg, &threads); break;
+    case O_JSON: json = 1; break;
+    case O_LOG:
+      if (fc_log_parse_level(optarg) < 0) bad = 2;
+      else
+        fc_log_set_level(fc_log_parse_level(optarg));
+      break;
+    case 'h': usage(stdout); return 0;
+    default: usage(stderr); return 2;
+    }
+    if (bad) return 2;
+  }
+  if (optind < argc) {
+    fprintf(stderr, "fedc client: unexpected argument '%s'\n", argv[optind]);
+    return 2;
+  }
+  if (cli_tls_resolve(&tls, "client", "fedc client") != 0) return 2;
+  builtin b;
+  memset(&b, 0, sizeof b);
+  b.json = json;
+  b.name = tls.name[0] ? tls.name : "client";
+  if (fc_mlp_parse(model, &b.mlp) != 0) {
+    fprintf(stderr, "fedc client: bad --model '%s' (want e.g. 784-200-200-10, mlp or logreg)\n", model);
+    return 2;
+  }
+  int rc = load_data(&b, data, dir, part_kind, (uint32_t)parts, (uint32_t)part, alpha, pseed);
+  if (rc) {
+    fc_dataset_free(&b.data);
+    free(b.idx);
+    return rc;
+  }
+  if (b.data.dim != b.mlp.sizes[0]) {
+    fprintf(stderr, "fedc client: data has %u features, model input is %u\n", b.data.dim, b.mlp.sizes[0]);
+    fc_dataset_free(&b.data);
+    free(b.idx);
+    return 2;
+  }
+  fc_blas_set_threads((int)threads); /* the binary, not the library, owns this */
+
+  /* Signals go to a sigwait thread, which asks the runtime to stop. */
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+  fedc_client_options o;
+  fedc_client_options_init(&o);
+  char insecure_id[100];
+  snprintf(insecure_id, sizeof insecure_id, "client/%s", b.name);
+  o.coordinator = tls.coordinator;
+  o.ca = tls.ca;
+  o.cert = tls.cert;
+  o.key = tls.key;
+  o.insecure_for_testing = tls.insecure;
+  o.insecure_identity = insecure_id;
+  o.max_rounds = rounds;
+  o.max_retries = (uint32_t)retries;
+  o.num_examples_hint = b.n;
+  o.on_event = on_event;
+  o.event_ctx = &b;
+  fedc_trainer t = {&b, bt_train, bt_eval};
+  fedc_client *c = NULL;
+  rc = fedc_client_create(&o, &t, &c);
+  if (rc != FEDC_OK) {
+    fprintf(stderr, "fedc client: %s\n", c ? fedc_client_last_error(c) : fedc_strerror(rc));
+    fedc_client_destroy(c);
+    fc_mlp_ws_destroy(b.ws);
+    fc_dataset_free(&b.data);
+    free(b.idx);
+    return 1;
+  }
+  g_client = c;
+  pthread_t sig_thr;
+  pthread_create(&sig_thr, NULL, signal_thread, &set);
+  fprintf(stderr, "fedc client %s: %u examples, model %s, coordinator %s\n", b.name, b.n, model, tls.coordinator);
+  rc = fedc_client_run(c);
+  if (rc != FEDC_OK && rc != FEDC_ERR_STOPPED)
+    fprintf(stderr, "fedc client %s: %s\n", b.name, fedc_client_last_error(c));
+  else
+    fprintf(stderr, "fedc client %s: %s after %llu rounds\n", b.name, rc == FEDC_OK ? "finished" : "stopped",
+            (unsigned long long)fedc_client_rounds_done(c));
+  pthread_cancel(sig_thr);
+  pthread_join(sig_thr, NULL);
+  g_client = NULL;
+  fedc_client_destroy(c);
+  fc_mlp_ws_destroy(b.ws);
+  fc_dataset_free(&b.data);
+  free(b.idx);
+  return rc == FEDC_OK || rc == FEDC_ERR_STOPPED ? 0 : 1;
+}

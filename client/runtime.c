@@ -1,0 +1,443 @@
+/*
+ * runtime.c - the embeddable client runtime (include/fedc/client.h).
+ *
+ * Loop: check in -> (WAIT: sleep retry_after) | (DONE: return) |
+ * (TRAIN: fetch model if not cached -> verify SHA-256 against the task ->
+ * trainer -> update pipeline -> upload). The update pipeline is
+ *     delta -> clip -> (noise) -> (quantize, mask) -> upload
+ * and today runs its first two stages (pipeline_* below); differential
+ * privacy noise and secure-aggregation masking slot in between clip and
+ * upload without touching the loop.
+ *
+ * Failures: transient ones (coordinator unavailable, deadline, busy) back off
+ * with full jitter (AWS architecture blog "Exponential Backoff and Jitter")
+ * between min_backoff_ms and max_backoff_ms, so a mass reconnect spreads out;
+ * permanent ones (TLS, permission, protocol version) end run() with a
+ * sentence in last_error. An upload that broke off is retried while the
+ * round is open: the coordinator discards partial uploads, so a retry is safe.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/blas.h"
+#include "common/chunk.h"
+#include "common/log.h"
+#include "common/rng.h"
+#include "fedc/client.h"
+#include "fedc/v1/fedc.pb-c.h"
+#include "transport/tensor_stream.h"
+#include "transport/transport.h"
+
+#define MOD "client"
+
+struct fedc_client {
+  fedc_client_options o;
+  char coordinator[256], ca[512], cert[512], key[512], insecure_id[160];
+  fedc_trainer trainer;
+  fc_channel *ch;
+  atomic_int stop;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  char last_error[512];
+  uint64_t rounds_done;
+  uint64_t last_round;
+  /* cached global model */
+  uint64_t cached_version;
+  int have_model;
+  uint8_t cached_sha[FC_SHA256_LEN];
+  fc_model_spec spec;
+  float *weights;
+  uint64_t model_bytes;
+  fc_rng jitter;
+  uint32_t failures;
+};
+
+FEDC_API void fedc_client_options_init(fedc_client_options *o) {
+  memset(o, 0, sizeof *o);
+  o->coordinator = "127.0.0.1:7070";
+  o->min_backoff_ms = 200;
+  o->max_backoff_ms = 30000;
+  o->call_timeout_ms = 120000;
+  o->chunk_bytes = FC_CHUNK_DEFAULT;
+  o->max_model_bytes = 1ull << 30;
+}
+
+static void set_error(fedc_client *c, const char *fmt, const char *detail) {
+  snprintf(c->last_error, sizeof c->last_error, fmt, detail);
+}
+
+FEDC_API int fedc_client_create(const fedc_client_options *o, const fedc_trainer *trainer, fedc_client **out) {
+  if (!o || !trainer || !trainer->train || !out || !o->coordinator) return FEDC_ERR_INVALID;
+  fedc_client *c = calloc(1, sizeof *c);
+  if (!c) return FEDC_ERR_NOMEM;
+  c->o = *o;
+  c->trainer = *trainer;
+  snprintf(c->coordinator, sizeof c->coordinator, "%s", o->coordinator);
+  snprintf(c->ca, sizeof c->ca, "%s", o->ca ? o->ca : "");
+  snprintf(c->cert, sizeof c->cert, "%s", o->cert ? o->cert : "");
+  snprintf(c->key, sizeof c->key, "%s", o->key ? o->key : "");
+  snprintf(c->insecure_id, sizeof c->insecure_id, "%s", o->insecure_identity ? o->insecure_identity : "");
+  if (!c->o.chunk_bytes || c->o.chunk_bytes > FC_CHUNK_MAX) c->o.chunk_bytes = FC_CHUNK_DEFAULT;
+  if (!c->o.min_backoff_ms) c->o.min_backoff_ms = 200;
+  if (c->o.max_backoff_ms < c->o.min_backoff_ms) c->o.max_backoff_ms = c->o.min_backoff_ms;
+  if (c->o.call_timeout_ms <= 0) c->o.call_timeout_ms = 120000;
+  if (!c->o.max_model_bytes) c->o.max_model_bytes = 1ull << 30;
+  pthread_mutex_init(&c->mu, NULL);
+  pthread_cond_init(&c->cv, NULL);
+  fc_rng_seed(&c->jitter, (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)c);
+  fc_transport_init();
+
+  fc_channel_opts co;
+  fc_channel_opts_init(&co);
+  co.target = c->coordinator;
+  co.insecure_for_testing = o->insecure_for_testing;
+  co.insecure_identity = c->insecure_id[0] ? c->insecure_id : NULL;
+  co.tls.ca = c->ca[0] ? c->ca : NULL;
+  co.tls.cert = c->cert[0] ? c->cert : NULL;
+  co.tls.key = c->key[0] ? c->key : NULL;
+  char err[400];
+  int rc = fc_channel_create(&co, &c->ch, err, sizeof err);
+  if (rc != FEDC_OK) {
+    /* Keep the handle so the caller can read the sentence. */
+    set_error(c, "%s", err);
+    *out = c;
+    return rc;
+  }
+  *out = c;
+  return FEDC_OK;
+}
+
+FEDC_API void fedc_client_destroy(fedc_client *c) {
+  if (!c) return;
+  fc_channel_destroy(c->ch);
+  free(c->weights);
+  pthread_mutex_destroy(&c->mu);
+  pthread_cond_destroy(&c->cv);
+  fc_transport_shutdown();
+  free(c);
+}
+
+FEDC_API void fedc_client_stop(fedc_client *c) {
+  if (!c) return;
+  atomic_store(&c->stop, 1);
+  pthread_mutex_lock(&c->mu);
+  pthread_cond_broadcast(&c->cv);
+  pthread_mutex_unlock(&c->mu);
+}
+
+FEDC_API const char *fedc_client_last_error(const fedc_client *c) { return c ? c->last_error : "no client"; }
+FEDC_API uint64_t fedc_client_rounds_done(const fedc_client *c) { return c ? c->rounds_done : 0; }
+
+/* Sleep up to ms; returns 1 if stopped. */
+static int nap(fedc_client *c, uint32_t ms) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_sec += ms / 1000;
+  ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+  if (ts.tv_nsec >= 1000000000L) {
+    ts.tv_sec++;
+    ts.tv_nsec -= 1000000000L;
+  }
+  pthread_mutex_lock(&c->mu);
+  while (!atomic_load(&c->stop)) {
+    if (pthread_cond_timedwait(&c->cv, &c->mu, &ts) != 0) break;
+  }
+  pthread_mutex_unlock(&c->mu);
+  return atomic_load(&c->stop);
+}
+
+static void emit(fedc_client *c, int kind, uint64_t round, const char *detail) {
+  if (!c->o.on_event) return;
+  fedc_event ev;
+  memset(&ev, 0, sizeof ev);
+  ev.kind = kind;
+  ev.round = round;
+  ev.model_version = c->cached_version;
+  ev.detail = detail;
+  c->o.on_event(c->o.event_ctx, &ev);
+}
+
+static int is_transient(int err) {
+  return err == FEDC_ERR_UNAVAILABLE || err == FEDC_ERR_TIMEOUT || err == FEDC_ERR_NOMEM || err == FEDC_ERR_STOPPED;
+}
+
+/* Full-jitter exponential backoff. Returns 1 if stopped or out of retries. */
+static int backoff(fedc_client *c, const char *what, const fc_status *st) {
+  c->failures++;
+  if (c->o.max_retries && c->failures > c->o.max_retries) {
+    snprintf(c->last_error, sizeof c->last_error, "%s: giving up after %u attempts: %s", what, c->failures - 1,
+             st->detail);
+    return 1;
+  }
+  uint64_t cap = (uint64_t)c->o.min_backoff_ms << (c->failures < 16 ? c->failures : 16);
+  if (cap > c->o.max_backoff_ms) cap = c->o.max_backoff_ms;
+  uint32_t ms = (uint32_t)(c->o.min_backoff_ms / 2 + fc_rng_below(&c->jitter, cap + 1));
+  FC_WARN(MOD, "%s failed (%s); retrying in %u ms", what, st->detail, ms);
+  emit(c, FEDC_EVENT_RETRY, 0, st->detail);
+  return nap(c, ms);
+}
+
+static int fetch_model(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
+  Fedc__V1__FetchModelRequest req = FEDC__V1__FETCH_MODEL_REQUEST__INIT;
+  req.version = t->model_version;
+  fc_ccall *call = NULL;
+  int rc = fc_ccall_start(c->ch, "/fedc.v1.Coordinator/FetchModel", FC_RPC_SERVER_STREAM, &req.base,
+                          c->o.call_timeout_ms, &call, st);
+  if (rc != FEDC_OK) return rc;
+  fc_model_spec spec;
+  float *data = NULL;
+  uint64_t total = 0;
+  uint8_t sha[FC_SHA256_LEN];
+  const uint8_t *want = t->model_sha256.len == FC_SHA256_LEN ? t->model_sha256.data : NULL;
+  rc = fc_tensor_stream_recv(call, c->o.max_model_bytes, want, &spec, &data, &total, sha, st);
+  fc_ccall_destroy(call);
+  if (rc != FEDC_OK) return rc;
+  if (!want) {
+    free(data);
+    snprintf(st->detail, sizeof st->detail, "task carries no model SHA-256");
+    return FEDC_ERR_PROTOCOL;
+  }
+  free(c->weights);
+  c->weights = data;
+  c->spec = spec;
+  c->model_bytes = total;
+  c->cached_version = t->model_version;
+  memcpy(c->cached_sha, sha, FC_SHA256_LEN);
+  c->have_model = 1;
+  return FEDC_OK;
+}
+
+/* ---- update pipeline: delta -> clip -> (noise) -> (quantize, mask) ---------------- */
+
+static int pipeline_delta(float *out, const float *global, size_t n, int kind) {
+  if (kind == FEDC_OUTPUT_WEIGHTS) fc_saxpy((int)n, -1.0f, global, 1, out, 1);
+  return fc_all_finite(out, n, NULL) ? FEDC_OK : FEDC_ERR_NONFINITE;
+}
+
+/* Scale the delta to L2 norm <= clip (Abadi et al. 2016 / McMahan et al. 2018
+ * "DP-FedAvg" per-client clipping). Returns the scale applied. */
+static double pipeline_clip(float *delta, size_t n, float clip, double *norm_out) {
+  double norm = fc_l2_norm(delta, n), scale = 1.0;
+  if (clip > 0 && norm > clip) {
+    /* Aim a hair under the bound so float rounding cannot push it over. */
+    scale = (double)clip / norm * (1.0 - 1e-6);
+    fc_sscal((int)n, (float)scale, delta, 1);
+    norm = fc_l2_norm(delta, n);
+  }
+  *norm_out = norm;
+  return scale;
+}
+
+typedef struct upload_ctx {
+  fc_ccall *call;
+  fc_status *st;
+  const Fedc__V1__UpdateMeta *meta;
+} upload_ctx;
+
+static int emit_upload(void *ctx, const Fedc__V1__TensorHeader *h, const Fedc__V1__TensorChunk *ch) {
+  upload_ctx *u = ctx;
+  Fedc__V1__UploadMsg m = FEDC__V1__UPLOAD_MSG__INIT;
+  if (h) {
+    m.meta = (Fedc__V1__UpdateMeta *)u->meta;
+    m.header = (Fedc__V1__TensorHeader *)h;
+  }
+  m.chunk = (Fedc__V1__TensorChunk *)ch;
+  return fc_ccall_send(u->call, &m.base, u->st);
+}
+
+static int upload(fedc_client *c, const Fedc__V1__Task *t, const float *delta, uint64_t examples, double loss,
+                  double norm, uint64_t *bytes_out, fc_status *st) {
+  uint8_t sha[FC_SHA256_LEN];
+  fc_sha256(delta, c->model_bytes, sha);
+  Fedc__V1__UpdateMeta meta = FEDC__V1__UPDATE_META__INIT;
+  meta.round = t->round;
+  meta.model_version = t->model_version;
+  meta.num_examples = examples;
+  meta.train_loss = (float)loss;
+  meta.update_norm = (float)norm;
+  fc_ccall *call = NULL;
+  int rc = fc_ccall_start(c->ch, "/fedc.v1.Coordinator/UploadUpdate", FC_RPC_CLIENT_STREAM, NULL,
+                          c->o.call_timeout_ms, &call, st);
+  if (rc != FEDC_OK) return rc;
+  upload_ctx u = {call, st, &meta};
+  rc = fc_tensor_stream_send(&c->spec, delta, c->model_bytes, sha, c->o.chunk_bytes, emit_upload, &u);
+  ProtobufCMessage *resp = NULL;
+  if (rc == FEDC_OK) rc = fc_ccall_close_and_recv(call, &fedc__v1__upload_response__descriptor, &resp, st);
+  *bytes_out = fc_ccall_bytes_out(call);
+  if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+  fc_ccall_destroy(call);
+  return rc;
+}
+
+/* One selected round. Returns FEDC_OK (uploaded), FEDC_ERR_REJECTED (refused,
+ * move on), a transient error (caller backs off) or a permanent one. */
+static int do_round(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
+  int rc;
+  if (!c->have_model || c->cached_version != t->model_version ||
+      t->model_sha256.len != FC_SHA256_LEN || !fc_digest_equal(c->cached_sha, t->model_sha256.data, FC_SHA256_LEN)) {
+    if ((rc = fetch_model(c, t, st)) != FEDC_OK) return rc;
+  }
+  size_t n = c->model_bytes / sizeof(float);
+  float *out = malloc(c->model_bytes ? c->model_bytes : 1);
+  fedc_tensor_info *ti = calloc(c->spec.n, sizeof *ti);
+  if (!out || !ti) {
+    free(out);
+    free(ti);
+    snprintf(st->detail, sizeof st->detail, "out of memory for a %llu-byte model", (unsigned long long)c->model_bytes);
+    return FEDC_ERR_NOMEM;
+  }
+  size_t off = 0;
+  for (uint32_t i = 0; i < c->spec.n; i++) {
+    ti[i].name = c->spec.t[i].name;
+    ti[i].ndim = c->spec.t[i].ndim;
+    ti[i].shape = c->spec.t[i].shape;
+    ti[i].offset = off;
+    ti[i].numel = fc_tensor_numel(&c->spec.t[i]);
+    off += ti[i].numel;
+  }
+  memcpy(out, c->weights, c->model_bytes);
+  fedc_train_config tc;
+  memset(&tc, 0, sizeof tc);
+  tc.round = t->round;
+  tc.model_version = t->model_version;
+  if (t->hyper) {
+    tc.learning_rate = t->hyper->learning_rate;
+    tc.local_epochs = t->hyper->local_epochs;
+    tc.batch_size = t->hyper->batch_size;
+    tc.momentum = t->hyper->momentum;
+    tc.seed = t->hyper->seed;
+  }
+  tc.clip_norm = t->clip_norm;
+  tc.n_tensors = c->spec.n;
+  tc.tensors = ti;
+  int kind = FEDC_OUTPUT_WEIGHTS;
+  uint64_t examples = 0;
+  double loss = 0, norm = 0, scale = 1;
+  uint64_t bytes_out = 0;
+  if (c->trainer.train(c->trainer.ctx, &tc, c->weights, out, n, &kind, &examples, &loss) != 0 || examples == 0) {
+    snprintf(st->detail, sizeof st->detail, "trainer failed in round %llu", (unsigned long long)t->round);
+    rc = FEDC_ERR_TRAINER;
+    goto out;
+  }
+  if ((rc = pipeline_delta(out, c->weights, n, kind)) != FEDC_OK) {
+    snprintf(st->detail, sizeof st->detail, "trainer produced NaN/Inf in round %llu: update not sent",
+             (unsigned long long)t->round);
+    goto out;
+  }
+  scale = pipeline_clip(out, n, t->clip_norm, &norm);
+  if (c->o.on_event) {
+    fedc_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.kind = FEDC_EVENT_TRAINED;
+    ev.round = t->round;
+    ev.model_version = t->model_version;
+    ev.num_examples = examples;
+    ev.loss = loss;
+    ev.update_norm = norm;
+    ev.clip_scale = scale;
+    c->o.on_event(c->o.event_ctx, &ev);
+  }
+  /* Upload, retrying a broken stream while the round is open. */
+  for (int attempt = 0;; attempt++) {
+    rc = upload(c, t, out, examples, loss, norm, &bytes_out, st);
+    if (rc == FEDC_OK || !is_transient(rc) || attempt >= 3 || atomic_load(&c->stop)) break;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if ((uint64_t)ts.tv_sec * 1000 >= t->deadline_unix_ms) break;
+    if (nap(c, c->o.min_backoff_ms * (attempt + 1))) break;
+  }
+  if (rc == FEDC_OK && c->o.on_event) {
+    fedc_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.kind = FEDC_EVENT_UPLOADED;
+    ev.round = t->round;
+    ev.model_version = t->model_version;
+    ev.num_examples = examples;
+    ev.loss = loss;
+    ev.update_norm = norm;
+    ev.clip_scale = scale;
+    ev.bytes_out = bytes_out;
+    ev.bytes_in = c->model_bytes;
+    c->o.on_event(c->o.event_ctx, &ev);
+  }
+out:
+  free(out);
+  free(ti);
+  return rc;
+}
+
+FEDC_API int fedc_client_run(fedc_client *c) {
+  if (!c) return FEDC_ERR_INVALID;
+  if (!c->ch) return FEDC_ERR_TLS; /* create failed; last_error says why */
+  c->failures = 0;
+  for (;;) {
+    if (atomic_load(&c->stop)) {
+      set_error(c, "%s", "stopped");
+      return FEDC_ERR_STOPPED;
+    }
+    Fedc__V1__CheckInRequest req = FEDC__V1__CHECK_IN_REQUEST__INIT;
+    req.num_examples = c->o.num_examples_hint;
+    req.last_round = c->last_round;
+    ProtobufCMessage *m = NULL;
+    fc_status st;
+    memset(&st, 0, sizeof st);
+    int rc = fc_call_unary(c->ch, "/fedc.v1.Coordinator/CheckIn", &req.base, &fedc__v1__check_in_response__descriptor,
+                           &m, 30000, &st);
+    if (rc != FEDC_OK) {
+      if (is_transient(rc)) {
+        if (backoff(c, "check-in", &st)) {
+          if (!atomic_load(&c->stop)) return rc;
+          set_error(c, "%s", "stopped");
+          return FEDC_ERR_STOPPED;
+        }
+        continue;
+      }
+      set_error(c, "%s", st.detail);
+      return rc;
+    }
+    c->failures = 0;
+    Fedc__V1__CheckInResponse *resp = (Fedc__V1__CheckInResponse *)m;
+    uint32_t retry = resp->retry_after_ms ? resp->retry_after_ms : 1000;
+    if (resp->action == FEDC__V1__CHECK_IN_RESPONSE__ACTION__DONE) {
+      protobuf_c_message_free_unpacked(m, NULL);
+      emit(c, FEDC_EVENT_DONE, 0, "federation finished");
+      return FEDC_OK;
+    }
+    if (resp->action == FEDC__V1__CHECK_IN_RESPONSE__ACTION__TRAIN && resp->task &&
+        resp->task->round != c->last_round) {
+      emit(c, FEDC_EVENT_TASK, resp->task->round, NULL);
+      rc = do_round(c, resp->task, &st);
+      uint64_t round = resp->task->round;
+      protobuf_c_message_free_unpacked(m, NULL);
+      if (rc == FEDC_OK) {
+        c->last_round = round;
+        c->rounds_done++;
+        if (c->o.max_rounds && c->rounds_done >= c->o.max_rounds) return FEDC_OK;
+        continue;
+      }
+      if (rc == FEDC_ERR_REJECTED || rc == FEDC_ERR_TRAINER || rc == FEDC_ERR_NONFINITE || rc == FEDC_ERR_HASH ||
+          rc == FEDC_ERR_TOO_LARGE || rc == FEDC_ERR_NOT_FOUND) {
+        /* This round is lost for us; the federation goes on. */
+        FC_WARN(MOD, "round %llu: %s", (unsigned long long)round, st.detail);
+        emit(c, FEDC_EVENT_REJECTED, round, st.detail);
+        c->last_round = round;
+        if (nap(c, retry)) continue;
+        continue;
+      }
+      if (is_transient(rc)) {
+        if (backoff(c, "round", &st) && !atomic_load(&c->stop)) return rc;
+        continue;
+      }
+      set_error(c, "%s", st.detail);
+      return rc;
+    }
+    protobuf_c_message_free_unpacked(m, NULL);
+    emit(c, FEDC_EVENT_WAITING, 0, NULL);
+    nap(c, retry);
+  }
+}
