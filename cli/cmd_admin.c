@@ -168,8 +168,13 @@ static void admin_disconnect(fc_channel *ch) {
   fc_transport_shutdown();
 }
 
-static int call_failed(const char *prog, int rc, const fc_status *st) {
-  fprintf(stderr, "%s: %s\n", prog, st->detail[0] ? st->detail : fedc_strerror(rc));
+static int call_failed(const char *prog, int rc, const fc_status *st, int timeout_ms) {
+  /* gRPC's own text for a deadline names no number; say which flag sets it. */
+  if (st->code == GRPC_STATUS_DEADLINE_EXCEEDED)
+    fprintf(stderr, "%s: %s (no complete answer within %d ms; see --timeout-ms)\n", prog,
+            st->detail[0] ? st->detail : "deadline exceeded", timeout_ms);
+  else
+    fprintf(stderr, "%s: %s\n", prog, st->detail[0] ? st->detail : fedc_strerror(rc));
   return 1;
 }
 
@@ -301,7 +306,7 @@ int cmd_status(int argc, char **argv) {
   int ret = 0;
   rc = do_status(ch, ao.timeout_ms, &resp, &st);
   if (rc != FEDC_OK) {
-    ret = call_failed(prog, rc, &st);
+    ret = call_failed(prog, rc, &st, ao.timeout_ms);
     goto out;
   }
   status_print(resp, ao.json);
@@ -409,7 +414,7 @@ int cmd_rounds(int argc, char **argv) {
   int ret = 0;
   rc = fc_call_unary(ch, M_ROUNDS, &req.base, &fedc__v1__rounds_response__descriptor, &m, ao.timeout_ms, &st);
   if (rc != FEDC_OK) {
-    ret = call_failed(prog, rc, &st);
+    ret = call_failed(prog, rc, &st, ao.timeout_ms);
     goto out;
   }
   const Fedc__V1__RoundsResponse *resp = (const Fedc__V1__RoundsResponse *)m;
@@ -489,7 +494,7 @@ int cmd_round(int argc, char **argv) {
   rc = fc_call_unary(ch, M_ROUND_CONTROL, &req.base, &fedc__v1__round_control_response__descriptor, &m,
                      ao.timeout_ms, &st);
   if (rc != FEDC_OK) {
-    ret = call_failed(prog, rc, &st);
+    ret = call_failed(prog, rc, &st, ao.timeout_ms);
     goto out;
   }
   const Fedc__V1__RoundControlResponse *resp = (const Fedc__V1__RoundControlResponse *)m;
@@ -638,7 +643,7 @@ int cmd_model(int argc, char **argv) {
   int ret = 0;
   rc = model_fetch(ch, version, ao.timeout_ms, &got_version, &spec, &data, &total, sha, &st);
   if (rc != FEDC_OK) {
-    ret = call_failed(prog, rc, &st);
+    ret = call_failed(prog, rc, &st, ao.timeout_ms);
     goto out;
   }
   fc_hex(sha, FC_SHA256_LEN, hex);
