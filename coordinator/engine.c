@@ -117,8 +117,8 @@ static uint32_t hash_name(const char *s) {
   return h;
 }
 
-static int grow_slots(fc_engine *e) {
-  uint32_t n = e->nslots ? e->nslots * 2 : 256;
+/* (Re)build the index with n slots (a power of two above 2 x nrecs). */
+static int rebuild_slots(fc_engine *e, uint32_t n) {
   uint32_t *s = malloc(n * sizeof *s);
   if (!s) return FEDC_ERR_NOMEM;
   for (uint32_t i = 0; i < n; i++) s[i] = UINT32_MAX;
@@ -132,6 +132,8 @@ static int grow_slots(fc_engine *e) {
   e->nslots = n;
   return FEDC_OK;
 }
+
+static int grow_slots(fc_engine *e) { return rebuild_slots(e, e->nslots ? e->nslots * 2 : 256); }
 
 static client_rec *find(fc_engine *e, const char *name) {
   if (!e->nslots) return NULL;
@@ -235,9 +237,7 @@ static void abandon(fc_engine *e, const char *why, uint64_t now) {
 static void start_round(fc_engine *e, uint64_t now) {
   /* Sort by name so the choice depends on who is live, not on arrival order. */
   qsort(e->recs, e->nrecs, sizeof *e->recs, cmp_rec_name);
-  grow_slots(e); /* rebuild the index for the new order (same size) */
-  e->nslots /= 2;
-  grow_slots(e);
+  if (rebuild_slots(e, e->nslots) != FEDC_OK) return; /* the index follows the new order */
   uint32_t *live = malloc((e->nrecs ? e->nrecs : 1) * sizeof *live);
   if (!live) return;
   uint32_t nlive = 0;
