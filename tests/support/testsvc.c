@@ -250,7 +250,9 @@ const fc_method *ts_methods(size_t *n) {
   return methods;
 }
 
-fc_server *ts_start(const char *pki_dir, int threads) {
+fc_server *ts_start(const char *pki_dir, int threads) { return ts_start_ex(pki_dir, threads, 0); }
+
+fc_server *ts_start_ex(const char *pki_dir, int threads, int stream_idle_ms) {
   char ca[600], crt[600], key[600], err[400];
   snprintf(ca, sizeof ca, "%s/%s", pki_dir, FC_PKI_CA_CERT);
   snprintf(crt, sizeof crt, "%s/%s", pki_dir, FC_PKI_COORD_CERT);
@@ -264,6 +266,7 @@ fc_server *ts_start(const char *pki_dir, int threads) {
   o.tls.key = key;
   o.federation = "test";
   o.threads = threads > 0 ? threads : 4;
+  if (stream_idle_ms > 0) o.stream_idle_ms = stream_idle_ms;
   o.methods = ts_methods(&o.nmethods);
   fc_server *s = NULL;
   int rc = fc_server_start(&o, &s, err, sizeof err);

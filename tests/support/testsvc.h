@@ -64,6 +64,8 @@ const fc_method *ts_methods(size_t *n);
  * fc_transport_init() itself. NULL on failure (message on stderr).
  */
 fc_server *ts_start(const char *pki_dir, int threads);
+/* The same with the server's per-message idle timeout (<= 0: the default). */
+fc_server *ts_start_ex(const char *pki_dir, int threads, int stream_idle_ms);
 /* Shut down with grace_ms, destroy, fc_transport_shutdown(); the last server
  * to stop frees the cached payloads. */
 void ts_stop(fc_server *s, int grace_ms);

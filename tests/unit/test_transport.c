@@ -10,7 +10,8 @@
  * protocol major; per-method receive limits (our check and gRPC's) and that the
  * server keeps serving afterwards; a 64 MiB client stream and a 16 MiB server
  * stream verified by SHA-256; a corrupted chunk; insecure mode refused off
- * loopback; shutdown with calls in flight bounded by the grace period.
+ * loopback; a client going quiet mid-stream cut off by the idle timeout;
+ * shutdown with calls in flight bounded by the grace period.
  */
 #define _XOPEN_SOURCE 700 /* nftw */
 #include <arpa/inet.h>
@@ -518,6 +519,44 @@ static void test_shutdown_inflight(void) {
   ts_stop(s, 0);
 }
 
+/* A client that opens an upload and goes quiet is cut off after the server's
+ * per-message idle timeout, and the worker is free again. */
+static void test_idle_timeout(void) {
+  fc_server *s = ts_start_ex(root, 1, 300);
+  CHECK(s != NULL);
+  if (!s) return;
+  fc_channel *ch = ts_channel(root, fc_server_port(s), "client", "alice");
+  CHECK(ch != NULL);
+  fc_ccall *up = NULL;
+  fc_status st;
+  if (ch && fc_ccall_start(ch, TS_SINK, FC_RPC_CLIENT_STREAM, NULL, 10000, &up, &st) == FEDC_OK) {
+    fc_model_spec spec;
+    memset(&spec, 0, sizeof spec);
+    uint64_t shape[1] = {1024};
+    fc_model_spec_add(&spec, "t", 1, shape);
+    uint8_t sha[FC_SHA256_LEN] = {0};
+    fc_pb_header h;
+    fc_pb_header_build(&h, &spec, 4096, sha, 4096);
+    Fedc__V1__UploadMsg first = FEDC__V1__UPLOAD_MSG__INIT;
+    first.header = &h.h;
+    CHECK_EQ_INT(fc_ccall_send(up, &first.base, &st), FEDC_OK);
+    usleep(900 * 1000);
+    ProtobufCMessage *resp = NULL;
+    CHECK_EQ_INT(fc_ccall_close_and_recv(up, &fedc__v1__upload_response__descriptor, &resp, &st), FEDC_ERR_TIMEOUT);
+    CHECK_EQ_INT(st.code, GRPC_STATUS_DEADLINE_EXCEEDED);
+    CHECK(contains(st.detail, "idle"));
+    /* The single worker serves the next call. */
+    uint32_t reply = 0;
+    CHECK_EQ_INT(echo(ch, TS_ECHO, 5, &reply, &st), FEDC_OK);
+    CHECK_EQ_INT(reply, 5);
+  } else {
+    CHECK(0);
+  }
+  fc_ccall_destroy(up);
+  fc_channel_destroy(ch);
+  ts_stop(s, 0);
+}
+
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
   (void)sb;
   (void)flag;
@@ -553,6 +592,7 @@ int main(void) {
       {"sink", test_sink},
       {"source", test_source},
       {"insecure_refused", test_insecure_refused},
+      {"idle_timeout", test_idle_timeout},
       {"shutdown_inflight", test_shutdown_inflight},
   };
   for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
