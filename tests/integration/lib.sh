@@ -46,6 +46,7 @@ COORD_ADDR=""
 _lib_cleanup() {
   local rc=$?
   trap - EXIT
+  set +e # processes may already be gone: kill/wait failures are expected here
   [ -n "$WATCHDOG_PID" ] && kill -KILL "$WATCHDOG_PID" 2>/dev/null
   local pid
   for pid in ${BG_PIDS[@]+"${BG_PIDS[@]}"}; do kill -KILL "$pid" 2>/dev/null; done

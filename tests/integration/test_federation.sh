@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# A whole federation over real processes and mutual TLS on 127.0.0.1:
+# coordinator + 3 clients (logistic regression on IID thirds of a small
+# Fashion-MNIST-shaped data set made here), 3 rounds; then the admin CLI:
+# status, rounds, model get (hash-verified), pause/resume, and role checks.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh" "$@"
+make_tmp
+PROBE="$BUILD_DIR/fedc_probe"
+
+"$FEDC" pki init --dir "$T/pki" --federation itest >/dev/null
+"$FEDC" pki issue --dir "$T/pki" --role admin --name root >/dev/null
+for c in a b c; do "$FEDC" pki issue --dir "$T/pki" --role client --name "$c" >/dev/null; done
+
+# Tiny data: 3 x 200 examples of 784 features, written as plain IDX.
+python3 - "$T" <<'PY'
+import random, struct, sys
+t = sys.argv[1]
+random.seed(7)
+for part in range(3):
+    n = 200
+    with open(f"{t}/img{part}.idx", "wb") as fi, open(f"{t}/lbl{part}.idx", "wb") as fl:
+        fi.write(struct.pack(">IIII", 0x803, n, 28, 28)); fl.write(struct.pack(">II", 0x801, n))
+        for i in range(n):
+            y = random.randrange(10)
+            px = bytearray(random.randrange(40) for _ in range(784))
+            for j in range(y * 70, y * 70 + 70): px[j] = 200 + random.randrange(50)
+            fi.write(px); fl.write(bytes([y]))
+PY
+
+start_coordinator --pki "$T/pki" --federation itest --state "$T/state" --model 784-10 \
+  --rounds 3 --min-clients 3 --cohort 3 --min-updates 3 --poll-ms 100 --round-timeout-ms 30000 --log info
+ADMIN=(--coordinator "$COORD_ADDR" --pki "$T/pki" --name root)
+# Paused: clients connect but no round starts until resume.
+"$FEDC" round pause "${ADMIN[@]}" --json | jq -e '.paused == true' >/dev/null || fail "pause"
+
+for i in 0 1 2; do
+  name=$(echo a b c | cut -d' ' -f$((i+1)))
+  start_bg "client-$name" "$FEDC" client --coordinator "$COORD_ADDR" --pki "$T/pki" --name "$name" \
+    --data "idx:$T/img$i.idx,$T/lbl$i.idx" --model 784-10 --json
+done
+
+wait_for bash -c "'$FEDC' status ${ADMIN[*]} --json | jq -e '.clients_active == 3' >/dev/null" 30 ||
+  fail "clients did not check in"
+sleep 1
+"$FEDC" status "${ADMIN[@]}" --json | jq -e '.rounds_completed == 0 and .state == "waiting" and .paused' >/dev/null ||
+  fail "a round ran while paused: $("$FEDC" status "${ADMIN[@]}" --json)"
+"$FEDC" round resume "${ADMIN[@]}" --json | jq -e '.paused == false' >/dev/null || fail "resume"
+wait_for bash -c "'$FEDC' status ${ADMIN[*]} --json | jq -e '.rounds_completed >= 3' >/dev/null" 60 ||
+  fail "federation did not complete 3 rounds"
+
+st=$("$FEDC" status "${ADMIN[@]}" --json)
+[ "$(json_get "$st" state)" = done ] || fail "state is not done: $st"
+[ "$(json_get "$st" global_version)" = 3 ] || fail "global version is not 3: $st"
+[ "$(json_get "$st" model_params)" = 7850 ] || fail "model params: $st"
+
+"$FEDC" rounds "${ADMIN[@]}" --json > "$T/rounds.jsonl"
+[ "$(wc -l < "$T/rounds.jsonl")" = 3 ] || fail "expected 3 round records"
+jq -e 'select(.outcome == "completed" and .participants == 3 and .examples == 600)' "$T/rounds.jsonl" \
+  | grep -c round | grep -qx 3 || fail "round records lack participants/examples: $(cat "$T/rounds.jsonl")"
+# Training actually learns: the mean train loss falls from round 1 to round 3.
+l1=$(sed -n 1p "$T/rounds.jsonl" | jq .mean_train_loss); l3=$(sed -n 3p "$T/rounds.jsonl" | jq .mean_train_loss)
+awk "BEGIN{exit !($l3 < $l1)}" || fail "train loss did not fall: $l1 -> $l3"
+
+# Every version is on disk as safetensors carrying its hash; model get verifies it.
+for v in 0 1 2 3; do [ -f "$T/state/models/v00000$v.safetensors" ] || fail "missing model v$v"; done
+"$FEDC" model get "${ADMIN[@]}" --version 2 --out "$T/v2.safetensors" --json > "$T/get.json"
+sha=$(jq -r .sha256 "$T/get.json")
+sed -n 2p "$T/rounds.jsonl" | jq -e --arg s "$sha" '.sha256 == $s' >/dev/null || fail "model v2 hash differs from round 2's"
+"$FEDC" model get "${ADMIN[@]}" --version 2 --out "$T/v2.safetensors" 2>"$T/err" && fail "overwrote an existing file"
+
+# Role checks over the wire: an admin cannot call client methods and vice versa.
+"$PROBE" --coordinator "$COORD_ADDR" --pki "$T/pki" --name root --role admin --mode call \
+  --method /fedc.v1.Coordinator/CheckIn --want 7 > "$T/role1.json" || fail "admin calling CheckIn: $(cat "$T/role1.json")"
+grep -q "role 'client'" "$T/role1.json" || fail "PERMISSION_DENIED does not name the role: $(cat "$T/role1.json")"
+"$PROBE" --coordinator "$COORD_ADDR" --pki "$T/pki" --name a --mode call \
+  --method /fedc.v1.Admin/Status --want 7 > "$T/role2.json" || fail "client calling Status: $(cat "$T/role2.json")"
+if "$FEDC" status --coordinator "$COORD_ADDR" --pki "$T/pki" --cert "$T/pki/client-a.crt" --key "$T/pki/client-a.key" \
+  2> "$T/role3.err"; then fail "client certificate could call fedc status"; fi
+grep -qi "role" "$T/role3.err" || fail "fedc status with a client cert: $(cat "$T/role3.err")"
+# Unknown method and wrong protocol version.
+"$PROBE" --coordinator "$COORD_ADDR" --pki "$T/pki" --name a --mode call --method /fedc.v1.Coordinator/Nope \
+  --want 12 > /dev/null || fail "unknown method not UNIMPLEMENTED"
+"$PROBE" --coordinator "$COORD_ADDR" --pki "$T/pki" --name a --mode call --method /fedc.v1.Coordinator/CheckIn \
+  --protocol 2.0 --want 9 > "$T/ver.json" || fail "protocol 2.0 not FAILED_PRECONDITION: $(cat "$T/ver.json")"
+
+# Clients were told DONE and exited: raise the budget and bring them back.
+"$FEDC" round start --rounds 1 "${ADMIN[@]}" --json | jq -e '.round_budget == 4' >/dev/null || fail "start --rounds 1"
+for i in 0 1 2; do
+  name=$(echo a b c | cut -d' ' -f$((i+1)))
+  start_bg "client2-$name" "$FEDC" client --coordinator "$COORD_ADDR" --pki "$T/pki" --name "$name" \
+    --data "idx:$T/img$i.idx,$T/lbl$i.idx" --model 784-10 --json
+done
+wait_for bash -c "'$FEDC' status ${ADMIN[*]} --json | jq -e '.rounds_completed >= 4' >/dev/null" 60 ||
+  fail "extra round did not run"
+
+# Clean shutdown on SIGTERM: exits 0 and saves state.
+kill -TERM "$COORD_PID"
+wait "$COORD_PID" || fail "coordinator exited non-zero on SIGTERM"
+jq -e '.version == 4 and .completed == 4' "$T/state/state.json" >/dev/null || fail "state.json: $(cat "$T/state/state.json")"
+echo "PASS federation"

@@ -1,0 +1,305 @@
+/*
+ * fedc_probe.c - a scriptable misbehaving client for integration tests.
+ *
+ * It speaks the real protocol over real mutual TLS (transport/), checks in
+ * until selected, fetches the model, and then does what --mode says:
+ *   good            upload a valid zero delta; expect OK
+ *   rejections      send every kind of bad upload, each in its own stream,
+ *                   and check the coordinator's status for each; then a
+ *                   valid upload (OK) and a second one (ALREADY_EXISTS)
+ *   die-mid-upload  send the header and half the chunks, then SIGKILL itself
+ *   call METHOD     one unary call to METHOD (e.g. /fedc.v1.Admin/Status)
+ *                   and print its status (role checks)
+ * One JSON line per step on stdout; exit 0 only if every step got the status
+ * it expects.
+ */
+#include <getopt.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/chunk.h"
+#include "crypto/sha256.h"
+#include "fedc/error.h"
+#include "fedc/v1/fedc.pb-c.h"
+#include "transport/tensor_stream.h"
+#include "transport/transport.h"
+
+static fc_channel *g_ch;
+static int g_failures;
+static uint32_t g_chunk = 8192;
+
+static void report(const char *step, int want_code, const fc_status *st) {
+  int ok = st->code == want_code;
+  if (!ok) g_failures++;
+  printf("{\"step\":\"%s\",\"code\":%d,\"want\":%d,\"ok\":%s,\"detail\":\"", step, st->code, want_code,
+         ok ? "true" : "false");
+  for (const char *p = st->detail; *p; p++) {
+    if (*p == '"' || *p == '\\') putchar('\\');
+    putchar(*p >= 32 ? *p : ' ');
+  }
+  printf("\"}\n");
+  fflush(stdout);
+}
+
+/* Check in until selected; returns the task (caller frees the response). */
+static Fedc__V1__CheckInResponse *wait_task(int timeout_s) {
+  for (int i = 0; i < timeout_s * 10; i++) {
+    Fedc__V1__CheckInRequest req = FEDC__V1__CHECK_IN_REQUEST__INIT;
+    ProtobufCMessage *m = NULL;
+    fc_status st;
+    if (fc_call_unary(g_ch, "/fedc.v1.Coordinator/CheckIn", &req.base, &fedc__v1__check_in_response__descriptor, &m,
+                      5000, &st) == FEDC_OK) {
+      Fedc__V1__CheckInResponse *r = (Fedc__V1__CheckInResponse *)m;
+      if (r->action == FEDC__V1__CHECK_IN_RESPONSE__ACTION__TRAIN && r->task) return r;
+      protobuf_c_message_free_unpacked(m, NULL);
+    } else {
+      fprintf(stderr, "fedc_probe: check-in: %s\n", st.detail);
+    }
+    usleep(100000);
+  }
+  return NULL;
+}
+
+typedef struct upload_plan {
+  const fc_model_spec *spec;
+  const float *payload;
+  uint64_t total;
+  const uint8_t *sha; /* header's claim */
+  uint64_t round, version, examples;
+  uint64_t send_bytes;   /* stop after this many payload bytes (then close or die) */
+  int die;               /* raise SIGKILL instead of closing */
+  size_t oversize;       /* send one chunk message of this many bytes instead */
+} upload_plan;
+
+static int upload(const upload_plan *p, fc_status *st) {
+  fc_ccall *call = NULL;
+  int rc = fc_ccall_start(g_ch, "/fedc.v1.Coordinator/UploadUpdate", FC_RPC_CLIENT_STREAM, NULL, 60000, &call, st);
+  if (rc != FEDC_OK) return rc;
+  fc_pb_header h;
+  fc_pb_header_build(&h, p->spec, p->total, p->sha, g_chunk);
+  Fedc__V1__UpdateMeta meta = FEDC__V1__UPDATE_META__INIT;
+  meta.round = p->round;
+  meta.model_version = p->version;
+  meta.num_examples = p->examples;
+  Fedc__V1__UploadMsg first = FEDC__V1__UPLOAD_MSG__INIT;
+  first.meta = &meta;
+  first.header = &h.h;
+  rc = fc_ccall_send(call, &first.base, st);
+  uint8_t *big = NULL;
+  if (rc == FEDC_OK && p->oversize) {
+    big = calloc(1, p->oversize);
+    Fedc__V1__TensorChunk c = FEDC__V1__TENSOR_CHUNK__INIT;
+    c.offset = 0;
+    c.data.data = big;
+    c.data.len = p->oversize;
+    Fedc__V1__UploadMsg m = FEDC__V1__UPLOAD_MSG__INIT;
+    m.chunk = &c;
+    rc = fc_ccall_send(call, &m.base, st);
+  }
+  uint64_t limit = p->send_bytes ? p->send_bytes : p->total;
+  for (uint64_t i = 0; rc == FEDC_OK && !p->oversize; i++) {
+    uint64_t off;
+    size_t len;
+    if (fc_chunk_plan(p->total, g_chunk, i, &off, &len) != FEDC_OK || off >= limit) break;
+    Fedc__V1__TensorChunk c = FEDC__V1__TENSOR_CHUNK__INIT;
+    c.offset = off;
+    c.data.data = (uint8_t *)p->payload + off;
+    c.data.len = len;
+    Fedc__V1__UploadMsg m = FEDC__V1__UPLOAD_MSG__INIT;
+    m.chunk = &c;
+    rc = fc_ccall_send(call, &m.base, st);
+  }
+  if (p->die) {
+    fprintf(stderr, "fedc_probe: killing myself mid-upload\n");
+    raise(SIGKILL);
+  }
+  ProtobufCMessage *resp = NULL;
+  if (rc == FEDC_OK) rc = fc_ccall_close_and_recv(call, &fedc__v1__upload_response__descriptor, &resp, st);
+  if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+  fc_ccall_destroy(call);
+  free(big);
+  return rc;
+}
+
+static int fetch(const Fedc__V1__Task *t, fc_model_spec *spec, float **w, uint64_t *total, fc_status *st) {
+  Fedc__V1__FetchModelRequest req = FEDC__V1__FETCH_MODEL_REQUEST__INIT;
+  req.version = t->model_version;
+  fc_ccall *call = NULL;
+  int rc = fc_ccall_start(g_ch, "/fedc.v1.Coordinator/FetchModel", FC_RPC_SERVER_STREAM, &req.base, 120000, &call, st);
+  if (rc != FEDC_OK) return rc;
+  rc = fc_tensor_stream_recv(call, 1ull << 32, t->model_sha256.data, spec, w, total, NULL, st);
+  fc_ccall_destroy(call);
+  return rc;
+}
+
+static int run_upload_modes(const char *mode) {
+  Fedc__V1__CheckInResponse *r = wait_task(60);
+  if (!r) {
+    fprintf(stderr, "fedc_probe: never selected\n");
+    return 1;
+  }
+  const Fedc__V1__Task *t = r->task;
+  fc_model_spec spec;
+  float *w = NULL;
+  uint64_t total = 0;
+  fc_status st;
+  memset(&st, 0, sizeof st);
+  int rc = fetch(t, &spec, &w, &total, &st);
+  report("fetch", GRPC_STATUS_OK, &st);
+  if (rc != FEDC_OK) return 1;
+  size_t n = total / sizeof(float);
+  float *zero = calloc(n, sizeof *zero), *bad = malloc(total);
+  uint8_t sha_zero[FC_SHA256_LEN], sha_bad[FC_SHA256_LEN];
+  fc_sha256(zero, total, sha_zero);
+  upload_plan p = {&spec, zero, total, sha_zero, t->round, t->model_version, 100, 0, 0, 0};
+
+  if (strcmp(mode, "die-mid-upload") == 0) {
+    p.send_bytes = total / 2;
+    p.die = 1;
+    upload(&p, &st); /* does not return */
+  }
+  if (strcmp(mode, "rejections") == 0) {
+    upload_plan q = p;
+    q.round = t->round + 1000;
+    upload(&q, &st);
+    report("wrong-round", GRPC_STATUS_FAILED_PRECONDITION, &st);
+
+    q = p;
+    q.version = t->model_version + 7;
+    upload(&q, &st);
+    report("wrong-version", GRPC_STATUS_FAILED_PRECONDITION, &st);
+
+    fc_model_spec wrong = spec;
+    wrong.t[0].shape[0] += 1;
+    q = p;
+    q.spec = &wrong;
+    upload(&q, &st);
+    report("wrong-shape", GRPC_STATUS_INVALID_ARGUMENT, &st);
+
+    memcpy(bad, zero, total);
+    bad[n / 2] = NAN;
+    fc_sha256(bad, total, sha_bad);
+    q = p;
+    q.payload = bad;
+    q.sha = sha_bad;
+    upload(&q, &st);
+    report("nan", GRPC_STATUS_INVALID_ARGUMENT, &st);
+
+    bad[n / 2] = INFINITY;
+    fc_sha256(bad, total, sha_bad);
+    upload(&q, &st);
+    report("inf", GRPC_STATUS_INVALID_ARGUMENT, &st);
+
+    if (t->clip_norm > 0) {
+      for (size_t i = 0; i < n; i++) bad[i] = 0;
+      bad[0] = t->clip_norm * 10.0f;
+      fc_sha256(bad, total, sha_bad);
+      upload(&q, &st);
+      report("over-clip-norm", GRPC_STATUS_INVALID_ARGUMENT, &st);
+    }
+
+    q = p;
+    uint8_t wrong_sha[FC_SHA256_LEN];
+    memcpy(wrong_sha, sha_zero, sizeof wrong_sha);
+    wrong_sha[0] ^= 0xff;
+    q.sha = wrong_sha;
+    upload(&q, &st);
+    report("hash-mismatch", GRPC_STATUS_DATA_LOSS, &st);
+
+    q = p;
+    q.send_bytes = g_chunk; /* one chunk, then close */
+    upload(&q, &st);
+    report("ends-early", GRPC_STATUS_INVALID_ARGUMENT, &st);
+
+    q = p;
+    q.oversize = (5u << 20);
+    upload(&q, &st);
+    report("oversize-message", GRPC_STATUS_RESOURCE_EXHAUSTED, &st);
+
+    q = p;
+    q.examples = 0;
+    upload(&q, &st);
+    report("zero-examples", GRPC_STATUS_INVALID_ARGUMENT, &st);
+  }
+  upload(&p, &st);
+  report("good-upload", GRPC_STATUS_OK, &st);
+  if (strcmp(mode, "rejections") == 0) {
+    upload(&p, &st);
+    report("duplicate", GRPC_STATUS_ALREADY_EXISTS, &st);
+  }
+  free(zero);
+  free(bad);
+  free(w);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  return g_failures ? 1 : 0;
+}
+
+int main(int argc, char **argv) {
+  const char *addr = NULL, *pki = NULL, *name = NULL, *role = "client", *mode = "good", *method = NULL;
+  const char *ca = NULL, *cert = NULL, *key = NULL, *proto = NULL;
+  int want = 0, opt;
+  static const struct option lo[] = {{"coordinator", 1, 0, 'a'}, {"pki", 1, 0, 'p'},    {"name", 1, 0, 'n'},
+                                     {"role", 1, 0, 'r'},        {"mode", 1, 0, 'm'},   {"method", 1, 0, 'M'},
+                                     {"want", 1, 0, 'w'},        {"ca", 1, 0, 'C'},     {"cert", 1, 0, 'c'},
+                                     {"key", 1, 0, 'k'},         {"chunk", 1, 0, 'b'},  {"protocol", 1, 0, 'P'},
+                                     {0, 0, 0, 0}};
+  while ((opt = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+    switch (opt) {
+    case 'a': addr = optarg; break;
+    case 'p': pki = optarg; break;
+    case 'n': name = optarg; break;
+    case 'r': role = optarg; break;
+    case 'm': mode = optarg; break;
+    case 'M': method = optarg; break;
+    case 'w': want = atoi(optarg); break;
+    case 'C': ca = optarg; break;
+    case 'c': cert = optarg; break;
+    case 'k': key = optarg; break;
+    case 'b': g_chunk = (uint32_t)atoi(optarg); break;
+    case 'P': proto = optarg; break;
+    default: return 2;
+    }
+  }
+  if (!addr || !pki || !name) {
+    fprintf(stderr, "usage: fedc_probe --coordinator ADDR --pki DIR --name N [--role R] [--mode M]\n");
+    return 2;
+  }
+  char cap[1024], certp[1024], keyp[1024], err[400];
+  snprintf(cap, sizeof cap, "%s/ca.crt", pki);
+  snprintf(certp, sizeof certp, "%s/%s-%s.crt", pki, role, name);
+  snprintf(keyp, sizeof keyp, "%s/%s-%s.key", pki, role, name);
+  fc_transport_init();
+  fc_channel_opts co;
+  fc_channel_opts_init(&co);
+  co.target = addr;
+  co.tls.ca = ca ? ca : cap;
+  co.tls.cert = cert ? cert : certp;
+  co.tls.key = key ? key : keyp;
+  co.protocol_version = proto;
+  int rc = fc_channel_create(&co, &g_ch, err, sizeof err);
+  if (rc != FEDC_OK) {
+    printf("{\"step\":\"channel\",\"err\":%d,\"detail\":\"%s\"}\n", rc, err);
+    fc_transport_shutdown();
+    return 3;
+  }
+  if (strcmp(mode, "call") == 0 && method) {
+    /* All small requests are empty messages of some type: an empty
+     * StatusRequest encodes to zero bytes and decodes as any of them. */
+    Fedc__V1__StatusRequest req = FEDC__V1__STATUS_REQUEST__INIT;
+    ProtobufCMessage *m = NULL;
+    fc_status st;
+    rc = fc_call_unary(g_ch, method, &req.base, &fedc__v1__status_response__descriptor, &m, 10000, &st);
+    if (m) protobuf_c_message_free_unpacked(m, NULL);
+    report(method, want, &st);
+    rc = g_failures ? 1 : 0;
+  } else {
+    rc = run_upload_modes(mode);
+  }
+  fc_channel_destroy(g_ch);
+  fc_transport_shutdown();
+  return rc;
+}
