@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Every rejection the coordinator owes a bad update, over the real wire, while
+# the round goes on for everyone else: wrong round, wrong model version, wrong
+# shape, NaN, Inf, L2 norm over the clip norm, SHA-256 mismatch, stream that
+# ends early, oversized message, zero examples, duplicate upload. Then a
+# client SIGKILLed in the middle of its upload: the round still completes
+# with the others at its deadline.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh" "$@"
+. "$(dirname "$0")/_data.sh"
+make_tmp
+PROBE="$BUILD_DIR/fedc_probe"
+
+"$FEDC" pki init --dir "$T/pki" --federation itest >/dev/null
+"$FEDC" pki issue --dir "$T/pki" --role admin --name root >/dev/null
+for c in a b evil; do "$FEDC" pki issue --dir "$T/pki" --role client --name "$c" >/dev/null; done
+make_idx "$T" 100 2
+
+start_coordinator --pki "$T/pki" --federation itest --state "$T/state" --model 784-10 --rounds 2 \
+  --min-clients 3 --cohort 3 --min-updates 2 --clip-norm 5 --poll-ms 100 --round-timeout-ms 8000 \
+  --pickup-timeout-ms 8000
+ADMIN=(--coordinator "$COORD_ADDR" --pki "$T/pki" --name root)
+
+# Round 1: the probe is in the cohort and tries every bad upload first.
+start_bg probe1 "$PROBE" --coordinator "$COORD_ADDR" --pki "$T/pki" --name evil --mode rejections
+PROBE1=$BG_PID
+for i in 0 1; do
+  name=$(echo a b | cut -d' ' -f$((i+1)))
+  start_bg "client-$name" "$FEDC" client --coordinator "$COORD_ADDR" --pki "$T/pki" --name "$name" \
+    --data "idx:$T/img$i.idx,$T/lbl$i.idx" --model 784-10
+done
+wait "$PROBE1" || fail "a rejection did not get its status: $(grep '"ok":false' "$T/probe1.log")"
+for step in wrong-round wrong-version wrong-shape nan inf over-clip-norm hash-mismatch ends-early \
+            oversize-message zero-examples good-upload duplicate; do
+  grep -q "\"step\":\"$step\".*\"ok\":true" "$T/probe1.log" || fail "step $step missing or wrong"
+done
+# Each refusal names its reason.
+grep -q '"step":"nan".*NaN' "$T/probe1.log" || fail "NaN refusal does not say NaN"
+grep -q '"step":"over-clip-norm".*clip norm' "$T/probe1.log" || fail "norm refusal does not name the clip norm"
+grep -q '"step":"wrong-shape".*fc1.weight' "$T/probe1.log" || fail "shape refusal does not name the tensor"
+grep -q '"step":"ends-early".*ended early' "$T/probe1.log" || fail "short stream refusal unclear"
+grep -q '"step":"duplicate".*already uploaded' "$T/probe1.log" || fail "duplicate refusal unclear"
+assert_contains "$T/coord.log" "upload from evil rejected"
+
+wait_for bash -c "'$FEDC' rounds ${ADMIN[*]} --json | jq -e 'select(.round == 1) | .outcome == \"completed\"' >/dev/null" 30 ||
+  fail "round 1 did not complete"
+"$FEDC" rounds "${ADMIN[@]}" --json | jq -e 'select(.round == 1) | .participants == 3' >/dev/null ||
+  fail "round 1 should count a, b and the probe's one good update"
+
+# Round 2: the probe dies (SIGKILL) half way through its upload.
+start_bg probe2 "$PROBE" --coordinator "$COORD_ADDR" --pki "$T/pki" --name evil --mode die-mid-upload --chunk 4096
+PROBE2=$BG_PID
+set +e; wait "$PROBE2"; prc=$?; set -e
+[ "$prc" = 137 ] || fail "probe should have died by SIGKILL (status $prc)"
+wait_for bash -c "'$FEDC' rounds ${ADMIN[*]} --json | jq -e 'select(.round == 2) | .outcome == \"completed\"' >/dev/null" 30 ||
+  fail "round 2 did not complete without the killed client"
+"$FEDC" rounds "${ADMIN[@]}" --json | jq -e 'select(.round == 2) | .participants == 2 and .selected == 3' >/dev/null ||
+  fail "round 2: $("$FEDC" rounds "${ADMIN[@]}" --json)"
+grep -q "upload from evil rejected: upload stream broke off" "$T/coord.log" || fail "broken stream not logged"
+kill -0 "$COORD_PID" || fail "coordinator died"
+echo "PASS rejections"
