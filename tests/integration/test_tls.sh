@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Mutual TLS at the edges, with real processes on 127.0.0.1: a certificate
+# from another CA, no certificate at all, a client that does not trust the
+# coordinator, an unreachable coordinator, plaintext refused off loopback,
+# a 64 MiB model streamed both ways with its hash verified, and a connection
+# flood against a coordinator with a tiny fd limit that it survives.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh" "$@"
+make_tmp
+PROBE="$BUILD_DIR/fedc_probe"
+
+"$FEDC" pki init --dir "$T/pki" --federation itest >/dev/null
+"$FEDC" pki issue --dir "$T/pki" --role admin --name root >/dev/null
+"$FEDC" pki issue --dir "$T/pki" --role client --name big >/dev/null
+"$FEDC" pki init --dir "$T/other" --federation itest >/dev/null
+"$FEDC" pki issue --dir "$T/other" --role client --name mallory >/dev/null
+cat "$T/pki/ca.crt" "$T/other/ca.crt" > "$T/bundle.crt"
+
+# 16.8M parameters = 67 MB: the 64 MiB end-to-end case.
+start_coordinator --pki "$T/pki" --federation itest --state "$T/state" --model 4096-4096-10 --rounds 1 \
+  --min-clients 1 --cohort 1 --min-updates 1 --poll-ms 100 --upload-slots 1
+ADMIN=(--coordinator "$COORD_ADDR" --pki "$T/pki" --name root)
+
+# A client certificate from another CA: the coordinator refuses the handshake,
+# and the client says so in one line.
+"$PROBE" --coordinator "$COORD_ADDR" --pki "$T/other" --name mallory --ca "$T/bundle.crt" --mode call \
+  --method /fedc.v1.Coordinator/CheckIn --want 14 > "$T/mallory.json" || fail "other-CA client: $(cat "$T/mallory.json")"
+grep -q "does not trust our certificate" "$T/mallory.json" || fail "other-CA message unclear: $(cat "$T/mallory.json")"
+"$FEDC" status --coordinator "$COORD_ADDR" --ca "$T/bundle.crt" --cert "$T/other/client-mallory.crt" \
+  --key "$T/other/client-mallory.key" 2>"$T/m1.err" && fail "other-CA status call succeeded"
+grep -q "TLS handshake failed" "$T/m1.err" || fail "fedc status with other CA: $(cat "$T/m1.err")"
+
+# No certificate at all: an independent TLS client (Python's ssl) that offers
+# none is refused by the coordinator.
+python3 - "$COORD_PORT" "$T/pki/ca.crt" > "$T/nocert.txt" 2>&1 <<'PY' || fail "no-cert client was not refused: $(cat "$T/nocert.txt")"
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+ctx.set_alpn_protocols(["h2"])
+with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5) as s:
+    try:
+        with ctx.wrap_socket(s, server_hostname="127.0.0.1") as t:
+            t.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            data = t.recv(100)
+            if data: print("server answered without a client certificate"); sys.exit(1)
+    except (ssl.SSLError, ConnectionError) as e:
+        print("refused:", e); sys.exit(0)
+print("closed"); sys.exit(0)
+PY
+
+# A client that does not trust the coordinator (wrong --ca).
+"$FEDC" status --coordinator "$COORD_ADDR" --ca "$T/other/ca.crt" --cert "$T/other/client-mallory.crt" \
+  --key "$T/other/client-mallory.key" 2>"$T/wrongca.err" && fail "wrong-CA call succeeded"
+grep -q "not trusted" "$T/wrongca.err" || fail "wrong CA message unclear: $(cat "$T/wrongca.err")"
+
+# Unreachable coordinator.
+"$FEDC" status --coordinator 127.0.0.1:1 --pki "$T/pki" --name root 2>"$T/unreach.err" && fail "port 1 answered"
+grep -q "unreachable" "$T/unreach.err" || fail "unreachable message unclear: $(cat "$T/unreach.err")"
+
+# Plaintext is refused off loopback (before anything is bound).
+"$FEDC" coordinator --insecure-for-testing --listen 0.0.0.0:0 --state "$T/s2" 2>"$T/insecure.err" &&
+  fail "insecure mode accepted a non-loopback address"
+grep -q "refused on non-loopback" "$T/insecure.err" || fail "insecure refusal unclear: $(cat "$T/insecure.err")"
+
+# 64 MiB each way: the probe fetches the model (hash checked against the task)
+# and uploads a 67 MB update (hash checked by the coordinator), 1 MiB chunks.
+"$PROBE" --coordinator "$COORD_ADDR" --pki "$T/pki" --name big --mode good --chunk 1048576 > "$T/big.json" ||
+  fail "64 MiB round trip: $(cat "$T/big.json")"
+grep -q '"step":"good-upload".*"ok":true' "$T/big.json" || fail "64 MiB upload not accepted"
+wait_for bash -c "'$FEDC' status ${ADMIN[*]} --json | jq -e '.global_version == 1' >/dev/null" 60 ||
+  fail "round with the 64 MiB update did not complete"
+"$FEDC" model get "${ADMIN[@]}" --out "$T/big.safetensors" --timeout-ms 60000 --json > "$T/get.json" ||
+  fail "model get of 67 MB failed"
+[ "$(stat -c %s "$T/big.safetensors")" -gt 67000000 ] || fail "model file too small"
+kill -TERM "$COORD_PID"; wait "$COORD_PID" || fail "coordinator did not exit cleanly"
+
+# Connection flood: fd limit 256, 400 connections. The guard sheds the newest
+# ones; the listener survives and serves an admin afterwards.
+(ulimit -n 256; exec "$FEDC" coordinator --pki "$T/pki" --federation itest --state "$T/s3" --model 784-10 \
+  --listen 127.0.0.1:0 --port-file "$T/port3" --fd-headroom 48 > "$T/coord3.log" 2>&1) &
+C3=$!; BG_PIDS+=("$C3"); echo "$C3" >> "$T/.pids"
+wait_for test -s "$T/port3" 20 || fail "flood coordinator did not start"
+P3=$(cat "$T/port3")
+python3 - "$P3" <<'PY' || fail "flood script failed"
+import socket, sys, time
+socks = []
+for i in range(400):
+    try:
+        socks.append(socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2))
+    except OSError:
+        pass
+    time.sleep(0.002)
+time.sleep(1.0)
+for s in socks: s.close()
+PY
+kill -0 "$C3" || fail "flood killed the coordinator"
+grep -q "shed" "$T/coord3.log" || fail "no connections were shed: $(tail -5 "$T/coord3.log")"
+wait_for "$FEDC" status --coordinator "127.0.0.1:$P3" --pki "$T/pki" --name root 20 ||
+  fail "listener dead after the flood"
+echo "PASS tls"
