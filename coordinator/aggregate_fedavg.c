@@ -87,15 +87,30 @@ static int fa_update_chunk(fc_agg *a, fc_agg_update *u, uint64_t offset, const v
   return FEDC_OK;
 }
 
+/* One pass: NaN/Inf and the L2 norm. Blocks of 4096 sum in float (8 lanes,
+ * vectorized via `omp simd`, no OpenMP runtime) and blocks add in double, so
+ * the norm stays accurate to ~1e-6 relative for any model size. */
 static int fa_update_check(fc_agg *a, fc_agg_update *u, double *l2, size_t *bad_index) {
+  const float *x = u->buf;
   double ss = 0;
-  for (size_t i = 0; i < a->n; i++) {
-    float v = u->buf[i];
-    if (!isfinite(v)) {
-      *bad_index = i;
-      return FEDC_ERR_NONFINITE;
+  for (size_t base = 0; base < a->n; base += 4096) {
+    size_t end = base + 4096 < a->n ? base + 4096 : a->n;
+    float s = 0;
+    int bad = 0;
+#pragma omp simd reduction(+ : s) reduction(| : bad)
+    for (size_t i = base; i < end; i++) {
+      float v = x[i];
+      s += v * v;
+      bad |= !(v - v == 0.0f); /* false only for NaN and +-Inf */
     }
-    ss += (double)v * v;
+    if (bad) {
+      for (size_t i = base; i < end; i++)
+        if (!isfinite(x[i])) {
+          *bad_index = i;
+          return FEDC_ERR_NONFINITE;
+        }
+    }
+    ss += s;
   }
   *l2 = sqrt(ss);
   return FEDC_OK;

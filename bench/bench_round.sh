@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# bench_round.sh - coordinator memory and round time with many clients.
+#
+# For N in 10 and 100: a coordinator with a 1.01M-parameter model
+# (1000-1000-10), cohort = N, and N client processes (tests' fedc_probe in
+# mode "good": fetch the model, upload a zero delta; no training, so the
+# round time is protocol + transport + aggregation only), all over mutual
+# TLS on 127.0.0.1. Prints one JSON line per N:
+#   coordinator peak RSS (VmHWM), the round's seconds (coordinator's own
+#   start..end), bytes moved, and model bytes.
+# Baseline in the same run: peak RSS of the same coordinator with the same
+# model and no round (idle), so "rss_over_idle_mib" is what the clients cost.
+#
+#   bench/bench_round.sh BUILD_DIR [N...]
+set -euo pipefail
+B=${1:?usage: bench_round.sh BUILD_DIR [N...]}
+shift
+NS=("$@")
+[ ${#NS[@]} -gt 0 ] || NS=(10 100)
+FEDC=$B/fedc
+PROBE=$B/fedc_probe
+T=$(mktemp -d /tmp/fedc-bench.XXXXXX)
+pids=()
+cleanup() { for p in ${pids[@]+"${pids[@]}"}; do kill -KILL "$p" 2>/dev/null || true; done; rm -rf "$T"; }
+trap cleanup EXIT
+maxn=0
+for n in "${NS[@]}"; do [ "$n" -gt "$maxn" ] && maxn=$n; done
+echo "bench_round: PKI for $maxn clients..." >&2
+"$FEDC" pki init --dir "$T/pki" --federation bench >/dev/null
+"$FEDC" pki issue --dir "$T/pki" --role admin --name root >/dev/null
+for i in $(seq 1 "$maxn"); do "$FEDC" pki issue --dir "$T/pki" --role client --name "p$i" >/dev/null; done
+
+hwm() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+
+start_coord() { # N STATE
+  rm -f "$T/port"
+  "$FEDC" coordinator --pki "$T/pki" --federation bench --state "$2" --model 1000-1000-10 --rounds 1 \
+    --min-clients "$1" --cohort "$1" --min-updates "$1" --poll-ms 200 --round-timeout-ms 300000 \
+    --pickup-timeout-ms 300000 --listen 127.0.0.1:0 --port-file "$T/port" --log warn > "$T/coord-$1.log" 2>&1 &
+  CP=$!
+  pids+=("$CP")
+  for _ in $(seq 100); do [ -s "$T/port" ] && break; sleep 0.1; done
+  PORT=$(cat "$T/port")
+}
+
+# Idle baseline.
+start_coord 1 "$T/state-idle"
+sleep 1
+IDLE_KB=$(hwm "$CP")
+kill -TERM "$CP"; wait "$CP" || true
+
+for n in "${NS[@]}"; do
+  echo "bench_round: $n clients..." >&2
+  start_coord "$n" "$T/state-$n"
+  for i in $(seq 1 "$n"); do
+    "$PROBE" --coordinator "127.0.0.1:$PORT" --pki "$T/pki" --name "p$i" --mode good --chunk 1048576 \
+      > "$T/probe-$n-$i.log" 2>&1 &
+    pids+=("$!")
+  done
+  ok=0
+  for _ in $(seq 600); do
+    if "$FEDC" status --coordinator "127.0.0.1:$PORT" --pki "$T/pki" --name root --json 2>/dev/null |
+      jq -e '.rounds_completed >= 1' >/dev/null; then ok=1; break; fi
+    sleep 0.5
+  done
+  [ "$ok" = 1 ] || { echo "bench_round: round with $n clients did not complete" >&2; exit 1; }
+  KB=$(hwm "$CP")
+  rec=$("$FEDC" rounds --coordinator "127.0.0.1:$PORT" --pki "$T/pki" --name root --json | head -1)
+  kill -TERM "$CP"; wait "$CP" || true
+  wait
+  secs=$(echo "$rec" | jq '(.ended_unix_ms - .started_unix_ms) / 1000')
+  bytes=$(echo "$rec" | jq '.bytes_in + .bytes_out')
+  parts=$(echo "$rec" | jq '.participants')
+  printf '{"bench":"round","clients":%d,"params":1011010,"participants":%d,"coordinator_peak_rss_mib":%.1f,"idle_rss_mib":%.1f,"rss_over_idle_mib":%.1f,"round_seconds":%s,"bytes_moved":%s}\n' \
+    "$n" "$parts" "$(awk "BEGIN{print $KB/1024}")" "$(awk "BEGIN{print $IDLE_KB/1024}")" \
+    "$(awk "BEGIN{print ($KB-$IDLE_KB)/1024}")" \
+    "$secs" "$bytes"
+done
