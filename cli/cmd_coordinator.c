@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <stddef.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -88,6 +89,7 @@ static const copt options[] = {
     {"chunk-bytes", T_U32, S(c.chunk_bytes), 0, "model stream chunk size (1 KiB .. 4 MiB)"},
     {"threads", T_INT, S(c.threads), 0, "concurrent calls served"},
     {"upload-slots", T_INT, S(c.upload_slots), 0, "concurrent uploads staged (memory = slots x model)"},
+    {"download-slots", T_INT, S(c.download_slots), 0, "concurrent model downloads served"},
     {"stream-idle-ms", T_INT, S(c.stream_idle_ms), 0, "max wait for one message of a call"},
     {"fd-headroom", T_INT, S(c.fd_headroom), 0, "file descriptors kept free (0 = max(64, limit/8))"},
     {"max-connections", T_INT, S(c.max_connections), 0, "connection cap (0 = fd limit - headroom)"},
@@ -329,6 +331,9 @@ int cmd_coordinator(int argc, char **argv) {
   if (!init) return 1;
   fc_mlp_init(&mlp, s.init_seed, init);
   fc_blas_set_threads(s.blas_threads > 0 ? s.blas_threads : 1);
+  /* Few malloc arenas: per-thread arenas (8 x cores by default) hold on to
+   * freed chunk buffers and made peak RSS grow with concurrent calls. */
+  mallopt(M_ARENA_MAX, 2);
 
   /* The process may use every fd it is allowed (the fd guard keeps headroom). */
   struct rlimit rl;

@@ -62,6 +62,11 @@ struct fc_coord {
   int stopping;
   uint64_t started_ms;
   fc_method methods[7];
+  /* Model downloads in flight, bounded by cfg.download_slots: each one pins
+   * gRPC send buffers, so this (not the number of clients) bounds memory. */
+  pthread_mutex_t dl_mu;
+  pthread_cond_t dl_cv;
+  int downloads;
 };
 
 static uint64_t now_ms(void) {
@@ -86,6 +91,7 @@ void fc_coord_cfg_defaults(fc_coord_cfg *c) {
   c->chunk_bytes = FC_CHUNK_DEFAULT;
   c->threads = 16;
   c->upload_slots = 4;
+  c->download_slots = 4;
   c->stream_idle_ms = 30000;
 }
 
@@ -323,7 +329,38 @@ static int emit_stream_msg(void *ctx, const Fedc__V1__TensorHeader *h, const Fed
   return fc_scall_send(e->call, &m.base) == 0 ? FEDC_OK : FEDC_ERR_UNAVAILABLE;
 }
 
+static int download_slot_get(fc_coord *c) {
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += c->cfg.stream_idle_ms / 1000;
+  int ok = 1;
+  pthread_mutex_lock(&c->dl_mu);
+  while (c->downloads >= c->cfg.download_slots && ok)
+    ok = pthread_cond_timedwait(&c->dl_cv, &c->dl_mu, &until) == 0;
+  if (ok) c->downloads++;
+  pthread_mutex_unlock(&c->dl_mu);
+  return ok;
+}
+
+static void download_slot_put(fc_coord *c) {
+  pthread_mutex_lock(&c->dl_mu);
+  c->downloads--;
+  pthread_cond_signal(&c->dl_cv);
+  pthread_mutex_unlock(&c->dl_mu);
+}
+
+static void stream_model_slot(fc_coord *c, fc_scall *call, uint64_t version, int allow_old);
+
 static void stream_model(fc_coord *c, fc_scall *call, uint64_t version, int allow_old) {
+  if (!download_slot_get(c)) {
+    fc_scall_finish(call, GRPC_STATUS_UNAVAILABLE, "coordinator busy: all model download slots taken, retry", NULL);
+    return;
+  }
+  stream_model_slot(c, call, version, allow_old);
+  download_slot_put(c);
+}
+
+static void stream_model_slot(fc_coord *c, fc_scall *call, uint64_t version, int allow_old) {
   model_ref *m = model_get(c);
   model_ref *old = NULL;
   if (version && version != m->version) {
@@ -657,6 +694,9 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
   pthread_mutex_init(&c->mu, NULL);
   pthread_mutex_init(&c->stop_mu, NULL);
   pthread_cond_init(&c->stop_cv, NULL);
+  pthread_mutex_init(&c->dl_mu, NULL);
+  pthread_cond_init(&c->dl_cv, NULL);
+  if (c->cfg.download_slots <= 0) c->cfg.download_slots = 4;
   if (c->cfg.chunk_bytes < FC_CHUNK_MIN || c->cfg.chunk_bytes > FC_CHUNK_MAX) c->cfg.chunk_bytes = FC_CHUNK_DEFAULT;
 
   if ((rc = fc_store_open(cfg->state_dir, err, errlen)) != FEDC_OK) goto fail;
@@ -810,5 +850,7 @@ void fc_coord_stop(fc_coord *c, int grace_ms) {
   pthread_mutex_destroy(&c->mu);
   pthread_mutex_destroy(&c->stop_mu);
   pthread_cond_destroy(&c->stop_cv);
+  pthread_mutex_destroy(&c->dl_mu);
+  pthread_cond_destroy(&c->dl_cv);
   free(c);
 }

@@ -29,6 +29,7 @@ typedef struct fc_coord_cfg {
   uint32_t chunk_bytes;
   int threads;
   int upload_slots;           /* concurrent uploads staged (memory = slots x model) */
+  int download_slots;         /* concurrent model downloads (each pins send buffers) */
   int stream_idle_ms;
   int fd_headroom;
   int max_connections;

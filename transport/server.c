@@ -55,6 +55,7 @@ struct fc_server {
   int shut_down;
   size_t max_recv_any;
   fc_fdguard *guard;
+  grpc_resource_quota *quota;
 };
 
 struct worker {
@@ -467,6 +468,7 @@ int fc_server_start(const fc_server_opts *o, fc_server **out, char *err, size_t 
   if (s->opts.stream_idle_ms <= 0) s->opts.stream_idle_ms = 30000;
   if (s->opts.keepalive_ms <= 0) s->opts.keepalive_ms = 30000;
   if (s->opts.max_idle_ms <= 0) s->opts.max_idle_ms = 600000;
+  if (s->opts.memory_quota_mib <= 0) s->opts.memory_quota_mib = 256;
   snprintf(s->federation, sizeof s->federation, "%s", o->federation ? o->federation : "");
   for (size_t i = 0; i < o->nmethods; i++)
     if (o->methods[i].max_recv > s->max_recv_any) s->max_recv_any = o->methods[i].max_recv;
@@ -507,6 +509,15 @@ int fc_server_start(const fc_server_opts *o, fc_server **out, char *err, size_t 
     goto fail;
   }
 
+  /* A memory quota for all of gRPC's buffers on this server: under pressure
+   * gRPC shrinks windows and reads instead of growing without bound. */
+  s->quota = grpc_resource_quota_create("fedc-server");
+  grpc_resource_quota_resize(s->quota, (size_t)s->opts.memory_quota_mib << 20);
+  grpc_arg quota_arg;
+  quota_arg.type = GRPC_ARG_POINTER;
+  quota_arg.key = (char *)GRPC_ARG_RESOURCE_QUOTA;
+  quota_arg.value.pointer.p = s->quota;
+  quota_arg.value.pointer.vtable = grpc_resource_quota_arg_vtable();
   grpc_arg args[] = {
       int_arg(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, (int)(s->max_recv_any + 1024)),
       int_arg(GRPC_ARG_KEEPALIVE_TIME_MS, s->opts.keepalive_ms),
@@ -520,6 +531,12 @@ int fc_server_start(const fc_server_opts *o, fc_server **out, char *err, size_t 
       /* A second server on our port would silently take half the connections. */
       int_arg(GRPC_ARG_ALLOW_REUSEPORT, 0),
       int_arg(GRPC_ARG_MAX_CONCURRENT_STREAMS, 32),
+      /* Bound what gRPC buffers for calls no worker has taken yet: without
+       * this, BDP probing grows each connection's window and a burst of N
+       * uploads is held in memory N x window at once. */
+      int_arg(GRPC_ARG_HTTP2_BDP_PROBE, 0),
+      int_arg(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 64 * 1024),
+      quota_arg,
   };
   grpc_channel_args cargs = {sizeof args / sizeof args[0], args};
   s->server = grpc_server_create(&cargs, NULL);
@@ -632,6 +649,7 @@ void fc_server_destroy(fc_server *s) {
     }
     grpc_completion_queue_destroy(s->shutdown_cq);
   }
+  if (s->quota) grpc_resource_quota_unref(s->quota);
   free(s->workers);
   free(s);
 }

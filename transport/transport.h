@@ -89,6 +89,7 @@ typedef struct fc_server_opts {
   int max_idle_ms;           /* close connections idle this long (default 600000) */
   int fd_headroom;           /* keep this many fds free (default max(64, limit/8)) */
   int max_connections;       /* 0 = derived from the fd limit and headroom */
+  int memory_quota_mib;      /* gRPC buffer memory quota (default 256) */
   const fc_method *methods;
   size_t nmethods;
 } fc_server_opts;
