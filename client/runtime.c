@@ -55,6 +55,7 @@ struct fedc_client {
   uint64_t model_bytes;
   fc_rng jitter;
   uint32_t failures;
+  uint32_t tls_failures;
 };
 
 FEDC_API void fedc_client_options_init(fedc_client_options *o) {
@@ -389,7 +390,10 @@ FEDC_API int fedc_client_run(fedc_client *c) {
     int rc = fc_call_unary(c->ch, "/fedc.v1.Coordinator/CheckIn", &req.base, &fedc__v1__check_in_response__descriptor,
                            &m, 30000, &st);
     if (rc != FEDC_OK) {
-      if (is_transient(rc)) {
+      /* A TLS verdict seen during a coordinator restart can be a fluke: it
+       * is final only when it repeats (3 times in a row). */
+      int tls_retry = rc == FEDC_ERR_TLS && ++c->tls_failures < 3;
+      if (is_transient(rc) || tls_retry) {
         if (backoff(c, "check-in", &st)) {
           if (!atomic_load(&c->stop)) return rc;
           set_error(c, "%s", "stopped");
@@ -401,6 +405,7 @@ FEDC_API int fedc_client_run(fedc_client *c) {
       return rc;
     }
     c->failures = 0;
+    c->tls_failures = 0;
     Fedc__V1__CheckInResponse *resp = (Fedc__V1__CheckInResponse *)m;
     uint32_t retry = resp->retry_after_ms ? resp->retry_after_ms : 1000;
     if (resp->action == FEDC__V1__CHECK_IN_RESPONSE__ACTION__DONE) {

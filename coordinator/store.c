@@ -202,9 +202,21 @@ int fc_store_read_rounds(const char *dir, fc_round_stats **out, size_t *n, char 
     if (why) snprintf(r->reason, sizeof r->reason, "%s", why);
     json_decref(o);
   }
+  /* A crash mid-append leaves a torn last line: cut it off, or the next
+   * record would be glued to it and lost too. */
+  long keep = 0, pos = 0;
+  int ch;
+  rewind(f);
+  while ((ch = fgetc(f)) != EOF) {
+    pos++;
+    if (ch == '\n') keep = pos;
+  }
   fclose(f);
-  (void)err;
-  (void)errlen;
+  if (keep < pos && truncate(p, keep) != 0) {
+    snprintf(err, errlen, "cannot cut the torn last line of %s: %s", p, strerror(errno));
+    free(v);
+    return FEDC_ERR_IO;
+  }
   *out = v;
   return FEDC_OK;
 }

@@ -166,10 +166,16 @@ static int probe(const char *target, const char *ca, const char *cert, const cha
     } else if (e && alert_advice(e)) {
       snprintf(why, wl, "TLS handshake failed: %s", alert_advice(e));
       rc = FEDC_ERR_TLS;
+    } else if (!e || ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+      /* Closed mid-handshake with no verdict: a coordinator starting or
+       * stopping, or shedding connections. Transient, not a TLS mistake. */
+      snprintf(why, wl, "coordinator at %s closed the connection during the TLS handshake (restarting or busy?)",
+               target);
+      rc = FEDC_ERR_UNAVAILABLE;
     } else {
       char es[160];
       ERR_error_string_n(e, es, sizeof es);
-      snprintf(why, wl, "TLS handshake with %s failed: %s", target, e ? es : "connection closed");
+      snprintf(why, wl, "TLS handshake with %s failed: %s", target, es);
       rc = FEDC_ERR_TLS;
     }
     goto out;

@@ -1,0 +1,103 @@
+/*
+ * test_aggregate.c - the FedAvg aggregator against a plain double-precision
+ * reference: weighted mean of committed updates only (aborted and rejected
+ * ones leave no trace), chunked arrival at odd offsets, NaN/Inf detection with
+ * the index, the norm, slots that block and time out, and a new round that
+ * starts from zero.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "coordinator/aggregate.h"
+#include "fedc/error.h"
+
+#define N 10007 /* not a multiple of any chunk or block size */
+
+static void feed(fc_agg *a, fc_agg_update *u, const float *x, size_t chunk) {
+  const uint8_t *p = (const uint8_t *)x;
+  size_t bytes = N * sizeof(float);
+  for (size_t off = 0; off < bytes; off += chunk)
+    CHECK_EQ_INT(a->ops->update_chunk(a, u, off, p + off, off + chunk <= bytes ? chunk : bytes - off), FEDC_OK);
+}
+
+int main(void) {
+  fc_agg *a = NULL;
+  CHECK_EQ_INT(fc_agg_fedavg_create(N, 2, &a), FEDC_OK);
+  static float upd[5][N];
+  double weights[5] = {3, 1, 7, 2, 5};
+  for (int k = 0; k < 5; k++)
+    for (int i = 0; i < N; i++) upd[k][i] = (float)sin(0.001 * i * (k + 1)) * (k + 1);
+
+  for (int round = 0; round < 2; round++) {
+    CHECK_EQ_INT(a->ops->round_begin(a), FEDC_OK);
+    for (int k = 0; k < 5; k++) {
+      fc_agg_update *u = NULL;
+      CHECK_EQ_INT(a->ops->update_begin(a, 1000, &u), FEDC_OK);
+      feed(a, u, upd[k], k == 0 ? 4099 : 65536); /* 4099: chunks split floats */
+      double l2 = 0, ref = 0;
+      size_t bad = 0;
+      CHECK_EQ_INT(a->ops->update_check(a, u, &l2, &bad), FEDC_OK);
+      for (int i = 0; i < N; i++) ref += (double)upd[k][i] * upd[k][i];
+      CHECK(fabs(l2 - sqrt(ref)) < 1e-5 * sqrt(ref));
+      if (k == 3) a->ops->update_abort(a, u); /* e.g. norm too large: never applied */
+      else
+        CHECK_EQ_INT(a->ops->update_commit(a, u, weights[k]), FEDC_OK);
+    }
+    /* A poisoned update is caught with its index and leaves no trace. */
+    fc_agg_update *u = NULL;
+    CHECK_EQ_INT(a->ops->update_begin(a, 1000, &u), FEDC_OK);
+    static float bad[N];
+    memcpy(bad, upd[0], sizeof bad);
+    bad[5000] = NAN;
+    feed(a, u, bad, 65536);
+    double l2;
+    size_t idx = 0;
+    CHECK_EQ_INT(a->ops->update_check(a, u, &l2, &idx), FEDC_ERR_NONFINITE);
+    CHECK_EQ_INT(idx, 5000);
+    bad[5000] = 0;
+    bad[N - 1] = -INFINITY;
+    feed(a, u, bad, 65536);
+    CHECK_EQ_INT(a->ops->update_check(a, u, &l2, &idx), FEDC_ERR_NONFINITE);
+    CHECK_EQ_INT(idx, N - 1);
+    a->ops->update_abort(a, u);
+
+    static float out[N];
+    uint32_t count = 0;
+    CHECK_EQ_INT(a->ops->round_finish(a, out, &count), FEDC_OK);
+    CHECK_EQ_INT(count, 4);
+    double wsum = weights[0] + weights[1] + weights[2] + weights[4];
+    double maxerr = 0;
+    for (int i = 0; i < N; i++) {
+      double ref = (weights[0] * upd[0][i] + weights[1] * upd[1][i] + weights[2] * upd[2][i] +
+                    weights[4] * upd[4][i]) / wsum;
+      double e = fabs(out[i] - ref);
+      if (e > maxerr) maxerr = e;
+    }
+    CHECK(maxerr < 1e-5);
+  }
+
+  /* Slots: both taken -> the third waits, then times out. */
+  fc_agg_update *u1, *u2, *u3;
+  CHECK_EQ_INT(a->ops->update_begin(a, 100, &u1), FEDC_OK);
+  CHECK_EQ_INT(a->ops->update_begin(a, 100, &u2), FEDC_OK);
+  CHECK_EQ_INT(a->ops->update_begin(a, 50, &u3), FEDC_ERR_TIMEOUT);
+  a->ops->update_abort(a, u1);
+  CHECK_EQ_INT(a->ops->update_begin(a, 50, &u3), FEDC_OK);
+  a->ops->update_abort(a, u2);
+  a->ops->update_abort(a, u3);
+  /* Out-of-range chunk refused. */
+  CHECK_EQ_INT(a->ops->update_begin(a, 50, &u1), FEDC_OK);
+  uint8_t b[8] = {0};
+  CHECK_EQ_INT(a->ops->update_chunk(a, u1, N * sizeof(float) - 4, b, 8), FEDC_ERR_TOO_LARGE);
+  a->ops->update_abort(a, u1);
+  /* Nothing committed: finishing is an error, not a zero model. */
+  a->ops->round_begin(a);
+  static float out2[N];
+  uint32_t count = 0;
+  CHECK_EQ_INT(a->ops->round_finish(a, out2, &count), FEDC_ERR_INVALID);
+  a->ops->destroy(a);
+  CHECK_EQ_INT(fc_agg_fedavg_create(0, 1, &a), FEDC_ERR_INVALID);
+  return CHECK_DONE();
+}

@@ -1,0 +1,256 @@
+/*
+ * test_engine.c - the round engine, driven in-process with synthetic time:
+ * cohort selection (size, reproducibility, independence of arrival order),
+ * task hand-out and resume, every upload verdict, pickup and round
+ * deadlines (abandon vs aggregate), pause, the budget, client table limits.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "check.h"
+#include "coordinator/engine.h"
+#include "fedc/error.h"
+
+static const uint8_t SHA0[FC_SHA256_LEN] = {1, 2, 3};
+
+static fc_engine *make(uint32_t cohort, uint32_t min_updates, uint64_t rounds) {
+  fc_engine_cfg cfg;
+  fc_engine_cfg_defaults(&cfg);
+  cfg.min_clients = 3;
+  cfg.cohort_size = cohort;
+  cfg.min_updates = min_updates;
+  cfg.rounds = rounds;
+  cfg.pickup_ms = 1000;
+  cfg.round_ms = 5000;
+  cfg.client_ttl_ms = 10000;
+  cfg.seed = 42;
+  fc_engine *e = NULL;
+  CHECK_EQ_INT(fc_engine_create(&cfg, 1, 0, 0, SHA0, &e), FEDC_OK);
+  return e;
+}
+
+static int checkin(fc_engine *e, const char *who, uint64_t now, fc_task_info *t) {
+  uint32_t retry;
+  fc_task_info tmp;
+  return fc_engine_checkin(e, who, now, t ? t : &tmp, &retry);
+}
+
+/* Names of the selected clients, as a bitmask over c0..c9. */
+static unsigned selected_mask(fc_engine *e, uint64_t now) {
+  unsigned mask = 0;
+  for (int i = 0; i < 10; i++) {
+    char n[8];
+    snprintf(n, sizeof n, "c%d", i);
+    if (checkin(e, n, now, NULL) == FC_CHECKIN_TRAIN) mask |= 1u << i;
+  }
+  return mask;
+}
+
+static void test_selection(void) {
+  /* Same live set, different arrival order: same cohort. */
+  unsigned masks[2];
+  for (int order = 0; order < 2; order++) {
+    fc_engine *e = make(4, 2, 10);
+    for (int i = 0; i < 10; i++) {
+      char n[8];
+      snprintf(n, sizeof n, "c%d", order ? 9 - i : i);
+      CHECK_EQ_INT(checkin(e, n, 100, NULL), FC_CHECKIN_WAIT);
+    }
+    CHECK_EQ_INT(fc_engine_tick(e, 200), FC_TICK_STARTED);
+    masks[order] = selected_mask(e, 300);
+    CHECK_EQ_INT(__builtin_popcount(masks[order]), 4);
+    fc_engine_destroy(e);
+  }
+  CHECK_EQ_INT(masks[0], masks[1]);
+}
+
+static void test_not_enough_clients(void) {
+  fc_engine *e = make(2, 2, 10);
+  checkin(e, "a", 0, NULL);
+  checkin(e, "b", 0, NULL);
+  CHECK_EQ_INT(fc_engine_tick(e, 10), FC_TICK_NONE); /* min_clients 3 */
+  checkin(e, "c", 20, NULL);
+  CHECK_EQ_INT(fc_engine_tick(e, 30), FC_TICK_STARTED);
+  fc_engine_destroy(e);
+  /* Clients that went silent are not live. */
+  e = make(2, 2, 10);
+  checkin(e, "a", 0, NULL);
+  checkin(e, "b", 0, NULL);
+  checkin(e, "c", 20000, NULL);
+  CHECK_EQ_INT(fc_engine_tick(e, 20001), FC_TICK_NONE);
+  fc_engine_destroy(e);
+}
+
+static void start3(fc_engine *e, uint64_t now) {
+  checkin(e, "a", now, NULL);
+  checkin(e, "b", now, NULL);
+  checkin(e, "c", now, NULL);
+  CHECK_EQ_INT(fc_engine_tick(e, now + 1), FC_TICK_STARTED);
+}
+
+static void test_full_round_and_verdicts(void) {
+  fc_engine *e = make(3, 2, 2);
+  start3(e, 0);
+  fc_task_info t;
+  CHECK_EQ_INT(checkin(e, "a", 10, &t), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(t.round, 1);
+  CHECK_EQ_INT(t.version, 0);
+  CHECK(memcmp(t.sha, SHA0, FC_SHA256_LEN) == 0);
+  /* A reconnecting client gets the same task again. */
+  fc_task_info t2;
+  CHECK_EQ_INT(checkin(e, "a", 20, &t2), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(t2.round, t.round);
+  CHECK_EQ_INT(t2.client_seed, t.client_seed);
+  /* Strangers and wrong requests. */
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "zed", 1, 0, 30), FC_UP_NOT_IN_ROUND);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "a", 2, 0, 30), FC_UP_WRONG_ROUND);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "a", 1, 5, 30), FC_UP_WRONG_VERSION);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "b", 1, 0, 30), FC_UP_NOT_IN_ROUND); /* never fetched its task */
+  /* Upload, a concurrent second stream, abort and retry, commit, duplicate. */
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "a", 1, 0, 30), FC_UP_OK);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "a", 1, 0, 31), FC_UP_BUSY);
+  fc_engine_upload_abort(e, "a", 1);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "a", 1, 0, 32), FC_UP_OK);
+  CHECK_EQ_INT(fc_engine_upload_commit(e, "a", 1, 100, 0.5, 1000, 40), FC_UP_OK);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "a", 1, 0, 50), FC_UP_DUPLICATE);
+  CHECK_EQ_INT(fc_engine_tick(e, 60), FC_TICK_NONE);
+  /* b and c finish: aggregate at once, no need to wait for the deadline. */
+  CHECK_EQ_INT(checkin(e, "b", 70, NULL), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(checkin(e, "c", 70, NULL), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "b", 1, 0, 80), FC_UP_OK);
+  CHECK_EQ_INT(fc_engine_upload_commit(e, "b", 1, 50, 0.7, 1000, 90), FC_UP_OK);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "c", 1, 0, 80), FC_UP_OK);
+  CHECK_EQ_INT(fc_engine_upload_commit(e, "c", 1, 50, 0.9, 1000, 90), FC_UP_OK);
+  CHECK_EQ_INT(fc_engine_tick(e, 100), FC_TICK_AGGREGATE);
+  /* While aggregating nobody may upload or get a task. */
+  CHECK_EQ_INT(checkin(e, "a", 110, NULL), FC_CHECKIN_WAIT);
+  uint8_t sha1[FC_SHA256_LEN] = {9};
+  fc_engine_published(e, 1, sha1, 120);
+  const fc_round_stats *r = fc_engine_last_round(e);
+  CHECK_EQ_INT(r->round, 1);
+  CHECK(r->completed);
+  CHECK_EQ_INT(r->participants, 3);
+  CHECK_EQ_INT(r->examples, 200);
+  CHECK(r->mean_loss > 0.69 && r->mean_loss < 0.71);
+  /* Round 2 then the budget is spent: DONE. */
+  CHECK_EQ_INT(fc_engine_tick(e, 130), FC_TICK_STARTED);
+  fc_engine_status st;
+  fc_engine_get_status(e, 130, &st);
+  CHECK_EQ_INT(st.round, 2);
+  CHECK_EQ_INT(st.version, 1);
+  const char *names[] = {"a", "b", "c"};
+  for (int i = 0; i < 3; i++) {
+    CHECK_EQ_INT(checkin(e, names[i], 140, NULL), FC_CHECKIN_TRAIN);
+    CHECK_EQ_INT(fc_engine_upload_begin(e, names[i], 2, 1, 150), FC_UP_OK);
+    CHECK_EQ_INT(fc_engine_upload_commit(e, names[i], 2, 10, 0.1, 10, 160), FC_UP_OK);
+  }
+  CHECK_EQ_INT(fc_engine_tick(e, 170), FC_TICK_AGGREGATE);
+  fc_engine_published(e, 2, sha1, 180);
+  CHECK_EQ_INT(checkin(e, "a", 190, NULL), FC_CHECKIN_DONE);
+  /* Admin adds a round: back to work. */
+  fc_engine_add_rounds(e, 1);
+  CHECK_EQ_INT(fc_engine_tick(e, 200), FC_TICK_STARTED);
+  fc_engine_destroy(e);
+}
+
+static void test_deadlines(void) {
+  /* Nobody picks up: abandoned at the pickup deadline, retried with a new round id. */
+  fc_engine *e = make(3, 2, 10);
+  start3(e, 0);
+  CHECK_EQ_INT(fc_engine_tick(e, 999), FC_TICK_NONE);
+  CHECK_EQ_INT(fc_engine_tick(e, 1002), FC_TICK_ABANDON);
+  CHECK(!fc_engine_last_round(e)->completed);
+  CHECK(strstr(fc_engine_abandon_reason(e), "picked up") != NULL);
+  CHECK_EQ_INT(fc_engine_tick(e, 1003), FC_TICK_STARTED); /* same clients still live */
+  fc_engine_status st;
+  fc_engine_get_status(e, 1003, &st);
+  CHECK_EQ_INT(st.round, 2);
+  CHECK_EQ_INT(st.abandoned, 1);
+  fc_engine_destroy(e);
+
+  /* Two upload, one never does: aggregate at the round deadline with 2 (min 2);
+   * an upload in flight at the deadline is late. */
+  e = make(3, 2, 10);
+  start3(e, 0);
+  const char *names[] = {"a", "b", "c"};
+  for (int i = 0; i < 3; i++) CHECK_EQ_INT(checkin(e, names[i], 10, NULL), FC_CHECKIN_TRAIN);
+  for (int i = 0; i < 2; i++) {
+    CHECK_EQ_INT(fc_engine_upload_begin(e, names[i], 1, 0, 20), FC_UP_OK);
+    CHECK_EQ_INT(fc_engine_upload_commit(e, names[i], 1, 10, 0.1, 10, 30), FC_UP_OK);
+  }
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "c", 1, 0, 4000), FC_UP_OK);
+  CHECK_EQ_INT(fc_engine_tick(e, 4999), FC_TICK_NONE);
+  CHECK_EQ_INT(fc_engine_tick(e, 5001), FC_TICK_AGGREGATE);
+  CHECK_EQ_INT(fc_engine_upload_commit(e, "c", 1, 10, 0.1, 10, 5002), FC_UP_LATE);
+  fc_engine_destroy(e);
+
+  /* Only one of three uploads by the deadline with min_updates 2: abandon,
+   * nothing applied. */
+  e = make(3, 2, 10);
+  start3(e, 0);
+  for (int i = 0; i < 3; i++) checkin(e, names[i], 10, NULL);
+  fc_engine_upload_begin(e, "a", 1, 0, 20);
+  fc_engine_upload_commit(e, "a", 1, 10, 0.1, 10, 30);
+  CHECK_EQ_INT(fc_engine_tick(e, 5001), FC_TICK_ABANDON);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "b", 1, 0, 5002), FC_UP_NOT_IN_ROUND);
+  fc_engine_get_status(e, 5003, &st);
+  CHECK_EQ_INT(st.version, 0);
+  fc_engine_destroy(e);
+}
+
+static void test_pause_and_limits(void) {
+  fc_engine *e = make(3, 2, 10);
+  fc_engine_pause(e, 1);
+  checkin(e, "a", 0, NULL);
+  checkin(e, "b", 0, NULL);
+  checkin(e, "c", 0, NULL);
+  CHECK_EQ_INT(fc_engine_tick(e, 1), FC_TICK_NONE);
+  fc_engine_pause(e, 0);
+  CHECK_EQ_INT(fc_engine_tick(e, 2), FC_TICK_STARTED);
+  fc_engine_destroy(e);
+
+  fc_engine_cfg cfg;
+  fc_engine_cfg_defaults(&cfg);
+  cfg.max_clients = 2;
+  CHECK_EQ_INT(fc_engine_create(&cfg, 1, 0, 0, SHA0, &e), FEDC_OK);
+  CHECK_EQ_INT(checkin(e, "a", 0, NULL), FC_CHECKIN_WAIT);
+  CHECK_EQ_INT(checkin(e, "b", 0, NULL), FC_CHECKIN_WAIT);
+  CHECK_EQ_INT(checkin(e, "c", 0, NULL), FC_CHECKIN_REFUSED);
+  CHECK_EQ_INT(checkin(e, "a", 1, NULL), FC_CHECKIN_WAIT); /* known clients still served */
+  fc_engine_destroy(e);
+
+  /* Many clients: the index grows and every one is found again. */
+  fc_engine_cfg_defaults(&cfg);
+  cfg.min_clients = 5000;
+  cfg.cohort_size = 100;
+  CHECK_EQ_INT(fc_engine_create(&cfg, 1, 0, 0, SHA0, &e), FEDC_OK);
+  for (int i = 0; i < 5000; i++) {
+    char n[16];
+    snprintf(n, sizeof n, "client-%d", i);
+    checkin(e, n, 0, NULL);
+  }
+  for (int round = 0; round < 20; round++) CHECK_EQ_INT(fc_engine_tick(e, 1), round == 0 ? FC_TICK_STARTED : FC_TICK_NONE);
+  fc_engine_status st;
+  fc_engine_get_status(e, 1, &st);
+  CHECK_EQ_INT(st.known, 5000);
+  CHECK_EQ_INT(st.selected, 100);
+  int train = 0;
+  for (int i = 0; i < 5000; i++) {
+    char n[16];
+    snprintf(n, sizeof n, "client-%d", i);
+    train += checkin(e, n, 2, NULL) == FC_CHECKIN_TRAIN;
+  }
+  CHECK_EQ_INT(train, 100);
+  fc_engine_get_status(e, 2, &st);
+  CHECK_EQ_INT(st.known, 5000);
+  fc_engine_destroy(e);
+}
+
+int main(void) {
+  test_selection();
+  test_not_enough_clients();
+  test_full_round_and_verdicts();
+  test_deadlines();
+  test_pause_and_limits();
+  return CHECK_DONE();
+}
