@@ -5,6 +5,8 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "common/log.h"
+#include "transport/transport.h"
 
 static const struct {
   const char *name;
@@ -33,6 +35,9 @@ int main(int argc, char **argv) {
     usage(argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
   }
+  /* gRPC's own errors: the coordinator's operator wants peers' handshake
+   * failures in the log; for every other command our messages say it. */
+  fc_transport_route_grpc_logs(strcmp(argv[1], "coordinator") == 0 ? FC_LOG_WARN : FC_LOG_DEBUG);
   for (size_t i = 0; i < sizeof subcommands / sizeof subcommands[0]; i++)
     if (strcmp(argv[1], subcommands[i].name) == 0) return subcommands[i].fn(argc - 1, argv + 1);
   fprintf(stderr, "fedc: unknown subcommand '%s'\n", argv[1]);

@@ -171,6 +171,10 @@ uint64_t fc_ccall_bytes_out(const fc_ccall *c);
  * certificate refused, expired, ... Fills st->err and st->detail. */
 void fc_status_explain(fc_channel *ch, fc_status *st);
 
+/* Route gRPC's log lines into common/log: its errors at error_level, the rest
+ * at debug. Changes process-wide state: for programs, never the library. */
+void fc_transport_route_grpc_logs(int error_level);
+
 /* Process-wide gRPC init/shutdown (reference counted by gRPC itself). */
 void fc_transport_init(void);
 void fc_transport_shutdown(void);

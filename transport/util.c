@@ -5,10 +5,12 @@
 #include <arpa/inet.h>
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/slice.h>
+#include <grpc/support/log.h>
 #include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/log.h"
 #include "fedc/error.h"
 #include "transport/transport.h"
 #include "transport/transport_int.h"
@@ -93,3 +95,18 @@ void fc_wipe(void *p, size_t n) {
 
 void fc_transport_init(void) { grpc_init(); }
 void fc_transport_shutdown(void) { grpc_shutdown(); }
+
+/* gRPC's own log lines, routed into ours: its errors (e.g. a peer's failed
+ * handshake) at `error_level`, everything else at debug. */
+static int g_grpc_error_level = FC_LOG_WARN;
+
+static void grpc_log_to_ours(gpr_log_func_args *a) {
+  int level = a->severity == GPR_LOG_SEVERITY_ERROR ? g_grpc_error_level : FC_LOG_DEBUG;
+  const char *file = strrchr(a->file, '/');
+  fc_log(level, "grpc", "%s (%s:%d)", a->message, file ? file + 1 : a->file, a->line);
+}
+
+void fc_transport_route_grpc_logs(int error_level) {
+  g_grpc_error_level = error_level;
+  gpr_set_log_function(grpc_log_to_ours);
+}
