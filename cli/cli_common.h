@@ -55,8 +55,5 @@ void cli_print_json(json_t *v);
 /* Parse a non-negative integer flag; prints an error naming the flag. 0 ok, 2 bad. */
 int cli_parse_u64(const char *prog, const char *flag, const char *s, unsigned long long *out);
 int cli_parse_double(const char *prog, const char *flag, const char *s, double *out);
-/* Milliseconds since the epoch / monotonic seconds. */
-unsigned long long cli_now_ms(void);
-double cli_mono_s(void);
 
 #endif

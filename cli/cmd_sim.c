@@ -27,6 +27,7 @@
 #include "client/partition.h"
 #include "client/trainer_mlp.h"
 #include "common/blas.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "crypto/pki.h"
 #include "fedc/error.h"
@@ -353,7 +354,7 @@ static int poll_rounds(monitor *m, const sim_opts *o) {
                              (json_int_t)rec->round, "version", (json_int_t)rec->version, "accuracy", acc, "loss",
                              loss, "train_loss", (double)rec->mean_train_loss, "participants",
                              (int)rec->participants, "bytes", (json_int_t)bytes, "seconds", secs, "elapsed_s",
-                             cli_mono_s() - m->t0));
+                             fc_mono_s() - m->t0));
     fprintf(m->csv, "%llu,%llu,%.6f,%.6f,%.6f,%u,%llu,%.3f\n", (unsigned long long)m->completed,
             (unsigned long long)rec->version, acc, loss, (double)rec->mean_train_loss, rec->participants, bytes,
             secs);
@@ -475,7 +476,7 @@ int cmd_sim(int argc, char **argv) {
     goto out_grpc;
   }
   fprintf(m.csv, "round,version,accuracy,loss,train_loss,participants,bytes,seconds\n");
-  m.t0 = cli_mono_s();
+  m.t0 = fc_mono_s();
   double last_progress = 0;
   rc = 0;
   while (!g_interrupted && m.completed < o.rounds) {
@@ -486,15 +487,15 @@ int cmd_sim(int argc, char **argv) {
       rc = 1;
       break;
     }
-    if (poll_rounds(&m, &o) < 0 && cli_mono_s() - m.t0 > 60) {
+    if (poll_rounds(&m, &o) < 0 && fc_mono_s() - m.t0 > 60) {
       fprintf(stderr, "fedc sim: cannot reach the coordinator as admin\n");
       rc = 1;
       break;
     }
-    if (o.json && cli_mono_s() - last_progress > 5) {
+    if (o.json && fc_mono_s() - last_progress > 5) {
       fprintf(stderr, "fedc sim: %llu/%llu rounds, %.0fs\n", (unsigned long long)m.completed, o.rounds,
-              cli_mono_s() - m.t0);
-      last_progress = cli_mono_s();
+              fc_mono_s() - m.t0);
+      last_progress = fc_mono_s();
     }
   }
   if (g_interrupted) {
@@ -502,7 +503,7 @@ int cmd_sim(int argc, char **argv) {
     rc = 130;
   }
   if (m.completed >= o.rounds) fprintf(stderr, "fedc sim: %llu rounds in %.1fs; results in %s (rounds.csv, curve.png)\n",
-                                       (unsigned long long)m.completed, cli_mono_s() - m.t0, o.out);
+                                       (unsigned long long)m.completed, fc_mono_s() - m.t0, o.out);
 out_grpc:
   if (m.csv) fclose(m.csv);
   fc_mlp_ws_destroy(m.ws);

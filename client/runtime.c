@@ -26,6 +26,7 @@
 
 #include "common/blas.h"
 #include "common/chunk.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/rng.h"
 #include "fedc/client.h"
@@ -137,13 +138,7 @@ FEDC_API uint64_t fedc_client_rounds_done(const fedc_client *c) { return c ? c->
 /* Sleep up to ms; returns 1 if stopped. */
 static int nap(fedc_client *c, uint32_t ms) {
   struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  ts.tv_sec += ms / 1000;
-  ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-  if (ts.tv_nsec >= 1000000000L) {
-    ts.tv_sec++;
-    ts.tv_nsec -= 1000000000L;
-  }
+  fc_deadline_after_ms(&ts, ms);
   pthread_mutex_lock(&c->mu);
   while (!atomic_load(&c->stop)) {
     if (pthread_cond_timedwait(&c->cv, &c->mu, &ts) != 0) break;
@@ -331,37 +326,25 @@ static int do_round(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
     goto out;
   }
   scale = pipeline_clip(out, n, t->clip_norm, &norm);
-  if (c->o.on_event) {
-    fedc_event ev;
-    memset(&ev, 0, sizeof ev);
-    ev.kind = FEDC_EVENT_TRAINED;
-    ev.round = t->round;
-    ev.model_version = t->model_version;
-    ev.num_examples = examples;
-    ev.loss = loss;
-    ev.update_norm = norm;
-    ev.clip_scale = scale;
-    c->o.on_event(c->o.event_ctx, &ev);
-  }
+  fedc_event ev;
+  memset(&ev, 0, sizeof ev);
+  ev.kind = FEDC_EVENT_TRAINED;
+  ev.round = t->round;
+  ev.model_version = t->model_version;
+  ev.num_examples = examples;
+  ev.loss = loss;
+  ev.update_norm = norm;
+  ev.clip_scale = scale;
+  if (c->o.on_event) c->o.on_event(c->o.event_ctx, &ev);
   /* Upload, retrying a broken stream while the round is open. */
   for (int attempt = 0;; attempt++) {
     rc = upload(c, t, out, examples, loss, norm, &bytes_out, st);
     if (rc == FEDC_OK || !is_transient(rc) || attempt >= 3 || atomic_load(&c->stop)) break;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    if ((uint64_t)ts.tv_sec * 1000 >= t->deadline_unix_ms) break;
+    if (fc_now_ms() >= t->deadline_unix_ms) break;
     if (nap(c, c->o.min_backoff_ms * (attempt + 1))) break;
   }
   if (rc == FEDC_OK && c->o.on_event) {
-    fedc_event ev;
-    memset(&ev, 0, sizeof ev);
     ev.kind = FEDC_EVENT_UPLOADED;
-    ev.round = t->round;
-    ev.model_version = t->model_version;
-    ev.num_examples = examples;
-    ev.loss = loss;
-    ev.update_norm = norm;
-    ev.clip_scale = scale;
     ev.bytes_out = bytes_out;
     ev.bytes_in = c->model_bytes;
     c->o.on_event(c->o.event_ctx, &ev);

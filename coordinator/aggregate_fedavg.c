@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "common/blas.h"
+#include "common/clock.h"
 #include "coordinator/aggregate.h"
 #include "fedc/error.h"
 
@@ -52,13 +53,7 @@ static int fa_round_begin(fc_agg *a) {
 static int fa_update_begin(fc_agg *a, int timeout_ms, fc_agg_update **out) {
   fedavg *f = (fedavg *)a;
   struct timespec until;
-  clock_gettime(CLOCK_REALTIME, &until);
-  until.tv_sec += timeout_ms / 1000;
-  until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-  if (until.tv_nsec >= 1000000000L) {
-    until.tv_sec++;
-    until.tv_nsec -= 1000000000L;
-  }
+  fc_deadline_after_ms(&until, timeout_ms > 0 ? (uint64_t)timeout_ms : 0);
   int rc = FEDC_ERR_TIMEOUT;
   pthread_mutex_lock(&f->mu);
   for (;;) {

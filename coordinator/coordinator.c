@@ -26,6 +26,7 @@
 
 #include "common/blas.h"
 #include "common/chunk.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "coordinator/aggregate.h"
 #include "coordinator/store.h"
@@ -69,11 +70,6 @@ struct fc_coord {
   int downloads;
 };
 
-static uint64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 void fc_coord_cfg_defaults(fc_coord_cfg *c) {
   memset(c, 0, sizeof *c);
@@ -144,7 +140,7 @@ static void history_add(fc_coord *c, const fc_round_stats *r) {
 
 static void save_state_locked(fc_coord *c) {
   fc_engine_status es;
-  fc_engine_get_status(c->engine, now_ms(), &es);
+  fc_engine_get_status(c->engine, fc_now_ms(), &es);
   fc_store_state st;
   memset(&st, 0, sizeof st);
   st.version = es.version;
@@ -193,7 +189,7 @@ static int finalize(fc_coord *c, uint64_t *version, uint8_t sha[FC_SHA256_LEN], 
   next = NULL;
   fc_engine_status es;
   pthread_mutex_lock(&c->mu);
-  fc_engine_get_status(c->engine, now_ms(), &es);
+  fc_engine_get_status(c->engine, fc_now_ms(), &es);
   pthread_mutex_unlock(&c->mu);
   if ((rc = fc_store_write_model(c->cfg.state_dir, m->version, es.round, &m->spec, m->data, m->sha, old->sha, why,
                                  whylen)) != FEDC_OK) {
@@ -221,11 +217,11 @@ static void *driver_main(void *arg) {
   while (!c->stopping) {
     pthread_mutex_unlock(&c->stop_mu);
     pthread_mutex_lock(&c->mu);
-    int act = fc_engine_tick(c->engine, now_ms());
+    int act = fc_engine_tick(c->engine, fc_now_ms());
     if (act == FC_TICK_STARTED) {
       c->agg->ops->round_begin(c->agg);
       fc_engine_status es;
-      fc_engine_get_status(c->engine, now_ms(), &es);
+      fc_engine_get_status(c->engine, fc_now_ms(), &es);
       FC_INFO(MOD, "round %llu started: %u of %u live clients selected (model v%llu)",
               (unsigned long long)es.round, es.selected, es.live, (unsigned long long)es.version);
       save_state_locked(c);
@@ -242,7 +238,7 @@ static void *driver_main(void *arg) {
       int rc = finalize(c, &version, sha, why, sizeof why);
       pthread_mutex_lock(&c->mu);
       if (rc == FEDC_OK) {
-        fc_engine_published(c->engine, version, sha, now_ms());
+        fc_engine_published(c->engine, version, sha, fc_now_ms());
         const fc_round_stats *r = fc_engine_last_round(c->engine);
         char hex[FC_SHA256_HEX_LEN];
         FC_INFO(MOD, "round %llu completed: %u updates, %llu examples, loss %.4f -> model v%llu sha256 %.16s",
@@ -250,7 +246,7 @@ static void *driver_main(void *arg) {
                 (unsigned long long)version, fc_hex(sha, FC_SHA256_LEN, hex));
       } else {
         FC_ERROR(MOD, "finalizing round failed: %s", why);
-        fc_engine_finalize_failed(c->engine, why, now_ms());
+        fc_engine_finalize_failed(c->engine, why, fc_now_ms());
       }
       record_round_locked(c);
       pthread_mutex_unlock(&c->mu);
@@ -258,12 +254,7 @@ static void *driver_main(void *arg) {
     pthread_mutex_lock(&c->stop_mu);
     if (act == FC_TICK_NONE && !c->stopping) {
       struct timespec ts;
-      clock_gettime(CLOCK_REALTIME, &ts);
-      ts.tv_nsec += 50 * 1000000L;
-      if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-      }
+      fc_deadline_after_ms(&ts, 50);
       pthread_cond_timedwait(&c->stop_cv, &c->stop_mu, &ts);
     }
   }
@@ -279,7 +270,7 @@ static void h_checkin(fc_scall *call, void *ctx) {
   fc_task_info task;
   uint32_t retry = 0;
   pthread_mutex_lock(&c->mu);
-  int act = fc_engine_checkin(c->engine, peer->name, now_ms(), &task, &retry);
+  int act = fc_engine_checkin(c->engine, peer->name, fc_now_ms(), &task, &retry);
   uint64_t gv = c->model->version;
   uint64_t model_bytes = c->model->bytes;
   pthread_mutex_unlock(&c->mu);
@@ -331,8 +322,7 @@ static int emit_stream_msg(void *ctx, const Fedc__V1__TensorHeader *h, const Fed
 
 static int download_slot_get(fc_coord *c) {
   struct timespec until;
-  clock_gettime(CLOCK_REALTIME, &until);
-  until.tv_sec += c->cfg.stream_idle_ms / 1000;
+  fc_deadline_after_ms(&until, (uint64_t)c->cfg.stream_idle_ms);
   int ok = 1;
   pthread_mutex_lock(&c->dl_mu);
   while (c->downloads >= c->cfg.download_slots && ok)
@@ -455,7 +445,7 @@ static void h_upload(fc_scall *call, void *ctx) {
   }
   round = first->meta->round;
   pthread_mutex_lock(&c->mu);
-  int v = fc_engine_upload_begin(c->engine, peer->name, round, first->meta->model_version, now_ms());
+  int v = fc_engine_upload_begin(c->engine, peer->name, round, first->meta->model_version, fc_now_ms());
   pthread_mutex_unlock(&c->mu);
   if (v != FC_UP_OK) {
     code = verdict_status(v);
@@ -526,7 +516,7 @@ static void h_upload(fc_scall *call, void *ctx) {
   double weight = (double)(examples < c->cfg.max_example_weight ? examples : c->cfg.max_example_weight);
   pthread_mutex_lock(&c->mu);
   v = fc_engine_upload_commit(c->engine, peer->name, round, examples, first->meta->train_loss,
-                              fc_scall_bytes_in(call), now_ms());
+                              fc_scall_bytes_in(call), fc_now_ms());
   if (v == FC_UP_OK) c->agg->ops->update_commit(c->agg, u, weight);
   pthread_mutex_unlock(&c->mu);
   begun = 0; /* the engine has settled this upload either way */
@@ -563,7 +553,7 @@ static void h_status(fc_scall *call, void *ctx) {
   fc_coord *c = ctx;
   fc_engine_status es;
   pthread_mutex_lock(&c->mu);
-  fc_engine_get_status(c->engine, now_ms(), &es);
+  fc_engine_get_status(c->engine, fc_now_ms(), &es);
   uint64_t params = fc_model_numel(&c->model->spec);
   pthread_mutex_unlock(&c->mu);
   Fedc__V1__StatusResponse r = FEDC__V1__STATUS_RESPONSE__INIT;
@@ -580,7 +570,7 @@ static void h_status(fc_scall *call, void *ctx) {
   r.paused = es.paused;
   r.rounds_completed = es.completed;
   r.rounds_abandoned = es.abandoned;
-  r.uptime_ms = now_ms() - c->started_ms;
+  r.uptime_ms = fc_now_ms() - c->started_ms;
   r.model_params = params;
   r.protocol_major = FC_PROTOCOL_MAJOR;
   r.protocol_minor = FC_PROTOCOL_MINOR;
@@ -657,7 +647,7 @@ static void h_round_control(fc_scall *call, void *ctx) {
     return;
   }
   fc_engine_status es;
-  fc_engine_get_status(c->engine, now_ms(), &es);
+  fc_engine_get_status(c->engine, fc_now_ms(), &es);
   pthread_mutex_unlock(&c->mu);
   FC_INFO(MOD, "admin %s: round control op %d (extra %u): paused=%d budget=%llu", peer->name, (int)req->op,
           req->extra_rounds, es.paused, (unsigned long long)es.budget);
@@ -690,7 +680,7 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
   fc_coord *c = calloc(1, sizeof *c);
   if (!c) return FEDC_ERR_NOMEM;
   c->cfg = *cfg;
-  c->started_ms = now_ms();
+  c->started_ms = fc_now_ms();
   pthread_mutex_init(&c->mu, NULL);
   pthread_mutex_init(&c->stop_mu, NULL);
   pthread_cond_init(&c->stop_cv, NULL);
@@ -821,7 +811,7 @@ int fc_coord_port(const fc_coord *c) { return fc_server_port(c->server); }
 int fc_coord_done(fc_coord *c) {
   pthread_mutex_lock(&c->mu);
   fc_engine_status es;
-  fc_engine_get_status(c->engine, now_ms(), &es);
+  fc_engine_get_status(c->engine, fc_now_ms(), &es);
   pthread_mutex_unlock(&c->mu);
   return es.state == FC_ENG_DONE;
 }

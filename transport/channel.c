@@ -57,14 +57,6 @@ void fc_channel_opts_init(fc_channel_opts *o) {
   o->keepalive_ms = 20000;
 }
 
-static grpc_arg int_arg(const char *key, int v) {
-  grpc_arg a;
-  a.type = GRPC_ARG_INTEGER;
-  a.key = (char *)key;
-  a.value.integer = v;
-  return a;
-}
-
 static grpc_arg str_arg(const char *key, const char *v) {
   grpc_arg a;
   a.type = GRPC_ARG_STRING;
@@ -121,11 +113,11 @@ int fc_channel_create(const fc_channel_opts *o, fc_channel **out, char *err, siz
   {
     grpc_arg args[6];
     size_t n = 0;
-    args[n++] = int_arg(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, CLIENT_MAX_RECV);
-    args[n++] = int_arg(GRPC_ARG_KEEPALIVE_TIME_MS, o->keepalive_ms > 0 ? o->keepalive_ms : 20000);
-    args[n++] = int_arg(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
-    args[n++] = int_arg(GRPC_ARG_ENABLE_RETRIES, 0);
-    args[n++] = int_arg(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+    args[n++] = fc_int_arg(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, CLIENT_MAX_RECV);
+    args[n++] = fc_int_arg(GRPC_ARG_KEEPALIVE_TIME_MS, o->keepalive_ms > 0 ? o->keepalive_ms : 20000);
+    args[n++] = fc_int_arg(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+    args[n++] = fc_int_arg(GRPC_ARG_ENABLE_RETRIES, 0);
+    args[n++] = fc_int_arg(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
     if (o->server_name) args[n++] = str_arg(GRPC_SSL_TARGET_NAME_OVERRIDE_ARG, o->server_name);
     grpc_channel_args cargs = {n, args};
     /* "ipv4:" targets skip the c-ares resolver (and its one-time leak). */
@@ -202,28 +194,37 @@ static int batch(fc_ccall *c, grpc_op *ops, size_t n) {
   return wait_tag(c, ops);
 }
 
+/* The next message's bytes (with the initial metadata the first time);
+ * NULL at the end of the stream or on failure, which sets recv_ended. */
+static grpc_byte_buffer *recv_raw(fc_ccall *c) {
+  grpc_op ops[2];
+  size_t n = 0;
+  grpc_byte_buffer *bb = NULL;
+  memset(ops, 0, sizeof ops);
+  if (!c->got_initial_md) {
+    ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[n].data.recv_initial_metadata.recv_initial_metadata = &c->init_md;
+    n++;
+    c->got_initial_md = 1;
+  }
+  ops[n].op = GRPC_OP_RECV_MESSAGE;
+  ops[n].data.recv_message.recv_message = &bb;
+  n++;
+  if (!batch(c, ops, n) && bb) {
+    grpc_byte_buffer_destroy(bb);
+    bb = NULL;
+  }
+  if (!bb) c->recv_ended = 1;
+  return bb;
+}
+
 static void fetch_status(fc_ccall *c, fc_status *st) {
   if (!c->got_status) {
-    grpc_op ops[2];
-    size_t n = 0;
-    memset(ops, 0, sizeof ops);
+    grpc_op ops[1];
     /* Drain what the server may still send, else the status never comes. */
     while (!c->recv_ended) {
-      grpc_byte_buffer *bb = NULL;
-      n = 0;
-      memset(ops, 0, sizeof ops);
-      if (!c->got_initial_md) {
-        ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
-        ops[n].data.recv_initial_metadata.recv_initial_metadata = &c->init_md;
-        n++;
-        c->got_initial_md = 1;
-      }
-      ops[n].op = GRPC_OP_RECV_MESSAGE;
-      ops[n].data.recv_message.recv_message = &bb;
-      n++;
-      int ok = batch(c, ops, n);
+      grpc_byte_buffer *bb = recv_raw(c);
       if (bb) grpc_byte_buffer_destroy(bb);
-      if (!ok || !bb) c->recv_ended = 1;
     }
     memset(ops, 0, sizeof ops);
     ops[0].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
@@ -281,25 +282,8 @@ static grpc_op op_send_md(fc_ccall *c) {
 }
 
 static int recv_one(fc_ccall *c, const ProtobufCMessageDescriptor *desc, ProtobufCMessage **msg) {
-  grpc_op ops[2];
-  size_t n = 0;
-  grpc_byte_buffer *bb = NULL;
-  memset(ops, 0, sizeof ops);
-  if (!c->got_initial_md) {
-    ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[n].data.recv_initial_metadata.recv_initial_metadata = &c->init_md;
-    n++;
-    c->got_initial_md = 1;
-  }
-  ops[n].op = GRPC_OP_RECV_MESSAGE;
-  ops[n].data.recv_message.recv_message = &bb;
-  n++;
-  int ok = batch(c, ops, n);
-  if (!ok || !bb) {
-    if (bb) grpc_byte_buffer_destroy(bb);
-    c->recv_ended = 1;
-    return 0;
-  }
+  grpc_byte_buffer *bb = recv_raw(c);
+  if (!bb) return 0;
   c->bytes_in += grpc_byte_buffer_length(bb);
   int rc = fc_unpack_message(bb, desc, CLIENT_MAX_RECV, msg);
   grpc_byte_buffer_destroy(bb);

@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "fedc/error.h"
 
@@ -121,12 +122,7 @@ static void *guard_main(void *arg) {
     int pressure = look(g);
     pthread_mutex_lock(&g->mu);
     struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += (pressure ? 5 : 25) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-      ts.tv_sec++;
-      ts.tv_nsec -= 1000000000L;
-    }
+    fc_deadline_after_ms(&ts, pressure ? 5 : 25);
     if (!g->stop) pthread_cond_timedwait(&g->cv, &g->mu, &ts);
   }
   pthread_mutex_unlock(&g->mu);

@@ -448,14 +448,6 @@ static void *worker_main(void *arg) {
 
 /* ---- lifecycle ------------------------------------------------------------------- */
 
-static grpc_arg int_arg(const char *key, int value) {
-  grpc_arg a;
-  a.type = GRPC_ARG_INTEGER;
-  a.key = (char *)key;
-  a.value.integer = value;
-  return a;
-}
-
 int fc_server_start(const fc_server_opts *o, fc_server **out, char *err, size_t errlen) {
   int rc = FEDC_ERR_INVALID;
   char *ca = NULL, *cert = NULL, *key = NULL;
@@ -519,23 +511,23 @@ int fc_server_start(const fc_server_opts *o, fc_server **out, char *err, size_t 
   quota_arg.value.pointer.p = s->quota;
   quota_arg.value.pointer.vtable = grpc_resource_quota_arg_vtable();
   grpc_arg args[] = {
-      int_arg(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, (int)(s->max_recv_any + 1024)),
-      int_arg(GRPC_ARG_KEEPALIVE_TIME_MS, s->opts.keepalive_ms),
-      int_arg(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000),
-      int_arg(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1),
-      int_arg(GRPC_ARG_MAX_CONNECTION_IDLE_MS, s->opts.max_idle_ms),
+      fc_int_arg(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, (int)(s->max_recv_any + 1024)),
+      fc_int_arg(GRPC_ARG_KEEPALIVE_TIME_MS, s->opts.keepalive_ms),
+      fc_int_arg(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000),
+      fc_int_arg(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1),
+      fc_int_arg(GRPC_ARG_MAX_CONNECTION_IDLE_MS, s->opts.max_idle_ms),
       /* Clients ping every 20 s by default; accept pings down to 5 s apart so
        * a well-behaved client is never sent GOAWAY too_many_pings. */
-      int_arg(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000),
-      int_arg(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 5),
+      fc_int_arg(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000),
+      fc_int_arg(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 5),
       /* A second server on our port would silently take half the connections. */
-      int_arg(GRPC_ARG_ALLOW_REUSEPORT, 0),
-      int_arg(GRPC_ARG_MAX_CONCURRENT_STREAMS, 32),
+      fc_int_arg(GRPC_ARG_ALLOW_REUSEPORT, 0),
+      fc_int_arg(GRPC_ARG_MAX_CONCURRENT_STREAMS, 32),
       /* Bound what gRPC buffers for calls no worker has taken yet: without
        * this, BDP probing grows each connection's window and a burst of N
        * uploads is held in memory N x window at once. */
-      int_arg(GRPC_ARG_HTTP2_BDP_PROBE, 0),
-      int_arg(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 64 * 1024),
+      fc_int_arg(GRPC_ARG_HTTP2_BDP_PROBE, 0),
+      fc_int_arg(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 64 * 1024),
       quota_arg,
   };
   grpc_channel_args cargs = {sizeof args / sizeof args[0], args};

@@ -17,6 +17,15 @@ grpc_byte_buffer *fc_pack_message(const ProtobufCMessage *msg);
  * 0 ok, FEDC_ERR_TOO_LARGE, FEDC_ERR_PROTOCOL (malformed), FEDC_ERR_NOMEM. */
 int fc_unpack_message(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *desc, size_t cap,
                       ProtobufCMessage **out);
+/* An integer channel argument. */
+static inline grpc_arg fc_int_arg(const char *key, int value) {
+  grpc_arg a;
+  a.type = GRPC_ARG_INTEGER;
+  a.key = (char *)key;
+  a.value.integer = value;
+  return a;
+}
+
 /* Wipe secret bytes (OPENSSL_cleanse). */
 void fc_wipe(void *p, size_t n);
 /* Check our own TLS files before use: readable, certificate chains to the CA,

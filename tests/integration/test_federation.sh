@@ -5,6 +5,7 @@
 # status, rounds, model get (hash-verified), pause/resume, and role checks.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
+. "$(dirname "$0")/_data.sh"
 make_tmp
 PROBE="$BUILD_DIR/fedc_probe"
 
@@ -13,20 +14,7 @@ PROBE="$BUILD_DIR/fedc_probe"
 for c in a b c; do "$FEDC" pki issue --dir "$T/pki" --role client --name "$c" >/dev/null; done
 
 # Tiny data: 3 x 200 examples of 784 features, written as plain IDX.
-python3 - "$T" <<'PY'
-import random, struct, sys
-t = sys.argv[1]
-random.seed(7)
-for part in range(3):
-    n = 200
-    with open(f"{t}/img{part}.idx", "wb") as fi, open(f"{t}/lbl{part}.idx", "wb") as fl:
-        fi.write(struct.pack(">IIII", 0x803, n, 28, 28)); fl.write(struct.pack(">II", 0x801, n))
-        for i in range(n):
-            y = random.randrange(10)
-            px = bytearray(random.randrange(40) for _ in range(784))
-            for j in range(y * 70, y * 70 + 70): px[j] = 200 + random.randrange(50)
-            fi.write(px); fl.write(bytes([y]))
-PY
+make_idx "$T" 200 3
 
 start_coordinator --pki "$T/pki" --federation itest --state "$T/state" --model 784-10 \
   --rounds 3 --min-clients 3 --cohort 3 --min-updates 3 --poll-ms 100 --round-timeout-ms 30000 --log info
