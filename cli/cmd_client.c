@@ -69,13 +69,15 @@ static void on_event(void *ctx, const fedc_event *ev) {
                      : ev->kind == FEDC_EVENT_DONE     ? "done"
                      : ev->kind == FEDC_EVENT_TASK     ? "task"
                      : ev->kind == FEDC_EVENT_RETRY    ? "retry"
+                     : ev->kind == FEDC_EVENT_EVALUATED ? "evaluated"
                                                        : NULL;
   if (!kind) return;
   if (b->json) {
-    cli_print_json(json_pack("{s:s,s:s,s:I,s:I,s:I,s:f,s:f,s:f,s:s}", "client", b->name, "event", kind, "round",
-                             (json_int_t)ev->round, "model_version", (json_int_t)ev->model_version, "examples",
-                             (json_int_t)ev->num_examples, "loss", ev->loss, "update_norm", ev->update_norm,
-                             "clip_scale", ev->clip_scale, "detail", ev->detail ? ev->detail : ""));
+    cli_print_json(json_pack("{s:s,s:s,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:s}", "client", b->name, "event", kind,
+                             "round", (json_int_t)ev->round, "model_version", (json_int_t)ev->model_version,
+                             "examples", (json_int_t)ev->num_examples, "loss", ev->loss, "accuracy", ev->accuracy,
+                             "update_norm", ev->update_norm, "clip_scale", ev->clip_scale, "detail",
+                             ev->detail ? ev->detail : ""));
   } else if (ev->kind == FEDC_EVENT_UPLOADED) {
     fprintf(stderr, "fedc client %s: round %llu: uploaded (%llu examples, loss %.4f, norm %.4g%s)\n", b->name,
             (unsigned long long)ev->round, (unsigned long long)ev->num_examples, ev->loss, ev->update_norm,

@@ -277,6 +277,18 @@ static int do_round(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
   if (!c->have_model || c->cached_version != t->model_version ||
       t->model_sha256.len != FC_SHA256_LEN || !fc_digest_equal(c->cached_sha, t->model_sha256.data, FC_SHA256_LEN)) {
     if ((rc = fetch_model(c, t, st)) != FEDC_OK) return rc;
+    double acc = 0, eval_loss = 0;
+    if (c->trainer.evaluate && c->o.on_event &&
+        c->trainer.evaluate(c->trainer.ctx, c->weights, c->model_bytes / sizeof(float), &acc, &eval_loss) == 0) {
+      fedc_event ev;
+      memset(&ev, 0, sizeof ev);
+      ev.kind = FEDC_EVENT_EVALUATED;
+      ev.round = t->round;
+      ev.model_version = t->model_version;
+      ev.accuracy = acc;
+      ev.loss = eval_loss;
+      c->o.on_event(c->o.event_ctx, &ev);
+    }
   }
   size_t n = c->model_bytes / sizeof(float);
   float *out = malloc(c->model_bytes ? c->model_bytes : 1);

@@ -74,7 +74,9 @@ typedef struct fedc_trainer {
    * Return 0 on success, anything else to skip this round. Required. */
   int (*train)(void *ctx, const fedc_train_config *cfg, const float *weights, float *out, size_t n,
                int *output_kind, uint64_t *num_examples, double *loss);
-  /* Evaluate `weights` on local data. Optional (NULL). */
+  /* Evaluate `weights` on local data. Optional (NULL). When set, the runtime
+   * calls it on each new global model it downloads and reports the result as
+   * a FEDC_EVENT_EVALUATED event (nothing leaves the device). */
   int (*evaluate)(void *ctx, const float *weights, size_t n, double *accuracy, double *loss);
 } fedc_trainer;
 
@@ -86,6 +88,7 @@ enum fedc_event_kind {
   FEDC_EVENT_REJECTED = 5,  /* update refused by the coordinator (detail says why) */
   FEDC_EVENT_RETRY = 6,     /* transient network failure; backing off */
   FEDC_EVENT_DONE = 7,      /* federation finished */
+  FEDC_EVENT_EVALUATED = 8, /* trainer->evaluate ran on the new global model */
 };
 
 typedef struct fedc_event {
@@ -96,6 +99,7 @@ typedef struct fedc_event {
   double loss;
   double update_norm;   /* after clipping */
   double clip_scale;    /* 1 if not clipped */
+  double accuracy;      /* EVALUATED: local accuracy of the global model (loss in `loss`) */
   uint64_t bytes_in, bytes_out;
   const char *detail;
 } fedc_event;

@@ -50,6 +50,13 @@ jq -e 'select(.outcome == "completed" and .participants == 3 and .examples == 60
 l1=$(sed -n 1p "$T/rounds.jsonl" | jq .mean_train_loss); l3=$(sed -n 3p "$T/rounds.jsonl" | jq .mean_train_loss)
 awk "BEGIN{exit !($l3 < $l1)}" || fail "train loss did not fall: $l1 -> $l3"
 
+# The built-in trainer's evaluate callback ran on each downloaded global model,
+# locally: accuracy on the client's own data rises from v0 to v2.
+a0=$(grep '^{' "$T/client-a.log" | jq -r 'select(.event == "evaluated" and .model_version == 0) | .accuracy')
+a2=$(grep '^{' "$T/client-a.log" | jq -r 'select(.event == "evaluated" and .model_version == 2) | .accuracy')
+[ -n "$a0" ] && [ -n "$a2" ] || fail "no evaluated events in client-a.log"
+awk "BEGIN{exit !($a2 > $a0)}" || fail "local accuracy did not rise: $a0 -> $a2"
+
 # Every version is on disk as safetensors carrying its hash; model get verifies it.
 for v in 0 1 2 3; do [ -f "$T/state/models/v00000$v.safetensors" ] || fail "missing model v$v"; done
 "$FEDC" model get "${ADMIN[@]}" --version 2 --out "$T/v2.safetensors" --json > "$T/get.json"
