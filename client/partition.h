@@ -23,6 +23,7 @@ typedef struct fc_partition_opts {
   uint32_t nparts;          /* >= 1 */
   double alpha;             /* Dirichlet concentration, > 0 */
   uint32_t shards_per_part; /* shards scheme; 0 means 2 */
+  int balance;              /* Dirichlet: NIID-Bench's cap (parts at n/nparts take no more); 0 = off */
   uint64_t seed;
 } fc_partition_opts;
 

@@ -54,7 +54,7 @@ int fc_mlp_check(const fc_mlp *m);
 size_t fc_mlp_nparams(const fc_mlp *m);
 /* The tensor list: "fc<i>.weight" [out,in] then "fc<i>.bias" [out], i = 1.. */
 int fc_mlp_spec(const fc_mlp *m, fc_model_spec *out);
-/* PyTorch's default nn.Linear init: weights and biases ~ U(-1/sqrt(in), 1/sqrt(in)). */
+/* He initialisation (ReLU): weights ~ N(0, 2/in), biases 0. Deterministic per seed. */
 int fc_mlp_init(const fc_mlp *m, uint64_t seed, float *params);
 
 /* Workspace: activation, gradient, momentum and permutation buffers, reused
