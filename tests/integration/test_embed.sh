@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The client library as a device program sees it: install fedc (cmake
+# --install), build tests/embed/embed_example.c against the installed header
+# and `pkg-config fedc-client` only, and run it in a federation: 2 rounds,
+# its update clipped by the runtime to the announced norm.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh" "$@"
+make_tmp
+cmake --install "$BUILD_DIR" --prefix "$T/prefix" >/dev/null || fail "cmake --install failed"
+[ -f "$T/prefix/include/fedc/client.h" ] || fail "header not installed"
+PC=$(find "$T/prefix" -name fedc-client.pc | head -1)
+[ -n "$PC" ] || fail "fedc-client.pc not installed"
+export PKG_CONFIG_PATH=$(dirname "$PC")
+LIBDIR=$(pkg-config --variable=libdir fedc-client)
+# Sanitizer builds need the same runtime flags in the example.
+SAN=""
+if nm -D "$LIBDIR/libfedc-client.so" 2>/dev/null | grep -q __asan_init; then SAN="-fsanitize=address,undefined"; fi
+cc -std=c11 -Wall -Wextra -Werror $SAN $(pkg-config --cflags fedc-client) "$FEDC_SOURCE_DIR/tests/embed/embed_example.c" \
+  -o "$T/embed" $(pkg-config --libs fedc-client) || fail "example does not build against the installed library"
+# Only the public API is exported.
+extra=$(nm -D --defined-only "$LIBDIR/libfedc-client.so" | awk '{print $3}' | grep -v '^fedc_' | grep -v '^_' || true)
+[ -z "$extra" ] || fail "libfedc-client.so exports non-API symbols: $extra"
+
+"$FEDC" pki init --dir "$T/pki" --federation itest >/dev/null
+"$FEDC" pki issue --dir "$T/pki" --role client --name dev1 >/dev/null
+start_coordinator --pki "$T/pki" --federation itest --state "$T/state" --model 784-10 --rounds 2 \
+  --min-clients 1 --cohort 1 --min-updates 1 --clip-norm 0.5 --poll-ms 100
+LD_LIBRARY_PATH="$LIBDIR" "$T/embed" "$COORD_ADDR" "$T/pki/ca.crt" "$T/pki/client-dev1.crt" \
+  "$T/pki/client-dev1.key" > "$T/embed.out" 2>&1 || fail "embedded client failed: $(cat "$T/embed.out")"
+[ "$(grep -c '^uploaded' "$T/embed.out")" = 2 ] || fail "expected 2 uploads: $(cat "$T/embed.out")"
+# +0.01 on 7850 weights has norm 0.886: the runtime clipped it to <= 0.5.
+awk '/^uploaded/ { split($3, n, "="); split($4, s, "="); if (n[2] > 0.5 || s[2] >= 1) bad = 1 } END { exit bad }' \
+  "$T/embed.out" || fail "update not clipped: $(cat "$T/embed.out")"
+echo "PASS embed"
