@@ -300,6 +300,11 @@ int fc_call_unary(fc_channel *ch, const char *path, const ProtobufCMessage *req,
     return rc;
   }
   grpc_byte_buffer *out = fc_pack_message(req), *in = NULL;
+  if (!out) {
+    fc_ccall_destroy(c);
+    set_status(st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    return FEDC_ERR_NOMEM;
+  }
   grpc_op ops[6];
   memset(ops, 0, sizeof ops);
   ops[0] = op_send_md(c);
@@ -352,6 +357,11 @@ int fc_ccall_start(fc_channel *ch, const char *path, fc_rpc_kind kind, const Pro
   grpc_byte_buffer *bb = NULL;
   if (kind == FC_RPC_SERVER_STREAM) {
     bb = fc_pack_message(req);
+    if (!bb) {
+      fc_ccall_destroy(c);
+      set_status(st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+      return FEDC_ERR_NOMEM;
+    }
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = bb;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;

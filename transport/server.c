@@ -580,9 +580,13 @@ fail:
   free(cert);
   free(key);
   if (s) {
-    if (s->server) fc_server_destroy(s);
-    else
+    if (s->server) {
+      fc_server_destroy(s);
+    } else {
+      if (s->quota) grpc_resource_quota_unref(s->quota);
+      free(s->workers);
       free(s);
+    }
   }
   return rc;
 }
