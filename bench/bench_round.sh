@@ -43,6 +43,12 @@ start_coord() { # N STATE
   PORT=$(cat "$T/port")
 }
 
+# Baseline in the same run: one stream's loopback mTLS throughput (MB/s,
+# mean of 128 MiB upload and download) from bench_transport; the floor for a
+# round is then bytes_moved / that rate, as if all transfers were one stream.
+echo "bench_round: transport baseline..." >&2
+MBPS=$("$B/bench_transport" 2>/dev/null | jq -s '[.[] | select(.mib == 128) | .mb_per_s] | add / length')
+
 # Idle baseline.
 start_coord 1 "$T/state-idle"
 sleep 1
@@ -71,8 +77,9 @@ for n in "${NS[@]}"; do
   secs=$(echo "$rec" | jq '(.ended_unix_ms - .started_unix_ms) / 1000')
   bytes=$(echo "$rec" | jq '.bytes_in + .bytes_out')
   parts=$(echo "$rec" | jq '.participants')
-  printf '{"bench":"round","clients":%d,"params":1011010,"participants":%d,"coordinator_peak_rss_mib":%.1f,"idle_rss_mib":%.1f,"rss_over_idle_mib":%.1f,"round_seconds":%s,"bytes_moved":%s}\n' \
+  floor=$(awk "BEGIN{print $bytes / 1e6 / $MBPS}")
+  printf '{"bench":"round","clients":%d,"params":1011010,"participants":%d,"coordinator_peak_rss_mib":%.1f,"idle_rss_mib":%.1f,"rss_over_idle_mib":%.1f,"round_seconds":%s,"bytes_moved":%s,"stream_mb_per_s":%.0f,"transfer_floor_seconds":%.3f,"ratio_to_floor":%.2f}\n' \
     "$n" "$parts" "$(awk "BEGIN{print $KB/1024}")" "$(awk "BEGIN{print $IDLE_KB/1024}")" \
     "$(awk "BEGIN{print ($KB-$IDLE_KB)/1024}")" \
-    "$secs" "$bytes"
+    "$secs" "$bytes" "$MBPS" "$floor" "$(awk "BEGIN{print $secs / $floor}")"
 done
