@@ -155,6 +155,25 @@ static int load_data(builtin *b, const char *data, const char *dir, const char *
       fprintf(stderr, "fedc client: partitioning failed\n");
       return 1;
     }
+    /* Keep only our part's rows: a device holds its ~1/N of the data, not
+     * the whole set it was split from (188 MB of floats for Fashion-MNIST). */
+    float *x = malloc((size_t)b->n * b->data.dim * sizeof *x);
+    uint8_t *y = malloc(b->n ? b->n : 1);
+    if (!x || !y) {
+      free(x);
+      free(y);
+      return 1;
+    }
+    for (uint32_t i = 0; i < b->n; i++) {
+      memcpy(x + (size_t)i * b->data.dim, b->data.x + (size_t)b->idx[i] * b->data.dim, b->data.dim * sizeof *x);
+      y[i] = b->data.y[b->idx[i]];
+      b->idx[i] = i;
+    }
+    free(b->data.x);
+    free(b->data.y);
+    b->data.x = x;
+    b->data.y = y;
+    b->data.n = b->n;
   } else {
     b->n = b->data.n;
     b->idx = malloc(b->n * sizeof *b->idx);
