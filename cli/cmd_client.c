@@ -20,6 +20,7 @@
 #include "common/blas.h"
 #include "common/log.h"
 #include "fedc/client.h"
+#include "transport/transport.h"
 
 typedef struct builtin {
   fc_mlp mlp;
@@ -248,6 +249,12 @@ int cmd_client(int argc, char **argv) {
   if (fc_mlp_parse(model, &b.mlp) != 0) {
     fprintf(stderr, "fedc client: bad --model '%s' (want e.g. 784-200-200-10, mlp or logreg)\n", model);
     return 2;
+  }
+  /* Certificate problems first: loading the data can take seconds. */
+  char tlserr[512];
+  if (!tls.insecure && fc_tls_check_files(tls.ca, tls.cert, tls.key, tlserr, sizeof tlserr) != FEDC_OK) {
+    fprintf(stderr, "fedc client: %s\n", tlserr);
+    return 1;
   }
   int rc = load_data(&b, data, dir, part_kind, (uint32_t)parts, (uint32_t)part, alpha, pseed);
   if (rc) {

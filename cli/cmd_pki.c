@@ -12,6 +12,7 @@
  * error (one line on stderr). With --json, stdout carries exactly one JSON
  * object, also on failure ({"ok": false, "error": ...}).
  */
+#define _XOPEN_SOURCE 700 /* strptime */
 #include <getopt.h>
 #include <jansson.h>
 #include <limits.h>
@@ -191,6 +192,22 @@ static int pki_init(int argc, char **argv) {
 
 /* ---- issue ------------------------------------------------------------------------------ */
 
+/* "YYYY-MM-DD" or "YYYY-MM-DDTHH:MM:SS" (UTC) -> seconds relative to now. */
+static int parse_date_offset(const char *s, long *offset) {
+  struct tm tm;
+  memset(&tm, 0, sizeof tm);
+  const char *end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+  if (!end || *end) {
+    memset(&tm, 0, sizeof tm);
+    end = strptime(s, "%Y-%m-%d", &tm);
+  }
+  if (!end || *end) return -1;
+  time_t t = timegm(&tm);
+  if (t == (time_t)-1) return -1;
+  *offset = (long)(t - time(NULL));
+  return 0;
+}
+
 static void issue_help(void) {
   puts("usage: fedc pki issue --dir DIR --role client|admin|coordinator --name ID [--out DIR]\n"
        "                      [--days N] [--key-type ec|ed25519] [--san HOST_OR_IP]... [--json]\n"
@@ -205,6 +222,8 @@ static void issue_help(void) {
        "  --name ID         1-64 of [A-Za-z0-9_.-]; the certificate CN\n"
        "  --out DIR         where to write (created 0700 if missing)\n"
        "  --days N          validity (default 365, never beyond the CA's own expiry)\n"
+       "  --not-before DATE validity start, YYYY-MM-DD[THH:MM:SS] UTC (default: now - 5 min)\n"
+       "  --not-after DATE  validity end (overrides --days; never beyond the CA's expiry)\n"
        "  --key-type TYPE   ec or ed25519 (default: same as the CA)\n"
        "  --san HOST_OR_IP  extra DNS or IP name, coordinator role only (repeatable)\n"
        "  --json            print one JSON object with the paths written");
@@ -216,8 +235,11 @@ static int pki_issue(int argc, char **argv) {
       {"name", required_argument, NULL, 'N'}, {"out", required_argument, NULL, 'o'},
       {"days", required_argument, NULL, 'n'}, {"key-type", required_argument, NULL, 'k'},
       {"san", required_argument, NULL, 's'},  {"json", no_argument, NULL, 'j'},
+      {"not-before", required_argument, NULL, 'B'}, {"not-after", required_argument, NULL, 'A'},
       {"help", no_argument, NULL, 'h'},       {NULL, 0, NULL, 0},
   };
+  long nb_off = 0, na_off = 0;
+  int have_nb = 0, have_na = 0;
   fc_pki_issue_opts o;
   fc_pki_issue_opts_init(&o);
   const char *sans[MAX_SANS];
@@ -239,6 +261,14 @@ static int pki_issue(int argc, char **argv) {
       sans[o.nsans++] = optarg;
       break;
     case 'j': json = 1; break;
+    case 'B':
+      if (parse_date_offset(optarg, &nb_off)) return usage_error("issue", "--not-before wants YYYY-MM-DD, not %s", optarg);
+      have_nb = 1;
+      break;
+    case 'A':
+      if (parse_date_offset(optarg, &na_off)) return usage_error("issue", "--not-after wants YYYY-MM-DD, not %s", optarg);
+      have_na = 1;
+      break;
     case 'h': issue_help(); return 0;
     default: return bad_option("issue", c, argv);
     }
@@ -255,7 +285,11 @@ static int pki_issue(int argc, char **argv) {
   if (o.nsans && strcmp(o.role, "coordinator") != 0)
     return usage_error("issue", "--san is for --role coordinator only");
   o.sans = sans;
-  o.not_after_offset_sec = (long)days * 86400L;
+  o.not_after_offset_sec = have_na ? na_off : (long)days * 86400L;
+  if (have_nb) o.not_before_offset_sec = nb_off;
+  if (o.not_before_offset_sec >= o.not_after_offset_sec)
+    return usage_error("issue", "the validity window is empty (not-before is not before not-after)");
+  if (o.not_after_offset_sec <= 0) fprintf(stderr, "fedc pki issue: warning: this certificate is already expired\n");
 
   char err[512] = "";
   int rc = fc_pki_issue_ex(&o, err, sizeof err);

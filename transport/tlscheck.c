@@ -12,7 +12,12 @@
 
 #include "crypto/pki.h"
 #include "fedc/error.h"
+#include "transport/transport.h"
 #include "transport/transport_int.h"
+
+int fc_tls_check_files(const char *ca, const char *cert, const char *key, char *err, size_t errlen) {
+  return fc_tls_check_local(ca, cert, key, err, errlen);
+}
 
 int fc_tls_check_local(const char *ca, const char *cert, const char *key, char *err, size_t errlen) {
   int rc = fc_pki_verify(ca, cert, err, errlen);

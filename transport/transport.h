@@ -175,6 +175,11 @@ void fc_status_explain(fc_channel *ch, fc_status *st);
  * at debug. Changes process-wide state: for programs, never the library. */
 void fc_transport_route_grpc_logs(int error_level);
 
+/* Check our own TLS files before any connection: readable, the certificate
+ * chains to the CA and is within its validity, the key matches. FEDC_OK, or
+ * FEDC_ERR_CERT_EXPIRED / FEDC_ERR_TLS / FEDC_ERR_IO with one sentence in err. */
+int fc_tls_check_files(const char *ca, const char *cert, const char *key, char *err, size_t errlen);
+
 /* Process-wide gRPC init/shutdown (reference counted by gRPC itself). */
 void fc_transport_init(void);
 void fc_transport_shutdown(void);

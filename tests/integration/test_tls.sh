@@ -52,6 +52,12 @@ PY
   --key "$T/other/client-mallory.key" 2>"$T/wrongca.err" && fail "wrong-CA call succeeded"
 grep -q "not trusted" "$T/wrongca.err" || fail "wrong CA message unclear: $(cat "$T/wrongca.err")"
 
+# An expired client certificate: refused with a sentence that says so and when.
+"$FEDC" pki issue --dir "$T/pki" --role client --name old --not-before 2020-01-01 --not-after 2020-12-31 2>/dev/null >&2
+"$FEDC" client --coordinator "$COORD_ADDR" --pki "$T/pki" --name old --data "idx:/dev/null,/dev/null" 2>"$T/old.err" &&
+  fail "client with an expired certificate ran"
+grep -q "expired on 2020-12-31" "$T/old.err" || fail "expired certificate message unclear: $(cat "$T/old.err")"
+
 # Unreachable coordinator.
 "$FEDC" status --coordinator 127.0.0.1:1 --pki "$T/pki" --name root 2>"$T/unreach.err" && fail "port 1 answered"
 grep -q "unreachable" "$T/unreach.err" || fail "unreachable message unclear: $(cat "$T/unreach.err")"
