@@ -20,8 +20,10 @@
  * send {SEND_INITIAL_METADATA, SEND_STATUS_FROM_SERVER, RECV_CLOSE_ON_SERVER}.
  *
  * Shutdown (notes): shutdown_and_notify -> wait up to the grace period ->
- * cancel_all_calls -> wait for the notification -> destroy server ->
- * shutdown + drain every queue -> join workers.
+ * cancel_all_calls -> wait for the notification -> join workers (each
+ * finishes its cancelled call first) -> destroy server -> shutdown + drain
+ * every queue. The notification can come while a worker still runs its
+ * call's last batch, so queues are shut down only after the joins.
  */
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc_security.h>
@@ -438,11 +440,10 @@ static void *worker_main(void *arg) {
     grpc_metadata_array_destroy(&md);
     if (!ok) break;
   }
-  /* Drain until the queue is shut down by fc_server_destroy. */
-  for (;;) {
-    grpc_event ev = grpc_completion_queue_next(w->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
-    if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
-  }
+  /* Nothing of ours is pending on the queue now (every batch was waited
+   * for); fc_server_destroy shuts it down and drains it after joining us.
+   * Shutting it down while a worker still finishes a cancelled call would
+   * make that call's last batch hit a dead queue (a gRPC assertion). */
   return NULL;
 }
 
@@ -627,15 +628,17 @@ void fc_server_destroy(fc_server *s) {
     }
   }
   fc_fdguard_stop(s->guard);
+  /* Workers leave their loop once the server is shut down and their current
+   * call (cancelled, if the grace period ran out) is finished. */
+  for (int i = 0; s->workers && i < s->nworkers; i++)
+    if (s->workers[i].started) pthread_join(s->workers[i].thread, NULL);
   if (s->server) grpc_server_destroy(s->server);
   for (int i = 0; s->workers && i < s->nworkers; i++) {
     if (!s->workers[i].cq) continue;
     grpc_completion_queue_shutdown(s->workers[i].cq);
-    if (s->workers[i].started) pthread_join(s->workers[i].thread, NULL);
-    else
-      while (grpc_completion_queue_next(s->workers[i].cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).type !=
-             GRPC_QUEUE_SHUTDOWN) {
-      }
+    while (grpc_completion_queue_next(s->workers[i].cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).type !=
+           GRPC_QUEUE_SHUTDOWN) {
+    }
     grpc_completion_queue_destroy(s->workers[i].cq);
   }
   if (s->shutdown_cq) {
