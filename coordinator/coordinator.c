@@ -444,9 +444,15 @@ static void h_upload(fc_scall *call, void *ctx) {
     goto out;
   }
   round = first->meta->round;
+  fc_engine_status es;
   pthread_mutex_lock(&c->mu);
   int v = fc_engine_upload_begin(c->engine, peer->name, round, first->meta->model_version, fc_now_ms());
+  fc_engine_get_status(c->engine, fc_now_ms(), &es);
   pthread_mutex_unlock(&c->mu);
+  /* Past the round's deadline the update can never be committed: stop
+   * receiving it then, or a trickling upload would hold a staging slot into
+   * later rounds and lock out their uploads. */
+  uint64_t round_deadline = es.round_started_ms + c->cfg.engine.round_ms;
   if (v != FC_UP_OK) {
     code = verdict_status(v);
     snprintf(why, sizeof why, "update refused: %s (round %llu)", fc_upload_verdict_text(v),
@@ -477,6 +483,13 @@ static void h_upload(fc_scall *call, void *ctx) {
       snprintf(why, sizeof why, "upload stream broke off (%s) after %llu of %llu bytes", fedc_strerror(err),
                (unsigned long long)rx.received, (unsigned long long)rx.total);
       goto out; /* status already sent by the transport */
+    }
+    if (fc_now_ms() >= round_deadline) {
+      protobuf_c_message_free_unpacked(msg, NULL);
+      code = GRPC_STATUS_DEADLINE_EXCEEDED;
+      snprintf(why, sizeof why, "round %llu deadline passed during the upload (%llu of %llu bytes)",
+               (unsigned long long)round, (unsigned long long)rx.received, (unsigned long long)rx.total);
+      goto out;
     }
     const Fedc__V1__UploadMsg *um = (const Fedc__V1__UploadMsg *)msg;
     if (!um->chunk || um->header || um->meta) {

@@ -1,0 +1,236 @@
+/*
+ * test_coordinator.c - the coordinator service in-process (insecure loopback
+ * test mode, identities from metadata), driven by raw protocol calls.
+ *
+ * Covered: an upload that is still streaming when its round ends is cut off
+ * and frees its staging slot for the next round's uploads.
+ */
+#define _XOPEN_SOURCE 700 /* nftw */
+#include <ftw.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "common/log.h"
+#include "coordinator/coordinator.h"
+#include "crypto/sha256.h"
+#include "fedc/error.h"
+#include "fedc/v1/fedc.pb-c.h"
+#include "transport/tensor_stream.h"
+#include "transport/transport.h"
+
+#define NPARAM 1024
+
+static char root[] = "/tmp/fedc-test-coordinator-XXXXXX";
+static int seq;
+
+static fc_model_spec model_spec(void) {
+  fc_model_spec spec;
+  memset(&spec, 0, sizeof spec);
+  uint64_t shape[1] = {NPARAM};
+  fc_model_spec_add(&spec, "w", 1, shape);
+  return spec;
+}
+
+static fc_coord *start(const fc_coord_cfg *cfg) {
+  static float init[NPARAM];
+  fc_model_spec spec = model_spec();
+  fc_coord *c = NULL;
+  char err[400] = "";
+  if (fc_coord_start(cfg, &spec, init, &c, err, sizeof err) != FEDC_OK) {
+    fprintf(stderr, "  coordinator start: %s\n", err);
+    return NULL;
+  }
+  return c;
+}
+
+static void base_cfg(fc_coord_cfg *cfg) {
+  fc_coord_cfg_defaults(cfg);
+  snprintf(cfg->listen, sizeof cfg->listen, "127.0.0.1:0");
+  snprintf(cfg->state_dir, sizeof cfg->state_dir, "%s/state%d", root, seq++);
+  cfg->insecure_for_testing = 1;
+  cfg->threads = 4;
+  cfg->engine.min_clients = 1;
+  cfg->engine.min_updates = 1;
+  cfg->engine.cohort_size = 2;
+  cfg->engine.rounds = 0;
+  cfg->engine.pickup_ms = 60000;
+  cfg->engine.round_ms = 60000;
+  cfg->engine.client_ttl_ms = 60000;
+  cfg->engine.poll_ms = 50;
+}
+
+static fc_channel *channel(int port, const char *identity) {
+  char target[64], err[400] = "";
+  snprintf(target, sizeof target, "127.0.0.1:%d", port);
+  fc_channel_opts o;
+  fc_channel_opts_init(&o);
+  o.target = target;
+  o.insecure_for_testing = 1;
+  o.insecure_identity = identity;
+  fc_channel *ch = NULL;
+  if (fc_channel_create(&o, &ch, err, sizeof err) != FEDC_OK) fprintf(stderr, "  channel: %s\n", err);
+  return ch;
+}
+
+/* Check in (every 50 ms, up to timeout_ms) until the answer is TRAIN for a
+ * round other than `not_round`. Returns the task's round, 0 on timeout. */
+static uint64_t wait_task(fc_channel *ch, uint64_t not_round, int timeout_ms, uint64_t *version) {
+  for (int waited = 0; waited < timeout_ms; waited += 50) {
+    Fedc__V1__CheckInRequest req = FEDC__V1__CHECK_IN_REQUEST__INIT;
+    ProtobufCMessage *m = NULL;
+    fc_status st;
+    if (fc_call_unary(ch, "/fedc.v1.Coordinator/CheckIn", &req.base, &fedc__v1__check_in_response__descriptor, &m,
+                      5000, &st) == FEDC_OK) {
+      Fedc__V1__CheckInResponse *r = (Fedc__V1__CheckInResponse *)m;
+      uint64_t round = 0;
+      if (r->action == FEDC__V1__CHECK_IN_RESPONSE__ACTION__TRAIN && r->task && r->task->round != not_round) {
+        round = r->task->round;
+        *version = r->task->model_version;
+      }
+      protobuf_c_message_free_unpacked(m, NULL);
+      if (round) return round;
+    }
+    usleep(50 * 1000);
+  }
+  return 0;
+}
+
+typedef struct up_args {
+  fc_channel *ch;
+  uint64_t round, version;
+  float loss;
+  uint32_t chunk;   /* bytes per chunk */
+  int gap_ms;       /* pause before each chunk */
+  fc_status st;
+  int rc;
+} up_args;
+
+/* Upload a zero delta for (round, version). */
+static void *upload(void *arg) {
+  up_args *a = arg;
+  static const float zero[NPARAM];
+  fc_model_spec spec = model_spec();
+  uint8_t sha[FC_SHA256_LEN];
+  fc_sha256(zero, sizeof zero, sha);
+  fc_ccall *call = NULL;
+  memset(&a->st, 0, sizeof a->st);
+  a->rc = fc_ccall_start(a->ch, "/fedc.v1.Coordinator/UploadUpdate", FC_RPC_CLIENT_STREAM, NULL, 60000, &call,
+                         &a->st);
+  if (a->rc != FEDC_OK) return NULL;
+  Fedc__V1__UpdateMeta meta = FEDC__V1__UPDATE_META__INIT;
+  meta.round = a->round;
+  meta.model_version = a->version;
+  meta.num_examples = 10;
+  meta.train_loss = a->loss;
+  fc_pb_header h;
+  fc_pb_header_build(&h, &spec, sizeof zero, sha, a->chunk);
+  Fedc__V1__UploadMsg first = FEDC__V1__UPLOAD_MSG__INIT;
+  first.meta = &meta;
+  first.header = &h.h;
+  a->rc = fc_ccall_send(call, &first.base, &a->st);
+  for (uint64_t off = 0; a->rc == FEDC_OK && off < sizeof zero; off += a->chunk) {
+    if (a->gap_ms) usleep((useconds_t)a->gap_ms * 1000);
+    Fedc__V1__TensorChunk c = FEDC__V1__TENSOR_CHUNK__INIT;
+    c.offset = off;
+    c.data.data = (uint8_t *)zero + off;
+    c.data.len = sizeof zero - off < a->chunk ? sizeof zero - off : a->chunk;
+    Fedc__V1__UploadMsg m = FEDC__V1__UPLOAD_MSG__INIT;
+    m.chunk = &c;
+    a->rc = fc_ccall_send(call, &m.base, &a->st);
+  }
+  if (a->rc == FEDC_OK) {
+    ProtobufCMessage *resp = NULL;
+    a->rc = fc_ccall_close_and_recv(call, &fedc__v1__upload_response__descriptor, &resp, &a->st);
+    if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+  }
+  fc_ccall_destroy(call);
+  return NULL;
+}
+
+/* One staging slot. Client a starts an upload in round 1 and trickles it
+ * (a chunk every 300 ms, well inside the per-message idle limit) far past the
+ * round's deadline; the round is abandoned and round 2 starts. Client b's
+ * upload in round 2 must get the slot: the stale upload cannot be committed
+ * any more, so it must not keep holding it. */
+static void test_upload_outliving_round(void) {
+  fc_coord_cfg cfg;
+  base_cfg(&cfg);
+  cfg.upload_slots = 1;
+  cfg.stream_idle_ms = 3000;
+  cfg.engine.cohort_size = 2;
+  cfg.engine.min_clients = 2;
+  cfg.engine.round_ms = 1500;
+  fc_coord *c = start(&cfg);
+  CHECK(c != NULL);
+  if (!c) return;
+  int port = fc_coord_port(c);
+  fc_channel *a = channel(port, "client/a"), *b = channel(port, "client/b");
+  CHECK(a && b);
+  uint64_t va = 0, vb = 0, ra = 0, rb = 0;
+  /* Both must be live before a round starts (min_clients 2): check in once. */
+  if (a && b) {
+    Fedc__V1__CheckInRequest req = FEDC__V1__CHECK_IN_REQUEST__INIT;
+    ProtobufCMessage *m = NULL;
+    fc_status st;
+    if (fc_call_unary(b, "/fedc.v1.Coordinator/CheckIn", &req.base, &fedc__v1__check_in_response__descriptor, &m,
+                      5000, &st) == FEDC_OK)
+      protobuf_c_message_free_unpacked(m, NULL);
+    ra = wait_task(a, 0, 5000, &va);
+  }
+  CHECK(ra != 0);
+  if (ra) {
+    up_args slow = {a, ra, va, 0.5f, 128, 300, {0}, 0}; /* 32 chunks x 300 ms = 9.6 s */
+    pthread_t th;
+    pthread_create(&th, NULL, upload, &slow);
+    /* b ignores round ra; it waits for the next one (after ra's deadline). */
+    rb = wait_task(b, ra, 8000, &vb);
+    CHECK(rb > ra);
+    if (rb) {
+      up_args fast = {b, rb, vb, 0.5f, 4096, 0, {0}, 0};
+      upload(&fast);
+      if (fast.rc != FEDC_OK) fprintf(stderr, "  round %llu upload: %s\n", (unsigned long long)rb, fast.st.detail);
+      CHECK_EQ_INT(fast.rc, FEDC_OK);
+    }
+    pthread_join(th, NULL);
+    /* The stale upload is refused (its round is over), never accepted. */
+    CHECK(slow.rc != FEDC_OK);
+    CHECK_EQ_INT(slow.st.code, GRPC_STATUS_DEADLINE_EXCEEDED);
+  }
+  fc_channel_destroy(a);
+  fc_channel_destroy(b);
+  fc_coord_stop(c, 0);
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+  (void)sb;
+  (void)flag;
+  (void)ftw;
+  return remove(path);
+}
+
+int main(void) {
+  if (!mkdtemp(root)) {
+    perror("mkdtemp");
+    return 1;
+  }
+  if (!getenv("FEDC_LOG")) fc_log_set_level(FC_LOG_ERROR);
+  fc_transport_init();
+  struct {
+    const char *name;
+    void (*fn)(void);
+  } tests[] = {
+      {"upload_outliving_round", test_upload_outliving_round},
+  };
+  for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
+    int before = check_failed;
+    tests[i].fn();
+    fprintf(stderr, "%s: %s\n", tests[i].name, check_failed == before ? "ok" : "FAILED");
+  }
+  fc_transport_shutdown();
+  nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+  return CHECK_DONE();
+}
