@@ -465,6 +465,11 @@ static void h_upload(fc_scall *call, void *ctx) {
     snprintf(why, sizeof why, "update reports 0 examples");
     goto out;
   }
+  if (!isfinite(first->meta->train_loss)) {
+    code = GRPC_STATUS_INVALID_ARGUMENT;
+    snprintf(why, sizeof why, "update reports a non-finite train_loss");
+    goto out;
+  }
   if ((err = fc_chunk_rx_begin_pb(&rx, first->header, &m->spec, m->bytes, why, sizeof why)) != FEDC_OK) {
     code = err_status(err);
     goto out;

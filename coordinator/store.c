@@ -142,7 +142,10 @@ int fc_store_append_round(const char *dir, const fc_round_stats *r, char *err, s
   json_t *o = round_to_json(r);
   char *s = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
   json_decref(o);
-  if (!s) return FEDC_ERR_NOMEM;
+  if (!s) {
+    snprintf(err, errlen, "cannot encode the record of round %llu for %s", (unsigned long long)r->round, p);
+    return FEDC_ERR_NOMEM;
+  }
   int fd = open(p, O_WRONLY | O_CREAT | O_APPEND, 0600);
   int rc = FEDC_OK;
   if (fd < 0) {

@@ -3,10 +3,12 @@
  * test mode, identities from metadata), driven by raw protocol calls.
  *
  * Covered: an upload that is still streaming when its round ends is cut off
- * and frees its staging slot for the next round's uploads.
+ * and frees its staging slot for the next round's uploads; an update whose
+ * train_loss is NaN is refused (it would poison the round record).
  */
 #define _XOPEN_SOURCE 700 /* nftw */
 #include <ftw.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -205,6 +207,51 @@ static void test_upload_outliving_round(void) {
   fc_coord_stop(c, 0);
 }
 
+static int count_lines(const char *path) {
+  FILE *f = fopen(path, "r");
+  if (!f) return 0;
+  int n = 0, ch;
+  while ((ch = fgetc(f)) != EOF) n += ch == '\n';
+  fclose(f);
+  return n;
+}
+
+/* train_loss comes off the wire: a NaN must not be averaged into the round's
+ * record (jansson cannot write NaN, so the round would vanish from
+ * rounds.jsonl). The update is refused; a proper one then completes the round. */
+static void test_nan_loss(void) {
+  fc_coord_cfg cfg;
+  base_cfg(&cfg);
+  cfg.engine.cohort_size = 1;
+  cfg.engine.rounds = 1;
+  fc_coord *c = start(&cfg);
+  CHECK(c != NULL);
+  if (!c) return;
+  fc_channel *a = channel(fc_coord_port(c), "client/a");
+  CHECK(a != NULL);
+  uint64_t v = 0, r = a ? wait_task(a, 0, 5000, &v) : 0;
+  CHECK(r != 0);
+  if (r) {
+    up_args bad = {a, r, v, NAN, 4096, 0, {0}, 0};
+    upload(&bad);
+    CHECK(bad.rc != FEDC_OK);
+    CHECK_EQ_INT(bad.st.code, GRPC_STATUS_INVALID_ARGUMENT);
+    up_args inf = {a, r, v, INFINITY, 4096, 0, {0}, 0};
+    upload(&inf);
+    CHECK_EQ_INT(inf.st.code, GRPC_STATUS_INVALID_ARGUMENT);
+    up_args good = {a, r, v, 0.25f, 4096, 0, {0}, 0};
+    upload(&good);
+    CHECK_EQ_INT(good.rc, FEDC_OK);
+    for (int i = 0; i < 100 && !fc_coord_done(c); i++) usleep(50 * 1000);
+    CHECK(fc_coord_done(c));
+  }
+  char path[700];
+  snprintf(path, sizeof path, "%s/rounds.jsonl", cfg.state_dir);
+  CHECK_EQ_INT(count_lines(path), 1);
+  fc_channel_destroy(a);
+  fc_coord_stop(c, 0);
+}
+
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
   (void)sb;
   (void)flag;
@@ -224,6 +271,7 @@ int main(void) {
     void (*fn)(void);
   } tests[] = {
       {"upload_outliving_round", test_upload_outliving_round},
+      {"nan_loss", test_nan_loss},
   };
   for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
     int before = check_failed;
