@@ -185,7 +185,11 @@ static int finalize(fc_coord *c, uint64_t *version, uint8_t sha[FC_SHA256_LEN], 
     goto out;
   }
   model_ref *m = model_new(old->version + 1, &old->spec, next);
-  if (!m) goto out;
+  if (!m) {
+    rc = FEDC_ERR_NOMEM;
+    snprintf(why, whylen, "out of memory finalizing the model");
+    goto out;
+  }
   next = NULL;
   fc_engine_status es;
   pthread_mutex_lock(&c->mu);
