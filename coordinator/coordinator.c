@@ -68,6 +68,9 @@ struct fc_coord {
   pthread_mutex_t dl_mu;
   pthread_cond_t dl_cv;
   int downloads;
+  /* Who holds each slot ("" = free): one download per identity at a time, so
+   * one client reading slowly cannot take every slot. */
+  char (*dl_who)[sizeof ((fc_peer *)0)->name];
 };
 
 
@@ -324,20 +327,38 @@ static int emit_stream_msg(void *ctx, const Fedc__V1__TensorHeader *h, const Fed
   return fc_scall_send(e->call, &m.base) == 0 ? FEDC_OK : FEDC_ERR_UNAVAILABLE;
 }
 
-static int download_slot_get(fc_coord *c) {
+/* A download slot for `who`: its index, -1 if none came free within
+ * stream_idle_ms, -2 if `who` already holds one. */
+static int download_slot_get(fc_coord *c, const char *who) {
   struct timespec until;
   fc_deadline_after_ms(&until, (uint64_t)c->cfg.stream_idle_ms);
-  int ok = 1;
+  int slot = -1;
   pthread_mutex_lock(&c->dl_mu);
-  while (c->downloads >= c->cfg.download_slots && ok)
-    ok = pthread_cond_timedwait(&c->dl_cv, &c->dl_mu, &until) == 0;
-  if (ok) c->downloads++;
+  for (;;) {
+    int free_slot = -1;
+    for (int i = 0; i < c->cfg.download_slots; i++) {
+      if (strcmp(c->dl_who[i], who) == 0) {
+        slot = -2;
+        goto out;
+      }
+      if (free_slot < 0 && !c->dl_who[i][0]) free_slot = i;
+    }
+    if (free_slot >= 0) {
+      slot = free_slot;
+      snprintf(c->dl_who[slot], sizeof c->dl_who[slot], "%s", who);
+      c->downloads++;
+      break;
+    }
+    if (pthread_cond_timedwait(&c->dl_cv, &c->dl_mu, &until) != 0) break;
+  }
+out:
   pthread_mutex_unlock(&c->dl_mu);
-  return ok;
+  return slot;
 }
 
-static void download_slot_put(fc_coord *c) {
+static void download_slot_put(fc_coord *c, int slot) {
   pthread_mutex_lock(&c->dl_mu);
+  c->dl_who[slot][0] = 0;
   c->downloads--;
   pthread_cond_signal(&c->dl_cv);
   pthread_mutex_unlock(&c->dl_mu);
@@ -346,12 +367,18 @@ static void download_slot_put(fc_coord *c) {
 static void stream_model_slot(fc_coord *c, fc_scall *call, uint64_t version, int allow_old);
 
 static void stream_model(fc_coord *c, fc_scall *call, uint64_t version, int allow_old) {
-  if (!download_slot_get(c)) {
+  int slot = download_slot_get(c, fc_scall_peer(call)->name);
+  if (slot == -2) {
+    fc_scall_finish(call, GRPC_STATUS_UNAVAILABLE, "a model download for this client is already in progress, retry",
+                    NULL);
+    return;
+  }
+  if (slot < 0) {
     fc_scall_finish(call, GRPC_STATUS_UNAVAILABLE, "coordinator busy: all model download slots taken, retry", NULL);
     return;
   }
   stream_model_slot(c, call, version, allow_old);
-  download_slot_put(c);
+  download_slot_put(c, slot);
 }
 
 static void stream_model_slot(fc_coord *c, fc_scall *call, uint64_t version, int allow_old) {
@@ -709,6 +736,11 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
   pthread_mutex_init(&c->dl_mu, NULL);
   pthread_cond_init(&c->dl_cv, NULL);
   if (c->cfg.download_slots <= 0) c->cfg.download_slots = 4;
+  if (!(c->dl_who = calloc((size_t)c->cfg.download_slots, sizeof *c->dl_who))) {
+    rc = FEDC_ERR_NOMEM;
+    snprintf(err, errlen, "out of memory");
+    goto fail;
+  }
   if (c->cfg.chunk_bytes < FC_CHUNK_MIN || c->cfg.chunk_bytes > FC_CHUNK_MAX) c->cfg.chunk_bytes = FC_CHUNK_DEFAULT;
 
   if ((rc = fc_store_open(cfg->state_dir, err, errlen)) != FEDC_OK) goto fail;
@@ -859,6 +891,7 @@ void fc_coord_stop(fc_coord *c, int grace_ms) {
   fc_engine_destroy(c->engine);
   model_unref(c->model);
   free(c->rounds);
+  free(c->dl_who);
   pthread_mutex_destroy(&c->mu);
   pthread_mutex_destroy(&c->stop_mu);
   pthread_cond_destroy(&c->stop_cv);

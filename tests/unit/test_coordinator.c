@@ -37,17 +37,23 @@ static fc_model_spec model_spec(void) {
   return spec;
 }
 
-static fc_coord *start(const fc_coord_cfg *cfg) {
-  static float init[NPARAM];
-  fc_model_spec spec = model_spec();
+/* A coordinator whose model is one tensor of n zeros. */
+static fc_coord *start_n(const fc_coord_cfg *cfg, uint64_t n) {
+  float *init = calloc(n, sizeof *init);
+  fc_model_spec spec;
+  memset(&spec, 0, sizeof spec);
+  fc_model_spec_add(&spec, "w", 1, &n);
   fc_coord *c = NULL;
   char err[400] = "";
-  if (fc_coord_start(cfg, &spec, init, &c, err, sizeof err) != FEDC_OK) {
+  if (!init || fc_coord_start(cfg, &spec, init, &c, err, sizeof err) != FEDC_OK) {
     fprintf(stderr, "  coordinator start: %s\n", err);
-    return NULL;
+    c = NULL;
   }
+  free(init);
   return c;
 }
+
+static fc_coord *start(const fc_coord_cfg *cfg) { return start_n(cfg, NPARAM); }
 
 static void base_cfg(fc_coord_cfg *cfg) {
   fc_coord_cfg_defaults(cfg);
@@ -252,6 +258,76 @@ static void test_nan_loss(void) {
   fc_coord_stop(c, 0);
 }
 
+typedef struct slow_reader {
+  fc_ccall *calls[2];
+  int rounds;
+} slow_reader;
+
+/* Read one message of each stream every 800 ms (inside the idle limit). */
+static void *read_slowly(void *arg) {
+  slow_reader *r = arg;
+  for (int i = 0; i < r->rounds; i++) {
+    usleep(800 * 1000);
+    for (int k = 0; k < 2; k++) {
+      ProtobufCMessage *m = NULL;
+      fc_status st;
+      if (r->calls[k] && fc_ccall_recv(r->calls[k], &fedc__v1__tensor_stream_msg__descriptor, &m, &st) == 1)
+        protobuf_c_message_free_unpacked(m, NULL);
+    }
+  }
+  return NULL;
+}
+
+/* Download slots are few (they pin send buffers). One client opening several
+ * model downloads and reading them slowly must not take every slot: another
+ * client's download goes through. */
+static void test_download_slots_per_client(void) {
+  fc_coord_cfg cfg;
+  base_cfg(&cfg);
+  cfg.download_slots = 2;
+  cfg.stream_idle_ms = 1500;
+  cfg.engine.min_clients = 100; /* no rounds: only downloads */
+  fc_coord *c = start_n(&cfg, 4u << 20); /* 16 MiB: far more than the stream windows */
+  CHECK(c != NULL);
+  if (!c) return;
+  int port = fc_coord_port(c);
+  fc_channel *a = channel(port, "client/a"), *b = channel(port, "client/b");
+  CHECK(a && b);
+  if (a && b) {
+    slow_reader r = {{NULL, NULL}, 5};
+    Fedc__V1__FetchModelRequest req = FEDC__V1__FETCH_MODEL_REQUEST__INIT;
+    fc_status st;
+    for (int k = 0; k < 2; k++) {
+      if (fc_ccall_start(a, "/fedc.v1.Coordinator/FetchModel", FC_RPC_SERVER_STREAM, &req.base, 20000, &r.calls[k],
+                         &st) != FEDC_OK)
+        continue;
+      ProtobufCMessage *m = NULL;
+      if (fc_ccall_recv(r.calls[k], &fedc__v1__tensor_stream_msg__descriptor, &m, &st) == 1)
+        protobuf_c_message_free_unpacked(m, NULL);
+    }
+    pthread_t th;
+    pthread_create(&th, NULL, read_slowly, &r);
+    fc_ccall *call = NULL;
+    int rc = fc_ccall_start(b, "/fedc.v1.Coordinator/FetchModel", FC_RPC_SERVER_STREAM, &req.base, 20000, &call, &st);
+    if (rc == FEDC_OK) {
+      fc_model_spec spec;
+      float *w = NULL;
+      uint64_t total = 0;
+      rc = fc_tensor_stream_recv(call, 1ull << 30, NULL, &spec, &w, &total, NULL, &st);
+      free(w);
+      fc_ccall_destroy(call);
+    }
+    if (rc != FEDC_OK) fprintf(stderr, "  download of b: %s\n", st.detail);
+    CHECK_EQ_INT(rc, FEDC_OK);
+    pthread_join(th, NULL);
+    fc_ccall_destroy(r.calls[0]);
+    fc_ccall_destroy(r.calls[1]);
+  }
+  fc_channel_destroy(a);
+  fc_channel_destroy(b);
+  fc_coord_stop(c, 0);
+}
+
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
   (void)sb;
   (void)flag;
@@ -272,6 +348,7 @@ int main(void) {
   } tests[] = {
       {"upload_outliving_round", test_upload_outliving_round},
       {"nan_loss", test_nan_loss},
+      {"download_slots_per_client", test_download_slots_per_client},
   };
   for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
     int before = check_failed;
