@@ -526,12 +526,12 @@ static void model_usage(FILE *f) {
           "Prints the version, parameter count and SHA-256.\n\n"
           "Options:\n"
           "  --out FILE               where to write the model (required)\n"
-          "  --version V              model version (default 0 = the latest)\n"
+          "  --version V              model version (default: the latest; 0 is the initial model)\n"
           "  --force                  overwrite FILE if it exists (default: refuse)\n" ADMIN_HELP);
 }
 
 /*
- * Stream model `version` (0 = latest on the wire) into a new buffer.
+ * Stream model `version` (exactly that version) into a new buffer.
  * want_sha, when non-NULL, must be what the stream announces.
  * On FEDC_OK the caller owns *data.
  */
@@ -549,16 +549,14 @@ static int model_stream(fc_channel *ch, uint64_t version, const uint8_t *want_sh
 }
 
 /*
- * Fetch version (0 = latest) and learn which version it is. "Latest" is
- * resolved through Status to an explicit number first, so a round that
- * completes mid-download cannot mislabel the file. Version 0 itself cannot be
- * asked for explicitly (0 means latest on the wire): then we check the hash
- * against what Status announced, and ask Status again if the model moved.
+ * Fetch a version (or, without have_version, the latest) and learn which it
+ * is. "Latest" is resolved through Status to an explicit number first, so a
+ * round that completes mid-download cannot mislabel the file.
  */
-static int model_fetch(fc_channel *ch, uint64_t want_version, int timeout_ms, uint64_t *got_version,
+static int model_fetch(fc_channel *ch, int have_version, uint64_t want_version, int timeout_ms, uint64_t *got_version,
                        fc_model_spec *spec, float **data, uint64_t *total, uint8_t sha[FC_SHA256_LEN],
                        fc_status *st) {
-  if (want_version) {
+  if (have_version) {
     *got_version = want_version;
     return model_stream(ch, want_version, NULL, timeout_ms, spec, data, total, sha, st);
   }
@@ -570,23 +568,8 @@ static int model_fetch(fc_channel *ch, uint64_t want_version, int timeout_ms, ui
   int have_sha = s->global_sha256.len == FC_SHA256_LEN;
   if (have_sha) memcpy(status_sha, s->global_sha256.data, FC_SHA256_LEN);
   protobuf_c_message_free_unpacked(&s->base, NULL);
-  if (v) {
-    *got_version = v;
-    return model_stream(ch, v, have_sha ? status_sha : NULL, timeout_ms, spec, data, total, sha, st);
-  }
-  /* Latest was v0, the initial model: only reachable as "latest". */
-  rc = model_stream(ch, 0, NULL, timeout_ms, spec, data, total, sha, st);
-  if (rc != FEDC_OK) return rc;
-  if (have_sha && fc_digest_equal(sha, status_sha, FC_SHA256_LEN)) {
-    *got_version = 0;
-    return FEDC_OK;
-  }
-  free(*data);
-  *data = NULL;
-  st->code = GRPC_STATUS_ABORTED;
-  st->err = FEDC_ERR_REJECTED;
-  snprintf(st->detail, sizeof st->detail, "the global model changed during the download; run the command again");
-  return FEDC_ERR_REJECTED;
+  *got_version = v;
+  return model_stream(ch, v, have_sha ? status_sha : NULL, timeout_ms, spec, data, total, sha, st);
 }
 
 int cmd_model(int argc, char **argv) {
@@ -594,6 +577,7 @@ int cmd_model(int argc, char **argv) {
   admin_opts ao;
   admin_opts_init(&ao);
   unsigned long long version = 0;
+  int have_version = 0;
   const char *out_path = NULL;
   int force = 0;
   static const struct option longopts[] = {ADMIN_LONGOPTS,
@@ -611,6 +595,7 @@ int cmd_model(int argc, char **argv) {
     case 'h': model_usage(stdout); return 0;
     case OPT_VERSION:
       if (cli_parse_u64(prog, "--version", optarg, &version)) return 2;
+      have_version = 1;
       break;
     case OPT_OUT: out_path = optarg; break;
     case OPT_FORCE: force = 1; break;
@@ -641,7 +626,7 @@ int cmd_model(int argc, char **argv) {
   uint8_t sha[FC_SHA256_LEN];
   char hex[FC_SHA256_HEX_LEN], vbuf[32], err[512];
   int ret = 0;
-  rc = model_fetch(ch, version, ao.timeout_ms, &got_version, &spec, &data, &total, sha, &st);
+  rc = model_fetch(ch, have_version, version, ao.timeout_ms, &got_version, &spec, &data, &total, sha, &st);
   if (rc != FEDC_OK) {
     ret = call_failed(prog, rc, &st, ao.timeout_ms);
     goto out;

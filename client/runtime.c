@@ -45,7 +45,7 @@ struct fedc_client {
   pthread_mutex_t mu;
   pthread_cond_t cv;
   char last_error[512];
-  uint64_t rounds_done;
+  atomic_uint_fast64_t rounds_done; /* read by other threads via fedc_client_rounds_done */
   uint64_t last_round;
   /* cached global model */
   uint64_t cached_version;
@@ -133,7 +133,9 @@ FEDC_API void fedc_client_stop(fedc_client *c) {
 }
 
 FEDC_API const char *fedc_client_last_error(const fedc_client *c) { return c ? c->last_error : "no client"; }
-FEDC_API uint64_t fedc_client_rounds_done(const fedc_client *c) { return c ? c->rounds_done : 0; }
+FEDC_API uint64_t fedc_client_rounds_done(const fedc_client *c) {
+  return c ? atomic_load((atomic_uint_fast64_t *)&c->rounds_done) : 0;
+}
 
 /* Sleep up to ms; returns 1 if stopped. */
 static int nap(fedc_client *c, uint32_t ms) {
@@ -348,12 +350,16 @@ static int do_round(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
   ev.update_norm = norm;
   ev.clip_scale = scale;
   if (c->o.on_event) c->o.on_event(c->o.event_ctx, &ev);
-  /* Upload, retrying a broken stream while the round is open. */
+  /* Upload, retrying a broken stream while the round is open. ABORTED means
+   * the coordinator still holds our previous, broken stream ("upload already
+   * in progress") until it notices it is dead: worth waiting for too. */
   for (int attempt = 0;; attempt++) {
     rc = upload(c, t, out, examples, loss, norm, &bytes_out, st);
-    if (rc == FEDC_OK || !is_transient(rc) || attempt >= 3 || atomic_load(&c->stop)) break;
+    int retry = is_transient(rc) || st->code == GRPC_STATUS_ABORTED;
+    if (rc == FEDC_OK || !retry || attempt >= 8 || atomic_load(&c->stop)) break;
     if (fc_now_ms() >= t->deadline_unix_ms) break;
-    if (nap(c, c->o.min_backoff_ms * (attempt + 1))) break;
+    uint64_t wait = (uint64_t)c->o.min_backoff_ms << (attempt < 5 ? attempt : 5);
+    if (nap(c, (uint32_t)(wait < 10000 ? wait : 10000))) break;
   }
   if (rc == FEDC_OK && c->o.on_event) {
     ev.kind = FEDC_EVENT_UPLOADED;

@@ -364,9 +364,9 @@ static void download_slot_put(fc_coord *c, int slot) {
   pthread_mutex_unlock(&c->dl_mu);
 }
 
-static void stream_model_slot(fc_coord *c, fc_scall *call, uint64_t version, int allow_old);
+static void stream_model_slot(fc_coord *c, fc_scall *call, uint64_t version, int latest, int allow_old);
 
-static void stream_model(fc_coord *c, fc_scall *call, uint64_t version, int allow_old) {
+static void stream_model(fc_coord *c, fc_scall *call, uint64_t version, int latest, int allow_old) {
   int slot = download_slot_get(c, fc_scall_peer(call)->name);
   if (slot == -2) {
     fc_scall_finish(call, GRPC_STATUS_UNAVAILABLE, "a model download for this client is already in progress, retry",
@@ -377,14 +377,14 @@ static void stream_model(fc_coord *c, fc_scall *call, uint64_t version, int allo
     fc_scall_finish(call, GRPC_STATUS_UNAVAILABLE, "coordinator busy: all model download slots taken, retry", NULL);
     return;
   }
-  stream_model_slot(c, call, version, allow_old);
+  stream_model_slot(c, call, version, latest, allow_old);
   download_slot_put(c, slot);
 }
 
-static void stream_model_slot(fc_coord *c, fc_scall *call, uint64_t version, int allow_old) {
+static void stream_model_slot(fc_coord *c, fc_scall *call, uint64_t version, int latest, int allow_old) {
   model_ref *m = model_get(c);
   model_ref *old = NULL;
-  if (version && version != m->version) {
+  if (!latest && version != m->version) {
     if (!allow_old) {
       char d[160];
       snprintf(d, sizeof d, "model version %llu is not the current one (%llu)", (unsigned long long)version,
@@ -428,12 +428,12 @@ static void stream_model_slot(fc_coord *c, fc_scall *call, uint64_t version, int
 
 static void h_fetch_model(fc_scall *call, void *ctx) {
   const Fedc__V1__FetchModelRequest *req = (const Fedc__V1__FetchModelRequest *)fc_scall_request(call);
-  stream_model(ctx, call, req->version, 0);
+  stream_model(ctx, call, req->version, req->latest, 0);
 }
 
 static void h_get_model(fc_scall *call, void *ctx) {
   const Fedc__V1__GetModelRequest *req = (const Fedc__V1__GetModelRequest *)fc_scall_request(call);
-  stream_model(ctx, call, req->version, 1);
+  stream_model(ctx, call, req->version, req->latest, 1);
 }
 
 static grpc_status_code verdict_status(int v) {
@@ -535,6 +535,15 @@ static void h_upload(fc_scall *call, void *ctx) {
       goto out;
     }
     uint64_t at = rx.received;
+    /* Only the last chunk may be small: a stream of tiny chunks would cost a
+     * message (and a worker's time) per few bytes of the model. */
+    if (um->chunk->data.len < FC_CHUNK_MIN && at + um->chunk->data.len < rx.total) {
+      protobuf_c_message_free_unpacked(msg, NULL);
+      code = GRPC_STATUS_INVALID_ARGUMENT;
+      snprintf(why, sizeof why, "chunk of %zu bytes at offset %llu: chunks before the last must be >= %u bytes",
+               um->chunk->data.len, (unsigned long long)at, FC_CHUNK_MIN);
+      goto out;
+    }
     err = fc_chunk_rx_feed(&rx, um->chunk->offset, um->chunk->data.data, um->chunk->data.len, why, sizeof why);
     if (err == FEDC_OK) err = c->agg->ops->update_chunk(c->agg, u, at, um->chunk->data.data, um->chunk->data.len);
     protobuf_c_message_free_unpacked(msg, NULL);

@@ -15,6 +15,7 @@
  */
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,7 @@ struct fc_channel {
   int insecure;
   char insecure_id[160];
   char proto_ver[24];
+  atomic_uint_fast64_t probe_ok_ms; /* when diagnose.c last found the path healthy */
 };
 
 struct fc_ccall {
@@ -481,6 +483,7 @@ uint64_t fc_ccall_bytes_in(const fc_ccall *c) { return c->bytes_in; }
 uint64_t fc_ccall_bytes_out(const fc_ccall *c) { return c->bytes_out; }
 
 /* Accessors for diagnose.c. */
+atomic_uint_fast64_t *fc_channel_probe_stamp(struct fc_channel *c) { return &c->probe_ok_ms; }
 const char *fc_channel_target(const fc_channel *c) { return c->target; }
 int fc_channel_tls(const fc_channel *c, const char **ca, const char **cert, const char **key) {
   *ca = c->ca;

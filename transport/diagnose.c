@@ -29,6 +29,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "fedc/error.h"
 #include "transport/transport.h"
 #include "transport/transport_int.h"
@@ -221,7 +222,16 @@ void fc_status_explain(fc_channel *ch, fc_status *st) {
   const char *ca, *cert, *key;
   int insecure = fc_channel_tls(ch, &ca, &cert, &key);
   char why[400];
-  int rc = probe(fc_channel_target(ch), ca, cert, key, insecure, why, sizeof why);
+  /* A probe costs a TCP + TLS handshake on a coordinator that may be busy:
+   * after a healthy verdict, trust it for 5 s (e.g. "coordinator busy"
+   * replies from the application carry their own reason). */
+  atomic_uint_fast64_t *stamp = fc_channel_probe_stamp(ch);
+  uint64_t now = fc_now_ms();
+  int rc = FEDC_OK;
+  if (now - atomic_load(stamp) > 5000) {
+    rc = probe(fc_channel_target(ch), ca, cert, key, insecure, why, sizeof why);
+    if (rc == FEDC_OK) atomic_store(stamp, now);
+  }
   if (rc != FEDC_OK) {
     st->err = rc;
     snprintf(st->detail, sizeof st->detail, "%s", why);

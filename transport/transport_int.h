@@ -7,6 +7,7 @@
 #include <grpc/grpc.h>
 #include <grpc/support/time.h>
 #include <protobuf-c/protobuf-c.h>
+#include <stdatomic.h>
 #include <stddef.h>
 
 /* Monotonic deadline ms from now. */
@@ -36,5 +37,7 @@ int fc_tls_check_local(const char *ca, const char *cert, const char *key, char *
 struct fc_channel;
 const char *fc_channel_target(const struct fc_channel *c);
 int fc_channel_tls(const struct fc_channel *c, const char **ca, const char **cert, const char **key);
+/* When the last failure probe found TCP and TLS healthy (ms since the epoch). */
+atomic_uint_fast64_t *fc_channel_probe_stamp(struct fc_channel *c);
 
 #endif

@@ -64,6 +64,13 @@ sha=$(jq -r .sha256 "$T/get.json")
 sed -n 2p "$T/rounds.jsonl" | jq -e --arg s "$sha" '.sha256 == $s' >/dev/null || fail "model v2 hash differs from round 2's"
 "$FEDC" model get "${ADMIN[@]}" --version 2 --out "$T/v2.safetensors" 2>"$T/err" && fail "overwrote an existing file"
 
+# The initial model is reachable explicitly (version 0), and "latest" is v3.
+"$FEDC" model get "${ADMIN[@]}" --version 0 --out "$T/v0.safetensors" --json | jq -e '.version == 0' >/dev/null ||
+  fail "model get --version 0 did not return the initial model"
+"$FEDC" model get "${ADMIN[@]}" --out "$T/latest.safetensors" --json | jq -e '.version == 3' >/dev/null ||
+  fail "model get without --version did not return the latest (v3)"
+cmp -s "$T/v0.safetensors" "$T/latest.safetensors" && fail "v0 and v3 are the same file"
+
 # Role checks over the wire: an admin cannot call client methods and vice versa.
 "$PROBE" --coordinator "$COORD_ADDR" --pki "$T/pki" --name root --role admin --mode call \
   --method /fedc.v1.Coordinator/CheckIn --want 7 > "$T/role1.json" || fail "admin calling CheckIn: $(cat "$T/role1.json")"

@@ -31,7 +31,7 @@ for i in 0 1; do
 done
 wait "$PROBE1" || fail "a rejection did not get its status: $(grep '"ok":false' "$T/probe1.log")"
 for step in wrong-round wrong-version wrong-shape nan inf over-clip-norm hash-mismatch ends-early \
-            oversize-message zero-examples good-upload duplicate; do
+            tiny-chunks oversize-message zero-examples good-upload duplicate; do
   grep -q "\"step\":\"$step\".*\"ok\":true" "$T/probe1.log" || fail "step $step missing or wrong"
 done
 # Each refusal names its reason.

@@ -216,6 +216,13 @@ static int run_upload_modes(const char *mode) {
     report("ends-early", GRPC_STATUS_INVALID_ARGUMENT, &st);
 
     q = p;
+    uint32_t saved = g_chunk;
+    g_chunk = 16; /* a flood of 16-byte chunks */
+    upload(&q, &st);
+    g_chunk = saved;
+    report("tiny-chunks", GRPC_STATUS_INVALID_ARGUMENT, &st);
+
+    q = p;
     q.oversize = (5u << 20);
     upload(&q, &st);
     report("oversize-message", GRPC_STATUS_RESOURCE_EXHAUSTED, &st);
