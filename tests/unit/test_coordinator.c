@@ -160,7 +160,7 @@ static void *upload(void *arg) {
 }
 
 /* One staging slot. Client a starts an upload in round 1 and trickles it
- * (a chunk every 300 ms, well inside the per-message idle limit) far past the
+ * (a chunk every second, inside the per-message idle limit) far past the
  * round's deadline; the round is abandoned and round 2 starts. Client b's
  * upload in round 2 must get the slot: the stale upload cannot be committed
  * any more, so it must not keep holding it. */
@@ -191,7 +191,8 @@ static void test_upload_outliving_round(void) {
   }
   CHECK(ra != 0);
   if (ra) {
-    up_args slow = {a, ra, va, 0.5f, 128, 300, {0}, 0}; /* 32 chunks x 300 ms = 9.6 s */
+    /* 4 chunks x 1 s = 4 s (chunks below 1 KiB would be refused outright). */
+    up_args slow = {a, ra, va, 0.5f, 1024, 1000, {0}, 0};
     pthread_t th;
     pthread_create(&th, NULL, upload, &slow);
     /* b ignores round ra; it waits for the next one (after ra's deadline). */
