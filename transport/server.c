@@ -45,6 +45,15 @@
 
 #define MOD "transport"
 
+/* Calls in progress per caller identity ("role/name"): one caller may hold
+ * at most max_calls_per_peer workers, so a peer that opens streams and
+ * stalls cannot take the workers everyone else needs. A table of `threads`
+ * entries suffices: at most `threads` calls are in progress at once. */
+typedef struct peer_slot {
+  char key[100];
+  int calls;
+} peer_slot;
+
 struct fc_server {
   grpc_server *server;
   grpc_completion_queue *shutdown_cq;
@@ -58,6 +67,9 @@ struct fc_server {
   size_t max_recv_any;
   fc_fdguard *guard;
   grpc_resource_quota *quota;
+  pthread_mutex_t peers_mu;
+  peer_slot *peers;
+  int npeers;
 };
 
 struct worker {
@@ -348,6 +360,56 @@ static int authenticate(fc_scall *c, const grpc_metadata_array *md, char *why, s
   return 0;
 }
 
+/* Receive the first message and run the handler; make sure a status goes out. */
+static void serve_authenticated(fc_scall *c) {
+  int r = recv_message(c, &c->req);
+  if (r == 0) {
+    send_status(c, GRPC_STATUS_INVALID_ARGUMENT, "stream closed before the first message", NULL);
+    return;
+  }
+  if (r < 0) return;
+  c->m->handler(c, c->m->ctx);
+  if (!c->finished) {
+    FC_ERROR(MOD, "%s: handler returned without a status", c->method);
+    send_status(c, GRPC_STATUS_INTERNAL, "handler returned without a status", NULL);
+  }
+}
+
+/* Count a call for peer `key`; 0 if the peer is at its limit. */
+static int peer_enter(fc_server *s, const char *key) {
+  int ok = 0;
+  pthread_mutex_lock(&s->peers_mu);
+  peer_slot *found = NULL, *free_slot = NULL;
+  for (int i = 0; i < s->npeers && !found; i++) {
+    peer_slot *e = &s->peers[i];
+    if (e->calls > 0 && strcmp(e->key, key) == 0) found = e;
+    else if (e->calls == 0 && !free_slot)
+      free_slot = e;
+  }
+  if (!found && free_slot) {
+    found = free_slot;
+    snprintf(found->key, sizeof found->key, "%s", key);
+  }
+  if (found && found->calls < s->opts.max_calls_per_peer) {
+    found->calls++;
+    ok = 1;
+  }
+  pthread_mutex_unlock(&s->peers_mu);
+  return ok;
+}
+
+static void peer_leave(fc_server *s, const char *key) {
+  pthread_mutex_lock(&s->peers_mu);
+  for (int i = 0; i < s->npeers; i++) {
+    peer_slot *e = &s->peers[i];
+    if (e->calls > 0 && strcmp(e->key, key) == 0) {
+      e->calls--;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&s->peers_mu);
+}
+
 static void serve_call(struct worker *w, grpc_call *call, grpc_call_details *det, grpc_metadata_array *md) {
   fc_scall c;
   memset(&c, 0, sizeof c);
@@ -397,21 +459,22 @@ static void serve_call(struct worker *w, grpc_call *call, grpc_call_details *det
     send_status(&c, GRPC_STATUS_PERMISSION_DENIED, why, NULL);
     goto out;
   }
-  int r = recv_message(&c, &c.req);
-  if (r == 0) {
-    send_status(&c, GRPC_STATUS_INVALID_ARGUMENT, "stream closed before the first message", NULL);
+  char peer_key[100];
+  snprintf(peer_key, sizeof peer_key, "%s/%s", fc_role_name(c.peer.role), c.peer.name);
+  if (!peer_enter(w->srv, peer_key)) {
+    snprintf(why, sizeof why, "too many concurrent calls from %s (limit %d): retry later", peer_key,
+             w->srv->opts.max_calls_per_peer);
+    FC_WARN(MOD, "%s: %s", c.method, why);
+    send_status(&c, GRPC_STATUS_RESOURCE_EXHAUSTED, why, NULL);
     goto out;
   }
-  if (r < 0) goto out;
-  c.m->handler(&c, c.m->ctx);
-  if (!c.finished) {
-    FC_ERROR(MOD, "%s: handler returned without a status", c.method);
-    send_status(&c, GRPC_STATUS_INTERNAL, "handler returned without a status", NULL);
-  }
+  serve_authenticated(&c);
+  peer_leave(w->srv, peer_key);
 out:
   if (c.req) protobuf_c_message_free_unpacked(c.req, NULL);
   grpc_call_unref(call);
 }
+
 
 static void *worker_main(void *arg) {
   struct worker *w = arg;
@@ -457,11 +520,15 @@ int fc_server_start(const fc_server_opts *o, fc_server **out, char *err, size_t 
   fc_server *s = calloc(1, sizeof *s);
   if (!s) return FEDC_ERR_NOMEM;
   s->opts = *o;
+  pthread_mutex_init(&s->peers_mu, NULL);
   if (s->opts.threads <= 0) s->opts.threads = 16;
   if (s->opts.stream_idle_ms <= 0) s->opts.stream_idle_ms = 30000;
   if (s->opts.keepalive_ms <= 0) s->opts.keepalive_ms = 30000;
   if (s->opts.max_idle_ms <= 0) s->opts.max_idle_ms = 600000;
   if (s->opts.memory_quota_mib <= 0) s->opts.memory_quota_mib = 256;
+  if (s->opts.max_calls_per_peer <= 0) s->opts.max_calls_per_peer = 4;
+  s->npeers = s->opts.threads;
+  s->peers = calloc((size_t)s->npeers, sizeof *s->peers);
   snprintf(s->federation, sizeof s->federation, "%s", o->federation ? o->federation : "");
   for (size_t i = 0; i < o->nmethods; i++)
     if (o->methods[i].max_recv > s->max_recv_any) s->max_recv_any = o->methods[i].max_recv;
@@ -523,7 +590,7 @@ int fc_server_start(const fc_server_opts *o, fc_server **out, char *err, size_t 
       fc_int_arg(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 5),
       /* A second server on our port would silently take half the connections. */
       fc_int_arg(GRPC_ARG_ALLOW_REUSEPORT, 0),
-      fc_int_arg(GRPC_ARG_MAX_CONCURRENT_STREAMS, 32),
+      fc_int_arg(GRPC_ARG_MAX_CONCURRENT_STREAMS, 16),
       /* Bound what gRPC buffers for calls no worker has taken yet: without
        * this, BDP probing grows each connection's window and a burst of N
        * uploads is held in memory N x window at once. */
@@ -536,7 +603,7 @@ int fc_server_start(const fc_server_opts *o, fc_server **out, char *err, size_t 
   s->nworkers = s->opts.threads;
   s->workers = calloc((size_t)s->nworkers, sizeof *s->workers);
   rc = FEDC_ERR_NOMEM;
-  if (!s->server || !s->workers) goto fail;
+  if (!s->server || !s->workers || !s->peers) goto fail;
   for (int i = 0; i < s->nworkers; i++) {
     s->workers[i].srv = s;
     s->workers[i].cq = grpc_completion_queue_create_for_next(NULL);
@@ -585,6 +652,8 @@ fail:
       fc_server_destroy(s);
     } else {
       if (s->quota) grpc_resource_quota_unref(s->quota);
+      pthread_mutex_destroy(&s->peers_mu);
+      free(s->peers);
       free(s->workers);
       free(s);
     }
@@ -649,6 +718,8 @@ void fc_server_destroy(fc_server *s) {
     grpc_completion_queue_destroy(s->shutdown_cq);
   }
   if (s->quota) grpc_resource_quota_unref(s->quota);
+  pthread_mutex_destroy(&s->peers_mu);
+  free(s->peers);
   free(s->workers);
   free(s);
 }

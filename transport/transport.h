@@ -90,6 +90,7 @@ typedef struct fc_server_opts {
   int fd_headroom;           /* keep this many fds free (default max(64, limit/8)) */
   int max_connections;       /* 0 = derived from the fd limit and headroom */
   int memory_quota_mib;      /* gRPC buffer memory quota (default 256) */
+  int max_calls_per_peer;    /* concurrent calls one identity may hold (default 4) */
   const fc_method *methods;
   size_t nmethods;
 } fc_server_opts;

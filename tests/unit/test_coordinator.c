@@ -336,6 +336,50 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
   return remove(path);
 }
 
+/* One identity may hold at most 4 workers (transport's max_calls_per_peer):
+ * client a opens 5 upload streams and stalls before the first message; the
+ * 5th is refused RESOURCE_EXHAUSTED at once, and client b is served while a's
+ * four streams still wait. */
+static void test_calls_per_peer(void) {
+  fc_coord_cfg cfg;
+  base_cfg(&cfg);
+  cfg.threads = 8;
+  cfg.stream_idle_ms = 5000;
+  fc_coord *c = start(&cfg);
+  CHECK(c != NULL);
+  if (!c) return;
+  int port = fc_coord_port(c);
+  fc_channel *a = channel(port, "client/a"), *b = channel(port, "client/b");
+  fc_ccall *stalled[5] = {0};
+  fc_status st;
+  for (int i = 0; i < 5 && a; i++) {
+    CHECK_EQ_INT(fc_ccall_start(a, "/fedc.v1.Coordinator/UploadUpdate", FC_RPC_CLIENT_STREAM, NULL, 10000, &stalled[i],
+                                &st),
+                 FEDC_OK);
+    usleep(100000); /* let the server take each call in order */
+  }
+  if (a && stalled[4]) {
+    ProtobufCMessage *resp = NULL;
+    memset(&st, 0, sizeof st);
+    fc_ccall_close_and_recv(stalled[4], &fedc__v1__upload_response__descriptor, &resp, &st);
+    if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+    CHECK_EQ_INT(st.code, GRPC_STATUS_RESOURCE_EXHAUSTED);
+    CHECK(strstr(st.detail, "too many concurrent calls from client/a") != NULL);
+  }
+  if (b) {
+    Fedc__V1__CheckInRequest req = FEDC__V1__CHECK_IN_REQUEST__INIT;
+    ProtobufCMessage *m = NULL;
+    CHECK_EQ_INT(fc_call_unary(b, "/fedc.v1.Coordinator/CheckIn", &req.base, &fedc__v1__check_in_response__descriptor,
+                               &m, 2000, &st),
+                 FEDC_OK);
+    if (m) protobuf_c_message_free_unpacked(m, NULL);
+  }
+  for (int i = 0; i < 5; i++) fc_ccall_destroy(stalled[i]);
+  fc_channel_destroy(a);
+  fc_channel_destroy(b);
+  fc_coord_stop(c, 0);
+}
+
 int main(void) {
   if (!mkdtemp(root)) {
     perror("mkdtemp");
@@ -348,6 +392,7 @@ int main(void) {
     void (*fn)(void);
   } tests[] = {
       {"upload_outliving_round", test_upload_outliving_round},
+      {"calls_per_peer", test_calls_per_peer},
       {"nan_loss", test_nan_loss},
       {"download_slots_per_client", test_download_slots_per_client},
   };
