@@ -538,10 +538,10 @@ static void h_upload(fc_scall *call, void *ctx) {
     /* Only the last chunk may be small: a stream of tiny chunks would cost a
      * message (and a worker's time) per few bytes of the model. */
     if (um->chunk->data.len < FC_CHUNK_MIN && at + um->chunk->data.len < rx.total) {
-      protobuf_c_message_free_unpacked(msg, NULL);
-      code = GRPC_STATUS_INVALID_ARGUMENT;
       snprintf(why, sizeof why, "chunk of %zu bytes at offset %llu: chunks before the last must be >= %u bytes",
                um->chunk->data.len, (unsigned long long)at, FC_CHUNK_MIN);
+      protobuf_c_message_free_unpacked(msg, NULL);
+      code = GRPC_STATUS_INVALID_ARGUMENT;
       goto out;
     }
     err = fc_chunk_rx_feed(&rx, um->chunk->offset, um->chunk->data.data, um->chunk->data.len, why, sizeof why);
