@@ -154,3 +154,15 @@ json_get() {
   *) printf '%s' "$1" | jq -r --arg f "$2" '.[$f]' ;;
   esac
 }
+
+# make_pki DIR FEDERATION CLIENT... : a throwaway PKI made by our own tooling:
+# CA + coordinator certificate, admin "root", and one client certificate per
+# name given.
+make_pki() {
+  local dir=$1 fed=$2
+  shift 2
+  "$FEDC" pki init --dir "$dir" --federation "$fed" >/dev/null || fail "pki init failed"
+  "$FEDC" pki issue --dir "$dir" --role admin --name root >/dev/null || fail "pki issue admin failed"
+  local c
+  for c in "$@"; do "$FEDC" pki issue --dir "$dir" --role client --name "$c" >/dev/null || fail "pki issue $c failed"; done
+}

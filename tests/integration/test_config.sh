@@ -38,8 +38,7 @@ grep -q "invalid value 'abc' for 'rounds'" "$T/err" || fail "bad flag message: $
 # The example config from deploy/ parses; a flag overrides the file.
 sed -e "s#/var/lib/fedc/pki#$T/pki#" -e "s#/var/lib/fedc/state#$T/state#" -e 's#listen: .*#listen: 127.0.0.1:0#' \
   "$FEDC_SOURCE_DIR/deploy/coordinator.example.yaml" > "$T/coord.yaml"
-"$FEDC" pki init --dir "$T/pki" --federation demo >/dev/null
-"$FEDC" pki issue --dir "$T/pki" --role admin --name root >/dev/null
+make_pki "$T/pki" demo
 start_coordinator --config "$T/coord.yaml" --rounds 7
 st=$("$FEDC" status --coordinator "$COORD_ADDR" --pki "$T/pki" --name root --json)
 [ "$(json_get "$st" federation)" = demo ] || fail "federation from the file not applied: $st"

@@ -23,8 +23,7 @@ cc -std=c11 -Wall -Wextra -Werror $SAN $(pkg-config --cflags fedc-client) "$FEDC
 extra=$(nm -D --defined-only "$LIBDIR/libfedc-client.so" | awk '{print $3}' | grep -v '^fedc_' | grep -v '^_' || true)
 [ -z "$extra" ] || fail "libfedc-client.so exports non-API symbols: $extra"
 
-"$FEDC" pki init --dir "$T/pki" --federation itest >/dev/null
-"$FEDC" pki issue --dir "$T/pki" --role client --name dev1 >/dev/null
+make_pki "$T/pki" itest dev1
 start_coordinator --pki "$T/pki" --federation itest --state "$T/state" --model 784-10 --rounds 2 \
   --min-clients 1 --cohort 1 --min-updates 1 --clip-norm 0.5 --poll-ms 100
 LD_LIBRARY_PATH="$LIBDIR" "$T/embed" "$COORD_ADDR" "$T/pki/ca.crt" "$T/pki/client-dev1.crt" \

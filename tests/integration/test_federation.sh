@@ -9,9 +9,7 @@ set -euo pipefail
 make_tmp
 PROBE="$BUILD_DIR/fedc_probe"
 
-"$FEDC" pki init --dir "$T/pki" --federation itest >/dev/null
-"$FEDC" pki issue --dir "$T/pki" --role admin --name root >/dev/null
-for c in a b c; do "$FEDC" pki issue --dir "$T/pki" --role client --name "$c" >/dev/null; done
+make_pki "$T/pki" itest a b c
 
 # Tiny data: 3 x 200 examples of 784 features, written as plain IDX.
 make_idx "$T" 200 3

@@ -11,9 +11,7 @@ set -euo pipefail
 make_tmp
 PROBE="$BUILD_DIR/fedc_probe"
 
-"$FEDC" pki init --dir "$T/pki" --federation itest >/dev/null
-"$FEDC" pki issue --dir "$T/pki" --role admin --name root >/dev/null
-for c in a b evil; do "$FEDC" pki issue --dir "$T/pki" --role client --name "$c" >/dev/null; done
+make_pki "$T/pki" itest a b evil
 make_idx "$T" 100 2
 
 start_coordinator --pki "$T/pki" --federation itest --state "$T/state" --model 784-10 --rounds 2 \

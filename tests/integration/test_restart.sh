@@ -8,9 +8,7 @@ set -euo pipefail
 . "$(dirname "$0")/_data.sh"
 make_tmp
 
-"$FEDC" pki init --dir "$T/pki" --federation itest >/dev/null
-"$FEDC" pki issue --dir "$T/pki" --role admin --name root >/dev/null
-for c in a b; do "$FEDC" pki issue --dir "$T/pki" --role client --name "$c" >/dev/null; done
+make_pki "$T/pki" itest a b
 make_idx "$T" 100 2
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 COORD_ARGS=(--pki "$T/pki" --federation itest --state "$T/state" --model 784-10 --rounds 6 --min-clients 2

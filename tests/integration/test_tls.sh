@@ -9,11 +9,8 @@ set -euo pipefail
 make_tmp
 PROBE="$BUILD_DIR/fedc_probe"
 
-"$FEDC" pki init --dir "$T/pki" --federation itest >/dev/null
-"$FEDC" pki issue --dir "$T/pki" --role admin --name root >/dev/null
-"$FEDC" pki issue --dir "$T/pki" --role client --name big >/dev/null
-"$FEDC" pki init --dir "$T/other" --federation itest >/dev/null
-"$FEDC" pki issue --dir "$T/other" --role client --name mallory >/dev/null
+make_pki "$T/pki" itest big
+make_pki "$T/other" itest mallory
 cat "$T/pki/ca.crt" "$T/other/ca.crt" > "$T/bundle.crt"
 
 # 16.8M parameters = 67 MB: the 64 MiB end-to-end case.
