@@ -90,6 +90,7 @@ static const copt options[] = {
     {"threads", T_INT, S(c.threads), 0, "concurrent calls served"},
     {"upload-slots", T_INT, S(c.upload_slots), 0, "concurrent uploads staged (memory = slots x model)"},
     {"download-slots", T_INT, S(c.download_slots), 0, "concurrent model downloads served"},
+    {"max-calls-per-client", T_INT, S(c.max_calls_per_client), 0, "concurrent calls one identity may hold (0 = 4)"},
     {"stream-idle-ms", T_INT, S(c.stream_idle_ms), 0, "max wait for one message of a call"},
     {"fd-headroom", T_INT, S(c.fd_headroom), 0, "file descriptors kept free (0 = max(64, limit/8))"},
     {"max-connections", T_INT, S(c.max_connections), 0, "connection cap (0 = fd limit - headroom)"},

@@ -850,6 +850,7 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
   so.stream_idle_ms = cfg->stream_idle_ms;
   so.fd_headroom = cfg->fd_headroom;
   so.max_connections = cfg->max_connections;
+  so.max_calls_per_peer = cfg->max_calls_per_client;
   so.methods = c->methods;
   so.nmethods = 7;
   if ((rc = fc_server_start(&so, &c->server, err, errlen)) != FEDC_OK) goto fail;

@@ -30,6 +30,7 @@ typedef struct fc_coord_cfg {
   int threads;
   int upload_slots;           /* concurrent uploads staged (memory = slots x model) */
   int download_slots;         /* concurrent model downloads (each pins send buffers) */
+  int max_calls_per_client;   /* concurrent calls one identity may hold (0 = transport default 4) */
   int stream_idle_ms;
   int fd_headroom;
   int max_connections;
