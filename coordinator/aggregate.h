@@ -35,6 +35,9 @@ typedef struct fc_agg_ops {
   void (*update_abort)(fc_agg *a, fc_agg_update *u);
   /* Writes the combined delta (n floats). FEDC_ERR_INVALID if nothing was committed. */
   int (*round_finish)(fc_agg *a, float *delta, uint32_t *count);
+  /* Shutting down: update_begin fails with FEDC_ERR_STOPPED from now on and
+   * wakes those waiting for a slot. Updates in progress may still finish. */
+  void (*close)(fc_agg *a);
   void (*destroy)(fc_agg *a);
 } fc_agg_ops;
 

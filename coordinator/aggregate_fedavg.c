@@ -38,6 +38,7 @@ typedef struct fedavg {
   uint32_t count;
   int nslots;
   fc_agg_update *slots;
+  int closing;
 } fedavg;
 
 static int fa_round_begin(fc_agg *a) {
@@ -57,6 +58,10 @@ static int fa_update_begin(fc_agg *a, int timeout_ms, fc_agg_update **out) {
   int rc = FEDC_ERR_TIMEOUT;
   pthread_mutex_lock(&f->mu);
   for (;;) {
+    if (f->closing) {
+      rc = FEDC_ERR_STOPPED;
+      goto out;
+    }
     for (int i = 0; i < f->nslots; i++) {
       fc_agg_update *u = &f->slots[i];
       if (u->busy) continue;
@@ -149,6 +154,14 @@ static int fa_round_finish(fc_agg *a, float *delta, uint32_t *count) {
   return rc;
 }
 
+static void fa_close(fc_agg *a) {
+  fedavg *f = (fedavg *)a;
+  pthread_mutex_lock(&f->mu);
+  f->closing = 1;
+  pthread_cond_broadcast(&f->cv);
+  pthread_mutex_unlock(&f->mu);
+}
+
 static void fa_destroy(fc_agg *a) {
   fedavg *f = (fedavg *)a;
   if (!f) return;
@@ -160,9 +173,18 @@ static void fa_destroy(fc_agg *a) {
   free(f);
 }
 
-static const fc_agg_ops fedavg_ops = {"fedavg",        fa_round_begin,  fa_update_begin, fa_update_chunk,
-                                      fa_update_check, fa_update_commit, fa_update_abort, fa_round_finish,
-                                      fa_destroy};
+static const fc_agg_ops fedavg_ops = {
+    .name = "fedavg",
+    .round_begin = fa_round_begin,
+    .update_begin = fa_update_begin,
+    .update_chunk = fa_update_chunk,
+    .update_check = fa_update_check,
+    .update_commit = fa_update_commit,
+    .update_abort = fa_update_abort,
+    .round_finish = fa_round_finish,
+    .close = fa_close,
+    .destroy = fa_destroy,
+};
 
 int fc_agg_fedavg_create(size_t n, int slots, fc_agg **out) {
   if (n == 0 || n > (size_t)INT32_MAX || slots < 1) return FEDC_ERR_INVALID;

@@ -67,6 +67,7 @@ struct fc_coord {
    * gRPC send buffers, so this (not the number of clients) bounds memory. */
   pthread_mutex_t dl_mu;
   pthread_cond_t dl_cv;
+  int closing; /* under dl_mu: fc_coord_stop has begun */
   int downloads;
   /* Who holds each slot ("" = free): one download per identity at a time, so
    * one client reading slowly cannot take every slot. */
@@ -343,6 +344,7 @@ static int download_slot_get(fc_coord *c, const char *who) {
       }
       if (free_slot < 0 && !c->dl_who[i][0]) free_slot = i;
     }
+    if (c->closing) break; /* shutting down: no new downloads */
     if (free_slot >= 0) {
       slot = free_slot;
       snprintf(c->dl_who[slot], sizeof c->dl_who[slot], "%s", who);
@@ -882,6 +884,13 @@ int fc_coord_done(fc_coord *c) {
 
 void fc_coord_stop(fc_coord *c, int grace_ms) {
   if (!c) return;
+  /* No new downloads or uploads start (waiters for a slot give up now, not
+   * after stream_idle_ms); streams already running get the grace period. */
+  pthread_mutex_lock(&c->dl_mu);
+  c->closing = 1;
+  pthread_cond_broadcast(&c->dl_cv);
+  pthread_mutex_unlock(&c->dl_mu);
+  if (c->agg) c->agg->ops->close(c->agg);
   /* Stop accepting first, let in-flight calls end, then the driver. */
   if (c->server) fc_server_shutdown(c->server, grace_ms);
   if (c->driver_started) {

@@ -92,6 +92,14 @@ int main(void) {
   uint8_t b[8] = {0};
   CHECK_EQ_INT(a->ops->update_chunk(a, u1, N * sizeof(float) - 4, b, 8), FEDC_ERR_TOO_LARGE);
   a->ops->update_abort(a, u1);
+  /* Closing (shutdown): a waiter for a slot gives up at once. */
+  CHECK_EQ_INT(a->ops->update_begin(a, 50, &u1), FEDC_OK);
+  CHECK_EQ_INT(a->ops->update_begin(a, 50, &u2), FEDC_OK);
+  a->ops->close(a);
+  CHECK_EQ_INT(a->ops->update_begin(a, 5000, &u3), FEDC_ERR_STOPPED);
+  a->ops->update_abort(a, u1);
+  a->ops->update_abort(a, u2);
+  CHECK_EQ_INT(a->ops->update_begin(a, 50, &u3), FEDC_ERR_STOPPED);
   /* Nothing committed: finishing is an error, not a zero model. */
   a->ops->round_begin(a);
   static float out2[N];
