@@ -191,9 +191,20 @@ static int load_config(settings *s, const char *path) {
       rc = 2;
       break;
     case YAML_MAPPING_END_EVENT: depth--; break;
+    case YAML_ALIAS_EVENT:
+      /* Skipping it would shift every later key onto the previous value. */
+      fprintf(stderr, "fedc coordinator: %s:%zu: aliases are not supported ('%s')\n", path, ev.start_mark.line + 1,
+              key);
+      rc = 2;
+      break;
     case YAML_SCALAR_EVENT: {
       const char *v = (const char *)ev.data.scalar.value;
-      if (!key[0]) {
+      if (depth == 0) {
+        /* e.g. "rounds 3" without the colon: one plain scalar, no option set. */
+        fprintf(stderr, "fedc coordinator: %s:%zu: not a mapping of options ('%.40s')\n", path,
+                ev.start_mark.line + 1, v);
+        rc = 2;
+      } else if (!key[0]) {
         snprintf(key, sizeof key, "%s", v);
       } else {
         char origin[600];

@@ -209,6 +209,12 @@ static int parse(int argc, char **argv, sim_opts *o) {
     return 2;
   }
   if (!o->min_updates) o->min_updates = o->cohort;
+  if (o->min_updates > o->clients) {
+    /* The coordinator never starts a round with fewer live clients than that. */
+    fprintf(stderr, "fedc sim: --min-updates %llu > --clients %llu: no round could ever complete\n", o->min_updates,
+            o->clients);
+    return 2;
+  }
   return 0;
 }
 
