@@ -86,14 +86,16 @@ int fc_csv_load(const char *path, int label_col, float scale, fc_dataset *out, c
     if (strspn(line, " \t") == len) continue; /* blank */
 
     uint32_t fields = count_fields(line);
+    /* Checked on every line until a data row fixes the width (a header line
+     * comes first and must not be the only one checked). */
+    if (width == 0 && fields > FC_DATA_MAX_DIM + 1) {
+      snprintf(err, errlen, "%s: line %lu: %u columns (at most %u allowed)", path, line_no, fields,
+               FC_DATA_MAX_DIM + 1);
+      rc = FEDC_ERR_FORMAT;
+      goto out;
+    }
     if (!seen_first) {
       seen_first = 1;
-      if (fields > FC_DATA_MAX_DIM + 1) {
-        snprintf(err, errlen, "%s: line %lu: %u columns (at most %u allowed)", path, line_no, fields,
-                 FC_DATA_MAX_DIM + 1);
-        rc = FEDC_ERR_FORMAT;
-        goto out;
-      }
       /* Header? Any non-numeric field in the first non-blank line. */
       int numeric = 1;
       const char *p = line;

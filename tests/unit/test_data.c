@@ -226,6 +226,18 @@ static void test_csv(void) {
   csv_fail("1,2\n", 2, FEDC_ERR_INVALID, "label column");
   csv_fail("1,2\n", -2, FEDC_ERR_INVALID, "label column");
   CHECK_EQ_INT(fc_csv_load(tmp_path("absent.csv"), 0, 1, &d, errbuf, sizeof errbuf), FEDC_ERR_NOT_FOUND);
+  {
+    /* The column limit holds after a header line too: the first data row is
+     * what fixes the width (it used to be checked on the header only). */
+    size_t cols = FC_DATA_MAX_DIM + 2, len = 4 + 2 * cols + 1;
+    char *text = malloc(len);
+    CHECK(text != NULL);
+    memcpy(text, "a,b\n", 4);
+    for (size_t c = 0; c < cols; c++) memcpy(text + 4 + 2 * c, c + 1 < cols ? "0," : "0\n", 2);
+    text[len - 1] = 0;
+    csv_fail(text, 0, FEDC_ERR_FORMAT, "columns (at most");
+    free(text);
+  }
 }
 
 static void test_fmnist(void) {
