@@ -394,7 +394,11 @@ FEDC_API int fedc_client_run(fedc_client *c) {
       /* A TLS verdict seen during a coordinator restart can be a fluke: it
        * is final only when it repeats (3 times in a row). */
       int tls_retry = rc == FEDC_ERR_TLS && ++c->tls_failures < 3;
-      if (is_transient(rc) || tls_retry) {
+      /* A check-in request is tiny, so RESOURCE_EXHAUSTED is never "too large"
+       * here: the coordinator is busy (per-identity call limit, out of memory,
+       * client table full) and says "retry later". */
+      int busy = st.code == GRPC_STATUS_RESOURCE_EXHAUSTED;
+      if (is_transient(rc) || tls_retry || busy) {
         if (backoff(c, "check-in", &st)) {
           if (!atomic_load(&c->stop)) return rc;
           set_error(c, "%s", "stopped");

@@ -1,0 +1,88 @@
+/*
+ * test_runtime.c - the embeddable client runtime (client/runtime.c) against a
+ * scripted CheckIn service on 127.0.0.1 (insecure loopback mode).
+ *
+ * A coordinator refuses a call with RESOURCE_EXHAUSTED when it is momentarily
+ * out of something (per-identity call limit "retry later", out of memory):
+ * the runtime must back off and retry, not end run() as if the federation
+ * had refused it for good.
+ */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "fedc/client.h"
+#include "fedc/v1/fedc.pb-c.h"
+#include "tests/unit/check.h"
+#include "transport/transport.h"
+
+static atomic_int calls;
+static int refusals; /* calls refused before DONE */
+
+static void h_checkin(fc_scall *call, void *ctx) {
+  (void)ctx;
+  int k = atomic_fetch_add(&calls, 1);
+  if (k < refusals) {
+    fc_scall_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                    "too many concurrent calls from client/dev (limit 4): retry later", NULL);
+    return;
+  }
+  Fedc__V1__CheckInResponse r = FEDC__V1__CHECK_IN_RESPONSE__INIT;
+  r.action = FEDC__V1__CHECK_IN_RESPONSE__ACTION__DONE;
+  fc_scall_finish(call, GRPC_STATUS_OK, NULL, &r.base);
+}
+
+static int train(void *ctx, const fedc_train_config *cfg, const float *w, float *out, size_t n, int *kind,
+                 uint64_t *examples, double *loss) {
+  (void)ctx, (void)cfg, (void)w, (void)out, (void)n, (void)kind, (void)examples, (void)loss;
+  return 1;
+}
+
+static void test_busy_is_transient(void) {
+  fc_transport_init();
+  fc_method m = {"/fedc.v1.Coordinator/CheckIn", FC_RPC_UNARY, FC_ROLE_CLIENT, 1024,
+                 &fedc__v1__check_in_request__descriptor, h_checkin, NULL};
+  fc_server_opts so;
+  fc_server_opts_init(&so);
+  so.addr = "127.0.0.1:0";
+  so.insecure_for_testing = 1;
+  so.federation = "test";
+  so.threads = 2;
+  so.methods = &m;
+  so.nmethods = 1;
+  fc_server *srv = NULL;
+  char err[400];
+  int rc = fc_server_start(&so, &srv, err, sizeof err);
+  if (rc != FEDC_OK) fprintf(stderr, "server: %s\n", err);
+  CHECK_EQ_INT(rc, FEDC_OK);
+  if (rc != FEDC_OK) return;
+  char addr[64];
+  snprintf(addr, sizeof addr, "127.0.0.1:%d", fc_server_port(srv));
+
+  refusals = 2;
+  atomic_store(&calls, 0);
+  fedc_client_options o;
+  fedc_client_options_init(&o);
+  o.coordinator = addr;
+  o.insecure_for_testing = 1;
+  o.insecure_identity = "client/dev";
+  o.min_backoff_ms = 10;
+  o.max_backoff_ms = 20;
+  o.max_retries = 5;
+  fedc_trainer t = {.ctx = NULL, .train = train};
+  fedc_client *c = NULL;
+  CHECK_EQ_INT(fedc_client_create(&o, &t, &c), FEDC_OK);
+  rc = fedc_client_run(c);
+  if (rc != FEDC_OK) fprintf(stderr, "run: %s: %s\n", fedc_strerror(rc), fedc_client_last_error(c));
+  CHECK_EQ_INT(rc, FEDC_OK);
+  CHECK_EQ_INT(atomic_load(&calls), 3);
+  fedc_client_destroy(c);
+
+  fc_server_destroy(srv);
+  fc_transport_shutdown();
+}
+
+int main(void) {
+  test_busy_is_transient();
+  return CHECK_DONE();
+}
