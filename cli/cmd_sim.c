@@ -431,7 +431,11 @@ int cmd_sim(int argc, char **argv) {
   for (int i = 0; i < 300 && !port && !g_interrupted; i++) {
     usleep(100000);
     port = read_port(portf);
-    if (waitpid(coord, NULL, WNOHANG) == coord) break;
+    if (waitpid(coord, NULL, WNOHANG) == coord) {
+      coord = 0; /* reaped: its pid may be reused, never signal it later */
+      port = 0;
+      break;
+    }
   }
   if (!port || !kids) {
     fprintf(stderr, "fedc sim: coordinator did not start: see %s\n", logp);
@@ -483,7 +487,7 @@ int cmd_sim(int argc, char **argv) {
   }
   fprintf(m.csv, "round,version,accuracy,loss,train_loss,participants,bytes,seconds\n");
   m.t0 = fc_mono_s();
-  double last_progress = 0;
+  double last_progress = 0, last_poll_ok = m.t0;
   rc = 0;
   while (!g_interrupted && m.completed < o.rounds) {
     usleep(200000);
@@ -493,7 +497,10 @@ int cmd_sim(int argc, char **argv) {
       rc = 1;
       break;
     }
-    if (poll_rounds(&m, &o) < 0 && fc_mono_s() - m.t0 > 60) {
+    /* Give up only after a minute without one successful poll (a single slow
+     * reply late in a long run is not "cannot reach"). */
+    if (poll_rounds(&m, &o) >= 0) last_poll_ok = fc_mono_s();
+    else if (fc_mono_s() - last_poll_ok > 60) {
       fprintf(stderr, "fedc sim: cannot reach the coordinator as admin\n");
       rc = 1;
       break;
