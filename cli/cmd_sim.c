@@ -497,6 +497,19 @@ int cmd_sim(int argc, char **argv) {
       rc = 1;
       break;
     }
+    /* Clients that exited (a permanent error, or out of retries) cannot come
+     * back: with fewer alive than a round needs, the run can never finish. */
+    unsigned long long alive = 0;
+    for (unsigned long long i = 0; i < o.clients; i++) {
+      if (kids[i] > 0 && waitpid(kids[i], NULL, WNOHANG) == kids[i]) kids[i] = 0;
+      alive += kids[i] > 0;
+    }
+    if (alive < o.min_updates) {
+      fprintf(stderr, "fedc sim: only %llu client processes left, a round needs %llu: see %s/logs/\n", alive,
+              o.min_updates, o.out);
+      rc = 1;
+      break;
+    }
     /* Give up only after a minute without one successful poll (a single slow
      * reply late in a long run is not "cannot reach"). */
     if (poll_rounds(&m, &o) >= 0) last_poll_ok = fc_mono_s();

@@ -160,9 +160,11 @@ static void save_state_locked(fc_coord *c) {
 static void record_round_locked(fc_coord *c) {
   const fc_round_stats *r = fc_engine_last_round(c->engine);
   history_add(c, r);
+  /* state.json first: a crash before the history line loses that line, never
+   * leaves a record of a version the state does not have (see store.h). */
+  save_state_locked(c);
   char err[300];
   if (fc_store_append_round(c->cfg.state_dir, r, err, sizeof err) != FEDC_OK) FC_ERROR(MOD, "%s", err);
-  save_state_locked(c);
 }
 
 /* ---- driver: ticks the engine, finalizes rounds ----------------------------------- */

@@ -45,6 +45,7 @@ typedef struct client_rec {
   uint64_t last_seen;
   uint64_t round;    /* round the fields below refer to */
   int rstate;        /* enum client_round_state */
+  uint64_t last_done; /* last round whose update was accepted (duplicates stay duplicates) */
 } client_rec;
 
 struct fc_engine {
@@ -299,6 +300,7 @@ int fc_engine_checkin(fc_engine *e, const char *client, uint64_t now_ms, fc_task
 int fc_engine_upload_begin(fc_engine *e, const char *client, uint64_t round, uint64_t version, uint64_t now_ms) {
   client_rec *r = find(e, client);
   if (r) r->last_seen = now_ms;
+  if (r && round && r->last_done == round) return FC_UP_DUPLICATE;
   if (e->state != FC_ENG_TRAINING || !r || r->round != e->round || r->rstate == CR_NONE ||
       r->rstate == CR_DROPPED) {
     if (r && r->round == round && r->rstate == CR_DONE) return FC_UP_DUPLICATE;
@@ -326,6 +328,7 @@ int fc_engine_upload_commit(fc_engine *e, const char *client, uint64_t round, ui
     return FC_UP_LATE;
   }
   r->rstate = CR_DONE;
+  r->last_done = round;
   e->received++;
   e->examples += examples;
   e->loss_sum += loss;

@@ -13,9 +13,12 @@
  *   |                               |  "abandoned","federation","model_file"}         |
  *   | rounds.jsonl                  | one JSON object per ended round (RoundRecord)   |
  *
- * Write order on publish: model file (atomic rename) -> rounds.jsonl line ->
- * state.json (atomic rename). A crash between steps leaves state.json at the
- * previous version, whose file is still there: restart is always consistent.
+ * Write order on publish: model file (atomic rename) -> state.json (atomic
+ * rename) -> rounds.jsonl line. A crash before state.json leaves the state at
+ * the previous version, whose file is still there (the new file is rewritten
+ * by the next round of that number); a crash after it can only lose the
+ * history line. Restart is consistent either way, and the history never
+ * names a version the state does not know.
  */
 #ifndef FEDC_COORD_STORE_H
 #define FEDC_COORD_STORE_H

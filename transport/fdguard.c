@@ -41,6 +41,7 @@ struct fc_fdguard {
   int headroom;
   int max_connections;
   atomic_uint_fast64_t shed;
+  DIR *fds; /* /proc/self/fd, opened once: at the fd limit opendir would fail */
 };
 
 static int is_our_connection(int fd, int port) {
@@ -65,8 +66,8 @@ static int cmp_desc(const void *a, const void *b) {
 
 /* One look: count fds and our connections; shed if over. Returns 1 under pressure. */
 static int look(fc_fdguard *g) {
-  DIR *d = opendir("/proc/self/fd");
-  if (!d) return 0;
+  DIR *d = g->fds;
+  rewinddir(d); /* re-reads the directory: the listing is current */
   int dfd = dirfd(d);
   long nfds = 0;
   int *conns = NULL;
@@ -110,7 +111,6 @@ static int look(fc_fdguard *g) {
     }
     free(conns);
   }
-  closedir(d);
   return pressure;
 }
 
@@ -141,7 +141,9 @@ int fc_fdguard_start(int port, int headroom, int max_connections, fc_fdguard **o
   g->max_connections = max_connections;
   pthread_mutex_init(&g->mu, NULL);
   pthread_cond_init(&g->cv, NULL);
-  if (pthread_create(&g->thread, NULL, guard_main, g) != 0) {
+  g->fds = opendir("/proc/self/fd");
+  if (!g->fds || pthread_create(&g->thread, NULL, guard_main, g) != 0) {
+    if (g->fds) closedir(g->fds);
     pthread_mutex_destroy(&g->mu);
     pthread_cond_destroy(&g->cv);
     free(g);
@@ -162,6 +164,7 @@ void fc_fdguard_stop(fc_fdguard *g) {
   pthread_join(g->thread, NULL);
   pthread_mutex_destroy(&g->mu);
   pthread_cond_destroy(&g->cv);
+  closedir(g->fds);
   free(g);
 }
 

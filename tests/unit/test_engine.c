@@ -147,6 +147,9 @@ static void test_full_round_and_verdicts(void) {
   CHECK_EQ_INT(fc_engine_tick(e, 170), FC_TICK_AGGREGATE);
   fc_engine_published(e, 2, sha1, 180);
   CHECK_EQ_INT(checkin(e, "a", 190, NULL), FC_CHECKIN_DONE);
+  /* A replay of a's last accepted update after its round closed: still a
+   * duplicate (not "another round" or "not in round"). */
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "a", 2, 1, 195), FC_UP_DUPLICATE);
   /* Admin adds a round: back to work. */
   fc_engine_add_rounds(e, 1);
   CHECK_EQ_INT(fc_engine_tick(e, 200), FC_TICK_STARTED);
