@@ -595,15 +595,18 @@ static void h_upload(fc_scall *call, void *ctx) {
   resp.detail = "accepted";
   fc_scall_finish(call, GRPC_STATUS_OK, NULL, &resp.base);
 out:
-  if (code != GRPC_STATUS_OK || err != FEDC_OK) {
-    FC_WARN(MOD, "upload from %s rejected: %s", peer->name, why);
-    if (code != GRPC_STATUS_OK) fc_scall_finish(call, code, why, NULL);
-  }
+  /* Release the slot and settle the engine BEFORE the client hears the
+   * verdict: a client that retries at once must not find its refused upload
+   * still "in progress". */
   if (u) c->agg->ops->update_abort(c->agg, u);
   if (begun) {
     pthread_mutex_lock(&c->mu);
     fc_engine_upload_abort(c->engine, peer->name, round);
     pthread_mutex_unlock(&c->mu);
+  }
+  if (code != GRPC_STATUS_OK || err != FEDC_OK) {
+    FC_WARN(MOD, "upload from %s rejected: %s", peer->name, why);
+    if (code != GRPC_STATUS_OK) fc_scall_finish(call, code, why, NULL);
   }
   fc_chunk_rx_free(&rx);
   model_unref(m);
