@@ -127,6 +127,7 @@ FEDC_API void fedc_client_destroy(fedc_client *c) {
 FEDC_API void fedc_client_stop(fedc_client *c) {
   if (!c) return;
   atomic_store(&c->stop, 1);
+  fc_channel_cancel_all(c->ch); /* a call in flight ends now, not at its deadline */
   pthread_mutex_lock(&c->mu);
   pthread_cond_broadcast(&c->cv);
   pthread_mutex_unlock(&c->mu);

@@ -15,6 +15,7 @@
  */
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,10 +39,15 @@ struct fc_channel {
   char insecure_id[160];
   char proto_ver[24];
   atomic_uint_fast64_t probe_ok_ms; /* when diagnose.c last found the path healthy */
+  /* Calls in flight, so fc_channel_cancel_all can end them from any thread. */
+  pthread_mutex_t calls_mu;
+  struct fc_ccall *calls;
+  int cancelled; /* under calls_mu: every call, present and future, is cancelled */
 };
 
 struct fc_ccall {
   fc_channel *ch;
+  struct fc_ccall *prev, *next; /* in ch->calls */
   grpc_call *call;
   grpc_completion_queue *cq;
   fc_rpc_kind kind;
@@ -74,6 +80,7 @@ int fc_channel_create(const fc_channel_opts *o, fc_channel **out, char *err, siz
   grpc_channel_credentials *creds = NULL;
   fc_channel *c = calloc(1, sizeof *c);
   if (!c) return FEDC_ERR_NOMEM;
+  pthread_mutex_init(&c->calls_mu, NULL);
   if (!o->target || strlen(o->target) >= sizeof c->target) {
     snprintf(err, errlen, "missing or too long coordinator address");
     goto out;
@@ -149,7 +156,16 @@ out:
 void fc_channel_destroy(fc_channel *c) {
   if (!c) return;
   if (c->ch) grpc_channel_destroy(c->ch);
+  pthread_mutex_destroy(&c->calls_mu);
   free(c);
+}
+
+void fc_channel_cancel_all(fc_channel *c) {
+  if (!c) return;
+  pthread_mutex_lock(&c->calls_mu);
+  c->cancelled = 1;
+  for (fc_ccall *k = c->calls; k; k = k->next) grpc_call_cancel(k->call, NULL); /* thread-safe in gRPC */
+  pthread_mutex_unlock(&c->calls_mu);
 }
 
 /* ---- status translation -------------------------------------------------------- */
@@ -270,6 +286,12 @@ static int ccall_new(fc_channel *ch, const char *path, fc_rpc_kind kind, int tim
     fc_ccall_destroy(c);
     return FEDC_ERR_NOMEM;
   }
+  pthread_mutex_lock(&ch->calls_mu);
+  c->next = ch->calls;
+  if (ch->calls) ch->calls->prev = c;
+  ch->calls = c;
+  if (ch->cancelled) grpc_call_cancel(c->call, NULL);
+  pthread_mutex_unlock(&ch->calls_mu);
   *out = c;
   return FEDC_OK;
 }
@@ -463,6 +485,12 @@ int fc_ccall_recv(fc_ccall *c, const ProtobufCMessageDescriptor *desc, ProtobufC
 void fc_ccall_destroy(fc_ccall *c) {
   if (!c) return;
   if (c->call) {
+    pthread_mutex_lock(&c->ch->calls_mu);
+    if (c->prev) c->prev->next = c->next;
+    else if (c->ch->calls == c)
+      c->ch->calls = c->next;
+    if (c->next) c->next->prev = c->prev;
+    pthread_mutex_unlock(&c->ch->calls_mu);
     if (!c->got_status) grpc_call_cancel(c->call, NULL);
     grpc_call_unref(c->call);
   }

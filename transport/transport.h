@@ -144,6 +144,9 @@ void fc_channel_opts_init(fc_channel_opts *o);
  * creating the channel, so those mistakes get their own message. */
 int fc_channel_create(const fc_channel_opts *o, fc_channel **out, char *err, size_t errlen);
 void fc_channel_destroy(fc_channel *ch);
+/* From any thread: cancel every call in flight on the channel and every call
+ * started on it from now on (they end with CANCELLED / FEDC_ERR_STOPPED). */
+void fc_channel_cancel_all(fc_channel *ch);
 
 /* Unary call. On FEDC_OK *resp is set (free with protobuf_c_message_free_unpacked). */
 int fc_call_unary(fc_channel *ch, const char *path, const ProtobufCMessage *req,

@@ -11,8 +11,9 @@
  *
  * Threading: fedc_client_run() blocks the calling thread and calls the
  * trainer on that thread. fedc_client_stop() may be called from any thread
- * (or a signal-handling thread) and makes run() return FEDC_ERR_STOPPED within
- * one network deadline. All other functions must not be called concurrently
+ * (or a signal-handling thread): it cancels the network call in flight, and
+ * run() returns FEDC_ERR_STOPPED as soon as that call (or a running trainer
+ * callback) returns. All other functions must not be called concurrently
  * on the same handle.
  *
  * Ownership: strings in options are copied by fedc_client_create; the

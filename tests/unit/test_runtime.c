@@ -7,9 +7,12 @@
  * the runtime must back off and retry, not end run() as if the federation
  * had refused it for good.
  */
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "fedc/client.h"
 #include "fedc/v1/fedc.pb-c.h"
@@ -82,7 +85,76 @@ static void test_busy_is_transient(void) {
   fc_transport_shutdown();
 }
 
+/* A coordinator that never answers a check-in (its handler hangs). */
+static atomic_int release_hang;
+static void h_hang(fc_scall *call, void *ctx) {
+  (void)ctx;
+  for (int i = 0; i < 200 && !atomic_load(&release_hang); i++) usleep(50000);
+  fc_scall_finish(call, GRPC_STATUS_UNAVAILABLE, "released", NULL);
+}
+
+static void *run_thread(void *arg) {
+  fedc_client *c = arg;
+  static int rc;
+  rc = fedc_client_run(c);
+  return &rc;
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* fedc_client_stop() from another thread ends run() promptly even while a
+ * check-in is in flight (it used to wait for the call's 30 s deadline). */
+static void test_stop_cancels_call(void) {
+  fc_transport_init();
+  fc_method m = {"/fedc.v1.Coordinator/CheckIn", FC_RPC_UNARY, FC_ROLE_CLIENT, 1024,
+                 &fedc__v1__check_in_request__descriptor, h_hang, NULL};
+  fc_server_opts so;
+  fc_server_opts_init(&so);
+  so.addr = "127.0.0.1:0";
+  so.insecure_for_testing = 1;
+  so.federation = "test";
+  so.threads = 2;
+  so.methods = &m;
+  so.nmethods = 1;
+  fc_server *srv = NULL;
+  char err[400];
+  CHECK_EQ_INT(fc_server_start(&so, &srv, err, sizeof err), FEDC_OK);
+  if (!srv) return;
+  char addr[64];
+  snprintf(addr, sizeof addr, "127.0.0.1:%d", fc_server_port(srv));
+  fedc_client_options o;
+  fedc_client_options_init(&o);
+  o.coordinator = addr;
+  o.insecure_for_testing = 1;
+  o.insecure_identity = "client/dev";
+  fedc_trainer t = {.ctx = NULL, .train = train};
+  fedc_client *c = NULL;
+  CHECK_EQ_INT(fedc_client_create(&o, &t, &c), FEDC_OK);
+  pthread_t th;
+  pthread_create(&th, NULL, run_thread, c);
+  usleep(500000); /* the check-in is now hanging on the server */
+  double t0 = now_s();
+  fedc_client_stop(c);
+  void *res = NULL;
+  pthread_join(th, &res);
+  double took = now_s() - t0;
+  printf("stop -> run returned in %.3f s\n", took);
+  CHECK_EQ_INT(*(int *)res, FEDC_ERR_STOPPED);
+  /* Not a speed threshold: without cancellation run() returns only at the
+   * check-in's 30 s deadline; 10 s separates the two behaviours on any load. */
+  CHECK(took < 10.0);
+  atomic_store(&release_hang, 1);
+  fedc_client_destroy(c);
+  fc_server_destroy(srv);
+  fc_transport_shutdown();
+}
+
 int main(void) {
   test_busy_is_transient();
+  test_stop_cancels_call();
   return CHECK_DONE();
 }
