@@ -41,10 +41,12 @@ static int train(void *ctx, const fedc_train_config *cfg, const float *w, float 
   return 1;
 }
 
-static void test_busy_is_transient(void) {
-  fc_transport_init();
-  fc_method m = {"/fedc.v1.Coordinator/CheckIn", FC_RPC_UNARY, FC_ROLE_CLIENT, 1024,
-                 &fedc__v1__check_in_request__descriptor, h_checkin, NULL};
+/* A one-method CheckIn server on 127.0.0.1 (insecure loopback test mode);
+ * its address goes to addr. NULL if it could not start. */
+static fc_server *start_checkin_server(fc_handler h, char *addr, size_t addrlen) {
+  static fc_method m;
+  m = (fc_method){"/fedc.v1.Coordinator/CheckIn", FC_RPC_UNARY, FC_ROLE_CLIENT, 1024,
+                  &fedc__v1__check_in_request__descriptor, h, NULL};
   fc_server_opts so;
   fc_server_opts_init(&so);
   so.addr = "127.0.0.1:0";
@@ -58,9 +60,16 @@ static void test_busy_is_transient(void) {
   int rc = fc_server_start(&so, &srv, err, sizeof err);
   if (rc != FEDC_OK) fprintf(stderr, "server: %s\n", err);
   CHECK_EQ_INT(rc, FEDC_OK);
-  if (rc != FEDC_OK) return;
+  if (srv) snprintf(addr, addrlen, "127.0.0.1:%d", fc_server_port(srv));
+  return srv;
+}
+
+static void test_busy_is_transient(void) {
+  fc_transport_init();
   char addr[64];
-  snprintf(addr, sizeof addr, "127.0.0.1:%d", fc_server_port(srv));
+  fc_server *srv = start_checkin_server(h_checkin, addr, sizeof addr);
+  if (!srv) return;
+  int rc;
 
   refusals = 2;
   atomic_store(&calls, 0);
@@ -110,22 +119,9 @@ static double now_s(void) {
  * check-in is in flight (it used to wait for the call's 30 s deadline). */
 static void test_stop_cancels_call(void) {
   fc_transport_init();
-  fc_method m = {"/fedc.v1.Coordinator/CheckIn", FC_RPC_UNARY, FC_ROLE_CLIENT, 1024,
-                 &fedc__v1__check_in_request__descriptor, h_hang, NULL};
-  fc_server_opts so;
-  fc_server_opts_init(&so);
-  so.addr = "127.0.0.1:0";
-  so.insecure_for_testing = 1;
-  so.federation = "test";
-  so.threads = 2;
-  so.methods = &m;
-  so.nmethods = 1;
-  fc_server *srv = NULL;
-  char err[400];
-  CHECK_EQ_INT(fc_server_start(&so, &srv, err, sizeof err), FEDC_OK);
-  if (!srv) return;
   char addr[64];
-  snprintf(addr, sizeof addr, "127.0.0.1:%d", fc_server_port(srv));
+  fc_server *srv = start_checkin_server(h_hang, addr, sizeof addr);
+  if (!srv) return;
   fedc_client_options o;
   fedc_client_options_init(&o);
   o.coordinator = addr;
