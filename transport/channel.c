@@ -21,7 +21,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/fileutil.h"
 #include "common/log.h"
 #include "fedc/error.h"
 #include "transport/transport.h"
@@ -75,8 +74,8 @@ static grpc_arg str_arg(const char *key, const char *v) {
 
 int fc_channel_create(const fc_channel_opts *o, fc_channel **out, char *err, size_t errlen) {
   int rc = FEDC_ERR_INVALID;
-  char *ca = NULL, *cert = NULL, *key = NULL;
-  size_t calen = 0, certlen = 0, keylen = 0;
+  fc_tls_pem pem;
+  memset(&pem, 0, sizeof pem);
   grpc_channel_credentials *creds = NULL;
   fc_channel *c = calloc(1, sizeof *c);
   if (!c) return FEDC_ERR_NOMEM;
@@ -104,15 +103,9 @@ int fc_channel_create(const fc_channel_opts *o, fc_channel **out, char *err, siz
     snprintf(c->ca, sizeof c->ca, "%s", o->tls.ca);
     snprintf(c->cert, sizeof c->cert, "%s", o->tls.cert);
     snprintf(c->key, sizeof c->key, "%s", o->tls.key);
-    if ((rc = fc_tls_check_local(o->tls.ca, o->tls.cert, o->tls.key, err, errlen)) != FEDC_OK) goto out;
-    if ((rc = fc_read_file(o->tls.ca, 1 << 20, &ca, &calen)) != FEDC_OK ||
-        (rc = fc_read_file(o->tls.cert, 1 << 20, &cert, &certlen)) != FEDC_OK ||
-        (rc = fc_read_file(o->tls.key, 1 << 20, &key, &keylen)) != FEDC_OK) {
-      snprintf(err, errlen, "cannot read TLS files: %s", fedc_strerror(rc));
-      goto out;
-    }
-    grpc_ssl_pem_key_cert_pair pair = {key, cert};
-    creds = grpc_ssl_credentials_create(ca, &pair, NULL, NULL);
+    if ((rc = fc_tls_pem_load(o->tls.ca, o->tls.cert, o->tls.key, &pem, err, errlen)) != FEDC_OK) goto out;
+    grpc_ssl_pem_key_cert_pair pair = {pem.key, pem.cert};
+    creds = grpc_ssl_credentials_create(pem.ca, &pair, NULL, NULL);
   }
   rc = FEDC_ERR_TLS;
   if (!creds) {
@@ -145,10 +138,7 @@ int fc_channel_create(const fc_channel_opts *o, fc_channel **out, char *err, siz
   *out = c;
   c = NULL;
 out:
-  if (key) fc_wipe(key, keylen);
-  free(ca);
-  free(cert);
-  free(key);
+  fc_tls_pem_free(&pem);
   if (c) fc_channel_destroy(c);
   return rc;
 }

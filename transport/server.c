@@ -35,7 +35,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/fileutil.h"
 #include "common/log.h"
 #include "crypto/pki.h"
 #include "fedc/error.h"
@@ -514,8 +513,8 @@ static void *worker_main(void *arg) {
 
 int fc_server_start(const fc_server_opts *o, fc_server **out, char *err, size_t errlen) {
   int rc = FEDC_ERR_INVALID;
-  char *ca = NULL, *cert = NULL, *key = NULL;
-  size_t calen = 0, certlen = 0, keylen = 0;
+  fc_tls_pem pem;
+  memset(&pem, 0, sizeof pem);
   grpc_server_credentials *creds = NULL;
   fc_server *s = calloc(1, sizeof *s);
   if (!s) return FEDC_ERR_NOMEM;
@@ -546,21 +545,9 @@ int fc_server_start(const fc_server_opts *o, fc_server **out, char *err, size_t 
       snprintf(err, errlen, "mutual TLS needs --ca, --cert and --key");
       goto fail;
     }
-    if ((rc = fc_read_file(o->tls.ca, 1 << 20, &ca, &calen)) != FEDC_OK) {
-      snprintf(err, errlen, "cannot read CA certificate %s: %s", o->tls.ca, fedc_strerror(rc));
-      goto fail;
-    }
-    if ((rc = fc_read_file(o->tls.cert, 1 << 20, &cert, &certlen)) != FEDC_OK) {
-      snprintf(err, errlen, "cannot read certificate %s: %s", o->tls.cert, fedc_strerror(rc));
-      goto fail;
-    }
-    if ((rc = fc_read_file(o->tls.key, 1 << 20, &key, &keylen)) != FEDC_OK) {
-      snprintf(err, errlen, "cannot read private key %s: %s", o->tls.key, fedc_strerror(rc));
-      goto fail;
-    }
-    if ((rc = fc_tls_check_local(o->tls.ca, o->tls.cert, o->tls.key, err, errlen)) != FEDC_OK) goto fail;
-    grpc_ssl_pem_key_cert_pair pair = {key, cert};
-    creds = grpc_ssl_server_credentials_create_ex(ca, &pair, 1,
+    if ((rc = fc_tls_pem_load(o->tls.ca, o->tls.cert, o->tls.key, &pem, err, errlen)) != FEDC_OK) goto fail;
+    grpc_ssl_pem_key_cert_pair pair = {pem.key, pem.cert};
+    creds = grpc_ssl_server_credentials_create_ex(pem.ca, &pair, 1,
                                                   GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY, NULL);
   }
   rc = FEDC_ERR_TLS;
@@ -631,10 +618,7 @@ int fc_server_start(const fc_server_opts *o, fc_server **out, char *err, size_t 
     int grc = fc_fdguard_start(s->port, s->opts.fd_headroom, s->opts.max_connections, &s->guard);
     if (grc != FEDC_OK) FC_WARN(MOD, "connection guard not running: %s", fedc_strerror(grc));
   }
-  if (key) fc_wipe(key, keylen);
-  free(ca);
-  free(cert);
-  free(key);
+  fc_tls_pem_free(&pem);
   *out = s;
   return FEDC_OK;
 
@@ -643,10 +627,7 @@ fail_started:
   s = NULL;
 fail:
   if (creds) grpc_server_credentials_release(creds);
-  if (key) fc_wipe(key, keylen);
-  free(ca);
-  free(cert);
-  free(key);
+  fc_tls_pem_free(&pem);
   if (s) {
     if (s->server) {
       fc_server_destroy(s);

@@ -5,15 +5,45 @@
  * issued by this CA, key does not match.
  */
 #include <openssl/pem.h>
+#include <stdlib.h>
 #include <openssl/x509.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
+#include "common/fileutil.h"
 #include "crypto/pki.h"
 #include "fedc/error.h"
 #include "transport/transport.h"
 #include "transport/transport_int.h"
+
+int fc_tls_pem_load(const char *ca, const char *cert, const char *key, fc_tls_pem *out, char *err, size_t errlen) {
+  memset(out, 0, sizeof *out);
+  int rc = fc_tls_check_local(ca, cert, key, err, errlen);
+  if (rc != FEDC_OK) return rc;
+  size_t n;
+  const char *what = "CA certificate", *path = ca;
+  if ((rc = fc_read_file(ca, 1 << 20, &out->ca, &n)) == FEDC_OK) {
+    what = "certificate", path = cert;
+    if ((rc = fc_read_file(cert, 1 << 20, &out->cert, &n)) == FEDC_OK) {
+      what = "private key", path = key;
+      rc = fc_read_file(key, 1 << 20, &out->key, &out->key_len);
+    }
+  }
+  if (rc != FEDC_OK) {
+    snprintf(err, errlen, "cannot read %s %s: %s", what, path, fedc_strerror(rc));
+    fc_tls_pem_free(out);
+  }
+  return rc;
+}
+
+void fc_tls_pem_free(fc_tls_pem *p) {
+  if (p->key) fc_wipe(p->key, p->key_len);
+  free(p->ca);
+  free(p->cert);
+  free(p->key);
+  memset(p, 0, sizeof *p);
+}
 
 int fc_tls_check_files(const char *ca, const char *cert, const char *key, char *err, size_t errlen) {
   return fc_tls_check_local(ca, cert, key, err, errlen);

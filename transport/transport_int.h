@@ -29,6 +29,17 @@ static inline grpc_arg fc_int_arg(const char *key, int value) {
 
 /* Wipe secret bytes (OPENSSL_cleanse). */
 void fc_wipe(void *p, size_t n);
+/* Our TLS material as PEM text for gRPC's credentials. */
+typedef struct fc_tls_pem {
+  char *ca, *cert, *key;
+  size_t key_len;
+} fc_tls_pem;
+/* Check the files (fc_tls_check_local), then read them (1 MiB cap each).
+ * On failure nothing is left allocated and err says which file and why. */
+int fc_tls_pem_load(const char *ca, const char *cert, const char *key, fc_tls_pem *out, char *err, size_t errlen);
+/* Wipe the key, free all three; accepts a zeroed struct. */
+void fc_tls_pem_free(fc_tls_pem *p);
+
 /* Check our own TLS files before use: readable, certificate chains to the CA,
  * not expired, key matches certificate. One clear message in err. */
 int fc_tls_check_local(const char *ca, const char *cert, const char *key, char *err, size_t errlen);
