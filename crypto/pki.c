@@ -74,7 +74,7 @@
 #include "fedc/error.h"
 
 #define PATH_CAP 4096
-#define URI_CAP 256   /* longest valid ID is 9+63+1+11+1+64 = 149 bytes */
+#define URI_CAP FC_PKI_URI_MAX
 #define MAX_CHAIN 16  /* certificates read from one PEM file */
 #define SPIFFE_PREFIX "spiffe://"
 
@@ -405,42 +405,49 @@ int fc_pki_identity_from_spiffe(const char *uri, char *federation, size_t flen, 
 }
 
 /*
- * The one spiffe URI SAN of cert, copied into out[URI_CAP]. Any URI whose
- * scheme is "spiffe" in any case counts, so "SPIFFE://x" next to a valid ID
- * makes the certificate ambiguous rather than being skipped. FEDC_ERR_INVALID
- * if there is none, more than one, a duplicated SAN extension, or an embedded
- * NUL.
+ * The identity rule (pki.h): only URI SANs count, and every URI whose scheme
+ * is "spiffe" in any letter case counts, so "SPIFFE://x" next to a valid ID
+ * makes the certificate ambiguous rather than being skipped. The transport
+ * server calls this too, on the peer certificate gRPC verified, so the CA
+ * tools and the server can never disagree about who a certificate names.
  */
-static int cert_spiffe_uri(X509 *cert, char out[URI_CAP]) {
+int fc_pki_cert_spiffe_uri(const X509 *cert, char *out, size_t outlen) {
+  if (!cert || !out || outlen == 0) return FEDC_ERR_INVALID;
   int crit = 0;
   GENERAL_NAMES *gens = X509_get_ext_d2i(cert, NID_subject_alt_name, &crit, NULL);
   if (!gens) {
     ERR_clear_error();
     return FEDC_ERR_INVALID; /* absent (crit -1) or duplicated extension (crit -2) */
   }
-  int found = 0, rc = FEDC_OK;
+  const char *uri = NULL;
+  int found = 0, uri_len = 0;
   for (int i = 0; i < sk_GENERAL_NAME_num(gens); i++) {
     const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
-    if (g->type != GEN_URI) continue;
+    if (g->type != GEN_URI) continue; /* an ID in a DNS or e-mail SAN is not an identity */
     const char *s = (const char *)ASN1_STRING_get0_data(g->d.uniformResourceIdentifier);
     int n = ASN1_STRING_length(g->d.uniformResourceIdentifier);
     if (n < 7 || strncasecmp(s, "spiffe:", 7) != 0) continue;
-    if (++found > 1 || n >= URI_CAP || memchr(s, '\0', (size_t)n)) {
-      rc = FEDC_ERR_INVALID;
-      break;
-    }
-    memcpy(out, s, (size_t)n);
-    out[n] = '\0';
+    found++;
+    uri = s;
+    uri_len = n;
+  }
+  int rc = FEDC_OK;
+  if (found != 1 || uri_len >= URI_CAP || memchr(uri, '\0', (size_t)uri_len))
+    rc = FEDC_ERR_INVALID;
+  else if ((size_t)uri_len >= outlen)
+    rc = FEDC_ERR_TOO_LARGE;
+  else {
+    memcpy(out, uri, (size_t)uri_len);
+    out[uri_len] = '\0';
   }
   GENERAL_NAMES_free(gens);
-  if (rc == FEDC_OK && found != 1) rc = FEDC_ERR_INVALID;
   return rc;
 }
 
 static int cert_identity(X509 *cert, char *federation, size_t flen, char *role, size_t rlen, char *name,
                          size_t nlen) {
   char uri[URI_CAP];
-  int rc = cert_spiffe_uri(cert, uri);
+  int rc = fc_pki_cert_spiffe_uri(cert, uri, sizeof uri);
   if (rc) return rc;
   return fc_pki_identity_from_spiffe(uri, federation, flen, role, rlen, name, nlen);
 }
@@ -464,7 +471,7 @@ int fc_pki_identity_from_pem(const char *cert_pem, size_t len, char *federation,
 /* The federation a CA certificate is for: its one URI SAN "spiffe://<fed>". */
 static int ca_federation(X509 *ca, char fed[FC_PKI_FEDERATION_MAX]) {
   char uri[URI_CAP];
-  if (cert_spiffe_uri(ca, uri) != FEDC_OK) return FEDC_ERR_INVALID;
+  if (fc_pki_cert_spiffe_uri(ca, uri, sizeof uri) != FEDC_OK) return FEDC_ERR_INVALID;
   if (strncmp(uri, SPIFFE_PREFIX, strlen(SPIFFE_PREFIX)) != 0) return FEDC_ERR_INVALID;
   const char *td = uri + strlen(SPIFFE_PREFIX);
   if (!fc_pki_federation_ok(td)) return FEDC_ERR_INVALID; /* also rejects a path */

@@ -2,8 +2,8 @@
  * pki.h - the federation's certificate authority for mutual TLS: create a CA
  * and the coordinator's certificate, issue client/admin/coordinator
  * certificates carrying a SPIFFE ID, verify a certificate against the CA, and
- * read the identity (federation, role, name) back out of a certificate or of
- * the peer SPIFFE ID gRPC reports.
+ * read the identity (federation, role, name) back out of a certificate (the
+ * transport server applies the same function to the peer's certificate).
  *
  * Identity is the single URI SAN  spiffe://<federation>/<role>/<name>  where
  *   federation  [a-z0-9.-]{1,63}
@@ -19,12 +19,14 @@
 #ifndef FEDC_CRYPTO_PKI_H
 #define FEDC_CRYPTO_PKI_H
 
+#include <openssl/types.h> /* X509 */
 #include <stddef.h>
 #include <time.h>
 
 #define FC_PKI_FEDERATION_MAX 64 /* 63 chars + NUL */
 #define FC_PKI_ROLE_MAX 12       /* "coordinator" + NUL */
 #define FC_PKI_NAME_MAX 65       /* 64 chars + NUL */
+#define FC_PKI_URI_MAX 256       /* longest valid ID is 9+63+1+11+1+64 = 149 bytes */
 
 #define FC_PKI_DEFAULT_DAYS 365
 #define FC_PKI_MAX_DAYS 36500
@@ -86,6 +88,21 @@ int fc_pki_leaf_paths(const char *dir, const char *role, const char *name, char 
  */
 int fc_pki_identity_from_pem(const char *cert_pem, size_t len, char *federation, size_t flen, char *role,
                              size_t rlen, char *name, size_t nlen);
+
+/*
+ * The identity rule, one function for the CA tools and the transport server:
+ * the single SPIFFE ID among cert's SANs, copied NUL-terminated into
+ * out[outlen]. Only URI SANs count: an ID written in a DNS or e-mail SAN is
+ * not an identity. Every URI whose scheme is "spiffe" in any letter case
+ * counts, so "SPIFFE://f/admin/a" beside "spiffe://f/client/b" makes the
+ * certificate ambiguous (refused) instead of one of them being picked.
+ * The URI is returned as written; fc_pki_identity_from_spiffe then parses it
+ * strictly (and refuses an upper-case scheme). FEDC_ERR_INVALID if there is
+ * no such URI, more than one, a duplicated SAN extension, an embedded NUL or
+ * a URI of FC_PKI_URI_MAX bytes or more; FEDC_ERR_TOO_LARGE if it does not
+ * fit outlen (FC_PKI_URI_MAX always suffices). out is written only on success.
+ */
+int fc_pki_cert_spiffe_uri(const X509 *cert, char *out, size_t outlen);
 
 /* Strict parser for "spiffe://<federation>/<role>/<name>"; nothing else. */
 int fc_pki_identity_from_spiffe(const char *uri, char *federation, size_t flen, char *role, size_t rlen,

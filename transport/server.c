@@ -3,13 +3,14 @@
  *
  * Shape: `threads` worker threads, each owning one completion queue registered
  * with the server. A worker posts grpc_server_request_call on its queue, waits
- * for a call, then serves that call alone to its end: authenticate (SPIFFE ID
- * of the verified client certificate), check the protocol version and the
- * caller's role, receive the first message under the method's size limit,
- * run the handler, make sure a status went out, release. Because a call's ops
- * complete only on its worker's queue, every batch is a simple "start, wait
- * for this tag" with a deadline, and an idle peer cannot hold a worker longer
- * than stream_idle_ms per message.
+ * for a call, then serves that call alone to its end: authenticate (the SPIFFE
+ * ID of the verified client certificate, read by crypto/pki.c's
+ * fc_pki_cert_spiffe_uri, the same rule the CA tools use), check the protocol
+ * version and the caller's role, receive the first message under the method's
+ * size limit, run the handler, make sure a status went out, release. Because a
+ * call's ops complete only on its worker's queue, every batch is a simple
+ * "start, wait for this tag" with a deadline, and an idle peer cannot hold a
+ * worker longer than stream_idle_ms per message.
  *
  * Op sequences follow ../shared/notes/grpc-core-c.md (measured on gRPC 1.51):
  *   start:  {SEND_INITIAL_METADATA, RECV_MESSAGE}
@@ -29,6 +30,9 @@
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -288,12 +292,15 @@ static const fc_method *find_method(const fc_server *s, const char *path) {
   return NULL;
 }
 
+/* Copy the value of metadata `key` into out[outlen] (NUL-terminated). 1 if
+ * found, 0 if absent, -1 if the value does not fit (nothing is truncated: a
+ * cut value could read as a different, valid one). */
 static int md_get(const grpc_metadata_array *md, const char *key, char *out, size_t outlen) {
   for (size_t i = 0; i < md->count; i++) {
     const grpc_slice *k = &md->metadata[i].key;
     if (GRPC_SLICE_LENGTH(*k) == strlen(key) && memcmp(GRPC_SLICE_START_PTR(*k), key, strlen(key)) == 0) {
       size_t n = GRPC_SLICE_LENGTH(md->metadata[i].value);
-      if (n >= outlen) n = outlen - 1;
+      if (n >= outlen) return -1;
       memcpy(out, GRPC_SLICE_START_PTR(md->metadata[i].value), n);
       out[n] = 0;
       return 1;
@@ -302,52 +309,81 @@ static int md_get(const grpc_metadata_array *md, const char *key, char *out, siz
   return 0;
 }
 
+/* The metadata value s made safe to quote in a status or log line: at most
+ * dlen-1 bytes, anything but printable ASCII shown as '?'. */
+static void printable(const char *s, char *dst, size_t dlen) {
+  size_t i = 0;
+  for (; s[i] && i + 1 < dlen; i++) dst[i] = s[i] >= 0x20 && s[i] < 0x7f ? s[i] : '?';
+  dst[i] = '\0';
+}
+
+/* Largest peer certificate we parse; gRPC already verified it against the CA. */
+#define PEER_CERT_PEM_MAX (64 * 1024)
+
+/*
+ * The peer's SPIFFE ID into uri[urilen], by the one rule of crypto/pki.c
+ * (fc_pki_cert_spiffe_uri: only URI SANs, exactly one spiffe URI in any letter
+ * case) applied to the leaf certificate gRPC verified and hands us as PEM.
+ * gRPC's own peer_spiffe_id and SAN list are not used: the first compares the
+ * scheme case-sensitively, so "SPIFFE://f/admin/a" beside
+ * "spiffe://f/client/b" passed as b, and the second mixes DNS and e-mail SANs
+ * in with the URIs. 0 ok, else -1 with a refusal text in why.
+ */
+static int peer_spiffe_uri(grpc_call *call, char *uri, size_t urilen, char *why, size_t whylen) {
+  int rc = -1;
+  X509 *cert = NULL;
+  grpc_auth_context *ctx = grpc_call_auth_context(call);
+  if (!ctx) {
+    snprintf(why, whylen, "no authenticated peer");
+    return -1;
+  }
+  grpc_auth_property_iterator it = grpc_auth_context_find_properties_by_name(ctx, GRPC_X509_PEM_CERT_PROPERTY_NAME);
+  const grpc_auth_property *p = grpc_auth_property_iterator_next(&it);
+  if (!p || !p->value || p->value_length == 0 || p->value_length > PEER_CERT_PEM_MAX) {
+    snprintf(why, whylen, "no client certificate in the TLS session");
+    goto out;
+  }
+  BIO *in = BIO_new_mem_buf(p->value, (int)p->value_length);
+  if (in) cert = PEM_read_bio_X509(in, NULL, NULL, NULL);
+  BIO_free(in);
+  if (!cert) {
+    ERR_clear_error();
+    snprintf(why, whylen, "cannot parse the client certificate");
+    goto out;
+  }
+  if (fc_pki_cert_spiffe_uri(cert, uri, urilen) != FEDC_OK) {
+    snprintf(why, whylen,
+             "client certificate carries no single spiffe://<federation>/<role>/<name> URI SAN "
+             "(exactly one spiffe URI is required; DNS and e-mail SANs never name an identity)");
+    goto out;
+  }
+  rc = 0;
+out:
+  X509_free(cert);
+  grpc_auth_context_release(ctx);
+  return rc;
+}
+
 /* Who is calling: from the verified certificate's SPIFFE ID (or, only on an
  * insecure loopback test server, from metadata). 0 ok, else a refusal text. */
 static int authenticate(fc_scall *c, const grpc_metadata_array *md, char *why, size_t whylen) {
-  char uri[512] = "";
+  char uri[FC_PKI_URI_MAX] = "";
   if (c->srv->opts.insecure_for_testing) {
     char id[160];
-    if (!md_get(md, FC_INSECURE_IDENTITY_MD_KEY, id, sizeof id)) {
-      snprintf(why, whylen, "insecure test server: missing %s metadata", FC_INSECURE_IDENTITY_MD_KEY);
+    if (md_get(md, FC_INSECURE_IDENTITY_MD_KEY, id, sizeof id) != 1) {
+      snprintf(why, whylen, "insecure test server: missing or overlong %s metadata", FC_INSECURE_IDENTITY_MD_KEY);
       return -1;
     }
     snprintf(uri, sizeof uri, "spiffe://%s/%s", c->srv->federation, id);
-  } else {
-    grpc_auth_context *ctx = grpc_call_auth_context(c->call);
-    if (!ctx) {
-      snprintf(why, whylen, "no authenticated peer");
-      return -1;
-    }
-    grpc_auth_property_iterator it = grpc_auth_context_find_properties_by_name(ctx, GRPC_PEER_SPIFFE_ID_PROPERTY_NAME);
-    const grpc_auth_property *p = grpc_auth_property_iterator_next(&it);
-    if (!p) {
-      /* Fallback: exactly one spiffe:// SAN among the certificate's SANs. */
-      it = grpc_auth_context_find_properties_by_name(ctx, GRPC_X509_SAN_PROPERTY_NAME);
-      int found = 0;
-      const grpc_auth_property *q;
-      while ((q = grpc_auth_property_iterator_next(&it))) {
-        if (q->value_length > 9 && memcmp(q->value, "spiffe://", 9) == 0) {
-          found++;
-          p = q;
-        }
-      }
-      if (found != 1) p = NULL;
-    }
-    if (p && p->value_length < sizeof uri) {
-      memcpy(uri, p->value, p->value_length);
-      uri[p->value_length] = 0;
-    }
-    grpc_auth_context_release(ctx);
-    if (!uri[0]) {
-      snprintf(why, whylen, "client certificate carries no single spiffe://<federation>/<role>/<name> URI SAN");
-      return -1;
-    }
+  } else if (peer_spiffe_uri(c->call, uri, sizeof uri, why, whylen) != 0) {
+    return -1;
   }
   char role[32];
   if (fc_pki_identity_from_spiffe(uri, c->peer.federation, sizeof c->peer.federation, role, sizeof role,
                                   c->peer.name, sizeof c->peer.name) != FEDC_OK) {
-    snprintf(why, whylen, "malformed SPIFFE ID in client certificate: %.200s", uri);
+    char shown[FC_PKI_URI_MAX];
+    printable(uri, shown, sizeof shown);
+    snprintf(why, whylen, "malformed SPIFFE ID in client certificate: %.200s", shown);
     return -1;
   }
   c->peer.role = fc_role_parse(role);
@@ -433,7 +469,7 @@ static void serve_call(struct worker *w, grpc_call *call, grpc_call_details *det
     send_status(&c, GRPC_STATUS_UNIMPLEMENTED, why, NULL);
     goto out;
   }
-  if (!md_get(md, FC_PROTOCOL_MD_KEY, ver, sizeof ver)) {
+  if (md_get(md, FC_PROTOCOL_MD_KEY, ver, sizeof ver) != 1) {
     snprintf(why, sizeof why, "missing %s metadata: this coordinator speaks fedc protocol %d.%d",
              FC_PROTOCOL_MD_KEY, FC_PROTOCOL_MAJOR, FC_PROTOCOL_MINOR);
     send_status(&c, GRPC_STATUS_FAILED_PRECONDITION, why, NULL);

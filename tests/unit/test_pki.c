@@ -1,7 +1,8 @@
 /*
  * test_pki.c - crypto/pki.c end to end in a throwaway directory: init, issue,
  * verify, identity parsing, refusal to overwrite, file modes, foreign and
- * expired certificates, serial randomness, Ed25519, and a real in-memory
+ * expired certificates, serial randomness, Ed25519, the identity rule on
+ * certificates with odd SANs built here with OpenSSL, and a real in-memory
  * mutual-TLS handshake with the issued certificates (the point of the PKI).
  */
 #include <openssl/bn.h>
@@ -473,6 +474,117 @@ static void test_spiffe_parser(void) {
                FEDC_ERR_FORMAT);
 }
 
+/* A throwaway self-signed certificate whose SAN extension holds exactly the
+ * given typed names (GEN_URI, GEN_DNS, GEN_EMAIL); nsans 0 = no SAN
+ * extension at all. Only the SANs matter to fc_pki_cert_spiffe_uri. */
+typedef struct test_san {
+  int type;
+  const char *value;
+} test_san;
+
+static X509 *cert_with_sans(const test_san *sans, size_t nsans) {
+  EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+  X509 *x = X509_new();
+  GENERAL_NAMES *gens = sk_GENERAL_NAME_new_null();
+  int ok = key && x && gens && X509_set_version(x, X509_VERSION_3) == 1 &&
+           ASN1_INTEGER_set(X509_get_serialNumber(x), 1) == 1 && X509_gmtime_adj(X509_getm_notBefore(x), 0) &&
+           X509_gmtime_adj(X509_getm_notAfter(x), 3600) &&
+           X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_UTF8, (const unsigned char *)"t", -1,
+                                      -1, 0) == 1 &&
+           X509_set_issuer_name(x, X509_get_subject_name(x)) == 1 && X509_set_pubkey(x, key) == 1;
+  for (size_t i = 0; ok && i < nsans; i++) {
+    GENERAL_NAME *g = GENERAL_NAME_new();
+    ASN1_IA5STRING *s = ASN1_IA5STRING_new();
+    ok = g && s && ASN1_STRING_set(s, sans[i].value, -1) == 1;
+    if (ok) {
+      GENERAL_NAME_set0_value(g, sans[i].type, s);
+      s = NULL;
+      ok = sk_GENERAL_NAME_push(gens, g) > 0;
+      if (ok) g = NULL;
+    }
+    GENERAL_NAME_free(g);
+    ASN1_IA5STRING_free(s);
+  }
+  if (ok && nsans) ok = X509_add1_ext_i2d(x, NID_subject_alt_name, gens, 0, X509V3_ADD_APPEND) == 1;
+  if (ok) ok = X509_sign(x, key, EVP_sha256()) > 0;
+  GENERAL_NAMES_free(gens);
+  EVP_PKEY_free(key);
+  if (!ok) {
+    X509_free(x);
+    return NULL;
+  }
+  return x;
+}
+
+/* fc_pki_cert_spiffe_uri on a certificate with these SANs; *uri gets the result. */
+static int spiffe_uri_of(const test_san *sans, size_t nsans, char *uri, size_t urilen) {
+  X509 *x = cert_with_sans(sans, nsans);
+  CHECK(x != NULL);
+  if (!x) return -1;
+  int rc = fc_pki_cert_spiffe_uri(x, uri, urilen);
+  X509_free(x);
+  return rc;
+}
+
+/* The identity rule shared with transport/server.c (review issue 6, item 3). */
+static void test_cert_spiffe_uri(void) {
+  char uri[FC_PKI_URI_MAX];
+  const struct {
+    const char *what;
+    test_san sans[3];
+    size_t nsans;
+  } refused[] = {
+      {"no SAN extension", {{0, NULL}}, 0},
+      {"spiffe ID only in a DNS SAN", {{GEN_DNS, "spiffe://demo/admin/mallory"}}, 1},
+      {"spiffe ID only in an e-mail SAN", {{GEN_EMAIL, "spiffe://demo/admin/mallory"}}, 1},
+      {"DNS spiffe ID beside an unrelated URI", {{GEN_URI, "https://example.org/"}, {GEN_DNS, "spiffe://demo/admin/m"}}, 2},
+      {"upper-case scheme beside a lower-case one",
+       {{GEN_URI, "SPIFFE://demo/admin/alice"}, {GEN_URI, "spiffe://demo/client/zz"}},
+       2},
+      {"mixed-case scheme beside a lower-case one",
+       {{GEN_URI, "spiffe://demo/client/zz"}, {GEN_URI, "Spiffe://demo/admin/alice"}},
+       2},
+      {"two lower-case spiffe URIs", {{GEN_URI, "spiffe://demo/client/a"}, {GEN_URI, "spiffe://demo/client/b"}}, 2},
+  };
+  for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+    strcpy(uri, "untouched");
+    int rc = spiffe_uri_of(refused[i].sans, refused[i].nsans, uri, sizeof uri);
+    if (rc != FEDC_ERR_INVALID) fprintf(stderr, "  accepted: %s (%s)\n", refused[i].what, uri);
+    CHECK_EQ_INT(rc, FEDC_ERR_INVALID);
+    CHECK(strcmp(uri, "untouched") == 0); /* written only on success */
+  }
+
+  /* One good URI, also among DNS/e-mail SANs and a non-spiffe URI. */
+  const test_san good[] = {{GEN_URI, "spiffe://demo/client/dev1"}};
+  CHECK_EQ_INT(spiffe_uri_of(good, 1, uri, sizeof uri), FEDC_OK);
+  CHECK(strcmp(uri, "spiffe://demo/client/dev1") == 0);
+  const test_san mixed[] = {
+      {GEN_DNS, "spiffe://demo/admin/mallory"}, {GEN_URI, "spiffe://demo/client/dev2"}, {GEN_URI, "https://x.example/"}};
+  CHECK_EQ_INT(spiffe_uri_of(mixed, 3, uri, sizeof uri), FEDC_OK);
+  CHECK(strcmp(uri, "spiffe://demo/client/dev2") == 0);
+
+  /* A lone upper-case scheme is found (it is a spiffe URI) but is no valid ID. */
+  const test_san upper[] = {{GEN_URI, "SPIFFE://demo/admin/alice"}};
+  CHECK_EQ_INT(spiffe_uri_of(upper, 1, uri, sizeof uri), FEDC_OK);
+  char fed[FC_PKI_FEDERATION_MAX], role[FC_PKI_ROLE_MAX], name[FC_PKI_NAME_MAX];
+  CHECK_EQ_INT(fc_pki_identity_from_spiffe(uri, fed, sizeof fed, role, sizeof role, name, sizeof name),
+               FEDC_ERR_INVALID);
+
+  /* Output too small: TOO_LARGE, untouched. */
+  char small[10] = "untouched";
+  CHECK_EQ_INT(spiffe_uri_of(good, 1, small, sizeof small), FEDC_ERR_TOO_LARGE);
+  CHECK(strcmp(small, "untouched") == 0);
+
+  /* What fc_pki_issue writes passes the same rule. */
+  X509 *alice = load_cert(P("a", "client-alice.crt"));
+  CHECK(alice != NULL);
+  if (alice) {
+    CHECK_EQ_INT(fc_pki_cert_spiffe_uri(alice, uri, sizeof uri), FEDC_OK);
+    CHECK(strcmp(uri, "spiffe://fed-a.example/client/alice") == 0);
+    X509_free(alice);
+  }
+}
+
 static void test_ed25519(void) {
   char err[512] = "";
   CHECK_EQ_INT(fc_pki_init(P("ed", NULL), "fed-ed", NULL, 0, 7, "ed25519", err, sizeof err), FEDC_OK);
@@ -523,6 +635,7 @@ int main(void) {
   test_foreign_and_expired();
   test_invalid_arguments();
   test_spiffe_parser();
+  test_cert_spiffe_uri();
   test_ed25519();
   if (!check_failed) {
     char cmd[600];

@@ -11,7 +11,10 @@
  * server keeps serving afterwards; a 64 MiB client stream and a 16 MiB server
  * stream verified by SHA-256; a corrupted chunk; insecure mode refused off
  * loopback; a client going quiet mid-stream cut off by the idle timeout;
- * shutdown with calls in flight bounded by the grace period.
+ * shutdown with calls in flight bounded by the grace period; identity taken
+ * only from the certificate's one spiffe URI SAN (certificates with the ID in
+ * a DNS or e-mail SAN, or with two spiffe URIs in different case, are minted
+ * here with OpenSSL, signed by the test CA, and refused).
  */
 #define _XOPEN_SOURCE 700 /* nftw */
 #include <arpa/inet.h>
@@ -19,10 +22,16 @@
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
 #include <netinet/in.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -557,6 +566,161 @@ static void test_idle_timeout(void) {
   ts_stop(s, 0);
 }
 
+/* ---- certificates with odd SANs, signed by the test CA ------------------------------------ */
+
+static int add_ext_conf(X509 *x, X509 *issuer, int nid, const char *value) {
+  X509V3_CTX ctx;
+  X509V3_set_ctx(&ctx, issuer, x, NULL, NULL, 0);
+  X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, &ctx, nid, value);
+  int ok = ext && X509_add_ext(x, ext, -1) == 1;
+  X509_EXTENSION_free(ext);
+  return ok;
+}
+
+/* Append one typed SAN (GEN_URI, GEN_DNS or GEN_EMAIL) to gens. */
+static int push_san(GENERAL_NAMES *gens, int type, const char *value) {
+  GENERAL_NAME *g = GENERAL_NAME_new();
+  ASN1_IA5STRING *s = ASN1_IA5STRING_new();
+  if (!g || !s || ASN1_STRING_set(s, value, -1) != 1) {
+    GENERAL_NAME_free(g);
+    ASN1_IA5STRING_free(s);
+    return 0;
+  }
+  GENERAL_NAME_set0_value(g, type, s);
+  if (!sk_GENERAL_NAME_push(gens, g)) {
+    GENERAL_NAME_free(g);
+    return 0;
+  }
+  return 1;
+}
+
+typedef struct san {
+  int type; /* GEN_URI, GEN_DNS, GEN_EMAIL */
+  const char *value;
+} san;
+
+/*
+ * A client certificate for the test CA in root/ that is in every way like one
+ * fc_pki_issue makes (CA:FALSE, digitalSignature, clientAuth, SKI/AKI, so it
+ * passes the local strict check) except that its SANs are exactly `sans`.
+ * Written to root/odd-<tag>.crt and .key. 1 on success.
+ */
+static int mint_odd_cert(const char *tag, const san *sans, size_t nsans, char *crt, size_t crtlen, char *key,
+                         size_t keylen) {
+  char ca_key_path[600];
+  snprintf(ca_key_path, sizeof ca_key_path, "%s/%s", root, FC_PKI_CA_KEY);
+  snprintf(crt, crtlen, "%s/odd-%s.crt", root, tag);
+  snprintf(key, keylen, "%s/odd-%s.key", root, tag);
+  FILE *f = fopen(ca_path, "r");
+  X509 *ca = f ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
+  if (f) fclose(f);
+  f = fopen(ca_key_path, "r");
+  EVP_PKEY *ca_key = f ? PEM_read_PrivateKey(f, NULL, NULL, NULL) : NULL;
+  if (f) fclose(f);
+  EVP_PKEY *leaf_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+  X509 *x = X509_new();
+  GENERAL_NAMES *gens = sk_GENERAL_NAME_new_null();
+  unsigned char serial[16];
+  BIGNUM *bn = NULL;
+  int ok = ca && ca_key && leaf_key && x && gens && RAND_bytes(serial, sizeof serial) == 1;
+  if (ok) {
+    serial[0] &= 0x7f;
+    bn = BN_bin2bn(serial, sizeof serial, NULL);
+    ok = bn && BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x)) != NULL;
+  }
+  if (ok)
+    ok = X509_set_version(x, X509_VERSION_3) == 1 && X509_gmtime_adj(X509_getm_notBefore(x), -300) &&
+         X509_gmtime_adj(X509_getm_notAfter(x), 86400) &&
+         X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_UTF8, (const unsigned char *)tag, -1,
+                                    -1, 0) == 1 &&
+         X509_set_issuer_name(x, X509_get_subject_name(ca)) == 1 && X509_set_pubkey(x, leaf_key) == 1;
+  if (ok)
+    ok = add_ext_conf(x, ca, NID_basic_constraints, "critical,CA:FALSE") &&
+         add_ext_conf(x, ca, NID_key_usage, "critical,digitalSignature") &&
+         add_ext_conf(x, ca, NID_ext_key_usage, "clientAuth") &&
+         add_ext_conf(x, ca, NID_subject_key_identifier, "hash") &&
+         add_ext_conf(x, ca, NID_authority_key_identifier, "keyid:always");
+  for (size_t i = 0; ok && i < nsans; i++) ok = push_san(gens, sans[i].type, sans[i].value);
+  if (ok) ok = X509_add1_ext_i2d(x, NID_subject_alt_name, gens, 0, X509V3_ADD_APPEND) == 1;
+  if (ok) ok = X509_sign(x, ca_key, EVP_sha256()) > 0;
+  if (ok) {
+    FILE *kf = fopen(key, "w");
+    FILE *cf = fopen(crt, "w");
+    if (kf) fchmod(fileno(kf), 0600);
+    ok = kf && cf && PEM_write_PrivateKey(kf, leaf_key, NULL, NULL, 0, NULL, NULL) == 1 && PEM_write_X509(cf, x) == 1;
+    if (kf && fclose(kf) != 0) ok = 0;
+    if (cf && fclose(cf) != 0) ok = 0;
+  }
+  if (!ok) fprintf(stderr, "  mint_odd_cert(%s) failed\n", tag);
+  BN_free(bn);
+  GENERAL_NAMES_free(gens);
+  X509_free(x);
+  X509_free(ca);
+  EVP_PKEY_free(ca_key);
+  EVP_PKEY_free(leaf_key);
+  return ok;
+}
+
+/* Call path with the odd certificate; returns the gRPC status and its detail. */
+static int call_with_odd_cert(const char *tag, const san *sans, size_t nsans, const char *path, char *detail,
+                              size_t dlen) {
+  char crt[600], key[600], err[400];
+  detail[0] = '\0';
+  if (!mint_odd_cert(tag, sans, nsans, crt, sizeof crt, key, sizeof key)) return -1;
+  fc_channel *ch = NULL;
+  int rc = ts_channel_ex(ca_path, crt, key, port, NULL, &ch, err, sizeof err);
+  if (rc != FEDC_OK) {
+    fprintf(stderr, "  %s: channel refused locally: %s\n", tag, err);
+    return -1;
+  }
+  fc_status st;
+  memset(&st, 0, sizeof st);
+  echo(ch, path, 3, NULL, &st);
+  snprintf(detail, dlen, "%s", st.detail);
+  fc_channel_destroy(ch);
+  return (int)st.code;
+}
+
+/* Review issue 6 item 3: identity comes only from URI SANs, and a certificate
+ * carries exactly one spiffe URI, whatever the case of its scheme. */
+static void test_identity_sans(void) {
+  char detail[400];
+  const struct {
+    const char *tag, *path;
+    san sans[3];
+    size_t nsans;
+  } refused[] = {
+      /* No URI SAN at all: the ID in a DNS name or an e-mail address is not an identity. */
+      {"dns-only", TS_ADMIN_ECHO, {{GEN_DNS, "spiffe://test/admin/mallory"}}, 1},
+      {"email-only", TS_ADMIN_ECHO, {{GEN_EMAIL, "spiffe://test/admin/mallory"}}, 1},
+      /* A real URI ID next to the same ID in a DNS SAN is fine, but a DNS ID
+       * next to an unrelated URI must not win. */
+      {"dns-and-http", TS_ADMIN_ECHO, {{GEN_URI, "https://example.org/x"}, {GEN_DNS, "spiffe://test/admin/mallory"}}, 2},
+      /* Two spiffe URIs, one upper-case: ambiguous, so refused (gRPC alone picks the lower-case one). */
+      {"two-case", TS_ECHO, {{GEN_URI, "SPIFFE://test/admin/alice"}, {GEN_URI, "spiffe://test/client/zz"}}, 2},
+      {"two-lower", TS_ECHO, {{GEN_URI, "spiffe://test/client/aa"}, {GEN_URI, "spiffe://test/client/zz"}}, 2},
+      /* An upper-case scheme alone is not a valid SPIFFE ID either. */
+      {"upper-only", TS_ECHO, {{GEN_URI, "SPIFFE://test/client/zz"}}, 1},
+  };
+  for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+    int code = call_with_odd_cert(refused[i].tag, refused[i].sans, refused[i].nsans, refused[i].path, detail,
+                                  sizeof detail);
+    if (code != GRPC_STATUS_UNAUTHENTICATED) fprintf(stderr, "  %s: status %d (%s)\n", refused[i].tag, code, detail);
+    CHECK_EQ_INT(code, GRPC_STATUS_UNAUTHENTICATED);
+    CHECK(contains(detail, "client certificate"));
+  }
+  /* Controls: one good URI SAN is accepted, also with DNS and e-mail SANs beside it. */
+  const san good[] = {{GEN_URI, "spiffe://test/client/good"}};
+  CHECK_EQ_INT(call_with_odd_cert("good", good, 1, TS_ECHO, detail, sizeof detail), GRPC_STATUS_OK);
+  const san good_mixed[] = {
+      {GEN_DNS, "spiffe://test/admin/mallory"}, {GEN_URI, "spiffe://test/client/good2"}, {GEN_EMAIL, "a@b.example"}};
+  CHECK_EQ_INT(call_with_odd_cert("good-mixed", good_mixed, 3, TS_ECHO, detail, sizeof detail), GRPC_STATUS_OK);
+  /* ... and gets the role in its URI, not the one in the DNS SAN. */
+  CHECK_EQ_INT(call_with_odd_cert("good-mixed2", good_mixed, 3, TS_ADMIN_ECHO, detail, sizeof detail),
+               GRPC_STATUS_PERMISSION_DENIED);
+  CHECK(contains(detail, "'good2' has role 'client'"));
+}
+
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
   (void)sb;
   (void)flag;
@@ -588,6 +752,7 @@ int main(void) {
       {"expired", test_expired},
       {"unreachable", test_unreachable},
       {"version", test_version},
+      {"identity_sans", test_identity_sans},
       {"limits", test_limits},
       {"sink", test_sink},
       {"source", test_source},
