@@ -6,11 +6,12 @@
  * for a call, then serves that call alone to its end: authenticate (the SPIFFE
  * ID of the verified client certificate, read by crypto/pki.c's
  * fc_pki_cert_spiffe_uri, the same rule the CA tools use), check the protocol
- * version and the caller's role, receive the first message under the method's
- * size limit, run the handler, make sure a status went out, release. Because a
- * call's ops complete only on its worker's queue, every batch is a simple
- * "start, wait for this tag" with a deadline, and an idle peer cannot hold a
- * worker longer than stream_idle_ms per message.
+ * version (strictly "<major>[.<minor>]") and the caller's role, receive the
+ * first message under the method's size limit, run the handler, make sure a
+ * status went out, release. Because a call's ops complete only on its worker's
+ * queue, every batch is a simple "start, wait for this tag" with a deadline,
+ * and an idle peer cannot hold a worker longer than stream_idle_ms per
+ * message.
  *
  * Op sequences follow ../shared/notes/grpc-core-c.md (measured on gRPC 1.51):
  *   start:  {SEND_INITIAL_METADATA, RECV_MESSAGE}
@@ -317,6 +318,35 @@ static void printable(const char *s, char *dst, size_t dlen) {
   dst[i] = '\0';
 }
 
+#define PROTOCOL_PART_DIGITS 6 /* "999999" is plenty for a version number */
+
+/* One version part: 1..PROTOCOL_PART_DIGITS decimal digits. Returns the
+ * character after it, or NULL. */
+static const char *parse_version_part(const char *s, unsigned *out) {
+  unsigned v = 0;
+  int n = 0;
+  while (s[n] >= '0' && s[n] <= '9') {
+    if (n == PROTOCOL_PART_DIGITS) return NULL;
+    v = v * 10 + (unsigned)(s[n] - '0');
+    n++;
+  }
+  if (n == 0) return NULL;
+  *out = v;
+  return s + n;
+}
+
+/* Strict "<major>" or "<major>.<minor>", digits only: atoi would read
+ * "1garbage" as 1 and "+1" or " 1" as 1 too. 0 ok, -1 malformed. */
+static int parse_protocol_version(const char *s, unsigned *major, unsigned *minor) {
+  unsigned maj = 0, min = 0;
+  const char *p = parse_version_part(s, &maj);
+  if (p && *p == '.') p = parse_version_part(p + 1, &min);
+  if (!p || *p) return -1;
+  *major = maj;
+  *minor = min;
+  return 0;
+}
+
 /* Largest peer certificate we parse; gRPC already verified it against the CA. */
 #define PEER_CERT_PEM_MAX (64 * 1024)
 
@@ -469,15 +499,32 @@ static void serve_call(struct worker *w, grpc_call *call, grpc_call_details *det
     send_status(&c, GRPC_STATUS_UNIMPLEMENTED, why, NULL);
     goto out;
   }
-  if (md_get(md, FC_PROTOCOL_MD_KEY, ver, sizeof ver) != 1) {
+  int have_ver = md_get(md, FC_PROTOCOL_MD_KEY, ver, sizeof ver);
+  unsigned major = 0, minor = 0;
+  if (have_ver == 0) {
     snprintf(why, sizeof why, "missing %s metadata: this coordinator speaks fedc protocol %d.%d",
              FC_PROTOCOL_MD_KEY, FC_PROTOCOL_MAJOR, FC_PROTOCOL_MINOR);
     send_status(&c, GRPC_STATUS_FAILED_PRECONDITION, why, NULL);
     goto out;
   }
-  if (atoi(ver) != FC_PROTOCOL_MAJOR) {
-    snprintf(why, sizeof why, "incompatible protocol version %.16s: this coordinator speaks fedc protocol %d.%d",
-             ver, FC_PROTOCOL_MAJOR, FC_PROTOCOL_MINOR);
+  if (have_ver < 0 || parse_protocol_version(ver, &major, &minor) != 0) {
+    char shown[sizeof ver + 2] = "(too long)";
+    if (have_ver > 0) {
+      shown[0] = '"';
+      printable(ver, shown + 1, sizeof ver);
+      strcat(shown, "\"");
+    }
+    snprintf(why, sizeof why,
+             "malformed %s metadata %s: expected <major> or <major>.<minor> in digits; "
+             "this coordinator speaks fedc protocol %d.%d",
+             FC_PROTOCOL_MD_KEY, shown, FC_PROTOCOL_MAJOR, FC_PROTOCOL_MINOR);
+    FC_WARN(MOD, "%s from %s: %s", c.method, c.peer.addr, why);
+    send_status(&c, GRPC_STATUS_FAILED_PRECONDITION, why, NULL);
+    goto out;
+  }
+  if (major != FC_PROTOCOL_MAJOR) {
+    snprintf(why, sizeof why, "incompatible %s version %s: this coordinator speaks fedc protocol %d.%d",
+             FC_PROTOCOL_MD_KEY, ver, FC_PROTOCOL_MAJOR, FC_PROTOCOL_MINOR);
     FC_WARN(MOD, "%s from %s: %s", c.method, c.peer.addr, why);
     send_status(&c, GRPC_STATUS_FAILED_PRECONDITION, why, NULL);
     goto out;

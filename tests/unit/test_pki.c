@@ -537,7 +537,9 @@ static void test_cert_spiffe_uri(void) {
       {"no SAN extension", {{0, NULL}}, 0},
       {"spiffe ID only in a DNS SAN", {{GEN_DNS, "spiffe://demo/admin/mallory"}}, 1},
       {"spiffe ID only in an e-mail SAN", {{GEN_EMAIL, "spiffe://demo/admin/mallory"}}, 1},
-      {"DNS spiffe ID beside an unrelated URI", {{GEN_URI, "https://example.org/"}, {GEN_DNS, "spiffe://demo/admin/m"}}, 2},
+      {"DNS spiffe ID beside an unrelated URI",
+       {{GEN_URI, "https://example.org/"}, {GEN_DNS, "spiffe://demo/admin/m"}},
+       2},
       {"upper-case scheme beside a lower-case one",
        {{GEN_URI, "SPIFFE://demo/admin/alice"}, {GEN_URI, "spiffe://demo/client/zz"}},
        2},
@@ -558,8 +560,9 @@ static void test_cert_spiffe_uri(void) {
   const test_san good[] = {{GEN_URI, "spiffe://demo/client/dev1"}};
   CHECK_EQ_INT(spiffe_uri_of(good, 1, uri, sizeof uri), FEDC_OK);
   CHECK(strcmp(uri, "spiffe://demo/client/dev1") == 0);
-  const test_san mixed[] = {
-      {GEN_DNS, "spiffe://demo/admin/mallory"}, {GEN_URI, "spiffe://demo/client/dev2"}, {GEN_URI, "https://x.example/"}};
+  const test_san mixed[] = {{GEN_DNS, "spiffe://demo/admin/mallory"},
+                            {GEN_URI, "spiffe://demo/client/dev2"},
+                            {GEN_URI, "https://x.example/"}};
   CHECK_EQ_INT(spiffe_uri_of(mixed, 3, uri, sizeof uri), FEDC_OK);
   CHECK(strcmp(uri, "spiffe://demo/client/dev2") == 0);
 

@@ -14,7 +14,8 @@
  * shutdown with calls in flight bounded by the grace period; identity taken
  * only from the certificate's one spiffe URI SAN (certificates with the ID in
  * a DNS or e-mail SAN, or with two spiffe URIs in different case, are minted
- * here with OpenSSL, signed by the test CA, and refused).
+ * here with OpenSSL, signed by the test CA, and refused); a malformed
+ * fedc-protocol header refused.
  */
 #define _XOPEN_SOURCE 700 /* nftw */
 #include <arpa/inet.h>
@@ -147,13 +148,21 @@ static void test_foreign_ca(void) {
   fc_channel_destroy(ch);
 }
 
-/* A raw gRPC client with the right CA but no certificate of its own: the
- * server's handshake must refuse it (fc_channel_create would not even try). */
-static int raw_call_without_cert(void) {
-  char *ca = NULL;
-  size_t calen = 0;
+/* A raw gRPC call to Echo with the right CA, the given client certificate
+ * (crt/key NULL: none) and fedc-protocol value, bypassing fc_channel's own
+ * checks and limits. Returns the status; detail (may be NULL) gets its text. */
+static int raw_call(const char *crt, const char *key, const char *version, char *detail, size_t dlen) {
+  char *ca = NULL, *crt_pem = NULL, *key_pem = NULL;
+  size_t calen = 0, n = 0;
   if (fc_read_file(ca_path, 1 << 20, &ca, &calen) != FEDC_OK) return -1;
-  grpc_channel_credentials *creds = grpc_ssl_credentials_create(ca, NULL, NULL, NULL);
+  if (crt && (fc_read_file(crt, 1 << 20, &crt_pem, &n) != FEDC_OK ||
+              fc_read_file(key, 1 << 20, &key_pem, &n) != FEDC_OK)) {
+    free(ca);
+    free(crt_pem);
+    return -1;
+  }
+  grpc_ssl_pem_key_cert_pair pair = {key_pem, crt_pem};
+  grpc_channel_credentials *creds = grpc_ssl_credentials_create(ca, crt ? &pair : NULL, NULL, NULL);
   char target[64];
   snprintf(target, sizeof target, "ipv4:127.0.0.1:%d", port);
   grpc_channel *ch = grpc_channel_create(target, creds, NULL);
@@ -164,7 +173,7 @@ static int raw_call_without_cert(void) {
   grpc_metadata md;
   memset(&md, 0, sizeof md);
   md.key = grpc_slice_from_static_string(FC_PROTOCOL_MD_KEY);
-  md.value = grpc_slice_from_static_string(FC_PROTOCOL_VERSION_STRING);
+  md.value = grpc_slice_from_copied_string(version);
   Fedc__V1__CheckInRequest req = FEDC__V1__CHECK_IN_REQUEST__INIT;
   grpc_byte_buffer *out = fc_pack_message(&req.base), *in = NULL;
   grpc_metadata_array init_md, trail_md;
@@ -196,13 +205,19 @@ static int raw_call_without_cert(void) {
   grpc_byte_buffer_destroy(out);
   grpc_metadata_array_destroy(&init_md);
   grpc_metadata_array_destroy(&trail_md);
+  if (detail)
+    snprintf(detail, dlen, "%.*s", (int)GRPC_SLICE_LENGTH(details), (const char *)GRPC_SLICE_START_PTR(details));
   grpc_slice_unref(details);
+  grpc_slice_unref(md.value);
   grpc_call_unref(call);
   grpc_completion_queue_shutdown(cq);
   grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
   grpc_completion_queue_destroy(cq);
   grpc_channel_destroy(ch);
   free(ca);
+  free(crt_pem);
+  if (key_pem) fc_wipe(key_pem, strlen(key_pem));
+  free(key_pem);
   return (int)status;
 }
 
@@ -212,7 +227,9 @@ static void test_no_cert(void) {
   CHECK_EQ_INT(ts_channel_ex(ca_path, NULL, NULL, port, NULL, &ch, err, sizeof err), FEDC_ERR_INVALID);
   CHECK(ch == NULL);
   CHECK(contains(err, "--cert"));
-  CHECK_EQ_INT(raw_call_without_cert(), GRPC_STATUS_UNAVAILABLE);
+  /* A raw gRPC client with the right CA but no certificate of its own: the
+   * server's handshake must refuse it (fc_channel_create would not even try). */
+  CHECK_EQ_INT(raw_call(NULL, NULL, FC_PROTOCOL_VERSION_STRING, NULL, 0), GRPC_STATUS_UNAVAILABLE);
 }
 
 static void test_expired(void) {
@@ -695,7 +712,10 @@ static void test_identity_sans(void) {
       {"email-only", TS_ADMIN_ECHO, {{GEN_EMAIL, "spiffe://test/admin/mallory"}}, 1},
       /* A real URI ID next to the same ID in a DNS SAN is fine, but a DNS ID
        * next to an unrelated URI must not win. */
-      {"dns-and-http", TS_ADMIN_ECHO, {{GEN_URI, "https://example.org/x"}, {GEN_DNS, "spiffe://test/admin/mallory"}}, 2},
+      {"dns-and-http",
+       TS_ADMIN_ECHO,
+       {{GEN_URI, "https://example.org/x"}, {GEN_DNS, "spiffe://test/admin/mallory"}},
+       2},
       /* Two spiffe URIs, one upper-case: ambiguous, so refused (gRPC alone picks the lower-case one). */
       {"two-case", TS_ECHO, {{GEN_URI, "SPIFFE://test/admin/alice"}, {GEN_URI, "spiffe://test/client/zz"}}, 2},
       {"two-lower", TS_ECHO, {{GEN_URI, "spiffe://test/client/aa"}, {GEN_URI, "spiffe://test/client/zz"}}, 2},
@@ -719,6 +739,46 @@ static void test_identity_sans(void) {
   CHECK_EQ_INT(call_with_odd_cert("good-mixed2", good_mixed, 3, TS_ADMIN_ECHO, detail, sizeof detail),
                GRPC_STATUS_PERMISSION_DENIED);
   CHECK(contains(detail, "'good2' has role 'client'"));
+}
+
+/* Review issue 6 item 8: the fedc-protocol header is "<major>" or
+ * "<major>.<minor>", digits only; anything else is refused by name. */
+static void test_version_strict(void) {
+  char crt[600], key[600], err[400];
+  ts_leaf(root, "client", "alice", crt, sizeof crt, key, sizeof key);
+  const char *bad[] = {"1garbage", "1.0x", "1.", ".1", "1.0.0", "x1", "+1", "-1", "1 .0", "0x1",
+                       "99999999999999999999", "1.99999999999999999999", ""};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    fc_channel *ch = NULL;
+    CHECK_EQ_INT(ts_channel_ex(ca_path, crt, key, port, bad[i], &ch, err, sizeof err), FEDC_OK);
+    if (!ch) continue;
+    fc_status st;
+    memset(&st, 0, sizeof st);
+    int rc = echo(ch, TS_ECHO, 1, NULL, &st);
+    if (rc == FEDC_OK) fprintf(stderr, "  protocol \"%s\" accepted\n", bad[i]);
+    CHECK_EQ_INT(rc, FEDC_ERR_VERSION);
+    CHECK_EQ_INT(st.code, GRPC_STATUS_FAILED_PRECONDITION);
+    CHECK(contains(st.detail, FC_PROTOCOL_MD_KEY));
+    if (i == 0) CHECK(contains(st.detail, "malformed fedc-protocol metadata \"1garbage\""));
+    fc_channel_destroy(ch);
+  }
+  /* Longer than the server reads (and than fc_channel sends, hence a raw
+   * call): refused, not cut down to a valid-looking "1.000...". */
+  char detail[400];
+  CHECK_EQ_INT(raw_call(crt, key, "1.0000000000000000000000000000000000000000", detail, sizeof detail),
+               GRPC_STATUS_FAILED_PRECONDITION);
+  CHECK(contains(detail, "malformed fedc-protocol metadata (too long)"));
+  /* Well-formed versions of our major: "1", "1.0", a later minor (raw too). */
+  CHECK_EQ_INT(raw_call(crt, key, "1.3", NULL, 0), GRPC_STATUS_OK);
+  const char *good[] = {"1", "1.0", "1.12"};
+  for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+    fc_channel *ch = NULL;
+    CHECK_EQ_INT(ts_channel_ex(ca_path, crt, key, port, good[i], &ch, err, sizeof err), FEDC_OK);
+    if (!ch) continue;
+    fc_status st;
+    CHECK_EQ_INT(echo(ch, TS_ECHO, 1, NULL, &st), FEDC_OK);
+    fc_channel_destroy(ch);
+  }
 }
 
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
@@ -752,6 +812,7 @@ int main(void) {
       {"expired", test_expired},
       {"unreachable", test_unreachable},
       {"version", test_version},
+      {"version_strict", test_version_strict},
       {"identity_sans", test_identity_sans},
       {"limits", test_limits},
       {"sink", test_sink},
