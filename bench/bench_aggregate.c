@@ -58,9 +58,8 @@ int main(int argc, char **argv) {
       const uint8_t *p = (const uint8_t *)src[u % SRC];
       for (size_t off = 0; off < bytes; off += chunk)
         agg->ops->update_chunk(agg, up, off, p + off, off + chunk <= bytes ? chunk : bytes - off);
-      double l2;
-      size_t bad;
-      if (agg->ops->update_check(agg, up, &l2, &bad) != FEDC_OK) return 1;
+      fc_agg_check chk;
+      if (agg->ops->update_check(agg, up, &chk) != FEDC_OK) return 1;
       agg->ops->update_commit(agg, up, 1.0 + u % 7);
     }
     uint32_t count = 0;

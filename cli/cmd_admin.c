@@ -255,6 +255,8 @@ static void status_print(const Fedc__V1__StatusResponse *r, int json) {
     json_object_set_new(o, "paused", json_boolean(r->paused));
     json_object_set_new(o, "rounds_completed", json_u64(r->rounds_completed));
     json_object_set_new(o, "rounds_abandoned", json_u64(r->rounds_abandoned));
+    json_object_set_new(o, "round_budget", json_u64(r->round_budget));
+    json_object_set_new(o, "storage_error", json_string(r->storage_error ? r->storage_error : ""));
     json_object_set_new(o, "uptime_ms", json_u64(r->uptime_ms));
     json_object_set_new(o, "model_params", json_u64(r->model_params));
     json_object_set_new(o, "protocol", json_string(proto));
@@ -271,8 +273,12 @@ static void status_print(const Fedc__V1__StatusResponse *r, int json) {
          (unsigned long long)r->model_params);
   printf("model sha256:    %s\n", hex);
   printf("clients:         %u known, %u active\n", r->clients_known, r->clients_active);
-  printf("rounds:          %llu completed, %llu abandoned\n", (unsigned long long)r->rounds_completed,
-         (unsigned long long)r->rounds_abandoned);
+  char budget[32] = "unlimited";
+  if (r->round_budget) snprintf(budget, sizeof budget, "%llu", (unsigned long long)r->round_budget);
+  printf("rounds:          %llu completed, %llu abandoned, budget %s\n", (unsigned long long)r->rounds_completed,
+         (unsigned long long)r->rounds_abandoned, budget);
+  if (r->storage_error && r->storage_error[0])
+    printf("storage:         %s (no new round starts until it can be written)\n", r->storage_error);
   printf("uptime:          %s\n", up);
   printf("protocol:        %s\n", proto);
   fflush(stdout);

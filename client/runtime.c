@@ -335,6 +335,12 @@ static int do_round(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
     rc = FEDC_ERR_TRAINER;
     goto out;
   }
+  if (!(loss >= 0 && loss <= FC_MAX_TRAIN_LOSS)) {
+    snprintf(st->detail, sizeof st->detail, "trainer reported loss %g in round %llu: must be finite and in [0, %g]",
+             loss, (unsigned long long)t->round, FC_MAX_TRAIN_LOSS);
+    rc = FEDC_ERR_TRAINER;
+    goto out;
+  }
   if ((rc = pipeline_delta(out, c->weights, n, kind)) != FEDC_OK) {
     snprintf(st->detail, sizeof st->detail, "trainer produced NaN/Inf in round %llu: update not sent",
              (unsigned long long)t->round);

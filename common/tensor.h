@@ -18,6 +18,9 @@
 #define FC_TENSOR_MAX_DIMS 4
 #define FC_MODEL_MAX_TENSORS 32
 #define FC_MODEL_MAX_PARAMS (1ull << 31) /* 8 GiB of float32 */
+/* A client's reported mean training loss must lie in [0, FC_MAX_TRAIN_LOSS]
+ * (the client runtime checks before sending; the coordinator refuses the rest). */
+#define FC_MAX_TRAIN_LOSS 1e9
 
 enum fc_dtype { FC_DTYPE_F32 = 1 }; /* same numbers as fedc.v1.DType */
 

@@ -9,7 +9,7 @@
  *   for each upload (concurrently, from gRPC handler threads):
  *     u = update_begin()                    may wait for a staging slot
  *     update_chunk(u, byte_offset, bytes)   each chunk as it arrives
- *     update_check(u, &norm)                whole update arrived: NaN/Inf, norm
+ *     update_check(u, &check)               whole update arrived: NaN/Inf, norm, max
  *     update_commit(u, weight) | update_abort(u)
  *   round_finish(out_delta)                 once; no update is in flight
  * An update that was not committed leaves no trace in the result (rejected
@@ -24,13 +24,25 @@
 typedef struct fc_agg fc_agg;
 typedef struct fc_agg_update fc_agg_update;
 
+/* What update_check measures of a whole update. */
+typedef struct fc_agg_check {
+  double l2;        /* L2 norm, accumulated in double (no overflow for finite floats) */
+  double amax;      /* largest |value| */
+  size_t bad_index; /* first NaN/Inf (FEDC_ERR_NONFINITE only) */
+} fc_agg_check;
+
+/* The largest weight x max|value| one update may bring: the float32
+ * accumulator then cannot overflow however large one update is, for rounds
+ * of up to a million such updates (1e32 x 1e6 < FLT_MAX = 3.4e38). */
+#define FC_AGG_MAX_WEIGHTED_ABS 1e32
+
 typedef struct fc_agg_ops {
   const char *name;
   int (*round_begin)(fc_agg *a);
   int (*update_begin)(fc_agg *a, int timeout_ms, fc_agg_update **u);
   int (*update_chunk)(fc_agg *a, fc_agg_update *u, uint64_t offset, const void *bytes, size_t len);
-  /* FEDC_ERR_NONFINITE with *bad_index, or FEDC_OK with *l2 set. */
-  int (*update_check)(fc_agg *a, fc_agg_update *u, double *l2, size_t *bad_index);
+  /* FEDC_ERR_NONFINITE with out->bad_index, or FEDC_OK with out->l2, out->amax. */
+  int (*update_check)(fc_agg *a, fc_agg_update *u, fc_agg_check *out);
   int (*update_commit)(fc_agg *a, fc_agg_update *u, double weight);
   void (*update_abort)(fc_agg *a, fc_agg_update *u);
   /* Writes the combined delta (n floats). FEDC_ERR_INVALID if nothing was committed. */

@@ -30,6 +30,7 @@
 #include "common/log.h"
 #include "coordinator/aggregate.h"
 #include "coordinator/store.h"
+#include "crypto/pki.h"
 #include "fedc/error.h"
 #include "fedc/v1/fedc.pb-c.h"
 #include "transport/tensor_stream.h"
@@ -69,9 +70,17 @@ struct fc_coord {
   pthread_cond_t dl_cv;
   int closing; /* under dl_mu: fc_coord_stop has begun */
   int downloads;
-  /* Who holds each slot ("" = free): one download per identity at a time, so
-   * one client reading slowly cannot take every slot. */
-  char (*dl_who)[sizeof ((fc_peer *)0)->name];
+  /* Who holds each slot ("" = free), as "role/name": one download per
+   * identity at a time, so one client reading slowly cannot take every slot
+   * (and a client named like an admin never blocks that admin). */
+  char (*dl_who)[80];
+  /* The state directory could not be written (disk full, read-only, ...):
+   * no new round starts until a retry succeeds; retries back off from 1 s to
+   * 60 s. Under mu. */
+  int store_blocked;
+  char store_err[300];
+  uint64_t store_retry_at, store_backoff_ms;
+  size_t history_unsaved; /* trailing records of `rounds` not yet in rounds.jsonl */
 };
 
 
@@ -85,8 +94,12 @@ void fc_coord_cfg_defaults(fc_coord_cfg *c) {
   c->local_epochs = 1;
   c->batch_size = 32;
   c->momentum = 0;
-  c->clip_norm = 0;
-  c->max_example_weight = 100000;
+  /* One client's influence on a round is bounded by default (see
+   * docs/design.md, "Bounding one client"): its update's L2 norm by clip_norm
+   * (honest updates of the built-in MLP measure 0.3-2.6) and its FedAvg
+   * weight by max_example_weight examples. clip_norm 0 turns clipping off. */
+  c->clip_norm = 10.0f;
+  c->max_example_weight = 10000;
   c->server_lr = 1.0f;
   c->chunk_bytes = FC_CHUNK_DEFAULT;
   c->threads = 16;
@@ -126,7 +139,7 @@ static model_ref *model_get(fc_coord *c) {
 
 /* ---- round history -------------------------------------------------------------- */
 
-static void history_add(fc_coord *c, const fc_round_stats *r) {
+static int history_add(fc_coord *c, const fc_round_stats *r) {
   if (c->nrounds == c->caprounds) {
     if (c->nrounds >= ROUNDS_KEPT) {
       memmove(c->rounds, c->rounds + 1, (c->nrounds - 1) * sizeof *c->rounds);
@@ -134,37 +147,87 @@ static void history_add(fc_coord *c, const fc_round_stats *r) {
     } else {
       size_t n = c->caprounds ? c->caprounds * 2 : 64;
       fc_round_stats *nr = realloc(c->rounds, n * sizeof *nr);
-      if (!nr) return;
+      if (!nr) return -1;
       c->rounds = nr;
       c->caprounds = n;
     }
   }
   c->rounds[c->nrounds++] = *r;
+  return 0;
 }
 
-static void save_state_locked(fc_coord *c) {
+/* The state directory failed us: stop starting rounds until it works again. */
+static void store_failed_locked(fc_coord *c, const char *err) {
+  uint64_t now = fc_now_ms();
+  snprintf(c->store_err, sizeof c->store_err, "%s", err);
+  if (!c->store_blocked) {
+    c->store_blocked = 1;
+    c->store_backoff_ms = 1000;
+    fc_engine_block(c->engine, 1);
+    FC_ERROR(MOD, "%s: no new rounds until the state directory can be written (retrying in %llu ms)", err,
+             (unsigned long long)c->store_backoff_ms);
+  } else {
+    c->store_backoff_ms = c->store_backoff_ms * 2 > 60000 ? 60000 : c->store_backoff_ms * 2;
+    FC_WARN(MOD, "%s: still cannot write the state directory (next retry in %llu ms)", err,
+            (unsigned long long)c->store_backoff_ms);
+  }
+  c->store_retry_at = now + c->store_backoff_ms;
+}
+
+static int save_state_locked(fc_coord *c) {
   fc_engine_status es;
   fc_engine_get_status(c->engine, fc_now_ms(), &es);
+  int open = es.state == FC_ENG_TRAINING || es.state == FC_ENG_AGGREGATING;
   fc_store_state st;
   memset(&st, 0, sizeof st);
   st.version = es.version;
   memcpy(st.sha, es.sha, FC_SHA256_LEN);
-  st.next_round = es.round + (es.state == FC_ENG_TRAINING || es.state == FC_ENG_AGGREGATING);
+  st.next_round = es.round + (uint64_t)open;
+  st.open_round = open ? es.round : 0;
   st.completed = es.completed;
   st.abandoned = es.abandoned;
+  st.paused = es.paused;
+  st.budget = es.budget;
+  st.config_rounds = c->cfg.engine.rounds;
   char err[300];
-  if (fc_store_save_state(c->cfg.state_dir, c->cfg.federation, &st, err, sizeof err) != FEDC_OK)
-    FC_ERROR(MOD, "%s", err);
+  int rc = fc_store_save_state(c->cfg.state_dir, c->cfg.federation, &st, err, sizeof err);
+  if (rc != FEDC_OK) store_failed_locked(c, err);
+  return rc;
+}
+
+/* Append the history records not yet on disk, oldest first. */
+static int flush_history_locked(fc_coord *c) {
+  char err[300];
+  while (c->history_unsaved > 0) {
+    size_t i = c->nrounds - c->history_unsaved;
+    if (fc_store_append_round(c->cfg.state_dir, &c->rounds[i], err, sizeof err) != FEDC_OK) {
+      store_failed_locked(c, err);
+      return FEDC_ERR_IO;
+    }
+    c->history_unsaved--;
+  }
+  return FEDC_OK;
 }
 
 static void record_round_locked(fc_coord *c) {
   const fc_round_stats *r = fc_engine_last_round(c->engine);
-  history_add(c, r);
+  int kept = history_add(c, r) == 0;
+  if (kept && c->history_unsaved < c->nrounds) c->history_unsaved++;
   /* state.json first: a crash before the history line loses that line, never
    * leaves a record of a version the state does not have (see store.h). */
-  save_state_locked(c);
-  char err[300];
+  if (save_state_locked(c) != FEDC_OK || flush_history_locked(c) != FEDC_OK || kept) return;
+  char err[300]; /* out of memory for the in-memory history: the file still gets it */
   if (fc_store_append_round(c->cfg.state_dir, r, err, sizeof err) != FEDC_OK) FC_ERROR(MOD, "%s", err);
+}
+
+/* While blocked: retry writing state.json (and the history it owes). */
+static void store_retry_locked(fc_coord *c) {
+  if (!c->store_blocked || fc_now_ms() < c->store_retry_at) return;
+  if (save_state_locked(c) != FEDC_OK || flush_history_locked(c) != FEDC_OK) return;
+  c->store_blocked = 0;
+  c->store_err[0] = 0;
+  fc_engine_block(c->engine, 0);
+  FC_INFO(MOD, "state directory %s is writable again: rounds resume", c->cfg.state_dir);
 }
 
 /* ---- driver: ticks the engine, finalizes rounds ----------------------------------- */
@@ -227,6 +290,7 @@ static void *driver_main(void *arg) {
   while (!c->stopping) {
     pthread_mutex_unlock(&c->stop_mu);
     pthread_mutex_lock(&c->mu);
+    store_retry_locked(c);
     int act = fc_engine_tick(c->engine, fc_now_ms());
     if (act == FC_TICK_STARTED) {
       c->agg->ops->round_begin(c->agg);
@@ -257,6 +321,7 @@ static void *driver_main(void *arg) {
       } else {
         FC_ERROR(MOD, "finalizing round failed: %s", why);
         fc_engine_finalize_failed(c->engine, why, fc_now_ms());
+        if (rc == FEDC_ERR_IO) store_failed_locked(c, why);
       }
       record_round_locked(c);
       pthread_mutex_unlock(&c->mu);
@@ -371,7 +436,10 @@ static void download_slot_put(fc_coord *c, int slot) {
 static void stream_model_slot(fc_coord *c, fc_scall *call, uint64_t version, int latest, int allow_old);
 
 static void stream_model(fc_coord *c, fc_scall *call, uint64_t version, int latest, int allow_old) {
-  int slot = download_slot_get(c, fc_scall_peer(call)->name);
+  const fc_peer *peer = fc_scall_peer(call);
+  char who[sizeof c->dl_who[0]];
+  snprintf(who, sizeof who, "%s/%s", fc_role_name(peer->role), peer->name);
+  int slot = download_slot_get(c, who);
   if (slot == -2) {
     fc_scall_finish(call, GRPC_STATUS_UNAVAILABLE, "a model download for this client is already in progress, retry",
                     NULL);
@@ -487,7 +555,9 @@ static void h_upload(fc_scall *call, void *ctx) {
   /* Past the round's deadline the update can never be committed: stop
    * receiving it then, or a trickling upload would hold a staging slot into
    * later rounds and lock out their uploads. */
-  uint64_t round_deadline = es.round_started_ms + c->cfg.engine.round_ms;
+  uint64_t round_deadline = es.round_started_ms > UINT64_MAX - c->cfg.engine.round_ms
+                                ? UINT64_MAX
+                                : es.round_started_ms + c->cfg.engine.round_ms;
   if (v != FC_UP_OK) {
     code = verdict_status(v);
     snprintf(why, sizeof why, "update refused: %s (round %llu)", fc_upload_verdict_text(v),
@@ -500,9 +570,12 @@ static void h_upload(fc_scall *call, void *ctx) {
     snprintf(why, sizeof why, "update reports 0 examples");
     goto out;
   }
-  if (!isfinite(first->meta->train_loss)) {
+  /* A loss is a mean of non-negative per-example losses; the bound keeps
+   * the round's mean loss meaningful whatever one client reports. */
+  if (!(first->meta->train_loss >= 0 && first->meta->train_loss <= FC_MAX_TRAIN_LOSS)) {
     code = GRPC_STATUS_INVALID_ARGUMENT;
-    snprintf(why, sizeof why, "update reports a non-finite train_loss");
+    snprintf(why, sizeof why, "update reports train_loss %g: must be finite and in [0, %g]",
+             (double)first->meta->train_loss, FC_MAX_TRAIN_LOSS);
     goto out;
   }
   if ((err = fc_chunk_rx_begin_pb(&rx, first->header, &m->spec, m->bytes, why, sizeof why)) != FEDC_OK) {
@@ -560,13 +633,13 @@ static void h_upload(fc_scall *call, void *ctx) {
     code = err_status(err);
     goto out;
   }
-  double l2 = 0;
-  size_t bad = 0;
-  if (c->agg->ops->update_check(c->agg, u, &l2, &bad) != FEDC_OK) {
+  fc_agg_check chk;
+  if (c->agg->ops->update_check(c->agg, u, &chk) != FEDC_OK) {
     code = GRPC_STATUS_INVALID_ARGUMENT;
-    snprintf(why, sizeof why, "update has a NaN/Inf value at parameter %zu", bad);
+    snprintf(why, sizeof why, "update has a NaN/Inf value at parameter %zu", chk.bad_index);
     goto out;
   }
+  double l2 = chk.l2;
   /* The clip norm is announced in the task; allow float rounding of the
    * client's own clipping (relative 1e-4). */
   if (c->cfg.clip_norm > 0 && l2 > c->cfg.clip_norm * (1.0 + 1e-4)) {
@@ -576,6 +649,14 @@ static void h_upload(fc_scall *call, void *ctx) {
   }
   uint64_t examples = first->meta->num_examples;
   double weight = (double)(examples < c->cfg.max_example_weight ? examples : c->cfg.max_example_weight);
+  /* Even with clipping off, one update must not overflow the aggregate and
+   * so abandon the round for everyone else. */
+  if (chk.amax * weight > FC_AGG_MAX_WEIGHTED_ABS) {
+    code = GRPC_STATUS_INVALID_ARGUMENT;
+    snprintf(why, sizeof why, "update too large: max |value| %.3g x weight %.0f exceeds %.0e", chk.amax, weight,
+             FC_AGG_MAX_WEIGHTED_ABS);
+    goto out;
+  }
   pthread_mutex_lock(&c->mu);
   v = fc_engine_upload_commit(c->engine, peer->name, round, examples, first->meta->train_loss,
                               fc_scall_bytes_in(call), fc_now_ms());
@@ -620,8 +701,12 @@ static void h_status(fc_scall *call, void *ctx) {
   pthread_mutex_lock(&c->mu);
   fc_engine_get_status(c->engine, fc_now_ms(), &es);
   uint64_t params = fc_model_numel(&c->model->spec);
+  char storage_error[sizeof c->store_err];
+  snprintf(storage_error, sizeof storage_error, "%s", c->store_blocked ? c->store_err : "");
   pthread_mutex_unlock(&c->mu);
   Fedc__V1__StatusResponse r = FEDC__V1__STATUS_RESPONSE__INIT;
+  r.round_budget = es.budget;
+  r.storage_error = storage_error;
   r.federation = c->cfg.federation;
   r.state = (char *)fc_engine_state_name(es.state);
   r.round = es.round;
@@ -713,6 +798,7 @@ static void h_round_control(fc_scall *call, void *ctx) {
   }
   fc_engine_status es;
   fc_engine_get_status(c->engine, fc_now_ms(), &es);
+  save_state_locked(c); /* pause and budget survive a restart */
   pthread_mutex_unlock(&c->mu);
   FC_INFO(MOD, "admin %s: round control op %d (extra %u): paused=%d budget=%llu", peer->name, (int)req->op,
           req->extra_rounds, es.paused, (unsigned long long)es.budget);
@@ -739,9 +825,69 @@ static void set_method(fc_method *m, const char *path, fc_rpc_kind kind, int rol
   m->ctx = ctx;
 }
 
+/* What the library refuses whatever its caller checked: each of these would
+ * silently change meaning (no federation check, zero weights, no clipping). */
+static int cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen) {
+  if (!fc_pki_federation_ok(cfg->federation)) {
+    snprintf(err, errlen, "invalid federation name '%s' (1-63 of a-z, 0-9, '.', '-')", cfg->federation);
+    return FEDC_ERR_INVALID;
+  }
+  if (cfg->engine.min_updates < 1 || cfg->max_example_weight < 1) {
+    snprintf(err, errlen, "min_updates and max_example_weight must be at least 1");
+    return FEDC_ERR_INVALID;
+  }
+  if (!(cfg->clip_norm >= 0 && isfinite(cfg->clip_norm)) || !(cfg->server_lr > 0 && isfinite(cfg->server_lr))) {
+    snprintf(err, errlen, "clip_norm must be finite and >= 0, server_lr finite and > 0");
+    return FEDC_ERR_INVALID;
+  }
+  return FEDC_OK;
+}
+
+/* Admin state and counters from state.json (all 0 for a new state), and a
+ * record for a round the previous process left open: a crash or a stop
+ * mid-round burns that round id, and operators must see no silent gap. */
+static int restore_admin_state(fc_coord *c, const fc_store_state *st, char *err, size_t errlen) {
+  uint64_t budget = c->cfg.engine.rounds, abandoned = st->abandoned;
+  if (st->has_budget && st->config_rounds == c->cfg.engine.rounds) {
+    budget = st->budget; /* e.g. raised by `fedc round start --rounds N` */
+  } else if (st->has_budget && st->budget != c->cfg.engine.rounds) {
+    FC_INFO(MOD, "round budget %llu from the configuration replaces the stored %llu (configured before: %llu)",
+            (unsigned long long)c->cfg.engine.rounds, (unsigned long long)st->budget,
+            (unsigned long long)st->config_rounds);
+  }
+  if (st->open_round) {
+    int recorded = c->nrounds && c->rounds[c->nrounds - 1].round == st->open_round;
+    if (!recorded) {
+      fc_round_stats r;
+      memset(&r, 0, sizeof r);
+      r.round = st->open_round;
+      r.started_ms = r.ended_ms = fc_now_ms();
+      snprintf(r.reason, sizeof r.reason, "coordinator restarted during the round");
+      int rc = fc_store_append_round(c->cfg.state_dir, &r, err, errlen);
+      if (rc != FEDC_OK) return rc;
+      history_add(c, &r);
+      abandoned++;
+      FC_WARN(MOD, "round %llu was open when the coordinator stopped: recorded as abandoned",
+              (unsigned long long)st->open_round);
+    }
+  }
+  pthread_mutex_lock(&c->mu);
+  fc_engine_restore(c->engine, abandoned, st->paused, budget);
+  int rc = save_state_locked(c);
+  pthread_mutex_unlock(&c->mu);
+  if (rc != FEDC_OK) {
+    snprintf(err, errlen, "%s", c->store_err);
+    return rc;
+  }
+  if (st->paused)
+    FC_WARN(MOD, "federation is paused (by an admin before the restart): `fedc round resume` continues it");
+  return FEDC_OK;
+}
+
 int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, const float *init_params,
                    fc_coord **out, char *err, size_t errlen) {
-  int rc;
+  int rc = cfg_check(cfg, err, errlen);
+  if (rc != FEDC_OK) return rc;
   fc_coord *c = calloc(1, sizeof *c);
   if (!c) return FEDC_ERR_NOMEM;
   c->cfg = *cfg;
@@ -762,7 +908,7 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
   if ((rc = fc_store_open(cfg->state_dir, err, errlen)) != FEDC_OK) goto fail;
   fc_store_state st;
   memset(&st, 0, sizeof st);
-  rc = fc_store_load_state(cfg->state_dir, &st, err, errlen);
+  rc = fc_store_load_state(cfg->state_dir, cfg->federation, &st, err, errlen);
   fc_model_spec spec;
   float *data = NULL;
   uint8_t sha[FC_SHA256_LEN];
@@ -824,6 +970,7 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
   if ((rc = fc_engine_create(&cfg->engine, st.next_round, st.completed, st.version, st.sha, &c->engine)) !=
       FEDC_OK)
     goto fail;
+  if ((rc = restore_admin_state(c, &st, err, errlen)) != FEDC_OK) goto fail;
   if ((rc = fc_agg_fedavg_create(fc_model_numel(&spec), cfg->upload_slots > 0 ? cfg->upload_slots : 4, &c->agg)) !=
       FEDC_OK) {
     snprintf(err, errlen, "cannot create aggregator: %s", fedc_strerror(rc));

@@ -21,8 +21,12 @@
  *   ABANDON: the round's updates are discarded (never half-applied), the
  *       round id is burnt, and the next tick selects a fresh cohort -> WAITING.
  *   DONE --"add_rounds"--> WAITING
- *   Any state: "pause" stops new rounds from starting; a running round ends
- *   normally.
+ *   Any state: "pause" (an admin) or "block" (the coordinator, while its
+ *   state directory cannot be written) stops new rounds from starting; a
+ *   running round ends normally.
+ *
+ * Time arithmetic saturates (deadlines of "now + a huge timeout" stay in the
+ * future instead of wrapping into the past), and so do the round's counters.
  *
  * Invariants: a round id is used once; a client has at most one upload in
  * progress and one accepted upload per round; uploads are accepted only in
@@ -51,7 +55,8 @@ typedef struct client_rec {
 struct fc_engine {
   fc_engine_cfg cfg;
   int state;
-  int paused;
+  int paused;   /* by an admin: persisted across restarts */
+  int blocked;  /* by the coordinator (state directory not writable): not persisted */
   uint64_t next_round;
   uint64_t round;
   uint64_t version;
@@ -197,8 +202,12 @@ void fc_engine_destroy(fc_engine *e) {
   free(e);
 }
 
+/* Saturating: durations come from configuration and may be huge; a wrapped
+ * sum would make every deadline already passed (or no client ever live). */
+static uint64_t add_sat(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
+
 static int is_live(const fc_engine *e, const client_rec *r, uint64_t now) {
-  return r->last_seen + e->cfg.client_ttl_ms >= now;
+  return add_sat(r->last_seen, e->cfg.client_ttl_ms) >= now;
 }
 
 static uint32_t count_live(const fc_engine *e, uint64_t now) {
@@ -263,8 +272,8 @@ static void start_round(fc_engine *e, uint64_t now) {
   e->examples = e->bytes_in = e->bytes_out = 0;
   e->loss_sum = 0;
   e->started_ms = now;
-  e->pickup_deadline = now + e->cfg.pickup_ms;
-  e->deadline = now + e->cfg.round_ms;
+  e->pickup_deadline = add_sat(now, e->cfg.pickup_ms);
+  e->deadline = add_sat(now, e->cfg.round_ms);
   e->state = FC_ENG_TRAINING;
 }
 
@@ -330,9 +339,9 @@ int fc_engine_upload_commit(fc_engine *e, const char *client, uint64_t round, ui
   r->rstate = CR_DONE;
   r->last_done = round;
   e->received++;
-  e->examples += examples;
+  e->examples = add_sat(e->examples, examples);
   e->loss_sum += loss;
-  e->bytes_in += bytes;
+  e->bytes_in = add_sat(e->bytes_in, bytes);
   return FC_UP_OK;
 }
 
@@ -343,7 +352,7 @@ void fc_engine_upload_abort(fc_engine *e, const char *client, uint64_t round) {
   r->rstate = CR_TASKED; /* may try again while the round is open */
 }
 
-void fc_engine_add_bytes_out(fc_engine *e, uint64_t bytes) { e->bytes_out += bytes; }
+void fc_engine_add_bytes_out(fc_engine *e, uint64_t bytes) { e->bytes_out = add_sat(e->bytes_out, bytes); }
 
 int fc_engine_tick(fc_engine *e, uint64_t now_ms) {
   switch (e->state) {
@@ -352,7 +361,7 @@ int fc_engine_tick(fc_engine *e, uint64_t now_ms) {
       e->state = FC_ENG_DONE;
       return FC_TICK_NONE;
     }
-    if (e->paused) return FC_TICK_NONE;
+    if (e->paused || e->blocked) return FC_TICK_NONE;
     if (count_live(e, now_ms) < e->cfg.min_clients || count_live(e, now_ms) < e->cfg.min_updates)
       return FC_TICK_NONE;
     start_round(e, now_ms);
@@ -418,10 +427,20 @@ void fc_engine_finalize_failed(fc_engine *e, const char *why, uint64_t now_ms) {
 
 void fc_engine_pause(fc_engine *e, int paused) { e->paused = paused; }
 
+void fc_engine_block(fc_engine *e, int blocked) { e->blocked = blocked; }
+
+void fc_engine_restore(fc_engine *e, uint64_t abandoned, int paused, uint64_t budget) {
+  e->abandoned = abandoned;
+  e->paused = paused;
+  e->budget = budget;
+  if (e->state == FC_ENG_WAITING || e->state == FC_ENG_DONE)
+    e->state = (e->budget && e->completed >= e->budget) ? FC_ENG_DONE : FC_ENG_WAITING;
+}
+
 void fc_engine_add_rounds(fc_engine *e, uint64_t extra) {
   if (!e->budget) return; /* unlimited already */
   if (e->budget < e->completed) e->budget = e->completed;
-  e->budget += extra;
+  e->budget = add_sat(e->budget, extra);
   if (e->state == FC_ENG_DONE) e->state = FC_ENG_WAITING;
 }
 
@@ -429,6 +448,7 @@ void fc_engine_get_status(const fc_engine *e, uint64_t now_ms, fc_engine_status 
   memset(st, 0, sizeof *st);
   st->state = e->state;
   st->paused = e->paused;
+  st->blocked = e->blocked;
   st->round = (e->state == FC_ENG_TRAINING || e->state == FC_ENG_AGGREGATING) ? e->round : e->next_round;
   st->version = e->version;
   memcpy(st->sha, e->sha, FC_SHA256_LEN);

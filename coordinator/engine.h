@@ -99,6 +99,11 @@ void fc_engine_finalize_failed(fc_engine *e, const char *why, uint64_t now_ms);
 /* Admin controls. */
 void fc_engine_pause(fc_engine *e, int paused);
 void fc_engine_add_rounds(fc_engine *e, uint64_t extra);
+/* "the state directory cannot be written" (1) / "it can again" (0): while
+ * blocked no new round starts; unlike pause it is not an admin decision. */
+void fc_engine_block(fc_engine *e, int blocked);
+/* Admin state and counters saved before a restart (budget 0 = unlimited). */
+void fc_engine_restore(fc_engine *e, uint64_t abandoned, int paused, uint64_t budget);
 
 /* Round record of the round that just ended (after AGGREGATE→published or ABANDON). */
 typedef struct fc_round_stats {
@@ -117,6 +122,7 @@ typedef struct fc_round_stats {
 typedef struct fc_engine_status {
   int state;
   int paused;
+  int blocked;
   uint64_t round;          /* current (TRAINING/AGGREGATING) or next round id */
   uint64_t version;
   uint8_t sha[FC_SHA256_LEN];

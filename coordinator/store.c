@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,31 +35,94 @@ int fc_store_open(const char *dir, char *err, size_t errlen) {
 
 static uint64_t json_u64(json_t *o, const char *k) {
   json_t *v = json_object_get(o, k);
-  return json_is_integer(v) ? (uint64_t)json_integer_value(v) : 0;
+  return json_is_integer(v) && json_integer_value(v) >= 0 ? (uint64_t)json_integer_value(v) : 0;
 }
 
-int fc_store_load_state(const char *dir, fc_store_state *st, char *err, size_t errlen) {
+/* A field of state.json that must be a non-negative integer (or, when
+ * optional, may be absent: then 0). */
+static int state_u64(json_t *o, const char *path, const char *k, int optional, uint64_t min, uint64_t *out,
+                     char *err, size_t errlen) {
+  json_t *v = json_object_get(o, k);
+  if (!v && optional) {
+    *out = 0;
+    return FEDC_OK;
+  }
+  if (!json_is_integer(v) || json_integer_value(v) < 0 || (uint64_t)json_integer_value(v) < min) {
+    snprintf(err, errlen, "%s: field '%s' must be an integer >= %llu%s", path, k, (unsigned long long)min,
+             v ? "" : " (missing)");
+    return FEDC_ERR_FORMAT;
+  }
+  *out = (uint64_t)json_integer_value(v);
+  return FEDC_OK;
+}
+
+int fc_store_load_state(const char *dir, const char *federation, fc_store_state *st, char *err, size_t errlen) {
   char p[1024];
   snprintf(p, sizeof p, "%s/state.json", dir);
   if (access(p, F_OK) != 0) return FEDC_ERR_NOT_FOUND;
   json_error_t je;
-  json_t *o = json_load_file(p, 0, &je);
+  /* Duplicate keys would let a later field silently replace an earlier one. */
+  json_t *o = json_load_file(p, JSON_REJECT_DUPLICATES, &je);
   if (!o || !json_is_object(o)) {
     snprintf(err, errlen, "%s: %s (line %d)", p, o ? "not a JSON object" : je.text, je.line);
     json_decref(o);
     return FEDC_ERR_FORMAT;
   }
-  memset(st, 0, sizeof *st);
-  st->version = json_u64(o, "version");
-  st->next_round = json_u64(o, "next_round");
-  st->completed = json_u64(o, "completed");
-  st->abandoned = json_u64(o, "abandoned");
-  const char *sha = json_string_value(json_object_get(o, "sha256"));
-  int rc = FEDC_OK;
-  if (!sha || fc_unhex(sha, st->sha, FC_SHA256_LEN) != FEDC_OK) {
-    snprintf(err, errlen, "%s: missing or bad sha256", p);
+  fc_store_state s;
+  memset(&s, 0, sizeof s);
+  uint64_t paused = 0;
+  int rc;
+  if ((rc = state_u64(o, p, "version", 0, 0, &s.version, err, errlen)) != FEDC_OK ||
+      (rc = state_u64(o, p, "next_round", 0, 1, &s.next_round, err, errlen)) != FEDC_OK ||
+      (rc = state_u64(o, p, "completed", 0, 0, &s.completed, err, errlen)) != FEDC_OK ||
+      (rc = state_u64(o, p, "abandoned", 0, 0, &s.abandoned, err, errlen)) != FEDC_OK ||
+      (rc = state_u64(o, p, "budget", 1, 0, &s.budget, err, errlen)) != FEDC_OK ||
+      (rc = state_u64(o, p, "config_rounds", 1, 0, &s.config_rounds, err, errlen)) != FEDC_OK ||
+      (rc = state_u64(o, p, "open_round", 1, 0, &s.open_round, err, errlen)) != FEDC_OK)
+    goto out;
+  s.has_budget = json_object_get(o, "budget") != NULL && json_object_get(o, "config_rounds") != NULL;
+  json_t *pv = json_object_get(o, "paused");
+  if (pv && !json_is_boolean(pv)) {
+    snprintf(err, errlen, "%s: field 'paused' must be true or false", p);
     rc = FEDC_ERR_FORMAT;
+    goto out;
   }
+  paused = json_is_true(pv);
+  s.paused = (int)paused;
+  /* A round id is used once: the ids below next_round are spent. */
+  if (s.open_round && s.open_round >= s.next_round) {
+    snprintf(err, errlen, "%s: open_round %llu is not below next_round %llu", p, (unsigned long long)s.open_round,
+             (unsigned long long)s.next_round);
+    rc = FEDC_ERR_FORMAT;
+    goto out;
+  }
+  if (s.completed > s.version) {
+    snprintf(err, errlen, "%s: %llu rounds completed but the model is at version %llu", p,
+             (unsigned long long)s.completed, (unsigned long long)s.version);
+    rc = FEDC_ERR_FORMAT;
+    goto out;
+  }
+  const char *sha = json_string_value(json_object_get(o, "sha256"));
+  if (!sha || strlen(sha) != 2 * FC_SHA256_LEN || fc_unhex(sha, s.sha, FC_SHA256_LEN) != FEDC_OK) {
+    snprintf(err, errlen, "%s: field 'sha256' must be 64 hex digits", p);
+    rc = FEDC_ERR_FORMAT;
+    goto out;
+  }
+  const char *fed = json_string_value(json_object_get(o, "federation"));
+  if (!fed) {
+    snprintf(err, errlen, "%s: field 'federation' must be a string", p);
+    rc = FEDC_ERR_FORMAT;
+    goto out;
+  }
+  if (federation && strcmp(fed, federation) != 0) {
+    snprintf(err, errlen, "%s belongs to federation '%s', not '%s': use another --state directory", p, fed,
+             federation);
+    rc = FEDC_ERR_FORMAT;
+    goto out;
+  }
+  *st = s;
+  rc = FEDC_OK;
+out:
   json_decref(o);
   return rc;
 }
@@ -68,16 +132,25 @@ int fc_store_save_state(const char *dir, const char *federation, const fc_store_
   char p[1024], hex[FC_SHA256_HEX_LEN], file[64];
   snprintf(p, sizeof p, "%s/state.json", dir);
   snprintf(file, sizeof file, "models/v%06llu.safetensors", (unsigned long long)st->version);
-  json_t *o = json_pack("{s:I,s:s,s:I,s:I,s:I,s:s,s:s}", "version", (json_int_t)st->version, "sha256",
-                        fc_hex(st->sha, FC_SHA256_LEN, hex), "next_round", (json_int_t)st->next_round,
+  /* jansson integers are signed 64-bit: every counter here is far below 2^63. */
+  json_t *o = json_pack("{s:I,s:s,s:I,s:I,s:I,s:s,s:s,s:b,s:I,s:I,s:I}", "version", (json_int_t)st->version,
+                        "sha256", fc_hex(st->sha, FC_SHA256_LEN, hex), "next_round", (json_int_t)st->next_round,
                         "completed", (json_int_t)st->completed, "abandoned", (json_int_t)st->abandoned,
-                        "federation", federation ? federation : "", "model_file", file);
+                        "federation", federation ? federation : "", "model_file", file, "paused", st->paused,
+                        "budget", (json_int_t)(st->budget > INT64_MAX ? INT64_MAX : st->budget), "config_rounds",
+                        (json_int_t)(st->config_rounds > INT64_MAX ? INT64_MAX : st->config_rounds),
+                        "open_round", (json_int_t)st->open_round);
   char *s = o ? json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
   json_decref(o);
-  if (!s) return FEDC_ERR_NOMEM;
+  if (!s) {
+    snprintf(err, errlen, "cannot encode %s: out of memory", p);
+    return FEDC_ERR_NOMEM;
+  }
+  errno = 0;
   int rc = fc_write_file_atomic(p, s, strlen(s), 0600, 0);
+  int e = errno;
   free(s);
-  if (rc != FEDC_OK) snprintf(err, errlen, "cannot write %s: %s", p, fedc_strerror(rc));
+  if (rc != FEDC_OK) snprintf(err, errlen, "cannot write %s: %s", p, e ? strerror(e) : fedc_strerror(rc));
   return rc;
 }
 
@@ -146,17 +219,40 @@ int fc_store_append_round(const char *dir, const fc_round_stats *r, char *err, s
     snprintf(err, errlen, "cannot encode the record of round %llu for %s", (unsigned long long)r->round, p);
     return FEDC_ERR_NOMEM;
   }
-  int fd = open(p, O_WRONLY | O_CREAT | O_APPEND, 0600);
-  int rc = FEDC_OK;
-  if (fd < 0) {
+  int fd = open(p, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+  int rc = FEDC_OK, e = 0;
+  struct stat sb;
+  if (fd < 0 || fstat(fd, &sb) != 0) {
+    e = errno;
     rc = FEDC_ERR_IO;
   } else {
-    size_t n = strlen(s);
-    s[n] = '\n'; /* json_dumps leaves room for the NUL we overwrite */
-    if (write(fd, s, n + 1) != (ssize_t)(n + 1) || fsync(fd) != 0) rc = FEDC_ERR_IO;
-    close(fd);
+    size_t n = strlen(s), done = 0;
+    s[n++] = '\n'; /* json_dumps leaves room for the NUL we overwrite */
+    while (done < n) {
+      ssize_t w = write(fd, s + done, n - done);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) {
+        e = w < 0 ? errno : ENOSPC;
+        break;
+      }
+      done += (size_t)w;
+    }
+    if (done == n && fsync(fd) != 0) e = errno;
+    if (e) {
+      /* Cut back to the last whole record: the next append must not be
+       * glued to half a line (both would be lost on reading). */
+      rc = FEDC_ERR_IO;
+      if (ftruncate(fd, sb.st_size) != 0) {
+        snprintf(err, errlen, "cannot append to %s: %s; cutting back the partial record failed too: %s", p,
+                 strerror(e), strerror(errno));
+        close(fd);
+        free(s);
+        return rc;
+      }
+    }
   }
-  if (rc != FEDC_OK) snprintf(err, errlen, "cannot append to %s: %s", p, strerror(errno));
+  if (fd >= 0) close(fd);
+  if (rc != FEDC_OK) snprintf(err, errlen, "cannot append to %s: %s", p, strerror(e));
   free(s);
   return rc;
 }

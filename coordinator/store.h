@@ -10,7 +10,9 @@
  *   |                               | fedc.version, fedc.sha256 (of the raw payload), |
  *   |                               | fedc.round, fedc.parent_sha256, fedc.created    |
  *   | state.json                    | {"version","sha256","next_round","completed",   |
- *   |                               |  "abandoned","federation","model_file"}         |
+ *   |                               |  "abandoned","federation","model_file",         |
+ *   |                               |  "paused","budget","config_rounds",             |
+ *   |                               |  "open_round"} (fields below)                   |
  *   | rounds.jsonl                  | one JSON object per ended round (RoundRecord)   |
  *
  * Write order on publish: model file (atomic rename) -> state.json (atomic
@@ -29,17 +31,28 @@
 #include "coordinator/engine.h"
 #include "crypto/sha256.h"
 
+/* state.json. Every field is checked on load (type and range); a state file
+ * of another federation is refused. Fields added after the first release
+ * (paused, budget, config_rounds, open_round) default to 0 when absent. */
 typedef struct fc_store_state {
-  uint64_t version;
-  uint8_t sha[FC_SHA256_LEN];
-  uint64_t next_round;
+  uint64_t version;           /* current global model version */
+  uint8_t sha[FC_SHA256_LEN]; /* its SHA-256 */
+  uint64_t next_round;        /* >= 1: the next round id to use */
   uint64_t completed, abandoned;
+  int paused;                 /* an admin paused the federation */
+  int has_budget;             /* budget and config_rounds were in the file */
+  uint64_t budget;            /* round budget in force (0 = unlimited) */
+  uint64_t config_rounds;     /* the configured budget it derives from */
+  uint64_t open_round;        /* round running when saved (0 = none) */
 } fc_store_state;
 
 /* Create the directory layout if missing. */
 int fc_store_open(const char *dir, char *err, size_t errlen);
-/* FEDC_ERR_NOT_FOUND if the directory holds no state yet. */
-int fc_store_load_state(const char *dir, fc_store_state *st, char *err, size_t errlen);
+/* FEDC_ERR_NOT_FOUND if the directory holds no state yet; FEDC_ERR_FORMAT
+ * (with the field named in err) if a field is missing, of the wrong type or
+ * out of range, or the state belongs to another federation than
+ * `federation`. */
+int fc_store_load_state(const char *dir, const char *federation, fc_store_state *st, char *err, size_t errlen);
 int fc_store_save_state(const char *dir, const char *federation, const fc_store_state *st, char *err, size_t errlen);
 /* Path of a version's file. */
 void fc_store_model_path(const char *dir, uint64_t version, char *out, size_t outlen);
@@ -49,6 +62,9 @@ int fc_store_write_model(const char *dir, uint64_t version, uint64_t round, cons
 /* Load a version, recompute its SHA-256 and compare with the recorded one. */
 int fc_store_read_model(const char *dir, uint64_t version, fc_model_spec *spec, float **data,
                         uint8_t sha[FC_SHA256_LEN], char *err, size_t errlen);
+/* Append one record and fsync. On failure (ENOSPC, EFBIG, ...) the file is
+ * cut back to its previous length, so a short write never glues half a line
+ * onto the next record; err names the system error. */
 int fc_store_append_round(const char *dir, const fc_round_stats *r, char *err, size_t errlen);
 /* Read up to `cap` most recent round records; returns count in *n (records malloc'd). */
 int fc_store_read_rounds(const char *dir, fc_round_stats **out, size_t *n, char *err, size_t errlen);

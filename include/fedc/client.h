@@ -71,8 +71,8 @@ typedef struct fedc_trainer {
   void *ctx;
   /* Train from `weights` (n floats, read-only). `out` (n floats) arrives
    * holding a copy of weights; leave new weights or a delta in it and set
-   * *output_kind. Set *num_examples (> 0) and *loss (mean training loss).
-   * Return 0 on success, anything else to skip this round. Required. */
+   * *output_kind. Set *num_examples (> 0) and *loss (mean training loss:
+   * finite, in [0, 1e9]). Return 0 on success, anything else to skip this round. Required. */
   int (*train)(void *ctx, const fedc_train_config *cfg, const float *weights, float *out, size_t n,
                int *output_kind, uint64_t *num_examples, double *loss);
   /* Evaluate `weights` on local data. Optional (NULL). When set, the runtime

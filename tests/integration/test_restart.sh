@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The coordinator is SIGKILLed mid-federation and restarted on the same state
 # directory: it continues from its last completed model version (same file,
-# same SHA-256), never reuses a round id, and the clients, which kept retrying
-# with backoff, finish the federation.
+# same SHA-256), never reuses a round id, records a round the crash left open
+# as abandoned, and the clients, which kept retrying with backoff, finish the
+# federation. Then admin state (pause, a raised budget) and the abandoned
+# count survive a second restart (issue 6 item 6).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
 . "$(dirname "$0")/_data.sh"
@@ -16,10 +18,12 @@ COORD_ARGS=(--pki "$T/pki" --federation itest --state "$T/state" --model 784-10 
 
 start_coordinator "${COORD_ARGS[@]}"
 ADMIN=(--coordinator "127.0.0.1:$PORT" --pki "$T/pki" --name root)
+CLIENT_PIDS=()
 for i in 0 1; do
   name=$(echo a b | cut -d' ' -f$((i+1)))
   start_bg "client-$name" "$FEDC" client --coordinator "127.0.0.1:$PORT" --pki "$T/pki" --name "$name" \
     --data "idx:$T/img$i.idx,$T/lbl$i.idx" --model 784-10
+  CLIENT_PIDS+=("$BG_PID")
 done
 wait_for bash -c "'$FEDC' status ${ADMIN[*]} --json | jq -e '.rounds_completed >= 2' >/dev/null" 60 ||
   fail "first rounds did not complete"
@@ -28,6 +32,7 @@ set +e; wait "$COORD_PID" 2>/dev/null; set -e
 V=$(jq -r .version "$T/state/state.json")
 SHA=$(jq -r .sha256 "$T/state/state.json")
 NEXT=$(jq -r .next_round "$T/state/state.json")
+OPEN=$(jq -r '.open_round // 0' "$T/state/state.json")
 [ "$V" -ge 2 ] || fail "state.json version $V after 2 completed rounds"
 echo "killed at version $V (next round $NEXT)"
 
@@ -47,4 +52,39 @@ jq -s -e '[.[] | select(.outcome == "completed") | .version] == [1,2,3,4,5,6]' "
   fail "versions not contiguous: $(cat "$T/state/rounds.jsonl")"
 jq -s -e --argjson n "$NEXT" '[.[] | select(.round >= $n)] | length >= 1' "$T/state/rounds.jsonl" >/dev/null ||
   fail "no round after the restart used an id >= $NEXT"
+# A round the crash left open has a record saying so: no silent gap in the ids.
+if [ "$OPEN" != 0 ]; then
+  jq -s -e --argjson r "$OPEN" '[.[] | select(.round == $r and .outcome == "abandoned" and
+    (.reason | test("restarted")))] | length == 1' "$T/state/rounds.jsonl" >/dev/null ||
+    fail "open round $OPEN has no 'restarted' record: $(cat "$T/state/rounds.jsonl")"
+fi
+ABANDONED=$(json_get "$st" rounds_abandoned)
+[ "$ABANDONED" = "$(jq -s '[.[] | select(.outcome == "abandoned")] | length' "$T/state/rounds.jsonl")" ] ||
+  fail "rounds_abandoned $ABANDONED does not match the history"
+
+# Admin state survives a restart: a raised budget and a pause. No clients from
+# here on, so no round starts in between.
+kill -KILL "${CLIENT_PIDS[@]}" 2>/dev/null || true
+"$FEDC" round start --rounds 3 "${ADMIN[@]}" --json | jq -e '.round_budget == 9' >/dev/null ||
+  fail "round start --rounds 3 did not raise the budget to 9"
+"$FEDC" round pause "${ADMIN[@]}" --json | jq -e '.paused == true' >/dev/null || fail "round pause"
+kill -TERM "$COORD_PID"
+set +e; wait "$COORD_PID" 2>/dev/null; set -e
+start_coordinator "${COORD_ARGS[@]}"
+st=$("$FEDC" status "${ADMIN[@]}" --json)
+[ "$(json_get "$st" paused)" = true ] || fail "pause lost across a restart: $st"
+[ "$(json_get "$st" round_budget)" = 9 ] || fail "raised budget lost across a restart: $st"
+# (A round may have started on the clients still counted live; the stop
+# records it as abandoned: the count must match the history either way.)
+HIST_ABANDONED=$(jq -s '[.[] | select(.outcome == "abandoned")] | length' "$T/state/rounds.jsonl")
+[ "$(json_get "$st" rounds_abandoned)" = "$HIST_ABANDONED" ] && [ "$HIST_ABANDONED" -ge "$ABANDONED" ] ||
+  fail "rounds_abandoned reset by a restart: $st, history has $HIST_ABANDONED"
+# A changed configuration wins over the stored budget.
+kill -TERM "$COORD_PID"
+set +e; wait "$COORD_PID" 2>/dev/null; set -e
+for i in "${!COORD_ARGS[@]}"; do [ "${COORD_ARGS[$i]}" != --rounds ] || COORD_ARGS[i + 1]=7; done
+start_coordinator "${COORD_ARGS[@]}"
+st=$("$FEDC" status "${ADMIN[@]}" --json)
+[ "$(json_get "$st" round_budget)" = 7 ] || fail "configured --rounds 7 did not replace the stored budget: $st"
+[ "$(json_get "$st" paused)" = true ] || fail "pause lost across the second restart: $st"
 echo "PASS restart"

@@ -36,11 +36,15 @@ int main(void) {
       fc_agg_update *u = NULL;
       CHECK_EQ_INT(a->ops->update_begin(a, 1000, &u), FEDC_OK);
       feed(a, u, upd[k], k == 0 ? 4099 : 65536); /* 4099: chunks split floats */
-      double l2 = 0, ref = 0;
-      size_t bad = 0;
-      CHECK_EQ_INT(a->ops->update_check(a, u, &l2, &bad), FEDC_OK);
-      for (int i = 0; i < N; i++) ref += (double)upd[k][i] * upd[k][i];
-      CHECK(fabs(l2 - sqrt(ref)) < 1e-5 * sqrt(ref));
+      double ref = 0, refmax = 0;
+      fc_agg_check chk;
+      CHECK_EQ_INT(a->ops->update_check(a, u, &chk), FEDC_OK);
+      for (int i = 0; i < N; i++) {
+        ref += (double)upd[k][i] * upd[k][i];
+        if (fabs(upd[k][i]) > refmax) refmax = fabs(upd[k][i]);
+      }
+      CHECK(fabs(chk.l2 - sqrt(ref)) < 1e-5 * sqrt(ref));
+      CHECK(chk.amax == refmax);
       if (k == 3) a->ops->update_abort(a, u); /* e.g. norm too large: never applied */
       else
         CHECK_EQ_INT(a->ops->update_commit(a, u, weights[k]), FEDC_OK);
@@ -52,15 +56,22 @@ int main(void) {
     memcpy(bad, upd[0], sizeof bad);
     bad[5000] = NAN;
     feed(a, u, bad, 65536);
-    double l2;
-    size_t idx = 0;
-    CHECK_EQ_INT(a->ops->update_check(a, u, &l2, &idx), FEDC_ERR_NONFINITE);
-    CHECK_EQ_INT(idx, 5000);
+    fc_agg_check chk;
+    CHECK_EQ_INT(a->ops->update_check(a, u, &chk), FEDC_ERR_NONFINITE);
+    CHECK_EQ_INT(chk.bad_index, 5000);
     bad[5000] = 0;
     bad[N - 1] = -INFINITY;
     feed(a, u, bad, 65536);
-    CHECK_EQ_INT(a->ops->update_check(a, u, &l2, &idx), FEDC_ERR_NONFINITE);
-    CHECK_EQ_INT(idx, N - 1);
+    CHECK_EQ_INT(a->ops->update_check(a, u, &chk), FEDC_ERR_NONFINITE);
+    CHECK_EQ_INT(chk.bad_index, N - 1);
+    /* The largest finite floats: the norm is still finite and exact (a float
+     * sum of squares overflowed to inf), and the magnitude is reported. */
+    for (int i = 0; i < N; i++) bad[i] = i % 2 ? 3e38f : -3e38f;
+    feed(a, u, bad, 65536);
+    CHECK_EQ_INT(a->ops->update_check(a, u, &chk), FEDC_OK);
+    CHECK(isfinite(chk.l2));
+    CHECK(fabs(chk.l2 - sqrt((double)N) * (double)3e38f) < 1e-6 * chk.l2);
+    CHECK(chk.amax == (double)3e38f);
     a->ops->update_abort(a, u);
 
     static float out[N];

@@ -249,7 +249,87 @@ static void test_pause_and_limits(void) {
   fc_engine_destroy(e);
 }
 
+/* Durations of 2^64-1 ms (issue 6 item 7) used to wrap: every deadline was
+ * already past (a round abandoned per tick) and no client was ever live. */
+static void test_huge_durations(void) {
+  fc_engine_cfg cfg;
+  fc_engine_cfg_defaults(&cfg);
+  cfg.min_clients = 2;
+  cfg.cohort_size = 2;
+  cfg.min_updates = 2;
+  cfg.pickup_ms = UINT64_MAX;
+  cfg.round_ms = UINT64_MAX;
+  cfg.client_ttl_ms = UINT64_MAX;
+  fc_engine *e = NULL;
+  CHECK_EQ_INT(fc_engine_create(&cfg, 1, 0, 0, SHA0, &e), FEDC_OK);
+  uint64_t now = 1700000000000ull; /* wall-clock-like engine time */
+  checkin(e, "a", now, NULL);
+  checkin(e, "b", now, NULL);
+  fc_engine_status st;
+  fc_engine_get_status(e, now + 1000, &st);
+  CHECK_EQ_INT(st.live, 2);
+  CHECK_EQ_INT(fc_engine_tick(e, now + 1000), FC_TICK_STARTED);
+  fc_task_info t;
+  CHECK_EQ_INT(checkin(e, "a", now + 2000, &t), FC_CHECKIN_TRAIN);
+  CHECK(t.deadline_ms == UINT64_MAX);
+  /* Hours later the round is still open, not abandoned. */
+  for (uint64_t dt = 3000; dt < 36000000ull; dt *= 3) CHECK_EQ_INT(fc_engine_tick(e, now + dt), FC_TICK_NONE);
+  fc_engine_get_status(e, now + 36000000ull, &st);
+  CHECK_EQ_INT(st.state, FC_ENG_TRAINING);
+  CHECK_EQ_INT(st.abandoned, 0);
+  /* Counters saturate instead of wrapping. */
+  CHECK_EQ_INT(checkin(e, "b", now + 2000, &t), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "a", t.round, t.version, now + 3000), FC_UP_OK);
+  CHECK_EQ_INT(fc_engine_upload_commit(e, "a", t.round, UINT64_MAX, 0.5, 10, now + 3000), FC_UP_OK);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "b", t.round, t.version, now + 3000), FC_UP_OK);
+  CHECK_EQ_INT(fc_engine_upload_commit(e, "b", t.round, 5, 0.5, 10, now + 3000), FC_UP_OK);
+  CHECK_EQ_INT(fc_engine_tick(e, now + 4000), FC_TICK_AGGREGATE);
+  fc_engine_published(e, 1, SHA0, now + 5000);
+  CHECK(fc_engine_last_round(e)->examples == UINT64_MAX);
+  fc_engine_add_rounds(e, UINT64_MAX);
+  fc_engine_get_status(e, now + 6000, &st);
+  CHECK(st.budget == UINT64_MAX);
+  fc_engine_destroy(e);
+}
+
+/* Admin state restored after a restart, and the coordinator's storage block. */
+static void test_restore_and_block(void) {
+  fc_engine *e = make(3, 2, 10);
+  fc_engine_restore(e, 7, 1, 15);
+  fc_engine_status st;
+  fc_engine_get_status(e, 0, &st);
+  CHECK_EQ_INT(st.abandoned, 7);
+  CHECK_EQ_INT(st.paused, 1);
+  CHECK_EQ_INT(st.budget, 15);
+  checkin(e, "a", 0, NULL);
+  checkin(e, "b", 0, NULL);
+  checkin(e, "c", 0, NULL);
+  CHECK_EQ_INT(fc_engine_tick(e, 1), FC_TICK_NONE); /* still paused */
+  fc_engine_pause(e, 0);
+  fc_engine_block(e, 1);
+  CHECK_EQ_INT(fc_engine_tick(e, 2), FC_TICK_NONE); /* blocked: no round starts */
+  fc_engine_get_status(e, 2, &st);
+  CHECK_EQ_INT(st.blocked, 1);
+  CHECK_EQ_INT(st.paused, 0);
+  fc_engine_block(e, 0);
+  CHECK_EQ_INT(fc_engine_tick(e, 3), FC_TICK_STARTED);
+  fc_engine_destroy(e);
+  /* A restored budget already spent: DONE at once; 0 = unlimited. */
+  fc_engine_cfg cfg;
+  fc_engine_cfg_defaults(&cfg);
+  CHECK_EQ_INT(fc_engine_create(&cfg, 6, 5, 5, SHA0, &e), FEDC_OK);
+  fc_engine_restore(e, 0, 0, 5);
+  fc_engine_get_status(e, 0, &st);
+  CHECK_EQ_INT(st.state, FC_ENG_DONE);
+  fc_engine_restore(e, 0, 0, 0);
+  fc_engine_get_status(e, 0, &st);
+  CHECK_EQ_INT(st.state, FC_ENG_WAITING);
+  fc_engine_destroy(e);
+}
+
 int main(void) {
+  test_huge_durations();
+  test_restore_and_block();
   test_selection();
   test_not_enough_clients();
   test_full_round_and_verdicts();
