@@ -161,8 +161,12 @@ static void store_failed_locked(fc_coord *c, const char *err) {
   uint64_t now = fc_now_ms();
   snprintf(c->store_err, sizeof c->store_err, "%s", err);
   if (!c->store_blocked) {
+    /* The backoff keeps growing across rounds that fail the same way (a
+     * state.json write may succeed where a model write does not) and starts
+     * over only once a round is published. */
     c->store_blocked = 1;
-    c->store_backoff_ms = 1000;
+    c->store_backoff_ms = c->store_backoff_ms ? (c->store_backoff_ms * 2 > 60000 ? 60000 : c->store_backoff_ms * 2)
+                                              : 1000;
     fc_engine_block(c->engine, 1);
     FC_ERROR(MOD, "%s: no new rounds until the state directory can be written (retrying in %llu ms)", err,
              (unsigned long long)c->store_backoff_ms);
@@ -324,6 +328,7 @@ static void *driver_main(void *arg) {
         if (rc == FEDC_ERR_IO) store_failed_locked(c, why);
       }
       record_round_locked(c);
+      if (rc == FEDC_OK && !c->store_blocked) c->store_backoff_ms = 0;
       pthread_mutex_unlock(&c->mu);
     }
     pthread_mutex_lock(&c->stop_mu);
@@ -658,7 +663,8 @@ static void h_upload(fc_scall *call, void *ctx) {
     goto out;
   }
   pthread_mutex_lock(&c->mu);
-  v = fc_engine_upload_commit(c->engine, peer->name, round, examples, first->meta->train_loss,
+  /* The round record counts the examples that carried weight. */
+  v = fc_engine_upload_commit(c->engine, peer->name, round, (uint64_t)weight, first->meta->train_loss,
                               fc_scall_bytes_in(call), fc_now_ms());
   if (v == FC_UP_OK) c->agg->ops->update_commit(c->agg, u, weight);
   pthread_mutex_unlock(&c->mu);

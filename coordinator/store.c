@@ -198,14 +198,17 @@ int fc_store_read_model(const char *dir, uint64_t version, fc_model_spec *spec, 
   return FEDC_OK;
 }
 
+/* jansson integers are signed: a counter past 2^63 (saturated) is written as
+ * the largest one, never as a negative number. */
+static json_int_t jint(uint64_t v) { return v > INT64_MAX ? INT64_MAX : (json_int_t)v; }
+
 static json_t *round_to_json(const fc_round_stats *r) {
   char hex[FC_SHA256_HEX_LEN];
-  return json_pack("{s:I,s:s,s:I,s:i,s:i,s:I,s:f,s:I,s:I,s:I,s:I,s:s,s:s}", "round", (json_int_t)r->round,
-                   "outcome", r->completed ? "completed" : "abandoned", "version", (json_int_t)r->version,
-                   "participants", (int)r->participants, "selected", (int)r->selected, "examples",
-                   (json_int_t)r->examples, "mean_train_loss", r->mean_loss, "bytes_in", (json_int_t)r->bytes_in,
-                   "bytes_out", (json_int_t)r->bytes_out, "started_unix_ms", (json_int_t)r->started_ms,
-                   "ended_unix_ms", (json_int_t)r->ended_ms, "sha256",
+  return json_pack("{s:I,s:s,s:I,s:i,s:i,s:I,s:f,s:I,s:I,s:I,s:I,s:s,s:s}", "round", jint(r->round), "outcome",
+                   r->completed ? "completed" : "abandoned", "version", jint(r->version), "participants",
+                   (int)r->participants, "selected", (int)r->selected, "examples", jint(r->examples),
+                   "mean_train_loss", r->mean_loss, "bytes_in", jint(r->bytes_in), "bytes_out", jint(r->bytes_out),
+                   "started_unix_ms", jint(r->started_ms), "ended_unix_ms", jint(r->ended_ms), "sha256",
                    r->completed ? fc_hex(r->sha, FC_SHA256_LEN, hex) : "", "reason", r->reason);
 }
 

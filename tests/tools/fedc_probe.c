@@ -8,6 +8,12 @@
  *                   and check the coordinator's status for each; then a
  *                   valid upload (OK) and a second one (ALREADY_EXISTS)
  *   die-mid-upload  send the header and half the chunks, then SIGKILL itself
+ *   poison          against a coordinator on its default settings: updates
+ *                   of 1e30 and 3e38, a negative train_loss (each refused),
+ *                   then an update of half the clip norm claiming 2^64-1
+ *                   examples (accepted: its weight is capped)
+ *   overflow        against --clip-norm 0: an update of 3e38 x 2 examples
+ *                   (refused: it would overflow the aggregate), then a good one
  *   call METHOD     one unary call to METHOD (e.g. /fedc.v1.Admin/Status)
  *                   and print its status (role checks)
  * One JSON line per step on stdout; exit 0 only if every step got the status
@@ -70,6 +76,7 @@ typedef struct upload_plan {
   uint64_t total;
   const uint8_t *sha; /* header's claim */
   uint64_t round, version, examples;
+  double loss;
   uint64_t send_bytes;   /* stop after this many payload bytes (then close or die) */
   int die;               /* raise SIGKILL instead of closing */
   size_t oversize;       /* send one chunk message of this many bytes instead */
@@ -85,6 +92,7 @@ static int upload(const upload_plan *p, fc_status *st) {
   meta.round = p->round;
   meta.model_version = p->version;
   meta.num_examples = p->examples;
+  meta.train_loss = (float)p->loss;
   Fedc__V1__UploadMsg first = FEDC__V1__UPLOAD_MSG__INIT;
   first.meta = &meta;
   first.header = &h.h;
@@ -155,7 +163,50 @@ static int run_upload_modes(const char *mode) {
   float *zero = calloc(n, sizeof *zero), *bad = malloc(total);
   uint8_t sha_zero[FC_SHA256_LEN], sha_bad[FC_SHA256_LEN];
   fc_sha256(zero, total, sha_zero);
-  upload_plan p = {&spec, zero, total, sha_zero, t->round, t->model_version, 100, 0, 0, 0};
+  upload_plan p = {&spec, zero, total, sha_zero, t->round, t->model_version, 100, 0.5, 0, 0, 0};
+
+  if (strcmp(mode, "poison") == 0 || strcmp(mode, "overflow") == 0) {
+    upload_plan q = p;
+    q.payload = bad;
+    q.sha = sha_bad;
+    if (strcmp(mode, "poison") == 0) {
+      for (size_t i = 0; i < n; i++) bad[i] = 1e30f;
+      fc_sha256(bad, total, sha_bad);
+      q.examples = 1;
+      upload(&q, &st);
+      report("values-1e30", GRPC_STATUS_INVALID_ARGUMENT, &st);
+      for (size_t i = 0; i < n; i++) bad[i] = 3e38f;
+      fc_sha256(bad, total, sha_bad);
+      upload(&q, &st);
+      report("values-3e38", GRPC_STATUS_INVALID_ARGUMENT, &st);
+      q = p;
+      q.loss = -3e38;
+      upload(&q, &st);
+      report("negative-loss", GRPC_STATUS_INVALID_ARGUMENT, &st);
+      /* Every coordinate equal, L2 norm half the announced clip norm. */
+      for (size_t i = 0; i < n; i++) bad[i] = (float)(t->clip_norm * 0.5 / sqrt((double)n));
+      fc_sha256(bad, total, sha_bad);
+      q = p;
+      q.payload = bad;
+      q.sha = sha_bad;
+      q.examples = UINT64_MAX;
+      upload(&q, &st);
+      report("max-examples", GRPC_STATUS_OK, &st);
+    } else {
+      for (size_t i = 0; i < n; i++) bad[i] = 3e38f;
+      fc_sha256(bad, total, sha_bad);
+      q.examples = 2;
+      upload(&q, &st);
+      report("overflow-3e38", GRPC_STATUS_INVALID_ARGUMENT, &st);
+      upload(&p, &st);
+      report("good-upload", GRPC_STATUS_OK, &st);
+    }
+    free(zero);
+    free(bad);
+    free(w);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    return g_failures ? 1 : 0;
+  }
 
   if (strcmp(mode, "die-mid-upload") == 0) {
     p.send_bytes = total / 2;

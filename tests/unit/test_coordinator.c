@@ -4,11 +4,16 @@
  *
  * Covered: an upload that is still streaming when its round ends is cut off
  * and frees its staging slot for the next round's uploads; an update whose
- * train_loss is NaN is refused (it would poison the round record).
+ * train_loss is NaN is refused (it would poison the round record); download
+ * slots per identity (role and name); a state directory that stops taking
+ * writes holds new rounds back with a growing backoff, then they resume.
  */
 #define _XOPEN_SOURCE 700 /* nftw */
+#include <errno.h>
 #include <ftw.h>
 #include <math.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +21,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "coordinator/coordinator.h"
 #include "crypto/sha256.h"
@@ -329,6 +335,133 @@ static void test_download_slots_per_client(void) {
   fc_coord_stop(c, 0);
 }
 
+/* Admin "alice" fetching a model while a client certificate named "alice"
+ * holds a download slot: slots are per role and name (issue 6 item 9). */
+static void test_download_slot_role(void) {
+  fc_coord_cfg cfg;
+  base_cfg(&cfg);
+  cfg.download_slots = 2;
+  cfg.stream_idle_ms = 3000;
+  cfg.engine.min_clients = 100; /* no rounds: only downloads */
+  fc_coord *c = start_n(&cfg, 4u << 20); /* 16 MiB: the client's stream stays open */
+  CHECK(c != NULL);
+  if (!c) return;
+  int port = fc_coord_port(c);
+  fc_channel *client = channel(port, "client/alice"), *admin = channel(port, "admin/alice");
+  CHECK(client && admin);
+  if (client && admin) {
+    Fedc__V1__FetchModelRequest req = FEDC__V1__FETCH_MODEL_REQUEST__INIT;
+    fc_status st;
+    fc_ccall *held = NULL;
+    CHECK_EQ_INT(fc_ccall_start(client, "/fedc.v1.Coordinator/FetchModel", FC_RPC_SERVER_STREAM, &req.base, 20000,
+                                &held, &st),
+                 FEDC_OK);
+    ProtobufCMessage *m = NULL;
+    if (held && fc_ccall_recv(held, &fedc__v1__tensor_stream_msg__descriptor, &m, &st) == 1)
+      protobuf_c_message_free_unpacked(m, NULL);
+    Fedc__V1__GetModelRequest g = FEDC__V1__GET_MODEL_REQUEST__INIT;
+    g.latest = 1;
+    fc_ccall *call = NULL;
+    int rc = fc_ccall_start(admin, "/fedc.v1.Admin/GetModel", FC_RPC_SERVER_STREAM, &g.base, 20000, &call, &st);
+    if (rc == FEDC_OK) {
+      fc_model_spec spec;
+      float *w = NULL;
+      uint64_t total = 0;
+      rc = fc_tensor_stream_recv(call, 1ull << 30, NULL, &spec, &w, &total, NULL, &st);
+      free(w);
+      fc_ccall_destroy(call);
+    }
+    if (rc != FEDC_OK) fprintf(stderr, "  admin alice's download: %s\n", st.detail);
+    CHECK_EQ_INT(rc, FEDC_OK);
+    fc_ccall_destroy(held);
+  }
+  fc_channel_destroy(client);
+  fc_channel_destroy(admin);
+  fc_coord_stop(c, 0);
+}
+
+static void admin_status(fc_channel *ch, uint64_t *completed, uint64_t *abandoned, char *storage, size_t len) {
+  Fedc__V1__StatusRequest req = FEDC__V1__STATUS_REQUEST__INIT;
+  ProtobufCMessage *m = NULL;
+  fc_status st;
+  *completed = *abandoned = 0;
+  storage[0] = 0;
+  if (fc_call_unary(ch, "/fedc.v1.Admin/Status", &req.base, &fedc__v1__status_response__descriptor, &m, 5000,
+                    &st) != FEDC_OK)
+    return;
+  Fedc__V1__StatusResponse *r = (Fedc__V1__StatusResponse *)m;
+  *completed = r->rounds_completed;
+  *abandoned = r->rounds_abandoned;
+  snprintf(storage, len, "%s", r->storage_error ? r->storage_error : "");
+  protobuf_c_message_free_unpacked(m, NULL);
+}
+
+/* The state directory stops taking writes (here: files may not grow past
+ * 3000 bytes, so each 4 KiB model version fails with EFBIG, as a full disk
+ * fails with ENOSPC). Rounds must not start and fail in a tight loop (it was
+ * 60 rounds in 8 s, clients training for nothing): new rounds wait with a
+ * growing backoff, status and the round record give the real reason, and
+ * rounds resume once writes succeed (issue 6 item 5). */
+static void test_storage_failure(void) {
+  fc_coord_cfg cfg;
+  base_cfg(&cfg);
+  cfg.engine.cohort_size = 1;
+  fc_coord *c = start(&cfg);
+  CHECK(c != NULL);
+  if (!c) return;
+  int port = fc_coord_port(c);
+  fc_channel *a = channel(port, "client/a"), *admin = channel(port, "admin/root");
+  struct rlimit old, lim;
+  getrlimit(RLIMIT_FSIZE, &old);
+  signal(SIGXFSZ, SIG_IGN);
+  lim = old;
+  lim.rlim_cur = 3000;
+  CHECK_EQ_INT(setrlimit(RLIMIT_FSIZE, &lim), 0);
+  uint64_t completed = 0, abandoned = 0, last = 0;
+  char storage[400] = "", seen[400] = "";
+  /* 3.5 s of a client that uploads as soon as it is selected. */
+  for (double t0 = fc_mono_s(); fc_mono_s() - t0 < 3.5;) {
+    uint64_t v = 0, r = wait_task(a, last, 200, &v);
+    if (r) {
+      up_args up = {a, r, v, 0.5f, 4096, 0, {0}, 0};
+      upload(&up);
+      last = r;
+    }
+    admin_status(admin, &completed, &abandoned, storage, sizeof storage);
+    if (storage[0]) snprintf(seen, sizeof seen, "%s", storage);
+  }
+  CHECK_EQ_INT(completed, 0);
+  /* 1 s then 2 s of backoff: at most 3 rounds, not dozens. */
+  if (abandoned < 1 || abandoned > 3) fprintf(stderr, "  %llu rounds abandoned in 3.5 s\n", (unsigned long long)abandoned);
+  CHECK(abandoned >= 1 && abandoned <= 3);
+  CHECK(strstr(seen, strerror(EFBIG)) != NULL); /* the real reason, not "I/O error" */
+  char path[700], line[1024] = "";
+  snprintf(path, sizeof path, "%s/rounds.jsonl", cfg.state_dir);
+  FILE *f = fopen(path, "r");
+  if (f) {
+    CHECK(fgets(line, sizeof line, f) != NULL);
+    fclose(f);
+  }
+  CHECK(strstr(line, "\"abandoned\"") && strstr(line, strerror(EFBIG)));
+  /* Space again: within the backoff (<= 4 s) a round completes. */
+  CHECK_EQ_INT(setrlimit(RLIMIT_FSIZE, &old), 0);
+  for (double t0 = fc_mono_s(); fc_mono_s() - t0 < 10 && completed == 0;) {
+    uint64_t v = 0, r = wait_task(a, last, 200, &v);
+    if (r) {
+      up_args up = {a, r, v, 0.5f, 4096, 0, {0}, 0};
+      upload(&up);
+      last = r;
+    }
+    admin_status(admin, &completed, &abandoned, storage, sizeof storage);
+  }
+  CHECK_EQ_INT(completed, 1);
+  CHECK_EQ_INT(storage[0], 0);
+  CHECK_EQ_INT(count_lines(path), (int)(abandoned + completed)); /* no record lost */
+  fc_channel_destroy(a);
+  fc_channel_destroy(admin);
+  fc_coord_stop(c, 0);
+}
+
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
   (void)sb;
   (void)flag;
@@ -395,6 +528,8 @@ int main(void) {
       {"calls_per_peer", test_calls_per_peer},
       {"nan_loss", test_nan_loss},
       {"download_slots_per_client", test_download_slots_per_client},
+      {"download_slot_role", test_download_slot_role},
+      {"storage_failure", test_storage_failure},
   };
   for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
     int before = check_failed;
