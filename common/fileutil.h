@@ -1,7 +1,8 @@
 /*
  * fileutil.h - whole-file read with a size cap, and file writes that never
- * leave a half-written file behind (atomic rename) or never clobber one
- * (exclusive create).
+ * leave a half-written file behind (atomic rename through an unpredictable
+ * temp name), never clobber one (exclusive create), and never write through
+ * or replace anything but a regular file.
  */
 #ifndef FEDC_COMMON_FILEUTIL_H
 #define FEDC_COMMON_FILEUTIL_H
@@ -17,13 +18,44 @@
 int fc_read_file(const char *path, size_t cap, char **out, size_t *len);
 
 /*
- * Write len bytes to path with permission bits `mode`, fsync'd.
+ * Write len bytes to path with permission bits exactly `mode`, fsync'd.
  * exclusive != 0: create path with O_EXCL (FEDC_ERR_EXISTS if it exists); on
  *   failure the partial file is removed.
- * exclusive == 0: write "<path>.tmp" and rename() it over path, so readers see
- *   the old or the new content, never a mix. Concurrent writers of the same
- *   path must be serialised by the caller (they share the .tmp name).
+ * exclusive == 0: replace path atomically through fc_atomic_begin/commit
+ *   below, so readers see the old or the new content, never a mix; refused
+ *   with FEDC_ERR_INVALID if something other than a regular file is at path.
  */
 int fc_write_file_atomic(const char *path, const void *data, size_t len, int mode, int exclusive);
+
+/*
+ * Atomic replacement of one file written in pieces (the one temp-file path
+ * for every file fedc replaces: state, model files):
+ *
+ *   fc_atomic_file f;
+ *   rc = fc_atomic_begin(&f, path, 0644, err, errlen);
+ *   while (rc == FEDC_OK && more) rc = fc_atomic_write(&f, buf, n, err, errlen);
+ *   rc = rc == FEDC_OK ? fc_atomic_commit(&f, err, errlen) : (fc_atomic_abort(&f), rc);
+ *
+ * begin refuses (FEDC_ERR_INVALID, naming the path and what is there) if
+ * anything but a regular file is at path - a symlink, FIFO, device, socket or
+ * directory is never replaced - then creates a temp file with an
+ * unpredictable name in path's directory with O_CREAT|O_EXCL|O_NOFOLLOW, so a
+ * planted file or symlink can neither be followed nor pre-empt the name.
+ * commit fsyncs and closes it, renames it over path and fsyncs the directory;
+ * if only that last fsync fails the new file is in place and FEDC_ERR_IO says
+ * so. Every function ends f on failure (temp file removed, nothing left
+ * behind); fc_atomic_abort ends it explicitly and is a no-op on an ended f.
+ * Errors: INVALID, NOMEM, IO; err/errlen (may be NULL/0) get one line.
+ */
+typedef struct fc_atomic_file {
+  int fd;    /* -1 once ended */
+  char *tmp; /* owned */
+  char *path; /* owned */
+} fc_atomic_file;
+
+int fc_atomic_begin(fc_atomic_file *f, const char *path, int mode, char *err, size_t errlen);
+int fc_atomic_write(fc_atomic_file *f, const void *data, size_t len, char *err, size_t errlen);
+int fc_atomic_commit(fc_atomic_file *f, char *err, size_t errlen);
+void fc_atomic_abort(fc_atomic_file *f);
 
 #endif

@@ -12,11 +12,13 @@
  * Stricter than the reference reader: duplicate JSON keys and tensor entries
  * with fields beyond dtype/shape/data_offsets are rejected, not ignored.
  *
- * Writing goes to path.tmp, which is fsynced and renamed over path, then the
- * directory is fsynced: a crash leaves either the old file or the new one.
- * (Not fc_write_file_atomic from fileutil.h: that takes one buffer, and joining
- * header and tensor data would copy the whole model.) Concurrent writers of the
- * same path share the .tmp name and must be serialised by the caller.
+ * Writing goes through fileutil.h's fc_atomic_* (the one temp-file path for
+ * every file fedc replaces): an unpredictable temp name in the target's
+ * directory created O_EXCL|O_NOFOLLOW, written in pieces (header, then the
+ * tensor data straight from the caller's buffer, never copied), fsynced,
+ * renamed over path, directory fsynced. A crash leaves the old file or the new
+ * one; a planted symlink is never followed; anything but a regular file at
+ * path (symlink, FIFO, device) is refused, also under `fedc model get --force`.
  *
  * Tensor bytes are stored little-endian; this file copies them as-is, so it
  * assumes a little-endian host (checked at compile time below).
@@ -33,6 +35,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/fileutil.h"
 #include "fedc/error.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -41,7 +44,7 @@
 _Static_assert(sizeof(float) == 4, "float must be IEEE-754 binary32");
 
 #define META_KEY "__metadata__"
-#define IO_STEP (1u << 30) /* largest single read/write; some kernels cap one call near 2 GiB */
+#define IO_STEP (1u << 30) /* largest single read; some kernels cap one call near 2 GiB */
 
 /* ---- metadata map ----------------------------------------------------------- */
 
@@ -63,18 +66,6 @@ const char *fc_st_meta_get(const fc_st_meta *meta, const char *key) {
 
 /* ---- file helpers -------------------------------------------------------------- */
 
-static int write_all(int fd, const void *buf, size_t len) {
-  const uint8_t *p = buf;
-  while (len > 0) {
-    ssize_t w = write(fd, p, len < IO_STEP ? len : IO_STEP);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return -1;
-    p += w;
-    len -= (size_t)w;
-  }
-  return 0;
-}
-
 /* Bytes actually read: less than len only at end of file; -1 on error. */
 static ssize_t read_full(int fd, void *buf, size_t len) {
   uint8_t *p = buf;
@@ -88,27 +79,6 @@ static ssize_t read_full(int fd, void *buf, size_t len) {
     got += (size_t)r;
   }
   return (ssize_t)got;
-}
-
-/* fsync the directory holding path so a rename into it is durable. */
-static int fsync_parent(const char *path) {
-  char dir[4096];
-  const char *slash = strrchr(path, '/');
-  if (!slash) {
-    strcpy(dir, ".");
-  } else if (slash == path) {
-    strcpy(dir, "/");
-  } else {
-    size_t n = (size_t)(slash - path);
-    if (n >= sizeof dir) return -1;
-    memcpy(dir, path, n);
-    dir[n] = 0;
-  }
-  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  int rc = fsync(fd);
-  close(fd);
-  return rc;
 }
 
 /* ---- write ------------------------------------------------------------------ */
@@ -193,8 +163,8 @@ out:
 
 int fc_safetensors_write(const char *path, const fc_model_spec *spec, const float *data, const fc_st_meta *meta,
                          char *err, size_t errlen) {
-  int rc, fd = -1;
-  char *header = NULL, *tmp = NULL;
+  int rc;
+  char *header = NULL;
   size_t header_len = 0;
   if ((rc = fc_model_spec_check(spec, err, errlen)) != FEDC_OK) return rc;
   for (uint32_t i = 0; i < spec->n; i++)
@@ -209,53 +179,16 @@ int fc_safetensors_write(const char *path, const fc_model_spec *spec, const floa
   if (meta && (rc = check_meta(meta, err, errlen)) != FEDC_OK) return rc;
   if ((rc = build_header(spec, meta, &header, &header_len, err, errlen)) != FEDC_OK) return rc;
 
-  size_t tmp_len = strlen(path) + sizeof ".tmp";
-  if (!(tmp = malloc(tmp_len))) {
-    snprintf(err, errlen, "out of memory");
-    rc = FEDC_ERR_NOMEM;
-    goto out;
-  }
-  snprintf(tmp, tmp_len, "%s.tmp", path);
-  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    snprintf(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
-    rc = FEDC_ERR_IO;
-    goto out;
-  }
   uint8_t len_le[8];
   for (int i = 0; i < 8; i++) len_le[i] = (uint8_t)((uint64_t)header_len >> (8 * i));
   size_t data_bytes = (size_t)(4 * fc_model_numel(spec));
-  if (write_all(fd, len_le, sizeof len_le) != 0 || write_all(fd, header, header_len) != 0 ||
-      write_all(fd, data, data_bytes) != 0 || fsync(fd) != 0) {
-    snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
-    rc = FEDC_ERR_IO;
-    goto out;
-  }
-  int closed = close(fd);
-  fd = -1;
-  if (closed != 0) {
-    snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
-    rc = FEDC_ERR_IO;
-    goto out;
-  }
-  if (rename(tmp, path) != 0) {
-    snprintf(err, errlen, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
-    rc = FEDC_ERR_IO;
-    goto out;
-  }
-  if (fsync_parent(path) != 0) {
-    /* The file is complete and in place; only its durability across a crash is unknown. */
-    snprintf(err, errlen, "cannot fsync the directory of %s: %s", path, strerror(errno));
-    rc = FEDC_ERR_IO;
-    goto out_renamed;
-  }
-  rc = FEDC_OK;
-  goto out_renamed;
-out:
-  if (fd >= 0) close(fd);
-  if (tmp) unlink(tmp);
-out_renamed:
-  free(tmp);
+  /* Model files are not secret (every client downloads them): 0644. */
+  fc_atomic_file f;
+  rc = fc_atomic_begin(&f, path, 0644, err, errlen);
+  if (rc == FEDC_OK) rc = fc_atomic_write(&f, len_le, sizeof len_le, err, errlen);
+  if (rc == FEDC_OK) rc = fc_atomic_write(&f, header, header_len, err, errlen);
+  if (rc == FEDC_OK) rc = fc_atomic_write(&f, data, data_bytes, err, errlen);
+  if (rc == FEDC_OK) rc = fc_atomic_commit(&f, err, errlen); /* every failure above already removed the temp file */
   free(header);
   return rc;
 }

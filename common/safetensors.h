@@ -43,10 +43,13 @@ const char *fc_st_meta_get(const fc_st_meta *meta, const char *key);
 
 /*
  * Write spec's tensors (data: the flat float32 buffer, 4*numel bytes) and meta
- * (may be NULL) to path atomically: path.tmp is written, fsynced and renamed
- * over path, then the directory is fsynced. Nothing is left behind on error.
- * Errors: SHAPE (invalid spec), INVALID (bad metadata, a tensor named
- * "__metadata__", NULL data), IO.
+ * (may be NULL) to path atomically, mode 0644, through fileutil.h's
+ * fc_atomic_*: a temp file with an unpredictable name next to path is
+ * written, fsynced and renamed over path, then the directory is fsynced.
+ * Nothing is left behind on error. Only a regular file at path is ever
+ * replaced. Errors: SHAPE (invalid spec), INVALID (bad metadata, a tensor
+ * named "__metadata__", NULL data, something other than a regular file at
+ * path: a symlink, FIFO, device...), NOMEM, IO.
  */
 int fc_safetensors_write(const char *path, const fc_model_spec *spec, const float *data, const fc_st_meta *meta,
                          char *err, size_t errlen);

@@ -1,17 +1,26 @@
 /*
  * test_safetensors.c - round trip, a file laid out the way other writers lay
- * it out, and every rejection path of the reader with its exact code.
+ * it out, every rejection path of the reader with its exact code, and writes
+ * that cannot be redirected (planted symlinks, FIFOs, device nodes) or leave
+ * temp files behind.
  */
+#include <dirent.h>
 #include <jansson.h>
 #include <math.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "check.h"
+#include "common/fileutil.h"
 #include "common/safetensors.h"
 #include "fedc/error.h"
 
@@ -317,6 +326,149 @@ static void test_corrupt(void) {
   expect_read("", FEDC_ERR_FORMAT, NULL);
 }
 
+/* Names in dir other than the ones a test expects: a leftover temp file shows up here. */
+static int count_entries_in(const char *path) {
+  DIR *d = opendir(path);
+  int n = 0;
+  struct dirent *e;
+  while (d && (e = readdir(d)))
+    if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) n++;
+  if (d) closedir(d);
+  return n;
+}
+
+static int same_content(const char *path, const char *want) {
+  char buf[256];
+  FILE *f = fopen(path, "rb");
+  if (!f) return 0;
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  return strcmp(buf, want) == 0;
+}
+
+static mode_t lmode(const char *path) {
+  struct stat st;
+  return lstat(path, &st) == 0 ? st.st_mode & S_IFMT : 0;
+}
+
+/*
+ * Review issue 6, item 4: `fedc model get --out F` followed a symlink planted
+ * at F.tmp (and overwrote its target), and with --force replaced a device
+ * node or FIFO at F. Writes go through fileutil's temp-file helper now: an
+ * unpredictable name created O_EXCL|O_NOFOLLOW, and only a regular file (or
+ * nothing) at F is ever replaced.
+ */
+static void test_write_safety(void) {
+  char err[256], out[512], planted[512], victim[512];
+  fc_model_spec spec = test_spec();
+  float data[22] = {0};
+  mkdir(tpath("safe"), 0700);
+
+  /* A symlink planted at F.tmp: its target is left alone, F is a new regular file. */
+  snprintf(out, sizeof out, "%s", tpath("safe/model.safetensors"));
+  snprintf(planted, sizeof planted, "%s.tmp", out);
+  snprintf(victim, sizeof victim, "%s", tpath("safe/victim"));
+  FILE *f = fopen(victim, "w");
+  CHECK(f != NULL);
+  if (f) {
+    fputs("precious", f);
+    fclose(f);
+  }
+  CHECK(symlink(victim, planted) == 0);
+  err[0] = '\0';
+  CHECK_EQ_INT(fc_safetensors_write(out, &spec, data, NULL, err, sizeof err), FEDC_OK);
+  CHECK(same_content(victim, "precious"));
+  CHECK(lmode(out) == S_IFREG);
+  CHECK(lmode(planted) == S_IFLNK); /* not ours: left as it was */
+  fc_model_spec got;
+  float *back = NULL;
+  CHECK_EQ_INT(fc_safetensors_read(out, &got, &back, NULL, MAXB, err, sizeof err), FEDC_OK);
+  free(back);
+  unlink(planted);
+
+  /* A symlink at F itself: refused (also with --force, which only skips the
+   * CLI's existence check), link and target untouched. */
+  char link_out[512];
+  snprintf(link_out, sizeof link_out, "%s", tpath("safe/link.safetensors"));
+  CHECK(symlink(victim, link_out) == 0);
+  err[0] = '\0';
+  CHECK_EQ_INT(fc_safetensors_write(link_out, &spec, data, NULL, err, sizeof err), FEDC_ERR_INVALID);
+  CHECK(strstr(err, "not a regular file") != NULL);
+  if (!strstr(err, "not a regular file")) fprintf(stderr, "  symlink: %s\n", err);
+  CHECK(lmode(link_out) == S_IFLNK);
+  CHECK(same_content(victim, "precious"));
+
+  /* A FIFO at F: refused and still a FIFO. */
+  char fifo[512];
+  snprintf(fifo, sizeof fifo, "%s", tpath("safe/fifo"));
+  CHECK(mkfifo(fifo, 0600) == 0);
+  err[0] = '\0';
+  CHECK_EQ_INT(fc_safetensors_write(fifo, &spec, data, NULL, err, sizeof err), FEDC_ERR_INVALID);
+  CHECK(strstr(err, "not a regular file") != NULL);
+  CHECK(lmode(fifo) == S_IFIFO);
+
+  /* A device node like /dev/null at F (root can make one; anyone a socket,
+   * another non-regular file). Never /dev/null itself: a regression here
+   * would replace the real one. */
+  char dev[512];
+  snprintf(dev, sizeof dev, "%s", tpath("safe/null"));
+  mode_t kind = 0;
+  if (geteuid() == 0 && mknod(dev, S_IFCHR | 0666, makedev(1, 3)) == 0) {
+    kind = S_IFCHR;
+  } else {
+    int s = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", dev);
+    if (s >= 0 && bind(s, (struct sockaddr *)&sa, sizeof sa) == 0) kind = S_IFSOCK;
+    if (s >= 0) close(s);
+  }
+  CHECK(kind != 0);
+  err[0] = '\0';
+  CHECK_EQ_INT(fc_safetensors_write(dev, &spec, data, NULL, err, sizeof err), FEDC_ERR_INVALID);
+  CHECK(strstr(err, "not a regular file") != NULL);
+  CHECK(lmode(dev) == kind);
+
+  /* Nothing but what the test made is in the directory: no temp files. */
+  CHECK_EQ_INT(count_entries_in(tpath("safe")), 5); /* victim, model, link, fifo, null */
+
+  /* A write that fails half-way (file size limit) leaves no temp file behind
+   * and the old F in place. */
+  struct rlimit old_lim, lim;
+  CHECK(getrlimit(RLIMIT_FSIZE, &old_lim) == 0);
+  signal(SIGXFSZ, SIG_IGN); /* write() then fails with EFBIG instead of killing us */
+  lim = old_lim;
+  lim.rlim_cur = 64;
+  CHECK(setrlimit(RLIMIT_FSIZE, &lim) == 0);
+  long before = file_size(out);
+  err[0] = '\0';
+  int rc = fc_safetensors_write(out, &spec, data, NULL, err, sizeof err);
+  setrlimit(RLIMIT_FSIZE, &old_lim);
+  signal(SIGXFSZ, SIG_DFL);
+  CHECK_EQ_INT(rc, FEDC_ERR_IO);
+  CHECK(strstr(err, "cannot write") != NULL);
+  CHECK_EQ_INT(file_size(out), before);
+  CHECK_EQ_INT(count_entries_in(tpath("safe")), 5);
+
+  /* fc_write_file_atomic (state.json) goes through the same helper. */
+  CHECK_EQ_INT(fc_write_file_atomic(fifo, "{}", 2, 0600, 0), FEDC_ERR_INVALID);
+  CHECK(lmode(fifo) == S_IFIFO);
+  CHECK_EQ_INT(fc_write_file_atomic(link_out, "{}", 2, 0600, 0), FEDC_ERR_INVALID);
+  CHECK(lmode(link_out) == S_IFLNK && same_content(victim, "precious"));
+  char state[512];
+  snprintf(state, sizeof state, "%s", tpath("safe/state.json"));
+  snprintf(planted, sizeof planted, "%s.tmp", state);
+  CHECK(symlink(victim, planted) == 0);
+  CHECK_EQ_INT(fc_write_file_atomic(state, "{\"a\":1}", 7, 0600, 0), FEDC_OK);
+  CHECK_EQ_INT(fc_write_file_atomic(state, "{\"a\":2}", 7, 0600, 0), FEDC_OK);
+  CHECK(same_content(state, "{\"a\":2}") && same_content(victim, "precious"));
+  struct stat st;
+  CHECK(stat(state, &st) == 0 && (st.st_mode & 07777) == 0600);
+  CHECK_EQ_INT(count_entries_in(tpath("safe")), 7); /* + state.json and the planted link */
+}
+
 static void rm_dir(void) {
   /* Remove what the test created; a leftover file means a test path above failed. */
   char cmd[300];
@@ -333,6 +485,7 @@ int main(void) {
   }
   test_round_trip();
   test_write_errors();
+  test_write_safety();
   test_foreign_layout();
   test_corrupt();
   rm_dir();
