@@ -8,14 +8,34 @@
  * fetched (hash-verified) and evaluated on the 10,000-image test set. One
  * JSON line per round on stdout, progress on stderr, and in --out:
  *   rounds.csv, curve.png (gnuplot), logs/, pki/, data/, state/ (every model).
+ *
+ * Every option is checked in parse(), before anything is created: a bad value
+ * is one line naming the option and its range, status 2, --out untouched.
+ *
+ * How the run ends. `fedc client` exits 0 when the coordinator says DONE (the
+ * round budget is spent) or when it is stopped, non-zero on an error; a signal
+ * death is a death too. So the wait status of each client tells the two apart:
+ *   - a client exited 0: the federation ended; every round the coordinator
+ *     completed is still reported (polled until all --rounds are, for a
+ *     bounded time), then the sim exits 0 if all --rounds were reported;
+ *   - a client died: it cannot come back, and the coordinator is started
+ *     with --min-clients = --clients, so no further round can start: the sim
+ *     names each dead client and how it died, and exits 1 (unless the rounds
+ *     it polled one last time were already all done).
+ * Rounds are polled before children are reaped in each pass, so a last round
+ * completed just before the clients left is never lost.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
+#include <math.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -39,6 +59,7 @@ typedef struct sim_opts {
   char out[512];
   unsigned long long clients, cohort, rounds, epochs, batch, seed, min_updates, round_timeout_ms, poll_ms;
   double lr, momentum, alpha, clip_norm;
+  int clip_norm_set; /* else the coordinator's default clip norm applies */
   char partition[32];
   char model[64];
   const char *data_dir;
@@ -96,8 +117,12 @@ out:
 }
 
 static pid_t spawn(char *const argv[], const char *log_path) {
+  pid_t parent = getpid();
   pid_t pid = fork();
   if (pid != 0) return pid;
+  /* If the sim itself is killed outright (SIGKILL, no cleanup), its children
+   * must not outlive it: the coordinator would serve forever. */
+  if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != parent) _exit(127);
   int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
   if (fd >= 0) {
     dup2(fd, 1);
@@ -138,7 +163,7 @@ static void usage(FILE *f) {
              "  --batch B            batch size (default 32)\n"
              "  --lr X               learning rate (default 0.05)\n"
              "  --momentum X         SGD momentum (default 0)\n"
-             "  --clip-norm X        L2 clip norm of updates (default 0 = off)\n"
+             "  --clip-norm X        L2 clip norm of updates, 0 = off (default: the coordinator's)\n"
              "  --min-updates M      updates needed per round (default: the cohort size)\n"
              "  --round-timeout-ms T round deadline (default 60000)\n"
              "  --poll-ms P          client check-in interval while waiting (default 200)\n"
@@ -147,6 +172,55 @@ static void usage(FILE *f) {
              "  --json               one JSON line per round on stdout (default: also a table on stderr)\n");
 }
 
+/* Ranges of the numeric options. Where the coordinator or the client has a
+ * limit, it is the same one here (the coordinator keeps lr, momentum and the
+ * clip norm as floats up to 1e30; the Dirichlet split takes alpha up to 1e6),
+ * so nothing fails after the PKI and the split were made. Timing bounds are
+ * sane ones: a poll interval above a minute or a deadline above a day is a
+ * typo in a local simulation. */
+static int parse_real(const char *flag, const char *s, double lo, int lo_open, double hi, int hi_open, int as_float,
+                      const char *range, double *out) {
+  double v;
+  if (cli_parse_double("fedc sim", flag, s, &v)) return 2;
+  int ok = isfinite(v) && (lo_open ? v > lo : v >= lo) && (hi_open ? v < hi : v <= hi);
+  if (ok && as_float) {
+    /* In range as a double, so the conversion is defined; check what the
+     * coordinator will hold (0.99999999 is 1.0f, 1e-50 is 0.0f). */
+    v = (float)v;
+    ok = (lo_open ? v > lo : v >= lo) && (hi_open ? v < hi : v <= hi);
+  }
+  if (!ok) {
+    fprintf(stderr, "fedc sim: %s must be a number in %s, got '%s'\n", flag, range, s);
+    return 2;
+  }
+  *out = v;
+  return 0;
+}
+
+static int parse_int(const char *flag, const char *s, unsigned long long lo, unsigned long long hi,
+                     unsigned long long *out) {
+  unsigned long long v;
+  if (cli_parse_u64("fedc sim", flag, s, &v)) return 2;
+  if (v < lo || v > hi) {
+    if (hi == ULLONG_MAX) fprintf(stderr, "fedc sim: %s must be at least %llu, got '%s'\n", flag, lo, s);
+    else
+      fprintf(stderr, "fedc sim: %s must be an integer in [%llu, %llu], got '%s'\n", flag, lo, hi, s);
+    return 2;
+  }
+  *out = v;
+  return 0;
+}
+
+static int parse_str(const char *flag, const char *s, char *out, size_t outlen) {
+  if (strlen(s) >= outlen) {
+    fprintf(stderr, "fedc sim: %s is longer than %zu characters\n", flag, outlen - 1);
+    return 2;
+  }
+  memcpy(out, s, strlen(s) + 1);
+  return 0;
+}
+
+/* 0 = run, -1 = --help printed, 2 = bad usage (already reported). */
 static int parse(int argc, char **argv, sim_opts *o) {
   enum { O_OUT = 1, O_CLIENTS, O_COHORT, O_ROUNDS, O_PART, O_ALPHA, O_MODEL, O_EPOCHS, O_BATCH, O_LR, O_MOM, O_CLIP,
          O_MINUP, O_RTO, O_POLL, O_SEED, O_DATA, O_JSON };
@@ -172,36 +246,44 @@ static int parse(int argc, char **argv, sim_opts *o) {
   o->alpha = 0.5;
   snprintf(o->partition, sizeof o->partition, "dirichlet");
   snprintf(o->model, sizeof o->model, "784-200-200-10");
-  const char *p = "fedc sim";
   int opt, bad = 0;
   optind = 1;
-  while (!bad && (opt = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+  opterr = 0; /* one line of our own below, not getopt's plus the whole usage */
+  while (!bad && (opt = getopt_long(argc, argv, ":h", lo, NULL)) != -1) {
     switch (opt) {
-    case O_OUT: snprintf(o->out, sizeof o->out, "%s", optarg); break;
-    case O_CLIENTS: bad = cli_parse_u64(p, "--clients", optarg, &o->clients); break;
-    case O_COHORT: bad = cli_parse_u64(p, "--cohort", optarg, &o->cohort); break;
-    case O_ROUNDS: bad = cli_parse_u64(p, "--rounds", optarg, &o->rounds); break;
-    case O_PART: snprintf(o->partition, sizeof o->partition, "%s", optarg); break;
-    case O_ALPHA: bad = cli_parse_double(p, "--alpha", optarg, &o->alpha); break;
-    case O_MODEL: snprintf(o->model, sizeof o->model, "%s", optarg); break;
-    case O_EPOCHS: bad = cli_parse_u64(p, "--epochs", optarg, &o->epochs); break;
-    case O_BATCH: bad = cli_parse_u64(p, "--batch", optarg, &o->batch); break;
-    case O_LR: bad = cli_parse_double(p, "--lr", optarg, &o->lr); break;
-    case O_MOM: bad = cli_parse_double(p, "--momentum", optarg, &o->momentum); break;
-    case O_CLIP: bad = cli_parse_double(p, "--clip-norm", optarg, &o->clip_norm); break;
-    case O_MINUP: bad = cli_parse_u64(p, "--min-updates", optarg, &o->min_updates); break;
-    case O_RTO: bad = cli_parse_u64(p, "--round-timeout-ms", optarg, &o->round_timeout_ms); break;
-    case O_POLL: bad = cli_parse_u64(p, "--poll-ms", optarg, &o->poll_ms); break;
-    case O_SEED: bad = cli_parse_u64(p, "--seed", optarg, &o->seed); break;
+    case O_OUT: bad = parse_str("--out", optarg, o->out, sizeof o->out); break;
+    case O_CLIENTS: bad = parse_int("--clients", optarg, 1, 1000, &o->clients); break;
+    case O_COHORT: bad = parse_int("--cohort", optarg, 1, 1000, &o->cohort); break;
+    case O_ROUNDS: bad = parse_int("--rounds", optarg, 1, ULLONG_MAX, &o->rounds); break;
+    case O_PART: bad = parse_str("--partition", optarg, o->partition, sizeof o->partition); break;
+    case O_ALPHA: bad = parse_real("--alpha", optarg, 0, 1, 1e6, 0, 0, "(0, 1e6]", &o->alpha); break;
+    case O_MODEL: bad = parse_str("--model", optarg, o->model, sizeof o->model); break;
+    case O_EPOCHS: bad = parse_int("--epochs", optarg, 1, UINT32_MAX, &o->epochs); break;
+    case O_BATCH: bad = parse_int("--batch", optarg, 1, UINT32_MAX, &o->batch); break;
+    case O_LR: bad = parse_real("--lr", optarg, 0, 1, 1e30, 0, 1, "(0, 1e30]", &o->lr); break;
+    case O_MOM: bad = parse_real("--momentum", optarg, 0, 0, 1, 1, 1, "[0, 1)", &o->momentum); break;
+    case O_CLIP:
+      bad = parse_real("--clip-norm", optarg, 0, 0, 1e30, 0, 1, "[0, 1e30] (0 = off)", &o->clip_norm);
+      o->clip_norm_set = 1;
+      break;
+    case O_MINUP: bad = parse_int("--min-updates", optarg, 0, 1000, &o->min_updates); break;
+    case O_RTO: bad = parse_int("--round-timeout-ms", optarg, 1000, 86400000, &o->round_timeout_ms); break;
+    case O_POLL: bad = parse_int("--poll-ms", optarg, 1, 60000, &o->poll_ms); break;
+    case O_SEED: bad = cli_parse_u64("fedc sim", "--seed", optarg, &o->seed); break;
     case O_DATA: o->data_dir = optarg; break;
     case O_JSON: o->json = 1; break;
     case 'h': usage(stdout); return -1;
-    default: usage(stderr); return 2;
+    case ':': fprintf(stderr, "fedc sim: %s needs a value\n", argv[optind - 1]); return 2;
+    default: fprintf(stderr, "fedc sim: unknown option '%s' (see fedc sim --help)\n", argv[optind - 1]); return 2;
     }
   }
   if (bad) return 2;
-  if (o->clients < 1 || o->clients > 1000 || o->cohort < 1 || o->cohort > o->clients || o->rounds < 1) {
-    fprintf(stderr, "fedc sim: need 1 <= --cohort <= --clients <= 1000 and --rounds >= 1\n");
+  if (optind < argc) {
+    fprintf(stderr, "fedc sim: unexpected argument '%s' (see fedc sim --help)\n", argv[optind]);
+    return 2;
+  }
+  if (o->cohort > o->clients) {
+    fprintf(stderr, "fedc sim: --cohort %llu > --clients %llu: no round could be filled\n", o->cohort, o->clients);
     return 2;
   }
   if (fc_partition_kind_parse(o->partition) < 0) {
@@ -218,7 +300,9 @@ static int parse(int argc, char **argv, sim_opts *o) {
   return 0;
 }
 
-/* Prepare PKI and per-client data. */
+/* Prepare PKI and per-client data. The training set is loaded and checked
+ * against the model first, so a missing data set or a model that does not fit
+ * it leaves --out untouched, like a bad option. */
 static int prepare(const sim_opts *o, const fc_mlp *mlp) {
   char p[1024], err[400];
   snprintf(p, sizeof p, "%s/pki", o->out);
@@ -226,47 +310,49 @@ static int prepare(const sim_opts *o, const fc_mlp *mlp) {
     fprintf(stderr, "fedc sim: %s exists: choose a new --out folder (nothing is overwritten)\n", o->out);
     return 2;
   }
+  fc_dataset train;
+  memset(&train, 0, sizeof train);
+  uint32_t *owner = NULL, *idx = NULL;
+  int rc = 1;
+  if (fc_fmnist_load(o->data_dir, 1, &train, err, sizeof err) != 0) {
+    fprintf(stderr, "fedc sim: %s (install Debian's dataset-fashion-mnist)\n", err);
+    goto out;
+  }
+  if (train.dim != mlp->sizes[0] || train.classes > mlp->sizes[mlp->nlayers]) {
+    fprintf(stderr, "fedc sim: model %s does not fit the data (%u features, %u classes)\n", o->model, train.dim,
+            train.classes);
+    rc = 2;
+    goto out;
+  }
   if (mkdirp(o->out) || (snprintf(p, sizeof p, "%s/logs", o->out), mkdirp(p)) ||
       (snprintf(p, sizeof p, "%s/data", o->out), mkdirp(p))) {
-    fprintf(stderr, "fedc sim: cannot create %s: %s\n", o->out, strerror(errno));
-    return 1;
+    fprintf(stderr, "fedc sim: cannot create %s: %s\n", p, strerror(errno));
+    goto out;
   }
   fprintf(stderr, "fedc sim: throwaway PKI for %llu clients...\n", o->clients);
   snprintf(p, sizeof p, "%s/pki", o->out);
   if (fc_pki_init(p, "sim", NULL, 0, 30, "ec", err, sizeof err) != FEDC_OK ||
       fc_pki_issue(p, "admin", "sim", NULL, 30, err, sizeof err) != FEDC_OK) {
     fprintf(stderr, "fedc sim: %s\n", err);
-    return 1;
+    goto out;
   }
   for (unsigned long long i = 0; i < o->clients; i++) {
     char name[32];
     snprintf(name, sizeof name, "c%04llu", i);
     if (fc_pki_issue(p, "client", name, NULL, 30, err, sizeof err) != FEDC_OK) {
       fprintf(stderr, "fedc sim: %s\n", err);
-      return 1;
+      goto out;
     }
   }
   fprintf(stderr, "fedc sim: splitting Fashion-MNIST (%s) into %llu parts...\n", o->partition, o->clients);
-  fc_dataset train;
-  memset(&train, 0, sizeof train);
-  if (fc_fmnist_load(o->data_dir, 1, &train, err, sizeof err) != 0) {
-    fprintf(stderr, "fedc sim: %s (install Debian's dataset-fashion-mnist)\n", err);
-    return 1;
-  }
-  if (train.dim != mlp->sizes[0] || train.classes > mlp->sizes[mlp->nlayers]) {
-    fprintf(stderr, "fedc sim: model %s does not fit the data (%u features, %u classes)\n", o->model, train.dim,
-            train.classes);
-    fc_dataset_free(&train);
-    return 2;
-  }
   fc_partition_opts po;
   fc_partition_opts_init(&po);
   po.kind = fc_partition_kind_parse(o->partition);
   po.nparts = (uint32_t)o->clients;
   po.alpha = o->alpha;
   po.seed = o->seed;
-  uint32_t *owner = malloc(train.n * sizeof *owner), *idx = malloc(train.n * sizeof *idx);
-  int rc = 1;
+  owner = malloc(train.n * sizeof *owner);
+  idx = malloc(train.n * sizeof *idx);
   if (!owner || !idx || fc_partition_assign(train.y, train.n, train.classes, &po, owner) != 0) {
     fprintf(stderr, "fedc sim: partitioning failed\n");
     goto out;
@@ -297,11 +383,17 @@ typedef struct monitor {
   fc_mlp_ws *ws;
   fc_dataset test;
   FILE *csv;
-  uint64_t seen_round;
+  uint64_t seen_round; /* last round id settled: reported, abandoned, or given up on */
   double t0;
-  uint64_t completed;
+  uint64_t completed;     /* rounds the coordinator completed, as far as polled */
+  uint64_t reported;      /* of those, evaluated and reported (JSON line, CSV row) */
   uint64_t abandoned;
+  unsigned eval_failures; /* consecutive failed evaluations of the next round */
 } monitor;
+
+/* A completed round whose model cannot be fetched is tried again on the next
+ * polls (a download slot may be busy) before it is given up on. */
+#define EVAL_ATTEMPTS 5
 
 /* Fetch a version as admin and evaluate it on the test set. */
 static int eval_version(monitor *m, uint64_t version, double *acc, double *loss, char *err, size_t errlen) {
@@ -328,7 +420,8 @@ static int eval_version(monitor *m, uint64_t version, double *acc, double *loss,
   return rc;
 }
 
-/* Poll the round history; report each new round. Returns rounds completed. */
+/* Poll the round history; report each new round. Returns rounds completed,
+ * -1 if the coordinator could not be asked. */
 static int poll_rounds(monitor *m, const sim_opts *o) {
   Fedc__V1__RoundsRequest req = FEDC__V1__ROUNDS_REQUEST__INIT;
   req.limit = 1000;
@@ -341,19 +434,26 @@ static int poll_rounds(monitor *m, const sim_opts *o) {
   for (size_t i = 0; i < r->n_rounds; i++) {
     Fedc__V1__RoundRecord *rec = r->rounds[i];
     if (rec->round <= m->seen_round) continue;
-    m->seen_round = rec->round;
     if (strcmp(rec->outcome, "completed") != 0) {
+      m->seen_round = rec->round;
       m->abandoned++;
       fprintf(stderr, "fedc sim: round %llu abandoned: %s\n", (unsigned long long)rec->round, rec->reason);
       continue;
     }
-    m->completed++;
     double acc = 0, loss = 0;
     char err[300];
     if (eval_version(m, rec->version, &acc, &loss, err, sizeof err) != FEDC_OK) {
+      if (++m->eval_failures < EVAL_ATTEMPTS) break; /* rounds are reported in order: retry from here */
       fprintf(stderr, "fedc sim: cannot evaluate model v%llu: %s\n", (unsigned long long)rec->version, err);
+      m->eval_failures = 0;
+      m->seen_round = rec->round;
+      m->completed++;
       continue;
     }
+    m->eval_failures = 0;
+    m->seen_round = rec->round;
+    m->completed++;
+    m->reported++;
     double secs = (double)(rec->ended_unix_ms - rec->started_unix_ms) / 1000.0;
     unsigned long long bytes = (unsigned long long)(rec->bytes_in + rec->bytes_out);
     cli_print_json(json_pack("{s:I,s:I,s:I,s:f,s:f,s:f,s:i,s:I,s:f,s:f}", "round", (json_int_t)m->completed, "round_id",
@@ -385,6 +485,37 @@ static void plot(const sim_opts *o) {
   if (system(cmd) != 0) fprintf(stderr, "fedc sim: gnuplot not available: no curve.png (rounds.csv is there)\n");
 }
 
+/* After a client exited 0, the coordinator's history is given this long
+ * without a new completed round to show all --rounds before the sim gives up. */
+#define FINISH_WAIT_S 10.0
+
+/* Reap the clients that have ended. A client that exited 0 was told DONE (or
+ * was stopped): the first one's name goes to ended[]. Each one that died (a
+ * non-zero exit or a signal) is named on stderr with how it died. Returns
+ * how many died. */
+static unsigned long long reap_clients(const sim_opts *o, pid_t *kids, char *ended, size_t endedlen) {
+  unsigned long long died = 0;
+  for (unsigned long long i = 0; i < o->clients; i++) {
+    int status;
+    if (kids[i] <= 0 || waitpid(kids[i], &status, WNOHANG) != kids[i]) continue;
+    kids[i] = 0; /* reaped: its pid may be reused, never signal it later */
+    char name[32];
+    snprintf(name, sizeof name, "c%04llu", i);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+      if (!ended[0]) snprintf(ended, endedlen, "%s", name);
+      continue;
+    }
+    died++;
+    if (WIFSIGNALED(status))
+      fprintf(stderr, "fedc sim: client %s was killed by signal %d (%s) (see %s/logs/client-%s.log)\n", name,
+              WTERMSIG(status), strsignal(WTERMSIG(status)), o->out, name);
+    else
+      fprintf(stderr, "fedc sim: client %s exited with status %d (see %s/logs/client-%s.log)\n", name,
+              WIFEXITED(status) ? WEXITSTATUS(status) : -1, o->out, name);
+  }
+  return died;
+}
+
 int cmd_sim(int argc, char **argv) {
   sim_opts o;
   int rc = parse(argc, argv, &o);
@@ -408,11 +539,11 @@ int cmd_sim(int argc, char **argv) {
   snprintf(buf[0], 64, "%llu", o.rounds);
   snprintf(buf[1], 64, "%llu", o.cohort);
   snprintf(buf[2], 64, "%llu", o.min_updates);
-  snprintf(buf[3], 64, "%g", o.lr);
+  snprintf(buf[3], 64, "%.9g", o.lr); /* 9 digits: the float parse() checked, exactly */
   snprintf(buf[4], 64, "%llu", o.epochs);
   snprintf(buf[5], 64, "%llu", o.batch);
-  snprintf(buf[6], 64, "%g", o.momentum);
-  snprintf(buf[7], 64, "%g", o.clip_norm);
+  snprintf(buf[6], 64, "%.9g", o.momentum);
+  snprintf(buf[7], 64, "%.9g", o.clip_norm);
   snprintf(buf[8], 64, "%llu", o.seed);
   snprintf(buf[9], 64, "%llu", o.round_timeout_ms);
   snprintf(buf[10], 64, "%llu", o.poll_ms);
@@ -421,13 +552,22 @@ int cmd_sim(int argc, char **argv) {
                    "--port-file", portf, "--state", state, "--model", o.model, "--init-seed", buf[8],
                    "--rounds", buf[0], "--cohort", buf[1], "--min-updates", buf[2], "--min-clients", buf[11],
                    "--lr", buf[3], "--epochs", buf[4], "--batch", buf[5], "--momentum", buf[6],
-                   "--clip-norm", buf[7], "--seed", buf[8], "--round-timeout-ms", buf[9], "--pickup-timeout-ms",
-                   buf[9], "--poll-ms", buf[10], "--threads", "8", NULL};
+                   "--seed", buf[8], "--round-timeout-ms", buf[9], "--pickup-timeout-ms", buf[9],
+                   "--poll-ms", buf[10], "--threads", "8", "--clip-norm", buf[7], NULL};
+  /* --clip-norm is last so that leaving it out ends the list early: unless
+   * the user chose one, the coordinator's default clip norm applies. */
+  if (!o.clip_norm_set) cargv[sizeof cargv / sizeof *cargv - 3] = NULL;
   pid_t coord = spawn(cargv, logp);
   pid_t *kids = calloc(o.clients, sizeof *kids);
   monitor m;
   memset(&m, 0, sizeof m);
   int port = 0;
+  if (coord < 0) {
+    coord = 0;
+    fprintf(stderr, "fedc sim: cannot start the coordinator: %s\n", strerror(errno));
+    rc = 1;
+    goto out;
+  }
   for (int i = 0; i < 300 && !port && !g_interrupted; i++) {
     usleep(100000);
     port = read_port(portf);
@@ -452,7 +592,12 @@ int cmd_sim(int argc, char **argv) {
     snprintf(clog, sizeof clog, "%s/logs/client-%s.log", o.out, name);
     char *av[] = {"fedc", "client", "--pki", pki, "--name", name, "--coordinator", addr, "--data", data, "--model",
                   o.model, "--max-retries", "20", NULL};
-    kids[i] = spawn(av, clog);
+    if ((kids[i] = spawn(av, clog)) < 0) {
+      kids[i] = 0;
+      fprintf(stderr, "fedc sim: cannot start client %s: %s\n", name, strerror(errno));
+      rc = 1;
+      goto out;
+    }
   }
   /* Follow the rounds as admin. */
   fc_transport_init();
@@ -487,29 +632,12 @@ int cmd_sim(int argc, char **argv) {
   }
   fprintf(m.csv, "round,version,accuracy,loss,train_loss,participants,bytes,seconds\n");
   m.t0 = fc_mono_s();
-  double last_progress = 0, last_poll_ok = m.t0;
+  double last_progress = 0, last_poll_ok = m.t0, finish_by = 0;
+  char ended[32] = ""; /* the first client that exited 0 */
   rc = 0;
-  while (!g_interrupted && m.completed < o.rounds) {
-    usleep(200000);
-    if (waitpid(coord, NULL, WNOHANG) == coord) {
-      fprintf(stderr, "fedc sim: coordinator exited unexpectedly: see %s\n", logp);
-      coord = 0;
-      rc = 1;
-      break;
-    }
-    /* Clients that exited (a permanent error, or out of retries) cannot come
-     * back: with fewer alive than a round needs, the run can never finish. */
-    unsigned long long alive = 0;
-    for (unsigned long long i = 0; i < o.clients; i++) {
-      if (kids[i] > 0 && waitpid(kids[i], NULL, WNOHANG) == kids[i]) kids[i] = 0;
-      alive += kids[i] > 0;
-    }
-    if (alive < o.min_updates) {
-      fprintf(stderr, "fedc sim: only %llu client processes left, a round needs %llu: see %s/logs/\n", alive,
-              o.min_updates, o.out);
-      rc = 1;
-      break;
-    }
+  /* Each pass: rounds first, then the processes (see the file header). */
+  while (!g_interrupted) {
+    uint64_t completed_before = m.completed;
     /* Give up only after a minute without one successful poll (a single slow
      * reply late in a long run is not "cannot reach"). */
     if (poll_rounds(&m, &o) >= 0) last_poll_ok = fc_mono_s();
@@ -518,18 +646,57 @@ int cmd_sim(int argc, char **argv) {
       rc = 1;
       break;
     }
+    if (m.completed >= o.rounds) break;
+    if (waitpid(coord, NULL, WNOHANG) == coord) {
+      fprintf(stderr, "fedc sim: coordinator exited unexpectedly: see %s\n", logp);
+      coord = 0;
+      rc = 1;
+      break;
+    }
+    unsigned long long died = reap_clients(&o, kids, ended, sizeof ended);
+    if (died) {
+      /* A client that died cannot come back, and the coordinator starts a
+       * round only with all --clients live (--min-clients). One last look
+       * first: the rounds may all be done already. */
+      if (poll_rounds(&m, &o) >= 0 && m.completed >= o.rounds) break;
+      fprintf(stderr,
+              "fedc sim: %llu client process%s died and no round can start without all %llu: stopping after %llu "
+              "of %llu rounds\n",
+              died, died == 1 ? "" : "es", o.clients, (unsigned long long)m.completed, o.rounds);
+      rc = 1;
+      break;
+    }
+    if (ended[0]) {
+      /* The coordinator ended the federation (or someone stopped a client):
+       * wait, bounded, for its history to show every round it completed. */
+      if (!finish_by || m.completed > completed_before) finish_by = fc_mono_s() + FINISH_WAIT_S;
+      else if (fc_mono_s() > finish_by) {
+        fprintf(stderr,
+                "fedc sim: client %s exited normally (the federation ended, or it was stopped) but the coordinator "
+                "reports %llu of %llu rounds completed: see %s/logs/\n",
+                ended, (unsigned long long)m.completed, o.rounds, o.out);
+        rc = 1;
+        break;
+      }
+    }
     if (o.json && fc_mono_s() - last_progress > 5) {
       fprintf(stderr, "fedc sim: %llu/%llu rounds, %.0fs\n", (unsigned long long)m.completed, o.rounds,
               fc_mono_s() - m.t0);
       last_progress = fc_mono_s();
     }
+    usleep(200000);
   }
   if (g_interrupted) {
     fprintf(stderr, "fedc sim: interrupted after %llu rounds\n", (unsigned long long)m.completed);
     rc = 130;
+  } else if (!rc && m.reported < o.rounds) {
+    fprintf(stderr, "fedc sim: %llu of %llu rounds could not be evaluated (see above)\n",
+            (unsigned long long)(o.rounds - m.reported), o.rounds);
+    rc = 1;
   }
-  if (m.completed >= o.rounds) fprintf(stderr, "fedc sim: %llu rounds in %.1fs; results in %s (rounds.csv, curve.png)\n",
-                                       (unsigned long long)m.completed, fc_mono_s() - m.t0, o.out);
+  if (!rc)
+    fprintf(stderr, "fedc sim: %llu rounds in %.1fs; results in %s (rounds.csv, curve.png)\n",
+            (unsigned long long)m.completed, fc_mono_s() - m.t0, o.out);
 out_grpc:
   if (m.csv) fclose(m.csv);
   fc_mlp_ws_destroy(m.ws);
@@ -544,6 +711,6 @@ out:
     if (kids[i] > 0) waitpid(kids[i], NULL, 0);
   if (coord > 0) waitpid(coord, NULL, 0);
   free(kids);
-  if (m.completed) plot(&o);
+  if (m.reported) plot(&o);
   return rc;
 }
