@@ -4,7 +4,8 @@
  * by running the `openssl` tool, so errors are ours to translate and no
  * private key ever passes through argv or a pipe).
  *
- * Layout of a PKI directory (fc_pki_init creates it 0700):
+ * Layout of a PKI directory (fc_pki_init creates it 0700; an existing one
+ * must be ours and not writable by group or others, see ensure_dir):
  *
  *   file                      mode  content
  *   ------------------------  ----  ------------------------------------------
@@ -212,13 +213,37 @@ static int refuse_existing(const char *path, char *err, size_t errlen) {
   return FEDC_OK;
 }
 
-/* mkdir 0700; an existing directory is fine (its mode is left alone). */
-static int ensure_dir(const char *dir, char *err, size_t errlen) {
+/*
+ * mkdir 0700; an existing directory is used only if it is ours and nobody
+ * else can write to it. Another local user who can write to the directory can
+ * rename our ca.crt away and put theirs in its place (in a sticky directory
+ * too, before we create a name), and an owner other than us can do anything,
+ * so such a directory is refused rather than quietly chmod'ed: the mode was
+ * someone's choice, and the files may already have been tampered with.
+ * option names the CLI flag for the hint ("--dir", "--out").
+ */
+static int ensure_dir(const char *dir, const char *option, char *err, size_t errlen) {
   if (mkdir(dir, 0700) == 0) return FEDC_OK;
   struct stat st;
-  if (errno == EEXIST && stat(dir, &st) == 0 && S_ISDIR(st.st_mode)) return FEDC_OK;
-  set_err(err, errlen, "cannot create directory %s: %s", dir, strerror(errno == EEXIST ? ENOTDIR : errno));
-  return FEDC_ERR_IO;
+  if (errno != EEXIST || stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+    set_err(err, errlen, "cannot create directory %s: %s", dir, strerror(errno == EEXIST ? ENOTDIR : errno));
+    return FEDC_ERR_IO;
+  }
+  if (st.st_uid != geteuid()) {
+    set_err(err, errlen,
+            "refusing to use %s: it is owned by uid %lu, not by you (uid %lu), so its owner could replace the files "
+            "in it; choose another %s",
+            dir, (unsigned long)st.st_uid, (unsigned long)geteuid(), option);
+    return FEDC_ERR_INVALID;
+  }
+  if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+    set_err(err, errlen,
+            "refusing to use %s: its mode is %04o, so other local users could replace the files in it; "
+            "chmod 700 %s or choose another %s",
+            dir, (unsigned)(st.st_mode & 07777), dir, option);
+    return FEDC_ERR_INVALID;
+  }
+  return FEDC_OK;
 }
 
 /* Create path exclusively with exactly `mode` and write data, fsync'd. On
@@ -678,7 +703,7 @@ int fc_pki_init(const char *dir, const char *federation, const char *const *sans
     if ((rc = path_join(paths[i], PATH_CAP, dir, names[i], err, errlen))) return rc;
     if ((rc = refuse_existing(paths[i], err, errlen))) return rc;
   }
-  if ((rc = ensure_dir(dir, err, errlen))) return rc;
+  if ((rc = ensure_dir(dir, "--dir", err, errlen))) return rc;
 
   char ca_cn[96], ca_uri[URI_CAP];
   snprintf(ca_cn, sizeof ca_cn, "fedc CA %s", federation);
@@ -811,7 +836,7 @@ int fc_pki_issue_ex(const fc_pki_issue_opts *o, char *err, size_t errlen) {
     goto out;
   }
   if (!kt) kt = EVP_PKEY_is_a(ca_key, "ED25519") ? KEY_ED25519 : KEY_EC;
-  if ((rc = ensure_dir(out_dir, err, errlen))) goto out;
+  if ((rc = ensure_dir(out_dir, o->out_dir ? "--out" : "--dir", err, errlen))) goto out;
   rc = make_leaf(ca, ca_key, federation, o->role, o->name, kt, o->sans, o->nsans, o->not_before_offset_sec,
                  o->not_after_offset_sec, &key, &cert, err, errlen);
   if (rc) goto out;

@@ -40,7 +40,9 @@
 #define FC_PKI_FEDERATION_FILE "federation"
 
 /*
- * Create dir (mode 0700, may already exist) holding ca.key, ca.crt,
+ * Create dir (mode 0700; if it already exists it must be owned by us and not
+ * writable by group or others, else FEDC_ERR_INVALID naming it and its mode,
+ * the directory left as it was) holding ca.key, ca.crt,
  * coordinator.key, coordinator.crt and federation. key_type is "ec" (P-256,
  * also when NULL) or "ed25519". sans are extra coordinator SANs beyond
  * DNS:localhost and IP:127.0.0.1: IP literals become IP SANs, anything else
@@ -54,7 +56,7 @@ int fc_pki_init(const char *dir, const char *federation, const char *const *sans
 /* Options for fc_pki_issue_ex; fc_pki_issue_opts_init sets the defaults. */
 typedef struct fc_pki_issue_opts {
   const char *ca_dir;        /* holds ca.key and ca.crt (required) */
-  const char *out_dir;       /* NULL = ca_dir; created 0700 if missing */
+  const char *out_dir;       /* NULL = ca_dir; created 0700 if missing, else ours and not group/world-writable */
   const char *role;          /* "client" | "admin" | "coordinator" */
   const char *name;          /* CN and last SPIFFE path segment */
   const char *key_type;      /* NULL = same algorithm as the CA key */
@@ -70,7 +72,9 @@ typedef struct fc_pki_issue_opts {
 
 void fc_pki_issue_opts_init(fc_pki_issue_opts *o);
 
-/* Write <out_dir>/<role>-<name>.key (0600) and .crt signed by the CA in dir. */
+/* Write <out_dir>/<role>-<name>.key (0600) and .crt signed by the CA in dir.
+ * out_dir (or dir) is created 0700, or used if it exists under the same rule
+ * as fc_pki_init's dir. */
 int fc_pki_issue(const char *dir, const char *role, const char *name, const char *out_dir, int days, char *err,
                  size_t errlen);
 int fc_pki_issue_ex(const fc_pki_issue_opts *o, char *err, size_t errlen);

@@ -1,9 +1,10 @@
 /*
  * test_pki.c - crypto/pki.c end to end in a throwaway directory: init, issue,
- * verify, identity parsing, refusal to overwrite, file modes, foreign and
- * expired certificates, serial randomness, Ed25519, the identity rule on
- * certificates with odd SANs built here with OpenSSL, and a real in-memory
- * mutual-TLS handshake with the issued certificates (the point of the PKI).
+ * verify, identity parsing, refusal to overwrite, refusal of a directory
+ * others can write to, file modes, foreign and expired certificates, serial
+ * randomness, Ed25519, the identity rule on certificates with odd SANs built
+ * here with OpenSSL, and a real in-memory mutual-TLS handshake with the
+ * issued certificates (the point of the PKI).
  */
 #include <openssl/bn.h>
 #include <openssl/err.h>
@@ -404,6 +405,55 @@ static void test_foreign_and_expired(void) {
   CHECK(!exists(P("mixed", "client-x.key")));
 }
 
+/* Review issue 6, item 10: a PKI directory another local user can write to
+ * (or that another user owns) is refused, with its mode in the message, and
+ * left as it was; nothing is written into it. */
+static void test_refuses_open_dir(void) {
+  char err[512] = "";
+  const struct {
+    const char *name;
+    int mode;
+    const char *shown;
+  } open_dirs[] = {{"open777", 0777, "0777"}, {"open770", 0770, "0770"}, {"open1777", 01777, "1777"},
+                   {"open707", 0707, "0707"}};
+  for (size_t i = 0; i < sizeof open_dirs / sizeof open_dirs[0]; i++) {
+    const char *d = P(open_dirs[i].name, NULL);
+    CHECK(mkdir(d, 0700) == 0 && chmod(d, (mode_t)open_dirs[i].mode) == 0);
+    err[0] = '\0';
+    CHECK_EQ_INT(fc_pki_init(d, "fed-o", NULL, 0, 30, NULL, err, sizeof err), FEDC_ERR_INVALID);
+    if (!strstr(err, open_dirs[i].shown)) fprintf(stderr, "  %s: %s\n", open_dirs[i].name, err);
+    CHECK(strstr(err, d) != NULL);
+    CHECK(strstr(err, open_dirs[i].shown) != NULL);
+    CHECK(strstr(err, "chmod 700") != NULL);
+    CHECK(strchr(err, '\n') == NULL);
+    CHECK(!exists(P(open_dirs[i].name, "ca.key")) && !exists(P(open_dirs[i].name, "ca.crt")));
+    CHECK_EQ_INT(file_mode(P(open_dirs[i].name, NULL)), open_dirs[i].mode); /* not silently changed */
+  }
+  /* issue --out into such a directory is refused the same way. */
+  err[0] = '\0';
+  CHECK_EQ_INT(fc_pki_issue(P("a", NULL), "client", "olive", P("open777", NULL), 30, err, sizeof err),
+               FEDC_ERR_INVALID);
+  CHECK(strstr(err, "0777") != NULL);
+  CHECK(!exists(P("open777", "client-olive.key")));
+
+  /* Controls: an existing directory only we can write to is fine. */
+  CHECK(mkdir(P("mine755", NULL), 0700) == 0 && chmod(P("mine755", NULL), 0755) == 0);
+  CHECK_EQ_INT(fc_pki_init(P("mine755", NULL), "fed-m", NULL, 0, 30, NULL, err, sizeof err), FEDC_OK);
+  CHECK_EQ_INT(file_mode(P("mine755", NULL)), 0755);
+
+  /* Owned by another user (only root can make one to test with). */
+  if (geteuid() == 0) {
+    const char *d = P("theirs", NULL);
+    CHECK(mkdir(d, 0700) == 0 && chown(d, 65534, 65534) == 0);
+    err[0] = '\0';
+    CHECK_EQ_INT(fc_pki_init(d, "fed-t", NULL, 0, 30, NULL, err, sizeof err), FEDC_ERR_INVALID);
+    CHECK(strstr(err, d) != NULL && strstr(err, "uid 65534") != NULL);
+    CHECK(!exists(P("theirs", "ca.key")));
+  } else {
+    fprintf(stderr, "  (not root: the owned-by-another-user case is not tested)\n");
+  }
+}
+
 static void test_invalid_arguments(void) {
   char err[512] = "";
   CHECK_EQ_INT(fc_pki_init(P("bad", NULL), "Fed_A", NULL, 0, 30, NULL, err, sizeof err), FEDC_ERR_INVALID);
@@ -636,6 +686,7 @@ int main(void) {
   test_refuses_overwrite();
   test_out_dir();
   test_foreign_and_expired();
+  test_refuses_open_dir();
   test_invalid_arguments();
   test_spiffe_parser();
   test_cert_spiffe_uri();
