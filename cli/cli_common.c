@@ -4,10 +4,15 @@
 #include "cli/cli_common.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 void cli_tls_init(cli_tls *t) {
   memset(t, 0, sizeof *t);
@@ -45,6 +50,49 @@ int cli_tls_resolve(cli_tls *t, const char *role, const char *prog) {
     return 2;
   }
   return 0;
+}
+
+static int g_stop_pipe[2] = {-1, -1};
+
+static void on_stop_signal(int sig) {
+  int saved = errno; /* a handler must not change errno under the interrupted code */
+  unsigned char b = (unsigned char)sig;
+  if (write(g_stop_pipe[1], &b, 1) < 0) { /* pipe full: a stop is pending anyway */
+  }
+  errno = saved;
+}
+
+int cli_stop_signals_install(void) {
+  if (g_stop_pipe[0] < 0) {
+    if (pipe(g_stop_pipe) != 0) return -1;
+    for (int i = 0; i < 2; i++) fcntl(g_stop_pipe[i], F_SETFD, FD_CLOEXEC);
+    fcntl(g_stop_pipe[1], F_SETFL, O_NONBLOCK);
+  }
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_stop_signal;
+  sa.sa_flags = SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0) return -1;
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, NULL);
+  return 0;
+}
+
+int cli_stop_wait(int timeout_ms) {
+  struct pollfd p = {g_stop_pipe[0], POLLIN, 0};
+  if (g_stop_pipe[0] < 0 || poll(&p, 1, timeout_ms) <= 0) return 0;
+  unsigned char b = 0;
+  return read(g_stop_pipe[0], &b, 1) == 1 ? b : 0;
+}
+
+void cli_stop_wake(void) {
+  unsigned char b = 0;
+  if (g_stop_pipe[1] >= 0 && write(g_stop_pipe[1], &b, 1) < 0) { /* already woken */
+  }
 }
 
 void cli_print_json(json_t *v) {

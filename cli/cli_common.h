@@ -50,6 +50,22 @@ int cli_tls_opt(cli_tls *t, int opt, const char *arg);
 /* Fill ca/cert/key from --pki/--name for role; 0 ok, else prints an error and returns 2. */
 int cli_tls_resolve(cli_tls *t, const char *role, const char *prog);
 
+/*
+ * SIGINT/SIGTERM as a stop request, whichever thread the kernel hands them to.
+ * Blocking them before starting threads is not enough: OpenBLAS starts its
+ * threads in a library constructor, before main(), with nothing blocked, and
+ * a process-directed signal that reaches such a thread with the default action
+ * kills the process instead of stopping it cleanly. So a handler (any thread)
+ * writes the signal number to a pipe, and cli_stop_wait reads it. Also blocks
+ * both signals in the calling thread (and so in threads it starts later).
+ * Returns 0, or -1 with errno.
+ */
+int cli_stop_signals_install(void);
+/* Wait up to timeout_ms (-1 = forever) for a stop signal: its number, or 0. */
+int cli_stop_wait(int timeout_ms);
+/* Wake a cli_stop_wait(-1) without a signal (it returns 0). */
+void cli_stop_wake(void);
+
 /* Print a JSON value as one line on stdout and free it. */
 void cli_print_json(json_t *v);
 /* Parse a non-negative integer flag; prints an error naming the flag. 0 ok, 2 bad. */

@@ -5,6 +5,7 @@
  * The embeddable API it drives is include/fedc/client.h; this file is also
  * the reference for embedding it.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
@@ -91,9 +92,8 @@ static void on_event(void *ctx, const fedc_event *ev) {
 static fedc_client *g_client;
 
 static void *signal_thread(void *arg) {
-  sigset_t *set = arg;
-  int sig;
-  if (sigwait(set, &sig) == 0 && g_client) fedc_client_stop(g_client);
+  (void)arg;
+  if (cli_stop_wait(-1) > 0 && g_client) fedc_client_stop(g_client);
   return NULL;
 }
 
@@ -270,12 +270,13 @@ int cmd_client(int argc, char **argv) {
   }
   fc_blas_set_threads((int)threads); /* the binary, not the library, owns this */
 
-  /* Signals go to a sigwait thread, which asks the runtime to stop. */
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, NULL);
+  /* Signals reach a thread that asks the runtime to stop (cli_common.h). */
+  if (cli_stop_signals_install() != 0) {
+    fprintf(stderr, "fedc client: cannot install signal handlers: %s\n", strerror(errno));
+    fc_dataset_free(&b.data);
+    free(b.idx);
+    return 1;
+  }
 
   fedc_client_options o;
   fedc_client_options_init(&o);
@@ -305,7 +306,7 @@ int cmd_client(int argc, char **argv) {
   }
   g_client = c;
   pthread_t sig_thr;
-  pthread_create(&sig_thr, NULL, signal_thread, &set);
+  pthread_create(&sig_thr, NULL, signal_thread, NULL);
   fprintf(stderr, "fedc client %s: %u examples, model %s, coordinator %s\n", b.name, b.n, model, tls.coordinator);
   rc = fedc_client_run(c);
   if (rc != FEDC_OK && rc != FEDC_ERR_STOPPED)
@@ -313,7 +314,7 @@ int cmd_client(int argc, char **argv) {
   else
     fprintf(stderr, "fedc client %s: %s after %llu rounds\n", b.name, rc == FEDC_OK ? "finished" : "stopped",
             (unsigned long long)fedc_client_rounds_done(c));
-  pthread_cancel(sig_thr);
+  cli_stop_wake();
   pthread_join(sig_thr, NULL);
   g_client = NULL;
   fedc_client_destroy(c);

@@ -745,7 +745,7 @@ static void h_rounds(fc_scall *call, void *ctx) {
   Fedc__V1__RoundRecord *recs = calloc(k ? k : 1, sizeof *recs);
   Fedc__V1__RoundRecord **ptrs = calloc(k ? k : 1, sizeof *ptrs);
   fc_round_stats *copy = calloc(k ? k : 1, sizeof *copy);
-  if (recs && ptrs && copy) memcpy(copy, c->rounds + first, k * sizeof *copy);
+  if (recs && ptrs && copy && k) memcpy(copy, c->rounds + first, k * sizeof *copy);
   pthread_mutex_unlock(&c->mu);
   if (!recs || !ptrs || !copy) {
     free(recs);
