@@ -3,13 +3,35 @@
  *
  * Every option is one row of `options[]` and can be set in a YAML file
  * (--config FILE, a flat mapping whose keys are the flag names without the
- * dashes) or as a flag; flags win. An unknown key or a bad value is refused at
- * start-up naming the key. --help prints the table with defaults.
+ * dashes) or as a flag; flags win. --help prints the table with defaults and
+ * ranges.
+ *
+ * Validation: nothing that would silently change the coordinator's meaning is
+ * accepted. Each row carries its allowed range (numbers) or check (strings:
+ * the federation rule of `fedc pki init`, a strict host:port, ...), so the
+ * table, --help and the refusal cannot drift apart. Every refusal happens
+ * before anything is served or created (the state directory included), is one
+ * line on stderr naming the option and where it came from ("flag" or
+ * FILE:LINE), and exits 2. In the file, a key given twice, a second YAML
+ * document, nesting, lists and aliases are refused too: each would otherwise
+ * drop or shift a setting without a word.
+ *
+ * Durations are bounded (not just checked for overflow) because the engine
+ * adds them to clock readings, and a timeout of years is a typo, not a
+ * policy. Counts whose 0 used to fall back to a default now refuse 0; where
+ * 0 means "automatic" the row's help says so and 0 stays allowed.
+ *
+ * --port-file is written once listening, through a fresh mkstemp() name in
+ * the same directory renamed over the target, so a reader never sees half a
+ * number and nothing planted at a predictable name is followed. Failing to
+ * write it is fatal (exit 1, after a clean stop): whoever waits for that file
+ * would otherwise wait forever.
  *
  * Signals: SIGINT/SIGTERM are blocked before gRPC starts (its threads inherit
  * the mask) and taken by sigwait: stop accepting, give in-flight calls the
  * grace period, save state, exit 0.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stddef.h>
 #include <getopt.h>
@@ -20,7 +42,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 #include <yaml.h>
 
 #include "cli/cli.h"
@@ -29,17 +53,24 @@
 #include "common/blas.h"
 #include "common/log.h"
 #include "coordinator/coordinator.h"
+#include "crypto/pki.h"
 #include "transport/transport.h"
 #include "fedc/error.h"
 
 typedef enum { T_STR, T_U32, T_U64, T_F32, T_INT, T_BOOL } opt_type;
 
+/* A string option's check: NULL if `v` is fine, else what is allowed (shown
+ * after the refusal). */
+typedef const char *(*str_check)(const char *v);
+
 typedef struct copt {
   const char *name;
   opt_type type;
-  size_t off;   /* offset in struct settings */
-  size_t size;  /* for strings */
+  size_t off;      /* offset in struct settings */
+  size_t size;     /* for strings */
   const char *help;
+  uint64_t min, max; /* numbers: allowed range; max 0 = the type's own range */
+  str_check check;   /* strings: NULL = any value that fits */
 } copt;
 
 typedef struct settings {
@@ -54,112 +85,230 @@ typedef struct settings {
   int exit_when_done;
 } settings;
 
+/* Where an option's value came from: file == NULL and line == 0 if never set,
+ * file == NULL and line != 0 for a flag. */
+typedef struct origin {
+  const char *file;
+  size_t line;
+} origin;
+
+static const char *check_federation(const char *v) {
+  return fc_pki_federation_ok(v) ? NULL : "use 1-63 of [a-z0-9.-], as for `fedc pki init`";
+}
+
+/* Exactly host:port or [v6]:port, port 0..65535 in decimal digits. gRPC
+ * would take more (and parse "127.0.0.1:99999" as some other port), which is
+ * why this is checked here rather than left to it. */
+static const char *check_listen(const char *v) {
+  static const char *allowed = "use host:port or [ipv6]:port with a port of 0..65535";
+  const char *port;
+  if (v[0] == '[') {
+    const char *rbracket = strchr(v, ']');
+    char host[64];
+    struct in6_addr a6;
+    size_t n = rbracket ? (size_t)(rbracket - v - 1) : 0;
+    if (!rbracket || rbracket[1] != ':' || n == 0 || n >= sizeof host) return allowed;
+    memcpy(host, v + 1, n);
+    host[n] = '\0';
+    if (inet_pton(AF_INET6, host, &a6) != 1) return allowed;
+    port = rbracket + 2;
+  } else {
+    const char *colon = strrchr(v, ':');
+    if (!colon || colon == v) return allowed;
+    for (const char *h = v; h < colon; h++)
+      if (!((*h >= 'a' && *h <= 'z') || (*h >= 'A' && *h <= 'Z') || (*h >= '0' && *h <= '9') || *h == '.' ||
+            *h == '-'))
+        return allowed; /* includes a second ':' (an IPv6 address without brackets) */
+    port = colon + 1;
+  }
+  size_t digits = strspn(port, "0123456789");
+  if (digits == 0 || digits > 5 || port[digits] || strtoul(port, NULL, 10) > 65535) return allowed;
+  return NULL;
+}
+
+static const char *check_model(const char *v) {
+  fc_mlp mlp;
+  return fc_mlp_parse(v, &mlp) == 0 ? NULL : "use 784-200-200-10, mlp, logreg or layer sizes like 784-64-10";
+}
+
+static const char *check_log(const char *v) {
+  return fc_log_parse_level(v) >= 0 ? NULL : "use debug, info, warn or error";
+}
+
 #define S(field) offsetof(settings, field)
-#define STR(field) S(field), sizeof(((settings *)0)->field)
+#define SZ(field) sizeof(((settings *)0)->field)
+/* Rows: a string (with an optional check), a number without a range of its
+ * own, a number with a range, a boolean. */
+#define OPT_STR(n, field, h, chk)                                                                              \
+  {.name = n, .type = T_STR, .off = S(field), .size = SZ(field), .help = h, .check = chk}
+#define OPT_NUM(n, t, field, h) {.name = n, .type = t, .off = S(field), .help = h}
+#define OPT_RANGE(n, t, field, h, lo, hi) {.name = n, .type = t, .off = S(field), .help = h, .min = lo, .max = hi}
+#define OPT_BOOL(n, field, h) {.name = n, .type = T_BOOL, .off = S(field), .help = h}
+
+#define HOUR_MS 3600000ull
+#define DAY_MS (24 * HOUR_MS)
 
 static const copt options[] = {
-    {"federation", T_STR, STR(c.federation), "federation name (must match the certificates)"},
-    {"listen", T_STR, STR(c.listen), "address to listen on (127.0.0.1:0 picks a free port)"},
-    {"pki", T_STR, STR(pki), "PKI directory: uses ca.crt, coordinator.crt, coordinator.key"},
-    {"ca", T_STR, STR(c.ca), "CA certificate (overrides --pki)"},
-    {"cert", T_STR, STR(c.cert), "coordinator certificate (overrides --pki)"},
-    {"key", T_STR, STR(c.key), "coordinator private key (overrides --pki)"},
-    {"insecure-for-testing", T_BOOL, S(c.insecure_for_testing), 0, "no TLS (refused unless --listen is loopback)"},
-    {"state", T_STR, STR(c.state_dir), "state directory: model versions, state.json, rounds.jsonl"},
-    {"model", T_STR, STR(model), "built-in model for a new state: 784-200-200-10, mlp, logreg, sizes"},
-    {"init-seed", T_U64, S(init_seed), 0, "seed of the initial weights"},
-    {"rounds", T_U64, S(c.engine.rounds), 0, "round budget: completed rounds before DONE (0 = unlimited)"},
-    {"min-clients", T_U32, S(c.engine.min_clients), 0, "live clients needed to start a round"},
-    {"cohort", T_U32, S(c.engine.cohort_size), 0, "clients selected per round (0 = use --cohort-fraction)"},
-    {"cohort-fraction", T_F32, S(c.engine.cohort_fraction), 0, "fraction of live clients selected when --cohort 0"},
-    {"min-updates", T_U32, S(c.engine.min_updates), 0, "updates needed by the deadline, else the round is retried"},
-    {"pickup-timeout-ms", T_U64, S(c.engine.pickup_ms), 0, "selected clients must fetch their task within this"},
-    {"round-timeout-ms", T_U64, S(c.engine.round_ms), 0, "updates must arrive within this of the round start"},
-    {"client-ttl-ms", T_U64, S(c.engine.client_ttl_ms), 0, "a client is live if it checked in within this"},
-    {"poll-ms", T_U32, S(c.engine.poll_ms), 0, "how often waiting clients check in"},
-    {"seed", T_U64, S(c.engine.seed), 0, "cohort selection seed"},
-    {"max-clients", T_U32, S(c.engine.max_clients), 0, "refuse new client identities beyond this many"},
-    {"lr", T_F32, S(c.learning_rate), 0, "client learning rate"},
-    {"epochs", T_U32, S(c.local_epochs), 0, "local epochs per round"},
-    {"batch", T_U32, S(c.batch_size), 0, "client minibatch size"},
-    {"momentum", T_F32, S(c.momentum), 0, "client SGD momentum"},
-    {"clip-norm", T_F32, S(c.clip_norm), 0, "L2 clip norm of updates (0 = none); larger updates are refused"},
-    {"max-example-weight", T_U64, S(c.max_example_weight), 0, "FedAvg weight cap per client"},
-    {"server-lr", T_F32, S(c.server_lr), 0, "server learning rate applied to the mean delta"},
-    {"chunk-bytes", T_U32, S(c.chunk_bytes), 0, "model stream chunk size (1 KiB .. 4 MiB)"},
-    {"threads", T_INT, S(c.threads), 0, "concurrent calls served"},
-    {"upload-slots", T_INT, S(c.upload_slots), 0, "concurrent uploads staged (memory = slots x model)"},
-    {"download-slots", T_INT, S(c.download_slots), 0, "concurrent model downloads served"},
-    {"max-calls-per-client", T_INT, S(c.max_calls_per_client), 0, "concurrent calls one identity may hold (0 = 4)"},
-    {"stream-idle-ms", T_INT, S(c.stream_idle_ms), 0, "max wait for one message of a call"},
-    {"fd-headroom", T_INT, S(c.fd_headroom), 0, "file descriptors kept free (0 = max(64, limit/8))"},
-    {"max-connections", T_INT, S(c.max_connections), 0, "connection cap (0 = fd limit - headroom)"},
-    {"port-file", T_STR, STR(port_file), "write the bound port here once listening"},
-    {"grace-ms", T_INT, S(grace_ms), 0, "shutdown grace period for in-flight calls"},
-    {"blas-threads", T_INT, S(blas_threads), 0, "OpenBLAS threads"},
-    {"exit-when-done", T_BOOL, S(exit_when_done), 0, "exit once the round budget is spent"},
-    {"log", T_STR, STR(log), "log level: debug|info|warn|error"},
+    OPT_STR("federation", c.federation, "federation name (must match the certificates)", check_federation),
+    OPT_STR("listen", c.listen, "address to listen on, host:port or [ipv6]:port (port 0 picks a free one)",
+            check_listen),
+    OPT_STR("pki", pki, "PKI directory: uses ca.crt, coordinator.crt, coordinator.key", NULL),
+    OPT_STR("ca", c.ca, "CA certificate (overrides --pki)", NULL),
+    OPT_STR("cert", c.cert, "coordinator certificate (overrides --pki)", NULL),
+    OPT_STR("key", c.key, "coordinator private key (overrides --pki)", NULL),
+    OPT_BOOL("insecure-for-testing", c.insecure_for_testing, "no TLS (refused unless --listen is loopback)"),
+    OPT_STR("state", c.state_dir, "state directory: model versions, state.json, rounds.jsonl", NULL),
+    OPT_STR("model", model, "built-in model for a new state: 784-200-200-10, mlp, logreg, sizes", check_model),
+    OPT_NUM("init-seed", T_U64, init_seed, "seed of the initial weights"),
+    OPT_NUM("rounds", T_U64, c.engine.rounds, "round budget: completed rounds before DONE (0 = unlimited)"),
+    OPT_NUM("min-clients", T_U32, c.engine.min_clients, "live clients needed to start a round"),
+    OPT_NUM("cohort", T_U32, c.engine.cohort_size, "clients selected per round (0 = use --cohort-fraction)"),
+    OPT_NUM("cohort-fraction", T_F32, c.engine.cohort_fraction, "fraction of live clients selected when --cohort 0"),
+    OPT_RANGE("min-updates", T_U32, c.engine.min_updates, "updates needed by the deadline, else the round is retried",
+              1, UINT32_MAX),
+    OPT_RANGE("pickup-timeout-ms", T_U64, c.engine.pickup_ms,
+              "selected clients must fetch their task within this; <= --round-timeout-ms (the default is "
+              "lowered to it)",
+              100, 30 * DAY_MS),
+    OPT_RANGE("round-timeout-ms", T_U64, c.engine.round_ms, "updates must arrive within this of the round start", 100,
+              30 * DAY_MS),
+    OPT_RANGE("client-ttl-ms", T_U64, c.engine.client_ttl_ms, "a client is live if it checked in within this", 100,
+              30 * DAY_MS),
+    OPT_RANGE("poll-ms", T_U32, c.engine.poll_ms, "how often waiting clients check in", 10, HOUR_MS),
+    OPT_NUM("seed", T_U64, c.engine.seed, "cohort selection seed"),
+    OPT_NUM("max-clients", T_U32, c.engine.max_clients, "refuse new client identities beyond this many"),
+    OPT_NUM("lr", T_F32, c.learning_rate, "client learning rate"),
+    OPT_NUM("epochs", T_U32, c.local_epochs, "local epochs per round"),
+    OPT_NUM("batch", T_U32, c.batch_size, "client minibatch size"),
+    OPT_NUM("momentum", T_F32, c.momentum, "client SGD momentum"),
+    OPT_NUM("clip-norm", T_F32, c.clip_norm, "L2 clip norm of updates (0 = none); larger updates are refused"),
+    OPT_NUM("max-example-weight", T_U64, c.max_example_weight, "FedAvg weight cap per client"),
+    OPT_NUM("server-lr", T_F32, c.server_lr, "server learning rate applied to the mean delta"),
+    OPT_RANGE("chunk-bytes", T_U32, c.chunk_bytes, "model stream chunk size", 1024, 4u << 20),
+    OPT_RANGE("threads", T_INT, c.threads, "concurrent calls served", 1, 1024),
+    OPT_RANGE("upload-slots", T_INT, c.upload_slots, "concurrent uploads staged (memory = slots x model)", 1, 1024),
+    OPT_RANGE("download-slots", T_INT, c.download_slots, "concurrent model downloads served", 1, 1024),
+    OPT_RANGE("max-calls-per-client", T_INT, c.max_calls_per_client, "concurrent calls one identity may hold; 0 = 4",
+              0, 1024),
+    OPT_RANGE("stream-idle-ms", T_INT, c.stream_idle_ms, "max wait for one message of a call", 100, HOUR_MS),
+    OPT_RANGE("fd-headroom", T_INT, c.fd_headroom, "file descriptors kept free; 0 = max(64, limit/8)", 0, 1 << 20),
+    OPT_RANGE("max-connections", T_INT, c.max_connections, "connection cap; 0 = fd limit - headroom", 0, 1 << 20),
+    OPT_STR("port-file", port_file, "write the bound port here once listening (failing to is fatal)", NULL),
+    OPT_RANGE("grace-ms", T_INT, grace_ms, "shutdown grace period for in-flight calls", 0, HOUR_MS),
+    OPT_RANGE("blas-threads", T_INT, blas_threads, "OpenBLAS threads", 1, 1024),
+    OPT_BOOL("exit-when-done", exit_when_done, "exit once the round budget is spent"),
+    OPT_STR("log", log, "log level: debug|info|warn|error", check_log),
 };
 #define NOPTS (sizeof options / sizeof options[0])
 
+static int find_opt(const char *name) {
+  for (size_t i = 0; i < NOPTS; i++)
+    if (strcmp(options[i].name, name) == 0) return (int)i;
+  return -1;
+}
 
-static int apply(settings *s, const char *key, const char *val, const char *origin) {
-  for (size_t i = 0; i < NOPTS; i++) {
-    const copt *o = &options[i];
-    if (strcmp(o->name, key) != 0) continue;
-    void *p = (char *)s + o->off;
-    char *end = NULL;
-    errno = 0;
-    switch (o->type) {
-    case T_STR:
-      if (strlen(val) >= o->size) goto bad;
-      strcpy(p, val);
-      return 0;
-    case T_BOOL:
-      if (!strcmp(val, "true") || !strcmp(val, "1") || !strcmp(val, "yes")) *(int *)p = 1;
-      else if (!strcmp(val, "false") || !strcmp(val, "0") || !strcmp(val, "no"))
-        *(int *)p = 0;
-      else
-        goto bad;
-      return 0;
-    case T_U32:
-    case T_U64: {
-      if (val[0] == '-') goto bad;
-      unsigned long long v = strtoull(val, &end, 10);
-      if (errno || end == val || *end || (o->type == T_U32 && v > UINT32_MAX)) goto bad;
-      if (o->type == T_U32) *(uint32_t *)p = (uint32_t)v;
-      else
-        *(uint64_t *)p = v;
-      return 0;
+/* "flag" or "FILE:LINE", for the one-line refusals. */
+static const char *origin_text(origin o, char *buf, size_t n) {
+  if (!o.file) return "flag";
+  snprintf(buf, n, "%s:%zu", o.file, o.line);
+  return buf;
+}
+
+/* A value as it may be shown in a one-line message: control characters
+ * (a quoted YAML "\n") become '?', long values are cut. */
+static const char *shown(const char *v, char *buf, size_t n) {
+  size_t i = 0;
+  for (; v[i] && i + 4 < n; i++) buf[i] = (unsigned char)v[i] < 0x20 || v[i] == 0x7f ? '?' : v[i];
+  if (v[i]) memcpy(buf + i, "...", 3), i += 3;
+  buf[i] = '\0';
+  return buf;
+}
+
+/* The allowed range of a numeric row: "lo..hi", with the unit and the upper
+ * bound in hours or days for durations. Empty if the row has no range. */
+static void range_text(const copt *o, char *buf, size_t n) {
+  buf[0] = '\0';
+  if (!o->max) return;
+  size_t len = strlen(o->name);
+  int ms = len > 3 && strcmp(o->name + len - 3, "-ms") == 0;
+  int w = snprintf(buf, n, "%llu..%llu%s", (unsigned long long)o->min, (unsigned long long)o->max, ms ? " ms" : "");
+  if (!ms || w < 0 || (size_t)w >= n) return;
+  if (o->max % DAY_MS == 0)
+    snprintf(buf + w, n - (size_t)w, ", at most %llu days", (unsigned long long)(o->max / DAY_MS));
+  else if (o->max % HOUR_MS == 0)
+    snprintf(buf + w, n - (size_t)w, ", at most %llu hour%s", (unsigned long long)(o->max / HOUR_MS),
+             o->max == HOUR_MS ? "" : "s");
+}
+
+/* Store `val` for options[i]; 0, or 2 after printing the refusal. */
+static int apply(settings *s, int i, const char *val, origin from) {
+  const copt *o = &options[i];
+  void *p = (char *)s + o->off;
+  char *end = NULL;
+  char range[96] = "", why[160] = "", where[600], vbuf[96];
+  errno = 0;
+  switch (o->type) {
+  case T_STR: {
+    const char *wrong;
+    if (strlen(val) >= o->size) {
+      snprintf(why, sizeof why, ": at most %zu characters", o->size - 1);
+      goto bad;
     }
-    case T_INT: {
-      long v = strtol(val, &end, 10);
-      if (errno || end == val || *end || v < 0 || v > 1000000000L) goto bad;
-      *(int *)p = (int)v;
-      return 0;
+    if (o->check && (wrong = o->check(val)) != NULL) {
+      snprintf(why, sizeof why, ": %s", wrong);
+      goto bad;
     }
-    case T_F32: {
-      double v = strtod(val, &end);
-      if (errno || end == val || *end || !(v >= 0) || v > 1e30) goto bad;
-      if (strcmp(key, "cohort-fraction") == 0) {
-        if (v > 1) goto bad;
-        s->c.engine.cohort_fraction = v;
-      } else {
-        *(float *)p = (float)v;
-      }
-      return 0;
-    }
-    }
-  bad:
-    fprintf(stderr, "fedc coordinator: %s: invalid value '%s' for '%s'\n", origin, val, key);
-    return 2;
+    strcpy(p, val);
+    return 0;
   }
-  fprintf(stderr, "fedc coordinator: %s: unknown option '%s' (see fedc coordinator --help)\n", origin, key);
+  case T_BOOL:
+    if (!strcmp(val, "true") || !strcmp(val, "1") || !strcmp(val, "yes")) *(int *)p = 1;
+    else if (!strcmp(val, "false") || !strcmp(val, "0") || !strcmp(val, "no"))
+      *(int *)p = 0;
+    else {
+      snprintf(why, sizeof why, ": use true or false");
+      goto bad;
+    }
+    return 0;
+  case T_U32:
+  case T_U64:
+  case T_INT: {
+    uint64_t lo = o->min, hi = o->max;
+    if (!hi) hi = o->type == T_U64 ? UINT64_MAX : o->type == T_U32 ? UINT32_MAX : 1000000000u;
+    range_text(o, range, sizeof range);
+    if (range[0]) snprintf(why, sizeof why, " (%s)", range);
+    /* Digits only: strtoull would also take " 5", "+5" and "-5" (as 2^64-5). */
+    if (val[0] < '0' || val[0] > '9') goto bad;
+    unsigned long long v = strtoull(val, &end, 10);
+    if (errno || *end || v < lo || v > hi) goto bad;
+    if (o->type == T_U32) *(uint32_t *)p = (uint32_t)v;
+    else if (o->type == T_U64)
+      *(uint64_t *)p = v;
+    else
+      *(int *)p = (int)v;
+    return 0;
+  }
+  case T_F32: {
+    double v = strtod(val, &end);
+    if (errno || end == val || *end || !(v >= 0) || v > 1e30) goto bad;
+    if (strcmp(o->name, "cohort-fraction") == 0) {
+      if (v > 1) goto bad;
+      s->c.engine.cohort_fraction = v;
+    } else {
+      *(float *)p = (float)v;
+    }
+    return 0;
+  }
+  }
+bad:
+  fprintf(stderr, "fedc coordinator: %s: invalid value '%s' for '%s'%s\n", origin_text(from, where, sizeof where),
+          shown(val, vbuf, sizeof vbuf), o->name, why);
   return 2;
 }
 
-/* Flat YAML mapping of scalars, parsed with libyaml. */
-static int load_config(settings *s, const char *path) {
+/* Flat YAML mapping of scalars, parsed with libyaml; `seen` records the line
+ * of every key so a second occurrence is refused. */
+static int load_config(settings *s, const char *path, origin *seen) {
   FILE *f = fopen(path, "r");
   if (!f) {
     fprintf(stderr, "fedc coordinator: cannot open config %s: %s\n", path, strerror(errno));
@@ -168,8 +317,9 @@ static int load_config(settings *s, const char *path) {
   yaml_parser_t p;
   yaml_parser_initialize(&p);
   yaml_parser_set_input_file(&p, f);
-  int rc = 0, depth = 0, done = 0;
-  char key[128] = "";
+  int rc = 0, depth = 0, done = 0, documents = 0, have_key = 0;
+  char key[128] = "", kbuf[96];
+  size_t key_line = 0;
   while (!done && !rc) {
     yaml_event_t ev;
     if (!yaml_parser_parse(&p, &ev)) {
@@ -178,39 +328,62 @@ static int load_config(settings *s, const char *path) {
       rc = 2;
       break;
     }
+    size_t line = ev.start_mark.line + 1;
     switch (ev.type) {
+    case YAML_DOCUMENT_START_EVENT:
+      /* A second document's keys were applied over the first's. */
+      if (++documents > 1) {
+        fprintf(stderr, "fedc coordinator: %s:%zu: a second YAML document: the file must be one mapping of options\n",
+                path, line);
+        rc = 2;
+      }
+      break;
     case YAML_MAPPING_START_EVENT:
       if (++depth > 1) {
-        fprintf(stderr, "fedc coordinator: %s:%zu: nested mappings are not options ('%s')\n", path,
-                ev.start_mark.line + 1, key);
+        fprintf(stderr, "fedc coordinator: %s:%zu: nested mappings are not options ('%s')\n", path, line,
+                shown(key, kbuf, sizeof kbuf));
         rc = 2;
       }
       break;
     case YAML_SEQUENCE_START_EVENT:
-      fprintf(stderr, "fedc coordinator: %s:%zu: lists are not options ('%s')\n", path, ev.start_mark.line + 1, key);
+      fprintf(stderr, "fedc coordinator: %s:%zu: lists are not options ('%s')\n", path, line,
+              shown(key, kbuf, sizeof kbuf));
       rc = 2;
       break;
     case YAML_MAPPING_END_EVENT: depth--; break;
     case YAML_ALIAS_EVENT:
       /* Skipping it would shift every later key onto the previous value. */
-      fprintf(stderr, "fedc coordinator: %s:%zu: aliases are not supported ('%s')\n", path, ev.start_mark.line + 1,
-              key);
+      fprintf(stderr, "fedc coordinator: %s:%zu: aliases are not supported ('%s')\n", path, line,
+              shown(key, kbuf, sizeof kbuf));
       rc = 2;
       break;
     case YAML_SCALAR_EVENT: {
       const char *v = (const char *)ev.data.scalar.value;
       if (depth == 0) {
         /* e.g. "rounds 3" without the colon: one plain scalar, no option set. */
-        fprintf(stderr, "fedc coordinator: %s:%zu: not a mapping of options ('%.40s')\n", path,
-                ev.start_mark.line + 1, v);
+        fprintf(stderr, "fedc coordinator: %s:%zu: not a mapping of options ('%s')\n", path, line,
+                shown(v, kbuf, 44));
         rc = 2;
-      } else if (!key[0]) {
+      } else if (!have_key) {
         snprintf(key, sizeof key, "%s", v);
+        key_line = line;
+        have_key = 1;
       } else {
-        char origin[600];
-        snprintf(origin, sizeof origin, "%s:%zu", path, ev.start_mark.line + 1);
-        rc = apply(s, key, v, origin);
-        key[0] = 0;
+        int i = find_opt(key);
+        have_key = 0;
+        if (i < 0) {
+          fprintf(stderr, "fedc coordinator: %s:%zu: unknown option '%s' (see fedc coordinator --help)\n", path,
+                  key_line, shown(key, kbuf, sizeof kbuf));
+          rc = 2;
+        } else if (seen[i].file == path) {
+          /* Even with the same value: one of the two lines is a mistake. */
+          fprintf(stderr, "fedc coordinator: %s:%zu: '%s' given twice (first at line %zu)\n", path, key_line, key,
+                  seen[i].line);
+          rc = 2;
+        } else {
+          seen[i] = (origin){path, key_line};
+          rc = apply(s, i, v, (origin){path, line});
+        }
       }
       break;
     }
@@ -227,11 +400,12 @@ static int load_config(settings *s, const char *path) {
 static void usage(FILE *f, const settings *d) {
   fprintf(f, "Usage: fedc coordinator [--config FILE] [options]\n"
              "Run the federation coordinator. Every option may also be a key in the YAML --config file;\n"
-             "flags override the file.\n\nOptions (default in brackets):\n");
+             "flags override the file. Values outside the range in parentheses are refused.\n\n"
+             "Options (default in brackets):\n");
   for (size_t i = 0; i < NOPTS; i++) {
     const copt *o = &options[i];
     const void *p = (const char *)d + o->off;
-    char def[160];
+    char def[160], range[96];
     switch (o->type) {
     case T_STR: snprintf(def, sizeof def, "%s", (const char *)p); break;
     case T_BOOL: snprintf(def, sizeof def, "%s", *(const int *)p ? "on" : "off"); break;
@@ -243,7 +417,8 @@ static void usage(FILE *f, const settings *d) {
                strcmp(o->name, "cohort-fraction") == 0 ? d->c.engine.cohort_fraction : (double)*(const float *)p);
       break;
     }
-    fprintf(f, "  --%-22s %s [%s]\n", o->name, o->help, def);
+    range_text(o, range, sizeof range);
+    fprintf(f, "  --%-22s %s%s%s%s [%s]\n", o->name, o->help, range[0] ? " (" : "", range, range[0] ? ")" : "", def);
   }
   fprintf(f, "  --%-22s %s\n", "config FILE", "YAML file of the options above");
 }
@@ -258,14 +433,55 @@ static void defaults(settings *s) {
   snprintf(s->log, sizeof s->log, "info");
 }
 
+/* Settings that only make sense together, once file and flags are merged.
+ * 0 or 2 after printing the refusal. */
+static int check_combined(settings *s, const origin *seen) {
+  int pickup = find_opt("pickup-timeout-ms"), round_to = find_opt("round-timeout-ms");
+  fc_engine_cfg *e = &s->c.engine;
+  if (e->pickup_ms <= e->round_ms) return 0;
+  if (!seen[pickup].line) {
+    /* Only the default exceeds a short round: lower it, as --help says. */
+    e->pickup_ms = e->round_ms;
+    return 0;
+  }
+  char where[600], rwhere[620] = " (the default)";
+  if (seen[round_to].line) {
+    char buf[600];
+    snprintf(rwhere, sizeof rwhere, " (%s)", origin_text(seen[round_to], buf, sizeof buf));
+  }
+  fprintf(stderr,
+          "fedc coordinator: %s: invalid value '%llu' for 'pickup-timeout-ms': more than 'round-timeout-ms' "
+          "%llu%s\n",
+          origin_text(seen[pickup], where, sizeof where), (unsigned long long)e->pickup_ms,
+          (unsigned long long)e->round_ms, rwhere);
+  return 2;
+}
+
+/* Write "<port>\n" to path: a fresh mkstemp() file in the same directory
+ * (O_EXCL, so nothing planted there is followed), renamed over path. 0, or
+ * -1 with errno set. */
 static int write_port_file(const char *path, int port) {
-  char tmp[600];
-  snprintf(tmp, sizeof tmp, "%s.tmp", path);
-  FILE *f = fopen(tmp, "w");
-  if (!f) return -1;
-  fprintf(f, "%d\n", port);
-  fclose(f);
-  return rename(tmp, path);
+  char tmp[600], text[16];
+  int n = snprintf(tmp, sizeof tmp, "%s.XXXXXX", path);
+  if (n < 0 || (size_t)n >= sizeof tmp) {
+    errno = ENAMETOOLONG;
+    return -1;
+  }
+  int len = snprintf(text, sizeof text, "%d\n", port);
+  int fd = mkstemp(tmp);
+  if (fd < 0) return -1;
+  int err = 0;
+  /* mkstemp makes it 0600; the port is no secret and is read by others. */
+  errno = 0;
+  if (fchmod(fd, 0644) != 0 || write(fd, text, (size_t)len) != len || fsync(fd) != 0) err = errno ? errno : EIO;
+  if (close(fd) != 0 && !err) err = errno;
+  if (!err && rename(tmp, path) != 0) err = errno;
+  if (err) {
+    unlink(tmp);
+    errno = err;
+    return -1;
+  }
+  return 0;
 }
 
 int cmd_coordinator(int argc, char **argv) {
@@ -283,57 +499,89 @@ int cmd_coordinator(int argc, char **argv) {
   longopts[NOPTS] = (struct option){"config", required_argument, 0, 'c'};
   longopts[NOPTS + 1] = (struct option){"help", no_argument, 0, 'h'};
   longopts[NOPTS + 2] = (struct option){0, 0, 0, 0};
-  /* Pass 1: --config and --help only; pass 2: flags over the file. */
+  /* Pass 1: --config and --help only; pass 2: flags over the file. A leading
+   * ':' makes getopt return ':' for a missing value; opterr = 0 because its
+   * own messages say "coordinator:" and we print one line ourselves. */
+  static const char *shortopts = ":hc:";
+  origin seen[NOPTS];
+  memset(seen, 0, sizeof seen);
   int opt;
   optind = 1;
   opterr = 0;
-  while ((opt = getopt_long(argc, argv, "hc:", longopts, NULL)) != -1) {
+  while ((opt = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
     if (opt == 'h') {
       usage(stdout, &d);
       return 0;
     }
-    if (opt == 'c' && load_config(&s, optarg) != 0) return 2;
+    if (opt == 'c' && load_config(&s, optarg, seen) != 0) return 2;
   }
   optind = 1;
-  opterr = 1;
-  while ((opt = getopt_long(argc, argv, "hc:", longopts, NULL)) != -1) {
+  while ((opt = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
     if (opt == 'c') continue;
-    if (opt < 1000 || opt >= 1000 + (int)NOPTS) {
-      usage(stderr, &d);
+    if (opt == ':') {
+      /* optopt is the option's val: a table row, or 'c' for --config/-c. */
+      const char *name = optopt >= 1000 && optopt < 1000 + (int)NOPTS ? options[optopt - 1000].name : "config";
+      fprintf(stderr, "fedc coordinator: option '--%s' needs a value\n", name);
       return 2;
     }
-    const copt *o = &options[opt - 1000];
-    if (apply(&s, o->name, optarg ? optarg : (o->type == T_BOOL ? "true" : ""), "flag") != 0) return 2;
+    if (opt < 1000 || opt >= 1000 + (int)NOPTS) {
+      /* '?': an unknown or ambiguous long option leaves optopt 0 and optind
+       * past it; an unknown short one sets optopt to its letter; "--help=x"
+       * sets 'h'. getopt_long also takes unique prefixes ("--thread"). */
+      if (optopt == 'h') {
+        fprintf(stderr, "fedc coordinator: option '--help' takes no value\n");
+        return 2;
+      }
+      char shown_opt[96], buf[96];
+      int prefixes = 0;
+      if (optopt > 0 && optopt < 256) {
+        snprintf(shown_opt, sizeof shown_opt, "-%c", optopt);
+      } else {
+        const char *arg = optind > 0 && optind <= argc ? argv[optind - 1] : "?";
+        size_t n = strcspn(arg, "=");
+        snprintf(shown_opt, sizeof shown_opt, "%.*s", (int)n, shown(arg, buf, sizeof buf));
+        for (size_t k = 0; n > 2 && !strncmp(arg, "--", 2) && longopts[k].name; k++)
+          prefixes += strncmp(longopts[k].name, arg + 2, n - 2) == 0;
+      }
+      fprintf(stderr, "fedc coordinator: %s option '%s' (see fedc coordinator --help)\n",
+              prefixes > 1 ? "ambiguous" : "unknown", shown_opt);
+      return 2;
+    }
+    int i = opt - 1000;
+    if (apply(&s, i, optarg ? optarg : (options[i].type == T_BOOL ? "true" : ""), (origin){NULL, 1}) != 0) return 2;
+    seen[i] = (origin){NULL, 1};
   }
   if (optind < argc) {
     fprintf(stderr, "fedc coordinator: unexpected argument '%s'\n", argv[optind]);
     return 2;
   }
-  if (fc_log_parse_level(s.log) < 0) {
-    fprintf(stderr, "fedc coordinator: invalid value '%s' for 'log'\n", s.log);
-    return 2;
-  }
+  if (check_combined(&s, seen) != 0) return 2;
   fc_log_set_level(fc_log_parse_level(s.log));
   if (s.pki[0]) {
-    if (!s.c.ca[0]) snprintf(s.c.ca, sizeof s.c.ca, "%s/ca.crt", s.pki);
-    if (!s.c.cert[0]) snprintf(s.c.cert, sizeof s.c.cert, "%s/coordinator.crt", s.pki);
-    if (!s.c.key[0]) snprintf(s.c.key, sizeof s.c.key, "%s/coordinator.key", s.pki);
+    struct {
+      char *path;
+      size_t size;
+      const char *file;
+    } tls[] = {{s.c.ca, sizeof s.c.ca, "ca.crt"},
+               {s.c.cert, sizeof s.c.cert, "coordinator.crt"},
+               {s.c.key, sizeof s.c.key, "coordinator.key"}};
+    for (size_t k = 0; k < sizeof tls / sizeof tls[0]; k++) {
+      /* A cut path would name another file. */
+      if (tls[k].path[0] || snprintf(tls[k].path, tls[k].size, "%s/%s", s.pki, tls[k].file) < (int)tls[k].size)
+        continue;
+      char where[600], vbuf[96];
+      fprintf(stderr, "fedc coordinator: %s: invalid value '%s' for 'pki': too long for %s\n",
+              origin_text(seen[find_opt("pki")], where, sizeof where), shown(s.pki, vbuf, sizeof vbuf), tls[k].file);
+      return 2;
+    }
   }
   if (!s.c.insecure_for_testing && (!s.c.ca[0] || !s.c.cert[0] || !s.c.key[0])) {
     fprintf(stderr, "fedc coordinator: mutual TLS needs --pki DIR or --ca/--cert/--key "
                     "(create them with `fedc pki init`)\n");
     return 2;
   }
-  if (s.c.engine.min_updates < 1) {
-    fprintf(stderr, "fedc coordinator: invalid value '0' for 'min-updates' (at least 1)\n");
-    return 2;
-  }
-  if (s.c.chunk_bytes < 1024 || s.c.chunk_bytes > (4u << 20)) {
-    fprintf(stderr, "fedc coordinator: invalid value '%u' for 'chunk-bytes' (1024..4194304)\n", s.c.chunk_bytes);
-    return 2;
-  }
   fc_mlp mlp;
-  if (fc_mlp_parse(s.model, &mlp) != 0) {
+  if (fc_mlp_parse(s.model, &mlp) != 0) { /* the table's check_model refuses this earlier */
     fprintf(stderr, "fedc coordinator: invalid value '%s' for 'model'\n", s.model);
     return 2;
   }
@@ -342,7 +590,7 @@ int cmd_coordinator(int argc, char **argv) {
   float *init = malloc(fc_mlp_nparams(&mlp) * sizeof *init);
   if (!init) return 1;
   fc_mlp_init(&mlp, s.init_seed, init);
-  fc_blas_set_threads(s.blas_threads > 0 ? s.blas_threads : 1);
+  fc_blas_set_threads(s.blas_threads);
   /* Few malloc arenas: per-thread arenas (8 x cores by default) hold on to
    * freed chunk buffers and made peak RSS grow with concurrent calls. */
   mallopt(M_ARENA_MAX, 2);
@@ -371,8 +619,12 @@ int cmd_coordinator(int argc, char **argv) {
     return 1;
   }
   int port = fc_coord_port(coord);
-  if (s.port_file[0] && write_port_file(s.port_file, port) != 0)
-    fprintf(stderr, "fedc coordinator: cannot write port file %s\n", s.port_file);
+  if (s.port_file[0] && write_port_file(s.port_file, port) != 0) {
+    fprintf(stderr, "fedc coordinator: cannot write port file %s: %s\n", s.port_file, strerror(errno));
+    fc_coord_stop(coord, s.grace_ms);
+    fc_transport_shutdown();
+    return 1;
+  }
   /* Wait for a signal (or, with --exit-when-done, the end of the budget). */
   int sig = 0;
   for (;;) {

@@ -4,7 +4,13 @@
 #    is one YAML scalar) or that uses an alias must be refused at start-up,
 #    not ignored while the coordinator runs on defaults;
 #  - `fedc sim --min-updates M` with M > --clients can never complete a round:
-#    refused at once instead of waiting forever.
+#    refused at once instead of waiting forever;
+#  - `fedc coordinator` with an unknown option or an option missing its value
+#    says so in one line (it printed getopt's "coordinator: ..." line and the
+#    whole usage);
+#  - `fedc coordinator --port-file F` that cannot be written is an error (it
+#    only warned, and whoever waits for F waited forever), and F is written
+#    through a fresh temporary file: a symlink planted at F.tmp is not followed.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
 make_tmp
@@ -27,4 +33,39 @@ timeout 20 "$FEDC" sim --clients 2 --cohort 1 --min-updates 3 --out "$T/sim" 2>"
 [ "$rc" -ne 124 ] || fail "fedc sim with --min-updates > --clients did not return"
 [ "$rc" -eq 2 ] || fail "fedc sim with --min-updates > --clients: exit $rc: $(cat "$T/sim.err")"
 grep -q -- "--min-updates" "$T/sim.err" || fail "sim refusal does not name --min-updates: $(cat "$T/sim.err")"
+
+one_line_refusal() { # TEXT ARGS... : exit 2, exactly one stderr line, equal to TEXT
+  local text=$1 rc=0
+  shift
+  timeout 5 "$FEDC" coordinator --insecure-for-testing --listen 127.0.0.1:0 --state "$T/s" "$@" \
+    >/dev/null 2>"$T/err" || rc=$?
+  [ "$rc" -ne 124 ] || fail "coordinator $* started"
+  [ "$rc" -eq 2 ] || fail "coordinator $*: exit $rc, not 2: $(cat "$T/err")"
+  [ "$(cat "$T/err")" = "$text" ] || fail "coordinator $*: expected '$text', got: $(cat "$T/err")"
+  [ ! -e "$T/s" ] || fail "coordinator $*: the state directory was created before the refusal"
+}
+one_line_refusal "fedc coordinator: unknown option '--xyz' (see fedc coordinator --help)" --xyz
+one_line_refusal "fedc coordinator: unknown option '--xyz' (see fedc coordinator --help)" --xyz=3
+one_line_refusal "fedc coordinator: unknown option '-q' (see fedc coordinator --help)" -q
+one_line_refusal "fedc coordinator: option '--rounds' needs a value" --rounds
+one_line_refusal "fedc coordinator: option '--config' needs a value" --config
+
+# --port-file in a directory that does not exist: exit 1 once the coordinator
+# has stopped, naming the file.
+rc=0
+timeout 20 "$FEDC" coordinator --insecure-for-testing --listen 127.0.0.1:0 --state "$T/pf" --grace-ms 0 \
+  --port-file "$T/no-such-dir/port" >/dev/null 2>"$T/pf.err" || rc=$?
+[ "$rc" -ne 124 ] || fail "coordinator kept running although its --port-file cannot be written"
+[ "$rc" -eq 1 ] || fail "unwritable --port-file: exit $rc, not 1: $(cat "$T/pf.err")"
+grep -qF "cannot write port file $T/no-such-dir/port" "$T/pf.err" || fail "port file error: $(cat "$T/pf.err")"
+
+# A symlink planted at the old fixed temporary name is left alone.
+echo precious > "$T/victim"
+ln -s "$T/victim" "$T/port.tmp"
+start_coordinator --insecure-for-testing --state "$T/ps"
+[ "$(cat "$T/victim")" = precious ] || fail "the port file write followed the symlink at $T/port.tmp"
+[ -f "$T/port" ] && [ ! -L "$T/port" ] || fail "$T/port is not a regular file"
+ls -A "$T" | grep -v '^port\.tmp$' | grep -q '^\.\?port\.' && fail "temporary port file left behind: $(ls -a "$T")"
+kill "$COORD_PID"
+wait "$COORD_PID" 2>/dev/null || true
 echo "PASS cli input"
