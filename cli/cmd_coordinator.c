@@ -28,8 +28,9 @@
  * would otherwise wait forever.
  *
  * Signals: SIGINT/SIGTERM are blocked before gRPC starts (its threads inherit
- * the mask) and taken by sigwait: stop accepting, give in-flight calls the
- * grace period, save state, exit 0.
+ * the mask) and taken through cli_stop_wait (a handler's pipe, so a thread
+ * that did not block them cannot die of them): stop accepting, give in-flight
+ * calls the grace period, save state, exit 0.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -601,11 +602,13 @@ int cmd_coordinator(int argc, char **argv) {
     rl.rlim_cur = rl.rlim_max;
     setrlimit(RLIMIT_NOFILE, &rl);
   }
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, NULL);
+  /* Before gRPC starts: its threads inherit the blocked mask (cli_common.h
+   * says why a handler is needed as well). */
+  if (cli_stop_signals_install() != 0) {
+    fprintf(stderr, "fedc coordinator: cannot install signal handlers: %s\n", strerror(errno));
+    free(init);
+    return 1;
+  }
   signal(SIGPIPE, SIG_IGN);
 
   fc_transport_init();
@@ -628,8 +631,7 @@ int cmd_coordinator(int argc, char **argv) {
   /* Wait for a signal (or, with --exit-when-done, the end of the budget). */
   int sig = 0;
   for (;;) {
-    struct timespec ts = {0, 200 * 1000000L};
-    sig = sigtimedwait(&set, NULL, &ts);
+    sig = cli_stop_wait(200);
     if (sig > 0) break;
     if (s.exit_when_done && fc_coord_done(coord)) break;
   }

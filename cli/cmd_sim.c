@@ -268,7 +268,7 @@ static int parse(int argc, char **argv, sim_opts *o) {
       break;
     case O_MINUP: bad = parse_int("--min-updates", optarg, 0, 1000, &o->min_updates); break;
     case O_RTO: bad = parse_int("--round-timeout-ms", optarg, 1000, 86400000, &o->round_timeout_ms); break;
-    case O_POLL: bad = parse_int("--poll-ms", optarg, 1, 60000, &o->poll_ms); break;
+    case O_POLL: bad = parse_int("--poll-ms", optarg, 10, 60000, &o->poll_ms); break; /* the coordinator's range */
     case O_SEED: bad = cli_parse_u64("fedc sim", "--seed", optarg, &o->seed); break;
     case O_DATA: o->data_dir = optarg; break;
     case O_JSON: o->json = 1; break;

@@ -28,7 +28,7 @@
 #include <stdint.h>
 
 #define FC_PROTOCOL_MAJOR 1
-#define FC_PROTOCOL_MINOR 0
+#define FC_PROTOCOL_MINOR 1 /* 1.1: StatusResponse.round_budget, storage_error */
 #define FC_PROTOCOL_VERSION_STRING "1.0"
 #define FC_PROTOCOL_MD_KEY "fedc-protocol"
 /* Only honoured by servers started with insecure_for_testing on loopback. */

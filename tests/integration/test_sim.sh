@@ -100,6 +100,7 @@ bad_option --clip-norm -1
 bad_option --epochs 0
 bad_option --batch 0
 bad_option --poll-ms 0
+bad_option --poll-ms 9
 bad_option --round-timeout-ms 999
 bad_option --clients 0
 bad_option --rounds 0
