@@ -285,6 +285,20 @@ static void *read_slowly(void *arg) {
   return NULL;
 }
 
+/* One whole model download (FetchModel or GetModel), discarded. */
+static int download_whole(fc_channel *ch, const char *method, const ProtobufCMessage *req, fc_status *st) {
+  fc_ccall *call = NULL;
+  int rc = fc_ccall_start(ch, method, FC_RPC_SERVER_STREAM, req, 20000, &call, st);
+  if (rc != FEDC_OK) return rc;
+  fc_model_spec spec;
+  float *w = NULL;
+  uint64_t total = 0;
+  rc = fc_tensor_stream_recv(call, 1ull << 30, NULL, &spec, &w, &total, NULL, st);
+  free(w);
+  fc_ccall_destroy(call);
+  return rc;
+}
+
 /* Download slots are few (they pin send buffers). One client opening several
  * model downloads and reading them slowly must not take every slot: another
  * client's download goes through. */
@@ -314,16 +328,7 @@ static void test_download_slots_per_client(void) {
     }
     pthread_t th;
     pthread_create(&th, NULL, read_slowly, &r);
-    fc_ccall *call = NULL;
-    int rc = fc_ccall_start(b, "/fedc.v1.Coordinator/FetchModel", FC_RPC_SERVER_STREAM, &req.base, 20000, &call, &st);
-    if (rc == FEDC_OK) {
-      fc_model_spec spec;
-      float *w = NULL;
-      uint64_t total = 0;
-      rc = fc_tensor_stream_recv(call, 1ull << 30, NULL, &spec, &w, &total, NULL, &st);
-      free(w);
-      fc_ccall_destroy(call);
-    }
+    int rc = download_whole(b, "/fedc.v1.Coordinator/FetchModel", &req.base, &st);
     if (rc != FEDC_OK) fprintf(stderr, "  download of b: %s\n", st.detail);
     CHECK_EQ_INT(rc, FEDC_OK);
     pthread_join(th, NULL);
@@ -361,16 +366,7 @@ static void test_download_slot_role(void) {
       protobuf_c_message_free_unpacked(m, NULL);
     Fedc__V1__GetModelRequest g = FEDC__V1__GET_MODEL_REQUEST__INIT;
     g.latest = 1;
-    fc_ccall *call = NULL;
-    int rc = fc_ccall_start(admin, "/fedc.v1.Admin/GetModel", FC_RPC_SERVER_STREAM, &g.base, 20000, &call, &st);
-    if (rc == FEDC_OK) {
-      fc_model_spec spec;
-      float *w = NULL;
-      uint64_t total = 0;
-      rc = fc_tensor_stream_recv(call, 1ull << 30, NULL, &spec, &w, &total, NULL, &st);
-      free(w);
-      fc_ccall_destroy(call);
-    }
+    int rc = download_whole(admin, "/fedc.v1.Admin/GetModel", &g.base, &st);
     if (rc != FEDC_OK) fprintf(stderr, "  admin alice's download: %s\n", st.detail);
     CHECK_EQ_INT(rc, FEDC_OK);
     fc_ccall_destroy(held);
