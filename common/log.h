@@ -2,7 +2,9 @@
  * log.h - one line per event on stderr: "<iso-time> <level> <module>: <text>".
  *
  * The level comes from fc_log_set_level() or FEDC_LOG=debug|info|warn|error.
- * Thread-safe (each line is one write(2)). The client library logs only when
+ * Thread-safe (each line is one write(2)). Warnings and errors are rate-limited
+ * per call site (10 lines/s, bursts of 50; log.c), with a count of what was
+ * suppressed on the next line printed. The client library logs only when
  * the embedding program sets a level or a sink; the coordinator logs at info.
  */
 #ifndef FEDC_COMMON_LOG_H
