@@ -31,6 +31,7 @@
 #include "coordinator/aggregate.h"
 #include "coordinator/store.h"
 #include "crypto/pki.h"
+#include "transport/accept_guard.h"
 #include "fedc/error.h"
 #include "fedc/v1/fedc.pb-c.h"
 #include "transport/tensor_stream.h"
@@ -81,6 +82,7 @@ struct fc_coord {
   char store_err[300];
   uint64_t store_retry_at, store_backoff_ms;
   size_t history_unsaved; /* trailing records of `rounds` not yet in rounds.jsonl */
+  int guard_started;      /* transport/accept_guard.h runs for our port */
 };
 
 
@@ -106,6 +108,10 @@ void fc_coord_cfg_defaults(fc_coord_cfg *c) {
   c->upload_slots = 4;
   c->download_slots = 4;
   c->stream_idle_ms = 30000;
+  /* A device reconnects a few times a minute at most; a NAT in front of many
+   * may burst. Each connection costs the coordinator a TLS handshake. */
+  c->connect_rate = 100;
+  c->connect_burst = 1000;
 }
 
 /* ---- model snapshots ------------------------------------------------------------- */
@@ -1008,12 +1014,17 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
   so.federation = cfg->federation;
   so.threads = cfg->threads > 0 ? cfg->threads : 16;
   so.stream_idle_ms = cfg->stream_idle_ms;
-  so.fd_headroom = cfg->fd_headroom;
-  so.max_connections = cfg->max_connections;
   so.max_calls_per_peer = cfg->max_calls_per_client;
   so.methods = c->methods;
   so.nmethods = 7;
   if ((rc = fc_server_start(&so, &c->server, err, errlen)) != FEDC_OK) goto fail;
+  fc_accept_guard_cfg gc = {fc_server_port(c->server), cfg->fd_headroom, cfg->max_connections, cfg->connect_rate,
+                            cfg->connect_burst};
+  if ((rc = fc_accept_guard_start(&gc)) != FEDC_OK) {
+    snprintf(err, errlen, "cannot start the connection guard: %s", fedc_strerror(rc));
+    goto fail;
+  }
+  c->guard_started = 1;
   if (pthread_create(&c->driver, NULL, driver_main, c) != 0) {
     rc = FEDC_ERR_NOMEM;
     snprintf(err, errlen, "cannot start the round driver thread");
@@ -1051,6 +1062,7 @@ void fc_coord_stop(fc_coord *c, int grace_ms) {
   if (c->agg) c->agg->ops->close(c->agg);
   /* Stop accepting first, let in-flight calls end, then the driver. */
   if (c->server) fc_server_shutdown(c->server, grace_ms);
+  if (c->guard_started) fc_accept_guard_stop();
   if (c->driver_started) {
     pthread_mutex_lock(&c->stop_mu);
     c->stopping = 1;

@@ -32,8 +32,10 @@ typedef struct fc_coord_cfg {
   int download_slots;         /* concurrent model downloads (each pins send buffers) */
   int max_calls_per_client;   /* concurrent calls one identity may hold (0 = transport default 4) */
   int stream_idle_ms;
-  int fd_headroom;
-  int max_connections;
+  int fd_headroom;            /* fds kept free (0 = max(64, limit/8)) */
+  int max_connections;        /* 0 = fd limit - headroom */
+  int connect_rate;           /* new connections per second per source address (0 = no limit) */
+  int connect_burst;          /* ... at once (0 = 10 x rate) */
 } fc_coord_cfg;
 
 void fc_coord_cfg_defaults(fc_coord_cfg *c);

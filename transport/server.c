@@ -43,7 +43,6 @@
 #include "common/log.h"
 #include "crypto/pki.h"
 #include "fedc/error.h"
-#include "transport/fdguard.h"
 #include "transport/transport.h"
 #include "transport/transport_int.h"
 
@@ -69,7 +68,6 @@ struct fc_server {
   atomic_int stopping;
   int shut_down;
   size_t max_recv_any;
-  fc_fdguard *guard;
   grpc_resource_quota *quota;
   pthread_mutex_t peers_mu;
   peer_slot *peers;
@@ -654,6 +652,9 @@ int fc_server_start(const fc_server_opts *o, fc_server **out, char *err, size_t 
       fc_int_arg(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000),
       fc_int_arg(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1),
       fc_int_arg(GRPC_ARG_MAX_CONNECTION_IDLE_MS, s->opts.max_idle_ms),
+      /* A connection that has not finished its TLS handshake in 10 s is
+       * closed (the default, 120 s, let idle TCP connects hold slots). */
+      fc_int_arg(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, 10000),
       /* Clients ping every 20 s by default; accept pings down to 5 s apart so
        * a well-behaved client is never sent GOAWAY too_many_pings. */
       fc_int_arg(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000),
@@ -697,10 +698,6 @@ int fc_server_start(const fc_server_opts *o, fc_server **out, char *err, size_t 
     }
     s->workers[i].started = 1;
   }
-  {
-    int grc = fc_fdguard_start(s->port, s->opts.fd_headroom, s->opts.max_connections, &s->guard);
-    if (grc != FEDC_OK) FC_WARN(MOD, "connection guard not running: %s", fedc_strerror(grc));
-  }
   fc_tls_pem_free(&pem);
   *out = s;
   return FEDC_OK;
@@ -727,14 +724,10 @@ fail:
 
 int fc_server_port(const fc_server *s) { return s->port; }
 
-uint64_t fc_server_shed_count(const fc_server *s) { return s->guard ? fc_fdguard_shed_count(s->guard) : 0; }
-
 void fc_server_shutdown(fc_server *s, int grace_ms) {
   if (!s || s->shut_down) return;
   s->shut_down = 1;
   atomic_store(&s->stopping, 1);
-  fc_fdguard_stop(s->guard);
-  s->guard = NULL;
   int tag;
   grpc_server_shutdown_and_notify(s->server, s->shutdown_cq, &tag);
   grpc_event ev = grpc_completion_queue_next(s->shutdown_cq, fc_deadline_ms(grace_ms > 0 ? grace_ms : 0), NULL);
@@ -760,7 +753,6 @@ void fc_server_destroy(fc_server *s) {
       grpc_completion_queue_next(s->shutdown_cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
     }
   }
-  fc_fdguard_stop(s->guard);
   /* Workers leave their loop once the server is shut down and their current
    * call (cancelled, if the grace period ran out) is finished. */
   for (int i = 0; s->workers && i < s->nworkers; i++)

@@ -87,8 +87,6 @@ typedef struct fc_server_opts {
   int stream_idle_ms;        /* max wait for one message of a call (default 30000) */
   int keepalive_ms;          /* ping idle connections this often (default 30000) */
   int max_idle_ms;           /* close connections idle this long (default 600000) */
-  int fd_headroom;           /* keep this many fds free (default max(64, limit/8)) */
-  int max_connections;       /* 0 = derived from the fd limit and headroom */
   int memory_quota_mib;      /* gRPC buffer memory quota (default 256) */
   int max_calls_per_peer;    /* concurrent calls one identity may hold (default 4) */
   const fc_method *methods;
@@ -105,8 +103,6 @@ int fc_server_port(const fc_server *s);
 void fc_server_shutdown(fc_server *s, int grace_ms);
 /* Shuts down (grace 0) if needed and frees everything. Accepts NULL. */
 void fc_server_destroy(fc_server *s);
-/* Connections shed so far because the process neared its fd limit. */
-uint64_t fc_server_shed_count(const fc_server *s);
 
 /* In a handler. The first request message is already received and unpacked. */
 const fc_peer *fc_scall_peer(const fc_scall *c);

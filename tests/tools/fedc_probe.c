@@ -350,7 +350,9 @@ int main(int argc, char **argv) {
     Fedc__V1__StatusRequest req = FEDC__V1__STATUS_REQUEST__INIT;
     ProtobufCMessage *m = NULL;
     fc_status st;
-    rc = fc_call_unary(g_ch, method, &req.base, &fedc__v1__status_response__descriptor, &m, 10000, &st);
+    const ProtobufCMessageDescriptor *rd = strstr(method, "/CheckIn") ? &fedc__v1__check_in_response__descriptor
+                                                                        : &fedc__v1__status_response__descriptor;
+    rc = fc_call_unary(g_ch, method, &req.base, rd, &m, 10000, &st);
     if (m) protobuf_c_message_free_unpacked(m, NULL);
     report(method, want, &st);
     rc = g_failures ? 1 : 0;
