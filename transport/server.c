@@ -1,31 +1,43 @@
 /*
- * server.c - mutual-TLS gRPC server over the C core with synchronous handlers.
+ * server.c - mutual-TLS gRPC server over the C core, event-driven.
  *
- * Shape: `threads` worker threads, each owning one completion queue registered
- * with the server. A worker posts grpc_server_request_call on its queue, waits
- * for a call, then serves that call alone to its end: authenticate (the SPIFFE
- * ID of the verified client certificate, read by crypto/pki.c's
- * fc_pki_cert_spiffe_uri, the same rule the CA tools use), check the protocol
- * version (strictly "<major>[.<minor>]") and the caller's role, receive the
- * first message under the method's size limit, run the handler, make sure a
- * status went out, release. Because a call's ops complete only on its worker's
- * queue, every batch is a simple "start, wait for this tag" with a deadline,
- * and an idle peer cannot hold a worker longer than stream_idle_ms per
- * message.
+ * Shape. `threads` event threads, each owning one completion queue registered
+ * with the server, with REQUESTS_PER_QUEUE grpc_server_request_call posted on
+ * it at all times. Everything a call waits for (its first message, each
+ * further message, each send's completion, the status going out) is one batch
+ * whose completion arrives on its event thread; a call has at most one batch
+ * in flight, so the tag is the call itself and `op` says which batch it was.
+ * Nothing blocks an event thread: a peer that stalls costs a call record and
+ * gRPC's buffers, never a thread (with the old one-call-per-worker design, four
+ * certificates holding 16 stalled uploads locked admins out for 30 s).
  *
- * Op sequences follow ../shared/notes/grpc-core-c.md (measured on gRPC 1.51):
- *   start:  {SEND_INITIAL_METADATA, RECV_MESSAGE}
- *   stream: {RECV_MESSAGE} until a NULL message     (client streaming)
- *           {SEND_MESSAGE} per message              (server streaming)
- *   end:    {[SEND_MESSAGE], SEND_STATUS_FROM_SERVER, RECV_CLOSE_ON_SERVER}
- * Refusals before the handler (unknown method, wrong role, wrong version)
- * send {SEND_INITIAL_METADATA, SEND_STATUS_FROM_SERVER, RECV_CLOSE_ON_SERVER}.
+ * Per call, on its event thread:
+ *   new      -> method known? protocol version strict "<major>[.<minor>]"?
+ *               identity (the SPIFFE ID of the verified certificate, by
+ *               crypto/pki.c's fc_pki_cert_spiffe_uri, the rule the CA tools
+ *               use)? role allowed? the identity under its call cap?
+ *               -> {SEND_INITIAL_METADATA, RECV_MESSAGE}   (else a status)
+ *   first    -> size limit, unpack, then the handler:
+ *               async methods: inline; it finishes, or hands the stream to
+ *               on_msg/on_end (client stream: {RECV_MESSAGE} each) or to next
+ *               (server stream: {SEND_MESSAGE} each);
+ *               blocking methods: queued to a pool thread (admin methods to a
+ *               pool of their own), whose blocking recv/send start a batch and
+ *               sleep until this thread signals its completion.
+ *   status   -> {[SEND_INITIAL_METADATA], [SEND_MESSAGE], SEND_STATUS_FROM_SERVER,
+ *               RECV_CLOSE_ON_SERVER}; its completion releases the call.
+ * Idle deadlines: every batch but the status carries a deadline of
+ * stream_idle_ms; each event thread sweeps its calls every SWEEP_MS and cancels
+ * those past it (the batch then completes, failed, and the call is released).
+ * The status batch is bounded by the same sweep.
  *
- * Shutdown (notes): shutdown_and_notify -> wait up to the grace period ->
- * cancel_all_calls -> wait for the notification -> join workers (each
- * finishes its cancelled call first) -> destroy server -> shutdown + drain
- * every queue. The notification can come while a worker still runs its
- * call's last batch, so queues are shut down only after the joins.
+ * Op sequences follow ../shared/notes/grpc-core-c.md (measured on gRPC 1.51).
+ *
+ * Shutdown: shutdown_and_notify -> wait up to the grace period ->
+ * cancel_all_calls -> wait for the notification; event threads leave once
+ * stopping and no call or posted request is left (the requests complete,
+ * failed, at shutdown); then pools are joined, the server destroyed, and each
+ * queue shut down and drained.
  */
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc_security.h>
@@ -39,6 +51,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/log.h"
 #include "crypto/pki.h"
@@ -47,15 +60,97 @@
 #include "transport/transport_int.h"
 
 #define MOD "transport"
+#define REQUESTS_PER_QUEUE 16 /* new calls a queue can take at once before gRPC holds them */
+#define SWEEP_MS 100          /* how often each event thread looks for idle calls */
+#define PEER_BUCKETS 4096
 
-/* Calls in progress per caller identity ("role/name"): one caller may hold
- * at most max_calls_per_peer workers, so a peer that opens streams and
- * stalls cannot take the workers everyone else needs. A table of `threads`
- * entries suffices: at most `threads` calls are in progress at once. */
-typedef struct peer_slot {
-  char key[100];
+enum { TAG_NEW = 1, TAG_CALL = 2 };
+enum op_kind { OP_NONE = 0, OP_FIRST, OP_RECV, OP_SEND, OP_STATUS, OP_WAIT };
+
+/* Calls in progress per caller identity ("role/name"): one caller may hold at
+ * most max_calls_per_peer calls, so one identity cannot pile up stalled calls.
+ * A hash table of the identities that have calls now. */
+typedef struct peer_count {
+  struct peer_count *next;
   int calls;
-} peer_slot;
+  char key[100];
+} peer_count;
+
+struct poller;
+struct pool;
+
+struct fc_scall {
+  int tag_type; /* TAG_CALL: events carry fc_scall* or new_call* */
+  fc_server *srv;
+  struct poller *p;
+  const fc_method *m;
+  grpc_call *call;
+  fc_peer peer;
+  ProtobufCMessage *req;
+  char method[128];
+  char peer_key[100];
+  int peer_counted;
+  /* the one batch in flight */
+  enum op_kind op;
+  atomic_uint_fast64_t deadline_ms; /* 0 = none (monotonic ms) */
+  atomic_int timed_out;
+  grpc_op ops[6];
+  grpc_byte_buffer *recv_bb, *send_bb;
+  grpc_slice status_detail;
+  int status_detail_set;
+  int close_cancelled;
+  /* a blocking handler waiting for its batch */
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int wait_done, wait_ok;
+  /* call state */
+  int blocking;        /* served by a pool thread */
+  int sent_initial_md;
+  int finished;        /* a status was queued (or the call is dead) */
+  int stream_done;
+  int released;
+  uint64_t bytes_in, bytes_out;
+  /* async stream hooks */
+  fc_msg_fn on_msg;
+  fc_step_fn on_end, next;
+  fc_done_fn on_done;
+  void *hstate;
+  int hooks_set;
+  /* the event thread's list */
+  struct fc_scall *prev_in_list, *next_in_list;
+  struct fc_scall *next_in_queue; /* pool queue */
+};
+
+typedef struct new_call {
+  int tag_type; /* TAG_NEW */
+  struct poller *p;
+  grpc_call *call;
+  grpc_call_details det;
+  grpc_metadata_array md;
+} new_call;
+
+struct poller {
+  fc_server *srv;
+  grpc_completion_queue *cq;
+  pthread_t thread;
+  int started;
+  pthread_mutex_t mu; /* the list: a blocking pool thread may release a call */
+  fc_scall *calls;
+  int ncalls;
+  int requests; /* request_call posts outstanding (event thread only) */
+  uint64_t last_sweep;
+};
+
+struct pool {
+  fc_server *srv;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  fc_scall *head, *tail;
+  int stop;
+  int nthreads;
+  pthread_t *threads;
+  int *started;
+};
 
 struct fc_server {
   grpc_server *server;
@@ -63,134 +158,173 @@ struct fc_server {
   fc_server_opts opts;
   char federation[64];
   int port;
-  int nworkers;
-  struct worker *workers;
+  int npollers;
+  struct poller *pollers;
+  struct pool general, admin;
   atomic_int stopping;
   int shut_down;
   size_t max_recv_any;
   grpc_resource_quota *quota;
   pthread_mutex_t peers_mu;
-  peer_slot *peers;
-  int npeers;
-};
-
-struct worker {
-  fc_server *srv;
-  grpc_completion_queue *cq;
-  pthread_t thread;
-  int started;
-};
-
-struct fc_scall {
-  fc_server *srv;
-  const fc_method *m;
-  grpc_call *call;
-  grpc_completion_queue *cq;
-  fc_peer peer;
-  ProtobufCMessage *req;
-  char method[128];
-  int sent_initial_md;
-  int finished;
-  int stream_done;
-  int cancelled;
-  uint64_t bytes_in, bytes_out;
+  peer_count *peers[PEER_BUCKETS];
 };
 
 void fc_server_opts_init(fc_server_opts *o) {
   memset(o, 0, sizeof *o);
   o->addr = "127.0.0.1:7070";
-  o->threads = 16;
+  o->threads = 2;
+  o->blocking_threads = 4;
   o->stream_idle_ms = 30000;
   o->keepalive_ms = 30000;
   o->max_idle_ms = 600000;
 }
 
-/* ---- batches ------------------------------------------------------------------ */
-
-/* Run one batch and wait for its completion on the call's queue. Returns 1 on
- * success, 0 if the op failed (peer gone, call cancelled), -FEDC_ERR_TIMEOUT if
- * nothing happened within timeout_ms (the call is then cancelled). */
-static int run_batch(fc_scall *c, const grpc_op *ops, size_t n, int timeout_ms) {
-  void *tag = (void *)ops;
-  if (grpc_call_start_batch(c->call, ops, n, tag, NULL) != GRPC_CALL_OK) return 0;
-  gpr_timespec deadline = timeout_ms > 0 ? fc_deadline_ms(timeout_ms) : gpr_inf_future(GPR_CLOCK_MONOTONIC);
-  int timed_out = 0;
-  for (;;) {
-    grpc_event ev = grpc_completion_queue_next(c->cq, deadline, NULL);
-    if (ev.type == GRPC_QUEUE_TIMEOUT) {
-      /* Cancel, then wait (without limit) for the batch to complete: its
-       * buffers must stay alive until it does. */
-      grpc_call_cancel_with_status(c->call, GRPC_STATUS_DEADLINE_EXCEEDED, "peer idle too long", NULL);
-      deadline = gpr_inf_future(GPR_CLOCK_MONOTONIC);
-      timed_out = 1;
-      continue;
-    }
-    if (ev.type == GRPC_QUEUE_SHUTDOWN) return 0;
-    if (ev.tag == tag) {
-      if (timed_out) {
-        c->finished = 1;
-        return -FEDC_ERR_TIMEOUT;
-      }
-      return ev.success ? 1 : 0;
-    }
-  }
+static uint64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-static void send_status(fc_scall *c, grpc_status_code code, const char *detail, grpc_byte_buffer *msg) {
-  grpc_op ops[4];
+/* ---- peers ------------------------------------------------------------------------ */
+
+static uint32_t hash_key(const char *s) {
+  uint32_t h = 2166136261u; /* FNV-1a */
+  while (*s) h = (h ^ (uint8_t)*s++) * 16777619u;
+  return h;
+}
+
+/* Count a call for peer `key`; 0 if the peer is at its limit (or no memory). */
+static int peer_enter(fc_server *s, const char *key) {
+  uint32_t b = hash_key(key) % PEER_BUCKETS;
+  int ok = 0;
+  pthread_mutex_lock(&s->peers_mu);
+  peer_count *e = s->peers[b];
+  while (e && strcmp(e->key, key) != 0) e = e->next;
+  if (!e && (e = calloc(1, sizeof *e))) {
+    snprintf(e->key, sizeof e->key, "%s", key);
+    e->next = s->peers[b];
+    s->peers[b] = e;
+  }
+  if (e && e->calls < s->opts.max_calls_per_peer) {
+    e->calls++;
+    ok = 1;
+  }
+  pthread_mutex_unlock(&s->peers_mu);
+  return ok;
+}
+
+static void peer_leave(fc_server *s, const char *key) {
+  uint32_t b = hash_key(key) % PEER_BUCKETS;
+  pthread_mutex_lock(&s->peers_mu);
+  for (peer_count **pp = &s->peers[b]; *pp; pp = &(*pp)->next) {
+    peer_count *e = *pp;
+    if (strcmp(e->key, key) != 0) continue;
+    if (--e->calls <= 0) {
+      *pp = e->next;
+      free(e);
+    }
+    break;
+  }
+  pthread_mutex_unlock(&s->peers_mu);
+}
+
+/* ---- call records ------------------------------------------------------------------ */
+
+/* The core is done with the call: tell the handler, free everything. Any
+ * thread; no batch of the call may be in flight. */
+static void release(fc_scall *c) {
+  if (c->released) return;
+  c->released = 1;
+  if (c->on_done) c->on_done(c->hstate);
+  c->on_done = NULL;
+  if (c->peer_counted) peer_leave(c->srv, c->peer_key);
+  struct poller *p = c->p;
+  pthread_mutex_lock(&p->mu);
+  if (c->prev_in_list) c->prev_in_list->next_in_list = c->next_in_list;
+  else
+    p->calls = c->next_in_list;
+  if (c->next_in_list) c->next_in_list->prev_in_list = c->prev_in_list;
+  p->ncalls--;
+  pthread_mutex_unlock(&p->mu);
+  if (c->req) protobuf_c_message_free_unpacked(c->req, NULL);
+  if (c->recv_bb) grpc_byte_buffer_destroy(c->recv_bb);
+  if (c->send_bb) grpc_byte_buffer_destroy(c->send_bb);
+  if (c->status_detail_set) grpc_slice_unref(c->status_detail);
+  grpc_call_unref(c->call);
+  pthread_mutex_destroy(&c->mu);
+  pthread_cond_destroy(&c->cv);
+  free(c);
+}
+
+/* Start the call's one batch. with_deadline: bounded by stream_idle_ms. */
+static int start_batch(fc_scall *c, enum op_kind op, size_t n) {
+  c->op = op;
+  atomic_store(&c->deadline_ms, mono_ms() + (uint64_t)c->srv->opts.stream_idle_ms);
+  if (grpc_call_start_batch(c->call, c->ops, n, c, NULL) != GRPC_CALL_OK) {
+    c->op = OP_NONE;
+    atomic_store(&c->deadline_ms, 0);
+    return -1;
+  }
+  return 0;
+}
+
+/* Blocking handlers: start a batch and sleep until the event thread says it
+ * completed. 1 ok, 0 failed (peer gone, cancelled), -FEDC_ERR_TIMEOUT idle. */
+static int wait_batch(fc_scall *c, size_t n) {
+  pthread_mutex_lock(&c->mu);
+  c->wait_done = 0;
+  pthread_mutex_unlock(&c->mu);
+  if (start_batch(c, OP_WAIT, n) != 0) return 0;
+  pthread_mutex_lock(&c->mu);
+  while (!c->wait_done) pthread_cond_wait(&c->cv, &c->mu);
+  int ok = c->wait_ok;
+  pthread_mutex_unlock(&c->mu);
+  if (atomic_load(&c->timed_out)) return -FEDC_ERR_TIMEOUT;
+  return ok ? 1 : 0;
+}
+
+/* Fill the status batch into c->ops; returns the op count. Takes msg. */
+static size_t status_ops(fc_scall *c, grpc_status_code code, const char *detail, grpc_byte_buffer *msg) {
   size_t n = 0;
-  int close_flag = 0;
-  grpc_slice det = grpc_slice_from_copied_string(detail ? detail : "");
-  memset(ops, 0, sizeof ops);
+  memset(c->ops, 0, sizeof c->ops);
+  if (c->status_detail_set) grpc_slice_unref(c->status_detail);
+  c->status_detail = grpc_slice_from_copied_string(detail ? detail : "");
+  c->status_detail_set = 1;
   if (!c->sent_initial_md) {
-    ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
-    n++;
+    c->ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
     c->sent_initial_md = 1;
   }
+  if (c->send_bb) grpc_byte_buffer_destroy(c->send_bb);
+  c->send_bb = msg;
   if (msg) {
-    ops[n].op = GRPC_OP_SEND_MESSAGE;
-    ops[n].data.send_message.send_message = msg;
-    n++;
+    c->ops[n].op = GRPC_OP_SEND_MESSAGE;
+    c->ops[n++].data.send_message.send_message = msg;
   }
-  ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
-  ops[n].data.send_status_from_server.status = code;
-  ops[n].data.send_status_from_server.status_details = &det;
-  n++;
-  ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-  ops[n].data.recv_close_on_server.cancelled = &close_flag;
-  n++;
-  run_batch(c, ops, n, c->srv->opts.stream_idle_ms);
-  grpc_slice_unref(det);
+  c->ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+  c->ops[n].data.send_status_from_server.status = code;
+  c->ops[n++].data.send_status_from_server.status_details = &c->status_detail;
+  c->ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+  c->ops[n++].data.recv_close_on_server.cancelled = &c->close_cancelled;
   c->finished = 1;
-  c->cancelled = close_flag;
+  return n;
 }
 
-/* Receive one message. 1 = got it in *out, 0 = end of stream, <0 = error
- * (status already sent). */
-static int recv_message(fc_scall *c, ProtobufCMessage **out) {
-  grpc_op ops[2];
-  size_t n = 0;
-  grpc_byte_buffer *bb = NULL;
-  memset(ops, 0, sizeof ops);
-  if (!c->sent_initial_md) {
-    ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
-    n++;
-    c->sent_initial_md = 1;
+/* Queue the status. Async: returns at once (its completion releases the call).
+ * Blocking: waits for it. */
+static void send_status(fc_scall *c, grpc_status_code code, const char *detail, grpc_byte_buffer *msg) {
+  size_t n = status_ops(c, code, detail, msg);
+  if (c->blocking) {
+    wait_batch(c, n);
+    return;
   }
-  ops[n].op = GRPC_OP_RECV_MESSAGE;
-  ops[n].data.recv_message.recv_message = &bb;
-  n++;
-  int r = run_batch(c, ops, n, c->srv->opts.stream_idle_ms);
-  if (r <= 0) {
-    if (bb) grpc_byte_buffer_destroy(bb);
-    if (r == -FEDC_ERR_TIMEOUT) {
-      FC_WARN(MOD, "%s from %s/%s: no message within %d ms, call cancelled", c->method,
-              fc_role_name(c->peer.role), c->peer.name, c->srv->opts.stream_idle_ms);
-      return -FEDC_ERR_TIMEOUT;
-    }
-    c->finished = 1; /* the call is dead: nothing more can be sent */
-    return -FEDC_ERR_UNAVAILABLE;
-  }
+  if (start_batch(c, OP_STATUS, n) != 0) release(c);
+}
+
+/* The message in c->recv_bb (taken): 1 with *out, 0 end of stream, <0 error
+ * with the status already queued. */
+static int take_message(fc_scall *c, ProtobufCMessage **out) {
+  grpc_byte_buffer *bb = c->recv_bb;
+  c->recv_bb = NULL;
   if (!bb) {
     c->stream_done = 1;
     return 0;
@@ -205,27 +339,51 @@ static int recv_message(fc_scall *c, ProtobufCMessage **out) {
     send_status(c, GRPC_STATUS_RESOURCE_EXHAUSTED, msg, NULL);
     return -FEDC_ERR_TOO_LARGE;
   }
-  grpc_byte_buffer_reader reader;
-  if (!grpc_byte_buffer_reader_init(&reader, bb)) {
-    grpc_byte_buffer_destroy(bb);
-    send_status(c, GRPC_STATUS_INTERNAL, "cannot read message", NULL);
-    return -FEDC_ERR_INTERNAL;
-  }
-  grpc_slice s = grpc_byte_buffer_reader_readall(&reader);
-  grpc_byte_buffer_reader_destroy(&reader);
+  c->bytes_in += len;
+  ProtobufCMessage *msg = NULL;
+  int rc = fc_unpack_message(bb, c->m->request, c->m->max_recv, &msg);
   grpc_byte_buffer_destroy(bb);
-  c->bytes_in += GRPC_SLICE_LENGTH(s);
-  ProtobufCMessage *msg = protobuf_c_message_unpack(c->m->request, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
-  grpc_slice_unref(s);
-  if (!msg) {
+  if (rc != FEDC_OK) {
     char d[160];
-    snprintf(d, sizeof d, "malformed %s message", c->m->request->name);
+    snprintf(d, sizeof d, rc == FEDC_ERR_NOMEM ? "out of memory unpacking %s" : "malformed %s message",
+             c->m->request->name);
     FC_WARN(MOD, "%s from %s: %s", c->method, c->peer.name, d);
-    send_status(c, GRPC_STATUS_INVALID_ARGUMENT, d, NULL);
+    send_status(c, rc == FEDC_ERR_NOMEM ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_INVALID_ARGUMENT, d, NULL);
     return -FEDC_ERR_PROTOCOL;
   }
   *out = msg;
   return 1;
+}
+
+/* Fill a {[SEND_INITIAL_METADATA], RECV_MESSAGE} batch; returns the count. */
+static size_t recv_ops(fc_scall *c) {
+  size_t n = 0;
+  memset(c->ops, 0, sizeof c->ops);
+  if (!c->sent_initial_md) {
+    c->ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+    c->sent_initial_md = 1;
+  }
+  c->ops[n].op = GRPC_OP_RECV_MESSAGE;
+  c->ops[n++].data.recv_message.recv_message = &c->recv_bb;
+  return n;
+}
+
+/* Fill a {[SEND_INITIAL_METADATA], SEND_MESSAGE} batch for msg; -1 on OOM. */
+static int send_ops(fc_scall *c, const ProtobufCMessage *msg, size_t *n) {
+  grpc_byte_buffer *bb = fc_pack_message(msg);
+  if (!bb) return -1;
+  if (c->send_bb) grpc_byte_buffer_destroy(c->send_bb);
+  c->send_bb = bb;
+  c->bytes_out += grpc_byte_buffer_length(bb);
+  *n = 0;
+  memset(c->ops, 0, sizeof c->ops);
+  if (!c->sent_initial_md) {
+    c->ops[(*n)++].op = GRPC_OP_SEND_INITIAL_METADATA;
+    c->sent_initial_md = 1;
+  }
+  c->ops[*n].op = GRPC_OP_SEND_MESSAGE;
+  c->ops[(*n)++].data.send_message.send_message = bb;
+  return 0;
 }
 
 /* ---- handler API -------------------------------------------------------------- */
@@ -235,31 +393,33 @@ const char *fc_scall_method(const fc_scall *c) { return c->method; }
 const ProtobufCMessage *fc_scall_request(const fc_scall *c) { return c->req; }
 uint64_t fc_scall_bytes_in(const fc_scall *c) { return c->bytes_in; }
 uint64_t fc_scall_bytes_out(const fc_scall *c) { return c->bytes_out; }
+int fc_scall_finished(const fc_scall *c) { return c->finished; }
 
 int fc_scall_recv(fc_scall *c, ProtobufCMessage **msg) {
+  if (!c->blocking) return -FEDC_ERR_INVALID; /* an event thread never waits */
   if (c->finished) return -FEDC_ERR_PROTOCOL;
   if (c->stream_done) return 0;
-  return recv_message(c, msg);
+  int r = wait_batch(c, recv_ops(c));
+  if (r <= 0) {
+    if (c->recv_bb) {
+      grpc_byte_buffer_destroy(c->recv_bb);
+      c->recv_bb = NULL;
+    }
+    if (r == -FEDC_ERR_TIMEOUT)
+      FC_WARN(MOD, "%s from %s/%s: no message within %d ms, call cancelled", c->method, fc_role_name(c->peer.role),
+              c->peer.name, c->srv->opts.stream_idle_ms);
+    c->finished = 1; /* the call is dead: nothing more can be sent */
+    return r == -FEDC_ERR_TIMEOUT ? r : -FEDC_ERR_UNAVAILABLE;
+  }
+  return take_message(c, msg);
 }
 
 int fc_scall_send(fc_scall *c, const ProtobufCMessage *msg) {
+  if (!c->blocking) return -FEDC_ERR_INVALID;
   if (c->finished) return -FEDC_ERR_UNAVAILABLE;
-  grpc_byte_buffer *bb = fc_pack_message(msg);
-  if (!bb) return -FEDC_ERR_NOMEM;
-  c->bytes_out += grpc_byte_buffer_length(bb);
-  grpc_op ops[2];
-  size_t n = 0;
-  memset(ops, 0, sizeof ops);
-  if (!c->sent_initial_md) {
-    ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
-    n++;
-    c->sent_initial_md = 1;
-  }
-  ops[n].op = GRPC_OP_SEND_MESSAGE;
-  ops[n].data.send_message.send_message = bb;
-  n++;
-  int r = run_batch(c, ops, n, c->srv->opts.stream_idle_ms);
-  grpc_byte_buffer_destroy(bb);
+  size_t n;
+  if (send_ops(c, msg, &n) != 0) return -FEDC_ERR_NOMEM;
+  int r = wait_batch(c, n);
   if (r != 1) {
     c->finished = 1;
     return r == -FEDC_ERR_TIMEOUT ? r : -FEDC_ERR_UNAVAILABLE;
@@ -279,7 +439,35 @@ int fc_scall_finish(fc_scall *c, grpc_status_code code, const char *detail, cons
     c->bytes_out += grpc_byte_buffer_length(bb);
   }
   send_status(c, code, detail, bb);
-  if (bb) grpc_byte_buffer_destroy(bb);
+  return 0;
+}
+
+void fc_scall_stream_in(fc_scall *c, fc_msg_fn on_msg, fc_step_fn on_end, fc_done_fn on_done, void *state) {
+  c->on_msg = on_msg;
+  c->on_end = on_end;
+  c->on_done = on_done;
+  c->hstate = state;
+  c->hooks_set = 1;
+}
+
+void fc_scall_stream_out(fc_scall *c, fc_step_fn next, fc_done_fn on_done, void *state) {
+  c->next = next;
+  c->on_done = on_done;
+  c->hstate = state;
+  c->hooks_set = 1;
+}
+
+int fc_scall_send_async(fc_scall *c, const ProtobufCMessage *msg) {
+  if (c->blocking || c->finished || c->op != OP_NONE) return -FEDC_ERR_INVALID;
+  size_t n;
+  if (send_ops(c, msg, &n) != 0) {
+    send_status(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL);
+    return -FEDC_ERR_NOMEM;
+  }
+  if (start_batch(c, OP_SEND, n) != 0) {
+    c->finished = 1;
+    return -FEDC_ERR_UNAVAILABLE;
+  }
   return 0;
 }
 
@@ -423,87 +611,103 @@ static int authenticate(fc_scall *c, const grpc_metadata_array *md, char *why, s
   return 0;
 }
 
-/* Receive the first message and run the handler; make sure a status goes out. */
-static void serve_authenticated(fc_scall *c) {
-  int r = recv_message(c, &c->req);
-  if (r == 0) {
-    send_status(c, GRPC_STATUS_INVALID_ARGUMENT, "stream closed before the first message", NULL);
+/* ---- serving a call ----------------------------------------------------------------- */
+
+/* The first message is in: run the handler (inline, or on a pool thread). */
+static void dispatch_first(fc_scall *c);
+static void pool_push(struct pool *pl, fc_scall *c);
+
+/* After an async handler step: start the next batch the stream needs, or
+ * check that the handler finished. */
+static void continue_async(fc_scall *c) {
+  if (c->finished) return; /* status queued (its completion releases) or dead */
+  if (c->m->kind == FC_RPC_CLIENT_STREAM && c->hooks_set && !c->stream_done) {
+    if (start_batch(c, OP_RECV, recv_ops(c)) != 0) release(c);
     return;
   }
-  if (r < 0) return;
+  if (c->m->kind == FC_RPC_SERVER_STREAM && c->hooks_set && c->next) {
+    if (c->op == OP_NONE) { /* next() neither sent nor finished */
+      FC_ERROR(MOD, "%s: stream step neither sent nor finished", c->method);
+      send_status(c, GRPC_STATUS_INTERNAL, "handler stalled", NULL);
+    }
+    return;
+  }
+  FC_ERROR(MOD, "%s: handler returned without a status", c->method);
+  send_status(c, GRPC_STATUS_INTERNAL, "handler returned without a status", NULL);
+}
+
+static void dispatch_first(fc_scall *c) {
+  if (c->m->async) {
+    c->m->handler(c, c->m->ctx);
+    if (!c->finished && c->m->kind == FC_RPC_SERVER_STREAM && c->hooks_set && c->next) c->next(c, c->hstate);
+    continue_async(c);
+    return;
+  }
+  c->blocking = 1;
+  pool_push(c->m->role == FC_ROLE_ADMIN ? &c->srv->admin : &c->srv->general, c);
+}
+
+/* A pool thread serves a blocking call to its end and releases it. */
+static void serve_blocking(fc_scall *c) {
   c->m->handler(c, c->m->ctx);
   if (!c->finished) {
     FC_ERROR(MOD, "%s: handler returned without a status", c->method);
     send_status(c, GRPC_STATUS_INTERNAL, "handler returned without a status", NULL);
   }
+  release(c);
 }
 
-/* Count a call for peer `key`; 0 if the peer is at its limit. */
-static int peer_enter(fc_server *s, const char *key) {
-  int ok = 0;
-  pthread_mutex_lock(&s->peers_mu);
-  peer_slot *found = NULL, *free_slot = NULL;
-  for (int i = 0; i < s->npeers && !found; i++) {
-    peer_slot *e = &s->peers[i];
-    if (e->calls > 0 && strcmp(e->key, key) == 0) found = e;
-    else if (e->calls == 0 && !free_slot)
-      free_slot = e;
-  }
-  if (!found && free_slot) {
-    found = free_slot;
-    snprintf(found->key, sizeof found->key, "%s", key);
-  }
-  if (found && found->calls < s->opts.max_calls_per_peer) {
-    found->calls++;
-    ok = 1;
-  }
-  pthread_mutex_unlock(&s->peers_mu);
-  return ok;
-}
+/* Refuse before any handler: a status, then the call is released. */
+static void refuse(fc_scall *c, grpc_status_code code, const char *why) { send_status(c, code, why, NULL); }
 
-static void peer_leave(fc_server *s, const char *key) {
-  pthread_mutex_lock(&s->peers_mu);
-  for (int i = 0; i < s->npeers; i++) {
-    peer_slot *e = &s->peers[i];
-    if (e->calls > 0 && strcmp(e->key, key) == 0) {
-      e->calls--;
-      break;
-    }
+/* A new call from request_call: every check that needs no message, then ask
+ * for the first message. */
+static void start_call(struct poller *p, new_call *n) {
+  fc_scall *c = calloc(1, sizeof *c);
+  if (!c) {
+    grpc_call_cancel_with_status(n->call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL);
+    grpc_call_unref(n->call);
+    return;
   }
-  pthread_mutex_unlock(&s->peers_mu);
-}
+  c->tag_type = TAG_CALL;
+  c->srv = p->srv;
+  c->p = p;
+  c->call = n->call;
+  pthread_mutex_init(&c->mu, NULL);
+  pthread_cond_init(&c->cv, NULL);
+  pthread_mutex_lock(&p->mu);
+  c->next_in_list = p->calls;
+  if (p->calls) p->calls->prev_in_list = c;
+  p->calls = c;
+  p->ncalls++;
+  pthread_mutex_unlock(&p->mu);
 
-static void serve_call(struct worker *w, grpc_call *call, grpc_call_details *det, grpc_metadata_array *md) {
-  fc_scall c;
-  memset(&c, 0, sizeof c);
-  c.srv = w->srv;
-  c.call = call;
-  c.cq = w->cq;
-  size_t ml = GRPC_SLICE_LENGTH(det->method);
-  if (ml >= sizeof c.method) ml = sizeof c.method - 1;
-  memcpy(c.method, GRPC_SLICE_START_PTR(det->method), ml);
-  char *peer = grpc_call_get_peer(call);
+  size_t ml = GRPC_SLICE_LENGTH(n->det.method);
+  if (ml >= sizeof c->method) ml = sizeof c->method - 1;
+  memcpy(c->method, GRPC_SLICE_START_PTR(n->det.method), ml);
+  char *peer = grpc_call_get_peer(c->call);
   if (peer) {
-    snprintf(c.peer.addr, sizeof c.peer.addr, "%s", peer);
+    snprintf(c->peer.addr, sizeof c->peer.addr, "%s", peer);
     gpr_free(peer);
   }
-  snprintf(c.peer.name, sizeof c.peer.name, "?");
+  snprintf(c->peer.name, sizeof c->peer.name, "?");
+  const grpc_metadata_array *md = &n->md;
 
   char why[400];
   char ver[32];
-  c.m = find_method(w->srv, c.method);
-  if (!c.m) {
-    snprintf(why, sizeof why, "unknown method %s", c.method);
-    send_status(&c, GRPC_STATUS_UNIMPLEMENTED, why, NULL);
-    goto out;
+  c->m = find_method(c->srv, c->method);
+  if (!c->m) {
+    snprintf(why, sizeof why, "unknown method %s", c->method);
+    refuse(c, GRPC_STATUS_UNIMPLEMENTED, why);
+    return;
   }
   int have_ver = md_get(md, FC_PROTOCOL_MD_KEY, ver, sizeof ver);
   unsigned major = 0, minor = 0;
   if (have_ver == 0) {
     snprintf(why, sizeof why, "missing %s metadata: this coordinator speaks fedc protocol %d.%d",
              FC_PROTOCOL_MD_KEY, FC_PROTOCOL_MAJOR, FC_PROTOCOL_MINOR);
-    send_status(&c, GRPC_STATUS_FAILED_PRECONDITION, why, NULL);
-    goto out;
+    refuse(c, GRPC_STATUS_FAILED_PRECONDITION, why);
+    return;
   }
   if (have_ver < 0 || parse_protocol_version(ver, &major, &minor) != 0) {
     char shown[sizeof ver + 2] = "(too long)";
@@ -516,78 +720,234 @@ static void serve_call(struct worker *w, grpc_call *call, grpc_call_details *det
              "malformed %s metadata %s: expected <major> or <major>.<minor> in digits; "
              "this coordinator speaks fedc protocol %d.%d",
              FC_PROTOCOL_MD_KEY, shown, FC_PROTOCOL_MAJOR, FC_PROTOCOL_MINOR);
-    FC_WARN(MOD, "%s from %s: %s", c.method, c.peer.addr, why);
-    send_status(&c, GRPC_STATUS_FAILED_PRECONDITION, why, NULL);
-    goto out;
+    FC_WARN(MOD, "%s from %s: %s", c->method, c->peer.addr, why);
+    refuse(c, GRPC_STATUS_FAILED_PRECONDITION, why);
+    return;
   }
   if (major != FC_PROTOCOL_MAJOR) {
     snprintf(why, sizeof why, "incompatible %s version %s: this coordinator speaks fedc protocol %d.%d",
              FC_PROTOCOL_MD_KEY, ver, FC_PROTOCOL_MAJOR, FC_PROTOCOL_MINOR);
-    FC_WARN(MOD, "%s from %s: %s", c.method, c.peer.addr, why);
-    send_status(&c, GRPC_STATUS_FAILED_PRECONDITION, why, NULL);
-    goto out;
+    FC_WARN(MOD, "%s from %s: %s", c->method, c->peer.addr, why);
+    refuse(c, GRPC_STATUS_FAILED_PRECONDITION, why);
+    return;
   }
-  if (authenticate(&c, md, why, sizeof why) != 0) {
-    FC_WARN(MOD, "%s from %s refused: %s", c.method, c.peer.addr, why);
-    send_status(&c, GRPC_STATUS_UNAUTHENTICATED, why, NULL);
-    goto out;
+  if (authenticate(c, md, why, sizeof why) != 0) {
+    FC_WARN(MOD, "%s from %s refused: %s", c->method, c->peer.addr, why);
+    refuse(c, GRPC_STATUS_UNAUTHENTICATED, why);
+    return;
   }
-  if (c.peer.role != c.m->role) {
-    snprintf(why, sizeof why, "%s is for role '%s'; caller '%s' has role '%s'", c.method, fc_role_name(c.m->role),
-             c.peer.name, fc_role_name(c.peer.role));
+  if (c->peer.role != c->m->role) {
+    snprintf(why, sizeof why, "%s is for role '%s'; caller '%s' has role '%s'", c->method, fc_role_name(c->m->role),
+             c->peer.name, fc_role_name(c->peer.role));
     FC_WARN(MOD, "refused: %s", why);
-    send_status(&c, GRPC_STATUS_PERMISSION_DENIED, why, NULL);
-    goto out;
+    refuse(c, GRPC_STATUS_PERMISSION_DENIED, why);
+    return;
   }
-  char peer_key[100];
-  snprintf(peer_key, sizeof peer_key, "%s/%s", fc_role_name(c.peer.role), c.peer.name);
-  if (!peer_enter(w->srv, peer_key)) {
-    snprintf(why, sizeof why, "too many concurrent calls from %s (limit %d): retry later", peer_key,
-             w->srv->opts.max_calls_per_peer);
-    FC_WARN(MOD, "%s: %s", c.method, why);
-    send_status(&c, GRPC_STATUS_RESOURCE_EXHAUSTED, why, NULL);
-    goto out;
+  snprintf(c->peer_key, sizeof c->peer_key, "%s/%s", fc_role_name(c->peer.role), c->peer.name);
+  if (!peer_enter(c->srv, c->peer_key)) {
+    snprintf(why, sizeof why, "too many concurrent calls from %s (limit %d): retry later", c->peer_key,
+             c->srv->opts.max_calls_per_peer);
+    FC_WARN(MOD, "%s: %s", c->method, why);
+    refuse(c, GRPC_STATUS_RESOURCE_EXHAUSTED, why);
+    return;
   }
-  serve_authenticated(&c);
-  peer_leave(w->srv, peer_key);
-out:
-  if (c.req) protobuf_c_message_free_unpacked(c.req, NULL);
-  grpc_call_unref(call);
+  c->peer_counted = 1;
+  if (start_batch(c, OP_FIRST, recv_ops(c)) != 0) release(c);
 }
 
-
-static void *worker_main(void *arg) {
-  struct worker *w = arg;
-  fc_server *s = w->srv;
-  while (!atomic_load(&s->stopping)) {
-    grpc_call *call = NULL;
-    grpc_call_details det;
-    grpc_metadata_array md;
-    grpc_call_details_init(&det);
-    grpc_metadata_array_init(&md);
-    int tag_req;
-    if (grpc_server_request_call(s->server, &call, &det, &md, w->cq, w->cq, &tag_req) != GRPC_CALL_OK) {
-      grpc_call_details_destroy(&det);
-      grpc_metadata_array_destroy(&md);
-      break;
+/* A batch of call c completed on its event thread. */
+static void on_call_event(fc_scall *c, int ok) {
+  enum op_kind op = c->op;
+  c->op = OP_NONE;
+  atomic_store(&c->deadline_ms, 0);
+  if (atomic_load(&c->timed_out) && op != OP_STATUS && op != OP_WAIT) ok = 0;
+  switch (op) {
+  case OP_WAIT: /* a blocking handler's batch: wake it; it owns the call */
+    pthread_mutex_lock(&c->mu);
+    c->wait_done = 1;
+    c->wait_ok = ok;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    return;
+  case OP_STATUS: release(c); return;
+  case OP_FIRST:
+  case OP_RECV: {
+    if (!ok) {
+      if (atomic_load(&c->timed_out))
+        FC_WARN(MOD, "%s from %s/%s: no message within %d ms, call cancelled", c->method, fc_role_name(c->peer.role),
+                c->peer.name, c->srv->opts.stream_idle_ms);
+      c->finished = 1;
+      release(c);
+      return;
     }
-    grpc_event ev;
-    do {
-      ev = grpc_completion_queue_next(w->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
-    } while (ev.type == GRPC_OP_COMPLETE && ev.tag != &tag_req);
-    int ok = ev.type == GRPC_OP_COMPLETE && ev.success;
-    if (ok) serve_call(w, call, &det, &md);
-    else if (call)
-      grpc_call_unref(call);
-    grpc_call_details_destroy(&det);
-    grpc_metadata_array_destroy(&md);
-    if (!ok) break;
+    ProtobufCMessage *msg = NULL;
+    int r = take_message(c, &msg);
+    if (r < 0) return; /* refused: the status is queued */
+    if (op == OP_FIRST) {
+      if (r == 0) {
+        refuse(c, GRPC_STATUS_INVALID_ARGUMENT, "stream closed before the first message");
+        return;
+      }
+      c->req = msg;
+      dispatch_first(c);
+      return;
+    }
+    if (r == 0) {
+      c->on_end(c, c->hstate);
+      if (!c->finished) {
+        FC_ERROR(MOD, "%s: end of stream left without a status", c->method);
+        send_status(c, GRPC_STATUS_INTERNAL, "handler returned without a status", NULL);
+      }
+      return;
+    }
+    c->on_msg(c, c->hstate, msg);
+    protobuf_c_message_free_unpacked(msg, NULL);
+    continue_async(c);
+    return;
   }
-  /* Nothing of ours is pending on the queue now (every batch was waited
-   * for); fc_server_destroy shuts it down and drains it after joining us.
-   * Shutting it down while a worker still finishes a cancelled call would
-   * make that call's last batch hit a dead queue (a gRPC assertion). */
+  case OP_SEND:
+    if (!ok) {
+      if (atomic_load(&c->timed_out))
+        FC_WARN(MOD, "%s to %s/%s: peer read nothing for %d ms, call cancelled", c->method,
+                fc_role_name(c->peer.role), c->peer.name, c->srv->opts.stream_idle_ms);
+      c->finished = 1;
+      release(c);
+      return;
+    }
+    c->next(c, c->hstate);
+    continue_async(c);
+    return;
+  case OP_NONE: return;
+  }
+}
+
+/* ---- event threads -------------------------------------------------------------- */
+
+static void post_request(struct poller *p) {
+  new_call *n = calloc(1, sizeof *n);
+  if (!n) return;
+  n->tag_type = TAG_NEW;
+  n->p = p;
+  grpc_call_details_init(&n->det);
+  grpc_metadata_array_init(&n->md);
+  if (grpc_server_request_call(p->srv->server, &n->call, &n->det, &n->md, p->cq, p->cq, n) != GRPC_CALL_OK) {
+    grpc_call_details_destroy(&n->det);
+    grpc_metadata_array_destroy(&n->md);
+    free(n);
+    return;
+  }
+  p->requests++;
+}
+
+/* Cancel the calls whose batch waited longer than stream_idle_ms. The batch
+ * then completes (failed) and the call is released by its event. */
+static void sweep(struct poller *p) {
+  uint64_t now = mono_ms();
+  if (now - p->last_sweep < SWEEP_MS) return;
+  p->last_sweep = now;
+  pthread_mutex_lock(&p->mu);
+  for (fc_scall *c = p->calls; c; c = c->next_in_list) {
+    uint64_t d = atomic_load(&c->deadline_ms);
+    if (d && now > d && !atomic_load(&c->timed_out)) {
+      atomic_store(&c->timed_out, 1);
+      grpc_call_cancel_with_status(c->call, GRPC_STATUS_DEADLINE_EXCEEDED, "peer idle too long", NULL);
+    }
+  }
+  pthread_mutex_unlock(&p->mu);
+}
+
+static void *poller_main(void *arg) {
+  struct poller *p = arg;
+  fc_server *s = p->srv;
+  for (int i = 0; i < REQUESTS_PER_QUEUE; i++) post_request(p);
+  for (;;) {
+    grpc_event ev = grpc_completion_queue_next(p->cq, fc_deadline_ms(SWEEP_MS), NULL);
+    if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
+    if (ev.type == GRPC_OP_COMPLETE) {
+      if (*(int *)ev.tag == TAG_NEW) {
+        new_call *n = ev.tag;
+        p->requests--;
+        if (ev.success && !atomic_load(&s->stopping)) post_request(p);
+        if (ev.success) start_call(p, n);
+        else if (n->call)
+          grpc_call_unref(n->call);
+        grpc_call_details_destroy(&n->det);
+        grpc_metadata_array_destroy(&n->md);
+        free(n);
+      } else {
+        on_call_event(ev.tag, ev.success);
+      }
+    }
+    sweep(p);
+    if (atomic_load(&s->stopping)) {
+      pthread_mutex_lock(&p->mu);
+      int idle = p->ncalls == 0;
+      pthread_mutex_unlock(&p->mu);
+      if (idle && p->requests == 0) break;
+    }
+  }
   return NULL;
+}
+
+/* ---- pools for blocking handlers ---------------------------------------------------- */
+
+static void pool_push(struct pool *pl, fc_scall *c) {
+  pthread_mutex_lock(&pl->mu);
+  c->next_in_queue = NULL;
+  if (pl->tail) pl->tail->next_in_queue = c;
+  else
+    pl->head = c;
+  pl->tail = c;
+  pthread_cond_signal(&pl->cv);
+  pthread_mutex_unlock(&pl->mu);
+}
+
+static void *pool_main(void *arg) {
+  struct pool *pl = arg;
+  pthread_mutex_lock(&pl->mu);
+  for (;;) {
+    while (!pl->head && !pl->stop) pthread_cond_wait(&pl->cv, &pl->mu);
+    if (!pl->head) break; /* stopping and nothing queued */
+    fc_scall *c = pl->head;
+    pl->head = c->next_in_queue;
+    if (!pl->head) pl->tail = NULL;
+    pthread_mutex_unlock(&pl->mu);
+    serve_blocking(c);
+    pthread_mutex_lock(&pl->mu);
+  }
+  pthread_mutex_unlock(&pl->mu);
+  return NULL;
+}
+
+static int pool_start(struct pool *pl, fc_server *s, int n) {
+  pl->srv = s;
+  pthread_mutex_init(&pl->mu, NULL);
+  pthread_cond_init(&pl->cv, NULL);
+  pl->threads = calloc((size_t)n, sizeof *pl->threads);
+  pl->started = calloc((size_t)n, sizeof *pl->started);
+  if (!pl->threads || !pl->started) return -1;
+  pl->nthreads = n;
+  for (int i = 0; i < n; i++) {
+    if (pthread_create(&pl->threads[i], NULL, pool_main, pl) != 0) return -1;
+    pl->started[i] = 1;
+  }
+  return 0;
+}
+
+/* Let the pool finish what is queued, then join it. */
+static void pool_stop(struct pool *pl) {
+  if (!pl->threads) return;
+  pthread_mutex_lock(&pl->mu);
+  pl->stop = 1;
+  pthread_cond_broadcast(&pl->cv);
+  pthread_mutex_unlock(&pl->mu);
+  for (int i = 0; i < pl->nthreads; i++)
+    if (pl->started[i]) pthread_join(pl->threads[i], NULL);
+  free(pl->threads);
+  free(pl->started);
+  pl->threads = NULL;
+  pthread_mutex_destroy(&pl->mu);
+  pthread_cond_destroy(&pl->cv);
 }
 
 /* ---- lifecycle ------------------------------------------------------------------- */
@@ -601,14 +961,13 @@ int fc_server_start(const fc_server_opts *o, fc_server **out, char *err, size_t 
   if (!s) return FEDC_ERR_NOMEM;
   s->opts = *o;
   pthread_mutex_init(&s->peers_mu, NULL);
-  if (s->opts.threads <= 0) s->opts.threads = 16;
+  if (s->opts.threads <= 0) s->opts.threads = 2;
+  if (s->opts.blocking_threads <= 0) s->opts.blocking_threads = 4;
   if (s->opts.stream_idle_ms <= 0) s->opts.stream_idle_ms = 30000;
   if (s->opts.keepalive_ms <= 0) s->opts.keepalive_ms = 30000;
   if (s->opts.max_idle_ms <= 0) s->opts.max_idle_ms = 600000;
   if (s->opts.memory_quota_mib <= 0) s->opts.memory_quota_mib = 256;
   if (s->opts.max_calls_per_peer <= 0) s->opts.max_calls_per_peer = 4;
-  s->npeers = s->opts.threads;
-  s->peers = calloc((size_t)s->npeers, sizeof *s->peers);
   snprintf(s->federation, sizeof s->federation, "%s", o->federation ? o->federation : "");
   for (size_t i = 0; i < o->nmethods; i++)
     if (o->methods[i].max_recv > s->max_recv_any) s->max_recv_any = o->methods[i].max_recv;
@@ -622,6 +981,11 @@ int fc_server_start(const fc_server_opts *o, fc_server **out, char *err, size_t 
     FC_WARN(MOD, "INSECURE test mode: no TLS, identities taken from metadata (loopback only)");
     creds = grpc_insecure_server_credentials_create();
   } else {
+    if (!s->federation[0]) {
+      /* An empty name would switch the federation check off. */
+      snprintf(err, errlen, "a server needs the federation name its callers' certificates must carry");
+      goto fail;
+    }
     if (!o->tls.ca || !o->tls.cert || !o->tls.key) {
       snprintf(err, errlen, "mutual TLS needs --ca, --cert and --key");
       goto fail;
@@ -637,8 +1001,6 @@ int fc_server_start(const fc_server_opts *o, fc_server **out, char *err, size_t 
     goto fail;
   }
 
-  /* A memory quota for all of gRPC's buffers on this server: under pressure
-   * gRPC shrinks windows and reads instead of growing without bound. */
   s->quota = grpc_resource_quota_create("fedc-server");
   grpc_resource_quota_resize(s->quota, (size_t)s->opts.memory_quota_mib << 20);
   grpc_arg quota_arg;
@@ -671,14 +1033,16 @@ int fc_server_start(const fc_server_opts *o, fc_server **out, char *err, size_t 
   };
   grpc_channel_args cargs = {sizeof args / sizeof args[0], args};
   s->server = grpc_server_create(&cargs, NULL);
-  s->nworkers = s->opts.threads;
-  s->workers = calloc((size_t)s->nworkers, sizeof *s->workers);
+  s->npollers = s->opts.threads;
+  s->pollers = calloc((size_t)s->npollers, sizeof *s->pollers);
   rc = FEDC_ERR_NOMEM;
-  if (!s->server || !s->workers || !s->peers) goto fail;
-  for (int i = 0; i < s->nworkers; i++) {
-    s->workers[i].srv = s;
-    s->workers[i].cq = grpc_completion_queue_create_for_next(NULL);
-    grpc_server_register_completion_queue(s->server, s->workers[i].cq, NULL);
+  if (!s->server || !s->pollers) goto fail_server;
+  for (int i = 0; i < s->npollers; i++) {
+    struct poller *p = &s->pollers[i];
+    p->srv = s;
+    pthread_mutex_init(&p->mu, NULL);
+    p->cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_register_completion_queue(s->server, p->cq, NULL);
   }
   s->shutdown_cq = grpc_completion_queue_create_for_next(NULL);
   s->port = grpc_server_add_http2_port(s->server, o->addr, creds);
@@ -687,45 +1051,41 @@ int fc_server_start(const fc_server_opts *o, fc_server **out, char *err, size_t 
   if (s->port <= 0) {
     snprintf(err, errlen, "cannot listen on %s (address in use or invalid)", o->addr);
     rc = FEDC_ERR_IO;
-    goto fail_started;
+    goto fail_server;
   }
   grpc_server_start(s->server);
-  for (int i = 0; i < s->nworkers; i++) {
-    if (pthread_create(&s->workers[i].thread, NULL, worker_main, &s->workers[i]) != 0) {
-      snprintf(err, errlen, "cannot start worker thread");
-      rc = FEDC_ERR_NOMEM;
-      goto fail_started;
+  if (pool_start(&s->general, s, s->opts.blocking_threads) != 0 || pool_start(&s->admin, s, 2) != 0) {
+    snprintf(err, errlen, "cannot start handler threads");
+    goto fail_server;
+  }
+  for (int i = 0; i < s->npollers; i++) {
+    if (pthread_create(&s->pollers[i].thread, NULL, poller_main, &s->pollers[i]) != 0) {
+      snprintf(err, errlen, "cannot start event threads");
+      goto fail_server;
     }
-    s->workers[i].started = 1;
+    s->pollers[i].started = 1;
   }
   fc_tls_pem_free(&pem);
   *out = s;
   return FEDC_OK;
 
-fail_started:
+fail_server:
+  fc_tls_pem_free(&pem);
+  if (creds) grpc_server_credentials_release(creds);
   fc_server_destroy(s);
-  s = NULL;
+  return rc;
 fail:
   if (creds) grpc_server_credentials_release(creds);
   fc_tls_pem_free(&pem);
-  if (s) {
-    if (s->server) {
-      fc_server_destroy(s);
-    } else {
-      if (s->quota) grpc_resource_quota_unref(s->quota);
-      pthread_mutex_destroy(&s->peers_mu);
-      free(s->peers);
-      free(s->workers);
-      free(s);
-    }
-  }
+  pthread_mutex_destroy(&s->peers_mu);
+  free(s);
   return rc;
 }
 
 int fc_server_port(const fc_server *s) { return s->port; }
 
 void fc_server_shutdown(fc_server *s, int grace_ms) {
-  if (!s || s->shut_down) return;
+  if (!s || s->shut_down || !s->server) return;
   s->shut_down = 1;
   atomic_store(&s->stopping, 1);
   int tag;
@@ -740,31 +1100,32 @@ void fc_server_shutdown(fc_server *s, int grace_ms) {
 
 void fc_server_destroy(fc_server *s) {
   if (!s) return;
-  if (s->workers && s->server) {
-    int any_started = 0;
-    for (int i = 0; i < s->nworkers; i++) any_started |= s->workers[i].started;
-    if (any_started) fc_server_shutdown(s, 0);
-    else {
-      s->shut_down = 1;
-      atomic_store(&s->stopping, 1);
-      int tag;
-      grpc_server_shutdown_and_notify(s->server, s->shutdown_cq, &tag);
-      grpc_server_cancel_all_calls(s->server);
-      grpc_completion_queue_next(s->shutdown_cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
-    }
-  }
-  /* Workers leave their loop once the server is shut down and their current
-   * call (cancelled, if the grace period ran out) is finished. */
-  for (int i = 0; s->workers && i < s->nworkers; i++)
-    if (s->workers[i].started) pthread_join(s->workers[i].thread, NULL);
+  if (s->server && s->shutdown_cq) fc_server_shutdown(s, 0);
+  /* Event threads leave once every call is released; pool threads finish
+   * the blocking calls they hold (cancelled by now) meanwhile. */
+  for (int i = 0; s->pollers && i < s->npollers; i++)
+    if (s->pollers[i].started) pthread_join(s->pollers[i].thread, NULL);
+  pool_stop(&s->general);
+  pool_stop(&s->admin);
   if (s->server) grpc_server_destroy(s->server);
-  for (int i = 0; s->workers && i < s->nworkers; i++) {
-    if (!s->workers[i].cq) continue;
-    grpc_completion_queue_shutdown(s->workers[i].cq);
-    while (grpc_completion_queue_next(s->workers[i].cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).type !=
-           GRPC_QUEUE_SHUTDOWN) {
+  for (int i = 0; s->pollers && i < s->npollers; i++) {
+    struct poller *p = &s->pollers[i];
+    if (!p->cq) continue;
+    grpc_completion_queue_shutdown(p->cq);
+    for (;;) {
+      grpc_event ev = grpc_completion_queue_next(p->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+      if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
+      /* Event threads that never started leave their request posts here. */
+      if (ev.type == GRPC_OP_COMPLETE && *(int *)ev.tag == TAG_NEW) {
+        new_call *n = ev.tag;
+        if (n->call) grpc_call_unref(n->call);
+        grpc_call_details_destroy(&n->det);
+        grpc_metadata_array_destroy(&n->md);
+        free(n);
+      }
     }
-    grpc_completion_queue_destroy(s->workers[i].cq);
+    grpc_completion_queue_destroy(p->cq);
+    pthread_mutex_destroy(&p->mu);
   }
   if (s->shutdown_cq) {
     grpc_completion_queue_shutdown(s->shutdown_cq);
@@ -774,8 +1135,13 @@ void fc_server_destroy(fc_server *s) {
     grpc_completion_queue_destroy(s->shutdown_cq);
   }
   if (s->quota) grpc_resource_quota_unref(s->quota);
+  for (int b = 0; b < PEER_BUCKETS; b++)
+    while (s->peers[b]) {
+      peer_count *e = s->peers[b];
+      s->peers[b] = e->next;
+      free(e);
+    }
   pthread_mutex_destroy(&s->peers_mu);
-  free(s->peers);
-  free(s->workers);
+  free(s->pollers);
   free(s);
 }

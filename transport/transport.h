@@ -3,13 +3,16 @@
  * with per-method roles and receive limits, and a client channel with
  * deadlines and unary / client-streaming / server-streaming calls.
  *
- * Why a synchronous-handler design: each server thread owns one completion
- * queue and serves one call at a time from request to status, so a handler is
- * ordinary blocking code (receive, validate, fold, reply) and every failure path
- * is a straight line. Concurrency = number of threads (`threads` option). Heavy
- * work (model writes, aggregation of a whole round) is handed to the round
- * engine's worker; handlers only move bytes and fold chunks. A per-message idle
- * timeout stops a slow peer from holding a thread forever.
+ * Server shape: a few event threads wait for everything (new calls, each
+ * message, each send's completion, idle deadlines) and run short handlers
+ * inline; no thread is held while a peer is slow. A method is either
+ *   - async (fc_method.async = 1): its handler runs on an event thread with the
+ *     first message, must not block, and either finishes at once or hands the
+ *     rest of the stream to callbacks (fc_scall_stream_in / _out), or
+ *   - blocking (async = 0): its handler runs on a pool thread and may use the
+ *     blocking fc_scall_recv / fc_scall_send; methods for the admin role have
+ *     a pool of their own that no client call can occupy.
+ * A per-message idle timeout (stream_idle_ms) cancels a call whose peer stops.
  *
  * Identity: the caller's role and name come from the SPIFFE URI SAN of the
  * verified client certificate (spiffe://<federation>/<role>/<name>), never from
@@ -74,8 +77,9 @@ typedef struct fc_method {
   int role;         /* the only role allowed */
   size_t max_recv;  /* largest serialized request message accepted */
   const ProtobufCMessageDescriptor *request;
-  fc_handler handler;
+  fc_handler handler; /* called with the first request message */
   void *ctx;
+  int async;        /* 1: handler runs on an event thread and never blocks (see above) */
 } fc_method;
 
 typedef struct fc_server_opts {
@@ -83,7 +87,8 @@ typedef struct fc_server_opts {
   fc_tls_files tls;
   int insecure_for_testing;  /* refused unless addr is loopback */
   const char *federation;    /* callers must be of this federation */
-  int threads;               /* concurrent calls (default 16) */
+  int threads;               /* event threads (default 2) */
+  int blocking_threads;      /* pool for blocking methods (default 4); admin methods have 2 more of their own */
   int stream_idle_ms;        /* max wait for one message of a call (default 30000) */
   int keepalive_ms;          /* ping idle connections this often (default 30000) */
   int max_idle_ms;           /* close connections idle this long (default 600000) */
@@ -108,14 +113,36 @@ void fc_server_destroy(fc_server *s);
 const fc_peer *fc_scall_peer(const fc_scall *c);
 const char *fc_scall_method(const fc_scall *c);
 const ProtobufCMessage *fc_scall_request(const fc_scall *c);
+/* ---- async handlers (fc_method.async = 1; on an event thread, never blocking) ----
+ * Client stream: after the handler returns, each further message goes to
+ * on_msg (the core frees it after the callback) and the end of the stream to
+ * on_end, which must finish the call; on_msg may finish it early (refusal).
+ * Server stream: next is called for the first message and again each time
+ * the previous send completed; it calls fc_scall_send_async once, or finishes.
+ * In both, on_done(state) is called exactly once when the core is done with
+ * the call (finished, or the peer gone, or idle too long): free state there.
+ * A unary async handler just calls fc_scall_finish. */
+typedef void (*fc_msg_fn)(fc_scall *c, void *state, const ProtobufCMessage *msg);
+typedef void (*fc_step_fn)(fc_scall *c, void *state);
+typedef void (*fc_done_fn)(void *state);
+void fc_scall_stream_in(fc_scall *c, fc_msg_fn on_msg, fc_step_fn on_end, fc_done_fn on_done, void *state);
+void fc_scall_stream_out(fc_scall *c, fc_step_fn next, fc_done_fn on_done, void *state);
+/* From `next`: queue one message (packed at once: msg may be freed on return). */
+int fc_scall_send_async(fc_scall *c, const ProtobufCMessage *msg);
+/* 1 once a status was queued or the call died: nothing more may be sent. */
+int fc_scall_finished(const fc_scall *c);
+
+/* ---- blocking handlers (async = 0; on a pool thread) ---- */
 /* Next message of a client stream: 1 = *msg set (free with protobuf_c_message_free_unpacked),
  * 0 = client closed the stream, <0 = fedc_err (cancelled, idle timeout, too large, malformed);
  * after an error the call is already finished with a status. */
 int fc_scall_recv(fc_scall *c, ProtobufCMessage **msg);
 /* Send one message of a server stream; <0 if the call is gone. */
 int fc_scall_send(fc_scall *c, const ProtobufCMessage *msg);
-/* Reply with a response (unary / client stream; NULL for server stream or errors)
- * and a status. Exactly once; a handler that returns without finishing gets INTERNAL. */
+/* Both kinds. Reply with a response (unary / client stream; NULL for server
+ * stream or errors) and a status. Exactly once; a handler that returns without
+ * finishing (and without handing the stream to callbacks) gets INTERNAL. In an
+ * async handler it queues the status and returns at once. */
 int fc_scall_finish(fc_scall *c, grpc_status_code code, const char *detail, const ProtobufCMessage *resp);
 /* Bytes received / sent on this call so far (payload bytes of messages). */
 uint64_t fc_scall_bytes_in(const fc_scall *c);
