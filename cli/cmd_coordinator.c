@@ -186,7 +186,7 @@ static const copt options[] = {
     OPT_NUM("max-example-weight", T_U64, c.max_example_weight, "FedAvg weight cap per client"),
     OPT_NUM("server-lr", T_F32, c.server_lr, "server learning rate applied to the mean delta"),
     OPT_RANGE("chunk-bytes", T_U32, c.chunk_bytes, "model stream chunk size", 1024, 4u << 20),
-    OPT_RANGE("threads", T_INT, c.threads, "concurrent calls served", 1, 1024),
+    OPT_RANGE("threads", T_INT, c.threads, "event threads serving calls (a slow peer holds none)", 1, 64),
     OPT_RANGE("upload-slots", T_INT, c.upload_slots, "concurrent uploads staged (memory = slots x model)", 1, 1024),
     OPT_RANGE("download-slots", T_INT, c.download_slots, "concurrent model downloads served", 1, 1024),
     OPT_RANGE("max-calls-per-client", T_INT, c.max_calls_per_client, "concurrent calls one identity may hold; 0 = 4",

@@ -553,7 +553,7 @@ int cmd_sim(int argc, char **argv) {
                    "--rounds", buf[0], "--cohort", buf[1], "--min-updates", buf[2], "--min-clients", buf[11],
                    "--lr", buf[3], "--epochs", buf[4], "--batch", buf[5], "--momentum", buf[6],
                    "--seed", buf[8], "--round-timeout-ms", buf[9], "--pickup-timeout-ms", buf[9],
-                   "--poll-ms", buf[10], "--threads", "8", "--clip-norm", buf[7], NULL};
+                   "--poll-ms", buf[10], "--threads", "2", "--clip-norm", buf[7], NULL};
   /* --clip-norm is last so that leaving it out ends the list early: unless
    * the user chose one, the coordinator's default clip norm applies. */
   if (!o.clip_norm_set) cargv[sizeof cargv / sizeof *cargv - 3] = NULL;

@@ -4,7 +4,9 @@
  * model and the state directory.
  *
  * Threads and locks:
- *   - gRPC worker threads run the handlers below. They take `mu` only for
+ *   - gRPC event threads run the client handlers below (admin handlers run
+ *     on the transport's admin pool). They never wait for a peer: uploads and
+ *     downloads are driven by their streams' events. They take `mu` only for
  *     engine events (short), fold update chunks into a staging slot without
  *     any lock, and commit a verified update (engine commit + saxpy) under
  *     `mu`, so a commit can never land after the round was closed.
@@ -68,13 +70,11 @@ struct fc_coord {
   /* Model downloads in flight, bounded by cfg.download_slots: each one pins
    * gRPC send buffers, so this (not the number of clients) bounds memory. */
   pthread_mutex_t dl_mu;
-  pthread_cond_t dl_cv;
   int closing; /* under dl_mu: fc_coord_stop has begun */
-  int downloads;
-  /* Who holds each slot ("" = free), as "role/name": one download per
-   * identity at a time, so one client reading slowly cannot take every slot
-   * (and a client named like an admin never blocks that admin). */
-  char (*dl_who)[80];
+  int downloads; /* of them, those counted against download_slots */
+  struct download *dl_list;
+  pthread_mutex_t up_mu; /* uploads streaming now */
+  struct upload *uploads;
   /* The state directory could not be written (disk full, read-only, ...):
    * no new round starts until a retry succeeds; retries back off from 1 s to
    * 60 s. Under mu. */
@@ -104,9 +104,10 @@ void fc_coord_cfg_defaults(fc_coord_cfg *c) {
   c->max_example_weight = 10000;
   c->server_lr = 1.0f;
   c->chunk_bytes = FC_CHUNK_DEFAULT;
-  c->threads = 16;
+  c->threads = 2; /* event threads: calls are not tied to threads (transport.h) */
   c->upload_slots = 4;
-  c->download_slots = 4;
+  /* A download pins one chunk message (1 MiB) and its snapshot reference. */
+  c->download_slots = 32;
   c->stream_idle_ms = 30000;
   /* A device reconnects a few times a minute at most; a NAT in front of many
    * may burst. Each connection costs the coordinator a TLS handshake. */
@@ -294,6 +295,8 @@ out:
   return rc;
 }
 
+static void cancel_uploads(fc_coord *c, uint64_t round);
+
 static void *driver_main(void *arg) {
   fc_coord *c = arg;
   pthread_mutex_lock(&c->stop_mu);
@@ -313,6 +316,11 @@ static void *driver_main(void *arg) {
       FC_WARN(MOD, "round %llu abandoned: %s", (unsigned long long)fc_engine_last_round(c->engine)->round,
               fc_engine_abandon_reason(c->engine));
       record_round_locked(c);
+      cancel_uploads(c, fc_engine_last_round(c->engine)->round);
+    } else if (act == FC_TICK_AGGREGATE) {
+      fc_engine_status es;
+      fc_engine_get_status(c->engine, fc_now_ms(), &es);
+      cancel_uploads(c, es.round);
     }
     pthread_mutex_unlock(&c->mu);
     if (act == FC_TICK_AGGREGATE) {
@@ -394,8 +402,125 @@ static void h_checkin(fc_scall *call, void *ctx) {
   fc_scall_finish(call, GRPC_STATUS_OK, NULL, &resp.base);
 }
 
+/* ---- model downloads (FetchModel, GetModel) ----------------------------------------
+ * A download holds a reference to the snapshot it streams and, on the wire,
+ * one message at a time: a reader that stops costs memory for one chunk, not a
+ * thread, and is cancelled after stream_idle_ms without reading. Limits: one
+ * download per identity; at most download_slots at once for callers outside
+ * the current cohort, so clients not selected (or an attacker's many
+ * identities) can never keep the cohort from fetching the model it must
+ * train on: cohort members are not counted against the slots. */
+typedef struct download {
+  fc_coord *c;
+  model_ref *m;
+  fc_pb_header *hdr;
+  uint64_t next_piece, pieces;
+  int counted; /* holds one of the download_slots */
+  char who[80];
+  struct download *next;
+} download;
+
+static void download_end(download *d) {
+  if (!d) return;
+  fc_coord *c = d->c;
+  pthread_mutex_lock(&c->dl_mu);
+  for (download **pp = &c->dl_list; *pp; pp = &(*pp)->next)
+    if (*pp == d) {
+      *pp = d->next;
+      break;
+    }
+  if (d->counted) c->downloads--;
+  pthread_mutex_unlock(&c->dl_mu);
+  model_unref(d->m);
+  free(d->hdr);
+  free(d);
+}
+
+/* Start a download for the caller, or finish the call with the refusal and
+ * return NULL. May read an old version from disk (allow_old: admins only, on
+ * their own pool). */
+static download *download_begin(fc_coord *c, fc_scall *call, uint64_t version, int latest, int allow_old) {
+  const fc_peer *peer = fc_scall_peer(call);
+  download *d = calloc(1, sizeof *d);
+  if (!d) {
+    fc_scall_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL);
+    return NULL;
+  }
+  d->c = c;
+  snprintf(d->who, sizeof d->who, "%s/%s", fc_role_name(peer->role), peer->name);
+  int in_cohort = 0;
+  if (peer->role == FC_ROLE_CLIENT) {
+    pthread_mutex_lock(&c->mu);
+    in_cohort = fc_engine_in_round(c->engine, peer->name);
+    pthread_mutex_unlock(&c->mu);
+  }
+  const char *refusal = NULL;
+  pthread_mutex_lock(&c->dl_mu);
+  int dup = 0;
+  for (download *x = c->dl_list; x && !dup; x = x->next) dup = strcmp(x->who, d->who) == 0;
+  if (c->closing) refusal = "coordinator shutting down, retry";
+  else if (dup)
+    refusal = "a model download for this identity is already in progress, retry";
+  else if (!in_cohort && c->downloads >= c->cfg.download_slots)
+    refusal = "coordinator busy: all model download slots taken, retry";
+  if (!refusal) {
+    d->counted = !in_cohort;
+    c->downloads += d->counted;
+    d->next = c->dl_list;
+    c->dl_list = d;
+  }
+  pthread_mutex_unlock(&c->dl_mu);
+  if (refusal) {
+    free(d);
+    fc_scall_finish(call, GRPC_STATUS_UNAVAILABLE, refusal, NULL);
+    return NULL;
+  }
+  model_ref *m = model_get(c);
+  if (!latest && version != m->version) {
+    char why[200];
+    grpc_status_code code = GRPC_STATUS_NOT_FOUND;
+    fc_model_spec spec;
+    float *data = NULL;
+    uint8_t sha[FC_SHA256_LEN];
+    char err[300];
+    if (!allow_old) {
+      code = GRPC_STATUS_FAILED_PRECONDITION;
+      snprintf(why, sizeof why, "model version %llu is not the current one (%llu)", (unsigned long long)version,
+               (unsigned long long)m->version);
+    } else if (version > m->version ||
+               fc_store_read_model(c->cfg.state_dir, version, &spec, &data, sha, err, sizeof err) != FEDC_OK) {
+      snprintf(why, sizeof why, "no model version %llu (latest is %llu)", (unsigned long long)version,
+               (unsigned long long)m->version);
+    } else {
+      code = GRPC_STATUS_OK;
+    }
+    model_unref(m);
+    m = code == GRPC_STATUS_OK ? model_new(version, &spec, data) : NULL;
+    if (code == GRPC_STATUS_OK && !m) {
+      free(data);
+      code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+      snprintf(why, sizeof why, "out of memory");
+    }
+    if (code != GRPC_STATUS_OK) {
+      download_end(d);
+      fc_scall_finish(call, code, why, NULL);
+      return NULL;
+    }
+  }
+  d->m = m;
+  d->pieces = fc_tensor_stream_pieces(m->bytes, c->cfg.chunk_bytes);
+  if (!(d->hdr = malloc(sizeof *d->hdr))) {
+    download_end(d);
+    fc_scall_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL);
+    return NULL;
+  }
+  fc_pb_header_build(d->hdr, &m->spec, m->bytes, m->sha, c->cfg.chunk_bytes);
+  return d;
+}
+
 typedef struct emit_ctx {
   fc_scall *call;
+  int async;
 } emit_ctx;
 
 static int emit_stream_msg(void *ctx, const Fedc__V1__TensorHeader *h, const Fedc__V1__TensorChunk *ch) {
@@ -403,120 +528,50 @@ static int emit_stream_msg(void *ctx, const Fedc__V1__TensorHeader *h, const Fed
   Fedc__V1__TensorStreamMsg m = FEDC__V1__TENSOR_STREAM_MSG__INIT;
   m.header = (Fedc__V1__TensorHeader *)h;
   m.chunk = (Fedc__V1__TensorChunk *)ch;
-  return fc_scall_send(e->call, &m.base) == 0 ? FEDC_OK : FEDC_ERR_UNAVAILABLE;
+  int rc = e->async ? fc_scall_send_async(e->call, &m.base) : fc_scall_send(e->call, &m.base);
+  return rc == 0 ? FEDC_OK : FEDC_ERR_UNAVAILABLE;
 }
 
-/* A download slot for `who`: its index, -1 if none came free within
- * stream_idle_ms, -2 if `who` already holds one. */
-static int download_slot_get(fc_coord *c, const char *who) {
-  struct timespec until;
-  fc_deadline_after_ms(&until, (uint64_t)c->cfg.stream_idle_ms);
-  int slot = -1;
-  pthread_mutex_lock(&c->dl_mu);
-  for (;;) {
-    int free_slot = -1;
-    for (int i = 0; i < c->cfg.download_slots; i++) {
-      if (strcmp(c->dl_who[i], who) == 0) {
-        slot = -2;
-        goto out;
-      }
-      if (free_slot < 0 && !c->dl_who[i][0]) free_slot = i;
-    }
-    if (c->closing) break; /* shutting down: no new downloads */
-    if (free_slot >= 0) {
-      slot = free_slot;
-      snprintf(c->dl_who[slot], sizeof c->dl_who[slot], "%s", who);
-      c->downloads++;
-      break;
-    }
-    if (pthread_cond_timedwait(&c->dl_cv, &c->dl_mu, &until) != 0) break;
-  }
-out:
-  pthread_mutex_unlock(&c->dl_mu);
-  return slot;
+/* The whole stream sent: count its bytes into the round, finish OK. */
+static void download_done_ok(download *d, fc_scall *call) {
+  pthread_mutex_lock(&d->c->mu);
+  fc_engine_add_bytes_out(d->c->engine, fc_scall_bytes_out(call));
+  pthread_mutex_unlock(&d->c->mu);
+  fc_scall_finish(call, GRPC_STATUS_OK, NULL, NULL);
 }
 
-static void download_slot_put(fc_coord *c, int slot) {
-  pthread_mutex_lock(&c->dl_mu);
-  c->dl_who[slot][0] = 0;
-  c->downloads--;
-  pthread_cond_signal(&c->dl_cv);
-  pthread_mutex_unlock(&c->dl_mu);
-}
-
-static void stream_model_slot(fc_coord *c, fc_scall *call, uint64_t version, int latest, int allow_old);
-
-static void stream_model(fc_coord *c, fc_scall *call, uint64_t version, int latest, int allow_old) {
-  const fc_peer *peer = fc_scall_peer(call);
-  char who[sizeof c->dl_who[0]];
-  snprintf(who, sizeof who, "%s/%s", fc_role_name(peer->role), peer->name);
-  int slot = download_slot_get(c, who);
-  if (slot == -2) {
-    fc_scall_finish(call, GRPC_STATUS_UNAVAILABLE, "a model download for this client is already in progress, retry",
-                    NULL);
+/* FetchModel, event-driven: one piece each time the previous send completed. */
+static void fetch_next(fc_scall *call, void *state) {
+  download *d = state;
+  if (d->next_piece == d->pieces) {
+    download_done_ok(d, call);
     return;
   }
-  if (slot < 0) {
-    fc_scall_finish(call, GRPC_STATUS_UNAVAILABLE, "coordinator busy: all model download slots taken, retry", NULL);
-    return;
-  }
-  stream_model_slot(c, call, version, latest, allow_old);
-  download_slot_put(c, slot);
+  emit_ctx e = {call, 1};
+  fc_tensor_stream_piece(d->hdr, d->m->data, d->m->bytes, d->c->cfg.chunk_bytes, d->next_piece++, emit_stream_msg,
+                         &e);
 }
 
-static void stream_model_slot(fc_coord *c, fc_scall *call, uint64_t version, int latest, int allow_old) {
-  model_ref *m = model_get(c);
-  model_ref *old = NULL;
-  if (!latest && version != m->version) {
-    if (!allow_old) {
-      char d[160];
-      snprintf(d, sizeof d, "model version %llu is not the current one (%llu)", (unsigned long long)version,
-               (unsigned long long)m->version);
-      model_unref(m);
-      fc_scall_finish(call, GRPC_STATUS_FAILED_PRECONDITION, d, NULL);
-      return;
-    }
-    fc_model_spec spec;
-    float *data = NULL;
-    uint8_t sha[FC_SHA256_LEN];
-    char err[300];
-    if (version > m->version ||
-        fc_store_read_model(c->cfg.state_dir, version, &spec, &data, sha, err, sizeof err) != FEDC_OK) {
-      char d[200];
-      snprintf(d, sizeof d, "no model version %llu (latest is %llu)", (unsigned long long)version,
-               (unsigned long long)m->version);
-      model_unref(m);
-      fc_scall_finish(call, GRPC_STATUS_NOT_FOUND, d, NULL);
-      return;
-    }
-    old = model_new(version, &spec, data);
-    if (!old) free(data);
-    model_unref(m);
-    m = old;
-    if (!m) {
-      fc_scall_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL);
-      return;
-    }
-  }
-  emit_ctx e = {call};
-  int rc = fc_tensor_stream_send(&m->spec, m->data, m->bytes, m->sha, c->cfg.chunk_bytes, emit_stream_msg, &e);
-  model_unref(m);
-  if (rc == FEDC_OK) {
-    pthread_mutex_lock(&c->mu);
-    fc_engine_add_bytes_out(c->engine, fc_scall_bytes_out(call));
-    pthread_mutex_unlock(&c->mu);
-    fc_scall_finish(call, GRPC_STATUS_OK, NULL, NULL);
-  }
-}
+static void fetch_done(void *state) { download_end(state); }
 
 static void h_fetch_model(fc_scall *call, void *ctx) {
   const Fedc__V1__FetchModelRequest *req = (const Fedc__V1__FetchModelRequest *)fc_scall_request(call);
-  stream_model(ctx, call, req->version, req->latest, 0);
+  download *d = download_begin(ctx, call, req->version, req->latest, 0);
+  if (d) fc_scall_stream_out(call, fetch_next, fetch_done, d);
 }
 
+/* GetModel (admins, on their own pool): may read an old version from disk. */
 static void h_get_model(fc_scall *call, void *ctx) {
   const Fedc__V1__GetModelRequest *req = (const Fedc__V1__GetModelRequest *)fc_scall_request(call);
-  stream_model(ctx, call, req->version, req->latest, 1);
+  download *d = download_begin(ctx, call, req->version, req->latest, 1);
+  if (!d) return;
+  emit_ctx e = {call, 0};
+  int rc = FEDC_OK;
+  for (uint64_t i = 0; i < d->pieces && rc == FEDC_OK; i++)
+    rc = fc_tensor_stream_piece(d->hdr, d->m->data, d->m->bytes, d->c->cfg.chunk_bytes, i, emit_stream_msg, &e);
+  if (rc == FEDC_OK) download_done_ok(d, call);
+  /* else the call is gone and already finished (fc_scall_send failed) */
+  download_end(d);
 }
 
 static grpc_status_code verdict_status(int v) {
@@ -538,171 +593,229 @@ static grpc_status_code err_status(int err) {
   }
 }
 
-static void h_upload(fc_scall *call, void *ctx) {
-  fc_coord *c = ctx;
-  const fc_peer *peer = fc_scall_peer(call);
-  const Fedc__V1__UploadMsg *first = (const Fedc__V1__UploadMsg *)fc_scall_request(call);
-  char why[400] = "";
-  int err = FEDC_OK;
-  grpc_status_code code = GRPC_STATUS_OK;
+/* ---- UploadUpdate, event-driven ------------------------------------------------------
+ * begin (first message: meta + header) -> a chunk per message, folded into a
+ * staging slot -> end of stream: hash, NaN/Inf, norm, size, then commit under
+ * `mu`. Every refusal settles the engine and the slot BEFORE the client hears
+ * the verdict, so a client that retries at once does not find its refused
+ * upload still "in progress". */
+typedef struct upload {
+  fc_coord *c;
+  fc_scall *call;
+  struct upload *next; /* c->uploads, under up_mu */
+  int listed;
+  model_ref *m;
   fc_chunk_rx rx;
-  memset(&rx, 0, sizeof rx);
-  fc_agg_update *u = NULL;
-  int begun = 0;
-  uint64_t round = 0;
-  model_ref *m = model_get(c);
+  fc_agg_update *u;
+  int begun; /* the engine counts this upload as in progress */
+  uint64_t round, round_deadline, examples;
+  double loss;
+  char client[65];
+} upload;
 
-  if (!first->meta || !first->header) {
-    code = GRPC_STATUS_INVALID_ARGUMENT;
-    snprintf(why, sizeof why, "first upload message must carry meta and header");
-    goto out;
+/* Settle the engine and the staging slot (refusal or the call gone). */
+static void upload_settle(upload *up) {
+  fc_coord *c = up->c;
+  if (up->u) c->agg->ops->update_abort(c->agg, up->u);
+  up->u = NULL;
+  if (up->begun) {
+    pthread_mutex_lock(&c->mu);
+    fc_engine_upload_abort(c->engine, up->client, up->round);
+    pthread_mutex_unlock(&c->mu);
   }
-  round = first->meta->round;
-  fc_engine_status es;
-  pthread_mutex_lock(&c->mu);
-  int v = fc_engine_upload_begin(c->engine, peer->name, round, first->meta->model_version, fc_now_ms());
-  fc_engine_get_status(c->engine, fc_now_ms(), &es);
-  pthread_mutex_unlock(&c->mu);
-  /* Past the round's deadline the update can never be committed: stop
-   * receiving it then, or a trickling upload would hold a staging slot into
-   * later rounds and lock out their uploads. */
-  uint64_t round_deadline = es.round_started_ms > UINT64_MAX - c->cfg.engine.round_ms
-                                ? UINT64_MAX
-                                : es.round_started_ms + c->cfg.engine.round_ms;
-  if (v != FC_UP_OK) {
-    code = verdict_status(v);
-    snprintf(why, sizeof why, "update refused: %s (round %llu)", fc_upload_verdict_text(v),
-             (unsigned long long)round);
-    goto out;
+  up->begun = 0;
+}
+
+static void upload_refuse(upload *up, fc_scall *call, grpc_status_code code, const char *why) {
+  upload_settle(up);
+  FC_WARN(MOD, "upload from %s rejected: %s", up->client, why);
+  fc_scall_finish(call, code, why, NULL);
+}
+
+static void upload_done(void *state) {
+  upload *up = state;
+  if (!up) return;
+  if (up->listed) {
+    pthread_mutex_lock(&up->c->up_mu);
+    for (upload **pp = &up->c->uploads; *pp; pp = &(*pp)->next)
+      if (*pp == up) {
+        *pp = up->next;
+        break;
+      }
+    pthread_mutex_unlock(&up->c->up_mu);
   }
-  begun = 1;
-  if (first->meta->num_examples == 0) {
-    code = GRPC_STATUS_INVALID_ARGUMENT;
-    snprintf(why, sizeof why, "update reports 0 examples");
-    goto out;
+  if (up->begun || up->u) FC_WARN(MOD, "upload from %s broke off after %llu of %llu bytes", up->client,
+                                  (unsigned long long)up->rx.received, (unsigned long long)up->rx.total);
+  upload_settle(up);
+  fc_chunk_rx_free(&up->rx);
+  model_unref(up->m);
+  free(up);
+}
+
+static void upload_chunk(fc_scall *call, void *state, const ProtobufCMessage *msg) {
+  upload *up = state;
+  fc_coord *c = up->c;
+  char why[400];
+  const Fedc__V1__UploadMsg *um = (const Fedc__V1__UploadMsg *)msg;
+  if (fc_now_ms() >= up->round_deadline) {
+    snprintf(why, sizeof why, "round %llu deadline passed during the upload (%llu of %llu bytes)",
+             (unsigned long long)up->round, (unsigned long long)up->rx.received, (unsigned long long)up->rx.total);
+    upload_refuse(up, call, GRPC_STATUS_DEADLINE_EXCEEDED, why);
+    return;
   }
-  /* A loss is a mean of non-negative per-example losses; the bound keeps
-   * the round's mean loss meaningful whatever one client reports. */
-  if (!(first->meta->train_loss >= 0 && first->meta->train_loss <= FC_MAX_TRAIN_LOSS)) {
-    code = GRPC_STATUS_INVALID_ARGUMENT;
-    snprintf(why, sizeof why, "update reports train_loss %g: must be finite and in [0, %g]",
-             (double)first->meta->train_loss, FC_MAX_TRAIN_LOSS);
-    goto out;
+  if (!um->chunk || um->header || um->meta) {
+    upload_refuse(up, call, GRPC_STATUS_INVALID_ARGUMENT, "expected only chunks after the first upload message");
+    return;
   }
-  if ((err = fc_chunk_rx_begin_pb(&rx, first->header, &m->spec, m->bytes, why, sizeof why)) != FEDC_OK) {
-    code = err_status(err);
-    goto out;
+  uint64_t at = up->rx.received;
+  /* Only the last chunk may be small: a stream of tiny chunks would cost a
+   * message (and an event) per few bytes of the model. */
+  if (um->chunk->data.len < FC_CHUNK_MIN && at + um->chunk->data.len < up->rx.total) {
+    snprintf(why, sizeof why, "chunk of %zu bytes at offset %llu: chunks before the last must be >= %u bytes",
+             um->chunk->data.len, (unsigned long long)at, FC_CHUNK_MIN);
+    upload_refuse(up, call, GRPC_STATUS_INVALID_ARGUMENT, why);
+    return;
   }
-  if ((err = c->agg->ops->update_begin(c->agg, c->cfg.stream_idle_ms, &u)) != FEDC_OK) {
-    code = GRPC_STATUS_UNAVAILABLE;
-    snprintf(why, sizeof why, "coordinator busy: no aggregation slot free, retry");
-    goto out;
-  }
-  for (;;) {
-    ProtobufCMessage *msg = NULL;
-    int r = fc_scall_recv(call, &msg);
-    if (r == 0) break;
-    if (r < 0) {
-      err = -r;
-      snprintf(why, sizeof why, "upload stream broke off (%s) after %llu of %llu bytes", fedc_strerror(err),
-               (unsigned long long)rx.received, (unsigned long long)rx.total);
-      goto out; /* status already sent by the transport */
-    }
-    if (fc_now_ms() >= round_deadline) {
-      protobuf_c_message_free_unpacked(msg, NULL);
-      code = GRPC_STATUS_DEADLINE_EXCEEDED;
-      snprintf(why, sizeof why, "round %llu deadline passed during the upload (%llu of %llu bytes)",
-               (unsigned long long)round, (unsigned long long)rx.received, (unsigned long long)rx.total);
-      goto out;
-    }
-    const Fedc__V1__UploadMsg *um = (const Fedc__V1__UploadMsg *)msg;
-    if (!um->chunk || um->header || um->meta) {
-      protobuf_c_message_free_unpacked(msg, NULL);
-      code = GRPC_STATUS_INVALID_ARGUMENT;
-      snprintf(why, sizeof why, "expected only chunks after the first upload message");
-      goto out;
-    }
-    uint64_t at = rx.received;
-    /* Only the last chunk may be small: a stream of tiny chunks would cost a
-     * message (and a worker's time) per few bytes of the model. */
-    if (um->chunk->data.len < FC_CHUNK_MIN && at + um->chunk->data.len < rx.total) {
-      snprintf(why, sizeof why, "chunk of %zu bytes at offset %llu: chunks before the last must be >= %u bytes",
-               um->chunk->data.len, (unsigned long long)at, FC_CHUNK_MIN);
-      protobuf_c_message_free_unpacked(msg, NULL);
-      code = GRPC_STATUS_INVALID_ARGUMENT;
-      goto out;
-    }
-    err = fc_chunk_rx_feed(&rx, um->chunk->offset, um->chunk->data.data, um->chunk->data.len, why, sizeof why);
-    if (err == FEDC_OK) err = c->agg->ops->update_chunk(c->agg, u, at, um->chunk->data.data, um->chunk->data.len);
-    protobuf_c_message_free_unpacked(msg, NULL);
-    if (err != FEDC_OK) {
-      code = err_status(err);
-      goto out;
-    }
-  }
-  if ((err = fc_chunk_rx_end(&rx, why, sizeof why)) != FEDC_OK) {
-    code = err_status(err);
-    goto out;
+  int err = fc_chunk_rx_feed(&up->rx, um->chunk->offset, um->chunk->data.data, um->chunk->data.len, why, sizeof why);
+  if (err == FEDC_OK) err = c->agg->ops->update_chunk(c->agg, up->u, at, um->chunk->data.data, um->chunk->data.len);
+  if (err != FEDC_OK) upload_refuse(up, call, err_status(err), why);
+}
+
+static void upload_end(fc_scall *call, void *state) {
+  upload *up = state;
+  fc_coord *c = up->c;
+  char why[400];
+  int err = fc_chunk_rx_end(&up->rx, why, sizeof why);
+  if (err != FEDC_OK) {
+    upload_refuse(up, call, err_status(err), why);
+    return;
   }
   fc_agg_check chk;
-  if (c->agg->ops->update_check(c->agg, u, &chk) != FEDC_OK) {
-    code = GRPC_STATUS_INVALID_ARGUMENT;
+  if (c->agg->ops->update_check(c->agg, up->u, &chk) != FEDC_OK) {
     snprintf(why, sizeof why, "update has a NaN/Inf value at parameter %zu", chk.bad_index);
-    goto out;
+    upload_refuse(up, call, GRPC_STATUS_INVALID_ARGUMENT, why);
+    return;
   }
   double l2 = chk.l2;
   /* The clip norm is announced in the task; allow float rounding of the
    * client's own clipping (relative 1e-4). */
   if (c->cfg.clip_norm > 0 && l2 > c->cfg.clip_norm * (1.0 + 1e-4)) {
-    code = GRPC_STATUS_INVALID_ARGUMENT;
     snprintf(why, sizeof why, "update L2 norm %.6g exceeds the clip norm %.6g", l2, (double)c->cfg.clip_norm);
-    goto out;
+    upload_refuse(up, call, GRPC_STATUS_INVALID_ARGUMENT, why);
+    return;
   }
-  uint64_t examples = first->meta->num_examples;
-  double weight = (double)(examples < c->cfg.max_example_weight ? examples : c->cfg.max_example_weight);
+  double weight = (double)(up->examples < c->cfg.max_example_weight ? up->examples : c->cfg.max_example_weight);
   /* Even with clipping off, one update must not overflow the aggregate and
    * so abandon the round for everyone else. */
   if (chk.amax * weight > FC_AGG_MAX_WEIGHTED_ABS) {
-    code = GRPC_STATUS_INVALID_ARGUMENT;
     snprintf(why, sizeof why, "update too large: max |value| %.3g x weight %.0f exceeds %.0e", chk.amax, weight,
              FC_AGG_MAX_WEIGHTED_ABS);
-    goto out;
+    upload_refuse(up, call, GRPC_STATUS_INVALID_ARGUMENT, why);
+    return;
   }
   pthread_mutex_lock(&c->mu);
   /* The round record counts the examples that carried weight. */
-  v = fc_engine_upload_commit(c->engine, peer->name, round, (uint64_t)weight, first->meta->train_loss,
-                              fc_scall_bytes_in(call), fc_now_ms());
-  if (v == FC_UP_OK) c->agg->ops->update_commit(c->agg, u, weight);
+  int v = fc_engine_upload_commit(c->engine, up->client, up->round, (uint64_t)weight, up->loss,
+                                  fc_scall_bytes_in(call), fc_now_ms());
+  if (v == FC_UP_OK) c->agg->ops->update_commit(c->agg, up->u, weight);
   pthread_mutex_unlock(&c->mu);
-  begun = 0; /* the engine has settled this upload either way */
+  up->begun = 0; /* the engine has settled this upload either way */
   if (v != FC_UP_OK) {
-    code = verdict_status(v);
     snprintf(why, sizeof why, "update refused: %s", fc_upload_verdict_text(v));
-    goto out;
+    upload_refuse(up, call, verdict_status(v), why);
+    return;
   }
-  u = NULL;
+  up->u = NULL; /* committed: the slot went back with it */
   FC_INFO(MOD, "round %llu: update from %s accepted (%llu examples, norm %.4g, loss %.4f)",
-          (unsigned long long)round, peer->name, (unsigned long long)examples, l2, first->meta->train_loss);
+          (unsigned long long)up->round, up->client, (unsigned long long)up->examples, l2, up->loss);
   Fedc__V1__UploadResponse resp = FEDC__V1__UPLOAD_RESPONSE__INIT;
   resp.accepted = 1;
   resp.detail = "accepted";
   fc_scall_finish(call, GRPC_STATUS_OK, NULL, &resp.base);
-out:
-  /* Release the slot and settle the engine BEFORE the client hears the
-   * verdict: a client that retries at once must not find its refused upload
-   * still "in progress". */
-  if (u) c->agg->ops->update_abort(c->agg, u);
-  if (begun) {
-    pthread_mutex_lock(&c->mu);
-    fc_engine_upload_abort(c->engine, peer->name, round);
-    pthread_mutex_unlock(&c->mu);
+}
+
+static void h_upload(fc_scall *call, void *ctx) {
+  fc_coord *c = ctx;
+  const fc_peer *peer = fc_scall_peer(call);
+  const Fedc__V1__UploadMsg *first = (const Fedc__V1__UploadMsg *)fc_scall_request(call);
+  char why[400] = "";
+  upload *up = calloc(1, sizeof *up);
+  if (!up) {
+    fc_scall_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL);
+    return;
   }
-  if (code != GRPC_STATUS_OK || err != FEDC_OK) {
-    FC_WARN(MOD, "upload from %s rejected: %s", peer->name, why);
-    if (code != GRPC_STATUS_OK) fc_scall_finish(call, code, why, NULL);
+  up->c = c;
+  up->m = model_get(c);
+  snprintf(up->client, sizeof up->client, "%s", peer->name);
+  if (!first->meta || !first->header) {
+    upload_refuse(up, call, GRPC_STATUS_INVALID_ARGUMENT, "first upload message must carry meta and header");
+    upload_done(up);
+    return;
   }
-  fc_chunk_rx_free(&rx);
-  model_unref(m);
+  up->round = first->meta->round;
+  up->examples = first->meta->num_examples;
+  up->loss = first->meta->train_loss;
+  fc_engine_status es;
+  pthread_mutex_lock(&c->mu);
+  int v = fc_engine_upload_begin(c->engine, peer->name, up->round, first->meta->model_version, fc_now_ms());
+  fc_engine_get_status(c->engine, fc_now_ms(), &es);
+  pthread_mutex_unlock(&c->mu);
+  /* Past the round's deadline the update can never be committed: stop
+   * receiving it then, or a trickling upload would hold a staging slot into
+   * later rounds and lock out their uploads. */
+  up->round_deadline = es.round_started_ms > UINT64_MAX - c->cfg.engine.round_ms
+                           ? UINT64_MAX
+                           : es.round_started_ms + c->cfg.engine.round_ms;
+  grpc_status_code code = GRPC_STATUS_OK;
+  if (v != FC_UP_OK) {
+    code = verdict_status(v);
+    snprintf(why, sizeof why, "update refused: %s (round %llu)", fc_upload_verdict_text(v),
+             (unsigned long long)up->round);
+  } else {
+    up->begun = 1;
+    int err;
+    if (up->examples == 0) {
+      code = GRPC_STATUS_INVALID_ARGUMENT;
+      snprintf(why, sizeof why, "update reports 0 examples");
+    } else if (!(up->loss >= 0 && up->loss <= FC_MAX_TRAIN_LOSS)) {
+      /* A loss is a mean of non-negative per-example losses; the bound keeps
+       * the round's mean loss meaningful whatever one client reports. */
+      code = GRPC_STATUS_INVALID_ARGUMENT;
+      snprintf(why, sizeof why, "update reports train_loss %g: must be finite and in [0, %g]", up->loss,
+               FC_MAX_TRAIN_LOSS);
+    } else if ((err = fc_chunk_rx_begin_pb(&up->rx, first->header, &up->m->spec, up->m->bytes, why, sizeof why)) !=
+               FEDC_OK) {
+      code = err_status(err);
+    } else if (c->agg->ops->update_begin(c->agg, 0, &up->u) != FEDC_OK) {
+      /* No waiting for a slot: a waiting upload would hold its stream open for
+       * nothing. The runtime retries UNAVAILABLE with backoff. */
+      code = GRPC_STATUS_UNAVAILABLE;
+      snprintf(why, sizeof why, "coordinator busy: no aggregation slot free, retry");
+    }
+  }
+  if (code != GRPC_STATUS_OK) {
+    upload_refuse(up, call, code, why);
+    upload_done(up);
+    return;
+  }
+  up->call = call;
+  pthread_mutex_lock(&c->up_mu);
+  up->next = c->uploads;
+  c->uploads = up;
+  up->listed = 1;
+  pthread_mutex_unlock(&c->up_mu);
+  fc_scall_stream_in(call, upload_chunk, upload_end, upload_done, up);
+}
+
+/* The round closed: uploads still streaming can never be committed. Cancel
+ * them now, so their staging slots are free for the next round's uploads
+ * (rather than when their next chunk arrives, which a trickling peer can put
+ * off for stream_idle_ms). */
+static void cancel_uploads(fc_coord *c, uint64_t round) {
+  pthread_mutex_lock(&c->up_mu);
+  for (upload *up = c->uploads; up; up = up->next)
+    if (up->round == round) fc_scall_cancel(up->call, GRPC_STATUS_DEADLINE_EXCEEDED, "the round closed during the upload");
+  pthread_mutex_unlock(&c->up_mu);
 }
 
 /* ---- Admin service --------------------------------------------------------------- */
@@ -828,6 +941,10 @@ static void h_round_control(fc_scall *call, void *ctx) {
 
 static void set_method(fc_method *m, const char *path, fc_rpc_kind kind, int role, size_t max_recv,
                        const ProtobufCMessageDescriptor *req, fc_handler h, void *ctx) {
+  /* Client methods run on the event threads and never wait; admin methods
+   * run on the admin pool (GetModel may read an old version from disk), which
+   * no client call can occupy. */
+  m->async = role == FC_ROLE_CLIENT;
   m->path = path;
   m->kind = kind;
   m->role = role;
@@ -908,13 +1025,8 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
   pthread_mutex_init(&c->stop_mu, NULL);
   pthread_cond_init(&c->stop_cv, NULL);
   pthread_mutex_init(&c->dl_mu, NULL);
-  pthread_cond_init(&c->dl_cv, NULL);
-  if (c->cfg.download_slots <= 0) c->cfg.download_slots = 4;
-  if (!(c->dl_who = calloc((size_t)c->cfg.download_slots, sizeof *c->dl_who))) {
-    rc = FEDC_ERR_NOMEM;
-    snprintf(err, errlen, "out of memory");
-    goto fail;
-  }
+  pthread_mutex_init(&c->up_mu, NULL);
+  if (c->cfg.download_slots <= 0) c->cfg.download_slots = 32;
   if (c->cfg.chunk_bytes < FC_CHUNK_MIN || c->cfg.chunk_bytes > FC_CHUNK_MAX) c->cfg.chunk_bytes = FC_CHUNK_DEFAULT;
 
   if ((rc = fc_store_open(cfg->state_dir, err, errlen)) != FEDC_OK) goto fail;
@@ -1012,7 +1124,7 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
   so.tls.key = cfg->key;
   so.insecure_for_testing = cfg->insecure_for_testing;
   so.federation = cfg->federation;
-  so.threads = cfg->threads > 0 ? cfg->threads : 16;
+  so.threads = cfg->threads > 0 ? cfg->threads : 2;
   so.stream_idle_ms = cfg->stream_idle_ms;
   so.max_calls_per_peer = cfg->max_calls_per_client;
   so.methods = c->methods;
@@ -1057,7 +1169,6 @@ void fc_coord_stop(fc_coord *c, int grace_ms) {
    * after stream_idle_ms); streams already running get the grace period. */
   pthread_mutex_lock(&c->dl_mu);
   c->closing = 1;
-  pthread_cond_broadcast(&c->dl_cv);
   pthread_mutex_unlock(&c->dl_mu);
   if (c->agg) c->agg->ops->close(c->agg);
   /* Stop accepting first, let in-flight calls end, then the driver. */
@@ -1080,11 +1191,10 @@ void fc_coord_stop(fc_coord *c, int grace_ms) {
   fc_engine_destroy(c->engine);
   model_unref(c->model);
   free(c->rounds);
-  free(c->dl_who);
   pthread_mutex_destroy(&c->mu);
   pthread_mutex_destroy(&c->stop_mu);
   pthread_cond_destroy(&c->stop_cv);
   pthread_mutex_destroy(&c->dl_mu);
-  pthread_cond_destroy(&c->dl_cv);
+  pthread_mutex_destroy(&c->up_mu);
   free(c);
 }

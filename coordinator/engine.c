@@ -352,6 +352,12 @@ void fc_engine_upload_abort(fc_engine *e, const char *client, uint64_t round) {
   r->rstate = CR_TASKED; /* may try again while the round is open */
 }
 
+int fc_engine_in_round(fc_engine *e, const char *client) {
+  client_rec *r = find(e, client);
+  return e->state == FC_ENG_TRAINING && r && r->round == e->round &&
+         (r->rstate == CR_SELECTED || r->rstate == CR_TASKED || r->rstate == CR_UPLOADING);
+}
+
 void fc_engine_add_bytes_out(fc_engine *e, uint64_t bytes) { e->bytes_out = add_sat(e->bytes_out, bytes); }
 
 int fc_engine_tick(fc_engine *e, uint64_t now_ms) {

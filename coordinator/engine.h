@@ -81,6 +81,9 @@ int fc_engine_upload_commit(fc_engine *e, const char *client, uint64_t round, ui
 /* "client X's upload failed" (stream ended early, hash mismatch, bad values...):
  * the client may try again while the round is open. */
 void fc_engine_upload_abort(fc_engine *e, const char *client, uint64_t round);
+/* 1 if the client is in the cohort of the round running now and has not
+ * finished its upload (it needs the model). */
+int fc_engine_in_round(fc_engine *e, const char *client);
 /* Bytes sent to clients (model downloads) during the round. */
 void fc_engine_add_bytes_out(fc_engine *e, uint64_t bytes);
 

@@ -395,6 +395,10 @@ uint64_t fc_scall_bytes_in(const fc_scall *c) { return c->bytes_in; }
 uint64_t fc_scall_bytes_out(const fc_scall *c) { return c->bytes_out; }
 int fc_scall_finished(const fc_scall *c) { return c->finished; }
 
+void fc_scall_cancel(fc_scall *c, grpc_status_code code, const char *why) {
+  grpc_call_cancel_with_status(c->call, code, why, NULL);
+}
+
 int fc_scall_recv(fc_scall *c, ProtobufCMessage **msg) {
   if (!c->blocking) return -FEDC_ERR_INVALID; /* an event thread never waits */
   if (c->finished) return -FEDC_ERR_PROTOCOL;

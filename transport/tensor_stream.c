@@ -67,26 +67,33 @@ int fc_chunk_rx_begin_pb(fc_chunk_rx *rx, const Fedc__V1__TensorHeader *h, const
                            max_total, err, errlen);
 }
 
+uint64_t fc_tensor_stream_pieces(uint64_t total, uint32_t chunk_bytes) {
+  return 1 + fc_chunk_count(total, chunk_bytes);
+}
+
+int fc_tensor_stream_piece(const fc_pb_header *h, const void *payload, uint64_t total, uint32_t chunk_bytes,
+                           uint64_t index, fc_stream_emit emit, void *ctx) {
+  if (index == 0) return emit(ctx, &h->h, NULL);
+  uint64_t off;
+  size_t len;
+  if (fc_chunk_plan(total, chunk_bytes, index - 1, &off, &len) != FEDC_OK) return FEDC_ERR_INVALID;
+  Fedc__V1__TensorChunk c = FEDC__V1__TENSOR_CHUNK__INIT;
+  c.offset = off;
+  c.data.data = (uint8_t *)payload + off;
+  c.data.len = len;
+  return emit(ctx, NULL, &c);
+}
+
 int fc_tensor_stream_send(const fc_model_spec *spec, const void *payload, uint64_t total, const uint8_t *sha,
                           uint32_t chunk_bytes, fc_stream_emit emit, void *ctx) {
   fc_pb_header *h = malloc(sizeof *h);
   if (!h) return FEDC_ERR_NOMEM;
   fc_pb_header_build(h, spec, total, sha, chunk_bytes);
-  int rc = emit(ctx, &h->h, NULL);
+  int rc = FEDC_OK;
+  uint64_t n = fc_tensor_stream_pieces(total, chunk_bytes);
+  for (uint64_t i = 0; i < n && rc == FEDC_OK; i++) rc = fc_tensor_stream_piece(h, payload, total, chunk_bytes, i, emit, ctx);
   free(h);
-  if (rc != FEDC_OK) return rc;
-  uint64_t n = fc_chunk_count(total, chunk_bytes);
-  for (uint64_t i = 0; i < n; i++) {
-    uint64_t off;
-    size_t len;
-    fc_chunk_plan(total, chunk_bytes, i, &off, &len);
-    Fedc__V1__TensorChunk c = FEDC__V1__TENSOR_CHUNK__INIT;
-    c.offset = off;
-    c.data.data = (uint8_t *)payload + off;
-    c.data.len = len;
-    if ((rc = emit(ctx, NULL, &c)) != FEDC_OK) return rc;
-  }
-  return FEDC_OK;
+  return rc;
 }
 
 static void fail(fc_status *st, int err, const char *msg) {

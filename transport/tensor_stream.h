@@ -36,6 +36,11 @@ int fc_chunk_rx_begin_pb(fc_chunk_rx *rx, const Fedc__V1__TensorHeader *h, const
 typedef int (*fc_stream_emit)(void *ctx, const Fedc__V1__TensorHeader *header, const Fedc__V1__TensorChunk *chunk);
 int fc_tensor_stream_send(const fc_model_spec *spec, const void *payload, uint64_t total, const uint8_t *sha,
                           uint32_t chunk_bytes, fc_stream_emit emit, void *ctx);
+/* The same one piece at a time (event-driven senders): piece 0 is the header
+ * h (built with fc_pb_header_build), piece i >= 1 is chunk i - 1. */
+uint64_t fc_tensor_stream_pieces(uint64_t total, uint32_t chunk_bytes);
+int fc_tensor_stream_piece(const fc_pb_header *h, const void *payload, uint64_t total, uint32_t chunk_bytes,
+                           uint64_t index, fc_stream_emit emit, void *ctx);
 
 /* Client side of FetchModel/GetModel: receive a whole TensorStreamMsg stream
  * into a new buffer (*payload, malloc'd, caller frees), verified against the

@@ -131,6 +131,10 @@ void fc_scall_stream_out(fc_scall *c, fc_step_fn next, fc_done_fn on_done, void 
 int fc_scall_send_async(fc_scall *c, const ProtobufCMessage *msg);
 /* 1 once a status was queued or the call died: nothing more may be sent. */
 int fc_scall_finished(const fc_scall *c);
+/* From any thread, while the call is alive (before its on_done returned):
+ * cancel it with this status; its pending batch completes, failed, and the
+ * core releases it (on_done). */
+void fc_scall_cancel(fc_scall *c, grpc_status_code code, const char *why);
 
 /* ---- blocking handlers (async = 0; on a pool thread) ---- */
 /* Next message of a client stream: 1 = *msg set (free with protobuf_c_message_free_unpacked),

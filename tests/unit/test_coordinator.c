@@ -6,7 +6,9 @@
  * and frees its staging slot for the next round's uploads; an update whose
  * train_loss is NaN is refused (it would poison the round record); download
  * slots per identity (role and name); a state directory that stops taking
- * writes holds new rounds back with a growing backoff, then they resume.
+ * writes holds new rounds back with a growing backoff, then they resume;
+ * stalled calls from many identities hold no thread (admins and an honest
+ * client are served meanwhile).
  */
 #define _XOPEN_SOURCE 700 /* nftw */
 #include <errno.h>
@@ -458,6 +460,117 @@ static void test_storage_failure(void) {
   fc_coord_stop(c, 0);
 }
 
+/* Upload a zero delta of n parameters in 1 MiB chunks; returns the rc. */
+static int upload_zeros(fc_channel *ch, uint64_t round, uint64_t version, uint64_t n, fc_status *st) {
+  float *zero = calloc(n, sizeof *zero);
+  if (!zero) return FEDC_ERR_NOMEM;
+  fc_model_spec spec;
+  memset(&spec, 0, sizeof spec);
+  fc_model_spec_add(&spec, "w", 1, &n);
+  uint8_t sha[FC_SHA256_LEN];
+  uint64_t total = n * sizeof *zero;
+  fc_sha256(zero, total, sha);
+  fc_ccall *call = NULL;
+  int rc = fc_ccall_start(ch, "/fedc.v1.Coordinator/UploadUpdate", FC_RPC_CLIENT_STREAM, NULL, 30000, &call, st);
+  Fedc__V1__UpdateMeta meta = FEDC__V1__UPDATE_META__INIT;
+  meta.round = round;
+  meta.model_version = version;
+  meta.num_examples = 10;
+  meta.train_loss = 0.5f;
+  fc_pb_header h;
+  fc_pb_header_build(&h, &spec, total, sha, 1u << 20);
+  Fedc__V1__UploadMsg first = FEDC__V1__UPLOAD_MSG__INIT;
+  first.meta = &meta;
+  first.header = &h.h;
+  if (rc == FEDC_OK) rc = fc_ccall_send(call, &first.base, st);
+  for (uint64_t off = 0; rc == FEDC_OK && off < total; off += 1u << 20) {
+    Fedc__V1__TensorChunk c = FEDC__V1__TENSOR_CHUNK__INIT;
+    c.offset = off;
+    c.data.data = (uint8_t *)zero + off;
+    c.data.len = total - off < (1u << 20) ? total - off : (1u << 20);
+    Fedc__V1__UploadMsg m = FEDC__V1__UPLOAD_MSG__INIT;
+    m.chunk = &c;
+    rc = fc_ccall_send(call, &m.base, st);
+  }
+  if (rc == FEDC_OK) {
+    ProtobufCMessage *resp = NULL;
+    rc = fc_ccall_close_and_recv(call, &fedc__v1__upload_response__descriptor, &resp, st);
+    if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+  }
+  fc_ccall_destroy(call);
+  free(zero);
+  return rc;
+}
+
+/* Issue 7: 8 client identities each hold 3 UploadUpdate calls that never send
+ * a first message and 1 FetchModel they never read (32 stalled calls; the old
+ * design had 16 worker threads, each held by one such call for
+ * stream_idle_ms). With 2 event threads, an admin's Status answers, and an
+ * honest client fetches the 4 MiB model, uploads, and its round completes,
+ * all while the stalled calls are still open. */
+static void test_stalled_peers(void) {
+  fc_coord_cfg cfg;
+  base_cfg(&cfg);
+  cfg.threads = 2;
+  cfg.stream_idle_ms = 20000;
+  cfg.engine.cohort_size = 1;
+  cfg.engine.rounds = 1;
+  uint64_t n = 1u << 20;
+  fc_coord *c = start_n(&cfg, n);
+  CHECK(c != NULL);
+  if (!c) return;
+  int port = fc_coord_port(c);
+  enum { ATTACKERS = 8, STALLS = 3 };
+  fc_channel *evil[ATTACKERS] = {0};
+  fc_ccall *held[ATTACKERS][STALLS + 1];
+  memset(held, 0, sizeof held);
+  fc_status st;
+  for (int i = 0; i < ATTACKERS; i++) {
+    char id[32];
+    snprintf(id, sizeof id, "client/evil%d", i);
+    evil[i] = channel(port, id);
+    for (int k = 0; evil[i] && k < STALLS; k++)
+      fc_ccall_start(evil[i], "/fedc.v1.Coordinator/UploadUpdate", FC_RPC_CLIENT_STREAM, NULL, 30000, &held[i][k], &st);
+    Fedc__V1__FetchModelRequest req = FEDC__V1__FETCH_MODEL_REQUEST__INIT;
+    req.latest = 1;
+    if (evil[i])
+      fc_ccall_start(evil[i], "/fedc.v1.Coordinator/FetchModel", FC_RPC_SERVER_STREAM, &req.base, 30000,
+                     &held[i][STALLS], &st);
+  }
+  usleep(300 * 1000); /* let the server take every stalled call */
+  fc_channel *admin = channel(port, "admin/root"), *honest = channel(port, "client/honest");
+  double t0 = fc_mono_s();
+  Fedc__V1__StatusRequest sreq = FEDC__V1__STATUS_REQUEST__INIT;
+  ProtobufCMessage *m = NULL;
+  CHECK_EQ_INT(fc_call_unary(admin, "/fedc.v1.Admin/Status", &sreq.base, &fedc__v1__status_response__descriptor, &m,
+                             3000, &st),
+               FEDC_OK);
+  if (m) protobuf_c_message_free_unpacked(m, NULL);
+  uint64_t v = 0, r = wait_task(honest, 0, 5000, &v);
+  CHECK(r != 0);
+  if (r) {
+    Fedc__V1__FetchModelRequest req = FEDC__V1__FETCH_MODEL_REQUEST__INIT;
+    req.version = v;
+    int rc = download_whole(honest, "/fedc.v1.Coordinator/FetchModel", &req.base, &st);
+    if (rc != FEDC_OK) fprintf(stderr, "  honest download: %s\n", st.detail);
+    CHECK_EQ_INT(rc, FEDC_OK);
+    rc = upload_zeros(honest, r, v, n, &st);
+    if (rc != FEDC_OK) fprintf(stderr, "  honest upload: %s\n", st.detail);
+    CHECK_EQ_INT(rc, FEDC_OK);
+    for (int i = 0; i < 100 && !fc_coord_done(c); i++) usleep(50 * 1000);
+    CHECK(fc_coord_done(c));
+  }
+  fprintf(stderr, "  admin status, honest fetch + upload + round with %d stalled calls: %.2f s\n",
+          ATTACKERS * (STALLS + 1), fc_mono_s() - t0);
+  for (int i = 0; i < ATTACKERS; i++) {
+    for (int k = 0; k <= STALLS; k++) fc_ccall_destroy(held[i][k]);
+    fc_channel_destroy(evil[i]);
+  }
+  fc_channel_destroy(admin);
+  fc_channel_destroy(honest);
+  fc_coord_stop(c, 0);
+}
+
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
   (void)sb;
   (void)flag;
@@ -526,6 +639,7 @@ int main(void) {
       {"download_slots_per_client", test_download_slots_per_client},
       {"download_slot_role", test_download_slot_role},
       {"storage_failure", test_storage_failure},
+      {"stalled_peers", test_stalled_peers},
   };
   for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
     int before = check_failed;
