@@ -113,9 +113,13 @@ int fc_channel_create(const fc_channel_opts *o, fc_channel **out, char *err, siz
     goto out;
   }
   {
-    grpc_arg args[6];
+    grpc_arg args[7];
     size_t n = 0;
     args[n++] = fc_int_arg(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, CLIENT_MAX_RECV);
+    /* Our own connection: by default gRPC shares one connection among
+     * channels with the same target and arguments (insecure test channels
+     * with different identities shared one, and its 16-stream limit). */
+    args[n++] = fc_int_arg(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
     args[n++] = fc_int_arg(GRPC_ARG_KEEPALIVE_TIME_MS, o->keepalive_ms > 0 ? o->keepalive_ms : 20000);
     args[n++] = fc_int_arg(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
     args[n++] = fc_int_arg(GRPC_ARG_ENABLE_RETRIES, 0);
