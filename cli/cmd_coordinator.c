@@ -58,7 +58,7 @@
 #include "transport/transport.h"
 #include "fedc/error.h"
 
-typedef enum { T_STR, T_U32, T_U64, T_F32, T_INT, T_BOOL } opt_type;
+typedef enum { T_STR, T_U32, T_U64, T_F32, T_F64, T_INT, T_BOOL } opt_type;
 
 /* A string option's check: NULL if `v` is fine, else what is allowed (shown
  * after the refusal). */
@@ -164,7 +164,7 @@ static const copt options[] = {
     OPT_NUM("rounds", T_U64, c.engine.rounds, "round budget: completed rounds before DONE (0 = unlimited)"),
     OPT_NUM("min-clients", T_U32, c.engine.min_clients, "live clients needed to start a round"),
     OPT_NUM("cohort", T_U32, c.engine.cohort_size, "clients selected per round (0 = use --cohort-fraction)"),
-    OPT_NUM("cohort-fraction", T_F32, c.engine.cohort_fraction, "fraction of live clients selected when --cohort 0"),
+    OPT_NUM("cohort-fraction", T_F64, c.engine.cohort_fraction, "fraction of live clients selected when --cohort 0"),
     OPT_RANGE("min-updates", T_U32, c.engine.min_updates, "updates needed by the deadline, else the round is retried",
               1, UINT32_MAX),
     OPT_RANGE("pickup-timeout-ms", T_U64, c.engine.pickup_ms,
@@ -194,6 +194,11 @@ static const copt options[] = {
     OPT_RANGE("stream-idle-ms", T_INT, c.stream_idle_ms, "max wait for one message of a call", 100, HOUR_MS),
     OPT_RANGE("fd-headroom", T_INT, c.fd_headroom, "file descriptors kept free; 0 = max(64, limit/8)", 0, 1 << 20),
     OPT_RANGE("max-connections", T_INT, c.max_connections, "connection cap; 0 = fd limit - headroom", 0, 1 << 20),
+    OPT_NUM("checkin-rate", T_F64, c.engine.checkin_rate,
+            "check-ins per second one identity may make; 0 = 2 per --poll-ms"),
+    OPT_NUM("checkin-burst", T_F64, c.engine.checkin_burst, "check-ins one identity may make at once; 0 = automatic"),
+    OPT_NUM("upload-rate", T_F64, c.engine.upload_rate, "upload attempts per second one identity may make; 0 = no limit"),
+    OPT_NUM("upload-burst", T_F64, c.engine.upload_burst, "upload attempts one identity may make at once"),
     OPT_RANGE("connect-rate", T_INT, c.connect_rate, "new connections (TLS handshakes) per second per source address; 0 = no limit",
               0, 1000000),
     OPT_RANGE("connect-burst", T_INT, c.connect_burst, "new connections at once per source address; 0 = 10 x rate", 0,
@@ -293,15 +298,14 @@ static int apply(settings *s, int i, const char *val, origin from) {
       *(int *)p = (int)v;
     return 0;
   }
-  case T_F32: {
+  case T_F32:
+  case T_F64: {
     double v = strtod(val, &end);
     if (errno || end == val || *end || !(v >= 0) || v > 1e30) goto bad;
-    if (strcmp(o->name, "cohort-fraction") == 0) {
-      if (v > 1) goto bad;
-      s->c.engine.cohort_fraction = v;
-    } else {
+    if (strcmp(o->name, "cohort-fraction") == 0 && v > 1) goto bad;
+    if (o->type == T_F64) *(double *)p = v;
+    else
       *(float *)p = (float)v;
-    }
     return 0;
   }
   }
@@ -417,10 +421,8 @@ static void usage(FILE *f, const settings *d) {
     case T_U32: snprintf(def, sizeof def, "%u", *(const uint32_t *)p); break;
     case T_U64: snprintf(def, sizeof def, "%llu", (unsigned long long)*(const uint64_t *)p); break;
     case T_INT: snprintf(def, sizeof def, "%d", *(const int *)p); break;
-    case T_F32:
-      snprintf(def, sizeof def, "%g",
-               strcmp(o->name, "cohort-fraction") == 0 ? d->c.engine.cohort_fraction : (double)*(const float *)p);
-      break;
+    case T_F32: snprintf(def, sizeof def, "%g", (double)*(const float *)p); break;
+    case T_F64: snprintf(def, sizeof def, "%g", *(const double *)p); break;
     }
     range_text(o, range, sizeof range);
     fprintf(f, "  --%-22s %s%s%s%s [%s]\n", o->name, o->help, range[0] ? " (" : "", range, range[0] ? ")" : "", def);

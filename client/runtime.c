@@ -176,6 +176,10 @@ static int backoff(fedc_client *c, const char *what, const fc_status *st) {
   uint64_t cap = (uint64_t)c->o.min_backoff_ms << (c->failures < 16 ? c->failures : 16);
   if (cap > c->o.max_backoff_ms) cap = c->o.max_backoff_ms;
   uint32_t ms = (uint32_t)(c->o.min_backoff_ms / 2 + fc_rng_below(&c->jitter, cap + 1));
+  /* The coordinator said when: wait that long, plus up to a quarter more so
+   * the clients it refused together do not come back together. */
+  if (st->retry_after_ms)
+    ms = st->retry_after_ms + (uint32_t)fc_rng_below(&c->jitter, st->retry_after_ms / 4 + 1);
   FC_WARN(MOD, "%s failed (%s); retrying in %u ms", what, st->detail, ms);
   emit(c, FEDC_EVENT_RETRY, 0, st->detail);
   return nap(c, ms);
@@ -362,10 +366,14 @@ static int do_round(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
    * in progress") until it notices it is dead: worth waiting for too. */
   for (int attempt = 0;; attempt++) {
     rc = upload(c, t, out, examples, loss, norm, &bytes_out, st);
-    int retry = is_transient(rc) || st->code == GRPC_STATUS_ABORTED;
+    /* RESOURCE_EXHAUSTED with a retry time: the coordinator is rate-limiting
+     * us (or busy) and says when to come back. */
+    int told_when = st->code == GRPC_STATUS_RESOURCE_EXHAUSTED && st->retry_after_ms > 0;
+    int retry = is_transient(rc) || st->code == GRPC_STATUS_ABORTED || told_when;
     if (rc == FEDC_OK || !retry || attempt >= 8 || atomic_load(&c->stop)) break;
     if (fc_now_ms() >= t->deadline_unix_ms) break;
     uint64_t wait = (uint64_t)c->o.min_backoff_ms << (attempt < 5 ? attempt : 5);
+    if (told_when && wait < st->retry_after_ms) wait = st->retry_after_ms;
     if (nap(c, (uint32_t)(wait < 10000 ? wait : 10000))) break;
   }
   if (rc == FEDC_OK && c->o.on_event) {

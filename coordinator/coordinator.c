@@ -373,6 +373,13 @@ static void h_checkin(fc_scall *call, void *ctx) {
     fc_scall_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "coordinator is not accepting new clients", NULL);
     return;
   }
+  if (act == FC_CHECKIN_RATE_LIMITED) {
+    char why[160];
+    snprintf(why, sizeof why, "check-ins too frequent: retry in %u ms", retry);
+    FC_WARN(MOD, "check-in from %s refused: over its rate (retry in %u ms)", peer->name, retry);
+    fc_scall_finish_retry(call, GRPC_STATUS_RESOURCE_EXHAUSTED, why, retry);
+    return;
+  }
   Fedc__V1__CheckInResponse resp = FEDC__V1__CHECK_IN_RESPONSE__INIT;
   Fedc__V1__Task t = FEDC__V1__TASK__INIT;
   Fedc__V1__HyperParams hp = FEDC__V1__HYPER_PARAMS__INIT;
@@ -579,6 +586,7 @@ static grpc_status_code verdict_status(int v) {
   case FC_UP_DUPLICATE: return GRPC_STATUS_ALREADY_EXISTS;
   case FC_UP_BUSY: return GRPC_STATUS_ABORTED;
   case FC_UP_LATE: return GRPC_STATUS_DEADLINE_EXCEEDED;
+  case FC_UP_RATE_LIMITED: return GRPC_STATUS_RESOURCE_EXHAUSTED;
   default: return GRPC_STATUS_FAILED_PRECONDITION;
   }
 }
@@ -626,10 +634,15 @@ static void upload_settle(upload *up) {
   up->begun = 0;
 }
 
-static void upload_refuse(upload *up, fc_scall *call, grpc_status_code code, const char *why) {
+static void upload_refuse_retry(upload *up, fc_scall *call, grpc_status_code code, const char *why,
+                                uint32_t retry_ms) {
   upload_settle(up);
   FC_WARN(MOD, "upload from %s rejected: %s", up->client, why);
-  fc_scall_finish(call, code, why, NULL);
+  fc_scall_finish_retry(call, code, why, retry_ms);
+}
+
+static void upload_refuse(upload *up, fc_scall *call, grpc_status_code code, const char *why) {
+  upload_refuse_retry(up, call, code, why, 0);
 }
 
 static void upload_done(void *state) {
@@ -758,6 +771,7 @@ static void h_upload(fc_scall *call, void *ctx) {
   fc_engine_status es;
   pthread_mutex_lock(&c->mu);
   int v = fc_engine_upload_begin(c->engine, peer->name, up->round, first->meta->model_version, fc_now_ms());
+  uint32_t retry = v == FC_UP_RATE_LIMITED ? fc_engine_retry_ms(c->engine) : 0;
   fc_engine_get_status(c->engine, fc_now_ms(), &es);
   pthread_mutex_unlock(&c->mu);
   /* Past the round's deadline the update can never be committed: stop
@@ -794,7 +808,7 @@ static void h_upload(fc_scall *call, void *ctx) {
     }
   }
   if (code != GRPC_STATUS_OK) {
-    upload_refuse(up, call, code, why);
+    upload_refuse_retry(up, call, code, why, retry);
     upload_done(up);
     return;
   }

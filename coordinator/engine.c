@@ -50,6 +50,8 @@ typedef struct client_rec {
   uint64_t round;    /* round the fields below refer to */
   int rstate;        /* enum client_round_state */
   uint64_t last_done; /* last round whose update was accepted (duplicates stay duplicates) */
+  double checkin_tokens, upload_tokens; /* rate limits (see take_token) */
+  uint64_t checkin_at, upload_at;       /* engine time of the last refill */
 } client_rec;
 
 struct fc_engine {
@@ -75,6 +77,7 @@ struct fc_engine {
   double loss_sum;
   fc_round_stats last;
   char abandon_reason[160];
+  uint32_t retry_ms; /* of the last RATE_LIMITED verdict */
 };
 
 const char *fc_engine_state_name(int s) {
@@ -96,6 +99,7 @@ const char *fc_upload_verdict_text(int v) {
   case FC_UP_DUPLICATE: return "client already uploaded in this round";
   case FC_UP_LATE: return "round deadline passed";
   case FC_UP_BUSY: return "an upload from this client is already in progress";
+  case FC_UP_RATE_LIMITED: return "too many upload attempts from this client, retry later";
   default: return "?";
   }
 }
@@ -113,6 +117,9 @@ void fc_engine_cfg_defaults(fc_engine_cfg *c) {
   c->poll_ms = 1000;
   c->seed = 1;
   c->max_clients = 100000;
+  c->checkin_rate = 0; /* automatic, from poll_ms */
+  c->upload_rate = 0.5;
+  c->upload_burst = 10;
 }
 
 /* ---- client table ------------------------------------------------------------- */
@@ -181,6 +188,15 @@ int fc_engine_create(const fc_engine_cfg *cfg, uint64_t first_round, uint64_t co
   if (!e) return FEDC_ERR_NOMEM;
   e->cfg = *cfg;
   if (e->cfg.min_updates < 1) e->cfg.min_updates = 1;
+  if (e->cfg.checkin_rate == 0) {
+    /* A client checks in once per poll interval while it waits: allow twice
+     * that, and bursts (reconnects, a task picked up) of 20 + 4 s' worth. */
+    uint32_t poll = e->cfg.poll_ms ? e->cfg.poll_ms : 1000;
+    e->cfg.checkin_rate = 2000.0 / poll;
+    if (e->cfg.checkin_rate < 2) e->cfg.checkin_rate = 2;
+  }
+  if (e->cfg.checkin_burst < 1) e->cfg.checkin_burst = 20 + 4 * e->cfg.checkin_rate;
+  if (e->cfg.upload_burst < 1) e->cfg.upload_burst = 1;
   e->next_round = first_round ? first_round : 1;
   e->completed = completed;
   e->budget = cfg->rounds;
@@ -205,6 +221,26 @@ void fc_engine_destroy(fc_engine *e) {
 /* Saturating: durations come from configuration and may be huge; a wrapped
  * sum would make every deadline already passed (or no client ever live). */
 static uint64_t add_sat(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
+
+/* A token bucket in engine time: 1 and a token taken, or 0 with the wait
+ * until the next token in *retry_ms. A new record starts full. */
+static int take_token(double *tokens, uint64_t *at, double rate, double burst, uint64_t now, uint32_t *retry_ms) {
+  if (!(rate > 0)) return 1;
+  if (*at == 0 || now < *at) {
+    *tokens = burst;
+  } else {
+    *tokens += (double)(now - *at) * rate / 1000.0;
+    if (*tokens > burst) *tokens = burst;
+  }
+  *at = now ? now : 1;
+  if (*tokens >= 1) {
+    *tokens -= 1;
+    return 1;
+  }
+  double wait = (1 - *tokens) * 1000.0 / rate;
+  *retry_ms = (uint32_t)(wait < 1 ? 1 : wait > 3600000 ? 3600000 : wait + 0.999);
+  return 0;
+}
 
 static int is_live(const fc_engine *e, const client_rec *r, uint64_t now) {
   return add_sat(r->last_seen, e->cfg.client_ttl_ms) >= now;
@@ -286,6 +322,10 @@ static uint64_t client_seed(const fc_engine *e, const char *name) {
 int fc_engine_checkin(fc_engine *e, const char *client, uint64_t now_ms, fc_task_info *task, uint32_t *retry_ms) {
   client_rec *r = find_or_add(e, client);
   if (!r) return FC_CHECKIN_REFUSED;
+  if (!take_token(&r->checkin_tokens, &r->checkin_at, e->cfg.checkin_rate, e->cfg.checkin_burst, now_ms, retry_ms)) {
+    e->retry_ms = *retry_ms;
+    return FC_CHECKIN_RATE_LIMITED;
+  }
   r->last_seen = now_ms;
   *retry_ms = e->cfg.poll_ms;
   if (e->state == FC_ENG_DONE) return FC_CHECKIN_DONE;
@@ -306,8 +346,15 @@ int fc_engine_checkin(fc_engine *e, const char *client, uint64_t now_ms, fc_task
   return FC_CHECKIN_WAIT;
 }
 
+uint32_t fc_engine_retry_ms(const fc_engine *e) { return e->retry_ms; }
+
 int fc_engine_upload_begin(fc_engine *e, const char *client, uint64_t round, uint64_t version, uint64_t now_ms) {
   client_rec *r = find(e, client);
+  uint32_t wait = 0;
+  if (r && !take_token(&r->upload_tokens, &r->upload_at, e->cfg.upload_rate, e->cfg.upload_burst, now_ms, &wait)) {
+    e->retry_ms = wait;
+    return FC_UP_RATE_LIMITED;
+  }
   if (r) r->last_seen = now_ms;
   if (r && round && r->last_done == round) return FC_UP_DUPLICATE;
   if (e->state != FC_ENG_TRAINING || !r || r->round != e->round || r->rstate == CR_NONE ||

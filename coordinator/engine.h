@@ -32,6 +32,11 @@ typedef struct fc_engine_cfg {
   uint32_t poll_ms;          /* retry_after_ms told to waiting clients */
   uint64_t seed;             /* cohort selection seed (reproducible) */
   uint32_t max_clients;      /* refuse new identities beyond this many */
+  /* Per identity token buckets (requests per second, and at once): beyond
+   * them a check-in or an upload is refused with a time to retry after.
+   * checkin_rate 0 = automatic: 2 per poll interval, bursts of 20 + 4 s of that. */
+  double checkin_rate, checkin_burst;
+  double upload_rate, upload_burst;
 } fc_engine_cfg;
 
 void fc_engine_cfg_defaults(fc_engine_cfg *c);
@@ -46,7 +51,13 @@ void fc_engine_destroy(fc_engine *e);
 
 /* ---- events and their answers ---- */
 
-enum fc_checkin_action { FC_CHECKIN_WAIT = 1, FC_CHECKIN_TRAIN = 2, FC_CHECKIN_DONE = 3, FC_CHECKIN_REFUSED = 4 };
+enum fc_checkin_action {
+  FC_CHECKIN_WAIT = 1,
+  FC_CHECKIN_TRAIN = 2,
+  FC_CHECKIN_DONE = 3,
+  FC_CHECKIN_REFUSED = 4,      /* client table full */
+  FC_CHECKIN_RATE_LIMITED = 5, /* over its check-in rate: *retry_ms says when */
+};
 
 typedef struct fc_task_info {
   uint64_t round;
@@ -57,7 +68,7 @@ typedef struct fc_task_info {
 } fc_task_info;
 
 /* "client X checked in". Returns an fc_checkin_action; *task is set for TRAIN,
- * *retry_ms for WAIT. */
+ * *retry_ms for WAIT and RATE_LIMITED. */
 int fc_engine_checkin(fc_engine *e, const char *client, uint64_t now_ms, fc_task_info *task, uint32_t *retry_ms);
 
 /* Outcome codes for uploads (map to gRPC statuses in the service). */
@@ -69,9 +80,12 @@ enum fc_upload_verdict {
   FC_UP_DUPLICATE = 4,      /* already uploaded in this round */
   FC_UP_LATE = 5,           /* deadline passed */
   FC_UP_BUSY = 6,           /* an upload from this client is already in progress */
+  FC_UP_RATE_LIMITED = 7,   /* too many upload attempts: fc_engine_retry_ms says when */
 };
 const char *fc_upload_verdict_text(int v);
 
+/* The wait (ms) the last RATE_LIMITED verdict asked for. */
+uint32_t fc_engine_retry_ms(const fc_engine *e);
 /* "client X starts uploading for round R against version V". */
 int fc_engine_upload_begin(fc_engine *e, const char *client, uint64_t round, uint64_t version, uint64_t now_ms);
 /* "client X's upload arrived whole and verified": counted. Returns FC_UP_OK or

@@ -189,6 +189,7 @@ static int err_from_code(int code, const char *detail) {
 static void set_status(fc_status *st, int code, const char *detail) {
   if (!st) return;
   st->code = code;
+  st->retry_after_ms = 0;
   snprintf(st->detail, sizeof st->detail, "%s", detail ? detail : "");
   st->err = err_from_code(code, st->detail);
 }
@@ -230,6 +231,24 @@ static grpc_byte_buffer *recv_raw(fc_ccall *c) {
   return bb;
 }
 
+/* The server's FC_RETRY_AFTER_MD_KEY (ms, at most an hour), or 0. */
+static uint32_t retry_after(const grpc_metadata_array *md) {
+  size_t klen = strlen(FC_RETRY_AFTER_MD_KEY);
+  for (size_t i = 0; i < md->count; i++) {
+    const grpc_slice *k = &md->metadata[i].key, *v = &md->metadata[i].value;
+    if (GRPC_SLICE_LENGTH(*k) != klen || memcmp(GRPC_SLICE_START_PTR(*k), FC_RETRY_AFTER_MD_KEY, klen) != 0) continue;
+    uint32_t ms = 0;
+    size_t n = GRPC_SLICE_LENGTH(*v);
+    const uint8_t *p = GRPC_SLICE_START_PTR(*v);
+    for (size_t j = 0; j < n && j < 8; j++) {
+      if (p[j] < '0' || p[j] > '9') return 0;
+      ms = ms * 10 + (uint32_t)(p[j] - '0');
+    }
+    return ms > 3600000 ? 3600000 : ms;
+  }
+  return 0;
+}
+
 static void fetch_status(fc_ccall *c, fc_status *st) {
   if (!c->got_status) {
     grpc_op ops[1];
@@ -252,6 +271,7 @@ static void fetch_status(fc_ccall *c, fc_status *st) {
   memcpy(detail, GRPC_SLICE_START_PTR(c->status_details), dl);
   detail[dl] = 0;
   set_status(st, c->status, detail);
+  if (st) st->retry_after_ms = retry_after(&c->trail_md);
   if (st && st->code != GRPC_STATUS_OK) fc_status_explain(c->ch, st);
 }
 

@@ -98,6 +98,8 @@ struct fc_scall {
   grpc_byte_buffer *recv_bb, *send_bb;
   grpc_slice status_detail;
   int status_detail_set;
+  grpc_metadata trailer; /* FC_RETRY_AFTER_MD_KEY, when set */
+  int trailer_set;
   int close_cancelled;
   /* a blocking handler waiting for its batch */
   pthread_mutex_t mu;
@@ -250,6 +252,10 @@ static void release(fc_scall *c) {
   if (c->recv_bb) grpc_byte_buffer_destroy(c->recv_bb);
   if (c->send_bb) grpc_byte_buffer_destroy(c->send_bb);
   if (c->status_detail_set) grpc_slice_unref(c->status_detail);
+  if (c->trailer_set) {
+    grpc_slice_unref(c->trailer.key);
+    grpc_slice_unref(c->trailer.value);
+  }
   grpc_call_unref(c->call);
   pthread_mutex_destroy(&c->mu);
   pthread_cond_destroy(&c->cv);
@@ -301,6 +307,10 @@ static size_t status_ops(fc_scall *c, grpc_status_code code, const char *detail,
     c->ops[n++].data.send_message.send_message = msg;
   }
   c->ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+  if (c->trailer_set) {
+    c->ops[n].data.send_status_from_server.trailing_metadata_count = 1;
+    c->ops[n].data.send_status_from_server.trailing_metadata = &c->trailer;
+  }
   c->ops[n].data.send_status_from_server.status = code;
   c->ops[n++].data.send_status_from_server.status_details = &c->status_detail;
   c->ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
@@ -444,6 +454,18 @@ int fc_scall_finish(fc_scall *c, grpc_status_code code, const char *detail, cons
   }
   send_status(c, code, detail, bb);
   return 0;
+}
+
+int fc_scall_finish_retry(fc_scall *c, grpc_status_code code, const char *detail, uint32_t retry_after_ms) {
+  if (c->finished) return -FEDC_ERR_PROTOCOL;
+  if (!c->trailer_set && retry_after_ms) {
+    char v[16];
+    snprintf(v, sizeof v, "%u", retry_after_ms);
+    c->trailer.key = grpc_slice_from_static_string(FC_RETRY_AFTER_MD_KEY);
+    c->trailer.value = grpc_slice_from_copied_string(v);
+    c->trailer_set = 1;
+  }
+  return fc_scall_finish(c, code, detail, NULL);
 }
 
 void fc_scall_stream_in(fc_scall *c, fc_msg_fn on_msg, fc_step_fn on_end, fc_done_fn on_done, void *state) {

@@ -34,6 +34,8 @@
 #define FC_PROTOCOL_MINOR 1 /* 1.1: StatusResponse.round_budget, storage_error */
 #define FC_PROTOCOL_VERSION_STRING "1.0"
 #define FC_PROTOCOL_MD_KEY "fedc-protocol"
+/* Trailing metadata of a refusal that says when to try again (decimal ms). */
+#define FC_RETRY_AFTER_MD_KEY "fedc-retry-after-ms"
 /* Only honoured by servers started with insecure_for_testing on loopback. */
 #define FC_INSECURE_IDENTITY_MD_KEY "fedc-insecure-identity"
 
@@ -59,6 +61,7 @@ typedef struct fc_status {
   int code;         /* grpc_status_code */
   int err;          /* fedc_err translation (FEDC_OK when code is OK) */
   char detail[512]; /* one line a person can act on */
+  uint32_t retry_after_ms; /* > 0: the server asked us to wait this long before trying again */
 } fc_status;
 
 /* 1 if host part of "host:port" / "ipv4:..." / "[::1]:p" is a loopback address. */
@@ -148,6 +151,9 @@ int fc_scall_send(fc_scall *c, const ProtobufCMessage *msg);
  * finishing (and without handing the stream to callbacks) gets INTERNAL. In an
  * async handler it queues the status and returns at once. */
 int fc_scall_finish(fc_scall *c, grpc_status_code code, const char *detail, const ProtobufCMessage *resp);
+/* fc_scall_finish for a refusal that tells the caller when to try again
+ * (FC_RETRY_AFTER_MD_KEY trailing metadata; the client runtime honours it). */
+int fc_scall_finish_retry(fc_scall *c, grpc_status_code code, const char *detail, uint32_t retry_after_ms);
 /* Bytes received / sent on this call so far (payload bytes of messages). */
 uint64_t fc_scall_bytes_in(const fc_scall *c);
 uint64_t fc_scall_bytes_out(const fc_scall *c);

@@ -12,10 +12,13 @@ make_tmp
 PROBE="$BUILD_DIR/fedc_probe"
 
 make_pki "$T/pki" itest a b evil
+# --upload-burst 50: the probe's dozen bad uploads in one round are over the
+# default per-identity upload rate (10 at once), which would refuse the later
+# ones as rate-limited before their own check.
 make_idx "$T" 100 2
 
 start_coordinator --pki "$T/pki" --federation itest --state "$T/state" --model 784-10 --rounds 2 \
-  --min-clients 3 --cohort 3 --min-updates 2 --clip-norm 5 --poll-ms 100 --round-timeout-ms 8000 \
+  --min-clients 3 --cohort 3 --min-updates 2 --clip-norm 5 --poll-ms 100 --round-timeout-ms 8000 --upload-burst 50 \
   --pickup-timeout-ms 8000
 ADMIN=(--coordinator "$COORD_ADDR" --pki "$T/pki" --name root)
 

@@ -327,7 +327,51 @@ static void test_restore_and_block(void) {
   fc_engine_destroy(e);
 }
 
+/* Per-identity rate limits (issue 7): a burst, then one token per 1/rate s,
+ * refusals say how long to wait; another identity has its own budget. */
+static void test_rate_limits(void) {
+  fc_engine_cfg cfg;
+  fc_engine_cfg_defaults(&cfg);
+  cfg.checkin_rate = 10; /* per second */
+  cfg.checkin_burst = 3;
+  cfg.upload_rate = 1;
+  cfg.upload_burst = 2;
+  fc_engine *e = NULL;
+  CHECK_EQ_INT(fc_engine_create(&cfg, 1, 0, 0, SHA0, &e), FEDC_OK);
+  uint32_t retry = 0;
+  fc_task_info t;
+  for (int i = 0; i < 3; i++) CHECK_EQ_INT(fc_engine_checkin(e, "a", 1000, &t, &retry), FC_CHECKIN_WAIT);
+  CHECK_EQ_INT(fc_engine_checkin(e, "a", 1000, &t, &retry), FC_CHECKIN_RATE_LIMITED);
+  CHECK_EQ_INT(retry, 100);
+  CHECK_EQ_INT(fc_engine_retry_ms(e), 100);
+  CHECK_EQ_INT(fc_engine_checkin(e, "b", 1000, &t, &retry), FC_CHECKIN_WAIT); /* its own bucket */
+  CHECK_EQ_INT(fc_engine_checkin(e, "a", 1050, &t, &retry), FC_CHECKIN_RATE_LIMITED);
+  CHECK_EQ_INT(retry, 50);
+  CHECK_EQ_INT(fc_engine_checkin(e, "a", 1100, &t, &retry), FC_CHECKIN_WAIT);
+  /* A refused check-in does not count as seen (liveness). */
+  fc_engine_status st;
+  fc_engine_get_status(e, 1100, &st);
+  CHECK_EQ_INT(st.known, 2);
+  /* Upload attempts: 2 at once, then 1 per second, whatever the verdict. */
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "a", 1, 0, 2000), FC_UP_NOT_IN_ROUND);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "a", 1, 0, 2000), FC_UP_NOT_IN_ROUND);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "a", 1, 0, 2000), FC_UP_RATE_LIMITED);
+  CHECK_EQ_INT(fc_engine_retry_ms(e), 1000);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "a", 1, 0, 3000), FC_UP_NOT_IN_ROUND);
+  fc_engine_destroy(e);
+  /* Automatic check-in rate: twice the poll rate, so a client polling as
+   * told is never refused. */
+  fc_engine_cfg_defaults(&cfg);
+  cfg.poll_ms = 100;
+  CHECK_EQ_INT(fc_engine_create(&cfg, 1, 0, 0, SHA0, &e), FEDC_OK);
+  int refused = 0;
+  for (uint64_t now = 1000; now < 61000; now += 100) refused += fc_engine_checkin(e, "a", now, &t, &retry) != FC_CHECKIN_WAIT;
+  CHECK_EQ_INT(refused, 0);
+  fc_engine_destroy(e);
+}
+
 int main(void) {
+  test_rate_limits();
   test_huge_durations();
   test_restore_and_block();
   test_selection();

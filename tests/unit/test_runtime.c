@@ -20,6 +20,7 @@
 #include "transport/transport.h"
 
 static atomic_int calls;
+static double now_s(void);
 static int refusals; /* calls refused before DONE */
 
 static void h_checkin(fc_scall *call, void *ctx) {
@@ -149,8 +150,55 @@ static void test_stop_cancels_call(void) {
   fc_transport_shutdown();
 }
 
+/* A coordinator rate-limiting check-ins says when to come back (trailing
+ * metadata fedc-retry-after-ms); the runtime waits at least that long, even
+ * with a backoff configured far shorter (issue 7). */
+static double call_at[8];
+static void h_rate_limited(fc_scall *call, void *ctx) {
+  (void)ctx;
+  int k = atomic_fetch_add(&calls, 1);
+  if (k < 8) call_at[k] = now_s();
+  if (k < 2) {
+    fc_scall_finish_retry(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "check-ins too frequent: retry in 400 ms", 400);
+    return;
+  }
+  Fedc__V1__CheckInResponse r = FEDC__V1__CHECK_IN_RESPONSE__INIT;
+  r.action = FEDC__V1__CHECK_IN_RESPONSE__ACTION__DONE;
+  fc_scall_finish(call, GRPC_STATUS_OK, NULL, &r.base);
+}
+
+static void test_retry_after_honoured(void) {
+  fc_transport_init();
+  char addr[64];
+  fc_server *srv = start_checkin_server(h_rate_limited, addr, sizeof addr);
+  if (!srv) return;
+  atomic_store(&calls, 0);
+  fedc_client_options o;
+  fedc_client_options_init(&o);
+  o.coordinator = addr;
+  o.insecure_for_testing = 1;
+  o.insecure_identity = "client/dev";
+  o.min_backoff_ms = 10;
+  o.max_backoff_ms = 20;
+  o.max_retries = 5;
+  fedc_trainer t = {.ctx = NULL, .train = train};
+  fedc_client *c = NULL;
+  CHECK_EQ_INT(fedc_client_create(&o, &t, &c), FEDC_OK);
+  CHECK_EQ_INT(fedc_client_run(c), FEDC_OK);
+  CHECK_EQ_INT(atomic_load(&calls), 3);
+  /* A lower bound only (a slow machine makes the gaps longer, never shorter). */
+  for (int k = 1; k < 3; k++) {
+    printf("retry %d after %.3f s\n", k, call_at[k] - call_at[k - 1]);
+    CHECK(call_at[k] - call_at[k - 1] >= 0.39);
+  }
+  fedc_client_destroy(c);
+  fc_server_destroy(srv);
+  fc_transport_shutdown();
+}
+
 int main(void) {
   test_busy_is_transient();
+  test_retry_after_honoured();
   test_stop_cancels_call();
   return CHECK_DONE();
 }
