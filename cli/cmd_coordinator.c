@@ -617,6 +617,8 @@ int cmd_coordinator(int argc, char **argv) {
   }
   signal(SIGPIPE, SIG_IGN);
 
+  if (!fc_transport_disable_deadlock_detection())
+    FC_DEBUG("coordinator", "abseil deadlock detection switch not found: left as it is");
   fc_transport_init();
   fc_coord *coord = NULL;
   char err[512];

@@ -217,6 +217,14 @@ void fc_transport_route_grpc_logs(int error_level);
  * FEDC_ERR_CERT_EXPIRED / FEDC_ERR_TLS / FEDC_ERR_IO with one sentence in err. */
 int fc_tls_check_files(const char *ca, const char *cert, const char *key, char *err, size_t errlen);
 
+/* Turn off abseil's mutex deadlock detection (on in Debian's build of the
+ * abseil gRPC uses): its lock-graph bookkeeping (GraphCycles::GetId) was the
+ * largest user-space cost of a CheckIn after the TLS identity cache, 7% of the
+ * coordinator's CPU at 12,000 clients in review. Process-wide state: for the
+ * coordinator binary, never the library. 1 if done, 0 if this abseil has no
+ * such switch. Call before fc_transport_init. */
+int fc_transport_disable_deadlock_detection(void);
+
 /* Process-wide gRPC init/shutdown (reference counted by gRPC itself). */
 void fc_transport_init(void);
 void fc_transport_shutdown(void);

@@ -8,6 +8,7 @@
 #include <grpc/support/log.h>
 #include <openssl/crypto.h>
 #include <stdlib.h>
+#include <dlfcn.h>
 #include <string.h>
 
 #include "common/log.h"
@@ -94,6 +95,17 @@ void fc_wipe(void *p, size_t n) {
 }
 
 void fc_transport_init(void) { grpc_init(); }
+
+int fc_transport_disable_deadlock_detection(void) {
+  /* absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore), by
+   * its mangled name in Debian 12's abseil (inline namespace debian3): a C
+   * program cannot name it otherwise. Absent (another abseil build) -> 0. */
+  void (*set_mode)(int) =
+      (void (*)(int))dlsym(RTLD_DEFAULT, "_ZN4absl7debian329SetMutexDeadlockDetectionModeENS0_15OnDeadlockCycleE");
+  if (!set_mode) return 0;
+  set_mode(0); /* kIgnore */
+  return 1;
+}
 void fc_transport_shutdown(void) { grpc_shutdown(); }
 
 /* gRPC's own log lines, routed into ours: its errors (e.g. a peer's failed
