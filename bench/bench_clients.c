@@ -29,6 +29,7 @@
  *
  *   bench_clients FEDC_BINARY [--clients 1000,5000,15000] [--per-min 1]
  *                 [--steady-s 60] [--idle-s 10] [--threads 8] [--dir DIR]
+ *                 [--coord-arg ARG]...   (extra `fedc coordinator` arguments, e.g. --keepalive-ms)
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -185,6 +186,9 @@ static double pct(double *v, size_t n, double p) {
   return v[i];
 }
 
+static const char *g_coord_args[16];
+static int g_ncoord_args;
+
 static pid_t start_coordinator(const char *fedc, const char *dir, int n, int *port) {
   char portf[700], state[700], logf[700], pki[700], minc[32];
   snprintf(portf, sizeof portf, "%s/port-%d", dir, n);
@@ -200,9 +204,14 @@ static pid_t start_coordinator(const char *fedc, const char *dir, int n, int *po
       dup2(fd, 1);
       dup2(fd, 2);
     }
-    execl(fedc, "fedc", "coordinator", "--pki", pki, "--federation", "bench", "--state", state, "--model", "logreg",
-          "--min-clients", minc, "--poll-ms", "60000", "--client-ttl-ms", "600000", "--connect-rate", "0",
-          "--listen", "127.0.0.1:0", "--port-file", portf, "--log", "warn", (char *)NULL);
+    const char *av[64] = {"fedc", "coordinator", "--pki", pki, "--federation", "bench", "--state", state,
+                          "--model", "logreg", "--min-clients", minc, "--poll-ms", "60000", "--client-ttl-ms",
+                          "600000", "--connect-rate", "0", "--listen", "127.0.0.1:0", "--port-file", portf, "--log",
+                          "warn"};
+    int k = 24;
+    for (int i = 0; i < g_ncoord_args; i++) av[k++] = g_coord_args[i];
+    av[k] = NULL;
+    execv(fedc, (char *const *)av);
     _exit(127);
   }
   for (int i = 0; i < 300; i++) {
@@ -234,6 +243,8 @@ int main(int argc, char **argv) {
       idle_s = atof(argv[++i]);
     else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
       nthreads = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--coord-arg") && i + 1 < argc && g_ncoord_args < 16)
+      g_coord_args[g_ncoord_args++] = argv[++i];
     else if (!strcmp(argv[i], "--dir") && i + 1 < argc)
       snprintf(dir, sizeof dir, "%s", argv[++i]);
     else if (argv[i][0] != '-' && !fedc)

@@ -34,6 +34,8 @@ typedef struct fc_coord_cfg {
   int stream_idle_ms;
   int fd_headroom;            /* fds kept free (0 = max(64, limit/8)) */
   int max_connections;        /* 0 = fd limit - headroom */
+  int keepalive_ms;           /* ping connections without traffic this often (0 = transport default) */
+  int grpc_memory_mib;        /* gRPC's buffer memory quota (0 = transport default) */
   int connect_rate;           /* new connections per second per source address (0 = no limit) */
   int connect_burst;          /* ... at once (0 = 10 x rate) */
 } fc_coord_cfg;

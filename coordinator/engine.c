@@ -78,6 +78,9 @@ struct fc_engine {
   fc_round_stats last;
   char abandon_reason[160];
   uint32_t retry_ms; /* of the last RATE_LIMITED verdict */
+  int live_dirty;            /* a client became live since the last count */
+  int live_short;            /* the last count found too few */
+  uint64_t live_counted_at;  /* engine time of the last count (enough_live) */
 };
 
 const char *fc_engine_state_name(int s) {
@@ -252,6 +255,26 @@ static uint32_t count_live(const fc_engine *e, uint64_t now) {
   return n;
 }
 
+/* Are there enough live clients to start a round? Counting is O(clients):
+ * done at most every LIVE_RECOUNT_MS while waiting (it was 2 full scans per
+ * 50 ms tick, 15% of an idle coordinator's CPU with 15,000 clients), or at
+ * once when a client that was not live checks in. Stops at the threshold. */
+#define LIVE_RECOUNT_MS 500
+
+static int enough_live(fc_engine *e, uint64_t now) {
+  uint32_t need = e->cfg.min_clients > e->cfg.min_updates ? e->cfg.min_clients : e->cfg.min_updates;
+  /* Only "not enough" is remembered: it can only turn by a client becoming
+   * live (dirty) or, for a recount, by time. */
+  if (e->live_short && !e->live_dirty && now >= e->live_counted_at && now - e->live_counted_at < LIVE_RECOUNT_MS)
+    return 0;
+  e->live_dirty = 0;
+  e->live_counted_at = now;
+  uint32_t n = 0;
+  for (uint32_t i = 0; i < e->nrecs && n < need; i++) n += is_live(e, &e->recs[i], now);
+  e->live_short = n < need;
+  return !e->live_short;
+}
+
 static int cmp_rec_name(const void *a, const void *b) {
   return strcmp(((const client_rec *)a)->name, ((const client_rec *)b)->name);
 }
@@ -326,6 +349,7 @@ int fc_engine_checkin(fc_engine *e, const char *client, uint64_t now_ms, fc_task
     e->retry_ms = *retry_ms;
     return FC_CHECKIN_RATE_LIMITED;
   }
+  if (!is_live(e, r, now_ms) || r->last_seen == 0) e->live_dirty = 1;
   r->last_seen = now_ms;
   *retry_ms = e->cfg.poll_ms;
   if (e->state == FC_ENG_DONE) return FC_CHECKIN_DONE;
@@ -415,8 +439,7 @@ int fc_engine_tick(fc_engine *e, uint64_t now_ms) {
       return FC_TICK_NONE;
     }
     if (e->paused || e->blocked) return FC_TICK_NONE;
-    if (count_live(e, now_ms) < e->cfg.min_clients || count_live(e, now_ms) < e->cfg.min_updates)
-      return FC_TICK_NONE;
+    if (!enough_live(e, now_ms)) return FC_TICK_NONE;
     start_round(e, now_ms);
     return e->state == FC_ENG_TRAINING ? FC_TICK_STARTED : FC_TICK_NONE;
   case FC_ENG_TRAINING: {

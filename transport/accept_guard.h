@@ -46,6 +46,8 @@ typedef struct fc_accept_guard_stats {
   int max_connections;      /* the cap in force */
 } fc_accept_guard_stats;
 
+/* The connection cap these settings give under the current fd limit. */
+int fc_accept_guard_cap(int fd_headroom, int max_connections);
 /* Guard the listener on cfg->port. 0 ok, else a FEDC_ERR_* code. */
 int fc_accept_guard_start(const fc_accept_guard_cfg *cfg);
 void fc_accept_guard_stop(void);

@@ -61,7 +61,7 @@ struct fc_ccall {
 
 void fc_channel_opts_init(fc_channel_opts *o) {
   memset(o, 0, sizeof *o);
-  o->keepalive_ms = 20000;
+  o->keepalive_ms = 120000;
 }
 
 static grpc_arg str_arg(const char *key, const char *v) {
@@ -120,7 +120,7 @@ int fc_channel_create(const fc_channel_opts *o, fc_channel **out, char *err, siz
      * channels with the same target and arguments (insecure test channels
      * with different identities shared one, and its 16-stream limit). */
     args[n++] = fc_int_arg(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-    args[n++] = fc_int_arg(GRPC_ARG_KEEPALIVE_TIME_MS, o->keepalive_ms > 0 ? o->keepalive_ms : 20000);
+    args[n++] = fc_int_arg(GRPC_ARG_KEEPALIVE_TIME_MS, o->keepalive_ms > 0 ? o->keepalive_ms : 120000);
     args[n++] = fc_int_arg(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
     args[n++] = fc_int_arg(GRPC_ARG_ENABLE_RETRIES, 0);
     args[n++] = fc_int_arg(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);

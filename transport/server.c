@@ -46,6 +46,7 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -177,8 +178,8 @@ void fc_server_opts_init(fc_server_opts *o) {
   o->threads = 2;
   o->blocking_threads = 4;
   o->stream_idle_ms = 30000;
-  o->keepalive_ms = 30000;
-  o->max_idle_ms = 600000;
+  o->keepalive_ms = 0; /* no HTTP/2 keepalive pings from the server (see fc_server_opts) */
+  o->max_idle_ms = 0; /* no idle timer per connection (see fc_server_opts) */
 }
 
 static uint64_t mono_ms(void) {
@@ -1063,8 +1064,6 @@ int fc_server_start(const fc_server_opts *o, fc_server **out, char *err, size_t 
   if (s->opts.threads <= 0) s->opts.threads = 2;
   if (s->opts.blocking_threads <= 0) s->opts.blocking_threads = 4;
   if (s->opts.stream_idle_ms <= 0) s->opts.stream_idle_ms = 30000;
-  if (s->opts.keepalive_ms <= 0) s->opts.keepalive_ms = 30000;
-  if (s->opts.max_idle_ms <= 0) s->opts.max_idle_ms = 600000;
   if (s->opts.memory_quota_mib <= 0) s->opts.memory_quota_mib = 256;
   if (s->opts.max_calls_per_peer <= 0) s->opts.max_calls_per_peer = 4;
   snprintf(s->federation, sizeof s->federation, "%s", o->federation ? o->federation : "");
@@ -1109,15 +1108,17 @@ int fc_server_start(const fc_server_opts *o, fc_server **out, char *err, size_t 
   quota_arg.value.pointer.vtable = grpc_resource_quota_arg_vtable();
   grpc_arg args[] = {
       fc_int_arg(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, (int)(s->max_recv_any + 1024)),
-      fc_int_arg(GRPC_ARG_KEEPALIVE_TIME_MS, s->opts.keepalive_ms),
+      /* 0: no keepalive timer at all (gRPC's default, 2 h, still keeps one per
+       * connection); the coordinator relies on kernel TCP keepalive. */
+      fc_int_arg(GRPC_ARG_KEEPALIVE_TIME_MS, s->opts.keepalive_ms > 0 ? s->opts.keepalive_ms : INT_MAX),
       fc_int_arg(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000),
       fc_int_arg(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1),
-      fc_int_arg(GRPC_ARG_MAX_CONNECTION_IDLE_MS, s->opts.max_idle_ms),
+      fc_int_arg(GRPC_ARG_MAX_CONNECTION_IDLE_MS, s->opts.max_idle_ms > 0 ? s->opts.max_idle_ms : INT_MAX),
       /* A connection that has not finished its TLS handshake in 10 s is
        * closed (the default, 120 s, let idle TCP connects hold slots). */
       fc_int_arg(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, 10000),
-      /* Clients ping every 20 s by default; accept pings down to 5 s apart so
-       * a well-behaved client is never sent GOAWAY too_many_pings. */
+      /* Our clients ping every 120 s by default; accept pings down to 5 s
+       * apart so a client configured shorter is not sent GOAWAY too_many_pings. */
       fc_int_arg(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000),
       fc_int_arg(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 5),
       /* A second server on our port would silently take half the connections. */
