@@ -21,7 +21,13 @@
  *   {"bench":"clients","clients":N,"handshakes_per_s":..,"connect_failures":..,
  *    "idle_cpu_pct":..,"checkins":..,"checkin_failures":..,"checkin_p50_ms":..,
  *    "checkin_p99_ms":..,"cpu_ms_per_checkin":..,"rss_per_conn_kb":..,
- *    "cpu_per_checkin_vs_first":..}
+ *    "cpu_per_checkin_vs_first":..,"generator_cpu_pct":..}
+ * probe_*: one more client in a process of its own (this binary exec'd with
+ * --probe-mode), checking in every 2/3 s through the steady phase: what one
+ * device sees while the others load the coordinator.
+ * generator_cpu_pct is this process's own CPU during the steady phase (% of
+ * one core): with thousands of channels in one process it competes with the
+ * coordinator for the same 2 cores, which a fleet of devices would not.
  * The baseline measured in the same run is the first (smallest) N:
  * cpu_per_checkin_vs_first is this N's CPU per CheckIn over the first's.
  * The generator shares the machine's cores with the coordinator (as a real
@@ -30,6 +36,7 @@
  *   bench_clients FEDC_BINARY [--clients 1000,5000,15000] [--per-min 1]
  *                 [--steady-s 60] [--idle-s 10] [--threads 8] [--dir DIR]
  *                 [--coord-arg ARG]...   (extra `fedc coordinator` arguments, e.g. --keepalive-ms)
+ *                 [--client-keepalive-ms MS]  (the clients' HTTP/2 ping interval; default the channel's)
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -228,10 +235,72 @@ static pid_t start_coordinator(const char *fedc, const char *dir, int n, int *po
   return -1;
 }
 
+/* --probe-mode ADDR CA CERT KEY SECONDS: one device's view, from a process of
+ * its own (exec'd by the parent, so no gRPC state is shared or forked): one
+ * channel, a CheckIn every 2/3 s (under the coordinator's automatic per-identity
+ * rate; PROBE_GAP_MS in the environment sets another gap, e.g. to see a cold
+ * connection's call), latencies as "p50 p99 n failures" on stdout. */
+static int probe_main(char **a) {
+  double secs = atof(a[4]);
+  fc_log_set_level(FC_LOG_ERROR);
+  fc_transport_init();
+  fc_channel_opts o;
+  fc_channel_opts_init(&o);
+  o.target = a[0];
+  o.tls.ca = a[1];
+  o.tls.cert = a[2];
+  o.tls.key = a[3];
+  fc_channel *ch = NULL;
+  char err[400];
+  if (fc_channel_create(&o, &ch, err, sizeof err) != FEDC_OK) {
+    printf("0 0 0 1\n");
+    return 1;
+  }
+  checkin(ch); /* connect first: the handshake is not a CheckIn's latency */
+  double lat[1024];
+  size_t n = 0;
+  long fails = 0;
+  for (double t0 = now_s(); now_s() - t0 < secs && n < 1024;) {
+    double t = now_s();
+    if (checkin(ch) == FEDC_OK) lat[n++] = (now_s() - t) * 1000;
+    else
+      fails++;
+    usleep(getenv("PROBE_GAP_MS") ? (useconds_t)atoi(getenv("PROBE_GAP_MS")) * 1000 : 666666);
+  }
+  qsort(lat, n, sizeof *lat, cmp_double);
+  printf("%.3f %.3f %zu %ld\n", pct(lat, n, 0.5), pct(lat, n, 0.99), n, fails);
+  fc_channel_destroy(ch);
+  fc_transport_shutdown();
+  return 0;
+}
+
+/* Start the probe process; its stdout is *out (read it after the phase). */
+static pid_t start_probe(const char *self, const char *addr, const char *pki, double secs, FILE **out) {
+  int fds[2];
+  if (pipe(fds) != 0) return -1;
+  char ca[800], crt[800], key[800], s[32];
+  snprintf(ca, sizeof ca, "%s/ca.crt", pki);
+  snprintf(crt, sizeof crt, "%s/client-probe.crt", pki);
+  snprintf(key, sizeof key, "%s/client-probe.key", pki);
+  snprintf(s, sizeof s, "%.0f", secs);
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(fds[1], 1);
+    close(fds[0]);
+    execl(self, "bench_clients", "--probe-mode", addr, ca, crt, key, s, (char *)NULL);
+    _exit(127);
+  }
+  close(fds[1]);
+  *out = fdopen(fds[0], "r");
+  return pid;
+}
+
 int main(int argc, char **argv) {
+  if (argc == 7 && !strcmp(argv[1], "--probe-mode")) return probe_main(argv + 2);
   const char *fedc = NULL, *clients_arg = "1000,5000,15000";
   char dir[512] = "";
   double per_min = 1, steady_s = 60, idle_s = 10;
+  int client_keepalive_ms = 0; /* 0: the channel default */
   int nthreads = 8;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--clients") && i + 1 < argc) clients_arg = argv[++i];
@@ -243,6 +312,8 @@ int main(int argc, char **argv) {
       idle_s = atof(argv[++i]);
     else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
       nthreads = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--client-keepalive-ms") && i + 1 < argc)
+      client_keepalive_ms = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--coord-arg") && i + 1 < argc && g_ncoord_args < 16)
       g_coord_args[g_ncoord_args++] = argv[++i];
     else if (!strcmp(argv[i], "--dir") && i + 1 < argc)
@@ -279,6 +350,12 @@ int main(int argc, char **argv) {
   char pki[700], err[400];
   snprintf(pki, sizeof pki, "%s/pki", dir);
   if (access(pki, F_OK) != 0 && fc_pki_init(pki, "bench", NULL, 0, 30, "ec", err, sizeof err) != FEDC_OK) {
+    fprintf(stderr, "bench_clients: %s\n", err);
+    return 1;
+  }
+  char probe_crt[800];
+  snprintf(probe_crt, sizeof probe_crt, "%s/client-probe.crt", pki);
+  if (access(probe_crt, F_OK) != 0 && fc_pki_issue(pki, "client", "probe", NULL, 30, err, sizeof err) != FEDC_OK) {
     fprintf(stderr, "bench_clients: %s\n", err);
     return 1;
   }
@@ -323,6 +400,7 @@ int main(int argc, char **argv) {
       o.tls.ca = ca;
       o.tls.cert = crt;
       o.tls.key = key;
+      o.keepalive_ms = client_keepalive_ms;
       if (fc_channel_create(&o, &cl[i].ch, err, sizeof err) == FEDC_OK) made++;
     }
     int th = nthreads < n ? nthreads : n;
@@ -354,18 +432,35 @@ int main(int argc, char **argv) {
       jobs[t].until = jobs[t].t0 + steady_s;
     }
     c0 = proc_cpu_s(coord);
+    double g0 = proc_cpu_s(getpid()), w0 = now_s();
+    FILE *probe_out = NULL;
+    char self[600];
+    ssize_t sl = readlink("/proc/self/exe", self, sizeof self - 1);
+    self[sl > 0 ? sl : 0] = 0;
+    pid_t probe = start_probe(self, addr, pki, steady_s, &probe_out);
     long fails = run_phase(jobs, th, &lat, &nlat);
     double steady_cpu = proc_cpu_s(coord) - c0;
+    double gen_pct = (proc_cpu_s(getpid()) - g0) * 100 / (now_s() - w0);
+    double probe_p50 = 0, probe_p99 = 0;
+    size_t probe_n = 0;
+    long probe_fail = 0;
+    if (probe > 0 && probe_out) {
+      if (fscanf(probe_out, "%lf %lf %zu %ld", &probe_p50, &probe_p99, &probe_n, &probe_fail) != 4) probe_fail = -1;
+      fclose(probe_out);
+      waitpid(probe, NULL, 0);
+    }
     qsort(lat, nlat, sizeof *lat, cmp_double);
     double cpu_per_call = nlat ? steady_cpu * 1000 / (double)nlat : 0;
     if (r == 0) first_cpu_per_call = cpu_per_call;
     printf("{\"bench\":\"clients\",\"clients\":%d,\"handshakes_per_s\":%.0f,\"connect_failures\":%ld,"
            "\"idle_cpu_pct\":%.2f,\"checkins\":%zu,\"checkin_failures\":%ld,\"checkin_p50_ms\":%.3f,"
            "\"checkin_p99_ms\":%.3f,\"cpu_ms_per_checkin\":%.3f,\"coord_rss_mib\":%.1f,\"rss_per_conn_kb\":%.1f,"
-           "\"cpu_per_checkin_vs_first\":%.2f}\n",
+           "\"cpu_per_checkin_vs_first\":%.2f,\"generator_cpu_pct\":%.1f,\"probe_checkins\":%zu,"
+           "\"probe_failures\":%ld,\"probe_p50_ms\":%.3f,\"probe_p99_ms\":%.3f}\n",
            n, connect_s > 0 ? (double)(n - connect_fail) / connect_s : 0, connect_fail, idle_cpu * 100 / idle_s, nlat,
            fails, pct(lat, nlat, 0.5), pct(lat, nlat, 0.99), cpu_per_call, rss1 / 1024.0,
-           n ? (double)(rss1 - rss0) / n : 0, first_cpu_per_call > 0 ? cpu_per_call / first_cpu_per_call : 0);
+           n ? (double)(rss1 - rss0) / n : 0, first_cpu_per_call > 0 ? cpu_per_call / first_cpu_per_call : 0,
+           gen_pct, probe_n, probe_fail, probe_p50, probe_p99);
     fflush(stdout);
     free(lat);
     fprintf(stderr, "bench_clients: closing %d channels...\n", n);
