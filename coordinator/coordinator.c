@@ -616,6 +616,7 @@ typedef struct upload {
   fc_chunk_rx rx;
   fc_agg_update *u;
   int begun; /* the engine counts this upload as in progress */
+  int committed; /* under c->mu: folded; cancel_uploads must leave it alone */
   uint64_t round, round_deadline, examples;
   double loss;
   char client[65];
@@ -730,7 +731,10 @@ static void upload_end(fc_scall *call, void *state) {
   /* The round record counts the examples that carried weight. */
   int v = fc_engine_upload_commit(c->engine, up->client, up->round, (uint64_t)weight, up->loss,
                                   fc_scall_bytes_in(call), fc_now_ms());
-  if (v == FC_UP_OK) c->agg->ops->update_commit(c->agg, up->u, weight);
+  if (v == FC_UP_OK) {
+    c->agg->ops->update_commit(c->agg, up->u, weight);
+    up->committed = 1; /* its OK is on the way: a closing round must not cancel it */
+  }
   pthread_mutex_unlock(&c->mu);
   up->begun = 0; /* the engine has settled this upload either way */
   if (v != FC_UP_OK) {
@@ -824,11 +828,14 @@ static void h_upload(fc_scall *call, void *ctx) {
 /* The round closed: uploads still streaming can never be committed. Cancel
  * them now, so their staging slots are free for the next round's uploads
  * (rather than when their next chunk arrives, which a trickling peer can put
- * off for stream_idle_ms). */
+ * off for stream_idle_ms). Uploads already committed are sending their OK:
+ * left alone (cancelling one told a client whose update counted that it did
+ * not). Called with c->mu held, which orders it with the commit. */
 static void cancel_uploads(fc_coord *c, uint64_t round) {
   pthread_mutex_lock(&c->up_mu);
   for (upload *up = c->uploads; up; up = up->next)
-    if (up->round == round) fc_scall_cancel(up->call, GRPC_STATUS_DEADLINE_EXCEEDED, "the round closed during the upload");
+    if (up->round == round && !up->committed)
+      fc_scall_cancel(up->call, GRPC_STATUS_DEADLINE_EXCEEDED, "the round closed during the upload");
   pthread_mutex_unlock(&c->up_mu);
 }
 
