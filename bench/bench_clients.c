@@ -214,8 +214,8 @@ static pid_t start_coordinator(const char *fedc, const char *dir, int n, int *po
     const char *av[64] = {"fedc", "coordinator", "--pki", pki, "--federation", "bench", "--state", state,
                           "--model", "logreg", "--min-clients", minc, "--poll-ms", "60000", "--client-ttl-ms",
                           "600000", "--connect-rate", "0", "--listen", "127.0.0.1:0", "--port-file", portf, "--log",
-                          "warn"};
-    int k = 24;
+                          "warn", "--connect-rate-total", "0", "--connections-per-address", "0"};
+    int k = 28;
     for (int i = 0; i < g_ncoord_args; i++) av[k++] = g_coord_args[i];
     av[k] = NULL;
     execv(fedc, (char *const *)av);

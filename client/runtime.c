@@ -167,7 +167,9 @@ static int is_transient(int err) {
 
 /* Full-jitter exponential backoff. Returns 1 if stopped or out of retries. */
 static int backoff(fedc_client *c, const char *what, const fc_status *st) {
-  c->failures++;
+  /* A refusal that says when to come back (rate limit, busy) is the server
+   * pacing us, not a failure: it does not use up max_retries. */
+  if (!st->retry_after_ms) c->failures++;
   if (c->o.max_retries && c->failures > c->o.max_retries) {
     snprintf(c->last_error, sizeof c->last_error, "%s: giving up after %u attempts: %s", what, c->failures - 1,
              st->detail);
@@ -373,8 +375,9 @@ static int do_round(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
     if (rc == FEDC_OK || !retry || attempt >= 8 || atomic_load(&c->stop)) break;
     if (fc_now_ms() >= t->deadline_unix_ms) break;
     uint64_t wait = (uint64_t)c->o.min_backoff_ms << (attempt < 5 ? attempt : 5);
+    if (!told_when && wait > 10000) wait = 10000;
     if (told_when && wait < st->retry_after_ms) wait = st->retry_after_ms;
-    if (nap(c, (uint32_t)(wait < 10000 ? wait : 10000))) break;
+    if (nap(c, (uint32_t)wait)) break;
   }
   if (rc == FEDC_OK && c->o.on_event) {
     ev.kind = FEDC_EVENT_UPLOADED;
@@ -427,7 +430,8 @@ FEDC_API int fedc_client_run(fedc_client *c) {
     c->failures = 0;
     c->tls_failures = 0;
     Fedc__V1__CheckInResponse *resp = (Fedc__V1__CheckInResponse *)m;
-    uint32_t retry = resp->retry_after_ms ? resp->retry_after_ms : 1000;
+    /* At most an hour, like the trailer's: a coordinator cannot park us for days. */
+    uint32_t retry = resp->retry_after_ms ? (resp->retry_after_ms < 3600000 ? resp->retry_after_ms : 3600000) : 1000;
     if (resp->action == FEDC__V1__CHECK_IN_RESPONSE__ACTION__DONE) {
       protobuf_c_message_free_unpacked(m, NULL);
       emit(c, FEDC_EVENT_DONE, 0, "federation finished");

@@ -82,6 +82,10 @@ struct fc_coord {
   char store_err[300];
   uint64_t store_retry_at, store_backoff_ms;
   size_t history_unsaved; /* trailing records of `rounds` not yet in rounds.jsonl */
+  fc_store_state state_want; /* under mu: what state.json should say */
+  uint64_t state_want_seq;   /* under mu: bumped by state_dirty_locked */
+  pthread_mutex_t store_mu;  /* one writer of the state directory at a time */
+  uint64_t state_written_seq; /* under store_mu */
   int guard_started;      /* transport/accept_guard.h runs for our port */
 };
 
@@ -113,6 +117,14 @@ void fc_coord_cfg_defaults(fc_coord_cfg *c) {
    * may burst. Each connection costs the coordinator a TLS handshake. */
   c->connect_rate = 100;
   c->connect_burst = 1000;
+  /* A TLS handshake costs 2-3.5 ms of a core: 500/s is most of one, and a
+   * mass reconnect of 15,000 devices (with jittered backoff) takes 30 s. */
+  c->connect_rate_total = 500;
+  c->min_transfer_bps = 64 * 1024;
+  /* Connections without calls are not timed out (no per-connection timer:
+   * docs/design.md), so one address, e.g. one certificate holder, may hold
+   * at most this many; raise it for many devices behind one NAT. */
+  c->connections_per_address = 256;
 }
 
 /* ---- model snapshots ------------------------------------------------------------- */
@@ -185,59 +197,92 @@ static void store_failed_locked(fc_coord *c, const char *err) {
   c->store_retry_at = now + c->store_backoff_ms;
 }
 
-static int save_state_locked(fc_coord *c) {
+/*
+ * Persisting, outside `mu`. Writes (fsync'd) never run under `mu`: every
+ * client handler on the event threads takes it, so a slow or hung disk would
+ * stall all traffic. Under `mu`, changes only mark the state dirty (a snapshot
+ * with a sequence number) and queue history records; store_sync, under
+ * store_mu (one writer at a time), writes the newest snapshot, then the
+ * history lines it owes, and takes `mu` only to copy and to account.
+ */
+static void state_dirty_locked(fc_coord *c) {
   fc_engine_status es;
   fc_engine_get_status(c->engine, fc_now_ms(), &es);
   int open = es.state == FC_ENG_TRAINING || es.state == FC_ENG_AGGREGATING;
-  fc_store_state st;
-  memset(&st, 0, sizeof st);
-  st.version = es.version;
-  memcpy(st.sha, es.sha, FC_SHA256_LEN);
-  st.next_round = es.round + (uint64_t)open;
-  st.open_round = open ? es.round : 0;
-  st.completed = es.completed;
-  st.abandoned = es.abandoned;
-  st.paused = es.paused;
-  st.budget = es.budget;
-  st.config_rounds = c->cfg.engine.rounds;
-  char err[300];
-  int rc = fc_store_save_state(c->cfg.state_dir, c->cfg.federation, &st, err, sizeof err);
-  if (rc != FEDC_OK) store_failed_locked(c, err);
-  return rc;
+  fc_store_state *st = &c->state_want;
+  memset(st, 0, sizeof *st);
+  st->version = es.version;
+  memcpy(st->sha, es.sha, FC_SHA256_LEN);
+  st->next_round = es.round + (uint64_t)open;
+  st->open_round = open ? es.round : 0;
+  st->completed = es.completed;
+  st->abandoned = es.abandoned;
+  st->paused = es.paused;
+  st->budget = es.budget;
+  st->config_rounds = c->cfg.engine.rounds;
+  c->state_want_seq++;
 }
 
-/* Append the history records not yet on disk, oldest first. */
-static int flush_history_locked(fc_coord *c) {
+/* Write what is owed: state.json first (a crash before the history line
+ * loses that line, never leaves a record of a version the state does not
+ * have, see store.h), then the history lines, oldest first. Call without
+ * `mu`. On failure the coordinator blocks new rounds (store_failed_locked). */
+static int store_sync(fc_coord *c) {
   char err[300];
-  while (c->history_unsaved > 0) {
-    size_t i = c->nrounds - c->history_unsaved;
-    if (fc_store_append_round(c->cfg.state_dir, &c->rounds[i], err, sizeof err) != FEDC_OK) {
-      store_failed_locked(c, err);
-      return FEDC_ERR_IO;
-    }
-    c->history_unsaved--;
+  int rc = FEDC_OK;
+  pthread_mutex_lock(&c->store_mu);
+  pthread_mutex_lock(&c->mu);
+  fc_store_state st = c->state_want;
+  uint64_t seq = c->state_want_seq;
+  pthread_mutex_unlock(&c->mu);
+  if (seq > c->state_written_seq) {
+    rc = fc_store_save_state(c->cfg.state_dir, c->cfg.federation, &st, err, sizeof err);
+    if (rc == FEDC_OK) c->state_written_seq = seq;
   }
-  return FEDC_OK;
+  while (rc == FEDC_OK) {
+    fc_round_stats r;
+    pthread_mutex_lock(&c->mu);
+    int have = c->history_unsaved > 0;
+    if (have) r = c->rounds[c->nrounds - c->history_unsaved];
+    pthread_mutex_unlock(&c->mu);
+    if (!have) break;
+    if ((rc = fc_store_append_round(c->cfg.state_dir, &r, err, sizeof err)) != FEDC_OK) break;
+    pthread_mutex_lock(&c->mu);
+    /* history_add may have moved the window (ROUNDS_KEPT) but not the count
+     * of trailing records still owed. */
+    if (c->history_unsaved > 0) c->history_unsaved--;
+    pthread_mutex_unlock(&c->mu);
+  }
+  if (rc != FEDC_OK) {
+    pthread_mutex_lock(&c->mu);
+    store_failed_locked(c, err);
+    pthread_mutex_unlock(&c->mu);
+  }
+  pthread_mutex_unlock(&c->store_mu);
+  return rc;
 }
 
 static void record_round_locked(fc_coord *c) {
   const fc_round_stats *r = fc_engine_last_round(c->engine);
-  int kept = history_add(c, r) == 0;
-  if (kept && c->history_unsaved < c->nrounds) c->history_unsaved++;
-  /* state.json first: a crash before the history line loses that line, never
-   * leaves a record of a version the state does not have (see store.h). */
-  if (save_state_locked(c) != FEDC_OK || flush_history_locked(c) != FEDC_OK || kept) return;
-  char err[300]; /* out of memory for the in-memory history: the file still gets it */
-  if (fc_store_append_round(c->cfg.state_dir, r, err, sizeof err) != FEDC_OK) FC_ERROR(MOD, "%s", err);
+  if (history_add(c, r) == 0) {
+    if (c->history_unsaved < c->nrounds) c->history_unsaved++;
+  } else {
+    FC_ERROR(MOD, "out of memory: round %llu missing from the history", (unsigned long long)r->round);
+  }
+  state_dirty_locked(c);
 }
 
-/* While blocked: retry writing state.json (and the history it owes). */
-static void store_retry_locked(fc_coord *c) {
-  if (!c->store_blocked || fc_now_ms() < c->store_retry_at) return;
-  if (save_state_locked(c) != FEDC_OK || flush_history_locked(c) != FEDC_OK) return;
+/* While blocked: retry writing what is owed. Call without `mu`. */
+static void store_retry(fc_coord *c) {
+  pthread_mutex_lock(&c->mu);
+  int due = c->store_blocked && fc_now_ms() >= c->store_retry_at;
+  pthread_mutex_unlock(&c->mu);
+  if (!due || store_sync(c) != FEDC_OK) return;
+  pthread_mutex_lock(&c->mu);
   c->store_blocked = 0;
   c->store_err[0] = 0;
   fc_engine_block(c->engine, 0);
+  pthread_mutex_unlock(&c->mu);
   FC_INFO(MOD, "state directory %s is writable again: rounds resume", c->cfg.state_dir);
 }
 
@@ -302,16 +347,17 @@ static void *driver_main(void *arg) {
   pthread_mutex_lock(&c->stop_mu);
   while (!c->stopping) {
     pthread_mutex_unlock(&c->stop_mu);
+    store_retry(c);
     pthread_mutex_lock(&c->mu);
-    store_retry_locked(c);
     int act = fc_engine_tick(c->engine, fc_now_ms());
     if (act == FC_TICK_STARTED) {
       c->agg->ops->round_begin(c->agg);
       fc_engine_status es;
       fc_engine_get_status(c->engine, fc_now_ms(), &es);
       FC_INFO(MOD, "round %llu started: %u of %u live clients selected (model v%llu)",
-              (unsigned long long)es.round, es.selected, es.live, (unsigned long long)es.version);
-      save_state_locked(c);
+              (unsigned long long)es.round, es.selected, fc_engine_count_live(c->engine, fc_now_ms()),
+              (unsigned long long)es.version);
+      state_dirty_locked(c); /* the round id is spent: persisted before any update can count */
     } else if (act == FC_TICK_ABANDON) {
       FC_WARN(MOD, "round %llu abandoned: %s", (unsigned long long)fc_engine_last_round(c->engine)->round,
               fc_engine_abandon_reason(c->engine));
@@ -323,6 +369,7 @@ static void *driver_main(void *arg) {
       cancel_uploads(c, es.round);
     }
     pthread_mutex_unlock(&c->mu);
+    if (act == FC_TICK_STARTED || act == FC_TICK_ABANDON) store_sync(c);
     if (act == FC_TICK_AGGREGATE) {
       uint64_t version = 0;
       uint8_t sha[FC_SHA256_LEN];
@@ -342,8 +389,12 @@ static void *driver_main(void *arg) {
         if (rc == FEDC_ERR_IO) store_failed_locked(c, why);
       }
       record_round_locked(c);
-      if (rc == FEDC_OK && !c->store_blocked) c->store_backoff_ms = 0;
       pthread_mutex_unlock(&c->mu);
+      if (store_sync(c) == FEDC_OK && rc == FEDC_OK) {
+        pthread_mutex_lock(&c->mu);
+        if (!c->store_blocked) c->store_backoff_ms = 0;
+        pthread_mutex_unlock(&c->mu);
+      }
     }
     pthread_mutex_lock(&c->stop_mu);
     if (act == FC_TICK_NONE && !c->stopping) {
@@ -409,6 +460,16 @@ static void h_checkin(fc_scall *call, void *ctx) {
   fc_scall_finish(call, GRPC_STATUS_OK, NULL, &resp.base);
 }
 
+/* A transfer that holds a staging slot or a snapshot must keep moving: after
+ * a grace of stream_idle_ms it must average min_transfer_bps over the time
+ * past the grace, else it is cut off (a peer sending one 1 KiB chunk every
+ * 29 s held a staging slot for the whole round). */
+static int too_slow(const fc_coord *c, uint64_t started_ms, uint64_t bytes) {
+  uint64_t now = fc_now_ms(), grace = (uint64_t)c->cfg.stream_idle_ms;
+  if (!c->cfg.min_transfer_bps || now < started_ms + grace) return 0;
+  return (double)bytes < (double)c->cfg.min_transfer_bps * (double)(now - started_ms - grace) / 1000.0;
+}
+
 /* ---- model downloads (FetchModel, GetModel) ----------------------------------------
  * A download holds a reference to the snapshot it streams and, on the wire,
  * one message at a time: a reader that stops costs memory for one chunk, not a
@@ -422,6 +483,7 @@ typedef struct download {
   model_ref *m;
   fc_pb_header *hdr;
   uint64_t next_piece, pieces;
+  uint64_t started_ms;
   int counted; /* holds one of the download_slots */
   char who[80];
   struct download *next;
@@ -455,7 +517,9 @@ static download *download_begin(fc_coord *c, fc_scall *call, uint64_t version, i
   }
   d->c = c;
   snprintf(d->who, sizeof d->who, "%s/%s", fc_role_name(peer->role), peer->name);
-  int in_cohort = 0;
+  /* Exempt from download_slots: the cohort (it must train) and admins (so
+   * clients outside the cohort cannot lock them out of GetModel). */
+  int in_cohort = peer->role == FC_ROLE_ADMIN;
   if (peer->role == FC_ROLE_CLIENT) {
     pthread_mutex_lock(&c->mu);
     in_cohort = fc_engine_in_round(c->engine, peer->name);
@@ -522,6 +586,7 @@ static download *download_begin(fc_coord *c, fc_scall *call, uint64_t version, i
     return NULL;
   }
   fc_pb_header_build(d->hdr, &m->spec, m->bytes, m->sha, c->cfg.chunk_bytes);
+  d->started_ms = fc_now_ms();
   return d;
 }
 
@@ -552,6 +617,15 @@ static void fetch_next(fc_scall *call, void *state) {
   download *d = state;
   if (d->next_piece == d->pieces) {
     download_done_ok(d, call);
+    return;
+  }
+  if (too_slow(d->c, d->started_ms, fc_scall_bytes_out(call))) {
+    char why[200];
+    snprintf(why, sizeof why, "download too slow: %llu bytes read in %.1f s (at least %llu B/s after %.1f s)",
+             (unsigned long long)fc_scall_bytes_out(call), (fc_now_ms() - d->started_ms) / 1000.0,
+             (unsigned long long)d->c->cfg.min_transfer_bps, d->c->cfg.stream_idle_ms / 1000.0);
+    FC_WARN(MOD, "%s: %s", d->who, why);
+    fc_scall_finish(call, GRPC_STATUS_DEADLINE_EXCEEDED, why, NULL);
     return;
   }
   emit_ctx e = {call, 1};
@@ -618,9 +692,11 @@ typedef struct upload {
   int begun; /* the engine counts this upload as in progress */
   int committed; /* under c->mu: folded; cancel_uploads must leave it alone */
   uint64_t round, round_deadline, examples;
+  uint64_t started_ms;
   double loss;
   char client[65];
 } upload;
+
 
 /* Settle the engine and the staging slot (refusal or the call gone). */
 static void upload_settle(upload *up) {
@@ -679,6 +755,13 @@ static void upload_chunk(fc_scall *call, void *state, const ProtobufCMessage *ms
   }
   if (!um->chunk || um->header || um->meta) {
     upload_refuse(up, call, GRPC_STATUS_INVALID_ARGUMENT, "expected only chunks after the first upload message");
+    return;
+  }
+  if (too_slow(c, up->started_ms, up->rx.received)) {
+    snprintf(why, sizeof why, "upload too slow: %llu bytes in %.1f s (at least %llu B/s after %.1f s)",
+             (unsigned long long)up->rx.received, (fc_now_ms() - up->started_ms) / 1000.0,
+             (unsigned long long)c->cfg.min_transfer_bps, c->cfg.stream_idle_ms / 1000.0);
+    upload_refuse(up, call, GRPC_STATUS_DEADLINE_EXCEEDED, why);
     return;
   }
   uint64_t at = up->rx.received;
@@ -777,6 +860,16 @@ static void h_upload(fc_scall *call, void *ctx) {
   int v = fc_engine_upload_begin(c->engine, peer->name, up->round, first->meta->model_version, fc_now_ms());
   uint32_t retry = v == FC_UP_RATE_LIMITED ? fc_engine_retry_ms(c->engine) : 0;
   fc_engine_get_status(c->engine, fc_now_ms(), &es);
+  if (v == FC_UP_OK) {
+    /* Listed under `mu`, with the engine's begin: a round closing right
+     * after cannot miss it in cancel_uploads. */
+    up->call = call;
+    pthread_mutex_lock(&c->up_mu);
+    up->next = c->uploads;
+    c->uploads = up;
+    up->listed = 1;
+    pthread_mutex_unlock(&c->up_mu);
+  }
   pthread_mutex_unlock(&c->mu);
   /* Past the round's deadline the update can never be committed: stop
    * receiving it then, or a trickling upload would hold a staging slot into
@@ -816,12 +909,7 @@ static void h_upload(fc_scall *call, void *ctx) {
     upload_done(up);
     return;
   }
-  up->call = call;
-  pthread_mutex_lock(&c->up_mu);
-  up->next = c->uploads;
-  c->uploads = up;
-  up->listed = 1;
-  pthread_mutex_unlock(&c->up_mu);
+  up->started_ms = fc_now_ms();
   fc_scall_stream_in(call, upload_chunk, upload_end, upload_done, up);
 }
 
@@ -846,6 +934,7 @@ static void h_status(fc_scall *call, void *ctx) {
   fc_engine_status es;
   pthread_mutex_lock(&c->mu);
   fc_engine_get_status(c->engine, fc_now_ms(), &es);
+  uint32_t live = fc_engine_count_live(c->engine, fc_now_ms());
   uint64_t params = fc_model_numel(&c->model->spec);
   char storage_error[sizeof c->store_err];
   snprintf(storage_error, sizeof storage_error, "%s", c->store_blocked ? c->store_err : "");
@@ -860,7 +949,7 @@ static void h_status(fc_scall *call, void *ctx) {
   r.global_sha256.data = es.sha;
   r.global_sha256.len = FC_SHA256_LEN;
   r.clients_known = es.known;
-  r.clients_active = es.live;
+  r.clients_active = live;
   r.updates_received = es.received;
   r.cohort_size = es.selected;
   r.paused = es.paused;
@@ -944,8 +1033,9 @@ static void h_round_control(fc_scall *call, void *ctx) {
   }
   fc_engine_status es;
   fc_engine_get_status(c->engine, fc_now_ms(), &es);
-  save_state_locked(c); /* pause and budget survive a restart */
+  state_dirty_locked(c); /* pause and budget survive a restart */
   pthread_mutex_unlock(&c->mu);
+  store_sync(c);
   FC_INFO(MOD, "admin %s: round control op %d (extra %u): paused=%d budget=%llu", peer->name, (int)req->op,
           req->extra_rounds, es.paused, (unsigned long long)es.budget);
   Fedc__V1__RoundControlResponse r = FEDC__V1__ROUND_CONTROL_RESPONSE__INIT;
@@ -1023,8 +1113,9 @@ static int restore_admin_state(fc_coord *c, const fc_store_state *st, char *err,
   }
   pthread_mutex_lock(&c->mu);
   fc_engine_restore(c->engine, abandoned, st->paused, budget);
-  int rc = save_state_locked(c);
+  state_dirty_locked(c);
   pthread_mutex_unlock(&c->mu);
+  int rc = store_sync(c);
   if (rc != FEDC_OK) {
     snprintf(err, errlen, "%s", c->store_err);
     return rc;
@@ -1047,6 +1138,7 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
   pthread_cond_init(&c->stop_cv, NULL);
   pthread_mutex_init(&c->dl_mu, NULL);
   pthread_mutex_init(&c->up_mu, NULL);
+  pthread_mutex_init(&c->store_mu, NULL);
   if (c->cfg.download_slots <= 0) c->cfg.download_slots = 32;
   if (c->cfg.chunk_bytes < FC_CHUNK_MIN || c->cfg.chunk_bytes > FC_CHUNK_MAX) c->cfg.chunk_bytes = FC_CHUNK_DEFAULT;
 
@@ -1161,7 +1253,7 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
   so.nmethods = 7;
   if ((rc = fc_server_start(&so, &c->server, err, errlen)) != FEDC_OK) goto fail;
   fc_accept_guard_cfg gc = {fc_server_port(c->server), cfg->fd_headroom, cfg->max_connections, cfg->connect_rate,
-                            cfg->connect_burst};
+                            cfg->connect_burst, cfg->connect_rate_total, cfg->connections_per_address};
   if ((rc = fc_accept_guard_start(&gc)) != FEDC_OK) {
     snprintf(err, errlen, "cannot start the connection guard: %s", fedc_strerror(rc));
     goto fail;
@@ -1214,8 +1306,9 @@ void fc_coord_stop(fc_coord *c, int grace_ms) {
   fc_server_destroy(c->server);
   if (c->engine) {
     pthread_mutex_lock(&c->mu);
-    save_state_locked(c);
+    state_dirty_locked(c);
     pthread_mutex_unlock(&c->mu);
+    store_sync(c);
   }
   if (c->agg) c->agg->ops->destroy(c->agg);
   fc_engine_destroy(c->engine);
@@ -1226,5 +1319,6 @@ void fc_coord_stop(fc_coord *c, int grace_ms) {
   pthread_cond_destroy(&c->stop_cv);
   pthread_mutex_destroy(&c->dl_mu);
   pthread_mutex_destroy(&c->up_mu);
+  pthread_mutex_destroy(&c->store_mu);
   free(c);
 }

@@ -38,6 +38,9 @@ typedef struct fc_coord_cfg {
   int grpc_memory_mib;        /* gRPC's buffer memory quota (0 = transport default) */
   int connect_rate;           /* new connections per second per source address (0 = no limit) */
   int connect_burst;          /* ... at once (0 = 10 x rate) */
+  int connect_rate_total;     /* new connections per second from all addresses (0 = no limit) */
+  int connections_per_address; /* open at once per source address (0 = no limit) */
+  uint64_t min_transfer_bps;  /* uploads/downloads slower than this (after stream_idle_ms) are cut off; 0 = none */
 } fc_coord_cfg;
 
 void fc_coord_cfg_defaults(fc_coord_cfg *c);

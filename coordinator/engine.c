@@ -529,7 +529,7 @@ void fc_engine_get_status(const fc_engine *e, uint64_t now_ms, fc_engine_status 
   st->version = e->version;
   memcpy(st->sha, e->sha, FC_SHA256_LEN);
   st->known = e->nrecs;
-  st->live = count_live(e, now_ms);
+  st->live = 0; /* O(clients): fc_engine_count_live when wanted */
   st->selected = e->state == FC_ENG_TRAINING || e->state == FC_ENG_AGGREGATING ? e->selected : 0;
   st->received = e->state == FC_ENG_TRAINING || e->state == FC_ENG_AGGREGATING ? e->received : 0;
   st->completed = e->completed;
@@ -539,3 +539,5 @@ void fc_engine_get_status(const fc_engine *e, uint64_t now_ms, fc_engine_status 
 }
 
 const fc_round_stats *fc_engine_last_round(const fc_engine *e) { return &e->last; }
+
+uint32_t fc_engine_count_live(const fc_engine *e, uint64_t now_ms) { return count_live(e, now_ms); }

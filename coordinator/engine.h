@@ -143,13 +143,15 @@ typedef struct fc_engine_status {
   uint64_t round;          /* current (TRAINING/AGGREGATING) or next round id */
   uint64_t version;
   uint8_t sha[FC_SHA256_LEN];
-  uint32_t known, live;
+  uint32_t known, live;    /* live: 0 here; fc_engine_count_live counts (O(clients)) */
   uint32_t selected, received;
   uint64_t completed, abandoned;
   uint64_t budget;         /* 0 = unlimited */
   uint64_t round_started_ms;
 } fc_engine_status;
 void fc_engine_get_status(const fc_engine *e, uint64_t now_ms, fc_engine_status *st);
+/* Clients that checked in within the liveness window: O(clients). */
+uint32_t fc_engine_count_live(const fc_engine *e, uint64_t now_ms);
 /* Stats of the round being finalized or just abandoned. */
 const fc_round_stats *fc_engine_last_round(const fc_engine *e);
 

@@ -45,7 +45,9 @@
 
 enum { F_ADMITTED = 1, F_LISTENER = 2, F_NOT_LISTENER = 4 };
 
-#define RATE_SLOTS 4096
+#define RATE_SETS 1024 /* x RATE_WAYS entries, least recently used evicted */
+#define RATE_WAYS 4
+#define ADDR_COUNTERS 65536 /* open connections per address hash (collisions share: conservative) */
 
 typedef struct rate_slot {
   uint64_t key; /* 0 = empty */
@@ -57,13 +59,17 @@ static struct {
   atomic_int active;
   atomic_int port;
   int cap;
-  double rate, burst;
+  int per_addr_cap;         /* 0 = none */
+  double rate, burst;       /* per address */
+  double total_rate, total_burst, total_tokens, total_last; /* all addresses together */
   int spare_fd;
-  rate_slot *rates;
+  rate_slot *rates;         /* RATE_SETS x RATE_WAYS */
+  atomic_int *addr_open;    /* ADDR_COUNTERS; never freed */
+  uint16_t *fd_addr;        /* per fd: its addr_open index; never freed */
   atomic_uchar *fd_flags; /* never freed: close() may run at any time */
   size_t nflags;
   atomic_long open;
-  atomic_ullong admitted, refused_full, refused_rate, dropped_emfile;
+  atomic_ullong admitted, refused_full, refused_rate, refused_addr, dropped_emfile;
 } G = {.mu = PTHREAD_MUTEX_INITIALIZER, .spare_fd = -1};
 
 typedef int (*accept4_fn)(int, struct sockaddr *, socklen_t *, int);
@@ -100,7 +106,10 @@ static double mono_s(void) {
 PUBLIC int close(int fd) {
   if (fd >= 0 && G.fd_flags && (size_t)fd < G.nflags) {
     unsigned char old = atomic_exchange(&G.fd_flags[fd], 0);
-    if (old & F_ADMITTED) atomic_fetch_sub(&G.open, 1);
+    if (old & F_ADMITTED) {
+      atomic_fetch_sub(&G.open, 1);
+      atomic_fetch_sub(&G.addr_open[G.fd_addr[fd]], 1);
+    }
   }
   close_fn f = real_close();
   if (!f) {
@@ -145,27 +154,44 @@ static uint64_t addr_key(const struct sockaddr_storage *ss) {
   return k ? k : 1;
 }
 
-/* 1 if a connection from ss may be admitted now (takes a token). */
-static int rate_admit(const struct sockaddr_storage *ss) {
-  if (!(G.rate > 0)) return 1;
-  uint64_t key = addr_key(ss);
-  uint64_t h = key * 0x9E3779B97F4A7C15ull;
-  rate_slot *s = &G.rates[(h >> 40) % RATE_SLOTS];
+static int take(double *tokens, double *last, double rate, double burst, double now) {
+  *tokens += (now - *last) * rate;
+  if (*tokens > burst) *tokens = burst;
+  *last = now;
+  if (*tokens < 1) return 0;
+  *tokens -= 1;
+  return 1;
+}
+
+/* May a connection from `key` be admitted now? Takes a token from its
+ * address's bucket and from the global one. Returns 0 ok, 1 over the
+ * address's rate, 2 over the global rate. The address table is 4-way set
+ * associative with LRU eviction, so an attacker cannot reset a bucket to a
+ * full burst by alternating two colliding addresses (direct mapping let it). */
+static int rate_admit(uint64_t key) {
   double now = mono_s();
-  int ok;
+  int verdict = 0;
   pthread_mutex_lock(&G.mu);
-  if (s->key != key) {
-    s->key = key;
-    s->tokens = G.burst;
-    s->last = now;
+  if (G.rate > 0) {
+    uint64_t h = key * 0x9E3779B97F4A7C15ull;
+    rate_slot *set = &G.rates[((h >> 40) % RATE_SETS) * RATE_WAYS], *s = NULL, *lru = &set[0];
+    for (int w = 0; w < RATE_WAYS && !s; w++) {
+      if (set[w].key == key) s = &set[w];
+      else if (set[w].last < lru->last)
+        lru = &set[w];
+    }
+    if (!s) {
+      s = lru;
+      s->key = key;
+      s->tokens = G.burst;
+      s->last = now;
+    }
+    if (!take(&s->tokens, &s->last, G.rate, G.burst, now)) verdict = 1;
   }
-  s->tokens += (now - s->last) * G.rate;
-  if (s->tokens > G.burst) s->tokens = G.burst;
-  s->last = now;
-  ok = s->tokens >= 1;
-  if (ok) s->tokens -= 1;
+  if (!verdict && G.total_rate > 0 && !take(&G.total_tokens, &G.total_last, G.total_rate, G.total_burst, now))
+    verdict = 2;
   pthread_mutex_unlock(&G.mu);
-  return ok;
+  return verdict;
 }
 
 static void describe(const struct sockaddr_storage *ss, char *out, size_t len) {
@@ -224,12 +250,27 @@ PUBLIC int accept4(int lfd, struct sockaddr *addr, socklen_t *addrlen, int flags
               atomic_load(&G.open), G.cap, n);
       continue;
     }
-    if (!rate_admit(&ss)) {
+    uint64_t key = addr_key(&ss);
+    uint16_t ai = (uint16_t)((key * 0x9E3779B97F4A7C15ull) >> 48);
+    if (G.per_addr_cap > 0 && atomic_load(&G.addr_open[ai]) >= G.per_addr_cap) {
+      real_close()(fd);
+      unsigned long long n = atomic_fetch_add(&G.refused_addr, 1) + 1;
+      describe(&ss, who, sizeof who);
+      FC_WARN(MOD, "connection from %s refused: %d connections from that address are open (%llu refused so far)", who,
+              G.per_addr_cap, n);
+      continue;
+    }
+    int over = rate_admit(key);
+    if (over) {
       real_close()(fd);
       unsigned long long n = atomic_fetch_add(&G.refused_rate, 1) + 1;
       describe(&ss, who, sizeof who);
-      FC_WARN(MOD, "connection from %s refused: over %.0f connects/s from that address (%llu refused so far)", who,
-              G.rate, n);
+      if (over == 1)
+        FC_WARN(MOD, "connection from %s refused: over %.0f connects/s from that address (%llu refused so far)", who,
+                G.rate, n);
+      else
+        FC_WARN(MOD, "connection from %s refused: over %.0f connects/s in all (%llu refused so far)", who,
+                G.total_rate, n);
       continue;
     }
     /* Dead peers are found by the kernel (TCP keepalive: no user-space timer
@@ -240,7 +281,15 @@ PUBLIC int accept4(int lfd, struct sockaddr *addr, socklen_t *addrlen, int flags
     setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
     setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
     setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
-    atomic_store(&G.fd_flags[fd], F_ADMITTED);
+    /* An fd still marked admitted was closed behind our back (dup2 onto it,
+     * close_range): its old count is dropped here, so counts cannot drift. */
+    unsigned char was = atomic_exchange(&G.fd_flags[fd], F_ADMITTED);
+    if (was & F_ADMITTED) {
+      atomic_fetch_sub(&G.open, 1);
+      atomic_fetch_sub(&G.addr_open[G.fd_addr[fd]], 1);
+    }
+    G.fd_addr[fd] = ai;
+    atomic_fetch_add(&G.addr_open[ai], 1);
     atomic_fetch_add(&G.open, 1);
     atomic_fetch_add(&G.admitted, 1);
     if (addr && addrlen) {
@@ -290,27 +339,32 @@ int fc_accept_guard_start(const fc_accept_guard_cfg *cfg) {
     G.fd_flags = calloc(n, sizeof *G.fd_flags);
     G.nflags = G.fd_flags ? n : 0;
   }
-  if (!G.rates) G.rates = calloc(RATE_SLOTS, sizeof *G.rates);
-  if (!G.fd_flags || !G.rates) {
+  if (!G.rates) G.rates = calloc(RATE_SETS * RATE_WAYS, sizeof *G.rates);
+  if (!G.addr_open) G.addr_open = calloc(ADDR_COUNTERS, sizeof *G.addr_open);
+  if (!G.fd_addr && G.nflags) G.fd_addr = calloc(G.nflags, sizeof *G.fd_addr);
+  if (!G.fd_flags || !G.rates || !G.addr_open || !G.fd_addr) {
     pthread_mutex_unlock(&G.mu);
     return FEDC_ERR_NOMEM;
   }
-  memset(G.rates, 0, RATE_SLOTS * sizeof *G.rates);
+  memset(G.rates, 0, RATE_SETS * RATE_WAYS * sizeof *G.rates);
   for (size_t i = 0; i < G.nflags; i++) atomic_fetch_and(&G.fd_flags[i], (unsigned char)F_ADMITTED);
   G.cap = cap;
   G.rate = cfg->connect_rate > 0 ? cfg->connect_rate : 0;
   G.burst = cfg->connect_burst > 0 ? cfg->connect_burst : 10 * G.rate;
   if (G.burst < 1) G.burst = 1;
+  G.total_rate = cfg->connect_rate_total > 0 ? cfg->connect_rate_total : 0;
+  G.total_burst = 2 * G.total_rate < 1 ? 1 : 2 * G.total_rate;
+  G.total_tokens = G.total_burst;
+  G.total_last = mono_s();
+  G.per_addr_cap = cfg->per_address > 0 ? cfg->per_address : 0;
   if (G.spare_fd < 0) G.spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   atomic_store(&G.port, cfg->port);
   atomic_store(&G.active, 1);
   pthread_mutex_unlock(&G.mu);
-  if (G.rate > 0)
-    FC_INFO(MOD, "fd limit %ld: at most %d connections (%d fds kept free); per address %.0f connects/s, bursts of %.0f",
-            limit, cap, headroom, G.rate, G.burst);
-  else
-    FC_INFO(MOD, "fd limit %ld: at most %d connections (%d fds kept free); no per-address connect rate", limit, cap,
-            headroom);
+  FC_INFO(MOD,
+          "fd limit %ld: at most %d connections (%d fds kept free), %d per address; new connections: %.0f/s "
+          "(bursts of %.0f) per address, %.0f/s in all (0 = no limit)",
+          limit, cap, headroom, G.per_addr_cap, G.rate, G.burst, G.total_rate);
   return FEDC_OK;
 }
 
@@ -332,6 +386,7 @@ void fc_accept_guard_get_stats(fc_accept_guard_stats *st) {
   st->admitted = atomic_load(&G.admitted);
   st->refused_full = atomic_load(&G.refused_full);
   st->refused_rate = atomic_load(&G.refused_rate);
+  st->refused_addr = atomic_load(&G.refused_addr);
   st->dropped_emfile = atomic_load(&G.dropped_emfile);
   st->max_connections = G.cap;
 }

@@ -1,7 +1,8 @@
 /*
  * accept_guard.h - the coordinator's own admission of TCP connections, ahead
  * of gRPC: a connection cap that keeps the process clear of its fd limit, a
- * per-source-address connect rate (each connection costs a TLS handshake),
+ * per-source-address connect rate (each connection costs a TLS handshake)
+ * and a global one, a cap on connections open per address,
  * and a listener that keeps accepting after EMFILE.
  *
  * Why it exists. gRPC 1.51's listener (tcp_server_posix.cc) loops accept4()
@@ -35,13 +36,16 @@ typedef struct fc_accept_guard_cfg {
   int max_connections;      /* 0 = fd limit - headroom */
   double connect_rate;      /* per source address, connections/s (0 = no limit) */
   double connect_burst;     /* per source address, at once (0 = 10 x rate) */
+  double connect_rate_total; /* all addresses together, connections/s (0 = no limit; bursts of 2 s) */
+  int per_address;          /* connections open at once per source address (0 = no limit) */
 } fc_accept_guard_cfg;
 
 typedef struct fc_accept_guard_stats {
   uint64_t open;            /* admitted connections open now */
   uint64_t admitted;        /* since start */
   uint64_t refused_full;    /* closed at accept: the cap was reached */
-  uint64_t refused_rate;    /* closed at accept: their address was over its rate */
+  uint64_t refused_rate;    /* closed at accept: their address (or all) over the connect rate */
+  uint64_t refused_addr;    /* closed at accept: their address holds per_address connections */
   uint64_t dropped_emfile;  /* closed while draining after EMFILE */
   int max_connections;      /* the cap in force */
 } fc_accept_guard_stats;

@@ -64,6 +64,7 @@
 #define REQUESTS_PER_QUEUE 16 /* new calls a queue can take at once before gRPC holds them */
 #define SWEEP_MS 100          /* how often each event thread looks for idle calls */
 #define PEER_BUCKETS 4096
+#define REFUSAL_STATUS_MS 1000 /* see refuse() */
 
 enum { TAG_NEW = 1, TAG_CALL = 2 };
 enum op_kind { OP_NONE = 0, OP_FIRST, OP_RECV, OP_SEND, OP_STATUS, OP_WAIT };
@@ -110,6 +111,8 @@ struct fc_scall {
   int blocking;        /* served by a pool thread */
   int sent_initial_md;
   int finished;        /* a status was queued (or the call is dead) */
+  int dead;            /* async: a batch could not start; the current step's end releases (settle) */
+  int short_status;    /* a refusal: its status batch gets REFUSAL_STATUS_MS */
   int stream_done;
   int released;
   uint64_t bytes_in, bytes_out;
@@ -266,7 +269,8 @@ static void release(fc_scall *c) {
 /* Start the call's one batch. with_deadline: bounded by stream_idle_ms. */
 static int start_batch(fc_scall *c, enum op_kind op, size_t n) {
   c->op = op;
-  atomic_store(&c->deadline_ms, mono_ms() + (uint64_t)c->srv->opts.stream_idle_ms);
+  uint64_t wait = op == OP_STATUS && c->short_status ? REFUSAL_STATUS_MS : (uint64_t)c->srv->opts.stream_idle_ms;
+  atomic_store(&c->deadline_ms, mono_ms() + wait);
   if (grpc_call_start_batch(c->call, c->ops, n, c, NULL) != GRPC_CALL_OK) {
     c->op = OP_NONE;
     atomic_store(&c->deadline_ms, 0);
@@ -328,7 +332,15 @@ static void send_status(fc_scall *c, grpc_status_code code, const char *detail, 
     wait_batch(c, n);
     return;
   }
-  if (start_batch(c, OP_STATUS, n) != 0) release(c);
+  /* Never released from in here: the caller (a handler, on the stack) still
+   * holds c; the step's end releases a dead call (settle). */
+  if (start_batch(c, OP_STATUS, n) != 0) c->dead = 1;
+}
+
+/* End of an async step: a call that could not start its next batch is
+ * released here, where no handler frame holds it any more. */
+static void settle(fc_scall *c) {
+  if (c->dead) release(c);
 }
 
 /* The message in c->recv_bb (taken): 1 with *out, 0 end of stream, <0 error
@@ -493,6 +505,7 @@ int fc_scall_send_async(fc_scall *c, const ProtobufCMessage *msg) {
   }
   if (start_batch(c, OP_SEND, n) != 0) {
     c->finished = 1;
+    c->dead = 1; /* released at the end of this step */
     return -FEDC_ERR_UNAVAILABLE;
   }
   return 0;
@@ -720,7 +733,10 @@ static void pool_push(struct pool *pl, fc_scall *c);
 /* After an async handler step: start the next batch the stream needs, or
  * check that the handler finished. */
 static void continue_async(fc_scall *c) {
-  if (c->finished) return; /* status queued (its completion releases) or dead */
+  if (c->finished) { /* status queued (its completion releases), or dead */
+    settle(c);
+    return;
+  }
   if (c->m->kind == FC_RPC_CLIENT_STREAM && c->hooks_set && !c->stream_done) {
     if (start_batch(c, OP_RECV, recv_ops(c)) != 0) release(c);
     return;
@@ -730,10 +746,12 @@ static void continue_async(fc_scall *c) {
       FC_ERROR(MOD, "%s: stream step neither sent nor finished", c->method);
       send_status(c, GRPC_STATUS_INTERNAL, "handler stalled", NULL);
     }
+    settle(c);
     return;
   }
   FC_ERROR(MOD, "%s: handler returned without a status", c->method);
   send_status(c, GRPC_STATUS_INTERNAL, "handler returned without a status", NULL);
+  settle(c);
 }
 
 static void dispatch_first(fc_scall *c) {
@@ -758,7 +776,14 @@ static void serve_blocking(fc_scall *c) {
 }
 
 /* Refuse before any handler: a status, then the call is released. */
-static void refuse(fc_scall *c, grpc_status_code code, const char *why) { send_status(c, code, why, NULL); }
+/* A refusal is the end of its step. Its status gets REFUSAL_STATUS_MS, not
+ * stream_idle_ms: a caller that stops reading must not keep refused calls
+ * (which its call cap does not count) open for long. */
+static void refuse(fc_scall *c, grpc_status_code code, const char *why) {
+  c->short_status = 1;
+  send_status(c, code, why, NULL);
+  settle(c);
+}
 
 /* A new call from request_call: every check that needs no message, then ask
  * for the first message. */
@@ -882,14 +907,17 @@ static void on_call_event(fc_scall *c, int ok) {
     }
     ProtobufCMessage *msg = NULL;
     int r = take_message(c, &msg);
-    if (r < 0) return; /* refused: the status is queued */
+    if (r < 0) { /* refused: the status is queued */
+      settle(c);
+      return;
+    }
     if (op == OP_FIRST) {
       if (r == 0) {
         refuse(c, GRPC_STATUS_INVALID_ARGUMENT, "stream closed before the first message");
         return;
       }
       c->req = msg;
-      dispatch_first(c);
+      dispatch_first(c); /* a blocking call now belongs to its pool thread */
       return;
     }
     if (r == 0) {
@@ -898,6 +926,7 @@ static void on_call_event(fc_scall *c, int ok) {
         FC_ERROR(MOD, "%s: end of stream left without a status", c->method);
         send_status(c, GRPC_STATUS_INTERNAL, "handler returned without a status", NULL);
       }
+      settle(c);
       return;
     }
     c->on_msg(c, c->hstate, msg);

@@ -13,7 +13,7 @@ make_tmp
 make_pki "$T/pki" itest a b
 make_idx "$T" 100 2
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-COORD_ARGS=(--pki "$T/pki" --federation itest --state "$T/state" --model 784-10 --rounds 6 --min-clients 2
+COORD_ARGS=(--pki "$T/pki" --federation itest --state "$T/state" --model 784-10 --rounds 8 --min-clients 2
   --cohort 2 --min-updates 2 --poll-ms 100 --listen "127.0.0.1:$PORT")
 
 start_coordinator "${COORD_ARGS[@]}"
@@ -27,6 +27,10 @@ for i in 0 1; do
 done
 wait_for bash -c "'$FEDC' status ${ADMIN[*]} --json | jq -e '.rounds_completed >= 2' >/dev/null" 60 ||
   fail "first rounds did not complete"
+# Pause first, so the federation cannot finish before the kill (rounds of this
+# tiny model take ~0.1 s: it used to, now and then, and then no round came
+# after the restart); a round already running goes on and may be cut by the kill.
+"$FEDC" round pause "${ADMIN[@]}" >/dev/null || fail "round pause"
 kill -KILL "$COORD_PID"
 set +e; wait "$COORD_PID" 2>/dev/null; set -e
 V=$(jq -r .version "$T/state/state.json")
@@ -41,14 +45,17 @@ assert_contains "$T/coord.log" "resuming from $T/state: model v$V"
 # The restarted coordinator serves the same version with the same hash.
 "$FEDC" model get "${ADMIN[@]}" --version "$V" --out "$T/v.safetensors" --json | jq -e --arg s "$SHA" '.sha256 == $s' \
   >/dev/null || fail "version $V changed across the restart"
-wait_for bash -c "'$FEDC' status ${ADMIN[*]} --json | jq -e '.rounds_completed >= 6' >/dev/null" 90 ||
+# The pause survived the kill: resume, and the federation finishes.
+"$FEDC" status "${ADMIN[@]}" --json | jq -e '.paused == true' >/dev/null || fail "pause lost across kill -9"
+"$FEDC" round resume "${ADMIN[@]}" >/dev/null || fail "round resume"
+wait_for bash -c "'$FEDC' status ${ADMIN[*]} --json | jq -e '.rounds_completed >= 8' >/dev/null" 90 ||
   fail "federation did not finish after the restart"
 st=$("$FEDC" status "${ADMIN[@]}" --json)
-[ "$(json_get "$st" global_version)" = 6 ] || fail "final version: $st"
+[ "$(json_get "$st" global_version)" = 8 ] || fail "final version: $st"
 # Round ids are unique and increasing; completed rounds produced versions 1..6 in order.
 jq -s -e '[.[].round] as $r | ($r | unique | length) == ($r | length) and $r == ($r | sort)' "$T/state/rounds.jsonl" \
   >/dev/null || fail "round ids repeat: $(cat "$T/state/rounds.jsonl")"
-jq -s -e '[.[] | select(.outcome == "completed") | .version] == [1,2,3,4,5,6]' "$T/state/rounds.jsonl" >/dev/null ||
+jq -s -e '[.[] | select(.outcome == "completed") | .version] == [1,2,3,4,5,6,7,8]' "$T/state/rounds.jsonl" >/dev/null ||
   fail "versions not contiguous: $(cat "$T/state/rounds.jsonl")"
 jq -s -e --argjson n "$NEXT" '[.[] | select(.round >= $n)] | length >= 1' "$T/state/rounds.jsonl" >/dev/null ||
   fail "no round after the restart used an id >= $NEXT"
@@ -65,15 +72,15 @@ ABANDONED=$(json_get "$st" rounds_abandoned)
 # Admin state survives a restart: a raised budget and a pause. No clients from
 # here on, so no round starts in between.
 kill -KILL "${CLIENT_PIDS[@]}" 2>/dev/null || true
-"$FEDC" round start --rounds 3 "${ADMIN[@]}" --json | jq -e '.round_budget == 9' >/dev/null ||
-  fail "round start --rounds 3 did not raise the budget to 9"
+"$FEDC" round start --rounds 3 "${ADMIN[@]}" --json | jq -e '.round_budget == 11' >/dev/null ||
+  fail "round start --rounds 3 did not raise the budget to 11"
 "$FEDC" round pause "${ADMIN[@]}" --json | jq -e '.paused == true' >/dev/null || fail "round pause"
 kill -TERM "$COORD_PID"
 set +e; wait "$COORD_PID" 2>/dev/null; set -e
 start_coordinator "${COORD_ARGS[@]}"
 st=$("$FEDC" status "${ADMIN[@]}" --json)
 [ "$(json_get "$st" paused)" = true ] || fail "pause lost across a restart: $st"
-[ "$(json_get "$st" round_budget)" = 9 ] || fail "raised budget lost across a restart: $st"
+[ "$(json_get "$st" round_budget)" = 11 ] || fail "raised budget lost across a restart: $st"
 # (A round may have started on the clients still counted live; the stop
 # records it as abandoned: the count must match the history either way.)
 HIST_ABANDONED=$(jq -s '[.[] | select(.outcome == "abandoned")] | length' "$T/state/rounds.jsonl")
@@ -82,9 +89,9 @@ HIST_ABANDONED=$(jq -s '[.[] | select(.outcome == "abandoned")] | length' "$T/st
 # A changed configuration wins over the stored budget.
 kill -TERM "$COORD_PID"
 set +e; wait "$COORD_PID" 2>/dev/null; set -e
-for i in "${!COORD_ARGS[@]}"; do [ "${COORD_ARGS[$i]}" != --rounds ] || COORD_ARGS[i + 1]=7; done
+for i in "${!COORD_ARGS[@]}"; do [ "${COORD_ARGS[$i]}" != --rounds ] || COORD_ARGS[i + 1]=9; done
 start_coordinator "${COORD_ARGS[@]}"
 st=$("$FEDC" status "${ADMIN[@]}" --json)
-[ "$(json_get "$st" round_budget)" = 7 ] || fail "configured --rounds 7 did not replace the stored budget: $st"
+[ "$(json_get "$st" round_budget)" = 9 ] || fail "configured --rounds 9 did not replace the stored budget: $st"
 [ "$(json_get "$st" paused)" = true ] || fail "pause lost across the second restart: $st"
 echo "PASS restart"

@@ -78,9 +78,10 @@ kill -TERM "$COORD_PID"; wait "$COORD_PID" || fail "coordinator did not exit cle
 
 # Connection floods at full speed (issue 7): fd limit 256, 400 plain TCP
 # connects in a burst, no TLS, held for a second. With the default headroom
-# the accept guard refuses what is over the cap at accept time; with a
-# headroom of 4 the process does hit EMFILE, and the spare-fd drain keeps the
-# listener alive (gRPC 1.51 stopped accepting for good after one EMFILE).
+# the accept guard refuses what is over the cap at accept time; with 50 per
+# address, the per-address cap refuses first; with a headroom of 4 the
+# process does hit EMFILE, and the spare-fd drain keeps the listener alive
+# (gRPC 1.51 stopped accepting for good after one EMFILE).
 # Either way an admin call then succeeds and a new client can connect.
 flood() { # tag extra-args...
   local tag=$1
@@ -124,7 +125,12 @@ grep -q "refused: .* connections open, the cap is" "$T/coord-cap.log" ||
   fail "no connection was refused at the cap: $(tail -5 "$T/coord-cap.log")"
 grep -q "fd limit reached" "$T/coord-cap.log" && fail "the cap should keep the process off EMFILE"
 kill -TERM "$FLOOD_PID"
-flood emfile --fd-headroom 4
+flood peraddr --connections-per-address 50
+grep -q "refused: 50 connections from that address are open" "$T/coord-peraddr.log" ||
+  fail "the per-address cap did not refuse: $(tail -5 "$T/coord-peraddr.log")"
+grep -q "the cap is" "$T/coord-peraddr.log" && fail "the per-address cap should act before the global one"
+kill -TERM "$FLOOD_PID"
+flood emfile --fd-headroom 4 --connections-per-address 0
 grep -q "fd limit reached: dropped" "$T/coord-emfile.log" ||
   fail "headroom 4 should reach EMFILE and drain: $(tail -5 "$T/coord-emfile.log")"
 kill -TERM "$FLOOD_PID"

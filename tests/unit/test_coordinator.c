@@ -460,6 +460,33 @@ static void test_storage_failure(void) {
   fc_coord_stop(c, 0);
 }
 
+/* A selected client that trickles its upload (1 KiB a second) is cut off
+ * once the grace (stream_idle_ms) is over and it averages less than
+ * min_transfer_bps: it must not hold a staging slot for the whole round. */
+static void test_slow_upload(void) {
+  fc_coord_cfg cfg;
+  base_cfg(&cfg);
+  cfg.engine.cohort_size = 1;
+  cfg.stream_idle_ms = 1500;
+  cfg.min_transfer_bps = 100000;
+  fc_coord *c = start(&cfg);
+  CHECK(c != NULL);
+  if (!c) return;
+  fc_channel *a = channel(fc_coord_port(c), "client/a");
+  uint64_t v = 0, r = a ? wait_task(a, 0, 5000, &v) : 0;
+  CHECK(r != 0);
+  if (r) {
+    up_args slow = {a, r, v, 0.5f, 1024, 1000, {0}, 0};
+    upload(&slow);
+    CHECK(slow.rc != FEDC_OK);
+    CHECK_EQ_INT(slow.st.code, GRPC_STATUS_DEADLINE_EXCEEDED);
+    if (!strstr(slow.st.detail, "too slow")) fprintf(stderr, "  slow upload: %s\n", slow.st.detail);
+    CHECK(strstr(slow.st.detail, "too slow") != NULL);
+  }
+  fc_channel_destroy(a);
+  fc_coord_stop(c, 0);
+}
+
 /* Upload a zero delta of n parameters in 1 MiB chunks; returns the rc. */
 static int upload_zeros(fc_channel *ch, uint64_t round, uint64_t version, uint64_t n, fc_status *st) {
   float *zero = calloc(n, sizeof *zero);
@@ -640,6 +667,7 @@ int main(void) {
       {"download_slot_role", test_download_slot_role},
       {"storage_failure", test_storage_failure},
       {"stalled_peers", test_stalled_peers},
+      {"slow_upload", test_slow_upload},
   };
   for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
     int before = check_failed;
