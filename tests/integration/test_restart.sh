@@ -10,13 +10,23 @@ set -euo pipefail
 . "$(dirname "$0")/_data.sh"
 make_tmp
 
-make_pki "$T/pki" itest a b
+make_pki "$T/pki" itest a b c
 make_idx "$T" 100 2
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-COORD_ARGS=(--pki "$T/pki" --federation itest --state "$T/state" --model 784-10 --rounds 8 --min-clients 2
-  --cohort 2 --min-updates 2 --poll-ms 100 --listen "127.0.0.1:$PORT")
+# Rounds must be slow enough to kill one mid-federation whatever the load
+# (this model's rounds take ~50 ms: under ASan all 8 could end before a
+# status call came back). Client c checks in once and never picks up a task:
+# every round waits for the 1.5 s pickup deadline, then goes on with a and b.
+COORD_ARGS=(--pki "$T/pki" --federation itest --state "$T/state" --model 784-10 --rounds 8 --min-clients 3
+  --cohort 3 --min-updates 2 --poll-ms 100 --pickup-timeout-ms 1500 --client-ttl-ms 120000
+  --listen "127.0.0.1:$PORT")
+silent_c() {
+  "$BUILD_DIR/fedc_probe" --coordinator "127.0.0.1:$PORT" --pki "$T/pki" --name c --mode call \
+    --method /fedc.v1.Coordinator/CheckIn --want 0 > "$T/c.json" || fail "client c could not check in: $(cat "$T/c.json")"
+}
 
 start_coordinator "${COORD_ARGS[@]}"
+silent_c
 ADMIN=(--coordinator "127.0.0.1:$PORT" --pki "$T/pki" --name root)
 CLIENT_PIDS=()
 for i in 0 1; do
@@ -27,9 +37,8 @@ for i in 0 1; do
 done
 wait_for bash -c "'$FEDC' status ${ADMIN[*]} --json | jq -e '.rounds_completed >= 2' >/dev/null" 60 ||
   fail "first rounds did not complete"
-# Pause first, so the federation cannot finish before the kill (rounds of this
-# tiny model take ~0.1 s: it used to, now and then, and then no round came
-# after the restart); a round already running goes on and may be cut by the kill.
+# Pause first, so no round starts between here and the kill; a round already
+# running goes on and may be cut by the kill.
 "$FEDC" round pause "${ADMIN[@]}" >/dev/null || fail "round pause"
 kill -KILL "$COORD_PID"
 set +e; wait "$COORD_PID" 2>/dev/null; set -e
@@ -41,6 +50,7 @@ OPEN=$(jq -r '.open_round // 0' "$T/state/state.json")
 echo "killed at version $V (next round $NEXT)"
 
 start_coordinator "${COORD_ARGS[@]}"
+silent_c # the client table is not persisted: c is live again once it checks in
 assert_contains "$T/coord.log" "resuming from $T/state: model v$V"
 # The restarted coordinator serves the same version with the same hash.
 "$FEDC" model get "${ADMIN[@]}" --version "$V" --out "$T/v.safetensors" --json | jq -e --arg s "$SHA" '.sha256 == $s' \
