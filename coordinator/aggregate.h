@@ -64,4 +64,17 @@ struct fc_agg {
  * many clients take part. */
 int fc_agg_fedavg_create(size_t n, int slots, fc_agg **out);
 
+/* Secure aggregation (aggregate_secagg.c): the u32 sum mod 2^32 of masked
+ * inputs of `entries` entries (model parameters + 1 for the weight). Updates
+ * are little-endian u32 payloads; update_check accepts anything (a masked
+ * vector is uniform); round_finish is refused: the sum is unmasked with
+ * fc_agg_secagg_unmask and decoded with fc_sa_dequantize (secagg/secagg.h). */
+#include "secagg/secagg.h"
+int fc_agg_secagg_create(size_t entries, int slots, fc_agg **out);
+/* The accumulator (entries u32) and how many inputs it holds. */
+uint32_t *fc_agg_secagg_sum(fc_agg *a, uint32_t *count);
+/* Apply mask terms to the sum on `threads` worker threads (disjoint ranges). */
+int fc_agg_secagg_unmask(fc_agg *a, const fc_prg_ops *prg, const fc_sa_mask_term *terms, size_t nterms, int threads,
+                         const volatile int *abort);
+
 #endif

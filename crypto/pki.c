@@ -322,6 +322,8 @@ static int write_cert_file(const char *path, X509 *cert, char *err, size_t errle
 }
 
 /* Read up to MAX_CHAIN PEM certificates from path into a fresh stack. */
+static int read_certs_bio(BIO *in, const char *path, STACK_OF(X509) **out, char *err, size_t errlen);
+
 static int read_certs(const char *path, STACK_OF(X509) **out, char *err, size_t errlen) {
   BIO *in = BIO_new_file(path, "r");
   if (!in) {
@@ -330,6 +332,11 @@ static int read_certs(const char *path, STACK_OF(X509) **out, char *err, size_t 
     set_err(err, errlen, "cannot open %s: %s", path, strerror(e ? e : ENOENT));
     return e == ENOENT ? FEDC_ERR_NOT_FOUND : FEDC_ERR_IO;
   }
+  return read_certs_bio(in, path, out, err, errlen);
+}
+
+/* Reads up to MAX_CHAIN certificates from in and frees it; path names it in errors. */
+static int read_certs_bio(BIO *in, const char *path, STACK_OF(X509) **out, char *err, size_t errlen) {
   STACK_OF(X509) *certs = sk_X509_new_null();
   int rc = FEDC_OK;
   if (!certs) {
@@ -869,15 +876,51 @@ int fc_pki_issue(const char *dir, const char *role, const char *name, const char
 
 /* ---- verify ----------------------------------------------------------------------------- */
 
+static int verify_chain(STACK_OF(X509) *cas, STACK_OF(X509) *chain, const char *ca_pem_path,
+                        const char *cert_pem_path, char *err, size_t errlen);
+
 int fc_pki_verify(const char *ca_pem_path, const char *cert_pem_path, char *err, size_t errlen) {
   STACK_OF(X509) *cas = NULL, *chain = NULL;
+  int rc;
+  if ((rc = read_certs(ca_pem_path, &cas, err, errlen)) == FEDC_OK &&
+      (rc = read_certs(cert_pem_path, &chain, err, errlen)) == FEDC_OK)
+    rc = verify_chain(cas, chain, ca_pem_path, cert_pem_path, err, errlen);
+  sk_X509_pop_free(chain, X509_free);
+  sk_X509_pop_free(cas, X509_free);
+  return rc;
+}
+
+int fc_pki_verify_pem(const char *ca_pem, size_t ca_len, const char *cert_pem, size_t cert_len, char *err,
+                      size_t errlen) {
+  STACK_OF(X509) *cas = NULL, *chain = NULL;
+  int rc = FEDC_ERR_INVALID;
+  if (ca_len > INT_MAX || cert_len > INT_MAX) return rc;
+  BIO *a = BIO_new_mem_buf(ca_pem, (int)ca_len), *b = BIO_new_mem_buf(cert_pem, (int)cert_len);
+  if (!a || !b) {
+    BIO_free(a);
+    BIO_free(b);
+    return crypto_fail(err, errlen, "allocating certificate reader");
+  }
+  rc = read_certs_bio(a, "the CA certificate", &cas, err, errlen);
+  if (rc == FEDC_OK) {
+    rc = read_certs_bio(b, "the certificate", &chain, err, errlen);
+    b = NULL;
+  }
+  BIO_free(b);
+  if (rc == FEDC_OK) rc = verify_chain(cas, chain, "the federation CA", "the certificate", err, errlen);
+  sk_X509_pop_free(chain, X509_free);
+  sk_X509_pop_free(cas, X509_free);
+  return rc;
+}
+
+/* Verifies chain's first certificate (shifted off: the rest are untrusted
+ * intermediates) against cas. Names are for the error message only. */
+static int verify_chain(STACK_OF(X509) *cas, STACK_OF(X509) *chain, const char *ca_pem_path,
+                        const char *cert_pem_path, char *err, size_t errlen) {
   X509 *leaf = NULL;
   X509_STORE *store = NULL;
   X509_STORE_CTX *ctx = NULL;
   int rc;
-
-  if ((rc = read_certs(ca_pem_path, &cas, err, errlen))) goto out;
-  if ((rc = read_certs(cert_pem_path, &chain, err, errlen))) goto out;
   leaf = sk_X509_shift(chain); /* the rest are untrusted intermediates */
   if (!(store = X509_STORE_new()) || !(ctx = X509_STORE_CTX_new())) {
     rc = crypto_fail(err, errlen, "allocating verifier");
@@ -917,8 +960,6 @@ out:
   X509_STORE_CTX_free(ctx);
   X509_STORE_free(store);
   X509_free(leaf);
-  sk_X509_pop_free(chain, X509_free);
-  sk_X509_pop_free(cas, X509_free);
   return rc;
 }
 

@@ -126,6 +126,10 @@ int fc_pki_name_ok(const char *name);
  */
 int fc_pki_verify(const char *ca_pem_path, const char *cert_pem_path, char *err, size_t errlen);
 
+/* The same for PEM text in memory (a certificate forwarded by a peer). */
+int fc_pki_verify_pem(const char *ca_pem, size_t ca_len, const char *cert_pem, size_t cert_len, char *err,
+                      size_t errlen);
+
 /* notAfter of the first certificate in cert_path and whether it has passed. */
 int fc_pki_cert_expiry(const char *cert_path, time_t *not_after, int *expired_now);
 

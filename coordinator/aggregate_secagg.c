@@ -1,0 +1,222 @@
+/*
+ * aggregate_secagg.c - the sum of masked inputs for secure aggregation
+ * (Bonawitz et al. 2017, round 2 "Server": z = sum of y_u mod R, R = 2^32),
+ * then mask removal on worker threads.
+ *
+ * Masked vectors are uniformly random to us: there is nothing to check in
+ * one (no NaN, no norm: clipping is the client's job, and robustness with
+ * secure aggregation is bucketing, issue 9). As with FedAvg, chunks land in
+ * one of `slots` staging buffers and a whole, hash-verified upload is added
+ * into the one u32 accumulator, so a broken stream leaves no trace (a
+ * half-added masked vector could never be taken out again) and memory is
+ * (slots + 1) x model for any cohort size.
+ *
+ * Unmasking: the coordinator hands the (key, sign) terms from
+ * secagg_server_unmask.c to fc_agg_secagg_unmask, which splits the vector
+ * into one contiguous range per thread; each thread runs the shared
+ * expansion (fc_sa_mask_apply: cache-sized blocks, keys in batches of 32)
+ * over its range for all terms. Ranges are disjoint: no locks, no atomics.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "coordinator/aggregate.h"
+#include "fedc/error.h"
+
+struct fc_agg_update {
+  uint32_t *buf;
+  int busy;
+};
+
+typedef struct secagg_sum {
+  fc_agg base; /* base.n: entries (model parameters + 1 for the weight) */
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  uint32_t *acc;
+  uint32_t count;
+  int nslots;
+  fc_agg_update *slots;
+  int closing;
+} secagg_sum;
+
+static int sa_round_begin(fc_agg *a) {
+  secagg_sum *f = (secagg_sum *)a;
+  pthread_mutex_lock(&f->mu);
+  memset(f->acc, 0, f->base.n * sizeof *f->acc);
+  f->count = 0;
+  pthread_mutex_unlock(&f->mu);
+  return FEDC_OK;
+}
+
+static int sa_update_begin(fc_agg *a, int timeout_ms, fc_agg_update **out) {
+  secagg_sum *f = (secagg_sum *)a;
+  struct timespec until;
+  fc_deadline_after_ms(&until, timeout_ms > 0 ? (uint64_t)timeout_ms : 0);
+  int rc = FEDC_ERR_TIMEOUT;
+  pthread_mutex_lock(&f->mu);
+  while (rc == FEDC_ERR_TIMEOUT) {
+    if (f->closing) {
+      rc = FEDC_ERR_STOPPED;
+      break;
+    }
+    for (int i = 0; i < f->nslots && rc == FEDC_ERR_TIMEOUT; i++) {
+      fc_agg_update *u = &f->slots[i];
+      if (u->busy) continue;
+      if (!u->buf && !(u->buf = malloc(f->base.n * sizeof *u->buf))) {
+        rc = FEDC_ERR_NOMEM;
+        break;
+      }
+      u->busy = 1;
+      *out = u;
+      rc = FEDC_OK;
+    }
+    if (rc == FEDC_ERR_TIMEOUT && pthread_cond_timedwait(&f->cv, &f->mu, &until) == ETIMEDOUT) break;
+  }
+  pthread_mutex_unlock(&f->mu);
+  return rc;
+}
+
+static int sa_update_chunk(fc_agg *a, fc_agg_update *u, uint64_t offset, const void *bytes, size_t len) {
+  if (offset + len > a->n * sizeof(uint32_t)) return FEDC_ERR_TOO_LARGE;
+  memcpy((uint8_t *)u->buf + offset, bytes, len);
+  return FEDC_OK;
+}
+
+static int sa_update_check(fc_agg *a, fc_agg_update *u, fc_agg_check *out) {
+  out->l2 = 0;
+  out->amax = 0;
+  return FEDC_OK;
+}
+
+static void release(secagg_sum *f, fc_agg_update *u) {
+  u->busy = 0;
+  pthread_cond_signal(&f->cv);
+}
+
+static int sa_update_commit(fc_agg *a, fc_agg_update *u, double weight) {
+  secagg_sum *f = (secagg_sum *)a;
+  pthread_mutex_lock(&f->mu);
+  const uint32_t *x = u->buf;
+  uint32_t *acc = f->acc;
+  for (size_t i = 0; i < a->n; i++) acc[i] += x[i]; /* mod 2^32 */
+  f->count++;
+  release(f, u);
+  pthread_mutex_unlock(&f->mu);
+  return FEDC_OK;
+}
+
+static void sa_update_abort(fc_agg *a, fc_agg_update *u) {
+  secagg_sum *f = (secagg_sum *)a;
+  pthread_mutex_lock(&f->mu);
+  release(f, u);
+  pthread_mutex_unlock(&f->mu);
+}
+
+static int sa_round_finish(fc_agg *a, float *delta, uint32_t *count) {
+  return FEDC_ERR_INVALID; /* masked: fc_agg_secagg_unmask, then fc_sa_dequantize */
+}
+
+static void sa_close(fc_agg *a) {
+  secagg_sum *f = (secagg_sum *)a;
+  pthread_mutex_lock(&f->mu);
+  f->closing = 1;
+  pthread_cond_broadcast(&f->cv);
+  pthread_mutex_unlock(&f->mu);
+}
+
+static void sa_destroy(fc_agg *a) {
+  secagg_sum *f = (secagg_sum *)a;
+  if (!f) return;
+  for (int i = 0; f->slots && i < f->nslots; i++) free(f->slots[i].buf);
+  free(f->slots);
+  free(f->acc);
+  pthread_mutex_destroy(&f->mu);
+  pthread_cond_destroy(&f->cv);
+  free(f);
+}
+
+static const fc_agg_ops secagg_ops = {
+    .name = "secagg",
+    .round_begin = sa_round_begin,
+    .update_begin = sa_update_begin,
+    .update_chunk = sa_update_chunk,
+    .update_check = sa_update_check,
+    .update_commit = sa_update_commit,
+    .update_abort = sa_update_abort,
+    .round_finish = sa_round_finish,
+    .close = sa_close,
+    .destroy = sa_destroy,
+};
+
+int fc_agg_secagg_create(size_t entries, int slots, fc_agg **out) {
+  if (entries == 0 || entries >= UINT32_MAX || slots < 1) return FEDC_ERR_INVALID;
+  secagg_sum *f = calloc(1, sizeof *f);
+  if (!f) return FEDC_ERR_NOMEM;
+  f->base.ops = &secagg_ops;
+  f->base.n = entries;
+  f->nslots = slots;
+  pthread_mutex_init(&f->mu, NULL);
+  pthread_cond_init(&f->cv, NULL);
+  f->acc = calloc(entries, sizeof *f->acc);
+  f->slots = calloc((size_t)slots, sizeof *f->slots);
+  if (!f->acc || !f->slots) {
+    sa_destroy(&f->base);
+    return FEDC_ERR_NOMEM;
+  }
+  *out = &f->base;
+  return FEDC_OK;
+}
+
+uint32_t *fc_agg_secagg_sum(fc_agg *a, uint32_t *count) {
+  secagg_sum *f = (secagg_sum *)a;
+  if (count) *count = f->count;
+  return f->acc;
+}
+
+typedef struct unmask_job {
+  const fc_prg_ops *prg;
+  uint32_t *vec;
+  uint64_t first;
+  size_t len;
+  const fc_sa_mask_term *terms;
+  size_t nterms;
+  const volatile int *abort;
+  int rc;
+} unmask_job;
+
+static void *unmask_worker(void *arg) {
+  unmask_job *j = arg;
+  j->rc = fc_sa_mask_apply(j->prg, j->vec + j->first, j->first, j->len, j->terms, j->nterms, j->abort);
+  return NULL;
+}
+
+int fc_agg_secagg_unmask(fc_agg *a, const fc_prg_ops *prg, const fc_sa_mask_term *terms, size_t nterms, int threads,
+                         const volatile int *abort) {
+  secagg_sum *f = (secagg_sum *)a;
+  if (threads < 1) threads = 1;
+  if (threads > 64) threads = 64;
+  unmask_job jobs[64];
+  pthread_t tid[64];
+  int started[64] = {0};
+  /* Ranges start on 16-byte keystream blocks (4 entries) so no block is split. */
+  size_t per = (a->n / (size_t)threads + 3) & ~(size_t)3;
+  int rc = FEDC_OK;
+  for (int i = 0; i < threads; i++) {
+    size_t lo = per * (size_t)i, hi = lo + per < a->n ? lo + per : a->n;
+    jobs[i] = (unmask_job){prg, f->acc, lo, lo < hi ? hi - lo : 0, terms, nterms, abort, FEDC_OK};
+    if (!jobs[i].len) continue;
+    if (i + 1 < threads && jobs[i].len && pthread_create(&tid[i], NULL, unmask_worker, &jobs[i]) == 0) {
+      started[i] = 1;
+    } else {
+      unmask_worker(&jobs[i]); /* the last range (or a failed spawn) on this thread */
+    }
+  }
+  for (int i = 0; i < threads; i++) {
+    if (started[i]) pthread_join(tid[i], NULL);
+    if (jobs[i].rc != FEDC_OK && rc == FEDC_OK) rc = jobs[i].rc;
+  }
+  return rc;
+}

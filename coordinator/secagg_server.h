@@ -1,0 +1,78 @@
+/*
+ * secagg_server.h - the coordinator side of secure aggregation as an I/O-free
+ * state machine (Bonawitz et al. 2017, Fig. 4 "Server", active version; Bell
+ * et al. 2020 neighbour graph). The gRPC handlers feed it submissions and
+ * polls under the coordinator's lock; the round engine decides when a stage
+ * closes (all expected messages in, or its deadline) and calls
+ * fc_sa_server_close_stage, which decides who dropped at which stage. That
+ * status alone decides which share is asked of whom in the unmasking.
+ *
+ * Stages and who survives each (U0 = cohort):
+ *   ADVERTISE   U1 = signed keys received (certificate names the caller)
+ *   SHARE_KEYS  U2 = shares received, one to every neighbour in U1
+ *   MASKED      U3 = masked inputs committed to the accumulator
+ *   CONSISTENCY U4 = signatures over U3 received
+ *   UNMASK      U5 = unmask shares received; then reconstruct:
+ *               b_v for v in U3 (self masks to remove),
+ *               s_v^SK for v in U2 \ U3 (pairwise masks its neighbours in U3
+ *               added for it; checked against the advertised s_v^PK)
+ * Each stage needs at least t survivors, else the round is abandoned with the
+ * reason; nothing individual is ever revealed (shares of b_v are only asked
+ * for survivors, shares of s_v^SK only for the dropped, and the clients check
+ * that through the signed survivor list).
+ */
+#ifndef FEDC_COORD_SECAGG_SERVER_H
+#define FEDC_COORD_SECAGG_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fedc/v1/fedc.pb-c.h"
+#include "secagg/secagg.h"
+
+typedef struct fc_sa_server fc_sa_server;
+
+int fc_sa_server_create(const fc_sa_params *p, const char *const *names, fc_sa_server **out, char *why,
+                        size_t whylen);
+void fc_sa_server_destroy(fc_sa_server *s);
+/* The stage open now (FC_SA_*), or 0 when all closed (ready to unmask) or aborted. */
+int fc_sa_server_stage(const fc_sa_server *s);
+const uint8_t *fc_sa_server_session(const fc_sa_server *s);
+const fc_sa_params *fc_sa_server_params(const fc_sa_server *s);
+/* Cohort index of a client name, 0 if not in the cohort. */
+uint32_t fc_sa_server_index(const fc_sa_server *s, const char *name);
+
+/* A submission from cohort member `index` for the open stage. FEDC_OK, or
+ * FEDC_ERR_PROTOCOL / INVALID / REJECTED with one line in why; a refused
+ * submission changes nothing. */
+int fc_sa_server_submit(fc_sa_server *s, uint32_t index, const Fedc__V1__SecAggSubmitRequest *m, char *why,
+                        size_t whylen);
+/* Masked input: may `index` upload now? Then "it was committed". */
+int fc_sa_server_masked_allowed(const fc_sa_server *s, uint32_t index);
+void fc_sa_server_masked_done(fc_sa_server *s, uint32_t index);
+/* Everyone still in the protocol has sent what the open stage wants.
+ * expected_advertise: how many of the cohort are still expected to advertise. */
+int fc_sa_server_stage_complete(const fc_sa_server *s, uint32_t expected_advertise);
+/* Close the open stage: FEDC_OK and the next stage opens (or, after UNMASK,
+ * reconstruction is ready), or FEDC_ERR_REJECTED with the reason: abandon. */
+int fc_sa_server_close_stage(fc_sa_server *s, char *why, size_t whylen);
+
+/* The answer to a poll for `stage` from `index`. Pointers in *out refer to
+ * the server's memory: pack it before the next call into the server, then
+ * release with fc_sa_poll_clear. */
+void fc_sa_server_poll(fc_sa_server *s, uint32_t index, int stage, Fedc__V1__SecAggPollResponse *out);
+void fc_sa_poll_clear(Fedc__V1__SecAggPollResponse *m);
+/* Abort: every later poll answers ABORTED with this reason. */
+void fc_sa_server_abort(fc_sa_server *s, const char *why);
+
+/* After UNMASK closed: reconstruct the secrets (Shamir) and list the masks to
+ * remove from the sum of U3's inputs. *terms malloc'd (caller wipes and
+ * frees). FEDC_ERR_REJECTED with the reason if a secret cannot be rebuilt or
+ * fails its check (bad shares). */
+int fc_sa_server_unmask_terms(fc_sa_server *s, fc_sa_mask_term **terms, size_t *nterms, char *why, size_t whylen);
+
+/* How many clients were left after each stage (advertise..unmask); 0 for a
+ * stage not closed yet. */
+void fc_sa_server_remaining(const fc_sa_server *s, uint32_t out[5]);
+
+#endif

@@ -1,0 +1,41 @@
+/*
+ * secagg_server_int.h - state shared by secagg_server.c and
+ * secagg_server_unmask.c. Not an interface for other modules.
+ */
+#ifndef FEDC_COORD_SECAGG_SERVER_INT_H
+#define FEDC_COORD_SECAGG_SERVER_INT_H
+
+#include "coordinator/secagg_server.h"
+
+typedef struct sa_member {
+  int done;                        /* last stage completed (FC_SA_*), 0 = none */
+  Fedc__V1__SecAggKeys keys;       /* as advertised (owned copies) */
+  uint8_t commitment[32];          /* to b_u, sent with the shares */
+  ProtobufCBinaryData signature;   /* over the survivor list */
+  Fedc__V1__SecAggShare **inbox;   /* shares addressed to this member */
+  uint32_t ninbox;
+  /* Unmask shares of this member's secret (b if it survived, s^SK if not). */
+  uint16_t *rxs;
+  uint8_t (*rshares)[32];
+  uint32_t nr, capr;
+} sa_member;
+
+struct fc_sa_server {
+  fc_sa_params p;
+  char **names;
+  uint8_t session[FC_SA_SESSION_LEN];
+  fc_sa_graph graph;
+  int stage;   /* open stage, 0 when all closed */
+  int aborted;
+  char why[256];
+  sa_member *m; /* n members, index i at m[i-1] */
+  uint32_t *nbr; /* scratch: k neighbours */
+  uint32_t *survivors; /* U3, sorted */
+  size_t nsurvivors;
+  uint32_t remaining[5];
+};
+
+int sa_server_received_share(const fc_sa_server *s, uint32_t from, uint32_t to);
+int sa_server_is_survivor(const fc_sa_server *s, uint32_t v);
+
+#endif

@@ -1,0 +1,313 @@
+/*
+ * sa_harness.c - see sa_harness.h. One round, stage by stage, the way the
+ * coordinator and the runtime drive the cores, minus the sockets: each poll
+ * answer and each submission is packed and unpacked, so sizes and encodings
+ * are the wire's.
+ */
+#include "tests/support/sa_harness.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "client/secagg_client.h"
+#include "common/fileutil.h"
+#include "common/rng.h"
+#include "coordinator/aggregate.h"
+#include "coordinator/secagg_server.h"
+#include "crypto/pki.h"
+#include "crypto/sa_crypto.h"
+#include "fedc/error.h"
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+int sa_harness_pki(const char *dir, uint32_t n) {
+  char err[300], name[32], path[600];
+  snprintf(path, sizeof path, "%s/ca.crt", dir);
+  struct stat st;
+  if (stat(path, &st) != 0) {
+    int rc = fc_pki_init(dir, "secagg-test", NULL, 0, 30, "ec", err, sizeof err);
+    if (rc != FEDC_OK) {
+      fprintf(stderr, "pki init: %s\n", err);
+      return rc;
+    }
+  }
+  for (uint32_t i = 1; i <= n; i++) {
+    snprintf(name, sizeof name, "c%05u", i);
+    snprintf(path, sizeof path, "%s/client-%s.crt", dir, name);
+    if (stat(path, &st) == 0) continue;
+    int rc = fc_pki_issue(dir, "client", name, NULL, 30, err, sizeof err);
+    if (rc != FEDC_OK) {
+      fprintf(stderr, "pki issue: %s\n", err);
+      return rc;
+    }
+  }
+  return FEDC_OK;
+}
+
+static char *slurp(const char *dir, const char *fmt, uint32_t i) {
+  char path[600], rel[64];
+  snprintf(rel, sizeof rel, fmt, i);
+  snprintf(path, sizeof path, "%s/%s", dir, rel);
+  char *buf = NULL;
+  size_t len = 0;
+  if (fc_read_file(path, 1 << 20, &buf, &len) != FEDC_OK) return NULL;
+  return buf;
+}
+
+/* Pack and unpack: what the other side really receives. */
+static ProtobufCMessage *wire(const ProtobufCMessage *m, uint64_t *bytes) {
+  size_t n = protobuf_c_message_get_packed_size(m);
+  uint8_t *b = malloc(n ? n : 1);
+  if (!b) return NULL;
+  protobuf_c_message_pack(m, b);
+  if (bytes) *bytes += n;
+  ProtobufCMessage *u = protobuf_c_message_unpack(m->descriptor, NULL, n, b);
+  free(b);
+  return u;
+}
+
+typedef struct sim_client {
+  fc_sa_client *c;
+  int gone;       /* dropped out (injected) */
+  int aborted;    /* aborted on its own */
+  int drop_at;    /* stage before whose message it vanishes; 0 = never */
+  float *x;
+  uint32_t *q;    /* quantized input (kept for the plaintext reference) */
+  uint64_t weight;
+  uint64_t bytes;
+  int committed;  /* its masked input is in the sum */
+} sim_client;
+
+static void client_abort(sa_harness_result *res, sim_client *sc, uint32_t idx) {
+  sc->aborted = 1;
+  if (!res->client_aborts++)
+    snprintf(res->client_why, sizeof res->client_why, "client %u: %s", idx, fc_sa_client_error(sc->c));
+}
+
+/* Submit req from client idx (after the hook); frees req's contents. */
+static void submit(const sa_harness_cfg *cfg, fc_sa_server *srv, sim_client *sc, uint32_t idx, int stage,
+                   Fedc__V1__SecAggSubmitRequest *req) {
+  if (cfg->tamper_submit) cfg->tamper_submit(cfg->ctx, stage, idx, req);
+  Fedc__V1__SecAggSubmitRequest *got = (Fedc__V1__SecAggSubmitRequest *)wire(&req->base, &sc->bytes);
+  fc_sa_submit_clear(req);
+  char why[256];
+  if (got) fc_sa_server_submit(srv, idx, got, why, sizeof why);
+  if (got) protobuf_c_message_free_unpacked(&got->base, NULL);
+}
+
+static Fedc__V1__SecAggPollResponse *poll(const sa_harness_cfg *cfg, fc_sa_server *srv, uint32_t idx, int stage) {
+  Fedc__V1__SecAggPollResponse r;
+  fc_sa_server_poll(srv, idx, stage, &r);
+  Fedc__V1__SecAggPollResponse *got = (Fedc__V1__SecAggPollResponse *)wire(&r.base, NULL);
+  fc_sa_poll_clear(&r);
+  if (got && cfg->tamper_poll) cfg->tamper_poll(cfg->ctx, stage, idx, got);
+  return got;
+}
+
+int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res) {
+  memset(res, 0, sizeof *res);
+  fc_sa_params p;
+  memset(&p, 0, sizeof p);
+  p.round = cfg->round ? cfg->round : 1;
+  p.model_version = 7;
+  p.n = cfg->n;
+  p.k = cfg->k;
+  p.t = cfg->t;
+  p.max_weight = cfg->max_weight;
+  p.clip = cfg->clip;
+  p.dim = cfg->dim;
+  fc_rng rng;
+  fc_rng_seed(&rng, cfg->seed);
+  for (int i = 0; i < 32; i++) p.graph_seed[i] = (uint8_t)fc_rng_u64(&rng), p.model_sha[i] = (uint8_t)i;
+  uint32_t n = cfg->n;
+  char **names = calloc(n, sizeof *names);
+  sim_client *cl = calloc(n, sizeof *cl);
+  char *ca = slurp(cfg->pki_dir, "ca.crt", 0);
+  fc_sa_server *srv = NULL;
+  fc_agg *agg = NULL;
+  uint32_t *expect = calloc(p.dim + 1, sizeof *expect);
+  double *favg = calloc(p.dim, sizeof *favg);
+  int rc = FEDC_ERR_NOMEM;
+  if (!names || !cl || !ca || !expect || !favg) goto out;
+  for (uint32_t i = 0; i < n; i++) {
+    names[i] = malloc(16);
+    if (!names[i]) goto out;
+    snprintf(names[i], 16, "c%05u", i + 1);
+  }
+  char why[256];
+  if ((rc = fc_sa_server_create(&p, (const char *const *)names, &srv, why, sizeof why)) != FEDC_OK) {
+    snprintf(res->why, sizeof res->why, "%s", why);
+    goto out;
+  }
+  if (cfg->session_out) memcpy(cfg->session_out, fc_sa_server_session(srv), FC_SA_SESSION_LEN);
+  if ((rc = fc_agg_secagg_create(p.dim + 1, 4, &agg)) != FEDC_OK) goto out;
+  agg->ops->round_begin(agg);
+  double scale = fc_sa_quant_scale(n, p.max_weight, p.clip);
+  for (uint32_t i = 0; i < n; i++) {
+    sim_client *sc = &cl[i];
+    fc_sa_client_cfg cc;
+    memset(&cc, 0, sizeof cc);
+    cc.params = p;
+    cc.names = (const char *const *)names;
+    cc.index = i + 1;
+    cc.prg = cfg->prg;
+    cc.ca_pem = ca;
+    char *cert = slurp(cfg->pki_dir, "client-c%05u.crt", i + 1), *key = slurp(cfg->pki_dir, "client-c%05u.key", i + 1);
+    cc.cert_pem = cert;
+    cc.key_pem = key;
+    rc = cert && key ? fc_sa_client_create(&cc, &sc->c, why, sizeof why) : FEDC_ERR_IO;
+    free(cert);
+    if (key) fc_wipe(key, strlen(key));
+    free(key);
+    if (rc != FEDC_OK) {
+      snprintf(res->why, sizeof res->why, "client %u: %s", i + 1, why);
+      goto out;
+    }
+    /* Data: a random update clipped to the norm, a random weight. */
+    sc->x = malloc(p.dim * sizeof *sc->x);
+    sc->q = malloc((p.dim + 1) * sizeof *sc->q);
+    if (!sc->x || !sc->q) goto out;
+    double ss = 0;
+    for (uint64_t j = 0; j < p.dim; j++) {
+      sc->x[j] = (float)fc_rng_normal(&rng);
+      ss += (double)sc->x[j] * sc->x[j];
+    }
+    double f = p.clip / sqrt(ss) * fc_rng_uniform_double(&rng);
+    for (uint64_t j = 0; j < p.dim; j++) sc->x[j] = (float)(sc->x[j] * f);
+    sc->weight = 1 + fc_rng_below(&rng, p.max_weight);
+    for (int s = FC_SA_ADVERTISE; s <= FC_SA_UNMASK && !sc->drop_at; s++)
+      if (fc_rng_uniform_double(&rng) < cfg->drop[s]) sc->drop_at = s;
+  }
+
+  for (int stage = FC_SA_ADVERTISE; stage <= FC_SA_UNMASK; stage++) {
+    for (uint32_t i = 0; i < n; i++) {
+      sim_client *sc = &cl[i];
+      uint32_t idx = i + 1;
+      if (sc->gone || sc->aborted) continue;
+      if (sc->drop_at == stage) {
+        sc->gone = 1;
+        continue;
+      }
+      Fedc__V1__SecAggSubmitRequest req = FEDC__V1__SEC_AGG_SUBMIT_REQUEST__INIT;
+      Fedc__V1__SecAggPollResponse *in = NULL;
+      int crc;
+      if (stage == FC_SA_ADVERTISE) {
+        crc = fc_sa_client_advertise(sc->c, &req);
+      } else {
+        if (!(in = poll(cfg, srv, idx, stage))) goto out;
+        switch (stage) {
+        case FC_SA_SHARE_KEYS: crc = fc_sa_client_share_keys(sc->c, in, &req); break;
+        case FC_SA_MASKED: crc = fc_sa_client_receive_shares(sc->c, in); break;
+        case FC_SA_CONSISTENCY: crc = fc_sa_client_consistency(sc->c, in, &req); break;
+        default: crc = fc_sa_client_unmask(sc->c, in, &req); break;
+        }
+        protobuf_c_message_free_unpacked(&in->base, NULL);
+      }
+      if (crc != FEDC_OK) {
+        client_abort(res, sc, idx);
+        continue;
+      }
+      if (stage != FC_SA_MASKED) {
+        submit(cfg, srv, sc, idx, stage, &req);
+        continue;
+      }
+      /* Round 2: quantize, mask, "upload" through the aggregator. */
+      uint64_t rs[4] = {cfg->seed, idx, 3, 4};
+      fc_sa_quantize(sc->x, p.dim, sc->weight, scale, rs, sc->q);
+      uint32_t *y = malloc((p.dim + 1) * sizeof *y);
+      if (!y) goto out;
+      memcpy(y, sc->q, (p.dim + 1) * sizeof *y);
+      double t0 = now_s();
+      crc = fc_sa_client_mask(sc->c, y);
+      res->client_mask_s += now_s() - t0;
+      if (crc != FEDC_OK) {
+        free(y);
+        client_abort(res, sc, idx);
+        continue;
+      }
+      fc_agg_update *u = NULL;
+      if (fc_sa_server_masked_allowed(srv, idx) && agg->ops->update_begin(agg, 1000, &u) == FEDC_OK) {
+        agg->ops->update_chunk(agg, u, 0, y, (p.dim + 1) * sizeof *y);
+        agg->ops->update_commit(agg, u, 1);
+        fc_sa_server_masked_done(srv, idx);
+        sc->committed = 1;
+        sc->bytes += (p.dim + 1) * sizeof *y;
+      }
+      free(y);
+    }
+    if (fc_sa_server_close_stage(srv, why, sizeof why) != FEDC_OK) {
+      snprintf(res->why, sizeof res->why, "%s", why);
+      fc_sa_server_remaining(srv, res->remaining);
+      rc = FEDC_OK; /* abandoned: a result, not a harness failure */
+      goto out;
+    }
+  }
+  fc_sa_server_remaining(srv, res->remaining);
+  res->client_mask_s /= res->remaining[FC_SA_MASKED - 1] ? res->remaining[FC_SA_MASKED - 1] : 1;
+
+  double t0 = now_s();
+  fc_sa_mask_term *terms = NULL;
+  size_t nterms = 0;
+  if (fc_sa_server_unmask_terms(srv, &terms, &nterms, why, sizeof why) != FEDC_OK) {
+    snprintf(res->why, sizeof res->why, "%s", why);
+    rc = FEDC_OK;
+    goto out;
+  }
+  rc = fc_agg_secagg_unmask(agg, cfg->prg, terms, nterms, cfg->threads, NULL);
+  res->unmask_s = now_s() - t0;
+  res->unmask_terms = nterms;
+  free(terms);
+  if (rc != FEDC_OK) goto out;
+  res->completed = 1;
+
+  /* The plaintext reference: the survivors' quantized vectors, summed mod 2^32. */
+  double wsum = 0;
+  uint64_t up = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    up += cl[i].bytes;
+    if (!cl[i].committed) continue;
+    for (uint64_t j = 0; j <= p.dim; j++) expect[j] += cl[i].q[j];
+    for (uint64_t j = 0; j < p.dim; j++) favg[j] += (double)cl[i].x[j] * cl[i].weight;
+    wsum += cl[i].weight;
+  }
+  res->bytes_up_per_client = up / n;
+  uint32_t cnt = 0;
+  uint32_t *sum = fc_agg_secagg_sum(agg, &cnt);
+  res->exact = memcmp(sum, expect, (p.dim + 1) * sizeof *sum) == 0;
+  float *avg = malloc(p.dim * sizeof *avg);
+  uint64_t W = 0;
+  if (avg && fc_sa_dequantize(sum, p.dim, scale, (uint64_t)n * p.max_weight, avg, &W) == FEDC_OK) {
+    for (uint64_t j = 0; j < p.dim; j++) {
+      double e = fabs(avg[j] - favg[j] / wsum);
+      if (e > res->max_abs_err) res->max_abs_err = e;
+    }
+    res->err_bound = (double)n / (scale * (double)W);
+  } else {
+    res->max_abs_err = INFINITY;
+  }
+  free(avg);
+  rc = FEDC_OK;
+out:
+  for (uint32_t i = 0; cl && i < n; i++) {
+    fc_sa_client_destroy(cl[i].c);
+    free(cl[i].x);
+    free(cl[i].q);
+  }
+  free(cl);
+  for (uint32_t i = 0; names && i < n; i++) free(names[i]);
+  free(names);
+  free(ca);
+  free(expect);
+  free(favg);
+  fc_sa_server_destroy(srv);
+  if (agg) agg->ops->destroy(agg);
+  return rc;
+}

@@ -1,0 +1,55 @@
+/*
+ * sa_harness.h - an in-process secure-aggregation round: n simulated clients
+ * run through the real client and coordinator cores (no sockets), every
+ * message packed and unpacked as on the wire, dropouts injected at every
+ * stage from a seed, and hooks through which a test plays a misbehaving
+ * coordinator or client. Used by tests/unit/test_secagg.c and bench/.
+ */
+#ifndef FEDC_TESTS_SA_HARNESS_H
+#define FEDC_TESTS_SA_HARNESS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fedc/v1/fedc.pb-c.h"
+#include "secagg/secagg.h"
+
+typedef struct sa_harness_cfg {
+  uint32_t n, k, t;
+  uint64_t dim;
+  uint64_t max_weight;
+  float clip;
+  uint64_t round;
+  uint64_t seed;         /* drives data, dropouts and the graph seed */
+  double drop[6];        /* drop[FC_SA_*]: chance a client vanishes before sending that stage's message */
+  const char *pki_dir;   /* holds ca.crt and client-c%05u.{crt,key} for 1..n (sa_harness_pki) */
+  int threads;           /* unmasking threads */
+  const fc_prg_ops *prg; /* NULL: AES-CTR */
+  /* A misbehaving coordinator: change the poll answer client `index` is about to read. */
+  void (*tamper_poll)(void *ctx, int stage, uint32_t index, Fedc__V1__SecAggPollResponse *resp);
+  /* A misbehaving client: change what it is about to submit. */
+  void (*tamper_submit)(void *ctx, int stage, uint32_t index, Fedc__V1__SecAggSubmitRequest *req);
+  void *ctx;
+  uint8_t *session_out;  /* if set: receives the session id (32 bytes) before the first stage */
+} sa_harness_cfg;
+
+typedef struct sa_harness_result {
+  int completed;            /* 1: the coordinator produced a sum */
+  char why[256];            /* abandon reason */
+  uint32_t remaining[5];
+  uint32_t client_aborts;   /* clients that aborted on their own */
+  char client_why[256];     /* the first client's abort reason */
+  int exact;                /* 1: unmasked sum == sum of the survivors' quantized vectors, bit for bit */
+  double max_abs_err;       /* decoded average vs the float weighted average of the survivors */
+  double err_bound;         /* n / (scale W): the documented worst case */
+  double client_mask_s;     /* mean seconds one client spent masking */
+  double unmask_s;          /* coordinator: reconstruction + mask removal */
+  size_t unmask_terms;
+  uint64_t bytes_up_per_client; /* mean bytes one client submitted, masked input included */
+} sa_harness_result;
+
+/* Issue n client certificates (client-c00001 ...) in dir (created). */
+int sa_harness_pki(const char *dir, uint32_t n);
+int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res);
+
+#endif
