@@ -116,7 +116,7 @@ static void gf16_mul_elementwise(uint16_t *restrict a, const uint16_t *restrict 
   size_t i = 0;
   for (; i + LIMBS <= n; i += LIMBS) {
     uint16_t acc[LIMBS], shifted[LIMBS], bits[LIMBS];
-    for (int k = 0; k < LIMBS; k++) {
+    for (size_t k = 0; k < LIMBS; k++) {
       acc[k] = 0;
       shifted[k] = a[i + k];
       bits[k] = b[i + k];

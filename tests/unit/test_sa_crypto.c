@@ -334,7 +334,7 @@ static void test_ctr(void) {
   CHECK_EQ_INT(fc_ctr_init(&c, key, iv), FEDC_OK);
   CHECK_EQ_INT(fc_ctr_keystream(&c, ks, 20), FEDC_OK);
   CHECK_EQ_INT(fc_ctr_xor(&c, pt + 20, buf, 44), FEDC_OK);
-  CHECK(memcmp(ks, want_ks, 20) == 0 && eq_hex(buf, 44, F51_CT + 40));
+  CHECK(memcmp(ks, want_ks, 20) == 0 && eq_hex(buf, 44, &F51_CT[40]));
   fc_ctr_free(&c);
 
   /* The whole 128-bit block is the counter, big-endian: ...00ffffffffffffffff
@@ -953,6 +953,39 @@ done:
   free(perm);
 }
 
+/* Thresholds around the 16-lane blocks combine works in (t = 14..34), each
+ * against a random subset of a few more shares than t. */
+static void test_shamir_block_edges(void) {
+  int bad = 0, runs = 0;
+  for (uint32_t t = 14; t <= 34; t++) {
+    enum { EXTRA = 5 };
+    uint16_t xs[34 + EXTRA], sx[34 + EXTRA];
+    share_t shares[34 + EXTRA], ss[34 + EXTRA];
+    uint8_t secret[32], out[32];
+    size_t n = t + EXTRA;
+    uint32_t perm[34 + EXTRA];
+    random_distinct_points(xs, n);
+    if (fc_random_bytes(secret, 32) != FEDC_OK || fc_shamir_split(secret, t, xs, n, shares) != FEDC_OK) {
+      bad++;
+      continue;
+    }
+    for (uint32_t i = 0; i < n; i++) perm[i] = i;
+    for (uint32_t i = (uint32_t)n - 1; i > 0; i--) {
+      uint32_t j = rng_below(i + 1), tmp = perm[i];
+      perm[i] = perm[j];
+      perm[j] = tmp;
+    }
+    for (size_t i = 0; i < n; i++) {
+      sx[i] = xs[perm[i]];
+      memcpy(ss[i], shares[perm[i]], 32);
+    }
+    runs++;
+    bad += fc_shamir_combine(sx, (const share_t *)ss, n, t, out) != FEDC_OK || memcmp(out, secret, 32) != 0;
+  }
+  CHECK_EQ_INT(runs, 21);
+  CHECK_EQ_INT(bad, 0);
+}
+
 /* Every point 1..65535 (the maximum n), t = 3. */
 static void test_shamir_max_n(void) {
   enum { N = FC_SHAMIR_MAX_SHARES };
@@ -1098,6 +1131,7 @@ int main(void) {
   test_shamir_layout();
   test_shamir_exhaustive_small();
   test_shamir_large();
+  test_shamir_block_edges();
   test_shamir_max_n();
   test_shamir_errors();
   test_shamir_below_threshold();
