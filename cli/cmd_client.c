@@ -16,11 +16,15 @@
 #include "cli/cli.h"
 #include "cli/cli_common.h"
 #include "client/data.h"
+#include "client/runtime_int.h"
+#include "secagg/secagg.h"
 #include "client/partition.h"
 #include "client/trainer_mlp.h"
 #include "common/blas.h"
 #include "common/log.h"
 #include "fedc/client.h"
+#include "client/runtime_int.h"
+#include "secagg/secagg.h"
 #include "transport/transport.h"
 
 typedef struct builtin {
@@ -111,6 +115,8 @@ static void usage(FILE *f) {
           "  --rounds N               stop after N accepted updates (default: until the federation ends)\n"
           "  --max-retries N          give up after N consecutive network failures (default 0 = never)\n"
           "  --blas-threads N         OpenBLAS threads (default 1)\n"
+          "  --secagg-drop SPEC       research: vanish from secure-aggregation stages, e.g. masked:0.1,unmask:0.05\n"
+          "  --drop-seed S            seed of those dropouts (default 1)\n"
           "  --json                   one JSON line per event on stdout\n"
           "  --log LEVEL              debug|info|warn|error (default warn)\n");
 }
@@ -186,7 +192,7 @@ static int load_data(builtin *b, const char *data, const char *dir, const char *
 
 int cmd_client(int argc, char **argv) {
   enum { O_DATA = 1, O_DATA_DIR, O_PARTITION, O_PARTS, O_PART, O_ALPHA, O_PSEED, O_MODEL, O_ROUNDS, O_JSON, O_LOG,
-         O_RETRIES, O_THREADS };
+         O_RETRIES, O_THREADS, O_SADROP, O_DSEED };
   static const struct option longopts[] = {CLI_TLS_LONGOPTS,
                                            {"data", required_argument, 0, O_DATA},
                                            {"data-dir", required_argument, 0, O_DATA_DIR},
@@ -199,6 +205,8 @@ int cmd_client(int argc, char **argv) {
                                            {"rounds", required_argument, 0, O_ROUNDS},
                                            {"max-retries", required_argument, 0, O_RETRIES},
                                            {"blas-threads", required_argument, 0, O_THREADS},
+                                           {"secagg-drop", required_argument, 0, O_SADROP},
+                                           {"drop-seed", required_argument, 0, O_DSEED},
                                            {"json", no_argument, 0, O_JSON},
                                            {"log", required_argument, 0, O_LOG},
                                            {"help", no_argument, 0, 'h'},
@@ -207,7 +215,9 @@ int cmd_client(int argc, char **argv) {
   cli_tls_init(&tls);
   const char *data = "fmnist", *dir = NULL, *part_kind = NULL, *model = "784-200-200-10";
   unsigned long long parts = 1, part = 0, pseed = 1, rounds = 0, retries = 0, threads = 1;
-  double alpha = 0.5;
+  double alpha = 0.5, sa_drop[6] = {0};
+  unsigned long long drop_seed = 1;
+  char why[300];
   int json = 0, opt;
   fc_log_set_level(FC_LOG_WARN);
   optind = 1;
@@ -226,6 +236,13 @@ int cmd_client(int argc, char **argv) {
     case O_ROUNDS: bad = cli_parse_u64("fedc client", "--rounds", optarg, &rounds); break;
     case O_RETRIES: bad = cli_parse_u64("fedc client", "--max-retries", optarg, &retries); break;
     case O_THREADS: bad = cli_parse_u64("fedc client", "--blas-threads", optarg, &threads); break;
+    case O_SADROP:
+      if (fc_sa_drop_parse(optarg, sa_drop, why, sizeof why) != FEDC_OK) {
+        fprintf(stderr, "fedc client: --secagg-drop: %s\n", why);
+        bad = 2;
+      }
+      break;
+    case O_DSEED: bad = cli_parse_u64("fedc client", "--drop-seed", optarg, &drop_seed); break;
     case O_JSON: json = 1; break;
     case O_LOG:
       if (fc_log_parse_level(optarg) < 0) bad = 2;
@@ -304,6 +321,7 @@ int cmd_client(int argc, char **argv) {
     free(b.idx);
     return 1;
   }
+  fc_client_secagg_drop(c, sa_drop, drop_seed);
   g_client = c;
   pthread_t sig_thr;
   pthread_create(&sig_thr, NULL, signal_thread, NULL);

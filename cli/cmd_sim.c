@@ -42,6 +42,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "secagg/secagg.h"
 #include "cli/cli_common.h"
 #include "client/data.h"
 #include "client/partition.h"
@@ -64,6 +65,9 @@ typedef struct sim_opts {
   char model[64];
   const char *data_dir;
   int json;
+  int secagg;                       /* --secagg */
+  unsigned long long sa_k, sa_t;    /* --secagg-neighbors, --secagg-threshold (0 = coordinator's default) */
+  char drop[200];                   /* --drop STAGE:P,... (research dropout injection) */
 } sim_opts;
 
 static volatile sig_atomic_t g_interrupted;
@@ -169,7 +173,12 @@ static void usage(FILE *f) {
              "  --poll-ms P          client check-in interval while waiting (default 200)\n"
              "  --seed S             seed of the split, the initial model and the cohorts (default 1)\n"
              "  --data-dir DIR       Fashion-MNIST directory (default /usr/share/datasets/fashion-mnist)\n"
-             "  --json               one JSON line per round on stdout (default: also a table on stderr)\n");
+             "  --json               one JSON line per round on stdout (default: also a table on stderr)\n"
+             "  --secagg             secure aggregation (SecAgg+): the coordinator sees only the cohort's sum\n"
+             "  --secagg-neighbors K neighbours per client (default: all, the complete graph)\n"
+             "  --secagg-threshold T Shamir threshold (default: a majority of each neighbourhood)\n"
+             "  --drop SPEC          clients vanish from secure-aggregation stages with these chances, e.g.\n"
+             "                       advertise:0.1,shares:0.05,masked:0.1,unmask:0.05\n");
 }
 
 /* Ranges of the numeric options. Where the coordinator or the client has a
@@ -223,7 +232,7 @@ static int parse_str(const char *flag, const char *s, char *out, size_t outlen) 
 /* 0 = run, -1 = --help printed, 2 = bad usage (already reported). */
 static int parse(int argc, char **argv, sim_opts *o) {
   enum { O_OUT = 1, O_CLIENTS, O_COHORT, O_ROUNDS, O_PART, O_ALPHA, O_MODEL, O_EPOCHS, O_BATCH, O_LR, O_MOM, O_CLIP,
-         O_MINUP, O_RTO, O_POLL, O_SEED, O_DATA, O_JSON };
+         O_MINUP, O_RTO, O_POLL, O_SEED, O_DATA, O_JSON, O_SECAGG, O_SAK, O_SAT, O_DROP };
   static const struct option lo[] = {
       {"out", 1, 0, O_OUT},         {"clients", 1, 0, O_CLIENTS},   {"cohort", 1, 0, O_COHORT},
       {"rounds", 1, 0, O_ROUNDS},   {"partition", 1, 0, O_PART},    {"alpha", 1, 0, O_ALPHA},
@@ -231,6 +240,8 @@ static int parse(int argc, char **argv, sim_opts *o) {
       {"lr", 1, 0, O_LR},           {"momentum", 1, 0, O_MOM},      {"clip-norm", 1, 0, O_CLIP},
       {"min-updates", 1, 0, O_MINUP}, {"round-timeout-ms", 1, 0, O_RTO}, {"poll-ms", 1, 0, O_POLL},
       {"seed", 1, 0, O_SEED},       {"data-dir", 1, 0, O_DATA},     {"json", 0, 0, O_JSON},
+      {"secagg", 0, 0, O_SECAGG},   {"secagg-neighbors", 1, 0, O_SAK}, {"secagg-threshold", 1, 0, O_SAT},
+      {"drop", 1, 0, O_DROP},
       {"help", 0, 0, 'h'},          {0, 0, 0, 0}};
   memset(o, 0, sizeof *o);
   snprintf(o->out, sizeof o->out, "fedc-sim-out");
@@ -272,6 +283,20 @@ static int parse(int argc, char **argv, sim_opts *o) {
     case O_SEED: bad = cli_parse_u64("fedc sim", "--seed", optarg, &o->seed); break;
     case O_DATA: o->data_dir = optarg; break;
     case O_JSON: o->json = 1; break;
+    case O_SECAGG: o->secagg = 1; break;
+    case O_SAK: bad = parse_int("--secagg-neighbors", optarg, 0, 1000, &o->sa_k); break;
+    case O_SAT: bad = parse_int("--secagg-threshold", optarg, 0, 1000, &o->sa_t); break;
+    case O_DROP: {
+      double d[6];
+      char why[300];
+      if (fc_sa_drop_parse(optarg, d, why, sizeof why) != FEDC_OK) {
+        fprintf(stderr, "fedc sim: --drop: %s\n", why);
+        bad = 2;
+      } else {
+        bad = parse_str("--drop", optarg, o->drop, sizeof o->drop);
+      }
+      break;
+    }
     case 'h': usage(stdout); return -1;
     case ':': fprintf(stderr, "fedc sim: %s needs a value\n", argv[optind - 1]); return 2;
     default: fprintf(stderr, "fedc sim: unknown option '%s' (see fedc sim --help)\n", argv[optind - 1]); return 2;
@@ -288,6 +313,14 @@ static int parse(int argc, char **argv, sim_opts *o) {
   }
   if (fc_partition_kind_parse(o->partition) < 0) {
     fprintf(stderr, "fedc sim: unknown --partition '%s' (iid, dirichlet, shards)\n", o->partition);
+    return 2;
+  }
+  if (o->drop[0] && !o->secagg) {
+    fprintf(stderr, "fedc sim: --drop injects secure-aggregation dropouts: it needs --secagg\n");
+    return 2;
+  }
+  if (o->secagg && o->cohort < FC_SA_MIN_COHORT) {
+    fprintf(stderr, "fedc sim: --secagg needs --cohort of at least %d\n", FC_SA_MIN_COHORT);
     return 2;
   }
   if (!o->min_updates) o->min_updates = o->cohort;
@@ -548,15 +581,26 @@ int cmd_sim(int argc, char **argv) {
   snprintf(buf[9], 64, "%llu", o.round_timeout_ms);
   snprintf(buf[10], 64, "%llu", o.poll_ms);
   snprintf(buf[11], 64, "%llu", o.clients);
-  char *cargv[] = {"fedc", "coordinator", "--federation", "sim", "--pki", pki, "--listen", "127.0.0.1:0",
-                   "--port-file", portf, "--state", state, "--model", o.model, "--init-seed", buf[8],
-                   "--rounds", buf[0], "--cohort", buf[1], "--min-updates", buf[2], "--min-clients", buf[11],
-                   "--lr", buf[3], "--epochs", buf[4], "--batch", buf[5], "--momentum", buf[6],
-                   "--seed", buf[8], "--round-timeout-ms", buf[9], "--pickup-timeout-ms", buf[9],
-                   "--poll-ms", buf[10], "--threads", "2", "--clip-norm", buf[7], NULL};
-  /* --clip-norm is last so that leaving it out ends the list early: unless
-   * the user chose one, the coordinator's default clip norm applies. */
-  if (!o.clip_norm_set) cargv[sizeof cargv / sizeof *cargv - 3] = NULL;
+  char *cargv[64] = {"fedc", "coordinator", "--federation", "sim", "--pki", pki, "--listen", "127.0.0.1:0",
+                     "--port-file", portf, "--state", state, "--model", o.model, "--init-seed", buf[8],
+                     "--rounds", buf[0], "--cohort", buf[1], "--min-updates", buf[2], "--min-clients", buf[11],
+                     "--lr", buf[3], "--epochs", buf[4], "--batch", buf[5], "--momentum", buf[6],
+                     "--seed", buf[8], "--round-timeout-ms", buf[9], "--pickup-timeout-ms", buf[9],
+                     "--poll-ms", buf[10], "--threads", "2"};
+  int ca_n = 0;
+  while (cargv[ca_n]) ca_n++;
+  /* Unless the user chose a clip norm, the coordinator's default applies. */
+  if (o.clip_norm_set) cargv[ca_n++] = "--clip-norm", cargv[ca_n++] = buf[7];
+  if (o.secagg) {
+    snprintf(buf[12], 64, "%llu", o.sa_k);
+    snprintf(buf[13], 64, "%llu", o.sa_t);
+    cargv[ca_n++] = "--secagg";
+    cargv[ca_n++] = "--secagg-neighbors", cargv[ca_n++] = buf[12];
+    cargv[ca_n++] = "--secagg-threshold", cargv[ca_n++] = buf[13];
+    /* Dropped clients are waited for up to a stage deadline: keep it short
+     * in a local simulation. */
+    cargv[ca_n++] = "--secagg-stage-ms", cargv[ca_n++] = "5000";
+  }
   pid_t coord = spawn(cargv, logp);
   pid_t *kids = calloc(o.clients, sizeof *kids);
   monitor m;
@@ -590,8 +634,11 @@ int cmd_sim(int argc, char **argv) {
     snprintf(name, sizeof name, "c%04llu", i);
     snprintf(data, sizeof data, "idx:%s/data/c%04llu-images.idx,%s/data/c%04llu-labels.idx", o.out, i, o.out, i);
     snprintf(clog, sizeof clog, "%s/logs/client-%s.log", o.out, name);
+    char dseed[32];
+    snprintf(dseed, sizeof dseed, "%llu", o.seed * 100003ull + i);
     char *av[] = {"fedc", "client", "--pki", pki, "--name", name, "--coordinator", addr, "--data", data, "--model",
-                  o.model, "--max-retries", "20", NULL};
+                  o.model, "--max-retries", "20", "--secagg-drop", o.drop, "--drop-seed", dseed, NULL};
+    if (!o.drop[0]) av[14] = NULL;
     if ((kids[i] = spawn(av, clog)) < 0) {
       kids[i] = 0;
       fprintf(stderr, "fedc sim: cannot start client %s: %s\n", name, strerror(errno));

@@ -33,31 +33,11 @@
 #include "fedc/v1/fedc.pb-c.h"
 #include "transport/tensor_stream.h"
 #include "transport/transport.h"
+#include "client/pipeline.h"
+#include "client/runtime_int.h"
 
 #define MOD "client"
 
-struct fedc_client {
-  fedc_client_options o;
-  char coordinator[256], ca[512], cert[512], key[512], insecure_id[160];
-  fedc_trainer trainer;
-  fc_channel *ch;
-  atomic_int stop;
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  char last_error[512];
-  atomic_uint_fast64_t rounds_done; /* read by other threads via fedc_client_rounds_done */
-  uint64_t last_round;
-  /* cached global model */
-  uint64_t cached_version;
-  int have_model;
-  uint8_t cached_sha[FC_SHA256_LEN];
-  fc_model_spec spec;
-  float *weights;
-  uint64_t model_bytes;
-  fc_rng jitter;
-  uint32_t failures;
-  uint32_t tls_failures;
-};
 
 FEDC_API void fedc_client_options_init(fedc_client_options *o) {
   memset(o, 0, sizeof *o);
@@ -139,7 +119,7 @@ FEDC_API uint64_t fedc_client_rounds_done(const fedc_client *c) {
 }
 
 /* Sleep up to ms; returns 1 if stopped. */
-static int nap(fedc_client *c, uint32_t ms) {
+int rt_nap(fedc_client *c, uint32_t ms) {
   struct timespec ts;
   fc_deadline_after_ms(&ts, ms);
   pthread_mutex_lock(&c->mu);
@@ -161,7 +141,7 @@ static void emit(fedc_client *c, int kind, uint64_t round, const char *detail) {
   c->o.on_event(c->o.event_ctx, &ev);
 }
 
-static int is_transient(int err) {
+int rt_is_transient(int err) {
   return err == FEDC_ERR_UNAVAILABLE || err == FEDC_ERR_TIMEOUT || err == FEDC_ERR_NOMEM || err == FEDC_ERR_STOPPED;
 }
 
@@ -184,7 +164,7 @@ static int backoff(fedc_client *c, const char *what, const fc_status *st) {
     ms = st->retry_after_ms + (uint32_t)fc_rng_below(&c->jitter, st->retry_after_ms / 4 + 1);
   FC_WARN(MOD, "%s failed (%s); retrying in %u ms", what, st->detail, ms);
   emit(c, FEDC_EVENT_RETRY, 0, st->detail);
-  return nap(c, ms);
+  return rt_nap(c, ms);
 }
 
 static int fetch_model(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
@@ -217,27 +197,6 @@ static int fetch_model(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
   return FEDC_OK;
 }
 
-/* ---- update pipeline: delta -> clip -> (noise) -> (quantize, mask) ---------------- */
-
-static int pipeline_delta(float *out, const float *global, size_t n, int kind) {
-  if (kind == FEDC_OUTPUT_WEIGHTS) fc_saxpy((int)n, -1.0f, global, 1, out, 1);
-  return fc_all_finite(out, n, NULL) ? FEDC_OK : FEDC_ERR_NONFINITE;
-}
-
-/* Scale the delta to L2 norm <= clip (Abadi et al. 2016 / McMahan et al. 2018
- * "DP-FedAvg" per-client clipping). Returns the scale applied. */
-static double pipeline_clip(float *delta, size_t n, float clip, double *norm_out) {
-  double norm = fc_l2_norm(delta, n), scale = 1.0;
-  if (clip > 0 && norm > clip) {
-    /* Aim a hair under the bound so float rounding cannot push it over. */
-    scale = (double)clip / norm * (1.0 - 1e-6);
-    fc_sscal((int)n, (float)scale, delta, 1);
-    norm = fc_l2_norm(delta, n);
-  }
-  *norm_out = norm;
-  return scale;
-}
-
 typedef struct upload_ctx {
   fc_ccall *call;
   fc_status *st;
@@ -255,27 +214,52 @@ static int emit_upload(void *ctx, const Fedc__V1__TensorHeader *h, const Fedc__V
   return fc_ccall_send(u->call, &m.base, u->st);
 }
 
-static int upload(fedc_client *c, const Fedc__V1__Task *t, const float *delta, uint64_t examples, double loss,
-                  double norm, uint64_t *bytes_out, fc_status *st) {
+int rt_upload(fedc_client *c, const Fedc__V1__Task *t, const void *payload, const fc_model_spec *spec,
+              uint64_t bytes, int masked, uint64_t examples, double loss, double norm, uint64_t *bytes_out,
+              fc_status *st) {
   uint8_t sha[FC_SHA256_LEN];
-  fc_sha256(delta, c->model_bytes, sha);
+  fc_sha256(payload, bytes, sha);
   Fedc__V1__UpdateMeta meta = FEDC__V1__UPDATE_META__INIT;
   meta.round = t->round;
   meta.model_version = t->model_version;
   meta.num_examples = examples;
   meta.train_loss = (float)loss;
   meta.update_norm = (float)norm;
+  meta.masked = masked;
   fc_ccall *call = NULL;
   int rc = fc_ccall_start(c->ch, "/fedc.v1.Coordinator/UploadUpdate", FC_RPC_CLIENT_STREAM, NULL,
                           c->o.call_timeout_ms, &call, st);
   if (rc != FEDC_OK) return rc;
   upload_ctx u = {call, st, &meta};
-  rc = fc_tensor_stream_send(&c->spec, delta, c->model_bytes, sha, c->o.chunk_bytes, emit_upload, &u);
+  rc = fc_tensor_stream_send(spec, payload, bytes, sha, c->o.chunk_bytes, emit_upload, &u);
   ProtobufCMessage *resp = NULL;
   if (rc == FEDC_OK) rc = fc_ccall_close_and_recv(call, &fedc__v1__upload_response__descriptor, &resp, st);
   *bytes_out = fc_ccall_bytes_out(call);
   if (resp) protobuf_c_message_free_unpacked(resp, NULL);
   fc_ccall_destroy(call);
+  return rc;
+}
+
+/* Upload, retrying a broken stream until `deadline` (unix ms). ABORTED means
+ * the coordinator still holds our previous, broken stream ("upload already in
+ * progress") until it notices it is dead: worth waiting for too. */
+int rt_upload_retrying(fedc_client *c, const Fedc__V1__Task *t, const void *payload, const fc_model_spec *spec,
+                       uint64_t bytes, int masked, uint64_t examples, double loss, double norm, uint64_t deadline,
+                       uint64_t *bytes_out, fc_status *st) {
+  int rc;
+  for (int attempt = 0;; attempt++) {
+    rc = rt_upload(c, t, payload, spec, bytes, masked, examples, loss, norm, bytes_out, st);
+    /* RESOURCE_EXHAUSTED with a retry time: the coordinator is rate-limiting
+     * us (or busy) and says when to come back. */
+    int told_when = st->code == GRPC_STATUS_RESOURCE_EXHAUSTED && st->retry_after_ms > 0;
+    int retry = rt_is_transient(rc) || st->code == GRPC_STATUS_ABORTED || told_when;
+    if (rc == FEDC_OK || !retry || attempt >= 8 || atomic_load(&c->stop)) break;
+    if (fc_now_ms() >= deadline) break;
+    uint64_t wait = (uint64_t)c->o.min_backoff_ms << (attempt < 5 ? attempt : 5);
+    if (!told_when && wait > 10000) wait = 10000;
+    if (told_when && wait < st->retry_after_ms) wait = st->retry_after_ms;
+    if (rt_nap(c, (uint32_t)wait)) break;
+  }
   return rc;
 }
 
@@ -347,12 +331,12 @@ static int do_round(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
     rc = FEDC_ERR_TRAINER;
     goto out;
   }
-  if ((rc = pipeline_delta(out, c->weights, n, kind)) != FEDC_OK) {
+  if ((rc = fc_stage_delta(out, c->weights, n, kind)) != FEDC_OK) {
     snprintf(st->detail, sizeof st->detail, "trainer produced NaN/Inf in round %llu: update not sent",
              (unsigned long long)t->round);
     goto out;
   }
-  scale = pipeline_clip(out, n, t->clip_norm, &norm);
+  scale = fc_stage_clip(out, n, t->clip_norm, &norm);
   fedc_event ev;
   memset(&ev, 0, sizeof ev);
   ev.kind = FEDC_EVENT_TRAINED;
@@ -363,22 +347,11 @@ static int do_round(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
   ev.update_norm = norm;
   ev.clip_scale = scale;
   if (c->o.on_event) c->o.on_event(c->o.event_ctx, &ev);
-  /* Upload, retrying a broken stream while the round is open. ABORTED means
-   * the coordinator still holds our previous, broken stream ("upload already
-   * in progress") until it notices it is dead: worth waiting for too. */
-  for (int attempt = 0;; attempt++) {
-    rc = upload(c, t, out, examples, loss, norm, &bytes_out, st);
-    /* RESOURCE_EXHAUSTED with a retry time: the coordinator is rate-limiting
-     * us (or busy) and says when to come back. */
-    int told_when = st->code == GRPC_STATUS_RESOURCE_EXHAUSTED && st->retry_after_ms > 0;
-    int retry = is_transient(rc) || st->code == GRPC_STATUS_ABORTED || told_when;
-    if (rc == FEDC_OK || !retry || attempt >= 8 || atomic_load(&c->stop)) break;
-    if (fc_now_ms() >= t->deadline_unix_ms) break;
-    uint64_t wait = (uint64_t)c->o.min_backoff_ms << (attempt < 5 ? attempt : 5);
-    if (!told_when && wait > 10000) wait = 10000;
-    if (told_when && wait < st->retry_after_ms) wait = st->retry_after_ms;
-    if (nap(c, (uint32_t)wait)) break;
-  }
+  if (t->secagg)
+    rc = rt_secagg_round(c, t, out, examples, loss, norm, &bytes_out, st);
+  else
+    rc = rt_upload_retrying(c, t, out, &c->spec, c->model_bytes, 0, examples, loss, norm, t->deadline_unix_ms,
+                            &bytes_out, st);
   if (rc == FEDC_OK && c->o.on_event) {
     ev.kind = FEDC_EVENT_UPLOADED;
     ev.bytes_out = bytes_out;
@@ -416,7 +389,7 @@ FEDC_API int fedc_client_run(fedc_client *c) {
        * here: the coordinator is busy (per-identity call limit, out of memory,
        * client table full) and says "retry later". */
       int busy = st.code == GRPC_STATUS_RESOURCE_EXHAUSTED;
-      if (is_transient(rc) || tls_retry || busy) {
+      if (rt_is_transient(rc) || tls_retry || busy) {
         if (backoff(c, "check-in", &st)) {
           if (!atomic_load(&c->stop)) return rc;
           set_error(c, "%s", "stopped");
@@ -455,10 +428,10 @@ FEDC_API int fedc_client_run(fedc_client *c) {
         FC_WARN(MOD, "round %llu: %s", (unsigned long long)round, st.detail);
         emit(c, FEDC_EVENT_REJECTED, round, st.detail);
         c->last_round = round;
-        if (nap(c, retry)) continue;
+        if (rt_nap(c, retry)) continue;
         continue;
       }
-      if (is_transient(rc)) {
+      if (rt_is_transient(rc)) {
         if (backoff(c, "round", &st) && !atomic_load(&c->stop)) return rc;
         continue;
       }
@@ -467,6 +440,6 @@ FEDC_API int fedc_client_run(fedc_client *c) {
     }
     protobuf_c_message_free_unpacked(m, NULL);
     emit(c, FEDC_EVENT_WAITING, 0, NULL);
-    nap(c, retry);
+    rt_nap(c, retry);
   }
 }

@@ -50,8 +50,9 @@ int fc_model_spec_check(const fc_model_spec *m, char *err, size_t errlen) {
         snprintf(err, errlen, "tensor name '%s' repeated", t->name);
         return FEDC_ERR_SHAPE;
       }
-    if (t->dtype != FC_DTYPE_F32) {
-      snprintf(err, errlen, "tensor '%s' has unsupported dtype %d (only F32)", t->name, t->dtype);
+    if (t->dtype != FC_DTYPE_F32 && t->dtype != FC_DTYPE_U32) {
+      snprintf(err, errlen, "tensor '%s' has unsupported dtype %d (only F32, or U32 for masked updates)", t->name,
+               t->dtype);
       return FEDC_ERR_SHAPE;
     }
     if (t->ndim < 1 || t->ndim > FC_TENSOR_MAX_DIMS) {

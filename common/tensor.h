@@ -22,7 +22,9 @@
  * (the client runtime checks before sending; the coordinator refuses the rest). */
 #define FC_MAX_TRAIN_LOSS 1e9
 
-enum fc_dtype { FC_DTYPE_F32 = 1 }; /* same numbers as fedc.v1.DType */
+/* Same numbers as fedc.v1.DType. Models are F32; U32 is only the masked
+ * vector of secure aggregation (4 bytes per element too). */
+enum fc_dtype { FC_DTYPE_F32 = 1, FC_DTYPE_U32 = 2 };
 
 typedef struct fc_tensor_spec {
   char name[FC_TENSOR_NAME_MAX];

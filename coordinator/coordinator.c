@@ -31,6 +31,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "coordinator/aggregate.h"
+#include "coordinator/coord_int.h"
 #include "coordinator/store.h"
 #include "crypto/pki.h"
 #include "transport/accept_guard.h"
@@ -42,52 +43,7 @@
 #define MOD "coordinator"
 #define ROUNDS_KEPT 100000
 
-typedef struct model_ref {
-  atomic_int refs;
-  uint64_t version;
-  uint8_t sha[FC_SHA256_LEN];
-  fc_model_spec spec;
-  float *data;
-  uint64_t bytes;
-} model_ref;
 
-struct fc_coord {
-  fc_coord_cfg cfg;
-  pthread_mutex_t mu; /* engine, rounds history, current model pointer */
-  fc_engine *engine;
-  fc_agg *agg;
-  model_ref *model;
-  fc_round_stats *rounds;
-  size_t nrounds, caprounds;
-  fc_server *server;
-  pthread_t driver;
-  int driver_started;
-  pthread_mutex_t stop_mu;
-  pthread_cond_t stop_cv;
-  int stopping;
-  uint64_t started_ms;
-  fc_method methods[7];
-  /* Model downloads in flight, bounded by cfg.download_slots: each one pins
-   * gRPC send buffers, so this (not the number of clients) bounds memory. */
-  pthread_mutex_t dl_mu;
-  int closing; /* under dl_mu: fc_coord_stop has begun */
-  int downloads; /* of them, those counted against download_slots */
-  struct download *dl_list;
-  pthread_mutex_t up_mu; /* uploads streaming now */
-  struct upload *uploads;
-  /* The state directory could not be written (disk full, read-only, ...):
-   * no new round starts until a retry succeeds; retries back off from 1 s to
-   * 60 s. Under mu. */
-  int store_blocked;
-  char store_err[300];
-  uint64_t store_retry_at, store_backoff_ms;
-  size_t history_unsaved; /* trailing records of `rounds` not yet in rounds.jsonl */
-  fc_store_state state_want; /* under mu: what state.json should say */
-  uint64_t state_want_seq;   /* under mu: bumped by state_dirty_locked */
-  pthread_mutex_t store_mu;  /* one writer of the state directory at a time */
-  uint64_t state_written_seq; /* under store_mu */
-  int guard_started;      /* transport/accept_guard.h runs for our port */
-};
 
 
 void fc_coord_cfg_defaults(fc_coord_cfg *c) {
@@ -208,7 +164,7 @@ static void store_failed_locked(fc_coord *c, const char *err) {
 static void state_dirty_locked(fc_coord *c) {
   fc_engine_status es;
   fc_engine_get_status(c->engine, fc_now_ms(), &es);
-  int open = es.state == FC_ENG_TRAINING || es.state == FC_ENG_AGGREGATING;
+  int open = es.state != FC_ENG_WAITING && es.state != FC_ENG_DONE;
   fc_store_state *st = &c->state_want;
   memset(st, 0, sizeof *st);
   st->version = es.version;
@@ -265,6 +221,7 @@ static int store_sync(fc_coord *c) {
 static void record_round_locked(fc_coord *c) {
   const fc_round_stats *r = fc_engine_last_round(c->engine);
   if (history_add(c, r) == 0) {
+    coord_sa_remaining(c, c->rounds[c->nrounds - 1].sa_remaining);
     if (c->history_unsaved < c->nrounds) c->history_unsaved++;
   } else {
     FC_ERROR(MOD, "out of memory: round %llu missing from the history", (unsigned long long)r->round);
@@ -298,7 +255,9 @@ static int finalize(fc_coord *c, uint64_t *version, uint8_t sha[FC_SHA256_LEN], 
     snprintf(why, whylen, "out of memory finalizing the model");
     goto out;
   }
-  if ((rc = c->agg->ops->round_finish(c->agg, delta, &count)) != FEDC_OK) {
+  if (c->cfg.engine.secagg) {
+    if ((rc = coord_sa_finish(c, delta, &count, why, whylen)) != FEDC_OK) goto out;
+  } else if ((rc = c->agg->ops->round_finish(c->agg, delta, &count)) != FEDC_OK) {
     snprintf(why, whylen, "aggregator has no committed update");
     goto out;
   }
@@ -342,6 +301,19 @@ out:
 
 static void cancel_uploads(fc_coord *c, uint64_t round);
 
+static int es_state(fc_coord *c) {
+  fc_engine_status es;
+  fc_engine_get_status(c->engine, fc_now_ms(), &es);
+  return es.state;
+}
+
+/* The round a closing stage belongs to: still running, or just abandoned. */
+static uint64_t fc_engine_last_round_or_current(fc_coord *c) {
+  fc_engine_status es;
+  fc_engine_get_status(c->engine, fc_now_ms(), &es);
+  return es.state == FC_ENG_WAITING || es.state == FC_ENG_DONE ? fc_engine_last_round(c->engine)->round : es.round;
+}
+
 static void *driver_main(void *arg) {
   fc_coord *c = arg;
   pthread_mutex_lock(&c->stop_mu);
@@ -358,11 +330,24 @@ static void *driver_main(void *arg) {
               (unsigned long long)es.round, es.selected, fc_engine_count_live(c->engine, fc_now_ms()),
               (unsigned long long)es.version);
       state_dirty_locked(c); /* the round id is spent: persisted before any update can count */
-    } else if (act == FC_TICK_ABANDON) {
+      char why[300];
+      if (coord_sa_begin(c, why, sizeof why) != FEDC_OK) {
+        fc_engine_finalize_failed(c->engine, why, fc_now_ms());
+        act = FC_TICK_ABANDON;
+      }
+    } else if (act == FC_TICK_SA_CLOSE) {
+      int was_masked = es_state(c) == FC_ENG_SA_MASKED;
+      act = coord_sa_close(c);
+      /* Masked inputs still streaming can never count now. */
+      if (was_masked || act == FC_TICK_ABANDON) cancel_uploads(c, fc_engine_last_round_or_current(c));
+      if (act == FC_TICK_NONE) act = FC_TICK_SA_CLOSE; /* no wait before the next tick */
+    }
+    if (act == FC_TICK_ABANDON) {
       FC_WARN(MOD, "round %llu abandoned: %s", (unsigned long long)fc_engine_last_round(c->engine)->round,
               fc_engine_abandon_reason(c->engine));
       record_round_locked(c);
       cancel_uploads(c, fc_engine_last_round(c->engine)->round);
+      coord_sa_end(c);
     } else if (act == FC_TICK_AGGREGATE) {
       fc_engine_status es;
       fc_engine_get_status(c->engine, fc_now_ms(), &es);
@@ -389,6 +374,7 @@ static void *driver_main(void *arg) {
         if (rc == FEDC_ERR_IO) store_failed_locked(c, why);
       }
       record_round_locked(c);
+      coord_sa_end(c);
       pthread_mutex_unlock(&c->mu);
       if (store_sync(c) == FEDC_OK && rc == FEDC_OK) {
         pthread_mutex_lock(&c->mu);
@@ -418,7 +404,9 @@ static void h_checkin(fc_scall *call, void *ctx) {
   int act = fc_engine_checkin(c->engine, peer->name, fc_now_ms(), &task, &retry);
   uint64_t gv = c->model->version;
   uint64_t model_bytes = c->model->bytes;
-  pthread_mutex_unlock(&c->mu);
+  /* A secure-aggregation task points into the session: packed under the lock. */
+  int hold = act == FC_CHECKIN_TRAIN && c->sa;
+  if (!hold) pthread_mutex_unlock(&c->mu);
   if (act == FC_CHECKIN_REFUSED) {
     FC_WARN(MOD, "check-in from %s refused: client table full", peer->name);
     fc_scall_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "coordinator is not accepting new clients", NULL);
@@ -434,6 +422,7 @@ static void h_checkin(fc_scall *call, void *ctx) {
   Fedc__V1__CheckInResponse resp = FEDC__V1__CHECK_IN_RESPONSE__INIT;
   Fedc__V1__Task t = FEDC__V1__TASK__INIT;
   Fedc__V1__HyperParams hp = FEDC__V1__HYPER_PARAMS__INIT;
+  Fedc__V1__SecAggParams sp = FEDC__V1__SEC_AGG_PARAMS__INIT;
   resp.global_version = gv;
   resp.retry_after_ms = retry;
   if (act == FC_CHECKIN_TRAIN) {
@@ -451,6 +440,10 @@ static void h_checkin(fc_scall *call, void *ctx) {
     t.clip_norm = c->cfg.clip_norm;
     t.deadline_unix_ms = task.deadline_ms;
     t.model_bytes = model_bytes;
+    if (hold) {
+      coord_sa_task(c, peer->name, &sp);
+      t.secagg = &sp;
+    }
     resp.task = &t;
   } else if (act == FC_CHECKIN_DONE) {
     resp.action = FEDC__V1__CHECK_IN_RESPONSE__ACTION__DONE;
@@ -458,6 +451,7 @@ static void h_checkin(fc_scall *call, void *ctx) {
     resp.action = FEDC__V1__CHECK_IN_RESPONSE__ACTION__WAIT;
   }
   fc_scall_finish(call, GRPC_STATUS_OK, NULL, &resp.base);
+  if (hold) pthread_mutex_unlock(&c->mu);
 }
 
 /* A transfer that holds a staging slot or a snapshot must keep moving: after
@@ -691,6 +685,7 @@ typedef struct upload {
   fc_agg_update *u;
   int begun; /* the engine counts this upload as in progress */
   int committed; /* under c->mu: folded; cancel_uploads must leave it alone */
+  int masked;    /* secure aggregation: a masked input (u32), not a float delta */
   uint64_t round, round_deadline, examples;
   uint64_t started_ms;
   double loss;
@@ -817,6 +812,7 @@ static void upload_end(fc_scall *call, void *state) {
   if (v == FC_UP_OK) {
     c->agg->ops->update_commit(c->agg, up->u, weight);
     up->committed = 1; /* its OK is on the way: a closing round must not cancel it */
+    if (up->masked) coord_sa_masked_done(c, up->client);
   }
   pthread_mutex_unlock(&c->mu);
   up->begun = 0; /* the engine has settled this upload either way */
@@ -856,10 +852,28 @@ static void h_upload(fc_scall *call, void *ctx) {
   up->examples = first->meta->num_examples;
   up->loss = first->meta->train_loss;
   fc_engine_status es;
+  fc_model_spec masked_spec;
+  char sa_why[300] = "";
+  int sa_err = FEDC_OK;
+  up->masked = first->meta->masked;
   pthread_mutex_lock(&c->mu);
   int v = fc_engine_upload_begin(c->engine, peer->name, up->round, first->meta->model_version, fc_now_ms());
   uint32_t retry = v == FC_UP_RATE_LIMITED ? fc_engine_retry_ms(c->engine) : 0;
   fc_engine_get_status(c->engine, fc_now_ms(), &es);
+  if (v == FC_UP_OK && c->cfg.engine.secagg) {
+    sa_err = up->masked ? coord_sa_masked_begin(c, peer->name, &masked_spec, sa_why, sizeof sa_why)
+                        : FEDC_ERR_REJECTED;
+    if (!up->masked) snprintf(sa_why, sizeof sa_why, "this federation runs secure aggregation: send a masked input");
+    if (sa_err != FEDC_OK) {
+      fc_engine_upload_abort(c->engine, peer->name, up->round);
+      v = -1;
+    }
+  } else if (v == FC_UP_OK && up->masked) {
+    sa_err = FEDC_ERR_REJECTED;
+    snprintf(sa_why, sizeof sa_why, "this federation does not run secure aggregation: masked input refused");
+    fc_engine_upload_abort(c->engine, peer->name, up->round);
+    v = -1;
+  }
   if (v == FC_UP_OK) {
     /* Listed under `mu`, with the engine's begin: a round closing right
      * after cannot miss it in cancel_uploads. */
@@ -877,15 +891,21 @@ static void h_upload(fc_scall *call, void *ctx) {
   up->round_deadline = es.round_started_ms > UINT64_MAX - c->cfg.engine.round_ms
                            ? UINT64_MAX
                            : es.round_started_ms + c->cfg.engine.round_ms;
+  /* A masked input belongs to a later stage with its own deadline: the
+   * engine's commit checks it and closing the stage cancels the upload. */
+  if (up->masked) up->round_deadline = UINT64_MAX;
   grpc_status_code code = GRPC_STATUS_OK;
-  if (v != FC_UP_OK) {
+  if (v == -1) {
+    code = GRPC_STATUS_FAILED_PRECONDITION;
+    snprintf(why, sizeof why, "%s", sa_why);
+  } else if (v != FC_UP_OK) {
     code = verdict_status(v);
     snprintf(why, sizeof why, "update refused: %s (round %llu)", fc_upload_verdict_text(v),
              (unsigned long long)up->round);
   } else {
     up->begun = 1;
     int err;
-    if (up->examples == 0) {
+    if (up->examples == 0 && !up->masked) {
       code = GRPC_STATUS_INVALID_ARGUMENT;
       snprintf(why, sizeof why, "update reports 0 examples");
     } else if (!(up->loss >= 0 && up->loss <= FC_MAX_TRAIN_LOSS)) {
@@ -894,8 +914,8 @@ static void h_upload(fc_scall *call, void *ctx) {
       code = GRPC_STATUS_INVALID_ARGUMENT;
       snprintf(why, sizeof why, "update reports train_loss %g: must be finite and in [0, %g]", up->loss,
                FC_MAX_TRAIN_LOSS);
-    } else if ((err = fc_chunk_rx_begin_pb(&up->rx, first->header, &up->m->spec, up->m->bytes, why, sizeof why)) !=
-               FEDC_OK) {
+    } else if ((err = fc_chunk_rx_begin_pb(&up->rx, first->header, up->masked ? &masked_spec : &up->m->spec,
+                                           up->m->bytes + (up->masked ? 4 : 0), why, sizeof why)) != FEDC_OK) {
       code = err_status(err);
     } else if (c->agg->ops->update_begin(c->agg, 0, &up->u) != FEDC_OK) {
       /* No waiting for a slot: a waiting upload would hold its stream open for
@@ -1080,6 +1100,19 @@ static int cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen) {
     snprintf(err, errlen, "clip_norm must be finite and >= 0, server_lr finite and > 0");
     return FEDC_ERR_INVALID;
   }
+  if (cfg->engine.secagg && !(cfg->clip_norm > 0)) {
+    snprintf(err, errlen, "secure aggregation needs clip_norm > 0: the quantization range comes from it");
+    return FEDC_ERR_INVALID;
+  }
+  if (cfg->engine.secagg && (double)cfg->max_example_weight * FC_SA_MAX_COHORT >= 2147483648.0) {
+    snprintf(err, errlen, "secure aggregation needs max_example_weight below %llu (cohorts of up to %d)",
+             (unsigned long long)(2147483648.0 / FC_SA_MAX_COHORT), FC_SA_MAX_COHORT);
+    return FEDC_ERR_INVALID;
+  }
+  if (cfg->engine.secagg && cfg->secagg_t == 1) {
+    snprintf(err, errlen, "secagg threshold t must be at least 2 (0 = automatic)");
+    return FEDC_ERR_INVALID;
+  }
   return FEDC_OK;
 }
 
@@ -1208,8 +1241,10 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
       FEDC_OK)
     goto fail;
   if ((rc = restore_admin_state(c, &st, err, errlen)) != FEDC_OK) goto fail;
-  if ((rc = fc_agg_fedavg_create(fc_model_numel(&spec), cfg->upload_slots > 0 ? cfg->upload_slots : 4, &c->agg)) !=
-      FEDC_OK) {
+  int slots = cfg->upload_slots > 0 ? cfg->upload_slots : 4;
+  rc = cfg->engine.secagg ? fc_agg_secagg_create(fc_model_numel(&spec) + 1, slots, &c->agg)
+                          : fc_agg_fedavg_create(fc_model_numel(&spec), slots, &c->agg);
+  if (rc != FEDC_OK) {
     snprintf(err, errlen, "cannot create aggregator: %s", fedc_strerror(rc));
     goto fail;
   }
@@ -1228,6 +1263,10 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
              &fedc__v1__round_control_request__descriptor, h_round_control, c);
   set_method(&c->methods[6], "/fedc.v1.Admin/GetModel", FC_RPC_SERVER_STREAM, FC_ROLE_ADMIN, SMALL_MSG,
              &fedc__v1__get_model_request__descriptor, h_get_model, c);
+  set_method(&c->methods[7], "/fedc.v1.Coordinator/SecAggSubmit", FC_RPC_UNARY, FC_ROLE_CLIENT,
+             coord_sa_submit_limit(cfg), &fedc__v1__sec_agg_submit_request__descriptor, coord_h_secagg_submit, c);
+  set_method(&c->methods[8], "/fedc.v1.Coordinator/SecAggPoll", FC_RPC_UNARY, FC_ROLE_CLIENT, SMALL_MSG,
+             &fedc__v1__sec_agg_poll_request__descriptor, coord_h_secagg_poll, c);
 
   fc_server_opts so;
   fc_server_opts_init(&so);
@@ -1250,7 +1289,7 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
                             : 256 + (int)((int64_t)fc_accept_guard_cap(cfg->fd_headroom, cfg->max_connections) * 128 / 1024);
   so.max_calls_per_peer = cfg->max_calls_per_client;
   so.methods = c->methods;
-  so.nmethods = 7;
+  so.nmethods = 9;
   if ((rc = fc_server_start(&so, &c->server, err, errlen)) != FEDC_OK) goto fail;
   fc_accept_guard_cfg gc = {fc_server_port(c->server), cfg->fd_headroom, cfg->max_connections, cfg->connect_rate,
                             cfg->connect_burst, cfg->connect_rate_total, cfg->connections_per_address};
@@ -1293,6 +1332,7 @@ void fc_coord_stop(fc_coord *c, int grace_ms) {
   c->closing = 1;
   pthread_mutex_unlock(&c->dl_mu);
   if (c->agg) c->agg->ops->close(c->agg);
+  c->sa_abort = 1; /* a mask expansion in progress stops at its next block */
   /* Stop accepting first, let in-flight calls end, then the driver. */
   if (c->server) fc_server_shutdown(c->server, grace_ms);
   if (c->guard_started) fc_accept_guard_stop();
@@ -1311,6 +1351,7 @@ void fc_coord_stop(fc_coord *c, int grace_ms) {
     store_sync(c);
   }
   if (c->agg) c->agg->ops->destroy(c->agg);
+  coord_sa_end(c);
   fc_engine_destroy(c->engine);
   model_unref(c->model);
   free(c->rounds);

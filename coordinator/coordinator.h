@@ -41,6 +41,11 @@ typedef struct fc_coord_cfg {
   int connect_rate_total;     /* new connections per second from all addresses (0 = no limit) */
   int connections_per_address; /* open at once per source address (0 = no limit) */
   uint64_t min_transfer_bps;  /* uploads/downloads slower than this (after stream_idle_ms) are cut off; 0 = none */
+  /* Secure aggregation (engine.secagg = 1; engine.sa_stage_ms per stage):
+   * neighbours k per client (0 = everyone: the complete graph) and the
+   * Shamir threshold t (0 = a majority of each neighbourhood, self included). */
+  uint32_t secagg_k, secagg_t;
+  int unmask_threads;         /* mask expansion threads (0 = 2) */
 } fc_coord_cfg;
 
 void fc_coord_cfg_defaults(fc_coord_cfg *c);

@@ -16,6 +16,14 @@
  *                                          to reach min_updates -> ABANDON
  *       tick past round deadline        -> received >= min_updates ?
  *                                          AGGREGATING : ABANDON
+ *   With secure aggregation (cfg.secagg), TRAINING is also the advertise
+ *   stage and does not end on uploads: the tick returns SA_CLOSE when the
+ *   coordinator said "all in" (sa_ready) or at the round deadline; the
+ *   coordinator closes the stage in the SecAgg core (which decides who
+ *   dropped) and calls sa_advance (or finalize_failed to abandon):
+ *   TRAINING -> SA_SHARE -> SA_MASKED -> SA_CONSISTENCY -> SA_UNMASK
+ *   -> AGGREGATING, each later stage with sa_stage_ms to run. Uploads (the
+ *   masked inputs) are accepted only in SA_MASKED.
  *   AGGREGATING --"published"--> WAITING (or DONE when the budget is spent)
  *   AGGREGATING --"finalize_failed"--> ABANDON
  *   ABANDON: the round's updates are discarded (never half-applied), the
@@ -81,6 +89,7 @@ struct fc_engine {
   int live_dirty;            /* a client became live since the last count */
   int live_short;            /* the last count found too few */
   uint64_t live_counted_at;  /* engine time of the last count (enough_live) */
+  int sa_ready;              /* secure aggregation: the open stage has everything */
 };
 
 const char *fc_engine_state_name(int s) {
@@ -89,6 +98,10 @@ const char *fc_engine_state_name(int s) {
   case FC_ENG_TRAINING: return "training";
   case FC_ENG_AGGREGATING: return "aggregating";
   case FC_ENG_DONE: return "done";
+  case FC_ENG_SA_SHARE: return "secagg-shares";
+  case FC_ENG_SA_MASKED: return "secagg-masked";
+  case FC_ENG_SA_CONSISTENCY: return "secagg-consistency";
+  case FC_ENG_SA_UNMASK: return "secagg-unmask";
   default: return "?";
   }
 }
@@ -123,7 +136,15 @@ void fc_engine_cfg_defaults(fc_engine_cfg *c) {
   c->checkin_rate = 0; /* automatic, from poll_ms */
   c->upload_rate = 0.5;
   c->upload_burst = 10;
+  c->secagg = 0;
+  c->sa_stage_ms = 30000;
 }
+
+/* The state in which uploads are taken: the masked inputs' stage with secure aggregation. */
+static int upload_state(const fc_engine *e) { return e->cfg.secagg ? FC_ENG_SA_MASKED : FC_ENG_TRAINING; }
+
+/* A round is running (cohort selected, not yet finalized). */
+static int running(int state) { return state == FC_ENG_TRAINING || state == FC_ENG_AGGREGATING || state >= FC_ENG_SA_SHARE; }
 
 /* ---- client table ------------------------------------------------------------- */
 
@@ -331,6 +352,7 @@ static void start_round(fc_engine *e, uint64_t now) {
   e->examples = e->bytes_in = e->bytes_out = 0;
   e->loss_sum = 0;
   e->started_ms = now;
+  e->sa_ready = 0;
   e->pickup_deadline = add_sat(now, e->cfg.pickup_ms);
   e->deadline = add_sat(now, e->cfg.round_ms);
   e->state = FC_ENG_TRAINING;
@@ -381,10 +403,13 @@ int fc_engine_upload_begin(fc_engine *e, const char *client, uint64_t round, uin
   }
   if (r) r->last_seen = now_ms;
   if (r && round && r->last_done == round) return FC_UP_DUPLICATE;
-  if (e->state != FC_ENG_TRAINING || !r || r->round != e->round || r->rstate == CR_NONE ||
+  if (e->state != upload_state(e) || !r || r->round != e->round || r->rstate == CR_NONE ||
       r->rstate == CR_DROPPED) {
     if (r && r->round == round && r->rstate == CR_DONE) return FC_UP_DUPLICATE;
-    if (e->state == FC_ENG_TRAINING && round != e->round) return FC_UP_WRONG_ROUND;
+    if (e->state == upload_state(e) && round != e->round) return FC_UP_WRONG_ROUND;
+    if (e->cfg.secagg && running(e->state) && r && r->round == e->round && round == e->round &&
+        e->state < FC_ENG_SA_MASKED)
+      return FC_UP_NOT_IN_ROUND; /* too early: the masked-input stage is not open */
     return FC_UP_NOT_IN_ROUND;
   }
   if (round != e->round) return FC_UP_WRONG_ROUND;
@@ -403,7 +428,7 @@ int fc_engine_upload_commit(fc_engine *e, const char *client, uint64_t round, ui
   client_rec *r = find(e, client);
   if (!r || r->round != round || r->rstate != CR_UPLOADING) return FC_UP_NOT_IN_ROUND;
   e->uploading--;
-  if (e->state != FC_ENG_TRAINING || round != e->round || now_ms >= e->deadline) {
+  if (e->state != upload_state(e) || round != e->round || now_ms >= e->deadline) {
     r->rstate = CR_DROPPED;
     return FC_UP_LATE;
   }
@@ -442,8 +467,13 @@ int fc_engine_tick(fc_engine *e, uint64_t now_ms) {
     if (!enough_live(e, now_ms)) return FC_TICK_NONE;
     start_round(e, now_ms);
     return e->state == FC_ENG_TRAINING ? FC_TICK_STARTED : FC_TICK_NONE;
+  case FC_ENG_SA_SHARE:
+  case FC_ENG_SA_MASKED:
+  case FC_ENG_SA_CONSISTENCY:
+  case FC_ENG_SA_UNMASK:
+    return e->sa_ready || now_ms >= e->deadline ? FC_TICK_SA_CLOSE : FC_TICK_NONE;
   case FC_ENG_TRAINING: {
-    if (e->received >= e->selected) {
+    if (!e->cfg.secagg && e->received >= e->selected) {
       e->state = FC_ENG_AGGREGATING;
       return FC_TICK_AGGREGATE;
     }
@@ -461,11 +491,12 @@ int fc_engine_tick(fc_engine *e, uint64_t now_ms) {
         abandon(e, why, now_ms);
         return FC_TICK_ABANDON;
       }
-      if (e->received >= e->selected) {
+      if (!e->cfg.secagg && e->received >= e->selected) {
         e->state = FC_ENG_AGGREGATING;
         return FC_TICK_AGGREGATE;
       }
     }
+    if (e->cfg.secagg) return e->sa_ready || now_ms >= e->deadline ? FC_TICK_SA_CLOSE : FC_TICK_NONE;
     /* Uploads still in flight at the deadline are late: their commit fails. */
     if (now_ms >= e->deadline) {
       if (e->received >= e->cfg.min_updates) {
@@ -488,6 +519,33 @@ int fc_engine_tick(fc_engine *e, uint64_t now_ms) {
 }
 
 const char *fc_engine_abandon_reason(const fc_engine *e) { return e->abandon_reason; }
+
+void fc_engine_sa_ready(fc_engine *e) { e->sa_ready = 1; }
+
+int fc_engine_sa_advance(fc_engine *e, uint64_t now_ms) {
+  if (!e->cfg.secagg || !running(e->state) || e->state == FC_ENG_AGGREGATING) return FC_TICK_NONE;
+  e->sa_ready = 0;
+  if (e->state == FC_ENG_SA_UNMASK) {
+    e->state = FC_ENG_AGGREGATING;
+    return FC_TICK_AGGREGATE;
+  }
+  e->state = e->state == FC_ENG_TRAINING ? FC_ENG_SA_SHARE : e->state + 1;
+  e->deadline = add_sat(now_ms, e->cfg.sa_stage_ms);
+  return FC_TICK_NONE;
+}
+
+void fc_engine_set_examples(fc_engine *e, uint64_t examples) { e->examples = examples; }
+
+uint32_t fc_engine_expected(const fc_engine *e) { return running(e->state) ? e->selected : 0; }
+
+uint32_t fc_engine_cohort(const fc_engine *e, const char **out, uint32_t cap) {
+  uint32_t n = 0;
+  for (uint32_t i = 0; i < e->nrecs && n < cap; i++) {
+    const client_rec *r = &e->recs[i];
+    if (r->round == e->round && r->rstate != CR_NONE && running(e->state)) out[n++] = r->name;
+  }
+  return n;
+}
 
 void fc_engine_published(fc_engine *e, uint64_t version, const uint8_t sha[FC_SHA256_LEN], uint64_t now_ms) {
   end_round_stats(e, 1, now_ms);
@@ -525,13 +583,13 @@ void fc_engine_get_status(const fc_engine *e, uint64_t now_ms, fc_engine_status 
   st->state = e->state;
   st->paused = e->paused;
   st->blocked = e->blocked;
-  st->round = (e->state == FC_ENG_TRAINING || e->state == FC_ENG_AGGREGATING) ? e->round : e->next_round;
+  st->round = running(e->state) ? e->round : e->next_round;
   st->version = e->version;
   memcpy(st->sha, e->sha, FC_SHA256_LEN);
   st->known = e->nrecs;
   st->live = 0; /* O(clients): fc_engine_count_live when wanted */
-  st->selected = e->state == FC_ENG_TRAINING || e->state == FC_ENG_AGGREGATING ? e->selected : 0;
-  st->received = e->state == FC_ENG_TRAINING || e->state == FC_ENG_AGGREGATING ? e->received : 0;
+  st->selected = running(e->state) ? e->selected : 0;
+  st->received = running(e->state) ? e->received : 0;
   st->completed = e->completed;
   st->abandoned = e->abandoned;
   st->budget = e->budget;

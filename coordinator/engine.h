@@ -17,6 +17,12 @@ enum fc_engine_state {
   FC_ENG_TRAINING = 1,    /* cohort selected; tasks handed out; updates arriving */
   FC_ENG_AGGREGATING = 2, /* enough updates; the driver is finalizing the model */
   FC_ENG_DONE = 3,        /* round budget spent: clients are told DONE */
+  /* Secure aggregation (cfg.secagg): TRAINING is also the advertise-keys
+   * stage; then one state per later stage, each with its own deadline. */
+  FC_ENG_SA_SHARE = 4,       /* round 1: encrypted shares */
+  FC_ENG_SA_MASKED = 5,      /* round 2: masked inputs (the only state accepting uploads) */
+  FC_ENG_SA_CONSISTENCY = 6, /* round 3: signatures over the survivors */
+  FC_ENG_SA_UNMASK = 7,      /* round 4: unmask shares; then AGGREGATING */
 };
 const char *fc_engine_state_name(int s);
 
@@ -37,6 +43,10 @@ typedef struct fc_engine_cfg {
    * checkin_rate 0 = automatic: 2 per poll interval, bursts of 20 + 4 s of that. */
   double checkin_rate, checkin_burst;
   double upload_rate, upload_burst;
+  /* Secure aggregation: after the advertise stage (round_ms from the start,
+   * training included) each stage may stay open sa_stage_ms. */
+  int secagg;
+  uint64_t sa_stage_ms;
 } fc_engine_cfg;
 
 void fc_engine_cfg_defaults(fc_engine_cfg *c);
@@ -102,9 +112,30 @@ int fc_engine_in_round(fc_engine *e, const char *client);
 void fc_engine_add_bytes_out(fc_engine *e, uint64_t bytes);
 
 /* What the driver must do after a tick. */
-enum fc_tick_action { FC_TICK_NONE = 0, FC_TICK_AGGREGATE = 1, FC_TICK_ABANDON = 2, FC_TICK_STARTED = 3 };
+enum fc_tick_action {
+  FC_TICK_NONE = 0,
+  FC_TICK_AGGREGATE = 1,
+  FC_TICK_ABANDON = 2,
+  FC_TICK_STARTED = 3,
+  FC_TICK_SA_CLOSE = 4, /* secure aggregation: close the open stage (all in, or its deadline) */
+};
 /* "time is now": start a round, close one at its deadline, ... */
 int fc_engine_tick(fc_engine *e, uint64_t now_ms);
+/* Secure aggregation. "everyone expected has sent this stage's message":
+ * the next tick closes the stage without waiting for its deadline. */
+void fc_engine_sa_ready(fc_engine *e);
+/* "the stage closed with enough survivors": on to the next stage (new
+ * deadline). Returns FC_TICK_AGGREGATE after the last stage, else FC_TICK_NONE. */
+int fc_engine_sa_advance(fc_engine *e, uint64_t now_ms);
+/* Clients of the running round's cohort still expected (selected, minus
+ * those dropped for not picking up their task). */
+uint32_t fc_engine_expected(const fc_engine *e);
+/* Secure aggregation: the round's total weight, known only once unmasked. */
+void fc_engine_set_examples(fc_engine *e, uint64_t examples);
+/* Names of the running round's cohort in name order (pointers valid until
+ * the next engine call); returns how many (at most cap). */
+uint32_t fc_engine_cohort(const fc_engine *e, const char **out, uint32_t cap);
+
 /* Reason text of the last abandon. */
 const char *fc_engine_abandon_reason(const fc_engine *e);
 
@@ -134,6 +165,7 @@ typedef struct fc_round_stats {
   uint64_t started_ms, ended_ms;
   uint8_t sha[FC_SHA256_LEN];
   char reason[160];
+  uint32_t sa_remaining[5]; /* secure aggregation: clients left after each stage (0 = not run) */
 } fc_round_stats;
 
 typedef struct fc_engine_status {

@@ -103,6 +103,8 @@ int fc_sa_server_stage(const fc_sa_server *s) { return s->aborted ? 0 : s->stage
 const uint8_t *fc_sa_server_session(const fc_sa_server *s) { return s->session; }
 const fc_sa_params *fc_sa_server_params(const fc_sa_server *s) { return &s->p; }
 
+const char *const *fc_sa_server_names(const fc_sa_server *s) { return (const char *const *)s->names; }
+
 uint32_t fc_sa_server_index(const fc_sa_server *s, const char *name) {
   for (uint32_t i = 0; i < s->p.n; i++)
     if (strcmp(s->names[i], name) == 0) return i + 1;

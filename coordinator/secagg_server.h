@@ -39,6 +39,8 @@ void fc_sa_server_destroy(fc_sa_server *s);
 int fc_sa_server_stage(const fc_sa_server *s);
 const uint8_t *fc_sa_server_session(const fc_sa_server *s);
 const fc_sa_params *fc_sa_server_params(const fc_sa_server *s);
+/* The cohort's names in index order (names[0] is index 1). */
+const char *const *fc_sa_server_names(const fc_sa_server *s);
 /* Cohort index of a client name, 0 if not in the cohort. */
 uint32_t fc_sa_server_index(const fc_sa_server *s, const char *name);
 

@@ -30,6 +30,36 @@ const char *fc_sa_stage_name(int stage) {
   }
 }
 
+int fc_sa_drop_parse(const char *spec, double drop[6], char *why, size_t whylen) {
+  double d[6] = {0};
+  const char *p = spec;
+  while (*p) {
+    const char *colon = strchr(p, ':');
+    if (!colon) break;
+    int stage = 0;
+    for (int s = FC_SA_ADVERTISE; s <= FC_SA_UNMASK; s++)
+      if (strlen(fc_sa_stage_name(s)) == (size_t)(colon - p) && strncmp(p, fc_sa_stage_name(s), colon - p) == 0)
+        stage = s;
+    char *end;
+    double v = strtod(colon + 1, &end);
+    if (!stage || end == colon + 1 || !(v >= 0 && v <= 1) || (*end && *end != ',')) {
+      snprintf(why, whylen,
+               "bad dropout '%s': want STAGE:P[,STAGE:P...] with STAGE advertise|shares|masked|consistency|unmask "
+               "and P in [0, 1]",
+               spec);
+      return FEDC_ERR_INVALID;
+    }
+    d[stage] = v;
+    p = *end ? end + 1 : end;
+  }
+  if (*p) {
+    snprintf(why, whylen, "bad dropout '%s': want STAGE:P[,STAGE:P...]", spec);
+    return FEDC_ERR_INVALID;
+  }
+  memcpy(drop, d, sizeof d);
+  return FEDC_OK;
+}
+
 static void put32(uint8_t *p, uint32_t v) {
   p[0] = (uint8_t)(v >> 24);
   p[1] = (uint8_t)(v >> 16);

@@ -35,6 +35,10 @@ enum fc_sa_stage {
   FC_SA_UNMASK = 5,      /* round 4: shares of b_v (survivors) or s_v^SK (dropped) */
 };
 const char *fc_sa_stage_name(int stage);
+/* Parse "advertise:0.1,shares:0.05,masked:0.1,unmask:0.05" (research
+ * dropout injection: the chance a client vanishes before sending that
+ * stage's message) into drop[FC_SA_*]. 0 or FEDC_ERR_INVALID with why. */
+int fc_sa_drop_parse(const char *spec, double drop[6], char *why, size_t whylen);
 
 /* Everything both sides must agree on for one round's session. */
 typedef struct fc_sa_params {

@@ -28,7 +28,7 @@ static inline grpc_arg fc_int_arg(const char *key, int value) {
 }
 
 /* Wipe secret bytes (OPENSSL_cleanse). */
-void fc_wipe(void *p, size_t n);
+#include "crypto/sa_crypto.h" /* fc_wipe */
 /* Our TLS material as PEM text for gRPC's credentials. */
 typedef struct fc_tls_pem {
   char *ca, *cert, *key;

@@ -90,10 +90,6 @@ int fc_unpack_message(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *de
   return FEDC_OK;
 }
 
-void fc_wipe(void *p, size_t n) {
-  if (p) OPENSSL_cleanse(p, n);
-}
-
 void fc_transport_init(void) { grpc_init(); }
 
 int fc_transport_disable_deadlock_detection(void) {

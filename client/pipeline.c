@@ -1,0 +1,41 @@
+/*
+ * pipeline.c - the stages of the client's update pipeline (pipeline.h).
+ */
+#include "client/pipeline.h"
+
+#include "common/blas.h"
+#include "common/tensor.h"
+#include "crypto/sa_crypto.h"
+#include "fedc/client.h"
+#include "fedc/error.h"
+
+int fc_stage_delta(float *out, const float *global, size_t n, int kind) {
+  if (kind == FEDC_OUTPUT_WEIGHTS) fc_saxpy((int)n, -1.0f, global, 1, out, 1);
+  return fc_all_finite(out, n, NULL) ? FEDC_OK : FEDC_ERR_NONFINITE;
+}
+
+/* Scale the delta to L2 norm <= clip (Abadi et al. 2016 / McMahan et al. 2018
+ * "DP-FedAvg" per-client clipping). */
+double fc_stage_clip(float *delta, size_t n, float clip, double *norm_out) {
+  double norm = fc_l2_norm(delta, n), scale = 1.0;
+  if (clip > 0 && norm > clip) {
+    /* Aim a hair under the bound so float rounding cannot push it over. */
+    scale = (double)clip / norm * (1.0 - 1e-6);
+    fc_sscal((int)n, (float)scale, delta, 1);
+    norm = fc_l2_norm(delta, n);
+  }
+  *norm_out = norm;
+  return scale;
+}
+
+int fc_stage_quantize(const float *delta, uint64_t examples, const fc_sa_params *p, uint32_t *out) {
+  if (!examples) return FEDC_ERR_INVALID;
+  uint64_t w = examples < p->max_weight ? examples : p->max_weight;
+  uint64_t rs[4];
+  int rc = fc_random_bytes(rs, sizeof rs);
+  if (rc != FEDC_OK) return rc;
+  rs[0] |= 1; /* xoshiro's state must not be all zero */
+  fc_sa_quantize(delta, p->dim, w, fc_sa_quant_scale(p->n, p->max_weight, p->clip), rs, out);
+  fc_wipe(rs, sizeof rs);
+  return FEDC_OK;
+}

@@ -1,0 +1,32 @@
+/*
+ * pipeline.h - the client's update pipeline, one function per stage:
+ *
+ *   delta -> clip -> quantize -> mask -> upload
+ *
+ * delta and clip run for every update; with secure aggregation the clipped
+ * delta is quantized (fc_stage_quantize), masked by the SecAgg client core
+ * (client/secagg_client_masked.c) and uploaded as a u32 vector; without it
+ * the float delta is uploaded as it is. Differential-privacy noise will be
+ * one more stage after clip (or, under secure aggregation, after quantize).
+ * The stages are pure functions of their inputs; the runtime
+ * (client/runtime.c, runtime_secagg.c) strings them together.
+ */
+#ifndef FEDC_CLIENT_PIPELINE_H
+#define FEDC_CLIENT_PIPELINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "secagg/secagg.h"
+
+/* out = trained - global when the trainer returned weights (kind
+ * FEDC_OUTPUT_WEIGHTS); FEDC_ERR_NONFINITE if anything is NaN/Inf. */
+int fc_stage_delta(float *out, const float *global, size_t n, int kind);
+/* Scale delta to L2 norm <= clip. Returns the scale applied; *norm_out the norm after. */
+double fc_stage_clip(float *delta, size_t n, float clip, double *norm_out);
+/* Weighted, stochastically rounded integers for secure aggregation:
+ * out[0..dim) from w * delta, out[dim] = w, w = min(examples, max_weight).
+ * FEDC_ERR_INVALID for examples == 0; FEDC_ERR_CRYPTO if no randomness. */
+int fc_stage_quantize(const float *delta, uint64_t examples, const fc_sa_params *p, uint32_t *out);
+
+#endif

@@ -1,0 +1,226 @@
+/*
+ * runtime_secagg.c - the client's side of a secure-aggregation round on the
+ * wire: the quantize and mask stages of the update pipeline (pipeline.h) and
+ * the exchange around them (Bonawitz et al. 2017, rounds 0-4), driving the
+ * I/O-free client core (client/secagg_client*.c).
+ *
+ * Every exchange is ours to start (devices sit behind NAT): we submit a
+ * stage's message with SecAggSubmit and poll with SecAggPoll for the next
+ * stage's input; the coordinator answers WAIT (with a retry time, which we
+ * clamp to 50..1000 ms) until the stage before has closed. All waiting is
+ * bounded by the round's deadline plus one stage deadline per later stage.
+ * Any failure of the core ends our part in the round (FEDC_ERR_REJECTED):
+ * the round goes on without us and we check in again.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client/pipeline.h"
+#include "client/runtime_int.h"
+#include "client/secagg_client.h"
+#include "common/clock.h"
+#include "common/fileutil.h"
+#include "common/log.h"
+#include "crypto/sa_crypto.h"
+#include "fedc/error.h"
+
+#define MOD "client"
+#define PEM_MAX (64 * 1024)
+
+void fc_client_secagg_drop(fedc_client *c, const double drop[6], uint64_t seed) {
+  memcpy(c->sa_drop, drop, sizeof c->sa_drop);
+  fc_rng_seed(&c->sa_drop_rng, seed);
+}
+
+static int reject(fc_status *st, const char *why);
+
+/* Research dropout: 1 if we vanish now, before stage's message (the round is
+ * lost for us; we send nothing more in it, as a device that went away). */
+static int vanish(fedc_client *c, int stage, fc_status *st) {
+  if (!(c->sa_drop[stage] > 0) || fc_rng_uniform_double(&c->sa_drop_rng) >= c->sa_drop[stage]) return 0;
+  char why[80];
+  snprintf(why, sizeof why, "simulated dropout before the %s stage", fc_sa_stage_name(stage));
+  FC_WARN(MOD, "%s", why);
+  reject(st, why);
+  return 1;
+}
+
+static int reject(fc_status *st, const char *why) {
+  st->code = GRPC_STATUS_FAILED_PRECONDITION;
+  st->err = FEDC_ERR_REJECTED;
+  snprintf(st->detail, sizeof st->detail, "secure aggregation: %s", why);
+  return FEDC_ERR_REJECTED;
+}
+
+static int submit(fedc_client *c, Fedc__V1__SecAggSubmitRequest *req, fc_status *st) {
+  ProtobufCMessage *m = NULL;
+  int rc = fc_call_unary(c->ch, "/fedc.v1.Coordinator/SecAggSubmit", &req->base,
+                         &fedc__v1__sec_agg_submit_response__descriptor, &m, 30000, st);
+  fc_sa_submit_clear(req);
+  if (m) protobuf_c_message_free_unpacked(m, NULL);
+  if (rc != FEDC_OK && st->code == GRPC_STATUS_FAILED_PRECONDITION) rc = FEDC_ERR_REJECTED;
+  return rc;
+}
+
+/* Poll until the input of `stage` is READY (FEDC_OK, *out set) or the round is over for us. */
+static int poll_stage(fedc_client *c, uint64_t round, int stage, uint64_t deadline,
+                      Fedc__V1__SecAggPollResponse **out, fc_status *st) {
+  Fedc__V1__SecAggPollRequest req = FEDC__V1__SEC_AGG_POLL_REQUEST__INIT;
+  req.round = round;
+  req.stage = (Fedc__V1__SecAggStage)stage;
+  for (uint32_t failures = 0;;) {
+    if (atomic_load(&c->stop)) return FEDC_ERR_STOPPED;
+    if (fc_now_ms() > deadline) return reject(st, "timed out waiting for the next stage");
+    ProtobufCMessage *m = NULL;
+    int rc = fc_call_unary(c->ch, "/fedc.v1.Coordinator/SecAggPoll", &req.base,
+                           &fedc__v1__sec_agg_poll_response__descriptor, &m, 30000, st);
+    uint32_t wait = 200;
+    if (rc == FEDC_OK) {
+      Fedc__V1__SecAggPollResponse *r = (Fedc__V1__SecAggPollResponse *)m;
+      if (r->status != FEDC__V1__SEC_AGG_POLL_RESPONSE__STATUS__WAIT) {
+        *out = r;
+        return FEDC_OK;
+      }
+      wait = r->retry_after_ms < 50 ? 50 : r->retry_after_ms > 1000 ? 1000 : r->retry_after_ms;
+      protobuf_c_message_free_unpacked(m, NULL);
+      failures = 0;
+    } else if (!rt_is_transient(rc) && st->code != GRPC_STATUS_RESOURCE_EXHAUSTED) {
+      return rc;
+    } else {
+      wait = st->retry_after_ms ? st->retry_after_ms : 200u << (failures < 4 ? failures++ : 4);
+    }
+    if (rt_nap(c, wait)) return FEDC_ERR_STOPPED;
+  }
+}
+
+static char *read_pem(const char *path) {
+  char *buf = NULL;
+  size_t len = 0;
+  if (!path[0] || fc_read_file(path, PEM_MAX, &buf, &len) != FEDC_OK) return NULL;
+  return buf;
+}
+
+int rt_secagg_round(fedc_client *c, const Fedc__V1__Task *t, const float *delta, uint64_t examples, double loss,
+                    double norm, uint64_t *bytes_out, fc_status *st) {
+  const Fedc__V1__SecAggParams *sp = t->secagg;
+  fc_sa_client_cfg cfg;
+  memset(&cfg, 0, sizeof cfg);
+  fc_sa_params *p = &cfg.params;
+  if (sp->n_cohort < FC_SA_MIN_COHORT || sp->n_cohort > FC_SA_MAX_COHORT || sp->graph_seed.len != FC_SA_SEED_LEN ||
+      t->model_sha256.len != 32)
+    return reject(st, "the task's secure-aggregation parameters are malformed");
+  p->round = t->round;
+  p->model_version = t->model_version;
+  memcpy(p->model_sha, t->model_sha256.data, 32);
+  p->n = (uint32_t)sp->n_cohort;
+  p->k = sp->neighbors;
+  p->t = sp->threshold;
+  memcpy(p->graph_seed, sp->graph_seed.data, FC_SA_SEED_LEN);
+  p->max_weight = sp->max_weight;
+  p->clip = t->clip_norm;
+  p->dim = c->model_bytes / sizeof(float);
+  cfg.names = (const char *const *)sp->cohort;
+  cfg.index = sp->index;
+  uint64_t stage_ms = sp->stage_deadline_ms ? sp->stage_deadline_ms : 30000;
+  if (stage_ms > 3600000) stage_ms = 3600000;
+  uint64_t deadline = t->deadline_unix_ms + 5 * stage_ms;
+
+  char *ca = read_pem(c->ca), *cert = read_pem(c->cert), *key = read_pem(c->key);
+  uint32_t *q = NULL;
+  fc_sa_client *sc = NULL;
+  Fedc__V1__SecAggPollResponse *in = NULL;
+  Fedc__V1__SecAggSubmitRequest req = FEDC__V1__SEC_AGG_SUBMIT_REQUEST__INIT;
+  char why[300];
+  int rc;
+  if (!ca || !cert || !key) {
+    rc = reject(st, "needs our certificate, key and the CA certificate (not available in insecure mode)");
+    goto out;
+  }
+  cfg.ca_pem = ca;
+  cfg.cert_pem = cert;
+  cfg.key_pem = key;
+  if ((rc = fc_sa_client_create(&cfg, &sc, why, sizeof why)) != FEDC_OK) {
+    rc = reject(st, why);
+    goto out;
+  }
+#define VANISH(stage)                \
+  if (vanish(c, stage, st)) {        \
+    rc = FEDC_ERR_REJECTED;          \
+    goto out;                        \
+  }
+  /* Round 0: advertise keys. */
+  VANISH(FC_SA_ADVERTISE);
+  if ((rc = fc_sa_client_advertise(sc, &req)) != FEDC_OK || (rc = submit(c, &req, st)) != FEDC_OK) goto fail;
+  /* Round 1: neighbours' keys in, our shares out. */
+  if ((rc = poll_stage(c, t->round, FC_SA_SHARE_KEYS, deadline, &in, st)) != FEDC_OK) goto fail;
+  rc = fc_sa_client_share_keys(sc, in, &req);
+  protobuf_c_message_free_unpacked(&in->base, NULL);
+  in = NULL;
+  if (rc != FEDC_OK) goto fail;
+  VANISH(FC_SA_SHARE_KEYS);
+  if ((rc = submit(c, &req, st)) != FEDC_OK) goto fail;
+  /* Round 2: shares in; quantize -> mask -> upload. */
+  if ((rc = poll_stage(c, t->round, FC_SA_MASKED, deadline, &in, st)) != FEDC_OK) goto fail;
+  rc = fc_sa_client_receive_shares(sc, in);
+  protobuf_c_message_free_unpacked(&in->base, NULL);
+  in = NULL;
+  if (rc != FEDC_OK) goto fail;
+  if (!(q = malloc((p->dim + 1) * sizeof *q))) {
+    rc = FEDC_ERR_NOMEM;
+    snprintf(st->detail, sizeof st->detail, "out of memory for the masked input");
+    goto out;
+  }
+  if ((rc = fc_stage_quantize(delta, examples, p, q)) != FEDC_OK) {
+    rc = reject(st, "cannot quantize the update");
+    goto out;
+  }
+  if ((rc = fc_sa_client_mask(sc, q)) != FEDC_OK) goto fail;
+  VANISH(FC_SA_MASKED);
+  fc_model_spec ms;
+  memset(&ms, 0, sizeof ms);
+  uint64_t entries = p->dim + 1;
+  fc_model_spec_add(&ms, "secagg.masked", 1, &entries);
+  ms.t[0].dtype = FC_DTYPE_U32;
+  rc = rt_upload_retrying(c, t, q, &ms, entries * sizeof *q, 1, 0, loss, norm, deadline, bytes_out, st);
+  if (rc != FEDC_OK) goto out;
+  /* Round 3: sign the survivor list. */
+  if ((rc = poll_stage(c, t->round, FC_SA_CONSISTENCY, deadline, &in, st)) != FEDC_OK) goto fail;
+  rc = fc_sa_client_consistency(sc, in, &req);
+  protobuf_c_message_free_unpacked(&in->base, NULL);
+  in = NULL;
+  if (rc != FEDC_OK) goto fail;
+  VANISH(FC_SA_CONSISTENCY);
+  if ((rc = submit(c, &req, st)) != FEDC_OK) goto fail;
+  /* Round 4: verify the neighbours' signatures, send our unmask shares. */
+  if ((rc = poll_stage(c, t->round, FC_SA_UNMASK, deadline, &in, st)) != FEDC_OK) goto fail;
+  rc = fc_sa_client_unmask(sc, in, &req);
+  protobuf_c_message_free_unpacked(&in->base, NULL);
+  in = NULL;
+  if (rc != FEDC_OK) goto fail;
+  VANISH(FC_SA_UNMASK);
+  if ((rc = submit(c, &req, st)) != FEDC_OK) goto fail;
+  FC_INFO(MOD, "round %llu: secure aggregation done (masked input and unmask shares delivered)",
+          (unsigned long long)t->round);
+  rc = FEDC_OK;
+  goto out;
+fail:
+  /* A core failure (ours or the coordinator's verdict) ends our part. */
+  if (sc && fc_sa_client_state(sc) == FC_SAC_ABORTED) rc = reject(st, fc_sa_client_error(sc));
+  else if (rc == FEDC_ERR_REJECTED && !st->detail[0]) rc = reject(st, "refused by the coordinator");
+out:
+  fc_sa_submit_clear(&req);
+  if (in) protobuf_c_message_free_unpacked(&in->base, NULL);
+  if (q) {
+    fc_wipe(q, (p->dim + 1) * sizeof *q);
+    free(q);
+  }
+  fc_sa_client_destroy(sc);
+  free(ca);
+  free(cert);
+  if (key) {
+    fc_wipe(key, strlen(key));
+    free(key);
+  }
+  return rc;
+}

@@ -1,0 +1,95 @@
+/*
+ * coord_int.h - the coordinator's state, shared by coordinator.c (service,
+ * driver, persistence) and coord_secagg.c (the secure-aggregation stages).
+ * Not an interface for other modules.
+ */
+#ifndef FEDC_COORD_COORD_INT_H
+#define FEDC_COORD_COORD_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "coordinator/aggregate.h"
+#include "coordinator/coordinator.h"
+#include "coordinator/store.h"
+#include "fedc/v1/fedc.pb-c.h"
+#include "transport/transport.h"
+
+struct fc_sa_server;
+
+typedef struct model_ref {
+  atomic_int refs;
+  uint64_t version;
+  uint8_t sha[FC_SHA256_LEN];
+  fc_model_spec spec;
+  float *data;
+  uint64_t bytes;
+} model_ref;
+
+struct fc_coord {
+  fc_coord_cfg cfg;
+  pthread_mutex_t mu; /* engine, rounds history, current model pointer */
+  fc_engine *engine;
+  fc_agg *agg;
+  model_ref *model;
+  fc_round_stats *rounds;
+  size_t nrounds, caprounds;
+  fc_server *server;
+  pthread_t driver;
+  int driver_started;
+  pthread_mutex_t stop_mu;
+  pthread_cond_t stop_cv;
+  int stopping;
+  uint64_t started_ms;
+  fc_method methods[9];
+  /* Model downloads in flight, bounded by cfg.download_slots: each one pins
+   * gRPC send buffers, so this (not the number of clients) bounds memory. */
+  pthread_mutex_t dl_mu;
+  int closing; /* under dl_mu: fc_coord_stop has begun */
+  int downloads; /* of them, those counted against download_slots */
+  struct download *dl_list;
+  pthread_mutex_t up_mu; /* uploads streaming now */
+  struct upload *uploads;
+  /* The state directory could not be written (disk full, read-only, ...):
+   * no new round starts until a retry succeeds; retries back off from 1 s to
+   * 60 s. Under mu. */
+  int store_blocked;
+  char store_err[300];
+  uint64_t store_retry_at, store_backoff_ms;
+  size_t history_unsaved; /* trailing records of `rounds` not yet in rounds.jsonl */
+  fc_store_state state_want; /* under mu: what state.json should say */
+  uint64_t state_want_seq;   /* under mu: bumped by state_dirty_locked */
+  pthread_mutex_t store_mu;  /* one writer of the state directory at a time */
+  uint64_t state_written_seq; /* under store_mu */
+  int guard_started;      /* transport/accept_guard.h runs for our port */
+  /* Secure aggregation of the running round (coord_secagg.c); under mu. */
+  struct fc_sa_server *sa;
+  volatile int sa_abort; /* stops mask expansion when shutting down */
+};
+
+/* ---- coord_secagg.c (all under c->mu unless said) ---- */
+/* A round started: set up its SecAgg session. FEDC_OK or an abandon reason. */
+int coord_sa_begin(fc_coord *c, char *why, size_t whylen);
+/* The round ended (published or abandoned): drop the session. */
+void coord_sa_end(fc_coord *c);
+/* The engine's tick said SA_CLOSE: close the stage in the core, advance the
+ * engine or abandon. Returns the engine's next action (FC_TICK_AGGREGATE
+ * after the last stage, FC_TICK_ABANDON, or FC_TICK_NONE). */
+int coord_sa_close(fc_coord *c);
+/* Someone submitted: if the open stage has everything, tell the engine. */
+void coord_sa_check_complete(fc_coord *c);
+/* The SecAgg part of a task. *p is filled; its arrays point into the session. */
+void coord_sa_task(fc_coord *c, const char *client, Fedc__V1__SecAggParams *p);
+/* Driver, WITHOUT mu: unmask the sum and decode the weighted mean delta (n floats). */
+int coord_sa_finish(fc_coord *c, float *delta, uint32_t *count, char *why, size_t whylen);
+/* Masked upload: the spec it must have, and whether `client` may send it now. */
+int coord_sa_masked_begin(fc_coord *c, const char *client, fc_model_spec *spec, char *why, size_t whylen);
+void coord_sa_masked_done(fc_coord *c, const char *client);
+/* Per-stage counts of the session, for the round record. */
+void coord_sa_remaining(fc_coord *c, uint32_t out[5]);
+/* The service handlers. */
+void coord_h_secagg_submit(fc_scall *call, void *ctx);
+void coord_h_secagg_poll(fc_scall *call, void *ctx);
+size_t coord_sa_submit_limit(const fc_coord_cfg *cfg);
+
+#endif
