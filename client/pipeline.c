@@ -31,11 +31,12 @@ double fc_stage_clip(float *delta, size_t n, float clip, double *norm_out) {
 int fc_stage_quantize(const float *delta, uint64_t examples, const fc_sa_params *p, uint32_t *out) {
   if (!examples) return FEDC_ERR_INVALID;
   uint64_t w = examples < p->max_weight ? examples : p->max_weight;
-  uint64_t rs[4];
-  int rc = fc_random_bytes(rs, sizeof rs);
+  uint64_t seed;
+  int rc = fc_random_bytes(&seed, sizeof seed);
   if (rc != FEDC_OK) return rc;
-  rs[0] |= 1; /* xoshiro's state must not be all zero */
-  fc_sa_quantize(delta, p->dim, w, fc_sa_quant_scale(p->n, p->max_weight, p->clip), rs, out);
-  fc_wipe(rs, sizeof rs);
+  fc_rng rng;
+  fc_rng_seed(&rng, seed);
+  fc_sa_quantize(delta, p->dim, w, fc_sa_quant_scale(p->n, p->max_weight, p->clip), &rng, out);
+  fc_wipe(&rng, sizeof rng);
   return FEDC_OK;
 }

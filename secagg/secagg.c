@@ -227,28 +227,14 @@ double fc_sa_quant_scale(uint32_t n, uint64_t max_weight, float clip) {
   return room / span;
 }
 
-static uint64_t xs_next(uint64_t s[4]) {
-  /* xoshiro256** (Blackman & Vigna), as common/rng.c, on a caller state. */
-  uint64_t r = s[1] * 5;
-  r = ((r << 7) | (r >> 57)) * 9;
-  uint64_t t = s[1] << 17;
-  s[2] ^= s[0];
-  s[3] ^= s[1];
-  s[1] ^= s[2];
-  s[0] ^= s[3];
-  s[2] ^= t;
-  s[3] = (s[3] << 45) | (s[3] >> 19);
-  return r;
-}
 
-void fc_sa_quantize(const float *x, uint64_t dim, uint64_t weight, double scale, uint64_t rng_state[4],
-                    uint32_t *out) {
+void fc_sa_quantize(const float *x, uint64_t dim, uint64_t weight, double scale, fc_rng *rng, uint32_t *out) {
   double m = (double)weight * scale;
   for (uint64_t i = 0; i < dim; i++) {
     double v = (double)x[i] * m;
     double f = floor(v);
     /* Unbiased stochastic rounding: up with probability v - floor(v). */
-    double u = (double)(xs_next(rng_state) >> 11) * 0x1.0p-53;
+    double u = fc_rng_uniform_double(rng);
     int64_t q = (int64_t)f + (u < v - f);
     out[i] = (uint32_t)q; /* two's complement: mod 2^32 */
   }

@@ -20,6 +20,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/rng.h"
+
 #define FC_SA_SEED_LEN 32
 #define FC_SA_SESSION_LEN 32
 #define FC_SA_KEY_LEN 16 /* AES-128 mask PRG key */
@@ -90,11 +92,10 @@ uint32_t fc_sa_graph_neighbors(const fc_sa_graph *g, uint32_t u, uint32_t *out);
  * at most n / (scale * W) (each rounding moves by < 1), standard deviation at
  * most sqrt(n) / (2 * scale * W), with W the sum of weights. */
 double fc_sa_quant_scale(uint32_t n, uint64_t max_weight, float clip);
-/* out has dim + 1 entries. rng_state: 4 x u64 xoshiro state (seeded from
- * fc_random_bytes by the caller). x must already be clipped (the pipeline's
+/* out has dim + 1 entries. rng: the rounding's randomness (seeded from
+ * fc_random_bytes by the pipeline; rounding needs no secrecy, only no bias). x must already be clipped (the pipeline's
  * clip stage runs first): that is what makes the sum's bound hold. */
-void fc_sa_quantize(const float *x, uint64_t dim, uint64_t weight, double scale, uint64_t rng_state[4],
-                    uint32_t *out);
+void fc_sa_quantize(const float *x, uint64_t dim, uint64_t weight, double scale, fc_rng *rng, uint32_t *out);
 /* Decode a sum of n vectors: avg[i] = signed(sum[i]) / scale / W, W = sum[dim].
  * FEDC_ERR_INVALID if W is 0 or above n * max_weight (a wrapped or broken sum). */
 int fc_sa_dequantize(const uint32_t *sum, uint64_t dim, double scale, uint64_t max_total_weight, float *avg,

@@ -74,7 +74,9 @@ static void test_quant(void) {
   double scale = fc_sa_quant_scale(n, wmax, clip);
   float x = clip;
   uint32_t q[2], sum[2] = {0, 0};
-  uint64_t rs[4] = {1, 2, 3, 4};
+  fc_rng rs_;
+  fc_rng_seed(&rs_, 1234);
+  fc_rng *rs = &rs_;
   for (uint32_t i = 0; i < n; i++) {
     fc_sa_quantize(&x, 1, wmax, scale, rs, q);
     sum[0] += q[0];
