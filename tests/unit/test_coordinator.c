@@ -262,6 +262,8 @@ static void test_nan_loss(void) {
   }
   char path[700];
   snprintf(path, sizeof path, "%s/rounds.jsonl", cfg.state_dir);
+  /* The record is written after "done" (store writes run outside the lock). */
+  for (int i = 0; i < 100 && count_lines(path) < 1; i++) usleep(50 * 1000);
   CHECK_EQ_INT(count_lines(path), 1);
   fc_channel_destroy(a);
   fc_coord_stop(c, 0);
