@@ -456,6 +456,8 @@ static void test_storage_failure(void) {
   }
   CHECK_EQ_INT(completed, 1);
   CHECK_EQ_INT(storage[0], 0);
+  /* Records are written after the status changes (outside the lock). */
+  for (int i = 0; i < 100 && count_lines(path) < (int)(abandoned + completed); i++) usleep(50 * 1000);
   CHECK_EQ_INT(count_lines(path), (int)(abandoned + completed)); /* no record lost */
   fc_channel_destroy(a);
   fc_channel_destroy(admin);
