@@ -329,7 +329,9 @@ static void rounds_usage(FILE *f) {
           "Usage: fedc rounds [--limit N] [options]\n\n"
           "List the rounds the coordinator keeps, oldest first: outcome, model version\n"
           "produced, participants/selected, examples, mean train loss, bytes in/out and\n"
-          "duration. With --json, one JSON object per line per round.\n\n"
+          "duration; with secure aggregation, how many clients remained after each stage\n"
+          "(advertise > shares > masked > consistency > unmask; \"secagg_remaining\" in JSON).\n"
+          "With --json, one JSON object per line per round.\n\n"
           "Options:\n"
           "  --limit N                only the last N rounds (default 0 = all kept)\n" ADMIN_HELP);
 }
@@ -352,7 +354,21 @@ static json_t *round_json(const Fedc__V1__RoundRecord *r) {
   json_object_set_new(o, "seconds", json_real(secs));
   json_object_set_new(o, "sha256", r->sha256.len == FC_SHA256_LEN ? json_string(sha_hex(&r->sha256, hex)) : json_null());
   json_object_set_new(o, "reason", json_string(r->reason ? r->reason : ""));
+  if (r->n_secagg_remaining) {
+    json_t *a = json_array();
+    for (size_t i = 0; i < r->n_secagg_remaining && i < 5; i++) json_array_append_new(a, json_integer(r->secagg_remaining[i]));
+    json_object_set_new(o, "secagg_remaining", a);
+  }
   return o;
+}
+
+/* "10>9>9>8>8": clients left after each secure-aggregation stage that ran. */
+static const char *secagg_cell(const Fedc__V1__RoundRecord *r, char *buf, size_t len) {
+  size_t at = 0;
+  buf[0] = 0;
+  for (size_t i = 0; i < r->n_secagg_remaining && i < 5 && r->secagg_remaining[i] && at < len; i++)
+    at += (size_t)snprintf(buf + at, len - at, "%s%u", i ? ">" : "", r->secagg_remaining[i]);
+  return buf[0] ? buf : "-";
 }
 
 static void rounds_print_table(const Fedc__V1__RoundsResponse *resp) {
@@ -361,8 +377,12 @@ static void rounds_print_table(const Fedc__V1__RoundsResponse *resp) {
     fflush(stdout);
     return;
   }
-  printf("%6s  %-9s  %7s  %9s  %10s  %9s  %10s  %10s  %8s\n", "ROUND", "OUTCOME", "VERSION", "CLIENTS", "EXAMPLES",
+  int secagg = 0;
+  for (size_t i = 0; i < resp->n_rounds; i++) secagg |= resp->rounds[i]->n_secagg_remaining > 0;
+  printf("%6s  %-9s  %7s  %9s  %10s  %9s  %10s  %10s  %8s", "ROUND", "OUTCOME", "VERSION", "CLIENTS", "EXAMPLES",
          "LOSS", "IN", "OUT", "SECONDS");
+  if (secagg) printf("  %-24s", "SECAGG LEFT (A>S>M>C>U)");
+  putchar('\n');
   for (size_t i = 0; i < resp->n_rounds; i++) {
     const Fedc__V1__RoundRecord *r = resp->rounds[i];
     int completed = r->outcome && strcmp(r->outcome, "completed") == 0;
@@ -380,6 +400,8 @@ static void rounds_print_table(const Fedc__V1__RoundsResponse *resp) {
         r->ended_unix_ms >= r->started_unix_ms ? (double)(r->ended_unix_ms - r->started_unix_ms) / 1000.0 : 0;
     printf("%6llu  %-9s  %7s  %9s  %10llu  %9s  %10s  %10s  %8.1f", (unsigned long long)r->round,
            r->outcome ? r->outcome : "", ver, clients, (unsigned long long)r->examples, loss, in, out, secs);
+    char sa[64];
+    if (secagg) printf("  %-24s", secagg_cell(r, sa, sizeof sa));
     if (!completed && r->reason && r->reason[0]) printf("  (%s)", r->reason);
     putchar('\n');
   }

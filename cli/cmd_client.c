@@ -117,6 +117,7 @@ static void usage(FILE *f) {
           "  --blas-threads N         OpenBLAS threads (default 1)\n"
           "  --secagg-drop SPEC       research: vanish from secure-aggregation stages, e.g. masked:0.1,unmask:0.05\n"
           "  --drop-seed S            seed of those dropouts (default 1)\n"
+          "  --drop-halt              research/tests: a dropout halts the client there (until killed)\n"
           "  --json                   one JSON line per event on stdout\n"
           "  --log LEVEL              debug|info|warn|error (default warn)\n");
 }
@@ -192,7 +193,7 @@ static int load_data(builtin *b, const char *data, const char *dir, const char *
 
 int cmd_client(int argc, char **argv) {
   enum { O_DATA = 1, O_DATA_DIR, O_PARTITION, O_PARTS, O_PART, O_ALPHA, O_PSEED, O_MODEL, O_ROUNDS, O_JSON, O_LOG,
-         O_RETRIES, O_THREADS, O_SADROP, O_DSEED };
+         O_RETRIES, O_THREADS, O_SADROP, O_DSEED, O_DHALT };
   static const struct option longopts[] = {CLI_TLS_LONGOPTS,
                                            {"data", required_argument, 0, O_DATA},
                                            {"data-dir", required_argument, 0, O_DATA_DIR},
@@ -207,6 +208,7 @@ int cmd_client(int argc, char **argv) {
                                            {"blas-threads", required_argument, 0, O_THREADS},
                                            {"secagg-drop", required_argument, 0, O_SADROP},
                                            {"drop-seed", required_argument, 0, O_DSEED},
+                                           {"drop-halt", no_argument, 0, O_DHALT},
                                            {"json", no_argument, 0, O_JSON},
                                            {"log", required_argument, 0, O_LOG},
                                            {"help", no_argument, 0, 'h'},
@@ -217,6 +219,7 @@ int cmd_client(int argc, char **argv) {
   unsigned long long parts = 1, part = 0, pseed = 1, rounds = 0, retries = 0, threads = 1;
   double alpha = 0.5, sa_drop[6] = {0};
   unsigned long long drop_seed = 1;
+  int drop_halt = 0;
   char why[300];
   int json = 0, opt;
   fc_log_set_level(FC_LOG_WARN);
@@ -243,6 +246,7 @@ int cmd_client(int argc, char **argv) {
       }
       break;
     case O_DSEED: bad = cli_parse_u64("fedc client", "--drop-seed", optarg, &drop_seed); break;
+    case O_DHALT: drop_halt = 1; break;
     case O_JSON: json = 1; break;
     case O_LOG:
       if (fc_log_parse_level(optarg) < 0) bad = 2;
@@ -321,7 +325,7 @@ int cmd_client(int argc, char **argv) {
     free(b.idx);
     return 1;
   }
-  fc_client_secagg_drop(c, sa_drop, drop_seed);
+  fc_client_secagg_drop(c, sa_drop, drop_seed, drop_halt);
   g_client = c;
   pthread_t sig_thr;
   pthread_create(&sig_thr, NULL, signal_thread, NULL);

@@ -39,10 +39,13 @@ struct fedc_client {
   uint32_t tls_failures;
   double sa_drop[6];   /* research dropout injection (fc_client_secagg_drop) */
   fc_rng sa_drop_rng;
+  int sa_drop_halt;    /* 1: a dropout halts (blocks until stopped or killed) */
 };
 
-/* Research only (fedc sim): vanish before stage s's message with chance drop[s]. */
-void fc_client_secagg_drop(fedc_client *c, const double drop[6], uint64_t seed);
+/* Research only (fedc sim, tests): vanish before stage s's message with chance
+ * drop[s]. With halt, the client instead logs "halted before the S stage" and
+ * blocks there until stopped, so a test can SIGKILL it at a known stage. */
+void fc_client_secagg_drop(fedc_client *c, const double drop[6], uint64_t seed, int halt);
 
 /* Sleep up to ms; 1 if stopped. */
 int rt_nap(fedc_client *c, uint32_t ms);

@@ -28,9 +28,10 @@
 #define MOD "client"
 #define PEM_MAX (64 * 1024)
 
-void fc_client_secagg_drop(fedc_client *c, const double drop[6], uint64_t seed) {
+void fc_client_secagg_drop(fedc_client *c, const double drop[6], uint64_t seed, int halt) {
   memcpy(c->sa_drop, drop, sizeof c->sa_drop);
   fc_rng_seed(&c->sa_drop_rng, seed);
+  c->sa_drop_halt = halt;
 }
 
 static int reject(fc_status *st, const char *why);
@@ -40,6 +41,12 @@ static int reject(fc_status *st, const char *why);
 static int vanish(fedc_client *c, int stage, fc_status *st) {
   if (!(c->sa_drop[stage] > 0) || fc_rng_uniform_double(&c->sa_drop_rng) >= c->sa_drop[stage]) return 0;
   char why[80];
+  if (c->sa_drop_halt) {
+    FC_WARN(MOD, "round: halted before the %s stage (research: waiting to be stopped or killed)",
+            fc_sa_stage_name(stage));
+    while (!rt_nap(c, 1000)) {
+    }
+  }
   snprintf(why, sizeof why, "simulated dropout before the %s stage", fc_sa_stage_name(stage));
   FC_WARN(MOD, "%s", why);
   reject(st, why);

@@ -822,8 +822,12 @@ static void upload_end(fc_scall *call, void *state) {
     return;
   }
   up->u = NULL; /* committed: the slot went back with it */
-  FC_INFO(MOD, "round %llu: update from %s accepted (%llu examples, norm %.4g, loss %.4f)",
-          (unsigned long long)up->round, up->client, (unsigned long long)up->examples, l2, up->loss);
+  if (up->masked)
+    FC_INFO(MOD, "round %llu: masked input from %s accepted (loss %.4f)", (unsigned long long)up->round, up->client,
+            up->loss);
+  else
+    FC_INFO(MOD, "round %llu: update from %s accepted (%llu examples, norm %.4g, loss %.4f)",
+            (unsigned long long)up->round, up->client, (unsigned long long)up->examples, l2, up->loss);
   Fedc__V1__UploadResponse resp = FEDC__V1__UPLOAD_RESPONSE__INIT;
   resp.accepted = 1;
   resp.detail = "accepted";
@@ -1023,6 +1027,10 @@ static void h_rounds(fc_scall *call, void *ctx) {
       r->sha256.len = FC_SHA256_LEN;
     }
     r->reason = (char *)s->reason;
+    if (s->sa_remaining[0]) {
+      r->n_secagg_remaining = 5;
+      r->secagg_remaining = (uint32_t *)s->sa_remaining;
+    }
     ptrs[i] = r;
   }
   Fedc__V1__RoundsResponse resp = FEDC__V1__ROUNDS_RESPONSE__INIT;

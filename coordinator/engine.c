@@ -116,6 +116,7 @@ const char *fc_upload_verdict_text(int v) {
   case FC_UP_LATE: return "round deadline passed";
   case FC_UP_BUSY: return "an upload from this client is already in progress";
   case FC_UP_RATE_LIMITED: return "too many upload attempts from this client, retry later";
+  case FC_UP_TOO_EARLY: return "secure aggregation: the masked-input stage is not open yet";
   default: return "?";
   }
 }
@@ -409,7 +410,7 @@ int fc_engine_upload_begin(fc_engine *e, const char *client, uint64_t round, uin
     if (e->state == upload_state(e) && round != e->round) return FC_UP_WRONG_ROUND;
     if (e->cfg.secagg && running(e->state) && r && r->round == e->round && round == e->round &&
         e->state < FC_ENG_SA_MASKED)
-      return FC_UP_NOT_IN_ROUND; /* too early: the masked-input stage is not open */
+      return FC_UP_TOO_EARLY;
     return FC_UP_NOT_IN_ROUND;
   }
   if (round != e->round) return FC_UP_WRONG_ROUND;

@@ -91,6 +91,7 @@ enum fc_upload_verdict {
   FC_UP_LATE = 5,           /* deadline passed */
   FC_UP_BUSY = 6,           /* an upload from this client is already in progress */
   FC_UP_RATE_LIMITED = 7,   /* too many upload attempts: fc_engine_retry_ms says when */
+  FC_UP_TOO_EARLY = 8,      /* secure aggregation: the masked-input stage is not open yet */
 };
 const char *fc_upload_verdict_text(int v);
 

@@ -204,12 +204,19 @@ static json_int_t jint(uint64_t v) { return v > INT64_MAX ? INT64_MAX : (json_in
 
 static json_t *round_to_json(const fc_round_stats *r) {
   char hex[FC_SHA256_HEX_LEN];
-  return json_pack("{s:I,s:s,s:I,s:i,s:i,s:I,s:f,s:I,s:I,s:I,s:I,s:s,s:s}", "round", jint(r->round), "outcome",
+  json_t *o = json_pack("{s:I,s:s,s:I,s:i,s:i,s:I,s:f,s:I,s:I,s:I,s:I,s:s,s:s}", "round", jint(r->round), "outcome",
                    r->completed ? "completed" : "abandoned", "version", jint(r->version), "participants",
                    (int)r->participants, "selected", (int)r->selected, "examples", jint(r->examples),
                    "mean_train_loss", r->mean_loss, "bytes_in", jint(r->bytes_in), "bytes_out", jint(r->bytes_out),
                    "started_unix_ms", jint(r->started_ms), "ended_unix_ms", jint(r->ended_ms), "sha256",
                    r->completed ? fc_hex(r->sha, FC_SHA256_LEN, hex) : "", "reason", r->reason);
+  if (o && r->sa_remaining[0]) {
+    /* Secure aggregation ran: clients left after each of its 5 stages. */
+    json_t *a = json_array();
+    for (int i = 0; i < 5; i++) json_array_append_new(a, json_integer(r->sa_remaining[i]));
+    json_object_set_new(o, "secagg_remaining", a);
+  }
+  return o;
 }
 
 int fc_store_append_round(const char *dir, const fc_round_stats *r, char *err, size_t errlen) {
@@ -302,6 +309,11 @@ int fc_store_read_rounds(const char *dir, fc_round_stats **out, size_t *n, char 
     if (sha && *sha) fc_unhex(sha, r->sha, FC_SHA256_LEN);
     const char *why = json_string_value(json_object_get(o, "reason"));
     if (why) snprintf(r->reason, sizeof r->reason, "%s", why);
+    json_t *sa = json_object_get(o, "secagg_remaining");
+    for (size_t i = 0; json_is_array(sa) && i < 5 && i < json_array_size(sa); i++) {
+      json_int_t x = json_integer_value(json_array_get(sa, i));
+      r->sa_remaining[i] = x > 0 && x <= UINT32_MAX ? (uint32_t)x : 0;
+    }
     json_decref(o);
   }
   /* A crash mid-append leaves a torn last line: cut it off, or the next

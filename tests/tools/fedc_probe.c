@@ -14,6 +14,11 @@
  *                   examples (accepted: its weight is capped)
  *   overflow        against --clip-norm 0: an update of 3e38 x 2 examples
  *                   (refused: it would overflow the aggregate), then a good one
+ *   secagg-bad     in a secure-aggregation round: submissions for another
+ *                   round or stage, malformed, badly signed, under another
+ *                   client's certificate, oversized; a plaintext upload and
+ *                   a masked one before its stage (each refused); then it
+ *                   vanishes (a dropout at the advertise stage)
  *   call METHOD     one unary call to METHOD (e.g. /fedc.v1.Admin/Status)
  *                   and print its status (role checks)
  * One JSON line per step on stdout; exit 0 only if every step got the status
@@ -28,6 +33,7 @@
 #include <unistd.h>
 
 #include "common/chunk.h"
+#include "common/fileutil.h"
 #include "crypto/sha256.h"
 #include "fedc/error.h"
 #include "fedc/v1/fedc.pb-c.h"
@@ -80,6 +86,7 @@ typedef struct upload_plan {
   uint64_t send_bytes;   /* stop after this many payload bytes (then close or die) */
   int die;               /* raise SIGKILL instead of closing */
   size_t oversize;       /* send one chunk message of this many bytes instead */
+  int masked;            /* claim a masked (secure-aggregation) input */
 } upload_plan;
 
 static int upload(const upload_plan *p, fc_status *st) {
@@ -93,6 +100,7 @@ static int upload(const upload_plan *p, fc_status *st) {
   meta.model_version = p->version;
   meta.num_examples = p->examples;
   meta.train_loss = (float)p->loss;
+  meta.masked = p->masked;
   Fedc__V1__UploadMsg first = FEDC__V1__UPLOAD_MSG__INIT;
   first.meta = &meta;
   first.header = &h.h;
@@ -144,7 +152,79 @@ static int fetch(const Fedc__V1__Task *t, fc_model_spec *spec, float **w, uint64
   return rc;
 }
 
-static int run_upload_modes(const char *mode) {
+static void sa_submit(const char *step, int want, Fedc__V1__SecAggSubmitRequest *req) {
+  ProtobufCMessage *m = NULL;
+  fc_status st;
+  memset(&st, 0, sizeof st);
+  fc_call_unary(g_ch, "/fedc.v1.Coordinator/SecAggSubmit", &req->base, &fedc__v1__sec_agg_submit_response__descriptor,
+                &m, 10000, &st);
+  if (m) protobuf_c_message_free_unpacked(m, NULL);
+  report(step, want, &st);
+}
+
+/* A cohort member that sends every kind of bad secure-aggregation message
+ * during the advertise stage, then vanishes. */
+static int run_secagg_bad(const Fedc__V1__Task *t, const char *pki, const char *other, const fc_model_spec *spec,
+                          const float *zero, uint64_t total, const uint8_t *sha_zero) {
+  if (!t->secagg) {
+    fprintf(stderr, "fedc_probe: the task is not a secure-aggregation round\n");
+    return 1;
+  }
+  char path[1024], *pem = NULL;
+  size_t pem_len = 0;
+  snprintf(path, sizeof path, "%s/client-%s.crt", pki, other);
+  if (fc_read_file(path, 1 << 20, &pem, &pem_len) != FEDC_OK) {
+    fprintf(stderr, "fedc_probe: cannot read %s\n", path);
+    return 1;
+  }
+  uint8_t key32[32] = {1}, sig[64] = {2};
+  Fedc__V1__SecAggKeys keys = FEDC__V1__SEC_AGG_KEYS__INIT;
+  keys.index = t->secagg->index;
+  keys.enc_pk.data = key32;
+  keys.enc_pk.len = 32;
+  keys.mask_pk.data = key32;
+  keys.mask_pk.len = 32;
+  keys.signature.data = sig;
+  keys.signature.len = sizeof sig;
+  keys.certificate = pem;
+  Fedc__V1__SecAggSubmitRequest req = FEDC__V1__SEC_AGG_SUBMIT_REQUEST__INIT;
+  req.round = t->round + 1;
+  req.stage = FEDC__V1__SEC_AGG_STAGE__SA_ADVERTISE;
+  req.keys = &keys;
+  sa_submit("sa-wrong-round", GRPC_STATUS_FAILED_PRECONDITION, &req);
+  req.round = t->round;
+  req.stage = FEDC__V1__SEC_AGG_STAGE__SA_UNMASK;
+  sa_submit("sa-wrong-stage", GRPC_STATUS_FAILED_PRECONDITION, &req);
+  req.stage = FEDC__V1__SEC_AGG_STAGE__SA_ADVERTISE;
+  keys.enc_pk.len = 5;
+  sa_submit("sa-malformed-keys", GRPC_STATUS_INVALID_ARGUMENT, &req);
+  keys.enc_pk.len = 32;
+  sa_submit("sa-other-certificate", GRPC_STATUS_INVALID_ARGUMENT, &req);
+  free(pem);
+  snprintf(path, sizeof path, "%s/client-%s.crt", pki, t->secagg->cohort[t->secagg->index - 1]);
+  if (fc_read_file(path, 1 << 20, &pem, &pem_len) != FEDC_OK) return 1;
+  keys.certificate = pem;
+  sa_submit("sa-bad-signature", GRPC_STATUS_INVALID_ARGUMENT, &req);
+  size_t big = 4u << 20;
+  char *huge = malloc(big + 1);
+  memset(huge, 'A', big);
+  huge[big] = 0;
+  keys.certificate = huge;
+  sa_submit("sa-oversized", GRPC_STATUS_RESOURCE_EXHAUSTED, &req);
+  free(huge);
+  free(pem);
+  fc_status st;
+  memset(&st, 0, sizeof st);
+  upload_plan p = {spec, zero, total, sha_zero, t->round, t->model_version, 100, 0.5, 0, 0, 0, 0};
+  upload(&p, &st);
+  report("sa-plaintext-upload", GRPC_STATUS_FAILED_PRECONDITION, &st);
+  p.masked = 1;
+  upload(&p, &st);
+  report("sa-masked-too-early", GRPC_STATUS_FAILED_PRECONDITION, &st);
+  return g_failures ? 1 : 0;
+}
+
+static int run_upload_modes(const char *mode, const char *pki, const char *other) {
   Fedc__V1__CheckInResponse *r = wait_task(60);
   if (!r) {
     fprintf(stderr, "fedc_probe: never selected\n");
@@ -163,7 +243,15 @@ static int run_upload_modes(const char *mode) {
   float *zero = calloc(n, sizeof *zero), *bad = malloc(total);
   uint8_t sha_zero[FC_SHA256_LEN], sha_bad[FC_SHA256_LEN];
   fc_sha256(zero, total, sha_zero);
-  upload_plan p = {&spec, zero, total, sha_zero, t->round, t->model_version, 100, 0.5, 0, 0, 0};
+  upload_plan p = {&spec, zero, total, sha_zero, t->round, t->model_version, 100, 0.5, 0, 0, 0, 0};
+  if (strcmp(mode, "secagg-bad") == 0) {
+    rc = run_secagg_bad(t, pki, other, &spec, zero, total, sha_zero);
+    free(zero);
+    free(bad);
+    free(w);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    return rc;
+  }
 
   if (strcmp(mode, "poison") == 0 || strcmp(mode, "overflow") == 0) {
     upload_plan q = p;
@@ -298,13 +386,13 @@ static int run_upload_modes(const char *mode) {
 
 int main(int argc, char **argv) {
   const char *addr = NULL, *pki = NULL, *name = NULL, *role = "client", *mode = "good", *method = NULL;
-  const char *ca = NULL, *cert = NULL, *key = NULL, *proto = NULL;
+  const char *ca = NULL, *cert = NULL, *key = NULL, *proto = NULL, *other = "a"; /* secagg-bad: someone else's certificate */
   int want = 0, opt;
   static const struct option lo[] = {{"coordinator", 1, 0, 'a'}, {"pki", 1, 0, 'p'},    {"name", 1, 0, 'n'},
                                      {"role", 1, 0, 'r'},        {"mode", 1, 0, 'm'},   {"method", 1, 0, 'M'},
                                      {"want", 1, 0, 'w'},        {"ca", 1, 0, 'C'},     {"cert", 1, 0, 'c'},
                                      {"key", 1, 0, 'k'},         {"chunk", 1, 0, 'b'},  {"protocol", 1, 0, 'P'},
-                                     {0, 0, 0, 0}};
+                                     {"other", 1, 0, 'O'},       {0, 0, 0, 0}};
   while ((opt = getopt_long(argc, argv, "", lo, NULL)) != -1) {
     switch (opt) {
     case 'a': addr = optarg; break;
@@ -319,6 +407,7 @@ int main(int argc, char **argv) {
     case 'k': key = optarg; break;
     case 'b': g_chunk = (uint32_t)atoi(optarg); break;
     case 'P': proto = optarg; break;
+    case 'O': other = optarg; break;
     default: return 2;
     }
   }
@@ -357,7 +446,7 @@ int main(int argc, char **argv) {
     report(method, want, &st);
     rc = g_failures ? 1 : 0;
   } else {
-    rc = run_upload_modes(mode);
+    rc = run_upload_modes(mode, pki, other);
   }
   fc_channel_destroy(g_ch);
   fc_transport_shutdown();

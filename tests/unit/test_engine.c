@@ -370,7 +370,83 @@ static void test_rate_limits(void) {
   fc_engine_destroy(e);
 }
 
+static int state_of(fc_engine *e) {
+  fc_engine_status st;
+  fc_engine_get_status(e, 0, &st);
+  return st.state;
+}
+
+/* Secure aggregation: TRAINING (= advertise) -> SA_SHARE -> SA_MASKED ->
+ * SA_CONSISTENCY -> SA_UNMASK -> AGGREGATING, each stage closed by "all in"
+ * (sa_ready) or its own deadline; uploads only in SA_MASKED. */
+static void test_secagg_stages(void) {
+  fc_engine_cfg cfg;
+  fc_engine_cfg_defaults(&cfg);
+  cfg.min_clients = 3;
+  cfg.cohort_size = 3;
+  cfg.min_updates = 2;
+  cfg.rounds = 2;
+  cfg.pickup_ms = 1000;
+  cfg.round_ms = 5000;
+  cfg.client_ttl_ms = 10000;
+  cfg.secagg = 1;
+  cfg.sa_stage_ms = 700;
+  fc_engine *e = NULL;
+  CHECK_EQ_INT(fc_engine_create(&cfg, 1, 0, 0, SHA0, &e), FEDC_OK);
+  start3(e, 0);
+  for (int i = 0; i < 3; i++) CHECK_EQ_INT(checkin(e, (const char *[]){"a", "b", "c"}[i], 10, NULL), FC_CHECKIN_TRAIN);
+  const char *names[8];
+  CHECK_EQ_INT(fc_engine_cohort(e, names, 8), 3);
+  CHECK_EQ_INT(fc_engine_expected(e), 3);
+  /* The advertise stage does not end on uploads, and refuses them as too early. */
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "a", 1, 0, 20), FC_UP_TOO_EARLY);
+  CHECK(strstr(fc_upload_verdict_text(FC_UP_TOO_EARLY), "masked-input stage") != NULL);
+  CHECK_EQ_INT(fc_engine_tick(e, 4999), FC_TICK_NONE);
+  fc_engine_sa_ready(e); /* everyone advertised: close now */
+  CHECK_EQ_INT(fc_engine_tick(e, 100), FC_TICK_SA_CLOSE);
+  CHECK_EQ_INT(fc_engine_sa_advance(e, 100), FC_TICK_NONE);
+  CHECK_EQ_INT(state_of(e), FC_ENG_SA_SHARE);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "a", 1, 0, 120), FC_UP_TOO_EARLY);
+  /* The share stage has its own deadline: 100 + 700. */
+  CHECK_EQ_INT(fc_engine_tick(e, 799), FC_TICK_NONE);
+  CHECK_EQ_INT(fc_engine_tick(e, 800), FC_TICK_SA_CLOSE);
+  CHECK_EQ_INT(fc_engine_sa_advance(e, 800), FC_TICK_NONE);
+  CHECK_EQ_INT(state_of(e), FC_ENG_SA_MASKED);
+  /* Masked inputs: accepted now, even past the round's training deadline. */
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "a", 1, 0, 900), FC_UP_OK);
+  CHECK_EQ_INT(fc_engine_upload_commit(e, "a", 1, 0, 0.5, 1000, 950), FC_UP_OK);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "a", 1, 0, 960), FC_UP_DUPLICATE);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "b", 1, 0, 960), FC_UP_OK);
+  CHECK_EQ_INT(fc_engine_upload_commit(e, "b", 1, 0, 0.5, 1000, 970), FC_UP_OK);
+  /* Everyone but c is in, yet the stage stays open until ready or deadline. */
+  CHECK_EQ_INT(fc_engine_tick(e, 1000), FC_TICK_NONE);
+  CHECK_EQ_INT(fc_engine_tick(e, 1500), FC_TICK_SA_CLOSE);
+  CHECK_EQ_INT(fc_engine_sa_advance(e, 1500), FC_TICK_NONE);
+  CHECK_EQ_INT(state_of(e), FC_ENG_SA_CONSISTENCY);
+  /* c is too late: the masked stage has closed. */
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "c", 1, 0, 1600), FC_UP_NOT_IN_ROUND);
+  fc_engine_sa_ready(e);
+  CHECK_EQ_INT(fc_engine_tick(e, 1600), FC_TICK_SA_CLOSE);
+  CHECK_EQ_INT(fc_engine_sa_advance(e, 1600), FC_TICK_NONE);
+  CHECK_EQ_INT(state_of(e), FC_ENG_SA_UNMASK);
+  fc_engine_sa_ready(e);
+  CHECK_EQ_INT(fc_engine_tick(e, 1700), FC_TICK_SA_CLOSE);
+  CHECK_EQ_INT(fc_engine_sa_advance(e, 1700), FC_TICK_AGGREGATE);
+  CHECK_EQ_INT(state_of(e), FC_ENG_AGGREGATING);
+  CHECK_EQ_INT(fc_engine_sa_advance(e, 1700), FC_TICK_NONE); /* no stage after aggregating */
+  fc_engine_set_examples(e, 250); /* known only once unmasked */
+  uint8_t sha1[FC_SHA256_LEN] = {7};
+  fc_engine_published(e, 1, sha1, 1800);
+  const fc_round_stats *r = fc_engine_last_round(e);
+  CHECK_EQ_INT(r->completed, 1);
+  CHECK_EQ_INT(r->participants, 2);
+  CHECK_EQ_INT(r->examples, 250);
+  CHECK_EQ_INT(state_of(e), FC_ENG_WAITING);
+  fc_engine_destroy(e);
+}
+
 int main(void) {
+  test_secagg_stages();
   test_rate_limits();
   test_huge_durations();
   test_restore_and_block();

@@ -188,6 +188,10 @@ int main(void) {
     r.participants = 10;
     r.mean_loss = 0.5 / i;
     if (i == 2) snprintf(r.reason, sizeof r.reason, "deadline passed");
+    if (i == 3) { /* a secure-aggregation round: 10 > 10 > 9 > 9 > 8 */
+      uint32_t left[5] = {10, 10, 9, 9, 8};
+      memcpy(r.sa_remaining, left, sizeof left);
+    }
     CHECK_EQ_INT(fc_store_append_round(dir, &r, err, sizeof err), FEDC_OK);
   }
   snprintf(path, sizeof path, "%s/rounds.jsonl", dir);
@@ -202,6 +206,10 @@ int main(void) {
     CHECK(hist[0].completed && !hist[1].completed && hist[2].completed);
     CHECK(strcmp(hist[1].reason, "deadline passed") == 0);
     CHECK(hist[2].mean_loss > 0.16 && hist[2].mean_loss < 0.17);
+    CHECK_EQ_INT(hist[0].sa_remaining[0], 0); /* plaintext rounds carry none */
+    CHECK_EQ_INT(hist[2].sa_remaining[0], 10);
+    CHECK_EQ_INT(hist[2].sa_remaining[2], 9);
+    CHECK_EQ_INT(hist[2].sa_remaining[4], 8);
   }
   free(hist);
   /* The torn tail was cut: a new record lands on its own line. */

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Secure aggregation (SecAgg+) over real processes and mutual TLS on
+# 127.0.0.1: a coordinator with --secagg and six clients (cohort 6, the
+# complete graph k = 5, threshold t = 4).
+#
+#   round 1  a misbehaving cohort member (fedc_probe --mode secagg-bad) sends
+#            submissions for another round and stage, malformed keys, keys
+#            under another client's certificate, a bad signature, an
+#            oversized message, a plaintext upload and a masked one before its
+#            stage: each is refused with its own status; it then vanishes
+#            and the round completes with the other five.
+#   rounds 2-6  client f is SIGKILLed at each stage in turn (advertise,
+#            shares, masked, consistency, unmask): it halts before sending
+#            that stage's message (--drop-halt), the test kills it, and the
+#            round completes with the survivors; `fedc rounds` shows per stage
+#            how many clients remained.
+#   round 7  all six again.
+# The federation learns (loss falls), and a killed client never stalls it
+# past the stage deadlines.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh" "$@"
+. "$(dirname "$0")/_data.sh"
+make_tmp
+PROBE="$BUILD_DIR/fedc_probe"
+NAMES=(a b c d e f)
+
+make_pki "$T/pki" sa "${NAMES[@]}" p
+make_idx "$T" 150 6
+
+start_coordinator --pki "$T/pki" --federation sa --state "$T/state" --model 784-10 --secagg \
+  --rounds 7 --min-clients 6 --cohort 6 --min-updates 4 --poll-ms 100 --client-ttl-ms 1500 \
+  --round-timeout-ms 6000 --secagg-stage-ms 2500 --log info
+ADMIN=(--coordinator "$COORD_ADDR" --pki "$T/pki" --name root)
+
+completed() { "$FEDC" status "${ADMIN[@]}" --json | jq -r .rounds_completed; }
+wait_rounds() { # N: until N rounds completed
+  wait_for bash -c "[ \"\$('$FEDC' status ${ADMIN[*]} --json | jq -r .rounds_completed)\" -ge $1 ]" 60 ||
+    fail "round $1 did not complete: $("$FEDC" status "${ADMIN[@]}" --json)"
+}
+last_round() { "$FEDC" rounds "${ADMIN[@]}" --json | tail -n 1; }
+start_client() { # NAME [ARGS...]
+  local n=$1 i
+  shift
+  for i in "${!NAMES[@]}"; do [ "${NAMES[$i]}" = "$n" ] && break; done
+  start_bg "client-$n" "$FEDC" client --coordinator "$COORD_ADDR" --pki "$T/pki" --name "$n" \
+    --data "idx:$T/img$i.idx,$T/lbl$i.idx" --model 784-10 --log info "$@"
+}
+
+# A client with no round running cannot submit.
+"$PROBE" --coordinator "$COORD_ADDR" --pki "$T/pki" --name f --mode call \
+  --method /fedc.v1.Coordinator/SecAggSubmit --want 9 > "$T/idle.json" ||
+  fail "SecAggSubmit with no round: $(cat "$T/idle.json")"
+grep -q "no secure-aggregation round" "$T/idle.json" || fail "no reason given: $(cat "$T/idle.json")"
+
+# ---- round 1: five honest clients and the misbehaving probe ----
+for n in a b c d e; do start_client "$n"; done
+start_bg probe "$PROBE" --coordinator "$COORD_ADDR" --pki "$T/pki" --name p --mode secagg-bad --other a
+PROBE_PID=$BG_PID
+wait_rounds 1
+wait "$PROBE_PID" || fail "a bad secure-aggregation message was not refused as expected: $(cat "$T/probe.log")"
+[ "$(grep -c '"ok":true' "$T/probe.log")" -ge 9 ] || fail "probe steps missing: $(cat "$T/probe.log")"
+r=$(last_round)
+jq -e '.outcome == "completed" and .participants == 5 and .secagg_remaining == [5,5,5,5,5]' <<<"$r" >/dev/null ||
+  fail "round 1 with the probe dropped at advertise: $r"
+assert_contains "$T/coord.log" "refused"
+
+# ---- rounds 2-6: f is SIGKILLed before each stage's message ----
+# Clients left after each stage (advertise > shares > masked > consistency >
+# unmask) and participants (whose input is in the sum) when f dies there.
+declare -A WANT=(
+  [advertise]='[5,5,5,5,5] 5'
+  [shares]='[6,5,5,5,5] 5'
+  [masked]='[6,6,5,5,5] 5'
+  [consistency]='[6,6,6,5,5] 6'
+  [unmask]='[6,6,6,6,5] 6'
+)
+round=1
+for stage in advertise shares masked consistency unmask; do
+  # Let the probe's liveness lapse before round 2, so the cohort is a..f.
+  [ "$round" = 1 ] && sleep 2
+  start_client f --secagg-drop "$stage:1" --drop-halt
+  F_PID=$BG_PID
+  wait_for grep -q "halted before the $stage stage" "$T/client-f.log" 60 ||
+    fail "client f never reached the $stage stage"
+  kill -KILL "$F_PID"
+  t0=$SECONDS
+  round=$((round + 1))
+  wait_rounds "$round"
+  r=$(last_round)
+  read -r left parts <<<"${WANT[$stage]}"
+  jq -e --argjson left "$left" --argjson parts "$parts" \
+    '.outcome == "completed" and .secagg_remaining == $left and .participants == $parts' <<<"$r" >/dev/null ||
+    fail "round $round, f killed before $stage: want $left/$parts, got $r"
+  # The coordinator waited at most a few stage deadlines for the dead client.
+  [ $((SECONDS - t0)) -le 20 ] || fail "round $round took $((SECONDS - t0)) s after f died"
+  # Only this run's halt line counts next time.
+  mv "$T/client-f.log" "$T/client-f-$stage.log.old"
+done
+
+# ---- round 7: everyone ----
+start_client f
+wait_rounds 7
+r=$(last_round)
+jq -e '.outcome == "completed" and .participants == 6 and .secagg_remaining == [6,6,6,6,6]' <<<"$r" >/dev/null ||
+  fail "round 7 with all six: $r"
+
+"$FEDC" rounds "${ADMIN[@]}" --json > "$T/rounds.jsonl"
+[ "$(jq -s 'map(select(.outcome == "completed")) | length' "$T/rounds.jsonl")" = 7 ] ||
+  fail "not all 7 rounds completed: $(cat "$T/rounds.jsonl")"
+# Learning through the masks: the mean train loss falls from round 1 to 7.
+l1=$(sed -n 1p "$T/rounds.jsonl" | jq .mean_train_loss)
+l7=$(jq -s 'map(select(.outcome == "completed")) | last | .mean_train_loss' "$T/rounds.jsonl")
+awk "BEGIN{exit !($l7 < $l1)}" || fail "train loss did not fall: $l1 -> $l7"
+# The table shows the per-stage column; the record survives a restart.
+"$FEDC" rounds "${ADMIN[@]}" > "$T/rounds.txt"
+assert_contains "$T/rounds.txt" "SECAGG LEFT"
+assert_contains "$T/rounds.txt" "6>6>5>5>5"
+kill -TERM "$COORD_PID"
+wait "$COORD_PID" || fail "coordinator exited non-zero on SIGTERM"
+jq -s -e '.[2].secagg_remaining == [6,5,5,5,5]' "$T/state/rounds.jsonl" >/dev/null ||
+  fail "rounds.jsonl lacks secagg_remaining: $(cat "$T/state/rounds.jsonl")"
+echo "PASS secagg"
