@@ -21,13 +21,14 @@ static const struct {
     {"round", cmd_round, "start | pause | resume rounds (admin)"},
     {"model", cmd_model, "model get --version V --out FILE (admin)"},
     {"pki", cmd_pki, "init a federation CA; issue client/admin certificates"},
+    {"secagg-params", cmd_secagg_params, "safe SecAgg+ neighbours k and threshold t for a cohort"},
     {"version", cmd_version, "print version information"},
 };
 
 static void usage(FILE *f) {
   fprintf(f, "Usage: fedc <subcommand> [options]   (fedc <subcommand> --help for details)\n\nSubcommands:\n");
   for (size_t i = 0; i < sizeof subcommands / sizeof subcommands[0]; i++)
-    fprintf(f, "  %-12s %s\n", subcommands[i].name, subcommands[i].help);
+    fprintf(f, "  %-14s %s\n", subcommands[i].name, subcommands[i].help);
 }
 
 int main(int argc, char **argv) {

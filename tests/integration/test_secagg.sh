@@ -46,6 +46,22 @@ start_client() { # NAME [ARGS...]
     --data "idx:$T/img$i.idx,$T/lbl$i.idx" --model 784-10 --log info "$@"
 }
 
+# fedc secagg-params: Bell et al.'s parameters (FCP's published table: 72 / 24).
+p=$("$FEDC" secagg-params --clients 1000 --dropout 0.33 --corrupt 0.05 --threat honest --json)
+jq -e '.neighbors == 72 and .threshold == 24 and .safe and (.source | test("Bell"))' <<<"$p" >/dev/null ||
+  fail "secagg-params 1000/0.33/0.05: $p"
+"$FEDC" secagg-params --clients 6 --dropout 0.2 --corrupt 0 --json | jq -e '.neighbors == 4 and .threshold == 3' \
+  >/dev/null || fail "secagg-params for a cohort of 6"
+# This test's own choice (the complete graph, t = 4) survives the one dropout it injects per round.
+"$FEDC" secagg-params --clients 6 --neighbors 5 --threshold 4 --dropout 0.2 --corrupt 0 --json |
+  jq -e '.safe and .complete_graph' >/dev/null || fail "k = 5, t = 4 for 6 clients with one dropout"
+"$FEDC" secagg-params --clients 10 --neighbors 9 --threshold 5 --corrupt 0.1 >/dev/null &&
+  fail "t = 5 of 9 with a corrupt client was called safe"
+"$FEDC" secagg-params --clients 100 --dropout 0.45 --corrupt 0.45 2>"$T/sp.err" && fail "infeasible parameters accepted"
+grep -q "no safe parameters" "$T/sp.err" || fail "no reason for infeasible parameters: $(cat "$T/sp.err")"
+rc=0; "$FEDC" secagg-params --clients 2 2>/dev/null || rc=$?
+[ "$rc" = 2 ] || fail "secagg-params --clients 2 exited $rc, not 2 (usage)"
+
 # A client with no round running cannot submit.
 "$PROBE" --coordinator "$COORD_ADDR" --pki "$T/pki" --name f --mode call \
   --method /fedc.v1.Coordinator/SecAggSubmit --want 9 > "$T/idle.json" ||

@@ -1,0 +1,125 @@
+/*
+ * test_sa_params.c - safe SecAgg+ parameters (secagg/params.h):
+ *   - the published table of Bell et al. 2020's parameters as computed by
+ *     Google's federated-compute parameter finder (40-bit security, 2^-20
+ *     failure), reproduced from the same conditions by our own code;
+ *   - the hypergeometric tails against exact binomial-coefficient sums;
+ *   - deterministic small cases, the complete-graph fallback, infeasible
+ *     inputs, and the bounds reported for a given (k, t).
+ */
+#include <math.h>
+#include <stdio.h>
+
+#include "check.h"
+#include "fedc/error.h"
+#include "secagg/params.h"
+
+static void expect(uint32_t n, double corrupt, double dropout, int threat, uint32_t k, uint32_t t) {
+  fc_sa_choice c;
+  char why[300];
+  int rc = fc_sa_params_find(n, corrupt, dropout, threat, &c, why, sizeof why);
+  CHECK_EQ_INT(rc, FEDC_OK);
+  if (rc != FEDC_OK) {
+    fprintf(stderr, "  n=%u: %s\n", n, why);
+    return;
+  }
+  if (c.k != k || c.t != t)
+    fprintf(stderr, "  n=%u corrupt %.2f dropout %.2f: got k=%u t=%u, want %u/%u\n", n, corrupt, dropout, c.k, c.t, k, t);
+  CHECK_EQ_INT(c.k, k);
+  CHECK_EQ_INT(c.t, t);
+  /* Whatever was chosen meets its own budgets. */
+  CHECK(c.log2_disconnect < -FC_SA_SECURITY_BITS);
+  CHECK(c.log2_corrupt < -FC_SA_SECURITY_BITS);
+  CHECK(c.log2_starve <= -FC_SA_CORRECTNESS_BITS);
+}
+
+static void test_published_table(void) {
+  /* n, corrupt, dropout -> k / t (semi-honest = CURIOUS_SERVER; the last
+   * column SEMI_MALICIOUS_SERVER), from FCP's parameter table. */
+  const int H = FC_SA_THREAT_HONEST, M = FC_SA_THREAT_MALICIOUS;
+  expect(1000, 0.33, 0.33, H, 286, 150);
+  expect(1000, 0.05, 0.33, H, 72, 24);
+  expect(1000, 0.33, 0.05, H, 78, 60);
+  expect(1000, 0.30, 0.30, M, 872, 584);
+  expect(10000, 0.33, 0.33, H, 422, 221);
+  expect(10000, 0.05, 0.33, H, 86, 29);
+  expect(10000, 0.33, 0.05, H, 92, 70);
+  expect(100000, 0.05, 0.33, H, 96, 32);
+  expect(100000, 0.33, 0.05, H, 102, 77);
+  /* The table's 4822 / 3230: we draw neighbours from the n - 1 others
+   * rather than n, which is 6 neighbours more careful here. */
+  fc_sa_choice c;
+  char why[300];
+  CHECK_EQ_INT(fc_sa_params_find(10000, 0.30, 0.30, M, &c, why, sizeof why), FEDC_OK);
+  CHECK(c.k >= 4822 && c.k <= 4822 * 1.01);
+  CHECK(c.t >= 3230 && c.t <= 3230 * 1.01);
+}
+
+static double choose(double a, double b) {
+  return b < 0 || b > a ? 0 : exp(lgamma(a + 1) - lgamma(b + 1) - lgamma(a - b + 1));
+}
+
+/* The bound reported for (k, t) against a direct sum of binomials. */
+static void test_bounds_exact(void) {
+  const uint32_t n = 41, k = 12, t = 8;
+  const double corrupt = 0.2, dropout = 0.25; /* 8 corrupt, 31 survive */
+  fc_sa_choice c;
+  fc_sa_params_bounds(n, k, t, corrupt, dropout, FC_SA_THREAT_MALICIOUS, &c);
+  /* P(2): corrupt neighbours > 2t - k - 1 = 3, population 40 with 8 corrupt. */
+  double p2 = 0;
+  for (int x = 4; x <= 8; x++) p2 += choose(8, x) * choose(32, k - x) / choose(40, k);
+  CHECK(fabs(c.log2_corrupt - fmin(0, log2(n * p2))) < 1e-9); /* a union bound above 1 says 1 */
+  /* P(3): surviving neighbours < t, population 40 with 30 other survivors. */
+  double p3 = 0;
+  for (int x = 0; x < (int)t; x++) p3 += choose(30, x) * choose(10, k - x) / choose(40, k);
+  CHECK(fabs(c.log2_starve - fmin(0, log2(n * p3))) < 1e-9);
+  /* P(1): 8 + 10 bad clients, n (n - k - 1) / 2 gap pairs x (18)_12 / (41)_12. */
+  double fall = 1;
+  for (uint32_t i = 0; i < k; i++) fall *= (18.0 - i) / (41.0 - i);
+  CHECK(fabs(c.log2_disconnect - log2(41.0 * 28 / 2 * fall)) < 1e-9);
+  /* Far from 1: t = 4 starves less, semi-honest tolerates t - 1 = 7 corrupt. */
+  fc_sa_params_bounds(n, k, 4, corrupt, dropout, FC_SA_THREAT_HONEST, &c);
+  double p4 = 0;
+  for (int x = 0; x < 4; x++) p4 += choose(30, x) * choose(10, k - x) / choose(40, k);
+  CHECK(p4 > 0 && n * p4 < 1e-3);
+  CHECK(fabs(c.log2_starve - log2(n * p4)) < 1e-9);
+  fc_sa_params_bounds(n, k, t, corrupt, dropout, FC_SA_THREAT_HONEST, &c);
+  double q2 = choose(8, 8) * choose(32, k - 8) / choose(40, k);
+  CHECK(fabs(c.log2_corrupt - log2(n * q2)) < 1e-9);
+}
+
+static void test_small_and_edges(void) {
+  fc_sa_choice c;
+  char why[300];
+  /* n = 10, one corrupt and one dropout at most: k = 4, t = 3 hold surely
+   * (at least 3 of 4 neighbours survive; 2t - k - 1 = 1 corrupt tolerated). */
+  CHECK_EQ_INT(fc_sa_params_find(10, 0.1, 0.1, FC_SA_THREAT_MALICIOUS, &c, why, sizeof why), FEDC_OK);
+  CHECK_EQ_INT(c.k, 4);
+  CHECK_EQ_INT(c.t, 3);
+  CHECK(isinf(c.log2_corrupt) && isinf(c.log2_starve));
+  /* Nothing corrupt, nothing dropping: the sparsest graph. */
+  CHECK_EQ_INT(fc_sa_params_find(1000, 0, 0, FC_SA_THREAT_MALICIOUS, &c, why, sizeof why), FEDC_OK);
+  CHECK_EQ_INT(c.k, 2);
+  /* Small cohorts fall back to the complete graph. */
+  CHECK_EQ_INT(fc_sa_params_find(5, 0.2, 0.2, FC_SA_THREAT_MALICIOUS, &c, why, sizeof why), FEDC_OK);
+  CHECK(c.complete && c.k == 4);
+  /* Too many bad clients: a clear error, not a silly k. */
+  CHECK_EQ_INT(fc_sa_params_find(100, 0.45, 0.45, FC_SA_THREAT_MALICIOUS, &c, why, sizeof why), FEDC_ERR_INVALID);
+  CHECK(strstr(why, "no safe parameters") != NULL);
+  CHECK_EQ_INT(fc_sa_params_find(2, 0, 0, FC_SA_THREAT_MALICIOUS, &c, why, sizeof why), FEDC_ERR_INVALID);
+  CHECK_EQ_INT(fc_sa_params_find(100, 1.0, 0, FC_SA_THREAT_MALICIOUS, &c, why, sizeof why), FEDC_ERR_INVALID);
+  CHECK_EQ_INT(fc_sa_params_find(100, 0, NAN, FC_SA_THREAT_MALICIOUS, &c, why, sizeof why), FEDC_ERR_INVALID);
+  /* The check of a given pair: our default for a cohort of 10 (k = 9, t = 6)
+   * is safe against 10% of each; t = 5 (not a majority of 9 + corrupt) is not. */
+  CHECK_EQ_INT(fc_sa_params_bounds(10, 9, 6, 0.1, 0.1, FC_SA_THREAT_MALICIOUS, &c), 0);
+  CHECK_EQ_INT(fc_sa_params_bounds(10, 9, 5, 0.1, 0.1, FC_SA_THREAT_MALICIOUS, &c), 1);
+  /* Larger t than the survivors can supply fails correctness. */
+  CHECK_EQ_INT(fc_sa_params_bounds(10, 9, 9, 0.1, 0.1, FC_SA_THREAT_MALICIOUS, &c), 1);
+}
+
+int main(void) {
+  test_bounds_exact();
+  test_small_and_edges();
+  test_published_table();
+  return CHECK_DONE();
+}
