@@ -79,8 +79,6 @@ typedef struct sim_client {
   int gone;       /* dropped out (injected) */
   int aborted;    /* aborted on its own */
   int drop_at;    /* stage before whose message it vanishes; 0 = never */
-  float *x;
-  uint32_t *q;    /* quantized input (kept for the plaintext reference) */
   uint64_t weight;
   uint64_t bytes;
   int committed;  /* its masked input is in the sum */
@@ -112,6 +110,19 @@ static Fedc__V1__SecAggPollResponse *poll(const sa_harness_cfg *cfg, fc_sa_serve
   return got;
 }
 
+/* Client idx's update: random, scaled to a random fraction of the clip norm. */
+static void make_update(uint64_t seed, float clip, float *x, uint64_t dim) {
+  fc_rng r;
+  fc_rng_seed(&r, seed ^ 0x5eedda7aull);
+  double ss = 0;
+  for (uint64_t j = 0; j < dim; j++) {
+    x[j] = (float)fc_rng_normal(&r);
+    ss += (double)x[j] * x[j];
+  }
+  double f = clip / sqrt(ss) * fc_rng_uniform_double(&r);
+  for (uint64_t j = 0; j < dim; j++) x[j] = (float)(x[j] * f);
+}
+
 int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res) {
   memset(res, 0, sizeof *res);
   fc_sa_params p;
@@ -135,8 +146,11 @@ int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res) {
   fc_agg *agg = NULL;
   uint32_t *expect = calloc(p.dim + 1, sizeof *expect);
   double *favg = calloc(p.dim, sizeof *favg);
+  float *x = malloc(p.dim * sizeof *x); /* one client's update at a time */
+  uint32_t *q = malloc((p.dim + 1) * sizeof *q), *yb = malloc((p.dim + 1) * sizeof *yb);
+  double wsum = 0;
   int rc = FEDC_ERR_NOMEM;
-  if (!names || !cl || !ca || !expect || !favg) goto out;
+  if (!names || !cl || !ca || !expect || !favg || !x || !q || !yb) goto out;
   for (uint32_t i = 0; i < n; i++) {
     names[i] = malloc(16);
     if (!names[i]) goto out;
@@ -171,17 +185,8 @@ int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res) {
       snprintf(res->why, sizeof res->why, "client %u: %s", i + 1, why);
       goto out;
     }
-    /* Data: a random update clipped to the norm, a random weight. */
-    sc->x = malloc(p.dim * sizeof *sc->x);
-    sc->q = malloc((p.dim + 1) * sizeof *sc->q);
-    if (!sc->x || !sc->q) goto out;
-    double ss = 0;
-    for (uint64_t j = 0; j < p.dim; j++) {
-      sc->x[j] = (float)fc_rng_normal(&rng);
-      ss += (double)sc->x[j] * sc->x[j];
-    }
-    double f = p.clip / sqrt(ss) * fc_rng_uniform_double(&rng);
-    for (uint64_t j = 0; j < p.dim; j++) sc->x[j] = (float)(sc->x[j] * f);
+    /* A random weight now; the data itself is made at the masked stage
+     * (make_update), so the harness holds O(model) memory for any n. */
     sc->weight = 1 + fc_rng_below(&rng, p.max_weight);
     for (int s = FC_SA_ADVERTISE; s <= FC_SA_UNMASK && !sc->drop_at; s++)
       if (fc_rng_uniform_double(&rng) < cfg->drop[s]) sc->drop_at = s;
@@ -220,17 +225,16 @@ int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res) {
         continue;
       }
       /* Round 2: quantize, mask, "upload" through the aggregator. */
+      make_update(cfg->seed * 1000003u + idx, p.clip, x, p.dim);
       fc_rng qr;
       fc_rng_seed(&qr, cfg->seed * 1000003u + idx);
-      fc_sa_quantize(sc->x, p.dim, sc->weight, scale, &qr, sc->q);
-      uint32_t *y = malloc((p.dim + 1) * sizeof *y);
-      if (!y) goto out;
-      memcpy(y, sc->q, (p.dim + 1) * sizeof *y);
+      fc_sa_quantize(x, p.dim, sc->weight, scale, &qr, q);
+      uint32_t *y = yb;
+      memcpy(y, q, (p.dim + 1) * sizeof *y);
       double t0 = now_s();
       crc = fc_sa_client_mask(sc->c, y);
       res->client_mask_s += now_s() - t0;
       if (crc != FEDC_OK) {
-        free(y);
         client_abort(res, sc, idx);
         continue;
       }
@@ -241,8 +245,12 @@ int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res) {
         fc_sa_server_masked_done(srv, idx);
         sc->committed = 1;
         sc->bytes += (p.dim + 1) * sizeof *y;
+        /* The plaintext reference: the quantized vectors summed mod 2^32,
+         * and the float weighted sum. */
+        for (uint64_t j = 0; j <= p.dim; j++) expect[j] += q[j];
+        for (uint64_t j = 0; j < p.dim; j++) favg[j] += (double)x[j] * sc->weight;
+        wsum += (double)sc->weight;
       }
-      free(y);
     }
     if (fc_sa_server_close_stage(srv, why, sizeof why) != FEDC_OK) {
       snprintf(res->why, sizeof res->why, "%s", why);
@@ -269,16 +277,8 @@ int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res) {
   if (rc != FEDC_OK) goto out;
   res->completed = 1;
 
-  /* The plaintext reference: the survivors' quantized vectors, summed mod 2^32. */
-  double wsum = 0;
   uint64_t up = 0;
-  for (uint32_t i = 0; i < n; i++) {
-    up += cl[i].bytes;
-    if (!cl[i].committed) continue;
-    for (uint64_t j = 0; j <= p.dim; j++) expect[j] += cl[i].q[j];
-    for (uint64_t j = 0; j < p.dim; j++) favg[j] += (double)cl[i].x[j] * cl[i].weight;
-    wsum += cl[i].weight;
-  }
+  for (uint32_t i = 0; i < n; i++) up += cl[i].bytes;
   res->bytes_up_per_client = up / n;
   uint32_t cnt = 0;
   uint32_t *sum = fc_agg_secagg_sum(agg, &cnt);
@@ -301,9 +301,10 @@ int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res) {
 out:
   for (uint32_t i = 0; cl && i < n; i++) {
     fc_sa_client_destroy(cl[i].c);
-    free(cl[i].x);
-    free(cl[i].q);
   }
+  free(x);
+  free(q);
+  free(yb);
   free(cl);
   for (uint32_t i = 0; names && i < n; i++) free(names[i]);
   free(names);

@@ -180,12 +180,18 @@ static void test_exact_sums(void) {
     }
   }
   /* Dropouts at every stage together, with a fixed pattern that must complete. */
-  sa_harness_cfg c = base(12, 11, 5, 77);
+  sa_harness_cfg c = base(12, 11, 5, 84);
   c.drop[FC_SA_ADVERTISE] = c.drop[FC_SA_SHARE_KEYS] = c.drop[FC_SA_MASKED] = 0.1;
   c.drop[FC_SA_CONSISTENCY] = c.drop[FC_SA_UNMASK] = 0.1;
   sa_harness_result r;
   CHECK_EQ_INT(sa_harness_run(&c, &r), FEDC_OK);
+  printf("  all stages 10%%: remaining %u/%u/%u/%u/%u %s\n", r.remaining[0], r.remaining[1], r.remaining[2],
+         r.remaining[3], r.remaining[4], r.completed ? "completed" : r.why);
   CHECK(r.completed && r.exact);
+  /* and it did lose clients at more than one stage */
+  int stages_with_drops = r.remaining[0] < 12;
+  for (int s = 1; s < 5; s++) stages_with_drops += r.remaining[s] < r.remaining[s - 1];
+  CHECK(stages_with_drops >= 3);
 }
 
 static void test_below_threshold(void) {
