@@ -201,11 +201,13 @@ int fc_agg_secagg_unmask(fc_agg *a, const fc_prg_ops *prg, const fc_sa_mask_term
   unmask_job jobs[64];
   pthread_t tid[64];
   int started[64] = {0};
-  /* Ranges start on 16-byte keystream blocks (4 entries) so no block is split. */
-  size_t per = (a->n / (size_t)threads + 3) & ~(size_t)3;
+  /* Ranges start on 16-byte keystream blocks (4 entries) so no block is
+   * split; the last range runs to the end whatever the rounding. */
+  size_t per = ((a->n + (size_t)threads - 1) / (size_t)threads + 3) & ~(size_t)3;
   int rc = FEDC_OK;
   for (int i = 0; i < threads; i++) {
-    size_t lo = per * (size_t)i, hi = lo + per < a->n ? lo + per : a->n;
+    size_t lo = per * (size_t)i, hi = i + 1 == threads || lo + per > a->n ? a->n : lo + per;
+    if (lo > a->n) lo = a->n;
     jobs[i] = (unmask_job){prg, f->acc, lo, lo < hi ? hi - lo : 0, terms, nterms, abort, FEDC_OK};
     if (!jobs[i].len) continue;
     if (i + 1 < threads && jobs[i].len && pthread_create(&tid[i], NULL, unmask_worker, &jobs[i]) == 0) {

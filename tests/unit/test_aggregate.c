@@ -12,6 +12,7 @@
 #include "check.h"
 #include "coordinator/aggregate.h"
 #include "fedc/error.h"
+#include "secagg/secagg.h"
 
 #define N 10007 /* not a multiple of any chunk or block size */
 
@@ -22,7 +23,40 @@ static void feed(fc_agg *a, fc_agg_update *u, const float *x, size_t chunk) {
     CHECK_EQ_INT(a->ops->update_chunk(a, u, off, p + off, off + chunk <= bytes ? chunk : bytes - off), FEDC_OK);
 }
 
+/* The secure sum's unmasking split over threads covers every entry exactly
+ * once, whatever the length and the thread count: the same result as one
+ * expansion over the whole vector (the last entry is the weight). */
+static void test_secagg_unmask_split(void) {
+  const size_t lens[] = {1, 2, 3, 5, 8, 4097, 10001, 10007};
+  const int threads[] = {1, 2, 3, 7, 64};
+  fc_sa_mask_term terms[3];
+  memset(terms, 0, sizeof terms);
+  for (int i = 0; i < 3; i++) {
+    terms[i].key[0] = (uint8_t)(i + 1);
+    terms[i].sign = i == 1 ? -1 : 1;
+  }
+  for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+    size_t n = lens[li];
+    uint32_t *ref = calloc(n, sizeof *ref);
+    CHECK_EQ_INT(fc_sa_mask_apply(NULL, ref, 0, n, terms, 3, NULL), FEDC_OK);
+    for (size_t ti = 0; ti < sizeof threads / sizeof threads[0]; ti++) {
+      fc_agg *a = NULL;
+      CHECK_EQ_INT(fc_agg_secagg_create(n, 1, &a), FEDC_OK);
+      CHECK_EQ_INT(fc_agg_secagg_unmask(a, NULL, terms, 3, threads[ti], NULL), FEDC_OK);
+      uint32_t cnt = 0;
+      const uint32_t *sum = fc_agg_secagg_sum(a, &cnt);
+      size_t bad = 0;
+      for (size_t i = 0; i < n; i++) bad += sum[i] != ref[i];
+      if (bad) fprintf(stderr, "  unmask of %zu entries on %d threads: %zu wrong\n", n, threads[ti], bad);
+      CHECK_EQ_INT(bad, 0);
+      a->ops->destroy(a);
+    }
+    free(ref);
+  }
+}
+
 int main(void) {
+  test_secagg_unmask_split();
   fc_agg *a = NULL;
   CHECK_EQ_INT(fc_agg_fedavg_create(N, 2, &a), FEDC_OK);
   static float upd[5][N];
