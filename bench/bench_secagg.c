@@ -22,7 +22,7 @@
  *            threads; whether the sum was exact; and the bytes one client
  *            sent against the plaintext update's.
  *
- *   bench_secagg [params=1000000] [threads=2] [what=prg,mask,unmask] [ns=100,1000]
+ *   bench_secagg [params=1000000] [threads=2] [what=prg,mask,unmask] [ns=100,1000] [drops=0,0.1,0.3]
  */
 #include <math.h>
 #include <openssl/evp.h>
@@ -52,7 +52,7 @@ static double keystream_s(const EVP_CIPHER *cipher, int keys, size_t bytes) {
   static uint8_t buf[BLOCK], zero[BLOCK];
   uint8_t key[32] = {1}, iv[16] = {0};
   double best = 1e9;
-  for (int rep = 0; rep < 3; rep++) {
+  for (int rep = 0; rep < 5; rep++) {
     double t0 = now_s();
     for (int k = 0; k < keys; k++) {
       key[0] = (uint8_t)k;
@@ -74,7 +74,7 @@ static double g_aes_gbps; /* measured AES-CTR keystream rate, one thread */
 
 static void bench_prg(size_t params) {
   size_t bytes = (params + 1) * 4;
-  int keys = 16;
+  int keys = 64; /* ~256 MB: long enough for the clock to settle */
   double aes = keystream_s(EVP_aes_128_ctr(), keys, bytes), cha = keystream_s(EVP_chacha20(), keys, bytes);
   g_aes_gbps = (double)keys * bytes / aes / 1e9;
   printf("{\"bench\":\"secagg_prg\",\"cipher\":\"aes-128-ctr\",\"gbps\":%.2f}\n", g_aes_gbps);
@@ -114,17 +114,20 @@ static void bench_mask(size_t params) {
   free(vec);
 }
 
-static void bench_unmask(size_t params, int threads, const char *ns) {
+static void bench_unmask(size_t params, int threads, const char *ns, const char *droplist) {
   char pki[] = "/tmp/fedc-bench-secagg-pki";
   mkdir(pki, 0700);
-  const double drops[] = {0, 0.1, 0.3};
+  double drops[8];
+  size_t ndrops = 0;
+  for (const char *p = droplist; p && *p && ndrops < 8; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
+    drops[ndrops++] = atof(p);
   char list[256];
   snprintf(list, sizeof list, "%s", ns);
   for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
     uint32_t n = (uint32_t)atoi(tok);
     fprintf(stderr, "bench_secagg: certificates for %u clients...\n", n);
     if (sa_harness_pki(pki, n) != FEDC_OK) return;
-    for (size_t d = 0; d < sizeof drops / sizeof drops[0]; d++) {
+    for (size_t d = 0; d < ndrops; d++) {
       fc_sa_choice ch;
       char why[300];
       if (fc_sa_params_find(n, 0.05, drops[d], FC_SA_THREAT_MALICIOUS, &ch, why, sizeof why) != FEDC_OK) {
@@ -155,10 +158,12 @@ static void bench_unmask(size_t params, int threads, const char *ns) {
       printf("{\"bench\":\"secagg_unmask\",\"n\":%u,\"k\":%u,\"t\":%u,\"params\":%zu,\"dropout\":%.2f,"
              "\"survivors\":%u,\"threads\":%d,\"unmask_seconds\":%.3f,\"mask_expansions\":%zu,"
              "\"keystream_seconds\":%.3f,\"ratio\":%.2f,\"exact\":%s,\"client_mask_seconds\":%.4f,"
-             "\"bytes_up_per_client\":%llu,\"plaintext_bytes\":%.0f,\"bytes_ratio\":%.4f,\"harness_seconds\":%.1f}\n",
+             "\"bytes_up_per_client\":%llu,\"bytes_down_per_client\":%llu,\"plaintext_bytes\":%.0f,"
+             "\"bytes_up_ratio\":%.4f,\"harness_seconds\":%.1f}\n",
              n, ch.k, ch.t, params, drops[d], res.remaining[FC_SA_MASKED - 1], threads, res.unmask_s,
              res.unmask_terms, ks, res.unmask_s / ks, res.exact ? "true" : "false", res.client_mask_s,
-             (unsigned long long)res.bytes_up_per_client, (double)params * 4,
+             (unsigned long long)res.bytes_up_per_client, (unsigned long long)res.bytes_down_per_client,
+             (double)params * 4,
              (double)res.bytes_up_per_client / ((double)params * 4), now_s() - t0);
       fflush(stdout);
     }
@@ -178,8 +183,9 @@ int main(int argc, char **argv) {
   int threads = argc > 2 ? atoi(argv[2]) : 2;
   const char *what = argc > 3 ? argv[3] : "prg,mask,unmask";
   const char *ns = argc > 4 ? argv[4] : "100,1000";
+  const char *drops = argc > 5 ? argv[5] : "0,0.1,0.3";
   bench_prg(params);
   if (has(what, "mask")) bench_mask(params);
-  if (has(what, "unmask")) bench_unmask(params, threads, ns);
+  if (has(what, "unmask")) bench_unmask(params, threads, ns, drops);
   return 0;
 }

@@ -400,6 +400,15 @@ static void h_checkin(fc_scall *call, void *ctx) {
   const fc_peer *peer = fc_scall_peer(call);
   fc_task_info task;
   uint32_t retry = 0;
+  if (c->cfg.engine.secagg && peer->proto_minor < 2) {
+    /* It would be selected, then send its update in the clear: refused before. */
+    char why[200];
+    snprintf(why, sizeof why,
+             "this federation runs secure aggregation (fedc protocol 1.2); the client speaks 1.%u: upgrade it",
+             peer->proto_minor);
+    fc_scall_finish(call, GRPC_STATUS_FAILED_PRECONDITION, why, NULL);
+    return;
+  }
   pthread_mutex_lock(&c->mu);
   int act = fc_engine_checkin(c->engine, peer->name, fc_now_ms(), &task, &retry);
   uint64_t gv = c->model->version;

@@ -861,6 +861,7 @@ static void start_call(struct poller *p, new_call *n) {
     refuse(c, GRPC_STATUS_UNAUTHENTICATED, why);
     return;
   }
+  c->peer.proto_minor = minor;
   if (c->peer.role != c->m->role) {
     snprintf(why, sizeof why, "%s is for role '%s'; caller '%s' has role '%s'", c->method, fc_role_name(c->m->role),
              c->peer.name, fc_role_name(c->peer.role));

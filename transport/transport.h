@@ -31,8 +31,11 @@
 #include <stdint.h>
 
 #define FC_PROTOCOL_MAJOR 1
-#define FC_PROTOCOL_MINOR 1 /* 1.1: StatusResponse.round_budget, storage_error */
-#define FC_PROTOCOL_VERSION_STRING "1.0"
+#define FC_PROTOCOL_MINOR 2 /* 1.1: StatusResponse.round_budget, storage_error; 1.2: secure aggregation */
+#define FC_PROTOCOL_STR_(x) #x
+#define FC_PROTOCOL_STR(x) FC_PROTOCOL_STR_(x)
+/* What clients send: "<major>.<minor>" of this build, e.g. "1.2". */
+#define FC_PROTOCOL_VERSION_STRING FC_PROTOCOL_STR(FC_PROTOCOL_MAJOR) "." FC_PROTOCOL_STR(FC_PROTOCOL_MINOR)
 #define FC_PROTOCOL_MD_KEY "fedc-protocol"
 /* Trailing metadata of a refusal that says when to try again (decimal ms). */
 #define FC_RETRY_AFTER_MD_KEY "fedc-retry-after-ms"
@@ -48,6 +51,7 @@ typedef struct fc_peer {
   char federation[64];
   char name[65];
   char addr[96]; /* "ipv4:127.0.0.1:12345" */
+  unsigned proto_minor; /* the caller's fedc protocol minor version (same major) */
 } fc_peer;
 
 typedef struct fc_tls_files {

@@ -68,6 +68,11 @@ rc=0; "$FEDC" secagg-params --clients 2 2>/dev/null || rc=$?
   fail "SecAggSubmit with no round: $(cat "$T/idle.json")"
 grep -q "no secure-aggregation round" "$T/idle.json" || fail "no reason given: $(cat "$T/idle.json")"
 
+# A client too old for secure aggregation (protocol 1.1) is refused at check-in, not selected.
+"$PROBE" --coordinator "$COORD_ADDR" --pki "$T/pki" --name f --mode call --protocol 1.1 \
+  --method /fedc.v1.Coordinator/CheckIn --want 9 > "$T/old.json" || fail "a 1.1 client checked in: $(cat "$T/old.json")"
+grep -q "upgrade" "$T/old.json" || fail "no reason for the 1.1 client: $(cat "$T/old.json")"
+
 # ---- round 1: five honest clients and the misbehaving probe ----
 for n in a b c d e; do start_client "$n"; done
 start_bg probe "$PROBE" --coordinator "$COORD_ADDR" --pki "$T/pki" --name p --mode secagg-bad --other a

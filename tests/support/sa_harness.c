@@ -80,7 +80,8 @@ typedef struct sim_client {
   int aborted;    /* aborted on its own */
   int drop_at;    /* stage before whose message it vanishes; 0 = never */
   uint64_t weight;
-  uint64_t bytes;
+  uint64_t bytes;      /* submitted: stage messages and the masked input */
+  uint64_t bytes_down; /* received: the stages' poll answers */
   int committed;  /* its masked input is in the sum */
 } sim_client;
 
@@ -101,10 +102,11 @@ static void submit(const sa_harness_cfg *cfg, fc_sa_server *srv, sim_client *sc,
   if (got) protobuf_c_message_free_unpacked(&got->base, NULL);
 }
 
-static Fedc__V1__SecAggPollResponse *poll(const sa_harness_cfg *cfg, fc_sa_server *srv, uint32_t idx, int stage) {
+static Fedc__V1__SecAggPollResponse *poll(const sa_harness_cfg *cfg, fc_sa_server *srv, uint32_t idx, int stage,
+                                           uint64_t *bytes) {
   Fedc__V1__SecAggPollResponse r;
   fc_sa_server_poll(srv, idx, stage, &r);
-  Fedc__V1__SecAggPollResponse *got = (Fedc__V1__SecAggPollResponse *)wire(&r.base, NULL);
+  Fedc__V1__SecAggPollResponse *got = (Fedc__V1__SecAggPollResponse *)wire(&r.base, bytes);
   fc_sa_poll_clear(&r);
   if (got && cfg->tamper_poll) cfg->tamper_poll(cfg->ctx, stage, idx, got);
   return got;
@@ -207,7 +209,7 @@ int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res) {
       if (stage == FC_SA_ADVERTISE) {
         crc = fc_sa_client_advertise(sc->c, &req);
       } else {
-        if (!(in = poll(cfg, srv, idx, stage))) goto out;
+        if (!(in = poll(cfg, srv, idx, stage, &sc->bytes_down))) goto out;
         switch (stage) {
         case FC_SA_SHARE_KEYS: crc = fc_sa_client_share_keys(sc->c, in, &req); break;
         case FC_SA_MASKED: crc = fc_sa_client_receive_shares(sc->c, in); break;
@@ -277,9 +279,16 @@ int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res) {
   if (rc != FEDC_OK) goto out;
   res->completed = 1;
 
-  uint64_t up = 0;
-  for (uint32_t i = 0; i < n; i++) up += cl[i].bytes;
-  res->bytes_up_per_client = up / n;
+  /* Traffic of the clients that went through every stage. */
+  uint64_t up = 0, down = 0, full = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    if (cl[i].gone || cl[i].aborted) continue;
+    up += cl[i].bytes;
+    down += cl[i].bytes_down;
+    full++;
+  }
+  res->bytes_up_per_client = full ? up / full : 0;
+  res->bytes_down_per_client = full ? down / full : 0;
   uint32_t cnt = 0;
   uint32_t *sum = fc_agg_secagg_sum(agg, &cnt);
   res->exact = memcmp(sum, expect, (p.dim + 1) * sizeof *sum) == 0;

@@ -45,7 +45,8 @@ typedef struct sa_harness_result {
   double client_mask_s;     /* mean seconds one client spent masking */
   double unmask_s;          /* coordinator: reconstruction + mask removal */
   size_t unmask_terms;
-  uint64_t bytes_up_per_client; /* mean bytes one client submitted, masked input included */
+  uint64_t bytes_up_per_client;   /* mean bytes a client that saw every stage submitted, masked input included */
+  uint64_t bytes_down_per_client; /* and received in the stages' answers (the model download not included) */
 } sa_harness_result;
 
 /* Issue n client certificates (client-c00001 ...) in dir (created). */

@@ -13,7 +13,7 @@
 
 static const uint8_t SHA0[FC_SHA256_LEN] = {1, 2, 3};
 
-static fc_engine *make(uint32_t cohort, uint32_t min_updates, uint64_t rounds) {
+static fc_engine *make_with(uint32_t cohort, uint32_t min_updates, uint64_t rounds, uint64_t secagg_stage_ms) {
   fc_engine_cfg cfg;
   fc_engine_cfg_defaults(&cfg);
   cfg.min_clients = 3;
@@ -24,9 +24,15 @@ static fc_engine *make(uint32_t cohort, uint32_t min_updates, uint64_t rounds) {
   cfg.round_ms = 5000;
   cfg.client_ttl_ms = 10000;
   cfg.seed = 42;
+  cfg.secagg = secagg_stage_ms > 0;
+  if (cfg.secagg) cfg.sa_stage_ms = secagg_stage_ms;
   fc_engine *e = NULL;
   CHECK_EQ_INT(fc_engine_create(&cfg, 1, 0, 0, SHA0, &e), FEDC_OK);
   return e;
+}
+
+static fc_engine *make(uint32_t cohort, uint32_t min_updates, uint64_t rounds) {
+  return make_with(cohort, min_updates, rounds, 0);
 }
 
 static int checkin(fc_engine *e, const char *who, uint64_t now, fc_task_info *t) {
@@ -380,19 +386,7 @@ static int state_of(fc_engine *e) {
  * SA_CONSISTENCY -> SA_UNMASK -> AGGREGATING, each stage closed by "all in"
  * (sa_ready) or its own deadline; uploads only in SA_MASKED. */
 static void test_secagg_stages(void) {
-  fc_engine_cfg cfg;
-  fc_engine_cfg_defaults(&cfg);
-  cfg.min_clients = 3;
-  cfg.cohort_size = 3;
-  cfg.min_updates = 2;
-  cfg.rounds = 2;
-  cfg.pickup_ms = 1000;
-  cfg.round_ms = 5000;
-  cfg.client_ttl_ms = 10000;
-  cfg.secagg = 1;
-  cfg.sa_stage_ms = 700;
-  fc_engine *e = NULL;
-  CHECK_EQ_INT(fc_engine_create(&cfg, 1, 0, 0, SHA0, &e), FEDC_OK);
+  fc_engine *e = make_with(3, 2, 2, 700);
   start3(e, 0);
   for (int i = 0; i < 3; i++) CHECK_EQ_INT(checkin(e, (const char *[]){"a", "b", "c"}[i], 10, NULL), FC_CHECKIN_TRAIN);
   const char *names[8];
