@@ -598,8 +598,12 @@ int cmd_sim(int argc, char **argv) {
     cargv[ca_n++] = "--secagg-neighbors", cargv[ca_n++] = buf[12];
     cargv[ca_n++] = "--secagg-threshold", cargv[ca_n++] = buf[13];
     /* Dropped clients are waited for up to a stage deadline: keep it short
-     * in a local simulation. */
-    cargv[ca_n++] = "--secagg-stage-ms", cargv[ca_n++] = "5000";
+     * in a local simulation, but long enough for every client's key
+     * agreement and signature checks (about 1 ms of CPU per neighbour) to
+     * run on this machine's cores: 5 s, plus 150 ms per cohort member. */
+    uint64_t k = o.sa_k ? o.sa_k : o.cohort ? o.cohort - 1 : 0;
+    snprintf(buf[14], 64, "%llu", (unsigned long long)(5000 + 150 * (k + 1)));
+    cargv[ca_n++] = "--secagg-stage-ms", cargv[ca_n++] = buf[14];
   }
   pid_t coord = spawn(cargv, logp);
   pid_t *kids = calloc(o.clients, sizeof *kids);

@@ -247,17 +247,29 @@ int rt_upload_retrying(fedc_client *c, const Fedc__V1__Task *t, const void *payl
                        uint64_t bytes, int masked, uint64_t examples, double loss, double norm, uint64_t deadline,
                        uint64_t *bytes_out, fc_status *st) {
   int rc;
-  for (int attempt = 0;; attempt++) {
+  for (int attempt = 0;;) {
     rc = rt_upload(c, t, payload, spec, bytes, masked, examples, loss, norm, bytes_out, st);
-    /* RESOURCE_EXHAUSTED with a retry time: the coordinator is rate-limiting
-     * us (or busy) and says when to come back. */
-    int told_when = st->code == GRPC_STATUS_RESOURCE_EXHAUSTED && st->retry_after_ms > 0;
+    /* RESOURCE_EXHAUSTED or UNAVAILABLE with a retry time: the coordinator is
+     * rate-limiting us or busy and says when to come back. That is pacing,
+     * not failure: it does not count against the attempts (the deadline
+     * bounds it). */
+    int told_when = (st->code == GRPC_STATUS_RESOURCE_EXHAUSTED || st->code == GRPC_STATUS_UNAVAILABLE) &&
+                    st->retry_after_ms > 0;
     int retry = rt_is_transient(rc) || st->code == GRPC_STATUS_ABORTED || told_when;
-    if (rc == FEDC_OK || !retry || attempt >= 8 || atomic_load(&c->stop)) break;
-    if (fc_now_ms() >= deadline) break;
-    uint64_t wait = (uint64_t)c->o.min_backoff_ms << (attempt < 5 ? attempt : 5);
-    if (!told_when && wait > 10000) wait = 10000;
-    if (told_when && wait < st->retry_after_ms) wait = st->retry_after_ms;
+    if (rc == FEDC_OK || !retry || atomic_load(&c->stop)) break;
+    if (!told_when && ++attempt > 8) break;
+    uint64_t now = fc_now_ms();
+    if (now >= deadline) break;
+    /* Jittered, so clients refused together do not come back together. */
+    uint64_t wait;
+    if (told_when) {
+      wait = st->retry_after_ms + fc_rng_below(&c->jitter, st->retry_after_ms / 4 + 1);
+    } else {
+      uint64_t cap = (uint64_t)c->o.min_backoff_ms << (attempt < 5 ? attempt : 5);
+      if (cap > 10000) cap = 10000;
+      wait = cap / 2 + fc_rng_below(&c->jitter, cap / 2 + 1);
+    }
+    if (wait > deadline - now) wait = deadline - now;
     if (rt_nap(c, (uint32_t)wait)) break;
   }
   return rc;

@@ -932,9 +932,12 @@ static void h_upload(fc_scall *call, void *ctx) {
       code = err_status(err);
     } else if (c->agg->ops->update_begin(c->agg, 0, &up->u) != FEDC_OK) {
       /* No waiting for a slot: a waiting upload would hold its stream open for
-       * nothing. The runtime retries UNAVAILABLE with backoff. */
+       * nothing. Say when to come back, spread over 150-650 ms: a burst (every
+       * masked input arrives when the SecAgg masked stage opens) drains in
+       * turns instead of backing off past the stage's deadline. */
       code = GRPC_STATUS_UNAVAILABLE;
-      snprintf(why, sizeof why, "coordinator busy: no aggregation slot free, retry");
+      retry = 150 + (uint32_t)(fc_now_ms() * 2654435761u % 500u);
+      snprintf(why, sizeof why, "coordinator busy: no aggregation slot free, retry in %u ms", retry);
     }
   }
   if (code != GRPC_STATUS_OK) {
