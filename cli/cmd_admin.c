@@ -257,6 +257,7 @@ static void status_print(const Fedc__V1__StatusResponse *r, int json) {
     json_object_set_new(o, "rounds_abandoned", json_u64(r->rounds_abandoned));
     json_object_set_new(o, "round_budget", json_u64(r->round_budget));
     json_object_set_new(o, "storage_error", json_string(r->storage_error ? r->storage_error : ""));
+    json_object_set_new(o, "server_optimizer", json_string(r->server_optimizer ? r->server_optimizer : ""));
     json_object_set_new(o, "uptime_ms", json_u64(r->uptime_ms));
     json_object_set_new(o, "model_params", json_u64(r->model_params));
     json_object_set_new(o, "protocol", json_string(proto));
@@ -277,6 +278,7 @@ static void status_print(const Fedc__V1__StatusResponse *r, int json) {
   if (r->round_budget) snprintf(budget, sizeof budget, "%llu", (unsigned long long)r->round_budget);
   printf("rounds:          %llu completed, %llu abandoned, budget %s\n", (unsigned long long)r->rounds_completed,
          (unsigned long long)r->rounds_abandoned, budget);
+  if (r->server_optimizer && r->server_optimizer[0]) printf("server opt:      %s\n", r->server_optimizer);
   if (r->storage_error && r->storage_error[0])
     printf("storage:         %s (no new round starts until it can be written)\n", r->storage_error);
   printf("uptime:          %s\n", up);

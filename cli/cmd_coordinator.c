@@ -54,6 +54,7 @@
 #include "common/blas.h"
 #include "common/log.h"
 #include "coordinator/coordinator.h"
+#include "coordinator/server_opt.h"
 #include "crypto/pki.h"
 #include "transport/transport.h"
 #include "fedc/error.h"
@@ -132,6 +133,10 @@ static const char *check_model(const char *v) {
   return fc_mlp_parse(v, &mlp) == 0 ? NULL : "use 784-200-200-10, mlp, logreg or layer sizes like 784-64-10";
 }
 
+static const char *check_sopt(const char *v) {
+  return fc_sopt_parse(v) >= 0 ? NULL : "use sgd, avgm, adagrad, adam or yogi";
+}
+
 static const char *check_log(const char *v) {
   return fc_log_parse_level(v) >= 0 ? NULL : "use debug, info, warn or error";
 }
@@ -184,7 +189,15 @@ static const copt options[] = {
     OPT_NUM("momentum", T_F32, c.momentum, "client SGD momentum"),
     OPT_NUM("clip-norm", T_F32, c.clip_norm, "L2 clip norm of updates (0 = none); larger updates are refused"),
     OPT_NUM("max-example-weight", T_U64, c.max_example_weight, "FedAvg weight cap per client"),
-    OPT_NUM("server-lr", T_F32, c.server_lr, "server learning rate applied to the mean delta"),
+    OPT_STR("server-optimizer", c.server_optimizer,
+            "server optimizer applied to the mean delta: sgd (FedAvg), avgm (FedAvgM), adagrad, adam, yogi "
+            "(Reddi et al. 2021)",
+            check_sopt),
+    OPT_NUM("server-lr", T_F32, c.server_lr, "server learning rate"),
+    OPT_NUM("server-beta1", T_F32, c.server_beta1, "server momentum (avgm) or first-moment decay (adagrad/adam/yogi)"),
+    OPT_NUM("server-beta2", T_F32, c.server_beta2, "second-moment decay (adam/yogi)"),
+    OPT_NUM("server-tau", T_F32, c.server_tau, "adaptivity tau (adagrad/adam/yogi)"),
+    OPT_BOOL("server-nesterov", c.server_nesterov, "Nesterov momentum (avgm)"),
     OPT_BOOL("secagg", c.engine.secagg,
              "secure aggregation (SecAgg+): the coordinator learns only the sum of the cohort's clipped updates"),
     OPT_RANGE("secagg-neighbors", T_U32, c.secagg_k,

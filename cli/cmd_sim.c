@@ -68,7 +68,14 @@ typedef struct sim_opts {
   int secagg;                       /* --secagg */
   unsigned long long sa_k, sa_t;    /* --secagg-neighbors, --secagg-threshold (0 = coordinator's default) */
   char drop[200];                   /* --drop STAGE:P,... (research dropout injection) */
+  /* Server optimizer, passed to the coordinator as given (it validates):
+   * --server-optimizer, -lr, -beta1, -beta2, -tau ("" = its default), --server-nesterov. */
+  char sopt[5][32];
+  int sopt_nesterov;
 } sim_opts;
+
+static const char *const sopt_flags[5] = {"--server-optimizer", "--server-lr", "--server-beta1", "--server-beta2",
+                                          "--server-tau"};
 
 static volatile sig_atomic_t g_interrupted;
 static void on_signal(int sig) {
@@ -168,6 +175,9 @@ static void usage(FILE *f) {
              "  --lr X               learning rate (default 0.05)\n"
              "  --momentum X         SGD momentum (default 0)\n"
              "  --clip-norm X        L2 clip norm of updates, 0 = off (default: the coordinator's)\n"
+             "  --server-optimizer sgd|avgm|adagrad|adam|yogi  server optimizer (default sgd = FedAvg)\n"
+             "  --server-lr X --server-beta1 X --server-beta2 X --server-tau X --server-nesterov\n"
+             "                       its settings (defaults: the coordinator's)\n"
              "  --min-updates M      updates needed per round (default: the cohort size)\n"
              "  --round-timeout-ms T round deadline (default 60000)\n"
              "  --poll-ms P          client check-in interval while waiting (default 200)\n"
@@ -232,7 +242,8 @@ static int parse_str(const char *flag, const char *s, char *out, size_t outlen) 
 /* 0 = run, -1 = --help printed, 2 = bad usage (already reported). */
 static int parse(int argc, char **argv, sim_opts *o) {
   enum { O_OUT = 1, O_CLIENTS, O_COHORT, O_ROUNDS, O_PART, O_ALPHA, O_MODEL, O_EPOCHS, O_BATCH, O_LR, O_MOM, O_CLIP,
-         O_MINUP, O_RTO, O_POLL, O_SEED, O_DATA, O_JSON, O_SECAGG, O_SAK, O_SAT, O_DROP };
+         O_MINUP, O_RTO, O_POLL, O_SEED, O_DATA, O_JSON, O_SECAGG, O_SAK, O_SAT, O_DROP, O_SOPT, O_SOPT_END = O_SOPT + 4,
+         O_NESTEROV };
   static const struct option lo[] = {
       {"out", 1, 0, O_OUT},         {"clients", 1, 0, O_CLIENTS},   {"cohort", 1, 0, O_COHORT},
       {"rounds", 1, 0, O_ROUNDS},   {"partition", 1, 0, O_PART},    {"alpha", 1, 0, O_ALPHA},
@@ -242,6 +253,8 @@ static int parse(int argc, char **argv, sim_opts *o) {
       {"seed", 1, 0, O_SEED},       {"data-dir", 1, 0, O_DATA},     {"json", 0, 0, O_JSON},
       {"secagg", 0, 0, O_SECAGG},   {"secagg-neighbors", 1, 0, O_SAK}, {"secagg-threshold", 1, 0, O_SAT},
       {"drop", 1, 0, O_DROP},
+      {"server-optimizer", 1, 0, O_SOPT}, {"server-lr", 1, 0, O_SOPT + 1}, {"server-beta1", 1, 0, O_SOPT + 2},
+      {"server-beta2", 1, 0, O_SOPT + 3}, {"server-tau", 1, 0, O_SOPT + 4}, {"server-nesterov", 0, 0, O_NESTEROV},
       {"help", 0, 0, 'h'},          {0, 0, 0, 0}};
   memset(o, 0, sizeof *o);
   snprintf(o->out, sizeof o->out, "fedc-sim-out");
@@ -284,6 +297,11 @@ static int parse(int argc, char **argv, sim_opts *o) {
     case O_DATA: o->data_dir = optarg; break;
     case O_JSON: o->json = 1; break;
     case O_SECAGG: o->secagg = 1; break;
+    case O_SOPT:
+    case O_SOPT + 1:
+    case O_SOPT + 2:
+    case O_SOPT + 3:
+    case O_SOPT_END: bad = parse_str(sopt_flags[opt - O_SOPT], optarg, o->sopt[opt - O_SOPT], sizeof o->sopt[0]); break;
     case O_SAK: bad = parse_int("--secagg-neighbors", optarg, 0, 1000, &o->sa_k); break;
     case O_SAT: bad = parse_int("--secagg-threshold", optarg, 0, 1000, &o->sa_t); break;
     case O_DROP: {
@@ -297,6 +315,7 @@ static int parse(int argc, char **argv, sim_opts *o) {
       }
       break;
     }
+    case O_NESTEROV: o->sopt_nesterov = 1; break;
     case 'h': usage(stdout); return -1;
     case ':': fprintf(stderr, "fedc sim: %s needs a value\n", argv[optind - 1]); return 2;
     default: fprintf(stderr, "fedc sim: unknown option '%s' (see fedc sim --help)\n", argv[optind - 1]); return 2;
@@ -591,6 +610,9 @@ int cmd_sim(int argc, char **argv) {
   while (cargv[ca_n]) ca_n++;
   /* Unless the user chose a clip norm, the coordinator's default applies. */
   if (o.clip_norm_set) cargv[ca_n++] = "--clip-norm", cargv[ca_n++] = buf[7];
+  for (int i = 0; i < 5; i++)
+    if (o.sopt[i][0]) cargv[ca_n++] = (char *)sopt_flags[i], cargv[ca_n++] = o.sopt[i];
+  if (o.sopt_nesterov) cargv[ca_n++] = "--server-nesterov";
   if (o.secagg) {
     snprintf(buf[12], 64, "%llu", o.sa_k);
     snprintf(buf[13], 64, "%llu", o.sa_t);

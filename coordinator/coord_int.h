@@ -11,6 +11,7 @@
 
 #include "coordinator/aggregate.h"
 #include "coordinator/coordinator.h"
+#include "coordinator/server_opt.h"
 #include "coordinator/store.h"
 #include "fedc/v1/fedc.pb-c.h"
 #include "transport/transport.h"
@@ -31,6 +32,9 @@ struct fc_coord {
   pthread_mutex_t mu; /* engine, rounds history, current model pointer */
   fc_engine *engine;
   fc_agg *agg;
+  fc_sopt *sopt;          /* server optimizer; its state before the running step: */
+  float *sopt_backup;
+  uint64_t sopt_backup_step;
   model_ref *model;
   fc_round_stats *rounds;
   size_t nrounds, caprounds;

@@ -63,6 +63,10 @@ void fc_coord_cfg_defaults(fc_coord_cfg *c) {
   c->clip_norm = 10.0f;
   c->max_example_weight = 10000;
   c->server_lr = 1.0f;
+  snprintf(c->server_optimizer, sizeof c->server_optimizer, "sgd");
+  c->server_beta1 = 0.9f;
+  c->server_beta2 = 0.99f;
+  c->server_tau = 1e-3f;
   c->chunk_bytes = FC_CHUNK_DEFAULT;
   c->threads = 2; /* event threads: calls are not tied to threads (transport.h) */
   c->upload_slots = 4;
@@ -218,10 +222,13 @@ static int store_sync(fc_coord *c) {
   return rc;
 }
 
+static void sopt_text(const fc_coord *c, char *buf, size_t len);
+
 static void record_round_locked(fc_coord *c) {
   const fc_round_stats *r = fc_engine_last_round(c->engine);
   if (history_add(c, r) == 0) {
     coord_sa_remaining(c, c->rounds[c->nrounds - 1].sa_remaining);
+    sopt_text(c, c->rounds[c->nrounds - 1].server_opt, sizeof c->rounds[c->nrounds - 1].server_opt);
     if (c->history_unsaved < c->nrounds) c->history_unsaved++;
   } else {
     FC_ERROR(MOD, "out of memory: round %llu missing from the history", (unsigned long long)r->round);
@@ -245,8 +252,77 @@ static void store_retry(fc_coord *c) {
 
 /* ---- driver: ticks the engine, finalizes rounds ----------------------------------- */
 
+/* ---- server optimizer state: a copy taken before each step, put back if
+ * the version is not published, and a file beside every version ---- */
+
+static int sopt_save(fc_coord *c) {
+  fc_sopt *o = c->sopt;
+  int ns = fc_sopt_nstate(o->cfg.kind);
+  size_t n = o->n;
+  if (ns && !c->sopt_backup && !(c->sopt_backup = malloc((size_t)ns * n * sizeof(float)))) return FEDC_ERR_NOMEM;
+  if (ns >= 1) memcpy(c->sopt_backup, o->m, n * sizeof(float));
+  if (ns >= 2) memcpy(c->sopt_backup + n, o->v, n * sizeof(float));
+  c->sopt_backup_step = o->step;
+  return FEDC_OK;
+}
+
+static void sopt_restore(fc_coord *c) {
+  fc_sopt *o = c->sopt;
+  int ns = fc_sopt_nstate(o->cfg.kind);
+  if (ns >= 1) memcpy(o->m, c->sopt_backup, o->n * sizeof(float));
+  if (ns >= 2) memcpy(o->v, c->sopt_backup + o->n, o->n * sizeof(float));
+  o->step = c->sopt_backup_step;
+}
+
+static int sopt_write(fc_coord *c, uint64_t version, const uint8_t sha[FC_SHA256_LEN], char *why, size_t whylen) {
+  fc_sopt *o = c->sopt;
+  int ns = fc_sopt_nstate(o->cfg.kind);
+  if (!ns) return FEDC_OK; /* sgd keeps no state */
+  return fc_store_write_opt(c->cfg.state_dir, version, sha, fc_sopt_name(o->cfg.kind), o->step, ns, o->m, o->v, o->n,
+                            why, whylen);
+}
+
+/* At start: the state saved with the current version, if any. A new
+ * federation, or one that ran another optimizer (or none) so far, starts
+ * from fresh moments, and says so. */
+static int sopt_load(fc_coord *c, uint64_t version, const uint8_t sha[FC_SHA256_LEN], char *err, size_t errlen) {
+  fc_sopt *o = c->sopt;
+  int ns = fc_sopt_nstate(o->cfg.kind);
+  if (!ns) return FEDC_OK;
+  char why[600];
+  int rc = fc_store_read_opt(c->cfg.state_dir, version, sha, fc_sopt_name(o->cfg.kind), ns, o->m, o->v, o->n, &o->step,
+                             why, sizeof why);
+  if (rc == FEDC_OK) {
+    FC_INFO(MOD, "server optimizer %s: state of model v%llu loaded (step %llu)", fc_sopt_name(o->cfg.kind),
+            (unsigned long long)version, (unsigned long long)o->step);
+    return FEDC_OK;
+  }
+  if (rc == FEDC_ERR_NOT_FOUND || rc == FEDC_ERR_FORMAT) {
+    if (version > 0 || rc == FEDC_ERR_FORMAT)
+      FC_WARN(MOD, "server optimizer %s starts from fresh state at model v%llu (%s)", fc_sopt_name(o->cfg.kind),
+              (unsigned long long)version, rc == FEDC_ERR_NOT_FOUND ? "none saved with it" : why);
+    return FEDC_OK;
+  }
+  snprintf(err, errlen, "server optimizer state: %s", why);
+  return rc;
+}
+
+/* "adam lr=0.01 beta1=0.9 beta2=0.99 tau=0.001": for status and rounds.jsonl. */
+static void sopt_text(const fc_coord *c, char *buf, size_t len) {
+  const fc_sopt_cfg *o = &c->sopt->cfg;
+  int w = snprintf(buf, len, "%s lr=%g", fc_sopt_name(o->kind), (double)o->lr);
+  if (w < 0 || (size_t)w >= len) return;
+  if (o->kind == FC_SOPT_AVGM)
+    snprintf(buf + w, len - (size_t)w, " beta1=%g%s", (double)o->beta1, o->nesterov ? " nesterov" : "");
+  else if (o->kind == FC_SOPT_ADAGRAD)
+    snprintf(buf + w, len - (size_t)w, " beta1=%g tau=%g", (double)o->beta1, (double)o->tau);
+  else if (o->kind > FC_SOPT_ADAGRAD)
+    snprintf(buf + w, len - (size_t)w, " beta1=%g beta2=%g tau=%g", (double)o->beta1, (double)o->beta2, (double)o->tau);
+}
+
 static int finalize(fc_coord *c, uint64_t *version, uint8_t sha[FC_SHA256_LEN], char *why, size_t whylen) {
   model_ref *old = model_get(c);
+  int stepped = 0;
   size_t n = fc_model_numel(&old->spec);
   float *next = malloc(n * sizeof *next), *delta = malloc(n * sizeof *delta);
   uint32_t count = 0;
@@ -262,7 +338,13 @@ static int finalize(fc_coord *c, uint64_t *version, uint8_t sha[FC_SHA256_LEN], 
     goto out;
   }
   memcpy(next, old->data, n * sizeof *next);
-  fc_saxpy((int)n, c->cfg.server_lr, delta, 1, next, 1);
+  /* The server optimizer's step, undone unless the version is published. */
+  if ((rc = sopt_save(c)) != FEDC_OK) {
+    snprintf(why, whylen, "out of memory finalizing the model");
+    goto out;
+  }
+  fc_sopt_step(c->sopt, next, delta);
+  stepped = 1;
   if (!fc_all_finite(next, n, NULL)) {
     rc = FEDC_ERR_NONFINITE;
     snprintf(why, whylen, "aggregated model has NaN/Inf values");
@@ -280,10 +362,12 @@ static int finalize(fc_coord *c, uint64_t *version, uint8_t sha[FC_SHA256_LEN], 
   fc_engine_get_status(c->engine, fc_now_ms(), &es);
   pthread_mutex_unlock(&c->mu);
   if ((rc = fc_store_write_model(c->cfg.state_dir, m->version, es.round, &m->spec, m->data, m->sha, old->sha, why,
-                                 whylen)) != FEDC_OK) {
+                                 whylen)) != FEDC_OK ||
+      (rc = sopt_write(c, m->version, m->sha, why, whylen)) != FEDC_OK) {
     model_unref(m);
     goto out;
   }
+  stepped = 0; /* kept */
   pthread_mutex_lock(&c->mu);
   model_ref *prev = c->model;
   c->model = m;
@@ -293,6 +377,7 @@ static int finalize(fc_coord *c, uint64_t *version, uint8_t sha[FC_SHA256_LEN], 
   memcpy(sha, m->sha, FC_SHA256_LEN);
   rc = FEDC_OK;
 out:
+  if (stepped) sopt_restore(c);
   model_unref(old);
   free(next);
   free(delta);
@@ -978,6 +1063,9 @@ static void h_status(fc_scall *call, void *ctx) {
   Fedc__V1__StatusResponse r = FEDC__V1__STATUS_RESPONSE__INIT;
   r.round_budget = es.budget;
   r.storage_error = storage_error;
+  char sopt[80];
+  sopt_text(c, sopt, sizeof sopt);
+  r.server_optimizer = sopt;
   r.federation = c->cfg.federation;
   r.state = (char *)fc_engine_state_name(es.state);
   r.round = es.round;
@@ -1105,6 +1193,22 @@ static void set_method(fc_method *m, const char *path, fc_rpc_kind kind, int rol
   m->ctx = ctx;
 }
 
+/* The server optimizer's settings from the coordinator's. */
+static int sopt_cfg(const fc_coord_cfg *cfg, fc_sopt_cfg *o, char *err, size_t errlen) {
+  int kind = fc_sopt_parse(cfg->server_optimizer);
+  if (kind < 0) {
+    snprintf(err, errlen, "server_optimizer '%.15s': use sgd, avgm, adagrad, adam or yogi", cfg->server_optimizer);
+    return FEDC_ERR_INVALID;
+  }
+  fc_sopt_cfg_defaults(o, kind);
+  o->lr = cfg->server_lr;
+  o->beta1 = cfg->server_beta1;
+  o->beta2 = cfg->server_beta2;
+  o->tau = cfg->server_tau;
+  o->nesterov = cfg->server_nesterov;
+  return fc_sopt_cfg_check(o, err, errlen);
+}
+
 /* What the library refuses whatever its caller checked: each of these would
  * silently change meaning (no federation check, zero weights, no clipping). */
 static int cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen) {
@@ -1120,6 +1224,8 @@ static int cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen) {
     snprintf(err, errlen, "clip_norm must be finite and >= 0, server_lr finite and > 0");
     return FEDC_ERR_INVALID;
   }
+  fc_sopt_cfg so;
+  if (sopt_cfg(cfg, &so, err, errlen) != FEDC_OK) return FEDC_ERR_INVALID;
   if (cfg->engine.secagg && !(cfg->clip_norm > 0)) {
     snprintf(err, errlen, "secure aggregation needs clip_norm > 0: the quantization range comes from it");
     return FEDC_ERR_INVALID;
@@ -1261,6 +1367,13 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
       FEDC_OK)
     goto fail;
   if ((rc = restore_admin_state(c, &st, err, errlen)) != FEDC_OK) goto fail;
+  fc_sopt_cfg soc;
+  sopt_cfg(cfg, &soc, err, errlen); /* checked in cfg_check */
+  if ((rc = fc_sopt_create(&soc, fc_model_numel(&spec), &c->sopt)) != FEDC_OK) {
+    snprintf(err, errlen, "out of memory for the server optimizer state");
+    goto fail;
+  }
+  if ((rc = sopt_load(c, st.version, c->model->sha, err, errlen)) != FEDC_OK) goto fail;
   int slots = cfg->upload_slots > 0 ? cfg->upload_slots : 4;
   rc = cfg->engine.secagg ? fc_agg_secagg_create(fc_model_numel(&spec) + 1, slots, &c->agg)
                           : fc_agg_fedavg_create(fc_model_numel(&spec), slots, &c->agg);
@@ -1371,6 +1484,8 @@ void fc_coord_stop(fc_coord *c, int grace_ms) {
     store_sync(c);
   }
   if (c->agg) c->agg->ops->destroy(c->agg);
+  fc_sopt_destroy(c->sopt);
+  free(c->sopt_backup);
   coord_sa_end(c);
   fc_engine_destroy(c->engine);
   model_unref(c->model);

@@ -25,7 +25,12 @@ typedef struct fc_coord_cfg {
   float momentum;
   float clip_norm;            /* 0 = no clipping */
   uint64_t max_example_weight; /* FedAvg weight cap per client */
-  float server_lr;            /* new = old + server_lr * mean delta */
+  float server_lr;            /* the server optimizer's learning rate (sgd: new = old + server_lr * mean delta) */
+  /* Server optimizer (server_opt.h): sgd (default), avgm, adagrad, adam, yogi;
+   * beta1 (momentum), beta2, tau as in Reddi et al. 2021, nesterov for avgm. */
+  char server_optimizer[16];
+  float server_beta1, server_beta2, server_tau;
+  int server_nesterov;
   uint32_t chunk_bytes;
   int threads;
   int upload_slots;           /* concurrent uploads staged (memory = slots x model) */

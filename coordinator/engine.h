@@ -167,6 +167,7 @@ typedef struct fc_round_stats {
   uint8_t sha[FC_SHA256_LEN];
   char reason[160];
   uint32_t sa_remaining[5]; /* secure aggregation: clients left after each stage (0 = not run) */
+  char server_opt[80];      /* the coordinator's server optimizer and its settings (the driver fills it) */
 } fc_round_stats;
 
 typedef struct fc_engine_status {

@@ -177,6 +177,80 @@ int fc_store_write_model(const char *dir, uint64_t version, uint64_t round, cons
   return fc_safetensors_write(p, spec, data, &meta, err, errlen);
 }
 
+static void opt_path(const char *dir, uint64_t version, char *out, size_t outlen) {
+  snprintf(out, outlen, "%s/models/v%06llu.opt.safetensors", dir, (unsigned long long)version);
+}
+
+int fc_store_write_opt(const char *dir, uint64_t version, const uint8_t model_sha[FC_SHA256_LEN], const char *method,
+                       uint64_t step, int nstate, const float *m, const float *v, size_t n, char *err, size_t errlen) {
+  char p[1024], hex[FC_SHA256_HEX_LEN], num[32];
+  fc_model_spec spec;
+  memset(&spec, 0, sizeof spec);
+  uint64_t shape = n;
+  if (nstate >= 1) fc_model_spec_add(&spec, "m", 1, &shape);
+  if (nstate >= 2) fc_model_spec_add(&spec, "v", 1, &shape);
+  size_t total = (size_t)nstate * n;
+  float *buf = malloc((total ? total : 1) * sizeof *buf);
+  if (!buf) {
+    snprintf(err, errlen, "out of memory saving the server optimizer state");
+    return FEDC_ERR_NOMEM;
+  }
+  if (nstate >= 1) memcpy(buf, m, n * sizeof *buf);
+  if (nstate >= 2) memcpy(buf + n, v, n * sizeof *buf);
+  uint8_t sha[FC_SHA256_LEN];
+  fc_sha256(buf, total * sizeof *buf, sha);
+  fc_st_meta meta;
+  memset(&meta, 0, sizeof meta);
+  fc_st_meta_set(&meta, "fedc.optimizer", method);
+  snprintf(num, sizeof num, "%llu", (unsigned long long)step);
+  fc_st_meta_set(&meta, "fedc.step", num);
+  snprintf(num, sizeof num, "%llu", (unsigned long long)version);
+  fc_st_meta_set(&meta, "fedc.version", num);
+  fc_st_meta_set(&meta, "fedc.model_sha256", fc_hex(model_sha, FC_SHA256_LEN, hex));
+  fc_st_meta_set(&meta, "fedc.sha256", fc_hex(sha, FC_SHA256_LEN, hex));
+  opt_path(dir, version, p, sizeof p);
+  int rc = fc_safetensors_write(p, &spec, buf, &meta, err, errlen);
+  free(buf);
+  return rc;
+}
+
+int fc_store_read_opt(const char *dir, uint64_t version, const uint8_t model_sha[FC_SHA256_LEN], const char *method,
+                      int nstate, float *m, float *v, size_t n, uint64_t *step, char *err, size_t errlen) {
+  char p[1024], hex[FC_SHA256_HEX_LEN];
+  fc_model_spec spec;
+  fc_st_meta meta;
+  float *d = NULL;
+  opt_path(dir, version, p, sizeof p);
+  int rc = fc_safetensors_read(p, &spec, &d, &meta, (uint64_t)FC_MODEL_MAX_PARAMS * 8 + 8, err, errlen);
+  if (rc != FEDC_OK) return rc;
+  const char *got_method = fc_st_meta_get(&meta, "fedc.optimizer"), *got_model = fc_st_meta_get(&meta, "fedc.model_sha256");
+  const char *got_step = fc_st_meta_get(&meta, "fedc.step"), *got_sha = fc_st_meta_get(&meta, "fedc.sha256");
+  size_t numel = fc_model_numel(&spec);
+  rc = FEDC_ERR_FORMAT;
+  if (!got_method || strcmp(got_method, method) != 0) {
+    snprintf(err, errlen, "%s holds the state of server optimizer '%s', not '%s'", p, got_method ? got_method : "?",
+             method);
+  } else if (!got_model || strcmp(got_model, fc_hex(model_sha, FC_SHA256_LEN, hex)) != 0) {
+    snprintf(err, errlen, "%s belongs to another model version", p);
+  } else if (numel != (size_t)nstate * n || !got_step || !got_sha) {
+    snprintf(err, errlen, "%s: %zu values, expected %zu (or metadata missing)", p, numel, (size_t)nstate * n);
+  } else {
+    uint8_t sha[FC_SHA256_LEN], want[FC_SHA256_LEN];
+    fc_sha256(d, numel * sizeof *d, sha);
+    if (fc_unhex(got_sha, want, FC_SHA256_LEN) != FEDC_OK || !fc_digest_equal(sha, want, FC_SHA256_LEN)) {
+      snprintf(err, errlen, "%s: payload SHA-256 does not match its metadata", p);
+      rc = FEDC_ERR_HASH;
+    } else {
+      if (nstate >= 1) memcpy(m, d, n * sizeof *m);
+      if (nstate >= 2) memcpy(v, d + n, n * sizeof *v);
+      *step = strtoull(got_step, NULL, 10);
+      rc = FEDC_OK;
+    }
+  }
+  free(d);
+  return rc;
+}
+
 int fc_store_read_model(const char *dir, uint64_t version, fc_model_spec *spec, float **data,
                         uint8_t sha[FC_SHA256_LEN], char *err, size_t errlen) {
   char p[1024];
@@ -210,6 +284,7 @@ static json_t *round_to_json(const fc_round_stats *r) {
                    "mean_train_loss", r->mean_loss, "bytes_in", jint(r->bytes_in), "bytes_out", jint(r->bytes_out),
                    "started_unix_ms", jint(r->started_ms), "ended_unix_ms", jint(r->ended_ms), "sha256",
                    r->completed ? fc_hex(r->sha, FC_SHA256_LEN, hex) : "", "reason", r->reason);
+  if (o && r->server_opt[0]) json_object_set_new(o, "server_optimizer", json_string(r->server_opt));
   if (o && r->sa_remaining[0]) {
     /* Secure aggregation ran: clients left after each of its 5 stages. */
     json_t *a = json_array();

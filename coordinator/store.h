@@ -56,6 +56,17 @@ int fc_store_load_state(const char *dir, const char *federation, fc_store_state 
 int fc_store_save_state(const char *dir, const char *federation, const fc_store_state *st, char *err, size_t errlen);
 /* Path of a version's file. */
 void fc_store_model_path(const char *dir, uint64_t version, char *out, size_t outlen);
+
+/* Server optimizer state saved with model version `version` (of sha
+ * model_sha): models/vNNNNNN.opt.safetensors with tensors "m" and "v" (as
+ * many as the method keeps: nstate 0..2, n floats each), the method's name,
+ * the step count and a SHA-256 of the payload. */
+int fc_store_write_opt(const char *dir, uint64_t version, const uint8_t model_sha[FC_SHA256_LEN], const char *method,
+                       uint64_t step, int nstate, const float *m, const float *v, size_t n, char *err, size_t errlen);
+/* Read it back into m, v (n floats each, caller's). NOT_FOUND if there is
+ * none; FORMAT if it is for another method, model or size; HASH if damaged. */
+int fc_store_read_opt(const char *dir, uint64_t version, const uint8_t model_sha[FC_SHA256_LEN], const char *method,
+                      int nstate, float *m, float *v, size_t n, uint64_t *step, char *err, size_t errlen);
 int fc_store_write_model(const char *dir, uint64_t version, uint64_t round, const fc_model_spec *spec,
                          const float *data, const uint8_t sha[FC_SHA256_LEN], const uint8_t *parent_sha,
                          char *err, size_t errlen);

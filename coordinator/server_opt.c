@@ -1,0 +1,135 @@
+/*
+ * server_opt.c - FedAvg(M) / FedAdagrad / FedAdam / FedYogi server steps
+ * (server_opt.h). Plain loops over the parameters, written so the compiler
+ * vectorises them (restrict, no branches but Yogi's sign), O(d) state per
+ * moment. Float arithmetic in a fixed order: the same inputs give the same
+ * bits, which is what lets a restart continue exactly.
+ */
+#include "coordinator/server_opt.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fedc/error.h"
+
+static const char *const names[] = {"sgd", "avgm", "adagrad", "adam", "yogi"};
+
+int fc_sopt_parse(const char *name) {
+  for (int i = 0; i < (int)(sizeof names / sizeof names[0]); i++)
+    if (strcmp(name, names[i]) == 0) return i;
+  return -1;
+}
+
+const char *fc_sopt_name(int kind) {
+  return kind >= 0 && kind < (int)(sizeof names / sizeof names[0]) ? names[kind] : "?";
+}
+
+void fc_sopt_cfg_defaults(fc_sopt_cfg *c, int kind) {
+  c->kind = kind;
+  c->beta1 = 0.9f;
+  c->beta2 = 0.99f;
+  c->tau = 1e-3f;
+  c->nesterov = 0;
+}
+
+int fc_sopt_cfg_check(const fc_sopt_cfg *c, char *why, size_t whylen) {
+  if (c->kind < FC_SOPT_SGD || c->kind > FC_SOPT_YOGI) {
+    snprintf(why, whylen, "server optimizer must be sgd, avgm, adagrad, adam or yogi");
+    return FEDC_ERR_INVALID;
+  }
+  if (!(c->lr > 0 && isfinite(c->lr))) {
+    snprintf(why, whylen, "server_lr must be finite and > 0 (got %g)", (double)c->lr);
+    return FEDC_ERR_INVALID;
+  }
+  if (c->kind != FC_SOPT_SGD && !(c->beta1 >= 0 && c->beta1 < 1)) {
+    snprintf(why, whylen, "server_beta1 must be in [0, 1) (got %g)", (double)c->beta1);
+    return FEDC_ERR_INVALID;
+  }
+  if (c->kind >= FC_SOPT_ADAGRAD) {
+    if (c->kind != FC_SOPT_ADAGRAD && !(c->beta2 >= 0 && c->beta2 < 1)) {
+      snprintf(why, whylen, "server_beta2 must be in [0, 1) (got %g)", (double)c->beta2);
+      return FEDC_ERR_INVALID;
+    }
+    if (!(c->tau > 0 && isfinite(c->tau))) {
+      snprintf(why, whylen, "server_tau must be finite and > 0 (got %g)", (double)c->tau);
+      return FEDC_ERR_INVALID;
+    }
+  }
+  return FEDC_OK;
+}
+
+int fc_sopt_nstate(int kind) { return kind == FC_SOPT_SGD ? 0 : kind == FC_SOPT_AVGM ? 1 : 2; }
+
+int fc_sopt_create(const fc_sopt_cfg *cfg, size_t n, fc_sopt **out) {
+  fc_sopt *o = calloc(1, sizeof *o);
+  if (!o) return FEDC_ERR_NOMEM;
+  o->cfg = *cfg;
+  o->n = n;
+  int ns = fc_sopt_nstate(cfg->kind);
+  if (ns >= 1 && !(o->m = calloc(n ? n : 1, sizeof *o->m))) goto oom;
+  if (ns >= 2) {
+    if (!(o->v = malloc((n ? n : 1) * sizeof *o->v))) goto oom;
+    float v0 = cfg->tau * cfg->tau; /* Reddi et al.: v_{-1} >= tau^2 */
+    for (size_t i = 0; i < n; i++) o->v[i] = v0;
+  }
+  *out = o;
+  return FEDC_OK;
+oom:
+  fc_sopt_destroy(o);
+  return FEDC_ERR_NOMEM;
+}
+
+void fc_sopt_destroy(fc_sopt *o) {
+  if (!o) return;
+  free(o->m);
+  free(o->v);
+  free(o);
+}
+
+static void step_sgd(float *restrict x, const float *restrict d, size_t n, float lr) {
+  for (size_t i = 0; i < n; i++) x[i] += lr * d[i];
+}
+
+static void step_avgm(float *restrict x, float *restrict m, const float *restrict d, size_t n, float lr, float b,
+                      int nesterov) {
+  if (nesterov) {
+    for (size_t i = 0; i < n; i++) {
+      m[i] = b * m[i] + d[i];
+      x[i] += lr * (d[i] + b * m[i]);
+    }
+  } else {
+    for (size_t i = 0; i < n; i++) {
+      m[i] = b * m[i] + d[i];
+      x[i] += lr * m[i];
+    }
+  }
+}
+
+static void step_adaptive(int kind, float *restrict x, float *restrict m, float *restrict v, const float *restrict d,
+                          size_t n, const fc_sopt_cfg *c) {
+  const float b1 = c->beta1, b2 = c->beta2, lr = c->lr, tau = c->tau;
+  for (size_t i = 0; i < n; i++) {
+    float g = d[i], g2 = g * g;
+    m[i] = b1 * m[i] + (1.0f - b1) * g;
+    if (kind == FC_SOPT_ADAGRAD) v[i] = v[i] + g2;
+    else if (kind == FC_SOPT_ADAM)
+      v[i] = b2 * v[i] + (1.0f - b2) * g2;
+    else /* yogi */
+      v[i] = v[i] - (1.0f - b2) * g2 * (v[i] > g2 ? 1.0f : v[i] < g2 ? -1.0f : 0.0f);
+    x[i] += lr * m[i] / (sqrtf(v[i]) + tau);
+  }
+}
+
+void fc_sopt_step(fc_sopt *o, float *x, const float *d) {
+  const fc_sopt_cfg *c = &o->cfg;
+  switch (c->kind) {
+  case FC_SOPT_AVGM: step_avgm(x, o->m, d, o->n, c->lr, c->beta1, c->nesterov); break;
+  case FC_SOPT_ADAGRAD:
+  case FC_SOPT_ADAM:
+  case FC_SOPT_YOGI: step_adaptive(c->kind, x, o->m, o->v, d, o->n, c); break;
+  default: step_sgd(x, d, o->n, c->lr); break;
+  }
+  o->step++;
+}
