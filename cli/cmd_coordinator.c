@@ -243,9 +243,17 @@ static const copt options[] = {
 };
 #define NOPTS (sizeof options / sizeof options[0])
 
+/* Options by name; '_' and '-' are the same ("server_optimizer" in YAML is
+ * --server-optimizer). */
+static int same_key(const char *a, const char *b) {
+  for (; *a && *b; a++, b++)
+    if (*a != *b && !((*a == '_' || *a == '-') && (*b == '_' || *b == '-'))) return 0;
+  return *a == *b;
+}
+
 static int find_opt(const char *name) {
   for (size_t i = 0; i < NOPTS; i++)
-    if (strcmp(options[i].name, name) == 0) return (int)i;
+    if (same_key(options[i].name, name)) return (int)i;
   return -1;
 }
 

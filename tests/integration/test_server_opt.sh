@@ -35,6 +35,12 @@ grep -q "sgd, avgm, adagrad, adam or yogi" "$T/bad1.err" || fail "no list of opt
 if "$FEDC" coordinator --pki "$T/pki" --federation sopt --state "$T/bad" --model 784-10 --server-optimizer adam \
   --server-beta2 1.5 2>"$T/bad2.err"; then fail "beta2 1.5 accepted"; fi
 grep -q "server_beta2" "$T/bad2.err" || fail "no reason for beta2: $(cat "$T/bad2.err")"
+# YAML keys as the docs write them (server_optimizer = --server-optimizer).
+printf 'federation: sopt\nserver_optimizer: rmsprop\n' >"$T/bad.yaml"
+if "$FEDC" coordinator --config "$T/bad.yaml" --pki "$T/pki" --state "$T/bad" --model 784-10 2>"$T/bad3.err"; then
+  fail "rmsprop accepted from YAML"
+fi
+grep -q "bad.yaml:2.*sgd, avgm, adagrad, adam or yogi" "$T/bad3.err" || fail "YAML key: $(cat "$T/bad3.err")"
 
 # ---- run A: straight through ----
 start_coordinator "${OPT[@]}" --state "$T/a" --rounds 4
