@@ -12,73 +12,36 @@
  * at the end): for <= thousands of updates the rounding is far below the
  * noise of SGD, and saxpy runs at memory speed.
  */
-#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "common/blas.h"
-#include "common/clock.h"
+#include "coordinator/agg_slots.h"
 #include "coordinator/aggregate.h"
 #include "fedc/error.h"
 
-struct fc_agg_update {
-  float *buf;
-  int busy;
-};
-
 typedef struct fedavg {
   fc_agg base;
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
+  fc_agg_slots pool; /* pool.mu also guards acc, total_weight, count */
   float *acc;
   double total_weight;
   uint32_t count;
-  int nslots;
-  fc_agg_update *slots;
-  int closing;
 } fedavg;
 
 static int fa_round_begin(fc_agg *a) {
   fedavg *f = (fedavg *)a;
-  pthread_mutex_lock(&f->mu);
+  pthread_mutex_lock(&f->pool.mu);
   memset(f->acc, 0, f->base.n * sizeof *f->acc);
   f->total_weight = 0;
   f->count = 0;
-  pthread_mutex_unlock(&f->mu);
+  pthread_mutex_unlock(&f->pool.mu);
   return FEDC_OK;
 }
 
 static int fa_update_begin(fc_agg *a, int timeout_ms, fc_agg_update **out) {
-  fedavg *f = (fedavg *)a;
-  struct timespec until;
-  fc_deadline_after_ms(&until, timeout_ms > 0 ? (uint64_t)timeout_ms : 0);
-  int rc = FEDC_ERR_TIMEOUT;
-  pthread_mutex_lock(&f->mu);
-  for (;;) {
-    if (f->closing) {
-      rc = FEDC_ERR_STOPPED;
-      goto out;
-    }
-    for (int i = 0; i < f->nslots; i++) {
-      fc_agg_update *u = &f->slots[i];
-      if (u->busy) continue;
-      if (!u->buf && !(u->buf = malloc(f->base.n * sizeof *u->buf))) {
-        rc = FEDC_ERR_NOMEM;
-        goto out;
-      }
-      u->busy = 1;
-      *out = u;
-      rc = FEDC_OK;
-      goto out;
-    }
-    if (pthread_cond_timedwait(&f->cv, &f->mu, &until) == ETIMEDOUT) goto out;
-  }
-out:
-  pthread_mutex_unlock(&f->mu);
-  return rc;
+  return fc_agg_slots_acquire(&((fedavg *)a)->pool, timeout_ms, out);
 }
 
 static int fa_update_chunk(fc_agg *a, fc_agg_update *u, uint64_t offset, const void *bytes, size_t len) {
@@ -123,33 +86,23 @@ static int fa_update_check(fc_agg *a, fc_agg_update *u, fc_agg_check *out) {
   return FEDC_OK;
 }
 
-static void release(fedavg *f, fc_agg_update *u) {
-  u->busy = 0;
-  pthread_cond_signal(&f->cv);
-}
-
 static int fa_update_commit(fc_agg *a, fc_agg_update *u, double weight) {
   fedavg *f = (fedavg *)a;
-  pthread_mutex_lock(&f->mu);
+  pthread_mutex_lock(&f->pool.mu);
   fc_saxpy((int)a->n, (float)weight, u->buf, 1, f->acc, 1);
   f->total_weight += weight;
   f->count++;
-  release(f, u);
-  pthread_mutex_unlock(&f->mu);
+  fc_agg_slots_release_locked(&f->pool, u);
+  pthread_mutex_unlock(&f->pool.mu);
   return FEDC_OK;
 }
 
-static void fa_update_abort(fc_agg *a, fc_agg_update *u) {
-  fedavg *f = (fedavg *)a;
-  pthread_mutex_lock(&f->mu);
-  release(f, u);
-  pthread_mutex_unlock(&f->mu);
-}
+static void fa_update_abort(fc_agg *a, fc_agg_update *u) { fc_agg_slots_release(&((fedavg *)a)->pool, u); }
 
 static int fa_round_finish(fc_agg *a, float *delta, uint32_t *count) {
   fedavg *f = (fedavg *)a;
   int rc = FEDC_OK;
-  pthread_mutex_lock(&f->mu);
+  pthread_mutex_lock(&f->pool.mu);
   if (!f->count || !(f->total_weight > 0)) {
     rc = FEDC_ERR_INVALID;
   } else {
@@ -157,26 +110,17 @@ static int fa_round_finish(fc_agg *a, float *delta, uint32_t *count) {
     fc_sscal((int)a->n, (float)(1.0 / f->total_weight), delta, 1);
     *count = f->count;
   }
-  pthread_mutex_unlock(&f->mu);
+  pthread_mutex_unlock(&f->pool.mu);
   return rc;
 }
 
-static void fa_close(fc_agg *a) {
-  fedavg *f = (fedavg *)a;
-  pthread_mutex_lock(&f->mu);
-  f->closing = 1;
-  pthread_cond_broadcast(&f->cv);
-  pthread_mutex_unlock(&f->mu);
-}
+static void fa_close(fc_agg *a) { fc_agg_slots_close(&((fedavg *)a)->pool); }
 
 static void fa_destroy(fc_agg *a) {
   fedavg *f = (fedavg *)a;
   if (!f) return;
-  for (int i = 0; f->slots && i < f->nslots; i++) free(f->slots[i].buf);
-  free(f->slots);
+  fc_agg_slots_destroy(&f->pool);
   free(f->acc);
-  pthread_mutex_destroy(&f->mu);
-  pthread_cond_destroy(&f->cv);
   free(f);
 }
 
@@ -199,12 +143,9 @@ int fc_agg_fedavg_create(size_t n, int slots, fc_agg **out) {
   if (!f) return FEDC_ERR_NOMEM;
   f->base.ops = &fedavg_ops;
   f->base.n = n;
-  f->nslots = slots;
-  pthread_mutex_init(&f->mu, NULL);
-  pthread_cond_init(&f->cv, NULL);
+  int prc = fc_agg_slots_init(&f->pool, slots, n * sizeof(float));
   f->acc = calloc(n, sizeof *f->acc);
-  f->slots = calloc((size_t)slots, sizeof *f->slots);
-  if (!f->acc || !f->slots) {
+  if (!f->acc || prc != FEDC_OK) {
     fa_destroy(&f->base);
     return FEDC_ERR_NOMEM;
   }

@@ -17,66 +17,32 @@
  * expansion (fc_sa_mask_apply: cache-sized blocks, keys in batches of 32)
  * over its range for all terms. Ranges are disjoint: no locks, no atomics.
  */
-#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/clock.h"
+#include "coordinator/agg_slots.h"
 #include "coordinator/aggregate.h"
 #include "fedc/error.h"
 
-struct fc_agg_update {
-  uint32_t *buf;
-  int busy;
-};
-
 typedef struct secagg_sum {
-  fc_agg base; /* base.n: entries (model parameters + 1 for the weight) */
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
+  fc_agg base;       /* base.n: entries (model parameters + 1 for the weight) */
+  fc_agg_slots pool; /* pool.mu also guards acc and count */
   uint32_t *acc;
   uint32_t count;
-  int nslots;
-  fc_agg_update *slots;
-  int closing;
 } secagg_sum;
 
 static int sa_round_begin(fc_agg *a) {
   secagg_sum *f = (secagg_sum *)a;
-  pthread_mutex_lock(&f->mu);
+  pthread_mutex_lock(&f->pool.mu);
   memset(f->acc, 0, f->base.n * sizeof *f->acc);
   f->count = 0;
-  pthread_mutex_unlock(&f->mu);
+  pthread_mutex_unlock(&f->pool.mu);
   return FEDC_OK;
 }
 
 static int sa_update_begin(fc_agg *a, int timeout_ms, fc_agg_update **out) {
-  secagg_sum *f = (secagg_sum *)a;
-  struct timespec until;
-  fc_deadline_after_ms(&until, timeout_ms > 0 ? (uint64_t)timeout_ms : 0);
-  int rc = FEDC_ERR_TIMEOUT;
-  pthread_mutex_lock(&f->mu);
-  while (rc == FEDC_ERR_TIMEOUT) {
-    if (f->closing) {
-      rc = FEDC_ERR_STOPPED;
-      break;
-    }
-    for (int i = 0; i < f->nslots && rc == FEDC_ERR_TIMEOUT; i++) {
-      fc_agg_update *u = &f->slots[i];
-      if (u->busy) continue;
-      if (!u->buf && !(u->buf = malloc(f->base.n * sizeof *u->buf))) {
-        rc = FEDC_ERR_NOMEM;
-        break;
-      }
-      u->busy = 1;
-      *out = u;
-      rc = FEDC_OK;
-    }
-    if (rc == FEDC_ERR_TIMEOUT && pthread_cond_timedwait(&f->cv, &f->mu, &until) == ETIMEDOUT) break;
-  }
-  pthread_mutex_unlock(&f->mu);
-  return rc;
+  return fc_agg_slots_acquire(&((secagg_sum *)a)->pool, timeout_ms, out);
 }
 
 static int sa_update_chunk(fc_agg *a, fc_agg_update *u, uint64_t offset, const void *bytes, size_t len) {
@@ -91,50 +57,31 @@ static int sa_update_check(fc_agg *a, fc_agg_update *u, fc_agg_check *out) {
   return FEDC_OK;
 }
 
-static void release(secagg_sum *f, fc_agg_update *u) {
-  u->busy = 0;
-  pthread_cond_signal(&f->cv);
-}
-
 static int sa_update_commit(fc_agg *a, fc_agg_update *u, double weight) {
   secagg_sum *f = (secagg_sum *)a;
-  pthread_mutex_lock(&f->mu);
+  pthread_mutex_lock(&f->pool.mu);
   const uint32_t *x = u->buf;
   uint32_t *acc = f->acc;
   for (size_t i = 0; i < a->n; i++) acc[i] += x[i]; /* mod 2^32 */
   f->count++;
-  release(f, u);
-  pthread_mutex_unlock(&f->mu);
+  fc_agg_slots_release_locked(&f->pool, u);
+  pthread_mutex_unlock(&f->pool.mu);
   return FEDC_OK;
 }
 
-static void sa_update_abort(fc_agg *a, fc_agg_update *u) {
-  secagg_sum *f = (secagg_sum *)a;
-  pthread_mutex_lock(&f->mu);
-  release(f, u);
-  pthread_mutex_unlock(&f->mu);
-}
+static void sa_update_abort(fc_agg *a, fc_agg_update *u) { fc_agg_slots_release(&((secagg_sum *)a)->pool, u); }
 
 static int sa_round_finish(fc_agg *a, float *delta, uint32_t *count) {
   return FEDC_ERR_INVALID; /* masked: fc_agg_secagg_unmask, then fc_sa_dequantize */
 }
 
-static void sa_close(fc_agg *a) {
-  secagg_sum *f = (secagg_sum *)a;
-  pthread_mutex_lock(&f->mu);
-  f->closing = 1;
-  pthread_cond_broadcast(&f->cv);
-  pthread_mutex_unlock(&f->mu);
-}
+static void sa_close(fc_agg *a) { fc_agg_slots_close(&((secagg_sum *)a)->pool); }
 
 static void sa_destroy(fc_agg *a) {
   secagg_sum *f = (secagg_sum *)a;
   if (!f) return;
-  for (int i = 0; f->slots && i < f->nslots; i++) free(f->slots[i].buf);
-  free(f->slots);
+  fc_agg_slots_destroy(&f->pool);
   free(f->acc);
-  pthread_mutex_destroy(&f->mu);
-  pthread_cond_destroy(&f->cv);
   free(f);
 }
 
@@ -157,12 +104,9 @@ int fc_agg_secagg_create(size_t entries, int slots, fc_agg **out) {
   if (!f) return FEDC_ERR_NOMEM;
   f->base.ops = &secagg_ops;
   f->base.n = entries;
-  f->nslots = slots;
-  pthread_mutex_init(&f->mu, NULL);
-  pthread_cond_init(&f->cv, NULL);
+  int prc = fc_agg_slots_init(&f->pool, slots, entries * sizeof(uint32_t));
   f->acc = calloc(entries, sizeof *f->acc);
-  f->slots = calloc((size_t)slots, sizeof *f->slots);
-  if (!f->acc || !f->slots) {
+  if (!f->acc || prc != FEDC_OK) {
     sa_destroy(&f->base);
     return FEDC_ERR_NOMEM;
   }

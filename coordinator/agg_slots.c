@@ -1,0 +1,73 @@
+/*
+ * agg_slots.c - staging slots for the aggregators (agg_slots.h).
+ */
+#include "coordinator/agg_slots.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+#include "common/clock.h"
+#include "fedc/error.h"
+
+int fc_agg_slots_init(fc_agg_slots *s, int nslots, size_t bytes) {
+  pthread_mutex_init(&s->mu, NULL);
+  pthread_cond_init(&s->cv, NULL);
+  s->nslots = nslots;
+  s->bytes = bytes;
+  s->closing = 0;
+  s->slots = calloc((size_t)nslots, sizeof *s->slots);
+  return s->slots ? FEDC_OK : FEDC_ERR_NOMEM;
+}
+
+int fc_agg_slots_acquire(fc_agg_slots *s, int timeout_ms, fc_agg_update **out) {
+  struct timespec until;
+  fc_deadline_after_ms(&until, timeout_ms > 0 ? (uint64_t)timeout_ms : 0);
+  int rc = FEDC_ERR_TIMEOUT;
+  pthread_mutex_lock(&s->mu);
+  while (rc == FEDC_ERR_TIMEOUT) {
+    if (s->closing) {
+      rc = FEDC_ERR_STOPPED;
+      break;
+    }
+    for (int i = 0; i < s->nslots && rc == FEDC_ERR_TIMEOUT; i++) {
+      fc_agg_update *u = &s->slots[i];
+      if (u->busy) continue;
+      if (!u->buf && !(u->buf = malloc(s->bytes))) {
+        rc = FEDC_ERR_NOMEM;
+        break;
+      }
+      u->busy = 1;
+      *out = u;
+      rc = FEDC_OK;
+    }
+    if (rc == FEDC_ERR_TIMEOUT && pthread_cond_timedwait(&s->cv, &s->mu, &until) == ETIMEDOUT) break;
+  }
+  pthread_mutex_unlock(&s->mu);
+  return rc;
+}
+
+void fc_agg_slots_release_locked(fc_agg_slots *s, fc_agg_update *u) {
+  u->busy = 0;
+  pthread_cond_signal(&s->cv);
+}
+
+void fc_agg_slots_release(fc_agg_slots *s, fc_agg_update *u) {
+  pthread_mutex_lock(&s->mu);
+  fc_agg_slots_release_locked(s, u);
+  pthread_mutex_unlock(&s->mu);
+}
+
+void fc_agg_slots_close(fc_agg_slots *s) {
+  pthread_mutex_lock(&s->mu);
+  s->closing = 1;
+  pthread_cond_broadcast(&s->cv);
+  pthread_mutex_unlock(&s->mu);
+}
+
+void fc_agg_slots_destroy(fc_agg_slots *s) {
+  for (int i = 0; s->slots && i < s->nslots; i++) free(s->slots[i].buf);
+  free(s->slots);
+  s->slots = NULL;
+  pthread_mutex_destroy(&s->mu);
+  pthread_cond_destroy(&s->cv);
+}

@@ -1,0 +1,44 @@
+/*
+ * agg_slots.h - the staging slots both aggregators share (aggregate.h):
+ * an upload's chunks land in one slot of `bytes`; only a whole, verified
+ * upload is folded into the aggregator's accumulator, so a broken stream
+ * leaves no trace, and memory is (slots + 1) x model for any cohort.
+ * The pool's mutex also guards the aggregator's accumulator (one lock:
+ * folding and releasing the slot are one step).
+ */
+#ifndef FEDC_AGG_SLOTS_H
+#define FEDC_AGG_SLOTS_H
+
+#include <pthread.h>
+#include <stddef.h>
+
+#include "coordinator/aggregate.h"
+
+struct fc_agg_update {
+  void *buf; /* `bytes`, allocated on first use and kept */
+  int busy;
+};
+
+typedef struct fc_agg_slots {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  fc_agg_update *slots;
+  int nslots;
+  size_t bytes;
+  int closing;
+} fc_agg_slots;
+
+int fc_agg_slots_init(fc_agg_slots *s, int nslots, size_t bytes);
+/* A free slot within timeout_ms (0: only if one is free now): FEDC_OK,
+ * TIMEOUT, STOPPED (closing) or NOMEM. Takes and releases mu. */
+int fc_agg_slots_acquire(fc_agg_slots *s, int timeout_ms, fc_agg_update **out);
+/* Give u back; call with mu held. */
+void fc_agg_slots_release_locked(fc_agg_slots *s, fc_agg_update *u);
+/* Take mu, give u back, let mu go. */
+void fc_agg_slots_release(fc_agg_slots *s, fc_agg_update *u);
+/* Wake every waiter with STOPPED; no slot is handed out after. */
+void fc_agg_slots_close(fc_agg_slots *s);
+/* Free the buffers (after init, also a failed one). */
+void fc_agg_slots_destroy(fc_agg_slots *s);
+
+#endif
