@@ -22,6 +22,7 @@ static const struct {
     {"model", cmd_model, "model get --version V --out FILE (admin)"},
     {"pki", cmd_pki, "init a federation CA; issue client/admin certificates"},
     {"secagg-params", cmd_secagg_params, "safe SecAgg+ neighbours k and threshold t for a cohort"},
+    {"dp-budget", cmd_dp_budget, "client-level (epsilon, delta) of DP-FedAvg over rounds"},
     {"version", cmd_version, "print version information"},
 };
 
