@@ -258,6 +258,8 @@ static void status_print(const Fedc__V1__StatusResponse *r, int json) {
     json_object_set_new(o, "round_budget", json_u64(r->round_budget));
     json_object_set_new(o, "storage_error", json_string(r->storage_error ? r->storage_error : ""));
     json_object_set_new(o, "server_optimizer", json_string(r->server_optimizer ? r->server_optimizer : ""));
+    json_object_set_new(o, "dp", json_string(r->dp ? r->dp : ""));
+    if (r->dp && r->dp[0]) json_object_set_new(o, "dp_epsilon", json_real(r->dp_epsilon));
     json_object_set_new(o, "uptime_ms", json_u64(r->uptime_ms));
     json_object_set_new(o, "model_params", json_u64(r->model_params));
     json_object_set_new(o, "protocol", json_string(proto));
@@ -279,6 +281,7 @@ static void status_print(const Fedc__V1__StatusResponse *r, int json) {
   printf("rounds:          %llu completed, %llu abandoned, budget %s\n", (unsigned long long)r->rounds_completed,
          (unsigned long long)r->rounds_abandoned, budget);
   if (r->server_optimizer && r->server_optimizer[0]) printf("server opt:      %s\n", r->server_optimizer);
+  if (r->dp && r->dp[0]) printf("privacy:         %s\n", r->dp);
   if (r->storage_error && r->storage_error[0])
     printf("storage:         %s (no new round starts until it can be written)\n", r->storage_error);
   printf("uptime:          %s\n", up);
@@ -356,6 +359,9 @@ static json_t *round_json(const Fedc__V1__RoundRecord *r) {
   json_object_set_new(o, "seconds", json_real(secs));
   json_object_set_new(o, "sha256", r->sha256.len == FC_SHA256_LEN ? json_string(sha_hex(&r->sha256, hex)) : json_null());
   json_object_set_new(o, "reason", json_string(r->reason ? r->reason : ""));
+  if (r->server_optimizer && r->server_optimizer[0])
+    json_object_set_new(o, "server_optimizer", json_string(r->server_optimizer));
+  if (r->dp_epsilon > 0) json_object_set_new(o, "dp_epsilon", json_real(r->dp_epsilon));
   if (r->n_secagg_remaining) {
     json_t *a = json_array();
     for (size_t i = 0; i < r->n_secagg_remaining && i < 5; i++) json_array_append_new(a, json_integer(r->secagg_remaining[i]));

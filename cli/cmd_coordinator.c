@@ -198,6 +198,12 @@ static const copt options[] = {
     OPT_NUM("server-beta2", T_F32, c.server_beta2, "second-moment decay (adam/yogi)"),
     OPT_NUM("server-tau", T_F32, c.server_tau, "adaptivity tau (adagrad/adam/yogi)"),
     OPT_BOOL("server-nesterov", c.server_nesterov, "Nesterov momentum (avgm)"),
+    OPT_NUM("dp-noise-multiplier", T_F64, c.dp_noise_multiplier,
+            "differential privacy (DP-FedAvg): Gaussian noise std / clip-norm added to the sum (0 = off); needs "
+            "--cohort 0 --cohort-fraction q (Poisson sampling)"),
+    OPT_NUM("dp-delta", T_F64, c.dp_delta, "differential privacy: delta of the reported epsilon"),
+    OPT_NUM("dp-target-epsilon", T_F64, c.dp_target_epsilon,
+            "differential privacy: stop before a round would spend more (0 = no target)"),
     OPT_BOOL("secagg", c.engine.secagg,
              "secure aggregation (SecAgg+): the coordinator learns only the sum of the cohort's clipped updates"),
     OPT_RANGE("secagg-neighbors", T_U32, c.secagg_k,
@@ -243,11 +249,13 @@ static const copt options[] = {
 };
 #define NOPTS (sizeof options / sizeof options[0])
 
-/* Options by name; '_' and '-' are the same ("server_optimizer" in YAML is
+/* Options by name; '_', '.' and '-' are the same ("server_optimizer" or "dp.noise_multiplier" in YAML are
  * --server-optimizer). */
+static int is_sep(char ch) { return ch == '_' || ch == '-' || ch == '.'; }
+
 static int same_key(const char *a, const char *b) {
   for (; *a && *b; a++, b++)
-    if (*a != *b && !((*a == '_' || *a == '-') && (*b == '_' || *b == '-'))) return 0;
+    if (*a != *b && !(is_sep(*a) && is_sep(*b))) return 0;
   return *a == *b;
 }
 

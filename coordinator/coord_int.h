@@ -32,6 +32,13 @@ struct fc_coord {
   pthread_mutex_t mu; /* engine, rounds history, current model pointer */
   fc_engine *engine;
   fc_agg *agg;
+  /* Differential privacy accountant: RDP composed over the counted rounds at
+   * each order (common/dp_accountant.h), and what it gives. */
+  double *dp_rdp;
+  size_t dp_norders;
+  uint64_t dp_rounds;
+  double dp_eps;
+  char dp_stop[200];      /* why the federation stopped for its budget ("" if not) */
   fc_sopt *sopt;          /* server optimizer; its state before the running step: */
   float *sopt_backup;
   uint64_t sopt_backup_step;

@@ -27,11 +27,14 @@
 #include <time.h>
 
 #include "common/blas.h"
+#include "common/dp_accountant.h"
 #include "common/chunk.h"
 #include "common/clock.h"
 #include "common/log.h"
 #include "coordinator/aggregate.h"
 #include "coordinator/coord_int.h"
+#include "coordinator/dp_noise.h"
+#include "crypto/sa_crypto.h"
 #include "coordinator/store.h"
 #include "crypto/pki.h"
 #include "transport/accept_guard.h"
@@ -67,6 +70,7 @@ void fc_coord_cfg_defaults(fc_coord_cfg *c) {
   c->server_beta1 = 0.9f;
   c->server_beta2 = 0.99f;
   c->server_tau = 1e-3f;
+  c->dp_delta = 1e-5;
   c->chunk_bytes = FC_CHUNK_DEFAULT;
   c->threads = 2; /* event threads: calls are not tied to threads (transport.h) */
   c->upload_slots = 4;
@@ -229,6 +233,7 @@ static void record_round_locked(fc_coord *c) {
   if (history_add(c, r) == 0) {
     coord_sa_remaining(c, c->rounds[c->nrounds - 1].sa_remaining);
     sopt_text(c, c->rounds[c->nrounds - 1].server_opt, sizeof c->rounds[c->nrounds - 1].server_opt);
+    if (c->cfg.dp_noise_multiplier > 0) c->rounds[c->nrounds - 1].dp_epsilon = c->dp_eps;
     if (c->history_unsaved < c->nrounds) c->history_unsaved++;
   } else {
     FC_ERROR(MOD, "out of memory: round %llu missing from the history", (unsigned long long)r->round);
@@ -320,6 +325,68 @@ static void sopt_text(const fc_coord *c, char *buf, size_t len) {
     snprintf(buf + w, len - (size_t)w, " beta1=%g beta2=%g tau=%g", (double)o->beta1, (double)o->beta2, (double)o->tau);
 }
 
+/* ---- differential privacy (DP-FedAvg, McMahan et al. 2018, Algorithm 1
+ * with the fixed-denominator estimator) ---- */
+
+/* delta holds the mean of `count` clipped updates of weight 1: make it
+ * (sum + N(0, (z C)^2 I)) / (q N), q N the round's expected cohort, and count
+ * the round in the accountant (saved before the version is published). */
+static int dp_privatize(fc_coord *c, float *delta, size_t n, uint32_t count, char *why, size_t whylen) {
+  pthread_mutex_lock(&c->mu);
+  double expected = fc_engine_expected_cohort(c->engine);
+  pthread_mutex_unlock(&c->mu);
+  if (!(expected > 0)) expected = 1;
+  double z = c->cfg.dp_noise_multiplier, C = c->cfg.clip_norm, q = c->cfg.engine.cohort_fraction;
+  fc_sscal((int)n, (float)count, delta, 1); /* the sum */
+  int rc = fc_dp_add_gaussian(delta, n, z * C, NULL);
+  if (rc != FEDC_OK) {
+    snprintf(why, whylen, "cannot draw the privacy noise: %s", fedc_strerror(rc));
+    return rc;
+  }
+  fc_sscal((int)n, (float)(1.0 / expected), delta, 1);
+  const double *orders;
+  size_t no = fc_dp_orders(&orders);
+  double *next = malloc(no * sizeof *next);
+  if (!next) {
+    snprintf(why, whylen, "out of memory");
+    return FEDC_ERR_NOMEM;
+  }
+  for (size_t i = 0; i < no; i++) next[i] = c->dp_rdp[i] + fc_dp_rdp(q, z, orders[i]);
+  fc_dp_eps e;
+  fc_dp_epsilon_from_rdp(orders, next, no, c->cfg.dp_delta, &e);
+  rc = fc_store_write_dp(c->cfg.state_dir, next, no, c->dp_rounds + 1, e.eps, c->cfg.dp_delta, why, whylen);
+  if (rc == FEDC_OK) {
+    pthread_mutex_lock(&c->mu);
+    memcpy(c->dp_rdp, next, no * sizeof *next);
+    c->dp_rounds++;
+    c->dp_eps = e.eps;
+    pthread_mutex_unlock(&c->mu);
+  }
+  free(next);
+  return rc;
+}
+
+/* Before any round: would one more spend more than the target? Then the
+ * federation stops (budget = rounds completed) with the reason. */
+static void dp_check_budget_locked(fc_coord *c) {
+  if (!(c->cfg.dp_noise_multiplier > 0) || !(c->cfg.dp_target_epsilon > 0) || c->dp_stop[0]) return;
+  const double *orders;
+  size_t no = fc_dp_orders(&orders);
+  double *next = malloc(no * sizeof *next);
+  if (!next) return;
+  for (size_t i = 0; i < no; i++)
+    next[i] = c->dp_rdp[i] + fc_dp_rdp(c->cfg.engine.cohort_fraction, c->cfg.dp_noise_multiplier, orders[i]);
+  fc_dp_eps e;
+  fc_dp_epsilon_from_rdp(orders, next, no, c->cfg.dp_delta, &e);
+  free(next);
+  if (e.eps <= c->cfg.dp_target_epsilon) return;
+  snprintf(c->dp_stop, sizeof c->dp_stop,
+           "privacy budget: epsilon %.4g spent; one more round would reach %.4g > target %g (delta %g)", c->dp_eps,
+           e.eps, c->cfg.dp_target_epsilon, c->cfg.dp_delta);
+  FC_WARN(MOD, "federation stops: %s", c->dp_stop);
+  fc_engine_stop_budget(c->engine);
+}
+
 static int finalize(fc_coord *c, uint64_t *version, uint8_t sha[FC_SHA256_LEN], char *why, size_t whylen) {
   model_ref *old = model_get(c);
   int stepped = 0;
@@ -337,6 +404,7 @@ static int finalize(fc_coord *c, uint64_t *version, uint8_t sha[FC_SHA256_LEN], 
     snprintf(why, whylen, "aggregator has no committed update");
     goto out;
   }
+  if (c->cfg.dp_noise_multiplier > 0 && (rc = dp_privatize(c, delta, n, count, why, whylen)) != FEDC_OK) goto out;
   memcpy(next, old->data, n * sizeof *next);
   /* The server optimizer's step, undone unless the version is published. */
   if ((rc = sopt_save(c)) != FEDC_OK) {
@@ -448,6 +516,7 @@ static void *driver_main(void *arg) {
       pthread_mutex_lock(&c->mu);
       if (rc == FEDC_OK) {
         fc_engine_published(c->engine, version, sha, fc_now_ms());
+        dp_check_budget_locked(c);
         const fc_round_stats *r = fc_engine_last_round(c->engine);
         char hex[FC_SHA256_HEX_LEN];
         FC_INFO(MOD, "round %llu completed: %u updates, %llu examples, loss %.4f -> model v%llu sha256 %.16s",
@@ -891,6 +960,7 @@ static void upload_end(fc_scall *call, void *state) {
     return;
   }
   double weight = (double)(up->examples < c->cfg.max_example_weight ? up->examples : c->cfg.max_example_weight);
+  if (c->cfg.dp_noise_multiplier > 0) weight = 1; /* DP: uniform weights bound one client's effect by the clip */
   /* Even with clipping off, one update must not overflow the aggregate and
    * so abandon the round for everyone else. */
   if (chk.amax * weight > FC_AGG_MAX_WEIGHTED_ABS) {
@@ -1063,9 +1133,19 @@ static void h_status(fc_scall *call, void *ctx) {
   Fedc__V1__StatusResponse r = FEDC__V1__STATUS_RESPONSE__INIT;
   r.round_budget = es.budget;
   r.storage_error = storage_error;
-  char sopt[80];
+  char sopt[80], dp[320] = "";
   sopt_text(c, sopt, sizeof sopt);
   r.server_optimizer = sopt;
+  if (c->cfg.dp_noise_multiplier > 0) {
+    pthread_mutex_lock(&c->mu);
+    snprintf(dp, sizeof dp, "epsilon %.4g at delta %g after %llu rounds (noise %g, rate %g%s%s)%s%s", c->dp_eps,
+             c->cfg.dp_delta, (unsigned long long)c->dp_rounds, c->cfg.dp_noise_multiplier,
+             c->cfg.engine.cohort_fraction, c->cfg.dp_target_epsilon > 0 ? ", target " : "",
+             c->cfg.dp_target_epsilon > 0 ? "set" : "", c->dp_stop[0] ? "; stopped: " : "", c->dp_stop);
+    pthread_mutex_unlock(&c->mu);
+    r.dp = dp;
+    r.dp_epsilon = c->dp_eps;
+  }
   r.federation = c->cfg.federation;
   r.state = (char *)fc_engine_state_name(es.state);
   r.round = es.round;
@@ -1127,6 +1207,8 @@ static void h_rounds(fc_scall *call, void *ctx) {
       r->sha256.len = FC_SHA256_LEN;
     }
     r->reason = (char *)s->reason;
+    r->dp_epsilon = s->dp_epsilon;
+    r->server_optimizer = (char *)s->server_opt;
     if (s->sa_remaining[0]) {
       r->n_secagg_remaining = 5;
       r->secagg_remaining = (uint32_t *)s->sa_remaining;
@@ -1226,6 +1308,28 @@ static int cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen) {
   }
   fc_sopt_cfg so;
   if (sopt_cfg(cfg, &so, err, errlen) != FEDC_OK) return FEDC_ERR_INVALID;
+  if (cfg->dp_noise_multiplier != 0) {
+    /* Refuse what would make the reported guarantee void. */
+    const char *bad = NULL;
+    if (!(cfg->dp_noise_multiplier > 0 && isfinite(cfg->dp_noise_multiplier)))
+      bad = "dp_noise_multiplier must be finite and > 0 (0 = off)";
+    else if (!(cfg->clip_norm > 0))
+      bad = "differential privacy needs clip_norm > 0: it is the sensitivity the noise is scaled to";
+    else if (cfg->engine.cohort_size != 0 || !(cfg->engine.cohort_fraction > 0 && cfg->engine.cohort_fraction <= 1))
+      bad = "differential privacy needs Poisson subsampling, as the accountant assumes: set cohort 0 and "
+            "cohort_fraction to the sampling rate q in (0, 1]";
+    else if (cfg->engine.secagg)
+      bad = "differential privacy with secure aggregation needs noise added by the clients (distributed discrete "
+            "Gaussian), not built yet: refused rather than run without a guarantee";
+    else if (!(cfg->dp_delta > 0 && cfg->dp_delta < 1))
+      bad = "dp_delta must be in (0, 1)";
+    else if (!(cfg->dp_target_epsilon >= 0 && isfinite(cfg->dp_target_epsilon)))
+      bad = "dp_target_epsilon must be finite and >= 0 (0 = no target)";
+    if (bad) {
+      snprintf(err, errlen, "%s", bad);
+      return FEDC_ERR_INVALID;
+    }
+  }
   if (cfg->engine.secagg && !(cfg->clip_norm > 0)) {
     snprintf(err, errlen, "secure aggregation needs clip_norm > 0: the quantization range comes from it");
     return FEDC_ERR_INVALID;
@@ -1363,10 +1467,48 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
   }
   if ((rc = fc_store_read_rounds(cfg->state_dir, &c->rounds, &c->nrounds, err, errlen)) != FEDC_OK) goto fail;
   c->caprounds = c->nrounds;
-  if ((rc = fc_engine_create(&cfg->engine, st.next_round, st.completed, st.version, st.sha, &c->engine)) !=
-      FEDC_OK)
+  fc_engine_cfg ecfg = cfg->engine;
+  if (cfg->dp_noise_multiplier > 0) {
+    /* Poisson subsampling from secret randomness (not the configured seed). */
+    ecfg.poisson = 1;
+    if (fc_random_bytes((uint8_t *)&ecfg.sample_secret, sizeof ecfg.sample_secret) != FEDC_OK) {
+      snprintf(err, errlen, "no randomness for the DP cohort sampling");
+      rc = FEDC_ERR_CRYPTO;
+      goto fail;
+    }
+  }
+  if ((rc = fc_engine_create(&ecfg, st.next_round, st.completed, st.version, st.sha, &c->engine)) != FEDC_OK)
     goto fail;
   if ((rc = restore_admin_state(c, &st, err, errlen)) != FEDC_OK) goto fail;
+  if (cfg->dp_noise_multiplier > 0) {
+    /* The budget spent so far: a restart never forgets it. */
+    const double *orders;
+    c->dp_norders = fc_dp_orders(&orders);
+    if (!(c->dp_rdp = calloc(c->dp_norders, sizeof *c->dp_rdp))) {
+      rc = FEDC_ERR_NOMEM;
+      goto fail;
+    }
+    rc = fc_store_read_dp(cfg->state_dir, c->dp_rdp, c->dp_norders, &c->dp_rounds, err, errlen);
+    if (rc == FEDC_ERR_NOT_FOUND && st.completed > 0) {
+      snprintf(err, errlen,
+               "state directory %s has %llu rounds but no privacy accounting (dp.json): they ran without DP; "
+               "start a new state directory to report a guarantee",
+               cfg->state_dir, (unsigned long long)st.completed);
+      rc = FEDC_ERR_INVALID;
+      goto fail;
+    }
+    if (rc != FEDC_OK && rc != FEDC_ERR_NOT_FOUND) goto fail;
+    fc_dp_eps e;
+    fc_dp_epsilon_from_rdp(orders, c->dp_rdp, c->dp_norders, cfg->dp_delta, &e);
+    c->dp_eps = c->dp_rounds ? e.eps : 0;
+    FC_INFO(MOD, "differential privacy: noise %g x clip %g, Poisson rate %g; %llu rounds so far, epsilon %.4g at "
+                 "delta %g%s",
+            cfg->dp_noise_multiplier, (double)cfg->clip_norm, cfg->engine.cohort_fraction,
+            (unsigned long long)c->dp_rounds, c->dp_eps, cfg->dp_delta, cfg->dp_target_epsilon > 0 ? "" : " (no target)");
+    pthread_mutex_lock(&c->mu);
+    dp_check_budget_locked(c);
+    pthread_mutex_unlock(&c->mu);
+  }
   fc_sopt_cfg soc;
   sopt_cfg(cfg, &soc, err, errlen); /* checked in cfg_check */
   if ((rc = fc_sopt_create(&soc, fc_model_numel(&spec), &c->sopt)) != FEDC_OK) {
@@ -1486,6 +1628,7 @@ void fc_coord_stop(fc_coord *c, int grace_ms) {
   if (c->agg) c->agg->ops->destroy(c->agg);
   fc_sopt_destroy(c->sopt);
   free(c->sopt_backup);
+  free(c->dp_rdp);
   coord_sa_end(c);
   fc_engine_destroy(c->engine);
   model_unref(c->model);

@@ -31,6 +31,11 @@ typedef struct fc_coord_cfg {
   char server_optimizer[16];
   float server_beta1, server_beta2, server_tau;
   int server_nesterov;
+  /* Differential privacy (DP-FedAvg, McMahan et al. 2018): noise multiplier z
+   * (0 = off); the clip is clip_norm; uniform weights; Poisson subsampling at
+   * rate engine.cohort_fraction (engine.cohort_size 0); epsilon at dp_delta;
+   * stop before a round that would spend more than dp_target_epsilon (0 = no target). */
+  double dp_noise_multiplier, dp_delta, dp_target_epsilon;
   uint32_t chunk_bytes;
   int threads;
   int upload_slots;           /* concurrent uploads staged (memory = slots x model) */

@@ -90,6 +90,7 @@ struct fc_engine {
   int live_short;            /* the last count found too few */
   uint64_t live_counted_at;  /* engine time of the last count (enough_live) */
   int sa_ready;              /* secure aggregation: the open stage has everything */
+  double expected;           /* Poisson sampling: expected cohort of the running round */
 };
 
 const char *fc_engine_state_name(int s) {
@@ -314,6 +315,7 @@ static void end_round_stats(fc_engine *e, int completed, uint64_t now) {
   s->bytes_out = e->bytes_out;
   s->started_ms = e->started_ms;
   s->ended_ms = now;
+  s->expected = e->expected;
 }
 
 static void abandon(fc_engine *e, const char *why, uint64_t now) {
@@ -339,8 +341,19 @@ static void start_round(fc_engine *e, uint64_t now) {
   if (k < e->cfg.min_updates) k = e->cfg.min_updates;
   if (k > nlive) k = nlive;
   fc_rng rng;
-  fc_rng_seed(&rng, e->cfg.seed * 0x9E3779B97F4A7C15ull + e->next_round);
-  fc_rng_shuffle_u32(&rng, live, nlive);
+  e->expected = 0;
+  if (e->cfg.poisson) {
+    /* Poisson subsampling (what the DP accountant assumes): each live
+     * client independently with probability q, from secret randomness. */
+    fc_rng_seed(&rng, e->cfg.sample_secret ^ (e->next_round * 0xD1B54A32D192ED03ull));
+    k = 0;
+    for (uint32_t i = 0; i < nlive; i++)
+      if (fc_rng_uniform_double(&rng) < e->cfg.cohort_fraction) live[k++] = live[i];
+    e->expected = e->cfg.cohort_fraction * nlive;
+  } else {
+    fc_rng_seed(&rng, e->cfg.seed * 0x9E3779B97F4A7C15ull + e->next_round);
+    fc_rng_shuffle_u32(&rng, live, nlive);
+  }
   e->round = e->next_round++;
   for (uint32_t i = 0; i < k; i++) {
     client_rec *r = &e->recs[live[i]];
@@ -571,6 +584,14 @@ void fc_engine_restore(fc_engine *e, uint64_t abandoned, int paused, uint64_t bu
   if (e->state == FC_ENG_WAITING || e->state == FC_ENG_DONE)
     e->state = (e->budget && e->completed >= e->budget) ? FC_ENG_DONE : FC_ENG_WAITING;
 }
+
+void fc_engine_stop_budget(fc_engine *e) {
+  e->budget = e->completed ? e->completed : UINT64_MAX; /* 0 would mean unlimited */
+  if (!e->completed) e->paused = 1;                      /* nothing may run at all */
+  if (e->state == FC_ENG_WAITING) e->state = FC_ENG_DONE;
+}
+
+double fc_engine_expected_cohort(const fc_engine *e) { return e->expected; }
 
 void fc_engine_add_rounds(fc_engine *e, uint64_t extra) {
   if (!e->budget) return; /* unlimited already */

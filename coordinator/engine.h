@@ -47,6 +47,11 @@ typedef struct fc_engine_cfg {
    * training included) each stage may stay open sa_stage_ms. */
   int secagg;
   uint64_t sa_stage_ms;
+  /* Differential privacy: Poisson subsampling. Each live client is in a
+   * round independently with probability cohort_fraction (cohort_size must
+   * be 0), drawn from sample_secret (secret randomness, not `seed`). */
+  int poisson;
+  uint64_t sample_secret;
 } fc_engine_cfg;
 
 void fc_engine_cfg_defaults(fc_engine_cfg *c);
@@ -148,6 +153,11 @@ void fc_engine_finalize_failed(fc_engine *e, const char *why, uint64_t now_ms);
 /* Admin controls. */
 void fc_engine_pause(fc_engine *e, int paused);
 void fc_engine_add_rounds(fc_engine *e, uint64_t extra);
+/* "no more rounds": the budget becomes the rounds completed (the privacy
+ * budget is spent); a running round ends normally. */
+void fc_engine_stop_budget(fc_engine *e);
+/* Poisson sampling: the running (or last) round's expected cohort size. */
+double fc_engine_expected_cohort(const fc_engine *e);
 /* "the state directory cannot be written" (1) / "it can again" (0): while
  * blocked no new round starts; unlike pause it is not an admin decision. */
 void fc_engine_block(fc_engine *e, int blocked);
@@ -168,6 +178,8 @@ typedef struct fc_round_stats {
   char reason[160];
   uint32_t sa_remaining[5]; /* secure aggregation: clients left after each stage (0 = not run) */
   char server_opt[80];      /* the coordinator's server optimizer and its settings (the driver fills it) */
+  double expected;          /* Poisson sampling: expected cohort (rate x live clients); else 0 */
+  double dp_epsilon;        /* differential privacy: epsilon spent after this round (the driver fills it) */
 } fc_round_stats;
 
 typedef struct fc_engine_status {

@@ -177,6 +177,62 @@ int fc_store_write_model(const char *dir, uint64_t version, uint64_t round, cons
   return fc_safetensors_write(p, spec, data, &meta, err, errlen);
 }
 
+/* jansson integers are signed: a counter past 2^63 (saturated) is written as
+ * the largest one, never as a negative number. */
+static json_int_t jint(uint64_t v) { return v > INT64_MAX ? INT64_MAX : (json_int_t)v; }
+
+int fc_store_write_dp(const char *dir, const double *rdp, size_t n, uint64_t rounds, double eps, double delta,
+                      char *err, size_t errlen) {
+  char p[1024];
+  snprintf(p, sizeof p, "%s/dp.json", dir);
+  json_t *a = json_array();
+  for (size_t i = 0; i < n; i++) json_array_append_new(a, json_real(rdp[i]));
+  json_t *o = json_pack("{s:I,s:I,s:f,s:f,s:o}", "orders", (json_int_t)n, "rounds", jint(rounds), "epsilon", eps,
+                        "delta", delta, "rdp", a);
+  char *s = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17)) : NULL;
+  json_decref(o);
+  if (!s) {
+    snprintf(err, errlen, "out of memory encoding %s", p);
+    return FEDC_ERR_NOMEM;
+  }
+  fc_atomic_file f;
+  int rc = fc_atomic_begin(&f, p, 0600, err, errlen);
+  if (rc == FEDC_OK) rc = fc_atomic_write(&f, s, strlen(s), err, errlen);
+  rc = rc == FEDC_OK ? fc_atomic_commit(&f, err, errlen) : (fc_atomic_abort(&f), rc);
+  free(s);
+  return rc;
+}
+
+int fc_store_read_dp(const char *dir, double *rdp, size_t n, uint64_t *rounds, char *err, size_t errlen) {
+  char p[1024];
+  snprintf(p, sizeof p, "%s/dp.json", dir);
+  json_error_t je;
+  json_t *o = json_load_file(p, 0, &je);
+  if (!o) {
+    if (access(p, F_OK) != 0) return FEDC_ERR_NOT_FOUND;
+    snprintf(err, errlen, "%s: %s", p, je.text);
+    return FEDC_ERR_FORMAT;
+  }
+  json_t *a = json_object_get(o, "rdp");
+  int rc = FEDC_OK;
+  if (!json_is_array(a) || json_array_size(a) != n || json_integer_value(json_object_get(o, "orders")) != (json_int_t)n) {
+    snprintf(err, errlen, "%s: not %zu Renyi orders (written by another version of fedc?)", p, n);
+    rc = FEDC_ERR_FORMAT;
+  } else {
+    for (size_t i = 0; i < n; i++) {
+      rdp[i] = json_number_value(json_array_get(a, i));
+      if (!(rdp[i] >= 0)) {
+        snprintf(err, errlen, "%s: a negative or missing RDP value", p);
+        rc = FEDC_ERR_FORMAT;
+        break;
+      }
+    }
+    *rounds = json_u64(o, "rounds");
+  }
+  json_decref(o);
+  return rc;
+}
+
 static void opt_path(const char *dir, uint64_t version, char *out, size_t outlen) {
   snprintf(out, outlen, "%s/models/v%06llu.opt.safetensors", dir, (unsigned long long)version);
 }
@@ -272,9 +328,6 @@ int fc_store_read_model(const char *dir, uint64_t version, fc_model_spec *spec, 
   return FEDC_OK;
 }
 
-/* jansson integers are signed: a counter past 2^63 (saturated) is written as
- * the largest one, never as a negative number. */
-static json_int_t jint(uint64_t v) { return v > INT64_MAX ? INT64_MAX : (json_int_t)v; }
 
 static json_t *round_to_json(const fc_round_stats *r) {
   char hex[FC_SHA256_HEX_LEN];
@@ -285,6 +338,7 @@ static json_t *round_to_json(const fc_round_stats *r) {
                    "started_unix_ms", jint(r->started_ms), "ended_unix_ms", jint(r->ended_ms), "sha256",
                    r->completed ? fc_hex(r->sha, FC_SHA256_LEN, hex) : "", "reason", r->reason);
   if (o && r->server_opt[0]) json_object_set_new(o, "server_optimizer", json_string(r->server_opt));
+  if (o && r->dp_epsilon > 0) json_object_set_new(o, "dp_epsilon", json_real(r->dp_epsilon));
   if (o && r->sa_remaining[0]) {
     /* Secure aggregation ran: clients left after each of its 5 stages. */
     json_t *a = json_array();
@@ -384,6 +438,9 @@ int fc_store_read_rounds(const char *dir, fc_round_stats **out, size_t *n, char 
     if (sha && *sha) fc_unhex(sha, r->sha, FC_SHA256_LEN);
     const char *why = json_string_value(json_object_get(o, "reason"));
     if (why) snprintf(r->reason, sizeof r->reason, "%s", why);
+    const char *so = json_string_value(json_object_get(o, "server_optimizer"));
+    if (so) snprintf(r->server_opt, sizeof r->server_opt, "%s", so);
+    r->dp_epsilon = json_number_value(json_object_get(o, "dp_epsilon"));
     json_t *sa = json_object_get(o, "secagg_remaining");
     for (size_t i = 0; json_is_array(sa) && i < 5 && i < json_array_size(sa); i++) {
       json_int_t x = json_integer_value(json_array_get(sa, i));

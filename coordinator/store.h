@@ -63,6 +63,14 @@ void fc_store_model_path(const char *dir, uint64_t version, char *out, size_t ou
  * the step count and a SHA-256 of the payload. */
 int fc_store_write_opt(const char *dir, uint64_t version, const uint8_t model_sha[FC_SHA256_LEN], const char *method,
                        uint64_t step, int nstate, const float *m, const float *v, size_t n, char *err, size_t errlen);
+/* Differential privacy accountant state (dp.json): the RDP composed so far
+ * at each of the n orders of common/dp_accountant.h, the rounds counted and
+ * the epsilon they give. Written atomically before a round's model is
+ * published (a crash in between over-counts: the safe side). */
+int fc_store_write_dp(const char *dir, const double *rdp, size_t n, uint64_t rounds, double eps, double delta,
+                      char *err, size_t errlen);
+/* NOT_FOUND if there is none; FORMAT if it is for another set of orders. */
+int fc_store_read_dp(const char *dir, double *rdp, size_t n, uint64_t *rounds, char *err, size_t errlen);
 /* Read it back into m, v (n floats each, caller's). NOT_FOUND if there is
  * none; FORMAT if it is for another method, model or size; HASH if damaged. */
 int fc_store_read_opt(const char *dir, uint64_t version, const uint8_t model_sha[FC_SHA256_LEN], const char *method,

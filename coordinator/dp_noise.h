@@ -1,0 +1,19 @@
+/*
+ * dp_noise.h - Gaussian noise for DP-FedAvg (McMahan et al. 2018), from a
+ * cryptographically seeded generator: AES-128-CTR keystream under a fresh
+ * 128-bit key from the OS per call, 53-bit uniforms, Box-Muller pairs in
+ * double precision. (Floating-point samplers leak through their low bits in
+ * principle - Mironov 2012 for Laplace; the discrete Gaussian of Canonne et
+ * al. 2020 avoids that and is what distributed DP under secure aggregation
+ * will use.) No I/O besides the OS randomness.
+ */
+#ifndef FEDC_DP_NOISE_H
+#define FEDC_DP_NOISE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* x[i] += N(0, sigma^2), i < n. key: 16 bytes, or NULL for a fresh random key. */
+int fc_dp_add_gaussian(float *x, size_t n, double sigma, const uint8_t *key);
+
+#endif
