@@ -72,6 +72,9 @@ typedef struct sim_opts {
    * --server-optimizer, -lr, -beta1, -beta2, -tau ("" = its default), --server-nesterov. */
   char sopt[5][32];
   int sopt_nesterov;
+  /* Differential privacy: --dp-noise Z (0 = off) turns the cohort into Poisson
+   * sampling at rate cohort/clients; --dp-delta, --dp-target-epsilon. */
+  char dp[3][32];
 } sim_opts;
 
 static const char *const sopt_flags[5] = {"--server-optimizer", "--server-lr", "--server-beta1", "--server-beta2",
@@ -178,6 +181,9 @@ static void usage(FILE *f) {
              "  --server-optimizer sgd|avgm|adagrad|adam|yogi  server optimizer (default sgd = FedAvg)\n"
              "  --server-lr X --server-beta1 X --server-beta2 X --server-tau X --server-nesterov\n"
              "                       its settings (defaults: the coordinator's)\n"
+             "  --dp-noise Z         differential privacy (DP-FedAvg): noise multiplier; the cohort becomes\n"
+             "                       Poisson sampling at rate cohort/clients\n"
+             "  --dp-delta D --dp-target-epsilon E   its delta (default 1e-5) and budget\n"
              "  --min-updates M      updates needed per round (default: the cohort size)\n"
              "  --round-timeout-ms T round deadline (default 60000)\n"
              "  --poll-ms P          client check-in interval while waiting (default 200)\n"
@@ -243,7 +249,7 @@ static int parse_str(const char *flag, const char *s, char *out, size_t outlen) 
 static int parse(int argc, char **argv, sim_opts *o) {
   enum { O_OUT = 1, O_CLIENTS, O_COHORT, O_ROUNDS, O_PART, O_ALPHA, O_MODEL, O_EPOCHS, O_BATCH, O_LR, O_MOM, O_CLIP,
          O_MINUP, O_RTO, O_POLL, O_SEED, O_DATA, O_JSON, O_SECAGG, O_SAK, O_SAT, O_DROP, O_SOPT, O_SOPT_END = O_SOPT + 4,
-         O_NESTEROV };
+         O_NESTEROV, O_DP, O_DP_END = O_DP + 2 };
   static const struct option lo[] = {
       {"out", 1, 0, O_OUT},         {"clients", 1, 0, O_CLIENTS},   {"cohort", 1, 0, O_COHORT},
       {"rounds", 1, 0, O_ROUNDS},   {"partition", 1, 0, O_PART},    {"alpha", 1, 0, O_ALPHA},
@@ -255,6 +261,7 @@ static int parse(int argc, char **argv, sim_opts *o) {
       {"drop", 1, 0, O_DROP},
       {"server-optimizer", 1, 0, O_SOPT}, {"server-lr", 1, 0, O_SOPT + 1}, {"server-beta1", 1, 0, O_SOPT + 2},
       {"server-beta2", 1, 0, O_SOPT + 3}, {"server-tau", 1, 0, O_SOPT + 4}, {"server-nesterov", 0, 0, O_NESTEROV},
+      {"dp-noise", 1, 0, O_DP},       {"dp-delta", 1, 0, O_DP + 1},    {"dp-target-epsilon", 1, 0, O_DP + 2},
       {"help", 0, 0, 'h'},          {0, 0, 0, 0}};
   memset(o, 0, sizeof *o);
   snprintf(o->out, sizeof o->out, "fedc-sim-out");
@@ -316,6 +323,9 @@ static int parse(int argc, char **argv, sim_opts *o) {
       break;
     }
     case O_NESTEROV: o->sopt_nesterov = 1; break;
+    case O_DP:
+    case O_DP + 1:
+    case O_DP_END: bad = parse_str(argv[optind - 1], optarg, o->dp[opt - O_DP], sizeof o->dp[0]); break;
     case 'h': usage(stdout); return -1;
     case ':': fprintf(stderr, "fedc sim: %s needs a value\n", argv[optind - 1]); return 2;
     default: fprintf(stderr, "fedc sim: unknown option '%s' (see fedc sim --help)\n", argv[optind - 1]); return 2;
@@ -589,8 +599,9 @@ int cmd_sim(int argc, char **argv) {
   snprintf(portf, sizeof portf, "%s/coordinator.port", o.out);
   snprintf(logp, sizeof logp, "%s/logs/coordinator.log", o.out);
   snprintf(buf[0], 64, "%llu", o.rounds);
-  snprintf(buf[1], 64, "%llu", o.cohort);
-  snprintf(buf[2], 64, "%llu", o.min_updates);
+  /* DP: Poisson sampling (cohort 0, a rate below) and any round with an update counts. */
+  snprintf(buf[1], 64, "%llu", o.dp[0][0] ? 0ull : o.cohort);
+  snprintf(buf[2], 64, "%llu", o.dp[0][0] && o.min_updates == o.cohort ? 1ull : o.min_updates);
   snprintf(buf[3], 64, "%.9g", o.lr); /* 9 digits: the float parse() checked, exactly */
   snprintf(buf[4], 64, "%llu", o.epochs);
   snprintf(buf[5], 64, "%llu", o.batch);
@@ -613,6 +624,14 @@ int cmd_sim(int argc, char **argv) {
   for (int i = 0; i < 5; i++)
     if (o.sopt[i][0]) cargv[ca_n++] = (char *)sopt_flags[i], cargv[ca_n++] = o.sopt[i];
   if (o.sopt_nesterov) cargv[ca_n++] = "--server-nesterov";
+  if (o.dp[0][0]) {
+    /* DP: Poisson sampling at rate cohort / clients instead of a fixed cohort. */
+    snprintf(buf[15], 64, "%.9g", (double)o.cohort / (double)o.clients);
+    cargv[ca_n++] = "--dp-noise-multiplier", cargv[ca_n++] = o.dp[0];
+    cargv[ca_n++] = "--cohort-fraction", cargv[ca_n++] = buf[15];
+    if (o.dp[1][0]) cargv[ca_n++] = "--dp-delta", cargv[ca_n++] = o.dp[1];
+    if (o.dp[2][0]) cargv[ca_n++] = "--dp-target-epsilon", cargv[ca_n++] = o.dp[2];
+  }
   if (o.secagg) {
     snprintf(buf[12], 64, "%llu", o.sa_k);
     snprintf(buf[13], 64, "%llu", o.sa_t);
