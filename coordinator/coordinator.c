@@ -369,7 +369,7 @@ static int dp_privatize(fc_coord *c, float *delta, size_t n, uint32_t count, cha
 /* Before any round: would one more spend more than the target? Then the
  * federation stops (budget = rounds completed) with the reason. */
 static void dp_check_budget_locked(fc_coord *c) {
-  if (!(c->cfg.dp_noise_multiplier > 0) || !(c->cfg.dp_target_epsilon > 0) || c->dp_stop[0]) return;
+  if (!(c->cfg.dp_noise_multiplier > 0) || !(c->cfg.dp_target_epsilon > 0)) return;
   const double *orders;
   size_t no = fc_dp_orders(&orders);
   double *next = malloc(no * sizeof *next);
@@ -380,6 +380,7 @@ static void dp_check_budget_locked(fc_coord *c) {
   fc_dp_epsilon_from_rdp(orders, next, no, c->cfg.dp_delta, &e);
   free(next);
   if (e.eps <= c->cfg.dp_target_epsilon) return;
+  if (c->dp_stop[0]) return; /* said already */
   snprintf(c->dp_stop, sizeof c->dp_stop,
            "privacy budget: epsilon %.4g spent; one more round would reach %.4g > target %g (delta %g)", c->dp_eps,
            e.eps, c->cfg.dp_target_epsilon, c->cfg.dp_delta);
@@ -474,6 +475,9 @@ static void *driver_main(void *arg) {
     pthread_mutex_unlock(&c->stop_mu);
     store_retry(c);
     pthread_mutex_lock(&c->mu);
+    /* The privacy budget is a hard limit: no round starts past it, whatever
+     * an admin does to the round budget. */
+    if (c->dp_stop[0]) fc_engine_stop_budget(c->engine);
     int act = fc_engine_tick(c->engine, fc_now_ms());
     if (act == FC_TICK_STARTED) {
       c->agg->ops->round_begin(c->agg);
@@ -1508,6 +1512,12 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
     pthread_mutex_lock(&c->mu);
     dp_check_budget_locked(c);
     pthread_mutex_unlock(&c->mu);
+    if (c->dp_stop[0] && c->dp_rounds == 0) {
+      snprintf(err, errlen, "dp_target_epsilon %g is below what a single round spends: %s", cfg->dp_target_epsilon,
+               c->dp_stop);
+      rc = FEDC_ERR_INVALID;
+      goto fail;
+    }
   }
   fc_sopt_cfg soc;
   sopt_cfg(cfg, &soc, err, errlen); /* checked in cfg_check */

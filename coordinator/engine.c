@@ -586,8 +586,11 @@ void fc_engine_restore(fc_engine *e, uint64_t abandoned, int paused, uint64_t bu
 }
 
 void fc_engine_stop_budget(fc_engine *e) {
-  e->budget = e->completed ? e->completed : UINT64_MAX; /* 0 would mean unlimited */
-  if (!e->completed) e->paused = 1;                      /* nothing may run at all */
+  if (!e->completed) { /* a budget of 0 would mean unlimited: pause instead */
+    e->paused = 1;
+    return;
+  }
+  e->budget = e->completed;
   if (e->state == FC_ENG_WAITING) e->state = FC_ENG_DONE;
 }
 

@@ -20,13 +20,15 @@ BASE=(--pki "$T/pki" --federation dp --model 784-10 --min-clients 4 --min-update
 refused() { # WHAT ARGS...
   local what=$1
   shift
-  if "$FEDC" coordinator "${BASE[@]}" --state "$T/bad" "$@" 2>"$T/refused.err"; then fail "accepted: $*"; fi
+  if timeout 20 "$FEDC" coordinator "${BASE[@]}" --state "$T/bad" "$@" 2>"$T/refused.err"; then fail "accepted: $*"; fi
   grep -q "$what" "$T/refused.err" || fail "no reason ($what) for $*: $(cat "$T/refused.err")"
 }
 refused "Poisson subsampling" --dp-noise-multiplier 1 --cohort 4
 refused "secure aggregation" --dp-noise-multiplier 1 --cohort 0 --cohort-fraction 0.5 --secagg
 refused "clip_norm > 0" --dp-noise-multiplier 1 --cohort 0 --cohort-fraction 0.5 --clip-norm 0
 refused "dp_delta" --dp-noise-multiplier 1 --cohort 0 --cohort-fraction 0.5 --dp-delta 2
+refused "below what a single round spends" --dp-noise-multiplier 1 --cohort 0 --cohort-fraction 0.5 \
+  --dp-target-epsilon 0.01
 
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 DP=(--dp-noise-multiplier 1.0 --cohort 0 --cohort-fraction 0.5 --clip-norm 1 --dp-delta 1e-5 --dp-target-epsilon 6
@@ -59,6 +61,16 @@ jq -s -e 'map(select(.outcome == "completed") | .dp_epsilon) | . == sort and len
 # sum by at most the clip norm whatever it claims (examples == participants).
 jq -s -e 'map(select(.outcome == "completed") | .examples == .participants) | all' "$T/rounds.jsonl" >/dev/null ||
   fail "weights are not uniform under DP: $(cat "$T/rounds.jsonl")"
+
+# The privacy budget is a hard limit: raising the round budget runs nothing.
+"$FEDC" round start --rounds 5 "${ADMIN[@]}" --json >/dev/null || fail "round start"
+for i in 0 1 2 3; do # the clients were told DONE and left: bring them back
+  start_bg "client2-${NAMES[$i]}" "$FEDC" client --coordinator "$COORD_ADDR" --pki "$T/pki" --name "${NAMES[$i]}" \
+    --data "idx:$T/img$i.idx,$T/lbl$i.idx" --model 784-10
+done
+sleep 4
+[ "$("$FEDC" status "${ADMIN[@]}" --json | jq .rounds_completed)" = "$n" ] ||
+  fail "rounds ran past the privacy budget: $("$FEDC" status "${ADMIN[@]}" --json)"
 
 # A restart remembers the spent budget and stays stopped.
 kill -TERM "$COORD_PID"
