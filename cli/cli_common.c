@@ -119,6 +119,12 @@ int cli_parse_u64(const char *prog, const char *flag, const char *s, unsigned lo
   return 0;
 }
 
+int cli_bad_option(const char *prog, char **argv, void (*usage)(FILE *)) {
+  fprintf(stderr, "%s: unknown or incomplete option '%s'\n", prog, argv[optind - 1]);
+  usage(stderr);
+  return 2;
+}
+
 int cli_parse_double(const char *prog, const char *flag, const char *s, double *out) {
   char *end;
   errno = 0;

@@ -11,6 +11,7 @@
 #define FEDC_CLI_COMMON_H
 
 #include <getopt.h>
+#include <stdio.h>
 #include <jansson.h>
 
 typedef struct cli_tls {
@@ -71,5 +72,8 @@ void cli_print_json(json_t *v);
 /* Parse a non-negative integer flag; prints an error naming the flag. 0 ok, 2 bad. */
 int cli_parse_u64(const char *prog, const char *flag, const char *s, unsigned long long *out);
 int cli_parse_double(const char *prog, const char *flag, const char *s, double *out);
+/* getopt_long's '?' or ':' for the flag at argv[optind - 1]: one line and the
+ * usage on stderr; returns 2 (the usage exit status). */
+int cli_bad_option(const char *prog, char **argv, void (*usage)(FILE *));
 
 #endif

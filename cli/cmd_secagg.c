@@ -79,10 +79,7 @@ int cmd_secagg_params(int argc, char **argv) {
     case O_JSON: json = 1; break;
     case 'h':
     case O_HELP: usage(stdout); return 0;
-    default:
-      fprintf(stderr, "%s: unknown or incomplete option '%s'\n", prog, argv[optind - 1]);
-      usage(stderr);
-      return 2;
+    default: return cli_bad_option(prog, argv, usage);
     }
     if (bad) return 2;
   }
