@@ -35,6 +35,7 @@ struct fc_coord {
   /* Differential privacy accountant: RDP composed over the counted rounds at
    * each order (common/dp_accountant.h), and what it gives. */
   double *dp_rdp;
+  double *dp_round_rdp;   /* what one round adds (rate and noise are fixed by the configuration) */
   size_t dp_norders;
   uint64_t dp_rounds;
   double dp_eps;

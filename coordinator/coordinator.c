@@ -328,6 +328,17 @@ static void sopt_text(const fc_coord *c, char *buf, size_t len) {
 /* ---- differential privacy (DP-FedAvg, McMahan et al. 2018, Algorithm 1
  * with the fixed-denominator estimator) ---- */
 
+/* The composed RDP after one more round (rdp + the constant per-round RDP
+ * of rate q and noise z, computed once at start) into next; its epsilon. */
+static double dp_after_one_round(const fc_coord *c, double *next) {
+  const double *orders;
+  fc_dp_orders(&orders);
+  for (size_t i = 0; i < c->dp_norders; i++) next[i] = c->dp_rdp[i] + c->dp_round_rdp[i];
+  fc_dp_eps e;
+  fc_dp_epsilon_from_rdp(orders, next, c->dp_norders, c->cfg.dp_delta, &e);
+  return e.eps;
+}
+
 /* delta holds the mean of `count` clipped updates of weight 1: make it
  * (sum + N(0, (z C)^2 I)) / (q N), q N the round's expected cohort, and count
  * the round in the accountant (saved before the version is published). */
@@ -336,7 +347,7 @@ static int dp_privatize(fc_coord *c, float *delta, size_t n, uint32_t count, cha
   double expected = fc_engine_expected_cohort(c->engine);
   pthread_mutex_unlock(&c->mu);
   if (!(expected > 0)) expected = 1;
-  double z = c->cfg.dp_noise_multiplier, C = c->cfg.clip_norm, q = c->cfg.engine.cohort_fraction;
+  double z = c->cfg.dp_noise_multiplier, C = c->cfg.clip_norm;
   fc_sscal((int)n, (float)count, delta, 1); /* the sum */
   int rc = fc_dp_add_gaussian(delta, n, z * C, NULL);
   if (rc != FEDC_OK) {
@@ -344,22 +355,18 @@ static int dp_privatize(fc_coord *c, float *delta, size_t n, uint32_t count, cha
     return rc;
   }
   fc_sscal((int)n, (float)(1.0 / expected), delta, 1);
-  const double *orders;
-  size_t no = fc_dp_orders(&orders);
-  double *next = malloc(no * sizeof *next);
+  double *next = malloc(c->dp_norders * sizeof *next);
   if (!next) {
     snprintf(why, whylen, "out of memory");
     return FEDC_ERR_NOMEM;
   }
-  for (size_t i = 0; i < no; i++) next[i] = c->dp_rdp[i] + fc_dp_rdp(q, z, orders[i]);
-  fc_dp_eps e;
-  fc_dp_epsilon_from_rdp(orders, next, no, c->cfg.dp_delta, &e);
-  rc = fc_store_write_dp(c->cfg.state_dir, next, no, c->dp_rounds + 1, e.eps, c->cfg.dp_delta, why, whylen);
+  double eps = dp_after_one_round(c, next);
+  rc = fc_store_write_dp(c->cfg.state_dir, next, c->dp_norders, c->dp_rounds + 1, eps, c->cfg.dp_delta, why, whylen);
   if (rc == FEDC_OK) {
     pthread_mutex_lock(&c->mu);
-    memcpy(c->dp_rdp, next, no * sizeof *next);
+    memcpy(c->dp_rdp, next, c->dp_norders * sizeof *next);
     c->dp_rounds++;
-    c->dp_eps = e.eps;
+    c->dp_eps = eps;
     pthread_mutex_unlock(&c->mu);
   }
   free(next);
@@ -370,20 +377,15 @@ static int dp_privatize(fc_coord *c, float *delta, size_t n, uint32_t count, cha
  * federation stops (budget = rounds completed) with the reason. */
 static void dp_check_budget_locked(fc_coord *c) {
   if (!(c->cfg.dp_noise_multiplier > 0) || !(c->cfg.dp_target_epsilon > 0)) return;
-  const double *orders;
-  size_t no = fc_dp_orders(&orders);
-  double *next = malloc(no * sizeof *next);
+  double *next = malloc(c->dp_norders * sizeof *next);
   if (!next) return;
-  for (size_t i = 0; i < no; i++)
-    next[i] = c->dp_rdp[i] + fc_dp_rdp(c->cfg.engine.cohort_fraction, c->cfg.dp_noise_multiplier, orders[i]);
-  fc_dp_eps e;
-  fc_dp_epsilon_from_rdp(orders, next, no, c->cfg.dp_delta, &e);
+  double eps_next = dp_after_one_round(c, next);
   free(next);
-  if (e.eps <= c->cfg.dp_target_epsilon) return;
+  if (eps_next <= c->cfg.dp_target_epsilon) return;
   if (c->dp_stop[0]) return; /* said already */
   snprintf(c->dp_stop, sizeof c->dp_stop,
            "privacy budget: epsilon %.4g spent; one more round would reach %.4g > target %g (delta %g)", c->dp_eps,
-           e.eps, c->cfg.dp_target_epsilon, c->cfg.dp_delta);
+           eps_next, c->cfg.dp_target_epsilon, c->cfg.dp_delta);
   FC_WARN(MOD, "federation stops: %s", c->dp_stop);
   fc_engine_stop_budget(c->engine);
 }
@@ -1488,10 +1490,13 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
     /* The budget spent so far: a restart never forgets it. */
     const double *orders;
     c->dp_norders = fc_dp_orders(&orders);
-    if (!(c->dp_rdp = calloc(c->dp_norders, sizeof *c->dp_rdp))) {
+    if (!(c->dp_rdp = calloc(c->dp_norders, sizeof *c->dp_rdp)) ||
+        !(c->dp_round_rdp = malloc(c->dp_norders * sizeof *c->dp_round_rdp))) {
       rc = FEDC_ERR_NOMEM;
       goto fail;
     }
+    for (size_t i = 0; i < c->dp_norders; i++)
+      c->dp_round_rdp[i] = fc_dp_rdp(cfg->engine.cohort_fraction, cfg->dp_noise_multiplier, orders[i]);
     rc = fc_store_read_dp(cfg->state_dir, c->dp_rdp, c->dp_norders, &c->dp_rounds, err, errlen);
     if (rc == FEDC_ERR_NOT_FOUND && st.completed > 0) {
       snprintf(err, errlen,
@@ -1639,6 +1644,7 @@ void fc_coord_stop(fc_coord *c, int grace_ms) {
   fc_sopt_destroy(c->sopt);
   free(c->sopt_backup);
   free(c->dp_rdp);
+  free(c->dp_round_rdp);
   coord_sa_end(c);
   fc_engine_destroy(c->engine);
   model_unref(c->model);
