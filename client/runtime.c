@@ -145,6 +145,12 @@ int rt_is_transient(int err) {
   return err == FEDC_ERR_UNAVAILABLE || err == FEDC_ERR_TIMEOUT || err == FEDC_ERR_NOMEM || err == FEDC_ERR_STOPPED;
 }
 
+/* The coordinator said when: wait that long, plus up to a quarter more so
+ * the clients it refused together do not come back together. */
+static uint32_t told_wait(fedc_client *c, uint32_t retry_after_ms) {
+  return retry_after_ms + (uint32_t)fc_rng_below(&c->jitter, retry_after_ms / 4 + 1);
+}
+
 /* Full-jitter exponential backoff. Returns 1 if stopped or out of retries. */
 static int backoff(fedc_client *c, const char *what, const fc_status *st) {
   /* A refusal that says when to come back (rate limit, busy) is the server
@@ -158,10 +164,7 @@ static int backoff(fedc_client *c, const char *what, const fc_status *st) {
   uint64_t cap = (uint64_t)c->o.min_backoff_ms << (c->failures < 16 ? c->failures : 16);
   if (cap > c->o.max_backoff_ms) cap = c->o.max_backoff_ms;
   uint32_t ms = (uint32_t)(c->o.min_backoff_ms / 2 + fc_rng_below(&c->jitter, cap + 1));
-  /* The coordinator said when: wait that long, plus up to a quarter more so
-   * the clients it refused together do not come back together. */
-  if (st->retry_after_ms)
-    ms = st->retry_after_ms + (uint32_t)fc_rng_below(&c->jitter, st->retry_after_ms / 4 + 1);
+  if (st->retry_after_ms) ms = told_wait(c, st->retry_after_ms);
   FC_WARN(MOD, "%s failed (%s); retrying in %u ms", what, st->detail, ms);
   emit(c, FEDC_EVENT_RETRY, 0, st->detail);
   return rt_nap(c, ms);
@@ -263,7 +266,7 @@ int rt_upload_retrying(fedc_client *c, const Fedc__V1__Task *t, const void *payl
     /* Jittered, so clients refused together do not come back together. */
     uint64_t wait;
     if (told_when) {
-      wait = st->retry_after_ms + fc_rng_below(&c->jitter, st->retry_after_ms / 4 + 1);
+      wait = told_wait(c, st->retry_after_ms);
     } else {
       uint64_t cap = (uint64_t)c->o.min_backoff_ms << (attempt < 5 ? attempt : 5);
       if (cap > 10000) cap = 10000;
