@@ -13,6 +13,7 @@ pkgs=(
   dataset-fashion-mnist                               # the real data set
   gnuplot-nox                                         # accuracy/loss plots from `fedc sim`
   jq                                                  # integration tests read --json output
+  python3                                             # test data (tests/integration/_data.sh), the DP reference
 )
 missing=()
 for p in "${pkgs[@]}"; do
