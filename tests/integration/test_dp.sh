@@ -27,6 +27,8 @@ refused "Poisson subsampling" --dp-noise-multiplier 1 --cohort 4
 refused "secure aggregation" --dp-noise-multiplier 1 --cohort 0 --cohort-fraction 0.5 --secagg
 refused "clip_norm > 0" --dp-noise-multiplier 1 --cohort 0 --cohort-fraction 0.5 --clip-norm 0
 refused "dp_delta" --dp-noise-multiplier 1 --cohort 0 --cohort-fraction 0.5 --dp-delta 2
+refused "invalid value 'nan'" --dp-noise-multiplier nan --cohort 0 --cohort-fraction 0.5
+refused "invalid value '-1'" --dp-noise-multiplier -1 --cohort 0 --cohort-fraction 0.5
 refused "below what a single round spends" --dp-noise-multiplier 1 --cohort 0 --cohort-fraction 0.5 \
   --dp-target-epsilon 0.01
 

@@ -32,7 +32,9 @@ e2=$("$FEDC" dp-budget --population 1000 --cohort 100 --noise 1.0 --rounds $((r 
 awk "BEGIN{exit !($e1 <= 3 && $e2 > 3)}" || fail "target round $r: eps $e1 then $e2"
 for bad in "--population 10 --cohort 20 --noise 1 --rounds 1 --delta 1e-5" \
   "--population 10 --cohort 2 --noise 0 --rounds 1 --delta 1e-5" \
-  "--population 10 --cohort 2 --noise 1 --rounds 1 --delta 1"; do
+  "--population 10 --cohort 2 --noise 1 --rounds 1 --delta 1" \
+  "--population 10 --cohort 2 --noise nan --rounds 1 --delta 1e-5" \
+  "--population 10 --cohort 2 --noise 1 --rounds 1 --delta 1e-5 --target-epsilon -3"; do
   rc=0
   "$FEDC" dp-budget $bad 2>/dev/null || rc=$?
   [ "$rc" = 2 ] || fail "dp-budget $bad exited $rc, not 2"
