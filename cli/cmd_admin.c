@@ -361,7 +361,11 @@ static json_t *round_json(const Fedc__V1__RoundRecord *r) {
   json_object_set_new(o, "reason", json_string(r->reason ? r->reason : ""));
   if (r->server_optimizer && r->server_optimizer[0])
     json_object_set_new(o, "server_optimizer", json_string(r->server_optimizer));
-  if (r->dp_epsilon > 0) json_object_set_new(o, "dp_epsilon", json_real(r->dp_epsilon));
+  if (r->dp_epsilon > 0) {
+    json_object_set_new(o, "dp_epsilon", json_real(r->dp_epsilon));
+    json_object_set_new(o, "dp_clip", json_real(r->dp_clip));
+    json_object_set_new(o, "dp_noise", json_real(r->dp_noise));
+  }
   if (r->n_secagg_remaining) {
     json_t *a = json_array();
     for (size_t i = 0; i < r->n_secagg_remaining && i < 5; i++) json_array_append_new(a, json_integer(r->secagg_remaining[i]));

@@ -73,8 +73,9 @@ typedef struct sim_opts {
   char sopt[5][32];
   int sopt_nesterov;
   /* Differential privacy: --dp-noise Z (0 = off) turns the cohort into Poisson
-   * sampling at rate cohort/clients; --dp-delta, --dp-target-epsilon. */
-  char dp[3][32];
+   * sampling at rate cohort/clients; --dp-delta, --dp-target-epsilon,
+   * --dp-adaptive-quantile, --dp-clip-lr. */
+  char dp[5][32];
 } sim_opts;
 
 static const char *const sopt_flags[5] = {"--server-optimizer", "--server-lr", "--server-beta1", "--server-beta2",
@@ -184,6 +185,8 @@ static void usage(FILE *f) {
              "  --dp-noise Z         differential privacy (DP-FedAvg): noise multiplier; the cohort becomes\n"
              "                       Poisson sampling at rate cohort/clients\n"
              "  --dp-delta D --dp-target-epsilon E   its delta (default 1e-5) and budget\n"
+             "  --dp-adaptive-quantile Q [--dp-clip-lr ETA]   adaptive clipping (Andrew et al. 2021) to\n"
+             "                       quantile Q of the update norms, starting at --clip-norm\n"
              "  --min-updates M      updates needed per round (default: the cohort size)\n"
              "  --round-timeout-ms T round deadline (default 60000)\n"
              "  --poll-ms P          client check-in interval while waiting (default 200)\n"
@@ -249,7 +252,7 @@ static int parse_str(const char *flag, const char *s, char *out, size_t outlen) 
 static int parse(int argc, char **argv, sim_opts *o) {
   enum { O_OUT = 1, O_CLIENTS, O_COHORT, O_ROUNDS, O_PART, O_ALPHA, O_MODEL, O_EPOCHS, O_BATCH, O_LR, O_MOM, O_CLIP,
          O_MINUP, O_RTO, O_POLL, O_SEED, O_DATA, O_JSON, O_SECAGG, O_SAK, O_SAT, O_DROP, O_SOPT, O_SOPT_END = O_SOPT + 4,
-         O_NESTEROV, O_DP, O_DP_END = O_DP + 2 };
+         O_NESTEROV, O_DP, O_DP_END = O_DP + 4 };
   static const struct option lo[] = {
       {"out", 1, 0, O_OUT},         {"clients", 1, 0, O_CLIENTS},   {"cohort", 1, 0, O_COHORT},
       {"rounds", 1, 0, O_ROUNDS},   {"partition", 1, 0, O_PART},    {"alpha", 1, 0, O_ALPHA},
@@ -262,6 +265,7 @@ static int parse(int argc, char **argv, sim_opts *o) {
       {"server-optimizer", 1, 0, O_SOPT}, {"server-lr", 1, 0, O_SOPT + 1}, {"server-beta1", 1, 0, O_SOPT + 2},
       {"server-beta2", 1, 0, O_SOPT + 3}, {"server-tau", 1, 0, O_SOPT + 4}, {"server-nesterov", 0, 0, O_NESTEROV},
       {"dp-noise", 1, 0, O_DP},       {"dp-delta", 1, 0, O_DP + 1},    {"dp-target-epsilon", 1, 0, O_DP + 2},
+      {"dp-adaptive-quantile", 1, 0, O_DP + 3}, {"dp-clip-lr", 1, 0, O_DP + 4},
       {"help", 0, 0, 'h'},          {0, 0, 0, 0}};
   memset(o, 0, sizeof *o);
   snprintf(o->out, sizeof o->out, "fedc-sim-out");
@@ -325,6 +329,8 @@ static int parse(int argc, char **argv, sim_opts *o) {
     case O_NESTEROV: o->sopt_nesterov = 1; break;
     case O_DP:
     case O_DP + 1:
+    case O_DP + 2:
+    case O_DP + 3:
     case O_DP_END: bad = parse_str(argv[optind - 1], optarg, o->dp[opt - O_DP], sizeof o->dp[0]); break;
     case 'h': usage(stdout); return -1;
     case ':': fprintf(stderr, "fedc sim: %s needs a value\n", argv[optind - 1]); return 2;
@@ -611,7 +617,7 @@ int cmd_sim(int argc, char **argv) {
   snprintf(buf[9], 64, "%llu", o.round_timeout_ms);
   snprintf(buf[10], 64, "%llu", o.poll_ms);
   snprintf(buf[11], 64, "%llu", o.clients);
-  char *cargv[64] = {"fedc", "coordinator", "--federation", "sim", "--pki", pki, "--listen", "127.0.0.1:0",
+  char *cargv[96] = {"fedc", "coordinator", "--federation", "sim", "--pki", pki, "--listen", "127.0.0.1:0",
                      "--port-file", portf, "--state", state, "--model", o.model, "--init-seed", buf[8],
                      "--rounds", buf[0], "--cohort", buf[1], "--min-updates", buf[2], "--min-clients", buf[11],
                      "--lr", buf[3], "--epochs", buf[4], "--batch", buf[5], "--momentum", buf[6],
@@ -621,6 +627,11 @@ int cmd_sim(int argc, char **argv) {
   while (cargv[ca_n]) ca_n++;
   /* Unless the user chose a clip norm, the coordinator's default applies. */
   if (o.clip_norm_set) cargv[ca_n++] = "--clip-norm", cargv[ca_n++] = buf[7];
+  /* Every client connects from 127.0.0.1: the per-address cap (256 by
+   * default, against one host hogging the coordinator) must admit them all. */
+  char conns[32];
+  snprintf(conns, sizeof conns, "%llu", o.clients + 64);
+  cargv[ca_n++] = "--connections-per-address", cargv[ca_n++] = conns;
   for (int i = 0; i < 5; i++)
     if (o.sopt[i][0]) cargv[ca_n++] = (char *)sopt_flags[i], cargv[ca_n++] = o.sopt[i];
   if (o.sopt_nesterov) cargv[ca_n++] = "--server-nesterov";
@@ -631,6 +642,8 @@ int cmd_sim(int argc, char **argv) {
     cargv[ca_n++] = "--cohort-fraction", cargv[ca_n++] = buf[15];
     if (o.dp[1][0]) cargv[ca_n++] = "--dp-delta", cargv[ca_n++] = o.dp[1];
     if (o.dp[2][0]) cargv[ca_n++] = "--dp-target-epsilon", cargv[ca_n++] = o.dp[2];
+    if (o.dp[3][0]) cargv[ca_n++] = "--dp-adaptive-quantile", cargv[ca_n++] = o.dp[3];
+    if (o.dp[4][0]) cargv[ca_n++] = "--dp-clip-lr", cargv[ca_n++] = o.dp[4];
   }
   if (o.secagg) {
     snprintf(buf[12], 64, "%llu", o.sa_k);

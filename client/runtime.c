@@ -229,6 +229,7 @@ int rt_upload(fedc_client *c, const Fedc__V1__Task *t, const void *payload, cons
   meta.train_loss = (float)loss;
   meta.update_norm = (float)norm;
   meta.masked = masked;
+  meta.unclipped = c->unclipped;
   fc_ccall *call = NULL;
   int rc = fc_ccall_start(c->ch, "/fedc.v1.Coordinator/UploadUpdate", FC_RPC_CLIENT_STREAM, NULL,
                           c->o.call_timeout_ms, &call, st);
@@ -352,6 +353,7 @@ static int do_round(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
     goto out;
   }
   scale = fc_stage_clip(out, n, t->clip_norm, &norm);
+  c->unclipped = scale == 1.0;
   fedc_event ev;
   memset(&ev, 0, sizeof ev);
   ev.kind = FEDC_EVENT_TRAINED;

@@ -40,6 +40,8 @@ struct fedc_client {
   double sa_drop[6];   /* research dropout injection (fc_client_secagg_drop) */
   fc_rng sa_drop_rng;
   int sa_drop_halt;    /* 1: a dropout halts (blocks until stopped or killed) */
+  int unclipped;       /* the round in progress: the clip stage left the update as it was (sent as
+                          UpdateMeta.unclipped, Andrew et al. 2021's b_i) */
 };
 
 /* Research only (fedc sim, tests): vanish before stage s's message with chance

@@ -39,6 +39,10 @@ struct fc_coord {
   size_t dp_norders;
   uint64_t dp_rounds;
   double dp_eps;
+  float clip;             /* the clip norm tasks announce: clip_norm, or where adaptive clipping took it (under mu) */
+  uint32_t dp_unclipped;  /* adaptive clipping: this round's committed updates sent within the clip (under mu) */
+  double dp_round_clip;   /* the round in progress: its clip, and the noise multiplier counted for it (0 until */
+  double dp_round_noise;  /* it is), for rounds.jsonl */
   char dp_stop[200];      /* why the federation stopped for its budget ("" if not) */
   fc_sopt *sopt;          /* server optimizer; its state before the running step: */
   float *sopt_backup;

@@ -50,7 +50,7 @@ int coord_sa_begin(fc_coord *c, char *why, size_t whylen) {
   p.k = k;
   p.t = t;
   p.max_weight = c->cfg.max_example_weight;
-  p.clip = c->cfg.clip_norm;
+  p.clip = c->clip;
   p.dim = fc_model_numel(&c->model->spec);
   int rc = fc_random_bytes(p.graph_seed, sizeof p.graph_seed);
   if (rc == FEDC_OK) rc = fc_sa_server_create(&p, names, &c->sa, why, whylen);

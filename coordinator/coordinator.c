@@ -71,6 +71,7 @@ void fc_coord_cfg_defaults(fc_coord_cfg *c) {
   c->server_beta2 = 0.99f;
   c->server_tau = 1e-3f;
   c->dp_delta = 1e-5;
+  c->dp_clip_lr = 0.2; /* Andrew et al. 2021's eta_C */
   c->chunk_bytes = FC_CHUNK_DEFAULT;
   c->threads = 2; /* event threads: calls are not tied to threads (transport.h) */
   c->upload_slots = 4;
@@ -233,7 +234,11 @@ static void record_round_locked(fc_coord *c) {
   if (history_add(c, r) == 0) {
     coord_sa_remaining(c, c->rounds[c->nrounds - 1].sa_remaining);
     sopt_text(c, c->rounds[c->nrounds - 1].server_opt, sizeof c->rounds[c->nrounds - 1].server_opt);
-    if (c->cfg.dp_noise_multiplier > 0) c->rounds[c->nrounds - 1].dp_epsilon = c->dp_eps;
+    if (c->cfg.dp_noise_multiplier > 0) {
+      c->rounds[c->nrounds - 1].dp_epsilon = c->dp_eps;
+      c->rounds[c->nrounds - 1].dp_clip = c->dp_round_clip;
+      c->rounds[c->nrounds - 1].dp_noise = c->dp_round_noise;
+    }
     if (c->history_unsaved < c->nrounds) c->history_unsaved++;
   } else {
     FC_ERROR(MOD, "out of memory: round %llu missing from the history", (unsigned long long)r->round);
@@ -339,34 +344,72 @@ static double dp_after_one_round(const fc_coord *c, double *next) {
   return e.eps;
 }
 
+/* Adaptive clipping's count noise sigma_b for a round of `expected`
+ * clients: the configured one, else expected / 20 (Andrew et al. 2021,
+ * section 3.1), never below z, so the update's share z_Delta exists and is
+ * at most 1.155 z. */
+static double dp_count_sigma(const fc_coord *c, double expected) {
+  double z = c->cfg.dp_noise_multiplier;
+  if (c->cfg.dp_count_noise > 0) return c->cfg.dp_count_noise; /* cfg_check: 2 sigma_b > z */
+  double sb = expected / 20.0;
+  return sb > z ? sb : z;
+}
+
 /* delta holds the mean of `count` clipped updates of weight 1: make it
  * (sum + N(0, (z C)^2 I)) / (q N), q N the round's expected cohort, and count
- * the round in the accountant (saved before the version is published). */
+ * the round in the accountant (saved before the version is published).
+ *
+ * Adaptive clipping (Andrew et al. 2021, Algorithm 1 and Theorem 1): the
+ * sum gets noise z_Delta C, z_Delta = (z^-2 - (2 sigma_b)^-2)^-1/2, and the
+ * count of unclipped updates, centred (sum of b_i - 1/2, sensitivity 1/2),
+ * gets N(0, sigma_b^2); together they are one Gaussian mechanism of noise
+ * multiplier z, which is what the accountant counts. Then
+ * b = noisy centred count / (q N) + 1/2 and C <- C exp(-eta (b - gamma)). */
 static int dp_privatize(fc_coord *c, float *delta, size_t n, uint32_t count, char *why, size_t whylen) {
   pthread_mutex_lock(&c->mu);
   double expected = fc_engine_expected_cohort(c->engine);
+  double C = c->clip, unclipped = c->dp_unclipped;
   pthread_mutex_unlock(&c->mu);
   if (!(expected > 0)) expected = 1;
-  double z = c->cfg.dp_noise_multiplier, C = c->cfg.clip_norm;
+  double z = c->cfg.dp_noise_multiplier, zu = z, sb = 0, newclip = C;
+  int adaptive = c->cfg.dp_adaptive_quantile > 0;
+  if (adaptive) {
+    sb = dp_count_sigma(c, expected);
+    zu = 1.0 / sqrt(1.0 / (z * z) - 1.0 / (4.0 * sb * sb));
+  }
   fc_sscal((int)n, (float)count, delta, 1); /* the sum */
-  int rc = fc_dp_add_gaussian(delta, n, z * C, NULL);
+  int rc = fc_dp_add_gaussian(delta, n, zu * C, NULL);
+  float centred = (float)(unclipped - 0.5 * (double)count);
+  if (rc == FEDC_OK && adaptive) rc = fc_dp_add_gaussian(&centred, 1, sb, NULL);
   if (rc != FEDC_OK) {
     snprintf(why, whylen, "cannot draw the privacy noise: %s", fedc_strerror(rc));
     return rc;
   }
   fc_sscal((int)n, (float)(1.0 / expected), delta, 1);
+  if (adaptive) {
+    double b = (double)centred / expected + 0.5;
+    newclip = C * exp(-c->cfg.dp_clip_lr * (b - c->cfg.dp_adaptive_quantile));
+    /* Post-processing: keep it a usable float norm. */
+    if (newclip < 1e-6) newclip = 1e-6;
+    if (newclip > 1e6) newclip = 1e6;
+    FC_INFO(MOD, "adaptive clipping: %.0f of %u updates unclipped (noisy fraction %.3f, target %g): clip %.5g -> %.5g",
+            unclipped, count, b, c->cfg.dp_adaptive_quantile, C, newclip);
+  }
   double *next = malloc(c->dp_norders * sizeof *next);
   if (!next) {
     snprintf(why, whylen, "out of memory");
     return FEDC_ERR_NOMEM;
   }
   double eps = dp_after_one_round(c, next);
-  rc = fc_store_write_dp(c->cfg.state_dir, next, c->dp_norders, c->dp_rounds + 1, eps, c->cfg.dp_delta, why, whylen);
+  rc = fc_store_write_dp(c->cfg.state_dir, next, c->dp_norders, c->dp_rounds + 1, eps, c->cfg.dp_delta,
+                         adaptive ? newclip : 0, why, whylen);
   if (rc == FEDC_OK) {
     pthread_mutex_lock(&c->mu);
     memcpy(c->dp_rdp, next, c->dp_norders * sizeof *next);
     c->dp_rounds++;
     c->dp_eps = eps;
+    c->dp_round_noise = z;
+    c->clip = (float)newclip;
     pthread_mutex_unlock(&c->mu);
   }
   free(next);
@@ -483,6 +526,9 @@ static void *driver_main(void *arg) {
     int act = fc_engine_tick(c->engine, fc_now_ms());
     if (act == FC_TICK_STARTED) {
       c->agg->ops->round_begin(c->agg);
+      c->dp_unclipped = 0;
+      c->dp_round_clip = c->clip;
+      c->dp_round_noise = 0;
       fc_engine_status es;
       fc_engine_get_status(c->engine, fc_now_ms(), &es);
       FC_INFO(MOD, "round %llu started: %u of %u live clients selected (model v%llu)",
@@ -560,12 +606,13 @@ static void h_checkin(fc_scall *call, void *ctx) {
   const fc_peer *peer = fc_scall_peer(call);
   fc_task_info task;
   uint32_t retry = 0;
-  if (c->cfg.engine.secagg && peer->proto_minor < 2) {
-    /* It would be selected, then send its update in the clear: refused before. */
+  unsigned need = c->cfg.dp_adaptive_quantile > 0 ? 3 : c->cfg.engine.secagg ? 2 : 0;
+  if (peer->proto_minor < need) {
+    /* Secure aggregation: it would be selected, then send its update in the
+     * clear. Adaptive clipping: it would not say whether it clipped. */
     char why[200];
-    snprintf(why, sizeof why,
-             "this federation runs secure aggregation (fedc protocol 1.2); the client speaks 1.%u: upgrade it",
-             peer->proto_minor);
+    snprintf(why, sizeof why, "this federation runs %s (fedc protocol 1.%u); the client speaks 1.%u: upgrade it",
+             need == 3 ? "adaptive clipping" : "secure aggregation", need, peer->proto_minor);
     fc_scall_finish(call, GRPC_STATUS_FAILED_PRECONDITION, why, NULL);
     return;
   }
@@ -606,7 +653,7 @@ static void h_checkin(fc_scall *call, void *ctx) {
     t.model_sha256.data = task.sha;
     t.model_sha256.len = FC_SHA256_LEN;
     t.hyper = &hp;
-    t.clip_norm = c->cfg.clip_norm;
+    t.clip_norm = c->clip;
     t.deadline_unix_ms = task.deadline_ms;
     t.model_bytes = model_bytes;
     if (hold) {
@@ -855,6 +902,7 @@ typedef struct upload {
   int begun; /* the engine counts this upload as in progress */
   int committed; /* under c->mu: folded; cancel_uploads must leave it alone */
   int masked;    /* secure aggregation: a masked input (u32), not a float delta */
+  int unclipped; /* UpdateMeta.unclipped: within the clip before clipping (adaptive clipping) */
   uint64_t round, round_deadline, examples;
   uint64_t started_ms;
   double loss;
@@ -958,10 +1006,13 @@ static void upload_end(fc_scall *call, void *state) {
     return;
   }
   double l2 = chk.l2;
-  /* The clip norm is announced in the task; allow float rounding of the
-   * client's own clipping (relative 1e-4). */
-  if (c->cfg.clip_norm > 0 && l2 > c->cfg.clip_norm * (1.0 + 1e-4)) {
-    snprintf(why, sizeof why, "update L2 norm %.6g exceeds the clip norm %.6g", l2, (double)c->cfg.clip_norm);
+  /* The clip norm is announced in the task (it changes between rounds only);
+   * allow float rounding of the client's own clipping (relative 1e-4). */
+  pthread_mutex_lock(&c->mu);
+  float clip = c->clip;
+  pthread_mutex_unlock(&c->mu);
+  if (clip > 0 && l2 > clip * (1.0 + 1e-4)) {
+    snprintf(why, sizeof why, "update L2 norm %.6g exceeds the clip norm %.6g", l2, (double)clip);
     upload_refuse(up, call, GRPC_STATUS_INVALID_ARGUMENT, why);
     return;
   }
@@ -981,6 +1032,7 @@ static void upload_end(fc_scall *call, void *state) {
                                   fc_scall_bytes_in(call), fc_now_ms());
   if (v == FC_UP_OK) {
     c->agg->ops->update_commit(c->agg, up->u, weight);
+    if (up->unclipped && !up->masked) c->dp_unclipped++;
     up->committed = 1; /* its OK is on the way: a closing round must not cancel it */
     if (up->masked) coord_sa_masked_done(c, up->client);
   }
@@ -1025,6 +1077,7 @@ static void h_upload(fc_scall *call, void *ctx) {
   up->round = first->meta->round;
   up->examples = first->meta->num_examples;
   up->loss = first->meta->train_loss;
+  up->unclipped = first->meta->unclipped;
   fc_engine_status es;
   fc_model_spec masked_spec;
   char sa_why[300] = "";
@@ -1144,9 +1197,10 @@ static void h_status(fc_scall *call, void *ctx) {
   r.server_optimizer = sopt;
   if (c->cfg.dp_noise_multiplier > 0) {
     pthread_mutex_lock(&c->mu);
-    snprintf(dp, sizeof dp, "epsilon %.4g at delta %g after %llu rounds (noise %g, rate %g%s%s)%s%s", c->dp_eps,
-             c->cfg.dp_delta, (unsigned long long)c->dp_rounds, c->cfg.dp_noise_multiplier,
-             c->cfg.engine.cohort_fraction, c->cfg.dp_target_epsilon > 0 ? ", target " : "",
+    snprintf(dp, sizeof dp, "epsilon %.4g at delta %g after %llu rounds (noise %g, rate %g, clip %.4g%s%s%s)%s%s",
+             c->dp_eps, c->cfg.dp_delta, (unsigned long long)c->dp_rounds, c->cfg.dp_noise_multiplier,
+             c->cfg.engine.cohort_fraction, (double)c->clip, c->cfg.dp_adaptive_quantile > 0 ? " adaptive" : "",
+             c->cfg.dp_target_epsilon > 0 ? ", target " : "",
              c->cfg.dp_target_epsilon > 0 ? "set" : "", c->dp_stop[0] ? "; stopped: " : "", c->dp_stop);
     pthread_mutex_unlock(&c->mu);
     r.dp = dp;
@@ -1214,6 +1268,8 @@ static void h_rounds(fc_scall *call, void *ctx) {
     }
     r->reason = (char *)s->reason;
     r->dp_epsilon = s->dp_epsilon;
+    r->dp_clip = s->dp_clip;
+    r->dp_noise = s->dp_noise;
     r->server_optimizer = (char *)s->server_opt;
     if (s->sa_remaining[0]) {
       r->n_secagg_remaining = 5;
@@ -1331,10 +1387,24 @@ static int cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen) {
       bad = "dp_delta must be in (0, 1)";
     else if (!(cfg->dp_target_epsilon >= 0 && isfinite(cfg->dp_target_epsilon)))
       bad = "dp_target_epsilon must be finite and >= 0 (0 = no target)";
+    else if (!(cfg->dp_adaptive_quantile >= 0 && cfg->dp_adaptive_quantile < 1))
+      bad = "dp_adaptive_quantile must be in (0, 1) (0 = a fixed clip)";
+    else if (!(cfg->dp_clip_lr > 0 && cfg->dp_clip_lr <= 10))
+      bad = "dp_clip_lr must be in (0, 10]";
+    else if (!(cfg->dp_count_noise >= 0 && isfinite(cfg->dp_count_noise)))
+      bad = "dp_count_noise must be finite and >= 0 (0 = the expected cohort / 20)";
+    else if (cfg->dp_count_noise > 0 && !(2 * cfg->dp_count_noise > cfg->dp_noise_multiplier * 1.0001))
+      bad = "dp_count_noise sigma_b must exceed dp_noise_multiplier / 2: the update's share of the noise, "
+            "(z^-2 - (2 sigma_b)^-2)^-1/2, exists only then (Andrew et al. 2021, Theorem 1)";
     if (bad) {
       snprintf(err, errlen, "%s", bad);
       return FEDC_ERR_INVALID;
     }
+  }
+  if (cfg->dp_adaptive_quantile != 0 && !(cfg->dp_noise_multiplier > 0)) {
+    snprintf(err, errlen, "dp_adaptive_quantile is adaptive clipping under differential privacy: it needs "
+                          "dp_noise_multiplier > 0");
+    return FEDC_ERR_INVALID;
   }
   if (cfg->engine.secagg && !(cfg->clip_norm > 0)) {
     snprintf(err, errlen, "secure aggregation needs clip_norm > 0: the quantization range comes from it");
@@ -1401,6 +1471,7 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
   fc_coord *c = calloc(1, sizeof *c);
   if (!c) return FEDC_ERR_NOMEM;
   c->cfg = *cfg;
+  c->clip = cfg->clip_norm;
   c->started_ms = fc_now_ms();
   pthread_mutex_init(&c->mu, NULL);
   pthread_mutex_init(&c->stop_mu, NULL);
@@ -1497,7 +1568,10 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
     }
     for (size_t i = 0; i < c->dp_norders; i++)
       c->dp_round_rdp[i] = fc_dp_rdp(cfg->engine.cohort_fraction, cfg->dp_noise_multiplier, orders[i]);
-    rc = fc_store_read_dp(cfg->state_dir, c->dp_rdp, c->dp_norders, &c->dp_rounds, err, errlen);
+    double saved_clip = 0;
+    rc = fc_store_read_dp(cfg->state_dir, c->dp_rdp, c->dp_norders, &c->dp_rounds, &saved_clip, err, errlen);
+    /* Adaptive clipping resumes where it was (the clip is public: tasks announce it). */
+    if (rc == FEDC_OK && cfg->dp_adaptive_quantile > 0 && saved_clip > 0) c->clip = (float)saved_clip;
     if (rc == FEDC_ERR_NOT_FOUND && st.completed > 0) {
       snprintf(err, errlen,
                "state directory %s has %llu rounds but no privacy accounting (dp.json): they ran without DP; "
@@ -1510,9 +1584,10 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
     fc_dp_eps e;
     fc_dp_epsilon_from_rdp(orders, c->dp_rdp, c->dp_norders, cfg->dp_delta, &e);
     c->dp_eps = c->dp_rounds ? e.eps : 0;
-    FC_INFO(MOD, "differential privacy: noise %g x clip %g, Poisson rate %g; %llu rounds so far, epsilon %.4g at "
+    FC_INFO(MOD, "differential privacy: noise %g x clip %g%s, Poisson rate %g; %llu rounds so far, epsilon %.4g at "
                  "delta %g%s",
-            cfg->dp_noise_multiplier, (double)cfg->clip_norm, cfg->engine.cohort_fraction,
+            cfg->dp_noise_multiplier, (double)c->clip, cfg->dp_adaptive_quantile > 0 ? " (adaptive)" : "",
+            cfg->engine.cohort_fraction,
             (unsigned long long)c->dp_rounds, c->dp_eps, cfg->dp_delta, cfg->dp_target_epsilon > 0 ? "" : " (no target)");
     pthread_mutex_lock(&c->mu);
     dp_check_budget_locked(c);

@@ -36,6 +36,12 @@ typedef struct fc_coord_cfg {
    * rate engine.cohort_fraction (engine.cohort_size 0); epsilon at dp_delta;
    * stop before a round that would spend more than dp_target_epsilon (0 = no target). */
   double dp_noise_multiplier, dp_delta, dp_target_epsilon;
+  /* Adaptive clipping (Andrew et al. 2021, Algorithm 1 with the geometric
+   * update): the clip starts at clip_norm and follows the dp_adaptive_quantile
+   * (gamma; 0 = a fixed clip) of the update norms, C <- C exp(-dp_clip_lr (b - gamma)),
+   * b the noisy fraction of unclipped updates; the count's noise std
+   * dp_count_noise (sigma_b; 0 = the expected cohort / 20, at least z). */
+  double dp_adaptive_quantile, dp_clip_lr, dp_count_noise;
   uint32_t chunk_bytes;
   int threads;
   int upload_slots;           /* concurrent uploads staged (memory = slots x model) */

@@ -180,6 +180,8 @@ typedef struct fc_round_stats {
   char server_opt[80];      /* the coordinator's server optimizer and its settings (the driver fills it) */
   double expected;          /* Poisson sampling: expected cohort (rate x live clients); else 0 */
   double dp_epsilon;        /* differential privacy: epsilon spent after this round (the driver fills it) */
+  double dp_clip;           /* ... the clip norm this round's tasks announced (adaptive clipping moves it) */
+  double dp_noise;          /* ... the noise multiplier the accountant counted for this round */
 } fc_round_stats;
 
 typedef struct fc_engine_status {

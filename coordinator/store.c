@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <stdint.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -182,13 +183,13 @@ int fc_store_write_model(const char *dir, uint64_t version, uint64_t round, cons
 static json_int_t jint(uint64_t v) { return v > INT64_MAX ? INT64_MAX : (json_int_t)v; }
 
 int fc_store_write_dp(const char *dir, const double *rdp, size_t n, uint64_t rounds, double eps, double delta,
-                      char *err, size_t errlen) {
+                      double clip, char *err, size_t errlen) {
   char p[1024];
   snprintf(p, sizeof p, "%s/dp.json", dir);
   json_t *a = json_array();
   for (size_t i = 0; i < n; i++) json_array_append_new(a, json_real(rdp[i]));
-  json_t *o = json_pack("{s:I,s:I,s:f,s:f,s:o}", "orders", (json_int_t)n, "rounds", jint(rounds), "epsilon", eps,
-                        "delta", delta, "rdp", a);
+  json_t *o = json_pack("{s:I,s:I,s:f,s:f,s:f,s:o}", "orders", (json_int_t)n, "rounds", jint(rounds), "epsilon",
+                        eps, "delta", delta, "clip", clip, "rdp", a);
   char *s = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17)) : NULL;
   json_decref(o);
   if (!s) {
@@ -203,7 +204,7 @@ int fc_store_write_dp(const char *dir, const double *rdp, size_t n, uint64_t rou
   return rc;
 }
 
-int fc_store_read_dp(const char *dir, double *rdp, size_t n, uint64_t *rounds, char *err, size_t errlen) {
+int fc_store_read_dp(const char *dir, double *rdp, size_t n, uint64_t *rounds, double *clip, char *err, size_t errlen) {
   char p[1024];
   snprintf(p, sizeof p, "%s/dp.json", dir);
   json_error_t je;
@@ -228,6 +229,11 @@ int fc_store_read_dp(const char *dir, double *rdp, size_t n, uint64_t *rounds, c
       }
     }
     *rounds = json_u64(o, "rounds");
+    *clip = json_number_value(json_object_get(o, "clip"));
+    if (!(*clip >= 0 && isfinite(*clip))) {
+      snprintf(err, errlen, "%s: clip %g is not a norm", p, *clip);
+      rc = FEDC_ERR_FORMAT;
+    }
   }
   json_decref(o);
   return rc;
@@ -338,7 +344,11 @@ static json_t *round_to_json(const fc_round_stats *r) {
                    "started_unix_ms", jint(r->started_ms), "ended_unix_ms", jint(r->ended_ms), "sha256",
                    r->completed ? fc_hex(r->sha, FC_SHA256_LEN, hex) : "", "reason", r->reason);
   if (o && r->server_opt[0]) json_object_set_new(o, "server_optimizer", json_string(r->server_opt));
-  if (o && r->dp_epsilon > 0) json_object_set_new(o, "dp_epsilon", json_real(r->dp_epsilon));
+  if (o && r->dp_epsilon > 0) {
+    json_object_set_new(o, "dp_epsilon", json_real(r->dp_epsilon));
+    json_object_set_new(o, "dp_clip", json_real(r->dp_clip));
+    json_object_set_new(o, "dp_noise", json_real(r->dp_noise));
+  }
   if (o && r->sa_remaining[0]) {
     /* Secure aggregation ran: clients left after each of its 5 stages. */
     json_t *a = json_array();
@@ -441,6 +451,8 @@ int fc_store_read_rounds(const char *dir, fc_round_stats **out, size_t *n, char 
     const char *so = json_string_value(json_object_get(o, "server_optimizer"));
     if (so) snprintf(r->server_opt, sizeof r->server_opt, "%s", so);
     r->dp_epsilon = json_number_value(json_object_get(o, "dp_epsilon"));
+    r->dp_clip = json_number_value(json_object_get(o, "dp_clip"));
+    r->dp_noise = json_number_value(json_object_get(o, "dp_noise"));
     json_t *sa = json_object_get(o, "secagg_remaining");
     for (size_t i = 0; json_is_array(sa) && i < 5 && i < json_array_size(sa); i++) {
       json_int_t x = json_integer_value(json_array_get(sa, i));

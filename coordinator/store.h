@@ -68,9 +68,9 @@ int fc_store_write_opt(const char *dir, uint64_t version, const uint8_t model_sh
  * the epsilon they give. Written atomically before a round's model is
  * published (a crash in between over-counts: the safe side). */
 int fc_store_write_dp(const char *dir, const double *rdp, size_t n, uint64_t rounds, double eps, double delta,
-                      char *err, size_t errlen);
+                      double clip, char *err, size_t errlen);
 /* NOT_FOUND if there is none; FORMAT if it is for another set of orders. */
-int fc_store_read_dp(const char *dir, double *rdp, size_t n, uint64_t *rounds, char *err, size_t errlen);
+int fc_store_read_dp(const char *dir, double *rdp, size_t n, uint64_t *rounds, double *clip, char *err, size_t errlen);
 /* Read it back into m, v (n floats each, caller's). NOT_FOUND if there is
  * none; FORMAT if it is for another method, model or size; HASH if damaged. */
 int fc_store_read_opt(const char *dir, uint64_t version, const uint8_t model_sha[FC_SHA256_LEN], const char *method,
