@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Adaptive clipping under differential privacy (Andrew et al. 2021) over real
+# processes and mutual TLS on 127.0.0.1: 4 clients, Poisson rate 0.5, z 0.5.
+#   - what would make it void or meaningless is refused with its reason
+#     (no DP, a quantile outside (0, 1), a count noise sigma_b <= z / 2);
+#   - a client too old to say whether it clipped (protocol 1.2) is refused;
+#   - from a clip far below every update's norm the clip rises round after
+#     round, from one far above it falls: rounds.jsonl records each round's;
+#   - a restart resumes the clip where it was (dp.json), not at --clip-norm.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh" "$@"
+. "$(dirname "$0")/_data.sh"
+make_tmp
+PROBE="$BUILD_DIR/fedc_probe"
+NAMES=(a b c d)
+make_pki "$T/pki" dpa "${NAMES[@]}" e
+make_idx "$T" 100 4
+BASE=(--pki "$T/pki" --federation dpa --model 784-10 --min-clients 4 --min-updates 1 --poll-ms 100
+  --round-timeout-ms 5000 --pickup-timeout-ms 2000 --client-ttl-ms 60000 --log info)
+DP=(--dp-noise-multiplier 0.5 --cohort 0 --cohort-fraction 0.5 --dp-clip-lr 0.5)
+refused() { # WHAT ARGS...
+  local what=$1
+  shift
+  if timeout 20 "$FEDC" coordinator "${BASE[@]}" --state "$T/bad" "$@" 2>"$T/refused.err"; then fail "accepted: $*"; fi
+  grep -q "$what" "$T/refused.err" || fail "no reason ($what) for $*: $(cat "$T/refused.err")"
+}
+refused "needs dp_noise_multiplier > 0" --dp-adaptive-quantile 0.5
+refused "dp_adaptive_quantile must be in" "${DP[@]}" --dp-adaptive-quantile 1.5
+refused "sigma_b must exceed" "${DP[@]}" --dp-adaptive-quantile 0.5 --dp-count-noise 0.2
+refused "dp_clip_lr must be" "${DP[@]}" --dp-adaptive-quantile 0.5 --dp-clip-lr 0
+
+# run NAME CLIP ROUNDS: a federation from clip CLIP until ROUNDS rounds completed.
+run() {
+  local name=$1 clip=$2 rounds=$3
+  PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  start_coordinator "${BASE[@]}" "${DP[@]}" --dp-adaptive-quantile 0.5 --dp-clip "$clip" --rounds "$rounds" \
+    --listen "127.0.0.1:$PORT" --state "$T/$name"
+  ADMIN=(--coordinator "$COORD_ADDR" --pki "$T/pki" --name root)
+  for i in 0 1 2 3; do
+    start_bg "client-$name-${NAMES[$i]}" "$FEDC" client --coordinator "$COORD_ADDR" --pki "$T/pki" \
+      --name "${NAMES[$i]}" --data "idx:$T/img$i.idx,$T/lbl$i.idx" --model 784-10
+  done
+  wait_for bash -c "'$FEDC' status ${ADMIN[*]} --json | jq -e '.state == \"done\"' >/dev/null" 120 ||
+    fail "$name: the federation did not finish: $("$FEDC" status "${ADMIN[@]}" --json)"
+  "$FEDC" rounds "${ADMIN[@]}" --json | jq -c 'select(.outcome == "completed")' >"$T/$name.jsonl"
+}
+
+# Honest updates of this model measure about 0.5-3: 0.005 clips every one.
+run up 0.005 10
+# A client that cannot say whether it clipped is refused at check-in.
+"$PROBE" --coordinator "$COORD_ADDR" --pki "$T/pki" --name e --mode call --protocol 1.2 \
+  --method /fedc.v1.Coordinator/CheckIn --want 9 >"$T/old.json" || fail "a 1.2 client checked in: $(cat "$T/old.json")"
+grep -q "adaptive clipping.*upgrade" "$T/old.json" || fail "no reason for the 1.2 client: $(cat "$T/old.json")"
+jq -s -e 'length >= 8 and (map(.dp_noise) | all(. == 0.5))' "$T/up.jsonl" >/dev/null ||
+  fail "rounds do not record the counted noise: $(cat "$T/up.jsonl")"
+first=$(jq -s '.[0].dp_clip' "$T/up.jsonl")
+last=$(jq -s '.[-1].dp_clip' "$T/up.jsonl")
+awk "BEGIN{exit !($first > 0.0049 && $first < 0.0051 && $last > 4 * $first)}" ||
+  fail "the clip did not rise from 0.005: $(jq -c '[.round, .dp_clip]' "$T/up.jsonl")"
+saved=$(jq .clip "$T/up/dp.json")
+awk "BEGIN{exit !($saved > $last)}" || fail "dp.json clip $saved is not past the last round's $last"
+
+# A restart resumes from dp.json's clip, not from --dp-clip.
+kill -TERM "$COORD_PID"
+wait "$COORD_PID" || true
+start_coordinator "${BASE[@]}" "${DP[@]}" --dp-adaptive-quantile 0.5 --dp-clip 0.005 --rounds 10 \
+  --listen "127.0.0.1:$PORT" --state "$T/up"
+want=$(printf '%.4g' "$saved")
+"$FEDC" status "${ADMIN[@]}" --json | jq -e --arg w "clip $want adaptive" '.dp | contains($w)' >/dev/null ||
+  fail "after a restart the clip is not $want: $("$FEDC" status "${ADMIN[@]}" --json | jq .dp)"
+kill -TERM "$COORD_PID"
+wait "$COORD_PID" || true
+
+# From far above every norm, it falls.
+run down 100 10
+first=$(jq -s '.[0].dp_clip' "$T/down.jsonl")
+last=$(jq -s '.[-1].dp_clip' "$T/down.jsonl")
+awk "BEGIN{exit !($first == 100 && $last < $first / 4)}" ||
+  fail "the clip did not fall from 100: $(jq -c '[.round, .dp_clip]' "$T/down.jsonl")"
+assert_contains "$T/coord.log" "adaptive clipping: "
+echo "clip up: $(jq -s -c "map(.dp_clip)" "$T/up.jsonl")"
+echo "clip down: $(jq -s -c "map(.dp_clip)" "$T/down.jsonl")"
+echo "PASS dp_adaptive"
