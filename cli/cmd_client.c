@@ -93,12 +93,51 @@ static void on_event(void *ctx, const fedc_event *ev) {
   }
 }
 
-static fedc_client *g_client;
+/* The clients this process hosts (one, or --host-clients's group). */
+typedef struct hosted {
+  builtin b;
+  char name[65], cert[600], key[600], data[2300];
+  fedc_client *c;
+  pthread_t th;
+  int started;
+  int rc;
+} hosted;
+
+static hosted *g_hosted;
+static size_t g_nhosted;
 
 static void *signal_thread(void *arg) {
   (void)arg;
-  if (cli_stop_wait(-1) > 0 && g_client) fedc_client_stop(g_client);
+  if (cli_stop_wait(-1) > 0)
+    for (size_t i = 0; i < g_nhosted; i++)
+      if (g_hosted[i].c) fedc_client_stop(g_hosted[i].c);
   return NULL;
+}
+
+static void *host_main(void *arg) {
+  hosted *h = arg;
+  h->rc = fedc_client_run(h->c);
+  if (h->rc != FEDC_OK && h->rc != FEDC_ERR_STOPPED)
+    fprintf(stderr, "fedc client %s: %s\n", h->name, fedc_client_last_error(h->c));
+  else
+    fprintf(stderr, "fedc client %s: %s after %llu rounds\n", h->name, h->rc == FEDC_OK ? "finished" : "stopped",
+            (unsigned long long)fedc_client_rounds_done(h->c));
+  return NULL;
+}
+
+/* --data with each "%s" replaced by name. */
+static void data_for(const char *data, const char *name, char *out, size_t outlen) {
+  size_t w = 0;
+  for (const char *p = data; *p && w + 1 < outlen; p++) {
+    if (p[0] == '%' && p[1] == 's') {
+      w += (size_t)snprintf(out + w, outlen - w, "%s", name);
+      if (w >= outlen) w = outlen - 1;
+      p++;
+    } else {
+      out[w++] = *p;
+    }
+  }
+  out[w] = 0;
 }
 
 static void usage(FILE *f) {
@@ -118,6 +157,9 @@ static void usage(FILE *f) {
           "  --secagg-drop SPEC       research: vanish from secure-aggregation stages, e.g. masked:0.1,unmask:0.05\n"
           "  --drop-seed S            seed of those dropouts (default 1)\n"
           "  --drop-halt              research/tests: a dropout halts the client there (until killed)\n"
+          "  --host-clients FIRST:COUNT  research (fedc sim): host COUNT clients in this process, named\n"
+          "                           NAME0000.. from FIRST (--name is the prefix, default c), each with its own\n"
+          "                           certificate from --pki, connection and thread; \"%%s\" in --data is the name\n"
           "  --json                   one JSON line per event on stdout\n"
           "  --log LEVEL              debug|info|warn|error (default warn)\n");
 }
@@ -193,7 +235,7 @@ static int load_data(builtin *b, const char *data, const char *dir, const char *
 
 int cmd_client(int argc, char **argv) {
   enum { O_DATA = 1, O_DATA_DIR, O_PARTITION, O_PARTS, O_PART, O_ALPHA, O_PSEED, O_MODEL, O_ROUNDS, O_JSON, O_LOG,
-         O_RETRIES, O_THREADS, O_SADROP, O_DSEED, O_DHALT };
+         O_RETRIES, O_THREADS, O_SADROP, O_DSEED, O_DHALT, O_HOST };
   static const struct option longopts[] = {CLI_TLS_LONGOPTS,
                                            {"data", required_argument, 0, O_DATA},
                                            {"data-dir", required_argument, 0, O_DATA_DIR},
@@ -209,6 +251,7 @@ int cmd_client(int argc, char **argv) {
                                            {"secagg-drop", required_argument, 0, O_SADROP},
                                            {"drop-seed", required_argument, 0, O_DSEED},
                                            {"drop-halt", no_argument, 0, O_DHALT},
+                                           {"host-clients", required_argument, 0, O_HOST},
                                            {"json", no_argument, 0, O_JSON},
                                            {"log", required_argument, 0, O_LOG},
                                            {"help", no_argument, 0, 'h'},
@@ -218,7 +261,7 @@ int cmd_client(int argc, char **argv) {
   const char *data = "fmnist", *dir = NULL, *part_kind = NULL, *model = "784-200-200-10";
   unsigned long long parts = 1, part = 0, pseed = 1, rounds = 0, retries = 0, threads = 1;
   double alpha = 0.5, sa_drop[6] = {0};
-  unsigned long long drop_seed = 1;
+  unsigned long long drop_seed = 1, host_first = 0, host_count = 0;
   int drop_halt = 0;
   char why[300];
   int json = 0, opt;
@@ -247,6 +290,13 @@ int cmd_client(int argc, char **argv) {
       break;
     case O_DSEED: bad = cli_parse_u64("fedc client", "--drop-seed", optarg, &drop_seed); break;
     case O_DHALT: drop_halt = 1; break;
+    case O_HOST:
+      if (sscanf(optarg, "%llu:%llu", &host_first, &host_count) != 2 || host_count < 1 || host_count > 10000 ||
+          host_first > 9999 - (host_count - 1)) {
+        fprintf(stderr, "fedc client: --host-clients FIRST:COUNT, 1 <= COUNT, FIRST + COUNT <= 10000\n");
+        bad = 2;
+      }
+      break;
     case O_JSON: json = 1; break;
     case O_LOG:
       if (fc_log_parse_level(optarg) < 0) bad = 2;
@@ -262,86 +312,127 @@ int cmd_client(int argc, char **argv) {
     fprintf(stderr, "fedc client: unexpected argument '%s'\n", argv[optind]);
     return 2;
   }
-  if (cli_tls_resolve(&tls, "client", "fedc client") != 0) return 2;
-  builtin b;
-  memset(&b, 0, sizeof b);
-  b.json = json;
-  b.name = tls.name[0] ? tls.name : "client";
-  if (fc_mlp_parse(model, &b.mlp) != 0) {
+  size_t nh = 1;
+  if (host_count) {
+    if (!tls.pki[0] || tls.cert[0] || tls.key[0] || tls.insecure) {
+      fprintf(stderr, "fedc client: --host-clients takes each client's certificate from --pki (not --cert/--key)\n");
+      return 2;
+    }
+    nh = (size_t)host_count;
+    if (!tls.ca[0]) snprintf(tls.ca, sizeof tls.ca, "%s/ca.crt", tls.pki);
+  } else if (cli_tls_resolve(&tls, "client", "fedc client") != 0) {
+    return 2;
+  }
+  fc_mlp mlp;
+  if (fc_mlp_parse(model, &mlp) != 0) {
     fprintf(stderr, "fedc client: bad --model '%s' (want e.g. 784-200-200-10, mlp or logreg)\n", model);
     return 2;
   }
+  hosted *hs = calloc(nh, sizeof *hs);
+  if (!hs) return 1;
+  int rc = 0;
+  for (size_t i = 0; i < nh; i++) {
+    hosted *h = &hs[i];
+    if (host_count) {
+      snprintf(h->name, sizeof h->name, "%s%04llu", tls.name[0] ? tls.name : "c", host_first + i);
+      snprintf(h->cert, sizeof h->cert, "%s/client-%s.crt", tls.pki, h->name);
+      snprintf(h->key, sizeof h->key, "%s/client-%s.key", tls.pki, h->name);
+    } else {
+      snprintf(h->name, sizeof h->name, "%s", tls.name[0] ? tls.name : "client");
+      snprintf(h->cert, sizeof h->cert, "%s", tls.cert);
+      snprintf(h->key, sizeof h->key, "%s", tls.key);
+    }
+    data_for(data, h->name, h->data, sizeof h->data);
+    h->b.json = json;
+    h->b.name = h->name;
+    h->b.mlp = mlp;
+  }
   /* Certificate problems first: loading the data can take seconds. */
   char tlserr[512];
-  if (!tls.insecure && fc_tls_check_files(tls.ca, tls.cert, tls.key, tlserr, sizeof tlserr) != FEDC_OK) {
-    fprintf(stderr, "fedc client: %s\n", tlserr);
-    return 1;
+  for (size_t i = 0; i < nh && !rc; i++) {
+    if (!tls.insecure && fc_tls_check_files(tls.ca, hs[i].cert, hs[i].key, tlserr, sizeof tlserr) != FEDC_OK) {
+      fprintf(stderr, "fedc client: %s\n", tlserr);
+      rc = 1;
+    }
   }
-  int rc = load_data(&b, data, dir, part_kind, (uint32_t)parts, (uint32_t)part, alpha, pseed);
-  if (rc) {
-    fc_dataset_free(&b.data);
-    free(b.idx);
-    return rc;
-  }
-  if (b.data.dim != b.mlp.sizes[0]) {
-    fprintf(stderr, "fedc client: data has %u features, model input is %u\n", b.data.dim, b.mlp.sizes[0]);
-    fc_dataset_free(&b.data);
-    free(b.idx);
-    return 2;
+  for (size_t i = 0; i < nh && !rc; i++) {
+    builtin *b = &hs[i].b;
+    rc = load_data(b, hs[i].data, dir, part_kind, (uint32_t)parts, (uint32_t)part, alpha, pseed);
+    if (!rc && b->data.dim != b->mlp.sizes[0]) {
+      fprintf(stderr, "fedc client: data has %u features, model input is %u\n", b->data.dim, b->mlp.sizes[0]);
+      rc = 2;
+    }
   }
   fc_blas_set_threads((int)threads); /* the binary, not the library, owns this */
-
   /* Signals reach a thread that asks the runtime to stop (cli_common.h). */
-  if (cli_stop_signals_install() != 0) {
+  if (!rc && cli_stop_signals_install() != 0) {
     fprintf(stderr, "fedc client: cannot install signal handlers: %s\n", strerror(errno));
-    fc_dataset_free(&b.data);
-    free(b.idx);
-    return 1;
+    rc = 1;
   }
-
-  fedc_client_options o;
-  fedc_client_options_init(&o);
-  char insecure_id[100];
-  snprintf(insecure_id, sizeof insecure_id, "client/%s", b.name);
-  o.coordinator = tls.coordinator;
-  o.ca = tls.ca;
-  o.cert = tls.cert;
-  o.key = tls.key;
-  o.insecure_for_testing = tls.insecure;
-  o.insecure_identity = insecure_id;
-  o.max_rounds = rounds;
-  o.max_retries = (uint32_t)retries;
-  o.num_examples_hint = b.n;
-  o.on_event = on_event;
-  o.event_ctx = &b;
-  fedc_trainer t = {&b, bt_train, bt_eval};
-  fedc_client *c = NULL;
-  rc = fedc_client_create(&o, &t, &c);
-  if (rc != FEDC_OK) {
-    fprintf(stderr, "fedc client: %s\n", c ? fedc_client_last_error(c) : fedc_strerror(rc));
-    fedc_client_destroy(c);
-    fc_mlp_ws_destroy(b.ws);
-    fc_dataset_free(&b.data);
-    free(b.idx);
-    return 1;
+  for (size_t i = 0; i < nh && !rc; i++) {
+    hosted *h = &hs[i];
+    fedc_client_options o;
+    fedc_client_options_init(&o);
+    char insecure_id[100];
+    snprintf(insecure_id, sizeof insecure_id, "client/%s", h->name);
+    o.coordinator = tls.coordinator;
+    o.ca = tls.ca;
+    o.cert = h->cert;
+    o.key = h->key;
+    o.insecure_for_testing = tls.insecure;
+    o.insecure_identity = insecure_id;
+    o.max_rounds = rounds;
+    o.max_retries = (uint32_t)retries;
+    o.num_examples_hint = h->b.n;
+    o.on_event = on_event;
+    o.event_ctx = &h->b;
+    fedc_trainer t = {&h->b, bt_train, bt_eval};
+    int crc = fedc_client_create(&o, &t, &h->c);
+    if (crc != FEDC_OK) {
+      fprintf(stderr, "fedc client %s: %s\n", h->name, h->c ? fedc_client_last_error(h->c) : fedc_strerror(crc));
+      rc = 1;
+      break;
+    }
+    fc_client_secagg_drop(h->c, sa_drop, drop_seed + i, drop_halt);
   }
-  fc_client_secagg_drop(c, sa_drop, drop_seed, drop_halt);
-  g_client = c;
-  pthread_t sig_thr;
-  pthread_create(&sig_thr, NULL, signal_thread, NULL);
-  fprintf(stderr, "fedc client %s: %u examples, model %s, coordinator %s\n", b.name, b.n, model, tls.coordinator);
-  rc = fedc_client_run(c);
-  if (rc != FEDC_OK && rc != FEDC_ERR_STOPPED)
-    fprintf(stderr, "fedc client %s: %s\n", b.name, fedc_client_last_error(c));
-  else
-    fprintf(stderr, "fedc client %s: %s after %llu rounds\n", b.name, rc == FEDC_OK ? "finished" : "stopped",
-            (unsigned long long)fedc_client_rounds_done(c));
-  cli_stop_wake();
-  pthread_join(sig_thr, NULL);
-  g_client = NULL;
-  fedc_client_destroy(c);
-  fc_mlp_ws_destroy(b.ws);
-  fc_dataset_free(&b.data);
-  free(b.idx);
-  return rc == FEDC_OK || rc == FEDC_ERR_STOPPED ? 0 : 1;
+  if (!rc) {
+    g_hosted = hs;
+    g_nhosted = nh;
+    pthread_t sig_thr;
+    pthread_create(&sig_thr, NULL, signal_thread, NULL);
+    if (nh == 1)
+      fprintf(stderr, "fedc client %s: %u examples, model %s, coordinator %s\n", hs[0].name, hs[0].b.n, model,
+              tls.coordinator);
+    else
+      fprintf(stderr, "fedc client: hosting %zu clients %s..%s, model %s, coordinator %s\n", nh, hs[0].name,
+              hs[nh - 1].name, model, tls.coordinator);
+    for (size_t i = 0; i < nh; i++) {
+      /* Small stacks: a hosted client's thread needs well under 1 MiB. */
+      pthread_attr_t at;
+      pthread_attr_init(&at);
+      pthread_attr_setstacksize(&at, (size_t)1 << 20);
+      hs[i].started = pthread_create(&hs[i].th, &at, host_main, &hs[i]) == 0;
+      pthread_attr_destroy(&at);
+      if (!hs[i].started) {
+        fprintf(stderr, "fedc client %s: cannot start its thread\n", hs[i].name);
+        hs[i].rc = FEDC_ERR_INTERNAL;
+      }
+    }
+    for (size_t i = 0; i < nh; i++) {
+      if (hs[i].started) pthread_join(hs[i].th, NULL);
+      if (hs[i].rc != FEDC_OK && hs[i].rc != FEDC_ERR_STOPPED) rc = 1;
+    }
+    cli_stop_wake();
+    pthread_join(sig_thr, NULL);
+    g_hosted = NULL;
+    g_nhosted = 0;
+  }
+  for (size_t i = 0; i < nh; i++) {
+    fedc_client_destroy(hs[i].c);
+    fc_mlp_ws_destroy(hs[i].b.ws);
+    fc_dataset_free(&hs[i].b.data);
+    free(hs[i].b.idx);
+  }
+  free(hs);
+  return rc;
 }

@@ -59,6 +59,9 @@
 typedef struct sim_opts {
   char out[512];
   unsigned long long clients, cohort, rounds, epochs, batch, seed, min_updates, round_timeout_ms, poll_ms;
+  /* Clients hosted per process (each still with its own certificate,
+   * connection and thread): 0 = 1 up to 100 clients, else 25. */
+  unsigned long long per_process;
   double lr, momentum, alpha, clip_norm;
   int clip_norm_set; /* else the coordinator's default clip norm applies */
   char partition[32];
@@ -168,7 +171,9 @@ static void usage(FILE *f) {
              "Run a federation of N client processes and a coordinator on 127.0.0.1 over mutual TLS\n"
              "on Fashion-MNIST; evaluate each round's global model on the 10,000-image test set.\n\n"
              "  --out DIR            output folder (default fedc-sim-out): rounds.csv, curve.png, logs/, state/\n"
-             "  --clients N          client processes (default 20)\n"
+             "  --clients N          clients (default 20, at most 1000)\n"
+             "  --clients-per-process K  clients hosted by one process, each with its own certificate,\n"
+             "                       connection and thread (default 1 up to 100 clients, else 25)\n"
              "  --cohort K           clients per round (default 5)\n"
              "  --rounds R           rounds (default 20)\n"
              "  --partition KIND     iid | dirichlet | shards (default dirichlet)\n"
@@ -250,11 +255,11 @@ static int parse_str(const char *flag, const char *s, char *out, size_t outlen) 
 
 /* 0 = run, -1 = --help printed, 2 = bad usage (already reported). */
 static int parse(int argc, char **argv, sim_opts *o) {
-  enum { O_OUT = 1, O_CLIENTS, O_COHORT, O_ROUNDS, O_PART, O_ALPHA, O_MODEL, O_EPOCHS, O_BATCH, O_LR, O_MOM, O_CLIP,
+  enum { O_OUT = 1, O_PER_PROC, O_CLIENTS, O_COHORT, O_ROUNDS, O_PART, O_ALPHA, O_MODEL, O_EPOCHS, O_BATCH, O_LR, O_MOM, O_CLIP,
          O_MINUP, O_RTO, O_POLL, O_SEED, O_DATA, O_JSON, O_SECAGG, O_SAK, O_SAT, O_DROP, O_SOPT, O_SOPT_END = O_SOPT + 4,
          O_NESTEROV, O_DP, O_DP_END = O_DP + 4 };
   static const struct option lo[] = {
-      {"out", 1, 0, O_OUT},         {"clients", 1, 0, O_CLIENTS},   {"cohort", 1, 0, O_COHORT},
+      {"out", 1, 0, O_OUT},         {"clients-per-process", 1, 0, O_PER_PROC},         {"clients", 1, 0, O_CLIENTS},   {"cohort", 1, 0, O_COHORT},
       {"rounds", 1, 0, O_ROUNDS},   {"partition", 1, 0, O_PART},    {"alpha", 1, 0, O_ALPHA},
       {"model", 1, 0, O_MODEL},     {"epochs", 1, 0, O_EPOCHS},     {"batch", 1, 0, O_BATCH},
       {"lr", 1, 0, O_LR},           {"momentum", 1, 0, O_MOM},      {"clip-norm", 1, 0, O_CLIP},
@@ -270,6 +275,7 @@ static int parse(int argc, char **argv, sim_opts *o) {
   memset(o, 0, sizeof *o);
   snprintf(o->out, sizeof o->out, "fedc-sim-out");
   o->clients = 20;
+  o->per_process = 0;
   o->cohort = 5;
   o->rounds = 20;
   o->epochs = 1;
@@ -288,6 +294,7 @@ static int parse(int argc, char **argv, sim_opts *o) {
     switch (opt) {
     case O_OUT: bad = parse_str("--out", optarg, o->out, sizeof o->out); break;
     case O_CLIENTS: bad = parse_int("--clients", optarg, 1, 1000, &o->clients); break;
+    case O_PER_PROC: bad = parse_int("--clients-per-process", optarg, 1, 1000, &o->per_process); break;
     case O_COHORT: bad = parse_int("--cohort", optarg, 1, 1000, &o->cohort); break;
     case O_ROUNDS: bad = parse_int("--rounds", optarg, 1, ULLONG_MAX, &o->rounds); break;
     case O_PART: bad = parse_str("--partition", optarg, o->partition, sizeof o->partition); break;
@@ -342,6 +349,7 @@ static int parse(int argc, char **argv, sim_opts *o) {
     fprintf(stderr, "fedc sim: unexpected argument '%s' (see fedc sim --help)\n", argv[optind]);
     return 2;
   }
+  if (!o->per_process) o->per_process = o->clients <= 100 ? 1 : 25;
   if (o->cohort > o->clients) {
     fprintf(stderr, "fedc sim: --cohort %llu > --clients %llu: no round could be filled\n", o->cohort, o->clients);
     return 2;
@@ -557,28 +565,37 @@ static void plot(const sim_opts *o) {
  * without a new completed round to show all --rounds before the sim gives up. */
 #define FINISH_WAIT_S 10.0
 
+/* The clients process i hosts: "c0007" or "c0025-c0049" (its log is logs/client-NAME.log). */
+static void client_log_name(const sim_opts *o, unsigned long long i, char *out, size_t outlen) {
+  unsigned long long first = i * o->per_process, last = first + o->per_process - 1;
+  if (last >= o->clients) last = o->clients - 1;
+  if (first == last) snprintf(out, outlen, "client-c%04llu", first);
+  else snprintf(out, outlen, "clients-c%04llu-c%04llu", first, last);
+}
+
 /* Reap the clients that have ended. A client that exited 0 was told DONE (or
  * was stopped): the first one's name goes to ended[]. Each one that died (a
  * non-zero exit or a signal) is named on stderr with how it died. Returns
  * how many died. */
-static unsigned long long reap_clients(const sim_opts *o, pid_t *kids, char *ended, size_t endedlen) {
+static unsigned long long reap_clients(const sim_opts *o, pid_t *kids, unsigned long long nkids, char *ended,
+                                       size_t endedlen) {
   unsigned long long died = 0;
-  for (unsigned long long i = 0; i < o->clients; i++) {
+  for (unsigned long long i = 0; i < nkids; i++) {
     int status;
     if (kids[i] <= 0 || waitpid(kids[i], &status, WNOHANG) != kids[i]) continue;
     kids[i] = 0; /* reaped: its pid may be reused, never signal it later */
     char name[32];
-    snprintf(name, sizeof name, "c%04llu", i);
+    client_log_name(o, i, name, sizeof name);
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
       if (!ended[0]) snprintf(ended, endedlen, "%s", name);
       continue;
     }
     died++;
     if (WIFSIGNALED(status))
-      fprintf(stderr, "fedc sim: client %s was killed by signal %d (%s) (see %s/logs/client-%s.log)\n", name,
+      fprintf(stderr, "fedc sim: client %s was killed by signal %d (%s) (see %s/logs/%s.log)\n", name,
               WTERMSIG(status), strsignal(WTERMSIG(status)), o->out, name);
     else
-      fprintf(stderr, "fedc sim: client %s exited with status %d (see %s/logs/client-%s.log)\n", name,
+      fprintf(stderr, "fedc sim: client %s exited with status %d (see %s/logs/%s.log)\n", name,
               WIFEXITED(status) ? WEXITSTATUS(status) : -1, o->out, name);
   }
   return died;
@@ -660,7 +677,8 @@ int cmd_sim(int argc, char **argv) {
     cargv[ca_n++] = "--secagg-stage-ms", cargv[ca_n++] = buf[14];
   }
   pid_t coord = spawn(cargv, logp);
-  pid_t *kids = calloc(o.clients, sizeof *kids);
+  unsigned long long nkids = (o.clients + o.per_process - 1) / o.per_process;
+  pid_t *kids = calloc(nkids, sizeof *kids);
   monitor m;
   memset(&m, 0, sizeof m);
   int port = 0;
@@ -687,16 +705,29 @@ int cmd_sim(int argc, char **argv) {
   char addr[64];
   snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
   fprintf(stderr, "fedc sim: coordinator on %s; starting %llu clients...\n", addr, o.clients);
-  for (unsigned long long i = 0; i < o.clients && !g_interrupted; i++) {
-    char name[32], data[2200], clog[1100];
-    snprintf(name, sizeof name, "c%04llu", i);
-    snprintf(data, sizeof data, "idx:%s/data/c%04llu-images.idx,%s/data/c%04llu-labels.idx", o.out, i, o.out, i);
-    snprintf(clog, sizeof clog, "%s/logs/client-%s.log", o.out, name);
+  for (unsigned long long i = 0; i < nkids && !g_interrupted; i++) {
+    unsigned long long first = i * o.per_process;
+    unsigned long long count = first + o.per_process <= o.clients ? o.per_process : o.clients - first;
+    char name[32], data[2200], clog[1100], group[64], lname[48];
+    snprintf(name, sizeof name, "c%04llu", first);
+    client_log_name(&o, i, lname, sizeof lname);
+    snprintf(clog, sizeof clog, "%s/logs/%s.log", o.out, lname);
     char dseed[32];
-    snprintf(dseed, sizeof dseed, "%llu", o.seed * 100003ull + i);
-    char *av[] = {"fedc", "client", "--pki", pki, "--name", name, "--coordinator", addr, "--data", data, "--model",
-                  o.model, "--max-retries", "20", "--secagg-drop", o.drop, "--drop-seed", dseed, NULL};
-    if (!o.drop[0]) av[14] = NULL;
+    snprintf(dseed, sizeof dseed, "%llu", o.seed * 100003ull + first);
+    /* One client: its own name. A group: --name is the prefix and %s in --data each client's name. */
+    if (count == 1) {
+      snprintf(data, sizeof data, "idx:%s/data/%s-images.idx,%s/data/%s-labels.idx", o.out, name, o.out, name);
+    } else {
+      snprintf(data, sizeof data, "idx:%s/data/%%s-images.idx,%s/data/%%s-labels.idx", o.out, o.out);
+      snprintf(name, sizeof name, "c");
+    }
+    snprintf(group, sizeof group, "%llu:%llu", first, count);
+    char *av[24] = {"fedc", "client", "--pki", pki, "--name", name, "--coordinator", addr, "--data", data, "--model",
+                    o.model, "--max-retries", "20", "--drop-seed", dseed};
+    int an = 16;
+    if (count > 1) av[an++] = "--host-clients", av[an++] = group;
+    if (o.drop[0]) av[an++] = "--secagg-drop", av[an++] = o.drop;
+    av[an] = NULL;
     if ((kids[i] = spawn(av, clog)) < 0) {
       kids[i] = 0;
       fprintf(stderr, "fedc sim: cannot start client %s: %s\n", name, strerror(errno));
@@ -758,7 +789,7 @@ int cmd_sim(int argc, char **argv) {
       rc = 1;
       break;
     }
-    unsigned long long died = reap_clients(&o, kids, ended, sizeof ended);
+    unsigned long long died = reap_clients(&o, kids, nkids, ended, sizeof ended);
     if (died) {
       /* A client that died cannot come back, and the coordinator starts a
        * round only with all --clients live (--min-clients). One last look
@@ -809,10 +840,10 @@ out_grpc:
   fc_channel_destroy(m.ch);
   fc_transport_shutdown();
 out:
-  for (unsigned long long i = 0; kids && i < o.clients; i++)
+  for (unsigned long long i = 0; kids && i < nkids; i++)
     if (kids[i] > 0) kill(kids[i], SIGTERM);
   if (coord > 0) kill(coord, SIGTERM);
-  for (unsigned long long i = 0; kids && i < o.clients; i++)
+  for (unsigned long long i = 0; kids && i < nkids; i++)
     if (kids[i] > 0) waitpid(kids[i], NULL, 0);
   if (coord > 0) waitpid(coord, NULL, 0);
   free(kids);
