@@ -622,9 +622,14 @@ int cmd_sim(int argc, char **argv) {
   snprintf(portf, sizeof portf, "%s/coordinator.port", o.out);
   snprintf(logp, sizeof logp, "%s/logs/coordinator.log", o.out);
   snprintf(buf[0], 64, "%llu", o.rounds);
-  /* DP: Poisson sampling (cohort 0, a rate below) and any round with an update counts. */
+  /* DP: Poisson sampling (cohort 0, a rate below) and any round with an
+   * update counts; with secure aggregation, min-updates is the fewest
+   * survivors whose noise shares make up the noise: 70% of the cohort. */
+  unsigned long long min_up = o.min_updates;
+  if (o.dp[0][0] && o.min_updates == o.cohort) min_up = o.secagg ? (o.cohort * 7 + 9) / 10 : 1;
+  if (o.dp[0][0] && o.secagg && min_up < 3) min_up = 3;
   snprintf(buf[1], 64, "%llu", o.dp[0][0] ? 0ull : o.cohort);
-  snprintf(buf[2], 64, "%llu", o.dp[0][0] && o.min_updates == o.cohort ? 1ull : o.min_updates);
+  snprintf(buf[2], 64, "%llu", min_up);
   snprintf(buf[3], 64, "%.9g", o.lr); /* 9 digits: the float parse() checked, exactly */
   snprintf(buf[4], 64, "%llu", o.epochs);
   snprintf(buf[5], 64, "%llu", o.batch);

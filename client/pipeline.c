@@ -4,6 +4,7 @@
 #include "client/pipeline.h"
 
 #include "common/blas.h"
+#include "common/dp_noise.h"
 #include "common/tensor.h"
 #include "crypto/sa_crypto.h"
 #include "fedc/client.h"
@@ -28,7 +29,7 @@ double fc_stage_clip(float *delta, size_t n, float clip, double *norm_out) {
   return scale;
 }
 
-int fc_stage_quantize(const float *delta, uint64_t examples, const fc_sa_params *p, uint32_t *out) {
+int fc_stage_quantize(const float *delta, uint64_t examples, int unclipped, const fc_sa_params *p, uint32_t *out) {
   if (!examples) return FEDC_ERR_INVALID;
   uint64_t w = examples < p->max_weight ? examples : p->max_weight;
   uint64_t seed;
@@ -36,7 +37,21 @@ int fc_stage_quantize(const float *delta, uint64_t examples, const fc_sa_params 
   if (rc != FEDC_OK) return rc;
   fc_rng rng;
   fc_rng_seed(&rng, seed);
-  fc_sa_quantize(delta, p->dim, w, fc_sa_quant_scale(p->n, p->max_weight, p->clip), &rng, out);
+  fc_sa_quantize(delta, p->dim, w, fc_sa_params_scale(p), &rng, out);
   fc_wipe(&rng, sizeof rng);
+  /* Adaptive clipping's bit, centred: +bit_scale if unclipped, else -bit_scale. */
+  if (p->bit_scale) out[p->dim + 1] = unclipped ? p->bit_scale : (uint32_t)-(int64_t)p->bit_scale;
   return FEDC_OK;
+}
+
+/* The distributed discrete Gaussian (Kairouz, Liu and Steinke 2021, Algorithm
+ * 1, the client's step): our share of the noise on every model coordinate
+ * (and on the clipping bit), in the integer domain, after quantization and
+ * before masking. The weight is left exact: it is 1 per survivor and the
+ * coordinator learns the survivors anyway. Each call draws a fresh key. */
+int fc_stage_dp_noise(uint32_t *q, const fc_sa_params *p) {
+  if (!(p->dp_sigma > 0)) return FEDC_OK;
+  int rc = fc_dp_add_discrete_gaussian(q, (size_t)p->dim, p->dp_sigma, NULL);
+  if (rc == FEDC_OK && p->bit_scale) rc = fc_dp_add_discrete_gaussian(q + p->dim + 1, 1, p->dp_bit_sigma, NULL);
+  return rc;
 }

@@ -1,13 +1,14 @@
 /*
  * pipeline.h - the client's update pipeline, one function per stage:
  *
- *   delta -> clip -> quantize -> mask -> upload
+ *   delta -> clip -> quantize -> (noise) -> mask -> upload
  *
  * delta and clip run for every update; with secure aggregation the clipped
  * delta is quantized (fc_stage_quantize), masked by the SecAgg client core
  * (client/secagg_client_masked.c) and uploaded as a u32 vector; without it
- * the float delta is uploaded as it is. Differential-privacy noise will be
- * one more stage after clip (or, under secure aggregation, after quantize).
+ * the float delta is uploaded as it is. Differential-privacy noise is added
+ * by the coordinator (central DP), or, under secure aggregation, by each
+ * client after quantize (fc_stage_dp_noise, distributed DP).
  * The stages are pure functions of their inputs; the runtime
  * (client/runtime.c, runtime_secagg.c) strings them together.
  */
@@ -25,8 +26,13 @@ int fc_stage_delta(float *out, const float *global, size_t n, int kind);
 /* Scale delta to L2 norm <= clip. Returns the scale applied; *norm_out the norm after. */
 double fc_stage_clip(float *delta, size_t n, float clip, double *norm_out);
 /* Weighted, stochastically rounded integers for secure aggregation:
- * out[0..dim) from w * delta, out[dim] = w, w = min(examples, max_weight).
+ * out[0..dim) from w * delta, out[dim] = w, w = min(examples, max_weight),
+ * and out[dim + 1] = +-bit_scale (unclipped or not) if p->bit_scale.
  * FEDC_ERR_INVALID for examples == 0; FEDC_ERR_CRYPTO if no randomness. */
-int fc_stage_quantize(const float *delta, uint64_t examples, const fc_sa_params *p, uint32_t *out);
+int fc_stage_quantize(const float *delta, uint64_t examples, int unclipped, const fc_sa_params *p, uint32_t *out);
+/* Distributed DP: add this client's discrete Gaussian noise (p->dp_sigma on
+ * the model coordinates, p->dp_bit_sigma on the clipping bit) to a quantized
+ * input of fc_sa_entries(p) entries. No-op without DP. */
+int fc_stage_dp_noise(uint32_t *q, const fc_sa_params *p);
 
 #endif

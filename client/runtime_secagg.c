@@ -127,6 +127,10 @@ int rt_secagg_round(fedc_client *c, const Fedc__V1__Task *t, const float *delta,
   p->max_weight = sp->max_weight;
   p->clip = t->clip_norm;
   p->dim = c->model_bytes / sizeof(float);
+  p->scale = sp->quant_scale;
+  p->dp_sigma = sp->dp_sigma;
+  p->bit_scale = sp->bit_scale;
+  p->dp_bit_sigma = sp->dp_bit_sigma;
   cfg.names = (const char *const *)sp->cohort;
   cfg.index = sp->index;
   uint64_t stage_ms = sp->stage_deadline_ms ? sp->stage_deadline_ms : 30000;
@@ -173,20 +177,24 @@ int rt_secagg_round(fedc_client *c, const Fedc__V1__Task *t, const float *delta,
   protobuf_c_message_free_unpacked(&in->base, NULL);
   in = NULL;
   if (rc != FEDC_OK) goto fail;
-  if (!(q = malloc((p->dim + 1) * sizeof *q))) {
+  if (!(q = malloc(fc_sa_entries(p) * sizeof *q))) {
     rc = FEDC_ERR_NOMEM;
     snprintf(st->detail, sizeof st->detail, "out of memory for the masked input");
     goto out;
   }
-  if ((rc = fc_stage_quantize(delta, examples, p, q)) != FEDC_OK) {
+  if ((rc = fc_stage_quantize(delta, examples, c->unclipped, p, q)) != FEDC_OK) {
     rc = reject(st, "cannot quantize the update");
+    goto out;
+  }
+  if ((rc = fc_stage_dp_noise(q, p)) != FEDC_OK) {
+    rc = reject(st, "cannot draw our share of the privacy noise");
     goto out;
   }
   if ((rc = fc_sa_client_mask(sc, q)) != FEDC_OK) goto fail;
   VANISH(FC_SA_MASKED);
   fc_model_spec ms;
   memset(&ms, 0, sizeof ms);
-  uint64_t entries = p->dim + 1;
+  uint64_t entries = fc_sa_entries(p);
   fc_model_spec_add(&ms, "secagg.masked", 1, &entries);
   ms.t[0].dtype = FC_DTYPE_U32;
   rc = rt_upload_retrying(c, t, q, &ms, entries * sizeof *q, 1, 0, loss, norm, deadline, bytes_out, st);
@@ -219,7 +227,7 @@ out:
   fc_sa_submit_clear(&req);
   if (in) protobuf_c_message_free_unpacked(&in->base, NULL);
   if (q) {
-    fc_wipe(q, (p->dim + 1) * sizeof *q);
+    fc_wipe(q, fc_sa_entries(p) * sizeof *q);
     free(q);
   }
   fc_sa_client_destroy(sc);

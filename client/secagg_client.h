@@ -66,7 +66,7 @@ int fc_sa_client_advertise(fc_sa_client *c, Fedc__V1__SecAggSubmitRequest *out);
 int fc_sa_client_share_keys(fc_sa_client *c, const Fedc__V1__SecAggPollResponse *in,
                             Fedc__V1__SecAggSubmitRequest *out);
 int fc_sa_client_receive_shares(fc_sa_client *c, const Fedc__V1__SecAggPollResponse *in);
-/* Mask a quantized input in place: vec has dim + 1 u32 (fc_sa_quantize's
+/* Mask a quantized input in place: vec has fc_sa_entries u32 (fc_sa_quantize's
  * output: the weighted update and the weight). The pipeline's quantize stage
  * runs before and is separate, so tests can compare secure and plaintext
  * sums of the very same quantized vectors. */

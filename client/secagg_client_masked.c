@@ -89,7 +89,7 @@ int fc_sa_client_mask(fc_sa_client *c, uint32_t *out) {
     fc_wipe(dh, sizeof dh);
     t[nt++].sign = fc_sa_pair_sign(c->me, p->index);
   }
-  if (rc == FEDC_OK) rc = fc_sa_mask_apply(c->prg, out, 0, (size_t)c->p.dim + 1, t, nt, NULL);
+  if (rc == FEDC_OK) rc = fc_sa_mask_apply(c->prg, out, 0, (size_t)fc_sa_entries(&c->p), t, nt, NULL);
   fc_wipe(t, (c->npeers + 1) * sizeof *t);
   free(t);
   if (rc != FEDC_OK) return sa_client_fail(c, rc, "secure aggregation: masking failed");

@@ -41,6 +41,8 @@ struct fc_coord {
   double dp_eps;
   float clip;             /* the clip norm tasks announce: clip_norm, or where adaptive clipping took it (under mu) */
   uint32_t dp_unclipped;  /* adaptive clipping: this round's committed updates sent within the clip (under mu) */
+  double dp_sa_centred;   /* distributed DP with adaptive clipping: the unmasked noisy centred count (under mu) */
+  double dp_round_expected; /* the round's expected cohort (rate x live clients at its start) */
   double dp_round_clip;   /* the round in progress: its clip, and the noise multiplier counted for it (0 until */
   double dp_round_noise;  /* it is), for rounds.jsonl */
   char dp_stop[200];      /* why the federation stopped for its budget ("" if not) */
@@ -86,6 +88,8 @@ struct fc_coord {
 /* ---- coord_secagg.c (all under c->mu unless said) ---- */
 /* A round started: set up its SecAgg session. FEDC_OK or an abandon reason. */
 int coord_sa_begin(fc_coord *c, char *why, size_t whylen);
+/* DP: z split between the update sum and adaptive clipping's count (coordinator.c). */
+void coord_dp_split(const fc_coord *c, double expected, double *zu, double *sb);
 /* The round ended (published or abandoned): drop the session. */
 void coord_sa_end(fc_coord *c);
 /* The engine's tick said SA_CLOSE: close the stage in the core, advance the

@@ -11,6 +11,7 @@
  * a neighbourhood with the client itself: floor((k+1)/2) + 1 (Bonawitz et
  * al. 2017 need t > n/2 against an active adversary), at most k.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,12 +53,31 @@ int coord_sa_begin(fc_coord *c, char *why, size_t whylen) {
   p.max_weight = c->cfg.max_example_weight;
   p.clip = c->clip;
   p.dim = fc_model_numel(&c->model->spec);
+  if (c->cfg.dp_noise_multiplier > 0) {
+    /* Distributed discrete Gaussian (Kairouz, Liu and Steinke 2021): each
+     * client adds noise of std z (C s + sqrt(dim)) / sqrt(m) in the integer
+     * domain, m = min_updates, the fewest masked inputs a round publishes
+     * with; any m of them carry noise multiplier z (zero-out adjacency: a
+     * client's update replaced by zeros, its noise still there). More
+     * survivors add more noise; below m the round is abandoned. */
+    double zu, sb;
+    uint32_t m = c->cfg.engine.min_updates;
+    coord_dp_split(c, c->dp_round_expected, &zu, &sb);
+    p.max_weight = 1;
+    p.scale = fc_sa_dp_scale(n, m, p.clip, p.dim, zu, &p.dp_sigma);
+    if (c->cfg.dp_adaptive_quantile > 0) {
+      /* The bit +-S (sensitivity S under zero-out) with noise 2 sigma_b S / sqrt(m):
+       * decoded as sum / (2 S), it is the centred count with noise sigma_b. */
+      p.bit_scale = FC_DP_BIT_SCALE;
+      p.dp_bit_sigma = 2.0 * sb * FC_DP_BIT_SCALE / sqrt((double)m);
+    }
+  }
   int rc = fc_random_bytes(p.graph_seed, sizeof p.graph_seed);
   if (rc == FEDC_OK) rc = fc_sa_server_create(&p, names, &c->sa, why, whylen);
   free(names);
   if (rc == FEDC_OK)
-    FC_INFO(MOD, "round %llu: secure aggregation over %u clients, %u neighbours each, threshold %u",
-            (unsigned long long)p.round, n, k, t);
+    FC_INFO(MOD, "round %llu: secure aggregation over %u clients, %u neighbours each, threshold %u%s", (unsigned long long)p.round,
+            n, k, t, p.dp_sigma > 0 ? "; distributed DP noise from the clients" : "");
   return rc;
 }
 
@@ -100,6 +120,10 @@ void coord_sa_task(fc_coord *c, const char *client, Fedc__V1__SecAggParams *p) {
   p->graph_seed.len = FC_SA_SEED_LEN;
   p->max_weight = sp->max_weight;
   p->stage_deadline_ms = c->cfg.engine.sa_stage_ms;
+  p->quant_scale = sp->scale;
+  p->dp_sigma = sp->dp_sigma;
+  p->bit_scale = sp->bit_scale;
+  p->dp_bit_sigma = sp->dp_bit_sigma;
 }
 
 int coord_sa_finish(fc_coord *c, float *delta, uint32_t *count, char *why, size_t whylen) {
@@ -126,8 +150,7 @@ int coord_sa_finish(fc_coord *c, float *delta, uint32_t *count, char *why, size_
   }
   const uint32_t *sum = fc_agg_secagg_sum(c->agg, count);
   uint64_t total = 0;
-  rc = fc_sa_dequantize(sum, p.dim, fc_sa_quant_scale(p.n, p.max_weight, p.clip), (uint64_t)p.n * p.max_weight, delta,
-                        &total);
+  rc = fc_sa_dequantize(sum, p.dim, fc_sa_params_scale(&p), (uint64_t)p.n * p.max_weight, delta, &total);
   if (rc != FEDC_OK) {
     snprintf(why, whylen, "unmasked sum is inconsistent (total weight %u): a client sent a malformed input",
              sum[p.dim]);
@@ -136,8 +159,20 @@ int coord_sa_finish(fc_coord *c, float *delta, uint32_t *count, char *why, size_
   FC_INFO(MOD, "round %llu: unmasked %u inputs (%zu masks removed in %llu ms), total weight %llu",
           (unsigned long long)p.round, *count, nterms, (unsigned long long)(fc_now_ms() - t0),
           (unsigned long long)total);
+  if (p.dp_sigma > 0 && total < c->cfg.engine.min_updates) {
+    snprintf(why, whylen, "%llu masked inputs survived; the clients' privacy noise needs %u", (unsigned long long)total,
+             c->cfg.engine.min_updates);
+    return FEDC_ERR_REJECTED;
+  }
+  if (p.dp_sigma > 0)
+    FC_INFO(MOD, "round %llu: distributed DP: %llu survivors added noise multiplier %.4g (at least %g needed)",
+            (unsigned long long)p.round, (unsigned long long)total,
+            p.dp_sigma * sqrt((double)total) / ((double)p.clip * fc_sa_params_scale(&p) + sqrt((double)p.dim)),
+            c->cfg.dp_noise_multiplier);
   pthread_mutex_lock(&c->mu);
   fc_engine_set_examples(c->engine, total);
+  /* The noisy centred count of unclipped updates (adaptive clipping). */
+  if (p.bit_scale) c->dp_sa_centred = (double)(int32_t)sum[p.dim + 1] / (2.0 * p.bit_scale);
   pthread_mutex_unlock(&c->mu);
   return FEDC_OK;
 }
@@ -154,7 +189,7 @@ int coord_sa_masked_begin(fc_coord *c, const char *client, fc_model_spec *spec, 
     return FEDC_ERR_REJECTED;
   }
   memset(spec, 0, sizeof *spec);
-  uint64_t shape = fc_sa_server_params(c->sa)->dim + 1;
+  uint64_t shape = fc_sa_entries(fc_sa_server_params(c->sa));
   fc_model_spec_add(spec, "secagg.masked", 1, &shape);
   spec->t[0].dtype = FC_DTYPE_U32;
   return FEDC_OK;

@@ -33,7 +33,7 @@
 #include "common/log.h"
 #include "coordinator/aggregate.h"
 #include "coordinator/coord_int.h"
-#include "coordinator/dp_noise.h"
+#include "common/dp_noise.h"
 #include "crypto/sa_crypto.h"
 #include "coordinator/store.h"
 #include "crypto/pki.h"
@@ -344,15 +344,23 @@ static double dp_after_one_round(const fc_coord *c, double *next) {
   return e.eps;
 }
 
-/* Adaptive clipping's count noise sigma_b for a round of `expected`
- * clients: the configured one, else expected / 20 (Andrew et al. 2021,
- * section 3.1), never below z, so the update's share z_Delta exists and is
- * at most 1.155 z. */
-static double dp_count_sigma(const fc_coord *c, double expected) {
+/* The noise multiplier z split between the update sum (*zu) and, with
+ * adaptive clipping, the centred count of unclipped updates (std *sb):
+ * Andrew et al. 2021, Theorem 1, z_Delta = (z^-2 - (2 sigma_b)^-2)^-1/2.
+ * sigma_b is the configured one, else expected / 20 (their section 3.1),
+ * never below z, so z_Delta exists and is at most 1.155 z. */
+void coord_dp_split(const fc_coord *c, double expected, double *zu, double *sb) {
   double z = c->cfg.dp_noise_multiplier;
-  if (c->cfg.dp_count_noise > 0) return c->cfg.dp_count_noise; /* cfg_check: 2 sigma_b > z */
-  double sb = expected / 20.0;
-  return sb > z ? sb : z;
+  *zu = z;
+  *sb = 0;
+  if (!(c->cfg.dp_adaptive_quantile > 0)) return;
+  if (c->cfg.dp_count_noise > 0) {
+    *sb = c->cfg.dp_count_noise; /* cfg_check: 2 sigma_b > z */
+  } else {
+    *sb = expected / 20.0;
+    if (*sb < z) *sb = z;
+  }
+  *zu = 1.0 / sqrt(1.0 / (z * z) - 1.0 / (4.0 * *sb * *sb));
 }
 
 /* delta holds the mean of `count` clipped updates of weight 1: make it
@@ -364,23 +372,25 @@ static double dp_count_sigma(const fc_coord *c, double expected) {
  * count of unclipped updates, centred (sum of b_i - 1/2, sensitivity 1/2),
  * gets N(0, sigma_b^2); together they are one Gaussian mechanism of noise
  * multiplier z, which is what the accountant counts. Then
- * b = noisy centred count / (q N) + 1/2 and C <- C exp(-eta (b - gamma)). */
+ * b = noisy centred count / (q N) + 1/2 and C <- C exp(-eta (b - gamma)).
+ *
+ * Under secure aggregation the clients added the noise (distributed discrete
+ * Gaussian, coord_secagg.c): the sum and the centred count arrive noised. */
 static int dp_privatize(fc_coord *c, float *delta, size_t n, uint32_t count, char *why, size_t whylen) {
   pthread_mutex_lock(&c->mu);
-  double expected = fc_engine_expected_cohort(c->engine);
-  double C = c->clip, unclipped = c->dp_unclipped;
+  double expected = c->dp_round_expected;
+  double C = c->clip, unclipped = c->dp_unclipped, sa_centred = c->dp_sa_centred;
   pthread_mutex_unlock(&c->mu);
   if (!(expected > 0)) expected = 1;
-  double z = c->cfg.dp_noise_multiplier, zu = z, sb = 0, newclip = C;
-  int adaptive = c->cfg.dp_adaptive_quantile > 0;
-  if (adaptive) {
-    sb = dp_count_sigma(c, expected);
-    zu = 1.0 / sqrt(1.0 / (z * z) - 1.0 / (4.0 * sb * sb));
-  }
+  double z = c->cfg.dp_noise_multiplier, zu, sb, newclip = C;
+  int adaptive = c->cfg.dp_adaptive_quantile > 0, distributed = c->cfg.engine.secagg;
+  coord_dp_split(c, expected, &zu, &sb);
   fc_sscal((int)n, (float)count, delta, 1); /* the sum */
-  int rc = fc_dp_add_gaussian(delta, n, zu * C, NULL);
+  int rc = FEDC_OK;
   float centred = (float)(unclipped - 0.5 * (double)count);
-  if (rc == FEDC_OK && adaptive) rc = fc_dp_add_gaussian(&centred, 1, sb, NULL);
+  if (distributed) centred = (float)sa_centred;
+  else rc = fc_dp_add_gaussian(delta, n, zu * C, NULL);
+  if (rc == FEDC_OK && adaptive && !distributed) rc = fc_dp_add_gaussian(&centred, 1, sb, NULL);
   if (rc != FEDC_OK) {
     snprintf(why, whylen, "cannot draw the privacy noise: %s", fedc_strerror(rc));
     return rc;
@@ -392,8 +402,8 @@ static int dp_privatize(fc_coord *c, float *delta, size_t n, uint32_t count, cha
     /* Post-processing: keep it a usable float norm. */
     if (newclip < 1e-6) newclip = 1e-6;
     if (newclip > 1e6) newclip = 1e6;
-    FC_INFO(MOD, "adaptive clipping: %.0f of %u updates unclipped (noisy fraction %.3f, target %g): clip %.5g -> %.5g",
-            unclipped, count, b, c->cfg.dp_adaptive_quantile, C, newclip);
+    FC_INFO(MOD, "adaptive clipping: noisy fraction of unclipped updates %.3f (target %g) over %u: clip %.5g -> %.5g",
+            b, c->cfg.dp_adaptive_quantile, count, C, newclip);
   }
   double *next = malloc(c->dp_norders * sizeof *next);
   if (!next) {
@@ -527,6 +537,10 @@ static void *driver_main(void *arg) {
     if (act == FC_TICK_STARTED) {
       c->agg->ops->round_begin(c->agg);
       c->dp_unclipped = 0;
+      c->dp_sa_centred = 0;
+      /* Fixed at the start: the denominator, the noise split and (under
+       * secure aggregation) the clients' noise all use this one. */
+      c->dp_round_expected = fc_engine_expected_cohort(c->engine);
       c->dp_round_clip = c->clip;
       c->dp_round_noise = 0;
       fc_engine_status es;
@@ -606,13 +620,14 @@ static void h_checkin(fc_scall *call, void *ctx) {
   const fc_peer *peer = fc_scall_peer(call);
   fc_task_info task;
   uint32_t retry = 0;
-  unsigned need = c->cfg.dp_adaptive_quantile > 0 ? 3 : c->cfg.engine.secagg ? 2 : 0;
+  int dp_sa = c->cfg.engine.secagg && c->cfg.dp_noise_multiplier > 0;
+  unsigned need = c->cfg.dp_adaptive_quantile > 0 || dp_sa ? 3 : c->cfg.engine.secagg ? 2 : 0;
   if (peer->proto_minor < need) {
     /* Secure aggregation: it would be selected, then send its update in the
      * clear. Adaptive clipping: it would not say whether it clipped. */
     char why[200];
     snprintf(why, sizeof why, "this federation runs %s (fedc protocol 1.%u); the client speaks 1.%u: upgrade it",
-             need == 3 ? "adaptive clipping" : "secure aggregation", need, peer->proto_minor);
+             dp_sa ? "distributed DP" : need == 3 ? "adaptive clipping" : "secure aggregation", need, peer->proto_minor);
     fc_scall_finish(call, GRPC_STATUS_FAILED_PRECONDITION, why, NULL);
     return;
   }
@@ -1142,7 +1157,8 @@ static void h_upload(fc_scall *call, void *ctx) {
       snprintf(why, sizeof why, "update reports train_loss %g: must be finite and in [0, %g]", up->loss,
                FC_MAX_TRAIN_LOSS);
     } else if ((err = fc_chunk_rx_begin_pb(&up->rx, first->header, up->masked ? &masked_spec : &up->m->spec,
-                                           up->m->bytes + (up->masked ? 4 : 0), why, sizeof why)) != FEDC_OK) {
+                                           up->masked ? fc_model_numel(&masked_spec) * 4 : up->m->bytes, why,
+                                           sizeof why)) != FEDC_OK) {
       code = err_status(err);
     } else if (c->agg->ops->update_begin(c->agg, 0, &up->u) != FEDC_OK) {
       /* No waiting for a slot: a waiting upload would hold its stream open for
@@ -1380,9 +1396,9 @@ static int cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen) {
     else if (cfg->engine.cohort_size != 0 || !(cfg->engine.cohort_fraction > 0 && cfg->engine.cohort_fraction <= 1))
       bad = "differential privacy needs Poisson subsampling, as the accountant assumes: set cohort 0 and "
             "cohort_fraction to the sampling rate q in (0, 1]";
-    else if (cfg->engine.secagg)
-      bad = "differential privacy with secure aggregation needs noise added by the clients (distributed discrete "
-            "Gaussian), not built yet: refused rather than run without a guarantee";
+    else if (cfg->engine.secagg && cfg->engine.min_updates < 2)
+      bad = "differential privacy with secure aggregation: min_updates is the fewest survivors whose noise shares "
+            "add up to the noise multiplier; it must be at least 2";
     else if (!(cfg->dp_delta > 0 && cfg->dp_delta < 1))
       bad = "dp_delta must be in (0, 1)";
     else if (!(cfg->dp_target_epsilon >= 0 && isfinite(cfg->dp_target_epsilon)))
@@ -1607,7 +1623,9 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
   }
   if ((rc = sopt_load(c, st.version, c->model->sha, err, errlen)) != FEDC_OK) goto fail;
   int slots = cfg->upload_slots > 0 ? cfg->upload_slots : 4;
-  rc = cfg->engine.secagg ? fc_agg_secagg_create(fc_model_numel(&spec) + 1, slots, &c->agg)
+  /* Masked vectors: the model, the weight, and adaptive clipping's bit under DP. */
+  size_t entries = fc_model_numel(&spec) + 1 + (cfg->dp_noise_multiplier > 0 && cfg->dp_adaptive_quantile > 0);
+  rc = cfg->engine.secagg ? fc_agg_secagg_create(entries, slots, &c->agg)
                           : fc_agg_fedavg_create(fc_model_numel(&spec), slots, &c->agg);
   if (rc != FEDC_OK) {
     snprintf(err, errlen, "cannot create aggregator: %s", fedc_strerror(rc));

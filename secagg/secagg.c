@@ -110,12 +110,53 @@ int fc_sa_params_check(const fc_sa_params *p, char *why, size_t whylen) {
              (unsigned long long)p->max_weight, (double)p->clip);
     return FEDC_ERR_INVALID;
   }
+  if (p->scale != 0 || p->dp_sigma != 0 || p->bit_scale != 0 || p->dp_bit_sigma != 0) {
+    /* Distributed DP: the coordinator chose the scale and the noise; each
+     * client checks the sum still cannot wrap (8 standard deviations of n
+     * clients' noise), and that the noise is a discrete Gaussian whose sum
+     * is one to within nothing a double can hold (sigma >= 10: Kairouz et al.
+     * 2021's tau = 10 sum_k exp(-2 pi^2 sigma^2 k/(k+1)) underflows to 0). */
+    double n = p->n, tails = 8.0 * sqrt(n);
+    double span = n * ((double)p->clip * p->scale + 1.0) + tails * p->dp_sigma;
+    double bspan = n * (double)p->bit_scale + tails * p->dp_bit_sigma;
+    if (p->max_weight != 1) {
+      snprintf(why, whylen, "distributed DP needs uniform weights (max weight 1, got %llu)",
+               (unsigned long long)p->max_weight);
+      return FEDC_ERR_INVALID;
+    }
+    if (!(p->scale > 0 && isfinite(p->scale)) || !(p->dp_sigma >= 10 && isfinite(p->dp_sigma)) ||
+        !(span < 2147483647.0)) {
+      snprintf(why, whylen, "distributed DP: scale %g and noise std %g (integer units) must be finite, std >= 10, "
+                            "and the noisy sum of %u inputs must fit 31 bits",
+               p->scale, p->dp_sigma, p->n);
+      return FEDC_ERR_INVALID;
+    }
+    if (p->bit_scale && (!(p->dp_bit_sigma >= 10 && isfinite(p->dp_bit_sigma)) || !(bspan < 2147483647.0))) {
+      snprintf(why, whylen, "distributed DP: the clipping bit's scale %u and noise std %g do not fit",
+               p->bit_scale, p->dp_bit_sigma);
+      return FEDC_ERR_INVALID;
+    }
+  }
   return FEDC_OK;
+}
+
+double fc_sa_params_scale(const fc_sa_params *p) {
+  return p->scale > 0 ? p->scale : fc_sa_quant_scale(p->n, p->max_weight, p->clip);
+}
+
+double fc_sa_dp_scale(uint32_t n, uint32_t m_min, float clip, uint64_t dim, double z, double *sigma) {
+  /* n (C s + 1) + 8 sqrt(n) z (C s + sqrt(dim)) / sqrt(m_min) <= (2^31 - 1) / (1 + 1e-6), solved for s. */
+  double a = 8.0 * sqrt((double)n) * z / sqrt((double)(m_min ? m_min : 1));
+  double room = 2147483647.0 / (1.0 + 1e-6) - (double)n - a * sqrt((double)dim);
+  double s = room / ((double)clip * ((double)n + a));
+  if (!(s > 0) || !isfinite(s)) return 0;
+  *sigma = z * ((double)clip * s + sqrt((double)dim)) / sqrt((double)(m_min ? m_min : 1));
+  return s;
 }
 
 int fc_sa_session_id(const fc_sa_params *p, const char *const *names, uint8_t out[FC_SA_SESSION_LEN]) {
   static const char tag[] = "fedc/secagg/v1/session";
-  uint8_t buf[8 * 4 + 32 + 4 * 3 + FC_SA_SEED_LEN + 4];
+  uint8_t buf[8 * 4 + 32 + 4 * 3 + FC_SA_SEED_LEN + 4 + 8 * 3 + 4];
   uint8_t *q = buf;
   put64(q, p->round), q += 8;
   put64(q, p->model_version), q += 8;
@@ -129,6 +170,18 @@ int fc_sa_session_id(const fc_sa_params *p, const char *const *names, uint8_t ou
   memcpy(&clip_bits, &p->clip, 4);
   put32(q, clip_bits), q += 4;
   put64(q, p->dim), q += 8;
+  if (p->scale != 0 || p->dp_sigma != 0 || p->bit_scale != 0) {
+    /* Distributed DP (protocol 1.3): its parameters too. Without it the id is
+     * what 1.2 computes. */
+    uint64_t bits;
+    memcpy(&bits, &p->scale, 8);
+    put64(q, bits), q += 8;
+    memcpy(&bits, &p->dp_sigma, 8);
+    put64(q, bits), q += 8;
+    memcpy(&bits, &p->dp_bit_sigma, 8);
+    put64(q, bits), q += 8;
+    put32(q, p->bit_scale), q += 4;
+  }
   fc_sha256_ctx c;
   int rc = fc_sha256_init(&c);
   if (rc != FEDC_OK) return rc;

@@ -27,6 +27,7 @@
 #define FC_SA_KEY_LEN 16 /* AES-128 mask PRG key */
 #define FC_SA_MAX_COHORT 10000
 #define FC_SA_MIN_COHORT 3
+#define FC_DP_BIT_SCALE 65536 /* distributed DP: the adaptive-clipping bit is +-this (secagg.h, fc_sa_params) */
 
 /* Stages, in protocol order (Bonawitz et al. 2017, rounds 0..4). */
 enum fc_sa_stage {
@@ -53,8 +54,34 @@ typedef struct fc_sa_params {
   uint8_t graph_seed[FC_SA_SEED_LEN];  /* published by the coordinator */
   uint64_t max_weight;                 /* a client's weight is min(examples, max_weight) */
   float clip;                          /* L2 clip norm of the update */
-  uint64_t dim;                        /* model parameters; the masked vector has dim + 1 entries */
+  uint64_t dim;                        /* model parameters; the masked vector has fc_sa_entries(p) */
+  /* Distributed differential privacy (the distributed discrete Gaussian of
+   * Kairouz, Liu and Steinke 2021): all 0 without it. With it, max_weight is
+   * 1 (uniform weights), `scale` is the quantization scale (instead of
+   * fc_sa_quant_scale's, to leave room for the noise), and each client adds
+   * discrete Gaussian noise of std dp_sigma (integer units) to each model
+   * coordinate. bit_scale > 0 adds one coordinate after the weight: the
+   * adaptive-clipping bit as +-bit_scale (+ unclipped), with noise of std
+   * dp_bit_sigma. */
+  double scale;
+  double dp_sigma;
+  uint32_t bit_scale;
+  double dp_bit_sigma;
 } fc_sa_params;
+
+/* Entries of the masked vector: dim coordinates, the weight, and the
+ * adaptive-clipping bit if bit_scale > 0. */
+static inline uint64_t fc_sa_entries(const fc_sa_params *p) { return p->dim + 1 + (p->bit_scale ? 1 : 0); }
+/* The quantization scale both sides use. */
+double fc_sa_params_scale(const fc_sa_params *p);
+/* Distributed DP: the largest scale for which the sum of n inputs plus n
+ * clients' noise (to 8 standard deviations) cannot wrap 32 bits, each
+ * client's noise being z * (clip * scale + sqrt(dim)) / sqrt(m_min), and the
+ * per-client std that gives: noise multiplier z for any m_min survivors.
+ * sqrt(dim) bounds what stochastic rounding adds to the L2 norm, so the
+ * integer sensitivity is clip * scale + sqrt(dim). Returns the scale (0 if
+ * none fits) and the std in *sigma. bits: also room for the bit coordinate. */
+double fc_sa_dp_scale(uint32_t n, uint32_t m_min, float clip, uint64_t dim, double z, double *sigma);
 
 /* 0 if the parameters are usable, else FEDC_ERR_INVALID with one line in why:
  * 3 <= n <= FC_SA_MAX_COHORT, k == n-1 or (k even, 2 <= k < n-1),

@@ -3,7 +3,8 @@
 # 127.0.0.1: a coordinator with --dp-noise-multiplier, Poisson sampling at
 # rate 0.5 over 4 clients, clip 1, delta 1e-5 and a target epsilon.
 #   - configurations whose guarantee would be void are refused, each with
-#     its reason (a fixed-size cohort, secure aggregation, no clip);
+#     its reason (a fixed-size cohort, secure aggregation with fewer than 2
+#     survivors to carry the noise, no clip);
 #   - rounds record the epsilon spent, rising; it equals `fedc dp-budget`
 #     for the same rate, noise and rounds;
 #   - the federation stops before a round would pass the target, and says so;
@@ -24,7 +25,7 @@ refused() { # WHAT ARGS...
   grep -q "$what" "$T/refused.err" || fail "no reason ($what) for $*: $(cat "$T/refused.err")"
 }
 refused "Poisson subsampling" --dp-noise-multiplier 1 --cohort 4
-refused "secure aggregation" --dp-noise-multiplier 1 --cohort 0 --cohort-fraction 0.5 --secagg
+refused "it must be at least 2" --dp-noise-multiplier 1 --cohort 0 --cohort-fraction 0.5 --secagg
 refused "clip_norm > 0" --dp-noise-multiplier 1 --cohort 0 --cohort-fraction 0.5 --clip-norm 0
 refused "dp_delta" --dp-noise-multiplier 1 --cohort 0 --cohort-fraction 0.5 --dp-delta 2
 refused "invalid value 'nan'" --dp-noise-multiplier nan --cohort 0 --cohort-fraction 0.5
