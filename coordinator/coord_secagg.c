@@ -164,11 +164,13 @@ int coord_sa_finish(fc_coord *c, float *delta, uint32_t *count, char *why, size_
              c->cfg.engine.min_updates);
     return FEDC_ERR_REJECTED;
   }
-  if (p.dp_sigma > 0)
-    FC_INFO(MOD, "round %llu: distributed DP: %llu survivors added noise multiplier %.4g (at least %g needed)",
-            (unsigned long long)p.round, (unsigned long long)total,
-            p.dp_sigma * sqrt((double)total) / ((double)p.clip * fc_sa_params_scale(&p) + sqrt((double)p.dim)),
-            c->cfg.dp_noise_multiplier);
+  if (p.dp_sigma > 0) {
+    double delta_int = (double)p.clip * fc_sa_params_scale(&p) + sqrt((double)p.dim);
+    FC_INFO(MOD, "round %llu: distributed DP: %llu survivors added noise multiplier %.4g to the sum (at least %.4g "
+                 "needed, from %u survivors)",
+            (unsigned long long)p.round, (unsigned long long)total, p.dp_sigma * sqrt((double)total) / delta_int,
+            p.dp_sigma * sqrt((double)c->cfg.engine.min_updates) / delta_int, c->cfg.engine.min_updates);
+  }
   pthread_mutex_lock(&c->mu);
   fc_engine_set_examples(c->engine, total);
   /* The noisy centred count of unclipped updates (adaptive clipping). */
