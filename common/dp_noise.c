@@ -65,31 +65,26 @@ static int dg_u64(dg_src *s, uint64_t *out) {
 
 /* One draw of N_Z(0, sigma^2), t = floor(sigma) + 1 (CKS 2020, Algorithm 3). */
 static int dg_sample(dg_src *s, double sigma, uint64_t t, int64_t *out) {
-  double s2 = sigma * sigma, shift = s2 / (double)t;
+  double s2 = sigma * sigma, shift = s2 / (double)t, td = (double)t;
   for (;;) {
-    uint64_t r[4];
-    for (int i = 0; i < 4; i++) {
+    uint64_t r[3];
+    for (int i = 0; i < 3; i++) {
       int rc = dg_u64(s, &r[i]);
       if (rc != FEDC_OK) return rc;
     }
-    /* Algorithm 2, discrete Laplace of scale t: U uniform on 0..t-1 (the
-     * modulo bias of a 64-bit draw is below t / 2^64), kept with chance
-     * exp(-U/t); V ~ Geometric(1 - e^-1) as floor(-ln u); X = U + t V. */
-    uint64_t u = r[0] % t;
-    double ud = (double)(r[1] >> 11) * 0x1p-53;
-    if (!(ud < exp(-(double)u / (double)t))) continue;
-    double uv = ((double)(r[2] >> 11) + 1.0) * 0x1p-53; /* (0, 1] */
-    double v = floor(-log(uv));
-    double x = (double)u + (double)t * v;
-    int neg = (int)(r[3] & 1);
-    if (neg && x == 0) continue; /* -0 is +0: drawn once, not twice */
+    /* Algorithm 2's discrete Laplace (scale t): its X = U + t V, U kept with
+     * chance exp(-U/t) and V ~ Geometric(1 - e^-1), has P(X = x) proportional
+     * to exp(-x/t): the geometric distribution, drawn here in one step as
+     * floor(-t ln u), u uniform on (0, 1]. Then a random sign, with -0 refused
+     * so 0 is not drawn twice as often. */
+    double u = ((double)(r[0] >> 11) + 1.0) * 0x1p-53;
+    double x = floor(-td * log(u));
+    int neg = (int)(r[1] & 1);
+    if (neg && x == 0) continue;
     double y = neg ? -x : x;
     /* Algorithm 3: accept with chance exp(-(|Y| - sigma^2/t)^2 / (2 sigma^2)). */
-    uint64_t ra;
-    int rc = dg_u64(s, &ra);
-    if (rc != FEDC_OK) return rc;
-    double d = fabs(y) - shift;
-    if ((double)(ra >> 11) * 0x1p-53 < exp(-d * d / (2.0 * s2))) {
+    double d = x - shift;
+    if ((double)(r[2] >> 11) * 0x1p-53 < exp(-d * d / (2.0 * s2))) {
       *out = (int64_t)y;
       return FEDC_OK;
     }

@@ -19,10 +19,13 @@ int fc_dp_add_gaussian(float *x, size_t n, double sigma, const uint8_t *key);
 /* x[i] += N_Z(0, sigma^2) mod 2^32, i < n: the discrete Gaussian (Canonne,
  * Kamath and Steinke 2020, Algorithm 3: rejection from the discrete
  * Laplace of Algorithm 2 with t = floor(sigma) + 1), for distributed DP
- * under secure aggregation (Kairouz, Liu and Steinke 2021). The Bernoulli
- * trials compare 53-bit uniforms with double-precision exponentials (the
- * paper's exact rational arithmetic is not used: the sampled distribution
- * differs from the ideal by the rounding of exp(), about 1e-16 relative).
+ * under secure aggregation (Kairouz, Liu and Steinke 2021). The discrete
+ * Laplace's magnitude is drawn as the geometric floor(-t ln u) it equals,
+ * and the acceptance compares a 53-bit uniform with a double-precision
+ * exponential: the paper's exact rational arithmetic is not used, so the
+ * sampled distribution differs from the ideal by the rounding of log() and
+ * exp() (about 1e-16 relative) and in tails past 36 t, which never pass
+ * the acceptance step.
  * sigma >= 1. key as above. */
 int fc_dp_add_discrete_gaussian(uint32_t *x, size_t n, double sigma, const uint8_t *key);
 
