@@ -1,0 +1,306 @@
+/*
+ * robust.c - robust-aggregation kernels (robust.h).
+ */
+#include "kernels/robust.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/blas.h"
+#include "fedc/error.h"
+
+#define BLOCK 64      /* coordinates per transposed block: 64 x n floats stay in L1/L2 */
+#define GRAM_BLOCK 16384 /* parameters per SGEMM block of the Gram matrix */
+
+/* ---- selection ---- */
+
+static void swapf(float *a, float *b) {
+  float t = *a;
+  *a = *b;
+  *b = t;
+}
+
+/* Partition a[0..n) so that a[k] is the k-th smallest, a[<k] <= a[k] <= a[>k]
+ * (quickselect, median-of-3 pivot, Hoare partition; O(n) expected). */
+static void select_k(float *a, size_t n, size_t k) {
+  size_t lo = 0, hi = n - 1;
+  while (hi > lo) {
+    if (hi - lo < 16) { /* insertion sort the small rest */
+      for (size_t i = lo + 1; i <= hi; i++) {
+        float v = a[i];
+        size_t j = i;
+        while (j > lo && a[j - 1] > v) a[j] = a[j - 1], j--;
+        a[j] = v;
+      }
+      return;
+    }
+    size_t mid = lo + (hi - lo) / 2;
+    if (a[mid] < a[lo]) swapf(&a[mid], &a[lo]);
+    if (a[hi] < a[lo]) swapf(&a[hi], &a[lo]);
+    if (a[hi] < a[mid]) swapf(&a[hi], &a[mid]);
+    float p = a[mid];
+    size_t i = lo, j = hi;
+    for (;;) {
+      while (a[i] < p) i++;
+      while (a[j] > p) j--;
+      if (i >= j) break;
+      swapf(&a[i], &a[j]);
+      i++;
+      j--;
+    }
+    /* a[lo..j] <= p <= a[j+1..hi] */
+    if (k <= j) hi = j;
+    else lo = j + 1;
+  }
+}
+
+static void sort_small(float *a, size_t n) {
+  for (size_t i = 1; i < n; i++) {
+    float v = a[i];
+    size_t j = i;
+    while (j > 0 && a[j - 1] > v) a[j] = a[j - 1], j--;
+    a[j] = v;
+  }
+}
+
+static int cmpf(const void *x, const void *y) {
+  float a = *(const float *)x, b = *(const float *)y;
+  return (a > b) - (a < b);
+}
+
+static void sort_col(float *a, size_t n) {
+  if (n <= 64) sort_small(a, n);
+  else qsort(a, n, sizeof *a, cmpf);
+}
+
+/* Column statistics of one sorted-or-selectable column a[0..n). */
+enum { K_MEDIAN, K_TRIMMED, K_WINDOW };
+
+static float col_median(float *a, size_t n) {
+  size_t k = n / 2;
+  select_k(a, n, k);
+  if (n % 2) return a[k];
+  float lo = a[0];
+  for (size_t i = 1; i < k; i++) lo = a[i] > lo ? a[i] : lo; /* the largest of the lower half */
+  return (float)(((double)lo + a[k]) / 2);
+}
+
+static float col_trimmed(float *a, size_t n, size_t trim) {
+  if (trim) {
+    select_k(a, n, trim);
+    select_k(a + trim, n - trim, n - 2 * trim - 1);
+  }
+  double s = 0;
+  for (size_t i = trim; i < n - trim; i++) s += a[i];
+  return (float)(s / (double)(n - 2 * trim));
+}
+
+/* The mean of the `keep` values closest to the median: sorted, they are a
+ * window; grow it from the median outwards, each step taking the nearer end
+ * (a tie: the one whose rank is nearer the middle, then the lower). */
+static float col_window(float *a, size_t n, size_t keep) {
+  sort_col(a, n);
+  double med = n % 2 ? a[n / 2] : ((double)a[n / 2 - 1] + a[n / 2]) / 2;
+  size_t lo = n / 2, hi = n / 2; /* the window is [lo, hi) */
+  while (hi - lo < keep) {
+    if (lo == 0) hi++;
+    else if (hi == n) lo--;
+    else {
+      double dl = med - a[lo - 1], dh = a[hi] - med;
+      /* A tie goes to the rank nearer the middle, then to the lower value. */
+      long rl = labs(2 * (long)(lo - 1) - (long)(n - 1)), rh = labs(2 * (long)hi - (long)(n - 1));
+      if (dl < dh || (dl == dh && rl <= rh)) lo--;
+      else hi++;
+    }
+  }
+  double s = 0;
+  for (size_t i = lo; i < hi; i++) s += a[i];
+  return (float)(s / (double)keep);
+}
+
+typedef struct col_job {
+  const float *X;
+  size_t n, d, ld, param;
+  int kind;
+  float *out;
+  size_t b0, b1; /* block range */
+  int rc;
+} col_job;
+
+static void *col_worker(void *arg) {
+  col_job *j = arg;
+  float *buf = malloc(BLOCK * j->n * sizeof *buf);
+  if (!buf) {
+    j->rc = FEDC_ERR_NOMEM;
+    return NULL;
+  }
+  for (size_t b = j->b0; b < j->b1; b++) {
+    size_t c0 = b * BLOCK, w = c0 + BLOCK <= j->d ? BLOCK : j->d - c0;
+    /* Transpose: column c of the block becomes buf[c * n .. c * n + n). */
+    for (size_t r = 0; r < j->n; r++) {
+      const float *row = j->X + r * j->ld + c0;
+      for (size_t c = 0; c < w; c++) buf[c * j->n + r] = row[c];
+    }
+    for (size_t c = 0; c < w; c++) {
+      float *a = buf + c * j->n;
+      j->out[c0 + c] = j->kind == K_MEDIAN    ? col_median(a, j->n)
+                       : j->kind == K_TRIMMED ? col_trimmed(a, j->n, j->param)
+                                              : col_window(a, j->n, j->param);
+    }
+  }
+  free(buf);
+  return NULL;
+}
+
+static int by_columns(const float *X, size_t n, size_t d, size_t ld, int kind, size_t param, float *out,
+                      int threads) {
+  if (!X || !out || n == 0 || d == 0 || ld < d) return FEDC_ERR_INVALID;
+  size_t nb = (d + BLOCK - 1) / BLOCK;
+  if (threads < 1) threads = 1;
+  if (threads > 64) threads = 64;
+  if ((size_t)threads > nb) threads = (int)nb;
+  col_job jobs[64];
+  pthread_t th[64];
+  int started[64] = {0};
+  for (int t = 0; t < threads; t++) {
+    jobs[t] = (col_job){X, n, d, ld, param, kind, out, nb * (size_t)t / (size_t)threads,
+                        nb * (size_t)(t + 1) / (size_t)threads, FEDC_OK};
+    if (t > 0) started[t] = pthread_create(&th[t], NULL, col_worker, &jobs[t]) == 0;
+    if (t > 0 && !started[t]) col_worker(&jobs[t]); /* no thread: do it here */
+  }
+  col_worker(&jobs[0]);
+  int rc = FEDC_OK;
+  for (int t = 0; t < threads; t++) {
+    if (started[t]) pthread_join(th[t], NULL);
+    if (jobs[t].rc != FEDC_OK) rc = jobs[t].rc;
+  }
+  return rc;
+}
+
+int fc_k_median(const float *X, size_t n, size_t d, size_t ld, float *out, int threads) {
+  return by_columns(X, n, d, ld, K_MEDIAN, 0, out, threads);
+}
+
+int fc_k_trimmed_mean(const float *X, size_t n, size_t d, size_t ld, size_t trim, float *out, int threads) {
+  if (2 * trim >= n) return FEDC_ERR_INVALID;
+  return by_columns(X, n, d, ld, K_TRIMMED, trim, out, threads);
+}
+
+int fc_k_median_window(const float *X, size_t n, size_t d, size_t ld, size_t keep, float *out, int threads) {
+  if (keep < 1 || keep > n) return FEDC_ERR_INVALID;
+  return by_columns(X, n, d, ld, K_WINDOW, keep, out, threads);
+}
+
+/* ---- squared distances through the Gram matrix ---- */
+
+static double direct_sqdist(const float *a, const float *b, size_t d) {
+  double s = 0;
+  for (size_t i = 0; i < d; i++) {
+    double t = (double)a[i] - b[i];
+    s += t * t;
+  }
+  return s;
+}
+
+int fc_k_sqdist(const float *X, size_t n, size_t d, size_t ld, double *D) {
+  if (!X || !D || n == 0 || d == 0 || ld < d || n > 46340) return FEDC_ERR_INVALID;
+  float *g = malloc(n * n * sizeof *g);
+  double *G = calloc(n * n, sizeof *G);
+  if (!g || !G) {
+    free(g);
+    free(G);
+    return FEDC_ERR_NOMEM;
+  }
+  for (size_t c0 = 0; c0 < d; c0 += GRAM_BLOCK) {
+    int w = (int)(c0 + GRAM_BLOCK <= d ? GRAM_BLOCK : d - c0);
+    /* g = X_b X_b^T: float products over one block, summed in double across blocks. */
+    fc_sgemm(FC_ROW_MAJOR, FC_NO_TRANS, FC_TRANS, (int)n, (int)n, w, 1.0f, X + c0, (int)ld, X + c0, (int)ld, 0.0f, g,
+             (int)n);
+    for (size_t i = 0; i < n * n; i++) G[i] += g[i];
+  }
+  for (size_t i = 0; i < n; i++) {
+    D[i * n + i] = 0;
+    for (size_t j = i + 1; j < n; j++) {
+      double nn = G[i * n + i] + G[j * n + j], v = nn - 2 * G[i * n + j];
+      /* Cancellation: the Gram form loses the digits of a small difference
+       * of large norms; recompute those pairs directly. */
+      if (v < 1e-2 * nn) v = direct_sqdist(X + i * ld, X + j * ld, d);
+      D[i * n + j] = D[j * n + i] = v;
+    }
+  }
+  free(g);
+  free(G);
+  return FEDC_OK;
+}
+
+/* ---- references: a full sort per coordinate, pairs one by one ---- */
+
+static double g_med; /* cmp_dist's median (the references are single-threaded test code) */
+static size_t g_n;
+
+typedef struct ranked {
+  float v;
+  size_t rank; /* position in sorted order */
+} ranked;
+
+/* Nearest the median first; ties (in double) to the rank nearer the middle,
+ * then to the smaller value. */
+static int cmp_dist(const void *x, const void *y) {
+  const ranked *p = x, *q = y;
+  double da = p->v > g_med ? p->v - g_med : g_med - p->v, db = q->v > g_med ? q->v - g_med : g_med - q->v;
+  if (da != db) return (da > db) - (da < db);
+  size_t ra = 2 * p->rank > g_n - 1 ? 2 * p->rank - (g_n - 1) : (g_n - 1) - 2 * p->rank;
+  size_t rb = 2 * q->rank > g_n - 1 ? 2 * q->rank - (g_n - 1) : (g_n - 1) - 2 * q->rank;
+  if (ra != rb) return (ra > rb) - (ra < rb);
+  return (p->v > q->v) - (p->v < q->v);
+}
+
+static void ref_col(const float *X, size_t n, size_t d, size_t ld, float *out, int kind, size_t param) {
+  float *a = malloc(n * sizeof *a);
+  if (!a) return;
+  for (size_t c = 0; c < d; c++) {
+    for (size_t r = 0; r < n; r++) a[r] = X[r * ld + c];
+    qsort(a, n, sizeof *a, cmpf);
+    double s = 0;
+    if (kind == K_MEDIAN) {
+      out[c] = n % 2 ? a[n / 2] : (float)(((double)a[n / 2 - 1] + a[n / 2]) / 2);
+      continue;
+    }
+    size_t lo = param, hi = n - param; /* trimmed: [trim, n - trim) */
+    if (kind == K_WINDOW) {
+      /* The `param` values nearest the median, by sorting on distance: no
+       * window argument. */
+      ranked *rk = malloc(n * sizeof *rk);
+      if (!rk) break;
+      for (size_t i = 0; i < n; i++) rk[i] = (ranked){a[i], i};
+      g_med = n % 2 ? a[n / 2] : ((double)a[n / 2 - 1] + a[n / 2]) / 2;
+      g_n = n;
+      qsort(rk, n, sizeof *rk, cmp_dist);
+      for (size_t i = 0; i < n; i++) a[i] = rk[i].v;
+      free(rk);
+      lo = 0;
+      hi = param;
+    }
+    for (size_t i = lo; i < hi; i++) s += a[i];
+    out[c] = (float)(s / (double)(hi - lo));
+  }
+  free(a);
+}
+
+void fc_kref_median(const float *X, size_t n, size_t d, size_t ld, float *out) {
+  ref_col(X, n, d, ld, out, K_MEDIAN, 0);
+}
+
+void fc_kref_trimmed_mean(const float *X, size_t n, size_t d, size_t ld, size_t trim, float *out) {
+  ref_col(X, n, d, ld, out, K_TRIMMED, trim);
+}
+
+void fc_kref_median_window(const float *X, size_t n, size_t d, size_t ld, size_t keep, float *out) {
+  ref_col(X, n, d, ld, out, K_WINDOW, keep);
+}
+
+void fc_kref_sqdist(const float *X, size_t n, size_t d, size_t ld, double *D) {
+  for (size_t i = 0; i < n; i++)
+    for (size_t j = 0; j < n; j++) D[i * n + j] = i == j ? 0 : direct_sqdist(X + i * ld, X + j * ld, d);
+}
