@@ -53,6 +53,7 @@
 #include "client/trainer_mlp.h"
 #include "common/blas.h"
 #include "common/log.h"
+#include "coordinator/aggregate.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/server_opt.h"
 #include "crypto/pki.h"
@@ -137,6 +138,10 @@ static const char *check_sopt(const char *v) {
   return fc_sopt_parse(v) >= 0 ? NULL : "use sgd, avgm, adagrad, adam or yogi";
 }
 
+static const char *check_agg(const char *v) {
+  return fc_robust_parse(v) >= 0 ? NULL : "use fedavg, median, trimmed_mean, krum, multikrum, bulyan or centered_clip";
+}
+
 static const char *check_log(const char *v) {
   return fc_log_parse_level(v) >= 0 ? NULL : "use debug, info, warn or error";
 }
@@ -194,6 +199,16 @@ static const copt options[] = {
             "(Reddi et al. 2021)",
             check_sopt),
     OPT_NUM("server-lr", T_F32, c.server_lr, "server learning rate"),
+    OPT_STR("aggregator", c.aggregator,
+            "aggregation rule: fedavg, or robust: median, trimmed_mean, krum, multikrum, bulyan, centered_clip "
+            "(these need a fixed --cohort and keep it whole in memory)",
+            check_agg),
+    OPT_NUM("agg-f", T_U32, c.agg_f, "robust aggregation: Byzantine updates tolerated, f (krum, multikrum, bulyan)"),
+    OPT_NUM("agg-trim", T_F64, c.agg_trim, "trimmed mean: fraction dropped from each end"),
+    OPT_NUM("agg-m", T_U32, c.agg_m, "multikrum: updates averaged (0 = n - f)"),
+    OPT_NUM("agg-tau", T_F64, c.agg_tau, "centered clipping: radius tau"),
+    OPT_NUM("agg-iters", T_U32, c.agg_iters, "centered clipping: iterations"),
+    OPT_NUM("agg-memory-mib", T_U64, c.agg_memory_mib, "robust aggregation: largest arena (cohort x model)"),
     OPT_NUM("server-beta1", T_F32, c.server_beta1, "server momentum (avgm) or first-moment decay (adagrad/adam/yogi)"),
     OPT_NUM("server-beta2", T_F32, c.server_beta2, "second-moment decay (adam/yogi)"),
     OPT_NUM("server-tau", T_F32, c.server_tau, "adaptivity tau (adagrad/adam/yogi)"),

@@ -74,6 +74,8 @@ typedef struct sim_opts {
   /* Server optimizer, passed to the coordinator as given (it validates):
    * --server-optimizer, -lr, -beta1, -beta2, -tau ("" = its default), --server-nesterov. */
   char sopt[5][32];
+  /* Aggregation rule and its settings, passed as given (the coordinator validates). */
+  char agg[6][32];
   int sopt_nesterov;
   /* Differential privacy: --dp-noise Z (0 = off) turns the cohort into Poisson
    * sampling at rate cohort/clients; --dp-delta, --dp-target-epsilon,
@@ -81,6 +83,8 @@ typedef struct sim_opts {
   char dp[5][32];
 } sim_opts;
 
+static const char *const agg_flags[6] = {"--aggregator", "--agg-f", "--agg-trim", "--agg-m", "--agg-tau",
+                                         "--agg-iters"};
 static const char *const sopt_flags[5] = {"--server-optimizer", "--server-lr", "--server-beta1", "--server-beta2",
                                           "--server-tau"};
 
@@ -190,6 +194,8 @@ static void usage(FILE *f) {
              "  --dp-noise Z         differential privacy (DP-FedAvg): noise multiplier; the cohort becomes\n"
              "                       Poisson sampling at rate cohort/clients\n"
              "  --dp-delta D --dp-target-epsilon E   its delta (default 1e-5) and budget\n"
+             "  --aggregator NAME    fedavg (default), median, trimmed_mean, krum, multikrum, bulyan,\n"
+             "                       centered_clip; --agg-f F --agg-trim B --agg-m M --agg-tau T --agg-iters L\n"
              "  --dp-adaptive-quantile Q [--dp-clip-lr ETA]   adaptive clipping (Andrew et al. 2021) to\n"
              "                       quantile Q of the update norms, starting at --clip-norm\n"
              "  --min-updates M      updates needed per round (default: the cohort size)\n"
@@ -256,7 +262,8 @@ static int parse_str(const char *flag, const char *s, char *out, size_t outlen) 
 /* 0 = run, -1 = --help printed, 2 = bad usage (already reported). */
 static int parse(int argc, char **argv, sim_opts *o) {
   enum { O_OUT = 1, O_PER_PROC, O_CLIENTS, O_COHORT, O_ROUNDS, O_PART, O_ALPHA, O_MODEL, O_EPOCHS, O_BATCH, O_LR, O_MOM, O_CLIP,
-         O_MINUP, O_RTO, O_POLL, O_SEED, O_DATA, O_JSON, O_SECAGG, O_SAK, O_SAT, O_DROP, O_SOPT, O_SOPT_END = O_SOPT + 4,
+         O_MINUP, O_RTO, O_POLL, O_SEED, O_DATA, O_JSON, O_SECAGG, O_SAK, O_SAT, O_DROP, O_SOPT, O_SOPT_END = O_SOPT + 4, O_AGG,
+         O_AGG_END = O_AGG + 5,
          O_NESTEROV, O_DP, O_DP_END = O_DP + 4 };
   static const struct option lo[] = {
       {"out", 1, 0, O_OUT},         {"clients-per-process", 1, 0, O_PER_PROC},         {"clients", 1, 0, O_CLIENTS},   {"cohort", 1, 0, O_COHORT},
@@ -269,6 +276,8 @@ static int parse(int argc, char **argv, sim_opts *o) {
       {"drop", 1, 0, O_DROP},
       {"server-optimizer", 1, 0, O_SOPT}, {"server-lr", 1, 0, O_SOPT + 1}, {"server-beta1", 1, 0, O_SOPT + 2},
       {"server-beta2", 1, 0, O_SOPT + 3}, {"server-tau", 1, 0, O_SOPT + 4}, {"server-nesterov", 0, 0, O_NESTEROV},
+      {"aggregator", 1, 0, O_AGG},        {"agg-f", 1, 0, O_AGG + 1},      {"agg-trim", 1, 0, O_AGG + 2},
+      {"agg-m", 1, 0, O_AGG + 3},         {"agg-tau", 1, 0, O_AGG + 4},    {"agg-iters", 1, 0, O_AGG + 5},
       {"dp-noise", 1, 0, O_DP},       {"dp-delta", 1, 0, O_DP + 1},    {"dp-target-epsilon", 1, 0, O_DP + 2},
       {"dp-adaptive-quantile", 1, 0, O_DP + 3}, {"dp-clip-lr", 1, 0, O_DP + 4},
       {"help", 0, 0, 'h'},          {0, 0, 0, 0}};
@@ -320,6 +329,12 @@ static int parse(int argc, char **argv, sim_opts *o) {
     case O_SOPT + 2:
     case O_SOPT + 3:
     case O_SOPT_END: bad = parse_str(sopt_flags[opt - O_SOPT], optarg, o->sopt[opt - O_SOPT], sizeof o->sopt[0]); break;
+    case O_AGG:
+    case O_AGG + 1:
+    case O_AGG + 2:
+    case O_AGG + 3:
+    case O_AGG + 4:
+    case O_AGG_END: bad = parse_str(agg_flags[opt - O_AGG], optarg, o->agg[opt - O_AGG], sizeof o->agg[0]); break;
     case O_SAK: bad = parse_int("--secagg-neighbors", optarg, 0, 1000, &o->sa_k); break;
     case O_SAT: bad = parse_int("--secagg-threshold", optarg, 0, 1000, &o->sa_t); break;
     case O_DROP: {
@@ -657,6 +672,8 @@ int cmd_sim(int argc, char **argv) {
   for (int i = 0; i < 5; i++)
     if (o.sopt[i][0]) cargv[ca_n++] = (char *)sopt_flags[i], cargv[ca_n++] = o.sopt[i];
   if (o.sopt_nesterov) cargv[ca_n++] = "--server-nesterov";
+  for (int i = 0; i < 6; i++)
+    if (o.agg[i][0]) cargv[ca_n++] = (char *)agg_flags[i], cargv[ca_n++] = o.agg[i];
   if (o.dp[0][0]) {
     /* DP: Poisson sampling at rate cohort / clients instead of a fixed cohort. */
     snprintf(buf[15], 64, "%.9g", (double)o.cohort / (double)o.clients);

@@ -11,6 +11,7 @@
 
 #include <pthread.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "coordinator/aggregate.h"
 
@@ -26,6 +27,7 @@ typedef struct fc_agg_slots {
   int nslots;
   size_t bytes;
   int closing;
+  void *arena; /* fc_agg_slots_init_arena: slot i is row i of the caller's arena (not freed here) */
 } fc_agg_slots;
 
 int fc_agg_slots_init(fc_agg_slots *s, int nslots, size_t bytes);
@@ -38,7 +40,17 @@ void fc_agg_slots_release_locked(fc_agg_slots *s, fc_agg_update *u);
 void fc_agg_slots_release(fc_agg_slots *s, fc_agg_update *u);
 /* Wake every waiter with STOPPED; no slot is handed out after. */
 void fc_agg_slots_close(fc_agg_slots *s);
+/* Slots over rows of `arena` (nslots x bytes, the caller's): an update lands
+ * in its row and stays there once committed, for aggregators that need every
+ * update at once. */
+int fc_agg_slots_init_arena(fc_agg_slots *s, int nslots, size_t bytes, void *arena);
+/* Every slot free again, slot i at row i (call with no upload in flight). */
+void fc_agg_slots_reset_arena(fc_agg_slots *s);
 /* Free the buffers (after init, also a failed one). */
 void fc_agg_slots_destroy(fc_agg_slots *s);
+
+/* One pass over a float32 update: NaN/Inf (FEDC_ERR_NONFINITE, out->bad_index),
+ * else its L2 norm (summed in double) and largest magnitude. */
+int fc_agg_check_f32(const float *x, size_t n, fc_agg_check *out);
 
 #endif

@@ -71,6 +71,27 @@ int fc_agg_fedavg_create(size_t n, int slots, fc_agg **out);
  * fc_agg_secagg_unmask and decoded with fc_sa_dequantize (secagg/secagg.h). */
 #include "secagg/secagg.h"
 int fc_agg_secagg_create(size_t entries, int slots, fc_agg **out);
+
+/* Robust aggregators (aggregate_robust.c): every update of the round in one
+ * arena of max_updates x n floats (fc_robust_arena_bytes), unweighted. */
+enum { FC_AGG_FEDAVG, FC_AGG_MEDIAN, FC_AGG_TRIMMED, FC_AGG_KRUM, FC_AGG_MULTIKRUM, FC_AGG_BULYAN, FC_AGG_CCLIP };
+typedef struct fc_robust_cfg {
+  int kind;      /* FC_AGG_MEDIAN .. FC_AGG_CCLIP */
+  uint32_t f;    /* Byzantine updates tolerated (krum, multikrum, bulyan) */
+  double trim;   /* trimmed mean: fraction beta dropped from each end */
+  uint32_t m;    /* multikrum: updates averaged (0 = n - f) */
+  double tau;    /* centered clipping: radius */
+  uint32_t iters; /* centered clipping: iterations */
+  int threads;   /* median / trimmed mean / bulyan workers */
+} fc_robust_cfg;
+const char *fc_robust_name(int kind);
+int fc_robust_parse(const char *name); /* -1 if unknown */
+/* NULL if k updates satisfy the rule's precondition, else one line in buf. */
+const char *fc_robust_check(const fc_robust_cfg *cfg, uint32_t k, char *buf, size_t len);
+uint64_t fc_robust_arena_bytes(size_t n, uint32_t max_updates);
+int fc_agg_robust_create(size_t n, uint32_t max_updates, const fc_robust_cfg *cfg, fc_agg **out);
+/* Why the last round_finish failed (a precondition, in one line). */
+const char *fc_agg_robust_why(fc_agg *a);
 /* The accumulator (entries u32) and how many inputs it holds. */
 uint32_t *fc_agg_secagg_sum(fc_agg *a, uint32_t *count);
 /* Apply mask terms to the sum on `threads` worker threads (disjoint ranges). */

@@ -50,40 +50,8 @@ static int fa_update_chunk(fc_agg *a, fc_agg_update *u, uint64_t offset, const v
   return FEDC_OK;
 }
 
-/* One pass: NaN/Inf, the L2 norm and the largest magnitude. Squares sum in
- * double (4 lanes, vectorized via `omp simd`, no OpenMP runtime): a float
- * sum would overflow for values above 1.8e19 and report an infinite norm.
- * The pass is memory-bound either way. */
 static int fa_update_check(fc_agg *a, fc_agg_update *u, fc_agg_check *out) {
-  const float *x = u->buf;
-  double ss = 0;
-  float amax = 0;
-  for (size_t base = 0; base < a->n; base += 4096) {
-    size_t end = base + 4096 < a->n ? base + 4096 : a->n;
-    double s = 0;
-    float m = 0;
-    int bad = 0;
-#pragma omp simd reduction(+ : s) reduction(| : bad) reduction(max : m)
-    for (size_t i = base; i < end; i++) {
-      float v = x[i];
-      s += (double)v * v;
-      float av = fabsf(v);
-      m = av > m ? av : m;
-      bad |= !(v - v == 0.0f); /* false only for NaN and +-Inf */
-    }
-    if (bad) {
-      for (size_t i = base; i < end; i++)
-        if (!isfinite(x[i])) {
-          out->bad_index = i;
-          return FEDC_ERR_NONFINITE;
-        }
-    }
-    ss += s;
-    amax = m > amax ? m : amax;
-  }
-  out->l2 = sqrt(ss);
-  out->amax = amax;
-  return FEDC_OK;
+  return fc_agg_check_f32(u->buf, a->n, out);
 }
 
 static int fa_update_commit(fc_agg *a, fc_agg_update *u, double weight) {

@@ -72,6 +72,11 @@ void fc_coord_cfg_defaults(fc_coord_cfg *c) {
   c->server_tau = 1e-3f;
   c->dp_delta = 1e-5;
   c->dp_clip_lr = 0.2; /* Andrew et al. 2021's eta_C */
+  snprintf(c->aggregator, sizeof c->aggregator, "fedavg");
+  c->agg_trim = 0.1;
+  c->agg_tau = 1.0;
+  c->agg_iters = 1;
+  c->agg_memory_mib = 4096;
   c->chunk_bytes = FC_CHUNK_DEFAULT;
   c->threads = 2; /* event threads: calls are not tied to threads (transport.h) */
   c->upload_slots = 4;
@@ -457,7 +462,8 @@ static int finalize(fc_coord *c, uint64_t *version, uint8_t sha[FC_SHA256_LEN], 
   if (c->cfg.engine.secagg) {
     if ((rc = coord_sa_finish(c, delta, &count, why, whylen)) != FEDC_OK) goto out;
   } else if ((rc = c->agg->ops->round_finish(c->agg, delta, &count)) != FEDC_OK) {
-    snprintf(why, whylen, "aggregator has no committed update");
+    if (fc_robust_parse(c->cfg.aggregator) > FC_AGG_FEDAVG) snprintf(why, whylen, "%s", fc_agg_robust_why(c->agg));
+    else snprintf(why, whylen, "aggregator has no committed update");
     goto out;
   }
   if (c->cfg.dp_noise_multiplier > 0 && (rc = dp_privatize(c, delta, n, count, why, whylen)) != FEDC_OK) goto out;
@@ -1369,6 +1375,47 @@ static int sopt_cfg(const fc_coord_cfg *cfg, fc_sopt_cfg *o, char *err, size_t e
   return fc_sopt_cfg_check(o, err, errlen);
 }
 
+static void robust_cfg_of(const fc_coord_cfg *cfg, fc_robust_cfg *r) {
+  memset(r, 0, sizeof *r);
+  r->kind = fc_robust_parse(cfg->aggregator);
+  r->f = cfg->agg_f;
+  r->trim = cfg->agg_trim;
+  r->m = cfg->agg_m;
+  r->tau = cfg->agg_tau;
+  r->iters = cfg->agg_iters;
+  r->threads = cfg->threads > 0 ? cfg->threads : 2;
+}
+
+/* A robust aggregator: its precondition for the configured cohort, what it
+ * cannot be combined with yet, and its arena against the memory limit. */
+static int robust_cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen) {
+  fc_robust_cfg r;
+  robust_cfg_of(cfg, &r);
+  if (r.kind < 0) {
+    snprintf(err, errlen, "unknown aggregator '%s' (fedavg, median, trimmed_mean, krum, multikrum, bulyan, "
+                          "centered_clip)", cfg->aggregator);
+    return FEDC_ERR_INVALID;
+  }
+  if (r.kind == FC_AGG_FEDAVG) return FEDC_OK;
+  const char *no = cfg->engine.secagg ? "secure aggregation (bucketing is not built yet)"
+                   : cfg->dp_noise_multiplier > 0 ? "differential privacy"
+                   : cfg->engine.cohort_size == 0 ? "a cohort fraction (it needs a fixed cohort: its arena holds "
+                                                    "cohort x model)"
+                                                  : NULL;
+  if (no) {
+    snprintf(err, errlen, "aggregator %s cannot be combined with %s", cfg->aggregator, no);
+    return FEDC_ERR_INVALID;
+  }
+  char why[200];
+  if (fc_robust_check(&r, cfg->engine.cohort_size, why, sizeof why)) {
+    snprintf(err, errlen, "a full cohort of %u could never be aggregated: %s", cfg->engine.cohort_size, why);
+    return FEDC_ERR_INVALID;
+  }
+  if (fc_robust_check(&r, cfg->engine.min_updates, why, sizeof why))
+    FC_WARN(MOD, "rounds closing with min_updates = %u would be abandoned: %s", cfg->engine.min_updates, why);
+  return FEDC_OK;
+}
+
 /* What the library refuses whatever its caller checked: each of these would
  * silently change meaning (no federation check, zero weights, no clipping). */
 static int cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen) {
@@ -1386,6 +1433,7 @@ static int cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen) {
   }
   fc_sopt_cfg so;
   if (sopt_cfg(cfg, &so, err, errlen) != FEDC_OK) return FEDC_ERR_INVALID;
+  if (robust_cfg_check(cfg, err, errlen) != FEDC_OK) return FEDC_ERR_INVALID;
   if (cfg->dp_noise_multiplier != 0) {
     /* Refuse what would make the reported guarantee void. */
     const char *bad = NULL;
@@ -1625,8 +1673,23 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
   int slots = cfg->upload_slots > 0 ? cfg->upload_slots : 4;
   /* Masked vectors: the model, the weight, and adaptive clipping's bit under DP. */
   size_t entries = fc_model_numel(&spec) + 1 + (cfg->dp_noise_multiplier > 0 && cfg->dp_adaptive_quantile > 0);
-  rc = cfg->engine.secagg ? fc_agg_secagg_create(entries, slots, &c->agg)
-                          : fc_agg_fedavg_create(fc_model_numel(&spec), slots, &c->agg);
+  fc_robust_cfg rcfg;
+  robust_cfg_of(cfg, &rcfg);
+  if (rcfg.kind > FC_AGG_FEDAVG) {
+    uint64_t need = fc_robust_arena_bytes(fc_model_numel(&spec), cfg->engine.cohort_size);
+    if (need > cfg->agg_memory_mib * 1048576ull) {
+      snprintf(err, errlen,
+               "aggregator %s keeps the whole cohort: %u x %llu parameters = %llu MiB, over agg_memory_mib %llu",
+               cfg->aggregator, cfg->engine.cohort_size, (unsigned long long)fc_model_numel(&spec),
+               (unsigned long long)(need >> 20), (unsigned long long)cfg->agg_memory_mib);
+      rc = FEDC_ERR_INVALID;
+      goto fail;
+    }
+    rc = fc_agg_robust_create(fc_model_numel(&spec), cfg->engine.cohort_size, &rcfg, &c->agg);
+  } else {
+    rc = cfg->engine.secagg ? fc_agg_secagg_create(entries, slots, &c->agg)
+                            : fc_agg_fedavg_create(fc_model_numel(&spec), slots, &c->agg);
+  }
   if (rc != FEDC_OK) {
     snprintf(err, errlen, "cannot create aggregator: %s", fedc_strerror(rc));
     goto fail;

@@ -42,6 +42,15 @@ typedef struct fc_coord_cfg {
    * b the noisy fraction of unclipped updates; the count's noise std
    * dp_count_noise (sigma_b; 0 = the expected cohort / 20, at least z). */
   double dp_adaptive_quantile, dp_clip_lr, dp_count_noise;
+  /* Aggregation rule (aggregate.h): fedavg (default), median, trimmed_mean,
+   * krum, multikrum, bulyan, centered_clip; f Byzantine updates tolerated,
+   * trim fraction beta, multikrum's m (0 = n - f), centered clipping's tau
+   * and iterations. The robust rules keep every update of a round: a fixed
+   * cohort of `cohort` clients x the model, at most agg_memory_mib. */
+  char aggregator[16];
+  uint32_t agg_f, agg_m, agg_iters;
+  double agg_trim, agg_tau;
+  uint64_t agg_memory_mib;
   uint32_t chunk_bytes;
   int threads;
   int upload_slots;           /* concurrent uploads staged (memory = slots x model) */
