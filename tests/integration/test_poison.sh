@@ -73,6 +73,7 @@ grep -q '"step":"negative-loss".*train_loss' "$L" || fail "negative loss refusal
 grep -q '"step":"max-examples".*"ok":true' "$L" || fail "a valid update claiming 2^64-1 examples was refused"
 read -r dist wmax < <(st_dist "$T/default-v0.safetensors" "$T/default-v1.safetensors")
 echo "default: model moved by L2 $dist, max |w| $wmax"
+fedavg_dist=$dist
 # Documented bound: one round moves the model by at most server_lr (1) x clip norm (10).
 python3 -c "import sys; sys.exit(0 if $dist <= 10.001 and $wmax < 100 else 1)" ||
   fail "one client moved the model by $dist (max |w| $wmax): the default bound is 10"
@@ -89,4 +90,16 @@ grep -q '"step":"overflow-3e38".*too large' "$T/probe-noclip.log" ||
 read -r dist wmax < <(st_dist "$T/noclip-v0.safetensors" "$T/noclip-v1.safetensors")
 python3 -c "import math, sys; sys.exit(0 if math.isfinite($wmax) and $wmax < 100 else 1)" ||
   fail "model after the overflow attempt has max |w| $wmax"
+# 3. The same attacker against a robust aggregator (coordinate-wise median of
+# the 3 updates): the attacker's accepted update (half the clip norm) no longer
+# sets the step; the model moves far less than under FedAvg.
+MODE=poison run_round median --aggregator median
+read -r mdist wmax < <(st_dist "$T/median-v0.safetensors" "$T/median-v1.safetensors")
+echo "median: model moved by L2 $mdist (FedAvg: $fedavg_dist)"
+python3 -c "import sys; sys.exit(0 if $mdist < $fedavg_dist / 2 else 1)" ||
+  fail "the median moved the model by $mdist, FedAvg by $fedavg_dist: the attacker still sets the step"
+# A cohort the rule can never aggregate is refused at start, with the rule's reason.
+if timeout 20 "$FEDC" coordinator --pki "$T/pki" --federation itest --state "$T/bad" --model 784-10 --cohort 5 \
+  --aggregator krum --agg-f 2 2>"$T/krum.err"; then fail "krum f=2 with a cohort of 5 accepted"; fi
+grep -q "needs n >= 2f + 3 = 7 updates" "$T/krum.err" || fail "no reason for krum's precondition: $(cat "$T/krum.err")"
 echo "PASS poison"
