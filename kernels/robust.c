@@ -4,6 +4,10 @@
 #include "kernels/robust.h"
 
 #include <pthread.h>
+#include <stdint.h>
+#ifdef __SSE__
+#include <xmmintrin.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 
@@ -99,8 +103,7 @@ static float col_trimmed(float *a, size_t n, size_t trim) {
 /* The mean of the `keep` values closest to the median: sorted, they are a
  * window; grow it from the median outwards, each step taking the nearer end
  * (a tie: the one whose rank is nearer the middle, then the lower). */
-static float col_window(float *a, size_t n, size_t keep) {
-  sort_col(a, n);
+static float col_window_sorted(const float *a, size_t n, size_t keep) {
   double med = n % 2 ? a[n / 2] : ((double)a[n / 2 - 1] + a[n / 2]) / 2;
   size_t lo = n / 2, hi = n / 2; /* the window is [lo, hi) */
   while (hi - lo < keep) {
@@ -117,6 +120,185 @@ static float col_window(float *a, size_t n, size_t keep) {
   double s = 0;
   for (size_t i = lo; i < hi; i++) s += a[i];
   return (float)(s / (double)keep);
+}
+
+static float col_window(float *a, size_t n, size_t keep) {
+  sort_col(a, n);
+  return col_window_sorted(a, n, keep);
+}
+
+/* ---- sorting network across rows (median, trimmed mean) ----
+ * Batcher's odd-even merge sort for n rows (padded to a power of two; a
+ * comparator reaching past n is dropped: the padding is +inf and never
+ * moves). Each comparator is a min/max of two rows over a block of NET_B
+ * coordinates, which the compiler vectorizes: no branch depends on the
+ * data, unlike quickselect's partition steps. Afterwards row r of the block
+ * holds the r-th smallest value of every coordinate. */
+#define NET_B 256
+#define NET_MAX_N 1024 /* beyond this the network (n log^2 n comparators) loses to quickselect */
+
+static size_t batcher(size_t n, uint16_t *pairs) {
+  size_t N = 1, np = 0;
+  while (N < n) N <<= 1;
+  for (size_t p = 1; p < N; p <<= 1)
+    for (size_t k = p; k >= 1; k >>= 1) {
+      for (size_t j = k % p; j + k < N; j += 2 * k)
+        for (size_t i = 0; i < k && i + j + k < N; i++)
+          if ((i + j) / (2 * p) == (i + j + k) / (2 * p) && i + j + k < n) {
+            pairs[2 * np] = (uint16_t)(i + j);
+            pairs[2 * np + 1] = (uint16_t)(i + j + k);
+            np++;
+          }
+      if (k == 1) break;
+    }
+  return np;
+}
+
+static size_t batcher_count(size_t n) {
+  size_t N = 1, np = 0;
+  while (N < n) N <<= 1;
+  for (size_t p = 1; p < N; p <<= 1)
+    for (size_t k = p; k >= 1; k >>= 1) {
+      for (size_t j = k % p; j + k < N; j += 2 * k)
+        for (size_t i = 0; i < k && i + j + k < N; i++)
+          if ((i + j) / (2 * p) == (i + j + k) / (2 * p) && i + j + k < n) np++;
+      if (k == 1) break;
+    }
+  return np;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define HAVE_AVX2_PATH 1
+__attribute__((target("avx2"))) static void net_sort_block_avx2(float *buf, size_t w, const uint16_t *pairs,
+                                                                 size_t np) {
+  for (size_t q = 0; q < np; q++) {
+    float *x = buf + (size_t)pairs[2 * q] * NET_B, *y = buf + (size_t)pairs[2 * q + 1] * NET_B;
+    size_t c = 0;
+    for (; c + 8 <= w; c += 8) {
+      __m256 u = _mm256_loadu_ps(x + c), v = _mm256_loadu_ps(y + c);
+      _mm256_storeu_ps(x + c, _mm256_min_ps(u, v));
+      _mm256_storeu_ps(y + c, _mm256_max_ps(u, v));
+    }
+    for (; c < w; c++) {
+      float u = x[c], v = y[c];
+      x[c] = u < v ? u : v;
+      y[c] = u < v ? v : u;
+    }
+  }
+}
+#endif
+
+static void net_sort_block_base(float *buf, size_t w, const uint16_t *pairs, size_t np) {
+  for (size_t q = 0; q < np; q++) {
+    float *x = buf + (size_t)pairs[2 * q] * NET_B, *y = buf + (size_t)pairs[2 * q + 1] * NET_B;
+    size_t c = 0;
+#ifdef __SSE__
+    /* GCC does not if-convert the float compare-exchange below into
+     * min/max (it reports "control flow in loop"): do it by hand. */
+    for (; c + 4 <= w; c += 4) {
+      __m128 u = _mm_loadu_ps(x + c), v = _mm_loadu_ps(y + c);
+      _mm_storeu_ps(x + c, _mm_min_ps(u, v));
+      _mm_storeu_ps(y + c, _mm_max_ps(u, v));
+    }
+#endif
+    for (; c < w; c++) {
+      float u = x[c], v = y[c];
+      x[c] = u < v ? u : v;
+      y[c] = u < v ? v : u;
+    }
+  }
+}
+
+/* AVX2 when the CPU has it (the binary is built for baseline x86-64). */
+static void net_sort_block(float *buf, size_t w, const uint16_t *pairs, size_t np) {
+#ifdef HAVE_AVX2_PATH
+  if (__builtin_cpu_supports("avx2")) {
+    net_sort_block_avx2(buf, w, pairs, np);
+    return;
+  }
+#endif
+  net_sort_block_base(buf, w, pairs, np);
+}
+
+typedef struct net_job {
+  const float *X;
+  size_t n, d, ld, trim;
+  int kind;
+  const uint16_t *pairs;
+  size_t np;
+  float *out;
+  size_t b0, b1;
+  int rc;
+} net_job;
+
+static void *net_worker(void *arg) {
+  net_job *j = arg;
+  float *buf = malloc(NET_B * j->n * sizeof *buf), *col = malloc(j->n * sizeof *col);
+  double *acc = malloc(NET_B * sizeof *acc);
+  if (!buf || !acc || !col) {
+    free(buf);
+    free(acc);
+    free(col);
+    j->rc = FEDC_ERR_NOMEM;
+    return NULL;
+  }
+  for (size_t b = j->b0; b < j->b1; b++) {
+    size_t c0 = b * NET_B, w = c0 + NET_B <= j->d ? NET_B : j->d - c0;
+    for (size_t r = 0; r < j->n; r++) memcpy(buf + r * NET_B, j->X + r * j->ld + c0, w * sizeof *buf);
+    net_sort_block(buf, w, j->pairs, j->np);
+    float *o = j->out + c0;
+    if (j->kind == K_MEDIAN) {
+      const float *hi = buf + (j->n / 2) * NET_B, *lo = buf + ((j->n - 1) / 2) * NET_B;
+      for (size_t c = 0; c < w; c++) o[c] = j->n % 2 ? hi[c] : (float)(((double)lo[c] + hi[c]) / 2);
+    } else if (j->kind == K_WINDOW) {
+      for (size_t c = 0; c < w; c++) {
+        for (size_t r = 0; r < j->n; r++) col[r] = buf[r * NET_B + c]; /* sorted down the rows */
+        o[c] = col_window_sorted(col, j->n, j->trim);
+      }
+    } else {
+      for (size_t c = 0; c < w; c++) acc[c] = 0;
+      for (size_t r = j->trim; r < j->n - j->trim; r++) {
+        const float *row = buf + r * NET_B;
+#pragma omp simd
+        for (size_t c = 0; c < w; c++) acc[c] += row[c];
+      }
+      double inv = 1.0 / (double)(j->n - 2 * j->trim);
+      for (size_t c = 0; c < w; c++) o[c] = (float)(acc[c] * inv);
+    }
+  }
+  free(buf);
+  free(acc);
+  free(col);
+  return NULL;
+}
+
+static int by_network(const float *X, size_t n, size_t d, size_t ld, int kind, size_t trim, float *out, int threads) {
+  size_t np = batcher_count(n);
+  uint16_t *pairs = malloc((np ? np : 1) * 2 * sizeof *pairs);
+  if (!pairs) return FEDC_ERR_NOMEM;
+  batcher(n, pairs);
+  size_t nb = (d + NET_B - 1) / NET_B;
+  if (threads < 1) threads = 1;
+  if (threads > 64) threads = 64;
+  if ((size_t)threads > nb) threads = (int)nb;
+  net_job jobs[64];
+  pthread_t th[64];
+  int started[64] = {0};
+  for (int t = 0; t < threads; t++) {
+    jobs[t] = (net_job){X, n, d, ld, trim, kind, pairs, np, out, nb * (size_t)t / (size_t)threads,
+                        nb * (size_t)(t + 1) / (size_t)threads, FEDC_OK};
+    if (t > 0) started[t] = pthread_create(&th[t], NULL, net_worker, &jobs[t]) == 0;
+    if (t > 0 && !started[t]) net_worker(&jobs[t]);
+  }
+  net_worker(&jobs[0]);
+  int rc = FEDC_OK;
+  for (int t = 0; t < threads; t++) {
+    if (started[t]) pthread_join(th[t], NULL);
+    if (jobs[t].rc != FEDC_OK) rc = jobs[t].rc;
+  }
+  free(pairs);
+  return rc;
 }
 
 typedef struct col_job {
@@ -179,16 +361,20 @@ static int by_columns(const float *X, size_t n, size_t d, size_t ld, int kind, s
 }
 
 int fc_k_median(const float *X, size_t n, size_t d, size_t ld, float *out, int threads) {
+  if (!X || !out || n == 0 || d == 0 || ld < d) return FEDC_ERR_INVALID;
+  if (n <= NET_MAX_N) return by_network(X, n, d, ld, K_MEDIAN, 0, out, threads);
   return by_columns(X, n, d, ld, K_MEDIAN, 0, out, threads);
 }
 
 int fc_k_trimmed_mean(const float *X, size_t n, size_t d, size_t ld, size_t trim, float *out, int threads) {
-  if (2 * trim >= n) return FEDC_ERR_INVALID;
+  if (2 * trim >= n || !X || !out || d == 0 || ld < d) return FEDC_ERR_INVALID;
+  if (n <= NET_MAX_N) return by_network(X, n, d, ld, K_TRIMMED, trim, out, threads);
   return by_columns(X, n, d, ld, K_TRIMMED, trim, out, threads);
 }
 
 int fc_k_median_window(const float *X, size_t n, size_t d, size_t ld, size_t keep, float *out, int threads) {
-  if (keep < 1 || keep > n) return FEDC_ERR_INVALID;
+  if (keep < 1 || keep > n || !X || !out || d == 0 || ld < d) return FEDC_ERR_INVALID;
+  if (n <= NET_MAX_N) return by_network(X, n, d, ld, K_WINDOW, keep, out, threads);
   return by_columns(X, n, d, ld, K_WINDOW, keep, out, threads);
 }
 
