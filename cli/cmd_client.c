@@ -101,6 +101,7 @@ typedef struct hosted {
   pthread_t th;
   int started;
   int rc;
+  int byz; /* research: this one attacks (--byzantine) */
 } hosted;
 
 static hosted *g_hosted;
@@ -123,6 +124,20 @@ static void *host_main(void *arg) {
     fprintf(stderr, "fedc client %s: %s after %llu rounds\n", h->name, h->rc == FEDC_OK ? "finished" : "stopped",
             (unsigned long long)fedc_client_rounds_done(h->c));
   return NULL;
+}
+
+/* 1 if `name` is a line of the file (the sim's list of attackers). */
+static int name_listed(const char *file, const char *name) {
+  FILE *f = fopen(file, "r");
+  if (!f) return 0;
+  char line[128];
+  int hit = 0;
+  while (!hit && fgets(line, sizeof line, f)) {
+    line[strcspn(line, "\r\n")] = 0;
+    hit = strcmp(line, name) == 0;
+  }
+  fclose(f);
+  return hit;
 }
 
 /* --data with each "%s" replaced by name. */
@@ -157,6 +172,9 @@ static void usage(FILE *f) {
           "  --secagg-drop SPEC       research: vanish from secure-aggregation stages, e.g. masked:0.1,unmask:0.05\n"
           "  --drop-seed S            seed of those dropouts (default 1)\n"
           "  --drop-halt              research/tests: a dropout halts the client there (until killed)\n"
+          "  --byzantine KIND[:SCALE] research (fedc sim): attack: signflip, gaussian, labelflip, alie, ipm\n"
+          "  --byzantine-names FILE   ... only the clients named in FILE (one per line); --byzantine-dir DIR\n"
+          "                           the colluders' shared view; --byzantine-cohort N --byzantine-colluders F\n"
           "  --host-clients FIRST:COUNT  research (fedc sim): host COUNT clients in this process, named\n"
           "                           NAME0000.. from FIRST (--name is the prefix, default c), each with its own\n"
           "                           certificate from --pki, connection and thread; \"%%s\" in --data is the name\n"
@@ -235,7 +253,7 @@ static int load_data(builtin *b, const char *data, const char *dir, const char *
 
 int cmd_client(int argc, char **argv) {
   enum { O_DATA = 1, O_DATA_DIR, O_PARTITION, O_PARTS, O_PART, O_ALPHA, O_PSEED, O_MODEL, O_ROUNDS, O_JSON, O_LOG,
-         O_RETRIES, O_THREADS, O_SADROP, O_DSEED, O_DHALT, O_HOST };
+         O_RETRIES, O_THREADS, O_SADROP, O_DSEED, O_DHALT, O_HOST, O_BYZ, O_BYZ_NAMES, O_BYZ_DIR, O_BYZ_N, O_BYZ_F };
   static const struct option longopts[] = {CLI_TLS_LONGOPTS,
                                            {"data", required_argument, 0, O_DATA},
                                            {"data-dir", required_argument, 0, O_DATA_DIR},
@@ -252,6 +270,11 @@ int cmd_client(int argc, char **argv) {
                                            {"drop-seed", required_argument, 0, O_DSEED},
                                            {"drop-halt", no_argument, 0, O_DHALT},
                                            {"host-clients", required_argument, 0, O_HOST},
+                                           {"byzantine", required_argument, 0, O_BYZ},
+                                           {"byzantine-names", required_argument, 0, O_BYZ_NAMES},
+                                           {"byzantine-dir", required_argument, 0, O_BYZ_DIR},
+                                           {"byzantine-cohort", required_argument, 0, O_BYZ_N},
+                                           {"byzantine-colluders", required_argument, 0, O_BYZ_F},
                                            {"json", no_argument, 0, O_JSON},
                                            {"log", required_argument, 0, O_LOG},
                                            {"help", no_argument, 0, 'h'},
@@ -262,6 +285,10 @@ int cmd_client(int argc, char **argv) {
   unsigned long long parts = 1, part = 0, pseed = 1, rounds = 0, retries = 0, threads = 1;
   double alpha = 0.5, sa_drop[6] = {0};
   unsigned long long drop_seed = 1, host_first = 0, host_count = 0;
+  fc_byz_cfg byz;
+  memset(&byz, 0, sizeof byz);
+  byz.wait_ms = 2000;
+  const char *byz_names = NULL;
   int drop_halt = 0;
   char why[300];
   int json = 0, opt;
@@ -290,6 +317,31 @@ int cmd_client(int argc, char **argv) {
       break;
     case O_DSEED: bad = cli_parse_u64("fedc client", "--drop-seed", optarg, &drop_seed); break;
     case O_DHALT: drop_halt = 1; break;
+    case O_BYZ: {
+      char kind[32];
+      double sc = 0;
+      int got = sscanf(optarg, "%31[a-z]:%lf", kind, &sc);
+      if (got < 1 || (byz.kind = fc_byz_parse(kind)) < 0 || (got == 2 && !(sc > 0))) {
+        fprintf(stderr, "fedc client: --byzantine KIND[:SCALE], KIND signflip|gaussian|labelflip|alie|ipm\n");
+        bad = 2;
+      }
+      byz.scale = sc;
+      break;
+    }
+    case O_BYZ_NAMES: byz_names = optarg; break;
+    case O_BYZ_DIR: snprintf(byz.dir, sizeof byz.dir, "%s", optarg); break;
+    case O_BYZ_N: {
+      unsigned long long v = 0;
+      bad = cli_parse_u64("fedc client", "--byzantine-cohort", optarg, &v);
+      byz.cohort = (uint32_t)v;
+      break;
+    }
+    case O_BYZ_F: {
+      unsigned long long v = 0;
+      bad = cli_parse_u64("fedc client", "--byzantine-colluders", optarg, &v);
+      byz.colluders = (uint32_t)v;
+      break;
+    }
     case O_HOST:
       if (sscanf(optarg, "%llu:%llu", &host_first, &host_count) != 2 || host_count < 1 || host_count > 10000 ||
           host_first > 9999 - (host_count - 1)) {
@@ -343,6 +395,7 @@ int cmd_client(int argc, char **argv) {
       snprintf(h->key, sizeof h->key, "%s", tls.key);
     }
     data_for(data, h->name, h->data, sizeof h->data);
+    h->byz = byz.kind != FC_BYZ_NONE && (!byz_names || name_listed(byz_names, h->name));
     h->b.json = json;
     h->b.name = h->name;
     h->b.mlp = mlp;
@@ -358,6 +411,9 @@ int cmd_client(int argc, char **argv) {
   for (size_t i = 0; i < nh && !rc; i++) {
     builtin *b = &hs[i].b;
     rc = load_data(b, hs[i].data, dir, part_kind, (uint32_t)parts, (uint32_t)part, alpha, pseed);
+    /* Research: a label-flipping attacker trains on y -> classes - 1 - y. */
+    if (!rc && hs[i].byz && byz.kind == FC_BYZ_LABELFLIP)
+      for (uint32_t k = 0; k < b->data.n; k++) b->data.y[k] = (uint8_t)(b->data.classes - 1 - b->data.y[k]);
     if (!rc && b->data.dim != b->mlp.sizes[0]) {
       fprintf(stderr, "fedc client: data has %u features, model input is %u\n", b->data.dim, b->mlp.sizes[0]);
       rc = 2;
@@ -394,6 +450,13 @@ int cmd_client(int argc, char **argv) {
       break;
     }
     fc_client_secagg_drop(h->c, sa_drop, drop_seed + i, drop_halt);
+    if (h->byz) {
+      fc_byz_cfg bc = byz;
+      snprintf(bc.name, sizeof bc.name, "%s", h->name);
+      bc.seed = drop_seed + i;
+      fc_client_byzantine(h->c, &bc);
+      fprintf(stderr, "fedc client %s: research attacker (%s)\n", h->name, fc_byz_name(byz.kind));
+    }
   }
   if (!rc) {
     g_hosted = hs;

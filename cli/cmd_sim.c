@@ -44,12 +44,14 @@
 #include "cli/cli.h"
 #include "secagg/secagg.h"
 #include "cli/cli_common.h"
+#include "client/byzantine.h"
 #include "client/data.h"
 #include "client/partition.h"
 #include "client/trainer_mlp.h"
 #include "common/blas.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/rng.h"
 #include "crypto/pki.h"
 #include "fedc/error.h"
 #include "fedc/v1/fedc.pb-c.h"
@@ -71,6 +73,9 @@ typedef struct sim_opts {
   int secagg;                       /* --secagg */
   unsigned long long sa_k, sa_t;    /* --secagg-neighbors, --secagg-threshold (0 = coordinator's default) */
   char drop[200];                   /* --drop STAGE:P,... (research dropout injection) */
+  /* --byzantine FRACTION:KIND[:SCALE]: that fraction of the clients attack. */
+  double byz_fraction;
+  char byz_kind[48];
   /* Server optimizer, passed to the coordinator as given (it validates):
    * --server-optimizer, -lr, -beta1, -beta2, -tau ("" = its default), --server-nesterov. */
   char sopt[5][32];
@@ -194,6 +199,10 @@ static void usage(FILE *f) {
              "  --dp-noise Z         differential privacy (DP-FedAvg): noise multiplier; the cohort becomes\n"
              "                       Poisson sampling at rate cohort/clients\n"
              "  --dp-delta D --dp-target-epsilon E   its delta (default 1e-5) and budget\n"
+             "  --byzantine F:KIND[:SCALE]  research: a fraction F of the clients (chosen by --seed, listed\n"
+             "                       in OUT/byzantine.json) attack: signflip (x -10), gaussian (std 1),\n"
+             "                       labelflip, alie (Baruch et al. 2019), ipm (Xie et al. 2020, eps 0.1);\n"
+             "                       alie and ipm collude through OUT/byz/\n"
              "  --aggregator NAME    fedavg (default), median, trimmed_mean, krum, multikrum, bulyan,\n"
              "                       centered_clip; --agg-f F --agg-trim B --agg-m M --agg-tau T --agg-iters L\n"
              "  --dp-adaptive-quantile Q [--dp-clip-lr ETA]   adaptive clipping (Andrew et al. 2021) to\n"
@@ -262,7 +271,7 @@ static int parse_str(const char *flag, const char *s, char *out, size_t outlen) 
 /* 0 = run, -1 = --help printed, 2 = bad usage (already reported). */
 static int parse(int argc, char **argv, sim_opts *o) {
   enum { O_OUT = 1, O_PER_PROC, O_CLIENTS, O_COHORT, O_ROUNDS, O_PART, O_ALPHA, O_MODEL, O_EPOCHS, O_BATCH, O_LR, O_MOM, O_CLIP,
-         O_MINUP, O_RTO, O_POLL, O_SEED, O_DATA, O_JSON, O_SECAGG, O_SAK, O_SAT, O_DROP, O_SOPT, O_SOPT_END = O_SOPT + 4, O_AGG,
+         O_MINUP, O_RTO, O_POLL, O_SEED, O_DATA, O_JSON, O_SECAGG, O_SAK, O_SAT, O_DROP, O_SOPT, O_SOPT_END = O_SOPT + 4, O_BYZ, O_AGG,
          O_AGG_END = O_AGG + 5,
          O_NESTEROV, O_DP, O_DP_END = O_DP + 4 };
   static const struct option lo[] = {
@@ -273,7 +282,7 @@ static int parse(int argc, char **argv, sim_opts *o) {
       {"min-updates", 1, 0, O_MINUP}, {"round-timeout-ms", 1, 0, O_RTO}, {"poll-ms", 1, 0, O_POLL},
       {"seed", 1, 0, O_SEED},       {"data-dir", 1, 0, O_DATA},     {"json", 0, 0, O_JSON},
       {"secagg", 0, 0, O_SECAGG},   {"secagg-neighbors", 1, 0, O_SAK}, {"secagg-threshold", 1, 0, O_SAT},
-      {"drop", 1, 0, O_DROP},
+      {"drop", 1, 0, O_DROP},           {"byzantine", 1, 0, O_BYZ},
       {"server-optimizer", 1, 0, O_SOPT}, {"server-lr", 1, 0, O_SOPT + 1}, {"server-beta1", 1, 0, O_SOPT + 2},
       {"server-beta2", 1, 0, O_SOPT + 3}, {"server-tau", 1, 0, O_SOPT + 4}, {"server-nesterov", 0, 0, O_NESTEROV},
       {"aggregator", 1, 0, O_AGG},        {"agg-f", 1, 0, O_AGG + 1},      {"agg-trim", 1, 0, O_AGG + 2},
@@ -337,6 +346,21 @@ static int parse(int argc, char **argv, sim_opts *o) {
     case O_AGG_END: bad = parse_str(agg_flags[opt - O_AGG], optarg, o->agg[opt - O_AGG], sizeof o->agg[0]); break;
     case O_SAK: bad = parse_int("--secagg-neighbors", optarg, 0, 1000, &o->sa_k); break;
     case O_SAT: bad = parse_int("--secagg-threshold", optarg, 0, 1000, &o->sa_t); break;
+    case O_BYZ: {
+      char kind[32];
+      double sc = 0;
+      int got = sscanf(optarg, "%lf:%31[a-z]:%lf", &o->byz_fraction, kind, &sc);
+      if (got < 2 || !(o->byz_fraction > 0 && o->byz_fraction < 1) || fc_byz_parse(kind) < 0 || (got == 3 && !(sc > 0))) {
+        fprintf(stderr, "fedc sim: --byzantine FRACTION:KIND[:SCALE], fraction in (0, 1), KIND signflip, gaussian, "
+                        "labelflip, alie or ipm\n");
+        bad = 2;
+      } else if (got == 3) {
+        snprintf(o->byz_kind, sizeof o->byz_kind, "%s:%g", kind, sc);
+      } else {
+        snprintf(o->byz_kind, sizeof o->byz_kind, "%s", kind);
+      }
+      break;
+    }
     case O_DROP: {
       double d[6];
       char why[300];
@@ -394,6 +418,37 @@ static int parse(int argc, char **argv, sim_opts *o) {
 /* Prepare PKI and per-client data. The training set is loaded and checked
  * against the model first, so a missing data set or a model that does not fit
  * it leaves --out untouched, like a bad option. */
+/* --byzantine: which clients attack, chosen by --seed: OUT/byzantine.txt
+ * (names, for the clients) and OUT/byzantine.json (for the researcher). */
+static int write_attackers(const sim_opts *o) {
+  if (!o->byz_kind[0]) return 0;
+  uint32_t *ix = malloc(o->clients * sizeof *ix);
+  if (!ix) return -1;
+  for (uint32_t i = 0; i < o->clients; i++) ix[i] = i;
+  fc_rng rng;
+  fc_rng_seed(&rng, o->seed * 0xA24BAED4963EE407ull + 17);
+  fc_rng_shuffle_u32(&rng, ix, (uint32_t)o->clients);
+  uint32_t k = (uint32_t)(o->byz_fraction * (double)o->clients + 0.5);
+  char p[1100];
+  snprintf(p, sizeof p, "%s/byzantine.txt", o->out);
+  FILE *t = fopen(p, "w");
+  json_t *names = json_array();
+  for (uint32_t i = 0; t && i < k; i++) {
+    char name[32];
+    snprintf(name, sizeof name, "c%04u", ix[i]);
+    fprintf(t, "%s\n", name);
+    json_array_append_new(names, json_string(name));
+  }
+  int rc = t && fclose(t) == 0 ? 0 : -1;
+  json_t *j = json_pack("{s:s,s:f,s:I,s:o}", "attack", o->byz_kind, "fraction", o->byz_fraction, "count",
+                        (json_int_t)k, "clients", names);
+  snprintf(p, sizeof p, "%s/byzantine.json", o->out);
+  if (!j || json_dump_file(j, p, JSON_INDENT(1)) != 0) rc = -1;
+  json_decref(j);
+  free(ix);
+  return rc;
+}
+
 static int prepare(const sim_opts *o, const fc_mlp *mlp) {
   char p[1024], err[400];
   snprintf(p, sizeof p, "%s/pki", o->out);
@@ -416,7 +471,7 @@ static int prepare(const sim_opts *o, const fc_mlp *mlp) {
     goto out;
   }
   if (mkdirp(o->out) || (snprintf(p, sizeof p, "%s/logs", o->out), mkdirp(p)) ||
-      (snprintf(p, sizeof p, "%s/data", o->out), mkdirp(p))) {
+      (snprintf(p, sizeof p, "%s/data", o->out), mkdirp(p)) || write_attackers(o) != 0) {
     fprintf(stderr, "fedc sim: cannot create %s: %s\n", p, strerror(errno));
     goto out;
   }
@@ -727,6 +782,11 @@ int cmd_sim(int argc, char **argv) {
   char addr[64];
   snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
   fprintf(stderr, "fedc sim: coordinator on %s; starting %llu clients...\n", addr, o.clients);
+  char byz_names[1100], byz_dir[1100], byz_n[32], byz_f[32];
+  snprintf(byz_names, sizeof byz_names, "%s/byzantine.txt", o.out);
+  snprintf(byz_dir, sizeof byz_dir, "%s/byz", o.out);
+  snprintf(byz_n, sizeof byz_n, "%llu", o.cohort);
+  snprintf(byz_f, sizeof byz_f, "%llu", (unsigned long long)(o.byz_fraction * (double)o.cohort + 0.5));
   for (unsigned long long i = 0; i < nkids && !g_interrupted; i++) {
     unsigned long long first = i * o.per_process;
     unsigned long long count = first + o.per_process <= o.clients ? o.per_process : o.clients - first;
@@ -744,11 +804,18 @@ int cmd_sim(int argc, char **argv) {
       snprintf(name, sizeof name, "c");
     }
     snprintf(group, sizeof group, "%llu:%llu", first, count);
-    char *av[24] = {"fedc", "client", "--pki", pki, "--name", name, "--coordinator", addr, "--data", data, "--model",
+    char *av[40] = {"fedc", "client", "--pki", pki, "--name", name, "--coordinator", addr, "--data", data, "--model",
                     o.model, "--max-retries", "20", "--drop-seed", dseed};
     int an = 16;
     if (count > 1) av[an++] = "--host-clients", av[an++] = group;
     if (o.drop[0]) av[an++] = "--secagg-drop", av[an++] = o.drop;
+    if (o.byz_kind[0]) {
+      av[an++] = "--byzantine", av[an++] = o.byz_kind;
+      av[an++] = "--byzantine-names", av[an++] = byz_names;
+      av[an++] = "--byzantine-dir", av[an++] = byz_dir;
+      av[an++] = "--byzantine-cohort", av[an++] = byz_n;
+      av[an++] = "--byzantine-colluders", av[an++] = byz_f;
+    }
     av[an] = NULL;
     if ((kids[i] = spawn(av, clog)) < 0) {
       kids[i] = 0;

@@ -352,6 +352,9 @@ static int do_round(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
              (unsigned long long)t->round);
     goto out;
   }
+  /* Research: an attacker rewrites its delta here (never on a coordinator's word). */
+  if (c->byz.kind != FC_BYZ_NONE && fc_byz_apply(&c->byz, t->round, out, n) != FEDC_OK)
+    FC_WARN(MOD, "round %llu: the research attack failed; sending the honest update", (unsigned long long)t->round);
   scale = fc_stage_clip(out, n, t->clip_norm, &norm);
   c->unclipped = scale == 1.0;
   fedc_event ev;
@@ -459,4 +462,8 @@ FEDC_API int fedc_client_run(fedc_client *c) {
     emit(c, FEDC_EVENT_WAITING, 0, NULL);
     rt_nap(c, retry);
   }
+}
+
+void fc_client_byzantine(fedc_client *c, const fc_byz_cfg *cfg) {
+  if (c && cfg) c->byz = *cfg;
 }

@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "client/byzantine.h"
 #include "common/rng.h"
 #include "common/tensor.h"
 #include "crypto/sha256.h"
@@ -42,7 +43,11 @@ struct fedc_client {
   int sa_drop_halt;    /* 1: a dropout halts (blocks until stopped or killed) */
   int unclipped;       /* the round in progress: the clip stage left the update as it was (sent as
                           UpdateMeta.unclipped, Andrew et al. 2021's b_i) */
+  fc_byz_cfg byz;      /* research attack (fc_client_byzantine), kind FC_BYZ_NONE normally */
 };
+
+/* Research only (fedc sim): attack as cfg says (client/byzantine.h). */
+void fc_client_byzantine(fedc_client *c, const fc_byz_cfg *cfg);
 
 /* Research only (fedc sim, tests): vanish before stage s's message with chance
  * drop[s]. With halt, the client instead logs "halted before the S stage" and

@@ -1,0 +1,47 @@
+/*
+ * byzantine.h - research only: a client that attacks the federation, for
+ * `fedc sim --byzantine FRACTION:KIND` (and `fedc client --byzantine`). Never
+ * part of the public API (include/fedc/client.h) and never something a
+ * coordinator can ask for: the attack is chosen on the client's command line.
+ *
+ * The attack rewrites the delta after training and before the clip stage
+ * (the attacker clips like everyone else, or the coordinator would refuse it):
+ *   signflip   -scale x delta (scale 10 by default)
+ *   gaussian   N(0, scale^2) per coordinate instead of the delta
+ *   labelflip  (trains on labels y -> 9 - y: done by the data loader, not here)
+ *   alie       "A Little Is Enough" (Baruch et al. 2019): mu - z sigma per
+ *              coordinate, mu and sigma over the colluders' honest deltas of
+ *              this round, z from their Section 4 for the cohort size n:
+ *              s = floor(n/2 + 1) - f, z = Phi^-1((n - s) / n)
+ *   ipm        inner-product manipulation (Xie et al. 2020): -scale x mu
+ *              (scale 0.1 by default: epsilon)
+ * Colluders share their view through a directory (`dir`): each writes its
+ * honest delta for the round and reads the others' for up to wait_ms; with
+ * only its own, mu is its own delta and sigma its spread across coordinates.
+ */
+#ifndef FEDC_CLIENT_BYZANTINE_H
+#define FEDC_CLIENT_BYZANTINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum { FC_BYZ_NONE, FC_BYZ_SIGNFLIP, FC_BYZ_GAUSSIAN, FC_BYZ_LABELFLIP, FC_BYZ_ALIE, FC_BYZ_IPM };
+
+typedef struct fc_byz_cfg {
+  int kind;
+  double scale;      /* 0 = the kind's default */
+  uint32_t cohort;   /* n for ALIE's z */
+  uint32_t colluders; /* f for ALIE's z */
+  char dir[512];     /* shared view of the colluders ("" = none) */
+  char name[65];     /* this client's name (its file in dir) */
+  uint32_t wait_ms;  /* how long to wait for the others' views */
+  uint64_t seed;
+} fc_byz_cfg;
+
+int fc_byz_parse(const char *kind); /* -1 if unknown */
+const char *fc_byz_name(int kind);
+/* Rewrite delta (n floats) for `round`. FEDC_OK, or an I/O or memory error
+ * (the attacker then sends its honest delta). */
+int fc_byz_apply(const fc_byz_cfg *cfg, uint64_t round, float *delta, size_t n);
+
+#endif
