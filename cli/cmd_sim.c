@@ -720,9 +720,11 @@ int cmd_sim(int argc, char **argv) {
   /* Unless the user chose a clip norm, the coordinator's default applies. */
   if (o.clip_norm_set) cargv[ca_n++] = "--clip-norm", cargv[ca_n++] = buf[7];
   /* Every client connects from 127.0.0.1: the per-address cap (256 by
-   * default, against one host hogging the coordinator) must admit them all. */
+   * default, against one host hogging the coordinator) must admit them all,
+   * twice over: on a loaded machine a client's new connection can be
+   * accepted before its timed-out one is closed. */
   char conns[32];
-  snprintf(conns, sizeof conns, "%llu", o.clients + 64);
+  snprintf(conns, sizeof conns, "%llu", 2 * o.clients + 64);
   cargv[ca_n++] = "--connections-per-address", cargv[ca_n++] = conns;
   for (int i = 0; i < 5; i++)
     if (o.sopt[i][0]) cargv[ca_n++] = (char *)sopt_flags[i], cargv[ca_n++] = o.sopt[i];
@@ -805,7 +807,7 @@ int cmd_sim(int argc, char **argv) {
     }
     snprintf(group, sizeof group, "%llu:%llu", first, count);
     char *av[40] = {"fedc", "client", "--pki", pki, "--name", name, "--coordinator", addr, "--data", data, "--model",
-                    o.model, "--max-retries", "20", "--drop-seed", dseed};
+                    o.model, "--max-retries", "60", "--drop-seed", dseed};
     int an = 16;
     if (count > 1) av[an++] = "--host-clients", av[an++] = group;
     if (o.drop[0]) av[an++] = "--secagg-drop", av[an++] = o.drop;
