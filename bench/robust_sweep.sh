@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Robust aggregation under attack on Fashion-MNIST: 100 clients (Dirichlet
+# 0.5), 10 per round, MLP 784-200-200-10, 100 rounds, for each aggregator x
+# {no attack, 20% sign flip, 20% ALIE, 20% Gaussian noise, 20% label flip}.
+# One JSON line per run: test accuracy at the last round and its best.
+#
+#   bench/robust_sweep.sh FEDC OUTDIR [ROUNDS=100] [AGGREGATOR...]
+set -euo pipefail
+FEDC=${1:?usage: robust_sweep.sh FEDC OUTDIR [ROUNDS] [AGGREGATOR...]}
+OUT=${2:?}
+ROUNDS=${3:-100}
+shift $(($# < 3 ? $# : 3))
+AGGS=("$@")
+[ ${#AGGS[@]} -gt 0 ] || AGGS=(fedavg median trimmed_mean krum multikrum bulyan centered_clip)
+ATTACKS=(none signflip alie gaussian labelflip)
+mkdir -p "$OUT"
+for agg in "${AGGS[@]}"; do
+  case $agg in
+  trimmed_mean) A=(--aggregator trimmed_mean --agg-trim 0.2) ;;
+  krum | multikrum) A=(--aggregator "$agg" --agg-f 2) ;;
+  bulyan) A=(--aggregator bulyan --agg-f 1) ;; # n = 10 allows f = 1 (n >= 4f + 3)
+  centered_clip) A=(--aggregator centered_clip --agg-tau 1 --agg-iters 1) ;;
+  *) A=(--aggregator "$agg") ;;
+  esac
+  for atk in "${ATTACKS[@]}"; do
+    B=()
+    [ "$atk" = none ] || B=(--byzantine "0.2:$atk")
+    dir="$OUT/$agg-$atk"
+    rm -rf "$dir"
+    echo "robust_sweep: $agg $atk" >&2
+    if ! "$FEDC" sim --out "$dir" --clients 100 --cohort 10 --rounds "$ROUNDS" --partition dirichlet --alpha 0.5 \
+      --seed 1 --json "${A[@]}" "${B[@]}" >"$dir.jsonl" 2>"$dir.err"; then
+      echo "robust_sweep: $agg $atk failed: $(tail -2 "$dir.err")" >&2
+    fi
+    python3 - "$dir" "$agg" "$atk" <<'EOF'
+import json, sys
+d, agg, atk = sys.argv[1:4]
+rows = [json.loads(l) for l in open(d + ".jsonl") if l.startswith("{")]
+print(json.dumps({"bench": "robust_sweep", "aggregator": agg, "attack": atk, "rounds": len(rows),
+                  "acc_final": rows[-1]["accuracy"] if rows else None,
+                  "acc_best": max(r["accuracy"] for r in rows) if rows else None}))
+EOF
+  done
+done
