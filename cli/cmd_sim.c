@@ -654,8 +654,9 @@ static unsigned long long reap_clients(const sim_opts *o, pid_t *kids, unsigned 
     int status;
     if (kids[i] <= 0 || waitpid(kids[i], &status, WNOHANG) != kids[i]) continue;
     kids[i] = 0; /* reaped: its pid may be reused, never signal it later */
-    char name[32];
-    client_log_name(o, i, name, sizeof name);
+    char lname[48];
+    client_log_name(o, i, lname, sizeof lname);
+    const char *name = strchr(lname, '-') + 1; /* "c0001" or "c0025-c0049" */
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
       if (!ended[0]) snprintf(ended, endedlen, "%s", name);
       continue;
@@ -663,10 +664,10 @@ static unsigned long long reap_clients(const sim_opts *o, pid_t *kids, unsigned 
     died++;
     if (WIFSIGNALED(status))
       fprintf(stderr, "fedc sim: client %s was killed by signal %d (%s) (see %s/logs/%s.log)\n", name,
-              WTERMSIG(status), strsignal(WTERMSIG(status)), o->out, name);
+              WTERMSIG(status), strsignal(WTERMSIG(status)), o->out, lname);
     else
       fprintf(stderr, "fedc sim: client %s exited with status %d (see %s/logs/%s.log)\n", name,
-              WIFEXITED(status) ? WEXITSTATUS(status) : -1, o->out, name);
+              WIFEXITED(status) ? WEXITSTATUS(status) : -1, o->out, lname);
   }
   return died;
 }
