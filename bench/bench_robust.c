@@ -32,7 +32,7 @@ static double now_s(void) {
 static double rule_seconds(int kind, uint32_t f, const float *X, size_t n, size_t d, int threads) {
   fc_robust_cfg c = {kind, f, 0.1, 0, 1.0, 1, threads};
   fc_agg *a = NULL;
-  if (fc_agg_robust_create(d, (uint32_t)n, &c, &a) != 0) return -1;
+  if (fc_agg_robust_create(d, (uint32_t)n, 2, &c, &a) != 0) return -1;
   a->ops->round_begin(a);
   for (size_t i = 0; i < n; i++) {
     fc_agg_update *u = NULL;

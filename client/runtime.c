@@ -230,6 +230,14 @@ int rt_upload(fedc_client *c, const Fedc__V1__Task *t, const void *payload, cons
   meta.update_norm = (float)norm;
   meta.masked = masked;
   meta.unclipped = c->unclipped;
+  if (masked) {
+    /* The coordinator must learn nothing of one client beyond the sum: no
+     * norm, no clipping bit (it rides masked), and under distributed DP no
+     * loss either. */
+    meta.update_norm = 0;
+    meta.unclipped = 0;
+    if (t->secagg && t->secagg->dp_sigma > 0) meta.train_loss = 0;
+  }
   fc_ccall *call = NULL;
   int rc = fc_ccall_start(c->ch, "/fedc.v1.Coordinator/UploadUpdate", FC_RPC_CLIENT_STREAM, NULL,
                           c->o.call_timeout_ms, &call, st);

@@ -16,7 +16,6 @@ int fc_agg_slots_init(fc_agg_slots *s, int nslots, size_t bytes) {
   s->nslots = nslots;
   s->bytes = bytes;
   s->closing = 0;
-  s->arena = NULL;
   s->slots = calloc((size_t)nslots, sizeof *s->slots);
   return s->slots ? FEDC_OK : FEDC_ERR_NOMEM;
 }
@@ -66,22 +65,8 @@ void fc_agg_slots_close(fc_agg_slots *s) {
   pthread_mutex_unlock(&s->mu);
 }
 
-int fc_agg_slots_init_arena(fc_agg_slots *s, int nslots, size_t bytes, void *arena) {
-  int rc = fc_agg_slots_init(s, nslots, bytes);
-  s->arena = arena;
-  fc_agg_slots_reset_arena(s);
-  return rc;
-}
-
-void fc_agg_slots_reset_arena(fc_agg_slots *s) {
-  for (int i = 0; s->slots && i < s->nslots; i++) {
-    s->slots[i].buf = (uint8_t *)s->arena + (size_t)i * s->bytes;
-    s->slots[i].busy = 0;
-  }
-}
-
 void fc_agg_slots_destroy(fc_agg_slots *s) {
-  for (int i = 0; s->slots && !s->arena && i < s->nslots; i++) free(s->slots[i].buf);
+  for (int i = 0; s->slots && i < s->nslots; i++) free(s->slots[i].buf);
   free(s->slots);
   s->slots = NULL;
   pthread_mutex_destroy(&s->mu);

@@ -27,7 +27,6 @@ typedef struct fc_agg_slots {
   int nslots;
   size_t bytes;
   int closing;
-  void *arena; /* fc_agg_slots_init_arena: slot i is row i of the caller's arena (not freed here) */
 } fc_agg_slots;
 
 int fc_agg_slots_init(fc_agg_slots *s, int nslots, size_t bytes);
@@ -40,12 +39,6 @@ void fc_agg_slots_release_locked(fc_agg_slots *s, fc_agg_update *u);
 void fc_agg_slots_release(fc_agg_slots *s, fc_agg_update *u);
 /* Wake every waiter with STOPPED; no slot is handed out after. */
 void fc_agg_slots_close(fc_agg_slots *s);
-/* Slots over rows of `arena` (nslots x bytes, the caller's): an update lands
- * in its row and stays there once committed, for aggregators that need every
- * update at once. */
-int fc_agg_slots_init_arena(fc_agg_slots *s, int nslots, size_t bytes, void *arena);
-/* Every slot free again, slot i at row i (call with no upload in flight). */
-void fc_agg_slots_reset_arena(fc_agg_slots *s);
 /* Free the buffers (after init, also a failed one). */
 void fc_agg_slots_destroy(fc_agg_slots *s);
 

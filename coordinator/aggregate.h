@@ -73,7 +73,9 @@ int fc_agg_fedavg_create(size_t n, int slots, fc_agg **out);
 int fc_agg_secagg_create(size_t entries, int slots, fc_agg **out);
 
 /* Robust aggregators (aggregate_robust.c): every update of the round in one
- * arena of max_updates x n floats (fc_robust_arena_bytes), unweighted. */
+ * arena of max_updates x n floats, plus `slots` staging buffers of n floats
+ * and Krum's k x k distances (fc_robust_arena_bytes counts all three);
+ * unweighted. */
 enum { FC_AGG_FEDAVG, FC_AGG_MEDIAN, FC_AGG_TRIMMED, FC_AGG_KRUM, FC_AGG_MULTIKRUM, FC_AGG_BULYAN, FC_AGG_CCLIP };
 typedef struct fc_robust_cfg {
   int kind;      /* FC_AGG_MEDIAN .. FC_AGG_CCLIP */
@@ -88,8 +90,9 @@ const char *fc_robust_name(int kind);
 int fc_robust_parse(const char *name); /* -1 if unknown */
 /* NULL if k updates satisfy the rule's precondition, else one line in buf. */
 const char *fc_robust_check(const fc_robust_cfg *cfg, uint32_t k, char *buf, size_t len);
-uint64_t fc_robust_arena_bytes(size_t n, uint32_t max_updates);
-int fc_agg_robust_create(size_t n, uint32_t max_updates, const fc_robust_cfg *cfg, fc_agg **out);
+uint64_t fc_robust_arena_bytes(size_t n, uint32_t max_updates, int slots);
+/* max_updates arena rows (the cohort), `slots` staging buffers for uploads in flight. */
+int fc_agg_robust_create(size_t n, uint32_t max_updates, int slots, const fc_robust_cfg *cfg, fc_agg **out);
 /* Why the last round_finish failed (a precondition, in one line). */
 const char *fc_agg_robust_why(fc_agg *a);
 /* The accumulator (entries u32) and how many inputs it holds. */

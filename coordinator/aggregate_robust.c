@@ -2,11 +2,13 @@
  * aggregate_robust.c - the robust aggregators (aggregate.h): coordinate-wise
  * median, coordinate-wise trimmed mean, Krum and Multi-Krum, Bulyan, and
  * centered clipping. Each needs every update of the round at once, so they
- * share one arena of max_updates x n floats: an upload lands in its own row
- * (a staging slot over that row) and stays there once committed; round_finish
- * packs the committed rows to the top of the arena and runs the rule on them
- * with the kernels of kernels/robust.h. Weights are ignored: every committed
- * update counts once (what the rules' guarantees assume).
+ * share one arena of max_updates x n floats. An upload lands in a staging
+ * slot (agg_slots.h) as with FedAvg; a committed one is copied into the next
+ * arena row under the lock, so rows 0..count-1 are always the round's
+ * committed updates and nothing in flight (a late or cancelled upload) ever
+ * writes there. round_finish runs the rule on those rows with the kernels of
+ * kernels/robust.h. Weights are ignored: every committed update counts once
+ * (what the rules' guarantees assume).
  *
  *   median        Yin et al. 2018, coordinate-wise median.
  *   trimmed_mean  Yin et al. 2018: drop floor(beta k) from each end per coordinate.
@@ -34,10 +36,9 @@
 typedef struct robust {
   fc_agg base;
   fc_robust_cfg cfg;
-  fc_agg_slots pool; /* rows of arena; pool.mu also guards committed, count */
-  float *arena;
+  fc_agg_slots pool; /* staging; pool.mu also guards the arena's rows and count */
+  float *arena;      /* max_updates rows of n floats: the committed updates, in rows 0..count-1 */
   uint32_t max_updates;
-  fc_agg_update **committed;
   uint32_t count;
   float *center; /* centered clipping: the last result (starts at 0) */
   char why[200];
@@ -96,14 +97,14 @@ const char *fc_robust_check(const fc_robust_cfg *c, uint32_t k, char *buf, size_
   }
 }
 
-uint64_t fc_robust_arena_bytes(size_t n, uint32_t max_updates) {
-  return (uint64_t)n * max_updates * sizeof(float);
+uint64_t fc_robust_arena_bytes(size_t n, uint32_t max_updates, int slots) {
+  return ((uint64_t)n * max_updates + (uint64_t)n * (uint64_t)slots) * sizeof(float) +
+         3ull * max_updates * max_updates * sizeof(double);
 }
 
 static int rb_round_begin(fc_agg *a) {
   robust *r = (robust *)a;
   pthread_mutex_lock(&r->pool.mu);
-  fc_agg_slots_reset_arena(&r->pool);
   r->count = 0;
   pthread_mutex_unlock(&r->pool.mu);
   return FEDC_OK;
@@ -126,18 +127,16 @@ static int rb_update_check(fc_agg *a, fc_agg_update *u, fc_agg_check *out) {
 static int rb_update_commit(fc_agg *a, fc_agg_update *u, double weight) {
   robust *r = (robust *)a;
   (void)weight; /* every update counts once */
+  int rc = FEDC_OK;
   pthread_mutex_lock(&r->pool.mu);
-  r->committed[r->count++] = u; /* the row stays busy until the next round */
+  if (r->count < r->max_updates) memcpy(r->arena + (size_t)r->count++ * a->n, u->buf, a->n * sizeof(float));
+  else rc = FEDC_ERR_TOO_LARGE; /* more updates than the arena has rows: never from the engine's cohort */
+  fc_agg_slots_release_locked(&r->pool, u);
   pthread_mutex_unlock(&r->pool.mu);
-  return FEDC_OK;
+  return rc;
 }
 
 static void rb_update_abort(fc_agg *a, fc_agg_update *u) { fc_agg_slots_release(&((robust *)a)->pool, u); }
-
-static int cmp_ptr(const void *x, const void *y) {
-  const uint8_t *a = (*(fc_agg_update *const *)x)->buf, *b = (*(fc_agg_update *const *)y)->buf;
-  return (a > b) - (a < b);
-}
 
 /* Krum scores of the rows in set[0..m): the sum of the m - f - 2 smallest
  * squared distances to the others in the set. */
@@ -222,19 +221,12 @@ static int rb_round_finish(fc_agg *a, float *delta, uint32_t *count) {
   size_t d = a->n;
   pthread_mutex_lock(&r->pool.mu);
   uint32_t k = r->count;
+  pthread_mutex_unlock(&r->pool.mu);
   const char *bad = fc_robust_check(&r->cfg, k, r->why, sizeof r->why);
   if (bad || k == 0) {
-    pthread_mutex_unlock(&r->pool.mu);
     if (!bad) snprintf(r->why, sizeof r->why, "no update was committed");
     return FEDC_ERR_INVALID;
   }
-  /* Pack the committed rows to rows 0..k-1, in arena order (moves only go up). */
-  qsort(r->committed, k, sizeof *r->committed, cmp_ptr);
-  for (uint32_t i = 0; i < k; i++) {
-    float *dst = r->arena + (size_t)i * d;
-    if (r->committed[i]->buf != dst) memmove(dst, r->committed[i]->buf, d * sizeof *dst);
-  }
-  pthread_mutex_unlock(&r->pool.mu);
   int threads = r->cfg.threads > 0 ? r->cfg.threads : 1, rc = FEDC_OK;
   float *X = r->arena;
   uint32_t f = r->cfg.f;
@@ -245,7 +237,10 @@ static int rb_round_finish(fc_agg *a, float *delta, uint32_t *count) {
   case FC_AGG_MULTIKRUM: {
     uint32_t m = r->cfg.kind == FC_AGG_KRUM ? 1 : r->cfg.m ? r->cfg.m : k - f;
     uint32_t *sel = malloc(k * sizeof *sel);
-    if (!sel) return FEDC_ERR_NOMEM;
+    if (!sel) {
+      rc = FEDC_ERR_NOMEM;
+      break;
+    }
     if ((rc = krum_select(r, k, m, 0, sel)) == FEDC_OK) {
       memset(delta, 0, d * sizeof *delta);
       for (uint32_t i = 0; i < m; i++) fc_saxpy((int)d, 1.0f / (float)m, X + (size_t)sel[i] * d, 1, delta, 1);
@@ -260,7 +255,8 @@ static int rb_round_finish(fc_agg *a, float *delta, uint32_t *count) {
     if (!sel || !tmp) {
       free(sel);
       free(tmp);
-      return FEDC_ERR_NOMEM;
+      rc = FEDC_ERR_NOMEM;
+      break;
     }
     if ((rc = krum_select(r, k, theta, 1, sel)) == FEDC_OK) {
       /* Bring the selected rows to the top (sel[i] -> row i), then the
@@ -286,7 +282,10 @@ static int rb_round_finish(fc_agg *a, float *delta, uint32_t *count) {
   case FC_AGG_CCLIP: {
     float *v = r->center;
     float *acc = malloc(d * sizeof *acc);
-    if (!acc) return FEDC_ERR_NOMEM;
+    if (!acc) {
+      rc = FEDC_ERR_NOMEM;
+      break;
+    }
     for (uint32_t it = 0; it < r->cfg.iters; it++) {
       memset(acc, 0, d * sizeof *acc);
       for (uint32_t i = 0; i < k; i++) {
@@ -309,6 +308,7 @@ static int rb_round_finish(fc_agg *a, float *delta, uint32_t *count) {
   default: rc = FEDC_ERR_INVALID;
   }
   if (rc == FEDC_OK) *count = k;
+  else snprintf(r->why, sizeof r->why, "%s failed: %s", fc_robust_name(r->cfg.kind), fedc_strerror(rc));
   return rc;
 }
 
@@ -319,7 +319,6 @@ static void rb_destroy(fc_agg *a) {
   if (!r) return;
   if (r->pool.slots) fc_agg_slots_destroy(&r->pool);
   free(r->arena);
-  free(r->committed);
   free(r->center);
   free(r);
 }
@@ -339,8 +338,8 @@ static const fc_agg_ops robust_ops = {
 
 const char *fc_agg_robust_why(fc_agg *a) { return ((robust *)a)->why; }
 
-int fc_agg_robust_create(size_t n, uint32_t max_updates, const fc_robust_cfg *cfg, fc_agg **out) {
-  if (n == 0 || n > (size_t)INT32_MAX || max_updates < 1 || max_updates > 100000 || !cfg ||
+int fc_agg_robust_create(size_t n, uint32_t max_updates, int slots, const fc_robust_cfg *cfg, fc_agg **out) {
+  if (n == 0 || n > (size_t)INT32_MAX || max_updates < 1 || max_updates > 100000 || slots < 1 || !cfg ||
       cfg->kind <= FC_AGG_FEDAVG || cfg->kind > FC_AGG_CCLIP)
     return FEDC_ERR_INVALID;
   robust *r = calloc(1, sizeof *r);
@@ -349,11 +348,10 @@ int fc_agg_robust_create(size_t n, uint32_t max_updates, const fc_robust_cfg *cf
   r->base.n = n;
   r->cfg = *cfg;
   r->max_updates = max_updates;
-  r->arena = malloc(fc_robust_arena_bytes(n, max_updates));
-  r->committed = calloc(max_updates, sizeof *r->committed);
+  r->arena = malloc((size_t)n * max_updates * sizeof *r->arena);
   r->center = cfg->kind == FC_AGG_CCLIP ? calloc(n, sizeof *r->center) : NULL;
-  if (!r->arena || !r->committed || (cfg->kind == FC_AGG_CCLIP && !r->center) ||
-      fc_agg_slots_init_arena(&r->pool, (int)max_updates, n * sizeof(float), r->arena) != FEDC_OK) {
+  if (!r->arena || (cfg->kind == FC_AGG_CCLIP && !r->center) ||
+      fc_agg_slots_init(&r->pool, slots, n * sizeof(float)) != FEDC_OK) {
     rb_destroy(&r->base);
     return FEDC_ERR_NOMEM;
   }

@@ -65,6 +65,13 @@ int coord_sa_begin(fc_coord *c, char *why, size_t whylen) {
     coord_dp_split(c, c->dp_round_expected, &zu, &sb);
     p.max_weight = 1;
     p.scale = fc_sa_dp_scale(n, m, p.clip, p.dim, zu, &p.dp_sigma);
+    if (!(p.scale > 0)) {
+      /* Never run a DP round without its noise. */
+      free(names);
+      snprintf(why, whylen, "distributed DP: no quantization scale leaves room in 32 bits for %u inputs and their "
+                            "noise (z %g, %u survivors, %llu parameters)", n, zu, m, (unsigned long long)p.dim);
+      return FEDC_ERR_INVALID;
+    }
     if (c->cfg.dp_adaptive_quantile > 0) {
       /* The bit +-S (sensitivity S under zero-out) with noise 2 sigma_b S / sqrt(m):
        * decoded as sum / (2 S), it is the centred count with noise sigma_b. */
@@ -159,9 +166,16 @@ int coord_sa_finish(fc_coord *c, float *delta, uint32_t *count, char *why, size_
   FC_INFO(MOD, "round %llu: unmasked %u inputs (%zu masks removed in %llu ms), total weight %llu",
           (unsigned long long)p.round, *count, nterms, (unsigned long long)(fc_now_ms() - t0),
           (unsigned long long)total);
-  if (p.dp_sigma > 0 && total < c->cfg.engine.min_updates) {
-    snprintf(why, whylen, "%llu masked inputs survived; the clients' privacy noise needs %u", (unsigned long long)total,
+  if (p.dp_sigma > 0 && *count < c->cfg.engine.min_updates) {
+    snprintf(why, whylen, "%u masked inputs survived; the clients' privacy noise needs %u", *count,
              c->cfg.engine.min_updates);
+    return FEDC_ERR_REJECTED;
+  }
+  if (p.dp_sigma > 0 && total != *count) {
+    /* Each weight is 1 under DP: a sum of weights that is not the number of
+     * inputs means a client lied about its weight (and would fake survivors). */
+    snprintf(why, whylen, "unmasked weights sum to %llu for %u inputs (each must be 1): a client sent a malformed "
+                          "input", (unsigned long long)total, *count);
     return FEDC_ERR_REJECTED;
   }
   if (p.dp_sigma > 0) {

@@ -403,6 +403,11 @@ static int dp_privatize(fc_coord *c, float *delta, size_t n, uint32_t count, cha
   fc_sscal((int)n, (float)(1.0 / expected), delta, 1);
   if (adaptive) {
     double b = (double)centred / expected + 0.5;
+    /* Post-processing (no privacy cost): a fraction is in [0, 1], so one
+     * round moves the clip by at most exp(eta max(gamma, 1 - gamma)), however
+     * noisy the count or whatever one client put in its masked bit. */
+    if (b < 0) b = 0;
+    if (b > 1) b = 1;
     newclip = C * exp(-c->cfg.dp_clip_lr * (b - c->cfg.dp_adaptive_quantile));
     /* Post-processing: keep it a usable float norm. */
     if (newclip < 1e-6) newclip = 1e-6;
@@ -640,6 +645,7 @@ static void h_checkin(fc_scall *call, void *ctx) {
   pthread_mutex_lock(&c->mu);
   int act = fc_engine_checkin(c->engine, peer->name, fc_now_ms(), &task, &retry);
   uint64_t gv = c->model->version;
+  float clip = c->clip;
   uint64_t model_bytes = c->model->bytes;
   /* A secure-aggregation task points into the session: packed under the lock. */
   int hold = act == FC_CHECKIN_TRAIN && c->sa;
@@ -674,7 +680,7 @@ static void h_checkin(fc_scall *call, void *ctx) {
     t.model_sha256.data = task.sha;
     t.model_sha256.len = FC_SHA256_LEN;
     t.hyper = &hp;
-    t.clip_norm = c->clip;
+    t.clip_norm = clip;
     t.deadline_unix_ms = task.deadline_ms;
     t.model_bytes = model_bytes;
     if (hold) {
@@ -1676,16 +1682,19 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
   fc_robust_cfg rcfg;
   robust_cfg_of(cfg, &rcfg);
   if (rcfg.kind > FC_AGG_FEDAVG) {
-    uint64_t need = fc_robust_arena_bytes(fc_model_numel(&spec), cfg->engine.cohort_size);
+    /* The engine selects max(cohort, min_updates) clients: a row for each. */
+    uint32_t rows = cfg->engine.cohort_size > cfg->engine.min_updates ? cfg->engine.cohort_size : cfg->engine.min_updates;
+    uint64_t need = fc_robust_arena_bytes(fc_model_numel(&spec), rows, slots);
     if (need > cfg->agg_memory_mib * 1048576ull) {
       snprintf(err, errlen,
-               "aggregator %s keeps the whole cohort: %u x %llu parameters = %llu MiB, over agg_memory_mib %llu",
-               cfg->aggregator, cfg->engine.cohort_size, (unsigned long long)fc_model_numel(&spec),
-               (unsigned long long)(need >> 20), (unsigned long long)cfg->agg_memory_mib);
+               "aggregator %s keeps the whole cohort: %u x %llu parameters (+ staging) = %llu MiB, over "
+               "agg_memory_mib %llu",
+               cfg->aggregator, rows, (unsigned long long)fc_model_numel(&spec), (unsigned long long)(need >> 20),
+               (unsigned long long)cfg->agg_memory_mib);
       rc = FEDC_ERR_INVALID;
       goto fail;
     }
-    rc = fc_agg_robust_create(fc_model_numel(&spec), cfg->engine.cohort_size, &rcfg, &c->agg);
+    rc = fc_agg_robust_create(fc_model_numel(&spec), rows, slots, &rcfg, &c->agg);
   } else {
     rc = cfg->engine.secagg ? fc_agg_secagg_create(entries, slots, &c->agg)
                             : fc_agg_fedavg_create(fc_model_numel(&spec), slots, &c->agg);

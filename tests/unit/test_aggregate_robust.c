@@ -10,7 +10,8 @@
  *     attackers far away: FedAvg is dragged off, every robust rule stays
  *     within the honest spread (centered clipping within tau f / (n - f));
  *     Krum returns one of the honest updates;
- *   - aborted uploads leave no trace, and slots (rows) are reused next round;
+ *   - aborted uploads leave no trace, slots are reused next round, and a
+ *     commit beyond the arena's rows is refused;
  *   - centered clipping with tau large is the mean, and keeps its center.
  */
 #include <math.h>
@@ -56,7 +57,7 @@ static void make(float *X, int honest, int attackers, float *mu, fc_rng *rng) {
 
 static int run(fc_robust_cfg *cfg, const float *X, int n, const int *order, float *out, uint32_t *count) {
   fc_agg *a = NULL;
-  int rc = fc_agg_robust_create(D, (uint32_t)n + 1, cfg, &a);
+  int rc = fc_agg_robust_create(D, (uint32_t)n + 1, 2, cfg, &a);
   if (rc != FEDC_OK) return rc;
   a->ops->round_begin(a);
   /* An upload that breaks off first: it must leave no trace. */
@@ -96,7 +97,7 @@ int main(void) {
   make(X, 12, 0, mu, &rng);
   for (size_t i = 0; i < sizeof pre / sizeof *pre; i++) {
     fc_agg *a = NULL;
-    CHECK_EQ_INT(fc_agg_robust_create(D, 20, &pre[i].cfg, &a), FEDC_OK);
+    CHECK_EQ_INT(fc_agg_robust_create(D, 20, 2, &pre[i].cfg, &a), FEDC_OK);
     a->ops->round_begin(a);
     for (int k = 0; k < pre[i].n; k++) CHECK_EQ_INT(feed(a, X + k * D), FEDC_OK);
     CHECK_EQ_INT(a->ops->round_finish(a, out, &count), FEDC_ERR_INVALID);
@@ -158,7 +159,7 @@ int main(void) {
   fc_robust_cfg cc = {FC_AGG_CCLIP, 0, 0, 0, 1e9, 1, 1};
   fc_agg *a = NULL;
   make(X, 5, 0, mu, &rng);
-  CHECK_EQ_INT(fc_agg_robust_create(D, 5, &cc, &a), FEDC_OK);
+  CHECK_EQ_INT(fc_agg_robust_create(D, 5, 2, &cc, &a), FEDC_OK);
   for (int round = 0; round < 2; round++) {
     a->ops->round_begin(a); /* rows reused: 5 rows, 5 uploads per round */
     for (int i = 0; i < 5; i++) CHECK_EQ_INT(feed(a, X + i * D), FEDC_OK);
@@ -169,9 +170,18 @@ int main(void) {
     for (int j = 0; j < D; j++) mean[j] += X[i * D + j] / 5;
   CHECK(dist(out, mean) < 1e-4);
   a->ops->destroy(a);
+  /* More committed updates than rows: refused, the arena untouched. */
+  fc_robust_cfg med = {FC_AGG_MEDIAN, 0, 0, 0, 0, 0, 1};
+  CHECK_EQ_INT(fc_agg_robust_create(D, 3, 2, &med, &a), FEDC_OK);
+  a->ops->round_begin(a);
+  for (int i = 0; i < 3; i++) CHECK_EQ_INT(feed(a, X + i * D), FEDC_OK);
+  CHECK_EQ_INT(feed(a, X + 3 * D), FEDC_ERR_TOO_LARGE);
+  CHECK_EQ_INT(a->ops->round_finish(a, out, &count), FEDC_OK);
+  CHECK_EQ_INT((int)count, 3);
+  a->ops->destroy(a);
   /* Bad configurations. */
   fc_robust_cfg bad = {FC_AGG_FEDAVG, 0, 0, 0, 0, 0, 1};
-  CHECK_EQ_INT(fc_agg_robust_create(D, 5, &bad, &a), FEDC_ERR_INVALID);
+  CHECK_EQ_INT(fc_agg_robust_create(D, 5, 2, &bad, &a), FEDC_ERR_INVALID);
   CHECK(fc_robust_parse("bulyan") == FC_AGG_BULYAN && fc_robust_parse("nope") == -1);
   return CHECK_DONE();
 }
