@@ -727,6 +727,9 @@ int cmd_sim(int argc, char **argv) {
   char conns[32];
   snprintf(conns, sizeof conns, "%llu", 2 * o.clients + 64);
   cargv[ca_n++] = "--connections-per-address", cargv[ca_n++] = conns;
+  /* ... and the per-address connect rate (100/s) must not lock the sim's own
+   * admin connection out while a thousand clients connect. */
+  cargv[ca_n++] = "--connect-rate", cargv[ca_n++] = "0";
   for (int i = 0; i < 5; i++)
     if (o.sopt[i][0]) cargv[ca_n++] = (char *)sopt_flags[i], cargv[ca_n++] = o.sopt[i];
   if (o.sopt_nesterov) cargv[ca_n++] = "--server-nesterov";
