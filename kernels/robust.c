@@ -221,19 +221,45 @@ static void net_sort_block(float *buf, size_t w, const uint16_t *pairs, size_t n
   net_sort_block_base(buf, w, pairs, np);
 }
 
-typedef struct net_job {
+/* One worker's share of the coordinate blocks [b0, b1) (both paths). */
+typedef struct blk_job {
   const float *X;
-  size_t n, d, ld, trim;
+  size_t n, d, ld, param; /* param: trim (trimmed mean) or keep (window) */
   int kind;
-  const uint16_t *pairs;
+  const uint16_t *pairs;  /* the network's comparators (network path) */
   size_t np;
   float *out;
   size_t b0, b1;
   int rc;
-} net_job;
+} blk_job;
+
+/* Split nb blocks over `threads` workers (the caller's thread is one of them). */
+static int run_blocks(const blk_job *proto, size_t nb, int threads, void *(*worker)(void *)) {
+  if (threads < 1) threads = 1;
+  if (threads > 64) threads = 64;
+  if ((size_t)threads > nb) threads = (int)nb;
+  blk_job jobs[64];
+  pthread_t th[64];
+  int started[64] = {0};
+  for (int t = 0; t < threads; t++) {
+    jobs[t] = *proto;
+    jobs[t].b0 = nb * (size_t)t / (size_t)threads;
+    jobs[t].b1 = nb * (size_t)(t + 1) / (size_t)threads;
+    jobs[t].rc = FEDC_OK;
+    if (t > 0) started[t] = pthread_create(&th[t], NULL, worker, &jobs[t]) == 0;
+    if (t > 0 && !started[t]) worker(&jobs[t]); /* no thread: do it here */
+  }
+  worker(&jobs[0]);
+  int rc = FEDC_OK;
+  for (int t = 0; t < threads; t++) {
+    if (started[t]) pthread_join(th[t], NULL);
+    if (jobs[t].rc != FEDC_OK) rc = jobs[t].rc;
+  }
+  return rc;
+}
 
 static void *net_worker(void *arg) {
-  net_job *j = arg;
+  blk_job *j = arg;
   float *buf = malloc(NET_B * j->n * sizeof *buf), *col = malloc(j->n * sizeof *col);
   double *acc = malloc(NET_B * sizeof *acc);
   if (!buf || !acc || !col) {
@@ -254,16 +280,16 @@ static void *net_worker(void *arg) {
     } else if (j->kind == K_WINDOW) {
       for (size_t c = 0; c < w; c++) {
         for (size_t r = 0; r < j->n; r++) col[r] = buf[r * NET_B + c]; /* sorted down the rows */
-        o[c] = col_window_sorted(col, j->n, j->trim);
+        o[c] = col_window_sorted(col, j->n, j->param);
       }
     } else {
       for (size_t c = 0; c < w; c++) acc[c] = 0;
-      for (size_t r = j->trim; r < j->n - j->trim; r++) {
+      for (size_t r = j->param; r < j->n - j->param; r++) {
         const float *row = buf + r * NET_B;
 #pragma omp simd
         for (size_t c = 0; c < w; c++) acc[c] += row[c];
       }
-      double inv = 1.0 / (double)(j->n - 2 * j->trim);
+      double inv = 1.0 / (double)(j->n - 2 * j->param);
       for (size_t c = 0; c < w; c++) o[c] = (float)(acc[c] * inv);
     }
   }
@@ -273,45 +299,19 @@ static void *net_worker(void *arg) {
   return NULL;
 }
 
-static int by_network(const float *X, size_t n, size_t d, size_t ld, int kind, size_t trim, float *out, int threads) {
+static int by_network(const float *X, size_t n, size_t d, size_t ld, int kind, size_t param, float *out, int threads) {
   size_t np = batcher_count(n);
   uint16_t *pairs = malloc((np ? np : 1) * 2 * sizeof *pairs);
   if (!pairs) return FEDC_ERR_NOMEM;
   batcher(n, pairs);
-  size_t nb = (d + NET_B - 1) / NET_B;
-  if (threads < 1) threads = 1;
-  if (threads > 64) threads = 64;
-  if ((size_t)threads > nb) threads = (int)nb;
-  net_job jobs[64];
-  pthread_t th[64];
-  int started[64] = {0};
-  for (int t = 0; t < threads; t++) {
-    jobs[t] = (net_job){X, n, d, ld, trim, kind, pairs, np, out, nb * (size_t)t / (size_t)threads,
-                        nb * (size_t)(t + 1) / (size_t)threads, FEDC_OK};
-    if (t > 0) started[t] = pthread_create(&th[t], NULL, net_worker, &jobs[t]) == 0;
-    if (t > 0 && !started[t]) net_worker(&jobs[t]);
-  }
-  net_worker(&jobs[0]);
-  int rc = FEDC_OK;
-  for (int t = 0; t < threads; t++) {
-    if (started[t]) pthread_join(th[t], NULL);
-    if (jobs[t].rc != FEDC_OK) rc = jobs[t].rc;
-  }
+  blk_job proto = {X, n, d, ld, param, kind, pairs, np, out, 0, 0, FEDC_OK};
+  int rc = run_blocks(&proto, (d + NET_B - 1) / NET_B, threads, net_worker);
   free(pairs);
   return rc;
 }
 
-typedef struct col_job {
-  const float *X;
-  size_t n, d, ld, param;
-  int kind;
-  float *out;
-  size_t b0, b1; /* block range */
-  int rc;
-} col_job;
-
 static void *col_worker(void *arg) {
-  col_job *j = arg;
+  blk_job *j = arg;
   float *buf = malloc(BLOCK * j->n * sizeof *buf);
   if (!buf) {
     j->rc = FEDC_ERR_NOMEM;
@@ -338,26 +338,8 @@ static void *col_worker(void *arg) {
 static int by_columns(const float *X, size_t n, size_t d, size_t ld, int kind, size_t param, float *out,
                       int threads) {
   if (!X || !out || n == 0 || d == 0 || ld < d) return FEDC_ERR_INVALID;
-  size_t nb = (d + BLOCK - 1) / BLOCK;
-  if (threads < 1) threads = 1;
-  if (threads > 64) threads = 64;
-  if ((size_t)threads > nb) threads = (int)nb;
-  col_job jobs[64];
-  pthread_t th[64];
-  int started[64] = {0};
-  for (int t = 0; t < threads; t++) {
-    jobs[t] = (col_job){X, n, d, ld, param, kind, out, nb * (size_t)t / (size_t)threads,
-                        nb * (size_t)(t + 1) / (size_t)threads, FEDC_OK};
-    if (t > 0) started[t] = pthread_create(&th[t], NULL, col_worker, &jobs[t]) == 0;
-    if (t > 0 && !started[t]) col_worker(&jobs[t]); /* no thread: do it here */
-  }
-  col_worker(&jobs[0]);
-  int rc = FEDC_OK;
-  for (int t = 0; t < threads; t++) {
-    if (started[t]) pthread_join(th[t], NULL);
-    if (jobs[t].rc != FEDC_OK) rc = jobs[t].rc;
-  }
-  return rc;
+  blk_job proto = {X, n, d, ld, param, kind, NULL, 0, out, 0, 0, FEDC_OK};
+  return run_blocks(&proto, (d + BLOCK - 1) / BLOCK, threads, col_worker);
 }
 
 int fc_k_median(const float *X, size_t n, size_t d, size_t ld, float *out, int threads) {
