@@ -137,6 +137,7 @@ static float col_window(float *a, size_t n, size_t keep) {
 #define NET_B 256
 #define NET_MAX_N 1024 /* beyond this the network (n log^2 n comparators) loses to quickselect */
 
+/* The comparators into pairs (2 per comparator), or only their count if pairs is NULL. */
 static size_t batcher(size_t n, uint16_t *pairs) {
   size_t N = 1, np = 0;
   while (N < n) N <<= 1;
@@ -145,23 +146,12 @@ static size_t batcher(size_t n, uint16_t *pairs) {
       for (size_t j = k % p; j + k < N; j += 2 * k)
         for (size_t i = 0; i < k && i + j + k < N; i++)
           if ((i + j) / (2 * p) == (i + j + k) / (2 * p) && i + j + k < n) {
-            pairs[2 * np] = (uint16_t)(i + j);
-            pairs[2 * np + 1] = (uint16_t)(i + j + k);
+            if (pairs) {
+              pairs[2 * np] = (uint16_t)(i + j);
+              pairs[2 * np + 1] = (uint16_t)(i + j + k);
+            }
             np++;
           }
-      if (k == 1) break;
-    }
-  return np;
-}
-
-static size_t batcher_count(size_t n) {
-  size_t N = 1, np = 0;
-  while (N < n) N <<= 1;
-  for (size_t p = 1; p < N; p <<= 1)
-    for (size_t k = p; k >= 1; k >>= 1) {
-      for (size_t j = k % p; j + k < N; j += 2 * k)
-        for (size_t i = 0; i < k && i + j + k < N; i++)
-          if ((i + j) / (2 * p) == (i + j + k) / (2 * p) && i + j + k < n) np++;
       if (k == 1) break;
     }
   return np;
@@ -300,7 +290,7 @@ static void *net_worker(void *arg) {
 }
 
 static int by_network(const float *X, size_t n, size_t d, size_t ld, int kind, size_t param, float *out, int threads) {
-  size_t np = batcher_count(n);
+  size_t np = batcher(n, NULL);
   uint16_t *pairs = malloc((np ? np : 1) * 2 * sizeof *pairs);
   if (!pairs) return FEDC_ERR_NOMEM;
   batcher(n, pairs);
