@@ -234,6 +234,9 @@ static const copt options[] = {
               0, 10000),
     OPT_RANGE("secagg-threshold", T_U32, c.secagg_t,
               "secure aggregation: Shamir threshold t (0 = a majority of each neighbourhood)", 0, 10000),
+    OPT_RANGE("secagg-bucket", T_U32, c.secagg_bucket,
+              "secure aggregation with a robust aggregator: clients per bucket, at least (one SecAgg instance each; "
+              "the rule runs over the buckets' means)", 3, 100000),
     OPT_RANGE("secagg-stage-ms", T_U64, c.engine.sa_stage_ms,
               "secure aggregation: deadline of each stage after key advertisement", 100, DAY_MS),
     OPT_RANGE("unmask-threads", T_INT, c.unmask_threads, "secure aggregation: threads expanding masks (0 = 2)", 0, 64),

@@ -72,6 +72,7 @@ typedef struct sim_opts {
   int json;
   int secagg;                       /* --secagg */
   unsigned long long sa_k, sa_t;    /* --secagg-neighbors, --secagg-threshold (0 = coordinator's default) */
+  unsigned long long sa_bucket;     /* --secagg-bucket (0 = coordinator's default) */
   char drop[200];                   /* --drop STAGE:P,... (research dropout injection) */
   /* --byzantine FRACTION:KIND[:SCALE]: that fraction of the clients attack. */
   double byz_fraction;
@@ -216,6 +217,8 @@ static void usage(FILE *f) {
              "  --secagg             secure aggregation (SecAgg+): the coordinator sees only the cohort's sum\n"
              "  --secagg-neighbors K neighbours per client (default: all, the complete graph)\n"
              "  --secagg-threshold T Shamir threshold (default: a majority of each neighbourhood)\n"
+             "  --secagg-bucket S    with a robust --aggregator: SecAgg per random bucket of at least S\n"
+             "                       clients, the rule over the buckets' means (default 5)\n"
              "  --drop SPEC          clients vanish from secure-aggregation stages with these chances, e.g.\n"
              "                       advertise:0.1,shares:0.05,masked:0.1,unmask:0.05\n");
 }
@@ -273,7 +276,7 @@ static int parse(int argc, char **argv, sim_opts *o) {
   enum { O_OUT = 1, O_PER_PROC, O_CLIENTS, O_COHORT, O_ROUNDS, O_PART, O_ALPHA, O_MODEL, O_EPOCHS, O_BATCH, O_LR, O_MOM, O_CLIP,
          O_MINUP, O_RTO, O_POLL, O_SEED, O_DATA, O_JSON, O_SECAGG, O_SAK, O_SAT, O_DROP, O_SOPT, O_SOPT_END = O_SOPT + 4, O_BYZ, O_AGG,
          O_AGG_END = O_AGG + 5,
-         O_NESTEROV, O_DP, O_DP_END = O_DP + 4 };
+         O_NESTEROV, O_DP, O_DP_END = O_DP + 4, O_SAB };
   static const struct option lo[] = {
       {"out", 1, 0, O_OUT},         {"clients-per-process", 1, 0, O_PER_PROC},         {"clients", 1, 0, O_CLIENTS},   {"cohort", 1, 0, O_COHORT},
       {"rounds", 1, 0, O_ROUNDS},   {"partition", 1, 0, O_PART},    {"alpha", 1, 0, O_ALPHA},
@@ -282,6 +285,7 @@ static int parse(int argc, char **argv, sim_opts *o) {
       {"min-updates", 1, 0, O_MINUP}, {"round-timeout-ms", 1, 0, O_RTO}, {"poll-ms", 1, 0, O_POLL},
       {"seed", 1, 0, O_SEED},       {"data-dir", 1, 0, O_DATA},     {"json", 0, 0, O_JSON},
       {"secagg", 0, 0, O_SECAGG},   {"secagg-neighbors", 1, 0, O_SAK}, {"secagg-threshold", 1, 0, O_SAT},
+      {"secagg-bucket", 1, 0, O_SAB},
       {"drop", 1, 0, O_DROP},           {"byzantine", 1, 0, O_BYZ},
       {"server-optimizer", 1, 0, O_SOPT}, {"server-lr", 1, 0, O_SOPT + 1}, {"server-beta1", 1, 0, O_SOPT + 2},
       {"server-beta2", 1, 0, O_SOPT + 3}, {"server-tau", 1, 0, O_SOPT + 4}, {"server-nesterov", 0, 0, O_NESTEROV},
@@ -346,6 +350,7 @@ static int parse(int argc, char **argv, sim_opts *o) {
     case O_AGG_END: bad = parse_str(agg_flags[opt - O_AGG], optarg, o->agg[opt - O_AGG], sizeof o->agg[0]); break;
     case O_SAK: bad = parse_int("--secagg-neighbors", optarg, 0, 1000, &o->sa_k); break;
     case O_SAT: bad = parse_int("--secagg-threshold", optarg, 0, 1000, &o->sa_t); break;
+    case O_SAB: bad = parse_int("--secagg-bucket", optarg, 3, 1000, &o->sa_bucket); break;
     case O_BYZ: {
       char kind[32];
       double sc = 0;
@@ -687,7 +692,7 @@ int cmd_sim(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   fc_blas_set_threads(1);
 
-  char pki[1024], state[1024], portf[1024], logp[1100], buf[16][64];
+  char pki[1024], state[1024], portf[1024], logp[1100], buf[17][64];
   snprintf(pki, sizeof pki, "%s/pki", o.out);
   snprintf(state, sizeof state, "%s/state", o.out);
   snprintf(portf, sizeof portf, "%s/coordinator.port", o.out);
@@ -751,6 +756,10 @@ int cmd_sim(int argc, char **argv) {
     cargv[ca_n++] = "--secagg";
     cargv[ca_n++] = "--secagg-neighbors", cargv[ca_n++] = buf[12];
     cargv[ca_n++] = "--secagg-threshold", cargv[ca_n++] = buf[13];
+    if (o.sa_bucket) {
+      snprintf(buf[16], 64, "%llu", o.sa_bucket);
+      cargv[ca_n++] = "--secagg-bucket", cargv[ca_n++] = buf[16];
+    }
     /* Dropped clients are waited for up to a stage deadline: keep it short
      * in a local simulation, but long enough for every client's key
      * agreement and signature checks (about 1 ms of CPU per neighbour) to

@@ -18,6 +18,7 @@
 struct fc_agg_update {
   void *buf; /* `bytes`, allocated on first use and kept */
   int busy;
+  uint32_t bucket; /* secure aggregation: which bucket's sum it joins */
 };
 
 typedef struct fc_agg_slots {

@@ -64,13 +64,16 @@ struct fc_agg {
  * many clients take part. */
 int fc_agg_fedavg_create(size_t n, int slots, fc_agg **out);
 
-/* Secure aggregation (aggregate_secagg.c): the u32 sum mod 2^32 of masked
- * inputs of `entries` entries (model parameters + 1 for the weight). Updates
+/* Secure aggregation (aggregate_secagg.c): the u32 sums mod 2^32 of masked
+ * inputs of `entries` entries (model parameters + 1 for the weight), one per
+ * bucket (one SecAgg instance each; 1 without bucketing). Updates
  * are little-endian u32 payloads; update_check accepts anything (a masked
  * vector is uniform); round_finish is refused: the sum is unmasked with
  * fc_agg_secagg_unmask and decoded with fc_sa_dequantize (secagg/secagg.h). */
 #include "secagg/secagg.h"
-int fc_agg_secagg_create(size_t entries, int slots, fc_agg **out);
+int fc_agg_secagg_create(size_t entries, uint32_t buckets, int slots, fc_agg **out);
+/* After update_begin: the masked input joins this bucket's sum (default 0). */
+void fc_agg_secagg_route(fc_agg *a, fc_agg_update *u, uint32_t bucket);
 
 /* Robust aggregators (aggregate_robust.c): every update of the round in one
  * arena of max_updates x n floats, plus `slots` staging buffers of n floats
@@ -95,10 +98,10 @@ uint64_t fc_robust_arena_bytes(size_t n, uint32_t max_updates, int slots);
 int fc_agg_robust_create(size_t n, uint32_t max_updates, int slots, const fc_robust_cfg *cfg, fc_agg **out);
 /* Why the last round_finish failed (a precondition, in one line). */
 const char *fc_agg_robust_why(fc_agg *a);
-/* The accumulator (entries u32) and how many inputs it holds. */
-uint32_t *fc_agg_secagg_sum(fc_agg *a, uint32_t *count);
-/* Apply mask terms to the sum on `threads` worker threads (disjoint ranges). */
-int fc_agg_secagg_unmask(fc_agg *a, const fc_prg_ops *prg, const fc_sa_mask_term *terms, size_t nterms, int threads,
-                         const volatile int *abort);
+/* A bucket's accumulator (entries u32) and how many inputs it holds. */
+uint32_t *fc_agg_secagg_sum(fc_agg *a, uint32_t bucket, uint32_t *count);
+/* Apply mask terms to a bucket's sum on `threads` worker threads (disjoint ranges). */
+int fc_agg_secagg_unmask(fc_agg *a, uint32_t bucket, const fc_prg_ops *prg, const fc_sa_mask_term *terms,
+                         size_t nterms, int threads, const volatile int *abort);
 
 #endif

@@ -5,7 +5,8 @@
  *
  * Masked vectors are uniformly random to us: there is nothing to check in
  * one (no NaN, no norm: clipping is the client's job, and robustness with
- * secure aggregation is bucketing, issue 9). As with FedAvg, chunks land in
+ * secure aggregation is bucketing: one sum per bucket, each its own SecAgg
+ * instance, and a robust rule over the buckets' means, coord_secagg.c). As with FedAvg, chunks land in
  * one of `slots` staging buffers and a whole, hash-verified upload is added
  * into the one u32 accumulator, so a broken stream leaves no trace (a
  * half-added masked vector could never be taken out again) and memory is
@@ -28,21 +29,28 @@
 typedef struct secagg_sum {
   fc_agg base;       /* base.n: entries (model parameters + 1 for the weight) */
   fc_agg_slots pool; /* pool.mu also guards acc and count */
-  uint32_t *acc;
-  uint32_t count;
+  uint32_t nbuckets;
+  uint32_t *acc;     /* nbuckets x entries: one sum per SecAgg instance */
+  uint32_t *count;   /* nbuckets */
 } secagg_sum;
 
 static int sa_round_begin(fc_agg *a) {
   secagg_sum *f = (secagg_sum *)a;
   pthread_mutex_lock(&f->pool.mu);
-  memset(f->acc, 0, f->base.n * sizeof *f->acc);
-  f->count = 0;
+  memset(f->acc, 0, (size_t)f->nbuckets * f->base.n * sizeof *f->acc);
+  memset(f->count, 0, f->nbuckets * sizeof *f->count);
   pthread_mutex_unlock(&f->pool.mu);
   return FEDC_OK;
 }
 
 static int sa_update_begin(fc_agg *a, int timeout_ms, fc_agg_update **out) {
-  return fc_agg_slots_acquire(&((secagg_sum *)a)->pool, timeout_ms, out);
+  int rc = fc_agg_slots_acquire(&((secagg_sum *)a)->pool, timeout_ms, out);
+  if (rc == FEDC_OK) (*out)->bucket = 0;
+  return rc;
+}
+
+void fc_agg_secagg_route(fc_agg *a, fc_agg_update *u, uint32_t bucket) {
+  u->bucket = bucket < ((secagg_sum *)a)->nbuckets ? bucket : 0;
 }
 
 static int sa_update_chunk(fc_agg *a, fc_agg_update *u, uint64_t offset, const void *bytes, size_t len) {
@@ -61,9 +69,9 @@ static int sa_update_commit(fc_agg *a, fc_agg_update *u, double weight) {
   secagg_sum *f = (secagg_sum *)a;
   pthread_mutex_lock(&f->pool.mu);
   const uint32_t *x = u->buf;
-  uint32_t *acc = f->acc;
+  uint32_t *acc = f->acc + (size_t)u->bucket * a->n;
   for (size_t i = 0; i < a->n; i++) acc[i] += x[i]; /* mod 2^32 */
-  f->count++;
+  f->count[u->bucket]++;
   fc_agg_slots_release_locked(&f->pool, u);
   pthread_mutex_unlock(&f->pool.mu);
   return FEDC_OK;
@@ -82,6 +90,7 @@ static void sa_destroy(fc_agg *a) {
   if (!f) return;
   fc_agg_slots_destroy(&f->pool);
   free(f->acc);
+  free(f->count);
   free(f);
 }
 
@@ -98,15 +107,18 @@ static const fc_agg_ops secagg_ops = {
     .destroy = sa_destroy,
 };
 
-int fc_agg_secagg_create(size_t entries, int slots, fc_agg **out) {
-  if (entries == 0 || entries >= UINT32_MAX || slots < 1) return FEDC_ERR_INVALID;
+int fc_agg_secagg_create(size_t entries, uint32_t buckets, int slots, fc_agg **out) {
+  if (entries == 0 || entries >= UINT32_MAX || slots < 1 || buckets < 1 || buckets > FC_SA_MAX_COHORT)
+    return FEDC_ERR_INVALID;
   secagg_sum *f = calloc(1, sizeof *f);
   if (!f) return FEDC_ERR_NOMEM;
   f->base.ops = &secagg_ops;
   f->base.n = entries;
+  f->nbuckets = buckets;
   int prc = fc_agg_slots_init(&f->pool, slots, entries * sizeof(uint32_t));
-  f->acc = calloc(entries, sizeof *f->acc);
-  if (!f->acc || prc != FEDC_OK) {
+  f->acc = calloc((size_t)buckets * entries, sizeof *f->acc);
+  f->count = calloc(buckets, sizeof *f->count);
+  if (!f->acc || !f->count || prc != FEDC_OK) {
     sa_destroy(&f->base);
     return FEDC_ERR_NOMEM;
   }
@@ -114,10 +126,11 @@ int fc_agg_secagg_create(size_t entries, int slots, fc_agg **out) {
   return FEDC_OK;
 }
 
-uint32_t *fc_agg_secagg_sum(fc_agg *a, uint32_t *count) {
+uint32_t *fc_agg_secagg_sum(fc_agg *a, uint32_t bucket, uint32_t *count) {
   secagg_sum *f = (secagg_sum *)a;
-  if (count) *count = f->count;
-  return f->acc;
+  if (bucket >= f->nbuckets) return NULL;
+  if (count) *count = f->count[bucket];
+  return f->acc + (size_t)bucket * a->n;
 }
 
 typedef struct unmask_job {
@@ -137,9 +150,11 @@ static void *unmask_worker(void *arg) {
   return NULL;
 }
 
-int fc_agg_secagg_unmask(fc_agg *a, const fc_prg_ops *prg, const fc_sa_mask_term *terms, size_t nterms, int threads,
-                         const volatile int *abort) {
+int fc_agg_secagg_unmask(fc_agg *a, uint32_t bucket, const fc_prg_ops *prg, const fc_sa_mask_term *terms,
+                         size_t nterms, int threads, const volatile int *abort) {
   secagg_sum *f = (secagg_sum *)a;
+  if (bucket >= f->nbuckets) return FEDC_ERR_INVALID;
+  uint32_t *acc = f->acc + (size_t)bucket * a->n;
   if (threads < 1) threads = 1;
   if (threads > 64) threads = 64;
   unmask_job jobs[64];
@@ -152,7 +167,7 @@ int fc_agg_secagg_unmask(fc_agg *a, const fc_prg_ops *prg, const fc_sa_mask_term
   for (int i = 0; i < threads; i++) {
     size_t lo = per * (size_t)i, hi = i + 1 == threads || lo + per > a->n ? a->n : lo + per;
     if (lo > a->n) lo = a->n;
-    jobs[i] = (unmask_job){prg, f->acc, lo, lo < hi ? hi - lo : 0, terms, nterms, abort, FEDC_OK};
+    jobs[i] = (unmask_job){prg, acc, lo, lo < hi ? hi - lo : 0, terms, nterms, abort, FEDC_OK};
     if (!jobs[i].len) continue;
     if (i + 1 < threads && jobs[i].len && pthread_create(&tid[i], NULL, unmask_worker, &jobs[i]) == 0) {
       started[i] = 1;

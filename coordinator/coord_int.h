@@ -80,8 +80,13 @@ struct fc_coord {
   pthread_mutex_t store_mu;  /* one writer of the state directory at a time */
   uint64_t state_written_seq; /* under store_mu */
   int guard_started;      /* transport/accept_guard.h runs for our port */
-  /* Secure aggregation of the running round (coord_secagg.c); under mu. */
-  struct fc_sa_server *sa;
+  /* Secure aggregation of the running round (coord_secagg.c); under mu.
+   * One SecAgg instance per bucket: one over the whole cohort, or with a
+   * robust aggregator random buckets of at least secagg_bucket clients. */
+  struct fc_sa_server **sa;
+  uint8_t *sa_dead; /* per bucket: 0 live, else the stage (FC_SA_*) it failed at */
+  uint32_t nsa;
+  fc_agg *bagg;     /* bucketing: the robust rule over the buckets' means (NULL without) */
   volatile int sa_abort; /* stops mask expansion when shutting down */
 };
 
@@ -103,10 +108,13 @@ void coord_sa_task(fc_coord *c, const char *client, Fedc__V1__SecAggParams *p);
 /* Driver, WITHOUT mu: unmask the sum and decode the weighted mean delta (n floats). */
 int coord_sa_finish(fc_coord *c, float *delta, uint32_t *count, char *why, size_t whylen);
 /* Masked upload: the spec it must have, and whether `client` may send it now. */
-int coord_sa_masked_begin(fc_coord *c, const char *client, fc_model_spec *spec, char *why, size_t whylen);
+int coord_sa_masked_begin(fc_coord *c, const char *client, fc_model_spec *spec, uint32_t *bucket, char *why,
+                          size_t whylen);
 void coord_sa_masked_done(fc_coord *c, const char *client);
 /* Per-stage counts of the session, for the round record. */
 void coord_sa_remaining(fc_coord *c, uint32_t out[5]);
+/* The robust aggregator's settings from the configuration (coordinator.c). */
+void coord_robust_cfg(const fc_coord_cfg *cfg, fc_robust_cfg *r);
 /* The service handlers. */
 void coord_h_secagg_submit(fc_scall *call, void *ctx);
 void coord_h_secagg_poll(fc_scall *call, void *ctx);

@@ -18,12 +18,79 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/rng.h"
 #include "coordinator/coord_int.h"
 #include "coordinator/secagg_server.h"
 #include "crypto/sa_crypto.h"
 #include "fedc/error.h"
 
 #define MOD "secagg"
+
+/* The parameters of one SecAgg instance over `n` of the cohort (k and t by
+ * the rule at the top of this file, applied to the instance's n). */
+static int sa_params_for(fc_coord *c, const fc_engine_status *es, uint32_t n, fc_sa_params *p, char *why,
+                         size_t whylen) {
+  memset(p, 0, sizeof *p);
+  p->round = es->round;
+  p->model_version = es->version;
+  memcpy(p->model_sha, es->sha, 32);
+  p->n = n;
+  uint32_t k = c->cfg.secagg_k;
+  if (!k || k + 1 >= n) k = n ? n - 1 : 0;
+  else if (k % 2) k = k + 2 >= n ? n - 1 : k + 1;
+  uint32_t t = c->cfg.secagg_t ? c->cfg.secagg_t : (k + 1) / 2 + 1;
+  if (t > k) t = k;
+  p->k = k;
+  p->t = t;
+  p->max_weight = c->cfg.max_example_weight;
+  p->clip = c->clip;
+  p->dim = fc_model_numel(&c->model->spec);
+  if (c->cfg.dp_noise_multiplier > 0) {
+    /* Distributed discrete Gaussian (Kairouz, Liu and Steinke 2021): each
+     * client adds noise of std z (C s + sqrt(dim)) / sqrt(m) in the integer
+     * domain, m = min_updates, the fewest masked inputs a round publishes
+     * with; any m of them carry noise multiplier z (zero-out adjacency: a
+     * client's update replaced by zeros, its noise still there). More
+     * survivors add more noise; below m the round is abandoned. */
+    double zu, sb;
+    uint32_t m = c->cfg.engine.min_updates;
+    coord_dp_split(c, c->dp_round_expected, &zu, &sb);
+    p->max_weight = 1;
+    p->scale = fc_sa_dp_scale(n, m, p->clip, p->dim, zu, &p->dp_sigma);
+    if (!(p->scale > 0)) {
+      /* Never run a DP round without its noise. */
+      snprintf(why, whylen, "distributed DP: no quantization scale leaves room in 32 bits for %u inputs and their "
+                            "noise (z %g, %u survivors, %llu parameters)", n, zu, m, (unsigned long long)p->dim);
+      return FEDC_ERR_INVALID;
+    }
+    if (c->cfg.dp_adaptive_quantile > 0) {
+      /* The bit +-S (sensitivity S under zero-out) with noise 2 sigma_b S / sqrt(m):
+       * decoded as sum / (2 S), it is the centred count with noise sigma_b. */
+      p->bit_scale = FC_DP_BIT_SCALE;
+      p->dp_bit_sigma = 2.0 * sb * FC_DP_BIT_SCALE / sqrt((double)m);
+    }
+  }
+  return fc_random_bytes(p->graph_seed, sizeof p->graph_seed);
+}
+
+/* Bucketing (SHARE, Velicheti et al. 2021; Karimireddy et al. 2022, Alg. 1):
+ * shuffle the cohort and cut it into floor(n / s) buckets, the first n mod
+ * that one larger, so each has at least s. The shuffle is seeded from the
+ * system's CSPRNG: no client can predict or choose its bucket-mates. */
+static int sa_shuffle(const char **names, uint32_t n) {
+  uint64_t seed;
+  int rc = fc_random_bytes((uint8_t *)&seed, sizeof seed);
+  if (rc != FEDC_OK) return rc;
+  fc_rng r;
+  fc_rng_seed(&r, seed);
+  for (uint32_t i = n; i > 1; i--) {
+    uint32_t j = (uint32_t)fc_rng_below(&r, i);
+    const char *t = names[i - 1];
+    names[i - 1] = names[j];
+    names[j] = t;
+  }
+  return FEDC_OK;
+}
 
 int coord_sa_begin(fc_coord *c, char *why, size_t whylen) {
   if (!c->cfg.engine.secagg) return FEDC_OK;
@@ -37,90 +104,154 @@ int coord_sa_begin(fc_coord *c, char *why, size_t whylen) {
     return FEDC_ERR_NOMEM;
   }
   n = fc_engine_cohort(c->engine, names, n);
-  fc_sa_params p;
-  memset(&p, 0, sizeof p);
-  p.round = es.round;
-  p.model_version = es.version;
-  memcpy(p.model_sha, es.sha, 32);
-  p.n = n;
-  uint32_t k = c->cfg.secagg_k;
-  if (!k || k + 1 >= n) k = n ? n - 1 : 0;
-  else if (k % 2) k = k + 2 >= n ? n - 1 : k + 1;
-  uint32_t t = c->cfg.secagg_t ? c->cfg.secagg_t : (k + 1) / 2 + 1;
-  if (t > k) t = k;
-  p.k = k;
-  p.t = t;
-  p.max_weight = c->cfg.max_example_weight;
-  p.clip = c->clip;
-  p.dim = fc_model_numel(&c->model->spec);
-  if (c->cfg.dp_noise_multiplier > 0) {
-    /* Distributed discrete Gaussian (Kairouz, Liu and Steinke 2021): each
-     * client adds noise of std z (C s + sqrt(dim)) / sqrt(m) in the integer
-     * domain, m = min_updates, the fewest masked inputs a round publishes
-     * with; any m of them carry noise multiplier z (zero-out adjacency: a
-     * client's update replaced by zeros, its noise still there). More
-     * survivors add more noise; below m the round is abandoned. */
-    double zu, sb;
-    uint32_t m = c->cfg.engine.min_updates;
-    coord_dp_split(c, c->dp_round_expected, &zu, &sb);
-    p.max_weight = 1;
-    p.scale = fc_sa_dp_scale(n, m, p.clip, p.dim, zu, &p.dp_sigma);
-    if (!(p.scale > 0)) {
-      /* Never run a DP round without its noise. */
-      free(names);
-      snprintf(why, whylen, "distributed DP: no quantization scale leaves room in 32 bits for %u inputs and their "
-                            "noise (z %g, %u survivors, %llu parameters)", n, zu, m, (unsigned long long)p.dim);
-      return FEDC_ERR_INVALID;
-    }
-    if (c->cfg.dp_adaptive_quantile > 0) {
-      /* The bit +-S (sensitivity S under zero-out) with noise 2 sigma_b S / sqrt(m):
-       * decoded as sum / (2 S), it is the centred count with noise sigma_b. */
-      p.bit_scale = FC_DP_BIT_SCALE;
-      p.dp_bit_sigma = 2.0 * sb * FC_DP_BIT_SCALE / sqrt((double)m);
+  uint32_t nb = 1, s = c->cfg.secagg_bucket;
+  int rc = FEDC_OK;
+  if (c->bagg) {
+    fc_robust_cfg rc_cfg;
+    char rwhy[200];
+    coord_robust_cfg(&c->cfg, &rc_cfg);
+    nb = n / s;
+    if (n < s) {
+      snprintf(why, whylen, "secure aggregation buckets: a cohort of %u is smaller than one bucket of %u clients", n,
+               s);
+      rc = FEDC_ERR_REJECTED;
+    } else if (fc_robust_check(&rc_cfg, nb, rwhy, sizeof rwhy)) {
+      snprintf(why, whylen, "secure aggregation buckets: %u clients make %u buckets of at least %u: %s", n, nb, s,
+               rwhy);
+      rc = FEDC_ERR_REJECTED;
+    } else {
+      rc = sa_shuffle(names, n);
     }
   }
-  int rc = fc_random_bytes(p.graph_seed, sizeof p.graph_seed);
-  if (rc == FEDC_OK) rc = fc_sa_server_create(&p, names, &c->sa, why, whylen);
+  if (rc == FEDC_OK && (!(c->sa = calloc(nb, sizeof *c->sa)) || !(c->sa_dead = calloc(nb, sizeof *c->sa_dead)))) {
+    snprintf(why, whylen, "secure aggregation: out of memory");
+    rc = FEDC_ERR_NOMEM;
+  }
+  fc_sa_params p;
+  memset(&p, 0, sizeof p);
+  for (uint32_t b = 0, at = 0; rc == FEDC_OK && b < nb; b++) {
+    uint32_t size = n / nb + (b < n % nb);
+    rc = sa_params_for(c, &es, size, &p, why, whylen);
+    if (rc == FEDC_OK) rc = fc_sa_server_create(&p, names + at, &c->sa[b], why, whylen);
+    if (rc == FEDC_OK) c->nsa = b + 1;
+    at += size;
+  }
   free(names);
-  if (rc == FEDC_OK)
-    FC_INFO(MOD, "round %llu: secure aggregation over %u clients, %u neighbours each, threshold %u%s", (unsigned long long)p.round,
-            n, k, t, p.dp_sigma > 0 ? "; distributed DP noise from the clients" : "");
-  return rc;
+  if (rc != FEDC_OK) {
+    coord_sa_end(c);
+    return rc;
+  }
+  if (nb == 1)
+    FC_INFO(MOD, "round %llu: secure aggregation over %u clients, %u neighbours each, threshold %u%s",
+            (unsigned long long)p.round, n, p.k, p.t, p.dp_sigma > 0 ? "; distributed DP noise from the clients" : "");
+  else
+    FC_INFO(MOD, "round %llu: secure aggregation in %u buckets of %u-%u clients (threshold %u-%u), %s over their means",
+            (unsigned long long)p.round, nb, n / nb, n / nb + (n % nb != 0),
+            fc_sa_server_params(c->sa[nb - 1])->t, fc_sa_server_params(c->sa[0])->t, c->cfg.aggregator);
+  return FEDC_OK;
 }
 
 void coord_sa_end(fc_coord *c) {
-  fc_sa_server_destroy(c->sa);
+  for (uint32_t b = 0; b < c->nsa; b++) fc_sa_server_destroy(c->sa[b]);
+  free(c->sa);
+  free(c->sa_dead);
   c->sa = NULL;
+  c->sa_dead = NULL;
+  c->nsa = 0;
+}
+
+/* The bucket `client` is in and its index there, or -1. */
+static int sa_find(const fc_coord *c, const char *client, uint32_t *index) {
+  for (uint32_t b = 0; b < c->nsa; b++) {
+    uint32_t i = fc_sa_server_index(c->sa[b], client);
+    if (i) {
+      *index = i;
+      return (int)b;
+    }
+  }
+  *index = 0;
+  return -1;
+}
+
+static uint32_t sa_live(const fc_coord *c) {
+  uint32_t live = 0;
+  for (uint32_t b = 0; b < c->nsa; b++) live += !c->sa_dead[b];
+  return live;
+}
+
+/* A bucket failed a stage (its own threshold) or its unmasking: it is
+ * dropped alone; its members' inputs never count and nothing more is asked
+ * of them. The round goes on while the robust rule can take what is left. */
+static int sa_drop_bucket(fc_coord *c, uint32_t b, int stage, const char *why, char *out, size_t outlen) {
+  c->sa_dead[b] = (uint8_t)stage;
+  fc_sa_server_abort(c->sa[b], why);
+  if (c->nsa == 1) {
+    snprintf(out, outlen, "%s", why);
+    return FEDC_ERR_REJECTED;
+  }
+  FC_WARN(MOD, "round %llu: bucket %u of %u dropped: %s", (unsigned long long)fc_sa_server_params(c->sa[b])->round,
+          b + 1, c->nsa, why);
+  fc_robust_cfg rcfg;
+  char rwhy[200];
+  coord_robust_cfg(&c->cfg, &rcfg);
+  uint32_t live = sa_live(c);
+  if (!fc_robust_check(&rcfg, live, rwhy, sizeof rwhy)) return FEDC_OK;
+  snprintf(out, outlen, "secure aggregation buckets: %u of %u left after the %s stage: %s", live, c->nsa,
+           fc_sa_stage_name(stage), rwhy);
+  return FEDC_ERR_REJECTED;
 }
 
 int coord_sa_close(fc_coord *c) {
-  char why[300];
+  char why[300], bwhy[300];
   uint64_t now = fc_now_ms();
-  if (!c->sa) {
+  if (!c->nsa) {
     fc_engine_finalize_failed(c->engine, "secure aggregation session missing", now);
     return FC_TICK_ABANDON;
   }
-  int stage = fc_sa_server_stage(c->sa);
-  if (fc_sa_server_close_stage(c->sa, why, sizeof why) != FEDC_OK) {
-    fc_engine_finalize_failed(c->engine, why, now);
-    return FC_TICK_ABANDON;
+  int stage = 0;
+  uint32_t left = 0;
+  for (uint32_t b = 0; b < c->nsa; b++) {
+    if (c->sa_dead[b]) continue;
+    int st = fc_sa_server_stage(c->sa[b]);
+    if (!stage) stage = st;
+    if (fc_sa_server_close_stage(c->sa[b], bwhy, sizeof bwhy) != FEDC_OK &&
+        sa_drop_bucket(c, b, st ? st : stage, bwhy, why, sizeof why) != FEDC_OK) {
+      fc_engine_finalize_failed(c->engine, why, now);
+      return FC_TICK_ABANDON;
+    }
   }
   uint32_t rem[5];
-  fc_sa_server_remaining(c->sa, rem);
-  FC_INFO(MOD, "round %llu: %s stage closed with %u clients", (unsigned long long)fc_sa_server_params(c->sa)->round,
-          fc_sa_stage_name(stage), rem[stage - 1]);
+  coord_sa_remaining(c, rem);
+  if (stage) left = rem[stage - 1];
+  if (c->nsa == 1)
+    FC_INFO(MOD, "round %llu: %s stage closed with %u clients", (unsigned long long)fc_sa_server_params(c->sa[0])->round,
+            fc_sa_stage_name(stage), left);
+  else
+    FC_INFO(MOD, "round %llu: %s stage closed with %u clients in %u of %u buckets",
+            (unsigned long long)fc_sa_server_params(c->sa[0])->round, fc_sa_stage_name(stage), left, sa_live(c), c->nsa);
   return fc_engine_sa_advance(c->engine, now);
 }
 
 void coord_sa_check_complete(fc_coord *c) {
-  if (c->sa && fc_sa_server_stage_complete(c->sa, fc_engine_expected(c->engine))) fc_engine_sa_ready(c->engine);
+  if (!c->nsa) return;
+  uint32_t expected = fc_engine_expected(c->engine);
+  for (uint32_t b = 0; b < c->nsa; b++) {
+    if (c->sa_dead[b]) continue;
+    /* Everyone selected is in some bucket: a bucket expects all its members. */
+    uint32_t want = c->nsa == 1 ? expected : expected ? fc_sa_server_params(c->sa[b])->n : 0;
+    if (!fc_sa_server_stage_complete(c->sa[b], want)) return;
+  }
+  if (sa_live(c)) fc_engine_sa_ready(c->engine);
 }
 
 void coord_sa_task(fc_coord *c, const char *client, Fedc__V1__SecAggParams *p) {
-  const fc_sa_params *sp = fc_sa_server_params(c->sa);
-  p->index = fc_sa_server_index(c->sa, client);
+  uint32_t idx;
+  int b = sa_find(c, client, &idx);
+  const fc_sa_server *s = c->sa[b < 0 ? 0 : b];
+  const fc_sa_params *sp = fc_sa_server_params(s);
+  p->index = idx;
   p->n_cohort = sp->n;
-  p->cohort = (char **)fc_sa_server_names(c->sa);
+  p->cohort = (char **)fc_sa_server_names(s);
   p->neighbors = sp->k;
   p->threshold = sp->t;
   p->graph_seed.data = (uint8_t *)sp->graph_seed;
@@ -133,93 +264,195 @@ void coord_sa_task(fc_coord *c, const char *client, Fedc__V1__SecAggParams *p) {
   p->dp_bit_sigma = sp->dp_bit_sigma;
 }
 
-int coord_sa_finish(fc_coord *c, float *delta, uint32_t *count, char *why, size_t whylen) {
-  fc_sa_mask_term *terms = NULL;
-  size_t nterms = 0;
-  pthread_mutex_lock(&c->mu);
-  if (!c->sa) {
-    pthread_mutex_unlock(&c->mu);
-    snprintf(why, whylen, "secure aggregation session missing");
-    return FEDC_ERR_INTERNAL;
-  }
-  fc_sa_params p = *fc_sa_server_params(c->sa);
-  int rc = fc_sa_server_unmask_terms(c->sa, &terms, &nterms, why, whylen);
-  pthread_mutex_unlock(&c->mu);
-  if (rc != FEDC_OK) return rc;
+/* One bucket's unmasked, decoded mean into `delta`; *count inputs, *total weight. */
+static int sa_unmask_one(fc_coord *c, uint32_t b, const fc_sa_params *p, fc_sa_mask_term *terms, size_t nterms,
+                         float *delta, uint32_t *count, uint64_t *total, char *why, size_t whylen) {
   uint64_t t0 = fc_now_ms();
-  rc = fc_agg_secagg_unmask(c->agg, NULL, terms, nterms, c->cfg.unmask_threads > 0 ? c->cfg.unmask_threads : 2,
-                            &c->sa_abort);
-  fc_wipe(terms, nterms * sizeof *terms);
-  free(terms);
+  int rc = fc_agg_secagg_unmask(c->agg, b, NULL, terms, nterms, c->cfg.unmask_threads > 0 ? c->cfg.unmask_threads : 2,
+                                &c->sa_abort);
   if (rc != FEDC_OK) {
     snprintf(why, whylen, "unmasking stopped: %s", fedc_strerror(rc));
     return rc;
   }
-  const uint32_t *sum = fc_agg_secagg_sum(c->agg, count);
-  uint64_t total = 0;
-  rc = fc_sa_dequantize(sum, p.dim, fc_sa_params_scale(&p), (uint64_t)p.n * p.max_weight, delta, &total);
-  if (rc != FEDC_OK) {
+  const uint32_t *sum = fc_agg_secagg_sum(c->agg, b, count);
+  *total = 0;
+  if (fc_sa_dequantize(sum, p->dim, fc_sa_params_scale(p), (uint64_t)p->n * p->max_weight, delta, total) != FEDC_OK) {
     snprintf(why, whylen, "unmasked sum is inconsistent (total weight %u): a client sent a malformed input",
-             sum[p.dim]);
+             sum[p->dim]);
     return FEDC_ERR_REJECTED;
   }
-  FC_INFO(MOD, "round %llu: unmasked %u inputs (%zu masks removed in %llu ms), total weight %llu",
-          (unsigned long long)p.round, *count, nterms, (unsigned long long)(fc_now_ms() - t0),
-          (unsigned long long)total);
-  if (p.dp_sigma > 0 && *count < c->cfg.engine.min_updates) {
-    snprintf(why, whylen, "%u masked inputs survived; the clients' privacy noise needs %u", *count,
-             c->cfg.engine.min_updates);
-    return FEDC_ERR_REJECTED;
-  }
-  if (p.dp_sigma > 0 && total != *count) {
-    /* Each weight is 1 under DP: a sum of weights that is not the number of
-     * inputs means a client lied about its weight (and would fake survivors). */
-    snprintf(why, whylen, "unmasked weights sum to %llu for %u inputs (each must be 1): a client sent a malformed "
-                          "input", (unsigned long long)total, *count);
-    return FEDC_ERR_REJECTED;
-  }
-  if (p.dp_sigma > 0) {
-    double delta_int = (double)p.clip * fc_sa_params_scale(&p) + sqrt((double)p.dim);
-    FC_INFO(MOD, "round %llu: distributed DP: %llu survivors added noise multiplier %.4g to the sum (at least %.4g "
-                 "needed, from %u survivors)",
-            (unsigned long long)p.round, (unsigned long long)total, p.dp_sigma * sqrt((double)total) / delta_int,
-            p.dp_sigma * sqrt((double)c->cfg.engine.min_updates) / delta_int, c->cfg.engine.min_updates);
-  }
-  pthread_mutex_lock(&c->mu);
-  fc_engine_set_examples(c->engine, total);
-  /* The noisy centred count of unclipped updates (adaptive clipping). */
-  if (p.bit_scale) c->dp_sa_centred = (double)(int32_t)sum[p.dim + 1] / (2.0 * p.bit_scale);
-  pthread_mutex_unlock(&c->mu);
+  FC_DEBUG(MOD, "round %llu: bucket %u: unmasked %u inputs (%zu masks removed in %llu ms), total weight %llu",
+           (unsigned long long)p->round, b + 1, *count, nterms, (unsigned long long)(fc_now_ms() - t0),
+           (unsigned long long)*total);
   return FEDC_OK;
 }
 
-int coord_sa_masked_begin(fc_coord *c, const char *client, fc_model_spec *spec, char *why, size_t whylen) {
-  if (!c->sa) {
+/* Secure aggregation with a robust rule: each live bucket's mean goes into
+ * the robust aggregator as one update (unweighted, as the rules are), and
+ * its result is the round's delta. A bucket whose secrets cannot be rebuilt
+ * or whose sum is malformed is dropped like one that lost its threshold. */
+static int sa_finish_buckets(fc_coord *c, fc_sa_mask_term **terms, size_t *nterms, const fc_sa_params *ps,
+                             float *delta, uint32_t *count, uint64_t *total, char *why, size_t whylen) {
+  char bwhy[300];
+  size_t dim = ps[0].dim;
+  *count = 0;
+  *total = 0;
+  c->bagg->ops->round_begin(c->bagg);
+  for (uint32_t b = 0; b < c->nsa; b++) {
+    if (c->sa_dead[b]) continue;
+    uint32_t cnt = 0;
+    uint64_t tot = 0;
+    fc_agg_update *u = NULL;
+    fc_agg_check chk;
+    int rc = sa_unmask_one(c, b, &ps[b], terms[b], nterms[b], delta, &cnt, &tot, bwhy, sizeof bwhy);
+    if (rc == FEDC_ERR_STOPPED || (rc != FEDC_OK && rc != FEDC_ERR_REJECTED)) {
+      snprintf(why, whylen, "%s", bwhy);
+      return rc;
+    }
+    if (rc != FEDC_OK) {
+      pthread_mutex_lock(&c->mu);
+      rc = sa_drop_bucket(c, b, FC_SA_UNMASK, bwhy, why, whylen);
+      pthread_mutex_unlock(&c->mu);
+      if (rc != FEDC_OK) return rc;
+      continue;
+    }
+    if ((rc = c->bagg->ops->update_begin(c->bagg, 1000, &u)) != FEDC_OK ||
+        (rc = c->bagg->ops->update_chunk(c->bagg, u, 0, delta, dim * sizeof *delta)) != FEDC_OK ||
+        (rc = c->bagg->ops->update_check(c->bagg, u, &chk)) != FEDC_OK ||
+        (rc = c->bagg->ops->update_commit(c->bagg, u, 1.0)) != FEDC_OK) {
+      if (u && rc != FEDC_OK) c->bagg->ops->update_abort(c->bagg, u);
+      snprintf(why, whylen, "bucket %u's mean could not be aggregated: %s", b + 1, fedc_strerror(rc));
+      return rc == FEDC_ERR_NONFINITE ? FEDC_ERR_REJECTED : rc;
+    }
+    *count += cnt;
+    *total += tot;
+  }
+  uint32_t used = 0;
+  if (c->bagg->ops->round_finish(c->bagg, delta, &used) != FEDC_OK) {
+    snprintf(why, whylen, "secure aggregation buckets: %s", fc_agg_robust_why(c->bagg));
+    return FEDC_ERR_REJECTED;
+  }
+  FC_INFO(MOD, "round %llu: %s over %u bucket means (%u masked inputs, %u of %u buckets)",
+          (unsigned long long)ps[0].round, c->cfg.aggregator, used, *count, sa_live(c), c->nsa);
+  return FEDC_OK;
+}
+
+/* Distributed DP: the round publishes only with the noise it promised. */
+static int sa_dp_check(fc_coord *c, const fc_sa_params *p, uint32_t count, uint64_t total, char *why,
+                       size_t whylen) {
+  if (count < c->cfg.engine.min_updates) {
+    snprintf(why, whylen, "%u masked inputs survived; the clients' privacy noise needs %u", count,
+             c->cfg.engine.min_updates);
+    return FEDC_ERR_REJECTED;
+  }
+  if (total != count) {
+    /* Each weight is 1 under DP: a sum of weights that is not the number of
+     * inputs means a client lied about its weight (and would fake survivors). */
+    snprintf(why, whylen, "unmasked weights sum to %llu for %u inputs (each must be 1): a client sent a malformed "
+                          "input", (unsigned long long)total, count);
+    return FEDC_ERR_REJECTED;
+  }
+  double delta_int = (double)p->clip * fc_sa_params_scale(p) + sqrt((double)p->dim);
+  FC_INFO(MOD, "round %llu: distributed DP: %llu survivors added noise multiplier %.4g to the sum (at least %.4g "
+               "needed, from %u survivors)",
+          (unsigned long long)p->round, (unsigned long long)total, p->dp_sigma * sqrt((double)total) / delta_int,
+          p->dp_sigma * sqrt((double)c->cfg.engine.min_updates) / delta_int, c->cfg.engine.min_updates);
+  return FEDC_OK;
+}
+
+int coord_sa_finish(fc_coord *c, float *delta, uint32_t *count, char *why, size_t whylen) {
+  pthread_mutex_lock(&c->mu);
+  uint32_t nb = c->nsa;
+  if (!nb) {
+    pthread_mutex_unlock(&c->mu);
+    snprintf(why, whylen, "secure aggregation session missing");
+    return FEDC_ERR_INTERNAL;
+  }
+  fc_sa_mask_term **terms = calloc(nb, sizeof *terms);
+  size_t *nterms = calloc(nb, sizeof *nterms);
+  fc_sa_params *ps = calloc(nb, sizeof *ps);
+  int rc = terms && nterms && ps ? FEDC_OK : FEDC_ERR_NOMEM;
+  if (rc != FEDC_OK) snprintf(why, whylen, "secure aggregation: out of memory");
+  /* The secrets of every live bucket, rebuilt under the lock (Shamir). */
+  for (uint32_t b = 0; rc == FEDC_OK && b < nb; b++) {
+    char bwhy[300];
+    ps[b] = *fc_sa_server_params(c->sa[b]);
+    if (c->sa_dead[b]) continue;
+    int brc = fc_sa_server_unmask_terms(c->sa[b], &terms[b], &nterms[b], bwhy, sizeof bwhy);
+    if (brc == FEDC_ERR_REJECTED) rc = sa_drop_bucket(c, b, FC_SA_UNMASK, bwhy, why, whylen);
+    else if (brc != FEDC_OK) rc = brc, snprintf(why, whylen, "%s", bwhy);
+  }
+  pthread_mutex_unlock(&c->mu);
+  uint64_t total = 0;
+  if (rc == FEDC_OK && c->bagg) {
+    rc = sa_finish_buckets(c, terms, nterms, ps, delta, count, &total, why, whylen);
+  } else if (rc == FEDC_OK) {
+    const fc_sa_params *p = &ps[0];
+    rc = sa_unmask_one(c, 0, p, terms[0], nterms[0], delta, count, &total, why, whylen);
+    if (rc == FEDC_OK)
+      FC_INFO(MOD, "round %llu: unmasked %u inputs (%zu masks removed), total weight %llu",
+              (unsigned long long)p->round, *count, nterms[0], (unsigned long long)total);
+    if (rc == FEDC_OK && p->dp_sigma > 0) rc = sa_dp_check(c, p, *count, total, why, whylen);
+  }
+  for (uint32_t b = 0; terms && b < nb; b++) {
+    if (!terms[b]) continue;
+    fc_wipe(terms[b], nterms[b] * sizeof *terms[b]);
+    free(terms[b]);
+  }
+  free(terms);
+  free(nterms);
+  if (rc == FEDC_OK) {
+    pthread_mutex_lock(&c->mu);
+    fc_engine_set_examples(c->engine, total);
+    /* The noisy centred count of unclipped updates (adaptive clipping). */
+    if (ps[0].bit_scale) {
+      const uint32_t *sum = fc_agg_secagg_sum(c->agg, 0, NULL);
+      c->dp_sa_centred = (double)(int32_t)sum[ps[0].dim + 1] / (2.0 * ps[0].bit_scale);
+    }
+    pthread_mutex_unlock(&c->mu);
+  }
+  free(ps);
+  return rc;
+}
+
+int coord_sa_masked_begin(fc_coord *c, const char *client, fc_model_spec *spec, uint32_t *bucket, char *why,
+                          size_t whylen) {
+  uint32_t idx;
+  int b = sa_find(c, client, &idx);
+  if (!c->nsa) {
     snprintf(why, whylen, "no secure-aggregation round is running");
     return FEDC_ERR_REJECTED;
   }
-  uint32_t idx = fc_sa_server_index(c->sa, client);
-  if (!fc_sa_server_masked_allowed(c->sa, idx)) {
+  if (b < 0 || !fc_sa_server_masked_allowed(c->sa[b], idx)) {
     snprintf(why, whylen, "masked input not expected from %s now (stage %s)", client,
-             fc_sa_stage_name(fc_sa_server_stage(c->sa)));
+             fc_sa_stage_name(fc_sa_server_stage(c->sa[b < 0 ? 0 : b])));
     return FEDC_ERR_REJECTED;
   }
   memset(spec, 0, sizeof *spec);
-  uint64_t shape = fc_sa_entries(fc_sa_server_params(c->sa));
+  uint64_t shape = fc_sa_entries(fc_sa_server_params(c->sa[b]));
   fc_model_spec_add(spec, "secagg.masked", 1, &shape);
   spec->t[0].dtype = FC_DTYPE_U32;
+  *bucket = (uint32_t)b;
   return FEDC_OK;
 }
 
 void coord_sa_masked_done(fc_coord *c, const char *client) {
-  if (!c->sa) return;
-  fc_sa_server_masked_done(c->sa, fc_sa_server_index(c->sa, client));
+  uint32_t idx;
+  int b = sa_find(c, client, &idx);
+  if (b < 0) return;
+  fc_sa_server_masked_done(c->sa[b], idx);
   coord_sa_check_complete(c);
 }
 
 void coord_sa_remaining(fc_coord *c, uint32_t out[5]) {
-  if (c->sa) fc_sa_server_remaining(c->sa, out);
-  else memset(out, 0, 5 * sizeof *out);
+  memset(out, 0, 5 * sizeof *out);
+  for (uint32_t b = 0; b < c->nsa; b++) {
+    uint32_t r[5];
+    fc_sa_server_remaining(c->sa[b], r);
+    /* A dropped bucket's members count up to the stage before it failed. */
+    int upto = c->sa_dead[b] && c->nsa > 1 ? c->sa_dead[b] - 1 : 5;
+    for (int i = 0; i < upto; i++) out[i] += r[i];
+  }
 }
 
 size_t coord_sa_submit_limit(const fc_coord_cfg *cfg) {
@@ -245,14 +478,15 @@ void coord_h_secagg_submit(fc_scall *call, void *ctx) {
   char why[300] = "";
   int rc;
   pthread_mutex_lock(&c->mu);
-  uint32_t idx = c->sa ? fc_sa_server_index(c->sa, peer->name) : 0;
-  if (!c->sa) {
+  uint32_t idx;
+  int b = sa_find(c, peer->name, &idx);
+  if (!c->nsa) {
     rc = FEDC_ERR_REJECTED;
     snprintf(why, sizeof why, "no secure-aggregation round is running");
-  } else if (!idx) {
+  } else if (b < 0) {
     rc = FEDC_ERR_REJECTED;
     snprintf(why, sizeof why, "%s is not in this round's cohort", peer->name);
-  } else if ((rc = fc_sa_server_submit(c->sa, idx, req, why, sizeof why)) == FEDC_OK) {
+  } else if ((rc = fc_sa_server_submit(c->sa[b], idx, req, why, sizeof why)) == FEDC_OK) {
     coord_sa_check_complete(c);
   }
   pthread_mutex_unlock(&c->mu);
@@ -273,16 +507,19 @@ void coord_h_secagg_poll(fc_scall *call, void *ctx) {
   const Fedc__V1__SecAggPollRequest *req = (const Fedc__V1__SecAggPollRequest *)fc_scall_request(call);
   Fedc__V1__SecAggPollResponse resp;
   pthread_mutex_lock(&c->mu);
-  if (!c->sa || fc_sa_server_params(c->sa)->round != req->round) {
+  uint32_t idx;
+  int b = sa_find(c, peer->name, &idx);
+  fc_sa_server *s = c->nsa ? c->sa[b < 0 ? 0 : b] : NULL;
+  if (!s || fc_sa_server_params(s)->round != req->round) {
     Fedc__V1__SecAggPollResponse z = FEDC__V1__SEC_AGG_POLL_RESPONSE__INIT;
     resp = z;
     resp.status = FEDC__V1__SEC_AGG_POLL_RESPONSE__STATUS__ABORTED;
     resp.reason = (char *)"that round is over";
   } else {
-    fc_sa_server_poll(c->sa, fc_sa_server_index(c->sa, peer->name), (int)req->stage, &resp);
+    fc_sa_server_poll(s, idx, (int)req->stage, &resp);
   }
   /* Packed under the lock: the answer points into the session. */
   fc_scall_finish(call, GRPC_STATUS_OK, NULL, &resp.base);
-  if (c->sa) fc_sa_poll_clear(&resp);
+  if (s && fc_sa_server_params(s)->round == req->round) fc_sa_poll_clear(&resp);
   pthread_mutex_unlock(&c->mu);
 }

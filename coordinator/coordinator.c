@@ -77,6 +77,7 @@ void fc_coord_cfg_defaults(fc_coord_cfg *c) {
   c->agg_tau = 1.0;
   c->agg_iters = 1;
   c->agg_memory_mib = 4096;
+  c->secagg_bucket = 5;
   c->chunk_bytes = FC_CHUNK_DEFAULT;
   c->threads = 2; /* event threads: calls are not tied to threads (transport.h) */
   c->upload_slots = 4;
@@ -648,7 +649,7 @@ static void h_checkin(fc_scall *call, void *ctx) {
   float clip = c->clip;
   uint64_t model_bytes = c->model->bytes;
   /* A secure-aggregation task points into the session: packed under the lock. */
-  int hold = act == FC_CHECKIN_TRAIN && c->sa;
+  int hold = act == FC_CHECKIN_TRAIN && c->nsa;
   if (!hold) pthread_mutex_unlock(&c->mu);
   if (act == FC_CHECKIN_REFUSED) {
     FC_WARN(MOD, "check-in from %s refused: client table full", peer->name);
@@ -929,6 +930,7 @@ typedef struct upload {
   int begun; /* the engine counts this upload as in progress */
   int committed; /* under c->mu: folded; cancel_uploads must leave it alone */
   int masked;    /* secure aggregation: a masked input (u32), not a float delta */
+  uint32_t bucket; /* ... for this bucket's sum */
   int unclipped; /* UpdateMeta.unclipped: within the clip before clipping (adaptive clipping) */
   uint64_t round, round_deadline, examples;
   uint64_t started_ms;
@@ -1115,7 +1117,7 @@ static void h_upload(fc_scall *call, void *ctx) {
   uint32_t retry = v == FC_UP_RATE_LIMITED ? fc_engine_retry_ms(c->engine) : 0;
   fc_engine_get_status(c->engine, fc_now_ms(), &es);
   if (v == FC_UP_OK && c->cfg.engine.secagg) {
-    sa_err = up->masked ? coord_sa_masked_begin(c, peer->name, &masked_spec, sa_why, sizeof sa_why)
+    sa_err = up->masked ? coord_sa_masked_begin(c, peer->name, &masked_spec, &up->bucket, sa_why, sizeof sa_why)
                         : FEDC_ERR_REJECTED;
     if (!up->masked) snprintf(sa_why, sizeof sa_why, "this federation runs secure aggregation: send a masked input");
     if (sa_err != FEDC_OK) {
@@ -1180,6 +1182,8 @@ static void h_upload(fc_scall *call, void *ctx) {
       code = GRPC_STATUS_UNAVAILABLE;
       retry = 150 + (uint32_t)(fc_now_ms() * 2654435761u % 500u);
       snprintf(why, sizeof why, "coordinator busy: no aggregation slot free, retry in %u ms", retry);
+    } else if (up->masked) {
+      fc_agg_secagg_route(c->agg, up->u, up->bucket);
     }
   }
   if (code != GRPC_STATUS_OK) {
@@ -1381,7 +1385,7 @@ static int sopt_cfg(const fc_coord_cfg *cfg, fc_sopt_cfg *o, char *err, size_t e
   return fc_sopt_cfg_check(o, err, errlen);
 }
 
-static void robust_cfg_of(const fc_coord_cfg *cfg, fc_robust_cfg *r) {
+void coord_robust_cfg(const fc_coord_cfg *cfg, fc_robust_cfg *r) {
   memset(r, 0, sizeof *r);
   r->kind = fc_robust_parse(cfg->aggregator);
   r->f = cfg->agg_f;
@@ -1396,15 +1400,14 @@ static void robust_cfg_of(const fc_coord_cfg *cfg, fc_robust_cfg *r) {
  * cannot be combined with yet, and its arena against the memory limit. */
 static int robust_cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen) {
   fc_robust_cfg r;
-  robust_cfg_of(cfg, &r);
+  coord_robust_cfg(cfg, &r);
   if (r.kind < 0) {
     snprintf(err, errlen, "unknown aggregator '%s' (fedavg, median, trimmed_mean, krum, multikrum, bulyan, "
                           "centered_clip)", cfg->aggregator);
     return FEDC_ERR_INVALID;
   }
   if (r.kind == FC_AGG_FEDAVG) return FEDC_OK;
-  const char *no = cfg->engine.secagg ? "secure aggregation (bucketing is not built yet)"
-                   : cfg->dp_noise_multiplier > 0 ? "differential privacy"
+  const char *no = cfg->dp_noise_multiplier > 0 ? "differential privacy"
                    : cfg->engine.cohort_size == 0 ? "a cohort fraction (it needs a fixed cohort: its arena holds "
                                                     "cohort x model)"
                                                   : NULL;
@@ -1413,6 +1416,24 @@ static int robust_cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen) {
     return FEDC_ERR_INVALID;
   }
   char why[200];
+  if (cfg->engine.secagg) {
+    /* Bucketing: the rule sees one mean per bucket of at least s clients. */
+    uint32_t s = cfg->secagg_bucket, nb = cfg->engine.cohort_size / (s ? s : 1);
+    if (s < 3 || s > cfg->engine.cohort_size) {
+      snprintf(err, errlen, "secagg_bucket %u: secure aggregation with %s runs one instance per bucket of at least "
+                            "3 clients, no more than the cohort (%u)", s, cfg->aggregator, cfg->engine.cohort_size);
+      return FEDC_ERR_INVALID;
+    }
+    if (fc_robust_check(&r, nb, why, sizeof why)) {
+      snprintf(err, errlen, "a full cohort of %u makes %u secure-aggregation buckets of at least %u, which could "
+                            "never be aggregated: %s", cfg->engine.cohort_size, nb, s, why);
+      return FEDC_ERR_INVALID;
+    }
+    if (fc_robust_check(&r, cfg->engine.min_updates / s, why, sizeof why))
+      FC_WARN(MOD, "rounds closing with min_updates = %u would be abandoned: %u buckets: %s", cfg->engine.min_updates,
+              cfg->engine.min_updates / s, why);
+    return FEDC_OK;
+  }
   if (fc_robust_check(&r, cfg->engine.cohort_size, why, sizeof why)) {
     snprintf(err, errlen, "a full cohort of %u could never be aggregated: %s", cfg->engine.cohort_size, why);
     return FEDC_ERR_INVALID;
@@ -1680,23 +1701,33 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
   /* Masked vectors: the model, the weight, and adaptive clipping's bit under DP. */
   size_t entries = fc_model_numel(&spec) + 1 + (cfg->dp_noise_multiplier > 0 && cfg->dp_adaptive_quantile > 0);
   fc_robust_cfg rcfg;
-  robust_cfg_of(cfg, &rcfg);
+  coord_robust_cfg(cfg, &rcfg);
+  /* The engine selects max(cohort, min_updates) clients: a row for each,
+   * or under secure aggregation one per bucket. */
+  uint32_t rows = cfg->engine.cohort_size > cfg->engine.min_updates ? cfg->engine.cohort_size : cfg->engine.min_updates;
+  uint32_t buckets = cfg->engine.secagg && rcfg.kind > FC_AGG_FEDAVG ? rows / cfg->secagg_bucket : 1;
   if (rcfg.kind > FC_AGG_FEDAVG) {
-    /* The engine selects max(cohort, min_updates) clients: a row for each. */
-    uint32_t rows = cfg->engine.cohort_size > cfg->engine.min_updates ? cfg->engine.cohort_size : cfg->engine.min_updates;
-    uint64_t need = fc_robust_arena_bytes(fc_model_numel(&spec), rows, slots);
+    if (cfg->engine.secagg) rows = buckets;
+    uint64_t need = fc_robust_arena_bytes(fc_model_numel(&spec), rows, cfg->engine.secagg ? 1 : slots);
+    if (cfg->engine.secagg) need += ((uint64_t)buckets + (uint64_t)slots) * entries * sizeof(uint32_t);
     if (need > cfg->agg_memory_mib * 1048576ull) {
       snprintf(err, errlen,
-               "aggregator %s keeps the whole cohort: %u x %llu parameters (+ staging) = %llu MiB, over "
+               "aggregator %s keeps the whole %s: %u x %llu parameters (+ staging) = %llu MiB, over "
                "agg_memory_mib %llu",
-               cfg->aggregator, rows, (unsigned long long)fc_model_numel(&spec), (unsigned long long)(need >> 20),
+               cfg->aggregator, cfg->engine.secagg ? "set of bucket sums" : "cohort", rows,
+               (unsigned long long)fc_model_numel(&spec), (unsigned long long)(need >> 20),
                (unsigned long long)cfg->agg_memory_mib);
       rc = FEDC_ERR_INVALID;
       goto fail;
     }
-    rc = fc_agg_robust_create(fc_model_numel(&spec), rows, slots, &rcfg, &c->agg);
+    if (cfg->engine.secagg) {
+      rc = fc_agg_robust_create(fc_model_numel(&spec), rows, 1, &rcfg, &c->bagg);
+      if (rc == FEDC_OK) rc = fc_agg_secagg_create(entries, buckets, slots, &c->agg);
+    } else {
+      rc = fc_agg_robust_create(fc_model_numel(&spec), rows, slots, &rcfg, &c->agg);
+    }
   } else {
-    rc = cfg->engine.secagg ? fc_agg_secagg_create(entries, slots, &c->agg)
+    rc = cfg->engine.secagg ? fc_agg_secagg_create(entries, 1, slots, &c->agg)
                             : fc_agg_fedavg_create(fc_model_numel(&spec), slots, &c->agg);
   }
   if (rc != FEDC_OK) {
@@ -1806,6 +1837,7 @@ void fc_coord_stop(fc_coord *c, int grace_ms) {
     store_sync(c);
   }
   if (c->agg) c->agg->ops->destroy(c->agg);
+  if (c->bagg) c->bagg->ops->destroy(c->bagg);
   fc_sopt_destroy(c->sopt);
   free(c->sopt_backup);
   free(c->dp_rdp);

@@ -68,8 +68,11 @@ typedef struct fc_coord_cfg {
   uint64_t min_transfer_bps;  /* uploads/downloads slower than this (after stream_idle_ms) are cut off; 0 = none */
   /* Secure aggregation (engine.secagg = 1; engine.sa_stage_ms per stage):
    * neighbours k per client (0 = everyone: the complete graph) and the
-   * Shamir threshold t (0 = a majority of each neighbourhood, self included). */
-  uint32_t secagg_k, secagg_t;
+   * Shamir threshold t (0 = a majority of each neighbourhood, self included).
+   * With a robust aggregator: one SecAgg instance per random bucket of at
+   * least secagg_bucket clients, the rule over the buckets' means (its f
+   * counts buckets). */
+  uint32_t secagg_k, secagg_t, secagg_bucket;
   int unmask_threads;         /* mask expansion threads (0 = 2) */
 } fc_coord_cfg;
 

@@ -164,7 +164,7 @@ int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res) {
     goto out;
   }
   if (cfg->session_out) memcpy(cfg->session_out, fc_sa_server_session(srv), FC_SA_SESSION_LEN);
-  if ((rc = fc_agg_secagg_create(p.dim + 1, 4, &agg)) != FEDC_OK) goto out;
+  if ((rc = fc_agg_secagg_create(p.dim + 1, 1, 4, &agg)) != FEDC_OK) goto out;
   agg->ops->round_begin(agg);
   double scale = fc_sa_quant_scale(n, p.max_weight, p.clip);
   for (uint32_t i = 0; i < n; i++) {
@@ -272,7 +272,7 @@ int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res) {
     rc = FEDC_OK;
     goto out;
   }
-  rc = fc_agg_secagg_unmask(agg, cfg->prg, terms, nterms, cfg->threads, NULL);
+  rc = fc_agg_secagg_unmask(agg, 0, cfg->prg, terms, nterms, cfg->threads, NULL);
   res->unmask_s = now_s() - t0;
   res->unmask_terms = nterms;
   free(terms);
@@ -290,7 +290,7 @@ int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res) {
   res->bytes_up_per_client = full ? up / full : 0;
   res->bytes_down_per_client = full ? down / full : 0;
   uint32_t cnt = 0;
-  uint32_t *sum = fc_agg_secagg_sum(agg, &cnt);
+  uint32_t *sum = fc_agg_secagg_sum(agg, 0, &cnt);
   res->exact = memcmp(sum, expect, (p.dim + 1) * sizeof *sum) == 0;
   float *avg = malloc(p.dim * sizeof *avg);
   uint64_t W = 0;

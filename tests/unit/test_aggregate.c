@@ -41,10 +41,10 @@ static void test_secagg_unmask_split(void) {
     CHECK_EQ_INT(fc_sa_mask_apply(NULL, ref, 0, n, terms, 3, NULL), FEDC_OK);
     for (size_t ti = 0; ti < sizeof threads / sizeof threads[0]; ti++) {
       fc_agg *a = NULL;
-      CHECK_EQ_INT(fc_agg_secagg_create(n, 1, &a), FEDC_OK);
-      CHECK_EQ_INT(fc_agg_secagg_unmask(a, NULL, terms, 3, threads[ti], NULL), FEDC_OK);
+      CHECK_EQ_INT(fc_agg_secagg_create(n, 1, 1, &a), FEDC_OK);
+      CHECK_EQ_INT(fc_agg_secagg_unmask(a, 0, NULL, terms, 3, threads[ti], NULL), FEDC_OK);
       uint32_t cnt = 0;
-      const uint32_t *sum = fc_agg_secagg_sum(a, &cnt);
+      const uint32_t *sum = fc_agg_secagg_sum(a, 0, &cnt);
       size_t bad = 0;
       for (size_t i = 0; i < n; i++) bad += sum[i] != ref[i];
       if (bad) fprintf(stderr, "  unmask of %zu entries on %d threads: %zu wrong\n", n, threads[ti], bad);
