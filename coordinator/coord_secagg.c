@@ -134,6 +134,13 @@ int coord_sa_begin(fc_coord *c, char *why, size_t whylen) {
     rc = sa_params_for(c, &es, size, &p, why, whylen);
     if (rc == FEDC_OK) rc = fc_sa_server_create(&p, names + at, &c->sa[b], why, whylen);
     if (rc == FEDC_OK) c->nsa = b + 1;
+    if (rc == FEDC_OK && nb > 1 && fc_log_get_level() <= FC_LOG_DEBUG) {
+      char line[1024];
+      size_t len = 0;
+      for (uint32_t i = 0; i < size && len < sizeof line; i++)
+        len += (size_t)snprintf(line + len, sizeof line - len, "%s%s", i ? " " : "", names[at + i]);
+      FC_DEBUG(MOD, "round %llu: bucket %u: %s", (unsigned long long)p.round, b + 1, line);
+    }
     at += size;
   }
   free(names);
@@ -328,6 +335,11 @@ static int sa_finish_buckets(fc_coord *c, fc_sa_mask_term **terms, size_t *nterm
     *total += tot;
   }
   uint32_t used = 0;
+  if (*count < c->cfg.engine.min_updates) {
+    snprintf(why, whylen, "secure aggregation buckets: %u masked inputs in the %u buckets left (min_updates %u)",
+             *count, sa_live(c), c->cfg.engine.min_updates);
+    return FEDC_ERR_REJECTED;
+  }
   if (c->bagg->ops->round_finish(c->bagg, delta, &used) != FEDC_OK) {
     snprintf(why, whylen, "secure aggregation buckets: %s", fc_agg_robust_why(c->bagg));
     return FEDC_ERR_REJECTED;
@@ -404,6 +416,7 @@ int coord_sa_finish(fc_coord *c, float *delta, uint32_t *count, char *why, size_
   if (rc == FEDC_OK) {
     pthread_mutex_lock(&c->mu);
     fc_engine_set_examples(c->engine, total);
+    if (c->bagg) fc_engine_set_counted(c->engine, *count);
     /* The noisy centred count of unclipped updates (adaptive clipping). */
     if (ps[0].bit_scale) {
       const uint32_t *sum = fc_agg_secagg_sum(c->agg, 0, NULL);

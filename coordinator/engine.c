@@ -82,6 +82,7 @@ struct fc_engine {
   uint64_t started_ms, pickup_deadline, deadline;
   uint32_t selected, tasked, received, uploading;
   uint64_t examples, bytes_in, bytes_out;
+  uint32_t counted; /* secure aggregation buckets: inputs that counted (0 = received) */
   double loss_sum;
   fc_round_stats last;
   char abandon_reason[160];
@@ -308,7 +309,7 @@ static void end_round_stats(fc_engine *e, int completed, uint64_t now) {
   s->round = e->round;
   s->completed = completed;
   s->selected = e->selected;
-  s->participants = e->received;
+  s->participants = e->counted ? e->counted : e->received;
   s->examples = e->examples;
   s->mean_loss = e->received ? e->loss_sum / e->received : 0;
   s->bytes_in = e->bytes_in;
@@ -364,6 +365,7 @@ static void start_round(fc_engine *e, uint64_t now) {
   e->selected = k;
   e->tasked = e->received = e->uploading = 0;
   e->examples = e->bytes_in = e->bytes_out = 0;
+  e->counted = 0;
   e->loss_sum = 0;
   e->started_ms = now;
   e->sa_ready = 0;
@@ -549,6 +551,8 @@ int fc_engine_sa_advance(fc_engine *e, uint64_t now_ms) {
 }
 
 void fc_engine_set_examples(fc_engine *e, uint64_t examples) { e->examples = examples; }
+
+void fc_engine_set_counted(fc_engine *e, uint32_t inputs) { e->counted = inputs; }
 
 uint32_t fc_engine_expected(const fc_engine *e) { return running(e->state) ? e->selected : 0; }
 

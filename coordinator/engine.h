@@ -138,6 +138,9 @@ int fc_engine_sa_advance(fc_engine *e, uint64_t now_ms);
 uint32_t fc_engine_expected(const fc_engine *e);
 /* Secure aggregation: the round's total weight, known only once unmasked. */
 void fc_engine_set_examples(fc_engine *e, uint64_t examples);
+/* Secure aggregation buckets: the inputs that counted (those of a dropped
+ * bucket were received but never aggregated); the round's participants. */
+void fc_engine_set_counted(fc_engine *e, uint32_t inputs);
 /* Names of the running round's cohort in name order (pointers valid until
  * the next engine call); returns how many (at most cap). */
 uint32_t fc_engine_cohort(const fc_engine *e, const char **out, uint32_t cap);

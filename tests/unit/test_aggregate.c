@@ -55,8 +55,67 @@ static void test_secagg_unmask_split(void) {
   }
 }
 
+/* Bucketing: each masked input joins its bucket's sum and no other; unmasking
+ * one bucket leaves the others as they were; a new round clears them all;
+ * an out-of-range bucket is refused. */
+static void test_secagg_buckets(void) {
+  enum { E = 1001, B = 3 };
+  fc_agg *a = NULL;
+  CHECK_EQ_INT(fc_agg_secagg_create(E, 0, 1, &a), FEDC_ERR_INVALID);
+  CHECK_EQ_INT(fc_agg_secagg_create(E, B, 2, &a), FEDC_OK);
+  static uint32_t in[7][E], want[B][E];
+  const uint32_t route[7] = {0, 2, 2, 1, 0, 2, 7 /* out of range: bucket 0 */};
+  memset(want, 0, sizeof want);
+  for (int round = 0; round < 2; round++) {
+    CHECK_EQ_INT(a->ops->round_begin(a), FEDC_OK);
+    memset(want, 0, sizeof want);
+    uint32_t cnt[B] = {0};
+    for (int k = 0; k < 7; k++) {
+      for (int i = 0; i < E; i++) in[k][i] = (uint32_t)(0x9E3779B9u * (uint32_t)(k + 1) * (uint32_t)(i + 1 + round));
+      fc_agg_update *u = NULL;
+      CHECK_EQ_INT(a->ops->update_begin(a, 1000, &u), FEDC_OK);
+      fc_agg_secagg_route(a, u, route[k]);
+      CHECK_EQ_INT(a->ops->update_chunk(a, u, 0, in[k], sizeof in[k]), FEDC_OK);
+      uint32_t b = route[k] < B ? route[k] : 0;
+      if (k == 5) { /* a broken stream: never in any sum */
+        a->ops->update_abort(a, u);
+        continue;
+      }
+      CHECK_EQ_INT(a->ops->update_commit(a, u, 1.0), FEDC_OK);
+      for (int i = 0; i < E; i++) want[b][i] += in[k][i];
+      cnt[b]++;
+    }
+    for (uint32_t b = 0; b < B; b++) {
+      uint32_t c = 99;
+      const uint32_t *sum = fc_agg_secagg_sum(a, b, &c);
+      CHECK(sum != NULL);
+      CHECK_EQ_INT(c, cnt[b]);
+      CHECK(memcmp(sum, want[b], sizeof want[b]) == 0);
+    }
+    CHECK(fc_agg_secagg_sum(a, B, NULL) == NULL);
+    /* Unmask bucket 1 with one term: bucket 1 changes by the mask, 0 and 2 not at all. */
+    fc_sa_mask_term t;
+    memset(&t, 0, sizeof t);
+    t.key[0] = 7;
+    t.sign = 1;
+    static uint32_t mask[E];
+    memset(mask, 0, sizeof mask);
+    CHECK_EQ_INT(fc_sa_mask_apply(NULL, mask, 0, E, &t, 1, NULL), FEDC_OK);
+    CHECK_EQ_INT(fc_agg_secagg_unmask(a, 1, NULL, &t, 1, 2, NULL), FEDC_OK);
+    CHECK_EQ_INT(fc_agg_secagg_unmask(a, B, NULL, &t, 1, 2, NULL), FEDC_ERR_INVALID);
+    const uint32_t *s1 = fc_agg_secagg_sum(a, 1, NULL);
+    size_t bad = 0;
+    for (int i = 0; i < E; i++) bad += s1[i] != want[1][i] + mask[i];
+    CHECK_EQ_INT(bad, 0);
+    CHECK(memcmp(fc_agg_secagg_sum(a, 0, NULL), want[0], sizeof want[0]) == 0);
+    CHECK(memcmp(fc_agg_secagg_sum(a, 2, NULL), want[2], sizeof want[2]) == 0);
+  }
+  a->ops->destroy(a);
+}
+
 int main(void) {
   test_secagg_unmask_split();
+  test_secagg_buckets();
   fc_agg *a = NULL;
   CHECK_EQ_INT(fc_agg_fedavg_create(N, 2, &a), FEDC_OK);
   static float upd[5][N];
