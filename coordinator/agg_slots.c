@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "common/clock.h"
 #include "fedc/error.h"
@@ -46,6 +47,15 @@ int fc_agg_slots_acquire(fc_agg_slots *s, int timeout_ms, fc_agg_update **out) {
   pthread_mutex_unlock(&s->mu);
   return rc;
 }
+
+int fc_agg_slot_chunk(fc_agg *a, fc_agg_update *u, uint64_t offset, const void *bytes, size_t len) {
+  uint64_t size = (uint64_t)a->n * 4;
+  if (offset > size || len > size - offset) return FEDC_ERR_TOO_LARGE;
+  memcpy((uint8_t *)u->buf + offset, bytes, len);
+  return FEDC_OK;
+}
+
+int fc_agg_slot_check_f32(fc_agg *a, fc_agg_update *u, fc_agg_check *out) { return fc_agg_check_f32(u->buf, a->n, out); }
 
 void fc_agg_slots_release_locked(fc_agg_slots *s, fc_agg_update *u) {
   u->busy = 0;

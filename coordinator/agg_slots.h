@@ -43,6 +43,12 @@ void fc_agg_slots_close(fc_agg_slots *s);
 /* Free the buffers (after init, also a failed one). */
 void fc_agg_slots_destroy(fc_agg_slots *s);
 
+/* The update_chunk of all three aggregators (entries of 4 bytes: float32 or
+ * u32): the bytes at `offset` of the slot, FEDC_ERR_TOO_LARGE past its end. */
+int fc_agg_slot_chunk(fc_agg *a, fc_agg_update *u, uint64_t offset, const void *bytes, size_t len);
+/* update_check of a float32 update in its slot (fc_agg_check_f32). */
+int fc_agg_slot_check_f32(fc_agg *a, fc_agg_update *u, fc_agg_check *out);
+
 /* One pass over a float32 update: NaN/Inf (FEDC_ERR_NONFINITE, out->bad_index),
  * else its L2 norm (summed in double) and largest magnitude. */
 int fc_agg_check_f32(const float *x, size_t n, fc_agg_check *out);

@@ -44,16 +44,6 @@ static int fa_update_begin(fc_agg *a, int timeout_ms, fc_agg_update **out) {
   return fc_agg_slots_acquire(&((fedavg *)a)->pool, timeout_ms, out);
 }
 
-static int fa_update_chunk(fc_agg *a, fc_agg_update *u, uint64_t offset, const void *bytes, size_t len) {
-  if (offset + len > a->n * sizeof(float)) return FEDC_ERR_TOO_LARGE;
-  memcpy((uint8_t *)u->buf + offset, bytes, len);
-  return FEDC_OK;
-}
-
-static int fa_update_check(fc_agg *a, fc_agg_update *u, fc_agg_check *out) {
-  return fc_agg_check_f32(u->buf, a->n, out);
-}
-
 static int fa_update_commit(fc_agg *a, fc_agg_update *u, double weight) {
   fedavg *f = (fedavg *)a;
   pthread_mutex_lock(&f->pool.mu);
@@ -96,8 +86,8 @@ static const fc_agg_ops fedavg_ops = {
     .name = "fedavg",
     .round_begin = fa_round_begin,
     .update_begin = fa_update_begin,
-    .update_chunk = fa_update_chunk,
-    .update_check = fa_update_check,
+    .update_chunk = fc_agg_slot_chunk,
+    .update_check = fc_agg_slot_check_f32,
     .update_commit = fa_update_commit,
     .update_abort = fa_update_abort,
     .round_finish = fa_round_finish,

@@ -114,16 +114,6 @@ static int rb_update_begin(fc_agg *a, int timeout_ms, fc_agg_update **out) {
   return fc_agg_slots_acquire(&((robust *)a)->pool, timeout_ms, out);
 }
 
-static int rb_update_chunk(fc_agg *a, fc_agg_update *u, uint64_t offset, const void *bytes, size_t len) {
-  if (offset + len > a->n * sizeof(float)) return FEDC_ERR_TOO_LARGE;
-  memcpy((uint8_t *)u->buf + offset, bytes, len);
-  return FEDC_OK;
-}
-
-static int rb_update_check(fc_agg *a, fc_agg_update *u, fc_agg_check *out) {
-  return fc_agg_check_f32(u->buf, a->n, out);
-}
-
 static int rb_update_commit(fc_agg *a, fc_agg_update *u, double weight) {
   robust *r = (robust *)a;
   (void)weight; /* every update counts once */
@@ -327,8 +317,8 @@ static const fc_agg_ops robust_ops = {
     .name = "robust",
     .round_begin = rb_round_begin,
     .update_begin = rb_update_begin,
-    .update_chunk = rb_update_chunk,
-    .update_check = rb_update_check,
+    .update_chunk = fc_agg_slot_chunk,
+    .update_check = fc_agg_slot_check_f32,
     .update_commit = rb_update_commit,
     .update_abort = rb_update_abort,
     .round_finish = rb_round_finish,

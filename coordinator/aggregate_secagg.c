@@ -53,12 +53,6 @@ void fc_agg_secagg_route(fc_agg *a, fc_agg_update *u, uint32_t bucket) {
   u->bucket = bucket < ((secagg_sum *)a)->nbuckets ? bucket : 0;
 }
 
-static int sa_update_chunk(fc_agg *a, fc_agg_update *u, uint64_t offset, const void *bytes, size_t len) {
-  if (offset + len > a->n * sizeof(uint32_t)) return FEDC_ERR_TOO_LARGE;
-  memcpy((uint8_t *)u->buf + offset, bytes, len);
-  return FEDC_OK;
-}
-
 static int sa_update_check(fc_agg *a, fc_agg_update *u, fc_agg_check *out) {
   out->l2 = 0;
   out->amax = 0;
@@ -98,7 +92,7 @@ static const fc_agg_ops secagg_ops = {
     .name = "secagg",
     .round_begin = sa_round_begin,
     .update_begin = sa_update_begin,
-    .update_chunk = sa_update_chunk,
+    .update_chunk = fc_agg_slot_chunk,
     .update_check = sa_update_check,
     .update_commit = sa_update_commit,
     .update_abort = sa_update_abort,
