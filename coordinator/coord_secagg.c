@@ -364,7 +364,7 @@ static int sa_dp_check(fc_coord *c, const fc_sa_params *p, uint32_t count, uint6
                           "input", (unsigned long long)total, count);
     return FEDC_ERR_REJECTED;
   }
-  double delta_int = (double)p->clip * fc_sa_params_scale(p) + sqrt((double)p->dim);
+  double delta_int = fc_sa_dp_sensitivity(p->clip, fc_sa_params_scale(p), p->dim);
   FC_INFO(MOD, "round %llu: distributed DP: %llu survivors added noise multiplier %.4g to the sum (at least %.4g "
                "needed, from %u survivors)",
           (unsigned long long)p->round, (unsigned long long)total, p->dp_sigma * sqrt((double)total) / delta_int,

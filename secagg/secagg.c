@@ -144,13 +144,17 @@ double fc_sa_params_scale(const fc_sa_params *p) {
   return p->scale > 0 ? p->scale : fc_sa_quant_scale(p->n, p->max_weight, p->clip);
 }
 
+double fc_sa_dp_sensitivity(float clip, double scale, uint64_t dim) {
+  return (double)clip * scale + sqrt((double)dim);
+}
+
 double fc_sa_dp_scale(uint32_t n, uint32_t m_min, float clip, uint64_t dim, double z, double *sigma) {
   /* n (C s + 1) + 8 sqrt(n) z (C s + sqrt(dim)) / sqrt(m_min) <= (2^31 - 1) / (1 + 1e-6), solved for s. */
   double a = 8.0 * sqrt((double)n) * z / sqrt((double)(m_min ? m_min : 1));
   double room = 2147483647.0 / (1.0 + 1e-6) - (double)n - a * sqrt((double)dim);
   double s = room / ((double)clip * ((double)n + a));
   if (!(s > 0) || !isfinite(s)) return 0;
-  *sigma = z * ((double)clip * s + sqrt((double)dim)) / sqrt((double)(m_min ? m_min : 1));
+  *sigma = z * fc_sa_dp_sensitivity(clip, s, dim) / sqrt((double)(m_min ? m_min : 1));
   return s;
 }
 

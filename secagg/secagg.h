@@ -82,6 +82,8 @@ double fc_sa_params_scale(const fc_sa_params *p);
  * integer sensitivity is clip * scale + sqrt(dim). Returns the scale (0 if
  * none fits) and the std in *sigma. bits: also room for the bit coordinate. */
 double fc_sa_dp_scale(uint32_t n, uint32_t m_min, float clip, uint64_t dim, double z, double *sigma);
+/* One client's L2 sensitivity in the integer domain: clip * scale + sqrt(dim). */
+double fc_sa_dp_sensitivity(float clip, double scale, uint64_t dim);
 
 /* 0 if the parameters are usable, else FEDC_ERR_INVALID with one line in why:
  * 3 <= n <= FC_SA_MAX_COHORT, k == n-1 or (k even, 2 <= k < n-1),
