@@ -174,6 +174,7 @@ static void usage(FILE *f) {
           "  --drop-halt              research/tests: a dropout halts the client there (until killed)\n"
           "  --byzantine KIND[:SCALE] research (fedc sim): attack: signflip, gaussian, labelflip, alie, ipm\n"
           "  --byzantine-names FILE   ... only the clients named in FILE (one per line); --byzantine-dir DIR\n"
+          "  --byzantine-unclipped    ... and skip the clip stage\n"
           "                           the colluders' shared view; --byzantine-cohort N --byzantine-colluders F\n"
           "  --host-clients FIRST:COUNT  research (fedc sim): host COUNT clients in this process, named\n"
           "                           NAME0000.. from FIRST (--name is the prefix, default c), each with its own\n"
@@ -253,7 +254,7 @@ static int load_data(builtin *b, const char *data, const char *dir, const char *
 
 int cmd_client(int argc, char **argv) {
   enum { O_DATA = 1, O_DATA_DIR, O_PARTITION, O_PARTS, O_PART, O_ALPHA, O_PSEED, O_MODEL, O_ROUNDS, O_JSON, O_LOG,
-         O_RETRIES, O_THREADS, O_SADROP, O_DSEED, O_DHALT, O_HOST, O_BYZ, O_BYZ_NAMES, O_BYZ_DIR, O_BYZ_N, O_BYZ_F };
+         O_RETRIES, O_THREADS, O_SADROP, O_DSEED, O_DHALT, O_HOST, O_BYZ, O_BYZ_NAMES, O_BYZ_DIR, O_BYZ_N, O_BYZ_F, O_BYZ_UNCLIP };
   static const struct option longopts[] = {CLI_TLS_LONGOPTS,
                                            {"data", required_argument, 0, O_DATA},
                                            {"data-dir", required_argument, 0, O_DATA_DIR},
@@ -272,6 +273,7 @@ int cmd_client(int argc, char **argv) {
                                            {"host-clients", required_argument, 0, O_HOST},
                                            {"byzantine", required_argument, 0, O_BYZ},
                                            {"byzantine-names", required_argument, 0, O_BYZ_NAMES},
+                                           {"byzantine-unclipped", no_argument, 0, O_BYZ_UNCLIP},
                                            {"byzantine-dir", required_argument, 0, O_BYZ_DIR},
                                            {"byzantine-cohort", required_argument, 0, O_BYZ_N},
                                            {"byzantine-colluders", required_argument, 0, O_BYZ_F},
@@ -329,6 +331,7 @@ int cmd_client(int argc, char **argv) {
       break;
     }
     case O_BYZ_NAMES: byz_names = optarg; break;
+    case O_BYZ_UNCLIP: byz.unclipped = 1; break;
     case O_BYZ_DIR: snprintf(byz.dir, sizeof byz.dir, "%s", optarg); break;
     case O_BYZ_N: {
       unsigned long long v = 0;

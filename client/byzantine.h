@@ -5,7 +5,8 @@
  * coordinator can ask for: the attack is chosen on the client's command line.
  *
  * The attack rewrites the delta after training and before the clip stage
- * (the attacker clips like everyone else, or the coordinator would refuse it):
+ * (the attacker clips like everyone else, or the coordinator would refuse it;
+ * `unclipped` skips the clip, to test what refuses an input outside it):
  *   signflip   -scale x delta (scale 10 by default)
  *   gaussian   N(0, scale^2) per coordinate instead of the delta
  *   labelflip  (trains on labels y -> 9 - y: done by the data loader, not here)
@@ -36,6 +37,7 @@ typedef struct fc_byz_cfg {
   char name[65];     /* this client's name (its file in dir) */
   uint32_t wait_ms;  /* how long to wait for the others' views */
   uint64_t seed;
+  int unclipped;     /* skip the clip stage (what a client not running our pipeline can do) */
 } fc_byz_cfg;
 
 int fc_byz_parse(const char *kind); /* -1 if unknown */

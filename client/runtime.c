@@ -363,7 +363,7 @@ static int do_round(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
   /* Research: an attacker rewrites its delta here (never on a coordinator's word). */
   if (c->byz.kind != FC_BYZ_NONE && fc_byz_apply(&c->byz, t->round, out, n) != FEDC_OK)
     FC_WARN(MOD, "round %llu: the research attack failed; sending the honest update", (unsigned long long)t->round);
-  scale = fc_stage_clip(out, n, t->clip_norm, &norm);
+  scale = fc_stage_clip(out, n, c->byz.kind != FC_BYZ_NONE && c->byz.unclipped ? 0.0f : t->clip_norm, &norm);
   c->unclipped = scale == 1.0;
   fedc_event ev;
   memset(&ev, 0, sizeof ev);

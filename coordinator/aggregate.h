@@ -72,8 +72,9 @@ int fc_agg_fedavg_create(size_t n, int slots, fc_agg **out);
  * fc_agg_secagg_unmask and decoded with fc_sa_dequantize (secagg/secagg.h). */
 #include "secagg/secagg.h"
 int fc_agg_secagg_create(size_t entries, uint32_t buckets, int slots, fc_agg **out);
-/* After update_begin: the masked input joins this bucket's sum (default 0). */
-void fc_agg_secagg_route(fc_agg *a, fc_agg_update *u, uint32_t bucket);
+/* After update_begin: the masked input joins this bucket's sum (default 0);
+ * FEDC_ERR_INVALID for a bucket out of range. */
+int fc_agg_secagg_route(fc_agg *a, fc_agg_update *u, uint32_t bucket);
 
 /* Robust aggregators (aggregate_robust.c): every update of the round in one
  * arena of max_updates x n floats, plus `slots` staging buffers of n floats

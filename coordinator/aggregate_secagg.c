@@ -49,8 +49,10 @@ static int sa_update_begin(fc_agg *a, int timeout_ms, fc_agg_update **out) {
   return rc;
 }
 
-void fc_agg_secagg_route(fc_agg *a, fc_agg_update *u, uint32_t bucket) {
-  u->bucket = bucket < ((secagg_sum *)a)->nbuckets ? bucket : 0;
+int fc_agg_secagg_route(fc_agg *a, fc_agg_update *u, uint32_t bucket) {
+  if (bucket >= ((secagg_sum *)a)->nbuckets) return FEDC_ERR_INVALID;
+  u->bucket = bucket;
+  return FEDC_OK;
 }
 
 static int sa_update_check(fc_agg *a, fc_agg_update *u, fc_agg_check *out) {

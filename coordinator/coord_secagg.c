@@ -19,6 +19,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/rng.h"
+#include "coordinator/agg_slots.h"
 #include "coordinator/coord_int.h"
 #include "coordinator/secagg_server.h"
 #include "crypto/sa_crypto.h"
@@ -42,7 +43,9 @@ static int sa_params_for(fc_coord *c, const fc_engine_status *es, uint32_t n, fc
   if (t > k) t = k;
   p->k = k;
   p->t = t;
-  p->max_weight = c->cfg.max_example_weight;
+  /* Buckets: every input counts once in its bucket's mean (weights would
+   * let one client claim the whole bucket), as the robust rules are unweighted. */
+  p->max_weight = c->bagg ? 1 : c->cfg.max_example_weight;
   p->clip = c->clip;
   p->dim = fc_model_numel(&c->model->spec);
   if (c->cfg.dp_noise_multiplier > 0) {
@@ -186,9 +189,9 @@ static uint32_t sa_live(const fc_coord *c) {
   return live;
 }
 
-/* A bucket failed a stage (its own threshold) or its unmasking: it is
- * dropped alone; its members' inputs never count and nothing more is asked
- * of them. The round goes on while the robust rule can take what is left. */
+/* A bucket failed a stage (its own threshold), its unmasking or its checks:
+ * it is dropped alone; its members' inputs never count and nothing more is
+ * asked of them. Single bucket: the round's abandon reason in out. */
 static int sa_drop_bucket(fc_coord *c, uint32_t b, int stage, const char *why, char *out, size_t outlen) {
   c->sa_dead[b] = (uint8_t)stage;
   fc_sa_server_abort(c->sa[b], why);
@@ -198,6 +201,12 @@ static int sa_drop_bucket(fc_coord *c, uint32_t b, int stage, const char *why, c
   }
   FC_WARN(MOD, "round %llu: bucket %u of %u dropped: %s", (unsigned long long)fc_sa_server_params(c->sa[b])->round,
           b + 1, c->nsa, why);
+  return FEDC_OK;
+}
+
+/* The round goes on while the robust rule can take the buckets left. */
+static int sa_buckets_enough(fc_coord *c, int stage, char *out, size_t outlen) {
+  if (c->nsa == 1) return c->sa_dead[0] ? FEDC_ERR_REJECTED : FEDC_OK;
   fc_robust_cfg rcfg;
   char rwhy[200];
   coord_robust_cfg(&c->cfg, &rcfg);
@@ -209,7 +218,7 @@ static int sa_drop_bucket(fc_coord *c, uint32_t b, int stage, const char *why, c
 }
 
 int coord_sa_close(fc_coord *c) {
-  char why[300], bwhy[300];
+  char why[300] = "", bwhy[300];
   uint64_t now = fc_now_ms();
   if (!c->nsa) {
     fc_engine_finalize_failed(c->engine, "secure aggregation session missing", now);
@@ -217,15 +226,18 @@ int coord_sa_close(fc_coord *c) {
   }
   int stage = 0;
   uint32_t left = 0;
+  /* Every live bucket closes its stage (so each records who was left), then
+   * the rule's precondition is checked once over those still live. */
   for (uint32_t b = 0; b < c->nsa; b++) {
     if (c->sa_dead[b]) continue;
     int st = fc_sa_server_stage(c->sa[b]);
     if (!stage) stage = st;
-    if (fc_sa_server_close_stage(c->sa[b], bwhy, sizeof bwhy) != FEDC_OK &&
-        sa_drop_bucket(c, b, st ? st : stage, bwhy, why, sizeof why) != FEDC_OK) {
-      fc_engine_finalize_failed(c->engine, why, now);
-      return FC_TICK_ABANDON;
-    }
+    if (fc_sa_server_close_stage(c->sa[b], bwhy, sizeof bwhy) != FEDC_OK)
+      sa_drop_bucket(c, b, st ? st : stage, bwhy, why, sizeof why);
+  }
+  if (sa_buckets_enough(c, stage, why, sizeof why) != FEDC_OK) {
+    fc_engine_finalize_failed(c->engine, why, now);
+    return FC_TICK_ABANDON;
   }
   uint32_t rem[5];
   coord_sa_remaining(c, rem);
@@ -288,16 +300,46 @@ static int sa_unmask_one(fc_coord *c, uint32_t b, const fc_sa_params *p, fc_sa_m
              sum[p->dim]);
     return FEDC_ERR_REJECTED;
   }
-  FC_DEBUG(MOD, "round %llu: bucket %u: unmasked %u inputs (%zu masks removed in %llu ms), total weight %llu",
-           (unsigned long long)p->round, b + 1, *count, nterms, (unsigned long long)(fc_now_ms() - t0),
-           (unsigned long long)*total);
+  fc_log(c->nsa == 1 ? FC_LOG_INFO : FC_LOG_DEBUG, MOD,
+         "round %llu: %s%.0u%sunmasked %u inputs (%zu masks removed in %llu ms), total weight %llu",
+         (unsigned long long)p->round, c->nsa == 1 ? "" : "bucket ", c->nsa == 1 ? 0 : b + 1, c->nsa == 1 ? "" : ": ",
+         *count, nterms, (unsigned long long)(fc_now_ms() - t0), (unsigned long long)*total);
+  return FEDC_OK;
+}
+
+/* A bucket's mean must be one a bucket of clipped inputs can have: each
+ * weight 1 (so total == count), and ||mean|| <= C plus what stochastic
+ * rounding adds (under 1 per coordinate per input: sqrt(dim) / scale on the
+ * mean). An input outside the clip (a client that does not run our
+ * pipeline can put any value in the field) spoils only its own bucket and is
+ * caught here when it pushes the mean past the clip. */
+static int sa_bucket_sane(const fc_sa_params *p, const float *mean, uint32_t count, uint64_t total, char *why,
+                          size_t whylen) {
+  if (total != count) {
+    snprintf(why, whylen, "unmasked weights sum to %llu for %u inputs (each must be 1): a client sent a malformed "
+                          "input", (unsigned long long)total, count);
+    return FEDC_ERR_REJECTED;
+  }
+  fc_agg_check chk;
+  if (fc_agg_check_f32(mean, p->dim, &chk) != FEDC_OK) {
+    snprintf(why, whylen, "unmasked mean has NaN/Inf");
+    return FEDC_ERR_REJECTED;
+  }
+  double bound = ((double)p->clip + sqrt((double)p->dim) / fc_sa_params_scale(p)) * (1 + 1e-4);
+  if (chk.l2 > bound) {
+    snprintf(why, whylen, "the mean of its %u inputs has L2 norm %.4g, over the clip %.4g: a client sent an input "
+                          "outside the clip", count, chk.l2, (double)p->clip);
+    return FEDC_ERR_REJECTED;
+  }
   return FEDC_OK;
 }
 
 /* Secure aggregation with a robust rule: each live bucket's mean goes into
  * the robust aggregator as one update (unweighted, as the rules are), and
- * its result is the round's delta. A bucket whose secrets cannot be rebuilt
- * or whose sum is malformed is dropped like one that lost its threshold. */
+ * its result is the round's delta. A bucket whose secrets cannot be rebuilt,
+ * whose sum is malformed or whose mean is impossible is dropped like one that
+ * lost its threshold. Runs without c->mu: the driver is the only thread that
+ * changes c->sa, c->sa_dead, c->nsa and c->bagg; sa_dead is written under mu. */
 static int sa_finish_buckets(fc_coord *c, fc_sa_mask_term **terms, size_t *nterms, const fc_sa_params *ps,
                              float *delta, uint32_t *count, uint64_t *total, char *why, size_t whylen) {
   char bwhy[300];
@@ -309,27 +351,35 @@ static int sa_finish_buckets(fc_coord *c, fc_sa_mask_term **terms, size_t *nterm
     if (c->sa_dead[b]) continue;
     uint32_t cnt = 0;
     uint64_t tot = 0;
-    fc_agg_update *u = NULL;
-    fc_agg_check chk;
     int rc = sa_unmask_one(c, b, &ps[b], terms[b], nterms[b], delta, &cnt, &tot, bwhy, sizeof bwhy);
-    if (rc == FEDC_ERR_STOPPED || (rc != FEDC_OK && rc != FEDC_ERR_REJECTED)) {
+    if (rc == FEDC_ERR_STOPPED || rc == FEDC_ERR_NOMEM) {
       snprintf(why, whylen, "%s", bwhy);
       return rc;
     }
+    if (rc == FEDC_OK) rc = sa_bucket_sane(&ps[b], delta, cnt, tot, bwhy, sizeof bwhy);
     if (rc != FEDC_OK) {
       pthread_mutex_lock(&c->mu);
-      rc = sa_drop_bucket(c, b, FC_SA_UNMASK, bwhy, why, whylen);
+      sa_drop_bucket(c, b, FC_SA_UNMASK, bwhy, why, whylen);
+      rc = sa_buckets_enough(c, FC_SA_UNMASK, why, whylen);
       pthread_mutex_unlock(&c->mu);
       if (rc != FEDC_OK) return rc;
       continue;
     }
-    if ((rc = c->bagg->ops->update_begin(c->bagg, 1000, &u)) != FEDC_OK ||
-        (rc = c->bagg->ops->update_chunk(c->bagg, u, 0, delta, dim * sizeof *delta)) != FEDC_OK ||
-        (rc = c->bagg->ops->update_check(c->bagg, u, &chk)) != FEDC_OK ||
-        (rc = c->bagg->ops->update_commit(c->bagg, u, 1.0)) != FEDC_OK) {
-      if (u && rc != FEDC_OK) c->bagg->ops->update_abort(c->bagg, u);
+    fc_agg_update *u = NULL;
+    fc_agg_check chk;
+    if ((rc = c->bagg->ops->update_begin(c->bagg, 1000, &u)) != FEDC_OK) {
+      snprintf(why, whylen, "bucket %u's mean could not be staged: %s", b + 1, fedc_strerror(rc));
+      return rc;
+    }
+    if ((rc = c->bagg->ops->update_chunk(c->bagg, u, 0, delta, dim * sizeof *delta)) != FEDC_OK ||
+        (rc = c->bagg->ops->update_check(c->bagg, u, &chk)) != FEDC_OK) {
+      c->bagg->ops->update_abort(c->bagg, u);
       snprintf(why, whylen, "bucket %u's mean could not be aggregated: %s", b + 1, fedc_strerror(rc));
-      return rc == FEDC_ERR_NONFINITE ? FEDC_ERR_REJECTED : rc;
+      return FEDC_ERR_INTERNAL;
+    }
+    if ((rc = c->bagg->ops->update_commit(c->bagg, u, 1.0)) != FEDC_OK) { /* the slot is released either way */
+      snprintf(why, whylen, "bucket %u's mean could not be aggregated: %s", b + 1, fedc_strerror(rc));
+      return rc;
     }
     *count += cnt;
     *total += tot;
@@ -391,8 +441,15 @@ int coord_sa_finish(fc_coord *c, float *delta, uint32_t *count, char *why, size_
     ps[b] = *fc_sa_server_params(c->sa[b]);
     if (c->sa_dead[b]) continue;
     int brc = fc_sa_server_unmask_terms(c->sa[b], &terms[b], &nterms[b], bwhy, sizeof bwhy);
-    if (brc == FEDC_ERR_REJECTED) rc = sa_drop_bucket(c, b, FC_SA_UNMASK, bwhy, why, whylen);
-    else if (brc != FEDC_OK) rc = brc, snprintf(why, whylen, "%s", bwhy);
+    if (brc == FEDC_ERR_NOMEM) {
+      rc = brc;
+      snprintf(why, whylen, "%s", bwhy);
+    } else if (brc != FEDC_OK) {
+      /* Bad shares, a secret that fails its check, a key that cannot agree
+       * (a member's crafted public key): that bucket alone. */
+      sa_drop_bucket(c, b, FC_SA_UNMASK, bwhy, why, whylen);
+      rc = sa_buckets_enough(c, FC_SA_UNMASK, why, whylen);
+    }
   }
   pthread_mutex_unlock(&c->mu);
   uint64_t total = 0;
@@ -401,9 +458,6 @@ int coord_sa_finish(fc_coord *c, float *delta, uint32_t *count, char *why, size_
   } else if (rc == FEDC_OK) {
     const fc_sa_params *p = &ps[0];
     rc = sa_unmask_one(c, 0, p, terms[0], nterms[0], delta, count, &total, why, whylen);
-    if (rc == FEDC_OK)
-      FC_INFO(MOD, "round %llu: unmasked %u inputs (%zu masks removed), total weight %llu",
-              (unsigned long long)p->round, *count, nterms[0], (unsigned long long)total);
     if (rc == FEDC_OK && p->dp_sigma > 0) rc = sa_dp_check(c, p, *count, total, why, whylen);
   }
   for (uint32_t b = 0; terms && b < nb; b++) {

@@ -1182,8 +1182,9 @@ static void h_upload(fc_scall *call, void *ctx) {
       code = GRPC_STATUS_UNAVAILABLE;
       retry = 150 + (uint32_t)(fc_now_ms() * 2654435761u % 500u);
       snprintf(why, sizeof why, "coordinator busy: no aggregation slot free, retry in %u ms", retry);
-    } else if (up->masked) {
-      fc_agg_secagg_route(c->agg, up->u, up->bucket);
+    } else if (up->masked && fc_agg_secagg_route(c->agg, up->u, up->bucket) != FEDC_OK) {
+      code = GRPC_STATUS_INTERNAL;
+      snprintf(why, sizeof why, "secure aggregation bucket %u has no sum", up->bucket + 1);
     }
   }
   if (code != GRPC_STATUS_OK) {
@@ -1429,9 +1430,9 @@ static int robust_cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen) {
                             "never be aggregated: %s", cfg->engine.cohort_size, nb, s, why);
       return FEDC_ERR_INVALID;
     }
-    if (fc_robust_check(&r, cfg->engine.min_updates / s, why, sizeof why))
-      FC_WARN(MOD, "rounds closing with min_updates = %u would be abandoned: %u buckets: %s", cfg->engine.min_updates,
-              cfg->engine.min_updates / s, why);
+    if (fc_robust_check(&r, nb - 1, why, sizeof why))
+      FC_WARN(MOD, "%u buckets leave no slack: one dropped bucket (a single member can cause that) abandons the "
+                   "round: %s", nb, why);
     return FEDC_OK;
   }
   if (fc_robust_check(&r, cfg->engine.cohort_size, why, sizeof why)) {

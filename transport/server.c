@@ -601,6 +601,7 @@ typedef struct id_entry {
   uint64_t hash;
   size_t pem_len;
   char uri[FC_PKI_URI_MAX];
+  uint8_t fp[32]; /* SHA-256 of the certificate (DER) */
   char pem[]; /* pem_len bytes */
 } id_entry;
 
@@ -614,12 +615,13 @@ static uint64_t pem_hash(const char *p, size_t n) {
   return h;
 }
 
-static int id_cache_get(const char *pem, size_t n, uint64_t h, char *uri, size_t urilen) {
+static int id_cache_get(const char *pem, size_t n, uint64_t h, char *uri, size_t urilen, uint8_t fp[32]) {
   int found = 0;
   pthread_mutex_lock(&g_id_mu);
   for (id_entry *e = g_id_buckets[h % ID_CACHE_BUCKETS]; e; e = e->next)
     if (e->hash == h && e->pem_len == n && memcmp(e->pem, pem, n) == 0) {
       snprintf(uri, urilen, "%s", e->uri);
+      memcpy(fp, e->fp, 32);
       found = 1;
       break;
     }
@@ -637,9 +639,10 @@ static void id_cache_clear_locked(void) {
   g_id_count = 0;
 }
 
-static void id_cache_put(const char *pem, size_t n, uint64_t h, const char *uri) {
+static void id_cache_put(const char *pem, size_t n, uint64_t h, const char *uri, const uint8_t fp[32]) {
   id_entry *e = malloc(sizeof *e + n);
   if (!e) return;
+  memcpy(e->fp, fp, 32);
   e->hash = h;
   e->pem_len = n;
   memcpy(e->pem, pem, n);
@@ -652,7 +655,7 @@ static void id_cache_put(const char *pem, size_t n, uint64_t h, const char *uri)
   pthread_mutex_unlock(&g_id_mu);
 }
 
-static int peer_spiffe_uri(grpc_call *call, char *uri, size_t urilen, char *why, size_t whylen) {
+static int peer_spiffe_uri(grpc_call *call, char *uri, size_t urilen, uint8_t fp[32], char *why, size_t whylen) {
   int rc = -1;
   X509 *cert = NULL;
   grpc_auth_context *ctx = grpc_call_auth_context(call);
@@ -667,7 +670,7 @@ static int peer_spiffe_uri(grpc_call *call, char *uri, size_t urilen, char *why,
     goto out;
   }
   uint64_t h = pem_hash(p->value, p->value_length);
-  if (id_cache_get(p->value, p->value_length, h, uri, urilen)) {
+  if (id_cache_get(p->value, p->value_length, h, uri, urilen, fp)) {
     rc = 0;
     goto out;
   }
@@ -685,7 +688,13 @@ static int peer_spiffe_uri(grpc_call *call, char *uri, size_t urilen, char *why,
              "(exactly one spiffe URI is required; DNS and e-mail SANs never name an identity)");
     goto out;
   }
-  id_cache_put(p->value, p->value_length, h, uri);
+  unsigned int fplen = 0;
+  if (X509_digest(cert, EVP_sha256(), fp, &fplen) != 1 || fplen != 32) {
+    ERR_clear_error();
+    snprintf(why, whylen, "cannot fingerprint the client certificate");
+    goto out;
+  }
+  id_cache_put(p->value, p->value_length, h, uri, fp);
   rc = 0;
 out:
   X509_free(cert);
@@ -704,7 +713,7 @@ static int authenticate(fc_scall *c, const grpc_metadata_array *md, char *why, s
       return -1;
     }
     snprintf(uri, sizeof uri, "spiffe://%s/%s", c->srv->federation, id);
-  } else if (peer_spiffe_uri(c->call, uri, sizeof uri, why, whylen) != 0) {
+  } else if (peer_spiffe_uri(c->call, uri, sizeof uri, c->peer.cert_sha256, why, whylen) != 0) {
     return -1;
   }
   char role[32];

@@ -53,6 +53,7 @@ typedef struct fc_peer {
   char name[65];
   char addr[96]; /* "ipv4:127.0.0.1:12345" */
   unsigned proto_minor; /* the caller's fedc protocol minor version (same major) */
+  uint8_t cert_sha256[32]; /* SHA-256 of its certificate (DER); zeros on an insecure test server */
 } fc_peer;
 
 typedef struct fc_tls_files {

@@ -12,6 +12,10 @@
 #   - e and f in different buckets: both buckets keep 2 = t inputs and the
 #     round completes with both means (4 inputs; 6>6>4>4>4).
 #   Each round is checked against what its own buckets imply.
+# Then a second federation in which client a attacks outside the clip
+# (--byzantine signflip:1000 --byzantine-unclipped): its bucket's mean is over
+# the clip, so that bucket alone is dropped each round and the other's 3
+# inputs make the model.
 # Refused at start, with a reason: buckets smaller than 3, a bucket larger
 # than the cohort, and a rule whose precondition the buckets can never meet
 # (Krum with f = 1 needs 5 buckets; a cohort of 6 in buckets of 3 makes 2).
@@ -21,6 +25,7 @@ set -euo pipefail
 make_tmp
 NAMES=(a b c d e f)
 ROUNDS=4
+CLIENTS=()
 
 make_pki "$T/pki" bk "${NAMES[@]}"
 make_idx "$T" 150 6
@@ -46,6 +51,7 @@ for i in "${!NAMES[@]}"; do
   [ "$n" = e ] || [ "$n" = f ] && drop=(--secagg-drop masked:1)
   start_bg "client-$n" "$FEDC" client --coordinator "$COORD_ADDR" --pki "$T/pki" --name "$n" \
     --data "idx:$T/img$i.idx,$T/lbl$i.idx" --model 784-10 --log info "${drop[@]}"
+  CLIENTS+=("$BG_PID")
 done
 wait_for bash -c "[ \"\$('$FEDC' status ${ADMIN[*]} --json | jq -r '.rounds_completed + .rounds_abandoned')\" -ge $ROUNDS ]" 120 ||
   fail "$ROUNDS rounds did not end: $("$FEDC" status "${ADMIN[@]}" --json)"
@@ -74,6 +80,34 @@ done
 l1=$(jq -s '.[0].mean_train_loss' "$T/rounds.jsonl")
 ll=$(jq -s 'last.mean_train_loss' "$T/rounds.jsonl")
 awk "BEGIN{exit !($ll < $l1)}" || fail "train loss did not fall: $l1 -> $ll"
+kill -TERM "$COORD_PID"
+wait "$COORD_PID" || fail "coordinator exited non-zero on SIGTERM"
+kill -KILL "${CLIENTS[@]}" 2>/dev/null || true
+
+# ---- an attacker outside the clip spoils only its own bucket ----
+mv "$T/coord.log" "$T/coord-1.log"
+start_coordinator --pki "$T/pki" --federation bk --state "$T/state2" --model 784-10 --secagg \
+  --aggregator median --secagg-bucket 3 --rounds 2 --min-clients 6 --cohort 6 --min-updates 3 \
+  --poll-ms 100 --client-ttl-ms 3000 --round-timeout-ms 8000 --secagg-stage-ms 2500 --log debug
+ADMIN=(--coordinator "$COORD_ADDR" --pki "$T/pki" --name root)
+for i in "${!NAMES[@]}"; do
+  n=${NAMES[$i]}
+  atk=()
+  [ "$n" = a ] && atk=(--byzantine signflip:1000 --byzantine-unclipped)
+  start_bg "client2-$n" "$FEDC" client --coordinator "$COORD_ADDR" --pki "$T/pki" --name "$n" \
+    --data "idx:$T/img$i.idx,$T/lbl$i.idx" --model 784-10 --log info "${atk[@]}"
+done
+wait_for bash -c "[ \"\$('$FEDC' status ${ADMIN[*]} --json | jq -r '.rounds_completed + .rounds_abandoned')\" -ge 2 ]" 120 ||
+  fail "2 rounds did not end: $("$FEDC" status "${ADMIN[@]}" --json)"
+"$FEDC" rounds "${ADMIN[@]}" --json >"$T/rounds2.jsonl"
+for r in 1 2; do
+  jq -s -e ".[] | select(.round == $r) | .outcome == \"completed\" and .participants == 3" "$T/rounds2.jsonl" >/dev/null ||
+    fail "round $r with a's bucket dropped: $(jq -c "select(.round == $r)" "$T/rounds2.jsonl")"
+  ab=$(grep -E "secagg: round $r: bucket [12]: [a-f]( [a-f])*$" "$T/coord.log" | grep -E ': (a|.* a)( |$)' |
+    sed -E 's/.*bucket ([12]):.*/\1/')
+  grep -qE "round $r: bucket $ab of 2 dropped: the mean of its 3 inputs has L2 norm .* over the clip" "$T/coord.log" ||
+    fail "round $r: a's bucket ($ab) was not dropped for its norm"
+done
 kill -TERM "$COORD_PID"
 wait "$COORD_PID" || fail "coordinator exited non-zero on SIGTERM"
 echo "rounds with e and f in one bucket: $same, in two: $split"

@@ -64,7 +64,7 @@ static void test_secagg_buckets(void) {
   CHECK_EQ_INT(fc_agg_secagg_create(E, 0, 1, &a), FEDC_ERR_INVALID);
   CHECK_EQ_INT(fc_agg_secagg_create(E, B, 2, &a), FEDC_OK);
   static uint32_t in[7][E], want[B][E];
-  const uint32_t route[7] = {0, 2, 2, 1, 0, 2, 7 /* out of range: bucket 0 */};
+  const uint32_t route[7] = {0, 2, 2, 1, 0, 2, 7 /* out of range: refused, stays in bucket 0 */};
   memset(want, 0, sizeof want);
   for (int round = 0; round < 2; round++) {
     CHECK_EQ_INT(a->ops->round_begin(a), FEDC_OK);
@@ -74,7 +74,7 @@ static void test_secagg_buckets(void) {
       for (int i = 0; i < E; i++) in[k][i] = (uint32_t)(0x9E3779B9u * (uint32_t)(k + 1) * (uint32_t)(i + 1 + round));
       fc_agg_update *u = NULL;
       CHECK_EQ_INT(a->ops->update_begin(a, 1000, &u), FEDC_OK);
-      fc_agg_secagg_route(a, u, route[k]);
+      CHECK_EQ_INT(fc_agg_secagg_route(a, u, route[k]), route[k] < B ? FEDC_OK : FEDC_ERR_INVALID);
       CHECK_EQ_INT(a->ops->update_chunk(a, u, 0, in[k], sizeof in[k]), FEDC_OK);
       uint32_t b = route[k] < B ? route[k] : 0;
       if (k == 5) { /* a broken stream: never in any sum */
