@@ -1,0 +1,340 @@
+/*
+ * audit.c - the hash-chained audit log (audit.h).
+ */
+#include "coordinator/audit.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "crypto/sha256.h"
+#include "fedc/error.h"
+
+#define MOD "audit"
+#define HASH_KEY ",\"hash\":\""
+
+struct fc_audit {
+  pthread_mutex_t mu;
+  int fd;
+  char path[1100];
+  uint64_t seq;
+  char head[65];
+  /* Fingerprints of certificates already recorded (open addressing). */
+  uint8_t (*seen)[32];
+  size_t nseen, capseen;
+};
+
+static const char zeros[65] = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/* ---- verification ---- */
+
+json_t *fc_audit_parse_line(const char *line, size_t len) {
+  json_error_t e;
+  json_t *o = json_loadb(line, len, JSON_REJECT_DUPLICATES, &e);
+  if (o && !json_is_object(o)) {
+    json_decref(o);
+    o = NULL;
+  }
+  return o;
+}
+
+/* The hash the line claims, and what it should be (hex). 0 if the line has
+ * the shape of a record. */
+static int line_hashes(const char *line, size_t len, char claimed[65], char actual[65]) {
+  /* ...,"hash":"<64 hex>"} and nothing after */
+  size_t tail = sizeof HASH_KEY - 1 + 64 + 2;
+  if (len <= tail) return -1;
+  const char *at = line + len - tail;
+  if (memcmp(at, HASH_KEY, sizeof HASH_KEY - 1) != 0) return -1;
+  const char *h = at + sizeof HASH_KEY - 1;
+  if (h[64] != '"' || h[65] != '}') return -1;
+  memcpy(claimed, h, 64);
+  claimed[64] = 0;
+  uint8_t d[FC_SHA256_LEN];
+  if (fc_sha256(line, (size_t)(at - line), d) != FEDC_OK) return -1;
+  fc_hex(d, sizeof d, actual);
+  return 0;
+}
+
+static int report(fc_audit_report *r, uint64_t line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int report(fc_audit_report *r, uint64_t line, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  r->bad_line = line;
+  vsnprintf(r->problem, sizeof r->problem, fmt, ap);
+  va_end(ap);
+  return FEDC_ERR_INVALID;
+}
+
+int fc_audit_verify(const char *buf, size_t len, fc_audit_report *r) {
+  memset(r, 0, sizeof *r);
+  char prev[65];
+  memcpy(prev, zeros, sizeof prev);
+  uint64_t lineno = 0;
+  for (size_t off = 0; off < len;) {
+    const char *line = buf + off;
+    const char *nl = memchr(line, '\n', len - off);
+    lineno++;
+    if (!nl) return report(r, lineno, "incomplete last record (no newline): the file was cut or a write was torn");
+    size_t n = (size_t)(nl - line);
+    off += n + 1;
+    char claimed[65], actual[65];
+    if (n == 0 || n > FC_AUDIT_MAX_LINE || line_hashes(line, n, claimed, actual) != 0)
+      return report(r, lineno, "not an audit record");
+    json_t *o = fc_audit_parse_line(line, n);
+    if (!o) return report(r, lineno, "not an audit record (bad JSON)");
+    json_t *seq = json_object_get(o, "seq"), *pv = json_object_get(o, "prev"), *kind = json_object_get(o, "kind");
+    int rc = FEDC_OK;
+    if (!json_is_integer(seq) || !json_is_string(pv) || !json_is_string(kind))
+      rc = report(r, lineno, "not an audit record (seq, kind or prev missing)");
+    else if (strcmp(claimed, actual) != 0)
+      rc = report(r, lineno, "record %lld (%s) was changed: its hash does not match its content",
+                  (long long)json_integer_value(seq), json_string_value(kind));
+    else if ((uint64_t)json_integer_value(seq) != r->records + 1)
+      rc = report(r, lineno, "record %llu expected, found record %lld: records are missing or out of order",
+                  (unsigned long long)(r->records + 1), (long long)json_integer_value(seq));
+    else if (strcmp(json_string_value(pv), prev) != 0)
+      rc = report(r, lineno, "record %llu does not follow the one before it (prev hash differs)",
+                  (unsigned long long)(r->records + 1));
+    json_decref(o);
+    if (rc != FEDC_OK) return rc;
+    memcpy(prev, claimed, sizeof prev);
+    memcpy(r->head, claimed, sizeof r->head);
+    r->records++;
+  }
+  return FEDC_OK;
+}
+
+/* ---- the writer ---- */
+
+static size_t fp_slot(const fc_audit *a, const uint8_t fp[32]) {
+  static const uint8_t empty[32];
+  uint64_t h;
+  memcpy(&h, fp, sizeof h);
+  size_t i = (size_t)(h % a->capseen);
+  while (memcmp(a->seen[i], empty, 32) != 0 && memcmp(a->seen[i], fp, 32) != 0) i = (i + 1) % a->capseen;
+  return i;
+}
+
+/* 1 if fp was new (and is now remembered), 0 if seen, -1 out of memory. */
+static int fp_add(fc_audit *a, const uint8_t fp[32]) {
+  static const uint8_t empty[32];
+  if (memcmp(fp, empty, 32) == 0) return 0; /* no certificate (insecure test server) */
+  if ((a->nseen + 1) * 2 > a->capseen) {
+    size_t cap = a->capseen ? a->capseen * 2 : 256;
+    uint8_t(*old)[32] = a->seen;
+    size_t oldcap = a->capseen;
+    if (!(a->seen = calloc(cap, 32))) {
+      a->seen = old;
+      return -1;
+    }
+    a->capseen = cap;
+    for (size_t i = 0; i < oldcap; i++)
+      if (memcmp(old[i], empty, 32) != 0) memcpy(a->seen[fp_slot(a, old[i])], old[i], 32);
+    free(old);
+  }
+  size_t i = fp_slot(a, fp);
+  if (memcmp(a->seen[i], fp, 32) == 0) return 0;
+  memcpy(a->seen[i], fp, 32);
+  a->nseen++;
+  return 1;
+}
+
+static int read_all(int fd, char **buf, size_t *len) {
+  struct stat sb;
+  if (fstat(fd, &sb) != 0) return FEDC_ERR_IO;
+  *len = (size_t)sb.st_size;
+  *buf = malloc(*len + 1);
+  if (!*buf) return FEDC_ERR_NOMEM;
+  size_t done = 0;
+  while (done < *len) {
+    ssize_t r = pread(fd, *buf + done, *len - done, (off_t)done);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return FEDC_ERR_IO;
+    done += (size_t)r;
+  }
+  return FEDC_OK;
+}
+
+int fc_audit_open(const char *state_dir, fc_audit **out, char *why, size_t whylen) {
+  fc_audit *a = calloc(1, sizeof *a);
+  if (!a) return FEDC_ERR_NOMEM;
+  pthread_mutex_init(&a->mu, NULL);
+  snprintf(a->path, sizeof a->path, "%s/%s", state_dir, FC_AUDIT_FILE);
+  memcpy(a->head, zeros, sizeof a->head);
+  a->fd = open(a->path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+  char *buf = NULL;
+  size_t len = 0;
+  int rc = a->fd < 0 ? FEDC_ERR_IO : read_all(a->fd, &buf, &len);
+  if (rc != FEDC_OK) {
+    snprintf(why, whylen, "cannot read %s: %s", a->path, strerror(errno));
+    goto fail;
+  }
+  fc_audit_report r;
+  if (fc_audit_verify(buf, len, &r) != FEDC_OK) {
+    /* A torn last line is a crash mid-append: its action never happened. */
+    size_t good = 0;
+    for (uint64_t i = 0; i < r.records; i++) good = (size_t)((const char *)memchr(buf + good, '\n', len - good) - buf) + 1;
+    int torn = r.bad_line == r.records + 1 && !memchr(buf + good, '\n', len - good);
+    if (!torn) {
+      snprintf(why, whylen, "audit log %s is broken at line %llu: %s (`fedc audit verify` shows it; the log is "
+                            "evidence: keep it and start from a copy of the state without it only deliberately)",
+               a->path, (unsigned long long)r.bad_line, r.problem);
+      rc = FEDC_ERR_INVALID;
+      goto fail;
+    }
+    FC_WARN(MOD, "%s: cutting off an incomplete last record (%zu bytes; a crash mid-write)", a->path, len - good);
+    if (ftruncate(a->fd, (off_t)good) != 0) {
+      snprintf(why, whylen, "cannot cut the torn record off %s: %s", a->path, strerror(errno));
+      rc = FEDC_ERR_IO;
+      goto fail;
+    }
+    len = good;
+  }
+  a->seq = r.records;
+  if (r.records) memcpy(a->head, r.head, sizeof a->head);
+  /* Remember whose first contact is already on record. */
+  for (size_t off = 0; off < len;) {
+    const char *nl = memchr(buf + off, '\n', len - off);
+    json_t *o = fc_audit_parse_line(buf + off, (size_t)(nl - (buf + off)));
+    off = (size_t)(nl - buf) + 1;
+    const char *k = json_string_value(json_object_get(o, "kind"));
+    const char *fph = json_string_value(json_object_get(o, "cert_sha256"));
+    uint8_t fp[32];
+    if (k && strcmp(k, "contact") == 0 && fph && fc_unhex(fph, fp, sizeof fp) == 0 && fp_add(a, fp) < 0) {
+      json_decref(o);
+      rc = FEDC_ERR_NOMEM;
+      snprintf(why, whylen, "out of memory reading %s", a->path);
+      goto fail;
+    }
+    json_decref(o);
+  }
+  free(buf);
+  *out = a;
+  return FEDC_OK;
+fail:
+  free(buf);
+  fc_audit_close(a);
+  return rc;
+}
+
+void fc_audit_close(fc_audit *a) {
+  if (!a) return;
+  if (a->fd >= 0) {
+    fsync(a->fd);
+    close(a->fd);
+  }
+  pthread_mutex_destroy(&a->mu);
+  free(a->seen);
+  free(a);
+}
+
+static int append_locked(fc_audit *a, const char *kind, json_t *fields) {
+  json_t *o = json_object();
+  int rc = FEDC_ERR_NOMEM;
+  char *s = NULL;
+  if (!o || json_object_set_new(o, "seq", json_integer((json_int_t)(a->seq + 1))) ||
+      json_object_set_new(o, "ts_ms", json_integer((json_int_t)fc_now_ms())) ||
+      json_object_set_new(o, "kind", json_string(kind)))
+    goto out;
+  const char *key;
+  json_t *v;
+  json_object_foreach(fields, key, v) {
+    if (!strcmp(key, "seq") || !strcmp(key, "ts_ms") || !strcmp(key, "kind") || !strcmp(key, "prev") ||
+        !strcmp(key, "hash"))
+      continue;
+    if (json_object_set(o, key, v)) goto out;
+  }
+  if (json_object_set_new(o, "prev", json_string(a->head)) ||
+      !(s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII)))
+    goto out;
+  size_t n = strlen(s);
+  if (n < 2 || n + sizeof HASH_KEY + 64 + 3 > FC_AUDIT_MAX_LINE) {
+    rc = FEDC_ERR_TOO_LARGE;
+    goto out;
+  }
+  char *line = malloc(n + sizeof HASH_KEY + 64 + 3);
+  if (!line) goto out;
+  uint8_t d[FC_SHA256_LEN];
+  char hex[65];
+  n--; /* without the closing brace */
+  memcpy(line, s, n);
+  fc_sha256(line, n, d);
+  fc_hex(d, sizeof d, hex);
+  int len = snprintf(line + n, sizeof HASH_KEY + 64 + 3, "%s%s\"}\n", HASH_KEY, hex);
+  size_t total = n + (size_t)len, done = 0;
+  rc = FEDC_OK;
+  while (done < total) {
+    ssize_t w = write(a->fd, line + done, total - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      rc = FEDC_ERR_IO;
+      break;
+    }
+    done += (size_t)w;
+  }
+  if (rc == FEDC_OK) {
+    a->seq++;
+    memcpy(a->head, hex, sizeof a->head);
+  } else if (done) {
+    /* Never leave half a record for the next one to be glued to. */
+    struct stat sb;
+    if (fstat(a->fd, &sb) == 0 && ftruncate(a->fd, sb.st_size - (off_t)done) != 0)
+      FC_ERROR(MOD, "%s: cannot cut off a partial record: %s", a->path, strerror(errno));
+  }
+  free(line);
+out:
+  if (rc != FEDC_OK) FC_ERROR(MOD, "%s: cannot append a %s record: %s", a->path, kind, fedc_strerror(rc));
+  free(s);
+  json_decref(o);
+  return rc;
+}
+
+int fc_audit_append(fc_audit *a, const char *kind, json_t *fields) {
+  if (!a) {
+    json_decref(fields);
+    return FEDC_OK;
+  }
+  pthread_mutex_lock(&a->mu);
+  int rc = append_locked(a, kind, fields);
+  pthread_mutex_unlock(&a->mu);
+  json_decref(fields);
+  return rc;
+}
+
+int fc_audit_contact(fc_audit *a, const char *name, const char *role, const uint8_t cert_sha256[32],
+                     const char *addr) {
+  if (!a) return FEDC_OK;
+  pthread_mutex_lock(&a->mu);
+  int added = fp_add(a, cert_sha256), rc = FEDC_OK;
+  if (added > 0) {
+    char hex[65];
+    json_t *f = json_pack("{s:s,s:s,s:s,s:s}", "name", name, "role", role, "cert_sha256",
+                          fc_hex(cert_sha256, 32, hex), "addr", addr);
+    rc = f ? append_locked(a, "contact", f) : FEDC_ERR_NOMEM;
+    json_decref(f);
+  }
+  pthread_mutex_unlock(&a->mu);
+  return added < 0 ? FEDC_ERR_NOMEM : rc;
+}
+
+int fc_audit_sync(fc_audit *a) {
+  if (!a) return FEDC_OK;
+  return fdatasync(a->fd) == 0 ? FEDC_OK : FEDC_ERR_IO;
+}
+
+uint64_t fc_audit_head(fc_audit *a, char hex[65]) {
+  pthread_mutex_lock(&a->mu);
+  uint64_t n = a->seq;
+  memcpy(hex, a->head, 65);
+  pthread_mutex_unlock(&a->mu);
+  return n;
+}

@@ -1,0 +1,68 @@
+/*
+ * audit.h - the coordinator's audit log: append-only, hash-chained JSON
+ * lines in STATE/audit.log, one record per event an operator may have to
+ * prove afterwards (who first connected with which certificate, what admins
+ * did, which updates were accepted or refused and why, which model versions
+ * were published from which parent).
+ *
+ * A record is one line:
+ *   {"seq":N,"ts_ms":T,"kind":"...",<fields>,"prev":"<hex>","hash":"<hex>"}
+ * hash = SHA-256 of the line's bytes before ',"hash":' (everything but the
+ * hash), prev = the previous record's hash (64 zeros for the first), seq
+ * counts from 1. jansson escapes every '"' inside a string, so ',"hash":"'
+ * can only be the real key, and the last occurrence is it. Editing,
+ * removing or reordering a record breaks the chain at that record; cutting
+ * whole records off the end does not (anchor the head hash elsewhere:
+ * `fedc audit verify` prints it).
+ *
+ * Written before the action it records takes effect (the coordinator calls
+ * fc_audit_append first), flushed to the kernel at once (one write(2) per
+ * record, O_APPEND) and synced to disk with fc_audit_sync once per round.
+ * Thread-safe.
+ */
+#ifndef FEDC_COORD_AUDIT_H
+#define FEDC_COORD_AUDIT_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define FC_AUDIT_FILE "audit.log"
+#define FC_AUDIT_MAX_LINE 4096
+
+typedef struct fc_audit fc_audit;
+
+/* Open (create) STATE/audit.log and check the chain already there. An
+ * incomplete last line (a crash mid-write: the action it described never
+ * took effect) is cut off with a warning. A broken chain refuses to start,
+ * naming the record: FEDC_ERR_INVALID with one line in why. */
+int fc_audit_open(const char *state_dir, fc_audit **out, char *why, size_t whylen);
+void fc_audit_close(fc_audit *a);
+/* Append a record of `kind` with the fields of `fields` (an object; its
+ * reference is stolen; keys seq, ts_ms, kind, prev and hash are reserved).
+ * FEDC_OK or FEDC_ERR_IO. */
+int fc_audit_append(fc_audit *a, const char *kind, json_t *fields);
+/* First contact of a certificate: appended only the first time this
+ * fingerprint is seen (across restarts: the log is the memory). */
+int fc_audit_contact(fc_audit *a, const char *name, const char *role, const uint8_t cert_sha256[32],
+                     const char *addr);
+/* fsync the log (once per round, and at shutdown). */
+int fc_audit_sync(fc_audit *a);
+/* Records so far and the head hash (hex). */
+uint64_t fc_audit_head(fc_audit *a, char hex[65]);
+
+/* ---- verification (I/O-free: over a buffer) ---- */
+typedef struct fc_audit_report {
+  uint64_t records;   /* valid records before the first problem */
+  char head[65];      /* hash of the last valid record ("" if none) */
+  uint64_t bad_line;  /* 1-based line of the first problem, 0 = chain intact */
+  char problem[256];  /* what is wrong there */
+} fc_audit_report;
+/* FEDC_OK if every line chains, else FEDC_ERR_INVALID with the first problem
+ * (a line that is not a record, an edited record, a missing or reordered
+ * one, an incomplete last line). */
+int fc_audit_verify(const char *buf, size_t len, fc_audit_report *r);
+/* One line's record (parsed, the caller decrefs), or NULL. */
+json_t *fc_audit_parse_line(const char *line, size_t len);
+
+#endif

@@ -1,0 +1,165 @@
+/*
+ * test_audit.c - the hash-chained audit log (coordinator/audit.c): records
+ * chain and survive a reopen (first contacts are remembered); verification
+ * names the first broken record when records are truncated, edited,
+ * reordered, removed or spliced in; a torn last line is cut off on open and
+ * a broken chain refuses to open.
+ */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "coordinator/audit.h"
+#include "fedc/error.h"
+
+static char dir[64], path[128];
+
+static char *slurp(size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *b = malloc((size_t)n + 1);
+  *len = fread(b, 1, (size_t)n, f);
+  b[*len] = 0;
+  fclose(f);
+  return b;
+}
+
+static void spit(const char *b, size_t len) {
+  FILE *f = fopen(path, "wb");
+  fwrite(b, 1, len, f);
+  fclose(f);
+}
+
+/* Start offsets of each line in b (at most 64). */
+static size_t lines(const char *b, size_t len, size_t *at) {
+  size_t n = 0;
+  for (size_t i = 0; i < len && n < 64; i++)
+    if (i == 0 || b[i - 1] == '\n') at[n++] = i;
+  return n;
+}
+
+static void expect_bad(const char *b, size_t len, uint64_t line, const char *words) {
+  fc_audit_report r;
+  CHECK_EQ_INT(fc_audit_verify(b, len, &r), FEDC_ERR_INVALID);
+  if (r.bad_line != line || !strstr(r.problem, words))
+    fprintf(stderr, "  want line %llu (%s), got line %llu: %s\n", (unsigned long long)line, words,
+            (unsigned long long)r.bad_line, r.problem);
+  CHECK_EQ_INT(r.bad_line, line);
+  CHECK(strstr(r.problem, words) != NULL);
+  CHECK_EQ_INT(r.records, line - 1);
+}
+
+int main(void) {
+  snprintf(dir, sizeof dir, "/tmp/fedc-audit-XXXXXX");
+  CHECK(mkdtemp(dir) != NULL);
+  snprintf(path, sizeof path, "%s/%s", dir, FC_AUDIT_FILE);
+  char why[400];
+  fc_audit *a = NULL;
+  uint8_t fp1[32], fp2[32];
+  memset(fp1, 0x11, sizeof fp1);
+  memset(fp2, 0x22, sizeof fp2);
+
+  /* A fresh log: records chain, a certificate's first contact is recorded once. */
+  CHECK_EQ_INT(fc_audit_open(dir, &a, why, sizeof why), FEDC_OK);
+  CHECK_EQ_INT(fc_audit_contact(a, "c1", "client", fp1, "ipv4:127.0.0.1:1"), FEDC_OK);
+  CHECK_EQ_INT(fc_audit_contact(a, "c1", "client", fp1, "ipv4:127.0.0.1:2"), FEDC_OK);
+  CHECK_EQ_INT(fc_audit_append(a, "update", json_pack("{s:s,s:I,s:s,s:s}", "client", "c1", "round", (json_int_t)1,
+                                                      "outcome", "refused", "reason", "quote \" and ,\"hash\":\" inside")),
+               FEDC_OK);
+  /* Reserved keys in fields are ignored, never forged. */
+  CHECK_EQ_INT(fc_audit_append(a, "model", json_pack("{s:I,s:s,s:s}", "version", (json_int_t)1, "hash", "0000",
+                                                     "prev", "ffff")),
+               FEDC_OK);
+  char head[65];
+  CHECK_EQ_INT(fc_audit_head(a, head), 3);
+  CHECK_EQ_INT(fc_audit_sync(a), FEDC_OK);
+  fc_audit_close(a);
+
+  /* Reopen: the chain continues; c1's certificate is not recorded again, c2's is. */
+  CHECK_EQ_INT(fc_audit_open(dir, &a, why, sizeof why), FEDC_OK);
+  char head2[65];
+  CHECK_EQ_INT(fc_audit_head(a, head2), 3);
+  CHECK(strcmp(head, head2) == 0);
+  CHECK_EQ_INT(fc_audit_contact(a, "c1", "client", fp1, "x"), FEDC_OK);
+  CHECK_EQ_INT(fc_audit_contact(a, "c2", "client", fp2, "x"), FEDC_OK);
+  CHECK_EQ_INT(fc_audit_append(a, "admin", json_pack("{s:s,s:s}", "name", "root", "action", "pause")), FEDC_OK);
+  CHECK_EQ_INT(fc_audit_head(a, head2), 5);
+  fc_audit_close(a);
+
+  size_t len;
+  char *good = slurp(&len);
+  fc_audit_report r;
+  CHECK_EQ_INT(fc_audit_verify(good, len, &r), FEDC_OK);
+  CHECK_EQ_INT(r.records, 5);
+  CHECK(strcmp(r.head, head2) == 0);
+  CHECK(strstr(good, "\"kind\":\"contact\",\"name\":\"c2\"") != NULL);
+  CHECK(strstr(good, "\"hash\":\"0000\"") == NULL);
+  size_t at[64];
+  CHECK_EQ_INT(lines(good, len, at), 5);
+  char *b = malloc(len + 64);
+
+  /* Edited: one character of record 2's outcome. */
+  memcpy(b, good, len + 1);
+  char *q = strstr(b + at[1], "refused");
+  q[0] = 'R';
+  expect_bad(b, len, 2, "was changed");
+  /* Reordered: records 2 and 3 swapped. */
+  size_t l2 = at[2] - at[1], l3 = at[3] - at[2];
+  memcpy(b, good, at[1]);
+  memcpy(b + at[1], good + at[2], l3);
+  memcpy(b + at[1] + l3, good + at[1], l2);
+  memcpy(b + at[3], good + at[3], len - at[3]);
+  expect_bad(b, len, 2, "missing or out of order");
+  /* Removed: record 4 cut out of the middle. */
+  size_t l4 = at[4] - at[3];
+  memcpy(b, good, at[3]);
+  memcpy(b + at[3], good + at[4], len - at[4]);
+  expect_bad(b, len - l4, 4, "missing or out of order");
+  /* Truncated mid-record. */
+  expect_bad(good, at[4] + 10, 5, "incomplete");
+  /* Truncated at a record boundary: still a valid (shorter) chain, the head says how far. */
+  CHECK_EQ_INT(fc_audit_verify(good, at[4], &r), FEDC_OK);
+  CHECK_EQ_INT(r.records, 4);
+  /* Junk and an empty line. */
+  memcpy(b, good, at[1]);
+  memcpy(b + at[1], "hello\n", 6);
+  expect_bad(b, at[1] + 6, 2, "not an audit record");
+  memcpy(b + at[1], "\n", 1);
+  expect_bad(b, at[1] + 1, 2, "not an audit record");
+  /* A record from another log (same seq, other prev) spliced in. */
+  memcpy(b, good, len + 1);
+  q = strstr(b + at[1], "\"prev\":\"");
+  q[8] = q[8] == 'a' ? 'b' : 'a';
+  expect_bad(b, len, 2, "was changed");
+
+  /* Opening: a torn last line (crash mid-write) is cut off and the chain goes on. */
+  spit(good, at[4] + 10);
+  CHECK_EQ_INT(fc_audit_open(dir, &a, why, sizeof why), FEDC_OK);
+  CHECK_EQ_INT(fc_audit_head(a, head2), 4);
+  CHECK_EQ_INT(fc_audit_append(a, "admin", json_pack("{s:s}", "action", "resume")), FEDC_OK);
+  fc_audit_close(a);
+  free(good);
+  good = slurp(&len);
+  CHECK_EQ_INT(fc_audit_verify(good, len, &r), FEDC_OK);
+  CHECK_EQ_INT(r.records, 5);
+  /* A broken chain refuses to open, naming the line. */
+  memcpy(b, good, len + 1);
+  lines(good, len, at);
+  q = strstr(b + at[1], "refused");
+  q[0] = 'R';
+  spit(b, len);
+  CHECK_EQ_INT(fc_audit_open(dir, &a, why, sizeof why), FEDC_ERR_INVALID);
+  CHECK(strstr(why, "line 2") != NULL);
+  free(b);
+  free(good);
+  unlink(path);
+  rmdir(dir);
+  return CHECK_DONE();
+}
