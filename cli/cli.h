@@ -16,6 +16,7 @@ int cmd_round(int argc, char **argv);
 int cmd_sim(int argc, char **argv);
 int cmd_secagg_params(int argc, char **argv);
 int cmd_dp_budget(int argc, char **argv);
+int cmd_audit(int argc, char **argv);
 int cmd_version(int argc, char **argv);
 
 #endif

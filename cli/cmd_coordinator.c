@@ -234,6 +234,8 @@ static const copt options[] = {
               0, 10000),
     OPT_RANGE("secagg-threshold", T_U32, c.secagg_t,
               "secure aggregation: Shamir threshold t (0 = a majority of each neighbourhood)", 0, 10000),
+    OPT_BOOL("audit-log", c.audit_log,
+             "hash-chained audit log in the state directory (audit.log; `fedc audit verify`); --audit-log=false: off"),
     OPT_RANGE("secagg-bucket", T_U32, c.secagg_bucket,
               "secure aggregation with a robust aggregator: clients per bucket, at least (one SecAgg instance each; "
               "the rule runs over the buckets' means)", 3, 100000),

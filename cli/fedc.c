@@ -23,6 +23,7 @@ static const struct {
     {"pki", cmd_pki, "init a federation CA; issue client/admin certificates"},
     {"secagg-params", cmd_secagg_params, "safe SecAgg+ neighbours k and threshold t for a cohort"},
     {"dp-budget", cmd_dp_budget, "client-level (epsilon, delta) of DP-FedAvg over rounds"},
+    {"audit", cmd_audit, "verify | show the coordinator's hash-chained audit log"},
     {"version", cmd_version, "print version information"},
 };
 

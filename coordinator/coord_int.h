@@ -17,6 +17,7 @@
 #include "transport/transport.h"
 
 struct fc_sa_server;
+struct fc_audit;
 
 typedef struct model_ref {
   atomic_int refs;
@@ -80,6 +81,7 @@ struct fc_coord {
   pthread_mutex_t store_mu;  /* one writer of the state directory at a time */
   uint64_t state_written_seq; /* under store_mu */
   int guard_started;      /* transport/accept_guard.h runs for our port */
+  struct fc_audit *audit; /* STATE/audit.log (NULL with audit_log off); thread-safe */
   /* Secure aggregation of the running round (coord_secagg.c); under mu.
    * One SecAgg instance per bucket: one over the whole cohort, or with a
    * robust aggregator random buckets of at least secagg_bucket clients. */

@@ -32,6 +32,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "coordinator/aggregate.h"
+#include "coordinator/audit.h"
 #include "coordinator/coord_int.h"
 #include "common/dp_noise.h"
 #include "crypto/sa_crypto.h"
@@ -78,6 +79,7 @@ void fc_coord_cfg_defaults(fc_coord_cfg *c) {
   c->agg_iters = 1;
   c->agg_memory_mib = 4096;
   c->secagg_bucket = 5;
+  c->audit_log = 1;
   c->chunk_bytes = FC_CHUNK_DEFAULT;
   c->threads = 2; /* event threads: calls are not tied to threads (transport.h) */
   c->upload_slots = 4;
@@ -497,9 +499,16 @@ static int finalize(fc_coord *c, uint64_t *version, uint8_t sha[FC_SHA256_LEN], 
   pthread_mutex_lock(&c->mu);
   fc_engine_get_status(c->engine, fc_now_ms(), &es);
   pthread_mutex_unlock(&c->mu);
+  char hex[FC_SHA256_HEX_LEN], phex[FC_SHA256_HEX_LEN];
+  fc_audit_append(c->audit, "model",
+                  json_pack("{s:I,s:I,s:s,s:s,s:I}", "version", (json_int_t)m->version, "round", (json_int_t)es.round,
+                            "parent", fc_hex(old->sha, FC_SHA256_LEN, phex), "sha256", fc_hex(m->sha, FC_SHA256_LEN, hex),
+                            "updates", (json_int_t)count));
   if ((rc = fc_store_write_model(c->cfg.state_dir, m->version, es.round, &m->spec, m->data, m->sha, old->sha, why,
                                  whylen)) != FEDC_OK ||
       (rc = sopt_write(c, m->version, m->sha, why, whylen)) != FEDC_OK) {
+    fc_audit_append(c->audit, "model_failed",
+                    json_pack("{s:I,s:s}", "version", (json_int_t)m->version, "reason", why));
     model_unref(m);
     goto out;
   }
@@ -521,6 +530,12 @@ out:
 }
 
 static void cancel_uploads(fc_coord *c, uint64_t round);
+
+static uint64_t es_round(fc_coord *c) {
+  fc_engine_status es;
+  fc_engine_get_status(c->engine, fc_now_ms(), &es);
+  return es.round;
+}
 
 static int es_state(fc_coord *c) {
   fc_engine_status es;
@@ -585,6 +600,15 @@ static void *driver_main(void *arg) {
       cancel_uploads(c, es.round);
     }
     pthread_mutex_unlock(&c->mu);
+    if (act == FC_TICK_ABANDON) {
+      const fc_round_stats *lr = NULL;
+      pthread_mutex_lock(&c->mu);
+      lr = fc_engine_last_round(c->engine);
+      json_t *f = json_pack("{s:I,s:s}", "round", (json_int_t)lr->round, "reason", fc_engine_abandon_reason(c->engine));
+      pthread_mutex_unlock(&c->mu);
+      fc_audit_append(c->audit, "round_abandoned", f);
+      fc_audit_sync(c->audit); /* once per round */
+    }
     if (act == FC_TICK_STARTED || act == FC_TICK_ABANDON) store_sync(c);
     if (act == FC_TICK_AGGREGATE) {
       uint64_t version = 0;
@@ -602,12 +626,14 @@ static void *driver_main(void *arg) {
                 (unsigned long long)version, fc_hex(sha, FC_SHA256_LEN, hex));
       } else {
         FC_ERROR(MOD, "finalizing round failed: %s", why);
+        fc_audit_append(c->audit, "round_abandoned", json_pack("{s:I,s:s}", "round", (json_int_t)es_round(c), "reason", why));
         fc_engine_finalize_failed(c->engine, why, fc_now_ms());
         if (rc == FEDC_ERR_IO) store_failed_locked(c, why);
       }
       record_round_locked(c);
       coord_sa_end(c);
       pthread_mutex_unlock(&c->mu);
+      fc_audit_sync(c->audit); /* once per round */
       if (store_sync(c) == FEDC_OK && rc == FEDC_OK) {
         pthread_mutex_lock(&c->mu);
         if (!c->store_blocked) c->store_backoff_ms = 0;
@@ -627,9 +653,15 @@ static void *driver_main(void *arg) {
 
 /* ---- Coordinator service ----------------------------------------------------------- */
 
+/* Audit: the first call made with each certificate. */
+static void audit_peer(fc_coord *c, const fc_peer *peer) {
+  if (c->audit) fc_audit_contact(c->audit, peer->name, fc_role_name(peer->role), peer->cert_sha256, peer->addr);
+}
+
 static void h_checkin(fc_scall *call, void *ctx) {
   fc_coord *c = ctx;
   const fc_peer *peer = fc_scall_peer(call);
+  audit_peer(c, peer);
   fc_task_info task;
   uint32_t retry = 0;
   int dp_sa = c->cfg.engine.secagg && c->cfg.dp_noise_multiplier > 0;
@@ -875,6 +907,7 @@ static void fetch_done(void *state) { download_end(state); }
 
 static void h_fetch_model(fc_scall *call, void *ctx) {
   const Fedc__V1__FetchModelRequest *req = (const Fedc__V1__FetchModelRequest *)fc_scall_request(call);
+  audit_peer(ctx, fc_scall_peer(call));
   download *d = download_begin(ctx, call, req->version, req->latest, 0);
   if (d) fc_scall_stream_out(call, fetch_next, fetch_done, d);
 }
@@ -882,6 +915,7 @@ static void h_fetch_model(fc_scall *call, void *ctx) {
 /* GetModel (admins, on their own pool): may read an old version from disk. */
 static void h_get_model(fc_scall *call, void *ctx) {
   const Fedc__V1__GetModelRequest *req = (const Fedc__V1__GetModelRequest *)fc_scall_request(call);
+  audit_peer(ctx, fc_scall_peer(call));
   download *d = download_begin(ctx, call, req->version, req->latest, 1);
   if (!d) return;
   emit_ctx e = {call, 0};
@@ -938,6 +972,20 @@ typedef struct upload {
   char client[65];
 } upload;
 
+/* Audit: an accepted or refused update (norm < 0: not known or not ours to
+ * know, e.g. a masked input). Written before the update counts. */
+static void audit_update(fc_coord *c, const upload *up, const char *outcome, const char *reason, double norm) {
+  if (!c->audit) return;
+  char hex[FC_SHA256_HEX_LEN];
+  json_t *f = json_pack("{s:s,s:I,s:s,s:b}", "client", up->client, "round", (json_int_t)up->round, "outcome", outcome,
+                        "masked", up->masked);
+  if (!f) return;
+  if (up->rx.total) json_object_set_new(f, "sha256", json_string(fc_hex(up->rx.want_sha, FC_SHA256_LEN, hex)));
+  if (norm >= 0) json_object_set_new(f, "norm", json_real(norm));
+  if (reason) json_object_set_new(f, "reason", json_string(reason));
+  fc_audit_append(c->audit, "update", f);
+}
+
 
 /* Settle the engine and the staging slot (refusal or the call gone). */
 static void upload_settle(upload *up) {
@@ -954,6 +1002,8 @@ static void upload_settle(upload *up) {
 
 static void upload_refuse_retry(upload *up, fc_scall *call, grpc_status_code code, const char *why,
                                 uint32_t retry_ms) {
+  /* A "come back in N ms" (no staging slot free) judges nothing: not audited. */
+  if (!retry_ms) audit_update(up->c, up, "refused", why, -1);
   upload_settle(up);
   FC_WARN(MOD, "upload from %s rejected: %s", up->client, why);
   fc_scall_finish_retry(call, code, why, retry_ms);
@@ -1060,6 +1110,7 @@ static void upload_end(fc_scall *call, void *state) {
   int v = fc_engine_upload_commit(c->engine, up->client, up->round, (uint64_t)weight, up->loss,
                                   fc_scall_bytes_in(call), fc_now_ms());
   if (v == FC_UP_OK) {
+    audit_update(c, up, "accepted", NULL, up->masked ? -1 : l2); /* before it counts */
     c->agg->ops->update_commit(c->agg, up->u, weight);
     if (up->unclipped && !up->masked) c->dp_unclipped++;
     up->committed = 1; /* its OK is on the way: a closing round must not cancel it */
@@ -1089,6 +1140,7 @@ static void h_upload(fc_scall *call, void *ctx) {
   fc_coord *c = ctx;
   const fc_peer *peer = fc_scall_peer(call);
   const Fedc__V1__UploadMsg *first = (const Fedc__V1__UploadMsg *)fc_scall_request(call);
+  audit_peer(c, peer);
   char why[400] = "";
   upload *up = calloc(1, sizeof *up);
   if (!up) {
@@ -1214,6 +1266,7 @@ static void cancel_uploads(fc_coord *c, uint64_t round) {
 
 static void h_status(fc_scall *call, void *ctx) {
   fc_coord *c = ctx;
+  audit_peer(c, fc_scall_peer(call));
   fc_engine_status es;
   pthread_mutex_lock(&c->mu);
   fc_engine_get_status(c->engine, fc_now_ms(), &es);
@@ -1262,6 +1315,7 @@ static void h_status(fc_scall *call, void *ctx) {
 static void h_rounds(fc_scall *call, void *ctx) {
   fc_coord *c = ctx;
   const Fedc__V1__RoundsRequest *req = (const Fedc__V1__RoundsRequest *)fc_scall_request(call);
+  audit_peer(c, fc_scall_peer(call));
   pthread_mutex_lock(&c->mu);
   size_t n = c->nrounds, first = 0;
   if (req->limit && req->limit < n) first = n - req->limit;
@@ -1323,6 +1377,15 @@ static void h_round_control(fc_scall *call, void *ctx) {
   fc_coord *c = ctx;
   const Fedc__V1__RoundControlRequest *req = (const Fedc__V1__RoundControlRequest *)fc_scall_request(call);
   const fc_peer *peer = fc_scall_peer(call);
+  audit_peer(c, peer);
+  if (req->op == FEDC__V1__ROUND_CONTROL_REQUEST__OP__PAUSE || req->op == FEDC__V1__ROUND_CONTROL_REQUEST__OP__RESUME ||
+      req->op == FEDC__V1__ROUND_CONTROL_REQUEST__OP__START)
+    fc_audit_append(c->audit, "admin",
+                    json_pack("{s:s,s:s,s:I}", "name", peer->name, "action",
+                              req->op == FEDC__V1__ROUND_CONTROL_REQUEST__OP__PAUSE    ? "pause"
+                              : req->op == FEDC__V1__ROUND_CONTROL_REQUEST__OP__RESUME ? "resume"
+                                                                                      : "start",
+                              "extra_rounds", (json_int_t)req->extra_rounds));
   pthread_mutex_lock(&c->mu);
   switch (req->op) {
   case FEDC__V1__ROUND_CONTROL_REQUEST__OP__PAUSE: fc_engine_pause(c->engine, 1); break;
@@ -1575,6 +1638,7 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
   if (c->cfg.chunk_bytes < FC_CHUNK_MIN || c->cfg.chunk_bytes > FC_CHUNK_MAX) c->cfg.chunk_bytes = FC_CHUNK_DEFAULT;
 
   if ((rc = fc_store_open(cfg->state_dir, err, errlen)) != FEDC_OK) goto fail;
+  if (cfg->audit_log && (rc = fc_audit_open(cfg->state_dir, &c->audit, err, errlen)) != FEDC_OK) goto fail;
   fc_store_state st;
   memset(&st, 0, sizeof st);
   rc = fc_store_load_state(cfg->state_dir, cfg->federation, &st, err, errlen);
@@ -1612,6 +1676,10 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
     }
     memcpy(data, init_params, bytes);
     fc_sha256(data, bytes, sha);
+    char hex[FC_SHA256_HEX_LEN];
+    fc_audit_append(c->audit, "model", json_pack("{s:I,s:I,s:n,s:s,s:I}", "version", (json_int_t)0, "round",
+                                                 (json_int_t)0, "parent", "sha256", fc_hex(sha, FC_SHA256_LEN, hex),
+                                                 "parameters", (json_int_t)fc_model_numel(&spec)));
     if ((rc = fc_store_write_model(cfg->state_dir, 0, 0, &spec, data, sha, NULL, err, errlen)) != FEDC_OK) {
       free(data);
       goto fail;
@@ -1627,6 +1695,13 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
             (unsigned long long)fc_model_numel(&spec));
   } else {
     goto fail;
+  }
+  {
+    char hex[FC_SHA256_HEX_LEN];
+    fc_audit_append(c->audit, "start", json_pack("{s:s,s:I,s:s,s:s}", "federation", cfg->federation, "version",
+                                                 (json_int_t)st.version, "sha256", fc_hex(sha, FC_SHA256_LEN, hex),
+                                                 "aggregator", cfg->aggregator));
+    fc_audit_sync(c->audit);
   }
   c->model = model_new(st.version, &spec, data);
   if (!c->model) {
@@ -1836,6 +1911,10 @@ void fc_coord_stop(fc_coord *c, int grace_ms) {
     state_dirty_locked(c);
     pthread_mutex_unlock(&c->mu);
     store_sync(c);
+  }
+  if (c->audit) {
+    fc_audit_append(c->audit, "stop", json_object());
+    fc_audit_close(c->audit); /* syncs */
   }
   if (c->agg) c->agg->ops->destroy(c->agg);
   if (c->bagg) c->bagg->ops->destroy(c->bagg);

@@ -74,6 +74,7 @@ typedef struct fc_coord_cfg {
    * counts buckets). */
   uint32_t secagg_k, secagg_t, secagg_bucket;
   int unmask_threads;         /* mask expansion threads (0 = 2) */
+  int audit_log;              /* hash-chained STATE/audit.log (coordinator/audit.h); on by default */
 } fc_coord_cfg;
 
 void fc_coord_cfg_defaults(fc_coord_cfg *c);

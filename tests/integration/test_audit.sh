@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# The coordinator's hash-chained audit log (STATE/audit.log) over real
+# processes and mutual TLS on 127.0.0.1:
+#   1. a round with two clients and a probe in the cohort that sends refused
+#      updates (over the clip norm, a bad loss) and one accepted; an admin
+#      pauses and resumes. `fedc audit verify` passes; `fedc audit show --json`
+#      has each certificate's first contact once (with its SHA-256), every
+#      refused update with its reason, every accepted one with payload SHA-256
+#      and norm, the published version with its parent, the admin actions,
+#      start and stop.
+#   2. a restart on the same state: the chain goes on (one log, verified
+#      whole), the clients' certificates are not recorded again, version 2
+#      names version 1 as its parent.
+#   3. tampering with copies: an edited record, two records swapped, one
+#      removed, the file cut mid-record: `fedc audit verify` exits 1 and names
+#      the line; the coordinator refuses to start on the edited copy.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh" "$@"
+. "$(dirname "$0")/_data.sh"
+make_tmp
+PROBE="$BUILD_DIR/fedc_probe"
+make_pki "$T/pki" aud a b evil
+make_idx "$T" 100 2
+ADMIN=(--pki "$T/pki" --name root)
+S=$T/state
+
+clients() { # start a and b
+  local i n
+  CL=()
+  for i in 0 1; do
+    n=$(echo a b | cut -d' ' -f$((i + 1)))
+    start_bg "client-$n" "$FEDC" client --coordinator "$COORD_ADDR" --pki "$T/pki" --name "$n" \
+      --data "idx:$T/img$i.idx,$T/lbl$i.idx" --model 784-10
+    CL+=("$BG_PID")
+  done
+}
+completed() { "$FEDC" status --coordinator "$COORD_ADDR" "${ADMIN[@]}" --json | jq -r .rounds_completed; }
+stop_all() {
+  kill -TERM "$COORD_PID"
+  wait "$COORD_PID" || fail "coordinator exited non-zero on SIGTERM"
+  kill -KILL "${CL[@]}" 2>/dev/null || true
+}
+show() { "$FEDC" audit show --state "$S" --json; }
+
+# ---- 1. a round with refusals and admin actions ----
+start_coordinator --pki "$T/pki" --federation aud --state "$S" --model 784-10 --rounds 1 --min-clients 3 \
+  --cohort 3 --min-updates 2 --poll-ms 100 --round-timeout-ms 30000 --pickup-timeout-ms 30000
+clients
+start_bg probe "$PROBE" --coordinator "$COORD_ADDR" --pki "$T/pki" --name evil --mode poison
+PROBE_PID=$BG_PID
+wait "$PROBE_PID" || fail "probe: $(grep '"ok":false' "$T/probe.log")"
+wait_for bash -c "[ \"\$('$FEDC' status --coordinator $COORD_ADDR ${ADMIN[*]} --json | jq -r .rounds_completed)\" -ge 1 ]" 60 ||
+  fail "round 1 did not complete"
+"$FEDC" round pause --coordinator "$COORD_ADDR" "${ADMIN[@]}" >/dev/null
+"$FEDC" round resume --coordinator "$COORD_ADDR" "${ADMIN[@]}" >/dev/null
+stop_all
+
+"$FEDC" audit verify --state "$S" >"$T/v1.txt" || fail "verify after round 1: $(cat "$T/v1.txt")"
+assert_contains "$T/v1.txt" "chain intact"
+show >"$T/a1.jsonl"
+n=$(wc -l <"$T/a1.jsonl")
+"$FEDC" audit verify --state "$S" --json | jq -e --argjson n "$n" '.intact and .records == $n' >/dev/null ||
+  fail "verify --json: $("$FEDC" audit verify --state "$S" --json)"
+for who in a b evil root; do
+  c=$(jq -s --arg w "$who" '[.[] | select(.kind == "contact" and .name == $w and (.cert_sha256 | length) == 64)] | length' "$T/a1.jsonl")
+  [ "$c" = 1 ] || fail "first contact of $who recorded $c times"
+done
+jq -s -e '[.[] | select(.kind == "update" and .client == "evil" and .outcome == "refused")] |
+  length >= 3 and any(.reason | test("clip norm")) and any(.reason | test("train_loss"))' "$T/a1.jsonl" >/dev/null ||
+  fail "the probe's refused updates are not on record: $(grep evil "$T/a1.jsonl")"
+jq -s -e '[.[] | select(.kind == "update" and .outcome == "accepted" and .round == 1 and (.sha256 | length) == 64 and .norm > 0)] |
+  map(.client) | sort == ["a", "b", "evil"]' "$T/a1.jsonl" >/dev/null || fail "accepted updates of round 1 missing"
+v1=$(jq -r 'select(.round == 1) | .sha256' "$S/rounds.jsonl")
+v0=$(jq -s -r '.[] | select(.kind == "model" and .version == 0) | .sha256' "$T/a1.jsonl")
+jq -s -e --arg v1 "$v1" --arg v0 "$v0" 'any(.[]; .kind == "model" and .version == 1 and .round == 1 and .sha256 == $v1 and .parent == $v0)' \
+  "$T/a1.jsonl" >/dev/null || fail "model v1 (sha $v1, parent $v0) not on record"
+jq -s -e '[.[] | select(.kind == "admin") | .action] == ["pause", "resume"]' "$T/a1.jsonl" >/dev/null ||
+  fail "admin actions: $(grep admin "$T/a1.jsonl")"
+jq -s -e '(.[0].kind == "model") and any(.[]; .kind == "start") and (last.kind == "stop")' "$T/a1.jsonl" >/dev/null ||
+  fail "start/stop records"
+# Every accepted update was on record before the model that used it.
+jq -s -e '(map(.kind == "update" and .outcome == "accepted" and .round == 1) | rindex(true)) <
+  (map(.kind == "model" and .version == 1) | index(true))' "$T/a1.jsonl" >/dev/null || fail "update recorded after its model"
+
+# ---- 2. a restart continues the chain ----
+start_coordinator --pki "$T/pki" --federation aud --state "$S" --model 784-10 --rounds 2 --min-clients 2 \
+  --cohort 2 --min-updates 2 --poll-ms 100 --round-timeout-ms 30000
+clients
+wait_for bash -c "[ \"\$('$FEDC' status --coordinator $COORD_ADDR ${ADMIN[*]} --json | jq -r .rounds_completed)\" -ge 2 ]" 60 ||
+  fail "round 2 did not complete after the restart"
+stop_all
+"$FEDC" audit verify --state "$S" >"$T/v2.txt" || fail "verify after the restart: $(cat "$T/v2.txt")"
+show >"$T/a2.jsonl"
+[ "$(wc -l <"$T/a2.jsonl")" -gt "$n" ] || fail "nothing appended after the restart"
+cmp -s <(head -n "$n" "$T/a2.jsonl") "$T/a1.jsonl" || fail "the restart rewrote earlier records"
+[ "$(jq -s '[.[] | select(.kind == "start")] | length' "$T/a2.jsonl")" = 2 ] || fail "not two start records"
+for who in a b; do
+  [ "$(jq -s --arg w "$who" '[.[] | select(.kind == "contact" and .name == $w)] | length' "$T/a2.jsonl")" = 1 ] ||
+    fail "$who's certificate recorded again after the restart"
+done
+v2parent=$(jq -s -r '.[] | select(.kind == "model" and .version == 2) | .parent' "$T/a2.jsonl")
+[ "$v2parent" = "$v1" ] || fail "model v2's parent $v2parent is not v1 $v1"
+"$FEDC" audit show --state "$S" --kind model >"$T/models.txt"
+[ "$(wc -l <"$T/models.txt")" = 3 ] || fail "show --kind model: $(cat "$T/models.txt")"
+
+# ---- 3. tampering ----
+L=$S/audit.log
+tamper() { # NAME: copy the state to $T/NAME, return the copy's log path in $C
+  rm -rf "$T/$1"
+  cp -r "$S" "$T/$1"
+  C=$T/$1/audit.log
+}
+broken() { # NAME LINE WORDS
+  local rc=0
+  "$FEDC" audit verify --state "$T/$1" >"$T/$1.txt" || rc=$?
+  [ "$rc" = 1 ] || fail "$1: verify exited $rc: $(cat "$T/$1.txt")"
+  grep -q "BROKEN at line $2: .*$3" "$T/$1.txt" || fail "$1: want line $2 ($3): $(cat "$T/$1.txt")"
+}
+ln=$(grep -n '"outcome":"refused"' "$L" | head -1 | cut -d: -f1)
+tamper edited
+sed -i "${ln}s/\"outcome\":\"refused\"/\"outcome\":\"accepted\"/" "$C"
+broken edited "$ln" "was changed"
+tamper swapped
+awk 'NR == 3 { keep = $0; next } NR == 4 { print; print keep; next } { print }' "$L" >"$C"
+broken swapped 3 "missing or out of order"
+tamper removed
+sed -i '5d' "$C"
+broken removed 5 "missing or out of order"
+tamper cut
+head -c $(($(stat -c %s "$L") - 20)) "$L" >"$C"
+broken cut "$(wc -l <"$L")" "incomplete"
+rc=0
+timeout 20 "$FEDC" coordinator --pki "$T/pki" --federation aud --state "$T/edited" --model 784-10 \
+  --listen 127.0.0.1:0 >/dev/null 2>"$T/edited-start.err" || rc=$?
+[ "$rc" != 0 ] && grep -q "audit log .* is broken at line $ln" "$T/edited-start.err" ||
+  fail "coordinator started on a tampered audit log (status $rc): $(cat "$T/edited-start.err")"
+echo "audit: $(wc -l <"$L") records over two runs; edits, swaps, removals and cuts detected"
+echo "PASS audit"
