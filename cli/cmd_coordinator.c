@@ -53,6 +53,8 @@
 #include "client/trainer_mlp.h"
 #include "common/blas.h"
 #include "common/log.h"
+#include "common/safetensors.h"
+#include "common/tensor.h"
 #include "coordinator/aggregate.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/server_opt.h"
@@ -80,6 +82,7 @@ typedef struct settings {
   fc_coord_cfg c;
   char pki[512];
   char model[128];
+  char init_model[512];
   uint64_t init_seed;
   char port_file[512];
   char log[16];
@@ -170,6 +173,10 @@ static const copt options[] = {
     OPT_BOOL("insecure-for-testing", c.insecure_for_testing, "no TLS (refused unless --listen is loopback)"),
     OPT_STR("state", c.state_dir, "state directory: model versions, state.json, rounds.jsonl", NULL),
     OPT_STR("model", model, "built-in model for a new state: 784-200-200-10, mlp, logreg, sizes", check_model),
+    OPT_STR("init-model", init_model,
+            "a new state starts from this float32 safetensors file instead (tensor names and shapes from the file; "
+            "clients train those tensors by name)",
+            NULL),
     OPT_NUM("init-seed", T_U64, init_seed, "seed of the initial weights"),
     OPT_NUM("rounds", T_U64, c.engine.rounds, "round budget: completed rounds before DONE (0 = unlimited)"),
     OPT_NUM("min-clients", T_U32, c.engine.min_clients, "live clients needed to start a round"),
@@ -663,16 +670,38 @@ int cmd_coordinator(int argc, char **argv) {
                     "(create them with `fedc pki init`)\n");
     return 2;
   }
-  fc_mlp mlp;
-  if (fc_mlp_parse(s.model, &mlp) != 0) { /* the table's check_model refuses this earlier */
-    fprintf(stderr, "fedc coordinator: invalid value '%s' for 'model'\n", s.model);
-    return 2;
-  }
   fc_model_spec spec;
-  fc_mlp_spec(&mlp, &spec);
-  float *init = malloc(fc_mlp_nparams(&mlp) * sizeof *init);
-  if (!init) return 1;
-  fc_mlp_init(&mlp, s.init_seed, init);
+  float *init = NULL;
+  if (s.init_model[0]) {
+    /* Bring your own model: any float32 safetensors within tensor.h's limits. */
+    char why[400];
+    int rc = fc_safetensors_read(s.init_model, &spec, &init, NULL, (uint64_t)FC_MODEL_MAX_PARAMS * 4, why, sizeof why);
+    if (rc != FEDC_OK) {
+      fprintf(stderr, "fedc coordinator: --init-model %s: %s (a float32 (F32) safetensors file of at most %d tensors "
+                      "and %llu parameters is needed)\n",
+              s.init_model, why, FC_MODEL_MAX_TENSORS, (unsigned long long)FC_MODEL_MAX_PARAMS);
+      return 2;
+    }
+    char spec_why[200];
+    if (fc_model_spec_check(&spec, spec_why, sizeof spec_why) != FEDC_OK || !fc_all_finite(init, fc_model_numel(&spec), NULL)) {
+      fprintf(stderr, "fedc coordinator: --init-model %s: %s\n", s.init_model,
+              fc_model_spec_check(&spec, spec_why, sizeof spec_why) != FEDC_OK ? spec_why : "it holds NaN or Inf values");
+      free(init);
+      return 2;
+    }
+    FC_INFO("coordinator", "initial model from %s: %u tensors, %llu parameters", s.init_model, spec.n,
+            (unsigned long long)fc_model_numel(&spec));
+  } else {
+    fc_mlp mlp;
+    if (fc_mlp_parse(s.model, &mlp) != 0) { /* the table's check_model refuses this earlier */
+      fprintf(stderr, "fedc coordinator: invalid value '%s' for 'model'\n", s.model);
+      return 2;
+    }
+    fc_mlp_spec(&mlp, &spec);
+    init = malloc(fc_mlp_nparams(&mlp) * sizeof *init);
+    if (!init) return 1;
+    fc_mlp_init(&mlp, s.init_seed, init);
+  }
   fc_blas_set_threads(s.blas_threads);
   /* Few malloc arenas: per-thread arenas (8 x cores by default) hold on to
    * freed chunk buffers and made peak RSS grow with concurrent calls. */

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -173,6 +174,15 @@ int fc_audit_open(const char *state_dir, fc_audit **out, char *why, size_t whyle
   a->fd = open(a->path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
   char *buf = NULL;
   size_t len = 0;
+  /* One writer: a second coordinator on this state directory would fork the
+   * chain (and overwrite the rest of the state). The lock goes with the fd. */
+  if (a->fd >= 0 && flock(a->fd, LOCK_EX | LOCK_NB) != 0) {
+    snprintf(why, whylen, "%s is locked: another coordinator is running on this state directory", a->path);
+    close(a->fd);
+    a->fd = -1;
+    fc_audit_close(a);
+    return FEDC_ERR_REJECTED;
+  }
   int rc = a->fd < 0 ? FEDC_ERR_IO : read_all(a->fd, &buf, &len);
   if (rc != FEDC_OK) {
     snprintf(why, whylen, "cannot read %s: %s", a->path, strerror(errno));

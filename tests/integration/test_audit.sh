@@ -10,7 +10,8 @@
 #      start and stop.
 #   2. a restart on the same state: the chain goes on (one log, verified
 #      whole), the clients' certificates are not recorded again, version 2
-#      names version 1 as its parent.
+#      names version 1 as its parent; a second coordinator on the same state
+#      is refused (it would fork the chain).
 #   3. tampering with copies: an edited record, two records swapped, one
 #      removed, the file cut mid-record: `fedc audit verify` exits 1 and names
 #      the line; the coordinator refuses to start on the edited copy.
@@ -86,6 +87,12 @@ jq -s -e '(map(.kind == "update" and .outcome == "accepted" and .round == 1) | r
 start_coordinator --pki "$T/pki" --federation aud --state "$S" --model 784-10 --rounds 2 --min-clients 2 \
   --cohort 2 --min-updates 2 --poll-ms 100 --round-timeout-ms 30000
 clients
+# A second coordinator on the same state would fork the chain: refused.
+rc=0
+timeout 20 "$FEDC" coordinator --pki "$T/pki" --federation aud --state "$S" --model 784-10 --listen 127.0.0.1:0 \
+  >/dev/null 2>"$T/second.err" || rc=$?
+[ "$rc" != 0 ] && grep -q "another coordinator is running on this state directory" "$T/second.err" ||
+  fail "a second coordinator on the same state: status $rc, $(cat "$T/second.err")"
 wait_for bash -c "[ \"\$('$FEDC' status --coordinator $COORD_ADDR ${ADMIN[*]} --json | jq -r .rounds_completed)\" -ge 2 ]" 60 ||
   fail "round 2 did not complete after the restart"
 stop_all
