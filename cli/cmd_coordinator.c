@@ -241,6 +241,10 @@ static const copt options[] = {
               0, 10000),
     OPT_RANGE("secagg-threshold", T_U32, c.secagg_t,
               "secure aggregation: Shamir threshold t (0 = a majority of each neighbourhood)", 0, 10000),
+    OPT_STR("metrics-listen", c.metrics_listen,
+            "HTTP address for /metrics (Prometheus), /healthz, /readyz, e.g. 127.0.0.1:9464 (plain HTTP, no "
+            "authentication: counts only); off by default",
+            NULL),
     OPT_BOOL("audit-log", c.audit_log,
              "hash-chained audit log in the state directory (audit.log; `fedc audit verify`); --audit-log=false: off"),
     OPT_RANGE("secagg-bucket", T_U32, c.secagg_bucket,

@@ -11,6 +11,7 @@
 
 #include "coordinator/aggregate.h"
 #include "coordinator/coordinator.h"
+#include "coordinator/metrics.h"
 #include "coordinator/server_opt.h"
 #include "coordinator/store.h"
 #include "fedc/v1/fedc.pb-c.h"
@@ -18,6 +19,7 @@
 
 struct fc_sa_server;
 struct fc_audit;
+struct MHD_Daemon;
 
 typedef struct model_ref {
   atomic_int refs;
@@ -82,6 +84,8 @@ struct fc_coord {
   uint64_t state_written_seq; /* under store_mu */
   int guard_started;      /* transport/accept_guard.h runs for our port */
   struct fc_audit *audit; /* STATE/audit.log (NULL with audit_log off); thread-safe */
+  fc_coord_metrics metrics; /* coordinator/metrics.h */
+  struct MHD_Daemon *http;  /* metrics_listen (NULL when off) */
   /* Secure aggregation of the running round (coord_secagg.c); under mu.
    * One SecAgg instance per bucket: one over the whole cohort, or with a
    * robust aggregator random buckets of at least secagg_bucket clients. */

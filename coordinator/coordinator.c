@@ -239,6 +239,9 @@ static void sopt_text(const fc_coord *c, char *buf, size_t len);
 
 static void record_round_locked(fc_coord *c) {
   const fc_round_stats *r = fc_engine_last_round(c->engine);
+  fc_metrics_round(&c->metrics, r->completed, r->reason,
+                   r->ended_ms > r->started_ms ? (double)(r->ended_ms - r->started_ms) / 1000.0 : 0, r->bytes_in,
+                   r->bytes_out);
   if (history_add(c, r) == 0) {
     coord_sa_remaining(c, c->rounds[c->nrounds - 1].sa_remaining);
     sopt_text(c, c->rounds[c->nrounds - 1].server_opt, sizeof c->rounds[c->nrounds - 1].server_opt);
@@ -662,6 +665,7 @@ static void h_checkin(fc_scall *call, void *ctx) {
   fc_coord *c = ctx;
   const fc_peer *peer = fc_scall_peer(call);
   audit_peer(c, peer);
+  atomic_fetch_add(&c->metrics.checkins, 1);
   fc_task_info task;
   uint32_t retry = 0;
   int dp_sa = c->cfg.engine.secagg && c->cfg.dp_noise_multiplier > 0;
@@ -1004,6 +1008,13 @@ static void upload_refuse_retry(upload *up, fc_scall *call, grpc_status_code cod
                                 uint32_t retry_ms) {
   /* A "come back in N ms" (no staging slot free) judges nothing: not audited. */
   if (!retry_ms) audit_update(up->c, up, "refused", why, -1);
+  int cls = code == GRPC_STATUS_INVALID_ARGUMENT      ? FC_MREF_INVALID
+            : code == GRPC_STATUS_FAILED_PRECONDITION ? FC_MREF_PRECONDITION
+            : code == GRPC_STATUS_DEADLINE_EXCEEDED   ? FC_MREF_LATE
+            : code == GRPC_STATUS_UNAVAILABLE         ? FC_MREF_BUSY
+            : code == GRPC_STATUS_RESOURCE_EXHAUSTED || code == GRPC_STATUS_OUT_OF_RANGE ? FC_MREF_LIMIT
+                                                                                          : FC_MREF_OTHER;
+  atomic_fetch_add(&up->c->metrics.uploads_refused[cls], 1);
   upload_settle(up);
   FC_WARN(MOD, "upload from %s rejected: %s", up->client, why);
   fc_scall_finish_retry(call, code, why, retry_ms);
@@ -1024,6 +1035,7 @@ static void upload_done(void *state) {
         break;
       }
     pthread_mutex_unlock(&up->c->up_mu);
+    atomic_fetch_sub(&up->c->metrics.uploads_in_flight, 1);
   }
   if (up->begun || up->u) FC_WARN(MOD, "upload from %s broke off after %llu of %llu bytes", up->client,
                                   (unsigned long long)up->rx.received, (unsigned long long)up->rx.total);
@@ -1111,6 +1123,7 @@ static void upload_end(fc_scall *call, void *state) {
                                   fc_scall_bytes_in(call), fc_now_ms());
   if (v == FC_UP_OK) {
     audit_update(c, up, "accepted", NULL, up->masked ? -1 : l2); /* before it counts */
+    atomic_fetch_add(&c->metrics.uploads_accepted, 1);
     c->agg->ops->update_commit(c->agg, up->u, weight);
     if (up->unclipped && !up->masked) c->dp_unclipped++;
     up->committed = 1; /* its OK is on the way: a closing round must not cancel it */
@@ -1190,6 +1203,7 @@ static void h_upload(fc_scall *call, void *ctx) {
     up->next = c->uploads;
     c->uploads = up;
     up->listed = 1;
+    atomic_fetch_add(&c->metrics.uploads_in_flight, 1);
     pthread_mutex_unlock(&c->up_mu);
   }
   pthread_mutex_unlock(&c->mu);
@@ -1866,6 +1880,9 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
     goto fail;
   }
   c->driver_started = 1;
+  int mport = 0;
+  if (cfg->metrics_listen[0] && (rc = coord_http_start(c, cfg->metrics_listen, &mport, err, errlen)) != FEDC_OK)
+    goto fail;
   FC_INFO(MOD, "federation '%s' serving on port %d (state %s, %u-round budget, cohort %u, min updates %u)",
           cfg->federation, fc_server_port(c->server), cfg->state_dir, (unsigned)cfg->engine.rounds,
           cfg->engine.cohort_size, cfg->engine.min_updates);
@@ -1912,6 +1929,7 @@ void fc_coord_stop(fc_coord *c, int grace_ms) {
     pthread_mutex_unlock(&c->mu);
     store_sync(c);
   }
+  coord_http_stop(c); /* after the grace period, in which /readyz said 503 */
   if (c->audit) {
     fc_audit_append(c->audit, "stop", json_object());
     fc_audit_close(c->audit); /* syncs */

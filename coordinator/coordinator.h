@@ -75,6 +75,7 @@ typedef struct fc_coord_cfg {
   uint32_t secagg_k, secagg_t, secagg_bucket;
   int unmask_threads;         /* mask expansion threads (0 = 2) */
   int audit_log;              /* hash-chained STATE/audit.log (coordinator/audit.h); on by default */
+  char metrics_listen[256];   /* host:port of /metrics, /healthz, /readyz (coordinator/metrics.h); "" = off */
 } fc_coord_cfg;
 
 void fc_coord_cfg_defaults(fc_coord_cfg *c);

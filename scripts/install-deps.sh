@@ -10,6 +10,8 @@ pkgs=(
   libjansson-dev                                      # JSON: --json output, safetensors headers
   libyaml-dev                                         # coordinator configuration files
   zlib1g-dev                                          # gzipped IDX (Fashion-MNIST)
+  libmicrohttpd-dev                                   # the coordinator's /metrics, /healthz, /readyz
+  prometheus curl                                     # tests: promtool and a real Prometheus scraping /metrics
   dataset-fashion-mnist                               # the real data set
   gnuplot-nox                                         # accuracy/loss plots from `fedc sim`
   jq                                                  # integration tests read --json output

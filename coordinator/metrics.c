@@ -1,0 +1,318 @@
+/*
+ * metrics.c - the coordinator's metrics and health endpoints (metrics.h).
+ */
+#include "coordinator/metrics.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "coordinator/coord_int.h"
+#include "fedc/error.h"
+#include "transport/accept_guard.h"
+
+#define MOD "metrics"
+
+const double fc_m_dur_bounds[FC_M_DUR_BUCKETS] = {0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600};
+
+static const char *const ab_names[FC_MAB_N] = {"deadline", "pickup", "secagg", "aggregator", "dp", "store", "other"};
+static const char *const ref_names[FC_MREF_N] = {"invalid", "precondition", "late", "busy", "limit", "other"};
+
+const char *fc_metrics_abandon_name(int cls) { return cls >= 0 && cls < FC_MAB_N ? ab_names[cls] : "other"; }
+const char *fc_metrics_refusal_name(int cls) { return cls >= 0 && cls < FC_MREF_N ? ref_names[cls] : "other"; }
+
+int fc_metrics_abandon_class(const char *r) {
+  if (!r) return FC_MAB_OTHER;
+  if (strstr(r, "picked up")) return FC_MAB_PICKUP;
+  if (strstr(r, "deadline")) return FC_MAB_DEADLINE;
+  if (strstr(r, "secure aggregation") || strstr(r, "masked") || strstr(r, "unmask")) return FC_MAB_SECAGG;
+  if (strstr(r, "privacy") || strstr(r, "DP")) return FC_MAB_DP;
+  if (strstr(r, "state directory") || strstr(r, "cannot write") || strstr(r, "cannot append")) return FC_MAB_STORE;
+  if (strstr(r, "needs") || strstr(r, "aggregat")) return FC_MAB_AGGREGATOR;
+  return FC_MAB_OTHER;
+}
+
+void fc_metrics_round(fc_coord_metrics *m, int completed, const char *reason, double seconds, uint64_t bytes_in,
+                      uint64_t bytes_out) {
+  int k = completed ? 1 : 0;
+  if (completed) m->rounds_completed++;
+  else m->rounds_abandoned[fc_metrics_abandon_class(reason)]++;
+  m->bytes_in += bytes_in;
+  m->bytes_out += bytes_out;
+  int b = 0;
+  while (b < FC_M_DUR_BUCKETS && seconds > fc_m_dur_bounds[b]) b++;
+  m->dur_count[k][b]++;
+  m->dur_sum[k] += seconds;
+}
+
+/* ---- the text ---- */
+
+typedef struct sbuf {
+  char *p;
+  size_t len, cap;
+  int oom;
+} sbuf;
+
+static void put(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(sbuf *b, const char *fmt, ...) {
+  if (b->oom) return;
+  for (;;) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+      b->oom = 1;
+      return;
+    }
+    if ((size_t)n < b->cap - b->len) {
+      b->len += (size_t)n;
+      return;
+    }
+    size_t cap = b->cap * 2 + (size_t)n;
+    char *np = realloc(b->p, cap);
+    if (!np) {
+      b->oom = 1;
+      return;
+    }
+    b->p = np;
+    b->cap = cap;
+  }
+}
+
+static void head(sbuf *b, const char *name, const char *type, const char *help) {
+  put(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static uint64_t rss_bytes(void) {
+  FILE *f = fopen("/proc/self/statm", "r");
+  unsigned long long size = 0, res = 0;
+  if (f) {
+    if (fscanf(f, "%llu %llu", &size, &res) != 2) res = 0;
+    fclose(f);
+  }
+  return res * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+static long open_fds(void) {
+  DIR *d = opendir("/proc/self/fd");
+  if (!d) return -1;
+  long n = 0;
+  struct dirent *e;
+  while ((e = readdir(d))) n += e->d_name[0] != '.';
+  closedir(d);
+  return n - 1; /* the directory's own fd */
+}
+
+char *coord_metrics_text(fc_coord *c) {
+  sbuf b = {malloc(8192), 0, 8192, 0};
+  if (!b.p) return NULL;
+  b.p[0] = 0;
+  fc_coord_metrics m;
+  fc_engine_status es;
+  uint32_t live;
+  double eps;
+  int dp = c->cfg.dp_noise_multiplier > 0, blocked;
+  pthread_mutex_lock(&c->mu);
+  uint64_t now = fc_now_ms();
+  fc_engine_get_status(c->engine, now, &es);
+  live = fc_engine_count_live(c->engine, now);
+  memcpy(&m, &c->metrics, sizeof m); /* the atomics are read again below */
+  eps = c->dp_eps;
+  blocked = c->store_blocked;
+  pthread_mutex_unlock(&c->mu);
+
+  static const int states[] = {FC_ENG_WAITING, FC_ENG_TRAINING, FC_ENG_SA_SHARE, FC_ENG_SA_MASKED,
+                               FC_ENG_SA_CONSISTENCY, FC_ENG_SA_UNMASK, FC_ENG_AGGREGATING, FC_ENG_DONE};
+  head(&b, "fedc_round_state", "gauge", "The round engine's state (1 for the current one).");
+  for (size_t i = 0; i < sizeof states / sizeof *states; i++)
+    put(&b, "fedc_round_state{state=\"%s\"} %d\n", fc_engine_state_name(states[i]), es.state == states[i]);
+  head(&b, "fedc_round_id", "gauge", "The running round's id, or the next one's while waiting.");
+  put(&b, "fedc_round_id %llu\n", (unsigned long long)es.round);
+  head(&b, "fedc_paused", "gauge", "1 while an admin has paused new rounds.");
+  put(&b, "fedc_paused %d\n", es.paused);
+  head(&b, "fedc_store_blocked", "gauge", "1 while the state directory cannot be written (no new rounds).");
+  put(&b, "fedc_store_blocked %d\n", blocked);
+  head(&b, "fedc_model_version", "gauge", "The published model version.");
+  put(&b, "fedc_model_version %llu\n", (unsigned long long)es.version);
+  head(&b, "fedc_rounds_completed_total", "counter", "Rounds that published a model (this process).");
+  put(&b, "fedc_rounds_completed_total %llu\n", (unsigned long long)m.rounds_completed);
+  head(&b, "fedc_rounds_abandoned_total", "counter", "Rounds abandoned, by cause (this process).");
+  for (int i = 0; i < FC_MAB_N; i++)
+    put(&b, "fedc_rounds_abandoned_total{reason=\"%s\"} %llu\n", ab_names[i], (unsigned long long)m.rounds_abandoned[i]);
+  head(&b, "fedc_round_duration_seconds", "histogram", "Round duration from selection to its end, by outcome.");
+  for (int k = 1; k >= 0; k--) {
+    uint64_t cum = 0;
+    const char *o = k ? "completed" : "abandoned";
+    for (int i = 0; i <= FC_M_DUR_BUCKETS; i++) {
+      cum += m.dur_count[k][i];
+      if (i < FC_M_DUR_BUCKETS)
+        put(&b, "fedc_round_duration_seconds_bucket{outcome=\"%s\",le=\"%g\"} %llu\n", o, fc_m_dur_bounds[i],
+            (unsigned long long)cum);
+      else
+        put(&b, "fedc_round_duration_seconds_bucket{outcome=\"%s\",le=\"+Inf\"} %llu\n", o, (unsigned long long)cum);
+    }
+    put(&b, "fedc_round_duration_seconds_sum{outcome=\"%s\"} %.6f\n", o, m.dur_sum[k]);
+    put(&b, "fedc_round_duration_seconds_count{outcome=\"%s\"} %llu\n", o, (unsigned long long)cum);
+  }
+  head(&b, "fedc_clients_known", "gauge", "Client identities the engine tracks.");
+  put(&b, "fedc_clients_known %u\n", es.known);
+  head(&b, "fedc_clients_live", "gauge", "Clients that checked in within the liveness window.");
+  put(&b, "fedc_clients_live %u\n", live);
+  head(&b, "fedc_round_selected", "gauge", "Clients selected for the running round.");
+  put(&b, "fedc_round_selected %u\n", es.selected);
+  head(&b, "fedc_checkins_total", "counter", "Check-in calls answered.");
+  put(&b, "fedc_checkins_total %llu\n", (unsigned long long)atomic_load(&c->metrics.checkins));
+  head(&b, "fedc_uploads_accepted_total", "counter", "Updates (or masked inputs) accepted into a round.");
+  put(&b, "fedc_uploads_accepted_total %llu\n", (unsigned long long)atomic_load(&c->metrics.uploads_accepted));
+  head(&b, "fedc_uploads_refused_total", "counter",
+       "Uploads refused, by answer: invalid (bad content: shape, NaN, norm...), precondition (not expected now), "
+       "late, busy (retry later), limit, other.");
+  for (int i = 0; i < FC_MREF_N; i++)
+    put(&b, "fedc_uploads_refused_total{reason=\"%s\"} %llu\n", ref_names[i],
+        (unsigned long long)atomic_load(&c->metrics.uploads_refused[i]));
+  head(&b, "fedc_round_bytes_received_total", "counter", "Update bytes received in finished rounds.");
+  put(&b, "fedc_round_bytes_received_total %llu\n", (unsigned long long)m.bytes_in);
+  head(&b, "fedc_round_bytes_sent_total", "counter", "Model bytes sent in finished rounds.");
+  put(&b, "fedc_round_bytes_sent_total %llu\n", (unsigned long long)m.bytes_out);
+  head(&b, "fedc_uploads_in_flight", "gauge", "Uploads streaming now (each holds a staging slot).");
+  put(&b, "fedc_uploads_in_flight %d\n", atomic_load(&c->metrics.uploads_in_flight));
+  head(&b, "fedc_staging_slots", "gauge", "Staging slots for uploads in flight (memory = slots x model).");
+  put(&b, "fedc_staging_slots %d\n", c->cfg.upload_slots > 0 ? c->cfg.upload_slots : 4);
+  if (c->guard_started) {
+    fc_accept_guard_stats g;
+    fc_accept_guard_get_stats(&g);
+    head(&b, "fedc_connections_open", "gauge", "Client connections open.");
+    put(&b, "fedc_connections_open %llu\n", (unsigned long long)g.open);
+    head(&b, "fedc_connections_cap", "gauge", "The connection cap in force (fd limit - headroom).");
+    put(&b, "fedc_connections_cap %d\n", g.max_connections);
+    head(&b, "fedc_connections_accepted_total", "counter", "Connections admitted.");
+    put(&b, "fedc_connections_accepted_total %llu\n", (unsigned long long)g.admitted);
+    head(&b, "fedc_connections_refused_total", "counter", "Connections closed at accept, by cause.");
+    put(&b, "fedc_connections_refused_total{reason=\"full\"} %llu\n", (unsigned long long)g.refused_full);
+    put(&b, "fedc_connections_refused_total{reason=\"rate\"} %llu\n", (unsigned long long)g.refused_rate);
+    put(&b, "fedc_connections_refused_total{reason=\"per_address\"} %llu\n", (unsigned long long)g.refused_addr);
+    put(&b, "fedc_connections_refused_total{reason=\"emfile\"} %llu\n", (unsigned long long)g.dropped_emfile);
+  }
+  struct rlimit rl;
+  long fds = open_fds();
+  if (fds >= 0 && getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+    head(&b, "fedc_fd_headroom", "gauge", "File descriptors still available (limit - open).");
+    put(&b, "fedc_fd_headroom %lld\n", (long long)rl.rlim_cur - fds);
+  }
+  head(&b, "fedc_process_resident_memory_bytes", "gauge", "Resident set size.");
+  put(&b, "fedc_process_resident_memory_bytes %llu\n", (unsigned long long)rss_bytes());
+  head(&b, "fedc_uptime_seconds", "gauge", "Seconds since the coordinator started.");
+  put(&b, "fedc_uptime_seconds %.3f\n", (double)(now - c->started_ms) / 1000.0);
+  if (dp) {
+    head(&b, "fedc_dp_epsilon", "gauge", "Differential privacy: epsilon spent (at dp_delta).");
+    put(&b, "fedc_dp_epsilon %.6g\n", eps);
+  }
+  if (b.oom) {
+    free(b.p);
+    return NULL;
+  }
+  return b.p;
+}
+
+/* ---- HTTP ---- */
+
+static enum MHD_Result reply(struct MHD_Connection *conn, unsigned code, char *body, int owned, const char *type) {
+  struct MHD_Response *r =
+      MHD_create_response_from_buffer(strlen(body), body, owned ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+  if (!r) {
+    if (owned) free(body);
+    return MHD_NO;
+  }
+  MHD_add_response_header(r, "Content-Type", type);
+  MHD_add_response_header(r, "Cache-Control", "no-store");
+  enum MHD_Result ok = MHD_queue_response(conn, code, r);
+  MHD_destroy_response(r);
+  return ok;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                  const char *version, const char *upload_data, size_t *upload_size, void **state) {
+  fc_coord *c = cls;
+  (void)version;
+  (void)upload_data;
+  static int first;
+  if (!*state) { /* headers only so far: answer on the next call */
+    *state = &first;
+    return MHD_YES;
+  }
+  if (*upload_size) { /* a body: discarded (the answer comes once it is all in) */
+    *upload_size = 0;
+    return MHD_YES;
+  }
+  if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
+    return reply(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "only GET\n", 0, "text/plain");
+  if (!strcmp(url, "/healthz")) return reply(conn, MHD_HTTP_OK, "ok\n", 0, "text/plain");
+  if (!strcmp(url, "/readyz")) {
+    pthread_mutex_lock(&c->dl_mu);
+    int ready = c->driver_started && !c->closing; /* closing: fc_coord_stop has begun */
+    pthread_mutex_unlock(&c->dl_mu);
+    return ready ? reply(conn, MHD_HTTP_OK, "ready\n", 0, "text/plain")
+                 : reply(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "not ready\n", 0, "text/plain");
+  }
+  if (!strcmp(url, "/metrics")) {
+    char *t = coord_metrics_text(c);
+    if (!t) return reply(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n", 0, "text/plain");
+    return reply(conn, MHD_HTTP_OK, t, 1, "text/plain; version=0.0.4; charset=utf-8");
+  }
+  return reply(conn, MHD_HTTP_NOT_FOUND, "not found: /metrics, /healthz, /readyz\n", 0, "text/plain");
+}
+
+int coord_http_start(fc_coord *c, const char *listen, int *port, char *why, size_t whylen) {
+  char host[256] = "", portstr[16] = "";
+  const char *colon = strrchr(listen, ':');
+  if (!colon || colon - listen >= (long)sizeof host || strlen(colon + 1) >= sizeof portstr || !colon[1]) {
+    snprintf(why, whylen, "metrics_listen '%s': use host:port, [ipv6]:port or :port", listen);
+    return FEDC_ERR_INVALID;
+  }
+  memcpy(host, listen, (size_t)(colon - listen));
+  snprintf(portstr, sizeof portstr, "%s", colon + 1);
+  if (host[0] == '[' && host[strlen(host) - 1] == ']') {
+    memmove(host, host + 1, strlen(host));
+    host[strlen(host) - 1] = 0;
+  }
+  struct addrinfo hints, *ai = NULL;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  int g = getaddrinfo(host[0] ? host : NULL, portstr, &hints, &ai);
+  if (g != 0 || !ai) {
+    snprintf(why, whylen, "metrics_listen '%s': %s", listen, gai_strerror(g));
+    return FEDC_ERR_INVALID;
+  }
+  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+  if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
+  c->http = MHD_start_daemon(flags, 0, NULL, NULL, on_request, c, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)32, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
+                             MHD_OPTION_END);
+  freeaddrinfo(ai);
+  if (!c->http) {
+    snprintf(why, whylen, "metrics_listen '%s': cannot listen (address in use or not ours?)", listen);
+    return FEDC_ERR_IO;
+  }
+  const union MHD_DaemonInfo *di = MHD_get_daemon_info(c->http, MHD_DAEMON_INFO_BIND_PORT);
+  *port = di ? di->port : 0;
+  FC_INFO(MOD, "metrics on http://%s%s%s:%d/metrics (and /healthz, /readyz)", strchr(host, ':') ? "[" : "",
+          host[0] ? host : "0.0.0.0", strchr(host, ':') ? "]" : "", *port);
+  return FEDC_OK;
+}
+
+void coord_http_stop(fc_coord *c) {
+  if (c->http) MHD_stop_daemon(c->http);
+  c->http = NULL;
+}

@@ -1,0 +1,60 @@
+/*
+ * metrics.h - what the coordinator counts for operators, and the HTTP
+ * listener that serves it (libmicrohttpd: never a hand-written HTTP parser).
+ *
+ *   GET /metrics  Prometheus text format 0.0.4 (docs/operations.md lists the
+ *                 series)
+ *   GET /healthz  200 while the process serves HTTP at all
+ *   GET /readyz   200 once the state is loaded and the gRPC server and the
+ *                 round driver run, 503 while shutting down
+ * Off unless metrics_listen is set. Plain HTTP without authentication: it
+ * exposes counts and states, never updates, models or names of clients;
+ * bind it where only the scraper reaches it.
+ *
+ * The counters are atomics bumped from the handlers (no lock on the hot
+ * paths); the round-end ones under the coordinator's mu.
+ */
+#ifndef FEDC_COORD_METRICS_H
+#define FEDC_COORD_METRICS_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Upload refusals by the gRPC status they were answered with. */
+enum { FC_MREF_INVALID, FC_MREF_PRECONDITION, FC_MREF_LATE, FC_MREF_BUSY, FC_MREF_LIMIT, FC_MREF_OTHER, FC_MREF_N };
+/* Abandoned rounds by cause (from the reason's text). */
+enum { FC_MAB_DEADLINE, FC_MAB_PICKUP, FC_MAB_SECAGG, FC_MAB_AGGREGATOR, FC_MAB_DP, FC_MAB_STORE, FC_MAB_OTHER, FC_MAB_N };
+#define FC_M_DUR_BUCKETS 10
+
+typedef struct fc_coord_metrics {
+  atomic_uint_fast64_t checkins;
+  atomic_uint_fast64_t uploads_accepted;
+  atomic_uint_fast64_t uploads_refused[FC_MREF_N];
+  atomic_int uploads_in_flight;
+  /* Under the coordinator's mu (round ends): */
+  uint64_t rounds_completed, rounds_abandoned[FC_MAB_N];
+  uint64_t bytes_in, bytes_out;
+  uint64_t dur_count[2][FC_M_DUR_BUCKETS + 1]; /* [abandoned, completed][bucket], last = +Inf */
+  double dur_sum[2];
+} fc_coord_metrics;
+
+extern const double fc_m_dur_bounds[FC_M_DUR_BUCKETS];
+
+/* A round ended (record under mu). */
+void fc_metrics_round(fc_coord_metrics *m, int completed, const char *reason, double seconds, uint64_t bytes_in,
+                      uint64_t bytes_out);
+int fc_metrics_abandon_class(const char *reason);
+const char *fc_metrics_abandon_name(int cls);
+const char *fc_metrics_refusal_name(int cls);
+
+struct fc_coord;
+/* Start the HTTP listener on host:port ("127.0.0.1:9464", "[::1]:0", ":9464"
+ * for every address). The port actually bound is logged and returned in
+ * *port. FEDC_OK or FEDC_ERR_INVALID / IO with one line in why. */
+int coord_http_start(struct fc_coord *c, const char *listen, int *port, char *why, size_t whylen);
+void coord_http_stop(struct fc_coord *c);
+/* The /metrics body (malloc'd, NUL-terminated). */
+char *coord_metrics_text(struct fc_coord *c);
+
+#endif
