@@ -73,6 +73,8 @@ typedef struct sim_opts {
   int secagg;                       /* --secagg */
   unsigned long long sa_k, sa_t;    /* --secagg-neighbors, --secagg-threshold (0 = coordinator's default) */
   unsigned long long sa_bucket;     /* --secagg-bucket (0 = coordinator's default) */
+  const char *coord_opts[16];       /* --coordinator-opt: passed to `fedc coordinator` as they are */
+  int ncoord_opts;
   char drop[200];                   /* --drop STAGE:P,... (research dropout injection) */
   /* --byzantine FRACTION:KIND[:SCALE]: that fraction of the clients attack. */
   double byz_fraction;
@@ -217,6 +219,8 @@ static void usage(FILE *f) {
              "  --secagg             secure aggregation (SecAgg+): the coordinator sees only the cohort's sum\n"
              "  --secagg-neighbors K neighbours per client (default: all, the complete graph)\n"
              "  --secagg-threshold T Shamir threshold (default: a majority of each neighbourhood)\n"
+             "  --coordinator-opt=--OPTION[=VALUE]  passed to `fedc coordinator` as it is (repeatable),\n"
+             "                       e.g. --coordinator-opt=--audit-log=false\n"
              "  --secagg-bucket S    with a robust --aggregator: SecAgg per random bucket of at least S\n"
              "                       clients, the rule over the buckets' means (default 5)\n"
              "  --drop SPEC          clients vanish from secure-aggregation stages with these chances, e.g.\n"
@@ -276,7 +280,7 @@ static int parse(int argc, char **argv, sim_opts *o) {
   enum { O_OUT = 1, O_PER_PROC, O_CLIENTS, O_COHORT, O_ROUNDS, O_PART, O_ALPHA, O_MODEL, O_EPOCHS, O_BATCH, O_LR, O_MOM, O_CLIP,
          O_MINUP, O_RTO, O_POLL, O_SEED, O_DATA, O_JSON, O_SECAGG, O_SAK, O_SAT, O_DROP, O_SOPT, O_SOPT_END = O_SOPT + 4, O_BYZ, O_AGG,
          O_AGG_END = O_AGG + 5,
-         O_NESTEROV, O_DP, O_DP_END = O_DP + 4, O_SAB };
+         O_NESTEROV, O_DP, O_DP_END = O_DP + 4, O_SAB, O_COPT };
   static const struct option lo[] = {
       {"out", 1, 0, O_OUT},         {"clients-per-process", 1, 0, O_PER_PROC},         {"clients", 1, 0, O_CLIENTS},   {"cohort", 1, 0, O_COHORT},
       {"rounds", 1, 0, O_ROUNDS},   {"partition", 1, 0, O_PART},    {"alpha", 1, 0, O_ALPHA},
@@ -285,7 +289,7 @@ static int parse(int argc, char **argv, sim_opts *o) {
       {"min-updates", 1, 0, O_MINUP}, {"round-timeout-ms", 1, 0, O_RTO}, {"poll-ms", 1, 0, O_POLL},
       {"seed", 1, 0, O_SEED},       {"data-dir", 1, 0, O_DATA},     {"json", 0, 0, O_JSON},
       {"secagg", 0, 0, O_SECAGG},   {"secagg-neighbors", 1, 0, O_SAK}, {"secagg-threshold", 1, 0, O_SAT},
-      {"secagg-bucket", 1, 0, O_SAB},
+      {"secagg-bucket", 1, 0, O_SAB},   {"coordinator-opt", 1, 0, O_COPT},
       {"drop", 1, 0, O_DROP},           {"byzantine", 1, 0, O_BYZ},
       {"server-optimizer", 1, 0, O_SOPT}, {"server-lr", 1, 0, O_SOPT + 1}, {"server-beta1", 1, 0, O_SOPT + 2},
       {"server-beta2", 1, 0, O_SOPT + 3}, {"server-tau", 1, 0, O_SOPT + 4}, {"server-nesterov", 0, 0, O_NESTEROV},
@@ -351,6 +355,14 @@ static int parse(int argc, char **argv, sim_opts *o) {
     case O_SAK: bad = parse_int("--secagg-neighbors", optarg, 0, 1000, &o->sa_k); break;
     case O_SAT: bad = parse_int("--secagg-threshold", optarg, 0, 1000, &o->sa_t); break;
     case O_SAB: bad = parse_int("--secagg-bucket", optarg, 3, 1000, &o->sa_bucket); break;
+    case O_COPT:
+      if (o->ncoord_opts >= 16 || strncmp(optarg, "--", 2) != 0) {
+        fprintf(stderr, "fedc sim: --coordinator-opt=--OPTION[=VALUE] (at most 16)\n");
+        bad = 2;
+      } else {
+        o->coord_opts[o->ncoord_opts++] = optarg;
+      }
+      break;
     case O_BYZ: {
       char kind[32];
       double sc = 0;
@@ -715,7 +727,7 @@ int cmd_sim(int argc, char **argv) {
   snprintf(buf[9], 64, "%llu", o.round_timeout_ms);
   snprintf(buf[10], 64, "%llu", o.poll_ms);
   snprintf(buf[11], 64, "%llu", o.clients);
-  char *cargv[96] = {"fedc", "coordinator", "--federation", "sim", "--pki", pki, "--listen", "127.0.0.1:0",
+  char *cargv[128] = {"fedc", "coordinator", "--federation", "sim", "--pki", pki, "--listen", "127.0.0.1:0",
                      "--port-file", portf, "--state", state, "--model", o.model, "--init-seed", buf[8],
                      "--rounds", buf[0], "--cohort", buf[1], "--min-updates", buf[2], "--min-clients", buf[11],
                      "--lr", buf[3], "--epochs", buf[4], "--batch", buf[5], "--momentum", buf[6],
@@ -768,6 +780,7 @@ int cmd_sim(int argc, char **argv) {
     snprintf(buf[14], 64, "%llu", (unsigned long long)(5000 + 150 * (k + 1)));
     cargv[ca_n++] = "--secagg-stage-ms", cargv[ca_n++] = buf[14];
   }
+  for (int i = 0; i < o.ncoord_opts; i++) cargv[ca_n++] = (char *)o.coord_opts[i];
   pid_t coord = spawn(cargv, logp);
   unsigned long long nkids = (o.clients + o.per_process - 1) / o.per_process;
   pid_t *kids = calloc(nkids, sizeof *kids);
