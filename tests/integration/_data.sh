@@ -15,3 +15,21 @@ for part in range(parts):
             fi.write(px); fl.write(bytes([y]))
 PY
 }
+
+# start_idx_clients NAME...: `fedc client` NAME i on $T/img<i>.idx (i = its
+# position), model 784-10, against $COORD_ADDR with $T/pki; pids in CL.
+start_idx_clients() {
+  local i=0 n
+  CL=()
+  for n in "$@"; do
+    start_bg "client-$n" "$FEDC" client --coordinator "$COORD_ADDR" --pki "$T/pki" --name "$n" \
+      --data "idx:$T/img$i.idx,$T/lbl$i.idx" --model 784-10
+    CL+=("$BG_PID")
+    i=$((i + 1))
+  done
+}
+# wait_completed N [TIMEOUT=60]: until the coordinator reports N rounds completed (admin root in $T/pki).
+wait_completed() {
+  wait_for bash -c "[ \"\$('$FEDC' status --coordinator $COORD_ADDR --pki '$T/pki' --name root --json |
+    jq -r .rounds_completed)\" -ge $1 ]" "${2:-60}"
+}

@@ -25,17 +25,6 @@ make_idx "$T" 100 2
 ADMIN=(--pki "$T/pki" --name root)
 S=$T/state
 
-clients() { # start a and b
-  local i n
-  CL=()
-  for i in 0 1; do
-    n=$(echo a b | cut -d' ' -f$((i + 1)))
-    start_bg "client-$n" "$FEDC" client --coordinator "$COORD_ADDR" --pki "$T/pki" --name "$n" \
-      --data "idx:$T/img$i.idx,$T/lbl$i.idx" --model 784-10
-    CL+=("$BG_PID")
-  done
-}
-completed() { "$FEDC" status --coordinator "$COORD_ADDR" "${ADMIN[@]}" --json | jq -r .rounds_completed; }
 stop_all() {
   kill -TERM "$COORD_PID"
   wait "$COORD_PID" || fail "coordinator exited non-zero on SIGTERM"
@@ -46,12 +35,11 @@ show() { "$FEDC" audit show --state "$S" --json; }
 # ---- 1. a round with refusals and admin actions ----
 start_coordinator --pki "$T/pki" --federation aud --state "$S" --model 784-10 --rounds 1 --min-clients 3 \
   --cohort 3 --min-updates 2 --poll-ms 100 --round-timeout-ms 30000 --pickup-timeout-ms 30000
-clients
+start_idx_clients a b
 start_bg probe "$PROBE" --coordinator "$COORD_ADDR" --pki "$T/pki" --name evil --mode poison
 PROBE_PID=$BG_PID
 wait "$PROBE_PID" || fail "probe: $(grep '"ok":false' "$T/probe.log")"
-wait_for bash -c "[ \"\$('$FEDC' status --coordinator $COORD_ADDR ${ADMIN[*]} --json | jq -r .rounds_completed)\" -ge 1 ]" 60 ||
-  fail "round 1 did not complete"
+wait_completed 1 || fail "round 1 did not complete"
 "$FEDC" round pause --coordinator "$COORD_ADDR" "${ADMIN[@]}" >/dev/null
 "$FEDC" round resume --coordinator "$COORD_ADDR" "${ADMIN[@]}" >/dev/null
 stop_all
@@ -86,15 +74,14 @@ jq -s -e '(map(.kind == "update" and .outcome == "accepted" and .round == 1) | r
 # ---- 2. a restart continues the chain ----
 start_coordinator --pki "$T/pki" --federation aud --state "$S" --model 784-10 --rounds 2 --min-clients 2 \
   --cohort 2 --min-updates 2 --poll-ms 100 --round-timeout-ms 30000
-clients
+start_idx_clients a b
 # A second coordinator on the same state would fork the chain: refused.
 rc=0
 timeout 20 "$FEDC" coordinator --pki "$T/pki" --federation aud --state "$S" --model 784-10 --listen 127.0.0.1:0 \
   >/dev/null 2>"$T/second.err" || rc=$?
 [ "$rc" != 0 ] && grep -q "another coordinator is running on this state directory" "$T/second.err" ||
   fail "a second coordinator on the same state: status $rc, $(cat "$T/second.err")"
-wait_for bash -c "[ \"\$('$FEDC' status --coordinator $COORD_ADDR ${ADMIN[*]} --json | jq -r .rounds_completed)\" -ge 2 ]" 60 ||
-  fail "round 2 did not complete after the restart"
+wait_completed 2 || fail "round 2 did not complete after the restart"
 stop_all
 "$FEDC" audit verify --state "$S" >"$T/v2.txt" || fail "verify after the restart: $(cat "$T/v2.txt")"
 show >"$T/a2.jsonl"

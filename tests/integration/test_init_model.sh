@@ -58,15 +58,8 @@ write_st "$T/linear.safetensors" '[("fc1.weight", [10, 784], [random.Random(1).g
 start_coordinator --pki "$T/pki" --federation byo --state "$T/state" --init-model "$T/linear.safetensors" \
   --rounds 2 --min-clients 2 --cohort 2 --min-updates 2 --poll-ms 100 --round-timeout-ms 30000
 assert_contains "$T/coord.log" "initial model from $T/linear.safetensors: 2 tensors, 7850 parameters"
-CL=()
-for i in 0 1; do
-  n=$(echo a b | cut -d' ' -f$((i + 1)))
-  start_bg "client-$n" "$FEDC" client --coordinator "$COORD_ADDR" --pki "$T/pki" --name "$n" \
-    --data "idx:$T/img$i.idx,$T/lbl$i.idx" --model 784-10
-  CL+=("$BG_PID")
-done
-wait_for bash -c "[ \"\$('$FEDC' status --coordinator $COORD_ADDR ${ADMIN[*]} --json | jq -r .rounds_completed)\" -ge 2 ]" 60 ||
-  fail "2 rounds did not complete on the imported model"
+start_idx_clients a b
+wait_completed 2 || fail "2 rounds did not complete on the imported model"
 "$FEDC" model get --coordinator "$COORD_ADDR" "${ADMIN[@]}" --version 0 --out "$T/v0.safetensors" >/dev/null
 "$FEDC" model get --coordinator "$COORD_ADDR" "${ADMIN[@]}" --version 2 --out "$T/v2.safetensors" >/dev/null
 kill -TERM "$COORD_PID"

@@ -30,15 +30,8 @@ code=$(curl -s -o /dev/null -w '%{http_code}' "$M/nope" || true)
 code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -d x=1 "$M/metrics" || true)
 [ "$code" = 405 ] || fail "POST answered $code"
 
-CL=()
-for i in 0 1; do
-  n=$(echo a b | cut -d' ' -f$((i + 1)))
-  start_bg "client-$n" "$FEDC" client --coordinator "$COORD_ADDR" --pki "$T/pki" --name "$n" \
-    --data "idx:$T/img$i.idx,$T/lbl$i.idx" --model 784-10
-  CL+=("$BG_PID")
-done
-wait_for bash -c "[ \"\$('$FEDC' status --coordinator $COORD_ADDR ${ADMIN[*]} --json | jq -r .rounds_completed)\" -ge 3 ]" 60 ||
-  fail "3 rounds did not complete"
+start_idx_clients a b
+wait_completed 3 || fail "3 rounds did not complete"
 curl -fsS "$M/metrics" >"$T/metrics.txt"
 promtool check metrics <"$T/metrics.txt" >"$T/promtool.txt" 2>&1 || fail "promtool: $(cat "$T/promtool.txt")"
 val() { awk -v k="$1" '$1 == k { print $2 }' "$T/metrics.txt"; }
