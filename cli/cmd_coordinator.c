@@ -86,6 +86,7 @@ typedef struct settings {
   uint64_t init_seed;
   char port_file[512];
   char log[16];
+  char log_format[8];
   int grace_ms;
   int blas_threads;
   int exit_when_done;
@@ -143,6 +144,10 @@ static const char *check_sopt(const char *v) {
 
 static const char *check_agg(const char *v) {
   return fc_robust_parse(v) >= 0 ? NULL : "use fedavg, median, trimmed_mean, krum, multikrum, bulyan or centered_clip";
+}
+
+static const char *check_log_format(const char *v) {
+  return strcmp(v, "text") == 0 || strcmp(v, "json") == 0 ? NULL : "use text or json";
 }
 
 static const char *check_log(const char *v) {
@@ -285,6 +290,8 @@ static const copt options[] = {
     OPT_RANGE("blas-threads", T_INT, blas_threads, "OpenBLAS threads", 1, 1024),
     OPT_BOOL("exit-when-done", exit_when_done, "exit once the round budget is spent"),
     OPT_STR("log", log, "log level: debug|info|warn|error", check_log),
+    OPT_STR("log-format", log_format,
+            "text, or json: one object per line with ts, level, module, msg (and suppressed)", check_log_format),
 };
 #define NOPTS (sizeof options / sizeof options[0])
 
@@ -525,6 +532,7 @@ static void defaults(settings *s) {
   s->grace_ms = 5000;
   s->blas_threads = 1;
   snprintf(s->log, sizeof s->log, "info");
+  snprintf(s->log_format, sizeof s->log_format, "text");
 }
 
 /* Settings that only make sense together, once file and flags are merged.
@@ -651,6 +659,7 @@ int cmd_coordinator(int argc, char **argv) {
   }
   if (check_combined(&s, seen) != 0) return 2;
   fc_log_set_level(fc_log_parse_level(s.log));
+  fc_log_set_json(strcmp(s.log_format, "json") == 0);
   if (s.pki[0]) {
     struct {
       char *path;

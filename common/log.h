@@ -18,6 +18,8 @@ void fc_log_set_level(int level);
 int fc_log_get_level(void);
 /* Parse "debug|info|warn|error|off"; returns -1 if unknown. */
 int fc_log_parse_level(const char *s);
+/* Lines as JSON objects on stderr: {"ts","level","module","msg"[,"suppressed"]}. */
+void fc_log_set_json(int on);
 /* Route lines to a sink instead of stderr (NULL restores stderr). */
 void fc_log_set_sink(fc_log_sink sink, void *ctx);
 void fc_log(int level, const char *module, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -8,7 +8,8 @@
 #     and says what happened: rounds completed, updates accepted, the model
 #     version, one engine state at a time, the round-duration histogram;
 #   - a Prometheus server scraping it answers queries about it (up == 1, the
-#     rounds completed).
+#     rounds completed);
+#   - --log-format json: every log line is an object with ts, level, module, msg.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
 . "$(dirname "$0")/_data.sh"
@@ -19,7 +20,7 @@ make_idx "$T" 100 2
 ADMIN=(--pki "$T/pki" --name root)
 
 start_coordinator --pki "$T/pki" --federation met --state "$T/state" --model 784-10 --rounds 3 --min-clients 2 \
-  --cohort 2 --min-updates 2 --poll-ms 100 --round-timeout-ms 30000 --metrics-listen 127.0.0.1:0
+  --cohort 2 --min-updates 2 --poll-ms 100 --round-timeout-ms 30000 --metrics-listen 127.0.0.1:0 --log-format json
 wait_for grep -q "metrics on http://127.0.0.1:[0-9]*/metrics" "$T/coord.log" 20 || fail "no metrics listener logged"
 MPORT=$(grep -o "metrics on http://127.0.0.1:[0-9]*" "$T/coord.log" | head -1 | sed 's/.*://')
 M=http://127.0.0.1:$MPORT
@@ -78,4 +79,10 @@ qwait 'fedc_round_duration_seconds_count{outcome="completed"}' 3
 kill -TERM "$COORD_PID"
 wait "$COORD_PID" || fail "coordinator exited non-zero on SIGTERM"
 kill -KILL "${CL[@]}" 2>/dev/null || true
+# --log-format json: every line of the coordinator's log is one object with the stable fields.
+jq -s -e 'length > 10 and all(.[]; (.ts | test("^[0-9-]+T[0-9:.]+Z$")) and (.level | IN("debug", "info", "warn", "error"))
+  and (.module | type == "string") and (.msg | type == "string"))' "$T/coord.log" >/dev/null ||
+  fail "--log-format json: not all lines are log objects: $(head -3 "$T/coord.log")"
+jq -s -e 'any(.[]; .module == "coordinator" and (.msg | test("round 3 completed")))' "$T/coord.log" >/dev/null ||
+  fail "--log-format json: the round's line is missing"
 echo "PASS metrics"
