@@ -134,8 +134,7 @@ int cmd_audit(int argc, char **argv) {
         json_object_set_new(o, "bad_line", json_integer((json_int_t)r.bad_line));
         json_object_set_new(o, "problem", json_string(r.problem));
       }
-      cli_print_json(o);
-      json_decref(o);
+      cli_print_json(o); /* takes the reference */
     } else if (ok) {
       printf("%s: %llu records, chain intact; head %s\n", path, (unsigned long long)r.records,
              r.records ? r.head : "(empty)");
