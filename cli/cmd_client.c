@@ -63,6 +63,7 @@ static int bt_train(void *ctx, const fedc_train_config *cfg, const float *weight
 
 static int bt_eval(void *ctx, const float *weights, size_t n, double *acc, double *loss) {
   builtin *b = ctx;
+  if (n != fc_mlp_nparams(&b->mlp)) return -1; /* another model: bt_train says why */
   if (!b->ws) b->ws = fc_mlp_ws_create(&b->mlp, 32);
   return b->ws ? fc_mlp_eval(&b->mlp, b->ws, weights, &b->data, b->idx, b->n, acc, loss) : -1;
 }
