@@ -61,9 +61,7 @@ static void print_record(json_t *o) {
   const char *key;
   json_t *v;
   json_object_foreach(o, key, v) {
-    if (!strcmp(key, "seq") || !strcmp(key, "ts_ms") || !strcmp(key, "kind") || !strcmp(key, "prev") ||
-        !strcmp(key, "hash"))
-      continue;
+    if (fc_audit_reserved_key(key)) continue;
     if (json_is_string(v)) {
       const char *s = json_string_value(v);
       /* Hashes shortened for the table; --json has them whole. */
@@ -76,6 +74,25 @@ static void print_record(json_t *o) {
     }
   }
   printf("\n");
+}
+
+typedef struct show_ctx {
+  const char *kind; /* only this kind (NULL: all) */
+  int json;
+  uint64_t skip;    /* records before the --last ones */
+} show_ctx;
+
+static int show_one(json_t *rec, const char *line, size_t n, void *ctx) {
+  show_ctx *sc = ctx;
+  if (sc->skip) {
+    sc->skip--;
+    return 0;
+  }
+  const char *k = json_string_value(json_object_get(rec, "kind"));
+  if (sc->kind && (!k || strcmp(k, sc->kind) != 0)) return 0;
+  if (sc->json) printf("%.*s\n", (int)n, line);
+  else print_record(rec);
+  return 0;
 }
 
 int cmd_audit(int argc, char **argv) {
@@ -146,26 +163,9 @@ int cmd_audit(int argc, char **argv) {
     free(buf);
     return ok ? 0 : 1;
   }
-  /* show: the records (up to the first problem), newest last. */
-  size_t nlines = 0, *starts = malloc((r.records + 1) * sizeof *starts), off = 0;
-  for (uint64_t i = 0; starts && i < r.records; i++) {
-    starts[nlines++] = off;
-    off = (size_t)((char *)memchr(buf + off, '\n', len - off) - buf) + 1;
-  }
-  size_t from = last && last < nlines ? nlines - last : 0;
-  for (size_t i = from; i < nlines; i++) {
-    const char *line = buf + starts[i];
-    size_t n = (size_t)((const char *)memchr(line, '\n', len - starts[i]) - line);
-    json_t *o = fc_audit_parse_line(line, n);
-    if (!o) continue;
-    const char *k = json_string_value(json_object_get(o, "kind"));
-    if (!kind || (k && !strcmp(k, kind))) {
-      if (json) printf("%.*s\n", (int)n, line);
-      else print_record(o);
-    }
-    json_decref(o);
-  }
-  free(starts);
+  /* show: the records (up to the first problem), oldest first. */
+  show_ctx sc = {kind, json, last && last < r.records ? r.records - last : 0};
+  fc_audit_walk(buf, len, &r, show_one, &sc);
   if (!ok)
     fprintf(stderr, "%s: the chain is BROKEN at line %llu: %s (records after it not shown)\n", prog,
             (unsigned long long)r.bad_line, r.problem);

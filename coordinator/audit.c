@@ -37,7 +37,7 @@ static const char zeros[65] = "0000000000000000000000000000000000000000000000000
 
 /* ---- verification ---- */
 
-json_t *fc_audit_parse_line(const char *line, size_t len) {
+static json_t *parse_line(const char *line, size_t len) {
   json_error_t e;
   json_t *o = json_loadb(line, len, JSON_REJECT_DUPLICATES, &e);
   if (o && !json_is_object(o)) {
@@ -45,6 +45,10 @@ json_t *fc_audit_parse_line(const char *line, size_t len) {
     o = NULL;
   }
   return o;
+}
+
+int fc_audit_reserved_key(const char *k) {
+  return !strcmp(k, "seq") || !strcmp(k, "ts_ms") || !strcmp(k, "kind") || !strcmp(k, "prev") || !strcmp(k, "hash");
 }
 
 /* The hash the line claims, and what it should be (hex). 0 if the line has
@@ -75,7 +79,9 @@ static int report(fc_audit_report *r, uint64_t line, const char *fmt, ...) {
   return FEDC_ERR_INVALID;
 }
 
-int fc_audit_verify(const char *buf, size_t len, fc_audit_report *r) {
+int fc_audit_verify(const char *buf, size_t len, fc_audit_report *r) { return fc_audit_walk(buf, len, r, NULL, NULL); }
+
+int fc_audit_walk(const char *buf, size_t len, fc_audit_report *r, fc_audit_each each, void *ctx) {
   memset(r, 0, sizeof *r);
   char prev[65];
   memcpy(prev, zeros, sizeof prev);
@@ -90,7 +96,7 @@ int fc_audit_verify(const char *buf, size_t len, fc_audit_report *r) {
     char claimed[65], actual[65];
     if (n == 0 || n > FC_AUDIT_MAX_LINE || line_hashes(line, n, claimed, actual) != 0)
       return report(r, lineno, "not an audit record");
-    json_t *o = fc_audit_parse_line(line, n);
+    json_t *o = parse_line(line, n);
     if (!o) return report(r, lineno, "not an audit record (bad JSON)");
     json_t *seq = json_object_get(o, "seq"), *pv = json_object_get(o, "prev"), *kind = json_object_get(o, "kind");
     int rc = FEDC_OK;
@@ -105,11 +111,13 @@ int fc_audit_verify(const char *buf, size_t len, fc_audit_report *r) {
     else if (strcmp(json_string_value(pv), prev) != 0)
       rc = report(r, lineno, "record %llu does not follow the one before it (prev hash differs)",
                   (unsigned long long)(r->records + 1));
+    if (rc == FEDC_OK && each) rc = each(o, line, n, ctx);
     json_decref(o);
     if (rc != FEDC_OK) return rc;
     memcpy(prev, claimed, sizeof prev);
     memcpy(r->head, claimed, sizeof r->head);
     r->records++;
+    r->valid_bytes = off;
   }
   return FEDC_OK;
 }
@@ -165,6 +173,18 @@ static int read_all(int fd, char **buf, size_t *len) {
   return FEDC_OK;
 }
 
+/* fc_audit_walk's callback at open: a contact record's certificate is known. */
+static int remember_contact(json_t *rec, const char *line, size_t n, void *ctx) {
+  (void)line;
+  (void)n;
+  const char *k = json_string_value(json_object_get(rec, "kind"));
+  const char *fph = json_string_value(json_object_get(rec, "cert_sha256"));
+  uint8_t fp[32];
+  if (k && strcmp(k, "contact") == 0 && fph && fc_unhex(fph, fp, sizeof fp) == 0 && fp_add(ctx, fp) < 0)
+    return FEDC_ERR_NOMEM;
+  return FEDC_OK;
+}
+
 int fc_audit_open(const char *state_dir, fc_audit **out, char *why, size_t whylen) {
   fc_audit *a = calloc(1, sizeof *a);
   if (!a) return FEDC_ERR_NOMEM;
@@ -188,11 +208,15 @@ int fc_audit_open(const char *state_dir, fc_audit **out, char *why, size_t whyle
     snprintf(why, whylen, "cannot read %s: %s", a->path, strerror(errno));
     goto fail;
   }
+  /* One pass: check the chain and remember whose first contact is on record. */
   fc_audit_report r;
-  if (fc_audit_verify(buf, len, &r) != FEDC_OK) {
+  if ((rc = fc_audit_walk(buf, len, &r, remember_contact, a)) == FEDC_ERR_NOMEM) {
+    snprintf(why, whylen, "out of memory reading %s", a->path);
+    goto fail;
+  }
+  if (rc != FEDC_OK) {
     /* A torn last line is a crash mid-append: its action never happened. */
-    size_t good = 0;
-    for (uint64_t i = 0; i < r.records; i++) good = (size_t)((const char *)memchr(buf + good, '\n', len - good) - buf) + 1;
+    size_t good = r.valid_bytes;
     int torn = r.bad_line == r.records + 1 && !memchr(buf + good, '\n', len - good);
     if (!torn) {
       snprintf(why, whylen, "audit log %s is broken at line %llu: %s (`fedc audit verify` shows it; the log is "
@@ -207,26 +231,9 @@ int fc_audit_open(const char *state_dir, fc_audit **out, char *why, size_t whyle
       rc = FEDC_ERR_IO;
       goto fail;
     }
-    len = good;
   }
   a->seq = r.records;
   if (r.records) memcpy(a->head, r.head, sizeof a->head);
-  /* Remember whose first contact is already on record. */
-  for (size_t off = 0; off < len;) {
-    const char *nl = memchr(buf + off, '\n', len - off);
-    json_t *o = fc_audit_parse_line(buf + off, (size_t)(nl - (buf + off)));
-    off = (size_t)(nl - buf) + 1;
-    const char *k = json_string_value(json_object_get(o, "kind"));
-    const char *fph = json_string_value(json_object_get(o, "cert_sha256"));
-    uint8_t fp[32];
-    if (k && strcmp(k, "contact") == 0 && fph && fc_unhex(fph, fp, sizeof fp) == 0 && fp_add(a, fp) < 0) {
-      json_decref(o);
-      rc = FEDC_ERR_NOMEM;
-      snprintf(why, whylen, "out of memory reading %s", a->path);
-      goto fail;
-    }
-    json_decref(o);
-  }
   free(buf);
   *out = a;
   return FEDC_OK;
@@ -258,9 +265,7 @@ static int append_locked(fc_audit *a, const char *kind, json_t *fields) {
   const char *key;
   json_t *v;
   json_object_foreach(fields, key, v) {
-    if (!strcmp(key, "seq") || !strcmp(key, "ts_ms") || !strcmp(key, "kind") || !strcmp(key, "prev") ||
-        !strcmp(key, "hash"))
-      continue;
+    if (fc_audit_reserved_key(key)) continue;
     if (json_object_set(o, key, v)) goto out;
   }
   if (json_object_set_new(o, "prev", json_string(a->head)) ||

@@ -54,6 +54,7 @@ uint64_t fc_audit_head(fc_audit *a, char hex[65]);
 /* ---- verification (I/O-free: over a buffer) ---- */
 typedef struct fc_audit_report {
   uint64_t records;   /* valid records before the first problem */
+  size_t valid_bytes; /* the bytes those records take (the chain's intact prefix) */
   char head[65];      /* hash of the last valid record ("" if none) */
   uint64_t bad_line;  /* 1-based line of the first problem, 0 = chain intact */
   char problem[256];  /* what is wrong there */
@@ -62,7 +63,12 @@ typedef struct fc_audit_report {
  * (a line that is not a record, an edited record, a missing or reordered
  * one, an incomplete last line). */
 int fc_audit_verify(const char *buf, size_t len, fc_audit_report *r);
-/* One line's record (parsed, the caller decrefs), or NULL. */
-json_t *fc_audit_parse_line(const char *line, size_t len);
+/* fc_audit_verify that also hands each valid record, in order, to `each`
+ * (its line of n bytes without the newline; rec is freed after the call). A
+ * non-zero return from `each` stops the walk and is returned. */
+typedef int (*fc_audit_each)(json_t *rec, const char *line, size_t n, void *ctx);
+int fc_audit_walk(const char *buf, size_t len, fc_audit_report *r, fc_audit_each each, void *ctx);
+/* Keys every record has, which fields given to fc_audit_append never set. */
+int fc_audit_reserved_key(const char *key);
 
 #endif

@@ -94,6 +94,8 @@ for who in a b; do
 done
 v2parent=$(jq -s -r '.[] | select(.kind == "model" and .version == 2) | .parent' "$T/a2.jsonl")
 [ "$v2parent" = "$v1" ] || fail "model v2's parent $v2parent is not v1 $v1"
+"$FEDC" audit show --state "$S" --last 1 --json | jq -e '.kind == "stop"' >/dev/null || fail "show --last 1"
+[ "$("$FEDC" audit show --state "$S" --last 3 --json | wc -l)" = 3 ] || fail "show --last 3"
 "$FEDC" audit show --state "$S" --kind model >"$T/models.txt"
 [ "$(wc -l <"$T/models.txt")" = 3 ] || fail "show --kind model: $(cat "$T/models.txt")"
 

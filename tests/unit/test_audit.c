@@ -127,6 +127,10 @@ int main(void) {
   /* Truncated at a record boundary: still a valid (shorter) chain, the head says how far. */
   CHECK_EQ_INT(fc_audit_verify(good, at[4], &r), FEDC_OK);
   CHECK_EQ_INT(r.records, 4);
+  CHECK_EQ_INT(r.valid_bytes, at[4]);
+  /* ... and mid-record: the intact prefix ends where the cut record began. */
+  CHECK_EQ_INT(fc_audit_verify(good, at[4] + 10, &r), FEDC_ERR_INVALID);
+  CHECK_EQ_INT(r.valid_bytes, at[4]);
   /* Junk and an empty line. */
   memcpy(b, good, at[1]);
   memcpy(b + at[1], "hello\n", 6);
