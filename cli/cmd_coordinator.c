@@ -696,9 +696,11 @@ int cmd_coordinator(int argc, char **argv) {
       return 2;
     }
     char spec_why[200];
-    if (fc_model_spec_check(&spec, spec_why, sizeof spec_why) != FEDC_OK || !fc_all_finite(init, fc_model_numel(&spec), NULL)) {
-      fprintf(stderr, "fedc coordinator: --init-model %s: %s\n", s.init_model,
-              fc_model_spec_check(&spec, spec_why, sizeof spec_why) != FEDC_OK ? spec_why : "it holds NaN or Inf values");
+    const char *bad = NULL;
+    if (fc_model_spec_check(&spec, spec_why, sizeof spec_why) != FEDC_OK) bad = spec_why;
+    else if (!fc_all_finite(init, fc_model_numel(&spec), NULL)) bad = "it holds NaN or Inf values";
+    if (bad) {
+      fprintf(stderr, "fedc coordinator: --init-model %s: %s\n", s.init_model, bad);
       free(init);
       return 2;
     }

@@ -300,11 +300,22 @@ static int sa_unmask_one(fc_coord *c, uint32_t b, const fc_sa_params *p, fc_sa_m
              sum[p->dim]);
     return FEDC_ERR_REJECTED;
   }
+  char who[32] = "";
+  if (c->nsa > 1) snprintf(who, sizeof who, "bucket %u: ", b + 1);
   fc_log(c->nsa == 1 ? FC_LOG_INFO : FC_LOG_DEBUG, MOD,
-         "round %llu: %s%.0u%sunmasked %u inputs (%zu masks removed in %llu ms), total weight %llu",
-         (unsigned long long)p->round, c->nsa == 1 ? "" : "bucket ", c->nsa == 1 ? 0 : b + 1, c->nsa == 1 ? "" : ": ",
-         *count, nterms, (unsigned long long)(fc_now_ms() - t0), (unsigned long long)*total);
+         "round %llu: %sunmasked %u inputs (%zu masks removed in %llu ms), total weight %llu", (unsigned long long)p->round,
+         who, *count, nterms, (unsigned long long)(fc_now_ms() - t0), (unsigned long long)*total);
   return FEDC_OK;
+}
+
+/* Where every weight is 1 (distributed DP, buckets): a sum of weights that
+ * is not the number of inputs means a client lied about its weight (and
+ * under DP would fake survivors). */
+static int sa_weights_one(uint32_t count, uint64_t total, char *why, size_t whylen) {
+  if (total == count) return FEDC_OK;
+  snprintf(why, whylen, "unmasked weights sum to %llu for %u inputs (each must be 1): a client sent a malformed input",
+           (unsigned long long)total, count);
+  return FEDC_ERR_REJECTED;
 }
 
 /* A bucket's mean must be one a bucket of clipped inputs can have: each
@@ -315,11 +326,7 @@ static int sa_unmask_one(fc_coord *c, uint32_t b, const fc_sa_params *p, fc_sa_m
  * caught here when it pushes the mean past the clip. */
 static int sa_bucket_sane(const fc_sa_params *p, const float *mean, uint32_t count, uint64_t total, char *why,
                           size_t whylen) {
-  if (total != count) {
-    snprintf(why, whylen, "unmasked weights sum to %llu for %u inputs (each must be 1): a client sent a malformed "
-                          "input", (unsigned long long)total, count);
-    return FEDC_ERR_REJECTED;
-  }
+  if (sa_weights_one(count, total, why, whylen) != FEDC_OK) return FEDC_ERR_REJECTED;
   fc_agg_check chk;
   if (fc_agg_check_f32(mean, p->dim, &chk) != FEDC_OK) {
     snprintf(why, whylen, "unmasked mean has NaN/Inf");
@@ -407,13 +414,7 @@ static int sa_dp_check(fc_coord *c, const fc_sa_params *p, uint32_t count, uint6
              c->cfg.engine.min_updates);
     return FEDC_ERR_REJECTED;
   }
-  if (total != count) {
-    /* Each weight is 1 under DP: a sum of weights that is not the number of
-     * inputs means a client lied about its weight (and would fake survivors). */
-    snprintf(why, whylen, "unmasked weights sum to %llu for %u inputs (each must be 1): a client sent a malformed "
-                          "input", (unsigned long long)total, count);
-    return FEDC_ERR_REJECTED;
-  }
+  if (sa_weights_one(count, total, why, whylen) != FEDC_OK) return FEDC_ERR_REJECTED;
   double delta_int = fc_sa_dp_sensitivity(p->clip, fc_sa_params_scale(p), p->dim);
   FC_INFO(MOD, "round %llu: distributed DP: %llu survivors added noise multiplier %.4g to the sum (at least %.4g "
                "needed, from %u survivors)",
