@@ -26,6 +26,7 @@
 #include <getopt.h>
 #include <jansson.h>
 #include <math.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -38,6 +39,7 @@
 
 #include "cli/cli.h"
 #include "cli/cli_common.h"
+#include "common/fileutil.h"
 #include "common/safetensors.h"
 #include "crypto/sha256.h"
 #include "fedc/error.h"
@@ -560,10 +562,14 @@ out:
 
 static void model_usage(FILE *f) {
   fprintf(f,
-          "Usage: fedc model get --out FILE [--version V] [--force] [options]\n\n"
-          "Download a global model version from the coordinator (SHA-256 verified) and\n"
-          "write it as a safetensors file with metadata fedc.version and fedc.sha256.\n"
-          "Prints the version, parameter count and SHA-256.\n\n"
+          "Usage: fedc model get --out FILE [--version V] [--force] [options]\n"
+          "       fedc model verify FILE --pki DIR | --ca CA [--manifest M] [--version V] [--json]\n\n"
+          "get: download a global model version from the coordinator (SHA-256 verified),\n"
+          "write it as a safetensors file with metadata fedc.version and fedc.sha256 and\n"
+          "its signed manifest as FILE.manifest, and check that manifest as a client\n"
+          "would (refusing a model that fails). Prints the version, parameter count,\n"
+          "SHA-256 and signer. verify: check a downloaded file against its manifest\n"
+          "(`fedc model verify --help`).\n\n"
           "Options:\n"
           "  --out FILE               where to write the model (required)\n"
           "  --version V              model version (default: the latest; 0 is the initial model)\n"
@@ -577,13 +583,14 @@ static void model_usage(FILE *f) {
  */
 static int model_stream(fc_channel *ch, uint64_t version, const uint8_t *want_sha, int timeout_ms,
                         fc_model_spec *spec, float **data, uint64_t *total, uint8_t sha[FC_SHA256_LEN],
-                        fc_status *st) {
+                        fc_signed *man, fc_status *st) {
   Fedc__V1__GetModelRequest req = FEDC__V1__GET_MODEL_REQUEST__INIT;
   req.version = version;
   fc_ccall *call = NULL;
   int rc = fc_ccall_start(ch, M_GET_MODEL, FC_RPC_SERVER_STREAM, &req.base, timeout_ms, &call, st);
   if (rc == FEDC_OK)
-    rc = fc_tensor_stream_recv(call, FC_MODEL_MAX_PARAMS * sizeof(float), want_sha, spec, data, total, sha, st);
+    rc = fc_tensor_stream_recv_signed(call, FC_MODEL_MAX_PARAMS * sizeof(float), want_sha, spec, data, total, sha,
+                                      man, st);
   fc_ccall_destroy(call);
   return rc;
 }
@@ -595,10 +602,10 @@ static int model_stream(fc_channel *ch, uint64_t version, const uint8_t *want_sh
  */
 static int model_fetch(fc_channel *ch, int have_version, uint64_t want_version, int timeout_ms, uint64_t *got_version,
                        fc_model_spec *spec, float **data, uint64_t *total, uint8_t sha[FC_SHA256_LEN],
-                       fc_status *st) {
+                       fc_signed *man, fc_status *st) {
   if (have_version) {
     *got_version = want_version;
-    return model_stream(ch, want_version, NULL, timeout_ms, spec, data, total, sha, st);
+    return model_stream(ch, want_version, NULL, timeout_ms, spec, data, total, sha, man, st);
   }
   Fedc__V1__StatusResponse *s = NULL;
   int rc = do_status(ch, timeout_ms, &s, st);
@@ -609,11 +616,12 @@ static int model_fetch(fc_channel *ch, int have_version, uint64_t want_version, 
   if (have_sha) memcpy(status_sha, s->global_sha256.data, FC_SHA256_LEN);
   protobuf_c_message_free_unpacked(&s->base, NULL);
   *got_version = v;
-  return model_stream(ch, v, have_sha ? status_sha : NULL, timeout_ms, spec, data, total, sha, st);
+  return model_stream(ch, v, have_sha ? status_sha : NULL, timeout_ms, spec, data, total, sha, man, st);
 }
 
 int cmd_model(int argc, char **argv) {
   const char *prog = "fedc model";
+  if (argc > 1 && strcmp(argv[1], "verify") == 0) return cmd_model_verify(argc - 1, argv + 1);
   admin_opts ao;
   admin_opts_init(&ao);
   unsigned long long version = 0;
@@ -642,8 +650,9 @@ int cmd_model(int argc, char **argv) {
     default: return bad_option(prog, c, argv);
     }
   }
-  if (optind >= argc) return usage_error(prog, "missing operation: get");
-  if (strcmp(argv[optind], "get") != 0) return usage_error(prog, "unknown operation '%s' (get)", argv[optind]);
+  if (optind >= argc) return usage_error(prog, "missing operation: get or verify");
+  if (strcmp(argv[optind], "get") != 0)
+    return usage_error(prog, "unknown operation '%s' (get, or verify FILE first)", argv[optind]);
   if (optind + 1 < argc) return usage_error(prog, "unexpected argument '%s'", argv[optind + 1]);
   if (!out_path || !out_path[0]) return usage_error(prog, "--out FILE is required");
 
@@ -664,12 +673,31 @@ int cmd_model(int argc, char **argv) {
   float *data = NULL;
   uint64_t total = 0, got_version = 0;
   uint8_t sha[FC_SHA256_LEN];
-  char hex[FC_SHA256_HEX_LEN], vbuf[32], err[512];
+  char hex[FC_SHA256_HEX_LEN], vbuf[32], err[512], signer[200] = "", man_path[PATH_MAX] = "";
+  fc_signed man;
+  memset(&man, 0, sizeof man);
   int ret = 0;
-  rc = model_fetch(ch, have_version, version, ao.timeout_ms, &got_version, &spec, &data, &total, sha, &st);
+  rc = model_fetch(ch, have_version, version, ao.timeout_ms, &got_version, &spec, &data, &total, sha, &man, &st);
   if (rc != FEDC_OK) {
     ret = call_failed(prog, rc, &st, ao.timeout_ms);
     goto out;
+  }
+  /* Checked as a client checks it, before anything is written. */
+  if (man.msg && !ao.tls.ca[0]) {
+    fprintf(stderr, "%s: warning: no CA (insecure mode): the signed manifest of v%llu is not checked\n", prog,
+            (unsigned long long)got_version);
+  } else if (man.msg) {
+    fc_manifest mf;
+    rc = model_manifest_check(ao.tls.ca, &man, got_version, sha, &spec, total, &mf, signer, sizeof signer, err,
+                              sizeof err);
+    if (rc != FEDC_OK) {
+      fprintf(stderr, "%s: refusing model v%llu: %s\n", prog, (unsigned long long)got_version, err);
+      ret = 1;
+      goto out;
+    }
+  } else {
+    fprintf(stderr, "%s: warning: model v%llu is unsigned (the coordinator has no model-signing key)\n", prog,
+            (unsigned long long)got_version);
   }
   fc_hex(sha, FC_SHA256_LEN, hex);
   snprintf(vbuf, sizeof vbuf, "%llu", (unsigned long long)got_version);
@@ -687,6 +715,19 @@ int cmd_model(int argc, char **argv) {
     ret = 1;
     goto out;
   }
+  if (man.msg) {
+    char *text = NULL;
+    size_t tlen = 0;
+    snprintf(man_path, sizeof man_path, "%s.manifest", out_path);
+    rc = fc_signed_encode(&man, &text, &tlen);
+    if (rc == FEDC_OK) rc = fc_write_file_atomic(man_path, text, tlen, 0644, 0);
+    free(text);
+    if (rc != FEDC_OK) {
+      fprintf(stderr, "%s: cannot write %s: %s\n", prog, man_path, fedc_strerror(rc));
+      ret = 1;
+      goto out;
+    }
+  }
   uint64_t params = fc_model_numel(&spec);
   if (ao.json) {
     json_t *o = json_object();
@@ -696,13 +737,18 @@ int cmd_model(int argc, char **argv) {
     json_object_set_new(o, "sha256", json_string(hex));
     json_object_set_new(o, "tensors", json_u64(spec.n));
     json_object_set_new(o, "out", json_string(out_path));
+    json_object_set_new(o, "signed", json_boolean(man.msg != NULL));
+    json_object_set_new(o, "signer", man.msg ? json_string(signer) : json_null());
+    json_object_set_new(o, "manifest", man.msg ? json_string(man_path) : json_null());
     cli_print_json(o);
   } else {
     printf("model v%llu: %llu parameters in %u tensors\nsha256 %s\nwritten to %s\n", (unsigned long long)got_version,
            (unsigned long long)params, spec.n, hex, out_path);
+    if (man.msg) printf("signed by %s; manifest written to %s\n", signer, man_path);
     fflush(stdout);
   }
 out:
+  fc_signed_free(&man);
   free(data);
   admin_disconnect(ch);
   return ret;

@@ -175,8 +175,10 @@ static void usage(FILE *f) {
           "  --drop-halt              research/tests: a dropout halts the client there (until killed)\n"
           "  --byzantine KIND[:SCALE] research (fedc sim): attack: signflip, gaussian, labelflip, alie, ipm\n"
           "  --byzantine-names FILE   ... only the clients named in FILE (one per line); --byzantine-dir DIR\n"
-          "  --byzantine-unclipped    ... and skip the clip stage\n"
           "                           the colluders' shared view; --byzantine-cohort N --byzantine-colluders F\n"
+          "  --byzantine-unclipped    ... and skip the clip stage\n"
+          "  --allow-unsigned-models  train on models without a signed manifest (a coordinator without a\n"
+          "                           model-signing key); signed ones are still checked\n"
           "  --host-clients FIRST:COUNT  research (fedc sim): host COUNT clients in this process, named\n"
           "                           NAME0000.. from FIRST (--name is the prefix, default c), each with its own\n"
           "                           certificate from --pki, connection and thread; \"%%s\" in --data is the name\n"
@@ -255,7 +257,7 @@ static int load_data(builtin *b, const char *data, const char *dir, const char *
 
 int cmd_client(int argc, char **argv) {
   enum { O_DATA = 1, O_DATA_DIR, O_PARTITION, O_PARTS, O_PART, O_ALPHA, O_PSEED, O_MODEL, O_ROUNDS, O_JSON, O_LOG,
-         O_RETRIES, O_THREADS, O_SADROP, O_DSEED, O_DHALT, O_HOST, O_BYZ, O_BYZ_NAMES, O_BYZ_DIR, O_BYZ_N, O_BYZ_F, O_BYZ_UNCLIP };
+         O_RETRIES, O_THREADS, O_SADROP, O_DSEED, O_DHALT, O_HOST, O_BYZ, O_BYZ_NAMES, O_BYZ_DIR, O_BYZ_N, O_BYZ_F, O_BYZ_UNCLIP, O_UNSIGNED };
   static const struct option longopts[] = {CLI_TLS_LONGOPTS,
                                            {"data", required_argument, 0, O_DATA},
                                            {"data-dir", required_argument, 0, O_DATA_DIR},
@@ -275,6 +277,7 @@ int cmd_client(int argc, char **argv) {
                                            {"byzantine", required_argument, 0, O_BYZ},
                                            {"byzantine-names", required_argument, 0, O_BYZ_NAMES},
                                            {"byzantine-unclipped", no_argument, 0, O_BYZ_UNCLIP},
+                                           {"allow-unsigned-models", no_argument, 0, O_UNSIGNED},
                                            {"byzantine-dir", required_argument, 0, O_BYZ_DIR},
                                            {"byzantine-cohort", required_argument, 0, O_BYZ_N},
                                            {"byzantine-colluders", required_argument, 0, O_BYZ_F},
@@ -294,7 +297,7 @@ int cmd_client(int argc, char **argv) {
   const char *byz_names = NULL;
   int drop_halt = 0;
   char why[300];
-  int json = 0, opt;
+  int json = 0, opt, allow_unsigned = 0;
   fc_log_set_level(FC_LOG_WARN);
   optind = 1;
   while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -333,6 +336,7 @@ int cmd_client(int argc, char **argv) {
     }
     case O_BYZ_NAMES: byz_names = optarg; break;
     case O_BYZ_UNCLIP: byz.unclipped = 1; break;
+    case O_UNSIGNED: allow_unsigned = 1; break;
     case O_BYZ_DIR: snprintf(byz.dir, sizeof byz.dir, "%s", optarg); break;
     case O_BYZ_N: {
       unsigned long long v = 0;
@@ -444,6 +448,7 @@ int cmd_client(int argc, char **argv) {
     o.max_rounds = rounds;
     o.max_retries = (uint32_t)retries;
     o.num_examples_hint = h->b.n;
+    o.allow_unsigned_models = allow_unsigned;
     o.on_event = on_event;
     o.event_ctx = &h->b;
     fedc_trainer t = {&h->b, bt_train, bt_eval};

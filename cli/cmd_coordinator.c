@@ -37,6 +37,9 @@
 #include <stddef.h>
 #include <getopt.h>
 #include <malloc.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -59,6 +62,8 @@
 #include "coordinator/coordinator.h"
 #include "coordinator/server_opt.h"
 #include "crypto/pki.h"
+#include "crypto/sa_crypto.h"
+#include "crypto/sha256.h"
 #include "transport/transport.h"
 #include "fedc/error.h"
 
@@ -83,6 +88,7 @@ typedef struct settings {
   char pki[512];
   char model[128];
   char init_model[512];
+  char model_key_file[512];
   uint64_t init_seed;
   char port_file[512];
   char log[16];
@@ -171,10 +177,18 @@ static const copt options[] = {
     OPT_STR("federation", c.federation, "federation name (must match the certificates)", check_federation),
     OPT_STR("listen", c.listen, "address to listen on, host:port or [ipv6]:port (port 0 picks a free one)",
             check_listen),
-    OPT_STR("pki", pki, "PKI directory: uses ca.crt, coordinator.crt, coordinator.key", NULL),
+    OPT_STR("pki", pki,
+            "PKI directory: uses ca.crt, coordinator.crt, coordinator.key and, if present, "
+            "signer-coordinator.crt/.key",
+            NULL),
     OPT_STR("ca", c.ca, "CA certificate (overrides --pki)", NULL),
     OPT_STR("cert", c.cert, "coordinator certificate (overrides --pki)", NULL),
     OPT_STR("key", c.key, "coordinator private key (overrides --pki)", NULL),
+    OPT_STR("signing-cert", c.signing_cert, "model-signing certificate, role signer (overrides --pki)", NULL),
+    OPT_STR("signing-key", c.signing_key, "model-signing private key (overrides --pki)", NULL),
+    OPT_STR("model-key-file", model_key_file,
+            "encrypt model versions at rest: file with a 32-byte key as 64 hex digits (keep it outside --state)",
+            NULL),
     OPT_BOOL("insecure-for-testing", c.insecure_for_testing, "no TLS (refused unless --listen is loopback)"),
     OPT_STR("state", c.state_dir, "state directory: model versions, state.json, rounds.jsonl", NULL),
     OPT_STR("model", model, "built-in model for a new state: 784-200-200-10, mlp, logreg, sizes", check_model),
@@ -537,6 +551,47 @@ static void defaults(settings *s) {
 
 /* Settings that only make sense together, once file and flags are merged.
  * 0 or 2 after printing the refusal. */
+/* --model-key-file: 64 hex digits (a trailing newline allowed), readable by
+ * its owner only, outside the state directory (a key stored beside what it
+ * protects protects nothing). */
+static int load_model_key(settings *s) {
+  const char *p = s->model_key_file;
+  struct stat sb;
+  char buf[80] = "";
+  int fd = open(p, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0 || fstat(fd, &sb) != 0) {
+    fprintf(stderr, "fedc coordinator: --model-key-file %s: %s\n", p, strerror(errno));
+    if (fd >= 0) close(fd);
+    return -1;
+  }
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (sb.st_mode & 077) {
+    fprintf(stderr, "fedc coordinator: --model-key-file %s: mode %03o lets others read the key; chmod 600 it\n", p,
+            (unsigned)(sb.st_mode & 0777));
+    fc_wipe(buf, sizeof buf);
+    return -1;
+  }
+  if (n > 0 && buf[n - 1] == '\n') buf[--n] = 0;
+  int bad = n != 64 || fc_unhex(buf, s->c.model_key, sizeof s->c.model_key) != FEDC_OK;
+  fc_wipe(buf, sizeof buf);
+  if (bad) {
+    fprintf(stderr, "fedc coordinator: --model-key-file %s: expected 64 hex digits (e.g. `openssl rand -hex 32`)\n",
+            p);
+    return -1;
+  }
+  char kr[PATH_MAX], sr[PATH_MAX];
+  if (realpath(p, kr) && s->c.state_dir[0] && realpath(s->c.state_dir, sr)) {
+    size_t l = strlen(sr);
+    if (strncmp(kr, sr, l) == 0 && kr[l] == '/') {
+      fprintf(stderr, "fedc coordinator: --model-key-file %s is inside the state directory; keep it elsewhere\n", p);
+      return -1;
+    }
+  }
+  s->c.model_key_set = 1;
+  return 0;
+}
+
 static int check_combined(settings *s, const origin *seen) {
   int pickup = find_opt("pickup-timeout-ms"), round_to = find_opt("round-timeout-ms");
   fc_engine_cfg *e = &s->c.engine;
@@ -667,7 +722,9 @@ int cmd_coordinator(int argc, char **argv) {
       const char *file;
     } tls[] = {{s.c.ca, sizeof s.c.ca, "ca.crt"},
                {s.c.cert, sizeof s.c.cert, "coordinator.crt"},
-               {s.c.key, sizeof s.c.key, "coordinator.key"}};
+               {s.c.key, sizeof s.c.key, "coordinator.key"},
+               {s.c.signing_cert, sizeof s.c.signing_cert, FC_PKI_SIGNER_CERT},
+               {s.c.signing_key, sizeof s.c.signing_key, FC_PKI_SIGNER_KEY}};
     for (size_t k = 0; k < sizeof tls / sizeof tls[0]; k++) {
       /* A cut path would name another file. */
       if (tls[k].path[0] || snprintf(tls[k].path, tls[k].size, "%s/%s", s.pki, tls[k].file) < (int)tls[k].size)
@@ -678,6 +735,16 @@ int cmd_coordinator(int argc, char **argv) {
       return 2;
     }
   }
+  /* A PKI directory from before signing keys has none: serve unsigned (the
+   * coordinator warns; clients refuse unless told otherwise). */
+  if (s.pki[0] && !seen[find_opt("signing-cert")].line && !seen[find_opt("signing-key")].line &&
+      access(s.c.signing_cert, F_OK) != 0 && access(s.c.signing_key, F_OK) != 0)
+    s.c.signing_cert[0] = s.c.signing_key[0] = 0;
+  if (!s.c.signing_cert[0] != !s.c.signing_key[0]) {
+    fprintf(stderr, "fedc coordinator: --signing-cert and --signing-key go together (`fedc pki issue --role signer`)\n");
+    return 2;
+  }
+  if (s.model_key_file[0] && load_model_key(&s) != 0) return 2;
   if (!s.c.insecure_for_testing && (!s.c.ca[0] || !s.c.cert[0] || !s.c.key[0])) {
     fprintf(stderr, "fedc coordinator: mutual TLS needs --pki DIR or --ca/--cert/--key "
                     "(create them with `fedc pki init`)\n");

@@ -4,8 +4,8 @@
  *
  *   subcommand  does                                              writes
  *   ----------  ------------------------------------------------  -----------------------------
- *   init        new CA + coordinator certificate                  ca.*, coordinator.*, federation
- *   issue       client/admin/coordinator certificate from the CA  <role>-<name>.key/.crt
+ *   init        new CA + coordinator + model-signing certificate  ca.*, coordinator.*, signer-*, federation
+ *   issue       a client/admin/coordinator/signer certificate     <role>-<name>.key/.crt
  *   verify      chain, identity and expiry of one certificate     nothing
  *
  * Exit status: 0 ok, 1 failure ("fedc pki: <message>" on stderr), 2 usage
@@ -106,15 +106,17 @@ static void init_help(void) {
   puts("usage: fedc pki init --dir DIR --federation NAME [--san HOST_OR_IP]... [--days N]\n"
        "                     [--key-type ec|ed25519] [--json]\n"
        "\n"
-       "Create a federation CA and the coordinator's certificate in DIR (created 0700).\n"
+       "Create a federation CA, the coordinator's certificate and its model-signing\n"
+       "certificate in DIR (created 0700).\n"
        "An existing DIR must be yours and not writable by group or others (anyone who\n"
        "can write to it could replace ca.crt). Existing files are never overwritten.\n"
        "\n"
-       "  --dir DIR          where to write ca.key, ca.crt, coordinator.key, coordinator.crt\n"
+       "  --dir DIR          where to write ca.key, ca.crt, coordinator.key, coordinator.crt,\n"
+       "                     signer-coordinator.key, signer-coordinator.crt\n"
        "  --federation NAME  federation (SPIFFE trust domain): 1-63 of [a-z0-9.-]\n"
        "  --san HOST_OR_IP   extra coordinator DNS or IP name (repeatable); localhost and\n"
        "                     127.0.0.1 are always included\n"
-       "  --days N           validity of both certificates (default 365)\n"
+       "  --days N           validity of the certificates (default 365)\n"
        "  --key-type TYPE    ec (P-256, default) or ed25519\n"
        "  --json             print one JSON object with the paths written\n"
        "\n"
@@ -163,11 +165,14 @@ static int pki_init(int argc, char **argv) {
   int rc = fc_pki_init(dir, federation, sans, nsans, days, key_type, err, sizeof err);
   if (rc) return fail(json, rc, err);
 
-  char ca_key[PATH_MAX], ca_crt[PATH_MAX], co_key[PATH_MAX], co_crt[PATH_MAX], spiffe[160], expiry[64] = "";
+  char ca_key[PATH_MAX], ca_crt[PATH_MAX], co_key[PATH_MAX], co_crt[PATH_MAX], sg_key[PATH_MAX], sg_crt[PATH_MAX];
+  char spiffe[160], expiry[64] = "";
   join(ca_key, sizeof ca_key, dir, FC_PKI_CA_KEY);
   join(ca_crt, sizeof ca_crt, dir, FC_PKI_CA_CERT);
   join(co_key, sizeof co_key, dir, FC_PKI_COORD_KEY);
   join(co_crt, sizeof co_crt, dir, FC_PKI_COORD_CERT);
+  join(sg_key, sizeof sg_key, dir, FC_PKI_SIGNER_KEY);
+  join(sg_crt, sizeof sg_crt, dir, FC_PKI_SIGNER_CERT);
   snprintf(spiffe, sizeof spiffe, "spiffe://%s/coordinator/coordinator", federation);
   time_t not_after = 0;
   int expired = 0;
@@ -176,10 +181,11 @@ static int pki_init(int argc, char **argv) {
   if (json) {
     json_t *sans_json = json_array();
     for (size_t i = 0; i < nsans; i++) json_array_append_new(sans_json, json_string(sans[i]));
-    print_json(json_pack("{s:b, s:s, s:s, s:s, s:i, s:s, s:s, s:s, s:s, s:s, s:s, s:o}", "ok", 1, "dir", dir,
-                         "federation", federation, "key_type", key_type, "days", days, "not_after", expiry,
+    print_json(json_pack("{s:b, s:s, s:s, s:s, s:i, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o}", "ok", 1, "dir",
+                         dir, "federation", federation, "key_type", key_type, "days", days, "not_after", expiry,
                          "ca_cert", ca_crt, "ca_key", ca_key, "coordinator_cert", co_crt, "coordinator_key", co_key,
-                         "coordinator_spiffe_id", spiffe, "extra_sans", sans_json));
+                         "coordinator_spiffe_id", spiffe, "signer_cert", sg_crt, "signer_key", sg_key, "extra_sans",
+                         sans_json));
     return 0;
   }
   printf("created PKI for federation \"%s\" (%s keys, valid until %s)\n", federation, key_type, expiry);
@@ -187,6 +193,8 @@ static int pki_init(int argc, char **argv) {
   printf("  CA key                   %s   (keep it offline)\n", ca_key);
   printf("  coordinator certificate  %s   (%s)\n", co_crt, spiffe);
   printf("  coordinator key          %s\n", co_key);
+  printf("  model-signing cert       %s   (spiffe://%s/signer/coordinator)\n", sg_crt, federation);
+  printf("  model-signing key        %s\n", sg_key);
   printf("next: fedc pki issue --dir %s --role client --name <id>\n", dir);
   return 0;
 }
@@ -210,7 +218,7 @@ static int parse_date_offset(const char *s, long *offset) {
 }
 
 static void issue_help(void) {
-  puts("usage: fedc pki issue --dir DIR --role client|admin|coordinator --name ID [--out DIR]\n"
+  puts("usage: fedc pki issue --dir DIR --role client|admin|coordinator|signer --name ID [--out DIR]\n"
        "                      [--days N] [--key-type ec|ed25519] [--san HOST_OR_IP]... [--json]\n"
        "\n"
        "Issue a certificate from the CA in DIR (ca.key, ca.crt), with the SPIFFE ID\n"
@@ -219,7 +227,9 @@ static void issue_help(void) {
        "\n"
        "  --dir DIR         directory holding the CA key and certificate\n"
        "  --role ROLE       client (trains), admin (operates the coordinator) or\n"
-       "                    coordinator (serves; gets localhost/127.0.0.1 and --san names)\n"
+       "                    coordinator (serves; gets localhost/127.0.0.1 and --san names) or\n"
+       "                    signer (signs model manifests: EKU codeSigning, never a TLS identity;\n"
+       "                    init already issues signer-coordinator)\n"
        "  --name ID         1-64 of [A-Za-z0-9_.-]; the certificate CN\n"
        "  --out DIR         where to write (created 0700 if missing; an existing one must\n"
        "                    be yours and not writable by group or others)\n"
@@ -280,7 +290,7 @@ static int pki_issue(int argc, char **argv) {
   if (!o.role) return usage_error("issue", "missing --role");
   if (!o.name) return usage_error("issue", "missing --name");
   if (!fc_pki_role_ok(o.role))
-    return usage_error("issue", "--role must be client, admin or coordinator, not %s", o.role);
+    return usage_error("issue", "--role must be client, admin, coordinator or signer, not %s", o.role);
   if (!fc_pki_name_ok(o.name)) return usage_error("issue", "invalid --name \"%s\": use 1-64 of [A-Za-z0-9_.-]", o.name);
   if (o.key_type && strcmp(o.key_type, "ec") != 0 && strcmp(o.key_type, "ed25519") != 0)
     return usage_error("issue", "--key-type must be ec or ed25519, not %s", o.key_type);
@@ -438,7 +448,7 @@ static const struct {
   const char *summary;
 } subcommands[] = {
     {"init", pki_init, "create a federation CA and the coordinator certificate"},
-    {"issue", pki_issue, "issue a client, admin or coordinator certificate"},
+    {"issue", pki_issue, "issue a client, admin, coordinator or signer certificate"},
     {"verify", pki_verify, "check a certificate against the CA and show its identity"},
 };
 

@@ -27,7 +27,9 @@
 #include "common/blas.h"
 #include "common/chunk.h"
 #include "common/clock.h"
+#include "common/fileutil.h"
 #include "common/log.h"
+#include "common/manifest.h"
 #include "common/rng.h"
 #include "fedc/client.h"
 #include "fedc/v1/fedc.pb-c.h"
@@ -51,6 +53,32 @@ FEDC_API void fedc_client_options_init(fedc_client_options *o) {
 
 static void set_error(fedc_client *c, const char *fmt, const char *detail) {
   snprintf(c->last_error, sizeof c->last_error, fmt, detail);
+}
+
+/* The CA that model manifests must chain to, and our federation. */
+static int load_trust(fedc_client *c, char *err, size_t errlen) {
+  if (!c->ca[0]) return FEDC_OK; /* insecure test mode without a CA: nothing to verify against */
+  int rc = fc_read_file(c->ca, 1u << 20, &c->ca_pem, &c->ca_len);
+  if (rc != FEDC_OK) {
+    snprintf(err, errlen, "cannot read CA certificate %s: %s", c->ca, fedc_strerror(rc));
+    return rc;
+  }
+  char *pem = NULL;
+  size_t len = 0;
+  char role[FC_PKI_ROLE_MAX], name[FC_PKI_NAME_MAX];
+  if (c->cert[0] && fc_read_file(c->cert, 1u << 20, &pem, &len) == FEDC_OK &&
+      fc_pki_identity_from_pem(pem, len, c->federation, sizeof c->federation, role, sizeof role, name,
+                               sizeof name) != FEDC_OK)
+    c->federation[0] = 0;
+  free(pem);
+  return FEDC_OK;
+}
+
+static void trust_init(fedc_client *c) {
+  c->trust.ca_pem = c->ca_pem;
+  c->trust.ca_len = c->ca_len;
+  c->trust.federation = c->federation;
+  c->trust.allow_unsigned = c->o.allow_unsigned_models;
 }
 
 FEDC_API int fedc_client_create(const fedc_client_options *o, const fedc_trainer *trainer, fedc_client **out) {
@@ -83,7 +111,14 @@ FEDC_API int fedc_client_create(const fedc_client_options *o, const fedc_trainer
   co.tls.cert = c->cert[0] ? c->cert : NULL;
   co.tls.key = c->key[0] ? c->key : NULL;
   char err[400];
-  int rc = fc_channel_create(&co, &c->ch, err, sizeof err);
+  int rc = load_trust(c, err, sizeof err);
+  trust_init(c);
+  if (rc != FEDC_OK) {
+    set_error(c, "%s", err);
+    *out = c;
+    return rc;
+  }
+  rc = fc_channel_create(&co, &c->ch, err, sizeof err);
   if (rc != FEDC_OK) {
     /* Keep the handle so the caller can read the sentence. */
     set_error(c, "%s", err);
@@ -98,6 +133,7 @@ FEDC_API void fedc_client_destroy(fedc_client *c) {
   if (!c) return;
   fc_channel_destroy(c->ch);
   free(c->weights);
+  free(c->ca_pem);
   pthread_mutex_destroy(&c->mu);
   pthread_cond_destroy(&c->cv);
   fc_transport_shutdown();
@@ -181,14 +217,23 @@ static int fetch_model(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
   float *data = NULL;
   uint64_t total = 0;
   uint8_t sha[FC_SHA256_LEN];
+  fc_signed man;
   const uint8_t *want = t->model_sha256.len == FC_SHA256_LEN ? t->model_sha256.data : NULL;
-  rc = fc_tensor_stream_recv(call, c->o.max_model_bytes, want, &spec, &data, &total, sha, st);
+  rc = fc_tensor_stream_recv_signed(call, c->o.max_model_bytes, want, &spec, &data, &total, sha, &man, st);
   fc_ccall_destroy(call);
   if (rc != FEDC_OK) return rc;
   if (!want) {
     free(data);
+    fc_signed_free(&man);
     snprintf(st->detail, sizeof st->detail, "task carries no model SHA-256");
     return FEDC_ERR_PROTOCOL;
+  }
+  /* Checked before anything trains on it (client.h, allow_unsigned_models). */
+  rc = fc_manifest_accept(&c->trust, &man, t->model_version, sha, &spec, total, st->detail, sizeof st->detail);
+  fc_signed_free(&man);
+  if (rc != FEDC_OK) {
+    free(data);
+    return rc;
   }
   free(c->weights);
   c->weights = data;
@@ -451,7 +496,7 @@ FEDC_API int fedc_client_run(fedc_client *c) {
         continue;
       }
       if (rc == FEDC_ERR_REJECTED || rc == FEDC_ERR_TRAINER || rc == FEDC_ERR_NONFINITE || rc == FEDC_ERR_HASH ||
-          rc == FEDC_ERR_TOO_LARGE || rc == FEDC_ERR_NOT_FOUND) {
+          rc == FEDC_ERR_TOO_LARGE || rc == FEDC_ERR_NOT_FOUND || rc == FEDC_ERR_SIGNATURE) {
         /* This round is lost for us; the federation goes on. */
         FC_WARN(MOD, "round %llu: %s", (unsigned long long)round, st.detail);
         emit(c, FEDC_EVENT_REJECTED, round, st.detail);

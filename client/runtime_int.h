@@ -12,6 +12,7 @@
 #include "client/byzantine.h"
 #include "common/rng.h"
 #include "common/tensor.h"
+#include "common/manifest.h"
 #include "crypto/sha256.h"
 #include "fedc/client.h"
 #include "fedc/v1/fedc.pb-c.h"
@@ -32,6 +33,13 @@ struct fedc_client {
   uint64_t cached_version;
   int have_model;
   uint8_t cached_sha[FC_SHA256_LEN];
+  /* Signed models (common/manifest.h): the federation CA, our federation
+   * (from our certificate) and the newest version whose manifest verified,
+   * below which no model is accepted again (a replayed manifest). */
+  char *ca_pem;
+  size_t ca_len;
+  char federation[64];
+  fc_manifest_trust trust;
   fc_model_spec spec;
   float *weights;
   uint64_t model_bytes;

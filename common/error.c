@@ -29,6 +29,7 @@ FEDC_API const char *fedc_strerror(int err) {
   case FEDC_ERR_NONFINITE: return "NaN or Inf value";
   case FEDC_ERR_NORM: return "L2 norm above clip norm";
   case FEDC_ERR_FORMAT: return "bad format";
+  case FEDC_ERR_SIGNATURE: return "model signature missing or invalid";
   }
   return "unknown error";
 }

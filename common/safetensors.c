@@ -161,11 +161,10 @@ out:
   return rc;
 }
 
-int fc_safetensors_write(const char *path, const fc_model_spec *spec, const float *data, const fc_st_meta *meta,
-                         char *err, size_t errlen) {
+/* Checks shared by both writers, then the JSON header. */
+static int prepare(const fc_model_spec *spec, const float *data, const fc_st_meta *meta, char **header,
+                   size_t *header_len, char *err, size_t errlen) {
   int rc;
-  char *header = NULL;
-  size_t header_len = 0;
   if ((rc = fc_model_spec_check(spec, err, errlen)) != FEDC_OK) return rc;
   for (uint32_t i = 0; i < spec->n; i++)
     if (strcmp(spec->t[i].name, META_KEY) == 0) {
@@ -177,10 +176,21 @@ int fc_safetensors_write(const char *path, const fc_model_spec *spec, const floa
     return FEDC_ERR_INVALID;
   }
   if (meta && (rc = check_meta(meta, err, errlen)) != FEDC_OK) return rc;
-  if ((rc = build_header(spec, meta, &header, &header_len, err, errlen)) != FEDC_OK) return rc;
+  return build_header(spec, meta, header, header_len, err, errlen);
+}
 
-  uint8_t len_le[8];
+static void put_len(uint8_t len_le[8], size_t header_len) {
   for (int i = 0; i < 8; i++) len_le[i] = (uint8_t)((uint64_t)header_len >> (8 * i));
+}
+
+int fc_safetensors_write(const char *path, const fc_model_spec *spec, const float *data, const fc_st_meta *meta,
+                         char *err, size_t errlen) {
+  char *header = NULL;
+  size_t header_len = 0;
+  int rc = prepare(spec, data, meta, &header, &header_len, err, errlen);
+  if (rc != FEDC_OK) return rc;
+  uint8_t len_le[8];
+  put_len(len_le, header_len);
   size_t data_bytes = (size_t)(4 * fc_model_numel(spec));
   /* Model files are not secret (every client downloads them): 0644. */
   fc_atomic_file f;
@@ -191,6 +201,28 @@ int fc_safetensors_write(const char *path, const fc_model_spec *spec, const floa
   if (rc == FEDC_OK) rc = fc_atomic_commit(&f, err, errlen); /* every failure above already removed the temp file */
   free(header);
   return rc;
+}
+
+int fc_safetensors_encode(const fc_model_spec *spec, const float *data, const fc_st_meta *meta, uint8_t **out,
+                          size_t *out_len, char *err, size_t errlen) {
+  char *header = NULL;
+  size_t header_len = 0;
+  int rc = prepare(spec, data, meta, &header, &header_len, err, errlen);
+  if (rc != FEDC_OK) return rc;
+  size_t data_bytes = (size_t)(4 * fc_model_numel(spec)), n = 8 + header_len + data_bytes;
+  uint8_t *b = malloc(n);
+  if (!b) {
+    free(header);
+    snprintf(err, errlen, "out of memory for a %zu-byte safetensors image", n);
+    return FEDC_ERR_NOMEM;
+  }
+  put_len(b, header_len);
+  memcpy(b + 8, header, header_len);
+  memcpy(b + 8 + header_len, data, data_bytes);
+  free(header);
+  *out = b;
+  *out_len = n;
+  return FEDC_OK;
 }
 
 /* ---- read ------------------------------------------------------------------- */
@@ -294,9 +326,55 @@ static int parse_meta(const json_t *m, fc_st_meta *meta, int keep, char *err, si
   return FEDC_OK;
 }
 
+/* Where the bytes come from: a file descriptor or a buffer in memory. */
+typedef struct st_src {
+  int fd;
+  const uint8_t *buf;
+  uint64_t len, pos;
+} st_src;
+
+static ssize_t src_read(st_src *s, void *out, size_t n) {
+  if (s->fd >= 0) return read_full(s->fd, out, n);
+  size_t k = s->len - s->pos < n ? (size_t)(s->len - s->pos) : n;
+  memcpy(out, s->buf + s->pos, k);
+  s->pos += k;
+  return (ssize_t)k;
+}
+
+static int read_src(const char *path, st_src *src, uint64_t file_size, fc_model_spec *spec_out, float **data_out,
+                    fc_st_meta *meta_out, uint64_t max_bytes, char *err, size_t errlen);
+
+int fc_safetensors_decode(const void *buf, size_t len, const char *label, fc_model_spec *spec_out, float **data_out,
+                          fc_st_meta *meta_out, uint64_t max_bytes, char *err, size_t errlen) {
+  st_src src = {-1, buf, len, 0};
+  return read_src(label, &src, len, spec_out, data_out, meta_out, max_bytes, err, errlen);
+}
+
 int fc_safetensors_read(const char *path, fc_model_spec *spec_out, float **data_out, fc_st_meta *meta_out,
                         uint64_t max_bytes, char *err, size_t errlen) {
-  int rc = FEDC_ERR_FORMAT, fd = -1;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+    return errno == ENOENT ? FEDC_ERR_NOT_FOUND : FEDC_ERR_IO;
+  }
+  struct stat st;
+  int rc = FEDC_ERR_FORMAT;
+  if (fstat(fd, &st) != 0) {
+    snprintf(err, errlen, "cannot stat %s: %s", path, strerror(errno));
+    rc = FEDC_ERR_IO;
+  } else if (!S_ISREG(st.st_mode)) {
+    snprintf(err, errlen, "%s is not a regular file", path);
+  } else {
+    st_src src = {fd, NULL, 0, 0};
+    rc = read_src(path, &src, (uint64_t)st.st_size, spec_out, data_out, meta_out, max_bytes, err, errlen);
+  }
+  close(fd);
+  return rc;
+}
+
+static int read_src(const char *path, st_src *src, uint64_t file_size, fc_model_spec *spec_out, float **data_out,
+                    fc_st_meta *meta_out, uint64_t max_bytes, char *err, size_t errlen) {
+  int rc = FEDC_ERR_FORMAT;
   char *header = NULL;
   json_t *root = NULL;
   void *data = NULL;
@@ -311,25 +389,8 @@ int fc_safetensors_read(const char *path, fc_model_spec *spec_out, float **data_
     goto out;
   }
 
-  fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
-    rc = errno == ENOENT ? FEDC_ERR_NOT_FOUND : FEDC_ERR_IO;
-    goto out;
-  }
-  struct stat st;
-  if (fstat(fd, &st) != 0) {
-    snprintf(err, errlen, "cannot stat %s: %s", path, strerror(errno));
-    rc = FEDC_ERR_IO;
-    goto out;
-  }
-  if (!S_ISREG(st.st_mode)) {
-    snprintf(err, errlen, "%s is not a regular file", path);
-    goto out;
-  }
-  uint64_t file_size = (uint64_t)st.st_size;
   uint8_t len_le[8];
-  ssize_t r = file_size >= 8 ? read_full(fd, len_le, 8) : 0;
+  ssize_t r = file_size >= 8 ? src_read(src, len_le, 8) : 0;
   if (r < 0) {
     snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
     rc = FEDC_ERR_IO;
@@ -358,7 +419,7 @@ int fc_safetensors_read(const char *path, fc_model_spec *spec_out, float **data_
     rc = FEDC_ERR_NOMEM;
     goto out;
   }
-  r = read_full(fd, header, (size_t)header_len);
+  r = src_read(src, header, (size_t)header_len);
   if (r < 0 || (uint64_t)r != header_len) {
     snprintf(err, errlen, "%s: header unreadable or truncated", path);
     rc = r < 0 ? FEDC_ERR_IO : FEDC_ERR_FORMAT;
@@ -439,7 +500,7 @@ int fc_safetensors_read(const char *path, fc_model_spec *spec_out, float **data_
     rc = FEDC_ERR_NOMEM;
     goto out;
   }
-  r = read_full(fd, data, (size_t)data_bytes);
+  r = src_read(src, data, (size_t)data_bytes);
   if (r < 0 || (uint64_t)r != data_bytes) {
     snprintf(err, errlen, "%s: tensor data unreadable or truncated while reading", path);
     rc = r < 0 ? FEDC_ERR_IO : FEDC_ERR_FORMAT;
@@ -452,7 +513,6 @@ int fc_safetensors_read(const char *path, fc_model_spec *spec_out, float **data_
   if (meta_out) *meta_out = *meta;
   rc = FEDC_OK;
 out:
-  if (fd >= 0) close(fd);
   json_decref(root);
   free(header);
   free(data);

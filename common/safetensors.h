@@ -68,4 +68,12 @@ int fc_safetensors_write(const char *path, const fc_model_spec *spec, const floa
 int fc_safetensors_read(const char *path, fc_model_spec *spec_out, float **data_out, fc_st_meta *meta_out,
                         uint64_t max_bytes, char *err, size_t errlen);
 
+/* The same two in memory (a file image to encrypt, or one just decrypted):
+ * encode checks as fc_safetensors_write and returns a malloc'd image; decode
+ * checks as fc_safetensors_read, naming `label` in errors. */
+int fc_safetensors_encode(const fc_model_spec *spec, const float *data, const fc_st_meta *meta, uint8_t **out,
+                          size_t *out_len, char *err, size_t errlen);
+int fc_safetensors_decode(const void *buf, size_t len, const char *label, fc_model_spec *spec_out, float **data_out,
+                          fc_st_meta *meta_out, uint64_t max_bytes, char *err, size_t errlen);
+
 #endif

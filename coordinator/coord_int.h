@@ -28,10 +28,15 @@ typedef struct model_ref {
   fc_model_spec spec;
   float *data;
   uint64_t bytes;
+  fc_signed man; /* signed manifest; all NULL when the version is unsigned */
 } model_ref;
 
 struct fc_coord {
   fc_coord_cfg cfg;
+  /* Model signing (model_sign.c): the signer's key and certificate, and the
+   * federation CA the start-up check verified it against. */
+  char *sign_key, *sign_cert, *ca_pem;
+  size_t sign_key_len, sign_cert_len, ca_len;
   pthread_mutex_t mu; /* engine, rounds history, current model pointer */
   fc_engine *engine;
   fc_agg *agg;
@@ -103,6 +108,23 @@ int coord_sa_begin(fc_coord *c, char *why, size_t whylen);
 void coord_dp_split(const fc_coord *c, double expected, double *zu, double *sb);
 /* The round ended (published or abandoned): drop the session. */
 void coord_sa_end(fc_coord *c);
+
+/* ---- model signing (model_sign.c) ---- */
+/* Load and check the signing key (cfg.signing_cert/key): it must be a signer
+ * certificate of the federation CA whose key signs. Warns if there is none. */
+int coord_sign_init(fc_coord *c, char *err, size_t errlen);
+void coord_sign_free(fc_coord *c);
+/* Sign m's manifest (round, parent version and SHA; parent_sha NULL for v0),
+ * write models/vN.manifest and attach it to m. A no-op without a key. */
+int coord_sign_version(fc_coord *c, model_ref *m, uint64_t round, const uint8_t *parent_sha, char *err,
+                       size_t errlen);
+/* Attach a stored version's manifest to m after checking it describes m.
+ * sign_missing: a version from before signing gets one now (start-up).
+ * A manifest that fails the check is FEDC_ERR_SIGNATURE. */
+int coord_manifest_load(fc_coord *c, model_ref *m, const fc_store_model_info *info, int sign_missing, char *err,
+                        size_t errlen);
+/* The at-rest key of cfg, or NULL. */
+const uint8_t *coord_model_key(const fc_coord *c);
 /* The engine's tick said SA_CLOSE: close the stage in the core, advance the
  * engine or abandon. Returns the engine's next action (FC_TICK_AGGREGATE
  * after the last stage, FC_TICK_ABANDON, or FC_TICK_NONE). */

@@ -116,6 +116,7 @@ static model_ref *model_new(uint64_t version, const fc_model_spec *spec, float *
 
 static void model_unref(model_ref *m) {
   if (m && atomic_fetch_sub(&m->refs, 1) == 1) {
+    fc_signed_free(&m->man);
     free(m->data);
     free(m);
   }
@@ -299,7 +300,7 @@ static int sopt_write(fc_coord *c, uint64_t version, const uint8_t sha[FC_SHA256
   fc_sopt *o = c->sopt;
   int ns = fc_sopt_nstate(o->cfg.kind);
   if (!ns) return FEDC_OK; /* sgd keeps no state */
-  return fc_store_write_opt(c->cfg.state_dir, version, sha, fc_sopt_name(o->cfg.kind), o->step, ns, o->m, o->v, o->n,
+  return fc_store_write_opt(c->cfg.state_dir, coord_model_key(c), version, sha, fc_sopt_name(o->cfg.kind), o->step, ns, o->m, o->v, o->n,
                             why, whylen);
 }
 
@@ -311,7 +312,7 @@ static int sopt_load(fc_coord *c, uint64_t version, const uint8_t sha[FC_SHA256_
   int ns = fc_sopt_nstate(o->cfg.kind);
   if (!ns) return FEDC_OK;
   char why[600];
-  int rc = fc_store_read_opt(c->cfg.state_dir, version, sha, fc_sopt_name(o->cfg.kind), ns, o->m, o->v, o->n, &o->step,
+  int rc = fc_store_read_opt(c->cfg.state_dir, coord_model_key(c), version, sha, fc_sopt_name(o->cfg.kind), ns, o->m, o->v, o->n, &o->step,
                              why, sizeof why);
   if (rc == FEDC_OK) {
     FC_INFO(MOD, "server optimizer %s: state of model v%llu loaded (step %llu)", fc_sopt_name(o->cfg.kind),
@@ -502,13 +503,18 @@ static int finalize(fc_coord *c, uint64_t *version, uint8_t sha[FC_SHA256_LEN], 
   pthread_mutex_lock(&c->mu);
   fc_engine_get_status(c->engine, fc_now_ms(), &es);
   pthread_mutex_unlock(&c->mu);
+  /* Signed first: no version reaches state.json without its manifest. */
+  if ((rc = coord_sign_version(c, m, es.round, old->sha, why, whylen)) != FEDC_OK) {
+    model_unref(m);
+    goto out;
+  }
   char hex[FC_SHA256_HEX_LEN], phex[FC_SHA256_HEX_LEN];
   fc_audit_append(c->audit, "model",
                   json_pack("{s:I,s:I,s:s,s:s,s:I}", "version", (json_int_t)m->version, "round", (json_int_t)es.round,
                             "parent", fc_hex(old->sha, FC_SHA256_LEN, phex), "sha256", fc_hex(m->sha, FC_SHA256_LEN, hex),
                             "updates", (json_int_t)count));
-  if ((rc = fc_store_write_model(c->cfg.state_dir, m->version, es.round, &m->spec, m->data, m->sha, old->sha, why,
-                                 whylen)) != FEDC_OK ||
+  if ((rc = fc_store_write_model(c->cfg.state_dir, coord_model_key(c), m->version, es.round, &m->spec, m->data,
+                                 m->sha, old->sha, why, whylen)) != FEDC_OK ||
       (rc = sopt_write(c, m->version, m->sha, why, whylen)) != FEDC_OK) {
     fc_audit_append(c->audit, "model_failed",
                     json_pack("{s:I,s:s}", "version", (json_int_t)m->version, "reason", why));
@@ -832,8 +838,8 @@ static download *download_begin(fc_coord *c, fc_scall *call, uint64_t version, i
       code = GRPC_STATUS_FAILED_PRECONDITION;
       snprintf(why, sizeof why, "model version %llu is not the current one (%llu)", (unsigned long long)version,
                (unsigned long long)m->version);
-    } else if (version > m->version ||
-               fc_store_read_model(c->cfg.state_dir, version, &spec, &data, sha, err, sizeof err) != FEDC_OK) {
+    } else if (version > m->version || fc_store_read_model(c->cfg.state_dir, coord_model_key(c), version, &spec,
+                                                           &data, sha, NULL, err, sizeof err) != FEDC_OK) {
       snprintf(why, sizeof why, "no model version %llu (latest is %llu)", (unsigned long long)version,
                (unsigned long long)m->version);
     } else {
@@ -845,6 +851,12 @@ static download *download_begin(fc_coord *c, fc_scall *call, uint64_t version, i
       free(data);
       code = GRPC_STATUS_RESOURCE_EXHAUSTED;
       snprintf(why, sizeof why, "out of memory");
+    } else if (m && coord_manifest_load(c, m, NULL, 0, err, sizeof err) != FEDC_OK) {
+      FC_WARN(MOD, "GetModel v%llu: %s", (unsigned long long)version, err);
+      model_unref(m);
+      m = NULL;
+      code = GRPC_STATUS_DATA_LOSS;
+      snprintf(why, sizeof why, "model version %llu does not match its signed manifest", (unsigned long long)version);
     }
     if (code != GRPC_STATUS_OK) {
       download_end(d);
@@ -867,13 +879,23 @@ static download *download_begin(fc_coord *c, fc_scall *call, uint64_t version, i
 typedef struct emit_ctx {
   fc_scall *call;
   int async;
+  const fc_signed *man; /* sent with the header; NULL fields: unsigned */
 } emit_ctx;
 
 static int emit_stream_msg(void *ctx, const Fedc__V1__TensorHeader *h, const Fedc__V1__TensorChunk *ch) {
   emit_ctx *e = ctx;
   Fedc__V1__TensorStreamMsg m = FEDC__V1__TENSOR_STREAM_MSG__INIT;
+  Fedc__V1__SignedManifest sm = FEDC__V1__SIGNED_MANIFEST__INIT;
   m.header = (Fedc__V1__TensorHeader *)h;
   m.chunk = (Fedc__V1__TensorChunk *)ch;
+  if (h && e->man && e->man->msg) {
+    sm.manifest.data = e->man->msg;
+    sm.manifest.len = e->man->msg_len;
+    sm.signature.data = e->man->sig;
+    sm.signature.len = e->man->sig_len;
+    sm.signer_certificate = e->man->cert;
+    m.manifest = &sm;
+  }
   int rc = e->async ? fc_scall_send_async(e->call, &m.base) : fc_scall_send(e->call, &m.base);
   return rc == 0 ? FEDC_OK : FEDC_ERR_UNAVAILABLE;
 }
@@ -902,7 +924,7 @@ static void fetch_next(fc_scall *call, void *state) {
     fc_scall_finish(call, GRPC_STATUS_DEADLINE_EXCEEDED, why, NULL);
     return;
   }
-  emit_ctx e = {call, 1};
+  emit_ctx e = {call, 1, &d->m->man};
   fc_tensor_stream_piece(d->hdr, d->m->data, d->m->bytes, d->c->cfg.chunk_bytes, d->next_piece++, emit_stream_msg,
                          &e);
 }
@@ -922,7 +944,7 @@ static void h_get_model(fc_scall *call, void *ctx) {
   audit_peer(ctx, fc_scall_peer(call));
   download *d = download_begin(ctx, call, req->version, req->latest, 1);
   if (!d) return;
-  emit_ctx e = {call, 0};
+  emit_ctx e = {call, 0, &d->m->man};
   int rc = FEDC_OK;
   for (uint64_t i = 0; i < d->pieces && rc == FEDC_OK; i++)
     rc = fc_tensor_stream_piece(d->hdr, d->m->data, d->m->bytes, d->c->cfg.chunk_bytes, i, emit_stream_msg, &e);
@@ -1652,6 +1674,7 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
   if (c->cfg.chunk_bytes < FC_CHUNK_MIN || c->cfg.chunk_bytes > FC_CHUNK_MAX) c->cfg.chunk_bytes = FC_CHUNK_DEFAULT;
 
   if ((rc = fc_store_open(cfg->state_dir, err, errlen)) != FEDC_OK) goto fail;
+  if ((rc = coord_sign_init(c, err, errlen)) != FEDC_OK) goto fail;
   if (cfg->audit_log && (rc = fc_audit_open(cfg->state_dir, &c->audit, err, errlen)) != FEDC_OK) goto fail;
   fc_store_state st;
   memset(&st, 0, sizeof st);
@@ -1659,8 +1682,14 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
   fc_model_spec spec;
   float *data = NULL;
   uint8_t sha[FC_SHA256_LEN];
+  fc_store_model_info info;
+  int resumed = rc == FEDC_OK;
+  model_ref v0; /* the manifest of a new state's first version, before the model exists */
+  memset(&v0, 0, sizeof v0);
   if (rc == FEDC_OK) {
-    if ((rc = fc_store_read_model(cfg->state_dir, st.version, &spec, &data, sha, err, errlen)) != FEDC_OK) goto fail;
+    if ((rc = fc_store_read_model(cfg->state_dir, coord_model_key(c), st.version, &spec, &data, sha, &info, err,
+                                  errlen)) != FEDC_OK)
+      goto fail;
     if (!fc_digest_equal(sha, st.sha, FC_SHA256_LEN)) {
       snprintf(err, errlen, "state.json names a different SHA-256 than model v%llu", (unsigned long long)st.version);
       free(data);
@@ -1694,7 +1723,13 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
     fc_audit_append(c->audit, "model", json_pack("{s:I,s:I,s:n,s:s,s:I}", "version", (json_int_t)0, "round",
                                                  (json_int_t)0, "parent", "sha256", fc_hex(sha, FC_SHA256_LEN, hex),
                                                  "parameters", (json_int_t)fc_model_numel(&spec)));
-    if ((rc = fc_store_write_model(cfg->state_dir, 0, 0, &spec, data, sha, NULL, err, errlen)) != FEDC_OK) {
+    v0.spec = spec;
+    v0.bytes = bytes;
+    memcpy(v0.sha, sha, FC_SHA256_LEN);
+    if ((rc = coord_sign_version(c, &v0, 0, NULL, err, errlen)) != FEDC_OK ||
+        (rc = fc_store_write_model(cfg->state_dir, coord_model_key(c), 0, 0, &spec, data, sha, NULL, err, errlen)) !=
+            FEDC_OK) {
+      fc_signed_free(&v0.man);
       free(data);
       goto fail;
     }
@@ -1719,10 +1754,13 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
   }
   c->model = model_new(st.version, &spec, data);
   if (!c->model) {
+    fc_signed_free(&v0.man);
     free(data);
     rc = FEDC_ERR_NOMEM;
     goto fail;
   }
+  c->model->man = v0.man;
+  if (resumed && (rc = coord_manifest_load(c, c->model, &info, 1, err, errlen)) != FEDC_OK) goto fail;
   if ((rc = fc_store_read_rounds(cfg->state_dir, &c->rounds, &c->nrounds, err, errlen)) != FEDC_OK) goto fail;
   c->caprounds = c->nrounds;
   fc_engine_cfg ecfg = cfg->engine;
@@ -1943,6 +1981,8 @@ void fc_coord_stop(fc_coord *c, int grace_ms) {
   coord_sa_end(c);
   fc_engine_destroy(c->engine);
   model_unref(c->model);
+  coord_sign_free(c);
+  fc_wipe(c->cfg.model_key, sizeof c->cfg.model_key);
   free(c->rounds);
   pthread_mutex_destroy(&c->mu);
   pthread_mutex_destroy(&c->stop_mu);

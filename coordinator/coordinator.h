@@ -15,6 +15,14 @@ typedef struct fc_coord_cfg {
   char federation[64];
   char listen[128];
   char ca[512], cert[512], key[512];
+  /* Model-signing certificate and key (role signer): every model version's
+   * manifest is signed before it is published (common/manifest.h). Empty:
+   * versions go out unsigned and clients refuse them by default. */
+  char signing_cert[512], signing_key[512];
+  /* At-rest encryption of model versions in state_dir (AES-256-GCM): a
+   * 32-byte key, from a file outside the state directory. */
+  int model_key_set;
+  uint8_t model_key[32];
   int insecure_for_testing;
   char state_dir[512];
   fc_engine_cfg engine;

@@ -18,7 +18,100 @@
 
 #include "common/fileutil.h"
 #include "common/safetensors.h"
+#include "crypto/sa_crypto.h"
 #include "fedc/error.h"
+
+/* ---- model files, optionally encrypted at rest ------------------------------------
+ * With a key, a safetensors image is sealed whole with AES-256-GCM:
+ *
+ *   "FEDCENC1" | nonce (12, random) | ciphertext (as long as the image) | tag (16)
+ *
+ * The associated data is "fedc-at-rest-v1:" and the file's name within the
+ * state directory (models/v000005.safetensors), so a file copied over another
+ * version's name does not open. Without a key an encrypted file is refused
+ * with a sentence saying so; with one, a plaintext file (from before the key
+ * was set) is still read. Integrity against someone who can write the state
+ * directory is not this layer's job: state.json, the recorded SHA-256 and the
+ * signed manifest catch a changed model; this keeps it secret. */
+#define ENC_MAGIC "FEDCENC1"
+#define ENC_HDR (8 + FC_GCM_NONCE_LEN)
+
+static void enc_aad(const char *path, char *aad, size_t cap) {
+  const char *m = strstr(path, "/models/");
+  snprintf(aad, cap, "fedc-at-rest-v1:%s", m ? m + 1 : path);
+}
+
+static int write_st(const char *path, const uint8_t *key, const fc_model_spec *spec, const float *data,
+                    const fc_st_meta *meta, char *err, size_t errlen) {
+  if (!key) return fc_safetensors_write(path, spec, data, meta, err, errlen);
+  uint8_t *img = NULL;
+  size_t n = 0;
+  int rc = fc_safetensors_encode(spec, data, meta, &img, &n, err, errlen);
+  if (rc != FEDC_OK) return rc;
+  uint8_t hdr[ENC_HDR], tag[FC_GCM_TAG_LEN];
+  char aad[1100];
+  enc_aad(path, aad, sizeof aad);
+  memcpy(hdr, ENC_MAGIC, 8);
+  if ((rc = fc_random_bytes(hdr + 8, FC_GCM_NONCE_LEN)) == FEDC_OK)
+    rc = fc_gcm_seal(key, hdr + 8, (const uint8_t *)aad, strlen(aad), img, n, img, tag);
+  if (rc != FEDC_OK) {
+    snprintf(err, errlen, "cannot encrypt %s: %s", path, fedc_strerror(rc));
+  } else {
+    fc_atomic_file f;
+    rc = fc_atomic_begin(&f, path, 0600, err, errlen);
+    if (rc == FEDC_OK) rc = fc_atomic_write(&f, hdr, sizeof hdr, err, errlen);
+    if (rc == FEDC_OK) rc = fc_atomic_write(&f, img, n, err, errlen);
+    if (rc == FEDC_OK) rc = fc_atomic_write(&f, tag, sizeof tag, err, errlen);
+    if (rc == FEDC_OK) rc = fc_atomic_commit(&f, err, errlen);
+  }
+  free(img);
+  return rc;
+}
+
+/* 1 if path starts with the encrypted-file magic, 0 if not, -1 if unreadable. */
+static int is_encrypted(const char *path) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  char m[8];
+  ssize_t r = read(fd, m, sizeof m);
+  close(fd);
+  return r == 8 && memcmp(m, ENC_MAGIC, 8) == 0;
+}
+
+static int read_st(const char *path, const uint8_t *key, fc_model_spec *spec, float **data, fc_st_meta *meta,
+                   uint64_t max_bytes, char *err, size_t errlen) {
+  int enc = is_encrypted(path);
+  if (enc <= 0) return fc_safetensors_read(path, spec, data, meta, max_bytes, err, errlen);
+  if (!key) {
+    snprintf(err, errlen, "%s is encrypted at rest: start the coordinator with --model-key-file", path);
+    return FEDC_ERR_INVALID;
+  }
+  char *cbuf = NULL;
+  size_t n = 0;
+  int rc = fc_read_file(path, (size_t)(max_bytes + (FC_ST_HEADER_MAX + 8) + ENC_HDR + FC_GCM_TAG_LEN), &cbuf, &n);
+  if (rc != FEDC_OK) {
+    snprintf(err, errlen, "cannot read %s: %s", path, fedc_strerror(rc));
+    return rc;
+  }
+  uint8_t *buf = (uint8_t *)cbuf;
+  char aad[1100];
+  enc_aad(path, aad, sizeof aad);
+  if (n < ENC_HDR + FC_GCM_TAG_LEN) {
+    snprintf(err, errlen, "%s: encrypted file truncated", path);
+    rc = FEDC_ERR_FORMAT;
+  } else if (fc_gcm_open(key, buf + 8, (const uint8_t *)aad, strlen(aad), buf + ENC_HDR, n - ENC_HDR - FC_GCM_TAG_LEN,
+                         buf + n - FC_GCM_TAG_LEN, buf + ENC_HDR) != FEDC_OK) {
+    snprintf(err, errlen, "%s does not decrypt with the key of --model-key-file (wrong key, or the file was changed)",
+             path);
+    rc = FEDC_ERR_CRYPTO;
+  } else {
+    rc = fc_safetensors_decode(buf + ENC_HDR, n - ENC_HDR - FC_GCM_TAG_LEN, path, spec, data, meta, max_bytes, err,
+                               errlen);
+  }
+  fc_wipe(buf, n);
+  free(buf);
+  return rc;
+}
 
 int fc_store_open(const char *dir, char *err, size_t errlen) {
   char p[1024];
@@ -159,9 +252,9 @@ void fc_store_model_path(const char *dir, uint64_t version, char *out, size_t ou
   snprintf(out, outlen, "%s/models/v%06llu.safetensors", dir, (unsigned long long)version);
 }
 
-int fc_store_write_model(const char *dir, uint64_t version, uint64_t round, const fc_model_spec *spec,
-                         const float *data, const uint8_t sha[FC_SHA256_LEN], const uint8_t *parent_sha,
-                         char *err, size_t errlen) {
+int fc_store_write_model(const char *dir, const uint8_t *key, uint64_t version, uint64_t round,
+                         const fc_model_spec *spec, const float *data, const uint8_t sha[FC_SHA256_LEN],
+                         const uint8_t *parent_sha, char *err, size_t errlen) {
   char p[1024], hex[FC_SHA256_HEX_LEN], num[32];
   fc_st_meta meta;
   memset(&meta, 0, sizeof meta);
@@ -175,7 +268,7 @@ int fc_store_write_model(const char *dir, uint64_t version, uint64_t round, cons
   fc_st_meta_set(&meta, "fedc.created_unix", num);
   fc_st_meta_set(&meta, "format", "pt");
   fc_store_model_path(dir, version, p, sizeof p);
-  return fc_safetensors_write(p, spec, data, &meta, err, errlen);
+  return write_st(p, key, spec, data, &meta, err, errlen);
 }
 
 /* jansson integers are signed: a counter past 2^63 (saturated) is written as
@@ -243,7 +336,7 @@ static void opt_path(const char *dir, uint64_t version, char *out, size_t outlen
   snprintf(out, outlen, "%s/models/v%06llu.opt.safetensors", dir, (unsigned long long)version);
 }
 
-int fc_store_write_opt(const char *dir, uint64_t version, const uint8_t model_sha[FC_SHA256_LEN], const char *method,
+int fc_store_write_opt(const char *dir, const uint8_t *key, uint64_t version, const uint8_t model_sha[FC_SHA256_LEN], const char *method,
                        uint64_t step, int nstate, const float *m, const float *v, size_t n, char *err, size_t errlen) {
   char p[1024], hex[FC_SHA256_HEX_LEN], num[32];
   fc_model_spec spec;
@@ -271,19 +364,19 @@ int fc_store_write_opt(const char *dir, uint64_t version, const uint8_t model_sh
   fc_st_meta_set(&meta, "fedc.model_sha256", fc_hex(model_sha, FC_SHA256_LEN, hex));
   fc_st_meta_set(&meta, "fedc.sha256", fc_hex(sha, FC_SHA256_LEN, hex));
   opt_path(dir, version, p, sizeof p);
-  int rc = fc_safetensors_write(p, &spec, buf, &meta, err, errlen);
+  int rc = write_st(p, key, &spec, buf, &meta, err, errlen);
   free(buf);
   return rc;
 }
 
-int fc_store_read_opt(const char *dir, uint64_t version, const uint8_t model_sha[FC_SHA256_LEN], const char *method,
+int fc_store_read_opt(const char *dir, const uint8_t *key, uint64_t version, const uint8_t model_sha[FC_SHA256_LEN], const char *method,
                       int nstate, float *m, float *v, size_t n, uint64_t *step, char *err, size_t errlen) {
   char p[1024], hex[FC_SHA256_HEX_LEN];
   fc_model_spec spec;
   fc_st_meta meta;
   float *d = NULL;
   opt_path(dir, version, p, sizeof p);
-  int rc = fc_safetensors_read(p, &spec, &d, &meta, (uint64_t)FC_MODEL_MAX_PARAMS * 8 + 8, err, errlen);
+  int rc = read_st(p, key, &spec, &d, &meta, (uint64_t)FC_MODEL_MAX_PARAMS * 8 + 8, err, errlen);
   if (rc != FEDC_OK) return rc;
   const char *got_method = fc_st_meta_get(&meta, "fedc.optimizer"), *got_model = fc_st_meta_get(&meta, "fedc.model_sha256");
   const char *got_step = fc_st_meta_get(&meta, "fedc.step"), *got_sha = fc_st_meta_get(&meta, "fedc.sha256");
@@ -313,13 +406,13 @@ int fc_store_read_opt(const char *dir, uint64_t version, const uint8_t model_sha
   return rc;
 }
 
-int fc_store_read_model(const char *dir, uint64_t version, fc_model_spec *spec, float **data,
-                        uint8_t sha[FC_SHA256_LEN], char *err, size_t errlen) {
+int fc_store_read_model(const char *dir, const uint8_t *key, uint64_t version, fc_model_spec *spec, float **data,
+                        uint8_t sha[FC_SHA256_LEN], fc_store_model_info *info, char *err, size_t errlen) {
   char p[1024];
   fc_st_meta meta;
   float *d = NULL;
   fc_store_model_path(dir, version, p, sizeof p);
-  int rc = fc_safetensors_read(p, spec, &d, &meta, (uint64_t)FC_MODEL_MAX_PARAMS * 4, err, errlen);
+  int rc = read_st(p, key, spec, &d, &meta, (uint64_t)FC_MODEL_MAX_PARAMS * 4, err, errlen);
   if (rc != FEDC_OK) return rc;
   uint8_t got[FC_SHA256_LEN], want[FC_SHA256_LEN];
   fc_sha256(d, fc_model_numel(spec) * sizeof(float), got);
@@ -330,8 +423,55 @@ int fc_store_read_model(const char *dir, uint64_t version, fc_model_spec *spec, 
     return FEDC_ERR_HASH;
   }
   memcpy(sha, got, FC_SHA256_LEN);
+  if (info) {
+    const char *r = fc_st_meta_get(&meta, "fedc.round"), *ps = fc_st_meta_get(&meta, "fedc.parent_sha256");
+    const char *cr = fc_st_meta_get(&meta, "fedc.created_unix");
+    memset(info, 0, sizeof *info);
+    info->round = r ? strtoull(r, NULL, 10) : 0;
+    info->created_unix = cr ? strtoull(cr, NULL, 10) : 0;
+    info->has_parent = ps && fc_unhex(ps, info->parent_sha, FC_SHA256_LEN) == FEDC_OK;
+  }
   *data = d;
   return FEDC_OK;
+}
+
+/* ---- signed manifests ------------------------------------------------------------ */
+
+void fc_store_manifest_path(const char *dir, uint64_t version, char *out, size_t outlen) {
+  snprintf(out, outlen, "%s/models/v%06llu.manifest", dir, (unsigned long long)version);
+}
+
+int fc_store_write_manifest(const char *dir, uint64_t version, const fc_signed *s, char *err, size_t errlen) {
+  char p[1024], *text = NULL;
+  size_t len = 0;
+  if (fc_signed_encode(s, &text, &len) != FEDC_OK) {
+    snprintf(err, errlen, "out of memory encoding a manifest");
+    return FEDC_ERR_NOMEM;
+  }
+  fc_store_manifest_path(dir, version, p, sizeof p);
+  errno = 0;
+  int rc = fc_write_file_atomic(p, text, len, 0644, 0);
+  int e = errno;
+  free(text);
+  if (rc != FEDC_OK) snprintf(err, errlen, "cannot write %s: %s", p, e ? strerror(e) : fedc_strerror(rc));
+  return rc;
+}
+
+int fc_store_read_manifest(const char *dir, uint64_t version, fc_signed *s, char *err, size_t errlen) {
+  char p[1024];
+  fc_store_manifest_path(dir, version, p, sizeof p);
+  char *buf = NULL;
+  size_t n = 0;
+  int rc = fc_read_file(p, FC_SIGNED_MSG_MAX * 2 + FC_SIGNED_CERT_MAX, &buf, &n);
+  if (rc != FEDC_OK) {
+    snprintf(err, errlen, "cannot read %s: %s", p, fedc_strerror(rc));
+    return rc;
+  }
+  char why[300];
+  rc = fc_signed_decode(buf, n, s, why, sizeof why);
+  if (rc != FEDC_OK) snprintf(err, errlen, "%s: %s", p, why);
+  free(buf);
+  return rc;
 }
 
 

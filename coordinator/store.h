@@ -30,6 +30,7 @@
 #include "common/tensor.h"
 #include "coordinator/engine.h"
 #include "crypto/sha256.h"
+#include "crypto/signed.h"
 
 /* state.json. Every field is checked on load (type and range); a state file
  * of another federation is refused. Fields added after the first release
@@ -61,7 +62,7 @@ void fc_store_model_path(const char *dir, uint64_t version, char *out, size_t ou
  * model_sha): models/vNNNNNN.opt.safetensors with tensors "m" and "v" (as
  * many as the method keeps: nstate 0..2, n floats each), the method's name,
  * the step count and a SHA-256 of the payload. */
-int fc_store_write_opt(const char *dir, uint64_t version, const uint8_t model_sha[FC_SHA256_LEN], const char *method,
+int fc_store_write_opt(const char *dir, const uint8_t *key, uint64_t version, const uint8_t model_sha[FC_SHA256_LEN], const char *method,
                        uint64_t step, int nstate, const float *m, const float *v, size_t n, char *err, size_t errlen);
 /* Differential privacy accountant state (dp.json): the RDP composed so far
  * at each of the n orders of common/dp_accountant.h, the rounds counted and
@@ -73,14 +74,30 @@ int fc_store_write_dp(const char *dir, const double *rdp, size_t n, uint64_t rou
 int fc_store_read_dp(const char *dir, double *rdp, size_t n, uint64_t *rounds, double *clip, char *err, size_t errlen);
 /* Read it back into m, v (n floats each, caller's). NOT_FOUND if there is
  * none; FORMAT if it is for another method, model or size; HASH if damaged. */
-int fc_store_read_opt(const char *dir, uint64_t version, const uint8_t model_sha[FC_SHA256_LEN], const char *method,
+int fc_store_read_opt(const char *dir, const uint8_t *key, uint64_t version, const uint8_t model_sha[FC_SHA256_LEN], const char *method,
                       int nstate, float *m, float *v, size_t n, uint64_t *step, char *err, size_t errlen);
-int fc_store_write_model(const char *dir, uint64_t version, uint64_t round, const fc_model_spec *spec,
-                         const float *data, const uint8_t sha[FC_SHA256_LEN], const uint8_t *parent_sha,
-                         char *err, size_t errlen);
-/* Load a version, recompute its SHA-256 and compare with the recorded one. */
-int fc_store_read_model(const char *dir, uint64_t version, fc_model_spec *spec, float **data,
-                        uint8_t sha[FC_SHA256_LEN], char *err, size_t errlen);
+/* Model files and optimizer state take `key`: NULL writes plaintext
+ * safetensors; a 32-byte key seals them with AES-256-GCM (store.c has the
+ * format). Reads accept both, and refuse an encrypted file without a key. */
+int fc_store_write_model(const char *dir, const uint8_t *key, uint64_t version, uint64_t round,
+                         const fc_model_spec *spec, const float *data, const uint8_t sha[FC_SHA256_LEN],
+                         const uint8_t *parent_sha, char *err, size_t errlen);
+/* What a model file records about its version beyond the tensors. */
+typedef struct fc_store_model_info {
+  uint64_t round, created_unix;
+  int has_parent;
+  uint8_t parent_sha[FC_SHA256_LEN];
+} fc_store_model_info;
+/* Load a version, recompute its SHA-256 and compare with the recorded one;
+ * info (may be NULL) gets its metadata. */
+int fc_store_read_model(const char *dir, const uint8_t *key, uint64_t version, fc_model_spec *spec, float **data,
+                        uint8_t sha[FC_SHA256_LEN], fc_store_model_info *info, char *err, size_t errlen);
+/* The signed manifest of a version: models/vNNNNNN.manifest, in the file
+ * form of crypto/signed.h, written atomically before the version's model. */
+void fc_store_manifest_path(const char *dir, uint64_t version, char *out, size_t outlen);
+int fc_store_write_manifest(const char *dir, uint64_t version, const fc_signed *s, char *err, size_t errlen);
+/* NOT_FOUND if the version has none. */
+int fc_store_read_manifest(const char *dir, uint64_t version, fc_signed *s, char *err, size_t errlen);
 /* Append one record and fsync. On failure (ENOSPC, EFBIG, ...) the file is
  * cut back to its previous length, so a short write never glues half a line
  * onto the next record; err names the system error. */

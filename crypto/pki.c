@@ -21,9 +21,14 @@
  *                                   EKU serverAuth+clientAuth
  *   federation                0644  the federation name and a newline (for
  *                                   people and scripts; code reads the CA SAN)
+ *   signer-coordinator.key    0600  the coordinator's model-signing key
+ *   signer-coordinator.crt    0644  CN "coordinator",
+ *                                   spiffe://<fed>/signer/coordinator,
+ *                                   EKU codeSigning only (no TLS use)
  *   <role>-<name>.key / .crt        written by fc_pki_issue (here or --out):
  *                                   CN <name>, spiffe://<fed>/<role>/<name>,
- *                                   EKU clientAuth (coordinator: both + DNS/IP)
+ *                                   EKU clientAuth (coordinator: both + DNS/IP;
+ *                                   signer: codeSigning, never a TLS identity)
  *
  * Every leaf has basicConstraints critical CA:FALSE, keyUsage critical
  * digitalSignature (EC and Ed25519 keys sign; they never encipher), SKI and
@@ -116,7 +121,8 @@ int fc_pki_federation_ok(const char *federation) {
 }
 
 int fc_pki_role_ok(const char *role) {
-  return role && (strcmp(role, "client") == 0 || strcmp(role, "admin") == 0 || strcmp(role, "coordinator") == 0);
+  return role && (strcmp(role, "client") == 0 || strcmp(role, "admin") == 0 || strcmp(role, "coordinator") == 0 ||
+                  strcmp(role, "signer") == 0);
 }
 
 int fc_pki_name_ok(const char *name) {
@@ -653,10 +659,14 @@ static int make_leaf(X509 *ca, EVP_PKEY *ca_key, const char *federation, const c
   char uri[URI_CAP];
   snprintf(uri, sizeof uri, SPIFFE_PREFIX "%s/%s/%s", federation, role, name);
   int coordinator = strcmp(role, "coordinator") == 0;
+  /* A signer signs model manifests and nothing else: without a TLS EKU it
+   * can never pass as a TLS peer, so a leaked signing key opens no
+   * connection and a leaked TLS key signs no model. */
+  int signer = strcmp(role, "signer") == 0;
   cert_spec spec = {
       .cn = name,
       .spiffe_uri = uri,
-      .eku = coordinator ? "serverAuth,clientAuth" : "clientAuth",
+      .eku = coordinator ? "serverAuth,clientAuth" : signer ? "codeSigning" : "clientAuth",
       .with_hosts = coordinator,
       .sans = sans,
       .nsans = nsans,
@@ -680,13 +690,14 @@ static int make_leaf(X509 *ca, EVP_PKEY *ca_key, const char *federation, const c
 
 int fc_pki_init(const char *dir, const char *federation, const char *const *sans, size_t nsans, int days,
                 const char *key_type, char *err, size_t errlen) {
-  enum { F_CA_KEY, F_CA_CERT, F_COORD_KEY, F_COORD_CERT, F_FEDERATION, F_COUNT };
-  static const char *const names[F_COUNT] = {FC_PKI_CA_KEY, FC_PKI_CA_CERT, FC_PKI_COORD_KEY, FC_PKI_COORD_CERT,
+  enum { F_CA_KEY, F_CA_CERT, F_COORD_KEY, F_COORD_CERT, F_SIGN_KEY, F_SIGN_CERT, F_FEDERATION, F_COUNT };
+  static const char *const names[F_COUNT] = {FC_PKI_CA_KEY,     FC_PKI_CA_CERT,     FC_PKI_COORD_KEY,
+                                             FC_PKI_COORD_CERT, FC_PKI_SIGNER_KEY,  FC_PKI_SIGNER_CERT,
                                              FC_PKI_FEDERATION_FILE};
   char paths[F_COUNT][PATH_CAP];
   int created[F_COUNT] = {0};
-  EVP_PKEY *ca_key = NULL, *coord_key = NULL;
-  X509 *ca = NULL, *coord = NULL;
+  EVP_PKEY *ca_key = NULL, *coord_key = NULL, *sign_key = NULL;
+  X509 *ca = NULL, *coord = NULL, *sign = NULL;
   int kt, rc;
 
   if (!dir || !*dir) {
@@ -730,6 +741,9 @@ int fc_pki_init(const char *dir, const char *federation, const char *const *sans
   rc = make_leaf(ca, ca_key, federation, "coordinator", "coordinator", kt, sans, nsans, -FC_PKI_SKEW_SEC, na,
                  &coord_key, &coord, err, errlen);
   if (rc) goto out;
+  rc = make_leaf(ca, ca_key, federation, "signer", "coordinator", kt, NULL, 0, -FC_PKI_SKEW_SEC, na, &sign_key, &sign,
+                 err, errlen);
+  if (rc) goto out;
 
   char fed_line[FC_PKI_FEDERATION_MAX + 1];
   int fed_len = snprintf(fed_line, sizeof fed_line, "%s\n", federation);
@@ -741,6 +755,10 @@ int fc_pki_init(const char *dir, const char *federation, const char *const *sans
   created[F_COORD_KEY] = 1;
   if ((rc = write_cert_file(paths[F_COORD_CERT], coord, err, errlen))) goto out;
   created[F_COORD_CERT] = 1;
+  if ((rc = write_key_file(paths[F_SIGN_KEY], sign_key, err, errlen))) goto out;
+  created[F_SIGN_KEY] = 1;
+  if ((rc = write_cert_file(paths[F_SIGN_CERT], sign, err, errlen))) goto out;
+  created[F_SIGN_CERT] = 1;
   if ((rc = write_new_file(paths[F_FEDERATION], fed_line, (size_t)fed_len, 0644, err, errlen))) goto out;
   created[F_FEDERATION] = 1;
 
@@ -751,8 +769,10 @@ out:
   }
   EVP_PKEY_free(ca_key);
   EVP_PKEY_free(coord_key);
+  EVP_PKEY_free(sign_key);
   X509_free(ca);
   X509_free(coord);
+  X509_free(sign);
   return rc;
 }
 
@@ -783,7 +803,7 @@ int fc_pki_issue_ex(const fc_pki_issue_opts *o, char *err, size_t errlen) {
     return FEDC_ERR_INVALID;
   }
   if (!fc_pki_role_ok(o->role)) {
-    set_err(err, errlen, "invalid role \"%s\": use client, admin or coordinator", o->role ? o->role : "");
+    set_err(err, errlen, "invalid role \"%s\": use client, admin, coordinator or signer", o->role ? o->role : "");
     return FEDC_ERR_INVALID;
   }
   if (!fc_pki_name_ok(o->name)) {
@@ -942,9 +962,21 @@ static int verify_chain(STACK_OF(X509) *cas, STACK_OF(X509) *chain, const char *
   /* If the certificate names its role, check its EKU fits it: clients and
    * admins authenticate as TLS clients, the coordinator as a TLS server. */
   char fed[FC_PKI_FEDERATION_MAX], role[FC_PKI_ROLE_MAX], name[FC_PKI_NAME_MAX];
-  if (cert_identity(leaf, fed, sizeof fed, role, sizeof role, name, sizeof name) == FEDC_OK)
-    X509_STORE_CTX_set_purpose(ctx, strcmp(role, "coordinator") == 0 ? X509_PURPOSE_SSL_SERVER
-                                                                      : X509_PURPOSE_SSL_CLIENT);
+  if (cert_identity(leaf, fed, sizeof fed, role, sizeof role, name, sizeof name) == FEDC_OK) {
+    if (strcmp(role, "signer") == 0) {
+      /* OpenSSL 3.0 has no code-signing purpose: check the EKU by hand. */
+      uint32_t xku = X509_get_extended_key_usage(leaf);
+      if (!(X509_get_extension_flags(leaf) & EXFLAG_XKUSAGE) || xku != XKU_CODE_SIGN) {
+        set_err(err, errlen, "%s is a signer certificate without exactly the codeSigning extended key usage",
+                cert_pem_path);
+        rc = FEDC_ERR_TLS;
+        goto out;
+      }
+    } else {
+      X509_STORE_CTX_set_purpose(ctx, strcmp(role, "coordinator") == 0 ? X509_PURPOSE_SSL_SERVER
+                                                                        : X509_PURPOSE_SSL_CLIENT);
+    }
+  }
   if (X509_verify_cert(ctx) == 1) {
     rc = FEDC_OK;
     goto out;

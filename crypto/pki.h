@@ -7,7 +7,7 @@
  *
  * Identity is the single URI SAN  spiffe://<federation>/<role>/<name>  where
  *   federation  [a-z0-9.-]{1,63}
- *   role        client | admin | coordinator
+ *   role        client | admin | coordinator | signer (model manifests only)
  *   name        [A-Za-z0-9_.-]{1,64}, not "." or ".."
  * The CA carries spiffe://<federation> (trust domain only); issuing reads the
  * federation from there, so the CA certificate is the one source of truth.
@@ -37,13 +37,16 @@
 #define FC_PKI_CA_CERT "ca.crt"
 #define FC_PKI_COORD_KEY "coordinator.key"
 #define FC_PKI_COORD_CERT "coordinator.crt"
+#define FC_PKI_SIGNER_KEY "signer-coordinator.key"
+#define FC_PKI_SIGNER_CERT "signer-coordinator.crt"
 #define FC_PKI_FEDERATION_FILE "federation"
 
 /*
  * Create dir (mode 0700; if it already exists it must be owned by us and not
  * writable by group or others, else FEDC_ERR_INVALID naming it and its mode,
  * the directory left as it was) holding ca.key, ca.crt,
- * coordinator.key, coordinator.crt and federation. key_type is "ec" (P-256,
+ * coordinator.key, coordinator.crt, signer-coordinator.key/.crt (the
+ * coordinator's model-signing key, role signer) and federation. key_type is "ec" (P-256,
  * also when NULL) or "ed25519". sans are extra coordinator SANs beyond
  * DNS:localhost and IP:127.0.0.1: IP literals become IP SANs, anything else
  * must be a valid hostname and becomes a DNS SAN. days in 1..FC_PKI_MAX_DAYS.

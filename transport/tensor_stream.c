@@ -104,6 +104,14 @@ static void fail(fc_status *st, int err, const char *msg) {
 
 int fc_tensor_stream_recv(fc_ccall *call, uint64_t max_total, const uint8_t *want_sha, fc_model_spec *spec,
                           float **payload, uint64_t *total, uint8_t sha_out[FC_SHA256_LEN], fc_status *st) {
+  return fc_tensor_stream_recv_signed(call, max_total, want_sha, spec, payload, total, sha_out, NULL, st);
+}
+
+int fc_tensor_stream_recv_signed(fc_ccall *call, uint64_t max_total, const uint8_t *want_sha, fc_model_spec *spec,
+                                 float **payload, uint64_t *total, uint8_t sha_out[FC_SHA256_LEN], fc_signed *manifest,
+                                 fc_status *st) {
+  fc_signed man;
+  memset(&man, 0, sizeof man);
   fc_chunk_rx rx;
   memset(&rx, 0, sizeof rx);
   char err[300];
@@ -131,12 +139,16 @@ int fc_tensor_stream_recv(fc_ccall *call, uint64_t max_total, const uint8_t *wan
         rc = FEDC_ERR_HASH;
         snprintf(err, sizeof err, "model stream announces a different SHA-256 than the task");
       }
+      const Fedc__V1__SignedManifest *sm = msg->manifest;
+      if (rc == FEDC_OK && manifest && sm)
+        rc = fc_signed_copy(sm->manifest.data, sm->manifest.len, sm->signature.data, sm->signature.len,
+                            sm->signer_certificate, strlen(sm->signer_certificate), &man, err, sizeof err);
       if (rc == FEDC_OK && !(buf = malloc(rx.total ? rx.total : 1))) {
         rc = FEDC_ERR_NOMEM;
         snprintf(err, sizeof err, "cannot allocate %llu bytes for the model", (unsigned long long)rx.total);
       }
       began = 1;
-    } else if (!msg->chunk || msg->header) {
+    } else if (!msg->chunk || msg->header || msg->manifest) {
       rc = FEDC_ERR_PROTOCOL;
       snprintf(err, sizeof err, "expected a chunk in the tensor stream");
     } else {
@@ -164,8 +176,13 @@ int fc_tensor_stream_recv(fc_ccall *call, uint64_t max_total, const uint8_t *wan
   if (sha_out) memcpy(sha_out, rx.want_sha, FC_SHA256_LEN);
   *payload = (float *)buf;
   buf = NULL;
+  if (manifest) {
+    *manifest = man;
+    memset(&man, 0, sizeof man);
+  }
   rc = FEDC_OK;
 out:
+  fc_signed_free(&man);
   fc_chunk_rx_free(&rx);
   free(buf);
   return rc;

@@ -10,6 +10,7 @@
 
 #include "common/chunk.h"
 #include "common/tensor.h"
+#include "crypto/signed.h"
 #include "fedc/v1/fedc.pb-c.h"
 #include "transport/transport.h"
 
@@ -47,5 +48,11 @@ int fc_tensor_stream_piece(const fc_pb_header *h, const void *payload, uint64_t 
  * header's SHA-256 and, when want_sha is given, that too. */
 int fc_tensor_stream_recv(fc_ccall *call, uint64_t max_total, const uint8_t *want_sha, fc_model_spec *spec,
                           float **payload, uint64_t *total, uint8_t sha_out[FC_SHA256_LEN], fc_status *st);
+/* The same, and *manifest gets the signed manifest sent with the header
+ * (all fields NULL if there was none; free with fc_signed_free). A manifest
+ * over the limits of crypto/signed.h fails the stream. */
+int fc_tensor_stream_recv_signed(fc_ccall *call, uint64_t max_total, const uint8_t *want_sha, fc_model_spec *spec,
+                                 float **payload, uint64_t *total, uint8_t sha_out[FC_SHA256_LEN], fc_signed *manifest,
+                                 fc_status *st);
 
 #endif

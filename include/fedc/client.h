@@ -118,6 +118,14 @@ typedef struct fedc_client_options {
   uint32_t chunk_bytes;          /* upload chunk size (default 1 MiB) */
   uint64_t max_model_bytes;      /* refuse larger models (default 1 GiB) */
   uint64_t num_examples_hint;    /* reported at check-in */
+  /* Every model is checked before training: its manifest must be signed by
+   * the federation's model-signing certificate (role signer, chained to ca)
+   * and describe exactly the model received (version, SHA-256, tensors), and
+   * its version must not be older than one verified before (a replay). A
+   * model that fails is refused and the round skipped. 1 accepts models
+   * without a manifest (a coordinator without a signing key); a manifest
+   * that is present is still checked. */
+  int allow_unsigned_models;
   void (*on_event)(void *ctx, const fedc_event *ev); /* progress; may be NULL */
   void *event_ctx;
 } fedc_client_options;

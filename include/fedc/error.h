@@ -42,6 +42,7 @@ typedef enum fedc_err {
   FEDC_ERR_NONFINITE = 21,    /* NaN or Inf in a tensor */
   FEDC_ERR_NORM = 22,         /* update L2 norm above the clip norm */
   FEDC_ERR_FORMAT = 23,       /* bad file format (IDX, CSV, safetensors, config) */
+  FEDC_ERR_SIGNATURE = 24,    /* model manifest unsigned, badly signed or not matching the model */
 } fedc_err;
 
 /* Static English description of an error code; never NULL. */

@@ -124,16 +124,16 @@ int main(void) {
   for (int i = 0; i < 15; i++) w[i] = (float)i * 0.25f - 1;
   uint8_t sha[FC_SHA256_LEN], parent[FC_SHA256_LEN] = {7};
   fc_sha256(w, sizeof w, sha);
-  CHECK_EQ_INT(fc_store_write_model(dir, 3, 3, &spec, w, sha, parent, err, sizeof err), FEDC_OK);
+  CHECK_EQ_INT(fc_store_write_model(dir, NULL, 3, 3, &spec, w, sha, parent, err, sizeof err), FEDC_OK);
   fc_model_spec got;
   float *data = NULL;
   uint8_t gsha[FC_SHA256_LEN];
-  CHECK_EQ_INT(fc_store_read_model(dir, 3, &got, &data, gsha, err, sizeof err), FEDC_OK);
+  CHECK_EQ_INT(fc_store_read_model(dir, NULL, 3, &got, &data, gsha, NULL, err, sizeof err), FEDC_OK);
   CHECK(fc_model_spec_equal(&spec, &got));
   CHECK(data && memcmp(data, w, sizeof w) == 0);
   CHECK(memcmp(gsha, sha, FC_SHA256_LEN) == 0);
   free(data);
-  CHECK_EQ_INT(fc_store_read_model(dir, 4, &got, &data, gsha, err, sizeof err), FEDC_ERR_NOT_FOUND);
+  CHECK_EQ_INT(fc_store_read_model(dir, NULL, 4, &got, &data, gsha, NULL, err, sizeof err), FEDC_ERR_NOT_FOUND);
 
   /* Flip one payload byte: the recorded hash no longer matches. */
   char path[600];
@@ -146,7 +146,7 @@ int main(void) {
   fputc(c ^ 0x40, f);
   fclose(f);
   data = NULL;
-  CHECK_EQ_INT(fc_store_read_model(dir, 3, &got, &data, gsha, err, sizeof err), FEDC_ERR_HASH);
+  CHECK_EQ_INT(fc_store_read_model(dir, NULL, 3, &got, &data, gsha, NULL, err, sizeof err), FEDC_ERR_HASH);
   CHECK(data == NULL);
 
   memset(&st, 0, sizeof st);

@@ -1,0 +1,210 @@
+/*
+ * manifest.c - model manifests: text form and checks (manifest.h).
+ *
+ * Strictness comes from a round trip: the parser reads the fields, then the
+ * text is encoded again and must equal the input byte for byte. Whatever the
+ * parser tolerated (upper-case hex, "+5", "007") fails there.
+ */
+#include "common/manifest.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fedc/error.h"
+
+#define MAGIC "fedc-model-manifest 1"
+
+static int fail(char *err, size_t errlen, int rc, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static int fail(char *err, size_t errlen, int rc, const char *fmt, ...) {
+  if (err && errlen) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+  }
+  return rc;
+}
+
+int fc_manifest_encode(const fc_manifest *m, char **out, size_t *len) {
+  size_t cap = 1024 + (size_t)m->spec.n * (FC_TENSOR_NAME_MAX + 16 + FC_TENSOR_MAX_DIMS * 21);
+  char *b = malloc(cap), hex[FC_SHA256_HEX_LEN], phex[FC_SHA256_HEX_LEN];
+  if (!b) return FEDC_ERR_NOMEM;
+  size_t n = 0;
+#define PUT(...) n += (size_t)snprintf(b + n, cap - n, __VA_ARGS__)
+  PUT(MAGIC "\nfederation %s\nversion %" PRIu64 "\nround %" PRIu64 "\n", m->federation, m->version, m->round);
+  if (m->has_parent)
+    PUT("parent %" PRIu64 "\nparent-sha256 %s\n", m->parent, fc_hex(m->parent_sha, FC_SHA256_LEN, phex));
+  else
+    PUT("parent -\nparent-sha256 -\n");
+  PUT("sha256 %s\nbytes %" PRIu64 "\ncreated-unix %" PRIu64 "\ntensors %u\n", fc_hex(m->sha, FC_SHA256_LEN, hex),
+      m->bytes, m->created_unix, m->spec.n);
+  for (uint32_t i = 0; i < m->spec.n && i < FC_MODEL_MAX_TENSORS; i++) {
+    const fc_tensor_spec *t = &m->spec.t[i];
+    PUT("tensor %s %s ", t->name, t->dtype == FC_DTYPE_F32 ? "f32" : "u32");
+    for (uint32_t d = 0; d < t->ndim && d < FC_TENSOR_MAX_DIMS; d++) PUT(d ? ",%" PRIu64 : "%" PRIu64, t->shape[d]);
+    PUT("\n");
+  }
+#undef PUT
+  *out = b;
+  *len = n;
+  return FEDC_OK;
+}
+
+/* Next line of text (without its LF) into line[cap]; 0 at the end or if it
+ * does not fit, which the round trip then reports. */
+static int next_line(const char *text, size_t len, size_t *at, char *line, size_t cap) {
+  if (*at >= len) return 0;
+  const char *nl = memchr(text + *at, '\n', len - *at);
+  size_t l = nl ? (size_t)(nl - (text + *at)) : len - *at;
+  if (l >= cap) return 0;
+  memcpy(line, text + *at, l);
+  line[l] = 0;
+  *at += l + (nl != NULL);
+  return 1;
+}
+
+static int u64_field(const char *line, const char *key, uint64_t *v) {
+  size_t k = strlen(key);
+  if (strncmp(line, key, k) != 0 || line[k] != ' ') return 0;
+  const char *s = line + k + 1;
+  if (*s < '0' || *s > '9') return 0;
+  char *end;
+  unsigned long long x = strtoull(s, &end, 10);
+  if (*end) return 0;
+  *v = x;
+  return 1;
+}
+
+static int sha_field(const char *line, const char *key, uint8_t *out) {
+  size_t k = strlen(key);
+  return strncmp(line, key, k) == 0 && line[k] == ' ' && fc_unhex(line + k + 1, out, FC_SHA256_LEN) == FEDC_OK;
+}
+
+static int tensor_line(const char *line, fc_tensor_spec *t) {
+  char name[FC_TENSOR_NAME_MAX + 1], dtype[8], dims[128];
+  if (sscanf(line, "tensor %64s %7s %127s", name, dtype, dims) != 3) return 0;
+  if (strlen(name) >= FC_TENSOR_NAME_MAX || strcmp(dtype, "f32") != 0) return 0;
+  memset(t, 0, sizeof *t);
+  strcpy(t->name, name);
+  t->dtype = FC_DTYPE_F32;
+  for (char *p = dims;;) {
+    if (t->ndim == FC_TENSOR_MAX_DIMS || *p < '0' || *p > '9') return 0;
+    char *end;
+    t->shape[t->ndim++] = strtoull(p, &end, 10);
+    if (*end == 0) break;
+    if (*end != ',') return 0;
+    p = end + 1;
+  }
+  return 1;
+}
+
+int fc_manifest_parse(const void *text_, size_t len, fc_manifest *out, char *err, size_t errlen) {
+  const char *text = text_;
+  char line[256];
+  size_t at = 0;
+  int ln = 0;
+  uint64_t ntensors = 0;
+  fc_manifest m;
+  memset(&m, 0, sizeof m);
+#define LINE(cond, what)                                                                                      \
+  do {                                                                                                        \
+    ln++;                                                                                                     \
+    if (!next_line(text, len, &at, line, sizeof line) || !(cond))                                             \
+      return fail(err, errlen, FEDC_ERR_FORMAT, "manifest line %d: expected %s", ln, what);                   \
+  } while (0)
+  LINE(strcmp(line, MAGIC) == 0, "\"" MAGIC "\"");
+  LINE(strncmp(line, "federation ", 11) == 0 && fc_pki_federation_ok(line + 11), "federation <name>");
+  strcpy(m.federation, line + 11);
+  LINE(u64_field(line, "version", &m.version), "version <n>");
+  LINE(u64_field(line, "round", &m.round), "round <n>");
+  LINE(strcmp(line, "parent -") == 0 || (m.has_parent = u64_field(line, "parent", &m.parent)), "parent <n>|-");
+  LINE(m.has_parent ? sha_field(line, "parent-sha256", m.parent_sha) : strcmp(line, "parent-sha256 -") == 0,
+       "parent-sha256 <hex>|-");
+  LINE(sha_field(line, "sha256", m.sha), "sha256 <hex>");
+  LINE(u64_field(line, "bytes", &m.bytes), "bytes <n>");
+  LINE(u64_field(line, "created-unix", &m.created_unix), "created-unix <n>");
+  LINE(u64_field(line, "tensors", &ntensors) && ntensors >= 1 && ntensors <= FC_MODEL_MAX_TENSORS,
+       "tensors <1..32>");
+  m.spec.n = (uint32_t)ntensors;
+  for (uint32_t i = 0; i < m.spec.n; i++) LINE(tensor_line(line, &m.spec.t[i]), "tensor <name> f32 <dims>");
+#undef LINE
+  char why[200];
+  if (fc_model_spec_check(&m.spec, why, sizeof why) != FEDC_OK)
+    return fail(err, errlen, FEDC_ERR_FORMAT, "manifest tensors: %s", why);
+  if (m.bytes != fc_model_numel(&m.spec) * sizeof(float))
+    return fail(err, errlen, FEDC_ERR_FORMAT, "manifest says %" PRIu64 " bytes; its tensors hold %" PRIu64, m.bytes,
+                fc_model_numel(&m.spec) * (uint64_t)sizeof(float));
+  char *again = NULL;
+  size_t again_len = 0;
+  if (fc_manifest_encode(&m, &again, &again_len) != FEDC_OK) return FEDC_ERR_NOMEM;
+  int same = again_len == len && memcmp(again, text, len) == 0;
+  free(again);
+  if (!same) return fail(err, errlen, FEDC_ERR_FORMAT, "manifest is not in canonical form");
+  *out = m;
+  return FEDC_OK;
+}
+
+int fc_manifest_verify(const char *ca_pem, size_t ca_len, const fc_signed *s, const char *federation,
+                       fc_manifest *out, char *err, size_t errlen) {
+  char fed[FC_PKI_FEDERATION_MAX], name[FC_PKI_NAME_MAX], why[300];
+  int rc = fc_signed_verify(ca_pem, ca_len, s, "signer", fed, name, err, errlen);
+  if (rc != FEDC_OK) return rc;
+  fc_manifest m;
+  if (fc_manifest_parse(s->msg, s->msg_len, &m, why, sizeof why) != FEDC_OK)
+    return fail(err, errlen, FEDC_ERR_SIGNATURE, "signed manifest does not parse: %s", why);
+  if (strcmp(m.federation, fed) != 0)
+    return fail(err, errlen, FEDC_ERR_SIGNATURE, "manifest is for federation '%s' but signed by a '%s' signer",
+                m.federation, fed);
+  if (federation && strcmp(m.federation, federation) != 0)
+    return fail(err, errlen, FEDC_ERR_SIGNATURE, "manifest is for federation '%s', not '%s'", m.federation,
+                federation);
+  *out = m;
+  return FEDC_OK;
+}
+
+int fc_manifest_check_model(const fc_manifest *m, uint64_t version, const uint8_t sha[FC_SHA256_LEN],
+                            const fc_model_spec *spec, uint64_t bytes, char *err, size_t errlen) {
+  if (version != UINT64_MAX && m->version != version)
+    return fail(err, errlen, FEDC_ERR_SIGNATURE, "manifest is for model version %" PRIu64 ", not %" PRIu64,
+                m->version, version);
+  if (!fc_digest_equal(m->sha, sha, FC_SHA256_LEN))
+    return fail(err, errlen, FEDC_ERR_SIGNATURE, "model SHA-256 differs from the signed manifest's (v%" PRIu64 ")",
+                m->version);
+  if (m->bytes != bytes || !fc_model_spec_equal(&m->spec, spec))
+    return fail(err, errlen, FEDC_ERR_SIGNATURE, "model tensors differ from the signed manifest's (v%" PRIu64 ")",
+                m->version);
+  return FEDC_OK;
+}
+
+int fc_manifest_accept(fc_manifest_trust *t, const fc_signed *s, uint64_t version, const uint8_t sha[FC_SHA256_LEN],
+                       const fc_model_spec *spec, uint64_t bytes, char *err, size_t errlen) {
+  char why[400];
+  fc_manifest mf;
+  if (!s || !s->msg) {
+    if (t->allow_unsigned) return FEDC_OK;
+    return fail(err, errlen, FEDC_ERR_SIGNATURE,
+                "refusing model v%" PRIu64 ": it is unsigned (the coordinator has no model-signing key; "
+                "--allow-unsigned-models accepts that)",
+                version);
+  }
+  if (!t->ca_pem) {
+    if (t->allow_unsigned) return FEDC_OK;
+    return fail(err, errlen, FEDC_ERR_SIGNATURE, "refusing model v%" PRIu64 ": no CA to verify its signature with",
+                version);
+  }
+  const char *fed = t->federation && t->federation[0] ? t->federation : NULL;
+  int rc = fc_manifest_verify(t->ca_pem, t->ca_len, s, fed, &mf, why, sizeof why);
+  if (rc == FEDC_OK) rc = fc_manifest_check_model(&mf, version, sha, spec, bytes, why, sizeof why);
+  if (rc == FEDC_OK && t->have_newest && mf.version < t->newest) {
+    snprintf(why, sizeof why, "version %" PRIu64 " is older than v%" PRIu64 ", accepted before (a replayed manifest)",
+             mf.version, t->newest);
+    rc = FEDC_ERR_SIGNATURE;
+  }
+  if (rc != FEDC_OK) return fail(err, errlen, FEDC_ERR_SIGNATURE, "refusing model v%" PRIu64 ": %s", version, why);
+  t->have_newest = 1;
+  t->newest = mf.version;
+  return FEDC_OK;
+}

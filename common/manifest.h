@@ -1,0 +1,91 @@
+/*
+ * manifest.h - the signed manifest of a model version.
+ *
+ * The coordinator writes one manifest per model version, signs it with its
+ * model-signing key (role signer, crypto/signed.h) before the version is
+ * published, and keeps it beside the model in the state directory. Clients
+ * check it before they train; `fedc model verify` checks a downloaded file.
+ * The manifest is text, one field per line, in exactly this order:
+ *
+ *   fedc-model-manifest 1
+ *   federation <name>
+ *   version <n>
+ *   round <n>                      round that produced it (0: initial model)
+ *   parent <n>|-                   version it was computed from
+ *   parent-sha256 <64 hex>|-
+ *   sha256 <64 hex>                SHA-256 of the float32 payload
+ *   bytes <n>                      payload size
+ *   created-unix <n>
+ *   tensors <n>
+ *   tensor <name> f32 <d0>[,<d1>...]   n lines, in payload order
+ *
+ * Parsing is strict (decimal without sign or leading zeros, lower-case hex, one
+ * space, LF endings, nothing after the last line), so one manifest has one
+ * text. What a model must match (fc_manifest_check_model): federation,
+ * version, SHA-256, size and tensor specs.
+ */
+#ifndef FEDC_COMMON_MANIFEST_H
+#define FEDC_COMMON_MANIFEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/tensor.h"
+#include "crypto/pki.h"
+#include "crypto/sha256.h"
+#include "crypto/signed.h"
+
+typedef struct fc_manifest {
+  char federation[FC_PKI_FEDERATION_MAX];
+  uint64_t version, round;
+  int has_parent;
+  uint64_t parent;
+  uint8_t parent_sha[FC_SHA256_LEN];
+  uint8_t sha[FC_SHA256_LEN];
+  uint64_t bytes;
+  uint64_t created_unix;
+  fc_model_spec spec;
+} fc_manifest;
+
+/* Text of m in a malloc'd NUL-terminated buffer (*len excludes the NUL). */
+int fc_manifest_encode(const fc_manifest *m, char **out, size_t *len);
+/* Strict parse; FEDC_ERR_FORMAT naming the line. */
+int fc_manifest_parse(const void *text, size_t len, fc_manifest *out, char *err, size_t errlen);
+
+/*
+ * Everything a client checks about a signed manifest before it trains:
+ * the signature by a signer certificate of the federation CA in ca_pem
+ * (fc_signed_verify), the manifest parses, its federation is the signer's
+ * and, if federation is non-NULL, that one too. *out gets the manifest.
+ * FEDC_ERR_SIGNATURE (or CERT_EXPIRED) with the reason in err.
+ */
+int fc_manifest_verify(const char *ca_pem, size_t ca_len, const fc_signed *s, const char *federation,
+                       fc_manifest *out, char *err, size_t errlen);
+
+/* The model in hand is the one the manifest describes: version (unless
+ * version is UINT64_MAX: any), SHA-256, size and specs. FEDC_ERR_SIGNATURE
+ * naming the first difference. */
+int fc_manifest_check_model(const fc_manifest *m, uint64_t version, const uint8_t sha[FC_SHA256_LEN],
+                            const fc_model_spec *spec, uint64_t bytes, char *err, size_t errlen);
+
+/*
+ * A client's whole decision about a model it received (client.h,
+ * allow_unsigned_models): s absent (NULL msg) is refused unless
+ * allow_unsigned; otherwise fc_manifest_verify, fc_manifest_check_model for
+ * `version`, and no version below the newest accepted before (*newest, kept
+ * by the caller across models; *have_newest 0 at first) - a replayed old
+ * manifest. On success *newest is updated. FEDC_ERR_SIGNATURE with a
+ * sentence in err otherwise.
+ */
+typedef struct fc_manifest_trust {
+  const char *ca_pem; /* NULL: nothing to verify with (refused unless allow_unsigned) */
+  size_t ca_len;
+  const char *federation; /* ours; NULL or "" = the signer's */
+  int allow_unsigned;
+  int have_newest;
+  uint64_t newest;
+} fc_manifest_trust;
+int fc_manifest_accept(fc_manifest_trust *t, const fc_signed *s, uint64_t version, const uint8_t sha[FC_SHA256_LEN],
+                       const fc_model_spec *spec, uint64_t bytes, char *err, size_t errlen);
+
+#endif

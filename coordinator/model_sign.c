@@ -1,0 +1,185 @@
+/*
+ * model_sign.c - the coordinator's half of signed model versions.
+ *
+ * Each version's manifest (common/manifest.h) is signed with the model-signing
+ * key (role signer, EKU codeSigning: issued by `fedc pki init`, or `fedc pki
+ * issue --role signer`) and written to models/vN.manifest BEFORE the model
+ * file and state.json name the version, so no published version lacks one.
+ * The stored manifest is what clients get, also after a restart: the
+ * coordinator never re-signs a version it already signed, so a model file
+ * changed at rest cannot be laundered by a restart (start-up refuses it).
+ */
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/fileutil.h"
+#include "common/log.h"
+#include "common/manifest.h"
+#include "coordinator/coord_int.h"
+#include "crypto/sa_crypto.h"
+#include "fedc/error.h"
+
+#define MOD "coordinator"
+
+static int read_pem(const char *path, const char *what, char **out, size_t *len, char *err, size_t errlen) {
+  int rc = fc_read_file(path, 1u << 20, out, len);
+  if (rc != FEDC_OK) snprintf(err, errlen, "cannot read %s %s: %s", what, path, fedc_strerror(rc));
+  return rc;
+}
+
+const uint8_t *coord_model_key(const fc_coord *c) { return c->cfg.model_key_set ? c->cfg.model_key : NULL; }
+
+int coord_sign_init(fc_coord *c, char *err, size_t errlen) {
+  const fc_coord_cfg *cfg = &c->cfg;
+  if (!cfg->signing_cert[0]) {
+    FC_WARN(MOD, "no model-signing key (--signing-cert/--signing-key, or signer-coordinator.* in --pki): model "
+                 "versions go out unsigned and clients refuse them unless started with --allow-unsigned-models");
+    return FEDC_OK;
+  }
+  int rc;
+  if ((rc = read_pem(cfg->signing_cert, "signing certificate", &c->sign_cert, &c->sign_cert_len, err, errlen)) ||
+      (rc = read_pem(cfg->signing_key, "signing key", &c->sign_key, &c->sign_key_len, err, errlen)))
+    return rc;
+  if (!cfg->ca[0]) {
+    snprintf(err, errlen, "model signing needs the federation CA (--ca or --pki) to check the signing certificate");
+    return FEDC_ERR_INVALID;
+  }
+  if ((rc = read_pem(cfg->ca, "CA certificate", &c->ca_pem, &c->ca_len, err, errlen))) return rc;
+  /* What a client will check, checked now: chain, role, and that the key
+   * belongs to the certificate (by signing and verifying a probe). */
+  static const char probe[] = "fedc signing key check";
+  fc_signed s;
+  char why[400], fed[FC_PKI_FEDERATION_MAX], name[FC_PKI_NAME_MAX];
+  rc = fc_signed_make(c->sign_key, c->sign_key_len, c->sign_cert, c->sign_cert_len, probe, sizeof probe - 1, &s,
+                      why, sizeof why);
+  if (rc != FEDC_OK) {
+    snprintf(err, errlen, "signing key %s: %s", cfg->signing_key, why);
+    return rc;
+  }
+  rc = fc_signed_verify(c->ca_pem, c->ca_len, &s, "signer", fed, name, why, sizeof why);
+  fc_signed_free(&s);
+  if (rc != FEDC_OK) {
+    snprintf(err, errlen, "signing certificate %s with key %s: %s", cfg->signing_cert, cfg->signing_key, why);
+    return rc;
+  }
+  if (strcmp(fed, cfg->federation) != 0) {
+    snprintf(err, errlen, "signing certificate %s is for federation '%s', this coordinator serves '%s'",
+             cfg->signing_cert, fed, cfg->federation);
+    return FEDC_ERR_INVALID;
+  }
+  FC_INFO(MOD, "model versions are signed by spiffe://%s/signer/%s", fed, name);
+  return FEDC_OK;
+}
+
+void coord_sign_free(fc_coord *c) {
+  if (c->sign_key) fc_wipe(c->sign_key, c->sign_key_len);
+  free(c->sign_key);
+  free(c->sign_cert);
+  free(c->ca_pem);
+  c->sign_key = c->sign_cert = c->ca_pem = NULL;
+}
+
+static int sign_manifest(fc_coord *c, const fc_manifest *mf, model_ref *m, char *err, size_t errlen) {
+  char *text = NULL;
+  size_t len = 0;
+  if (fc_manifest_encode(mf, &text, &len) != FEDC_OK) {
+    snprintf(err, errlen, "out of memory encoding a manifest");
+    return FEDC_ERR_NOMEM;
+  }
+  fc_signed s;
+  int rc = fc_signed_make(c->sign_key, c->sign_key_len, c->sign_cert, c->sign_cert_len, text, len, &s, err, errlen);
+  free(text);
+  if (rc != FEDC_OK) return rc;
+  if ((rc = fc_store_write_manifest(c->cfg.state_dir, m->version, &s, err, errlen)) != FEDC_OK) {
+    fc_signed_free(&s);
+    return rc;
+  }
+  fc_signed_free(&m->man);
+  m->man = s;
+  return FEDC_OK;
+}
+
+static void manifest_of(const fc_coord *c, const model_ref *m, uint64_t round, const uint8_t *parent_sha,
+                        uint64_t created, fc_manifest *mf) {
+  memset(mf, 0, sizeof *mf);
+  snprintf(mf->federation, sizeof mf->federation, "%s", c->cfg.federation);
+  mf->version = m->version;
+  mf->round = round;
+  mf->has_parent = parent_sha != NULL && m->version > 0;
+  mf->parent = mf->has_parent ? m->version - 1 : 0;
+  if (mf->has_parent) memcpy(mf->parent_sha, parent_sha, FC_SHA256_LEN);
+  memcpy(mf->sha, m->sha, FC_SHA256_LEN);
+  mf->bytes = m->bytes;
+  mf->created_unix = created;
+  mf->spec = m->spec;
+}
+
+int coord_sign_version(fc_coord *c, model_ref *m, uint64_t round, const uint8_t *parent_sha, char *err,
+                       size_t errlen) {
+  if (!c->sign_key) return FEDC_OK;
+  fc_manifest mf;
+  manifest_of(c, m, round, parent_sha, (uint64_t)time(NULL), &mf);
+  return sign_manifest(c, &mf, m, err, errlen);
+}
+
+/* 1 if any version in the state directory has a manifest. */
+static int any_manifest(const char *state_dir) {
+  char p[1100];
+  snprintf(p, sizeof p, "%s/models", state_dir);
+  DIR *d = opendir(p);
+  if (!d) return 0;
+  int found = 0;
+  for (struct dirent *e; !found && (e = readdir(d));) {
+    size_t l = strlen(e->d_name);
+    found = l > 9 && strcmp(e->d_name + l - 9, ".manifest") == 0;
+  }
+  closedir(d);
+  return found;
+}
+
+int coord_manifest_load(fc_coord *c, model_ref *m, const fc_store_model_info *info, int sign_missing, char *err,
+                        size_t errlen) {
+  fc_signed s;
+  char why[400], path[1100];
+  fc_store_manifest_path(c->cfg.state_dir, m->version, path, sizeof path);
+  int rc = fc_store_read_manifest(c->cfg.state_dir, m->version, &s, why, sizeof why);
+  if (rc == FEDC_ERR_NOT_FOUND) {
+    if (!sign_missing || !c->sign_key) return FEDC_OK;
+    /* Only a state directory that never had signing on is signed after the
+     * fact: once versions carry manifests, one without is a removed one, and
+     * signing whatever model file is there would launder a change. */
+    if (any_manifest(c->cfg.state_dir)) {
+      snprintf(err, errlen, "%s is missing while other versions have manifests: restore it from a backup",
+               path);
+      return FEDC_ERR_SIGNATURE;
+    }
+    FC_WARN(MOD, "model v%llu has no manifest (state from before model signing): signing it now",
+            (unsigned long long)m->version);
+    fc_manifest mf;
+    manifest_of(c, m, info ? info->round : 0, info && info->has_parent ? info->parent_sha : NULL,
+                info ? info->created_unix : 0, &mf);
+    return sign_manifest(c, &mf, m, err, errlen);
+  }
+  if (rc != FEDC_OK) {
+    snprintf(err, errlen, "%s", why);
+    return rc;
+  }
+  /* Verify it as a client would, if we can: the federation CA is known when
+   * signing is on. Without it, at least the manifest must describe m. */
+  fc_manifest mf;
+  if (c->ca_pem) rc = fc_manifest_verify(c->ca_pem, c->ca_len, &s, c->cfg.federation, &mf, why, sizeof why);
+  else rc = fc_manifest_parse(s.msg, s.msg_len, &mf, why, sizeof why) == FEDC_OK ? FEDC_OK : FEDC_ERR_SIGNATURE;
+  if (rc == FEDC_OK) rc = fc_manifest_check_model(&mf, m->version, m->sha, &m->spec, m->bytes, why, sizeof why);
+  if (rc != FEDC_OK) {
+    fc_signed_free(&s);
+    snprintf(err, errlen, "%s does not match model v%llu: %s (restore both from a backup)", path,
+             (unsigned long long)m->version, why);
+    return rc == FEDC_ERR_CERT_EXPIRED ? rc : FEDC_ERR_SIGNATURE;
+  }
+  fc_signed_free(&m->man);
+  m->man = s;
+  return FEDC_OK;
+}

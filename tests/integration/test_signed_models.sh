@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# Signed model versions and model encryption at rest, over real processes and
+# mutual TLS on 127.0.0.1, with certificates from `fedc pki`.
+#   1. `fedc pki init` issues a model-signing certificate (role signer, EKU
+#      codeSigning only); the coordinator signs every version; clients train
+#      on them; `fedc model get` writes FILE.manifest; `fedc model verify`
+#      accepts the file.
+#   2. The client's checks (the same code, common/manifest.c), through
+#      `fedc model verify`: a changed weight, a replayed older manifest, an
+#      edited manifest, a manifest signed by a client certificate, one signed
+#      by another CA's signer, a missing manifest: each refused with why.
+#   3. A coordinator refuses to start on a state whose current model was
+#      changed at rest (hashes fixed up to match) or whose manifest is gone.
+#   4. Without a signing key the coordinator warns; a client refuses the
+#      unsigned models (the round goes on without it), a client with
+#      --allow-unsigned-models trains.
+#   5. --model-key-file: model versions on disk are AES-256-GCM sealed, served
+#      and signed as before; a restart needs the key (none or a wrong one is
+#      refused with a reason); a key file others can read, or one inside the
+#      state directory, is refused.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh" "$@"
+. "$(dirname "$0")/_data.sh"
+make_tmp
+make_pki "$T/pki" sig a b
+make_idx "$T" 100 2
+ADMIN=(--pki "$T/pki" --name root)
+FED=(--federation sig --model 784-10 --min-clients 2 --cohort 2 --poll-ms 100 --round-timeout-ms 30000)
+
+# ---- 1. signed versions ----
+[ -f "$T/pki/signer-coordinator.crt" ] && [ -f "$T/pki/signer-coordinator.key" ] ||
+  fail "pki init issued no model-signing certificate"
+openssl x509 -in "$T/pki/signer-coordinator.crt" -noout -ext extendedKeyUsage | grep -q "Code Signing" ||
+  fail "signer certificate lacks EKU codeSigning"
+openssl x509 -in "$T/pki/signer-coordinator.crt" -noout -ext extendedKeyUsage | grep -q "TLS" &&
+  fail "signer certificate may be used for TLS"
+start_coordinator --pki "$T/pki" --state "$T/state" "${FED[@]}" --min-updates 2 --rounds 2
+assert_contains "$T/coord.log" "model versions are signed by spiffe://sig/signer/coordinator"
+start_idx_clients a b
+wait_completed 2 || fail "2 signed rounds did not complete"
+for v in 0 1 2; do [ -s "$T/state/models/v00000$v.manifest" ] || fail "no manifest for v$v"; done
+for v in 1 2; do
+  "$FEDC" model get --coordinator "$COORD_ADDR" "${ADMIN[@]}" --version $v --out "$T/v$v.safetensors" >"$T/get$v.out"
+  assert_contains "$T/get$v.out" "signed by spiffe://sig/signer/coordinator"
+  [ -s "$T/v$v.safetensors.manifest" ] || fail "model get wrote no manifest for v$v"
+done
+kill -TERM "${CL[@]}" 2>/dev/null || true
+kill -TERM "$COORD_PID"
+wait "$COORD_PID" || fail "coordinator exited non-zero on SIGTERM"
+out=$("$FEDC" model verify "$T/v2.safetensors" --pki "$T/pki" --json)
+[ "$(json_get "$out" ok)" = true ] && [ "$(json_get "$out" version)" = 2 ] && [ "$(json_get "$out" round)" = 2 ] &&
+  [ "$(json_get "$out" parent)" = 1 ] && [ "$(json_get "$out" signer)" = spiffe://sig/signer/coordinator ] ||
+  fail "model verify: $out"
+"$FEDC" model verify "$T/v2.safetensors" --pki "$T/pki" --version 2 >/dev/null || fail "verify --version 2 failed"
+
+# ---- 2. what a client refuses, through the same checks ----
+# refused NAME MESSAGE ARGS...: `fedc model verify ARGS` exits 1 and says MESSAGE.
+refused() {
+  local name=$1 msg=$2
+  shift 2
+  if "$FEDC" model verify "$@" --pki "$T/pki" 2>"$T/$name.err"; then fail "$name: accepted"; fi
+  assert_contains "$T/$name.err" "$msg"
+}
+refused version-other "manifest is for model version 2, not 3" "$T/v2.safetensors" --version 3
+# a changed weight (the file's own metadata hash fixed up: only the manifest can tell)
+python3 - "$T/v2.safetensors" "$T/flip.safetensors" <<'PY'
+import hashlib, json, struct, sys
+b = bytearray(open(sys.argv[1], "rb").read()); n = struct.unpack("<Q", b[:8])[0]
+b[8 + n + 40] ^= 0x01
+h = json.loads(b[8:8 + n]); h["__metadata__"]["fedc.sha256"] = hashlib.sha256(b[8 + n:]).hexdigest()
+hb = json.dumps(h).encode(); hb += b" " * (-len(hb) % 8)
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(hb)) + hb + bytes(b[8 + n:]))
+PY
+cp "$T/v2.safetensors.manifest" "$T/flip.safetensors.manifest"
+refused flipped "model SHA-256 differs from the signed manifest's" "$T/flip.safetensors"
+refused replay "differs from the signed manifest's (v1)" "$T/v2.safetensors" --manifest "$T/v1.safetensors.manifest"
+refused replay-version "manifest is for model version 1, not 2" "$T/v2.safetensors" --version 2 \
+  --manifest "$T/v1.safetensors.manifest"
+# manifest blocks: rewrite MSG (python edits), optionally re-signed by KEY with CERT
+pem_edit() { # IN OUT EDIT_PY [KEY CERT]
+  python3 - "$@" <<'PY'
+import base64, re, subprocess, sys, textwrap
+src, dst, edit = sys.argv[1:4]
+t = open(src).read()
+blocks = re.findall(r"-----BEGIN ([A-Z ]+)-----\n(.*?)-----END \1-----\n", t, re.S)
+msg = base64.b64decode(blocks[0][1]).decode(); sig = base64.b64decode(blocks[1][1]); cert = t[t.index("-----BEGIN CERTIFICATE-----"):]
+msg = eval(edit, {"m": msg})
+if len(sys.argv) > 5:
+    sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", sys.argv[4]], input=msg.encode(), capture_output=True, check=True).stdout
+    cert = open(sys.argv[5]).read()
+pem = lambda n, d: "-----BEGIN %s-----\n%s\n-----END %s-----\n" % (n, "\n".join(textwrap.wrap(base64.b64encode(d).decode(), 64)), n)
+open(dst, "w").write(pem("FEDC SIGNED MESSAGE", msg.encode()) + pem("FEDC SIGNATURE", sig) + cert)
+PY
+}
+pem_edit "$T/v2.safetensors.manifest" "$T/edited.manifest" 'm.replace("round 2", "round 7")'
+refused edited "signature by spiffe://sig/signer/coordinator does not verify" "$T/v2.safetensors" \
+  --manifest "$T/edited.manifest"
+pem_edit "$T/v2.safetensors.manifest" "$T/byclient.manifest" 'm' "$T/pki/client-a.key" "$T/pki/client-a.crt"
+refused by-client "signed by spiffe://sig/client/a, which is not a signer certificate" "$T/v2.safetensors" \
+  --manifest "$T/byclient.manifest"
+"$FEDC" pki init --dir "$T/other" --federation sig >/dev/null
+pem_edit "$T/v2.safetensors.manifest" "$T/othersigner.manifest" 'm' "$T/other/signer-coordinator.key" \
+  "$T/other/signer-coordinator.crt"
+refused other-ca "does not verify against" "$T/v2.safetensors" --manifest "$T/othersigner.manifest"
+rm "$T/flip.safetensors.manifest"
+refused unsigned "cannot read manifest" "$T/flip.safetensors"
+
+# ---- 3. a coordinator refuses a state changed at rest ----
+cp -a "$T/state" "$T/state.bak"
+python3 - "$T/state/models/v000002.safetensors" "$T/state/state.json" <<'PY'
+import hashlib, json, struct, sys
+p, sp = sys.argv[1:3]
+b = bytearray(open(p, "rb").read()); n = struct.unpack("<Q", b[:8])[0]
+b[8 + n + 40] ^= 0x01
+sha = hashlib.sha256(b[8 + n:]).hexdigest()
+h = json.loads(b[8:8 + n]); h["__metadata__"]["fedc.sha256"] = sha
+hb = json.dumps(h).encode(); hb += b" " * (-len(hb) % 8)
+open(p, "wb").write(struct.pack("<Q", len(hb)) + hb + bytes(b[8 + n:]))
+s = json.load(open(sp)); s["sha256"] = sha; json.dump(s, open(sp, "w"))
+PY
+if timeout 20 "$FEDC" coordinator --listen 127.0.0.1:0 --pki "$T/pki" --state "$T/state" "${FED[@]}" \
+  2>"$T/tampered.err"; then fail "coordinator started on a tampered model"; fi
+assert_contains "$T/tampered.err" "does not match model v2: model SHA-256 differs from the signed manifest's"
+rm -rf "$T/state" && cp -a "$T/state.bak" "$T/state"
+rm "$T/state/models/v000002.manifest"
+if timeout 20 "$FEDC" coordinator --listen 127.0.0.1:0 --pki "$T/pki" --state "$T/state" "${FED[@]}" \
+  2>"$T/nomanifest.err"; then fail "coordinator started with a manifest removed"; fi
+assert_contains "$T/nomanifest.err" "v000002.manifest is missing while other versions have manifests"
+
+# ---- 4. no signing key: clients refuse unless told otherwise ----
+make_pki "$T/pki2" sig a b
+rm "$T/pki2/signer-coordinator.crt" "$T/pki2/signer-coordinator.key"
+start_coordinator --pki "$T/pki2" --state "$T/state2" "${FED[@]}" --min-updates 1 --rounds 2
+assert_contains "$T/coord.log" "no model-signing key"
+start_bg strict "$FEDC" client --coordinator "$COORD_ADDR" --pki "$T/pki2" --name a \
+  --data "idx:$T/img0.idx,$T/lbl0.idx" --model 784-10
+S1=$BG_PID
+start_bg lenient "$FEDC" client --coordinator "$COORD_ADDR" --pki "$T/pki2" --name b \
+  --data "idx:$T/img1.idx,$T/lbl1.idx" --model 784-10 --allow-unsigned-models
+S2=$BG_PID
+wait_for bash -c "[ \"\$('$FEDC' status --coordinator $COORD_ADDR --pki '$T/pki2' --name root --json |
+  jq -r .rounds_completed)\" -ge 2 ]" 90 || fail "rounds did not complete with the lenient client"
+assert_contains "$T/strict.log" "refusing model v0: it is unsigned"
+"$FEDC" rounds --coordinator "$COORD_ADDR" --pki "$T/pki2" --name root --json >"$T/rounds2.jsonl"
+[ "$(jq -s '[.[] | select(.outcome == "completed" and .participants == 1)] | length' "$T/rounds2.jsonl")" -ge 2 ] ||
+  fail "unsigned rounds should count the lenient client only: $(cat "$T/rounds2.jsonl")"
+kill -TERM "$S1" "$S2" 2>/dev/null || true
+kill -TERM "$COORD_PID"
+wait "$COORD_PID" || true
+
+# ---- 5. encryption at rest ----
+openssl rand -hex 32 >"$T/model.key"
+chmod 644 "$T/model.key"
+if "$FEDC" coordinator --listen 127.0.0.1:0 --pki "$T/pki" --state "$T/state3" "${FED[@]}" \
+  --model-key-file "$T/model.key" 2>"$T/keymode.err"; then fail "a world-readable key file was accepted"; fi
+assert_contains "$T/keymode.err" "lets others read the key"
+chmod 600 "$T/model.key"
+mkdir -p "$T/state3" && cp "$T/model.key" "$T/state3/k" && chmod 600 "$T/state3/k"
+if "$FEDC" coordinator --listen 127.0.0.1:0 --pki "$T/pki" --state "$T/state3" "${FED[@]}" \
+  --model-key-file "$T/state3/k" 2>"$T/keyin.err"; then fail "a key inside the state directory was accepted"; fi
+assert_contains "$T/keyin.err" "is inside the state directory"
+rm "$T/state3/k"
+start_coordinator --pki "$T/pki" --state "$T/state3" "${FED[@]}" --min-updates 2 --rounds 3 \
+  --model-key-file "$T/model.key"
+start_idx_clients a b
+wait_completed 2 || fail "rounds did not complete with encrypted model storage"
+for v in 0 1 2; do
+  f="$T/state3/models/v00000$v.safetensors"
+  [ "$(head -c 8 "$f")" = FEDCENC1 ] || fail "$f is not sealed"
+  grep -q "fedc.sha256" "$f" && fail "$f leaks its plaintext header"
+done
+"$FEDC" model get --coordinator "$COORD_ADDR" "${ADMIN[@]}" --version 1 --out "$T/e1.safetensors" >/dev/null ||
+  fail "an old encrypted version was not served"
+"$FEDC" model verify "$T/e1.safetensors" --pki "$T/pki" --version 1 >/dev/null || fail "encrypted v1 not signed"
+kill -TERM "${CL[@]}" 2>/dev/null || true
+kill -TERM "$COORD_PID"
+wait "$COORD_PID" || fail "coordinator exited non-zero on SIGTERM"
+if timeout 20 "$FEDC" coordinator --listen 127.0.0.1:0 --pki "$T/pki" --state "$T/state3" "${FED[@]}" \
+  2>"$T/nokey.err"; then fail "encrypted state opened without the key"; fi
+assert_contains "$T/nokey.err" "is encrypted at rest: start the coordinator with --model-key-file"
+openssl rand -hex 32 >"$T/wrong.key" && chmod 600 "$T/wrong.key"
+if timeout 20 "$FEDC" coordinator --listen 127.0.0.1:0 --pki "$T/pki" --state "$T/state3" "${FED[@]}" \
+  --model-key-file "$T/wrong.key" 2>"$T/wrongkey.err"; then fail "encrypted state opened with a wrong key"; fi
+assert_contains "$T/wrongkey.err" "does not decrypt with the key of --model-key-file"
+start_coordinator --pki "$T/pki" --state "$T/state3" "${FED[@]}" --min-updates 2 --rounds 3 \
+  --model-key-file "$T/model.key"
+wait_for grep -q "resuming from $T/state3" "$T/coord.log" 20 || fail "restart with the key did not resume"
+echo "PASS signed_models"

@@ -1,0 +1,232 @@
+/*
+ * test_manifest.c - signed model manifests (common/manifest.h,
+ * crypto/signed.h) and model files sealed at rest (coordinator/store.c):
+ *   - a manifest round-trips; every non-canonical spelling is refused;
+ *   - the file form round-trips; reordered, truncated or trailing text is refused;
+ *   - fc_manifest_accept, the client's decision: accepts the signed model;
+ *     refuses unsigned (unless allowed), a changed model, another version, a
+ *     replayed older manifest, another federation, a flipped signature bit, a
+ *     client certificate as signer, an edited manifest; both key types;
+ *   - the store seals model files with a key, refuses them without it or with
+ *     another, and refuses one copied over another version's name.
+ */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "common/fileutil.h"
+#include "common/manifest.h"
+#include "coordinator/store.h"
+#include "crypto/pki.h"
+#include "fedc/error.h"
+
+static char *slurp(const char *dir, const char *file, size_t *len) {
+  char p[600], *b = NULL;
+  snprintf(p, sizeof p, "%s/%s", dir, file);
+  CHECK_EQ_INT(fc_read_file(p, 1 << 20, &b, len), FEDC_OK);
+  return b;
+}
+
+static fc_manifest sample(uint64_t version, const float *w, size_t n) {
+  fc_manifest m;
+  memset(&m, 0, sizeof m);
+  strcpy(m.federation, "fed");
+  m.version = version;
+  m.round = version;
+  m.has_parent = version > 0;
+  m.parent = version ? version - 1 : 0;
+  memset(m.parent_sha, 0xab, sizeof m.parent_sha);
+  uint64_t shape[2] = {2, n / 2};
+  fc_model_spec_add(&m.spec, "fc1.weight", 2, shape);
+  m.bytes = n * sizeof(float);
+  fc_sha256(w, m.bytes, m.sha);
+  m.created_unix = 1700000000;
+  return m;
+}
+
+static fc_signed sign(const char *dir, const char *who, const fc_manifest *m) {
+  char kf[128], cf[128], *text = NULL;
+  size_t kl, cl, tl;
+  snprintf(kf, sizeof kf, "%s.key", who);
+  snprintf(cf, sizeof cf, "%s.crt", who);
+  char *key = slurp(dir, kf, &kl), *cert = slurp(dir, cf, &cl);
+  fc_signed s;
+  memset(&s, 0, sizeof s);
+  CHECK_EQ_INT(fc_manifest_encode(m, &text, &tl), FEDC_OK);
+  CHECK_EQ_INT(fc_signed_make(key, kl, cert, cl, text, tl, &s, NULL, 0), FEDC_OK);
+  free(text);
+  free(key);
+  free(cert);
+  return s;
+}
+
+static void test_text(void) {
+  float w[6] = {1, 2, 3, 4, 5, 6};
+  fc_manifest m = sample(5, w, 6), back;
+  char *text = NULL, err[200];
+  size_t len = 0;
+  CHECK_EQ_INT(fc_manifest_encode(&m, &text, &len), FEDC_OK);
+  CHECK_EQ_INT(fc_manifest_parse(text, len, &back, err, sizeof err), FEDC_OK);
+  CHECK(back.version == 5 && back.has_parent && back.parent == 4 && back.bytes == 24);
+  CHECK(fc_model_spec_equal(&back.spec, &m.spec) && memcmp(back.sha, m.sha, 32) == 0);
+  /* Non-canonical spellings: each parses leniently, then fails the round trip or a field rule. */
+  static const struct {
+    const char *from, *to;
+  } bad[] = {{"version 5", "version 05"},   {"version 5", "version +5"}, {"round 5", "round  5"},
+             {"tensors 1", "tensors 2"},    {"f32", "f16"},              {"bytes 24", "bytes 28"},
+             {"federation fed", "federation Fed"}};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    char *t = malloc(len + 8);
+    char *at = strstr(text, bad[i].from);
+    CHECK(at != NULL);
+    size_t pre = (size_t)(at - text);
+    memcpy(t, text, pre);
+    strcpy(t + pre, bad[i].to);
+    strcat(t, at + strlen(bad[i].from));
+    CHECK_EQ_INT(fc_manifest_parse(t, strlen(t), &back, err, sizeof err), FEDC_ERR_FORMAT);
+    free(t);
+  }
+  char *upper = strdup(text);
+  char *sha = strstr(upper, "\nsha256 ") + 8;
+  for (int i = 0; i < 64; i++)
+    if (sha[i] >= 'a' && sha[i] <= 'f') sha[i] = (char)(sha[i] - 32);
+  CHECK_EQ_INT(fc_manifest_parse(upper, len, &back, err, sizeof err), FEDC_ERR_FORMAT);
+  CHECK_EQ_INT(fc_manifest_parse(text, len - 1, &back, err, sizeof err), FEDC_ERR_FORMAT); /* no final LF */
+  free(upper);
+  free(text);
+}
+
+static void test_accept(const char *dir, const char *other) {
+  float w[6] = {1, 2, 3, 4, 5, 6};
+  fc_manifest m5 = sample(5, w, 6), m4 = sample(4, w, 6);
+  size_t ca_len;
+  char *ca = slurp(dir, "ca.crt", &ca_len), err[400];
+  fc_signed s5 = sign(dir, "signer-coordinator", &m5), s4 = sign(dir, "signer-coordinator", &m4);
+  fc_manifest_trust t = {ca, ca_len, "fed", 0, 0, 0};
+
+  fc_signed none;
+  memset(&none, 0, sizeof none);
+  CHECK_EQ_INT(fc_manifest_accept(&t, &none, 5, m5.sha, &m5.spec, 24, err, sizeof err), FEDC_ERR_SIGNATURE);
+  CHECK(strstr(err, "unsigned") != NULL);
+  fc_manifest_trust lenient = t;
+  lenient.allow_unsigned = 1;
+  CHECK_EQ_INT(fc_manifest_accept(&lenient, &none, 5, m5.sha, &m5.spec, 24, err, sizeof err), FEDC_OK);
+
+  uint8_t other_sha[32];
+  memcpy(other_sha, m5.sha, 32);
+  other_sha[0] ^= 1;
+  CHECK_EQ_INT(fc_manifest_accept(&t, &s5, 5, other_sha, &m5.spec, 24, err, sizeof err), FEDC_ERR_SIGNATURE);
+  CHECK(strstr(err, "SHA-256 differs") != NULL);
+  CHECK_EQ_INT(fc_manifest_accept(&t, &s5, 6, m5.sha, &m5.spec, 24, err, sizeof err), FEDC_ERR_SIGNATURE);
+  fc_model_spec spec2 = m5.spec;
+  spec2.t[0].shape[0] = 3, spec2.t[0].shape[1] = 2;
+  CHECK_EQ_INT(fc_manifest_accept(&t, &s5, 5, m5.sha, &spec2, 24, err, sizeof err), FEDC_ERR_SIGNATURE);
+  fc_manifest_trust elsewhere = t;
+  elsewhere.federation = "other";
+  CHECK_EQ_INT(fc_manifest_accept(&elsewhere, &s5, 5, m5.sha, &m5.spec, 24, err, sizeof err), FEDC_ERR_SIGNATURE);
+
+  /* Accept v5, then the replayed v4 manifest (valid in itself) is refused. */
+  CHECK_EQ_INT(fc_manifest_accept(&t, &s5, 5, m5.sha, &m5.spec, 24, err, sizeof err), FEDC_OK);
+  CHECK(t.have_newest && t.newest == 5);
+  CHECK_EQ_INT(fc_manifest_accept(&t, &s4, 4, m4.sha, &m4.spec, 24, err, sizeof err), FEDC_ERR_SIGNATURE);
+  CHECK(strstr(err, "replayed") != NULL);
+  CHECK_EQ_INT(fc_manifest_accept(&t, &s5, 5, m5.sha, &m5.spec, 24, err, sizeof err), FEDC_OK); /* same again: fine */
+
+  fc_manifest_trust fresh = {ca, ca_len, "fed", 0, 0, 0};
+  s5.sig[s5.sig_len / 2] ^= 0x10;
+  CHECK_EQ_INT(fc_manifest_accept(&fresh, &s5, 5, m5.sha, &m5.spec, 24, err, sizeof err), FEDC_ERR_SIGNATURE);
+  s5.sig[s5.sig_len / 2] ^= 0x10;
+  s5.msg[30] ^= 0x01;
+  CHECK_EQ_INT(fc_manifest_accept(&fresh, &s5, 5, m5.sha, &m5.spec, 24, err, sizeof err), FEDC_ERR_SIGNATURE);
+  s5.msg[30] ^= 0x01;
+  fc_signed byclient = sign(dir, "client-a", &m5);
+  CHECK_EQ_INT(fc_manifest_accept(&fresh, &byclient, 5, m5.sha, &m5.spec, 24, err, sizeof err), FEDC_ERR_SIGNATURE);
+  CHECK(strstr(err, "not a signer certificate") != NULL);
+  fc_signed byother = sign(other, "signer-coordinator", &m5); /* another CA's signer, Ed25519 */
+  CHECK_EQ_INT(fc_manifest_accept(&fresh, &byother, 5, m5.sha, &m5.spec, 24, err, sizeof err), FEDC_ERR_SIGNATURE);
+  size_t oca_len;
+  char *oca = slurp(other, "ca.crt", &oca_len);
+  fc_manifest_trust ot = {oca, oca_len, "fed", 0, 0, 0};
+  CHECK_EQ_INT(fc_manifest_accept(&ot, &byother, 5, m5.sha, &m5.spec, 24, err, sizeof err), FEDC_OK);
+
+  /* File form. */
+  char *text = NULL;
+  size_t tl = 0;
+  fc_signed back;
+  CHECK_EQ_INT(fc_signed_encode(&s5, &text, &tl), FEDC_OK);
+  CHECK_EQ_INT(fc_signed_decode(text, tl, &back, err, sizeof err), FEDC_OK);
+  CHECK(back.msg_len == s5.msg_len && memcmp(back.msg, s5.msg, s5.msg_len) == 0 && back.sig_len == s5.sig_len);
+  CHECK_EQ_INT(fc_manifest_accept(&fresh, &back, 5, m5.sha, &m5.spec, 24, err, sizeof err), FEDC_OK);
+  fc_signed_free(&back);
+  CHECK_EQ_INT(fc_signed_decode(text, tl / 2, &back, err, sizeof err), FEDC_ERR_FORMAT);
+  char *extra = malloc(tl + 8);
+  memcpy(extra, text, tl);
+  memcpy(extra + tl, "junk\n", 6);
+  CHECK_EQ_INT(fc_signed_decode(extra, tl + 5, &back, err, sizeof err), FEDC_ERR_FORMAT);
+  char *cert_first = strstr(text, "-----BEGIN CERTIFICATE");
+  CHECK_EQ_INT(fc_signed_decode(cert_first, strlen(cert_first), &back, err, sizeof err), FEDC_ERR_FORMAT);
+  free(extra);
+  free(text);
+  fc_signed_free(&s5);
+  fc_signed_free(&s4);
+  fc_signed_free(&byclient);
+  fc_signed_free(&byother);
+  free(ca);
+  free(oca);
+}
+
+static void test_sealed_store(const char *dir) {
+  char models[600], err[400];
+  snprintf(models, sizeof models, "%s/models", dir);
+  CHECK_EQ_INT(fc_store_open(dir, err, sizeof err), FEDC_OK);
+  float w[6] = {1, 2, 3, 4, 5, 6}, *back = NULL;
+  fc_manifest m = sample(1, w, 6);
+  uint8_t key[32], key2[32], sha[32];
+  memset(key, 7, sizeof key);
+  memset(key2, 8, sizeof key2);
+  CHECK_EQ_INT(fc_store_write_model(dir, key, 1, 1, &m.spec, w, m.sha, NULL, err, sizeof err), FEDC_OK);
+  CHECK_EQ_INT(fc_store_write_model(dir, key, 2, 2, &m.spec, w, m.sha, NULL, err, sizeof err), FEDC_OK);
+  size_t len;
+  char *raw = slurp(models, "v000001.safetensors", &len);
+  CHECK(memcmp(raw, "FEDCENC1", 8) == 0 && memmem(raw, len, "fedc.sha256", 11) == NULL);
+  free(raw);
+  fc_model_spec spec;
+  fc_store_model_info info;
+  CHECK_EQ_INT(fc_store_read_model(dir, key, 1, &spec, &back, sha, &info, err, sizeof err), FEDC_OK);
+  CHECK(back && memcmp(back, w, sizeof w) == 0 && info.round == 1 && memcmp(sha, m.sha, 32) == 0);
+  free(back);
+  CHECK_EQ_INT(fc_store_read_model(dir, NULL, 1, &spec, &back, sha, NULL, err, sizeof err), FEDC_ERR_INVALID);
+  CHECK(strstr(err, "encrypted at rest") != NULL);
+  CHECK_EQ_INT(fc_store_read_model(dir, key2, 1, &spec, &back, sha, NULL, err, sizeof err), FEDC_ERR_CRYPTO);
+  /* v2's sealed file under v1's name: the name is in the associated data. */
+  char p1[700], p2[700];
+  snprintf(p1, sizeof p1, "%s/v000001.safetensors", models);
+  snprintf(p2, sizeof p2, "%s/v000002.safetensors", models);
+  CHECK_EQ_INT(rename(p2, p1), 0);
+  CHECK_EQ_INT(fc_store_read_model(dir, key, 1, &spec, &back, sha, NULL, err, sizeof err), FEDC_ERR_CRYPTO);
+  /* A plaintext file written before the key was set is still read. */
+  CHECK_EQ_INT(fc_store_write_model(dir, NULL, 3, 3, &m.spec, w, m.sha, NULL, err, sizeof err), FEDC_OK);
+  CHECK_EQ_INT(fc_store_read_model(dir, key, 3, &spec, &back, sha, NULL, err, sizeof err), FEDC_OK);
+  free(back);
+}
+
+int main(void) {
+  char dir[] = "/tmp/fedc-manifest.XXXXXX", other[] = "/tmp/fedc-manifest-o.XXXXXX", st[] = "/tmp/fedc-seal.XXXXXX";
+  if (!mkdtemp(dir) || !mkdtemp(other) || !mkdtemp(st)) return 1;
+  char pki[600], opki[600], err[300];
+  snprintf(pki, sizeof pki, "%s/pki", dir);
+  snprintf(opki, sizeof opki, "%s/pki", other);
+  CHECK_EQ_INT(fc_pki_init(pki, "fed", NULL, 0, 1, "ec", err, sizeof err), FEDC_OK);
+  CHECK_EQ_INT(fc_pki_issue(pki, "client", "a", NULL, 1, err, sizeof err), FEDC_OK);
+  CHECK_EQ_INT(fc_pki_init(opki, "fed", NULL, 0, 1, "ed25519", err, sizeof err), FEDC_OK);
+  test_text();
+  test_accept(pki, opki);
+  test_sealed_store(st);
+  char cmd[2000];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s' '%s'", dir, other, st);
+  if (system(cmd) != 0) fprintf(stderr, "cleanup failed\n");
+  return CHECK_DONE();
+}
