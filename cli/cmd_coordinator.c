@@ -551,8 +551,9 @@ static void defaults(settings *s) {
 
 /* Settings that only make sense together, once file and flags are merged.
  * 0 or 2 after printing the refusal. */
-/* --model-key-file: 64 hex digits (a trailing newline allowed), readable by
- * its owner only, outside the state directory (a key stored beside what it
+/* --model-key-file: 64 hex digits (a trailing newline allowed), not readable
+ * by others (group read is allowed: a Kubernetes Secret mounted for fsGroup
+ * is 0440 root:group), outside the state directory (a key stored beside what it
  * protects protects nothing). */
 static int load_model_key(settings *s) {
   const char *p = s->model_key_file;
@@ -566,7 +567,7 @@ static int load_model_key(settings *s) {
   }
   ssize_t n = read(fd, buf, sizeof buf - 1);
   close(fd);
-  if (sb.st_mode & 077) {
+  if (sb.st_mode & 007) {
     fprintf(stderr, "fedc coordinator: --model-key-file %s: mode %03o lets others read the key; chmod 600 it\n", p,
             (unsigned)(sb.st_mode & 0777));
     fc_wipe(buf, sizeof buf);

@@ -16,6 +16,7 @@ pkgs=(
   gnuplot-nox                                         # accuracy/loss plots from `fedc sim`
   jq                                                  # integration tests read --json output
   python3                                             # test data (tests/integration/_data.sh), the DP reference
+  python3-yaml docker-compose kubernetes-client       # deploy/check.sh: compose schema, kustomize render + check
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# deploy/check.sh FEDC - check the deployment files with what Debian provides:
+#   systemd   systemd-analyze verify, and security --offline (exposure <= 2.0)
+#   configs   both coordinator YAML files start a real coordinator (127.0.0.1)
+#   compose   docker-compose config (the compose file schema)
+#   Docker    the runtime packages the Dockerfile installs exist in apt and
+#             provide every library `ldd fedc` names (no registry here, so the
+#             image itself is not built in CI)
+#   k8s       kubectl kustomize renders; deploy/check_k8s.py checks the objects
+set -euo pipefail
+FEDC=$(readlink -f "${1:?usage: deploy/check.sh FEDC}")
+cd "$(dirname "$0")"
+D=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$D"' EXIT
+
+sed "s|/usr/local/bin/fedc|$FEDC|" systemd/fedc-coordinator.service >"$D/fedc-coordinator.service"
+systemd-analyze verify "$D/fedc-coordinator.service"
+systemd-analyze security --offline=yes --threshold=20 "$D/fedc-coordinator.service" | tail -1
+echo "check: systemd unit OK"
+
+for cfg in coordinator.example.yaml k8s/coordinator.yaml; do
+  rm -f "$D/port"
+  "$FEDC" coordinator --config "$cfg" --insecure-for-testing --listen 127.0.0.1:0 --state "$D/state-${cfg//\//-}" \
+    --pki "" --port-file "$D/port" --audit-log=false >"$D/coord.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do [ -s "$D/port" ] || ! kill -0 $pid 2>/dev/null && break; sleep 0.1; done
+  [ -s "$D/port" ] || { cat "$D/coord.log"; echo "check: $cfg does not start a coordinator" >&2; exit 1; }
+  kill -TERM $pid && wait $pid
+done
+echo "check: coordinator configs OK"
+
+docker-compose -f docker/compose.yaml config -q
+echo "check: compose file OK"
+
+pkgs=$(sed -n 's/^ARG RUNTIME_PKGS="\(.*\)"$/\1/p' docker/Dockerfile)
+[ -n "$pkgs" ] || { echo "check: no ARG RUNTIME_PKGS in the Dockerfile" >&2; exit 1; }
+for p in $pkgs; do apt-cache show "$p" >/dev/null 2>&1 || { echo "check: Dockerfile installs unknown package $p" >&2; exit 1; }; done
+# shellcheck disable=SC2086
+apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks --no-replaces --no-enhances \
+  $pkgs 2>/dev/null | grep -v '^ ' | sed 's/:amd64$//' | sort -u >"$D/closure"
+for lib in $(ldd "$FEDC" | awk '$3 ~ /^\// {print $3}'); do
+  owner=$(dpkg -S "$(readlink -f "$lib")" 2>/dev/null | head -1 | cut -d: -f1) || true
+  [ -n "$owner" ] || continue
+  grep -qx "$owner" "$D/closure" || { echo "check: no runtime package in the Dockerfile brings $lib ($owner)" >&2; exit 1; }
+done
+echo "check: Dockerfile runtime packages OK"
+
+kubectl kustomize k8s >"$D/k8s.yaml"
+python3 check_k8s.py <"$D/k8s.yaml"
+# The checker itself must catch a broken probe.
+sed 's|path: /readyz|path: /ready|' "$D/k8s.yaml" | python3 check_k8s.py >/dev/null &&
+  { echo "check: check_k8s.py missed a broken readiness probe" >&2; exit 1; }
+echo "check: kubernetes manifests OK"

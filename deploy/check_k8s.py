@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""Structural check of the rendered Kubernetes manifests (stdin: the output of
+`kubectl kustomize deploy/k8s`). Debian ships no Kubernetes schema validator
+(kubeconform, kubeval) and a server-side dry run needs a cluster, so this
+checks what the deployment relies on, object by object: required fields and
+their types, probes on declared ports and on /readyz and /healthz, every
+volume mount backed by a volume, the PKI from a Secret, the state on a
+volume claim, requests and limits set, a non-root read-only container, the
+Service selecting the pod's labels and the scrape annotations. Exit 1 with
+one line per problem."""
+import sys
+import yaml
+
+problems = []
+
+
+def need(cond, msg):
+    if not cond:
+        problems.append(msg)
+
+
+docs = [d for d in yaml.safe_load_all(sys.stdin) if d]
+by_kind = {}
+for d in docs:
+    need(isinstance(d.get("apiVersion"), str) and isinstance(d.get("kind"), str), f"object without apiVersion/kind: {d}")
+    need(isinstance(d.get("metadata", {}).get("name"), str), f"{d.get('kind')} without metadata.name")
+    by_kind.setdefault(d.get("kind"), []).append(d)
+for kind in ("StatefulSet", "Service", "ConfigMap", "ServiceAccount"):
+    need(len(by_kind.get(kind, [])) == 1, f"expected one {kind}, found {len(by_kind.get(kind, []))}")
+if problems:
+    print("\n".join(problems))
+    sys.exit(1)
+
+sts, svc, cm, sa = (by_kind[k][0] for k in ("StatefulSet", "Service", "ConfigMap", "ServiceAccount"))
+need(sts["apiVersion"] == "apps/v1", "StatefulSet apiVersion is not apps/v1")
+spec = sts["spec"]
+need(spec.get("replicas") == 1, "the coordinator must run as exactly one replica (its state directory is locked)")
+tmpl = spec["template"]
+labels = tmpl["metadata"]["labels"]
+need(spec["selector"]["matchLabels"].items() <= labels.items(), "StatefulSet selector does not match its pod labels")
+need(svc["spec"]["selector"].items() <= labels.items(), "Service selector does not match the pod labels")
+pod = tmpl["spec"]
+need(pod.get("serviceAccountName") == sa["metadata"]["name"], "pod does not use the ServiceAccount")
+psc = pod.get("securityContext", {})
+need(psc.get("runAsNonRoot") is True and isinstance(psc.get("runAsUser"), int) and psc["runAsUser"] > 0,
+     "pod must run as a non-root user")
+volumes = {v["name"]: v for v in pod.get("volumes", [])}
+claims = {c["metadata"]["name"] for c in spec.get("volumeClaimTemplates", [])}
+need(len(pod["containers"]) == 1, "expected one container")
+c = pod["containers"][0]
+need(isinstance(c.get("image"), str) and c["image"], "container has no image")
+ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+need(set(ports) >= {"grpc", "metrics"}, f"container ports {sorted(ports)} lack grpc/metrics")
+for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+    g = c.get(probe, {}).get("httpGet", {})
+    need(g.get("path") == path, f"{probe} does not GET {path}")
+    need(g.get("port") in ports or g.get("port") in ports.values(), f"{probe} port {g.get('port')} is not declared")
+res = c.get("resources", {})
+need({"cpu", "memory"} <= set(res.get("requests", {})), "container lacks cpu/memory requests")
+need("memory" in res.get("limits", {}), "container lacks a memory limit")
+csc = c.get("securityContext", {})
+need(csc.get("allowPrivilegeEscalation") is False and csc.get("readOnlyRootFilesystem") is True,
+     "container must not escalate privileges and must have a read-only root filesystem")
+need(csc.get("capabilities", {}).get("drop") == ["ALL"], "container must drop all capabilities")
+mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
+for path, name in mounts.items():
+    need(name in volumes or name in claims, f"volume mount {path} names no volume or claim '{name}'")
+args = " ".join(c.get("args", []))
+for flag, mount_kind in (("--pki=", "secret"), ("--state=", "claim"), ("--config=", "configMap")):
+    val = next((a[len(flag):] for a in c.get("args", []) if a.startswith(flag)), None)
+    need(val is not None, f"coordinator args lack {flag}")
+    if val is None:
+        continue
+    m = max((p for p in mounts if val == p or val.startswith(p.rstrip("/") + "/")), key=len, default=None)
+    need(m is not None, f"{flag}{val} is on no mounted volume")
+    if m is None:
+        continue
+    name = mounts[m]
+    if mount_kind == "claim":
+        need(name in claims, f"{flag}{val} is not on a persistent volume claim")
+    else:
+        need(mount_kind in volumes.get(name, {}), f"{flag}{val} is not on a {mount_kind} volume")
+cfgvol = next((v for v in volumes.values() if "configMap" in v), None)
+need(cfgvol is not None and cfgvol["configMap"]["name"] == cm["metadata"]["name"],
+     "the config volume does not name the generated ConfigMap")
+need(any(v.get("secret", {}).get("secretName") for v in volumes.values()), "the PKI does not come from a Secret")
+for obj, ann in (("Service", svc["metadata"].get("annotations", {})), ("pod", tmpl["metadata"].get("annotations", {}))):
+    need(ann.get("prometheus.io/scrape") == "true" and str(ann.get("prometheus.io/port")) == str(ports.get("metrics")),
+         f"{obj} lacks Prometheus scrape annotations for the metrics port")
+svc_targets = {p.get("targetPort") for p in svc["spec"]["ports"]}
+need(svc_targets <= set(ports) | set(ports.values()), f"Service targets {svc_targets} not all declared ports")
+need("coordinator.yaml" in cm.get("data", {}), "ConfigMap lacks coordinator.yaml")
+if problems:
+    print("\n".join(problems))
+    sys.exit(1)
+print(f"check_k8s: {len(docs)} objects OK")
