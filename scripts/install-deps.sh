@@ -16,12 +16,16 @@ pkgs=(
   gnuplot-nox                                         # accuracy/loss plots from `fedc sim`
   jq                                                  # integration tests read --json output
   python3                                             # test data (tests/integration/_data.sh), the DP reference
-  python3-yaml docker-compose kubernetes-client       # deploy/check.sh: compose schema, kustomize render + check
+  python3-yaml docker-compose                         # deploy/check.sh: compose schema, k8s object check
 )
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# deploy/check.sh renders the manifests with `kubectl kustomize`: Debian's
+# kubernetes-client, unless a kubectl is already installed (another package
+# owning /usr/bin/kubectl would conflict).
+command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#pkgs[@]} packages present"
   exit 0
