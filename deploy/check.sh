@@ -40,7 +40,7 @@ apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-br
   $pkgs 2>/dev/null | grep -v '^ ' | sed 's/:amd64$//' | sort -u >"$D/closure"
 for lib in $(ldd "$FEDC" | awk '$3 ~ /^\// {print $3}'); do
   owner=$(dpkg -S "$(readlink -f "$lib")" 2>/dev/null | head -1 | cut -d: -f1) || true
-  [ -n "$owner" ] || continue
+  case $owner in '' | libasan* | libubsan* | liblsan* | libtsan* | libatomic*) continue ;; esac # sanitizer runtimes (CI)
   grep -qx "$owner" "$D/closure" || { echo "check: no runtime package in the Dockerfile brings $lib ($owner)" >&2; exit 1; }
 done
 echo "check: Dockerfile runtime packages OK"
