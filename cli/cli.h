@@ -27,9 +27,10 @@ int cmd_model_verify(int argc, char **argv);
 #include "common/manifest.h"
 /* A downloaded model checked as a client checks one (client.h): the manifest
  * is signed by a signer of the CA in ca_path, names the CA's federation, and
- * describes this model (version: UINT64_MAX = any). signer gets
+ * describes this model (its version too if check_version). signer gets
  * "spiffe://<fed>/signer/<name>". */
-int model_manifest_check(const char *ca_path, const fc_signed *man, uint64_t version, const uint8_t *sha,
+int model_manifest_check(const char *ca_path, const fc_signed *man, int check_version, uint64_t version,
+                         const uint8_t *sha,
                          const fc_model_spec *spec, uint64_t bytes, fc_manifest *out, char *signer, size_t signer_len,
                          char *err, size_t errlen);
 

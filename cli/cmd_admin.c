@@ -688,7 +688,7 @@ int cmd_model(int argc, char **argv) {
             (unsigned long long)got_version);
   } else if (man.msg) {
     fc_manifest mf;
-    rc = model_manifest_check(ao.tls.ca, &man, got_version, sha, &spec, total, &mf, signer, sizeof signer, err,
+    rc = model_manifest_check(ao.tls.ca, &man, 1, got_version, sha, &spec, total, &mf, signer, sizeof signer, err,
                               sizeof err);
     if (rc != FEDC_OK) {
       fprintf(stderr, "%s: refusing model v%llu: %s\n", prog, (unsigned long long)got_version, err);

@@ -186,6 +186,9 @@ static const copt options[] = {
     OPT_STR("key", c.key, "coordinator private key (overrides --pki)", NULL),
     OPT_STR("signing-cert", c.signing_cert, "model-signing certificate, role signer (overrides --pki)", NULL),
     OPT_STR("signing-key", c.signing_key, "model-signing private key (overrides --pki)", NULL),
+    OPT_BOOL("adopt-state", c.adopt_state,
+             "once, for a state directory from before model signing or encryption: sign its current version and "
+             "read its plaintext files as they are (a missing manifest is refused otherwise)"),
     OPT_STR("model-key-file", model_key_file,
             "encrypt model versions at rest: file with a 32-byte key as 64 hex digits (keep it outside --state)",
             NULL),

@@ -23,7 +23,8 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
-int model_manifest_check(const char *ca_path, const fc_signed *man, uint64_t version, const uint8_t *sha,
+int model_manifest_check(const char *ca_path, const fc_signed *man, int check_version, uint64_t version,
+                         const uint8_t *sha,
                          const fc_model_spec *spec, uint64_t bytes, fc_manifest *out, char *signer, size_t signer_len,
                          char *err, size_t errlen) {
   char *ca = NULL;
@@ -42,9 +43,9 @@ int model_manifest_check(const char *ca_path, const fc_signed *man, uint64_t ver
   if (x && fc_pki_cert_spiffe_uri(x, ca_uri, sizeof ca_uri) == FEDC_OK && strncmp(ca_uri, "spiffe://", 9) == 0)
     snprintf(fed, sizeof fed, "%s", ca_uri + 9);
   X509_free(x);
-  rc = fc_manifest_verify(ca, ca_len, man, fed[0] ? fed : NULL, out, err, errlen);
+  rc = fc_manifest_verify(ca, ca_len, man, fed[0] ? fed : NULL, 0, out, err, errlen);
   free(ca);
-  if (rc == FEDC_OK) rc = fc_manifest_check_model(out, version, sha, spec, bytes, err, errlen);
+  if (rc == FEDC_OK) rc = fc_manifest_check_model(out, check_version, version, sha, spec, bytes, err, errlen);
   if (rc == FEDC_OK) {
     char f[FC_PKI_FEDERATION_MAX], r[FC_PKI_ROLE_MAX], n[FC_PKI_NAME_MAX];
     if (fc_pki_identity_from_pem(man->cert, man->cert_len, f, sizeof f, r, sizeof r, n, sizeof n) == FEDC_OK)
@@ -78,8 +79,8 @@ int cmd_model_verify(int argc, char **argv) {
                                            {"help", no_argument, 0, 'h'},
                                            {0, 0, 0, 0}};
   char ca[PATH_MAX] = "", man_path[PATH_MAX] = "";
-  uint64_t version = UINT64_MAX;
-  int json = 0, c;
+  uint64_t version = 0;
+  int json = 0, c, have_version = 0;
   opterr = 0;
   optind = 1;
   while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
@@ -97,6 +98,7 @@ int cmd_model_verify(int argc, char **argv) {
         return 2;
       }
       version = v;
+      have_version = 1;
       break;
     }
     case O_JSON: json = 1; break;
@@ -139,7 +141,7 @@ int cmd_model_verify(int argc, char **argv) {
     snprintf(err, sizeof err, "%s", e2);
   }
   if (rc == FEDC_OK)
-    rc = model_manifest_check(ca, &man, version, sha, &spec, bytes, &mf, signer, sizeof signer, err, sizeof err);
+    rc = model_manifest_check(ca, &man, have_version, version, sha, &spec, bytes, &mf, signer, sizeof signer, err, sizeof err);
   char hex[FC_SHA256_HEX_LEN] = "";
   if (bytes) fc_hex(sha, FC_SHA256_LEN, hex);
   if (json) {

@@ -39,8 +39,9 @@ int fc_manifest_encode(const fc_manifest *m, char **out, size_t *len) {
     PUT("parent %" PRIu64 "\nparent-sha256 %s\n", m->parent, fc_hex(m->parent_sha, FC_SHA256_LEN, phex));
   else
     PUT("parent -\nparent-sha256 -\n");
-  PUT("sha256 %s\nbytes %" PRIu64 "\ncreated-unix %" PRIu64 "\ntensors %u\n", fc_hex(m->sha, FC_SHA256_LEN, hex),
-      m->bytes, m->created_unix, m->spec.n);
+  PUT("sha256 %s\nbytes %" PRIu64 "\n", fc_hex(m->sha, FC_SHA256_LEN, hex), m->bytes);
+  PUT("optimizer-sha256 %s\n", m->has_opt ? fc_hex(m->opt_sha, FC_SHA256_LEN, phex) : "-");
+  PUT("created-unix %" PRIu64 "\ntensors %u\n", m->created_unix, m->spec.n);
   for (uint32_t i = 0; i < m->spec.n && i < FC_MODEL_MAX_TENSORS; i++) {
     const fc_tensor_spec *t = &m->spec.t[i];
     PUT("tensor %s %s ", t->name, t->dtype == FC_DTYPE_F32 ? "f32" : "u32");
@@ -125,6 +126,8 @@ int fc_manifest_parse(const void *text_, size_t len, fc_manifest *out, char *err
        "parent-sha256 <hex>|-");
   LINE(sha_field(line, "sha256", m.sha), "sha256 <hex>");
   LINE(u64_field(line, "bytes", &m.bytes), "bytes <n>");
+  LINE(strcmp(line, "optimizer-sha256 -") == 0 || (m.has_opt = sha_field(line, "optimizer-sha256", m.opt_sha)),
+       "optimizer-sha256 <hex>|-");
   LINE(u64_field(line, "created-unix", &m.created_unix), "created-unix <n>");
   LINE(u64_field(line, "tensors", &ntensors) && ntensors >= 1 && ntensors <= FC_MODEL_MAX_TENSORS,
        "tensors <1..32>");
@@ -148,9 +151,9 @@ int fc_manifest_parse(const void *text_, size_t len, fc_manifest *out, char *err
 }
 
 int fc_manifest_verify(const char *ca_pem, size_t ca_len, const fc_signed *s, const char *federation,
-                       fc_manifest *out, char *err, size_t errlen) {
+                       int ignore_time, fc_manifest *out, char *err, size_t errlen) {
   char fed[FC_PKI_FEDERATION_MAX], name[FC_PKI_NAME_MAX], why[300];
-  int rc = fc_signed_verify(ca_pem, ca_len, s, "signer", fed, name, err, errlen);
+  int rc = fc_signed_verify_ex(ca_pem, ca_len, s, "signer", ignore_time, fed, name, err, errlen);
   if (rc != FEDC_OK) return rc;
   fc_manifest m;
   if (fc_manifest_parse(s->msg, s->msg_len, &m, why, sizeof why) != FEDC_OK)
@@ -165,9 +168,10 @@ int fc_manifest_verify(const char *ca_pem, size_t ca_len, const fc_signed *s, co
   return FEDC_OK;
 }
 
-int fc_manifest_check_model(const fc_manifest *m, uint64_t version, const uint8_t sha[FC_SHA256_LEN],
-                            const fc_model_spec *spec, uint64_t bytes, char *err, size_t errlen) {
-  if (version != UINT64_MAX && m->version != version)
+int fc_manifest_check_model(const fc_manifest *m, int check_version, uint64_t version,
+                            const uint8_t sha[FC_SHA256_LEN], const fc_model_spec *spec, uint64_t bytes, char *err,
+                            size_t errlen) {
+  if (check_version && m->version != version)
     return fail(err, errlen, FEDC_ERR_SIGNATURE, "manifest is for model version %" PRIu64 ", not %" PRIu64,
                 m->version, version);
   if (!fc_digest_equal(m->sha, sha, FC_SHA256_LEN))
@@ -196,15 +200,21 @@ int fc_manifest_accept(fc_manifest_trust *t, const fc_signed *s, uint64_t versio
                 version);
   }
   const char *fed = t->federation && t->federation[0] ? t->federation : NULL;
-  int rc = fc_manifest_verify(t->ca_pem, t->ca_len, s, fed, &mf, why, sizeof why);
-  if (rc == FEDC_OK) rc = fc_manifest_check_model(&mf, version, sha, spec, bytes, why, sizeof why);
+  int rc = fc_manifest_verify(t->ca_pem, t->ca_len, s, fed, 0, &mf, why, sizeof why);
+  if (rc == FEDC_OK) rc = fc_manifest_check_model(&mf, 1, version, sha, spec, bytes, why, sizeof why);
   if (rc == FEDC_OK && t->have_newest && mf.version < t->newest) {
     snprintf(why, sizeof why, "version %" PRIu64 " is older than v%" PRIu64 ", accepted before (a replayed manifest)",
              mf.version, t->newest);
     rc = FEDC_ERR_SIGNATURE;
   }
+  if (rc == FEDC_OK && t->have_newest && mf.version == t->newest && !fc_digest_equal(mf.sha, t->newest_sha, FC_SHA256_LEN)) {
+    snprintf(why, sizeof why, "another model than the v%" PRIu64 " accepted before (two signed manifests for one version)",
+             mf.version);
+    rc = FEDC_ERR_SIGNATURE;
+  }
   if (rc != FEDC_OK) return fail(err, errlen, FEDC_ERR_SIGNATURE, "refusing model v%" PRIu64 ": %s", version, why);
   t->have_newest = 1;
   t->newest = mf.version;
+  memcpy(t->newest_sha, mf.sha, FC_SHA256_LEN);
   return FEDC_OK;
 }

@@ -15,6 +15,8 @@
  *   parent-sha256 <64 hex>|-
  *   sha256 <64 hex>                SHA-256 of the float32 payload
  *   bytes <n>                      payload size
+ *   optimizer-sha256 <64 hex>|-    the server optimizer state saved with the
+ *                                  version (the coordinator checks it at start)
  *   created-unix <n>
  *   tensors <n>
  *   tensor <name> f32 <d0>[,<d1>...]   n lines, in payload order
@@ -43,6 +45,8 @@ typedef struct fc_manifest {
   uint8_t parent_sha[FC_SHA256_LEN];
   uint8_t sha[FC_SHA256_LEN];
   uint64_t bytes;
+  int has_opt;
+  uint8_t opt_sha[FC_SHA256_LEN];
   uint64_t created_unix;
   fc_model_spec spec;
 } fc_manifest;
@@ -56,25 +60,29 @@ int fc_manifest_parse(const void *text, size_t len, fc_manifest *out, char *err,
  * Everything a client checks about a signed manifest before it trains:
  * the signature by a signer certificate of the federation CA in ca_pem
  * (fc_signed_verify), the manifest parses, its federation is the signer's
- * and, if federation is non-NULL, that one too. *out gets the manifest.
+ * and, if federation is non-NULL, that one too (ignore_time: the signer's
+ * validity dates are not checked). *out gets the manifest.
  * FEDC_ERR_SIGNATURE (or CERT_EXPIRED) with the reason in err.
  */
 int fc_manifest_verify(const char *ca_pem, size_t ca_len, const fc_signed *s, const char *federation,
-                       fc_manifest *out, char *err, size_t errlen);
+                       int ignore_time, fc_manifest *out, char *err, size_t errlen);
 
-/* The model in hand is the one the manifest describes: version (unless
- * version is UINT64_MAX: any), SHA-256, size and specs. FEDC_ERR_SIGNATURE
- * naming the first difference. */
-int fc_manifest_check_model(const fc_manifest *m, uint64_t version, const uint8_t sha[FC_SHA256_LEN],
-                            const fc_model_spec *spec, uint64_t bytes, char *err, size_t errlen);
+/* The model in hand is the one the manifest describes: version (if
+ * check_version), SHA-256, size and specs. FEDC_ERR_SIGNATURE naming the
+ * first difference. */
+int fc_manifest_check_model(const fc_manifest *m, int check_version, uint64_t version,
+                            const uint8_t sha[FC_SHA256_LEN], const fc_model_spec *spec, uint64_t bytes, char *err,
+                            size_t errlen);
 
 /*
  * A client's whole decision about a model it received (client.h,
  * allow_unsigned_models): s absent (NULL msg) is refused unless
  * allow_unsigned; otherwise fc_manifest_verify, fc_manifest_check_model for
- * `version`, and no version below the newest accepted before (*newest, kept
- * by the caller across models; *have_newest 0 at first) - a replayed old
- * manifest. On success *newest is updated. FEDC_ERR_SIGNATURE with a
+ * `version`, and no version below the newest accepted before, nor another
+ * model under that same version (kept in t across models; have_newest 0 at
+ * first) - a replayed old manifest or a second one for a version. On
+ * success the newest is updated. The memory is the process's: a restarted
+ * client starts over (client.h). FEDC_ERR_SIGNATURE with a
  * sentence in err otherwise.
  */
 typedef struct fc_manifest_trust {
@@ -84,6 +92,7 @@ typedef struct fc_manifest_trust {
   int allow_unsigned;
   int have_newest;
   uint64_t newest;
+  uint8_t newest_sha[FC_SHA256_LEN];
 } fc_manifest_trust;
 int fc_manifest_accept(fc_manifest_trust *t, const fc_signed *s, uint64_t version, const uint8_t sha[FC_SHA256_LEN],
                        const fc_model_spec *spec, uint64_t bytes, char *err, size_t errlen);

@@ -37,6 +37,8 @@ struct fc_coord {
    * federation CA the start-up check verified it against. */
   char *sign_key, *sign_cert, *ca_pem;
   size_t sign_key_len, sign_cert_len, ca_len;
+  fc_store_key store_key; /* cfg.model_key and the plaintext policy */
+  int adopted;            /* adopt_state signed the current version at start */
   pthread_mutex_t mu; /* engine, rounds history, current model pointer */
   fc_engine *engine;
   fc_agg *agg;
@@ -114,17 +116,23 @@ void coord_sa_end(fc_coord *c);
  * certificate of the federation CA whose key signs. Warns if there is none. */
 int coord_sign_init(fc_coord *c, char *err, size_t errlen);
 void coord_sign_free(fc_coord *c);
-/* Sign m's manifest (round, parent version and SHA; parent_sha NULL for v0),
- * write models/vN.manifest and attach it to m. A no-op without a key. */
-int coord_sign_version(fc_coord *c, model_ref *m, uint64_t round, const uint8_t *parent_sha, char *err,
-                       size_t errlen);
+/* Sign m's manifest (round, parent version and SHA; parent_sha NULL for v0;
+ * opt_sha: the server optimizer state saved with it, or NULL), write
+ * models/vN.manifest and attach it to m. A no-op without a key. */
+int coord_sign_version(fc_coord *c, model_ref *m, uint64_t round, const uint8_t *parent_sha, const uint8_t *opt_sha,
+                       char *err, size_t errlen);
 /* Attach a stored version's manifest to m after checking it describes m.
- * sign_missing: a version from before signing gets one now (start-up).
- * A manifest that fails the check is FEDC_ERR_SIGNATURE. */
-int coord_manifest_load(fc_coord *c, model_ref *m, const fc_store_model_info *info, int sign_missing, char *err,
+ * at_start: the current version at start-up, where a missing manifest is
+ * refused unless cfg.adopt_state (then signed now) and a manifest whose
+ * signer certificate has expired since is signed again with the current key
+ * if it still verifies apart from the date. FEDC_ERR_SIGNATURE if it fails. */
+int coord_manifest_load(fc_coord *c, model_ref *m, const fc_store_model_info *info, int at_start, char *err,
                         size_t errlen);
+/* The optimizer-state SHA-256 m's manifest vouches for: 1 and *out, or 0 if
+ * the manifest names none (or m is unsigned). */
+int coord_manifest_opt_sha(const model_ref *m, uint8_t out[FC_SHA256_LEN]);
 /* The at-rest key of cfg, or NULL. */
-const uint8_t *coord_model_key(const fc_coord *c);
+const fc_store_key *coord_model_key(const fc_coord *c);
 /* The engine's tick said SA_CLOSE: close the stage in the core, advance the
  * engine or abandon. Returns the engine's next action (FC_TICK_AGGREGATE
  * after the last stage, FC_TICK_ABANDON, or FC_TICK_NONE). */

@@ -304,6 +304,20 @@ static int sopt_write(fc_coord *c, uint64_t version, const uint8_t sha[FC_SHA256
                             why, whylen);
 }
 
+/* SHA-256 of the optimizer state as fc_store_write_opt writes it (m, then
+ * v); 0 if the method keeps none. */
+static int sopt_sha(fc_coord *c, uint8_t out[FC_SHA256_LEN]) {
+  fc_sopt *o = c->sopt;
+  int ns = o ? fc_sopt_nstate(o->cfg.kind) : 0;
+  if (!ns) return 0;
+  fc_sha256_ctx h;
+  fc_sha256_init(&h);
+  fc_sha256_update(&h, o->m, o->n * sizeof(float));
+  if (ns >= 2) fc_sha256_update(&h, o->v, o->n * sizeof(float));
+  fc_sha256_final(&h, out);
+  return 1;
+}
+
 /* At start: the state saved with the current version, if any. A new
  * federation, or one that ran another optimizer (or none) so far, starts
  * from fresh moments, and says so. */
@@ -314,6 +328,23 @@ static int sopt_load(fc_coord *c, uint64_t version, const uint8_t sha[FC_SHA256_
   char why[600];
   int rc = fc_store_read_opt(c->cfg.state_dir, coord_model_key(c), version, sha, fc_sopt_name(o->cfg.kind), ns, o->m, o->v, o->n, &o->step,
                              why, sizeof why);
+  if (rc == FEDC_OK && c->model->man.msg && !c->adopted) {
+    /* The next version is computed from this state: it must be the one the
+     * signed manifest names, or it could steer what gets signed next. */
+    uint8_t want[FC_SHA256_LEN], got[FC_SHA256_LEN];
+    sopt_sha(c, got);
+    if (!coord_manifest_opt_sha(c->model, want)) {
+      FC_WARN(MOD, "server optimizer %s: the state file of model v%llu is not in its signed manifest: ignored, "
+                   "starting from fresh state", fc_sopt_name(o->cfg.kind), (unsigned long long)version);
+      fc_sopt_reset(o);
+      return FEDC_OK;
+    }
+    if (!fc_digest_equal(want, got, FC_SHA256_LEN)) {
+      snprintf(err, errlen, "server optimizer state of model v%llu differs from what its signed manifest names "
+                            "(restore models/ from a backup)", (unsigned long long)version);
+      return FEDC_ERR_SIGNATURE;
+    }
+  }
   if (rc == FEDC_OK) {
     FC_INFO(MOD, "server optimizer %s: state of model v%llu loaded (step %llu)", fc_sopt_name(o->cfg.kind),
             (unsigned long long)version, (unsigned long long)o->step);
@@ -503,8 +534,11 @@ static int finalize(fc_coord *c, uint64_t *version, uint8_t sha[FC_SHA256_LEN], 
   pthread_mutex_lock(&c->mu);
   fc_engine_get_status(c->engine, fc_now_ms(), &es);
   pthread_mutex_unlock(&c->mu);
-  /* Signed first: no version reaches state.json without its manifest. */
-  if ((rc = coord_sign_version(c, m, es.round, old->sha, why, whylen)) != FEDC_OK) {
+  /* Signed first: no version reaches state.json without its manifest, which
+   * also vouches for the optimizer state saved with it. */
+  uint8_t opt_sha[FC_SHA256_LEN];
+  int has_opt = sopt_sha(c, opt_sha);
+  if ((rc = coord_sign_version(c, m, es.round, old->sha, has_opt ? opt_sha : NULL, why, whylen)) != FEDC_OK) {
     model_unref(m);
     goto out;
   }
@@ -1663,6 +1697,8 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
   if (!c) return FEDC_ERR_NOMEM;
   c->cfg = *cfg;
   c->clip = cfg->clip_norm;
+  memcpy(c->store_key.key, cfg->model_key, sizeof c->store_key.key);
+  c->store_key.allow_plain = cfg->adopt_state;
   c->started_ms = fc_now_ms();
   pthread_mutex_init(&c->mu, NULL);
   pthread_mutex_init(&c->stop_mu, NULL);
@@ -1726,7 +1762,7 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
     v0.spec = spec;
     v0.bytes = bytes;
     memcpy(v0.sha, sha, FC_SHA256_LEN);
-    if ((rc = coord_sign_version(c, &v0, 0, NULL, err, errlen)) != FEDC_OK ||
+    if ((rc = coord_sign_version(c, &v0, 0, NULL, NULL, err, errlen)) != FEDC_OK ||
         (rc = fc_store_write_model(cfg->state_dir, coord_model_key(c), 0, 0, &spec, data, sha, NULL, err, errlen)) !=
             FEDC_OK) {
       fc_signed_free(&v0.man);
@@ -1737,6 +1773,7 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
     memcpy(st.sha, sha, FC_SHA256_LEN);
     st.next_round = 1;
     if ((rc = fc_store_save_state(cfg->state_dir, cfg->federation, &st, err, errlen)) != FEDC_OK) {
+      fc_signed_free(&v0.man);
       free(data);
       goto fail;
     }
@@ -1983,6 +2020,7 @@ void fc_coord_stop(fc_coord *c, int grace_ms) {
   model_unref(c->model);
   coord_sign_free(c);
   fc_wipe(c->cfg.model_key, sizeof c->cfg.model_key);
+  fc_wipe(c->store_key.key, sizeof c->store_key.key);
   free(c->rounds);
   pthread_mutex_destroy(&c->mu);
   pthread_mutex_destroy(&c->stop_mu);

@@ -23,6 +23,11 @@ typedef struct fc_coord_cfg {
    * 32-byte key, from a file outside the state directory. */
   int model_key_set;
   uint8_t model_key[32];
+  /* Take the state directory as it is, once: sign its current version if it
+   * has no manifest (a state from before signing) and read plaintext model
+   * files although model_key is set. Never needed otherwise: without it
+   * such a state is refused, since it is also what tampering looks like. */
+  int adopt_state;
   int insecure_for_testing;
   char state_dir[512];
   fc_engine_cfg engine;

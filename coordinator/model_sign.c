@@ -5,11 +5,16 @@
  * key (role signer, EKU codeSigning: issued by `fedc pki init`, or `fedc pki
  * issue --role signer`) and written to models/vN.manifest BEFORE the model
  * file and state.json name the version, so no published version lacks one.
- * The stored manifest is what clients get, also after a restart: the
- * coordinator never re-signs a version it already signed, so a model file
- * changed at rest cannot be laundered by a restart (start-up refuses it).
+ * The stored manifest is what clients get, also after a restart. At start
+ * the current version must match its manifest, and so must the server
+ * optimizer state saved with it (the manifest names its SHA-256: the next
+ * version is computed from it). A version is signed again only in two cases,
+ * both checked first: an operator adopting a state directory from before
+ * signing (--adopt-state, explicit, since a removed manifest looks the same),
+ * and a manifest whose signer certificate has expired since but which still
+ * verifies apart from the date and matches the model (else a federation
+ * whose signer expired could never publish again).
  */
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,7 +35,7 @@ static int read_pem(const char *path, const char *what, char **out, size_t *len,
   return rc;
 }
 
-const uint8_t *coord_model_key(const fc_coord *c) { return c->cfg.model_key_set ? c->cfg.model_key : NULL; }
+const fc_store_key *coord_model_key(const fc_coord *c) { return c->cfg.model_key_set ? &c->store_key : NULL; }
 
 int coord_sign_init(fc_coord *c, char *err, size_t errlen) {
   const fc_coord_cfg *cfg = &c->cfg;
@@ -103,7 +108,7 @@ static int sign_manifest(fc_coord *c, const fc_manifest *mf, model_ref *m, char 
 }
 
 static void manifest_of(const fc_coord *c, const model_ref *m, uint64_t round, const uint8_t *parent_sha,
-                        uint64_t created, fc_manifest *mf) {
+                        const uint8_t *opt_sha, uint64_t created, fc_manifest *mf) {
   memset(mf, 0, sizeof *mf);
   snprintf(mf->federation, sizeof mf->federation, "%s", c->cfg.federation);
   mf->version = m->version;
@@ -113,54 +118,48 @@ static void manifest_of(const fc_coord *c, const model_ref *m, uint64_t round, c
   if (mf->has_parent) memcpy(mf->parent_sha, parent_sha, FC_SHA256_LEN);
   memcpy(mf->sha, m->sha, FC_SHA256_LEN);
   mf->bytes = m->bytes;
+  mf->has_opt = opt_sha != NULL;
+  if (opt_sha) memcpy(mf->opt_sha, opt_sha, FC_SHA256_LEN);
   mf->created_unix = created;
   mf->spec = m->spec;
 }
 
-int coord_sign_version(fc_coord *c, model_ref *m, uint64_t round, const uint8_t *parent_sha, char *err,
-                       size_t errlen) {
+int coord_sign_version(fc_coord *c, model_ref *m, uint64_t round, const uint8_t *parent_sha, const uint8_t *opt_sha,
+                       char *err, size_t errlen) {
   if (!c->sign_key) return FEDC_OK;
   fc_manifest mf;
-  manifest_of(c, m, round, parent_sha, (uint64_t)time(NULL), &mf);
+  manifest_of(c, m, round, parent_sha, opt_sha, (uint64_t)time(NULL), &mf);
   return sign_manifest(c, &mf, m, err, errlen);
 }
 
-/* 1 if any version in the state directory has a manifest. */
-static int any_manifest(const char *state_dir) {
-  char p[1100];
-  snprintf(p, sizeof p, "%s/models", state_dir);
-  DIR *d = opendir(p);
-  if (!d) return 0;
-  int found = 0;
-  for (struct dirent *e; !found && (e = readdir(d));) {
-    size_t l = strlen(e->d_name);
-    found = l > 9 && strcmp(e->d_name + l - 9, ".manifest") == 0;
-  }
-  closedir(d);
-  return found;
+int coord_manifest_opt_sha(const model_ref *m, uint8_t out[FC_SHA256_LEN]) {
+  fc_manifest mf;
+  if (!m->man.msg || fc_manifest_parse(m->man.msg, m->man.msg_len, &mf, NULL, 0) != FEDC_OK || !mf.has_opt) return 0;
+  memcpy(out, mf.opt_sha, FC_SHA256_LEN);
+  return 1;
 }
 
-int coord_manifest_load(fc_coord *c, model_ref *m, const fc_store_model_info *info, int sign_missing, char *err,
+int coord_manifest_load(fc_coord *c, model_ref *m, const fc_store_model_info *info, int at_start, char *err,
                         size_t errlen) {
   fc_signed s;
   char why[400], path[1100];
   fc_store_manifest_path(c->cfg.state_dir, m->version, path, sizeof path);
   int rc = fc_store_read_manifest(c->cfg.state_dir, m->version, &s, why, sizeof why);
   if (rc == FEDC_ERR_NOT_FOUND) {
-    if (!sign_missing || !c->sign_key) return FEDC_OK;
-    /* Only a state directory that never had signing on is signed after the
-     * fact: once versions carry manifests, one without is a removed one, and
-     * signing whatever model file is there would launder a change. */
-    if (any_manifest(c->cfg.state_dir)) {
-      snprintf(err, errlen, "%s is missing while other versions have manifests: restore it from a backup",
+    if (!at_start || !c->sign_key) return FEDC_OK;
+    if (!c->cfg.adopt_state) {
+      snprintf(err, errlen,
+               "%s is missing: restore it from a backup (a state directory from before model signing: start once "
+               "with --adopt-state to sign its current version as it is)",
                path);
       return FEDC_ERR_SIGNATURE;
     }
-    FC_WARN(MOD, "model v%llu has no manifest (state from before model signing): signing it now",
-            (unsigned long long)m->version);
+    FC_WARN(MOD, "--adopt-state: signing model v%llu as it is in %s", (unsigned long long)m->version,
+            c->cfg.state_dir);
     fc_manifest mf;
-    manifest_of(c, m, info ? info->round : 0, info && info->has_parent ? info->parent_sha : NULL,
+    manifest_of(c, m, info ? info->round : 0, info && info->has_parent ? info->parent_sha : NULL, NULL,
                 info ? info->created_unix : 0, &mf);
+    c->adopted = 1;
     return sign_manifest(c, &mf, m, err, errlen);
   }
   if (rc != FEDC_OK) {
@@ -170,14 +169,30 @@ int coord_manifest_load(fc_coord *c, model_ref *m, const fc_store_model_info *in
   /* Verify it as a client would, if we can: the federation CA is known when
    * signing is on. Without it, at least the manifest must describe m. */
   fc_manifest mf;
-  if (c->ca_pem) rc = fc_manifest_verify(c->ca_pem, c->ca_len, &s, c->cfg.federation, &mf, why, sizeof why);
-  else rc = fc_manifest_parse(s.msg, s.msg_len, &mf, why, sizeof why) == FEDC_OK ? FEDC_OK : FEDC_ERR_SIGNATURE;
-  if (rc == FEDC_OK) rc = fc_manifest_check_model(&mf, m->version, m->sha, &m->spec, m->bytes, why, sizeof why);
+  int expired = 0;
+  if (c->ca_pem) {
+    rc = fc_manifest_verify(c->ca_pem, c->ca_len, &s, c->cfg.federation, 0, &mf, why, sizeof why);
+    if (rc == FEDC_ERR_CERT_EXPIRED && at_start && c->sign_key) {
+      expired = 1;
+      rc = fc_manifest_verify(c->ca_pem, c->ca_len, &s, c->cfg.federation, 1, &mf, why, sizeof why);
+    }
+  } else {
+    rc = fc_manifest_parse(s.msg, s.msg_len, &mf, why, sizeof why) == FEDC_OK ? FEDC_OK : FEDC_ERR_SIGNATURE;
+  }
+  if (rc == FEDC_OK) rc = fc_manifest_check_model(&mf, 1, m->version, m->sha, &m->spec, m->bytes, why, sizeof why);
   if (rc != FEDC_OK) {
     fc_signed_free(&s);
     snprintf(err, errlen, "%s does not match model v%llu: %s (restore both from a backup)", path,
              (unsigned long long)m->version, why);
     return rc == FEDC_ERR_CERT_EXPIRED ? rc : FEDC_ERR_SIGNATURE;
+  }
+  if (expired) {
+    /* Same manifest, fresh signature: valid when signed, still matching. */
+    fc_signed_free(&s);
+    FC_WARN(MOD, "the signer certificate of model v%llu's manifest has expired: signing it again with the current key",
+            (unsigned long long)m->version);
+    mf.created_unix = (uint64_t)time(NULL);
+    return sign_manifest(c, &mf, m, err, errlen);
   }
   fc_signed_free(&m->man);
   m->man = s;

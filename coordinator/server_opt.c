@@ -69,16 +69,23 @@ int fc_sopt_create(const fc_sopt_cfg *cfg, size_t n, fc_sopt **out) {
   o->n = n;
   int ns = fc_sopt_nstate(cfg->kind);
   if (ns >= 1 && !(o->m = calloc(n ? n : 1, sizeof *o->m))) goto oom;
-  if (ns >= 2) {
-    if (!(o->v = malloc((n ? n : 1) * sizeof *o->v))) goto oom;
-    float v0 = cfg->tau * cfg->tau; /* Reddi et al.: v_{-1} >= tau^2 */
-    for (size_t i = 0; i < n; i++) o->v[i] = v0;
-  }
+  if (ns >= 2 && !(o->v = malloc((n ? n : 1) * sizeof *o->v))) goto oom;
+  fc_sopt_reset(o);
   *out = o;
   return FEDC_OK;
 oom:
   fc_sopt_destroy(o);
   return FEDC_ERR_NOMEM;
+}
+
+void fc_sopt_reset(fc_sopt *o) {
+  int ns = fc_sopt_nstate(o->cfg.kind);
+  if (ns >= 1) memset(o->m, 0, o->n * sizeof *o->m);
+  if (ns >= 2) {
+    float v0 = o->cfg.tau * o->cfg.tau; /* Reddi et al.: v_{-1} >= tau^2 */
+    for (size_t i = 0; i < o->n; i++) o->v[i] = v0;
+  }
+  o->step = 0;
 }
 
 void fc_sopt_destroy(fc_sopt *o) {

@@ -54,6 +54,8 @@ typedef struct fc_sopt {
 
 int fc_sopt_create(const fc_sopt_cfg *cfg, size_t n, fc_sopt **out);
 void fc_sopt_destroy(fc_sopt *o);
+/* Back to fresh moments (zero first moment, v = tau^2, step 0). */
+void fc_sopt_reset(fc_sopt *o);
 /* How many state vectors the method keeps (0, 1 or 2). */
 int fc_sopt_nstate(int kind);
 /* x (n floats) += the optimizer's step for the mean delta d. */

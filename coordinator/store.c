@@ -26,22 +26,22 @@
  *
  *   "FEDCENC1" | nonce (12, random) | ciphertext (as long as the image) | tag (16)
  *
- * The associated data is "fedc-at-rest-v1:" and the file's name within the
- * state directory (models/v000005.safetensors), so a file copied over another
- * version's name does not open. Without a key an encrypted file is refused
- * with a sentence saying so; with one, a plaintext file (from before the key
- * was set) is still read. Integrity against someone who can write the state
- * directory is not this layer's job: state.json, the recorded SHA-256 and the
- * signed manifest catch a changed model; this keeps it secret. */
+ * The associated data is "fedc-at-rest-v1:" and the file's base name
+ * (v000005.safetensors, v000005.opt.safetensors), so a file copied over
+ * another version's or kind's name does not open, and the state directory
+ * can move. Without a key a sealed file is refused with a sentence saying so;
+ * with one, so is a plaintext file unless the key says allow_plain. Older
+ * sealed files under their own names still open: the signed manifest (which
+ * also covers the optimizer state) and state.json catch those swaps. */
 #define ENC_MAGIC "FEDCENC1"
 #define ENC_HDR (8 + FC_GCM_NONCE_LEN)
 
 static void enc_aad(const char *path, char *aad, size_t cap) {
-  const char *m = strstr(path, "/models/");
-  snprintf(aad, cap, "fedc-at-rest-v1:%s", m ? m + 1 : path);
+  const char *b = strrchr(path, '/');
+  snprintf(aad, cap, "fedc-at-rest-v1:%s", b ? b + 1 : path);
 }
 
-static int write_st(const char *path, const uint8_t *key, const fc_model_spec *spec, const float *data,
+static int write_st(const char *path, const fc_store_key *key, const fc_model_spec *spec, const float *data,
                     const fc_st_meta *meta, char *err, size_t errlen) {
   if (!key) return fc_safetensors_write(path, spec, data, meta, err, errlen);
   uint8_t *img = NULL;
@@ -53,7 +53,7 @@ static int write_st(const char *path, const uint8_t *key, const fc_model_spec *s
   enc_aad(path, aad, sizeof aad);
   memcpy(hdr, ENC_MAGIC, 8);
   if ((rc = fc_random_bytes(hdr + 8, FC_GCM_NONCE_LEN)) == FEDC_OK)
-    rc = fc_gcm_seal(key, hdr + 8, (const uint8_t *)aad, strlen(aad), img, n, img, tag);
+    rc = fc_gcm_seal(key->key, hdr + 8, (const uint8_t *)aad, strlen(aad), img, n, img, tag);
   if (rc != FEDC_OK) {
     snprintf(err, errlen, "cannot encrypt %s: %s", path, fedc_strerror(rc));
   } else {
@@ -78,9 +78,16 @@ static int is_encrypted(const char *path) {
   return r == 8 && memcmp(m, ENC_MAGIC, 8) == 0;
 }
 
-static int read_st(const char *path, const uint8_t *key, fc_model_spec *spec, float **data, fc_st_meta *meta,
+static int read_st(const char *path, const fc_store_key *key, fc_model_spec *spec, float **data, fc_st_meta *meta,
                    uint64_t max_bytes, char *err, size_t errlen) {
   int enc = is_encrypted(path);
+  if (enc == 0 && key && !key->allow_plain) {
+    snprintf(err, errlen,
+             "%s is not encrypted although --model-key-file is set (a file replaced, or a state from before the "
+             "key: --adopt-state reads it once)",
+             path);
+    return FEDC_ERR_CRYPTO;
+  }
   if (enc <= 0) return fc_safetensors_read(path, spec, data, meta, max_bytes, err, errlen);
   if (!key) {
     snprintf(err, errlen, "%s is encrypted at rest: start the coordinator with --model-key-file", path);
@@ -99,7 +106,7 @@ static int read_st(const char *path, const uint8_t *key, fc_model_spec *spec, fl
   if (n < ENC_HDR + FC_GCM_TAG_LEN) {
     snprintf(err, errlen, "%s: encrypted file truncated", path);
     rc = FEDC_ERR_FORMAT;
-  } else if (fc_gcm_open(key, buf + 8, (const uint8_t *)aad, strlen(aad), buf + ENC_HDR, n - ENC_HDR - FC_GCM_TAG_LEN,
+  } else if (fc_gcm_open(key->key, buf + 8, (const uint8_t *)aad, strlen(aad), buf + ENC_HDR, n - ENC_HDR - FC_GCM_TAG_LEN,
                          buf + n - FC_GCM_TAG_LEN, buf + ENC_HDR) != FEDC_OK) {
     snprintf(err, errlen, "%s does not decrypt with the key of --model-key-file (wrong key, or the file was changed)",
              path);
@@ -252,7 +259,7 @@ void fc_store_model_path(const char *dir, uint64_t version, char *out, size_t ou
   snprintf(out, outlen, "%s/models/v%06llu.safetensors", dir, (unsigned long long)version);
 }
 
-int fc_store_write_model(const char *dir, const uint8_t *key, uint64_t version, uint64_t round,
+int fc_store_write_model(const char *dir, const fc_store_key *key, uint64_t version, uint64_t round,
                          const fc_model_spec *spec, const float *data, const uint8_t sha[FC_SHA256_LEN],
                          const uint8_t *parent_sha, char *err, size_t errlen) {
   char p[1024], hex[FC_SHA256_HEX_LEN], num[32];
@@ -336,7 +343,7 @@ static void opt_path(const char *dir, uint64_t version, char *out, size_t outlen
   snprintf(out, outlen, "%s/models/v%06llu.opt.safetensors", dir, (unsigned long long)version);
 }
 
-int fc_store_write_opt(const char *dir, const uint8_t *key, uint64_t version, const uint8_t model_sha[FC_SHA256_LEN], const char *method,
+int fc_store_write_opt(const char *dir, const fc_store_key *key, uint64_t version, const uint8_t model_sha[FC_SHA256_LEN], const char *method,
                        uint64_t step, int nstate, const float *m, const float *v, size_t n, char *err, size_t errlen) {
   char p[1024], hex[FC_SHA256_HEX_LEN], num[32];
   fc_model_spec spec;
@@ -369,7 +376,7 @@ int fc_store_write_opt(const char *dir, const uint8_t *key, uint64_t version, co
   return rc;
 }
 
-int fc_store_read_opt(const char *dir, const uint8_t *key, uint64_t version, const uint8_t model_sha[FC_SHA256_LEN], const char *method,
+int fc_store_read_opt(const char *dir, const fc_store_key *key, uint64_t version, const uint8_t model_sha[FC_SHA256_LEN], const char *method,
                       int nstate, float *m, float *v, size_t n, uint64_t *step, char *err, size_t errlen) {
   char p[1024], hex[FC_SHA256_HEX_LEN];
   fc_model_spec spec;
@@ -406,7 +413,7 @@ int fc_store_read_opt(const char *dir, const uint8_t *key, uint64_t version, con
   return rc;
 }
 
-int fc_store_read_model(const char *dir, const uint8_t *key, uint64_t version, fc_model_spec *spec, float **data,
+int fc_store_read_model(const char *dir, const fc_store_key *key, uint64_t version, fc_model_spec *spec, float **data,
                         uint8_t sha[FC_SHA256_LEN], fc_store_model_info *info, char *err, size_t errlen) {
   char p[1024];
   fc_st_meta meta;

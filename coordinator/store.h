@@ -32,6 +32,11 @@
 #include "crypto/sha256.h"
 #include "crypto/signed.h"
 
+typedef struct fc_store_key {
+  uint8_t key[32];
+  int allow_plain;
+} fc_store_key;
+
 /* state.json. Every field is checked on load (type and range); a state file
  * of another federation is refused. Fields added after the first release
  * (paused, budget, config_rounds, open_round) default to 0 when absent. */
@@ -62,7 +67,7 @@ void fc_store_model_path(const char *dir, uint64_t version, char *out, size_t ou
  * model_sha): models/vNNNNNN.opt.safetensors with tensors "m" and "v" (as
  * many as the method keeps: nstate 0..2, n floats each), the method's name,
  * the step count and a SHA-256 of the payload. */
-int fc_store_write_opt(const char *dir, const uint8_t *key, uint64_t version, const uint8_t model_sha[FC_SHA256_LEN], const char *method,
+int fc_store_write_opt(const char *dir, const fc_store_key *key, uint64_t version, const uint8_t model_sha[FC_SHA256_LEN], const char *method,
                        uint64_t step, int nstate, const float *m, const float *v, size_t n, char *err, size_t errlen);
 /* Differential privacy accountant state (dp.json): the RDP composed so far
  * at each of the n orders of common/dp_accountant.h, the rounds counted and
@@ -74,12 +79,15 @@ int fc_store_write_dp(const char *dir, const double *rdp, size_t n, uint64_t rou
 int fc_store_read_dp(const char *dir, double *rdp, size_t n, uint64_t *rounds, double *clip, char *err, size_t errlen);
 /* Read it back into m, v (n floats each, caller's). NOT_FOUND if there is
  * none; FORMAT if it is for another method, model or size; HASH if damaged. */
-int fc_store_read_opt(const char *dir, const uint8_t *key, uint64_t version, const uint8_t model_sha[FC_SHA256_LEN], const char *method,
+int fc_store_read_opt(const char *dir, const fc_store_key *key, uint64_t version, const uint8_t model_sha[FC_SHA256_LEN], const char *method,
                       int nstate, float *m, float *v, size_t n, uint64_t *step, char *err, size_t errlen);
 /* Model files and optimizer state take `key`: NULL writes plaintext
- * safetensors; a 32-byte key seals them with AES-256-GCM (store.c has the
- * format). Reads accept both, and refuse an encrypted file without a key. */
-int fc_store_write_model(const char *dir, const uint8_t *key, uint64_t version, uint64_t round,
+ * safetensors; a key seals them with AES-256-GCM (store.c has the format).
+ * Reads refuse a sealed file without a key and, with one, a plaintext file
+ * unless allow_plain (an operator adopting an older state directory): else
+ * whoever can write the directory could swap a sealed file for a plaintext
+ * one of their choosing. */
+int fc_store_write_model(const char *dir, const fc_store_key *key, uint64_t version, uint64_t round,
                          const fc_model_spec *spec, const float *data, const uint8_t sha[FC_SHA256_LEN],
                          const uint8_t *parent_sha, char *err, size_t errlen);
 /* What a model file records about its version beyond the tensors. */
@@ -90,7 +98,7 @@ typedef struct fc_store_model_info {
 } fc_store_model_info;
 /* Load a version, recompute its SHA-256 and compare with the recorded one;
  * info (may be NULL) gets its metadata. */
-int fc_store_read_model(const char *dir, const uint8_t *key, uint64_t version, fc_model_spec *spec, float **data,
+int fc_store_read_model(const char *dir, const fc_store_key *key, uint64_t version, fc_model_spec *spec, float **data,
                         uint8_t sha[FC_SHA256_LEN], fc_store_model_info *info, char *err, size_t errlen);
 /* The signed manifest of a version: models/vNNNNNN.manifest, in the file
  * form of crypto/signed.h, written atomically before the version's model. */

@@ -897,14 +897,14 @@ int fc_pki_issue(const char *dir, const char *role, const char *name, const char
 /* ---- verify ----------------------------------------------------------------------------- */
 
 static int verify_chain(STACK_OF(X509) *cas, STACK_OF(X509) *chain, const char *ca_pem_path,
-                        const char *cert_pem_path, char *err, size_t errlen);
+                        const char *cert_pem_path, int ignore_time, char *err, size_t errlen);
 
 int fc_pki_verify(const char *ca_pem_path, const char *cert_pem_path, char *err, size_t errlen) {
   STACK_OF(X509) *cas = NULL, *chain = NULL;
   int rc;
   if ((rc = read_certs(ca_pem_path, &cas, err, errlen)) == FEDC_OK &&
       (rc = read_certs(cert_pem_path, &chain, err, errlen)) == FEDC_OK)
-    rc = verify_chain(cas, chain, ca_pem_path, cert_pem_path, err, errlen);
+    rc = verify_chain(cas, chain, ca_pem_path, cert_pem_path, 0, err, errlen);
   sk_X509_pop_free(chain, X509_free);
   sk_X509_pop_free(cas, X509_free);
   return rc;
@@ -912,6 +912,11 @@ int fc_pki_verify(const char *ca_pem_path, const char *cert_pem_path, char *err,
 
 int fc_pki_verify_pem(const char *ca_pem, size_t ca_len, const char *cert_pem, size_t cert_len, char *err,
                       size_t errlen) {
+  return fc_pki_verify_pem_ex(ca_pem, ca_len, cert_pem, cert_len, 0, err, errlen);
+}
+
+int fc_pki_verify_pem_ex(const char *ca_pem, size_t ca_len, const char *cert_pem, size_t cert_len, int ignore_time,
+                         char *err, size_t errlen) {
   STACK_OF(X509) *cas = NULL, *chain = NULL;
   int rc = FEDC_ERR_INVALID;
   if (ca_len > INT_MAX || cert_len > INT_MAX) return rc;
@@ -927,7 +932,7 @@ int fc_pki_verify_pem(const char *ca_pem, size_t ca_len, const char *cert_pem, s
     b = NULL;
   }
   BIO_free(b);
-  if (rc == FEDC_OK) rc = verify_chain(cas, chain, "the federation CA", "the certificate", err, errlen);
+  if (rc == FEDC_OK) rc = verify_chain(cas, chain, "the federation CA", "the certificate", ignore_time, err, errlen);
   sk_X509_pop_free(chain, X509_free);
   sk_X509_pop_free(cas, X509_free);
   return rc;
@@ -936,7 +941,7 @@ int fc_pki_verify_pem(const char *ca_pem, size_t ca_len, const char *cert_pem, s
 /* Verifies chain's first certificate (shifted off: the rest are untrusted
  * intermediates) against cas. Names are for the error message only. */
 static int verify_chain(STACK_OF(X509) *cas, STACK_OF(X509) *chain, const char *ca_pem_path,
-                        const char *cert_pem_path, char *err, size_t errlen) {
+                        const char *cert_pem_path, int ignore_time, char *err, size_t errlen) {
   X509 *leaf = NULL;
   X509_STORE *store = NULL;
   X509_STORE_CTX *ctx = NULL;
@@ -958,7 +963,8 @@ static int verify_chain(STACK_OF(X509) *cas, STACK_OF(X509) *chain, const char *
   }
   /* Strict RFC 5280 checks: what we issue passes them, and a certificate that
    * does not is better caught here than in a peer's TLS stack. */
-  X509_VERIFY_PARAM_set_flags(X509_STORE_CTX_get0_param(ctx), X509_V_FLAG_X509_STRICT);
+  X509_VERIFY_PARAM_set_flags(X509_STORE_CTX_get0_param(ctx),
+                              X509_V_FLAG_X509_STRICT | (ignore_time ? X509_V_FLAG_NO_CHECK_TIME : 0));
   /* If the certificate names its role, check its EKU fits it: clients and
    * admins authenticate as TLS clients, the coordinator as a TLS server. */
   char fed[FC_PKI_FEDERATION_MAX], role[FC_PKI_ROLE_MAX], name[FC_PKI_NAME_MAX];

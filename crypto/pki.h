@@ -133,6 +133,11 @@ int fc_pki_verify(const char *ca_pem_path, const char *cert_pem_path, char *err,
 int fc_pki_verify_pem(const char *ca_pem, size_t ca_len, const char *cert_pem, size_t cert_len, char *err,
                       size_t errlen);
 
+/* The same; ignore_time skips the validity dates (a signature made while the
+ * certificate was valid, checked after it expired). */
+int fc_pki_verify_pem_ex(const char *ca_pem, size_t ca_len, const char *cert_pem, size_t cert_len, int ignore_time,
+                         char *err, size_t errlen);
+
 /* notAfter of the first certificate in cert_path and whether it has passed. */
 int fc_pki_cert_expiry(const char *cert_path, time_t *not_after, int *expired_now);
 

@@ -71,10 +71,15 @@ int fc_signed_make(const char *key_pem, size_t key_len, const char *cert_pem, si
 
 int fc_signed_verify(const char *ca_pem, size_t ca_len, const fc_signed *s, const char *role, char *federation,
                      char *name, char *err, size_t errlen) {
+  return fc_signed_verify_ex(ca_pem, ca_len, s, role, 0, federation, name, err, errlen);
+}
+
+int fc_signed_verify_ex(const char *ca_pem, size_t ca_len, const fc_signed *s, const char *role, int ignore_time,
+                        char *federation, char *name, char *err, size_t errlen) {
   char why[400];
   char fed[FC_PKI_FEDERATION_MAX], r[FC_PKI_ROLE_MAX], nm[FC_PKI_NAME_MAX];
   if (!s || !s->msg || !s->sig || !s->cert) return fail(err, errlen, FEDC_ERR_SIGNATURE, "no signature");
-  int rc = fc_pki_verify_pem(ca_pem, ca_len, s->cert, s->cert_len, why, sizeof why);
+  int rc = fc_pki_verify_pem_ex(ca_pem, ca_len, s->cert, s->cert_len, ignore_time, why, sizeof why);
   if (rc == FEDC_ERR_CERT_EXPIRED) return fail(err, errlen, rc, "signer certificate: %s", why);
   if (rc != FEDC_OK) return fail(err, errlen, FEDC_ERR_SIGNATURE, "signer certificate: %s", why);
   if (fc_pki_identity_from_pem(s->cert, s->cert_len, fed, sizeof fed, r, sizeof r, nm, sizeof nm) != FEDC_OK)

@@ -57,6 +57,10 @@ void fc_signed_free(fc_signed *s);
 int fc_signed_verify(const char *ca_pem, size_t ca_len, const fc_signed *s, const char *role, char *federation,
                      char *name, char *err, size_t errlen);
 
+/* The same without the validity dates (ignore_time). */
+int fc_signed_verify_ex(const char *ca_pem, size_t ca_len, const fc_signed *s, const char *role, int ignore_time,
+                        char *federation, char *name, char *err, size_t errlen);
+
 /* File form: encode into a malloc'd NUL-terminated buffer; decode strictly. */
 int fc_signed_encode(const fc_signed *s, char **out, size_t *out_len);
 int fc_signed_decode(const char *buf, size_t len, fc_signed *out, char *err, size_t errlen);

@@ -10,14 +10,19 @@
 #      edited manifest, a manifest signed by a client certificate, one signed
 #      by another CA's signer, a missing manifest: each refused with why.
 #   3. A coordinator refuses to start on a state whose current model was
-#      changed at rest (hashes fixed up to match) or whose manifest is gone.
+#      changed at rest (hashes fixed up to match), whose manifest is gone, or
+#      whose manifests are all gone with a model of the attacker's in place
+#      (it would have signed that): only --adopt-state, given by the
+#      operator, signs a state's current version as it is. A server
+#      optimizer state changed at rest is refused (the manifest names it).
 #   4. Without a signing key the coordinator warns; a client refuses the
 #      unsigned models (the round goes on without it), a client with
 #      --allow-unsigned-models trains.
 #   5. --model-key-file: model versions on disk are AES-256-GCM sealed, served
 #      and signed as before; a restart needs the key (none or a wrong one is
-#      refused with a reason); a key file others can read, or one inside the
-#      state directory, is refused.
+#      refused with a reason); a sealed file swapped for a plaintext one is
+#      refused; a key file others can read, or one inside the state
+#      directory, is refused.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
 . "$(dirname "$0")/_data.sh"
@@ -125,7 +130,52 @@ rm -rf "$T/state" && cp -a "$T/state.bak" "$T/state"
 rm "$T/state/models/v000002.manifest"
 if timeout 20 "$FEDC" coordinator --listen 127.0.0.1:0 --pki "$T/pki" --state "$T/state" "${FED[@]}" \
   2>"$T/nomanifest.err"; then fail "coordinator started with a manifest removed"; fi
-assert_contains "$T/nomanifest.err" "v000002.manifest is missing while other versions have manifests"
+assert_contains "$T/nomanifest.err" "v000002.manifest is missing: restore it from a backup"
+# all manifests gone and a model of the attacker's in place: refused, not signed
+python3 - "$T/state/models/v000002.safetensors" "$T/state/state.json" <<'PY'
+import hashlib, json, struct, sys
+p, sp = sys.argv[1:3]
+b = bytearray(open(p, "rb").read()); n = struct.unpack("<Q", b[:8])[0]
+data = struct.pack("<%df" % ((len(b) - 8 - n) // 4), *([1.2345] * ((len(b) - 8 - n) // 4)))
+sha = hashlib.sha256(data).hexdigest()
+h = json.loads(b[8:8 + n]); h["__metadata__"]["fedc.sha256"] = sha
+hb = json.dumps(h).encode(); hb += b" " * (-len(hb) % 8)
+open(p, "wb").write(struct.pack("<Q", len(hb)) + hb + data)
+s = json.load(open(sp)); s["sha256"] = sha; json.dump(s, open(sp, "w"))
+PY
+rm "$T"/state/models/*.manifest
+if timeout 20 "$FEDC" coordinator --listen 127.0.0.1:0 --pki "$T/pki" --state "$T/state" "${FED[@]}" \
+  2>"$T/launder.err"; then fail "coordinator started (and would sign) with every manifest removed"; fi
+assert_contains "$T/launder.err" "v000002.manifest is missing"
+ls "$T"/state/models/*.manifest >/dev/null 2>&1 && fail "a manifest was written for the planted model"
+# the operator adopting a pre-signing state: signed as it is, once
+rm -rf "$T/state" && cp -a "$T/state.bak" "$T/state" && rm "$T"/state/models/*.manifest
+start_coordinator --pki "$T/pki" --state "$T/state" "${FED[@]}" --adopt-state
+wait_for grep -q "adopt-state: signing model v2" "$T/coord.log" 20 || fail "--adopt-state did not sign v2"
+kill -TERM "$COORD_PID"
+wait "$COORD_PID" || true
+[ -s "$T/state/models/v000002.manifest" ] || fail "--adopt-state wrote no manifest"
+# server optimizer state changed at rest (its own metadata hash fixed up)
+start_coordinator --pki "$T/pki" --state "$T/state-adam" "${FED[@]}" --min-updates 2 --rounds 2 \
+  --server-optimizer adam --server-lr 0.01
+start_idx_clients a b
+wait_completed 2 || fail "adam rounds did not complete"
+kill -TERM "${CL[@]}" 2>/dev/null || true
+kill -TERM "$COORD_PID"
+wait "$COORD_PID" || true
+python3 - "$T/state-adam/models/v000002.opt.safetensors" <<'PY'
+import hashlib, json, struct, sys
+p = sys.argv[1]
+b = bytearray(open(p, "rb").read()); n = struct.unpack("<Q", b[:8])[0]
+k = (len(b) - 8 - n) // 4
+data = bytearray(b[8 + n:]); data[0:4 * (k // 2)] = struct.pack("<%df" % (k // 2), *([5.0] * (k // 2)))
+h = json.loads(b[8:8 + n]); h["__metadata__"]["fedc.sha256"] = hashlib.sha256(data).hexdigest()
+hb = json.dumps(h).encode(); hb += b" " * (-len(hb) % 8)
+open(p, "wb").write(struct.pack("<Q", len(hb)) + hb + bytes(data))
+PY
+if timeout 20 "$FEDC" coordinator --listen 127.0.0.1:0 --pki "$T/pki" --state "$T/state-adam" "${FED[@]}" \
+  --server-optimizer adam --server-lr 0.01 2>"$T/opt.err"; then fail "coordinator started on changed optimizer state"; fi
+assert_contains "$T/opt.err" "server optimizer state of model v2 differs from what its signed manifest names"
 
 # ---- 4. no signing key: clients refuse unless told otherwise ----
 make_pki "$T/pki2" sig a b
@@ -182,6 +232,13 @@ openssl rand -hex 32 >"$T/wrong.key" && chmod 600 "$T/wrong.key"
 if timeout 20 "$FEDC" coordinator --listen 127.0.0.1:0 --pki "$T/pki" --state "$T/state3" "${FED[@]}" \
   --model-key-file "$T/wrong.key" 2>"$T/wrongkey.err"; then fail "encrypted state opened with a wrong key"; fi
 assert_contains "$T/wrongkey.err" "does not decrypt with the key of --model-key-file"
+cp -a "$T/state3" "$T/state3.bak"
+cur=$(jq -r .version "$T/state3/state.json")
+cp "$T/e1.safetensors" "$T/state3/models/v00000$cur.safetensors" # a plaintext file in a sealed one's place
+if timeout 20 "$FEDC" coordinator --listen 127.0.0.1:0 --pki "$T/pki" --state "$T/state3" "${FED[@]}" \
+  --model-key-file "$T/model.key" 2>"$T/plain.err"; then fail "a plaintext file was read under the key"; fi
+assert_contains "$T/plain.err" "is not encrypted although --model-key-file is set"
+rm -rf "$T/state3" && mv "$T/state3.bak" "$T/state3"
 start_coordinator --pki "$T/pki" --state "$T/state3" "${FED[@]}" --min-updates 2 --rounds 3 \
   --model-key-file "$T/model.key"
 wait_for grep -q "resuming from $T/state3" "$T/coord.log" 20 || fail "restart with the key did not resume"

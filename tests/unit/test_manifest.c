@@ -105,7 +105,7 @@ static void test_accept(const char *dir, const char *other) {
   size_t ca_len;
   char *ca = slurp(dir, "ca.crt", &ca_len), err[400];
   fc_signed s5 = sign(dir, "signer-coordinator", &m5), s4 = sign(dir, "signer-coordinator", &m4);
-  fc_manifest_trust t = {ca, ca_len, "fed", 0, 0, 0};
+  fc_manifest_trust t = {.ca_pem = ca, .ca_len = ca_len, .federation = "fed"};
 
   fc_signed none;
   memset(&none, 0, sizeof none);
@@ -134,8 +134,15 @@ static void test_accept(const char *dir, const char *other) {
   CHECK_EQ_INT(fc_manifest_accept(&t, &s4, 4, m4.sha, &m4.spec, 24, err, sizeof err), FEDC_ERR_SIGNATURE);
   CHECK(strstr(err, "replayed") != NULL);
   CHECK_EQ_INT(fc_manifest_accept(&t, &s5, 5, m5.sha, &m5.spec, 24, err, sizeof err), FEDC_OK); /* same again: fine */
+  /* A second, validly signed manifest for version 5 describing other weights. */
+  float w2[6] = {1, 2, 3, 4, 5, 7};
+  fc_manifest m5b = sample(5, w2, 6);
+  fc_signed s5b = sign(dir, "signer-coordinator", &m5b);
+  CHECK_EQ_INT(fc_manifest_accept(&t, &s5b, 5, m5b.sha, &m5b.spec, 24, err, sizeof err), FEDC_ERR_SIGNATURE);
+  CHECK(strstr(err, "two signed manifests for one version") != NULL);
+  fc_signed_free(&s5b);
 
-  fc_manifest_trust fresh = {ca, ca_len, "fed", 0, 0, 0};
+  fc_manifest_trust fresh = {.ca_pem = ca, .ca_len = ca_len, .federation = "fed"};
   s5.sig[s5.sig_len / 2] ^= 0x10;
   CHECK_EQ_INT(fc_manifest_accept(&fresh, &s5, 5, m5.sha, &m5.spec, 24, err, sizeof err), FEDC_ERR_SIGNATURE);
   s5.sig[s5.sig_len / 2] ^= 0x10;
@@ -149,7 +156,7 @@ static void test_accept(const char *dir, const char *other) {
   CHECK_EQ_INT(fc_manifest_accept(&fresh, &byother, 5, m5.sha, &m5.spec, 24, err, sizeof err), FEDC_ERR_SIGNATURE);
   size_t oca_len;
   char *oca = slurp(other, "ca.crt", &oca_len);
-  fc_manifest_trust ot = {oca, oca_len, "fed", 0, 0, 0};
+  fc_manifest_trust ot = {.ca_pem = oca, .ca_len = oca_len, .federation = "fed"};
   CHECK_EQ_INT(fc_manifest_accept(&ot, &byother, 5, m5.sha, &m5.spec, 24, err, sizeof err), FEDC_OK);
 
   /* File form. */
@@ -178,15 +185,47 @@ static void test_accept(const char *dir, const char *other) {
   free(oca);
 }
 
+/* A manifest signed while its signer was valid, checked after it expired:
+ * refused as expired, accepted when the dates are ignored (the coordinator's
+ * re-signing path), never when anything else is wrong. */
+static void test_expired_signer(const char *dir) {
+  char err[400];
+  fc_pki_issue_opts o;
+  fc_pki_issue_opts_init(&o);
+  o.ca_dir = dir;
+  o.role = "signer";
+  o.name = "old";
+  o.not_before_offset_sec = -7200;
+  o.not_after_offset_sec = -3600;
+  CHECK_EQ_INT(fc_pki_issue_ex(&o, err, sizeof err), FEDC_OK);
+  float w[6] = {1, 2, 3, 4, 5, 6};
+  fc_manifest m = sample(2, w, 6), got;
+  m.has_opt = 1;
+  memset(m.opt_sha, 0x5a, sizeof m.opt_sha);
+  fc_signed s = sign(dir, "signer-old", &m);
+  size_t ca_len;
+  char *ca = slurp(dir, "ca.crt", &ca_len);
+  CHECK_EQ_INT(fc_manifest_verify(ca, ca_len, &s, "fed", 0, &got, err, sizeof err), FEDC_ERR_CERT_EXPIRED);
+  CHECK_EQ_INT(fc_manifest_verify(ca, ca_len, &s, "fed", 1, &got, err, sizeof err), FEDC_OK);
+  CHECK(got.has_opt && got.opt_sha[0] == 0x5a && got.version == 2);
+  s.sig[3] ^= 1;
+  CHECK_EQ_INT(fc_manifest_verify(ca, ca_len, &s, "fed", 1, &got, err, sizeof err), FEDC_ERR_SIGNATURE);
+  fc_signed_free(&s);
+  free(ca);
+}
+
 static void test_sealed_store(const char *dir) {
   char models[600], err[400];
   snprintf(models, sizeof models, "%s/models", dir);
   CHECK_EQ_INT(fc_store_open(dir, err, sizeof err), FEDC_OK);
   float w[6] = {1, 2, 3, 4, 5, 6}, *back = NULL;
   fc_manifest m = sample(1, w, 6);
-  uint8_t key[32], key2[32], sha[32];
-  memset(key, 7, sizeof key);
-  memset(key2, 8, sizeof key2);
+  uint8_t sha[32];
+  fc_store_key key_s, key2_s, *key = &key_s, *key2 = &key2_s;
+  memset(&key_s, 0, sizeof key_s);
+  memset(&key2_s, 0, sizeof key2_s);
+  memset(key_s.key, 7, sizeof key_s.key);
+  memset(key2_s.key, 8, sizeof key2_s.key);
   CHECK_EQ_INT(fc_store_write_model(dir, key, 1, 1, &m.spec, w, m.sha, NULL, err, sizeof err), FEDC_OK);
   CHECK_EQ_INT(fc_store_write_model(dir, key, 2, 2, &m.spec, w, m.sha, NULL, err, sizeof err), FEDC_OK);
   size_t len;
@@ -207,8 +246,12 @@ static void test_sealed_store(const char *dir) {
   snprintf(p2, sizeof p2, "%s/v000002.safetensors", models);
   CHECK_EQ_INT(rename(p2, p1), 0);
   CHECK_EQ_INT(fc_store_read_model(dir, key, 1, &spec, &back, sha, NULL, err, sizeof err), FEDC_ERR_CRYPTO);
-  /* A plaintext file written before the key was set is still read. */
+  /* A plaintext file under a key: refused (it could be anyone's), unless the
+   * operator adopts the state as it is. */
   CHECK_EQ_INT(fc_store_write_model(dir, NULL, 3, 3, &m.spec, w, m.sha, NULL, err, sizeof err), FEDC_OK);
+  CHECK_EQ_INT(fc_store_read_model(dir, key, 3, &spec, &back, sha, NULL, err, sizeof err), FEDC_ERR_CRYPTO);
+  CHECK(strstr(err, "is not encrypted although --model-key-file is set") != NULL);
+  key_s.allow_plain = 1;
   CHECK_EQ_INT(fc_store_read_model(dir, key, 3, &spec, &back, sha, NULL, err, sizeof err), FEDC_OK);
   free(back);
 }
@@ -224,6 +267,7 @@ int main(void) {
   CHECK_EQ_INT(fc_pki_init(opki, "fed", NULL, 0, 1, "ed25519", err, sizeof err), FEDC_OK);
   test_text();
   test_accept(pki, opki);
+  test_expired_signer(pki);
   test_sealed_store(st);
   char cmd[2000];
   snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s' '%s'", dir, other, st);
