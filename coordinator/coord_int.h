@@ -38,6 +38,7 @@ struct fc_coord {
   char *sign_key, *sign_cert, *ca_pem;
   size_t sign_key_len, sign_cert_len, ca_len;
   fc_store_key store_key; /* cfg.model_key and the plaintext policy */
+  uint64_t sa_stage_ms;   /* when the open secure-aggregation stage opened (metrics) */
   int adopted;            /* adopt_state signed the current version at start */
   pthread_mutex_t mu; /* engine, rounds history, current model pointer */
   fc_engine *engine;

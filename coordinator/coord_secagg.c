@@ -98,6 +98,7 @@ static int sa_shuffle(const char **names, uint32_t n) {
 int coord_sa_begin(fc_coord *c, char *why, size_t whylen) {
   if (!c->cfg.engine.secagg) return FEDC_OK;
   coord_sa_end(c);
+  c->sa_stage_ms = fc_now_ms();
   fc_engine_status es;
   fc_engine_get_status(c->engine, fc_now_ms(), &es);
   uint32_t n = es.selected;
@@ -235,6 +236,8 @@ int coord_sa_close(fc_coord *c) {
     if (fc_sa_server_close_stage(c->sa[b], bwhy, sizeof bwhy) != FEDC_OK)
       sa_drop_bucket(c, b, st ? st : stage, bwhy, why, sizeof why);
   }
+  fc_metrics_sa_stage(&c->metrics, stage, (double)(now - c->sa_stage_ms) / 1000.0);
+  c->sa_stage_ms = now;
   if (sa_buckets_enough(c, stage, why, sizeof why) != FEDC_OK) {
     fc_engine_finalize_failed(c->engine, why, now);
     return FC_TICK_ABANDON;

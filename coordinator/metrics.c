@@ -41,6 +41,18 @@ int fc_metrics_abandon_class(const char *r) {
   return FC_MAB_OTHER;
 }
 
+static int dur_bucket(double seconds) {
+  int b = 0;
+  while (b < FC_M_DUR_BUCKETS && seconds > fc_m_dur_bounds[b]) b++;
+  return b;
+}
+
+void fc_metrics_sa_stage(fc_coord_metrics *m, int stage, double seconds) {
+  if (stage < 1 || stage > 5) return;
+  m->sa_count[stage - 1][dur_bucket(seconds)]++;
+  m->sa_sum[stage - 1] += seconds;
+}
+
 void fc_metrics_round(fc_coord_metrics *m, int completed, const char *reason, double seconds, uint64_t bytes_in,
                       uint64_t bytes_out) {
   int k = completed ? 1 : 0;
@@ -48,9 +60,7 @@ void fc_metrics_round(fc_coord_metrics *m, int completed, const char *reason, do
   else m->rounds_abandoned[fc_metrics_abandon_class(reason)]++;
   m->bytes_in += bytes_in;
   m->bytes_out += bytes_out;
-  int b = 0;
-  while (b < FC_M_DUR_BUCKETS && seconds > fc_m_dur_bounds[b]) b++;
-  m->dur_count[k][b]++;
+  m->dur_count[k][dur_bucket(seconds)]++;
   m->dur_sum[k] += seconds;
 }
 
@@ -113,6 +123,21 @@ static long open_fds(void) {
   return n - 1; /* the directory's own fd */
 }
 
+/* One labelled histogram series (cumulative buckets, sum, count). */
+static void put_hist(sbuf *b, const char *name, const char *label, const char *value, const uint64_t *count,
+                     double sum) {
+  uint64_t cum = 0;
+  for (int i = 0; i <= FC_M_DUR_BUCKETS; i++) {
+    cum += count[i];
+    if (i < FC_M_DUR_BUCKETS)
+      put(b, "%s_bucket{%s=\"%s\",le=\"%g\"} %llu\n", name, label, value, fc_m_dur_bounds[i], (unsigned long long)cum);
+    else
+      put(b, "%s_bucket{%s=\"%s\",le=\"+Inf\"} %llu\n", name, label, value, (unsigned long long)cum);
+  }
+  put(b, "%s_sum{%s=\"%s\"} %.6f\n", name, label, value, sum);
+  put(b, "%s_count{%s=\"%s\"} %llu\n", name, label, value, (unsigned long long)cum);
+}
+
 char *coord_metrics_text(fc_coord *c) {
   sbuf b = {malloc(8192), 0, 8192, 0};
   if (!b.p) return NULL;
@@ -150,19 +175,14 @@ char *coord_metrics_text(fc_coord *c) {
   for (int i = 0; i < FC_MAB_N; i++)
     put(&b, "fedc_rounds_abandoned_total{reason=\"%s\"} %llu\n", ab_names[i], (unsigned long long)m.rounds_abandoned[i]);
   head(&b, "fedc_round_duration_seconds", "histogram", "Round duration from selection to its end, by outcome.");
-  for (int k = 1; k >= 0; k--) {
-    uint64_t cum = 0;
-    const char *o = k ? "completed" : "abandoned";
-    for (int i = 0; i <= FC_M_DUR_BUCKETS; i++) {
-      cum += m.dur_count[k][i];
-      if (i < FC_M_DUR_BUCKETS)
-        put(&b, "fedc_round_duration_seconds_bucket{outcome=\"%s\",le=\"%g\"} %llu\n", o, fc_m_dur_bounds[i],
-            (unsigned long long)cum);
-      else
-        put(&b, "fedc_round_duration_seconds_bucket{outcome=\"%s\",le=\"+Inf\"} %llu\n", o, (unsigned long long)cum);
-    }
-    put(&b, "fedc_round_duration_seconds_sum{outcome=\"%s\"} %.6f\n", o, m.dur_sum[k]);
-    put(&b, "fedc_round_duration_seconds_count{outcome=\"%s\"} %llu\n", o, (unsigned long long)cum);
+  put_hist(&b, "fedc_round_duration_seconds", "outcome", "completed", m.dur_count[1], m.dur_sum[1]);
+  put_hist(&b, "fedc_round_duration_seconds", "outcome", "abandoned", m.dur_count[0], m.dur_sum[0]);
+  if (c->cfg.engine.secagg) {
+    static const char *const stages[5] = {"advertise", "share_keys", "masked_input", "consistency", "unmask"};
+    head(&b, "fedc_secagg_stage_duration_seconds", "histogram",
+         "How long each secure-aggregation stage stayed open, by stage.");
+    for (int k = 0; k < 5; k++)
+      put_hist(&b, "fedc_secagg_stage_duration_seconds", "stage", stages[k], m.sa_count[k], m.sa_sum[k]);
   }
   head(&b, "fedc_clients_known", "gauge", "Client identities the engine tracks.");
   put(&b, "fedc_clients_known %u\n", es.known);

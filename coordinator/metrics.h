@@ -37,6 +37,10 @@ typedef struct fc_coord_metrics {
   uint64_t bytes_in, bytes_out;
   uint64_t dur_count[2][FC_M_DUR_BUCKETS + 1]; /* [abandoned, completed][bucket], last = +Inf */
   double dur_sum[2];
+  /* Secure aggregation: how long each stage stayed open, by stage 1..5
+   * (advertise, share keys, masked input, consistency, unmask). */
+  uint64_t sa_count[5][FC_M_DUR_BUCKETS + 1];
+  double sa_sum[5];
 } fc_coord_metrics;
 
 extern const double fc_m_dur_bounds[FC_M_DUR_BUCKETS];
@@ -45,6 +49,8 @@ extern const double fc_m_dur_bounds[FC_M_DUR_BUCKETS];
 void fc_metrics_round(fc_coord_metrics *m, int completed, const char *reason, double seconds, uint64_t bytes_in,
                       uint64_t bytes_out);
 int fc_metrics_abandon_class(const char *reason);
+/* A secure-aggregation stage (1..5) closed after `seconds` open (under mu). */
+void fc_metrics_sa_stage(fc_coord_metrics *m, int stage, double seconds);
 const char *fc_metrics_abandon_name(int cls);
 const char *fc_metrics_refusal_name(int cls);
 

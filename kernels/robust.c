@@ -263,7 +263,9 @@ static int run_blocks(const blk_job *proto, size_t nb, int threads, void *(*work
 static void *net_worker(void *arg) {
   blk_job *j = arg;
   const size_t n = j->n;
-  float *buf = malloc(NET_B * n * sizeof *buf), *col = malloc(n * sizeof *col);
+  /* 64-byte aligned: a sub-block row is one cache line (a split line costs
+   * every load twice and defeats store-to-load forwarding). */
+  float *buf = aligned_alloc(64, NET_B * n * sizeof *buf), *col = malloc(n * sizeof *col);
   if (!buf || !col) {
     free(buf);
     free(col);
@@ -278,11 +280,19 @@ static void *net_worker(void *arg) {
      * block is padded with zeros (lanes whose results are never read). */
     for (size_t r = 0; r < n; r++) {
       const float *src = j->X + r * j->ld + c0;
+      /* n rows are n streams, more than the hardware prefetcher follows:
+       * ask for this row's next block now (a hint; never faults). */
+      if (b + 1 < j->b1)
+        for (size_t l = 0; l < NET_B; l += 16) __builtin_prefetch(src + NET_B + l);
       for (size_t s = 0; s < used; s++) {
         float *dst = buf + (s * n + r) * NET_V;
         size_t k = w - s * NET_V < NET_V ? w - s * NET_V : NET_V;
-        memcpy(dst, src + s * NET_V, k * sizeof *dst);
-        if (k < NET_V) memset(dst + k, 0, (NET_V - k) * sizeof *dst);
+        if (k == NET_V) {
+          memcpy(dst, src + s * NET_V, NET_V * sizeof *dst); /* a constant size: inlined moves */
+        } else {
+          memcpy(dst, src + s * NET_V, k * sizeof *dst);
+          memset(dst + k, 0, (NET_V - k) * sizeof *dst);
+        }
       }
     }
     for (size_t s = 0; s < used; s++) {
@@ -313,11 +323,53 @@ static void *net_worker(void *arg) {
   return NULL;
 }
 
+/*
+ * Drop the comparators that cannot change what is read out. Rows fall into
+ * classes by what the result needs of them: for the median, the one or two
+ * middle rows each exactly, and the rows below and above only as sets; for
+ * the trimmed mean, the three sets (trimmed low, kept, trimmed high), since
+ * a sum does not care about order within a set. Going backwards: a
+ * comparator whose two rows are read by no later kept comparator and lie in
+ * one class only permutes that class: it goes. Otherwise it stays and its
+ * rows count as read. The window rule (Bulyan) reads its rows in order, so
+ * it keeps the full network. For n = 100 this keeps 898 of 1,104
+ * comparators for the median and 900 for the trimmed mean (beta 0.1).
+ * Returns the number kept, compacted at the front of pairs.
+ */
+static size_t prune(uint16_t *pairs, size_t np, size_t n, int kind, size_t param) {
+  if (kind == K_WINDOW || n > NET_MAX_N) return np;
+  uint8_t *read = calloc(n, 1);
+  uint32_t *cls = malloc(n * sizeof *cls);
+  uint8_t *keep = malloc(np ? np : 1);
+  if (!read || !cls || !keep) {
+    free(read), free(cls), free(keep);
+    return np; /* the whole network is always correct */
+  }
+  size_t lo = kind == K_MEDIAN ? (n - 1) / 2 : param, hi = kind == K_MEDIAN ? n / 2 : n - 1 - param;
+  for (size_t r = 0; r < n; r++)
+    cls[r] = r < lo ? 0u : r > hi ? 1u : kind == K_MEDIAN ? (uint32_t)(2 + r) : 2u;
+  for (size_t q = np; q-- > 0;) {
+    uint16_t a = pairs[2 * q], b = pairs[2 * q + 1];
+    keep[q] = read[a] || read[b] || cls[a] != cls[b];
+    if (keep[q]) read[a] = read[b] = 1;
+  }
+  size_t m = 0;
+  for (size_t q = 0; q < np; q++)
+    if (keep[q]) {
+      pairs[2 * m] = pairs[2 * q];
+      pairs[2 * m + 1] = pairs[2 * q + 1];
+      m++;
+    }
+  free(read), free(cls), free(keep);
+  return m;
+}
+
 static int by_network(const float *X, size_t n, size_t d, size_t ld, int kind, size_t param, float *out, int threads) {
   size_t np = batcher(n, NULL);
   uint16_t *pairs = malloc((np ? np : 1) * 2 * sizeof *pairs);
   if (!pairs) return FEDC_ERR_NOMEM;
   batcher(n, pairs);
+  np = prune(pairs, np, n, kind, param);
   blk_job proto = {X, n, d, ld, param, kind, pairs, np, out, 0, 0, FEDC_OK};
   int rc = run_blocks(&proto, (d + NET_B - 1) / NET_B, threads, net_worker);
   free(pairs);

@@ -29,7 +29,7 @@ make_idx "$T" 150 6
 
 start_coordinator --pki "$T/pki" --federation sa --state "$T/state" --model 784-10 --secagg \
   --rounds 7 --min-clients 6 --cohort 6 --min-updates 4 --poll-ms 100 --client-ttl-ms 1500 \
-  --round-timeout-ms 6000 --secagg-stage-ms 2500 --log info
+  --round-timeout-ms 6000 --secagg-stage-ms 2500 --log info --metrics-listen 127.0.0.1:0
 ADMIN=(--coordinator "$COORD_ADDR" --pki "$T/pki" --name root)
 
 completed() { "$FEDC" status "${ADMIN[@]}" --json | jq -r .rounds_completed; }
@@ -136,6 +136,14 @@ awk "BEGIN{exit !($l7 < $l1)}" || fail "train loss did not fall: $l1 -> $l7"
 "$FEDC" rounds "${ADMIN[@]}" > "$T/rounds.txt"
 assert_contains "$T/rounds.txt" "SECAGG LEFT"
 assert_contains "$T/rounds.txt" "6>6>5>5>5"
+# /metrics: how long each stage stayed open, one observation per stage closed.
+MPORT=$(grep -o "metrics on http://127.0.0.1:[0-9]*" "$T/coord.log" | head -1 | sed 's/.*://')
+curl -fsS "http://127.0.0.1:$MPORT/metrics" >"$T/metrics.txt"
+promtool check metrics <"$T/metrics.txt" >/dev/null 2>&1 || fail "promtool: $(promtool check metrics <"$T/metrics.txt" 2>&1)"
+for st in advertise share_keys masked_input consistency unmask; do
+  awk -v k="fedc_secagg_stage_duration_seconds_count{stage=\"$st\"}" '$1 == k && $2 >= 7 { ok = 1 } END { exit !ok }' \
+    "$T/metrics.txt" || fail "stage $st histogram: $(grep "stage=\"$st\"" "$T/metrics.txt" | tail -2)"
+done
 kill -TERM "$COORD_PID"
 wait "$COORD_PID" || fail "coordinator exited non-zero on SIGTERM"
 jq -s -e '.[2].secagg_remaining == [6,5,5,5,5]' "$T/state/rounds.jsonl" >/dev/null ||
