@@ -17,7 +17,8 @@
 #      optimizer state changed at rest is refused (the manifest names it).
 #   4. Without a signing key the coordinator warns; a client refuses the
 #      unsigned models (the round goes on without it), a client with
-#      --allow-unsigned-models trains.
+#      --allow-unsigned-models trains. A coordinator whose CA bundle lets it
+#      sign with another CA's signer key: its client refuses every model.
 #   5. --model-key-file: model versions on disk are AES-256-GCM sealed, served
 #      and signed as before; a restart needs the key (none or a wrong one is
 #      refused with a reason); a sealed file swapped for a plaintext one is
@@ -195,6 +196,22 @@ assert_contains "$T/strict.log" "refusing model v0: it is unsigned"
 [ "$(jq -s '[.[] | select(.outcome == "completed" and .participants == 1)] | length' "$T/rounds2.jsonl")" -ge 2 ] ||
   fail "unsigned rounds should count the lenient client only: $(cat "$T/rounds2.jsonl")"
 kill -TERM "$S1" "$S2" 2>/dev/null || true
+kill -TERM "$COORD_PID"
+wait "$COORD_PID" || true
+
+# a signer from another CA (the coordinator trusts both; the client only its own)
+cat "$T/pki/ca.crt" "$T/other/ca.crt" >"$T/bundle.crt"
+start_coordinator --pki "$T/pki" --ca "$T/bundle.crt" --signing-cert "$T/other/signer-coordinator.crt" \
+  --signing-key "$T/other/signer-coordinator.key" --state "$T/state4" --federation sig --model 784-10 \
+  --min-clients 1 --cohort 1 --min-updates 1 --poll-ms 100 --round-timeout-ms 3000
+start_bg foreign "$FEDC" client --coordinator "$COORD_ADDR" --pki "$T/pki" --name a \
+  --data "idx:$T/img0.idx,$T/lbl0.idx" --model 784-10
+S1=$BG_PID
+wait_for grep -q "refusing model v0: signer certificate" "$T/foreign.log" 30 || fail "a foreign signer was accepted"
+assert_contains "$T/foreign.log" "does not verify against"
+[ "$("$FEDC" status --coordinator "$COORD_ADDR" "${ADMIN[@]}" --json | jq -r .rounds_completed)" = 0 ] ||
+  fail "a round completed on a model the client should refuse"
+kill -TERM "$S1" 2>/dev/null || true
 kill -TERM "$COORD_PID"
 wait "$COORD_PID" || true
 
