@@ -2,6 +2,7 @@
  * metrics.c - the coordinator's metrics and health endpoints (metrics.h).
  */
 #include "coordinator/metrics.h"
+#include "transport/tls_count.h"
 
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -184,6 +185,13 @@ char *coord_metrics_text(fc_coord *c) {
     for (int k = 0; k < 5; k++)
       put_hist(&b, "fedc_secagg_stage_duration_seconds", "stage", stages[k], m.sa_count[k], m.sa_sum[k]);
   }
+  fc_tls_counts tls;
+  fc_tls_counts_get(&tls);
+  head(&b, "fedc_tls_handshakes_total", "counter",
+       "Server TLS handshakes by result: ok, or failed on the peer's certificate or on the protocol.");
+  put(&b, "fedc_tls_handshakes_total{result=\"ok\"} %llu\n", (unsigned long long)tls.ok);
+  put(&b, "fedc_tls_handshakes_total{result=\"failed_certificate\"} %llu\n", (unsigned long long)tls.failed_cert);
+  put(&b, "fedc_tls_handshakes_total{result=\"failed_protocol\"} %llu\n", (unsigned long long)tls.failed_protocol);
   head(&b, "fedc_clients_known", "gauge", "Client identities the engine tracks.");
   put(&b, "fedc_clients_known %u\n", es.known);
   head(&b, "fedc_clients_live", "gauge", "Clients that checked in within the liveness window.");

@@ -9,6 +9,8 @@
 #     version, one engine state at a time, the round-duration histogram;
 #   - a Prometheus server scraping it answers queries about it (up == 1, the
 #     rounds completed);
+#   - TLS handshakes are counted: the clients' as ok, a certificate from another
+#     CA as failed_certificate, bytes that are not TLS as failed_protocol;
 #   - --log-format json: every log line is an object with ts, level, module, msg.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
@@ -46,6 +48,22 @@ val() { awk -v k="$1" '$1 == k { print $2 }' "$T/metrics.txt"; }
 awk '$1 == "fedc_process_resident_memory_bytes" && $2 > 1e6 { ok = 1 } END { exit !ok }' "$T/metrics.txt" ||
   fail "no RSS"
 awk '$1 == "fedc_checkins_total" && $2 >= 6 { ok = 1 } END { exit !ok }' "$T/metrics.txt" || fail "check-ins"
+
+# TLS handshakes: the clients' succeeded; a certificate from another CA and
+# bytes that are not TLS fail, each counted under its cause.
+"$FEDC" pki init --dir "$T/other" --federation met >/dev/null
+"$FEDC" pki issue --dir "$T/other" --role client --name mallory >/dev/null
+cat "$T/pki/ca.crt" "$T/other/ca.crt" >"$T/bundle.crt" # so the client's own pre-check lets it try
+"$FEDC" status --coordinator "$COORD_ADDR" --ca "$T/bundle.crt" --cert "$T/other/client-mallory.crt" \
+  --key "$T/other/client-mallory.key" >/dev/null 2>&1 && fail "another CA's client certificate was accepted"
+python3 -c 'import socket,sys; s=socket.create_connection(("127.0.0.1", int(sys.argv[1]))); s.sendall(b"GET / HTTP/1.0\r\n\r\n" * 4); s.settimeout(5)
+try: s.recv(100)
+except Exception: pass' "$COORD_PORT"
+tls() { curl -fsS "$M/metrics" | awk -v k="fedc_tls_handshakes_total{result=\"$1\"}" '$1 == k { print $2 }'; }
+wait_for bash -c "[ \"\$(curl -fsS $M/metrics | awk '\$1 == \"fedc_tls_handshakes_total{result=\\\"failed_protocol\\\"}\" { print \$2 }')\" -ge 1 ]" 10 ||
+  fail "a non-TLS connection was not counted: $(curl -fsS "$M/metrics" | grep tls_handshakes)"
+[ "$(tls ok)" -ge 2 ] && [ "$(tls failed_certificate)" -ge 1 ] ||
+  fail "handshakes: $(curl -fsS "$M/metrics" | grep tls_handshakes)"
 
 # A real Prometheus scrapes the coordinator and answers queries about it.
 PPORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
