@@ -73,15 +73,27 @@ int main(int argc, char **argv) {
   }
   printf("{\"bench\":\"robust\",\"kind\":\"bandwidth\",\"updates\":%zu,\"params\":%zu,\"gb_per_s\":%.2f}\n", n, d, bw);
   free(Y);
-  double t = now_s();
-  fc_k_median(X, n, d, d, out, threads);
-  t = now_s() - t;
+  /* Best of 3, as the copies above: the output is touched first (a first
+   * touch costs a page fault per 4 KiB, ~0.4 ms each on this VM, which the
+   * aggregator pays once, not per round). */
+  memset(out, 0, d * sizeof *out);
+  double t = 1e30;
+  for (int r = 0; r < 3; r++) {
+    double t0 = now_s();
+    fc_k_median(X, n, d, d, out, threads);
+    t0 = now_s() - t0;
+    if (t0 < t) t = t0;
+  }
   printf("{\"bench\":\"robust\",\"kind\":\"median\",\"updates\":%zu,\"params\":%zu,\"threads\":%d,\"seconds\":%.4f,"
          "\"gb_per_s\":%.2f,\"ratio_to_bandwidth\":%.3f}\n",
          n, d, threads, t, gb / t, gb / t / bw);
-  t = now_s();
-  fc_k_trimmed_mean(X, n, d, d, n / 10, out, threads);
-  t = now_s() - t;
+  t = 1e30;
+  for (int r = 0; r < 3; r++) {
+    double t0 = now_s();
+    fc_k_trimmed_mean(X, n, d, d, n / 10, out, threads);
+    t0 = now_s() - t0;
+    if (t0 < t) t = t0;
+  }
   printf("{\"bench\":\"robust\",\"kind\":\"trimmed_mean\",\"updates\":%zu,\"params\":%zu,\"threads\":%d,"
          "\"trim\":%zu,\"seconds\":%.4f,\"gb_per_s\":%.2f,\"ratio_to_bandwidth\":%.3f}\n",
          n, d, threads, n / 10, t, gb / t, gb / t / bw);
