@@ -177,6 +177,7 @@ static void usage(FILE *f) {
           "  --byzantine-names FILE   ... only the clients named in FILE (one per line); --byzantine-dir DIR\n"
           "                           the colluders' shared view; --byzantine-cohort N --byzantine-colluders F\n"
           "  --byzantine-unclipped    ... and skip the clip stage\n"
+          "  --byzantine-weight W     research (tests): claim weight W in the secure-aggregation masked input\n"
           "  --allow-unsigned-models  train on models without a signed manifest (a coordinator without a\n"
           "                           model-signing key); signed ones are still checked\n"
           "  --host-clients FIRST:COUNT  research (fedc sim): host COUNT clients in this process, named\n"
@@ -257,7 +258,7 @@ static int load_data(builtin *b, const char *data, const char *dir, const char *
 
 int cmd_client(int argc, char **argv) {
   enum { O_DATA = 1, O_DATA_DIR, O_PARTITION, O_PARTS, O_PART, O_ALPHA, O_PSEED, O_MODEL, O_ROUNDS, O_JSON, O_LOG,
-         O_RETRIES, O_THREADS, O_SADROP, O_DSEED, O_DHALT, O_HOST, O_BYZ, O_BYZ_NAMES, O_BYZ_DIR, O_BYZ_N, O_BYZ_F, O_BYZ_UNCLIP, O_UNSIGNED };
+         O_RETRIES, O_THREADS, O_SADROP, O_DSEED, O_DHALT, O_HOST, O_BYZ, O_BYZ_NAMES, O_BYZ_DIR, O_BYZ_N, O_BYZ_F, O_BYZ_UNCLIP, O_UNSIGNED, O_BYZ_WEIGHT };
   static const struct option longopts[] = {CLI_TLS_LONGOPTS,
                                            {"data", required_argument, 0, O_DATA},
                                            {"data-dir", required_argument, 0, O_DATA_DIR},
@@ -278,6 +279,7 @@ int cmd_client(int argc, char **argv) {
                                            {"byzantine-names", required_argument, 0, O_BYZ_NAMES},
                                            {"byzantine-unclipped", no_argument, 0, O_BYZ_UNCLIP},
                                            {"allow-unsigned-models", no_argument, 0, O_UNSIGNED},
+                                           {"byzantine-weight", required_argument, 0, O_BYZ_WEIGHT},
                                            {"byzantine-dir", required_argument, 0, O_BYZ_DIR},
                                            {"byzantine-cohort", required_argument, 0, O_BYZ_N},
                                            {"byzantine-colluders", required_argument, 0, O_BYZ_F},
@@ -337,6 +339,15 @@ int cmd_client(int argc, char **argv) {
     case O_BYZ_NAMES: byz_names = optarg; break;
     case O_BYZ_UNCLIP: byz.unclipped = 1; break;
     case O_UNSIGNED: allow_unsigned = 1; break;
+    case O_BYZ_WEIGHT: {
+      unsigned long long v = 0;
+      if (cli_parse_u64("fedc client", "--byzantine-weight", optarg, &v) || v < 1 || v > 1000000) {
+        fprintf(stderr, "fedc client: --byzantine-weight needs 1..1000000\n");
+        return 2;
+      }
+      byz.weight = (uint32_t)v;
+      break;
+    }
     case O_BYZ_DIR: snprintf(byz.dir, sizeof byz.dir, "%s", optarg); break;
     case O_BYZ_N: {
       unsigned long long v = 0;
@@ -403,7 +414,7 @@ int cmd_client(int argc, char **argv) {
       snprintf(h->key, sizeof h->key, "%s", tls.key);
     }
     data_for(data, h->name, h->data, sizeof h->data);
-    h->byz = byz.kind != FC_BYZ_NONE && (!byz_names || name_listed(byz_names, h->name));
+    h->byz = (byz.kind != FC_BYZ_NONE || byz.weight) && (!byz_names || name_listed(byz_names, h->name));
     h->b.json = json;
     h->b.name = h->name;
     h->b.mlp = mlp;
@@ -464,7 +475,8 @@ int cmd_client(int argc, char **argv) {
       snprintf(bc.name, sizeof bc.name, "%s", h->name);
       bc.seed = drop_seed + i;
       fc_client_byzantine(h->c, &bc);
-      fprintf(stderr, "fedc client %s: research attacker (%s)\n", h->name, fc_byz_name(byz.kind));
+      fprintf(stderr, "fedc client %s: research attacker (%s%s)\n", h->name, fc_byz_name(byz.kind),
+              byz.weight ? ", lying about its weight" : "");
     }
   }
   if (!rc) {

@@ -38,6 +38,7 @@ typedef struct fc_byz_cfg {
   uint32_t wait_ms;  /* how long to wait for the others' views */
   uint64_t seed;
   int unclipped;     /* skip the clip stage (what a client not running our pipeline can do) */
+  uint32_t weight;   /* secure aggregation: claim this weight in the masked input (0 = honest) */
 } fc_byz_cfg;
 
 int fc_byz_parse(const char *kind); /* -1 if unknown */

@@ -191,6 +191,9 @@ int rt_secagg_round(fedc_client *c, const Fedc__V1__Task *t, const float *delta,
     goto out;
   }
   if ((rc = fc_sa_client_mask(sc, q)) != FEDC_OK) goto fail;
+  /* Research: a client not running our code can put any weight in its
+   * masked input; the mask hides it until the sum is unmasked. */
+  if (c->byz.weight) q[p->dim] += c->byz.weight - (uint32_t)(examples < p->max_weight ? examples : p->max_weight);
   VANISH(FC_SA_MASKED);
   fc_model_spec ms;
   memset(&ms, 0, sizeof ms);

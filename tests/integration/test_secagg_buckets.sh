@@ -16,6 +16,10 @@
 # (--byzantine signflip:1000 --byzantine-unclipped): its bucket's mean is over
 # the clip, so that bucket alone is dropped each round and the other's 3
 # inputs make the model.
+# Then a third in which client a claims weight 4 in its masked input
+# (--byzantine-weight 4: what a client not running our code can do): its
+# bucket's unmasked weights add up to 6 for 3 inputs (refused as an
+# inconsistent sum), so that bucket alone is dropped each round.
 # Refused at start, with a reason: buckets smaller than 3, a bucket larger
 # than the cohort, and a rule whose precondition the buckets can never meet
 # (Krum with f = 1 needs 5 buckets; a cohort of 6 in buckets of 3 makes 2).
@@ -107,6 +111,34 @@ for r in 1 2; do
     sed -E 's/.*bucket ([12]):.*/\1/')
   grep -qE "round $r: bucket $ab of 2 dropped: the mean of its 3 inputs has L2 norm .* over the clip" "$T/coord.log" ||
     fail "round $r: a's bucket ($ab) was not dropped for its norm"
+done
+kill -TERM "$COORD_PID"
+wait "$COORD_PID" || fail "coordinator exited non-zero on SIGTERM"
+kill -KILL "${BG_PIDS[@]}" 2>/dev/null || true
+
+# ---- a client lying about its weight spoils only its own bucket ----
+mv "$T/coord.log" "$T/coord-2.log"
+start_coordinator --pki "$T/pki" --federation bk --state "$T/state3" --model 784-10 --secagg \
+  --aggregator median --secagg-bucket 3 --rounds 2 --min-clients 6 --cohort 6 --min-updates 3 \
+  --poll-ms 100 --client-ttl-ms 3000 --round-timeout-ms 8000 --secagg-stage-ms 2500 --log debug
+ADMIN=(--coordinator "$COORD_ADDR" --pki "$T/pki" --name root)
+for i in "${!NAMES[@]}"; do
+  n=${NAMES[$i]}
+  atk=()
+  [ "$n" = a ] && atk=(--byzantine-weight 4)
+  start_bg "client3-$n" "$FEDC" client --coordinator "$COORD_ADDR" --pki "$T/pki" --name "$n" \
+    --data "idx:$T/img$i.idx,$T/lbl$i.idx" --model 784-10 --log info "${atk[@]}"
+done
+wait_for bash -c "[ \"\$('$FEDC' status ${ADMIN[*]} --json | jq -r '.rounds_completed + .rounds_abandoned')\" -ge 2 ]" 120 ||
+  fail "2 rounds did not end: $("$FEDC" status "${ADMIN[@]}" --json)"
+"$FEDC" rounds "${ADMIN[@]}" --json >"$T/rounds3.jsonl"
+for r in 1 2; do
+  jq -s -e ".[] | select(.round == $r) | .outcome == \"completed\" and .participants == 3" "$T/rounds3.jsonl" >/dev/null ||
+    fail "round $r with a's bucket dropped: $(jq -c "select(.round == $r)" "$T/rounds3.jsonl")"
+  ab=$(grep -E "secagg: round $r: bucket [12]: [a-f]( [a-f])*$" "$T/coord.log" | grep -E ': (a|.* a)( |$)' |
+    sed -E 's/.*bucket ([12]):.*/\1/')
+  grep -qE "round $r: bucket $ab of 2 dropped: .*(total weight 6|weights sum to 6 for 3 inputs)" "$T/coord.log" ||
+    fail "round $r: a's bucket ($ab) was not dropped for its weights"
 done
 kill -TERM "$COORD_PID"
 wait "$COORD_PID" || fail "coordinator exited non-zero on SIGTERM"
