@@ -88,59 +88,46 @@ kill -TERM "$COORD_PID"
 wait "$COORD_PID" || fail "coordinator exited non-zero on SIGTERM"
 kill -KILL "${CLIENTS[@]}" 2>/dev/null || true
 
-# ---- an attacker outside the clip spoils only its own bucket ----
-mv "$T/coord.log" "$T/coord-1.log"
-start_coordinator --pki "$T/pki" --federation bk --state "$T/state2" --model 784-10 --secagg \
-  --aggregator median --secagg-bucket 3 --rounds 2 --min-clients 6 --cohort 6 --min-updates 3 \
-  --poll-ms 100 --client-ttl-ms 3000 --round-timeout-ms 8000 --secagg-stage-ms 2500 --log debug
-ADMIN=(--coordinator "$COORD_ADDR" --pki "$T/pki" --name root)
-for i in "${!NAMES[@]}"; do
-  n=${NAMES[$i]}
-  atk=()
-  [ "$n" = a ] && atk=(--byzantine signflip:1000 --byzantine-unclipped)
-  start_bg "client2-$n" "$FEDC" client --coordinator "$COORD_ADDR" --pki "$T/pki" --name "$n" \
-    --data "idx:$T/img$i.idx,$T/lbl$i.idx" --model 784-10 --log info "${atk[@]}"
-done
-wait_for bash -c "[ \"\$('$FEDC' status ${ADMIN[*]} --json | jq -r '.rounds_completed + .rounds_abandoned')\" -ge 2 ]" 120 ||
-  fail "2 rounds did not end: $("$FEDC" status "${ADMIN[@]}" --json)"
-"$FEDC" rounds "${ADMIN[@]}" --json >"$T/rounds2.jsonl"
-for r in 1 2; do
-  jq -s -e ".[] | select(.round == $r) | .outcome == \"completed\" and .participants == 3" "$T/rounds2.jsonl" >/dev/null ||
-    fail "round $r with a's bucket dropped: $(jq -c "select(.round == $r)" "$T/rounds2.jsonl")"
-  ab=$(grep -E "secagg: round $r: bucket [12]: [a-f]( [a-f])*$" "$T/coord.log" | grep -E ': (a|.* a)( |$)' |
-    sed -E 's/.*bucket ([12]):.*/\1/')
-  grep -qE "round $r: bucket $ab of 2 dropped: the mean of its 3 inputs has L2 norm .* over the clip" "$T/coord.log" ||
-    fail "round $r: a's bucket ($ab) was not dropped for its norm"
-done
-kill -TERM "$COORD_PID"
-wait "$COORD_PID" || fail "coordinator exited non-zero on SIGTERM"
-kill -KILL "${BG_PIDS[@]}" 2>/dev/null || true
-
-# ---- a client lying about its weight spoils only its own bucket ----
-mv "$T/coord.log" "$T/coord-2.log"
-start_coordinator --pki "$T/pki" --federation bk --state "$T/state3" --model 784-10 --secagg \
-  --aggregator median --secagg-bucket 3 --rounds 2 --min-clients 6 --cohort 6 --min-updates 3 \
-  --poll-ms 100 --client-ttl-ms 3000 --round-timeout-ms 8000 --secagg-stage-ms 2500 --log debug
-ADMIN=(--coordinator "$COORD_ADDR" --pki "$T/pki" --name root)
-for i in "${!NAMES[@]}"; do
-  n=${NAMES[$i]}
-  atk=()
-  [ "$n" = a ] && atk=(--byzantine-weight 4)
-  start_bg "client3-$n" "$FEDC" client --coordinator "$COORD_ADDR" --pki "$T/pki" --name "$n" \
-    --data "idx:$T/img$i.idx,$T/lbl$i.idx" --model 784-10 --log info "${atk[@]}"
-done
-wait_for bash -c "[ \"\$('$FEDC' status ${ADMIN[*]} --json | jq -r '.rounds_completed + .rounds_abandoned')\" -ge 2 ]" 120 ||
-  fail "2 rounds did not end: $("$FEDC" status "${ADMIN[@]}" --json)"
-"$FEDC" rounds "${ADMIN[@]}" --json >"$T/rounds3.jsonl"
-for r in 1 2; do
-  jq -s -e ".[] | select(.round == $r) | .outcome == \"completed\" and .participants == 3" "$T/rounds3.jsonl" >/dev/null ||
-    fail "round $r with a's bucket dropped: $(jq -c "select(.round == $r)" "$T/rounds3.jsonl")"
-  ab=$(grep -E "secagg: round $r: bucket [12]: [a-f]( [a-f])*$" "$T/coord.log" | grep -E ': (a|.* a)( |$)' |
-    sed -E 's/.*bucket ([12]):.*/\1/')
-  grep -qE "round $r: bucket $ab of 2 dropped: .*(total weight 6|weights sum to 6 for 3 inputs)" "$T/coord.log" ||
-    fail "round $r: a's bucket ($ab) was not dropped for its weights"
-done
-kill -TERM "$COORD_PID"
-wait "$COORD_PID" || fail "coordinator exited non-zero on SIGTERM"
+# attacker_federation K WHY PATTERN ATTACK...: a fresh federation (state K)
+# in which client a runs with ATTACK; in each of 2 rounds the bucket holding a
+# is dropped, its log line matching PATTERN, and the other bucket's 3 inputs
+# make the model.
+attacker_federation() {
+  local k=$1 why=$2 pat=$3 i n r ab
+  shift 3
+  mv "$T/coord.log" "$T/coord-$((k - 1)).log"
+  start_coordinator --pki "$T/pki" --federation bk --state "$T/state$k" --model 784-10 --secagg \
+    --aggregator median --secagg-bucket 3 --rounds 2 --min-clients 6 --cohort 6 --min-updates 3 \
+    --poll-ms 100 --client-ttl-ms 3000 --round-timeout-ms 8000 --secagg-stage-ms 2500 --log debug
+  ADMIN=(--coordinator "$COORD_ADDR" --pki "$T/pki" --name root)
+  local pids=()
+  for i in "${!NAMES[@]}"; do
+    n=${NAMES[$i]}
+    local atk=()
+    [ "$n" = a ] && atk=("$@")
+    start_bg "client$k-$n" "$FEDC" client --coordinator "$COORD_ADDR" --pki "$T/pki" --name "$n" \
+      --data "idx:$T/img$i.idx,$T/lbl$i.idx" --model 784-10 --log info "${atk[@]}"
+    pids+=("$BG_PID")
+  done
+  wait_for bash -c "[ \"\$('$FEDC' status ${ADMIN[*]} --json | jq -r '.rounds_completed + .rounds_abandoned')\" -ge 2 ]" 120 ||
+    fail "2 rounds did not end: $("$FEDC" status "${ADMIN[@]}" --json)"
+  "$FEDC" rounds "${ADMIN[@]}" --json >"$T/rounds$k.jsonl"
+  for r in 1 2; do
+    jq -s -e ".[] | select(.round == $r) | .outcome == \"completed\" and .participants == 3" "$T/rounds$k.jsonl" \
+      >/dev/null || fail "round $r with a's bucket dropped: $(jq -c "select(.round == $r)" "$T/rounds$k.jsonl")"
+    ab=$(grep -E "secagg: round $r: bucket [12]: [a-f]( [a-f])*$" "$T/coord.log" | grep -E ': (a|.* a)( |$)' |
+      sed -E 's/.*bucket ([12]):.*/\1/')
+    grep -qE "round $r: bucket $ab of 2 dropped: $pat" "$T/coord.log" ||
+      fail "round $r: a's bucket ($ab) was not dropped for $why"
+  done
+  kill -TERM "$COORD_PID"
+  wait "$COORD_PID" || fail "coordinator exited non-zero on SIGTERM"
+  kill -KILL "${pids[@]}" 2>/dev/null || true
+}
+# an attacker outside the clip spoils only its own bucket
+attacker_federation 2 "its norm" "the mean of its 3 inputs has L2 norm .* over the clip" \
+  --byzantine signflip:1000 --byzantine-unclipped
+# a client lying about its weight spoils only its own bucket
+attacker_federation 3 "its weights" ".*(total weight 6|weights sum to 6 for 3 inputs)" --byzantine-weight 4
 echo "rounds with e and f in one bucket: $same, in two: $split"
 echo "PASS secagg_buckets"
