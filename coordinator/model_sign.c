@@ -172,9 +172,14 @@ int coord_manifest_load(fc_coord *c, model_ref *m, const fc_store_model_info *in
   int expired = 0;
   if (c->ca_pem) {
     rc = fc_manifest_verify(c->ca_pem, c->ca_len, &s, c->cfg.federation, 0, &mf, why, sizeof why);
-    if (rc == FEDC_ERR_CERT_EXPIRED && at_start && c->sign_key) {
-      expired = 1;
+    if (rc == FEDC_ERR_CERT_EXPIRED) {
+      /* Valid when signed? At start the current version is then signed
+       * again; an old version (GetModel) goes out as it was signed, and
+       * whoever checks it learns that its signer has expired. */
+      expired = at_start && c->sign_key;
       rc = fc_manifest_verify(c->ca_pem, c->ca_len, &s, c->cfg.federation, 1, &mf, why, sizeof why);
+      if (rc == FEDC_OK && !at_start) expired = 0;
+      else if (rc == FEDC_OK && !expired) rc = FEDC_ERR_CERT_EXPIRED; /* at start, nothing to sign it again with */
     }
   } else {
     rc = fc_manifest_parse(s.msg, s.msg_len, &mf, why, sizeof why) == FEDC_OK ? FEDC_OK : FEDC_ERR_SIGNATURE;
