@@ -327,6 +327,14 @@ static size_t status_ops(fc_scall *c, grpc_status_code code, const char *detail,
 /* Queue the status. Async: returns at once (its completion releases the call).
  * Blocking: waits for it. */
 static void send_status(fc_scall *c, grpc_status_code code, const char *detail, grpc_byte_buffer *msg) {
+  /* The caller's slot is free once its answer is decided: a client that
+   * starts its next call the moment this status arrives must not find this
+   * one still counted (seen under load as "too many concurrent calls" for
+   * strictly sequential calls, while the status batch had yet to complete). */
+  if (c->peer_counted) {
+    peer_leave(c->srv, c->peer_key);
+    c->peer_counted = 0;
+  }
   size_t n = status_ops(c, code, detail, msg);
   if (c->blocking) {
     wait_batch(c, n);
