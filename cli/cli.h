@@ -30,8 +30,7 @@ int cmd_model_verify(int argc, char **argv);
  * describes this model (its version too if check_version). signer gets
  * "spiffe://<fed>/signer/<name>". */
 int model_manifest_check(const char *ca_path, const fc_signed *man, int check_version, uint64_t version,
-                         const uint8_t *sha,
-                         const fc_model_spec *spec, uint64_t bytes, fc_manifest *out, char *signer, size_t signer_len,
-                         char *err, size_t errlen);
+                         const uint8_t *sha, const fc_model_spec *spec, uint64_t bytes, fc_manifest *out, char *signer,
+                         size_t signer_len, char *err, size_t errlen);
 
 #endif

@@ -39,7 +39,6 @@
 
 #include "cli/cli.h"
 #include "cli/cli_common.h"
-#include "common/fileutil.h"
 #include "common/safetensors.h"
 #include "crypto/sha256.h"
 #include "fedc/error.h"
@@ -716,14 +715,9 @@ int cmd_model(int argc, char **argv) {
     goto out;
   }
   if (man.msg) {
-    char *text = NULL;
-    size_t tlen = 0;
     snprintf(man_path, sizeof man_path, "%s.manifest", out_path);
-    rc = fc_signed_encode(&man, &text, &tlen);
-    if (rc == FEDC_OK) rc = fc_write_file_atomic(man_path, text, tlen, 0644, 0);
-    free(text);
-    if (rc != FEDC_OK) {
-      fprintf(stderr, "%s: cannot write %s: %s\n", prog, man_path, fedc_strerror(rc));
+    if (fc_signed_file_write(man_path, &man, err, sizeof err) != FEDC_OK) {
+      fprintf(stderr, "%s: %s\n", prog, err);
       ret = 1;
       goto out;
     }

@@ -20,13 +20,10 @@
 #include "crypto/sha256.h"
 #include "fedc/error.h"
 
-#include <openssl/pem.h>
-#include <openssl/x509.h>
 
 int model_manifest_check(const char *ca_path, const fc_signed *man, int check_version, uint64_t version,
-                         const uint8_t *sha,
-                         const fc_model_spec *spec, uint64_t bytes, fc_manifest *out, char *signer, size_t signer_len,
-                         char *err, size_t errlen) {
+                         const uint8_t *sha, const fc_model_spec *spec, uint64_t bytes, fc_manifest *out, char *signer,
+                         size_t signer_len, char *err, size_t errlen) {
   char *ca = NULL;
   size_t ca_len = 0;
   int rc = fc_read_file(ca_path, 1u << 20, &ca, &ca_len);
@@ -35,14 +32,8 @@ int model_manifest_check(const char *ca_path, const fc_signed *man, int check_ve
     return rc;
   }
   /* The federation is the CA's trust domain (spiffe://<federation>). */
-  char fed[FC_PKI_FEDERATION_MAX] = "", ca_uri[FC_PKI_URI_MAX];
-  X509 *x = NULL;
-  BIO *b = BIO_new_mem_buf(ca, (int)ca_len);
-  if (b) x = PEM_read_bio_X509(b, NULL, NULL, NULL);
-  BIO_free(b);
-  if (x && fc_pki_cert_spiffe_uri(x, ca_uri, sizeof ca_uri) == FEDC_OK && strncmp(ca_uri, "spiffe://", 9) == 0)
-    snprintf(fed, sizeof fed, "%s", ca_uri + 9);
-  X509_free(x);
+  char fed[FC_PKI_FEDERATION_MAX] = "";
+  if (fc_pki_ca_federation_pem(ca, ca_len, fed) != FEDC_OK) fed[0] = 0;
   rc = fc_manifest_verify(ca, ca_len, man, fed[0] ? fed : NULL, 0, out, err, errlen);
   free(ca);
   if (rc == FEDC_OK) rc = fc_manifest_check_model(out, check_version, version, sha, spec, bytes, err, errlen);
@@ -126,22 +117,15 @@ int cmd_model_verify(int argc, char **argv) {
   memset(&man, 0, sizeof man);
   fc_manifest mf;
   uint8_t sha[FC_SHA256_LEN];
-  char *text = NULL;
-  size_t tlen = 0;
   int rc = fc_safetensors_read(file, &spec, &data, NULL, (uint64_t)FC_MODEL_MAX_PARAMS * 4, err, sizeof err);
   uint64_t bytes = rc == FEDC_OK ? fc_model_numel(&spec) * sizeof(float) : 0;
   if (rc == FEDC_OK) {
     fc_sha256(data, bytes, sha);
-    rc = fc_read_file(man_path, FC_SIGNED_MSG_MAX * 2 + FC_SIGNED_CERT_MAX, &text, &tlen);
-    if (rc != FEDC_OK) snprintf(err, sizeof err, "cannot read manifest %s: %s", man_path, fedc_strerror(rc));
-  }
-  if (rc == FEDC_OK && (rc = fc_signed_decode(text, tlen, &man, err, sizeof err)) != FEDC_OK) {
-    char e2[600];
-    snprintf(e2, sizeof e2, "%s: %s", man_path, err);
-    snprintf(err, sizeof err, "%s", e2);
+    rc = fc_signed_file_read(man_path, &man, err, sizeof err);
   }
   if (rc == FEDC_OK)
-    rc = model_manifest_check(ca, &man, have_version, version, sha, &spec, bytes, &mf, signer, sizeof signer, err, sizeof err);
+    rc = model_manifest_check(ca, &man, have_version, version, sha, &spec, bytes, &mf, signer, sizeof signer, err,
+                              sizeof err);
   char hex[FC_SHA256_HEX_LEN] = "";
   if (bytes) fc_hex(sha, FC_SHA256_LEN, hex);
   if (json) {
@@ -170,7 +154,6 @@ int cmd_model_verify(int argc, char **argv) {
     fprintf(stderr, "%s: %s: %s\n", prog, file, err);
   }
   fc_signed_free(&man);
-  free(text);
   free(data);
   return rc == FEDC_OK ? 0 : 1;
 }

@@ -7,12 +7,14 @@
  */
 #include "common/manifest.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/fileutil.h"
 #include "fedc/error.h"
 
 #define MAGIC "fedc-model-manifest 1"
@@ -207,14 +209,39 @@ int fc_manifest_accept(fc_manifest_trust *t, const fc_signed *s, uint64_t versio
              mf.version, t->newest);
     rc = FEDC_ERR_SIGNATURE;
   }
-  if (rc == FEDC_OK && t->have_newest && mf.version == t->newest && !fc_digest_equal(mf.sha, t->newest_sha, FC_SHA256_LEN)) {
-    snprintf(why, sizeof why, "another model than the v%" PRIu64 " accepted before (two signed manifests for one version)",
-             mf.version);
+  if (rc == FEDC_OK && t->have_newest && mf.version == t->newest &&
+      !fc_digest_equal(mf.sha, t->newest_sha, FC_SHA256_LEN)) {
+    snprintf(why, sizeof why,
+             "another model than the v%" PRIu64 " accepted before (two signed manifests for one version)", mf.version);
     rc = FEDC_ERR_SIGNATURE;
   }
   if (rc != FEDC_OK) return fail(err, errlen, FEDC_ERR_SIGNATURE, "refusing model v%" PRIu64 ": %s", version, why);
   t->have_newest = 1;
   t->newest = mf.version;
   memcpy(t->newest_sha, mf.sha, FC_SHA256_LEN);
+  return FEDC_OK;
+}
+
+int fc_signed_file_write(const char *path, const fc_signed *s, char *err, size_t errlen) {
+  char *text = NULL;
+  size_t len = 0;
+  if (fc_signed_encode(s, &text, &len) != FEDC_OK)
+    return fail(err, errlen, FEDC_ERR_NOMEM, "out of memory encoding %s", path);
+  errno = 0;
+  int rc = fc_write_file_atomic(path, text, len, 0644, 0);
+  int e = errno;
+  free(text);
+  if (rc != FEDC_OK) return fail(err, errlen, rc, "cannot write %s: %s", path, e ? strerror(e) : fedc_strerror(rc));
+  return FEDC_OK;
+}
+
+int fc_signed_file_read(const char *path, fc_signed *s, char *err, size_t errlen) {
+  char *buf = NULL, why[300];
+  size_t n = 0;
+  int rc = fc_read_file(path, FC_SIGNED_MSG_MAX * 2 + FC_SIGNED_CERT_MAX, &buf, &n);
+  if (rc != FEDC_OK) return fail(err, errlen, rc, "cannot read manifest %s: %s", path, fedc_strerror(rc));
+  rc = fc_signed_decode(buf, n, s, why, sizeof why);
+  free(buf);
+  if (rc != FEDC_OK) return fail(err, errlen, rc, "%s: %s", path, why);
   return FEDC_OK;
 }

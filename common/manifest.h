@@ -74,6 +74,14 @@ int fc_manifest_check_model(const fc_manifest *m, int check_version, uint64_t ve
                             const uint8_t sha[FC_SHA256_LEN], const fc_model_spec *spec, uint64_t bytes, char *err,
                             size_t errlen);
 
+/* The signed file form (crypto/signed.h) on disk, one piece for the
+ * coordinator's models/vN.manifest and the CLI's FILE.manifest: written
+ * atomically (mode 0644); read under the file form's size limit, errors
+ * naming the file ("cannot read manifest PATH: ..." with the fedc_err of
+ * fc_read_file, e.g. NOT_FOUND, or "PATH: ..." for a malformed one). */
+int fc_signed_file_write(const char *path, const fc_signed *s, char *err, size_t errlen);
+int fc_signed_file_read(const char *path, fc_signed *s, char *err, size_t errlen);
+
 /*
  * A client's whole decision about a model it received (client.h,
  * allow_unsigned_models): s absent (NULL msg) is refused unless

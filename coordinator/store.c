@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "common/fileutil.h"
+#include "common/manifest.h"
 #include "common/safetensors.h"
 #include "crypto/sa_crypto.h"
 #include "fedc/error.h"
@@ -449,38 +450,16 @@ void fc_store_manifest_path(const char *dir, uint64_t version, char *out, size_t
 }
 
 int fc_store_write_manifest(const char *dir, uint64_t version, const fc_signed *s, char *err, size_t errlen) {
-  char p[1024], *text = NULL;
-  size_t len = 0;
-  if (fc_signed_encode(s, &text, &len) != FEDC_OK) {
-    snprintf(err, errlen, "out of memory encoding a manifest");
-    return FEDC_ERR_NOMEM;
-  }
+  char p[1024];
   fc_store_manifest_path(dir, version, p, sizeof p);
-  errno = 0;
-  int rc = fc_write_file_atomic(p, text, len, 0644, 0);
-  int e = errno;
-  free(text);
-  if (rc != FEDC_OK) snprintf(err, errlen, "cannot write %s: %s", p, e ? strerror(e) : fedc_strerror(rc));
-  return rc;
+  return fc_signed_file_write(p, s, err, errlen);
 }
 
 int fc_store_read_manifest(const char *dir, uint64_t version, fc_signed *s, char *err, size_t errlen) {
   char p[1024];
   fc_store_manifest_path(dir, version, p, sizeof p);
-  char *buf = NULL;
-  size_t n = 0;
-  int rc = fc_read_file(p, FC_SIGNED_MSG_MAX * 2 + FC_SIGNED_CERT_MAX, &buf, &n);
-  if (rc != FEDC_OK) {
-    snprintf(err, errlen, "cannot read %s: %s", p, fedc_strerror(rc));
-    return rc;
-  }
-  char why[300];
-  rc = fc_signed_decode(buf, n, s, why, sizeof why);
-  if (rc != FEDC_OK) snprintf(err, errlen, "%s: %s", p, why);
-  free(buf);
-  return rc;
+  return fc_signed_file_read(p, s, err, errlen);
 }
-
 
 static json_t *round_to_json(const fc_round_stats *r) {
   char hex[FC_SHA256_HEX_LEN];

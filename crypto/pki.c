@@ -490,18 +490,26 @@ static int cert_identity(X509 *cert, char *federation, size_t flen, char *role, 
   return fc_pki_identity_from_spiffe(uri, federation, flen, role, rlen, name, nlen);
 }
 
-int fc_pki_identity_from_pem(const char *cert_pem, size_t len, char *federation, size_t flen, char *role,
-                             size_t rlen, char *name, size_t nlen) {
-  if (!cert_pem || len == 0 || len > INT_MAX) return FEDC_ERR_INVALID;
-  BIO *in = BIO_new_mem_buf(cert_pem, (int)len);
+/* The first certificate in a PEM buffer: FEDC_OK, INVALID, NOMEM or FORMAT. */
+static int first_cert_pem(const char *pem, size_t len, X509 **out) {
+  if (!pem || len == 0 || len > INT_MAX) return FEDC_ERR_INVALID;
+  BIO *in = BIO_new_mem_buf(pem, (int)len);
   if (!in) return FEDC_ERR_NOMEM;
-  X509 *cert = PEM_read_bio_X509(in, NULL, NULL, NULL);
+  *out = PEM_read_bio_X509(in, NULL, NULL, NULL);
   BIO_free(in);
-  if (!cert) {
+  if (!*out) {
     ERR_clear_error();
     return FEDC_ERR_FORMAT;
   }
-  int rc = cert_identity(cert, federation, flen, role, rlen, name, nlen);
+  return FEDC_OK;
+}
+
+int fc_pki_identity_from_pem(const char *cert_pem, size_t len, char *federation, size_t flen, char *role,
+                             size_t rlen, char *name, size_t nlen) {
+  X509 *cert = NULL;
+  int rc = first_cert_pem(cert_pem, len, &cert);
+  if (rc) return rc;
+  rc = cert_identity(cert, federation, flen, role, rlen, name, nlen);
   X509_free(cert);
   return rc;
 }
@@ -515,6 +523,15 @@ static int ca_federation(X509 *ca, char fed[FC_PKI_FEDERATION_MAX]) {
   if (!fc_pki_federation_ok(td)) return FEDC_ERR_INVALID; /* also rejects a path */
   copy_out(fed, FC_PKI_FEDERATION_MAX, td, strlen(td));
   return FEDC_OK;
+}
+
+int fc_pki_ca_federation_pem(const char *ca_pem, size_t len, char fed[FC_PKI_FEDERATION_MAX]) {
+  X509 *ca = NULL;
+  int rc = first_cert_pem(ca_pem, len, &ca);
+  if (rc) return rc;
+  rc = ca_federation(ca, fed);
+  X509_free(ca);
+  return rc;
 }
 
 /* ---- certificate construction ------------------------------------------------------ */

@@ -96,6 +96,11 @@ int fc_pki_leaf_paths(const char *dir, const char *role, const char *name, char 
 int fc_pki_identity_from_pem(const char *cert_pem, size_t len, char *federation, size_t flen, char *role,
                              size_t rlen, char *name, size_t nlen);
 
+/* The federation of the first certificate in a PEM buffer holding a CA: its
+ * one URI SAN spiffe://<federation>, as issuing reads it. FEDC_ERR_FORMAT if
+ * no certificate parses, FEDC_ERR_INVALID if it has no such SAN. */
+int fc_pki_ca_federation_pem(const char *ca_pem, size_t len, char fed[FC_PKI_FEDERATION_MAX]);
+
 /*
  * The identity rule, one function for the CA tools and the transport server:
  * the single SPIFFE ID among cert's SANs, copied NUL-terminated into
