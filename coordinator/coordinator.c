@@ -296,26 +296,17 @@ static void sopt_restore(fc_coord *c) {
   o->step = c->sopt_backup_step;
 }
 
-static int sopt_write(fc_coord *c, uint64_t version, const uint8_t sha[FC_SHA256_LEN], char *why, size_t whylen) {
+/* Save the optimizer state beside version `version` (of sha); *has_opt and
+ * opt_sha: whether the method keeps state (sgd does not) and the payload's
+ * SHA-256, which the version's manifest names. */
+static int sopt_write(fc_coord *c, uint64_t version, const uint8_t sha[FC_SHA256_LEN], int *has_opt,
+                      uint8_t opt_sha[FC_SHA256_LEN], char *why, size_t whylen) {
   fc_sopt *o = c->sopt;
   int ns = fc_sopt_nstate(o->cfg.kind);
-  if (!ns) return FEDC_OK; /* sgd keeps no state */
-  return fc_store_write_opt(c->cfg.state_dir, coord_model_key(c), version, sha, fc_sopt_name(o->cfg.kind), o->step, ns, o->m, o->v, o->n,
-                            why, whylen);
-}
-
-/* SHA-256 of the optimizer state as fc_store_write_opt writes it (m, then
- * v); 0 if the method keeps none. */
-static int sopt_sha(fc_coord *c, uint8_t out[FC_SHA256_LEN]) {
-  fc_sopt *o = c->sopt;
-  int ns = o ? fc_sopt_nstate(o->cfg.kind) : 0;
-  if (!ns) return 0;
-  fc_sha256_ctx h;
-  fc_sha256_init(&h);
-  fc_sha256_update(&h, o->m, o->n * sizeof(float));
-  if (ns >= 2) fc_sha256_update(&h, o->v, o->n * sizeof(float));
-  fc_sha256_final(&h, out);
-  return 1;
+  *has_opt = ns > 0;
+  if (!ns) return FEDC_OK;
+  return fc_store_write_opt(c->cfg.state_dir, coord_model_key(c), version, sha, fc_sopt_name(o->cfg.kind), o->step,
+                            ns, o->m, o->v, o->n, opt_sha, why, whylen);
 }
 
 /* At start: the state saved with the current version, if any. A new
@@ -326,13 +317,12 @@ static int sopt_load(fc_coord *c, uint64_t version, const uint8_t sha[FC_SHA256_
   int ns = fc_sopt_nstate(o->cfg.kind);
   if (!ns) return FEDC_OK;
   char why[600];
-  int rc = fc_store_read_opt(c->cfg.state_dir, coord_model_key(c), version, sha, fc_sopt_name(o->cfg.kind), ns, o->m, o->v, o->n, &o->step,
-                             why, sizeof why);
+  uint8_t want[FC_SHA256_LEN], got[FC_SHA256_LEN];
+  int rc = fc_store_read_opt(c->cfg.state_dir, coord_model_key(c), version, sha, fc_sopt_name(o->cfg.kind), ns, o->m,
+                             o->v, o->n, &o->step, got, why, sizeof why);
   if (rc == FEDC_OK && c->model->man.msg && !c->adopted) {
     /* The next version is computed from this state: it must be the one the
      * signed manifest names, or it could steer what gets signed next. */
-    uint8_t want[FC_SHA256_LEN], got[FC_SHA256_LEN];
-    sopt_sha(c, got);
     if (!coord_manifest_opt_sha(c->model, want)) {
       FC_WARN(MOD, "server optimizer %s: the state file of model v%llu is not in its signed manifest: ignored, "
                    "starting from fresh state", fc_sopt_name(o->cfg.kind), (unsigned long long)version);
@@ -534,24 +524,26 @@ static int finalize(fc_coord *c, uint64_t *version, uint8_t sha[FC_SHA256_LEN], 
   pthread_mutex_lock(&c->mu);
   fc_engine_get_status(c->engine, fc_now_ms(), &es);
   pthread_mutex_unlock(&c->mu);
-  /* Signed first: no version reaches state.json without its manifest, which
-   * also vouches for the optimizer state saved with it. */
+  /* The optimizer state, then the manifest naming it and the model, then
+   * the model file: no version reaches state.json without its manifest,
+   * which vouches for the state the next version is computed from. */
   uint8_t opt_sha[FC_SHA256_LEN];
-  int has_opt = sopt_sha(c, opt_sha);
-  if ((rc = coord_sign_version(c, m, es.round, old->sha, has_opt ? opt_sha : NULL, why, whylen)) != FEDC_OK) {
-    model_unref(m);
-    goto out;
+  int has_opt = 0, announced = 0;
+  if ((rc = sopt_write(c, m->version, m->sha, &has_opt, opt_sha, why, whylen)) == FEDC_OK &&
+      (rc = coord_sign_version(c, m, es.round, old->sha, has_opt ? opt_sha : NULL, why, whylen)) == FEDC_OK) {
+    char hex[FC_SHA256_HEX_LEN], phex[FC_SHA256_HEX_LEN];
+    fc_audit_append(c->audit, "model",
+                    json_pack("{s:I,s:I,s:s,s:s,s:I}", "version", (json_int_t)m->version, "round",
+                              (json_int_t)es.round, "parent", fc_hex(old->sha, FC_SHA256_LEN, phex), "sha256",
+                              fc_hex(m->sha, FC_SHA256_LEN, hex), "updates", (json_int_t)count));
+    announced = 1;
+    rc = fc_store_write_model(c->cfg.state_dir, coord_model_key(c), m->version, es.round, &m->spec, m->data, m->sha,
+                              old->sha, why, whylen);
   }
-  char hex[FC_SHA256_HEX_LEN], phex[FC_SHA256_HEX_LEN];
-  fc_audit_append(c->audit, "model",
-                  json_pack("{s:I,s:I,s:s,s:s,s:I}", "version", (json_int_t)m->version, "round", (json_int_t)es.round,
-                            "parent", fc_hex(old->sha, FC_SHA256_LEN, phex), "sha256", fc_hex(m->sha, FC_SHA256_LEN, hex),
-                            "updates", (json_int_t)count));
-  if ((rc = fc_store_write_model(c->cfg.state_dir, coord_model_key(c), m->version, es.round, &m->spec, m->data,
-                                 m->sha, old->sha, why, whylen)) != FEDC_OK ||
-      (rc = sopt_write(c, m->version, m->sha, why, whylen)) != FEDC_OK) {
-    fc_audit_append(c->audit, "model_failed",
-                    json_pack("{s:I,s:s}", "version", (json_int_t)m->version, "reason", why));
+  if (rc != FEDC_OK) {
+    if (announced) /* a failure before the record needs none: the version was never announced */
+      fc_audit_append(c->audit, "model_failed",
+                      json_pack("{s:I,s:s}", "version", (json_int_t)m->version, "reason", why));
     model_unref(m);
     goto out;
   }

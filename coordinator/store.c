@@ -107,8 +107,8 @@ static int read_st(const char *path, const fc_store_key *key, fc_model_spec *spe
   if (n < ENC_HDR + FC_GCM_TAG_LEN) {
     snprintf(err, errlen, "%s: encrypted file truncated", path);
     rc = FEDC_ERR_FORMAT;
-  } else if (fc_gcm_open(key->key, buf + 8, (const uint8_t *)aad, strlen(aad), buf + ENC_HDR, n - ENC_HDR - FC_GCM_TAG_LEN,
-                         buf + n - FC_GCM_TAG_LEN, buf + ENC_HDR) != FEDC_OK) {
+  } else if (fc_gcm_open(key->key, buf + 8, (const uint8_t *)aad, strlen(aad), buf + ENC_HDR,
+                         n - ENC_HDR - FC_GCM_TAG_LEN, buf + n - FC_GCM_TAG_LEN, buf + ENC_HDR) != FEDC_OK) {
     snprintf(err, errlen, "%s does not decrypt with the key of --model-key-file (wrong key, or the file was changed)",
              path);
     rc = FEDC_ERR_CRYPTO;
@@ -344,8 +344,9 @@ static void opt_path(const char *dir, uint64_t version, char *out, size_t outlen
   snprintf(out, outlen, "%s/models/v%06llu.opt.safetensors", dir, (unsigned long long)version);
 }
 
-int fc_store_write_opt(const char *dir, const fc_store_key *key, uint64_t version, const uint8_t model_sha[FC_SHA256_LEN], const char *method,
-                       uint64_t step, int nstate, const float *m, const float *v, size_t n, char *err, size_t errlen) {
+int fc_store_write_opt(const char *dir, const fc_store_key *key, uint64_t version,
+                       const uint8_t model_sha[FC_SHA256_LEN], const char *method, uint64_t step, int nstate,
+                       const float *m, const float *v, size_t n, uint8_t *payload_sha, char *err, size_t errlen) {
   char p[1024], hex[FC_SHA256_HEX_LEN], num[32];
   fc_model_spec spec;
   memset(&spec, 0, sizeof spec);
@@ -362,6 +363,7 @@ int fc_store_write_opt(const char *dir, const fc_store_key *key, uint64_t versio
   if (nstate >= 2) memcpy(buf + n, v, n * sizeof *buf);
   uint8_t sha[FC_SHA256_LEN];
   fc_sha256(buf, total * sizeof *buf, sha);
+  if (payload_sha) memcpy(payload_sha, sha, FC_SHA256_LEN);
   fc_st_meta meta;
   memset(&meta, 0, sizeof meta);
   fc_st_meta_set(&meta, "fedc.optimizer", method);
@@ -377,8 +379,9 @@ int fc_store_write_opt(const char *dir, const fc_store_key *key, uint64_t versio
   return rc;
 }
 
-int fc_store_read_opt(const char *dir, const fc_store_key *key, uint64_t version, const uint8_t model_sha[FC_SHA256_LEN], const char *method,
-                      int nstate, float *m, float *v, size_t n, uint64_t *step, char *err, size_t errlen) {
+int fc_store_read_opt(const char *dir, const fc_store_key *key, uint64_t version,
+                      const uint8_t model_sha[FC_SHA256_LEN], const char *method, int nstate, float *m, float *v,
+                      size_t n, uint64_t *step, uint8_t *payload_sha, char *err, size_t errlen) {
   char p[1024], hex[FC_SHA256_HEX_LEN];
   fc_model_spec spec;
   fc_st_meta meta;
@@ -407,6 +410,7 @@ int fc_store_read_opt(const char *dir, const fc_store_key *key, uint64_t version
       if (nstate >= 1) memcpy(m, d, n * sizeof *m);
       if (nstate >= 2) memcpy(v, d + n, n * sizeof *v);
       *step = strtoull(got_step, NULL, 10);
+      if (payload_sha) memcpy(payload_sha, sha, FC_SHA256_LEN);
       rc = FEDC_OK;
     }
   }

@@ -158,20 +158,27 @@ static void test_restart_bit_identical(void) {
     memset(xb, 0, sizeof xb);
     for (int s = 0; s < 3; s++) fc_sopt_step(b, xb, d[s]);
     int ns = fc_sopt_nstate(kind);
-    CHECK_EQ_INT(fc_store_write_opt(dir, NULL, 3, sha, fc_sopt_name(kind), b->step, ns, b->m, b->v, N, err, sizeof err),
+    uint8_t wrote[FC_SHA256_LEN], read_back[FC_SHA256_LEN];
+    CHECK_EQ_INT(fc_store_write_opt(dir, NULL, 3, sha, fc_sopt_name(kind), b->step, ns, b->m, b->v, N, wrote, err,
+                                    sizeof err),
                  FEDC_OK);
     fc_sopt_destroy(b);
     CHECK_EQ_INT(fc_sopt_create(&c, N, &b), FEDC_OK);
     /* Wrong method, wrong model version: refused, never silently used. */
     const char *wrong = kind == FC_SOPT_ADAM ? "yogi" : "adam";
-    CHECK_EQ_INT(fc_store_read_opt(dir, NULL, 3, sha, wrong, 2, b->m, b->v, N, &b->step, err, sizeof err), FEDC_ERR_FORMAT);
-    CHECK_EQ_INT(fc_store_read_opt(dir, NULL, 3, other, fc_sopt_name(kind), ns, b->m, b->v, N, &b->step, err, sizeof err),
+    CHECK_EQ_INT(fc_store_read_opt(dir, NULL, 3, sha, wrong, 2, b->m, b->v, N, &b->step, NULL, err, sizeof err),
                  FEDC_ERR_FORMAT);
-    CHECK_EQ_INT(fc_store_read_opt(dir, NULL, 4, sha, fc_sopt_name(kind), ns, b->m, b->v, N, &b->step, err, sizeof err),
-                 FEDC_ERR_NOT_FOUND);
-    CHECK_EQ_INT(fc_store_read_opt(dir, NULL, 3, sha, fc_sopt_name(kind), ns, b->m, b->v, N, &b->step, err, sizeof err),
+    CHECK_EQ_INT(
+        fc_store_read_opt(dir, NULL, 3, other, fc_sopt_name(kind), ns, b->m, b->v, N, &b->step, NULL, err, sizeof err),
+        FEDC_ERR_FORMAT);
+    CHECK_EQ_INT(
+        fc_store_read_opt(dir, NULL, 4, sha, fc_sopt_name(kind), ns, b->m, b->v, N, &b->step, NULL, err, sizeof err),
+        FEDC_ERR_NOT_FOUND);
+    CHECK_EQ_INT(fc_store_read_opt(dir, NULL, 3, sha, fc_sopt_name(kind), ns, b->m, b->v, N, &b->step, read_back, err,
+                                   sizeof err),
                  FEDC_OK);
     CHECK_EQ_INT(b->step, 3);
+    CHECK(memcmp(wrote, read_back, FC_SHA256_LEN) == 0); /* what the manifest names is what comes back */
     for (int s = 3; s < 5; s++) fc_sopt_step(b, xb, d[s]);
     CHECK(memcmp(xa, xb, sizeof xa) == 0);
     CHECK(memcmp(a->m, b->m, N * sizeof(float)) == 0);
@@ -194,7 +201,8 @@ static void test_restart_bit_identical(void) {
   c.lr = 0.05f;
   fc_sopt *b = NULL;
   CHECK_EQ_INT(fc_sopt_create(&c, N, &b), FEDC_OK);
-  CHECK_EQ_INT(fc_store_read_opt(dir, NULL, 3, sha, "yogi", 2, b->m, b->v, N, &b->step, err, sizeof err), FEDC_ERR_HASH);
+  CHECK_EQ_INT(fc_store_read_opt(dir, NULL, 3, sha, "yogi", 2, b->m, b->v, N, &b->step, NULL, err, sizeof err),
+               FEDC_ERR_HASH);
   fc_sopt_destroy(b);
   char cmd[800];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
