@@ -29,7 +29,6 @@ set -euo pipefail
 make_tmp
 NAMES=(a b c d e f)
 ROUNDS=4
-CLIENTS=()
 
 make_pki "$T/pki" bk "${NAMES[@]}"
 make_idx "$T" 150 6
@@ -45,21 +44,31 @@ refused "bucket of 2" "secagg-bucket" --aggregator median --secagg-bucket 2
 refused "bucket above the cohort" "no more than the cohort" --aggregator median --secagg-bucket 7
 refused "krum on 2 buckets" "2 secure-aggregation buckets" --aggregator krum --agg-f 1 --secagg-bucket 3
 
-start_coordinator --pki "$T/pki" --federation bk --state "$T/state" --model 784-10 --secagg \
-  --aggregator median --secagg-bucket 3 --rounds "$ROUNDS" --min-clients 6 --cohort 6 --min-updates 3 \
-  --poll-ms 100 --client-ttl-ms 3000 --round-timeout-ms 8000 --secagg-stage-ms 2500 --log debug
-ADMIN=(--coordinator "$COORD_ADDR" --pki "$T/pki" --name root)
-for i in "${!NAMES[@]}"; do
-  n=${NAMES[$i]}
-  drop=()
-  [ "$n" = e ] || [ "$n" = f ] && drop=(--secagg-drop masked:1)
-  start_bg "client-$n" "$FEDC" client --coordinator "$COORD_ADDR" --pki "$T/pki" --name "$n" \
-    --data "idx:$T/img$i.idx,$T/lbl$i.idx" --model 784-10 --log info "${drop[@]}"
-  CLIENTS+=("$BG_PID")
-done
-wait_for bash -c "[ \"\$('$FEDC' status ${ADMIN[*]} --json | jq -r '.rounds_completed + .rounds_abandoned')\" -ge $ROUNDS ]" 120 ||
-  fail "$ROUNDS rounds did not end: $("$FEDC" status "${ADMIN[@]}" --json)"
-"$FEDC" rounds "${ADMIN[@]}" --json >"$T/rounds.jsonl"
+# federation K ROUNDS WHO ARGS...: coordinator (median over buckets of 3,
+# state $T/stateK) and the six clients, those whose name matches the regex
+# WHO run with ARGS; waits until ROUNDS rounds ended and writes
+# $T/roundsK.jsonl. Client pids in CLIENTS.
+federation() {
+  local k=$1 rounds=$2 who=$3 i n
+  shift 3
+  start_coordinator --pki "$T/pki" --federation bk --state "$T/state$k" --model 784-10 --secagg \
+    --aggregator median --secagg-bucket 3 --rounds "$rounds" --min-clients 6 --cohort 6 --min-updates 3 \
+    --poll-ms 100 --client-ttl-ms 3000 --round-timeout-ms 8000 --secagg-stage-ms 2500 --log debug
+  ADMIN=(--coordinator "$COORD_ADDR" --pki "$T/pki" --name root)
+  CLIENTS=()
+  for i in "${!NAMES[@]}"; do
+    n=${NAMES[$i]}
+    local extra=()
+    [[ $n =~ ^($who)$ ]] && extra=("$@")
+    start_bg "client$k-$n" "$FEDC" client --coordinator "$COORD_ADDR" --pki "$T/pki" --name "$n" \
+      --data "idx:$T/img$i.idx,$T/lbl$i.idx" --model 784-10 --log info "${extra[@]}"
+    CLIENTS+=("$BG_PID")
+  done
+  wait_for bash -c "[ \"\$('$FEDC' status ${ADMIN[*]} --json | jq -r '.rounds_completed + .rounds_abandoned')\" -ge $rounds ]" \
+    120 || fail "$rounds rounds did not end: $("$FEDC" status "${ADMIN[@]}" --json)"
+  "$FEDC" rounds "${ADMIN[@]}" --json >"$T/rounds$k.jsonl"
+}
+federation "" "$ROUNDS" "e|f" --secagg-drop masked:1
 
 same=0 split=0
 for r in $(seq 1 "$ROUNDS"); do
@@ -93,25 +102,10 @@ kill -KILL "${CLIENTS[@]}" 2>/dev/null || true
 # is dropped, its log line matching PATTERN, and the other bucket's 3 inputs
 # make the model.
 attacker_federation() {
-  local k=$1 why=$2 pat=$3 i n r ab
+  local k=$1 why=$2 pat=$3 r ab
   shift 3
   mv "$T/coord.log" "$T/coord-$((k - 1)).log"
-  start_coordinator --pki "$T/pki" --federation bk --state "$T/state$k" --model 784-10 --secagg \
-    --aggregator median --secagg-bucket 3 --rounds 2 --min-clients 6 --cohort 6 --min-updates 3 \
-    --poll-ms 100 --client-ttl-ms 3000 --round-timeout-ms 8000 --secagg-stage-ms 2500 --log debug
-  ADMIN=(--coordinator "$COORD_ADDR" --pki "$T/pki" --name root)
-  local pids=()
-  for i in "${!NAMES[@]}"; do
-    n=${NAMES[$i]}
-    local atk=()
-    [ "$n" = a ] && atk=("$@")
-    start_bg "client$k-$n" "$FEDC" client --coordinator "$COORD_ADDR" --pki "$T/pki" --name "$n" \
-      --data "idx:$T/img$i.idx,$T/lbl$i.idx" --model 784-10 --log info "${atk[@]}"
-    pids+=("$BG_PID")
-  done
-  wait_for bash -c "[ \"\$('$FEDC' status ${ADMIN[*]} --json | jq -r '.rounds_completed + .rounds_abandoned')\" -ge 2 ]" 120 ||
-    fail "2 rounds did not end: $("$FEDC" status "${ADMIN[@]}" --json)"
-  "$FEDC" rounds "${ADMIN[@]}" --json >"$T/rounds$k.jsonl"
+  federation "$k" 2 a "$@"
   for r in 1 2; do
     jq -s -e ".[] | select(.round == $r) | .outcome == \"completed\" and .participants == 3" "$T/rounds$k.jsonl" \
       >/dev/null || fail "round $r with a's bucket dropped: $(jq -c "select(.round == $r)" "$T/rounds$k.jsonl")"
@@ -122,7 +116,7 @@ attacker_federation() {
   done
   kill -TERM "$COORD_PID"
   wait "$COORD_PID" || fail "coordinator exited non-zero on SIGTERM"
-  kill -KILL "${pids[@]}" 2>/dev/null || true
+  kill -KILL "${CLIENTS[@]}" 2>/dev/null || true
 }
 # an attacker outside the clip spoils only its own bucket
 attacker_federation 2 "its norm" "the mean of its 3 inputs has L2 norm .* over the clip" \
