@@ -226,6 +226,10 @@ mkdir -p "$T/state3" && cp "$T/model.key" "$T/state3/k" && chmod 600 "$T/state3/
 if "$FEDC" coordinator --listen 127.0.0.1:0 --pki "$T/pki" --state "$T/state3" "${FED[@]}" \
   --model-key-file "$T/state3/k" 2>"$T/keyin.err"; then fail "a key inside the state directory was accepted"; fi
 assert_contains "$T/keyin.err" "is inside the state directory"
+printf 'not-a-key\n' >"$T/bad.key" && chmod 600 "$T/bad.key"
+if "$FEDC" coordinator --listen 127.0.0.1:0 --pki "$T/pki" --state "$T/state3" "${FED[@]}" \
+  --model-key-file "$T/bad.key" 2>"$T/keybad.err"; then fail "a malformed key file was accepted"; fi
+assert_contains "$T/keybad.err" "expected 64 hex digits"
 rm "$T/state3/k"
 start_coordinator --pki "$T/pki" --state "$T/state3" "${FED[@]}" --min-updates 2 --rounds 3 \
   --model-key-file "$T/model.key"

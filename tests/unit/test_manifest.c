@@ -21,6 +21,7 @@
 #include "common/manifest.h"
 #include "coordinator/store.h"
 #include "crypto/pki.h"
+#include "crypto/sa_crypto.h"
 #include "fedc/error.h"
 
 static char *slurp(const char *dir, const char *file, size_t *len) {
@@ -169,6 +170,19 @@ static void test_accept(const char *dir, const char *other) {
   CHECK_EQ_INT(fc_manifest_accept(&fresh, &back, 5, m5.sha, &m5.spec, 24, err, sizeof err), FEDC_OK);
   fc_signed_free(&back);
   CHECK_EQ_INT(fc_signed_decode(text, tl / 2, &back, err, sizeof err), FEDC_ERR_FORMAT);
+  /* Sizes a coordinator can send: empty or over the limits is refused. */
+  static char big[FC_SIGNED_MSG_MAX * 2 + FC_SIGNED_CERT_MAX + 2];
+  CHECK_EQ_INT(fc_signed_copy(s5.msg, 0, s5.sig, s5.sig_len, s5.cert, s5.cert_len, &back, err, sizeof err),
+               FEDC_ERR_TOO_LARGE);
+  CHECK_EQ_INT(fc_signed_copy(big, FC_SIGNED_MSG_MAX + 1, s5.sig, s5.sig_len, s5.cert, s5.cert_len, &back, err,
+                              sizeof err),
+               FEDC_ERR_TOO_LARGE);
+  CHECK_EQ_INT(fc_signed_copy(s5.msg, s5.msg_len, big, FC_SIG_MAX + 1, s5.cert, s5.cert_len, &back, err, sizeof err),
+               FEDC_ERR_TOO_LARGE);
+  CHECK_EQ_INT(fc_signed_copy(s5.msg, s5.msg_len, s5.sig, s5.sig_len, s5.cert, 0, &back, err, sizeof err),
+               FEDC_ERR_TOO_LARGE);
+  memset(big, 'A', sizeof big);
+  CHECK_EQ_INT(fc_signed_decode(big, sizeof big, &back, err, sizeof err), FEDC_ERR_TOO_LARGE);
   char *extra = malloc(tl + 8);
   memcpy(extra, text, tl);
   memcpy(extra + tl, "junk\n", 6);
