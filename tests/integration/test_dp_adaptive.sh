@@ -60,7 +60,12 @@ n=$(wc -l <"$T/up.jsonl")
 awk "BEGIN{exit !($n >= 4 && $first > 0.0049 && $first < 0.0051 && $last > 2 * $first)}" ||
   fail "the clip did not rise from 0.005: $(jq -c '[.round, .dp_clip]' "$T/up.jsonl")"
 saved=$(jq .clip "$T/up/dp.json")
-awk "BEGIN{exit !($saved > $last)}" || fail "dp.json clip $saved is not past the last round's $last"
+# dp.json holds the clip after the last round's update: one step from the
+# last round's, at most exp(0.5 x 0.5) either way. Upward in expectation,
+# but the count is noisy (with 2-4 clients a round can read most of them as
+# unclipped and step down), so its direction is not asserted.
+awk "BEGIN{exit !($saved != $last && $saved <= $last * 1.2841 && $saved >= $last / 1.2841)}" ||
+  fail "dp.json clip $saved is not one update past the last round's $last"
 
 # A restart resumes from dp.json's clip, not from --dp-clip.
 kill -TERM "$COORD_PID"
