@@ -465,7 +465,8 @@ int cmd_client(int argc, char **argv) {
     fedc_trainer t = {&h->b, bt_train, bt_eval};
     int crc = fedc_client_create(&o, &t, &h->c);
     if (crc != FEDC_OK) {
-      fprintf(stderr, "fedc client %s: %s\n", h->name, h->c ? fedc_client_last_error(h->c) : fedc_strerror(crc));
+      /* A failed create still hands out the handle with the reason (client.h); destroyed below. */
+      fprintf(stderr, "fedc client %s: %s: %s\n", h->name, fedc_strerror(crc), fedc_client_last_error(h->c));
       rc = 1;
       break;
     }

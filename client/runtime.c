@@ -81,10 +81,30 @@ static void trust_init(fedc_client *c) {
   c->trust.allow_unsigned = c->o.allow_unsigned_models;
 }
 
+/* The handle rule (client.h): every failure after allocation still hands
+ * the handle out, holding the sentence and the code run() returns, so an
+ * embedder has one path for both outcomes (create, run if OK, read
+ * last_error, destroy) and never a pointer it must not touch. */
+static int create_failed(fedc_client *c, int rc, const char *why, fedc_client **out) {
+  set_error(c, "%s", why);
+  c->create_rc = rc;
+  *out = c;
+  return rc;
+}
+
 FEDC_API int fedc_client_create(const fedc_client_options *o, const fedc_trainer *trainer, fedc_client **out) {
-  if (!o || !trainer || !trainer->train || !out || !o->coordinator) return FEDC_ERR_INVALID;
+  if (!out) return FEDC_ERR_INVALID;
+  *out = NULL;
   fedc_client *c = calloc(1, sizeof *c);
   if (!c) return FEDC_ERR_NOMEM;
+  pthread_mutex_init(&c->mu, NULL);
+  pthread_cond_init(&c->cv, NULL);
+  if (!o || !o->coordinator || !trainer || !trainer->train)
+    return create_failed(c, FEDC_ERR_INVALID,
+                         !o ? "fedc_client_create: no options"
+                         : !o->coordinator ? "fedc_client_create: options.coordinator is NULL"
+                                           : "fedc_client_create: the trainer needs a train callback",
+                         out);
   c->o = *o;
   c->trainer = *trainer;
   snprintf(c->coordinator, sizeof c->coordinator, "%s", o->coordinator);
@@ -97,10 +117,9 @@ FEDC_API int fedc_client_create(const fedc_client_options *o, const fedc_trainer
   if (c->o.max_backoff_ms < c->o.min_backoff_ms) c->o.max_backoff_ms = c->o.min_backoff_ms;
   if (c->o.call_timeout_ms <= 0) c->o.call_timeout_ms = 120000;
   if (!c->o.max_model_bytes) c->o.max_model_bytes = 1ull << 30;
-  pthread_mutex_init(&c->mu, NULL);
-  pthread_cond_init(&c->cv, NULL);
   fc_rng_seed(&c->jitter, (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)c);
   fc_transport_init();
+  c->transport_up = 1;
 
   fc_channel_opts co;
   fc_channel_opts_init(&co);
@@ -113,18 +132,9 @@ FEDC_API int fedc_client_create(const fedc_client_options *o, const fedc_trainer
   char err[400];
   int rc = load_trust(c, err, sizeof err);
   trust_init(c);
-  if (rc != FEDC_OK) {
-    set_error(c, "%s", err);
-    *out = c;
-    return rc;
-  }
+  if (rc != FEDC_OK) return create_failed(c, rc, err, out);
   rc = fc_channel_create(&co, &c->ch, err, sizeof err);
-  if (rc != FEDC_OK) {
-    /* Keep the handle so the caller can read the sentence. */
-    set_error(c, "%s", err);
-    *out = c;
-    return rc;
-  }
+  if (rc != FEDC_OK) return create_failed(c, rc, err, out);
   *out = c;
   return FEDC_OK;
 }
@@ -136,7 +146,7 @@ FEDC_API void fedc_client_destroy(fedc_client *c) {
   free(c->ca_pem);
   pthread_mutex_destroy(&c->mu);
   pthread_cond_destroy(&c->cv);
-  fc_transport_shutdown();
+  if (c->transport_up) fc_transport_shutdown();
   free(c);
 }
 
@@ -149,7 +159,9 @@ FEDC_API void fedc_client_stop(fedc_client *c) {
   pthread_mutex_unlock(&c->mu);
 }
 
-FEDC_API const char *fedc_client_last_error(const fedc_client *c) { return c ? c->last_error : "no client"; }
+FEDC_API const char *fedc_client_last_error(const fedc_client *c) {
+  return c ? c->last_error : "no client handle (fedc_client_create could not allocate one)";
+}
 FEDC_API uint64_t fedc_client_rounds_done(const fedc_client *c) {
   return c ? atomic_load((atomic_uint_fast64_t *)&c->rounds_done) : 0;
 }
@@ -439,7 +451,7 @@ out:
 
 FEDC_API int fedc_client_run(fedc_client *c) {
   if (!c) return FEDC_ERR_INVALID;
-  if (!c->ch) return FEDC_ERR_TLS; /* create failed; last_error says why */
+  if (c->create_rc != FEDC_OK) return c->create_rc; /* create failed; last_error says why */
   c->failures = 0;
   for (;;) {
     if (atomic_load(&c->stop)) {

@@ -27,6 +27,8 @@ struct fedc_client {
   pthread_mutex_t mu;
   pthread_cond_t cv;
   char last_error[512];
+  int create_rc;       /* FEDC_OK, or why fedc_client_create failed (run() returns it) */
+  int transport_up;    /* fc_transport_init() was called (destroy balances it) */
   atomic_uint_fast64_t rounds_done; /* read by other threads via fedc_client_rounds_done */
   uint64_t last_round;
   /* cached global model */

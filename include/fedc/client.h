@@ -131,7 +131,20 @@ typedef struct fedc_client_options {
 } fedc_client_options;
 
 FEDC_API void fedc_client_options_init(fedc_client_options *o);
-/* On success *out is a new handle (free with fedc_client_destroy). */
+/* Create a client handle. One rule, success or failure: *out is always
+ * written (unless out is NULL) and always passed to fedc_client_destroy()
+ * (which accepts NULL) when done with it.
+ *   - FEDC_OK: *out is a new handle, ready for fedc_client_run().
+ *   - any error (invalid options, unreadable CA/certificate/key, bad TLS
+ *     material, ...): *out is still a handle, holding the reason for
+ *     fedc_client_last_error(); fedc_client_run() on it returns the same
+ *     error without connecting. Only when not even a handle could be
+ *     allocated (FEDC_ERR_NOMEM) is *out NULL.
+ *     fedc_client *c = NULL;
+ *     int rc = fedc_client_create(&o, &t, &c);
+ *     if (rc == FEDC_OK) rc = fedc_client_run(c);
+ *     if (rc != FEDC_OK) fprintf(stderr, "%s\n", fedc_client_last_error(c));
+ *     fedc_client_destroy(c); */
 FEDC_API int fedc_client_create(const fedc_client_options *o, const fedc_trainer *trainer, fedc_client **out);
 /* Take part in rounds until the federation is done, max_rounds updates were
  * accepted, fedc_client_stop() was called, or a permanent error (TLS,
@@ -139,6 +152,8 @@ FEDC_API int fedc_client_create(const fedc_client_options *o, const fedc_trainer
  * fedc_client_last_error() has a sentence about it. */
 FEDC_API int fedc_client_run(fedc_client *c);
 FEDC_API void fedc_client_stop(fedc_client *c);
+/* A sentence about the last error on c (never NULL; "" before any). For
+ * c == NULL (fedc_client_create out of memory) a fixed sentence saying so. */
 FEDC_API const char *fedc_client_last_error(const fedc_client *c);
 FEDC_API uint64_t fedc_client_rounds_done(const fedc_client *c);
 FEDC_API void fedc_client_destroy(fedc_client *c);

@@ -24,6 +24,13 @@ extra=$(nm -D --defined-only "$LIBDIR/libfedc-client.so" | awk '{print $3}' | gr
 [ -z "$extra" ] || fail "libfedc-client.so exports non-API symbols: $extra"
 
 make_pki "$T/pki" itest dev1
+# The example follows the header's one rule (create, run if OK, last error, destroy): a CA it cannot read
+# ends it with that sentence and exit 1 (under ASan also leak-free: LeakSanitizer would exit 23).
+rc=0
+LD_LIBRARY_PATH="$LIBDIR" "$T/embed" 127.0.0.1:1 "$T/pki/no-such-ca.crt" "$T/pki/client-dev1.crt" \
+  "$T/pki/client-dev1.key" > "$T/embed-bad.out" 2>&1 || rc=$?
+[ "$rc" = 1 ] || fail "bad CA path: expected exit 1, got $rc: $(cat "$T/embed-bad.out")"
+grep -q 'no-such-ca.crt' "$T/embed-bad.out" || fail "bad CA path: error does not name the file: $(cat "$T/embed-bad.out")"
 start_coordinator --pki "$T/pki" --federation itest --state "$T/state" --model 784-10 --rounds 2 \
   --min-clients 1 --cohort 1 --min-updates 1 --clip-norm 0.5 --poll-ms 100
 LD_LIBRARY_PATH="$LIBDIR" "$T/embed" "$COORD_ADDR" "$T/pki/ca.crt" "$T/pki/client-dev1.crt" \

@@ -6,14 +6,20 @@
  * out of something (per-identity call limit "retry later", out of memory):
  * the runtime must back off and retry, not end run() as if the federation
  * had refused it for good.
+ *
+ * fedc_client_create has one rule for success and failure (client.h): *out is
+ * always written and always destroyed; a failed create still hands out a
+ * handle holding the reason, and run() on it returns the same error.
  */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "crypto/pki.h"
 #include "fedc/client.h"
 #include "fedc/v1/fedc.pb-c.h"
 #include "tests/unit/check.h"
@@ -196,7 +202,70 @@ static void test_retry_after_honoured(void) {
   fc_transport_shutdown();
 }
 
+/* Create with options that cannot work: the return code, the handle it
+ * still hands out (a sentinel in *out must be overwritten), the sentence,
+ * and run() giving back the same code without connecting. Destroyed after,
+ * so an ASan build checks nothing leaks on these paths. */
+static void expect_failed_create(const fedc_client_options *o, const fedc_trainer *t, int want_rc,
+                                 const char *want_in_error) {
+  static int sentinel;
+  fedc_client *c = (fedc_client *)(void *)&sentinel;
+  int rc = fedc_client_create(o, t, &c);
+  CHECK_EQ_INT(rc, want_rc);
+  CHECK(c != (fedc_client *)(void *)&sentinel);
+  CHECK(c != NULL);
+  if (c == (fedc_client *)(void *)&sentinel) return; /* unwritten: nothing of ours to touch */
+  const char *why = fedc_client_last_error(c);
+  printf("create failed as documented: %s: %s\n", fedc_strerror(rc), why);
+  CHECK(strstr(why, want_in_error) != NULL);
+  CHECK_EQ_INT(fedc_client_run(c), want_rc);
+  CHECK(strstr(fedc_client_last_error(c), want_in_error) != NULL);
+  fedc_client_stop(c); /* harmless on a failed handle */
+  CHECK_EQ_INT(fedc_client_rounds_done(c), 0);
+  fedc_client_destroy(c);
+}
+
+static void test_create_failure_rule(void) {
+  char dir[] = "/tmp/fedc-test-runtime-XXXXXX";
+  CHECK(mkdtemp(dir) != NULL);
+  char pki[300], ca[400], cert[400], other_key[400], missing[400], err[512] = "";
+  snprintf(pki, sizeof pki, "%s/pki", dir);
+  CHECK_EQ_INT(fc_pki_init(pki, "test", NULL, 0, 1, "ec", err, sizeof err), FEDC_OK);
+  CHECK_EQ_INT(fc_pki_issue(pki, "client", "dev", NULL, 1, err, sizeof err), FEDC_OK);
+  snprintf(ca, sizeof ca, "%s/ca.crt", pki);
+  snprintf(cert, sizeof cert, "%s/client-dev.crt", pki);
+  snprintf(other_key, sizeof other_key, "%s/coordinator.key", pki); /* a key, not this certificate's */
+  snprintf(missing, sizeof missing, "%s/no-such-ca.crt", dir);
+
+  fedc_trainer t = {.ctx = NULL, .train = train};
+  fedc_client_options o;
+  fedc_client_options_init(&o);
+  o.coordinator = "127.0.0.1:1"; /* never dialled: every case fails before connecting */
+  o.max_retries = 1;
+
+  /* A CA that cannot be read: the first file create opens. */
+  o.ca = missing, o.cert = cert, o.key = other_key;
+  expect_failed_create(&o, &t, FEDC_ERR_NOT_FOUND, "no-such-ca.crt");
+  /* The CA loads (and is held by the handle), then the key does not belong
+   * to the certificate: the TLS material is refused. */
+  o.ca = ca;
+  expect_failed_create(&o, &t, FEDC_ERR_TLS, "coordinator.key");
+  /* Invalid arguments get a handle with the reason too. */
+  fedc_trainer no_train = {.ctx = NULL, .train = NULL};
+  expect_failed_create(&o, &no_train, FEDC_ERR_INVALID, "train callback");
+  expect_failed_create(NULL, &t, FEDC_ERR_INVALID, "no options");
+  /* Nowhere to put a handle: nothing allocated, nothing to destroy. */
+  CHECK_EQ_INT(fedc_client_create(&o, &t, NULL), FEDC_ERR_INVALID);
+  /* The one NULL handle (out of memory) still has a sentence. */
+  CHECK(strlen(fedc_client_last_error(NULL)) > 0);
+
+  char cmd[400];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  CHECK_EQ_INT(system(cmd), 0);
+}
+
 int main(void) {
+  test_create_failure_rule();
   test_busy_is_transient();
   test_retry_after_honoured();
   test_stop_cancels_call();
