@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # deploy/check.sh FEDC - check the deployment files with what Debian provides:
 #   systemd   systemd-analyze verify, and security --offline (exposure <= 2.0)
-#   configs   both coordinator YAML files start a real coordinator (127.0.0.1)
+#   configs   both coordinator YAML files start a real coordinator (127.0.0.1),
+#             and their "# LO .. HI" comments match the ranges --help prints
 #   compose   docker-compose config (the compose file schema)
 #   Docker    the runtime packages the Dockerfile installs exist in apt and
 #             provide every library `ldd fedc` names (no registry here, so the
@@ -27,6 +28,8 @@ for cfg in coordinator.example.yaml k8s/coordinator.yaml; do
   [ -s "$D/port" ] || { cat "$D/coord.log"; echo "check: $cfg does not start a coordinator" >&2; exit 1; }
   kill -TERM $pid && wait $pid
 done
+"$FEDC" coordinator --help >"$D/help"
+python3 check_ranges.py "$D/help" coordinator.example.yaml k8s/coordinator.yaml
 echo "check: coordinator configs OK"
 
 docker-compose -f docker/compose.yaml config -q
