@@ -3,7 +3,9 @@
 #   systemd   systemd-analyze verify, and security --offline (exposure <= 2.0)
 #   configs   both coordinator YAML files start a real coordinator (127.0.0.1),
 #             and their "# LO .. HI" comments match the ranges --help prints
-#   compose   docker-compose config (the compose file schema)
+#   compose   docker-compose config (the compose file schema); check_compose.py
+#             runs the PKI job's script: only that job sees ca.key, each client
+#             exactly ca.crt and its own certificate and key
 #   Docker    the runtime packages the Dockerfile installs exist in apt and
 #             provide every library `ldd fedc` names (no registry here, so the
 #             image itself is not built in CI)
@@ -33,6 +35,7 @@ python3 check_ranges.py "$D/help" coordinator.example.yaml k8s/coordinator.yaml
 echo "check: coordinator configs OK"
 
 docker-compose -f docker/compose.yaml config -q
+docker-compose -f docker/compose.yaml config | python3 check_compose.py "$FEDC"
 echo "check: compose file OK"
 
 pkgs=$(sed -n 's/^ARG RUNTIME_PKGS="\(.*\)"$/\1/p' docker/Dockerfile)
