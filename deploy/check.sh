@@ -9,7 +9,9 @@
 #   Docker    the runtime packages the Dockerfile installs exist in apt and
 #             provide every library `ldd fedc` names (no registry here, so the
 #             image itself is not built in CI)
-#   k8s       kubectl kustomize renders; deploy/check_k8s.py checks the objects
+#   k8s       kubectl kustomize renders deploy/k8s and deploy/k8s-external (the
+#             LoadBalancer for devices outside the cluster) without warnings;
+#             deploy/check_k8s.py checks the objects
 set -euo pipefail
 FEDC=$(readlink -f "${1:?usage: deploy/check.sh FEDC}")
 cd "$(dirname "$0")"
@@ -51,9 +53,17 @@ for lib in $(ldd "$FEDC" | awk '$3 ~ /^\// {print $3}'); do
 done
 echo "check: Dockerfile runtime packages OK"
 
-kubectl kustomize k8s >"$D/k8s.yaml"
+# Both renderings, without a warning (e.g. a deprecated field such as commonLabels).
+for k in k8s k8s-external; do
+  kubectl kustomize "$k" >"$D/$k.yaml" 2>"$D/$k.err"
+  [ ! -s "$D/$k.err" ] || { cat "$D/$k.err" >&2; echo "check: kubectl kustomize deploy/$k warns" >&2; exit 1; }
+done
 python3 check_k8s.py <"$D/k8s.yaml"
-# The checker itself must catch a broken probe.
+python3 check_k8s.py --external <"$D/k8s-external.yaml"
+# The checker itself must catch a broken probe, and an external Service that hides the devices' addresses.
 sed 's|path: /readyz|path: /ready|' "$D/k8s.yaml" | python3 check_k8s.py >/dev/null &&
   { echo "check: check_k8s.py missed a broken readiness probe" >&2; exit 1; }
+sed 's|externalTrafficPolicy: Local|externalTrafficPolicy: Cluster|' "$D/k8s-external.yaml" |
+  python3 check_k8s.py --external >/dev/null &&
+  { echo "check: check_k8s.py missed an external Service without externalTrafficPolicy Local" >&2; exit 1; }
 echo "check: kubernetes manifests OK"

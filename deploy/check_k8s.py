@@ -6,10 +6,20 @@ checks what the deployment relies on, object by object: required fields and
 their types, probes on declared ports and on /readyz and /healthz, every
 volume mount backed by a volume, the PKI from a Secret, the state on a
 volume claim, requests and limits set, a non-root read-only container, the
-Service selecting the pod's labels and the scrape annotations. Exit 1 with
-one line per problem."""
+Service selecting the pod's labels and the scrape annotations, every object
+carrying the kustomization's labels.
+
+With --external (the rendering of deploy/k8s-external) there must also be one
+LoadBalancer Service for devices outside the cluster that passes TCP through:
+the gRPC port only (not the unauthenticated metrics), TCP, selecting the pod,
+externalTrafficPolicy Local (the per-address connection limits need the
+devices' own addresses). Without it no Service may leave the cluster. Never an
+Ingress or an HTTP/gRPC route: mutual TLS must end at the coordinator.
+Exit 1 with one line per problem."""
 import sys
 import yaml
+
+external = "--external" in sys.argv[1:]
 
 problems = []
 
@@ -25,13 +35,28 @@ for d in docs:
     need(isinstance(d.get("apiVersion"), str) and isinstance(d.get("kind"), str), f"object without apiVersion/kind: {d}")
     need(isinstance(d.get("metadata", {}).get("name"), str), f"{d.get('kind')} without metadata.name")
     by_kind.setdefault(d.get("kind"), []).append(d)
-for kind in ("StatefulSet", "Service", "ConfigMap", "ServiceAccount"):
+for kind in ("StatefulSet", "ConfigMap", "ServiceAccount"):
     need(len(by_kind.get(kind, [])) == 1, f"expected one {kind}, found {len(by_kind.get(kind, []))}")
+for kind in ("Ingress", "HTTPRoute", "GRPCRoute"):
+    need(kind not in by_kind, f"a {kind}: devices reach the coordinator through a TCP LoadBalancer; an ingress or "
+         "HTTP/gRPC route terminates TLS in front of it (mutual TLS must end at the coordinator)")
+services = {d["metadata"]["name"]: d for d in by_kind.get("Service", [])}
+cluster_svc = by_kind.get("StatefulSet", [{}])[0].get("spec", {}).get("serviceName")
+need(cluster_svc in services, f"no Service {cluster_svc} (the StatefulSet's serviceName)")
+lbs = [d for d in services.values() if d.get("spec", {}).get("type") == "LoadBalancer"]
+need(len(lbs) == (1 if external else 0), f"expected {1 if external else 0} LoadBalancer Service, found {len(lbs)}")
+need(len(services) == 1 + len(lbs), f"unexpected Services {sorted(services)}")
+for d in docs:
+    lbl = d.get("metadata", {}).get("labels", {}) or {}
+    need(lbl.get("app.kubernetes.io/name") == "fedc" and lbl.get("app.kubernetes.io/component") == "coordinator",
+         f"{d.get('kind')} {d.get('metadata', {}).get('name')} lacks the app.kubernetes.io labels")
 if problems:
     print("\n".join(problems))
     sys.exit(1)
 
-sts, svc, cm, sa = (by_kind[k][0] for k in ("StatefulSet", "Service", "ConfigMap", "ServiceAccount"))
+sts, cm, sa = (by_kind[k][0] for k in ("StatefulSet", "ConfigMap", "ServiceAccount"))
+svc = services[cluster_svc]
+need(svc["spec"].get("type", "ClusterIP") == "ClusterIP", f"Service {cluster_svc} must stay inside the cluster")
 need(sts["apiVersion"] == "apps/v1", "StatefulSet apiVersion is not apps/v1")
 spec = sts["spec"]
 need(spec.get("replicas") == 1, "the coordinator must run as exactly one replica (its state directory is locked)")
@@ -90,6 +115,16 @@ for obj, ann in (("Service", svc["metadata"].get("annotations", {})), ("pod", tm
 svc_targets = {p.get("targetPort") for p in svc["spec"]["ports"]}
 need(svc_targets <= set(ports) | set(ports.values()), f"Service targets {svc_targets} not all declared ports")
 need("coordinator.yaml" in cm.get("data", {}), "ConfigMap lacks coordinator.yaml")
+for lb in lbs:
+    name, lbspec = lb["metadata"]["name"], lb["spec"]
+    sel = lbspec.get("selector") or {}
+    need(sel and sel.items() <= labels.items(), f"{name}: selector does not match the pod labels")
+    lbports = lbspec.get("ports", [])
+    need(len(lbports) == 1 and lbports[0].get("targetPort") in ("grpc", ports.get("grpc")),
+         f"{name}: must forward the gRPC port only (the metrics port is unauthenticated HTTP)")
+    need(all(p.get("protocol", "TCP") == "TCP" for p in lbports), f"{name}: must pass TCP through")
+    need(lbspec.get("externalTrafficPolicy") == "Local",
+         f"{name}: externalTrafficPolicy must be Local (per-address limits need the devices' addresses)")
 if problems:
     print("\n".join(problems))
     sys.exit(1)
