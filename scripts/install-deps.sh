@@ -15,6 +15,7 @@ pkgs=(
   dataset-fashion-mnist                               # the real data set
   gnuplot-nox                                         # accuracy/loss plots from `fedc sim`
   jq                                                  # integration tests read --json output
+  openssl                                             # tests: certificates a coordinator serves (test_rotation)
   python3                                             # test data (tests/integration/_data.sh), the DP reference
   python3-yaml docker-compose                         # deploy/check.sh: compose schema, k8s object check
 )
