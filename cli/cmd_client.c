@@ -180,6 +180,9 @@ static void usage(FILE *f) {
           "  --byzantine-weight W     research (tests): claim weight W in the secure-aggregation masked input\n"
           "  --allow-unsigned-models  train on models without a signed manifest (a coordinator without a\n"
           "                           model-signing key); signed ones are still checked\n"
+          "  --secagg-tolerate-colluders N  refuse secure-aggregation rounds whose threshold t a coordinator\n"
+          "                           lying about dropouts could beat with N of our neighbours colluding\n"
+          "                           (needs 2t > k + 1 + N; every client refuses 2t <= k + 1; default 0)\n"
           "  --host-clients FIRST:COUNT  research (fedc sim): host COUNT clients in this process, named\n"
           "                           NAME0000.. from FIRST (--name is the prefix, default c), each with its own\n"
           "                           certificate from --pki, connection and thread; \"%%s\" in --data is the name\n"
@@ -258,7 +261,7 @@ static int load_data(builtin *b, const char *data, const char *dir, const char *
 
 int cmd_client(int argc, char **argv) {
   enum { O_DATA = 1, O_DATA_DIR, O_PARTITION, O_PARTS, O_PART, O_ALPHA, O_PSEED, O_MODEL, O_ROUNDS, O_JSON, O_LOG,
-         O_RETRIES, O_THREADS, O_SADROP, O_DSEED, O_DHALT, O_HOST, O_BYZ, O_BYZ_NAMES, O_BYZ_DIR, O_BYZ_N, O_BYZ_F, O_BYZ_UNCLIP, O_UNSIGNED, O_BYZ_WEIGHT };
+         O_RETRIES, O_THREADS, O_SADROP, O_DSEED, O_DHALT, O_HOST, O_BYZ, O_BYZ_NAMES, O_BYZ_DIR, O_BYZ_N, O_BYZ_F, O_BYZ_UNCLIP, O_UNSIGNED, O_BYZ_WEIGHT, O_SACOLL };
   static const struct option longopts[] = {CLI_TLS_LONGOPTS,
                                            {"data", required_argument, 0, O_DATA},
                                            {"data-dir", required_argument, 0, O_DATA_DIR},
@@ -279,6 +282,7 @@ int cmd_client(int argc, char **argv) {
                                            {"byzantine-names", required_argument, 0, O_BYZ_NAMES},
                                            {"byzantine-unclipped", no_argument, 0, O_BYZ_UNCLIP},
                                            {"allow-unsigned-models", no_argument, 0, O_UNSIGNED},
+                                           {"secagg-tolerate-colluders", required_argument, 0, O_SACOLL},
                                            {"byzantine-weight", required_argument, 0, O_BYZ_WEIGHT},
                                            {"byzantine-dir", required_argument, 0, O_BYZ_DIR},
                                            {"byzantine-cohort", required_argument, 0, O_BYZ_N},
@@ -292,7 +296,7 @@ int cmd_client(int argc, char **argv) {
   const char *data = "fmnist", *dir = NULL, *part_kind = NULL, *model = "784-200-200-10";
   unsigned long long parts = 1, part = 0, pseed = 1, rounds = 0, retries = 0, threads = 1;
   double alpha = 0.5, sa_drop[6] = {0};
-  unsigned long long drop_seed = 1, host_first = 0, host_count = 0;
+  unsigned long long drop_seed = 1, host_first = 0, host_count = 0, sa_colluders = 0;
   fc_byz_cfg byz;
   memset(&byz, 0, sizeof byz);
   byz.wait_ms = 2000;
@@ -339,6 +343,13 @@ int cmd_client(int argc, char **argv) {
     case O_BYZ_NAMES: byz_names = optarg; break;
     case O_BYZ_UNCLIP: byz.unclipped = 1; break;
     case O_UNSIGNED: allow_unsigned = 1; break;
+    case O_SACOLL:
+      bad = cli_parse_u64("fedc client", "--secagg-tolerate-colluders", optarg, &sa_colluders);
+      if (!bad && sa_colluders > 10000) {
+        fprintf(stderr, "fedc client: --secagg-tolerate-colluders needs 0..10000\n");
+        bad = 2;
+      }
+      break;
     case O_BYZ_WEIGHT: {
       unsigned long long v = 0;
       if (cli_parse_u64("fedc client", "--byzantine-weight", optarg, &v) || v < 1 || v > 1000000) {
@@ -460,6 +471,7 @@ int cmd_client(int argc, char **argv) {
     o.max_retries = (uint32_t)retries;
     o.num_examples_hint = h->b.n;
     o.allow_unsigned_models = allow_unsigned;
+    o.secagg_tolerate_colluders = (uint32_t)sa_colluders;
     o.on_event = on_event;
     o.event_ctx = &h->b;
     fedc_trainer t = {&h->b, bt_train, bt_eval};

@@ -13,15 +13,18 @@
 #include "cli/cli_common.h"
 #include "fedc/error.h"
 #include "secagg/params.h"
+#include "secagg/secagg.h"
 
 #define SOURCE                                                                                                 \
   "Bell, Bonawitz, Gascon, Lepoint, Raykova, \"Secure Single-Server Aggregation with (Poly)Logarithmic "      \
   "Overhead\", CCS 2020, Section 4 (SecAgg+ on a random Harary graph)"
 #define FORMULA                                                                                                \
   "smallest even k with: P[honest survivors disconnected] <= n(n-k-1)/2 * (B)_k/(n)_k <= 2^-41 (B = corrupt + "  \
-  "dropped); t = t1+1 (curious coordinator) or floor((k+t1)/2)+1 (lying coordinator), t1 the least count with "   \
-  "n*P[Hyp(n-1, corrupt, k) > t1] <= 2^-41; and n*P[Hyp(n-1, survivors-1, k) < t] <= 2^-20; else the complete " \
-  "graph k = n-1 under the same conditions"
+  "dropped); t the least with 2t > k+1+t1 (lying coordinator: b_v has k+1 holders, v and its neighbours, so a "  \
+  "split view with c corrupt neighbours needs 2t <= k+1+c) or t = max(t1+1, floor((k+1)/2)+1) (curious "         \
+  "coordinator), t1 the least count with n*P[Hyp(n-1, corrupt, k) > t1] <= 2^-41; and "                          \
+  "n*P[Hyp(n-1, survivors-1, k) < t] <= 2^-20; else the complete graph k = n-1 under the same conditions. Every " \
+  "t meets the client floor 2t > k+1"
 
 static void usage(FILE *f) {
   fprintf(f,
@@ -34,7 +37,9 @@ static void usage(FILE *f) {
           "  --dropout D        fraction that may drop out (default 0.1)\n"
           "  --corrupt C        fraction that may be corrupt (default 0.05)\n"
           "  --threat T         malicious (default: a coordinator that may lie about dropouts, the\n"
-          "                     protocol fedc runs) | honest (a curious coordinator that follows it)\n"
+          "                     protocol fedc runs) | honest (a curious coordinator that follows it;\n"
+          "                     smaller k and t, but a lying coordinator with a few corrupt clients\n"
+          "                     around one client can unmask that client's input)\n"
           "  --neighbors K --threshold T   check this pair instead of searching (exit 1 if unsafe)\n"
           "  --json             one JSON object on stdout\n");
 }
@@ -119,6 +124,11 @@ int cmd_secagg_params(int argc, char **argv) {
     safe = 1;
   }
   const char *tname = threat == FC_SA_THREAT_HONEST ? "honest" : "malicious";
+  /* What the pair withstands against a coordinator that lies about dropouts:
+   * a split view needs 2t <= k + 1 + c colluding neighbours (secagg.h), so
+   * up to 2t - k - 2 are tolerated; below the client floor, clients refuse. */
+  int accept = c.t >= fc_sa_min_threshold(c.k, 0);
+  json_int_t colluders = accept ? (json_int_t)(2 * c.t) - c.k - 2 : -1;
   if (json) {
     json_t *o = json_object();
     json_object_set_new(o, "clients", json_integer((json_int_t)n));
@@ -129,6 +139,8 @@ int cmd_secagg_params(int argc, char **argv) {
     json_object_set_new(o, "threshold", json_integer(c.t));
     json_object_set_new(o, "complete_graph", json_boolean(c.complete));
     json_object_set_new(o, "safe", json_boolean(safe));
+    json_object_set_new(o, "clients_accept", json_boolean(accept));
+    json_object_set_new(o, "lying_coordinator_colluders", json_integer(colluders));
     json_object_set_new(o, "log2_p_disconnected", jlog2(c.log2_disconnect));
     json_object_set_new(o, "log2_p_corrupt_neighbors", jlog2(c.log2_corrupt));
     json_object_set_new(o, "log2_p_too_few_survivors", jlog2(c.log2_starve));
@@ -147,6 +159,19 @@ int cmd_secagg_params(int argc, char **argv) {
          c.complete ? " (the complete graph)" : "", c.t);
   printf("  coordinator flags: --secagg --secagg-neighbors %u --secagg-threshold %u\n", c.complete ? 0 : c.k, c.t);
   printf("  client cost: %u mask expansions of the model per round (k pairwise + 1 self)\n", c.k + 1);
+  if (!accept)
+    printf("  clients refuse it: 2t <= k + 1, so a coordinator that shows two survivor lists can unmask one client's "
+           "input (t >= %u needed)\n",
+           fc_sa_min_threshold(c.k, 0));
+  else if (threat == FC_SA_THREAT_HONEST)
+    printf("  gives up: a coordinator that lies about dropouts unmasks a client's input once %lld of its neighbours "
+           "collude with it (2t - k - 1), and with %.3g%% corrupt a client expects %.1f corrupt neighbours; "
+           "--threat malicious bounds that count\n",
+           (long long)colluders + 1, corrupt * 100, corrupt * c.k);
+  else
+    printf("  withstands a coordinator that lies about dropouts with up to %lld corrupt neighbours of any client "
+           "(2t - k - 2)\n",
+           (long long)colluders);
   print_bound("P[honest survivors split apart]", c.log2_disconnect, FC_SA_SECURITY_BITS + 1);
   print_bound("P[a client with too many corrupt neighbours]", c.log2_corrupt, FC_SA_SECURITY_BITS + 1);
   print_bound("P[a client with fewer than t survivors]", c.log2_starve, FC_SA_CORRECTNESS_BITS);

@@ -210,7 +210,8 @@ static void usage(FILE *f) {
              "                       centered_clip; --agg-f F --agg-trim B --agg-m M --agg-tau T --agg-iters L\n"
              "  --dp-adaptive-quantile Q [--dp-clip-lr ETA]   adaptive clipping (Andrew et al. 2021) to\n"
              "                       quantile Q of the update norms, starting at --clip-norm\n"
-             "  --min-updates M      updates needed per round (default: the cohort size)\n"
+             "  --min-updates M      updates needed per round (default: the cohort size; 70%% of it with\n"
+             "                       --drop or DP under --secagg)\n"
              "  --round-timeout-ms T round deadline (default 60000)\n"
              "  --poll-ms P          client check-in interval while waiting (default 200)\n"
              "  --seed S             seed of the split, the initial model and the cohorts (default 1)\n"
@@ -715,6 +716,10 @@ int cmd_sim(int argc, char **argv) {
    * survivors whose noise shares make up the noise: 70% of the cohort. */
   unsigned long long min_up = o.min_updates;
   if (o.dp[0][0] && o.min_updates == o.cohort) min_up = o.secagg ? (o.cohort * 7 + 9) / 10 : 1;
+  /* Injected secure-aggregation dropouts: min-updates now holds at the
+   * masked stage (issue 20), so the default (the cohort) would abandon
+   * every round that lost a client; 70% of it, as under DP. */
+  else if (o.drop[0] && o.min_updates == o.cohort) min_up = (o.cohort * 7 + 9) / 10;
   if (o.dp[0][0] && o.secagg && min_up < 3) min_up = 3;
   snprintf(buf[1], 64, "%llu", o.dp[0][0] ? 0ull : o.cohort);
   snprintf(buf[2], 64, "%llu", min_up);

@@ -131,6 +131,8 @@ int rt_secagg_round(fedc_client *c, const Fedc__V1__Task *t, const float *delta,
   p->dp_sigma = sp->dp_sigma;
   p->bit_scale = sp->bit_scale;
   p->dp_bit_sigma = sp->dp_bit_sigma;
+  p->min_survivors = sp->min_survivors;
+  cfg.colluders = c->o.secagg_tolerate_colluders;
   cfg.names = (const char *const *)sp->cohort;
   cfg.index = sp->index;
   uint64_t stage_ms = sp->stage_deadline_ms ? sp->stage_deadline_ms : 30000;

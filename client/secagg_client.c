@@ -81,6 +81,14 @@ int fc_sa_client_create(const fc_sa_client_cfg *cfg, fc_sa_client **out, char *w
   int rc = fc_sa_params_check(&cfg->params, why, whylen);
   if (rc != FEDC_OK) return rc;
   const fc_sa_params *p = &cfg->params;
+  if (cfg->colluders && p->t < fc_sa_min_threshold(p->k, cfg->colluders)) {
+    /* fc_sa_params_check enforced the base floor; this is the owner's. */
+    snprintf(why, whylen,
+             "threshold t=%u with k=%u neighbours: this client tolerates %u colluding neighbours, which needs "
+             "2t > k + 1 + %u (t >= %u)",
+             p->t, p->k, cfg->colluders, cfg->colluders, fc_sa_min_threshold(p->k, cfg->colluders));
+    return FEDC_ERR_INVALID;
+  }
   if (cfg->index < 1 || cfg->index > p->n || !cfg->names || !cfg->ca_pem || !cfg->cert_pem || !cfg->key_pem) {
     snprintf(why, whylen, "secure aggregation: index %u outside the cohort of %u", cfg->index, p->n);
     return FEDC_ERR_INVALID;

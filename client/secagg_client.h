@@ -12,7 +12,9 @@
  * fc_sa_client_error(); an out-of-order call is FEDC_ERR_PROTOCOL and changes
  * nothing. One file per state: secagg_client_{advertise,share,masked,unmask}.c.
  *
- * Every list from the coordinator is checked: counts, ranges, duplicates,
+ * A task is refused before anything is sent if its threshold allows a split
+ * view (2t <= k + 1 + colluders; secagg.h). Every list from the coordinator
+ * is checked: counts, ranges, duplicates,
  * that each entry is a neighbour in the published graph, certificates chain
  * to the federation CA and name the cohort member, signatures and share tags
  * verify under this round's session id, "I am listed as dropped", and that
@@ -37,6 +39,11 @@ typedef struct fc_sa_client_cfg {
   const char *cert_pem;     /* this client's certificate (PEM text) */
   const char *key_pem;      /* its private key (PEM text): signs keys and the survivor list */
   const fc_prg_ops *prg;    /* NULL: AES-128-CTR */
+  /* The owner's floor above the one every client keeps (secagg.h,
+   * fc_sa_min_threshold): refuse a task unless a coordinator that lies about
+   * dropouts would need more than this many of our neighbours colluding with
+   * it to unmask one input, 2t > k + 1 + colluders. 0: the base floor. */
+  uint32_t colluders;
 } fc_sa_client_cfg;
 
 enum fc_sa_client_state {

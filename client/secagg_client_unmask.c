@@ -4,7 +4,8 @@
  *
  * Round 3: the coordinator says who sent masked input (U3). We must be in
  * it; every neighbour in it must be one we exchanged shares with (else its
- * mask and ours would not cancel); it must hold at least t clients. We sign
+ * mask and ours would not cancel); it must hold at least t clients and at
+ * least the session's min_survivors (secagg.h). We sign
  * the session and the list with our certificate's key.
  *
  * Round 4: the coordinator forwards our neighbours' signatures. We go on only
@@ -42,6 +43,12 @@ int fc_sa_client_consistency(fc_sa_client *c, const Fedc__V1__SecAggPollResponse
   size_t n = in->n_survivors;
   if (n < c->p.t || n > c->p.n)
     return sa_client_fail(c, FEDC_ERR_REJECTED, "%zu survivors: below the threshold %u or above the cohort", n, c->p.t);
+  /* Fewer masked inputs than the round promised to sum (min_updates; under
+   * DP the survivors whose noise shares make up the noise multiplier): we
+   * sign nothing, so no unmask share of ours helps unmask that sum. */
+  if (n < c->p.min_survivors)
+    return sa_client_fail(c, FEDC_ERR_REJECTED, "%zu survivors: fewer than the %u the round needs (min_updates)", n,
+                          c->p.min_survivors);
   for (size_t i = 0; i < n; i++) {
     uint32_t v = in->survivors[i];
     if (v < 1 || v > c->p.n || (i && v <= in->survivors[i - 1]))

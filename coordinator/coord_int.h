@@ -107,6 +107,9 @@ struct fc_coord {
 /* ---- coord_secagg.c (all under c->mu unless said) ---- */
 /* A round started: set up its SecAgg session. FEDC_OK or an abandon reason. */
 int coord_sa_begin(fc_coord *c, char *why, size_t whylen);
+/* At start: FEDC_ERR_INVALID with why if secagg_t is below the clients'
+ * floor 2t > k + 1 (secagg.h) for some instance the configuration can run. */
+int coord_sa_cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen);
 /* DP: z split between the update sum and adaptive clipping's count (coordinator.c). */
 void coord_dp_split(const fc_coord *c, double expected, double *zu, double *sb);
 /* The round ended (published or abandoned): drop the session. */

@@ -9,7 +9,14 @@
  * >= n-1: the complete graph of the original SecAgg; an odd k is rounded up
  * to even, as the Harary graph needs); t = secagg_t, by default a majority of
  * a neighbourhood with the client itself: floor((k+1)/2) + 1 (Bonawitz et
- * al. 2017 need t > n/2 against an active adversary), at most k.
+ * al. 2017 need t > n/2 against an active adversary), at most k. That
+ * default is the floor every client insists on, 2t > k + 1 (secagg.h,
+ * fc_sa_min_threshold): an operator's secagg_t below it for some instance
+ * this configuration can run is refused at start (coord_sa_cfg_check).
+ * min_survivors = min_updates for a single instance: the masked stage closes
+ * into abandonment below it and clients refuse to unmask fewer; buckets
+ * leave it 0 and the round's min_updates is checked over all buckets when
+ * the masked stage closes, before any survivor list goes out.
  */
 #include <math.h>
 #include <stdio.h>
@@ -27,6 +34,50 @@
 
 #define MOD "secagg"
 
+/* k and t for an instance of n clients, by the rule at the top of this file. */
+static void sa_k_t(const fc_coord_cfg *cfg, uint32_t n, uint32_t *k_out, uint32_t *t_out) {
+  uint32_t k = cfg->secagg_k;
+  if (!k || k + 1 >= n) k = n ? n - 1 : 0;
+  else if (k % 2) k = k + 2 >= n ? n - 1 : k + 1;
+  uint32_t t = cfg->secagg_t ? cfg->secagg_t : fc_sa_min_threshold(k, 0);
+  if (t > k) t = k;
+  *k_out = k;
+  *t_out = t;
+}
+
+int coord_sa_cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen) {
+  if (!cfg->engine.secagg || !cfg->secagg_t) return FEDC_OK; /* the automatic t is the floor itself */
+  /* t is fixed and k grows with the instance, so the largest instance this
+   * configuration can run is the one to check (t is capped at k, and
+   * 2k > k + 1 for every k >= 2). The engine selects max(cohort,
+   * min_updates); a cohort fraction selects up to every client there is. */
+  uint32_t nmax = cfg->engine.cohort_size;
+  if (nmax && nmax < cfg->engine.min_updates) nmax = cfg->engine.min_updates;
+  if (!nmax) nmax = cfg->engine.max_clients ? cfg->engine.max_clients : FC_SA_MAX_COHORT;
+  if (nmax > FC_SA_MAX_COHORT) nmax = FC_SA_MAX_COHORT;
+  uint32_t big = nmax, s = cfg->secagg_bucket;
+  fc_robust_cfg r;
+  coord_robust_cfg(cfg, &r);
+  if (r.kind > FC_AGG_FEDAVG && s >= 3) {
+    /* Buckets (coord_sa_begin): floor(n / s) of them, the larger n / nb + 1. */
+    big = 0;
+    for (uint32_t n = s; n <= nmax; n++) {
+      uint32_t nb = n / s, size = n / nb + (n % nb != 0);
+      if (size > big) big = size;
+    }
+  }
+  uint32_t k, t;
+  sa_k_t(cfg, big, &k, &t);
+  if (big < FC_SA_MIN_COHORT || t >= fc_sa_min_threshold(k, 0)) return FEDC_OK;
+  snprintf(err, errlen,
+           "secagg_threshold %u: clients refuse a threshold with 2t <= k + 1 (a coordinator showing two survivor "
+           "lists could unmask one client's input), and an instance of %u clients here has k = %u neighbours, "
+           "which needs t >= %u; leave secagg_threshold 0 (automatic)%s",
+           cfg->secagg_t, big, k, fc_sa_min_threshold(k, 0),
+           cfg->engine.cohort_size ? "" : " or bound k with secagg_neighbors (a cohort fraction has no fixed size)");
+  return FEDC_ERR_INVALID;
+}
+
 /* The parameters of one SecAgg instance over `n` of the cohort (k and t by
  * the rule at the top of this file, applied to the instance's n). */
 static int sa_params_for(fc_coord *c, const fc_engine_status *es, uint32_t n, fc_sa_params *p, char *why,
@@ -36,13 +87,8 @@ static int sa_params_for(fc_coord *c, const fc_engine_status *es, uint32_t n, fc
   p->model_version = es->version;
   memcpy(p->model_sha, es->sha, 32);
   p->n = n;
-  uint32_t k = c->cfg.secagg_k;
-  if (!k || k + 1 >= n) k = n ? n - 1 : 0;
-  else if (k % 2) k = k + 2 >= n ? n - 1 : k + 1;
-  uint32_t t = c->cfg.secagg_t ? c->cfg.secagg_t : (k + 1) / 2 + 1;
-  if (t > k) t = k;
-  p->k = k;
-  p->t = t;
+  sa_k_t(&c->cfg, n, &p->k, &p->t);
+  p->min_survivors = c->bagg ? 0 : c->cfg.engine.min_updates;
   /* Buckets: every input counts once in its bucket's mean (weights would
    * let one client claim the whole bucket), as the robust rules are unweighted. */
   p->max_weight = c->bagg ? 1 : c->cfg.max_example_weight;
@@ -245,6 +291,15 @@ int coord_sa_close(fc_coord *c) {
   uint32_t rem[5];
   coord_sa_remaining(c, rem);
   if (stage) left = rem[stage - 1];
+  if (stage == FC_SA_MASKED && left < c->cfg.engine.min_updates) {
+    /* Buckets (a single instance refused this in its core): before any
+     * survivor list goes out, so nothing is unmasked for a short round. */
+    snprintf(why, sizeof why, "secure aggregation: only %u masked inputs in the %u buckets left, fewer than "
+                              "min_updates %u: nothing is unmasked", left, sa_live(c), c->cfg.engine.min_updates);
+    for (uint32_t b = 0; b < c->nsa; b++) fc_sa_server_abort(c->sa[b], why);
+    fc_engine_finalize_failed(c->engine, why, now);
+    return FC_TICK_ABANDON;
+  }
   if (c->nsa == 1)
     FC_INFO(MOD, "round %llu: %s stage closed with %u clients", (unsigned long long)fc_sa_server_params(c->sa[0])->round,
             fc_sa_stage_name(stage), left);
@@ -284,6 +339,7 @@ void coord_sa_task(fc_coord *c, const char *client, Fedc__V1__SecAggParams *p) {
   p->dp_sigma = sp->dp_sigma;
   p->bit_scale = sp->bit_scale;
   p->dp_bit_sigma = sp->dp_bit_sigma;
+  p->min_survivors = sp->min_survivors;
 }
 
 /* One bucket's unmasked, decoded mean into `delta`; *count inputs, *total weight. */

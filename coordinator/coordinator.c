@@ -701,10 +701,11 @@ static void h_checkin(fc_scall *call, void *ctx) {
   fc_task_info task;
   uint32_t retry = 0;
   int dp_sa = c->cfg.engine.secagg && c->cfg.dp_noise_multiplier > 0;
-  unsigned need = c->cfg.dp_adaptive_quantile > 0 || dp_sa ? 3 : c->cfg.engine.secagg ? 2 : 0;
+  unsigned need = c->cfg.engine.secagg ? 5 : c->cfg.dp_adaptive_quantile > 0 ? 3 : 0;
   if (peer->proto_minor < need) {
-    /* Secure aggregation: it would be selected, then send its update in the
-     * clear. Adaptive clipping: it would not say whether it clipped. */
+    /* Secure aggregation: before 1.2 it would send its update in the clear;
+     * before 1.5 its session id lacks min_survivors and it could never take
+     * part. Adaptive clipping: it would not say whether it clipped. */
     char why[200];
     snprintf(why, sizeof why, "this federation runs %s (fedc protocol 1.%u); the client speaks 1.%u: upgrade it",
              dp_sa ? "distributed DP" : need == 3 ? "adaptive clipping" : "secure aggregation", need, peer->proto_minor);
@@ -1636,6 +1637,7 @@ static int cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen) {
     snprintf(err, errlen, "secagg threshold t must be at least 2 (0 = automatic)");
     return FEDC_ERR_INVALID;
   }
+  if (coord_sa_cfg_check(cfg, err, errlen) != FEDC_OK) return FEDC_ERR_INVALID;
   return FEDC_OK;
 }
 

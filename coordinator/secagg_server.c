@@ -229,6 +229,9 @@ static int submit_unmask(fc_sa_server *s, uint32_t index, const Fedc__V1__SecAgg
   if (m->done >= FC_SA_UNMASK) return refuse(why, wl, FEDC_ERR_REJECTED, "unmask shares already sent");
   if (m->done < FC_SA_CONSISTENCY) return refuse(why, wl, FEDC_ERR_REJECTED, "dropped: survivor list not signed in time");
   if (r->n_unmask > s->p.k + 1) return refuse(why, wl, FEDC_ERR_PROTOCOL, "more unmask shares than neighbours");
+  /* A survivor that signed holds at least its own share of b: an empty list
+   * is malformed, not a way to count as unmasked while sending nothing. */
+  if (!r->n_unmask) return refuse(why, wl, FEDC_ERR_PROTOCOL, "malformed unmask message: no shares");
   for (size_t i = 0; i < r->n_unmask; i++) {
     const Fedc__V1__SecAggUnmaskShare *u = r->unmask[i];
     int own = u->owner == index; /* its own share of b: it survived */
@@ -319,6 +322,15 @@ int fc_sa_server_close_stage(fc_sa_server *s, char *why, size_t whylen) {
     char w[256];
     snprintf(w, sizeof w, "secure aggregation: only %u clients left after the %s stage, threshold t=%u", left,
              fc_sa_stage_name(s->stage), s->p.t);
+    fc_sa_server_abort(s, w);
+    return refuse(why, whylen, FEDC_ERR_REJECTED, "%s", w);
+  }
+  if (s->stage == FC_SA_MASKED && left < s->p.min_survivors) {
+    /* Before any survivor list goes out, so no unmask share is asked for a
+     * sum of fewer inputs (under DP: less noise) than the session promised. */
+    char w[256];
+    snprintf(w, sizeof w, "secure aggregation: only %u masked inputs, fewer than min_updates %u: nothing is unmasked",
+             left, s->p.min_survivors);
     fc_sa_server_abort(s, w);
     return refuse(why, whylen, FEDC_ERR_REJECTED, "%s", w);
   }

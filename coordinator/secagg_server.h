@@ -16,10 +16,11 @@
  *               b_v for v in U3 (self masks to remove),
  *               s_v^SK for v in U2 \ U3 (pairwise masks its neighbours in U3
  *               added for it; checked against the advertised s_v^PK)
- * Each stage needs at least t survivors, else the round is abandoned with the
- * reason; nothing individual is ever revealed (shares of b_v are only asked
- * for survivors, shares of s_v^SK only for the dropped, and the clients check
- * that through the signed survivor list).
+ * Each stage needs at least t survivors, and MASKED at least min_survivors
+ * (secagg.h), else the round is abandoned with the reason; nothing
+ * individual is ever revealed (shares of b_v are only asked for survivors,
+ * shares of s_v^SK only for the dropped, and the clients check that through
+ * the signed survivor list).
  */
 #ifndef FEDC_COORD_SECAGG_SERVER_H
 #define FEDC_COORD_SECAGG_SERVER_H

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 
 #include "fedc/error.h"
+#include "secagg/secagg.h"
 
 /* Tails of X ~ Hypergeometric(population N, K marked, k drawn), over
  * x = 0..k: le[x] = P[X <= x], gt[x] = P[X > x]. Returns 0, or -1 on OOM. */
@@ -91,9 +92,19 @@ static int eval_k(uint32_t n, uint32_t k, uint32_t t_fixed, double corrupt, doub
     return -1;
   }
   /* (2) t1: corrupt neighbours exceed t1 with probability <= 2^-41 / n. */
+  int published = threat & FC_SA_AS_PUBLISHED, honest = (threat & 0xff) == FC_SA_THREAT_HONEST;
   uint32_t t1 = 0;
   while (t1 < k && log2_or_inf(c_gt[t1]) + log2((double)n) > sec_budget) t1++;
-  uint32_t t_min = threat == FC_SA_THREAT_HONEST ? t1 + 1 : (k + t1) / 2 + 1;
+  /* Semi-honest: t1 corrupt neighbours pool fewer than t shares, t >= t1 + 1.
+   * Lying coordinator: a split view needs 2t <= k + 1 + c with c corrupt
+   * neighbours (secagg.h), so 2t > k + 1 + t1, t >= floor((k + 1 + t1)/2) + 1;
+   * as published (k holders of b_v, Bell et al. 2020's malicious-server
+   * condition 2t - k > c), t >= floor((k + t1)/2) + 1. Unless asked for the
+   * published conditions, t also meets the client floor 2t > k + 1. */
+  uint32_t t_min;
+  if (honest) t_min = t1 + 1;
+  else t_min = published ? (k + t1) / 2 + 1 : fc_sa_min_threshold(k, t1);
+  if (!published && t_min < fc_sa_min_threshold(k, 0)) t_min = fc_sa_min_threshold(k, 0);
   if (t_min < 2) t_min = 2;
   /* (3) t_max: fewer than t surviving neighbours with probability <= 2^-20 / n. */
   uint32_t t_max = 0;
@@ -101,11 +112,14 @@ static int eval_k(uint32_t n, uint32_t k, uint32_t t_fixed, double corrupt, doub
   /* now P[S <= t_max - 1] is within budget: t <= t_max is correct */
   uint32_t t = t_fixed ? t_fixed : t_min;
   out->t = t;
-  /* P(2): more corrupt neighbours than the threshold tolerates (t - 1, or
-   * 2t - k - 1 against a lying coordinator), for some client. */
+  /* P(2): as many corrupt neighbours as break the threshold, for some
+   * client: t (semi-honest: P[C > t - 1]), or 2t - k - 1 against a lying
+   * coordinator (P[C > 2t - k - 2]; none needed, so P = 1, when
+   * 2t <= k + 1); as published, 2t - k (P[C > 2t - k - 1]). */
   double p2 = 1;
-  if (threat == FC_SA_THREAT_HONEST) p2 = t >= 1 && t - 1 <= k ? c_gt[t - 1] : 1;
-  else if (2 * t > k && 2 * t - k - 1 <= k) p2 = c_gt[2 * t - k - 1];
+  uint32_t k_holders = published ? k : k + 1; /* holders of b_v */
+  if (honest) p2 = t >= 1 && t - 1 <= k ? c_gt[t - 1] : 1;
+  else if (2 * t > k_holders && 2 * t - k_holders - 1 <= k) p2 = c_gt[2 * t - k_holders - 1];
   double p3 = t >= 1 && t - 1 <= k ? s_le[t - 1] : 1; /* P(3): fewer than t surviving neighbours */
   out->log2_corrupt = fmin(0, log2_or_inf(p2) + log2((double)n));
   out->log2_starve = fmin(0, log2_or_inf(p3) + log2((double)n));
@@ -144,6 +158,6 @@ int fc_sa_params_find(uint32_t n, double corrupt, double dropout, int threat, fc
   snprintf(why, whylen,
            "no safe parameters for %u clients with %.3g corrupt and %.3g dropping out, not even the complete graph: "
            "too few honest survivors to outvote %s (try a smaller dropout or corrupt fraction, or more clients)",
-           n, corrupt, dropout, threat == FC_SA_THREAT_HONEST ? "the corrupt clients" : "a lying coordinator");
+           n, corrupt, dropout, (threat & 0xff) == FC_SA_THREAT_HONEST ? "the corrupt clients" : "a lying coordinator");
   return FEDC_ERR_INVALID;
 }

@@ -10,7 +10,9 @@
  *   secure   if (1) the honest survivors stay connected, and (2) no client has
  *            t or more corrupt neighbours (semi-honest), or, against a
  *            coordinator that may lie about who dropped (the active protocol
- *            we run), 2t - k is more than the corrupt neighbours;
+ *            we run), 2t - k - 1 is more than the corrupt neighbours (the
+ *            paper's 2t - k, with one more holder of b_v: fedc's client keeps
+ *            a share of its own seed; secagg.h, fc_sa_min_threshold);
  *   correct  if (3) every client keeps at least t surviving neighbours, so
  *            each needed secret can be rebuilt;
  * each except with a small probability. We bound them exactly (no Chernoff
@@ -26,6 +28,12 @@
  * with the same conditions. The same criteria as Google's federated-compute
  * parameter finder (fcp/secagg/server/graph_parameter_finder.cc); our own
  * code.
+ *
+ * Whatever the threat, t also meets the floor every fedc client insists on,
+ * 2t > k + 1 (fc_sa_min_threshold(k, 0)): a client refuses anything less.
+ * Against a curious coordinator that floor is all the lying-coordinator
+ * protection there is: it holds only while a victim has fewer than
+ * 2t - k - 1 corrupt neighbours, which the semi-honest search does not bound.
  */
 #ifndef FEDC_SECAGG_PARAMS_H
 #define FEDC_SECAGG_PARAMS_H
@@ -37,6 +45,12 @@ enum fc_sa_threat {
   FC_SA_THREAT_MALICIOUS = 0, /* the coordinator may lie about dropouts (default; our protocol) */
   FC_SA_THREAT_HONEST = 1,    /* semi-honest: a curious coordinator that follows the protocol */
 };
+/* Or'd into the threat: the conditions as published for Bell et al.'s
+ * protocol (b_v shared among the k neighbours only: 2t - k > corrupt
+ * neighbours) and without fedc's client floor, as Google's finder computes
+ * them. fedc clients refuse some of what this finds (2t <= k + 1); it exists
+ * to check the bounds against the published table. */
+#define FC_SA_AS_PUBLISHED 0x100
 
 typedef struct fc_sa_choice {
   uint32_t k, t;          /* neighbours per client, Shamir threshold */

@@ -91,6 +91,20 @@ int fc_sa_params_check(const fc_sa_params *p, char *why, size_t whylen) {
     snprintf(why, whylen, "threshold t=%u: must be in 2..k (k=%u)", p->t, p->k);
     return FEDC_ERR_INVALID;
   }
+  if (p->t < fc_sa_min_threshold(p->k, 0)) {
+    /* secagg.h: below it a coordinator that shows two survivor lists
+     * rebuilds both secrets of one client and so its input. */
+    snprintf(why, whylen,
+             "threshold t=%u with k=%u neighbours: clients need 2t > k + 1 (t >= %u), else a coordinator that shows "
+             "two survivor lists can unmask one client's input",
+             p->t, p->k, fc_sa_min_threshold(p->k, 0));
+    return FEDC_ERR_INVALID;
+  }
+  if (p->min_survivors > p->n) {
+    snprintf(why, whylen, "at least %u masked inputs needed (min_updates) from a cohort of %u: never reachable",
+             p->min_survivors, p->n);
+    return FEDC_ERR_INVALID;
+  }
   if (!(p->clip > 0) || !isfinite(p->clip)) {
     snprintf(why, whylen, "secure aggregation needs a finite clip norm > 0 (got %g)", (double)p->clip);
     return FEDC_ERR_INVALID;
@@ -119,6 +133,12 @@ int fc_sa_params_check(const fc_sa_params *p, char *why, size_t whylen) {
     double n = p->n, tails = 8.0 * sqrt(n);
     double span = n * ((double)p->clip * p->scale + 1.0) + tails * p->dp_sigma;
     double bspan = n * (double)p->bit_scale + tails * p->dp_bit_sigma;
+    if (p->min_survivors < 2) {
+      /* The noise is calibrated for min_survivors clients' shares of it. */
+      snprintf(why, whylen, "distributed DP needs the survivor count its noise was calibrated for (m >= 2, got %u)",
+               p->min_survivors);
+      return FEDC_ERR_INVALID;
+    }
     if (p->max_weight != 1) {
       snprintf(why, whylen, "distributed DP needs uniform weights (max weight 1, got %llu)",
                (unsigned long long)p->max_weight);
@@ -160,7 +180,7 @@ double fc_sa_dp_scale(uint32_t n, uint32_t m_min, float clip, uint64_t dim, doub
 
 int fc_sa_session_id(const fc_sa_params *p, const char *const *names, uint8_t out[FC_SA_SESSION_LEN]) {
   static const char tag[] = "fedc/secagg/v1/session";
-  uint8_t buf[8 * 4 + 32 + 4 * 3 + FC_SA_SEED_LEN + 4 + 8 * 3 + 4];
+  uint8_t buf[8 * 4 + 32 + 4 * 3 + FC_SA_SEED_LEN + 4 + 8 * 3 + 4 + 4];
   uint8_t *q = buf;
   put64(q, p->round), q += 8;
   put64(q, p->model_version), q += 8;
@@ -186,6 +206,9 @@ int fc_sa_session_id(const fc_sa_params *p, const char *const *names, uint8_t ou
     put64(q, bits), q += 8;
     put32(q, p->bit_scale), q += 4;
   }
+  /* Protocol 1.5: the survivor floor, so a client and the coordinator that
+   * disagree on it share no session. 0 (none) keeps the 1.4 id. */
+  if (p->min_survivors) put32(q, p->min_survivors), q += 4;
   fc_sha256_ctx c;
   int rc = fc_sha256_init(&c);
   if (rc != FEDC_OK) return rc;

@@ -50,7 +50,7 @@ typedef struct fc_sa_params {
   uint8_t model_sha[32];
   uint32_t n;                          /* cohort size: indices 1..n */
   uint32_t k;                          /* neighbours per client: n-1 = complete graph */
-  uint32_t t;                          /* Shamir threshold */
+  uint32_t t;                          /* Shamir threshold: at least fc_sa_min_threshold(k, 0) */
   uint8_t graph_seed[FC_SA_SEED_LEN];  /* published by the coordinator */
   uint64_t max_weight;                 /* a client's weight is min(examples, max_weight) */
   float clip;                          /* L2 clip norm of the update */
@@ -67,7 +67,31 @@ typedef struct fc_sa_params {
   double dp_sigma;
   uint32_t bit_scale;
   double dp_bit_sigma;
+  /* The fewest masked inputs whose sum may be unmasked (0: only t). The
+   * coordinator closes the masked stage into abandonment below it, and every
+   * client refuses to sign (and so to unmask) a survivor list shorter than it.
+   * Set to the coordinator's min_updates; under distributed DP it is the m
+   * the noise was calibrated for (fc_sa_dp_scale's m_min), so no sum carrying
+   * less noise than the accountant counts is ever unmasked. */
+  uint32_t min_survivors;
 } fc_sa_params;
+
+/* The split-view condition. Survivor v's self-mask seed b_v is Shamir-shared
+ * among its k neighbours and v itself (k + 1 holders), its key s_v^SK among
+ * the k neighbours. An honest holder sends one of the two shares, chosen by
+ * the one survivor list it signed. A coordinator that shows one group a list
+ * with v and a disjoint group a list without it needs t b_v-shares from the
+ * first and t s_v^SK-shares from the second, all inside v's closed
+ * neighbourhood of k + 1 nodes; c corrupt neighbours may send both, so it
+ * needs 2t <= k + 1 + c, and then rebuilds b_v and s_v^SK and so v's input
+ * (Bonawitz et al. 2017's active-adversary argument; Bell et al. 2020's
+ * malicious-server condition "fewer than 2t - k corrupt neighbours", for
+ * k holders of b_v). The consistency check cannot help: each group sees
+ * only its own signatures. So a threshold is safe against a coordinator
+ * that lies about dropouts, with up to c colluding neighbours, iff
+ * 2t > k + 1 + c, i.e. t >= floor((k + 1 + c) / 2) + 1. With c = 0 this is
+ * the floor every client and the coordinator insist on. */
+static inline uint32_t fc_sa_min_threshold(uint32_t k, uint32_t colluders) { return (k + 1 + colluders) / 2 + 1; }
 
 /* Entries of the masked vector: dim coordinates, the weight, and the
  * adaptive-clipping bit if bit_scale > 0. */
@@ -87,8 +111,10 @@ double fc_sa_dp_sensitivity(float clip, double scale, uint64_t dim);
 
 /* 0 if the parameters are usable, else FEDC_ERR_INVALID with one line in why:
  * 3 <= n <= FC_SA_MAX_COHORT, k == n-1 or (k even, 2 <= k < n-1),
- * 2 <= t <= k (t - 1 colluding neighbours learn nothing), clip > 0 finite,
- * 1 <= max_weight and n * max_weight < 2^31, 1 <= dim < 2^32 - 1. */
+ * fc_sa_min_threshold(k, 0) <= t <= k (2t > k + 1: no split view unmasks an
+ * input; t - 1 colluding neighbours learn nothing), min_survivors <= n (and
+ * >= 2 under distributed DP), clip > 0 finite, 1 <= max_weight and
+ * n * max_weight < 2^31, 1 <= dim < 2^32 - 1. */
 int fc_sa_params_check(const fc_sa_params *p, char *why, size_t whylen);
 
 /* Session id: SHA-256 over a domain tag, every field of p and the cohort's

@@ -126,6 +126,13 @@ typedef struct fedc_client_options {
    * without a manifest (a coordinator without a signing key); a manifest
    * that is present is still checked. */
   int allow_unsigned_models;
+  /* Secure aggregation: every client refuses a round whose Shamir threshold t
+   * lets a coordinator that lies about dropouts unmask one client's update by
+   * showing two survivor lists (2t <= k + 1, k its neighbours). This raises
+   * the floor: also refuse unless such a coordinator would need more than
+   * this many of our neighbours colluding with it (2t > k + 1 + this).
+   * 0: the base floor only. */
+  uint32_t secagg_tolerate_colluders;
   void (*on_event)(void *ctx, const fedc_event *ev); /* progress; may be NULL */
   void *event_ctx;
 } fedc_client_options;

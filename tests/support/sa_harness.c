@@ -92,13 +92,14 @@ static void client_abort(sa_harness_result *res, sim_client *sc, uint32_t idx) {
 }
 
 /* Submit req from client idx (after the hook); frees req's contents. */
-static void submit(const sa_harness_cfg *cfg, fc_sa_server *srv, sim_client *sc, uint32_t idx, int stage,
-                   Fedc__V1__SecAggSubmitRequest *req) {
+static void submit(const sa_harness_cfg *cfg, sa_harness_result *res, fc_sa_server *srv, sim_client *sc, uint32_t idx,
+                   int stage, Fedc__V1__SecAggSubmitRequest *req) {
   if (cfg->tamper_submit) cfg->tamper_submit(cfg->ctx, stage, idx, req);
   Fedc__V1__SecAggSubmitRequest *got = (Fedc__V1__SecAggSubmitRequest *)wire(&req->base, &sc->bytes);
   fc_sa_submit_clear(req);
   char why[256];
-  if (got) fc_sa_server_submit(srv, idx, got, why, sizeof why);
+  if (got && fc_sa_server_submit(srv, idx, got, why, sizeof why) != FEDC_OK && !res->submit_refused++)
+    snprintf(res->submit_why, sizeof res->submit_why, "client %u: %s", idx, why);
   if (got) protobuf_c_message_free_unpacked(&got->base, NULL);
 }
 
@@ -134,6 +135,7 @@ int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res) {
   p.n = cfg->n;
   p.k = cfg->k;
   p.t = cfg->t;
+  p.min_survivors = cfg->min_survivors;
   p.max_weight = cfg->max_weight;
   p.clip = cfg->clip;
   p.dim = cfg->dim;
@@ -223,7 +225,7 @@ int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res) {
         continue;
       }
       if (stage != FC_SA_MASKED) {
-        submit(cfg, srv, sc, idx, stage, &req);
+        submit(cfg, res, srv, sc, idx, stage, &req);
         continue;
       }
       /* Round 2: quantize, mask, "upload" through the aggregator. */

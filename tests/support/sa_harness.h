@@ -16,6 +16,7 @@
 
 typedef struct sa_harness_cfg {
   uint32_t n, k, t;
+  uint32_t min_survivors; /* fc_sa_params.min_survivors (0: only t) */
   uint64_t dim;
   uint64_t max_weight;
   float clip;
@@ -39,6 +40,8 @@ typedef struct sa_harness_result {
   uint32_t remaining[5];
   uint32_t client_aborts;   /* clients that aborted on their own */
   char client_why[256];     /* the first client's abort reason */
+  uint32_t submit_refused;  /* submissions the coordinator core refused */
+  char submit_why[256];     /* the first refusal */
   int exact;                /* 1: unmasked sum == sum of the survivors' quantized vectors, bit for bit */
   double max_abs_err;       /* decoded average vs the float weighted average of the survivors */
   double err_bound;         /* n / (scale W): the documented worst case */

@@ -30,6 +30,7 @@ static fc_sa_params params(uint32_t n, uint32_t m, uint64_t dim, float clip, dou
   p.n = n;
   p.k = n - 1;
   p.t = n / 2 + 1;
+  p.min_survivors = m; /* the survivors the noise is calibrated for */
   p.max_weight = 1;
   p.clip = clip;
   p.dim = dim;
@@ -147,6 +148,14 @@ int main(void) {
   bad = p;
   bad.dp_sigma = NAN;
   CHECK_EQ_INT(fc_sa_params_check(&bad, why, sizeof why), FEDC_ERR_INVALID);
+  /* Noise without the survivor count it was calibrated for, or a count the cohort cannot reach. */
+  bad = p;
+  bad.min_survivors = 1;
+  CHECK_EQ_INT(fc_sa_params_check(&bad, why, sizeof why), FEDC_ERR_INVALID);
+  CHECK(strstr(why, "calibrated") != NULL);
+  bad = p;
+  bad.min_survivors = n + 1;
+  CHECK_EQ_INT(fc_sa_params_check(&bad, why, sizeof why), FEDC_ERR_INVALID);
   /* A clip and noise that leave no room at all. */
   double sg = 0;
   CHECK(fc_sa_dp_scale(n, m, C, (uint64_t)1 << 62, z, &sg) == 0);
@@ -157,6 +166,11 @@ int main(void) {
   CHECK_EQ_INT(fc_sa_session_id(&p, names, id1), FEDC_OK);
   bad = p;
   bad.dp_sigma *= 0.5;
+  CHECK_EQ_INT(fc_sa_session_id(&bad, names, id2), FEDC_OK);
+  CHECK(memcmp(id1, id2, sizeof id1) != 0);
+  /* ... and the survivor floor: a client told another m shares no session. */
+  bad = p;
+  bad.min_survivors = m + 1;
   CHECK_EQ_INT(fc_sa_session_id(&bad, names, id2), FEDC_OK);
   CHECK(memcmp(id1, id2, sizeof id1) != 0);
   free(x);

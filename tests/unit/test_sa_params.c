@@ -9,10 +9,12 @@
  */
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "check.h"
 #include "fedc/error.h"
 #include "secagg/params.h"
+#include "secagg/secagg.h"
 
 static void expect(uint32_t n, double corrupt, double dropout, int threat, uint32_t k, uint32_t t) {
   fc_sa_choice c;
@@ -35,8 +37,10 @@ static void expect(uint32_t n, double corrupt, double dropout, int threat, uint3
 
 static void test_published_table(void) {
   /* n, corrupt, dropout -> k / t (semi-honest = CURIOUS_SERVER; the last
-   * column SEMI_MALICIOUS_SERVER), from FCP's parameter table. */
-  const int H = FC_SA_THREAT_HONEST, M = FC_SA_THREAT_MALICIOUS;
+   * column SEMI_MALICIOUS_SERVER), from FCP's parameter table: the conditions
+   * as published (FC_SA_AS_PUBLISHED), without fedc's own-share holder and
+   * client floor. */
+  const int H = FC_SA_THREAT_HONEST | FC_SA_AS_PUBLISHED, M = FC_SA_THREAT_MALICIOUS | FC_SA_AS_PUBLISHED;
   expect(1000, 0.33, 0.33, H, 286, 150);
   expect(1000, 0.05, 0.33, H, 72, 24);
   expect(1000, 0.33, 0.05, H, 78, 60);
@@ -55,6 +59,37 @@ static void test_published_table(void) {
   CHECK(c.t >= 3230 && c.t <= 3230 * 1.01);
 }
 
+/* What fedc itself uses: the victim's own share makes k + 1 holders of b_v,
+ * so a lying coordinator with c corrupt neighbours needs only 2t <= k + 1 + c
+ * (secagg.h), and every choice meets the client floor 2t > k + 1. */
+static void test_fedc_conditions(void) {
+  const int H = FC_SA_THREAT_HONEST, M = FC_SA_THREAT_MALICIOUS;
+  /* One more holder than published: the table's 872 / 584 tolerates
+   * 2 * 584 - 872 - 1 = 295 corrupt neighbours; fedc needs a bit more. */
+  expect(1000, 0.30, 0.30, M, 876, 587);
+  fc_sa_choice c;
+  char why[300];
+  for (uint32_t n = 3; n <= 60; n++)
+    for (int th = 0; th < 2; th++)
+      for (double bad = 0; bad < 0.3; bad += 0.1) {
+        if (fc_sa_params_find(n, bad, bad, th, &c, why, sizeof why) != FEDC_OK) continue;
+        CHECK(c.t >= fc_sa_min_threshold(c.k, 0)); /* never below what a client accepts */
+        CHECK(c.log2_corrupt < -FC_SA_SECURITY_BITS);
+      }
+  /* Semi-honest with the floor: 5% corrupt, 33% dropout at 1,000 clients was
+   * 72 / 24 as published, a threshold a split view beats with no corrupt
+   * client at all (2 * 24 <= 73); with the floor t > (k + 1) / 2 the
+   * survivors must outnumber it, and k grows. */
+  expect(1000, 0.05, 0.33, H, 230, 116);
+  /* The floor cannot be checked away: (72, 24) is refused for any threat. */
+  CHECK_EQ_INT(fc_sa_params_bounds(1000, 72, 24, 0.05, 0.33, H, &c), 1);
+  CHECK_EQ_INT(fc_sa_params_bounds(1000, 72, 24, 0.05, 0.33, H | FC_SA_AS_PUBLISHED, &c), 0);
+  /* The review's cohort of 6 (k = 5): t = 3 was broken, t = 4 holds. */
+  CHECK_EQ_INT(fc_sa_params_bounds(6, 5, 3, 0, 0.2, M, &c), 1);
+  CHECK_EQ_INT(fc_sa_params_bounds(6, 5, 3, 0, 0.2, H, &c), 1);
+  CHECK_EQ_INT(fc_sa_params_bounds(6, 5, 4, 0, 0.2, M, &c), 0);
+}
+
 static double choose(double a, double b) {
   return b < 0 || b > a ? 0 : exp(lgamma(a + 1) - lgamma(b + 1) - lgamma(a - b + 1));
 }
@@ -65,9 +100,11 @@ static void test_bounds_exact(void) {
   const double corrupt = 0.2, dropout = 0.25; /* 8 corrupt, 31 survive */
   fc_sa_choice c;
   fc_sa_params_bounds(n, k, t, corrupt, dropout, FC_SA_THREAT_MALICIOUS, &c);
-  /* P(2): corrupt neighbours > 2t - k - 1 = 3, population 40 with 8 corrupt. */
+  /* P(2): corrupt neighbours >= 2t - k - 1 = 3 (k + 1 holders of b_v: a split
+   * view needs 2t <= k + 1 + c), population 40 with 8 corrupt. The old
+   * expectation, > 3, was the off-by-one of the bug. */
   double p2 = 0;
-  for (int x = 4; x <= 8; x++) p2 += choose(8, x) * choose(32, k - x) / choose(40, k);
+  for (int x = 3; x <= 8; x++) p2 += choose(8, x) * choose(32, k - x) / choose(40, k);
   CHECK(fabs(c.log2_corrupt - fmin(0, log2(n * p2))) < 1e-9); /* a union bound above 1 says 1 */
   /* P(3): surviving neighbours < t, population 40 with 30 other survivors. */
   double p3 = 0;
@@ -91,18 +128,24 @@ static void test_bounds_exact(void) {
 static void test_small_and_edges(void) {
   fc_sa_choice c;
   char why[300];
-  /* n = 10, one corrupt and one dropout at most: k = 4, t = 3 hold surely
-   * (at least 3 of 4 neighbours survive; 2t - k - 1 = 1 corrupt tolerated). */
+  /* n = 10, one corrupt and one dropout at most. k = 4, t = 3 (the old
+   * expectation) falls to a split view with that one corrupt neighbour
+   * (2t = 6 <= k + 1 + 1); k = 6, t = 5 holds surely (at least 5 of 6
+   * neighbours survive; 2t - k - 1 = 3 > 1 corrupt). */
   CHECK_EQ_INT(fc_sa_params_find(10, 0.1, 0.1, FC_SA_THREAT_MALICIOUS, &c, why, sizeof why), FEDC_OK);
-  CHECK_EQ_INT(c.k, 4);
-  CHECK_EQ_INT(c.t, 3);
+  CHECK_EQ_INT(c.k, 6);
+  CHECK_EQ_INT(c.t, 5);
   CHECK(isinf(c.log2_corrupt) && isinf(c.log2_starve));
+  CHECK_EQ_INT(fc_sa_params_bounds(10, 4, 3, 0.1, 0.1, FC_SA_THREAT_MALICIOUS, &c), 1);
   /* Nothing corrupt, nothing dropping: the sparsest graph. */
   CHECK_EQ_INT(fc_sa_params_find(1000, 0, 0, FC_SA_THREAT_MALICIOUS, &c, why, sizeof why), FEDC_OK);
   CHECK_EQ_INT(c.k, 2);
   /* Small cohorts fall back to the complete graph. */
-  CHECK_EQ_INT(fc_sa_params_find(5, 0.2, 0.2, FC_SA_THREAT_MALICIOUS, &c, why, sizeof why), FEDC_OK);
-  CHECK(c.complete && c.k == 4);
+  CHECK_EQ_INT(fc_sa_params_find(5, 0, 0.2, FC_SA_THREAT_MALICIOUS, &c, why, sizeof why), FEDC_OK);
+  CHECK(c.complete && c.k == 4 && c.t == 3);
+  /* One corrupt and one dropped of 5 (the old expectation: k = 4, t = 3) is
+   * infeasible: a split view needs 2t <= 6, the one dropout allows t <= 3. */
+  CHECK_EQ_INT(fc_sa_params_find(5, 0.2, 0.2, FC_SA_THREAT_MALICIOUS, &c, why, sizeof why), FEDC_ERR_INVALID);
   /* Too many bad clients: a clear error, not a silly k. */
   CHECK_EQ_INT(fc_sa_params_find(100, 0.45, 0.45, FC_SA_THREAT_MALICIOUS, &c, why, sizeof why), FEDC_ERR_INVALID);
   CHECK(strstr(why, "no safe parameters") != NULL);
@@ -121,5 +164,6 @@ int main(void) {
   test_bounds_exact();
   test_small_and_edges();
   test_published_table();
+  test_fedc_conditions();
   return CHECK_DONE();
 }

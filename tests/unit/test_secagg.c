@@ -153,10 +153,10 @@ static void test_exact_sums(void) {
       {3, 2, 2, {0}},
       {3, 2, 2, {0, 0, 0, 0.3, 0, 0}},
       {5, 4, 3, {0, 0.1, 0.1, 0.1, 0.1, 0.1}},
-      {10, 9, 5, {0, 0.1, 0.1, 0.15, 0.1, 0.1}},
-      {20, 8, 4, {0, 0.05, 0.05, 0.2, 0.05, 0.05}},
-      {50, 49, 20, {0, 0.05, 0.05, 0.1, 0.05, 0.05}},
-      {50, 16, 6, {0, 0.05, 0.05, 0.1, 0.05, 0.05}},
+      {10, 9, 6, {0, 0.1, 0.1, 0.15, 0.1, 0.1}},
+      {20, 8, 5, {0, 0.05, 0.05, 0.2, 0.05, 0.05}},
+      {50, 49, 26, {0, 0.05, 0.05, 0.1, 0.05, 0.05}},
+      {50, 16, 9, {0, 0.05, 0.05, 0.1, 0.05, 0.05}},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     for (uint64_t seed = 1; seed <= 3; seed++) {
@@ -180,7 +180,7 @@ static void test_exact_sums(void) {
     }
   }
   /* Dropouts at every stage together, with a fixed pattern that must complete. */
-  sa_harness_cfg c = base(12, 11, 5, 84);
+  sa_harness_cfg c = base(12, 11, 7, 14);
   c.drop[FC_SA_ADVERTISE] = c.drop[FC_SA_SHARE_KEYS] = c.drop[FC_SA_MASKED] = 0.1;
   c.drop[FC_SA_CONSISTENCY] = c.drop[FC_SA_UNMASK] = 0.1;
   sa_harness_result r;
@@ -231,10 +231,11 @@ static int sign_as(uint32_t idx, const uint8_t digest[32], uint8_t *sig, size_t 
 }
 
 enum { EV_SUBST_KEY = 1, EV_TAMPER_SHARE, EV_REPLAY_SHARE, EV_SPLIT_VIEW, EV_LIST_ME_DROPPED, EV_NON_NEIGHBOUR,
-       EV_SAVE_SHARE, EV_BAD_UNMASK_SHARE, EV_BOTH_SHARES };
+       EV_SAVE_SHARE, EV_BAD_UNMASK_SHARE, EV_BOTH_SHARES, EV_EMPTY_UNMASK, EV_SHORT_LIST };
 
 static void tamper_poll(void *ctx, int stage, uint32_t index, Fedc__V1__SecAggPollResponse *r) {
   evil *e = ctx;
+  if (e->mode == EV_SHORT_LIST) e->victim = index; /* every client */
   if (index != e->victim) {
     if (e->mode == EV_SAVE_SHARE && stage == FC_SA_MASKED && !e->have_saved && r->n_shares) {
       e->saved = *r->shares[0];
@@ -310,6 +311,14 @@ static void tamper_poll(void *ctx, int stage, uint32_t index, Fedc__V1__SecAggPo
           break;
         }
     break;
+  case EV_SHORT_LIST:
+    /* A coordinator that lists fewer survivors than the session promised to
+     * sum (the last one "dropped"), to every client. */
+    if (stage == FC_SA_CONSISTENCY && r->n_survivors) {
+      r->n_survivors--;
+      e->done = 1;
+    }
+    break;
   case EV_NON_NEIGHBOUR:
     if (stage == FC_SA_SHARE_KEYS && r->n_neighbor_keys) {
       r->neighbor_keys[0]->index = index == 1 ? 2 : 1; /* harness graph: is it a neighbour? maybe: see below */
@@ -334,7 +343,7 @@ static void test_evil_coordinator(void) {
     memset(&e, 0, sizeof e);
     e.mode = cases[i].mode;
     e.victim = 3;
-    sa_harness_cfg c = base(10, 9, 4, 500 + i);
+    sa_harness_cfg c = base(10, 9, 6, 500 + i);
     c.tamper_poll = tamper_poll;
     c.ctx = &e;
     c.session_out = e.session;
@@ -371,7 +380,7 @@ static void test_evil_coordinator(void) {
     memset(&e, 0, sizeof e);
     e.mode = EV_SAVE_SHARE;
     e.victim = 0;
-    sa_harness_cfg c = base(6, 5, 3, 1000);
+    sa_harness_cfg c = base(6, 5, 4, 1000);
     c.tamper_poll = tamper_poll;
     c.ctx = &e;
     sa_harness_result r;
@@ -393,6 +402,12 @@ static void tamper_submit(void *ctx, int stage, uint32_t index, Fedc__V1__SecAgg
   if (index != e->victim) return;
   if (e->mode == EV_BAD_UNMASK_SHARE && stage == FC_SA_UNMASK && q->n_unmask) {
     for (size_t i = 0; i < q->n_unmask; i++) q->unmask[i]->share.data[0] ^= 1;
+    e->done = 1;
+  }
+  if (e->mode == EV_EMPTY_UNMASK && stage == FC_SA_UNMASK && q->n_unmask) {
+    fc_sa_submit_clear(q); /* signed the list, then sends no share at all */
+    q->round = 5;
+    q->stage = FEDC__V1__SEC_AGG_STAGE__SA_UNMASK;
     e->done = 1;
   }
   if (e->mode == EV_BOTH_SHARES && stage == FC_SA_UNMASK && q->n_unmask) {
@@ -418,17 +433,73 @@ static void test_evil_client(void) {
   CHECK(strstr(r.why, "bad") != NULL);
   printf("  bad unmask shares: %s\n", r.why);
   /* A share of the wrong kind is refused by the coordinator; the round still
-   * completes from the others' shares (t = 3 of 5 neighbours). */
+   * completes from the others' shares (t = 4 of the 5 other holders). */
   memset(&e, 0, sizeof e);
   e.mode = EV_BOTH_SHARES;
   e.victim = 2;
-  c = base(6, 5, 3, 1300);
+  c = base(6, 5, 4, 1300);
   c.tamper_submit = tamper_submit;
   c.ctx = &e;
   CHECK_EQ_INT(sa_harness_run(&c, &r), FEDC_OK);
   CHECK(e.done);
   CHECK(r.completed && r.exact);
   CHECK_EQ_INT(r.remaining[FC_SA_UNMASK - 1], 5); /* the victim's unmask message was refused */
+}
+
+/* An empty unmask message is malformed: refused, so the client counts as
+ * dropped at the unmask stage rather than as one that sent its shares. */
+static void test_empty_unmask(void) {
+  evil e;
+  memset(&e, 0, sizeof e);
+  e.mode = EV_EMPTY_UNMASK;
+  e.victim = 3;
+  sa_harness_cfg c = base(6, 5, 4, 1400);
+  c.tamper_submit = tamper_submit;
+  c.ctx = &e;
+  sa_harness_result r;
+  CHECK_EQ_INT(sa_harness_run(&c, &r), FEDC_OK);
+  CHECK(e.done);
+  CHECK_EQ_INT(r.submit_refused, 1);
+  CHECK(strstr(r.submit_why, "client 3: malformed unmask message") != NULL);
+  CHECK_EQ_INT(r.remaining[FC_SA_UNMASK - 1], 5);
+  CHECK(r.completed && r.exact); /* the other five's shares suffice */
+  printf("  empty unmask message: %s\n", r.submit_why);
+}
+
+/* min_survivors (the coordinator's min_updates): the masked stage closes
+ * into abandonment below it, before any survivor list goes out; and a
+ * client signs no list shorter than it, whatever the coordinator says. */
+static void test_min_survivors(void) {
+  sa_harness_cfg c = base(8, 7, 5, 1500);
+  c.min_survivors = 8;
+  c.drop[FC_SA_MASKED] = 0.2;
+  sa_harness_result r;
+  /* The first seed (deterministic) with a dropout at the masked stage. */
+  do {
+    c.seed++;
+    CHECK_EQ_INT(sa_harness_run(&c, &r), FEDC_OK);
+  } while (r.remaining[FC_SA_MASKED - 1] == 8 && c.seed < 1600);
+  CHECK(!r.completed);
+  CHECK(r.remaining[FC_SA_MASKED - 1] >= 5 && r.remaining[FC_SA_MASKED - 1] < 8); /* t would have allowed it */
+  CHECK_EQ_INT(r.remaining[FC_SA_CONSISTENCY - 1], 0); /* no list went out, nothing was signed */
+  CHECK(strstr(r.why, "fewer than min_updates 8: nothing is unmasked") != NULL);
+  printf("  masked stage below min_survivors: %s\n", r.why);
+  /* Everyone survives; all is well. */
+  c.drop[FC_SA_MASKED] = 0;
+  CHECK_EQ_INT(sa_harness_run(&c, &r), FEDC_OK);
+  CHECK(r.completed && r.exact);
+  /* A coordinator that shows a list one short anyway: every client refuses to sign. */
+  evil e;
+  memset(&e, 0, sizeof e);
+  e.mode = EV_SHORT_LIST;
+  c.tamper_poll = tamper_poll;
+  c.ctx = &e;
+  CHECK_EQ_INT(sa_harness_run(&c, &r), FEDC_OK);
+  CHECK(e.done);
+  CHECK(!r.completed);
+  CHECK_EQ_INT(r.client_aborts, 8);
+  CHECK(strstr(r.client_why, "7 survivors: fewer than the 8 the round needs") != NULL);
+  printf("  short survivor list: %s\n", r.client_why);
 }
 
 /* The fake PRG of the interface: a counter stream, so tests of the protocol
@@ -454,7 +525,7 @@ static void fake_stop(void *st) { free(st); }
 static const fc_prg_ops fake_prg = {"fake", fake_start, fake_fill, fake_stop};
 
 static void test_fake_prg(void) {
-  sa_harness_cfg c = base(7, 6, 3, 4242);
+  sa_harness_cfg c = base(7, 6, 4, 4242);
   c.prg = &fake_prg;
   c.drop[FC_SA_MASKED] = 0.3;
   sa_harness_result r;
@@ -474,6 +545,8 @@ int main(void) {
   test_below_threshold();
   test_evil_coordinator();
   test_evil_client();
+  test_empty_unmask();
+  test_min_survivors();
   test_fake_prg();
   char cmd[400];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
