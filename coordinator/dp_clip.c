@@ -31,7 +31,9 @@ int fc_dp_clip_range(double start, double cfg_min, double cfg_max, double *lo, d
   }
   double l = cfg_min > 0 ? cfg_min : fmax(start / FC_DP_CLIP_SPAN, FC_DP_CLIP_FLOOR);
   double h = cfg_max > 0 ? cfg_max : fmin(start * FC_DP_CLIP_SPAN, FC_DP_CLIP_CEIL);
-  if (!(l <= start && start <= h)) {
+  /* Compared as the float the clip is kept in: --dp-clip 0.1 --dp-clip-max 0.1
+   * is a range of one value, though (double)0.1f > 0.1. */
+  if (!((float)l <= (float)start && (float)start <= (float)h)) {
     snprintf(err, errlen,
              "adaptive clipping starts at clip %g, outside its range [%g, %g] (dp_clip_min, dp_clip_max; 0 = a "
              "factor 10 either side of the start, within [1e-6, 1e6])",

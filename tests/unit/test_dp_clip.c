@@ -62,6 +62,9 @@ int main(void) {
   CHECK(lo == 1e-6 && fabs(hi - 2e-5) < 1e-18);
   CHECK_EQ_INT(fc_dp_clip_range(1, 1, 1, &lo, &hi, err, sizeof err), FEDC_OK); /* a fixed clip, as a range */
   CHECK(lo == 1 && hi == 1);
+  /* The start arrives as a float (--dp-clip 0.1 is 0.100000001...): a bound
+   * written as the same decimal holds it. */
+  CHECK_EQ_INT(fc_dp_clip_range((double)0.1f, 0.1, 0.1, &lo, &hi, err, sizeof err), FEDC_OK);
   const struct {
     double start, min, max;
     const char *why;
