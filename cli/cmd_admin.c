@@ -336,7 +336,9 @@ static void rounds_usage(FILE *f) {
           "List the rounds the coordinator keeps, oldest first: outcome, model version\n"
           "produced, participants/selected, examples, mean train loss, bytes in/out and\n"
           "duration; with secure aggregation, how many clients remained after each stage\n"
-          "(advertise > shares > masked > consistency > unmask; \"secagg_remaining\" in JSON).\n"
+          "(advertise > shares > masked > consistency > unmask; \"secagg_remaining\" in JSON);\n"
+          "with differential privacy, the clip norm each round's tasks announced (CLIP; \"dp_clip\",\n"
+          "with \"dp_epsilon\" and \"dp_noise\", in JSON): adaptive clipping moves it round by round.\n"
           "With --json, one JSON object per line per round.\n\n"
           "Options:\n"
           "  --limit N                only the last N rounds (default 0 = all kept)\n" ADMIN_HELP);
@@ -390,10 +392,14 @@ static void rounds_print_table(const Fedc__V1__RoundsResponse *resp) {
     fflush(stdout);
     return;
   }
-  int secagg = 0;
-  for (size_t i = 0; i < resp->n_rounds; i++) secagg |= resp->rounds[i]->n_secagg_remaining > 0;
+  int secagg = 0, dp = 0;
+  for (size_t i = 0; i < resp->n_rounds; i++) {
+    secagg |= resp->rounds[i]->n_secagg_remaining > 0;
+    dp |= resp->rounds[i]->dp_epsilon > 0;
+  }
   printf("%6s  %-9s  %7s  %9s  %10s  %9s  %10s  %10s  %8s", "ROUND", "OUTCOME", "VERSION", "CLIENTS", "EXAMPLES",
          "LOSS", "IN", "OUT", "SECONDS");
+  if (dp) printf("  %10s", "CLIP");
   if (secagg) printf("  %-24s", "SECAGG LEFT (A>S>M>C>U)");
   putchar('\n');
   for (size_t i = 0; i < resp->n_rounds; i++) {
@@ -413,7 +419,9 @@ static void rounds_print_table(const Fedc__V1__RoundsResponse *resp) {
         r->ended_unix_ms >= r->started_unix_ms ? (double)(r->ended_unix_ms - r->started_unix_ms) / 1000.0 : 0;
     printf("%6llu  %-9s  %7s  %9s  %10llu  %9s  %10s  %10s  %8.1f", (unsigned long long)r->round,
            r->outcome ? r->outcome : "", ver, clients, (unsigned long long)r->examples, loss, in, out, secs);
-    char sa[64];
+    char sa[64], clip[24] = "-";
+    if (r->dp_epsilon > 0) snprintf(clip, sizeof clip, "%.4g", r->dp_clip); /* a round the accountant counted */
+    if (dp) printf("  %10s", clip);
     if (secagg) printf("  %-24s", secagg_cell(r, sa, sizeof sa));
     if (!completed && r->reason && r->reason[0]) printf("  (%s)", r->reason);
     putchar('\n');

@@ -20,6 +20,13 @@
  *                 nearest the median (needs k >= 4f + 3).
  *   centered_clip Karimireddy, He and Jaggi 2021: from the last round's result v,
  *                 `iters` times v += mean_i (x_i - v) min(1, tau / ||x_i - v||).
+ *
+ * Krum-family order (krum_before): by score; equal scores go to the lower
+ * arena row, i.e. the update committed first this round; a score that is not
+ * finite (NaN or inf, which fc_k_sqdist's double recomputation should never
+ * let through) ranks after every finite one, so it can never be picked ahead
+ * of one. tests/unit/test_krum_reference.c holds all three rules to a float64
+ * reference of the papers' definitions, extreme values and exact ties included.
  */
 #include <math.h>
 #include <pthread.h>
@@ -128,8 +135,19 @@ static int rb_update_commit(fc_agg *a, fc_agg_update *u, double weight) {
 
 static void rb_update_abort(fc_agg *a, fc_agg_update *u) { fc_agg_slots_release(&((robust *)a)->pool, u); }
 
+/* Does (score a, row ia) rank before (score b, row ib)? Finite before
+ * non-finite, then the lower score, then the lower row. A bare `<` would let
+ * a NaN in the starting position stand: nothing compares below it. */
+static int krum_before(double a, uint32_t ia, double b, uint32_t ib) {
+  int fa = isfinite(a), fb = isfinite(b);
+  if (fa != fb) return fa;
+  if (fa && a != b) return a < b;
+  return ia < ib;
+}
+
 /* Krum scores of the rows in set[0..m): the sum of the m - f - 2 smallest
- * squared distances to the others in the set. */
+ * squared distances to the others in the set (a NaN distance counts as
+ * +inf, so it is taken last and makes the score non-finite). */
 static void krum_scores(const double *D, size_t k, const uint32_t *set, uint32_t m, uint32_t f, double *score,
                         double *tmp) {
   /* Late in Bulyan's selection fewer than f + 3 remain: the nearest one then. */
@@ -137,7 +155,10 @@ static void krum_scores(const double *D, size_t k, const uint32_t *set, uint32_t
   for (uint32_t a = 0; a < m; a++) {
     uint32_t t = 0;
     for (uint32_t b = 0; b < m; b++)
-      if (b != a) tmp[t++] = D[(size_t)set[a] * k + set[b]];
+      if (b != a) {
+        double v = D[(size_t)set[a] * k + set[b]];
+        tmp[t++] = isnan(v) ? INFINITY : v;
+      }
     /* partial selection sort of the nn smallest (m is small) */
     double s = 0;
     for (uint32_t i = 0; i < nn; i++) {
@@ -182,7 +203,7 @@ static int krum_select(robust *r, uint32_t k, uint32_t want, int iterative, uint
       for (uint32_t i = 0; i < want; i++) {
         uint32_t best = i;
         for (uint32_t j = i + 1; j < m; j++)
-          if (score[j] < score[best] || (score[j] == score[best] && set[j] < set[best])) best = j;
+          if (krum_before(score[j], set[j], score[best], set[best])) best = j;
         double sv = score[best];
         uint32_t iv = set[best];
         score[best] = score[i], set[best] = set[i];
@@ -193,7 +214,7 @@ static int krum_select(robust *r, uint32_t k, uint32_t want, int iterative, uint
     }
     uint32_t best = 0;
     for (uint32_t j = 1; j < m; j++)
-      if (score[j] < score[best] || (score[j] == score[best] && set[j] < set[best])) best = j;
+      if (krum_before(score[j], set[j], score[best], set[best])) best = j;
     sel[got++] = set[best];
     set[best] = set[--m];
   }

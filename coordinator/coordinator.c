@@ -34,6 +34,7 @@
 #include "coordinator/aggregate.h"
 #include "coordinator/audit.h"
 #include "coordinator/coord_int.h"
+#include "coordinator/dp_clip.h"
 #include "common/dp_noise.h"
 #include "crypto/sa_crypto.h"
 #include "coordinator/store.h"
@@ -430,16 +431,13 @@ static int dp_privatize(fc_coord *c, float *delta, size_t n, uint32_t count, cha
   }
   fc_sscal((int)n, (float)(1.0 / expected), delta, 1);
   if (adaptive) {
-    double b = (double)centred / expected + 0.5;
-    /* Post-processing (no privacy cost): a fraction is in [0, 1], so one
-     * round moves the clip by at most exp(eta max(gamma, 1 - gamma)), however
-     * noisy the count or whatever one client put in its masked bit. */
-    if (b < 0) b = 0;
-    if (b > 1) b = 1;
-    newclip = C * exp(-c->cfg.dp_clip_lr * (b - c->cfg.dp_adaptive_quantile));
-    /* Post-processing: keep it a usable float norm. */
-    if (newclip < 1e-6) newclip = 1e-6;
-    if (newclip > 1e6) newclip = 1e6;
+    /* Post-processing (no privacy cost), both paths: the fraction clamped
+     * to [0, 1] bounds one round's step to exp(eta max(gamma, 1 - gamma))
+     * however noisy the count or whatever one client put in its masked bit,
+     * and the range (resolved at start) bounds where rounds can take it. */
+    double b;
+    newclip = fc_dp_clip_next(C, centred, expected, c->cfg.dp_adaptive_quantile, c->cfg.dp_clip_lr,
+                              c->cfg.dp_clip_min, c->cfg.dp_clip_max, &b);
     FC_INFO(MOD, "adaptive clipping: noisy fraction of unclipped updates %.3f (target %g) over %u: clip %.5g -> %.5g",
             b, c->cfg.dp_adaptive_quantile, count, C, newclip);
   }
@@ -1341,14 +1339,17 @@ static void h_status(fc_scall *call, void *ctx) {
   Fedc__V1__StatusResponse r = FEDC__V1__STATUS_RESPONSE__INIT;
   r.round_budget = es.budget;
   r.storage_error = storage_error;
-  char sopt[80], dp[320] = "";
+  char sopt[80], dp[384] = "";
   sopt_text(c, sopt, sizeof sopt);
   r.server_optimizer = sopt;
   if (c->cfg.dp_noise_multiplier > 0) {
     pthread_mutex_lock(&c->mu);
+    char range[64] = "";
+    if (c->cfg.dp_adaptive_quantile > 0)
+      snprintf(range, sizeof range, " adaptive in [%.4g, %.4g]", c->cfg.dp_clip_min, c->cfg.dp_clip_max);
     snprintf(dp, sizeof dp, "epsilon %.4g at delta %g after %llu rounds (noise %g, rate %g, clip %.4g%s%s%s)%s%s",
              c->dp_eps, c->cfg.dp_delta, (unsigned long long)c->dp_rounds, c->cfg.dp_noise_multiplier,
-             c->cfg.engine.cohort_fraction, (double)c->clip, c->cfg.dp_adaptive_quantile > 0 ? " adaptive" : "",
+             c->cfg.engine.cohort_fraction, (double)c->clip, range,
              c->cfg.dp_target_epsilon > 0 ? ", target " : "",
              c->cfg.dp_target_epsilon > 0 ? "set" : "", c->dp_stop[0] ? "; stopped: " : "", c->dp_stop);
     pthread_mutex_unlock(&c->mu);
@@ -1618,6 +1619,14 @@ static int cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen) {
       snprintf(err, errlen, "%s", bad);
       return FEDC_ERR_INVALID;
     }
+    double lo, hi;
+    if (cfg->dp_adaptive_quantile > 0 &&
+        fc_dp_clip_range(cfg->clip_norm, cfg->dp_clip_min, cfg->dp_clip_max, &lo, &hi, err, errlen) != FEDC_OK)
+      return FEDC_ERR_INVALID;
+  }
+  if ((cfg->dp_clip_min != 0 || cfg->dp_clip_max != 0) && !(cfg->dp_adaptive_quantile > 0)) {
+    snprintf(err, errlen, "dp_clip_min and dp_clip_max bound adaptive clipping: they need dp_adaptive_quantile > 0");
+    return FEDC_ERR_INVALID;
   }
   if (cfg->dp_adaptive_quantile != 0 && !(cfg->dp_noise_multiplier > 0)) {
     snprintf(err, errlen, "dp_adaptive_quantile is adaptive clipping under differential privacy: it needs "
@@ -1691,6 +1700,9 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
   if (!c) return FEDC_ERR_NOMEM;
   c->cfg = *cfg;
   c->clip = cfg->clip_norm;
+  if (cfg->dp_noise_multiplier > 0 && cfg->dp_adaptive_quantile > 0) /* checked by cfg_check: the resolved range */
+    fc_dp_clip_range(cfg->clip_norm, cfg->dp_clip_min, cfg->dp_clip_max, &c->cfg.dp_clip_min, &c->cfg.dp_clip_max,
+                     err, errlen);
   memcpy(c->store_key.key, cfg->model_key, sizeof c->store_key.key);
   c->store_key.allow_plain = cfg->adopt_state;
   c->started_ms = fc_now_ms();
@@ -1821,7 +1833,13 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
     double saved_clip = 0;
     rc = fc_store_read_dp(cfg->state_dir, c->dp_rdp, c->dp_norders, &c->dp_rounds, &saved_clip, err, errlen);
     /* Adaptive clipping resumes where it was (the clip is public: tasks announce it). */
-    if (rc == FEDC_OK && cfg->dp_adaptive_quantile > 0 && saved_clip > 0) c->clip = (float)saved_clip;
+    if (rc == FEDC_OK && cfg->dp_adaptive_quantile > 0 && saved_clip > 0) {
+      double lo = c->cfg.dp_clip_min, hi = c->cfg.dp_clip_max, resumed_clip = fmin(fmax(saved_clip, lo), hi);
+      if (resumed_clip != saved_clip)
+        FC_WARN(MOD, "adaptive clipping: the saved clip %g is outside the range [%g, %g]: resuming at %g", saved_clip,
+                lo, hi, resumed_clip);
+      c->clip = (float)resumed_clip;
+    }
     if (rc == FEDC_ERR_NOT_FOUND && st.completed > 0) {
       snprintf(err, errlen,
                "state directory %s has %llu rounds but no privacy accounting (dp.json): they ran without DP; "

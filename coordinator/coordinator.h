@@ -53,8 +53,11 @@ typedef struct fc_coord_cfg {
    * update): the clip starts at clip_norm and follows the dp_adaptive_quantile
    * (gamma; 0 = a fixed clip) of the update norms, C <- C exp(-dp_clip_lr (b - gamma)),
    * b the noisy fraction of unclipped updates; the count's noise std
-   * dp_count_noise (sigma_b; 0 = the expected cohort / 20, at least z). */
+   * dp_count_noise (sigma_b; 0 = the expected cohort / 20, at least z).
+   * The clip stays in [dp_clip_min, dp_clip_max] (0 = clip_norm / 10 and
+   * clip_norm x 10; coordinator/dp_clip.h), which must hold clip_norm. */
   double dp_adaptive_quantile, dp_clip_lr, dp_count_noise;
+  double dp_clip_min, dp_clip_max;
   /* Aggregation rule (aggregate.h): fedavg (default), median, trimmed_mean,
    * krum, multikrum, bulyan, centered_clip; f Byzantine updates tolerated,
    * trim fraction beta, multikrum's m (0 = n - f), centered clipping's tau

@@ -95,11 +95,22 @@ void fc_sopt_destroy(fc_sopt *o) {
   free(o);
 }
 
-__attribute__((optimize("tree-vectorize"))) static void step_sgd(float *restrict x, const float *restrict d, size_t n, float lr) {
+/* GCC's -O2 does not vectorise these loops by itself; clang's does, and it
+ * has no optimize attribute (nor a per-function no-math-errno: its build
+ * keeps sqrtf scalar in the adaptive steps). */
+#if defined(__GNUC__) && !defined(__clang__)
+#define TREE_VEC __attribute__((optimize("tree-vectorize")))
+#define VEC __attribute__((optimize("tree-vectorize", "no-math-errno")))
+#else
+#define TREE_VEC
+#define VEC
+#endif
+
+TREE_VEC static void step_sgd(float *restrict x, const float *restrict d, size_t n, float lr) {
   for (size_t i = 0; i < n; i++) x[i] += lr * d[i];
 }
 
-__attribute__((optimize("tree-vectorize"))) static void step_avgm(float *restrict x, float *restrict m, const float *restrict d, size_t n, float lr, float b,
+TREE_VEC static void step_avgm(float *restrict x, float *restrict m, const float *restrict d, size_t n, float lr, float b,
                       int nesterov) {
   if (nesterov) {
     for (size_t i = 0; i < n; i++) {
@@ -116,7 +127,6 @@ __attribute__((optimize("tree-vectorize"))) static void step_avgm(float *restric
 
 /* The adaptive steps, one loop each so the compiler vectorises them (no
  * branch on the method inside; sqrt without errno: v >= 0 always). */
-#define VEC __attribute__((optimize("tree-vectorize", "no-math-errno")))
 VEC static void step_adagrad(float *restrict x, float *restrict m, float *restrict v, const float *restrict d,
                              size_t n, float b1, float lr, float tau) {
   for (size_t i = 0; i < n; i++) {

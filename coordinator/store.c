@@ -536,8 +536,34 @@ int fc_store_append_round(const char *dir, const fc_round_stats *r, char *err, s
   return rc;
 }
 
+/* One line of f without its '\n' into *buf (grown by doubling, never past
+ * max + 1 bytes: the cap is checked before each allocation): 1 a line (*len
+ * bytes; a last one without '\n' too, then *torn = 1), 0 the end of the
+ * file, FEDC_ERR_TOO_LARGE a line over max bytes, FEDC_ERR_NOMEM. */
+static int read_line(FILE *f, char **buf, size_t *cap, size_t max, size_t *len, int *torn) {
+  size_t used = 0;
+  int ch;
+  while ((ch = getc(f)) != EOF && ch != '\n') {
+    if (used == max) return FEDC_ERR_TOO_LARGE;
+    if (used + 1 >= *cap) {
+      size_t grown = *cap ? *cap * 2 : 4096;
+      if (grown > max + 1) grown = max + 1;
+      char *nb = realloc(*buf, grown);
+      if (!nb) return FEDC_ERR_NOMEM;
+      *buf = nb;
+      *cap = grown;
+    }
+    (*buf)[used++] = (char)ch;
+  }
+  if (ch == EOF && used == 0) return 0;
+  *len = used;
+  *torn = ch == EOF;
+  return 1;
+}
+
 int fc_store_read_rounds(const char *dir, fc_round_stats **out, size_t *n, char *err, size_t errlen) {
-  char p[1024], line[4096];
+  char p[1024], *line = NULL;
+  size_t linecap = 0, len = 0, lineno = 0;
   snprintf(p, sizeof p, "%s/rounds.jsonl", dir);
   *out = NULL;
   *n = 0;
@@ -545,17 +571,22 @@ int fc_store_read_rounds(const char *dir, fc_round_stats **out, size_t *n, char 
   if (!f) return FEDC_OK;
   size_t cap = 0;
   fc_round_stats *v = NULL;
-  while (fgets(line, sizeof line, f)) {
-    json_t *o = json_loads(line, 0, NULL);
+  int got, torn = 0;
+  /* Whole lines of any length up to the cap: a fixed buffer split a long
+   * record into pieces that were each skipped as torn. */
+  while ((got = read_line(f, &line, &linecap, FC_STORE_ROUND_LINE_MAX, &len, &torn)) == 1) {
+    lineno++;
+    json_t *o = torn ? NULL : json_loadb(line, len, 0, NULL);
     if (!json_is_object(o)) {
       json_decref(o);
-      continue; /* a torn last line after a crash: skip it */
+      continue; /* a torn last line after a crash (cut off below): skip it */
     }
     if (*n == cap) {
       cap = cap ? cap * 2 : 64;
       fc_round_stats *nv = realloc(v, cap * sizeof *nv);
       if (!nv) {
         json_decref(o);
+        got = FEDC_ERR_NOMEM;
         break;
       }
       v = nv;
@@ -589,6 +620,17 @@ int fc_store_read_rounds(const char *dir, fc_round_stats **out, size_t *n, char 
       r->sa_remaining[i] = x > 0 && x <= UINT32_MAX ? (uint32_t)x : 0;
     }
     json_decref(o);
+  }
+  free(line);
+  if (got != 0) {
+    if (got == FEDC_ERR_TOO_LARGE)
+      snprintf(err, errlen, "%s: line %zu is longer than %u bytes: not a round record; move the file aside", p,
+               lineno + 1, FC_STORE_ROUND_LINE_MAX);
+    else snprintf(err, errlen, "out of memory reading %s", p);
+    fclose(f);
+    free(v);
+    *n = 0;
+    return got;
   }
   /* A crash mid-append leaves a torn last line: cut it off, or the next
    * record would be glued to it and lost too. */

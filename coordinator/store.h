@@ -115,7 +115,11 @@ int fc_store_read_manifest(const char *dir, uint64_t version, fc_signed *s, char
  * cut back to its previous length, so a short write never glues half a line
  * onto the next record; err names the system error. */
 int fc_store_append_round(const char *dir, const fc_round_stats *r, char *err, size_t errlen);
-/* Read up to `cap` most recent round records; returns count in *n (records malloc'd). */
+/* Read the round records; returns count in *n (records malloc'd). Lines of
+ * any length up to FC_STORE_ROUND_LINE_MAX bytes; a longer one is refused
+ * (FEDC_ERR_TOO_LARGE, err names the line, nothing changed). A torn last
+ * line (no newline: a crash mid-append) is skipped and cut off. */
+#define FC_STORE_ROUND_LINE_MAX (16u << 20)
 int fc_store_read_rounds(const char *dir, fc_round_stats **out, size_t *n, char *err, size_t errlen);
 
 #endif

@@ -581,9 +581,15 @@ int fc_k_sqdist(const float *X, size_t n, size_t d, size_t ld, double *D) {
     D[i * n + i] = 0;
     for (size_t j = i + 1; j < n; j++) {
       double nn = G[i * n + i] + G[j * n + j], v = nn - 2 * G[i * n + j];
-      /* Cancellation: the Gram form loses the digits of a small difference
-       * of large norms; recompute those pairs directly. */
-      if (v < 1e-2 * nn) v = direct_sqdist(X + i * ld, X + j * ld, d);
+      /* Recompute directly, in double, where the Gram form cannot be
+       * trusted: cancellation (a small difference of large norms loses its
+       * digits), and overflow: a float product or block sum above FLT_MAX
+       * (a coordinate past ~1.8e19) is inf, and two such updates give
+       * inf - inf = NaN, for which `v < 1e-2 nn` is false. One test of v
+       * covers every non-finite case: an inf or NaN in G[ii], G[jj] or G[ij]
+       * reaches v. The direct sum cannot overflow (a float difference
+       * squared is below 1.2e77). */
+      if (!isfinite(v) || v < 1e-2 * nn) v = direct_sqdist(X + i * ld, X + j * ld, d);
       D[i * n + j] = D[j * n + i] = v;
     }
   }

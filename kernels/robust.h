@@ -16,7 +16,10 @@
  *                          equal updates) the pair is recomputed directly as
  *                          sum (x_i - x_j)^2 in double, so identical updates
  *                          are exactly 0 apart and near-duplicates keep their
- *                          relative accuracy.
+ *                          relative accuracy. A pair whose float Gram entries
+ *                          overflowed (a value past ~1.8e19: its square is
+ *                          above FLT_MAX) is recomputed the same way, so every
+ *                          distance is finite and exact to double rounding.
  *
  * No I/O, no allocation beyond each call's workspace.
  */

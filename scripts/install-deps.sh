@@ -4,6 +4,7 @@
 set -euo pipefail
 pkgs=(
   build-essential cmake pkg-config
+  clang                                               # CI also builds with clang (warnings as errors)
   libgrpc-dev libprotobuf-c-dev protobuf-c-compiler   # gRPC C core + protobuf-c (wire)
   libssl-dev                                          # OpenSSL 3 (mTLS, PKI, SHA-256)
   libopenblas-dev                                     # BLAS kernels

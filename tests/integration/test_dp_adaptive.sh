@@ -6,7 +6,10 @@
 #   - a client too old to say whether it clipped (protocol 1.2) is refused;
 #   - from a clip far below every update's norm the clip rises round after
 #     round, from one far above it falls: rounds.jsonl records each round's;
-#   - a restart resumes the clip where it was (dp.json), not at --clip-norm.
+#   - a restart resumes the clip where it was (dp.json), not at --clip-norm;
+#   - the clip stays in its range: from 100 with --dp-clip-min 60 it falls to
+#     60 and no further; a range that does not hold the start, or a bound
+#     without adaptive clipping, is refused; `fedc rounds` shows each round's clip.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
 . "$(dirname "$0")/_data.sh"
@@ -28,13 +31,17 @@ refused "needs dp_noise_multiplier > 0" --dp-adaptive-quantile 0.5
 refused "dp_adaptive_quantile must be in" "${DP[@]}" --dp-adaptive-quantile 1.5
 refused "sigma_b must exceed" "${DP[@]}" --dp-adaptive-quantile 0.5 --dp-count-noise 0.2
 refused "dp_clip_lr must be" "${DP[@]}" --dp-adaptive-quantile 0.5 --dp-clip-lr 0
+refused "outside its range \[0.1, 0.5\]" "${DP[@]}" --dp-adaptive-quantile 0.5 --dp-clip 1 --dp-clip-max 0.5
+refused "dp_clip_min must be" "${DP[@]}" --dp-adaptive-quantile 0.5 --dp-clip-min 1e-9
+refused "they need dp_adaptive_quantile" "${DP[@]}" --dp-clip-min 0.1
 
-# run NAME CLIP ROUNDS: a federation from clip CLIP until ROUNDS rounds completed.
+# run NAME CLIP ROUNDS [ARGS...]: a federation from clip CLIP until ROUNDS rounds completed.
 run() {
   local name=$1 clip=$2 rounds=$3
+  shift 3
   PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   start_coordinator "${BASE[@]}" "${DP[@]}" --dp-adaptive-quantile 0.5 --dp-clip "$clip" --rounds "$rounds" \
-    --listen "127.0.0.1:$PORT" --state "$T/$name"
+    --listen "127.0.0.1:$PORT" --state "$T/$name" "$@"
   ADMIN=(--coordinator "$COORD_ADDR" --pki "$T/pki" --name root)
   for i in 0 1 2 3; do
     start_bg "client-$name-${NAMES[$i]}" "$FEDC" client --coordinator "$COORD_ADDR" --pki "$T/pki" \
@@ -79,13 +86,19 @@ awk "BEGIN{d=($got-$saved)/$saved; exit !(d < 1e-3 && d > -1e-3)}" ||
 kill -TERM "$COORD_PID"
 wait "$COORD_PID" || true
 
-# From far above every norm, it falls.
-run down 100 10
+# From far above every norm, it falls, down to --dp-clip-min and no further
+# (each round falls by up to exp(0.5 x 0.5): 100 -> 78 -> 61 -> 60 at the fastest).
+run down 100 10 --dp-clip-min 60
 first=$(jq -s '.[0].dp_clip' "$T/down.jsonl")
-last=$(jq -s '.[-1].dp_clip' "$T/down.jsonl")
+low=$(jq -s 'map(.dp_clip) | min' "$T/down.jsonl")
 n=$(wc -l <"$T/down.jsonl")
-awk "BEGIN{exit !($n >= 4 && $first == 100 && $last < $first / 2)}" ||
-  fail "the clip did not fall from 100: $(jq -c '[.round, .dp_clip]' "$T/down.jsonl")"
+awk "BEGIN{exit !($n >= 4 && $first == 100 && $low == 60)}" ||
+  fail "the clip did not fall from 100 to its minimum 60: $(jq -c '[.round, .dp_clip]' "$T/down.jsonl")"
+"$FEDC" status "${ADMIN[@]}" --json | jq -r .dp | grep -q "adaptive in \[60, 1000\]" ||
+  fail "status does not show the clip's range: $("$FEDC" status "${ADMIN[@]}" --json | jq .dp)"
+"$FEDC" rounds "${ADMIN[@]}" >"$T/down.table"
+grep -q "CLIP" "$T/down.table" && awk '$2 == "completed" && $NF == "60" {found = 1} END {exit !found}' "$T/down.table" ||
+  fail "fedc rounds does not show the clip per round: $(cat "$T/down.table")"
 assert_contains "$T/coord.log" "adaptive clipping: "
 echo "clip up: $(jq -s -c "map(.dp_clip)" "$T/up.jsonl")"
 echo "clip down: $(jq -s -c "map(.dp_clip)" "$T/down.jsonl")"

@@ -10,7 +10,8 @@
 #     z = 0.5: adaptive clipping's count takes its share) from any 3, so
 #     0.5774 sqrt(4/3) = 0.6667 from 4;
 #   - epsilon per round equals `fedc dp-budget` for the same rate and noise;
-#   - the clip moves (adaptive clipping's bit rides inside the masked sum);
+#   - the clip moves (adaptive clipping's bit rides inside the masked sum),
+#     up to --dp-clip-max and no further (the range holds on this path too);
 #   - the coordinator never sees an update: no "update from" line.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
@@ -22,7 +23,7 @@ make_pki "$T/pki" dps "${NAMES[@]}" old
 make_idx "$T" 100 5
 start_coordinator --pki "$T/pki" --federation dps --state "$T/state" --model 784-10 --secagg --rounds 4 \
   --min-clients 5 --cohort 0 --cohort-fraction 1 --min-updates 3 --dp-noise-multiplier 0.5 --dp-clip 0.05 \
-  --dp-adaptive-quantile 0.5 --dp-clip-lr 0.5 --poll-ms 100 --client-ttl-ms 3000 --round-timeout-ms 8000 \
+  --dp-adaptive-quantile 0.5 --dp-clip-lr 0.5 --dp-clip-max 0.065 --poll-ms 100 --client-ttl-ms 3000 --round-timeout-ms 8000 \
   --secagg-stage-ms 2500 --log info
 ADMIN=(--coordinator "$COORD_ADDR" --pki "$T/pki" --name root)
 
@@ -53,6 +54,11 @@ awk "BEGIN{d=$eps-$want; exit !(d < 1e-6 && d > -1e-6)}" || fail "epsilon $eps a
 first=$(jq -s '.[0].dp_clip' "$T/rounds.jsonl")
 last=$(jq -s '.[-1].dp_clip' "$T/rounds.jsonl")
 awk "BEGIN{exit !($last != $first)}" || fail "the clip did not move: $(jq -c .dp_clip "$T/rounds.jsonl")"
+# Every update is far above 0.05 (b about 0.1 with 4 of 5 counted): about x1.22 a round, so the clip reaches
+# the max 0.065 by the last round (3 steps; 1.3 needs 3.9 sigma less) and never passes it.
+high=$(jq -s 'map(.dp_clip) | max' "$T/rounds.jsonl")
+awk "BEGIN{d=$high-0.065; exit !(d < 1e-6 && d > -1e-6)}" ||
+  fail "the clip did not stop at --dp-clip-max 0.065: $(jq -c .dp_clip "$T/rounds.jsonl")"
 if grep -q "update from" "$T/coord.log"; then fail "the coordinator saw a plaintext update"; fi
 echo "clip per round: $(jq -s -c 'map(.dp_clip)' "$T/rounds.jsonl"), epsilon $eps"
 echo "PASS dp_secagg"
