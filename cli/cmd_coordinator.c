@@ -264,9 +264,16 @@ static const copt options[] = {
     OPT_RANGE("secagg-threshold", T_U32, c.secagg_t,
               "secure aggregation: Shamir threshold t (0 = a majority of each neighbourhood)", 0, 10000),
     OPT_STR("metrics-listen", c.metrics_listen,
-            "HTTP address for /metrics (Prometheus), /healthz, /readyz, e.g. 127.0.0.1:9464 (plain HTTP, no "
-            "authentication: counts only); off by default",
+            "HTTP address for /metrics (Prometheus), /healthz, /readyz, e.g. 127.0.0.1:9464 or :9464 (loopback) "
+            "(plain HTTP, no authentication: counts only); off by default",
             NULL),
+    OPT_BOOL("metrics-public", c.metrics_public,
+             "allow --metrics-listen on an address that is not loopback (:port = every address); let only the "
+             "scraper and the kubelet reach it"),
+    OPT_RANGE("metrics-connections-per-address", T_INT, c.metrics_conns_per_address,
+              "metrics connections one address may hold; a new one closes its oldest", 1, 1024),
+    OPT_RANGE("metrics-request-timeout-ms", T_INT, c.metrics_request_ms,
+              "a metrics connection is closed this long after it opened, however it trickles", 100, 600000),
     OPT_BOOL("audit-log", c.audit_log,
              "hash-chained audit log in the state directory (audit.log; `fedc audit verify`); --audit-log=false: off"),
     OPT_RANGE("secagg-bucket", T_U32, c.secagg_bucket,

@@ -19,7 +19,7 @@
 
 struct fc_sa_server;
 struct fc_audit;
-struct MHD_Daemon;
+struct coord_http;
 
 typedef struct model_ref {
   atomic_int refs;
@@ -93,7 +93,7 @@ struct fc_coord {
   int guard_started;      /* transport/accept_guard.h runs for our port */
   struct fc_audit *audit; /* STATE/audit.log (NULL with audit_log off); thread-safe */
   fc_coord_metrics metrics; /* coordinator/metrics.h */
-  struct MHD_Daemon *http;  /* metrics_listen (NULL when off) */
+  struct coord_http *http;  /* metrics_listen (NULL when off): metrics.c */
   /* Secure aggregation of the running round (coord_secagg.c); under mu.
    * One SecAgg instance per bucket: one over the whole cohort, or with a
    * robust aggregator random buckets of at least secagg_bucket clients. */

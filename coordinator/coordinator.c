@@ -80,6 +80,10 @@ void fc_coord_cfg_defaults(fc_coord_cfg *c) {
   c->agg_memory_mib = 4096;
   c->secagg_bucket = 5;
   c->audit_log = 1;
+  /* A scraper and a probe or two: 8 per address; a request arrives in one
+   * packet and its answer is ~10 KiB, so 5 s is far more than any needs. */
+  c->metrics_conns_per_address = 8;
+  c->metrics_request_ms = 5000;
   c->chunk_bytes = FC_CHUNK_DEFAULT;
   c->threads = 2; /* event threads: calls are not tied to threads (transport.h) */
   c->upload_slots = 4;

@@ -89,6 +89,9 @@ typedef struct fc_coord_cfg {
   int unmask_threads;         /* mask expansion threads (0 = 2) */
   int audit_log;              /* hash-chained STATE/audit.log (coordinator/audit.h); on by default */
   char metrics_listen[256];   /* host:port of /metrics, /healthz, /readyz (coordinator/metrics.h); "" = off */
+  int metrics_public;         /* allow metrics_listen off loopback (":port" = every address) */
+  int metrics_conns_per_address; /* metrics connections one address may hold (the newest closes its oldest) */
+  int metrics_request_ms;     /* a metrics connection's whole life, however it trickles */
 } fc_coord_cfg;
 
 void fc_coord_cfg_defaults(fc_coord_cfg *c);

@@ -50,4 +50,6 @@ python3 check_k8s.py <"$D/k8s.yaml"
 # The checker itself must catch a broken probe.
 sed 's|path: /readyz|path: /ready|' "$D/k8s.yaml" | python3 check_k8s.py >/dev/null &&
   { echo "check: check_k8s.py missed a broken readiness probe" >&2; exit 1; }
+grep -v -- '--metrics-public' "$D/k8s.yaml" | python3 check_k8s.py >/dev/null &&
+  { echo "check: check_k8s.py missed a public --metrics-listen without --metrics-public" >&2; exit 1; }
 echo "check: kubernetes manifests OK"
