@@ -212,6 +212,32 @@ char *coord_metrics_text(fc_coord *c) {
   for (int i = 0; i < FC_MREF_N; i++)
     put(&b, "fedc_uploads_refused_total{reason=\"%s\"} %llu\n", ref_names[i],
         (unsigned long long)atomic_load(&c->metrics.uploads_refused[i]));
+  coord_limits_stats ls;
+  coord_limits_get(c, &ls);
+  head(&b, "fedc_calls_refused_total", "counter",
+       "Calls refused over their identity's rate, by class: secagg_poll, calls (FetchModel, SecAggSubmit), admin.");
+  for (int i = 0; i < COORD_LIM_N; i++)
+    put(&b, "fedc_calls_refused_total{class=\"%s\"} %llu\n", coord_limit_class_name(i),
+        (unsigned long long)ls.refused[i]);
+  head(&b, "fedc_call_limit_identities", "gauge", "Identities with call buckets of their own now.");
+  put(&b, "fedc_call_limit_identities %u\n", ls.identities);
+  if (ls.audit) {
+    head(&b, "fedc_audit_log_bytes", "gauge", "Size of audit.log.");
+    put(&b, "fedc_audit_log_bytes %llu\n", (unsigned long long)ls.audit_bytes);
+    head(&b, "fedc_audit_budget_bytes", "gauge", "The audit log's disk budget (audit_max_mib).");
+    put(&b, "fedc_audit_budget_bytes %llu\n", (unsigned long long)ls.audit_budget);
+    head(&b, "fedc_state_free_bytes", "gauge", "Free space on the state directory's file system.");
+    put(&b, "fedc_state_free_bytes %llu\n", (unsigned long long)ls.free_bytes);
+    head(&b, "fedc_state_free_floor_bytes", "gauge", "Free space the audit log leaves to the store (state_min_free_mib).");
+    put(&b, "fedc_state_free_floor_bytes %llu\n", (unsigned long long)ls.free_floor);
+    head(&b, "fedc_audit_alarm", "gauge",
+         "0 ok; 1 the audit log is past 80% of its budget or free space below twice the floor; 2 past the budget or "
+         "below the floor: refusals are only counted, one record per interval for all identities.");
+    put(&b, "fedc_audit_alarm %d\n", ls.level);
+    head(&b, "fedc_audit_refusals_counted_total", "counter",
+         "Refusals audited as counts (refusals records) instead of one record each.");
+    put(&b, "fedc_audit_refusals_counted_total %llu\n", (unsigned long long)ls.refusals_counted);
+  }
   head(&b, "fedc_round_bytes_received_total", "counter", "Update bytes received in finished rounds.");
   put(&b, "fedc_round_bytes_received_total %llu\n", (unsigned long long)m.bytes_in);
   head(&b, "fedc_round_bytes_sent_total", "counter", "Model bytes sent in finished rounds.");
