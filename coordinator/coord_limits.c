@@ -125,7 +125,7 @@ static void limited_call(fc_scall *call, void *ctx) {
     return;
   }
   atomic_fetch_add(&w->L->refused[w->cls], 1);
-  coord_refusal_note(w->c, p->name, FC_RF_CALLS);
+  coord_refusal_note(w->c, p->role == FC_ROLE_CLIENT ? p->name : id, FC_RF_CALLS); /* "admin/root" */
   char why[200];
   snprintf(why, sizeof why, "%s: too many calls from %s, retry in %u ms", fc_scall_method(call), p->name, retry);
   FC_WARN(MOD, "%s", why);
