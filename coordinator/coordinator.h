@@ -94,7 +94,7 @@ typedef struct fc_coord_cfg {
   int metrics_request_ms;     /* a metrics connection's whole life, however it trickles */
   /* Per-identity call limits (coord_limits.c) for the methods the engine
    * does not limit: per second; bursts of a few seconds' worth. */
-  double secagg_poll_rate;           /* SecAggPoll */
+  double secagg_poll_rate;    /* SecAggPoll */
   double call_rate;           /* FetchModel, SecAggSubmit */
   double admin_rate;          /* Status, Rounds, RoundControl, GetModel */
   /* The audit log's disk budget (coord_limits.c): past it, or with less
