@@ -79,12 +79,14 @@ struct coord_limits {
 
 const char *coord_limit_class_name(int cls) { return cls >= 0 && cls < COORD_LIM_N ? class_names[cls] : "?"; }
 
+/* A method's class; a method added later is limited as "calls" (admin
+ * methods as "admin") until it is given a class of its own. */
 static int class_of(const char *path) {
+  if (!strcmp(path, "/fedc.v1.Coordinator/CheckIn") || !strcmp(path, "/fedc.v1.Coordinator/UploadUpdate"))
+    return -1; /* the engine limits them */
   if (!strcmp(path, "/fedc.v1.Coordinator/SecAggPoll")) return COORD_LIM_POLL;
-  if (!strcmp(path, "/fedc.v1.Coordinator/FetchModel") || !strcmp(path, "/fedc.v1.Coordinator/SecAggSubmit"))
-    return COORD_LIM_CALLS;
   if (!strncmp(path, "/fedc.v1.Admin/", 15)) return COORD_LIM_ADMIN;
-  return -1; /* CheckIn, UploadUpdate: the engine limits them */
+  return COORD_LIM_CALLS; /* FetchModel, SecAggSubmit */
 }
 
 int coord_limits_start(fc_coord *c, char *err, size_t errlen) {

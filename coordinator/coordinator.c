@@ -1927,7 +1927,7 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
   set_method(&c->methods[8], "/fedc.v1.Coordinator/SecAggPoll", FC_RPC_UNARY, FC_ROLE_CLIENT, SMALL_MSG,
              &fedc__v1__sec_agg_poll_request__descriptor, coord_h_secagg_poll, c);
   if ((rc = coord_limits_start(c, err, errlen)) != FEDC_OK) goto fail;
-  coord_limits_wrap(c, c->methods, 9);
+  coord_limits_wrap(c, c->methods, sizeof c->methods / sizeof *c->methods);
 
   fc_server_opts so;
   fc_server_opts_init(&so);
