@@ -268,9 +268,33 @@ static const copt options[] = {
     OPT_RANGE("secagg-threshold", T_U32, c.secagg_t,
               "secure aggregation: Shamir threshold t (0 = a majority of each neighbourhood)", 0, 10000),
     OPT_STR("metrics-listen", c.metrics_listen,
-            "HTTP address for /metrics (Prometheus), /healthz, /readyz, e.g. 127.0.0.1:9464 (plain HTTP, no "
-            "authentication: counts only); off by default",
+            "HTTP address for /metrics (Prometheus), /healthz, /readyz, e.g. 127.0.0.1:9464 or :9464 (loopback) "
+            "(plain HTTP, no authentication: counts only); off by default",
             NULL),
+    OPT_BOOL("metrics-public", c.metrics_public,
+             "allow --metrics-listen on an address that is not loopback (:port = every address); let only the "
+             "scraper and the kubelet reach it"),
+    OPT_RANGE("metrics-connections-per-address", T_INT, c.metrics_conns_per_address,
+              "metrics connections one address may hold; a new one closes its oldest", 1, 1024),
+    OPT_RANGE("metrics-request-timeout-ms", T_INT, c.metrics_request_ms,
+              "a metrics connection is closed this long after it opened, however it trickles", 100, 600000),
+    OPT_NUM("secagg-poll-rate", T_F64, c.secagg_poll_rate,
+            "SecAggPoll calls per second one identity may make (bursts of 2 s' worth); 0 = no limit"),
+    OPT_NUM("call-rate", T_F64, c.call_rate,
+            "FetchModel and SecAggSubmit calls per second one identity may make (bursts of 5 s' worth, at least 10); "
+            "0 = no limit"),
+    OPT_NUM("admin-rate", T_F64, c.admin_rate,
+            "admin calls (status, rounds, round control, model get) per second one identity may make (bursts of 5 s' "
+            "worth); 0 = no limit"),
+    OPT_RANGE("audit-max-mib", T_U64, c.audit_max_mib,
+              "audit log disk budget: past it (or below --state-min-free-mib) refusals are only counted, one record "
+              "per interval for all identities", 1, 1ull << 30),
+    OPT_RANGE("state-min-free-mib", T_U64, c.state_min_free_mib,
+              "free space on the state directory the audit log leaves to the store (0 = 4 x the model + 64 MiB)", 0,
+              1ull << 30),
+    OPT_RANGE("audit-refusal-interval-ms", T_U64, c.audit_refusal_interval_ms,
+              "an identity's refusals past its first 4 per interval are audited as one count record per interval",
+              1000, DAY_MS),
     OPT_BOOL("audit-log", c.audit_log,
              "hash-chained audit log in the state directory (audit.log; `fedc audit verify`); --audit-log=false: off"),
     OPT_RANGE("secagg-bucket", T_U32, c.secagg_bucket,
@@ -296,6 +320,11 @@ static const copt options[] = {
     OPT_NUM("checkin-burst", T_F64, c.engine.checkin_burst, "check-ins one identity may make at once; 0 = automatic"),
     OPT_NUM("upload-rate", T_F64, c.engine.upload_rate, "upload attempts per second one identity may make; 0 = no limit"),
     OPT_NUM("upload-burst", T_F64, c.engine.upload_burst, "upload attempts one identity may make at once"),
+    OPT_NUM("stranger-rate", T_F64, c.engine.stranger_rate,
+            "uploads (and check-ins past --max-clients) per second shared by every identity without a client "
+            "record; 0 = no limit"),
+    OPT_NUM("stranger-burst", T_F64, c.engine.stranger_burst,
+            "uploads (and check-ins past --max-clients) at once, shared by every identity without a client record"),
     OPT_RANGE("connect-rate", T_INT, c.connect_rate, "new connections (TLS handshakes) per second per source address; 0 = no limit",
               0, 1000000),
     OPT_NUM("min-transfer-bps", T_U64, c.min_transfer_bps,

@@ -353,3 +353,12 @@ uint64_t fc_audit_head(fc_audit *a, char hex[65]) {
   pthread_mutex_unlock(&a->mu);
   return n;
 }
+
+uint64_t fc_audit_bytes(fc_audit *a) {
+  if (!a) return 0;
+  struct stat sb;
+  pthread_mutex_lock(&a->mu);
+  int ok = fstat(a->fd, &sb) == 0;
+  pthread_mutex_unlock(&a->mu);
+  return ok && sb.st_size > 0 ? (uint64_t)sb.st_size : 0;
+}

@@ -50,6 +50,8 @@ int fc_audit_contact(fc_audit *a, const char *name, const char *role, const uint
 int fc_audit_sync(fc_audit *a);
 /* Records so far and the head hash (hex). */
 uint64_t fc_audit_head(fc_audit *a, char hex[65]);
+/* The log's size on disk now (bytes; 0 for NULL). */
+uint64_t fc_audit_bytes(fc_audit *a);
 
 /* ---- verification (I/O-free: over a buffer) ---- */
 typedef struct fc_audit_report {

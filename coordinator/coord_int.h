@@ -19,7 +19,8 @@
 
 struct fc_sa_server;
 struct fc_audit;
-struct MHD_Daemon;
+struct coord_limits;
+struct coord_http;
 
 typedef struct model_ref {
   atomic_int refs;
@@ -92,8 +93,9 @@ struct fc_coord {
   uint64_t state_written_seq; /* under store_mu */
   int guard_started;      /* transport/accept_guard.h runs for our port */
   struct fc_audit *audit; /* STATE/audit.log (NULL with audit_log off); thread-safe */
+  struct coord_limits *limits; /* call limits, refusal counts, audit budget (coord_limits.c); thread-safe */
   fc_coord_metrics metrics; /* coordinator/metrics.h */
-  struct MHD_Daemon *http;  /* metrics_listen (NULL when off) */
+  struct coord_http *http;  /* metrics_listen (NULL when off): metrics.c */
   /* Secure aggregation of the running round (coord_secagg.c); under mu.
    * One SecAgg instance per bucket: one over the whole cohort, or with a
    * robust aggregator random buckets of at least secagg_bucket clients. */
@@ -114,6 +116,31 @@ int coord_sa_cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen);
 void coord_dp_split(const fc_coord *c, double expected, double *zu, double *sb);
 /* The round ended (published or abandoned): drop the session. */
 void coord_sa_end(fc_coord *c);
+
+/* ---- coord_limits.c: per-identity call limits; refusals and the audit budget ---- */
+enum { COORD_LIM_POLL, COORD_LIM_CALLS, COORD_LIM_ADMIN, COORD_LIM_N };
+const char *coord_limit_class_name(int cls);
+/* After the audit log and the model are loaded, before the server starts. */
+int coord_limits_start(fc_coord *c, char *err, size_t errlen);
+/* Put the limit of each method's class in front of its handler (before fc_server_start). */
+void coord_limits_wrap(fc_coord *c, fc_method *m, size_t n);
+/* A refusal of `client` for `reason` (FC_RF_*, refusals.h): 1 if the caller
+ * should audit this one in full, 0 if it was counted (or there is no log). */
+int coord_refusal_note(fc_coord *c, const char *client, int reason);
+/* From the round driver: write the refusal counts of a finished interval;
+ * once a second, the audit log's size against its budget. */
+void coord_limits_tick(fc_coord *c, uint64_t now_ms);
+/* After the server is destroyed, before the audit log is closed: writes the
+ * counts so far and frees. Accepts c->limits NULL. */
+void coord_limits_stop(fc_coord *c);
+typedef struct coord_limits_stats {
+  uint64_t refused[COORD_LIM_N]; /* calls refused by class */
+  uint32_t identities;           /* with call buckets of their own */
+  int audit;                     /* the rest is known (the audit log is on) */
+  uint64_t refusals_counted, audit_bytes, audit_budget, free_bytes, free_floor;
+  int level;                     /* 0 ok, 1 warning, 2 refusals counted together */
+} coord_limits_stats;
+void coord_limits_get(fc_coord *c, coord_limits_stats *st);
 
 /* ---- model signing (model_sign.c) ---- */
 /* Load and check the signing key (cfg.signing_cert/key): it must be a signer

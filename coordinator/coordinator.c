@@ -33,6 +33,7 @@
 #include "common/log.h"
 #include "coordinator/aggregate.h"
 #include "coordinator/audit.h"
+#include "coordinator/refusals.h"
 #include "coordinator/coord_int.h"
 #include "coordinator/dp_clip.h"
 #include "common/dp_noise.h"
@@ -81,6 +82,15 @@ void fc_coord_cfg_defaults(fc_coord_cfg *c) {
   c->agg_memory_mib = 4096;
   c->secagg_bucket = 5;
   c->audit_log = 1;
+  /* A scraper and a probe or two: 8 per address; a request arrives in one
+   * packet and its answer is ~10 KiB, so 5 s is far more than any needs. */
+  c->metrics_conns_per_address = 8;
+  c->metrics_request_ms = 5000;
+  c->secagg_poll_rate = 20; /* clients poll SecAgg stages every 100 ms as told */
+  c->call_rate = 2;
+  c->admin_rate = 20;
+  c->audit_max_mib = 1024;
+  c->audit_refusal_interval_ms = 60000;
   c->chunk_bytes = FC_CHUNK_DEFAULT;
   c->threads = 2; /* event threads: calls are not tied to threads (transport.h) */
   c->upload_slots = 4;
@@ -589,6 +599,7 @@ static void *driver_main(void *arg) {
   while (!c->stopping) {
     pthread_mutex_unlock(&c->stop_mu);
     store_retry(c);
+    coord_limits_tick(c, fc_now_ms());
     pthread_mutex_lock(&c->mu);
     /* The privacy budget is a hard limit: no round starts past it, whatever
      * an admin does to the round budget. */
@@ -1053,14 +1064,19 @@ static void upload_settle(upload *up) {
 
 static void upload_refuse_retry(upload *up, fc_scall *call, grpc_status_code code, const char *why,
                                 uint32_t retry_ms) {
-  /* A "come back in N ms" (no staging slot free) judges nothing: not audited. */
-  if (!retry_ms) audit_update(up->c, up, "refused", why, -1);
+  static const int reason[FC_MREF_N] = {FC_RF_INVALID, FC_RF_PRECONDITION, FC_RF_LATE, FC_RF_OTHER, FC_RF_LIMIT,
+                                        FC_RF_OTHER};
   int cls = code == GRPC_STATUS_INVALID_ARGUMENT      ? FC_MREF_INVALID
             : code == GRPC_STATUS_FAILED_PRECONDITION ? FC_MREF_PRECONDITION
             : code == GRPC_STATUS_DEADLINE_EXCEEDED   ? FC_MREF_LATE
             : code == GRPC_STATUS_UNAVAILABLE         ? FC_MREF_BUSY
             : code == GRPC_STATUS_RESOURCE_EXHAUSTED || code == GRPC_STATUS_OUT_OF_RANGE ? FC_MREF_LIMIT
                                                                                           : FC_MREF_OTHER;
+  /* "Busy: come back in N ms" (no staging slot free) judges nothing: not
+   * audited. The rest: an identity's first few per interval in full, then
+   * counts (coord_limits.c), so a flood of refusals cannot fill the disk. */
+  if (cls != FC_MREF_BUSY && coord_refusal_note(up->c, up->client, reason[cls]))
+    audit_update(up->c, up, "refused", why, -1);
   atomic_fetch_add(&up->c->metrics.uploads_refused[cls], 1);
   upload_settle(up);
   FC_WARN(MOD, "upload from %s rejected: %s", up->client, why);
@@ -1930,6 +1946,8 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
              coord_sa_submit_limit(cfg), &fedc__v1__sec_agg_submit_request__descriptor, coord_h_secagg_submit, c);
   set_method(&c->methods[8], "/fedc.v1.Coordinator/SecAggPoll", FC_RPC_UNARY, FC_ROLE_CLIENT, SMALL_MSG,
              &fedc__v1__sec_agg_poll_request__descriptor, coord_h_secagg_poll, c);
+  if ((rc = coord_limits_start(c, err, errlen)) != FEDC_OK) goto fail;
+  coord_limits_wrap(c, c->methods, sizeof c->methods / sizeof *c->methods);
 
   fc_server_opts so;
   fc_server_opts_init(&so);
@@ -2017,6 +2035,7 @@ void fc_coord_stop(fc_coord *c, int grace_ms) {
     store_sync(c);
   }
   coord_http_stop(c); /* after the grace period, in which /readyz said 503 */
+  coord_limits_stop(c); /* the refusal counts so far, before "stop" */
   if (c->audit) {
     fc_audit_append(c->audit, "stop", json_object());
     fc_audit_close(c->audit); /* syncs */

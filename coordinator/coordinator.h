@@ -92,6 +92,18 @@ typedef struct fc_coord_cfg {
   int unmask_threads;         /* mask expansion threads (0 = 2) */
   int audit_log;              /* hash-chained STATE/audit.log (coordinator/audit.h); on by default */
   char metrics_listen[256];   /* host:port of /metrics, /healthz, /readyz (coordinator/metrics.h); "" = off */
+  int metrics_public;         /* allow metrics_listen off loopback (":port" = every address) */
+  int metrics_conns_per_address; /* metrics connections one address may hold (the newest closes its oldest) */
+  int metrics_request_ms;     /* a metrics connection's whole life, however it trickles */
+  /* Per-identity call limits (coord_limits.c) for the methods the engine
+   * does not limit: per second; bursts of a few seconds' worth. */
+  double secagg_poll_rate;    /* SecAggPoll */
+  double call_rate;           /* FetchModel, SecAggSubmit */
+  double admin_rate;          /* Status, Rounds, RoundControl, GetModel */
+  /* The audit log's disk budget (coord_limits.c): past it, or with less
+   * than state_min_free_mib free (0 = 4 x the model + 64 MiB), refusals are
+   * only counted, one record per audit_refusal_interval_ms for everyone. */
+  uint64_t audit_max_mib, state_min_free_mib, audit_refusal_interval_ms;
 } fc_coord_cfg;
 
 void fc_coord_cfg_defaults(fc_coord_cfg *c);

@@ -87,6 +87,8 @@ struct fc_engine {
   fc_round_stats last;
   char abandon_reason[160];
   uint32_t retry_ms; /* of the last RATE_LIMITED verdict */
+  double stranger_tokens; /* the bucket identities without a record share (cfg.stranger_rate) */
+  uint64_t stranger_at;
   int live_dirty;            /* a client became live since the last count */
   int live_short;            /* the last count found too few */
   uint64_t live_counted_at;  /* engine time of the last count (enough_live) */
@@ -139,6 +141,8 @@ void fc_engine_cfg_defaults(fc_engine_cfg *c) {
   c->checkin_rate = 0; /* automatic, from poll_ms */
   c->upload_rate = 0.5;
   c->upload_burst = 10;
+  c->stranger_rate = 1;
+  c->stranger_burst = 10;
   c->secagg = 0;
   c->sa_stage_ms = 30000;
 }
@@ -224,6 +228,7 @@ int fc_engine_create(const fc_engine_cfg *cfg, uint64_t first_round, uint64_t co
   }
   if (e->cfg.checkin_burst < 1) e->cfg.checkin_burst = 20 + 4 * e->cfg.checkin_rate;
   if (e->cfg.upload_burst < 1) e->cfg.upload_burst = 1;
+  if (e->cfg.stranger_burst < 1) e->cfg.stranger_burst = 1;
   e->next_round = first_round ? first_round : 1;
   e->completed = completed;
   e->budget = cfg->rounds;
@@ -380,9 +385,23 @@ static uint64_t client_seed(const fc_engine *e, const char *name) {
   return (e->cfg.seed * 0x9E3779B97F4A7C15ull) ^ (e->round * 0xBF58476D1CE4E5B9ull) ^ hash_name(name);
 }
 
+/* An identity without a record takes from the shared bucket: 1, or 0 with
+ * the wait in e->retry_ms. */
+static int stranger_token(fc_engine *e, uint64_t now) {
+  uint32_t wait = 0;
+  if (take_token(&e->stranger_tokens, &e->stranger_at, e->cfg.stranger_rate, e->cfg.stranger_burst, now, &wait))
+    return 1;
+  e->retry_ms = wait;
+  return 0;
+}
+
 int fc_engine_checkin(fc_engine *e, const char *client, uint64_t now_ms, fc_task_info *task, uint32_t *retry_ms) {
   client_rec *r = find_or_add(e, client);
-  if (!r) return FC_CHECKIN_REFUSED;
+  if (!r) {
+    if (stranger_token(e, now_ms)) return FC_CHECKIN_REFUSED;
+    *retry_ms = e->retry_ms;
+    return FC_CHECKIN_RATE_LIMITED;
+  }
   if (!take_token(&r->checkin_tokens, &r->checkin_at, e->cfg.checkin_rate, e->cfg.checkin_burst, now_ms, retry_ms)) {
     e->retry_ms = *retry_ms;
     return FC_CHECKIN_RATE_LIMITED;
@@ -413,17 +432,20 @@ uint32_t fc_engine_retry_ms(const fc_engine *e) { return e->retry_ms; }
 int fc_engine_upload_begin(fc_engine *e, const char *client, uint64_t round, uint64_t version, uint64_t now_ms) {
   client_rec *r = find(e, client);
   uint32_t wait = 0;
-  if (r && !take_token(&r->upload_tokens, &r->upload_at, e->cfg.upload_rate, e->cfg.upload_burst, now_ms, &wait)) {
+  if (!r) { /* never checked in: it cannot be in a round */
+    if (!stranger_token(e, now_ms)) return FC_UP_RATE_LIMITED;
+    return e->state == upload_state(e) && round != e->round ? FC_UP_WRONG_ROUND : FC_UP_NOT_IN_ROUND;
+  }
+  if (!take_token(&r->upload_tokens, &r->upload_at, e->cfg.upload_rate, e->cfg.upload_burst, now_ms, &wait)) {
     e->retry_ms = wait;
     return FC_UP_RATE_LIMITED;
   }
-  if (r) r->last_seen = now_ms;
-  if (r && round && r->last_done == round) return FC_UP_DUPLICATE;
-  if (e->state != upload_state(e) || !r || r->round != e->round || r->rstate == CR_NONE ||
-      r->rstate == CR_DROPPED) {
-    if (r && r->round == round && r->rstate == CR_DONE) return FC_UP_DUPLICATE;
+  r->last_seen = now_ms;
+  if (round && r->last_done == round) return FC_UP_DUPLICATE;
+  if (e->state != upload_state(e) || r->round != e->round || r->rstate == CR_NONE || r->rstate == CR_DROPPED) {
+    if (r->round == round && r->rstate == CR_DONE) return FC_UP_DUPLICATE;
     if (e->state == upload_state(e) && round != e->round) return FC_UP_WRONG_ROUND;
-    if (e->cfg.secagg && running(e->state) && r && r->round == e->round && round == e->round &&
+    if (e->cfg.secagg && running(e->state) && r->round == e->round && round == e->round &&
         e->state < FC_ENG_SA_MASKED)
       return FC_UP_TOO_EARLY;
     return FC_UP_NOT_IN_ROUND;

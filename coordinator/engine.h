@@ -43,6 +43,10 @@ typedef struct fc_engine_cfg {
    * checkin_rate 0 = automatic: 2 per poll interval, bursts of 20 + 4 s of that. */
   double checkin_rate, checkin_burst;
   double upload_rate, upload_burst;
+  /* Identities without a client record (uploads from one that never
+   * checked in; check-ins once max_clients are known) share one bucket:
+   * none of them can be in a round, so sharing costs nobody a round. */
+  double stranger_rate, stranger_burst;
   /* Secure aggregation: after the advertise stage (round_ms from the start,
    * training included) each stage may stay open sa_stage_ms. */
   int secagg;

@@ -8,16 +8,20 @@
 #include <dirent.h>
 #include <microhttpd.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "common/clock.h"
 #include "common/log.h"
 #include "coordinator/coord_int.h"
+#include "coordinator/http_guard.h"
 #include "fedc/error.h"
 #include "transport/accept_guard.h"
 
@@ -208,6 +212,32 @@ char *coord_metrics_text(fc_coord *c) {
   for (int i = 0; i < FC_MREF_N; i++)
     put(&b, "fedc_uploads_refused_total{reason=\"%s\"} %llu\n", ref_names[i],
         (unsigned long long)atomic_load(&c->metrics.uploads_refused[i]));
+  coord_limits_stats ls;
+  coord_limits_get(c, &ls);
+  head(&b, "fedc_calls_refused_total", "counter",
+       "Calls refused over their identity's rate, by class: secagg_poll, calls (FetchModel, SecAggSubmit), admin.");
+  for (int i = 0; i < COORD_LIM_N; i++)
+    put(&b, "fedc_calls_refused_total{class=\"%s\"} %llu\n", coord_limit_class_name(i),
+        (unsigned long long)ls.refused[i]);
+  head(&b, "fedc_call_limit_identities", "gauge", "Identities with call buckets of their own now.");
+  put(&b, "fedc_call_limit_identities %u\n", ls.identities);
+  if (ls.audit) {
+    head(&b, "fedc_audit_log_bytes", "gauge", "Size of audit.log.");
+    put(&b, "fedc_audit_log_bytes %llu\n", (unsigned long long)ls.audit_bytes);
+    head(&b, "fedc_audit_budget_bytes", "gauge", "The audit log's disk budget (audit_max_mib).");
+    put(&b, "fedc_audit_budget_bytes %llu\n", (unsigned long long)ls.audit_budget);
+    head(&b, "fedc_state_free_bytes", "gauge", "Free space on the state directory's file system.");
+    put(&b, "fedc_state_free_bytes %llu\n", (unsigned long long)ls.free_bytes);
+    head(&b, "fedc_state_free_floor_bytes", "gauge", "Free space the audit log leaves to the store (state_min_free_mib).");
+    put(&b, "fedc_state_free_floor_bytes %llu\n", (unsigned long long)ls.free_floor);
+    head(&b, "fedc_audit_alarm", "gauge",
+         "0 ok; 1 the audit log is past 80% of its budget or free space below twice the floor; 2 past the budget or "
+         "below the floor: refusals are only counted, one record per interval for all identities.");
+    put(&b, "fedc_audit_alarm %d\n", ls.level);
+    head(&b, "fedc_audit_refusals_counted_total", "counter",
+         "Refusals audited as counts (refusals records) instead of one record each.");
+    put(&b, "fedc_audit_refusals_counted_total %llu\n", (unsigned long long)ls.refusals_counted);
+  }
   head(&b, "fedc_round_bytes_received_total", "counter", "Update bytes received in finished rounds.");
   put(&b, "fedc_round_bytes_received_total %llu\n", (unsigned long long)m.bytes_in);
   head(&b, "fedc_round_bytes_sent_total", "counter", "Model bytes sent in finished rounds.");
@@ -231,6 +261,16 @@ char *coord_metrics_text(fc_coord *c) {
     put(&b, "fedc_connections_refused_total{reason=\"per_address\"} %llu\n", (unsigned long long)g.refused_addr);
     put(&b, "fedc_connections_refused_total{reason=\"emfile\"} %llu\n", (unsigned long long)g.dropped_emfile);
   }
+  if (c->http) {
+    uint64_t hc[FC_HG_N];
+    coord_http_closed_counts(c, hc);
+    head(&b, "fedc_http_connections_closed_total", "counter",
+         "Metrics/health HTTP connections the coordinator closed, by rule: per_address, full (the newest "
+         "connection takes the oldest's slot), deadline (open longer than metrics_request_ms).");
+    for (int i = 0; i < FC_HG_N; i++)
+      put(&b, "fedc_http_connections_closed_total{reason=\"%s\"} %llu\n", fc_http_guard_reason_name(i),
+          (unsigned long long)hc[i]);
+  }
   struct rlimit rl;
   long fds = open_fds();
   if (fds >= 0 && getrlimit(RLIMIT_NOFILE, &rl) == 0) {
@@ -252,7 +292,42 @@ char *coord_metrics_text(fc_coord *c) {
   return b.p;
 }
 
-/* ---- HTTP ---- */
+/* ---- HTTP ----------------------------------------------------------------------------
+ * The listener must answer /healthz while anyone who can reach it holds
+ * connections open (a liveness probe that fails gets the coordinator
+ * restarted). libmicrohttpd alone refuses new connections once its limit is
+ * reached, and its idle timeout is reset by every byte: 32 connections
+ * sending a byte every 4 s kept /healthz from ever answering. So:
+ *   - http_guard.c decides which connection to close: per address, in
+ *     total (the newest connection always gets a slot: see http_guard.h), and
+ *     at a deadline for the connection's whole life that traffic does not
+ *     reset. Closing is shutdown(2) on the socket: libmicrohttpd sees the
+ *     end of the stream and closes the connection itself, so the descriptor
+ *     stays its to close. The guard's lock is held from the decision to the
+ *     shutdown, and the close notification takes it before libmicrohttpd
+ *     closes the descriptor, so a reused descriptor is never shut by mistake.
+ *   - A reaper thread enforces the deadlines (libmicrohttpd has no timer of
+ *     ours to run); the rest runs on libmicrohttpd's thread, in its
+ *     connection notifications.
+ *   - Every answer closes its connection (Connection: close): one request
+ *     per connection, so the deadline bounds each request.
+ *   - libmicrohttpd's own limits stay as a backstop above ours (connections
+ *     told to close still count there until it has closed them).
+ * One listener rather than a separate health port: a separate port reachable
+ * by the kubelet is reachable by the same pods, and would need the same
+ * guard; the guard makes the one port safe for both.
+ */
+#define HTTP_MAX_CONNS 32
+#define HTTP_BACKSTOP 16 /* libmicrohttpd's limits sit this far above ours */
+
+typedef struct coord_http {
+  struct MHD_Daemon *d;
+  pthread_mutex_t mu; /* the guard, and every shutdown() of a connection */
+  pthread_cond_t cv;
+  fc_http_guard *guard;
+  pthread_t reaper;
+  int reaper_started, stop;
+} coord_http;
 
 static enum MHD_Result reply(struct MHD_Connection *conn, unsigned code, char *body, int owned, const char *type) {
   struct MHD_Response *r =
@@ -263,6 +338,7 @@ static enum MHD_Result reply(struct MHD_Connection *conn, unsigned code, char *b
   }
   MHD_add_response_header(r, "Content-Type", type);
   MHD_add_response_header(r, "Cache-Control", "no-store");
+  MHD_add_response_header(r, "Connection", "close");
   enum MHD_Result ok = MHD_queue_response(conn, code, r);
   MHD_destroy_response(r);
   return ok;
@@ -300,12 +376,83 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
   return reply(conn, MHD_HTTP_NOT_FOUND, "not found: /metrics, /healthz, /readyz\n", 0, "text/plain");
 }
 
+/* Under h->mu (see the section comment). */
+static void shut(const void *conn) {
+  const union MHD_ConnectionInfo *ci =
+      MHD_get_connection_info((struct MHD_Connection *)conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+  if (ci) shutdown(ci->connect_fd, SHUT_RDWR);
+}
+
+/* The peer's address as bytes (an IPv4-mapped IPv6 address as IPv4). */
+static size_t peer_bytes(struct MHD_Connection *conn, uint8_t out[16]) {
+  const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+  const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+  if (sa && sa->sa_family == AF_INET) {
+    memcpy(out, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+    return 4;
+  }
+  if (sa && sa->sa_family == AF_INET6) {
+    const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+    if (IN6_IS_ADDR_V4MAPPED(a)) {
+      memcpy(out, a->s6_addr + 12, 4);
+      return 4;
+    }
+    memcpy(out, a->s6_addr, 16);
+    return 16;
+  }
+  return 0;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code) {
+  coord_http *h = ((fc_coord *)cls)->http;
+  (void)socket_context;
+  pthread_mutex_lock(&h->mu);
+  if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+    uint8_t addr[16];
+    size_t alen = peer_bytes(conn, addr);
+    const void *victims[2];
+    size_t n = fc_http_guard_open(h->guard, conn, addr, alen, fc_now_ms(), victims);
+    for (size_t i = 0; i < n; i++) shut(victims[i]);
+  } else {
+    fc_http_guard_closed(h->guard, conn);
+  }
+  pthread_mutex_unlock(&h->mu);
+}
+
+static void *reaper_main(void *arg) {
+  coord_http *h = arg;
+  pthread_mutex_lock(&h->mu);
+  while (!h->stop) {
+    const void *gone[16];
+    size_t n;
+    while ((n = fc_http_guard_expired(h->guard, fc_now_ms(), gone, 16)) > 0)
+      for (size_t i = 0; i < n; i++) shut(gone[i]);
+    struct timespec ts;
+    fc_deadline_after_ms(&ts, 100); /* deadlines are seconds: a tenth of one late is fine */
+    pthread_cond_timedwait(&h->cv, &h->mu, &ts);
+  }
+  pthread_mutex_unlock(&h->mu);
+  return NULL;
+}
+
+static int sa_is_loopback(const struct sockaddr *sa) {
+  if (sa->sa_family == AF_INET) return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+  if (sa->sa_family == AF_INET6) {
+    const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+    return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+  }
+  return 0;
+}
+
 int coord_http_start(fc_coord *c, const char *listen, int *port, char *why, size_t whylen) {
   char host[256] = "", portstr[16] = "";
+  int rc = FEDC_ERR_INVALID, pub = c->cfg.metrics_public;
+  struct addrinfo hints, *ai = NULL;
   const char *colon = strrchr(listen, ':');
   if (!colon || colon - listen >= (long)sizeof host || strlen(colon + 1) >= sizeof portstr || !colon[1]) {
     snprintf(why, whylen, "metrics_listen '%s': use host:port, [ipv6]:port or :port", listen);
-    return FEDC_ERR_INVALID;
+    goto out;
   }
   memcpy(host, listen, (size_t)(colon - listen));
   snprintf(portstr, sizeof portstr, "%s", colon + 1);
@@ -313,7 +460,8 @@ int coord_http_start(fc_coord *c, const char *listen, int *port, char *why, size
     memmove(host, host + 1, strlen(host));
     host[strlen(host) - 1] = 0;
   }
-  struct addrinfo hints, *ai = NULL;
+  /* ":port" is every address only for a listener that is public on purpose. */
+  if (!host[0] && !pub) snprintf(host, sizeof host, "127.0.0.1");
   memset(&hints, 0, sizeof hints);
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -321,26 +469,80 @@ int coord_http_start(fc_coord *c, const char *listen, int *port, char *why, size
   int g = getaddrinfo(host[0] ? host : NULL, portstr, &hints, &ai);
   if (g != 0 || !ai) {
     snprintf(why, whylen, "metrics_listen '%s': %s", listen, gai_strerror(g));
-    return FEDC_ERR_INVALID;
+    goto out;
   }
-  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+  if (!pub && !sa_is_loopback(ai->ai_addr)) {
+    snprintf(why, whylen,
+             "metrics_listen '%s' is not a loopback address: /metrics, /healthz and /readyz have no "
+             "authentication; set metrics_public (--metrics-public) to serve them there, and let only the "
+             "scraper and the kubelet reach the port",
+             listen);
+    goto out;
+  }
+  coord_http *h = calloc(1, sizeof *h);
+  fc_http_guard_cfg gc = {HTTP_MAX_CONNS, (uint32_t)c->cfg.metrics_conns_per_address,
+                          (uint64_t)c->cfg.metrics_request_ms};
+  rc = FEDC_ERR_NOMEM;
+  if (!h) goto out;
+  pthread_mutex_init(&h->mu, NULL);
+  pthread_cond_init(&h->cv, NULL);
+  c->http = h; /* coord_http_stop frees it from here on */
+  if ((rc = fc_http_guard_create(&gc, &h->guard)) != FEDC_OK) {
+    snprintf(why, whylen, "metrics listener: %s", fedc_strerror(rc));
+    goto out;
+  }
+  if (pthread_create(&h->reaper, NULL, reaper_main, h) != 0) {
+    snprintf(why, whylen, "metrics listener: cannot start its thread");
+    goto out;
+  }
+  h->reaper_started = 1;
+  /* poll/epoll, not select: the coordinator's descriptors go far past FD_SETSIZE. */
+  unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG;
   if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
-  c->http = MHD_start_daemon(flags, 0, NULL, NULL, on_request, c, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)32, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
-                             MHD_OPTION_END);
-  freeaddrinfo(ai);
-  if (!c->http) {
+  unsigned idle_s = (unsigned)((c->cfg.metrics_request_ms + 999) / 1000);
+  h->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, c, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+                          MHD_OPTION_CONNECTION_LIMIT, (unsigned)(HTTP_MAX_CONNS + HTTP_BACKSTOP),
+                          MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)(gc.per_address + HTTP_BACKSTOP),
+                          MHD_OPTION_CONNECTION_TIMEOUT, idle_s, MHD_OPTION_NOTIFY_CONNECTION, on_connection, c,
+                          MHD_OPTION_END);
+  if (!h->d) {
     snprintf(why, whylen, "metrics_listen '%s': cannot listen (address in use or not ours?)", listen);
-    return FEDC_ERR_IO;
+    rc = FEDC_ERR_IO;
+    goto out;
   }
-  const union MHD_DaemonInfo *di = MHD_get_daemon_info(c->http, MHD_DAEMON_INFO_BIND_PORT);
+  const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
   *port = di ? di->port : 0;
   FC_INFO(MOD, "metrics on http://%s%s%s:%d/metrics (and /healthz, /readyz)", strchr(host, ':') ? "[" : "",
           host[0] ? host : "0.0.0.0", strchr(host, ':') ? "]" : "", *port);
-  return FEDC_OK;
+  rc = FEDC_OK;
+out:
+  if (ai) freeaddrinfo(ai);
+  return rc;
 }
 
 void coord_http_stop(fc_coord *c) {
-  if (c->http) MHD_stop_daemon(c->http);
+  coord_http *h = c->http;
+  if (!h) return;
+  if (h->d) MHD_stop_daemon(h->d); /* closes every connection: the guard hears of each */
+  if (h->reaper_started) {
+    pthread_mutex_lock(&h->mu);
+    h->stop = 1;
+    pthread_cond_signal(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+    pthread_join(h->reaper, NULL);
+  }
+  fc_http_guard_destroy(h->guard);
+  pthread_cond_destroy(&h->cv);
+  pthread_mutex_destroy(&h->mu);
+  free(h);
   c->http = NULL;
+}
+
+void coord_http_closed_counts(fc_coord *c, uint64_t out[FC_HG_N]) {
+  coord_http *h = c->http;
+  for (int i = 0; i < FC_HG_N; i++) out[i] = 0;
+  if (!h) return;
+  pthread_mutex_lock(&h->mu);
+  for (int i = 0; i < FC_HG_N; i++) out[i] = fc_http_guard_closed_by(h->guard, i);
+  pthread_mutex_unlock(&h->mu);
 }

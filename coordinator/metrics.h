@@ -7,9 +7,10 @@
  *   GET /healthz  200 while the process serves HTTP at all
  *   GET /readyz   200 once the state is loaded and the gRPC server and the
  *                 round driver run, 503 while shutting down
- * Off unless metrics_listen is set. Plain HTTP without authentication: it
- * exposes counts and states, never updates, models or names of clients;
- * bind it where only the scraper reaches it.
+ * Off unless metrics_listen is set; on loopback unless metrics_public.
+ * Plain HTTP without authentication: it exposes counts and states, never
+ * updates, models or names of clients; bind it where only the scraper (and
+ * the kubelet) reach it.
  *
  * The counters are atomics bumped from the handlers (no lock on the hot
  * paths); the round-end ones under the coordinator's mu.
@@ -55,11 +56,18 @@ const char *fc_metrics_abandon_name(int cls);
 const char *fc_metrics_refusal_name(int cls);
 
 struct fc_coord;
-/* Start the HTTP listener on host:port ("127.0.0.1:9464", "[::1]:0", ":9464"
- * for every address). The port actually bound is logged and returned in
- * *port. FEDC_OK or FEDC_ERR_INVALID / IO with one line in why. */
+/* Start the HTTP listener on host:port ("127.0.0.1:9464", "[::1]:0"; ":9464"
+ * is loopback). An address that is not loopback is refused unless
+ * cfg.metrics_public (":9464" is then every address). Connections are
+ * limited per address (cfg.metrics_conns_per_address) and in total, and
+ * live at most cfg.metrics_request_ms (metrics.c, http_guard.h). The port
+ * actually bound is logged and returned in *port. FEDC_OK or
+ * FEDC_ERR_INVALID / IO / NOMEM with one line in why; coord_http_stop
+ * cleans up after a failure too. */
 int coord_http_start(struct fc_coord *c, const char *listen, int *port, char *why, size_t whylen);
 void coord_http_stop(struct fc_coord *c);
+/* Connections the listener closed, by rule (FC_HG_*, http_guard.h). */
+void coord_http_closed_counts(struct fc_coord *c, uint64_t out[3]);
 /* The /metrics body (malloc'd, NUL-terminated). */
 char *coord_metrics_text(struct fc_coord *c);
 

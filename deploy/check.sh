@@ -66,4 +66,6 @@ sed 's|path: /readyz|path: /ready|' "$D/k8s.yaml" | python3 check_k8s.py >/dev/n
 sed 's|externalTrafficPolicy: Local|externalTrafficPolicy: Cluster|' "$D/k8s-external.yaml" |
   python3 check_k8s.py --external >/dev/null &&
   { echo "check: check_k8s.py missed an external Service without externalTrafficPolicy Local" >&2; exit 1; }
+grep -v -- '--metrics-public' "$D/k8s.yaml" | python3 check_k8s.py >/dev/null &&
+  { echo "check: check_k8s.py missed a public --metrics-listen without --metrics-public" >&2; exit 1; }
 echo "check: kubernetes manifests OK"

@@ -91,6 +91,9 @@ mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
 for path, name in mounts.items():
     need(name in volumes or name in claims, f"volume mount {path} names no volume or claim '{name}'")
 args = " ".join(c.get("args", []))
+mlisten = next((a.split("=", 1)[1] for a in c.get("args", []) if a.startswith("--metrics-listen=")), "")
+need(not mlisten or mlisten.startswith(("127.", "[::1]", "localhost")) or "--metrics-public" in c.get("args", []),
+     f"--metrics-listen={mlisten} is not loopback: the coordinator refuses it without --metrics-public")
 for flag, mount_kind in (("--pki=", "secret"), ("--state=", "claim"), ("--config=", "configMap")):
     val = next((a[len(flag):] for a in c.get("args", []) if a.startswith(flag)), None)
     need(val is not None, f"coordinator args lack {flag}")

@@ -21,6 +21,13 @@
  *                   vanishes (a dropout at the advertise stage)
  *   call METHOD     one unary call to METHOD (e.g. /fedc.v1.Admin/Status)
  *                   and print its status (role checks)
+ *   flood           never checks in; --count calls each of UploadUpdate (a
+ *                   first message, then the chunk), SecAggPoll, SecAggSubmit
+ *                   and FetchModel as fast as it can, and prints per method
+ *                   the calls, those refused as over a rate
+ *                   (RESOURCE_EXHAUSTED), those answered otherwise, and the
+ *                   seconds it took (the test checks the answered against
+ *                   burst + rate x seconds)
  * One JSON line per step on stdout; exit 0 only if every step got the status
  * it expects.
  */
@@ -33,6 +40,7 @@
 #include <unistd.h>
 
 #include "common/chunk.h"
+#include "common/clock.h"
 #include "common/fileutil.h"
 #include "crypto/sha256.h"
 #include "fedc/error.h"
@@ -384,15 +392,69 @@ static int run_upload_modes(const char *mode, const char *pki, const char *other
   return g_failures ? 1 : 0;
 }
 
+/* One flood call of `method`; its status in st. */
+static void flood_call(const char *method, fc_status *st) {
+  static const float payload[10];
+  static const uint8_t sha[FC_SHA256_LEN];
+  static const fc_model_spec spec = {1, {{"w", FC_DTYPE_F32, 1, {10}}}};
+  ProtobufCMessage *m = NULL;
+  memset(st, 0, sizeof *st);
+  if (strstr(method, "UploadUpdate")) {
+    upload_plan p = {&spec, payload, sizeof payload, sha, 1, 0, 1, 0.5, 0, 0, 0, 0};
+    upload(&p, st);
+  } else if (strstr(method, "SecAggPoll")) {
+    Fedc__V1__SecAggPollRequest req = FEDC__V1__SEC_AGG_POLL_REQUEST__INIT;
+    req.round = 1;
+    fc_call_unary(g_ch, method, &req.base, &fedc__v1__sec_agg_poll_response__descriptor, &m, 10000, st);
+  } else if (strstr(method, "SecAggSubmit")) {
+    Fedc__V1__SecAggSubmitRequest req = FEDC__V1__SEC_AGG_SUBMIT_REQUEST__INIT;
+    req.round = 1;
+    fc_call_unary(g_ch, method, &req.base, &fedc__v1__sec_agg_submit_response__descriptor, &m, 10000, st);
+  } else {
+    Fedc__V1__FetchModelRequest req = FEDC__V1__FETCH_MODEL_REQUEST__INIT;
+    fc_ccall *call = NULL;
+    if (fc_ccall_start(g_ch, method, FC_RPC_SERVER_STREAM, &req.base, 10000, &call, st) == FEDC_OK) {
+      while (fc_ccall_recv(call, &fedc__v1__tensor_stream_msg__descriptor, &m, st) == 1) {
+        protobuf_c_message_free_unpacked(m, NULL);
+        m = NULL;
+      }
+    }
+    fc_ccall_destroy(call);
+  }
+  if (m) protobuf_c_message_free_unpacked(m, NULL);
+}
+
+static int run_flood(int count) {
+  static const char *const methods[] = {"/fedc.v1.Coordinator/UploadUpdate", "/fedc.v1.Coordinator/SecAggPoll",
+                                        "/fedc.v1.Coordinator/SecAggSubmit", "/fedc.v1.Coordinator/FetchModel"};
+  for (size_t k = 0; k < sizeof methods / sizeof *methods; k++) {
+    int limited = 0, answered = 0, failed = 0;
+    uint64_t t0 = fc_now_ms();
+    for (int i = 0; i < count; i++) {
+      fc_status st;
+      flood_call(methods[k], &st);
+      if (st.code == GRPC_STATUS_RESOURCE_EXHAUSTED && st.retry_after_ms > 0) limited++;
+      else if (st.code == GRPC_STATUS_UNAVAILABLE || st.code == GRPC_STATUS_DEADLINE_EXCEEDED) failed++;
+      else answered++;
+    }
+    printf("{\"step\":\"flood\",\"method\":\"%s\",\"calls\":%d,\"limited\":%d,\"answered\":%d,\"failed\":%d,"
+           "\"seconds\":%.3f}\n",
+           methods[k], count, limited, answered, failed, (double)(fc_now_ms() - t0) / 1000.0);
+    fflush(stdout);
+    if (failed) g_failures++;
+  }
+  return g_failures ? 1 : 0;
+}
+
 int main(int argc, char **argv) {
   const char *addr = NULL, *pki = NULL, *name = NULL, *role = "client", *mode = "good", *method = NULL;
   const char *ca = NULL, *cert = NULL, *key = NULL, *proto = NULL, *other = "a"; /* secagg-bad: someone else's certificate */
-  int want = 0, opt;
+  int want = 0, count = 500, opt;
   static const struct option lo[] = {{"coordinator", 1, 0, 'a'}, {"pki", 1, 0, 'p'},    {"name", 1, 0, 'n'},
                                      {"role", 1, 0, 'r'},        {"mode", 1, 0, 'm'},   {"method", 1, 0, 'M'},
                                      {"want", 1, 0, 'w'},        {"ca", 1, 0, 'C'},     {"cert", 1, 0, 'c'},
                                      {"key", 1, 0, 'k'},         {"chunk", 1, 0, 'b'},  {"protocol", 1, 0, 'P'},
-                                     {"other", 1, 0, 'O'},       {0, 0, 0, 0}};
+                                     {"other", 1, 0, 'O'},       {"count", 1, 0, 'N'},  {0, 0, 0, 0}};
   while ((opt = getopt_long(argc, argv, "", lo, NULL)) != -1) {
     switch (opt) {
     case 'a': addr = optarg; break;
@@ -408,6 +470,7 @@ int main(int argc, char **argv) {
     case 'b': g_chunk = (uint32_t)atoi(optarg); break;
     case 'P': proto = optarg; break;
     case 'O': other = optarg; break;
+    case 'N': count = atoi(optarg); break;
     default: return 2;
     }
   }
@@ -445,6 +508,8 @@ int main(int argc, char **argv) {
     if (m) protobuf_c_message_free_unpacked(m, NULL);
     report(method, want, &st);
     rc = g_failures ? 1 : 0;
+  } else if (strcmp(mode, "flood") == 0) {
+    rc = run_flood(count);
   } else {
     rc = run_upload_modes(mode, pki, other);
   }

@@ -376,6 +376,71 @@ static void test_rate_limits(void) {
   fc_engine_destroy(e);
 }
 
+/* Identities without a client record (never checked in, or the table is
+ * full) share one bucket (review #20, finding 5: one that never checked in
+ * got 500 upload refusals in 0.9 s, each written to the audit log). */
+static void test_strangers(void) {
+  fc_engine_cfg cfg;
+  fc_engine_cfg_defaults(&cfg);
+  cfg.min_clients = 2;
+  cfg.cohort_size = 2;
+  cfg.min_updates = 2;
+  cfg.upload_rate = 1;
+  cfg.upload_burst = 2;
+  cfg.stranger_rate = 1;
+  cfg.stranger_burst = 3;
+  fc_engine *e = NULL;
+  CHECK_EQ_INT(fc_engine_create(&cfg, 1, 0, 0, SHA0, &e), FEDC_OK);
+  fc_task_info t;
+  uint32_t retry = 0;
+  CHECK_EQ_INT(fc_engine_checkin(e, "a", 1000, &t, &retry), FC_CHECKIN_WAIT);
+  CHECK_EQ_INT(fc_engine_checkin(e, "b", 1000, &t, &retry), FC_CHECKIN_WAIT);
+  CHECK_EQ_INT(fc_engine_tick(e, 1000), FC_TICK_STARTED);
+  CHECK_EQ_INT(fc_engine_checkin(e, "a", 1001, &t, &retry), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(fc_engine_checkin(e, "b", 1001, &t, &retry), FC_CHECKIN_TRAIN);
+  /* A flood from one stranger: the shared burst, then refusals. */
+  int answered = 0, limited = 0;
+  for (int i = 0; i < 500; i++) {
+    int v = fc_engine_upload_begin(e, "mallory", 1, 0, 1100);
+    answered += v == FC_UP_NOT_IN_ROUND;
+    limited += v == FC_UP_RATE_LIMITED;
+  }
+  CHECK_EQ_INT(answered, 3);
+  CHECK_EQ_INT(limited, 497);
+  CHECK_EQ_INT(fc_engine_retry_ms(e), 1000);
+  /* Another stranger shares it; the cohort does not. */
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "trudy", 1, 0, 1100), FC_UP_RATE_LIMITED);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "a", 1, 0, 1100), FC_UP_OK);
+  CHECK_EQ_INT(fc_engine_upload_commit(e, "a", 1, 10, 0.5, 100, 1200), FC_UP_OK);
+  /* A second later, one more. */
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "trudy", 1, 0, 2100), FC_UP_NOT_IN_ROUND);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "trudy", 1, 0, 2100), FC_UP_RATE_LIMITED);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "b", 1, 0, 2100), FC_UP_OK);
+  CHECK_EQ_INT(fc_engine_upload_commit(e, "b", 1, 10, 0.5, 100, 2200), FC_UP_OK);
+  CHECK_EQ_INT(fc_engine_tick(e, 2300), FC_TICK_AGGREGATE);
+  fc_engine_status st;
+  fc_engine_get_status(e, 2300, &st);
+  CHECK_EQ_INT(st.known, 2); /* strangers get no record */
+  fc_engine_destroy(e);
+
+  /* Check-ins once the table is full share the same bucket. */
+  cfg.max_clients = 1;
+  CHECK_EQ_INT(fc_engine_create(&cfg, 1, 0, 0, SHA0, &e), FEDC_OK);
+  CHECK_EQ_INT(fc_engine_checkin(e, "a", 1000, &t, &retry), FC_CHECKIN_WAIT);
+  int refused = 0;
+  limited = 0;
+  for (int i = 0; i < 100; i++) {
+    int v = fc_engine_checkin(e, i % 2 ? "c" : "d", 1000, &t, &retry);
+    refused += v == FC_CHECKIN_REFUSED;
+    limited += v == FC_CHECKIN_RATE_LIMITED;
+  }
+  CHECK_EQ_INT(refused, 3);
+  CHECK_EQ_INT(limited, 97);
+  CHECK_EQ_INT(retry, 1000);
+  CHECK_EQ_INT(fc_engine_checkin(e, "a", 1000, &t, &retry), FC_CHECKIN_WAIT); /* its own bucket */
+  fc_engine_destroy(e);
+}
+
 static int state_of(fc_engine *e) {
   fc_engine_status st;
   fc_engine_get_status(e, 0, &st);
@@ -442,6 +507,7 @@ static void test_secagg_stages(void) {
 int main(void) {
   test_secagg_stages();
   test_rate_limits();
+  test_strangers();
   test_huge_durations();
   test_restore_and_block();
   test_selection();
