@@ -46,15 +46,15 @@ grep -q '"step":"duplicate".*already uploaded' "$T/probe1.log" || fail "duplicat
 assert_contains "$T/coord.log" "upload from evil rejected"
 # The hostile tensor name: refused naming the rule, and nowhere a raw ESC or
 # a line the peer wrote.
-grep -q '"step":"hostile-name".*not of \[A-Za-z0-9_.-\]' "$T/probe1.log" || fail "hostile name refusal unclear"
 no_forgery() { # FILE WHAT
   if grep -q $'\x1b' "$1"; then fail "$2 holds a raw ESC: $(grep -a -n $'\x1b' "$1" | cat -v)"; fi
   if grep -q '^2026-01-01T00:00:00.000Z INFO  admin: forged' "$1"; then fail "$2 holds the forged line"; fi
 }
 no_forgery "$T/coord.log" "the coordinator's log"
 "$FEDC" audit show --state "$T/state" >"$T/show.txt" || fail "audit show: $(cat "$T/show.txt")"
-grep -q 'not of \[A-Za-z0-9_.-\]' "$T/show.txt" || fail "the hostile name's refusal is not on record"
 no_forgery "$T/show.txt" "fedc audit show"
+grep -q 'not of \[A-Za-z0-9_.-\]' "$T/show.txt" || fail "the hostile name's refusal is not on record"
+grep -q '"step":"hostile-name".*not of \[A-Za-z0-9_.-\]' "$T/probe1.log" || fail "hostile name refusal unclear"
 
 wait_for bash -c "'$FEDC' rounds ${ADMIN[*]} --json | jq -e 'select(.round == 1) | .outcome == \"completed\"' >/dev/null" 30 ||
   fail "round 1 did not complete"
