@@ -31,6 +31,7 @@
 #include "common/manifest.h"
 #include "coordinator/audit.h"
 #include "coordinator/coord_int.h"
+#include "crypto/keyfile.h"
 #include "crypto/sa_crypto.h"
 #include "fedc/error.h"
 
@@ -53,7 +54,7 @@ int coord_sign_init(fc_coord *c, char *err, size_t errlen) {
   }
   int rc;
   if ((rc = read_pem(cfg->signing_cert, "signing certificate", &c->sign_cert, &c->sign_cert_len, err, errlen)) ||
-      (rc = read_pem(cfg->signing_key, "signing key", &c->sign_key, &c->sign_key_len, err, errlen)))
+      (rc = fc_key_file_read(cfg->signing_key, 1u << 20, &c->sign_key, &c->sign_key_len, err, errlen)))
     return rc;
   if (!cfg->ca[0]) {
     snprintf(err, errlen, "model signing needs the federation CA (--ca or --pki) to check the signing certificate");
