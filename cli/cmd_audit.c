@@ -67,9 +67,6 @@ static char *slurp(const char *path, size_t *len) {
   return b;
 }
 
-/* s escaped for the terminal, in a buffer of the caller's. */
-#define SHOWN(buf, s) fc_text_escape(buf, sizeof buf, s, (size_t)-1)
-
 static void print_record(json_t *o) {
   time_t ts = (time_t)(json_integer_value(json_object_get(o, "ts_ms")) / 1000);
   struct tm tm;
@@ -77,7 +74,7 @@ static void print_record(json_t *o) {
   gmtime_r(&ts, &tm);
   strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
   printf("%6lld  %s  %-15s", (long long)json_integer_value(json_object_get(o, "seq")), when,
-         SHOWN(k, json_string_value(json_object_get(o, "kind"))));
+         CLI_SHOWN(k, json_string_value(json_object_get(o, "kind"))));
   const char *key;
   json_t *val;
   json_object_foreach(o, key, val) {
@@ -85,12 +82,12 @@ static void print_record(json_t *o) {
     if (json_is_string(val)) {
       const char *s = json_string_value(val);
       /* Hashes shortened for the table; --json has them whole. */
-      if (strlen(s) == 64 && strspn(s, "0123456789abcdef") == 64) printf(" %s=%.12s", SHOWN(k, key), s);
-      else printf(" %s=%s", SHOWN(k, key), SHOWN(v, s));
+      if (strlen(s) == 64 && strspn(s, "0123456789abcdef") == 64) printf(" %s=%.12s", CLI_SHOWN(k, key), s);
+      else printf(" %s=%s", CLI_SHOWN(k, key), CLI_SHOWN(v, s));
     } else {
       /* Strings inside come out JSON-escaped and ASCII: nothing raw. */
       char *t = json_dumps(val, JSON_ENCODE_ANY | JSON_COMPACT | JSON_ENSURE_ASCII);
-      printf(" %s=%s", SHOWN(k, key), t ? t : "?");
+      printf(" %s=%s", CLI_SHOWN(k, key), t ? t : "?");
       free(t);
     }
   }
@@ -132,7 +129,7 @@ static int show(const char *prog, const char *buf, size_t len, const char *kind,
   if (!ok) {
     char p[sizeof r.problem * 4];
     fprintf(stderr, "%s: the chain is BROKEN at line %llu: %s (records after it not shown)\n", prog,
-            (unsigned long long)r.bad_line, SHOWN(p, r.problem));
+            (unsigned long long)r.bad_line, CLI_SHOWN(p, r.problem));
   }
   return ok ? 0 : 1;
 }
@@ -162,7 +159,7 @@ static int verify(const char *prog, const char *state, const char *path, const c
         cli_print_json(json_pack("{s:s,s:b,s:s}", "file", path, "intact", 0, "problem", err));
       } else {
         char p[sizeof err * 4];
-        printf("%s: a signed manifest does not verify: %s\n", path, SHOWN(p, err));
+        printf("%s: a signed manifest does not verify: %s\n", path, CLI_SHOWN(p, err));
       }
       return 1;
     }
@@ -203,10 +200,10 @@ static int verify(const char *prog, const char *state, const char *path, const c
   char p[sizeof ar.problem * 4];
   if (r->bad_line) {
     printf("%s: BROKEN at line %llu: %s\n  %llu records before it are intact (head %s)\n", path,
-           (unsigned long long)r->bad_line, SHOWN(p, r->problem), (unsigned long long)r->records,
+           (unsigned long long)r->bad_line, CLI_SHOWN(p, r->problem), (unsigned long long)r->records,
            r->records ? r->head : "(none)");
   } else if (ar.problem[0]) {
-    printf("%s: REWRITTEN: %s\n  (the chain itself is consistent: %llu records, head %s)\n", path, SHOWN(p, ar.problem),
+    printf("%s: REWRITTEN: %s\n  (the chain itself is consistent: %llu records, head %s)\n", path, CLI_SHOWN(p, ar.problem),
            (unsigned long long)r->records, r->records ? r->head : "(empty)");
   } else {
     printf("%s: %llu records, chain intact; head %s\n", path, (unsigned long long)r->records,
@@ -234,7 +231,7 @@ int cmd_audit(int argc, char **argv) {
   int is_show = !strcmp(verb, "show");
   if (!is_show && strcmp(verb, "verify") != 0) {
     char v[256];
-    fprintf(stderr, "%s: unknown verb '%s' (verify or show)\n", prog, SHOWN(v, verb));
+    fprintf(stderr, "%s: unknown verb '%s' (verify or show)\n", prog, CLI_SHOWN(v, verb));
     return 2;
   }
   enum { O_STATE = 1, O_JSON, O_KIND, O_LAST, O_HELP, O_PKI, O_CA };
@@ -271,7 +268,7 @@ int cmd_audit(int argc, char **argv) {
   }
   if (kind && !fc_audit_kind_known(kind)) {
     char k[256], list[256];
-    fprintf(stderr, "%s: unknown --kind '%s' (%s)\n", prog, SHOWN(k, kind), fc_audit_kind_list(list, sizeof list));
+    fprintf(stderr, "%s: unknown --kind '%s' (%s)\n", prog, CLI_SHOWN(k, kind), fc_audit_kind_list(list, sizeof list));
     return 2;
   }
   char path[1100];
