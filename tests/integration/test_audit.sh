@@ -11,7 +11,8 @@
 #   2. a restart on the same state: the chain goes on (one log, verified
 #      whole), the clients' certificates are not recorded again, version 2
 #      names version 1 as its parent; a second coordinator on the same state
-#      is refused (it would fork the chain).
+#      is refused (it would fork the chain); a protocol 1.4 client is
+#      refused at check-in (it knows only manifest format 1).
 #      `show --kind model --last 2` gives the last two models (issue 21:
 #      --last was applied before --kind), a misspelt --kind is refused, and
 #      `stop` has start's fields.
@@ -93,6 +94,11 @@ timeout 20 "$FEDC" coordinator --pki "$T/pki" --federation aud --state "$S" --mo
   >/dev/null 2>"$T/second.err" || rc=$?
 [ "$rc" != 0 ] && grep -q "another coordinator is running on this state directory" "$T/second.err" ||
   fail "a second coordinator on the same state: status $rc, $(cat "$T/second.err")"
+# A 1.4 client checks manifests but knows only format 1: refused at check-in.
+"$PROBE" --coordinator "$COORD_ADDR" --pki "$T/pki" --name evil --mode call --method /fedc.v1.Coordinator/CheckIn \
+  --protocol 1.4 --want 9 >"$T/old.json" || fail "a 1.4 client was not refused: $(cat "$T/old.json")"
+grep -q "signed in format 2 (fedc protocol 1.5); the client speaks 1.4" "$T/old.json" ||
+  fail "1.4 refusal unclear: $(cat "$T/old.json")"
 wait_completed 2 || fail "round 2 did not complete after the restart"
 stop_all
 "$FEDC" audit verify --state "$S" >"$T/v2.txt" || fail "verify after the restart: $(cat "$T/v2.txt")"
@@ -176,6 +182,11 @@ jq -e --argjson n "$total" '.intact and .anchors.anchored_by_version == 2 and .a
 anchored=$(jq .anchors.anchored_records "$T/anch.json")
 sed -n "$((anchored + 1))p" "$L" | jq -e '.kind == "model" and .version == 2' >/dev/null ||
   fail "record $((anchored + 1)) (the first unanchored) is not v2's model record"
+# fedc model verify shows the anchor a version carries: record and head.
+"$FEDC" model verify "$S/models/v000002.safetensors" --manifest "$S/models/v000002.manifest" --pki "$T/pki" --json \
+  >"$T/mv.json" || fail "model verify v2: $(cat "$T/mv.json")"
+jq -e --argjson s "$anchored" --arg h "$(sed -n "${anchored}p" "$L" | jq -r .hash)" \
+  '.ok and .audit.records == $s and .audit.head == $h' "$T/mv.json" >/dev/null || fail "model verify: $(cat "$T/mv.json")"
 
 # rechain < LINES > LOG: renumber and re-chain records, as someone with write
 # access to the state directory can (the chain has no key).
