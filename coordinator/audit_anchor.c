@@ -54,6 +54,7 @@ static int cmp_version(const void *x, const void *y) {
 static fc_audit_anchor *by_version(anchor_walk *w, uint64_t version) {
   fc_audit_anchor key;
   key.version = version;
+  if (!w->n) return NULL;
   return bsearch(&key, w->a, w->n, sizeof *w->a, cmp_version);
 }
 
@@ -101,7 +102,7 @@ int fc_audit_check_anchors(const char *buf, size_t len, fc_audit_anchor *a, size
   memset(r, 0, sizeof *r);
   anchor_walk w = {a, n, NULL, 0, 0, r};
   if (n && !(w.by_seq = malloc(n * sizeof *w.by_seq))) return FEDC_ERR_NOMEM;
-  qsort(a, n, sizeof *a, cmp_version);
+  if (n) qsort(a, n, sizeof *a, cmp_version); /* a may be NULL when n is 0 */
   for (size_t i = 0; i < n; i++) {
     a[i].recorded = a[i].matched = 0;
     if (a[i].has_anchor && a[i].seq == 0 && strcmp(a[i].head, zeros) != 0)
@@ -109,7 +110,7 @@ int fc_audit_check_anchors(const char *buf, size_t len, fc_audit_anchor *a, size
     if (a[i].has_anchor && a[i].seq > 0) w.by_seq[w.nseq++] = (seq_ref){a[i].seq, i};
     r->anchors += a[i].has_anchor != 0;
   }
-  qsort(w.by_seq, w.nseq, sizeof *w.by_seq, cmp_seq);
+  if (w.nseq) qsort(w.by_seq, w.nseq, sizeof *w.by_seq, cmp_seq);
   int rc = fc_audit_walk(buf, len, &r->chain, on_record, &w);
   if (rc == FEDC_ERR_NOMEM) goto out;
   /* Anchors past the intact records: cut off, or the log was rebuilt. */
