@@ -97,7 +97,10 @@ void cli_stop_wake(void) {
 
 void cli_print_json(json_t *v) {
   if (!v) return;
-  char *s = json_dumps(v, JSON_COMPACT | JSON_PRESERVE_ORDER);
+  /* ASCII only: jansson escapes C0 controls itself; ENSURE_ASCII also
+   * escapes C1 controls, bidi controls and the rest of non-ASCII text a peer
+   * may have sent, so --json output is as safe on a terminal as the table. */
+  char *s = json_dumps(v, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
   if (s) {
     fputs(s, stdout);
     fputc('\n', stdout);

@@ -14,6 +14,13 @@
 #include <stdio.h>
 #include <jansson.h>
 
+#include "common/log.h"
+
+/* What a peer sent (the coordinator's status details, reasons and names,
+ * a record's fields), escaped for the terminal into buf, an array
+ * (fc_text_escape: no control characters, ESC or invalid UTF-8 reach it). */
+#define CLI_SHOWN(buf, s) fc_text_escape(buf, sizeof buf, s, (size_t)-1)
+
 typedef struct cli_tls {
   char pki[512];
   char name[65];

@@ -171,11 +171,12 @@ static void admin_disconnect(fc_channel *ch) {
 
 static int call_failed(const char *prog, int rc, const fc_status *st, int timeout_ms) {
   /* gRPC's own text for a deadline names no number; say which flag sets it. */
+  char d[4 * sizeof st->detail];
   if (st->code == GRPC_STATUS_DEADLINE_EXCEEDED)
     fprintf(stderr, "%s: %s (no complete answer within %d ms; see --timeout-ms)\n", prog,
-            st->detail[0] ? st->detail : "deadline exceeded", timeout_ms);
+            st->detail[0] ? CLI_SHOWN(d, st->detail) : "deadline exceeded", timeout_ms);
   else
-    fprintf(stderr, "%s: %s\n", prog, st->detail[0] ? st->detail : fedc_strerror(rc));
+    fprintf(stderr, "%s: %s\n", prog, st->detail[0] ? CLI_SHOWN(d, st->detail) : fedc_strerror(rc));
   return 1;
 }
 
@@ -269,8 +270,9 @@ static void status_print(const Fedc__V1__StatusResponse *r, int json) {
   }
   char up[64];
   human_duration(r->uptime_ms, up, sizeof up);
-  printf("federation:      %s\n", r->federation ? r->federation : "");
-  printf("state:           %s%s\n", r->state ? r->state : "", r->paused ? " (paused: no new round starts)" : "");
+  char b[1024]; /* the coordinator's strings, shown escaped */
+  printf("federation:      %s\n", CLI_SHOWN(b, r->federation));
+  printf("state:           %s%s\n", CLI_SHOWN(b, r->state), r->paused ? " (paused: no new round starts)" : "");
   printf("round:           %llu\n", (unsigned long long)r->round);
   printf("updates:         %u of %u selected\n", r->updates_received, r->cohort_size);
   printf("global model:    v%llu, %llu parameters\n", (unsigned long long)r->global_version,
@@ -281,10 +283,10 @@ static void status_print(const Fedc__V1__StatusResponse *r, int json) {
   if (r->round_budget) snprintf(budget, sizeof budget, "%llu", (unsigned long long)r->round_budget);
   printf("rounds:          %llu completed, %llu abandoned, budget %s\n", (unsigned long long)r->rounds_completed,
          (unsigned long long)r->rounds_abandoned, budget);
-  if (r->server_optimizer && r->server_optimizer[0]) printf("server opt:      %s\n", r->server_optimizer);
-  if (r->dp && r->dp[0]) printf("privacy:         %s\n", r->dp);
+  if (r->server_optimizer && r->server_optimizer[0]) printf("server opt:      %s\n", CLI_SHOWN(b, r->server_optimizer));
+  if (r->dp && r->dp[0]) printf("privacy:         %s\n", CLI_SHOWN(b, r->dp));
   if (r->storage_error && r->storage_error[0])
-    printf("storage:         %s (no new round starts until it can be written)\n", r->storage_error);
+    printf("storage:         %s (no new round starts until it can be written)\n", CLI_SHOWN(b, r->storage_error));
   printf("uptime:          %s\n", up);
   printf("protocol:        %s\n", proto);
   fflush(stdout);
@@ -417,13 +419,14 @@ static void rounds_print_table(const Fedc__V1__RoundsResponse *resp) {
     human_bytes(r->bytes_out, out, sizeof out);
     double secs =
         r->ended_unix_ms >= r->started_unix_ms ? (double)(r->ended_unix_ms - r->started_unix_ms) / 1000.0 : 0;
+    char sa[64], o[64], why[1024]; /* outcome and reason: the coordinator's, shown escaped */
     printf("%6llu  %-9s  %7s  %9s  %10llu  %9s  %10s  %10s  %8.1f", (unsigned long long)r->round,
-           r->outcome ? r->outcome : "", ver, clients, (unsigned long long)r->examples, loss, in, out, secs);
-    char sa[64], clip[24] = "-";
+           CLI_SHOWN(o, r->outcome), ver, clients, (unsigned long long)r->examples, loss, in, out, secs);
+    char clip[24] = "-";
     if (r->dp_epsilon > 0) snprintf(clip, sizeof clip, "%.4g", r->dp_clip); /* a round the accountant counted */
     if (dp) printf("  %10s", clip);
     if (secagg) printf("  %-24s", secagg_cell(r, sa, sizeof sa));
-    if (!completed && r->reason && r->reason[0]) printf("  (%s)", r->reason);
+    if (!completed && r->reason && r->reason[0]) printf("  (%s)", CLI_SHOWN(why, r->reason));
     putchar('\n');
   }
   fflush(stdout);
@@ -555,7 +558,8 @@ int cmd_round(int argc, char **argv) {
     json_object_set_new(o, "round_budget", json_u64(resp->round_budget));
     cli_print_json(o);
   } else {
-    printf("%s: state %s, %s, round budget %llu\n", opname, resp->state ? resp->state : "",
+    char b[256];
+    printf("%s: state %s, %s, round budget %llu\n", opname, CLI_SHOWN(b, resp->state),
            resp->paused ? "paused" : "running", (unsigned long long)resp->round_budget);
     fflush(stdout);
   }

@@ -2,9 +2,16 @@
  * cmd_audit.c - `fedc audit verify|show --state DIR`: check the coordinator's
  * hash-chained audit log (coordinator/audit.h) and print its records. Reads
  * the file only (works on a copy, a backup, or a live coordinator's state).
+ * With --pki/--ca, verify also checks the log against the signed manifests
+ * in DIR/models (coordinator/audit_anchor.h): a rewrite before the newest
+ * signed version is detected, the records after it are reported unanchored.
+ *
+ * Everything printed for a human is escaped (fc_text_escape): a record's
+ * strings are whatever a peer put in them.
  */
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,20 +19,30 @@
 
 #include "cli/cli.h"
 #include "cli/cli_common.h"
+#include "common/fileutil.h"
+#include "common/log.h"
 #include "coordinator/audit.h"
+#include "coordinator/audit_anchor.h"
+#include "crypto/pki.h"
 #include "fedc/error.h"
 
 static void usage(FILE *f) {
-  fprintf(f, "Usage: fedc audit verify --state DIR [--json]\n"
+  char kinds[256];
+  fprintf(f, "Usage: fedc audit verify --state DIR [--pki PKI | --ca CA] [--json]\n"
              "       fedc audit show --state DIR [--kind KIND] [--last N] [--json]\n\n"
              "The coordinator's audit log (DIR/audit.log): one hash-chained record per first contact of a\n"
              "certificate, admin action, accepted or refused update, published model version, start and stop.\n"
              "  verify  check the whole chain; report the first broken, missing or reordered record and\n"
-             "          the head hash to keep elsewhere (cutting whole records off the end is only\n"
-             "          detectable against such an anchor). Exit 0 intact, 1 broken, 2 usage/IO.\n"
-             "  show    print the records (contact, admin, update, model, model_failed,\n"
-             "          round_abandoned, start, stop); exit 1 if the chain is broken.\n"
-             "  --json  verify: one JSON object; show: the records as JSON lines\n");
+             "          the head hash. With --pki PKI (PKI/ca.crt) or --ca CA, also check it against the\n"
+             "          signed manifests in DIR/models: each names the log's head when it was signed, so\n"
+             "          a log rewritten (records dropped and re-chained, or cut off) before the newest\n"
+             "          signed version fails; the records after it are reported as not yet anchored.\n"
+             "          Exit 0 intact, 1 broken or rewritten, 2 usage/IO.\n"
+             "  show    print the records, oldest first; exit 1 if the chain is broken.\n"
+             "  --kind KIND  only records of KIND (%s)\n"
+             "  --last N     only the last N records (of KIND, with --kind)\n"
+             "  --json  verify: one JSON object; show: the records as JSON lines\n",
+          fc_audit_kind_list(kinds, sizeof kinds));
 }
 
 static char *slurp(const char *path, size_t *len) {
@@ -53,23 +70,24 @@ static char *slurp(const char *path, size_t *len) {
 static void print_record(json_t *o) {
   time_t ts = (time_t)(json_integer_value(json_object_get(o, "ts_ms")) / 1000);
   struct tm tm;
-  char when[32];
+  char when[32], k[256], v[4 * FC_AUDIT_MAX_LINE + 1];
   gmtime_r(&ts, &tm);
   strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
   printf("%6lld  %s  %-15s", (long long)json_integer_value(json_object_get(o, "seq")), when,
-         json_string_value(json_object_get(o, "kind")));
+         CLI_SHOWN(k, json_string_value(json_object_get(o, "kind"))));
   const char *key;
-  json_t *v;
-  json_object_foreach(o, key, v) {
+  json_t *val;
+  json_object_foreach(o, key, val) {
     if (fc_audit_reserved_key(key)) continue;
-    if (json_is_string(v)) {
-      const char *s = json_string_value(v);
+    if (json_is_string(val)) {
+      const char *s = json_string_value(val);
       /* Hashes shortened for the table; --json has them whole. */
-      if (strlen(s) == 64 && strspn(s, "0123456789abcdef") == 64) printf(" %s=%.12s", key, s);
-      else printf(" %s=%s", key, s);
+      if (strlen(s) == 64 && strspn(s, "0123456789abcdef") == 64) printf(" %s=%.12s", CLI_SHOWN(k, key), s);
+      else printf(" %s=%s", CLI_SHOWN(k, key), CLI_SHOWN(v, s));
     } else {
-      char *t = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
-      printf(" %s=%s", key, t ? t : "?");
+      /* Strings inside come out JSON-escaped and ASCII: nothing raw. */
+      char *t = json_dumps(val, JSON_ENCODE_ANY | JSON_COMPACT | JSON_ENSURE_ASCII);
+      printf(" %s=%s", CLI_SHOWN(k, key), t ? t : "?");
       free(t);
     }
   }
@@ -78,21 +96,129 @@ static void print_record(json_t *o) {
 
 typedef struct show_ctx {
   const char *kind; /* only this kind (NULL: all) */
-  int json;
-  uint64_t skip;    /* records before the --last ones */
+  int json, count;  /* count: only count the matching records */
+  uint64_t matching; /* records of kind (counting pass) */
+  uint64_t skip;     /* matching records before the --last ones */
 } show_ctx;
 
 static int show_one(json_t *rec, const char *line, size_t n, void *ctx) {
   show_ctx *sc = ctx;
+  const char *k = json_string_value(json_object_get(rec, "kind"));
+  if (sc->kind && (!k || strcmp(k, sc->kind) != 0)) return 0;
+  if (sc->count) {
+    sc->matching++;
+    return 0;
+  }
   if (sc->skip) {
     sc->skip--;
     return 0;
   }
-  const char *k = json_string_value(json_object_get(rec, "kind"));
-  if (sc->kind && (!k || strcmp(k, sc->kind) != 0)) return 0;
+  /* The line as written: printable ASCII, or fc_audit_walk refused it. */
   if (sc->json) printf("%.*s\n", (int)n, line);
   else print_record(rec);
   return 0;
+}
+
+static int show(const char *prog, const char *buf, size_t len, const char *kind, unsigned long long last, int json) {
+  fc_audit_report r;
+  show_ctx sc = {kind, json, 1, 0, 0};
+  int ok = fc_audit_walk(buf, len, &r, show_one, &sc) == FEDC_OK; /* count what --kind selects */
+  sc.count = 0;
+  sc.skip = last && last < sc.matching ? sc.matching - last : 0;
+  fc_audit_walk(buf, len, &r, show_one, &sc);
+  if (!ok) {
+    char p[sizeof r.problem * 4];
+    fprintf(stderr, "%s: the chain is BROKEN at line %llu: %s (records after it not shown)\n", prog,
+            (unsigned long long)r.bad_line, CLI_SHOWN(p, r.problem));
+  }
+  return ok ? 0 : 1;
+}
+
+/* verify: the chain, and with a CA the signed manifests' anchors. */
+static int verify(const char *prog, const char *state, const char *path, const char *buf, size_t len,
+                  const char *ca, int json) {
+  fc_anchor_report ar;
+  fc_audit_anchor *anchors = NULL;
+  size_t nman = 0;
+  char err[600] = "", *ca_pem = NULL;
+  size_t ca_len = 0;
+  int rc;
+  if (ca) {
+    if ((rc = fc_read_file(ca, 1u << 20, &ca_pem, &ca_len)) != FEDC_OK) {
+      fprintf(stderr, "%s: cannot read CA certificate %s: %s\n", prog, ca, fedc_strerror(rc));
+      return 2;
+    }
+    rc = fc_audit_load_anchors(state, ca_pem, ca_len, &anchors, &nman, err, sizeof err);
+    free(ca_pem);
+    if (rc != FEDC_OK && rc != FEDC_ERR_SIGNATURE) {
+      fprintf(stderr, "%s: %s\n", prog, err);
+      return 2;
+    }
+    if (rc == FEDC_ERR_SIGNATURE) { /* a manifest that does not verify: the state was tampered with */
+      if (json) {
+        cli_print_json(json_pack("{s:s,s:b,s:s}", "file", path, "intact", 0, "problem", err));
+      } else {
+        char p[sizeof err * 4];
+        printf("%s: a signed manifest does not verify: %s\n", path, CLI_SHOWN(p, err));
+      }
+      return 1;
+    }
+  }
+  if (ca) {
+    rc = fc_audit_check_anchors(buf, len, anchors, nman, &ar);
+  } else {
+    memset(&ar, 0, sizeof ar);
+    rc = fc_audit_verify(buf, len, &ar.chain);
+  }
+  free(anchors);
+  if (rc == FEDC_ERR_NOMEM) {
+    fprintf(stderr, "%s: out of memory\n", prog);
+    return 2;
+  }
+  const fc_audit_report *r = &ar.chain;
+  int ok = rc == FEDC_OK;
+  uint64_t unanchored = r->records - ar.anchored;
+  if (json) {
+    json_t *o = json_pack("{s:s,s:b,s:I,s:s}", "file", path, "intact", ok, "records", (json_int_t)r->records, "head",
+                          r->head);
+    if (r->bad_line) {
+      json_object_set_new(o, "bad_line", json_integer((json_int_t)r->bad_line));
+      json_object_set_new(o, "problem", json_string(r->problem));
+    } else if (ar.problem[0]) {
+      json_object_set_new(o, "problem", json_string(ar.problem));
+    }
+    if (ca)
+      json_object_set_new(o, "anchors",
+                          json_pack("{s:I,s:I,s:I,s:o,s:I}", "signed_manifests", (json_int_t)nman, "with_anchor",
+                                    (json_int_t)ar.anchors, "anchored_records", (json_int_t)ar.anchored,
+                                    "anchored_by_version", ar.anchored ? json_integer((json_int_t)ar.anchored_by)
+                                                                       : json_null(),
+                                    "unanchored_records", (json_int_t)unanchored));
+    cli_print_json(o); /* takes the reference */
+    return ok ? 0 : 1;
+  }
+  char p[sizeof ar.problem * 4];
+  if (r->bad_line) {
+    printf("%s: BROKEN at line %llu: %s\n  %llu records before it are intact (head %s)\n", path,
+           (unsigned long long)r->bad_line, CLI_SHOWN(p, r->problem), (unsigned long long)r->records,
+           r->records ? r->head : "(none)");
+  } else if (ar.problem[0]) {
+    printf("%s: REWRITTEN: %s\n  (the chain itself is consistent: %llu records, head %s)\n", path, CLI_SHOWN(p, ar.problem),
+           (unsigned long long)r->records, r->records ? r->head : "(empty)");
+  } else {
+    printf("%s: %llu records, chain intact; head %s\n", path, (unsigned long long)r->records,
+           r->records ? r->head : "(empty)");
+    if (ca && ar.anchored)
+      printf("  records 1..%llu are anchored by signed manifests (the newest: model v%llu; %zu manifests, %zu with "
+             "an anchor); the last %llu records are not yet covered by a signature\n",
+             (unsigned long long)ar.anchored, (unsigned long long)ar.anchored_by, nman, ar.anchors,
+             (unsigned long long)unanchored);
+    else if (ca)
+      printf("  no record is anchored: %zu signed manifests, %zu with an anchor (format 2); the %llu records are "
+             "not covered by a signature\n",
+             nman, ar.anchors, (unsigned long long)r->records);
+  }
+  return ok ? 0 : 1;
 }
 
 int cmd_audit(int argc, char **argv) {
@@ -102,16 +228,19 @@ int cmd_audit(int argc, char **argv) {
     return argc < 2 ? 2 : 0;
   }
   const char *verb = argv[1];
-  int show = !strcmp(verb, "show");
-  if (!show && strcmp(verb, "verify") != 0) {
-    fprintf(stderr, "%s: unknown verb '%s' (verify or show)\n", prog, verb);
+  int is_show = !strcmp(verb, "show");
+  if (!is_show && strcmp(verb, "verify") != 0) {
+    char v[256];
+    fprintf(stderr, "%s: unknown verb '%s' (verify or show)\n", prog, CLI_SHOWN(v, verb));
     return 2;
   }
-  enum { O_STATE = 1, O_JSON, O_KIND, O_LAST, O_HELP };
+  enum { O_STATE = 1, O_JSON, O_KIND, O_LAST, O_HELP, O_PKI, O_CA };
   static const struct option lo[] = {{"state", required_argument, 0, O_STATE}, {"json", no_argument, 0, O_JSON},
                                      {"kind", required_argument, 0, O_KIND},   {"last", required_argument, 0, O_LAST},
+                                     {"pki", required_argument, 0, O_PKI},     {"ca", required_argument, 0, O_CA},
                                      {"help", no_argument, 0, O_HELP},         {0, 0, 0, 0}};
   const char *state = NULL, *kind = NULL;
+  char ca[PATH_MAX] = "";
   unsigned long long last = 0;
   int json = 0, opt;
   opterr = 0;
@@ -124,13 +253,22 @@ int cmd_audit(int argc, char **argv) {
     case O_LAST:
       if (cli_parse_u64(prog, "--last", optarg, &last)) return 2;
       break;
+    case O_PKI:
+      if (!ca[0]) snprintf(ca, sizeof ca, "%s/%s", optarg, FC_PKI_CA_CERT);
+      break;
+    case O_CA: snprintf(ca, sizeof ca, "%s", optarg); break;
     case 'h':
     case O_HELP: usage(stdout); return 0;
     default: return cli_bad_option(prog, argv, usage);
     }
   }
-  if (!state || optind < argc || (!show && (kind || last))) {
+  if (!state || optind < argc || (!is_show && (kind || last)) || (is_show && ca[0])) {
     usage(stderr);
+    return 2;
+  }
+  if (kind && !fc_audit_kind_known(kind)) {
+    char k[256], list[256];
+    fprintf(stderr, "%s: unknown --kind '%s' (%s)\n", prog, CLI_SHOWN(k, kind), fc_audit_kind_list(list, sizeof list));
     return 2;
   }
   char path[1100];
@@ -141,34 +279,7 @@ int cmd_audit(int argc, char **argv) {
     fprintf(stderr, "%s: cannot read %s: %s\n", prog, path, strerror(errno));
     return 2;
   }
-  fc_audit_report r;
-  int ok = fc_audit_verify(buf, len, &r) == FEDC_OK;
-  if (!show) {
-    if (json) {
-      json_t *o = json_pack("{s:s,s:b,s:I,s:s}", "file", path, "intact", ok, "records", (json_int_t)r.records, "head",
-                            r.head);
-      if (!ok) {
-        json_object_set_new(o, "bad_line", json_integer((json_int_t)r.bad_line));
-        json_object_set_new(o, "problem", json_string(r.problem));
-      }
-      cli_print_json(o); /* takes the reference */
-    } else if (ok) {
-      printf("%s: %llu records, chain intact; head %s\n", path, (unsigned long long)r.records,
-             r.records ? r.head : "(empty)");
-    } else {
-      printf("%s: BROKEN at line %llu: %s\n  %llu records before it are intact (head %s)\n", path,
-             (unsigned long long)r.bad_line, r.problem, (unsigned long long)r.records,
-             r.records ? r.head : "(none)");
-    }
-    free(buf);
-    return ok ? 0 : 1;
-  }
-  /* show: the records (up to the first problem), oldest first. */
-  show_ctx sc = {kind, json, last && last < r.records ? r.records - last : 0};
-  fc_audit_walk(buf, len, &r, show_one, &sc);
-  if (!ok)
-    fprintf(stderr, "%s: the chain is BROKEN at line %llu: %s (records after it not shown)\n", prog,
-            (unsigned long long)r.bad_line, r.problem);
+  int rc = is_show ? show(prog, buf, len, kind, last, json) : verify(prog, state, path, buf, len, ca[0] ? ca : NULL, json);
   free(buf);
-  return ok ? 0 : 1;
+  return rc;
 }

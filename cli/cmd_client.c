@@ -90,7 +90,8 @@ static void on_event(void *ctx, const fedc_event *ev) {
             (unsigned long long)ev->round, (unsigned long long)ev->num_examples, ev->loss, ev->update_norm,
             ev->clip_scale < 1 ? ", clipped" : "");
   } else if (ev->kind == FEDC_EVENT_REJECTED || ev->kind == FEDC_EVENT_RETRY) {
-    fprintf(stderr, "fedc client %s: %s: %s\n", b->name, kind, ev->detail ? ev->detail : "");
+    char d[1024]; /* the coordinator's words */
+    fprintf(stderr, "fedc client %s: %s: %s\n", b->name, kind, CLI_SHOWN(d, ev->detail));
   }
 }
 
@@ -119,8 +120,9 @@ static void *signal_thread(void *arg) {
 static void *host_main(void *arg) {
   hosted *h = arg;
   h->rc = fedc_client_run(h->c);
+  char e[1024];
   if (h->rc != FEDC_OK && h->rc != FEDC_ERR_STOPPED)
-    fprintf(stderr, "fedc client %s: %s\n", h->name, fedc_client_last_error(h->c));
+    fprintf(stderr, "fedc client %s: %s\n", h->name, CLI_SHOWN(e, fedc_client_last_error(h->c)));
   else
     fprintf(stderr, "fedc client %s: %s after %llu rounds\n", h->name, h->rc == FEDC_OK ? "finished" : "stopped",
             (unsigned long long)fedc_client_rounds_done(h->c));

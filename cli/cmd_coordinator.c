@@ -61,6 +61,7 @@
 #include "coordinator/aggregate.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/server_opt.h"
+#include "crypto/keyfile.h"
 #include "crypto/pki.h"
 #include "crypto/sa_crypto.h"
 #include "crypto/sha256.h"
@@ -587,31 +588,24 @@ static void defaults(settings *s) {
 
 /* Settings that only make sense together, once file and flags are merged.
  * 0 or 2 after printing the refusal. */
-/* --model-key-file: 64 hex digits (a trailing newline allowed), not readable
- * by others (group read is allowed: a Kubernetes Secret mounted for fsGroup
- * is 0440 root:group), outside the state directory (a key stored beside what it
- * protects protects nothing). */
+/* --model-key-file: 64 hex digits (a trailing newline allowed), read under
+ * the rule for every private key file (crypto/keyfile.h: nothing for
+ * others, group read only for root's file of our group, as a Kubernetes
+ * Secret with fsGroup), outside the state directory (a key stored beside
+ * what it protects protects nothing). */
 static int load_model_key(settings *s) {
   const char *p = s->model_key_file;
-  struct stat sb;
-  char buf[80] = "";
-  int fd = open(p, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0 || fstat(fd, &sb) != 0) {
-    fprintf(stderr, "fedc coordinator: --model-key-file %s: %s\n", p, strerror(errno));
-    if (fd >= 0) close(fd);
+  char *buf = NULL, err[600];
+  size_t n = 0;
+  int rc = fc_key_file_read(p, 128, &buf, &n, err, sizeof err);
+  if (rc != FEDC_OK && rc != FEDC_ERR_TOO_LARGE) {
+    fprintf(stderr, "fedc coordinator: --model-key-file: %s\n", err);
     return -1;
   }
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (sb.st_mode & 007) {
-    fprintf(stderr, "fedc coordinator: --model-key-file %s: mode %03o lets others read the key; chmod 600 it\n", p,
-            (unsigned)(sb.st_mode & 0777));
-    fc_wipe(buf, sizeof buf);
-    return -1;
-  }
-  if (n > 0 && buf[n - 1] == '\n') buf[--n] = 0;
-  int bad = n != 64 || fc_unhex(buf, s->c.model_key, sizeof s->c.model_key) != FEDC_OK;
-  fc_wipe(buf, sizeof buf);
+  if (rc == FEDC_OK && n > 0 && buf[n - 1] == '\n') buf[--n] = 0;
+  int bad = rc != FEDC_OK || n != 64 || fc_unhex(buf, s->c.model_key, sizeof s->c.model_key) != FEDC_OK;
+  if (buf) fc_wipe(buf, n);
+  free(buf);
   if (bad) {
     fprintf(stderr, "fedc coordinator: --model-key-file %s: expected 64 hex digits (e.g. `openssl rand -hex 32`)\n",
             p);

@@ -4,6 +4,8 @@
  * (common/manifest.h): the manifest (FILE.manifest, as `fedc model get`
  * writes it) is signed by a model-signing certificate (role signer) of the
  * federation CA, and the file's tensors, size and SHA-256 are what it says.
+ * It also shows the audit log anchor a format 2 manifest carries (the
+ * record count and head hash when it was signed; coordinator/audit_anchor.h).
  */
 #include <getopt.h>
 #include <inttypes.h>
@@ -141,6 +143,11 @@ int cmd_model_verify(int argc, char **argv) {
       json_object_set_new(o, "sha256", json_string(hex));
       json_object_set_new(o, "signer", json_string(signer));
       json_object_set_new(o, "created_unix", json_integer((json_int_t)mf.created_unix));
+      /* Format 2: the coordinator's audit log when it signed (`fedc audit verify --pki`). */
+      char ah[FC_SHA256_HEX_LEN];
+      json_object_set_new(o, "audit", mf.has_audit ? json_pack("{s:I,s:s}", "records", (json_int_t)mf.audit_seq, "head",
+                                                               fc_hex(mf.audit_head, FC_SHA256_LEN, ah))
+                                                   : json_null());
     } else {
       json_object_set_new(o, "error", json_string(err));
     }
@@ -148,8 +155,14 @@ int cmd_model_verify(int argc, char **argv) {
   } else if (rc == FEDC_OK) {
     char parent[32] = "none";
     if (mf.has_parent) snprintf(parent, sizeof parent, "v%" PRIu64, mf.parent);
-    printf("OK %s: model v%" PRIu64 " of federation %s (round %" PRIu64 ", parent %s), sha256 %s, signed by %s\n",
-           file, mf.version, mf.federation, mf.round, parent, hex, signer);
+    char anchor[120] = "";
+    if (mf.has_audit) {
+      char ah[FC_SHA256_HEX_LEN];
+      snprintf(anchor, sizeof anchor, "; audit log at record %" PRIu64 " (head %.12s...) when signed", mf.audit_seq,
+               fc_hex(mf.audit_head, FC_SHA256_LEN, ah));
+    }
+    printf("OK %s: model v%" PRIu64 " of federation %s (round %" PRIu64 ", parent %s), sha256 %s, signed by %s%s\n",
+           file, mf.version, mf.federation, mf.round, parent, hex, signer, anchor);
   } else {
     fprintf(stderr, "%s: %s: %s\n", prog, file, err);
   }

@@ -22,6 +22,7 @@
 #include "common/clock.h"
 #include "common/fileutil.h"
 #include "common/log.h"
+#include "crypto/keyfile.h"
 #include "crypto/sa_crypto.h"
 #include "fedc/error.h"
 
@@ -108,6 +109,15 @@ static char *read_pem(const char *path) {
   return buf;
 }
 
+/* Our private key, under the rule for every key file (crypto/keyfile.h;
+ * the channel checked the same file when it was created). */
+static char *read_key_pem(const char *path) {
+  char *buf = NULL, err[300];
+  size_t len = 0;
+  if (!path[0] || fc_key_file_read(path, PEM_MAX, &buf, &len, err, sizeof err) != FEDC_OK) return NULL;
+  return buf;
+}
+
 int rt_secagg_round(fedc_client *c, const Fedc__V1__Task *t, const float *delta, uint64_t examples, double loss,
                     double norm, uint64_t *bytes_out, fc_status *st) {
   const Fedc__V1__SecAggParams *sp = t->secagg;
@@ -139,7 +149,7 @@ int rt_secagg_round(fedc_client *c, const Fedc__V1__Task *t, const float *delta,
   if (stage_ms > 3600000) stage_ms = 3600000;
   uint64_t deadline = t->deadline_unix_ms + 5 * stage_ms;
 
-  char *ca = read_pem(c->ca), *cert = read_pem(c->cert), *key = read_pem(c->key);
+  char *ca = read_pem(c->ca), *cert = read_pem(c->cert), *key = read_key_pem(c->key);
   uint32_t *q = NULL;
   fc_sa_client *sc = NULL;
   Fedc__V1__SecAggPollResponse *in = NULL;

@@ -17,7 +17,7 @@
 #include "common/fileutil.h"
 #include "fedc/error.h"
 
-#define MAGIC "fedc-model-manifest 1"
+#define MAGIC "fedc-model-manifest "
 
 static int fail(char *err, size_t errlen, int rc, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 static int fail(char *err, size_t errlen, int rc, const char *fmt, ...) {
@@ -36,13 +36,19 @@ int fc_manifest_encode(const fc_manifest *m, char **out, size_t *len) {
   if (!b) return FEDC_ERR_NOMEM;
   size_t n = 0;
 #define PUT(...) n += (size_t)snprintf(b + n, cap - n, __VA_ARGS__)
-  PUT(MAGIC "\nfederation %s\nversion %" PRIu64 "\nround %" PRIu64 "\n", m->federation, m->version, m->round);
+  int format = m->format ? m->format : FC_MANIFEST_FORMAT;
+  PUT(MAGIC "%d\nfederation %s\nversion %" PRIu64 "\nround %" PRIu64 "\n", format, m->federation, m->version,
+      m->round);
   if (m->has_parent)
     PUT("parent %" PRIu64 "\nparent-sha256 %s\n", m->parent, fc_hex(m->parent_sha, FC_SHA256_LEN, phex));
   else
     PUT("parent -\nparent-sha256 -\n");
   PUT("sha256 %s\nbytes %" PRIu64 "\n", fc_hex(m->sha, FC_SHA256_LEN, hex), m->bytes);
   PUT("optimizer-sha256 %s\n", m->has_opt ? fc_hex(m->opt_sha, FC_SHA256_LEN, phex) : "-");
+  if (format >= 2 && m->has_audit)
+    PUT("audit %" PRIu64 " %s\n", m->audit_seq, fc_hex(m->audit_head, FC_SHA256_LEN, phex));
+  else if (format >= 2)
+    PUT("audit -\n");
   PUT("created-unix %" PRIu64 "\ntensors %u\n", m->created_unix, m->spec.n);
   for (uint32_t i = 0; i < m->spec.n && i < FC_MODEL_MAX_TENSORS; i++) {
     const fc_tensor_spec *t = &m->spec.t[i];
@@ -86,6 +92,16 @@ static int sha_field(const char *line, const char *key, uint8_t *out) {
   return strncmp(line, key, k) == 0 && line[k] == ' ' && fc_unhex(line + k + 1, out, FC_SHA256_LEN) == FEDC_OK;
 }
 
+/* "audit <seq> <64 hex>" (strictness: the round trip). */
+static int audit_field(const char *line, uint64_t *seq, uint8_t *head) {
+  if (strncmp(line, "audit ", 6) != 0 || line[6] < '0' || line[6] > '9') return 0;
+  char *end;
+  unsigned long long x = strtoull(line + 6, &end, 10);
+  if (*end != ' ' || fc_unhex(end + 1, head, FC_SHA256_LEN) != FEDC_OK) return 0;
+  *seq = x;
+  return 1;
+}
+
 static int tensor_line(const char *line, fc_tensor_spec *t) {
   char name[FC_TENSOR_NAME_MAX + 1], dtype[8], dims[128];
   if (sscanf(line, "tensor %64s %7s %127s", name, dtype, dims) != 3) return 0;
@@ -118,7 +134,8 @@ int fc_manifest_parse(const void *text_, size_t len, fc_manifest *out, char *err
     if (!next_line(text, len, &at, line, sizeof line) || !(cond))                                             \
       return fail(err, errlen, FEDC_ERR_FORMAT, "manifest line %d: expected %s", ln, what);                   \
   } while (0)
-  LINE(strcmp(line, MAGIC) == 0, "\"" MAGIC "\"");
+  LINE(strcmp(line, MAGIC "1") == 0 || strcmp(line, MAGIC "2") == 0, "\"" MAGIC "1\" or \"" MAGIC "2\"");
+  m.format = line[sizeof MAGIC - 1] - '0';
   LINE(strncmp(line, "federation ", 11) == 0 && fc_pki_federation_ok(line + 11), "federation <name>");
   strcpy(m.federation, line + 11);
   LINE(u64_field(line, "version", &m.version), "version <n>");
@@ -130,6 +147,9 @@ int fc_manifest_parse(const void *text_, size_t len, fc_manifest *out, char *err
   LINE(u64_field(line, "bytes", &m.bytes), "bytes <n>");
   LINE(strcmp(line, "optimizer-sha256 -") == 0 || (m.has_opt = sha_field(line, "optimizer-sha256", m.opt_sha)),
        "optimizer-sha256 <hex>|-");
+  if (m.format >= 2)
+    LINE(strcmp(line, "audit -") == 0 || (m.has_audit = audit_field(line, &m.audit_seq, m.audit_head)),
+         "audit <seq> <hex>|-");
   LINE(u64_field(line, "created-unix", &m.created_unix), "created-unix <n>");
   LINE(u64_field(line, "tensors", &ntensors) && ntensors >= 1 && ntensors <= FC_MODEL_MAX_TENSORS,
        "tensors <1..32>");

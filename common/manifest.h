@@ -7,7 +7,7 @@
  * check it before they train; `fedc model verify` checks a downloaded file.
  * The manifest is text, one field per line, in exactly this order:
  *
- *   fedc-model-manifest 1
+ *   fedc-model-manifest 2          (or 1: written before the audit line)
  *   federation <name>
  *   version <n>
  *   round <n>                      round that produced it (0: initial model)
@@ -17,6 +17,9 @@
  *   bytes <n>                      payload size
  *   optimizer-sha256 <64 hex>|-    the server optimizer state saved with the
  *                                  version (the coordinator checks it at start)
+ *   audit <seq> <64 hex>|-         format 2 only: the coordinator's audit log
+ *                                  when it signed: record count and the last
+ *                                  record's hash (- : no audit log)
  *   created-unix <n>
  *   tensors <n>
  *   tensor <name> f32 <d0>[,<d1>...]   n lines, in payload order
@@ -25,6 +28,18 @@
  * space, LF endings, nothing after the last line), so one manifest has one
  * text. What a model must match (fc_manifest_check_model): federation,
  * version, SHA-256, size and tensor specs.
+ *
+ * Format 2 adds the audit line (security review, finding 7): each signed
+ * version anchors the hash-chained audit log up to that record, so a log
+ * rewritten before the last signature no longer verifies against the
+ * manifests (`fedc audit verify --pki`). The format is versioned, not an
+ * optional line in format 1: a manifest signed in format 1 keeps its exact
+ * text and still verifies (old versions, old state directories, a manifest
+ * signed again because its signer expired), within one format every line
+ * is mandatory (the canonical text stays one per manifest), and a verifier
+ * that knows only format 1 (protocol 1.4) fails at line 1 naming the format
+ * instead of somewhere in the middle. The parser reads both; new manifests
+ * are written in format 2.
  */
 #ifndef FEDC_COMMON_MANIFEST_H
 #define FEDC_COMMON_MANIFEST_H
@@ -49,7 +64,13 @@ typedef struct fc_manifest {
   uint8_t opt_sha[FC_SHA256_LEN];
   uint64_t created_unix;
   fc_model_spec spec;
+  int format; /* 1 or 2 (0 when filled by hand: encoded as 2, the current one) */
+  int has_audit; /* format 2: the audit line names a record (else "audit -") */
+  uint64_t audit_seq; /* records in the audit log when signed (0: none yet) */
+  uint8_t audit_head[FC_SHA256_LEN]; /* hash of record audit_seq (zeros if 0) */
 } fc_manifest;
+
+#define FC_MANIFEST_FORMAT 2 /* what fc_manifest_encode writes for format 0 */
 
 /* Text of m in a malloc'd NUL-terminated buffer (*len excludes the NUL). */
 int fc_manifest_encode(const fc_manifest *m, char **out, size_t *len);

@@ -21,7 +21,7 @@ uint64_t fc_model_numel(const fc_model_spec *m) {
   return n;
 }
 
-static int name_ok(const char *s) {
+int fc_tensor_name_ok(const char *s) {
   size_t n = strnlen(s, FC_TENSOR_NAME_MAX);
   if (n == 0 || n >= FC_TENSOR_NAME_MAX) return 0;
   for (size_t i = 0; i < n; i++) {
@@ -41,7 +41,7 @@ int fc_model_spec_check(const fc_model_spec *m, char *err, size_t errlen) {
   uint64_t total = 0;
   for (uint32_t i = 0; i < m->n; i++) {
     const fc_tensor_spec *t = &m->t[i];
-    if (!name_ok(t->name)) {
+    if (!fc_tensor_name_ok(t->name)) {
       snprintf(err, errlen, "tensor %u has an invalid name", i);
       return FEDC_ERR_SHAPE;
     }

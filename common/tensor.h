@@ -41,6 +41,9 @@ typedef struct fc_model_spec {
 /* Element count of one tensor / of the whole model. */
 uint64_t fc_tensor_numel(const fc_tensor_spec *t);
 uint64_t fc_model_numel(const fc_model_spec *m);
+/* 1 if s is a valid tensor name (above). Check it before quoting a name
+ * from the wire or a file in any message. */
+int fc_tensor_name_ok(const char *s);
 /* 0 if the spec keeps the invariants above; else FEDC_ERR_SHAPE with a reason in err. */
 int fc_model_spec_check(const fc_model_spec *m, char *err, size_t errlen);
 /* 1 if both specs have the same names, dtypes and shapes in the same order. */

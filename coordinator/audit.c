@@ -47,6 +47,24 @@ static json_t *parse_line(const char *line, size_t len) {
   return o;
 }
 
+/* Every kind of record the coordinator writes (docs/operations.md). */
+static const char *const kinds[] = {"contact", "admin",           "update", "model", "model_failed",
+                                    "manifest", "round_abandoned", "start",  "stop",  "refusals"};
+
+int fc_audit_kind_known(const char *kind) {
+  for (size_t i = 0; kind && i < sizeof kinds / sizeof *kinds; i++)
+    if (strcmp(kind, kinds[i]) == 0) return 1;
+  return 0;
+}
+
+char *fc_audit_kind_list(char *out, size_t cap) {
+  size_t n = 0;
+  out[0] = 0;
+  for (size_t i = 0; i < sizeof kinds / sizeof *kinds && n < cap; i++)
+    n += (size_t)snprintf(out + n, cap - n, "%s%s", i ? ", " : "", kinds[i]);
+  return out;
+}
+
 int fc_audit_reserved_key(const char *k) {
   return !strcmp(k, "seq") || !strcmp(k, "ts_ms") || !strcmp(k, "kind") || !strcmp(k, "prev") || !strcmp(k, "hash");
 }
@@ -96,6 +114,13 @@ int fc_audit_walk(const char *buf, size_t len, fc_audit_report *r, fc_audit_each
     char claimed[65], actual[65];
     if (n == 0 || n > FC_AUDIT_MAX_LINE || line_hashes(line, n, claimed, actual) != 0)
       return report(r, lineno, "not an audit record");
+    /* The writer escapes everything else (JSON_ENSURE_ASCII): a raw control
+     * byte or non-ASCII text was put there by someone else, and whoever
+     * prints the line (`fedc audit show --json`) must not pass it on. */
+    for (size_t i = 0; i < n; i++)
+      if (line[i] < 0x20 || line[i] > 0x7E)
+        return report(r, lineno, "not an audit record (byte 0x%02x at column %zu: records are printable ASCII)",
+                      (unsigned char)line[i], i + 1);
     json_t *o = parse_line(line, n);
     if (!o) return report(r, lineno, "not an audit record (bad JSON)");
     json_t *seq = json_object_get(o, "seq"), *pv = json_object_get(o, "prev"), *kind = json_object_get(o, "kind");

@@ -72,5 +72,8 @@ typedef int (*fc_audit_each)(json_t *rec, const char *line, size_t n, void *ctx)
 int fc_audit_walk(const char *buf, size_t len, fc_audit_report *r, fc_audit_each each, void *ctx);
 /* Keys every record has, which fields given to fc_audit_append never set. */
 int fc_audit_reserved_key(const char *key);
+/* 1 if kind is one the coordinator writes; the list, comma-separated, in out. */
+int fc_audit_kind_known(const char *kind);
+char *fc_audit_kind_list(char *out, size_t cap);
 
 #endif

@@ -6,6 +6,7 @@
 #ifndef FEDC_COORD_COORD_INT_H
 #define FEDC_COORD_COORD_INT_H
 
+#include <jansson.h>
 #include <pthread.h>
 #include <stdatomic.h>
 
@@ -162,6 +163,11 @@ int coord_manifest_load(fc_coord *c, model_ref *m, const fc_store_model_info *in
 /* The optimizer-state SHA-256 m's manifest vouches for: 1 and *out, or 0 if
  * the manifest names none (or m is unsigned). */
 int coord_manifest_opt_sha(const model_ref *m, uint8_t out[FC_SHA256_LEN]);
+/* The SHA-256 (hex) of m's signed manifest text: 1, or 0 if m is unsigned. */
+int coord_manifest_sha(const model_ref *m, char hex[FC_SHA256_HEX_LEN]);
+/* Add "manifest_sha256" (coord_manifest_sha) to the audit record rec if m is
+ * signed; returns rec (may be NULL). */
+json_t *coord_audit_manifest(json_t *rec, const model_ref *m);
 /* The at-rest key of cfg, or NULL. */
 const fc_store_key *coord_model_key(const fc_coord *c);
 /* The engine's tick said SA_CLOSE: close the stage in the core, advance the

@@ -541,9 +541,11 @@ static int finalize(fc_coord *c, uint64_t *version, uint8_t sha[FC_SHA256_LEN], 
       (rc = coord_sign_version(c, m, es.round, old->sha, has_opt ? opt_sha : NULL, why, whylen)) == FEDC_OK) {
     char hex[FC_SHA256_HEX_LEN], phex[FC_SHA256_HEX_LEN];
     fc_audit_append(c->audit, "model",
-                    json_pack("{s:I,s:I,s:s,s:s,s:I}", "version", (json_int_t)m->version, "round",
-                              (json_int_t)es.round, "parent", fc_hex(old->sha, FC_SHA256_LEN, phex), "sha256",
-                              fc_hex(m->sha, FC_SHA256_LEN, hex), "updates", (json_int_t)count));
+                    coord_audit_manifest(json_pack("{s:I,s:I,s:s,s:s,s:I}", "version", (json_int_t)m->version, "round",
+                                                   (json_int_t)es.round, "parent", fc_hex(old->sha, FC_SHA256_LEN, phex),
+                                                   "sha256", fc_hex(m->sha, FC_SHA256_LEN, hex), "updates",
+                                                   (json_int_t)count),
+                                         m));
     announced = 1;
     rc = fc_store_write_model(c->cfg.state_dir, coord_model_key(c), m->version, es.round, &m->spec, m->data, m->sha,
                               old->sha, why, whylen);
@@ -719,6 +721,11 @@ static void h_checkin(fc_scall *call, void *ctx) {
     snprintf(why, sizeof why, "this federation runs %s (fedc protocol 1.%u); the client speaks 1.%u: upgrade it",
              dp_sa ? "distributed DP" : need == 3 ? "adaptive clipping" : "secure aggregation", need, peer->proto_minor);
     fc_scall_finish(call, GRPC_STATUS_FAILED_PRECONDITION, why, NULL);
+    return;
+  }
+  if (c->sign_key && peer->proto_minor == 4) { /* 1.4 checks manifests, of format 1 only */
+    fc_scall_finish(call, GRPC_STATUS_FAILED_PRECONDITION, "model manifests are signed in format 2 (fedc protocol "
+                    "1.5); the client speaks 1.4 and would refuse every model: upgrade it", NULL);
     return;
   }
   pthread_mutex_lock(&c->mu);
@@ -1778,13 +1785,17 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
     memcpy(data, init_params, bytes);
     fc_sha256(data, bytes, sha);
     char hex[FC_SHA256_HEX_LEN];
-    fc_audit_append(c->audit, "model", json_pack("{s:I,s:I,s:n,s:s,s:I}", "version", (json_int_t)0, "round",
-                                                 (json_int_t)0, "parent", "sha256", fc_hex(sha, FC_SHA256_LEN, hex),
-                                                 "parameters", (json_int_t)fc_model_numel(&spec)));
     v0.spec = spec;
     v0.bytes = bytes;
     memcpy(v0.sha, sha, FC_SHA256_LEN);
-    if ((rc = coord_sign_version(c, &v0, 0, NULL, NULL, err, errlen)) != FEDC_OK ||
+    /* Signed, then announced naming its manifest, then written (finalize's order). */
+    if ((rc = coord_sign_version(c, &v0, 0, NULL, NULL, err, errlen)) == FEDC_OK)
+      fc_audit_append(c->audit, "model",
+                      coord_audit_manifest(json_pack("{s:I,s:I,s:n,s:s,s:I}", "version", (json_int_t)0, "round",
+                                                     (json_int_t)0, "parent", "sha256", fc_hex(sha, FC_SHA256_LEN, hex),
+                                                     "parameters", (json_int_t)fc_model_numel(&spec)),
+                                           &v0));
+    if (rc != FEDC_OK ||
         (rc = fc_store_write_model(cfg->state_dir, coord_model_key(c), 0, 0, &spec, data, sha, NULL, err, errlen)) !=
             FEDC_OK) {
       fc_signed_free(&v0.man);
@@ -2037,7 +2048,12 @@ void fc_coord_stop(fc_coord *c, int grace_ms) {
   coord_http_stop(c); /* after the grace period, in which /readyz said 503 */
   coord_limits_stop(c); /* the refusal counts so far, before "stop" */
   if (c->audit) {
-    fc_audit_append(c->audit, "stop", json_object());
+    char hex[FC_SHA256_HEX_LEN]; /* start's fields as they are now (no model: start failed) */
+    model_ref *m = c->model;
+    fc_audit_append(c->audit, "stop", json_pack("{s:s,s:o,s:o,s:s}", "federation", c->cfg.federation, "version",
+                                                m ? json_integer((json_int_t)m->version) : json_null(), "sha256",
+                                                m ? json_string(fc_hex(m->sha, FC_SHA256_LEN, hex)) : json_null(),
+                                                "aggregator", c->cfg.aggregator));
     fc_audit_close(c->audit); /* syncs */
   }
   if (c->agg) c->agg->ops->destroy(c->agg);

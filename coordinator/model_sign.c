@@ -14,6 +14,12 @@
  * and a manifest whose signer certificate has expired since but which still
  * verifies apart from the date and matches the model (else a federation
  * whose signer expired could never publish again).
+ *
+ * Each manifest (format 2) also names the audit log's record count and head
+ * hash when it is signed, and the record that announces the version names
+ * the manifest's SHA-256 (a `manifest` record when a version is signed
+ * again here): the signatures anchor the unkeyed hash chain
+ * (coordinator/audit_anchor.h, `fedc audit verify --pki`).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,7 +29,9 @@
 #include "common/fileutil.h"
 #include "common/log.h"
 #include "common/manifest.h"
+#include "coordinator/audit.h"
 #include "coordinator/coord_int.h"
+#include "crypto/keyfile.h"
 #include "crypto/sa_crypto.h"
 #include "fedc/error.h"
 
@@ -46,7 +54,7 @@ int coord_sign_init(fc_coord *c, char *err, size_t errlen) {
   }
   int rc;
   if ((rc = read_pem(cfg->signing_cert, "signing certificate", &c->sign_cert, &c->sign_cert_len, err, errlen)) ||
-      (rc = read_pem(cfg->signing_key, "signing key", &c->sign_key, &c->sign_key_len, err, errlen)))
+      (rc = fc_key_file_read(cfg->signing_key, 1u << 20, &c->sign_key, &c->sign_key_len, err, errlen)))
     return rc;
   if (!cfg->ca[0]) {
     snprintf(err, errlen, "model signing needs the federation CA (--ca or --pki) to check the signing certificate");
@@ -122,6 +130,37 @@ static void manifest_of(const fc_coord *c, const model_ref *m, uint64_t round, c
   if (opt_sha) memcpy(mf->opt_sha, opt_sha, FC_SHA256_LEN);
   mf->created_unix = created;
   mf->spec = m->spec;
+  mf->format = FC_MANIFEST_FORMAT;
+  if (c->audit) {
+    /* Records up to here are in the kernel (one write(2) each) before the
+     * signature names them. */
+    char head[65];
+    mf->has_audit = 1;
+    mf->audit_seq = fc_audit_head(c->audit, head);
+    fc_unhex(head, mf->audit_head, FC_SHA256_LEN);
+  }
+}
+
+int coord_manifest_sha(const model_ref *m, char hex[FC_SHA256_HEX_LEN]) {
+  uint8_t d[FC_SHA256_LEN];
+  if (!m->man.msg || fc_sha256(m->man.msg, m->man.msg_len, d) != FEDC_OK) return 0;
+  fc_hex(d, sizeof d, hex);
+  return 1;
+}
+
+json_t *coord_audit_manifest(json_t *rec, const model_ref *m) {
+  char hex[FC_SHA256_HEX_LEN];
+  if (rec && coord_manifest_sha(m, hex)) json_object_set_new(rec, "manifest_sha256", json_string(hex));
+  return rec;
+}
+
+/* A version signed again at start: its new manifest on record. */
+static void audit_resigned(fc_coord *c, const model_ref *m, const char *reason) {
+  char hex[FC_SHA256_HEX_LEN];
+  if (c->audit && coord_manifest_sha(m, hex))
+    fc_audit_append(c->audit, "manifest",
+                    json_pack("{s:I,s:s,s:s}", "version", (json_int_t)m->version, "manifest_sha256", hex, "reason",
+                              reason));
 }
 
 int coord_sign_version(fc_coord *c, model_ref *m, uint64_t round, const uint8_t *parent_sha, const uint8_t *opt_sha,
@@ -160,7 +199,8 @@ int coord_manifest_load(fc_coord *c, model_ref *m, const fc_store_model_info *in
     manifest_of(c, m, info ? info->round : 0, info && info->has_parent ? info->parent_sha : NULL, NULL,
                 info ? info->created_unix : 0, &mf);
     c->adopted = 1;
-    return sign_manifest(c, &mf, m, err, errlen);
+    if ((rc = sign_manifest(c, &mf, m, err, errlen)) == FEDC_OK) audit_resigned(c, m, "adopt-state");
+    return rc;
   }
   if (rc != FEDC_OK) {
     snprintf(err, errlen, "%s", why);
@@ -197,7 +237,8 @@ int coord_manifest_load(fc_coord *c, model_ref *m, const fc_store_model_info *in
     FC_WARN(MOD, "the signer certificate of model v%llu's manifest has expired: signing it again with the current key",
             (unsigned long long)m->version);
     mf.created_unix = (uint64_t)time(NULL);
-    return sign_manifest(c, &mf, m, err, errlen);
+    if ((rc = sign_manifest(c, &mf, m, err, errlen)) == FEDC_OK) audit_resigned(c, m, "signer expired");
+    return rc;
   }
   fc_signed_free(&m->man);
   m->man = s;

@@ -77,6 +77,8 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "crypto/keyfile.h"
+#include "crypto/sa_crypto.h"
 #include "fedc/error.h"
 
 #define PATH_CAP 4096
@@ -382,17 +384,17 @@ static int read_one_cert(const char *path, X509 **out, char *err, size_t errlen)
 }
 
 static int read_key(const char *path, EVP_PKEY **out, char *err, size_t errlen) {
-  BIO *in = BIO_new_file(path, "r");
-  if (!in) {
-    int e = errno;
-    ERR_clear_error();
-    set_err(err, errlen, "cannot open %s: %s", path, strerror(e ? e : ENOENT));
-    return e == ENOENT ? FEDC_ERR_NOT_FOUND : FEDC_ERR_IO;
-  }
+  char *pem = NULL;
+  size_t len = 0;
+  int rc = fc_key_file_read(path, 1u << 20, &pem, &len, err, errlen); /* the one rule for key files */
+  if (rc != FEDC_OK) return rc;
+  BIO *in = BIO_new_mem_buf(pem, (int)len);
   /* The empty-passphrase callback makes an encrypted key fail cleanly instead
    * of prompting on the terminal. */
-  EVP_PKEY *k = PEM_read_bio_PrivateKey(in, NULL, NULL, (void *)"");
+  EVP_PKEY *k = in ? PEM_read_bio_PrivateKey(in, NULL, NULL, (void *)"") : NULL;
   BIO_free(in);
+  fc_wipe(pem, len);
+  free(pem);
   if (!k) {
     ERR_clear_error();
     set_err(err, errlen, "%s: not an unencrypted PEM private key", path);

@@ -20,16 +20,19 @@
 #include <errno.h>
 #include <netdb.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "crypto/keyfile.h"
 #include "fedc/error.h"
 #include "transport/transport.h"
 #include "transport/transport_int.h"
@@ -118,6 +121,22 @@ static void eof_advice(SSL *ssl, char *why, size_t wl) {
 }
 
 /* Returns the fedc_err the probe found (FEDC_OK if it found nothing wrong). */
+
+/* Our key, read under the rule for every private key file (keyfile.h);
+ * 1 if ctx now uses it, as SSL_CTX_use_PrivateKey_file says. */
+static int use_key(SSL_CTX *ctx, const char *path) {
+  char *pem = NULL, err[300];
+  size_t len = 0;
+  if (fc_key_file_read(path, 1 << 20, &pem, &len, err, sizeof err) != FEDC_OK) return 0;
+  BIO *b = BIO_new_mem_buf(pem, (int)len);
+  EVP_PKEY *k = b ? PEM_read_bio_PrivateKey(b, NULL, NULL, (void *)"") : NULL;
+  int ok = k && SSL_CTX_use_PrivateKey(ctx, k) == 1;
+  EVP_PKEY_free(k);
+  BIO_free(b);
+  fc_wipe(pem, len);
+  free(pem);
+  return ok;
+}
 static int probe(const char *target, const char *ca, const char *cert, const char *key, int insecure, char *why,
                  size_t wl) {
   char host[256], port[32], tcpwhy[160] = "connection failed";
@@ -141,7 +160,7 @@ static int probe(const char *target, const char *ca, const char *cert, const cha
   SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
   if (SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1) goto out;
   if (cert && cert[0] && SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) goto out;
-  if (key && key[0] && SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) goto out;
+  if (key && key[0] && use_key(ctx, key) != 1) goto out;
   SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
   static const unsigned char alpn[] = {2, 'h', '2'};
   SSL_CTX_set_alpn_protos(ctx, alpn, sizeof alpn);

@@ -40,8 +40,11 @@ int fc_pb_header_parse(const Fedc__V1__TensorHeader *h, fc_model_spec *spec, cha
   }
   for (size_t i = 0; i < h->n_tensors; i++) {
     const Fedc__V1__TensorSpec *t = h->tensors[i];
-    if (!t->name || strlen(t->name) >= FC_TENSOR_NAME_MAX) {
-      snprintf(err, errlen, "tensor %zu: name missing or longer than %d bytes", i, FC_TENSOR_NAME_MAX - 1);
+    /* The name is checked before any message quotes it: it is the peer's,
+     * and the message goes to the log, the audit log and back in a status. */
+    if (!t->name || !fc_tensor_name_ok(t->name)) {
+      snprintf(err, errlen, "tensor %zu: name missing, longer than %d bytes or not of [A-Za-z0-9_.-]", i,
+               FC_TENSOR_NAME_MAX - 1);
       return FEDC_ERR_SHAPE;
     }
     if (t->n_shape == 0 || t->n_shape > FC_TENSOR_MAX_DIMS) {

@@ -2,7 +2,9 @@
  * tlscheck.c - check our own TLS files before handing them to gRPC, whose
  * only complaint would be a handshake failure logged somewhere else. Each
  * mistake gets its own sentence: unreadable file, not PEM, expired, not
- * issued by this CA, key does not match.
+ * issued by this CA, key does not match, key file others may read (the
+ * private key is read under crypto/keyfile.h's rule, like every key fedc
+ * loads).
  */
 #include <openssl/pem.h>
 #include <stdlib.h>
@@ -12,6 +14,7 @@
 #include <time.h>
 
 #include "common/fileutil.h"
+#include "crypto/keyfile.h"
 #include "crypto/pki.h"
 #include "fedc/error.h"
 #include "transport/transport.h"
@@ -26,8 +29,10 @@ int fc_tls_pem_load(const char *ca, const char *cert, const char *key, fc_tls_pe
   if ((rc = fc_read_file(ca, 1 << 20, &out->ca, &n)) == FEDC_OK) {
     what = "certificate", path = cert;
     if ((rc = fc_read_file(cert, 1 << 20, &out->cert, &n)) == FEDC_OK) {
-      what = "private key", path = key;
-      rc = fc_read_file(key, 1 << 20, &out->key, &out->key_len);
+      if ((rc = fc_key_file_read(key, 1 << 20, &out->key, &out->key_len, err, errlen)) != FEDC_OK) {
+        fc_tls_pem_free(out);
+        return rc;
+      }
     }
   }
   if (rc != FEDC_OK) {
@@ -71,14 +76,17 @@ int fc_tls_check_local(const char *ca, const char *cert, const char *key, char *
     snprintf(err, errlen, "certificate %s does not verify against CA %s: %s", cert, ca, inner);
     return rc;
   }
-  FILE *fc = fopen(cert, "r"), *fk = fopen(key, "r");
+  char *kp = NULL;
+  size_t kl = 0;
+  if ((rc = fc_key_file_read(key, 1 << 20, &kp, &kl, err, errlen)) != FEDC_OK) return rc;
+  FILE *fc = fopen(cert, "r");
+  BIO *kb = BIO_new_mem_buf(kp, (int)kl);
   X509 *x = fc ? PEM_read_X509(fc, NULL, NULL, NULL) : NULL;
-  EVP_PKEY *pk = fk ? PEM_read_PrivateKey(fk, NULL, NULL, NULL) : NULL;
-  rc = FEDC_OK;
-  if (!fk) {
-    snprintf(err, errlen, "cannot open private key %s", key);
-    rc = FEDC_ERR_IO;
-  } else if (!pk) {
+  EVP_PKEY *pk = kb ? PEM_read_bio_PrivateKey(kb, NULL, NULL, (void *)"") : NULL;
+  BIO_free(kb);
+  fc_wipe(kp, kl);
+  free(kp);
+  if (!pk) {
     snprintf(err, errlen, "%s is not a PEM private key", key);
     rc = FEDC_ERR_TLS;
   } else if (!x || X509_check_private_key(x, pk) != 1) {
@@ -88,6 +96,5 @@ int fc_tls_check_local(const char *ca, const char *cert, const char *key, char *
   X509_free(x);
   EVP_PKEY_free(pk);
   if (fc) fclose(fc);
-  if (fk) fclose(fk);
   return rc;
 }

@@ -37,10 +37,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 }
 
 void fuzz_seed(uint8_t **data, size_t *size) {
-  static const char s[] = "fedc-model-manifest 1\nfederation fed\nversion 5\nround 5\nparent 4\n"
+  /* Format 2 (with the audit line); format 1 is one byte and one line away. */
+  static const char s[] = "fedc-model-manifest 2\nfederation fed\nversion 5\nround 5\nparent 4\n"
                           "parent-sha256 abababababababababababababababababababababababababababababababab\n"
                           "sha256 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\nbytes 24\n"
-                          "optimizer-sha256 -\ncreated-unix 1700000000\ntensors 1\ntensor fc1.weight f32 2,3\n";
+                          "optimizer-sha256 -\naudit 17 cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd\n"
+                          "created-unix 1700000000\ntensors 1\ntensor fc1.weight f32 2,3\n";
   *size = sizeof s - 1;
   *data = malloc(*size);
   memcpy(*data, s, *size);

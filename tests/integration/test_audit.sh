@@ -11,10 +11,23 @@
 #   2. a restart on the same state: the chain goes on (one log, verified
 #      whole), the clients' certificates are not recorded again, version 2
 #      names version 1 as its parent; a second coordinator on the same state
-#      is refused (it would fork the chain).
+#      is refused (it would fork the chain); a protocol 1.4 client is
+#      refused at check-in (it knows only manifest format 1).
+#      `show --kind model --last 2` gives the last two models (issue 21:
+#      --last was applied before --kind), a misspelt --kind is refused, and
+#      `stop` has start's fields.
 #   3. tampering with copies: an edited record, two records swapped, one
 #      removed, the file cut mid-record: `fedc audit verify` exits 1 and names
 #      the line; the coordinator refuses to start on the edited copy.
+#   4. anchoring (security review, finding 7): every version's signed
+#      manifest names the log's head when it was signed and the model record
+#      names the manifest: `verify --pki` passes and reports the records
+#      after the newest signature as unanchored. The review's rewrite (records
+#      dropped, the rest re-chained) passes the chain check alone and fails
+#      `verify --pki` naming the record; so does a log cut before the newest
+#      anchor.
+#   5. a crafted record with a newline and ESC in a field (the chain is
+#      unkeyed: anyone can write one): `show` prints them escaped.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
 . "$(dirname "$0")/_data.sh"
@@ -81,6 +94,11 @@ timeout 20 "$FEDC" coordinator --pki "$T/pki" --federation aud --state "$S" --mo
   >/dev/null 2>"$T/second.err" || rc=$?
 [ "$rc" != 0 ] && grep -q "another coordinator is running on this state directory" "$T/second.err" ||
   fail "a second coordinator on the same state: status $rc, $(cat "$T/second.err")"
+# A 1.4 client checks manifests but knows only format 1: refused at check-in.
+"$PROBE" --coordinator "$COORD_ADDR" --pki "$T/pki" --name evil --mode call --method /fedc.v1.Coordinator/CheckIn \
+  --protocol 1.4 --want 9 >"$T/old.json" || fail "a 1.4 client was not refused: $(cat "$T/old.json")"
+grep -q "signed in format 2 (fedc protocol 1.5); the client speaks 1.4" "$T/old.json" ||
+  fail "1.4 refusal unclear: $(cat "$T/old.json")"
 wait_completed 2 || fail "round 2 did not complete after the restart"
 stop_all
 "$FEDC" audit verify --state "$S" >"$T/v2.txt" || fail "verify after the restart: $(cat "$T/v2.txt")"
@@ -98,6 +116,19 @@ v2parent=$(jq -s -r '.[] | select(.kind == "model" and .version == 2) | .parent'
 [ "$("$FEDC" audit show --state "$S" --last 3 --json | wc -l)" = 3 ] || fail "show --last 3"
 "$FEDC" audit show --state "$S" --kind model >"$T/models.txt"
 [ "$(wc -l <"$T/models.txt")" = 3 ] || fail "show --kind model: $(cat "$T/models.txt")"
+
+# --last counts the records --kind selects; a misspelt kind is refused.
+"$FEDC" audit show --state "$S" --kind model --last 2 --json >"$T/last2.jsonl"
+jq -s -e 'map(.version) == [1, 2]' "$T/last2.jsonl" >/dev/null ||
+  fail "show --kind model --last 2: $(cat "$T/last2.jsonl")"
+rc=0
+"$FEDC" audit show --state "$S" --kind updte >"$T/kind.out" 2>"$T/kind.err" || rc=$?
+[ "$rc" = 2 ] && grep -q "unknown --kind 'updte' (contact, admin, update, " "$T/kind.err" ||
+  fail "--kind updte: status $rc, $(cat "$T/kind.err" "$T/kind.out")"
+# stop has the fields docs/operations.md lists for start and stop.
+jq -s -e 'map(select(.kind == "stop")) | length == 2 and all(.federation == "aud" and .aggregator == "fedavg" and
+  (.sha256 | length) == 64) and map(.version) == [1, 2]' "$T/a2.jsonl" >/dev/null ||
+  fail "stop records: $(grep '"stop"' "$T/a2.jsonl")"
 
 # ---- 3. tampering ----
 L=$S/audit.log
@@ -130,5 +161,86 @@ timeout 20 "$FEDC" coordinator --pki "$T/pki" --federation aud --state "$T/edite
   --listen 127.0.0.1:0 >/dev/null 2>"$T/edited-start.err" || rc=$?
 [ "$rc" != 0 ] && grep -q "audit log .* is broken at line $ln" "$T/edited-start.err" ||
   fail "coordinator started on a tampered audit log (status $rc): $(cat "$T/edited-start.err")"
-echo "audit: $(wc -l <"$L") records over two runs; edits, swaps, removals and cuts detected"
+
+# ---- 4. anchoring: the signed manifests against the log ----
+# Each model record names its manifest; each manifest names the head before it.
+jq -s -e '[.[] | select(.kind == "model")] | length == 3 and all((.manifest_sha256 | length) == 64)' "$T/a2.jsonl" \
+  >/dev/null || fail "model records without manifest_sha256: $(grep '"model"' "$T/a2.jsonl")"
+manifest_text() { sed -n '/BEGIN FEDC SIGNED MESSAGE/,/END FEDC SIGNED MESSAGE/p' "$1" | sed '1d;$d' | base64 -d; }
+manifest_text "$S/models/v000002.manifest" | grep -q '^audit [0-9]* [0-9a-f]\{64\}$' ||
+  fail "v2's manifest has no audit line: $(manifest_text "$S/models/v000002.manifest")"
+"$FEDC" audit verify --state "$S" --pki "$T/pki" >"$T/anch.txt" || fail "verify --pki: $(cat "$T/anch.txt")"
+grep -q "anchored by signed manifests (the newest: model v2; 3 manifests, 3 with an anchor)" "$T/anch.txt" ||
+  fail "verify --pki: $(cat "$T/anch.txt")"
+total=$(wc -l <"$L")
+"$FEDC" audit verify --state "$S" --pki "$T/pki" --json >"$T/anch.json"
+jq -e --argjson n "$total" '.intact and .anchors.anchored_by_version == 2 and .anchors.signed_manifests == 3 and
+  .anchors.anchored_records > 1 and .anchors.unanchored_records >= 2 and
+  .anchors.anchored_records + .anchors.unanchored_records == $n' "$T/anch.json" >/dev/null ||
+  fail "verify --pki --json: $(cat "$T/anch.json")"
+# The records after the newest anchor are v2's model record onwards.
+anchored=$(jq .anchors.anchored_records "$T/anch.json")
+sed -n "$((anchored + 1))p" "$L" | jq -e '.kind == "model" and .version == 2' >/dev/null ||
+  fail "record $((anchored + 1)) (the first unanchored) is not v2's model record"
+# fedc model verify shows the anchor a version carries: record and head.
+"$FEDC" model verify "$S/models/v000002.safetensors" --manifest "$S/models/v000002.manifest" --pki "$T/pki" --json \
+  >"$T/mv.json" || fail "model verify v2: $(cat "$T/mv.json")"
+jq -e --argjson s "$anchored" --arg h "$(sed -n "${anchored}p" "$L" | jq -r .hash)" \
+  '.ok and .audit.records == $s and .audit.head == $h' "$T/mv.json" >/dev/null || fail "model verify: $(cat "$T/mv.json")"
+
+# rechain < LINES > LOG: renumber and re-chain records, as someone with write
+# access to the state directory can (the chain has no key).
+rechain() {
+  python3 -c '
+import hashlib, json, sys
+prev = "0" * 64
+for seq, line in enumerate(sys.stdin, 1):
+    rec = json.loads(line)
+    del rec["hash"], rec["prev"]
+    rec["seq"] = seq
+    rec["prev"] = prev
+    body = json.dumps(rec, separators=(",", ":"))[:-1]
+    prev = hashlib.sha256(body.encode()).hexdigest()
+    sys.stdout.write(body + ",\"hash\":\"" + prev + "\"}\n")
+'
+}
+# The review's rewrite: keep 2 records at each end, drop the rest, re-chain.
+tamper rechained
+{ head -n 2 "$L"; tail -n 3 "$L"; } | rechain >"$C"
+"$FEDC" audit verify --state "$T/rechained" >"$T/rechained.txt" || fail "re-chained log: $(cat "$T/rechained.txt")"
+assert_contains "$T/rechained.txt" "5 records, chain intact" # the chain alone cannot tell
+rc=0
+"$FEDC" audit verify --state "$T/rechained" --pki "$T/pki" >"$T/rechained.txt" || rc=$?
+[ "$rc" = 1 ] && grep -q "REWRITTEN: .*was rewritten\|REWRITTEN: .*has only 5 records" "$T/rechained.txt" ||
+  fail "re-chained log with --pki: status $rc, $(cat "$T/rechained.txt")"
+# Cut off before v2's anchor (whole records, a valid shorter chain).
+tamper shortened
+head -n $((anchored - 1)) "$L" >"$C"
+"$FEDC" audit verify --state "$T/shortened" >/dev/null || fail "a shortened log is still a valid chain"
+rc=0
+"$FEDC" audit verify --state "$T/shortened" --pki "$T/pki" --json >"$T/shortened.json" || rc=$?
+[ "$rc" = 1 ] && jq -e --argjson s "$anchored" '(.intact | not) and (.problem | test("anchors record \($s) but the log has only"))' \
+  "$T/shortened.json" >/dev/null || fail "shortened log with --pki: status $rc, $(cat "$T/shortened.json")"
+# A signed manifest under another version's name is named.
+tamper badman
+cp "$T/badman/models/v000001.manifest" "$T/badman/models/v000002.manifest"
+rc=0
+"$FEDC" audit verify --state "$T/badman" --pki "$T/pki" >"$T/badman.txt" || rc=$?
+[ "$rc" = 1 ] && grep -q "v000002.manifest: it is the manifest of model v1" "$T/badman.txt" ||
+  fail "v1's manifest as v2's: status $rc, $(cat "$T/badman.txt")"
+
+# ---- 5. what a record says is shown escaped ----
+tamper crafted
+python3 -c '
+import json, sys
+rec = json.loads(open(sys.argv[1]).readline())
+rec["reason"] = "x\n2026-01-01T00:00:00.000Z INFO  admin: forged line\x1b[31m\u009b"
+print(json.dumps(rec, separators=(",", ":")))
+' "$L" | rechain >"$C"
+"$FEDC" audit show --state "$T/crafted" >"$T/crafted.txt" || fail "show crafted: $(cat "$T/crafted.txt")"
+[ "$(wc -l <"$T/crafted.txt")" = 1 ] || fail "a record's newline started a line: $(cat -v "$T/crafted.txt")"
+if grep -q $'\x1b\|\xc2\x9b' "$T/crafted.txt"; then fail "show printed a raw ESC or CSI: $(cat -v "$T/crafted.txt")"; fi
+grep -qF 'reason=x\n2026-01-01T00:00:00.000Z INFO  admin: forged line\x1b[31m\u009b' "$T/crafted.txt" ||
+  fail "show: $(cat -v "$T/crafted.txt")"
+echo "audit: $(wc -l <"$L") records over two runs, $anchored anchored by signed manifests; edits, swaps, removals, cuts and re-chaining detected"
 echo "PASS audit"

@@ -2,7 +2,9 @@
 # Every rejection the coordinator owes a bad update, over the real wire, while
 # the round goes on for everyone else: wrong round, wrong model version, wrong
 # shape, NaN, Inf, L2 norm over the clip norm, SHA-256 mismatch, stream that
-# ends early, oversized message, zero examples, duplicate upload. Then a
+# ends early, oversized message, zero examples, a tensor name with a newline,
+# a forged log line and an ESC (neither the coordinator's log nor `fedc audit
+# show` may print them raw: security review, finding 6), duplicate upload. Then a
 # client SIGKILLed in the middle of its upload: the round still completes
 # with the others at its deadline.
 set -euo pipefail
@@ -32,7 +34,7 @@ for i in 0 1; do
 done
 wait "$PROBE1" || fail "a rejection did not get its status: $(grep '"ok":false' "$T/probe1.log")"
 for step in wrong-round wrong-version wrong-shape nan inf over-clip-norm hash-mismatch ends-early \
-            tiny-chunks oversize-message zero-examples good-upload duplicate; do
+            tiny-chunks oversize-message zero-examples hostile-name good-upload duplicate; do
   grep -q "\"step\":\"$step\".*\"ok\":true" "$T/probe1.log" || fail "step $step missing or wrong"
 done
 # Each refusal names its reason.
@@ -42,6 +44,17 @@ grep -q '"step":"wrong-shape".*fc1.weight' "$T/probe1.log" || fail "shape refusa
 grep -q '"step":"ends-early".*ended early' "$T/probe1.log" || fail "short stream refusal unclear"
 grep -q '"step":"duplicate".*already uploaded' "$T/probe1.log" || fail "duplicate refusal unclear"
 assert_contains "$T/coord.log" "upload from evil rejected"
+# The hostile tensor name: refused naming the rule, and nowhere a raw ESC or
+# a line the peer wrote.
+no_forgery() { # FILE WHAT
+  if grep -q $'\x1b' "$1"; then fail "$2 holds a raw ESC: $(grep -a -n $'\x1b' "$1" | cat -v)"; fi
+  if grep -q '^2026-01-01T00:00:00.000Z INFO  admin: forged' "$1"; then fail "$2 holds the forged line"; fi
+}
+no_forgery "$T/coord.log" "the coordinator's log"
+"$FEDC" audit show --state "$T/state" >"$T/show.txt" || fail "audit show: $(cat "$T/show.txt")"
+no_forgery "$T/show.txt" "fedc audit show"
+grep -q 'not of \[A-Za-z0-9_.-\]' "$T/show.txt" || fail "the hostile name's refusal is not on record"
+grep -q '"step":"hostile-name".*not of \[A-Za-z0-9_.-\]' "$T/probe1.log" || fail "hostile name refusal unclear"
 
 wait_for bash -c "'$FEDC' rounds ${ADMIN[*]} --json | jq -e 'select(.round == 1) | .outcome == \"completed\"' >/dev/null" 30 ||
   fail "round 1 did not complete"

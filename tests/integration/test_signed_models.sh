@@ -220,7 +220,7 @@ openssl rand -hex 32 >"$T/model.key"
 chmod 644 "$T/model.key"
 if "$FEDC" coordinator --listen 127.0.0.1:0 --pki "$T/pki" --state "$T/state3" "${FED[@]}" \
   --model-key-file "$T/model.key" 2>"$T/keymode.err"; then fail "a world-readable key file was accepted"; fi
-assert_contains "$T/keymode.err" "lets others read the key"
+assert_contains "$T/keymode.err" "has mode 0644: other users may read it; chmod 600"
 chmod 600 "$T/model.key"
 mkdir -p "$T/state3" && cp "$T/model.key" "$T/state3/k" && chmod 600 "$T/state3/k"
 if "$FEDC" coordinator --listen 127.0.0.1:0 --pki "$T/pki" --state "$T/state3" "${FED[@]}" \

@@ -2,6 +2,7 @@
 # Mutual TLS at the edges, with real processes on 127.0.0.1: a certificate
 # from another CA, no certificate at all, a client that does not trust the
 # coordinator, an unreachable coordinator, plaintext refused off loopback,
+# private key files others or the group may read refused at start,
 # a 64 MiB model streamed both ways with its hash verified, and a connection
 # flood against a coordinator with a tiny fd limit that it survives.
 set -euo pipefail
@@ -63,6 +64,28 @@ grep -q "unreachable" "$T/unreach.err" || fail "unreachable message unclear: $(c
 "$FEDC" coordinator --insecure-for-testing --listen 0.0.0.0:0 --state "$T/s2" 2>"$T/insecure.err" &&
   fail "insecure mode accepted a non-loopback address"
 grep -q "refused on non-loopback" "$T/insecure.err" || fail "insecure refusal unclear: $(cat "$T/insecure.err")"
+
+# Private key files (security review, finding 8): one rule for every key the
+# programs load. A TLS key of mode 0644, a signing key its group may read and
+# a client key of mode 0604 are each refused at start with one line that
+# names the file and the fix.
+cp -a "$T/pki" "$T/loose"
+chmod 644 "$T/loose/coordinator.key"
+keyrefused() { # WHAT ERRFILE TEXT: TEXT on one line of ERRFILE
+  grep -qF -- "$3" "$2" || fail "$1: $(cat "$2")"
+}
+if timeout 20 "$FEDC" coordinator --pki "$T/loose" --federation itest --state "$T/s3" --model 784-10 \
+  --listen 127.0.0.1:0 2>"$T/loose.err"; then fail "a coordinator TLS key of mode 0644 was accepted"; fi
+keyrefused "0644 TLS key" "$T/loose.err" "fedc coordinator: private key $T/loose/coordinator.key has mode 0644: other users may read it; chmod 600 $T/loose/coordinator.key"
+chmod 600 "$T/loose/coordinator.key"
+chmod 640 "$T/loose/signer-coordinator.key"
+if timeout 20 "$FEDC" coordinator --pki "$T/loose" --federation itest --state "$T/s3" --model 784-10 \
+  --listen 127.0.0.1:0 2>"$T/loose.err"; then fail "a signing key of mode 0640 was accepted"; fi
+keyrefused "0640 signing key" "$T/loose.err" "fedc coordinator: private key $T/loose/signer-coordinator.key has mode 0640: its group"
+chmod 604 "$T/loose/admin-root.key"
+"$FEDC" status --coordinator 127.0.0.1:1 --pki "$T/loose" --name root 2>"$T/loose.err" &&
+  fail "an admin key of mode 0604 was used"
+keyrefused "0604 admin key" "$T/loose.err" "fedc status: private key $T/loose/admin-root.key has mode 0604: other users may read it"
 
 # 64 MiB each way: the probe fetches the model (hash checked against the task)
 # and uploads a 67 MB update (hash checked by the coordinator), 1 MiB chunks.

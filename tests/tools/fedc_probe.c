@@ -5,8 +5,10 @@
  * until selected, fetches the model, and then does what --mode says:
  *   good            upload a valid zero delta; expect OK
  *   rejections      send every kind of bad upload, each in its own stream,
- *                   and check the coordinator's status for each; then a
- *                   valid upload (OK) and a second one (ALREADY_EXISTS)
+ *                   and check the coordinator's status for each (one names
+ *                   a tensor "w\n<timestamp> INFO  admin: forged line\x1b[31m",
+ *                   a forged log line and a raw ESC); then a valid upload
+ *                   (OK) and a second one (ALREADY_EXISTS)
  *   die-mid-upload  send the header and half the chunks, then SIGKILL itself
  *   poison          against a coordinator on its default settings: updates
  *                   of 1e30 and 3e38, a negative train_loss (each refused),
@@ -378,6 +380,17 @@ static int run_upload_modes(const char *mode, const char *pki, const char *other
     q.examples = 0;
     upload(&q, &st);
     report("zero-examples", GRPC_STATUS_INVALID_ARGUMENT, &st);
+
+    /* A name that would forge a log line and colour the operator's terminal,
+     * with 0 dims (the check that quoted the name before checking it). */
+    fc_model_spec hostile = spec;
+    snprintf(hostile.t[0].name, sizeof hostile.t[0].name, "%s",
+             "w\n2026-01-01T00:00:00.000Z INFO  admin: forged line\x1b[31m");
+    hostile.t[0].ndim = 0;
+    q = p;
+    q.spec = &hostile;
+    upload(&q, &st);
+    report("hostile-name", GRPC_STATUS_INVALID_ARGUMENT, &st);
   }
   upload(&p, &st);
   report("good-upload", GRPC_STATUS_OK, &st);

@@ -1,6 +1,7 @@
 /*
  * test_chunk.c - tensor stream framing: round trips at several chunk sizes and
- * every receiver error path with its exact code.
+ * every receiver error path with its exact code; a hostile tensor name in a
+ * header is refused without being quoted (security review, finding 6).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 #include "check.h"
 #include "common/chunk.h"
 #include "fedc/error.h"
+#include "transport/tensor_stream.h"
 
 /* Deterministic bytes (xorshift64) so failures reproduce. */
 static void fill_random(uint8_t *p, size_t n, uint64_t seed) {
@@ -281,7 +283,34 @@ static void test_end_twice(void) {
   check_dead(&f);
 }
 
+/* The review's name, with a dims count that is checked first on the old
+ * path: the message must neither quote the name nor carry a control byte. */
+static void test_hostile_name(void) {
+  static const char *names[] = {"w\n2026-01-01T00:00:00.000Z INFO  admin: forged line\x1b[31m", "ok\x1b]0;x\x07",
+                                "fc1 weight"};
+  for (size_t k = 0; k < sizeof names / sizeof *names; k++)
+    for (size_t dims = 0; dims <= 2; dims += 2) {
+      uint64_t shape[2] = {2, 3};
+      Fedc__V1__TensorSpec t = FEDC__V1__TENSOR_SPEC__INIT, *tp = &t;
+      t.name = (char *)names[k];
+      t.dtype = FEDC__V1__DTYPE__DTYPE_F32;
+      t.n_shape = dims;
+      t.shape = shape;
+      Fedc__V1__TensorHeader h = FEDC__V1__TENSOR_HEADER__INIT;
+      h.n_tensors = 1;
+      h.tensors = &tp;
+      fc_model_spec spec;
+      char err[300] = "";
+      CHECK_EQ_INT(fc_pb_header_parse(&h, &spec, err, sizeof err), FEDC_ERR_SHAPE);
+      CHECK(strstr(err, "name") != NULL && strstr(err, "forged") == NULL && strstr(err, "weight") == NULL);
+      int ctl = 0;
+      for (const char *p = err; *p; p++) ctl += (unsigned char)*p < 0x20 || *p == 0x7f;
+      CHECK_EQ_INT(ctl, 0);
+    }
+}
+
 int main(void) {
+  test_hostile_name();
   test_plan();
   test_round_trip();
   test_corrupted_chunk();

@@ -2,6 +2,8 @@
  * test_manifest.c - signed model manifests (common/manifest.h,
  * crypto/signed.h) and model files sealed at rest (coordinator/store.c):
  *   - a manifest round-trips; every non-canonical spelling is refused;
+ *     format 2 carries the audit head, format 1 (no audit line) still
+ *     parses to exactly its text;
  *   - the file form round-trips; reordered, truncated or trailing text is refused;
  *   - fc_manifest_accept, the client's decision: accepts the signed model;
  *     refuses unsigned (unless allowed), a changed model, another version, a
@@ -98,6 +100,69 @@ static void test_text(void) {
   CHECK_EQ_INT(fc_manifest_parse(text, len - 1, &back, err, sizeof err), FEDC_ERR_FORMAT); /* no final LF */
   free(upper);
   free(text);
+}
+
+/* Format 2's audit line, and format 1 as it was signed before it. */
+static void test_formats(void) {
+  float w[6] = {1, 2, 3, 4, 5, 6};
+  fc_manifest m = sample(5, w, 6), back;
+  m.has_audit = 1;
+  m.audit_seq = 517;
+  memset(m.audit_head, 0xcd, sizeof m.audit_head);
+  char *text = NULL, err[200];
+  size_t len = 0;
+  CHECK_EQ_INT(fc_manifest_encode(&m, &text, &len), FEDC_OK);
+  CHECK(strncmp(text, "fedc-model-manifest 2\n", 22) == 0);
+  CHECK(strstr(text, "\noptimizer-sha256 -\naudit 517 cdcdcdcd") != NULL);
+  CHECK_EQ_INT(fc_manifest_parse(text, len, &back, err, sizeof err), FEDC_OK);
+  CHECK(back.format == 2 && back.has_audit && back.audit_seq == 517 && memcmp(back.audit_head, m.audit_head, 32) == 0);
+  /* Non-canonical or misplaced audit lines. */
+  static const struct {
+    const char *from, *to;
+  } bad[] = {{"audit 517 ", "audit 0517 "}, {"audit 517 ", "audit  517 "}, {"audit 517 cd", "audit 517 CD"},
+             {"audit 517 ", "audit -517 "}, {"audit 517 cdcd", "audit 517 cd"},
+             {"fedc-model-manifest 2", "fedc-model-manifest 1"}, {"fedc-model-manifest 2", "fedc-model-manifest 3"}};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    char *t = malloc(len + 8), *at = strstr(text, bad[i].from);
+    CHECK(at != NULL);
+    size_t pre = (size_t)(at - text);
+    memcpy(t, text, pre);
+    strcpy(t + pre, bad[i].to);
+    strcat(t, at + strlen(bad[i].from));
+    CHECK_EQ_INT(fc_manifest_parse(t, strlen(t), &back, err, sizeof err), FEDC_ERR_FORMAT);
+    free(t);
+  }
+  free(text);
+  /* No audit log: "audit -". */
+  m.has_audit = 0;
+  CHECK_EQ_INT(fc_manifest_encode(&m, &text, &len), FEDC_OK);
+  CHECK(strstr(text, "\naudit -\n") != NULL);
+  CHECK_EQ_INT(fc_manifest_parse(text, len, &back, err, sizeof err), FEDC_OK);
+  CHECK(back.format == 2 && !back.has_audit);
+  /* A format 2 manifest without its audit line is refused. */
+  char *cut = strdup(text), *line = strstr(cut, "audit -\n");
+  memmove(line, line + 8, strlen(line + 8) + 1);
+  CHECK_EQ_INT(fc_manifest_parse(cut, strlen(cut), &back, err, sizeof err), FEDC_ERR_FORMAT);
+  free(cut);
+  free(text);
+  /* Format 1, byte for byte as the coordinator signed it before: parses,
+   * has no anchor, and encodes back to the same text. */
+  static const char v1[] = "fedc-model-manifest 1\nfederation fed\nversion 5\nround 5\nparent 4\n"
+                           "parent-sha256 abababababababababababababababababababababababababababababababab\n"
+                           "sha256 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\nbytes 24\n"
+                           "optimizer-sha256 -\ncreated-unix 1700000000\ntensors 1\ntensor fc1.weight f32 2,3\n";
+  CHECK_EQ_INT(fc_manifest_parse(v1, sizeof v1 - 1, &back, err, sizeof err), FEDC_OK);
+  CHECK(back.format == 1 && !back.has_audit && back.version == 5);
+  CHECK_EQ_INT(fc_manifest_encode(&back, &text, &len), FEDC_OK);
+  CHECK(len == sizeof v1 - 1 && memcmp(text, v1, len) == 0);
+  free(text);
+  /* ... and format 1 has no audit line to give. */
+  static const char v1a[] = "fedc-model-manifest 1\nfederation fed\nversion 5\nround 5\nparent 4\n"
+                            "parent-sha256 abababababababababababababababababababababababababababababababab\n"
+                            "sha256 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\nbytes 24\n"
+                            "optimizer-sha256 -\naudit -\ncreated-unix 1700000000\ntensors 1\n"
+                            "tensor fc1.weight f32 2,3\n";
+  CHECK_EQ_INT(fc_manifest_parse(v1a, sizeof v1a - 1, &back, err, sizeof err), FEDC_ERR_FORMAT);
 }
 
 static void test_accept(const char *dir, const char *other) {
@@ -280,6 +345,7 @@ int main(void) {
   CHECK_EQ_INT(fc_pki_issue(pki, "client", "a", NULL, 1, err, sizeof err), FEDC_OK);
   CHECK_EQ_INT(fc_pki_init(opki, "fed", NULL, 0, 1, "ed25519", err, sizeof err), FEDC_OK);
   test_text();
+  test_formats();
   test_accept(pki, opki);
   test_expired_signer(pki);
   test_sealed_store(st);
