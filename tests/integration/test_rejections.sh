@@ -53,7 +53,10 @@ no_forgery() { # FILE WHAT
 no_forgery "$T/coord.log" "the coordinator's log"
 "$FEDC" audit show --state "$T/state" >"$T/show.txt" || fail "audit show: $(cat "$T/show.txt")"
 no_forgery "$T/show.txt" "fedc audit show"
-grep -q 'not of \[A-Za-z0-9_.-\]' "$T/show.txt" || fail "the hostile name's refusal is not on record"
+# (The audit log records an identity's first 4 refusals per interval in full and
+# counts the rest in a `refusals` record: this one is the probe's 12th.)
+grep -q 'upload from evil rejected: tensor 0: name missing.*not of \[A-Za-z0-9_.-\]' "$T/coord.log" ||
+  fail "the hostile name's refusal is not in the coordinator's log"
 grep -q '"step":"hostile-name".*not of \[A-Za-z0-9_.-\]' "$T/probe1.log" || fail "hostile name refusal unclear"
 
 wait_for bash -c "'$FEDC' rounds ${ADMIN[*]} --json | jq -e 'select(.round == 1) | .outcome == \"completed\"' >/dev/null" 30 ||
