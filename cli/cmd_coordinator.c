@@ -194,6 +194,11 @@ static const copt options[] = {
             NULL),
     OPT_BOOL("insecure-for-testing", c.insecure_for_testing, "no TLS (refused unless --listen is loopback)"),
     OPT_STR("state", c.state_dir, "state directory: model versions, state.json, rounds.jsonl", NULL),
+    OPT_NUM("keep-versions", T_U64, c.keep_versions,
+            "keep only the last N model versions whole in the state directory, older ones by --keep-every "
+            "(0 = keep every version)"),
+    OPT_NUM("keep-every", T_U64, c.keep_every,
+            "with --keep-versions: also keep every K-th older version's model and manifest (0 = none)"),
     OPT_STR("model", model, "built-in model for a new state: 784-200-200-10, mlp, logreg, sizes", check_model),
     OPT_STR("init-model", init_model,
             "a new state starts from this float32 safetensors file instead (tensor names and shapes from the file; "

@@ -37,6 +37,7 @@
 #include "common/dp_noise.h"
 #include "crypto/sa_crypto.h"
 #include "coordinator/store.h"
+#include "coordinator/store_prune.h"
 #include "crypto/pki.h"
 #include "transport/accept_guard.h"
 #include "fedc/error.h"
@@ -197,6 +198,21 @@ static void state_dirty_locked(fc_coord *c) {
   c->state_want_seq++;
 }
 
+/* --keep-versions: once state.json names `current` on disk, older versions
+ * outside the policy go (store_prune.h says why that is safe). A failure
+ * costs disk space, not correctness: it is logged, rounds go on. */
+static void prune_versions(fc_coord *c, uint64_t current) {
+  if (!c->cfg.keep_versions) return;
+  fc_prune_stats ps;
+  char err[300];
+  if (fc_store_prune(c->cfg.state_dir, current, c->cfg.keep_versions, c->cfg.keep_every, &ps, err, sizeof err) !=
+      FEDC_OK)
+    FC_WARN(MOD, "pruning old model versions: %s", err);
+  else if (ps.files)
+    FC_DEBUG(MOD, "pruned %llu files (%llu bytes) of model versions before v%llu", (unsigned long long)ps.files,
+             (unsigned long long)ps.bytes, (unsigned long long)current);
+}
+
 /* Write what is owed: state.json first (a crash before the history line
  * loses that line, never leaves a record of a version the state does not
  * have, see store.h), then the history lines, oldest first. Call without
@@ -212,6 +228,7 @@ static int store_sync(fc_coord *c) {
   if (seq > c->state_written_seq) {
     rc = fc_store_save_state(c->cfg.state_dir, c->cfg.federation, &st, err, sizeof err);
     if (rc == FEDC_OK) c->state_written_seq = seq;
+    if (rc == FEDC_OK) prune_versions(c, st.version);
   }
   while (rc == FEDC_OK) {
     fc_round_stats r;
