@@ -255,6 +255,11 @@ static int store_sync(fc_coord *c) {
 
 static void sopt_text(const fc_coord *c, char *buf, size_t len);
 
+/* Under secure aggregation with DP noise the clients keep their training
+ * loss to themselves (UpdateMeta.train_loss 0): the coordinator does not
+ * know the round's mean. */
+static int train_loss_unknown(const fc_coord *c) { return c->cfg.engine.secagg && c->cfg.dp_noise_multiplier > 0; }
+
 static void record_round_locked(fc_coord *c) {
   const fc_round_stats *r = fc_engine_last_round(c->engine);
   fc_metrics_round(&c->metrics, r->completed, r->reason,
@@ -268,6 +273,10 @@ static void record_round_locked(fc_coord *c) {
       c->rounds[c->nrounds - 1].dp_clip = c->dp_round_clip;
       c->rounds[c->nrounds - 1].dp_noise = c->dp_round_noise;
     }
+    /* Distributed DP: clients send no training loss (client/runtime.c), so
+     * the round's mean is unknown, not 0: NaN, which the history writes as
+     * null and `fedc rounds` shows as "-". */
+    if (train_loss_unknown(c)) c->rounds[c->nrounds - 1].mean_loss = NAN;
     if (c->history_unsaved < c->nrounds) c->history_unsaved++;
   } else {
     FC_ERROR(MOD, "out of memory: round %llu missing from the history", (unsigned long long)r->round);
@@ -672,9 +681,10 @@ static void *driver_main(void *arg) {
         fc_engine_published(c->engine, version, sha, fc_now_ms());
         dp_check_budget_locked(c);
         const fc_round_stats *r = fc_engine_last_round(c->engine);
-        char hex[FC_SHA256_HEX_LEN];
-        FC_INFO(MOD, "round %llu completed: %u updates, %llu examples, loss %.4f -> model v%llu sha256 %.16s",
-                (unsigned long long)r->round, r->participants, (unsigned long long)r->examples, r->mean_loss,
+        char hex[FC_SHA256_HEX_LEN], loss[32] = "-";
+        if (!train_loss_unknown(c)) snprintf(loss, sizeof loss, "%.4f", r->mean_loss);
+        FC_INFO(MOD, "round %llu completed: %u updates, %llu examples, loss %s -> model v%llu sha256 %.16s",
+                (unsigned long long)r->round, r->participants, (unsigned long long)r->examples, loss,
                 (unsigned long long)version, fc_hex(sha, FC_SHA256_LEN, hex));
       } else {
         FC_ERROR(MOD, "finalizing round failed: %s", why);
