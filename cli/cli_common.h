@@ -14,6 +14,10 @@
 #include <stdio.h>
 #include <jansson.h>
 
+#ifndef FEDC_VERSION_STRING
+#define FEDC_VERSION_STRING "0.1.0" /* keep in step with project(VERSION) in CMakeLists.txt */
+#endif
+
 typedef struct cli_tls {
   char pki[512];
   char name[65];
