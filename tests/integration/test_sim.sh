@@ -163,6 +163,18 @@ jq -s -e 'all(.[]; .outcome != "completed" or .mean_train_loss == null)' "$T/sad
 [ "$(grep -c "^fedc sim: round [0-9]/3  accuracy [0-9.]*%  loss [0-9.]*  epsilon [0-9.]*  " "$T/sadp.err")" = 3 ] ||
   fail "sadp: no epsilon on the progress lines: $(cat "$T/sadp.err")"
 grep -q "using 1:9 .*title 'epsilon" "$T/sadp/curve.gp" || fail "sadp: no epsilon in the plot: $(cat "$T/sadp/curve.gp")"
+# ... and `fedc rounds` of a coordinator restarted on that state says so: null in JSON, "-" in the table.
+start_coordinator --federation sim --pki "$T/sadp/pki" --state "$T/sadp/state" --model logreg --rounds 3 --secagg \
+  --dp-noise-multiplier 0.5 --cohort 0 --cohort-fraction 0.75 --min-updates 3 --min-clients 8
+"$FEDC" rounds --pki "$T/sadp/pki" --name sim --coordinator "$COORD_ADDR" --json >"$T/sadp.rounds" ||
+  fail "sadp: fedc rounds: $(cat "$T/sadp.rounds")"
+jq -s -e '[.[] | select(.outcome == "completed")] | length == 3 and all(.[]; .mean_train_loss == null)' \
+  "$T/sadp.rounds" >/dev/null || fail "sadp: fedc rounds --json: $(cat "$T/sadp.rounds")"
+"$FEDC" rounds --pki "$T/sadp/pki" --name sim --coordinator "$COORD_ADDR" >"$T/sadp.table" ||
+  fail "sadp: fedc rounds: $(cat "$T/sadp.table")"
+[ "$(awk '$2 == "completed" { print $6 }' "$T/sadp.table" | tr '\n' ' ')" = "- - - " ] ||
+  fail "sadp: fedc rounds table, LOSS column: $(cat "$T/sadp.table")"
+kill "$COORD_PID"
 grep -q "^set multiplot layout 2,1 title '8 clients, 6 per round, iid, logreg, .*, SecAgg, DP z=0.5, seed 1' noenhanced$" \
   "$T/sadp/curve.gp" || fail "sadp: plot title: $(grep title "$T/sadp/curve.gp")"
 
