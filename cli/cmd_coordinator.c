@@ -602,6 +602,15 @@ static int load_model_key(settings *s) {
 }
 
 static int check_combined(settings *s, const origin *seen) {
+  if (s->c.keep_every && !s->c.keep_versions) {
+    /* Alone it would keep every version, not every K-th: say so. */
+    char where[600];
+    fprintf(stderr,
+            "fedc coordinator: %s: 'keep-every' %llu needs 'keep-versions' N (the last N versions kept whole; 0, the "
+            "default, keeps every version)\n",
+            origin_text(seen[find_opt("keep-every")], where, sizeof where), (unsigned long long)s->c.keep_every);
+    return 2;
+  }
   int pickup = find_opt("pickup-timeout-ms"), round_to = find_opt("round-timeout-ms");
   fc_engine_cfg *e = &s->c.engine;
   if (e->pickup_ms <= e->round_ms) return 0;

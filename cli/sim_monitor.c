@@ -77,7 +77,7 @@ int sim_poll_rounds(sim_monitor *m, const sim_opts *o) {
     int code = 0;
     if (eval_version(m, rec->version, &acc, &loss, &code, err, sizeof err) != FEDC_OK) {
       acc = loss = NAN;
-      if (code == GRPC_STATUS_NOT_FOUND) {
+      if (code == GRPC_STATUS_NOT_FOUND && o->keep_versions) {
         fprintf(stderr,
                 "fedc sim: model v%llu was pruned (--keep-versions %llu) before it could be evaluated: round %llu "
                 "has no accuracy\n",

@@ -110,7 +110,9 @@ void sim_out_row(sim_out *so, const sim_opts *o, const sim_row *r) {
   char acc[32] = "-", loss[32] = "-", eps[48] = "";
   if (isfinite(r->accuracy)) snprintf(acc, sizeof acc, "%.2f%%", r->accuracy * 100);
   if (isfinite(r->loss)) snprintf(loss, sizeof loss, "%.4f", r->loss);
-  if (o->dp[0][0]) snprintf(eps, sizeof eps, "  epsilon %s", cell(r->epsilon, "%.3f", e, sizeof e)[0] ? e : "-");
+  if (o->dp[0][0] && isfinite(r->epsilon)) snprintf(eps, sizeof eps, "  epsilon %.3f", r->epsilon);
+  else if (o->dp[0][0])
+    snprintf(eps, sizeof eps, "  epsilon -");
   fprintf(stderr, "fedc sim: round %llu/%llu  accuracy %s  loss %s%s  %u clients  %.2fs  (%.0fs elapsed)\n",
           (unsigned long long)r->round, o->rounds, acc, loss, eps, r->participants, r->seconds, r->elapsed);
 }

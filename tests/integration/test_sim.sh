@@ -145,6 +145,11 @@ st=$("$FEDC" status --pki "$T/prune/pki" --name sim --coordinator "$COORD_ADDR" 
   fail "prune: status after restart: $st"
 [ "$(json_get "$st" global_version)" = 7 ] || fail "prune: restarted at $(json_get "$st" global_version), not v7"
 kill "$COORD_PID"
+# --keep-every alone would keep everything: refused, naming it.
+rc=0
+"$FEDC" coordinator --pki "$T/prune/pki" --federation sim --state "$T/never" --keep-every 3 2>"$T/keep.err" || rc=$?
+[ "$rc" = 2 ] && grep -q "'keep-every' 3 needs 'keep-versions'" "$T/keep.err" && [ ! -e "$T/never" ] ||
+  fail "--keep-every alone: status $rc, $(cat "$T/keep.err")"
 
 # Secure aggregation with DP noise: the clients keep their training loss, so
 # it is unknown; epsilon grows every round. Without --json (the progress line).
