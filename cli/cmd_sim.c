@@ -552,11 +552,14 @@ int cmd_sim(int argc, char **argv) {
     snprintf(buf[14], 64, "%llu", (unsigned long long)(5000 + 150 * (k + 1)));
     cargv[ca_n++] = "--secagg-stage-ms", cargv[ca_n++] = buf[14];
   }
-  /* Model versions: the sim's default keeps a few, a coordinator's keeps all. */
+  /* Model versions: the sim's default keeps a few, a coordinator's keeps
+   * all (--keep-versions 0: then --keep-every means nothing and is not passed). */
   snprintf(buf[17], 64, "%llu", o.keep_versions);
   snprintf(buf[18], 64, "%llu", o.keep_every);
-  cargv[ca_n++] = "--keep-versions", cargv[ca_n++] = buf[17];
-  cargv[ca_n++] = "--keep-every", cargv[ca_n++] = buf[18];
+  if (o.keep_versions) {
+    cargv[ca_n++] = "--keep-versions", cargv[ca_n++] = buf[17];
+    cargv[ca_n++] = "--keep-every", cargv[ca_n++] = buf[18];
+  }
   for (int i = 0; i < o.ncoord_opts; i++) cargv[ca_n++] = (char *)o.coord_opts[i];
   sim_write_config(&o, cargv, NULL, NULL, NULL);
   pid_t coord = spawn(cargv, logp);

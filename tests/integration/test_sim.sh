@@ -60,7 +60,7 @@ CSV_HEADER="round,version,accuracy,loss,train_loss,participants,bytes,seconds,ep
 for run in 1 2; do
   # Run 1 with --json, run 2 without (and with a clip norm).
   extra=(--json)
-  [ "$run" = 2 ] && extra=(--clip-norm 1000)
+  [ "$run" = 2 ] && extra=(--clip-norm 1000 --keep-versions 0)
   start_sim "ok$run" "${SMALL[@]}" "${extra[@]}"
   wait_for coordinator_argv "ok$run" 60 || fail "run $run: no coordinator started: $(cat "$T/ok$run.err")"
   coordinator_argv "ok$run" >"$T/ok$run.argv" || fail "run $run: the coordinator exited early"
@@ -95,7 +95,7 @@ for run in 1 2; do
   # config.json: every option, the seed, the version, the exact command lines.
   jq -e --arg out "$out" '.fedc_version == "0.1.0" and .seed == 1 and .options.out == $out
     and .options.clients == 3 and .options.cohort == 3 and .options.rounds == 3 and .options.model == "logreg"
-    and .options.partition == "iid" and .options["keep-versions"] == 5 and .options["keep-every"] == 10
+    and .options.partition == "iid" and .options["keep-every"] == 10
     and .coordinator.server_optimizer == "sgd lr=1" and .command[0:2] == ["fedc", "sim"]
     and .coordinator.command[1] == "coordinator" and .client_command[1] == "client"' "$out/config.json" >/dev/null ||
     fail "run $run: config.json: $(cat "$out/config.json")"
@@ -106,8 +106,13 @@ for run in 1 2; do
       fail "run $run: config.json has no option ${flag#--}"
   done
   if [ "$run" = 2 ]; then
-    jq -e '.options["clip-norm"] == 1000 and .options.json == false' "$out/config.json" >/dev/null ||
+    jq -e '.options["clip-norm"] == 1000 and .options.json == false and .options["keep-versions"] == 0
+      and (.coordinator.command | index("--keep-versions") == null)' "$out/config.json" >/dev/null ||
       fail "run 2: config.json: $(jq -c .options "$out/config.json")"
+  else
+    jq -e '.options["keep-versions"] == 5 and .options.json == true
+      and (.coordinator.command | index("--keep-versions")) as $i | .coordinator.command[$i + 1] == "5"' \
+      "$out/config.json" >/dev/null || fail "run 1: config.json: $(jq -c .options "$out/config.json")"
   fi
   # The plot's title summarises the settings (gnuplot may be absent: the script is there).
   grep -q "^set title '3 clients, 3 per round, iid, logreg, E=1 B=32 lr=0.05, sgd lr=1, seed 1' noenhanced$" \
