@@ -21,6 +21,10 @@
  * (fc_text_escape: no control characters, ESC or invalid UTF-8 reach it). */
 #define CLI_SHOWN(buf, s) fc_text_escape(buf, sizeof buf, s, (size_t)-1)
 
+#ifndef FEDC_VERSION_STRING
+#define FEDC_VERSION_STRING "0.1.0" /* keep in step with project(VERSION) in CMakeLists.txt */
+#endif
+
 typedef struct cli_tls {
   char pki[512];
   char name[65];

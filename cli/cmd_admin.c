@@ -46,10 +46,6 @@
 #include "transport/tensor_stream.h"
 #include "transport/transport.h"
 
-#ifndef FEDC_VERSION_STRING
-#define FEDC_VERSION_STRING "0.1.0" /* keep in step with project(VERSION) in CMakeLists.txt */
-#endif
-
 #define DEFAULT_TIMEOUT_MS 10000
 
 #define M_STATUS "/fedc.v1.Admin/Status"

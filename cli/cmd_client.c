@@ -165,7 +165,7 @@ static void usage(FILE *f) {
           "  --data fmnist|idx:IMAGES,LABELS|csv:FILE   training data (default fmnist train set)\n"
           "  --data-dir DIR           Fashion-MNIST directory (default /usr/share/datasets/fashion-mnist)\n"
           "  --partition iid|dirichlet|shards  split the data (default: no split)\n"
-          "  --parts N --part I       take part I (0-based) of N\n"
+          "  --parts N --part I       take part I (0-based) of N (only its rows of an IDX file are read)\n"
           "  --alpha A                Dirichlet concentration (default 0.5)\n"
           "  --partition-seed S       seed of the split (default 1)\n"
           "  --model SPEC             784-200-200-10 (default), mlp, logreg, or sizes joined by '-'\n"
@@ -187,40 +187,45 @@ static void usage(FILE *f) {
           "                           (needs 2t > k + 1 + N; every client refuses 2t <= k + 1; default 0)\n"
           "  --host-clients FIRST:COUNT  research (fedc sim): host COUNT clients in this process, named\n"
           "                           NAME0000.. from FIRST (--name is the prefix, default c), each with its own\n"
-          "                           certificate from --pki, connection and thread; \"%%s\" in --data is the name\n"
+          "                           certificate from --pki, connection and thread; \"%%s\" in --data is the name;\n"
+          "                           with --partition they take parts FIRST..FIRST+COUNT-1 of --parts\n"
           "  --json                   one JSON line per event on stdout\n"
           "  --log LEVEL              debug|info|warn|error (default warn)\n");
 }
 
-static int load_data(builtin *b, const char *data, const char *dir, const char *part_kind, uint32_t parts,
-                     uint32_t part, double alpha, uint64_t pseed) {
-  char err[400];
-  int rc;
-  if (strcmp(data, "fmnist") == 0) {
-    rc = fc_fmnist_load(dir, 1, &b->data, err, sizeof err);
-  } else if (strncmp(data, "idx:", 4) == 0) {
-    char paths[1024];
-    snprintf(paths, sizeof paths, "%s", data + 4);
-    char *comma = strchr(paths, ',');
-    if (!comma) {
-      fprintf(stderr, "fedc client: --data idx:IMAGES,LABELS\n");
-      return 2;
-    }
-    *comma = 0;
-    rc = fc_idx_load(paths, comma + 1, &b->data, err, sizeof err);
-  } else if (strncmp(data, "csv:", 4) == 0) {
-    rc = fc_csv_load(data + 4, 0, 1.0f / 255.0f, &b->data, err, sizeof err);
-  } else {
-    fprintf(stderr, "fedc client: unknown --data '%s'\n", data);
-    return 2;
-  }
-  if (rc != 0) {
-    fprintf(stderr, "fedc client: %s\n", err);
+/* Keep only rows idx[0..n) of b->data (CSV: the file was read whole). */
+static int keep_rows(builtin *b) {
+  float *x = malloc(((size_t)b->n ? b->n : 1) * b->data.dim * sizeof *x);
+  uint8_t *y = malloc(b->n ? b->n : 1);
+  if (!x || !y) {
+    free(x);
+    free(y);
     return 1;
   }
+  for (uint32_t i = 0; i < b->n; i++) {
+    memcpy(x + (size_t)i * b->data.dim, b->data.x + (size_t)b->idx[i] * b->data.dim, b->data.dim * sizeof *x);
+    y[i] = b->data.y[b->idx[i]];
+  }
+  free(b->data.x);
+  free(b->data.y);
+  b->data.x = x;
+  b->data.y = y;
+  b->data.n = b->n;
+  return 0;
+}
+
+/* With a partition, the part's rows are computed from the labels alone and
+ * only they are read from an IDX source: a device holds its ~1/N of the
+ * data, never the whole set it was split from (188 MB of floats for
+ * Fashion-MNIST, times every client process of `fedc sim`, which all read
+ * one shared copy this way). */
+static int load_data(builtin *b, const char *data, const char *dir, const char *part_kind, uint32_t parts,
+                     uint32_t part, double alpha, uint64_t pseed) {
+  char err[400], images[4096], labels[4096];
+  int rc, idx_source = 1;
+  fc_partition_opts po;
+  fc_partition_opts_init(&po);
   if (part_kind) {
-    fc_partition_opts po;
-    fc_partition_opts_init(&po);
     po.kind = fc_partition_kind_parse(part_kind);
     po.nparts = parts;
     po.alpha = alpha;
@@ -229,30 +234,60 @@ static int load_data(builtin *b, const char *data, const char *dir, const char *
       fprintf(stderr, "fedc client: bad partition (kind '%s', part %u of %u)\n", part_kind, part, parts);
       return 2;
     }
-    if (fc_partition(b->data.y, b->data.n, b->data.classes, &po, part, &b->idx, &b->n) != 0) {
+  }
+  if (strcmp(data, "fmnist") == 0) {
+    rc = fc_fmnist_paths(dir, 1, images, labels, sizeof images, err, sizeof err);
+  } else if (strncmp(data, "idx:", 4) == 0) {
+    snprintf(images, sizeof images, "%s", data + 4);
+    char *comma = strchr(images, ',');
+    if (!comma) {
+      fprintf(stderr, "fedc client: --data idx:IMAGES,LABELS\n");
+      return 2;
+    }
+    *comma = 0;
+    snprintf(labels, sizeof labels, "%s", comma + 1);
+    rc = 0;
+  } else if (strncmp(data, "csv:", 4) == 0) {
+    idx_source = 0;
+    rc = fc_csv_load(data + 4, 0, 1.0f / 255.0f, &b->data, err, sizeof err);
+  } else {
+    fprintf(stderr, "fedc client: unknown --data '%s'\n", data);
+    return 2;
+  }
+  if (rc == 0 && idx_source && !part_kind) rc = fc_idx_load(images, labels, &b->data, err, sizeof err);
+  if (rc == 0 && part_kind) {
+    uint8_t *y = NULL;
+    uint32_t n = 0;
+    const uint8_t *ys = b->data.y;
+    if (idx_source) {
+      if ((rc = fc_idx_load_labels(labels, &y, &n, err, sizeof err)) != 0) goto loaded;
+      ys = y;
+    } else {
+      n = b->data.n;
+    }
+    uint32_t classes = 0;
+    for (uint32_t i = 0; i < n; i++)
+      if (ys[i] >= classes) classes = ys[i] + 1u;
+    if (fc_partition(ys, n, classes, &po, part, &b->idx, &b->n) != 0) {
+      free(y);
       fprintf(stderr, "fedc client: partitioning failed\n");
       return 1;
     }
-    /* Keep only our part's rows: a device holds its ~1/N of the data, not
-     * the whole set it was split from (188 MB of floats for Fashion-MNIST). */
-    float *x = malloc((size_t)b->n * b->data.dim * sizeof *x);
-    uint8_t *y = malloc(b->n ? b->n : 1);
-    if (!x || !y) {
-      free(x);
-      free(y);
-      return 1;
+    free(y);
+    if (idx_source) {
+      rc = fc_idx_load_rows(images, labels, b->idx, b->n, &b->data, err, sizeof err);
+    } else if (keep_rows(b) != 0) {
+      snprintf(err, sizeof err, "out of memory keeping part %u", part);
+      rc = FEDC_ERR_NOMEM;
     }
-    for (uint32_t i = 0; i < b->n; i++) {
-      memcpy(x + (size_t)i * b->data.dim, b->data.x + (size_t)b->idx[i] * b->data.dim, b->data.dim * sizeof *x);
-      y[i] = b->data.y[b->idx[i]];
-      b->idx[i] = i;
-    }
-    free(b->data.x);
-    free(b->data.y);
-    b->data.x = x;
-    b->data.y = y;
-    b->data.n = b->n;
-  } else {
+    for (uint32_t i = 0; rc == 0 && i < b->n; i++) b->idx[i] = i;
+  }
+loaded:
+  if (rc != 0) {
+    fprintf(stderr, "fedc client: %s\n", err);
+    return 1;
+  }
+  if (!part_kind) {
     b->n = b->data.n;
     b->idx = malloc(b->n * sizeof *b->idx);
     if (!b->idx) return 1;
@@ -305,7 +340,7 @@ int cmd_client(int argc, char **argv) {
   const char *byz_names = NULL;
   int drop_halt = 0;
   char why[300];
-  int json = 0, opt, allow_unsigned = 0;
+  int json = 0, opt, allow_unsigned = 0, part_set = 0;
   fc_log_set_level(FC_LOG_WARN);
   optind = 1;
   while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -316,7 +351,10 @@ int cmd_client(int argc, char **argv) {
     case O_DATA_DIR: dir = optarg; break;
     case O_PARTITION: part_kind = optarg; break;
     case O_PARTS: bad = cli_parse_u64("fedc client", "--parts", optarg, &parts); break;
-    case O_PART: bad = cli_parse_u64("fedc client", "--part", optarg, &part); break;
+    case O_PART:
+      bad = cli_parse_u64("fedc client", "--part", optarg, &part);
+      part_set = 1;
+      break;
     case O_ALPHA: bad = cli_parse_double("fedc client", "--alpha", optarg, &alpha); break;
     case O_PSEED: bad = cli_parse_u64("fedc client", "--partition-seed", optarg, &pseed); break;
     case O_MODEL: model = optarg; break;
@@ -402,6 +440,11 @@ int cmd_client(int argc, char **argv) {
       fprintf(stderr, "fedc client: --host-clients takes each client's certificate from --pki (not --cert/--key)\n");
       return 2;
     }
+    if (part_set) {
+      fprintf(stderr, "fedc client: --host-clients FIRST:COUNT takes parts FIRST..FIRST+COUNT-1 of --parts: drop "
+                      "--part\n");
+      return 2;
+    }
     nh = (size_t)host_count;
     if (!tls.ca[0]) snprintf(tls.ca, sizeof tls.ca, "%s/ca.crt", tls.pki);
   } else if (cli_tls_resolve(&tls, "client", "fedc client") != 0) {
@@ -442,7 +485,14 @@ int cmd_client(int argc, char **argv) {
   }
   for (size_t i = 0; i < nh && !rc; i++) {
     builtin *b = &hs[i].b;
-    rc = load_data(b, hs[i].data, dir, part_kind, (uint32_t)parts, (uint32_t)part, alpha, pseed);
+    /* Hosted clients take consecutive parts, as they take consecutive names. */
+    uint64_t my_part = host_count ? host_first + i : part;
+    if (my_part > UINT32_MAX || parts > UINT32_MAX) {
+      fprintf(stderr, "fedc client: --parts and --part must be below 2^32\n");
+      rc = 2;
+      break;
+    }
+    rc = load_data(b, hs[i].data, dir, part_kind, (uint32_t)parts, (uint32_t)my_part, alpha, pseed);
     /* Research: a label-flipping attacker trains on y -> classes - 1 - y. */
     if (!rc && hs[i].byz && byz.kind == FC_BYZ_LABELFLIP)
       for (uint32_t k = 0; k < b->data.n; k++) b->data.y[k] = (uint8_t)(b->data.classes - 1 - b->data.y[k]);

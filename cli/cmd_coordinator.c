@@ -195,6 +195,11 @@ static const copt options[] = {
             NULL),
     OPT_BOOL("insecure-for-testing", c.insecure_for_testing, "no TLS (refused unless --listen is loopback)"),
     OPT_STR("state", c.state_dir, "state directory: model versions, state.json, rounds.jsonl", NULL),
+    OPT_NUM("keep-versions", T_U64, c.keep_versions,
+            "keep only the last N model versions whole in the state directory, older ones by --keep-every "
+            "(0 = keep every version)"),
+    OPT_NUM("keep-every", T_U64, c.keep_every,
+            "with --keep-versions: also keep every K-th older version's model and manifest (0 = none)"),
     OPT_STR("model", model, "built-in model for a new state: 784-200-200-10, mlp, logreg, sizes", check_model),
     OPT_STR("init-model", init_model,
             "a new state starts from this float32 safetensors file instead (tensor names and shapes from the file; "
@@ -624,6 +629,15 @@ static int load_model_key(settings *s) {
 }
 
 static int check_combined(settings *s, const origin *seen) {
+  if (s->c.keep_every && !s->c.keep_versions) {
+    /* Alone it would keep every version, not every K-th: say so. */
+    char where[600];
+    fprintf(stderr,
+            "fedc coordinator: %s: 'keep-every' %llu needs 'keep-versions' N (the last N versions kept whole; 0, the "
+            "default, keeps every version)\n",
+            origin_text(seen[find_opt("keep-every")], where, sizeof where), (unsigned long long)s->c.keep_every);
+    return 2;
+  }
   int pickup = find_opt("pickup-timeout-ms"), round_to = find_opt("round-timeout-ms");
   fc_engine_cfg *e = &s->c.engine;
   if (e->pickup_ms <= e->round_ms) return 0;

@@ -1,13 +1,16 @@
 /*
  * cmd_sim.c - `fedc sim`: a whole federation on this machine.
  *
- * Makes a throwaway PKI, splits Fashion-MNIST into one small IDX file per
- * client (so each client process holds only its own examples), starts the
- * coordinator and N clients as separate processes on 127.0.0.1 over mutual
- * TLS, and, as an admin, follows the rounds: each new model version is
- * fetched (hash-verified) and evaluated on the 10,000-image test set. One
- * JSON line per round on stdout, progress on stderr, and in --out:
- *   rounds.csv, curve.png (gnuplot), logs/, pki/, data/, state/ (every model).
+ * Makes a throwaway PKI and one shared copy of Fashion-MNIST (sim_prepare.c),
+ * starts the coordinator and N clients as separate processes on 127.0.0.1
+ * over mutual TLS (each client reads only its own part of the shared copy),
+ * and, as an admin, follows the rounds (sim_monitor.c): each new model
+ * version is fetched (hash-verified) and evaluated on the 10,000-image test
+ * set. A person sees one line per round on stderr; JSON goes to
+ * OUT/rounds.jsonl, and to stdout only with --json. In --out (sim_output.c):
+ *   config.json, rounds.csv, rounds.jsonl, curve.gp, curve.png, logs/, pki/,
+ *   data/partition.csv, state/ (the coordinator's; by default the last 5 model
+ *   versions and every 10th: --keep-versions, --keep-every).
  *
  * Every option is checked in parse(), before anything is created: a bad value
  * is one line naming the option and its range, status 2, --out untouched.
@@ -42,108 +45,31 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "secagg/secagg.h"
 #include "cli/cli_common.h"
+#include "cli/sim.h"
 #include "client/byzantine.h"
-#include "client/data.h"
 #include "client/partition.h"
-#include "client/trainer_mlp.h"
 #include "common/blas.h"
 #include "common/clock.h"
-#include "common/log.h"
-#include "common/rng.h"
-#include "crypto/pki.h"
 #include "fedc/error.h"
-#include "fedc/v1/fedc.pb-c.h"
-#include "transport/tensor_stream.h"
-#include "transport/transport.h"
+#include "secagg/secagg.h"
 
-typedef struct sim_opts {
-  char out[512];
-  unsigned long long clients, cohort, rounds, epochs, batch, seed, min_updates, round_timeout_ms, poll_ms;
-  /* Clients hosted per process (each still with its own certificate,
-   * connection and thread): 0 = 1 up to 100 clients, else 25. */
-  unsigned long long per_process;
-  double lr, momentum, alpha, clip_norm;
-  int clip_norm_set; /* else the coordinator's default clip norm applies */
-  char partition[32];
-  char model[64];
-  const char *data_dir;
-  int json;
-  int secagg;                       /* --secagg */
-  unsigned long long sa_k, sa_t;    /* --secagg-neighbors, --secagg-threshold (0 = coordinator's default) */
-  unsigned long long sa_bucket;     /* --secagg-bucket (0 = coordinator's default) */
-  const char *coord_opts[16];       /* --coordinator-opt: passed to `fedc coordinator` as they are */
-  int ncoord_opts;
-  char drop[200];                   /* --drop STAGE:P,... (research dropout injection) */
-  /* --byzantine FRACTION:KIND[:SCALE]: that fraction of the clients attack. */
-  double byz_fraction;
-  char byz_kind[48];
-  /* Server optimizer, passed to the coordinator as given (it validates):
-   * --server-optimizer, -lr, -beta1, -beta2, -tau ("" = its default), --server-nesterov. */
-  char sopt[5][32];
-  /* Aggregation rule and its settings, passed as given (the coordinator validates). */
-  char agg[6][32];
-  int sopt_nesterov;
-  /* Differential privacy: --dp-noise Z (0 = off) turns the cohort into Poisson
-   * sampling at rate cohort/clients; --dp-delta, --dp-target-epsilon,
-   * --dp-adaptive-quantile, --dp-clip-lr. */
-  char dp[5][32];
-} sim_opts;
+const char *const sim_agg_flags[6] = {"--aggregator", "--agg-f", "--agg-trim", "--agg-m", "--agg-tau", "--agg-iters"};
+const char *const sim_sopt_flags[5] = {"--server-optimizer", "--server-lr", "--server-beta1", "--server-beta2",
+                                       "--server-tau"};
+const char *const sim_dp_flags[5] = {"--dp-noise", "--dp-delta", "--dp-target-epsilon", "--dp-adaptive-quantile",
+                                     "--dp-clip-lr"};
 
-static const char *const agg_flags[6] = {"--aggregator", "--agg-f", "--agg-trim", "--agg-m", "--agg-tau",
-                                         "--agg-iters"};
-static const char *const sopt_flags[5] = {"--server-optimizer", "--server-lr", "--server-beta1", "--server-beta2",
-                                          "--server-tau"};
+/* Model versions kept by default: the last 5 (the sim evaluates each one
+ * within a poll or two, so it is never that far behind) and every 10th.
+ * The demo's 100 rounds keep 15 of 101 (was 231 MB of versions, docs). */
+#define SIM_KEEP_VERSIONS 5
+#define SIM_KEEP_EVERY 10
 
 static volatile sig_atomic_t g_interrupted;
 static void on_signal(int sig) {
   (void)sig;
   g_interrupted = 1;
-}
-
-static int mkdirp(const char *p) { return mkdir(p, 0700) == 0 || errno == EEXIST ? 0 : -1; }
-
-static void be32(uint8_t *p, uint32_t v) {
-  p[0] = (uint8_t)(v >> 24);
-  p[1] = (uint8_t)(v >> 16);
-  p[2] = (uint8_t)(v >> 8);
-  p[3] = (uint8_t)v;
-}
-
-/* Write examples idx[0..n) of d as uncompressed IDX (the loader reads plain files too). */
-static int write_idx_part(const char *img_path, const char *lbl_path, const fc_dataset *d, const uint32_t *idx,
-                          uint32_t n) {
-  FILE *fi = fopen(img_path, "wb"), *fl = fopen(lbl_path, "wb");
-  int rc = -1;
-  if (!fi || !fl) goto out;
-  uint8_t h[16];
-  be32(h, 0x803);
-  be32(h + 4, n);
-  be32(h + 8, 28);
-  be32(h + 12, d->dim / 28);
-  if (d->dim != 784) {
-    be32(h + 8, 1);
-    be32(h + 12, d->dim);
-  }
-  fwrite(h, 1, 16, fi);
-  be32(h, 0x801);
-  be32(h + 4, n);
-  fwrite(h, 1, 8, fl);
-  uint8_t *row = malloc(d->dim);
-  if (!row) goto out;
-  for (uint32_t i = 0; i < n; i++) {
-    const float *x = d->x + (size_t)idx[i] * d->dim;
-    for (uint32_t j = 0; j < d->dim; j++) row[j] = (uint8_t)(x[j] * 255.0f + 0.5f);
-    fwrite(row, 1, d->dim, fi);
-    fputc(d->y[idx[i]], fl);
-  }
-  free(row);
-  rc = ferror(fi) || ferror(fl) ? -1 : 0;
-out:
-  if (fi && fclose(fi) != 0) rc = -1;
-  if (fl && fclose(fl) != 0) rc = -1;
-  return rc;
 }
 
 static pid_t spawn(char *const argv[], const char *log_path) {
@@ -182,7 +108,8 @@ static void usage(FILE *f) {
   fprintf(f, "Usage: fedc sim [options]\n"
              "Run a federation of N client processes and a coordinator on 127.0.0.1 over mutual TLS\n"
              "on Fashion-MNIST; evaluate each round's global model on the 10,000-image test set.\n\n"
-             "  --out DIR            output folder (default fedc-sim-out): rounds.csv, curve.png, logs/, state/\n"
+             "  --out DIR            output folder (default fedc-sim-out): config.json, rounds.csv, rounds.jsonl,\n"
+             "                       curve.png, logs/, state/\n"
              "  --clients N          clients (default 20, at most 1000)\n"
              "  --clients-per-process K  clients hosted by one process, each with its own certificate,\n"
              "                       connection and thread (default 1 up to 100 clients, else 25)\n"
@@ -216,7 +143,10 @@ static void usage(FILE *f) {
              "  --poll-ms P          client check-in interval while waiting (default 200)\n"
              "  --seed S             seed of the split, the initial model and the cohorts (default 1)\n"
              "  --data-dir DIR       Fashion-MNIST directory (default /usr/share/datasets/fashion-mnist)\n"
-             "  --json               one JSON line per round on stdout (default: also a table on stderr)\n"
+             "  --json               one JSON line per round on stdout (always in OUT/rounds.jsonl); without it,\n"
+             "                       one line per round on stderr\n"
+             "  --keep-versions N    model versions kept whole in OUT/state: the last N (default 5; 0 = all)\n"
+             "  --keep-every K       ... and every K-th older one's model and manifest (default 10; 0 = none)\n"
              "  --secagg             secure aggregation (SecAgg+): the coordinator sees only the cohort's sum\n"
              "  --secagg-neighbors K neighbours per client (default: all, the complete graph)\n"
              "  --secagg-threshold T Shamir threshold (default: a majority of each neighbourhood)\n"
@@ -281,7 +211,7 @@ static int parse(int argc, char **argv, sim_opts *o) {
   enum { O_OUT = 1, O_PER_PROC, O_CLIENTS, O_COHORT, O_ROUNDS, O_PART, O_ALPHA, O_MODEL, O_EPOCHS, O_BATCH, O_LR, O_MOM, O_CLIP,
          O_MINUP, O_RTO, O_POLL, O_SEED, O_DATA, O_JSON, O_SECAGG, O_SAK, O_SAT, O_DROP, O_SOPT, O_SOPT_END = O_SOPT + 4, O_BYZ, O_AGG,
          O_AGG_END = O_AGG + 5,
-         O_NESTEROV, O_DP, O_DP_END = O_DP + 4, O_SAB, O_COPT };
+         O_NESTEROV, O_DP, O_DP_END = O_DP + 4, O_SAB, O_COPT, O_KEEPV, O_KEEPE };
   static const struct option lo[] = {
       {"out", 1, 0, O_OUT},         {"clients-per-process", 1, 0, O_PER_PROC},         {"clients", 1, 0, O_CLIENTS},   {"cohort", 1, 0, O_COHORT},
       {"rounds", 1, 0, O_ROUNDS},   {"partition", 1, 0, O_PART},    {"alpha", 1, 0, O_ALPHA},
@@ -298,6 +228,7 @@ static int parse(int argc, char **argv, sim_opts *o) {
       {"agg-m", 1, 0, O_AGG + 3},         {"agg-tau", 1, 0, O_AGG + 4},    {"agg-iters", 1, 0, O_AGG + 5},
       {"dp-noise", 1, 0, O_DP},       {"dp-delta", 1, 0, O_DP + 1},    {"dp-target-epsilon", 1, 0, O_DP + 2},
       {"dp-adaptive-quantile", 1, 0, O_DP + 3}, {"dp-clip-lr", 1, 0, O_DP + 4},
+      {"keep-versions", 1, 0, O_KEEPV}, {"keep-every", 1, 0, O_KEEPE},
       {"help", 0, 0, 'h'},          {0, 0, 0, 0}};
   memset(o, 0, sizeof *o);
   snprintf(o->out, sizeof o->out, "fedc-sim-out");
@@ -312,6 +243,10 @@ static int parse(int argc, char **argv, sim_opts *o) {
   o->poll_ms = 200;
   o->lr = 0.05;
   o->alpha = 0.5;
+  o->keep_versions = SIM_KEEP_VERSIONS;
+  o->keep_every = SIM_KEEP_EVERY;
+  o->argc = argc;
+  o->argv = argv;
   snprintf(o->partition, sizeof o->partition, "dirichlet");
   snprintf(o->model, sizeof o->model, "784-200-200-10");
   int opt, bad = 0;
@@ -346,13 +281,13 @@ static int parse(int argc, char **argv, sim_opts *o) {
     case O_SOPT + 1:
     case O_SOPT + 2:
     case O_SOPT + 3:
-    case O_SOPT_END: bad = parse_str(sopt_flags[opt - O_SOPT], optarg, o->sopt[opt - O_SOPT], sizeof o->sopt[0]); break;
+    case O_SOPT_END: bad = parse_str(sim_sopt_flags[opt - O_SOPT], optarg, o->sopt[opt - O_SOPT], sizeof o->sopt[0]); break;
     case O_AGG:
     case O_AGG + 1:
     case O_AGG + 2:
     case O_AGG + 3:
     case O_AGG + 4:
-    case O_AGG_END: bad = parse_str(agg_flags[opt - O_AGG], optarg, o->agg[opt - O_AGG], sizeof o->agg[0]); break;
+    case O_AGG_END: bad = parse_str(sim_agg_flags[opt - O_AGG], optarg, o->agg[opt - O_AGG], sizeof o->agg[0]); break;
     case O_SAK: bad = parse_int("--secagg-neighbors", optarg, 0, 1000, &o->sa_k); break;
     case O_SAT: bad = parse_int("--secagg-threshold", optarg, 0, 1000, &o->sa_t); break;
     case O_SAB: bad = parse_int("--secagg-bucket", optarg, 3, 1000, &o->sa_bucket); break;
@@ -391,6 +326,8 @@ static int parse(int argc, char **argv, sim_opts *o) {
       break;
     }
     case O_NESTEROV: o->sopt_nesterov = 1; break;
+    case O_KEEPV: bad = parse_int("--keep-versions", optarg, 0, ULLONG_MAX, &o->keep_versions); break;
+    case O_KEEPE: bad = parse_int("--keep-every", optarg, 0, ULLONG_MAX, &o->keep_every); break;
     case O_DP:
     case O_DP + 1:
     case O_DP + 2:
@@ -432,223 +369,6 @@ static int parse(int argc, char **argv, sim_opts *o) {
   }
   return 0;
 }
-
-/* Prepare PKI and per-client data. The training set is loaded and checked
- * against the model first, so a missing data set or a model that does not fit
- * it leaves --out untouched, like a bad option. */
-/* --byzantine: which clients attack, chosen by --seed: OUT/byzantine.txt
- * (names, for the clients) and OUT/byzantine.json (for the researcher). */
-static int write_attackers(const sim_opts *o) {
-  if (!o->byz_kind[0]) return 0;
-  uint32_t *ix = malloc(o->clients * sizeof *ix);
-  if (!ix) return -1;
-  for (uint32_t i = 0; i < o->clients; i++) ix[i] = i;
-  fc_rng rng;
-  fc_rng_seed(&rng, o->seed * 0xA24BAED4963EE407ull + 17);
-  fc_rng_shuffle_u32(&rng, ix, (uint32_t)o->clients);
-  uint32_t k = (uint32_t)(o->byz_fraction * (double)o->clients + 0.5);
-  char p[1100];
-  snprintf(p, sizeof p, "%s/byzantine.txt", o->out);
-  FILE *t = fopen(p, "w");
-  json_t *names = json_array();
-  for (uint32_t i = 0; t && i < k; i++) {
-    char name[32];
-    snprintf(name, sizeof name, "c%04u", ix[i]);
-    fprintf(t, "%s\n", name);
-    json_array_append_new(names, json_string(name));
-  }
-  int rc = t && fclose(t) == 0 ? 0 : -1;
-  json_t *j = json_pack("{s:s,s:f,s:I,s:o}", "attack", o->byz_kind, "fraction", o->byz_fraction, "count",
-                        (json_int_t)k, "clients", names);
-  snprintf(p, sizeof p, "%s/byzantine.json", o->out);
-  if (!j || json_dump_file(j, p, JSON_INDENT(1)) != 0) rc = -1;
-  json_decref(j);
-  free(ix);
-  return rc;
-}
-
-static int prepare(const sim_opts *o, const fc_mlp *mlp) {
-  char p[1024], err[400];
-  snprintf(p, sizeof p, "%s/pki", o->out);
-  if (access(p, F_OK) == 0) {
-    fprintf(stderr, "fedc sim: %s exists: choose a new --out folder (nothing is overwritten)\n", o->out);
-    return 2;
-  }
-  fc_dataset train;
-  memset(&train, 0, sizeof train);
-  uint32_t *owner = NULL, *idx = NULL;
-  int rc = 1;
-  if (fc_fmnist_load(o->data_dir, 1, &train, err, sizeof err) != 0) {
-    fprintf(stderr, "fedc sim: %s (install Debian's dataset-fashion-mnist)\n", err);
-    goto out;
-  }
-  if (train.dim != mlp->sizes[0] || train.classes > mlp->sizes[mlp->nlayers]) {
-    fprintf(stderr, "fedc sim: model %s does not fit the data (%u features, %u classes)\n", o->model, train.dim,
-            train.classes);
-    rc = 2;
-    goto out;
-  }
-  if (mkdirp(o->out) || (snprintf(p, sizeof p, "%s/logs", o->out), mkdirp(p)) ||
-      (snprintf(p, sizeof p, "%s/data", o->out), mkdirp(p)) || write_attackers(o) != 0) {
-    fprintf(stderr, "fedc sim: cannot create %s: %s\n", p, strerror(errno));
-    goto out;
-  }
-  fprintf(stderr, "fedc sim: throwaway PKI for %llu clients...\n", o->clients);
-  snprintf(p, sizeof p, "%s/pki", o->out);
-  if (fc_pki_init(p, "sim", NULL, 0, 30, "ec", err, sizeof err) != FEDC_OK ||
-      fc_pki_issue(p, "admin", "sim", NULL, 30, err, sizeof err) != FEDC_OK) {
-    fprintf(stderr, "fedc sim: %s\n", err);
-    goto out;
-  }
-  for (unsigned long long i = 0; i < o->clients; i++) {
-    char name[32];
-    snprintf(name, sizeof name, "c%04llu", i);
-    if (fc_pki_issue(p, "client", name, NULL, 30, err, sizeof err) != FEDC_OK) {
-      fprintf(stderr, "fedc sim: %s\n", err);
-      goto out;
-    }
-  }
-  fprintf(stderr, "fedc sim: splitting Fashion-MNIST (%s) into %llu parts...\n", o->partition, o->clients);
-  fc_partition_opts po;
-  fc_partition_opts_init(&po);
-  po.kind = fc_partition_kind_parse(o->partition);
-  po.nparts = (uint32_t)o->clients;
-  po.alpha = o->alpha;
-  po.seed = o->seed;
-  owner = malloc(train.n * sizeof *owner);
-  idx = malloc(train.n * sizeof *idx);
-  if (!owner || !idx || fc_partition_assign(train.y, train.n, train.classes, &po, owner) != 0) {
-    fprintf(stderr, "fedc sim: partitioning failed\n");
-    goto out;
-  }
-  for (uint32_t part = 0; part < o->clients; part++) {
-    uint32_t n = 0;
-    for (uint32_t i = 0; i < train.n; i++)
-      if (owner[i] == part) idx[n++] = i;
-    char img[1100], lbl[1100];
-    snprintf(img, sizeof img, "%s/data/c%04u-images.idx", o->out, part);
-    snprintf(lbl, sizeof lbl, "%s/data/c%04u-labels.idx", o->out, part);
-    if (write_idx_part(img, lbl, &train, idx, n) != 0) {
-      fprintf(stderr, "fedc sim: cannot write %s\n", img);
-      goto out;
-    }
-  }
-  rc = 0;
-out:
-  free(owner);
-  free(idx);
-  fc_dataset_free(&train);
-  return rc;
-}
-
-typedef struct monitor {
-  fc_channel *ch;
-  fc_mlp mlp;
-  fc_mlp_ws *ws;
-  fc_dataset test;
-  FILE *csv;
-  uint64_t seen_round; /* last round id settled: reported, abandoned, or given up on */
-  double t0;
-  uint64_t completed;     /* rounds the coordinator completed, as far as polled */
-  uint64_t reported;      /* of those, evaluated and reported (JSON line, CSV row) */
-  uint64_t abandoned;
-  unsigned eval_failures; /* consecutive failed evaluations of the next round */
-} monitor;
-
-/* A completed round whose model cannot be fetched is tried again on the next
- * polls (a download slot may be busy) before it is given up on. */
-#define EVAL_ATTEMPTS 5
-
-/* Fetch a version as admin and evaluate it on the test set. */
-static int eval_version(monitor *m, uint64_t version, double *acc, double *loss, char *err, size_t errlen) {
-  Fedc__V1__GetModelRequest req = FEDC__V1__GET_MODEL_REQUEST__INIT;
-  req.version = version;
-  fc_ccall *call = NULL;
-  fc_status st;
-  memset(&st, 0, sizeof st);
-  int rc = fc_ccall_start(m->ch, "/fedc.v1.Admin/GetModel", FC_RPC_SERVER_STREAM, &req.base, 60000, &call, &st);
-  if (rc == FEDC_OK) {
-    fc_model_spec spec;
-    float *w = NULL;
-    uint64_t total = 0;
-    rc = fc_tensor_stream_recv(call, 1ull << 32, NULL, &spec, &w, &total, NULL, &st);
-    fc_ccall_destroy(call);
-    if (rc == FEDC_OK) {
-      if (total != fc_mlp_nparams(&m->mlp) * sizeof(float)) rc = FEDC_ERR_SHAPE;
-      else
-        rc = fc_mlp_eval(&m->mlp, m->ws, w, &m->test, NULL, m->test.n, acc, loss);
-      free(w);
-    }
-  }
-  if (rc != FEDC_OK) snprintf(err, errlen, "%s", st.detail[0] ? st.detail : fedc_strerror(rc));
-  return rc;
-}
-
-/* Poll the round history; report each new round. Returns rounds completed,
- * -1 if the coordinator could not be asked. */
-static int poll_rounds(monitor *m, const sim_opts *o) {
-  Fedc__V1__RoundsRequest req = FEDC__V1__ROUNDS_REQUEST__INIT;
-  req.limit = 1000;
-  ProtobufCMessage *resp = NULL;
-  fc_status st;
-  if (fc_call_unary(m->ch, "/fedc.v1.Admin/Rounds", &req.base, &fedc__v1__rounds_response__descriptor, &resp, 10000,
-                    &st) != FEDC_OK)
-    return -1;
-  Fedc__V1__RoundsResponse *r = (Fedc__V1__RoundsResponse *)resp;
-  for (size_t i = 0; i < r->n_rounds; i++) {
-    Fedc__V1__RoundRecord *rec = r->rounds[i];
-    if (rec->round <= m->seen_round) continue;
-    if (strcmp(rec->outcome, "completed") != 0) {
-      m->seen_round = rec->round;
-      m->abandoned++;
-      fprintf(stderr, "fedc sim: round %llu abandoned: %s\n", (unsigned long long)rec->round, rec->reason);
-      continue;
-    }
-    double acc = 0, loss = 0;
-    char err[300];
-    if (eval_version(m, rec->version, &acc, &loss, err, sizeof err) != FEDC_OK) {
-      if (++m->eval_failures < EVAL_ATTEMPTS) break; /* rounds are reported in order: retry from here */
-      fprintf(stderr, "fedc sim: cannot evaluate model v%llu: %s\n", (unsigned long long)rec->version, err);
-      m->eval_failures = 0;
-      m->seen_round = rec->round;
-      m->completed++;
-      continue;
-    }
-    m->eval_failures = 0;
-    m->seen_round = rec->round;
-    m->completed++;
-    m->reported++;
-    double secs = (double)(rec->ended_unix_ms - rec->started_unix_ms) / 1000.0;
-    unsigned long long bytes = (unsigned long long)(rec->bytes_in + rec->bytes_out);
-    cli_print_json(json_pack("{s:I,s:I,s:I,s:f,s:f,s:f,s:i,s:I,s:f,s:f}", "round", (json_int_t)m->completed, "round_id",
-                             (json_int_t)rec->round, "version", (json_int_t)rec->version, "accuracy", acc, "loss",
-                             loss, "train_loss", (double)rec->mean_train_loss, "participants",
-                             (int)rec->participants, "bytes", (json_int_t)bytes, "seconds", secs, "elapsed_s",
-                             fc_mono_s() - m->t0));
-    fprintf(m->csv, "%llu,%llu,%.6f,%.6f,%.6f,%u,%llu,%.3f\n", (unsigned long long)m->completed,
-            (unsigned long long)rec->version, acc, loss, (double)rec->mean_train_loss, rec->participants, bytes,
-            secs);
-    fflush(m->csv);
-    if (!o->json)
-      fprintf(stderr, "\rfedc sim: round %llu/%llu  accuracy %.2f%%  loss %.4f  (%u clients, %.2fs)      \n",
-              (unsigned long long)m->completed, o->rounds, acc * 100, loss, rec->participants, secs);
-  }
-  protobuf_c_message_free_unpacked(resp, NULL);
-  return (int)m->completed;
-}
-
-static void plot(const sim_opts *o) {
-  char cmd[4096];
-  snprintf(cmd, sizeof cmd,
-           "command -v gnuplot >/dev/null 2>&1 && gnuplot -e \"set terminal png size 900,500; "
-           "set output '%s/curve.png'; set datafile separator ','; set key bottom right; "
-           "set xlabel 'round'; set ylabel 'test accuracy'; set y2label 'test loss'; set ytics nomirror; "
-           "set y2tics; set grid; plot '%s/rounds.csv' every ::1 using 1:3 with lines lw 2 title 'accuracy', "
-           "'' every ::1 using 1:4 axes x1y2 with lines title 'loss'\" 2>/dev/null",
-           o->out, o->out);
-  if (system(cmd) != 0) fprintf(stderr, "fedc sim: gnuplot not available: no curve.png (rounds.csv is there)\n");
-}
-
 /* After a client exited 0, the coordinator's history is given this long
  * without a new completed round to show all --rounds before the sim gives up. */
 #define FINISH_WAIT_S 10.0
@@ -690,6 +410,56 @@ static unsigned long long reap_clients(const sim_opts *o, pid_t *kids, unsigned 
   return died;
 }
 
+/* One client process's command line: the shared data, its part of it (a
+ * group takes consecutive parts), and the research flags. */
+typedef struct client_cmd {
+  char name[32], data[2300], group[64], lname[48], dseed[32], part[32], parts[32], alpha[48], pseed[32];
+  char byz_names[1100], byz_dir[1100], byz_n[32], byz_f[32];
+  char *av[48];
+} client_cmd;
+
+static void client_cmd_make(const sim_opts *o, unsigned long long i, const char *pki, const char *addr,
+                            const sim_data *d, client_cmd *c) {
+  unsigned long long first = i * o->per_process;
+  unsigned long long count = first + o->per_process <= o->clients ? o->per_process : o->clients - first;
+  client_log_name(o, i, c->lname, sizeof c->lname);
+  snprintf(c->dseed, sizeof c->dseed, "%llu", o->seed * 100003ull + first);
+  snprintf(c->data, sizeof c->data, "idx:%s,%s", d->images, d->labels);
+  snprintf(c->parts, sizeof c->parts, "%llu", o->clients);
+  snprintf(c->alpha, sizeof c->alpha, "%.17g", o->alpha); /* the double the sim split with, exactly */
+  snprintf(c->pseed, sizeof c->pseed, "%llu", o->seed);
+  /* One client: its own name and part. A group: --name is the prefix, and
+   * --host-clients FIRST:COUNT names them and gives them their parts. */
+  if (count == 1) snprintf(c->name, sizeof c->name, "c%04llu", first);
+  else
+    snprintf(c->name, sizeof c->name, "c");
+  snprintf(c->part, sizeof c->part, "%llu", first);
+  snprintf(c->group, sizeof c->group, "%llu:%llu", first, count);
+  char **av = c->av;
+  int n = 0;
+  const char *fixed[] = {"fedc", "client", "--pki", pki, "--name", c->name, "--coordinator", addr, "--data", c->data,
+                         "--partition", o->partition, "--parts", c->parts, "--alpha", c->alpha,
+                         "--partition-seed", c->pseed, "--model", o->model, "--max-retries", "60",
+                         "--drop-seed", c->dseed};
+  for (size_t k = 0; k < sizeof fixed / sizeof fixed[0]; k++) av[n++] = (char *)fixed[k];
+  if (count > 1) av[n++] = "--host-clients", av[n++] = c->group;
+  else
+    av[n++] = "--part", av[n++] = c->part;
+  if (o->drop[0]) av[n++] = "--secagg-drop", av[n++] = (char *)o->drop;
+  if (o->byz_kind[0]) {
+    snprintf(c->byz_names, sizeof c->byz_names, "%s/byzantine.txt", o->out);
+    snprintf(c->byz_dir, sizeof c->byz_dir, "%s/byz", o->out);
+    snprintf(c->byz_n, sizeof c->byz_n, "%llu", o->cohort);
+    snprintf(c->byz_f, sizeof c->byz_f, "%llu", (unsigned long long)(o->byz_fraction * (double)o->cohort + 0.5));
+    av[n++] = "--byzantine", av[n++] = (char *)o->byz_kind;
+    av[n++] = "--byzantine-names", av[n++] = c->byz_names;
+    av[n++] = "--byzantine-dir", av[n++] = c->byz_dir;
+    av[n++] = "--byzantine-cohort", av[n++] = c->byz_n;
+    av[n++] = "--byzantine-colluders", av[n++] = c->byz_f;
+  }
+  av[n] = NULL;
+}
+
 int cmd_sim(int argc, char **argv) {
   sim_opts o;
   int rc = parse(argc, argv, &o);
@@ -699,13 +469,15 @@ int cmd_sim(int argc, char **argv) {
     fprintf(stderr, "fedc sim: bad --model '%s'\n", o.model);
     return 2;
   }
-  if ((rc = prepare(&o, &mlp)) != 0) return rc;
+  sim_data data;
+  if ((rc = sim_prepare(&o, &mlp, &data)) != 0) return rc;
   signal(SIGINT, on_signal);
   signal(SIGTERM, on_signal);
   signal(SIGPIPE, SIG_IGN);
   fc_blas_set_threads(1);
+  double t_start = fc_mono_s();
 
-  char pki[1024], state[1024], portf[1024], logp[1100], buf[17][64];
+  char pki[1024], state[1024], portf[1024], logp[1100], buf[19][64];
   snprintf(pki, sizeof pki, "%s/pki", o.out);
   snprintf(state, sizeof state, "%s/state", o.out);
   snprintf(portf, sizeof portf, "%s/coordinator.port", o.out);
@@ -753,10 +525,10 @@ int cmd_sim(int argc, char **argv) {
    * admin connection out while a thousand clients connect. */
   cargv[ca_n++] = "--connect-rate", cargv[ca_n++] = "0";
   for (int i = 0; i < 5; i++)
-    if (o.sopt[i][0]) cargv[ca_n++] = (char *)sopt_flags[i], cargv[ca_n++] = o.sopt[i];
+    if (o.sopt[i][0]) cargv[ca_n++] = (char *)sim_sopt_flags[i], cargv[ca_n++] = o.sopt[i];
   if (o.sopt_nesterov) cargv[ca_n++] = "--server-nesterov";
   for (int i = 0; i < 6; i++)
-    if (o.agg[i][0]) cargv[ca_n++] = (char *)agg_flags[i], cargv[ca_n++] = o.agg[i];
+    if (o.agg[i][0]) cargv[ca_n++] = (char *)sim_agg_flags[i], cargv[ca_n++] = o.agg[i];
   if (o.dp[0][0]) {
     /* DP: Poisson sampling at rate cohort / clients instead of a fixed cohort. */
     snprintf(buf[15], 64, "%.9g", (double)o.cohort / (double)o.clients);
@@ -785,12 +557,23 @@ int cmd_sim(int argc, char **argv) {
     snprintf(buf[14], 64, "%llu", (unsigned long long)(5000 + 150 * (k + 1)));
     cargv[ca_n++] = "--secagg-stage-ms", cargv[ca_n++] = buf[14];
   }
+  /* Model versions: the sim's default keeps a few, a coordinator's keeps
+   * all (--keep-versions 0: then --keep-every means nothing and is not passed). */
+  snprintf(buf[17], 64, "%llu", o.keep_versions);
+  snprintf(buf[18], 64, "%llu", o.keep_every);
+  if (o.keep_versions) {
+    cargv[ca_n++] = "--keep-versions", cargv[ca_n++] = buf[17];
+    cargv[ca_n++] = "--keep-every", cargv[ca_n++] = buf[18];
+  }
   for (int i = 0; i < o.ncoord_opts; i++) cargv[ca_n++] = (char *)o.coord_opts[i];
+  sim_write_config(&o, cargv, NULL, NULL, NULL);
   pid_t coord = spawn(cargv, logp);
   unsigned long long nkids = (o.clients + o.per_process - 1) / o.per_process;
   pid_t *kids = calloc(nkids, sizeof *kids);
-  monitor m;
+  client_cmd *cc = malloc(sizeof *cc);
+  sim_monitor m;
   memset(&m, 0, sizeof m);
+  char sopt_text[200] = "", dp_text[300] = "", title[400];
   int port = 0;
   if (coord < 0) {
     coord = 0;
@@ -807,7 +590,7 @@ int cmd_sim(int argc, char **argv) {
       break;
     }
   }
-  if (!port || !kids) {
+  if (!port || !kids || !cc) {
     fprintf(stderr, "fedc sim: coordinator did not start: see %s\n", logp);
     rc = 1;
     goto out;
@@ -815,44 +598,13 @@ int cmd_sim(int argc, char **argv) {
   char addr[64];
   snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
   fprintf(stderr, "fedc sim: coordinator on %s; starting %llu clients...\n", addr, o.clients);
-  char byz_names[1100], byz_dir[1100], byz_n[32], byz_f[32];
-  snprintf(byz_names, sizeof byz_names, "%s/byzantine.txt", o.out);
-  snprintf(byz_dir, sizeof byz_dir, "%s/byz", o.out);
-  snprintf(byz_n, sizeof byz_n, "%llu", o.cohort);
-  snprintf(byz_f, sizeof byz_f, "%llu", (unsigned long long)(o.byz_fraction * (double)o.cohort + 0.5));
   for (unsigned long long i = 0; i < nkids && !g_interrupted; i++) {
-    unsigned long long first = i * o.per_process;
-    unsigned long long count = first + o.per_process <= o.clients ? o.per_process : o.clients - first;
-    char name[32], data[2200], clog[1100], group[64], lname[48];
-    snprintf(name, sizeof name, "c%04llu", first);
-    client_log_name(&o, i, lname, sizeof lname);
-    snprintf(clog, sizeof clog, "%s/logs/%s.log", o.out, lname);
-    char dseed[32];
-    snprintf(dseed, sizeof dseed, "%llu", o.seed * 100003ull + first);
-    /* One client: its own name. A group: --name is the prefix and %s in --data each client's name. */
-    if (count == 1) {
-      snprintf(data, sizeof data, "idx:%s/data/%s-images.idx,%s/data/%s-labels.idx", o.out, name, o.out, name);
-    } else {
-      snprintf(data, sizeof data, "idx:%s/data/%%s-images.idx,%s/data/%%s-labels.idx", o.out, o.out);
-      snprintf(name, sizeof name, "c");
-    }
-    snprintf(group, sizeof group, "%llu:%llu", first, count);
-    char *av[40] = {"fedc", "client", "--pki", pki, "--name", name, "--coordinator", addr, "--data", data, "--model",
-                    o.model, "--max-retries", "60", "--drop-seed", dseed};
-    int an = 16;
-    if (count > 1) av[an++] = "--host-clients", av[an++] = group;
-    if (o.drop[0]) av[an++] = "--secagg-drop", av[an++] = o.drop;
-    if (o.byz_kind[0]) {
-      av[an++] = "--byzantine", av[an++] = o.byz_kind;
-      av[an++] = "--byzantine-names", av[an++] = byz_names;
-      av[an++] = "--byzantine-dir", av[an++] = byz_dir;
-      av[an++] = "--byzantine-cohort", av[an++] = byz_n;
-      av[an++] = "--byzantine-colluders", av[an++] = byz_f;
-    }
-    av[an] = NULL;
-    if ((kids[i] = spawn(av, clog)) < 0) {
+    char clog[1100];
+    client_cmd_make(&o, i, pki, addr, &data, cc);
+    snprintf(clog, sizeof clog, "%s/logs/%s.log", o.out, cc->lname);
+    if ((kids[i] = spawn(cc->av, clog)) < 0) {
       kids[i] = 0;
-      fprintf(stderr, "fedc sim: cannot start client %s: %s\n", name, strerror(errno));
+      fprintf(stderr, "fedc sim: cannot start client %s: %s\n", cc->lname, strerror(errno));
       rc = 1;
       goto out;
     }
@@ -881,14 +633,16 @@ int cmd_sim(int argc, char **argv) {
   }
   m.mlp = mlp;
   m.ws = fc_mlp_ws_create(&mlp, 500);
-  char csvp[1100];
-  snprintf(csvp, sizeof csvp, "%s/rounds.csv", o.out);
-  m.csv = fopen(csvp, "w");
-  if (!m.ws || !m.csv) {
+  if (!m.ws || sim_out_open(&m.out, &o) != 0) {
     rc = 1;
     goto out_grpc;
   }
-  fprintf(m.csv, "round,version,accuracy,loss,train_loss,participants,bytes,seconds\n");
+  /* What the coordinator made of the options it was given (its defaults
+   * for the rest), for config.json and the plot's title. */
+  if (sim_coordinator_settings(&m, sopt_text, sizeof sopt_text, dp_text, sizeof dp_text) == 0) {
+    client_cmd_make(&o, 0, pki, addr, &data, cc);
+    sim_write_config(&o, cargv, cc->av, sopt_text, dp_text);
+  }
   m.t0 = fc_mono_s();
   double last_progress = 0, last_poll_ok = m.t0, finish_by = 0;
   char ended[32] = ""; /* the first client that exited 0 */
@@ -898,7 +652,7 @@ int cmd_sim(int argc, char **argv) {
     uint64_t completed_before = m.completed;
     /* Give up only after a minute without one successful poll (a single slow
      * reply late in a long run is not "cannot reach"). */
-    if (poll_rounds(&m, &o) >= 0) last_poll_ok = fc_mono_s();
+    if (sim_poll_rounds(&m, &o) >= 0) last_poll_ok = fc_mono_s();
     else if (fc_mono_s() - last_poll_ok > 60) {
       fprintf(stderr, "fedc sim: cannot reach the coordinator as admin\n");
       rc = 1;
@@ -916,7 +670,7 @@ int cmd_sim(int argc, char **argv) {
       /* A client that died cannot come back, and the coordinator starts a
        * round only with all --clients live (--min-clients). One last look
        * first: the rounds may all be done already. */
-      if (poll_rounds(&m, &o) >= 0 && m.completed >= o.rounds) break;
+      if (sim_poll_rounds(&m, &o) >= 0 && m.completed >= o.rounds) break;
       fprintf(stderr,
               "fedc sim: %llu client process%s died and no round can start without all %llu: stopping after %llu "
               "of %llu rounds\n",
@@ -947,16 +701,13 @@ int cmd_sim(int argc, char **argv) {
   if (g_interrupted) {
     fprintf(stderr, "fedc sim: interrupted after %llu rounds\n", (unsigned long long)m.completed);
     rc = 130;
-  } else if (!rc && m.reported < o.rounds) {
+  } else if (!rc && m.reported + m.pruned < o.rounds) {
     fprintf(stderr, "fedc sim: %llu of %llu rounds could not be evaluated (see above)\n",
-            (unsigned long long)(o.rounds - m.reported), o.rounds);
+            (unsigned long long)(o.rounds - m.reported - m.pruned), o.rounds);
     rc = 1;
   }
-  if (!rc)
-    fprintf(stderr, "fedc sim: %llu rounds in %.1fs; results in %s (rounds.csv, curve.png)\n",
-            (unsigned long long)m.completed, fc_mono_s() - m.t0, o.out);
 out_grpc:
-  if (m.csv) fclose(m.csv);
+  sim_out_close(&m.out);
   fc_mlp_ws_destroy(m.ws);
   fc_dataset_free(&m.test);
   fc_channel_destroy(m.ch);
@@ -969,6 +720,12 @@ out:
     if (kids[i] > 0) waitpid(kids[i], NULL, 0);
   if (coord > 0) waitpid(coord, NULL, 0);
   free(kids);
-  if (m.reported) plot(&o);
+  free(cc);
+  sim_data_cleanup(&data);
+  if (m.completed) {
+    sim_title(&o, sopt_text, title, sizeof title);
+    sim_plot(&o, title);
+  }
+  sim_final_line(&o, m.completed, fc_mono_s() - t_start);
   return rc;
 }

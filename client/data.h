@@ -37,6 +37,22 @@ void fc_dataset_free(fc_dataset *d);
  * counts, truncated or trailing data, FEDC_ERR_NOMEM. */
 int fc_idx_load(const char *images_gz, const char *labels_gz, fc_dataset *out, char *err, size_t errlen);
 
+/* Only rows want[0..nwant) (strictly ascending, each below n) of an IDX pair,
+ * for a client that takes its part of a shared file: it never holds the
+ * rest (no n x dim buffer). Short gaps between rows are read and dropped,
+ * long ones seeked over. out->classes is that of the whole label file (max
+ * label + 1), as fc_idx_load gives. Checks as fc_idx_load, except that the
+ * image file is not read past the last row wanted (trailing data there goes
+ * unnoticed); FEDC_ERR_INVALID for a row out of range or out of order. */
+int fc_idx_load_rows(const char *images_gz, const char *labels_gz, const uint32_t *want, uint32_t nwant,
+                     fc_dataset *out, char *err, size_t errlen);
+/* All labels of an IDX label file: *y (malloc'd) and *n, on success. */
+int fc_idx_load_labels(const char *labels_gz, uint8_t **y, uint32_t *n, char *err, size_t errlen);
+
+/* The files fc_fmnist_load reads (each len bytes): "<split>-images-idx3-ubyte.gz"
+ * in dir, else the same name without .gz if that exists. */
+int fc_fmnist_paths(const char *dir, int train, char *images, char *labels, size_t len, char *err, size_t errlen);
+
 /* Fashion-MNIST train (train != 0, 60000 examples) or test (10000) split from
  * dir; dir NULL means $FEDC_FMNIST_DIR if set, else FC_FMNIST_DEFAULT_DIR.
  * Looks for "<split>-images-idx3-ubyte.gz", then the same name without .gz. */

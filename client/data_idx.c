@@ -102,12 +102,50 @@ static int check_magic(uint32_t magic, uint32_t want, const char *path, char *er
   return FEDC_ERR_FORMAT;
 }
 
+/* Both headers: n images of dim pixels (rows x cols), checked against the
+ * caps and against the label file's n, before anything big is allocated. */
+static int read_headers(gzFile fi, gzFile fl, const char *images_gz, const char *labels_gz, uint32_t *n_out,
+                        uint32_t *rows_out, uint32_t *cols_out, char *err, size_t errlen) {
+  unsigned char hdr[16];
+  int rc;
+  if ((rc = read_exact(fi, hdr, 16, images_gz, "the IDX header", err, errlen))) return rc;
+  if ((rc = check_magic(be32(hdr), IDX_MAGIC_IMAGES, images_gz, err, errlen))) return rc;
+  uint32_t n = be32(hdr + 4), rows = be32(hdr + 8), cols = be32(hdr + 12);
+  uint64_t dim = (uint64_t)rows * cols;
+  if (n == 0 || n > FC_DATA_MAX_ITEMS) {
+    snprintf(err, errlen, "%s: %u images (1..%u allowed)", images_gz, n, FC_DATA_MAX_ITEMS);
+    return FEDC_ERR_FORMAT;
+  }
+  if (dim == 0 || dim > FC_DATA_MAX_DIM || (uint64_t)n * dim > FC_DATA_MAX_ELEMS) {
+    snprintf(err, errlen, "%s: image size %u x %u (x %u images) over the limits (%u pixels, %llu in total)",
+             images_gz, rows, cols, n, FC_DATA_MAX_DIM, (unsigned long long)FC_DATA_MAX_ELEMS);
+    return FEDC_ERR_FORMAT;
+  }
+  if ((rc = read_exact(fl, hdr, 8, labels_gz, "the IDX header", err, errlen))) return rc;
+  if ((rc = check_magic(be32(hdr), IDX_MAGIC_LABELS, labels_gz, err, errlen))) return rc;
+  uint32_t nl = be32(hdr + 4);
+  if (nl != n) {
+    snprintf(err, errlen, "%s has %u labels but %s has %u images", labels_gz, nl, images_gz, n);
+    return FEDC_ERR_FORMAT;
+  }
+  *n_out = n;
+  *rows_out = rows;
+  *cols_out = cols;
+  return 0;
+}
+
+static uint32_t classes_of(const uint8_t *y, uint32_t n) {
+  uint32_t max_label = 0;
+  for (uint32_t i = 0; i < n; i++)
+    if (y[i] > max_label) max_label = y[i];
+  return max_label + 1;
+}
+
 int fc_idx_load(const char *images_gz, const char *labels_gz, fc_dataset *out, char *err, size_t errlen) {
   gzFile fi = NULL, fl = NULL;
   float *x = NULL;
   uint8_t *y = NULL;
   unsigned char *chunk = NULL;
-  unsigned char hdr[16];
   int rc;
 
   if (!images_gz || !labels_gz || !out) {
@@ -118,30 +156,9 @@ int fc_idx_load(const char *images_gz, const char *labels_gz, fc_dataset *out, c
   if ((rc = open_gz(labels_gz, &fl, err, errlen))) goto out;
 
   /* Headers first, so mismatches are reported before the big allocation. */
-  if ((rc = read_exact(fi, hdr, 16, images_gz, "the IDX header", err, errlen))) goto out;
-  if ((rc = check_magic(be32(hdr), IDX_MAGIC_IMAGES, images_gz, err, errlen))) goto out;
-  uint32_t n = be32(hdr + 4), rows = be32(hdr + 8), cols = be32(hdr + 12);
+  uint32_t n, rows, cols;
+  if ((rc = read_headers(fi, fl, images_gz, labels_gz, &n, &rows, &cols, err, errlen))) goto out;
   uint64_t dim = (uint64_t)rows * cols;
-  if (n == 0 || n > FC_DATA_MAX_ITEMS) {
-    snprintf(err, errlen, "%s: %u images (1..%u allowed)", images_gz, n, FC_DATA_MAX_ITEMS);
-    rc = FEDC_ERR_FORMAT;
-    goto out;
-  }
-  if (dim == 0 || dim > FC_DATA_MAX_DIM || (uint64_t)n * dim > FC_DATA_MAX_ELEMS) {
-    snprintf(err, errlen, "%s: image size %u x %u (x %u images) over the limits (%u pixels, %llu in total)",
-             images_gz, rows, cols, n, FC_DATA_MAX_DIM, (unsigned long long)FC_DATA_MAX_ELEMS);
-    rc = FEDC_ERR_FORMAT;
-    goto out;
-  }
-
-  if ((rc = read_exact(fl, hdr, 8, labels_gz, "the IDX header", err, errlen))) goto out;
-  if ((rc = check_magic(be32(hdr), IDX_MAGIC_LABELS, labels_gz, err, errlen))) goto out;
-  uint32_t nl = be32(hdr + 4);
-  if (nl != n) {
-    snprintf(err, errlen, "%s has %u labels but %s has %u images", labels_gz, nl, images_gz, n);
-    rc = FEDC_ERR_FORMAT;
-    goto out;
-  }
 
   x = malloc((size_t)n * dim * sizeof *x);
   y = malloc(n);
@@ -167,13 +184,9 @@ int fc_idx_load(const char *images_gz, const char *labels_gz, fc_dataset *out, c
   if ((rc = read_exact(fl, y, n, labels_gz, "the label data", err, errlen))) goto out;
   if ((rc = expect_eof(fl, labels_gz, err, errlen))) goto out;
 
-  uint32_t max_label = 0;
-  for (uint32_t i = 0; i < n; i++)
-    if (y[i] > max_label) max_label = y[i];
-
   out->n = n;
   out->dim = (uint32_t)dim;
-  out->classes = max_label + 1;
+  out->classes = classes_of(y, n);
   out->x = x;
   out->y = y;
   x = NULL;
@@ -183,6 +196,119 @@ out:
   if (fi) gzclose(fi);
   if (fl) gzclose(fl);
   free(chunk);
+  free(x);
+  free(y);
+  return rc;
+}
+
+int fc_idx_load_labels(const char *labels_gz, uint8_t **y_out, uint32_t *n_out, char *err, size_t errlen) {
+  gzFile fl = NULL;
+  uint8_t *y = NULL;
+  unsigned char hdr[8];
+  int rc;
+  if ((rc = open_gz(labels_gz, &fl, err, errlen))) goto out;
+  if ((rc = read_exact(fl, hdr, 8, labels_gz, "the IDX header", err, errlen))) goto out;
+  if ((rc = check_magic(be32(hdr), IDX_MAGIC_LABELS, labels_gz, err, errlen))) goto out;
+  uint32_t n = be32(hdr + 4);
+  if (n == 0 || n > FC_DATA_MAX_ITEMS) {
+    snprintf(err, errlen, "%s: %u labels (1..%u allowed)", labels_gz, n, FC_DATA_MAX_ITEMS);
+    rc = FEDC_ERR_FORMAT;
+    goto out;
+  }
+  if (!(y = malloc(n))) {
+    snprintf(err, errlen, "%s: out of memory for %u labels", labels_gz, n);
+    rc = FEDC_ERR_NOMEM;
+    goto out;
+  }
+  if ((rc = read_exact(fl, y, n, labels_gz, "the label data", err, errlen))) goto out;
+  if ((rc = expect_eof(fl, labels_gz, err, errlen))) goto out;
+  *y_out = y;
+  *n_out = n;
+  y = NULL;
+out:
+  if (fl) gzclose(fl);
+  free(y);
+  return rc;
+}
+
+/* Skip len bytes: seek over a long gap (a plain file then skips the reading
+ * too), read and drop a short one (a seek empties zlib's buffer, which is
+ * then filled again: for gaps of a few rows that costs more than it saves). */
+static int skip_bytes(gzFile f, uint64_t len, unsigned char *scratch, size_t scratch_len, const char *path,
+                      char *err, size_t errlen) {
+  if (len >= (1u << 20)) {
+    if (gzseek(f, (z_off_t)len, SEEK_CUR) >= 0) return 0;
+    int zerr = 0;
+    const char *msg = gzerror(f, &zerr);
+    snprintf(err, errlen, "%s: cannot skip to the next row: %s", path, zerr == Z_ERRNO ? strerror(errno) : msg);
+    return zerr == Z_ERRNO ? FEDC_ERR_IO : FEDC_ERR_FORMAT;
+  }
+  while (len) {
+    size_t step = len < scratch_len ? (size_t)len : scratch_len;
+    int rc = read_exact(f, scratch, step, path, "the pixel data", err, errlen);
+    if (rc) return rc;
+    len -= step;
+  }
+  return 0;
+}
+
+int fc_idx_load_rows(const char *images_gz, const char *labels_gz, const uint32_t *want, uint32_t nwant,
+                     fc_dataset *out, char *err, size_t errlen) {
+  gzFile fi = NULL, fl = NULL;
+  float *x = NULL;
+  uint8_t *y = NULL, *all = NULL;
+  unsigned char *chunk = NULL;
+  int rc;
+  if (!images_gz || !labels_gz || !out || (nwant && !want)) {
+    snprintf(err, errlen, "fc_idx_load_rows: NULL argument");
+    return FEDC_ERR_INVALID;
+  }
+  if ((rc = open_gz(images_gz, &fi, err, errlen))) goto out;
+  if ((rc = open_gz(labels_gz, &fl, err, errlen))) goto out;
+  uint32_t n, rows, cols;
+  if ((rc = read_headers(fi, fl, images_gz, labels_gz, &n, &rows, &cols, err, errlen))) goto out;
+  size_t dim = (size_t)rows * cols;
+  for (uint32_t i = 0; i < nwant; i++)
+    if (want[i] >= n || (i && want[i] <= want[i - 1])) {
+      snprintf(err, errlen, "%s: row %u of %u (rows must be ascending, each below the count)", images_gz, want[i],
+               n);
+      rc = FEDC_ERR_INVALID;
+      goto out;
+    }
+  all = malloc(n);
+  x = malloc((nwant ? nwant : 1) * dim * sizeof *x);
+  y = malloc(nwant ? nwant : 1);
+  chunk = malloc(dim > IDX_CHUNK ? dim : IDX_CHUNK);
+  if (!all || !x || !y || !chunk) {
+    snprintf(err, errlen, "%s: out of memory for %u x %zu pixels", images_gz, nwant, dim);
+    rc = FEDC_ERR_NOMEM;
+    goto out;
+  }
+  if ((rc = read_exact(fl, all, n, labels_gz, "the label data", err, errlen))) goto out;
+  if ((rc = expect_eof(fl, labels_gz, err, errlen))) goto out;
+  uint64_t at = 0; /* the next image gzread returns */
+  for (uint32_t i = 0; i < nwant; i++) {
+    if ((rc = skip_bytes(fi, (uint64_t)(want[i] - at) * dim, chunk, dim > IDX_CHUNK ? dim : IDX_CHUNK, images_gz,
+                         err, errlen)))
+      goto out;
+    if ((rc = read_exact(fi, chunk, dim, images_gz, "the pixel data", err, errlen))) goto out;
+    for (size_t j = 0; j < dim; j++) x[(size_t)i * dim + j] = (float)chunk[j] * (1.0f / 255.0f);
+    y[i] = all[want[i]];
+    at = (uint64_t)want[i] + 1;
+  }
+  out->n = nwant;
+  out->dim = (uint32_t)dim;
+  out->classes = classes_of(all, n);
+  out->x = x;
+  out->y = y;
+  x = NULL;
+  y = NULL;
+  rc = 0;
+out:
+  if (fi) gzclose(fi);
+  if (fl) gzclose(fl);
+  free(chunk);
+  free(all);
   free(x);
   free(y);
   return rc;
@@ -203,16 +329,20 @@ static int pick_path(const char *dir, const char *base, char *path, size_t len, 
   return 0;
 }
 
-int fc_fmnist_load(const char *dir, int train, fc_dataset *out, char *err, size_t errlen) {
-  char images[4096], labels[4096];
+int fc_fmnist_paths(const char *dir, int train, char *images, char *labels, size_t len, char *err, size_t errlen) {
   int rc;
   if (!dir) dir = getenv("FEDC_FMNIST_DIR");
   if (!dir || !*dir) dir = FC_FMNIST_DEFAULT_DIR;
   const char *split = train ? "train" : "t10k";
   char base[64];
   snprintf(base, sizeof base, "%s-images-idx3-ubyte", split);
-  if ((rc = pick_path(dir, base, images, sizeof images, err, errlen))) return rc;
+  if ((rc = pick_path(dir, base, images, len, err, errlen))) return rc;
   snprintf(base, sizeof base, "%s-labels-idx1-ubyte", split);
-  if ((rc = pick_path(dir, base, labels, sizeof labels, err, errlen))) return rc;
-  return fc_idx_load(images, labels, out, err, errlen);
+  return pick_path(dir, base, labels, len, err, errlen);
+}
+
+int fc_fmnist_load(const char *dir, int train, fc_dataset *out, char *err, size_t errlen) {
+  char images[4096], labels[4096];
+  int rc = fc_fmnist_paths(dir, train, images, labels, sizeof images, err, errlen);
+  return rc ? rc : fc_idx_load(images, labels, out, err, errlen);
 }

@@ -39,6 +39,7 @@
 #include "common/dp_noise.h"
 #include "crypto/sa_crypto.h"
 #include "coordinator/store.h"
+#include "coordinator/store_prune.h"
 #include "crypto/pki.h"
 #include "transport/accept_guard.h"
 #include "fedc/error.h"
@@ -208,6 +209,21 @@ static void state_dirty_locked(fc_coord *c) {
   c->state_want_seq++;
 }
 
+/* --keep-versions: once state.json names `current` on disk, older versions
+ * outside the policy go (store_prune.h says why that is safe). A failure
+ * costs disk space, not correctness: it is logged, rounds go on. */
+static void prune_versions(fc_coord *c, uint64_t current) {
+  if (!c->cfg.keep_versions) return;
+  fc_prune_stats ps;
+  char err[300];
+  if (fc_store_prune(c->cfg.state_dir, current, c->cfg.keep_versions, c->cfg.keep_every, &ps, err, sizeof err) !=
+      FEDC_OK)
+    FC_WARN(MOD, "pruning old model versions: %s", err);
+  else if (ps.files)
+    FC_DEBUG(MOD, "pruned %llu files (%llu bytes) of model versions before v%llu", (unsigned long long)ps.files,
+             (unsigned long long)ps.bytes, (unsigned long long)current);
+}
+
 /* Write what is owed: state.json first (a crash before the history line
  * loses that line, never leaves a record of a version the state does not
  * have, see store.h), then the history lines, oldest first. Call without
@@ -223,6 +239,7 @@ static int store_sync(fc_coord *c) {
   if (seq > c->state_written_seq) {
     rc = fc_store_save_state(c->cfg.state_dir, c->cfg.federation, &st, err, sizeof err);
     if (rc == FEDC_OK) c->state_written_seq = seq;
+    if (rc == FEDC_OK) prune_versions(c, st.version);
   }
   while (rc == FEDC_OK) {
     fc_round_stats r;
@@ -249,6 +266,11 @@ static int store_sync(fc_coord *c) {
 
 static void sopt_text(const fc_coord *c, char *buf, size_t len);
 
+/* Under secure aggregation with DP noise the clients keep their training
+ * loss to themselves (UpdateMeta.train_loss 0): the coordinator does not
+ * know the round's mean. */
+static int train_loss_unknown(const fc_coord *c) { return c->cfg.engine.secagg && c->cfg.dp_noise_multiplier > 0; }
+
 static void record_round_locked(fc_coord *c) {
   const fc_round_stats *r = fc_engine_last_round(c->engine);
   fc_metrics_round(&c->metrics, r->completed, r->reason,
@@ -262,6 +284,10 @@ static void record_round_locked(fc_coord *c) {
       c->rounds[c->nrounds - 1].dp_clip = c->dp_round_clip;
       c->rounds[c->nrounds - 1].dp_noise = c->dp_round_noise;
     }
+    /* Distributed DP: clients send no training loss (client/runtime.c), so
+     * the round's mean is unknown, not 0: NaN, which the history writes as
+     * null and `fedc rounds` shows as "-". */
+    if (train_loss_unknown(c)) c->rounds[c->nrounds - 1].mean_loss = NAN;
     if (c->history_unsaved < c->nrounds) c->history_unsaved++;
   } else {
     FC_ERROR(MOD, "out of memory: round %llu missing from the history", (unsigned long long)r->round);
@@ -666,9 +692,10 @@ static void *driver_main(void *arg) {
         fc_engine_published(c->engine, version, sha, fc_now_ms());
         dp_check_budget_locked(c);
         const fc_round_stats *r = fc_engine_last_round(c->engine);
-        char hex[FC_SHA256_HEX_LEN];
-        FC_INFO(MOD, "round %llu completed: %u updates, %llu examples, loss %.4f -> model v%llu sha256 %.16s",
-                (unsigned long long)r->round, r->participants, (unsigned long long)r->examples, r->mean_loss,
+        char hex[FC_SHA256_HEX_LEN], loss[32] = "-";
+        if (!train_loss_unknown(c)) snprintf(loss, sizeof loss, "%.4f", r->mean_loss);
+        FC_INFO(MOD, "round %llu completed: %u updates, %llu examples, loss %s -> model v%llu sha256 %.16s",
+                (unsigned long long)r->round, r->participants, (unsigned long long)r->examples, loss,
                 (unsigned long long)version, fc_hex(sha, FC_SHA256_LEN, hex));
       } else {
         FC_ERROR(MOD, "finalizing round failed: %s", why);

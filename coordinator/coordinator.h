@@ -30,6 +30,9 @@ typedef struct fc_coord_cfg {
   int adopt_state;
   int insecure_for_testing;
   char state_dir[512];
+  /* Model versions kept in state_dir (store_prune.h): the last keep_versions
+   * whole and every keep_every-th older one as model + manifest; 0 = all. */
+  uint64_t keep_versions, keep_every;
   fc_engine_cfg engine;
   /* task hyper-parameters announced to clients */
   float learning_rate;

@@ -470,9 +470,11 @@ static json_t *round_to_json(const fc_round_stats *r) {
   json_t *o = json_pack("{s:I,s:s,s:I,s:i,s:i,s:I,s:f,s:I,s:I,s:I,s:I,s:s,s:s}", "round", jint(r->round), "outcome",
                    r->completed ? "completed" : "abandoned", "version", jint(r->version), "participants",
                    (int)r->participants, "selected", (int)r->selected, "examples", jint(r->examples),
-                   "mean_train_loss", r->mean_loss, "bytes_in", jint(r->bytes_in), "bytes_out", jint(r->bytes_out),
+                   "mean_train_loss", isfinite(r->mean_loss) ? r->mean_loss : 0.0, "bytes_in", jint(r->bytes_in), "bytes_out", jint(r->bytes_out),
                    "started_unix_ms", jint(r->started_ms), "ended_unix_ms", jint(r->ended_ms), "sha256",
                    r->completed ? fc_hex(r->sha, FC_SHA256_LEN, hex) : "", "reason", r->reason);
+  /* An unknown mean loss (NaN: distributed DP) is null, never a number. */
+  if (o && !isfinite(r->mean_loss)) json_object_set(o, "mean_train_loss", json_null());
   if (o && r->server_opt[0]) json_object_set_new(o, "server_optimizer", json_string(r->server_opt));
   if (o && r->dp_epsilon > 0) {
     json_object_set_new(o, "dp_epsilon", json_real(r->dp_epsilon));
@@ -600,7 +602,8 @@ int fc_store_read_rounds(const char *dir, fc_round_stats **out, size_t *n, char 
     r->participants = (uint32_t)json_u64(o, "participants");
     r->selected = (uint32_t)json_u64(o, "selected");
     r->examples = json_u64(o, "examples");
-    r->mean_loss = json_number_value(json_object_get(o, "mean_train_loss"));
+    json_t *ml = json_object_get(o, "mean_train_loss");
+    r->mean_loss = json_is_null(ml) ? NAN : json_number_value(ml);
     r->bytes_in = json_u64(o, "bytes_in");
     r->bytes_out = json_u64(o, "bytes_out");
     r->started_ms = json_u64(o, "started_unix_ms");

@@ -10,7 +10,19 @@
 #  - a client that really dies (SIGKILL mid-run) ends the sim with status 1
 #    and a message naming the client and how it died;
 #  - a numeric option out of range is refused with status 2, naming the option,
-#    before anything is written to --out.
+#    before anything is written to --out;
+#  - what a run leaves (issue 21): config.json with every option, the seed and
+#    the fedc version; curve.gp whose title summarises the settings; JSON on
+#    stdout only with --json (always in rounds.jsonl), else one plain line per
+#    round on stderr; no copy of the data left behind (the clients read their
+#    parts of one shared copy, as data/partition.csv says); a last line with
+#    the folder and its size;
+#  - --keep-versions 2 --keep-every 3 leaves exactly v0 v3 v6 v7 (optimizer
+#    state of v6 v7 only), a kept version whose parent is gone still passes
+#    `fedc model verify`, and a coordinator restarts on the pruned state;
+#  - secure aggregation with DP noise: train_loss is unknown (empty in
+#    rounds.csv, null in rounds.jsonl and in the coordinator's history), and
+#    epsilon is in every round's line, rounds.csv and the plot.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
 make_tmp
@@ -42,12 +54,14 @@ coordinator_argv() {
 
 # --poll-ms 20: the clients learn of DONE and exit within milliseconds of the
 # last round, the moment the old sim mistook for "clients lost".
-SMALL=(--clients 3 --cohort 3 --rounds 3 --model logreg --partition iid --poll-ms 20 --json)
+SMALL=(--clients 3 --cohort 3 --rounds 3 --model logreg --partition iid --poll-ms 20)
 
+CSV_HEADER="round,version,accuracy,loss,train_loss,participants,bytes,seconds,epsilon"
 for run in 1 2; do
-  extra=()
-  [ "$run" = 2 ] && extra=(--clip-norm 1000)
-  start_sim "ok$run" "${SMALL[@]}" ${extra[@]+"${extra[@]}"}
+  # Run 1 with --json, run 2 without (and with a clip norm).
+  extra=(--json)
+  [ "$run" = 2 ] && extra=(--clip-norm 1000 --keep-versions 0)
+  start_sim "ok$run" "${SMALL[@]}" "${extra[@]}"
   wait_for coordinator_argv "ok$run" 60 || fail "run $run: no coordinator started: $(cat "$T/ok$run.err")"
   coordinator_argv "ok$run" >"$T/ok$run.argv" || fail "run $run: the coordinator exited early"
   if [ "$run" = 1 ]; then
@@ -57,15 +71,122 @@ for run in 1 2; do
   fi
   wait_sim "ok$run"
   [ "$SIM_RC" = 0 ] || fail "run $run: fedc sim exited $SIM_RC: $(tail -n 5 "$T/ok$run.err")"
-  [ "$(wc -l <"$T/ok$run.out")" -eq 3 ] || fail "run $run: not 3 JSON lines: $(cat "$T/ok$run.out")"
-  jq -s -e '[.[].round] == [1, 2, 3] and all(.[]; .accuracy > 0 and .accuracy <= 1 and .version >= 1)' \
-    "$T/ok$run.out" >/dev/null || fail "run $run: bad round lines: $(cat "$T/ok$run.out")"
-  csv=$T/ok$run/rounds.csv
-  [ "$(head -n 1 "$csv")" = "round,version,accuracy,loss,train_loss,participants,bytes,seconds" ] ||
-    fail "run $run: rounds.csv header: $(head -n 1 "$csv")"
+  out=$T/ok$run
+  # JSON on stdout only with --json; always in rounds.jsonl.
+  if [ "$run" = 1 ]; then
+    [ "$(wc -l <"$T/ok$run.out")" -eq 3 ] || fail "run $run: not 3 JSON lines: $(cat "$T/ok$run.out")"
+    cmp -s "$T/ok$run.out" "$out/rounds.jsonl" || fail "run 1: stdout is not rounds.jsonl"
+    ! grep -q "accuracy .*%" "$T/ok$run.err" || fail "run 1: per-round text lines with --json"
+  else
+    [ ! -s "$T/ok$run.out" ] || fail "run 2: stdout without --json: $(head -n 3 "$T/ok$run.out")"
+    [ "$(grep -c "^fedc sim: round [0-9]/3  accuracy [0-9.]*%  loss [0-9.]*  3 clients  [0-9.]*s" \
+      "$T/ok$run.err")" = 3 ] || fail "run 2: not one progress line per round: $(cat "$T/ok$run.err")"
+    ! grep -q $'\r' "$T/ok$run.err" || fail "run 2: carriage returns on stderr"
+  fi
+  jq -s -e '[.[].round] == [1, 2, 3] and all(.[]; .accuracy > 0 and .accuracy <= 1 and .version >= 1
+    and .train_loss > 0 and .epsilon == null)' "$out/rounds.jsonl" >/dev/null ||
+    fail "run $run: bad round lines: $(cat "$out/rounds.jsonl")"
+  csv=$out/rounds.csv
+  [ "$(head -n 1 "$csv")" = "$CSV_HEADER" ] || fail "run $run: rounds.csv header: $(head -n 1 "$csv")"
   [ "$(tail -n +2 "$csv" | cut -d, -f1 | tr '\n' ' ')" = "1 2 3 " ] || fail "run $run: rounds.csv: $(cat "$csv")"
-  grep -q "3 rounds in" "$T/ok$run.err" || fail "run $run: no summary line: $(tail -n 5 "$T/ok$run.err")"
+  # The last line: rounds, where the results are, how large.
+  tail -n 1 "$T/ok$run.err" | grep -q "^fedc sim: 3 rounds in [0-9.]*s; results in $out ([0-9.]* [KMG]iB: .*state/ keeps 4 of 4 model versions)$" ||
+    fail "run $run: last line: $(tail -n 1 "$T/ok$run.err")"
+  # config.json: every option, the seed, the version, the exact command lines.
+  jq -e --arg out "$out" '.fedc_version == "0.1.0" and .seed == 1 and .options.out == $out
+    and .options.clients == 3 and .options.cohort == 3 and .options.rounds == 3 and .options.model == "logreg"
+    and .options.partition == "iid" and .options["keep-every"] == 10
+    and .coordinator.server_optimizer == "sgd lr=1" and .command[0:2] == ["fedc", "sim"]
+    and .coordinator.command[1] == "coordinator" and .client_command[1] == "client"' "$out/config.json" >/dev/null ||
+    fail "run $run: config.json: $(cat "$out/config.json")"
+  # ... every option of --help is a key of "options".
+  for flag in $("$FEDC" sim --help | grep -o -- '--[a-z][a-z0-9-]*' | sort -u); do
+    case $flag in --help | --OPTION | --audit-log) continue ;; esac # the last two: --coordinator-opt's example
+    jq -e --arg k "${flag#--}" '.options | has($k)' "$out/config.json" >/dev/null ||
+      fail "run $run: config.json has no option ${flag#--}"
+  done
+  if [ "$run" = 2 ]; then
+    jq -e '.options["clip-norm"] == 1000 and .options.json == false and .options["keep-versions"] == 0
+      and (.coordinator.command | index("--keep-versions") == null)' "$out/config.json" >/dev/null ||
+      fail "run 2: config.json: $(jq -c .options "$out/config.json")"
+  else
+    jq -e '.options["keep-versions"] == 5 and .options.json == true
+      and (.coordinator.command | index("--keep-versions")) as $i | .coordinator.command[$i + 1] == "5"' \
+      "$out/config.json" >/dev/null || fail "run 1: config.json: $(jq -c .options "$out/config.json")"
+  fi
+  # The plot's title summarises the settings (gnuplot may be absent: the script is there).
+  grep -q "^set title '3 clients, 3 per round, iid, logreg, E=1 B=32 lr=0.05, sgd lr=1, seed 1' noenhanced$" \
+    "$out/curve.gp" || fail "run $run: curve.gp title: $(grep title "$out/curve.gp")"
+  if command -v gnuplot >/dev/null; then [ -s "$out/curve.png" ] || fail "run $run: no curve.png"; fi
+  # One shared copy of the data, gone after the run; the split is described.
+  [ "$(ls "$out/data")" = partition.csv ] || fail "run $run: data/ holds $(ls "$out/data")"
+  [ "$(tail -n +2 "$out/data/partition.csv" | cut -d, -f2 | paste -sd+ | bc)" = 60000 ] ||
+    fail "run $run: partition.csv does not add up to 60000: $(cat "$out/data/partition.csv")"
+  n1=$(grep '^c0001,' "$out/data/partition.csv" | cut -d, -f2)
+  grep -q "^fedc client c0001: $n1 examples" "$out/logs/client-c0001.log" ||
+    fail "run $run: client c0001 does not hold its $n1 examples: $(head -n 1 "$out/logs/client-c0001.log")"
 done
+
+# Pruning: 7 rounds, keep the last 2 versions and every 3rd. Adam keeps
+# optimizer state beside each version (v1..v7); the pruned ones lose it too.
+start_sim prune --clients 2 --cohort 2 --rounds 7 --model logreg --partition iid --poll-ms 50 --keep-versions 2 \
+  --keep-every 3 --server-optimizer adam --server-lr 0.01
+wait_sim prune
+[ "$SIM_RC" = 0 ] || fail "prune: fedc sim exited $SIM_RC: $(tail -n 5 "$T/prune.err")"
+models=$T/prune/state/models
+list() { (cd "$models" && ls $1 2>/dev/null | sed 's/^v0*\([0-9]\)/\1/; s/\..*//' | sort -n | tr '\n' ' '); }
+[ "$(list 'v*[0-9].safetensors')" = "0 3 6 7 " ] || fail "prune: models kept: $(ls "$models")"
+[ "$(list 'v*.manifest')" = "0 3 6 7 " ] || fail "prune: manifests kept: $(ls "$models")"
+[ "$(list 'v*.opt.safetensors')" = "6 7 " ] || fail "prune: optimizer states kept: $(ls "$models")"
+grep -q "state/ keeps 4 of 8 model versions)$" "$T/prune.err" || fail "prune: last line: $(tail -n 1 "$T/prune.err")"
+# v3's parent v2 is gone: v3 still verifies against its own signed manifest.
+"$FEDC" model verify "$models/v000003.safetensors" --manifest "$models/v000003.manifest" --pki "$T/prune/pki" \
+  --version 3 >"$T/verify.out" 2>&1 || fail "prune: model verify v3: $(cat "$T/verify.out")"
+grep -q "parent v2" "$T/verify.out" || fail "prune: model verify: $(cat "$T/verify.out")"
+# A coordinator restarts on the pruned state: v7, its manifest and its optimizer state.
+start_coordinator --federation sim --pki "$T/prune/pki" --state "$T/prune/state" --model logreg --rounds 7 \
+  --server-optimizer adam --server-lr 0.01 --keep-versions 2 --keep-every 3
+st=$("$FEDC" status --pki "$T/prune/pki" --name sim --coordinator "$COORD_ADDR" --json) ||
+  fail "prune: status after restart: $st"
+[ "$(json_get "$st" global_version)" = 7 ] || fail "prune: restarted at $(json_get "$st" global_version), not v7"
+kill "$COORD_PID"
+# --keep-every alone would keep everything: refused, naming it.
+rc=0
+"$FEDC" coordinator --pki "$T/prune/pki" --federation sim --state "$T/never" --keep-every 3 2>"$T/keep.err" || rc=$?
+[ "$rc" = 2 ] && grep -q "'keep-every' 3 needs 'keep-versions'" "$T/keep.err" && [ ! -e "$T/never" ] ||
+  fail "--keep-every alone: status $rc, $(cat "$T/keep.err")"
+
+# Secure aggregation with DP noise: the clients keep their training loss, so
+# it is unknown; epsilon grows every round. Without --json (the progress line).
+start_sim sadp --clients 8 --cohort 6 --rounds 3 --model logreg --partition iid --poll-ms 50 --secagg \
+  --dp-noise 0.5
+wait_sim sadp
+[ "$SIM_RC" = 0 ] || fail "sadp: fedc sim exited $SIM_RC: $(tail -n 5 "$T/sadp.err")"
+csv=$T/sadp/rounds.csv
+[ "$(tail -n +2 "$csv" | cut -d, -f5 | tr '\n' ' ')" = "   " ] || fail "sadp: train_loss not empty: $(cat "$csv")"
+tail -n +2 "$csv" | cut -d, -f9 | awk 'BEGIN { prev = 0 } !($1 > prev) { exit 1 } { prev = $1 }' ||
+  fail "sadp: epsilon not given and growing per round: $(cat "$csv")"
+jq -s -e 'length == 3 and all(.[]; .train_loss == null and .epsilon > 0)' "$T/sadp/rounds.jsonl" >/dev/null ||
+  fail "sadp: rounds.jsonl: $(cat "$T/sadp/rounds.jsonl")"
+jq -s -e 'all(.[]; .outcome != "completed" or .mean_train_loss == null)' "$T/sadp/state/rounds.jsonl" >/dev/null ||
+  fail "sadp: the coordinator's history: $(cat "$T/sadp/state/rounds.jsonl")"
+[ "$(grep -c "^fedc sim: round [0-9]/3  accuracy [0-9.]*%  loss [0-9.]*  epsilon [0-9.]*  " "$T/sadp.err")" = 3 ] ||
+  fail "sadp: no epsilon on the progress lines: $(cat "$T/sadp.err")"
+grep -q "using 1:9 .*title 'epsilon" "$T/sadp/curve.gp" || fail "sadp: no epsilon in the plot: $(cat "$T/sadp/curve.gp")"
+# ... and `fedc rounds` of a coordinator restarted on that state says so: null in JSON, "-" in the table.
+start_coordinator --federation sim --pki "$T/sadp/pki" --state "$T/sadp/state" --model logreg --rounds 3 --secagg \
+  --dp-noise-multiplier 0.5 --cohort 0 --cohort-fraction 0.75 --min-updates 3 --min-clients 8
+"$FEDC" rounds --pki "$T/sadp/pki" --name sim --coordinator "$COORD_ADDR" --json >"$T/sadp.rounds" ||
+  fail "sadp: fedc rounds: $(cat "$T/sadp.rounds")"
+jq -s -e '[.[] | select(.outcome == "completed")] | length == 3 and all(.[]; .mean_train_loss == null)' \
+  "$T/sadp.rounds" >/dev/null || fail "sadp: fedc rounds --json: $(cat "$T/sadp.rounds")"
+"$FEDC" rounds --pki "$T/sadp/pki" --name sim --coordinator "$COORD_ADDR" >"$T/sadp.table" ||
+  fail "sadp: fedc rounds: $(cat "$T/sadp.table")"
+[ "$(awk '$2 == "completed" { print $6 }' "$T/sadp.table" | tr '\n' ' ')" = "- - - " ] ||
+  fail "sadp: fedc rounds table, LOSS column: $(cat "$T/sadp.table")"
+kill "$COORD_PID"
+grep -q "^set multiplot layout 2,1 title '8 clients, 6 per round, iid, logreg, .*, SecAgg, DP z=0.5, seed 1' noenhanced$" \
+  "$T/sadp/curve.gp" || fail "sadp: plot title: $(grep title "$T/sadp/curve.gp")"
 
 # A client killed mid-run: the coordinator needs every client live to start a
 # round, so the sim cannot finish and must say why.

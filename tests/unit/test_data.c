@@ -284,6 +284,68 @@ static void test_fmnist_env(void) {
   unsetenv("FEDC_FMNIST_DIR");
 }
 
+/* fc_idx_load_rows: exactly the rows a full load has at those indices, for
+ * short gaps (read and dropped) and a long one (over 1 MiB: seeked), gzipped
+ * and plain; classes of the whole file; no rows at all; rows out of range or
+ * out of order refused. */
+static void test_idx_rows(void) {
+  enum { BN = 3000, BDIM = 28 * 28 };
+  unsigned char *px = malloc((size_t)BN * BDIM), lb[BN];
+  CHECK(px != NULL);
+  if (!px) return;
+  for (size_t i = 0; i < (size_t)BN * BDIM; i++) px[i] = (unsigned char)((i * 2654435761u) >> 24);
+  for (int i = 0; i < BN; i++) lb[i] = (unsigned char)(i % 7);
+  lb[2000] = 9; /* not among the rows taken: classes still counts it */
+  uint32_t d3[3] = {BN, 28, 28}, d1[1] = {BN};
+  const uint32_t want[] = {0, 1, 5, 6, 700, 2999};
+  const uint32_t nwant = sizeof want / sizeof want[0];
+  for (int gz = 0; gz <= 1; gz++) {
+    write_idx(tmp_path("bimg"), 0x803, d3, 3, px, (size_t)BN * BDIM, gz);
+    write_idx(tmp_path("blbl"), 0x801, d1, 1, lb, BN, gz);
+    fc_dataset all = {0}, part = {0};
+    CHECK_EQ_INT(fc_idx_load(tmp_path("bimg"), tmp_path("blbl"), &all, errbuf, sizeof errbuf), 0);
+    int rc = fc_idx_load_rows(tmp_path("bimg"), tmp_path("blbl"), want, nwant, &part, errbuf, sizeof errbuf);
+    CHECK_EQ_INT(rc, 0);
+    if (rc) fprintf(stderr, "rows (gz %d): %s\n", gz, errbuf);
+    CHECK_EQ_INT(part.n, nwant);
+    CHECK_EQ_INT(part.dim, BDIM);
+    CHECK_EQ_INT(part.classes, 10);
+    int same = part.x && part.y && all.x;
+    for (uint32_t i = 0; same && i < nwant; i++) {
+      same &= memcmp(part.x + (size_t)i * BDIM, all.x + (size_t)want[i] * BDIM, BDIM * sizeof(float)) == 0;
+      same &= part.y[i] == all.y[want[i]];
+    }
+    CHECK(same);
+    fc_dataset_free(&part);
+    /* No rows: the header's shape and the classes, nothing else. */
+    CHECK_EQ_INT(fc_idx_load_rows(tmp_path("bimg"), tmp_path("blbl"), NULL, 0, &part, errbuf, sizeof errbuf), 0);
+    CHECK(part.n == 0 && part.dim == BDIM && part.classes == 10);
+    fc_dataset_free(&part);
+    uint8_t *y = NULL;
+    uint32_t n = 0;
+    CHECK_EQ_INT(fc_idx_load_labels(tmp_path("blbl"), &y, &n, errbuf, sizeof errbuf), 0);
+    CHECK(n == BN && y && memcmp(y, lb, BN) == 0);
+    free(y);
+    fc_dataset_free(&all);
+  }
+  const uint32_t out_of_range[] = {1, 3000}, out_of_order[] = {5, 5}, backwards[] = {9, 2};
+  fc_dataset d = {.n = 777};
+  CHECK_EQ_INT(fc_idx_load_rows(tmp_path("bimg"), tmp_path("blbl"), out_of_range, 2, &d, errbuf, sizeof errbuf),
+               FEDC_ERR_INVALID);
+  CHECK(strstr(errbuf, "row 3000 of 3000") != NULL);
+  CHECK_EQ_INT(fc_idx_load_rows(tmp_path("bimg"), tmp_path("blbl"), out_of_order, 2, &d, errbuf, sizeof errbuf),
+               FEDC_ERR_INVALID);
+  CHECK_EQ_INT(fc_idx_load_rows(tmp_path("bimg"), tmp_path("blbl"), backwards, 2, &d, errbuf, sizeof errbuf),
+               FEDC_ERR_INVALID);
+  CHECK(d.n == 777 && d.x == NULL);
+  /* A truncated image file: the row inside the missing tail is a format error. */
+  write_idx(tmp_path("bimg"), 0x803, d3, 3, px, (size_t)1000 * BDIM, 0);
+  CHECK_EQ_INT(fc_idx_load_rows(tmp_path("bimg"), tmp_path("blbl"), want, nwant, &d, errbuf, sizeof errbuf),
+               FEDC_ERR_FORMAT);
+  CHECK(d.n == 777 && d.x == NULL);
+  free(px);
+}
+
 int main(void) {
   snprintf(dir, sizeof dir, "/tmp/fedc_test_data_XXXXXX");
   if (!mkdtemp(dir)) {
@@ -292,6 +354,7 @@ int main(void) {
   }
   test_idx_good();
   test_idx_bad();
+  test_idx_rows();
   test_csv();
   test_fmnist();
   test_fmnist_env();
