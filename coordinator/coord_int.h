@@ -150,6 +150,12 @@ int coord_sa_masked_begin(fc_coord *c, const char *client, fc_model_spec *spec, 
 void coord_sa_masked_done(fc_coord *c, const char *client);
 /* Per-stage counts of the session, for the round record. */
 void coord_sa_remaining(fc_coord *c, uint32_t out[5]);
+/* ---- coord_sa_blame.c (under c->mu) ---- */
+/* After the secrets are rebuilt: count, log and audit the members named for
+ * bad unmask shares (the engine excludes repeat offenders). */
+void coord_sa_blame_locked(fc_coord *c);
+/* The round's record: the names of those members. */
+void coord_sa_blamed_record(const fc_coord *c, fc_round_stats *r);
 /* The robust aggregator's settings from the configuration (coordinator.c). */
 void coord_robust_cfg(const fc_coord_cfg *cfg, fc_robust_cfg *r);
 /* The service handlers. */

@@ -35,6 +35,7 @@
 #include "coordinator/audit.h"
 #include "coordinator/coord_int.h"
 #include "common/dp_noise.h"
+#include "common/fileutil.h"
 #include "crypto/sa_crypto.h"
 #include "coordinator/store.h"
 #include "crypto/pki.h"
@@ -245,6 +246,7 @@ static void record_round_locked(fc_coord *c) {
                    r->bytes_out);
   if (history_add(c, r) == 0) {
     coord_sa_remaining(c, c->rounds[c->nrounds - 1].sa_remaining);
+    coord_sa_blamed_record(c, &c->rounds[c->nrounds - 1]);
     sopt_text(c, c->rounds[c->nrounds - 1].server_opt, sizeof c->rounds[c->nrounds - 1].server_opt);
     if (c->cfg.dp_noise_multiplier > 0) {
       c->rounds[c->nrounds - 1].dp_epsilon = c->dp_eps;
@@ -1703,6 +1705,13 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
 
   if ((rc = fc_store_open(cfg->state_dir, err, errlen)) != FEDC_OK) goto fail;
   if ((rc = coord_sign_init(c, err, errlen)) != FEDC_OK) goto fail;
+  /* Secure aggregation checks the certificates clients advertise keys under
+   * against the federation CA (coord_secagg.c); signing may have read it. */
+  if (!c->ca_pem && cfg->engine.secagg && cfg->ca[0] &&
+      (rc = fc_read_file(cfg->ca, 1u << 20, &c->ca_pem, &c->ca_len)) != FEDC_OK) {
+    snprintf(err, errlen, "cannot read CA certificate %s: %s", cfg->ca, fedc_strerror(rc));
+    goto fail;
+  }
   if (cfg->audit_log && (rc = fc_audit_open(cfg->state_dir, &c->audit, err, errlen)) != FEDC_OK) goto fail;
   fc_store_state st;
   memset(&st, 0, sizeof st);
