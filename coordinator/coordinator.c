@@ -1389,12 +1389,14 @@ static void h_rounds(fc_scall *call, void *ctx) {
   Fedc__V1__RoundRecord *recs = calloc(k ? k : 1, sizeof *recs);
   Fedc__V1__RoundRecord **ptrs = calloc(k ? k : 1, sizeof *ptrs);
   fc_round_stats *copy = calloc(k ? k : 1, sizeof *copy);
+  char *(*blamed)[FC_ROUND_BLAMED_MAX] = calloc(k ? k : 1, sizeof *blamed);
   if (recs && ptrs && copy && k) memcpy(copy, c->rounds + first, k * sizeof *copy);
   pthread_mutex_unlock(&c->mu);
-  if (!recs || !ptrs || !copy) {
+  if (!recs || !ptrs || !copy || !blamed) {
     free(recs);
     free(ptrs);
     free(copy);
+    free(blamed);
     fc_scall_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL);
     return;
   }
@@ -1426,15 +1428,24 @@ static void h_rounds(fc_scall *call, void *ctx) {
       r->n_secagg_remaining = 5;
       r->secagg_remaining = (uint32_t *)s->sa_remaining;
     }
+    r->secagg_blamed_count = s->sa_nblamed;
+    r->n_secagg_blamed = s->sa_nblamed < FC_ROUND_BLAMED_MAX ? s->sa_nblamed : FC_ROUND_BLAMED_MAX;
+    for (size_t b = 0; b < r->n_secagg_blamed; b++) blamed[i][b] = (char *)s->sa_blamed[b];
+    r->secagg_blamed = blamed[i];
     ptrs[i] = r;
   }
+  /* The newest records that fit well under the 4 MiB receive limit (names
+   * and reasons make some records longer than the estimate above). */
+  size_t from = k, bytes = 0;
+  while (from > 0 && (bytes += protobuf_c_message_get_packed_size(&recs[from - 1].base) + 8) < (3u << 20)) from--;
   Fedc__V1__RoundsResponse resp = FEDC__V1__ROUNDS_RESPONSE__INIT;
-  resp.n_rounds = k;
-  resp.rounds = ptrs;
+  resp.n_rounds = k - from;
+  resp.rounds = ptrs + from;
   fc_scall_finish(call, GRPC_STATUS_OK, NULL, &resp.base);
   free(recs);
   free(ptrs);
   free(copy);
+  free(blamed);
 }
 
 static void h_round_control(fc_scall *call, void *ctx) {
