@@ -34,7 +34,8 @@ typedef struct model_ref {
 struct fc_coord {
   fc_coord_cfg cfg;
   /* Model signing (model_sign.c): the signer's key and certificate, and the
-   * federation CA the start-up check verified it against. */
+   * federation CA the start-up check verified it against (read at start with
+   * --secagg too: advertised certificates are checked against it). */
   char *sign_key, *sign_cert, *ca_pem;
   size_t sign_key_len, sign_cert_len, ca_len;
   fc_store_key store_key; /* cfg.model_key and the plaintext policy */
