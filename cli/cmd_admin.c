@@ -372,6 +372,14 @@ static json_t *round_json(const Fedc__V1__RoundRecord *r) {
     for (size_t i = 0; i < r->n_secagg_remaining && i < 5; i++) json_array_append_new(a, json_integer(r->secagg_remaining[i]));
     json_object_set_new(o, "secagg_remaining", a);
   }
+  if (r->n_secagg_blamed || r->secagg_blamed_count) {
+    json_t *a = json_array();
+    for (size_t i = 0; i < r->n_secagg_blamed; i++) json_array_append_new(a, json_string(r->secagg_blamed[i]));
+    json_object_set_new(o, "secagg_blamed", a);
+    json_object_set_new(o, "secagg_blamed_count", json_u64(r->secagg_blamed_count > r->n_secagg_blamed
+                                                                ? r->secagg_blamed_count
+                                                                : r->n_secagg_blamed));
+  }
   return o;
 }
 
@@ -423,6 +431,12 @@ static void rounds_print_table(const Fedc__V1__RoundsResponse *resp) {
     if (dp) printf("  %10s", clip);
     if (secagg) printf("  %-24s", secagg_cell(r, sa, sizeof sa));
     if (!completed && r->reason && r->reason[0]) printf("  (%s)", CLI_SHOWN(why, r->reason));
+    if (r->n_secagg_blamed) { /* secure aggregation: named for bad unmask shares */
+      printf("  bad unmask shares:");
+      for (size_t b = 0; b < r->n_secagg_blamed; b++) printf("%s%s", b ? "," : " ", CLI_SHOWN(why, r->secagg_blamed[b]));
+      if (r->secagg_blamed_count > r->n_secagg_blamed)
+        printf(" (+%zu more)", (size_t)(r->secagg_blamed_count - r->n_secagg_blamed));
+    }
     putchar('\n');
   }
   fflush(stdout);

@@ -180,6 +180,9 @@ static void usage(FILE *f) {
           "                           the colluders' shared view; --byzantine-cohort N --byzantine-colluders F\n"
           "  --byzantine-unclipped    ... and skip the clip stage\n"
           "  --byzantine-weight W     research (tests): claim weight W in the secure-aggregation masked input\n"
+          "  --byzantine-unmask       research (tests): send secure-aggregation unmask shares with a bit flipped\n"
+          "  --byzantine-advertise-cert FILE --byzantine-advertise-key FILE  research (tests): advertise\n"
+          "                           secure-aggregation keys under that certificate (e.g. another CA's)\n"
           "  --allow-unsigned-models  train on models without a signed manifest (a coordinator without a\n"
           "                           model-signing key); signed ones are still checked\n"
           "  --secagg-tolerate-colluders N  refuse secure-aggregation rounds whose threshold t a coordinator\n"
@@ -298,7 +301,8 @@ loaded:
 
 int cmd_client(int argc, char **argv) {
   enum { O_DATA = 1, O_DATA_DIR, O_PARTITION, O_PARTS, O_PART, O_ALPHA, O_PSEED, O_MODEL, O_ROUNDS, O_JSON, O_LOG,
-         O_RETRIES, O_THREADS, O_SADROP, O_DSEED, O_DHALT, O_HOST, O_BYZ, O_BYZ_NAMES, O_BYZ_DIR, O_BYZ_N, O_BYZ_F, O_BYZ_UNCLIP, O_UNSIGNED, O_BYZ_WEIGHT, O_SACOLL };
+         O_RETRIES, O_THREADS, O_SADROP, O_DSEED, O_DHALT, O_HOST, O_BYZ, O_BYZ_NAMES, O_BYZ_DIR, O_BYZ_N, O_BYZ_F, O_BYZ_UNCLIP, O_UNSIGNED, O_BYZ_WEIGHT, O_SACOLL,
+         O_BYZ_UNMASK, O_BYZ_ADV_CERT, O_BYZ_ADV_KEY };
   static const struct option longopts[] = {CLI_TLS_LONGOPTS,
                                            {"data", required_argument, 0, O_DATA},
                                            {"data-dir", required_argument, 0, O_DATA_DIR},
@@ -321,6 +325,9 @@ int cmd_client(int argc, char **argv) {
                                            {"allow-unsigned-models", no_argument, 0, O_UNSIGNED},
                                            {"secagg-tolerate-colluders", required_argument, 0, O_SACOLL},
                                            {"byzantine-weight", required_argument, 0, O_BYZ_WEIGHT},
+                                           {"byzantine-unmask", no_argument, 0, O_BYZ_UNMASK},
+                                           {"byzantine-advertise-cert", required_argument, 0, O_BYZ_ADV_CERT},
+                                           {"byzantine-advertise-key", required_argument, 0, O_BYZ_ADV_KEY},
                                            {"byzantine-dir", required_argument, 0, O_BYZ_DIR},
                                            {"byzantine-cohort", required_argument, 0, O_BYZ_N},
                                            {"byzantine-colluders", required_argument, 0, O_BYZ_F},
@@ -400,6 +407,9 @@ int cmd_client(int argc, char **argv) {
       break;
     }
     case O_BYZ_DIR: snprintf(byz.dir, sizeof byz.dir, "%s", optarg); break;
+    case O_BYZ_UNMASK: byz.bad_unmask = 1; break;
+    case O_BYZ_ADV_CERT: snprintf(byz.adv_cert, sizeof byz.adv_cert, "%s", optarg); break;
+    case O_BYZ_ADV_KEY: snprintf(byz.adv_key, sizeof byz.adv_key, "%s", optarg); break;
     case O_BYZ_N: {
       unsigned long long v = 0;
       bad = cli_parse_u64("fedc client", "--byzantine-cohort", optarg, &v);
@@ -432,6 +442,10 @@ int cmd_client(int argc, char **argv) {
   }
   if (optind < argc) {
     fprintf(stderr, "fedc client: unexpected argument '%s'\n", argv[optind]);
+    return 2;
+  }
+  if (!byz.adv_cert[0] != !byz.adv_key[0]) {
+    fprintf(stderr, "fedc client: --byzantine-advertise-cert and --byzantine-advertise-key go together\n");
     return 2;
   }
   size_t nh = 1;
@@ -470,7 +484,8 @@ int cmd_client(int argc, char **argv) {
       snprintf(h->key, sizeof h->key, "%s", tls.key);
     }
     data_for(data, h->name, h->data, sizeof h->data);
-    h->byz = (byz.kind != FC_BYZ_NONE || byz.weight) && (!byz_names || name_listed(byz_names, h->name));
+    h->byz = (byz.kind != FC_BYZ_NONE || byz.weight || byz.bad_unmask || byz.adv_cert[0]) &&
+             (!byz_names || name_listed(byz_names, h->name));
     h->b.json = json;
     h->b.name = h->name;
     h->b.mlp = mlp;
@@ -540,8 +555,9 @@ int cmd_client(int argc, char **argv) {
       snprintf(bc.name, sizeof bc.name, "%s", h->name);
       bc.seed = drop_seed + i;
       fc_client_byzantine(h->c, &bc);
-      fprintf(stderr, "fedc client %s: research attacker (%s%s)\n", h->name, fc_byz_name(byz.kind),
-              byz.weight ? ", lying about its weight" : "");
+      fprintf(stderr, "fedc client %s: research attacker (%s%s%s%s)\n", h->name, fc_byz_name(byz.kind),
+              byz.weight ? ", lying about its weight" : "", byz.bad_unmask ? ", bad unmask shares" : "",
+              byz.adv_cert[0] ? ", keys under another certificate" : "");
     }
   }
   if (!rc) {

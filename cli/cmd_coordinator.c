@@ -308,6 +308,12 @@ static const copt options[] = {
               "the rule runs over the buckets' means)", 3, 100000),
     OPT_RANGE("secagg-stage-ms", T_U64, c.engine.sa_stage_ms,
               "secure aggregation: deadline of each stage after key advertisement", 100, DAY_MS),
+    OPT_RANGE("secagg-offence-limit", T_U32, c.engine.offence_limit,
+              "secure aggregation: rounds with bad unmask shares after which a client is left out of selection "
+              "(0 = never)", 0, 1000000),
+    OPT_RANGE("secagg-offence-exclude-s", T_U64, c.engine.offence_exclude_s,
+              "secure aggregation: seconds a client at the offence limit is left out of selection (0 = counted "
+              "only)", 0, 366 * 24 * 3600),
     OPT_RANGE("unmask-threads", T_INT, c.unmask_threads, "secure aggregation: threads expanding masks (0 = 2)", 0, 64),
     OPT_RANGE("chunk-bytes", T_U32, c.chunk_bytes, "model stream chunk size", 1024, 4u << 20),
     OPT_RANGE("threads", T_INT, c.threads, "event threads serving calls (a slow peer holds none)", 1, 64),

@@ -19,6 +19,11 @@
  * Colluders share their view through a directory (`dir`): each writes its
  * honest delta for the round and reads the others' for up to wait_ms; with
  * only its own, mu is its own delta and sigma its spread across coordinates.
+ *
+ * Secure-aggregation misbehaviour (runtime_secagg.c), for tests of what the
+ * coordinator does about it: a weight that lies (weight), unmask shares with
+ * a bit flipped (bad_unmask), keys advertised under another certificate of
+ * the same name (adv_cert, adv_key: another CA's, another federation's).
  */
 #ifndef FEDC_CLIENT_BYZANTINE_H
 #define FEDC_CLIENT_BYZANTINE_H
@@ -39,6 +44,11 @@ typedef struct fc_byz_cfg {
   uint64_t seed;
   int unclipped;     /* skip the clip stage (what a client not running our pipeline can do) */
   uint32_t weight;   /* secure aggregation: claim this weight in the masked input (0 = honest) */
+  int bad_unmask;    /* secure aggregation: send every unmask share with a bit flipped (tests of robust unmasking) */
+  /* secure aggregation: advertise keys under this certificate, signed with
+   * its key, instead of our TLS certificate ("" = honest; tests of the
+   * coordinator's certificate checks) */
+  char adv_cert[512], adv_key[512];
 } fc_byz_cfg;
 
 int fc_byz_parse(const char *kind); /* -1 if unknown */

@@ -149,7 +149,10 @@ int rt_secagg_round(fedc_client *c, const Fedc__V1__Task *t, const float *delta,
   if (stage_ms > 3600000) stage_ms = 3600000;
   uint64_t deadline = t->deadline_unix_ms + 5 * stage_ms;
 
-  char *ca = read_pem(c->ca), *cert = read_pem(c->cert), *key = read_key_pem(c->key);
+  /* Research (byzantine.h): keys advertised under another certificate of our name. */
+  const char *cert_path = c->byz.adv_cert[0] ? c->byz.adv_cert : c->cert;
+  const char *key_path = c->byz.adv_key[0] ? c->byz.adv_key : c->key;
+  char *ca = read_pem(c->ca), *cert = read_pem(cert_path), *key = read_key_pem(key_path);
   uint32_t *q = NULL;
   fc_sa_client *sc = NULL;
   Fedc__V1__SecAggPollResponse *in = NULL;
@@ -228,6 +231,9 @@ int rt_secagg_round(fedc_client *c, const Fedc__V1__Task *t, const float *delta,
   protobuf_c_message_free_unpacked(&in->base, NULL);
   in = NULL;
   if (rc != FEDC_OK) goto fail;
+  /* Research: bad unmask shares (the coordinator corrects them and names us). */
+  for (size_t i = 0; c->byz.bad_unmask && i < req.n_unmask; i++)
+    if (req.unmask[i]->share.len) req.unmask[i]->share.data[0] ^= 1;
   VANISH(FC_SA_UNMASK);
   if ((rc = submit(c, &req, st)) != FEDC_OK) goto fail;
   FC_INFO(MOD, "round %llu: secure aggregation done (masked input and unmask shares delivered)",

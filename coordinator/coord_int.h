@@ -36,7 +36,8 @@ typedef struct model_ref {
 struct fc_coord {
   fc_coord_cfg cfg;
   /* Model signing (model_sign.c): the signer's key and certificate, and the
-   * federation CA the start-up check verified it against. */
+   * federation CA the start-up check verified it against (read at start with
+   * --secagg too: advertised certificates are checked against it). */
   char *sign_key, *sign_cert, *ca_pem;
   size_t sign_key_len, sign_cert_len, ca_len;
   fc_store_key store_key; /* cfg.model_key and the plaintext policy */
@@ -186,6 +187,12 @@ int coord_sa_masked_begin(fc_coord *c, const char *client, fc_model_spec *spec, 
 void coord_sa_masked_done(fc_coord *c, const char *client);
 /* Per-stage counts of the session, for the round record. */
 void coord_sa_remaining(fc_coord *c, uint32_t out[5]);
+/* ---- coord_sa_blame.c (under c->mu) ---- */
+/* After the secrets are rebuilt: count, log and audit the members named for
+ * bad unmask shares (the engine excludes repeat offenders). */
+void coord_sa_blame_locked(fc_coord *c);
+/* The round's record: the names of those members. */
+void coord_sa_blamed_record(const fc_coord *c, fc_round_stats *r);
 /* The robust aggregator's settings from the configuration (coordinator.c). */
 void coord_robust_cfg(const fc_coord_cfg *cfg, fc_robust_cfg *r);
 /* The service handlers. */

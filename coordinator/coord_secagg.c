@@ -184,6 +184,8 @@ int coord_sa_begin(fc_coord *c, char *why, size_t whylen) {
     rc = sa_params_for(c, &es, size, &p, why, whylen);
     if (rc == FEDC_OK) rc = fc_sa_server_create(&p, names + at, &c->sa[b], why, whylen);
     if (rc == FEDC_OK) c->nsa = b + 1;
+    if (rc == FEDC_OK && (rc = fc_sa_server_set_trust(c->sa[b], c->ca_pem, c->cfg.federation)) != FEDC_OK)
+      snprintf(why, whylen, "secure aggregation: out of memory");
     if (rc == FEDC_OK && nb > 1 && fc_log_get_level() <= FC_LOG_DEBUG) {
       char line[1024];
       size_t len = 0;
@@ -511,6 +513,7 @@ int coord_sa_finish(fc_coord *c, float *delta, uint32_t *count, char *why, size_
       rc = sa_buckets_enough(c, FC_SA_UNMASK, why, whylen);
     }
   }
+  coord_sa_blame_locked(c); /* who sent bad unmask shares (coord_sa_blame.c) */
   pthread_mutex_unlock(&c->mu);
   uint64_t total = 0;
   if (rc == FEDC_OK && c->bagg) {
@@ -594,6 +597,7 @@ static grpc_status_code sa_status(int err) {
   switch (err) {
   case FEDC_ERR_REJECTED: return GRPC_STATUS_FAILED_PRECONDITION;
   case FEDC_ERR_NOMEM: return GRPC_STATUS_RESOURCE_EXHAUSTED;
+  case FEDC_ERR_PERMISSION: return GRPC_STATUS_PERMISSION_DENIED; /* keys under a certificate not the caller's own */
   default: return GRPC_STATUS_INVALID_ARGUMENT;
   }
 }
@@ -613,7 +617,7 @@ void coord_h_secagg_submit(fc_scall *call, void *ctx) {
   } else if (b < 0) {
     rc = FEDC_ERR_REJECTED;
     snprintf(why, sizeof why, "%s is not in this round's cohort", peer->name);
-  } else if ((rc = fc_sa_server_submit(c->sa[b], idx, req, why, sizeof why)) == FEDC_OK) {
+  } else if ((rc = fc_sa_server_submit(c->sa[b], idx, peer->cert_sha256, req, why, sizeof why)) == FEDC_OK) {
     coord_sa_check_complete(c);
   }
   pthread_mutex_unlock(&c->mu);

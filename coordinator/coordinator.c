@@ -37,6 +37,7 @@
 #include "coordinator/coord_int.h"
 #include "coordinator/dp_clip.h"
 #include "common/dp_noise.h"
+#include "common/fileutil.h"
 #include "crypto/sa_crypto.h"
 #include "coordinator/store.h"
 #include "coordinator/store_prune.h"
@@ -278,6 +279,7 @@ static void record_round_locked(fc_coord *c) {
                    r->bytes_out);
   if (history_add(c, r) == 0) {
     coord_sa_remaining(c, c->rounds[c->nrounds - 1].sa_remaining);
+    coord_sa_blamed_record(c, &c->rounds[c->nrounds - 1]);
     sopt_text(c, c->rounds[c->nrounds - 1].server_opt, sizeof c->rounds[c->nrounds - 1].server_opt);
     if (c->cfg.dp_noise_multiplier > 0) {
       c->rounds[c->nrounds - 1].dp_epsilon = c->dp_eps;
@@ -1439,12 +1441,14 @@ static void h_rounds(fc_scall *call, void *ctx) {
   Fedc__V1__RoundRecord *recs = calloc(k ? k : 1, sizeof *recs);
   Fedc__V1__RoundRecord **ptrs = calloc(k ? k : 1, sizeof *ptrs);
   fc_round_stats *copy = calloc(k ? k : 1, sizeof *copy);
+  char *(*blamed)[FC_ROUND_BLAMED_MAX] = calloc(k ? k : 1, sizeof *blamed);
   if (recs && ptrs && copy && k) memcpy(copy, c->rounds + first, k * sizeof *copy);
   pthread_mutex_unlock(&c->mu);
-  if (!recs || !ptrs || !copy) {
+  if (!recs || !ptrs || !copy || !blamed) {
     free(recs);
     free(ptrs);
     free(copy);
+    free(blamed);
     fc_scall_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL);
     return;
   }
@@ -1476,15 +1480,24 @@ static void h_rounds(fc_scall *call, void *ctx) {
       r->n_secagg_remaining = 5;
       r->secagg_remaining = (uint32_t *)s->sa_remaining;
     }
+    r->secagg_blamed_count = s->sa_nblamed;
+    r->n_secagg_blamed = s->sa_nblamed < FC_ROUND_BLAMED_MAX ? s->sa_nblamed : FC_ROUND_BLAMED_MAX;
+    for (size_t b = 0; b < r->n_secagg_blamed; b++) blamed[i][b] = (char *)s->sa_blamed[b];
+    r->secagg_blamed = blamed[i];
     ptrs[i] = r;
   }
+  /* The newest records that fit well under the 4 MiB receive limit (names
+   * and reasons make some records longer than the estimate above). */
+  size_t from = k, bytes = 0;
+  while (from > 0 && (bytes += protobuf_c_message_get_packed_size(&recs[from - 1].base) + 8) < (3u << 20)) from--;
   Fedc__V1__RoundsResponse resp = FEDC__V1__ROUNDS_RESPONSE__INIT;
-  resp.n_rounds = k;
-  resp.rounds = ptrs;
+  resp.n_rounds = k - from;
+  resp.rounds = ptrs + from;
   fc_scall_finish(call, GRPC_STATUS_OK, NULL, &resp.base);
   free(recs);
   free(ptrs);
   free(copy);
+  free(blamed);
 }
 
 static void h_round_control(fc_scall *call, void *ctx) {
@@ -1767,6 +1780,13 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
 
   if ((rc = fc_store_open(cfg->state_dir, err, errlen)) != FEDC_OK) goto fail;
   if ((rc = coord_sign_init(c, err, errlen)) != FEDC_OK) goto fail;
+  /* Secure aggregation checks the certificates clients advertise keys under
+   * against the federation CA (coord_secagg.c); signing may have read it. */
+  if (!c->ca_pem && cfg->engine.secagg && cfg->ca[0] &&
+      (rc = fc_read_file(cfg->ca, 1u << 20, &c->ca_pem, &c->ca_len)) != FEDC_OK) {
+    snprintf(err, errlen, "cannot read CA certificate %s: %s", cfg->ca, fedc_strerror(rc));
+    goto fail;
+  }
   if (cfg->audit_log && (rc = fc_audit_open(cfg->state_dir, &c->audit, err, errlen)) != FEDC_OK) goto fail;
   fc_store_state st;
   memset(&st, 0, sizeof st);

@@ -5,7 +5,9 @@
  *
  *   WAITING --tick, not paused, budget left, live >= min_clients--> TRAINING
  *       select a cohort: live clients sorted by name, shuffled by
- *       seed+round (reproducible), first k taken.
+ *       seed+round (reproducible), first k taken. Clients excluded for
+ *       repeated offences ("offence": bad secure-aggregation unmask shares)
+ *       are neither counted nor taken until their exclusion ends.
  *   TRAINING:
  *       "checkin" by a selected client  -> TRAIN task (marks it picked up)
  *       "checkin" by anyone else        -> WAIT
@@ -60,6 +62,8 @@ typedef struct client_rec {
   uint64_t last_done; /* last round whose update was accepted (duplicates stay duplicates) */
   double checkin_tokens, upload_tokens; /* rate limits (see take_token) */
   uint64_t checkin_at, upload_at;       /* engine time of the last refill */
+  uint32_t offences;      /* secure aggregation: rounds in which it sent bad unmask shares */
+  uint64_t excluded_until; /* not selected before this engine time (repeat offenders) */
 } client_rec;
 
 struct fc_engine {
@@ -145,6 +149,8 @@ void fc_engine_cfg_defaults(fc_engine_cfg *c) {
   c->stranger_burst = 10;
   c->secagg = 0;
   c->sa_stage_ms = 30000;
+  c->offence_limit = 2;
+  c->offence_exclude_s = 3600;
 }
 
 /* The state in which uploads are taken: the masked inputs' stage with secure aggregation. */
@@ -278,6 +284,11 @@ static int is_live(const fc_engine *e, const client_rec *r, uint64_t now) {
   return add_sat(r->last_seen, e->cfg.client_ttl_ms) >= now;
 }
 
+/* Live and not excluded for repeated offences: may be selected. */
+static int selectable(const fc_engine *e, const client_rec *r, uint64_t now) {
+  return is_live(e, r, now) && r->excluded_until <= now;
+}
+
 static uint32_t count_live(const fc_engine *e, uint64_t now) {
   uint32_t n = 0;
   for (uint32_t i = 0; i < e->nrecs; i++) n += is_live(e, &e->recs[i], now);
@@ -299,7 +310,7 @@ static int enough_live(fc_engine *e, uint64_t now) {
   e->live_dirty = 0;
   e->live_counted_at = now;
   uint32_t n = 0;
-  for (uint32_t i = 0; i < e->nrecs && n < need; i++) n += is_live(e, &e->recs[i], now);
+  for (uint32_t i = 0; i < e->nrecs && n < need; i++) n += selectable(e, &e->recs[i], now);
   e->live_short = n < need;
   return !e->live_short;
 }
@@ -341,7 +352,7 @@ static void start_round(fc_engine *e, uint64_t now) {
   if (!live) return;
   uint32_t nlive = 0;
   for (uint32_t i = 0; i < e->nrecs; i++)
-    if (is_live(e, &e->recs[i], now)) live[nlive++] = i;
+    if (selectable(e, &e->recs[i], now)) live[nlive++] = i;
   uint32_t k = e->cfg.cohort_size;
   if (!k) k = (uint32_t)(e->cfg.cohort_fraction * nlive + 0.999999);
   if (k < e->cfg.min_updates) k = e->cfg.min_updates;
@@ -557,6 +568,19 @@ int fc_engine_tick(fc_engine *e, uint64_t now_ms) {
 }
 
 const char *fc_engine_abandon_reason(const fc_engine *e) { return e->abandon_reason; }
+
+uint32_t fc_engine_offence(fc_engine *e, const char *client, uint64_t now_ms, uint64_t *until) {
+  client_rec *r = find(e, client);
+  *until = 0;
+  if (!r) return 0;
+  if (r->offences < UINT32_MAX) r->offences++;
+  if (e->cfg.offence_limit && r->offences >= e->cfg.offence_limit && e->cfg.offence_exclude_s) {
+    uint64_t ms = e->cfg.offence_exclude_s > UINT64_MAX / 1000 ? UINT64_MAX : e->cfg.offence_exclude_s * 1000;
+    r->excluded_until = add_sat(now_ms, ms);
+    *until = r->excluded_until;
+  }
+  return r->offences;
+}
 
 void fc_engine_sa_ready(fc_engine *e) { e->sa_ready = 1; }
 

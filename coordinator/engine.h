@@ -56,6 +56,11 @@ typedef struct fc_engine_cfg {
    * be 0), drawn from sample_secret (secret randomness, not `seed`). */
   int poisson;
   uint64_t sample_secret;
+  /* Secure aggregation: an identity named for bad unmask shares in
+   * offence_limit rounds (0 = never) is left out of selection for
+   * offence_exclude_s seconds from that offence (0 = counted only). */
+  uint32_t offence_limit;
+  uint64_t offence_exclude_s;
 } fc_engine_cfg;
 
 void fc_engine_cfg_defaults(fc_engine_cfg *c);
@@ -149,6 +154,15 @@ void fc_engine_set_counted(fc_engine *e, uint32_t inputs);
  * the next engine call); returns how many (at most cap). */
 uint32_t fc_engine_cohort(const fc_engine *e, const char **out, uint32_t cap);
 
+/* "client X sent bad unmask shares" (named by the SecAgg core in the
+ * running round): one offence against the identity, whatever the number of
+ * secrets. At offence_limit offences (and each one after) it is excluded
+ * from selection until now_ms + offence_exclude_s. Returns its offences so
+ * far (0 if the identity is unknown); *until: the end of its exclusion in
+ * engine time, 0 if not excluded. Kept in memory: a restart forgets it (the
+ * audit log keeps the record). */
+uint32_t fc_engine_offence(fc_engine *e, const char *client, uint64_t now_ms, uint64_t *until);
+
 /* Reason text of the last abandon. */
 const char *fc_engine_abandon_reason(const fc_engine *e);
 
@@ -171,6 +185,8 @@ void fc_engine_block(fc_engine *e, int blocked);
 /* Admin state and counters saved before a restart (budget 0 = unlimited). */
 void fc_engine_restore(fc_engine *e, uint64_t abandoned, int paused, uint64_t budget);
 
+#define FC_ROUND_BLAMED_MAX 4
+
 /* Round record of the round that just ended (after AGGREGATE→published or ABANDON). */
 typedef struct fc_round_stats {
   uint64_t round;
@@ -189,6 +205,10 @@ typedef struct fc_round_stats {
   double dp_epsilon;        /* differential privacy: epsilon spent after this round (the driver fills it) */
   double dp_clip;           /* ... the clip norm this round's tasks announced (adaptive clipping moves it) */
   double dp_noise;          /* ... the noise multiplier the accountant counted for this round */
+  /* secure aggregation: clients named for bad unmask shares (the driver fills
+   * it): the first FC_ROUND_BLAMED_MAX names, and how many in all */
+  char sa_blamed[FC_ROUND_BLAMED_MAX][65];
+  uint32_t sa_nblamed;
 } fc_round_stats;
 
 typedef struct fc_engine_status {

@@ -5,8 +5,11 @@
  * remove are in secagg_server_unmask.c.
  *
  * Everything a client submits is checked before it is kept, so what is
- * forwarded is well-formed: keys signed by the certificate that names the
- * caller, exactly one share to every neighbour that advertised, a signature
+ * forwarded is well-formed: keys signed by the caller's own TLS certificate
+ * (the same certificate, issued by the federation CA for this federation and
+ * naming the caller: an honest neighbour would abort the whole round over a
+ * certificate it cannot verify, so one that does not pass is refused here,
+ * where it costs only its sender), exactly one share to every neighbour that advertised, a signature
  * over this session's survivor list, and in the unmasking only the share the
  * survivor list calls for (b_v for a survivor, s_v^SK for a dropped client,
  * never both for one v). A refused submission changes nothing.
@@ -23,6 +26,7 @@
 
 #include "crypto/pki.h"
 #include "crypto/sa_crypto.h"
+#include "crypto/sha256.h"
 #include "fedc/error.h"
 
 #define MAX_CERT_PEM 16384
@@ -91,6 +95,7 @@ void fc_sa_server_destroy(fc_sa_server *s) {
     free(m->rxs);
   }
   free(s->m);
+  free(s->ca_pem);
   for (uint32_t i = 0; s->names && i < s->p.n; i++) free(s->names[i]);
   free(s->names);
   free(s->nbr);
@@ -102,6 +107,15 @@ void fc_sa_server_destroy(fc_sa_server *s) {
 int fc_sa_server_stage(const fc_sa_server *s) { return s->aborted ? 0 : s->stage; }
 const uint8_t *fc_sa_server_session(const fc_sa_server *s) { return s->session; }
 const fc_sa_params *fc_sa_server_params(const fc_sa_server *s) { return &s->p; }
+
+int fc_sa_server_set_trust(fc_sa_server *s, const char *ca_pem, const char *federation) {
+  char *ca = ca_pem ? dupstr(ca_pem) : NULL;
+  if (ca_pem && !ca) return FEDC_ERR_NOMEM;
+  free(s->ca_pem);
+  s->ca_pem = ca;
+  snprintf(s->federation, sizeof s->federation, "%s", federation ? federation : "");
+  return FEDC_OK;
+}
 
 const char *const *fc_sa_server_names(const fc_sa_server *s) { return (const char *const *)s->names; }
 
@@ -127,18 +141,45 @@ static int copy_bytes(ProtobufCBinaryData *dst, const ProtobufCBinaryData *src) 
 }
 
 /* ---- round 0: advertise keys ---- */
-static int submit_keys(fc_sa_server *s, uint32_t index, const Fedc__V1__SecAggKeys *k, char *why, size_t wl) {
+
+/* The certificate sent with the keys is the one every neighbour will check
+ * (client/secagg_client.c: chain to the CA, federation, cohort name): it must
+ * name the caller, be of this federation, chain to its CA, and be the very
+ * certificate of the TLS session it arrives over (a certificate of the same
+ * name from another CA, or another certificate of the caller's, is refused). */
+static int check_advertised_cert(const fc_sa_server *s, uint32_t index, const char *pem, size_t len,
+                                 const uint8_t caller_fp[32], char *why, size_t wl) {
+  char fed[64], role[16], name[72], err[300];
+  const char *who = s->names[index - 1];
+  uint8_t fp[32];
+  if (fc_pki_identity_from_pem(pem, len, fed, sizeof fed, role, sizeof role, name, sizeof name) != FEDC_OK ||
+      strcmp(role, "client") != 0 || strcmp(name, who) != 0)
+    return refuse(why, wl, FEDC_ERR_PROTOCOL, "the certificate sent with the keys does not name %s", who);
+  if (!s->ca_pem)
+    return refuse(why, wl, FEDC_ERR_PERMISSION, "the coordinator has no federation CA to check the certificate sent "
+                                                "with the keys against");
+  if (strcmp(fed, s->federation) != 0)
+    return refuse(why, wl, FEDC_ERR_PERMISSION, "the certificate sent with the keys is of another federation "
+                  "('%s', this is '%s')", fed, s->federation);
+  if (fc_pki_verify_pem(s->ca_pem, strlen(s->ca_pem), pem, len, err, sizeof err) != FEDC_OK)
+    return refuse(why, wl, FEDC_ERR_PERMISSION, "the certificate sent with the keys is not from the federation CA "
+                  "(foreign CA): %s", err);
+  if (!caller_fp || fc_pki_cert_sha256_pem(pem, len, fp) != FEDC_OK || !fc_digest_equal(fp, caller_fp, 32))
+    return refuse(why, wl, FEDC_ERR_PERMISSION, "the certificate sent with the keys is not the caller's: not the "
+                  "certificate %s presented on this TLS connection", who);
+  return FEDC_OK;
+}
+
+static int submit_keys(fc_sa_server *s, uint32_t index, const uint8_t caller_fp[32], const Fedc__V1__SecAggKeys *k,
+                       char *why, size_t wl) {
   sa_member *m = &s->m[index - 1];
   if (m->done >= FC_SA_ADVERTISE) return refuse(why, wl, FEDC_ERR_REJECTED, "keys already advertised");
   if (!k || k->index != index || k->enc_pk.len != 32 || k->mask_pk.len != 32 || !k->signature.len ||
       k->signature.len > FC_SIG_MAX || !k->certificate || strlen(k->certificate) > MAX_CERT_PEM)
     return refuse(why, wl, FEDC_ERR_PROTOCOL, "malformed key advertisement");
-  char fed[64], role[16], name[72];
   size_t cl = strlen(k->certificate);
-  if (fc_pki_identity_from_pem(k->certificate, cl, fed, sizeof fed, role, sizeof role, name, sizeof name) != FEDC_OK ||
-      strcmp(role, "client") != 0 || strcmp(name, s->names[index - 1]) != 0)
-    return refuse(why, wl, FEDC_ERR_PROTOCOL, "the certificate sent with the keys does not name %s",
-                  s->names[index - 1]);
+  int rc = check_advertised_cert(s, index, k->certificate, cl, caller_fp, why, wl);
+  if (rc != FEDC_OK) return rc;
   uint8_t msg[FC_SA_ADV_MSG_LEN];
   fc_sa_advertise_msg(s->session, index, k->enc_pk.data, k->mask_pk.data, msg);
   if (fc_verify_pem(k->certificate, cl, msg, sizeof msg, k->signature.data, k->signature.len) != FEDC_OK)
@@ -269,8 +310,8 @@ static int submit_unmask(fc_sa_server *s, uint32_t index, const Fedc__V1__SecAgg
   return FEDC_OK;
 }
 
-int fc_sa_server_submit(fc_sa_server *s, uint32_t index, const Fedc__V1__SecAggSubmitRequest *r, char *why,
-                        size_t whylen) {
+int fc_sa_server_submit(fc_sa_server *s, uint32_t index, const uint8_t caller_cert_sha256[32],
+                        const Fedc__V1__SecAggSubmitRequest *r, char *why, size_t whylen) {
   if (s->aborted) return refuse(why, whylen, FEDC_ERR_REJECTED, "round aborted: %s", s->why);
   if (index < 1 || index > s->p.n) return refuse(why, whylen, FEDC_ERR_REJECTED, "not in this round's cohort");
   if (r->round != s->p.round) return refuse(why, whylen, FEDC_ERR_REJECTED, "submission for another round");
@@ -278,7 +319,7 @@ int fc_sa_server_submit(fc_sa_server *s, uint32_t index, const Fedc__V1__SecAggS
     return refuse(why, whylen, FEDC_ERR_REJECTED, "%s stage is closed (open: %s)", fc_sa_stage_name((int)r->stage),
                   fc_sa_stage_name(s->stage));
   switch (s->stage) {
-  case FC_SA_ADVERTISE: return submit_keys(s, index, r->keys, why, whylen);
+  case FC_SA_ADVERTISE: return submit_keys(s, index, caller_cert_sha256, r->keys, why, whylen);
   case FC_SA_SHARE_KEYS: return submit_shares(s, index, r, why, whylen);
   case FC_SA_CONSISTENCY: return submit_signature(s, index, &r->survivors_signature, why, whylen);
   case FC_SA_UNMASK: return submit_unmask(s, index, r, why, whylen);

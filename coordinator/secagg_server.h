@@ -8,7 +8,8 @@
  * status alone decides which share is asked of whom in the unmasking.
  *
  * Stages and who survives each (U0 = cohort):
- *   ADVERTISE   U1 = signed keys received (certificate names the caller)
+ *   ADVERTISE   U1 = signed keys received (the certificate is the caller's
+ *               TLS certificate, of the federation, chaining to its CA)
  *   SHARE_KEYS  U2 = shares received, one to every neighbour in U1
  *   MASKED      U3 = masked inputs committed to the accumulator
  *   CONSISTENCY U4 = signatures over U3 received
@@ -45,11 +46,19 @@ const char *const *fc_sa_server_names(const fc_sa_server *s);
 /* Cohort index of a client name, 0 if not in the cohort. */
 uint32_t fc_sa_server_index(const fc_sa_server *s, const char *name);
 
-/* A submission from cohort member `index` for the open stage. FEDC_OK, or
- * FEDC_ERR_PROTOCOL / INVALID / REJECTED with one line in why; a refused
- * submission changes nothing. */
-int fc_sa_server_submit(fc_sa_server *s, uint32_t index, const Fedc__V1__SecAggSubmitRequest *m, char *why,
-                        size_t whylen);
+/* The trust advertised certificates are checked against: the federation
+ * CA (PEM, copied) and the federation's name. Without it every key
+ * advertisement is refused. FEDC_OK or FEDC_ERR_NOMEM. */
+int fc_sa_server_set_trust(fc_sa_server *s, const char *ca_pem, const char *federation);
+
+/* A submission from cohort member `index` for the open stage, made over a TLS
+ * session whose peer certificate (DER) has SHA-256 caller_cert_sha256: the
+ * certificate advertised with the keys must be that one. FEDC_OK, or
+ * FEDC_ERR_PROTOCOL / INVALID / REJECTED, or FEDC_ERR_PERMISSION for an
+ * advertised certificate of another CA, another federation or another TLS
+ * session, with one line in why; a refused submission changes nothing. */
+int fc_sa_server_submit(fc_sa_server *s, uint32_t index, const uint8_t caller_cert_sha256[32],
+                        const Fedc__V1__SecAggSubmitRequest *m, char *why, size_t whylen);
 /* Masked input: may `index` upload now? Then "it was committed". */
 int fc_sa_server_masked_allowed(const fc_sa_server *s, uint32_t index);
 void fc_sa_server_masked_done(fc_sa_server *s, uint32_t index);
@@ -68,11 +77,21 @@ void fc_sa_poll_clear(Fedc__V1__SecAggPollResponse *m);
 /* Abort: every later poll answers ABORTED with this reason. */
 void fc_sa_server_abort(fc_sa_server *s, const char *why);
 
-/* After UNMASK closed: reconstruct the secrets (Shamir) and list the masks to
- * remove from the sum of U3's inputs. *terms malloc'd (caller wipes and
- * frees). FEDC_ERR_REJECTED with the reason if a secret cannot be rebuilt or
- * fails its check (bad shares). */
+/* After UNMASK closed: reconstruct the secrets (Shamir, correcting bad
+ * shares where they can be told apart) and list the masks to remove from the
+ * sum of U3's inputs. *terms malloc'd (caller wipes and frees).
+ * FEDC_ERR_REJECTED with the reason if a secret cannot be rebuilt to pass
+ * its check. */
 int fc_sa_server_unmask_terms(fc_sa_server *s, fc_sa_mask_term **terms, size_t *nterms, char *why, size_t whylen);
+
+/* After fc_sa_server_unmask_terms (successful or not): for how many secrets
+ * member `index`'s unmask share was named wrong, i.e. off the polynomial the
+ * other shares of the secret decode to (see fc_shamir_decode for when that
+ * is decided); 0 for a member never named. The share's sender is named,
+ * never the secret's owner. */
+uint32_t fc_sa_server_bad_sent(const fc_sa_server *s, uint32_t index);
+/* Secrets rebuilt past bad shares whose senders could not be told apart. */
+uint32_t fc_sa_server_unattributed(const fc_sa_server *s);
 
 /* How many clients were left after each stage (advertise..unmask); 0 for a
  * stage not closed yet. */

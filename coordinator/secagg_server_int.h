@@ -18,6 +18,7 @@ typedef struct sa_member {
   uint16_t *rxs;
   uint8_t (*rshares)[32];
   uint32_t nr, capr;
+  uint32_t bad_sent; /* secrets for which this member's unmask share was named wrong (fc_shamir_decode) */
 } sa_member;
 
 struct fc_sa_server {
@@ -33,6 +34,9 @@ struct fc_sa_server {
   uint32_t *survivors; /* U3, sorted */
   size_t nsurvivors;
   uint32_t remaining[5];
+  uint32_t unattributed; /* secrets rebuilt past bad shares nobody could be named for */
+  char *ca_pem;          /* trust for advertised certificates (fc_sa_server_set_trust) */
+  char federation[64];
 };
 
 int sa_server_received_share(const fc_sa_server *s, uint32_t from, uint32_t to);

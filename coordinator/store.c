@@ -487,6 +487,14 @@ static json_t *round_to_json(const fc_round_stats *r) {
     for (int i = 0; i < 5; i++) json_array_append_new(a, json_integer(r->sa_remaining[i]));
     json_object_set_new(o, "secagg_remaining", a);
   }
+  if (o && r->sa_nblamed) {
+    /* Secure aggregation: who was named for bad unmask shares (the audit log has each). */
+    json_t *a = json_array();
+    for (uint32_t i = 0; i < r->sa_nblamed && i < FC_ROUND_BLAMED_MAX; i++)
+      json_array_append_new(a, json_string(r->sa_blamed[i]));
+    json_object_set_new(o, "secagg_blamed", a);
+    if (r->sa_nblamed > FC_ROUND_BLAMED_MAX) json_object_set_new(o, "secagg_blamed_count", json_integer(r->sa_nblamed));
+  }
   return o;
 }
 
@@ -622,6 +630,13 @@ int fc_store_read_rounds(const char *dir, fc_round_stats **out, size_t *n, char 
       json_int_t x = json_integer_value(json_array_get(sa, i));
       r->sa_remaining[i] = x > 0 && x <= UINT32_MAX ? (uint32_t)x : 0;
     }
+    json_t *bl = json_object_get(o, "secagg_blamed");
+    for (size_t i = 0; json_is_array(bl) && i < json_array_size(bl) && i < FC_ROUND_BLAMED_MAX; i++) {
+      const char *name = json_string_value(json_array_get(bl, i));
+      if (name) snprintf(r->sa_blamed[r->sa_nblamed++], sizeof r->sa_blamed[0], "%s", name);
+    }
+    uint64_t nbl = json_u64(o, "secagg_blamed_count");
+    if (nbl > r->sa_nblamed && nbl <= UINT32_MAX) r->sa_nblamed = (uint32_t)nbl;
     json_decref(o);
   }
   free(line);

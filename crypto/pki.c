@@ -516,6 +516,22 @@ int fc_pki_identity_from_pem(const char *cert_pem, size_t len, char *federation,
   return rc;
 }
 
+int fc_pki_cert_sha256_pem(const char *cert_pem, size_t len, uint8_t out[32]) {
+  X509 *cert = NULL;
+  unsigned int n = 0;
+  uint8_t fp[32];
+  int rc = first_cert_pem(cert_pem, len, &cert);
+  if (rc) return rc;
+  if (X509_digest(cert, EVP_sha256(), fp, &n) != 1 || n != sizeof fp) {
+    ERR_clear_error();
+    rc = FEDC_ERR_CRYPTO;
+  } else {
+    memcpy(out, fp, sizeof fp);
+  }
+  X509_free(cert);
+  return rc;
+}
+
 /* The federation a CA certificate is for: its one URI SAN "spiffe://<fed>". */
 static int ca_federation(X509 *ca, char fed[FC_PKI_FEDERATION_MAX]) {
   char uri[URI_CAP];

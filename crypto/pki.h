@@ -21,6 +21,7 @@
 
 #include <openssl/types.h> /* X509 */
 #include <stddef.h>
+#include <stdint.h>
 #include <time.h>
 
 #define FC_PKI_FEDERATION_MAX 64 /* 63 chars + NUL */
@@ -95,6 +96,11 @@ int fc_pki_leaf_paths(const char *dir, const char *role, const char *name, char 
  */
 int fc_pki_identity_from_pem(const char *cert_pem, size_t len, char *federation, size_t flen, char *role,
                              size_t rlen, char *name, size_t nlen);
+
+/* SHA-256 of the DER of the first certificate in a PEM buffer: the
+ * fingerprint the transport server records for a TLS peer (fc_peer's
+ * cert_sha256). FEDC_ERR_FORMAT if no certificate parses. */
+int fc_pki_cert_sha256_pem(const char *cert_pem, size_t len, uint8_t out[32]);
 
 /* The federation of the first certificate in a PEM buffer holding a CA: its
  * one URI SAN spiffe://<federation>, as issuing reads it. FEDC_ERR_FORMAT if

@@ -39,6 +39,7 @@
  */
 #include "crypto/shamir.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -276,5 +277,130 @@ out:
   fc_wipe(y, sizeof y);
   fc_wipe(prod, sizeof prod);
   free(lagrange); /* public: derived from the points only */
+  return rc;
+}
+
+/* ---- combine, then check the other shares against the same polynomial ---------------- */
+
+/*
+ * Discrete logarithms, for products of public values only (the share points
+ * and what is computed from them): a product is two lookups and an addition
+ * instead of 16 shift-and-add steps, and a quotient needs no inversion.
+ * Indexing a table by a value leaks it through the cache, which is why
+ * nothing secret ever goes through these. 384 KiB, built once on first use
+ * from the smallest generator of the multiplicative group (order
+ * 65535 = 3 * 5 * 17 * 257).
+ */
+#define GF16_ORDER 65535u
+static uint16_t gf16_exp_tab[2 * GF16_ORDER]; /* g^i, twice over: a sum of two logs needs no reduction */
+static uint16_t gf16_log_tab[65536];          /* log_g(a) for a != 0 */
+static pthread_once_t gf16_tables_once = PTHREAD_ONCE_INIT;
+
+static uint16_t gf16_pow(uint16_t a, uint32_t e) {
+  uint16_t r = 1;
+  for (; e; e >>= 1, a = gf16_mul(a, a))
+    if (e & 1) r = gf16_mul(r, a);
+  return r;
+}
+
+static void gf16_tables_build(void) {
+  static const uint32_t primes[] = {3, 5, 17, 257};
+  uint16_t g = 2;
+  for (;; g++) {
+    int generator = 1;
+    for (int p = 0; p < 4; p++) generator &= gf16_pow(g, GF16_ORDER / primes[p]) != 1;
+    if (generator) break;
+  }
+  uint16_t v = 1;
+  for (uint32_t i = 0; i < GF16_ORDER; i++) {
+    gf16_exp_tab[i] = gf16_exp_tab[i + GF16_ORDER] = v;
+    gf16_log_tab[v] = (uint16_t)i;
+    v = gf16_mul(v, g);
+  }
+}
+
+/* (a mod 65535) for a < 3 x 65535. */
+static uint32_t mod_order(uint32_t a) {
+  if (a >= GF16_ORDER) a -= GF16_ORDER;
+  if (a >= GF16_ORDER) a -= GF16_ORDER;
+  return a;
+}
+
+/*
+ * The polynomial f through the first t points, evaluated at each further
+ * point x_j by the barycentric form (Berrut and Trefethen 2004):
+ *
+ *   f(x_j) = sum_i c_ji y_i,   c_ji = l(x_j) w_i / (x_j ^ x_i),
+ *   l(x) = prod_{i < t} (x ^ x_i),   w_i = 1 / prod_{i' != i} (x_i ^ x_i'),
+ *
+ * t^2 for the w_i and t per further point for l(x_j), in logarithms (public
+ * values). The secret part, sum_i c_ji y_i on the 16 limbs, is t (m - t)
+ * products of a public c_ji and a secret y_i: y_i's 256 bits become masks
+ * once per share, and each product is 16 masked XORs of c_ji x^b (b = 0..15,
+ * looked up by the public log c_ji + b log x) on all 16 limbs at once, as in
+ * gf16_mul_limbs. Nothing is indexed by or branches on a share value; the
+ * received share is compared by an OR of XORs, so only the one bit "on the
+ * polynomial or not" comes out.
+ */
+int fc_shamir_combine_check(const uint16_t *xs, const uint8_t (*shares)[FC_SHAMIR_SECRET_LEN], size_t m, uint32_t t,
+                            uint8_t secret[FC_SHAMIR_SECRET_LEN], uint8_t *off, size_t *noff) {
+  int rc;
+  uint32_t *logw = NULL, *logl = NULL;
+  uint16_t(*acc)[LIMBS] = NULL, y[LIMBS], mask[16][LIMBS], offs[16];
+  size_t count = 0, nx;
+  if (!xs || !shares || !secret || !off || !noff) return FEDC_ERR_INVALID;
+  if (t < 1 || m > FC_SHAMIR_MAX_SHARES || m < t || !points_ok(xs, m)) return FEDC_ERR_INVALID;
+  if ((rc = fc_shamir_combine(xs, shares, m, t, secret)) != FEDC_OK) return rc;
+  memset(off, 0, m);
+  *noff = 0;
+  if (m == t) return FEDC_OK;
+  nx = m - t;
+  pthread_once(&gf16_tables_once, gf16_tables_build);
+  logw = malloc((size_t)t * sizeof *logw);
+  logl = malloc(nx * sizeof *logl);
+  acc = calloc(nx, sizeof *acc);
+  rc = FEDC_ERR_NOMEM;
+  if (!logw || !logl || !acc) goto out;
+  for (uint32_t i = 0; i < t; i++) { /* log w_i = -sum log (x_i ^ x_i') */
+    uint64_t sum = 0;
+    for (uint32_t k = 0; k < t; k++)
+      if (k != i) sum += gf16_log_tab[xs[i] ^ xs[k]];
+    logw[i] = (uint32_t)((GF16_ORDER - sum % GF16_ORDER) % GF16_ORDER);
+  }
+  for (size_t j = 0; j < nx; j++) { /* log l(x_j) */
+    uint64_t sum = 0;
+    for (uint32_t i = 0; i < t; i++) sum += gf16_log_tab[xs[t + j] ^ xs[i]]; /* != 0: points distinct */
+    logl[j] = (uint32_t)(sum % GF16_ORDER);
+  }
+  for (int b = 0; b < 16; b++) offs[b] = (uint16_t)((uint32_t)b * gf16_log_tab[2] % GF16_ORDER); /* log x^b */
+  for (uint32_t i = 0; i < t; i++) {
+    to_limbs(shares[i], y);
+    for (int b = 0; b < 16; b++)
+      for (int k = 0; k < LIMBS; k++) mask[b][k] = (uint16_t)(0u - ((y[k] >> b) & 1u));
+    for (size_t j = 0; j < nx; j++) {
+      uint32_t lc = mod_order(logl[j] + logw[i] + (GF16_ORDER - gf16_log_tab[xs[t + j] ^ xs[i]])); /* log c_ji */
+      for (int b = 0; b < 16; b++) {
+        uint16_t cb = gf16_exp_tab[lc + offs[b]]; /* c_ji x^b */
+        for (int k = 0; k < LIMBS; k++) acc[j][k] ^= cb & mask[b][k];
+      }
+    }
+  }
+  for (size_t j = 0; j < nx; j++) {
+    uint16_t diff = 0;
+    to_limbs(shares[t + j], y);
+    for (int k = 0; k < LIMBS; k++) diff |= (uint16_t)(acc[j][k] ^ y[k]);
+    off[t + j] = diff != 0;
+    count += off[t + j];
+  }
+  *noff = count;
+  rc = FEDC_OK;
+out:
+  fc_wipe(y, sizeof y);
+  fc_wipe(mask, sizeof mask);
+  if (acc) fc_wipe(acc, nx * sizeof *acc);
+  if (rc != FEDC_OK) fc_wipe(secret, FC_SHAMIR_SECRET_LEN);
+  free(logw);
+  free(logl);
+  free(acc);
   return rc;
 }

@@ -76,6 +76,7 @@ static ProtobufCMessage *wire(const ProtobufCMessage *m, uint64_t *bytes) {
 
 typedef struct sim_client {
   fc_sa_client *c;
+  uint8_t cert_sha256[32]; /* its TLS certificate's fingerprint, as the transport would record it */
   int gone;       /* dropped out (injected) */
   int aborted;    /* aborted on its own */
   int drop_at;    /* stage before whose message it vanishes; 0 = never */
@@ -91,14 +92,15 @@ static void client_abort(sa_harness_result *res, sim_client *sc, uint32_t idx) {
     snprintf(res->client_why, sizeof res->client_why, "client %u: %s", idx, fc_sa_client_error(sc->c));
 }
 
-/* Submit req from client idx (after the hook); frees req's contents. */
-static void submit(const sa_harness_cfg *cfg, sa_harness_result *res, fc_sa_server *srv, sim_client *sc, uint32_t idx,
-                   int stage, Fedc__V1__SecAggSubmitRequest *req) {
+/* Submit req from client idx (after the hook) over its own TLS session
+ * (its certificate's fingerprint); frees req's contents. */
+static void submit(const sa_harness_cfg *cfg, fc_sa_server *srv, sim_client *sc, uint32_t idx, int stage,
+                   Fedc__V1__SecAggSubmitRequest *req, sa_harness_result *res) {
   if (cfg->tamper_submit) cfg->tamper_submit(cfg->ctx, stage, idx, req);
   Fedc__V1__SecAggSubmitRequest *got = (Fedc__V1__SecAggSubmitRequest *)wire(&req->base, &sc->bytes);
   fc_sa_submit_clear(req);
   char why[256];
-  if (got && fc_sa_server_submit(srv, idx, got, why, sizeof why) != FEDC_OK && !res->submit_refused++)
+  if (got && fc_sa_server_submit(srv, idx, sc->cert_sha256, got, why, sizeof why) != FEDC_OK && !res->submit_refused++)
     snprintf(res->submit_why, sizeof res->submit_why, "client %u: %s", idx, why);
   if (got) protobuf_c_message_free_unpacked(&got->base, NULL);
 }
@@ -165,6 +167,7 @@ int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res) {
     snprintf(res->why, sizeof res->why, "%s", why);
     goto out;
   }
+  if ((rc = fc_sa_server_set_trust(srv, ca, "secagg-test")) != FEDC_OK) goto out;
   if (cfg->session_out) memcpy(cfg->session_out, fc_sa_server_session(srv), FC_SA_SESSION_LEN);
   if ((rc = fc_agg_secagg_create(p.dim + 1, 1, 4, &agg)) != FEDC_OK) goto out;
   agg->ops->round_begin(agg);
@@ -182,6 +185,7 @@ int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res) {
     cc.cert_pem = cert;
     cc.key_pem = key;
     rc = cert && key ? fc_sa_client_create(&cc, &sc->c, why, sizeof why) : FEDC_ERR_IO;
+    if (rc == FEDC_OK) rc = fc_pki_cert_sha256_pem(cert, strlen(cert), sc->cert_sha256);
     free(cert);
     if (key) fc_wipe(key, strlen(key));
     free(key);
@@ -225,7 +229,7 @@ int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res) {
         continue;
       }
       if (stage != FC_SA_MASKED) {
-        submit(cfg, res, srv, sc, idx, stage, &req);
+        submit(cfg, srv, sc, idx, stage, &req, res);
         continue;
       }
       /* Round 2: quantize, mask, "upload" through the aggregator. */
@@ -269,7 +273,11 @@ int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res) {
   double t0 = now_s();
   fc_sa_mask_term *terms = NULL;
   size_t nterms = 0;
-  if (fc_sa_server_unmask_terms(srv, &terms, &nterms, why, sizeof why) != FEDC_OK) {
+  int urc = fc_sa_server_unmask_terms(srv, &terms, &nterms, why, sizeof why);
+  for (uint32_t i = 1; i <= n; i++) /* named for bad unmask shares, whether or not the secrets were rebuilt */
+    if (fc_sa_server_bad_sent(srv, i) && res->nblamed++ < 8) res->blamed[res->nblamed - 1] = i;
+  res->unattributed = fc_sa_server_unattributed(srv);
+  if (urc != FEDC_OK) {
     snprintf(res->why, sizeof res->why, "%s", why);
     rc = FEDC_OK;
     goto out;

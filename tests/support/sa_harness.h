@@ -50,6 +50,9 @@ typedef struct sa_harness_result {
   size_t unmask_terms;
   uint64_t bytes_up_per_client;   /* mean bytes a client that saw every stage submitted, masked input included */
   uint64_t bytes_down_per_client; /* and received in the stages' answers (the model download not included) */
+  uint32_t blamed[8];       /* cohort indices named for bad unmask shares (fc_sa_server_bad_sent), first 8 */
+  uint32_t nblamed;         /* ... how many in all */
+  uint32_t unattributed;    /* secrets rebuilt past bad shares nobody could be named for */
 } sa_harness_result;
 
 /* Issue n client certificates (client-c00001 ...) in dir (created). */

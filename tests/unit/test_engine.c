@@ -2,7 +2,8 @@
  * test_engine.c - the round engine, driven in-process with synthetic time:
  * cohort selection (size, reproducibility, independence of arrival order),
  * task hand-out and resume, every upload verdict, pickup and round
- * deadlines (abandon vs aggregate), pause, the budget, client table limits.
+ * deadlines (abandon vs aggregate), pause, the budget, client table limits,
+ * and the exclusion of repeat secure-aggregation offenders from selection.
  */
 #include <stdio.h>
 #include <string.h>
@@ -504,7 +505,77 @@ static void test_secagg_stages(void) {
   fc_engine_destroy(e);
 }
 
+/* One round at `now` among a..d (all checked in): the cohort as a bitmask
+ * (a = 1, b = 2, c = 4, d = 8), 0 if no round started; then abandoned. */
+static unsigned round_cohort(fc_engine *e, uint64_t now) {
+  const char *all[4] = {"a", "b", "c", "d"};
+  for (int i = 0; i < 4; i++) checkin(e, all[i], now, NULL);
+  if (fc_engine_tick(e, now + 1) != FC_TICK_STARTED) return 0;
+  const char *names[8];
+  unsigned mask = 0;
+  uint32_t n = fc_engine_cohort(e, names, 8);
+  for (uint32_t i = 0; i < n; i++) mask |= 1u << (names[i][0] - 'a');
+  fc_engine_finalize_failed(e, "test", now + 2);
+  return mask;
+}
+
+/* Secure aggregation offences (bad unmask shares): counted per identity; at
+ * the limit the identity is left out of selection, and out of the count of
+ * clients a round needs, until its exclusion ends. */
+static void test_offences(void) {
+  fc_engine_cfg cfg;
+  fc_engine_cfg_defaults(&cfg);
+  CHECK_EQ_INT(cfg.offence_limit, 2);
+  CHECK_EQ_INT(cfg.offence_exclude_s, 3600);
+  cfg.min_clients = 3;
+  cfg.cohort_size = 4;
+  cfg.min_updates = 2;
+  cfg.rounds = 0;
+  cfg.client_ttl_ms = 100000;
+  cfg.secagg = 1;
+  cfg.offence_exclude_s = 60;
+  fc_engine *e = NULL;
+  CHECK_EQ_INT(fc_engine_create(&cfg, 1, 0, 0, SHA0, &e), FEDC_OK);
+  uint64_t until = 99, now = 1000;
+  CHECK_EQ_INT(round_cohort(e, now), 0xF);
+  CHECK_EQ_INT(fc_engine_offence(e, "zz", now, &until), 0); /* unknown identity */
+  CHECK_EQ_INT(until, 0);
+  CHECK_EQ_INT(fc_engine_offence(e, "d", now, &until), 1); /* a first offence: counted only */
+  CHECK_EQ_INT(until, 0);
+  CHECK_EQ_INT(round_cohort(e, now += 10), 0xF);
+  CHECK_EQ_INT(fc_engine_offence(e, "d", now, &until), 2); /* repeated: excluded for 60 s */
+  CHECK_EQ_INT(until, now + 60000);
+  uint64_t end = until;
+  int without_d = 0;
+  for (int r = 0; r < 5; r++) without_d += round_cohort(e, now += 1000) == 0x7;
+  CHECK_EQ_INT(without_d, 5);
+  /* A second excluded identity leaves 2 selectable of 4 live, under min_clients 3: no round. */
+  CHECK_EQ_INT(fc_engine_offence(e, "c", now, &until), 1);
+  CHECK_EQ_INT(fc_engine_offence(e, "c", now, &until), 2);
+  CHECK_EQ_INT(round_cohort(e, now += 1000), 0);
+  CHECK_EQ_INT(fc_engine_count_live(e, now), 4); /* still live: only not selectable */
+  /* d's exclusion ends first (c's 2 s later): d is back, c still out. */
+  CHECK_EQ_INT(round_cohort(e, end), 0xB);
+  CHECK_EQ_INT(round_cohort(e, until + 5), 0xF);
+  /* Each offence past the limit excludes again. */
+  CHECK_EQ_INT(fc_engine_offence(e, "d", until + 10, &until), 3);
+  CHECK(until > 0);
+  fc_engine_destroy(e);
+  /* Limit 0: never excluded; exclusion 0 s: counted only. */
+  for (int v = 0; v < 2; v++) {
+    cfg.offence_limit = v ? 1 : 0;
+    cfg.offence_exclude_s = v ? 0 : 60;
+    CHECK_EQ_INT(fc_engine_create(&cfg, 1, 0, 0, SHA0, &e), FEDC_OK);
+    CHECK_EQ_INT(round_cohort(e, 1000), 0xF);
+    for (int k = 1; k <= 3; k++) CHECK_EQ_INT(fc_engine_offence(e, "d", 1000, &until), k);
+    CHECK_EQ_INT(until, 0);
+    CHECK_EQ_INT(round_cohort(e, 2000), 0xF);
+    fc_engine_destroy(e);
+  }
+}
+
 int main(void) {
+  test_offences();
   test_secagg_stages();
   test_rate_limits();
   test_strangers();

@@ -36,6 +36,7 @@
 #include "coordinator/secagg_server.h"
 #include "crypto/sa_crypto.h"
 #include "crypto/shamir.h"
+#include "crypto/pki.h"
 #include "fedc/error.h"
 #include "secagg/secagg.h"
 #include "tests/support/sa_harness.h"
@@ -96,7 +97,7 @@ static void split_view(uint32_t t, uint32_t in_a, uint32_t colluders, uint32_t t
   for (int i = 0; i < 32; i++) p.graph_seed[i] = (uint8_t)(7 * i + t), p.model_sha[i] = (uint8_t)i;
   char *names[N], *ca = slurp("ca.crt", 0);
   fc_sa_client *cl[N] = {0};
-  uint8_t mask_pk[N][32];
+  uint8_t mask_pk[N][32], cert_sha[N][32]; /* each client's TLS certificate, as the transport records it */
   uint32_t q1[DIM + 1], y1[DIM + 1];
   fc_sa_server *srv = NULL;
   char why[256];
@@ -113,6 +114,8 @@ static void split_view(uint32_t t, uint32_t in_a, uint32_t colluders, uint32_t t
     cc.index = i + 1;
     cc.ca_pem = ca;
     cc.cert_pem = slurp("client-c%05u.crt", i + 1);
+    if (!cc.cert_pem || fc_pki_cert_sha256_pem(cc.cert_pem, strlen(cc.cert_pem), cert_sha[i]) != FEDC_OK)
+      memset(cert_sha[i], 0, 32);
     cc.key_pem = slurp("client-c%05u.key", i + 1);
     cc.colluders = colluders >> i & 1 ? 0 : tolerate;
     if (fc_sa_client_create(&cc, &cl[i], why, sizeof why) != FEDC_OK) {
@@ -127,11 +130,12 @@ static void split_view(uint32_t t, uint32_t in_a, uint32_t colluders, uint32_t t
   /* Rounds 0-2 through the real server core, honestly. */
   CHECK_EQ_INT(fc_sa_server_create(&p, (const char *const *)names, &srv, why, sizeof why), FEDC_OK);
   if (!srv) goto out;
+  CHECK_EQ_INT(fc_sa_server_set_trust(srv, ca, "secagg-test"), FEDC_OK);
   for (uint32_t i = 0; i < N; i++) {
     Fedc__V1__SecAggSubmitRequest req = FEDC__V1__SEC_AGG_SUBMIT_REQUEST__INIT;
     CHECK_EQ_INT(fc_sa_client_advertise(cl[i], &req), FEDC_OK);
     memcpy(mask_pk[i], req.keys->mask_pk.data, 32);
-    CHECK_EQ_INT(fc_sa_server_submit(srv, i + 1, &req, why, sizeof why), FEDC_OK);
+    CHECK_EQ_INT(fc_sa_server_submit(srv, i + 1, cert_sha[i], &req, why, sizeof why), FEDC_OK);
     fc_sa_submit_clear(&req);
   }
   CHECK_EQ_INT(fc_sa_server_close_stage(srv, why, sizeof why), FEDC_OK);
@@ -141,7 +145,7 @@ static void split_view(uint32_t t, uint32_t in_a, uint32_t colluders, uint32_t t
     fc_sa_server_poll(srv, i + 1, FC_SA_SHARE_KEYS, &in);
     CHECK_EQ_INT(fc_sa_client_share_keys(cl[i], &in, &req), FEDC_OK);
     fc_sa_poll_clear(&in);
-    CHECK_EQ_INT(fc_sa_server_submit(srv, i + 1, &req, why, sizeof why), FEDC_OK);
+    CHECK_EQ_INT(fc_sa_server_submit(srv, i + 1, cert_sha[i], &req, why, sizeof why), FEDC_OK);
     fc_sa_submit_clear(&req);
   }
   CHECK_EQ_INT(fc_sa_server_close_stage(srv, why, sizeof why), FEDC_OK);

@@ -5,7 +5,8 @@
  * every stage, abandonment below the threshold, a misbehaving coordinator
  * (substituted key, replayed share, tampered share, a client dropped from one
  * recipient's survivor list only, "you are dropped", non-neighbour keys) and
- * a client sending bad unmask shares, all caught. Plus the shared pieces:
+ * misbehaving clients: bad unmask shares (corrected, the sender named),
+ * keys under a certificate not the caller's own (refused at submission). Plus the shared pieces:
  * graph, quantization bounds and the mask expansion against a reference.
  */
 #include <math.h>
@@ -18,6 +19,7 @@
 #include "common/fileutil.h"
 #include "client/secagg_client.h"
 #include "coordinator/secagg_server.h"
+#include "crypto/pki.h"
 #include "crypto/sa_crypto.h"
 #include "fedc/error.h"
 #include "secagg/secagg.h"
@@ -217,6 +219,10 @@ typedef struct evil {
   uint8_t session[32];
   uint32_t survivors[64];
   size_t nsurvivors;
+  uint64_t bad;      /* EV_BAD_UNMASK_SHARE: bit i = client i sends bad unmask shares */
+  uint64_t tampered; /* ... those that did (reached the unmask stage) */
+  int one_limb;      /* ... change one 16-bit limb of each share, not the first byte */
+  const char *cert_pem, *key_pem; /* EV_FOREIGN_CERT: what the victim advertises its keys under */
 } evil;
 
 /* Sign `digest` with client idx's certificate key, as a neighbour shown another list would. */
@@ -231,7 +237,7 @@ static int sign_as(uint32_t idx, const uint8_t digest[32], uint8_t *sig, size_t 
 }
 
 enum { EV_SUBST_KEY = 1, EV_TAMPER_SHARE, EV_REPLAY_SHARE, EV_SPLIT_VIEW, EV_LIST_ME_DROPPED, EV_NON_NEIGHBOUR,
-       EV_SAVE_SHARE, EV_BAD_UNMASK_SHARE, EV_BOTH_SHARES, EV_EMPTY_UNMASK, EV_SHORT_LIST };
+       EV_SAVE_SHARE, EV_BAD_UNMASK_SHARE, EV_BOTH_SHARES, EV_EMPTY_UNMASK, EV_SHORT_LIST, EV_FOREIGN_CERT };
 
 static void tamper_poll(void *ctx, int stage, uint32_t index, Fedc__V1__SecAggPollResponse *r) {
   evil *e = ctx;
@@ -399,11 +405,19 @@ static void test_evil_coordinator(void) {
 /* ---- a misbehaving client ---- */
 static void tamper_submit(void *ctx, int stage, uint32_t index, Fedc__V1__SecAggSubmitRequest *q) {
   evil *e = ctx;
-  if (index != e->victim) return;
-  if (e->mode == EV_BAD_UNMASK_SHARE && stage == FC_SA_UNMASK && q->n_unmask) {
-    for (size_t i = 0; i < q->n_unmask; i++) q->unmask[i]->share.data[0] ^= 1;
+  if (e->mode == EV_BAD_UNMASK_SHARE && stage == FC_SA_UNMASK && q->n_unmask && (e->bad >> index & 1)) {
+    for (size_t i = 0; i < q->n_unmask; i++) {
+      uint8_t *b = q->unmask[i]->share.data;
+      if (e->one_limb) { /* a limb chosen by the owner, changed by a value of its own */
+        b[2 * (q->unmask[i]->owner % 16)] ^= (uint8_t)(0x10 + index);
+      } else {
+        b[0] ^= 1;
+      }
+    }
+    e->tampered |= 1ull << index;
     e->done = 1;
   }
+  if (index != e->victim) return;
   if (e->mode == EV_EMPTY_UNMASK && stage == FC_SA_UNMASK && q->n_unmask) {
     fc_sa_submit_clear(q); /* signed the list, then sends no share at all */
     q->round = 5;
@@ -414,32 +428,218 @@ static void tamper_submit(void *ctx, int stage, uint32_t index, Fedc__V1__SecAgg
     q->unmask[0]->self_seed = !q->unmask[0]->self_seed; /* the other kind of share */
     e->done = 1;
   }
+  if (e->mode == EV_FOREIGN_CERT && stage == FC_SA_ADVERTISE && q->keys) {
+    /* Keys under another certificate carrying our own identity, signed with
+     * its key: a signature that verifies under that certificate. */
+    Fedc__V1__SecAggKeys *k = q->keys;
+    uint8_t msg[FC_SA_ADV_MSG_LEN], *sig = malloc(FC_SIG_MAX);
+    size_t sl = FC_SIG_MAX;
+    char *pem = malloc(strlen(e->cert_pem) + 1);
+    if (!sig || !pem) {
+      free(sig);
+      free(pem);
+      return;
+    }
+    strcpy(pem, e->cert_pem);
+    fc_sa_advertise_msg(e->session, index, k->enc_pk.data, k->mask_pk.data, msg);
+    if (fc_sign_pem(e->key_pem, strlen(e->key_pem), msg, sizeof msg, sig, &sl) != FEDC_OK) {
+      free(sig);
+      free(pem);
+      return;
+    }
+    free(k->certificate);
+    free(k->signature.data);
+    k->certificate = pem;
+    k->signature.data = sig;
+    k->signature.len = sl;
+    e->done = 1;
+  }
+}
+
+static int blamed_set(const sa_harness_result *r, uint64_t *set) {
+  *set = 0;
+  for (uint32_t i = 0; i < r->nblamed && i < 8; i++) *set |= 1ull << r->blamed[i];
+  return r->nblamed <= 8;
+}
+
+/* Finding 2 of issue 20: one member sending bad unmask shares used to
+ * abandon every round whose first t shares held one of its (9 of 12), naming
+ * an honest owner ("the shares of client 1's self-mask seed are bad"). Now
+ * each secret is decoded from all its shares: the rounds complete, exact,
+ * and the sender alone is named, never an owner. */
+static void test_bad_unmask_shares(void) {
+  int completed = 0, exact = 0, named_right = 0, rounds = 12;
+  for (int i = 0; i < rounds; i++) {
+    evil e;
+    memset(&e, 0, sizeof e);
+    e.mode = EV_BAD_UNMASK_SHARE;
+    uint32_t bad = 1 + (uint32_t)i % 6;
+    e.bad = 1ull << bad;
+    e.one_limb = i % 2;
+    sa_harness_cfg c = base(6, 5, 4, 1200 + (uint64_t)i); /* 6 shares of each secret, t = 4: corrects 1 */
+    c.tamper_submit = tamper_submit;
+    c.ctx = &e;
+    sa_harness_result r;
+    CHECK_EQ_INT(sa_harness_run(&c, &r), FEDC_OK);
+    CHECK(e.done);
+    uint64_t set;
+    completed += r.completed;
+    exact += r.completed && r.exact;
+    named_right += blamed_set(&r, &set) && set == e.tampered;
+    if (!r.completed) printf("  round %d, bad client %u: %s\n", i, bad, r.why);
+  }
+  printf("  one client with bad unmask shares: %d of %d rounds completed (%d exact), the sender alone named in %d\n",
+         completed, rounds, exact, named_right);
+  CHECK_EQ_INT(completed, rounds);
+  CHECK_EQ_INT(exact, rounds);
+  CHECK_EQ_INT(named_right, rounds);
+
+  /* Two of twelve, with dropouts before the masked input (so mask keys of
+   * the dropped are rebuilt too): 12 shares, t = 7 (the
+   * floor 2t > k + 1), corrects 2 when all arrive; with a few dropped the
+   * subsets checked against the commitment find the rest. */
+  for (uint64_t seed = 1300; seed < 1304; seed++) {
+    evil e;
+    memset(&e, 0, sizeof e);
+    e.mode = EV_BAD_UNMASK_SHARE;
+    e.bad = (1ull << 3) | (1ull << 8);
+    sa_harness_cfg c = base(12, 11, 7, seed);
+    c.drop[FC_SA_MASKED] = 0.1;
+    c.tamper_submit = tamper_submit;
+    c.ctx = &e;
+    sa_harness_result r;
+    CHECK_EQ_INT(sa_harness_run(&c, &r), FEDC_OK);
+    uint64_t set;
+    CHECK(r.completed && r.exact);
+    CHECK(blamed_set(&r, &set) && set == e.tampered && set);
+    if (!r.completed) printf("  two bad of twelve, seed %llu: %s\n", (unsigned long long)seed, r.why);
+  }
+
+  /* A sparse graph: 20 clients, 8 neighbours (9 shares of each secret), t = 5. */
+  {
+    evil e;
+    memset(&e, 0, sizeof e);
+    e.mode = EV_BAD_UNMASK_SHARE;
+    e.bad = 1ull << 11;
+    sa_harness_cfg c = base(20, 8, 5, 1400);
+    c.tamper_submit = tamper_submit;
+    c.ctx = &e;
+    sa_harness_result r;
+    uint64_t set;
+    CHECK_EQ_INT(sa_harness_run(&c, &r), FEDC_OK);
+    CHECK(r.completed && r.exact);
+    CHECK(blamed_set(&r, &set) && set == (1ull << 11));
+  }
+
+  /* t = n - 1 of a complete graph of 5: 5 shares, t = 4, nothing to correct
+   * with (radius 0), but the 5 subsets of 4 against the commitment find the
+   * one that checks: completed, the sender named. */
+  {
+    evil e;
+    memset(&e, 0, sizeof e);
+    e.mode = EV_BAD_UNMASK_SHARE;
+    e.bad = 1ull << 2;
+    sa_harness_cfg c = base(5, 4, 4, 1500);
+    c.tamper_submit = tamper_submit;
+    c.ctx = &e;
+    sa_harness_result r;
+    uint64_t set;
+    CHECK_EQ_INT(sa_harness_run(&c, &r), FEDC_OK);
+    CHECK(r.completed && r.exact);
+    CHECK(blamed_set(&r, &set) && set == (1ull << 2));
+  }
+
+  /* Three of six bad with t = 4: fewer than t right shares of every secret.
+   * Abandoned, and nobody named (an honest sender or owner never is). */
+  {
+    evil e;
+    memset(&e, 0, sizeof e);
+    e.mode = EV_BAD_UNMASK_SHARE;
+    e.bad = (1ull << 1) | (1ull << 2) | (1ull << 3);
+    sa_harness_cfg c = base(6, 5, 4, 1600);
+    c.tamper_submit = tamper_submit;
+    c.ctx = &e;
+    sa_harness_result r;
+    CHECK_EQ_INT(sa_harness_run(&c, &r), FEDC_OK);
+    CHECK(!r.completed);
+    CHECK(strstr(r.why, "cannot rebuild") != NULL);
+    CHECK_EQ_INT(r.nblamed, 0);
+    printf("  three bad of six (t = 4): %s\n", r.why);
+  }
+}
+
+/* Finding 2b of issue 20: keys advertised under a certificate that is not
+ * the caller's own TLS certificate (another CA's with its identity, another
+ * federation's, or a second one of the same CA) used to be accepted, and
+ * every honest neighbour aborted over it ("only 1 clients left after the
+ * shares stage"). Now the coordinator refuses it, naming the reason, and the
+ * round completes without that client. */
+static char *slurp_path(const char *path) {
+  char *b = NULL;
+  size_t n = 0;
+  return fc_read_file(path, 1 << 20, &b, &n) == FEDC_OK ? b : NULL;
+}
+
+static void test_foreign_certificate(void) {
+  char dir[3][300], err[300], path[400];
+  snprintf(dir[0], sizeof dir[0], "%s/foreign", root);  /* another CA, same federation name */
+  snprintf(dir[1], sizeof dir[1], "%s/otherfed", root); /* another federation */
+  snprintf(dir[2], sizeof dir[2], "%s/second", root);   /* our CA, a second certificate of c00002 */
+  CHECK_EQ_INT(fc_pki_init(dir[0], "secagg-test", NULL, 0, 30, "ec", err, sizeof err), FEDC_OK);
+  CHECK_EQ_INT(fc_pki_issue(dir[0], "client", "c00002", NULL, 30, err, sizeof err), FEDC_OK);
+  CHECK_EQ_INT(fc_pki_init(dir[1], "other-fed", NULL, 0, 30, "ec", err, sizeof err), FEDC_OK);
+  CHECK_EQ_INT(fc_pki_issue(dir[1], "client", "c00002", NULL, 30, err, sizeof err), FEDC_OK);
+  CHECK_EQ_INT(fc_pki_issue(pki, "client", "c00002", dir[2], 30, err, sizeof err), FEDC_OK);
+  const char *expect[3] = {"foreign CA", "another federation", "not the caller's"};
+  for (int v = 0; v < 3; v++) {
+    snprintf(path, sizeof path, "%s/client-c00002.crt", dir[v]);
+    char *cert = slurp_path(path);
+    snprintf(path, sizeof path, "%s/client-c00002.key", dir[v]);
+    char *key = slurp_path(path);
+    CHECK(cert && key);
+    if (!cert || !key) {
+      free(cert);
+      free(key);
+      continue;
+    }
+    evil e;
+    memset(&e, 0, sizeof e);
+    e.mode = EV_FOREIGN_CERT;
+    e.victim = 2;
+    e.cert_pem = cert;
+    e.key_pem = key;
+    sa_harness_cfg c = base(6, 5, 4, 1700 + (uint64_t)v);
+    c.tamper_submit = tamper_submit;
+    c.ctx = &e;
+    c.session_out = e.session;
+    sa_harness_result r;
+    CHECK_EQ_INT(sa_harness_run(&c, &r), FEDC_OK);
+    CHECK(e.done);
+    CHECK_EQ_INT(r.submit_refused, 1);
+    CHECK(strncmp(r.submit_why, "client 2: ", 10) == 0 && strstr(r.submit_why, expect[v]) != NULL);
+    CHECK(r.completed && r.exact);
+    CHECK_EQ_INT(r.remaining[0], 5);
+    /* Only the refused client itself stops (it is dropped); no neighbour aborts. */
+    CHECK_EQ_INT(r.client_aborts, 1);
+    CHECK(strncmp(r.client_why, "client 2: ", 10) == 0);
+    printf("  %s\n", r.submit_why);
+    fc_wipe(key, strlen(key));
+    free(key);
+    free(cert);
+  }
 }
 
 static void test_evil_client(void) {
-  /* Bad unmask shares with t = n - 1 survivors... the coordinator uses the first
-   * t shares it got; the victim's index is low so its shares are among them. */
-  evil e;
-  memset(&e, 0, sizeof e);
-  e.mode = EV_BAD_UNMASK_SHARE;
-  e.victim = 1;
-  sa_harness_cfg c = base(6, 5, 4, 1200);
-  c.tamper_submit = tamper_submit;
-  c.ctx = &e;
-  sa_harness_result r;
-  CHECK_EQ_INT(sa_harness_run(&c, &r), FEDC_OK);
-  CHECK(e.done);
-  CHECK(!r.completed);
-  CHECK(strstr(r.why, "bad") != NULL);
-  printf("  bad unmask shares: %s\n", r.why);
   /* A share of the wrong kind is refused by the coordinator; the round still
    * completes from the others' shares (t = 4 of the 5 other holders). */
+  evil e;
   memset(&e, 0, sizeof e);
   e.mode = EV_BOTH_SHARES;
   e.victim = 2;
-  c = base(6, 5, 4, 1300);
+  sa_harness_cfg c = base(6, 5, 4, 1300);
   c.tamper_submit = tamper_submit;
   c.ctx = &e;
+  sa_harness_result r;
   CHECK_EQ_INT(sa_harness_run(&c, &r), FEDC_OK);
   CHECK(e.done);
   CHECK(r.completed && r.exact);
@@ -547,6 +747,8 @@ int main(void) {
   test_evil_client();
   test_empty_unmask();
   test_min_survivors();
+  test_bad_unmask_shares();
+  test_foreign_certificate();
   test_fake_prg();
   char cmd[400];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);

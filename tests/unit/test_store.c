@@ -191,6 +191,9 @@ int main(void) {
     if (i == 3) { /* a secure-aggregation round: 10 > 10 > 9 > 9 > 8 */
       uint32_t left[5] = {10, 10, 9, 9, 8};
       memcpy(r.sa_remaining, left, sizeof left);
+      /* ... with 6 clients named for bad unmask shares: the first 4 names and the count kept */
+      for (int b = 0; b < FC_ROUND_BLAMED_MAX; b++) snprintf(r.sa_blamed[b], sizeof r.sa_blamed[b], "bad-%d", b);
+      r.sa_nblamed = 6;
     }
     CHECK_EQ_INT(fc_store_append_round(dir, &r, err, sizeof err), FEDC_OK);
   }
@@ -210,6 +213,9 @@ int main(void) {
     CHECK_EQ_INT(hist[2].sa_remaining[0], 10);
     CHECK_EQ_INT(hist[2].sa_remaining[2], 9);
     CHECK_EQ_INT(hist[2].sa_remaining[4], 8);
+    CHECK_EQ_INT(hist[0].sa_nblamed, 0);
+    CHECK_EQ_INT(hist[2].sa_nblamed, 6);
+    CHECK(strcmp(hist[2].sa_blamed[0], "bad-0") == 0 && strcmp(hist[2].sa_blamed[3], "bad-3") == 0);
   }
   free(hist);
   /* The torn tail was cut: a new record lands on its own line. */
