@@ -6,6 +6,7 @@
 
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <errno.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <stdarg.h>
@@ -300,14 +301,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
   return reply(conn, MHD_HTTP_NOT_FOUND, "not found: /metrics, /healthz, /readyz\n", 0, "text/plain");
 }
 
-int coord_http_start(fc_coord *c, const char *listen, int *port, char *why, size_t whylen) {
+int coord_http_bind(fc_coord *c, const char *addr, char *why, size_t whylen) {
   char host[256] = "", portstr[16] = "";
-  const char *colon = strrchr(listen, ':');
-  if (!colon || colon - listen >= (long)sizeof host || strlen(colon + 1) >= sizeof portstr || !colon[1]) {
-    snprintf(why, whylen, "metrics_listen '%s': use host:port, [ipv6]:port or :port", listen);
+  const char *colon = strrchr(addr, ':');
+  if (!colon || colon - addr >= (long)sizeof host || strlen(colon + 1) >= sizeof portstr || !colon[1]) {
+    snprintf(why, whylen, "metrics_listen '%s': use host:port, [ipv6]:port or :port", addr);
     return FEDC_ERR_INVALID;
   }
-  memcpy(host, listen, (size_t)(colon - listen));
+  memcpy(host, addr, (size_t)(colon - addr));
   snprintf(portstr, sizeof portstr, "%s", colon + 1);
   if (host[0] == '[' && host[strlen(host) - 1] == ']') {
     memmove(host, host + 1, strlen(host));
@@ -320,27 +321,49 @@ int coord_http_start(fc_coord *c, const char *listen, int *port, char *why, size
   hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
   int g = getaddrinfo(host[0] ? host : NULL, portstr, &hints, &ai);
   if (g != 0 || !ai) {
-    snprintf(why, whylen, "metrics_listen '%s': %s", listen, gai_strerror(g));
+    snprintf(why, whylen, "metrics_listen '%s': %s", addr, gai_strerror(g));
     return FEDC_ERR_INVALID;
   }
-  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
-  if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
-  c->http = MHD_start_daemon(flags, 0, NULL, NULL, on_request, c, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)32, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
-                             MHD_OPTION_END);
-  freeaddrinfo(ai);
-  if (!c->http) {
-    snprintf(why, whylen, "metrics_listen '%s': cannot listen (address in use or not ours?)", listen);
+  /* Bound here, served from coord_http_start: the coordinator learns that
+   * the address is free before it creates or changes its state directory. */
+  int one = 1, fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  struct sockaddr_storage sa;
+  socklen_t salen = sizeof sa;
+  if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+      bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 64) != 0 ||
+      getsockname(fd, (struct sockaddr *)&sa, &salen) != 0) {
+    snprintf(why, whylen, "metrics_listen '%s': cannot listen: %s", addr, strerror(errno));
+    if (fd >= 0) close(fd);
+    freeaddrinfo(ai);
     return FEDC_ERR_IO;
   }
-  const union MHD_DaemonInfo *di = MHD_get_daemon_info(c->http, MHD_DAEMON_INFO_BIND_PORT);
-  *port = di ? di->port : 0;
-  FC_INFO(MOD, "metrics on http://%s%s%s:%d/metrics (and /healthz, /readyz)", strchr(host, ':') ? "[" : "",
-          host[0] ? host : "0.0.0.0", strchr(host, ':') ? "]" : "", *port);
+  freeaddrinfo(ai);
+  int port = ntohs(sa.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&sa)->sin6_port
+                                            : ((struct sockaddr_in *)&sa)->sin_port);
+  c->http_fd = fd;
+  snprintf(c->http_where, sizeof c->http_where, "%s%s%s:%d", strchr(host, ':') ? "[" : "",
+           host[0] ? host : "0.0.0.0", strchr(host, ':') ? "]" : "", port);
+  return FEDC_OK;
+}
+
+int coord_http_start(fc_coord *c, char *why, size_t whylen) {
+  /* MHD owns the socket from here, started or not. */
+  int fd = c->http_fd;
+  c->http_fd = -1;
+  c->http = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, c,
+                             MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd, MHD_OPTION_CONNECTION_LIMIT, (unsigned)32,
+                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10, MHD_OPTION_END);
+  if (!c->http) {
+    snprintf(why, whylen, "metrics on %s: cannot start the HTTP server", c->http_where);
+    return FEDC_ERR_IO;
+  }
+  FC_INFO(MOD, "metrics on http://%s/metrics (and /healthz, /readyz)", c->http_where);
   return FEDC_OK;
 }
 
 void coord_http_stop(fc_coord *c) {
   if (c->http) MHD_stop_daemon(c->http);
   c->http = NULL;
+  if (c->http_fd >= 0) close(c->http_fd); /* bound, never served */
+  c->http_fd = -1;
 }

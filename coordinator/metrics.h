@@ -55,10 +55,12 @@ const char *fc_metrics_abandon_name(int cls);
 const char *fc_metrics_refusal_name(int cls);
 
 struct fc_coord;
-/* Start the HTTP listener on host:port ("127.0.0.1:9464", "[::1]:0", ":9464"
- * for every address). The port actually bound is logged and returned in
- * *port. FEDC_OK or FEDC_ERR_INVALID / IO with one line in why. */
-int coord_http_start(struct fc_coord *c, const char *listen, int *port, char *why, size_t whylen);
+/* Bind the HTTP listener on host:port ("127.0.0.1:9464", "[::1]:0", ":9464"
+ * for every address), before anything else changes; coord_http_start then
+ * serves it and logs the address actually bound. FEDC_OK or
+ * FEDC_ERR_INVALID / IO with one line in why. */
+int coord_http_bind(struct fc_coord *c, const char *listen, char *why, size_t whylen);
+int coord_http_start(struct fc_coord *c, char *why, size_t whylen);
 void coord_http_stop(struct fc_coord *c);
 /* The /metrics body (malloc'd, NUL-terminated). */
 char *coord_metrics_text(struct fc_coord *c);
