@@ -10,7 +10,9 @@
 #    whole usage);
 #  - `fedc coordinator --port-file F` that cannot be written is an error (it
 #    only warned, and whoever waits for F waited forever), and F is written
-#    through a fresh temporary file: a symlink planted at F.tmp is not followed.
+#    through a fresh temporary file: a symlink planted at F.tmp is not followed;
+#  - `fedc client --parts 3 --part 0` without --partition trained on all the
+#    data with no warning: refused in one line.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
 make_tmp
@@ -49,6 +51,17 @@ one_line_refusal "fedc coordinator: unknown option '--xyz' (see fedc coordinator
 one_line_refusal "fedc coordinator: unknown option '-q' (see fedc coordinator --help)" -q
 one_line_refusal "fedc coordinator: option '--rounds' needs a value" --rounds
 one_line_refusal "fedc coordinator: option '--config' needs a value" --config
+
+# `fedc client --parts/--part` (or --alpha, --partition-seed) without
+# --partition trained on all the data without a word: refused in one line.
+for args in "--parts 3 --part 0" "--part 1" "--alpha 0.1" "--partition-seed 4"; do
+  rc=0
+  # shellcheck disable=SC2086 # args is split on purpose
+  timeout 5 "$FEDC" client --coordinator 127.0.0.1:1 --insecure-for-testing $args >/dev/null 2>"$T/err" || rc=$?
+  [ "$rc" -eq 2 ] || fail "client $args without --partition: exit $rc: $(cat "$T/err")"
+  [ "$(wc -l <"$T/err")" -eq 1 ] && grep -qF -- "fedc client: ${args%% *} splits the data only with --partition" \
+    "$T/err" || fail "client $args: $(cat "$T/err")"
+done
 
 # --port-file in a directory that does not exist: exit 1 once the coordinator
 # has stopped, naming the file.
