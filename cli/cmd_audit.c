@@ -126,7 +126,7 @@ int cmd_audit(int argc, char **argv) {
       break;
     case 'h':
     case O_HELP: usage(stdout); return 0;
-    default: return cli_bad_option(prog, argv, usage);
+    default: return cli_option_error(prog, opt, argv, lo);
     }
   }
   if (!state || optind < argc || (!show && (kind || last))) {

@@ -134,9 +134,9 @@ static void on_event(void *ctx, const fedc_event *ev) {
     fprintf(stderr, "fedc client %s: round %llu: uploaded (%llu examples, loss %.4f, norm %.4g%s)\n", b->name,
             (unsigned long long)ev->round, (unsigned long long)ev->num_examples, ev->loss, ev->update_norm,
             ev->clip_scale < 1 ? ", clipped" : "");
-  } else if (ev->kind == FEDC_EVENT_REJECTED || ev->kind == FEDC_EVENT_RETRY) {
-    fprintf(stderr, "fedc client %s: %s: %s\n", b->name, kind, ev->detail ? ev->detail : "");
   }
+  /* Retries and rejected rounds: the runtime's own warning line says it
+   * (with the wait and the round); a second line here doubled each one. */
 }
 
 /* The clients this process hosts (one, or --host-clients's group). */
@@ -350,7 +350,8 @@ int cmd_client(int argc, char **argv) {
   int json = 0, opt, allow_unsigned = 0;
   fc_log_set_level(FC_LOG_WARN);
   optind = 1;
-  while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+  opterr = 0; /* one line of our own (cli_option_error), not getopt's and the whole usage */
+  while ((opt = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
     if (cli_tls_opt(&tls, opt, optarg)) continue;
     int bad = 0;
     switch (opt) {
@@ -423,7 +424,7 @@ int cmd_client(int argc, char **argv) {
         fc_log_set_level(fc_log_parse_level(optarg));
       break;
     case 'h': usage(stdout); return 0;
-    default: usage(stderr); return 2;
+    default: return cli_option_error("fedc client", opt, argv, longopts);
     }
     if (bad) return 2;
   }

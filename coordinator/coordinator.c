@@ -1440,14 +1440,13 @@ static void h_round_control(fc_scall *call, void *ctx) {
   const Fedc__V1__RoundControlRequest *req = (const Fedc__V1__RoundControlRequest *)fc_scall_request(call);
   const fc_peer *peer = fc_scall_peer(call);
   audit_peer(c, peer);
-  if (req->op == FEDC__V1__ROUND_CONTROL_REQUEST__OP__PAUSE || req->op == FEDC__V1__ROUND_CONTROL_REQUEST__OP__RESUME ||
-      req->op == FEDC__V1__ROUND_CONTROL_REQUEST__OP__START)
-    fc_audit_append(c->audit, "admin",
-                    json_pack("{s:s,s:s,s:I}", "name", peer->name, "action",
-                              req->op == FEDC__V1__ROUND_CONTROL_REQUEST__OP__PAUSE    ? "pause"
-                              : req->op == FEDC__V1__ROUND_CONTROL_REQUEST__OP__RESUME ? "resume"
-                                                                                      : "start",
-                              "extra_rounds", (json_int_t)req->extra_rounds));
+  const char *action = req->op == FEDC__V1__ROUND_CONTROL_REQUEST__OP__PAUSE    ? "pause"
+                       : req->op == FEDC__V1__ROUND_CONTROL_REQUEST__OP__RESUME ? "resume"
+                       : req->op == FEDC__V1__ROUND_CONTROL_REQUEST__OP__START  ? "start"
+                                                                               : NULL;
+  if (action)
+    fc_audit_append(c->audit, "admin", json_pack("{s:s,s:s,s:I}", "name", peer->name, "action", action,
+                                                 "extra_rounds", (json_int_t)req->extra_rounds));
   pthread_mutex_lock(&c->mu);
   switch (req->op) {
   case FEDC__V1__ROUND_CONTROL_REQUEST__OP__PAUSE: fc_engine_pause(c->engine, 1); break;
@@ -1466,8 +1465,10 @@ static void h_round_control(fc_scall *call, void *ctx) {
   state_dirty_locked(c); /* pause and budget survive a restart */
   pthread_mutex_unlock(&c->mu);
   store_sync(c);
-  FC_INFO(MOD, "admin %s: round control op %d (extra %u): paused=%d budget=%llu", peer->name, (int)req->op,
-          req->extra_rounds, es.paused, (unsigned long long)es.budget);
+  char extra[48] = "", budget[48] = "no round budget";
+  if (req->extra_rounds) snprintf(extra, sizeof extra, " (%u more rounds)", req->extra_rounds);
+  if (es.budget) snprintf(budget, sizeof budget, "round budget %llu", (unsigned long long)es.budget);
+  FC_INFO(MOD, "admin %s: %s%s: %s, %s", peer->name, action, extra, es.paused ? "paused" : "not paused", budget);
   Fedc__V1__RoundControlResponse r = FEDC__V1__ROUND_CONTROL_RESPONSE__INIT;
   r.paused = es.paused;
   r.state = (char *)fc_engine_state_name(es.state);
