@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,9 +123,77 @@ int cli_parse_u64(const char *prog, const char *flag, const char *s, unsigned lo
   return 0;
 }
 
-int cli_bad_option(const char *prog, char **argv, void (*usage)(FILE *)) {
-  fprintf(stderr, "%s: unknown or incomplete option '%s'\n", prog, argv[optind - 1]);
-  usage(stderr);
+/* Optimal string alignment distance (Levenshtein plus adjacent swaps): a
+ * dropped, doubled, wrong or swapped letter is one edit each. */
+static size_t edit_distance(const char *a, size_t la, const char *b) {
+  size_t lb = strlen(b), d[65][65];
+  if (la > 64 || lb > 64) return SIZE_MAX;
+  for (size_t i = 0; i <= la; i++) d[i][0] = i;
+  for (size_t j = 0; j <= lb; j++) d[0][j] = j;
+  for (size_t i = 1; i <= la; i++)
+    for (size_t j = 1; j <= lb; j++) {
+      size_t v = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+      if (d[i - 1][j] + 1 < v) v = d[i - 1][j] + 1;
+      if (d[i][j - 1] + 1 < v) v = d[i][j - 1] + 1;
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && d[i - 2][j - 2] + 1 < v)
+        v = d[i - 2][j - 2] + 1;
+      d[i][j] = v;
+    }
+  return d[la][lb];
+}
+
+const char *cli_nearest_option(const char *word, size_t len, const struct option *opts) {
+  const char *best = NULL;
+  size_t best_d = SIZE_MAX;
+  for (size_t k = 0; opts[k].name; k++) {
+    size_t dist = edit_distance(word, len, opts[k].name);
+    if (dist < best_d) best_d = dist, best = opts[k].name;
+  }
+  /* A typo, not another word: at most a third of it (1 to 3 edits). */
+  size_t limit = len / 3 < 1 ? 1 : len / 3 > 3 ? 3 : len / 3;
+  return best_d <= limit ? best : NULL;
+}
+
+int cli_option_error(const char *prog, int c, char **argv, const struct option *opts) {
+  const char *arg = optind > 0 ? argv[optind - 1] : "";
+  if (c == ':') {
+    fprintf(stderr, "%s: option %s needs a value\n", prog, arg);
+    return 2;
+  }
+  /* A long option's error leaves optind past it, and optopt 0 or its val; a
+   * short one's may not (in a cluster "-qx"): then optopt is the letter. */
+  const char *name = strncmp(arg, "--", 2) == 0 ? arg + 2 : NULL;
+  size_t n = name ? strcspn(name, "=") : 0;
+  for (size_t k = 0; name && optopt && opts[k].name; k++)
+    if (strlen(opts[k].name) == n && !strncmp(opts[k].name, name, n)) {
+      if (opts[k].val != optopt) name = NULL; /* a short option after it */
+      break;
+    }
+  if (!name) {
+    fprintf(stderr, "%s: unknown option -%c; %s --help lists them\n", prog, optopt > 32 && optopt < 127 ? optopt : '?',
+            prog);
+    return 2;
+  }
+  char list[200] = "";
+  size_t used = 0, prefixes = 0;
+  for (size_t k = 0; opts[k].name; k++) {
+    if (strlen(opts[k].name) == n && !strncmp(opts[k].name, name, n)) {
+      fprintf(stderr, "%s: option --%s takes no value\n", prog, opts[k].name); /* "--json=1" */
+      return 2;
+    }
+    if (n && !strncmp(opts[k].name, name, n) && used < sizeof list) {
+      int w = snprintf(list + used, sizeof list - used, "%s--%s", prefixes++ ? ", " : "", opts[k].name);
+      used += w > 0 ? (size_t)w : 0;
+    }
+  }
+  const char *near = prefixes > 1 ? NULL : cli_nearest_option(name, n, opts);
+  if (prefixes > 1)
+    fprintf(stderr, "%s: ambiguous option --%.*s (%s); %s --help lists them\n", prog, (int)n, name, list, prog);
+  else if (near)
+    fprintf(stderr, "%s: unknown option --%.*s (did you mean --%s?); %s --help lists them\n", prog, (int)n, name, near,
+            prog);
+  else
+    fprintf(stderr, "%s: unknown option --%.*s; %s --help lists them\n", prog, (int)n, name, prog);
   return 2;
 }
 

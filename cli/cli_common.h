@@ -83,8 +83,15 @@ void cli_print_json(json_t *v);
 /* Parse a non-negative integer flag; prints an error naming the flag. 0 ok, 2 bad. */
 int cli_parse_u64(const char *prog, const char *flag, const char *s, unsigned long long *out);
 int cli_parse_double(const char *prog, const char *flag, const char *s, double *out);
-/* getopt_long's '?' or ':' for the flag at argv[optind - 1]: one line and the
- * usage on stderr; returns 2 (the usage exit status). */
-int cli_bad_option(const char *prog, char **argv, void (*usage)(FILE *));
+/* getopt_long's '?' or ':' (c; opterr 0 and ':' first in the short options)
+ * as one line on stderr, for every subcommand alike: a missing value, a value
+ * given to a flag, an ambiguous prefix, or an unknown option with the nearest
+ * known one when it looks like a typo:
+ *   fedc client: unknown option --partitin (did you mean --partition?); fedc client --help lists them
+ * Returns 2 (the usage exit status). */
+int cli_option_error(const char *prog, int c, char **argv, const struct option *opts);
+/* The option of opts nearest word[0..len) by edit distance, if close enough
+ * to be a typo of it (1 to 3 edits, at most a third of the word); else NULL. */
+const char *cli_nearest_option(const char *word, size_t len, const struct option *opts);
 
 #endif

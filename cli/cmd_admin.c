@@ -93,15 +93,6 @@ static int usage_error(const char *prog, const char *fmt, ...) {
   return 2;
 }
 
-/* getopt_long's complaint (it prints nothing: opterr is 0), as our one usage line. */
-static int bad_option(const char *prog, int c, char **argv) {
-  const char *arg = argv[optind - 1];
-  if (c == ':') return usage_error(prog, "option %s needs a value", arg);
-  if (strncmp(arg, "--", 2) == 0) return usage_error(prog, "unknown or malformed option %s", arg);
-  char opt[3] = {'-', (char)(optopt ? optopt : '?'), '\0'};
-  return usage_error(prog, "unknown option %s", opt);
-}
-
 static void admin_opts_init(admin_opts *o) {
   cli_tls_init(&o->tls);
   o->timeout_ms = DEFAULT_TIMEOUT_MS;
@@ -303,7 +294,7 @@ int cmd_status(int argc, char **argv) {
       status_usage(stdout);
       return 0;
     }
-    return bad_option(prog, c, argv);
+    return cli_option_error(prog, c, argv, longopts);
   }
   if (optind < argc) return usage_error(prog, "unexpected argument '%s'", argv[optind]);
 
@@ -460,7 +451,7 @@ int cmd_rounds(int argc, char **argv) {
       if (cli_parse_u64(prog, "--limit", optarg, &limit)) return 2;
       if (limit > UINT32_MAX) return usage_error(prog, "--limit must be at most %u", UINT32_MAX);
       break;
-    default: return bad_option(prog, c, argv);
+    default: return cli_option_error(prog, c, argv, longopts);
     }
   }
   if (optind < argc) return usage_error(prog, "unexpected argument '%s'", argv[optind]);
@@ -526,7 +517,7 @@ int cmd_round(int argc, char **argv) {
       if (extra > UINT32_MAX) return usage_error(prog, "--rounds must be at most %u", UINT32_MAX);
       have_rounds = 1;
       break;
-    default: return bad_option(prog, c, argv);
+    default: return cli_option_error(prog, c, argv, longopts);
     }
   }
   if (optind >= argc) return usage_error(prog, "missing operation: start, pause or resume");
@@ -668,7 +659,7 @@ int cmd_model(int argc, char **argv) {
       break;
     case OPT_OUT: out_path = optarg; break;
     case OPT_FORCE: force = 1; break;
-    default: return bad_option(prog, c, argv);
+    default: return cli_option_error(prog, c, argv, longopts);
     }
   }
   if (optind >= argc) return usage_error(prog, "missing operation: get or verify");
@@ -790,7 +781,7 @@ int cmd_version(int argc, char **argv) {
              "  --json                   one JSON object\n"
              "  -h, --help               this help\n");
       return 0;
-    default: return bad_option(prog, c, argv);
+    default: return cli_option_error(prog, c, argv, longopts);
     }
   }
   if (optind < argc) return usage_error(prog, "unexpected argument '%s'", argv[optind]);

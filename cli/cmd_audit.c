@@ -259,7 +259,7 @@ int cmd_audit(int argc, char **argv) {
     case O_CA: snprintf(ca, sizeof ca, "%s", optarg); break;
     case 'h':
     case O_HELP: usage(stdout); return 0;
-    default: return cli_bad_option(prog, argv, usage);
+    default: return cli_option_error(prog, opt, argv, lo);
     }
   }
   if (!state || optind < argc || (!is_show && (kind || last)) || (is_show && ca[0])) {

@@ -7,6 +7,8 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
+#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -34,17 +36,60 @@ typedef struct builtin {
   uint32_t *idx;
   uint32_t n;
   int json;
+  int model_given; /* --model was on the command line */
   const char *name;
 } builtin;
+
+/* The coordinator's model decides what is trained: --model is a first guess
+ * (and what the data is checked against at start). An MLP of fc<i>.weight /
+ * fc<i>.bias tensors that fits the data is built from the model's tensors
+ * (with a warning if --model said otherwise); anything else can never be
+ * trained here, which ends the client with a sentence saying what to change
+ * (FEDC_TRAIN_UNTRAINABLE) instead of "trainer failed" every round. */
+static int bt_adapt(builtin *b, const fedc_train_config *cfg) {
+  fc_model_spec spec;
+  memset(&spec, 0, sizeof spec);
+  fc_mlp m;
+  char why[200] = "", have[96], want[96];
+  int rc = FEDC_OK;
+  for (size_t i = 0; i < cfg->n_tensors && rc == FEDC_OK; i++)
+    rc = fc_model_spec_add(&spec, cfg->tensors[i].name, cfg->tensors[i].ndim, cfg->tensors[i].shape);
+  if (rc != FEDC_OK) snprintf(why, sizeof why, "its %zu tensors are not an MLP's", cfg->n_tensors);
+  else rc = fc_mlp_from_spec(&spec, &m, why, sizeof why);
+  if (rc != FEDC_OK) {
+    snprintf(cfg->error, cfg->error_len,
+             "the coordinator's model is not one the built-in trainer can train (%s): start the coordinator with "
+             "--model (sizes joined by '-', e.g. %u-200-200-10), or embed the client library with a trainer of "
+             "your own (fedc/client.h)", why, b->data.dim);
+    return FEDC_TRAIN_UNTRAINABLE;
+  }
+  fc_mlp_text(&m, have, sizeof have);
+  if (m.sizes[0] != b->data.dim || m.sizes[m.nlayers] < b->data.classes) {
+    int input = m.sizes[0] != b->data.dim;
+    snprintf(cfg->error, cfg->error_len,
+             "the coordinator's model %s takes %u %s, this client's data has %u: start the coordinator with a "
+             "--model for this data (e.g. %u-200-200-%u) or give this client --data that fits the model",
+             have, input ? m.sizes[0] : m.sizes[m.nlayers], input ? "inputs" : "classes",
+             input ? b->data.dim : b->data.classes, b->data.dim, b->data.classes);
+    return FEDC_TRAIN_UNTRAINABLE;
+  }
+  if (memcmp(&m, &b->mlp, sizeof m) != 0) {
+    if (b->model_given)
+      fprintf(stderr, "fedc client %s: the coordinator's model is %s, not --model %s: training %s\n", b->name, have,
+              fc_mlp_text(&b->mlp, want, sizeof want), have);
+    b->mlp = m;
+    fc_mlp_ws_destroy(b->ws);
+    b->ws = NULL;
+  }
+  return 0;
+}
 
 static int bt_train(void *ctx, const fedc_train_config *cfg, const float *weights, float *out, size_t n,
                     int *output_kind, uint64_t *num_examples, double *loss) {
   builtin *b = ctx;
-  if (n != fc_mlp_nparams(&b->mlp)) {
-    fprintf(stderr, "fedc client: coordinator model has %zu parameters, --model %s has %zu\n", n, "spec",
-            fc_mlp_nparams(&b->mlp));
-    return -1;
-  }
+  int rc = bt_adapt(b, cfg);
+  if (rc != 0) return rc;
+  if (n != fc_mlp_nparams(&b->mlp)) return -1; /* the runtime's n is the spec's: cannot happen */
   (void)weights; /* `out` already holds a copy of the global weights */
   fc_train_opts o;
   fc_train_opts_init(&o);
@@ -89,10 +134,9 @@ static void on_event(void *ctx, const fedc_event *ev) {
     fprintf(stderr, "fedc client %s: round %llu: uploaded (%llu examples, loss %.4f, norm %.4g%s)\n", b->name,
             (unsigned long long)ev->round, (unsigned long long)ev->num_examples, ev->loss, ev->update_norm,
             ev->clip_scale < 1 ? ", clipped" : "");
-  } else if (ev->kind == FEDC_EVENT_REJECTED || ev->kind == FEDC_EVENT_RETRY) {
-    char d[1024]; /* the coordinator's words */
-    fprintf(stderr, "fedc client %s: %s: %s\n", b->name, kind, CLI_SHOWN(d, ev->detail));
   }
+  /* Retries and rejected rounds: the runtime's own warning line says it
+   * (with the wait and the round); a second line here doubled each one. */
 }
 
 /* The clients this process hosts (one, or --host-clients's group). */
@@ -165,10 +209,12 @@ static void usage(FILE *f) {
           "  --data fmnist|idx:IMAGES,LABELS|csv:FILE   training data (default fmnist train set)\n"
           "  --data-dir DIR           Fashion-MNIST directory (default /usr/share/datasets/fashion-mnist)\n"
           "  --partition iid|dirichlet|shards  split the data (default: no split)\n"
-          "  --parts N --part I       take part I (0-based) of N (only its rows of an IDX file are read)\n"
-          "  --alpha A                Dirichlet concentration (default 0.5)\n"
-          "  --partition-seed S       seed of the split (default 1)\n"
-          "  --model SPEC             784-200-200-10 (default), mlp, logreg, or sizes joined by '-'\n"
+          "  --parts N --part I       with --partition: take part I (0-based) of N (only its rows of an IDX\n"
+          "                           file are read)\n"
+          "  --alpha A                with --partition dirichlet: concentration (default 0.5)\n"
+          "  --partition-seed S       with --partition: seed of the split (default 1)\n"
+          "  --model SPEC             784-200-200-10 (default), mlp, logreg, or sizes joined by '-'; the\n"
+          "                           coordinator's model is what trains (a warning if it differs)\n"
           "  --rounds N               stop after N accepted updates (default: until the federation ends)\n"
           "  --max-retries N          give up after N consecutive network failures (default 0 = never)\n"
           "  --blas-threads N         OpenBLAS threads (default 1)\n"
@@ -337,9 +383,11 @@ int cmd_client(int argc, char **argv) {
                                            {0, 0, 0, 0}};
   cli_tls tls;
   cli_tls_init(&tls);
-  const char *data = "fmnist", *dir = NULL, *part_kind = NULL, *model = "784-200-200-10";
-  unsigned long long parts = 1, part = 0, pseed = 1, rounds = 0, retries = 0, threads = 1;
-  double alpha = 0.5, sa_drop[6] = {0};
+  static const char default_model[] = "784-200-200-10";
+  const char *data = "fmnist", *dir = NULL, *part_kind = NULL, *model = default_model;
+  /* ULLONG_MAX / NAN: not given (refused without --partition, which alone reads them). */
+  unsigned long long parts = ULLONG_MAX, part = ULLONG_MAX, pseed = ULLONG_MAX, rounds = 0, retries = 0, threads = 1;
+  double alpha = NAN, sa_drop[6] = {0};
   unsigned long long drop_seed = 1, host_first = 0, host_count = 0, sa_colluders = 0;
   fc_byz_cfg byz;
   memset(&byz, 0, sizeof byz);
@@ -350,7 +398,8 @@ int cmd_client(int argc, char **argv) {
   int json = 0, opt, allow_unsigned = 0, part_set = 0;
   fc_log_set_level(FC_LOG_WARN);
   optind = 1;
-  while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+  opterr = 0; /* one line of our own (cli_option_error), not getopt's and the whole usage */
+  while ((opt = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
     if (cli_tls_opt(&tls, opt, optarg)) continue;
     int bad = 0;
     switch (opt) {
@@ -436,7 +485,7 @@ int cmd_client(int argc, char **argv) {
         fc_log_set_level(fc_log_parse_level(optarg));
       break;
     case 'h': usage(stdout); return 0;
-    default: usage(stderr); return 2;
+    default: return cli_option_error("fedc client", opt, argv, longopts);
     }
     if (bad) return 2;
   }
@@ -448,6 +497,17 @@ int cmd_client(int argc, char **argv) {
     fprintf(stderr, "fedc client: --byzantine-advertise-cert and --byzantine-advertise-key go together\n");
     return 2;
   }
+  if (!part_kind && (parts != ULLONG_MAX || part != ULLONG_MAX || pseed != ULLONG_MAX || !isnan(alpha))) {
+    fprintf(stderr, "fedc client: --%s splits the data only with --partition iid|dirichlet|shards (without it the "
+                    "client trains on all of it)\n",
+            parts != ULLONG_MAX ? "parts" : part != ULLONG_MAX ? "part" : pseed != ULLONG_MAX ? "partition-seed"
+                                                                                          : "alpha");
+    return 2;
+  }
+  if (parts == ULLONG_MAX) parts = 1;
+  if (part == ULLONG_MAX) part = 0;
+  if (pseed == ULLONG_MAX) pseed = 1;
+  if (isnan(alpha)) alpha = 0.5;
   size_t nh = 1;
   if (host_count) {
     if (!tls.pki[0] || tls.cert[0] || tls.key[0] || tls.insecure) {
@@ -489,6 +549,7 @@ int cmd_client(int argc, char **argv) {
     h->b.json = json;
     h->b.name = h->name;
     h->b.mlp = mlp;
+    h->b.model_given = model != default_model;
   }
   /* Certificate problems first: loading the data can take seconds. */
   char tlserr[512];
@@ -511,7 +572,8 @@ int cmd_client(int argc, char **argv) {
     /* Research: a label-flipping attacker trains on y -> classes - 1 - y. */
     if (!rc && hs[i].byz && byz.kind == FC_BYZ_LABELFLIP)
       for (uint32_t k = 0; k < b->data.n; k++) b->data.y[k] = (uint8_t)(b->data.classes - 1 - b->data.y[k]);
-    if (!rc && b->data.dim != b->mlp.sizes[0]) {
+    /* An explicit --model must fit the data; without one, the coordinator's model is checked in bt_adapt. */
+    if (!rc && b->model_given && b->data.dim != b->mlp.sizes[0]) {
       fprintf(stderr, "fedc client: data has %u features, model input is %u\n", b->data.dim, b->mlp.sizes[0]);
       rc = 2;
     }
@@ -565,12 +627,13 @@ int cmd_client(int argc, char **argv) {
     g_nhosted = nh;
     pthread_t sig_thr;
     pthread_create(&sig_thr, NULL, signal_thread, NULL);
+    const char *shown_model = model != default_model ? model : "the coordinator's";
     if (nh == 1)
-      fprintf(stderr, "fedc client %s: %u examples, model %s, coordinator %s\n", hs[0].name, hs[0].b.n, model,
+      fprintf(stderr, "fedc client %s: %u examples, model %s, coordinator %s\n", hs[0].name, hs[0].b.n, shown_model,
               tls.coordinator);
     else
       fprintf(stderr, "fedc client: hosting %zu clients %s..%s, model %s, coordinator %s\n", nh, hs[0].name,
-              hs[nh - 1].name, model, tls.coordinator);
+              hs[nh - 1].name, shown_model, tls.coordinator);
     for (size_t i = 0; i < nh; i++) {
       /* Small stacks: a hosted client's thread needs well under 1 MiB. */
       pthread_attr_t at;

@@ -537,8 +537,13 @@ static int load_config(settings *s, const char *path, origin *seen) {
         int i = find_opt(key);
         have_key = 0;
         if (i < 0) {
-          fprintf(stderr, "fedc coordinator: %s:%zu: unknown option '%s' (see fedc coordinator --help)\n", path,
-                  key_line, shown(key, kbuf, sizeof kbuf));
+          struct option names[NOPTS + 1];
+          memset(names, 0, sizeof names);
+          for (size_t k = 0; k < NOPTS; k++) names[k].name = options[k].name;
+          const char *near = cli_nearest_option(key, strlen(key), names);
+          fprintf(stderr, "fedc coordinator: %s:%zu: unknown option '%s'%s%s%s (see fedc coordinator --help)\n", path,
+                  key_line, shown(key, kbuf, sizeof kbuf), near ? " (did you mean '" : "", near ? near : "",
+                  near ? "'?)" : "");
           rc = 2;
         } else if (seen[i].file == path) {
           /* Even with the same value: one of the two lines is a mistake. */
@@ -726,35 +731,10 @@ int cmd_coordinator(int argc, char **argv) {
   optind = 1;
   while ((opt = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
     if (opt == 'c') continue;
-    if (opt == ':') {
-      /* optopt is the option's val: a table row, or 'c' for --config/-c. */
-      const char *name = optopt >= 1000 && optopt < 1000 + (int)NOPTS ? options[optopt - 1000].name : "config";
-      fprintf(stderr, "fedc coordinator: option '--%s' needs a value\n", name);
-      return 2;
-    }
-    if (opt < 1000 || opt >= 1000 + (int)NOPTS) {
-      /* '?': an unknown or ambiguous long option leaves optopt 0 and optind
-       * past it; an unknown short one sets optopt to its letter; "--help=x"
-       * sets 'h'. getopt_long also takes unique prefixes ("--thread"). */
-      if (optopt == 'h') {
-        fprintf(stderr, "fedc coordinator: option '--help' takes no value\n");
-        return 2;
-      }
-      char shown_opt[96], buf[96];
-      int prefixes = 0;
-      if (optopt > 0 && optopt < 256) {
-        snprintf(shown_opt, sizeof shown_opt, "-%c", optopt);
-      } else {
-        const char *arg = optind > 0 && optind <= argc ? argv[optind - 1] : "?";
-        size_t n = strcspn(arg, "=");
-        snprintf(shown_opt, sizeof shown_opt, "%.*s", (int)n, shown(arg, buf, sizeof buf));
-        for (size_t k = 0; n > 2 && !strncmp(arg, "--", 2) && longopts[k].name; k++)
-          prefixes += strncmp(longopts[k].name, arg + 2, n - 2) == 0;
-      }
-      fprintf(stderr, "fedc coordinator: %s option '%s' (see fedc coordinator --help)\n",
-              prefixes > 1 ? "ambiguous" : "unknown", shown_opt);
-      return 2;
-    }
+    /* ':' a missing value, '?' anything else getopt_long refused (it prints
+     * nothing: opterr 0): one line of our own, with the nearest option. */
+    if (opt == ':' || opt < 1000 || opt >= 1000 + (int)NOPTS)
+      return cli_option_error("fedc coordinator", opt, argv, longopts);
     int i = opt - 1000;
     if (apply(&s, i, optarg ? optarg : (options[i].type == T_BOOL ? "true" : ""), (origin){NULL, 1}) != 0) return 2;
     seen[i] = (origin){NULL, 1};

@@ -96,9 +96,7 @@ int cmd_model_verify(int argc, char **argv) {
     }
     case O_JSON: json = 1; break;
     case 'h': usage(stdout); return 0;
-    default:
-      fprintf(stderr, "%s: unknown or incomplete option '%s' (see --help)\n", prog, argv[optind - 1]);
-      return 2;
+    default: return cli_option_error(prog, c, argv, longopts);
     }
   }
   if (optind != argc - 1) {

@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include "cli/cli.h"
+#include "cli/cli_common.h"
 #include "common/fileutil.h"
 #include "crypto/pki.h"
 #include "fedc/error.h"
@@ -41,15 +42,6 @@ static int usage_error(const char *sub, const char *fmt, ...) {
   va_end(ap);
   fprintf(stderr, " (see fedc pki %s --help)\n", sub);
   return 2;
-}
-
-/* getopt_long's complaint, as our one usage line. */
-static int bad_option(const char *sub, int c, char **argv) {
-  const char *arg = argv[optind - 1];
-  if (c == ':') return usage_error(sub, "option %s needs a value", arg);
-  if (strncmp(arg, "--", 2) == 0) return usage_error(sub, "unknown or malformed option %s", arg);
-  char opt[3] = {'-', (char)(optopt ? optopt : '?'), '\0'};
-  return usage_error(sub, "unknown option %s", opt);
 }
 
 static int parse_days(const char *sub, const char *s, int *out) {
@@ -150,7 +142,7 @@ static int pki_init(int argc, char **argv) {
     case 'k': key_type = optarg; break;
     case 'j': json = 1; break;
     case 'h': init_help(); return 0;
-    default: return bad_option("init", c, argv);
+    default: return cli_option_error("fedc pki init", c, argv, opts);
     }
   }
   if (optind < argc) return usage_error("init", "unexpected argument %s", argv[optind]);
@@ -282,7 +274,7 @@ static int pki_issue(int argc, char **argv) {
       have_na = 1;
       break;
     case 'h': issue_help(); return 0;
-    default: return bad_option("issue", c, argv);
+    default: return cli_option_error("fedc pki issue", c, argv, opts);
     }
   }
   if (optind < argc) return usage_error("issue", "unexpected argument %s", argv[optind]);
@@ -365,7 +357,7 @@ static int pki_verify(int argc, char **argv) {
     case 'C': cert = optarg; break;
     case 'j': json = 1; break;
     case 'h': verify_help(); return 0;
-    default: return bad_option("verify", c, argv);
+    default: return cli_option_error("fedc pki verify", c, argv, opts);
     }
   }
   if (optind < argc) return usage_error("verify", "unexpected argument %s", argv[optind]);

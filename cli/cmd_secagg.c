@@ -84,7 +84,7 @@ int cmd_secagg_params(int argc, char **argv) {
     case O_JSON: json = 1; break;
     case 'h':
     case O_HELP: usage(stdout); return 0;
-    default: return cli_bad_option(prog, argv, usage);
+    default: return cli_option_error(prog, opt, argv, lo);
     }
     if (bad) return 2;
   }

@@ -334,8 +334,7 @@ static int parse(int argc, char **argv, sim_opts *o) {
     case O_DP + 3:
     case O_DP_END: bad = parse_str(argv[optind - 1], optarg, o->dp[opt - O_DP], sizeof o->dp[0]); break;
     case 'h': usage(stdout); return -1;
-    case ':': fprintf(stderr, "fedc sim: %s needs a value\n", argv[optind - 1]); return 2;
-    default: fprintf(stderr, "fedc sim: unknown option '%s' (see fedc sim --help)\n", argv[optind - 1]); return 2;
+    default: return cli_option_error("fedc sim", opt, argv, lo); /* also ':' */
     }
   }
   if (bad) return 2;

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/cli_common.h"
 #include "common/log.h"
 #include "transport/transport.h"
 
@@ -19,7 +20,7 @@ static const struct {
     {"status", cmd_status, "show a running coordinator's state (admin)"},
     {"rounds", cmd_rounds, "list rounds with their metrics (admin)"},
     {"round", cmd_round, "start | pause | resume rounds (admin)"},
-    {"model", cmd_model, "model get --version V --out FILE (admin)"},
+    {"model", cmd_model, "get --version V --out FILE (admin); verify FILE: check a model's signed manifest"},
     {"pki", cmd_pki, "init a federation CA; issue client/admin certificates"},
     {"secagg-params", cmd_secagg_params, "safe SecAgg+ neighbours k and threshold t for a cohort"},
     {"dp-budget", cmd_dp_budget, "client-level (epsilon, delta) of DP-FedAvg over rounds"},
@@ -28,7 +29,8 @@ static const struct {
 };
 
 static void usage(FILE *f) {
-  fprintf(f, "Usage: fedc <subcommand> [options]   (fedc <subcommand> --help for details)\n\nSubcommands:\n");
+  fprintf(f, "Usage: fedc <subcommand> [options]   (fedc <subcommand> --help for details; fedc --version)\n\n"
+             "Subcommands:\n");
   for (size_t i = 0; i < sizeof subcommands / sizeof subcommands[0]; i++)
     fprintf(f, "  %-14s %s\n", subcommands[i].name, subcommands[i].help);
 }
@@ -38,12 +40,20 @@ int main(int argc, char **argv) {
     usage(argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
   }
+  if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0) return cmd_version(argc - 1, argv + 1);
   /* gRPC's own errors: the coordinator's operator wants peers' handshake
    * failures in the log; for every other command our messages say it. */
   fc_transport_route_grpc_logs(strcmp(argv[1], "coordinator") == 0 ? FC_LOG_WARN : FC_LOG_DEBUG);
-  for (size_t i = 0; i < sizeof subcommands / sizeof subcommands[0]; i++)
+  enum { N = sizeof subcommands / sizeof subcommands[0] };
+  struct option names[N + 1];
+  memset(names, 0, sizeof names);
+  for (size_t i = 0; i < N; i++) {
     if (strcmp(argv[1], subcommands[i].name) == 0) return subcommands[i].fn(argc - 1, argv + 1);
-  fprintf(stderr, "fedc: unknown subcommand '%s'\n", argv[1]);
-  usage(stderr);
+    names[i].name = subcommands[i].name;
+  }
+  /* One line, as for a misspelt option (cli_option_error). */
+  const char *near = cli_nearest_option(argv[1], strlen(argv[1]), names);
+  fprintf(stderr, "fedc: unknown subcommand '%s'%s%s%s; fedc --help lists them\n", argv[1],
+          near ? " (did you mean '" : "", near ? near : "", near ? "'?)" : "");
   return 2;
 }

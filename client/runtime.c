@@ -12,8 +12,9 @@
  * Failures: transient ones (coordinator unavailable, deadline, busy) back off
  * with full jitter (AWS architecture blog "Exponential Backoff and Jitter")
  * between min_backoff_ms and max_backoff_ms, so a mass reconnect spreads out;
- * permanent ones (TLS, permission, protocol version) end run() with a
- * sentence in last_error. An upload that broke off is retried while the
+ * permanent ones (TLS, permission, protocol version, a model the trainer says
+ * it can never train: FEDC_TRAIN_UNTRAINABLE) end run() with a sentence in
+ * last_error. An upload that broke off is retried while the
  * round is open: the coordinator discards partial uploads, so a retry is safe.
  */
 #include <math.h>
@@ -397,12 +398,24 @@ static int do_round(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
   tc.clip_norm = t->clip_norm;
   tc.n_tensors = c->spec.n;
   tc.tensors = ti;
+  char terr[300] = "";
+  tc.error = terr;
+  tc.error_len = sizeof terr;
   int kind = FEDC_OUTPUT_WEIGHTS;
   uint64_t examples = 0;
   double loss = 0, norm = 0, scale = 1;
   uint64_t bytes_out = 0;
-  if (c->trainer.train(c->trainer.ctx, &tc, c->weights, out, n, &kind, &examples, &loss) != 0 || examples == 0) {
-    snprintf(st->detail, sizeof st->detail, "trainer failed in round %llu", (unsigned long long)t->round);
+  int trc = c->trainer.train(c->trainer.ctx, &tc, c->weights, out, n, &kind, &examples, &loss);
+  terr[sizeof terr - 1] = 0;
+  if (trc == FEDC_TRAIN_UNTRAINABLE) {
+    /* Permanent (client.h): run() ends with the trainer's sentence. */
+    snprintf(st->detail, sizeof st->detail, "%s", terr[0] ? terr : "the trainer cannot train the coordinator's model");
+    rc = FEDC_ERR_SHAPE;
+    goto out;
+  }
+  if (trc != 0 || examples == 0) {
+    snprintf(st->detail, sizeof st->detail, "trainer failed in round %llu%s%s", (unsigned long long)t->round,
+             terr[0] ? ": " : "", terr);
     rc = FEDC_ERR_TRAINER;
     goto out;
   }

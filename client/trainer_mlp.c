@@ -116,6 +116,47 @@ int fc_mlp_spec(const fc_mlp *m, fc_model_spec *out) {
   return 0;
 }
 
+int fc_mlp_from_spec(const fc_model_spec *spec, fc_mlp *out, char *why, size_t whylen) {
+  fc_mlp m;
+  memset(&m, 0, sizeof m);
+  if (spec->n < 2 || spec->n % 2 || spec->n / 2 >= FC_MLP_MAX_SIZES) {
+    snprintf(why, whylen, "it has %u tensors; the built-in trainer takes 1 to %d linear layers (a weight and a bias "
+                          "each)", spec->n, FC_MLP_MAX_SIZES - 1);
+    return FEDC_ERR_SHAPE;
+  }
+  m.nlayers = spec->n / 2;
+  for (uint32_t l = 0; l < m.nlayers; l++) {
+    const fc_tensor_spec *w = &spec->t[2 * l], *b = &spec->t[2 * l + 1];
+    char wname[FC_TENSOR_NAME_MAX], bname[FC_TENSOR_NAME_MAX];
+    snprintf(wname, sizeof wname, "fc%u.weight", l + 1);
+    snprintf(bname, sizeof bname, "fc%u.bias", l + 1);
+    int ok = !strcmp(w->name, wname) && !strcmp(b->name, bname) && w->ndim == 2 && b->ndim == 1 &&
+             b->shape[0] == w->shape[0] && w->shape[0] >= 1 && w->shape[0] <= FC_MLP_MAX_WIDTH &&
+             w->shape[1] >= 1 && w->shape[1] <= FC_MLP_MAX_WIDTH && (l == 0 || w->shape[1] == m.sizes[l]);
+    if (!ok) {
+      snprintf(why, whylen, "its tensors %s and %s are not %s [out, %s] and %s [out]", w->name, b->name, wname,
+               l ? "previous out" : "in", bname);
+      return FEDC_ERR_SHAPE;
+    }
+    m.sizes[l] = (uint32_t)w->shape[1];
+    m.sizes[l + 1] = (uint32_t)w->shape[0];
+  }
+  if (fc_mlp_check(&m)) {
+    snprintf(why, whylen, "it is larger than the built-in trainer takes");
+    return FEDC_ERR_SHAPE;
+  }
+  *out = m;
+  return FEDC_OK;
+}
+
+const char *fc_mlp_text(const fc_mlp *m, char *buf, size_t len) {
+  size_t w = 0;
+  buf[0] = 0;
+  for (uint32_t l = 0; l <= m->nlayers && l < FC_MLP_MAX_SIZES && w < len; l++)
+    w += (size_t)snprintf(buf + w, len - w, "%s%u", l ? "-" : "", m->sizes[l]);
+  return buf;
+}
+
 int fc_mlp_init(const fc_mlp *m, uint64_t seed, float *params) {
   if (fc_mlp_check(m) || !params) return FEDC_ERR_INVALID;
   fc_rng rng;

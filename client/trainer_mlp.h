@@ -54,6 +54,12 @@ int fc_mlp_check(const fc_mlp *m);
 size_t fc_mlp_nparams(const fc_mlp *m);
 /* The tensor list: "fc<i>.weight" [out,in] then "fc<i>.bias" [out], i = 1.. */
 int fc_mlp_spec(const fc_mlp *m, fc_model_spec *out);
+/* The MLP a model spec describes, if it is one the built-in trainer makes
+ * (fc1.weight [h1,in], fc1.bias [h1], fc2.weight [h2,h1], ...): FEDC_OK, or
+ * FEDC_ERR_SHAPE with what does not fit in why ("it has 3 tensors; ..."). */
+int fc_mlp_from_spec(const fc_model_spec *spec, fc_mlp *out, char *why, size_t whylen);
+/* "784-200-10" into buf; returns buf. */
+const char *fc_mlp_text(const fc_mlp *m, char *buf, size_t len);
 /* He initialisation (ReLU): weights ~ N(0, 2/in), biases 0. Deterministic per seed. */
 int fc_mlp_init(const fc_mlp *m, uint64_t seed, float *params);
 

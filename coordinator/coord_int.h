@@ -1,6 +1,7 @@
 /*
  * coord_int.h - the coordinator's state, shared by coordinator.c (service,
- * driver, persistence) and coord_secagg.c (the secure-aggregation stages).
+ * driver, persistence), coord_secagg.c (the secure-aggregation stages),
+ * coord_start.c (start-up checks), model_sign.c and metrics.c.
  * Not an interface for other modules.
  */
 #ifndef FEDC_COORD_COORD_INT_H
@@ -97,7 +98,10 @@ struct fc_coord {
   struct fc_audit *audit; /* STATE/audit.log (NULL with audit_log off); thread-safe */
   struct coord_limits *limits; /* call limits, refusal counts, audit budget (coord_limits.c); thread-safe */
   fc_coord_metrics metrics; /* coordinator/metrics.h */
-  struct coord_http *http;  /* metrics_listen (NULL when off): metrics.c */
+  struct coord_http *http;  /* metrics_listen served (NULL when off or not yet): metrics.c */
+  int http_fd;              /* its socket, bound at start before it is served (-1: none) */
+  int http_port;            /* the port bound */
+  char http_where[300];     /* "host:port" bound */
   /* Secure aggregation of the running round (coord_secagg.c); under mu.
    * One SecAgg instance per bucket: one over the whole cohort, or with a
    * robust aggregator random buckets of at least secagg_bucket clients. */
@@ -143,6 +147,20 @@ typedef struct coord_limits_stats {
   int level;                     /* 0 ok, 1 warning, 2 refusals counted together */
 } coord_limits_stats;
 void coord_limits_get(fc_coord *c, coord_limits_stats *st);
+
+/* ---- start-up checks (coord_start.c): nothing there writes ---- */
+/* Bind the gRPC server (c->server, not run: c->methods must be set), check
+ * our certificate's federation and the signing key, bind metrics_listen. */
+int coord_start_listen(fc_coord *c, char *err, size_t errlen);
+/* The aggregator's dimensions for a model of `spec` under cfg. */
+typedef struct coord_agg_dims {
+  int robust, slots;
+  uint32_t rows, buckets; /* rows: updates (or bucket sums) a robust rule keeps */
+  size_t entries;         /* masked entries per vector under secure aggregation */
+} coord_agg_dims;
+void coord_agg_shape(const fc_coord_cfg *cfg, const fc_model_spec *spec, coord_agg_dims *d);
+/* A robust aggregator's memory for the model within agg_memory_mib? */
+int coord_start_memory(const fc_coord_cfg *cfg, const fc_model_spec *spec, char *err, size_t errlen);
 
 /* ---- model signing (model_sign.c) ---- */
 /* Load and check the signing key (cfg.signing_cert/key): it must be a signer

@@ -1505,14 +1505,13 @@ static void h_round_control(fc_scall *call, void *ctx) {
   const Fedc__V1__RoundControlRequest *req = (const Fedc__V1__RoundControlRequest *)fc_scall_request(call);
   const fc_peer *peer = fc_scall_peer(call);
   audit_peer(c, peer);
-  if (req->op == FEDC__V1__ROUND_CONTROL_REQUEST__OP__PAUSE || req->op == FEDC__V1__ROUND_CONTROL_REQUEST__OP__RESUME ||
-      req->op == FEDC__V1__ROUND_CONTROL_REQUEST__OP__START)
-    fc_audit_append(c->audit, "admin",
-                    json_pack("{s:s,s:s,s:I}", "name", peer->name, "action",
-                              req->op == FEDC__V1__ROUND_CONTROL_REQUEST__OP__PAUSE    ? "pause"
-                              : req->op == FEDC__V1__ROUND_CONTROL_REQUEST__OP__RESUME ? "resume"
-                                                                                      : "start",
-                              "extra_rounds", (json_int_t)req->extra_rounds));
+  const char *action = req->op == FEDC__V1__ROUND_CONTROL_REQUEST__OP__PAUSE    ? "pause"
+                       : req->op == FEDC__V1__ROUND_CONTROL_REQUEST__OP__RESUME ? "resume"
+                       : req->op == FEDC__V1__ROUND_CONTROL_REQUEST__OP__START  ? "start"
+                                                                               : NULL;
+  if (action)
+    fc_audit_append(c->audit, "admin", json_pack("{s:s,s:s,s:I}", "name", peer->name, "action", action,
+                                                 "extra_rounds", (json_int_t)req->extra_rounds));
   pthread_mutex_lock(&c->mu);
   switch (req->op) {
   case FEDC__V1__ROUND_CONTROL_REQUEST__OP__PAUSE: fc_engine_pause(c->engine, 1); break;
@@ -1531,8 +1530,10 @@ static void h_round_control(fc_scall *call, void *ctx) {
   state_dirty_locked(c); /* pause and budget survive a restart */
   pthread_mutex_unlock(&c->mu);
   store_sync(c);
-  FC_INFO(MOD, "admin %s: round control op %d (extra %u): paused=%d budget=%llu", peer->name, (int)req->op,
-          req->extra_rounds, es.paused, (unsigned long long)es.budget);
+  char extra[48] = "", budget[48] = "no round budget";
+  if (req->extra_rounds) snprintf(extra, sizeof extra, " (%u more rounds)", req->extra_rounds);
+  if (es.budget) snprintf(budget, sizeof budget, "round budget %llu", (unsigned long long)es.budget);
+  FC_INFO(MOD, "admin %s: %s%s: %s, %s", peer->name, action, extra, es.paused ? "paused" : "not paused", budget);
   Fedc__V1__RoundControlResponse r = FEDC__V1__ROUND_CONTROL_RESPONSE__INIT;
   r.paused = es.paused;
   r.state = (char *)fc_engine_state_name(es.state);
@@ -1755,6 +1756,22 @@ static int restore_admin_state(fc_coord *c, const fc_store_state *st, char *err,
   return FEDC_OK;
 }
 
+/* The round budget in effect, as `fedc status` reports it: the configured
+ * one, or the one an admin set before a restart (restore_admin_state). */
+static const char *budget_text(fc_coord *c, char *buf, size_t len) {
+  fc_engine_status es;
+  pthread_mutex_lock(&c->mu);
+  fc_engine_get_status(c->engine, fc_now_ms(), &es);
+  pthread_mutex_unlock(&c->mu);
+  unsigned long long conf = c->cfg.engine.rounds;
+  if (!es.budget) snprintf(buf, len, "no round budget");
+  else if (es.budget == conf) snprintf(buf, len, "%llu-round budget", conf);
+  else
+    snprintf(buf, len, "%llu-round budget (%s; rounds configured: %llu)", (unsigned long long)es.budget,
+             c->dp_stop[0] ? "privacy budget spent" : "set by `fedc round start` before the restart", conf);
+  return buf;
+}
+
 int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, const float *init_params,
                    fc_coord **out, char *err, size_t errlen) {
   int rc = cfg_check(cfg, err, errlen);
@@ -1766,6 +1783,7 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
   if (cfg->dp_noise_multiplier > 0 && cfg->dp_adaptive_quantile > 0) /* checked by cfg_check: the resolved range */
     fc_dp_clip_range(cfg->clip_norm, cfg->dp_clip_min, cfg->dp_clip_max, &c->cfg.dp_clip_min, &c->cfg.dp_clip_max,
                      err, errlen);
+  c->http_fd = -1;
   memcpy(c->store_key.key, cfg->model_key, sizeof c->store_key.key);
   c->store_key.allow_plain = cfg->adopt_state;
   c->started_ms = fc_now_ms();
@@ -1777,214 +1795,6 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
   pthread_mutex_init(&c->store_mu, NULL);
   if (c->cfg.download_slots <= 0) c->cfg.download_slots = 32;
   if (c->cfg.chunk_bytes < FC_CHUNK_MIN || c->cfg.chunk_bytes > FC_CHUNK_MAX) c->cfg.chunk_bytes = FC_CHUNK_DEFAULT;
-
-  if ((rc = fc_store_open(cfg->state_dir, err, errlen)) != FEDC_OK) goto fail;
-  if ((rc = coord_sign_init(c, err, errlen)) != FEDC_OK) goto fail;
-  /* Secure aggregation checks the certificates clients advertise keys under
-   * against the federation CA (coord_secagg.c); signing may have read it. */
-  if (!c->ca_pem && cfg->engine.secagg && cfg->ca[0] &&
-      (rc = fc_read_file(cfg->ca, 1u << 20, &c->ca_pem, &c->ca_len)) != FEDC_OK) {
-    snprintf(err, errlen, "cannot read CA certificate %s: %s", cfg->ca, fedc_strerror(rc));
-    goto fail;
-  }
-  if (cfg->audit_log && (rc = fc_audit_open(cfg->state_dir, &c->audit, err, errlen)) != FEDC_OK) goto fail;
-  fc_store_state st;
-  memset(&st, 0, sizeof st);
-  rc = fc_store_load_state(cfg->state_dir, cfg->federation, &st, err, errlen);
-  fc_model_spec spec;
-  float *data = NULL;
-  uint8_t sha[FC_SHA256_LEN];
-  fc_store_model_info info;
-  int resumed = rc == FEDC_OK;
-  model_ref v0; /* the manifest of a new state's first version, before the model exists */
-  memset(&v0, 0, sizeof v0);
-  if (rc == FEDC_OK) {
-    if ((rc = fc_store_read_model(cfg->state_dir, coord_model_key(c), st.version, &spec, &data, sha, &info, err,
-                                  errlen)) != FEDC_OK)
-      goto fail;
-    if (!fc_digest_equal(sha, st.sha, FC_SHA256_LEN)) {
-      snprintf(err, errlen, "state.json names a different SHA-256 than model v%llu", (unsigned long long)st.version);
-      free(data);
-      rc = FEDC_ERR_HASH;
-      goto fail;
-    }
-    if (init_spec && !fc_model_spec_equal(init_spec, &spec)) {
-      snprintf(err, errlen, "state directory %s holds a model of another shape than configured", cfg->state_dir);
-      free(data);
-      rc = FEDC_ERR_SHAPE;
-      goto fail;
-    }
-    FC_INFO(MOD, "resuming from %s: model v%llu, next round %llu, %llu rounds completed", cfg->state_dir,
-            (unsigned long long)st.version, (unsigned long long)st.next_round, (unsigned long long)st.completed);
-  } else if (rc == FEDC_ERR_NOT_FOUND) {
-    if (!init_spec || !init_params) {
-      snprintf(err, errlen, "state directory %s is empty and no initial model was given", cfg->state_dir);
-      rc = FEDC_ERR_INVALID;
-      goto fail;
-    }
-    if ((rc = fc_model_spec_check(init_spec, err, errlen)) != FEDC_OK) goto fail;
-    spec = *init_spec;
-    size_t bytes = fc_model_numel(&spec) * sizeof(float);
-    if (!(data = malloc(bytes))) {
-      rc = FEDC_ERR_NOMEM;
-      goto fail;
-    }
-    memcpy(data, init_params, bytes);
-    fc_sha256(data, bytes, sha);
-    char hex[FC_SHA256_HEX_LEN];
-    v0.spec = spec;
-    v0.bytes = bytes;
-    memcpy(v0.sha, sha, FC_SHA256_LEN);
-    /* Signed, then announced naming its manifest, then written (finalize's order). */
-    if ((rc = coord_sign_version(c, &v0, 0, NULL, NULL, err, errlen)) == FEDC_OK)
-      fc_audit_append(c->audit, "model",
-                      coord_audit_manifest(json_pack("{s:I,s:I,s:n,s:s,s:I}", "version", (json_int_t)0, "round",
-                                                     (json_int_t)0, "parent", "sha256", fc_hex(sha, FC_SHA256_LEN, hex),
-                                                     "parameters", (json_int_t)fc_model_numel(&spec)),
-                                           &v0));
-    if (rc != FEDC_OK ||
-        (rc = fc_store_write_model(cfg->state_dir, coord_model_key(c), 0, 0, &spec, data, sha, NULL, err, errlen)) !=
-            FEDC_OK) {
-      fc_signed_free(&v0.man);
-      free(data);
-      goto fail;
-    }
-    st.version = 0;
-    memcpy(st.sha, sha, FC_SHA256_LEN);
-    st.next_round = 1;
-    if ((rc = fc_store_save_state(cfg->state_dir, cfg->federation, &st, err, errlen)) != FEDC_OK) {
-      fc_signed_free(&v0.man);
-      free(data);
-      goto fail;
-    }
-    FC_INFO(MOD, "new federation state in %s: model v0 with %llu parameters", cfg->state_dir,
-            (unsigned long long)fc_model_numel(&spec));
-  } else {
-    goto fail;
-  }
-  {
-    char hex[FC_SHA256_HEX_LEN];
-    fc_audit_append(c->audit, "start", json_pack("{s:s,s:I,s:s,s:s}", "federation", cfg->federation, "version",
-                                                 (json_int_t)st.version, "sha256", fc_hex(sha, FC_SHA256_LEN, hex),
-                                                 "aggregator", cfg->aggregator));
-    fc_audit_sync(c->audit);
-  }
-  c->model = model_new(st.version, &spec, data);
-  if (!c->model) {
-    fc_signed_free(&v0.man);
-    free(data);
-    rc = FEDC_ERR_NOMEM;
-    goto fail;
-  }
-  c->model->man = v0.man;
-  if (resumed && (rc = coord_manifest_load(c, c->model, &info, 1, err, errlen)) != FEDC_OK) goto fail;
-  if ((rc = fc_store_read_rounds(cfg->state_dir, &c->rounds, &c->nrounds, err, errlen)) != FEDC_OK) goto fail;
-  c->caprounds = c->nrounds;
-  fc_engine_cfg ecfg = cfg->engine;
-  if (cfg->dp_noise_multiplier > 0) {
-    /* Poisson subsampling from secret randomness (not the configured seed). */
-    ecfg.poisson = 1;
-    if (fc_random_bytes((uint8_t *)&ecfg.sample_secret, sizeof ecfg.sample_secret) != FEDC_OK) {
-      snprintf(err, errlen, "no randomness for the DP cohort sampling");
-      rc = FEDC_ERR_CRYPTO;
-      goto fail;
-    }
-  }
-  if ((rc = fc_engine_create(&ecfg, st.next_round, st.completed, st.version, st.sha, &c->engine)) != FEDC_OK)
-    goto fail;
-  if ((rc = restore_admin_state(c, &st, err, errlen)) != FEDC_OK) goto fail;
-  if (cfg->dp_noise_multiplier > 0) {
-    /* The budget spent so far: a restart never forgets it. */
-    const double *orders;
-    c->dp_norders = fc_dp_orders(&orders);
-    if (!(c->dp_rdp = calloc(c->dp_norders, sizeof *c->dp_rdp)) ||
-        !(c->dp_round_rdp = malloc(c->dp_norders * sizeof *c->dp_round_rdp))) {
-      rc = FEDC_ERR_NOMEM;
-      goto fail;
-    }
-    for (size_t i = 0; i < c->dp_norders; i++)
-      c->dp_round_rdp[i] = fc_dp_rdp(cfg->engine.cohort_fraction, cfg->dp_noise_multiplier, orders[i]);
-    double saved_clip = 0;
-    rc = fc_store_read_dp(cfg->state_dir, c->dp_rdp, c->dp_norders, &c->dp_rounds, &saved_clip, err, errlen);
-    /* Adaptive clipping resumes where it was (the clip is public: tasks announce it). */
-    if (rc == FEDC_OK && cfg->dp_adaptive_quantile > 0 && saved_clip > 0) {
-      double lo = c->cfg.dp_clip_min, hi = c->cfg.dp_clip_max, resumed_clip = fmin(fmax(saved_clip, lo), hi);
-      if (resumed_clip != saved_clip)
-        FC_WARN(MOD, "adaptive clipping: the saved clip %g is outside the range [%g, %g]: resuming at %g", saved_clip,
-                lo, hi, resumed_clip);
-      c->clip = (float)resumed_clip;
-    }
-    if (rc == FEDC_ERR_NOT_FOUND && st.completed > 0) {
-      snprintf(err, errlen,
-               "state directory %s has %llu rounds but no privacy accounting (dp.json): they ran without DP; "
-               "start a new state directory to report a guarantee",
-               cfg->state_dir, (unsigned long long)st.completed);
-      rc = FEDC_ERR_INVALID;
-      goto fail;
-    }
-    if (rc != FEDC_OK && rc != FEDC_ERR_NOT_FOUND) goto fail;
-    fc_dp_eps e;
-    fc_dp_epsilon_from_rdp(orders, c->dp_rdp, c->dp_norders, cfg->dp_delta, &e);
-    c->dp_eps = c->dp_rounds ? e.eps : 0;
-    FC_INFO(MOD, "differential privacy: noise %g x clip %g%s, Poisson rate %g; %llu rounds so far, epsilon %.4g at "
-                 "delta %g%s",
-            cfg->dp_noise_multiplier, (double)c->clip, cfg->dp_adaptive_quantile > 0 ? " (adaptive)" : "",
-            cfg->engine.cohort_fraction,
-            (unsigned long long)c->dp_rounds, c->dp_eps, cfg->dp_delta, cfg->dp_target_epsilon > 0 ? "" : " (no target)");
-    pthread_mutex_lock(&c->mu);
-    dp_check_budget_locked(c);
-    pthread_mutex_unlock(&c->mu);
-    if (c->dp_stop[0] && c->dp_rounds == 0) {
-      snprintf(err, errlen, "dp_target_epsilon %g is below what a single round spends: %s", cfg->dp_target_epsilon,
-               c->dp_stop);
-      rc = FEDC_ERR_INVALID;
-      goto fail;
-    }
-  }
-  fc_sopt_cfg soc;
-  sopt_cfg(cfg, &soc, err, errlen); /* checked in cfg_check */
-  if ((rc = fc_sopt_create(&soc, fc_model_numel(&spec), &c->sopt)) != FEDC_OK) {
-    snprintf(err, errlen, "out of memory for the server optimizer state");
-    goto fail;
-  }
-  if ((rc = sopt_load(c, st.version, c->model->sha, err, errlen)) != FEDC_OK) goto fail;
-  int slots = cfg->upload_slots > 0 ? cfg->upload_slots : 4;
-  /* Masked vectors: the model, the weight, and adaptive clipping's bit under DP. */
-  size_t entries = fc_model_numel(&spec) + 1 + (cfg->dp_noise_multiplier > 0 && cfg->dp_adaptive_quantile > 0);
-  fc_robust_cfg rcfg;
-  coord_robust_cfg(cfg, &rcfg);
-  /* The engine selects max(cohort, min_updates) clients: a row for each,
-   * or under secure aggregation one per bucket. */
-  uint32_t rows = cfg->engine.cohort_size > cfg->engine.min_updates ? cfg->engine.cohort_size : cfg->engine.min_updates;
-  uint32_t buckets = cfg->engine.secagg && rcfg.kind > FC_AGG_FEDAVG ? rows / cfg->secagg_bucket : 1;
-  if (rcfg.kind > FC_AGG_FEDAVG) {
-    if (cfg->engine.secagg) rows = buckets;
-    uint64_t need = fc_robust_arena_bytes(fc_model_numel(&spec), rows, cfg->engine.secagg ? 1 : slots);
-    if (cfg->engine.secagg) need += ((uint64_t)buckets + (uint64_t)slots) * entries * sizeof(uint32_t);
-    if (need > cfg->agg_memory_mib * 1048576ull) {
-      snprintf(err, errlen,
-               "aggregator %s keeps the whole %s: %u x %llu parameters (+ staging) = %llu MiB, over "
-               "agg_memory_mib %llu",
-               cfg->aggregator, cfg->engine.secagg ? "set of bucket sums" : "cohort", rows,
-               (unsigned long long)fc_model_numel(&spec), (unsigned long long)(need >> 20),
-               (unsigned long long)cfg->agg_memory_mib);
-      rc = FEDC_ERR_INVALID;
-      goto fail;
-    }
-    if (cfg->engine.secagg) {
-      rc = fc_agg_robust_create(fc_model_numel(&spec), rows, 1, &rcfg, &c->bagg);
-      if (rc == FEDC_OK) rc = fc_agg_secagg_create(entries, buckets, slots, &c->agg);
-    } else {
-      rc = fc_agg_robust_create(fc_model_numel(&spec), rows, slots, &rcfg, &c->agg);
-    }
-  } else {
-    rc = cfg->engine.secagg ? fc_agg_secagg_create(entries, 1, slots, &c->agg)
-                            : fc_agg_fedavg_create(fc_model_numel(&spec), slots, &c->agg);
-  }
-  if (rc != FEDC_OK) {
-    snprintf(err, errlen, "cannot create aggregator: %s", fedc_strerror(rc));
-    goto fail;
-  }
 
   set_method(&c->methods[0], "/fedc.v1.Coordinator/CheckIn", FC_RPC_UNARY, FC_ROLE_CLIENT, SMALL_MSG,
              &fedc__v1__check_in_request__descriptor, h_checkin, c);
@@ -2004,32 +1814,191 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
              coord_sa_submit_limit(cfg), &fedc__v1__sec_agg_submit_request__descriptor, coord_h_secagg_submit, c);
   set_method(&c->methods[8], "/fedc.v1.Coordinator/SecAggPoll", FC_RPC_UNARY, FC_ROLE_CLIENT, SMALL_MSG,
              &fedc__v1__sec_agg_poll_request__descriptor, coord_h_secagg_poll, c);
-  if ((rc = coord_limits_start(c, err, errlen)) != FEDC_OK) goto fail;
-  coord_limits_wrap(c, c->methods, sizeof c->methods / sizeof *c->methods);
+  /* Every input that can refuse the start is checked, and the state read,
+   * before the state directory is created or changed (coord_start.c). */
+  if ((rc = coord_start_listen(c, err, errlen)) != FEDC_OK) goto fail;
+  /* Secure aggregation checks the certificates clients advertise keys under
+   * against the federation CA (coord_secagg.c); signing may have read it. */
+  if (!c->ca_pem && cfg->engine.secagg && cfg->ca[0] &&
+      (rc = fc_read_file(cfg->ca, 1u << 20, &c->ca_pem, &c->ca_len)) != FEDC_OK) {
+    snprintf(err, errlen, "cannot read CA certificate %s: %s", cfg->ca, fedc_strerror(rc));
+    goto fail;
+  }
+  fc_store_state st;
+  memset(&st, 0, sizeof st);
+  rc = fc_store_load_state(cfg->state_dir, cfg->federation, &st, err, errlen);
+  fc_model_spec spec;
+  float *data = NULL;
+  uint8_t sha[FC_SHA256_LEN];
+  fc_store_model_info info;
+  int resumed = rc == FEDC_OK;
+  if (rc == FEDC_OK) {
+    if ((rc = fc_store_read_model(cfg->state_dir, coord_model_key(c), st.version, &spec, &data, sha, &info, err,
+                                  errlen)) != FEDC_OK)
+      goto fail;
+    if (!fc_digest_equal(sha, st.sha, FC_SHA256_LEN)) {
+      snprintf(err, errlen, "state.json names a different SHA-256 than model v%llu", (unsigned long long)st.version);
+      free(data);
+      rc = FEDC_ERR_HASH;
+      goto fail;
+    }
+    if (init_spec && !fc_model_spec_equal(init_spec, &spec)) {
+      snprintf(err, errlen, "state directory %s holds a model of another shape than configured", cfg->state_dir);
+      free(data);
+      rc = FEDC_ERR_SHAPE;
+      goto fail;
+    }
+  } else if (rc == FEDC_ERR_NOT_FOUND) {
+    if (!init_spec || !init_params) {
+      snprintf(err, errlen, "state directory %s is empty and no initial model was given", cfg->state_dir);
+      rc = FEDC_ERR_INVALID;
+      goto fail;
+    }
+    if ((rc = fc_model_spec_check(init_spec, err, errlen)) != FEDC_OK) goto fail;
+    spec = *init_spec;
+    size_t bytes = fc_model_numel(&spec) * sizeof(float);
+    if (!(data = malloc(bytes))) {
+      rc = FEDC_ERR_NOMEM;
+      goto fail;
+    }
+    memcpy(data, init_params, bytes);
+    st.version = 0;
+    st.next_round = 1;
+  } else {
+    goto fail;
+  }
+  c->model = model_new(st.version, &spec, data); /* owns data */
+  if (!c->model) {
+    free(data);
+    rc = FEDC_ERR_NOMEM;
+    goto fail;
+  }
+  memcpy(sha, c->model->sha, FC_SHA256_LEN);
+  memcpy(st.sha, sha, FC_SHA256_LEN);
+  if ((rc = coord_start_memory(cfg, &spec, err, errlen)) != FEDC_OK) goto fail;
+  if (resumed && (rc = coord_manifest_load(c, c->model, &info, 1, err, errlen)) != FEDC_OK) goto fail;
+  fc_sopt_cfg soc;
+  sopt_cfg(cfg, &soc, err, errlen); /* checked in cfg_check */
+  if ((rc = fc_sopt_create(&soc, fc_model_numel(&spec), &c->sopt)) != FEDC_OK) {
+    snprintf(err, errlen, "out of memory for the server optimizer state");
+    goto fail;
+  }
+  if (resumed && (rc = sopt_load(c, st.version, c->model->sha, err, errlen)) != FEDC_OK) goto fail;
+  if ((rc = fc_store_read_rounds(cfg->state_dir, &c->rounds, &c->nrounds, err, errlen)) != FEDC_OK) goto fail;
+  c->caprounds = c->nrounds;
+  fc_engine_cfg ecfg = cfg->engine;
+  if (cfg->dp_noise_multiplier > 0) {
+    /* The budget spent so far: a restart never forgets it. */
+    const double *orders;
+    c->dp_norders = fc_dp_orders(&orders);
+    double *next = malloc(c->dp_norders * sizeof *next);
+    if (!next || !(c->dp_rdp = calloc(c->dp_norders, sizeof *c->dp_rdp)) ||
+        !(c->dp_round_rdp = malloc(c->dp_norders * sizeof *c->dp_round_rdp))) {
+      free(next);
+      rc = FEDC_ERR_NOMEM;
+      goto fail;
+    }
+    for (size_t i = 0; i < c->dp_norders; i++)
+      c->dp_round_rdp[i] = fc_dp_rdp(cfg->engine.cohort_fraction, cfg->dp_noise_multiplier, orders[i]);
+    double saved_clip = 0, eps_one = 0;
+    rc = fc_store_read_dp(cfg->state_dir, c->dp_rdp, c->dp_norders, &c->dp_rounds, &saved_clip, err, errlen);
+    /* Adaptive clipping resumes where it was (the clip is public: tasks announce it). */
+    if (rc == FEDC_OK && cfg->dp_adaptive_quantile > 0 && saved_clip > 0) {
+      double lo = c->cfg.dp_clip_min, hi = c->cfg.dp_clip_max, resumed_clip = fmin(fmax(saved_clip, lo), hi);
+      if (resumed_clip != saved_clip)
+        FC_WARN(MOD, "adaptive clipping: the saved clip %g is outside the range [%g, %g]: resuming at %g", saved_clip,
+                lo, hi, resumed_clip);
+      c->clip = (float)resumed_clip;
+    }
+    if (rc == FEDC_ERR_NOT_FOUND && st.completed > 0) {
+      snprintf(err, errlen,
+               "state directory %s has %llu rounds but no privacy accounting (dp.json): they ran without DP; "
+               "start a new state directory to report a guarantee",
+               cfg->state_dir, (unsigned long long)st.completed);
+      rc = FEDC_ERR_INVALID;
+    } else if ((rc == FEDC_OK || rc == FEDC_ERR_NOT_FOUND) && c->dp_rounds == 0 && cfg->dp_target_epsilon > 0 &&
+               (eps_one = dp_after_one_round(c, next)) > cfg->dp_target_epsilon) {
+      snprintf(err, errlen, "dp_target_epsilon %g is below what a single round spends: epsilon %.4g (delta %g)",
+               cfg->dp_target_epsilon, eps_one, cfg->dp_delta);
+      rc = FEDC_ERR_INVALID;
+    } else if (rc == FEDC_ERR_NOT_FOUND) {
+      rc = FEDC_OK;
+    }
+    free(next);
+    if (rc != FEDC_OK) goto fail;
+    fc_dp_eps e;
+    fc_dp_epsilon_from_rdp(orders, c->dp_rdp, c->dp_norders, cfg->dp_delta, &e);
+    c->dp_eps = c->dp_rounds ? e.eps : 0;
+    FC_INFO(MOD, "differential privacy: noise %g x clip %g%s, Poisson rate %g; %llu rounds so far, epsilon %.4g at "
+                 "delta %g%s",
+            cfg->dp_noise_multiplier, (double)c->clip, cfg->dp_adaptive_quantile > 0 ? " (adaptive)" : "",
+            cfg->engine.cohort_fraction,
+            (unsigned long long)c->dp_rounds, c->dp_eps, cfg->dp_delta, cfg->dp_target_epsilon > 0 ? "" : " (no target)");
+    /* Poisson subsampling from secret randomness (not the configured seed). */
+    ecfg.poisson = 1;
+    if (fc_random_bytes((uint8_t *)&ecfg.sample_secret, sizeof ecfg.sample_secret) != FEDC_OK) {
+      snprintf(err, errlen, "no randomness for the DP cohort sampling");
+      rc = FEDC_ERR_CRYPTO;
+      goto fail;
+    }
+  }
 
-  fc_server_opts so;
-  fc_server_opts_init(&so);
-  so.addr = cfg->listen;
-  so.tls.ca = cfg->ca;
-  so.tls.cert = cfg->cert;
-  so.tls.key = cfg->key;
-  so.insecure_for_testing = cfg->insecure_for_testing;
-  so.federation = cfg->federation;
-  so.threads = cfg->threads > 0 ? cfg->threads : 2;
-  so.stream_idle_ms = cfg->stream_idle_ms;
-  so.keepalive_ms = cfg->keepalive_ms;
-  /* gRPC's memory quota: under pressure its reclaimers walk every connection
-   * on each allocation. At 256 MiB with 15,000 connections that made a
-   * CheckIn cost 3.7 ms of CPU instead of 0.6 (bench_clients): size it for
-   * the connections we admit (~100 KiB each measured) plus 256 MiB for
-   * streams. */
-  so.memory_quota_mib = cfg->grpc_memory_mib > 0
-                            ? cfg->grpc_memory_mib
-                            : 256 + (int)((int64_t)fc_accept_guard_cap(cfg->fd_headroom, cfg->max_connections) * 128 / 1024);
-  so.max_calls_per_peer = cfg->max_calls_per_client;
-  so.methods = c->methods;
-  so.nmethods = 9;
-  if ((rc = fc_server_start(&so, &c->server, err, errlen)) != FEDC_OK) goto fail;
+  /* From here on the state directory is created or written. */
+  if ((rc = fc_store_open(cfg->state_dir, err, errlen)) != FEDC_OK) goto fail;
+  if (cfg->audit_log && (rc = fc_audit_open(cfg->state_dir, &c->audit, err, errlen)) != FEDC_OK) goto fail;
+  char hex[FC_SHA256_HEX_LEN];
+  if (resumed) {
+    FC_INFO(MOD, "resuming from %s: model v%llu, next round %llu, %llu rounds completed", cfg->state_dir,
+            (unsigned long long)st.version, (unsigned long long)st.next_round, (unsigned long long)st.completed);
+  } else {
+    /* Signed, then announced naming its manifest, then written (finalize's order). */
+    if ((rc = coord_sign_version(c, c->model, 0, NULL, NULL, err, errlen)) == FEDC_OK)
+      fc_audit_append(c->audit, "model",
+                      coord_audit_manifest(json_pack("{s:I,s:I,s:n,s:s,s:I}", "version", (json_int_t)0, "round",
+                                                     (json_int_t)0, "parent", "sha256", fc_hex(sha, FC_SHA256_LEN, hex),
+                                                     "parameters", (json_int_t)fc_model_numel(&spec)),
+                                           c->model));
+    if (rc != FEDC_OK ||
+        (rc = fc_store_write_model(cfg->state_dir, coord_model_key(c), 0, 0, &spec, c->model->data, sha, NULL, err,
+                                   errlen)) != FEDC_OK ||
+        (rc = fc_store_save_state(cfg->state_dir, cfg->federation, &st, err, errlen)) != FEDC_OK)
+      goto fail;
+    FC_INFO(MOD, "new federation state in %s: model v0 with %llu parameters", cfg->state_dir,
+            (unsigned long long)fc_model_numel(&spec));
+  }
+  fc_audit_append(c->audit, "start", json_pack("{s:s,s:I,s:s,s:s}", "federation", cfg->federation, "version",
+                                               (json_int_t)st.version, "sha256", fc_hex(sha, FC_SHA256_LEN, hex),
+                                               "aggregator", cfg->aggregator));
+  fc_audit_sync(c->audit);
+  if ((rc = fc_engine_create(&ecfg, st.next_round, st.completed, st.version, st.sha, &c->engine)) != FEDC_OK)
+    goto fail;
+  if ((rc = restore_admin_state(c, &st, err, errlen)) != FEDC_OK) goto fail;
+  if (cfg->dp_noise_multiplier > 0) {
+    pthread_mutex_lock(&c->mu);
+    dp_check_budget_locked(c);
+    pthread_mutex_unlock(&c->mu);
+  }
+  coord_agg_dims d;
+  coord_agg_shape(cfg, &spec, &d);
+  fc_robust_cfg rcfg;
+  coord_robust_cfg(cfg, &rcfg);
+  if (d.robust && cfg->engine.secagg) {
+    rc = fc_agg_robust_create(fc_model_numel(&spec), d.rows, 1, &rcfg, &c->bagg);
+    if (rc == FEDC_OK) rc = fc_agg_secagg_create(d.entries, d.buckets, d.slots, &c->agg);
+  } else if (d.robust) {
+    rc = fc_agg_robust_create(fc_model_numel(&spec), d.rows, d.slots, &rcfg, &c->agg);
+  } else {
+    rc = cfg->engine.secagg ? fc_agg_secagg_create(d.entries, 1, d.slots, &c->agg)
+                            : fc_agg_fedavg_create(fc_model_numel(&spec), d.slots, &c->agg);
+  }
+  if (rc != FEDC_OK) {
+    snprintf(err, errlen, "cannot create aggregator: %s", fedc_strerror(rc));
+    goto fail;
+  }
+
+  if ((rc = coord_limits_start(c, err, errlen)) != FEDC_OK) goto fail;
+  coord_limits_wrap(c, c->methods, sizeof c->methods / sizeof *c->methods); /* before any call is served */
+  if ((rc = fc_server_run(c->server, err, errlen)) != FEDC_OK) goto fail;
   fc_accept_guard_cfg gc = {fc_server_port(c->server), cfg->fd_headroom, cfg->max_connections, cfg->connect_rate,
                             cfg->connect_burst, cfg->connect_rate_total, cfg->connections_per_address};
   if ((rc = fc_accept_guard_start(&gc)) != FEDC_OK) {
@@ -2043,12 +2012,11 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
     goto fail;
   }
   c->driver_started = 1;
-  int mport = 0;
-  if (cfg->metrics_listen[0] && (rc = coord_http_start(c, cfg->metrics_listen, &mport, err, errlen)) != FEDC_OK)
-    goto fail;
-  FC_INFO(MOD, "federation '%s' serving on port %d (state %s, %u-round budget, cohort %u, min updates %u)",
-          cfg->federation, fc_server_port(c->server), cfg->state_dir, (unsigned)cfg->engine.rounds,
-          cfg->engine.cohort_size, cfg->engine.min_updates);
+  if (c->http_fd >= 0 && (rc = coord_http_start(c, err, errlen)) != FEDC_OK) goto fail;
+  char budget[160];
+  FC_INFO(MOD, "federation '%s' serving on port %d (state %s, %s, cohort %u, min updates %u)", cfg->federation,
+          fc_server_port(c->server), cfg->state_dir, budget_text(c, budget, sizeof budget), cfg->engine.cohort_size,
+          cfg->engine.min_updates);
   *out = c;
   return FEDC_OK;
 fail:

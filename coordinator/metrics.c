@@ -6,6 +6,7 @@
 
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <errno.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -445,16 +446,19 @@ static int sa_is_loopback(const struct sockaddr *sa) {
   return 0;
 }
 
-int coord_http_start(fc_coord *c, const char *listen, int *port, char *why, size_t whylen) {
+/* Bound here, served from coord_http_start: the coordinator learns that the
+ * address is free (and allowed) before it creates or changes its state
+ * directory (coord_start.c). */
+int coord_http_bind(fc_coord *c, const char *addr, char *why, size_t whylen) {
   char host[256] = "", portstr[16] = "";
-  int rc = FEDC_ERR_INVALID, pub = c->cfg.metrics_public;
+  int rc = FEDC_ERR_INVALID, pub = c->cfg.metrics_public, fd = -1;
   struct addrinfo hints, *ai = NULL;
-  const char *colon = strrchr(listen, ':');
-  if (!colon || colon - listen >= (long)sizeof host || strlen(colon + 1) >= sizeof portstr || !colon[1]) {
-    snprintf(why, whylen, "metrics_listen '%s': use host:port, [ipv6]:port or :port", listen);
+  const char *colon = strrchr(addr, ':');
+  if (!colon || colon - addr >= (long)sizeof host || strlen(colon + 1) >= sizeof portstr || !colon[1]) {
+    snprintf(why, whylen, "metrics_listen '%s': use host:port, [ipv6]:port or :port", addr);
     goto out;
   }
-  memcpy(host, listen, (size_t)(colon - listen));
+  memcpy(host, addr, (size_t)(colon - addr));
   snprintf(portstr, sizeof portstr, "%s", colon + 1);
   if (host[0] == '[' && host[strlen(host) - 1] == ']') {
     memmove(host, host + 1, strlen(host));
@@ -468,7 +472,7 @@ int coord_http_start(fc_coord *c, const char *listen, int *port, char *why, size
   hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
   int g = getaddrinfo(host[0] ? host : NULL, portstr, &hints, &ai);
   if (g != 0 || !ai) {
-    snprintf(why, whylen, "metrics_listen '%s': %s", listen, gai_strerror(g));
+    snprintf(why, whylen, "metrics_listen '%s': %s", addr, gai_strerror(g));
     goto out;
   }
   if (!pub && !sa_is_loopback(ai->ai_addr)) {
@@ -476,13 +480,39 @@ int coord_http_start(fc_coord *c, const char *listen, int *port, char *why, size
              "metrics_listen '%s' is not a loopback address: /metrics, /healthz and /readyz have no "
              "authentication; set metrics_public (--metrics-public) to serve them there, and let only the "
              "scraper and the kubelet reach the port",
-             listen);
+             addr);
     goto out;
   }
+  int one = 1;
+  struct sockaddr_storage sa;
+  socklen_t salen = sizeof sa;
+  fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+      bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 64) != 0 ||
+      getsockname(fd, (struct sockaddr *)&sa, &salen) != 0) {
+    snprintf(why, whylen, "metrics_listen '%s': cannot listen: %s", addr, strerror(errno));
+    rc = FEDC_ERR_IO;
+    goto out;
+  }
+  int port = ntohs(sa.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&sa)->sin6_port
+                                            : ((struct sockaddr_in *)&sa)->sin_port);
+  c->http_fd = fd;
+  fd = -1;
+  c->http_port = port;
+  snprintf(c->http_where, sizeof c->http_where, "%s%s%s:%d", strchr(host, ':') ? "[" : "",
+           host[0] ? host : "0.0.0.0", strchr(host, ':') ? "]" : "", port);
+  rc = FEDC_OK;
+out:
+  if (fd >= 0) close(fd);
+  if (ai) freeaddrinfo(ai);
+  return rc;
+}
+
+int coord_http_start(fc_coord *c, char *why, size_t whylen) {
+  int rc = FEDC_ERR_NOMEM;
   coord_http *h = calloc(1, sizeof *h);
   fc_http_guard_cfg gc = {HTTP_MAX_CONNS, (uint32_t)c->cfg.metrics_conns_per_address,
                           (uint64_t)c->cfg.metrics_request_ms};
-  rc = FEDC_ERR_NOMEM;
   if (!h) goto out;
   pthread_mutex_init(&h->mu, NULL);
   pthread_cond_init(&h->cv, NULL);
@@ -492,35 +522,36 @@ int coord_http_start(fc_coord *c, const char *listen, int *port, char *why, size
     goto out;
   }
   if (pthread_create(&h->reaper, NULL, reaper_main, h) != 0) {
+    rc = FEDC_ERR_NOMEM;
     snprintf(why, whylen, "metrics listener: cannot start its thread");
     goto out;
   }
   h->reaper_started = 1;
-  /* poll/epoll, not select: the coordinator's descriptors go far past FD_SETSIZE. */
-  unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG;
-  if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
+  /* MHD owns the socket from here, started or not. poll/epoll, not select:
+   * the coordinator's descriptors go far past FD_SETSIZE. */
+  int fd = c->http_fd;
+  c->http_fd = -1;
   unsigned idle_s = (unsigned)((c->cfg.metrics_request_ms + 999) / 1000);
-  h->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, c, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+  h->d = MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, c,
+                          MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
                           MHD_OPTION_CONNECTION_LIMIT, (unsigned)(HTTP_MAX_CONNS + HTTP_BACKSTOP),
                           MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)(gc.per_address + HTTP_BACKSTOP),
                           MHD_OPTION_CONNECTION_TIMEOUT, idle_s, MHD_OPTION_NOTIFY_CONNECTION, on_connection, c,
                           MHD_OPTION_END);
   if (!h->d) {
-    snprintf(why, whylen, "metrics_listen '%s': cannot listen (address in use or not ours?)", listen);
+    snprintf(why, whylen, "metrics on %s: cannot start the HTTP server", c->http_where);
     rc = FEDC_ERR_IO;
     goto out;
   }
-  const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
-  *port = di ? di->port : 0;
-  FC_INFO(MOD, "metrics on http://%s%s%s:%d/metrics (and /healthz, /readyz)", strchr(host, ':') ? "[" : "",
-          host[0] ? host : "0.0.0.0", strchr(host, ':') ? "]" : "", *port);
+  FC_INFO(MOD, "metrics on http://%s/metrics (and /healthz, /readyz)", c->http_where);
   rc = FEDC_OK;
 out:
-  if (ai) freeaddrinfo(ai);
   return rc;
 }
 
 void coord_http_stop(fc_coord *c) {
+  if (c->http_fd >= 0) close(c->http_fd); /* bound, never served */
+  c->http_fd = -1;
   coord_http *h = c->http;
   if (!h) return;
   if (h->d) MHD_stop_daemon(h->d); /* closes every connection: the guard hears of each */

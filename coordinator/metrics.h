@@ -56,15 +56,18 @@ const char *fc_metrics_abandon_name(int cls);
 const char *fc_metrics_refusal_name(int cls);
 
 struct fc_coord;
-/* Start the HTTP listener on host:port ("127.0.0.1:9464", "[::1]:0"; ":9464"
- * is loopback). An address that is not loopback is refused unless
- * cfg.metrics_public (":9464" is then every address). Connections are
- * limited per address (cfg.metrics_conns_per_address) and in total, and
- * live at most cfg.metrics_request_ms (metrics.c, http_guard.h). The port
- * actually bound is logged and returned in *port. FEDC_OK or
- * FEDC_ERR_INVALID / IO / NOMEM with one line in why; coord_http_stop
- * cleans up after a failure too. */
-int coord_http_start(struct fc_coord *c, const char *listen, int *port, char *why, size_t whylen);
+/* Bind the HTTP listener on host:port ("127.0.0.1:9464", "[::1]:0"; ":9464"
+ * is loopback), before anything else changes; coord_http_start then serves
+ * it. An address that is not loopback is refused unless cfg.metrics_public
+ * (":9464" is then every address). FEDC_OK or FEDC_ERR_INVALID / IO with one
+ * line in why. */
+int coord_http_bind(struct fc_coord *c, const char *listen, char *why, size_t whylen);
+/* Serve the bound socket. Connections are limited per address
+ * (cfg.metrics_conns_per_address) and in total, and live at most
+ * cfg.metrics_request_ms (metrics.c, http_guard.h). The address bound is
+ * logged. FEDC_OK or FEDC_ERR_IO / NOMEM with one line in why;
+ * coord_http_stop cleans up after a failure too. */
+int coord_http_start(struct fc_coord *c, char *why, size_t whylen);
 void coord_http_stop(struct fc_coord *c);
 /* Connections the listener closed, by rule (FC_HG_*, http_guard.h). */
 void coord_http_closed_counts(struct fc_coord *c, uint64_t out[3]);

@@ -1099,7 +1099,7 @@ static void pool_stop(struct pool *pl) {
 
 /* ---- lifecycle ------------------------------------------------------------------- */
 
-int fc_server_start(const fc_server_opts *o, fc_server **out, char *err, size_t errlen) {
+int fc_server_bind(const fc_server_opts *o, fc_server **out, char *err, size_t errlen) {
   int rc = FEDC_ERR_INVALID;
   fc_tls_pem pem;
   memset(&pem, 0, sizeof pem);
@@ -1192,25 +1192,18 @@ int fc_server_start(const fc_server_opts *o, fc_server **out, char *err, size_t 
     grpc_server_register_completion_queue(s->server, p->cq, NULL);
   }
   s->shutdown_cq = grpc_completion_queue_create_for_next(NULL);
+  /* gRPC's own account of a failed bind is a multi-line error tree: kept at
+   * debug, its OS reason goes into our one line. */
+  char why[128] = "";
+  fc_grpc_log_capture(why, sizeof why);
   s->port = grpc_server_add_http2_port(s->server, o->addr, creds);
+  fc_grpc_log_capture(NULL, 0);
   grpc_server_credentials_release(creds);
   creds = NULL;
   if (s->port <= 0) {
-    snprintf(err, errlen, "cannot listen on %s (address in use or invalid)", o->addr);
+    snprintf(err, errlen, "cannot listen on %s: %s", o->addr, why[0] ? why : "address in use or invalid");
     rc = FEDC_ERR_IO;
     goto fail_server;
-  }
-  grpc_server_start(s->server);
-  if (pool_start(&s->general, s, s->opts.blocking_threads) != 0 || pool_start(&s->admin, s, 2) != 0) {
-    snprintf(err, errlen, "cannot start handler threads");
-    goto fail_server;
-  }
-  for (int i = 0; i < s->npollers; i++) {
-    if (pthread_create(&s->pollers[i].thread, NULL, poller_main, &s->pollers[i]) != 0) {
-      snprintf(err, errlen, "cannot start event threads");
-      goto fail_server;
-    }
-    s->pollers[i].started = 1;
   }
   fc_tls_pem_free(&pem);
   *out = s;
@@ -1226,6 +1219,30 @@ fail:
   fc_tls_pem_free(&pem);
   pthread_mutex_destroy(&s->peers_mu);
   free(s);
+  return rc;
+}
+
+int fc_server_run(fc_server *s, char *err, size_t errlen) {
+  grpc_server_start(s->server);
+  if (pool_start(&s->general, s, s->opts.blocking_threads) != 0 || pool_start(&s->admin, s, 2) != 0) {
+    snprintf(err, errlen, "cannot start handler threads");
+    return FEDC_ERR_NOMEM;
+  }
+  for (int i = 0; i < s->npollers; i++) {
+    if (pthread_create(&s->pollers[i].thread, NULL, poller_main, &s->pollers[i]) != 0) {
+      snprintf(err, errlen, "cannot start event threads");
+      return FEDC_ERR_NOMEM;
+    }
+    s->pollers[i].started = 1;
+  }
+  return FEDC_OK;
+}
+
+int fc_server_start(const fc_server_opts *o, fc_server **out, char *err, size_t errlen) {
+  fc_server *s = NULL;
+  int rc = fc_server_bind(o, &s, err, errlen);
+  if (rc == FEDC_OK && (rc = fc_server_run(s, err, errlen)) != FEDC_OK) fc_server_destroy(s);
+  if (rc == FEDC_OK) *out = s;
   return rc;
 }
 

@@ -1,17 +1,19 @@
 /*
  * tlscheck.c - check our own TLS files before handing them to gRPC, whose
  * only complaint would be a handshake failure logged somewhere else. Each
- * mistake gets its own sentence: unreadable file, not PEM, expired, not
- * issued by this CA, key does not match, key file others may read (the
- * private key is read under crypto/keyfile.h's rule, like every key fedc
- * loads).
+ * mistake gets its own sentence: missing file (with the `fedc pki` command
+ * that makes it), unreadable file, not PEM, expired, not issued by this CA,
+ * key does not match, key file others may read (the private key is read
+ * under crypto/keyfile.h's rule, like every key fedc loads).
  */
+#include <errno.h>
 #include <openssl/pem.h>
 #include <stdlib.h>
 #include <openssl/x509.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/fileutil.h"
 #include "crypto/keyfile.h"
@@ -54,7 +56,33 @@ int fc_tls_check_files(const char *ca, const char *cert, const char *key, char *
   return fc_tls_check_local(ca, cert, key, err, errlen);
 }
 
+/* A file that is not there (a typo in --pki or --name, or never issued):
+ * which one, and the `fedc pki` command that makes it, from its name as
+ * `fedc pki init` (ca.crt, coordinator.*) and `issue` (<role>-<name>.*) write
+ * them. 1 if missing (err set). */
+static int missing_file(const char *path, const char *what, char *err, size_t errlen) {
+  if (access(path, F_OK) == 0 || errno != ENOENT) return 0;
+  const char *slash = strrchr(path, '/'), *base = slash ? slash + 1 : path, *dash = strchr(base, '-');
+  int dirlen = slash ? (int)(slash - path) : 1;
+  const char *dir = slash ? path : ".";
+  size_t stem = strcspn(base, ".");
+  char role[FC_PKI_ROLE_MAX] = "";
+  if (dash && (size_t)(dash - base) < sizeof role) snprintf(role, sizeof role, "%.*s", (int)(dash - base), base);
+  if (!strcmp(base, FC_PKI_CA_CERT) || !strncmp(base, "coordinator.", 12))
+    snprintf(err, errlen, "%s file %s is missing: `fedc pki init --dir %.*s --federation NAME` makes it", what, path,
+             dirlen, dir);
+  else if (role[0] && fc_pki_role_ok(role) && stem > (size_t)(dash - base) + 1)
+    snprintf(err, errlen, "%s file %s is missing: `fedc pki issue --dir %.*s --role %s --name %.*s` makes it", what,
+             path, dirlen, dir, role, (int)(stem - (size_t)(dash - base) - 1), dash + 1);
+  else
+    snprintf(err, errlen, "%s file %s is missing (`fedc pki issue` makes certificates and keys)", what, path);
+  return 1;
+}
+
 int fc_tls_check_local(const char *ca, const char *cert, const char *key, char *err, size_t errlen) {
+  if (missing_file(ca, "CA certificate", err, errlen) || missing_file(cert, "certificate", err, errlen) ||
+      missing_file(key, "private key", err, errlen))
+    return FEDC_ERR_IO;
   int rc = fc_pki_verify(ca, cert, err, errlen);
   if (rc == FEDC_ERR_CERT_EXPIRED) {
     time_t na = 0;

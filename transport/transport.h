@@ -116,6 +116,13 @@ typedef struct fc_server fc_server;
 void fc_server_opts_init(fc_server_opts *o);
 /* Creates, binds and starts the server. *out owned by caller (fc_server_destroy). */
 int fc_server_start(const fc_server_opts *o, fc_server **out, char *err, size_t errlen);
+/* The same in two steps, for a program that must know its address is free
+ * before it changes anything (the coordinator, before its state directory):
+ * bind loads the TLS files and binds the address (a port in use fails here,
+ * in one line); no call reaches a handler until run. fc_server_port and
+ * fc_server_destroy work in between. */
+int fc_server_bind(const fc_server_opts *o, fc_server **out, char *err, size_t errlen);
+int fc_server_run(fc_server *s, char *err, size_t errlen);
 int fc_server_port(const fc_server *s);
 /* Stop accepting; let in-flight calls finish for up to grace_ms, then cancel them. */
 void fc_server_shutdown(fc_server *s, int grace_ms);

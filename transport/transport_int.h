@@ -27,6 +27,11 @@ static inline grpc_arg fc_int_arg(const char *key, int value) {
   return a;
 }
 
+/* On this thread until called with NULL: gRPC's error lines go to debug and
+ * the first OS reason among them ("Address already in use") into buf. Only
+ * where fc_transport_route_grpc_logs routes gRPC's logs; buf stays "" else. */
+void fc_grpc_log_capture(char *buf, size_t len);
+
 /* Wipe secret bytes (OPENSSL_cleanse). */
 #include "crypto/sa_crypto.h" /* fc_wipe */
 /* Our TLS material as PEM text for gRPC's credentials. */

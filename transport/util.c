@@ -8,6 +8,7 @@
 #include <grpc/support/log.h>
 #include <openssl/crypto.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <dlfcn.h>
 #include <string.h>
 
@@ -108,8 +109,21 @@ void fc_transport_shutdown(void) { grpc_shutdown(); }
  * handshake) at `error_level`, everything else at debug. */
 static int g_grpc_error_level = FC_LOG_WARN;
 
+static _Thread_local char *g_capture;
+static _Thread_local size_t g_capture_len;
+
+void fc_grpc_log_capture(char *buf, size_t len) {
+  g_capture = len ? buf : NULL;
+  g_capture_len = len;
+}
+
 static void grpc_log_to_ours(gpr_log_func_args *a) {
-  int level = a->severity == GPR_LOG_SEVERITY_ERROR ? g_grpc_error_level : FC_LOG_DEBUG;
+  int level = a->severity == GPR_LOG_SEVERITY_ERROR && !g_capture ? g_grpc_error_level : FC_LOG_DEBUG;
+  const char *os = g_capture && !g_capture[0] ? strstr(a->message, "os_error:\"") : NULL;
+  if (os) {
+    os += strlen("os_error:\"");
+    snprintf(g_capture, g_capture_len, "%.*s", (int)strcspn(os, "\""), os);
+  }
   const char *file = strrchr(a->file, '/');
   fc_log(level, "grpc", "%s (%s:%d)", a->message, file ? file + 1 : a->file, a->line);
 }

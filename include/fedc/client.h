@@ -60,7 +60,20 @@ typedef struct fedc_train_config {
   float clip_norm;        /* applied by the runtime, for information */
   size_t n_tensors;
   const fedc_tensor_info *tensors;
+  /* A failing train may write one sentence here (NUL-terminated, at most
+   * error_len bytes, "" on entry): the runtime reports it in last_error or
+   * the REJECTED event, instead of a bare "trainer failed". */
+  char *error;
+  size_t error_len;
 } fedc_train_config;
+
+/* What train returns: 0 on success; FEDC_TRAIN_UNTRAINABLE when this trainer
+ * can never train the coordinator's model (tensor layout, input size or
+ * classes not what it and its data have): permanent, fedc_client_run then
+ * returns FEDC_ERR_SHAPE with cfg->error as last_error, since every later
+ * round would fail the same way; anything else skips this round only (a
+ * transient failure) and the client goes on. */
+#define FEDC_TRAIN_UNTRAINABLE (-20)
 
 enum fedc_train_output {
   FEDC_OUTPUT_WEIGHTS = 0, /* `out` holds the new weights (runtime computes the delta) */
@@ -72,7 +85,8 @@ typedef struct fedc_trainer {
   /* Train from `weights` (n floats, read-only). `out` (n floats) arrives
    * holding a copy of weights; leave new weights or a delta in it and set
    * *output_kind. Set *num_examples (> 0) and *loss (mean training loss:
-   * finite, in [0, 1e9]). Return 0 on success, anything else to skip this round. Required. */
+   * finite, in [0, 1e9]). Return 0 on success, FEDC_TRAIN_UNTRAINABLE to end
+   * the run, anything else to skip this round (above). Required. */
   int (*train)(void *ctx, const fedc_train_config *cfg, const float *weights, float *out, size_t n,
                int *output_kind, uint64_t *num_examples, double *loss);
   /* Evaluate `weights` on local data. Optional (NULL). When set, the runtime
@@ -155,7 +169,7 @@ FEDC_API void fedc_client_options_init(fedc_client_options *o);
 FEDC_API int fedc_client_create(const fedc_client_options *o, const fedc_trainer *trainer, fedc_client **out);
 /* Take part in rounds until the federation is done, max_rounds updates were
  * accepted, fedc_client_stop() was called, or a permanent error (TLS,
- * permission, version). Returns FEDC_OK, FEDC_ERR_STOPPED or the error;
+ * permission, version, FEDC_ERR_SHAPE from an untrainable model). Returns FEDC_OK, FEDC_ERR_STOPPED or the error;
  * fedc_client_last_error() has a sentence about it. */
 FEDC_API int fedc_client_run(fedc_client *c);
 FEDC_API void fedc_client_stop(fedc_client *c);

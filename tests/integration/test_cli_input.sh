@@ -7,10 +7,13 @@
 #    refused at once instead of waiting forever;
 #  - `fedc coordinator` with an unknown option or an option missing its value
 #    says so in one line (it printed getopt's "coordinator: ..." line and the
-#    whole usage);
+#    whole usage); every subcommand names the nearest option to a misspelt
+#    one, in one line;
 #  - `fedc coordinator --port-file F` that cannot be written is an error (it
 #    only warned, and whoever waits for F waited forever), and F is written
-#    through a fresh temporary file: a symlink planted at F.tmp is not followed.
+#    through a fresh temporary file: a symlink planted at F.tmp is not followed;
+#  - `fedc client --parts 3 --part 0` without --partition trained on all the
+#    data with no warning: refused in one line.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
 make_tmp
@@ -44,11 +47,47 @@ one_line_refusal() { # TEXT ARGS... : exit 2, exactly one stderr line, equal to 
   [ "$(cat "$T/err")" = "$text" ] || fail "coordinator $*: expected '$text', got: $(cat "$T/err")"
   [ ! -e "$T/s" ] || fail "coordinator $*: the state directory was created before the refusal"
 }
-one_line_refusal "fedc coordinator: unknown option '--xyz' (see fedc coordinator --help)" --xyz
-one_line_refusal "fedc coordinator: unknown option '--xyz' (see fedc coordinator --help)" --xyz=3
-one_line_refusal "fedc coordinator: unknown option '-q' (see fedc coordinator --help)" -q
-one_line_refusal "fedc coordinator: option '--rounds' needs a value" --rounds
-one_line_refusal "fedc coordinator: option '--config' needs a value" --config
+one_line_refusal "fedc coordinator: unknown option --xyz; fedc coordinator --help lists them" --xyz
+one_line_refusal "fedc coordinator: unknown option --xyz; fedc coordinator --help lists them" --xyz=3
+one_line_refusal "fedc coordinator: unknown option -q; fedc coordinator --help lists them" -q
+one_line_refusal "fedc coordinator: option --rounds needs a value" --rounds
+one_line_refusal "fedc coordinator: option --config needs a value" --config
+one_line_refusal "fedc coordinator: unknown option --rouds (did you mean --rounds?); fedc coordinator --help lists them" \
+  --rouds 3
+one_line_refusal "fedc coordinator: ambiguous option --round (--rounds, --round-timeout-ms); fedc coordinator --help lists them" \
+  --round 3
+
+# Every subcommand: a misspelt flag is one line naming the nearest one (fedc
+# client printed 30 lines of usage; none suggested anything).
+misspelt() { # EXPECTED ARGS...
+  local want=$1 rc=0
+  shift
+  timeout 5 "$FEDC" "$@" >/dev/null 2>"$T/err" || rc=$?
+  [ "$rc" -eq 2 ] || fail "fedc $*: exit $rc, not 2: $(cat "$T/err")"
+  [ "$(cat "$T/err")" = "$want" ] || fail "fedc $*: expected '$want', got: $(cat "$T/err")"
+}
+for cmd in "client --partitin:--partition" "sim --clents:--clients" "status --coordnator:--coordinator" \
+  "rounds --jsn:--json" "round start --rouns:--rounds" "model get --versoin:--version" \
+  "model verify --manfest:--manifest" "pki issue --diir:--dir" "pki init --federaton:--federation" \
+  "audit verify --sate:--state" "dp-budget --rouns:--rounds" "secagg-params --clints:--clients"; do
+  args=${cmd%%:*} near=${cmd##*:} prog="fedc ${cmd%% --*}"
+  case $prog in "fedc round start") prog="fedc round" ;; "fedc model get") prog="fedc model" ;;
+    "fedc audit verify") prog="fedc audit" ;; esac
+  # shellcheck disable=SC2086 # args is split on purpose
+  misspelt "$prog: unknown option --${args##* --} (did you mean $near?); $prog --help lists them" $args 1
+done
+misspelt "fedc client: option --json takes no value" client --json=1
+
+# `fedc client --parts/--part` (or --alpha, --partition-seed) without
+# --partition trained on all the data without a word: refused in one line.
+for args in "--parts 3 --part 0" "--part 1" "--alpha 0.1" "--partition-seed 4"; do
+  rc=0
+  # shellcheck disable=SC2086 # args is split on purpose
+  timeout 5 "$FEDC" client --coordinator 127.0.0.1:1 --insecure-for-testing $args >/dev/null 2>"$T/err" || rc=$?
+  [ "$rc" -eq 2 ] || fail "client $args without --partition: exit $rc: $(cat "$T/err")"
+  [ "$(wc -l <"$T/err")" -eq 1 ] && grep -qF -- "fedc client: ${args%% *} splits the data only with --partition" \
+    "$T/err" || fail "client $args: $(cat "$T/err")"
+done
 
 # --port-file in a directory that does not exist: exit 1 once the coordinator
 # has stopped, naming the file.

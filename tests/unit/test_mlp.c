@@ -227,9 +227,51 @@ static void test_learns_and_deterministic(void) {
   fc_dataset_free(&test);
 }
 
+/* fc_mlp_from_spec: the inverse of fc_mlp_spec for every MLP, and a reason
+ * for anything else (the client ends on it: issue 21). */
+static void test_from_spec(void) {
+  static const char *ok[] = {"logreg", "mlp", "3-5-2", "1-2-3-4-5-6-7-8"};
+  for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
+    fc_mlp m, back;
+    fc_model_spec spec;
+    char why[200] = "", text[64];
+    CHECK_EQ_INT(fc_mlp_parse(ok[i], &m), 0);
+    CHECK_EQ_INT(fc_mlp_spec(&m, &spec), 0);
+    CHECK_EQ_INT(fc_mlp_from_spec(&spec, &back, why, sizeof why), FEDC_OK);
+    CHECK(memcmp(&m, &back, sizeof m) == 0);
+    fc_mlp_parse(fc_mlp_text(&back, text, sizeof text), &m);
+    CHECK(memcmp(&m, &back, sizeof m) == 0);
+  }
+  fc_mlp m, keep;
+  fc_model_spec spec, base;
+  char why[200];
+  fc_mlp_parse("6-4-3", &m);
+  fc_mlp_spec(&m, &base);
+  keep = m;
+  spec = base; /* a renamed tensor */
+  snprintf(spec.t[2].name, sizeof spec.t[2].name, "head.weight");
+  CHECK_EQ_INT(fc_mlp_from_spec(&spec, &m, why, sizeof why), FEDC_ERR_SHAPE);
+  CHECK(strstr(why, "head.weight and fc2.bias are not fc2.weight [out, previous out] and fc2.bias [out]") != NULL);
+  spec = base; /* layers that do not chain */
+  spec.t[2].shape[1] = 5;
+  CHECK_EQ_INT(fc_mlp_from_spec(&spec, &m, why, sizeof why), FEDC_ERR_SHAPE);
+  spec = base; /* a bias of another width */
+  spec.t[1].shape[0] = 3;
+  CHECK_EQ_INT(fc_mlp_from_spec(&spec, &m, why, sizeof why), FEDC_ERR_SHAPE);
+  spec = base; /* an odd number of tensors */
+  spec.n = 3;
+  CHECK_EQ_INT(fc_mlp_from_spec(&spec, &m, why, sizeof why), FEDC_ERR_SHAPE);
+  CHECK(strstr(why, "it has 3 tensors") != NULL);
+  spec = base; /* a 4-d weight (a convolution) */
+  spec.t[0].ndim = 4;
+  CHECK_EQ_INT(fc_mlp_from_spec(&spec, &m, why, sizeof why), FEDC_ERR_SHAPE);
+  CHECK(memcmp(&m, &keep, sizeof m) == 0); /* untouched on failure */
+}
+
 int main(void) {
   fc_blas_set_threads(1); /* determinism contract: fixed thread count */
   test_spec_parse();
+  test_from_spec();
   test_gradient();
   test_learns_and_deterministic();
   return CHECK_DONE();
