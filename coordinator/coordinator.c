@@ -622,6 +622,8 @@ static void *driver_main(void *arg) {
       /* Masked inputs still streaming can never count now. */
       if (was_masked || act == FC_TICK_ABANDON) cancel_uploads(c, fc_engine_last_round_or_current(c));
       if (act == FC_TICK_NONE) act = FC_TICK_SA_CLOSE; /* no wait before the next tick */
+    } else if (act == FC_TICK_REPLACED) {
+      coord_log_replaced(c);
     }
     if (act == FC_TICK_ABANDON) {
       FC_WARN(MOD, "round %llu abandoned: %s", (unsigned long long)fc_engine_last_round(c->engine)->round,
@@ -1912,6 +1914,8 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
              coord_sa_submit_limit(cfg), &fedc__v1__sec_agg_submit_request__descriptor, coord_h_secagg_submit, c);
   set_method(&c->methods[8], "/fedc.v1.Coordinator/SecAggPoll", FC_RPC_UNARY, FC_ROLE_CLIENT, SMALL_MSG,
              &fedc__v1__sec_agg_poll_request__descriptor, coord_h_secagg_poll, c);
+  set_method(&c->methods[9], "/fedc.v1.Coordinator/Leave", FC_RPC_UNARY, FC_ROLE_CLIENT, SMALL_MSG,
+             &fedc__v1__leave_request__descriptor, coord_h_leave, c);
 
   fc_server_opts so;
   fc_server_opts_init(&so);
@@ -1934,7 +1938,7 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
                             : 256 + (int)((int64_t)fc_accept_guard_cap(cfg->fd_headroom, cfg->max_connections) * 128 / 1024);
   so.max_calls_per_peer = cfg->max_calls_per_client;
   so.methods = c->methods;
-  so.nmethods = 9;
+  so.nmethods = sizeof c->methods / sizeof c->methods[0];
   if ((rc = fc_server_start(&so, &c->server, err, errlen)) != FEDC_OK) goto fail;
   fc_accept_guard_cfg gc = {fc_server_port(c->server), cfg->fd_headroom, cfg->max_connections, cfg->connect_rate,
                             cfg->connect_burst, cfg->connect_rate_total, cfg->connections_per_address};
