@@ -72,7 +72,8 @@ void coord_h_leave(fc_scall *call, void *ctx) {
     break;
   case FC_LEAVE_REPLACED:
     FC_INFO(MOD, "client %s left (%s): replaced in round %llu by %s%s", peer->name, why, (unsigned long long)li.round,
-            li.replacement, c->cfg.engine.secagg ? " (no task had gone out: the secure aggregation session restarts)" : "");
+            li.replacement,
+            c->cfg.engine.secagg ? " (no task had gone out: the secure aggregation session restarts)" : "");
     break;
   default: FC_DEBUG(MOD, "leave from %s, which was not live", peer->name); break;
   }
@@ -85,6 +86,7 @@ void coord_log_replaced(fc_coord *c) {
   fc_engine_last_replacement(c->engine, &missed, &added);
   fc_engine_status es;
   fc_engine_get_status(c->engine, fc_now_ms(), &es);
-  FC_INFO(MOD, "round %llu: %u of the cohort did not pick up their task by the deadline: %u replaced from the live pool",
+  FC_INFO(MOD,
+          "round %llu: %u of the cohort did not pick up their task by the deadline: %u replaced from the live pool",
           (unsigned long long)es.round, missed, added);
 }

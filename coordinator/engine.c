@@ -13,15 +13,10 @@
  *                                          last selected client -> AGGREGATING
  *       tick past pickup deadline       -> clients that never fetched their
  *                                          task are dropped; if too few remain
- *                                          to reach min_updates, replacements
- *                                          (below) get a new pick-up window,
- *                                          and only without enough -> ABANDON
- *       "leave" by a member that has not   -> dropped; replaced while the cohort
- *        uploaded                             is still picking up (or if the
- *                                          round would fall below min_updates),
- *                                          else the cohort shrinks; below
- *                                          min_updates with no replacement ->
- *                                          ABANDON at the next tick
+ *                                          to reach min_updates, replaced (see
+ *                                          below); only if none -> ABANDON
+ *       "leave" by a member not done    -> dropped (and see below); below
+ *                                          min_updates -> ABANDON at next tick
  *       tick past round deadline        -> received >= min_updates ?
  *                                          AGGREGATING : ABANDON
  *   With secure aggregation (cfg.secagg), TRAINING is also the advertise
@@ -36,24 +31,19 @@
  *   AGGREGATING --"finalize_failed"--> ABANDON
  *   ABANDON: the round's updates are discarded (never half-applied), the
  *       round id is burnt, and the next tick selects a fresh cohort -> WAITING.
- *   DONE: every check-in is answered DONE and the client is marked as
- *       having heard it (fc_engine_done_pending: the coordinator's drain).
- *   DONE --"add_rounds"--> WAITING
+ *   DONE (check-ins answered DONE, noted for the drain) --"add_rounds"--> WAITING
  *   Any state: "pause" (an admin) or "block" (the coordinator, while its
  *   state directory cannot be written) stops new rounds from starting; a
  *   running round ends normally.
  *
- * Replacement (leave, missed pick-up) draws a live client outside the round,
- * reproducibly from seed, round and the number drawn so far. It is allowed
- * only in TRAINING before the round deadline, never under Poisson sampling
- * (a member that was not sampled would break the DP accountant's
- * subsampling), and under secure aggregation only while no task has gone
- * out: the task carries the cohort and the client's index, which fix the
- * SecAgg session (coord_secagg.c); the coordinator then rebuilds the session
- * (the tick returns STARTED again) and check-ins wait until it has.
- *
- * A client that said Leave is not live (not selected, not counted for
- * min_clients, not waited for by the drain) until it checks in again.
+ * Leave and replacement (docs/design.md): a client that said Leave is not
+ * live until it checks in again. A member that leaves is replaced by a live
+ * client outside the round (drawn from seed, round and draws so far) while
+ * the cohort is still picking up or if the round would fall below
+ * min_updates, else the cohort shrinks; one that misses pick-up only in the
+ * latter case. Only in TRAINING before the deadline, never under Poisson
+ * sampling (DP), under SecAgg only while no task (cohort + index: the
+ * session) went out; the coordinator then rebuilds the session (tick STARTED).
  *
  * Time arithmetic saturates (deadlines of "now + a huge timeout" stay in the
  * future instead of wrapping into the past), and so do the round's counters.
@@ -629,7 +619,7 @@ int fc_engine_tick(fc_engine *e, uint64_t now_ms) {
   case FC_ENG_TRAINING: {
     if (e->lost && e->selected < e->cfg.min_updates) {
       char why[160];
-      snprintf(why, sizeof why, "only %u of the cohort remain after %u left and no replacement was found (min_updates %u)",
+      snprintf(why, sizeof why, "only %u of the cohort remain after %u left, none replaceable (min_updates %u)",
                e->selected, e->lost, e->cfg.min_updates);
       abandon(e, why, now_ms);
       return FC_TICK_ABANDON;
@@ -660,7 +650,8 @@ int fc_engine_tick(fc_engine *e, uint64_t now_ms) {
       if (e->selected < e->cfg.min_updates) {
         char why[160];
         snprintf(why, sizeof why, "only %u of the cohort picked up their task%s (min_updates %u)", e->tasked,
-                 !may ? "" : added ? " and too few live clients could replace the rest" : " and no live client could replace the rest",
+                 !may ? "" : added ? " and too few live clients could replace the rest"
+                                   : " and no live client could replace the rest",
                  e->cfg.min_updates);
         abandon(e, why, now_ms);
         return FC_TICK_ABANDON;
