@@ -155,9 +155,14 @@ static size_t g_nhosted;
 
 static void *signal_thread(void *arg) {
   (void)arg;
-  if (cli_stop_wait(-1) > 0)
+  int sig = cli_stop_wait(-1);
+  if (sig > 0) {
+    /* Stopping is not a failure: say so before the runtime's last word (a
+     * Leave, so the coordinator does not wait for us). */
+    fprintf(stderr, "fedc client: %s: stopping\n", strsignal(sig));
     for (size_t i = 0; i < g_nhosted; i++)
       if (g_hosted[i].c) fedc_client_stop(g_hosted[i].c);
+  }
   return NULL;
 }
 

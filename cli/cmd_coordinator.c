@@ -97,6 +97,7 @@ typedef struct settings {
   int grace_ms;
   int blas_threads;
   int exit_when_done;
+  uint32_t drain_ms;
 } settings;
 
 /* Where an option's value came from: file == NULL and line == 0 if never set,
@@ -350,7 +351,12 @@ static const copt options[] = {
     OPT_STR("port-file", port_file, "write the bound port here once listening (failing to is fatal)", NULL),
     OPT_RANGE("grace-ms", T_INT, grace_ms, "shutdown grace period for in-flight calls", 0, HOUR_MS),
     OPT_RANGE("blas-threads", T_INT, blas_threads, "OpenBLAS threads", 1, 1024),
-    OPT_BOOL("exit-when-done", exit_when_done, "exit once the round budget is spent"),
+    OPT_BOOL("exit-when-done", exit_when_done,
+             "exit once the round budget is spent, after every live client has heard DONE (--drain-ms)"),
+    OPT_RANGE("drain-ms", T_U32, drain_ms,
+              "with --exit-when-done: wait at most this long for live clients to hear DONE; 0 = 1.25 x the "
+              "longest retry_after handed out + 5 s, at most 120 s",
+              0, HOUR_MS),
     OPT_STR("log", log, "log level: debug|info|warn|error", check_log),
     OPT_STR("log-format", log_format,
             "text, or json: one object per line with ts, level, module, msg (and suppressed)", check_log_format),
@@ -859,7 +865,12 @@ int cmd_coordinator(int argc, char **argv) {
   for (;;) {
     sig = cli_stop_wait(200);
     if (sig > 0) break;
-    if (s.exit_when_done && fc_coord_done(coord)) break;
+    if (s.exit_when_done && fc_coord_done(coord)) {
+      /* Clients tell "finished" from "restarting" only by DONE: every live
+       * one hears it before we go (coord_drain.c). */
+      sig = fc_coord_drain(coord, s.drain_ms, cli_stop_wait);
+      break;
+    }
   }
   FC_INFO("coordinator", "%s: shutting down (grace %d ms)", sig > 0 ? strsignal(sig) : "round budget spent",
           s.grace_ms);

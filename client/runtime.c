@@ -153,9 +153,10 @@ FEDC_API void fedc_client_destroy(fedc_client *c) {
 
 FEDC_API void fedc_client_stop(fedc_client *c) {
   if (!c) return;
+  /* Under mu, so that rt_leave's uncancel (also under mu) comes after it. */
+  pthread_mutex_lock(&c->mu);
   atomic_store(&c->stop, 1);
   fc_channel_cancel_all(c->ch); /* a call in flight ends now, not at its deadline */
-  pthread_mutex_lock(&c->mu);
   pthread_cond_broadcast(&c->cv);
   pthread_mutex_unlock(&c->mu);
 }
@@ -202,6 +203,7 @@ static uint32_t told_wait(fedc_client *c, uint32_t retry_after_ms) {
 
 /* Full-jitter exponential backoff. Returns 1 if stopped or out of retries. */
 static int backoff(fedc_client *c, const char *what, const fc_status *st) {
+  if (atomic_load(&c->stop)) return 1; /* the failure is our own cancel: stopping, not retrying */
   /* A refusal that says when to come back (rate limit, busy) is the server
    * pacing us, not a failure: it does not use up max_retries. */
   if (!st->retry_after_ms) c->failures++;
@@ -462,9 +464,7 @@ out:
   return rc;
 }
 
-FEDC_API int fedc_client_run(fedc_client *c) {
-  if (!c) return FEDC_ERR_INVALID;
-  if (c->create_rc != FEDC_OK) return c->create_rc; /* create failed; last_error says why */
+static int run_rounds(fedc_client *c) {
   c->failures = 0;
   for (;;) {
     if (atomic_load(&c->stop)) {
@@ -500,11 +500,13 @@ FEDC_API int fedc_client_run(fedc_client *c) {
     }
     c->failures = 0;
     c->tls_failures = 0;
+    c->reached = 1;
     Fedc__V1__CheckInResponse *resp = (Fedc__V1__CheckInResponse *)m;
     /* At most an hour, like the trailer's: a coordinator cannot park us for days. */
     uint32_t retry = resp->retry_after_ms ? (resp->retry_after_ms < 3600000 ? resp->retry_after_ms : 3600000) : 1000;
     if (resp->action == FEDC__V1__CHECK_IN_RESPONSE__ACTION__DONE) {
       protobuf_c_message_free_unpacked(m, NULL);
+      c->heard_done = 1;
       emit(c, FEDC_EVENT_DONE, 0, "federation finished");
       return FEDC_OK;
     }
@@ -540,6 +542,14 @@ FEDC_API int fedc_client_run(fedc_client *c) {
     emit(c, FEDC_EVENT_WAITING, 0, NULL);
     rt_nap(c, retry);
   }
+}
+
+FEDC_API int fedc_client_run(fedc_client *c) {
+  if (!c) return FEDC_ERR_INVALID;
+  if (c->create_rc != FEDC_OK) return c->create_rc; /* create failed; last_error says why */
+  int rc = run_rounds(c);
+  rt_leave(c, rc);
+  return rc;
 }
 
 void fc_client_byzantine(fedc_client *c, const fc_byz_cfg *cfg) {

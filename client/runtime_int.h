@@ -54,6 +54,8 @@ struct fedc_client {
   int unclipped;       /* the round in progress: the clip stage left the update as it was (sent as
                           UpdateMeta.unclipped, Andrew et al. 2021's b_i) */
   fc_byz_cfg byz;      /* research attack (fc_client_byzantine), kind FC_BYZ_NONE normally */
+  int reached;         /* a check-in was answered: there is a coordinator to say Leave to */
+  int heard_done;      /* the coordinator said DONE: the federation finished, nothing to leave */
 };
 
 /* Research only (fedc sim): attack as cfg says (client/byzantine.h). */
@@ -74,6 +76,10 @@ int rt_upload_retrying(fedc_client *c, const Fedc__V1__Task *t, const void *payl
                        uint64_t bytes, int masked, uint64_t examples, double loss, double norm, uint64_t deadline,
                        uint64_t *bytes_out, fc_status *st);
 int rt_is_transient(int err);
+/* run() is returning rc (runtime_leave.c): unless the federation finished
+ * (DONE) or no coordinator was ever reached, tell the coordinator we leave,
+ * best-effort with a short deadline. */
+void rt_leave(fedc_client *c, int rc);
 /* Secure aggregation for task t (runtime_secagg.c): quantize -> mask (the
  * whole SecAgg exchange) -> upload of the clipped delta. FEDC_OK when our
  * masked input was accepted and our part of the unmasking was delivered. */

@@ -74,7 +74,7 @@ struct fc_coord {
   pthread_cond_t stop_cv;
   int stopping;
   uint64_t started_ms;
-  fc_method methods[9];
+  fc_method methods[10];
   /* Model downloads in flight, bounded by cfg.download_slots: each one pins
    * gRPC send buffers, so this (not the number of clients) bounds memory. */
   pthread_mutex_t dl_mu;
@@ -213,6 +213,11 @@ void coord_sa_blame_locked(fc_coord *c);
 void coord_sa_blamed_record(const fc_coord *c, fc_round_stats *r);
 /* The robust aggregator's settings from the configuration (coordinator.c). */
 void coord_robust_cfg(const fc_coord_cfg *cfg, fc_robust_cfg *r);
+/* ---- coord_leave.c ---- */
+/* The Leave handler (client role, unary, async). */
+void coord_h_leave(fc_scall *call, void *ctx);
+/* Under mu: log what the pick-up deadline's replacement did (FC_TICK_REPLACED). */
+void coord_log_replaced(fc_coord *c);
 /* The service handlers. */
 void coord_h_secagg_submit(fc_scall *call, void *ctx);
 void coord_h_secagg_poll(fc_scall *call, void *ctx);

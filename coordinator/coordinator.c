@@ -661,6 +661,8 @@ static void *driver_main(void *arg) {
       /* Masked inputs still streaming can never count now. */
       if (was_masked || act == FC_TICK_ABANDON) cancel_uploads(c, fc_engine_last_round_or_current(c));
       if (act == FC_TICK_NONE) act = FC_TICK_SA_CLOSE; /* no wait before the next tick */
+    } else if (act == FC_TICK_REPLACED) {
+      coord_log_replaced(c);
     }
     if (act == FC_TICK_ABANDON) {
       FC_WARN(MOD, "round %llu abandoned: %s", (unsigned long long)fc_engine_last_round(c->engine)->round,
@@ -1814,6 +1816,9 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
              coord_sa_submit_limit(cfg), &fedc__v1__sec_agg_submit_request__descriptor, coord_h_secagg_submit, c);
   set_method(&c->methods[8], "/fedc.v1.Coordinator/SecAggPoll", FC_RPC_UNARY, FC_ROLE_CLIENT, SMALL_MSG,
              &fedc__v1__sec_agg_poll_request__descriptor, coord_h_secagg_poll, c);
+  set_method(&c->methods[9], "/fedc.v1.Coordinator/Leave", FC_RPC_UNARY, FC_ROLE_CLIENT, SMALL_MSG,
+             &fedc__v1__leave_request__descriptor, coord_h_leave, c);
+
   /* Every input that can refuse the start is checked, and the state read,
    * before the state directory is created or changed (coord_start.c). */
   if ((rc = coord_start_listen(c, err, errlen)) != FEDC_OK) goto fail;

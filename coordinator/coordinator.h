@@ -121,6 +121,15 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
 int fc_coord_port(const fc_coord *c);
 /* 1 once the round budget is spent (state DONE). */
 int fc_coord_done(fc_coord *c);
+/* After fc_coord_done, before fc_coord_stop (coord_drain.c): keep serving
+ * until every live client has been answered DONE, at most timeout_ms (0 =
+ * fc_coord_drain_auto_ms). wait_stop(ms) (may be NULL) waits up to ms for a
+ * stop request and returns > 0 (a signal number) to end the drain early,
+ * which is returned; else 0. */
+int fc_coord_drain(fc_coord *c, uint32_t timeout_ms, int (*wait_stop)(int ms));
+/* The automatic drain timeout: 1.25 x the longest retry_after_ms handed out
+ * + 5 s, at most 120 s. */
+uint32_t fc_coord_drain_auto_ms(fc_coord *c);
 /* Stop accepting, give in-flight calls grace_ms, free everything. Accepts NULL. */
 void fc_coord_stop(fc_coord *c, int grace_ms);
 

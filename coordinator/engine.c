@@ -15,7 +15,10 @@
  *                                          last selected client -> AGGREGATING
  *       tick past pickup deadline       -> clients that never fetched their
  *                                          task are dropped; if too few remain
- *                                          to reach min_updates -> ABANDON
+ *                                          to reach min_updates, replaced (see
+ *                                          below); only if none -> ABANDON
+ *       "leave" by a member not done    -> dropped (and see below); below
+ *                                          min_updates -> ABANDON at next tick
  *       tick past round deadline        -> received >= min_updates ?
  *                                          AGGREGATING : ABANDON
  *   With secure aggregation (cfg.secagg), TRAINING is also the advertise
@@ -30,10 +33,19 @@
  *   AGGREGATING --"finalize_failed"--> ABANDON
  *   ABANDON: the round's updates are discarded (never half-applied), the
  *       round id is burnt, and the next tick selects a fresh cohort -> WAITING.
- *   DONE --"add_rounds"--> WAITING
+ *   DONE (check-ins answered DONE, noted for the drain) --"add_rounds"--> WAITING
  *   Any state: "pause" (an admin) or "block" (the coordinator, while its
  *   state directory cannot be written) stops new rounds from starting; a
  *   running round ends normally.
+ *
+ * Leave and replacement (docs/design.md): a client that said Leave is not
+ * live until it checks in again. A member that leaves is replaced by a live
+ * client outside the round (drawn from seed, round and draws so far) while
+ * the cohort is still picking up or if the round would fall below
+ * min_updates, else the cohort shrinks; one that misses pick-up only in the
+ * latter case. Only in TRAINING before the deadline, never under Poisson
+ * sampling (DP), under SecAgg only while no task (cohort + index: the
+ * session) went out; the coordinator then rebuilds the session (tick STARTED).
  *
  * Time arithmetic saturates (deadlines of "now + a huge timeout" stay in the
  * future instead of wrapping into the past), and so do the round's counters.
@@ -64,6 +76,8 @@ typedef struct client_rec {
   uint64_t checkin_at, upload_at;       /* engine time of the last refill */
   uint32_t offences;      /* secure aggregation: rounds in which it sent bad unmask shares */
   uint64_t excluded_until; /* not selected before this engine time (repeat offenders) */
+  uint8_t left;       /* said Leave: not live until it checks in again */
+  uint8_t heard_done; /* was answered DONE since the federation finished (the drain waits for it) */
 } client_rec;
 
 struct fc_engine {
@@ -98,6 +112,11 @@ struct fc_engine {
   uint64_t live_counted_at;  /* engine time of the last count (enough_live) */
   int sa_ready;              /* secure aggregation: the open stage has everything */
   double expected;           /* Poisson sampling: expected cohort of the running round */
+  uint32_t lost;             /* members of the running round that left (fc_engine_leave) */
+  uint32_t replaced;         /* replacements drawn in the running round (seeds the next draw) */
+  uint32_t missed, added;    /* the last pick-up deadline: members dropped, replacements drawn */
+  int sa_reselect;           /* secure aggregation: the cohort changed before any task went out */
+  uint32_t max_retry_ms;     /* longest retry_after a check-in was told (the drain's timeout) */
 };
 
 const char *fc_engine_state_name(int s) {
@@ -281,7 +300,7 @@ static int take_token(double *tokens, uint64_t *at, double rate, double burst, u
 }
 
 static int is_live(const fc_engine *e, const client_rec *r, uint64_t now) {
-  return add_sat(r->last_seen, e->cfg.client_ttl_ms) >= now;
+  return !r->left && add_sat(r->last_seen, e->cfg.client_ttl_ms) >= now;
 }
 
 /* Live and not excluded for repeated offences: may be selected. */
@@ -385,9 +404,46 @@ static void start_round(fc_engine *e, uint64_t now) {
   e->loss_sum = 0;
   e->started_ms = now;
   e->sa_ready = 0;
+  e->lost = e->replaced = e->missed = e->added = 0;
+  e->sa_reselect = 0;
   e->pickup_deadline = add_sat(now, e->cfg.pickup_ms);
   e->deadline = add_sat(now, e->cfg.round_ms);
   e->state = FC_ENG_TRAINING;
+}
+
+/* ---- replacement (see the file comment) ---------------------------------------- */
+
+static int replace_allowed(const fc_engine *e, uint64_t now) {
+  return e->state == FC_ENG_TRAINING && now < e->deadline && !e->cfg.poisson && (!e->cfg.secagg || e->tasked == 0);
+}
+
+static int outside_round(const fc_engine *e, const client_rec *r, uint64_t now) {
+  return selectable(e, r, now) && (r->round != e->round || r->rstate == CR_NONE);
+}
+
+/* Draw a live client outside the round into the cohort (selected, with a
+ * pick-up window of its own); NULL if there is none. O(clients). */
+static client_rec *add_replacement(fc_engine *e, uint64_t now) {
+  uint32_t n = 0;
+  for (uint32_t i = 0; i < e->nrecs; i++) n += outside_round(e, &e->recs[i], now);
+  if (!n) return NULL;
+  fc_rng rng;
+  fc_rng_seed(&rng, (e->cfg.seed * 0x9E3779B97F4A7C15ull + e->round) ^ (0xA24BAED4963EE407ull * (e->replaced + 1)));
+  uint32_t pick = (uint32_t)fc_rng_below(&rng, n);
+  for (uint32_t i = 0; i < e->nrecs; i++) {
+    client_rec *r = &e->recs[i];
+    if (!outside_round(e, r, now) || pick-- > 0) continue;
+    r->round = e->round;
+    r->rstate = CR_SELECTED;
+    e->selected++;
+    e->replaced++;
+    uint64_t until = add_sat(now, e->cfg.pickup_ms);
+    if (until > e->deadline) until = e->deadline;
+    if (until > e->pickup_deadline) e->pickup_deadline = until;
+    if (e->cfg.secagg) e->sa_reselect = 1;
+    return r;
+  }
+  return NULL;
 }
 
 /* ---- events ---------------------------------------------------------------------- */
@@ -415,12 +471,23 @@ int fc_engine_checkin(fc_engine *e, const char *client, uint64_t now_ms, fc_task
   }
   if (!take_token(&r->checkin_tokens, &r->checkin_at, e->cfg.checkin_rate, e->cfg.checkin_burst, now_ms, retry_ms)) {
     e->retry_ms = *retry_ms;
+    if (*retry_ms > e->max_retry_ms) e->max_retry_ms = *retry_ms;
     return FC_CHECKIN_RATE_LIMITED;
   }
   if (!is_live(e, r, now_ms) || r->last_seen == 0) e->live_dirty = 1;
   r->last_seen = now_ms;
+  r->left = 0;
   *retry_ms = e->cfg.poll_ms;
-  if (e->state == FC_ENG_DONE) return FC_CHECKIN_DONE;
+  if (e->cfg.poll_ms > e->max_retry_ms) e->max_retry_ms = e->cfg.poll_ms;
+  if (e->state == FC_ENG_DONE) {
+    r->heard_done = 1;
+    return FC_CHECKIN_DONE;
+  }
+  if (e->sa_reselect && e->state == FC_ENG_TRAINING && r->round == e->round && r->rstate == CR_SELECTED) {
+    /* The SecAgg session is being rebuilt for the new cohort: no task yet. */
+    *retry_ms = e->cfg.poll_ms < 100 ? e->cfg.poll_ms : 100;
+    return FC_CHECKIN_WAIT;
+  }
   if (e->state == FC_ENG_TRAINING && r->round == e->round &&
       (r->rstate == CR_SELECTED || r->rstate == CR_TASKED || r->rstate == CR_UPLOADING) && now_ms < e->deadline) {
     if (r->rstate == CR_SELECTED) {
@@ -505,6 +572,67 @@ int fc_engine_in_round(fc_engine *e, const char *client) {
 
 void fc_engine_add_bytes_out(fc_engine *e, uint64_t bytes) { e->bytes_out = add_sat(e->bytes_out, bytes); }
 
+int fc_engine_leave(fc_engine *e, const char *client, uint64_t now_ms, fc_leave_info *info) {
+  memset(info, 0, sizeof *info);
+  client_rec *r = find(e, client);
+  if (!r) return FC_LEAVE_GONE;
+  int was_live = is_live(e, r, now_ms);
+  r->left = 1;
+  int idle = was_live ? FC_LEAVE_IDLE : FC_LEAVE_GONE;
+  /* After the advertise stage (SecAgg) or once aggregating, the SecAgg core
+   * and the deadlines deal with a member that is gone. */
+  if (e->state != FC_ENG_TRAINING || r->round != e->round) return idle;
+  switch (r->rstate) {
+  case CR_SELECTED: break;
+  case CR_UPLOADING: /* its stream was cancelled: a late commit is refused (not in round) */
+    e->uploading--;
+    /* fall through */
+  case CR_TASKED: e->tasked--; break;
+  default: return idle; /* its update already counts, or it was dropped before */
+  }
+  info->round = e->round;
+  r->rstate = CR_DROPPED;
+  e->selected--;
+  e->lost++;
+  info->selected = e->selected;
+  /* While the cohort is still picking up, a replacement costs the round no
+   * time; later only one that keeps the round alive is worth the wait. */
+  if ((now_ms < e->pickup_deadline || e->selected < e->cfg.min_updates) && replace_allowed(e, now_ms)) {
+    client_rec *n = add_replacement(e, now_ms);
+    if (n) {
+      snprintf(info->replacement, sizeof info->replacement, "%s", n->name);
+      info->selected = e->selected;
+      return FC_LEAVE_REPLACED;
+    }
+  }
+  return FC_LEAVE_DROPPED;
+}
+
+void fc_engine_last_replacement(const fc_engine *e, uint32_t *missed, uint32_t *added) {
+  *missed = e->missed;
+  *added = e->added;
+}
+
+uint32_t fc_engine_done_pending(const fc_engine *e, uint64_t now_ms, const char **names, uint32_t cap) {
+  uint32_t n = 0;
+  for (uint32_t i = 0; i < e->nrecs; i++) {
+    const client_rec *r = &e->recs[i];
+    if (!is_live(e, r, now_ms) || r->heard_done) continue;
+    if (n < cap) names[n] = r->name;
+    n++;
+  }
+  return n;
+}
+
+uint32_t fc_engine_max_retry_ms(const fc_engine *e) {
+  return e->max_retry_ms > e->cfg.poll_ms ? e->max_retry_ms : e->cfg.poll_ms;
+}
+
+/* Leaving DONE: a client told DONE before must hear it again next time. */
+static void forget_done(fc_engine *e) {
+  for (uint32_t i = 0; i < e->nrecs; i++) e->recs[i].heard_done = 0;
+}
+
 int fc_engine_tick(fc_engine *e, uint64_t now_ms) {
   switch (e->state) {
   case FC_ENG_WAITING:
@@ -522,23 +650,53 @@ int fc_engine_tick(fc_engine *e, uint64_t now_ms) {
   case FC_ENG_SA_UNMASK:
     return e->sa_ready || now_ms >= e->deadline ? FC_TICK_SA_CLOSE : FC_TICK_NONE;
   case FC_ENG_TRAINING: {
+    if (e->lost && e->selected < e->cfg.min_updates) {
+      char why[160];
+      snprintf(why, sizeof why, "only %u of the cohort remain after %u left, none replaceable (min_updates %u)",
+               e->selected, e->lost, e->cfg.min_updates);
+      abandon(e, why, now_ms);
+      return FC_TICK_ABANDON;
+    }
+    if (e->sa_reselect) { /* the coordinator rebuilds the SecAgg session for the new cohort */
+      e->sa_reselect = 0;
+      return FC_TICK_STARTED;
+    }
     if (!e->cfg.secagg && e->received >= e->selected) {
       e->state = FC_ENG_AGGREGATING;
       return FC_TICK_AGGREGATE;
     }
     if (now_ms >= e->pickup_deadline && e->tasked < e->selected) {
-      /* Selected clients that never fetched their task are dropped. */
+      /* Selected clients that never fetched their task are dropped; if too
+       * few are left, replaced (with a new pick-up window) rather than the
+       * round abandoned. */
+      uint32_t missed = 0, added = 0;
       for (uint32_t i = 0; i < e->nrecs; i++) {
         client_rec *r = &e->recs[i];
-        if (r->round == e->round && r->rstate == CR_SELECTED) r->rstate = CR_DROPPED;
+        if (r->round == e->round && r->rstate == CR_SELECTED) {
+          r->rstate = CR_DROPPED;
+          missed++;
+        }
       }
       e->selected = e->tasked;
-      if (e->tasked < e->cfg.min_updates) {
+      int may = e->tasked < e->cfg.min_updates && replace_allowed(e, now_ms);
+      while (may && added < missed && add_replacement(e, now_ms)) added++;
+      if (e->selected < e->cfg.min_updates) {
         char why[160];
-        snprintf(why, sizeof why, "only %u of the cohort picked up their task (min_updates %u)", e->tasked,
+        snprintf(why, sizeof why, "only %u of the cohort picked up their task%s (min_updates %u)", e->tasked,
+                 !may ? "" : added ? " and too few live clients could replace the rest"
+                                   : " and no live client could replace the rest",
                  e->cfg.min_updates);
         abandon(e, why, now_ms);
         return FC_TICK_ABANDON;
+      }
+      if (added) {
+        e->missed = missed;
+        e->added = added;
+        if (e->sa_reselect) {
+          e->sa_reselect = 0;
+          return FC_TICK_STARTED;
+        }
+        return FC_TICK_REPLACED;
       }
       if (!e->cfg.secagg && e->received >= e->selected) {
         e->state = FC_ENG_AGGREGATING;
@@ -561,7 +719,10 @@ int fc_engine_tick(fc_engine *e, uint64_t now_ms) {
     return FC_TICK_NONE;
   }
   case FC_ENG_DONE:
-    if (!e->budget || e->completed < e->budget) e->state = FC_ENG_WAITING;
+    if (!e->budget || e->completed < e->budget) {
+      e->state = FC_ENG_WAITING;
+      forget_done(e);
+    }
     return FC_TICK_NONE;
   default: return FC_TICK_NONE;
   }
@@ -606,7 +767,8 @@ uint32_t fc_engine_cohort(const fc_engine *e, const char **out, uint32_t cap) {
   uint32_t n = 0;
   for (uint32_t i = 0; i < e->nrecs && n < cap; i++) {
     const client_rec *r = &e->recs[i];
-    if (r->round == e->round && r->rstate != CR_NONE && running(e->state)) out[n++] = r->name;
+    if (r->round == e->round && r->rstate != CR_NONE && r->rstate != CR_DROPPED && running(e->state))
+      out[n++] = r->name;
   }
   return n;
 }
@@ -650,7 +812,10 @@ void fc_engine_add_rounds(fc_engine *e, uint64_t extra) {
   if (!e->budget) return; /* unlimited already */
   if (e->budget < e->completed) e->budget = e->completed;
   e->budget = add_sat(e->budget, extra);
-  if (e->state == FC_ENG_DONE) e->state = FC_ENG_WAITING;
+  if (e->state == FC_ENG_DONE) {
+    e->state = FC_ENG_WAITING;
+    forget_done(e);
+  }
 }
 
 void fc_engine_get_status(const fc_engine *e, uint64_t now_ms, fc_engine_status *st) {

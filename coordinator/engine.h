@@ -126,6 +126,30 @@ int fc_engine_in_round(fc_engine *e, const char *client);
 /* Bytes sent to clients (model downloads) during the round. */
 void fc_engine_add_bytes_out(fc_engine *e, uint64_t bytes);
 
+/* "client X is leaving" (the Leave call): it is not live until it checks in
+ * again. A member of the running round that has not uploaded is dropped from
+ * it and, where the file comment of engine.c allows, replaced. */
+enum fc_leave_outcome {
+  FC_LEAVE_GONE = 0,     /* unknown, or not live already: nothing changed */
+  FC_LEAVE_IDLE = 1,     /* live, not in the round (or its update already counts): no longer live */
+  FC_LEAVE_DROPPED = 2,  /* dropped from the round's cohort, which shrank */
+  FC_LEAVE_REPLACED = 3, /* dropped and replaced by info->replacement */
+};
+typedef struct fc_leave_info {
+  uint64_t round;          /* the round it was dropped from (DROPPED/REPLACED), else 0 */
+  uint32_t selected;       /* the cohort now */
+  char replacement[65];
+} fc_leave_info;
+int fc_engine_leave(fc_engine *e, const char *client, uint64_t now_ms, fc_leave_info *info);
+/* The last pick-up deadline that replaced members (FC_TICK_REPLACED): how
+ * many missed it and how many replacements were drawn. */
+void fc_engine_last_replacement(const fc_engine *e, uint32_t *missed, uint32_t *added);
+/* DONE: live clients not yet answered DONE (the first `cap` names in names,
+ * valid until the next engine call); the total is returned. */
+uint32_t fc_engine_done_pending(const fc_engine *e, uint64_t now_ms, const char **names, uint32_t cap);
+/* The longest retry_after_ms a check-in was told (poll_ms or a rate limit's). */
+uint32_t fc_engine_max_retry_ms(const fc_engine *e);
+
 /* What the driver must do after a tick. */
 enum fc_tick_action {
   FC_TICK_NONE = 0,
@@ -133,8 +157,11 @@ enum fc_tick_action {
   FC_TICK_ABANDON = 2,
   FC_TICK_STARTED = 3,
   FC_TICK_SA_CLOSE = 4, /* secure aggregation: close the open stage (all in, or its deadline) */
+  FC_TICK_REPLACED = 5, /* members that missed pick-up were replaced (fc_engine_last_replacement) */
 };
-/* "time is now": start a round, close one at its deadline, ... */
+/* "time is now": start a round, close one at its deadline, ... STARTED also
+ * when a secure-aggregation cohort changed before any task went out (a
+ * replacement): the coordinator sets up the session again. */
 int fc_engine_tick(fc_engine *e, uint64_t now_ms);
 /* Secure aggregation. "everyone expected has sent this stage's message":
  * the next tick closes the stage without waiting for its deadline. */

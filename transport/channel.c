@@ -162,6 +162,13 @@ void fc_channel_cancel_all(fc_channel *c) {
   pthread_mutex_unlock(&c->calls_mu);
 }
 
+void fc_channel_uncancel(fc_channel *c) {
+  if (!c) return;
+  pthread_mutex_lock(&c->calls_mu);
+  c->cancelled = 0;
+  pthread_mutex_unlock(&c->calls_mu);
+}
+
 /* ---- status translation -------------------------------------------------------- */
 
 static int err_from_code(int code, const char *detail) {

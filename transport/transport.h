@@ -31,10 +31,10 @@
 #include <stdint.h>
 
 #define FC_PROTOCOL_MAJOR 1
-#define FC_PROTOCOL_MINOR 5 /* 1.1: StatusResponse.round_budget, storage_error; 1.2: secure aggregation;
+#define FC_PROTOCOL_MINOR 6 /* 1.1: StatusResponse.round_budget, storage_error; 1.2: secure aggregation;
                                1.3: UpdateMeta.unclipped (adaptive clipping); 1.4: signed model manifests;
                                1.5: SecAggParams.min_survivors (in the session id) and manifest format 2
-                                    (the audit head) */
+                                    (the audit head); 1.6: Leave */
 #define FC_PROTOCOL_STR_(x) #x
 #define FC_PROTOCOL_STR(x) FC_PROTOCOL_STR_(x)
 /* What clients send: "<major>.<minor>" of this build, e.g. "1.2". */
@@ -197,6 +197,10 @@ void fc_channel_destroy(fc_channel *ch);
 /* From any thread: cancel every call in flight on the channel and every call
  * started on it from now on (they end with CANCELLED / FEDC_ERR_STOPPED). */
 void fc_channel_cancel_all(fc_channel *ch);
+/* Undo fc_channel_cancel_all for calls started from now on (a stopping
+ * client's last word, client/runtime_leave.c); a later cancel_all cancels
+ * them again. */
+void fc_channel_uncancel(fc_channel *ch);
 
 /* Unary call. On FEDC_OK *resp is set (free with protobuf_c_message_free_unpacked). */
 int fc_call_unary(fc_channel *ch, const char *path, const ProtobufCMessage *req,

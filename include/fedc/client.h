@@ -13,8 +13,9 @@
  * trainer on that thread. fedc_client_stop() may be called from any thread
  * (or a signal-handling thread): it cancels the network call in flight, and
  * run() returns FEDC_ERR_STOPPED as soon as that call (or a running trainer
- * callback) returns. All other functions must not be called concurrently
- * on the same handle.
+ * callback) returns and the coordinator was told this client leaves (one
+ * call of at most 2 s, see fedc_client_run). All other functions must not be
+ * called concurrently on the same handle.
  *
  * Ownership: strings in options are copied by fedc_client_create; the
  * trainer's ctx stays owned by the caller and must outlive the handle.
@@ -170,7 +171,14 @@ FEDC_API int fedc_client_create(const fedc_client_options *o, const fedc_trainer
 /* Take part in rounds until the federation is done, max_rounds updates were
  * accepted, fedc_client_stop() was called, or a permanent error (TLS,
  * permission, version, FEDC_ERR_SHAPE from an untrainable model). Returns FEDC_OK, FEDC_ERR_STOPPED or the error;
- * fedc_client_last_error() has a sentence about it. */
+ * fedc_client_last_error() has a sentence about it.
+ * The federation is done when the coordinator answers DONE (it answers every
+ * client that checks in before it exits): that is the only way a client
+ * tells "finished" from "coordinator restarting", so an unreachable
+ * coordinator is retried max_retries times (0 = for ever) whatever happened
+ * before. On any other return after the coordinator was reached, the runtime
+ * tells it this client leaves (best-effort, at most 2 s), so it is neither
+ * waited for nor selected again. */
 FEDC_API int fedc_client_run(fedc_client *c);
 FEDC_API void fedc_client_stop(fedc_client *c);
 /* A sentence about the last error on c (never NULL; "" before any). For

@@ -1,0 +1,92 @@
+/*
+ * coord_leave.c - clients leaving and cohort members replaced (issue 21).
+ *
+ * Owns: the Leave handler (/fedc.v1.Coordinator/Leave, protocol 1.6) and
+ * the log line of a pick-up deadline that replaced members. May call: the
+ * engine (under c->mu), the audit log, the logger; nothing of the driver.
+ *
+ * Why a Leave call: without it a client stopped with Ctrl-C stayed live for
+ * the liveness window (30 s by default), was selected again, and each round
+ * it was in was abandoned at the pick-up deadline, throwing away the other
+ * members' accepted updates. Now the engine drops it at once (engine.c says
+ * when it is replaced and when the cohort shrinks); the round goes on.
+ *
+ * Records: one audit record "leave" {client, reason, outcome[, round,
+ * replacement]} when a live client leaves, appended under c->mu before the
+ * engine's change can be seen by anyone (a replacement's check-in waits on
+ * the lock), as audit.h asks. A Leave from a client that is not live (never
+ * checked in, or left already) changes nothing and records nothing, so a
+ * client cannot grow the log faster than its check-ins (rate-limited) let it.
+ * Under secure aggregation a replacement rebuilds the session: the driver
+ * does it at its next tick (the engine returns STARTED; check-ins wait).
+ */
+#include <jansson.h>
+#include <stdio.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "coordinator/audit.h"
+#include "coordinator/coord_int.h"
+
+#define MOD "coordinator"
+
+static const char *reason_name(int r) {
+  switch (r) {
+  case FEDC__V1__LEAVE_REQUEST__REASON__STOPPED: return "stopped";
+  case FEDC__V1__LEAVE_REQUEST__REASON__ROUNDS_DONE: return "rounds done";
+  case FEDC__V1__LEAVE_REQUEST__REASON__FAILED: return "failed";
+  default: return "unspecified";
+  }
+}
+
+static const char *outcome_name(int o) {
+  switch (o) {
+  case FC_LEAVE_IDLE: return "idle";
+  case FC_LEAVE_DROPPED: return "dropped";
+  case FC_LEAVE_REPLACED: return "replaced";
+  default: return "gone";
+  }
+}
+
+void coord_h_leave(fc_scall *call, void *ctx) {
+  fc_coord *c = ctx;
+  const fc_peer *peer = fc_scall_peer(call);
+  const Fedc__V1__LeaveRequest *req = (const Fedc__V1__LeaveRequest *)fc_scall_request(call);
+  if (c->audit) fc_audit_contact(c->audit, peer->name, fc_role_name(peer->role), peer->cert_sha256, peer->addr);
+  const char *why = reason_name(req->reason);
+  fc_leave_info li;
+  pthread_mutex_lock(&c->mu);
+  int out = fc_engine_leave(c->engine, peer->name, fc_now_ms(), &li);
+  if (out != FC_LEAVE_GONE) {
+    json_t *f = json_pack("{s:s,s:s,s:s}", "client", peer->name, "reason", why, "outcome", outcome_name(out));
+    if (f && li.round) json_object_set_new(f, "round", json_integer((json_int_t)li.round));
+    if (f && out == FC_LEAVE_REPLACED) json_object_set_new(f, "replacement", json_string(li.replacement));
+    fc_audit_append(c->audit, "leave", f);
+  }
+  pthread_mutex_unlock(&c->mu);
+  switch (out) {
+  case FC_LEAVE_IDLE: FC_INFO(MOD, "client %s left (%s)", peer->name, why); break;
+  case FC_LEAVE_DROPPED:
+    FC_INFO(MOD, "client %s left (%s): dropped from round %llu, whose cohort is now %u", peer->name, why,
+            (unsigned long long)li.round, li.selected);
+    break;
+  case FC_LEAVE_REPLACED:
+    FC_INFO(MOD, "client %s left (%s): replaced in round %llu by %s%s", peer->name, why, (unsigned long long)li.round,
+            li.replacement,
+            c->cfg.engine.secagg ? " (no task had gone out: the secure aggregation session restarts)" : "");
+    break;
+  default: FC_DEBUG(MOD, "leave from %s, which was not live", peer->name); break;
+  }
+  Fedc__V1__LeaveResponse resp = FEDC__V1__LEAVE_RESPONSE__INIT;
+  fc_scall_finish(call, GRPC_STATUS_OK, NULL, &resp.base);
+}
+
+void coord_log_replaced(fc_coord *c) {
+  uint32_t missed, added;
+  fc_engine_last_replacement(c->engine, &missed, &added);
+  fc_engine_status es;
+  fc_engine_get_status(c->engine, fc_now_ms(), &es);
+  FC_INFO(MOD,
+          "round %llu: %u of the cohort did not pick up their task by the deadline: %u replaced from the live pool",
+          (unsigned long long)es.round, missed, added);
+}
