@@ -1,12 +1,13 @@
 /*
  * metrics.c - the coordinator's metrics and health endpoints (metrics.h).
  */
+#include <microhttpd.h> /* first: metrics.h declares the access handler with its types */
+
 #include "coordinator/metrics.h"
 #include "transport/tls_count.h"
 
 #include <arpa/inet.h>
 #include <dirent.h>
-#include <microhttpd.h>
 #include <netdb.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -268,8 +269,8 @@ static enum MHD_Result reply(struct MHD_Connection *conn, unsigned code, char *b
   return ok;
 }
 
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
-                                  const char *version, const char *upload_data, size_t *upload_size, void **state) {
+enum MHD_Result coord_http_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                   const char *version, const char *upload_data, size_t *upload_size, void **state) {
   fc_coord *c = cls;
   (void)version;
   (void)upload_data;
@@ -325,7 +326,7 @@ int coord_http_start(fc_coord *c, const char *listen, int *port, char *why, size
   }
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
   if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
-  c->http = MHD_start_daemon(flags, 0, NULL, NULL, on_request, c, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+  c->http = MHD_start_daemon(flags, 0, NULL, NULL, coord_http_request, c, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)32, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
                              MHD_OPTION_END);
   freeaddrinfo(ai);

@@ -60,6 +60,14 @@ struct fc_coord;
  * *port. FEDC_OK or FEDC_ERR_INVALID / IO with one line in why. */
 int coord_http_start(struct fc_coord *c, const char *listen, int *port, char *why, size_t whylen);
 void coord_http_stop(struct fc_coord *c);
+#ifdef MHD_VERSION /* with <microhttpd.h> included first */
+/* The access handler coord_http_start gives libmicrohttpd (cls: the
+ * coordinator): GET or HEAD of the three paths, 405 for other methods (a
+ * body is read and dropped), 404 for other paths. Exposed for a test that
+ * drives it through a daemon of its own (tests/fuzz/fuzz_metrics_http.c). */
+enum MHD_Result coord_http_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                   const char *version, const char *upload_data, size_t *upload_size, void **state);
+#endif
 /* The /metrics body (malloc'd, NUL-terminated). */
 char *coord_metrics_text(struct fc_coord *c);
 
