@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 
 #include "client/byzantine.h"
+#include "client/secagg_client.h"
 #include "common/rng.h"
 #include "common/tensor.h"
 #include "common/manifest.h"
@@ -80,6 +81,12 @@ int rt_is_transient(int err);
  * (DONE) or no coordinator was ever reached, tell the coordinator we leave,
  * best-effort with a short deadline. */
 void rt_leave(fedc_client *c, int rc);
+/* The client core's configuration for task t's secure aggregation
+ * (runtime_secagg.c): the session parameters and the cohort (cfg->names
+ * points into t) for a model of dim parameters; the PEM fields are left
+ * NULL. FEDC_ERR_PROTOCOL if the task's SecAggParams (t->secagg, non-NULL)
+ * are malformed; the core checks the rest (fc_sa_client_create). */
+int rt_secagg_cfg(const Fedc__V1__Task *t, uint64_t dim, fc_sa_client_cfg *cfg);
 /* Secure aggregation for task t (runtime_secagg.c): quantize -> mask (the
  * whole SecAgg exchange) -> upload of the clipped delta. FEDC_OK when our
  * masked input was accepted and our part of the unmasking was delivered. */

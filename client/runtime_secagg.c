@@ -118,15 +118,13 @@ static char *read_key_pem(const char *path) {
   return buf;
 }
 
-int rt_secagg_round(fedc_client *c, const Fedc__V1__Task *t, const float *delta, uint64_t examples, double loss,
-                    double norm, uint64_t *bytes_out, fc_status *st) {
+int rt_secagg_cfg(const Fedc__V1__Task *t, uint64_t dim, fc_sa_client_cfg *cfg) {
   const Fedc__V1__SecAggParams *sp = t->secagg;
-  fc_sa_client_cfg cfg;
-  memset(&cfg, 0, sizeof cfg);
-  fc_sa_params *p = &cfg.params;
+  memset(cfg, 0, sizeof *cfg);
+  fc_sa_params *p = &cfg->params;
   if (sp->n_cohort < FC_SA_MIN_COHORT || sp->n_cohort > FC_SA_MAX_COHORT || sp->graph_seed.len != FC_SA_SEED_LEN ||
       t->model_sha256.len != 32)
-    return reject(st, "the task's secure-aggregation parameters are malformed");
+    return FEDC_ERR_PROTOCOL;
   p->round = t->round;
   p->model_version = t->model_version;
   memcpy(p->model_sha, t->model_sha256.data, 32);
@@ -136,15 +134,25 @@ int rt_secagg_round(fedc_client *c, const Fedc__V1__Task *t, const float *delta,
   memcpy(p->graph_seed, sp->graph_seed.data, FC_SA_SEED_LEN);
   p->max_weight = sp->max_weight;
   p->clip = t->clip_norm;
-  p->dim = c->model_bytes / sizeof(float);
+  p->dim = dim;
   p->scale = sp->quant_scale;
   p->dp_sigma = sp->dp_sigma;
   p->bit_scale = sp->bit_scale;
   p->dp_bit_sigma = sp->dp_bit_sigma;
   p->min_survivors = sp->min_survivors;
+  cfg->names = (const char *const *)sp->cohort;
+  cfg->index = sp->index;
+  return FEDC_OK;
+}
+
+int rt_secagg_round(fedc_client *c, const Fedc__V1__Task *t, const float *delta, uint64_t examples, double loss,
+                    double norm, uint64_t *bytes_out, fc_status *st) {
+  const Fedc__V1__SecAggParams *sp = t->secagg;
+  fc_sa_client_cfg cfg;
+  fc_sa_params *p = &cfg.params;
+  if (rt_secagg_cfg(t, c->model_bytes / sizeof(float), &cfg) != FEDC_OK)
+    return reject(st, "the task's secure-aggregation parameters are malformed");
   cfg.colluders = c->o.secagg_tolerate_colluders;
-  cfg.names = (const char *const *)sp->cohort;
-  cfg.index = sp->index;
   uint64_t stage_ms = sp->stage_deadline_ms ? sp->stage_deadline_ms : 30000;
   if (stage_ms > 3600000) stage_ms = 3600000;
   uint64_t deadline = t->deadline_unix_ms + 5 * stage_ms;

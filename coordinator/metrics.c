@@ -1,13 +1,14 @@
 /*
  * metrics.c - the coordinator's metrics and health endpoints (metrics.h).
  */
+#include <microhttpd.h> /* first: metrics.h declares the access handler with its types */
+
 #include "coordinator/metrics.h"
 #include "transport/tls_count.h"
 
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
-#include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -345,8 +346,8 @@ static enum MHD_Result reply(struct MHD_Connection *conn, unsigned code, char *b
   return ok;
 }
 
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
-                                  const char *version, const char *upload_data, size_t *upload_size, void **state) {
+enum MHD_Result coord_http_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                   const char *version, const char *upload_data, size_t *upload_size, void **state) {
   fc_coord *c = cls;
   (void)version;
   (void)upload_data;
@@ -532,7 +533,7 @@ int coord_http_start(fc_coord *c, char *why, size_t whylen) {
   int fd = c->http_fd;
   c->http_fd = -1;
   unsigned idle_s = (unsigned)((c->cfg.metrics_request_ms + 999) / 1000);
-  h->d = MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, c,
+  h->d = MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, coord_http_request, c,
                           MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
                           MHD_OPTION_CONNECTION_LIMIT, (unsigned)(HTTP_MAX_CONNS + HTTP_BACKSTOP),
                           MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)(gc.per_address + HTTP_BACKSTOP),

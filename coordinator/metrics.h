@@ -71,6 +71,14 @@ int coord_http_start(struct fc_coord *c, char *why, size_t whylen);
 void coord_http_stop(struct fc_coord *c);
 /* Connections the listener closed, by rule (FC_HG_*, http_guard.h). */
 void coord_http_closed_counts(struct fc_coord *c, uint64_t out[3]);
+#ifdef MHD_VERSION /* with <microhttpd.h> included first */
+/* The access handler coord_http_start gives libmicrohttpd (cls: the
+ * coordinator): GET or HEAD of the three paths, 405 for other methods (a
+ * body is read and dropped), 404 for other paths. Exposed for a test that
+ * drives it through a daemon of its own (tests/fuzz/fuzz_metrics_http.c). */
+enum MHD_Result coord_http_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                   const char *version, const char *upload_data, size_t *upload_size, void **state);
+#endif
 /* The /metrics body (malloc'd, NUL-terminated). */
 char *coord_metrics_text(struct fc_coord *c);
 

@@ -110,17 +110,80 @@ int fc_tensor_stream_recv(fc_ccall *call, uint64_t max_total, const uint8_t *wan
   return fc_tensor_stream_recv_signed(call, max_total, want_sha, spec, payload, total, sha_out, NULL, st);
 }
 
+void fc_stream_rx_init(fc_stream_rx *s, uint64_t max_total, const uint8_t *want_sha, int want_manifest) {
+  memset(s, 0, sizeof *s);
+  s->max_total = max_total;
+  s->want_sha = want_sha;
+  s->want_manifest = want_manifest;
+}
+
+int fc_stream_rx_msg(fc_stream_rx *s, const Fedc__V1__TensorStreamMsg *msg, char *err, size_t errlen) {
+  int rc;
+  if (!s->began) {
+    if (!msg->header) {
+      snprintf(err, errlen, "tensor stream did not start with a header");
+      return FEDC_ERR_PROTOCOL;
+    }
+    rc = fc_chunk_rx_begin_pb(&s->rx, msg->header, NULL, s->max_total, err, errlen);
+    if (rc == FEDC_OK && s->want_sha && (msg->header->sha256.len != FC_SHA256_LEN ||
+                                         !fc_digest_equal(msg->header->sha256.data, s->want_sha, FC_SHA256_LEN))) {
+      rc = FEDC_ERR_HASH;
+      snprintf(err, errlen, "model stream announces a different SHA-256 than the task");
+    }
+    const Fedc__V1__SignedManifest *sm = msg->manifest;
+    if (rc == FEDC_OK && s->want_manifest && sm)
+      rc = fc_signed_copy(sm->manifest.data, sm->manifest.len, sm->signature.data, sm->signature.len,
+                          sm->signer_certificate, strlen(sm->signer_certificate), &s->man, err, errlen);
+    if (rc == FEDC_OK && !(s->buf = malloc(s->rx.total ? s->rx.total : 1))) {
+      rc = FEDC_ERR_NOMEM;
+      snprintf(err, errlen, "cannot allocate %llu bytes for the model", (unsigned long long)s->rx.total);
+    }
+    s->began = 1;
+  } else if (!msg->chunk || msg->header || msg->manifest) {
+    rc = FEDC_ERR_PROTOCOL;
+    snprintf(err, errlen, "expected a chunk in the tensor stream");
+  } else {
+    uint64_t at = s->rx.received;
+    rc = fc_chunk_rx_feed(&s->rx, msg->chunk->offset, msg->chunk->data.data, msg->chunk->data.len, err, errlen);
+    if (rc == FEDC_OK) memcpy(s->buf + at, msg->chunk->data.data, msg->chunk->data.len);
+  }
+  return rc;
+}
+
+int fc_stream_rx_end(fc_stream_rx *s, fc_model_spec *spec, float **payload, uint64_t *total,
+                     uint8_t sha_out[FC_SHA256_LEN], fc_signed *manifest, char *err, size_t errlen) {
+  if (!s->began) {
+    snprintf(err, errlen, "empty tensor stream");
+    return FEDC_ERR_PROTOCOL;
+  }
+  int rc = fc_chunk_rx_end(&s->rx, err, errlen);
+  if (rc != FEDC_OK) return rc;
+  *spec = s->rx.spec;
+  *total = s->rx.total;
+  if (sha_out) memcpy(sha_out, s->rx.want_sha, FC_SHA256_LEN);
+  *payload = (float *)s->buf;
+  s->buf = NULL;
+  if (manifest) {
+    *manifest = s->man;
+    memset(&s->man, 0, sizeof s->man);
+  }
+  return FEDC_OK;
+}
+
+void fc_stream_rx_free(fc_stream_rx *s) {
+  fc_signed_free(&s->man);
+  fc_chunk_rx_free(&s->rx);
+  free(s->buf);
+  s->buf = NULL;
+}
+
 int fc_tensor_stream_recv_signed(fc_ccall *call, uint64_t max_total, const uint8_t *want_sha, fc_model_spec *spec,
                                  float **payload, uint64_t *total, uint8_t sha_out[FC_SHA256_LEN], fc_signed *manifest,
                                  fc_status *st) {
-  fc_signed man;
-  memset(&man, 0, sizeof man);
-  fc_chunk_rx rx;
-  memset(&rx, 0, sizeof rx);
+  fc_stream_rx s;
+  fc_stream_rx_init(&s, max_total, want_sha, manifest != NULL);
   char err[300];
-  uint8_t *buf = NULL;
-  int rc = FEDC_ERR_PROTOCOL;
-  int began = 0;
+  int rc;
   for (;;) {
     ProtobufCMessage *m = NULL;
     int r = fc_ccall_recv(call, &fedc__v1__tensor_stream_msg__descriptor, &m, st);
@@ -129,64 +192,16 @@ int fc_tensor_stream_recv_signed(fc_ccall *call, uint64_t max_total, const uint8
       goto out;
     }
     if (r == 0) break;
-    Fedc__V1__TensorStreamMsg *msg = (Fedc__V1__TensorStreamMsg *)m;
-    if (!began) {
-      if (!msg->header) {
-        fail(st, FEDC_ERR_PROTOCOL, "tensor stream did not start with a header");
-        protobuf_c_message_free_unpacked(m, NULL);
-        goto out;
-      }
-      rc = fc_chunk_rx_begin_pb(&rx, msg->header, NULL, max_total, err, sizeof err);
-      if (rc == FEDC_OK && want_sha && (msg->header->sha256.len != FC_SHA256_LEN ||
-                                        !fc_digest_equal(msg->header->sha256.data, want_sha, FC_SHA256_LEN))) {
-        rc = FEDC_ERR_HASH;
-        snprintf(err, sizeof err, "model stream announces a different SHA-256 than the task");
-      }
-      const Fedc__V1__SignedManifest *sm = msg->manifest;
-      if (rc == FEDC_OK && manifest && sm)
-        rc = fc_signed_copy(sm->manifest.data, sm->manifest.len, sm->signature.data, sm->signature.len,
-                            sm->signer_certificate, strlen(sm->signer_certificate), &man, err, sizeof err);
-      if (rc == FEDC_OK && !(buf = malloc(rx.total ? rx.total : 1))) {
-        rc = FEDC_ERR_NOMEM;
-        snprintf(err, sizeof err, "cannot allocate %llu bytes for the model", (unsigned long long)rx.total);
-      }
-      began = 1;
-    } else if (!msg->chunk || msg->header || msg->manifest) {
-      rc = FEDC_ERR_PROTOCOL;
-      snprintf(err, sizeof err, "expected a chunk in the tensor stream");
-    } else {
-      uint64_t at = rx.received;
-      rc = fc_chunk_rx_feed(&rx, msg->chunk->offset, msg->chunk->data.data, msg->chunk->data.len, err, sizeof err);
-      if (rc == FEDC_OK) memcpy(buf + at, msg->chunk->data.data, msg->chunk->data.len);
-    }
+    rc = fc_stream_rx_msg(&s, (Fedc__V1__TensorStreamMsg *)m, err, sizeof err);
     protobuf_c_message_free_unpacked(m, NULL);
     if (rc != FEDC_OK) {
       fail(st, rc, err);
       goto out;
     }
   }
-  if (!began) {
-    fail(st, FEDC_ERR_PROTOCOL, "empty tensor stream");
-    rc = FEDC_ERR_PROTOCOL;
-    goto out;
-  }
-  if ((rc = fc_chunk_rx_end(&rx, err, sizeof err)) != FEDC_OK) {
-    fail(st, rc, err);
-    goto out;
-  }
-  *spec = rx.spec;
-  *total = rx.total;
-  if (sha_out) memcpy(sha_out, rx.want_sha, FC_SHA256_LEN);
-  *payload = (float *)buf;
-  buf = NULL;
-  if (manifest) {
-    *manifest = man;
-    memset(&man, 0, sizeof man);
-  }
-  rc = FEDC_OK;
+  rc = fc_stream_rx_end(&s, spec, payload, total, sha_out, manifest, err, sizeof err);
+  if (rc != FEDC_OK) fail(st, rc, err);
 out:
-  fc_signed_free(&man);
-  fc_chunk_rx_free(&rx);
-  free(buf);
+  fc_stream_rx_free(&s);
   return rc;
 }

@@ -43,6 +43,28 @@ uint64_t fc_tensor_stream_pieces(uint64_t total, uint32_t chunk_bytes);
 int fc_tensor_stream_piece(const fc_pb_header *h, const void *payload, uint64_t total, uint32_t chunk_bytes,
                            uint64_t index, fc_stream_emit emit, void *ctx);
 
+/* The receiving end of a TensorStreamMsg stream (FetchModel, GetModel)
+ * without the call, so it can be driven by anything (fuzz_model_recv):
+ * init, one fc_stream_rx_msg per message as it arrives (stop at the first
+ * error: the stream has failed), fc_stream_rx_end when the stream ends
+ * (hands over the payload, malloc'd, and the manifest), then always free.
+ * The first message must be the header (with the manifest, kept only when
+ * want_manifest); later ones exactly one chunk each. */
+typedef struct fc_stream_rx {
+  fc_chunk_rx rx;
+  fc_signed man;           /* sent with the header (all NULL if none) */
+  uint8_t *buf;            /* the payload, rx.total bytes once begun */
+  int began;
+  uint64_t max_total;
+  const uint8_t *want_sha; /* NULL: any; else the header must announce it */
+  int want_manifest;
+} fc_stream_rx;
+void fc_stream_rx_init(fc_stream_rx *s, uint64_t max_total, const uint8_t *want_sha, int want_manifest);
+int fc_stream_rx_msg(fc_stream_rx *s, const Fedc__V1__TensorStreamMsg *msg, char *err, size_t errlen);
+int fc_stream_rx_end(fc_stream_rx *s, fc_model_spec *spec, float **payload, uint64_t *total,
+                     uint8_t sha_out[FC_SHA256_LEN], fc_signed *manifest, char *err, size_t errlen);
+void fc_stream_rx_free(fc_stream_rx *s);
+
 /* Client side of FetchModel/GetModel: receive a whole TensorStreamMsg stream
  * into a new buffer (*payload, malloc'd, caller frees), verified against the
  * header's SHA-256 and, when want_sha is given, that too. */
