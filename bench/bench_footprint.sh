@@ -33,7 +33,6 @@ SRC=$(cd "$(dirname "$0")/.." && pwd)
 case $NATIVE in /*) ;; *) NATIVE=$PWD/$NATIVE ;; esac
 [ -z "$REF" ] || case $REF in /*) ;; *) REF=$PWD/$REF ;; esac
 [ -z "$XREF" ] || case $XREF in /*) ;; *) XREF=$PWD/$XREF ;; esac
-FEDC_SOURCE_DIR=$SRC
 . "$SRC/tests/integration/lib.sh" "$NATIVE/fedc" "$NATIVE"
 make_tmp
 FMNIST=${FEDC_FMNIST_DIR:-/usr/share/datasets/fashion-mnist}

@@ -43,6 +43,7 @@ PC=$(find "$T/xprefix" -name fedc-client.pc | head -1)
 XPKG=(env PKG_CONFIG_LIBDIR="$(dirname "$PC"):/usr/lib/$triplet/pkgconfig:/usr/share/pkgconfig" PKG_CONFIG_PATH=
   "$triplet-pkg-config")
 XLIBDIR=$("${XPKG[@]}" --variable=libdir fedc-client)
+# shellcheck disable=SC2046 # word lists from pkg-config
 "$XCC" -std=c11 -Wall -Wextra -Werror $("${XPKG[@]}" --cflags fedc-client) "$FEDC_SOURCE_DIR/tests/embed/embed_example.c" \
   -o "$T/embed" $("${XPKG[@]}" --libs fedc-client) || fail "the embed example does not cross-build"
 [ "$(emulator_for "$T/embed")" = "$EMU" ] || fail "the embed example is not a $triplet program"

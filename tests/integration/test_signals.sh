@@ -14,6 +14,7 @@ command -v taskset >/dev/null || fail "taskset (util-linux) is required"
 make_pki "$T/pki" itest dev1
 make_idx "$T" 64 1
 ONE_CORE=(taskset -c 0 env OPENBLAS_NUM_THREADS=1)
+# shellcheck disable=SC2034 # read by start_coordinator (lib.sh)
 COORD_PREFIX=("${ONE_CORE[@]}")
 ADMIN=(--coordinator "" --pki "$T/pki" --name root)
 
