@@ -1,8 +1,10 @@
 /*
  * bench_train.c - speed of the built-in trainer and of the BLAS layer it
  * sits on. Prints one JSON line per result (STYLE.md, "Benchmarks"):
- *   - sgemm GFLOP/s, OpenBLAS vs the plain-C reference, on the three GEMM
- *     shapes one batch-32 step of the 784-200-200-10 MLP runs in layer 1;
+ *   - sgemm GFLOP/s of the linked kernels (fc_sgemm: OpenBLAS, or the
+ *     portable ones in a FEDC_BLAS=reference build), of the portable kernels
+ *     and of the plain-C yardstick, on the three GEMM shapes one batch-32
+ *     step of the 784-200-200-10 MLP runs in layer 1;
  *   - centralised training of that MLP on Fashion-MNIST (lr 0.05, batch 32,
  *     1 epoch, same init and seed) at 1 and 2 OpenBLAS threads: examples/s,
  *     final-epoch training loss, test accuracy.
@@ -18,6 +20,10 @@
 #include "client/trainer_mlp.h"
 #include "common/blas.h"
 #include "fedc/error.h"
+
+#ifndef FEDC_BLAS_NAME
+#define FEDC_BLAS_NAME "openblas"
+#endif
 
 static double now(void) {
   struct timespec ts;
@@ -64,10 +70,11 @@ int main(int argc, char **argv) {
   };
   for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
     double fast = gemm_rate(fc_sgemm, shapes[i].ta, shapes[i].tb, shapes[i].m, shapes[i].n, shapes[i].k, 0.3);
+    double port = gemm_rate(fc_port_sgemm, shapes[i].ta, shapes[i].tb, shapes[i].m, shapes[i].n, shapes[i].k, 0.3);
     double ref = gemm_rate(fc_ref_sgemm, shapes[i].ta, shapes[i].tb, shapes[i].m, shapes[i].n, shapes[i].k, 0.3);
-    printf("{\"bench\":\"sgemm\",\"shape\":\"%s\",\"m\":%d,\"n\":%d,\"k\":%d,\"threads\":1,"
-           "\"openblas_gflops\":%.2f,\"reference_gflops\":%.3f,\"speedup\":%.1f}\n",
-           shapes[i].what, shapes[i].m, shapes[i].n, shapes[i].k, fast, ref, fast / ref);
+    printf("{\"bench\":\"sgemm\",\"blas\":\"%s\",\"shape\":\"%s\",\"m\":%d,\"n\":%d,\"k\":%d,\"threads\":1,"
+           "\"linked_gflops\":%.2f,\"portable_gflops\":%.2f,\"reference_gflops\":%.3f,\"speedup\":%.1f}\n",
+           FEDC_BLAS_NAME, shapes[i].what, shapes[i].m, shapes[i].n, shapes[i].k, fast, port, ref, fast / ref);
     fflush(stdout);
   }
 
@@ -92,7 +99,9 @@ int main(int argc, char **argv) {
   o.batch = 32;
   o.epochs = 1;
   o.seed = 1;
-  for (int threads = 1; threads <= 2; threads++) {
+  /* A FEDC_BLAS=reference build is single-threaded. */
+  int max_threads = strcmp(FEDC_BLAS_NAME, "reference") == 0 ? 1 : 2;
+  for (int threads = 1; threads <= max_threads; threads++) {
     fc_blas_set_threads(threads);
     memcpy(params, init, np * sizeof *params);
     double loss = 0, acc = 0, test_loss = 0, t0 = now();
@@ -103,7 +112,7 @@ int main(int argc, char **argv) {
       fprintf(stderr, "bench_train: %s\n", fedc_strerror(rc));
       break;
     }
-    printf("{\"bench\":\"train_mlp\",\"model\":\"784-200-200-10\",\"dataset\":\"fashion-mnist\",\"batch\":32,"
+    printf("{\"bench\":\"train_mlp\",\"blas\":\"" FEDC_BLAS_NAME "\",\"model\":\"784-200-200-10\",\"dataset\":\"fashion-mnist\",\"batch\":32,"
            "\"lr\":0.05,\"epochs\":1,\"threads\":%d,\"seconds\":%.3f,\"examples_per_s\":%.0f,"
            "\"train_loss\":%.4f,\"test_loss\":%.4f,\"test_accuracy\":%.4f}\n",
            threads, secs, train.n / secs, loss, test_loss, acc);

@@ -63,7 +63,22 @@ static void on_stop_signal(int sig) {
   errno = saved;
 }
 
+/* Takes the signals that every other thread of ours has blocked. Without it
+ * a process whose only unblocking threads would be OpenBLAS's pool (none on
+ * one core, or with OPENBLAS_NUM_THREADS=1) leaves SIGINT/SIGTERM pending for
+ * ever. Lives as long as the process; both signals stay blocked in it. */
+static void *stop_signal_thread(void *arg) {
+  const sigset_t *set = arg;
+  for (;;) {
+    int sig = 0;
+    if (sigwait(set, &sig) == 0) on_stop_signal(sig);
+  }
+  return NULL;
+}
+
 int cli_stop_signals_install(void) {
+  static sigset_t waited;
+  static int thread_started;
   if (g_stop_pipe[0] < 0) {
     if (pipe(g_stop_pipe) != 0) return -1;
     for (int i = 0; i < 2; i++) fcntl(g_stop_pipe[i], F_SETFD, FD_CLOEXEC);
@@ -80,6 +95,20 @@ int cli_stop_signals_install(void) {
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &set, NULL);
+  if (!thread_started) {
+    waited = set;
+    pthread_t th;
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&th, &at, stop_signal_thread, &waited);
+    pthread_attr_destroy(&at);
+    if (rc != 0) {
+      errno = rc;
+      return -1;
+    }
+    thread_started = 1;
+  }
   return 0;
 }
 

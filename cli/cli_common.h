@@ -69,8 +69,11 @@ int cli_tls_resolve(cli_tls *t, const char *role, const char *prog);
  * a process-directed signal that reaches such a thread with the default action
  * kills the process instead of stopping it cleanly. So a handler (any thread)
  * writes the signal number to a pipe, and cli_stop_wait reads it. Also blocks
- * both signals in the calling thread (and so in threads it starts later).
- * Returns 0, or -1 with errno.
+ * both signals in the calling thread (and so in threads it starts later) and
+ * starts a thread of our own that takes them with sigwait() and writes the
+ * same pipe: with no OpenBLAS pool threads (one core, OPENBLAS_NUM_THREADS=1)
+ * no thread would take them otherwise, and they would stay pending for ever.
+ * Call before any other thread starts. Returns 0, or -1 with errno.
  */
 int cli_stop_signals_install(void);
 /* Wait up to timeout_ms (-1 = forever) for a stop signal: its number, or 0. */

@@ -1,5 +1,7 @@
 /*
  * fedc.c - `fedc <subcommand>`: main() only dispatches (WireGuard's wg.c).
+ * A client-only build (FEDC_BUILD_COORDINATOR=OFF, FEDC_CLIENT_ONLY here)
+ * has no coordinator, sim or audit: their code is not linked.
  */
 #include <stdio.h>
 #include <string.h>
@@ -14,9 +16,13 @@ static const struct {
   int (*fn)(int, char **);
   const char *help;
 } subcommands[] = {
+#ifndef FEDC_CLIENT_ONLY
     {"coordinator", cmd_coordinator, "run the coordinator server"},
+#endif
     {"client", cmd_client, "run one client with the built-in trainers"},
+#ifndef FEDC_CLIENT_ONLY
     {"sim", cmd_sim, "simulate a federation: coordinator + N clients on 127.0.0.1"},
+#endif
     {"status", cmd_status, "show a running coordinator's state (admin)"},
     {"rounds", cmd_rounds, "list rounds with their metrics (admin)"},
     {"round", cmd_round, "start | pause | resume rounds (admin)"},
@@ -24,7 +30,9 @@ static const struct {
     {"pki", cmd_pki, "init a federation CA; issue client/admin certificates"},
     {"secagg-params", cmd_secagg_params, "safe SecAgg+ neighbours k and threshold t for a cohort"},
     {"dp-budget", cmd_dp_budget, "client-level (epsilon, delta) of DP-FedAvg over rounds"},
+#ifndef FEDC_CLIENT_ONLY
     {"audit", cmd_audit, "verify | show the coordinator's hash-chained audit log"},
+#endif
     {"version", cmd_version, "print version information"},
 };
 

@@ -222,6 +222,12 @@ static int backoff(fedc_client *c, const char *what, const fc_status *st) {
 }
 
 static int fetch_model(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
+  /* The cached version is superseded: drop it before the new one arrives, so
+   * two models are never held at once (docs/operations.md, "Footprint"). A
+   * failed fetch leaves no model cached; the next task fetches again. */
+  free(c->weights);
+  c->weights = NULL;
+  c->have_model = 0;
   Fedc__V1__FetchModelRequest req = FEDC__V1__FETCH_MODEL_REQUEST__INIT;
   req.version = t->model_version;
   fc_ccall *call = NULL;
@@ -250,7 +256,6 @@ static int fetch_model(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
     free(data);
     return rc;
   }
-  free(c->weights);
   c->weights = data;
   c->spec = spec;
   c->model_bytes = total;

@@ -1,5 +1,7 @@
 /*
- * blas.c - OpenBLAS wrappers and the plain-C reference kernels behind blas.h.
+ * blas.c - OpenBLAS wrappers (or, with FEDC_BLAS=reference, calls to the
+ * portable kernels of blas_portable.c) and the plain-C reference kernels
+ * behind blas.h.
  *
  * Why wrappers at all: one place decides which BLAS fedc links, the rest of
  * the tree never includes cblas.h, and every kernel has a slow, obviously
@@ -18,12 +20,40 @@
  */
 #include "common/blas.h"
 
+#ifndef FEDC_BLAS_REFERENCE
 #include <cblas.h>
+#endif
 #include <limits.h>
 #include <math.h>
 
-/* ---- OpenBLAS wrappers ---------------------------------------------------- */
+/* ---- OpenBLAS wrappers (or the portable kernels) ------------------------------ */
 
+#ifdef FEDC_BLAS_REFERENCE
+/* FEDC_BLAS=reference: no OpenBLAS in the link; blas_portable.c does the work. */
+void fc_sgemm(int layout, int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
+              const float *b, int ldb, float beta, float *c, int ldc) {
+  fc_port_sgemm(layout, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void fc_sgemv(int layout, int trans, int m, int n, float alpha, const float *a, int lda, const float *x, int incx,
+              float beta, float *y, int incy) {
+  fc_port_sgemv(layout, trans, m, n, alpha, a, lda, x, incx, beta, y, incy);
+}
+
+void fc_saxpy(int n, float alpha, const float *x, int incx, float *y, int incy) {
+  fc_port_saxpy(n, alpha, x, incx, y, incy);
+}
+
+void fc_sscal(int n, float alpha, float *x, int incx) { fc_port_sscal(n, alpha, x, incx); }
+
+float fc_sdot(int n, const float *x, int incx, const float *y, int incy) { return fc_port_sdot(n, x, incx, y, incy); }
+
+float fc_snrm2(int n, const float *x, int incx) { return fc_port_snrm2(n, x, incx); }
+
+void fc_blas_set_threads(int n) { (void)n; }
+
+int fc_blas_get_threads(void) { return 1; }
+#else
 void fc_sgemm(int layout, int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
               const float *b, int ldb, float beta, float *c, int ldc) {
   cblas_sgemm((enum CBLAS_ORDER)layout, (enum CBLAS_TRANSPOSE)trans_a, (enum CBLAS_TRANSPOSE)trans_b, m, n, k, alpha,
@@ -48,6 +78,7 @@ float fc_snrm2(int n, const float *x, int incx) { return cblas_snrm2(n, x, incx)
 void fc_blas_set_threads(int n) { openblas_set_num_threads(n < 1 ? 1 : n); }
 
 int fc_blas_get_threads(void) { return openblas_get_num_threads(); }
+#endif
 
 /* ---- references ------------------------------------------------------------ */
 

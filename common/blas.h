@@ -3,7 +3,9 @@
  * through here, with CBLAS argument conventions (layout, transposes, leading
  * dimensions, increments, all as in cblas_sgemm & co.).
  *
- * fc_s*() call OpenBLAS; fc_ref_s*() are plain-C reference kernels with the
+ * fc_s*() call OpenBLAS (FEDC_BLAS=openblas, the default) or the portable
+ * kernels fc_port_s*() (FEDC_BLAS=reference: a device build without OpenBLAS
+ * and libgfortran); fc_ref_s*() are plain-C reference kernels with the
  * same arguments and the same BLAS semantics (beta == 0 means "do not read
  * C/y", so NaN in an uninitialised output does not propagate; negative vector
  * increments walk from the end as in reference BLAS). tests/unit/test_blas.c
@@ -48,13 +50,26 @@ void fc_ref_sscal(int n, float alpha, float *x, int incx);
 float fc_ref_sdot(int n, const float *x, int incx, const float *y, int incy);
 float fc_ref_snrm2(int n, const float *x, int incx);
 
+/* Portable kernels (blas_portable.c): same arguments and semantics, float
+ * sums in a fixed order, fast enough to train with; in every build, so
+ * test_blas.c holds them against the references. */
+void fc_port_sgemm(int layout, int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
+                   const float *b, int ldb, float beta, float *c, int ldc);
+void fc_port_sgemv(int layout, int trans, int m, int n, float alpha, const float *a, int lda, const float *x,
+                   int incx, float beta, float *y, int incy);
+void fc_port_saxpy(int n, float alpha, const float *x, int incx, float *y, int incy);
+void fc_port_sscal(int n, float alpha, float *x, int incx);
+float fc_port_sdot(int n, const float *x, int incx, const float *y, int incy);
+float fc_port_snrm2(int n, const float *x, int incx);
+
 /* L2 norm of a flat buffer of any length, accumulated in double (used for
  * update clipping, where the result must not depend on thread count). */
 double fc_l2_norm(const float *x, size_t n);
 /* x *= a over a flat buffer of any length (chunks of INT_MAX for BLAS). */
 void fc_scale(float *x, size_t n, float a);
 
-/* Set the OpenBLAS thread count. Programs only; never called by the library. */
+/* Set the OpenBLAS thread count. Programs only; never called by the library.
+ * A FEDC_BLAS=reference build is single-threaded: set does nothing, get is 1. */
 void fc_blas_set_threads(int n);
 int fc_blas_get_threads(void);
 

@@ -40,19 +40,39 @@ float fc_rng_uniform(fc_rng *r) { return (float)(fc_rng_u64(r) >> 40) * 0x1.0p-2
 
 double fc_rng_uniform_double(fc_rng *r) { return (double)(fc_rng_u64(r) >> 11) * 0x1.0p-53; }
 
+/* The 128-bit product a * b as (high, low) 64-bit halves. A compiler with
+ * a 128-bit type does it in one or two instructions; the portable form
+ * (schoolbook on 32-bit halves) is for targets without one (armhf) and is
+ * exact, so both give the same stream (test_rng.c holds them together). */
+void fc_mul_u64_portable(uint64_t a, uint64_t b, uint64_t *hi, uint64_t *lo) {
+  uint64_t a_lo = (uint32_t)a, a_hi = a >> 32, b_lo = (uint32_t)b, b_hi = b >> 32;
+  uint64_t ll = a_lo * b_lo, lh = a_lo * b_hi, hl = a_hi * b_lo, hh = a_hi * b_hi;
+  /* The middle column: at most 3 * (2^32 - 1), no overflow in 64 bits. */
+  uint64_t mid = (ll >> 32) + (uint32_t)lh + (uint32_t)hl;
+  *lo = (mid << 32) | (uint32_t)ll;
+  *hi = hh + (lh >> 32) + (hl >> 32) + (mid >> 32);
+}
+
+static inline void mul_u64(uint64_t a, uint64_t b, uint64_t *hi, uint64_t *lo) {
+#if defined(__SIZEOF_INT128__) && !defined(FEDC_RNG_PORTABLE)
+  unsigned __int128 m = (unsigned __int128)a * b;
+  *hi = (uint64_t)(m >> 64);
+  *lo = (uint64_t)m;
+#else
+  fc_mul_u64_portable(a, b, hi, lo);
+#endif
+}
+
 uint64_t fc_rng_below(fc_rng *r, uint64_t bound) {
   if (bound <= 1) return 0;
   /* Lemire's multiply-shift with rejection of the biased low region. */
-  unsigned __int128 m = (unsigned __int128)fc_rng_u64(r) * bound;
-  uint64_t low = (uint64_t)m;
+  uint64_t hi, low;
+  mul_u64(fc_rng_u64(r), bound, &hi, &low);
   if (low < bound) {
     uint64_t threshold = -bound % bound;
-    while (low < threshold) {
-      m = (unsigned __int128)fc_rng_u64(r) * bound;
-      low = (uint64_t)m;
-    }
+    while (low < threshold) mul_u64(fc_rng_u64(r), bound, &hi, &low);
   }
-  return (uint64_t)(m >> 64);
+  return hi;
 }
 
 double fc_rng_normal(fc_rng *r) {

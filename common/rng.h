@@ -32,6 +32,9 @@ double fc_rng_normal(fc_rng *r);
 /* Gamma(shape, 1) for shape > 0 (Marsaglia & Tsang 2000; shape < 1 via the
  * Gamma(shape+1) * U^(1/shape) boost). May return 0 for tiny shapes. */
 double fc_rng_gamma(fc_rng *r, double shape);
+/* The full 128-bit product of a and b, without a 128-bit type (for tests:
+ * fc_rng_below uses the compiler's 128-bit type where there is one). */
+void fc_mul_u64_portable(uint64_t a, uint64_t b, uint64_t *hi, uint64_t *lo);
 /* Fisher-Yates shuffle of a u32 array. */
 void fc_rng_shuffle_u32(fc_rng *r, uint32_t *a, uint32_t n);
 

@@ -20,7 +20,11 @@
 #   start_bg NAME CMD...         run CMD in the background, output to $T/NAME.log;
 #                                sets BG_PID
 #   start_coordinator ARGS...    fedc coordinator on 127.0.0.1:<free port>; sets
-#                                COORD_PID, COORD_PORT, COORD_ADDR
+#                                COORD_PID, COORD_PORT, COORD_ADDR; words in the
+#                                array COORD_PREFIX go before it (e.g. taskset -c 0)
+#   emulator_for FILE            the emulator FILE needs here (qemu-aarch64 for an
+#                                arm64 ELF, qemu-arm for armhf), nothing if native
+#   start_target NAME FILE ARGS... start_bg NAME FILE ARGS under emulator_for FILE
 #   wait_for CMD... TIMEOUT_S    poll CMD until it succeeds; 1 on timeout
 #   fail MSG...                  print MSG and the tail of every log; exit 1
 #   assert_contains FILE TEXT    fail unless FILE contains TEXT (fixed string)
@@ -42,6 +46,7 @@ WATCHDOG_PID=""
 COORD_PID=""
 COORD_PORT=""
 COORD_ADDR=""
+COORD_PREFIX=()
 
 _lib_cleanup() {
   local rc=$?
@@ -96,7 +101,8 @@ start_bg() {
 # the port file (written once the server listens).
 start_coordinator() {
   rm -f "$T/port"
-  start_bg coord "$FEDC" coordinator --listen 127.0.0.1:0 --port-file "$T/port" "$@"
+  start_bg coord ${COORD_PREFIX[@]+"${COORD_PREFIX[@]}"} "$FEDC" coordinator --listen 127.0.0.1:0 \
+    --port-file "$T/port" "$@"
   COORD_PID=$BG_PID
   local deadline=$((SECONDS + 20)) port=""
   while :; do
@@ -110,6 +116,32 @@ start_coordinator() {
   done
   COORD_PORT=$port
   COORD_ADDR=127.0.0.1:$port
+}
+
+# emulator_for FILE : prints the emulator that runs the program FILE on this
+# machine, or nothing when it is native. Called explicitly (binfmt_misc may be
+# absent) and without -L: the target's libraries come from the multiarch
+# directories (cmake/toolchain-cross-common.cmake says why).
+emulator_for() {
+  local machine host
+  machine=$(LC_ALL=C readelf -h "$1" 2>/dev/null | sed -n 's/^ *Machine: *//p')
+  host=$(LC_ALL=C readelf -h /bin/sh 2>/dev/null | sed -n 's/^ *Machine: *//p')
+  [ -n "$machine" ] || { echo "lib.sh: $1 is not an ELF program" >&2; return 1; }
+  [ "$machine" = "$host" ] && return 0
+  case $machine in
+  AArch64) echo qemu-aarch64 ;;
+  ARM) echo qemu-arm ;;
+  *) echo "lib.sh: no emulator known for $machine ($1)" >&2; return 1 ;;
+  esac
+}
+
+# start_target NAME FILE ARGS... : start_bg NAME FILE ARGS..., under its
+# emulator when FILE is built for another architecture.
+start_target() {
+  local name=$1 file=$2 emu
+  shift 2
+  emu=$(emulator_for "$file") || fail "cannot run $file here"
+  if [ -n "$emu" ]; then start_bg "$name" "$emu" "$file" "$@"; else start_bg "$name" "$file" "$@"; fi
 }
 
 # wait_for CMD... TIMEOUT_S : run CMD (output discarded) every 0.2 s until it

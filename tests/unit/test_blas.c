@@ -1,8 +1,11 @@
 /*
- * test_blas.c - the OpenBLAS wrappers against the plain-C references on
- * random shapes: both layouts, all transposes, padded leading dimensions,
- * alpha/beta including 0, negative and strided increments, and beta == 0 on
- * an output full of NaN (must be overwritten, not read).
+ * test_blas.c - the kernels fc_s*() run (OpenBLAS, or the portable ones in
+ * a FEDC_BLAS=reference build) and the portable kernels fc_port_s*() (in
+ * every build) against the plain-C references on random shapes: both
+ * layouts, all transposes, padded leading dimensions, alpha/beta including
+ * 0, negative and strided increments, and beta == 0 on an output full of NaN
+ * (must be overwritten, not read). Shapes reach past the portable GEMM's
+ * 64 x 128 panel in k and n.
  */
 #include <math.h>
 #include <stdint.h>
@@ -39,14 +42,29 @@ static double rel_err(const float *a, const float *b, size_t n) {
   return maxd / (1.0 + maxb);
 }
 
-static void test_gemm(void) {
+/* One kernel set under test. */
+typedef struct kernels {
+  const char *name;
+  void (*gemm)(int, int, int, int, int, int, float, const float *, int, const float *, int, float, float *, int);
+  void (*gemv)(int, int, int, int, float, const float *, int, const float *, int, float, float *, int);
+  void (*axpy)(int, float, const float *, int, float *, int);
+  void (*scal)(int, float, float *, int);
+  float (*dot)(int, const float *, int, const float *, int);
+  float (*nrm2)(int, const float *, int);
+} kernels;
+
+static const kernels k_blas = {"fc_s", fc_sgemm, fc_sgemv, fc_saxpy, fc_sscal, fc_sdot, fc_snrm2};
+static const kernels k_port = {"fc_port_s", fc_port_sgemm, fc_port_sgemv, fc_port_saxpy,
+                               fc_port_sscal, fc_port_sdot, fc_port_snrm2};
+
+static void test_gemm(const kernels *kn) {
   static const float alphas[] = {1.0f, -0.7f, 0.0f};
   static const float betas[] = {0.0f, 0.5f, 1.0f};
   int fails = 0, runs = 0;
   for (int it = 0; it < 300; it++) {
     int layout = rnd() & 1 ? FC_ROW_MAJOR : FC_COL_MAJOR;
     int ta = rnd() & 1 ? FC_TRANS : FC_NO_TRANS, tb = rnd() & 1 ? FC_TRANS : FC_NO_TRANS;
-    int m = rnd_int(1, 40), n = rnd_int(1, 40), k = rnd_int(1, 70);
+    int m = rnd_int(1, 40), n = rnd_int(1, it % 10 == 0 ? 300 : 40), k = rnd_int(1, it % 7 == 0 ? 200 : 70);
     float alpha = alphas[rnd() % 3], beta = betas[rnd() % 3];
     /* Stored shapes (rows x cols in the given layout's sense) of A, B, C. */
     int ar = ta == FC_TRANS ? k : m, ac = ta == FC_TRANS ? m : k;
@@ -61,7 +79,7 @@ static void test_gemm(void) {
       for (size_t i = 0; i < csz; i++) c1[i] = NAN;
     /* Padding columns of C are never touched by either: make them equal. */
     for (size_t i = 0; i < csz; i++) c2[i] = c1[i];
-    fc_sgemm(layout, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c1, ldc);
+    kn->gemm(layout, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c1, ldc);
     fc_ref_sgemm(layout, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c2, ldc);
     /* Compare the m x n logical block only. */
     double worst = 0;
@@ -74,8 +92,8 @@ static void test_gemm(void) {
     runs++;
     if (!(worst < 1e-5)) {
       fails++;
-      fprintf(stderr, "gemm layout=%d ta=%d tb=%d m=%d n=%d k=%d alpha=%g beta=%g err=%g\n", layout, ta, tb, m, n, k,
-              alpha, beta, worst);
+      fprintf(stderr, "%sgemm layout=%d ta=%d tb=%d m=%d n=%d k=%d alpha=%g beta=%g err=%g\n", kn->name, layout,
+              ta, tb, m, n, k, alpha, beta, worst);
     }
     free(a);
     free(b);
@@ -86,7 +104,7 @@ static void test_gemm(void) {
   CHECK(runs == 300);
 }
 
-static void test_gemv(void) {
+static void test_gemv(const kernels *kn) {
   int fails = 0;
   for (int it = 0; it < 300; it++) {
     int layout = rnd() & 1 ? FC_ROW_MAJOR : FC_COL_MAJOR, trans = rnd() & 1 ? FC_TRANS : FC_NO_TRANS;
@@ -102,13 +120,13 @@ static void test_gemv(void) {
     if (beta == 0.0f)
       for (size_t i = 0; i < ysz; i += abs(incy)) y1[i] = NAN;
     for (size_t i = 0; i < ysz; i++) y2[i] = y1[i];
-    fc_sgemv(layout, trans, m, n, alpha, a, lda, x, incx, beta, y1, incy);
+    kn->gemv(layout, trans, m, n, alpha, a, lda, x, incx, beta, y1, incy);
     fc_ref_sgemv(layout, trans, m, n, alpha, a, lda, x, incx, beta, y2, incy);
     double e = rel_err(y1, y2, ysz);
     if (!(e < 1e-5)) {
       fails++;
-      fprintf(stderr, "gemv layout=%d trans=%d m=%d n=%d incx=%d incy=%d alpha=%g beta=%g err=%g\n", layout, trans, m,
-              n, incx, incy, alpha, beta, e);
+      fprintf(stderr, "%sgemv layout=%d trans=%d m=%d n=%d incx=%d incy=%d alpha=%g beta=%g err=%g\n", kn->name,
+              layout, trans, m, n, incx, incy, alpha, beta, e);
     }
     free(a);
     free(x);
@@ -118,7 +136,7 @@ static void test_gemv(void) {
   CHECK_EQ_INT(fails, 0);
 }
 
-static void test_level1(void) {
+static void test_level1(const kernels *kn) {
   int fails = 0;
   for (int it = 0; it < 200; it++) {
     int n = rnd_int(0, 1000);
@@ -128,21 +146,21 @@ static void test_level1(void) {
     for (size_t i = 0; i < ysz; i++) y2[i] = y1[i];
     float alpha = rnd_f();
 
-    fc_saxpy(n, alpha, x, incx, y1, incy);
+    kn->axpy(n, alpha, x, incx, y1, incy);
     fc_ref_saxpy(n, alpha, x, incx, y2, incy);
     if (!(rel_err(y1, y2, ysz) < 1e-6)) fails++, fprintf(stderr, "saxpy n=%d incx=%d incy=%d\n", n, incx, incy);
 
-    float d1 = fc_sdot(n, x, incx, y1, incy), d2 = fc_ref_sdot(n, x, incx, y1, incy);
+    float d1 = kn->dot(n, x, incx, y1, incy), d2 = fc_ref_sdot(n, x, incx, y1, incy);
     if (!(fabsf(d1 - d2) <= 1e-4f * (1.0f + fabsf(d2)) + 1e-5f * (float)n))
       fails++, fprintf(stderr, "sdot n=%d %g vs %g\n", n, d1, d2);
 
     int pinc = abs(incx); /* sscal / snrm2: positive increments only, as documented */
-    float n1 = fc_snrm2(n, x, pinc), n2 = fc_ref_snrm2(n, x, pinc);
+    float n1 = kn->nrm2(n, x, pinc), n2 = fc_ref_snrm2(n, x, pinc);
     if (!(fabsf(n1 - n2) <= 1e-5f * (1.0f + n2))) fails++, fprintf(stderr, "snrm2 n=%d %g vs %g\n", n, n1, n2);
 
     float *x2 = malloc(xsz * sizeof *x2);
     for (size_t i = 0; i < xsz; i++) x2[i] = x[i];
-    fc_sscal(n, alpha, x, pinc);
+    kn->scal(n, alpha, x, pinc);
     fc_ref_sscal(n, alpha, x2, pinc);
     if (!(rel_err(x, x2, xsz) == 0.0)) fails++, fprintf(stderr, "sscal n=%d inc=%d\n", n, pinc);
     free(x2);
@@ -175,9 +193,12 @@ static void test_helpers(void) {
 int main(void) {
   fc_blas_set_threads(1);
   CHECK_EQ_INT(fc_blas_get_threads(), 1);
-  test_gemm();
-  test_gemv();
-  test_level1();
+  const kernels *sets[] = {&k_blas, &k_port};
+  for (int i = 0; i < 2; i++) {
+    test_gemm(sets[i]);
+    test_gemv(sets[i]);
+    test_level1(sets[i]);
+  }
   test_helpers();
   return CHECK_DONE();
 }
