@@ -29,6 +29,8 @@
 #include "crypto/sha256.h"
 #include "fedc/error.h"
 #include "fedc/v1/fedc.pb-c.h"
+#include "bench/grpc_bare.h"
+#include "crypto/pki.h"
 #include "tests/support/testsvc.h"
 #include "transport/tensor_stream.h"
 
@@ -94,12 +96,12 @@ static double download_once(fc_channel *ch, uint64_t bytes) {
   return t;
 }
 
-static void report(const char *dir, unsigned mib, double seconds, double memcpy_s) {
+static void report(const char *dir, unsigned mib, double seconds, double memcpy_s, double bare_s) {
   double bytes = (double)mib * MIB;
-  double rate = bytes / seconds / 1e6, mrate = bytes / memcpy_s / 1e6;
+  double rate = bytes / seconds / 1e6, mrate = bytes / memcpy_s / 1e6, brate = bytes / bare_s / 1e6;
   printf("{\"bench\":\"transport\",\"dir\":\"%s\",\"mib\":%u,\"seconds\":%.6f,\"mb_per_s\":%.1f,"
-         "\"memcpy_mb_per_s\":%.1f,\"ratio\":%.4f}\n",
-         dir, mib, seconds, rate, mrate, rate / mrate);
+         "\"bare_grpc_mb_per_s\":%.1f,\"ratio_vs_bare\":%.3f,\"memcpy_mb_per_s\":%.1f,\"ratio\":%.4f}\n",
+         dir, mib, seconds, rate, brate, rate / brate, mrate, rate / mrate);
   fflush(stdout);
 }
 
@@ -110,12 +112,35 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
   return remove(path);
 }
 
+/* Best of REPS of fedc and of the bare probe, alternated so both see the
+ * same load; 0 and the two best times, or 1 on a failure. */
+static int measure(fc_channel *ch, bare_client *bc, int upload, unsigned mib, const float *payload,
+                   const uint8_t *sha, void *dst, double *best, double *bare_best) {
+  uint64_t bytes = (uint64_t)mib * MIB;
+  *best = *bare_best = 1e9;
+  for (int r = 0; r < REPS; r++) {
+    double t = upload ? upload_once(ch, payload, bytes, sha) : download_once(ch, bytes);
+    double b = upload ? bare_upload(bc, payload, bytes, MIB + 16) : bare_download(bc, dst, bytes, MIB + 16);
+    if (t < 0 || b < 0) {
+      if (b < 0) fprintf(stderr, "bare gRPC %s failed\n", upload ? "upload" : "download");
+      return 1;
+    }
+    fprintf(stderr, "%-8s %4u MiB run %d: fedc %.3f s, bare gRPC %.3f s\n", upload ? "upload" : "download", mib,
+            r + 1, t, b);
+    if (t < *best) *best = t;
+    if (b < *bare_best) *bare_best = b;
+  }
+  return 0;
+}
+
 int main(void) {
   static const unsigned sizes[] = {1, 16, 128};
   char root[] = "/tmp/fedc-bench-transport-XXXXXX";
   int status = 1;
   fc_server *s = NULL;
   fc_channel *ch = NULL;
+  bare_server *bs = NULL;
+  bare_client *bc = NULL;
   if (!mkdtemp(root)) {
     perror("mkdtemp");
     return 1;
@@ -125,54 +150,47 @@ int main(void) {
   fc_transport_init();
   if (!(s = ts_start(root, 4))) goto out_grpc;
   if (!(ch = ts_channel(root, fc_server_port(s), "client", "alice"))) goto out_grpc;
+  {
+    char ca[600], crt[600], key[600], ccrt[600], ckey[600];
+    snprintf(ca, sizeof ca, "%s/%s", root, FC_PKI_CA_CERT);
+    snprintf(crt, sizeof crt, "%s/%s", root, FC_PKI_COORD_CERT);
+    snprintf(key, sizeof key, "%s/%s", root, FC_PKI_COORD_KEY);
+    ts_leaf(root, "client", "alice", ccrt, sizeof ccrt, ckey, sizeof ckey);
+    if (!(bs = bare_server_start(ca, crt, key))) goto out_grpc;
+    if (!(bc = bare_client_new(ca, ccrt, ckey, bare_server_port(bs)))) goto out_grpc;
+  }
 
   status = 0;
   for (size_t i = 0; i < sizeof sizes / sizeof sizes[0] && status == 0; i++) {
     unsigned mib = sizes[i];
     uint64_t bytes = (uint64_t)mib * MIB;
     double mc = best_memcpy(bytes);
-
     float *payload = malloc(bytes);
+    void *dst = malloc(bytes);
     uint8_t sha[FC_SHA256_LEN];
-    if (!payload) {
+    double best, bare;
+    if (!payload || !dst) {
+      free(payload);
+      free(dst);
       status = 1;
       break;
     }
     ts_pattern(payload, bytes / 4);
+    memset(dst, 0, bytes);
     fc_payload_sha256(payload, bytes, sha);
-    double best = 1e9;
-    for (int r = 0; r < REPS; r++) {
-      double t = upload_once(ch, payload, bytes, sha);
-      if (t < 0) {
-        status = 1;
-        break;
-      }
-      fprintf(stderr, "upload   %4u MiB run %d: %.3f s\n", mib, r + 1, t);
-      if (t < best) best = t;
-    }
+    /* warm-up: builds the Source's cached payload and the bare server's */
+    if (download_once(ch, bytes) < 0 || bare_download(bc, dst, bytes, MIB + 16) < 0) status = 1;
+    if (!status && !(status = measure(ch, bc, 1, mib, payload, sha, dst, &best, &bare)))
+      report("upload", mib, best, mc, bare);
+    if (!status && !(status = measure(ch, bc, 0, mib, payload, sha, dst, &best, &bare)))
+      report("download", mib, best, mc, bare);
     free(payload);
-    if (status) break;
-    report("upload", mib, best, mc);
-
-    if (download_once(ch, bytes) < 0) { /* warm-up: builds the server's cached payload */
-      status = 1;
-      break;
-    }
-    best = 1e9;
-    for (int r = 0; r < REPS; r++) {
-      double t = download_once(ch, bytes);
-      if (t < 0) {
-        status = 1;
-        break;
-      }
-      fprintf(stderr, "download %4u MiB run %d: %.3f s\n", mib, r + 1, t);
-      if (t < best) best = t;
-    }
-    if (status) break;
-    report("download", mib, best, mc);
+    free(dst);
   }
 
 out_grpc:
+  bare_client_free(bc);
+  bare_server_stop(bs);
   fc_channel_destroy(ch);
   ts_stop(s, 1000);
   fc_transport_shutdown();
