@@ -54,5 +54,16 @@ int fc_tensor_stream_recv(fc_ccall *call, uint64_t max_total, const uint8_t *wan
 int fc_tensor_stream_recv_signed(fc_ccall *call, uint64_t max_total, const uint8_t *want_sha, fc_model_spec *spec,
                                  float **payload, uint64_t *total, uint8_t sha_out[FC_SHA256_LEN], fc_signed *manifest,
                                  fc_status *st);
+/* The same into a buffer the caller keeps between streams: *buf holds *cap
+ * bytes (NULL and 0: none yet). A stream larger than *cap gets a new buffer
+ * (the old one freed, *buf and *cap updated) before any chunk is written.
+ * The caller owns *buf after every call; it holds the payload only on
+ * FEDC_OK (on an error, any prefix of it may have been overwritten).
+ * Why: a fresh buffer costs a page fault per 4 KiB on first touch, about
+ * 2 ms per MiB on the project's VMs, as much as the transfer itself
+ * (docs/results.md, "Transport"); a reused one costs nothing. */
+int fc_tensor_stream_recv_into(fc_ccall *call, uint64_t max_total, const uint8_t *want_sha, fc_model_spec *spec,
+                               uint8_t **buf, uint64_t *cap, uint64_t *total, uint8_t sha_out[FC_SHA256_LEN],
+                               fc_signed *manifest, fc_status *st);
 
 #endif
