@@ -11,6 +11,11 @@
 #include "common/clock.h"
 #include "fedc/error.h"
 
+int fc_agg_slots_for_budget(uint64_t budget_bytes, uint64_t slot_bytes) {
+  uint64_t n = slot_bytes ? budget_bytes / slot_bytes : FC_AGG_SLOTS_MAX;
+  return n < 1 ? 1 : n > FC_AGG_SLOTS_MAX ? FC_AGG_SLOTS_MAX : (int)n;
+}
+
 int fc_agg_slots_init(fc_agg_slots *s, int nslots, size_t bytes) {
   pthread_mutex_init(&s->mu, NULL);
   pthread_cond_init(&s->cv, NULL);

@@ -94,7 +94,11 @@ void fc_coord_cfg_defaults(fc_coord_cfg *c) {
   c->audit_refusal_interval_ms = 60000;
   c->chunk_bytes = FC_CHUNK_DEFAULT;
   c->threads = 2; /* event threads: calls are not tied to threads (transport.h) */
-  c->upload_slots = 4;
+  /* Staging slots come from a memory budget (agg_slots.h): 128 for a 1M-
+   * parameter model, so a cohort of 100 uploads at once without a refusal;
+   * 1 for a 512 MiB one. A fixed 4 refused 96 of 100 simultaneous uploads. */
+  c->upload_slots = 0;
+  c->upload_memory_mib = 512;
   /* A download pins one chunk message (1 MiB) and its snapshot reference. */
   c->download_slots = 32;
   c->stream_idle_ms = 30000;
@@ -1928,9 +1932,13 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
     goto fail;
   }
   if ((rc = sopt_load(c, st.version, c->model->sha, err, errlen)) != FEDC_OK) goto fail;
-  int slots = cfg->upload_slots > 0 ? cfg->upload_slots : 4;
   /* Masked vectors: the model, the weight, and adaptive clipping's bit under DP. */
   size_t entries = fc_model_numel(&spec) + 1 + (cfg->dp_noise_multiplier > 0 && cfg->dp_adaptive_quantile > 0);
+  uint64_t slot_bytes = (uint64_t)(cfg->engine.secagg ? entries : fc_model_numel(&spec)) * 4;
+  int slots = cfg->upload_slots > 0 ? cfg->upload_slots : fc_agg_slots_for_budget(cfg->upload_memory_mib << 20, slot_bytes);
+  c->cfg.upload_slots = slots; /* what metrics report */
+  FC_INFO(MOD, "upload staging: %d slots of %.1f MiB (%s)", slots, (double)slot_bytes / 1048576.0,
+          cfg->upload_slots > 0 ? "--upload-slots" : "--upload-memory-mib / model size");
   fc_robust_cfg rcfg;
   coord_robust_cfg(cfg, &rcfg);
   /* The engine selects max(cohort, min_updates) clients: a row for each,

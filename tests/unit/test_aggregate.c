@@ -113,7 +113,19 @@ static void test_secagg_buckets(void) {
   a->ops->destroy(a);
 }
 
+/* Staging slots from a memory budget: budget / model, at least 1, at most 1024. */
+static void test_slots_for_budget(void) {
+  CHECK_EQ_INT(fc_agg_slots_for_budget(512ull << 20, 4044040), 132); /* 1.01M parameters */
+  CHECK_EQ_INT(fc_agg_slots_for_budget(1ull << 20, 31400), 33);
+  CHECK_EQ_INT(fc_agg_slots_for_budget(512ull << 20, 400ull << 20), 1);  /* larger than the budget: still 1 */
+  CHECK_EQ_INT(fc_agg_slots_for_budget(512ull << 20, 1ull << 30), 1);
+  CHECK_EQ_INT(fc_agg_slots_for_budget(1ull << 40, 4), FC_AGG_SLOTS_MAX);
+  CHECK_EQ_INT(fc_agg_slots_for_budget(1ull << 20, 0), FC_AGG_SLOTS_MAX);
+  CHECK_EQ_INT(fc_agg_slots_for_budget(0, 4), 1);
+}
+
 int main(void) {
+  test_slots_for_budget();
   test_secagg_unmask_split();
   test_secagg_buckets();
   fc_agg *a = NULL;
