@@ -88,7 +88,11 @@ for n in "${NS[@]}"; do
     sleep 0.5
   done
   cp "$T/coord-$n.log" "$OUT/coord-$n.log"
-  [ "$ok" = 1 ] || { echo "bench_round: round with $n clients did not complete (log: $OUT/coord-$n.log)" >&2; exit 1; }
+  if [ "$ok" != 1 ]; then
+    for f in "$T"/probe-"$n"-*.log; do sed "s|^|$(basename "$f" .log): |" "$f"; done > "$OUT/probes-$n.log"
+    echo "bench_round: round with $n clients did not complete (logs: $OUT/coord-$n.log, $OUT/probes-$n.log)" >&2
+    exit 1
+  fi
   KB=$(hwm "$CP")
   CPU1=$(cpu_s "$CP")
   rec=$("$FEDC" rounds --coordinator "127.0.0.1:$PORT" --pki "$T/pki" --name root --json | head -1)
@@ -97,6 +101,7 @@ for n in "${NS[@]}"; do
   cp "$T/state-$n/rounds.jsonl" "$OUT/rounds-$n.jsonl"
   cp "$T/coord-$n.log" "$OUT/coord-$n.log"
   grep -h '^{' "$T"/probe-"$n"-*.log > "$OUT/probes-$n.jsonl" || true
+  for f in "$T"/probe-"$n"-*.log; do grep -v '^{' "$f" | sed "s|^|$(basename "$f" .log): |"; done > "$OUT/probes-$n.log"
   retries=$(cat "$T"/probe-"$n"-*.log | grep -c '"step":"retry"' || true)
   failed=$(grep -L '"step":"good-upload".*"ok":true' "$T"/probe-"$n"-*.log | wc -l)
   slots=$(sed -n 's/.*upload staging: \([0-9]*\) slots.*/\1/p' "$T/coord-$n.log" | head -1)

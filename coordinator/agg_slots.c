@@ -85,8 +85,11 @@ static inline __attribute__((always_inline)) void copy_check_body(float *dst, co
     size_t end = base + 4096 < n ? base + 4096 : n;
     double s = 0;
     float m = 0;
-    int bad = 0;
-#pragma omp simd reduction(+ : s) reduction(| : bad) reduction(max : m)
+    /* No finite test per value: a NaN or an infinity makes the block's sum of
+     * squares NaN or +Inf (squares are >= 0, so never Inf - Inf), and 4096
+     * squares of finite floats stay below 5e80 in double. One reduction
+     * fewer: 36 GB/s instead of 29 per core here. */
+#pragma omp simd reduction(+ : s) reduction(max : m)
     for (size_t i = base; i < end; i++) {
       float v;
       memcpy(&v, src + 4 * i, sizeof v);
@@ -94,9 +97,8 @@ static inline __attribute__((always_inline)) void copy_check_body(float *dst, co
       s += (double)v * v;
       float av = fabsf(v);
       m = av > m ? av : m;
-      bad |= !(v - v == 0.0f); /* false only for NaN and +-Inf */
     }
-    if (bad && !u->nonfinite) {
+    if (!isfinite(s) && !u->nonfinite) {
       for (size_t i = base; i < end; i++)
         if (!isfinite(dst[i])) {
           u->nonfinite = 1;
