@@ -11,13 +11,23 @@
  * What is timed: the call from start to the verified end. Not timed: building
  * the payload and its SHA-256 (both sides have them before a real transfer),
  * and the first Source call per size (it builds the server's cached payload).
+ * Downloads land in a buffer kept between calls, as the client runtime's.
+ *
+ * Baseline in the same run: a bare gRPC C-core probe (bench/grpc_bare.c: the
+ * same certificates and mutual TLS, 1 MiB messages, nothing of fedc in the
+ * path), each of its runs right after one of fedc's so both see the same
+ * load. Also the CPU seconds of the whole process (client and server
+ * threads) per transfer: on a machine shared with other jobs the wall time
+ * moves by 2x between runs, the CPU cost much less.
  *
  * One JSON line per result on stdout:
  *   {"bench":"transport","dir":"upload"|"download","mib":N,"seconds":S,
- *    "mb_per_s":R,"memcpy_mb_per_s":M,"ratio":R/M}
+ *    "mb_per_s":R,"bare_grpc_mb_per_s":B,"ratio_vs_bare":R/B,
+ *    "cpu_seconds":C,"bare_grpc_cpu_seconds":D,"cpu_ratio_vs_bare":C/D,
+ *    "memcpy_mb_per_s":M,"ratio":R/M}
  * MB = 10^6 bytes. memcpy_mb_per_s is a memcpy of the same size measured in
  * the same run, so ratio says how far the transport is from memory speed.
- * Progress goes to stderr.
+ * Progress goes to stderr. BENCH_ONLY=fedc|bare runs one side (profiling).
  */
 #define _XOPEN_SOURCE 700 /* nftw */
 #include <ftw.h>
