@@ -101,7 +101,7 @@ for n in "${NS[@]}"; do
   cp "$T/state-$n/rounds.jsonl" "$OUT/rounds-$n.jsonl"
   cp "$T/coord-$n.log" "$OUT/coord-$n.log"
   grep -h '^{' "$T"/probe-"$n"-*.log > "$OUT/probes-$n.jsonl" || true
-  for f in "$T"/probe-"$n"-*.log; do grep -v '^{' "$f" | sed "s|^|$(basename "$f" .log): |"; done > "$OUT/probes-$n.log"
+  for f in "$T"/probe-"$n"-*.log; do { grep -v '^{' "$f" || true; } | sed "s|^|$(basename "$f" .log): |"; done > "$OUT/probes-$n.log"
   retries=$(cat "$T"/probe-"$n"-*.log | grep -c '"step":"retry"' || true)
   failed=$(grep -L '"step":"good-upload".*"ok":true' "$T"/probe-"$n"-*.log | wc -l)
   slots=$(sed -n 's/.*upload staging: \([0-9]*\) slots.*/\1/p' "$T/coord-$n.log" | head -1)
