@@ -94,9 +94,10 @@ void fc_coord_cfg_defaults(fc_coord_cfg *c) {
   c->audit_refusal_interval_ms = 60000;
   c->chunk_bytes = FC_CHUNK_DEFAULT;
   c->threads = 2; /* event threads: calls are not tied to threads (transport.h) */
-  /* Staging slots come from a memory budget (agg_slots.h): 128 for a 1M-
-   * parameter model, so a cohort of 100 uploads at once without a refusal;
-   * 1 for a 512 MiB one. A fixed 4 refused 96 of 100 simultaneous uploads. */
+  /* Staging slots come from a memory budget (fc_agg_slots_for_budget): 132
+   * for a 1.01M-parameter model, so 100 uploads arriving at once are all
+   * staged; 1 for a model of 512 MiB or more. A fixed 4 refused 96 of 100
+   * simultaneous uploads (bench/bench_round.sh). */
   c->upload_slots = 0;
   c->upload_memory_mib = 512;
   /* A download pins one chunk message (1 MiB) and its snapshot reference. */
