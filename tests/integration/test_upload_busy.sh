@@ -35,6 +35,12 @@ set -e
 [ "$ra" = 0 ] || fail "probe a failed: $(cat "$T/probe-a.log")"
 [ "$rb" = 0 ] || fail "probe b's upload was not retried until accepted: $(cat "$T/probe-b.log")"
 grep -q '"step":"retry","code":14' "$T/probe-b.log" || fail "probe b was never refused busy: $(cat "$T/probe-b.log")"
+# The refusal reaches the client as the coordinator said it: a status with a
+# retry time comes over a working connection, so the client does not probe
+# the coordinator (a TCP + TLS handshake per refused client) and put its own
+# diagnosis ("coordinator at ... unavailable: ...") in place of the reason.
+grep -q '"step":"retry","code":14,"retry_after_ms":[0-9]*,"detail":"coordinator busy: no aggregation slot free' \
+  "$T/probe-b.log" || fail "the busy refusal's reason was replaced: $(grep '"retry"' "$T/probe-b.log")"
 assert_contains "$T/coord.log" "no aggregation slot free"
 wait_for bash -c "'$FEDC' status --coordinator $COORD_ADDR ${ADMIN_PKI[*]} --json |
   jq -e '.rounds_completed == 1' >/dev/null" 60 || fail "round did not complete"

@@ -173,11 +173,16 @@ static int upload(const upload_plan *p, fc_status *st) {
 static int upload_retrying(const upload_plan *p, fc_status *st) {
   uint64_t until = fc_now_ms() + 120000;
   for (;;) {
+    uint64_t t0 = fc_now_ms();
     int rc = upload(p, st);
+    printf("{\"step\":\"attempt\",\"code\":%d,\"ms\":%llu}\n", st->code, (unsigned long long)(fc_now_ms() - t0));
+    fflush(stdout);
     int told = (st->code == GRPC_STATUS_UNAVAILABLE || st->code == GRPC_STATUS_RESOURCE_EXHAUSTED) &&
                st->retry_after_ms > 0;
     if (rc == FEDC_OK || !told || fc_now_ms() + st->retry_after_ms > until) return rc;
-    printf("{\"step\":\"retry\",\"code\":%d,\"retry_after_ms\":%u}\n", st->code, st->retry_after_ms);
+    printf("{\"step\":\"retry\",\"code\":%d,\"retry_after_ms\":%u,\"detail\":\"", st->code, st->retry_after_ms);
+    for (const char *c = st->detail; *c; c++) putchar(*c == '"' || *c == '\\' || *c < 32 ? '?' : *c);
+    printf("\"}\n");
     fflush(stdout);
     usleep((useconds_t)st->retry_after_ms * 1000);
   }
