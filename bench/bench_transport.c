@@ -27,7 +27,9 @@
  *    "memcpy_mb_per_s":M,"ratio":R/M}
  * MB = 10^6 bytes. memcpy_mb_per_s is a memcpy of the same size measured in
  * the same run, so ratio says how far the transport is from memory speed.
- * Progress goes to stderr. BENCH_ONLY=fedc|bare runs one side (profiling).
+ * Progress goes to stderr. BENCH_ONLY=fedc|bare runs one side (profiling);
+ * BENCH_FRESH_BUFFER=1 gives each download a new buffer, as before the fix
+ * (docs/design.md, "Downloads receive into a kept buffer").
  */
 #define _XOPEN_SOURCE 700 /* nftw */
 #include <ftw.h>
@@ -91,6 +93,11 @@ static double download_once(fc_channel *ch, uint64_t bytes, uint8_t **buf, uint6
   fc_ccall *call = NULL;
   uint64_t total = 0;
   fc_model_spec spec;
+  if (getenv("BENCH_FRESH_BUFFER")) { /* as before the fix: a new buffer per download */
+    free(*buf);
+    *buf = NULL;
+    *cap = 0;
+  }
   double t0 = ts_now();
   int rc = fc_ccall_start(ch, TS_SOURCE, FC_RPC_SERVER_STREAM, &req.base, 120000, &call, &st);
   if (rc == FEDC_OK) rc = fc_tensor_stream_recv_into(call, 1ull << 30, NULL, &spec, buf, cap, &total, NULL, NULL, &st);
