@@ -10,14 +10,18 @@
 #    "median_round_s":..,"rounds":R,"bytes_per_round":..}
 #   {"bench":"secagg_round","ratio_time":..,"ratio_bytes":..}
 # Round 1 is left out of the median (process start-up and first connections).
+# The per-round records of both runs (`fedc sim --json`, one line per round)
+# and their stderr are kept in OUT (default bench_secagg_round.<date> here).
 #
-#   bench/bench_secagg_round.sh BUILD_DIR [N] [R]
+#   [OUT=dir] bench/bench_secagg_round.sh BUILD_DIR [N] [R]
 set -euo pipefail
 B=${1:?usage: bench_secagg_round.sh BUILD_DIR [N] [R]}
 N=${2:-100}
 R=${3:-4}
+OUT=${OUT:-$PWD/bench_secagg_round.$(date -u +%Y%m%d-%H%M%S)}
+mkdir -p "$OUT"
 T=$(mktemp -d /tmp/fedc-bench-sa.XXXXXX)
-trap 'rm -rf "$T"' EXIT
+trap 'cp "$T"/*.jsonl "$T"/*.err "$OUT"/ 2>/dev/null || true; rm -rf "$T"' EXIT
 
 run() { # MODE ARGS...
   local mode=$1

@@ -222,12 +222,6 @@ static int backoff(fedc_client *c, const char *what, const fc_status *st) {
 }
 
 static int fetch_model(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
-  /* The cached version is superseded: drop it before the new one arrives, so
-   * two models are never held at once (docs/operations.md, "Footprint"). A
-   * failed fetch leaves no model cached; the next task fetches again. */
-  free(c->weights);
-  c->weights = NULL;
-  c->have_model = 0;
   Fedc__V1__FetchModelRequest req = FEDC__V1__FETCH_MODEL_REQUEST__INIT;
   req.version = t->model_version;
   fc_ccall *call = NULL;
@@ -235,28 +229,33 @@ static int fetch_model(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
                           c->o.call_timeout_ms, &call, st);
   if (rc != FEDC_OK) return rc;
   fc_model_spec spec;
-  float *data = NULL;
   uint64_t total = 0;
   uint8_t sha[FC_SHA256_LEN];
   fc_signed man;
+  memset(&man, 0, sizeof man);
   const uint8_t *want = t->model_sha256.len == FC_SHA256_LEN ? t->model_sha256.data : NULL;
-  rc = fc_tensor_stream_recv_signed(call, c->o.max_model_bytes, want, &spec, &data, &total, sha, &man, st);
-  fc_ccall_destroy(call);
-  if (rc != FEDC_OK) return rc;
+  /* Into the cached model's own buffer: a fresh one would fault in a page
+   * per 4 KiB on first touch (about 2 ms per MiB on our VMs, as long as the
+   * transfer). The old model is gone from here on, so two models are never
+   * held at once (docs/operations.md, "Footprint"; only a larger model grows
+   * the buffer); on any failure the next round fetches again. */
+  c->have_model = 0;
+  uint8_t *buf = (uint8_t *)c->weights;
+  uint64_t cap = c->weights_cap;
   if (!want) {
-    free(data);
-    fc_signed_free(&man);
+    rc = FEDC_ERR_PROTOCOL;
     snprintf(st->detail, sizeof st->detail, "task carries no model SHA-256");
-    return FEDC_ERR_PROTOCOL;
+  } else {
+    rc = fc_tensor_stream_recv_into(call, c->o.max_model_bytes, want, &spec, &buf, &cap, &total, sha, &man, st);
   }
+  fc_ccall_destroy(call);
+  c->weights = (float *)buf;
+  c->weights_cap = cap;
+  if (rc != FEDC_OK) return rc;
   /* Checked before anything trains on it (client.h, allow_unsigned_models). */
   rc = fc_manifest_accept(&c->trust, &man, t->model_version, sha, &spec, total, st->detail, sizeof st->detail);
   fc_signed_free(&man);
-  if (rc != FEDC_OK) {
-    free(data);
-    return rc;
-  }
-  c->weights = data;
+  if (rc != FEDC_OK) return rc;
   c->spec = spec;
   c->model_bytes = total;
   c->cached_version = t->model_version;

@@ -45,6 +45,7 @@ struct fedc_client {
   fc_manifest_trust trust;
   fc_model_spec spec;
   float *weights;
+  uint64_t weights_cap; /* bytes allocated at weights (>= model_bytes); the next fetch reuses them */
   uint64_t model_bytes;
   fc_rng jitter;
   uint32_t failures;

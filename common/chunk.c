@@ -3,7 +3,8 @@
  * The stream format is the table in chunk.h.
  *
  * Invariants of fc_chunk_rx while RECEIVING: received <= total; the digest
- * context has absorbed exactly bytes [0, received) in order; chunks counts the
+ * context has absorbed exactly bytes [0, received) in order (unless
+ * hash_outside: then the caller's digest has); chunks counts the
  * accepted chunks. Every error is final (FAILED), because a stream with a gap,
  * a replay or a bad chunk cannot be resumed safely: the caller has already
  * consumed earlier chunks, and a receiver that kept going after an error would
@@ -137,7 +138,7 @@ int fc_chunk_rx_feed(fc_chunk_rx *rx, uint64_t offset, const void *data, size_t 
              rx->received + (uint64_t)len, rx->total);
     return fail(rx, FEDC_ERR_TOO_LARGE);
   }
-  int rc = fc_sha256_update(&rx->sha, data, len);
+  int rc = rx->hash_outside ? FEDC_OK : fc_sha256_update(&rx->sha, data, len);
   if (rc != FEDC_OK) {
     snprintf(err, errlen, "tensor stream: SHA-256 update failed");
     return fail(rx, rc);
@@ -147,7 +148,8 @@ int fc_chunk_rx_feed(fc_chunk_rx *rx, uint64_t offset, const void *data, size_t 
   return FEDC_OK;
 }
 
-int fc_chunk_rx_end(fc_chunk_rx *rx, char *err, size_t errlen) {
+/* The checks both ends share; got NULL: finish rx's own digest. */
+static int rx_end(fc_chunk_rx *rx, const uint8_t *outside, char *err, size_t errlen) {
   uint8_t got[FC_SHA256_LEN];
   if (rx->state != FC_CHUNK_RX_RECEIVING) {
     snprintf(err, errlen, "tensor stream end after the stream %s", rx->state == FC_CHUNK_RX_DONE ? "ended" : "failed");
@@ -157,10 +159,20 @@ int fc_chunk_rx_end(fc_chunk_rx *rx, char *err, size_t errlen) {
     snprintf(err, errlen, "stream ended early: got %" PRIu64 " of %" PRIu64 " bytes", rx->received, rx->total);
     return fail(rx, FEDC_ERR_PROTOCOL);
   }
-  int rc = fc_sha256_final(&rx->sha, got); /* frees the context either way */
-  if (rc != FEDC_OK) {
-    snprintf(err, errlen, "tensor stream: SHA-256 final failed");
-    return fail(rx, rc);
+  if ((outside != NULL) != (rx->hash_outside != 0)) {
+    snprintf(err, errlen, "tensor stream: digest %s, but the receiver was set up otherwise",
+             outside ? "given" : "not given");
+    return fail(rx, FEDC_ERR_INVALID);
+  }
+  if (outside) {
+    memcpy(got, outside, sizeof got);
+    fc_sha256_free(&rx->sha);
+  } else {
+    int rc = fc_sha256_final(&rx->sha, got); /* frees the context either way */
+    if (rc != FEDC_OK) {
+      snprintf(err, errlen, "tensor stream: SHA-256 final failed");
+      return fail(rx, rc);
+    }
   }
   if (!fc_digest_equal(got, rx->want_sha, FC_SHA256_LEN)) {
     char g[FC_SHA256_HEX_LEN], w[FC_SHA256_HEX_LEN];
@@ -170,6 +182,16 @@ int fc_chunk_rx_end(fc_chunk_rx *rx, char *err, size_t errlen) {
   }
   rx->state = FC_CHUNK_RX_DONE;
   return FEDC_OK;
+}
+
+int fc_chunk_rx_end(fc_chunk_rx *rx, char *err, size_t errlen) { return rx_end(rx, NULL, err, errlen); }
+
+void fc_chunk_rx_hash_outside(fc_chunk_rx *rx) {
+  if (rx->state == FC_CHUNK_RX_RECEIVING && rx->received == 0) rx->hash_outside = 1;
+}
+
+int fc_chunk_rx_end_digest(fc_chunk_rx *rx, const uint8_t got[32], char *err, size_t errlen) {
+  return rx_end(rx, got, err, errlen);
 }
 
 void fc_chunk_rx_free(fc_chunk_rx *rx) {

@@ -60,6 +60,7 @@ typedef struct fc_chunk_rx {
   fc_sha256_ctx sha;    /* running digest of the accepted bytes */
   int state;            /* enum fc_chunk_rx_state */
   uint64_t chunks;      /* chunks accepted so far */
+  int hash_outside;     /* fc_chunk_rx_hash_outside(): the caller digests the bytes */
 } fc_chunk_rx;
 
 /*
@@ -88,6 +89,17 @@ int fc_chunk_rx_feed(fc_chunk_rx *rx, uint64_t offset, const void *data, size_t 
  * compare). Returns 0 once, moving rx to DONE; any later call is PROTOCOL.
  */
 int fc_chunk_rx_end(fc_chunk_rx *rx, char *err, size_t errlen);
+
+/*
+ * After a successful begin: the caller computes the digest of the accepted
+ * bytes itself (e.g. on another thread with common/hash_pipe.h, as they land
+ * in its buffer) and ends the stream with fc_chunk_rx_end_digest; feed then
+ * only checks the framing. The same rules, the same errors.
+ */
+void fc_chunk_rx_hash_outside(fc_chunk_rx *rx);
+/* fc_chunk_rx_end for hash_outside: got is the SHA-256 of the bytes the
+ * caller accepted, in order. */
+int fc_chunk_rx_end_digest(fc_chunk_rx *rx, const uint8_t got[32], char *err, size_t errlen);
 
 /* Release the digest context; safe in any state after begin or on a zeroed rx. Leaves rx IDLE. */
 void fc_chunk_rx_free(fc_chunk_rx *rx);

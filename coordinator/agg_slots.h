@@ -19,6 +19,16 @@ struct fc_agg_update {
   void *buf; /* `bytes`, allocated on first use and kept */
   int busy;
   uint32_t bucket; /* secure aggregation: which bucket's sum it joins */
+  /* fc_agg_slot_chunk_f32's running check of the floats that arrived in
+   * order (reset when the slot is handed out): [0, checked) floats are
+   * checked, `next` is the byte offset the next in-order chunk starts at;
+   * out_of_order: a chunk came elsewhere, so update_check makes its own pass. */
+  uint64_t next;
+  size_t checked;
+  double sumsq;
+  float amax;
+  int nonfinite, out_of_order;
+  size_t bad_index;
 };
 
 typedef struct fc_agg_slots {
@@ -46,7 +56,13 @@ void fc_agg_slots_destroy(fc_agg_slots *s);
 /* The update_chunk of all three aggregators (entries of 4 bytes: float32 or
  * u32): the bytes at `offset` of the slot, FEDC_ERR_TOO_LARGE past its end. */
 int fc_agg_slot_chunk(fc_agg *a, fc_agg_update *u, uint64_t offset, const void *bytes, size_t len);
-/* update_check of a float32 update in its slot (fc_agg_check_f32). */
+/* update_chunk of the float aggregators: the same copy, and in the same
+ * pass over the chunk (in cache as it arrived) the check of every float it
+ * completes: NaN/Inf, squares, largest magnitude. */
+int fc_agg_slot_chunk_f32(fc_agg *a, fc_agg_update *u, uint64_t offset, const void *bytes, size_t len);
+/* update_check of a float32 update in its slot: the running check when every
+ * chunk came in order through fc_agg_slot_chunk_f32 (no pass over the slot),
+ * else fc_agg_check_f32 over the slot. */
 int fc_agg_slot_check_f32(fc_agg *a, fc_agg_update *u, fc_agg_check *out);
 
 /* One pass over a float32 update: NaN/Inf (FEDC_ERR_NONFINITE, out->bad_index),

@@ -36,6 +36,11 @@ typedef struct fc_agg_check {
  * of up to a million such updates (1e32 x 1e6 < FLT_MAX = 3.4e38). */
 #define FC_AGG_MAX_WEIGHTED_ABS 1e32
 
+/* Staging slots (agg_slots.c) of slot_bytes that fit in budget_bytes: at
+ * least 1 (an upload must fit somewhere), at most FC_AGG_SLOTS_MAX. */
+#define FC_AGG_SLOTS_MAX 1024
+int fc_agg_slots_for_budget(uint64_t budget_bytes, uint64_t slot_bytes);
+
 typedef struct fc_agg_ops {
   const char *name;
   int (*round_begin)(fc_agg *a);

@@ -157,6 +157,7 @@ typedef struct coord_agg_dims {
   int robust, slots;
   uint32_t rows, buckets; /* rows: updates (or bucket sums) a robust rule keeps */
   size_t entries;         /* masked entries per vector under secure aggregation */
+  uint64_t slot_bytes;    /* one staging slot: the model, or the masked vector */
 } coord_agg_dims;
 void coord_agg_shape(const fc_coord_cfg *cfg, const fc_model_spec *spec, coord_agg_dims *d);
 /* A robust aggregator's memory for the model within agg_memory_mib? */

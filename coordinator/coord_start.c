@@ -30,6 +30,7 @@
 #include <string.h>
 
 #include "common/fileutil.h"
+#include "coordinator/agg_slots.h"
 #include "coordinator/coord_int.h"
 #include "crypto/pki.h"
 #include "fedc/error.h"
@@ -93,9 +94,12 @@ void coord_agg_shape(const fc_coord_cfg *cfg, const fc_model_spec *spec, coord_a
   fc_robust_cfg rcfg;
   coord_robust_cfg(cfg, &rcfg);
   d->robust = rcfg.kind > FC_AGG_FEDAVG;
-  d->slots = cfg->upload_slots > 0 ? cfg->upload_slots : 4;
   /* Masked vectors: the model, the weight, and adaptive clipping's bit under DP. */
   d->entries = fc_model_numel(spec) + 1 + (cfg->dp_noise_multiplier > 0 && cfg->dp_adaptive_quantile > 0);
+  /* Staging slots: --upload-slots, or as many as --upload-memory-mib holds. */
+  d->slot_bytes = (uint64_t)(cfg->engine.secagg ? d->entries : fc_model_numel(spec)) * 4;
+  d->slots = cfg->upload_slots > 0 ? cfg->upload_slots
+                                   : fc_agg_slots_for_budget(cfg->upload_memory_mib << 20, d->slot_bytes);
   /* The engine selects max(cohort, min_updates) clients: a row for each,
    * or under secure aggregation one per bucket. */
   d->rows = cfg->engine.cohort_size > cfg->engine.min_updates ? cfg->engine.cohort_size : cfg->engine.min_updates;

@@ -95,7 +95,12 @@ void fc_coord_cfg_defaults(fc_coord_cfg *c) {
   c->audit_refusal_interval_ms = 60000;
   c->chunk_bytes = FC_CHUNK_DEFAULT;
   c->threads = 2; /* event threads: calls are not tied to threads (transport.h) */
-  c->upload_slots = 4;
+  /* Staging slots come from a memory budget (fc_agg_slots_for_budget): 132
+   * for a 1.01M-parameter model, so 100 uploads arriving at once are all
+   * staged; 1 for a model of 512 MiB or more. A fixed 4 refused 96 of 100
+   * simultaneous uploads (bench/bench_round.sh). */
+  c->upload_slots = 0;
+  c->upload_memory_mib = 512;
   /* A download pins one chunk message (1 MiB) and its snapshot reference. */
   c->download_slots = 32;
   c->stream_idle_ms = 30000;
@@ -1985,6 +1990,9 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
   }
   coord_agg_dims d;
   coord_agg_shape(cfg, &spec, &d);
+  c->cfg.upload_slots = d.slots; /* what metrics report */
+  FC_INFO(MOD, "upload staging: %d slots of %.1f MiB (%s)", d.slots, (double)d.slot_bytes / 1048576.0,
+          cfg->upload_slots > 0 ? "--upload-slots" : "--upload-memory-mib / model size");
   fc_robust_cfg rcfg;
   coord_robust_cfg(cfg, &rcfg);
   if (d.robust && cfg->engine.secagg) {

@@ -72,7 +72,8 @@ typedef struct fc_coord_cfg {
   uint64_t agg_memory_mib;
   uint32_t chunk_bytes;
   int threads;
-  int upload_slots;           /* concurrent uploads staged (memory = slots x model) */
+  int upload_slots;           /* concurrent uploads staged (memory = slots x model); 0 = from upload_memory_mib */
+  uint64_t upload_memory_mib; /* staging budget when upload_slots is 0: slots = budget / model, 1..1024 */
   int download_slots;         /* concurrent model downloads (each pins send buffers) */
   int max_calls_per_client;   /* concurrent calls one identity may hold (0 = transport default 4) */
   int stream_idle_ms;

@@ -287,7 +287,12 @@ static void fetch_status(fc_ccall *c, fc_status *st) {
   detail[dl] = 0;
   set_status(st, c->status, detail);
   if (st) st->retry_after_ms = retry_after(&c->trail_md);
-  if (st && st->code != GRPC_STATUS_OK) fc_status_explain(c->ch, st);
+  /* A status with our retry-after trailer is the coordinator's own answer
+   * ("busy, come back in N ms") over a connection that works: nothing to
+   * diagnose. Probing then cost a TCP + TLS handshake per refused client: with
+   * 300 uploads refused at once, 300 extra connections (past the per-address
+   * cap on loopback) and a diagnosis in place of the coordinator's reason. */
+  if (st && st->code != GRPC_STATUS_OK && !st->retry_after_ms) fc_status_explain(c->ch, st);
 }
 
 static int ccall_new(fc_channel *ch, const char *path, fc_rpc_kind kind, int timeout_ms, fc_ccall **out) {

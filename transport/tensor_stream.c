@@ -8,7 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/hash_pipe.h"
 #include "fedc/error.h"
+
+/* Streams from this size on are hashed on a helper thread: below it the
+ * thread's start (~50 us) is not worth it. */
+#define PIPE_MIN (4u << 20)
 
 void fc_pb_header_build(fc_pb_header *out, const fc_model_spec *spec, uint64_t total, const uint8_t *sha,
                         uint32_t chunk_bytes) {
@@ -117,6 +122,34 @@ void fc_stream_rx_init(fc_stream_rx *s, uint64_t max_total, const uint8_t *want_
   s->want_manifest = want_manifest;
 }
 
+void fc_stream_rx_into(fc_stream_rx *s, uint8_t **bufp, uint64_t *cap, int hash_beside) {
+  s->bufp = bufp;
+  s->cap = cap;
+  s->hash_beside = hash_beside;
+}
+
+/* The payload's buffer once the header told its size: the caller's kept one
+ * (grown if too small) or a new one of ours. */
+static int rx_buffer(fc_stream_rx *s, char *err, size_t errlen) {
+  uint64_t need = s->rx.total ? s->rx.total : 1; /* rx.total <= max_total: checked by the header */
+  if (s->bufp && *s->bufp && *s->cap >= need) {
+    s->buf = *s->bufp;
+    return FEDC_OK;
+  }
+  uint8_t *nb = malloc(need);
+  if (!nb) {
+    snprintf(err, errlen, "cannot allocate %llu bytes for the model", (unsigned long long)s->rx.total);
+    return FEDC_ERR_NOMEM;
+  }
+  if (s->bufp) {
+    free(*s->bufp);
+    *s->bufp = nb;
+    *s->cap = need;
+  }
+  s->buf = nb;
+  return FEDC_OK;
+}
+
 int fc_stream_rx_msg(fc_stream_rx *s, const Fedc__V1__TensorStreamMsg *msg, char *err, size_t errlen) {
   int rc;
   if (!s->began) {
@@ -134,10 +167,11 @@ int fc_stream_rx_msg(fc_stream_rx *s, const Fedc__V1__TensorStreamMsg *msg, char
     if (rc == FEDC_OK && s->want_manifest && sm)
       rc = fc_signed_copy(sm->manifest.data, sm->manifest.len, sm->signature.data, sm->signature.len,
                           sm->signer_certificate, strlen(sm->signer_certificate), &s->man, err, errlen);
-    if (rc == FEDC_OK && !(s->buf = malloc(s->rx.total ? s->rx.total : 1))) {
-      rc = FEDC_ERR_NOMEM;
-      snprintf(err, errlen, "cannot allocate %llu bytes for the model", (unsigned long long)s->rx.total);
-    }
+    if (rc == FEDC_OK) rc = rx_buffer(s, err, errlen);
+    /* The digest runs beside the transfer on a thread of its own (the
+     * receiving thread also runs gRPC's reads and TLS); without one, inline. */
+    if (rc == FEDC_OK && s->hash_beside && s->rx.total >= PIPE_MIN && fc_hash_pipe_start(s->buf, &s->pipe) == FEDC_OK)
+      fc_chunk_rx_hash_outside(&s->rx);
     s->began = 1;
   } else if (!msg->chunk || msg->header || msg->manifest) {
     rc = FEDC_ERR_PROTOCOL;
@@ -146,6 +180,7 @@ int fc_stream_rx_msg(fc_stream_rx *s, const Fedc__V1__TensorStreamMsg *msg, char
     uint64_t at = s->rx.received;
     rc = fc_chunk_rx_feed(&s->rx, msg->chunk->offset, msg->chunk->data.data, msg->chunk->data.len, err, errlen);
     if (rc == FEDC_OK) memcpy(s->buf + at, msg->chunk->data.data, msg->chunk->data.len);
+    if (rc == FEDC_OK && s->pipe) fc_hash_pipe_publish(s->pipe, s->rx.received);
   }
   return rc;
 }
@@ -156,13 +191,22 @@ int fc_stream_rx_end(fc_stream_rx *s, fc_model_spec *spec, float **payload, uint
     snprintf(err, errlen, "empty tensor stream");
     return FEDC_ERR_PROTOCOL;
   }
-  int rc = fc_chunk_rx_end(&s->rx, err, errlen);
+  int rc;
+  if (s->pipe) {
+    uint8_t got[FC_SHA256_LEN];
+    rc = fc_hash_pipe_finish(s->pipe, got);
+    s->pipe = NULL;
+    if (rc == FEDC_OK) rc = fc_chunk_rx_end_digest(&s->rx, got, err, errlen);
+    else snprintf(err, errlen, "tensor stream: SHA-256 failed");
+  } else {
+    rc = fc_chunk_rx_end(&s->rx, err, errlen);
+  }
   if (rc != FEDC_OK) return rc;
   *spec = s->rx.spec;
   *total = s->rx.total;
   if (sha_out) memcpy(sha_out, s->rx.want_sha, FC_SHA256_LEN);
-  *payload = (float *)s->buf;
-  s->buf = NULL;
+  if (payload) *payload = (float *)s->buf;
+  if (!s->bufp) s->buf = NULL; /* handed over; the caller's kept buffer stays the caller's */
   if (manifest) {
     *manifest = s->man;
     memset(&s->man, 0, sizeof s->man);
@@ -171,10 +215,34 @@ int fc_stream_rx_end(fc_stream_rx *s, fc_model_spec *spec, float **payload, uint
 }
 
 void fc_stream_rx_free(fc_stream_rx *s) {
+  fc_hash_pipe_abort(s->pipe);
+  s->pipe = NULL;
   fc_signed_free(&s->man);
   fc_chunk_rx_free(&s->rx);
-  free(s->buf);
+  if (!s->bufp) free(s->buf);
   s->buf = NULL;
+}
+
+/* Drive s with the messages of call until the stream ends. */
+static int rx_call(fc_stream_rx *s, fc_ccall *call, fc_model_spec *spec, float **payload, uint64_t *total,
+                   uint8_t sha_out[FC_SHA256_LEN], fc_signed *manifest, fc_status *st) {
+  char err[300];
+  int rc;
+  for (;;) {
+    ProtobufCMessage *m = NULL;
+    int r = fc_ccall_recv(call, &fedc__v1__tensor_stream_msg__descriptor, &m, st);
+    if (r < 0) return -r;
+    if (r == 0) break;
+    rc = fc_stream_rx_msg(s, (Fedc__V1__TensorStreamMsg *)m, err, sizeof err);
+    protobuf_c_message_free_unpacked(m, NULL);
+    if (rc != FEDC_OK) {
+      fail(st, rc, err);
+      return rc;
+    }
+  }
+  rc = fc_stream_rx_end(s, spec, payload, total, sha_out, manifest, err, sizeof err);
+  if (rc != FEDC_OK) fail(st, rc, err);
+  return rc;
 }
 
 int fc_tensor_stream_recv_signed(fc_ccall *call, uint64_t max_total, const uint8_t *want_sha, fc_model_spec *spec,
@@ -182,26 +250,18 @@ int fc_tensor_stream_recv_signed(fc_ccall *call, uint64_t max_total, const uint8
                                  fc_status *st) {
   fc_stream_rx s;
   fc_stream_rx_init(&s, max_total, want_sha, manifest != NULL);
-  char err[300];
-  int rc;
-  for (;;) {
-    ProtobufCMessage *m = NULL;
-    int r = fc_ccall_recv(call, &fedc__v1__tensor_stream_msg__descriptor, &m, st);
-    if (r < 0) {
-      rc = -r;
-      goto out;
-    }
-    if (r == 0) break;
-    rc = fc_stream_rx_msg(&s, (Fedc__V1__TensorStreamMsg *)m, err, sizeof err);
-    protobuf_c_message_free_unpacked(m, NULL);
-    if (rc != FEDC_OK) {
-      fail(st, rc, err);
-      goto out;
-    }
-  }
-  rc = fc_stream_rx_end(&s, spec, payload, total, sha_out, manifest, err, sizeof err);
-  if (rc != FEDC_OK) fail(st, rc, err);
-out:
+  int rc = rx_call(&s, call, spec, payload, total, sha_out, manifest, st);
+  fc_stream_rx_free(&s);
+  return rc;
+}
+
+int fc_tensor_stream_recv_into(fc_ccall *call, uint64_t max_total, const uint8_t *want_sha, fc_model_spec *spec,
+                               uint8_t **bufp, uint64_t *cap, uint64_t *total, uint8_t sha_out[FC_SHA256_LEN],
+                               fc_signed *manifest, fc_status *st) {
+  fc_stream_rx s;
+  fc_stream_rx_init(&s, max_total, want_sha, manifest != NULL);
+  fc_stream_rx_into(&s, bufp, cap, 1);
+  int rc = rx_call(&s, call, spec, NULL, total, sha_out, manifest, st);
   fc_stream_rx_free(&s);
   return rc;
 }

@@ -58,8 +58,16 @@ typedef struct fc_stream_rx {
   uint64_t max_total;
   const uint8_t *want_sha; /* NULL: any; else the header must announce it */
   int want_manifest;
+  uint8_t **bufp;          /* fc_stream_rx_into: the caller's kept buffer (NULL: a new one, handed over) */
+  uint64_t *cap;
+  int hash_beside;         /* hash on a helper thread (common/hash_pipe.h) from PIPE_MIN bytes on */
+  struct fc_hash_pipe *pipe;
 } fc_stream_rx;
 void fc_stream_rx_init(fc_stream_rx *s, uint64_t max_total, const uint8_t *want_sha, int want_manifest);
+/* Receive into the caller's kept buffer (*bufp of *cap bytes, grown when a
+ * stream is larger; the caller owns it always), optionally hashing on a
+ * helper thread. fc_stream_rx_end then hands over no payload (pass NULL). */
+void fc_stream_rx_into(fc_stream_rx *s, uint8_t **bufp, uint64_t *cap, int hash_beside);
 int fc_stream_rx_msg(fc_stream_rx *s, const Fedc__V1__TensorStreamMsg *msg, char *err, size_t errlen);
 int fc_stream_rx_end(fc_stream_rx *s, fc_model_spec *spec, float **payload, uint64_t *total,
                      uint8_t sha_out[FC_SHA256_LEN], fc_signed *manifest, char *err, size_t errlen);
@@ -76,5 +84,16 @@ int fc_tensor_stream_recv(fc_ccall *call, uint64_t max_total, const uint8_t *wan
 int fc_tensor_stream_recv_signed(fc_ccall *call, uint64_t max_total, const uint8_t *want_sha, fc_model_spec *spec,
                                  float **payload, uint64_t *total, uint8_t sha_out[FC_SHA256_LEN], fc_signed *manifest,
                                  fc_status *st);
+/* The same into a buffer the caller keeps between streams: *buf holds *cap
+ * bytes (NULL and 0: none yet). A stream larger than *cap gets a new buffer
+ * (the old one freed, *buf and *cap updated) before any chunk is written.
+ * The caller owns *buf after every call; it holds the payload only on
+ * FEDC_OK (on an error, any prefix of it may have been overwritten).
+ * Why: a fresh buffer costs a page fault per 4 KiB on first touch, about
+ * 2 ms per MiB on the project's VMs, as much as the transfer itself
+ * (docs/results.md, "Transport"); a reused one costs nothing. */
+int fc_tensor_stream_recv_into(fc_ccall *call, uint64_t max_total, const uint8_t *want_sha, fc_model_spec *spec,
+                               uint8_t **buf, uint64_t *cap, uint64_t *total, uint8_t sha_out[FC_SHA256_LEN],
+                               fc_signed *manifest, fc_status *st);
 
 #endif

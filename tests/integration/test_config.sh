@@ -25,7 +25,7 @@ done
 grep -q "round budget.*\[10\]" "$T/help.txt" || fail "--help does not show the default of --rounds"
 for r in "round-timeout-ms .*100\.\.2592000000" "pickup-timeout-ms .*100\.\.2592000000" \
   "client-ttl-ms .*100\.\.2592000000" "poll-ms .*10\.\.3600000" "stream-idle-ms .*100\.\.3600000" \
-  "grace-ms .*0\.\.3600000" "threads .*1\.\.64" "upload-slots .*1\.\.1024" "download-slots .*1\.\.1024" \
+  "grace-ms .*0\.\.3600000" "threads .*1\.\.64" "upload-slots .*0 = .*0\.\.1024" "upload-memory-mib .*1\.\.1048576" "download-slots .*1\.\.1024" \
   "fd-headroom .*0 = " "max-connections .*0 = " "max-calls-per-client .*0 = "; do
   grep -q -- "--$r" "$T/help.txt" || fail "--help does not show '--$r'"
 done
@@ -86,12 +86,12 @@ printf 'round-timeout-ms: 1000\n' > "$T/rto.yaml"
 refused "rto.yaml:1" --config "$T/rto.yaml" --pickup-timeout-ms 2000
 
 # Counts whose 0 silently became the default; 0 stays "automatic" where the
-# help says so.
-for k in threads stream-idle-ms upload-slots download-slots; do
+# help says so (--upload-slots 0: from --upload-memory-mib).
+for k in threads stream-idle-ms download-slots upload-memory-mib; do
   refused "flag: invalid value '0' for '$k' (1" --$k 0
 done
 refused "invalid value '65' for 'threads' (1..64)" --threads 65
-refused "invalid value '1025' for 'upload-slots' (1..1024)" --upload-slots 1025
+refused "invalid value '1025' for 'upload-slots' (0..1024)" --upload-slots 1025
 refused "invalid value '1025' for 'download-slots' (1..1024)" --download-slots 1025
 
 # Federation names: the rule of `fedc pki init` (an empty name switched the

@@ -3,7 +3,13 @@
  *
  * It speaks the real protocol over real mutual TLS (transport/), checks in
  * until selected, fetches the model, and then does what --mode says:
- *   good            upload a valid zero delta; expect OK
+ *   good            upload a valid zero delta; expect OK. A refusal that says
+ *                   when to come back (busy: no staging slot free; over a
+ *                   rate) is retried when told, as the client runtime does,
+ *                   for up to 120 s; each retry is a step "retry"
+ *   hold-upload     a good upload that stops after half its chunks, prints a
+ *                   step "holding", waits --hold-ms (default 3000), then sends
+ *                   the rest (it holds a staging slot meanwhile)
  *   rejections      send every kind of bad upload, each in its own stream,
  *                   and check the coordinator's status for each (one names
  *                   a tensor "w\n<timestamp> INFO  admin: forged line\x1b[31m",
@@ -30,6 +36,8 @@
  *                   (RESOURCE_EXHAUSTED), those answered otherwise, and the
  *                   seconds it took (the test checks the answered against
  *                   burst + rate x seconds)
+ * --upload-after FILE: wait (up to 120 s) for FILE to exist before the first
+ * upload (tests order two probes' uploads with it).
  * One JSON line per step on stdout; exit 0 only if every step got the status
  * it expects.
  */
@@ -53,6 +61,8 @@
 static fc_channel *g_ch;
 static int g_failures;
 static uint32_t g_chunk = 8192;
+static int g_hold_ms = 3000;
+static const char *g_upload_after;
 
 static void report(const char *step, int want_code, const fc_status *st) {
   int ok = st->code == want_code;
@@ -97,6 +107,7 @@ typedef struct upload_plan {
   int die;               /* raise SIGKILL instead of closing */
   size_t oversize;       /* send one chunk message of this many bytes instead */
   int masked;            /* claim a masked (secure-aggregation) input */
+  int hold_ms;           /* pause this long after half the chunks */
 } upload_plan;
 
 static int upload(const upload_plan *p, fc_status *st) {
@@ -127,10 +138,16 @@ static int upload(const upload_plan *p, fc_status *st) {
     rc = fc_ccall_send(call, &m.base, st);
   }
   uint64_t limit = p->send_bytes ? p->send_bytes : p->total;
+  uint64_t nchunks = fc_chunk_count(p->total, g_chunk);
   for (uint64_t i = 0; rc == FEDC_OK && !p->oversize; i++) {
     uint64_t off;
     size_t len;
     if (fc_chunk_plan(p->total, g_chunk, i, &off, &len) != FEDC_OK || off >= limit) break;
+    if (p->hold_ms && i == nchunks / 2) {
+      printf("{\"step\":\"holding\",\"ms\":%d}\n", p->hold_ms);
+      fflush(stdout);
+      usleep((useconds_t)p->hold_ms * 1000);
+    }
     Fedc__V1__TensorChunk c = FEDC__V1__TENSOR_CHUNK__INIT;
     c.offset = off;
     c.data.data = (uint8_t *)p->payload + off;
@@ -149,6 +166,26 @@ static int upload(const upload_plan *p, fc_status *st) {
   fc_ccall_destroy(call);
   free(big);
   return rc;
+}
+
+/* upload(), again each time the coordinator says when to come back (busy,
+ * or over a rate), as the client runtime does; at most 120 s. */
+static int upload_retrying(const upload_plan *p, fc_status *st) {
+  uint64_t until = fc_now_ms() + 120000;
+  for (;;) {
+    uint64_t t0 = fc_now_ms();
+    int rc = upload(p, st);
+    printf("{\"step\":\"attempt\",\"code\":%d,\"ms\":%llu}\n", st->code, (unsigned long long)(fc_now_ms() - t0));
+    fflush(stdout);
+    int told = (st->code == GRPC_STATUS_UNAVAILABLE || st->code == GRPC_STATUS_RESOURCE_EXHAUSTED) &&
+               st->retry_after_ms > 0;
+    if (rc == FEDC_OK || !told || fc_now_ms() + st->retry_after_ms > until) return rc;
+    printf("{\"step\":\"retry\",\"code\":%d,\"retry_after_ms\":%u,\"detail\":\"", st->code, st->retry_after_ms);
+    for (const char *c = st->detail; *c; c++) putchar(*c == '"' || *c == '\\' || *c < 32 ? '?' : *c);
+    printf("\"}\n");
+    fflush(stdout);
+    usleep((useconds_t)st->retry_after_ms * 1000);
+  }
 }
 
 static int fetch(const Fedc__V1__Task *t, fc_model_spec *spec, float **w, uint64_t *total, fc_status *st) {
@@ -225,7 +262,7 @@ static int run_secagg_bad(const Fedc__V1__Task *t, const char *pki, const char *
   free(pem);
   fc_status st;
   memset(&st, 0, sizeof st);
-  upload_plan p = {spec, zero, total, sha_zero, t->round, t->model_version, 100, 0.5, 0, 0, 0, 0};
+  upload_plan p = {spec, zero, total, sha_zero, t->round, t->model_version, 100, 0.5, 0, 0, 0, 0, 0};
   upload(&p, &st);
   report("sa-plaintext-upload", GRPC_STATUS_FAILED_PRECONDITION, &st);
   p.masked = 1;
@@ -246,14 +283,16 @@ static int run_upload_modes(const char *mode, const char *pki, const char *other
   uint64_t total = 0;
   fc_status st;
   memset(&st, 0, sizeof st);
+  uint64_t t0 = fc_now_ms();
   int rc = fetch(t, &spec, &w, &total, &st);
+  printf("{\"step\":\"fetch-time\",\"ms\":%llu}\n", (unsigned long long)(fc_now_ms() - t0));
   report("fetch", GRPC_STATUS_OK, &st);
   if (rc != FEDC_OK) return 1;
   size_t n = total / sizeof(float);
   float *zero = calloc(n, sizeof *zero), *bad = malloc(total);
   uint8_t sha_zero[FC_SHA256_LEN], sha_bad[FC_SHA256_LEN];
   fc_sha256(zero, total, sha_zero);
-  upload_plan p = {&spec, zero, total, sha_zero, t->round, t->model_version, 100, 0.5, 0, 0, 0, 0};
+  upload_plan p = {&spec, zero, total, sha_zero, t->round, t->model_version, 100, 0.5, 0, 0, 0, 0, 0};
   if (strcmp(mode, "secagg-bad") == 0) {
     rc = run_secagg_bad(t, pki, other, &spec, zero, total, sha_zero);
     free(zero);
@@ -310,6 +349,14 @@ static int run_upload_modes(const char *mode, const char *pki, const char *other
     p.send_bytes = total / 2;
     p.die = 1;
     upload(&p, &st); /* does not return */
+  }
+  if (strcmp(mode, "hold-upload") == 0) p.hold_ms = g_hold_ms;
+  for (int i = 0; g_upload_after && access(g_upload_after, F_OK) != 0; i++) {
+    if (i == 1200) {
+      fprintf(stderr, "fedc_probe: %s never appeared\n", g_upload_after);
+      return 1;
+    }
+    usleep(100000);
   }
   if (strcmp(mode, "rejections") == 0) {
     upload_plan q = p;
@@ -392,7 +439,9 @@ static int run_upload_modes(const char *mode, const char *pki, const char *other
     upload(&q, &st);
     report("hostile-name", GRPC_STATUS_INVALID_ARGUMENT, &st);
   }
-  upload(&p, &st);
+  t0 = fc_now_ms();
+  upload_retrying(&p, &st);
+  printf("{\"step\":\"upload-time\",\"ms\":%llu}\n", (unsigned long long)(fc_now_ms() - t0));
   report("good-upload", GRPC_STATUS_OK, &st);
   if (strcmp(mode, "rejections") == 0) {
     upload(&p, &st);
@@ -413,7 +462,7 @@ static void flood_call(const char *method, fc_status *st) {
   ProtobufCMessage *m = NULL;
   memset(st, 0, sizeof *st);
   if (strstr(method, "UploadUpdate")) {
-    upload_plan p = {&spec, payload, sizeof payload, sha, 1, 0, 1, 0.5, 0, 0, 0, 0};
+    upload_plan p = {&spec, payload, sizeof payload, sha, 1, 0, 1, 0.5, 0, 0, 0, 0, 0};
     upload(&p, st);
   } else if (strstr(method, "SecAggPoll")) {
     Fedc__V1__SecAggPollRequest req = FEDC__V1__SEC_AGG_POLL_REQUEST__INIT;
@@ -467,7 +516,8 @@ int main(int argc, char **argv) {
                                      {"role", 1, 0, 'r'},        {"mode", 1, 0, 'm'},   {"method", 1, 0, 'M'},
                                      {"want", 1, 0, 'w'},        {"ca", 1, 0, 'C'},     {"cert", 1, 0, 'c'},
                                      {"key", 1, 0, 'k'},         {"chunk", 1, 0, 'b'},  {"protocol", 1, 0, 'P'},
-                                     {"other", 1, 0, 'O'},       {"count", 1, 0, 'N'},  {0, 0, 0, 0}};
+                                     {"other", 1, 0, 'O'},       {"count", 1, 0, 'N'},  {"hold-ms", 1, 0, 'H'},
+                                     {"upload-after", 1, 0, 'U'}, {0, 0, 0, 0}};
   while ((opt = getopt_long(argc, argv, "", lo, NULL)) != -1) {
     switch (opt) {
     case 'a': addr = optarg; break;
@@ -484,6 +534,8 @@ int main(int argc, char **argv) {
     case 'P': proto = optarg; break;
     case 'O': other = optarg; break;
     case 'N': count = atoi(optarg); break;
+    case 'H': g_hold_ms = atoi(optarg); break;
+    case 'U': g_upload_after = optarg; break;
     default: return 2;
     }
   }

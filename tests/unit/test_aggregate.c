@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "coordinator/agg_slots.h"
 #include "coordinator/aggregate.h"
 #include "fedc/error.h"
 #include "secagg/secagg.h"
@@ -113,7 +114,82 @@ static void test_secagg_buckets(void) {
   a->ops->destroy(a);
 }
 
+/* Staging slots from a memory budget: budget / model, at least 1, at most 1024. */
+static void test_slots_for_budget(void) {
+  CHECK_EQ_INT(fc_agg_slots_for_budget(512ull << 20, 4044040), 132); /* 1.01M parameters */
+  CHECK_EQ_INT(fc_agg_slots_for_budget(1ull << 20, 31400), 33);
+  CHECK_EQ_INT(fc_agg_slots_for_budget(512ull << 20, 400ull << 20), 1);  /* larger than the budget: still 1 */
+  CHECK_EQ_INT(fc_agg_slots_for_budget(512ull << 20, 1ull << 30), 1);
+  CHECK_EQ_INT(fc_agg_slots_for_budget(1ull << 40, 4), FC_AGG_SLOTS_MAX);
+  CHECK_EQ_INT(fc_agg_slots_for_budget(1ull << 20, 0), FC_AGG_SLOTS_MAX);
+  CHECK_EQ_INT(fc_agg_slots_for_budget(0, 4), 1);
+}
+
+/* The check fused into the chunk copy (agg_slots.c, on each ISA path) gives
+ * what one pass over the whole update gives (fc_agg_check_f32, the plain
+ * reference), however the chunks cut the floats, for chunks out of order
+ * (then update_check makes its own pass), and finds the first NaN/Inf at its
+ * index, also in a float two chunks share. */
+static void fused_case(fc_agg *a, const float *x, const size_t *cuts, size_t ncuts, int reverse) {
+  fc_agg_update *u = NULL;
+  CHECK_EQ_INT(a->ops->update_begin(a, 1000, &u), FEDC_OK);
+  const uint8_t *p = (const uint8_t *)x;
+  size_t bytes = N * sizeof(float);
+  for (size_t c = 0; c < ncuts; c++) {
+    size_t k = reverse ? ncuts - 1 - c : c;
+    size_t lo = cuts[k], hi = k + 1 < ncuts ? cuts[k + 1] : bytes;
+    CHECK_EQ_INT(a->ops->update_chunk(a, u, lo, p + lo, hi - lo), FEDC_OK);
+  }
+  fc_agg_check got, want;
+  memset(&got, 0, sizeof got);
+  memset(&want, 0, sizeof want);
+  int rg = a->ops->update_check(a, u, &got), rw = fc_agg_check_f32(x, N, &want);
+  CHECK_EQ_INT(rg, rw);
+  CHECK(memcmp(u->buf, x, bytes) == 0);
+  if (rw == FEDC_OK) {
+    CHECK(fabs(got.l2 - want.l2) <= 1e-12 * want.l2);
+    CHECK(got.amax == want.amax);
+  } else {
+    CHECK_EQ_INT(got.bad_index, want.bad_index);
+  }
+  a->ops->update_abort(a, u);
+}
+
+static void test_fused_check(void) {
+  static const char *const isas[] = {"base", "avx2", NULL};
+  fc_agg *a = NULL;
+  CHECK_EQ_INT(fc_agg_fedavg_create(N, 1, &a), FEDC_OK);
+  static float x[N];
+  for (int i = 0; i < N; i++) x[i] = (float)cos(0.37 * i) * (float)(1 + i % 13) * 1e3f;
+  size_t bytes = N * sizeof(float);
+  for (size_t ii = 0; ii < 3; ii++) {
+    if (isas[ii]) setenv("FEDC_KERNEL_ISA", isas[ii], 1);
+    else unsetenv("FEDC_KERNEL_ISA");
+    const size_t steps[] = {bytes, 65536, 4099, 4, 3, 1};
+    for (size_t s = 0; s < sizeof steps / sizeof *steps; s++) {
+      size_t cuts[40100], nc = 0;
+      for (size_t off = 0; off < bytes && nc < 40100; off += steps[s]) cuts[nc++] = off;
+      if (nc == 40100) continue;
+      fused_case(a, x, cuts, nc, 0);
+      if (steps[s] == 4099) fused_case(a, x, cuts, nc, 1); /* out of order */
+      /* A NaN in float 1024, which the 4099-byte cut splits (bytes 4096..4099),
+       * and an Inf later: the NaN's index is reported. */
+      float keep = x[1024], keep2 = x[9000];
+      x[1024] = NAN;
+      x[9000] = INFINITY;
+      fused_case(a, x, cuts, nc, 0);
+      x[1024] = keep;
+      fused_case(a, x, cuts, nc, 0); /* now the Inf at 9000 */
+      x[9000] = keep2;
+    }
+  }
+  unsetenv("FEDC_KERNEL_ISA");
+  a->ops->destroy(a);
+}
+
 int main(void) {
+  test_fused_check();
+  test_slots_for_budget();
   test_secagg_unmask_split();
   test_secagg_buckets();
   fc_agg *a = NULL;

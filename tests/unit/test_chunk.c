@@ -9,6 +9,8 @@
 
 #include "check.h"
 #include "common/chunk.h"
+#include "common/hash_pipe.h"
+#include "crypto/sha256.h"
 #include "fedc/error.h"
 #include "transport/tensor_stream.h"
 
@@ -309,7 +311,91 @@ static void test_hostile_name(void) {
     }
 }
 
+/* The hash pipe's digest equals SHA-256 of the whole buffer whatever the
+ * publish steps (uneven, repeated, backwards, none before finish), and an
+ * abort with bytes pending returns without a digest. */
+static void test_hash_pipe(void) {
+  size_t n = (3u << 20) + 12345;
+  uint8_t *buf = malloc(n), want[32], got[32];
+  CHECK(buf != NULL);
+  if (!buf) return;
+  fill_random(buf, n, 99);
+  fc_sha256(buf, n, want);
+  const size_t steps[] = {1, 4096, 1000003, n};
+  for (size_t k = 0; k < sizeof steps / sizeof *steps; k++) {
+    fc_hash_pipe *p = NULL;
+    CHECK_EQ_INT(fc_hash_pipe_start(buf, &p), FEDC_OK);
+    size_t at = 0;
+    if (steps[k] == 1) fc_hash_pipe_publish(p, at = n - 5); /* one jump, then single bytes */
+    while (at < n) {
+      at = at + steps[k] < n ? at + steps[k] : n;
+      fc_hash_pipe_publish(p, at);
+      fc_hash_pipe_publish(p, at / 2); /* going back is ignored */
+    }
+    memset(got, 0, sizeof got);
+    CHECK_EQ_INT(fc_hash_pipe_finish(p, got), FEDC_OK);
+    CHECK(memcmp(got, want, 32) == 0);
+  }
+  fc_hash_pipe *p = NULL;
+  CHECK_EQ_INT(fc_hash_pipe_start(buf, &p), FEDC_OK);
+  fc_hash_pipe_publish(p, n);
+  fc_hash_pipe_abort(p);
+  fc_hash_pipe_abort(NULL);
+  free(buf);
+}
+
+/* hash_outside: the receiver checks framing only, and the caller's digest
+ * decides: the right one is accepted, a wrong one is HASH, and ending with
+ * the wrong kind of end is refused. */
+static void test_hash_outside(void) {
+  struct fixture f;
+  uint8_t got[32];
+  CHECK_EQ_INT(fixture_begin(&f), FEDC_OK);
+  fc_chunk_rx_hash_outside(&f.rx);
+  for (uint64_t off = 0; off < 44; off += 8)
+    CHECK_EQ_INT(fc_chunk_rx_feed(&f.rx, off, f.payload + off, 44 - off < 8 ? 44 - off : 8, f.err, sizeof f.err),
+                 FEDC_OK);
+  fc_sha256(f.payload, 44, got);
+  CHECK_EQ_INT(fc_chunk_rx_end_digest(&f.rx, got, f.err, sizeof f.err), FEDC_OK);
+  CHECK_EQ_INT(f.rx.state, FC_CHUNK_RX_DONE);
+  fc_chunk_rx_free(&f.rx);
+
+  CHECK_EQ_INT(fixture_begin(&f), FEDC_OK);
+  fc_chunk_rx_hash_outside(&f.rx);
+  CHECK_EQ_INT(fc_chunk_rx_feed(&f.rx, 0, f.payload, 44 > 8 ? 8 : 44, f.err, sizeof f.err), FEDC_OK);
+  for (uint64_t off = 8; off < 44; off += 8)
+    CHECK_EQ_INT(fc_chunk_rx_feed(&f.rx, off, f.payload + off, 44 - off < 8 ? 44 - off : 8, f.err, sizeof f.err),
+                 FEDC_OK);
+  got[3] ^= 1;
+  CHECK_EQ_INT(fc_chunk_rx_end_digest(&f.rx, got, f.err, sizeof f.err), FEDC_ERR_HASH);
+  CHECK(strstr(f.err, "SHA-256 mismatch") != NULL);
+  check_dead(&f);
+
+  /* Set up for an outside digest but ended as usual, and the reverse. */
+  CHECK_EQ_INT(fixture_begin(&f), FEDC_OK);
+  fc_chunk_rx_hash_outside(&f.rx);
+  CHECK_EQ_INT(fc_chunk_rx_feed(&f.rx, 0, f.payload, 8, f.err, sizeof f.err), FEDC_OK);
+  for (uint64_t off = 8; off < 44; off += 8)
+    fc_chunk_rx_feed(&f.rx, off, f.payload + off, 44 - off < 8 ? 44 - off : 8, f.err, sizeof f.err);
+  CHECK_EQ_INT(fc_chunk_rx_end(&f.rx, f.err, sizeof f.err), FEDC_ERR_INVALID);
+  check_dead(&f);
+  CHECK_EQ_INT(fixture_begin(&f), FEDC_OK);
+  for (uint64_t off = 0; off < 44; off += 8)
+    fc_chunk_rx_feed(&f.rx, off, f.payload + off, 44 - off < 8 ? 44 - off : 8, f.err, sizeof f.err);
+  fc_sha256(f.payload, 44, got);
+  CHECK_EQ_INT(fc_chunk_rx_end_digest(&f.rx, got, f.err, sizeof f.err), FEDC_ERR_INVALID);
+  check_dead(&f);
+  /* Too late to switch once a chunk has been hashed inline. */
+  CHECK_EQ_INT(fixture_begin(&f), FEDC_OK);
+  CHECK_EQ_INT(fc_chunk_rx_feed(&f.rx, 0, f.payload, 8, f.err, sizeof f.err), FEDC_OK);
+  fc_chunk_rx_hash_outside(&f.rx);
+  CHECK_EQ_INT(f.rx.hash_outside, 0);
+  fc_chunk_rx_free(&f.rx);
+}
+
 int main(void) {
+  test_hash_pipe();
+  test_hash_outside();
   test_hostile_name();
   test_plan();
   test_round_trip();

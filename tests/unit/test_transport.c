@@ -442,6 +442,33 @@ static void test_source(void) {
   }
   fc_ccall_destroy(call);
 
+  /* Into a buffer kept between downloads: the same buffer is reused when it
+   * is large enough (no fresh pages to fault in), replaced when it is not. */
+  uint8_t *buf = NULL;
+  uint64_t cap = 0;
+  const uint64_t sizes[] = {8 * MIB, 4 * MIB, 12 * MIB};
+  for (size_t k = 0; k < 3; k++) {
+    req.version = sizes[k];
+    call = NULL;
+    uint8_t *before = buf;
+    rc = fc_ccall_start(ch, TS_SOURCE, FC_RPC_SERVER_STREAM, &req.base, 30000, &call, &st);
+    fc_model_spec spec;
+    uint64_t total = 0;
+    if (rc == FEDC_OK) rc = fc_tensor_stream_recv_into(call, 1ull << 30, NULL, &spec, &buf, &cap, &total, NULL, NULL, &st);
+    CHECK_EQ_INT(rc, FEDC_OK);
+    CHECK_EQ_INT(total, sizes[k]);
+    CHECK(cap >= sizes[k]);
+    if (k == 1) CHECK(buf == before);
+    if (rc == FEDC_OK) {
+      float *want = malloc(sizes[k]);
+      ts_pattern(want, sizes[k] / 4);
+      CHECK(memcmp(want, buf, sizes[k]) == 0);
+      free(want);
+    }
+    fc_ccall_destroy(call);
+  }
+  free(buf);
+
   /* A bad request is refused by the handler. */
   req.version = 3;
   call = NULL;
