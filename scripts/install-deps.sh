@@ -19,7 +19,7 @@ pkgs=(
   openssl                                             # tests: certificates a coordinator serves (test_rotation)
   python3                                             # test data (tests/integration/_data.sh), the DP reference
   python3-yaml docker-compose                         # deploy/check.sh: compose schema, k8s object check
-  python3-cffi python3-numpy                          # the Python binding (python/fedc; tests/integration/test_python.sh)
+  python3-cffi python3-numpy python3-venv             # the Python binding (python/fedc; tests/integration/test_python.sh)
   python3-torch python3-torchvision                   # fedc.pytorch, its test and examples/ (180 packages, 610 MB; 96 s to install here)
 )
 missing=()

@@ -33,6 +33,7 @@ import logging
 import math
 import os
 import threading
+import time
 import traceback
 from dataclasses import dataclass
 from typing import Optional
@@ -167,6 +168,9 @@ class Client:
         self._finished = False
         self._stop_requested = False
         self._fatal = None  # a ShapeError that ended run()
+        # The last train call: seconds in the whole callback and in trainer.train alone; the
+        # difference is this binding's cost (views, config, checks, the copy into the runtime's buffer).
+        self.last_train_timing = None
         self._h = ffi.NULL
 
         # The callbacks and everything they point to live as long as the handle.
@@ -226,6 +230,7 @@ class Client:
 
     def _train_cb(self, ctx, cfg, weights, out, n, kind_p, examples_p, loss_p):
         rnd = int(cfg.round)
+        t_start = time.perf_counter()
         try:
             specs = _tensor_specs(cfg.tensors, cfg.n_tensors)
             config = {
@@ -238,7 +243,9 @@ class Client:
             if _ffi.abi_version() >= 2 and cfg.struct_size >= ffi.offsetof("fedc_train_config", "prox_mu") + 4:
                 config["prox_mu"] = float(cfg.prox_mu)
             w = _views(weights, n, specs, self._copy)
+            t_train = time.perf_counter()
             result = self._trainer.train(w, config)
+            t_train = time.perf_counter() - t_train
             if not isinstance(result, tuple) or len(result) != 3:
                 raise TypeError("train() must return (weights_or_delta, num_examples, loss)")
             tensors, num_examples, loss = result
@@ -251,6 +258,9 @@ class Client:
             kind_p[0] = OUTPUT_DELTA if isinstance(tensors, Delta) else OUTPUT_WEIGHTS
             examples_p[0] = num_examples
             loss_p[0] = loss
+            total = time.perf_counter() - t_start
+            self.last_train_timing = {"round": rnd, "callback_s": total, "trainer_s": t_train,
+                                      "binding_s": total - t_train}
             return 0
         except BaseException as e:  # never let an exception cross into C
             self._trainer_failed("train", rnd, e)

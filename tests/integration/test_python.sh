@@ -15,6 +15,8 @@
 #      fedc_client_stop and the script exits 130;
 #   5. a PyTorch CNN (fedc.pytorch) exported as --init-model, trained for
 #      two rounds; the result loads back into the module by name.
+# First, python/ installs offline with one pip command (into a venv with
+# --system-site-packages, as Debian's python3 refuses system-wide pip installs).
 # Skipped (exit 0 with a notice) when /usr/bin/python3 lacks cffi or numpy.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
@@ -24,7 +26,7 @@ if ! "$PY" -c 'import cffi, numpy' 2>/dev/null; then
   echo "SKIP python: $PY lacks cffi or numpy (scripts/install-deps.sh installs them)"
   exit 0
 fi
-export PYTHONPATH=$SRC/python FEDC_CLIENT_LIB=$BUILD_DIR/libfedc-client.so
+export PYTHONPATH=$SRC/python FEDC_CLIENT_LIB=$(cd "$BUILD_DIR" && pwd)/libfedc-client.so
 # A sanitizer build's library needs its runtimes loaded first into python3.
 if nm -D "$FEDC_CLIENT_LIB" 2>/dev/null | grep __asan_init >/dev/null; then
   export LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
@@ -32,6 +34,18 @@ if nm -D "$FEDC_CLIENT_LIB" 2>/dev/null | grep __asan_init >/dev/null; then
 fi
 make_tmp
 make_pki "$T/pki" pyt a b c d e t
+
+# ---- 0. the one-command install (offline, into a venv that sees Debian's packages) ----
+if "$PY" -m venv --system-site-packages "$T/venv" 2>/dev/null; then
+  cp -r "$SRC/python" "$T/pysrc" # pip builds in place: keep the source tree clean
+  "$T/venv/bin/python" -m pip install -q --no-index --no-build-isolation "$T/pysrc" >"$T/pip.log" 2>&1 ||
+    fail "pip install of python/ failed: $(tail -5 "$T/pip.log")"
+  abi=$(cd "$T" && env -u PYTHONPATH "$T/venv/bin/python" -c 'import fedc; print(fedc.abi_version())') ||
+    fail "the installed package does not import"
+  [ "$abi" = 2 ] || fail "installed package: ABI level $abi, expected 2"
+else
+  echo "NOTE python: no venv module; install check skipped"
+fi
 ADMIN=(--pki "$T/pki" --name root)
 CLIENT=("$PY" "$SRC/tests/python/client.py" --pki "$T/pki")
 
