@@ -2,8 +2,8 @@
 # The Python binding (python/fedc) against a real coordinator over mutual TLS
 # on 127.0.0.1, run with Debian's /usr/bin/python3 (python3-cffi,
 # python3-numpy, python3-torch) on the library this build made:
-#   1. two NumPy clients (one returns weights, the other a fedc.Delta; 1 and 3
-#      examples) for 3 rounds on a model imported with --init-model: every
+#   1. two NumPy clients (one returns weights and reports through on_event, the
+#      other a fedc.Delta and reads client.events(); 1 and 3 examples) for 3 rounds on a model imported with --init-model: every
 #      published version equals the example-weighted average computed here
 #      from the previous one; the trainer saw names, shapes and the task's
 #      config (lr, epochs, batch, prox_mu) and read-only weights;
@@ -61,7 +61,7 @@ start_coordinator --pki "$T/pki" --federation pyt --state "$T/state1" --init-mod
   --lr 0.125 --epochs 3 --batch 7 --prox-mu 0.25
 start_bg py-a "${CLIENT[@]}" --coordinator "$COORD_ADDR" --name a --mode weights --examples 1 --config-out "$T/cfg-a.jsonl"
 PA=$BG_PID
-start_bg py-b "${CLIENT[@]}" --coordinator "$COORD_ADDR" --name b --mode delta --examples 3
+start_bg py-b "${CLIENT[@]}" --coordinator "$COORD_ADDR" --name b --mode delta --examples 3 --iterate
 PB=$BG_PID
 wait "$PA" || fail "python client a exited $?"
 wait "$PB" || fail "python client b exited $?"

@@ -11,13 +11,16 @@ Modes (NumPy trainers, deterministic so the test can compute the expected model)
   wait      never expects a round (Ctrl-C test): prints "waiting" once checked in
   torch     fedc.pytorch.TorchTrainer on a tiny CNN and 64 synthetic images (--init-out writes its
             initial model as safetensors and exits)
-Prints one JSON line per event on stdout; --config-out appends the config each train() saw.
+Prints one JSON line per event on stdout (--iterate: run() on a thread and the events read through
+client.events() on the main thread, instead of the on_event callback); --config-out appends the config
+each train() saw.
 Exit: 0 after run() returns, 3 on fedc.ShapeError, 4 on another FedcError, 130 on Ctrl-C.
 """
 import argparse
 import json
 import signal
 import sys
+import threading
 
 import numpy as np
 
@@ -72,6 +75,7 @@ def main():
     ap.add_argument("--max-rounds", type=int, default=0)
     ap.add_argument("--config-out")
     ap.add_argument("--init-out")
+    ap.add_argument("--iterate", action="store_true")
     a = ap.parse_args()
     # A background job of a non-interactive shell starts with SIGINT ignored, and
     # Python then leaves it ignored: take it back, as an interactive run has it.
@@ -98,8 +102,27 @@ def main():
 
     try:
         with fedc.Client(a.coordinator, pki=a.pki, name=a.name, trainer=trainer, max_rounds=a.max_rounds,
-                         on_event=on_event, min_backoff_ms=100, max_backoff_ms=1000) as client:
-            done = client.run()
+                         on_event=None if a.iterate else on_event, min_backoff_ms=100,
+                         max_backoff_ms=1000) as client:
+            if a.iterate:
+                outcome = []
+
+                def body():
+                    try:
+                        outcome.append(client.run())
+                    except BaseException as e:
+                        outcome.append(e)
+
+                worker = threading.Thread(target=body)
+                worker.start()
+                for ev in client.events():
+                    on_event(ev)
+                worker.join()
+                if isinstance(outcome[0], BaseException):
+                    raise outcome[0]
+                done = outcome[0]
+            else:
+                done = client.run()
         print(json.dumps({"kind": "run_returned", "rounds_done": done}), flush=True)
         return 0
     except fedc.ShapeError as e:
