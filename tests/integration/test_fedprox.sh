@@ -44,12 +44,14 @@ start_bg builtin "$FEDC" client --coordinator "$COORD_ADDR" --pki "$T/pki" --nam
   --data "idx:$T/img0.idx,$T/lbl0.idx" --model 784-10
 PY=/usr/bin/python3
 if "$PY" -c 'import cffi, numpy' 2>/dev/null; then
+  # A sanitizer build's library needs its runtime loaded first into python3 (no leak check of the interpreter).
+  SAN_ENV=()
   if nm -D "$BUILD_DIR/libfedc-client.so" 2>/dev/null | grep __asan_init >/dev/null; then
-    export LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)" ASAN_OPTIONS=detect_leaks=0
+    SAN_ENV=(LD_PRELOAD="$(gcc -print-file-name=libasan.so)" ASAN_OPTIONS=detect_leaks=0)
   fi
-  PYTHONPATH=$SRC/python FEDC_CLIENT_LIB=$BUILD_DIR/libfedc-client.so start_bg py "$PY" "$SRC/tests/python/client.py" \
-    --coordinator "$COORD_ADDR" --pki "$T/pki" --name py --mode weights --max-rounds 2 --config-out "$T/py-cfg.jsonl"
-  unset LD_PRELOAD
+  start_bg py env PYTHONPATH="$SRC/python" FEDC_CLIENT_LIB="$BUILD_DIR/libfedc-client.so" ${SAN_ENV[@]+"${SAN_ENV[@]}"} \
+    "$PY" "$SRC/tests/python/client.py" --coordinator "$COORD_ADDR" --pki "$T/pki" --name py --mode weights \
+    --max-rounds 2 --config-out "$T/py-cfg.jsonl"
   PYP=$BG_PID
 else
   # No binding here: a second built-in client fills the cohort instead.

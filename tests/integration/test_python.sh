@@ -26,12 +26,16 @@ if ! "$PY" -c 'import cffi, numpy' 2>/dev/null; then
   echo "SKIP python: $PY lacks cffi or numpy (scripts/install-deps.sh installs them)"
   exit 0
 fi
-export PYTHONPATH=$SRC/python FEDC_CLIENT_LIB=$(cd "$BUILD_DIR" && pwd)/libfedc-client.so
-# A sanitizer build's library needs its runtimes loaded first into python3.
-if nm -D "$FEDC_CLIENT_LIB" 2>/dev/null | grep __asan_init >/dev/null; then
-  export LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
-  export ASAN_OPTIONS=detect_leaks=0 # the interpreter's own allocations are not ours to judge
+LIB=$(cd "$BUILD_DIR" && pwd)/libfedc-client.so
+# Every python3 runs through PYRUN: our package and library; a sanitizer
+# build's library needs its runtime loaded first into python3, and the
+# interpreter's own allocations are not ours to judge (no leak check there;
+# the fedc processes keep theirs).
+SAN_ENV=()
+if nm -D "$LIB" 2>/dev/null | grep __asan_init >/dev/null; then
+  SAN_ENV=(LD_PRELOAD="$(gcc -print-file-name=libasan.so)" ASAN_OPTIONS=detect_leaks=0)
 fi
+PYRUN=(env PYTHONPATH="$SRC/python" FEDC_CLIENT_LIB="$LIB" ${SAN_ENV[@]+"${SAN_ENV[@]}"} "$PY")
 make_tmp
 make_pki "$T/pki" pyt a b c d e t
 
@@ -40,17 +44,18 @@ if "$PY" -m venv --system-site-packages "$T/venv" 2>/dev/null; then
   cp -r "$SRC/python" "$T/pysrc" # pip builds in place: keep the source tree clean
   "$T/venv/bin/python" -m pip install -q --no-index --no-build-isolation "$T/pysrc" >"$T/pip.log" 2>&1 ||
     fail "pip install of python/ failed: $(tail -5 "$T/pip.log")"
-  abi=$(cd "$T" && env -u PYTHONPATH "$T/venv/bin/python" -c 'import fedc; print(fedc.abi_version())') ||
+  abi=$(cd "$T" && env -u PYTHONPATH FEDC_CLIENT_LIB="$LIB" ${SAN_ENV[@]+"${SAN_ENV[@]}"} "$T/venv/bin/python" -c \
+    'import fedc; print(fedc.abi_version())') ||
     fail "the installed package does not import"
   [ "$abi" = 2 ] || fail "installed package: ABI level $abi, expected 2"
 else
   echo "NOTE python: no venv module; install check skipped"
 fi
 ADMIN=(--pki "$T/pki" --name root)
-CLIENT=("$PY" "$SRC/tests/python/client.py" --pki "$T/pki")
+CLIENT=("${PYRUN[@]}" "$SRC/tests/python/client.py" --pki "$T/pki")
 
 # ---- 1. NumPy trainers, the model checked against the weighted average ----
-"$PY" - "$T/init.safetensors" <<'PY'
+"${PYRUN[@]}" - "$T/init.safetensors" <<'PY'
 import sys, numpy as np, fedc
 rng = np.random.default_rng(3)
 fedc.safetensors.write(sys.argv[1], {"dense.weight": rng.normal(size=(4, 3)).astype(np.float32),
@@ -73,7 +78,7 @@ for v in 0 1 2 3; do
   "$FEDC" model get --coordinator "$COORD_ADDR" "${ADMIN[@]}" --version $v --out "$T/v$v.safetensors" >/dev/null ||
     fail "model get version $v"
 done
-"$PY" - "$T" "$T/cfg-a.jsonl" <<'PY' || fail "published models are not the weighted average (see above)"
+"${PYRUN[@]}" - "$T" "$T/cfg-a.jsonl" <<'PY' || fail "published models are not the weighted average (see above)"
 import json, sys, numpy as np, fedc
 T = sys.argv[1]
 prev, _ = fedc.safetensors.read(T + "/v0.safetensors")
@@ -130,7 +135,7 @@ assert_contains "$T/py-e.log" '"kind": "interrupted"'
 kill "$COORD_PID"; wait "$COORD_PID" 2>/dev/null || true
 
 # ---- 5. PyTorch ----
-if "$PY" -c 'import torch' 2>/dev/null; then
+if "${PYRUN[@]}" -c 'import torch' 2>/dev/null; then
   "${CLIENT[@]}" --mode torch --init-out "$T/cnn.safetensors" || fail "export of the CNN failed"
   start_coordinator --pki "$T/pki" --federation pyt --state "$T/state4" --init-model "$T/cnn.safetensors" \
     --rounds 2 --min-clients 1 --cohort 1 --min-updates 1 --poll-ms 100 --lr 0.1
@@ -140,7 +145,7 @@ if "$PY" -c 'import torch' 2>/dev/null; then
   [ "$(grep -c '"kind": "uploaded"' "$T/py-t.log")" = 2 ] || fail "torch client: expected 2 uploads"
   assert_contains "$T/py-t.log" '"kind": "evaluated"'
   "$FEDC" model get --coordinator "$COORD_ADDR" "${ADMIN[@]}" --version 2 --out "$T/cnn2.safetensors" >/dev/null
-  "$PY" - "$T" "$SRC/tests/python" <<'PY' || fail "the federated CNN does not load back into the module"
+  "${PYRUN[@]}" - "$T" "$SRC/tests/python" <<'PY' || fail "the federated CNN does not load back into the module"
 import sys
 sys.path.insert(0, sys.argv[2])
 import numpy as np, fedc, fedc.pytorch
