@@ -12,7 +12,7 @@ coordinator's --init-model, so each client trains the nn.Module in a few lines
     /usr/bin/python3 examples/fmnist_cnn.py export --out cnn.safetensors
     # the coordinator, on that model
     fedc coordinator --pki pki --federation cnn --init-model cnn.safetensors --rounds 20 \\
-        --min-clients 2 --cohort 2 --lr 0.05 --momentum 0.5 --clip-norm 0
+        --min-clients 2 --cohort 2 --lr 0.1 --momentum 0.5      # the settings of docs/results.md
     # each client on its Dirichlet(0.5) share of the training set (another terminal each)
     /usr/bin/python3 examples/fmnist_cnn.py client --pki pki --name c0 --part 0 --parts 2
     /usr/bin/python3 examples/fmnist_cnn.py client --pki pki --name c1 --part 1 --parts 2
