@@ -14,7 +14,8 @@
 #   4. Ctrl-C (SIGINT) while waiting for a round: run() stops through
 #      fedc_client_stop and the script exits 130;
 #   5. a PyTorch CNN (fedc.pytorch) exported as --init-model, trained for
-#      two rounds; the result loads back into the module by name.
+#      two rounds; the result loads back into the module by name; and
+#      TorchTrainer's FedProx steps against the closed form.
 # First, python/ installs offline with one pip command (into a venv with
 # --system-site-packages, as Debian's python3 refuses system-wide pip installs).
 # Skipped (exit 0 with a notice) when /usr/bin/python3 lacks cffi or numpy.
@@ -157,6 +158,32 @@ fedc.pytorch.from_fedc(model, v2)  # names and shapes checked
 assert list(v2) == list(v0) == list(fedc.pytorch.to_fedc(model)) == ["0.weight", "0.bias", "4.weight", "4.bias"]
 assert all(np.isfinite(v2[k]).all() and not np.array_equal(v2[k], v0[k]) for k in v0), "weights did not move"
 print("CNN trained 2 rounds:", {k: v.shape for k, v in v2.items()})
+PY
+  # FedProx in TorchTrainer: full-batch steps against w -= lr (grad CE + mu (w - w_global)) replayed here.
+  "${PYRUN[@]}" - "$SRC/tests/python" <<'PY' || fail "TorchTrainer's FedProx steps differ from the closed form"
+import sys
+sys.path.insert(0, sys.argv[1])
+import torch, fedc.pytorch as fp
+from client import torch_parts
+model, x, y = torch_parts(7)
+w0 = fp.to_fedc(model)
+w0 = {k: v.copy() for k, v in w0.items()}
+cfg = {"learning_rate": 0.1, "momentum": 0.0, "batch_size": 64, "local_epochs": 3, "seed": 5, "prox_mu": 0.5}
+got, n, _ = fp.TorchTrainer(model, x, y).train(w0, cfg)
+ref, _, _ = torch_parts(7)
+params = dict(ref.named_parameters())
+anchor = {k: torch.from_numpy(w0[k]) for k in params}
+for _ in range(3):
+    ref.zero_grad()
+    torch.nn.functional.cross_entropy(ref(x), y).backward()
+    with torch.no_grad():
+        for k, p in params.items():
+            p -= 0.1 * (p.grad + 0.5 * (p - anchor[k]))
+plain, _, _ = fp.TorchTrainer(torch_parts(7)[0], x, y).train(w0, dict(cfg, prox_mu=0.0))
+diff = max(float(abs(torch.from_numpy(got[k]) - params[k].detach()).max()) for k in params)
+moved = max(float(abs(got[k] - plain[k]).max()) for k in params)
+assert n == 64 and diff < 1e-5 and moved > 1e-4, (diff, moved)
+print("TorchTrainer FedProx: max |diff| %.1e against the closed form; mu moved weights by up to %.1e" % (diff, moved))
 PY
 else
   echo "NOTE python: torch not installed; PyTorch part skipped"
