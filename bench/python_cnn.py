@@ -20,6 +20,7 @@ import argparse
 import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -133,6 +134,8 @@ def main():
                 p.wait(30)
             except subprocess.TimeoutExpired:
                 p.kill()
+        if not a.keep:
+            shutil.rmtree(T, ignore_errors=True)
     results.sort(key=lambda l: l["round"])
     hit = next((l["round"] for l in results if l["accuracy"] >= a.target), None)
     mean = lambda k: round(sum(l[k] for l in results if l[k] is not None) /  # noqa: E731
