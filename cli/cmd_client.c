@@ -97,6 +97,7 @@ static int bt_train(void *ctx, const fedc_train_config *cfg, const float *weight
   o.epochs = cfg->local_epochs ? cfg->local_epochs : 1;
   o.batch = cfg->batch_size ? cfg->batch_size : 32;
   o.momentum = cfg->momentum;
+  o.prox_mu = cfg->prox_mu;
   o.seed = cfg->seed;
   if (!b->ws) b->ws = fc_mlp_ws_create(&b->mlp, o.batch);
   if (!b->ws) return -1;

@@ -228,6 +228,8 @@ static const copt options[] = {
     OPT_NUM("epochs", T_U32, c.local_epochs, "local epochs per round"),
     OPT_NUM("batch", T_U32, c.batch_size, "client minibatch size"),
     OPT_NUM("momentum", T_F32, c.momentum, "client SGD momentum"),
+    OPT_NUM("prox-mu", T_F32, c.prox_mu,
+            "FedProx (Li et al. 2020): clients add mu/2 ||w - w_global||^2 to their local loss (0 = FedAvg)"),
     OPT_NUM("clip-norm", T_F32, c.clip_norm, "L2 clip norm of updates (0 = none); larger updates are refused"),
     OPT_NUM("max-example-weight", T_U64, c.max_example_weight, "FedAvg weight cap per client"),
     OPT_STR("server-optimizer", c.server_optimizer,

@@ -122,6 +122,7 @@ static void usage(FILE *f) {
              "  --batch B            batch size (default 32)\n"
              "  --lr X               learning rate (default 0.05)\n"
              "  --momentum X         SGD momentum (default 0)\n"
+             "  --prox-mu X          FedProx proximal term mu (Li et al. 2020; default 0 = FedAvg)\n"
              "  --clip-norm X        L2 clip norm of updates, 0 = off (default: the coordinator's)\n"
              "  --server-optimizer sgd|avgm|adagrad|adam|yogi  server optimizer (default sgd = FedAvg)\n"
              "  --server-lr X --server-beta1 X --server-beta2 X --server-tau X --server-nesterov\n"
@@ -211,7 +212,7 @@ static int parse(int argc, char **argv, sim_opts *o) {
   enum { O_OUT = 1, O_PER_PROC, O_CLIENTS, O_COHORT, O_ROUNDS, O_PART, O_ALPHA, O_MODEL, O_EPOCHS, O_BATCH, O_LR, O_MOM, O_CLIP,
          O_MINUP, O_RTO, O_POLL, O_SEED, O_DATA, O_JSON, O_SECAGG, O_SAK, O_SAT, O_DROP, O_SOPT, O_SOPT_END = O_SOPT + 4, O_BYZ, O_AGG,
          O_AGG_END = O_AGG + 5,
-         O_NESTEROV, O_DP, O_DP_END = O_DP + 4, O_SAB, O_COPT, O_KEEPV, O_KEEPE };
+         O_NESTEROV, O_DP, O_DP_END = O_DP + 4, O_SAB, O_COPT, O_KEEPV, O_KEEPE, O_PROX };
   static const struct option lo[] = {
       {"out", 1, 0, O_OUT},         {"clients-per-process", 1, 0, O_PER_PROC},         {"clients", 1, 0, O_CLIENTS},   {"cohort", 1, 0, O_COHORT},
       {"rounds", 1, 0, O_ROUNDS},   {"partition", 1, 0, O_PART},    {"alpha", 1, 0, O_ALPHA},
@@ -220,7 +221,7 @@ static int parse(int argc, char **argv, sim_opts *o) {
       {"min-updates", 1, 0, O_MINUP}, {"round-timeout-ms", 1, 0, O_RTO}, {"poll-ms", 1, 0, O_POLL},
       {"seed", 1, 0, O_SEED},       {"data-dir", 1, 0, O_DATA},     {"json", 0, 0, O_JSON},
       {"secagg", 0, 0, O_SECAGG},   {"secagg-neighbors", 1, 0, O_SAK}, {"secagg-threshold", 1, 0, O_SAT},
-      {"secagg-bucket", 1, 0, O_SAB},   {"coordinator-opt", 1, 0, O_COPT},
+      {"secagg-bucket", 1, 0, O_SAB},   {"coordinator-opt", 1, 0, O_COPT}, {"prox-mu", 1, 0, O_PROX},
       {"drop", 1, 0, O_DROP},           {"byzantine", 1, 0, O_BYZ},
       {"server-optimizer", 1, 0, O_SOPT}, {"server-lr", 1, 0, O_SOPT + 1}, {"server-beta1", 1, 0, O_SOPT + 2},
       {"server-beta2", 1, 0, O_SOPT + 3}, {"server-tau", 1, 0, O_SOPT + 4}, {"server-nesterov", 0, 0, O_NESTEROV},
@@ -266,6 +267,7 @@ static int parse(int argc, char **argv, sim_opts *o) {
     case O_BATCH: bad = parse_int("--batch", optarg, 1, UINT32_MAX, &o->batch); break;
     case O_LR: bad = parse_real("--lr", optarg, 0, 1, 1e30, 0, 1, "(0, 1e30]", &o->lr); break;
     case O_MOM: bad = parse_real("--momentum", optarg, 0, 0, 1, 1, 1, "[0, 1)", &o->momentum); break;
+    case O_PROX: bad = parse_real("--prox-mu", optarg, 0, 0, 1e30, 0, 1, "[0, 1e30]", &o->prox_mu); break;
     case O_CLIP:
       bad = parse_real("--clip-norm", optarg, 0, 0, 1e30, 0, 1, "[0, 1e30] (0 = off)", &o->clip_norm);
       o->clip_norm_set = 1;
@@ -513,6 +515,9 @@ int cmd_sim(int argc, char **argv) {
   while (cargv[ca_n]) ca_n++;
   /* Unless the user chose a clip norm, the coordinator's default applies. */
   if (o.clip_norm_set) cargv[ca_n++] = "--clip-norm", cargv[ca_n++] = buf[7];
+  char prox[64];
+  snprintf(prox, sizeof prox, "%.9g", o.prox_mu);
+  if (o.prox_mu > 0) cargv[ca_n++] = "--prox-mu", cargv[ca_n++] = prox;
   /* Every client connects from 127.0.0.1: the per-address cap (256 by
    * default, against one host hogging the coordinator) must admit them all,
    * twice over: on a loaded machine a client's new connection can be

@@ -24,6 +24,7 @@ typedef struct sim_opts {
    * connection and thread): 0 = 1 up to 100 clients, else 25. */
   unsigned long long per_process;
   double lr, momentum, alpha, clip_norm;
+  double prox_mu;    /* --prox-mu: FedProx mu, passed to the coordinator (0 = FedAvg) */
   int clip_norm_set; /* else the coordinator's default clip norm applies */
   char partition[32];
   char model[64];

@@ -400,7 +400,9 @@ static int do_round(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
     tc.batch_size = t->hyper->batch_size;
     tc.momentum = t->hyper->momentum;
     tc.seed = t->hyper->seed;
+    tc.prox_mu = t->hyper->prox_mu;
   }
+  tc.struct_size = sizeof tc; /* the ABI rule in client.h */
   tc.clip_norm = t->clip_norm;
   tc.n_tensors = c->spec.n;
   tc.tensors = ti;

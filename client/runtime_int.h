@@ -44,6 +44,7 @@ struct fedc_client {
   char federation[64];
   fc_manifest_trust trust;
   fc_model_spec spec;
+  fedc_tensor_info tinfo[FC_MODEL_MAX_TENSORS]; /* fedc_client_model_tensors (runtime_abi.c) */
   float *weights;
   uint64_t weights_cap; /* bytes allocated at weights (>= model_bytes); the next fetch reuses them */
   uint64_t model_bytes;

@@ -11,7 +11,9 @@
  *   backward  D_L = (softmax(Z_L) - onehot(y)) / B;
  *             dW_l = D_l^T A_{l-1}  (sgemm),  db_l = column sums of D_l,
  *             D_{l-1} = (D_l W_l) * [A_{l-1} > 0]  (sgemm, skipped for l = 1).
- *   update    g += wd * p;  v = mu * v + g (v = 0 at the start of each call);
+ *   update    g += wd * p;  g += prox_mu * (p - p0) (FedProx, Li et al. 2020, eq. 2:
+ *             the gradient of prox_mu/2 ||p - p0||^2, p0 the params on entry);
+ *             v = mu * v + g (v = 0 at the start of each call);
  *             p -= lr * v   (PyTorch SGD with dampening 0, nesterov off).
  * The ReLU mask reads the stored post-activation A_{l-1}: A > 0 exactly where
  * Z > 0, so pre-activations need not be kept.
@@ -45,6 +47,7 @@ struct fc_mlp_ws {
   float *delta[2];                 /* ping-pong: cap x max width */
   uint8_t *labels;                 /* cap */
   float *grad, *velocity;          /* nparams each */
+  float *anchor;                   /* FedProx: params on entry (nparams), allocated on first use */
   uint32_t *perm;                  /* positions into the index list, perm_cap */
   uint32_t perm_cap;
 };
@@ -240,6 +243,7 @@ void fc_mlp_ws_destroy(fc_mlp_ws *ws) {
   free(ws->labels);
   free(ws->grad);
   free(ws->velocity);
+  free(ws->anchor);
   free(ws->perm);
   free(ws);
 }
@@ -378,13 +382,18 @@ int fc_mlp_train(const fc_mlp *m, fc_mlp_ws *ws, float *params, const fc_dataset
   int rc;
   if (!ws_matches(ws, m) || !params || !o || n == 0) return FEDC_ERR_INVALID;
   if (!(o->lr >= 0.0f && isfinite(o->lr)) || o->epochs == 0 || o->batch == 0 ||
-      !(o->momentum >= 0.0f && o->momentum < 1.0f) || !(o->weight_decay >= 0.0f && isfinite(o->weight_decay)))
+      !(o->momentum >= 0.0f && o->momentum < 1.0f) || !(o->weight_decay >= 0.0f && isfinite(o->weight_decay)) ||
+      !(o->prox_mu >= 0.0f && isfinite(o->prox_mu)))
     return FEDC_ERR_INVALID;
   if ((rc = check_data(m, d, idx, n))) return rc;
   uint32_t batch = o->batch < n ? o->batch : n;
   if ((rc = ws_reserve(ws, batch)) || (rc = ws_reserve_perm(ws, n))) return rc;
 
   int np = (int)ws->nparams;
+  if (o->prox_mu > 0.0f) {
+    if (!ws->anchor && !(ws->anchor = malloc(ws->nparams * sizeof *ws->anchor))) return FEDC_ERR_NOMEM;
+    memcpy(ws->anchor, params, ws->nparams * sizeof *ws->anchor);
+  }
   fc_rng rng;
   fc_rng_seed(&rng, o->seed);
   for (uint32_t i = 0; i < n; i++) ws->perm[i] = i;
@@ -403,6 +412,10 @@ int fc_mlp_train(const fc_mlp *m, fc_mlp_ws *ws, float *params, const fc_dataset
       epoch_loss += loss;
       float *step = ws->grad;
       if (o->weight_decay > 0.0f) fc_saxpy(np, o->weight_decay, params, 1, ws->grad, 1);
+      if (o->prox_mu > 0.0f) { /* g += mu (p - p0), as two axpys: no scratch vector */
+        fc_saxpy(np, o->prox_mu, params, 1, ws->grad, 1);
+        fc_saxpy(np, -o->prox_mu, ws->anchor, 1, ws->grad, 1);
+      }
       if (o->momentum > 0.0f) {
         fc_sscal(np, o->momentum, ws->velocity, 1);
         fc_saxpy(np, 1.0f, ws->grad, 1, ws->velocity, 1);

@@ -39,6 +39,7 @@ typedef struct fc_train_opts {
   uint32_t epochs, batch;
   float momentum;     /* 0 = plain SGD; PyTorch semantics: v = mu v + g; p -= lr v */
   float weight_decay; /* L2, added to the gradient of every tensor as PyTorch SGD does */
+  float prox_mu;      /* FedProx (Li et al. 2020, eq. 2): + mu/2 ||w - w0||^2, w0 = params on entry */
   uint64_t seed;      /* epoch shuffles */
 } fc_train_opts;
 
@@ -75,7 +76,8 @@ void fc_mlp_ws_destroy(fc_mlp_ws *ws); /* accepts NULL */
 /* Train params in place on d's examples idx[0..n) (idx NULL = all of d, then n
  * must be d->n): o->epochs passes of shuffled minibatches (the last batch of
  * an epoch may be smaller). *mean_loss (if non-NULL) is the mean cross-entropy
- * over the examples of the final epoch, measured as they were trained on.
+ * over the examples of the final epoch, measured as they were trained on
+ * (the cross-entropy alone: FedProx's proximal term is not in it).
  * Errors: FEDC_ERR_INVALID (model/workspace/data mismatch, index or label out
  * of range, bad options), FEDC_ERR_NOMEM, FEDC_ERR_NONFINITE (training
  * diverged; params then hold the diverged values). */

@@ -796,6 +796,7 @@ static void h_checkin(fc_scall *call, void *ctx) {
     hp.local_epochs = c->cfg.local_epochs;
     hp.batch_size = c->cfg.batch_size;
     hp.momentum = c->cfg.momentum;
+    hp.prox_mu = c->cfg.prox_mu;
     hp.seed = task.client_seed;
     t.round = task.round;
     t.model_version = task.version;

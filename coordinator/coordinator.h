@@ -39,6 +39,7 @@ typedef struct fc_coord_cfg {
   uint32_t local_epochs;
   uint32_t batch_size;
   float momentum;
+  float prox_mu;              /* FedProx mu (Li et al. 2020) sent in every task; 0 = FedAvg */
   float clip_norm;            /* 0 = no clipping */
   uint64_t max_example_weight; /* FedAvg weight cap per client */
   float server_lr;            /* the server optimizer's learning rate (sgd: new = old + server_lr * mean delta) */

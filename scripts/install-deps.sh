@@ -19,6 +19,9 @@ pkgs=(
   openssl                                             # tests: certificates a coordinator serves (test_rotation)
   python3                                             # test data (tests/integration/_data.sh), the DP reference
   python3-yaml docker-compose                         # deploy/check.sh: compose schema, k8s object check
+  python3-cffi python3-numpy python3-venv             # the Python binding (python/fedc; tests/integration/test_python.sh)
+  python3-torch                                       # fedc.pytorch, its test and examples/ (with its dependencies
+                                                      # about 180 packages, 610 MB; 96 s to install here)
 )
 missing=()
 for p in "${pkgs[@]}"; do

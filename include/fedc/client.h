@@ -49,7 +49,23 @@ typedef struct fedc_tensor_info {
   size_t numel;
 } fedc_tensor_info;
 
-/* What the coordinator asked for this round. */
+/* ABI level of the library: 1 had fedc_train_config up to `tensors`; 2 adds
+ * struct_size and prox_mu. A program that reads a field of level N checks
+ * fedc_client_abi_version() >= N once at start-up (or simply calls it: a
+ * library older than level 2 lacks the symbol, so the program fails to load
+ * instead of reading past the end of a smaller struct). */
+#define FEDC_CLIENT_ABI_VERSION 2
+FEDC_API int fedc_client_abi_version(void);
+
+/* What the coordinator asked for this round.
+ *
+ * ABI rule: the library allocates this struct and fills every field; callers
+ * only read it, through the pointer the train callback receives (never by
+ * value, never sizeof). New fields are only ever appended, after struct_size.
+ * So a trainer built against an older header reads a prefix that is still
+ * laid out as it expects, and a trainer built against a newer header finds
+ * whether a field is there with FEDC_TRAIN_CONFIG_HAS(cfg, field) (true only
+ * if the library's struct_size covers it). */
 typedef struct fedc_train_config {
   uint64_t round;
   uint64_t model_version;
@@ -61,12 +77,22 @@ typedef struct fedc_train_config {
   float clip_norm;        /* applied by the runtime, for information */
   size_t n_tensors;
   const fedc_tensor_info *tensors;
+  /* ---- ABI level 2 ---- */
+  size_t struct_size;     /* sizeof(fedc_train_config) in the library that filled it */
   /* A failing train may write one sentence here (NUL-terminated, at most
    * error_len bytes, "" on entry): the runtime reports it in last_error or
    * the REJECTED event, instead of a bare "trainer failed". */
   char *error;
   size_t error_len;
+  /* FedProx (Li et al. 2020, eq. 2): minimise the local loss plus
+   * prox_mu / 2 * ||w - w_global||^2 (gradient prox_mu * (w - w_global),
+   * w_global the weights handed to train). 0 = plain FedAvg local training. */
+  float prox_mu;
 } fedc_train_config;
+
+#define FEDC_TRAIN_CONFIG_HAS(cfg, field)                                                                    \
+  (fedc_client_abi_version() >= 2 &&                                                                         \
+   (cfg)->struct_size >= offsetof(fedc_train_config, field) + sizeof((cfg)->field))
 
 /* What train returns: 0 on success; FEDC_TRAIN_UNTRAINABLE when this trainer
  * can never train the coordinator's model (tensor layout, input size or
@@ -185,6 +211,13 @@ FEDC_API void fedc_client_stop(fedc_client *c);
  * c == NULL (fedc_client_create out of memory) a fixed sentence saying so. */
 FEDC_API const char *fedc_client_last_error(const fedc_client *c);
 FEDC_API uint64_t fedc_client_rounds_done(const fedc_client *c);
+/* The tensors (names, shapes, offsets into the flat buffer) of the model the
+ * runtime holds now: the one handed to the callback in progress. For the
+ * evaluate callback, which has no fedc_train_config; train gets the same list
+ * in cfg->tensors. Valid until the callback returns. *n = 0 and NULL before a
+ * model was fetched. May be called from inside a trainer callback (the same
+ * thread as run()). ABI level 2. */
+FEDC_API const fedc_tensor_info *fedc_client_model_tensors(const fedc_client *c, size_t *n);
 FEDC_API void fedc_client_destroy(fedc_client *c);
 
 #ifdef __cplusplus

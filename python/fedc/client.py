@@ -1,0 +1,413 @@
+"""fedc.Client: a federation client whose trainer is a Python object.
+
+The runtime (libfedc-client, include/fedc/client.h) does the federation work:
+check-in over mutual TLS, model download with SHA-256 and manifest checks,
+delta, clipping, secure aggregation, upload. It calls the trainer on the
+thread that runs fedc_client_run(); this module turns that call into
+`trainer.train(weights, config)` with the GIL held only inside it (cffi
+releases the GIL around every C call, so network waits do not hold it).
+
+Weights reach the trainer as a dict {tensor name: float32 ndarray} shaped as
+in the coordinator's safetensors model, in the model's order. They are
+read-only views of the runtime's buffer (no copy), valid only until train()
+or evaluate() returns: copy what you keep (Client(copy_weights=True) hands
+out copies instead). What train() returns is written into the runtime's
+output buffer, tensor by tensor, after its names and shapes are checked.
+
+Errors: every library error becomes a FedcError carrying the library's
+sentence (fedc_client_last_error). An exception raised by the trainer skips
+that round (the runtime reports it as a rejected round; the client goes on)
+and is logged and delivered as a "trainer_error" event. A ShapeError raised
+by the trainer (the model is not one it can train) ends run() with that
+ShapeError: every later round would fail the same way.
+
+Ctrl-C: run() called from the main thread runs the library on a worker
+thread and waits for it, so SIGINT reaches Python at once; it calls
+fedc_client_stop() (which cancels the network call in flight), waits for run
+to return (after the trainer call in progress, if any) and re-raises
+KeyboardInterrupt.
+"""
+import collections
+import collections.abc
+import logging
+import math
+import os
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from . import _ffi
+
+ffi = _ffi.ffi
+log = logging.getLogger("fedc")
+
+# include/fedc/error.h; numbers never reused.
+ERROR_NAMES = {
+    0: "OK", 1: "INVALID", 2: "NOMEM", 3: "IO", 4: "TLS", 5: "UNAVAILABLE", 6: "PERMISSION", 7: "PROTOCOL",
+    8: "VERSION", 9: "TOO_LARGE", 10: "HASH", 11: "TIMEOUT", 12: "REJECTED", 13: "STOPPED", 14: "NOT_FOUND",
+    15: "EXISTS", 16: "CRYPTO", 17: "TRAINER", 18: "INTERNAL", 19: "CERT_EXPIRED", 20: "SHAPE", 21: "NONFINITE",
+    22: "NORM", 23: "FORMAT", 24: "SIGNATURE",
+}
+ERR_STOPPED = 13
+ERR_SHAPE = 20
+OUTPUT_WEIGHTS, OUTPUT_DELTA = 0, 1
+
+EVENT_KINDS = {1: "waiting", 2: "task", 3: "trained", 4: "uploaded", 5: "rejected", 6: "retry", 7: "done",
+               8: "evaluated"}
+
+
+class FedcError(Exception):
+    """A fedc library error: .code (include/fedc/error.h), .name ("TLS", ...) and the library's sentence."""
+
+    def __init__(self, code, detail):
+        self.code = int(code)
+        self.name = ERROR_NAMES.get(self.code, "ERROR_%d" % self.code)
+        self.detail = detail
+        super().__init__("%s: %s" % (self.name, detail) if detail else self.name)
+
+
+class ShapeError(FedcError, ValueError):
+    """The model's tensors are not what the trainer can train (names, shapes)."""
+
+    def __init__(self, detail):
+        super().__init__(ERR_SHAPE, detail)
+
+
+class Delta(dict):
+    """Return this from train() (a dict of new - old per tensor) instead of the new weights."""
+
+
+@dataclass
+class Event:
+    kind: str  # waiting task trained uploaded rejected retry done evaluated, or trainer_error (this binding)
+    round: int = 0
+    model_version: int = 0
+    num_examples: int = 0
+    loss: float = 0.0
+    update_norm: float = 0.0
+    clip_scale: float = 1.0
+    accuracy: float = 0.0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    detail: str = ""
+
+
+def _tensor_specs(tensors, n):
+    """[(name, shape, offset, numel)] from a fedc_tensor_info array."""
+    out = []
+    for i in range(n):
+        t = tensors[i]
+        shape = tuple(int(t.shape[d]) for d in range(t.ndim))
+        out.append((ffi.string(t.name).decode("utf-8", "replace"), shape, int(t.offset), int(t.numel)))
+    return out
+
+
+def _views(ptr, n, specs, copy):
+    flat = np.frombuffer(ffi.buffer(ptr, n * 4), dtype=np.float32)
+    if copy:
+        flat = flat.copy()
+    else:
+        flat.flags.writeable = False
+    return {name: flat[off:off + numel].reshape(shape) for name, shape, off, numel in specs}
+
+
+def _write_output(ptr, n, specs, result):
+    """Copy the trainer's tensors into the runtime's output buffer, checking names and shapes."""
+    if not isinstance(result, collections.abc.Mapping):
+        raise TypeError("train() must return (dict of tensors, num_examples, loss), got %s for the tensors"
+                        % type(result).__name__)
+    names = [s[0] for s in specs]
+    missing = [k for k in names if k not in result]
+    extra = [k for k in result if k not in set(names)]
+    if missing or extra:
+        raise ValueError("train() returned tensors that do not match the model: missing %s, unknown %s"
+                         % (missing or "none", extra or "none"))
+    flat = np.frombuffer(ffi.buffer(ptr, n * 4), dtype=np.float32)
+    for name, shape, off, numel in specs:
+        value = result[name]
+        if hasattr(value, "detach"):  # a torch.Tensor
+            value = value.detach().cpu().numpy()
+        arr = np.asarray(value)
+        if tuple(arr.shape) != shape:
+            raise ValueError("train() returned %s with shape %s; the model has %s" % (name, tuple(arr.shape), shape))
+        flat[off:off + numel].reshape(shape)[...] = arr
+
+
+class Client:
+    """One federation client. `trainer` has train(weights, config) -> (weights_or_delta, num_examples, loss)
+    and optionally evaluate(weights) -> (accuracy, loss).
+
+    TLS material: ca/cert/key PEM paths, or pki=DIR and name=NAME for DIR/ca.crt, DIR/client-NAME.{crt,key}
+    (the layout `fedc pki` writes). Other options are fedc_client_options fields (client.h).
+    """
+
+    def __init__(self, coordinator, ca=None, cert=None, key=None, trainer=None, *, pki=None, name=None,
+                 on_event=None, max_rounds=0, allow_unsigned_models=False, insecure_for_testing=False,
+                 insecure_identity=None, min_backoff_ms=None, max_backoff_ms=None, max_retries=None,
+                 call_timeout_ms=None, num_examples_hint=0, secagg_tolerate_colluders=0, copy_weights=False,
+                 event_queue=1024):
+        if trainer is None or not callable(getattr(trainer, "train", None)):
+            raise TypeError("trainer must have a train(weights, config) method")
+        if pki is not None:
+            if name is None:
+                raise TypeError("pki= needs name= (the client certificate's name)")
+            ca = ca or os.path.join(pki, "ca.crt")
+            cert = cert or os.path.join(pki, "client-%s.crt" % name)
+            key = key or os.path.join(pki, "client-%s.key" % name)
+        self._L = _ffi.lib()
+        self._trainer = trainer
+        self._on_event = on_event
+        self._copy = copy_weights
+        self._events = collections.deque(maxlen=event_queue)
+        self._events_cv = threading.Condition()
+        self._running = False
+        self._finished = False
+        self._stop_requested = False
+        self._fatal = None  # a ShapeError that ended run()
+        # The last train call: seconds in the whole callback and in trainer.train alone; the
+        # difference is this binding's cost (views, config, checks, the copy into the runtime's buffer).
+        self.last_train_timing = None
+        self._h = ffi.NULL
+
+        # The callbacks and everything they point to live as long as the handle.
+        self._cb_train = ffi.callback(
+            "int(void *, const fedc_train_config *, const float *, float *, size_t, int *, uint64_t *, double *)",
+            self._train_cb, error=-1)
+        self._cb_eval = ffi.callback("int(void *, const float *, size_t, double *, double *)", self._eval_cb,
+                                     error=-1)
+        self._cb_event = ffi.callback("void(void *, const fedc_event *)", self._event_cb)
+        self._tr = ffi.new("fedc_trainer *")
+        self._tr.train = self._cb_train
+        if callable(getattr(trainer, "evaluate", None)):
+            self._tr.evaluate = self._cb_eval
+
+        o = ffi.new("fedc_client_options *")
+        self._L.fedc_client_options_init(o)
+        keep = []
+
+        def cstr(s):
+            b = ffi.new("char[]", os.fsencode(s))
+            keep.append(b)
+            return b
+
+        o.coordinator = cstr(coordinator)
+        if ca:
+            o.ca = cstr(ca)
+        if cert:
+            o.cert = cstr(cert)
+        if key:
+            o.key = cstr(key)
+        if insecure_identity:
+            o.insecure_identity = cstr(insecure_identity)
+        o.insecure_for_testing = 1 if insecure_for_testing else 0
+        o.max_rounds = max_rounds
+        o.allow_unsigned_models = 1 if allow_unsigned_models else 0
+        o.num_examples_hint = num_examples_hint
+        o.secagg_tolerate_colluders = secagg_tolerate_colluders
+        if min_backoff_ms is not None:
+            o.min_backoff_ms = min_backoff_ms
+        if max_backoff_ms is not None:
+            o.max_backoff_ms = max_backoff_ms
+        if max_retries is not None:
+            o.max_retries = max_retries
+        if call_timeout_ms is not None:
+            o.call_timeout_ms = call_timeout_ms
+        o.on_event = self._cb_event
+        out = ffi.new("fedc_client **")
+        rc = self._L.fedc_client_create(o, self._tr, out)
+        # client.h: *out is always written and always destroyed, success or not.
+        if rc != 0:
+            detail = ffi.string(self._L.fedc_client_last_error(out[0])).decode("utf-8", "replace")
+            self._L.fedc_client_destroy(out[0])
+            raise FedcError(rc, detail)
+        self._h = out[0]
+
+    # ---- the runtime's callbacks (library thread, GIL held only here) ----
+
+    def _train_cb(self, ctx, cfg, weights, out, n, kind_p, examples_p, loss_p):
+        rnd = int(cfg.round)
+        t_start = time.perf_counter()
+        try:
+            specs = _tensor_specs(cfg.tensors, cfg.n_tensors)
+            config = {
+                "round": rnd, "model_version": int(cfg.model_version), "learning_rate": float(cfg.learning_rate),
+                "local_epochs": int(cfg.local_epochs), "batch_size": int(cfg.batch_size),
+                "momentum": float(cfg.momentum), "seed": int(cfg.seed), "clip_norm": float(cfg.clip_norm),
+                "prox_mu": 0.0, "tensors": {s[0]: s[1] for s in specs},
+            }
+            # ABI rule (client.h): fields past `tensors` only when the library filled them.
+            if _ffi.abi_version() >= 2 and cfg.struct_size >= ffi.offsetof("fedc_train_config", "prox_mu") + 4:
+                config["prox_mu"] = float(cfg.prox_mu)
+            w = _views(weights, n, specs, self._copy)
+            t_train = time.perf_counter()
+            result = self._trainer.train(w, config)
+            t_train = time.perf_counter() - t_train
+            if not isinstance(result, tuple) or len(result) != 3:
+                raise TypeError("train() must return (weights_or_delta, num_examples, loss)")
+            tensors, num_examples, loss = result
+            num_examples, loss = int(num_examples), float(loss)
+            if num_examples <= 0:
+                raise ValueError("train() returned num_examples %d: must be > 0" % num_examples)
+            if not (math.isfinite(loss) and loss >= 0):
+                raise ValueError("train() returned loss %r: must be finite and >= 0" % loss)
+            _write_output(out, n, specs, tensors)
+            kind_p[0] = OUTPUT_DELTA if isinstance(tensors, Delta) else OUTPUT_WEIGHTS
+            examples_p[0] = num_examples
+            loss_p[0] = loss
+            total = time.perf_counter() - t_start
+            self.last_train_timing = {"round": rnd, "callback_s": total, "trainer_s": t_train,
+                                      "binding_s": total - t_train}
+            return 0
+        except BaseException as e:  # never let an exception cross into C
+            self._trainer_failed("train", rnd, e)
+            return -1
+
+    def _eval_cb(self, ctx, weights, n, acc_p, loss_p):
+        try:
+            count = ffi.new("size_t *")
+            tensors = self._L.fedc_client_model_tensors(self._h, count)
+            specs = _tensor_specs(tensors, count[0])
+            acc, loss = self._trainer.evaluate(_views(weights, n, specs, self._copy))
+            acc_p[0], loss_p[0] = float(acc), float(loss)
+            return 0
+        except BaseException as e:
+            self._trainer_failed("evaluate", 0, e)
+            return -1
+
+    def _trainer_failed(self, what, rnd, e):
+        detail = "%s() raised %s: %s" % (what, type(e).__name__, e)
+        if isinstance(e, ShapeError) and what == "train":
+            # The model is not one this trainer can train: every round would
+            # fail the same way, so end run() with the reason.
+            self._fatal = e
+            self._L.fedc_client_stop(self._h)
+            log.error("round %d: %s; stopping", rnd, detail)
+        else:
+            log.warning("round %d: %s; round skipped\n%s", rnd, detail, traceback.format_exc().rstrip())
+        self._deliver(Event("trainer_error", round=rnd, detail=detail))
+
+    def _event_cb(self, ctx, ev):
+        try:
+            kind = EVENT_KINDS.get(ev.kind)
+            if kind is None:
+                return
+            detail = ffi.string(ev.detail).decode("utf-8", "replace") if ev.detail != ffi.NULL else ""
+            self._deliver(Event(kind, int(ev.round), int(ev.model_version), int(ev.num_examples), float(ev.loss),
+                                float(ev.update_norm), float(ev.clip_scale), float(ev.accuracy), int(ev.bytes_in),
+                                int(ev.bytes_out), detail))
+        except BaseException:
+            log.exception("fedc: event callback failed")
+
+    def _deliver(self, event):
+        with self._events_cv:
+            self._events.append(event)
+            self._events_cv.notify_all()
+        if self._on_event is not None:
+            try:
+                self._on_event(event)
+            except BaseException:
+                log.exception("fedc: on_event raised; ignored")
+
+    # ---- the API ----
+
+    def run(self):
+        """Take part in rounds until the federation is done, max_rounds were uploaded or stop() was called.
+        Returns the number of accepted updates; raises FedcError (or the trainer's ShapeError)."""
+        if not self._h:
+            raise FedcError(1, "client is closed")
+        if self._running:
+            raise RuntimeError("run() is already running on this client")
+        self._running, self._finished, self._fatal = True, False, None
+        rc = [None]
+
+        def body():
+            rc[0] = self._L.fedc_client_run(self._h)  # cffi releases the GIL for the call
+
+        try:
+            if threading.current_thread() is threading.main_thread():
+                worker = threading.Thread(target=body, name="fedc-client", daemon=True)
+                worker.start()
+                try:
+                    while worker.is_alive():
+                        worker.join(0.25)
+                except KeyboardInterrupt:
+                    self.stop()
+                    worker.join()
+                    raise
+            else:
+                body()
+        finally:
+            self._running = False
+            with self._events_cv:
+                self._finished = True
+                self._events_cv.notify_all()
+        if self._fatal is not None:
+            raise self._fatal
+        if rc[0] == 0 or (rc[0] == ERR_STOPPED and self._stop_requested):
+            return self.rounds_done
+        raise FedcError(rc[0], self.last_error)
+
+    def stop(self):
+        """Make run() return soon (from any thread, a signal handler or an event callback)."""
+        self._stop_requested = True
+        if self._h:
+            self._L.fedc_client_stop(self._h)
+
+    def events(self, timeout=None):
+        """Iterate over events as they arrive (e.g. while run() works on another thread); ends when run()
+        returns and the events so far are consumed, or after `timeout` seconds without an event."""
+        while True:
+            with self._events_cv:
+                if not self._events and not self._finished:
+                    self._events_cv.wait(timeout)
+                if self._events:
+                    ev = self._events.popleft()
+                elif self._finished or timeout is not None:
+                    return
+                else:
+                    continue
+            yield ev
+
+    @property
+    def last_error(self):
+        return ffi.string(self._L.fedc_client_last_error(self._h)).decode("utf-8", "replace")
+
+    @property
+    def rounds_done(self):
+        return int(self._L.fedc_client_rounds_done(self._h)) if self._h else 0
+
+    def close(self):
+        if self._running:
+            raise RuntimeError("close() while run() is running: stop() it first")
+        if self._h:
+            self._L.fedc_client_destroy(self._h)
+            self._h = ffi.NULL
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self._running:
+            self.stop()
+        else:
+            self.close()
+
+    def __del__(self):
+        try:
+            if self._h and not self._running:
+                self.close()
+        except Exception:
+            pass
+
+
+def abi_version():
+    """The loaded library's ABI level (client.h, FEDC_CLIENT_ABI_VERSION)."""
+    return _ffi.abi_version()
+
+
+def strerror(code):
+    return ffi.string(_ffi.lib().fedc_strerror(code)).decode()

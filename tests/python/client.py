@@ -1,0 +1,140 @@
+"""A fedc Python client for tests/integration/test_python.sh and test_fedprox.sh.
+
+    client.py --coordinator ADDR --pki DIR --name NAME --mode MODE [--examples N] [--max-rounds R]
+              [--config-out FILE]
+
+Modes (NumPy trainers, deterministic so the test can compute the expected model):
+  weights   returns 0.5 * w + 1 (new weights)
+  delta     returns the delta -0.1 * w (fedc.Delta)
+  raise     raises RuntimeError on its first call, then behaves as `weights`
+  shape     refuses every model (fedc.ShapeError): run() must end with it
+  wait      never expects a round (Ctrl-C test): prints "waiting" once checked in
+  torch     fedc.pytorch.TorchTrainer on a tiny CNN and 64 synthetic images (--init-out writes its
+            initial model as safetensors and exits)
+Prints one JSON line per event on stdout (--iterate: run() on a thread and the events read through
+client.events() on the main thread, instead of the on_event callback); --config-out appends the config
+each train() saw.
+Exit: 0 after run() returns, 3 on fedc.ShapeError, 4 on another FedcError, 130 on Ctrl-C.
+"""
+import argparse
+import json
+import signal
+import sys
+import threading
+
+import numpy as np
+
+import fedc
+
+
+class NumpyTrainer:
+    def __init__(self, mode, examples, config_out):
+        self.mode, self.examples, self.config_out, self.calls = mode, examples, config_out, 0
+
+    def train(self, weights, config):
+        self.calls += 1
+        if self.config_out:
+            with open(self.config_out, "a") as f:
+                cfg = dict(config, tensors={k: list(v) for k, v in config["tensors"].items()},
+                           weights_writeable=any(w.flags.writeable for w in weights.values()),
+                           shapes={k: list(w.shape) for k, w in weights.items()})
+                f.write(json.dumps(cfg) + "\n")
+        if self.mode == "shape":
+            raise fedc.ShapeError("this trainer takes a model with dense.weight [2, 2]; got %s"
+                                  % {k: list(v.shape) for k, v in weights.items()})
+        if self.mode == "raise" and self.calls == 1:
+            raise RuntimeError("injected trainer failure")
+        if self.mode == "delta":
+            return fedc.Delta({k: -0.1 * w for k, w in weights.items()}), self.examples, 0.5
+        return {k: 0.5 * w + 1.0 for k, w in weights.items()}, self.examples, 0.25
+
+    def evaluate(self, weights):
+        return 0.5, float(sum(float(np.abs(w).sum()) for w in weights.values()))
+
+
+def torch_parts(seed):
+    import torch
+    torch.manual_seed(seed)
+    torch.set_num_threads(1)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(4),
+        torch.nn.Flatten(), torch.nn.Linear(4 * 7 * 7, 10))
+    g = torch.Generator().manual_seed(seed + 1)
+    x = torch.rand(64, 1, 28, 28, generator=g)
+    y = torch.randint(0, 10, (64,), generator=g)
+    return model, x, y
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--coordinator")
+    ap.add_argument("--pki")
+    ap.add_argument("--name")
+    ap.add_argument("--mode", required=True)
+    ap.add_argument("--examples", type=int, default=1)
+    ap.add_argument("--max-rounds", type=int, default=0)
+    ap.add_argument("--config-out")
+    ap.add_argument("--init-out")
+    ap.add_argument("--iterate", action="store_true")
+    a = ap.parse_args()
+    # A background job of a non-interactive shell starts with SIGINT ignored, and
+    # Python then leaves it ignored: take it back, as an interactive run has it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    if a.mode == "torch":
+        from fedc import pytorch as fedc_torch
+        model, x, y = torch_parts(7)
+        if a.init_out:
+            fedc_torch.export_safetensors(model, a.init_out)
+            return 0
+        trainer = fedc_torch.TorchTrainer(model, x, y)
+    else:
+        trainer = NumpyTrainer(a.mode, a.examples, a.config_out)
+
+    said_waiting = [False]
+
+    def on_event(ev):
+        if ev.kind == "waiting":
+            if said_waiting[0]:
+                return
+            said_waiting[0] = True
+        print(json.dumps(ev.__dict__), flush=True)
+
+    try:
+        with fedc.Client(a.coordinator, pki=a.pki, name=a.name, trainer=trainer, max_rounds=a.max_rounds,
+                         on_event=None if a.iterate else on_event, min_backoff_ms=100,
+                         max_backoff_ms=1000) as client:
+            if a.iterate:
+                outcome = []
+
+                def body():
+                    try:
+                        outcome.append(client.run())
+                    except BaseException as e:
+                        outcome.append(e)
+
+                worker = threading.Thread(target=body)
+                worker.start()
+                for ev in client.events():
+                    on_event(ev)
+                worker.join()
+                if isinstance(outcome[0], BaseException):
+                    raise outcome[0]
+                done = outcome[0]
+            else:
+                done = client.run()
+        print(json.dumps({"kind": "run_returned", "rounds_done": done}), flush=True)
+        return 0
+    except fedc.ShapeError as e:
+        print(json.dumps({"kind": "shape_error", "detail": str(e)}), flush=True)
+        return 3
+    except fedc.FedcError as e:
+        print(json.dumps({"kind": "fedc_error", "code": e.code, "detail": str(e)}), flush=True)
+        return 4
+    except KeyboardInterrupt:
+        print(json.dumps({"kind": "interrupted"}), flush=True)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
