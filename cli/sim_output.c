@@ -147,6 +147,7 @@ int sim_write_config(const sim_opts *o, char *const *coord_argv, char *const *cl
   json_object_set_new(opt, "batch", json_integer((json_int_t)o->batch));
   json_object_set_new(opt, "lr", json_real(o->lr));
   json_object_set_new(opt, "momentum", json_real(o->momentum));
+  json_object_set_new(opt, "prox-mu", json_real(o->prox_mu));
   json_object_set_new(opt, "clip-norm", json_real(o->clip_norm_set ? o->clip_norm : d.clip_norm));
   for (int i = 0; i < 5; i++) json_object_set_new(opt, sim_sopt_flags[i] + 2, jstr_or_null(o->sopt[i]));
   json_object_set_new(opt, "server-nesterov", json_boolean(o->sopt_nesterov));

@@ -2,7 +2,7 @@
 
 ABI mode (ffi.dlopen) needs no compiler at install time: the declarations
 below must match the header's layout exactly, field for field. fedc_train_config
-is declared up to ABI level 2 (struct_size, prox_mu); those two fields are read
+is declared up to ABI level 2 (struct_size, error, error_len, prox_mu); those are read
 only when the loaded library reports fedc_client_abi_version() >= 2 (see
 client.h, "ABI rule").
 
@@ -40,6 +40,8 @@ typedef struct fedc_train_config {
   size_t n_tensors;
   const fedc_tensor_info *tensors;
   size_t struct_size;
+  char *error;
+  size_t error_len;
   float prox_mu;
 } fedc_train_config;
 

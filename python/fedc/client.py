@@ -335,8 +335,17 @@ class Client:
                     while worker.is_alive():
                         worker.join(0.25)
                 except KeyboardInterrupt:
-                    self.stop()
-                    worker.join()
+                    # run() must have returned before anything may destroy
+                    # the handle (close(), __exit__, __del__): wait for it
+                    # even if a second Ctrl-C arrives while it says Leave
+                    # (at most the Leave call's 2 s), then re-raise.
+                    while True:
+                        try:
+                            self.stop()
+                            worker.join()
+                            break
+                        except KeyboardInterrupt:
+                            continue
                     raise
             else:
                 body()
