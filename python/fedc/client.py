@@ -324,16 +324,26 @@ class Client:
         self._running, self._finished, self._fatal = True, False, None
         rc = [None]
 
+        returned = threading.Event()  # set when the library's run has returned
+
         def body():
-            rc[0] = self._L.fedc_client_run(self._h)  # cffi releases the GIL for the call
+            try:
+                rc[0] = self._L.fedc_client_run(self._h)  # cffi releases the GIL for the call
+            finally:
+                returned.set()
 
         try:
             if threading.current_thread() is threading.main_thread():
                 worker = threading.Thread(target=body, name="fedc-client", daemon=True)
                 worker.start()
+                # Waited on through an Event, not Thread.join: a Ctrl-C that
+                # interrupts join() can leave CPython 3.11 believing the
+                # thread has ended (its tstate lock is held by the running
+                # thread, and join's interrupted path releases it), and the
+                # handle was then destroyed under the library's feet.
                 try:
-                    while worker.is_alive():
-                        worker.join(0.25)
+                    while not returned.wait(0.25):
+                        pass
                 except KeyboardInterrupt:
                     # run() must have returned before anything may destroy
                     # the handle (close(), __exit__, __del__): wait for it
@@ -342,7 +352,8 @@ class Client:
                     while True:
                         try:
                             self.stop()
-                            worker.join()
+                            while not returned.wait(0.25):
+                                pass
                             break
                         except KeyboardInterrupt:
                             continue
