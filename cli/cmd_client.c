@@ -35,6 +35,12 @@ typedef struct builtin {
   fc_dataset data;
   uint32_t *idx;
   uint32_t n;
+  /* Federated evaluation: rows eidx[0..en) of *edata (data itself for a
+   * held-out split of the partition, or own_edata for --eval-data). */
+  const fc_dataset *edata;
+  fc_dataset own_edata;
+  uint32_t *eidx;
+  uint32_t en;
   int json;
   int model_given; /* --model was on the command line */
   const char *name;
@@ -113,6 +119,41 @@ static int bt_eval(void *ctx, const float *weights, size_t n, double *acc, doubl
   return b->ws ? fc_mlp_eval(&b->mlp, b->ws, weights, &b->data, b->idx, b->n, acc, loss) : -1;
 }
 
+/* Federated evaluation on the held-out rows (fedc_trainer.evaluate_stats):
+ * the MLP's accuracy and mean cross-entropy give the totals exactly. */
+static int bt_eval_stats(void *ctx, const fedc_eval_config *cfg, const float *weights, size_t n,
+                         fedc_eval_result *out) {
+  builtin *b = ctx;
+  double acc = 0, loss = 0;
+  if (!b->en) {
+    snprintf(cfg->error, cfg->error_len, "no held-out examples (--eval-fraction 0 and no --eval-data)");
+    return -1;
+  }
+  fc_model_spec spec;
+  memset(&spec, 0, sizeof spec);
+  fc_mlp m;
+  char why[200];
+  for (size_t i = 0; i < cfg->n_tensors; i++)
+    if (fc_model_spec_add(&spec, cfg->tensors[i].name, cfg->tensors[i].ndim, cfg->tensors[i].shape) != FEDC_OK)
+      return -1;
+  if (fc_mlp_from_spec(&spec, &m, why, sizeof why) != FEDC_OK || m.sizes[0] != b->edata->dim ||
+      fc_mlp_nparams(&m) != n) {
+    snprintf(cfg->error, cfg->error_len, "the model is not an MLP this client's evaluation data fits");
+    return -1;
+  }
+  if (memcmp(&m, &b->mlp, sizeof m) != 0) { /* the coordinator's model: as bt_adapt would */
+    b->mlp = m;
+    fc_mlp_ws_destroy(b->ws);
+    b->ws = NULL;
+  }
+  if (!b->ws) b->ws = fc_mlp_ws_create(&b->mlp, 32);
+  if (!b->ws || fc_mlp_eval(&b->mlp, b->ws, weights, b->edata, b->eidx, b->en, &acc, &loss) != 0) return -1;
+  out->num_examples = b->en;
+  out->correct = (uint64_t)llround(acc * b->en);
+  out->loss_sum = loss * b->en;
+  return 0;
+}
+
 static void on_event(void *ctx, const fedc_event *ev) {
   builtin *b = ctx;
   const char *kind = ev->kind == FEDC_EVENT_TRAINED    ? "trained"
@@ -122,14 +163,19 @@ static void on_event(void *ctx, const fedc_event *ev) {
                      : ev->kind == FEDC_EVENT_TASK     ? "task"
                      : ev->kind == FEDC_EVENT_RETRY    ? "retry"
                      : ev->kind == FEDC_EVENT_EVALUATED ? "evaluated"
+                     : ev->kind == FEDC_EVENT_EVAL_REPORTED ? "eval_reported"
                                                        : NULL;
   if (!kind) return;
   if (b->json) {
-    cli_print_json(json_pack("{s:s,s:s,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:s}", "client", b->name, "event", kind,
-                             "round", (json_int_t)ev->round, "model_version", (json_int_t)ev->model_version,
-                             "examples", (json_int_t)ev->num_examples, "loss", ev->loss, "accuracy", ev->accuracy,
-                             "update_norm", ev->update_norm, "clip_scale", ev->clip_scale, "detail",
-                             ev->detail ? ev->detail : ""));
+    json_t *j = json_pack("{s:s,s:s,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:s}", "client", b->name, "event", kind, "round",
+                          (json_int_t)ev->round, "model_version", (json_int_t)ev->model_version, "examples",
+                          (json_int_t)ev->num_examples, "loss", ev->loss, "accuracy", ev->accuracy, "update_norm",
+                          ev->update_norm, "clip_scale", ev->clip_scale, "detail", ev->detail ? ev->detail : "");
+    if (j && ev->kind == FEDC_EVENT_EVAL_REPORTED) { /* the totals it reported (round: the model's) */
+      json_object_set_new(j, "correct", json_integer((json_int_t)ev->correct));
+      json_object_set_new(j, "loss_sum", json_real(ev->loss_sum));
+    }
+    cli_print_json(j);
   } else if (ev->kind == FEDC_EVENT_UPLOADED) {
     fprintf(stderr, "fedc client %s: round %llu: uploaded (%llu examples, loss %.4f, norm %.4g%s)\n", b->name,
             (unsigned long long)ev->round, (unsigned long long)ev->num_examples, ev->loss, ev->update_norm,
@@ -243,6 +289,11 @@ static void usage(FILE *f) {
           "                           NAME0000.. from FIRST (--name is the prefix, default c), each with its own\n"
           "                           certificate from --pki, connection and thread; \"%%s\" in --data is the name;\n"
           "                           with --partition they take parts FIRST..FIRST+COUNT-1 of --parts\n"
+          "  --eval-fraction F        hold out this fraction of the data (of its part) for federated\n"
+          "                           evaluation; training never sees it (default 0.1; 0 = none)\n"
+          "  --eval-data fmnist-test|fmnist|idx:IMAGES,LABELS|csv:FILE  evaluate on this data instead\n"
+          "  --eval-parts N --eval-part I  with --eval-data: part I (default: the client's --part) of an\n"
+          "                           IID split into N\n"
           "  --json                   one JSON line per event on stdout\n"
           "  --log LEVEL              debug|info|warn|error (default warn)\n");
 }
@@ -350,10 +401,82 @@ loaded:
   return 0;
 }
 
+/* The rows federated evaluation runs on (bt_eval_stats). With --eval-data:
+ * part epart of an IID split of it into eparts (only those rows are read from
+ * an IDX source). Otherwise a held-out fraction of the partition, drawn by
+ * `seed` (the same rows on every run), which training then never sees.
+ * 0, or 1 after a message. */
+static int eval_split(builtin *b, double fraction, const char *edata, const char *dir, uint32_t eparts, uint32_t epart,
+                      uint64_t seed) {
+  char err[400], images[4096], labels[4096];
+  if (edata) {
+    int rc = 0, idx_source = 1;
+    if (strcmp(edata, "fmnist-test") == 0 || strcmp(edata, "fmnist") == 0) {
+      rc = fc_fmnist_paths(dir, strcmp(edata, "fmnist") == 0, images, labels, sizeof images, err, sizeof err);
+    } else if (strncmp(edata, "idx:", 4) == 0 && strchr(edata, ',')) {
+      snprintf(images, sizeof images, "%s", edata + 4);
+      *strchr(images, ',') = 0;
+      snprintf(labels, sizeof labels, "%s", strchr(edata, ',') + 1);
+    } else if (strncmp(edata, "csv:", 4) == 0) {
+      idx_source = 0;
+      rc = fc_csv_load(edata + 4, 0, 1.0f / 255.0f, &b->own_edata, err, sizeof err);
+    } else {
+      fprintf(stderr, "fedc client: --eval-data fmnist-test|fmnist|idx:IMAGES,LABELS|csv:FILE, got '%s'\n", edata);
+      return 1;
+    }
+    uint8_t *y = NULL;
+    uint32_t n = 0;
+    if (!rc && idx_source) rc = fc_idx_load_labels(labels, &y, &n, err, sizeof err);
+    const uint8_t *ys = idx_source ? y : b->own_edata.y;
+    if (!idx_source) n = b->own_edata.n;
+    uint32_t classes = 0;
+    for (uint32_t i = 0; !rc && i < n; i++)
+      if (ys[i] >= classes) classes = ys[i] + 1u;
+    fc_partition_opts po;
+    fc_partition_opts_init(&po);
+    po.kind = FC_PART_IID;
+    po.nparts = eparts;
+    po.seed = seed;
+    if (!rc && fc_partition(ys, n, classes, &po, epart, &b->eidx, &b->en) != 0) {
+      snprintf(err, sizeof err, "cannot split --eval-data into %u parts", eparts);
+      rc = 1;
+    }
+    free(y);
+    if (!rc && idx_source) {
+      rc = fc_idx_load_rows(images, labels, b->eidx, b->en, &b->own_edata, err, sizeof err);
+      for (uint32_t i = 0; !rc && i < b->en; i++) b->eidx[i] = i;
+    }
+    if (!rc && b->own_edata.dim != b->data.dim) {
+      snprintf(err, sizeof err, "--eval-data has %u features, the training data %u", b->own_edata.dim, b->data.dim);
+      rc = 1;
+    }
+    if (rc) {
+      fprintf(stderr, "fedc client: --eval-data: %s\n", err);
+      return 1;
+    }
+    b->edata = &b->own_edata;
+    return 0;
+  }
+  uint32_t m = (uint32_t)(fraction * b->n + 0.5);
+  if (fraction > 0 && m == 0) m = 1;
+  if (b->n < 2 || !(fraction > 0)) m = 0;
+  if (m >= b->n) m = b->n - 1; /* at least one example trains */
+  if (!m) return 0;
+  fc_rng r;
+  fc_rng_seed(&r, seed * 0x9E3779B97F4A7C15ull + 0x5EED);
+  fc_rng_shuffle_u32(&r, b->idx, b->n);
+  if (!(b->eidx = malloc(m * sizeof *b->eidx))) return 1;
+  memcpy(b->eidx, b->idx + (b->n - m), m * sizeof *b->eidx);
+  b->en = m;
+  b->n -= m;
+  b->edata = &b->data;
+  return 0;
+}
+
 int cmd_client(int argc, char **argv) {
   enum { O_DATA = 1, O_DATA_DIR, O_PARTITION, O_PARTS, O_PART, O_ALPHA, O_PSEED, O_MODEL, O_ROUNDS, O_JSON, O_LOG,
          O_RETRIES, O_THREADS, O_SADROP, O_DSEED, O_DHALT, O_HOST, O_BYZ, O_BYZ_NAMES, O_BYZ_DIR, O_BYZ_N, O_BYZ_F, O_BYZ_UNCLIP, O_UNSIGNED, O_BYZ_WEIGHT, O_SACOLL,
-         O_BYZ_UNMASK, O_BYZ_ADV_CERT, O_BYZ_ADV_KEY };
+         O_BYZ_UNMASK, O_BYZ_ADV_CERT, O_BYZ_ADV_KEY, O_EVAL_FRACTION, O_EVAL_DATA, O_EVAL_PARTS, O_EVAL_PART };
   static const struct option longopts[] = {CLI_TLS_LONGOPTS,
                                            {"data", required_argument, 0, O_DATA},
                                            {"data-dir", required_argument, 0, O_DATA_DIR},
@@ -382,6 +505,10 @@ int cmd_client(int argc, char **argv) {
                                            {"byzantine-dir", required_argument, 0, O_BYZ_DIR},
                                            {"byzantine-cohort", required_argument, 0, O_BYZ_N},
                                            {"byzantine-colluders", required_argument, 0, O_BYZ_F},
+                                           {"eval-fraction", required_argument, 0, O_EVAL_FRACTION},
+                                           {"eval-data", required_argument, 0, O_EVAL_DATA},
+                                           {"eval-parts", required_argument, 0, O_EVAL_PARTS},
+                                           {"eval-part", required_argument, 0, O_EVAL_PART},
                                            {"json", no_argument, 0, O_JSON},
                                            {"log", required_argument, 0, O_LOG},
                                            {"help", no_argument, 0, 'h'},
@@ -392,7 +519,9 @@ int cmd_client(int argc, char **argv) {
   const char *data = "fmnist", *dir = NULL, *part_kind = NULL, *model = default_model;
   /* ULLONG_MAX / NAN: not given (refused without --partition, which alone reads them). */
   unsigned long long parts = ULLONG_MAX, part = ULLONG_MAX, pseed = ULLONG_MAX, rounds = 0, retries = 0, threads = 1;
-  double alpha = NAN, sa_drop[6] = {0};
+  double alpha = NAN, sa_drop[6] = {0}, eval_fraction = NAN;
+  const char *eval_data = NULL;
+  unsigned long long eval_parts = 1, eval_part = ULLONG_MAX;
   unsigned long long drop_seed = 1, host_first = 0, host_count = 0, sa_colluders = 0;
   fc_byz_cfg byz;
   memset(&byz, 0, sizeof byz);
@@ -483,6 +612,22 @@ int cmd_client(int argc, char **argv) {
         bad = 2;
       }
       break;
+    case O_EVAL_FRACTION:
+      bad = cli_parse_double("fedc client", "--eval-fraction", optarg, &eval_fraction);
+      if (!bad && !(eval_fraction >= 0 && eval_fraction < 1)) {
+        fprintf(stderr, "fedc client: --eval-fraction needs a number in [0, 1), got '%s'\n", optarg);
+        bad = 2;
+      }
+      break;
+    case O_EVAL_DATA: eval_data = optarg; break;
+    case O_EVAL_PARTS:
+      bad = cli_parse_u64("fedc client", "--eval-parts", optarg, &eval_parts);
+      if (!bad && (eval_parts < 1 || eval_parts > 100000)) {
+        fprintf(stderr, "fedc client: --eval-parts needs 1..100000, got '%s'\n", optarg);
+        bad = 2;
+      }
+      break;
+    case O_EVAL_PART: bad = cli_parse_u64("fedc client", "--eval-part", optarg, &eval_part); break;
     case O_JSON: json = 1; break;
     case O_LOG:
       if (fc_log_parse_level(optarg) < 0) bad = 2;
@@ -509,6 +654,16 @@ int cmd_client(int argc, char **argv) {
                                                                                           : "alpha");
     return 2;
   }
+  if (eval_data && !isnan(eval_fraction) && eval_fraction > 0) {
+    fprintf(stderr, "fedc client: --eval-fraction holds out part of the training data, --eval-data evaluates on "
+                    "other data: give one of them\n");
+    return 2;
+  }
+  if (!eval_data && (eval_parts != 1 || eval_part != ULLONG_MAX)) {
+    fprintf(stderr, "fedc client: --eval-parts and --eval-part split --eval-data: give --eval-data too\n");
+    return 2;
+  }
+  if (isnan(eval_fraction)) eval_fraction = eval_data ? 0 : 0.1;
   if (parts == ULLONG_MAX) parts = 1;
   if (part == ULLONG_MAX) part = 0;
   if (pseed == ULLONG_MAX) pseed = 1;
@@ -574,6 +729,15 @@ int cmd_client(int argc, char **argv) {
       break;
     }
     rc = load_data(b, hs[i].data, dir, part_kind, (uint32_t)parts, (uint32_t)my_part, alpha, pseed);
+    /* Its evaluation part: --eval-part, else its own part index (a hosted client's, or --part's). */
+    uint64_t my_epart = eval_part != ULLONG_MAX && !host_count ? eval_part : my_part % eval_parts;
+    if (!rc && eval_part != ULLONG_MAX && eval_part >= eval_parts) {
+      fprintf(stderr, "fedc client: --eval-part %llu is not below --eval-parts %llu\n", eval_part, eval_parts);
+      rc = 2;
+    }
+    if (!rc)
+      rc = eval_split(b, eval_fraction, eval_data, dir, (uint32_t)eval_parts, (uint32_t)my_epart,
+                      pseed * 1000003ull + my_part);
     /* Research: a label-flipping attacker trains on y -> classes - 1 - y. */
     if (!rc && hs[i].byz && byz.kind == FC_BYZ_LABELFLIP)
       for (uint32_t k = 0; k < b->data.n; k++) b->data.y[k] = (uint8_t)(b->data.classes - 1 - b->data.y[k]);
@@ -608,7 +772,7 @@ int cmd_client(int argc, char **argv) {
     o.secagg_tolerate_colluders = (uint32_t)sa_colluders;
     o.on_event = on_event;
     o.event_ctx = &h->b;
-    fedc_trainer t = {&h->b, bt_train, bt_eval};
+    fedc_trainer t = {&h->b, bt_train, bt_eval, bt_eval_stats};
     int crc = fedc_client_create(&o, &t, &h->c);
     if (crc != FEDC_OK) {
       /* A failed create still hands out the handle with the reason (client.h); destroyed below. */
@@ -633,9 +797,14 @@ int cmd_client(int argc, char **argv) {
     pthread_t sig_thr;
     pthread_create(&sig_thr, NULL, signal_thread, NULL);
     const char *shown_model = model != default_model ? model : "the coordinator's";
+    char held[96] = "";
+    if (hs[0].b.en && hs[0].b.edata == &hs[0].b.data)
+      snprintf(held, sizeof held, " (%u train, %u held out for evaluation)", hs[0].b.n, hs[0].b.en);
+    else if (hs[0].b.en)
+      snprintf(held, sizeof held, ", %u for evaluation from --eval-data", hs[0].b.en);
     if (nh == 1)
-      fprintf(stderr, "fedc client %s: %u examples, model %s, coordinator %s\n", hs[0].name, hs[0].b.n, shown_model,
-              tls.coordinator);
+      fprintf(stderr, "fedc client %s: %u examples%s, model %s, coordinator %s\n", hs[0].name,
+              hs[0].b.n + (hs[0].b.edata == &hs[0].b.data ? hs[0].b.en : 0), held, shown_model, tls.coordinator);
     else
       fprintf(stderr, "fedc client: hosting %zu clients %s..%s, model %s, coordinator %s\n", nh, hs[0].name,
               hs[nh - 1].name, shown_model, tls.coordinator);
@@ -664,7 +833,9 @@ int cmd_client(int argc, char **argv) {
     fedc_client_destroy(hs[i].c);
     fc_mlp_ws_destroy(hs[i].b.ws);
     fc_dataset_free(&hs[i].b.data);
+    fc_dataset_free(&hs[i].b.own_edata);
     free(hs[i].b.idx);
+    free(hs[i].b.eidx);
   }
   free(hs);
   return rc;

@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include "cli/cli_common.h"
+#include "cli/plot.h"
 #include "cli/sim.h"
 #include "coordinator/coordinator.h"
 
@@ -227,21 +228,10 @@ void sim_title(const sim_opts *o, const char *sopt_text, char *out, size_t len) 
            o->cohort, split, o->model, o->epochs, o->batch, o->lr, sopt, extra, o->seed);
 }
 
-/* A gnuplot single-quoted string: '' is a quote; no control characters. */
-static void gp_quote(const char *s, char *out, size_t len) {
-  size_t w = 0;
-  for (; *s && w + 3 < len; s++) {
-    if ((unsigned char)*s < 0x20) continue;
-    if (*s == '\'') out[w++] = '\'';
-    out[w++] = *s;
-  }
-  out[w] = 0;
-}
-
 void sim_plot(const sim_opts *o, const char *title) {
   char p[1100], q[600];
   snprintf(p, sizeof p, "%s/curve.gp", o->out);
-  gp_quote(title, q, sizeof q);
+  cli_gp_quote(title, q, sizeof q);
   FILE *f = fopen(p, "w");
   if (!f) {
     fprintf(stderr, "fedc sim: cannot write %s: %s\n", p, strerror(errno));
@@ -270,7 +260,7 @@ void sim_plot(const sim_opts *o, const char *title) {
   fc_coord_cfg_defaults(&defaults);
   char delta[64], dflt[32];
   snprintf(dflt, sizeof dflt, "%g", defaults.dp_delta);
-  gp_quote(o->dp[1][0] ? o->dp[1] : dflt, delta, sizeof delta);
+  cli_gp_quote(o->dp[1][0] ? o->dp[1] : dflt, delta, sizeof delta);
   if (dp)
     fprintf(f, "unset y2tics\n"
                "unset y2label\n"
@@ -283,24 +273,9 @@ void sim_plot(const sim_opts *o, const char *title) {
     fprintf(stderr, "fedc sim: cannot write %s\n", p);
     return;
   }
-  /* No shell: the folder and the title never pass through one. */
-  pid_t pid = fork();
-  if (pid == 0) {
-    int nul = open("/dev/null", O_RDWR);
-    if (nul >= 0) {
-      dup2(nul, 0);
-      dup2(nul, 1);
-      dup2(nul, 2);
-    }
-    if (chdir(o->out) != 0) _exit(126);
-    execlp("gnuplot", "gnuplot", "curve.gp", (char *)NULL);
-    _exit(127);
-  }
-  int status = 0;
-  if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
-    fprintf(stderr, "fedc sim: %s: no curve.png (rounds.csv and curve.gp are there)\n",
-            pid > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 127 ? "gnuplot is not installed"
-                                                                       : "gnuplot failed");
+  const char *why;
+  if (cli_gnuplot(o->out, "curve.gp", &why) != 0)
+    fprintf(stderr, "fedc sim: %s: no curve.png (rounds.csv and curve.gp are there)\n", why);
 }
 
 /* ---- the last line ---- */

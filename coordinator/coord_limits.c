@@ -82,8 +82,9 @@ const char *coord_limit_class_name(int cls) { return cls >= 0 && cls < COORD_LIM
 /* A method's class; a method added later is limited as "calls" (admin
  * methods as "admin") until it is given a class of its own. */
 static int class_of(const char *path) {
-  if (!strcmp(path, "/fedc.v1.Coordinator/CheckIn") || !strcmp(path, "/fedc.v1.Coordinator/UploadUpdate"))
-    return -1; /* the engine limits them */
+  if (!strcmp(path, "/fedc.v1.Coordinator/CheckIn") || !strcmp(path, "/fedc.v1.Coordinator/UploadUpdate") ||
+      !strcmp(path, "/fedc.v1.Coordinator/ReportEval"))
+    return -1; /* the engine limits them (ReportEval: the upload bucket) */
   if (!strcmp(path, "/fedc.v1.Coordinator/SecAggPoll")) return COORD_LIM_POLL;
   if (!strncmp(path, "/fedc.v1.Admin/", 15)) return COORD_LIM_ADMIN;
   return COORD_LIM_CALLS; /* FetchModel, SecAggSubmit */

@@ -396,11 +396,11 @@ int eng_stranger_token(fc_engine *e, uint64_t now) {
 }
 
 int fc_engine_checkin(fc_engine *e, const char *client, uint64_t now_ms, fc_task_info *task, uint32_t *retry_ms) {
-  return fc_engine_checkin_eval(e, client, 0, now_ms, task, NULL, retry_ms);
+  return fc_engine_checkin_eval(e, client, 0, 0, now_ms, task, NULL, retry_ms);
 }
 
-int fc_engine_checkin_eval(fc_engine *e, const char *client, int can_evaluate, uint64_t now_ms, fc_task_info *task,
-                           fc_eval_info *etask, uint32_t *retry_ms) {
+int fc_engine_checkin_eval(fc_engine *e, const char *client, int can_evaluate, uint64_t last_round, uint64_t now_ms,
+                           fc_task_info *task, fc_eval_info *etask, uint32_t *retry_ms) {
   client_rec *r = find_or_add(e, client);
   if (!r) {
     if (eng_stranger_token(e, now_ms)) return FC_CHECKIN_REFUSED;
@@ -418,7 +418,7 @@ int fc_engine_checkin_eval(fc_engine *e, const char *client, int can_evaluate, u
   *retry_ms = e->cfg.poll_ms;
   if (e->cfg.poll_ms > e->max_retry_ms) e->max_retry_ms = e->cfg.poll_ms;
   r->ev_capable = etask && can_evaluate;
-  int ev = etask ? eng_eval_checkin(e, r, now_ms, etask, retry_ms) : 0;
+  int ev = etask ? eng_eval_checkin(e, r, last_round, now_ms, etask, retry_ms) : 0;
   if (ev) return ev;
   if (e->state == FC_ENG_DONE) {
     r->heard_done = 1;

@@ -107,12 +107,13 @@ typedef struct fc_task_info {
  * *retry_ms for WAIT and RATE_LIMITED. */
 int fc_engine_checkin(fc_engine *e, const char *client, uint64_t now_ms, fc_task_info *task, uint32_t *retry_ms);
 /* The same from a client that says whether it can run evaluation tasks
- * (protocol 1.7): may also return FC_CHECKIN_EVAL with *etask set, and
- * WAIT instead of DONE while an evaluation of the final model is still to
- * draw its cohort (engine_eval.c). */
+ * (protocol 1.7) and the last round it is done with (CheckInRequest.
+ * last_round: one it uploaded for or gave up): may also return
+ * FC_CHECKIN_EVAL with *etask set, and WAIT instead of DONE while an
+ * evaluation of the final model is still to draw its cohort (engine_eval.c). */
 struct fc_eval_info;
-int fc_engine_checkin_eval(fc_engine *e, const char *client, int can_evaluate, uint64_t now_ms, fc_task_info *task,
-                           struct fc_eval_info *etask, uint32_t *retry_ms);
+int fc_engine_checkin_eval(fc_engine *e, const char *client, int can_evaluate, uint64_t last_round, uint64_t now_ms,
+                           fc_task_info *task, struct fc_eval_info *etask, uint32_t *retry_ms);
 
 /* Outcome codes for uploads (map to gRPC statuses in the service). */
 enum fc_upload_verdict {
@@ -320,6 +321,9 @@ enum fc_eval_tick {
   FC_EVT_SA_CLOSE = 4, /* secure aggregation: close the open stage */
   FC_EVT_SKIPPED = 5,  /* one due was superseded before it started: fc_engine_eval_skipped */
 };
+/* On the wire an evaluation's id is this bit | the round whose model it
+ * evaluates, so it never meets a training round's id (coord_eval.c). */
+#define FC_EVAL_ID_BIT (1ull << 63)
 typedef struct fc_eval_info {
   int state;               /* enum fc_eval_state */
   uint64_t round, version; /* the round whose model, and that model */
@@ -345,6 +349,8 @@ int fc_engine_eval_member(const fc_engine *e, const char *client);
 /* Names of the running evaluation's cohort in name order (valid until the next engine call). */
 uint32_t fc_engine_eval_cohort(const fc_engine *e, const char **out, uint32_t cap);
 void fc_engine_eval_sa_ready(fc_engine *e);
+/* Members still expected in the running evaluation (the SecAgg stages wait for them). */
+uint32_t fc_engine_eval_expected_n(const fc_engine *e);
 /* The open stage closed: on to the next (FC_EVT_FINISH after the unmask stage, else NONE). */
 int fc_engine_eval_sa_advance(fc_engine *e, uint64_t now_ms);
 /* The driver is done with the running evaluation (published or not): IDLE,

@@ -236,19 +236,22 @@ int fc_engine_eval_tick(fc_engine *e, uint64_t now) {
   }
 }
 
-int eng_eval_checkin(fc_engine *e, client_rec *r, uint64_t now, fc_eval_info *task, uint32_t *retry_ms) {
+int eng_eval_checkin(fc_engine *e, client_rec *r, uint64_t last_round, uint64_t now, fc_eval_info *task,
+                     uint32_t *retry_ms) {
   eng_eval *v = &e->ev;
-  if (e->state == FC_ENG_DONE && v->state == FC_EV_PENDING && may_evaluate(e, r, now)) {
-    /* The final model's evaluation draws from those not yet told DONE. */
+  int member = ev_open(v) && ev_in(e, r) && now < v->deadline &&
+               (r->ev_state == EVR_SELECTED || r->ev_state == EVR_TASKED);
+  if (!member && e->state == FC_ENG_DONE && (v->state == FC_EV_PENDING || v->has_next) && may_evaluate(e, r, now)) {
+    /* The final model's evaluation (due, or waiting for the one running)
+     * draws from those not yet told DONE. */
     *retry_ms = e->cfg.poll_ms < 200 ? e->cfg.poll_ms : 200;
     return FC_CHECKIN_WAIT;
   }
-  if (!ev_open(v) || !ev_in(e, r) || now >= v->deadline) return 0;
-  if (r->ev_state != EVR_SELECTED && r->ev_state != EVR_TASKED) return 0;
-  /* Training comes first when the client has a training task to resume,
-   * or one not yet picked up for the same model; an older model is
-   * evaluated first (file comment). */
-  if (e->state == FC_ENG_TRAINING && r->round == e->round && now < e->deadline &&
+  if (!member) return 0;
+  /* Training comes first when the client has a training task to resume
+   * (and has not given it up: last_round), or one not yet picked up for the
+   * same model; an older model is evaluated first (file comment). */
+  if (e->state == FC_ENG_TRAINING && r->round == e->round && now < e->deadline && last_round != e->round &&
       (r->rstate == CR_TASKED || r->rstate == CR_UPLOADING ||
        (r->rstate == CR_SELECTED && v->version == e->version && !e->sa_reselect)))
     return 0;
@@ -359,6 +362,8 @@ uint32_t fc_engine_eval_cohort(const fc_engine *e, const char **out, uint32_t ca
 }
 
 void fc_engine_eval_sa_ready(fc_engine *e) { e->ev.sa_ready = 1; }
+
+uint32_t fc_engine_eval_expected_n(const fc_engine *e) { return ev_open(&e->ev) ? e->ev.selected : 0; }
 
 int fc_engine_eval_sa_advance(fc_engine *e, uint64_t now) {
   eng_eval *v = &e->ev;

@@ -125,7 +125,8 @@ void eng_eval_published(fc_engine *e, uint64_t now);
 /* At a check-in that passed the rate limit, before the training answer:
  * FC_CHECKIN_EVAL (task set), FC_CHECKIN_WAIT (DONE held back while the final
  * model's evaluation is still to draw), or 0: answer as for training. */
-int eng_eval_checkin(fc_engine *e, client_rec *r, uint64_t now, fc_eval_info *task, uint32_t *retry_ms);
+int eng_eval_checkin(fc_engine *e, client_rec *r, uint64_t last_round, uint64_t now, fc_eval_info *task,
+                     uint32_t *retry_ms);
 /* The client left: out of the running evaluation's cohort. */
 void eng_eval_leave(fc_engine *e, client_rec *r);
 

@@ -53,7 +53,7 @@ static int checkin_ev(fc_engine *e, int who, uint64_t now, fc_eval_info *et) {
   uint32_t retry;
   fc_task_info t;
   fc_eval_info tmp;
-  return fc_engine_checkin_eval(e, NAMES[who], 1, now, &t, et ? et : &tmp, &retry);
+  return fc_engine_checkin_eval(e, NAMES[who], 1, 0, now, &t, et ? et : &tmp, &retry);
 }
 
 /* Every client 0..n-1 checks in (able to evaluate); returns a bitmask of who got TRAIN and, in *evm, EVAL. */
@@ -135,9 +135,9 @@ static void test_only_capable(void) {
   fc_task_info t;
   fc_eval_info et;
   for (int i = 0; i < 6; i++) /* clients 3..5 speak an older protocol: never asked */
-    fc_engine_checkin_eval(e, NAMES[i], i < 3, now, &t, &et, &retry);
+    fc_engine_checkin_eval(e, NAMES[i], i < 3, 0, now, &t, &et, &retry);
   train_round(e, 6, &now, 1); /* the round's cohort may come from all six */
-  for (int i = 0; i < 6; i++) fc_engine_checkin_eval(e, NAMES[i], i < 3, now, &t, &et, &retry);
+  for (int i = 0; i < 6; i++) fc_engine_checkin_eval(e, NAMES[i], i < 3, 0, now, &t, &et, &retry);
   CHECK_EQ_INT(fc_engine_eval_tick(e, now++), FC_EVT_STARTED);
   const char *names[8];
   uint32_t n = fc_engine_eval_cohort(e, names, 8);
@@ -170,6 +170,25 @@ static void test_short_cohort_from_training(void) {
   unsigned evm2 = 0;
   CHECK_EQ_INT(checkin_all(e, 5, now++, &evm2), 0);
   CHECK_EQ_INT(__builtin_popcount(evm2 & train), 2);
+  fc_engine_destroy(e);
+}
+
+/* A member that picked up its training task resumes it at a check-in,
+ * unless it says it gave that round up (last_round): then it evaluates. */
+static void test_gave_up_training(void) {
+  fc_engine *e = make(3, 3, 2, 10);
+  uint64_t now = 100;
+  checkin_all(e, 3, now++, NULL);
+  train_round(e, 3, &now, 1);
+  CHECK_EQ_INT(fc_engine_tick(e, now), FC_TICK_STARTED); /* round 2: all three */
+  CHECK_EQ_INT(fc_engine_eval_tick(e, now++), FC_EVT_STARTED);
+  CHECK_EQ_INT(checkin_ev(e, 0, now, NULL), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(checkin_ev(e, 0, now + 1, NULL), FC_CHECKIN_TRAIN); /* resumes */
+  uint32_t retry;
+  fc_task_info t;
+  fc_eval_info et;
+  CHECK_EQ_INT(fc_engine_checkin_eval(e, NAMES[0], 1, 2, now + 2, &t, &et, &retry), FC_CHECKIN_EVAL);
+  CHECK_EQ_INT(et.round, 1);
   fc_engine_destroy(e);
 }
 
@@ -305,6 +324,29 @@ static void test_final_model(void) {
   for (int i = 0; i < 3; i++)
     if (evm & (1u << i)) CHECK_EQ_INT(checkin_ev(e, i, now + 4, NULL), FC_CHECKIN_DONE);
   fc_engine_destroy(e);
+
+  /* The last round ends while the previous model's evaluation still runs:
+   * its members are held back from DONE once they reported, until the final
+   * model's evaluation drew its cohort. */
+  e = make(2, 2, 2, 2);
+  now = 100;
+  checkin_all(e, 2, now++, NULL);
+  train_round(e, 2, &now, 1);
+  CHECK_EQ_INT(fc_engine_tick(e, now), FC_TICK_STARTED); /* round 2 */
+  CHECK_EQ_INT(fc_engine_eval_tick(e, now++), FC_EVT_STARTED); /* its members evaluate round 1's model after it */
+  fc_engine_get_status(e, now, &st);
+  for (int i = 0; i < 2; i++) CHECK_EQ_INT(checkin_ev(e, i, now, NULL), FC_CHECKIN_TRAIN);
+  for (int i = 0; i < 2; i++) upload(e, i, st.round, now);
+  CHECK_EQ_INT(fc_engine_tick(e, now++), FC_TICK_AGGREGATE);
+  fc_engine_published(e, 2, SHA0, now++); /* DONE; round 2's evaluation waits as next */
+  for (int i = 0; i < 2; i++) CHECK_EQ_INT(checkin_ev(e, i, now, NULL), FC_CHECKIN_EVAL);
+  for (int i = 0; i < 2; i++) report(e, i, 1, 1, now, FC_UP_OK);
+  for (int i = 0; i < 2; i++) CHECK_EQ_INT(checkin_ev(e, i, now, NULL), FC_CHECKIN_WAIT); /* not DONE yet */
+  CHECK_EQ_INT(fc_engine_eval_tick(e, now), FC_EVT_FINISH);
+  fc_engine_eval_finished(e, NULL, now);
+  CHECK_EQ_INT(fc_engine_eval_tick(e, now), FC_EVT_STARTED); /* the final model's, both still there */
+  for (int i = 0; i < 2; i++) CHECK_EQ_INT(checkin_ev(e, i, now, NULL), FC_CHECKIN_EVAL);
+  fc_engine_destroy(e);
 }
 
 /* A pending evaluation superseded by a newer model; one due while another runs waits. */
@@ -390,6 +432,7 @@ int main(void) {
   test_disjoint_cohort();
   test_only_capable();
   test_short_cohort_from_training();
+  test_gave_up_training();
   test_pickup_and_deadline();
   test_dropout();
   test_rate_limit();
