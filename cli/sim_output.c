@@ -78,11 +78,12 @@ static const char *cell(double v, const char *fmt, char *buf, size_t len) {
 }
 
 void sim_out_row(sim_out *so, const sim_opts *o, const sim_row *r) {
-  char a[32], l[32], t[32], e[32];
-  fprintf(so->csv, "%llu,%llu,%s,%s,%s,%u,%llu,%.3f,%s\n", (unsigned long long)r->round,
+  char a[32], l[32], t[32], e[32], fa[32], fl[32];
+  fprintf(so->csv, "%llu,%llu,%s,%s,%s,%u,%llu,%.3f,%s,%s,%s\n", (unsigned long long)r->round,
           (unsigned long long)r->version, cell(r->accuracy, "%.6f", a, sizeof a), cell(r->loss, "%.6f", l, sizeof l),
           cell(r->train_loss, "%.6f", t, sizeof t), r->participants, (unsigned long long)r->bytes, r->seconds,
-          cell(r->epsilon, "%.6f", e, sizeof e));
+          cell(r->epsilon, "%.6f", e, sizeof e), cell(r->fed_accuracy, "%.6f", fa, sizeof fa),
+          cell(r->fed_loss, "%.6f", fl, sizeof fl));
   fflush(so->csv);
   json_t *j = json_object();
   json_object_set_new(j, "round", json_integer((json_int_t)r->round));
@@ -96,6 +97,12 @@ void sim_out_row(sim_out *so, const sim_opts *o, const sim_row *r) {
   json_object_set_new(j, "seconds", json_real(r->seconds));
   json_object_set_new(j, "elapsed_s", json_real(r->elapsed));
   json_object_set_new(j, "epsilon", jnum(r->epsilon));
+  if (o->eval_every) { /* federated evaluation of this round's model, beside the test set's */
+    json_object_set_new(j, "fed_accuracy", jnum(r->fed_accuracy));
+    json_object_set_new(j, "fed_loss", jnum(r->fed_loss));
+    json_object_set_new(j, "fed_examples", jnum(r->fed_examples));
+    json_object_set_new(j, "fed_clients", json_integer(r->fed_clients));
+  }
   char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
   if (s) {
     fprintf(so->jsonl, "%s\n", s);
@@ -108,14 +115,16 @@ void sim_out_row(sim_out *so, const sim_opts *o, const sim_row *r) {
   }
   json_decref(j);
   if (o->json) return;
-  char acc[32] = "-", loss[32] = "-", eps[48] = "";
+  char acc[32] = "-", loss[32] = "-", eps[48] = "", fed[48] = "";
+  if (o->eval_every && isfinite(r->fed_accuracy))
+    snprintf(fed, sizeof fed, "  federated %.2f%% (%u clients)", r->fed_accuracy * 100, r->fed_clients);
   if (isfinite(r->accuracy)) snprintf(acc, sizeof acc, "%.2f%%", r->accuracy * 100);
   if (isfinite(r->loss)) snprintf(loss, sizeof loss, "%.4f", r->loss);
   if (o->dp[0][0] && isfinite(r->epsilon)) snprintf(eps, sizeof eps, "  epsilon %.3f", r->epsilon);
   else if (o->dp[0][0])
     snprintf(eps, sizeof eps, "  epsilon -");
-  fprintf(stderr, "fedc sim: round %llu/%llu  accuracy %s  loss %s%s  %u clients  %.2fs  (%.0fs elapsed)\n",
-          (unsigned long long)r->round, o->rounds, acc, loss, eps, r->participants, r->seconds, r->elapsed);
+  fprintf(stderr, "fedc sim: round %llu/%llu  accuracy %s  loss %s%s%s  %u clients  %.2fs  (%.0fs elapsed)\n",
+          (unsigned long long)r->round, o->rounds, acc, loss, fed, eps, r->participants, r->seconds, r->elapsed);
 }
 
 /* ---- config.json ---- */
@@ -177,6 +186,10 @@ int sim_write_config(const sim_opts *o, char *const *coord_argv, char *const *cl
   json_object_set_new(opt, "coordinator-opt", copts);
   json_object_set_new(opt, "keep-versions", json_integer((json_int_t)o->keep_versions));
   json_object_set_new(opt, "keep-every", json_integer((json_int_t)o->keep_every));
+  json_object_set_new(opt, "eval-every", json_integer((json_int_t)o->eval_every));
+  json_object_set_new(opt, "eval-cohort", json_integer((json_int_t)o->eval_cohort));
+  json_object_set_new(opt, "eval-fraction", json_real(o->eval_fraction));
+  json_object_set_new(opt, "eval-split", json_string(o->eval_test ? "test" : "holdout"));
 
   json_t *root = json_object();
   json_object_set_new(root, "fedc_version", json_string(FEDC_VERSION_STRING));
@@ -255,7 +268,8 @@ void sim_plot(const sim_opts *o, const char *title) {
              "set ytics nomirror\n"
              "set y2tics\n"
              "plot 'rounds.csv' every ::1 using 1:3 with lines lw 2 title 'accuracy', \\\n"
-             "     '' every ::1 using 1:4 axes x1y2 with lines title 'loss'\n");
+             "     '' every ::1 using 1:4 axes x1y2 with lines title 'loss'%s\n",
+          o->eval_every ? ", \\\n     '' every ::1 using 1:10 with linespoints lw 2 title 'federated accuracy'" : "");
   fc_coord_cfg defaults;
   fc_coord_cfg_defaults(&defaults);
   char delta[64], dflt[32];
