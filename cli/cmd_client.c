@@ -651,7 +651,7 @@ int cmd_client(int argc, char **argv) {
     o.secagg_tolerate_colluders = (uint32_t)sa_colluders;
     o.on_event = on_event;
     o.event_ctx = &h->b;
-    fedc_trainer t = {&h->b, bt_train, bt_eval, bt_eval_stats};
+    fedc_trainer t = {.ctx = &h->b, .train = bt_train, .evaluate = bt_eval, .evaluate_stats = bt_eval_stats};
     int crc = fedc_client_create(&o, &t, &h->c);
     if (crc != FEDC_OK) {
       /* A failed create still hands out the handle with the reason (client.h); destroyed below. */

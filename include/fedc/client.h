@@ -30,10 +30,12 @@
  * (fedc_train_config, fedc_eval_config, fedc_event) stay readable by a
  * program built against an older header. Structs the program fills
  * (fedc_client_options, fedc_trainer) are read by the runtime at their
- * current size: a program built against an older header must be rebuilt
- * (source-compatible as long as it zero-initialises them, with
- * fedc_client_options_init and `= {...}` / designated initializers, so
- * fields it does not know are 0/NULL, which always means "off").
+ * current size: a program built against an older header must be rebuilt,
+ * and stays source-compatible if it fills them with fedc_client_options_init
+ * and designated initializers (`fedc_trainer t = {.ctx = c, .train = f};`),
+ * so fields it does not know are 0/NULL, which always means "off"
+ * (positional initializers still work but warn under -Wextra when a field
+ * is appended).
  */
 #ifndef FEDC_CLIENT_H
 #define FEDC_CLIENT_H

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Federated evaluation over real processes and mutual TLS (issue 22):
 # coordinator + 3 clients, an evaluation of every round's model (3 clients,
-# --eval-every 1), plain and under --secagg.
+# --eval-every 1), plain, under --secagg and under DP.
 #   - the coordinator's totals per evaluation (rounds.jsonl, `fedc rounds
 #     --json`) equal the sum of what each client reported, read from the
 #     clients' own JSON events (examples and correct exactly; the loss sum up
@@ -11,6 +11,9 @@
 #     correct count or loss sum (only the cohort's totals);
 #   - the final model is evaluated before the coordinator is done (exits with
 #     --exit-when-done only after), `fedc rounds` shows it, /metrics has it;
+#   - under DP the totals carry noise the accountant counts (epsilon after each
+#     evaluation above its round's), and without --eval-dp-noise the start is
+#     refused;
 #   - `fedc rounds --plot` draws the history (if gnuplot is installed).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
@@ -21,12 +24,14 @@ make_pki "$T/pki" itest a b c
 make_idx "$T" 200 3
 ADMIN=(--pki "$T/pki" --name root)
 
-run() { # MODE (plain|secagg)
-  local mode=$1 extra=()
-  [ "$mode" = secagg ] && extra=(--secagg --secagg-stage-ms 20000)
+run() { # MODE (plain|secagg|dp)
+  local mode=$1 extra=(--cohort 3)
+  [ "$mode" = secagg ] && extra=(--cohort 3 --secagg --secagg-stage-ms 20000)
+  # DP: Poisson sampling at rate 1 (every client every round); the evaluation's totals get noise z = 50.
+  [ "$mode" = dp ] && extra=(--cohort 0 --cohort-fraction 1 --dp-noise-multiplier 1 --eval-dp-noise 50)
   rm -rf "$T/state-$mode"
   start_coordinator --pki "$T/pki" --federation itest --state "$T/state-$mode" --model 784-10 \
-    --rounds 3 --min-clients 3 --cohort 3 --min-updates 3 --poll-ms 100 --round-timeout-ms 60000 \
+    --rounds 3 --min-clients 3 --min-updates 3 --poll-ms 100 --round-timeout-ms 60000 \
     --eval-every 1 --eval-cohort 3 --eval-min 3 --eval-timeout-ms 60000 --metrics-listen 127.0.0.1:0 \
     --exit-when-done --log info "${extra[@]}"
   local coord=$COORD_PID
@@ -45,6 +50,20 @@ run() { # MODE (plain|secagg)
   [ "$(jq -s 'map(select(.outcome == "completed")) | length' "$R")" = 3 ] || fail "$mode: rounds: $(cat "$R")"
   [ "$(jq -s 'map(select(.eval.outcome == "completed")) | length' "$R")" = 3 ] ||
     fail "$mode: evaluations: $(cat "$R")"
+  if [ "$mode" = dp ]; then
+    # Noised totals, counted by the accountant: each evaluation's epsilon is
+    # above its round's (it is a Gaussian mechanism without sampling on top).
+    jq -s -e 'map(select(.eval)) | length == 3 and all(.[]; .eval.dp_noise == 50 and .eval.dp_epsilon > 0)' "$R" \
+      >/dev/null || fail "dp: evaluation lines: $(cat "$R")"
+    for r in 1 2 3; do
+      jq -s -e --argjson r "$r" '(map(select(.outcome and .round == $r))[0].dp_epsilon) as $t |
+        map(select(.eval and .round == $r))[0].eval.dp_epsilon > $t' "$R" >/dev/null ||
+        fail "dp: round $r: the evaluation's epsilon is not above the round's: $(cat "$R")"
+    done
+    jq -e '.epsilon > 0' "$T/state-$mode/dp.json" >/dev/null || fail "dp: dp.json: $(cat "$T/state-$mode/dp.json")"
+    mv "$T/coord.log" "$T/coord-$mode.log"
+    return
+  fi
   for r in 1 2 3; do
     local want have
     # What the clients reported for round r's model, from their own event lines.
@@ -91,6 +110,13 @@ run() { # MODE (plain|secagg)
 
 run plain
 run secagg
+run dp
+# Under DP the evaluation's totals are published too: without its noise the start is refused.
+rc=0
+"$FEDC" coordinator --pki "$T/pki" --federation itest --state "$T/never" --cohort 0 --cohort-fraction 1 \
+  --dp-noise-multiplier 1 --eval-every 1 2>"$T/dpeval.err" || rc=$?
+[ "$rc" = 1 ] && grep -q "set eval_dp_noise" "$T/dpeval.err" && [ ! -e "$T/never" ] ||
+  fail "DP evaluation without its noise: status $rc: $(cat "$T/dpeval.err")"
 
 # The admin view of a finished state: a coordinator on it serves the history.
 start_coordinator --pki "$T/pki" --federation itest --state "$T/state-plain" --model 784-10 --rounds 3 \
