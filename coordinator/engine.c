@@ -47,6 +47,11 @@
  * sampling (DP), under SecAgg only while no task (cohort + index: the
  * session) went out; the coordinator then rebuilds the session (tick STARTED).
  *
+ * Federated evaluation (engine_eval.c, sharing engine_int.h) runs beside the
+ * rounds: a publish may make one due, a check-in may hand out its task
+ * (fc_engine_checkin_eval) and a Leave drops its member; it never changes the
+ * fields of a training round.
+ *
  * Time arithmetic saturates (deadlines of "now + a huge timeout" stay in the
  * future instead of wrapping into the past), and so do the round's counters.
  *
