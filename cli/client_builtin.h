@@ -31,9 +31,11 @@ typedef struct builtin {
 
 /* fedc_trainer.evaluate_stats of the built-in trainer. */
 int bt_eval_stats(void *ctx, const fedc_eval_config *cfg, const float *weights, size_t n, fedc_eval_result *out);
-/* Its held-out rows: part epart of an IID split of --eval-data into eparts,
- * or a held-out fraction of the partition. 0, or 1 after a message. */
+/* Its held-out rows: part epart of an IID split of --eval-data into eparts
+ * (split_seed: the same for every client, so the parts partition the data),
+ * or a held-out fraction of the partition drawn by holdout_seed (its own).
+ * 0, or 1 after a message. */
 int bt_eval_split(builtin *b, double fraction, const char *edata, const char *dir, uint32_t eparts, uint32_t epart,
-                  uint64_t seed);
+                  uint64_t split_seed, uint64_t holdout_seed);
 
 #endif

@@ -53,11 +53,12 @@ int bt_eval_stats(void *ctx, const fedc_eval_config *cfg, const float *weights, 
 
 /* The rows federated evaluation runs on (bt_eval_stats). With --eval-data:
  * part epart of an IID split of it into eparts (only those rows are read from
- * an IDX source). Otherwise a held-out fraction of the partition, drawn by
- * `seed` (the same rows on every run), which training then never sees.
+ * an IDX source; the split is the same in every client, by split_seed).
+ * Otherwise a held-out fraction of the partition, drawn by holdout_seed (the
+ * same rows on every run), which training then never sees.
  * 0, or 1 after a message. */
 int bt_eval_split(builtin *b, double fraction, const char *edata, const char *dir, uint32_t eparts, uint32_t epart,
-                      uint64_t seed) {
+                  uint64_t split_seed, uint64_t holdout_seed) {
   char err[400], images[4096], labels[4096];
   if (edata) {
     int rc = 0, idx_source = 1;
@@ -86,7 +87,7 @@ int bt_eval_split(builtin *b, double fraction, const char *edata, const char *di
     fc_partition_opts_init(&po);
     po.kind = FC_PART_IID;
     po.nparts = eparts;
-    po.seed = seed;
+    po.seed = split_seed; /* the same for every client: their parts partition the data */
     if (!rc && fc_partition(ys, n, classes, &po, epart, &b->eidx, &b->en) != 0) {
       snprintf(err, sizeof err, "cannot split --eval-data into %u parts", eparts);
       rc = 1;
@@ -113,7 +114,7 @@ int bt_eval_split(builtin *b, double fraction, const char *edata, const char *di
   if (m >= b->n) m = b->n - 1; /* at least one example trains */
   if (!m) return 0;
   fc_rng r;
-  fc_rng_seed(&r, seed * 0x9E3779B97F4A7C15ull + 0x5EED);
+  fc_rng_seed(&r, holdout_seed * 0x9E3779B97F4A7C15ull + 0x5EED);
   fc_rng_shuffle_u32(&r, b->idx, b->n);
   if (!(b->eidx = malloc(m * sizeof *b->eidx))) return 1;
   memcpy(b->eidx, b->idx + (b->n - m), m * sizeof *b->eidx);

@@ -615,7 +615,7 @@ int cmd_client(int argc, char **argv) {
       rc = 2;
     }
     if (!rc)
-      rc = bt_eval_split(b, eval_fraction, eval_data, dir, (uint32_t)eval_parts, (uint32_t)my_epart,
+      rc = bt_eval_split(b, eval_fraction, eval_data, dir, (uint32_t)eval_parts, (uint32_t)my_epart, pseed,
                       pseed * 1000003ull + my_part);
     /* Research: a label-flipping attacker trains on y -> classes - 1 - y. */
     if (!rc && hs[i].byz && byz.kind == FC_BYZ_LABELFLIP)
