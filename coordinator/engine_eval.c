@@ -196,7 +196,7 @@ int fc_engine_eval_tick(fc_engine *e, uint64_t now) {
   case FC_EV_PENDING:
     if (e->paused || e->blocked) return FC_EVT_NONE;
     if (draw(e, now)) return FC_EVT_STARTED;
-    if (now - v->due_ms < e->cfg.eval_ms) return FC_EVT_NONE;
+    if (now < eng_add_sat(v->due_ms, e->cfg.eval_ms)) return FC_EVT_NONE;
     snprintf(why, sizeof why, "too few live clients could evaluate within %llu ms (eval_min %u%s)",
              (unsigned long long)e->cfg.eval_ms, e->cfg.eval_min, e->cfg.secagg ? ", secure aggregation 3" : "");
     v->started_ms = now;

@@ -251,6 +251,31 @@ static void test_pickup_and_deadline(void) {
   fc_engine_destroy(e);
 }
 
+/* Due, but too few clients that can evaluate: it waits eval_ms for them, then is abandoned. */
+static void test_too_few_to_draw(void) {
+  fc_engine *e = make(2, 3, 3, 10);
+  uint64_t now = 100;
+  uint32_t retry;
+  fc_task_info t;
+  fc_eval_info et;
+  for (int i = 0; i < 3; i++) fc_engine_checkin_eval(e, NAMES[i], i < 2, 0, now, &t, &et, &retry);
+  CHECK_EQ_INT(fc_engine_tick(e, now++), FC_TICK_STARTED);
+  fc_engine_status st;
+  fc_engine_get_status(e, now, &st);
+  for (int i = 0; i < 3; i++)
+    if (fc_engine_checkin_eval(e, NAMES[i], i < 2, 0, now, &t, &et, &retry) == FC_CHECKIN_TRAIN) upload(e, i, st.round, now);
+  CHECK_EQ_INT(fc_engine_tick(e, now++), FC_TICK_AGGREGATE);
+  uint64_t due = now;
+  fc_engine_published(e, 1, SHA1, due);
+  CHECK_EQ_INT(fc_engine_eval_tick(e, due + 1), FC_EVT_NONE); /* 2 can evaluate, eval_min 3: waits */
+  CHECK_EQ_INT(fc_engine_eval_tick(e, due + 3999), FC_EVT_NONE);
+  CHECK_EQ_INT(fc_engine_eval_tick(e, due + 4000), FC_EVT_ABANDON);
+  CHECK(strstr(fc_engine_eval_reason(e), "too few live clients could evaluate") != NULL);
+  fc_engine_eval_finished(e, NULL, due + 4000);
+  CHECK(!fc_engine_eval_busy(e));
+  fc_engine_destroy(e);
+}
+
 /* A member that leaves is dropped; the rest finish without waiting for it. */
 static void test_dropout(void) {
   fc_engine *e = make(2, 3, 2, 10);
@@ -435,6 +460,7 @@ int main(void) {
   test_gave_up_training();
   test_pickup_and_deadline();
   test_dropout();
+  test_too_few_to_draw();
   test_rate_limit();
   test_final_model();
   test_superseded_and_queued();
