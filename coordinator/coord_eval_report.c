@@ -17,6 +17,7 @@
 #include "common/log.h"
 #include "coordinator/audit.h"
 #include "coordinator/coord_eval_int.h"
+#include "coordinator/refusals.h"
 #include "fedc/error.h"
 
 #define MOD "eval"
@@ -80,8 +81,13 @@ void coord_h_eval_report(fc_scall *call, void *ctx) {
   int plain_ok = 0;
   pthread_mutex_lock(&c->mu);
   struct coord_eval *v = c->ev;
-  int v_ok = !v ? -1 : !(req->round & FC_EVAL_ID_BIT) ? -2 : FC_UP_OK;
-  if (v_ok == FC_UP_OK) v_ok = fc_engine_eval_report_begin(c->engine, peer->name, round, req->model_version, fc_now_ms());
+  /* The engine's verdict first, whatever the request: it takes the token,
+   * so the rate limit holds also where no evaluation runs at all. */
+  int v_ok = fc_engine_eval_report_begin(c->engine, peer->name, round, req->model_version, fc_now_ms());
+  if (v_ok == FC_UP_OK && (!v || !(req->round & FC_EVAL_ID_BIT))) {
+    fc_engine_eval_report_abort(c->engine, peer->name, round);
+    v_ok = !v ? -1 : -2;
+  }
   if (v_ok != FC_UP_OK) {
     code = v_ok == -1 ? GRPC_STATUS_FAILED_PRECONDITION : v_ok == -2 ? GRPC_STATUS_INVALID_ARGUMENT : verdict_code(v_ok);
     if (v_ok == FC_UP_RATE_LIMITED) retry = fc_engine_retry_ms(c->engine);
@@ -127,7 +133,14 @@ void coord_h_eval_report(fc_scall *call, void *ctx) {
     plain_ok = 1;
   }
   pthread_mutex_unlock(&c->mu);
-  if (c->audit && code != GRPC_STATUS_RESOURCE_EXHAUSTED) {
+  /* Accepted reports always; refusals as updates' are: an identity's first
+   * few per interval in full, the rest counted (coord_limits.c). */
+  int reason = code == GRPC_STATUS_INVALID_ARGUMENT      ? FC_RF_INVALID
+               : code == GRPC_STATUS_FAILED_PRECONDITION ? FC_RF_PRECONDITION
+               : code == GRPC_STATUS_DEADLINE_EXCEEDED   ? FC_RF_LATE
+               : code == GRPC_STATUS_RESOURCE_EXHAUSTED  ? FC_RF_LIMIT
+                                                         : FC_RF_OTHER;
+  if (c->audit && (code == GRPC_STATUS_OK || coord_refusal_note(c, peer->name, reason))) {
     json_t *f = json_pack("{s:s,s:I,s:s}", "client", peer->name, "round", (json_int_t)round, "outcome",
                           code == GRPC_STATUS_OK ? "accepted" : "refused");
     if (f && code != GRPC_STATUS_OK) json_object_set_new(f, "reason", json_string(why));
