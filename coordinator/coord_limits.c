@@ -8,8 +8,9 @@
  * start (before the server), from the round driver's tick, when it refuses an
  * upload, and at stop (after the server is gone).
  *
- * Call limits. CheckIn and UploadUpdate are limited in the engine (per
- * client record; identities without one share a bucket there). Every other
+ * Call limits. CheckIn, UploadUpdate and ReportEval (the upload bucket) are
+ * limited in the engine (per client record; identities without one share a
+ * bucket there). Every other
  * method is limited here, before its handler and any lock: a token bucket
  * per identity (role/name) and class of method, in a bounded table
  * (limiter.h: identities past it share one identity's budget). A refusal is
