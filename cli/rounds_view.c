@@ -116,7 +116,10 @@ int rounds_plot(const Fedc__V1__RoundsResponse *resp, const char *png, const cha
     cell(f, done ? r->mean_train_loss : NAN);
     cell(f, ev ? e->accuracy : NAN);
     cell(f, ev ? e->loss : NAN);
-    cell(f, r->dp_epsilon > 0 ? r->dp_epsilon : NAN);
+    /* epsilon spent after the round and, under DP, after its evaluation too */
+    double eps = r->dp_epsilon > 0 ? r->dp_epsilon : NAN;
+    if (e && e->dp_epsilon > 0 && !(eps >= e->dp_epsilon)) eps = e->dp_epsilon;
+    cell(f, eps);
     fputc('\n', f);
   }
   fprintf(f, "EOD\n"

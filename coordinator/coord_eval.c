@@ -356,6 +356,16 @@ static int ev_privatize(fc_coord *c, fc_eval_stats *s, double *eps_out, char *wh
     s->correct += noise[1];
     s->loss_sum += noise[2];
     for (uint32_t j = 0; j < s->nmetrics; j++) s->metric_sum[j] += noise[3 + 2 * j], s->metric_examples[j] += noise[4 + 2 * j];
+    /* Into their ranges (post-processing: no privacy cost), so a mean is
+     * never below 0 or an accuracy above 1; with noise far above the totals
+     * they say little either way (docs/design.md gives the sizes). */
+    if (s->examples < 0) s->examples = 0;
+    s->correct = fmin(fmax(s->correct, 0), s->examples);
+    if (s->loss_sum < 0) s->loss_sum = 0;
+    for (uint32_t j = 0; j < s->nmetrics; j++) {
+      s->metric_examples[j] = fmin(fmax(s->metric_examples[j], 0), s->examples);
+      if (s->metric_sum[j] < 0) s->metric_sum[j] = 0;
+    }
     *eps_out = e.eps;
   }
   free(next);

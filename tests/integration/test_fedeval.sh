@@ -53,7 +53,8 @@ run() { # MODE (plain|secagg|dp)
   if [ "$mode" = dp ]; then
     # Noised totals, counted by the accountant: each evaluation's epsilon is
     # above its round's (it is a Gaussian mechanism without sampling on top).
-    jq -s -e 'map(select(.eval)) | length == 3 and all(.[]; .eval.dp_noise == 50 and .eval.dp_epsilon > 0)' "$R" \
+    jq -s -e 'map(select(.eval)) | length == 3 and all(.[]; .eval.dp_noise == 50 and .eval.dp_epsilon > 0 and
+      .eval.examples >= 0 and .eval.correct >= 0 and .eval.correct <= .eval.examples and .eval.loss_sum >= 0)' "$R" \
       >/dev/null || fail "dp: evaluation lines: $(cat "$R")"
     for r in 1 2 3; do
       jq -s -e --argjson r "$r" '(map(select(.outcome and .round == $r))[0].dp_epsilon) as $t |
