@@ -39,6 +39,7 @@
 
 #include "cli/cli.h"
 #include "cli/cli_common.h"
+#include "cli/rounds_view.h"
 #include "common/safetensors.h"
 #include "crypto/sha256.h"
 #include "fedc/error.h"
@@ -62,6 +63,7 @@ enum {
   OPT_VERSION,
   OPT_OUT,
   OPT_FORCE,
+  OPT_PLOT,
 };
 
 #define ADMIN_LONGOPTS                                                                                        \
@@ -330,7 +332,9 @@ static void rounds_usage(FILE *f) {
           "with \"dp_epsilon\" and \"dp_noise\", in JSON): adaptive clipping moves it round by round.\n"
           "With --json, one JSON object per line per round.\n\n"
           "Options:\n"
-          "  --limit N                only the last N rounds (default 0 = all kept)\n" ADMIN_HELP);
+          "  --limit N                only the last N rounds (default 0 = all kept)\n"
+          "  --plot FILE.png          draw the training loss, federated evaluation and (DP) epsilon per round\n"
+          "                           with gnuplot (FILE.gp beside it redraws it)\n" ADMIN_HELP);
 }
 
 static json_t *round_json(const Fedc__V1__RoundRecord *r) {
@@ -371,6 +375,7 @@ static json_t *round_json(const Fedc__V1__RoundRecord *r) {
                                                                 ? r->secagg_blamed_count
                                                                 : r->n_secagg_blamed));
   }
+  if (r->eval) json_object_set_new(o, "eval", rounds_eval_json(r->eval)); /* federated evaluation of its model */
   return o;
 }
 
@@ -389,14 +394,16 @@ static void rounds_print_table(const Fedc__V1__RoundsResponse *resp) {
     fflush(stdout);
     return;
   }
-  int secagg = 0, dp = 0;
+  int secagg = 0, dp = 0, ev = 0;
   for (size_t i = 0; i < resp->n_rounds; i++) {
     secagg |= resp->rounds[i]->n_secagg_remaining > 0;
     dp |= resp->rounds[i]->dp_epsilon > 0;
+    ev |= resp->rounds[i]->eval != NULL;
   }
   printf("%6s  %-9s  %7s  %9s  %10s  %9s  %10s  %10s  %8s", "ROUND", "OUTCOME", "VERSION", "CLIENTS", "EXAMPLES",
          "LOSS", "IN", "OUT", "SECONDS");
   if (dp) printf("  %10s", "CLIP");
+  if (ev) printf("  %9s  %9s", "EVAL ACC", "EVAL LOSS");
   if (secagg) printf("  %-24s", "SECAGG LEFT (A>S>M>C>U)");
   putchar('\n');
   for (size_t i = 0; i < resp->n_rounds; i++) {
@@ -420,6 +427,9 @@ static void rounds_print_table(const Fedc__V1__RoundsResponse *resp) {
     char clip[24] = "-";
     if (r->dp_epsilon > 0) snprintf(clip, sizeof clip, "%.4g", r->dp_clip); /* a round the accountant counted */
     if (dp) printf("  %10s", clip);
+    char eacc[24], eloss[24];
+    rounds_eval_cells(r, eacc, eloss, sizeof eacc);
+    if (ev) printf("  %9s  %9s", eacc, eloss);
     if (secagg) printf("  %-24s", secagg_cell(r, sa, sizeof sa));
     if (!completed && r->reason && r->reason[0]) printf("  (%s)", CLI_SHOWN(why, r->reason));
     if (r->n_secagg_blamed) { /* secure aggregation: named for bad unmask shares */
@@ -438,7 +448,9 @@ int cmd_rounds(int argc, char **argv) {
   admin_opts ao;
   admin_opts_init(&ao);
   unsigned long long limit = 0;
-  static const struct option longopts[] = {ADMIN_LONGOPTS, {"limit", required_argument, 0, OPT_LIMIT}, {0, 0, 0, 0}};
+  const char *plot = NULL;
+  static const struct option longopts[] = {ADMIN_LONGOPTS, {"limit", required_argument, 0, OPT_LIMIT},
+                                           {"plot", required_argument, 0, OPT_PLOT}, {0, 0, 0, 0}};
   opterr = 0;
   int c;
   while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
@@ -451,6 +463,7 @@ int cmd_rounds(int argc, char **argv) {
       if (cli_parse_u64(prog, "--limit", optarg, &limit)) return 2;
       if (limit > UINT32_MAX) return usage_error(prog, "--limit must be at most %u", UINT32_MAX);
       break;
+    case OPT_PLOT: plot = optarg; break;
     default: return cli_option_error(prog, c, argv, longopts);
     }
   }
@@ -471,7 +484,11 @@ int cmd_rounds(int argc, char **argv) {
     goto out;
   }
   const Fedc__V1__RoundsResponse *resp = (const Fedc__V1__RoundsResponse *)m;
-  if (ao.json) {
+  if (plot) {
+    char title[300];
+    snprintf(title, sizeof title, "fedc rounds: %zu rounds from %s", resp->n_rounds, ao.tls.coordinator);
+    ret = rounds_plot(resp, plot, title);
+  } else if (ao.json) {
     for (size_t i = 0; i < resp->n_rounds; i++) cli_print_json(round_json(resp->rounds[i]));
   } else {
     rounds_print_table(resp);

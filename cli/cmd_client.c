@@ -17,6 +17,7 @@
 
 #include "cli/cli.h"
 #include "cli/cli_common.h"
+#include "cli/client_builtin.h"
 #include "client/data.h"
 #include "client/runtime_int.h"
 #include "secagg/secagg.h"
@@ -29,16 +30,7 @@
 #include "secagg/secagg.h"
 #include "transport/transport.h"
 
-typedef struct builtin {
-  fc_mlp mlp;
-  fc_mlp_ws *ws;
-  fc_dataset data;
-  uint32_t *idx;
-  uint32_t n;
-  int json;
-  int model_given; /* --model was on the command line */
-  const char *name;
-} builtin;
+/* builtin: client_builtin.h */
 
 /* The coordinator's model decides what is trained: --model is a first guess
  * (and what the data is checked against at start). An MLP of fc<i>.weight /
@@ -123,14 +115,19 @@ static void on_event(void *ctx, const fedc_event *ev) {
                      : ev->kind == FEDC_EVENT_TASK     ? "task"
                      : ev->kind == FEDC_EVENT_RETRY    ? "retry"
                      : ev->kind == FEDC_EVENT_EVALUATED ? "evaluated"
+                     : ev->kind == FEDC_EVENT_EVAL_REPORTED ? "eval_reported"
                                                        : NULL;
   if (!kind) return;
   if (b->json) {
-    cli_print_json(json_pack("{s:s,s:s,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:s}", "client", b->name, "event", kind,
-                             "round", (json_int_t)ev->round, "model_version", (json_int_t)ev->model_version,
-                             "examples", (json_int_t)ev->num_examples, "loss", ev->loss, "accuracy", ev->accuracy,
-                             "update_norm", ev->update_norm, "clip_scale", ev->clip_scale, "detail",
-                             ev->detail ? ev->detail : ""));
+    json_t *j = json_pack("{s:s,s:s,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:s}", "client", b->name, "event", kind, "round",
+                          (json_int_t)ev->round, "model_version", (json_int_t)ev->model_version, "examples",
+                          (json_int_t)ev->num_examples, "loss", ev->loss, "accuracy", ev->accuracy, "update_norm",
+                          ev->update_norm, "clip_scale", ev->clip_scale, "detail", ev->detail ? ev->detail : "");
+    if (j && ev->kind == FEDC_EVENT_EVAL_REPORTED) { /* the totals it reported (round: the model's) */
+      json_object_set_new(j, "correct", json_integer((json_int_t)ev->correct));
+      json_object_set_new(j, "loss_sum", json_real(ev->loss_sum));
+    }
+    cli_print_json(j);
   } else if (ev->kind == FEDC_EVENT_UPLOADED) {
     fprintf(stderr, "fedc client %s: round %llu: uploaded (%llu examples, loss %.4f, norm %.4g%s)\n", b->name,
             (unsigned long long)ev->round, (unsigned long long)ev->num_examples, ev->loss, ev->update_norm,
@@ -244,6 +241,11 @@ static void usage(FILE *f) {
           "                           NAME0000.. from FIRST (--name is the prefix, default c), each with its own\n"
           "                           certificate from --pki, connection and thread; \"%%s\" in --data is the name;\n"
           "                           with --partition they take parts FIRST..FIRST+COUNT-1 of --parts\n"
+          "  --eval-fraction F        hold out this fraction of the data (of its part) for federated\n"
+          "                           evaluation; training never sees it (default 0.1; 0 = none)\n"
+          "  --eval-data fmnist-test|fmnist|idx:IMAGES,LABELS|csv:FILE  evaluate on this data instead\n"
+          "  --eval-parts N --eval-part I  with --eval-data: part I (default: the client's --part) of an\n"
+          "                           IID split into N\n"
           "  --json                   one JSON line per event on stdout\n"
           "  --log LEVEL              debug|info|warn|error (default warn)\n");
 }
@@ -354,7 +356,7 @@ loaded:
 int cmd_client(int argc, char **argv) {
   enum { O_DATA = 1, O_DATA_DIR, O_PARTITION, O_PARTS, O_PART, O_ALPHA, O_PSEED, O_MODEL, O_ROUNDS, O_JSON, O_LOG,
          O_RETRIES, O_THREADS, O_SADROP, O_DSEED, O_DHALT, O_HOST, O_BYZ, O_BYZ_NAMES, O_BYZ_DIR, O_BYZ_N, O_BYZ_F, O_BYZ_UNCLIP, O_UNSIGNED, O_BYZ_WEIGHT, O_SACOLL,
-         O_BYZ_UNMASK, O_BYZ_ADV_CERT, O_BYZ_ADV_KEY };
+         O_BYZ_UNMASK, O_BYZ_ADV_CERT, O_BYZ_ADV_KEY, O_EVAL_FRACTION, O_EVAL_DATA, O_EVAL_PARTS, O_EVAL_PART };
   static const struct option longopts[] = {CLI_TLS_LONGOPTS,
                                            {"data", required_argument, 0, O_DATA},
                                            {"data-dir", required_argument, 0, O_DATA_DIR},
@@ -383,6 +385,10 @@ int cmd_client(int argc, char **argv) {
                                            {"byzantine-dir", required_argument, 0, O_BYZ_DIR},
                                            {"byzantine-cohort", required_argument, 0, O_BYZ_N},
                                            {"byzantine-colluders", required_argument, 0, O_BYZ_F},
+                                           {"eval-fraction", required_argument, 0, O_EVAL_FRACTION},
+                                           {"eval-data", required_argument, 0, O_EVAL_DATA},
+                                           {"eval-parts", required_argument, 0, O_EVAL_PARTS},
+                                           {"eval-part", required_argument, 0, O_EVAL_PART},
                                            {"json", no_argument, 0, O_JSON},
                                            {"log", required_argument, 0, O_LOG},
                                            {"help", no_argument, 0, 'h'},
@@ -393,7 +399,9 @@ int cmd_client(int argc, char **argv) {
   const char *data = "fmnist", *dir = NULL, *part_kind = NULL, *model = default_model;
   /* ULLONG_MAX / NAN: not given (refused without --partition, which alone reads them). */
   unsigned long long parts = ULLONG_MAX, part = ULLONG_MAX, pseed = ULLONG_MAX, rounds = 0, retries = 0, threads = 1;
-  double alpha = NAN, sa_drop[6] = {0};
+  double alpha = NAN, sa_drop[6] = {0}, eval_fraction = NAN;
+  const char *eval_data = NULL;
+  unsigned long long eval_parts = 1, eval_part = ULLONG_MAX;
   unsigned long long drop_seed = 1, host_first = 0, host_count = 0, sa_colluders = 0;
   fc_byz_cfg byz;
   memset(&byz, 0, sizeof byz);
@@ -484,6 +492,22 @@ int cmd_client(int argc, char **argv) {
         bad = 2;
       }
       break;
+    case O_EVAL_FRACTION:
+      bad = cli_parse_double("fedc client", "--eval-fraction", optarg, &eval_fraction);
+      if (!bad && !(eval_fraction >= 0 && eval_fraction < 1)) {
+        fprintf(stderr, "fedc client: --eval-fraction needs a number in [0, 1), got '%s'\n", optarg);
+        bad = 2;
+      }
+      break;
+    case O_EVAL_DATA: eval_data = optarg; break;
+    case O_EVAL_PARTS:
+      bad = cli_parse_u64("fedc client", "--eval-parts", optarg, &eval_parts);
+      if (!bad && (eval_parts < 1 || eval_parts > 100000)) {
+        fprintf(stderr, "fedc client: --eval-parts needs 1..100000, got '%s'\n", optarg);
+        bad = 2;
+      }
+      break;
+    case O_EVAL_PART: bad = cli_parse_u64("fedc client", "--eval-part", optarg, &eval_part); break;
     case O_JSON: json = 1; break;
     case O_LOG:
       if (fc_log_parse_level(optarg) < 0) bad = 2;
@@ -510,6 +534,16 @@ int cmd_client(int argc, char **argv) {
                                                                                           : "alpha");
     return 2;
   }
+  if (eval_data && !isnan(eval_fraction) && eval_fraction > 0) {
+    fprintf(stderr, "fedc client: --eval-fraction holds out part of the training data, --eval-data evaluates on "
+                    "other data: give one of them\n");
+    return 2;
+  }
+  if (!eval_data && (eval_parts != 1 || eval_part != ULLONG_MAX)) {
+    fprintf(stderr, "fedc client: --eval-parts and --eval-part split --eval-data: give --eval-data too\n");
+    return 2;
+  }
+  if (isnan(eval_fraction)) eval_fraction = eval_data ? 0 : 0.1;
   if (parts == ULLONG_MAX) parts = 1;
   if (part == ULLONG_MAX) part = 0;
   if (pseed == ULLONG_MAX) pseed = 1;
@@ -575,6 +609,15 @@ int cmd_client(int argc, char **argv) {
       break;
     }
     rc = load_data(b, hs[i].data, dir, part_kind, (uint32_t)parts, (uint32_t)my_part, alpha, pseed);
+    /* Its evaluation part: --eval-part, else its own part index (a hosted client's, or --part's). */
+    uint64_t my_epart = eval_part != ULLONG_MAX && !host_count ? eval_part : my_part % eval_parts;
+    if (!rc && eval_part != ULLONG_MAX && eval_part >= eval_parts) {
+      fprintf(stderr, "fedc client: --eval-part %llu is not below --eval-parts %llu\n", eval_part, eval_parts);
+      rc = 2;
+    }
+    if (!rc)
+      rc = bt_eval_split(b, eval_fraction, eval_data, dir, (uint32_t)eval_parts, (uint32_t)my_epart, pseed,
+                      pseed * 1000003ull + my_part);
     /* Research: a label-flipping attacker trains on y -> classes - 1 - y. */
     if (!rc && hs[i].byz && byz.kind == FC_BYZ_LABELFLIP)
       for (uint32_t k = 0; k < b->data.n; k++) b->data.y[k] = (uint8_t)(b->data.classes - 1 - b->data.y[k]);
@@ -609,7 +652,7 @@ int cmd_client(int argc, char **argv) {
     o.secagg_tolerate_colluders = (uint32_t)sa_colluders;
     o.on_event = on_event;
     o.event_ctx = &h->b;
-    fedc_trainer t = {&h->b, bt_train, bt_eval};
+    fedc_trainer t = {.ctx = &h->b, .train = bt_train, .evaluate = bt_eval, .evaluate_stats = bt_eval_stats};
     int crc = fedc_client_create(&o, &t, &h->c);
     if (crc != FEDC_OK) {
       /* A failed create still hands out the handle with the reason (client.h); destroyed below. */
@@ -634,9 +677,14 @@ int cmd_client(int argc, char **argv) {
     pthread_t sig_thr;
     pthread_create(&sig_thr, NULL, signal_thread, NULL);
     const char *shown_model = model != default_model ? model : "the coordinator's";
+    char held[96] = "";
+    if (hs[0].b.en && hs[0].b.edata == &hs[0].b.data)
+      snprintf(held, sizeof held, " (%u train, %u held out for evaluation)", hs[0].b.n, hs[0].b.en);
+    else if (hs[0].b.en)
+      snprintf(held, sizeof held, ", %u for evaluation from --eval-data", hs[0].b.en);
     if (nh == 1)
-      fprintf(stderr, "fedc client %s: %u examples, model %s, coordinator %s\n", hs[0].name, hs[0].b.n, shown_model,
-              tls.coordinator);
+      fprintf(stderr, "fedc client %s: %u examples%s, model %s, coordinator %s\n", hs[0].name,
+              hs[0].b.n + (hs[0].b.edata == &hs[0].b.data ? hs[0].b.en : 0), held, shown_model, tls.coordinator);
     else
       fprintf(stderr, "fedc client: hosting %zu clients %s..%s, model %s, coordinator %s\n", nh, hs[0].name,
               hs[nh - 1].name, shown_model, tls.coordinator);
@@ -665,7 +713,9 @@ int cmd_client(int argc, char **argv) {
     fedc_client_destroy(hs[i].c);
     fc_mlp_ws_destroy(hs[i].b.ws);
     fc_dataset_free(&hs[i].b.data);
+    fc_dataset_free(&hs[i].b.own_edata);
     free(hs[i].b.idx);
+    free(hs[i].b.eidx);
   }
   free(hs);
   return rc;

@@ -269,6 +269,19 @@ static const copt options[] = {
             "adaptive clipping: the clip never goes below this (0 = --dp-clip / 10; at least 1e-6)"),
     OPT_NUM("dp-clip-max", T_F64, c.dp_clip_max,
             "adaptive clipping: the clip never goes above this (0 = --dp-clip x 10; at most 1e6)"),
+    OPT_NUM("eval-every", T_U32, c.engine.eval_every,
+            "federated evaluation: the model of every N-th completed round, and the last, on a cohort of its own "
+            "(0 = off)"),
+    OPT_NUM("eval-cohort", T_U32, c.engine.eval_cohort, "clients per evaluation (0 = use --eval-fraction)"),
+    OPT_NUM("eval-fraction", T_F64, c.engine.eval_fraction, "fraction of the clients that can evaluate, if --eval-cohort 0"),
+    OPT_RANGE("eval-min", T_U32, c.engine.eval_min, "results an evaluation needs, else it is abandoned", 1, UINT32_MAX),
+    OPT_RANGE("eval-timeout-ms", T_U64, c.engine.eval_ms, "results (or the advertise stage) within this of its start", 100,
+              30 * DAY_MS),
+    OPT_NUM("eval-max-examples", T_U64, c.eval_max_examples, "examples one client's results count (0 = --max-example-weight)"),
+    OPT_NUM("eval-value-max", T_F64, c.eval_value_max, "bound on an example's loss or metric value (at most 1e6)"),
+    OPT_STR("eval-metrics", c.eval_metrics, "named metrics collected, comma-separated (at most 4)", NULL),
+    OPT_NUM("eval-dp-noise", T_F64, c.eval_dp_noise,
+            "differential privacy: noise multiplier of the evaluation totals (required with --eval-every)"),
     OPT_BOOL("secagg", c.engine.secagg,
              "secure aggregation (SecAgg+): the coordinator learns only the sum of the cohort's clipped updates"),
     OPT_RANGE("secagg-neighbors", T_U32, c.secagg_k,
@@ -469,7 +482,7 @@ static int apply(settings *s, int i, const char *val, origin from) {
   case T_F64: {
     double v = strtod(val, &end);
     if (errno || end == val || *end || !(v >= 0) || v > 1e30) goto bad;
-    if (strcmp(o->name, "cohort-fraction") == 0 && v > 1) goto bad;
+    if ((strcmp(o->name, "cohort-fraction") == 0 || strcmp(o->name, "eval-fraction") == 0) && v > 1) goto bad;
     if (o->type == T_F64) *(double *)p = v;
     else
       *(float *)p = (float)v;

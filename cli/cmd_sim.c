@@ -156,7 +156,14 @@ static void usage(FILE *f) {
              "  --secagg-bucket S    with a robust --aggregator: SecAgg per random bucket of at least S\n"
              "                       clients, the rule over the buckets' means (default 5)\n"
              "  --drop SPEC          clients vanish from secure-aggregation stages with these chances, e.g.\n"
-             "                       advertise:0.1,shares:0.05,masked:0.1,unmask:0.05\n");
+             "                       advertise:0.1,shares:0.05,masked:0.1,unmask:0.05\n"
+             "  --eval-every N       federated evaluation of every N-th round's model and the last, by clients\n"
+             "                       not training in that round where possible (default 0 = off); a column and\n"
+             "                       a curve beside the test set's\n"
+             "  --eval-cohort K      clients per evaluation (default 0: --eval-fraction of the clients)\n"
+             "  --eval-fraction F    (default 0.5)\n"
+             "  --eval-split holdout|test  each client's held-out data: 10%% of its partition (default), or its\n"
+             "                       part of an IID split of the 10,000-image test set into --clients parts\n");
 }
 
 /* Ranges of the numeric options. Where the coordinator or the client has a
@@ -212,7 +219,8 @@ static int parse(int argc, char **argv, sim_opts *o) {
   enum { O_OUT = 1, O_PER_PROC, O_CLIENTS, O_COHORT, O_ROUNDS, O_PART, O_ALPHA, O_MODEL, O_EPOCHS, O_BATCH, O_LR, O_MOM, O_CLIP,
          O_MINUP, O_RTO, O_POLL, O_SEED, O_DATA, O_JSON, O_SECAGG, O_SAK, O_SAT, O_DROP, O_SOPT, O_SOPT_END = O_SOPT + 4, O_BYZ, O_AGG,
          O_AGG_END = O_AGG + 5,
-         O_NESTEROV, O_DP, O_DP_END = O_DP + 4, O_SAB, O_COPT, O_KEEPV, O_KEEPE, O_PROX };
+         O_NESTEROV, O_DP, O_DP_END = O_DP + 4, O_SAB, O_COPT, O_KEEPV, O_KEEPE, O_PROX, O_EVERY, O_ECOH, O_EFRAC,
+         O_ESPLIT };
   static const struct option lo[] = {
       {"out", 1, 0, O_OUT},         {"clients-per-process", 1, 0, O_PER_PROC},         {"clients", 1, 0, O_CLIENTS},   {"cohort", 1, 0, O_COHORT},
       {"rounds", 1, 0, O_ROUNDS},   {"partition", 1, 0, O_PART},    {"alpha", 1, 0, O_ALPHA},
@@ -230,6 +238,8 @@ static int parse(int argc, char **argv, sim_opts *o) {
       {"dp-noise", 1, 0, O_DP},       {"dp-delta", 1, 0, O_DP + 1},    {"dp-target-epsilon", 1, 0, O_DP + 2},
       {"dp-adaptive-quantile", 1, 0, O_DP + 3}, {"dp-clip-lr", 1, 0, O_DP + 4},
       {"keep-versions", 1, 0, O_KEEPV}, {"keep-every", 1, 0, O_KEEPE},
+      {"eval-every", 1, 0, O_EVERY},    {"eval-cohort", 1, 0, O_ECOH},   {"eval-fraction", 1, 0, O_EFRAC},
+      {"eval-split", 1, 0, O_ESPLIT},
       {"help", 0, 0, 'h'},          {0, 0, 0, 0}};
   memset(o, 0, sizeof *o);
   snprintf(o->out, sizeof o->out, "fedc-sim-out");
@@ -246,6 +256,7 @@ static int parse(int argc, char **argv, sim_opts *o) {
   o->alpha = 0.5;
   o->keep_versions = SIM_KEEP_VERSIONS;
   o->keep_every = SIM_KEEP_EVERY;
+  o->eval_fraction = 0.5;
   o->argc = argc;
   o->argv = argv;
   snprintf(o->partition, sizeof o->partition, "dirichlet");
@@ -328,6 +339,16 @@ static int parse(int argc, char **argv, sim_opts *o) {
       break;
     }
     case O_NESTEROV: o->sopt_nesterov = 1; break;
+    case O_EVERY: bad = parse_int("--eval-every", optarg, 0, UINT32_MAX, &o->eval_every); break;
+    case O_ECOH: bad = parse_int("--eval-cohort", optarg, 0, 1000, &o->eval_cohort); break;
+    case O_EFRAC: bad = parse_real("--eval-fraction", optarg, 0, 1, 1, 0, 0, "(0, 1]", &o->eval_fraction); break;
+    case O_ESPLIT:
+      if (strcmp(optarg, "holdout") && strcmp(optarg, "test")) {
+        fprintf(stderr, "fedc sim: --eval-split must be holdout or test, got '%s'\n", optarg);
+        bad = 2;
+      }
+      o->eval_test = strcmp(optarg, "test") == 0;
+      break;
     case O_KEEPV: bad = parse_int("--keep-versions", optarg, 0, ULLONG_MAX, &o->keep_versions); break;
     case O_KEEPE: bad = parse_int("--keep-every", optarg, 0, ULLONG_MAX, &o->keep_every); break;
     case O_DP:
@@ -359,6 +380,10 @@ static int parse(int argc, char **argv, sim_opts *o) {
   }
   if (o->secagg && o->cohort < FC_SA_MIN_COHORT) {
     fprintf(stderr, "fedc sim: --secagg needs --cohort of at least %d\n", FC_SA_MIN_COHORT);
+    return 2;
+  }
+  if (o->eval_cohort > o->clients) {
+    fprintf(stderr, "fedc sim: --eval-cohort %llu > --clients %llu\n", o->eval_cohort, o->clients);
     return 2;
   }
   if (!o->min_updates) o->min_updates = o->cohort;
@@ -415,8 +440,9 @@ static unsigned long long reap_clients(const sim_opts *o, pid_t *kids, unsigned 
  * group takes consecutive parts), and the research flags. */
 typedef struct client_cmd {
   char name[32], data[2300], group[64], lname[48], dseed[32], part[32], parts[32], alpha[48], pseed[32];
+  char ddir[1100];
   char byz_names[1100], byz_dir[1100], byz_n[32], byz_f[32];
-  char *av[48];
+  char *av[56];
 } client_cmd;
 
 static void client_cmd_make(const sim_opts *o, unsigned long long i, const char *pki, const char *addr,
@@ -447,6 +473,16 @@ static void client_cmd_make(const sim_opts *o, unsigned long long i, const char 
   else
     av[n++] = "--part", av[n++] = c->part;
   if (o->drop[0]) av[n++] = "--secagg-drop", av[n++] = (char *)o->drop;
+  /* Federated evaluation: its part of the test set (one part per client),
+   * or the client's default held-out 10%; without it every example trains,
+   * as before evaluation existed. */
+  if (o->eval_every && o->eval_test) {
+    av[n++] = "--eval-data", av[n++] = "fmnist-test", av[n++] = "--eval-parts", av[n++] = c->parts;
+    snprintf(c->ddir, sizeof c->ddir, "%s", o->data_dir ? o->data_dir : "");
+    if (c->ddir[0]) av[n++] = "--data-dir", av[n++] = c->ddir;
+  } else if (!o->eval_every) {
+    av[n++] = "--eval-fraction", av[n++] = "0";
+  }
   if (o->byz_kind[0]) {
     snprintf(c->byz_names, sizeof c->byz_names, "%s/byzantine.txt", o->out);
     snprintf(c->byz_dir, sizeof c->byz_dir, "%s/byz", o->out);
@@ -568,6 +604,20 @@ int cmd_sim(int argc, char **argv) {
   if (o.keep_versions) {
     cargv[ca_n++] = "--keep-versions", cargv[ca_n++] = buf[17];
     cargv[ca_n++] = "--keep-every", cargv[ca_n++] = buf[18];
+  }
+  char evb[3][64];
+  if (o.eval_every) {
+    /* Federated evaluation: the round deadline is its deadline too; under
+     * DP its totals get the training's noise multiplier (and cost epsilon). */
+    snprintf(evb[0], 64, "%llu", o.eval_every);
+    snprintf(evb[1], 64, "%llu", o.eval_cohort);
+    snprintf(evb[2], 64, "%.9g", o.eval_fraction);
+    cargv[ca_n++] = "--eval-every", cargv[ca_n++] = evb[0];
+    cargv[ca_n++] = "--eval-cohort", cargv[ca_n++] = evb[1];
+    cargv[ca_n++] = "--eval-fraction", cargv[ca_n++] = evb[2];
+    cargv[ca_n++] = "--eval-timeout-ms", cargv[ca_n++] = buf[9];
+    if (o.eval_cohort == 1) cargv[ca_n++] = "--eval-min", cargv[ca_n++] = "1";
+    if (o.dp[0][0]) cargv[ca_n++] = "--eval-dp-noise", cargv[ca_n++] = o.dp[0];
   }
   for (int i = 0; i < o.ncoord_opts; i++) cargv[ca_n++] = (char *)o.coord_opts[i];
   sim_write_config(&o, cargv, NULL, NULL, NULL);

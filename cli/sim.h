@@ -49,6 +49,12 @@ typedef struct sim_opts {
    * sampling at rate cohort/clients; --dp-delta, --dp-target-epsilon,
    * --dp-adaptive-quantile, --dp-clip-lr. */
   char dp[5][32];
+  /* Federated evaluation: --eval-every N (0 = off), --eval-cohort K (0 = --eval-fraction F
+   * of the clients), --eval-split holdout|test: each client's held-out data is 10% of its
+   * partition, or its part of an IID split of the test set into --clients parts. */
+  unsigned long long eval_every, eval_cohort;
+  double eval_fraction;
+  int eval_test;
   /* Model versions the coordinator keeps (its --keep-versions/--keep-every). */
   unsigned long long keep_versions, keep_every;
   /* The command line as given, for config.json. */
@@ -85,6 +91,9 @@ void sim_data_cleanup(const sim_data *d);
 typedef struct sim_row {
   uint64_t round, round_id, version;
   double accuracy, loss, train_loss, epsilon;
+  double fed_accuracy, fed_loss; /* federated evaluation of the round's model (NaN: none) */
+  double fed_examples;
+  uint32_t fed_clients;
   uint32_t participants;
   uint64_t bytes;
   double seconds, elapsed;
@@ -94,7 +103,7 @@ typedef struct sim_out {
   FILE *csv, *jsonl;
 } sim_out;
 
-#define SIM_CSV_HEADER "round,version,accuracy,loss,train_loss,participants,bytes,seconds,epsilon"
+#define SIM_CSV_HEADER "round,version,accuracy,loss,train_loss,participants,bytes,seconds,epsilon,fed_accuracy,fed_loss"
 
 /* OUT/rounds.csv (with its header) and OUT/rounds.jsonl. */
 int sim_out_open(sim_out *so, const sim_opts *o);

@@ -72,6 +72,10 @@ int sim_poll_rounds(sim_monitor *m, const sim_opts *o) {
       fprintf(stderr, "fedc sim: round %llu abandoned: %s\n", (unsigned long long)rec->round, rec->reason);
       continue;
     }
+    /* Its model's federated evaluation is due or running: report the row
+     * once it is in (rounds stay in order; the coordinator ends it by its
+     * deadline at the latest). */
+    if (rec->eval && rec->eval->outcome && strcmp(rec->eval->outcome, "pending") == 0) break;
     double acc = NAN, loss = NAN;
     char err[300];
     int code = 0;
@@ -103,6 +107,14 @@ int sim_poll_rounds(sim_monitor *m, const sim_opts *o) {
     /* NaN from the coordinator: unknown (distributed DP). */
     row.train_loss = isfinite(rec->mean_train_loss) ? (double)rec->mean_train_loss : NAN;
     row.epsilon = rec->dp_epsilon > 0 ? rec->dp_epsilon : NAN;
+    int fed = rec->eval && rec->eval->outcome && strcmp(rec->eval->outcome, "completed") == 0;
+    row.fed_accuracy = fed ? rec->eval->accuracy : NAN;
+    row.fed_loss = fed ? rec->eval->loss : NAN;
+    row.fed_examples = fed ? rec->eval->examples : NAN;
+    row.fed_clients = fed ? rec->eval->clients : 0;
+    if (rec->eval && rec->eval->outcome && strcmp(rec->eval->outcome, "abandoned") == 0)
+      fprintf(stderr, "fedc sim: the federated evaluation of round %llu's model was abandoned: %s\n",
+              (unsigned long long)rec->round, rec->eval->reason ? rec->eval->reason : "");
     row.participants = rec->participants;
     row.bytes = (uint64_t)(rec->bytes_in + rec->bytes_out);
     row.seconds = (double)(rec->ended_unix_ms - rec->started_unix_ms) / 1000.0;

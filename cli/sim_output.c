@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include "cli/cli_common.h"
+#include "cli/plot.h"
 #include "cli/sim.h"
 #include "coordinator/coordinator.h"
 
@@ -77,11 +78,12 @@ static const char *cell(double v, const char *fmt, char *buf, size_t len) {
 }
 
 void sim_out_row(sim_out *so, const sim_opts *o, const sim_row *r) {
-  char a[32], l[32], t[32], e[32];
-  fprintf(so->csv, "%llu,%llu,%s,%s,%s,%u,%llu,%.3f,%s\n", (unsigned long long)r->round,
+  char a[32], l[32], t[32], e[32], fa[32], fl[32];
+  fprintf(so->csv, "%llu,%llu,%s,%s,%s,%u,%llu,%.3f,%s,%s,%s\n", (unsigned long long)r->round,
           (unsigned long long)r->version, cell(r->accuracy, "%.6f", a, sizeof a), cell(r->loss, "%.6f", l, sizeof l),
           cell(r->train_loss, "%.6f", t, sizeof t), r->participants, (unsigned long long)r->bytes, r->seconds,
-          cell(r->epsilon, "%.6f", e, sizeof e));
+          cell(r->epsilon, "%.6f", e, sizeof e), cell(r->fed_accuracy, "%.6f", fa, sizeof fa),
+          cell(r->fed_loss, "%.6f", fl, sizeof fl));
   fflush(so->csv);
   json_t *j = json_object();
   json_object_set_new(j, "round", json_integer((json_int_t)r->round));
@@ -95,6 +97,12 @@ void sim_out_row(sim_out *so, const sim_opts *o, const sim_row *r) {
   json_object_set_new(j, "seconds", json_real(r->seconds));
   json_object_set_new(j, "elapsed_s", json_real(r->elapsed));
   json_object_set_new(j, "epsilon", jnum(r->epsilon));
+  if (o->eval_every) { /* federated evaluation of this round's model, beside the test set's */
+    json_object_set_new(j, "fed_accuracy", jnum(r->fed_accuracy));
+    json_object_set_new(j, "fed_loss", jnum(r->fed_loss));
+    json_object_set_new(j, "fed_examples", jnum(r->fed_examples));
+    json_object_set_new(j, "fed_clients", json_integer(r->fed_clients));
+  }
   char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
   if (s) {
     fprintf(so->jsonl, "%s\n", s);
@@ -107,14 +115,16 @@ void sim_out_row(sim_out *so, const sim_opts *o, const sim_row *r) {
   }
   json_decref(j);
   if (o->json) return;
-  char acc[32] = "-", loss[32] = "-", eps[48] = "";
+  char acc[32] = "-", loss[32] = "-", eps[48] = "", fed[48] = "";
+  if (o->eval_every && isfinite(r->fed_accuracy))
+    snprintf(fed, sizeof fed, "  federated %.2f%% (%u clients)", r->fed_accuracy * 100, r->fed_clients);
   if (isfinite(r->accuracy)) snprintf(acc, sizeof acc, "%.2f%%", r->accuracy * 100);
   if (isfinite(r->loss)) snprintf(loss, sizeof loss, "%.4f", r->loss);
   if (o->dp[0][0] && isfinite(r->epsilon)) snprintf(eps, sizeof eps, "  epsilon %.3f", r->epsilon);
   else if (o->dp[0][0])
     snprintf(eps, sizeof eps, "  epsilon -");
-  fprintf(stderr, "fedc sim: round %llu/%llu  accuracy %s  loss %s%s  %u clients  %.2fs  (%.0fs elapsed)\n",
-          (unsigned long long)r->round, o->rounds, acc, loss, eps, r->participants, r->seconds, r->elapsed);
+  fprintf(stderr, "fedc sim: round %llu/%llu  accuracy %s  loss %s%s%s  %u clients  %.2fs  (%.0fs elapsed)\n",
+          (unsigned long long)r->round, o->rounds, acc, loss, fed, eps, r->participants, r->seconds, r->elapsed);
 }
 
 /* ---- config.json ---- */
@@ -177,6 +187,10 @@ int sim_write_config(const sim_opts *o, char *const *coord_argv, char *const *cl
   json_object_set_new(opt, "coordinator-opt", copts);
   json_object_set_new(opt, "keep-versions", json_integer((json_int_t)o->keep_versions));
   json_object_set_new(opt, "keep-every", json_integer((json_int_t)o->keep_every));
+  json_object_set_new(opt, "eval-every", json_integer((json_int_t)o->eval_every));
+  json_object_set_new(opt, "eval-cohort", json_integer((json_int_t)o->eval_cohort));
+  json_object_set_new(opt, "eval-fraction", json_real(o->eval_fraction));
+  json_object_set_new(opt, "eval-split", json_string(o->eval_test ? "test" : "holdout"));
 
   json_t *root = json_object();
   json_object_set_new(root, "fedc_version", json_string(FEDC_VERSION_STRING));
@@ -228,21 +242,10 @@ void sim_title(const sim_opts *o, const char *sopt_text, char *out, size_t len) 
            o->cohort, split, o->model, o->epochs, o->batch, o->lr, sopt, extra, o->seed);
 }
 
-/* A gnuplot single-quoted string: '' is a quote; no control characters. */
-static void gp_quote(const char *s, char *out, size_t len) {
-  size_t w = 0;
-  for (; *s && w + 3 < len; s++) {
-    if ((unsigned char)*s < 0x20) continue;
-    if (*s == '\'') out[w++] = '\'';
-    out[w++] = *s;
-  }
-  out[w] = 0;
-}
-
 void sim_plot(const sim_opts *o, const char *title) {
   char p[1100], q[600];
   snprintf(p, sizeof p, "%s/curve.gp", o->out);
-  gp_quote(title, q, sizeof q);
+  cli_gp_quote(title, q, sizeof q);
   FILE *f = fopen(p, "w");
   if (!f) {
     fprintf(stderr, "fedc sim: cannot write %s: %s\n", p, strerror(errno));
@@ -266,12 +269,13 @@ void sim_plot(const sim_opts *o, const char *title) {
              "set ytics nomirror\n"
              "set y2tics\n"
              "plot 'rounds.csv' every ::1 using 1:3 with lines lw 2 title 'accuracy', \\\n"
-             "     '' every ::1 using 1:4 axes x1y2 with lines title 'loss'\n");
+             "     '' every ::1 using 1:4 axes x1y2 with lines title 'loss'%s\n",
+          o->eval_every ? ", \\\n     '' every ::1 using 1:10 with linespoints lw 2 title 'federated accuracy'" : "");
   fc_coord_cfg defaults;
   fc_coord_cfg_defaults(&defaults);
   char delta[64], dflt[32];
   snprintf(dflt, sizeof dflt, "%g", defaults.dp_delta);
-  gp_quote(o->dp[1][0] ? o->dp[1] : dflt, delta, sizeof delta);
+  cli_gp_quote(o->dp[1][0] ? o->dp[1] : dflt, delta, sizeof delta);
   if (dp)
     fprintf(f, "unset y2tics\n"
                "unset y2label\n"
@@ -284,24 +288,9 @@ void sim_plot(const sim_opts *o, const char *title) {
     fprintf(stderr, "fedc sim: cannot write %s\n", p);
     return;
   }
-  /* No shell: the folder and the title never pass through one. */
-  pid_t pid = fork();
-  if (pid == 0) {
-    int nul = open("/dev/null", O_RDWR);
-    if (nul >= 0) {
-      dup2(nul, 0);
-      dup2(nul, 1);
-      dup2(nul, 2);
-    }
-    if (chdir(o->out) != 0) _exit(126);
-    execlp("gnuplot", "gnuplot", "curve.gp", (char *)NULL);
-    _exit(127);
-  }
-  int status = 0;
-  if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
-    fprintf(stderr, "fedc sim: %s: no curve.png (rounds.csv and curve.gp are there)\n",
-            pid > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 127 ? "gnuplot is not installed"
-                                                                       : "gnuplot failed");
+  const char *why;
+  if (cli_gnuplot(o->out, "curve.gp", &why) != 0)
+    fprintf(stderr, "fedc sim: %s: no curve.png (rounds.csv and curve.gp are there)\n", why);
 }
 
 /* ---- the last line ---- */

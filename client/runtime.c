@@ -221,7 +221,7 @@ static int backoff(fedc_client *c, const char *what, const fc_status *st) {
   return rt_nap(c, ms);
 }
 
-static int fetch_model(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
+int rt_fetch_model(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
   Fedc__V1__FetchModelRequest req = FEDC__V1__FETCH_MODEL_REQUEST__INIT;
   req.version = t->model_version;
   fc_ccall *call = NULL;
@@ -251,6 +251,9 @@ static int fetch_model(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
   fc_ccall_destroy(call);
   c->weights = (float *)buf;
   c->weights_cap = cap;
+  /* Refused with a time to come back (a call-rate limit, busy): pacing,
+   * not a lost round; the caller backs off as told and asks again. */
+  if (rc != FEDC_OK && st->retry_after_ms) rc = FEDC_ERR_UNAVAILABLE;
   if (rc != FEDC_OK) return rc;
   /* Checked before anything trains on it (client.h, allow_unsigned_models). */
   rc = fc_manifest_accept(&c->trust, &man, t->model_version, sha, &spec, total, st->detail, sizeof st->detail);
@@ -351,13 +354,31 @@ int rt_upload_retrying(fedc_client *c, const Fedc__V1__Task *t, const void *payl
   return rc;
 }
 
+fedc_tensor_info *rt_tensor_infos(const fedc_client *c) {
+  fedc_tensor_info *ti = calloc(c->spec.n ? c->spec.n : 1, sizeof *ti);
+  size_t off = 0;
+  for (uint32_t i = 0; ti && i < c->spec.n; i++) {
+    ti[i].name = c->spec.t[i].name;
+    ti[i].ndim = c->spec.t[i].ndim;
+    ti[i].shape = c->spec.t[i].shape;
+    ti[i].offset = off;
+    ti[i].numel = fc_tensor_numel(&c->spec.t[i]);
+    off += ti[i].numel;
+  }
+  return ti;
+}
+
+void rt_emit(fedc_client *c, const fedc_event *ev) {
+  if (c->o.on_event) c->o.on_event(c->o.event_ctx, ev);
+}
+
 /* One selected round. Returns FEDC_OK (uploaded), FEDC_ERR_REJECTED (refused,
  * move on), a transient error (caller backs off) or a permanent one. */
 static int do_round(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
   int rc;
   if (!c->have_model || c->cached_version != t->model_version ||
       t->model_sha256.len != FC_SHA256_LEN || !fc_digest_equal(c->cached_sha, t->model_sha256.data, FC_SHA256_LEN)) {
-    if ((rc = fetch_model(c, t, st)) != FEDC_OK) return rc;
+    if ((rc = rt_fetch_model(c, t, st)) != FEDC_OK) return rc;
     double acc = 0, eval_loss = 0;
     if (c->trainer.evaluate && c->o.on_event &&
         c->trainer.evaluate(c->trainer.ctx, c->weights, c->model_bytes / sizeof(float), &acc, &eval_loss) == 0) {
@@ -373,21 +394,12 @@ static int do_round(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
   }
   size_t n = c->model_bytes / sizeof(float);
   float *out = malloc(c->model_bytes ? c->model_bytes : 1);
-  fedc_tensor_info *ti = calloc(c->spec.n, sizeof *ti);
+  fedc_tensor_info *ti = rt_tensor_infos(c);
   if (!out || !ti) {
     free(out);
     free(ti);
     snprintf(st->detail, sizeof st->detail, "out of memory for a %llu-byte model", (unsigned long long)c->model_bytes);
     return FEDC_ERR_NOMEM;
-  }
-  size_t off = 0;
-  for (uint32_t i = 0; i < c->spec.n; i++) {
-    ti[i].name = c->spec.t[i].name;
-    ti[i].ndim = c->spec.t[i].ndim;
-    ti[i].shape = c->spec.t[i].shape;
-    ti[i].offset = off;
-    ti[i].numel = fc_tensor_numel(&c->spec.t[i]);
-    off += ti[i].numel;
   }
   memcpy(out, c->weights, c->model_bytes);
   fedc_train_config tc;
@@ -480,6 +492,7 @@ static int run_rounds(fedc_client *c) {
     Fedc__V1__CheckInRequest req = FEDC__V1__CHECK_IN_REQUEST__INIT;
     req.num_examples = c->o.num_examples_hint;
     req.last_round = c->last_round;
+    req.can_evaluate = c->trainer.evaluate_stats != NULL;
     ProtobufCMessage *m = NULL;
     fc_status st;
     memset(&st, 0, sizeof st);
@@ -539,6 +552,28 @@ static int run_rounds(fedc_client *c) {
       }
       if (rt_is_transient(rc)) {
         if (backoff(c, "round", &st) && !atomic_load(&c->stop)) return rc;
+        continue;
+      }
+      set_error(c, "%s", st.detail);
+      return rc;
+    }
+    if (resp->action == FEDC__V1__CHECK_IN_RESPONSE__ACTION__EVALUATE && resp->task && resp->task->eval &&
+        c->trainer.evaluate_stats && resp->task->round != c->last_eval) {
+      /* Federated evaluation (runtime_eval.c): never changes the model. */
+      uint64_t id = resp->task->round;
+      rc = rt_eval_task(c, resp->task, &st);
+      protobuf_c_message_free_unpacked(m, NULL);
+      if (rc == FEDC_OK || rc == FEDC_ERR_REJECTED || rc == FEDC_ERR_TRAINER || rc == FEDC_ERR_HASH ||
+          rc == FEDC_ERR_NOT_FOUND || rc == FEDC_ERR_SIGNATURE || rc == FEDC_ERR_TOO_LARGE) {
+        if (rc != FEDC_OK) {
+          FC_WARN(MOD, "evaluation %llu: %s", (unsigned long long)(id & ~(1ull << 63)), st.detail);
+          emit(c, FEDC_EVENT_REJECTED, id & ~(1ull << 63), st.detail);
+        }
+        c->last_eval = id; /* once per evaluation, reported or not */
+        continue;
+      }
+      if (rt_is_transient(rc)) {
+        if (backoff(c, "evaluation", &st) && !atomic_load(&c->stop)) return rc;
         continue;
       }
       set_error(c, "%s", st.detail);

@@ -59,6 +59,7 @@ struct fedc_client {
   fc_byz_cfg byz;      /* research attack (fc_client_byzantine), kind FC_BYZ_NONE normally */
   int reached;         /* a check-in was answered: there is a coordinator to say Leave to */
   int heard_done;      /* the coordinator said DONE: the federation finished, nothing to leave */
+  uint64_t last_eval;  /* the last evaluation task's id handled (reported or skipped) */
 };
 
 /* Research only (fedc sim): attack as cfg says (client/byzantine.h). */
@@ -94,5 +95,27 @@ int rt_secagg_cfg(const Fedc__V1__Task *t, uint64_t dim, fc_sa_client_cfg *cfg);
  * masked input was accepted and our part of the unmasking was delivered. */
 int rt_secagg_round(fedc_client *c, const Fedc__V1__Task *t, const float *delta, uint64_t examples, double loss,
                     double norm, uint64_t *bytes_out, fc_status *st);
+/* The SecAgg exchange around any input (runtime_secagg.c): the session for
+ * task t over a vector of dim entries plus the weight; fill writes the
+ * unmasked input (fc_sa_entries of the session) before masking, send sends
+ * the masked one by `deadline` (unix ms). rt_secagg_round is this with the
+ * clipped update; an evaluation task with its statistics (runtime_eval.c). */
+typedef struct rt_sa_input {
+  uint64_t dim;
+  int (*fill)(void *ctx, const fc_sa_params *p, uint32_t *q, fc_status *st);
+  int (*send)(void *ctx, const fc_sa_params *p, uint32_t *q, uint64_t deadline, fc_status *st);
+  void *ctx;
+} rt_sa_input;
+int rt_secagg_exchange(fedc_client *c, const Fedc__V1__Task *t, const rt_sa_input *in, fc_status *st);
+/* Fetch t's model into the cache (runtime.c): SHA-256 and signed manifest checked. */
+int rt_fetch_model(fedc_client *c, const Fedc__V1__Task *t, fc_status *st);
+/* The model's tensors as the trainer callbacks see them (calloc'd; NULL on OOM). */
+fedc_tensor_info *rt_tensor_infos(const fedc_client *c);
+/* An evaluation task (runtime_eval.c): model, trainer->evaluate_stats, report
+ * (masked under secure aggregation). FEDC_OK once accepted, FEDC_ERR_REJECTED
+ * (skip it), a transient error, or a permanent one. */
+int rt_eval_task(fedc_client *c, const Fedc__V1__Task *t, fc_status *st);
+/* Emit an event with the fields the caller filled (runtime.c). */
+void rt_emit(fedc_client *c, const fedc_event *ev);
 
 #endif

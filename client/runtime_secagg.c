@@ -63,8 +63,16 @@ static int reject(fc_status *st, const char *why) {
 
 static int submit(fedc_client *c, Fedc__V1__SecAggSubmitRequest *req, fc_status *st) {
   ProtobufCMessage *m = NULL;
-  int rc = fc_call_unary(c->ch, "/fedc.v1.Coordinator/SecAggSubmit", &req->base,
-                         &fedc__v1__sec_agg_submit_response__descriptor, &m, 30000, st);
+  int rc;
+  /* A call-rate refusal that says when (RESOURCE_EXHAUSTED with a retry
+   * time) is pacing: wait as told, a few times, rather than drop out. */
+  for (int paced = 0;; paced++) {
+    rc = fc_call_unary(c->ch, "/fedc.v1.Coordinator/SecAggSubmit", &req->base,
+                       &fedc__v1__sec_agg_submit_response__descriptor, &m, 30000, st);
+    if (rc == FEDC_OK || st->code != GRPC_STATUS_RESOURCE_EXHAUSTED || !st->retry_after_ms || paced == 8 ||
+        rt_nap(c, st->retry_after_ms < 5000 ? st->retry_after_ms : 5000))
+      break;
+  }
   fc_sa_submit_clear(req);
   if (m) protobuf_c_message_free_unpacked(m, NULL);
   if (rc != FEDC_OK && st->code == GRPC_STATUS_FAILED_PRECONDITION) rc = FEDC_ERR_REJECTED;
@@ -145,12 +153,52 @@ int rt_secagg_cfg(const Fedc__V1__Task *t, uint64_t dim, fc_sa_client_cfg *cfg) 
   return FEDC_OK;
 }
 
+/* The training round's input: the clipped update, quantized and noised; sent
+ * through UploadUpdate. */
+typedef struct train_input {
+  fedc_client *c;
+  const Fedc__V1__Task *t;
+  const float *delta;
+  uint64_t examples;
+  double loss, norm;
+  uint64_t *bytes_out;
+} train_input;
+
+static int train_fill(void *ctx, const fc_sa_params *p, uint32_t *q, fc_status *st) {
+  train_input *in = ctx;
+  if (fc_stage_quantize(in->delta, in->examples, in->c->unclipped, p, q) != FEDC_OK)
+    return reject(st, "cannot quantize the update");
+  if (fc_stage_dp_noise(q, p) != FEDC_OK) return reject(st, "cannot draw our share of the privacy noise");
+  return FEDC_OK;
+}
+
+static int train_send(void *ctx, const fc_sa_params *p, uint32_t *q, uint64_t deadline, fc_status *st) {
+  train_input *in = ctx;
+  fedc_client *c = in->c;
+  /* Research: a client not running our code can put any weight in its
+   * masked input; the mask hides it until the sum is unmasked. */
+  if (c->byz.weight) q[p->dim] += c->byz.weight - (uint32_t)(in->examples < p->max_weight ? in->examples : p->max_weight);
+  fc_model_spec ms;
+  memset(&ms, 0, sizeof ms);
+  uint64_t entries = fc_sa_entries(p);
+  fc_model_spec_add(&ms, "secagg.masked", 1, &entries);
+  ms.t[0].dtype = FC_DTYPE_U32;
+  return rt_upload_retrying(c, in->t, q, &ms, entries * sizeof *q, 1, 0, in->loss, in->norm, deadline, in->bytes_out,
+                            st);
+}
+
 int rt_secagg_round(fedc_client *c, const Fedc__V1__Task *t, const float *delta, uint64_t examples, double loss,
                     double norm, uint64_t *bytes_out, fc_status *st) {
+  train_input ti = {c, t, delta, examples, loss, norm, bytes_out};
+  rt_sa_input in = {c->model_bytes / sizeof(float), train_fill, train_send, &ti};
+  return rt_secagg_exchange(c, t, &in, st);
+}
+
+int rt_secagg_exchange(fedc_client *c, const Fedc__V1__Task *t, const rt_sa_input *input, fc_status *st) {
   const Fedc__V1__SecAggParams *sp = t->secagg;
   fc_sa_client_cfg cfg;
   fc_sa_params *p = &cfg.params;
-  if (rt_secagg_cfg(t, c->model_bytes / sizeof(float), &cfg) != FEDC_OK)
+  if (rt_secagg_cfg(t, input->dim, &cfg) != FEDC_OK)
     return reject(st, "the task's secure-aggregation parameters are malformed");
   cfg.colluders = c->o.secagg_tolerate_colluders;
   uint64_t stage_ms = sp->stage_deadline_ms ? sp->stage_deadline_ms : 30000;
@@ -205,26 +253,10 @@ int rt_secagg_round(fedc_client *c, const Fedc__V1__Task *t, const float *delta,
     snprintf(st->detail, sizeof st->detail, "out of memory for the masked input");
     goto out;
   }
-  if ((rc = fc_stage_quantize(delta, examples, c->unclipped, p, q)) != FEDC_OK) {
-    rc = reject(st, "cannot quantize the update");
-    goto out;
-  }
-  if ((rc = fc_stage_dp_noise(q, p)) != FEDC_OK) {
-    rc = reject(st, "cannot draw our share of the privacy noise");
-    goto out;
-  }
+  if ((rc = input->fill(input->ctx, p, q, st)) != FEDC_OK) goto out;
   if ((rc = fc_sa_client_mask(sc, q)) != FEDC_OK) goto fail;
-  /* Research: a client not running our code can put any weight in its
-   * masked input; the mask hides it until the sum is unmasked. */
-  if (c->byz.weight) q[p->dim] += c->byz.weight - (uint32_t)(examples < p->max_weight ? examples : p->max_weight);
   VANISH(FC_SA_MASKED);
-  fc_model_spec ms;
-  memset(&ms, 0, sizeof ms);
-  uint64_t entries = fc_sa_entries(p);
-  fc_model_spec_add(&ms, "secagg.masked", 1, &entries);
-  ms.t[0].dtype = FC_DTYPE_U32;
-  rc = rt_upload_retrying(c, t, q, &ms, entries * sizeof *q, 1, 0, loss, norm, deadline, bytes_out, st);
-  if (rc != FEDC_OK) goto out;
+  if ((rc = input->send(input->ctx, p, q, deadline, st)) != FEDC_OK) goto out;
   /* Round 3: sign the survivor list. */
   if ((rc = poll_stage(c, t->round, FC_SA_CONSISTENCY, deadline, &in, st)) != FEDC_OK) goto fail;
   rc = fc_sa_client_consistency(sc, in, &req);
@@ -244,8 +276,12 @@ int rt_secagg_round(fedc_client *c, const Fedc__V1__Task *t, const float *delta,
     if (req.unmask[i]->share.len) req.unmask[i]->share.data[0] ^= 1;
   VANISH(FC_SA_UNMASK);
   if ((rc = submit(c, &req, st)) != FEDC_OK) goto fail;
-  FC_INFO(MOD, "round %llu: secure aggregation done (masked input and unmask shares delivered)",
-          (unsigned long long)t->round);
+  if (t->eval)
+    FC_INFO(MOD, "evaluation %llu: secure aggregation done (masked statistics and unmask shares delivered)",
+            (unsigned long long)(t->round & ~(1ull << 63)));
+  else
+    FC_INFO(MOD, "round %llu: secure aggregation done (masked input and unmask shares delivered)",
+            (unsigned long long)t->round);
   rc = FEDC_OK;
   goto out;
 fail:

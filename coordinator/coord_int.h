@@ -74,7 +74,7 @@ struct fc_coord {
   pthread_cond_t stop_cv;
   int stopping;
   uint64_t started_ms;
-  fc_method methods[10];
+  fc_method methods[11];
   /* Model downloads in flight, bounded by cfg.download_slots: each one pins
    * gRPC send buffers, so this (not the number of clients) bounds memory. */
   pthread_mutex_t dl_mu;
@@ -110,6 +110,7 @@ struct fc_coord {
   uint32_t nsa;
   fc_agg *bagg;     /* bucketing: the robust rule over the buckets' means (NULL without) */
   volatile int sa_abort; /* stops mask expansion when shutting down */
+  struct coord_eval *ev;  /* federated evaluation (coord_eval.c); under mu */
 };
 
 /* ---- coord_secagg.c (all under c->mu unless said) ---- */
@@ -219,6 +220,39 @@ void coord_robust_cfg(const fc_coord_cfg *cfg, fc_robust_cfg *r);
 void coord_h_leave(fc_scall *call, void *ctx);
 /* Under mu: log what the pick-up deadline's replacement did (FC_TICK_REPLACED). */
 void coord_log_replaced(fc_coord *c);
+/* ---- coord_eval.c: federated evaluation (coordinator.c calls these) ---- */
+/* At start, before the configuration is used: what would void its meaning. */
+int coord_eval_cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen);
+/* After the engine exists; coord_eval_free accepts c->ev NULL. */
+int coord_eval_init(fc_coord *c, char *err, size_t errlen);
+void coord_eval_free(fc_coord *c);
+/* The driver, after the training tick, WITHOUT mu: the evaluation's tick and
+ * what it asks for. 1 if a record is owed to rounds.jsonl (store_sync). */
+int coord_eval_drive(fc_coord *c);
+/* Under mu: answer a check-in that got FC_CHECKIN_EVAL (packed under mu: a
+ * secure-aggregation task points into the evaluation's session). */
+void coord_eval_answer_locked(fc_coord *c, fc_scall *call, const char *client, const fc_eval_info *task,
+                              uint32_t retry_ms);
+/* A new reference to the model the running evaluation evaluates, if
+ * `client` is in its cohort and asks for that version; else NULL. */
+model_ref *coord_eval_model(fc_coord *c, const char *client, uint64_t version);
+/* store_sync, after the round lines: the evaluation lines owed, outside mu. */
+int coord_eval_sync(fc_coord *c, char *err, size_t errlen);
+/* Admin Rounds: the evaluation part of a record (pending: its evaluation is
+ * due or running); m has room for FC_EVAL_METRICS_MAX. */
+void coord_eval_pb(const fc_round_eval *e, int pending, Fedc__V1__EvalRecord *out, Fedc__V1__EvalMetric *m,
+                   Fedc__V1__EvalMetric **mp);
+/* The /metrics lines of federated evaluation (malloc'd; NULL when off). */
+char *coord_eval_metrics_text(fc_coord *c);
+/* ReportEval, and SecAggSubmit/SecAggPoll taking an evaluation's messages
+ * before the training round's (coord_h_secagg_*). */
+void coord_h_eval_report(fc_scall *call, void *ctx);
+void coord_h_sa_submit_any(fc_scall *call, void *ctx);
+void coord_h_sa_poll_any(fc_scall *call, void *ctx);
+/* coordinator.c for coord_eval.c: drop a model reference; put an
+ * evaluation into its round's record (under mu). */
+void coord_model_unref(model_ref *m);
+void coord_history_eval_locked(fc_coord *c, uint64_t round, const fc_round_eval *e);
 /* The service handlers. */
 void coord_h_secagg_submit(fc_scall *call, void *ctx);
 void coord_h_secagg_poll(fc_scall *call, void *ctx);

@@ -8,8 +8,9 @@
  * start (before the server), from the round driver's tick, when it refuses an
  * upload, and at stop (after the server is gone).
  *
- * Call limits. CheckIn and UploadUpdate are limited in the engine (per
- * client record; identities without one share a bucket there). Every other
+ * Call limits. CheckIn, UploadUpdate and ReportEval (the upload bucket) are
+ * limited in the engine (per client record; identities without one share a
+ * bucket there). Every other
  * method is limited here, before its handler and any lock: a token bucket
  * per identity (role/name) and class of method, in a bounded table
  * (limiter.h: identities past it share one identity's budget). A refusal is
@@ -82,8 +83,9 @@ const char *coord_limit_class_name(int cls) { return cls >= 0 && cls < COORD_LIM
 /* A method's class; a method added later is limited as "calls" (admin
  * methods as "admin") until it is given a class of its own. */
 static int class_of(const char *path) {
-  if (!strcmp(path, "/fedc.v1.Coordinator/CheckIn") || !strcmp(path, "/fedc.v1.Coordinator/UploadUpdate"))
-    return -1; /* the engine limits them */
+  if (!strcmp(path, "/fedc.v1.Coordinator/CheckIn") || !strcmp(path, "/fedc.v1.Coordinator/UploadUpdate") ||
+      !strcmp(path, "/fedc.v1.Coordinator/ReportEval"))
+    return -1; /* the engine limits them (ReportEval: the upload bucket) */
   if (!strcmp(path, "/fedc.v1.Coordinator/SecAggPoll")) return COORD_LIM_POLL;
   if (!strncmp(path, "/fedc.v1.Admin/", 15)) return COORD_LIM_ADMIN;
   return COORD_LIM_CALLS; /* FetchModel, SecAggSubmit */

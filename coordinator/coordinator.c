@@ -116,6 +116,7 @@ void fc_coord_cfg_defaults(fc_coord_cfg *c) {
    * docs/design.md), so one address, e.g. one certificate holder, may hold
    * at most this many; raise it for many devices behind one NAT. */
   c->connections_per_address = 256;
+  c->eval_value_max = 100; /* cross-entropy of a sane classifier stays far below */
 }
 
 /* ---- model snapshots ------------------------------------------------------------- */
@@ -139,6 +140,8 @@ static void model_unref(model_ref *m) {
     free(m);
   }
 }
+
+void coord_model_unref(model_ref *m) { model_unref(m); }
 
 static model_ref *model_get(fc_coord *c) {
   pthread_mutex_lock(&c->mu);
@@ -165,6 +168,16 @@ static int history_add(fc_coord *c, const fc_round_stats *r) {
   }
   c->rounds[c->nrounds++] = *r;
   return 0;
+}
+
+/* A federated evaluation into the record of the round whose model it
+ * evaluated (the latest of that id; the line itself is owed by coord_eval.c). */
+void coord_history_eval_locked(fc_coord *c, uint64_t round, const fc_round_eval *e) {
+  for (size_t i = c->nrounds; i > 0; i--)
+    if (c->rounds[i - 1].round == round) {
+      c->rounds[i - 1].eval = *e;
+      return;
+    }
 }
 
 /* The state directory failed us: stop starting rounds until it works again. */
@@ -261,6 +274,7 @@ static int store_sync(fc_coord *c) {
     if (c->history_unsaved > 0) c->history_unsaved--;
     pthread_mutex_unlock(&c->mu);
   }
+  if (rc == FEDC_OK) rc = coord_eval_sync(c, err, sizeof err); /* after the lines of the rounds they evaluate */
   if (rc != FEDC_OK) {
     pthread_mutex_lock(&c->mu);
     store_failed_locked(c, err);
@@ -681,6 +695,9 @@ static void *driver_main(void *arg) {
       cancel_uploads(c, es.round);
     }
     pthread_mutex_unlock(&c->mu);
+    /* After the training tick, so an evaluation's cohort is drawn from the
+     * clients not in the round that tick started (coord_eval.c). */
+    if (coord_eval_drive(c)) store_sync(c);
     if (act == FC_TICK_ABANDON) {
       const fc_round_stats *lr = NULL;
       pthread_mutex_lock(&c->mu);
@@ -743,6 +760,7 @@ static void audit_peer(fc_coord *c, const fc_peer *peer) {
 static void h_checkin(fc_scall *call, void *ctx) {
   fc_coord *c = ctx;
   const fc_peer *peer = fc_scall_peer(call);
+  const Fedc__V1__CheckInRequest *req = (const Fedc__V1__CheckInRequest *)fc_scall_request(call);
   audit_peer(c, peer);
   atomic_fetch_add(&c->metrics.checkins, 1);
   fc_task_info task;
@@ -764,8 +782,17 @@ static void h_checkin(fc_scall *call, void *ctx) {
                     "1.5); the client speaks 1.4 and would refuse every model: upgrade it", NULL);
     return;
   }
+  /* Evaluation tasks only to clients that say they can run them (1.7). */
+  int can_eval = c->ev && peer->proto_minor >= 7 && req->can_evaluate;
+  fc_eval_info etask;
   pthread_mutex_lock(&c->mu);
-  int act = fc_engine_checkin(c->engine, peer->name, fc_now_ms(), &task, &retry);
+  int act = fc_engine_checkin_eval(c->engine, peer->name, can_eval, req->last_round, fc_now_ms(), &task, &etask,
+                                   &retry);
+  if (act == FC_CHECKIN_EVAL) {
+    coord_eval_answer_locked(c, call, peer->name, &etask, retry);
+    pthread_mutex_unlock(&c->mu);
+    return;
+  }
   uint64_t gv = c->model->version;
   float clip = c->clip;
   uint64_t model_bytes = c->model->bytes;
@@ -845,6 +872,7 @@ typedef struct download {
   uint64_t next_piece, pieces;
   uint64_t started_ms;
   int counted; /* holds one of the download_slots */
+  int eval;    /* the model a federated evaluation evaluates (not the training round's bytes) */
   char who[80];
   struct download *next;
 } download;
@@ -882,7 +910,7 @@ static download *download_begin(fc_coord *c, fc_scall *call, uint64_t version, i
   int in_cohort = peer->role == FC_ROLE_ADMIN;
   if (peer->role == FC_ROLE_CLIENT) {
     pthread_mutex_lock(&c->mu);
-    in_cohort = fc_engine_in_round(c->engine, peer->name);
+    in_cohort = fc_engine_in_round(c->engine, peer->name) || fc_engine_eval_member(c->engine, peer->name);
     pthread_mutex_unlock(&c->mu);
   }
   const char *refusal = NULL;
@@ -907,6 +935,14 @@ static download *download_begin(fc_coord *c, fc_scall *call, uint64_t version, i
     return NULL;
   }
   model_ref *m = model_get(c);
+  model_ref *em = !latest && version != m->version && peer->role == FC_ROLE_CLIENT
+                      ? coord_eval_model(c, peer->name, version)
+                      : NULL;
+  if (em) { /* an evaluation's model, superseded since it began */
+    model_unref(m);
+    m = em;
+    d->eval = 1;
+  }
   if (!latest && version != m->version) {
     char why[200];
     grpc_status_code code = GRPC_STATUS_NOT_FOUND;
@@ -983,7 +1019,7 @@ static int emit_stream_msg(void *ctx, const Fedc__V1__TensorHeader *h, const Fed
 /* The whole stream sent: count its bytes into the round, finish OK. */
 static void download_done_ok(download *d, fc_scall *call) {
   pthread_mutex_lock(&d->c->mu);
-  fc_engine_add_bytes_out(d->c->engine, fc_scall_bytes_out(call));
+  if (!d->eval) fc_engine_add_bytes_out(d->c->engine, fc_scall_bytes_out(call));
   pthread_mutex_unlock(&d->c->mu);
   fc_scall_finish(call, GRPC_STATUS_OK, NULL, NULL);
 }
@@ -1450,13 +1486,21 @@ static void h_rounds(fc_scall *call, void *ctx) {
   Fedc__V1__RoundRecord **ptrs = calloc(k ? k : 1, sizeof *ptrs);
   fc_round_stats *copy = calloc(k ? k : 1, sizeof *copy);
   char *(*blamed)[FC_ROUND_BLAMED_MAX] = calloc(k ? k : 1, sizeof *blamed);
+  /* Federated evaluation: each record's, and those due or running. */
+  Fedc__V1__EvalRecord *evs = calloc(k ? k : 1, sizeof *evs);
+  Fedc__V1__EvalMetric(*evm)[FC_EVAL_METRICS_MAX] = calloc(k ? k : 1, sizeof *evm);
+  Fedc__V1__EvalMetric *(*evp)[FC_EVAL_METRICS_MAX] = calloc(k ? k : 1, sizeof *evp);
+  uint64_t ev_next = 0, ev_due = fc_engine_eval_pending_round(c->engine, &ev_next);
   if (recs && ptrs && copy && k) memcpy(copy, c->rounds + first, k * sizeof *copy);
   pthread_mutex_unlock(&c->mu);
-  if (!recs || !ptrs || !copy || !blamed) {
+  if (!recs || !ptrs || !copy || !blamed || !evs || !evm || !evp) {
     free(recs);
     free(ptrs);
     free(copy);
     free(blamed);
+    free(evs);
+    free(evm);
+    free(evp);
     fc_scall_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL);
     return;
   }
@@ -1492,6 +1536,11 @@ static void h_rounds(fc_scall *call, void *ctx) {
     r->n_secagg_blamed = s->sa_nblamed < FC_ROUND_BLAMED_MAX ? s->sa_nblamed : FC_ROUND_BLAMED_MAX;
     for (size_t b = 0; b < r->n_secagg_blamed; b++) blamed[i][b] = (char *)s->sa_blamed[b];
     r->secagg_blamed = blamed[i];
+    int pending = s->completed && (s->round == ev_due || s->round == ev_next);
+    if (s->eval.outcome || pending) {
+      coord_eval_pb(&s->eval, pending, &evs[i], evm[i], evp[i]);
+      r->eval = &evs[i];
+    }
     ptrs[i] = r;
   }
   /* The newest records that fit well under the 4 MiB receive limit (names
@@ -1506,6 +1555,9 @@ static void h_rounds(fc_scall *call, void *ctx) {
   free(ptrs);
   free(copy);
   free(blamed);
+  free(evs);
+  free(evm);
+  free(evp);
 }
 
 static void h_round_control(fc_scall *call, void *ctx) {
@@ -1719,6 +1771,7 @@ static int cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen) {
     return FEDC_ERR_INVALID;
   }
   if (coord_sa_cfg_check(cfg, err, errlen) != FEDC_OK) return FEDC_ERR_INVALID;
+  if (coord_eval_cfg_check(cfg, err, errlen) != FEDC_OK) return FEDC_ERR_INVALID;
   return FEDC_OK;
 }
 
@@ -1819,11 +1872,13 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
   set_method(&c->methods[6], "/fedc.v1.Admin/GetModel", FC_RPC_SERVER_STREAM, FC_ROLE_ADMIN, SMALL_MSG,
              &fedc__v1__get_model_request__descriptor, h_get_model, c);
   set_method(&c->methods[7], "/fedc.v1.Coordinator/SecAggSubmit", FC_RPC_UNARY, FC_ROLE_CLIENT,
-             coord_sa_submit_limit(cfg), &fedc__v1__sec_agg_submit_request__descriptor, coord_h_secagg_submit, c);
+             coord_sa_submit_limit(cfg), &fedc__v1__sec_agg_submit_request__descriptor, coord_h_sa_submit_any, c);
   set_method(&c->methods[8], "/fedc.v1.Coordinator/SecAggPoll", FC_RPC_UNARY, FC_ROLE_CLIENT, SMALL_MSG,
-             &fedc__v1__sec_agg_poll_request__descriptor, coord_h_secagg_poll, c);
+             &fedc__v1__sec_agg_poll_request__descriptor, coord_h_sa_poll_any, c);
   set_method(&c->methods[9], "/fedc.v1.Coordinator/Leave", FC_RPC_UNARY, FC_ROLE_CLIENT, SMALL_MSG,
              &fedc__v1__leave_request__descriptor, coord_h_leave, c);
+  set_method(&c->methods[10], "/fedc.v1.Coordinator/ReportEval", FC_RPC_UNARY, FC_ROLE_CLIENT, SMALL_MSG,
+             &fedc__v1__eval_report__descriptor, coord_h_eval_report, c);
 
   /* Every input that can refuse the start is checked, and the state read,
    * before the state directory is created or changed (coord_start.c). */
@@ -1984,6 +2039,7 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
   if ((rc = fc_engine_create(&ecfg, st.next_round, st.completed, st.version, st.sha, &c->engine)) != FEDC_OK)
     goto fail;
   if ((rc = restore_admin_state(c, &st, err, errlen)) != FEDC_OK) goto fail;
+  if ((rc = coord_eval_init(c, err, errlen)) != FEDC_OK) goto fail;
   if (cfg->dp_noise_multiplier > 0) {
     pthread_mutex_lock(&c->mu);
     dp_check_budget_locked(c);
@@ -2044,8 +2100,9 @@ int fc_coord_done(fc_coord *c) {
   pthread_mutex_lock(&c->mu);
   fc_engine_status es;
   fc_engine_get_status(c->engine, fc_now_ms(), &es);
+  int busy = fc_engine_eval_busy(c->engine); /* the final model's evaluation is part of the run */
   pthread_mutex_unlock(&c->mu);
-  return es.state == FC_ENG_DONE;
+  return es.state == FC_ENG_DONE && !busy;
 }
 
 void fc_coord_stop(fc_coord *c, int grace_ms) {
@@ -2092,6 +2149,7 @@ void fc_coord_stop(fc_coord *c, int grace_ms) {
   free(c->dp_rdp);
   free(c->dp_round_rdp);
   coord_sa_end(c);
+  coord_eval_free(c);
   fc_engine_destroy(c->engine);
   model_unref(c->model);
   coord_sign_free(c);

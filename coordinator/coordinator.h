@@ -109,6 +109,15 @@ typedef struct fc_coord_cfg {
    * than state_min_free_mib free (0 = 4 x the model + 64 MiB), refusals are
    * only counted, one record per audit_refusal_interval_ms for everyone. */
   uint64_t audit_max_mib, state_min_free_mib, audit_refusal_interval_ms;
+  /* Federated evaluation (coord_eval.c; engine.eval_* say when and by whom):
+   * the bound on a per-example loss or metric value, the examples one
+   * client's results count at most (0 = max_example_weight), the named
+   * metrics collected (comma-separated, at most 4), and under differential
+   * privacy the noise multiplier of the published totals (required then). */
+  double eval_value_max;
+  uint64_t eval_max_examples;
+  char eval_metrics[160];
+  double eval_dp_noise;
 } fc_coord_cfg;
 
 void fc_coord_cfg_defaults(fc_coord_cfg *c);

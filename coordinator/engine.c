@@ -47,6 +47,11 @@
  * sampling (DP), under SecAgg only while no task (cohort + index: the
  * session) went out; the coordinator then rebuilds the session (tick STARTED).
  *
+ * Federated evaluation (engine_eval.c, sharing engine_int.h) runs beside the
+ * rounds: a publish may make one due, a check-in may hand out its task
+ * (fc_engine_checkin_eval) and a Leave drops its member; it never changes the
+ * fields of a training round.
+ *
  * Time arithmetic saturates (deadlines of "now + a huge timeout" stay in the
  * future instead of wrapping into the past), and so do the round's counters.
  *
@@ -55,7 +60,7 @@
  * TRAINING, for the current round and version, from a selected client that
  * picked up its task, before the round deadline.
  */
-#include "coordinator/engine.h"
+#include "coordinator/engine_int.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,61 +68,6 @@
 
 #include "common/rng.h"
 #include "fedc/error.h"
-
-enum client_round_state { CR_NONE = 0, CR_SELECTED, CR_TASKED, CR_UPLOADING, CR_DONE, CR_DROPPED };
-
-typedef struct client_rec {
-  char name[65];
-  uint64_t last_seen;
-  uint64_t round;    /* round the fields below refer to */
-  int rstate;        /* enum client_round_state */
-  uint64_t last_done; /* last round whose update was accepted (duplicates stay duplicates) */
-  double checkin_tokens, upload_tokens; /* rate limits (see take_token) */
-  uint64_t checkin_at, upload_at;       /* engine time of the last refill */
-  uint32_t offences;      /* secure aggregation: rounds in which it sent bad unmask shares */
-  uint64_t excluded_until; /* not selected before this engine time (repeat offenders) */
-  uint8_t left;       /* said Leave: not live until it checks in again */
-  uint8_t heard_done; /* was answered DONE since the federation finished (the drain waits for it) */
-} client_rec;
-
-struct fc_engine {
-  fc_engine_cfg cfg;
-  int state;
-  int paused;   /* by an admin: persisted across restarts */
-  int blocked;  /* by the coordinator (state directory not writable): not persisted */
-  uint64_t next_round;
-  uint64_t round;
-  uint64_t version;
-  uint8_t sha[FC_SHA256_LEN];
-  uint64_t completed, abandoned;
-  uint64_t budget;
-  /* clients: open-addressing hash table of indices into recs */
-  client_rec *recs;
-  uint32_t nrecs, caprecs;
-  uint32_t *slots;
-  uint32_t nslots;
-  /* current round */
-  uint64_t started_ms, pickup_deadline, deadline;
-  uint32_t selected, tasked, received, uploading;
-  uint64_t examples, bytes_in, bytes_out;
-  uint32_t counted; /* secure aggregation buckets: inputs that counted (0 = received) */
-  double loss_sum;
-  fc_round_stats last;
-  char abandon_reason[160];
-  uint32_t retry_ms; /* of the last RATE_LIMITED verdict */
-  double stranger_tokens; /* the bucket identities without a record share (cfg.stranger_rate) */
-  uint64_t stranger_at;
-  int live_dirty;            /* a client became live since the last count */
-  int live_short;            /* the last count found too few */
-  uint64_t live_counted_at;  /* engine time of the last count (enough_live) */
-  int sa_ready;              /* secure aggregation: the open stage has everything */
-  double expected;           /* Poisson sampling: expected cohort of the running round */
-  uint32_t lost;             /* members of the running round that left (fc_engine_leave) */
-  uint32_t replaced;         /* replacements drawn in the running round (seeds the next draw) */
-  uint32_t missed, added;    /* the last pick-up deadline: members dropped, replacements drawn */
-  int sa_reselect;           /* secure aggregation: the cohort changed before any task went out */
-  uint32_t max_retry_ms;     /* longest retry_after a check-in was told (the drain's timeout) */
-};
 
 const char *fc_engine_state_name(int s) {
   switch (s) {
@@ -170,17 +120,15 @@ void fc_engine_cfg_defaults(fc_engine_cfg *c) {
   c->sa_stage_ms = 30000;
   c->offence_limit = 2;
   c->offence_exclude_s = 3600;
+  c->eval_fraction = 0.1;
+  c->eval_min = 2;
+  c->eval_ms = 120000;
 }
 
-/* The state in which uploads are taken: the masked inputs' stage with secure aggregation. */
-static int upload_state(const fc_engine *e) { return e->cfg.secagg ? FC_ENG_SA_MASKED : FC_ENG_TRAINING; }
-
-/* A round is running (cohort selected, not yet finalized). */
-static int running(int state) { return state == FC_ENG_TRAINING || state == FC_ENG_AGGREGATING || state >= FC_ENG_SA_SHARE; }
 
 /* ---- client table ------------------------------------------------------------- */
 
-static uint32_t hash_name(const char *s) {
+uint32_t eng_hash_name(const char *s) {
   uint32_t h = 2166136261u; /* FNV-1a */
   while (*s) h = (h ^ (uint8_t)*s++) * 16777619u;
   return h;
@@ -192,7 +140,7 @@ static int rebuild_slots(fc_engine *e, uint32_t n) {
   if (!s) return FEDC_ERR_NOMEM;
   for (uint32_t i = 0; i < n; i++) s[i] = UINT32_MAX;
   for (uint32_t r = 0; r < e->nrecs; r++) {
-    uint32_t h = hash_name(e->recs[r].name) & (n - 1);
+    uint32_t h = eng_hash_name(e->recs[r].name) & (n - 1);
     while (s[h] != UINT32_MAX) h = (h + 1) & (n - 1);
     s[h] = r;
   }
@@ -204,9 +152,9 @@ static int rebuild_slots(fc_engine *e, uint32_t n) {
 
 static int grow_slots(fc_engine *e) { return rebuild_slots(e, e->nslots ? e->nslots * 2 : 256); }
 
-static client_rec *find(fc_engine *e, const char *name) {
+client_rec *eng_find(fc_engine *e, const char *name) {
   if (!e->nslots) return NULL;
-  uint32_t h = hash_name(name) & (e->nslots - 1);
+  uint32_t h = eng_hash_name(name) & (e->nslots - 1);
   while (e->slots[h] != UINT32_MAX) {
     client_rec *r = &e->recs[e->slots[h]];
     if (strcmp(r->name, name) == 0) return r;
@@ -216,7 +164,7 @@ static client_rec *find(fc_engine *e, const char *name) {
 }
 
 static client_rec *find_or_add(fc_engine *e, const char *name) {
-  client_rec *r = find(e, name);
+  client_rec *r = eng_find(e, name);
   if (r) return r;
   if (e->nrecs >= e->cfg.max_clients || strlen(name) >= sizeof r->name) return NULL;
   if ((e->nrecs + 1) * 2 > e->nslots && grow_slots(e) != FEDC_OK) return NULL;
@@ -230,7 +178,7 @@ static client_rec *find_or_add(fc_engine *e, const char *name) {
   r = &e->recs[e->nrecs];
   memset(r, 0, sizeof *r);
   strcpy(r->name, name);
-  uint32_t h = hash_name(name) & (e->nslots - 1);
+  uint32_t h = eng_hash_name(name) & (e->nslots - 1);
   while (e->slots[h] != UINT32_MAX) h = (h + 1) & (e->nslots - 1);
   e->slots[h] = e->nrecs++;
   return r;
@@ -254,6 +202,7 @@ int fc_engine_create(const fc_engine_cfg *cfg, uint64_t first_round, uint64_t co
   if (e->cfg.checkin_burst < 1) e->cfg.checkin_burst = 20 + 4 * e->cfg.checkin_rate;
   if (e->cfg.upload_burst < 1) e->cfg.upload_burst = 1;
   if (e->cfg.stranger_burst < 1) e->cfg.stranger_burst = 1;
+  if (e->cfg.eval_min < 1) e->cfg.eval_min = 1;
   e->next_round = first_round ? first_round : 1;
   e->completed = completed;
   e->budget = cfg->rounds;
@@ -275,13 +224,11 @@ void fc_engine_destroy(fc_engine *e) {
   free(e);
 }
 
-/* Saturating: durations come from configuration and may be huge; a wrapped
- * sum would make every deadline already passed (or no client ever live). */
-static uint64_t add_sat(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
 
-/* A token bucket in engine time: 1 and a token taken, or 0 with the wait
- * until the next token in *retry_ms. A new record starts full. */
-static int take_token(double *tokens, uint64_t *at, double rate, double burst, uint64_t now, uint32_t *retry_ms) {
+
+
+/* A token bucket in engine time (engine_int.h). */
+int eng_take_token(double *tokens, uint64_t *at, double rate, double burst, uint64_t now, uint32_t *retry_ms) {
   if (!(rate > 0)) return 1;
   if (*at == 0 || now < *at) {
     *tokens = burst;
@@ -299,18 +246,9 @@ static int take_token(double *tokens, uint64_t *at, double rate, double burst, u
   return 0;
 }
 
-static int is_live(const fc_engine *e, const client_rec *r, uint64_t now) {
-  return !r->left && add_sat(r->last_seen, e->cfg.client_ttl_ms) >= now;
-}
-
-/* Live and not excluded for repeated offences: may be selected. */
-static int selectable(const fc_engine *e, const client_rec *r, uint64_t now) {
-  return is_live(e, r, now) && r->excluded_until <= now;
-}
-
 static uint32_t count_live(const fc_engine *e, uint64_t now) {
   uint32_t n = 0;
-  for (uint32_t i = 0; i < e->nrecs; i++) n += is_live(e, &e->recs[i], now);
+  for (uint32_t i = 0; i < e->nrecs; i++) n += eng_is_live(e, &e->recs[i], now);
   return n;
 }
 
@@ -329,7 +267,7 @@ static int enough_live(fc_engine *e, uint64_t now) {
   e->live_dirty = 0;
   e->live_counted_at = now;
   uint32_t n = 0;
-  for (uint32_t i = 0; i < e->nrecs && n < need; i++) n += selectable(e, &e->recs[i], now);
+  for (uint32_t i = 0; i < e->nrecs && n < need; i++) n += eng_selectable(e, &e->recs[i], now);
   e->live_short = n < need;
   return !e->live_short;
 }
@@ -371,7 +309,7 @@ static void start_round(fc_engine *e, uint64_t now) {
   if (!live) return;
   uint32_t nlive = 0;
   for (uint32_t i = 0; i < e->nrecs; i++)
-    if (selectable(e, &e->recs[i], now)) live[nlive++] = i;
+    if (eng_selectable(e, &e->recs[i], now)) live[nlive++] = i;
   uint32_t k = e->cfg.cohort_size;
   if (!k) k = (uint32_t)(e->cfg.cohort_fraction * nlive + 0.999999);
   if (k < e->cfg.min_updates) k = e->cfg.min_updates;
@@ -406,8 +344,8 @@ static void start_round(fc_engine *e, uint64_t now) {
   e->sa_ready = 0;
   e->lost = e->replaced = e->missed = e->added = 0;
   e->sa_reselect = 0;
-  e->pickup_deadline = add_sat(now, e->cfg.pickup_ms);
-  e->deadline = add_sat(now, e->cfg.round_ms);
+  e->pickup_deadline = eng_add_sat(now, e->cfg.pickup_ms);
+  e->deadline = eng_add_sat(now, e->cfg.round_ms);
   e->state = FC_ENG_TRAINING;
 }
 
@@ -418,7 +356,7 @@ static int replace_allowed(const fc_engine *e, uint64_t now) {
 }
 
 static int outside_round(const fc_engine *e, const client_rec *r, uint64_t now) {
-  return selectable(e, r, now) && (r->round != e->round || r->rstate == CR_NONE);
+  return eng_selectable(e, r, now) && (r->round != e->round || r->rstate == CR_NONE);
 }
 
 /* Draw a live client outside the round into the cohort (selected, with a
@@ -437,7 +375,7 @@ static client_rec *add_replacement(fc_engine *e, uint64_t now) {
     r->rstate = CR_SELECTED;
     e->selected++;
     e->replaced++;
-    uint64_t until = add_sat(now, e->cfg.pickup_ms);
+    uint64_t until = eng_add_sat(now, e->cfg.pickup_ms);
     if (until > e->deadline) until = e->deadline;
     if (until > e->pickup_deadline) e->pickup_deadline = until;
     if (e->cfg.secagg) e->sa_reselect = 1;
@@ -449,36 +387,44 @@ static client_rec *add_replacement(fc_engine *e, uint64_t now) {
 /* ---- events ---------------------------------------------------------------------- */
 
 static uint64_t client_seed(const fc_engine *e, const char *name) {
-  return (e->cfg.seed * 0x9E3779B97F4A7C15ull) ^ (e->round * 0xBF58476D1CE4E5B9ull) ^ hash_name(name);
+  return (e->cfg.seed * 0x9E3779B97F4A7C15ull) ^ (e->round * 0xBF58476D1CE4E5B9ull) ^ eng_hash_name(name);
 }
 
 /* An identity without a record takes from the shared bucket: 1, or 0 with
  * the wait in e->retry_ms. */
-static int stranger_token(fc_engine *e, uint64_t now) {
+int eng_stranger_token(fc_engine *e, uint64_t now) {
   uint32_t wait = 0;
-  if (take_token(&e->stranger_tokens, &e->stranger_at, e->cfg.stranger_rate, e->cfg.stranger_burst, now, &wait))
+  if (eng_take_token(&e->stranger_tokens, &e->stranger_at, e->cfg.stranger_rate, e->cfg.stranger_burst, now, &wait))
     return 1;
   e->retry_ms = wait;
   return 0;
 }
 
 int fc_engine_checkin(fc_engine *e, const char *client, uint64_t now_ms, fc_task_info *task, uint32_t *retry_ms) {
+  return fc_engine_checkin_eval(e, client, 0, 0, now_ms, task, NULL, retry_ms);
+}
+
+int fc_engine_checkin_eval(fc_engine *e, const char *client, int can_evaluate, uint64_t last_round, uint64_t now_ms,
+                           fc_task_info *task, fc_eval_info *etask, uint32_t *retry_ms) {
   client_rec *r = find_or_add(e, client);
   if (!r) {
-    if (stranger_token(e, now_ms)) return FC_CHECKIN_REFUSED;
+    if (eng_stranger_token(e, now_ms)) return FC_CHECKIN_REFUSED;
     *retry_ms = e->retry_ms;
     return FC_CHECKIN_RATE_LIMITED;
   }
-  if (!take_token(&r->checkin_tokens, &r->checkin_at, e->cfg.checkin_rate, e->cfg.checkin_burst, now_ms, retry_ms)) {
+  if (!eng_take_token(&r->checkin_tokens, &r->checkin_at, e->cfg.checkin_rate, e->cfg.checkin_burst, now_ms, retry_ms)) {
     e->retry_ms = *retry_ms;
     if (*retry_ms > e->max_retry_ms) e->max_retry_ms = *retry_ms;
     return FC_CHECKIN_RATE_LIMITED;
   }
-  if (!is_live(e, r, now_ms) || r->last_seen == 0) e->live_dirty = 1;
+  if (!eng_is_live(e, r, now_ms) || r->last_seen == 0) e->live_dirty = 1;
   r->last_seen = now_ms;
   r->left = 0;
   *retry_ms = e->cfg.poll_ms;
   if (e->cfg.poll_ms > e->max_retry_ms) e->max_retry_ms = e->cfg.poll_ms;
+  r->ev_capable = etask && can_evaluate;
+  int ev = etask ? eng_eval_checkin(e, r, last_round, now_ms, etask, retry_ms) : 0;
+  if (ev) return ev;
   if (e->state == FC_ENG_DONE) {
     r->heard_done = 1;
     return FC_CHECKIN_DONE;
@@ -508,22 +454,22 @@ int fc_engine_checkin(fc_engine *e, const char *client, uint64_t now_ms, fc_task
 uint32_t fc_engine_retry_ms(const fc_engine *e) { return e->retry_ms; }
 
 int fc_engine_upload_begin(fc_engine *e, const char *client, uint64_t round, uint64_t version, uint64_t now_ms) {
-  client_rec *r = find(e, client);
+  client_rec *r = eng_find(e, client);
   uint32_t wait = 0;
   if (!r) { /* never checked in: it cannot be in a round */
-    if (!stranger_token(e, now_ms)) return FC_UP_RATE_LIMITED;
-    return e->state == upload_state(e) && round != e->round ? FC_UP_WRONG_ROUND : FC_UP_NOT_IN_ROUND;
+    if (!eng_stranger_token(e, now_ms)) return FC_UP_RATE_LIMITED;
+    return e->state == eng_upload_state(e) && round != e->round ? FC_UP_WRONG_ROUND : FC_UP_NOT_IN_ROUND;
   }
-  if (!take_token(&r->upload_tokens, &r->upload_at, e->cfg.upload_rate, e->cfg.upload_burst, now_ms, &wait)) {
+  if (!eng_take_token(&r->upload_tokens, &r->upload_at, e->cfg.upload_rate, e->cfg.upload_burst, now_ms, &wait)) {
     e->retry_ms = wait;
     return FC_UP_RATE_LIMITED;
   }
   r->last_seen = now_ms;
   if (round && r->last_done == round) return FC_UP_DUPLICATE;
-  if (e->state != upload_state(e) || r->round != e->round || r->rstate == CR_NONE || r->rstate == CR_DROPPED) {
+  if (e->state != eng_upload_state(e) || r->round != e->round || r->rstate == CR_NONE || r->rstate == CR_DROPPED) {
     if (r->round == round && r->rstate == CR_DONE) return FC_UP_DUPLICATE;
-    if (e->state == upload_state(e) && round != e->round) return FC_UP_WRONG_ROUND;
-    if (e->cfg.secagg && running(e->state) && r->round == e->round && round == e->round &&
+    if (e->state == eng_upload_state(e) && round != e->round) return FC_UP_WRONG_ROUND;
+    if (e->cfg.secagg && eng_running(e->state) && r->round == e->round && round == e->round &&
         e->state < FC_ENG_SA_MASKED)
       return FC_UP_TOO_EARLY;
     return FC_UP_NOT_IN_ROUND;
@@ -541,43 +487,44 @@ int fc_engine_upload_begin(fc_engine *e, const char *client, uint64_t round, uin
 
 int fc_engine_upload_commit(fc_engine *e, const char *client, uint64_t round, uint64_t examples, double loss,
                             uint64_t bytes, uint64_t now_ms) {
-  client_rec *r = find(e, client);
+  client_rec *r = eng_find(e, client);
   if (!r || r->round != round || r->rstate != CR_UPLOADING) return FC_UP_NOT_IN_ROUND;
   e->uploading--;
-  if (e->state != upload_state(e) || round != e->round || now_ms >= e->deadline) {
+  if (e->state != eng_upload_state(e) || round != e->round || now_ms >= e->deadline) {
     r->rstate = CR_DROPPED;
     return FC_UP_LATE;
   }
   r->rstate = CR_DONE;
   r->last_done = round;
   e->received++;
-  e->examples = add_sat(e->examples, examples);
+  e->examples = eng_add_sat(e->examples, examples);
   e->loss_sum += loss;
-  e->bytes_in = add_sat(e->bytes_in, bytes);
+  e->bytes_in = eng_add_sat(e->bytes_in, bytes);
   return FC_UP_OK;
 }
 
 void fc_engine_upload_abort(fc_engine *e, const char *client, uint64_t round) {
-  client_rec *r = find(e, client);
+  client_rec *r = eng_find(e, client);
   if (!r || r->round != round || r->rstate != CR_UPLOADING) return;
   e->uploading--;
   r->rstate = CR_TASKED; /* may try again while the round is open */
 }
 
 int fc_engine_in_round(fc_engine *e, const char *client) {
-  client_rec *r = find(e, client);
+  client_rec *r = eng_find(e, client);
   return e->state == FC_ENG_TRAINING && r && r->round == e->round &&
          (r->rstate == CR_SELECTED || r->rstate == CR_TASKED || r->rstate == CR_UPLOADING);
 }
 
-void fc_engine_add_bytes_out(fc_engine *e, uint64_t bytes) { e->bytes_out = add_sat(e->bytes_out, bytes); }
+void fc_engine_add_bytes_out(fc_engine *e, uint64_t bytes) { e->bytes_out = eng_add_sat(e->bytes_out, bytes); }
 
 int fc_engine_leave(fc_engine *e, const char *client, uint64_t now_ms, fc_leave_info *info) {
   memset(info, 0, sizeof *info);
-  client_rec *r = find(e, client);
+  client_rec *r = eng_find(e, client);
   if (!r) return FC_LEAVE_GONE;
-  int was_live = is_live(e, r, now_ms);
+  int was_live = eng_is_live(e, r, now_ms);
   r->left = 1;
+  eng_eval_leave(e, r);
   int idle = was_live ? FC_LEAVE_IDLE : FC_LEAVE_GONE;
   /* After the advertise stage (SecAgg) or once aggregating, the SecAgg core
    * and the deadlines deal with a member that is gone. */
@@ -617,7 +564,7 @@ uint32_t fc_engine_done_pending(const fc_engine *e, uint64_t now_ms, const char 
   uint32_t n = 0;
   for (uint32_t i = 0; i < e->nrecs; i++) {
     const client_rec *r = &e->recs[i];
-    if (!is_live(e, r, now_ms) || r->heard_done) continue;
+    if (!eng_is_live(e, r, now_ms) || r->heard_done) continue;
     if (n < cap) names[n] = r->name;
     n++;
   }
@@ -731,13 +678,13 @@ int fc_engine_tick(fc_engine *e, uint64_t now_ms) {
 const char *fc_engine_abandon_reason(const fc_engine *e) { return e->abandon_reason; }
 
 uint32_t fc_engine_offence(fc_engine *e, const char *client, uint64_t now_ms, uint64_t *until) {
-  client_rec *r = find(e, client);
+  client_rec *r = eng_find(e, client);
   *until = 0;
   if (!r) return 0;
   if (r->offences < UINT32_MAX) r->offences++;
   if (e->cfg.offence_limit && r->offences >= e->cfg.offence_limit && e->cfg.offence_exclude_s) {
     uint64_t ms = e->cfg.offence_exclude_s > UINT64_MAX / 1000 ? UINT64_MAX : e->cfg.offence_exclude_s * 1000;
-    r->excluded_until = add_sat(now_ms, ms);
+    r->excluded_until = eng_add_sat(now_ms, ms);
     *until = r->excluded_until;
   }
   return r->offences;
@@ -746,14 +693,14 @@ uint32_t fc_engine_offence(fc_engine *e, const char *client, uint64_t now_ms, ui
 void fc_engine_sa_ready(fc_engine *e) { e->sa_ready = 1; }
 
 int fc_engine_sa_advance(fc_engine *e, uint64_t now_ms) {
-  if (!e->cfg.secagg || !running(e->state) || e->state == FC_ENG_AGGREGATING) return FC_TICK_NONE;
+  if (!e->cfg.secagg || !eng_running(e->state) || e->state == FC_ENG_AGGREGATING) return FC_TICK_NONE;
   e->sa_ready = 0;
   if (e->state == FC_ENG_SA_UNMASK) {
     e->state = FC_ENG_AGGREGATING;
     return FC_TICK_AGGREGATE;
   }
   e->state = e->state == FC_ENG_TRAINING ? FC_ENG_SA_SHARE : e->state + 1;
-  e->deadline = add_sat(now_ms, e->cfg.sa_stage_ms);
+  e->deadline = eng_add_sat(now_ms, e->cfg.sa_stage_ms);
   return FC_TICK_NONE;
 }
 
@@ -761,13 +708,13 @@ void fc_engine_set_examples(fc_engine *e, uint64_t examples) { e->examples = exa
 
 void fc_engine_set_counted(fc_engine *e, uint32_t inputs) { e->counted = inputs; }
 
-uint32_t fc_engine_expected(const fc_engine *e) { return running(e->state) ? e->selected : 0; }
+uint32_t fc_engine_expected(const fc_engine *e) { return eng_running(e->state) ? e->selected : 0; }
 
 uint32_t fc_engine_cohort(const fc_engine *e, const char **out, uint32_t cap) {
   uint32_t n = 0;
   for (uint32_t i = 0; i < e->nrecs && n < cap; i++) {
     const client_rec *r = &e->recs[i];
-    if (r->round == e->round && r->rstate != CR_NONE && r->rstate != CR_DROPPED && running(e->state))
+    if (r->round == e->round && r->rstate != CR_NONE && r->rstate != CR_DROPPED && eng_running(e->state))
       out[n++] = r->name;
   }
   return n;
@@ -781,6 +728,7 @@ void fc_engine_published(fc_engine *e, uint64_t version, const uint8_t sha[FC_SH
   memcpy(e->sha, sha, FC_SHA256_LEN);
   e->completed++;
   e->state = (e->budget && e->completed >= e->budget) ? FC_ENG_DONE : FC_ENG_WAITING;
+  eng_eval_published(e, now_ms);
 }
 
 void fc_engine_finalize_failed(fc_engine *e, const char *why, uint64_t now_ms) { abandon(e, why, now_ms); }
@@ -811,7 +759,7 @@ double fc_engine_expected_cohort(const fc_engine *e) { return e->expected; }
 void fc_engine_add_rounds(fc_engine *e, uint64_t extra) {
   if (!e->budget) return; /* unlimited already */
   if (e->budget < e->completed) e->budget = e->completed;
-  e->budget = add_sat(e->budget, extra);
+  e->budget = eng_add_sat(e->budget, extra);
   if (e->state == FC_ENG_DONE) {
     e->state = FC_ENG_WAITING;
     forget_done(e);
@@ -823,13 +771,13 @@ void fc_engine_get_status(const fc_engine *e, uint64_t now_ms, fc_engine_status 
   st->state = e->state;
   st->paused = e->paused;
   st->blocked = e->blocked;
-  st->round = running(e->state) ? e->round : e->next_round;
+  st->round = eng_running(e->state) ? e->round : e->next_round;
   st->version = e->version;
   memcpy(st->sha, e->sha, FC_SHA256_LEN);
   st->known = e->nrecs;
   st->live = 0; /* O(clients): fc_engine_count_live when wanted */
-  st->selected = running(e->state) ? e->selected : 0;
-  st->received = running(e->state) ? e->received : 0;
+  st->selected = eng_running(e->state) ? e->selected : 0;
+  st->received = eng_running(e->state) ? e->received : 0;
   st->completed = e->completed;
   st->abandoned = e->abandoned;
   st->budget = e->budget;

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "crypto/sha256.h"
+#include "secagg/eval_stats.h"
 
 enum fc_engine_state {
   FC_ENG_WAITING = 0,     /* not enough live clients (or paused, or budget spent) */
@@ -61,6 +62,16 @@ typedef struct fc_engine_cfg {
    * offence_exclude_s seconds from that offence (0 = counted only). */
   uint32_t offence_limit;
   uint64_t offence_exclude_s;
+  /* Federated evaluation (engine_eval.c): the model of every eval_every-th
+   * completed round, and of the last, is evaluated by eval_cohort clients
+   * (0: eval_fraction of the live clients that can evaluate), drawn from
+   * those not in the running round where possible; eval_min results by
+   * eval_ms after its start, else it is abandoned. eval_every 0 = off. */
+  uint32_t eval_every;
+  uint32_t eval_cohort;
+  double eval_fraction;
+  uint32_t eval_min;
+  uint64_t eval_ms;
 } fc_engine_cfg;
 
 void fc_engine_cfg_defaults(fc_engine_cfg *c);
@@ -81,6 +92,7 @@ enum fc_checkin_action {
   FC_CHECKIN_DONE = 3,
   FC_CHECKIN_REFUSED = 4,      /* client table full */
   FC_CHECKIN_RATE_LIMITED = 5, /* over its check-in rate: *retry_ms says when */
+  FC_CHECKIN_EVAL = 6,         /* selected for an evaluation: fc_engine_checkin_eval's *etask */
 };
 
 typedef struct fc_task_info {
@@ -94,6 +106,14 @@ typedef struct fc_task_info {
 /* "client X checked in". Returns an fc_checkin_action; *task is set for TRAIN,
  * *retry_ms for WAIT and RATE_LIMITED. */
 int fc_engine_checkin(fc_engine *e, const char *client, uint64_t now_ms, fc_task_info *task, uint32_t *retry_ms);
+/* The same from a client that says whether it can run evaluation tasks
+ * (protocol 1.7) and the last round it is done with (CheckInRequest.
+ * last_round: one it uploaded for or gave up): may also return
+ * FC_CHECKIN_EVAL with *etask set, and WAIT instead of DONE while an
+ * evaluation of the final model is still to draw its cohort (engine_eval.c). */
+struct fc_eval_info;
+int fc_engine_checkin_eval(fc_engine *e, const char *client, int can_evaluate, uint64_t last_round, uint64_t now_ms,
+                           fc_task_info *task, struct fc_eval_info *etask, uint32_t *retry_ms);
 
 /* Outcome codes for uploads (map to gRPC statuses in the service). */
 enum fc_upload_verdict {
@@ -214,6 +234,19 @@ void fc_engine_restore(fc_engine *e, uint64_t abandoned, int paused, uint64_t bu
 
 #define FC_ROUND_BLAMED_MAX 4
 
+/* Federated evaluation of a round's model (engine_eval.c runs the cohort,
+ * coordinator/coord_eval.c the totals): part of that round's record. */
+typedef struct fc_round_eval {
+  int outcome;              /* 0 none, 1 completed, 2 abandoned */
+  uint64_t version;         /* the model evaluated */
+  uint32_t selected, clients;
+  fc_eval_stats stats;      /* the cohort's totals (noisy under DP) */
+  uint64_t started_ms, ended_ms;
+  uint32_t sa_remaining[5]; /* secure aggregation: clients left after each stage */
+  double dp_noise, dp_epsilon; /* differential privacy: the totals' noise multiplier, epsilon after */
+  char reason[160];
+} fc_round_eval;
+
 /* Round record of the round that just ended (after AGGREGATE→published or ABANDON). */
 typedef struct fc_round_stats {
   uint64_t round;
@@ -236,6 +269,7 @@ typedef struct fc_round_stats {
    * it): the first FC_ROUND_BLAMED_MAX names, and how many in all */
   char sa_blamed[FC_ROUND_BLAMED_MAX][65];
   uint32_t sa_nblamed;
+  fc_round_eval eval;       /* the evaluation of the model it produced (coord_eval.c fills it later) */
 } fc_round_stats;
 
 typedef struct fc_engine_status {
@@ -256,5 +290,76 @@ void fc_engine_get_status(const fc_engine *e, uint64_t now_ms, fc_engine_status 
 uint32_t fc_engine_count_live(const fc_engine *e, uint64_t now_ms);
 /* Stats of the round being finalized or just abandoned. */
 const fc_round_stats *fc_engine_last_round(const fc_engine *e);
+
+/* ---- federated evaluation (engine_eval.c) ----
+ * An evaluation becomes due when a round's model is published (every
+ * eval_every-th completed round, and the last of the budget); the next
+ * eval tick draws its cohort (STARTED). Evaluation never changes the model
+ * or the training round's state. One runs at a time: one that becomes due
+ * while another runs waits; one superseded by a newer model before it
+ * started is dropped (SKIPPED, recorded as abandoned). Plain: results arrive
+ * by fc_engine_eval_report_*; FINISH once all are in, or at the deadline with
+ * eval_min. Secure aggregation: RUNNING is the advertise stage, then the
+ * stages as for training (SA_CLOSE, fc_engine_eval_sa_advance), results only
+ * in SA_MASKED, FINISH after the unmask stage. The driver then computes the
+ * totals and calls fc_engine_eval_finished. */
+enum fc_eval_state {
+  FC_EV_IDLE = 0,
+  FC_EV_PENDING = 1,   /* due: the cohort is drawn at the next tick (not while paused or blocked) */
+  FC_EV_RUNNING = 2,   /* cohort drawn; tasks and results (SecAgg: also the advertise stage) */
+  FC_EV_SA_SHARE = 3,
+  FC_EV_SA_MASKED = 4, /* secure aggregation: the only state taking results */
+  FC_EV_SA_CONSISTENCY = 5,
+  FC_EV_SA_UNMASK = 6,
+  FC_EV_FINISHING = 7, /* the driver computes the totals */
+};
+enum fc_eval_tick {
+  FC_EVT_NONE = 0,
+  FC_EVT_STARTED = 1,  /* a cohort was drawn (fc_engine_eval_get) */
+  FC_EVT_FINISH = 2,   /* enough results (or all): compute the totals, then fc_engine_eval_finished */
+  FC_EVT_ABANDON = 3,  /* too few: fc_engine_eval_reason; the evaluation is over (IDLE) */
+  FC_EVT_SA_CLOSE = 4, /* secure aggregation: close the open stage */
+  FC_EVT_SKIPPED = 5,  /* one due was superseded before it started: fc_engine_eval_skipped */
+};
+/* On the wire an evaluation's id is this bit | the round whose model it
+ * evaluates, so it never meets a training round's id (coord_eval.c). */
+#define FC_EVAL_ID_BIT (1ull << 63)
+typedef struct fc_eval_info {
+  int state;               /* enum fc_eval_state */
+  uint64_t round, version; /* the round whose model, and that model */
+  uint8_t sha[FC_SHA256_LEN];
+  uint64_t started_ms, deadline_ms;
+  uint32_t selected, tasked, received;
+} fc_eval_info;
+const char *fc_engine_eval_state_name(int s);
+int fc_engine_eval_tick(fc_engine *e, uint64_t now_ms);
+void fc_engine_eval_get(const fc_engine *e, fc_eval_info *out);
+/* Why the last evaluation was abandoned; the round and version SKIPPED dropped. */
+const char *fc_engine_eval_reason(const fc_engine *e);
+void fc_engine_eval_skipped(const fc_engine *e, uint64_t *round, uint64_t *version);
+/* "client X reports for evaluation R of version V": an fc_upload_verdict
+ * (rate-limited with the upload bucket); then commit (FC_UP_OK, or LATE if
+ * it closed meanwhile) or abort (it may try again while it is open). */
+int fc_engine_eval_report_begin(fc_engine *e, const char *client, uint64_t round, uint64_t version, uint64_t now_ms);
+int fc_engine_eval_report_commit(fc_engine *e, const char *client, uint64_t round, uint64_t now_ms);
+void fc_engine_eval_report_abort(fc_engine *e, const char *client, uint64_t round);
+/* 1 if the client is in the running evaluation's cohort and has not
+ * reported (it needs the evaluated model). */
+int fc_engine_eval_member(const fc_engine *e, const char *client);
+/* Names of the running evaluation's cohort in name order (valid until the next engine call). */
+uint32_t fc_engine_eval_cohort(const fc_engine *e, const char **out, uint32_t cap);
+void fc_engine_eval_sa_ready(fc_engine *e);
+/* Members still expected in the running evaluation (the SecAgg stages wait for them). */
+uint32_t fc_engine_eval_expected_n(const fc_engine *e);
+/* The open stage closed: on to the next (FC_EVT_FINISH after the unmask stage, else NONE). */
+int fc_engine_eval_sa_advance(fc_engine *e, uint64_t now_ms);
+/* The driver is done with the running evaluation (published or not): IDLE,
+ * or PENDING if another became due meanwhile. why: abandon reason or NULL. */
+void fc_engine_eval_finished(fc_engine *e, const char *why, uint64_t now_ms);
+/* 1 while an evaluation is due or running (the coordinator is not done). */
+int fc_engine_eval_busy(const fc_engine *e);
+/* The round an evaluation is due for or running on, 0 if none (and a
+ * second one waiting in *next, 0 if none). */
+uint64_t fc_engine_eval_pending_round(const fc_engine *e, uint64_t *next);
 
 #endif

@@ -240,6 +240,9 @@ char *coord_metrics_text(fc_coord *c) {
          "Refusals audited as counts (refusals records) instead of one record each.");
     put(&b, "fedc_audit_refusals_counted_total %llu\n", (unsigned long long)ls.refusals_counted);
   }
+  char *ev = coord_eval_metrics_text(c); /* federated evaluation (coord_eval.c) */
+  if (ev) put(&b, "%s", ev);
+  free(ev);
   head(&b, "fedc_round_bytes_received_total", "counter", "Update bytes received in finished rounds.");
   put(&b, "fedc_round_bytes_received_total %llu\n", (unsigned long long)m.bytes_in);
   head(&b, "fedc_round_bytes_sent_total", "counter", "Model bytes sent in finished rounds.");

@@ -498,14 +498,88 @@ static json_t *round_to_json(const fc_round_stats *r) {
   return o;
 }
 
+/* A federated evaluation's line: {"round": R, "eval": {...}}, merged into
+ * round R's record when read (store.h). */
+static json_t *eval_to_json(uint64_t round, const fc_round_eval *e) {
+  json_t *v = json_pack("{s:s,s:I,s:i,s:i,s:f,s:f,s:f,s:I,s:I}", "outcome", e->outcome == 1 ? "completed" : "abandoned",
+                        "version", jint(e->version), "selected", (int)e->selected, "clients", (int)e->clients,
+                        "examples", e->stats.examples, "correct", e->stats.correct, "loss_sum", e->stats.loss_sum,
+                        "started_unix_ms", jint(e->started_ms), "ended_unix_ms", jint(e->ended_ms));
+  if (!v) return NULL;
+  if (e->stats.examples > 0) {
+    json_object_set_new(v, "accuracy", json_real(e->stats.correct / e->stats.examples));
+    json_object_set_new(v, "loss", json_real(e->stats.loss_sum / e->stats.examples));
+  }
+  if (e->reason[0]) json_object_set_new(v, "reason", json_string(e->reason));
+  if (e->stats.nmetrics) {
+    json_t *m = json_object();
+    for (uint32_t j = 0; j < e->stats.nmetrics && j < FC_EVAL_METRICS_MAX; j++)
+      json_object_set_new(m, e->stats.names[j], json_pack("{s:f,s:f}", "sum", e->stats.metric_sum[j], "examples",
+                                                          e->stats.metric_examples[j]));
+    json_object_set_new(v, "metrics", m);
+  }
+  if (e->sa_remaining[0]) {
+    json_t *a = json_array();
+    for (int i = 0; i < 5; i++) json_array_append_new(a, json_integer(e->sa_remaining[i]));
+    json_object_set_new(v, "secagg_remaining", a);
+  }
+  if (e->dp_noise > 0) {
+    json_object_set_new(v, "dp_noise", json_real(e->dp_noise));
+    json_object_set_new(v, "dp_epsilon", json_real(e->dp_epsilon));
+  }
+  return json_pack("{s:I,s:o}", "round", jint(round), "eval", v);
+}
+
+static void eval_from_json(json_t *v, fc_round_eval *e) {
+  memset(e, 0, sizeof *e);
+  const char *oc = json_string_value(json_object_get(v, "outcome"));
+  e->outcome = oc && strcmp(oc, "completed") == 0 ? 1 : 2;
+  e->version = json_u64(v, "version");
+  e->selected = (uint32_t)json_u64(v, "selected");
+  e->clients = (uint32_t)json_u64(v, "clients");
+  e->stats.examples = json_number_value(json_object_get(v, "examples"));
+  e->stats.correct = json_number_value(json_object_get(v, "correct"));
+  e->stats.loss_sum = json_number_value(json_object_get(v, "loss_sum"));
+  e->started_ms = json_u64(v, "started_unix_ms");
+  e->ended_ms = json_u64(v, "ended_unix_ms");
+  const char *why = json_string_value(json_object_get(v, "reason"));
+  if (why) snprintf(e->reason, sizeof e->reason, "%s", why);
+  const char *name;
+  json_t *m;
+  json_object_foreach(json_object_get(v, "metrics"), name, m) {
+    if (e->stats.nmetrics >= FC_EVAL_METRICS_MAX || !fc_eval_name_ok(name)) continue;
+    uint32_t j = e->stats.nmetrics++;
+    snprintf(e->stats.names[j], sizeof e->stats.names[j], "%s", name);
+    e->stats.metric_sum[j] = json_number_value(json_object_get(m, "sum"));
+    e->stats.metric_examples[j] = json_number_value(json_object_get(m, "examples"));
+  }
+  json_t *sa = json_object_get(v, "secagg_remaining");
+  for (size_t i = 0; json_is_array(sa) && i < 5 && i < json_array_size(sa); i++) {
+    json_int_t x = json_integer_value(json_array_get(sa, i));
+    e->sa_remaining[i] = x > 0 && x <= UINT32_MAX ? (uint32_t)x : 0;
+  }
+  e->dp_noise = json_number_value(json_object_get(v, "dp_noise"));
+  e->dp_epsilon = json_number_value(json_object_get(v, "dp_epsilon"));
+}
+
+static int append_line(const char *dir, json_t *o, uint64_t round, char *err, size_t errlen);
+
+int fc_store_append_eval(const char *dir, uint64_t round, const fc_round_eval *e, char *err, size_t errlen) {
+  return append_line(dir, eval_to_json(round, e), round, err, errlen);
+}
+
 int fc_store_append_round(const char *dir, const fc_round_stats *r, char *err, size_t errlen) {
+  return append_line(dir, round_to_json(r), r->round, err, errlen);
+}
+
+/* Append o (consumed) as one line and fsync. */
+static int append_line(const char *dir, json_t *o, uint64_t round, char *err, size_t errlen) {
   char p[1024];
   snprintf(p, sizeof p, "%s/rounds.jsonl", dir);
-  json_t *o = round_to_json(r);
   char *s = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
   json_decref(o);
   if (!s) {
-    snprintf(err, errlen, "cannot encode the record of round %llu for %s", (unsigned long long)r->round, p);
+    snprintf(err, errlen, "cannot encode the record of round %llu for %s", (unsigned long long)round, p);
     return FEDC_ERR_NOMEM;
   }
   int fd = open(p, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -590,6 +664,18 @@ int fc_store_read_rounds(const char *dir, fc_round_stats **out, size_t *n, char 
     if (!json_is_object(o)) {
       json_decref(o);
       continue; /* a torn last line after a crash (cut off below): skip it */
+    }
+    json_t *ev = json_object_get(o, "eval");
+    if (json_is_object(ev) && !json_object_get(o, "outcome")) {
+      /* A federated evaluation: into the record of the round whose model it evaluated (the latest of that id). */
+      uint64_t id = json_u64(o, "round");
+      for (size_t k = *n; k > 0; k--)
+        if (v[k - 1].round == id) {
+          eval_from_json(ev, &v[k - 1].eval);
+          break;
+        }
+      json_decref(o);
+      continue;
     }
     if (*n == cap) {
       cap = cap ? cap * 2 : 64;

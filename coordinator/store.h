@@ -13,7 +13,8 @@
  *   |                               |  "abandoned","federation","model_file",         |
  *   |                               |  "paused","budget","config_rounds",             |
  *   |                               |  "open_round"} (fields below)                   |
- *   | rounds.jsonl                  | one JSON object per ended round (RoundRecord)   |
+ *   | rounds.jsonl                  | one JSON object per ended round (RoundRecord),  |
+ *   |                               | and per federated evaluation {"round","eval"}   |
  *
  * Write order on publish: model file (atomic rename) -> state.json (atomic
  * rename) -> rounds.jsonl line. A crash before state.json leaves the state at
@@ -115,6 +116,12 @@ int fc_store_read_manifest(const char *dir, uint64_t version, fc_signed *s, char
  * cut back to its previous length, so a short write never glues half a line
  * onto the next record; err names the system error. */
 int fc_store_append_round(const char *dir, const fc_round_stats *r, char *err, size_t errlen);
+/* Append the federated evaluation of round `round`'s model, a line of its
+ * own ({"round": R, "eval": {...}}: the round's line was written when it
+ * ended, before its model was evaluated). Reading merges it into the latest
+ * record of round R (none: the line is skipped); fc_store_append_round never
+ * writes a record's eval. */
+int fc_store_append_eval(const char *dir, uint64_t round, const fc_round_eval *e, char *err, size_t errlen);
 /* Read the round records; returns count in *n (records malloc'd). Lines of
  * any length up to FC_STORE_ROUND_LINE_MAX bytes; a longer one is refused
  * (FEDC_ERR_TOO_LARGE, err names the line, nothing changed). A torn last

@@ -24,6 +24,18 @@
  *
  * Global state: the library initialises gRPC (reference counted) and never
  * changes OpenBLAS threads, signal handlers or log routing.
+ *
+ * ABI: structs only ever grow at their end, and no field is removed or
+ * reordered. Structs the runtime fills and hands to the program
+ * (fedc_train_config, fedc_eval_config, fedc_event) stay readable by a
+ * program built against an older header. Structs the program fills
+ * (fedc_client_options, fedc_trainer) are read by the runtime at their
+ * current size: a program built against an older header must be rebuilt,
+ * and stays source-compatible if it fills them with fedc_client_options_init
+ * and designated initializers (`fedc_trainer t = {.ctx = c, .train = f};`),
+ * so fields it does not know are 0/NULL, which always means "off"
+ * (positional initializers still work but warn under -Wextra when a field
+ * is appended).
  */
 #ifndef FEDC_CLIENT_H
 #define FEDC_CLIENT_H
@@ -107,6 +119,37 @@ enum fedc_train_output {
   FEDC_OUTPUT_DELTA = 1,   /* `out` holds new - old already */
 };
 
+/* Federated evaluation (fedc_trainer.evaluate_stats): what an evaluation
+ * task asks for. The runtime bounds what is reported as the coordinator
+ * says: at most max_examples examples count (larger totals are scaled down
+ * to that many, keeping the means), each example's loss and metric values
+ * count in [0, value_max]. */
+typedef struct fedc_eval_config {
+  uint64_t round;          /* the round whose model is evaluated */
+  uint64_t model_version;
+  uint64_t max_examples;
+  double value_max;
+  size_t n_metrics;        /* named metrics asked for, in this order */
+  const char *const *metric_names;
+  size_t n_tensors;        /* the model's tensors, as for train */
+  const fedc_tensor_info *tensors;
+  char *error;             /* as in fedc_train_config */
+  size_t error_len;
+} fedc_eval_config;
+
+typedef struct fedc_eval_metric {
+  double sum;              /* over the examples it covers, of a per-example value in [0, value_max] */
+  uint64_t examples;       /* examples it covers; 0 = this trainer does not compute it */
+} fedc_eval_metric;
+
+/* What evaluate_stats reports: totals over the examples it evaluated. */
+typedef struct fedc_eval_result {
+  uint64_t num_examples;   /* > 0 */
+  uint64_t correct;        /* of them, classified right (<= num_examples) */
+  double loss_sum;         /* the sum of their losses (not the mean) */
+  fedc_eval_metric *metrics; /* the config's n_metrics entries, zeroed: fill those it computes */
+} fedc_eval_result;
+
 typedef struct fedc_trainer {
   void *ctx;
   /* Train from `weights` (n floats, read-only). `out` (n floats) arrives
@@ -120,6 +163,19 @@ typedef struct fedc_trainer {
    * calls it on each new global model it downloads and reports the result as
    * a FEDC_EVENT_EVALUATED event (nothing leaves the device). */
   int (*evaluate)(void *ctx, const float *weights, size_t n, double *accuracy, double *loss);
+  /* Federated evaluation (protocol 1.7). Optional (NULL: the client never
+   * takes evaluation tasks). Evaluate `weights` (n floats, the model the
+   * task names) on local held-out data and fill *out; return 0, or anything
+   * else to skip this task (the coordinator goes on without this client's
+   * results). The totals are sent to the coordinator, under secure
+   * aggregation only masked (it learns the cohort's sums, never this
+   * client's). Added after `evaluate`: fedc_trainer is allocated by the
+   * caller and copied by fedc_client_create, so a program built against a
+   * header without this field must be rebuilt against this one (SOVERSION 0:
+   * the trainer struct's size is not yet frozen; fedc_train_config, which the
+   * library allocates, keeps the prefix rule above). */
+  int (*evaluate_stats)(void *ctx, const fedc_eval_config *cfg, const float *weights, size_t n,
+                        fedc_eval_result *out);
 } fedc_trainer;
 
 enum fedc_event_kind {
@@ -131,6 +187,8 @@ enum fedc_event_kind {
   FEDC_EVENT_RETRY = 6,     /* transient network failure; backing off */
   FEDC_EVENT_DONE = 7,      /* federation finished */
   FEDC_EVENT_EVALUATED = 8, /* trainer->evaluate ran on the new global model */
+  FEDC_EVENT_EVAL_REPORTED = 9, /* an evaluation task's results were accepted: round (the model's),
+                                   num_examples, correct, loss_sum, accuracy, loss as reported */
 };
 
 typedef struct fedc_event {
@@ -144,6 +202,8 @@ typedef struct fedc_event {
   double accuracy;      /* EVALUATED: local accuracy of the global model (loss in `loss`) */
   uint64_t bytes_in, bytes_out;
   const char *detail;
+  uint64_t correct;     /* EVAL_REPORTED: the totals this client reported (after the task's bounds) */
+  double loss_sum;
 } fedc_event;
 
 typedef struct fedc_client_options {

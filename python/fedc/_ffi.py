@@ -50,6 +50,7 @@ typedef struct fedc_trainer {
   int (*train)(void *ctx, const fedc_train_config *cfg, const float *weights, float *out, size_t n,
                int *output_kind, uint64_t *num_examples, double *loss);
   int (*evaluate)(void *ctx, const float *weights, size_t n, double *accuracy, double *loss);
+  void *evaluate_stats; /* federated evaluation (client.h): not bound yet, always NULL (ffi.new zeroes it) */
 } fedc_trainer;
 
 typedef struct fedc_event {

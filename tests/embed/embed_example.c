@@ -40,7 +40,7 @@ int main(int argc, char **argv) {
   o.key = argv[4];
   o.max_rounds = 2;
   o.on_event = on_event;
-  fedc_trainer t = {NULL, train, NULL};
+  fedc_trainer t = {.ctx = NULL, .train = train}; /* designated: fields added later stay NULL (fedc/client.h, ABI) */
   fedc_client *c = NULL;
   int rc = fedc_client_create(&o, &t, &c);
   if (rc == FEDC_OK) rc = fedc_client_run(c);

@@ -4,7 +4,9 @@
  * mid-append leaves a torn line, and the file is read at every start and
  * served to admins. Properties: no crash; at most one record per line; the
  * torn tail (bytes after the last newline) is cut off; records written back
- * (fc_store_append_round) read back as the same records.
+ * (fc_store_append_round) read back as the same records. A federated
+ * evaluation's line ({"round", "eval"}) merges into its round's record and
+ * is not written back (fc_store_append_round never writes one).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,6 +65,9 @@ void fuzz_seed(uint8_t **data, size_t *size) {
       "\"mean_train_loss\":0.25,\"bytes_in\":800,\"bytes_out\":900,\"started_unix_ms\":1700000000000,"
       "\"ended_unix_ms\":1700000001000,\"sha256\":\"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\","
       "\"reason\":\"\",\"server_optimizer\":\"sgd lr=1\",\"dp_epsilon\":0.5,\"dp_clip\":1,\"dp_noise\":1.1}\n"
+      "{\"round\":1,\"eval\":{\"outcome\":\"completed\",\"version\":1,\"selected\":3,\"clients\":3,\"examples\":150.0,"
+      "\"correct\":120.0,\"loss_sum\":61.5,\"metrics\":{\"top2\":{\"sum\":140,\"examples\":150}},"
+      "\"secagg_remaining\":[3,3,3,3,3]}}\n"
       "{\"round\":2,\"outcome\":\"abandoned\",\"version\":1,\"participants\":1,\"selected\":3,\"examples\":0,"
       "\"mean_train_loss\":0,\"bytes_in\":0,\"bytes_out\":0,\"started_unix_ms\":1700000002000,"
       "\"ended_unix_ms\":1700000003000,\"sha256\":\"\",\"reason\":\"deadline: 1 of 2 updates\","

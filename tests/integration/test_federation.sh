@@ -23,7 +23,7 @@ ADMIN=(--coordinator "$COORD_ADDR" --pki "$T/pki" --name root)
 for i in 0 1 2; do
   name=$(echo a b c | cut -d' ' -f$((i+1)))
   start_bg "client-$name" "$FEDC" client --coordinator "$COORD_ADDR" --pki "$T/pki" --name "$name" \
-    --data "idx:$T/img$i.idx,$T/lbl$i.idx" --model 784-10 --json
+    --data "idx:$T/img$i.idx,$T/lbl$i.idx" --model 784-10 --eval-fraction 0 --json # all 200 train
 done
 
 wait_for bash -c "'$FEDC' status ${ADMIN[*]} --json | jq -e '.clients_active == 3' >/dev/null" 30 ||

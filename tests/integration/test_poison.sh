@@ -45,7 +45,7 @@ run_round() { # name, extra coordinator args...; leaves the probe's log in $T/pr
     local name
     name=$(echo a b | cut -d' ' -f$((i + 1)))
     start_bg "client-$tag-$name" "$FEDC" client --coordinator "$COORD_ADDR" --pki "$T/pki" --name "$name" \
-      --data "idx:$T/img$i.idx,$T/lbl$i.idx" --model 784-10
+      --data "idx:$T/img$i.idx,$T/lbl$i.idx" --model 784-10 --eval-fraction 0 # all 200 train
   done
   start_bg "probe-$tag" "$PROBE" --coordinator "$COORD_ADDR" --pki "$T/pki" --name evil --mode "$MODE"
   local probe=$BG_PID

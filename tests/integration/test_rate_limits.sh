@@ -5,7 +5,8 @@
 # SecAggPoll and SecAggSubmit answered thousands of calls a second):
 #   1. two clients run two rounds while a third identity that never checks in
 #      (fedc_probe --mode flood) sends 500 calls each of UploadUpdate,
-#      SecAggPoll, SecAggSubmit and FetchModel. For each method the calls
+#      SecAggPoll, SecAggSubmit, FetchModel and ReportEval (a federated
+#      evaluation's report: the upload bucket's limit, evaluation or not). For each method the calls
 #      answered stay within burst + rate x the flood's duration (the rest are
 #      RESOURCE_EXHAUSTED with a time to retry); both rounds complete with both
 #      clients' updates; the audit log verifies and holds, for the flooder, its
@@ -27,8 +28,8 @@ N=500
 LIMITS=(--stranger-rate 1 --stranger-burst 10 --secagg-poll-rate 20 --call-rate 2 --admin-rate 20
   --audit-refusal-interval-ms 3600000)
 # name burst rate: the bound for each flooded method
-declare -A BURST=([UploadUpdate]=10 [SecAggPoll]=40 [SecAggSubmit]=10 [FetchModel]=10)
-declare -A RATE=([UploadUpdate]=1 [SecAggPoll]=20 [SecAggSubmit]=2 [FetchModel]=2)
+declare -A BURST=([UploadUpdate]=10 [SecAggPoll]=40 [SecAggSubmit]=10 [FetchModel]=10 [ReportEval]=10)
+declare -A RATE=([UploadUpdate]=1 [SecAggPoll]=20 [SecAggSubmit]=2 [FetchModel]=2 [ReportEval]=1)
 
 metrics_port() { grep -o "metrics on http://127.0.0.1:[0-9]*" "$T/coord.log" | head -1 | sed 's/.*://'; }
 mval() { curl -fsS "http://127.0.0.1:$(metrics_port)/metrics" | awk -v k="$1" '$1 == k { print $2 }'; }
@@ -41,7 +42,7 @@ start_idx_clients a b
 start_bg probe "$PROBE" --coordinator "$COORD_ADDR" --pki "$T/pki" --name mallory --mode flood --count $N
 PROBE_PID=$BG_PID
 wait "$PROBE_PID" || fail "probe: $(cat "$T/probe.log")"
-for m in UploadUpdate SecAggPoll SecAggSubmit FetchModel; do
+for m in UploadUpdate SecAggPoll SecAggSubmit FetchModel ReportEval; do
   line=$(grep "\"method\":\"/fedc.v1.Coordinator/$m\"" "$T/probe.log") || fail "no flood line for $m"
   jq -e --argjson n $N --argjson b "${BURST[$m]}" --argjson r "${RATE[$m]}" \
     '.calls == $n and .limited + .answered == $n and .answered <= $b + $r * .seconds + 1 and .limited > 0' \
@@ -59,7 +60,7 @@ show "$S" >"$T/a1.jsonl"
 # The flooder: first contact, 4 refused updates in full, one count record.
 jq -s -e '[.[] | select(.kind == "update" and .client == "mallory")] | length == 4 and all(.outcome == "refused")' \
   "$T/a1.jsonl" >/dev/null || fail "mallory's update records: $(grep -c mallory "$T/a1.jsonl")"
-ups=$(jq -s '[.[] | select(.step == "flood" and (.method | test("UploadUpdate")))][0] | .calls' "$T/probe.log")
+ups=$(jq -s '[.[] | select(.step == "flood" and (.method | test("UploadUpdate|ReportEval"))) | .calls] | add' "$T/probe.log")
 calls=$(jq -s '[.[] | select(.step == "flood" and (.method | test("SecAgg|FetchModel"))) | .limited] | add' "$T/probe.log")
 jq -s -e --argjson u "$ups" --argjson c "$calls" '[.[] | select(.kind == "refusals" and .client == "mallory")] |
   length == 1 and .[0].refused == $u + $c and .[0].recorded == 4 and .[0].by_reason.calls == $c and

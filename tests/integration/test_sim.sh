@@ -56,7 +56,7 @@ coordinator_argv() {
 # last round, the moment the old sim mistook for "clients lost".
 SMALL=(--clients 3 --cohort 3 --rounds 3 --model logreg --partition iid --poll-ms 20)
 
-CSV_HEADER="round,version,accuracy,loss,train_loss,participants,bytes,seconds,epsilon"
+CSV_HEADER="round,version,accuracy,loss,train_loss,participants,bytes,seconds,epsilon,fed_accuracy,fed_loss"
 for run in 1 2; do
   # Run 1 with --json, run 2 without (and with a clip norm).
   extra=(--json)
@@ -155,6 +155,26 @@ rc=0
 "$FEDC" coordinator --pki "$T/prune/pki" --federation sim --state "$T/never" --keep-every 3 2>"$T/keep.err" || rc=$?
 [ "$rc" = 2 ] && grep -q "'keep-every' 3 needs 'keep-versions'" "$T/keep.err" && [ ! -e "$T/never" ] ||
   fail "--keep-every alone: status $rc, $(cat "$T/keep.err")"
+
+# Federated evaluation (issue 22): each client holds its part of the test set
+# (--eval-split test); a round's row waits for its model's federated
+# evaluation, a column and a curve beside the central test-set accuracy. All 4
+# clients evaluate (--eval-fraction 1; 2,500 test images each, the 2 not in
+# the running round first): their parts are the whole test set, so the
+# example-weighted totals give the central accuracy and loss (up to a near-tie
+# in the last float bit, 2 images of 10,000).
+start_sim fed --clients 4 --cohort 2 --rounds 2 --model logreg --partition iid --poll-ms 50 --eval-every 1 \
+  --eval-split test --eval-fraction 1 --json
+wait_sim fed
+[ "$SIM_RC" = 0 ] || fail "fed: fedc sim exited $SIM_RC: $(tail -n 5 "$T/fed.err")"
+jq -s -e 'length == 2 and all(.[]; .fed_clients == 4 and .fed_examples == 10000
+  and ((.fed_accuracy - .accuracy) | fabs) <= 0.0002 and ((.fed_loss - .loss) | fabs) <= 1e-6 * .loss)' \
+  "$T/fed/rounds.jsonl" >/dev/null || fail "fed: rounds.jsonl: $(cat "$T/fed/rounds.jsonl")"
+[ "$(tail -n +2 "$T/fed/rounds.csv" | cut -d, -f10 | grep -c '^0\.[0-9]')" = 2 ] ||
+  fail "fed: rounds.csv has no fed_accuracy: $(cat "$T/fed/rounds.csv")"
+grep -q "using 1:10 .*title 'federated accuracy'" "$T/fed/curve.gp" || fail "fed: no curve: $(cat "$T/fed/curve.gp")"
+jq -e '.client_command | index("--eval-data") != null and index("--eval-parts") != null' "$T/fed/config.json" \
+  >/dev/null || fail "fed: client command: $(jq -c .client_command "$T/fed/config.json")"
 
 # Secure aggregation with DP noise: the clients keep their training loss, so
 # it is unknown; epsilon grows every round. Without --json (the progress line).

@@ -30,8 +30,8 @@
  *   call METHOD     one unary call to METHOD (e.g. /fedc.v1.Admin/Status)
  *                   and print its status (role checks)
  *   flood           never checks in; --count calls each of UploadUpdate (a
- *                   first message, then the chunk), SecAggPoll, SecAggSubmit
- *                   and FetchModel as fast as it can, and prints per method
+ *                   first message, then the chunk), SecAggPoll, SecAggSubmit,
+ *                   FetchModel and ReportEval as fast as it can, and prints per method
  *                   the calls, those refused as over a rate
  *                   (RESOURCE_EXHAUSTED), those answered otherwise, and the
  *                   seconds it took (the test checks the answered against
@@ -468,6 +468,11 @@ static void flood_call(const char *method, fc_status *st) {
     Fedc__V1__SecAggPollRequest req = FEDC__V1__SEC_AGG_POLL_REQUEST__INIT;
     req.round = 1;
     fc_call_unary(g_ch, method, &req.base, &fedc__v1__sec_agg_poll_response__descriptor, &m, 10000, st);
+  } else if (strstr(method, "ReportEval")) {
+    Fedc__V1__EvalReport req = FEDC__V1__EVAL_REPORT__INIT;
+    req.round = (1ull << 63) | 1; /* an evaluation id (FC_EVAL_ID_BIT) */
+    req.examples = 10;
+    fc_call_unary(g_ch, method, &req.base, &fedc__v1__eval_report_response__descriptor, &m, 10000, st);
   } else if (strstr(method, "SecAggSubmit")) {
     Fedc__V1__SecAggSubmitRequest req = FEDC__V1__SEC_AGG_SUBMIT_REQUEST__INIT;
     req.round = 1;
@@ -488,7 +493,8 @@ static void flood_call(const char *method, fc_status *st) {
 
 static int run_flood(int count) {
   static const char *const methods[] = {"/fedc.v1.Coordinator/UploadUpdate", "/fedc.v1.Coordinator/SecAggPoll",
-                                        "/fedc.v1.Coordinator/SecAggSubmit", "/fedc.v1.Coordinator/FetchModel"};
+                                        "/fedc.v1.Coordinator/SecAggSubmit", "/fedc.v1.Coordinator/FetchModel",
+                                        "/fedc.v1.Coordinator/ReportEval"};
   for (size_t k = 0; k < sizeof methods / sizeof *methods; k++) {
     int limited = 0, answered = 0, failed = 0;
     uint64_t t0 = fc_now_ms();

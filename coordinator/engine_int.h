@@ -1,0 +1,133 @@
+/*
+ * engine_int.h - the round engine's internals, shared by engine.c (training
+ * rounds, the client table, rate limits, Leave) and engine_eval.c (federated
+ * evaluation). Not an interface: everything else goes through engine.h.
+ * Like the engine itself, nothing here does I/O or reads a clock.
+ */
+#ifndef FEDC_COORD_ENGINE_INT_H
+#define FEDC_COORD_ENGINE_INT_H
+
+#include "coordinator/engine.h"
+
+enum client_round_state { CR_NONE = 0, CR_SELECTED, CR_TASKED, CR_UPLOADING, CR_DONE, CR_DROPPED };
+/* A client's part in an evaluation (ev_state for evaluation ev_round). */
+enum client_eval_state { EVR_NONE = 0, EVR_SELECTED, EVR_TASKED, EVR_REPORTING, EVR_DONE, EVR_DROPPED };
+
+typedef struct client_rec {
+  char name[65];
+  uint64_t last_seen;
+  uint64_t round;    /* round the fields below refer to */
+  int rstate;        /* enum client_round_state */
+  uint64_t last_done; /* last round whose update was accepted (duplicates stay duplicates) */
+  double checkin_tokens, upload_tokens; /* rate limits (see eng_take_token); evaluation reports take upload tokens */
+  uint64_t checkin_at, upload_at;       /* engine time of the last refill */
+  uint32_t offences;      /* secure aggregation: rounds in which it sent bad unmask shares */
+  uint64_t excluded_until; /* not selected before this engine time (repeat offenders) */
+  uint8_t left;       /* said Leave: not live until it checks in again */
+  uint8_t heard_done; /* was answered DONE since the federation finished (the drain waits for it) */
+  uint8_t ev_capable; /* said at its last check-in that it can evaluate (protocol 1.7) */
+  uint8_t ev_state;   /* enum client_eval_state, for evaluation ev_round */
+  uint64_t ev_round;
+} client_rec;
+
+/* The evaluation due or running, and one due while it runs (engine_eval.c). */
+typedef struct eng_eval {
+  int state;                 /* enum fc_eval_state */
+  uint64_t round, version;   /* the round whose model is evaluated, and that model */
+  uint8_t sha[FC_SHA256_LEN];
+  uint64_t due_ms;           /* when it became due: a pending one waits at most eval_ms for clients */
+  int has_next;              /* one more became due while this one runs */
+  uint64_t next_round, next_version, next_due_ms;
+  uint8_t next_sha[FC_SHA256_LEN];
+  int skipped;               /* one due was superseded before it started (SKIPPED) */
+  uint64_t skipped_round, skipped_version;
+  uint64_t started_ms, pickup_deadline, deadline;
+  uint32_t selected, tasked, received, reporting;
+  int sa_ready;
+  uint64_t draws;            /* cohorts drawn so far: seeds the next draw */
+  char reason[160];
+} eng_eval;
+
+struct fc_engine {
+  fc_engine_cfg cfg;
+  int state;
+  int paused;   /* by an admin: persisted across restarts */
+  int blocked;  /* by the coordinator (state directory not writable): not persisted */
+  uint64_t next_round;
+  uint64_t round;
+  uint64_t version;
+  uint8_t sha[FC_SHA256_LEN];
+  uint64_t completed, abandoned;
+  uint64_t budget;
+  /* clients: open-addressing hash table of indices into recs (start_round
+   * sorts recs by name: nothing may keep an index across engine calls) */
+  client_rec *recs;
+  uint32_t nrecs, caprecs;
+  uint32_t *slots;
+  uint32_t nslots;
+  /* current round */
+  uint64_t started_ms, pickup_deadline, deadline;
+  uint32_t selected, tasked, received, uploading;
+  uint64_t examples, bytes_in, bytes_out;
+  uint32_t counted; /* secure aggregation buckets: inputs that counted (0 = received) */
+  double loss_sum;
+  fc_round_stats last;
+  char abandon_reason[160];
+  uint32_t retry_ms; /* of the last RATE_LIMITED verdict */
+  double stranger_tokens; /* the bucket identities without a record share (cfg.stranger_rate) */
+  uint64_t stranger_at;
+  int live_dirty;            /* a client became live since the last count */
+  int live_short;            /* the last count found too few */
+  uint64_t live_counted_at;  /* engine time of the last count (enough_live) */
+  int sa_ready;              /* secure aggregation: the open stage has everything */
+  double expected;           /* Poisson sampling: expected cohort of the running round */
+  uint32_t lost;             /* members of the running round that left (fc_engine_leave) */
+  uint32_t replaced;         /* replacements drawn in the running round (seeds the next draw) */
+  uint32_t missed, added;    /* the last pick-up deadline: members dropped, replacements drawn */
+  int sa_reselect;           /* secure aggregation: the cohort changed before any task went out */
+  uint32_t max_retry_ms;     /* longest retry_after a check-in was told (the drain's timeout) */
+  eng_eval ev;               /* federated evaluation (engine_eval.c) */
+};
+
+/* The state in which uploads are taken: the masked inputs' stage with secure aggregation. */
+static inline int eng_upload_state(const fc_engine *e) { return e->cfg.secagg ? FC_ENG_SA_MASKED : FC_ENG_TRAINING; }
+
+/* A round is running (cohort selected, not yet finalized). */
+static inline int eng_running(int state) {
+  return state == FC_ENG_TRAINING || state == FC_ENG_AGGREGATING || state >= FC_ENG_SA_SHARE;
+}
+
+/* Saturating: durations come from configuration and may be huge; a wrapped
+ * sum would make every deadline already passed (or no client ever live). */
+static inline uint64_t eng_add_sat(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
+
+static inline int eng_is_live(const fc_engine *e, const client_rec *r, uint64_t now) {
+  return !r->left && eng_add_sat(r->last_seen, e->cfg.client_ttl_ms) >= now;
+}
+
+/* Live and not excluded for repeated offences: may be selected. */
+static inline int eng_selectable(const fc_engine *e, const client_rec *r, uint64_t now) {
+  return eng_is_live(e, r, now) && r->excluded_until <= now;
+}
+
+/* A token bucket in engine time: 1 and a token taken, or 0 with the wait
+ * until the next token in *retry_ms. A new record starts full. */
+int eng_take_token(double *tokens, uint64_t *at, double rate, double burst, uint64_t now, uint32_t *retry_ms);
+/* An identity without a record takes from the shared bucket: 1, or 0 with
+ * the wait in e->retry_ms. */
+int eng_stranger_token(fc_engine *e, uint64_t now);
+client_rec *eng_find(fc_engine *e, const char *name);
+uint32_t eng_hash_name(const char *s);
+
+/* ---- engine_eval.c, called by engine.c ---- */
+/* A round's model was published (e->completed counts it): due for evaluation? */
+void eng_eval_published(fc_engine *e, uint64_t now);
+/* At a check-in that passed the rate limit, before the training answer:
+ * FC_CHECKIN_EVAL (task set), FC_CHECKIN_WAIT (DONE held back while the final
+ * model's evaluation is still to draw), or 0: answer as for training. */
+int eng_eval_checkin(fc_engine *e, client_rec *r, uint64_t last_round, uint64_t now, fc_eval_info *task,
+                     uint32_t *retry_ms);
+/* The client left: out of the running evaluation's cohort. */
+void eng_eval_leave(fc_engine *e, client_rec *r);
+
+#endif

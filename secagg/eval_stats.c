@@ -1,0 +1,122 @@
+/*
+ * eval_stats.c - bounding, encoding and decoding federated evaluation's
+ * statistics (eval_stats.h has the vector's table). Exact and deterministic
+ * given the rounding stream: the counts are integers unless a clamp scaled
+ * them, and the loss and metric sums are fixed point with unbiased
+ * stochastic rounding, as the model updates are (secagg.h).
+ */
+#include "secagg/eval_stats.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "fedc/error.h"
+
+int fc_eval_name_ok(const char *name) {
+  size_t n = strlen(name);
+  if (n < 1 || n >= FC_EVAL_NAME_MAX) return 0;
+  for (size_t i = 0; i < n; i++) {
+    char ch = name[i];
+    if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' ||
+          ch == '.' || ch == '-'))
+      return 0;
+  }
+  return 1;
+}
+
+static double sane(double v) { return isfinite(v) && v > 0 ? v : 0; }
+
+void fc_eval_stats_clamp(fc_eval_stats *s, uint64_t max_examples, double value_max) {
+  s->examples = sane(s->examples);
+  s->correct = sane(s->correct);
+  s->loss_sum = sane(s->loss_sum);
+  if (s->nmetrics > FC_EVAL_METRICS_MAX) s->nmetrics = FC_EVAL_METRICS_MAX;
+  for (uint32_t j = 0; j < s->nmetrics; j++) {
+    s->metric_sum[j] = sane(s->metric_sum[j]);
+    s->metric_examples[j] = sane(s->metric_examples[j]);
+  }
+  if (!(value_max > 0) || !isfinite(value_max)) value_max = 0;
+  /* Too many examples: every total shrinks in proportion, so the means stay. */
+  if (s->examples > (double)max_examples) {
+    double f = (double)max_examples / s->examples;
+    s->examples = (double)max_examples;
+    s->correct *= f;
+    s->loss_sum *= f;
+    for (uint32_t j = 0; j < s->nmetrics; j++) s->metric_sum[j] *= f, s->metric_examples[j] *= f;
+  }
+  if (s->correct > s->examples) s->correct = s->examples;
+  if (s->loss_sum > s->examples * value_max) s->loss_sum = s->examples * value_max;
+  for (uint32_t j = 0; j < s->nmetrics; j++) {
+    if (s->metric_examples[j] > s->examples) s->metric_examples[j] = s->examples;
+    if (s->metric_sum[j] > s->metric_examples[j] * value_max) s->metric_sum[j] = s->metric_examples[j] * value_max;
+  }
+}
+
+double fc_eval_scale(uint32_t n, uint64_t max_examples, double value_max) {
+  const double top = 4294967295.0;
+  if (!n || !max_examples || !(value_max > 0) || (double)n * (double)max_examples >= top) return 0;
+  double room = (top - n) / n; /* per client: E V scale <= room */
+  return room / ((double)max_examples * value_max);
+}
+
+/* Unbiased stochastic rounding of v >= 0, at most `cap`. */
+static uint32_t round_stoch(double v, fc_rng *rng, double cap) {
+  double f = floor(v);
+  double q = f + (fc_rng_uniform_double(rng) < v - f);
+  if (q > cap) q = cap;
+  return (uint32_t)q;
+}
+
+void fc_eval_encode(const fc_eval_stats *s, double scale, fc_rng *rng, uint32_t *out) {
+  uint32_t ex = round_stoch(s->examples, rng, 4294967295.0);
+  out[0] = ex;
+  out[1] = round_stoch(s->correct, rng, ex); /* never above the examples it counts */
+  out[2] = round_stoch(s->loss_sum * scale, rng, 4294967295.0);
+  for (uint32_t j = 0; j < s->nmetrics; j++) {
+    out[3 + 2 * j] = round_stoch(s->metric_sum[j] * scale, rng, 4294967295.0);
+    out[4 + 2 * j] = round_stoch(s->metric_examples[j], rng, ex);
+  }
+  out[fc_eval_dim(s->nmetrics)] = 1;
+}
+
+int fc_eval_decode(const uint32_t *sum, uint32_t nmetrics, double scale, uint32_t n, uint64_t max_examples,
+                   double value_max, fc_eval_stats *out, uint32_t *clients) {
+  if (nmetrics > FC_EVAL_METRICS_MAX || !(scale > 0)) return FEDC_ERR_INVALID;
+  uint64_t dim = fc_eval_dim(nmetrics);
+  uint32_t w = sum[dim];
+  if (w == 0 || w > n) return FEDC_ERR_INVALID;
+  double per = (double)max_examples * value_max * scale + 1; /* one client's largest fixed-point sum */
+  double ex = sum[0];
+  if (ex > (double)w * (double)max_examples || sum[1] > sum[0] || sum[2] > (double)w * per) return FEDC_ERR_INVALID;
+  for (uint32_t j = 0; j < nmetrics; j++)
+    if (sum[3 + 2 * j] > (double)w * per || sum[4 + 2 * j] > sum[0]) return FEDC_ERR_INVALID;
+  fc_eval_stats s;
+  memset(&s, 0, sizeof s);
+  s.examples = ex;
+  s.correct = sum[1];
+  s.loss_sum = sum[2] / scale;
+  s.nmetrics = nmetrics;
+  for (uint32_t j = 0; j < nmetrics; j++) {
+    s.metric_sum[j] = sum[3 + 2 * j] / scale;
+    s.metric_examples[j] = sum[4 + 2 * j];
+  }
+  /* Names are the caller's (the task's list); keep any it put in *out. */
+  memcpy(s.names, out->names, sizeof s.names);
+  *out = s;
+  *clients = w;
+  return FEDC_OK;
+}
+
+void fc_eval_stats_add(fc_eval_stats *a, const fc_eval_stats *b) {
+  a->examples += b->examples;
+  a->correct += b->correct;
+  a->loss_sum += b->loss_sum;
+  if (!a->nmetrics) {
+    a->nmetrics = b->nmetrics;
+    memcpy(a->names, b->names, sizeof a->names);
+  }
+  for (uint32_t j = 0; j < a->nmetrics && j < b->nmetrics; j++) {
+    a->metric_sum[j] += b->metric_sum[j];
+    a->metric_examples[j] += b->metric_examples[j];
+  }
+}

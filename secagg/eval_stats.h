@@ -1,0 +1,81 @@
+/*
+ * eval_stats.h - federated evaluation's statistics, and the one vector
+ * layout both sides use when they travel under secure aggregation (kept once
+ * below client and coordinator, ARCHITECTURE.md).
+ *
+ * What a client reports for one evaluation task: over the examples it
+ * evaluated, their count, how many it classified right, the sum of their
+ * losses and, for each named metric the task asks for, the sum of the
+ * per-example values and the examples that sum covers. Every statistic is
+ * bounded by the task: at most max_examples examples count (a client that
+ * evaluated more scales its totals down to that many), and every per-example
+ * loss or metric value lies in [0, value_max]. So one client's share of any
+ * total is bounded, which is what keeps a secure sum from wrapping and a DP
+ * sensitivity finite.
+ *
+ * The secure-aggregation vector, u32 entries (sums mod 2^32 never wrap:
+ * fc_eval_scale picks the scale so that n clients' largest values fit):
+ *
+ *   | entry        | value                                         | per-client bound      |
+ *   |--------------|-----------------------------------------------|-----------------------|
+ *   | 0            | examples                                      | E                     |
+ *   | 1            | correct                                       | E                     |
+ *   | 2            | round_stochastic(loss_sum x scale)            | E V scale + 1         |
+ *   | 3 + 2j       | round_stochastic(metric j's sum x scale)      | E V scale + 1         |
+ *   | 4 + 2j       | metric j's examples                           | E                     |
+ *   | last         | 1 (the SecAgg weight: survivors are counted)  | 1                     |
+ *
+ * The "dim" of the SecAgg session is the entries before the weight.
+ */
+#ifndef FEDC_SECAGG_EVAL_STATS_H
+#define FEDC_SECAGG_EVAL_STATS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/rng.h"
+
+#define FC_EVAL_METRICS_MAX 4
+#define FC_EVAL_NAME_MAX 32      /* metric names: 1..31 of [A-Za-z0-9_.-] */
+#define FC_EVAL_VALUE_MAX 1e6    /* the largest value_max a task may announce */
+
+typedef struct fc_eval_stats {
+  double examples, correct, loss_sum; /* doubles: DP-noised totals are not integers */
+  uint32_t nmetrics;
+  char names[FC_EVAL_METRICS_MAX][FC_EVAL_NAME_MAX];
+  double metric_sum[FC_EVAL_METRICS_MAX];
+  double metric_examples[FC_EVAL_METRICS_MAX];
+} fc_eval_stats;
+
+/* A metric name the coordinator may announce: 1..31 of [A-Za-z0-9_.-]. */
+int fc_eval_name_ok(const char *name);
+/* Stat entries of the SecAgg vector (the session's dim; the weight is one more). */
+static inline uint64_t fc_eval_dim(uint32_t nmetrics) { return 3 + 2 * (uint64_t)nmetrics; }
+
+/* Bound one client's statistics as the task says, in place: negative or
+ * non-finite values become 0; more than max_examples examples scale every
+ * total down to max_examples (the accuracy and mean loss stay); correct <=
+ * examples; loss_sum <= examples x value_max; each metric's examples <=
+ * examples and its sum <= its examples x value_max. */
+void fc_eval_stats_clamp(fc_eval_stats *s, uint64_t max_examples, double value_max);
+
+/* The fixed-point scale for n clients (fc_eval_dim's table): the largest with
+ * n (E V scale + 1) <= 2^32 - 1, or 0 if even the counts cannot fit
+ * (n E >= 2^32). */
+double fc_eval_scale(uint32_t n, uint64_t max_examples, double value_max);
+
+/* One client's clamped statistics as the vector above (fc_eval_dim + 1
+ * entries; the counts are rounded stochastically if the clamp scaled them). */
+void fc_eval_encode(const fc_eval_stats *s, double scale, fc_rng *rng, uint32_t *out);
+
+/* The totals from the unmasked sum of the vectors of at most n clients:
+ * FEDC_OK with *clients (the weight entry) and *out, or FEDC_ERR_INVALID if
+ * the sum cannot be n or fewer clients' bounded vectors (a client that does
+ * not run our code sent values outside its bounds). */
+int fc_eval_decode(const uint32_t *sum, uint32_t nmetrics, double scale, uint32_t n, uint64_t max_examples,
+                   double value_max, fc_eval_stats *out, uint32_t *clients);
+
+/* a += b (names from b if a has none). */
+void fc_eval_stats_add(fc_eval_stats *a, const fc_eval_stats *b);
+
+#endif
