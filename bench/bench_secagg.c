@@ -170,6 +170,56 @@ static void bench_unmask(size_t params, int threads, const char *ns, const char 
   }
 }
 
+/* The clients' side of one round in the in-process harness: seconds all n
+ * clients spend in the core per stage (certificate and signature checks,
+ * key agreements, share encryption, masking), complete graph against the
+ * coordinator's default graph for n, at `params` parameters. */
+static void bench_clients(size_t params, int threads, const char *ns) {
+  char pki[] = "/tmp/fedc-bench-secagg-pki";
+  mkdir(pki, 0700);
+  char list[256];
+  snprintf(list, sizeof list, "%s", ns);
+  for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
+    uint32_t n = (uint32_t)atoi(tok);
+    if (n < FC_SA_MIN_COHORT || sa_harness_pki(pki, n) != FEDC_OK) return;
+    fc_sa_choice ch;
+    char why[300];
+    if (fc_sa_params_find(n, 0.05, 0.1, FC_SA_THREAT_MALICIOUS, &ch, why, sizeof why) != FEDC_OK) {
+      fprintf(stderr, "bench_secagg: n=%u: %s\n", n, why);
+      continue;
+    }
+    uint32_t ks[2] = {n - 1, ch.k}, ts[2] = {fc_sa_min_threshold(n - 1, 0), ch.t};
+    for (int g = 0; g < (ch.k == n - 1 ? 1 : 2); g++) {
+      sa_harness_cfg c;
+      memset(&c, 0, sizeof c);
+      c.n = n;
+      c.k = ks[g];
+      c.t = ts[g];
+      c.dim = params;
+      c.max_weight = 1000;
+      c.clip = 1.0f;
+      c.seed = 77 + n;
+      c.pki_dir = pki;
+      c.threads = threads;
+      sa_harness_result res;
+      double t0 = now_s();
+      if (sa_harness_run(&c, &res) != FEDC_OK || !res.completed) {
+        fprintf(stderr, "bench_secagg: n=%u k=%u: round failed: %s\n", n, c.k, res.why);
+        continue;
+      }
+      const double *s = res.client_stage_s;
+      printf("{\"bench\":\"secagg_clients\",\"n\":%u,\"k\":%u,\"t\":%u,\"params\":%zu,"
+             "\"per_client_s\":{\"advertise\":%.5f,\"shares\":%.5f,\"masked\":%.5f,\"consistency\":%.5f,"
+             "\"unmask\":%.5f},\"all_clients_s\":%.3f,\"coordinator_unmask_s\":%.3f,\"harness_s\":%.2f}\n",
+             n, c.k, c.t, params, s[FC_SA_ADVERTISE] / n, s[FC_SA_SHARE_KEYS] / n, s[FC_SA_MASKED] / n,
+             s[FC_SA_CONSISTENCY] / n, s[FC_SA_UNMASK] / n,
+             s[FC_SA_ADVERTISE] + s[FC_SA_SHARE_KEYS] + s[FC_SA_MASKED] + s[FC_SA_CONSISTENCY] + s[FC_SA_UNMASK],
+             res.unmask_s, now_s() - t0);
+      fflush(stdout);
+    }
+  }
+}
+
 /* Is `word` one of the comma-separated items of list? */
 static int has(const char *list, const char *word) {
   size_t n = strlen(word);
@@ -184,8 +234,9 @@ int main(int argc, char **argv) {
   const char *what = argc > 3 ? argv[3] : "prg,mask,unmask";
   const char *ns = argc > 4 ? argv[4] : "100,1000";
   const char *drops = argc > 5 ? argv[5] : "0,0.1,0.3";
-  bench_prg(params);
+  if (has(what, "prg") || has(what, "mask") || has(what, "unmask")) bench_prg(params);
   if (has(what, "mask")) bench_mask(params);
+  if (has(what, "clients")) bench_clients(params, threads, ns);
   if (has(what, "unmask")) bench_unmask(params, threads, ns, drops);
   return 0;
 }

@@ -54,6 +54,10 @@ struct fedc_client {
   int unclipped;       /* the round in progress: the clip stage left the update as it was (sent as
                           UpdateMeta.unclipped, Andrew et al. 2021's b_i) */
   fc_byz_cfg byz;      /* research attack (fc_client_byzantine), kind FC_BYZ_NONE normally */
+  /* Secure aggregation: neighbours' certificates verified in earlier rounds
+   * (crypto/cert_cache.h), so each is parsed and chain-checked once, not once
+   * per round; made again when the CA file changes. runtime_secagg.c. */
+  struct fc_cert_cache *sa_certs;
 };
 
 /* Research only (fedc sim): attack as cfg says (client/byzantine.h). */

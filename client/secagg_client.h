@@ -44,6 +44,10 @@ typedef struct fc_sa_client_cfg {
    * dropouts would need more than this many of our neighbours colluding with
    * it to unmask one input, 2t > k + 1 + colluders. 0: the base floor. */
   uint32_t colluders;
+  /* Certificates already verified against ca_pem (crypto/cert_cache.h),
+   * kept by the caller across rounds; borrowed, and must outlive the
+   * session. NULL, or a cache of another CA: the session keeps its own. */
+  struct fc_cert_cache *cert_cache;
 } fc_sa_client_cfg;
 
 enum fc_sa_client_state {

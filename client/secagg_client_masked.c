@@ -39,15 +39,11 @@ int fc_sa_client_receive_shares(fc_sa_client *c, const Fedc__V1__SecAggPollRespo
     if (p->have_share) return sa_client_fail(c, FEDC_ERR_PROTOCOL, "two shares from neighbour %u", s->from);
     if (s->nonce.len != FC_GCM_NONCE_LEN || s->ciphertext.len != FC_SA_SHARE_CT_LEN)
       return sa_client_fail(c, FEDC_ERR_PROTOCOL, "malformed share from %u", s->from);
-    uint8_t dh[32], key[32], pt[FC_SA_SHARE_PT_LEN], aad[FC_SA_AAD_LEN];
+    uint8_t pt[FC_SA_SHARE_PT_LEN], aad[FC_SA_AAD_LEN];
     fc_sa_share_aad(c->session, s->from, c->me, aad);
-    rc = fc_x25519(c->enc_sk, p->enc_pk, dh);
-    if (rc == FEDC_OK) rc = fc_sa_share_key(c->session, c->p.round, dh, s->from, c->me, key);
-    if (rc == FEDC_OK)
-      rc = fc_gcm_open(key, s->nonce.data, aad, sizeof aad, s->ciphertext.data, FC_SA_SHARE_PT_LEN,
-                       s->ciphertext.data + FC_SA_SHARE_PT_LEN, pt);
-    fc_wipe(dh, sizeof dh);
-    fc_wipe(key, sizeof key);
+    /* The key for s->from -> us, derived when we shared ours (round 1). */
+    rc = fc_gcm_open(p->share_key_in, s->nonce.data, aad, sizeof aad, s->ciphertext.data, FC_SA_SHARE_PT_LEN,
+                     s->ciphertext.data + FC_SA_SHARE_PT_LEN, pt);
     if (rc != FEDC_OK)
       return sa_client_fail(c, FEDC_ERR_CRYPTO, "share from neighbour %u fails authentication: tampered or replayed",
                             s->from);
@@ -84,7 +80,7 @@ int fc_sa_client_mask(fc_sa_client *c, uint32_t *out) {
     const sa_peer *p = &c->peers[i];
     if (!p->have_share) continue;
     uint8_t dh[32];
-    rc = fc_x25519(c->mask_sk, p->mask_pk, dh);
+    rc = fc_x25519_key_agree(c->mask_key, p->mask_pk, dh);
     if (rc == FEDC_OK) rc = fc_sa_pair_mask_key(c->session, c->p.round, dh, c->me, p->index, t[nt].key);
     fc_wipe(dh, sizeof dh);
     t[nt++].sign = fc_sa_pair_sign(c->me, p->index);

@@ -168,6 +168,7 @@ int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res) {
     goto out;
   }
   if ((rc = fc_sa_server_set_trust(srv, ca, "secagg-test")) != FEDC_OK) goto out;
+  fc_sa_server_use_cert_cache(srv, cfg->cert_cache);
   if (cfg->session_out) memcpy(cfg->session_out, fc_sa_server_session(srv), FC_SA_SESSION_LEN);
   if ((rc = fc_agg_secagg_create(p.dim + 1, 1, 4, &agg)) != FEDC_OK) goto out;
   agg->ops->round_begin(agg);
@@ -180,6 +181,7 @@ int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res) {
     cc.names = (const char *const *)names;
     cc.index = i + 1;
     cc.prg = cfg->prg;
+    cc.cert_cache = cfg->cert_cache;
     cc.ca_pem = ca;
     char *cert = slurp(cfg->pki_dir, "client-c%05u.crt", i + 1), *key = slurp(cfg->pki_dir, "client-c%05u.key", i + 1);
     cc.cert_pem = cert;
@@ -212,10 +214,13 @@ int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res) {
       Fedc__V1__SecAggSubmitRequest req = FEDC__V1__SEC_AGG_SUBMIT_REQUEST__INIT;
       Fedc__V1__SecAggPollResponse *in = NULL;
       int crc;
+      double ts = 0;
       if (stage == FC_SA_ADVERTISE) {
+        ts = now_s();
         crc = fc_sa_client_advertise(sc->c, &req);
       } else {
         if (!(in = poll(cfg, srv, idx, stage, &sc->bytes_down))) goto out;
+        ts = now_s();
         switch (stage) {
         case FC_SA_SHARE_KEYS: crc = fc_sa_client_share_keys(sc->c, in, &req); break;
         case FC_SA_MASKED: crc = fc_sa_client_receive_shares(sc->c, in); break;
@@ -224,6 +229,7 @@ int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res) {
         }
         protobuf_c_message_free_unpacked(&in->base, NULL);
       }
+      res->client_stage_s[stage] += now_s() - ts;
       if (crc != FEDC_OK) {
         client_abort(res, sc, idx);
         continue;
@@ -242,6 +248,7 @@ int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res) {
       double t0 = now_s();
       crc = fc_sa_client_mask(sc->c, y);
       res->client_mask_s += now_s() - t0;
+      res->client_stage_s[stage] += now_s() - t0;
       if (crc != FEDC_OK) {
         client_abort(res, sc, idx);
         continue;
