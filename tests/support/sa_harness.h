@@ -50,8 +50,8 @@ typedef struct sa_harness_result {
   double max_abs_err;       /* decoded average vs the float weighted average of the survivors */
   double err_bound;         /* n / (scale W): the documented worst case */
   double client_mask_s;     /* mean seconds one client spent masking */
-  double client_stage_s[6]; /* [FC_SA_*]: seconds all clients spent in the core's calls for that stage's input
-                             * and message (the masked stage includes masking), summed over the clients */
+  double client_stage_s[6]; /* [FC_SA_*]: CPU seconds all clients spent in the core's calls for that stage's
+                             * input and message (the masked stage includes masking), summed over the clients */
   double unmask_s;          /* coordinator: reconstruction + mask removal */
   size_t unmask_terms;
   uint64_t bytes_up_per_client;   /* mean bytes a client that saw every stage submitted, masked input included */
