@@ -21,7 +21,8 @@
 # machine is shared). Round 1 is left out of the medians (process start-up
 # and first connections). The SecAgg graph is the coordinator's default
 # unless SECAGG_ARGS says otherwise (e.g. SECAGG_ARGS="--secagg-neighbors 99"
-# for the complete graph at 100 clients).
+# for the complete graph at 100 clients). COORD_ARGS: fedc sim options for
+# both modes (e.g. COORD_ARGS="--coordinator-opt=--upload-slots=32").
 #
 #   bench/bench_secagg_round.sh BUILD_DIR [N] [R] [REPEATS]
 set -euo pipefail
@@ -30,6 +31,7 @@ N=${2:-100}
 R=${3:-4}
 REPEATS=${4:-1}
 read -r -a EXTRA <<<"${SECAGG_ARGS:-}"
+read -r -a BOTH <<<"${COORD_ARGS:-}"
 T=$(mktemp -d /tmp/fedc-bench-sa.XXXXXX)
 trap '[ "${KEEP:-0}" = 1 ] && echo "bench_secagg_round: kept $T" >&2 || rm -rf "$T"' EXIT
 
@@ -69,7 +71,7 @@ run() { # I MODE ARGS...
   load=$(cut -d' ' -f1 /proc/loadavg)
   echo "bench_secagg_round: run $i, $mode, $N clients, $R rounds (load $load)..." >&2
   rm -rf "$T/$mode"
-  "$B/fedc" sim --clients "$N" --cohort "$N" --rounds "$R" --seed 1 --json --out "$T/$mode" "$@" \
+  "$B/fedc" sim --clients "$N" --cohort "$N" --rounds "$R" --seed 1 --json --out "$T/$mode" ${BOTH[@]+"${BOTH[@]}"} "$@" \
     >"$T/$mode.jsonl" 2>"$T/$mode.err" || { tail -20 "$T/$mode.err" >&2; exit 1; }
   jq -s -c --arg mode "$mode" --argjson n "$N" --argjson i "$i" --argjson st "$(stages "$T/$mode/logs/coordinator.log")" \
     --argjson load "$load" '
