@@ -202,12 +202,8 @@ int rt_secagg_round(fedc_client *c, const Fedc__V1__Task *t, const float *delta,
   if (rc != FEDC_OK) goto fail;
   VANISH(FC_SA_SHARE_KEYS);
   if ((rc = submit(c, &req, st)) != FEDC_OK) goto fail;
-  /* Round 2: shares in; quantize -> mask -> upload. */
-  if ((rc = poll_stage(c, t->round, FC_SA_MASKED, deadline, &in, st)) != FEDC_OK) goto fail;
-  rc = fc_sa_client_receive_shares(sc, in);
-  protobuf_c_message_free_unpacked(&in->base, NULL);
-  in = NULL;
-  if (rc != FEDC_OK) goto fail;
+  /* Round 2: quantize -> mask ahead (while the others share) -> shares in ->
+   * the masks of neighbours that sent none out -> upload. */
   if (!(q = malloc(fc_sa_entries(p) * sizeof *q))) {
     rc = FEDC_ERR_NOMEM;
     snprintf(st->detail, sizeof st->detail, "out of memory for the masked input");
@@ -221,6 +217,12 @@ int rt_secagg_round(fedc_client *c, const Fedc__V1__Task *t, const float *delta,
     rc = reject(st, "cannot draw our share of the privacy noise");
     goto out;
   }
+  if ((rc = fc_sa_client_premask(sc, q)) != FEDC_OK) goto fail;
+  if ((rc = poll_stage(c, t->round, FC_SA_MASKED, deadline, &in, st)) != FEDC_OK) goto fail;
+  rc = fc_sa_client_receive_shares(sc, in);
+  protobuf_c_message_free_unpacked(&in->base, NULL);
+  in = NULL;
+  if (rc != FEDC_OK) goto fail;
   if ((rc = fc_sa_client_mask(sc, q)) != FEDC_OK) goto fail;
   /* Research: a client not running our code can put any weight in its
    * masked input; the mask hides it until the sum is unmasked. */

@@ -20,6 +20,8 @@ typedef struct sa_peer {
   /* Round 1: the key of its share ciphertext to us (v -> u), derived with
    * ours (u -> v) from the one agreement X25519(c_u, c_v): secret. */
   uint8_t share_key_in[32];
+  int premasked;                  /* its pairwise mask is in the premasked vector */
+  uint8_t mask_key[FC_SA_KEY_LEN]; /* ... under this key (secret) */
   uint8_t seed_share[32], key_share[32]; /* our shares of its b and s^SK: secret */
 } sa_peer;
 
@@ -44,6 +46,7 @@ struct fc_sa_client {
    * sent in the unmasking, so a survivor's seed needs t of its neighbourhood
    * with itself, not t of its neighbours alone. */
   uint8_t own_seed_share[32];
+  int premasked;       /* fc_sa_client_premask ran: the self mask and the premasked peers' are in */
   uint32_t *survivors; /* the list signed in round 3 */
   size_t nsurvivors;
   char why[256];

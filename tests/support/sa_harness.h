@@ -36,6 +36,10 @@ typedef struct sa_harness_cfg {
    * coordinator's (fc_sa_server_use_cert_cache) verified certificates, as a
    * runtime keeps them across rounds. NULL: each keeps its own. */
   struct fc_cert_cache *cert_cache;
+  /* As the runtime does: each client masks its input ahead of time right
+   * after sending its shares (fc_sa_client_premask), then takes out the
+   * masks of neighbours that sent none. 0: all masking after the shares. */
+  int premask;
 } sa_harness_cfg;
 
 typedef struct sa_harness_result {
