@@ -9,6 +9,10 @@
  *            masked too) with k pairwise masks + 1 self mask through
  *            fc_sa_mask_apply, for k = 16, 32, 99; baseline: the AES-CTR
  *            keystream of the same bytes. ratio = mask / keystream (goal <= 1.5).
+ *   clients  the clients' CPU per stage of a round in the same harness, the
+ *            complete graph against the coordinator's default one (k, t from
+ *            fc_sa_params_default), a first round and a second one whose
+ *            neighbours' certificates were verified in the first.
  *   unmask   a whole round in the in-process harness (real client and
  *            coordinator cores, real X25519/HKDF/GCM/Shamir/signatures) for
  *            n = 100 and 1,000 at 0%, 10%, 30% dropout after sharing keys
@@ -22,7 +26,7 @@
  *            threads; whether the sum was exact; and the bytes one client
  *            sent against the plaintext update's.
  *
- *   bench_secagg [params=1000000] [threads=2] [what=prg,mask,unmask] [ns=100,1000] [drops=0,0.1,0.3]
+ *   bench_secagg [params=1000000] [threads=2] [what=prg,mask,unmask|clients] [ns=100,1000] [drops=0,0.1,0.3]
  */
 #include <math.h>
 #include <openssl/evp.h>
@@ -32,7 +36,9 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "common/fileutil.h"
 #include "common/rng.h"
+#include "crypto/cert_cache.h"
 #include "crypto/sa_crypto.h"
 #include "fedc/error.h"
 #include "secagg/params.h"
@@ -170,6 +176,72 @@ static void bench_unmask(size_t params, int threads, const char *ns, const char 
   }
 }
 
+/* The clients' side of a round in the in-process harness: CPU seconds all n
+ * clients spend in the core per stage (certificate and signature checks, key
+ * agreements, share encryption, masking), complete graph against the
+ * coordinator's default graph for n (fc_sa_params_default, min_updates n), at
+ * `params` parameters. Two rounds per graph with one verified-certificate
+ * cache for everyone, as the runtimes keep it: round 1 verifies each
+ * certificate, round 2 finds them all. */
+static void bench_clients(size_t params, int threads, const char *ns) {
+  char pki[] = "/tmp/fedc-bench-secagg-pki";
+  mkdir(pki, 0700);
+  char list[256];
+  snprintf(list, sizeof list, "%s", ns);
+  for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
+    uint32_t n = (uint32_t)atoi(tok);
+    if (n < FC_SA_MIN_COHORT || sa_harness_pki(pki, n) != FEDC_OK) return;
+    fc_sa_choice ch;
+    fc_sa_params_default(n, FC_SA_DEFAULT_CORRUPT, FC_SA_DEFAULT_DROPOUT, n, &ch);
+    uint32_t ks[2] = {n - 1, ch.k}, ts[2] = {fc_sa_min_threshold(n - 1, 0), ch.t};
+    char capath[300], *ca = NULL;
+    size_t calen = 0;
+    snprintf(capath, sizeof capath, "%s/ca.crt", pki);
+    if (fc_read_file(capath, 1 << 20, &ca, &calen) != FEDC_OK) return;
+    for (int g = 0; g < (ch.complete ? 1 : 2); g++) {
+      fc_cert_cache *cache = NULL;
+      char why[300];
+      if (fc_cert_cache_create(ca, calen, 2 * n, &cache, why, sizeof why) != FEDC_OK) break;
+      for (uint64_t round = 1; round <= 2; round++) {
+        sa_harness_cfg c;
+        memset(&c, 0, sizeof c);
+        c.n = n;
+        c.k = ks[g];
+        c.t = ts[g];
+        c.dim = params;
+        c.max_weight = 1000;
+        c.clip = 1.0f;
+        c.round = round;
+        c.seed = 77 + n + round;
+        c.pki_dir = pki;
+        c.threads = threads;
+        c.cert_cache = cache;
+        c.premask = 1; /* the runtime's order */
+        sa_harness_result res;
+        uint64_t v0 = fc_cert_cache_verifications(cache);
+        double t0 = now_s();
+        if (sa_harness_run(&c, &res) != FEDC_OK || !res.completed) {
+          fprintf(stderr, "bench_secagg: n=%u k=%u: round failed: %s\n", n, c.k, res.why);
+          break;
+        }
+        const double *s = res.client_stage_s;
+        printf("{\"bench\":\"secagg_clients\",\"n\":%u,\"k\":%u,\"t\":%u,\"params\":%zu,\"round\":%llu,"
+               "\"certificates_verified\":%llu,\"per_client_cpu_s\":{\"advertise\":%.5f,\"shares\":%.5f,"
+               "\"masked\":%.5f,\"consistency\":%.5f,\"unmask\":%.5f},\"all_clients_cpu_s\":%.3f,"
+               "\"coordinator_unmask_s\":%.3f,\"harness_s\":%.2f}\n",
+               n, c.k, c.t, params, (unsigned long long)round,
+               (unsigned long long)(fc_cert_cache_verifications(cache) - v0), s[FC_SA_ADVERTISE] / n,
+               s[FC_SA_SHARE_KEYS] / n, s[FC_SA_MASKED] / n, s[FC_SA_CONSISTENCY] / n, s[FC_SA_UNMASK] / n,
+               s[FC_SA_ADVERTISE] + s[FC_SA_SHARE_KEYS] + s[FC_SA_MASKED] + s[FC_SA_CONSISTENCY] + s[FC_SA_UNMASK],
+               res.unmask_s, now_s() - t0);
+        fflush(stdout);
+      }
+      fc_cert_cache_destroy(cache);
+    }
+    free(ca);
+  }
+}
+
 /* Is `word` one of the comma-separated items of list? */
 static int has(const char *list, const char *word) {
   size_t n = strlen(word);
@@ -184,8 +256,9 @@ int main(int argc, char **argv) {
   const char *what = argc > 3 ? argv[3] : "prg,mask,unmask";
   const char *ns = argc > 4 ? argv[4] : "100,1000";
   const char *drops = argc > 5 ? argv[5] : "0,0.1,0.3";
-  bench_prg(params);
+  if (has(what, "prg") || has(what, "mask") || has(what, "unmask")) bench_prg(params);
   if (has(what, "mask")) bench_mask(params);
+  if (has(what, "clients")) bench_clients(params, threads, ns);
   if (has(what, "unmask")) bench_unmask(params, threads, ns, drops);
   return 0;
 }

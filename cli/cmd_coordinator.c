@@ -285,10 +285,20 @@ static const copt options[] = {
     OPT_BOOL("secagg", c.engine.secagg,
              "secure aggregation (SecAgg+): the coordinator learns only the sum of the cohort's clipped updates"),
     OPT_RANGE("secagg-neighbors", T_U32, c.secagg_k,
-              "secure aggregation: neighbours per client, k (0 = all: the complete graph; see `fedc secagg-params`)",
+              "secure aggregation: neighbours per client, k (0 = with --secagg-threshold 0, k and t from Bell et "
+              "al.'s bounds for the cohort, --secagg-corrupt, --secagg-dropout and --min-updates, as `fedc "
+              "secagg-params`; the cohort - 1 or more = all: the complete graph)",
               0, 10000),
     OPT_RANGE("secagg-threshold", T_U32, c.secagg_t,
-              "secure aggregation: Shamir threshold t (0 = a majority of each neighbourhood)", 0, 10000),
+              "secure aggregation: Shamir threshold t (0 = automatic: the bounds' t, or with --secagg-neighbors a "
+              "majority of each neighbourhood; set alone, it keeps the complete graph)",
+              0, 10000),
+    OPT_NUM("secagg-corrupt", T_F64, c.secagg_corrupt,
+            "secure aggregation: fraction of the cohort the default graph assumes may collude with a coordinator "
+            "that lies about dropouts (rounded up to whole clients)"),
+    OPT_NUM("secagg-dropout", T_F64, c.secagg_dropout,
+            "secure aggregation: fraction of the cohort the default graph assumes may drop out (at least the share "
+            "--min-updates lets go)"),
     OPT_STR("metrics-listen", c.metrics_listen,
             "HTTP address for /metrics (Prometheus), /healthz, /readyz, e.g. 127.0.0.1:9464 or :9464 (loopback) "
             "(plain HTTP, no authentication: counts only); off by default",
@@ -483,6 +493,10 @@ static int apply(settings *s, int i, const char *val, origin from) {
     double v = strtod(val, &end);
     if (errno || end == val || *end || !(v >= 0) || v > 1e30) goto bad;
     if ((strcmp(o->name, "cohort-fraction") == 0 || strcmp(o->name, "eval-fraction") == 0) && v > 1) goto bad;
+    if ((strcmp(o->name, "secagg-corrupt") == 0 || strcmp(o->name, "secagg-dropout") == 0) && v >= 1) {
+      snprintf(why, sizeof why, " (a fraction: at least 0, below 1)");
+      goto bad;
+    }
     if (o->type == T_F64) *(double *)p = v;
     else
       *(float *)p = (float)v;

@@ -32,6 +32,7 @@
 #include "common/log.h"
 #include "common/manifest.h"
 #include "common/rng.h"
+#include "crypto/cert_cache.h"
 #include "fedc/client.h"
 #include "fedc/v1/fedc.pb-c.h"
 #include "transport/tensor_stream.h"
@@ -145,6 +146,7 @@ FEDC_API void fedc_client_destroy(fedc_client *c) {
   fc_channel_destroy(c->ch);
   free(c->weights);
   free(c->ca_pem);
+  fc_cert_cache_destroy(c->sa_certs);
   pthread_mutex_destroy(&c->mu);
   pthread_cond_destroy(&c->cv);
   if (c->transport_up) fc_transport_shutdown();

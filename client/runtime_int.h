@@ -60,6 +60,10 @@ struct fedc_client {
   int reached;         /* a check-in was answered: there is a coordinator to say Leave to */
   int heard_done;      /* the coordinator said DONE: the federation finished, nothing to leave */
   uint64_t last_eval;  /* the last evaluation task's id handled (reported or skipped) */
+  /* Secure aggregation: neighbours' certificates verified in earlier rounds
+   * (crypto/cert_cache.h), so each is parsed and chain-checked once, not once
+   * per round; made again when the CA file changes. runtime_secagg.c. */
+  struct fc_cert_cache *sa_certs;
 };
 
 /* Research only (fedc sim): attack as cfg says (client/byzantine.h). */

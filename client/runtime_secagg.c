@@ -22,12 +22,17 @@
 #include "common/clock.h"
 #include "common/fileutil.h"
 #include "common/log.h"
+#include "crypto/cert_cache.h"
 #include "crypto/keyfile.h"
 #include "crypto/sa_crypto.h"
 #include "fedc/error.h"
 
 #define MOD "client"
 #define PEM_MAX (64 * 1024)
+/* Verified certificates kept across rounds: the neighbours of about 1,000
+ * rounds at k ~ 30, a few hundred KiB; a session's own neighbours are kept
+ * while it runs whatever the count (crypto/cert_cache.h). */
+#define RT_SA_CERT_CACHE 1024
 
 void fc_client_secagg_drop(fedc_client *c, const double drop[6], uint64_t seed, int halt) {
   memcpy(c->sa_drop, drop, sizeof c->sa_drop);
@@ -222,6 +227,17 @@ int rt_secagg_exchange(fedc_client *c, const Fedc__V1__Task *t, const rt_sa_inpu
   cfg.ca_pem = ca;
   cfg.cert_pem = cert;
   cfg.key_pem = key;
+  /* Neighbours' certificates verified in earlier rounds: kept across rounds
+   * (the same peers come back), dropped when the CA changes. */
+  if (c->sa_certs && !fc_cert_cache_same_ca(c->sa_certs, ca, strlen(ca))) {
+    fc_cert_cache_destroy(c->sa_certs);
+    c->sa_certs = NULL;
+  }
+  if (!c->sa_certs && fc_cert_cache_create(ca, strlen(ca), RT_SA_CERT_CACHE, &c->sa_certs, why, sizeof why) != FEDC_OK)
+    c->sa_certs = NULL; /* the session makes its own, and says what is wrong with the CA */
+  cfg.cert_cache = c->sa_certs;
+  uint64_t checked0 = c->sa_certs ? fc_cert_cache_verifications(c->sa_certs) : 0;
+  uint64_t known0 = c->sa_certs ? fc_cert_cache_hits(c->sa_certs) : 0;
   if ((rc = fc_sa_client_create(&cfg, &sc, why, sizeof why)) != FEDC_OK) {
     rc = reject(st, why);
     goto out;
@@ -242,18 +258,20 @@ int rt_secagg_exchange(fedc_client *c, const Fedc__V1__Task *t, const rt_sa_inpu
   if (rc != FEDC_OK) goto fail;
   VANISH(FC_SA_SHARE_KEYS);
   if ((rc = submit(c, &req, st)) != FEDC_OK) goto fail;
-  /* Round 2: shares in; quantize -> mask -> upload. */
-  if ((rc = poll_stage(c, t->round, FC_SA_MASKED, deadline, &in, st)) != FEDC_OK) goto fail;
-  rc = fc_sa_client_receive_shares(sc, in);
-  protobuf_c_message_free_unpacked(&in->base, NULL);
-  in = NULL;
-  if (rc != FEDC_OK) goto fail;
+  /* Round 2: quantize -> mask ahead (while the others share) -> shares in ->
+   * the masks of neighbours that sent none out -> upload. */
   if (!(q = malloc(fc_sa_entries(p) * sizeof *q))) {
     rc = FEDC_ERR_NOMEM;
     snprintf(st->detail, sizeof st->detail, "out of memory for the masked input");
     goto out;
   }
   if ((rc = input->fill(input->ctx, p, q, st)) != FEDC_OK) goto out;
+  if ((rc = fc_sa_client_premask(sc, q)) != FEDC_OK) goto fail;
+  if ((rc = poll_stage(c, t->round, FC_SA_MASKED, deadline, &in, st)) != FEDC_OK) goto fail;
+  rc = fc_sa_client_receive_shares(sc, in);
+  protobuf_c_message_free_unpacked(&in->base, NULL);
+  in = NULL;
+  if (rc != FEDC_OK) goto fail;
   if ((rc = fc_sa_client_mask(sc, q)) != FEDC_OK) goto fail;
   VANISH(FC_SA_MASKED);
   if ((rc = input->send(input->ctx, p, q, deadline, st)) != FEDC_OK) goto out;
@@ -276,12 +294,17 @@ int rt_secagg_exchange(fedc_client *c, const Fedc__V1__Task *t, const rt_sa_inpu
     if (req.unmask[i]->share.len) req.unmask[i]->share.data[0] ^= 1;
   VANISH(FC_SA_UNMASK);
   if ((rc = submit(c, &req, st)) != FEDC_OK) goto fail;
-  if (t->eval)
-    FC_INFO(MOD, "evaluation %llu: secure aggregation done (masked statistics and unmask shares delivered)",
-            (unsigned long long)(t->round & ~(1ull << 63)));
+  if (c->sa_certs)
+    FC_INFO(MOD, "%s %llu: secure aggregation done (masked %s and unmask shares delivered; neighbours' "
+                 "certificates: %llu checked, %llu verified in an earlier round)",
+            t->eval ? "evaluation" : "round", (unsigned long long)(t->round & ~(1ull << 63)),
+            t->eval ? "statistics" : "input",
+            (unsigned long long)(fc_cert_cache_verifications(c->sa_certs) - checked0),
+            (unsigned long long)(fc_cert_cache_hits(c->sa_certs) - known0));
   else
-    FC_INFO(MOD, "round %llu: secure aggregation done (masked input and unmask shares delivered)",
-            (unsigned long long)t->round);
+    FC_INFO(MOD, "%s %llu: secure aggregation done (masked %s and unmask shares delivered)",
+            t->eval ? "evaluation" : "round", (unsigned long long)(t->round & ~(1ull << 63)),
+            t->eval ? "statistics" : "input");
   rc = FEDC_OK;
   goto out;
 fail:

@@ -51,16 +51,24 @@ sa_peer *sa_client_peer(fc_sa_client *c, uint32_t index) {
   return NULL;
 }
 
-int sa_client_check_cert(fc_sa_client *c, const char *pem, size_t len, uint32_t index) {
-  char err[300], fed[64], role[16], name[72];
-  int rc = fc_pki_verify_pem(c->ca_pem, strlen(c->ca_pem), pem, len, err, sizeof err);
+int sa_client_check_cert(fc_sa_client *c, const char *pem, size_t len, uint32_t index, fc_cert **out) {
+  char err[300];
+  const char *fed, *role, *name;
+  fc_cert *x = NULL;
+  /* Parsed and chain-checked once per distinct certificate (the cache is
+   * keyed by its bytes, not by who sent it); the identity is checked here
+   * every time, against this round's cohort. */
+  int rc = fc_cert_cache_get(c->certs, pem, len, &x, err, sizeof err);
+  if (rc == FEDC_ERR_NOMEM) return sa_client_fail(c, rc, "out of memory");
   if (rc != FEDC_OK)
     return sa_client_fail(c, FEDC_ERR_TLS, "certificate of neighbour %u does not verify: %s", index, err);
-  rc = fc_pki_identity_from_pem(pem, len, fed, sizeof fed, role, sizeof role, name, sizeof name);
-  if (rc != FEDC_OK || strcmp(role, "client") != 0 || strcmp(fed, c->federation) != 0 ||
-      strcmp(name, c->names[index - 1]) != 0)
+  if (fc_cert_identity(x, &fed, &role, &name) != FEDC_OK || strcmp(role, "client") != 0 ||
+      strcmp(fed, c->federation) != 0 || strcmp(name, c->names[index - 1]) != 0) {
+    fc_cert_release(x);
     return sa_client_fail(c, FEDC_ERR_PROTOCOL, "certificate forwarded for neighbour %u (%s) names someone else",
                           index, c->names[index - 1]);
+  }
+  *out = x;
   return FEDC_OK;
 }
 
@@ -112,6 +120,17 @@ int fc_sa_client_create(const fc_sa_client_cfg *cfg, fc_sa_client **out, char *w
   if (!(c->ca_pem = dupstr(cfg->ca_pem)) || !(c->cert_pem = dupstr(cfg->cert_pem)) ||
       !(c->key_pem = dupstr(cfg->key_pem)))
     goto fail;
+  if (cfg->cert_cache && fc_cert_cache_same_ca(cfg->cert_cache, c->ca_pem, strlen(c->ca_pem))) {
+    c->certs = cfg->cert_cache;
+  } else {
+    /* One session's worth: each neighbour's certificate, once. */
+    if ((rc = fc_cert_cache_create(c->ca_pem, strlen(c->ca_pem), p->k + 1, &c->own_certs, why, whylen)) != FEDC_OK) {
+      if (rc != FEDC_ERR_NOMEM) rc = FEDC_ERR_INVALID;
+      goto fail;
+    }
+    c->certs = c->own_certs;
+    rc = FEDC_ERR_NOMEM;
+  }
   char role[16], name[72];
   if (fc_pki_identity_from_pem(c->cert_pem, strlen(c->cert_pem), c->federation, sizeof c->federation, role,
                                sizeof role, name, sizeof name) != FEDC_OK ||
@@ -150,7 +169,7 @@ void fc_sa_client_destroy(fc_sa_client *c) {
   if (!c) return;
   for (uint32_t i = 0; c->names && i < c->p.n; i++) free(c->names[i]);
   free(c->names);
-  for (uint32_t i = 0; c->peers && i < c->npeers; i++) free(c->peers[i].cert_pem);
+  for (uint32_t i = 0; c->peers && i < c->npeers; i++) fc_cert_release(c->peers[i].cert);
   if (c->peers) fc_wipe(c->peers, c->npeers * sizeof *c->peers);
   free(c->peers);
   if (c->key_pem) fc_wipe(c->key_pem, strlen(c->key_pem));
@@ -158,6 +177,9 @@ void fc_sa_client_destroy(fc_sa_client *c) {
   free(c->cert_pem);
   free(c->ca_pem);
   free(c->survivors);
+  fc_x25519_key_free(c->enc_key);
+  fc_x25519_key_free(c->mask_key);
+  fc_cert_cache_destroy(c->own_certs);
   fc_sa_graph_free(&c->graph);
   fc_wipe(c, sizeof *c);
   free(c);

@@ -44,6 +44,10 @@ typedef struct fc_sa_client_cfg {
    * dropouts would need more than this many of our neighbours colluding with
    * it to unmask one input, 2t > k + 1 + colluders. 0: the base floor. */
   uint32_t colluders;
+  /* Certificates already verified against ca_pem (crypto/cert_cache.h),
+   * kept by the caller across rounds; borrowed, and must outlive the
+   * session. NULL, or a cache of another CA: the session keeps its own. */
+  struct fc_cert_cache *cert_cache;
 } fc_sa_client_cfg;
 
 enum fc_sa_client_state {
@@ -78,6 +82,14 @@ int fc_sa_client_receive_shares(fc_sa_client *c, const Fedc__V1__SecAggPollRespo
  * runs before and is separate, so tests can compare secure and plaintext
  * sums of the very same quantized vectors. */
 int fc_sa_client_mask(fc_sa_client *c, uint32_t *vec);
+/* Optional, after share_keys and before receive_shares: mask vec ahead of
+ * time with the self mask and the pairwise mask of every neighbour whose
+ * keys were verified, while the other clients still share theirs; then
+ * fc_sa_client_mask on the same vec only takes out the masks of neighbours
+ * that sent no shares (usually none). The result is the same vector, and the
+ * work between the masked stage opening and the upload is one expansion per
+ * missing neighbour instead of k + 1. */
+int fc_sa_client_premask(fc_sa_client *c, uint32_t *vec);
 int fc_sa_client_consistency(fc_sa_client *c, const Fedc__V1__SecAggPollResponse *in,
                              Fedc__V1__SecAggSubmitRequest *out);
 int fc_sa_client_unmask(fc_sa_client *c, const Fedc__V1__SecAggPollResponse *in, Fedc__V1__SecAggSubmitRequest *out);

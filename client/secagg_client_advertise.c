@@ -17,7 +17,9 @@ int fc_sa_client_advertise(fc_sa_client *c, Fedc__V1__SecAggSubmitRequest *out) 
   int rc = sa_client_expect(c, FC_SAC_ADVERTISE, "advertise");
   if (rc != FEDC_OK) return rc;
   if ((rc = fc_x25519_keygen(c->enc_sk, c->enc_pk)) != FEDC_OK ||
-      (rc = fc_x25519_keygen(c->mask_sk, c->mask_pk)) != FEDC_OK)
+      (rc = fc_x25519_keygen(c->mask_sk, c->mask_pk)) != FEDC_OK ||
+      (rc = fc_x25519_key_new(c->enc_sk, &c->enc_key)) != FEDC_OK ||
+      (rc = fc_x25519_key_new(c->mask_sk, &c->mask_key)) != FEDC_OK)
     return sa_client_fail(c, rc, "secure aggregation: key generation failed");
   uint8_t msg[FC_SA_ADV_MSG_LEN], sig[FC_SIG_MAX];
   size_t siglen = sizeof sig;

@@ -39,19 +39,20 @@ static int check_keys(fc_sa_client *c, const Fedc__V1__SecAggPollResponse *in) {
       return sa_client_fail(c, FEDC_ERR_PROTOCOL, "malformed keys of neighbour %u", k->index);
     if (memcmp(k->enc_pk.data, k->mask_pk.data, 32) == 0)
       return sa_client_fail(c, FEDC_ERR_PROTOCOL, "neighbour %u uses one key for both purposes", k->index);
-    size_t cl = strlen(k->certificate);
-    int rc = sa_client_check_cert(c, k->certificate, cl, k->index);
+    fc_cert *cert = NULL;
+    int rc = sa_client_check_cert(c, k->certificate, strlen(k->certificate), k->index, &cert);
     if (rc != FEDC_OK) return rc;
     uint8_t msg[FC_SA_ADV_MSG_LEN];
     fc_sa_advertise_msg(c->session, k->index, k->enc_pk.data, k->mask_pk.data, msg);
-    if (fc_verify_pem(k->certificate, cl, msg, sizeof msg, k->signature.data, k->signature.len) != FEDC_OK)
+    if (fc_cert_verify(cert, msg, sizeof msg, k->signature.data, k->signature.len) != FEDC_OK) {
+      fc_cert_release(cert);
       return sa_client_fail(c, FEDC_ERR_CRYPTO,
                             "keys of neighbour %u are not signed by its certificate for this session: substituted or replayed",
                             k->index);
+    }
     memcpy(p->enc_pk, k->enc_pk.data, 32);
     memcpy(p->mask_pk, k->mask_pk.data, 32);
-    if (!(p->cert_pem = (char *)sa_dupbytes(k->certificate, cl + 1)))
-      return sa_client_fail(c, FEDC_ERR_NOMEM, "out of memory");
+    p->cert = cert; /* its round-3 signature is checked with the same key */
     p->have_keys = 1;
   }
   return FEDC_OK;
@@ -91,7 +92,7 @@ int fc_sa_client_share_keys(fc_sa_client *c, const Fedc__V1__SecAggPollResponse 
   }
   memcpy(c->own_seed_share, bsh[m - 1], 32); /* ours of s_u^SK is never needed: we are not dropped if we answer */
   for (uint32_t j = 0; j + 1 < m; j++) {
-    const sa_peer *p = sa_client_peer(c, xs[j]);
+    sa_peer *p = sa_client_peer(c, xs[j]);
     uint8_t dh[32], key[32], pt[FC_SA_SHARE_PT_LEN], aad[FC_SA_AAD_LEN], nonce[FC_GCM_NONCE_LEN];
     Fedc__V1__SecAggShare *s = malloc(sizeof *s);
     if (!s) {
@@ -116,8 +117,11 @@ int fc_sa_client_share_keys(fc_sa_client *c, const Fedc__V1__SecAggPollResponse 
     memcpy(pt + 8, bsh[j], 32);
     memcpy(pt + 40, ssh[j], 32);
     fc_sa_share_aad(c->session, c->me, p->index, aad);
-    rc = fc_x25519(c->enc_sk, p->enc_pk, dh);
+    /* One agreement for both directions: our key to it now, its key to us
+     * for the masked stage (secagg_client_masked.c). */
+    rc = fc_x25519_key_agree(c->enc_key, p->enc_pk, dh);
     if (rc == FEDC_OK) rc = fc_sa_share_key(c->session, c->p.round, dh, c->me, p->index, key);
+    if (rc == FEDC_OK) rc = fc_sa_share_key(c->session, c->p.round, dh, p->index, c->me, p->share_key_in);
     if (rc == FEDC_OK) rc = fc_random_bytes(nonce, sizeof nonce);
     if (rc == FEDC_OK)
       rc = fc_gcm_seal(key, nonce, aad, sizeof aad, pt, sizeof pt, s->ciphertext.data,

@@ -111,6 +111,9 @@ struct fc_coord {
   fc_agg *bagg;     /* bucketing: the robust rule over the buckets' means (NULL without) */
   volatile int sa_abort; /* stops mask expansion when shutting down */
   struct coord_eval *ev;  /* federated evaluation (coord_eval.c); under mu */
+  /* Members' certificates verified in earlier rounds (crypto/cert_cache.h),
+   * so each is parsed and chain-checked once; under mu. */
+  struct fc_cert_cache *sa_certs;
 };
 
 /* ---- coord_secagg.c (all under c->mu unless said) ---- */
@@ -123,6 +126,8 @@ int coord_sa_cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen);
 void coord_dp_split(const fc_coord *c, double expected, double *zu, double *sb);
 /* The round ended (published or abandoned): drop the session. */
 void coord_sa_end(fc_coord *c);
+/* The coordinator is going away: what secure aggregation kept across rounds. */
+void coord_sa_free(fc_coord *c);
 
 /* ---- coord_limits.c: per-identity call limits; refusals and the audit budget ---- */
 enum { COORD_LIM_POLL, COORD_LIM_CALLS, COORD_LIM_ADMIN, COORD_LIM_N };

@@ -5,14 +5,26 @@
  * each client sees) and the wire (SecAggSubmit / SecAggPoll, and masked
  * uploads through UploadUpdate). See coord_int.h for the calling rules.
  *
- * Parameters per round: n = the cohort; k = secagg_k neighbours (0 or
- * >= n-1: the complete graph of the original SecAgg; an odd k is rounded up
- * to even, as the Harary graph needs); t = secagg_t, by default a majority of
- * a neighbourhood with the client itself: floor((k+1)/2) + 1 (Bonawitz et
- * al. 2017 need t > n/2 against an active adversary), at most k. That
- * default is the floor every client insists on, 2t > k + 1 (secagg.h,
+ * Parameters per instance of n clients (the cohort, or a bucket):
+ *  - secagg_k and secagg_t 0 (the default), one instance: k and t from Bell
+ *    et al. 2020's bounds for n (secagg/params.h, fc_sa_params_default):
+ *    against a coordinator that lies about dropouts, with
+ *    ceil(secagg_corrupt n) corrupt clients and max(ceil(secagg_dropout n),
+ *    n - min_updates) dropped (clients sign survivor lists down to
+ *    min_updates, so that many can be claimed dropped); the complete graph
+ *    where nothing sparser meets the bounds (small cohorts). The bounds' t
+ *    meets the floor below.
+ *  - buckets, or secagg_t alone: the complete graph (buckets are small, and
+ *    a bucket has no survivor floor but t to size a sparse graph by; a
+ *    threshold set alone keeps the graph it was set for).
+ *  - secagg_k > 0: k neighbours (>= n-1: the complete graph of the original
+ *    SecAgg; an odd k is rounded up to even, as the Harary graph needs).
+ *  Outside the bounds, t = secagg_t, by default a majority of a
+ *  neighbourhood with the client itself: floor((k+1)/2) + 1 (Bonawitz et
+ *  al. 2017 need t > n/2 against an active adversary), at most k.
+ * Every t meets the floor every client insists on, 2t > k + 1 (secagg.h,
  * fc_sa_min_threshold): an operator's secagg_t below it for some instance
- * this configuration can run is refused at start (coord_sa_cfg_check).
+ * with an explicit or complete graph is refused at start (coord_sa_cfg_check).
  * min_survivors = min_updates for a single instance: the masked stage closes
  * into abandonment below it and clients refuse to unmask fewer; buckets
  * leave it 0 and the round's min_updates is checked over all buckets when
@@ -29,17 +41,30 @@
 #include "coordinator/agg_slots.h"
 #include "coordinator/coord_int.h"
 #include "coordinator/secagg_server.h"
+#include "crypto/cert_cache.h"
 #include "crypto/sa_crypto.h"
+#include "secagg/params.h"
 #include "fedc/error.h"
 
 #define MOD "secagg"
 
-/* k and t for an instance of n clients, by the rule at the top of this file. */
-static void sa_k_t(const fc_coord_cfg *cfg, uint32_t n, uint32_t *k_out, uint32_t *t_out) {
-  uint32_t k = cfg->secagg_k;
-  if (!k || k + 1 >= n) k = n ? n - 1 : 0;
-  else if (k % 2) k = k + 2 >= n ? n - 1 : k + 1;
-  uint32_t t = cfg->secagg_t ? cfg->secagg_t : fc_sa_min_threshold(k, 0);
+/* k and t for an instance of n clients, by the rule at the top of this file;
+ * *from_bounds (may be NULL): 1 if Bell et al.'s bounds chose them. */
+static void sa_k_t(const fc_coord_cfg *cfg, uint32_t n, int bucketed, uint32_t min_survivors, uint32_t *k_out,
+                   uint32_t *t_out, int *from_bounds) {
+  uint32_t k = cfg->secagg_k, t;
+  if (from_bounds) *from_bounds = 0;
+  if (!k && !cfg->secagg_t && !bucketed && n >= FC_SA_MIN_COHORT) {
+    fc_sa_choice ch;
+    fc_sa_params_default(n, cfg->secagg_corrupt, cfg->secagg_dropout, min_survivors, &ch);
+    k = ch.k;
+    t = ch.t;
+    if (from_bounds) *from_bounds = !isnan(ch.log2_starve);
+  } else {
+    if (!k || k + 1 >= n) k = n ? n - 1 : 0;
+    else if (k % 2) k = k + 2 >= n ? n - 1 : k + 1;
+    t = cfg->secagg_t ? cfg->secagg_t : fc_sa_min_threshold(k, 0);
+  }
   if (t > k) t = k;
   *k_out = k;
   *t_out = t;
@@ -47,6 +72,9 @@ static void sa_k_t(const fc_coord_cfg *cfg, uint32_t n, uint32_t *k_out, uint32_
 
 int coord_sa_cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen) {
   if (!cfg->engine.secagg || !cfg->secagg_t) return FEDC_OK; /* the automatic t is the floor itself */
+  fc_robust_cfg r;
+  coord_robust_cfg(cfg, &r);
+  int bucketed = r.kind > FC_AGG_FEDAVG && cfg->secagg_bucket >= 3;
   /* t is fixed and k grows with the instance, so the largest instance this
    * configuration can run is the one to check (t is capped at k, and
    * 2k > k + 1 for every k >= 2). The engine selects max(cohort,
@@ -56,9 +84,7 @@ int coord_sa_cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen) {
   if (!nmax) nmax = cfg->engine.max_clients ? cfg->engine.max_clients : FC_SA_MAX_COHORT;
   if (nmax > FC_SA_MAX_COHORT) nmax = FC_SA_MAX_COHORT;
   uint32_t big = nmax, s = cfg->secagg_bucket;
-  fc_robust_cfg r;
-  coord_robust_cfg(cfg, &r);
-  if (r.kind > FC_AGG_FEDAVG && s >= 3) {
+  if (bucketed) {
     /* Buckets (coord_sa_begin): floor(n / s) of them, the larger n / nb + 1. */
     big = 0;
     for (uint32_t n = s; n <= nmax; n++) {
@@ -67,7 +93,7 @@ int coord_sa_cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen) {
     }
   }
   uint32_t k, t;
-  sa_k_t(cfg, big, &k, &t);
+  sa_k_t(cfg, big, bucketed, 0, &k, &t, NULL);
   if (big < FC_SA_MIN_COHORT || t >= fc_sa_min_threshold(k, 0)) return FEDC_OK;
   snprintf(err, errlen,
            "secagg_threshold %u: clients refuse a threshold with 2t <= k + 1 (a coordinator showing two survivor "
@@ -80,15 +106,15 @@ int coord_sa_cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen) {
 
 /* The parameters of one SecAgg instance over `n` of the cohort (k and t by
  * the rule at the top of this file, applied to the instance's n). */
-static int sa_params_for(fc_coord *c, const fc_engine_status *es, uint32_t n, fc_sa_params *p, char *why,
-                         size_t whylen) {
+static int sa_params_for(fc_coord *c, const fc_engine_status *es, uint32_t n, fc_sa_params *p, int *from_bounds,
+                         char *why, size_t whylen) {
   memset(p, 0, sizeof *p);
   p->round = es->round;
   p->model_version = es->version;
   memcpy(p->model_sha, es->sha, 32);
   p->n = n;
-  sa_k_t(&c->cfg, n, &p->k, &p->t);
   p->min_survivors = c->bagg ? 0 : c->cfg.engine.min_updates;
+  sa_k_t(&c->cfg, n, c->bagg != NULL, p->min_survivors, &p->k, &p->t, from_bounds);
   /* Buckets: every input counts once in its bucket's mean (weights would
    * let one client claim the whole bucket), as the robust rules are unweighted. */
   p->max_weight = c->bagg ? 1 : c->cfg.max_example_weight;
@@ -141,6 +167,25 @@ static int sa_shuffle(const char **names, uint32_t n) {
   return FEDC_OK;
 }
 
+/* The cache of members' certificates kept across rounds, made on first use
+ * (NULL without a CA, or if it cannot be made: each session then keeps its
+ * own). Room for the largest cohort (a few KiB each); a federation larger
+ * than its cohorts brings new certificates each round, and the least
+ * recently used go. */
+static fc_cert_cache *sa_cert_cache(fc_coord *c) {
+  if (!c->sa_certs && c->ca_pem) {
+    size_t cap = c->cfg.engine.max_clients ? c->cfg.engine.max_clients : FC_SA_MAX_COHORT;
+    if (cap > FC_SA_MAX_COHORT) cap = FC_SA_MAX_COHORT;
+    if (fc_cert_cache_create(c->ca_pem, strlen(c->ca_pem), cap, &c->sa_certs, NULL, 0) != FEDC_OK) c->sa_certs = NULL;
+  }
+  return c->sa_certs;
+}
+
+void coord_sa_free(fc_coord *c) {
+  fc_cert_cache_destroy(c->sa_certs);
+  c->sa_certs = NULL;
+}
+
 int coord_sa_begin(fc_coord *c, char *why, size_t whylen) {
   if (!c->cfg.engine.secagg) return FEDC_OK;
   coord_sa_end(c);
@@ -179,13 +224,15 @@ int coord_sa_begin(fc_coord *c, char *why, size_t whylen) {
   }
   fc_sa_params p;
   memset(&p, 0, sizeof p);
+  int from_bounds = 0;
   for (uint32_t b = 0, at = 0; rc == FEDC_OK && b < nb; b++) {
     uint32_t size = n / nb + (b < n % nb);
-    rc = sa_params_for(c, &es, size, &p, why, whylen);
+    rc = sa_params_for(c, &es, size, &p, &from_bounds, why, whylen);
     if (rc == FEDC_OK) rc = fc_sa_server_create(&p, names + at, &c->sa[b], why, whylen);
     if (rc == FEDC_OK) c->nsa = b + 1;
     if (rc == FEDC_OK && (rc = fc_sa_server_set_trust(c->sa[b], c->ca_pem, c->cfg.federation)) != FEDC_OK)
       snprintf(why, whylen, "secure aggregation: out of memory");
+    if (rc == FEDC_OK) fc_sa_server_use_cert_cache(c->sa[b], sa_cert_cache(c));
     if (rc == FEDC_OK && nb > 1 && fc_log_get_level() <= FC_LOG_DEBUG) {
       char line[1024];
       size_t len = 0;
@@ -200,9 +247,16 @@ int coord_sa_begin(fc_coord *c, char *why, size_t whylen) {
     coord_sa_end(c);
     return rc;
   }
-  if (nb == 1)
-    FC_INFO(MOD, "round %llu: secure aggregation over %u clients, %u neighbours each, threshold %u%s",
-            (unsigned long long)p.round, n, p.k, p.t, p.dp_sigma > 0 ? "; distributed DP noise from the clients" : "");
+  if (nb == 1) {
+    char graph[200] = "";
+    if (!c->cfg.secagg_k && !c->cfg.secagg_t)
+      snprintf(graph, sizeof graph, " (%s %g%% corrupt, %g%% dropout and min_updates %u)",
+               from_bounds ? "Bell et al.'s bounds for" : "the complete graph: nothing sparser meets the bounds for",
+               c->cfg.secagg_corrupt * 100, c->cfg.secagg_dropout * 100, p.min_survivors);
+    FC_INFO(MOD, "round %llu: secure aggregation over %u clients, %u neighbours each, threshold %u%s%s",
+            (unsigned long long)p.round, n, p.k, p.t, graph,
+            p.dp_sigma > 0 ? "; distributed DP noise from the clients" : "");
+  }
   else
     FC_INFO(MOD, "round %llu: secure aggregation in %u buckets of %u-%u clients (threshold %u-%u), %s over their means",
             (unsigned long long)p.round, nb, n / nb, n / nb + (n % nb != 0),
@@ -320,7 +374,14 @@ void coord_sa_check_complete(fc_coord *c) {
     uint32_t want = c->nsa == 1 ? expected : expected ? fc_sa_server_params(c->sa[b])->n : 0;
     if (!fc_sa_server_stage_complete(c->sa[b], want)) return;
   }
-  if (sa_live(c)) fc_engine_sa_ready(c->engine);
+  if (sa_live(c)) {
+    fc_engine_sa_ready(c->engine);
+    /* Wake the driver to close the stage now rather than at its next 50 ms
+     * tick: each of a round's five stages waited for it. Signalled without
+     * its mutex (we hold c->mu): a wake-up lost to a driver not yet waiting
+     * costs that one tick, as before. */
+    pthread_cond_signal(&c->stop_cv);
+  }
 }
 
 void coord_sa_task(fc_coord *c, const char *client, Fedc__V1__SecAggParams *p) {

@@ -45,6 +45,7 @@
 #include "transport/accept_guard.h"
 #include "fedc/error.h"
 #include "fedc/v1/fedc.pb-c.h"
+#include "secagg/params.h"
 #include "transport/tensor_stream.h"
 #include "transport/transport.h"
 
@@ -83,6 +84,8 @@ void fc_coord_cfg_defaults(fc_coord_cfg *c) {
   c->agg_iters = 1;
   c->agg_memory_mib = 4096;
   c->secagg_bucket = 5;
+  c->secagg_corrupt = FC_SA_DEFAULT_CORRUPT;
+  c->secagg_dropout = FC_SA_DEFAULT_DROPOUT;
   c->audit_log = 1;
   /* A scraper and a probe or two: 8 per address; a request arrives in one
    * packet and its answer is ~10 KiB, so 5 s is far more than any needs. */
@@ -2150,6 +2153,7 @@ void fc_coord_stop(fc_coord *c, int grace_ms) {
   free(c->dp_round_rdp);
   coord_sa_end(c);
   coord_eval_free(c);
+  coord_sa_free(c);
   fc_engine_destroy(c->engine);
   model_unref(c->model);
   coord_sign_free(c);

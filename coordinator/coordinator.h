@@ -88,12 +88,16 @@ typedef struct fc_coord_cfg {
   int connections_per_address; /* open at once per source address (0 = no limit) */
   uint64_t min_transfer_bps;  /* uploads/downloads slower than this (after stream_idle_ms) are cut off; 0 = none */
   /* Secure aggregation (engine.secagg = 1; engine.sa_stage_ms per stage):
-   * neighbours k per client (0 = everyone: the complete graph) and the
-   * Shamir threshold t (0 = a majority of each neighbourhood, self included).
-   * With a robust aggregator: one SecAgg instance per random bucket of at
-   * least secagg_bucket clients, the rule over the buckets' means (its f
-   * counts buckets). */
+   * neighbours k per client and the Shamir threshold t. Both 0: k and t from
+   * Bell et al.'s bounds for each instance (secagg/params.h,
+   * fc_sa_params_default) with secagg_corrupt and secagg_dropout. secagg_k 0
+   * with secagg_t set, or k >= the instance - 1: the complete graph; secagg_t
+   * 0 otherwise is the floor floor((k+1)/2) + 1. With a robust aggregator:
+   * one SecAgg instance per random bucket of at least secagg_bucket clients,
+   * the rule over the buckets' means (its f counts buckets); buckets with
+   * secagg_k 0 use the complete graph. coord_secagg.c has the rule. */
   uint32_t secagg_k, secagg_t, secagg_bucket;
+  double secagg_corrupt, secagg_dropout; /* fractions the default graph is sized for */
   int unmask_threads;         /* mask expansion threads (0 = 2) */
   int audit_log;              /* hash-chained STATE/audit.log (coordinator/audit.h); on by default */
   char metrics_listen[256];   /* host:port of /metrics, /healthz, /readyz (coordinator/metrics.h); "" = off */

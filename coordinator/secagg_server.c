@@ -87,6 +87,7 @@ void fc_sa_server_destroy(fc_sa_server *s) {
     free(m->keys.mask_pk.data);
     free(m->keys.signature.data);
     free(m->keys.certificate);
+    fc_cert_release(m->cert);
     free(m->signature.data);
     for (uint32_t j = 0; j < m->ninbox; j++) free_share(m->inbox[j]);
     free(m->inbox);
@@ -96,6 +97,7 @@ void fc_sa_server_destroy(fc_sa_server *s) {
   }
   free(s->m);
   free(s->ca_pem);
+  fc_cert_cache_destroy(s->own_certs);
   for (uint32_t i = 0; s->names && i < s->p.n; i++) free(s->names[i]);
   free(s->names);
   free(s->nbr);
@@ -111,10 +113,24 @@ const fc_sa_params *fc_sa_server_params(const fc_sa_server *s) { return &s->p; }
 int fc_sa_server_set_trust(fc_sa_server *s, const char *ca_pem, const char *federation) {
   char *ca = ca_pem ? dupstr(ca_pem) : NULL;
   if (ca_pem && !ca) return FEDC_ERR_NOMEM;
+  /* One session's worth (each member's certificate once); a CA that does
+   * not parse leaves none, and every advertisement is then refused by the
+   * full check, which says why. */
+  fc_cert_cache *own = NULL;
+  if (ca && fc_cert_cache_create(ca, strlen(ca), s->p.n, &own, NULL, 0) == FEDC_ERR_NOMEM) {
+    free(ca);
+    return FEDC_ERR_NOMEM;
+  }
   free(s->ca_pem);
+  fc_cert_cache_destroy(s->own_certs);
   s->ca_pem = ca;
+  s->certs = s->own_certs = own;
   snprintf(s->federation, sizeof s->federation, "%s", federation ? federation : "");
   return FEDC_OK;
+}
+
+void fc_sa_server_use_cert_cache(fc_sa_server *s, struct fc_cert_cache *cache) {
+  if (cache && s->ca_pem && fc_cert_cache_same_ca(cache, s->ca_pem, strlen(s->ca_pem))) s->certs = cache;
 }
 
 const char *const *fc_sa_server_names(const fc_sa_server *s) { return (const char *const *)s->names; }
@@ -148,10 +164,30 @@ static int copy_bytes(ProtobufCBinaryData *dst, const ProtobufCBinaryData *src) 
  * certificate of the TLS session it arrives over (a certificate of the same
  * name from another CA, or another certificate of the caller's, is refused). */
 static int check_advertised_cert(const fc_sa_server *s, uint32_t index, const char *pem, size_t len,
-                                 const uint8_t caller_fp[32], char *why, size_t wl) {
+                                 const uint8_t caller_fp[32], fc_cert **out, char *why, size_t wl) {
   char fed[64], role[16], name[72], err[300];
   const char *who = s->names[index - 1];
   uint8_t fp[32];
+  fc_cert *x = NULL;
+  /* The common case, once per certificate per coordinator: it verifies (or
+   * verified in an earlier round) against the CA; then who it names. */
+  if (s->certs && fc_cert_cache_get(s->certs, pem, len, &x, NULL, 0) == FEDC_OK) {
+    const char *xf, *xr, *xn;
+    int rc = FEDC_OK;
+    if (fc_cert_identity(x, &xf, &xr, &xn) != FEDC_OK || strcmp(xr, "client") != 0 || strcmp(xn, who) != 0)
+      rc = refuse(why, wl, FEDC_ERR_PROTOCOL, "the certificate sent with the keys does not name %s", who);
+    else if (strcmp(xf, s->federation) != 0)
+      rc = refuse(why, wl, FEDC_ERR_PERMISSION, "the certificate sent with the keys is of another federation "
+                  "('%s', this is '%s')", xf, s->federation);
+    else if (!caller_fp || !fc_digest_equal(fc_cert_sha256(x), caller_fp, 32))
+      rc = refuse(why, wl, FEDC_ERR_PERMISSION, "the certificate sent with the keys is not the caller's: not the "
+                  "certificate %s presented on this TLS connection", who);
+    if (rc == FEDC_OK) *out = x;
+    else fc_cert_release(x);
+    return rc;
+  }
+  /* It does not verify (or there is no CA): the full checks, in their
+   * order, say why. */
   if (fc_pki_identity_from_pem(pem, len, fed, sizeof fed, role, sizeof role, name, sizeof name) != FEDC_OK ||
       strcmp(role, "client") != 0 || strcmp(name, who) != 0)
     return refuse(why, wl, FEDC_ERR_PROTOCOL, "the certificate sent with the keys does not name %s", who);
@@ -167,7 +203,9 @@ static int check_advertised_cert(const fc_sa_server *s, uint32_t index, const ch
   if (!caller_fp || fc_pki_cert_sha256_pem(pem, len, fp) != FEDC_OK || !fc_digest_equal(fp, caller_fp, 32))
     return refuse(why, wl, FEDC_ERR_PERMISSION, "the certificate sent with the keys is not the caller's: not the "
                   "certificate %s presented on this TLS connection", who);
-  return FEDC_OK;
+  /* It verified here but not through the cache: only a cache that could not
+   * take it (out of memory) gets here; refuse rather than keep it unparsed. */
+  return refuse(why, wl, FEDC_ERR_NOMEM, "out of memory checking the certificate sent with the keys");
 }
 
 static int submit_keys(fc_sa_server *s, uint32_t index, const uint8_t caller_fp[32], const Fedc__V1__SecAggKeys *k,
@@ -178,12 +216,15 @@ static int submit_keys(fc_sa_server *s, uint32_t index, const uint8_t caller_fp[
       k->signature.len > FC_SIG_MAX || !k->certificate || strlen(k->certificate) > MAX_CERT_PEM)
     return refuse(why, wl, FEDC_ERR_PROTOCOL, "malformed key advertisement");
   size_t cl = strlen(k->certificate);
-  int rc = check_advertised_cert(s, index, k->certificate, cl, caller_fp, why, wl);
+  fc_cert *cert = NULL;
+  int rc = check_advertised_cert(s, index, k->certificate, cl, caller_fp, &cert, why, wl);
   if (rc != FEDC_OK) return rc;
   uint8_t msg[FC_SA_ADV_MSG_LEN];
   fc_sa_advertise_msg(s->session, index, k->enc_pk.data, k->mask_pk.data, msg);
-  if (fc_verify_pem(k->certificate, cl, msg, sizeof msg, k->signature.data, k->signature.len) != FEDC_OK)
+  if (fc_cert_verify(cert, msg, sizeof msg, k->signature.data, k->signature.len) != FEDC_OK) {
+    fc_cert_release(cert);
     return refuse(why, wl, FEDC_ERR_PROTOCOL, "key advertisement is not signed for this session");
+  }
   fedc__v1__sec_agg_keys__init(&m->keys);
   m->keys.index = index;
   if (copy_bytes(&m->keys.enc_pk, &k->enc_pk) || copy_bytes(&m->keys.mask_pk, &k->mask_pk) ||
@@ -192,8 +233,10 @@ static int submit_keys(fc_sa_server *s, uint32_t index, const uint8_t caller_fp[
     free(m->keys.mask_pk.data);
     free(m->keys.signature.data);
     memset(&m->keys, 0, sizeof m->keys);
+    fc_cert_release(cert);
     return refuse(why, wl, FEDC_ERR_NOMEM, "out of memory");
   }
+  m->cert = cert;
   m->done = FC_SA_ADVERTISE;
   return FEDC_OK;
 }
@@ -254,7 +297,7 @@ static int submit_signature(fc_sa_server *s, uint32_t index, const ProtobufCBina
   if (!sig->len || sig->len > FC_SIG_MAX) return refuse(why, wl, FEDC_ERR_PROTOCOL, "malformed signature");
   uint8_t dig[32];
   if (fc_sa_survivors_digest(s->session, s->survivors, s->nsurvivors, dig) != FEDC_OK ||
-      fc_verify_pem(m->keys.certificate, strlen(m->keys.certificate), dig, sizeof dig, sig->data, sig->len) != FEDC_OK)
+      fc_cert_verify(m->cert, dig, sizeof dig, sig->data, sig->len) != FEDC_OK)
     return refuse(why, wl, FEDC_ERR_PROTOCOL, "signature does not cover this session's survivor list");
   if (copy_bytes(&m->signature, sig)) return refuse(why, wl, FEDC_ERR_NOMEM, "out of memory");
   m->done = FC_SA_CONSISTENCY;

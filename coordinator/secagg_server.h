@@ -50,6 +50,12 @@ uint32_t fc_sa_server_index(const fc_sa_server *s, const char *name);
  * CA (PEM, copied) and the federation's name. Without it every key
  * advertisement is refused. FEDC_OK or FEDC_ERR_NOMEM. */
 int fc_sa_server_set_trust(fc_sa_server *s, const char *ca_pem, const char *federation);
+/* Certificates verified against that CA in earlier rounds (crypto/cert_cache.h),
+ * borrowed (must outlive the session; used under the caller's lock): each
+ * member's certificate is then parsed and chain-checked once per coordinator,
+ * not once per round. Ignored if it trusts another CA than set_trust's. */
+struct fc_cert_cache;
+void fc_sa_server_use_cert_cache(fc_sa_server *s, struct fc_cert_cache *cache);
 
 /* A submission from cohort member `index` for the open stage, made over a TLS
  * session whose peer certificate (DER) has SHA-256 caller_cert_sha256: the

@@ -6,10 +6,12 @@
 #define FEDC_COORD_SECAGG_SERVER_INT_H
 
 #include "coordinator/secagg_server.h"
+#include "crypto/cert_cache.h"
 
 typedef struct sa_member {
   int done;                        /* last stage completed (FC_SA_*), 0 = none */
   Fedc__V1__SecAggKeys keys;       /* as advertised (owned copies) */
+  fc_cert *cert;                   /* keys.certificate, verified: its key checks the round-3 signature */
   uint8_t commitment[32];          /* to b_u, sent with the shares */
   ProtobufCBinaryData signature;   /* over the survivor list */
   Fedc__V1__SecAggShare **inbox;   /* shares addressed to this member */
@@ -36,6 +38,8 @@ struct fc_sa_server {
   uint32_t remaining[5];
   uint32_t unattributed; /* secrets rebuilt past bad shares nobody could be named for */
   char *ca_pem;          /* trust for advertised certificates (fc_sa_server_set_trust) */
+  fc_cert_cache *certs;     /* the caller's (fc_sa_server_use_cert_cache) or own_certs */
+  fc_cert_cache *own_certs; /* made by set_trust */
   char federation[64];
 };
 

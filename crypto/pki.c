@@ -973,15 +973,61 @@ int fc_pki_verify_pem_ex(const char *ca_pem, size_t ca_len, const char *cert_pem
   return rc;
 }
 
+static int verify_leaf(STACK_OF(X509) *cas, X509 *leaf, STACK_OF(X509) *untrusted, const char *ca_pem_path,
+                       const char *cert_pem_path, int ignore_time, time_t *from, time_t *until, char *err,
+                       size_t errlen);
+
 /* Verifies chain's first certificate (shifted off: the rest are untrusted
  * intermediates) against cas. Names are for the error message only. */
 static int verify_chain(STACK_OF(X509) *cas, STACK_OF(X509) *chain, const char *ca_pem_path,
                         const char *cert_pem_path, int ignore_time, char *err, size_t errlen) {
-  X509 *leaf = NULL;
+  X509 *leaf = sk_X509_shift(chain); /* the rest are untrusted intermediates */
+  int rc = verify_leaf(cas, leaf, chain, ca_pem_path, cert_pem_path, ignore_time, NULL, NULL, err, errlen);
+  X509_free(leaf);
+  return rc;
+}
+
+int fc_pki_verify_x509(struct stack_st_X509 *cas, X509 *leaf, struct stack_st_X509 *untrusted, time_t *valid_from,
+                       time_t *valid_until, char *err, size_t errlen) {
+  return verify_leaf(cas, leaf, untrusted, "the federation CA", "the certificate", 0, valid_from, valid_until, err,
+                     errlen);
+}
+
+/* The validity window shared by every certificate of a verified chain. */
+static int chain_window(STACK_OF(X509) *chain, time_t *from, time_t *until) {
+  time_t lo = 0, hi = (time_t)INT64_MAX;
+  for (int i = 0; i < sk_X509_num(chain); i++) {
+    struct tm nb, na;
+    memset(&nb, 0, sizeof nb);
+    memset(&na, 0, sizeof na);
+    X509 *x = sk_X509_value(chain, i);
+    if (ASN1_TIME_to_tm(X509_get0_notBefore(x), &nb) != 1 || ASN1_TIME_to_tm(X509_get0_notAfter(x), &na) != 1) {
+      ERR_clear_error();
+      return FEDC_ERR_FORMAT;
+    }
+    time_t b = timegm(&nb), a = timegm(&na);
+    if (b > lo) lo = b;
+    if (a < hi) hi = a;
+  }
+  *from = lo;
+  *until = hi;
+  return FEDC_OK;
+}
+
+/* The check itself: leaf against cas with the untrusted intermediates;
+ * from/until (may be NULL) receive the verified chain's common validity
+ * window, so a caller that keeps the result can tell when it lapses. */
+static int verify_leaf(STACK_OF(X509) *cas, X509 *leaf, STACK_OF(X509) *untrusted, const char *ca_pem_path,
+                       const char *cert_pem_path, int ignore_time, time_t *from, time_t *until, char *err,
+                       size_t errlen) {
   X509_STORE *store = NULL;
   X509_STORE_CTX *ctx = NULL;
+  STACK_OF(X509) *chain = untrusted;
   int rc;
-  leaf = sk_X509_shift(chain); /* the rest are untrusted intermediates */
+  if (!leaf) {
+    set_err(err, errlen, "%s: no certificate", cert_pem_path);
+    return FEDC_ERR_FORMAT;
+  }
   if (!(store = X509_STORE_new()) || !(ctx = X509_STORE_CTX_new())) {
     rc = crypto_fail(err, errlen, "allocating verifier");
     goto out;
@@ -1019,7 +1065,7 @@ static int verify_chain(STACK_OF(X509) *cas, STACK_OF(X509) *chain, const char *
     }
   }
   if (X509_verify_cert(ctx) == 1) {
-    rc = FEDC_OK;
+    rc = from || until ? chain_window(X509_STORE_CTX_get0_chain(ctx), from, until) : FEDC_OK;
     goto out;
   }
   int e = X509_STORE_CTX_get_error(ctx);
@@ -1032,7 +1078,6 @@ static int verify_chain(STACK_OF(X509) *cas, STACK_OF(X509) *chain, const char *
 out:
   X509_STORE_CTX_free(ctx);
   X509_STORE_free(store);
-  X509_free(leaf);
   return rc;
 }
 

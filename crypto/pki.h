@@ -149,6 +149,16 @@ int fc_pki_verify_pem(const char *ca_pem, size_t ca_len, const char *cert_pem, s
 int fc_pki_verify_pem_ex(const char *ca_pem, size_t ca_len, const char *cert_pem, size_t cert_len, int ignore_time,
                          char *err, size_t errlen);
 
+/* The same check on parsed certificates (crypto/cert_cache.c parses each
+ * once): leaf against the CA certificates cas, untrusted intermediates (may
+ * be NULL), at the current time. On success valid_from/valid_until (may be
+ * NULL) receive the window in which every certificate of the verified chain
+ * is valid (the latest notBefore, the earliest notAfter): the result holds
+ * while the clock is inside it. Borrows everything. */
+struct stack_st_X509; /* STACK_OF(X509) */
+int fc_pki_verify_x509(struct stack_st_X509 *cas, X509 *leaf, struct stack_st_X509 *untrusted, time_t *valid_from,
+                       time_t *valid_until, char *err, size_t errlen);
+
 /* notAfter of the first certificate in cert_path and whether it has passed. */
 int fc_pki_cert_expiry(const char *cert_path, time_t *not_after, int *expired_now);
 

@@ -22,6 +22,7 @@
 #include "crypto/sa_crypto.h"
 
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/bio.h>
@@ -103,18 +104,39 @@ int fc_x25519_keygen(uint8_t sk[FC_X25519_LEN], uint8_t pk[FC_X25519_LEN]) {
   return rc;
 }
 
-int fc_x25519(const uint8_t sk[FC_X25519_LEN], const uint8_t peer_pk[FC_X25519_LEN], uint8_t out[FC_X25519_LEN]) {
+struct fc_x25519_key {
+  EVP_PKEY *key; /* OpenSSL's copy of the private key, cleansed by EVP_PKEY_free */
+};
+
+int fc_x25519_key_new(const uint8_t sk[FC_X25519_LEN], fc_x25519_key **out) {
+  if (!sk || !out) return FEDC_ERR_INVALID;
+  fc_x25519_key *k = malloc(sizeof *k);
+  if (!k) return FEDC_ERR_NOMEM;
+  if (!(k->key = EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, NULL, sk, FC_X25519_LEN))) {
+    free(k);
+    return ossl_fail();
+  }
+  *out = k;
+  return FEDC_OK;
+}
+
+void fc_x25519_key_free(fc_x25519_key *k) {
+  if (!k) return;
+  EVP_PKEY_free(k->key);
+  free(k);
+}
+
+int fc_x25519_key_agree(const fc_x25519_key *k, const uint8_t peer_pk[FC_X25519_LEN], uint8_t out[FC_X25519_LEN]) {
   int rc = FEDC_ERR_CRYPTO;
-  EVP_PKEY *key = NULL, *peer = NULL;
+  EVP_PKEY *peer = NULL;
   EVP_PKEY_CTX *ctx = NULL;
   uint8_t shared[FC_X25519_LEN];
   static const uint8_t zeros[FC_X25519_LEN];
   size_t len = sizeof shared;
-  if (!sk || !peer_pk || !out) return FEDC_ERR_INVALID;
-  key = EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, NULL, sk, FC_X25519_LEN);
+  if (!k || !peer_pk || !out) return FEDC_ERR_INVALID;
   peer = EVP_PKEY_new_raw_public_key(EVP_PKEY_X25519, NULL, peer_pk, FC_X25519_LEN);
-  if (!key || !peer) goto fail;
-  ctx = EVP_PKEY_CTX_new(key, NULL);
+  if (!peer) goto fail;
+  ctx = EVP_PKEY_CTX_new(k->key, NULL);
   if (!ctx || EVP_PKEY_derive_init(ctx) != 1 || EVP_PKEY_derive_set_peer(ctx, peer) != 1 ||
       EVP_PKEY_derive(ctx, shared, &len) != 1 || len != FC_X25519_LEN)
     goto fail;
@@ -130,7 +152,15 @@ out:
   fc_wipe(shared, sizeof shared);
   EVP_PKEY_CTX_free(ctx);
   EVP_PKEY_free(peer);
-  EVP_PKEY_free(key);
+  return rc;
+}
+
+int fc_x25519(const uint8_t sk[FC_X25519_LEN], const uint8_t peer_pk[FC_X25519_LEN], uint8_t out[FC_X25519_LEN]) {
+  if (!sk || !peer_pk || !out) return FEDC_ERR_INVALID;
+  fc_x25519_key *k = NULL;
+  int rc = fc_x25519_key_new(sk, &k);
+  if (rc == FEDC_OK) rc = fc_x25519_key_agree(k, peer_pk, out);
+  fc_x25519_key_free(k);
   return rc;
 }
 
@@ -397,24 +427,12 @@ out:
  * peer and chains to the federation CA is the caller's business (transport
  * and fc_pki_verify); validity dates are not looked at here either.
  */
-int fc_verify_pem(const char *cert_pem, size_t cert_pem_len, const uint8_t *msg, size_t msg_len,
-                  const uint8_t *sig, size_t sig_len) {
+int fc_verify_key(struct evp_pkey_st *key, const uint8_t *msg, size_t msg_len, const uint8_t *sig, size_t sig_len) {
   int rc;
-  BIO *bio = NULL;
-  X509 *cert = NULL;
-  EVP_PKEY *key = NULL; /* owned by cert */
   EVP_MD_CTX *mctx = NULL;
   const EVP_MD *md = NULL;
   static const uint8_t empty[1];
-  if ((msg_len && !msg) || (sig_len && !sig)) return FEDC_ERR_INVALID;
-  if ((rc = pem_bio(cert_pem, cert_pem_len, &bio)) != FEDC_OK) return rc;
-  cert = PEM_read_bio_X509(bio, NULL, no_passphrase, NULL);
-  key = cert ? X509_get0_pubkey(cert) : NULL;
-  if (!key) {
-    ERR_clear_error();
-    rc = FEDC_ERR_INVALID;
-    goto out;
-  }
+  if (!key || (msg_len && !msg) || (sig_len && !sig)) return FEDC_ERR_INVALID;
   if ((rc = sig_scheme(key, &md)) != FEDC_OK) goto out;
   if (sig_len == 0 || sig_len > FC_SIG_MAX) {
     rc = FEDC_ERR_CRYPTO; /* cannot be a valid signature of either scheme */
@@ -434,6 +452,26 @@ int fc_verify_pem(const char *cert_pem, size_t cert_pem_len, const uint8_t *msg,
   rc = FEDC_OK;
 out:
   EVP_MD_CTX_free(mctx);
+  return rc;
+}
+
+int fc_verify_pem(const char *cert_pem, size_t cert_pem_len, const uint8_t *msg, size_t msg_len,
+                  const uint8_t *sig, size_t sig_len) {
+  int rc;
+  BIO *bio = NULL;
+  X509 *cert = NULL;
+  EVP_PKEY *key = NULL; /* owned by cert */
+  if ((msg_len && !msg) || (sig_len && !sig)) return FEDC_ERR_INVALID;
+  if ((rc = pem_bio(cert_pem, cert_pem_len, &bio)) != FEDC_OK) return rc;
+  cert = PEM_read_bio_X509(bio, NULL, no_passphrase, NULL);
+  key = cert ? X509_get0_pubkey(cert) : NULL;
+  if (!key) {
+    ERR_clear_error();
+    rc = FEDC_ERR_INVALID;
+    goto out;
+  }
+  rc = fc_verify_key(key, msg, msg_len, sig, sig_len);
+out:
   X509_free(cert);
   BIO_free(bio);
   return rc;

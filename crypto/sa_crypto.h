@@ -39,6 +39,14 @@ int fc_x25519_keygen(uint8_t sk[FC_X25519_LEN], uint8_t pk[FC_X25519_LEN]);
 int fc_x25519_public(const uint8_t sk[FC_X25519_LEN], uint8_t pk[FC_X25519_LEN]);
 /* Shared secret; FEDC_ERR_CRYPTO if it is all zeros (small-order peer key). */
 int fc_x25519(const uint8_t sk[FC_X25519_LEN], const uint8_t peer_pk[FC_X25519_LEN], uint8_t out[FC_X25519_LEN]);
+/* A private key loaded once for many agreements (fc_x25519 loads it per call,
+ * which costs OpenSSL 3 more than the agreement itself: a key-management
+ * lookup per EVP_PKEY). Owns a copy of sk, cleansed by free; free(NULL) is a
+ * no-op. fc_x25519_key_agree gives what fc_x25519 gives for the same keys. */
+typedef struct fc_x25519_key fc_x25519_key;
+int fc_x25519_key_new(const uint8_t sk[FC_X25519_LEN], fc_x25519_key **out);
+int fc_x25519_key_agree(const fc_x25519_key *k, const uint8_t peer_pk[FC_X25519_LEN], uint8_t out[FC_X25519_LEN]);
+void fc_x25519_key_free(fc_x25519_key *k);
 
 /* HKDF-SHA256 extract+expand (RFC 5869); salt may be NULL/0. out_len <= 255*32. */
 int fc_hkdf_sha256(const uint8_t *salt, size_t salt_len, const uint8_t *ikm, size_t ikm_len, const uint8_t *info,
@@ -73,5 +81,9 @@ int fc_sign_pem(const char *key_pem, size_t key_pem_len, const uint8_t *msg, siz
 /* Verify sig over msg with the public key of cert_pem. 0 if valid. */
 int fc_verify_pem(const char *cert_pem, size_t cert_pem_len, const uint8_t *msg, size_t msg_len,
                   const uint8_t *sig, size_t sig_len);
+/* The same with a public key already parsed (an EVP_PKEY, e.g. from a
+ * verified-certificate cache, crypto/cert_cache.h): same schemes, same results. */
+struct evp_pkey_st;
+int fc_verify_key(struct evp_pkey_st *key, const uint8_t *msg, size_t msg_len, const uint8_t *sig, size_t sig_len);
 
 #endif

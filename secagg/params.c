@@ -14,6 +14,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "fedc/error.h"
 #include "secagg/secagg.h"
@@ -160,4 +161,32 @@ int fc_sa_params_find(uint32_t n, double corrupt, double dropout, int threat, fc
            "too few honest survivors to outvote %s (try a smaller dropout or corrupt fraction, or more clients)",
            n, corrupt, dropout, (threat & 0xff) == FC_SA_THREAT_HONEST ? "the corrupt clients" : "a lying coordinator");
   return FEDC_ERR_INVALID;
+}
+
+void fc_sa_params_default(uint32_t n, double corrupt, double dropout, uint32_t min_survivors, fc_sa_choice *out) {
+  char why[300];
+  const double eps = 1e-9; /* 5% of 100 is 5 clients, not 6: ceil must not see 5.000000000000001 */
+  uint64_t bad_c = corrupt > 0 ? (uint64_t)ceil(corrupt * n - eps) : 0;
+  uint64_t dropped = dropout > 0 ? (uint64_t)ceil(dropout * n - eps) : 0;
+  if (min_survivors && min_survivors < n && n - min_survivors > dropped) dropped = n - min_survivors;
+  memset(out, 0, sizeof *out);
+  /* The counts as fractions the finder turns back into exactly these counts
+   * (it floors corrupt x n and ceils (1 - dropout) x n, with a 1e-14 slack).
+   * The complete graph first: with every other client a neighbour the counts
+   * are exact (bad_c corrupt neighbours, no tail to bound), the most any k
+   * can offer; where even it fails, the search (O(n^2) then: every even k
+   * tried) would find nothing, and runs at each round start. */
+  double fc = (double)bad_c / n, fd = (double)dropped / n;
+  fc_sa_choice whole;
+  if (n >= FC_SA_MIN_COHORT && n <= FC_SA_PARAMS_MAX_CLIENTS && bad_c + dropped < n &&
+      fc_sa_params_bounds(n, n - 1, fc_sa_min_threshold(n - 1, (uint32_t)bad_c), fc, fd, FC_SA_THREAT_MALICIOUS,
+                          &whole) == 0 &&
+      fc_sa_params_find(n, fc, fd, FC_SA_THREAT_MALICIOUS, out, why, sizeof why) == FEDC_OK)
+    return;
+  memset(out, 0, sizeof *out);
+  out->k = n > 1 ? n - 1 : 0;
+  out->t = fc_sa_min_threshold(out->k, 0);
+  if (out->t > out->k) out->t = out->k;
+  out->complete = 1;
+  out->log2_disconnect = out->log2_corrupt = out->log2_starve = NAN; /* not met, or not evaluated */
 }

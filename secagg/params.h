@@ -74,4 +74,23 @@ int fc_sa_params_find(uint32_t n, double corrupt, double dropout, int threat, fc
 int fc_sa_params_bounds(uint32_t n, uint32_t k, uint32_t t, double corrupt, double dropout, int threat,
                        fc_sa_choice *out);
 
+/* The coordinator's default k and t for an instance of n clients
+ * (secagg_neighbors 0): fc_sa_params_find against a coordinator that may lie
+ * about dropouts (FC_SA_THREAT_MALICIOUS: the protocol fedc runs, and the
+ * security review's floor 2t > k + 1 and above), with the fractions turned
+ * into client counts conservatively:
+ *   corrupt  ceil(corrupt x n) clients (a fraction of a client is one);
+ *   dropped  the larger of ceil(dropout x n) and n - min_survivors: clients
+ *            sign survivor lists down to min_survivors (secagg.h), so a
+ *            coordinator can claim that many dropped whatever the fraction
+ *            says (0: no floor but t, the fraction alone).
+ * Where no k below n - 1 meets the bounds (small cohorts, or too many
+ * corrupt plus dropped), the complete graph k = n - 1 with its least
+ * admissible t, or, if even that fails, the floor fc_sa_min_threshold(k, 0):
+ * the original SecAgg's graph, as before this default existed. n >= 3.
+ * Never fails; out->complete says which. */
+#define FC_SA_DEFAULT_CORRUPT 0.05
+#define FC_SA_DEFAULT_DROPOUT 0.10
+void fc_sa_params_default(uint32_t n, double corrupt, double dropout, uint32_t min_survivors, fc_sa_choice *out);
+
 #endif

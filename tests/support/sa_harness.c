@@ -28,6 +28,13 @@ static double now_s(void) {
   return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* CPU seconds of this thread: the clients' costs, whatever else the machine runs. */
+static double cpu_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
 int sa_harness_pki(const char *dir, uint32_t n) {
   char err[300], name[32], path[600];
   snprintf(path, sizeof path, "%s/ca.crt", dir);
@@ -84,6 +91,7 @@ typedef struct sim_client {
   uint64_t bytes;      /* submitted: stage messages and the masked input */
   uint64_t bytes_down; /* received: the stages' poll answers */
   int committed;  /* its masked input is in the sum */
+  uint32_t *pre;  /* cfg->premask: its input, masked ahead of time */
 } sim_client;
 
 static void client_abort(sa_harness_result *res, sim_client *sc, uint32_t idx) {
@@ -168,6 +176,7 @@ int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res) {
     goto out;
   }
   if ((rc = fc_sa_server_set_trust(srv, ca, "secagg-test")) != FEDC_OK) goto out;
+  fc_sa_server_use_cert_cache(srv, cfg->cert_cache);
   if (cfg->session_out) memcpy(cfg->session_out, fc_sa_server_session(srv), FC_SA_SESSION_LEN);
   if ((rc = fc_agg_secagg_create(p.dim + 1, 1, 4, &agg)) != FEDC_OK) goto out;
   agg->ops->round_begin(agg);
@@ -180,6 +189,7 @@ int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res) {
     cc.names = (const char *const *)names;
     cc.index = i + 1;
     cc.prg = cfg->prg;
+    cc.cert_cache = cfg->cert_cache;
     cc.ca_pem = ca;
     char *cert = slurp(cfg->pki_dir, "client-c%05u.crt", i + 1), *key = slurp(cfg->pki_dir, "client-c%05u.key", i + 1);
     cc.cert_pem = cert;
@@ -212,10 +222,13 @@ int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res) {
       Fedc__V1__SecAggSubmitRequest req = FEDC__V1__SEC_AGG_SUBMIT_REQUEST__INIT;
       Fedc__V1__SecAggPollResponse *in = NULL;
       int crc;
+      double ts = 0;
       if (stage == FC_SA_ADVERTISE) {
+        ts = cpu_s();
         crc = fc_sa_client_advertise(sc->c, &req);
       } else {
         if (!(in = poll(cfg, srv, idx, stage, &sc->bytes_down))) goto out;
+        ts = cpu_s();
         switch (stage) {
         case FC_SA_SHARE_KEYS: crc = fc_sa_client_share_keys(sc->c, in, &req); break;
         case FC_SA_MASKED: crc = fc_sa_client_receive_shares(sc->c, in); break;
@@ -224,24 +237,38 @@ int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res) {
         }
         protobuf_c_message_free_unpacked(&in->base, NULL);
       }
+      res->client_stage_s[stage] += cpu_s() - ts;
       if (crc != FEDC_OK) {
         client_abort(res, sc, idx);
         continue;
       }
       if (stage != FC_SA_MASKED) {
         submit(cfg, srv, sc, idx, stage, &req, res);
+        if (stage == FC_SA_SHARE_KEYS && cfg->premask && !sc->aborted) {
+          /* Mask ahead, as the runtime does once its shares are out. */
+          if (!(sc->pre = malloc((p.dim + 1) * sizeof *sc->pre))) goto out;
+          make_update(cfg->seed * 1000003u + idx, p.clip, x, p.dim);
+          fc_rng qr;
+          fc_rng_seed(&qr, cfg->seed * 1000003u + idx);
+          fc_sa_quantize(x, p.dim, sc->weight, scale, &qr, sc->pre);
+          double c0 = cpu_s();
+          if (fc_sa_client_premask(sc->c, sc->pre) != FEDC_OK) client_abort(res, sc, idx);
+          res->client_stage_s[stage] += cpu_s() - c0;
+        }
         continue;
       }
-      /* Round 2: quantize, mask, "upload" through the aggregator. */
+      /* Round 2: quantize, mask, "upload" through the aggregator (the same
+       * quantized vector again for the plaintext reference when premasked). */
       make_update(cfg->seed * 1000003u + idx, p.clip, x, p.dim);
       fc_rng qr;
       fc_rng_seed(&qr, cfg->seed * 1000003u + idx);
       fc_sa_quantize(x, p.dim, sc->weight, scale, &qr, q);
-      uint32_t *y = yb;
-      memcpy(y, q, (p.dim + 1) * sizeof *y);
-      double t0 = now_s();
+      uint32_t *y = sc->pre ? sc->pre : yb;
+      if (!sc->pre) memcpy(y, q, (p.dim + 1) * sizeof *y);
+      double t0 = now_s(), c0 = cpu_s();
       crc = fc_sa_client_mask(sc->c, y);
       res->client_mask_s += now_s() - t0;
+      res->client_stage_s[stage] += cpu_s() - c0;
       if (crc != FEDC_OK) {
         client_abort(res, sc, idx);
         continue;
@@ -320,6 +347,7 @@ int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res) {
 out:
   for (uint32_t i = 0; cl && i < n; i++) {
     fc_sa_client_destroy(cl[i].c);
+    free(cl[i].pre);
   }
   free(x);
   free(q);

@@ -32,6 +32,14 @@ typedef struct sa_harness_cfg {
   void (*tamper_submit)(void *ctx, int stage, uint32_t index, Fedc__V1__SecAggSubmitRequest *req);
   void *ctx;
   uint8_t *session_out;  /* if set: receives the session id (32 bytes) before the first stage */
+  /* If set: every client's (fc_sa_client_cfg.cert_cache) and the
+   * coordinator's (fc_sa_server_use_cert_cache) verified certificates, as a
+   * runtime keeps them across rounds. NULL: each keeps its own. */
+  struct fc_cert_cache *cert_cache;
+  /* As the runtime does: each client masks its input ahead of time right
+   * after sending its shares (fc_sa_client_premask), then takes out the
+   * masks of neighbours that sent none. 0: all masking after the shares. */
+  int premask;
 } sa_harness_cfg;
 
 typedef struct sa_harness_result {
@@ -46,6 +54,8 @@ typedef struct sa_harness_result {
   double max_abs_err;       /* decoded average vs the float weighted average of the survivors */
   double err_bound;         /* n / (scale W): the documented worst case */
   double client_mask_s;     /* mean seconds one client spent masking */
+  double client_stage_s[6]; /* [FC_SA_*]: CPU seconds all clients spent in the core's calls for that stage's
+                             * input and message (the masked stage includes masking), summed over the clients */
   double unmask_s;          /* coordinator: reconstruction + mask removal */
   size_t unmask_terms;
   uint64_t bytes_up_per_client;   /* mean bytes a client that saw every stage submitted, masked input included */

@@ -159,6 +159,20 @@ static void test_x25519_rfc7748(void) {
   CHECK(memcmp(s1, s2, 32) == 0);
   CHECK_EQ_INT(fc_x25519(NULL, d_pk, s1), FEDC_ERR_INVALID);
   CHECK_EQ_INT(fc_x25519_keygen(NULL, c_pk), FEDC_ERR_INVALID);
+
+  /* A private key loaded once agrees as fc_x25519 does, peer after peer. */
+  fc_x25519_key *ka = NULL;
+  CHECK_EQ_INT(fc_x25519_key_new(a_sk, &ka), FEDC_OK);
+  CHECK_EQ_INT(fc_x25519_key_agree(ka, b_pk, s1), FEDC_OK);
+  CHECK(eq_hex(s1, 32, "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742"));
+  CHECK_EQ_INT(fc_x25519_key_agree(ka, d_pk, s1), FEDC_OK);
+  CHECK_EQ_INT(fc_x25519(a_sk, d_pk, s2), FEDC_OK);
+  CHECK(memcmp(s1, s2, 32) == 0);
+  CHECK_EQ_INT(fc_x25519_key_agree(ka, NULL, s1), FEDC_ERR_INVALID);
+  CHECK_EQ_INT(fc_x25519_key_agree(NULL, b_pk, s1), FEDC_ERR_INVALID);
+  CHECK_EQ_INT(fc_x25519_key_new(NULL, &ka), FEDC_ERR_INVALID);
+  fc_x25519_key_free(ka);
+  fc_x25519_key_free(NULL);
 }
 
 /* Points of small order (and their non-canonical encodings): the shared
@@ -183,6 +197,16 @@ static void test_x25519_low_order(void) {
     CHECK_EQ_INT(fc_x25519(sk, peer, out), FEDC_ERR_CRYPTO);
     CHECK(all_byte(out, sizeof out, 0xAA));
   }
+  /* The same through a key loaded once. */
+  fc_x25519_key *k = NULL;
+  CHECK_EQ_INT(fc_x25519_key_new(sk, &k), FEDC_OK);
+  for (size_t i = 0; i < sizeof points / sizeof *points; i++) {
+    unhex(points[i], peer, 32);
+    memset(out, 0xAA, sizeof out);
+    CHECK_EQ_INT(fc_x25519_key_agree(k, peer, out), FEDC_ERR_CRYPTO);
+    CHECK(all_byte(out, sizeof out, 0xAA));
+  }
+  fc_x25519_key_free(k);
   CHECK_EQ_INT(ERR_peek_error(), 0); /* the error queue is left clean */
 }
 

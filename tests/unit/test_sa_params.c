@@ -5,7 +5,10 @@
  *     failure), reproduced from the same conditions by our own code;
  *   - the hypergeometric tails against exact binomial-coefficient sums;
  *   - deterministic small cases, the complete-graph fallback, infeasible
- *     inputs, and the bounds reported for a given (k, t).
+ *     inputs, and the bounds reported for a given (k, t);
+ *   - the coordinator's default graph (fc_sa_params_default) for every
+ *     cohort size from 3 to 3,000: the floor clients insist on, the bounds
+ *     for the conservative counts, the complete graph for small cohorts.
  */
 #include <math.h>
 #include <stdio.h>
@@ -160,7 +163,86 @@ static void test_small_and_edges(void) {
   CHECK_EQ_INT(fc_sa_params_bounds(10, 9, 9, 0.1, 0.1, FC_SA_THREAT_MALICIOUS, &c), 1);
 }
 
+/* One default choice: what every client checks (fc_sa_params_check: the
+ * floor 2t > k + 1, t <= k, an even k or the complete graph) and, unless it
+ * is the fallback, Bell et al.'s bounds for the counts it promises. */
+static int default_ok(uint32_t n, uint32_t min_survivors, fc_sa_choice *c) {
+  fc_sa_params_default(n, FC_SA_DEFAULT_CORRUPT, FC_SA_DEFAULT_DROPOUT, min_survivors, c);
+  int ok = c->k >= 2 && c->k <= n - 1 && c->t <= c->k && c->t >= fc_sa_min_threshold(c->k, 0) &&
+           (c->complete == (c->k == n - 1)) && (c->complete || c->k % 2 == 0);
+  fc_sa_params p;
+  memset(&p, 0, sizeof p);
+  p.n = n;
+  p.k = c->k;
+  p.t = c->t;
+  p.min_survivors = min_survivors;
+  p.clip = 1;
+  p.max_weight = 1;
+  p.dim = 10;
+  char why[300];
+  ok = ok && fc_sa_params_check(&p, why, sizeof why) == FEDC_OK;
+  if (!isnan(c->log2_starve)) {
+    /* From the bounds: recheck them at the counts the default promises
+     * (corrupt rounded up, dropped at least n - min_survivors). */
+    uint32_t bad_c = (uint32_t)ceil(FC_SA_DEFAULT_CORRUPT * n - 1e-9);
+    uint32_t dropped = (uint32_t)ceil(FC_SA_DEFAULT_DROPOUT * n - 1e-9);
+    if (min_survivors && n - min_survivors > dropped) dropped = n - min_survivors;
+    fc_sa_choice b;
+    ok = ok && fc_sa_params_bounds(n, c->k, c->t, (double)bad_c / n, (double)dropped / n, FC_SA_THREAT_MALICIOUS,
+                                   &b) == 0;
+    /* ... and so it withstands a lying coordinator with a corrupt neighbour
+     * wherever the cohort has one to give (2t > k + 1 + 1). */
+    ok = ok && (bad_c == 0 || c->t >= fc_sa_min_threshold(c->k, 1));
+  }
+  if (!ok) fprintf(stderr, "  default for n=%u min_survivors=%u: k=%u t=%u complete=%d\n", n, min_survivors, c->k, c->t,
+                   c->complete);
+  return ok;
+}
+
+static void test_coordinator_default(void) {
+  fc_sa_choice c;
+  uint32_t bad = 0, sparse_from = 0, complete_small = 1;
+  for (uint32_t n = 3; n <= 3000; n++) {
+    /* Clients sign survivor lists down to min_survivors: every n (the sim),
+     * 90% and 70% of the cohort, and the coordinator's default 2. */
+    uint32_t ms[4] = {n, (uint32_t)ceil(0.9 * n), (uint32_t)ceil(0.7 * n), 2};
+    for (int i = 0; i < 4; i++) bad += !default_ok(n, ms[i], &c);
+    fc_sa_params_default(n, FC_SA_DEFAULT_CORRUPT, FC_SA_DEFAULT_DROPOUT, n, &c);
+    if (!c.complete && !sparse_from) sparse_from = n;
+    if (n <= 7) complete_small &= c.complete;
+  }
+  CHECK_EQ_INT(bad, 0);
+  /* Small cohorts: the complete graph (1 corrupt and 1 dropped of up to 7
+   * leave no sparser graph), sparse from 8 clients on. */
+  CHECK(complete_small);
+  CHECK_EQ_INT(sparse_from, 8);
+  /* 100 clients, 5 corrupt, 10 dropped (min_updates 100 or 90): 28 / 18, the
+   * bench's cohort; at min_updates 70 the 30 a coordinator may claim dropped
+   * need 68 / 38; at min_updates 2 nothing sparser holds: 99 / 51 as before. */
+  fc_sa_params_default(100, FC_SA_DEFAULT_CORRUPT, FC_SA_DEFAULT_DROPOUT, 100, &c);
+  CHECK(c.k == 28 && c.t == 18 && !c.complete);
+  fc_sa_params_default(100, FC_SA_DEFAULT_CORRUPT, FC_SA_DEFAULT_DROPOUT, 90, &c);
+  CHECK(c.k == 28 && c.t == 18);
+  fc_sa_params_default(100, FC_SA_DEFAULT_CORRUPT, FC_SA_DEFAULT_DROPOUT, 70, &c);
+  CHECK(c.k == 68 && c.t == 38);
+  fc_sa_params_default(100, FC_SA_DEFAULT_CORRUPT, FC_SA_DEFAULT_DROPOUT, 2, &c);
+  CHECK(c.complete && c.k == 99 && c.t == 51 && isnan(c.log2_starve));
+  /* Fractions of a client count as one: 10 clients at 5% is one corrupt. */
+  fc_sa_params_default(10, FC_SA_DEFAULT_CORRUPT, FC_SA_DEFAULT_DROPOUT, 10, &c);
+  fc_sa_choice one;
+  char why[300];
+  CHECK_EQ_INT(fc_sa_params_find(10, 0.1, 0.1, FC_SA_THREAT_MALICIOUS, &one, why, sizeof why), FEDC_OK);
+  CHECK(c.k == one.k && c.t == one.t);
+  /* Larger cohorts stay sparse: 10,000 clients. */
+  fc_sa_params_default(10000, FC_SA_DEFAULT_CORRUPT, FC_SA_DEFAULT_DROPOUT, 9000, &c);
+  CHECK(!c.complete && c.k < 200 && c.t >= fc_sa_min_threshold(c.k, 1));
+  /* Nothing can hold (as many corrupt as survivors): the complete graph at the floor. */
+  fc_sa_params_default(50, 0.5, 0.5, 0, &c);
+  CHECK(c.complete && c.k == 49 && c.t == fc_sa_min_threshold(49, 0));
+}
+
 int main(void) {
+  test_coordinator_default();
   test_bounds_exact();
   test_small_and_edges();
   test_published_table();
