@@ -21,7 +21,7 @@
 #include "client/runtime_int.h"
 #include "secagg/secagg.h"
 #include "client/partition.h"
-#include "client/trainer_mlp.h"
+#include "common/mlp.h"
 #include "common/blas.h"
 #include "common/log.h"
 #include "fedc/client.h"

@@ -53,7 +53,7 @@
 
 #include "cli/cli.h"
 #include "cli/cli_common.h"
-#include "client/trainer_mlp.h"
+#include "common/mlp.h"
 #include "common/blas.h"
 #include "common/log.h"
 #include "common/safetensors.h"

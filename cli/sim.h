@@ -14,7 +14,7 @@
 #include <stdio.h>
 
 #include "client/data.h"
-#include "client/trainer_mlp.h"
+#include "common/mlp.h"
 #include "transport/transport.h"
 
 typedef struct sim_opts {
