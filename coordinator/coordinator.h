@@ -107,6 +107,13 @@ typedef struct fc_coord_cfg {
    * than state_min_free_mib free (0 = 4 x the model + 64 MiB), refusals are
    * only counted, one record per audit_refusal_interval_ms for everyone. */
   uint64_t audit_max_mib, state_min_free_mib, audit_refusal_interval_ms;
+  /* Watermark (coordinator/watermark.h; WAFFLE, Tekgul et al. 2021): a key
+   * file ("" = none). Every new version is fine-tuned on the key's trigger
+   * set before it is signed: full-batch SGD steps of watermark_lr until each
+   * trigger is learnt, at most watermark_steps per round. */
+  char watermark_key[512];
+  uint32_t watermark_steps;
+  float watermark_lr;
 } fc_coord_cfg;
 
 void fc_coord_cfg_defaults(fc_coord_cfg *c);
