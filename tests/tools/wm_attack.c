@@ -11,7 +11,12 @@
  *       zero the fraction of smallest-magnitude weights (over all weight
  *       matrices together; biases kept), into OUT
  *
- * Both print one JSON line: the attack, its settings, and the test accuracy
+ *   wm_attack eval IN
+ *       only measure IN: test accuracy and the backdoor success rate of
+ *       `fedc sim --byzantine F:backdoor` (client/byzantine.h's trigger; a
+ *       model no attacker touched gives the rate's floor)
+ *
+ * The attacks print one JSON line: the attack, its settings, and the test accuracy
  * (10,000 images) before and after: an attack that costs the thief the
  * model's use is no attack. `fedc watermark verify OUT --key K --json` then
  * says what is left of the watermark (bench/watermark_sweep.sh runs both).
@@ -22,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "client/byzantine.h"
 #include "client/data.h"
 #include "common/mlp.h"
 #include "common/rng.h"
@@ -73,9 +79,27 @@ static int prune(const fc_model_spec *spec, float *w, double fraction, size_t *z
 }
 
 int main(int argc, char **argv) {
+  if (argc == 3 && strcmp(argv[1], "eval") == 0) {
+    fc_model_spec spec;
+    float *w = NULL;
+    fc_mlp m;
+    fc_dataset test = {0}, triggered = {0};
+    char err[400];
+    int rc = 1;
+    if (load_model(argv[2], &spec, &w, &m) == 0 && fc_fmnist_load(NULL, 0, &test, err, sizeof err) == 0 &&
+        fc_backdoor_testset(&test, &triggered) == FEDC_OK) {
+      printf("{\"model\":\"%s\",\"test_accuracy\":%.4f,\"backdoor\":%.4f}\n", argv[2], test_accuracy(&m, w, &test),
+             test_accuracy(&m, w, &triggered));
+      rc = 0;
+    }
+    free(w);
+    fc_dataset_free(&test);
+    fc_dataset_free(&triggered);
+    return rc;
+  }
   if (argc < 4 || (strcmp(argv[1], "finetune") && strcmp(argv[1], "prune"))) {
     fprintf(stderr, "usage: wm_attack finetune|prune IN OUT [--fraction F] [--epochs E] [--lr X] [--batch B] "
-                    "[--seed S] [--data-dir DIR]\n");
+                    "[--seed S] [--data-dir DIR] | wm_attack eval IN\n");
     return 2;
   }
   int finetune = strcmp(argv[1], "finetune") == 0;
