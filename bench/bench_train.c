@@ -17,7 +17,7 @@
 #include <time.h>
 
 #include "client/data.h"
-#include "client/trainer_mlp.h"
+#include "common/mlp.h"
 #include "common/blas.h"
 #include "fedc/error.h"
 

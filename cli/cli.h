@@ -17,6 +17,7 @@ int cmd_sim(int argc, char **argv);
 int cmd_secagg_params(int argc, char **argv);
 int cmd_dp_budget(int argc, char **argv);
 int cmd_audit(int argc, char **argv);
+int cmd_watermark(int argc, char **argv);
 int cmd_version(int argc, char **argv);
 /* `fedc model verify` (cmd_model_verify.c); `fedc model` dispatches to it. */
 int cmd_model_verify(int argc, char **argv);

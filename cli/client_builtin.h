@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 #include "client/data.h"
-#include "client/trainer_mlp.h"
+#include "common/mlp.h"
 #include "fedc/client.h"
 
 typedef struct builtin {

@@ -22,7 +22,7 @@
 #include "client/runtime_int.h"
 #include "secagg/secagg.h"
 #include "client/partition.h"
-#include "client/trainer_mlp.h"
+#include "common/mlp.h"
 #include "common/blas.h"
 #include "common/log.h"
 #include "fedc/client.h"
@@ -224,7 +224,7 @@ static void usage(FILE *f) {
           "  --secagg-drop SPEC       research: vanish from secure-aggregation stages, e.g. masked:0.1,unmask:0.05\n"
           "  --drop-seed S            seed of those dropouts (default 1)\n"
           "  --drop-halt              research/tests: a dropout halts the client there (until killed)\n"
-          "  --byzantine KIND[:SCALE] research (fedc sim): attack: signflip, gaussian, labelflip, alie, ipm\n"
+          "  --byzantine KIND[:SCALE] research (fedc sim): attack: signflip, gaussian, labelflip, alie, ipm, backdoor\n"
           "  --byzantine-names FILE   ... only the clients named in FILE (one per line); --byzantine-dir DIR\n"
           "                           the colluders' shared view; --byzantine-cohort N --byzantine-colluders F\n"
           "  --byzantine-unclipped    ... and skip the clip stage\n"
@@ -444,7 +444,7 @@ int cmd_client(int argc, char **argv) {
       double sc = 0;
       int got = sscanf(optarg, "%31[a-z]:%lf", kind, &sc);
       if (got < 1 || (byz.kind = fc_byz_parse(kind)) < 0 || (got == 2 && !(sc > 0))) {
-        fprintf(stderr, "fedc client: --byzantine KIND[:SCALE], KIND signflip|gaussian|labelflip|alie|ipm\n");
+        fprintf(stderr, "fedc client: --byzantine KIND[:SCALE], KIND signflip|gaussian|labelflip|alie|ipm|backdoor\n");
         bad = 2;
       }
       byz.scale = sc;
@@ -621,6 +621,12 @@ int cmd_client(int argc, char **argv) {
     /* Research: a label-flipping attacker trains on y -> classes - 1 - y. */
     if (!rc && hs[i].byz && byz.kind == FC_BYZ_LABELFLIP)
       for (uint32_t k = 0; k < b->data.n; k++) b->data.y[k] = (uint8_t)(b->data.classes - 1 - b->data.y[k]);
+    /* ... a backdoor attacker stamps its trigger on part of its data (byzantine.h). */
+    if (!rc && hs[i].byz && byz.kind == FC_BYZ_BACKDOOR) {
+      uint32_t poisoned = fc_backdoor_poison(&b->data, FC_BACKDOOR_POISON, drop_seed + i);
+      fprintf(stderr, "fedc client %s: backdoor: %u of %u examples carry the trigger, labelled %d\n", hs[i].name,
+              poisoned, b->data.n, FC_BACKDOOR_TARGET);
+    }
     /* An explicit --model must fit the data; without one, the coordinator's model is checked in bt_adapt. */
     if (!rc && b->model_given && b->data.dim != b->mlp.sizes[0]) {
       fprintf(stderr, "fedc client: data has %u features, model input is %u\n", b->data.dim, b->mlp.sizes[0]);

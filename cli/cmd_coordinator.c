@@ -53,7 +53,7 @@
 
 #include "cli/cli.h"
 #include "cli/cli_common.h"
-#include "client/trainer_mlp.h"
+#include "common/mlp.h"
 #include "common/blas.h"
 #include "common/log.h"
 #include "common/safetensors.h"
@@ -194,6 +194,14 @@ static const copt options[] = {
     OPT_STR("model-key-file", model_key_file,
             "encrypt model versions at rest: file with a 32-byte key as 64 hex digits (keep it outside --state)",
             NULL),
+    OPT_STR("watermark-key", c.watermark_key,
+            "watermark every new version (WAFFLE): fine-tune it on a trigger set drawn from this private key "
+            "file (64 hex digits, `fedc watermark keygen`; keep it outside --state); built-in MLP models only",
+            NULL),
+    OPT_RANGE("watermark-steps", T_U32, c.watermark_steps,
+              "watermark: full-batch fine-tuning steps per round at most (it stops once every trigger is learnt)", 1,
+              100000),
+    OPT_NUM("watermark-lr", T_F32, c.watermark_lr, "watermark: learning rate of its fine-tuning steps (> 0)"),
     OPT_BOOL("insecure-for-testing", c.insecure_for_testing, "no TLS (refused unless --listen is loopback)"),
     OPT_STR("state", c.state_dir, "state directory: model versions, state.json, rounds.jsonl", NULL),
     OPT_NUM("keep-versions", T_U64, c.keep_versions,

@@ -132,8 +132,12 @@ static void usage(FILE *f) {
              "  --dp-delta D --dp-target-epsilon E   its delta (default 1e-5) and budget\n"
              "  --byzantine F:KIND[:SCALE]  research: a fraction F of the clients (chosen by --seed, listed\n"
              "                       in OUT/byzantine.json) attack: signflip (x -10), gaussian (std 1),\n"
-             "                       labelflip, alie (Baruch et al. 2019), ipm (Xie et al. 2020, eps 0.1);\n"
-             "                       alie and ipm collude through OUT/byz/\n"
+             "                       labelflip, alie (Baruch et al. 2019), ipm (Xie et al. 2020, eps 0.1),\n"
+             "                       backdoor (Bagdasaryan et al. 2020: pixel trigger, target 0; SCALE = their\n"
+             "                       gamma, e.g. cohort / server lr for model replacement; the backdoor success\n"
+             "                       rate is reported per round); alie and ipm collude through OUT/byz/\n"
+             "  --byzantine-unclipped  ... and the attackers skip the clip stage (the coordinator refuses\n"
+             "                       updates above its clip norm)\n"
              "  --aggregator NAME    fedavg (default), median, trimmed_mean, krum, multikrum, bulyan,\n"
              "                       centered_clip; --agg-f F --agg-trim B --agg-m M --agg-tau T --agg-iters L\n"
              "  --dp-adaptive-quantile Q [--dp-clip-lr ETA]   adaptive clipping (Andrew et al. 2021) to\n"
@@ -222,7 +226,7 @@ static int parse(int argc, char **argv, sim_opts *o) {
          O_MINUP, O_RTO, O_POLL, O_SEED, O_DATA, O_JSON, O_SECAGG, O_SAK, O_SAT, O_DROP, O_SOPT, O_SOPT_END = O_SOPT + 4, O_BYZ, O_AGG,
          O_AGG_END = O_AGG + 5,
          O_NESTEROV, O_DP, O_DP_END = O_DP + 4, O_SAB, O_COPT, O_KEEPV, O_KEEPE, O_PROX, O_EVERY, O_ECOH, O_EFRAC,
-         O_ESPLIT };
+         O_ESPLIT, O_BYZ_UNCLIP };
   static const struct option lo[] = {
       {"out", 1, 0, O_OUT},         {"clients-per-process", 1, 0, O_PER_PROC},         {"clients", 1, 0, O_CLIENTS},   {"cohort", 1, 0, O_COHORT},
       {"rounds", 1, 0, O_ROUNDS},   {"partition", 1, 0, O_PART},    {"alpha", 1, 0, O_ALPHA},
@@ -232,7 +236,7 @@ static int parse(int argc, char **argv, sim_opts *o) {
       {"seed", 1, 0, O_SEED},       {"data-dir", 1, 0, O_DATA},     {"json", 0, 0, O_JSON},
       {"secagg", 0, 0, O_SECAGG},   {"secagg-neighbors", 1, 0, O_SAK}, {"secagg-threshold", 1, 0, O_SAT},
       {"secagg-bucket", 1, 0, O_SAB},   {"coordinator-opt", 1, 0, O_COPT}, {"prox-mu", 1, 0, O_PROX},
-      {"drop", 1, 0, O_DROP},           {"byzantine", 1, 0, O_BYZ},
+      {"drop", 1, 0, O_DROP},           {"byzantine", 1, 0, O_BYZ}, {"byzantine-unclipped", 0, 0, O_BYZ_UNCLIP},
       {"server-optimizer", 1, 0, O_SOPT}, {"server-lr", 1, 0, O_SOPT + 1}, {"server-beta1", 1, 0, O_SOPT + 2},
       {"server-beta2", 1, 0, O_SOPT + 3}, {"server-tau", 1, 0, O_SOPT + 4}, {"server-nesterov", 0, 0, O_NESTEROV},
       {"aggregator", 1, 0, O_AGG},        {"agg-f", 1, 0, O_AGG + 1},      {"agg-trim", 1, 0, O_AGG + 2},
@@ -320,7 +324,7 @@ static int parse(int argc, char **argv, sim_opts *o) {
       int got = sscanf(optarg, "%lf:%31[a-z]:%lf", &o->byz_fraction, kind, &sc);
       if (got < 2 || !(o->byz_fraction > 0 && o->byz_fraction < 1) || fc_byz_parse(kind) < 0 || (got == 3 && !(sc > 0))) {
         fprintf(stderr, "fedc sim: --byzantine FRACTION:KIND[:SCALE], fraction in (0, 1), KIND signflip, gaussian, "
-                        "labelflip, alie or ipm\n");
+                        "labelflip, alie, ipm or backdoor\n");
         bad = 2;
       } else if (got == 3) {
         snprintf(o->byz_kind, sizeof o->byz_kind, "%s:%g", kind, sc);
@@ -351,6 +355,7 @@ static int parse(int argc, char **argv, sim_opts *o) {
       }
       o->eval_test = strcmp(optarg, "test") == 0;
       break;
+    case O_BYZ_UNCLIP: o->byz_unclipped = 1; break;
     case O_KEEPV: bad = parse_int("--keep-versions", optarg, 0, ULLONG_MAX, &o->keep_versions); break;
     case O_KEEPE: bad = parse_int("--keep-every", optarg, 0, ULLONG_MAX, &o->keep_every); break;
     case O_DP:
@@ -374,6 +379,10 @@ static int parse(int argc, char **argv, sim_opts *o) {
   }
   if (fc_partition_kind_parse(o->partition) < 0) {
     fprintf(stderr, "fedc sim: unknown --partition '%s' (iid, dirichlet, shards)\n", o->partition);
+    return 2;
+  }
+  if (o->byz_unclipped && !o->byz_kind[0]) {
+    fprintf(stderr, "fedc sim: --byzantine-unclipped needs --byzantine\n");
     return 2;
   }
   if (o->drop[0] && !o->secagg) {
@@ -495,6 +504,7 @@ static void client_cmd_make(const sim_opts *o, unsigned long long i, const char 
     av[n++] = "--byzantine-dir", av[n++] = c->byz_dir;
     av[n++] = "--byzantine-cohort", av[n++] = c->byz_n;
     av[n++] = "--byzantine-colluders", av[n++] = c->byz_f;
+    if (o->byz_unclipped) av[n++] = "--byzantine-unclipped";
   }
   av[n] = NULL;
 }
@@ -689,7 +699,7 @@ int cmd_sim(int argc, char **argv) {
   }
   m.mlp = mlp;
   m.ws = fc_mlp_ws_create(&mlp, 500);
-  if (!m.ws || sim_out_open(&m.out, &o) != 0) {
+  if (!m.ws || sim_backdoor_prepare(&m, &o) != 0 || sim_out_open(&m.out, &o) != 0) {
     rc = 1;
     goto out_grpc;
   }
@@ -766,6 +776,7 @@ out_grpc:
   sim_out_close(&m.out);
   fc_mlp_ws_destroy(m.ws);
   fc_dataset_free(&m.test);
+  fc_dataset_free(&m.backdoor);
   fc_channel_destroy(m.ch);
   fc_transport_shutdown();
 out:

@@ -32,6 +32,7 @@ static const struct {
     {"dp-budget", cmd_dp_budget, "client-level (epsilon, delta) of DP-FedAvg over rounds"},
 #ifndef FEDC_CLIENT_ONLY
     {"audit", cmd_audit, "verify | show the coordinator's hash-chained audit log"},
+    {"watermark", cmd_watermark, "keygen | verify: the global model's watermark (a key's trigger set)"},
 #endif
     {"version", cmd_version, "print version information"},
 };

@@ -5,6 +5,7 @@
  *   sim_monitor.c  following the rounds as admin, evaluating each version
  *   sim_output.c   what the run leaves: rounds.csv, rounds.jsonl, config.json,
  *                  curve.gp + curve.png, the progress and final lines
+ *   sim_backdoor.c the backdoor success rate of each version (--byzantine F:backdoor)
  * Internal to the CLI (prefix sim_); nothing here is a public interface.
  */
 #ifndef FEDC_CLI_SIM_H
@@ -14,7 +15,7 @@
 #include <stdio.h>
 
 #include "client/data.h"
-#include "client/trainer_mlp.h"
+#include "common/mlp.h"
 #include "transport/transport.h"
 
 typedef struct sim_opts {
@@ -39,6 +40,7 @@ typedef struct sim_opts {
   /* --byzantine FRACTION:KIND[:SCALE]: that fraction of the clients attack. */
   double byz_fraction;
   char byz_kind[48];
+  int byz_unclipped; /* --byzantine-unclipped: the attackers skip the clip stage */
   /* Server optimizer, passed to the coordinator as given (it validates):
    * --server-optimizer, -lr, -beta1, -beta2, -tau ("" = its default), --server-nesterov. */
   char sopt[5][32];
@@ -94,6 +96,7 @@ typedef struct sim_row {
   double fed_accuracy, fed_loss; /* federated evaluation of the round's model (NaN: none) */
   double fed_examples;
   uint32_t fed_clients;
+  double backdoor; /* backdoor success rate (sim_backdoor.c) */
   uint32_t participants;
   uint64_t bytes;
   double seconds, elapsed;
@@ -103,7 +106,8 @@ typedef struct sim_out {
   FILE *csv, *jsonl;
 } sim_out;
 
-#define SIM_CSV_HEADER "round,version,accuracy,loss,train_loss,participants,bytes,seconds,epsilon,fed_accuracy,fed_loss"
+#define SIM_CSV_HEADER "round,version,accuracy,loss,train_loss,participants,bytes,seconds,epsilon,fed_accuracy,fed_loss,backdoor"
+#define SIM_CSV_BACKDOOR_COL 12
 
 /* OUT/rounds.csv (with its header) and OUT/rounds.jsonl. */
 int sim_out_open(sim_out *so, const sim_opts *o);
@@ -131,6 +135,7 @@ typedef struct sim_monitor {
   fc_mlp mlp;
   fc_mlp_ws *ws;
   fc_dataset test;
+  fc_dataset backdoor; /* the triggered test set (sim_backdoor.c); n = 0 without a backdoor attack */
   sim_out out;
   uint64_t seen_round; /* last round id settled: reported, abandoned, or given up on */
   double t0;
@@ -147,5 +152,19 @@ int sim_poll_rounds(sim_monitor *m, const sim_opts *o);
 /* The coordinator's server optimizer and DP settings (Admin Status); "" when
  * it does not say. 0 on success. */
 int sim_coordinator_settings(sim_monitor *m, char *sopt, size_t soptlen, char *dp, size_t dplen);
+
+/* ---- sim_backdoor.c ---- */
+
+/* 1 if the attack is a backdoor. */
+int sim_backdoor_active(const sim_opts *o);
+/* The triggered copy of m->test, if the attack is a backdoor. 0, or -1
+ * after a message. */
+int sim_backdoor_prepare(sim_monitor *m, const sim_opts *o);
+/* Backdoor success rate of these weights (NaN without a backdoor attack). */
+double sim_backdoor_rate(sim_monitor *m, const float *weights);
+/* "  backdoor 12.34%" for the progress line ("" without a backdoor attack). */
+void sim_backdoor_progress(const sim_opts *o, double rate, char *out, size_t len);
+/* The plot's backdoor series, appended to its first plot command. */
+void sim_backdoor_plot(FILE *gp, const sim_opts *o);
 
 #endif

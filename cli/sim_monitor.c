@@ -28,8 +28,8 @@
 
 /* Fetch a version as admin and evaluate it on the test set. *code gets the
  * gRPC status (NOT_FOUND: the coordinator has no such version). */
-static int eval_version(sim_monitor *m, uint64_t version, double *acc, double *loss, int *code, char *err,
-                        size_t errlen) {
+static int eval_version(sim_monitor *m, uint64_t version, double *acc, double *loss, double *backdoor, int *code,
+                        char *err, size_t errlen) {
   Fedc__V1__GetModelRequest req = FEDC__V1__GET_MODEL_REQUEST__INIT;
   req.version = version;
   fc_ccall *call = NULL;
@@ -46,6 +46,7 @@ static int eval_version(sim_monitor *m, uint64_t version, double *acc, double *l
       if (total != fc_mlp_nparams(&m->mlp) * sizeof(float)) rc = FEDC_ERR_SHAPE;
       else
         rc = fc_mlp_eval(&m->mlp, m->ws, w, &m->test, NULL, m->test.n, acc, loss);
+      if (rc == FEDC_OK) *backdoor = sim_backdoor_rate(m, w);
       free(w);
     }
   }
@@ -76,11 +77,11 @@ int sim_poll_rounds(sim_monitor *m, const sim_opts *o) {
      * once it is in (rounds stay in order; the coordinator ends it by its
      * deadline at the latest). */
     if (rec->eval && rec->eval->outcome && strcmp(rec->eval->outcome, "pending") == 0) break;
-    double acc = NAN, loss = NAN;
+    double acc = NAN, loss = NAN, backdoor = NAN;
     char err[300];
     int code = 0;
-    if (eval_version(m, rec->version, &acc, &loss, &code, err, sizeof err) != FEDC_OK) {
-      acc = loss = NAN;
+    if (eval_version(m, rec->version, &acc, &loss, &backdoor, &code, err, sizeof err) != FEDC_OK) {
+      acc = loss = backdoor = NAN;
       if (code == GRPC_STATUS_NOT_FOUND && o->keep_versions) {
         fprintf(stderr,
                 "fedc sim: model v%llu was pruned (--keep-versions %llu) before it could be evaluated: round %llu "
@@ -104,6 +105,7 @@ int sim_poll_rounds(sim_monitor *m, const sim_opts *o) {
     row.version = rec->version;
     row.accuracy = acc;
     row.loss = loss;
+    row.backdoor = backdoor;
     /* NaN from the coordinator: unknown (distributed DP). */
     row.train_loss = isfinite(rec->mean_train_loss) ? (double)rec->mean_train_loss : NAN;
     row.epsilon = rec->dp_epsilon > 0 ? rec->dp_epsilon : NAN;

@@ -10,7 +10,8 @@
  *   | rounds.csv   | SIM_CSV_HEADER, one row per completed round                |
  *   | rounds.jsonl | the same rounds, one JSON object per line                  |
  *   | curve.gp     | the gnuplot script (run it in --out to redraw)             |
- *   | curve.png    | accuracy and loss per round (and epsilon with DP), titled  |
+ *   | curve.png    | accuracy and loss per round (and epsilon with DP, backdoor |
+ *   |              | success with a backdoor attack), titled                    |
  *   |              | with a one-line summary of the settings                    |
  *
  * Unknown is never 0: a value the sim does not know (the train loss under
@@ -78,12 +79,12 @@ static const char *cell(double v, const char *fmt, char *buf, size_t len) {
 }
 
 void sim_out_row(sim_out *so, const sim_opts *o, const sim_row *r) {
-  char a[32], l[32], t[32], e[32], fa[32], fl[32];
-  fprintf(so->csv, "%llu,%llu,%s,%s,%s,%u,%llu,%.3f,%s,%s,%s\n", (unsigned long long)r->round,
+  char a[32], l[32], t[32], e[32], fa[32], fl[32], b[32];
+  fprintf(so->csv, "%llu,%llu,%s,%s,%s,%u,%llu,%.3f,%s,%s,%s,%s\n", (unsigned long long)r->round,
           (unsigned long long)r->version, cell(r->accuracy, "%.6f", a, sizeof a), cell(r->loss, "%.6f", l, sizeof l),
           cell(r->train_loss, "%.6f", t, sizeof t), r->participants, (unsigned long long)r->bytes, r->seconds,
           cell(r->epsilon, "%.6f", e, sizeof e), cell(r->fed_accuracy, "%.6f", fa, sizeof fa),
-          cell(r->fed_loss, "%.6f", fl, sizeof fl));
+          cell(r->fed_loss, "%.6f", fl, sizeof fl), cell(r->backdoor, "%.6f", b, sizeof b));
   fflush(so->csv);
   json_t *j = json_object();
   json_object_set_new(j, "round", json_integer((json_int_t)r->round));
@@ -103,6 +104,7 @@ void sim_out_row(sim_out *so, const sim_opts *o, const sim_row *r) {
     json_object_set_new(j, "fed_examples", jnum(r->fed_examples));
     json_object_set_new(j, "fed_clients", json_integer(r->fed_clients));
   }
+  json_object_set_new(j, "backdoor", jnum(r->backdoor));
   char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
   if (s) {
     fprintf(so->jsonl, "%s\n", s);
@@ -115,16 +117,17 @@ void sim_out_row(sim_out *so, const sim_opts *o, const sim_row *r) {
   }
   json_decref(j);
   if (o->json) return;
-  char acc[32] = "-", loss[32] = "-", eps[48] = "", fed[48] = "";
+  char acc[32] = "-", loss[32] = "-", eps[48] = "", fed[48] = "", bd[48];
   if (o->eval_every && isfinite(r->fed_accuracy))
     snprintf(fed, sizeof fed, "  federated %.2f%% (%u clients)", r->fed_accuracy * 100, r->fed_clients);
+  sim_backdoor_progress(o, r->backdoor, bd, sizeof bd);
   if (isfinite(r->accuracy)) snprintf(acc, sizeof acc, "%.2f%%", r->accuracy * 100);
   if (isfinite(r->loss)) snprintf(loss, sizeof loss, "%.4f", r->loss);
   if (o->dp[0][0] && isfinite(r->epsilon)) snprintf(eps, sizeof eps, "  epsilon %.3f", r->epsilon);
   else if (o->dp[0][0])
     snprintf(eps, sizeof eps, "  epsilon -");
-  fprintf(stderr, "fedc sim: round %llu/%llu  accuracy %s  loss %s%s%s  %u clients  %.2fs  (%.0fs elapsed)\n",
-          (unsigned long long)r->round, o->rounds, acc, loss, fed, eps, r->participants, r->seconds, r->elapsed);
+  fprintf(stderr, "fedc sim: round %llu/%llu  accuracy %s%s  loss %s%s%s  %u clients  %.2fs  (%.0fs elapsed)\n",
+          (unsigned long long)r->round, o->rounds, acc, bd, loss, fed, eps, r->participants, r->seconds, r->elapsed);
 }
 
 /* ---- config.json ---- */
@@ -182,6 +185,7 @@ int sim_write_config(const sim_opts *o, char *const *coord_argv, char *const *cl
   } else {
     json_object_set_new(opt, "byzantine", json_null());
   }
+  json_object_set_new(opt, "byzantine-unclipped", json_boolean(o->byz_unclipped));
   json_t *copts = json_array();
   for (int i = 0; i < o->ncoord_opts; i++) json_array_append_new(copts, json_string(o->coord_opts[i]));
   json_object_set_new(opt, "coordinator-opt", copts);
@@ -269,8 +273,10 @@ void sim_plot(const sim_opts *o, const char *title) {
              "set ytics nomirror\n"
              "set y2tics\n"
              "plot 'rounds.csv' every ::1 using 1:3 with lines lw 2 title 'accuracy', \\\n"
-             "     '' every ::1 using 1:4 axes x1y2 with lines title 'loss'%s\n",
+             "     '' every ::1 using 1:4 axes x1y2 with lines title 'loss'%s",
           o->eval_every ? ", \\\n     '' every ::1 using 1:10 with linespoints lw 2 title 'federated accuracy'" : "");
+  sim_backdoor_plot(f, o);
+  fputc('\n', f);
   fc_coord_cfg defaults;
   fc_coord_cfg_defaults(&defaults);
   char delta[64], dflt[32];

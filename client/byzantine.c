@@ -1,5 +1,8 @@
 /*
- * byzantine.c - research attacks (byzantine.h).
+ * byzantine.c - research attacks (byzantine.h): what each kind does to the
+ * delta, the colluders' shared view, and the backdoor's trigger (one
+ * definition, used by the attacker's poisoned data and by `fedc sim`'s
+ * backdoor success rate, so both see the same pattern).
  */
 #include "client/byzantine.h"
 
@@ -15,7 +18,7 @@
 #include "common/rng.h"
 #include "fedc/error.h"
 
-static const char *const names[] = {"none", "signflip", "gaussian", "labelflip", "alie", "ipm"};
+static const char *const names[] = {"none", "signflip", "gaussian", "labelflip", "alie", "ipm", "backdoor"};
 
 int fc_byz_parse(const char *kind) {
   for (int i = 1; i < (int)(sizeof names / sizeof *names); i++)
@@ -146,6 +149,69 @@ int fc_byz_apply(const fc_byz_cfg *c, uint64_t round, float *delta, size_t n) {
     free(sq);
     return FEDC_OK;
   }
+  case FC_BYZ_BACKDOOR: { /* the poison is in the data; this is model replacement's boost */
+    float s = (float)(c->scale > 0 ? c->scale : 1);
+    for (size_t i = 0; i < n; i++) delta[i] *= s;
+    return FEDC_OK;
+  }
   default: return FEDC_OK; /* labelflip happens in the data; none */
   }
+}
+
+/* ---- backdoor: the trigger --------------------------------------------------------- */
+
+#define TRIGGER_SIDE 4
+
+void fc_backdoor_stamp(float *x, uint32_t dim) {
+  uint32_t side = (uint32_t)lround(sqrt((double)dim));
+  if (side * side == dim && side >= TRIGGER_SIDE + 2) {
+    uint32_t top = side - 1 - TRIGGER_SIDE; /* one pixel in from the corner */
+    for (uint32_t r = 0; r < TRIGGER_SIDE; r++)
+      for (uint32_t k = 0; k < TRIGGER_SIDE; k++) x[(size_t)(top + r) * side + top + k] = (float)((r + k + 1) % 2);
+    return;
+  }
+  uint32_t m = dim < TRIGGER_SIDE * TRIGGER_SIDE ? dim : TRIGGER_SIDE * TRIGGER_SIDE;
+  for (uint32_t i = 0; i < m; i++) x[dim - m + i] = (float)((i / TRIGGER_SIDE + i + 1) % 2);
+}
+
+uint32_t fc_backdoor_poison(fc_dataset *d, double fraction, uint64_t seed) {
+  uint32_t want = (uint32_t)lround(fraction * d->n);
+  if (want > d->n) want = d->n;
+  if (want == 0) return 0;
+  uint32_t *order = malloc((size_t)d->n * sizeof *order);
+  if (!order) return 0;
+  for (uint32_t i = 0; i < d->n; i++) order[i] = i;
+  fc_rng rng;
+  fc_rng_seed(&rng, seed ^ 0xBAC4D002ull);
+  fc_rng_shuffle_u32(&rng, order, d->n);
+  for (uint32_t i = 0; i < want; i++) {
+    fc_backdoor_stamp(d->x + (size_t)order[i] * d->dim, d->dim);
+    d->y[order[i]] = FC_BACKDOOR_TARGET;
+  }
+  if (d->classes <= FC_BACKDOOR_TARGET) d->classes = FC_BACKDOOR_TARGET + 1;
+  free(order);
+  return want;
+}
+
+int fc_backdoor_testset(const fc_dataset *src, fc_dataset *out) {
+  uint32_t n = 0;
+  for (uint32_t i = 0; i < src->n; i++) n += src->y[i] != FC_BACKDOOR_TARGET;
+  if (n == 0) return FEDC_ERR_INVALID;
+  fc_dataset t = {.n = n, .dim = src->dim, .classes = src->classes > FC_BACKDOOR_TARGET ? src->classes : FC_BACKDOOR_TARGET + 1};
+  t.x = malloc((size_t)n * src->dim * sizeof *t.x);
+  t.y = malloc(n);
+  if (!t.x || !t.y) {
+    free(t.x);
+    free(t.y);
+    return FEDC_ERR_NOMEM;
+  }
+  for (uint32_t i = 0, k = 0; i < src->n; i++) {
+    if (src->y[i] == FC_BACKDOOR_TARGET) continue;
+    float *x = t.x + (size_t)k * src->dim;
+    memcpy(x, src->x + (size_t)i * src->dim, src->dim * sizeof *x);
+    fc_backdoor_stamp(x, src->dim);
+    t.y[k++] = FC_BACKDOOR_TARGET;
+  }
+  *out = t;
+  return FEDC_OK;
 }

@@ -15,16 +15,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/dataset.h" /* fc_dataset */
+
 #define FC_DATA_MAX_ITEMS 10000000u      /* examples per file */
 #define FC_DATA_MAX_DIM 1000000u         /* features per example */
 #define FC_DATA_MAX_ELEMS (1ull << 30)   /* n * dim: 4 GiB of float32 */
 #define FC_FMNIST_DEFAULT_DIR "/usr/share/datasets/fashion-mnist"
-
-typedef struct fc_dataset {
-  uint32_t n, dim, classes; /* classes = max label + 1 */
-  float *x;                 /* n * dim row-major; IDX pixels scaled to [0,1] */
-  uint8_t *y;               /* n labels, each < classes */
-} fc_dataset;
 
 /* Free both buffers and zero the struct; accepts NULL and a zeroed struct. */
 void fc_dataset_free(fc_dataset *d);

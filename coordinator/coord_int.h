@@ -64,6 +64,7 @@ struct fc_coord {
   fc_sopt *sopt;          /* server optimizer; its state before the running step: */
   float *sopt_backup;
   uint64_t sopt_backup_step;
+  struct fc_wm *wm;       /* the watermark (watermark.h); NULL without --watermark-key */
   model_ref *model;
   fc_round_stats *rounds;
   size_t nrounds, caprounds;

@@ -41,6 +41,7 @@
 #include "crypto/sa_crypto.h"
 #include "coordinator/store.h"
 #include "coordinator/store_prune.h"
+#include "coordinator/watermark.h"
 #include "crypto/pki.h"
 #include "transport/accept_guard.h"
 #include "fedc/error.h"
@@ -120,6 +121,8 @@ void fc_coord_cfg_defaults(fc_coord_cfg *c) {
    * at most this many; raise it for many devices behind one NAT. */
   c->connections_per_address = 256;
   c->eval_value_max = 100; /* cross-entropy of a sane classifier stays far below */
+  c->watermark_steps = 50; /* docs/results.md, "Watermarking the global model" */
+  c->watermark_lr = 0.05f;
 }
 
 /* ---- model snapshots ------------------------------------------------------------- */
@@ -539,6 +542,22 @@ static void dp_check_budget_locked(fc_coord *c) {
   fc_engine_stop_budget(c->engine);
 }
 
+/* The watermark (watermark.h) goes into the new version after the server
+ * optimizer's step and before it is hashed and signed: what clients get and
+ * what the manifest vouches for is the watermarked model. Post-processing of
+ * the aggregate: no client data, no privacy cost. A failed step publishes
+ * the version without this round's fine-tuning, with a warning. */
+static void coord_watermark(fc_coord *c, float *params, uint64_t version) {
+  fc_wm_stats st;
+  int rc = fc_wm_embed(c->wm, params, &st);
+  if (rc != FEDC_OK)
+    FC_WARN(MOD, "watermark: fine-tuning v%llu failed (%s): it goes out without this round's steps",
+            (unsigned long long)version, fedc_strerror(rc));
+  else
+    FC_DEBUG(MOD, "watermark: v%llu: %u steps, triggers right %u -> %u of %d", (unsigned long long)version, st.steps,
+             st.before, st.after, FC_WM_TRIGGERS);
+}
+
 static int finalize(fc_coord *c, uint64_t *version, uint8_t sha[FC_SHA256_LEN], char *why, size_t whylen) {
   model_ref *old = model_get(c);
   int stepped = 0;
@@ -566,6 +585,7 @@ static int finalize(fc_coord *c, uint64_t *version, uint8_t sha[FC_SHA256_LEN], 
   }
   fc_sopt_step(c->sopt, next, delta);
   stepped = 1;
+  if (c->wm) coord_watermark(c, next, old->version + 1);
   if (!fc_all_finite(next, n, NULL)) {
     rc = FEDC_ERR_NONFINITE;
     snprintf(why, whylen, "aggregated model has NaN/Inf values");
@@ -1945,6 +1965,9 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
   memcpy(sha, c->model->sha, FC_SHA256_LEN);
   memcpy(st.sha, sha, FC_SHA256_LEN);
   if ((rc = coord_start_memory(cfg, &spec, err, errlen)) != FEDC_OK) goto fail;
+  if (cfg->watermark_key[0] && (rc = fc_wm_create(cfg->watermark_key, cfg->state_dir, &spec, cfg->watermark_steps,
+                                                  cfg->watermark_lr, &c->wm, err, errlen)) != FEDC_OK)
+    goto fail;
   if (resumed && (rc = coord_manifest_load(c, c->model, &info, 1, err, errlen)) != FEDC_OK) goto fail;
   fc_sopt_cfg soc;
   sopt_cfg(cfg, &soc, err, errlen); /* checked in cfg_check */
@@ -2149,6 +2172,7 @@ void fc_coord_stop(fc_coord *c, int grace_ms) {
   if (c->bagg) c->bagg->ops->destroy(c->bagg);
   fc_sopt_destroy(c->sopt);
   free(c->sopt_backup);
+  fc_wm_destroy(c->wm);
   free(c->dp_rdp);
   free(c->dp_round_rdp);
   coord_sa_end(c);

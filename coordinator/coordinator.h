@@ -122,6 +122,13 @@ typedef struct fc_coord_cfg {
   uint64_t eval_max_examples;
   char eval_metrics[160];
   double eval_dp_noise;
+  /* Watermark (coordinator/watermark.h; WAFFLE, Tekgul et al. 2021): a key
+   * file ("" = none). Every new version is fine-tuned on the key's trigger
+   * set before it is signed: full-batch SGD steps of watermark_lr until each
+   * trigger is learnt, at most watermark_steps per round. */
+  char watermark_key[512];
+  uint32_t watermark_steps;
+  float watermark_lr;
 } fc_coord_cfg;
 
 void fc_coord_cfg_defaults(fc_coord_cfg *c);

@@ -56,7 +56,7 @@ coordinator_argv() {
 # last round, the moment the old sim mistook for "clients lost".
 SMALL=(--clients 3 --cohort 3 --rounds 3 --model logreg --partition iid --poll-ms 20)
 
-CSV_HEADER="round,version,accuracy,loss,train_loss,participants,bytes,seconds,epsilon,fed_accuracy,fed_loss"
+CSV_HEADER="round,version,accuracy,loss,train_loss,participants,bytes,seconds,epsilon,fed_accuracy,fed_loss,backdoor"
 for run in 1 2; do
   # Run 1 with --json, run 2 without (and with a clip norm).
   extra=(--json)

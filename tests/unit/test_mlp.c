@@ -8,8 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "client/trainer_mlp.h"
+#include "client/data.h"
 #include "common/blas.h"
+#include "common/mlp.h"
 #include "common/rng.h"
 #include "fedc/error.h"
 #include "tests/unit/check.h"

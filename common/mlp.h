@@ -1,7 +1,10 @@
 /*
- * trainer_mlp.h - the built-in trainers: multilayer perceptrons (ReLU hidden
+ * mlp.h - the built-in trainers: multilayer perceptrons (ReLU hidden
  * layers, softmax cross-entropy), logistic regression being the one-layer
- * case, trained by minibatch SGD on the BLAS layer.
+ * case, trained by minibatch SGD on the BLAS layer. Below both the client
+ * (its built-in trainer) and the coordinator (the watermark is embedded by
+ * fine-tuning the global model, coordinator/watermark.c): one copy of the
+ * forward and backward passes.
  *
  * Parameters live in one flat float buffer laid out as fc_mlp_spec()
  * describes, in PyTorch nn.Linear order and shapes: fc1.weight [out,in],
@@ -14,13 +17,13 @@
  * (OpenBLAS splits sums differently per thread count). The library never
  * sets the thread count itself.
  */
-#ifndef FEDC_CLIENT_TRAINER_MLP_H
-#define FEDC_CLIENT_TRAINER_MLP_H
+#ifndef FEDC_COMMON_MLP_H
+#define FEDC_COMMON_MLP_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "client/data.h"
+#include "common/dataset.h"
 #include "common/tensor.h"
 
 #define FC_MLP_MAX_SIZES 8       /* sizes[0..nlayers], so up to 7 linear layers */

@@ -1,6 +1,6 @@
 /*
- * trainer_mlp.c - MLP / logistic-regression training and evaluation on the
- * BLAS layer (see trainer_mlp.h for the parameter layout and determinism
+ * mlp.c - MLP / logistic-regression training and evaluation on the
+ * BLAS layer (see mlp.h for the parameter layout and determinism
  * contract).
  *
  * One minibatch of B examples, L layers, row-major throughout:
@@ -25,7 +25,7 @@
  * All data checks (dimension, index and label ranges) run before the first
  * parameter is touched.
  */
-#include "client/trainer_mlp.h"
+#include "common/mlp.h"
 
 #include <limits.h>
 #include <math.h>
