@@ -17,7 +17,11 @@
 #      and the trainer saw the task's config and read-only weights equal to
 #      the evaluated version as published;
 #   2. under --secagg: the same totals, summed masked (examples and correct
-#      exactly, sums up to the fixed-point rounding).
+#      exactly, sums up to the fixed-point rounding);
+#   3. fedc.pytorch.TorchTrainer: no held-out data, no evaluate_stats (the
+#      client never says it can evaluate); with it (tensors, a Dataset or a
+#      DataLoader) the totals equal those computed here, each example's loss
+#      clamped into [0, value_max], only the metrics the task asks for.
 # Skipped (exit 0 with a notice) when /usr/bin/python3 lacks cffi or numpy.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
@@ -212,4 +216,47 @@ jq -s -e 'map(select(.eval and .round == 1))[0].eval as $e |
   fail "secagg: the evaluation totals are not the trainers' sums: $(cat "$T/rounds2.json")"
 grep -q "masked statistics from a accepted" "$T/coord.log" || fail "secagg: no masked report in the log"
 
+# ---- 3. fedc.pytorch: TorchTrainer.evaluate_stats on held-out data ----
+if "${PYRUN[@]}" -c 'import torch' 2>/dev/null; then
+  "${PYRUN[@]}" - "$SRC/tests/python" <<'PY' || fail "TorchTrainer.evaluate_stats (see above)"
+import sys
+sys.path.insert(0, sys.argv[1])
+import torch, fedc, fedc.pytorch as fp
+from client import torch_parts
+model, x, y = torch_parts(7)
+w = {k: v.copy() for k, v in fp.to_fedc(model).items()}
+# No held-out data: no evaluate_stats, so the client never says it can evaluate.
+plain = fp.TorchTrainer(model, x, y)
+assert plain.evaluate_stats is None
+c = fedc.Client("127.0.0.1:1", trainer=plain, insecure_for_testing=True, insecure_identity="client/t")
+assert c._tr.evaluate_stats == fedc.client.ffi.NULL and c._tr.evaluate != fedc.client.ffi.NULL
+c.close()
+# Held-out data as a pair of tensors, a DataLoader and a Dataset: the same totals, computed here directly.
+hx, hy = x[:40] * 3.0, (y[:40] + 1) % 10
+with torch.no_grad():
+    out = model(hx)
+    per = torch.nn.functional.cross_entropy(out, hy, reduction="none").double()
+    top2 = (out.topk(2, 1).indices == hy[:, None]).any(1).double()
+cfg = {"metrics": ["top2"], "value_max": 1.5}
+want_loss = float(per.clamp(0, 1.5).sum())
+ds = torch.utils.data.TensorDataset(hx, hy)
+for data in ((hx, hy), torch.utils.data.DataLoader(ds, batch_size=7), ds):
+    tr = fp.TorchTrainer(model, x, y, eval_data=data, eval_batch=16,
+                         metrics={"top2": lambda o, t: (o.topk(2, 1).indices == t[:, None]).any(1),
+                                  "unasked": lambda o, t: 1 / 0})
+    got = tr.evaluate_stats(w, cfg)
+    assert got["num_examples"] == 40 and got["correct"] == int((out.argmax(1) == hy).sum()), got
+    assert abs(got["loss_sum"] - want_loss) < 1e-6 and got["loss_sum"] < float(per.sum()), (got, want_loss)
+    assert list(got["metrics"]) == ["top2"] and abs(got["metrics"]["top2"] - float(top2.sum())) < 1e-9, got
+    out_c = fedc.client.ffi.new("fedc_eval_result *")
+    m = fedc.client.ffi.new("fedc_eval_metric[]", 1)
+    out_c.metrics = m
+    fedc.client._fill_eval_result(out_c, got, cfg["metrics"])  # what the binding sends on
+    assert out_c.num_examples == 40 and m[0].examples == 40, (out_c.num_examples, m[0].examples)
+print("TorchTrainer.evaluate_stats: %d/40 correct, loss sum %.3f (clamped per example), top2 %d"
+      % (got["correct"], got["loss_sum"], got["metrics"]["top2"]))
+PY
+else
+  echo "NOTE python_eval: torch not installed; PyTorch part skipped"
+fi
 echo "PASS python_eval"
