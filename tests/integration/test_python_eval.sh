@@ -127,18 +127,24 @@ stats_c=(--eval-stats 100,71,33 --eval-metric top5=10:20)
 
 # ---- 1. plain ----
 # eval_min 2: the first evaluation ends at its deadline with a and b (c's task raised), so the
-# deadline is the wait for c's result that never comes, not a bound on anyone's speed.
+# deadline is the wait for c's result that never comes, not a bound on anyone's speed. Round 2 must
+# not be published before evaluation 1's cohort is drawn (a newer model supersedes a pending
+# evaluation; on a loaded machine round 2 can finish first): a's round-2 training waits until c's
+# evaluate_stats was called, which happens only once evaluation 1 is drawn.
 start_coordinator --pki "$T/pki" --federation pyev --state "$T/state1" --init-model "$T/init.safetensors" \
   --rounds 2 --min-clients 3 --cohort 3 --min-updates 3 --clip-norm 0 --poll-ms 100 --round-timeout-ms 60000 \
   --eval-every 1 --eval-cohort 3 --eval-min 2 --eval-timeout-ms 15000 --eval-metrics top5,brier \
   --eval-max-examples 1000 --eval-value-max 50 --log info
 start_bg py-a "${CLIENT[@]}" --coordinator "$COORD_ADDR" --name a --mode weights "${stats_a[@]}" \
-  --eval-config-out "$T/evcfg-a.jsonl"
+  --eval-config-out "$T/evcfg-a.jsonl" --train-gate "$T/c-evaluated"
 PA=$BG_PID
 start_bg py-b "${CLIENT[@]}" --coordinator "$COORD_ADDR" --name b --mode delta --iterate "${stats_b[@]}"
 PB=$BG_PID
-start_bg py-c "${CLIENT[@]}" --coordinator "$COORD_ADDR" --name c --mode weights "${stats_c[@]}" --eval-raise 1
+start_bg py-c "${CLIENT[@]}" --coordinator "$COORD_ADDR" --name c --mode weights "${stats_c[@]}" --eval-raise 1 \
+  --eval-touch "$T/c-evaluated"
 PC=$BG_PID
+# (Without a bound evaluate_stats no task ever reaches c, and a's round 2 would wait in vain.)
+wait_for test -e "$T/c-evaluated" 90 || fail "no evaluation task reached client c's evaluate_stats"
 # Clients return from run() once told DONE, which waits for the final model's evaluation.
 for p in "$PA" "$PB" "$PC"; do wait "$p" || fail "a python client exited $?"; done
 "$FEDC" rounds --coordinator "$COORD_ADDR" "${ADMIN[@]}" --json >"$T/rounds1.json" || fail "fedc rounds --json"
