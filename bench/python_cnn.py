@@ -96,7 +96,7 @@ def main():
         procs.append(subprocess.Popen(
             [sys.executable, os.path.join(REPO, "examples", "fmnist_cnn.py"), "client", "--coordinator", addr,
              "--pki", pki, "--name", n, "--part", str(i), "--parts", str(a.clients), "--alpha", str(a.alpha),
-             "--seed", str(a.seed)], stdout=out, stderr=subprocess.STDOUT, env=env))
+             "--seed", str(a.seed), "--eval-fraction", "0"], stdout=out, stderr=subprocess.STDOUT, env=env))
 
     xt, yt = datasets.fashion_mnist("test")
     xt, yt = torch.from_numpy(xt), torch.from_numpy(yt)

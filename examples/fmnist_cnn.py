@@ -10,7 +10,8 @@ coordinator's --init-model, so each client trains the nn.Module in a few lines
     fedc pki issue --dir pki --role admin --name root
     for i in 0 1; do fedc pki issue --dir pki --role client --name c$i; done
     /usr/bin/python3 examples/fmnist_cnn.py export --out cnn.safetensors
-    # the coordinator, on that model
+    # the coordinator, on that model (add --eval-every 5 --eval-cohort 2 for federated evaluation
+    # on the clients' held-out data, in fedc rounds)
     fedc coordinator --pki pki --federation cnn --init-model cnn.safetensors --rounds 20 \\
         --min-clients 2 --cohort 2 --lr 0.1 --momentum 0.5      # the settings of docs/results.md
     # each client on its Dirichlet(0.5) share of the training set (another terminal each)
@@ -29,6 +30,7 @@ import json
 import os
 import sys
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -58,10 +60,18 @@ def make_model(seed=1):
     return FmnistCNN()
 
 
-def client_data(part, parts, alpha, seed, data_dir):
+def client_data(part, parts, alpha, seed, data_dir, eval_fraction=0.0):
+    """This client's share of the training set: (x, y) it trains on and (x, y) it holds out for federated
+    evaluation (eval_fraction of its share, drawn by seed and part: the same rows on every run; None if 0)."""
     x, y = datasets.fashion_mnist("train", data_dir)
     idx = datasets.dirichlet_split(y, parts, alpha, seed)[part]
-    return torch.from_numpy(x[idx]), torch.from_numpy(y[idx])
+    held = int(len(idx) * eval_fraction)
+    if held == 0:
+        return (torch.from_numpy(x[idx]), torch.from_numpy(y[idx])), None
+    perm = np.random.default_rng([seed, part]).permutation(len(idx))
+    train, test = np.sort(idx[perm[held:]]), np.sort(idx[perm[:held]])
+    return (torch.from_numpy(x[train]), torch.from_numpy(y[train])), (torch.from_numpy(x[test]),
+                                                                       torch.from_numpy(y[test]))
 
 
 def cmd_export(a):
@@ -71,8 +81,9 @@ def cmd_export(a):
 
 def cmd_client(a):
     torch.set_num_threads(a.threads)
-    x, y = client_data(a.part, a.parts, a.alpha, a.seed, a.data_dir)
-    trainer = fedc_torch.TorchTrainer(make_model(a.seed), x, y)
+    (x, y), held = client_data(a.part, a.parts, a.alpha, a.seed, a.data_dir, a.eval_fraction)
+    # Federated evaluation (coordinator --eval-every) on the held-out rows, never trained on.
+    trainer = fedc_torch.TorchTrainer(make_model(a.seed), x, y, eval_data=held)
 
     client = None
 
@@ -82,6 +93,9 @@ def cmd_client(a):
             if ev.kind == "uploaded":  # seconds in the trainer and in the binding around it
                 line.update(client.last_train_timing or {})
             print(json.dumps(line), flush=True)
+        elif ev.kind == "eval_reported":  # round: whose model; the totals this client sent
+            print(json.dumps({"client": a.name, "event": ev.kind, "round": ev.round, "examples": ev.num_examples,
+                              "correct": ev.correct, "loss_sum": ev.loss_sum}), flush=True)
 
     client = fedc.Client(a.coordinator, pki=a.pki, name=a.name, trainer=trainer, on_event=on_event,
                          num_examples_hint=len(x))
@@ -117,6 +131,9 @@ def main():
     c.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration of the label skew")
     c.add_argument("--seed", type=int, default=1, help="seed of the split (the same for every client)")
     c.add_argument("--threads", type=int, default=1, help="torch threads")
+    c.add_argument("--eval-fraction", type=float, default=0.1,
+                   help="held out of this client's share for federated evaluation, never trained on (0: none, "
+                        "and no evaluation tasks)")
     v = sub.add_parser("evaluate", help="test accuracy of a model file")
     v.add_argument("model")
     for p in (c, v):

@@ -4,7 +4,11 @@ ABI mode (ffi.dlopen) needs no compiler at install time: the declarations
 below must match the header's layout exactly, field for field. fedc_train_config
 is declared up to ABI level 2 (struct_size, error, error_len, prox_mu); those are read
 only when the loaded library reports fedc_client_abi_version() >= 2 (see
-client.h, "ABI rule").
+client.h, "ABI rule"). fedc_trainer ends with evaluate_stats (federated
+evaluation, protocol 1.7): the library copies the trainer struct whole, so
+this declaration must be exactly the header's. fedc_event's correct and
+loss_sum came with it and are read only for EVAL_REPORTED events (kind 9),
+which a library without them never sends.
 
 Where the library is found, first match wins:
   1. $FEDC_CLIENT_LIB: the path of libfedc-client.so (or a directory holding it);
@@ -45,12 +49,38 @@ typedef struct fedc_train_config {
   float prox_mu;
 } fedc_train_config;
 
+typedef struct fedc_eval_config {
+  uint64_t round;
+  uint64_t model_version;
+  uint64_t max_examples;
+  double value_max;
+  size_t n_metrics;
+  const char *const *metric_names;
+  size_t n_tensors;
+  const fedc_tensor_info *tensors;
+  char *error;
+  size_t error_len;
+} fedc_eval_config;
+
+typedef struct fedc_eval_metric {
+  double sum;
+  uint64_t examples;
+} fedc_eval_metric;
+
+typedef struct fedc_eval_result {
+  uint64_t num_examples;
+  uint64_t correct;
+  double loss_sum;
+  fedc_eval_metric *metrics;
+} fedc_eval_result;
+
 typedef struct fedc_trainer {
   void *ctx;
   int (*train)(void *ctx, const fedc_train_config *cfg, const float *weights, float *out, size_t n,
                int *output_kind, uint64_t *num_examples, double *loss);
   int (*evaluate)(void *ctx, const float *weights, size_t n, double *accuracy, double *loss);
-  void *evaluate_stats; /* federated evaluation (client.h): not bound yet, always NULL (ffi.new zeroes it) */
+  int (*evaluate_stats)(void *ctx, const fedc_eval_config *cfg, const float *weights, size_t n,
+                        fedc_eval_result *out);
 } fedc_trainer;
 
 typedef struct fedc_event {
@@ -64,6 +94,8 @@ typedef struct fedc_event {
   double accuracy;
   uint64_t bytes_in, bytes_out;
   const char *detail;
+  uint64_t correct;
+  double loss_sum;
 } fedc_event;
 
 typedef struct fedc_client_options {

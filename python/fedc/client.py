@@ -14,12 +14,20 @@ or evaluate() returns: copy what you keep (Client(copy_weights=True) hands
 out copies instead). What train() returns is written into the runtime's
 output buffer, tensor by tensor, after its names and shapes are checked.
 
+Federated evaluation: a trainer with evaluate_stats(weights, config) -> dict
+takes the coordinator's evaluation tasks (fedc_trainer.evaluate_stats,
+client.h): totals over its held-out data, which the runtime bounds and
+reports (masked under secure aggregation); each accepted report arrives as
+an "eval_reported" event. evaluate(weights) -> (accuracy, loss) stays what it
+was: local evaluation of each new global model, nothing sent.
+
 Errors: every library error becomes a FedcError carrying the library's
 sentence (fedc_client_last_error). An exception raised by the trainer skips
-that round (the runtime reports it as a rejected round; the client goes on)
-and is logged and delivered as a "trainer_error" event. A ShapeError raised
-by the trainer (the model is not one it can train) ends run() with that
-ShapeError: every later round would fail the same way.
+that round, or that evaluation task (the runtime reports it as rejected,
+with the exception's sentence; the client goes on), and is logged and
+delivered as a "trainer_error" event. A ShapeError raised by train (the
+model is not one it can train) ends run() with that ShapeError: every later
+round would fail the same way.
 
 Ctrl-C: run() called from the main thread runs the library on a worker
 thread and waits for it, so SIGINT reaches Python at once; it calls
@@ -57,7 +65,8 @@ ERR_SHAPE = 20
 OUTPUT_WEIGHTS, OUTPUT_DELTA = 0, 1
 
 EVENT_KINDS = {1: "waiting", 2: "task", 3: "trained", 4: "uploaded", 5: "rejected", 6: "retry", 7: "done",
-               8: "evaluated"}
+               8: "evaluated", 9: "eval_reported"}
+EVENT_EVAL_REPORTED = 9
 
 
 class FedcError(Exception):
@@ -83,8 +92,9 @@ class Delta(dict):
 
 @dataclass
 class Event:
-    kind: str  # waiting task trained uploaded rejected retry done evaluated, or trainer_error (this binding)
-    round: int = 0
+    # waiting task trained uploaded rejected retry done evaluated eval_reported, or trainer_error (this binding)
+    kind: str
+    round: int = 0  # eval_reported: the round whose model was evaluated
     model_version: int = 0
     num_examples: int = 0
     loss: float = 0.0
@@ -94,6 +104,8 @@ class Event:
     bytes_in: int = 0
     bytes_out: int = 0
     detail: str = ""
+    correct: int = 0  # eval_reported: the totals reported (after the task's bounds), with num_examples and
+    loss_sum: float = 0.0  # accuracy = correct / num_examples, loss = loss_sum / num_examples
 
 
 def _tensor_specs(tensors, n):
@@ -137,9 +149,93 @@ def _write_output(ptr, n, specs, result):
         flat[off:off + numel].reshape(shape)[...] = arr
 
 
+def _count(what, value):
+    """A non-negative integer from an int, a NumPy integer or an integral float; TypeError/ValueError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError("evaluate_stats() returned %s = %r: must be a number" % (what, value))
+    if not (math.isfinite(value) and value >= 0 and float(value) == int(value)):
+        raise ValueError("evaluate_stats() returned %s = %r: must be a whole number >= 0" % (what, value))
+    return int(value)
+
+
+def _total(what, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError("evaluate_stats() returned %s = %r: must be a number" % (what, value))
+    value = float(value)
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError("evaluate_stats() returned %s = %r: must be finite and >= 0" % (what, value))
+    return value
+
+
+EVAL_KEYS = ("num_examples", "correct", "loss_sum", "metrics")
+
+
+def _fill_eval_result(out, stats, metric_names):
+    """Check what evaluate_stats returned and write it into the runtime's fedc_eval_result.
+
+    stats: {"num_examples": n > 0, "correct": 0..n (default 0), "loss_sum": >= 0, "metrics": {name: sum or
+    (sum, examples)}}; a metric given as a bare sum covers all n examples. Metrics the task did not ask for are
+    ignored (a trainer may compute a fixed set); unknown keys are an error (a misspelt "correct" would
+    otherwise report 0)."""
+    if not isinstance(stats, collections.abc.Mapping):
+        raise TypeError("evaluate_stats() must return a dict with num_examples, correct, loss_sum[, metrics], "
+                        "got %s" % type(stats).__name__)
+    unknown = [k for k in stats if k not in EVAL_KEYS]
+    if unknown:
+        raise ValueError("evaluate_stats() returned unknown keys %s (known: %s)" % (unknown, ", ".join(EVAL_KEYS)))
+    for k in ("num_examples", "loss_sum"):
+        if k not in stats:
+            raise ValueError("evaluate_stats() returned no %s" % k)
+    n = _count("num_examples", stats["num_examples"])
+    if n == 0:
+        raise ValueError("evaluate_stats() returned num_examples 0: must be > 0")
+    correct = _count("correct", stats.get("correct", 0))
+    if correct > n:
+        raise ValueError("evaluate_stats() returned correct %d > num_examples %d" % (correct, n))
+    loss_sum = _total("loss_sum", stats["loss_sum"])
+    metrics = stats.get("metrics") or {}
+    if not isinstance(metrics, collections.abc.Mapping):
+        raise TypeError("evaluate_stats() returned metrics as %s: must be a dict {name: sum or (sum, examples)}"
+                        % type(metrics).__name__)
+    filled = []
+    for j, name in enumerate(metric_names):
+        if name not in metrics:
+            continue
+        value = metrics[name]
+        if isinstance(value, (tuple, list)):
+            if len(value) != 2:
+                raise ValueError("evaluate_stats() returned metric %s = %r: must be a sum or (sum, examples)"
+                                 % (name, value))
+            msum, mex = _total("metrics[%s] sum" % name, value[0]), _count("metrics[%s] examples" % name, value[1])
+            if not 0 < mex <= n:
+                raise ValueError("evaluate_stats() returned metric %s over %d examples: must be 1..num_examples "
+                                 "(%d)" % (name, mex, n))
+        else:
+            msum, mex = _total("metrics[%s]" % name, value), n
+        filled.append((j, msum, mex))
+    # Only after every check: the runtime reads nothing of a failed call, but
+    # a half-written result is still worth never making.
+    out.num_examples = n
+    out.correct = correct
+    out.loss_sum = loss_sum
+    for j, msum, mex in filled:
+        out.metrics[j].sum = msum
+        out.metrics[j].examples = mex
+
+
+def _set_error(buf, size, text):
+    """Write text into a C error buffer (client.h: NUL-terminated, at most size bytes), cut at a character."""
+    if buf == ffi.NULL or size == 0:
+        return
+    data = text.encode("utf-8", "replace")[:size - 1].decode("utf-8", "ignore").encode("utf-8")
+    ffi.memmove(buf, data + b"\0", len(data) + 1)
+
+
 class Client:
-    """One federation client. `trainer` has train(weights, config) -> (weights_or_delta, num_examples, loss)
-    and optionally evaluate(weights) -> (accuracy, loss).
+    """One federation client. `trainer` has train(weights, config) -> (weights_or_delta, num_examples, loss),
+    optionally evaluate(weights) -> (accuracy, loss) (local, each new global model) and optionally
+    evaluate_stats(weights, config) -> {"num_examples", "correct", "loss_sum"[, "metrics"]} (federated
+    evaluation tasks; a trainer whose evaluate_stats is None takes none).
 
     TLS material: ca/cert/key PEM paths, or pki=DIR and name=NAME for DIR/ca.crt, DIR/client-NAME.{crt,key}
     (the layout `fedc pki` writes). Other options are fedc_client_options fields (client.h).
@@ -179,11 +275,18 @@ class Client:
             self._train_cb, error=-1)
         self._cb_eval = ffi.callback("int(void *, const float *, size_t, double *, double *)", self._eval_cb,
                                      error=-1)
+        self._cb_eval_stats = ffi.callback(
+            "int(void *, const fedc_eval_config *, const float *, size_t, fedc_eval_result *)", self._eval_stats_cb,
+            error=-1)
         self._cb_event = ffi.callback("void(void *, const fedc_event *)", self._event_cb)
         self._tr = ffi.new("fedc_trainer *")
         self._tr.train = self._cb_train
         if callable(getattr(trainer, "evaluate", None)):
             self._tr.evaluate = self._cb_eval
+        # Set only for a trainer that has it: the runtime then says at
+        # check-in that this client can evaluate (client.h).
+        if callable(getattr(trainer, "evaluate_stats", None)):
+            self._tr.evaluate_stats = self._cb_eval_stats
 
         o = ffi.new("fedc_client_options *")
         self._L.fedc_client_options_init(o)
@@ -278,7 +381,25 @@ class Client:
             self._trainer_failed("evaluate", 0, e)
             return -1
 
+    def _eval_stats_cb(self, ctx, cfg, weights, n, out):
+        rnd = int(cfg.round)
+        try:
+            specs = _tensor_specs(cfg.tensors, cfg.n_tensors)
+            names = [ffi.string(cfg.metric_names[j]).decode("utf-8", "replace") for j in range(cfg.n_metrics)]
+            config = {
+                "round": rnd, "model_version": int(cfg.model_version), "max_examples": int(cfg.max_examples),
+                "value_max": float(cfg.value_max), "metrics": names, "tensors": {s[0]: s[1] for s in specs},
+            }
+            stats = self._trainer.evaluate_stats(_views(weights, n, specs, self._copy), config)
+            _fill_eval_result(out, stats, names)
+            return 0
+        except BaseException as e:  # never let an exception cross into C
+            detail = self._trainer_failed("evaluate_stats", rnd, e)
+            _set_error(cfg.error, cfg.error_len, detail)  # the runtime's REJECTED event and log say it
+            return -1
+
     def _trainer_failed(self, what, rnd, e):
+        """Log and deliver a trainer_error event for an exception in a trainer callback; returns its sentence."""
         detail = "%s() raised %s: %s" % (what, type(e).__name__, e)
         if isinstance(e, ShapeError) and what == "train":
             # The model is not one this trainer can train: every round would
@@ -286,9 +407,15 @@ class Client:
             self._fatal = e
             self._L.fedc_client_stop(self._h)
             log.error("round %d: %s; stopping", rnd, detail)
+        elif what == "evaluate_stats":
+            log.warning("evaluation of round %d's model: %s; task skipped\n%s", rnd, detail,
+                        traceback.format_exc().rstrip())
+        elif what == "evaluate":
+            log.warning("local evaluation: %s\n%s", detail, traceback.format_exc().rstrip())
         else:
             log.warning("round %d: %s; round skipped\n%s", rnd, detail, traceback.format_exc().rstrip())
         self._deliver(Event("trainer_error", round=rnd, detail=detail))
+        return detail
 
     def _event_cb(self, ctx, ev):
         try:
@@ -296,9 +423,12 @@ class Client:
             if kind is None:
                 return
             detail = ffi.string(ev.detail).decode("utf-8", "replace") if ev.detail != ffi.NULL else ""
-            self._deliver(Event(kind, int(ev.round), int(ev.model_version), int(ev.num_examples), float(ev.loss),
-                                float(ev.update_norm), float(ev.clip_scale), float(ev.accuracy), int(ev.bytes_in),
-                                int(ev.bytes_out), detail))
+            event = Event(kind, int(ev.round), int(ev.model_version), int(ev.num_examples), float(ev.loss),
+                          float(ev.update_norm), float(ev.clip_scale), float(ev.accuracy), int(ev.bytes_in),
+                          int(ev.bytes_out), detail)
+            if ev.kind == EVENT_EVAL_REPORTED:  # fields a library without evaluation lacks (it never sends 9)
+                event.correct, event.loss_sum = int(ev.correct), float(ev.loss_sum)
+            self._deliver(event)
         except BaseException:
             log.exception("fedc: event callback failed")
 

@@ -62,16 +62,33 @@ class TorchTrainer:
     on cross-entropy, plus FedProx's prox_mu/2 ||w - w_global||^2 over the
     parameters when the task sets prox_mu (Li et al. 2020); returns the new
     weights, len(x) and the last epoch's mean cross-entropy. evaluate(): the
-    global model's accuracy and loss on eval_x/eval_y (default: the local data).
+    global model's accuracy and loss on eval_x/eval_y (default: the local data),
+    for the local "evaluated" event.
+
+    evaluate_stats(): federated evaluation on held-out data the trainer never
+    trains on: eval_data (a torch DataLoader, a map-style Dataset of (x, y), an
+    (x, y) pair of tensors, or any re-iterable of (x, y) batches), else
+    eval_x/eval_y when given. Without held-out data evaluate_stats is None and
+    the client takes no evaluation tasks (evaluating on the training data would
+    publish a flattering number). metrics: {name: fn(outputs, targets) ->
+    per-example values}, computed when the task asks for that name.
     """
 
-    def __init__(self, module, x, y, eval_x=None, eval_y=None, loss_fn=None):
+    def __init__(self, module, x, y, eval_x=None, eval_y=None, loss_fn=None, eval_data=None, metrics=None,
+                 eval_batch=1000):
         self.module = module
         self.x, self.y = x, y
         self.eval_x = x if eval_x is None else eval_x
         self.eval_y = y if eval_y is None else eval_y
         self.loss_fn = loss_fn or torch.nn.functional.cross_entropy
+        self.metrics = dict(metrics or {})
         self.last_train_seconds = 0.0
+        if eval_data is None and eval_x is not None and eval_y is not None:
+            eval_data = (eval_x, eval_y)
+        self.eval_data = eval_data
+        self.eval_batch = eval_batch
+        if eval_data is None:
+            self.evaluate_stats = None  # fedc.Client: no held-out data, no evaluation tasks
 
     def train(self, weights, config):
         import time
@@ -104,6 +121,56 @@ class TorchTrainer:
     def evaluate(self, weights):
         from_fedc(self.module, weights)
         return evaluate(self.module, self.eval_x, self.eval_y, self.loss_fn)
+
+    def evaluate_stats(self, weights, config):
+        from_fedc(self.module, weights)
+        wanted = {k: f for k, f in self.metrics.items() if k in config.get("metrics", ())}
+        return eval_stats(self.module, self.eval_data, self.loss_fn, config.get("value_max", float("inf")),
+                          wanted, self.eval_batch)
+
+
+def _batches(data, batch):
+    """(x, y) batches of a DataLoader, a map-style Dataset, an (x, y) pair of tensors or an iterable of batches."""
+    if isinstance(data, torch.utils.data.DataLoader):
+        return data
+    if isinstance(data, torch.utils.data.Dataset):
+        return torch.utils.data.DataLoader(data, batch_size=batch)
+    if isinstance(data, tuple) and len(data) == 2 and all(torch.is_tensor(t) for t in data):
+        x, y = data
+        if len(x) != len(y):
+            raise ValueError("held-out data: %d inputs but %d targets" % (len(x), len(y)))
+        return ((x[s:s + batch], y[s:s + batch]) for s in range(0, len(x), batch))
+    return data
+
+
+def eval_stats(module, data, loss_fn=None, value_max=float("inf"), metrics=None, batch=1000):
+    """Federated evaluation totals of a classifier over held-out data (see TorchTrainer.evaluate_stats):
+    {"num_examples", "correct", "loss_sum", "metrics": {name: sum}}. Each example's loss and metric values
+    count clamped into [0, value_max] (the task's bound; NaN or inf count as value_max), which the runtime
+    can only enforce on the sums."""
+    loss_fn = loss_fn or torch.nn.functional.cross_entropy
+    metrics = metrics or {}
+    device = next(module.parameters(), torch.empty(0)).device
+
+    def bounded(v):
+        v = torch.nan_to_num(v.detach().double().reshape(-1), nan=value_max, posinf=value_max, neginf=0.0)
+        return float(v.clamp(0.0, value_max).sum())
+
+    module.eval()
+    n, correct, loss_sum = 0, 0, 0.0
+    sums = {k: 0.0 for k in metrics}
+    with torch.no_grad():
+        for x, y in _batches(data, batch):
+            x, y = x.to(device), y.to(device)
+            out = module(x)
+            n += len(y)
+            correct += int((out.argmax(1) == y).sum())
+            loss_sum += bounded(loss_fn(out, y, reduction="none"))
+            for k, fn in metrics.items():
+                sums[k] += bounded(torch.as_tensor(fn(out, y)))
+    if n == 0:
+        raise ValueError("the held-out data is empty")
+    return {"num_examples": n, "correct": correct, "loss_sum": loss_sum, "metrics": sums}
 
 
 def evaluate(module, x, y, loss_fn=None, batch=1000):

@@ -1,7 +1,8 @@
-"""A fedc Python client for tests/integration/test_python.sh and test_fedprox.sh.
+"""A fedc Python client for tests/integration/test_python.sh, test_python_eval.sh and test_fedprox.sh.
 
     client.py --coordinator ADDR --pki DIR --name NAME --mode MODE [--examples N] [--max-rounds R]
-              [--config-out FILE]
+              [--config-out FILE] [--eval-stats N,CORRECT,LOSS_SUM [--eval-metric NAME=SUM[:EXAMPLES]]...
+              [--eval-raise K] [--eval-config-out FILE] [--eval-touch FILE] [--train-gate FILE]]
 
 Modes (NumPy trainers, deterministic so the test can compute the expected model):
   weights   returns 0.5 * w + 1 (new weights)
@@ -11,16 +12,23 @@ Modes (NumPy trainers, deterministic so the test can compute the expected model)
   wait      never expects a round (Ctrl-C test): prints "waiting" once checked in
   torch     fedc.pytorch.TorchTrainer on a tiny CNN and 64 synthetic images (--init-out writes its
             initial model as safetensors and exits)
+--eval-stats gives the NumPy trainer an evaluate_stats (federated evaluation) that returns these
+totals and metrics every time, except the K-th call (--eval-raise K), which raises RuntimeError;
+--eval-config-out appends the config each evaluate_stats saw; --eval-touch creates FILE when
+evaluate_stats is called, and --train-gate makes train() of rounds after the first wait for FILE.
 Prints one JSON line per event on stdout (--iterate: run() on a thread and the events read through
 client.events() on the main thread, instead of the on_event callback); --config-out appends the config
 each train() saw.
 Exit: 0 after run() returns, 3 on fedc.ShapeError, 4 on another FedcError, 130 on Ctrl-C.
 """
 import argparse
+import hashlib
 import json
+import os
 import signal
 import sys
 import threading
+import time
 
 import numpy as np
 
@@ -52,6 +60,56 @@ class NumpyTrainer:
         return 0.5, float(sum(float(np.abs(w).sum()) for w in weights.values()))
 
 
+class EvalTrainer(NumpyTrainer):
+    """NumpyTrainer with federated evaluation reporting fixed, known totals."""
+
+    def __init__(self, mode, examples, config_out, stats, raise_at, eval_config_out, eval_touch, train_gate):
+        super().__init__(mode, examples, config_out)
+        self.stats, self.raise_at, self.eval_config_out, self.eval_calls = stats, raise_at, eval_config_out, 0
+        self.eval_touch, self.train_gate = eval_touch, train_gate
+
+    def train(self, weights, config):
+        # --train-gate: rounds after the first wait for the file (another client's --eval-touch), so the
+        # test orders "evaluation 1 drawn" before "round 2 published" (which would supersede it).
+        if self.train_gate and config["round"] > 1:
+            for _ in range(3600):  # 180 s; the test gives up first
+                if os.path.exists(self.train_gate):
+                    break
+                time.sleep(0.05)
+            else:
+                raise RuntimeError("--train-gate %s never appeared" % self.train_gate)
+        return super().train(weights, config)
+
+    def evaluate_stats(self, weights, config):
+        self.eval_calls += 1
+        if self.eval_touch:
+            open(self.eval_touch, "a").close()
+        if self.eval_config_out:
+            with open(self.eval_config_out, "a") as f:
+                cfg = dict(config, tensors={k: list(v) for k, v in config["tensors"].items()},
+                           weights_writeable=any(w.flags.writeable for w in weights.values()),
+                           shapes={k: list(w.shape) for k, w in weights.items()},
+                           weights_sha256=hashlib.sha256(b"".join(w.tobytes() for w in weights.values()))
+                           .hexdigest())
+                f.write(json.dumps(cfg) + "\n")
+        if self.eval_calls == self.raise_at:
+            raise RuntimeError("injected evaluation failure")
+        return self.stats
+
+
+def parse_eval_stats(text, metric_args):
+    n, correct, loss_sum = text.split(",")
+    metrics = {}
+    for m in metric_args:
+        name, value = m.split("=")
+        if ":" in value:
+            msum, mex = value.split(":")
+            metrics[name] = (float(msum), int(mex))
+        else:
+            metrics[name] = float(value)
+    return {"num_examples": int(n), "correct": int(correct), "loss_sum": float(loss_sum), "metrics": metrics}
+
+
 def torch_parts(seed):
     import torch
     torch.manual_seed(seed)
@@ -76,6 +134,12 @@ def main():
     ap.add_argument("--config-out")
     ap.add_argument("--init-out")
     ap.add_argument("--iterate", action="store_true")
+    ap.add_argument("--eval-stats")
+    ap.add_argument("--eval-metric", action="append", default=[])
+    ap.add_argument("--eval-raise", type=int, default=0)
+    ap.add_argument("--eval-config-out")
+    ap.add_argument("--eval-touch")
+    ap.add_argument("--train-gate")
     a = ap.parse_args()
     # A background job of a non-interactive shell starts with SIGINT ignored, and
     # Python then leaves it ignored: take it back, as an interactive run has it.
@@ -88,6 +152,9 @@ def main():
             fedc_torch.export_safetensors(model, a.init_out)
             return 0
         trainer = fedc_torch.TorchTrainer(model, x, y)
+    elif a.eval_stats:
+        trainer = EvalTrainer(a.mode, a.examples, a.config_out, parse_eval_stats(a.eval_stats, a.eval_metric),
+                              a.eval_raise, a.eval_config_out, a.eval_touch, a.train_gate)
     else:
         trainer = NumpyTrainer(a.mode, a.examples, a.config_out)
 
