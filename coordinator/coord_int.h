@@ -276,10 +276,13 @@ typedef struct coord_upload_args {
  * GRPC_STATUS_OK, or the refusal with why (and *retry for busy). */
 grpc_status_code coord_upload_open(fc_coord *c, const coord_upload_args *a, fc_chunk_rx *rx, fc_agg_update **u,
                                    uint64_t *resumed_from, uint32_t *retry, char *why, size_t whylen);
-/* A stream that broke off (the call gone, not refused): keep its prefix for a
- * resume if it is worth it; takes *rx and *u either way. */
-void coord_upload_keep(fc_coord *c, const char *client, uint64_t round, const Fedc__V1__UpdateMeta *meta,
-                       uint32_t bucket, fc_chunk_rx *rx, fc_agg_update **u, uint64_t deadline_ms);
+/* A stream that broke off (the call gone, or ended before all its bytes,
+ * which is how gRPC ends a call whose link was cut): keep its prefix for a
+ * resume if it is worth it; takes *rx and *u either way. Returns
+ * FEDC_ERR_PROTOCOL with why ("stream ended early ...") when why is given. */
+int coord_upload_keep(fc_coord *c, const char *client, uint64_t round, const Fedc__V1__UpdateMeta *meta,
+                      uint32_t bucket, fc_chunk_rx *rx, fc_agg_update **u, uint64_t deadline_ms, char *why,
+                      size_t whylen);
 /* From cancel_uploads (under mu): the round's kept prefixes go. */
 void coord_resume_round_closed(fc_coord *c, uint64_t round);
 /* At stop, before the aggregator is destroyed. */

@@ -54,8 +54,9 @@ static void partial_meta(const Fedc__V1__UpdateMeta *m, uint32_t bucket, fc_part
   out->bucket = bucket;
 }
 
-void coord_upload_keep(fc_coord *c, const char *client, uint64_t round, const Fedc__V1__UpdateMeta *meta,
-                       uint32_t bucket, fc_chunk_rx *rx, fc_agg_update **u, uint64_t deadline_ms) {
+int coord_upload_keep(fc_coord *c, const char *client, uint64_t round, const Fedc__V1__UpdateMeta *meta,
+                      uint32_t bucket, fc_chunk_rx *rx, fc_agg_update **u, uint64_t deadline_ms, char *why,
+                      size_t whylen) {
   fc_partial_meta pm;
   partial_meta(meta, bucket, &pm);
   uint64_t got = rx->received, total = rx->total;
@@ -67,6 +68,10 @@ void coord_upload_keep(fc_coord *c, const char *client, uint64_t round, const Fe
   if (kept)
     FC_INFO(MOD, "upload from %s cut after %llu of %llu bytes: kept for a resume in round %llu", client,
             (unsigned long long)got, (unsigned long long)total, (unsigned long long)round);
+  if (why)
+    snprintf(why, whylen, "stream ended early: got %llu of %llu bytes%s", (unsigned long long)got,
+             (unsigned long long)total, kept ? " (kept: resume it with UploadOffset)" : "");
+  return FEDC_ERR_PROTOCOL;
 }
 
 static grpc_status_code begin_status(int err) {

@@ -1187,7 +1187,7 @@ static void upload_done(void *state) {
   if (up->begun || up->u) FC_WARN(MOD, "upload from %s broke off after %llu of %llu bytes", up->client,
                                   (unsigned long long)up->rx.received, (unsigned long long)up->rx.total);
   if (up->begun && up->u) /* the call is gone, not refused: keep what arrived */
-    coord_upload_keep(up->c, up->client, up->round, &up->meta, up->bucket, &up->rx, &up->u, up->round_deadline);
+    coord_upload_keep(up->c, up->client, up->round, &up->meta, up->bucket, &up->rx, &up->u, up->round_deadline, NULL, 0);
   upload_settle(up);
   fc_chunk_rx_free(&up->rx);
   model_unref(up->m);
@@ -1234,7 +1234,10 @@ static void upload_end(fc_scall *call, void *state) {
   upload *up = state;
   fc_coord *c = up->c;
   char why[400];
-  int err = fc_chunk_rx_end(&up->rx, why, sizeof why);
+  /* gRPC ends a call whose link was cut like a stream the client closed early: keep what arrived. */
+  int err = up->rx.received < up->rx.total && up->u ? coord_upload_keep(c, up->client, up->round, &up->meta, up->bucket,
+                                                                        &up->rx, &up->u, up->round_deadline, why, sizeof why)
+                                                    : fc_chunk_rx_end(&up->rx, why, sizeof why);
   if (err != FEDC_OK) {
     upload_refuse(up, call, err_status(err), why);
     return;
