@@ -12,6 +12,13 @@
 # resumed_from, and /metrics counts both.
 # Without resumable transfers the client fetched and uploaded from byte 0
 # again: no resumed download, no resumed_from, and 14+ chunks sent twice.
+# Then the refusals over the wire (fedc_probe modes resume, resume-other):
+# a's upload ends at half its chunks and is kept; b, in the same round,
+# sends the same header (a zero delta of the same model: the same SHA-256)
+# at a's offset and is refused (nothing is kept for b: it cannot splice its
+# bytes onto a's); a's resumes with another SHA-256, other meta, an offset
+# beyond and one below the bytes kept are refused, each losing nothing; the
+# right one is accepted and the round counts both updates.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
 . "$(dirname "$0")/_data.sh"
@@ -76,6 +83,38 @@ grep -q '^fedc_transfers_resumed_total{direction="download"} 1$' "$T/metrics.txt
   fail "download resume not counted: $(grep resumed "$T/metrics.txt")"
 
 wait "$CLIENT" || true
+kill -TERM "$COORD_PID"
+wait "$COORD_PID" || true
+
+# ---- refusals over the wire ----
+make_pki "$T/pki2" itest a b
+PROBE="$BUILD_DIR/fedc_probe"
+start_coordinator --pki "$T/pki2" --federation itest --state "$T/state2" --model 784-10 --rounds 1 \
+  --min-clients 2 --cohort 2 --min-updates 2 --poll-ms 100 --round-timeout-ms 120000 --pickup-timeout-ms 120000
+start_bg probe-a "$PROBE" --coordinator "$COORD_ADDR" --pki "$T/pki2" --name a --mode resume \
+  --resume-after "$T/go-a"
+pa=$BG_PID
+start_bg probe-b "$PROBE" --coordinator "$COORD_ADDR" --pki "$T/pki2" --name b --mode resume-other \
+  --upload-after "$T/go-b"
+pb=$BG_PID
+wait_for grep -q '"step":"cut"' "$T/probe-a.log" 60 || fail "probe a never cut its upload: $(cat "$T/probe-a.log")"
+assert_contains "$T/probe-a.log" "(kept: resume it with UploadOffset)"
+touch "$T/go-b"
+wait "$pb" || fail "probe b: $(cat "$T/probe-b.log")"
+assert_contains "$T/probe-b.log" "no partial upload kept for this identity"
+touch "$T/go-a"
+wait "$pa" || fail "probe a: $(grep '"ok":false\|offset' "$T/probe-a.log")"
+grep -q '"step":"upload-offset","offset":16384' "$T/probe-a.log" || fail "a's offset: $(grep offset "$T/probe-a.log")"
+for why in "another update than the bytes kept" "meta (version, examples, loss, flags) differs" \
+  "is beyond the 16384 bytes received" "is below the 16384 bytes received"; do
+  assert_contains "$T/probe-a.log" "$why"
+done
+wait_for bash -c "jq -e 'select(.outcome == \"completed\") | .participants == 2' '$T/state2/rounds.jsonl' >/dev/null 2>&1" 60 ||
+  fail "round with the resumed update did not complete: $(cat "$T/state2/rounds.jsonl" 2>/dev/null)"
+"$FEDC" audit show --state "$T/state2" --json |
+  jq -s -e '[.[] | select(.kind == "update" and .outcome == "accepted")] | map({client, r: (.resumed_from // 0)}) |
+    sort_by(.client) == [{"client": "a", "r": 16384}, {"client": "b", "r": 0}]' >/dev/null ||
+  fail "accepted updates: $("$FEDC" audit show --state "$T/state2" --json | grep update)"
 kill -TERM "$COORD_PID"
 wait "$COORD_PID" || true
 echo "PASS"
