@@ -14,8 +14,10 @@
  * between min_backoff_ms and max_backoff_ms, so a mass reconnect spreads out;
  * permanent ones (TLS, permission, protocol version, a model the trainer says
  * it can never train: FEDC_TRAIN_UNTRAINABLE) end run() with a sentence in
- * last_error. An upload that broke off is retried while the
- * round is open: the coordinator discards partial uploads, so a retry is safe.
+ * last_error. An upload that broke off is retried while the round is open,
+ * from the bytes the coordinator kept of it (protocol 1.10, runtime_resume.c;
+ * it checks the whole update's SHA-256 at the end), or whole; a cut model
+ * download resumes the same way.
  */
 #include <math.h>
 #include <pthread.h>
