@@ -1052,7 +1052,8 @@ static void h_fetch_model(fc_scall *call, void *ctx) {
   const Fedc__V1__FetchModelRequest *req = (const Fedc__V1__FetchModelRequest *)fc_scall_request(call);
   audit_peer(ctx, fc_scall_peer(call));
   download *d = download_begin(ctx, call, req->version, req->latest, 0);
-  if (d && coord_fetch_resume(ctx, call, req, d->hdr, &d->skip) == FEDC_OK) fc_scall_stream_out(call, fetch_next, fetch_done, d);
+  if (d && coord_fetch_resume(ctx, call, req, d->hdr, &d->skip) == FEDC_OK)
+    fc_scall_stream_out(call, fetch_next, fetch_done, d);
   else download_end(d); /* refused: the call is finished */
 }
 
@@ -1174,6 +1175,11 @@ static void upload_refuse(upload *up, fc_scall *call, grpc_status_code code, con
 static void upload_done(void *state) {
   upload *up = state;
   if (!up) return;
+  if (up->begun || up->u) FC_WARN(MOD, "upload from %s broke off after %llu of %llu bytes", up->client,
+                                  (unsigned long long)up->rx.received, (unsigned long long)up->rx.total);
+  /* The call is gone, not refused: keep what arrived, before it leaves the list (UploadOffset sees either). */
+  if (up->begun && up->u)
+    coord_upload_keep(up->c, up->client, up->round, &up->meta, up->bucket, &up->rx, &up->u, up->round_deadline, 0, 0);
   if (up->listed) {
     pthread_mutex_lock(&up->c->up_mu);
     for (upload **pp = &up->c->uploads; *pp; pp = &(*pp)->next)
@@ -1184,10 +1190,6 @@ static void upload_done(void *state) {
     pthread_mutex_unlock(&up->c->up_mu);
     atomic_fetch_sub(&up->c->metrics.uploads_in_flight, 1);
   }
-  if (up->begun || up->u) FC_WARN(MOD, "upload from %s broke off after %llu of %llu bytes", up->client,
-                                  (unsigned long long)up->rx.received, (unsigned long long)up->rx.total);
-  if (up->begun && up->u) /* the call is gone, not refused: keep what arrived */
-    coord_upload_keep(up->c, up->client, up->round, &up->meta, up->bucket, &up->rx, &up->u, up->round_deadline, NULL, 0);
   upload_settle(up);
   fc_chunk_rx_free(&up->rx);
   model_unref(up->m);
@@ -1235,9 +1237,10 @@ static void upload_end(fc_scall *call, void *state) {
   fc_coord *c = up->c;
   char why[400];
   /* gRPC ends a call whose link was cut like a stream the client closed early: keep what arrived. */
-  int err = up->rx.received < up->rx.total && up->u ? coord_upload_keep(c, up->client, up->round, &up->meta, up->bucket,
-                                                                        &up->rx, &up->u, up->round_deadline, why, sizeof why)
-                                                    : fc_chunk_rx_end(&up->rx, why, sizeof why);
+  int err = up->rx.received < up->rx.total && up->u
+                ? coord_upload_keep(c, up->client, up->round, &up->meta, up->bucket, &up->rx, &up->u,
+                                    up->round_deadline, why, sizeof why)
+                : fc_chunk_rx_end(&up->rx, why, sizeof why);
   if (err != FEDC_OK) {
     upload_refuse(up, call, err_status(err), why);
     return;
@@ -1388,12 +1391,12 @@ static void h_upload(fc_scall *call, void *ctx) {
       code = GRPC_STATUS_INVALID_ARGUMENT;
       snprintf(why, sizeof why, "update reports train_loss %g: must be finite and in [0, %g]", up->loss,
                FC_MAX_TRAIN_LOSS);
-    } else if ((code = coord_upload_open(c, &(coord_upload_args){up->client, up->round, first,
-                                                                  up->masked ? &masked_spec : &up->m->spec,
-                                                                  up->masked ? fc_model_numel(&masked_spec) * 4
-                                                                             : up->m->bytes, up->bucket},
-                                         &up->rx, &up->u, &up->resumed_from, &retry, why, sizeof why)) !=
-               GRPC_STATUS_OK) {
+    } else if ((code = coord_upload_open(c,
+                                         &(coord_upload_args){up->client, up->round, first,
+                                                              up->masked ? &masked_spec : &up->m->spec,
+                                                              up->masked ? fc_model_numel(&masked_spec) * 4 : up->m->bytes,
+                                                              up->bucket},
+                                         &up->rx, &up->u, &up->resumed_from, &retry, why, sizeof why))) {
       /* refused: a bad header, busy (no staging slot), or a resume that does not fit (coord_resume.c) */
     } else if (up->masked && fc_agg_secagg_route(c->agg, up->u, up->bucket) != FEDC_OK) {
       code = GRPC_STATUS_INTERNAL;
