@@ -18,7 +18,8 @@
 # at a's offset and is refused (nothing is kept for b: it cannot splice its
 # bytes onto a's); a's resumes with another SHA-256, other meta, an offset
 # beyond and one below the bytes kept are refused, each losing nothing; the
-# right one is accepted and the round counts both updates.
+# right one is accepted and the round counts both updates. A model download
+# asked from byte 1000 (not a chunk boundary) is refused.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
 . "$(dirname "$0")/_data.sh"
@@ -106,7 +107,8 @@ touch "$T/go-a"
 wait "$pa" || fail "probe a: $(grep '"ok":false\|offset' "$T/probe-a.log")"
 grep -q '"step":"upload-offset","offset":16384' "$T/probe-a.log" || fail "a's offset: $(grep offset "$T/probe-a.log")"
 for why in "another update than the bytes kept" "meta (version, examples, loss, flags) differs" \
-  "is beyond the 16384 bytes received" "is below the 16384 bytes received"; do
+  "is beyond the 16384 bytes received" "is below the 16384 bytes received" \
+  "start_offset 1000 is not a chunk boundary"; do
   assert_contains "$T/probe-a.log" "$why"
 done
 wait_for bash -c "jq -e 'select(.outcome == \"completed\") | .participants == 2' '$T/state2/rounds.jsonl' >/dev/null 2>&1" 60 ||

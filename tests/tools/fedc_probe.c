@@ -32,7 +32,8 @@
  *                   prefix), wait for --resume-after FILE, ask UploadOffset
  *                   (half), then resume with another SHA-256, other meta, an
  *                   offset beyond and one below the bytes kept (each
- *                   refused), and at the right offset (accepted)
+ *                   refused), and at the right offset (accepted); and a
+ *                   FetchModel from byte 1000 (not a chunk boundary: refused)
  *   resume-other    another identity of the same round sends the same header
  *                   (a zero delta of the same model: the same SHA-256) at the
  *                   first one's offset: refused, nothing is kept for it; its
@@ -330,6 +331,21 @@ static void run_resume(const char *mode, upload_plan p, fc_status *st) {
   p.send_bytes = half;
   upload(&p, st);
   report("cut", GRPC_STATUS_INVALID_ARGUMENT, st);
+  /* A download cannot start off a chunk boundary (nor past the model). */
+  Fedc__V1__FetchModelRequest fr = FEDC__V1__FETCH_MODEL_REQUEST__INIT;
+  fr.version = p.version;
+  fr.start_offset = 1000;
+  fc_ccall *call = NULL;
+  if (fc_ccall_start(g_ch, "/fedc.v1.Coordinator/FetchModel", FC_RPC_SERVER_STREAM, &fr.base, 10000, &call, &q) ==
+      FEDC_OK) {
+    ProtobufCMessage *m = NULL;
+    while (fc_ccall_recv(call, &fedc__v1__tensor_stream_msg__descriptor, &m, &q) == 1) {
+      protobuf_c_message_free_unpacked(m, NULL);
+      m = NULL;
+    }
+  }
+  fc_ccall_destroy(call);
+  report("fetch-off-chunk-boundary", GRPC_STATUS_OUT_OF_RANGE, &q);
   p.send_bytes = 0;
   if (wait_file(g_resume_after)) g_failures++;
   if (upload_offset(&p, &q) != half) g_failures++;
