@@ -14,8 +14,10 @@
  * between min_backoff_ms and max_backoff_ms, so a mass reconnect spreads out;
  * permanent ones (TLS, permission, protocol version, a model the trainer says
  * it can never train: FEDC_TRAIN_UNTRAINABLE) end run() with a sentence in
- * last_error. An upload that broke off is retried while the
- * round is open: the coordinator discards partial uploads, so a retry is safe.
+ * last_error. An upload that broke off is retried while the round is open,
+ * from the bytes the coordinator kept of it (protocol 1.10, runtime_resume.c;
+ * it checks the whole update's SHA-256 at the end), or whole; a cut model
+ * download resumes the same way.
  */
 #include <math.h>
 #include <pthread.h>
@@ -224,12 +226,7 @@ static int backoff(fedc_client *c, const char *what, const fc_status *st) {
 }
 
 int rt_fetch_model(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
-  Fedc__V1__FetchModelRequest req = FEDC__V1__FETCH_MODEL_REQUEST__INIT;
-  req.version = t->model_version;
-  fc_ccall *call = NULL;
-  int rc = fc_ccall_start(c->ch, "/fedc.v1.Coordinator/FetchModel", FC_RPC_SERVER_STREAM, &req.base,
-                          c->o.call_timeout_ms, &call, st);
-  if (rc != FEDC_OK) return rc;
+  int rc;
   fc_model_spec spec;
   uint64_t total = 0;
   uint8_t sha[FC_SHA256_LEN];
@@ -248,9 +245,8 @@ int rt_fetch_model(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
     rc = FEDC_ERR_PROTOCOL;
     snprintf(st->detail, sizeof st->detail, "task carries no model SHA-256");
   } else {
-    rc = fc_tensor_stream_recv_into(call, c->o.max_model_bytes, want, &spec, &buf, &cap, &total, sha, &man, st);
+    rc = rt_fetch_resumable(c, t, want, &spec, &buf, &cap, &total, sha, &man, st); /* runtime_resume.c */
   }
-  fc_ccall_destroy(call);
   c->weights = (float *)buf;
   c->weights_cap = cap;
   /* Refused with a time to come back (a call-rate limit, busy): pacing,
@@ -287,10 +283,8 @@ static int emit_upload(void *ctx, const Fedc__V1__TensorHeader *h, const Fedc__V
 }
 
 int rt_upload(fedc_client *c, const Fedc__V1__Task *t, const void *payload, const fc_model_spec *spec,
-              uint64_t bytes, int masked, uint64_t examples, double loss, double norm, uint64_t *bytes_out,
-              fc_status *st) {
-  uint8_t sha[FC_SHA256_LEN];
-  fc_sha256(payload, bytes, sha);
+              uint64_t bytes, const uint8_t sha[FC_SHA256_LEN], uint64_t start_offset, int masked, uint64_t examples,
+              double loss, double norm, uint64_t *bytes_out, fc_status *st) {
   Fedc__V1__UpdateMeta meta = FEDC__V1__UPDATE_META__INIT;
   meta.round = t->round;
   meta.model_version = t->model_version;
@@ -312,7 +306,16 @@ int rt_upload(fedc_client *c, const Fedc__V1__Task *t, const void *payload, cons
                           c->o.call_timeout_ms, &call, st);
   if (rc != FEDC_OK) return rc;
   upload_ctx u = {call, st, &meta};
-  rc = fc_tensor_stream_send(spec, payload, bytes, sha, c->o.chunk_bytes, emit_upload, &u);
+  /* The header, then the chunks from start_offset (a resumed stream: the
+   * coordinator kept those before it, runtime_resume.c). */
+  fc_pb_header *h = malloc(sizeof *h);
+  if (!h) rc = FEDC_ERR_NOMEM;
+  else fc_pb_header_build(h, spec, bytes, sha, c->o.chunk_bytes);
+  if (h) h->h.start_offset = start_offset;
+  uint64_t n = fc_tensor_stream_pieces(bytes, c->o.chunk_bytes);
+  for (uint64_t i = 0; i < n && rc == FEDC_OK; i = i ? i + 1 : 1 + start_offset / c->o.chunk_bytes)
+    rc = fc_tensor_stream_piece(h, payload, bytes, c->o.chunk_bytes, i, emit_upload, &u);
+  free(h);
   ProtobufCMessage *resp = NULL;
   if (rc == FEDC_OK) rc = fc_ccall_close_and_recv(call, &fedc__v1__upload_response__descriptor, &resp, st);
   *bytes_out = fc_ccall_bytes_out(call);
@@ -328,8 +331,20 @@ int rt_upload_retrying(fedc_client *c, const Fedc__V1__Task *t, const void *payl
                        uint64_t bytes, int masked, uint64_t examples, double loss, double norm, uint64_t deadline,
                        uint64_t *bytes_out, fc_status *st) {
   int rc;
+  uint8_t sha[FC_SHA256_LEN];
+  if ((rc = fc_sha256(payload, bytes, sha)) != FEDC_OK) return rc;
+  uint64_t from = 0, sent = 0;
   for (int attempt = 0;;) {
-    rc = rt_upload(c, t, payload, spec, bytes, masked, examples, loss, norm, bytes_out, st);
+    rc = rt_upload(c, t, payload, spec, bytes, sha, from, masked, examples, loss, norm, bytes_out, st);
+    sent += *bytes_out;
+    if (from && rc != FEDC_OK && !atomic_load(&c->stop) &&
+        (st->code == GRPC_STATUS_FAILED_PRECONDITION || st->code == GRPC_STATUS_OUT_OF_RANGE ||
+         st->code == GRPC_STATUS_INVALID_ARGUMENT) && ++attempt <= 8) {
+      FC_WARN(MOD, "upload resume at byte %llu refused (%s): sending the update whole", (unsigned long long)from,
+              st->detail);
+      from = 0;
+      continue;
+    }
     /* RESOURCE_EXHAUSTED or UNAVAILABLE with a retry time: the coordinator is
      * rate-limiting us or busy and says when to come back. That is pacing,
      * not failure: it does not count against the attempts (the deadline
@@ -352,7 +367,15 @@ int rt_upload_retrying(fedc_client *c, const Fedc__V1__Task *t, const void *payl
     }
     if (wait > deadline - now) wait = deadline - now;
     if (rt_nap(c, (uint32_t)wait)) break;
+    /* A stream cut by the network: the coordinator may have kept what
+     * arrived (runtime_resume.c); go on from there. */
+    from = 0;
+    if (!told_when && rt_upload_offset(c, t, sha, bytes, deadline, &from) == FEDC_OK && from)
+      FC_INFO(MOD, "upload resumes at byte %llu of %llu (chunk %llu of %llu)", (unsigned long long)from,
+              (unsigned long long)bytes, (unsigned long long)(from / c->o.chunk_bytes + 1),
+              (unsigned long long)fc_chunk_count(bytes, c->o.chunk_bytes));
   }
+  if (sent > *bytes_out) *bytes_out = sent; /* every attempt's bytes */
   return rc;
 }
 

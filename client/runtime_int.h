@@ -76,10 +76,22 @@ void fc_client_secagg_drop(fedc_client *c, const double drop[6], uint64_t seed, 
 
 /* Sleep up to ms; 1 if stopped. */
 int rt_nap(fedc_client *c, uint32_t ms);
-/* One UploadUpdate stream of payload (bytes) with the given spec. */
+/* One UploadUpdate stream of payload (bytes, SHA-256 sha) with the given
+ * spec, its chunks from start_offset (0, or what UploadOffset said was kept). */
 int rt_upload(fedc_client *c, const Fedc__V1__Task *t, const void *payload, const fc_model_spec *spec,
-              uint64_t bytes, int masked, uint64_t examples, double loss, double norm, uint64_t *bytes_out,
-              fc_status *st);
+              uint64_t bytes, const uint8_t sha[FC_SHA256_LEN], uint64_t start_offset, int masked, uint64_t examples,
+              double loss, double norm, uint64_t *bytes_out, fc_status *st);
+/* ---- runtime_resume.c: resumable transfers (protocol 1.10) ---- */
+/* FetchModel of t's model into *buf (*cap bytes; the caller's kept buffer),
+ * resuming a stream cut by the network where it broke off. */
+int rt_fetch_resumable(fedc_client *c, const Fedc__V1__Task *t, const uint8_t *want, fc_model_spec *spec,
+                       uint8_t **buf, uint64_t *cap, uint64_t *total, uint8_t sha[FC_SHA256_LEN], fc_signed *man,
+                       fc_status *st);
+/* UploadOffset: how many bytes of this update the coordinator kept from a
+ * cut stream (*offset, 0: none, or an older coordinator). Waits, as told and
+ * until deadline, while our cut stream still looks open there. */
+int rt_upload_offset(fedc_client *c, const Fedc__V1__Task *t, const uint8_t sha[FC_SHA256_LEN], uint64_t bytes,
+                     uint64_t deadline, uint64_t *offset);
 int rt_upload_retrying(fedc_client *c, const Fedc__V1__Task *t, const void *payload, const fc_model_spec *spec,
                        uint64_t bytes, int masked, uint64_t examples, double loss, double norm, uint64_t deadline,
                        uint64_t *bytes_out, fc_status *st);

@@ -16,6 +16,7 @@
 #include "coordinator/metrics.h"
 #include "coordinator/server_opt.h"
 #include "coordinator/store.h"
+#include "coordinator/upload_resume.h"
 #include "fedc/v1/fedc.pb-c.h"
 #include "transport/transport.h"
 
@@ -75,7 +76,7 @@ struct fc_coord {
   pthread_cond_t stop_cv;
   int stopping;
   uint64_t started_ms;
-  fc_method methods[11];
+  fc_method methods[12];
   /* Model downloads in flight, bounded by cfg.download_slots: each one pins
    * gRPC send buffers, so this (not the number of clients) bounds memory. */
   pthread_mutex_t dl_mu;
@@ -84,6 +85,7 @@ struct fc_coord {
   struct download *dl_list;
   pthread_mutex_t up_mu; /* uploads streaming now */
   struct upload *uploads;
+  fc_partials partials;  /* under up_mu: kept prefixes of cut uploads (coord_resume.c) */
   /* The state directory could not be written (disk full, read-only, ...):
    * no new round starts until a retry succeeds; retries back off from 1 s to
    * 60 s. Under mu. */
@@ -263,5 +265,42 @@ void coord_history_eval_locked(fc_coord *c, uint64_t round, const fc_round_eval 
 void coord_h_secagg_submit(fc_scall *call, void *ctx);
 void coord_h_secagg_poll(fc_scall *call, void *ctx);
 size_t coord_sa_submit_limit(const fc_coord_cfg *cfg);
+
+/* ---- coord_resume.c: resumable transfers (protocol 1.10, issue 26) ---- */
+typedef struct coord_upload_args {
+  const char *client;
+  uint64_t round;
+  const Fedc__V1__UploadMsg *first; /* meta and header */
+  const fc_model_spec *expect;
+  uint64_t max_total;
+  uint32_t bucket;
+} coord_upload_args;
+/* Open an UploadUpdate stream after the engine's begin: the header into rx
+ * and a staging slot into *u, fresh (dropping any kept prefix of the caller;
+ * a kept prefix of someone is evicted if no slot is free) or, when the header
+ * has start_offset, the caller's kept prefix (*resumed_from its bytes).
+ * GRPC_STATUS_OK, or the refusal with why (and *retry for busy). */
+grpc_status_code coord_upload_open(fc_coord *c, const coord_upload_args *a, fc_chunk_rx *rx, fc_agg_update **u,
+                                   uint64_t *resumed_from, uint32_t *retry, char *why, size_t whylen);
+/* A stream that broke off (the call gone, or ended before all its bytes,
+ * which is how gRPC ends a call whose link was cut): keep its prefix for a
+ * resume if it is worth it; takes *rx and *u either way. Returns
+ * FEDC_ERR_PROTOCOL with why ("stream ended early ...") when why is given. */
+int coord_upload_keep(fc_coord *c, const char *client, uint64_t round, const Fedc__V1__UpdateMeta *meta,
+                      uint32_t bucket, fc_chunk_rx *rx, fc_agg_update **u, uint64_t deadline_ms, char *why,
+                      size_t whylen);
+/* From cancel_uploads (under mu): the round's kept prefixes go. */
+void coord_resume_round_closed(fc_coord *c, uint64_t round);
+/* At stop, before the aggregator is destroyed. */
+void coord_resume_free(fc_coord *c);
+/* UploadOffset (client role, unary, async). */
+void coord_h_upload_offset(fc_scall *call, void *ctx);
+/* FetchModel's start_offset: FEDC_OK and *skip chunks to leave out (the
+ * header then echoes it), or the call is finished with the refusal. */
+struct fc_pb_header;
+int coord_fetch_resume(fc_coord *c, fc_scall *call, const Fedc__V1__FetchModelRequest *req, struct fc_pb_header *hdr,
+                       uint64_t *skip);
+/* coordinator.c: 1 if `client` has an UploadUpdate stream open for `round`. */
+int coord_upload_streaming(fc_coord *c, const char *client, uint64_t round);
 
 #endif

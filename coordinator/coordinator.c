@@ -892,7 +892,7 @@ typedef struct download {
   fc_coord *c;
   model_ref *m;
   fc_pb_header *hdr;
-  uint64_t next_piece, pieces;
+  uint64_t next_piece, pieces, skip; /* skip: chunks a resumed download leaves out (coord_resume.c) */
   uint64_t started_ms;
   int counted; /* holds one of the download_slots */
   int eval;    /* the model a federated evaluation evaluates (not the training round's bytes) */
@@ -1050,6 +1050,7 @@ static void download_done_ok(download *d, fc_scall *call) {
 /* FetchModel, event-driven: one piece each time the previous send completed. */
 static void fetch_next(fc_scall *call, void *state) {
   download *d = state;
+  if (d->next_piece == 1) d->next_piece += d->skip; /* after the header */
   if (d->next_piece == d->pieces) {
     download_done_ok(d, call);
     return;
@@ -1074,7 +1075,9 @@ static void h_fetch_model(fc_scall *call, void *ctx) {
   const Fedc__V1__FetchModelRequest *req = (const Fedc__V1__FetchModelRequest *)fc_scall_request(call);
   audit_peer(ctx, fc_scall_peer(call));
   download *d = download_begin(ctx, call, req->version, req->latest, 0);
-  if (d) fc_scall_stream_out(call, fetch_next, fetch_done, d);
+  if (d && coord_fetch_resume(ctx, call, req, d->hdr, &d->skip) == FEDC_OK)
+    fc_scall_stream_out(call, fetch_next, fetch_done, d);
+  else download_end(d); /* refused: the call is finished */
 }
 
 /* GetModel (admins, on their own pool): may read an old version from disk. */
@@ -1132,8 +1135,9 @@ typedef struct upload {
   uint32_t bucket; /* ... for this bucket's sum */
   int unclipped; /* UpdateMeta.unclipped: within the clip before clipping (adaptive clipping) */
   uint64_t round, round_deadline, examples;
-  uint64_t started_ms;
+  uint64_t started_ms, resumed_from; /* resumed_from: bytes kept from a cut stream (coord_resume.c) */
   double loss;
+  Fedc__V1__UpdateMeta meta; /* the first message's: a cut stream's prefix is kept for it */
   char client[65];
 } upload;
 
@@ -1147,6 +1151,7 @@ static void audit_update(fc_coord *c, const upload *up, const char *outcome, con
   if (!f) return;
   if (up->rx.total) json_object_set_new(f, "sha256", json_string(fc_hex(up->rx.want_sha, FC_SHA256_LEN, hex)));
   if (norm >= 0) json_object_set_new(f, "norm", json_real(norm));
+  if (up->resumed_from) json_object_set_new(f, "resumed_from", json_integer((json_int_t)up->resumed_from));
   if (reason) json_object_set_new(f, "reason", json_string(reason));
   fc_audit_append(c->audit, "update", f);
 }
@@ -1193,6 +1198,11 @@ static void upload_refuse(upload *up, fc_scall *call, grpc_status_code code, con
 static void upload_done(void *state) {
   upload *up = state;
   if (!up) return;
+  if (up->begun || up->u) FC_WARN(MOD, "upload from %s broke off after %llu of %llu bytes", up->client,
+                                  (unsigned long long)up->rx.received, (unsigned long long)up->rx.total);
+  /* The call is gone, not refused: keep what arrived, before it leaves the list (UploadOffset sees either). */
+  if (up->begun && up->u)
+    coord_upload_keep(up->c, up->client, up->round, &up->meta, up->bucket, &up->rx, &up->u, up->round_deadline, 0, 0);
   if (up->listed) {
     pthread_mutex_lock(&up->c->up_mu);
     for (upload **pp = &up->c->uploads; *pp; pp = &(*pp)->next)
@@ -1203,8 +1213,6 @@ static void upload_done(void *state) {
     pthread_mutex_unlock(&up->c->up_mu);
     atomic_fetch_sub(&up->c->metrics.uploads_in_flight, 1);
   }
-  if (up->begun || up->u) FC_WARN(MOD, "upload from %s broke off after %llu of %llu bytes", up->client,
-                                  (unsigned long long)up->rx.received, (unsigned long long)up->rx.total);
   upload_settle(up);
   fc_chunk_rx_free(&up->rx);
   model_unref(up->m);
@@ -1226,7 +1234,7 @@ static void upload_chunk(fc_scall *call, void *state, const ProtobufCMessage *ms
     upload_refuse(up, call, GRPC_STATUS_INVALID_ARGUMENT, "expected only chunks after the first upload message");
     return;
   }
-  if (too_slow(c, up->started_ms, up->rx.received)) {
+  if (too_slow(c, up->started_ms, up->rx.received - up->resumed_from)) {
     snprintf(why, sizeof why, "upload too slow: %llu bytes in %.1f s (at least %llu B/s after %.1f s)",
              (unsigned long long)up->rx.received, (fc_now_ms() - up->started_ms) / 1000.0,
              (unsigned long long)c->cfg.min_transfer_bps, c->cfg.stream_idle_ms / 1000.0);
@@ -1251,7 +1259,11 @@ static void upload_end(fc_scall *call, void *state) {
   upload *up = state;
   fc_coord *c = up->c;
   char why[400];
-  int err = fc_chunk_rx_end(&up->rx, why, sizeof why);
+  /* gRPC ends a call whose link was cut like a stream the client closed early: keep what arrived. */
+  int err = up->rx.received < up->rx.total && up->u
+                ? coord_upload_keep(c, up->client, up->round, &up->meta, up->bucket, &up->rx, &up->u,
+                                    up->round_deadline, why, sizeof why)
+                : fc_chunk_rx_end(&up->rx, why, sizeof why);
   if (err != FEDC_OK) {
     upload_refuse(up, call, err_status(err), why);
     return;
@@ -1335,6 +1347,7 @@ static void h_upload(fc_scall *call, void *ctx) {
     return;
   }
   up->round = first->meta->round;
+  up->meta = *first->meta;
   up->examples = first->meta->num_examples;
   up->loss = first->meta->train_loss;
   up->unclipped = first->meta->unclipped;
@@ -1392,7 +1405,6 @@ static void h_upload(fc_scall *call, void *ctx) {
              (unsigned long long)up->round);
   } else {
     up->begun = 1;
-    int err;
     if (up->examples == 0 && !up->masked) {
       code = GRPC_STATUS_INVALID_ARGUMENT;
       snprintf(why, sizeof why, "update reports 0 examples");
@@ -1402,18 +1414,13 @@ static void h_upload(fc_scall *call, void *ctx) {
       code = GRPC_STATUS_INVALID_ARGUMENT;
       snprintf(why, sizeof why, "update reports train_loss %g: must be finite and in [0, %g]", up->loss,
                FC_MAX_TRAIN_LOSS);
-    } else if ((err = fc_chunk_rx_begin_pb(&up->rx, first->header, up->masked ? &masked_spec : &up->m->spec,
-                                           up->masked ? fc_model_numel(&masked_spec) * 4 : up->m->bytes, why,
-                                           sizeof why)) != FEDC_OK) {
-      code = err_status(err);
-    } else if (c->agg->ops->update_begin(c->agg, 0, &up->u) != FEDC_OK) {
-      /* No waiting for a slot: a waiting upload would hold its stream open for
-       * nothing. Say when to come back, spread over 150-650 ms: a burst (every
-       * masked input arrives when the SecAgg masked stage opens) drains in
-       * turns instead of backing off past the stage's deadline. */
-      code = GRPC_STATUS_UNAVAILABLE;
-      retry = 150 + (uint32_t)(fc_now_ms() * 2654435761u % 500u);
-      snprintf(why, sizeof why, "coordinator busy: no aggregation slot free, retry in %u ms", retry);
+    } else if ((code = coord_upload_open(c,
+                                         &(coord_upload_args){up->client, up->round, first,
+                                                              up->masked ? &masked_spec : &up->m->spec,
+                                                              up->masked ? fc_model_numel(&masked_spec) * 4 : up->m->bytes,
+                                                              up->bucket},
+                                         &up->rx, &up->u, &up->resumed_from, &retry, why, sizeof why))) {
+      /* refused: a bad header, busy (no staging slot), or a resume that does not fit (coord_resume.c) */
     } else if (up->masked && fc_agg_secagg_route(c->agg, up->u, up->bucket) != FEDC_OK) {
       code = GRPC_STATUS_INTERNAL;
       snprintf(why, sizeof why, "secure aggregation bucket %u has no sum", up->bucket + 1);
@@ -1440,6 +1447,15 @@ static void cancel_uploads(fc_coord *c, uint64_t round) {
     if (up->round == round && !up->committed)
       fc_scall_cancel(up->call, GRPC_STATUS_DEADLINE_EXCEEDED, "the round closed during the upload");
   pthread_mutex_unlock(&c->up_mu);
+  coord_resume_round_closed(c, round);
+}
+
+int coord_upload_streaming(fc_coord *c, const char *client, uint64_t round) {
+  int open = 0;
+  pthread_mutex_lock(&c->up_mu);
+  for (upload *up = c->uploads; up && !open; up = up->next) open = up->round == round && !strcmp(up->client, client);
+  pthread_mutex_unlock(&c->up_mu);
+  return open;
 }
 
 /* ---- Admin service --------------------------------------------------------------- */
@@ -1902,6 +1918,8 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
              &fedc__v1__leave_request__descriptor, coord_h_leave, c);
   set_method(&c->methods[10], "/fedc.v1.Coordinator/ReportEval", FC_RPC_UNARY, FC_ROLE_CLIENT, SMALL_MSG,
              &fedc__v1__eval_report__descriptor, coord_h_eval_report, c);
+  set_method(&c->methods[11], "/fedc.v1.Coordinator/UploadOffset", FC_RPC_UNARY, FC_ROLE_CLIENT, SMALL_MSG,
+             &fedc__v1__upload_offset_request__descriptor, coord_h_upload_offset, c);
 
   /* Every input that can refuse the start is checked, and the state read,
    * before the state directory is created or changed (coord_start.c). */
@@ -2168,6 +2186,7 @@ void fc_coord_stop(fc_coord *c, int grace_ms) {
                                                 "aggregator", c->cfg.aggregator));
     fc_audit_close(c->audit); /* syncs */
   }
+  coord_resume_free(c); /* its slots, before the aggregator goes */
   if (c->agg) c->agg->ops->destroy(c->agg);
   if (c->bagg) c->bagg->ops->destroy(c->bagg);
   fc_sopt_destroy(c->sopt);

@@ -249,6 +249,15 @@ char *coord_metrics_text(fc_coord *c) {
   put(&b, "fedc_round_bytes_sent_total %llu\n", (unsigned long long)m.bytes_out);
   head(&b, "fedc_uploads_in_flight", "gauge", "Uploads streaming now (each holds a staging slot).");
   put(&b, "fedc_uploads_in_flight %d\n", atomic_load(&c->metrics.uploads_in_flight));
+  static const char *const dirs[2] = {"upload", "download"};
+  head(&b, "fedc_transfers_resumed_total", "counter", "Cut transfers resumed from the bytes kept (1.10).");
+  for (int i = 0; i < 2; i++)
+    put(&b, "fedc_transfers_resumed_total{direction=\"%s\"} %llu\n", dirs[i],
+        (unsigned long long)atomic_load(&c->metrics.resumed[i]));
+  head(&b, "fedc_transfer_bytes_resumed_total", "counter", "Bytes resumed transfers did not send again.");
+  for (int i = 0; i < 2; i++)
+    put(&b, "fedc_transfer_bytes_resumed_total{direction=\"%s\"} %llu\n", dirs[i],
+        (unsigned long long)atomic_load(&c->metrics.resumed_bytes[i]));
   head(&b, "fedc_staging_slots", "gauge", "Staging slots for uploads in flight (memory = slots x model).");
   put(&b, "fedc_staging_slots %d\n", c->cfg.upload_slots > 0 ? c->cfg.upload_slots : 4);
   if (c->guard_started) {

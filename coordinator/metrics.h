@@ -33,6 +33,9 @@ typedef struct fc_coord_metrics {
   atomic_uint_fast64_t uploads_accepted;
   atomic_uint_fast64_t uploads_refused[FC_MREF_N];
   atomic_int uploads_in_flight;
+  /* Resumed transfers (1.10), [0] uploads, [1] downloads: how many, and the
+   * bytes they did not send again. */
+  atomic_uint_fast64_t resumed[2], resumed_bytes[2];
   /* Under the coordinator's mu (round ends): */
   uint64_t rounds_completed, rounds_abandoned[FC_MAB_N];
   uint64_t bytes_in, bytes_out;

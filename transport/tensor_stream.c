@@ -150,11 +150,66 @@ static int rx_buffer(fc_stream_rx *s, char *err, size_t errlen) {
   return FEDC_OK;
 }
 
+/* Back to a receiver that never began (its buffer stays). */
+static void rx_restart(fc_stream_rx *s) {
+  fc_hash_pipe_abort(s->pipe);
+  s->pipe = NULL;
+  fc_signed_free(&s->man);
+  fc_chunk_rx_free(&s->rx);
+  memset(&s->rx, 0, sizeof s->rx);
+  if (!s->bufp) free(s->buf);
+  s->buf = NULL;
+  s->began = 0;
+  s->resuming = 0;
+}
+
+uint64_t fc_stream_rx_resume(fc_stream_rx *s) {
+  const fc_chunk_rx *rx = &s->rx;
+  if (!s->began || rx->state != FC_CHUNK_RX_RECEIVING || rx->received == 0 || rx->received >= rx->total ||
+      rx->received % rx->chunk_max)
+    return 0;
+  s->resuming = 1;
+  return rx->received;
+}
+
+/* The first message of a resumed stream: the same payload, from the bytes kept. */
+static int resume_header(fc_stream_rx *s, const Fedc__V1__TensorStreamMsg *msg, char *err, size_t errlen) {
+  const Fedc__V1__TensorHeader *h = msg->header;
+  if (!h || msg->chunk) {
+    snprintf(err, errlen, "resumed tensor stream did not start with a header");
+    return FEDC_ERR_PROTOCOL;
+  }
+  if (h->start_offset != s->rx.received) {
+    snprintf(err, errlen, "resumed tensor stream starts at byte %llu, not at the %llu bytes kept",
+             (unsigned long long)h->start_offset, (unsigned long long)s->rx.received);
+    return FEDC_ERR_PROTOCOL;
+  }
+  fc_chunk_rx again;
+  memset(&again, 0, sizeof again);
+  int rc = fc_chunk_rx_begin_pb(&again, h, &s->rx.spec, s->max_total, err, errlen);
+  if (rc == FEDC_OK && (again.total != s->rx.total || again.chunk_max != s->rx.chunk_max ||
+                        !fc_digest_equal(again.want_sha, s->rx.want_sha, FC_SHA256_LEN))) {
+    rc = FEDC_ERR_HASH;
+    snprintf(err, errlen, "resumed tensor stream announces another payload than the one cut");
+  }
+  fc_chunk_rx_free(&again);
+  if (rc == FEDC_OK) s->resuming = 0;
+  return rc;
+}
+
 int fc_stream_rx_msg(fc_stream_rx *s, const Fedc__V1__TensorStreamMsg *msg, char *err, size_t errlen) {
   int rc;
+  /* A sender that does not resume (protocol < 1.10) sends it all again. */
+  if (s->began && s->resuming && msg->header && msg->header->start_offset == 0) rx_restart(s);
+  if (s->began && s->resuming) return resume_header(s, msg, err, errlen);
   if (!s->began) {
     if (!msg->header) {
       snprintf(err, errlen, "tensor stream did not start with a header");
+      return FEDC_ERR_PROTOCOL;
+    }
+    if (msg->header->start_offset) {
+      snprintf(err, errlen, "tensor stream starts at byte %llu but nothing was kept to resume",
+               (unsigned long long)msg->header->start_offset);
       return FEDC_ERR_PROTOCOL;
     }
     rc = fc_chunk_rx_begin_pb(&s->rx, msg->header, NULL, s->max_total, err, errlen);
@@ -224,7 +279,7 @@ void fc_stream_rx_free(fc_stream_rx *s) {
 }
 
 /* Drive s with the messages of call until the stream ends. */
-static int rx_call(fc_stream_rx *s, fc_ccall *call, fc_model_spec *spec, float **payload, uint64_t *total,
+int fc_tensor_stream_recv_call(fc_stream_rx *s, fc_ccall *call, fc_model_spec *spec, float **payload, uint64_t *total,
                    uint8_t sha_out[FC_SHA256_LEN], fc_signed *manifest, fc_status *st) {
   char err[300];
   int rc;
@@ -250,7 +305,7 @@ int fc_tensor_stream_recv_signed(fc_ccall *call, uint64_t max_total, const uint8
                                  fc_status *st) {
   fc_stream_rx s;
   fc_stream_rx_init(&s, max_total, want_sha, manifest != NULL);
-  int rc = rx_call(&s, call, spec, payload, total, sha_out, manifest, st);
+  int rc = fc_tensor_stream_recv_call(&s, call, spec, payload, total, sha_out, manifest, st);
   fc_stream_rx_free(&s);
   return rc;
 }
@@ -261,7 +316,7 @@ int fc_tensor_stream_recv_into(fc_ccall *call, uint64_t max_total, const uint8_t
   fc_stream_rx s;
   fc_stream_rx_init(&s, max_total, want_sha, manifest != NULL);
   fc_stream_rx_into(&s, bufp, cap, 1);
-  int rc = rx_call(&s, call, spec, NULL, total, sha_out, manifest, st);
+  int rc = fc_tensor_stream_recv_call(&s, call, spec, NULL, total, sha_out, manifest, st);
   fc_stream_rx_free(&s);
   return rc;
 }

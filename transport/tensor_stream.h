@@ -62,6 +62,7 @@ typedef struct fc_stream_rx {
   uint64_t *cap;
   int hash_beside;         /* hash on a helper thread (common/hash_pipe.h) from PIPE_MIN bytes on */
   struct fc_hash_pipe *pipe;
+  int resuming;            /* fc_stream_rx_resume armed: the next message is a resumed stream's header */
 } fc_stream_rx;
 void fc_stream_rx_init(fc_stream_rx *s, uint64_t max_total, const uint8_t *want_sha, int want_manifest);
 /* Receive into the caller's kept buffer (*bufp of *cap bytes, grown when a
@@ -72,6 +73,25 @@ int fc_stream_rx_msg(fc_stream_rx *s, const Fedc__V1__TensorStreamMsg *msg, char
 int fc_stream_rx_end(fc_stream_rx *s, fc_model_spec *spec, float **payload, uint64_t *total,
                      uint8_t sha_out[FC_SHA256_LEN], fc_signed *manifest, char *err, size_t errlen);
 void fc_stream_rx_free(fc_stream_rx *s);
+/* Resumable downloads (protocol 1.10). After a stream broke off without the
+ * receiver failing (the call died: fc_stream_rx_msg never refused anything):
+ * the byte offset to ask the sender to start from (FetchModelRequest
+ * .start_offset), with s armed for the resumed stream, whose header must echo
+ * that offset (TensorHeader.start_offset) and announce the same payload
+ * (spec, length, SHA-256, chunk size; its manifest is not taken again); its
+ * chunks then go on at the bytes kept, and the digest over the whole payload
+ * is checked at the end as always. A header with start_offset 0 (a sender
+ * that does not resume) starts the payload over. Returns 0 when nothing can
+ * be kept (not begun, failed, or not on a chunk boundary): free s and start
+ * over. A fresh stream whose header has start_offset != 0 is refused. */
+uint64_t fc_stream_rx_resume(fc_stream_rx *s);
+
+/* Drive s with the messages of call until the stream ends (then
+ * fc_stream_rx_end: payload, manifest as there); s stays the caller's, so a
+ * stream cut by the network can be resumed (fc_stream_rx_resume) on a new
+ * call. The status is in st either way. */
+int fc_tensor_stream_recv_call(fc_stream_rx *s, fc_ccall *call, fc_model_spec *spec, float **payload,
+                               uint64_t *total, uint8_t sha_out[FC_SHA256_LEN], fc_signed *manifest, fc_status *st);
 
 /* Client side of FetchModel/GetModel: receive a whole TensorStreamMsg stream
  * into a new buffer (*payload, malloc'd, caller frees), verified against the

@@ -27,6 +27,17 @@
  *                   client's certificate, oversized; a plaintext upload and
  *                   a masked one before its stage (each refused); then it
  *                   vanishes (a dropout at the advertise stage)
+ *   resume          (protocol 1.10) close its upload stream after half the
+ *                   chunks (refused "ended early": the coordinator keeps the
+ *                   prefix), wait for --resume-after FILE, ask UploadOffset
+ *                   (half), then resume with another SHA-256, other meta, an
+ *                   offset beyond and one below the bytes kept (each
+ *                   refused), and at the right offset (accepted); and a
+ *                   FetchModel from byte 1000 (not a chunk boundary: refused)
+ *   resume-other    another identity of the same round sends the same header
+ *                   (a zero delta of the same model: the same SHA-256) at the
+ *                   first one's offset: refused, nothing is kept for it; its
+ *                   UploadOffset says 0; then a whole upload (accepted)
  *   call METHOD     one unary call to METHOD (e.g. /fedc.v1.Admin/Status)
  *                   and print its status (role checks)
  *   flood           never checks in; --count calls each of UploadUpdate (a
@@ -62,7 +73,8 @@ static fc_channel *g_ch;
 static int g_failures;
 static uint32_t g_chunk = 8192;
 static int g_hold_ms = 3000;
-static const char *g_upload_after;
+static const char *g_upload_after, *g_resume_after;
+static uint64_t g_start_offset; /* upload(): a resumed stream's first chunk */
 
 static void report(const char *step, int want_code, const fc_status *st) {
   int ok = st->code == want_code;
@@ -116,6 +128,7 @@ static int upload(const upload_plan *p, fc_status *st) {
   if (rc != FEDC_OK) return rc;
   fc_pb_header h;
   fc_pb_header_build(&h, p->spec, p->total, p->sha, g_chunk);
+  h.h.start_offset = g_start_offset;
   Fedc__V1__UpdateMeta meta = FEDC__V1__UPDATE_META__INIT;
   meta.round = p->round;
   meta.model_version = p->version;
@@ -139,7 +152,7 @@ static int upload(const upload_plan *p, fc_status *st) {
   }
   uint64_t limit = p->send_bytes ? p->send_bytes : p->total;
   uint64_t nchunks = fc_chunk_count(p->total, g_chunk);
-  for (uint64_t i = 0; rc == FEDC_OK && !p->oversize; i++) {
+  for (uint64_t i = g_start_offset / g_chunk; rc == FEDC_OK && !p->oversize; i++) {
     uint64_t off;
     size_t len;
     if (fc_chunk_plan(p->total, g_chunk, i, &off, &len) != FEDC_OK || off >= limit) break;
@@ -271,6 +284,94 @@ static int run_secagg_bad(const Fedc__V1__Task *t, const char *pki, const char *
   return g_failures ? 1 : 0;
 }
 
+static int wait_file(const char *path) {
+  for (int i = 0; path && access(path, F_OK) != 0; i++) {
+    if (i == 1200) {
+      fprintf(stderr, "fedc_probe: %s never appeared\n", path);
+      return 1;
+    }
+    usleep(100000);
+  }
+  return 0;
+}
+
+/* UploadOffset for p's update: the bytes the coordinator kept. */
+static uint64_t upload_offset(const upload_plan *p, fc_status *st) {
+  Fedc__V1__UploadOffsetRequest req = FEDC__V1__UPLOAD_OFFSET_REQUEST__INIT;
+  req.round = p->round;
+  req.total_bytes = p->total;
+  req.sha256.data = (uint8_t *)p->sha;
+  req.sha256.len = FC_SHA256_LEN;
+  req.chunk_bytes = g_chunk;
+  ProtobufCMessage *m = NULL;
+  uint64_t off = UINT64_MAX;
+  if (fc_call_unary(g_ch, "/fedc.v1.Coordinator/UploadOffset", &req.base, &fedc__v1__upload_offset_response__descriptor,
+                    &m, 10000, st) == FEDC_OK)
+    off = ((Fedc__V1__UploadOffsetResponse *)m)->offset;
+  if (m) protobuf_c_message_free_unpacked(m, NULL);
+  printf("{\"step\":\"upload-offset\",\"offset\":%llu}\n", (unsigned long long)off);
+  fflush(stdout);
+  return off;
+}
+
+/* Modes resume and resume-other (see the top). */
+static void run_resume(const char *mode, upload_plan p, fc_status *st) {
+  uint64_t half = fc_chunk_count(p.total, g_chunk) / 2 * g_chunk;
+  fc_status q;
+  if (strcmp(mode, "resume-other") == 0) {
+    g_start_offset = half;
+    upload(&p, st);
+    report("resume-other-identity", GRPC_STATUS_FAILED_PRECONDITION, st);
+    g_start_offset = 0;
+    if (upload_offset(&p, &q) != 0) g_failures++;
+    upload(&p, st);
+    report("whole-upload", GRPC_STATUS_OK, st);
+    return;
+  }
+  p.send_bytes = half;
+  upload(&p, st);
+  report("cut", GRPC_STATUS_INVALID_ARGUMENT, st);
+  /* A download cannot start off a chunk boundary (nor past the model). */
+  Fedc__V1__FetchModelRequest fr = FEDC__V1__FETCH_MODEL_REQUEST__INIT;
+  fr.version = p.version;
+  fr.start_offset = 1000;
+  fc_ccall *call = NULL;
+  if (fc_ccall_start(g_ch, "/fedc.v1.Coordinator/FetchModel", FC_RPC_SERVER_STREAM, &fr.base, 10000, &call, &q) ==
+      FEDC_OK) {
+    ProtobufCMessage *m = NULL;
+    while (fc_ccall_recv(call, &fedc__v1__tensor_stream_msg__descriptor, &m, &q) == 1) {
+      protobuf_c_message_free_unpacked(m, NULL);
+      m = NULL;
+    }
+  }
+  fc_ccall_destroy(call);
+  report("fetch-off-chunk-boundary", GRPC_STATUS_OUT_OF_RANGE, &q);
+  p.send_bytes = 0;
+  if (wait_file(g_resume_after)) g_failures++;
+  if (upload_offset(&p, &q) != half) g_failures++;
+  uint8_t other_sha[FC_SHA256_LEN];
+  memcpy(other_sha, p.sha, sizeof other_sha);
+  other_sha[0] ^= 1;
+  upload_plan o = p;
+  o.sha = other_sha;
+  g_start_offset = half;
+  upload(&o, st);
+  report("resume-other-sha256", GRPC_STATUS_FAILED_PRECONDITION, st);
+  o = p;
+  o.examples = p.examples + 1;
+  upload(&o, st);
+  report("resume-other-meta", GRPC_STATUS_FAILED_PRECONDITION, st);
+  g_start_offset = half + g_chunk;
+  upload(&p, st);
+  report("resume-beyond", GRPC_STATUS_OUT_OF_RANGE, st);
+  g_start_offset = half - g_chunk;
+  upload(&p, st);
+  report("resume-below", GRPC_STATUS_INVALID_ARGUMENT, st);
+  g_start_offset = half;
+  upload(&p, st);
+  report("resume", GRPC_STATUS_OK, st);
+}
+
 static int run_upload_modes(const char *mode, const char *pki, const char *other) {
   Fedc__V1__CheckInResponse *r = wait_task(60);
   if (!r) {
@@ -351,12 +452,14 @@ static int run_upload_modes(const char *mode, const char *pki, const char *other
     upload(&p, &st); /* does not return */
   }
   if (strcmp(mode, "hold-upload") == 0) p.hold_ms = g_hold_ms;
-  for (int i = 0; g_upload_after && access(g_upload_after, F_OK) != 0; i++) {
-    if (i == 1200) {
-      fprintf(stderr, "fedc_probe: %s never appeared\n", g_upload_after);
-      return 1;
-    }
-    usleep(100000);
+  if (wait_file(g_upload_after)) return 1;
+  if (strncmp(mode, "resume", 6) == 0) {
+    run_resume(mode, p, &st);
+    free(zero);
+    free(bad);
+    free(w);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    return g_failures ? 1 : 0;
   }
   if (strcmp(mode, "rejections") == 0) {
     upload_plan q = p;
@@ -523,7 +626,7 @@ int main(int argc, char **argv) {
                                      {"want", 1, 0, 'w'},        {"ca", 1, 0, 'C'},     {"cert", 1, 0, 'c'},
                                      {"key", 1, 0, 'k'},         {"chunk", 1, 0, 'b'},  {"protocol", 1, 0, 'P'},
                                      {"other", 1, 0, 'O'},       {"count", 1, 0, 'N'},  {"hold-ms", 1, 0, 'H'},
-                                     {"upload-after", 1, 0, 'U'}, {0, 0, 0, 0}};
+                                     {"upload-after", 1, 0, 'U'}, {"resume-after", 1, 0, 'R'}, {0, 0, 0, 0}};
   while ((opt = getopt_long(argc, argv, "", lo, NULL)) != -1) {
     switch (opt) {
     case 'a': addr = optarg; break;
@@ -542,6 +645,7 @@ int main(int argc, char **argv) {
     case 'N': count = atoi(optarg); break;
     case 'H': g_hold_ms = atoi(optarg); break;
     case 'U': g_upload_after = optarg; break;
+    case 'R': g_resume_after = optarg; break;
     default: return 2;
     }
   }

@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""cutproxy.py - a TCP proxy on 127.0.0.1 that cuts a connection once.
+
+    cutproxy.py --target HOST:PORT --port-file FILE [--cut-up N] [--cut-down N]
+
+Forwards every connection to the target, byte for byte (the TLS session is
+the client's and the coordinator's: the proxy sees only ciphertext). The
+first connection whose client-to-server bytes reach N (--cut-up) has exactly
+N of them delivered and is then closed on both sides; likewise server to
+client for --cut-down. Each cut happens once; later connections (the
+client's reconnect) are forwarded whole. One JSON line per event on stdout:
+{"event":"cut","dir":"up","delivered":N,"conn":K} and, at each connection's
+end, {"event":"closed","conn":K,"up":BYTES,"down":BYTES}.
+"""
+import argparse
+import json
+import socket
+import sys
+import threading
+
+lock = threading.Lock()
+cut_left = {"up": None, "down": None}
+
+
+def say(**kv):
+    with lock:
+        print(json.dumps(kv), flush=True)
+
+
+def take_cut(direction, total_after):
+    """How many bytes of this read to deliver before cutting, or None."""
+    with lock:
+        n = cut_left[direction]
+        if n is None or total_after < n:
+            return None
+        cut_left[direction] = None
+        return n
+
+
+def pump(src, dst, conn, direction, counts, done):
+    try:
+        while True:
+            data = src.recv(65536)
+            if not data:
+                break
+            before = counts[direction]
+            cut_at = take_cut(direction, before + len(data))
+            if cut_at is not None:
+                dst.sendall(data[: cut_at - before])
+                counts[direction] = cut_at
+                say(event="cut", dir=direction, delivered=cut_at, conn=conn)
+                break
+            dst.sendall(data)
+            counts[direction] = before + len(data)
+    except OSError:
+        pass
+    finally:
+        # Either side ending (or a cut) ends the connection on both sides.
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        done.set()
+
+
+def serve(client, target, conn):
+    counts = {"up": 0, "down": 0}
+    try:
+        server = socket.create_connection(target)
+    except OSError:
+        client.close()
+        return
+    d1, d2 = threading.Event(), threading.Event()
+    threading.Thread(target=pump, args=(client, server, conn, "up", counts, d1), daemon=True).start()
+    threading.Thread(target=pump, args=(server, client, conn, "down", counts, d2), daemon=True).start()
+    d1.wait()
+    d2.wait()
+    client.close()
+    server.close()
+    say(event="closed", conn=conn, up=counts["up"], down=counts["down"])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--target", required=True)
+    ap.add_argument("--port-file", required=True)
+    ap.add_argument("--cut-up", type=int)
+    ap.add_argument("--cut-down", type=int)
+    a = ap.parse_args()
+    host, port = a.target.rsplit(":", 1)
+    cut_left["up"], cut_left["down"] = a.cut_up, a.cut_down
+    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(16)
+    with open(a.port_file + ".tmp", "w") as f:
+        f.write(str(ls.getsockname()[1]))
+    import os
+
+    os.replace(a.port_file + ".tmp", a.port_file)
+    conn = 0
+    while True:
+        c, _ = ls.accept()
+        conn += 1
+        threading.Thread(target=serve, args=(c, (host, int(port)), conn), daemon=True).start()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
