@@ -17,12 +17,15 @@
  *        over-select by 30%; this also covers devices that leave or turn
  *        ineligible between check-ins),
  *   W  = N / R, the window each device is told (at most pace_max_ms).
- * Steering is on only when W > poll_ms: a small fleet polls as before.
  * Placement: a cursor walks the schedule one slot (1/R s) per answer; a
  * device gets the next free slot (never sooner than poll_ms) plus a jitter
  * uniform within the slot, so answers given together (a fleet that boots at
- * once) are spread over W instead of returning together, and the arrival
- * rate is R whatever the arrival pattern was. A population that shrinks
+ * once) are spread out instead of returning together, and the arrival rate
+ * is R whatever the arrival pattern was. While the cursor is less than a
+ * poll interval ahead of now + poll_ms (check-ins arrive slower than R: a
+ * small fleet, N / R <= poll_ms) the answer is poll_ms exactly, as before.
+ * In steady state a fleet of N honouring devices keeps the cursor N / R
+ * ahead: each device is told W. A population that shrinks
  * lets the cursor fall back toward now; one that grows pushes it out (W
  * follows N without being told). Past pace_max_ms the cursor stops and the
  * rate exceeds R (status shows the window at its cap).
@@ -86,7 +89,8 @@ static double target_rate(const fc_engine *e) {
   return r > e->cfg.pace_min_rate ? r : e->cfg.pace_min_rate;
 }
 
-/* W above in ms (poll_ms when not steering); sets *rate. */
+/* W above in ms (poll_ms when the population polling at poll_ms stays
+ * below the target rate); sets *rate. */
 static uint64_t window_ms(fc_engine *e, uint64_t now, double *rate) {
   *rate = 0;
   if (!pace_allowed(e)) return e->cfg.poll_ms;
@@ -100,31 +104,32 @@ static uint64_t window_ms(fc_engine *e, uint64_t now, double *rate) {
 }
 
 uint32_t eng_pace_retry(fc_engine *e, client_rec *r, uint64_t now) {
-  double rate;
-  uint64_t w = window_ms(e, now, &rate);
-  if (w <= e->cfg.poll_ms || !(rate > 0)) {
-    r->next_due = 0;
-    if ((double)now > e->pace_cursor) e->pace_cursor = (double)now;
-    return e->cfg.poll_ms;
-  }
+  r->next_due = 0;
+  if (!pace_allowed(e)) return e->cfg.poll_ms;
+  recount(e, now);
+  double rate = target_rate(e);
+  if (!(rate > 0)) return e->cfg.poll_ms;
   double slot_ms = 1000.0 / rate;
   double lo = (double)now + e->cfg.poll_ms, hi = (double)now + (double)e->cfg.pace_max_ms;
   if (e->pace_cursor < lo) e->pace_cursor = lo;
   if (e->pace_cursor > hi) e->pace_cursor = hi; /* past the cap: the rate exceeds R */
-  uint64_t draw = splitmix64(e->cfg.seed ^ (0xD6E8FEB86659FD93ull * ++e->pace_draws));
-  double at = e->pace_cursor + slot_ms * ((double)(draw >> 11) * 0x1.0p-53);
+  double at = e->pace_cursor;
   e->pace_cursor += slot_ms;
+  /* Within a poll interval of "now + poll_ms", the schedule has room: the
+   * device polls as before (a small fleet never sees steering). */
+  if (at - lo < e->cfg.poll_ms) return e->cfg.poll_ms;
+  uint64_t draw = splitmix64(e->cfg.seed ^ (0xD6E8FEB86659FD93ull * ++e->pace_draws));
+  at += slot_ms * ((double)(draw >> 11) * 0x1.0p-53); /* jitter within the slot */
   if (at > hi) at = hi;
   double wait = at - (double)now;
-  if (wait < e->cfg.poll_ms) wait = e->cfg.poll_ms;
   if (wait > 4294967295.0) wait = 4294967295.0;
   r->next_due = now + (uint64_t)wait;
   return (uint32_t)wait;
 }
 
 uint32_t eng_pace_base(fc_engine *e, uint32_t candidates, uint64_t now) {
-  if (!pace_allowed(e)) return candidates;
-  recount(e, now);
+  double rate;
+  if (window_ms(e, now, &rate) <= e->cfg.poll_ms) return candidates; /* not steering: every live device is due */
   double pop = e->pace_share * e->pace_pop;
   return pop > candidates ? (uint32_t)pop : candidates;
 }
@@ -137,5 +142,7 @@ void fc_engine_pace_info(fc_engine *e, uint64_t now_ms, fc_pace_info *out) {
   out->population = e->pace_pop;
   out->eligible_share = e->pace_share;
   out->target_rate = rate;
-  out->active = out->window_ms > e->cfg.poll_ms;
+  /* Steering: the population needs it, or a burst pushed the schedule out. */
+  out->active = out->window_ms > e->cfg.poll_ms ||
+                (pace_allowed(e) && e->pace_cursor > (double)now_ms + 2.0 * e->cfg.poll_ms);
 }
