@@ -493,6 +493,17 @@ static int run_rounds(fedc_client *c) {
     req.num_examples = c->o.num_examples_hint;
     req.last_round = c->last_round;
     req.can_evaluate = c->trainer.evaluate_stats != NULL;
+    Fedc__V1__DeviceState dev = FEDC__V1__DEVICE_STATE__INIT;
+    fedc_device_state ds;
+    memset(&ds, 0, sizeof ds);
+    if (c->o.device_state && c->o.device_state(c->o.device_state_ctx, &ds) == 0) { /* eligibility (1.8) */
+      dev.charging = ds.charging != 0;
+      dev.unmetered = ds.unmetered != 0;
+      dev.idle = ds.idle != 0;
+      dev.battery_percent = ds.battery_percent > 100 ? 100 : ds.battery_percent;
+      dev.free_storage_bytes = ds.free_storage_bytes;
+      req.device = &dev;
+    }
     ProtobufCMessage *m = NULL;
     fc_status st;
     memset(&st, 0, sizeof st);
@@ -579,8 +590,12 @@ static int run_rounds(fedc_client *c) {
       set_error(c, "%s", st.detail);
       return rc;
     }
+    /* WAIT: for as long as told (pace steering, 1.8), perhaps with why this
+     * device is not eligible now. */
+    const char *why = resp->not_eligible && resp->not_eligible[0] ? resp->not_eligible : NULL;
+    if (why) FC_INFO(MOD, "%s; checking in again in %u ms", why, retry);
+    emit(c, FEDC_EVENT_WAITING, 0, why);
     protobuf_c_message_free_unpacked(m, NULL);
-    emit(c, FEDC_EVENT_WAITING, 0, NULL);
     rt_nap(c, retry);
   }
 }
