@@ -7,7 +7,8 @@
  * in, and then does what it is told: WAIT (or not eligible, or rate
  * limited) -> check in again after retry_after_ms exactly (as the client
  * runtime does); TRAIN -> train for 30..90 s, upload (begin + commit), check
- * in again at once. The engine ticks every 250 ms; a round that wants to
+ * in again at once, or at the slot the answer gave for after the round
+ * (next_checkin_after_ms) if that is later. The engine ticks every 250 ms; a round that wants to
  * aggregate is published at once.
  *
  * Two fleets, same engine settings, same run:
@@ -130,6 +131,8 @@ static void run(uint32_t n, int pace, uint64_t sim_ms, uint64_t boot_ms, uint32_
   heap h = {0};
   for (uint32_t i = 0; i < n; i++) heap_push(&h, ((rnd() % (boot_ms ? boot_ms : 1)) << 21) | i);
   uint64_t *task_round = calloc(n, sizeof *task_round), *task_version = calloc(n, sizeof *task_version);
+  uint64_t *after_round = calloc(n, sizeof *after_round);
+  if (!after_round) abort();
   size_t nwin = sim_ms / 1000 + 1;
   uint32_t *win = calloc(nwin, sizeof *win);
   uint32_t *fills = calloc(100000, sizeof *fills), *told = malloc(4096 * sizeof *told);
@@ -182,7 +185,8 @@ static void run(uint32_t n, int pace, uint64_t sim_ms, uint64_t boot_ms, uint32_
     if (ev & KIND_BIT) { /* trained: upload, then check in at once */
       if (fc_engine_upload_begin(e, name, task_round[id], task_version[id], now) == FC_UP_OK)
         fc_engine_upload_commit(e, name, task_round[id], 100, 1.0, 0, now);
-      heap_push(&h, (now << 21) | id);
+      uint64_t back = after_round[id] > now ? after_round[id] : now; /* the slot it was given, if later */
+      heap_push(&h, (back << 21) | id);
       continue;
     }
     win[now / 1000]++;
@@ -193,6 +197,7 @@ static void run(uint32_t n, int pace, uint64_t sim_ms, uint64_t boot_ms, uint32_
     if (a == FC_CHECKIN_TRAIN) {
       task_round[id] = task.round;
       task_version[id] = task.version;
+      after_round[id] = retry > cfg.poll_ms ? now + retry : 0; /* CheckInResponse.next_checkin_after_ms */
       if (task.round == round && !filled) {
         picked++;
         last_pick = now;
@@ -236,6 +241,7 @@ static void run(uint32_t n, int pace, uint64_t sim_ms, uint64_t boot_ms, uint32_
   free(win);
   free(task_round);
   free(task_version);
+  free(after_round);
   free(h.v);
   fc_engine_destroy(e);
 }

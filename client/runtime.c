@@ -543,9 +543,17 @@ static int run_rounds(fedc_client *c) {
     if (resp->action == FEDC__V1__CHECK_IN_RESPONSE__ACTION__TRAIN && resp->task &&
         resp->task->round != c->last_round) {
       emit(c, FEDC_EVENT_TASK, resp->task->round, NULL);
+      /* Pace steering (1.8): after the round, come back at the slot the
+       * coordinator gave (counted from its answer), not at once. */
+      uint64_t slot = resp->next_checkin_after_ms ? fc_now_ms() + (resp->next_checkin_after_ms < 3600000
+                                                                        ? resp->next_checkin_after_ms : 3600000) : 0;
       rc = do_round(c, resp->task, &st);
       uint64_t round = resp->task->round;
       protobuf_c_message_free_unpacked(m, NULL);
+      uint64_t after = fc_now_ms();
+      if (slot > after && (rc == FEDC_OK || !rt_is_transient(rc)) && !(rc == FEDC_OK && c->o.max_rounds &&
+                                                                       c->rounds_done + 1 >= c->o.max_rounds))
+        rt_nap(c, (uint32_t)(slot - after));
       if (rc == FEDC_OK) {
         c->last_round = round;
         c->rounds_done++;

@@ -137,6 +137,10 @@ void coord_h_checkin(fc_scall *call, void *ctx) {
   Fedc__V1__SecAggParams sp = FEDC__V1__SEC_AGG_PARAMS__INIT;
   resp.global_version = gv;
   resp.retry_after_ms = retry;
+  if (act == FC_CHECKIN_TRAIN && retry > c->cfg.engine.poll_ms) { /* pace steering: its slot after the round */
+    resp.next_checkin_after_ms = retry;
+    resp.retry_after_ms = c->cfg.engine.poll_ms;
+  }
   if (act == FC_CHECKIN_TRAIN) {
     resp.action = FEDC__V1__CHECK_IN_RESPONSE__ACTION__TRAIN;
     hp.learning_rate = c->cfg.learning_rate;

@@ -454,6 +454,9 @@ int eng_checkin(fc_engine *e, const char *client, const fc_device_state *dev, in
     if (r->rstate == CR_SELECTED) {
       r->rstate = CR_TASKED;
       e->tasked++;
+      *retry_ms = eng_pace_retry(e, r, now_ms); /* its slot after the round (engine_pace.c) */
+    } else if (r->next_due > now_ms) {
+      *retry_ms = (uint32_t)(r->next_due - now_ms);
     }
     /* A client that reconnects mid-round gets its task again and resumes. */
     task->round = e->round;

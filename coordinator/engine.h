@@ -125,7 +125,9 @@ typedef struct fc_task_info {
 } fc_task_info;
 
 /* "client X checked in". Returns an fc_checkin_action; *task is set for TRAIN,
- * *retry_ms for WAIT and RATE_LIMITED. */
+ * *retry_ms for WAIT and RATE_LIMITED, and for TRAIN the wait from now
+ * until it should check in after its round: poll_ms, or more when pace
+ * steering gave it a slot (engine_pace.c; CheckInResponse.next_checkin_after_ms). */
 int fc_engine_checkin(fc_engine *e, const char *client, uint64_t now_ms, fc_task_info *task, uint32_t *retry_ms);
 /* The same from a client that says whether it can run evaluation tasks
  * (protocol 1.7) and the last round it is done with (CheckInRequest.
