@@ -403,15 +403,7 @@ int eng_stranger_token(fc_engine *e, uint64_t now) {
   return 0;
 }
 
-int fc_engine_checkin(fc_engine *e, const char *client, uint64_t now_ms, fc_task_info *task, uint32_t *retry_ms) {
-  return fc_engine_checkin_eval(e, client, 0, 0, now_ms, task, NULL, retry_ms);
-}
-
-int fc_engine_checkin_eval(fc_engine *e, const char *client, int can_evaluate, uint64_t last_round, uint64_t now_ms,
-                           fc_task_info *task, fc_eval_info *etask, uint32_t *retry_ms) {
-  return eng_checkin(e, client, NULL, can_evaluate, last_round, now_ms, task, etask, retry_ms, NULL, 0);
-}
-
+/* The check-in (fc_engine_checkin* in engine_elig.c come here). */
 int eng_checkin(fc_engine *e, const char *client, const fc_device_state *dev, int can_evaluate, uint64_t last_round,
                 uint64_t now_ms, fc_task_info *task, fc_eval_info *etask, uint32_t *retry_ms, char *why, size_t whylen) {
   client_rec *r = find_or_add(e, client);

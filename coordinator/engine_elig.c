@@ -105,6 +105,17 @@ void eng_elig_note(fc_engine *e, client_rec *r, const fc_device_state *dev, char
   if (m && why && whylen) fc_elig_explain(&e->cfg.elig, dev, m, why, whylen);
 }
 
+/* The check-in entry points; all end in eng_checkin (engine.c). Without a
+ * report (dev NULL) a device is judged as one that said nothing. */
+int fc_engine_checkin(fc_engine *e, const char *client, uint64_t now_ms, fc_task_info *task, uint32_t *retry_ms) {
+  return fc_engine_checkin_eval(e, client, 0, 0, now_ms, task, NULL, retry_ms);
+}
+
+int fc_engine_checkin_eval(fc_engine *e, const char *client, int can_evaluate, uint64_t last_round, uint64_t now_ms,
+                           fc_task_info *task, fc_eval_info *etask, uint32_t *retry_ms) {
+  return eng_checkin(e, client, NULL, can_evaluate, last_round, now_ms, task, etask, retry_ms, NULL, 0);
+}
+
 int fc_engine_checkin_device(fc_engine *e, const char *client, const fc_device_state *dev, int can_evaluate,
                              uint64_t last_round, uint64_t now_ms, fc_task_info *task, fc_eval_info *etask,
                              uint32_t *retry_ms, char *why, size_t whylen) {
