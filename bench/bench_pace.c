@@ -27,8 +27,8 @@
  *                    missed pick-up
  *   checkins_per_device_hour   the load each device and the coordinator carry
  *
- *   bench_pace [devices=1000000] [steered_s=7200] [fixed_s=20] [boot_s=10]
- *              [cohort=10000] [pickup_ms=60000]
+ *   bench_pace [devices=1000000] [steered_s=3600] [fixed_s=20] [boot_s=10]
+ *              [cohort=10000] [pickup_ms=20000]
  */
 #include <math.h>
 #include <stdio.h>
@@ -268,11 +268,11 @@ static void print(const char *fleet, uint32_t n, uint64_t sim_ms, uint64_t boot_
 
 int main(int argc, char **argv) {
   uint32_t n = argc > 1 ? (uint32_t)strtoul(argv[1], NULL, 10) : 1000000;
-  uint64_t steered_s = argc > 2 ? strtoull(argv[2], NULL, 10) : 7200;
+  uint64_t steered_s = argc > 2 ? strtoull(argv[2], NULL, 10) : 3600;
   uint64_t fixed_s = argc > 3 ? strtoull(argv[3], NULL, 10) : 20;
   uint64_t boot_s = argc > 4 ? strtoull(argv[4], NULL, 10) : 10;
   uint32_t cohort = argc > 5 ? (uint32_t)strtoul(argv[5], NULL, 10) : 10000;
-  uint64_t pickup_ms = argc > 6 ? strtoull(argv[6], NULL, 10) : 60000;
+  uint64_t pickup_ms = argc > 6 ? strtoull(argv[6], NULL, 10) : 20000;
   if (n < 2 || n > ID_MASK || !cohort || cohort > n || !steered_s || !pickup_ms) {
     fprintf(stderr, "bench_pace: devices 2..%llu, cohort 1..devices, durations > 0\n", (unsigned long long)ID_MASK);
     return 2;

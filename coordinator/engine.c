@@ -124,7 +124,7 @@ void fc_engine_cfg_defaults(fc_engine_cfg *c) {
   c->eval_min = 2;
   c->eval_ms = 120000;
   c->pace = 1;
-  c->pace_min_rate = 100;
+  c->pace_min_rate = 1000;
   c->pace_max_ms = 3600000;
 }
 

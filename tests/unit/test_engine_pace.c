@@ -55,7 +55,7 @@ static uint32_t wait_of(fc_engine *e, const char *who, uint64_t now, int *act) {
 static void test_small_fleet_unchanged(void) {
   fc_engine_cfg cfg = base_cfg();
   fc_engine *e = make(&cfg);
-  for (int i = 0; i < 50; i++) { /* 50 check-ins at once: below the 100/s floor */
+  for (int i = 0; i < 50; i++) { /* 50 check-ins at once: below the default floor (1000/s) */
     char n[16];
     snprintf(n, sizeof n, "d%d", i);
     CHECK_EQ_INT(wait_of(e, n, 0, NULL), 1000);
@@ -64,6 +64,7 @@ static void test_small_fleet_unchanged(void) {
   fc_engine_pace_info(e, 0, &pi);
   CHECK_EQ_INT(pi.active, 0);
   CHECK_EQ_INT(pi.window_ms, 1000);
+  CHECK(fabs(pi.target_rate - 1000.0) < 1e-9);
   fc_engine_destroy(e);
 }
 
@@ -108,6 +109,7 @@ static void test_burst_spread_at_target(void) {
 /* R from the rounds: H x k / (3/4 pick-up x eligible share), floored. */
 static void test_target_from_rounds(void) {
   fc_engine_cfg cfg = base_cfg();
+  cfg.pace_min_rate = 100; /* below the default floor (1000/s), so the rounds' rate shows */
   cfg.cohort_size = 3000;
   cfg.pickup_ms = 40000; /* w = 30 s: R = 2 x 3000 / 30 = 200/s */
   fc_engine *e = make(&cfg);
