@@ -8,12 +8,13 @@
 # dev1 alone; dev2 and dev3 are told "not eligible: <reason>" and never get a
 # task; `fedc status --json` counts 4 seen, 1 eligible, 2 not charging, 1 not
 # reported. Then dev4's file says it is plugged in: it is selected, and
-# status counts 2 eligible. A bad --battery is refused in one line.
+# status counts 2 eligible. A bad --battery is refused in one line, and a
+# check-in reporting a battery of 150% (fedc_probe) INVALID_ARGUMENT.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
 . "$(dirname "$0")/_data.sh"
 make_tmp
-make_pki "$T/pki" itest dev1 dev2 dev3 dev4
+make_pki "$T/pki" itest dev1 dev2 dev3 dev4 probe
 make_idx "$T" 100 4
 ADMIN=(--pki "$T/pki" --name root)
 
@@ -77,3 +78,8 @@ done
 jq -s -e 'all(.[]; .selected <= 2) and any(.[]; .selected == 2)' "$T/rounds.json" >/dev/null ||
   fail "cohorts: $(jq -c '{round, selected}' "$T/rounds.json" | tr '\n' ' ')"
 echo "rounds: $(jq -s -c 'group_by(.selected) | map({selected: .[0].selected, rounds: length})' "$T/rounds.json")"
+# A device state our clients never send (a battery of 150%) is refused in one line; the identity keeps working.
+# (Last: the probe is live for client_ttl_ms and would count in the figures above.)
+"$BUILD_DIR/fedc_probe" --coordinator "$COORD_ADDR" --pki "$T/pki" --name probe --mode bad-device >"$T/probe.out" ||
+  fail "bad device state: $(cat "$T/probe.out")"
+grep -q '"step":"bad-battery".*battery_percent 150 is out of range' "$T/probe.out" || fail "$(cat "$T/probe.out")"
