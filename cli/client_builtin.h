@@ -27,6 +27,7 @@ typedef struct builtin {
   int json;
   int model_given; /* --model was on the command line */
   const char *name;
+  char waiting_why[256]; /* the last "not eligible: ..." printed ("" = none) */
 } builtin;
 
 /* fedc_trainer.evaluate_stats of the built-in trainer. */

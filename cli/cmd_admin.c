@@ -38,6 +38,7 @@
 #include <openssl/crypto.h>
 
 #include "cli/cli.h"
+#include "cli/status_elig.h"
 #include "cli/cli_common.h"
 #include "cli/rounds_view.h"
 #include "common/safetensors.h"
@@ -254,6 +255,7 @@ static void status_print(const Fedc__V1__StatusResponse *r, int json) {
     json_object_set_new(o, "uptime_ms", json_u64(r->uptime_ms));
     json_object_set_new(o, "model_params", json_u64(r->model_params));
     json_object_set_new(o, "protocol", json_string(proto));
+    status_elig_json(o, r->eligibility);
     cli_print_json(o);
     return;
   }
@@ -268,6 +270,7 @@ static void status_print(const Fedc__V1__StatusResponse *r, int json) {
          (unsigned long long)r->model_params);
   printf("model sha256:    %s\n", hex);
   printf("clients:         %u known, %u active\n", r->clients_known, r->clients_active);
+  status_elig_print(r->eligibility);
   char budget[32] = "unlimited";
   if (r->round_budget) snprintf(budget, sizeof budget, "%llu", (unsigned long long)r->round_budget);
   printf("rounds:          %llu completed, %llu abandoned, budget %s\n", (unsigned long long)r->rounds_completed,

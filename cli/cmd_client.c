@@ -18,6 +18,7 @@
 #include "cli/cli.h"
 #include "cli/cli_common.h"
 #include "cli/client_builtin.h"
+#include "cli/client_device.h"
 #include "client/data.h"
 #include "client/runtime_int.h"
 #include "secagg/secagg.h"
@@ -117,6 +118,17 @@ static void on_event(void *ctx, const fedc_event *ev) {
                      : ev->kind == FEDC_EVENT_EVALUATED ? "evaluated"
                      : ev->kind == FEDC_EVENT_EVAL_REPORTED ? "eval_reported"
                                                        : NULL;
+  if (ev->kind == FEDC_EVENT_WAITING) { /* eligibility: say it when the reason changes, not at every check-in */
+    const char *why = ev->detail ? ev->detail : "";
+    if (!strcmp(why, b->waiting_why)) return;
+    snprintf(b->waiting_why, sizeof b->waiting_why, "%s", why);
+    if (!why[0]) return;
+    if (!b->json) {
+      fprintf(stderr, "fedc client %s: %s\n", b->name, why);
+      return;
+    }
+    kind = "not_eligible";
+  }
   if (!kind) return;
   if (b->json) {
     json_t *j = json_pack("{s:s,s:s,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:s}", "client", b->name, "event", kind, "round",
@@ -246,6 +258,14 @@ static void usage(FILE *f) {
           "  --eval-data fmnist-test|fmnist|idx:IMAGES,LABELS|csv:FILE  evaluate on this data instead\n"
           "  --eval-parts N --eval-part I  with --eval-data: part I (default: the client's --part) of an\n"
           "                           IID split into N\n"
+          "  --charging --unmetered --idle  eligibility (protocol 1.8): report the device as charging, on an\n"
+          "                           unmetered network, idle (each false when not given)\n"
+          "  --battery PERCENT        report this battery level (1..100; 0 = unknown)\n"
+          "  --free-storage BYTES     report this much free storage (0 = unknown)\n"
+          "  --device-state FILE      re-read before every check-in: key=value lines (charging, unmetered,\n"
+          "                           idle, battery, free_storage) a script keeps current; overrides the\n"
+          "                           flags. Without any of these the client reports nothing (a\n"
+          "                           coordinator that requires something then never selects it)\n"
           "  --json                   one JSON line per event on stdout\n"
           "  --log LEVEL              debug|info|warn|error (default warn)\n");
 }
@@ -356,7 +376,8 @@ loaded:
 int cmd_client(int argc, char **argv) {
   enum { O_DATA = 1, O_DATA_DIR, O_PARTITION, O_PARTS, O_PART, O_ALPHA, O_PSEED, O_MODEL, O_ROUNDS, O_JSON, O_LOG,
          O_RETRIES, O_THREADS, O_SADROP, O_DSEED, O_DHALT, O_HOST, O_BYZ, O_BYZ_NAMES, O_BYZ_DIR, O_BYZ_N, O_BYZ_F, O_BYZ_UNCLIP, O_UNSIGNED, O_BYZ_WEIGHT, O_SACOLL,
-         O_BYZ_UNMASK, O_BYZ_ADV_CERT, O_BYZ_ADV_KEY, O_EVAL_FRACTION, O_EVAL_DATA, O_EVAL_PARTS, O_EVAL_PART };
+         O_BYZ_UNMASK, O_BYZ_ADV_CERT, O_BYZ_ADV_KEY, O_EVAL_FRACTION, O_EVAL_DATA, O_EVAL_PARTS, O_EVAL_PART,
+         O_DEVICE }; /* O_DEVICE: the device-state options (client_device.c), by name */
   static const struct option longopts[] = {CLI_TLS_LONGOPTS,
                                            {"data", required_argument, 0, O_DATA},
                                            {"data-dir", required_argument, 0, O_DATA_DIR},
@@ -389,6 +410,12 @@ int cmd_client(int argc, char **argv) {
                                            {"eval-data", required_argument, 0, O_EVAL_DATA},
                                            {"eval-parts", required_argument, 0, O_EVAL_PARTS},
                                            {"eval-part", required_argument, 0, O_EVAL_PART},
+                                           {"charging", no_argument, 0, O_DEVICE},
+                                           {"unmetered", no_argument, 0, O_DEVICE},
+                                           {"idle", no_argument, 0, O_DEVICE},
+                                           {"battery", required_argument, 0, O_DEVICE},
+                                           {"free-storage", required_argument, 0, O_DEVICE},
+                                           {"device-state", required_argument, 0, O_DEVICE},
                                            {"json", no_argument, 0, O_JSON},
                                            {"log", required_argument, 0, O_LOG},
                                            {"help", no_argument, 0, 'h'},
@@ -413,7 +440,10 @@ int cmd_client(int argc, char **argv) {
   fc_log_set_level(FC_LOG_WARN);
   optind = 1;
   opterr = 0; /* one line of our own (cli_option_error), not getopt's and the whole usage */
-  while ((opt = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+  cli_device device;
+  memset(&device, 0, sizeof device);
+  int longidx = 0;
+  while ((opt = getopt_long(argc, argv, ":h", longopts, &longidx)) != -1) {
     if (cli_tls_opt(&tls, opt, optarg)) continue;
     int bad = 0;
     switch (opt) {
@@ -508,6 +538,7 @@ int cmd_client(int argc, char **argv) {
       }
       break;
     case O_EVAL_PART: bad = cli_parse_u64("fedc client", "--eval-part", optarg, &eval_part); break;
+    case O_DEVICE: bad = cli_device_option(&device, longopts[longidx].name, optarg); break;
     case O_JSON: json = 1; break;
     case O_LOG:
       if (fc_log_parse_level(optarg) < 0) bad = 2;
@@ -658,6 +689,10 @@ int cmd_client(int argc, char **argv) {
     o.secagg_tolerate_colluders = (uint32_t)sa_colluders;
     o.on_event = on_event;
     o.event_ctx = &h->b;
+    if (device.given) {
+      o.device_state = cli_device_state;
+      o.device_state_ctx = &device;
+    }
     fedc_trainer t = {.ctx = &h->b, .train = bt_train, .evaluate = bt_eval, .evaluate_stats = bt_eval_stats};
     int crc = fedc_client_create(&o, &t, &h->c);
     if (crc != FEDC_OK) {

@@ -518,6 +518,17 @@ static int run_rounds(fedc_client *c) {
     req.num_examples = c->o.num_examples_hint;
     req.last_round = c->last_round;
     req.can_evaluate = c->trainer.evaluate_stats != NULL;
+    Fedc__V1__DeviceState dev = FEDC__V1__DEVICE_STATE__INIT;
+    fedc_device_state ds;
+    memset(&ds, 0, sizeof ds);
+    if (c->o.device_state && c->o.device_state(c->o.device_state_ctx, &ds) == 0) { /* eligibility (1.8) */
+      dev.charging = ds.charging != 0;
+      dev.unmetered = ds.unmetered != 0;
+      dev.idle = ds.idle != 0;
+      dev.battery_percent = ds.battery_percent > 100 ? 100 : ds.battery_percent;
+      dev.free_storage_bytes = ds.free_storage_bytes;
+      req.device = &dev;
+    }
     ProtobufCMessage *m = NULL;
     fc_status st;
     memset(&st, 0, sizeof st);
@@ -557,9 +568,17 @@ static int run_rounds(fedc_client *c) {
     if (resp->action == FEDC__V1__CHECK_IN_RESPONSE__ACTION__TRAIN && resp->task &&
         resp->task->round != c->last_round) {
       emit(c, FEDC_EVENT_TASK, resp->task->round, NULL);
+      /* Pace steering (1.8): after the round, come back at the slot the
+       * coordinator gave (counted from its answer), not at once. */
+      uint64_t slot = resp->next_checkin_after_ms ? fc_now_ms() + (resp->next_checkin_after_ms < 3600000
+                                                                        ? resp->next_checkin_after_ms : 3600000) : 0;
       rc = do_round(c, resp->task, &st);
       uint64_t round = resp->task->round;
       protobuf_c_message_free_unpacked(m, NULL);
+      uint64_t after = fc_now_ms();
+      if (slot > after && (rc == FEDC_OK || !rt_is_transient(rc)) && !(rc == FEDC_OK && c->o.max_rounds &&
+                                                                       c->rounds_done + 1 >= c->o.max_rounds))
+        rt_nap(c, (uint32_t)(slot - after));
       if (rc == FEDC_OK) {
         c->last_round = round;
         c->rounds_done++;
@@ -604,8 +623,12 @@ static int run_rounds(fedc_client *c) {
       set_error(c, "%s", st.detail);
       return rc;
     }
+    /* WAIT: for as long as told (pace steering, 1.8), perhaps with why this
+     * device is not eligible now. */
+    const char *why = resp->not_eligible && resp->not_eligible[0] ? resp->not_eligible : NULL;
+    if (why) FC_INFO(MOD, "%s; checking in again in %u ms", why, retry);
+    emit(c, FEDC_EVENT_WAITING, 0, why);
     protobuf_c_message_free_unpacked(m, NULL);
-    emit(c, FEDC_EVENT_WAITING, 0, NULL);
     rt_nap(c, retry);
   }
 }

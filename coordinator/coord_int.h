@@ -223,6 +223,12 @@ void coord_sa_blame_locked(fc_coord *c);
 void coord_sa_blamed_record(const fc_coord *c, fc_round_stats *r);
 /* The robust aggregator's settings from the configuration (coordinator.c). */
 void coord_robust_cfg(const fc_coord_cfg *cfg, fc_robust_cfg *r);
+/* ---- coord_checkin.c ---- */
+/* The CheckIn handler (client role, unary). */
+void coord_h_checkin(fc_scall *call, void *ctx);
+/* Admin Status: the eligible population and pace steering (takes mu);
+ * policy (n bytes) holds the policy text out->policy points to. */
+void coord_elig_status(fc_coord *c, Fedc__V1__EligibilityStatus *out, char *policy, size_t n);
 /* ---- coord_leave.c ---- */
 /* The Leave handler (client role, unary, async). */
 void coord_h_leave(fc_scall *call, void *ctx);

@@ -780,96 +780,6 @@ static void audit_peer(fc_coord *c, const fc_peer *peer) {
   if (c->audit) fc_audit_contact(c->audit, peer->name, fc_role_name(peer->role), peer->cert_sha256, peer->addr);
 }
 
-static void h_checkin(fc_scall *call, void *ctx) {
-  fc_coord *c = ctx;
-  const fc_peer *peer = fc_scall_peer(call);
-  const Fedc__V1__CheckInRequest *req = (const Fedc__V1__CheckInRequest *)fc_scall_request(call);
-  audit_peer(c, peer);
-  atomic_fetch_add(&c->metrics.checkins, 1);
-  fc_task_info task;
-  uint32_t retry = 0;
-  int dp_sa = c->cfg.engine.secagg && c->cfg.dp_noise_multiplier > 0;
-  unsigned need = c->cfg.engine.secagg ? 5 : c->cfg.dp_adaptive_quantile > 0 ? 3 : 0;
-  if (peer->proto_minor < need) {
-    /* Secure aggregation: before 1.2 it would send its update in the clear;
-     * before 1.5 its session id lacks min_survivors and it could never take
-     * part. Adaptive clipping: it would not say whether it clipped. */
-    char why[200];
-    snprintf(why, sizeof why, "this federation runs %s (fedc protocol 1.%u); the client speaks 1.%u: upgrade it",
-             dp_sa ? "distributed DP" : need == 3 ? "adaptive clipping" : "secure aggregation", need, peer->proto_minor);
-    fc_scall_finish(call, GRPC_STATUS_FAILED_PRECONDITION, why, NULL);
-    return;
-  }
-  if (c->sign_key && peer->proto_minor == 4) { /* 1.4 checks manifests, of format 1 only */
-    fc_scall_finish(call, GRPC_STATUS_FAILED_PRECONDITION, "model manifests are signed in format 2 (fedc protocol "
-                    "1.5); the client speaks 1.4 and would refuse every model: upgrade it", NULL);
-    return;
-  }
-  /* Evaluation tasks only to clients that say they can run them (1.7). */
-  int can_eval = c->ev && peer->proto_minor >= 7 && req->can_evaluate;
-  fc_eval_info etask;
-  pthread_mutex_lock(&c->mu);
-  int act = fc_engine_checkin_eval(c->engine, peer->name, can_eval, req->last_round, fc_now_ms(), &task, &etask,
-                                   &retry);
-  if (act == FC_CHECKIN_EVAL) {
-    coord_eval_answer_locked(c, call, peer->name, &etask, retry);
-    pthread_mutex_unlock(&c->mu);
-    return;
-  }
-  uint64_t gv = c->model->version;
-  float clip = c->clip;
-  uint64_t model_bytes = c->model->bytes;
-  /* A secure-aggregation task points into the session: packed under the lock. */
-  int hold = act == FC_CHECKIN_TRAIN && c->nsa;
-  if (!hold) pthread_mutex_unlock(&c->mu);
-  if (act == FC_CHECKIN_REFUSED) {
-    FC_WARN(MOD, "check-in from %s refused: client table full", peer->name);
-    fc_scall_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "coordinator is not accepting new clients", NULL);
-    return;
-  }
-  if (act == FC_CHECKIN_RATE_LIMITED) {
-    char why[160];
-    snprintf(why, sizeof why, "check-ins too frequent: retry in %u ms", retry);
-    FC_WARN(MOD, "check-in from %s refused: over its rate (retry in %u ms)", peer->name, retry);
-    fc_scall_finish_retry(call, GRPC_STATUS_RESOURCE_EXHAUSTED, why, retry);
-    return;
-  }
-  Fedc__V1__CheckInResponse resp = FEDC__V1__CHECK_IN_RESPONSE__INIT;
-  Fedc__V1__Task t = FEDC__V1__TASK__INIT;
-  Fedc__V1__HyperParams hp = FEDC__V1__HYPER_PARAMS__INIT;
-  Fedc__V1__SecAggParams sp = FEDC__V1__SEC_AGG_PARAMS__INIT;
-  resp.global_version = gv;
-  resp.retry_after_ms = retry;
-  if (act == FC_CHECKIN_TRAIN) {
-    resp.action = FEDC__V1__CHECK_IN_RESPONSE__ACTION__TRAIN;
-    hp.learning_rate = c->cfg.learning_rate;
-    hp.local_epochs = c->cfg.local_epochs;
-    hp.batch_size = c->cfg.batch_size;
-    hp.momentum = c->cfg.momentum;
-    hp.prox_mu = c->cfg.prox_mu;
-    hp.seed = task.client_seed;
-    t.round = task.round;
-    t.model_version = task.version;
-    t.model_sha256.data = task.sha;
-    t.model_sha256.len = FC_SHA256_LEN;
-    t.hyper = &hp;
-    t.clip_norm = clip;
-    t.deadline_unix_ms = task.deadline_ms;
-    t.model_bytes = model_bytes;
-    if (hold) {
-      coord_sa_task(c, peer->name, &sp);
-      t.secagg = &sp;
-    }
-    resp.task = &t;
-  } else if (act == FC_CHECKIN_DONE) {
-    resp.action = FEDC__V1__CHECK_IN_RESPONSE__ACTION__DONE;
-  } else {
-    resp.action = FEDC__V1__CHECK_IN_RESPONSE__ACTION__WAIT;
-  }
-  fc_scall_finish(call, GRPC_STATUS_OK, NULL, &resp.base);
-  if (hold) pthread_mutex_unlock(&c->mu);
-}
-
 /* A transfer that holds a staging slot or a snapshot must keep moving: after
  * a grace of stream_idle_ms it must average min_transfer_bps over the time
  * past the grace, else it is cut off (a peer sending one 1 KiB chunk every
@@ -1508,6 +1418,10 @@ static void h_status(fc_scall *call, void *ctx) {
   r.model_params = params;
   r.protocol_major = FC_PROTOCOL_MAJOR;
   r.protocol_minor = FC_PROTOCOL_MINOR;
+  Fedc__V1__EligibilityStatus el = FEDC__V1__ELIGIBILITY_STATUS__INIT;
+  char policy[256];
+  coord_elig_status(c, &el, policy, sizeof policy);
+  r.eligibility = &el;
   fc_scall_finish(call, GRPC_STATUS_OK, NULL, &r.base);
 }
 
@@ -1897,7 +1811,7 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
   if (c->cfg.chunk_bytes < FC_CHUNK_MIN || c->cfg.chunk_bytes > FC_CHUNK_MAX) c->cfg.chunk_bytes = FC_CHUNK_DEFAULT;
 
   set_method(&c->methods[0], "/fedc.v1.Coordinator/CheckIn", FC_RPC_UNARY, FC_ROLE_CLIENT, SMALL_MSG,
-             &fedc__v1__check_in_request__descriptor, h_checkin, c);
+             &fedc__v1__check_in_request__descriptor, coord_h_checkin, c);
   set_method(&c->methods[1], "/fedc.v1.Coordinator/FetchModel", FC_RPC_SERVER_STREAM, FC_ROLE_CLIENT, SMALL_MSG,
              &fedc__v1__fetch_model_request__descriptor, h_fetch_model, c);
   set_method(&c->methods[2], "/fedc.v1.Coordinator/UploadUpdate", FC_RPC_CLIENT_STREAM, FC_ROLE_CLIENT, CHUNK_MSG,

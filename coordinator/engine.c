@@ -123,6 +123,9 @@ void fc_engine_cfg_defaults(fc_engine_cfg *c) {
   c->eval_fraction = 0.1;
   c->eval_min = 2;
   c->eval_ms = 120000;
+  c->pace = 1;
+  c->pace_min_rate = 1000;
+  c->pace_max_ms = 3600000;
 }
 
 
@@ -311,7 +314,7 @@ static void start_round(fc_engine *e, uint64_t now) {
   for (uint32_t i = 0; i < e->nrecs; i++)
     if (eng_selectable(e, &e->recs[i], now)) live[nlive++] = i;
   uint32_t k = e->cfg.cohort_size;
-  if (!k) k = (uint32_t)(e->cfg.cohort_fraction * nlive + 0.999999);
+  if (!k) k = (uint32_t)(e->cfg.cohort_fraction * eng_pace_base(e, nlive, now) + 0.999999);
   if (k < e->cfg.min_updates) k = e->cfg.min_updates;
   if (k > nlive) k = nlive;
   fc_rng rng;
@@ -400,12 +403,9 @@ int eng_stranger_token(fc_engine *e, uint64_t now) {
   return 0;
 }
 
-int fc_engine_checkin(fc_engine *e, const char *client, uint64_t now_ms, fc_task_info *task, uint32_t *retry_ms) {
-  return fc_engine_checkin_eval(e, client, 0, 0, now_ms, task, NULL, retry_ms);
-}
-
-int fc_engine_checkin_eval(fc_engine *e, const char *client, int can_evaluate, uint64_t last_round, uint64_t now_ms,
-                           fc_task_info *task, fc_eval_info *etask, uint32_t *retry_ms) {
+/* The check-in (fc_engine_checkin* in engine_elig.c come here). */
+int eng_checkin(fc_engine *e, const char *client, const fc_device_state *dev, int can_evaluate, uint64_t last_round,
+                uint64_t now_ms, fc_task_info *task, fc_eval_info *etask, uint32_t *retry_ms, char *why, size_t whylen) {
   client_rec *r = find_or_add(e, client);
   if (!r) {
     if (eng_stranger_token(e, now_ms)) return FC_CHECKIN_REFUSED;
@@ -423,6 +423,13 @@ int fc_engine_checkin_eval(fc_engine *e, const char *client, int can_evaluate, u
   *retry_ms = e->cfg.poll_ms;
   if (e->cfg.poll_ms > e->max_retry_ms) e->max_retry_ms = e->cfg.poll_ms;
   r->ev_capable = etask && can_evaluate;
+  eng_elig_note(e, r, dev, why, whylen);
+  /* Ineligible: no task (engine_elig.c), unless it is training in this round already. */
+  if (r->inelig && e->state != FC_ENG_DONE &&
+      !(e->state == FC_ENG_TRAINING && r->round == e->round && (r->rstate == CR_TASKED || r->rstate == CR_UPLOADING))) {
+    *retry_ms = eng_pace_retry(e, r, now_ms);
+    return FC_CHECKIN_INELIGIBLE;
+  }
   int ev = etask ? eng_eval_checkin(e, r, last_round, now_ms, etask, retry_ms) : 0;
   if (ev) return ev;
   if (e->state == FC_ENG_DONE) {
@@ -439,6 +446,9 @@ int fc_engine_checkin_eval(fc_engine *e, const char *client, int can_evaluate, u
     if (r->rstate == CR_SELECTED) {
       r->rstate = CR_TASKED;
       e->tasked++;
+      *retry_ms = eng_pace_retry(e, r, now_ms); /* its slot after the round (engine_pace.c) */
+    } else if (r->next_due > now_ms) {
+      *retry_ms = (uint32_t)(r->next_due - now_ms);
     }
     /* A client that reconnects mid-round gets its task again and resumes. */
     task->round = e->round;
@@ -448,6 +458,7 @@ int fc_engine_checkin_eval(fc_engine *e, const char *client, int can_evaluate, u
     task->client_seed = client_seed(e, client);
     return FC_CHECKIN_TRAIN;
   }
+  *retry_ms = eng_pace_retry(e, r, now_ms); /* not needed now: when to come back (engine_pace.c) */
   return FC_CHECKIN_WAIT;
 }
 

@@ -72,6 +72,26 @@ typedef struct fc_engine_cfg {
   double eval_fraction;
   uint32_t eval_min;
   uint64_t eval_ms;
+  /* Device eligibility (engine_elig.c): what a device must report at
+   * check-in (protocol 1.8) to be selected. All 0 = nothing required. */
+  struct fc_elig_policy {
+    int require_charging, require_unmetered, require_idle;
+    uint32_t min_battery_percent;    /* 0 = no minimum */
+    uint64_t min_free_storage_bytes; /* 0 = no minimum */
+    /* A client that reports nothing (before 1.8, or no device-state
+     * callback) meets no requirement; 1 = treat it as meeting them all (a
+     * fleet that is still being upgraded). */
+    int allow_unreported;
+  } elig;
+  /* Pace steering (engine_pace.c; Bonawitz et al. 2019, sec. 2.3): waiting
+   * devices are told when to come back so check-ins arrive at a target rate.
+   * pace_rate: check-ins per second wanted (0 = from the rounds: what fills a
+   * cohort within one selection window); pace_min_rate: no steering while
+   * the population polling at poll_ms stays below this rate; pace_max_ms: no
+   * device is told to wait longer (the client runtime caps at 1 h too). */
+  int pace;
+  double pace_rate, pace_min_rate;
+  uint64_t pace_max_ms;
 } fc_engine_cfg;
 
 void fc_engine_cfg_defaults(fc_engine_cfg *c);
@@ -93,6 +113,7 @@ enum fc_checkin_action {
   FC_CHECKIN_REFUSED = 4,      /* client table full */
   FC_CHECKIN_RATE_LIMITED = 5, /* over its check-in rate: *retry_ms says when */
   FC_CHECKIN_EVAL = 6,         /* selected for an evaluation: fc_engine_checkin_eval's *etask */
+  FC_CHECKIN_INELIGIBLE = 7,   /* fails the eligibility policy: a WAIT with a reason (fc_engine_checkin_device) */
 };
 
 typedef struct fc_task_info {
@@ -104,7 +125,9 @@ typedef struct fc_task_info {
 } fc_task_info;
 
 /* "client X checked in". Returns an fc_checkin_action; *task is set for TRAIN,
- * *retry_ms for WAIT and RATE_LIMITED. */
+ * *retry_ms for WAIT and RATE_LIMITED, and for TRAIN the wait from now
+ * until it should check in after its round: poll_ms, or more when pace
+ * steering gave it a slot (engine_pace.c; CheckInResponse.next_checkin_after_ms). */
 int fc_engine_checkin(fc_engine *e, const char *client, uint64_t now_ms, fc_task_info *task, uint32_t *retry_ms);
 /* The same from a client that says whether it can run evaluation tasks
  * (protocol 1.7) and the last round it is done with (CheckInRequest.
@@ -114,6 +137,65 @@ int fc_engine_checkin(fc_engine *e, const char *client, uint64_t now_ms, fc_task
 struct fc_eval_info;
 int fc_engine_checkin_eval(fc_engine *e, const char *client, int can_evaluate, uint64_t last_round, uint64_t now_ms,
                            fc_task_info *task, struct fc_eval_info *etask, uint32_t *retry_ms);
+
+/* ---- device eligibility (engine_elig.c) and pace steering (engine_pace.c) ----
+ * What a device said about itself at check-in (CheckInRequest.device, 1.8). */
+typedef struct fc_device_state {
+  int reported;                /* 0: it said nothing (older client, or no device-state callback) */
+  int charging, unmetered, idle;
+  uint32_t battery_percent;    /* 0..100; 0 = unknown (fails any minimum) */
+  uint64_t free_storage_bytes; /* 0 = unknown (fails any minimum) */
+} fc_device_state;
+/* Why a device is not eligible: a bit per requirement it fails. */
+enum fc_inelig_reason {
+  FC_INELIG_UNREPORTED = 1 << 0,
+  FC_INELIG_NOT_CHARGING = 1 << 1,
+  FC_INELIG_METERED = 1 << 2,
+  FC_INELIG_NOT_IDLE = 1 << 3,
+  FC_INELIG_BATTERY = 1 << 4,
+  FC_INELIG_STORAGE = 1 << 5,
+};
+#define FC_INELIG_NREASONS 6
+/* The requirements of policy p that state d fails (0 = eligible). Pure. */
+unsigned fc_elig_check(const struct fc_elig_policy *p, const fc_device_state *d);
+/* "not charging; battery 20% < 50%": one clause per failed requirement. */
+void fc_elig_explain(const struct fc_elig_policy *p, const fc_device_state *d, unsigned reasons, char *buf, size_t n);
+/* Reason bit i's short name for status ("not_charging", ...). */
+const char *fc_elig_reason_name(int i);
+/* The policy in one line ("charging, battery >= 50%" or "none"). */
+void fc_elig_policy_text(const struct fc_elig_policy *p, char *buf, size_t n);
+
+/* "client X checked in, saying this about itself": fc_engine_checkin_eval
+ * plus eligibility. A device that fails the policy is answered
+ * FC_CHECKIN_INELIGIBLE (reason in why, *retry_ms paced) instead of a task,
+ * unless the federation is DONE; it is not selected until a check-in says
+ * it is eligible again. A member of the running round that turns
+ * ineligible before fetching its task gets none (it misses pick-up and is
+ * replaced as any other); one already training finishes its round. */
+int fc_engine_checkin_device(fc_engine *e, const char *client, const fc_device_state *dev, int can_evaluate,
+                             uint64_t last_round, uint64_t now_ms, fc_task_info *task, struct fc_eval_info *etask,
+                             uint32_t *retry_ms, char *why, size_t whylen);
+
+/* The eligible population (O(clients)): live devices, how many of them are
+ * eligible, and how many fail each requirement (a device failing two is
+ * counted under both). */
+typedef struct fc_elig_counts {
+  uint32_t seen, eligible;
+  uint32_t by_reason[FC_INELIG_NREASONS];
+} fc_elig_counts;
+void fc_engine_elig_counts(const fc_engine *e, uint64_t now_ms, fc_elig_counts *out);
+
+/* Pace steering as it stands: the population estimate, the target rate
+ * (check-ins/s), the window a waiting device is told now (ms; poll_ms when
+ * not steering) and whether steering is on for this federation. */
+typedef struct fc_pace_info {
+  uint32_t population;
+  double eligible_share;
+  double target_rate;
+  uint64_t window_ms;
+  int active;
+} fc_pace_info;
+void fc_engine_pace_info(fc_engine *e, uint64_t now_ms, fc_pace_info *out);
 
 /* Outcome codes for uploads (map to gRPC statuses in the service). */
 enum fc_upload_verdict {

@@ -27,7 +27,9 @@ typedef struct client_rec {
   uint8_t heard_done; /* was answered DONE since the federation finished (the drain waits for it) */
   uint8_t ev_capable; /* said at its last check-in that it can evaluate (protocol 1.7) */
   uint8_t ev_state;   /* enum client_eval_state, for evaluation ev_round */
+  uint8_t inelig;     /* enum fc_inelig_reason bits its last check-in failed (0 = eligible; engine_elig.c) */
   uint64_t ev_round;
+  uint64_t next_due;  /* pace steering: when it was told to check in again (0 = at poll_ms; engine_pace.c) */
 } client_rec;
 
 /* The evaluation due or running, and one due while it runs (engine_eval.c). */
@@ -87,6 +89,12 @@ struct fc_engine {
   int sa_reselect;           /* secure aggregation: the cohort changed before any task went out */
   uint32_t max_retry_ms;     /* longest retry_after a check-in was told (the drain's timeout) */
   eng_eval ev;               /* federated evaluation (engine_eval.c) */
+  /* pace steering (engine_pace.c) */
+  double pace_cursor;        /* engine time (ms) of the next free check-in slot */
+  uint64_t pace_counted_at;  /* engine time of the last population count (0 = never) */
+  uint32_t pace_pop;         /* live devices at that count */
+  double pace_share;         /* ... the share of them eligible */
+  uint64_t pace_draws;       /* jitter draws so far (seeds the next) */
 };
 
 /* The state in which uploads are taken: the masked inputs' stage with secure aggregation. */
@@ -101,13 +109,24 @@ static inline int eng_running(int state) {
  * sum would make every deadline already passed (or no client ever live). */
 static inline uint64_t eng_add_sat(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
 
+/* Live: checked in within client_ttl_ms, or told by pace steering to come
+ * back later than that and not yet overdue by client_ttl_ms. */
 static inline int eng_is_live(const fc_engine *e, const client_rec *r, uint64_t now) {
-  return !r->left && eng_add_sat(r->last_seen, e->cfg.client_ttl_ms) >= now;
+  uint64_t last = r->next_due > r->last_seen ? r->next_due : r->last_seen;
+  return !r->left && eng_add_sat(last, e->cfg.client_ttl_ms) >= now;
 }
 
-/* Live and not excluded for repeated offences: may be selected. */
+/* Pace steering: due to check in within the first three quarters of a
+ * selection (pick-up) window starting now, so it hears of its selection in
+ * time (always, for a device that is not steered). */
+static inline int eng_due(const fc_engine *e, const client_rec *r, uint64_t now) {
+  return r->next_due <= eng_add_sat(now, e->cfg.pickup_ms - e->cfg.pickup_ms / 4);
+}
+
+/* Live, eligible at its last check-in, due within the selection window and
+ * not excluded for repeated offences: may be selected. */
 static inline int eng_selectable(const fc_engine *e, const client_rec *r, uint64_t now) {
-  return eng_is_live(e, r, now) && r->excluded_until <= now;
+  return eng_is_live(e, r, now) && r->excluded_until <= now && !r->inelig && eng_due(e, r, now);
 }
 
 /* A token bucket in engine time: 1 and a token taken, or 0 with the wait
@@ -118,6 +137,25 @@ int eng_take_token(double *tokens, uint64_t *at, double rate, double burst, uint
 int eng_stranger_token(fc_engine *e, uint64_t now);
 client_rec *eng_find(fc_engine *e, const char *name);
 uint32_t eng_hash_name(const char *s);
+
+/* The check-in behind fc_engine_checkin_eval and fc_engine_checkin_device
+ * (engine.c); dev NULL: the client reported nothing. */
+int eng_checkin(fc_engine *e, const char *client, const fc_device_state *dev, int can_evaluate, uint64_t last_round,
+                uint64_t now, fc_task_info *task, fc_eval_info *etask, uint32_t *retry_ms, char *why, size_t whylen);
+
+/* ---- engine_elig.c, called by engine.c ---- */
+/* Record what the device reported (dev NULL: nothing) against the policy:
+ * sets r->inelig and, when ineligible, the reason in why. */
+void eng_elig_note(fc_engine *e, client_rec *r, const fc_device_state *dev, char *why, size_t whylen);
+
+/* ---- engine_pace.c, called by engine.c ---- */
+/* The wait to tell a device that is not needed now (a WAIT or an
+ * ineligible answer): poll_ms, or its slot when steering; sets r->next_due. */
+uint32_t eng_pace_retry(fc_engine *e, client_rec *r, uint64_t now);
+/* The population a cohort fraction applies to: the candidates, or (when
+ * steering, where only the devices due are candidates) the eligible live
+ * population estimate if larger. */
+uint32_t eng_pace_base(fc_engine *e, uint32_t candidates, uint64_t now);
 
 /* ---- engine_eval.c, called by engine.c ---- */
 /* A round's model was published (e->completed counts it): due for evaluation? */

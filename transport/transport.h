@@ -36,6 +36,8 @@
                                1.5: SecAggParams.min_survivors (in the session id) and manifest format 2
                                     (the audit head); 1.6: Leave; 1.7: federated evaluation (EVALUATE
                                     tasks, ReportEval, CheckInRequest.can_evaluate);
+                               1.8: eligibility, pace steering (CheckInRequest.device,
+                                    CheckInResponse.not_eligible, StatusResponse.eligibility);
                                1.10: resumable transfers (TensorHeader.start_offset,
                                     FetchModelRequest.start_offset, UploadOffset) */
 #define FC_PROTOCOL_STR_(x) #x

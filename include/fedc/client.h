@@ -206,6 +206,24 @@ typedef struct fedc_event {
   double loss_sum;
 } fedc_event;
 
+/* Eligibility (protocol 1.8): what the device says about itself before each
+ * check-in; the coordinator selects only devices that meet its federation's
+ * policy (e.g. charging and on an unmetered network) and answers the others
+ * "not eligible: <reason>" with a time to check in again.
+ *
+ * ABI rule: the library allocates this struct, zeroes it and passes it to
+ * fedc_client_options.device_state to fill; fields are only ever appended,
+ * so a program built against an older header fills a prefix and the rest
+ * stays 0, which means "unknown" (and fails any minimum the coordinator
+ * asks for, never more). */
+typedef struct fedc_device_state {
+  int charging;                /* 1: on external power */
+  int unmetered;               /* 1: on an unmetered network (e.g. Wi-Fi, not cellular) */
+  int idle;                    /* 1: not in use by its owner */
+  uint32_t battery_percent;    /* 1..100 (a device without a battery: 100); 0 = unknown */
+  uint64_t free_storage_bytes; /* 0 = unknown */
+} fedc_device_state;
+
 typedef struct fedc_client_options {
   const char *coordinator;       /* "host:port" */
   const char *ca, *cert, *key;   /* PEM files: federation CA, our certificate and key */
@@ -236,6 +254,20 @@ typedef struct fedc_client_options {
   uint32_t secagg_tolerate_colluders;
   void (*on_event)(void *ctx, const fedc_event *ev); /* progress; may be NULL */
   void *event_ctx;
+  /* Eligibility (protocol 1.8; see fedc_device_state). Called on the run
+   * thread before every check-in: fill *state and return 0, or return
+   * anything else to report nothing this time. NULL: nothing is reported,
+   * and the coordinator treats the device as one that meets no requirement
+   * (eligible only where the federation requires nothing, its default).
+   * A WAIT that says why the device is not eligible arrives as a
+   * FEDC_EVENT_WAITING whose detail is "not eligible: <reason>". Appended
+   * after event_ctx: fedc_client_options is allocated by the caller and
+   * copied by fedc_client_create, so a program built against a header
+   * without these fields must be rebuilt against this one (SOVERSION 0, as
+   * for fedc_trainer.evaluate_stats); fedc_client_options_init sets them
+   * NULL. */
+  int (*device_state)(void *ctx, fedc_device_state *state);
+  void *device_state_ctx;
 } fedc_client_options;
 
 FEDC_API void fedc_client_options_init(fedc_client_options *o);

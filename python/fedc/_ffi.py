@@ -98,6 +98,14 @@ typedef struct fedc_event {
   double loss_sum;
 } fedc_event;
 
+typedef struct fedc_device_state {
+  int charging;
+  int unmetered;
+  int idle;
+  uint32_t battery_percent;
+  uint64_t free_storage_bytes;
+} fedc_device_state;
+
 typedef struct fedc_client_options {
   const char *coordinator;
   const char *ca, *cert, *key;
@@ -115,6 +123,10 @@ typedef struct fedc_client_options {
   uint32_t secagg_tolerate_colluders;
   void (*on_event)(void *ctx, const fedc_event *ev);
   void *event_ctx;
+  /* eligibility (1.8): the library's options_init and create read the whole
+   * struct, so the layout must match client.h even where Python leaves it NULL */
+  int (*device_state)(void *ctx, fedc_device_state *state);
+  void *device_state_ctx;
 } fedc_client_options;
 
 const char *fedc_strerror(int err);

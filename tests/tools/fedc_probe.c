@@ -38,6 +38,8 @@
  *                   (a zero delta of the same model: the same SHA-256) at the
  *                   first one's offset: refused, nothing is kept for it; its
  *                   UploadOffset says 0; then a whole upload (accepted)
+ *   bad-device      a check-in reporting a battery of 150% (INVALID_ARGUMENT),
+ *                   then one with a sane device state (OK)
  *   call METHOD     one unary call to METHOD (e.g. /fedc.v1.Admin/Status)
  *                   and print its status (role checks)
  *   flood           never checks in; --count calls each of UploadUpdate (a
@@ -682,6 +684,25 @@ int main(int argc, char **argv) {
     rc = fc_call_unary(g_ch, method, &req.base, rd, &m, 10000, &st);
     if (m) protobuf_c_message_free_unpacked(m, NULL);
     report(method, want, &st);
+    rc = g_failures ? 1 : 0;
+  } else if (strcmp(mode, "bad-device") == 0) {
+    /* Eligibility (1.8): a device state no client of ours sends (a battery
+     * of 150%) is refused INVALID_ARGUMENT; then a sane one is answered (OK:
+     * WAIT, or not eligible). */
+    Fedc__V1__CheckInRequest req = FEDC__V1__CHECK_IN_REQUEST__INIT;
+    Fedc__V1__DeviceState dev = FEDC__V1__DEVICE_STATE__INIT;
+    dev.battery_percent = 150;
+    req.device = &dev;
+    fc_status st;
+    for (int i = 0; i < 2; i++) {
+      ProtobufCMessage *m = NULL;
+      memset(&st, 0, sizeof st);
+      fc_call_unary(g_ch, "/fedc.v1.Coordinator/CheckIn", &req.base, &fedc__v1__check_in_response__descriptor, &m,
+                    10000, &st);
+      if (m) protobuf_c_message_free_unpacked(m, NULL);
+      report(i ? "checkin" : "bad-battery", i ? GRPC_STATUS_OK : GRPC_STATUS_INVALID_ARGUMENT, &st);
+      dev.battery_percent = 80; /* not charging: never selected, whatever the policy asks */
+    }
     rc = g_failures ? 1 : 0;
   } else if (strcmp(mode, "flood") == 0) {
     rc = run_flood(count);
