@@ -118,6 +118,12 @@ typedef struct fc_coord_cfg {
   uint64_t eval_max_examples;
   char eval_metrics[160];
   double eval_dp_noise;
+  /* Compressed uploads (protocol 1.9; coord_codec.c): 32 = float32; 8 or 4 =
+   * plaintext updates quantized in blocks of upload_block values
+   * (common/quant.h), or under secure aggregation b-bit inputs in the
+   * narrowest ring the cohort's sum cannot wrap (secagg/ring.c). */
+  uint32_t upload_bits;
+  uint32_t upload_block;
 } fc_coord_cfg;
 
 void fc_coord_cfg_defaults(fc_coord_cfg *c);

@@ -32,6 +32,8 @@ typedef struct sa_harness_cfg {
   void (*tamper_submit)(void *ctx, int stage, uint32_t index, Fedc__V1__SecAggSubmitRequest *req);
   void *ctx;
   uint8_t *session_out;  /* if set: receives the session id (32 bytes) before the first stage */
+  uint32_t quant_bits;   /* narrow ring (secagg/ring.c): b-bit inputs (max_weight must be 1); 0 = 32-bit ring */
+  uint32_t ring_bits;    /* ... its width; 0 = fc_sa_ring_bits(n, quant_bits) */
 } sa_harness_cfg;
 
 typedef struct sa_harness_result {
