@@ -236,6 +236,9 @@ static const copt options[] = {
             "update encoding clients must use: 32 (float32), 8 or 4 (quantized in blocks; under --secagg the "
             "narrowest ring the cohort cannot wrap)"),
     OPT_NUM("upload-block", T_U32, c.upload_block, "values per quantization block (16..65536, even)"),
+    OPT_NUM("secagg-range", T_F32, c.secagg_range,
+            "with --secagg --upload-bits 8|4: a coordinate's quantization range, larger values clamped "
+            "(0 = the clip norm: no clamping, a coarser step)"),
     OPT_STR("server-optimizer", c.server_optimizer,
             "server optimizer applied to the mean delta: sgd (FedAvg), avgm (FedAvgM), adagrad, adam, yogi "
             "(Reddi et al. 2021)",

@@ -41,9 +41,10 @@ int fc_stage_quantize(const float *delta, uint64_t examples, int unclipped, cons
   fc_sa_quantize(delta, p->dim, w, fc_sa_params_scale(p), &rng, out);
   fc_wipe(&rng, sizeof rng);
   if (p->quant_bits) {
-    /* Narrow ring: |x_i| <= ||x|| <= clip puts each value in [-L, L]; the
-     * clamp only catches float rounding of the clip itself (one step at
-     * most, on a value at the clip: no measurable bias). */
+    /* Narrow ring: with the range at the clip, |x_i| <= ||x|| <= clip puts
+     * each value in [-L, L] and the clamp only catches float rounding of the
+     * clip itself; with a narrower quant_range the operator chose to clamp
+     * the rare larger values (a bias, docs/design.md) for a finer step. */
     int32_t L = (int32_t)((1u << (p->quant_bits - 1)) - 1);
     for (uint64_t i = 0; i < p->dim; i++) {
       int32_t v = (int32_t)out[i];

@@ -150,6 +150,7 @@ int rt_secagg_cfg(const Fedc__V1__Task *t, uint64_t dim, fc_sa_client_cfg *cfg) 
   p->min_survivors = sp->min_survivors;
   p->quant_bits = sp->quant_bits; /* 1.9: narrow ring; fc_sa_params_check refuses one that can wrap */
   p->ring_bits = sp->ring_bits;
+  p->quant_range = sp->quant_range;
   cfg->names = (const char *const *)sp->cohort;
   cfg->index = sp->index;
   return FEDC_OK;

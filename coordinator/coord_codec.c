@@ -49,6 +49,10 @@ int coord_codec_config_check(const fc_coord_cfg *cfg, char *err, size_t errlen) 
     snprintf(err, errlen, "upload_bits must be 32 (float32), 8 or 4, not %u", cfg->upload_bits);
     return FEDC_ERR_INVALID;
   }
+  if (!(cfg->secagg_range >= 0 && isfinite(cfg->secagg_range))) {
+    snprintf(err, errlen, "secagg_range must be finite and >= 0 (0 = the clip norm)");
+    return FEDC_ERR_INVALID;
+  }
   if (cfg->upload_bits == 32) return FEDC_OK;
   if (!fc_q_supported(cfg->upload_bits, cfg->upload_block)) {
     snprintf(err, errlen, "upload_block must be even and in %u..%u values, not %u", FC_Q_BLOCK_MIN, FC_Q_BLOCK_MAX,

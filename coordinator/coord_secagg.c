@@ -98,6 +98,7 @@ static int sa_params_for(fc_coord *c, const fc_engine_status *es, uint32_t n, fc
     /* Narrow ring (1.9, secagg/ring.c): b-bit inputs, weights 1, the
      * narrowest ring the cohort's sum cannot wrap in. */
     p->quant_bits = c->cfg.upload_bits;
+    p->quant_range = c->cfg.secagg_range < p->clip ? c->cfg.secagg_range : 0;
     p->max_weight = 1;
     p->ring_bits = fc_sa_ring_bits(n, p->quant_bits);
     if (!p->ring_bits) {
@@ -355,6 +356,7 @@ void coord_sa_task(fc_coord *c, const char *client, Fedc__V1__SecAggParams *p) {
   p->min_survivors = sp->min_survivors;
   p->quant_bits = sp->quant_bits;
   p->ring_bits = sp->ring_bits;
+  p->quant_range = sp->quant_range;
 }
 
 /* One bucket's unmasked, decoded mean into `delta`; *count inputs, *total weight. */

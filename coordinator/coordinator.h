@@ -124,6 +124,7 @@ typedef struct fc_coord_cfg {
    * narrowest ring the cohort's sum cannot wrap (secagg/ring.c). */
   uint32_t upload_bits;
   uint32_t upload_block;
+  float secagg_range; /* narrow ring: a coordinate's range, values clamped into it (0 = the clip) */
 } fc_coord_cfg;
 
 void fc_coord_cfg_defaults(fc_coord_cfg *c);

@@ -135,6 +135,11 @@ int fc_sa_params_check(const fc_sa_params *p, char *why, size_t whylen) {
                p->quant_bits);
       return FEDC_ERR_INVALID;
     }
+    if (!(p->quant_range >= 0 && p->quant_range <= p->clip)) {
+      snprintf(why, whylen, "narrow ring: quantization range %g must be in [0, clip %g]", (double)p->quant_range,
+               (double)p->clip);
+      return FEDC_ERR_INVALID;
+    }
     if (!need || p->ring_bits % 8 || p->ring_bits < need || p->ring_bits > 32) {
       snprintf(why, whylen, "a %u-bit ring can wrap: the sum of %u inputs of %u bits needs a ring of %u bits",
                p->ring_bits, p->n, p->quant_bits, need);
@@ -178,7 +183,8 @@ int fc_sa_params_check(const fc_sa_params *p, char *why, size_t whylen) {
 }
 
 double fc_sa_params_scale(const fc_sa_params *p) {
-  if (p->quant_bits >= 2 && p->quant_bits <= 16) return (double)((1u << (p->quant_bits - 1)) - 1) / (double)p->clip;
+  if (p->quant_bits >= 2 && p->quant_bits <= 16)
+    return (double)((1u << (p->quant_bits - 1)) - 1) / (double)(p->quant_range > 0 ? p->quant_range : p->clip);
   return p->scale > 0 ? p->scale : fc_sa_quant_scale(p->n, p->max_weight, p->clip);
 }
 
@@ -198,7 +204,7 @@ double fc_sa_dp_scale(uint32_t n, uint32_t m_min, float clip, uint64_t dim, doub
 
 int fc_sa_session_id(const fc_sa_params *p, const char *const *names, uint8_t out[FC_SA_SESSION_LEN]) {
   static const char tag[] = "fedc/secagg/v1/session";
-  uint8_t buf[8 * 4 + 32 + 4 * 3 + FC_SA_SEED_LEN + 4 + 8 * 3 + 4 + 4 + 8];
+  uint8_t buf[8 * 4 + 32 + 4 * 3 + FC_SA_SEED_LEN + 4 + 8 * 3 + 4 + 4 + 12];
   uint8_t *q = buf;
   put64(q, p->round), q += 8;
   put64(q, p->model_version), q += 8;
@@ -229,8 +235,11 @@ int fc_sa_session_id(const fc_sa_params *p, const char *const *names, uint8_t ou
   if (p->min_survivors) put32(q, p->min_survivors), q += 4;
   /* Protocol 1.9: the narrow ring. Without it the 1.5 id. */
   if (p->quant_bits || p->ring_bits) {
+    uint32_t range_bits;
+    memcpy(&range_bits, &p->quant_range, 4);
     put32(q, p->quant_bits), q += 4;
     put32(q, p->ring_bits), q += 4;
+    put32(q, range_bits), q += 4;
   }
   fc_sha256_ctx c;
   int rc = fc_sha256_init(&c);

@@ -80,6 +80,10 @@ typedef struct fc_sa_params {
    * travels mod 2^ring_bits. ring_bits >= fc_sa_ring_bits(n, quant_bits). */
   uint32_t quant_bits;
   uint32_t ring_bits;
+  /* ... and the range of one coordinate: inputs are clamped into
+   * [-quant_range, quant_range] (a bias the operator accepts for a finer
+   * step); 0 = clip, which needs no clamp (|x_i| <= ||x|| <= clip). */
+  float quant_range;
 } fc_sa_params;
 
 /* The split-view condition. Survivor v's self-mask seed b_v is Shamir-shared

@@ -142,6 +142,7 @@ int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res) {
   p.clip = cfg->clip;
   p.dim = cfg->dim;
   p.quant_bits = cfg->quant_bits;
+  p.quant_range = cfg->quant_range;
   p.ring_bits = cfg->quant_bits && !cfg->ring_bits ? fc_sa_ring_bits(cfg->n, cfg->quant_bits) : cfg->ring_bits;
   fc_rng rng;
   fc_rng_seed(&rng, cfg->seed);

@@ -34,6 +34,7 @@ typedef struct sa_harness_cfg {
   uint8_t *session_out;  /* if set: receives the session id (32 bytes) before the first stage */
   uint32_t quant_bits;   /* narrow ring (secagg/ring.c): b-bit inputs (max_weight must be 1); 0 = 32-bit ring */
   uint32_t ring_bits;    /* ... its width; 0 = fc_sa_ring_bits(n, quant_bits) */
+  float quant_range;     /* ... a coordinate's range (0 = clip) */
 } sa_harness_cfg;
 
 typedef struct sa_harness_result {

@@ -139,6 +139,16 @@ static void test_rounds(void) {
     CHECK(r.max_abs_err <= r.err_bound);
     CHECK_EQ_INT(r.client_aborts, 0);
   }
+  /* A range narrower than the clip (a finer step): still exact, and the
+   * decoded mean closer to the float one than with the clip as the range. */
+  sa_harness_cfg c = narrow(10, 9, 6, 8, 40);
+  sa_harness_result wide, fine;
+  CHECK_EQ_INT(sa_harness_run(&c, &wide), FEDC_OK);
+  c.quant_range = 0.5f; /* the updates' coordinates stay well inside it */
+  CHECK_EQ_INT(sa_harness_run(&c, &fine), FEDC_OK);
+  printf("  range clip: err %.3g; range 0.5: err %.3g (bound %.3g)\n", wide.max_abs_err, fine.max_abs_err,
+         fine.err_bound);
+  CHECK(fine.completed && fine.exact && fine.max_abs_err <= fine.err_bound && fine.max_abs_err < wide.max_abs_err);
 }
 
 /* A ring the cohort's sum could wrap in: the coordinator core will not
@@ -165,6 +175,9 @@ static void test_refuse_wrap(void) {
   CHECK(fc_sa_params_check(&p, why, sizeof why) == FEDC_ERR_INVALID && strstr(why, "24 bits"));
   p.ring_bits = 24;
   CHECK(fc_sa_params_check(&p, why, sizeof why) == FEDC_OK);
+  p.quant_range = 2; /* past the clip */
+  CHECK(fc_sa_params_check(&p, why, sizeof why) == FEDC_ERR_INVALID);
+  p.quant_range = 0;
   p.ring_bits = 20; /* not whole bytes */
   CHECK(fc_sa_params_check(&p, why, sizeof why) == FEDC_ERR_INVALID);
   p.ring_bits = 24;
