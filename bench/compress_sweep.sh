@@ -10,7 +10,11 @@
 # One JSON line per run on stdout: bytes uploaded per client per round (the
 # coordinator's bytes_in of the round over its participants: the masked input
 # or update stream, protobuf framing included; SecAgg's other stage messages
-# are not in it), accuracy at rounds 100 and 300 and the last round's.
+# are not in it), accuracy at rounds 100 and 300 and the last round's, and the
+# mean over rounds 91-100 and 291-300 (under Dirichlet(0.5) one round's
+# accuracy swings by several points from round to round: the means compare
+# encodings, the single rounds are shown for the issue's wording).
+# KEEP=DIR keeps each run's per-round rounds.jsonl as DIR/<config>.jsonl.
 #
 #   bench/compress_sweep.sh BUILD_DIR [ROUNDS [CONFIGS [RANGE]]]
 #   defaults: 300 rounds, configs "f32 q8 q4 sa32 sa8", range 0.05
@@ -37,11 +41,14 @@ for cfg in "${CONFIGS[@]}"; do
   bytes=$(jq -s '[.[] | select(.outcome == "completed") | .bytes_in / .participants] | add / length | floor' \
     "$T/run-$cfg/state/rounds.jsonl")
   rm -rf "$T/run-$cfg"
+  [ -n "${KEEP:-}" ] && mkdir -p "$KEEP" && cp "$T/run.jsonl" "$KEEP/$cfg.jsonl"
   jq -s -c --arg cfg "$cfg" --argjson bytes "$bytes" --argjson wall $((SECONDS - start)) \
     --argjson range "$([ "$cfg" = sa8 ] && echo "$RANGE" || echo null)" '
     {bench: "compress", config: $cfg, secagg_range: $range, clients: 100, cohort: 10, alpha: 0.5, rounds: length,
      bytes_up_per_client_round: $bytes,
      acc_r100: (map(select(.round == 100)) | .[0].accuracy // null),
      acc_r300: (map(select(.round == 300)) | .[0].accuracy // null),
+     acc_mean_91_100: (map(select(.round > 90 and .round <= 100) | .accuracy) | if length == 10 then add / 10 else null end),
+     acc_mean_291_300: (map(select(.round > 290 and .round <= 300) | .accuracy) | if length == 10 then add / 10 else null end),
      acc_last: .[-1].accuracy, wall_s: $wall}' "$T/run.jsonl"
 done

@@ -16,6 +16,10 @@
 
 typedef struct coord_codec coord_codec;
 
+/* The protocol minor that brought compressed uploads (transport.h): older
+ * clients are refused at check-in when upload_bits is not 32. */
+#define COORD_CODEC_MINOR 9
+
 /* Operator settings: upload_bits 32, 8 or 4; upload_block in the codec's
  * range; no compressed plaintext uploads under central DP (the rounding
  * would add to one client's sensitivity). 0 or FEDC_ERR_INVALID with why. */

@@ -10,7 +10,8 @@
 #   probe   --upload-bits 8 with fedc_probe --mode quant-bad in the cohort: a
 #           float32 update, a NaN scale, a scale past the clip, code -128 and
 #           a block missing are each refused with INVALID_ARGUMENT; its valid
-#           quantized update counts and the round completes
+#           quantized update counts and the round completes; a client of
+#           protocol 1.8 is refused at check-in (it would send float32)
 #   sa32    --secagg: the 32-bit ring
 #   sa8     --secagg --upload-bits 8: 8-bit inputs in a 16-bit ring; the round
 #           completes, the model is within clip / 127 of f32's per value, and
@@ -50,6 +51,12 @@ run() { # TAG CLIENTS COORDINATOR-ARGS...
   start_coordinator --pki "$T/pki" --federation cq --state "$T/state-$tag" --model 784-10 --rounds 1 \
     --min-clients 3 --cohort 3 --min-updates 3 --seed 5 --clip-norm 1 --poll-ms 100 --round-timeout-ms 30000 \
     --pickup-timeout-ms 30000 --secagg-stage-ms 10000 "$@"
+  if [ "$tag" = probe ]; then
+    # A client older than protocol 1.9 would send float32: refused at check-in, never selected.
+    "$PROBE" --coordinator "$COORD_ADDR" --pki "$T/pki" --name c --mode call --protocol 1.8 \
+      --method /fedc.v1.Coordinator/CheckIn --want 9 > "$T/old.json" || fail "a 1.8 client checked in: $(cat "$T/old.json")"
+    grep -q "compressed uploads.*upgrade" "$T/old.json" || fail "no reason for the 1.8 client: $(cat "$T/old.json")"
+  fi
   for n in $clients; do
     if [ "$n" = p ]; then
       start_bg "probe-$tag" "$PROBE" --coordinator "$COORD_ADDR" --pki "$T/pki" --name p --mode quant-bad
