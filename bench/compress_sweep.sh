@@ -14,7 +14,8 @@
 # mean over rounds 91-100 and 291-300 (under Dirichlet(0.5) one round's
 # accuracy swings by several points from round to round: the means compare
 # encodings, the single rounds are shown for the issue's wording).
-# KEEP=DIR keeps each run's per-round rounds.jsonl as DIR/<config>.jsonl.
+# KEEP=DIR keeps each run's per-round rounds.jsonl as DIR/<config>-<seed>.jsonl; SEED=S
+# (default 1) seeds the split, the initial model and the cohorts.
 #
 #   bench/compress_sweep.sh BUILD_DIR [ROUNDS [CONFIGS [RANGE]]]
 #   defaults: 300 rounds, configs "f32 q8 q4 sa32 sa8", range 0.05
@@ -23,6 +24,7 @@ B=${1:?usage: compress_sweep.sh BUILD_DIR [ROUNDS [CONFIGS [RANGE]]]}
 ROUNDS=${2:-300}
 read -r -a CONFIGS <<<"${3:-f32 q8 q4 sa32 sa8}"
 RANGE=${4:-0.05}
+SEED=${SEED:-1}
 T=$(mktemp -d /tmp/fedc-compress.XXXXXX)
 trap 'rm -rf "$T"' EXIT
 for cfg in "${CONFIGS[@]}"; do
@@ -36,15 +38,15 @@ for cfg in "${CONFIGS[@]}"; do
   esac
   echo "compress_sweep: $cfg, $ROUNDS rounds..." >&2
   start=$SECONDS
-  "$B/fedc" sim --clients 100 --clients-per-process 25 --cohort 10 --rounds "$ROUNDS" --seed 1 --alpha 0.5 \
+  "$B/fedc" sim --clients 100 --clients-per-process 25 --cohort 10 --rounds "$ROUNDS" --seed "$SEED" --alpha 0.5 \
     --json --out "$T/run-$cfg" "${args[@]}" >"$T/run.jsonl" 2>"$T/run.err" || { tail -5 "$T/run.err" >&2; continue; }
   bytes=$(jq -s '[.[] | select(.outcome == "completed") | .bytes_in / .participants] | add / length | floor' \
     "$T/run-$cfg/state/rounds.jsonl")
   rm -rf "$T/run-$cfg"
-  [ -n "${KEEP:-}" ] && mkdir -p "$KEEP" && cp "$T/run.jsonl" "$KEEP/$cfg.jsonl"
-  jq -s -c --arg cfg "$cfg" --argjson bytes "$bytes" --argjson wall $((SECONDS - start)) \
+  [ -n "${KEEP:-}" ] && mkdir -p "$KEEP" && cp "$T/run.jsonl" "$KEEP/$cfg-$SEED.jsonl"
+  jq -s -c --arg cfg "$cfg" --argjson seed "$SEED" --argjson bytes "$bytes" --argjson wall $((SECONDS - start)) \
     --argjson range "$([ "$cfg" = sa8 ] && echo "$RANGE" || echo null)" '
-    {bench: "compress", config: $cfg, secagg_range: $range, clients: 100, cohort: 10, alpha: 0.5, rounds: length,
+    {bench: "compress", config: $cfg, seed: $seed, secagg_range: $range, clients: 100, cohort: 10, alpha: 0.5, rounds: length,
      bytes_up_per_client_round: $bytes,
      acc_r100: (map(select(.round == 100)) | .[0].accuracy // null),
      acc_r300: (map(select(.round == 300)) | .[0].accuracy // null),
