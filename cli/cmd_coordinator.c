@@ -240,6 +240,13 @@ static const copt options[] = {
             "FedProx (Li et al. 2020): clients add mu/2 ||w - w_global||^2 to their local loss (0 = FedAvg)"),
     OPT_NUM("clip-norm", T_F32, c.clip_norm, "L2 clip norm of updates (0 = none); larger updates are refused"),
     OPT_NUM("max-example-weight", T_U64, c.max_example_weight, "FedAvg weight cap per client"),
+    OPT_NUM("upload-bits", T_U32, c.upload_bits,
+            "update encoding clients must use: 32 (float32), 8 or 4 (quantized in blocks; under --secagg the "
+            "narrowest ring the cohort cannot wrap)"),
+    OPT_NUM("upload-block", T_U32, c.upload_block, "values per quantization block (16..65536, even)"),
+    OPT_NUM("secagg-range", T_F32, c.secagg_range,
+            "with --secagg --upload-bits 8|4: a coordinate's quantization range, larger values clamped "
+            "(0 = the clip norm: no clamping, a coarser step)"),
     OPT_STR("server-optimizer", c.server_optimizer,
             "server optimizer applied to the mean delta: sgd (FedAvg), avgm (FedAvgM), adagrad, adam, yogi "
             "(Reddi et al. 2021)",

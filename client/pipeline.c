@@ -2,6 +2,7 @@
  * pipeline.c - the stages of the client's update pipeline (pipeline.h).
  */
 #include "client/pipeline.h"
+#include "common/quant.h"
 
 #include "common/blas.h"
 #include "common/dp_noise.h"
@@ -39,9 +40,31 @@ int fc_stage_quantize(const float *delta, uint64_t examples, int unclipped, cons
   fc_rng_seed(&rng, seed);
   fc_sa_quantize(delta, p->dim, w, fc_sa_params_scale(p), &rng, out);
   fc_wipe(&rng, sizeof rng);
+  if (p->quant_bits) {
+    /* Narrow ring: with the range at the clip, |x_i| <= ||x|| <= clip puts
+     * each value in [-L, L] and the clamp only catches float rounding of the
+     * clip itself; with a narrower quant_range the operator chose to clamp
+     * the rare larger values (a bias, docs/design.md) for a finer step. */
+    int32_t L = (int32_t)((1u << (p->quant_bits - 1)) - 1);
+    for (uint64_t i = 0; i < p->dim; i++) {
+      int32_t v = (int32_t)out[i];
+      out[i] = (uint32_t)(v > L ? L : v < -L ? -L : v);
+    }
+  }
   /* Adaptive clipping's bit, centred: +bit_scale if unclipped, else -bit_scale. */
   if (p->bit_scale) out[p->dim + 1] = unclipped ? p->bit_scale : (uint32_t)-(int64_t)p->bit_scale;
   return FEDC_OK;
+}
+
+int fc_stage_compress(const float *delta, uint64_t n, uint32_t bits, uint32_t block, uint8_t *out) {
+  uint64_t seed;
+  int rc = fc_random_bytes(&seed, sizeof seed);
+  if (rc != FEDC_OK) return rc;
+  fc_rng rng;
+  fc_rng_seed(&rng, seed);
+  rc = fc_q_encode(delta, n, bits, block, &rng, out);
+  fc_wipe(&rng, sizeof rng);
+  return rc;
 }
 
 /* The distributed discrete Gaussian (Kairouz, Liu and Steinke 2021, Algorithm

@@ -30,6 +30,10 @@ double fc_stage_clip(float *delta, size_t n, float clip, double *norm_out);
  * and out[dim + 1] = +-bit_scale (unclipped or not) if p->bit_scale.
  * FEDC_ERR_INVALID for examples == 0; FEDC_ERR_CRYPTO if no randomness. */
 int fc_stage_quantize(const float *delta, uint64_t examples, int unclipped, const fc_sa_params *p, uint32_t *out);
+/* Plaintext compressed upload (protocol 1.9): the clipped delta, b-bit codes
+ * in blocks (common/quant.h, fc_q_payload_bytes bytes in out), rounding
+ * seeded from the system's CSPRNG. */
+int fc_stage_compress(const float *delta, uint64_t n, uint32_t bits, uint32_t block, uint8_t *out);
 /* Distributed DP: add this client's discrete Gaussian noise (p->dp_sigma on
  * the model coordinates, p->dp_bit_sigma on the clipping bit) to a quantized
  * input of fc_sa_entries(p) entries. No-op without DP. */

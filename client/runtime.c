@@ -33,6 +33,7 @@
 #include "common/fileutil.h"
 #include "common/log.h"
 #include "common/manifest.h"
+#include "common/quant.h"
 #include "common/rng.h"
 #include "crypto/cert_cache.h"
 #include "fedc/client.h"
@@ -293,6 +294,10 @@ int rt_upload(fedc_client *c, const Fedc__V1__Task *t, const void *payload, cons
   meta.update_norm = (float)norm;
   meta.masked = masked;
   meta.unclipped = c->unclipped;
+  if (!masked && fc_q_supported(t->upload_bits, t->upload_block)) {
+    meta.upload_bits = t->upload_bits; /* 1.9: the payload is the task's encoding (common/quant.h) */
+    meta.upload_block = t->upload_block;
+  }
   if (masked) {
     /* The coordinator must learn nothing of one client beyond the sum: no
      * norm, no clipping bit (it rides masked), and under distributed DP no
@@ -397,6 +402,40 @@ void rt_emit(fedc_client *c, const fedc_event *ev) {
   if (c->o.on_event) c->o.on_event(c->o.event_ctx, ev);
 }
 
+/* Protocol 1.9: the coordinator asked for a quantized update (Task.upload_bits,
+ * upload_block): encode the clipped delta (common/quant.h, unbiased) and
+ * upload it as one U8 tensor. An encoding this build does not know is
+ * refused rather than guessed at. */
+static int upload_compressed(fedc_client *c, const Fedc__V1__Task *t, const float *delta, size_t n, uint64_t examples,
+                             double loss, double norm, uint64_t *bytes_out, fc_status *st) {
+  uint64_t bytes = fc_q_payload_bytes(n, t->upload_bits, t->upload_block);
+  if (!bytes) {
+    snprintf(st->detail, sizeof st->detail, "the coordinator asks for %u-bit uploads in blocks of %u: not supported",
+             t->upload_bits, t->upload_block);
+    return FEDC_ERR_REJECTED;
+  }
+  uint8_t *q = malloc(bytes);
+  if (!q) {
+    snprintf(st->detail, sizeof st->detail, "out of memory for a %llu-byte compressed update",
+             (unsigned long long)bytes);
+    return FEDC_ERR_NOMEM;
+  }
+  int rc = fc_stage_compress(delta, n, t->upload_bits, t->upload_block, q);
+  if (rc == FEDC_OK) {
+    fc_model_spec qs;
+    memset(&qs, 0, sizeof qs);
+    char name[16];
+    snprintf(name, sizeof name, "update.q%u", t->upload_bits);
+    fc_model_spec_add(&qs, name, 1, &bytes);
+    qs.t[0].dtype = FC_DTYPE_U8;
+    rc = rt_upload_retrying(c, t, q, &qs, bytes, 0, examples, loss, norm, t->deadline_unix_ms, bytes_out, st);
+  } else {
+    snprintf(st->detail, sizeof st->detail, "cannot quantize the update");
+  }
+  free(q);
+  return rc;
+}
+
 /* One selected round. Returns FEDC_OK (uploaded), FEDC_ERR_REJECTED (refused,
  * move on), a transient error (caller backs off) or a permanent one. */
 static int do_round(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
@@ -492,6 +531,8 @@ static int do_round(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
   if (c->o.on_event) c->o.on_event(c->o.event_ctx, &ev);
   if (t->secagg)
     rc = rt_secagg_round(c, t, out, examples, loss, norm, &bytes_out, st);
+  else if (t->upload_bits && t->upload_bits != 32)
+    rc = upload_compressed(c, t, out, n, examples, loss, norm, &bytes_out, st);
   else
     rc = rt_upload_retrying(c, t, out, &c->spec, c->model_bytes, 0, examples, loss, norm, t->deadline_unix_ms,
                             &bytes_out, st);

@@ -153,6 +153,9 @@ int rt_secagg_cfg(const Fedc__V1__Task *t, uint64_t dim, fc_sa_client_cfg *cfg) 
   p->bit_scale = sp->bit_scale;
   p->dp_bit_sigma = sp->dp_bit_sigma;
   p->min_survivors = sp->min_survivors;
+  p->quant_bits = sp->quant_bits; /* 1.9: narrow ring; fc_sa_params_check refuses one that can wrap */
+  p->ring_bits = sp->ring_bits;
+  p->quant_range = sp->quant_range;
   cfg->names = (const char *const *)sp->cohort;
   cfg->index = sp->index;
   return FEDC_OK;
@@ -186,6 +189,18 @@ static int train_send(void *ctx, const fc_sa_params *p, uint32_t *q, uint64_t de
   fc_model_spec ms;
   memset(&ms, 0, sizeof ms);
   uint64_t entries = fc_sa_entries(p);
+  if (p->quant_bits) {
+    /* Narrow ring (1.9): the low ring_bits of each masked word (secagg/ring.c). */
+    uint64_t bytes = fc_sa_wire_bytes(p);
+    uint8_t *packed = malloc(bytes);
+    if (!packed) return reject(st, "out of memory for the masked input");
+    fc_sa_ring_pack(q, entries, p->ring_bits, packed);
+    fc_model_spec_add(&ms, "secagg.masked", 1, &bytes);
+    ms.t[0].dtype = FC_DTYPE_U8;
+    int rc = rt_upload_retrying(c, in->t, packed, &ms, bytes, 1, 0, in->loss, in->norm, deadline, in->bytes_out, st);
+    free(packed);
+    return rc;
+  }
   fc_model_spec_add(&ms, "secagg.masked", 1, &entries);
   ms.t[0].dtype = FC_DTYPE_U32;
   return rt_upload_retrying(c, in->t, q, &ms, entries * sizeof *q, 1, 0, in->loss, in->norm, deadline, in->bytes_out,

@@ -80,8 +80,14 @@ int fc_chunk_rx_begin(fc_chunk_rx *rx, const fc_model_spec *spec, uint64_t total
     describe_mismatch(spec, expect, err, errlen);
     return FEDC_ERR_SHAPE;
   }
+  /* A byte tensor is a compressed upload: only where the receiver asked for one. */
+  for (uint32_t i = 0; !expect && i < spec->n; i++)
+    if (spec->t[i].dtype == FC_DTYPE_U8) {
+      snprintf(err, errlen, "tensor '%s' is U8: not expected here", spec->t[i].name);
+      return FEDC_ERR_SHAPE;
+    }
   /* numel <= FC_MODEL_MAX_PARAMS (2^31) after the check, so 4*numel cannot overflow. */
-  uint64_t want_total = 4 * fc_model_numel(spec);
+  uint64_t want_total = fc_model_bytes(spec);
   if (total_bytes != want_total) {
     snprintf(err, errlen, "tensor stream header: total_bytes %" PRIu64 " but the spec needs %" PRIu64, total_bytes,
              want_total);

@@ -7,7 +7,7 @@
  *
  *   | message | field       | type        | rule                                              |
  *   |---------|-------------|-------------|---------------------------------------------------|
- *   | header  | total_bytes | u64         | == 4 * numel(tensors); <= the receiver's cap      |
+ *   | header  | total_bytes | u64         | == sum numel * (4, or 1 for U8); <= receiver's cap|
  *   | header  | tensors     | TensorSpec* | a valid spec (fc_model_spec_check); equal to the  |
  *   |         |             |             | spec the receiver expects, when it expects one    |
  *   | header  | sha256      | 32 bytes    | SHA-256 of the whole payload                      |
@@ -67,7 +67,7 @@ typedef struct fc_chunk_rx {
  * Accept a header. rx must be zeroed or freed (a begun rx is not freed here:
  * call fc_chunk_rx_free first). expect NULL accepts any valid spec. Checks, in
  * order: spec valid (SHAPE), spec equal to expect (SHAPE, naming the first
- * differing tensor), total_bytes == 4*numel (SHAPE), total_bytes <= max_total
+ * differing tensor), U8 only with an expect (SHAPE), total_bytes == fc_model_bytes (SHAPE), total_bytes <= max_total
  * (TOO_LARGE), sha_len == 32 (PROTOCOL), chunk_bytes in [1, FC_CHUNK_MAX]
  * (PROTOCOL). On error rx is left FAILED (and needs no free, though free is harmless).
  */

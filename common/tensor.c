@@ -15,6 +15,12 @@ uint64_t fc_tensor_numel(const fc_tensor_spec *t) {
   return n;
 }
 
+uint64_t fc_model_bytes(const fc_model_spec *m) {
+  uint64_t n = 0;
+  for (uint32_t i = 0; i < m->n; i++) n += fc_tensor_numel(&m->t[i]) * fc_dtype_size(m->t[i].dtype);
+  return n;
+}
+
 uint64_t fc_model_numel(const fc_model_spec *m) {
   uint64_t n = 0;
   for (uint32_t i = 0; i < m->n; i++) n += fc_tensor_numel(&m->t[i]);
@@ -50,8 +56,8 @@ int fc_model_spec_check(const fc_model_spec *m, char *err, size_t errlen) {
         snprintf(err, errlen, "tensor name '%s' repeated", t->name);
         return FEDC_ERR_SHAPE;
       }
-    if (t->dtype != FC_DTYPE_F32 && t->dtype != FC_DTYPE_U32) {
-      snprintf(err, errlen, "tensor '%s' has unsupported dtype %d (only F32, or U32 for masked updates)", t->name,
+    if (t->dtype != FC_DTYPE_F32 && t->dtype != FC_DTYPE_U32 && t->dtype != FC_DTYPE_U8) {
+      snprintf(err, errlen, "tensor '%s' has unsupported dtype %d (only F32, U32 or U8 for uploads)", t->name,
                t->dtype);
       return FEDC_ERR_SHAPE;
     }

@@ -23,8 +23,13 @@
 #define FC_MAX_TRAIN_LOSS 1e9
 
 /* Same numbers as fedc.v1.DType. Models are F32; U32 is only the masked
- * vector of secure aggregation (4 bytes per element too). */
-enum fc_dtype { FC_DTYPE_F32 = 1, FC_DTYPE_U32 = 2 };
+ * vector of secure aggregation (4 bytes per element too); U8 (1 byte) only a
+ * compressed upload (a quantized update, a narrow-ring masked vector), and a
+ * stream receiver takes it only when it asked for one (chunk.h). */
+enum fc_dtype { FC_DTYPE_F32 = 1, FC_DTYPE_U32 = 2, FC_DTYPE_U8 = 3 };
+/* Bytes per element of a valid dtype (4 or 1). */
+static inline uint64_t fc_dtype_size(int dtype) { return dtype == FC_DTYPE_U8 ? 1 : 4; }
+
 
 typedef struct fc_tensor_spec {
   char name[FC_TENSOR_NAME_MAX];
@@ -41,6 +46,8 @@ typedef struct fc_model_spec {
 /* Element count of one tensor / of the whole model. */
 uint64_t fc_tensor_numel(const fc_tensor_spec *t);
 uint64_t fc_model_numel(const fc_model_spec *m);
+/* Payload bytes of a valid spec: sum of numel * element size. */
+uint64_t fc_model_bytes(const fc_model_spec *m);
 /* 1 if s is a valid tensor name (above). Check it before quoting a name
  * from the wire or a file in any message. */
 int fc_tensor_name_ok(const char *s);

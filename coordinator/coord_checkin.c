@@ -23,6 +23,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "coordinator/audit.h"
+#include "coordinator/coord_codec.h"
 #include "coordinator/coord_int.h"
 #include "fedc/error.h"
 #include "fedc/v1/fedc.pb-c.h"
@@ -81,13 +82,17 @@ void coord_h_checkin(fc_scall *call, void *ctx) {
   uint32_t retry = 0;
   int dp_sa = c->cfg.engine.secagg && c->cfg.dp_noise_multiplier > 0;
   unsigned need = c->cfg.engine.secagg ? 5 : c->cfg.dp_adaptive_quantile > 0 ? 3 : 0;
+  int compress = c->cfg.upload_bits != 32 && need < COORD_CODEC_MINOR; /* it would send float32, refused */
+  if (compress) need = COORD_CODEC_MINOR;
   if (peer->proto_minor < need) {
     /* Secure aggregation: before 1.2 it would send its update in the clear;
      * before 1.5 its session id lacks min_survivors and it could never take
      * part. Adaptive clipping: it would not say whether it clipped. */
     char why[200];
     snprintf(why, sizeof why, "this federation runs %s (fedc protocol 1.%u); the client speaks 1.%u: upgrade it",
-             dp_sa ? "distributed DP" : need == 3 ? "adaptive clipping" : "secure aggregation", need, peer->proto_minor);
+             compress ? "compressed uploads" : dp_sa ? "distributed DP" : need == 3 ? "adaptive clipping"
+                                                                   : "secure aggregation",
+             need, peer->proto_minor);
     fc_scall_finish(call, GRPC_STATUS_FAILED_PRECONDITION, why, NULL);
     return;
   }
@@ -157,6 +162,7 @@ void coord_h_checkin(fc_scall *call, void *ctx) {
     t.clip_norm = clip;
     t.deadline_unix_ms = task.deadline_ms;
     t.model_bytes = model_bytes;
+    coord_codec_task(c, &t);
     if (hold) {
       coord_sa_task(c, peer->name, &sp);
       t.secagg = &sp;

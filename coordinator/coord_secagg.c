@@ -120,6 +120,18 @@ static int sa_params_for(fc_coord *c, const fc_engine_status *es, uint32_t n, fc
   p->max_weight = c->bagg ? 1 : c->cfg.max_example_weight;
   p->clip = c->clip;
   p->dim = fc_model_numel(&c->model->spec);
+  if (c->cfg.upload_bits && c->cfg.upload_bits < 32) {
+    /* Narrow ring (1.9, secagg/ring.c): b-bit inputs, weights 1, the
+     * narrowest ring the cohort's sum cannot wrap in. */
+    p->quant_bits = c->cfg.upload_bits;
+    p->quant_range = c->cfg.secagg_range < p->clip ? c->cfg.secagg_range : 0;
+    p->max_weight = 1;
+    p->ring_bits = fc_sa_ring_bits(n, p->quant_bits);
+    if (!p->ring_bits) {
+      snprintf(why, whylen, "no ring of up to 32 bits holds the sum of %u inputs of %u bits", n, p->quant_bits);
+      return FEDC_ERR_INVALID;
+    }
+  }
   if (c->cfg.dp_noise_multiplier > 0) {
     /* Distributed discrete Gaussian (Kairouz, Liu and Steinke 2021): each
      * client adds noise of std z (C s + sqrt(dim)) / sqrt(m) in the integer
@@ -403,6 +415,9 @@ void coord_sa_task(fc_coord *c, const char *client, Fedc__V1__SecAggParams *p) {
   p->bit_scale = sp->bit_scale;
   p->dp_bit_sigma = sp->dp_bit_sigma;
   p->min_survivors = sp->min_survivors;
+  p->quant_bits = sp->quant_bits;
+  p->ring_bits = sp->ring_bits;
+  p->quant_range = sp->quant_range;
 }
 
 /* One bucket's unmasked, decoded mean into `delta`; *count inputs, *total weight. */
@@ -415,11 +430,17 @@ static int sa_unmask_one(fc_coord *c, uint32_t b, const fc_sa_params *p, fc_sa_m
     snprintf(why, whylen, "unmasking stopped: %s", fedc_strerror(rc));
     return rc;
   }
-  const uint32_t *sum = fc_agg_secagg_sum(c->agg, b, count);
+  uint32_t *sum = fc_agg_secagg_sum(c->agg, b, count);
   *total = 0;
+  fc_sa_ring_reduce(sum, p->dim, p->quant_bits ? p->ring_bits : 0); /* 1.9: the sum lives mod 2^ring_bits */
   if (fc_sa_dequantize(sum, p->dim, fc_sa_params_scale(p), (uint64_t)p->n * p->max_weight, delta, total) != FEDC_OK) {
     snprintf(why, whylen, "unmasked sum is inconsistent (total weight %u): a client sent a malformed input",
              sum[p->dim]);
+    return FEDC_ERR_REJECTED;
+  }
+  if (p->quant_bits && *total != *count) { /* narrow ring: every weight is 1 */
+    snprintf(why, whylen, "unmasked weights sum to %llu for %u inputs (each must be 1): a client sent a malformed input",
+             (unsigned long long)*total, *count);
     return FEDC_ERR_REJECTED;
   }
   char who[32] = "";
@@ -620,9 +641,10 @@ int coord_sa_masked_begin(fc_coord *c, const char *client, fc_model_spec *spec, 
     return FEDC_ERR_REJECTED;
   }
   memset(spec, 0, sizeof *spec);
-  uint64_t shape = fc_sa_entries(fc_sa_server_params(c->sa[b]));
+  const fc_sa_params *p = fc_sa_server_params(c->sa[b]);
+  uint64_t shape = p->quant_bits ? fc_sa_wire_bytes(p) : fc_sa_entries(p);
   fc_model_spec_add(spec, "secagg.masked", 1, &shape);
-  spec->t[0].dtype = FC_DTYPE_U32;
+  spec->t[0].dtype = p->quant_bits ? FC_DTYPE_U8 : FC_DTYPE_U32; /* 1.9: narrow ring, ring_bits/8 bytes a word */
   *bucket = (uint32_t)b;
   return FEDC_OK;
 }

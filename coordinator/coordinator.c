@@ -34,6 +34,7 @@
 #include "coordinator/aggregate.h"
 #include "coordinator/audit.h"
 #include "coordinator/refusals.h"
+#include "coordinator/coord_codec.h"
 #include "coordinator/coord_int.h"
 #include "coordinator/dp_clip.h"
 #include "common/dp_noise.h"
@@ -72,6 +73,8 @@ void fc_coord_cfg_defaults(fc_coord_cfg *c) {
    * weight by max_example_weight examples. clip_norm 0 turns clipping off. */
   c->clip_norm = 10.0f;
   c->max_example_weight = 10000;
+  c->upload_bits = 32;
+  c->upload_block = 1024;
   c->server_lr = 1.0f;
   snprintf(c->server_optimizer, sizeof c->server_optimizer, "sgd");
   c->server_beta1 = 0.9f;
@@ -1042,6 +1045,7 @@ typedef struct upload {
   int begun; /* the engine counts this upload as in progress */
   int committed; /* under c->mu: folded; cancel_uploads must leave it alone */
   int masked;    /* secure aggregation: a masked input (u32), not a float delta */
+  coord_codec *codec; /* compressed upload (coord_codec.c); NULL: folds as it is */
   uint32_t bucket; /* ... for this bucket's sum */
   int unclipped; /* UpdateMeta.unclipped: within the clip before clipping (adaptive clipping) */
   uint64_t round, round_deadline, examples;
@@ -1111,7 +1115,7 @@ static void upload_done(void *state) {
   if (up->begun || up->u) FC_WARN(MOD, "upload from %s broke off after %llu of %llu bytes", up->client,
                                   (unsigned long long)up->rx.received, (unsigned long long)up->rx.total);
   /* The call is gone, not refused: keep what arrived, before it leaves the list (UploadOffset sees either). */
-  if (up->begun && up->u)
+  if (up->begun && up->u && !up->codec) /* a compressed upload starts over (upload_end) */
     coord_upload_keep(up->c, up->client, up->round, &up->meta, up->bucket, &up->rx, &up->u, up->round_deadline, 0, 0);
   if (up->listed) {
     pthread_mutex_lock(&up->c->up_mu);
@@ -1125,6 +1129,7 @@ static void upload_done(void *state) {
   }
   upload_settle(up);
   fc_chunk_rx_free(&up->rx);
+  coord_codec_free(up->codec);
   model_unref(up->m);
   free(up);
 }
@@ -1161,7 +1166,10 @@ static void upload_chunk(fc_scall *call, void *state, const ProtobufCMessage *ms
     return;
   }
   int err = fc_chunk_rx_feed(&up->rx, um->chunk->offset, um->chunk->data.data, um->chunk->data.len, why, sizeof why);
-  if (err == FEDC_OK) err = c->agg->ops->update_chunk(c->agg, up->u, at, um->chunk->data.data, um->chunk->data.len);
+  if (err == FEDC_OK && up->codec)
+    err = coord_codec_feed(up->codec, c->agg, up->u, um->chunk->data.data, um->chunk->data.len, why, sizeof why);
+  else if (err == FEDC_OK)
+    err = c->agg->ops->update_chunk(c->agg, up->u, at, um->chunk->data.data, um->chunk->data.len);
   if (err != FEDC_OK) upload_refuse(up, call, err_status(err), why);
 }
 
@@ -1169,11 +1177,15 @@ static void upload_end(fc_scall *call, void *state) {
   upload *up = state;
   fc_coord *c = up->c;
   char why[400];
-  /* gRPC ends a call whose link was cut like a stream the client closed early: keep what arrived. */
-  int err = up->rx.received < up->rx.total && up->u
+  /* gRPC ends a call whose link was cut like a stream the client closed early:
+   * keep what arrived. Not a compressed upload: its decoder's place in the
+   * block stream is not kept, so a cut one starts over (UploadOffset says 0). */
+  int err = up->rx.received < up->rx.total && up->u && !up->codec
                 ? coord_upload_keep(c, up->client, up->round, &up->meta, up->bucket, &up->rx, &up->u,
                                     up->round_deadline, why, sizeof why)
                 : fc_chunk_rx_end(&up->rx, why, sizeof why);
+  double slack = 0; /* how far quantization may move the norm past the clip (coord_codec.c) */
+  if (err == FEDC_OK && up->codec) err = coord_codec_end(up->codec, &slack, why, sizeof why);
   if (err != FEDC_OK) {
     upload_refuse(up, call, err_status(err), why);
     return;
@@ -1190,7 +1202,7 @@ static void upload_end(fc_scall *call, void *state) {
   pthread_mutex_lock(&c->mu);
   float clip = c->clip;
   pthread_mutex_unlock(&c->mu);
-  if (clip > 0 && l2 > clip * (1.0 + 1e-4)) {
+  if (clip > 0 && l2 > clip * (1.0 + 1e-4) + slack) {
     snprintf(why, sizeof why, "update L2 norm %.6g exceeds the clip norm %.6g", l2, (double)clip);
     upload_refuse(up, call, GRPC_STATUS_INVALID_ARGUMENT, why);
     return;
@@ -1268,6 +1280,7 @@ static void h_upload(fc_scall *call, void *ctx) {
   up->masked = first->meta->masked;
   pthread_mutex_lock(&c->mu);
   int v = fc_engine_upload_begin(c->engine, peer->name, up->round, first->meta->model_version, fc_now_ms());
+  double clip_now = c->clip;
   uint32_t retry = v == FC_UP_RATE_LIMITED ? fc_engine_retry_ms(c->engine) : 0;
   fc_engine_get_status(c->engine, fc_now_ms(), &es);
   if (v == FC_UP_OK && c->cfg.engine.secagg) {
@@ -1315,6 +1328,9 @@ static void h_upload(fc_scall *call, void *ctx) {
              (unsigned long long)up->round);
   } else {
     up->begun = 1;
+    int err;
+    const fc_model_spec *want = up->masked ? &masked_spec : &up->m->spec;
+    uint64_t want_bytes = up->masked ? fc_model_bytes(&masked_spec) : up->m->bytes;
     if (up->examples == 0 && !up->masked) {
       code = GRPC_STATUS_INVALID_ARGUMENT;
       snprintf(why, sizeof why, "update reports 0 examples");
@@ -1324,11 +1340,11 @@ static void h_upload(fc_scall *call, void *ctx) {
       code = GRPC_STATUS_INVALID_ARGUMENT;
       snprintf(why, sizeof why, "update reports train_loss %g: must be finite and in [0, %g]", up->loss,
                FC_MAX_TRAIN_LOSS);
-    } else if ((code = coord_upload_open(c,
-                                         &(coord_upload_args){up->client, up->round, first,
-                                                              up->masked ? &masked_spec : &up->m->spec,
-                                                              up->masked ? fc_model_numel(&masked_spec) * 4 : up->m->bytes,
-                                                              up->bucket},
+    } else if ((err = coord_codec_begin(c, first->meta, up->masked, fc_model_numel(&up->m->spec), clip_now, &want,
+                                        &want_bytes, &up->codec, why, sizeof why)) != FEDC_OK) {
+      code = err_status(err);
+    } else if ((code = coord_upload_open(c, &(coord_upload_args){up->client, up->round, first, want, want_bytes,
+                                                                   up->bucket},
                                          &up->rx, &up->u, &up->resumed_from, &retry, why, sizeof why))) {
       /* refused: a bad header, busy (no staging slot), or a resume that does not fit (coord_resume.c) */
     } else if (up->masked && fc_agg_secagg_route(c->agg, up->u, up->bucket) != FEDC_OK) {
@@ -1710,6 +1726,7 @@ static int cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen) {
                           "dp_noise_multiplier > 0");
     return FEDC_ERR_INVALID;
   }
+  if (coord_codec_config_check(cfg, err, errlen) != FEDC_OK) return FEDC_ERR_INVALID;
   if (cfg->engine.secagg && !(cfg->clip_norm > 0)) {
     snprintf(err, errlen, "secure aggregation needs clip_norm > 0: the quantization range comes from it");
     return FEDC_ERR_INVALID;

@@ -129,6 +129,13 @@ typedef struct fc_coord_cfg {
   char watermark_key[512];
   uint32_t watermark_steps;
   float watermark_lr;
+  /* Compressed uploads (protocol 1.9; coord_codec.c): 32 = float32; 8 or 4 =
+   * plaintext updates quantized in blocks of upload_block values
+   * (common/quant.h), or under secure aggregation b-bit inputs in the
+   * narrowest ring the cohort's sum cannot wrap (secagg/ring.c). */
+  uint32_t upload_bits;
+  uint32_t upload_block;
+  float secagg_range; /* narrow ring: a coordinate's range, values clamped into it (0 = the clip) */
 } fc_coord_cfg;
 
 void fc_coord_cfg_defaults(fc_coord_cfg *c);

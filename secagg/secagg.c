@@ -124,6 +124,28 @@ int fc_sa_params_check(const fc_sa_params *p, char *why, size_t whylen) {
              (unsigned long long)p->max_weight, (double)p->clip);
     return FEDC_ERR_INVALID;
   }
+  if (p->quant_bits || p->ring_bits) {
+    /* Narrow ring (1.9, ring.c): b-bit inputs, weights 1, no DP noise (its
+     * range needs the 32-bit ring's room); a ring the cohort's sum could
+     * wrap in is refused: the unmasked sum would be garbage. */
+    uint32_t need = fc_sa_ring_bits(p->n, p->quant_bits);
+    if (p->quant_bits < 2 || p->quant_bits > 16 || p->max_weight != 1 || p->scale != 0 || p->dp_sigma != 0 ||
+        p->bit_scale != 0) {
+      snprintf(why, whylen, "narrow ring: %u-bit inputs need 2..16 bits, weights 1 and no distributed DP",
+               p->quant_bits);
+      return FEDC_ERR_INVALID;
+    }
+    if (!(p->quant_range >= 0 && p->quant_range <= p->clip)) {
+      snprintf(why, whylen, "narrow ring: quantization range %g must be in [0, clip %g]", (double)p->quant_range,
+               (double)p->clip);
+      return FEDC_ERR_INVALID;
+    }
+    if (!need || p->ring_bits % 8 || p->ring_bits < need || p->ring_bits > 32) {
+      snprintf(why, whylen, "a %u-bit ring can wrap: the sum of %u inputs of %u bits needs a ring of %u bits",
+               p->ring_bits, p->n, p->quant_bits, need);
+      return FEDC_ERR_INVALID;
+    }
+  }
   if (p->scale != 0 || p->dp_sigma != 0 || p->bit_scale != 0 || p->dp_bit_sigma != 0) {
     /* Distributed DP: the coordinator chose the scale and the noise; each
      * client checks the sum still cannot wrap (8 standard deviations of n
@@ -161,6 +183,8 @@ int fc_sa_params_check(const fc_sa_params *p, char *why, size_t whylen) {
 }
 
 double fc_sa_params_scale(const fc_sa_params *p) {
+  if (p->quant_bits >= 2 && p->quant_bits <= 16)
+    return (double)((1u << (p->quant_bits - 1)) - 1) / (double)(p->quant_range > 0 ? p->quant_range : p->clip);
   return p->scale > 0 ? p->scale : fc_sa_quant_scale(p->n, p->max_weight, p->clip);
 }
 
@@ -180,7 +204,7 @@ double fc_sa_dp_scale(uint32_t n, uint32_t m_min, float clip, uint64_t dim, doub
 
 int fc_sa_session_id(const fc_sa_params *p, const char *const *names, uint8_t out[FC_SA_SESSION_LEN]) {
   static const char tag[] = "fedc/secagg/v1/session";
-  uint8_t buf[8 * 4 + 32 + 4 * 3 + FC_SA_SEED_LEN + 4 + 8 * 3 + 4 + 4];
+  uint8_t buf[8 * 4 + 32 + 4 * 3 + FC_SA_SEED_LEN + 4 + 8 * 3 + 4 + 4 + 12];
   uint8_t *q = buf;
   put64(q, p->round), q += 8;
   put64(q, p->model_version), q += 8;
@@ -209,6 +233,14 @@ int fc_sa_session_id(const fc_sa_params *p, const char *const *names, uint8_t ou
   /* Protocol 1.5: the survivor floor, so a client and the coordinator that
    * disagree on it share no session. 0 (none) keeps the 1.4 id. */
   if (p->min_survivors) put32(q, p->min_survivors), q += 4;
+  /* Protocol 1.9: the narrow ring. Without it the 1.5 id. */
+  if (p->quant_bits || p->ring_bits) {
+    uint32_t range_bits;
+    memcpy(&range_bits, &p->quant_range, 4);
+    put32(q, p->quant_bits), q += 4;
+    put32(q, p->ring_bits), q += 4;
+    put32(q, range_bits), q += 4;
+  }
   fc_sha256_ctx c;
   int rc = fc_sha256_init(&c);
   if (rc != FEDC_OK) return rc;

@@ -74,6 +74,16 @@ typedef struct fc_sa_params {
    * the noise was calibrated for (fc_sa_dp_scale's m_min), so no sum carrying
    * less noise than the accountant counts is ever unmasked. */
   uint32_t min_survivors;
+  /* Narrow ring (protocol 1.9; secagg/ring.c), 0 and 0 without it: each
+   * coordinate is quantized to an integer in [-L, L], L = 2^(quant_bits-1) - 1,
+   * at scale L / clip, weights are 1 (max_weight 1), and the masked vector
+   * travels mod 2^ring_bits. ring_bits >= fc_sa_ring_bits(n, quant_bits). */
+  uint32_t quant_bits;
+  uint32_t ring_bits;
+  /* ... and the range of one coordinate: inputs are clamped into
+   * [-quant_range, quant_range] (a bias the operator accepts for a finer
+   * step); 0 = clip, which needs no clamp (|x_i| <= ||x|| <= clip). */
+  float quant_range;
 } fc_sa_params;
 
 /* The split-view condition. Survivor v's self-mask seed b_v is Shamir-shared
@@ -155,6 +165,29 @@ void fc_sa_quantize(const float *x, uint64_t dim, uint64_t weight, double scale,
  * FEDC_ERR_INVALID if W is 0 or above n * max_weight (a wrapped or broken sum). */
 int fc_sa_dequantize(const uint32_t *sum, uint64_t dim, double scale, uint64_t max_total_weight, float *avg,
                      uint64_t *total_weight);
+
+/* ---- narrow ring (protocol 1.9; secagg/ring.c) ----
+ * The masked vector lives in Z_{2^w}, w = ring_bits, instead of Z_{2^32}.
+ * Masks: the same expansion (fc_sa_mask_apply) mod 2^32, reduced mod 2^w by
+ * keeping the low w bits of each word; since 2^w divides 2^32 the pairwise
+ * masks still cancel and the self masks still come off mod 2^w, and the low
+ * w bits of a uniform 32-bit word are uniform mod 2^w, so a masked entry
+ * still hides its input perfectly. The sum of n inputs, each in [-L, L],
+ * lies in [-nL, nL]: it cannot wrap when nL <= 2^(w-1) - 1 (read as a signed
+ * w-bit number), and the weights (1 each) sum to n <= 2^w - 1. */
+/* Narrowest ring (8, 16, 24 or 32 bits) in which n inputs of quant_bits bits
+ * cannot wrap; 0 if none (or quant_bits outside 2..16). */
+uint32_t fc_sa_ring_bits(uint32_t n, uint32_t quant_bits);
+/* Bytes of the masked vector on the wire: entries x 4, or x ring_bits / 8 in a narrow ring. */
+uint64_t fc_sa_wire_bytes(const fc_sa_params *p);
+/* The low ring_bits of each of n words, little-endian, ring_bits / 8 bytes each. */
+void fc_sa_ring_pack(const uint32_t *v, uint64_t n, uint32_t ring_bits, uint8_t *out);
+/* The inverse: n words of ring_bits / 8 bytes into u32 (high bits 0). */
+void fc_sa_ring_unpack(const uint8_t *in, uint64_t n, uint32_t ring_bits, uint32_t *out);
+/* An unmasked sum (mod 2^32) reduced into the ring: the dim coordinates
+ * sign-extended from ring_bits (so fc_sa_dequantize reads them as int32), the
+ * weight (entry dim) reduced mod 2^ring_bits. No-op for ring_bits 0 or 32. */
+void fc_sa_ring_reduce(uint32_t *sum, uint64_t dim, uint32_t ring_bits);
 
 /* ---- key derivation (HKDF-SHA256; never a raw shared secret) ---- */
 /* Pairwise mask key s_uv from X25519(s_u, s_v): info holds the round and the

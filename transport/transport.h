@@ -38,6 +38,8 @@
                                     tasks, ReportEval, CheckInRequest.can_evaluate);
                                1.8: eligibility, pace steering (CheckInRequest.device,
                                     CheckInResponse.not_eligible, StatusResponse.eligibility);
+                               1.9: compressed uploads, narrow SecAgg ring (Task.upload_bits, UpdateMeta,
+                                    SecAggParams ring fields, DTYPE_U8);
                                1.10: resumable transfers (TensorHeader.start_offset,
                                     FetchModelRequest.start_offset, UploadOffset) */
 #define FC_PROTOCOL_STR_(x) #x

@@ -94,6 +94,17 @@ typedef struct sim_client {
   uint32_t *pre;  /* cfg->premask: its input, masked ahead of time */
 } sim_client;
 
+/* Narrow ring (secagg/ring.c), as client/pipeline.c does: only float rounding
+ * of the clip can step a quantized value past L; clamped before masking. */
+static void clamp_narrow(const fc_sa_params *p, uint32_t *q) {
+  if (!p->quant_bits) return;
+  int32_t L = (int32_t)((1u << (p->quant_bits - 1)) - 1);
+  for (uint64_t j = 0; j < p->dim; j++) {
+    int32_t v = (int32_t)q[j];
+    q[j] = (uint32_t)(v > L ? L : v < -L ? -L : v);
+  }
+}
+
 static void client_abort(sa_harness_result *res, sim_client *sc, uint32_t idx) {
   sc->aborted = 1;
   if (!res->client_aborts++)
@@ -149,6 +160,9 @@ int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res) {
   p.max_weight = cfg->max_weight;
   p.clip = cfg->clip;
   p.dim = cfg->dim;
+  p.quant_bits = cfg->quant_bits;
+  p.quant_range = cfg->quant_range;
+  p.ring_bits = cfg->quant_bits && !cfg->ring_bits ? fc_sa_ring_bits(cfg->n, cfg->quant_bits) : cfg->ring_bits;
   fc_rng rng;
   fc_rng_seed(&rng, cfg->seed);
   for (int i = 0; i < 32; i++) p.graph_seed[i] = (uint8_t)fc_rng_u64(&rng), p.model_sha[i] = (uint8_t)i;
@@ -162,9 +176,10 @@ int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res) {
   double *favg = calloc(p.dim, sizeof *favg);
   float *x = malloc(p.dim * sizeof *x); /* one client's update at a time */
   uint32_t *q = malloc((p.dim + 1) * sizeof *q), *yb = malloc((p.dim + 1) * sizeof *yb);
+  uint8_t *wire = malloc((p.dim + 1) * 4); /* narrow ring: the masked vector as sent */
   double wsum = 0;
   int rc = FEDC_ERR_NOMEM;
-  if (!names || !cl || !ca || !expect || !favg || !x || !q || !yb) goto out;
+  if (!names || !cl || !ca || !expect || !favg || !x || !q || !yb || !wire) goto out;
   for (uint32_t i = 0; i < n; i++) {
     names[i] = malloc(16);
     if (!names[i]) goto out;
@@ -180,7 +195,7 @@ int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res) {
   if (cfg->session_out) memcpy(cfg->session_out, fc_sa_server_session(srv), FC_SA_SESSION_LEN);
   if ((rc = fc_agg_secagg_create(p.dim + 1, 1, 4, &agg)) != FEDC_OK) goto out;
   agg->ops->round_begin(agg);
-  double scale = fc_sa_quant_scale(n, p.max_weight, p.clip);
+  double scale = p.quant_bits ? fc_sa_params_scale(&p) : fc_sa_quant_scale(n, p.max_weight, p.clip);
   for (uint32_t i = 0; i < n; i++) {
     sim_client *sc = &cl[i];
     fc_sa_client_cfg cc;
@@ -251,6 +266,7 @@ int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res) {
           fc_rng qr;
           fc_rng_seed(&qr, cfg->seed * 1000003u + idx);
           fc_sa_quantize(x, p.dim, sc->weight, scale, &qr, sc->pre);
+          clamp_narrow(&p, sc->pre);
           double c0 = cpu_s();
           if (fc_sa_client_premask(sc->c, sc->pre) != FEDC_OK) client_abort(res, sc, idx);
           res->client_stage_s[stage] += cpu_s() - c0;
@@ -263,6 +279,7 @@ int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res) {
       fc_rng qr;
       fc_rng_seed(&qr, cfg->seed * 1000003u + idx);
       fc_sa_quantize(x, p.dim, sc->weight, scale, &qr, q);
+      clamp_narrow(&p, q);
       uint32_t *y = sc->pre ? sc->pre : yb;
       if (!sc->pre) memcpy(y, q, (p.dim + 1) * sizeof *y);
       double t0 = now_s(), c0 = cpu_s();
@@ -275,11 +292,19 @@ int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res) {
       }
       fc_agg_update *u = NULL;
       if (fc_sa_server_masked_allowed(srv, idx) && agg->ops->update_begin(agg, 1000, &u) == FEDC_OK) {
+        uint64_t wire_bytes = (p.dim + 1) * sizeof *y;
+        if (p.quant_bits) {
+          /* Narrow ring: only the low ring_bits of each word travel; the
+           * coordinator widens them back for its mod-2^32 fold. */
+          wire_bytes = fc_sa_wire_bytes(&p);
+          fc_sa_ring_pack(y, p.dim + 1, p.ring_bits, wire);
+          fc_sa_ring_unpack(wire, p.dim + 1, p.ring_bits, y);
+        }
         agg->ops->update_chunk(agg, u, 0, y, (p.dim + 1) * sizeof *y);
         agg->ops->update_commit(agg, u, 1);
         fc_sa_server_masked_done(srv, idx);
         sc->committed = 1;
-        sc->bytes += (p.dim + 1) * sizeof *y;
+        sc->bytes += wire_bytes;
         /* The plaintext reference: the quantized vectors summed mod 2^32,
          * and the float weighted sum. */
         for (uint64_t j = 0; j <= p.dim; j++) expect[j] += q[j];
@@ -328,6 +353,9 @@ int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res) {
   res->bytes_down_per_client = full ? down / full : 0;
   uint32_t cnt = 0;
   uint32_t *sum = fc_agg_secagg_sum(agg, 0, &cnt);
+  if (p.quant_bits) { /* the sum lives mod 2^ring_bits; the reference never wrapped */
+    fc_sa_ring_reduce(sum, p.dim, p.ring_bits);
+  }
   res->exact = memcmp(sum, expect, (p.dim + 1) * sizeof *sum) == 0;
   float *avg = malloc(p.dim * sizeof *avg);
   uint64_t W = 0;
@@ -352,6 +380,7 @@ out:
   free(x);
   free(q);
   free(yb);
+  free(wire);
   free(cl);
   for (uint32_t i = 0; names && i < n; i++) free(names[i]);
   free(names);

@@ -40,6 +40,9 @@ typedef struct sa_harness_cfg {
    * after sending its shares (fc_sa_client_premask), then takes out the
    * masks of neighbours that sent none. 0: all masking after the shares. */
   int premask;
+  uint32_t quant_bits;   /* narrow ring (secagg/ring.c): b-bit inputs (max_weight must be 1); 0 = 32-bit ring */
+  uint32_t ring_bits;    /* ... its width; 0 = fc_sa_ring_bits(n, quant_bits) */
+  float quant_range;     /* ... a coordinate's range (0 = clip) */
 } sa_harness_cfg;
 
 typedef struct sa_harness_result {

@@ -40,6 +40,10 @@
  *                   UploadOffset says 0; then a whole upload (accepted)
  *   bad-device      a check-in reporting a battery of 150% (INVALID_ARGUMENT),
  *                   then one with a sane device state (OK)
+ *   quant-bad       against --upload-bits 8 (protocol 1.9): a float32 update,
+ *                   quantized ones with a NaN scale, a scale past the clip,
+ *                   the unused code -128 and a block missing (each refused),
+ *                   then a valid quantized zero update (OK)
  *   call METHOD     one unary call to METHOD (e.g. /fedc.v1.Admin/Status)
  *                   and print its status (role checks)
  *   flood           never checks in; --count calls each of UploadUpdate (a
@@ -65,6 +69,7 @@
 #include "common/chunk.h"
 #include "common/clock.h"
 #include "common/fileutil.h"
+#include "common/quant.h"
 #include "crypto/sha256.h"
 #include "fedc/error.h"
 #include "fedc/v1/fedc.pb-c.h"
@@ -122,6 +127,7 @@ typedef struct upload_plan {
   size_t oversize;       /* send one chunk message of this many bytes instead */
   int masked;            /* claim a masked (secure-aggregation) input */
   int hold_ms;           /* pause this long after half the chunks */
+  uint32_t bits, block;  /* UpdateMeta.upload_bits, upload_block (1.9) */
 } upload_plan;
 
 static int upload(const upload_plan *p, fc_status *st) {
@@ -137,6 +143,8 @@ static int upload(const upload_plan *p, fc_status *st) {
   meta.num_examples = p->examples;
   meta.train_loss = (float)p->loss;
   meta.masked = p->masked;
+  meta.upload_bits = p->bits;
+  meta.upload_block = p->block;
   Fedc__V1__UploadMsg first = FEDC__V1__UPLOAD_MSG__INIT;
   first.meta = &meta;
   first.header = &h.h;
@@ -185,6 +193,55 @@ static int upload(const upload_plan *p, fc_status *st) {
 
 /* upload(), again each time the coordinator says when to come back (busy,
  * or over a rate), as the client runtime does; at most 120 s. */
+/* Protocol 1.9: malformed quantized updates against --upload-bits 8. */
+static int run_quant_bad(const Fedc__V1__Task *t, const upload_plan *base) {
+  fc_status st;
+  upload(base, &st); /* float32 where 8-bit is required */
+  report("float32-to-8bit", GRPC_STATUS_INVALID_ARGUMENT, &st);
+  uint32_t bits = t->upload_bits, block = t->upload_block;
+  uint64_t n = base->total / sizeof(float), bytes = fc_q_payload_bytes(n, bits, block);
+  uint8_t *q = calloc(1, bytes ? bytes : 1), sha[FC_SHA256_LEN];
+  fc_model_spec qs;
+  memset(&qs, 0, sizeof qs);
+  fc_model_spec_add(&qs, "update.q8", 1, &bytes);
+  qs.t[0].dtype = FC_DTYPE_U8;
+  upload_plan p = *base;
+  p.spec = &qs;
+  p.payload = (const float *)q;
+  p.total = bytes;
+  p.sha = sha;
+  p.bits = bits;
+  p.block = block;
+  float scale = NAN;
+  memcpy(q + 4 + block, &scale, 4); /* block 1's scale (little-endian host) */
+  fc_sha256(q, bytes, sha);
+  upload(&p, &st);
+  report("nan-scale", GRPC_STATUS_INVALID_ARGUMENT, &st);
+  scale = t->clip_norm; /* x 127 is far past the clip */
+  memcpy(q + 4 + block, &scale, 4);
+  fc_sha256(q, bytes, sha);
+  upload(&p, &st);
+  report("scale-past-clip", GRPC_STATUS_INVALID_ARGUMENT, &st);
+  memset(q, 0, bytes);
+  q[4 + 10] = 0x80; /* code -128 */
+  fc_sha256(q, bytes, sha);
+  upload(&p, &st);
+  report("code-out-of-range", GRPC_STATUS_INVALID_ARGUMENT, &st);
+  q[4 + 10] = 0;
+  p.total = bytes - (4 + block); /* a block short: the header's spec is not the coordinator's */
+  qs.t[0].shape[0] = p.total;
+  fc_sha256(q, p.total, sha);
+  upload(&p, &st);
+  report("block-missing", GRPC_STATUS_INVALID_ARGUMENT, &st);
+  qs.t[0].shape[0] = bytes;
+  p.total = bytes;
+  fc_sha256(q, bytes, sha);
+  upload(&p, &st);
+  report("good-quantized", GRPC_STATUS_OK, &st);
+  free(q);
+  return g_failures ? 1 : 0;
+}
+
 static int upload_retrying(const upload_plan *p, fc_status *st) {
   uint64_t until = fc_now_ms() + 120000;
   for (;;) {
@@ -277,7 +334,7 @@ static int run_secagg_bad(const Fedc__V1__Task *t, const char *pki, const char *
   free(pem);
   fc_status st;
   memset(&st, 0, sizeof st);
-  upload_plan p = {spec, zero, total, sha_zero, t->round, t->model_version, 100, 0.5, 0, 0, 0, 0, 0};
+  upload_plan p = {spec, zero, total, sha_zero, t->round, t->model_version, 100, 0.5, 0, 0, 0, 0, 0, 0, 0};
   upload(&p, &st);
   report("sa-plaintext-upload", GRPC_STATUS_FAILED_PRECONDITION, &st);
   p.masked = 1;
@@ -395,7 +452,7 @@ static int run_upload_modes(const char *mode, const char *pki, const char *other
   float *zero = calloc(n, sizeof *zero), *bad = malloc(total);
   uint8_t sha_zero[FC_SHA256_LEN], sha_bad[FC_SHA256_LEN];
   fc_sha256(zero, total, sha_zero);
-  upload_plan p = {&spec, zero, total, sha_zero, t->round, t->model_version, 100, 0.5, 0, 0, 0, 0, 0};
+  upload_plan p = {&spec, zero, total, sha_zero, t->round, t->model_version, 100, 0.5, 0, 0, 0, 0, 0, 0, 0};
   if (strcmp(mode, "secagg-bad") == 0) {
     rc = run_secagg_bad(t, pki, other, &spec, zero, total, sha_zero);
     free(zero);
@@ -446,6 +503,15 @@ static int run_upload_modes(const char *mode, const char *pki, const char *other
     free(w);
     protobuf_c_message_free_unpacked(&r->base, NULL);
     return g_failures ? 1 : 0;
+  }
+
+  if (strcmp(mode, "quant-bad") == 0) {
+    rc = run_quant_bad(t, &p);
+    free(zero);
+    free(bad);
+    free(w);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    return rc;
   }
 
   if (strcmp(mode, "die-mid-upload") == 0) {
@@ -567,7 +633,7 @@ static void flood_call(const char *method, fc_status *st) {
   ProtobufCMessage *m = NULL;
   memset(st, 0, sizeof *st);
   if (strstr(method, "UploadUpdate")) {
-    upload_plan p = {&spec, payload, sizeof payload, sha, 1, 0, 1, 0.5, 0, 0, 0, 0, 0};
+    upload_plan p = {&spec, payload, sizeof payload, sha, 1, 0, 1, 0.5, 0, 0, 0, 0, 0, 0, 0};
     upload(&p, st);
   } else if (strstr(method, "SecAggPoll")) {
     Fedc__V1__SecAggPollRequest req = FEDC__V1__SEC_AGG_POLL_REQUEST__INIT;
