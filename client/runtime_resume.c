@@ -49,7 +49,16 @@ int rt_fetch_resumable(fedc_client *c, const Fedc__V1__Task *t, const uint8_t *w
                         c->o.call_timeout_ms, &call, st);
     if (rc == FEDC_OK) rc = fc_tensor_stream_recv_call(&s, call, spec, NULL, total, sha, man, st);
     fc_ccall_destroy(call);
-    if (rc == FEDC_OK || resumes >= RT_RESUMES || atomic_load(&c->stop)) break;
+    if (rc == FEDC_OK || atomic_load(&c->stop)) break;
+    if (req.start_offset && st->code == GRPC_STATUS_UNAVAILABLE && st->retry_after_ms) {
+      /* Our cut stream still looks open at the coordinator (no FIN reached
+       * it; it ends there after its stream_idle_ms): come back as told,
+       * keeping the bytes, within the task's deadline. Not a resumption. */
+      if (fc_now_ms() + st->retry_after_ms >= t->deadline_unix_ms || rt_nap(c, st->retry_after_ms)) break;
+      resumes--;
+      continue;
+    }
+    if (resumes >= RT_RESUMES) break;
     if (req.start_offset && st->code == GRPC_STATUS_OUT_OF_RANGE) {
       /* The coordinator cannot start there (another chunk size since): from 0. */
       FC_WARN(MOD, "model download resume refused (%s): fetching it whole", st->detail);

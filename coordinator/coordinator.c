@@ -867,7 +867,9 @@ static download *download_begin(fc_coord *c, fc_scall *call, uint64_t version, i
   pthread_mutex_unlock(&c->dl_mu);
   if (refusal) {
     free(d);
-    fc_scall_finish(call, GRPC_STATUS_UNAVAILABLE, refusal, NULL);
+    /* dup: most often the caller's own cut stream, not yet seen to end (no
+     * FIN reached us): a resuming client waits as told, keeping its bytes. */
+    fc_scall_finish_retry(call, GRPC_STATUS_UNAVAILABLE, refusal, dup ? 1000 : 0);
     return NULL;
   }
   model_ref *m = model_get(c);

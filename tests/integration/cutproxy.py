@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
 """cutproxy.py - a TCP proxy on 127.0.0.1 that cuts a connection once.
 
-    cutproxy.py --target HOST:PORT --port-file FILE [--cut-up N] [--cut-down N]
+    cutproxy.py --target HOST:PORT --port-file FILE [--cut-up N] [--cut-down N] [--silent]
 
 Forwards every connection to the target, byte for byte (the TLS session is
 the client's and the coordinator's: the proxy sees only ciphertext). The
 first connection whose client-to-server bytes reach N (--cut-up) has exactly
 N of them delivered and is then closed on both sides; likewise server to
 client for --cut-down. Each cut happens once; later connections (the
-client's reconnect) are forwarded whole. One JSON line per event on stdout:
+client's reconnect) are forwarded whole. --silent: a cut closes only the
+client's side; the coordinator's side stays open and is never read again (a
+link that died without a FIN reaching the coordinator: its sends stall until
+its own timeouts end the call; the receive buffer is kept small so they do).
+One JSON line per event on stdout:
 {"event":"cut","dir":"up","delivered":N,"conn":K} and, at each connection's
 end, {"event":"closed","conn":K,"up":BYTES,"down":BYTES}.
 """
@@ -20,6 +24,8 @@ import threading
 
 lock = threading.Lock()
 cut_left = {"up": None, "down": None}
+silent = False
+held = []  # --silent: coordinator-side sockets of cut connections, kept open unread
 
 
 def say(**kv):
@@ -37,7 +43,7 @@ def take_cut(direction, total_after):
         return n
 
 
-def pump(src, dst, conn, direction, counts, done):
+def pump(src, dst, conn, direction, counts, done, sides):
     try:
         while True:
             data = src.recv(65536)
@@ -49,14 +55,19 @@ def pump(src, dst, conn, direction, counts, done):
                 dst.sendall(data[: cut_at - before])
                 counts[direction] = cut_at
                 say(event="cut", dir=direction, delivered=cut_at, conn=conn)
+                if silent:
+                    sides["cut"] = True
                 break
             dst.sendall(data)
             counts[direction] = before + len(data)
     except OSError:
         pass
     finally:
-        # Either side ending (or a cut) ends the connection on both sides.
+        # Either side ending (or a cut) ends the connection on both sides
+        # (--silent, once cut: only the client's side).
         for s in (src, dst):
+            if sides.get("cut") and s is sides["server"]:
+                continue
             try:
                 s.shutdown(socket.SHUT_RDWR)
             except OSError:
@@ -67,17 +78,24 @@ def pump(src, dst, conn, direction, counts, done):
 def serve(client, target, conn):
     counts = {"up": 0, "down": 0}
     try:
-        server = socket.create_connection(target)
+        server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if silent:
+            server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        server.connect(target)
     except OSError:
         client.close()
         return
+    sides = {"server": server}
     d1, d2 = threading.Event(), threading.Event()
-    threading.Thread(target=pump, args=(client, server, conn, "up", counts, d1), daemon=True).start()
-    threading.Thread(target=pump, args=(server, client, conn, "down", counts, d2), daemon=True).start()
+    threading.Thread(target=pump, args=(client, server, conn, "up", counts, d1, sides), daemon=True).start()
+    threading.Thread(target=pump, args=(server, client, conn, "down", counts, d2, sides), daemon=True).start()
     d1.wait()
     d2.wait()
     client.close()
-    server.close()
+    if sides.get("cut"):
+        held.append(server)
+    else:
+        server.close()
     say(event="closed", conn=conn, up=counts["up"], down=counts["down"])
 
 
@@ -87,7 +105,10 @@ def main():
     ap.add_argument("--port-file", required=True)
     ap.add_argument("--cut-up", type=int)
     ap.add_argument("--cut-down", type=int)
+    ap.add_argument("--silent", action="store_true")
     a = ap.parse_args()
+    global silent
+    silent = a.silent
     host, port = a.target.rsplit(":", 1)
     cut_left["up"], cut_left["down"] = a.cut_up, a.cut_down
     ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -92,6 +92,15 @@ make_pki "$T/pki2" itest a b
 PROBE="$BUILD_DIR/fedc_probe"
 start_coordinator --pki "$T/pki2" --federation itest --state "$T/state2" --model 784-10 --rounds 1 \
   --min-clients 2 --cohort 2 --min-updates 2 --poll-ms 100 --round-timeout-ms 120000 --pickup-timeout-ms 120000
+# UploadOffset is a client's call: an admin certificate is refused before the
+# handler (PERMISSION_DENIED), and a client's malformed request (no SHA-256)
+# is refused with a sentence (INVALID_ARGUMENT); without a certificate the
+# handshake already fails for every method (test_tls.sh).
+"$PROBE" --coordinator "$COORD_ADDR" --pki "$T/pki2" --name root --role admin --mode call \
+  --method /fedc.v1.Coordinator/UploadOffset --want 7 > "$T/uo-admin.json" || fail "admin UploadOffset: $(cat "$T/uo-admin.json")"
+"$PROBE" --coordinator "$COORD_ADDR" --pki "$T/pki2" --name b --mode call \
+  --method /fedc.v1.Coordinator/UploadOffset --want 3 > "$T/uo-empty.json" || fail "empty UploadOffset: $(cat "$T/uo-empty.json")"
+assert_contains "$T/uo-empty.json" "sha256 must be 32 bytes"
 start_bg probe-a "$PROBE" --coordinator "$COORD_ADDR" --pki "$T/pki2" --name a --mode resume \
   --resume-after "$T/go-a"
 pa=$BG_PID
