@@ -246,7 +246,9 @@ static grpc_byte_buffer *recv_raw(fc_ccall *c) {
   return bb;
 }
 
-/* The server's FC_RETRY_AFTER_MD_KEY (ms, at most an hour), or 0. */
+/* The server's FC_RETRY_AFTER_MD_KEY (ms, 50 ms to an hour), or 0. The floor:
+ * a peer answering "come back in 1 ms" cannot make a client call it in a
+ * tight loop until the task's deadline (every told-to-wait loop honours it). */
 static uint32_t retry_after(const grpc_metadata_array *md) {
   size_t klen = strlen(FC_RETRY_AFTER_MD_KEY);
   for (size_t i = 0; i < md->count; i++) {
@@ -259,7 +261,7 @@ static uint32_t retry_after(const grpc_metadata_array *md) {
       if (p[j] < '0' || p[j] > '9') return 0;
       ms = ms * 10 + (uint32_t)(p[j] - '0');
     }
-    return ms > 3600000 ? 3600000 : ms;
+    return ms > 3600000 ? 3600000 : ms && ms < 50 ? 50 : ms;
   }
   return 0;
 }
