@@ -403,6 +403,13 @@ void fc_anomaly_refused(fc_anomaly *a, const char *id) {
   pthread_mutex_unlock(&a->mu);
 }
 
+void fc_anomaly_rate_limited(fc_anomaly *a, const char *id) {
+  pthread_mutex_lock(&a->mu);
+  fc_anomaly_ident *r = get_ident(a, id);
+  if (r) r->rate_limited++;
+  pthread_mutex_unlock(&a->mu);
+}
+
 uint32_t fc_anomaly_excluded(fc_anomaly *a, uint64_t now_ms, void (*fn)(void *, const char *, uint64_t), void *arg) {
   uint32_t k = 0;
   pthread_mutex_lock(&a->mu);
@@ -440,7 +447,7 @@ double fc_anomaly_score(fc_anomaly *a, const char *id) {
 
 /* ---- persisted form: {"identities": [{"id", "ewma", "last_score", "rounds",
  * "last_round", "flags", "excluded_until", "last_seen", "new_addrs",
- * "concurrent", "refused", "addrs": [...]}, ...]} ---- */
+ * "concurrent", "refused", "rate_limited", "addrs": [...]}, ...]} ---- */
 
 static json_int_t jint(uint64_t v) { return v > INT64_MAX ? INT64_MAX : (json_int_t)v; }
 
@@ -452,11 +459,11 @@ json_t *fc_anomaly_to_json(fc_anomaly *a) {
     const fc_anomaly_ident *r = &a->ids[i];
     json_t *ad = json_array();
     for (uint32_t j = 0; ad && j < r->naddrs; j++) json_array_append_new(ad, json_string(r->addrs[j]));
-    json_t *e = json_pack("{s:s,s:f,s:f,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o*}", "id", r->id, "ewma", r->ewma,
+    json_t *e = json_pack("{s:s,s:f,s:f,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o*}", "id", r->id, "ewma", r->ewma,
                           "last_score", r->last_score, "rounds", jint(r->rounds), "last_round", jint(r->last_round),
                           "flags", jint(r->flags), "excluded_until", jint(r->excluded_until), "last_seen",
                           jint(r->last_seen_ms), "new_addrs", jint(r->new_addrs), "concurrent", jint(r->concurrent),
-                          "refused", jint(r->refused), "addrs", ad);
+                          "refused", jint(r->refused), "rate_limited", jint(r->rate_limited), "addrs", ad);
     if (!e || json_array_append_new(arr, e)) {
       json_decref(arr);
       arr = NULL;
@@ -497,7 +504,7 @@ int fc_anomaly_from_json(fc_anomaly *a, const json_t *o, char *err, size_t errle
         !juint(e, "rounds", &r->rounds) || !juint(e, "last_round", &r->last_round) || !juint(e, "flags", &r->flags) ||
         !juint(e, "excluded_until", &r->excluded_until) || !juint(e, "last_seen", &r->last_seen_ms) ||
         !juint(e, "new_addrs", &r->new_addrs) || !juint(e, "concurrent", &r->concurrent) ||
-        !juint(e, "refused", &r->refused) || (i && strcmp(ids[i - 1].id, id) >= 0)) {
+        !juint(e, "refused", &r->refused) || !juint(e, "rate_limited", &r->rate_limited) || (i && strcmp(ids[i - 1].id, id) >= 0)) {
       snprintf(err, errlen, "identity record %zu is malformed (or out of order)", i);
       free(ids);
       return FEDC_ERR_FORMAT;

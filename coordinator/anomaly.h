@@ -99,6 +99,7 @@ typedef struct fc_anomaly_ident {
   uint64_t new_addrs;      /* times it came from an address not seen before (the first excluded) */
   uint64_t concurrent;     /* times it was seen from two addresses at once */
   uint64_t refused;        /* connections refused as concurrent */
+  uint64_t rate_limited;   /* calls refused for its rate */
   uint32_t naddrs;
   char addrs[FC_ANOM_ADDR_MAX][FC_ANOM_ADDR_LEN]; /* most recent first */
 } fc_anomaly_ident;
@@ -139,6 +140,8 @@ enum { FC_ANOM_NEW_ADDR = 1, FC_ANOM_CONCURRENT = 2 };
 int fc_anomaly_seen(fc_anomaly *a, const char *id, const char *addr, int concurrent, uint64_t now_ms);
 /* A concurrent connection of id was refused. */
 void fc_anomaly_refused(fc_anomaly *a, const char *id);
+/* A call of id was refused for its rate. */
+void fc_anomaly_rate_limited(fc_anomaly *a, const char *id);
 
 /* Identities excluded at now_ms: calls fn for each (under the module's lock:
  * fn must not call back into it). Returns how many. */
