@@ -67,7 +67,7 @@ MPORT=$(grep -o 'metrics on [^ ]*:[0-9]*' "$T/coord.log" | head -n 1 | sed 's/.*
 [ -n "$MPORT" ] || fail "no metrics address in the coordinator's log"
 curl -s "http://127.0.0.1:$MPORT/metrics" > "$T/metrics.txt"
 grep -qx "fedc_anomaly_flagged_total 1" "$T/metrics.txt" || fail "metrics: $(grep anomaly "$T/metrics.txt")"
-grep -qx "fedc_anomaly_excluded 1" "$T/metrics.txt" || fail "metrics: $(grep anomaly "$T/metrics.txt")
+grep -qx "fedc_anomaly_excluded 1" "$T/metrics.txt" || fail "metrics: $(grep anomaly "$T/metrics.txt")"
 
 # The Clients view is for admins: a client certificate is refused for its role.
 if "$FEDC" clients --coordinator "$COORD_ADDR" --pki "$T/pki" --cert "$T/pki/client-a.crt" \
