@@ -38,6 +38,7 @@ typedef struct anom_in {
   char id[FC_ANOM_ID_MAX];
   double norm, dot_prev;
   int has_prev;
+  int group; /* not an identity's (fc_anomaly_add_group) */
   float *sketch; /* FC_ANOM_SKETCH */
 } anom_in;
 
@@ -156,7 +157,15 @@ void fc_anomaly_round_begin(fc_anomaly *a) {
 
 void fc_anomaly_round_abandon(fc_anomaly *a) { fc_anomaly_round_begin(a); }
 
-int fc_anomaly_add(fc_anomaly *a, const char *id, const fc_anomaly_meas *m) {
+static int add_input(fc_anomaly *a, const char *id, const fc_anomaly_meas *m, int group);
+
+int fc_anomaly_add(fc_anomaly *a, const char *id, const fc_anomaly_meas *m) { return add_input(a, id, m, 0); }
+
+int fc_anomaly_add_group(fc_anomaly *a, const char *label, const fc_anomaly_meas *m) {
+  return add_input(a, label, m, 1);
+}
+
+static int add_input(fc_anomaly *a, const char *id, const fc_anomaly_meas *m, int group) {
   int rc = FEDC_OK;
   pthread_mutex_lock(&a->mu);
   if (a->nin >= FC_ANOM_IDS_MAX) {
@@ -183,6 +192,7 @@ int fc_anomaly_add(fc_anomaly *a, const char *id, const fc_anomaly_meas *m) {
   in->norm = m->norm;
   in->dot_prev = m->dot_prev;
   in->has_prev = m->has_prev;
+  in->group = group;
   a->nin++;
 out:
   pthread_mutex_unlock(&a->mu);
@@ -324,11 +334,13 @@ int fc_anomaly_round_end(fc_anomaly *a, const float *agg, uint64_t round, uint64
     o->cos_agg = cagg[i];
     o->cos_prev = a->in[i].has_prev && prev_norm > 0 ? (a->in[i].norm > 0 ? a->in[i].dot_prev / (a->in[i].norm * prev_norm) : 0) : NAN;
     o->score = z[i];
-    fc_anomaly_ident *r = get_ident(a, o->id);
+    o->group = a->in[i].group;
+    fc_anomaly_ident *r = o->group ? NULL : get_ident(a, o->id);
     double ewma = r ? r->ewma : 0;
     if (k >= FC_ANOM_MIN_INPUTS) ewma = (1 - a->cfg.alpha) * ewma + a->cfg.alpha * z[i];
+    if (o->group) ewma = z[i];
     o->ewma = ewma;
-    o->flagged = a->cfg.policy != FC_ANOM_OBSERVE && ewma >= a->cfg.threshold;
+    o->flagged = !o->group && a->cfg.policy != FC_ANOM_OBSERVE && ewma >= a->cfg.threshold;
     o->excluded = o->flagged && a->cfg.policy == FC_ANOM_EXCLUDE;
     if (r) {
       r->ewma = ewma;

@@ -71,6 +71,7 @@ typedef struct fc_anomaly_input {
   double norm, cos_agg, cos_prev; /* cos_prev NAN without a previous aggregate */
   double score;                   /* this round's robust score (0 with too few inputs) */
   double ewma;                    /* the identity's score after this round */
+  int group;                      /* fc_anomaly_add_group's: ewma = score, never flagged */
   int flagged;                    /* ewma >= threshold and the policy is flag or exclude */
   int excluded;                   /* ... and the policy is exclude */
 } fc_anomaly_input;
@@ -122,6 +123,10 @@ void fc_anomaly_round_begin(fc_anomaly *a);
  * (copied: m may be freed after). FEDC_ERR_NOMEM, FEDC_ERR_TOO_LARGE past
  * FC_ANOM_IDS_MAX inputs. */
 int fc_anomaly_add(fc_anomaly *a, const char *id, const fc_anomaly_meas *m);
+/* The same for an input that is not one identity's (a secure-aggregation
+ * bucket's unmasked mean, labelled e.g. "bucket 3"): scored with the others,
+ * never flagged, no identity record. */
+int fc_anomaly_add_group(fc_anomaly *a, const char *label, const fc_anomaly_meas *m);
 /* The round's aggregate (n floats, the combined update before any DP noise
  * or server step): scores every input, updates each identity's ewma, applies
  * the policy at now_ms, and keeps the aggregate as the next round's

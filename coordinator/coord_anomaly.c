@@ -152,6 +152,14 @@ void coord_anomaly_commit_locked(fc_coord *c, const char *client, fc_anomaly_mea
   free(m);
 }
 
+void coord_anomaly_bucket(fc_coord *c, const fc_agg_update *u, double l2, uint32_t bucket) {
+  fc_anomaly_meas *m = coord_anomaly_measure(c, u, l2);
+  char label[32];
+  snprintf(label, sizeof label, "bucket %u", bucket + 1);
+  if (m && fc_anomaly_add_group(c->anom->core, label, m) != FEDC_OK) FC_WARN(MOD, "%s not scored (out of memory)", label);
+  free(m);
+}
+
 void coord_anomaly_round_begin_locked(fc_coord *c) {
   if (c->anom) fc_anomaly_round_begin(c->anom->core);
 }

@@ -234,6 +234,8 @@ void coord_anomaly_save(fc_coord *c);
 struct fc_anomaly_meas *coord_anomaly_measure(fc_coord *c, const fc_agg_update *u, double l2);
 /* Under mu: the committed update's measurement joins the round (frees m; NULL is fine). */
 void coord_anomaly_commit_locked(fc_coord *c, const char *client, struct fc_anomaly_meas *m);
+/* Driver, no lock: a secure-aggregation bucket's unmasked mean (scored, never an identity's). */
+void coord_anomaly_bucket(fc_coord *c, const fc_agg_update *u, double l2, uint32_t bucket);
 void coord_anomaly_round_begin_locked(fc_coord *c);
 void coord_anomaly_abandon_locked(fc_coord *c);
 /* Driver, WITHOUT mu: the round's aggregate (before DP noise and the server step). */

@@ -580,7 +580,8 @@ static int finalize(fc_coord *c, uint64_t *version, uint8_t sha[FC_SHA256_LEN], 
     if (fc_robust_parse(c->cfg.aggregator) > FC_AGG_FEDAVG) snprintf(why, whylen, "%s", fc_agg_robust_why(c->agg));
     else snprintf(why, whylen, "aggregator has no committed update");
     goto out;
-  } else {
+  }
+  {
     fc_engine_status es;
     pthread_mutex_lock(&c->mu);
     fc_engine_get_status(c->engine, fc_now_ms(), &es);

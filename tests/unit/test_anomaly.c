@@ -173,6 +173,41 @@ static void attacker_among_honest(void) {
   free(agg);
 }
 
+/* Secure aggregation buckets: inputs of no identity are scored (the odd
+ * bucket's norm scores 40 as in known_round) but never flagged, and leave no
+ * identity record. */
+static void buckets(void) {
+  fc_anomaly_cfg cfg;
+  fc_anomaly_cfg_defaults(&cfg);
+  cfg.policy = FC_ANOM_EXCLUDE;
+  fc_anomaly *a = NULL;
+  CHECK_EQ_INT(fc_anomaly_create(&cfg, 4, &a), FEDC_OK);
+  fc_anomaly_round_begin(a);
+  float agg[4] = {1.4f, 0, 0, 0};
+  for (int i = 0; i < 5; i++) {
+    float x[4] = {i == 4 ? 3.0f : 1.0f, 0, 0, 0};
+    fc_anomaly_meas *m = malloc(sizeof *m);
+    fc_anomaly_measure(a, x, x[0], m);
+    char label[16];
+    snprintf(label, sizeof label, "bucket %d", i + 1);
+    CHECK_EQ_INT(fc_anomaly_add_group(a, label, m), FEDC_OK);
+    free(m);
+  }
+  fc_anomaly_round r;
+  CHECK_EQ_INT(fc_anomaly_round_end(a, agg, 1, 1000, &r), FEDC_OK);
+  CHECK_EQ_INT(r.top, 4);
+  NEAR(r.in[4].score, 40, 1e-6);
+  CHECK(r.in[4].group && !r.in[4].flagged && !r.in[4].excluded);
+  CHECK_EQ_INT(r.nflagged, 0);
+  fc_anomaly_round_free(&r);
+  fc_anomaly_ident *ids = NULL;
+  size_t n = 1;
+  CHECK_EQ_INT(fc_anomaly_idents(a, &ids, &n), FEDC_OK);
+  CHECK_EQ_INT(n, 0);
+  free(ids);
+  fc_anomaly_destroy(a);
+}
+
 static void misuse_and_persistence(void) {
   fc_anomaly_cfg cfg;
   fc_anomaly_cfg_defaults(&cfg);
@@ -248,6 +283,7 @@ int main(void) {
   known_values();
   known_round();
   attacker_among_honest();
+  buckets();
   misuse_and_persistence();
   return CHECK_DONE();
 }
