@@ -164,10 +164,15 @@ void coord_anomaly_round_begin_locked(fc_coord *c) {
   if (c->anom) fc_anomaly_round_begin(c->anom->core);
 }
 
-void coord_anomaly_round(fc_coord *c, const float *delta, uint64_t round) {
+void coord_anomaly_round(fc_coord *c, const float *delta) {
   if (!c->anom) return;
   fc_anomaly_round r;
+  fc_engine_status es;
   uint64_t now = fc_now_ms();
+  pthread_mutex_lock(&c->mu);
+  fc_engine_get_status(c->engine, now, &es);
+  pthread_mutex_unlock(&c->mu);
+  uint64_t round = es.round;
   if (fc_anomaly_round_end(c->anom->core, delta, round, now, &r) != FEDC_OK) {
     FC_WARN(MOD, "round %llu: updates not scored (out of memory)", (unsigned long long)round);
     return;

@@ -239,7 +239,7 @@ void coord_anomaly_bucket(fc_coord *c, const fc_agg_update *u, double l2, uint32
 void coord_anomaly_round_begin_locked(fc_coord *c);
 void coord_anomaly_abandon_locked(fc_coord *c);
 /* Driver, WITHOUT mu: the round's aggregate (before DP noise and the server step). */
-void coord_anomaly_round(fc_coord *c, const float *delta, uint64_t round);
+void coord_anomaly_round(fc_coord *c, const float *delta);
 /* Under mu: the round record's an_* fields. */
 void coord_anomaly_record(fc_coord *c, fc_round_stats *r);
 /* Under mu, each driver tick: the policy's cool-downs into the engine. */

@@ -581,13 +581,7 @@ static int finalize(fc_coord *c, uint64_t *version, uint8_t sha[FC_SHA256_LEN], 
     else snprintf(why, whylen, "aggregator has no committed update");
     goto out;
   }
-  {
-    fc_engine_status es;
-    pthread_mutex_lock(&c->mu);
-    fc_engine_get_status(c->engine, fc_now_ms(), &es);
-    pthread_mutex_unlock(&c->mu);
-    coord_anomaly_round(c, delta, es.round); /* the combined update, before DP noise and the server step */
-  }
+  coord_anomaly_round(c, delta); /* the combined update, before DP noise and the server step */
   if (c->cfg.dp_noise_multiplier > 0 && (rc = dp_privatize(c, delta, n, count, why, whylen)) != FEDC_OK) goto out;
   memcpy(next, old->data, n * sizeof *next);
   /* The server optimizer's step, undone unless the version is published. */
