@@ -441,7 +441,7 @@ int fc_anomaly_idents(fc_anomaly *a, fc_anomaly_ident **out, size_t *n) {
   if (!p) {
     rc = FEDC_ERR_NOMEM;
   } else {
-    memcpy(p, a->ids, a->nids * sizeof *p);
+    if (a->nids) memcpy(p, a->ids, a->nids * sizeof *p);
     *out = p;
     *n = a->nids;
   }
