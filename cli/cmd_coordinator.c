@@ -703,7 +703,7 @@ static int load_model_key(settings *s) {
 static int check_combined(settings *s, const origin *seen) {
   if (!(s->c.anomaly_threshold > 0 && s->c.anomaly_threshold < 1e6)) {
     char where[600];
-    fprintf(stderr, "fedc coordinator: %s: 'anomaly-threshold' %g: use a number > 0 (a robust z-score, e.g. 4)\n",
+    fprintf(stderr, "fedc coordinator: %s: 'anomaly-threshold' %g: use a number > 0 (a robust z-score, e.g. 5)\n",
             origin_text(seen[find_opt("anomaly-threshold")], where, sizeof where), s->c.anomaly_threshold);
     return 2;
   }

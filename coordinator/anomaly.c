@@ -337,7 +337,8 @@ int fc_anomaly_round_end(fc_anomaly *a, const float *agg, uint64_t round, uint64
     o->group = a->in[i].group;
     fc_anomaly_ident *r = o->group ? NULL : get_ident(a, o->id);
     double ewma = r ? r->ewma : 0;
-    if (k >= FC_ANOM_MIN_INPUTS) ewma = (1 - a->cfg.alpha) * ewma + a->cfg.alpha * z[i];
+    if (k >= FC_ANOM_MIN_INPUTS)
+      ewma = (1 - a->cfg.alpha) * ewma + a->cfg.alpha * (z[i] < FC_ANOM_SCORE_CAP ? z[i] : FC_ANOM_SCORE_CAP);
     if (o->group) ewma = z[i];
     o->ewma = ewma;
     o->flagged = !o->group && a->cfg.policy != FC_ANOM_OBSERVE && ewma >= a->cfg.threshold;

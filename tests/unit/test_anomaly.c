@@ -60,7 +60,8 @@ static void known_values(void) {
 
 /* Five updates along e1 with norms 1,1,1,1,3: all cosines 1; the norm's MAD
  * is 0, so the floor (5% of the median norm 1) is the scale: the odd one
- * scores 2 / 0.05 = 40, its ewma 0.3 x 40 = 12; the others score 0. */
+ * scores 2 / 0.05 = 40, its ewma 0.3 x min(40, cap 10) = 3 (below the
+ * threshold 5: one round is not enough); the others score 0. */
 static void known_round(void) {
   fc_anomaly_cfg cfg;
   fc_anomaly_cfg_defaults(&cfg);
@@ -85,16 +86,17 @@ static void known_round(void) {
   CHECK(isnan(r.cos_prev_median));
   CHECK_EQ_INT(r.top, 4);
   NEAR(r.in[4].score, 40, 1e-6);
-  NEAR(r.in[4].ewma, 12, 1e-6);
-  CHECK(r.in[4].flagged && !r.in[4].excluded);
-  CHECK_EQ_INT(r.nflagged, 1);
+  NEAR(r.in[4].ewma, 3, 1e-6);
+  CHECK(!r.in[4].flagged && !r.in[4].excluded);
+  CHECK_EQ_INT(r.nflagged, 0);
   for (int i = 0; i < 4; i++) NEAR(r.in[i].score, 0, 1e-9);
   fc_anomaly_round_free(&r);
-  NEAR(fc_anomaly_score(a, "c5"), 12, 1e-6);
+  NEAR(fc_anomaly_score(a, "c5"), 3, 1e-6);
   NEAR(fc_anomaly_score(a, "c1"), 0, 0);
 
   /* Round 2: the same inputs; cos_prev is exact (1 for all along e1) and
-   * the ewma compounds: 0.7 x 12 + 0.3 x 40 = 20.4. */
+   * the ewma compounds to 0.7 x 3 + 0.3 x 10 = 5.1: flagged (not excluded
+   * under `flag`). */
   fc_anomaly_round_begin(a);
   for (int i = 0; i < 5; i++) {
     float x[4] = {i == 4 ? 3.0f : 1.0f, 0, 0, 0};
@@ -102,7 +104,9 @@ static void known_round(void) {
   }
   CHECK_EQ_INT(fc_anomaly_round_end(a, agg, 2, 2000, &r), FEDC_OK);
   NEAR(r.cos_prev_median, 1, 1e-9);
-  NEAR(r.in[4].ewma, 20.4, 1e-6);
+  NEAR(r.in[4].ewma, 5.1, 1e-6);
+  CHECK(r.in[4].flagged && !r.in[4].excluded);
+  CHECK_EQ_INT(r.nflagged, 1);
   fc_anomaly_round_free(&r);
 
   /* Too few inputs: statistics but no score, ewma unchanged. */
@@ -112,7 +116,7 @@ static void known_round(void) {
   CHECK_EQ_INT(fc_anomaly_round_end(a, x, 3, 3000, &r), FEDC_OK);
   CHECK_EQ_INT(r.inputs, 1);
   NEAR(r.in[0].score, 0, 0);
-  NEAR(r.in[0].ewma, 20.4, 1e-6);
+  NEAR(r.in[0].ewma, 5.1, 1e-6);
   NEAR(r.in[0].cos_prev, 0, 1e-9); /* orthogonal to round 2's aggregate */
   fc_anomaly_round_free(&r);
   fc_anomaly_destroy(a);
@@ -212,6 +216,7 @@ static void misuse_and_persistence(void) {
   fc_anomaly_cfg cfg;
   fc_anomaly_cfg_defaults(&cfg);
   cfg.policy = FC_ANOM_EXCLUDE;
+  cfg.threshold = 2; /* one round's capped score (ewma 3) is enough here */
   fc_anomaly *a = NULL, *b = NULL;
   CHECK_EQ_INT(fc_anomaly_create(&cfg, 4, &a), FEDC_OK);
   CHECK_EQ_INT(fc_anomaly_seen(a, "alice", "ipv4:127.0.0.1:5000", 0, 10), 0); /* first address: not "new" */
@@ -256,7 +261,7 @@ static void misuse_and_persistence(void) {
     CHECK_EQ_INT(ia[i].naddrs, ib[i].naddrs);
   }
   CHECK(!strcmp(ib[0].id, "alice")); /* sorted */
-  NEAR(ib[0].ewma, 12, 1e-6);
+  NEAR(ib[0].ewma, 3, 1e-6);
   CHECK_EQ_INT(ib[0].new_addrs, 1);
   CHECK_EQ_INT(ib[0].concurrent, 1);
   CHECK_EQ_INT(ib[0].refused, 1);
@@ -265,7 +270,7 @@ static void misuse_and_persistence(void) {
   CHECK(!strcmp(ib[0].addrs[0], "ipv4:127.0.0.1:5000")); /* most recent first */
   CHECK_EQ_INT(ib[0].excluded_until, 5000 + cfg.cooldown_ms);
   CHECK_EQ_INT(fc_anomaly_excluded(b, 5000, NULL, NULL), 1);
-  NEAR(fc_anomaly_score(b, "alice"), 12, 1e-6);
+  NEAR(fc_anomaly_score(b, "alice"), 3, 1e-6);
   free(ia);
   free(ib);
 
@@ -274,7 +279,7 @@ static void misuse_and_persistence(void) {
   CHECK_EQ_INT(fc_anomaly_from_json(b, bad, err, sizeof err), FEDC_ERR_FORMAT);
   CHECK(strstr(err, "malformed") != NULL);
   json_decref(bad);
-  NEAR(fc_anomaly_score(b, "alice"), 12, 1e-6);
+  NEAR(fc_anomaly_score(b, "alice"), 3, 1e-6);
   fc_anomaly_destroy(a);
   fc_anomaly_destroy(b);
 }
