@@ -512,7 +512,8 @@ int fc_anomaly_from_json(fc_anomaly *a, const json_t *o, char *err, size_t errle
     const json_t *e = json_array_get(arr, i);
     fc_anomaly_ident *r = &ids[i];
     const char *id = json_string_value(json_object_get(e, "id"));
-    double ewma = json_number_value(json_object_get(e, "ewma"));
+    const json_t *ew = json_object_get(e, "ewma");
+    double ewma = json_is_number(ew) ? json_number_value(ew) : -1;
     if (!id || !*id || strlen(id) >= FC_ANOM_ID_MAX || !(ewma >= 0 && ewma < 1e300) ||
         !juint(e, "rounds", &r->rounds) || !juint(e, "last_round", &r->last_round) || !juint(e, "flags", &r->flags) ||
         !juint(e, "excluded_until", &r->excluded_until) || !juint(e, "last_seen", &r->last_seen_ms) ||

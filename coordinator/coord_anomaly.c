@@ -30,6 +30,7 @@
  * atomic file helpers (thread-safe), the log.
  */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +62,7 @@ struct coord_anomaly {
   size_t nconns;
   fc_round_stats last; /* the last scored round's summary (an_* fields, round) */
   uint64_t apply_at;   /* next time the cool-downs are pushed to the engine */
+  atomic_int dirty;    /* the table changed since it was read or saved (a failed start writes nothing) */
 };
 
 static void path_of(const fc_coord *c, char *p, size_t len) { snprintf(p, len, "%s/anomaly.json", c->cfg.state_dir); }
@@ -112,7 +114,7 @@ fail:
 }
 
 void coord_anomaly_save(fc_coord *c) {
-  if (!c->anom) return;
+  if (!c->anom || !atomic_exchange(&c->anom->dirty, 0)) return;
   char p[1024], err[300] = "";
   path_of(c, p, sizeof p);
   json_t *o = fc_anomaly_to_json(c->anom->core);
@@ -126,7 +128,10 @@ void coord_anomaly_save(fc_coord *c) {
     rc = rc == FEDC_OK ? fc_atomic_commit(&f, err, sizeof err) : (fc_atomic_abort(&f), rc);
     free(s);
   }
-  if (rc != FEDC_OK) FC_WARN(MOD, "could not save %s: %s (scores are kept in memory)", p, err[0] ? err : "out of memory");
+  if (rc != FEDC_OK) {
+    atomic_store(&c->anom->dirty, 1); /* try again at the next round or at stop */
+    FC_WARN(MOD, "could not save %s: %s (scores are kept in memory)", p, err[0] ? err : "out of memory");
+  }
 }
 
 void coord_anomaly_free(fc_coord *c) {
@@ -224,6 +229,7 @@ void coord_anomaly_round(fc_coord *c, const float *delta) {
   pthread_mutex_unlock(&c->anom->mu);
   pthread_mutex_unlock(&c->mu);
   fc_anomaly_round_free(&r);
+  atomic_store(&c->anom->dirty, 1);
   coord_anomaly_save(c);
 }
 
@@ -297,6 +303,7 @@ int coord_anomaly_seen(fc_coord *c, const fc_peer *peer) {
   char host[96];
   host_of(peer->addr, host, sizeof host);
   int bits = fc_anomaly_seen(a->core, peer->name, host, concurrent, now);
+  atomic_store(&a->dirty, 1); /* last seen moved: saved at the next round or at stop */
   if (refuse) fc_anomaly_refused(a->core, peer->name);
   if (bits & FC_ANOM_NEW_ADDR) atomic_fetch_add(&c->metrics.identity_new_address, 1);
   if (bits & FC_ANOM_CONCURRENT) atomic_fetch_add(&c->metrics.identity_concurrent, 1);
@@ -325,7 +332,10 @@ int coord_anomaly_idents(fc_coord *c, fc_anomaly_ident **out, size_t *n) {
 
 void coord_anomaly_rate_limited(fc_coord *c, const char *client) {
   /* Admins ("admin/NAME", coord_limits.c) are not clients: not in the table. */
-  if (c->anom && client && client[0] && strncmp(client, "admin/", 6)) fc_anomaly_rate_limited(c->anom->core, client);
+  if (c->anom && client && client[0] && strncmp(client, "admin/", 6)) {
+    fc_anomaly_rate_limited(c->anom->core, client);
+    atomic_store(&c->anom->dirty, 1);
+  }
 }
 
 int coord_anomaly_round_pb(const fc_round_stats *s, coord_anomaly_pb *out) {

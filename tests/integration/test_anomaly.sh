@@ -14,7 +14,8 @@
 #  - the scores survive a restart (STATE/anomaly.json): `fedc clients` after
 #    a restart shows the same attacker score;
 #  - the metrics endpoint counts the flag and the exclusion;
-#  - a client certificate calling `fedc clients` is refused for its role.
+#  - a client certificate calling `fedc clients` is refused for its role;
+#  - a damaged anomaly.json refuses the start, naming it, and writes nothing.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
 . "$(dirname "$0")/_data.sh"
@@ -87,4 +88,15 @@ start_coordinator "${COORD_ARGS[@]}"
 "$FEDC" clients --coordinator "$COORD_ADDR" "${ADMIN[@]}" --json > "$T/clients2.json"
 jq -s -e --argjson s "$score" 'map(select(.identity == "evil"))[0] | .score == $s and .excluded_until_unix_ms > 0' \
   "$T/clients2.json" >/dev/null || fail "after a restart: $(cat "$T/clients2.json") (score was $score)"
+
+# A damaged anomaly.json refuses the start in one line and changes nothing.
+kill -TERM "$COORD_PID"
+set +e; wait "$COORD_PID" 2>/dev/null; set -e
+echo '{"identities":[{"id":"evil","ewma":"high"}]}' > "$T/state/anomaly.json"
+sum=$(md5sum < "$T/state/audit.log")
+if "$FEDC" coordinator "${COORD_ARGS[@]}" --listen 127.0.0.1:0 --metrics-listen "" 2> "$T/bad.err"; then
+  fail "a coordinator started on a damaged anomaly.json"
+fi
+grep -q "anomaly.json: identity record 0 is malformed" "$T/bad.err" || fail "damaged anomaly.json: $(cat "$T/bad.err")"
+[ "$(md5sum < "$T/state/audit.log")" = "$sum" ] || fail "a refused start wrote to the audit log"
 echo "PASS anomaly"

@@ -279,6 +279,9 @@ static void misuse_and_persistence(void) {
   CHECK_EQ_INT(fc_anomaly_from_json(b, bad, err, sizeof err), FEDC_ERR_FORMAT);
   CHECK(strstr(err, "malformed") != NULL);
   json_decref(bad);
+  bad = json_loads("{\"identities\":[{\"id\":\"x\",\"ewma\":\"bad\"}]}", 0, &je);
+  CHECK_EQ_INT(fc_anomaly_from_json(b, bad, err, sizeof err), FEDC_ERR_FORMAT);
+  json_decref(bad);
   NEAR(fc_anomaly_score(b, "alice"), 3, 1e-6);
   fc_anomaly_destroy(a);
   fc_anomaly_destroy(b);
