@@ -121,17 +121,31 @@ static inline uint32_t mix32(uint32_t h) {
   return h;
 }
 
-/* The CountSketch of x; x itself (zero-padded) when it fits. */
+/* The CountSketch of x; x itself (zero-padded) when it fits. Hashing each
+ * index costs more than the fold it rides along (~20 ms per 1M parameters
+ * measured), so the hash is per block of FC_ANOM_SKETCH parameters: block b
+ * is cyclically shifted by a hashed offset and multiplied by a hashed sign,
+ * on top of a fixed per-position sign. Within a block no two parameters
+ * share a bucket; across blocks the signs of a colliding pair multiply to an
+ * independent +-1, so <Sx, Sy> stays an unbiased estimate of <x, y>. Two
+ * contiguous runs per block: the compiler vectorizes them. */
 static void sketch(const float *x, size_t n, float *s) {
   memset(s, 0, FC_ANOM_SKETCH * sizeof *s);
   if (n <= FC_ANOM_SKETCH) {
     memcpy(s, x, n * sizeof *s);
     return;
   }
-  for (size_t i = 0; i < n; i++) {
-    uint32_t h = mix32((uint32_t)i ^ (uint32_t)(i >> 32) * 0x9e3779b9u);
-    float v = x[i];
-    s[h & (FC_ANOM_SKETCH - 1)] += (h >> 31) ? -v : v;
+  float sign[FC_ANOM_SKETCH];
+  for (uint32_t k = 0; k < FC_ANOM_SKETCH; k++) sign[k] = (mix32(k * 0x9e3779b9u + 1u) >> 31) ? -1.0f : 1.0f;
+  for (size_t base = 0; base < n; base += FC_ANOM_SKETCH) {
+    size_t len = n - base < FC_ANOM_SKETCH ? n - base : FC_ANOM_SKETCH;
+    uint32_t h = mix32((uint32_t)(base / FC_ANOM_SKETCH) * 0x85ebca6bu + 0x27d4eb2fu);
+    size_t off = h & (FC_ANOM_SKETCH - 1);
+    float bs = (h >> 31) ? -1.0f : 1.0f;
+    const float *xb = x + base;
+    size_t first = FC_ANOM_SKETCH - off < len ? FC_ANOM_SKETCH - off : len; /* positions k -> bucket off + k */
+    for (size_t k = 0; k < first; k++) s[off + k] += bs * sign[k] * xb[k];
+    for (size_t k = first; k < len; k++) s[k - first] += bs * sign[k] * xb[k]; /* wrapped: bucket off + k - K */
   }
 }
 
