@@ -19,6 +19,7 @@ int cmd_dp_budget(int argc, char **argv);
 int cmd_audit(int argc, char **argv);
 int cmd_watermark(int argc, char **argv);
 int cmd_version(int argc, char **argv);
+int cmd_clients(int argc, char **argv);
 /* `fedc model verify` (cmd_model_verify.c); `fedc model` dispatches to it. */
 int cmd_model_verify(int argc, char **argv);
 
@@ -33,5 +34,19 @@ int cmd_model_verify(int argc, char **argv);
 int model_manifest_check(const char *ca_path, const fc_signed *man, int check_version, uint64_t version,
                          const uint8_t *sha, const fc_model_spec *spec, uint64_t bytes, fc_manifest *out, char *signer,
                          size_t signer_len, char *err, size_t errlen);
+
+/* An admin subcommand of one unary call (cmd_admin.c): parses the shared
+ * admin options (--help prints usage), calls method with req and returns -1
+ * with *resp (caller frees with protobuf_c_message_free_unpacked) and *json
+ * set, or the exit status. */
+#include <stdio.h>
+#include <jansson.h>
+#include <protobuf-c/protobuf-c.h>
+int cli_admin_unary(const char *prog, int argc, char **argv, void (*usage)(FILE *), const char *method,
+                    const ProtobufCMessage *req, const ProtobufCMessageDescriptor *desc, ProtobufCMessage **resp,
+                    int *json);
+/* A round record's anomaly statistics as JSON (cmd_clients.c). */
+struct Fedc__V1__RoundAnomaly;
+json_t *cli_anomaly_json(const struct Fedc__V1__RoundAnomaly *a);
 
 #endif

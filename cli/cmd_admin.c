@@ -379,6 +379,7 @@ static json_t *round_json(const Fedc__V1__RoundRecord *r) {
                                                                 : r->n_secagg_blamed));
   }
   if (r->eval) json_object_set_new(o, "eval", rounds_eval_json(r->eval)); /* federated evaluation of its model */
+  if (r->anomaly) json_object_set_new(o, "anomaly", cli_anomaly_json(r->anomaly)); /* cmd_clients.c */
   return o;
 }
 
@@ -819,4 +820,38 @@ int cmd_version(int argc, char **argv) {
     printf("fedc %s\nprotocol %s\ngrpc core %s\n%s\n", FEDC_VERSION_STRING, FC_PROTOCOL_VERSION_STRING, grpc_v, ssl_v);
   }
   return 0;
+}
+
+/* ---- for admin subcommands in their own files (cmd_clients.c) ----------------------- */
+
+int cli_admin_unary(const char *prog, int argc, char **argv, void (*usage)(FILE *), const char *method,
+                    const ProtobufCMessage *req, const ProtobufCMessageDescriptor *desc, ProtobufCMessage **resp,
+                    int *json) {
+  admin_opts ao;
+  admin_opts_init(&ao);
+  static const struct option longopts[] = {ADMIN_LONGOPTS, {0, 0, 0, 0}};
+  opterr = 0;
+  int c;
+  while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+    int r = admin_opt(&ao, prog, c, optarg);
+    if (r == 1) continue;
+    if (r == 2) return 2;
+    if (c == 'h') {
+      usage(stdout);
+      return 0;
+    }
+    return cli_option_error(prog, c, argv, longopts);
+  }
+  if (optind < argc) return usage_error(prog, "unexpected argument '%s'", argv[optind]);
+  fc_channel *ch = NULL;
+  int rc = admin_connect(&ao, prog, &ch);
+  if (rc) return rc;
+  fc_status st;
+  memset(&st, 0, sizeof st);
+  int ret = -1;
+  rc = fc_call_unary(ch, method, req, desc, resp, ao.timeout_ms, &st);
+  if (rc != FEDC_OK) ret = call_failed(prog, rc, &st, ao.timeout_ms);
+  *json = ao.json;
+  admin_disconnect(ch);
+  return ret;
 }

@@ -59,6 +59,7 @@
 #include "common/safetensors.h"
 #include "common/tensor.h"
 #include "coordinator/aggregate.h"
+#include "coordinator/anomaly.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/server_opt.h"
 #include "crypto/keyfile.h"
@@ -154,6 +155,10 @@ static const char *check_agg(const char *v) {
   return fc_robust_parse(v) >= 0 ? NULL : "use fedavg, median, trimmed_mean, krum, multikrum, bulyan or centered_clip";
 }
 
+static const char *check_anomaly_policy(const char *v) {
+  return fc_anomaly_policy_parse(v) >= 0 ? NULL : "use observe, flag or exclude";
+}
+
 static const char *check_log_format(const char *v) {
   return strcmp(v, "text") == 0 || strcmp(v, "json") == 0 ? NULL : "use text or json";
 }
@@ -202,6 +207,16 @@ static const copt options[] = {
               "watermark: full-batch fine-tuning steps per round at most (it stops once every trigger is learnt)", 1,
               100000),
     OPT_NUM("watermark-lr", T_F32, c.watermark_lr, "watermark: learning rate of its fine-tuning steps (> 0)"),
+    OPT_STR("anomaly-policy", c.anomaly_policy,
+            "update anomaly scores (plaintext rounds): observe (record only), flag (also warn, audit, count) or "
+            "exclude (also leave the identity out of selection for --anomaly-cooldown-s)",
+            check_anomaly_policy),
+    OPT_NUM("anomaly-threshold", T_F64, c.anomaly_threshold,
+            "anomaly: an identity's score across rounds (robust z-score, exponentially weighted) that is flagged (> 0)"),
+    OPT_RANGE("anomaly-cooldown-s", T_U64, c.anomaly_cooldown_s,
+              "anomaly: seconds an excluded identity is left out of selection", 1, 30ull * 24 * 3600),
+    OPT_BOOL("refuse-concurrent-identity", c.refuse_concurrent_identity,
+             "refuse a call of an identity from a second connection while its first was active in the last 5 s"),
     OPT_BOOL("insecure-for-testing", c.insecure_for_testing, "no TLS (refused unless --listen is loopback)"),
     OPT_STR("state", c.state_dir, "state directory: model versions, state.json, rounds.jsonl", NULL),
     OPT_NUM("keep-versions", T_U64, c.keep_versions,
@@ -714,6 +729,12 @@ static int load_model_key(settings *s) {
 }
 
 static int check_combined(settings *s, const origin *seen) {
+  if (!(s->c.anomaly_threshold > 0 && s->c.anomaly_threshold < 1e6)) {
+    char where[600];
+    fprintf(stderr, "fedc coordinator: %s: 'anomaly-threshold' %g: use a number > 0 (a robust z-score, e.g. 5)\n",
+            origin_text(seen[find_opt("anomaly-threshold")], where, sizeof where), s->c.anomaly_threshold);
+    return 2;
+  }
   if (s->c.keep_every && !s->c.keep_versions) {
     /* Alone it would keep every version, not every K-th: say so. */
     char where[600];

@@ -25,6 +25,7 @@ static const struct {
 #endif
     {"status", cmd_status, "show a running coordinator's state (admin)"},
     {"rounds", cmd_rounds, "list rounds with their metrics (admin)"},
+    {"clients", cmd_clients, "list client identities: last seen, addresses, rounds, anomaly score (admin)"},
     {"round", cmd_round, "start | pause | resume rounds (admin)"},
     {"model", cmd_model, "get --version V --out FILE (admin); verify FILE: check a model's signed manifest"},
     {"pki", cmd_pki, "init a federation CA; issue client/admin certificates"},

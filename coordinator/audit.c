@@ -50,7 +50,8 @@ static json_t *parse_line(const char *line, size_t len) {
 /* Every kind of record the coordinator writes (docs/operations.md). */
 static const char *const kinds[] = {"contact",  "admin",           "update", "model", "model_failed",
                                     "manifest", "round_abandoned", "start",  "stop",  "refusals",
-                                    "secagg_blame", "leave",       "eval",   "eval_report"};
+                                    "secagg_blame", "leave",       "eval",   "eval_report",
+                                    "anomaly",      "identity"};
 
 int fc_audit_kind_known(const char *kind) {
   for (size_t i = 0; kind && i < sizeof kinds / sizeof *kinds; i++)

@@ -76,7 +76,7 @@ void coord_h_checkin(fc_scall *call, void *ctx) {
   fc_coord *c = ctx;
   const fc_peer *peer = fc_scall_peer(call);
   const Fedc__V1__CheckInRequest *req = (const Fedc__V1__CheckInRequest *)fc_scall_request(call);
-  if (c->audit) fc_audit_contact(c->audit, peer->name, fc_role_name(peer->role), peer->cert_sha256, peer->addr);
+  if (coord_audit_peer(c, call, peer)) return;
   atomic_fetch_add(&c->metrics.checkins, 1);
   fc_task_info task;
   uint32_t retry = 0;
@@ -133,6 +133,7 @@ void coord_h_checkin(fc_scall *call, void *ctx) {
     char why[160];
     snprintf(why, sizeof why, "check-ins too frequent: retry in %u ms", retry);
     FC_WARN(MOD, "check-in from %s refused: over its rate (retry in %u ms)", peer->name, retry);
+    coord_anomaly_rate_limited(c, peer->name);
     fc_scall_finish_retry(call, GRPC_STATUS_RESOURCE_EXHAUSTED, why, retry);
     return;
   }

@@ -76,7 +76,7 @@ struct fc_coord {
   pthread_cond_t stop_cv;
   int stopping;
   uint64_t started_ms;
-  fc_method methods[12];
+  fc_method methods[13];
   /* Model downloads in flight, bounded by cfg.download_slots: each one pins
    * gRPC send buffers, so this (not the number of clients) bounds memory. */
   pthread_mutex_t dl_mu;
@@ -117,6 +117,7 @@ struct fc_coord {
   /* Members' certificates verified in earlier rounds (crypto/cert_cache.h),
    * so each is parsed and chain-checked once; under mu. */
   struct fc_cert_cache *sa_certs;
+  struct coord_anomaly *anom; /* update anomaly scores, identity misuse (coord_anomaly.c); thread-safe */
 };
 
 /* ---- coord_secagg.c (all under c->mu unless said) ---- */
@@ -223,12 +224,51 @@ void coord_sa_blame_locked(fc_coord *c);
 void coord_sa_blamed_record(const fc_coord *c, fc_round_stats *r);
 /* The robust aggregator's settings from the configuration (coordinator.c). */
 void coord_robust_cfg(const fc_coord_cfg *cfg, fc_robust_cfg *r);
+/* Every handler's first word (coordinator.c): the audit of each certificate's
+ * first contact, and identity misuse (coord_anomaly_seen); 1 if the call was
+ * refused (finished) for a concurrent connection of the identity. */
+int coord_audit_peer(fc_coord *c, fc_scall *call, const fc_peer *peer);
 /* ---- coord_checkin.c ---- */
 /* The CheckIn handler (client role, unary). */
 void coord_h_checkin(fc_scall *call, void *ctx);
 /* Admin Status: the eligible population and pace steering (takes mu);
  * policy (n bytes) holds the policy text out->policy points to. */
 void coord_elig_status(fc_coord *c, Fedc__V1__EligibilityStatus *out, char *policy, size_t n);
+/* ---- coord_anomaly.c: update anomaly scores and identity misuse (its header says when each runs) ---- */
+struct fc_anomaly_meas;
+struct fc_anomaly_ident;
+/* After the model is loaded: the core for n parameters, STATE/anomaly.json read back. */
+int coord_anomaly_init(fc_coord *c, size_t n, char *err, size_t errlen);
+/* Saves the table and frees; accepts c->anom NULL. */
+void coord_anomaly_free(fc_coord *c);
+void coord_anomaly_save(fc_coord *c);
+/* No lock: one pass over a verified plaintext update (NULL: not measured). */
+struct fc_anomaly_meas *coord_anomaly_measure(fc_coord *c, const fc_agg_update *u, double l2);
+/* Under mu: the committed update's measurement joins the round (frees m; NULL is fine). */
+void coord_anomaly_commit_locked(fc_coord *c, const char *client, struct fc_anomaly_meas *m);
+/* Driver, no lock: a secure-aggregation bucket's unmasked mean (scored, never an identity's). */
+void coord_anomaly_bucket(fc_coord *c, const fc_agg_update *u, double l2, uint32_t bucket);
+void coord_anomaly_round_begin_locked(fc_coord *c);
+void coord_anomaly_abandon_locked(fc_coord *c);
+/* Driver, WITHOUT mu: the round's aggregate (before DP noise and the server step). */
+void coord_anomaly_round(fc_coord *c, const float *delta);
+/* Under mu: the round record's an_* fields. */
+void coord_anomaly_record(fc_coord *c, fc_round_stats *r);
+/* Under mu, each driver tick: the policy's cool-downs into the engine. */
+void coord_anomaly_apply_locked(fc_coord *c, uint64_t now);
+/* Any call: 1 if it must be refused (a concurrent connection under refuse_concurrent_identity). */
+int coord_anomaly_seen(fc_coord *c, const fc_peer *peer);
+/* A round record's anomaly statistics for the Rounds reply: 1 and *out
+ * filled (pointing into s) if the round has any. */
+typedef struct coord_anomaly_pb {
+  Fedc__V1__RoundAnomaly m;
+  char *flagged[FC_ROUND_BLAMED_MAX];
+} coord_anomaly_pb;
+int coord_anomaly_round_pb(const fc_round_stats *s, coord_anomaly_pb *out);
+/* Admin/Clients (admin role, unary): the identity table. */
+void coord_h_clients(fc_scall *call, void *ctx);
+/* A call of client was refused for its rate (coord_limits.c, the check-in path). */
+void coord_anomaly_rate_limited(fc_coord *c, const char *client);
 /* ---- coord_leave.c ---- */
 /* The Leave handler (client role, unary, async). */
 void coord_h_leave(fc_scall *call, void *ctx);

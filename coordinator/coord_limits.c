@@ -150,6 +150,7 @@ void coord_limits_wrap(fc_coord *c, fc_method *m, size_t n) {
 
 int coord_refusal_note(fc_coord *c, const char *client, int reason) {
   struct coord_limits *L = c->limits;
+  if (reason == FC_RF_LIMIT || reason == FC_RF_CALLS) coord_anomaly_rate_limited(c, client); /* `fedc clients` */
   if (!L || !L->ref) return 0;
   return fc_refusals_note(L->ref, client, reason, fc_now_ms());
 }

@@ -527,6 +527,7 @@ static int sa_finish_buckets(fc_coord *c, fc_sa_mask_term **terms, size_t *nterm
       snprintf(why, whylen, "bucket %u's mean could not be aggregated: %s", b + 1, fedc_strerror(rc));
       return FEDC_ERR_INTERNAL;
     }
+    coord_anomaly_bucket(c, u, chk.l2, b); /* each bucket's result is what the coordinator may see */
     if ((rc = c->bagg->ops->update_commit(c->bagg, u, 1.0)) != FEDC_OK) { /* the slot is released either way */
       snprintf(why, whylen, "bucket %u's mean could not be aggregated: %s", b + 1, fedc_strerror(rc));
       return rc;

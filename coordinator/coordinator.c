@@ -43,6 +43,7 @@
 #include "coordinator/store.h"
 #include "coordinator/store_prune.h"
 #include "coordinator/watermark.h"
+#include "coordinator/anomaly.h"
 #include "crypto/pki.h"
 #include "transport/accept_guard.h"
 #include "fedc/error.h"
@@ -126,6 +127,9 @@ void fc_coord_cfg_defaults(fc_coord_cfg *c) {
   c->eval_value_max = 100; /* cross-entropy of a sane classifier stays far below */
   c->watermark_steps = 50; /* docs/results.md, "Watermarking the global model" */
   c->watermark_lr = 0.05f;
+  snprintf(c->anomaly_policy, sizeof c->anomaly_policy, "observe");
+  c->anomaly_threshold = FC_ANOM_DEFAULT_THRESHOLD;
+  c->anomaly_cooldown_s = FC_ANOM_DEFAULT_COOLDOWN_S;
 }
 
 /* ---- model snapshots ------------------------------------------------------------- */
@@ -308,6 +312,7 @@ static void record_round_locked(fc_coord *c) {
   if (history_add(c, r) == 0) {
     coord_sa_remaining(c, c->rounds[c->nrounds - 1].sa_remaining);
     coord_sa_blamed_record(c, &c->rounds[c->nrounds - 1]);
+    coord_anomaly_record(c, &c->rounds[c->nrounds - 1]);
     sopt_text(c, c->rounds[c->nrounds - 1].server_opt, sizeof c->rounds[c->nrounds - 1].server_opt);
     if (c->cfg.dp_noise_multiplier > 0) {
       c->rounds[c->nrounds - 1].dp_epsilon = c->dp_eps;
@@ -579,6 +584,7 @@ static int finalize(fc_coord *c, uint64_t *version, uint8_t sha[FC_SHA256_LEN], 
     else snprintf(why, whylen, "aggregator has no committed update");
     goto out;
   }
+  coord_anomaly_round(c, delta); /* the combined update, before DP noise and the server step */
   if (c->cfg.dp_noise_multiplier > 0 && (rc = dp_privatize(c, delta, n, count, why, whylen)) != FEDC_OK) goto out;
   memcpy(next, old->data, n * sizeof *next);
   /* The server optimizer's step, undone unless the version is published. */
@@ -679,9 +685,11 @@ static void *driver_main(void *arg) {
     /* The privacy budget is a hard limit: no round starts past it, whatever
      * an admin does to the round budget. */
     if (c->dp_stop[0]) fc_engine_stop_budget(c->engine);
+    coord_anomaly_apply_locked(c, fc_now_ms());
     int act = fc_engine_tick(c->engine, fc_now_ms());
     if (act == FC_TICK_STARTED) {
       c->agg->ops->round_begin(c->agg);
+      coord_anomaly_round_begin_locked(c);
       c->dp_unclipped = 0;
       c->dp_sa_centred = 0;
       /* Fixed at the start: the denominator, the noise split and (under
@@ -715,6 +723,7 @@ static void *driver_main(void *arg) {
       record_round_locked(c);
       cancel_uploads(c, fc_engine_last_round(c->engine)->round);
       coord_sa_end(c);
+      coord_anomaly_abandon_locked(c);
     } else if (act == FC_TICK_AGGREGATE) {
       fc_engine_status es;
       fc_engine_get_status(c->engine, fc_now_ms(), &es);
@@ -779,8 +788,14 @@ static void *driver_main(void *arg) {
 /* ---- Coordinator service ----------------------------------------------------------- */
 
 /* Audit: the first call made with each certificate. */
-static void audit_peer(fc_coord *c, const fc_peer *peer) {
+/* Audits the contact; 1 if the call must be refused as a second concurrent
+ * connection of its identity (coord_anomaly.c): the caller then returns. */
+int coord_audit_peer(fc_coord *c, fc_scall *call, const fc_peer *peer) {
   if (c->audit) fc_audit_contact(c->audit, peer->name, fc_role_name(peer->role), peer->cert_sha256, peer->addr);
+  if (!coord_anomaly_seen(c, peer)) return 0;
+  fc_scall_finish(call, GRPC_STATUS_FAILED_PRECONDITION,
+                  "identity already connected from another address (refuse_concurrent_identity)", NULL);
+  return 1;
 }
 
 /* A transfer that holds a staging slot or a snapshot must keep moving: after
@@ -988,7 +1003,7 @@ static void fetch_done(void *state) { download_end(state); }
 
 static void h_fetch_model(fc_scall *call, void *ctx) {
   const Fedc__V1__FetchModelRequest *req = (const Fedc__V1__FetchModelRequest *)fc_scall_request(call);
-  audit_peer(ctx, fc_scall_peer(call));
+  if (coord_audit_peer(ctx, call, fc_scall_peer(call))) return;
   download *d = download_begin(ctx, call, req->version, req->latest, 0);
   if (d && coord_fetch_resume(ctx, call, req, d->hdr, &d->skip) == FEDC_OK)
     fc_scall_stream_out(call, fetch_next, fetch_done, d);
@@ -998,7 +1013,7 @@ static void h_fetch_model(fc_scall *call, void *ctx) {
 /* GetModel (admins, on their own pool): may read an old version from disk. */
 static void h_get_model(fc_scall *call, void *ctx) {
   const Fedc__V1__GetModelRequest *req = (const Fedc__V1__GetModelRequest *)fc_scall_request(call);
-  audit_peer(ctx, fc_scall_peer(call));
+  coord_audit_peer(ctx, call, fc_scall_peer(call));
   download *d = download_begin(ctx, call, req->version, req->latest, 1);
   if (!d) return;
   emit_ctx e = {call, 0, &d->m->man};
@@ -1219,6 +1234,8 @@ static void upload_end(fc_scall *call, void *state) {
     upload_refuse(up, call, GRPC_STATUS_INVALID_ARGUMENT, why);
     return;
   }
+  /* One pass over the update for the anomaly scores, outside the lock. */
+  struct fc_anomaly_meas *meas = up->masked ? NULL : coord_anomaly_measure(c, up->u, l2);
   pthread_mutex_lock(&c->mu);
   /* The round record counts the examples that carried weight. */
   int v = fc_engine_upload_commit(c->engine, up->client, up->round, (uint64_t)weight, up->loss,
@@ -1230,8 +1247,11 @@ static void upload_end(fc_scall *call, void *state) {
     if (up->unclipped && !up->masked) c->dp_unclipped++;
     up->committed = 1; /* its OK is on the way: a closing round must not cancel it */
     if (up->masked) coord_sa_masked_done(c, up->client);
+    coord_anomaly_commit_locked(c, up->client, meas);
+    meas = NULL;
   }
   pthread_mutex_unlock(&c->mu);
+  free(meas);
   up->begun = 0; /* the engine has settled this upload either way */
   if (v != FC_UP_OK) {
     snprintf(why, sizeof why, "update refused: %s", fc_upload_verdict_text(v));
@@ -1255,7 +1275,7 @@ static void h_upload(fc_scall *call, void *ctx) {
   fc_coord *c = ctx;
   const fc_peer *peer = fc_scall_peer(call);
   const Fedc__V1__UploadMsg *first = (const Fedc__V1__UploadMsg *)fc_scall_request(call);
-  audit_peer(c, peer);
+  if (coord_audit_peer(c, call, peer)) return;
   char why[400] = "";
   upload *up = calloc(1, sizeof *up);
   if (!up) {
@@ -1390,7 +1410,7 @@ int coord_upload_streaming(fc_coord *c, const char *client, uint64_t round) {
 
 static void h_status(fc_scall *call, void *ctx) {
   fc_coord *c = ctx;
-  audit_peer(c, fc_scall_peer(call));
+  coord_audit_peer(c, call, fc_scall_peer(call));
   fc_engine_status es;
   pthread_mutex_lock(&c->mu);
   fc_engine_get_status(c->engine, fc_now_ms(), &es);
@@ -1446,7 +1466,7 @@ static void h_status(fc_scall *call, void *ctx) {
 static void h_rounds(fc_scall *call, void *ctx) {
   fc_coord *c = ctx;
   const Fedc__V1__RoundsRequest *req = (const Fedc__V1__RoundsRequest *)fc_scall_request(call);
-  audit_peer(c, fc_scall_peer(call));
+  coord_audit_peer(c, call, fc_scall_peer(call));
   pthread_mutex_lock(&c->mu);
   size_t n = c->nrounds, first = 0;
   if (req->limit && req->limit < n) first = n - req->limit;
@@ -1461,10 +1481,12 @@ static void h_rounds(fc_scall *call, void *ctx) {
   Fedc__V1__EvalRecord *evs = calloc(k ? k : 1, sizeof *evs);
   Fedc__V1__EvalMetric(*evm)[FC_EVAL_METRICS_MAX] = calloc(k ? k : 1, sizeof *evm);
   Fedc__V1__EvalMetric *(*evp)[FC_EVAL_METRICS_MAX] = calloc(k ? k : 1, sizeof *evp);
+  coord_anomaly_pb *anp = calloc(k ? k : 1, sizeof *anp);
   uint64_t ev_next = 0, ev_due = fc_engine_eval_pending_round(c->engine, &ev_next);
   if (recs && ptrs && copy && k) memcpy(copy, c->rounds + first, k * sizeof *copy);
   pthread_mutex_unlock(&c->mu);
-  if (!recs || !ptrs || !copy || !blamed || !evs || !evm || !evp) {
+  if (!recs || !ptrs || !copy || !blamed || !evs || !evm || !evp || !anp) {
+    free(anp);
     free(recs);
     free(ptrs);
     free(copy);
@@ -1512,6 +1534,7 @@ static void h_rounds(fc_scall *call, void *ctx) {
       coord_eval_pb(&s->eval, pending, &evs[i], evm[i], evp[i]);
       r->eval = &evs[i];
     }
+    if (coord_anomaly_round_pb(s, &anp[i])) r->anomaly = &anp[i].m;
     ptrs[i] = r;
   }
   /* The newest records that fit well under the 4 MiB receive limit (names
@@ -1529,13 +1552,14 @@ static void h_rounds(fc_scall *call, void *ctx) {
   free(evs);
   free(evm);
   free(evp);
+  free(anp);
 }
 
 static void h_round_control(fc_scall *call, void *ctx) {
   fc_coord *c = ctx;
   const Fedc__V1__RoundControlRequest *req = (const Fedc__V1__RoundControlRequest *)fc_scall_request(call);
   const fc_peer *peer = fc_scall_peer(call);
-  audit_peer(c, peer);
+  coord_audit_peer(c, call, peer);
   const char *action = req->op == FEDC__V1__ROUND_CONTROL_REQUEST__OP__PAUSE    ? "pause"
                        : req->op == FEDC__V1__ROUND_CONTROL_REQUEST__OP__RESUME ? "resume"
                        : req->op == FEDC__V1__ROUND_CONTROL_REQUEST__OP__START  ? "start"
@@ -1853,6 +1877,8 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
              &fedc__v1__eval_report__descriptor, coord_h_eval_report, c);
   set_method(&c->methods[11], "/fedc.v1.Coordinator/UploadOffset", FC_RPC_UNARY, FC_ROLE_CLIENT, SMALL_MSG,
              &fedc__v1__upload_offset_request__descriptor, coord_h_upload_offset, c);
+  set_method(&c->methods[12], "/fedc.v1.Admin/Clients", FC_RPC_UNARY, FC_ROLE_ADMIN, SMALL_MSG,
+             &fedc__v1__clients_request__descriptor, coord_h_clients, c);
 
   /* Every input that can refuse the start is checked, and the state read,
    * before the state directory is created or changed (coord_start.c). */
@@ -1920,6 +1946,7 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
                                                   cfg->watermark_lr, &c->wm, err, errlen)) != FEDC_OK)
     goto fail;
   if (resumed && (rc = coord_manifest_load(c, c->model, &info, 1, err, errlen)) != FEDC_OK) goto fail;
+  if ((rc = coord_anomaly_init(c, fc_model_numel(&spec), err, errlen)) != FEDC_OK) goto fail;
   fc_sopt_cfg soc;
   sopt_cfg(cfg, &soc, err, errlen); /* checked in cfg_check */
   if ((rc = fc_sopt_create(&soc, fc_model_numel(&spec), &c->sopt)) != FEDC_OK) {
@@ -2125,6 +2152,7 @@ void fc_coord_stop(fc_coord *c, int grace_ms) {
   fc_sopt_destroy(c->sopt);
   free(c->sopt_backup);
   fc_wm_destroy(c->wm);
+  coord_anomaly_free(c);
   free(c->dp_rdp);
   free(c->dp_round_rdp);
   coord_sa_end(c);

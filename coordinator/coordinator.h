@@ -136,6 +136,14 @@ typedef struct fc_coord_cfg {
   uint32_t upload_bits;
   uint32_t upload_block;
   float secagg_range; /* narrow ring: a coordinate's range, values clamped into it (0 = the clip) */
+  /* Update anomaly detection (coordinator/anomaly.h): observe, flag or
+   * exclude identities whose score across rounds reaches the threshold;
+   * excluded ones are not selected for anomaly_cooldown_s. A second
+   * connection of one identity is refused with refuse_concurrent_identity. */
+  char anomaly_policy[16];
+  double anomaly_threshold;
+  uint64_t anomaly_cooldown_s;
+  int refuse_concurrent_identity;
 } fc_coord_cfg;
 
 void fc_coord_cfg_defaults(fc_coord_cfg *c);

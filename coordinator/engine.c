@@ -701,6 +701,13 @@ uint32_t fc_engine_offence(fc_engine *e, const char *client, uint64_t now_ms, ui
   return r->offences;
 }
 
+int fc_engine_exclude(fc_engine *e, const char *client, uint64_t until) {
+  client_rec *r = eng_find(e, client);
+  if (!r) return 0;
+  if (until > r->excluded_until) r->excluded_until = until;
+  return 1;
+}
+
 void fc_engine_sa_ready(fc_engine *e) { e->sa_ready = 1; }
 
 int fc_engine_sa_advance(fc_engine *e, uint64_t now_ms) {

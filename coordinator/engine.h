@@ -291,6 +291,10 @@ uint32_t fc_engine_cohort(const fc_engine *e, const char **out, uint32_t cap);
  * engine time, 0 if not excluded. Kept in memory: a restart forgets it (the
  * audit log keeps the record). */
 uint32_t fc_engine_offence(fc_engine *e, const char *client, uint64_t now_ms, uint64_t *until);
+/* Leave client out of selection until `until` (engine time) unless it is
+ * already out longer (the anomaly policy's cool-down, coord_anomaly.c).
+ * 0 if the identity has no record yet (it is applied again later). */
+int fc_engine_exclude(fc_engine *e, const char *client, uint64_t until);
 
 /* Reason text of the last abandon. */
 const char *fc_engine_abandon_reason(const fc_engine *e);
@@ -351,6 +355,15 @@ typedef struct fc_round_stats {
    * it): the first FC_ROUND_BLAMED_MAX names, and how many in all */
   char sa_blamed[FC_ROUND_BLAMED_MAX][65];
   uint32_t sa_nblamed;
+  /* update anomaly statistics of a plaintext round (coord_anomaly.c fills
+   * them): inputs scored (0 = none), norm min/median/max, median cosines to
+   * this and the previous aggregate (NAN unknown), the top score and whose,
+   * and the identities flagged (first FC_ROUND_BLAMED_MAX, and how many) */
+  uint32_t an_inputs;
+  double an_norm[3], an_cos_agg, an_cos_prev, an_top_score;
+  char an_top[65];
+  char an_flagged[FC_ROUND_BLAMED_MAX][65];
+  uint32_t an_nflagged;
   fc_round_eval eval;       /* the evaluation of the model it produced (coord_eval.c fills it later) */
 } fc_round_stats;
 

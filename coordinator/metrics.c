@@ -295,6 +295,24 @@ char *coord_metrics_text(fc_coord *c) {
   put(&b, "fedc_process_resident_memory_bytes %llu\n", (unsigned long long)rss_bytes());
   head(&b, "fedc_uptime_seconds", "gauge", "Seconds since the coordinator started.");
   put(&b, "fedc_uptime_seconds %.3f\n", (double)(now - c->started_ms) / 1000.0);
+  /* Update anomaly detection (coord_anomaly.c): counts and the last scored
+   * round's figures, never the identities (the audit log and `fedc clients` name them). */
+  head(&b, "fedc_anomaly_flagged_total", "counter", "Identity-rounds flagged by the anomaly policy (flag or exclude).");
+  put(&b, "fedc_anomaly_flagged_total %llu\n", (unsigned long long)m.anomaly_flagged);
+  head(&b, "fedc_anomaly_excluded", "gauge", "Identities left out of selection by the anomaly policy now.");
+  put(&b, "fedc_anomaly_excluded %u\n", m.anomaly_excluded);
+  head(&b, "fedc_anomaly_top_score", "gauge", "Highest robust outlier score of an update in the last scored round.");
+  put(&b, "fedc_anomaly_top_score %.6g\n", m.anomaly_top_score);
+  head(&b, "fedc_anomaly_norm_median", "gauge", "Median L2 norm of the updates of the last scored round.");
+  put(&b, "fedc_anomaly_norm_median %.6g\n", m.anomaly_norm_median);
+  head(&b, "fedc_anomaly_cos_agg_median", "gauge", "Median cosine of an update to its round's aggregate (last scored round).");
+  put(&b, "fedc_anomaly_cos_agg_median %.6g\n", m.anomaly_cos_agg);
+  head(&b, "fedc_identity_new_address_total", "counter", "Calls of an identity from a host it was not seen at before.");
+  put(&b, "fedc_identity_new_address_total %llu\n", (unsigned long long)atomic_load(&c->metrics.identity_new_address));
+  head(&b, "fedc_identity_concurrent_total", "counter", "Calls of an identity from a second connection at once.");
+  put(&b, "fedc_identity_concurrent_total %llu\n", (unsigned long long)atomic_load(&c->metrics.identity_concurrent));
+  head(&b, "fedc_identity_refused_total", "counter", "Calls refused as a second concurrent connection of an identity.");
+  put(&b, "fedc_identity_refused_total %llu\n", (unsigned long long)atomic_load(&c->metrics.identity_refused));
   if (dp) {
     head(&b, "fedc_dp_epsilon", "gauge", "Differential privacy: epsilon spent (at dp_delta).");
     put(&b, "fedc_dp_epsilon %.6g\n", eps);

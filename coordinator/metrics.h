@@ -45,6 +45,12 @@ typedef struct fc_coord_metrics {
    * (advertise, share keys, masked input, consistency, unmask). */
   uint64_t sa_count[5][FC_M_DUR_BUCKETS + 1];
   double sa_sum[5];
+  /* Update anomaly detection (coord_anomaly.c): under mu. */
+  uint64_t anomaly_flagged;   /* identity-rounds flagged */
+  uint32_t anomaly_excluded;  /* identities in their cool-down now */
+  double anomaly_top_score, anomaly_norm_median, anomaly_cos_agg; /* the last scored round */
+  /* Identity misuse: atomics. */
+  atomic_uint_fast64_t identity_new_address, identity_concurrent, identity_refused;
 } fc_coord_metrics;
 
 extern const double fc_m_dur_bounds[FC_M_DUR_BUCKETS];

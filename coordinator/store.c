@@ -495,6 +495,7 @@ static json_t *round_to_json(const fc_round_stats *r) {
     json_object_set_new(o, "secagg_blamed", a);
     if (r->sa_nblamed > FC_ROUND_BLAMED_MAX) json_object_set_new(o, "secagg_blamed_count", json_integer(r->sa_nblamed));
   }
+  fc_store_anomaly_put(o, r);
   return o;
 }
 
@@ -723,6 +724,7 @@ int fc_store_read_rounds(const char *dir, fc_round_stats **out, size_t *n, char 
     }
     uint64_t nbl = json_u64(o, "secagg_blamed_count");
     if (nbl > r->sa_nblamed && nbl <= UINT32_MAX) r->sa_nblamed = (uint32_t)nbl;
+    fc_store_anomaly_get(o, r);
     json_decref(o);
   }
   free(line);

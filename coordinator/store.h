@@ -26,6 +26,7 @@
 #ifndef FEDC_COORD_STORE_H
 #define FEDC_COORD_STORE_H
 
+#include <jansson.h>
 #include <stdint.h>
 
 #include "common/tensor.h"
@@ -116,6 +117,10 @@ int fc_store_read_manifest(const char *dir, uint64_t version, fc_signed *s, char
  * cut back to its previous length, so a short write never glues half a line
  * onto the next record; err names the system error. */
 int fc_store_append_round(const char *dir, const fc_round_stats *r, char *err, size_t errlen);
+/* store_anomaly.c: a round record's "anomaly" object, put into / read from
+ * the record's JSON object (nothing without scored inputs). */
+void fc_store_anomaly_put(json_t *o, const fc_round_stats *r);
+void fc_store_anomaly_get(const json_t *o, fc_round_stats *r);
 /* Append the federated evaluation of round `round`'s model, a line of its
  * own ({"round": R, "eval": {...}}: the round's line was written when it
  * ended, before its model was evaluated). Reading merges it into the latest

@@ -12,6 +12,8 @@
 #   k8s       kubectl kustomize renders deploy/k8s and deploy/k8s-external (the
 #             LoadBalancer for devices outside the cluster) without warnings;
 #             deploy/check_k8s.py checks the objects
+#   alerts    promtool check rules and test rules on deploy/prometheus (Debian's
+#             prometheus package; skipped with a note when promtool is absent)
 set -euo pipefail
 FEDC=$(readlink -f "${1:?usage: deploy/check.sh FEDC}")
 cd "$(dirname "$0")"
@@ -35,6 +37,18 @@ done
 "$FEDC" coordinator --help >"$D/help"
 python3 check_ranges.py "$D/help" coordinator.example.yaml k8s/coordinator.yaml
 echo "check: coordinator configs OK"
+
+if command -v promtool >/dev/null; then
+  promtool check rules prometheus/fedc-alerts.yml >/dev/null
+  (cd prometheus && promtool test rules fedc-alerts.test.yml >/dev/null)
+  # Every series the rules name is one the coordinator serves (a renamed metric would silence an alert).
+  for m in $(grep -o 'fedc_[a-z_]*' prometheus/fedc-alerts.yml | sort -u); do
+    grep -q "\"$m\"" ../coordinator/metrics.c || { echo "check: alert rules name $m, which no coordinator serves" >&2; exit 1; }
+  done
+  echo "check: Prometheus alert rules OK"
+else
+  echo "check: promtool not installed (Debian: prometheus): alert rules not checked"
+fi
 
 docker-compose -f docker/compose.yaml config -q
 docker-compose -f docker/compose.yaml config | python3 check_compose.py "$FEDC"
