@@ -285,41 +285,15 @@ static void status_print(const Fedc__V1__StatusResponse *r, int json) {
 }
 
 int cmd_status(int argc, char **argv) {
-  const char *prog = "fedc status";
-  admin_opts ao;
-  admin_opts_init(&ao);
-  static const struct option longopts[] = {ADMIN_LONGOPTS, {0, 0, 0, 0}};
-  opterr = 0;
-  int c;
-  while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
-    int r = admin_opt(&ao, prog, c, optarg);
-    if (r == 1) continue;
-    if (r == 2) return 2;
-    if (c == 'h') {
-      status_usage(stdout);
-      return 0;
-    }
-    return cli_option_error(prog, c, argv, longopts);
-  }
-  if (optind < argc) return usage_error(prog, "unexpected argument '%s'", argv[optind]);
-
-  fc_channel *ch = NULL;
-  int rc = admin_connect(&ao, prog, &ch);
-  if (rc) return rc;
-  fc_status st;
-  memset(&st, 0, sizeof st);
-  Fedc__V1__StatusResponse *resp = NULL;
-  int ret = 0;
-  rc = do_status(ch, ao.timeout_ms, &resp, &st);
-  if (rc != FEDC_OK) {
-    ret = call_failed(prog, rc, &st, ao.timeout_ms);
-    goto out;
-  }
-  status_print(resp, ao.json);
-out:
-  if (resp) protobuf_c_message_free_unpacked(&resp->base, NULL);
-  admin_disconnect(ch);
-  return ret;
+  Fedc__V1__StatusRequest req = FEDC__V1__STATUS_REQUEST__INIT;
+  ProtobufCMessage *m = NULL;
+  int json = 0;
+  int rc = cli_admin_unary("fedc status", argc, argv, status_usage, M_STATUS, &req.base,
+                           &fedc__v1__status_response__descriptor, &m, &json);
+  if (rc >= 0) return rc;
+  status_print((const Fedc__V1__StatusResponse *)m, json);
+  protobuf_c_message_free_unpacked(m, NULL);
+  return 0;
 }
 
 /* ---- fedc rounds ------------------------------------------------------------------ */

@@ -1,7 +1,11 @@
 /*
  * runtime_int.h - the client runtime's handle, shared by runtime.c (the
- * check-in loop, model cache, plain uploads) and runtime_secagg.c (the
- * secure-aggregation exchange). Not part of the public API.
+ * check-in loop and the training round), runtime_transfer.c (model download,
+ * uploads), runtime_wait.c (naps and retry waits), runtime_secagg.c (the secure-aggregation exchange),
+ * runtime_eval.c (evaluation tasks) and runtime_leave.c. Calls go one way:
+ * runtime.c -> runtime_eval.c -> runtime_secagg.c -> runtime_transfer.c ->
+ * runtime_wait.c.
+ * Not part of the public API.
  */
 #ifndef FEDC_CLIENT_RUNTIME_INT_H
 #define FEDC_CLIENT_RUNTIME_INT_H
@@ -74,7 +78,7 @@ void fc_client_byzantine(fedc_client *c, const fc_byz_cfg *cfg);
  * blocks there until stopped, so a test can SIGKILL it at a known stage. */
 void fc_client_secagg_drop(fedc_client *c, const double drop[6], uint64_t seed, int halt);
 
-/* Sleep up to ms; 1 if stopped. */
+/* runtime_wait.c: sleep up to ms; 1 if stopped. */
 int rt_nap(fedc_client *c, uint32_t ms);
 /* One UploadUpdate stream of payload (bytes, SHA-256 sha) with the given
  * spec, its chunks from start_offset (0, or what UploadOffset said was kept). */
@@ -95,6 +99,9 @@ int rt_upload_offset(fedc_client *c, const Fedc__V1__Task *t, const uint8_t sha[
 int rt_upload_retrying(fedc_client *c, const Fedc__V1__Task *t, const void *payload, const fc_model_spec *spec,
                        uint64_t bytes, int masked, uint64_t examples, double loss, double norm, uint64_t deadline,
                        uint64_t *bytes_out, fc_status *st);
+/* The coordinator said when: that long plus up to a quarter more, so the
+ * clients it refused together do not come back together. */
+uint32_t rt_told_wait(fedc_client *c, uint32_t retry_after_ms);
 int rt_is_transient(int err);
 /* run() is returning rc (runtime_leave.c): unless the federation finished
  * (DONE) or no coordinator was ever reached, tell the coordinator we leave,
@@ -123,7 +130,7 @@ typedef struct rt_sa_input {
   void *ctx;
 } rt_sa_input;
 int rt_secagg_exchange(fedc_client *c, const Fedc__V1__Task *t, const rt_sa_input *in, fc_status *st);
-/* Fetch t's model into the cache (runtime.c): SHA-256 and signed manifest checked. */
+/* Fetch t's model into the cache (runtime_transfer.c): SHA-256 and signed manifest checked. */
 int rt_fetch_model(fedc_client *c, const Fedc__V1__Task *t, fc_status *st);
 /* The model's tensors as the trainer callbacks see them (calloc'd; NULL on OOM). */
 fedc_tensor_info *rt_tensor_infos(const fedc_client *c);
@@ -131,7 +138,7 @@ fedc_tensor_info *rt_tensor_infos(const fedc_client *c);
  * (masked under secure aggregation). FEDC_OK once accepted, FEDC_ERR_REJECTED
  * (skip it), a transient error, or a permanent one. */
 int rt_eval_task(fedc_client *c, const Fedc__V1__Task *t, fc_status *st);
-/* Emit an event with the fields the caller filled (runtime.c). */
+/* Emit an event with the fields the caller filled (runtime_transfer.c). */
 void rt_emit(fedc_client *c, const fedc_event *ev);
 
 #endif

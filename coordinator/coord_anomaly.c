@@ -412,3 +412,16 @@ out:
   free(ptrs);
   free(addrs);
 }
+
+/* Every handler's first word (moved from coordinator.c): the audit of a
+ * certificate's first contact, then identity misuse above. */
+/* Audit: the first call made with each certificate. */
+/* Audits the contact; 1 if the call must be refused as a second concurrent
+ * connection of its identity (coord_anomaly.c): the caller then returns. */
+int coord_audit_peer(fc_coord *c, fc_scall *call, const fc_peer *peer) {
+  if (c->audit) fc_audit_contact(c->audit, peer->name, fc_role_name(peer->role), peer->cert_sha256, peer->addr);
+  if (!coord_anomaly_seen(c, peer)) return 0;
+  fc_scall_finish(call, GRPC_STATUS_FAILED_PRECONDITION,
+                  "identity already connected from another address (refuse_concurrent_identity)", NULL);
+  return 1;
+}

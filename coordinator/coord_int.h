@@ -1,7 +1,9 @@
 /*
- * coord_int.h - the coordinator's state, shared by coordinator.c (service,
- * driver, persistence), coord_secagg.c (the secure-aggregation stages),
- * coord_start.c (start-up checks), model_sign.c and metrics.c.
+ * coord_int.h - the coordinator's state, shared by the coordinator's role
+ * files (coordinator.c lists them: lifecycle, configuration, model and
+ * history, state directory, DP, publishing, driver, the service handlers),
+ * coord_secagg.c (the secure-aggregation stages), coord_eval*.c, coord_start.c
+ * (start-up checks), model_sign.c and metrics.c.
  * Not an interface for other modules.
  */
 #ifndef FEDC_COORD_COORD_INT_H
@@ -126,7 +128,7 @@ int coord_sa_begin(fc_coord *c, char *why, size_t whylen);
 /* At start: FEDC_ERR_INVALID with why if secagg_t is below the clients'
  * floor 2t > k + 1 (secagg.h) for some instance the configuration can run. */
 int coord_sa_cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen);
-/* DP: z split between the update sum and adaptive clipping's count (coordinator.c). */
+/* DP: z split between the update sum and adaptive clipping's count (coord_dp.c). */
 void coord_dp_split(const fc_coord *c, double expected, double *zu, double *sb);
 /* The round ended (published or abandoned): drop the session. */
 void coord_sa_end(fc_coord *c);
@@ -222,7 +224,7 @@ void coord_sa_remaining(fc_coord *c, uint32_t out[5]);
 void coord_sa_blame_locked(fc_coord *c);
 /* The round's record: the names of those members. */
 void coord_sa_blamed_record(const fc_coord *c, fc_round_stats *r);
-/* The robust aggregator's settings from the configuration (coordinator.c). */
+/* The robust aggregator's settings from the configuration (coord_cfg.c). */
 void coord_robust_cfg(const fc_coord_cfg *cfg, fc_robust_cfg *r);
 /* Every handler's first word (coordinator.c): the audit of each certificate's
  * first contact, and identity misuse (coord_anomaly_seen); 1 if the call was
@@ -303,10 +305,68 @@ char *coord_eval_metrics_text(fc_coord *c);
 void coord_h_eval_report(fc_scall *call, void *ctx);
 void coord_h_sa_submit_any(fc_scall *call, void *ctx);
 void coord_h_sa_poll_any(fc_scall *call, void *ctx);
-/* coordinator.c for coord_eval.c: drop a model reference; put an
- * evaluation into its round's record (under mu). */
+/* ---- coord_cfg.c ---- */
+/* What fc_coord_start refuses before anything else. */
+int coord_cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen);
+/* The server optimizer's settings from the coordinator's (checked). */
+int coord_sopt_cfg(const fc_coord_cfg *cfg, fc_sopt_cfg *o, char *err, size_t errlen);
+
+/* ---- coord_model.c: the model snapshot and the history in memory ---- */
+/* A snapshot of version `version` owning data (its SHA-256 computed); NULL: no memory. */
+model_ref *coord_model_new(uint64_t version, const fc_model_spec *spec, float *data);
+/* A reference to the current snapshot (takes and drops mu); drop it with coord_model_unref. */
+model_ref *coord_model_get(fc_coord *c);
 void coord_model_unref(model_ref *m);
+/* Append a round record to the history kept in memory (under mu); -1: no memory. */
+int coord_history_add(fc_coord *c, const fc_round_stats *r);
+/* Put an evaluation into its round's record (under mu). */
 void coord_history_eval_locked(fc_coord *c, uint64_t round, const fc_round_eval *e);
+/* ---- coord_state.c: the state directory ---- */
+/* Under mu: state.json is owed (a snapshot of the engine's state). */
+void coord_state_dirty_locked(fc_coord *c);
+/* Write what is owed (state.json, then the history lines); call without mu.
+ * On failure new rounds are blocked until a retry succeeds. */
+int coord_store_sync(fc_coord *c);
+/* Under mu: the state directory failed with err; block rounds, back off. */
+void coord_store_failed_locked(fc_coord *c, const char *err);
+/* While blocked: retry when due (call without mu). */
+void coord_store_retry(fc_coord *c);
+/* At start: the admin state of state.json, and a record for a round left open. */
+int coord_restore_admin_state(fc_coord *c, const fc_store_state *st, char *err, size_t errlen);
+
+/* ---- coord_dp.c ---- */
+/* The epsilon after one more round; next gets the composed RDP. */
+double coord_dp_after_one_round(const fc_coord *c, double *next);
+/* delta (the mean of count clipped updates) made private, the round counted
+ * and dp.json written (outside mu). */
+int coord_dp_privatize(fc_coord *c, float *delta, size_t n, uint32_t count, char *why, size_t whylen);
+/* Under mu: stop the federation if one more round would pass the target. */
+void coord_dp_check_budget_locked(fc_coord *c);
+
+/* ---- coord_publish.c (the driver thread, outside mu) ---- */
+/* The closed round's aggregate into a new, signed, written version. */
+int coord_finalize(fc_coord *c, uint64_t *version, uint8_t sha[FC_SHA256_LEN], char *why, size_t whylen);
+/* At start: the optimizer state saved beside version (checked against its manifest). */
+int coord_sopt_load(fc_coord *c, uint64_t version, const uint8_t sha[FC_SHA256_LEN], char *err, size_t errlen);
+/* "adam lr=0.01 beta1=0.9 ...": for status and the history. */
+void coord_sopt_text(const fc_coord *c, char *buf, size_t len);
+
+/* ---- coord_driver.c ---- */
+void *coord_driver_main(void *arg);
+
+/* ---- the service handlers: coord_checkin.c, coord_download.c,
+ * coord_upload.c, coord_admin.c ---- */
+void coord_h_fetch_model(fc_scall *call, void *ctx);
+void coord_h_get_model(fc_scall *call, void *ctx);
+/* A transfer holding a slot or a snapshot that fell below min_transfer_bps
+ * after the stream_idle_ms grace. */
+int coord_too_slow(const fc_coord *c, uint64_t started_ms, uint64_t bytes);
+void coord_h_upload(fc_scall *call, void *ctx);
+/* Under mu: cancel the uploads of `round` that can no longer count. */
+void coord_cancel_uploads(fc_coord *c, uint64_t round);
+void coord_h_status(fc_scall *call, void *ctx);
+void coord_h_rounds(fc_scall *call, void *ctx);
+void coord_h_round_control(fc_scall *call, void *ctx);
 /* The service handlers. */
 void coord_h_secagg_submit(fc_scall *call, void *ctx);
 void coord_h_secagg_poll(fc_scall *call, void *ctx);
@@ -341,6 +401,7 @@ void coord_resume_round_closed(fc_coord *c, uint64_t round);
 void coord_resume_free(fc_coord *c);
 /* UploadOffset (client role, unary, async). */
 void coord_h_upload_offset(fc_scall *call, void *ctx);
+void coord_resume_offset(fc_scall *call, void *ctx);
 /* FetchModel's start_offset: FEDC_OK and *skip chunks to leave out (the
  * header then echoes it), or the call is finished with the refusal. */
 struct fc_pb_header;

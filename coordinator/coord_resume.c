@@ -4,7 +4,7 @@
  * from the last chunk the other side has, within the same round.
  *
  * Owns: the kept prefixes of cut uploads (c->partials, the I/O-free table of
- * upload_resume.h, under c->up_mu), the UploadOffset handler, opening an
+ * upload_resume.h, under c->up_mu), the UploadOffset answer, opening an
  * UploadUpdate stream fresh or resumed (the header and the staging slot), and
  * checking a FetchModel request's start offset. May call: the aggregator's
  * slot operations, the chunk framing, the logger and the metrics counters;
@@ -155,21 +155,15 @@ void coord_resume_free(fc_coord *c) {
   pthread_mutex_unlock(&c->up_mu);
 }
 
-/* UploadOffset (client role, unary, async): where to resume the caller's update. */
-void coord_h_upload_offset(fc_scall *call, void *ctx) {
+/* UploadOffset (client role, unary, async): where to resume the caller's update;
+ * coord_upload.c's handler calls it once no stream of the caller's is open. */
+void coord_resume_offset(fc_scall *call, void *ctx) {
   fc_coord *c = ctx;
   const fc_peer *peer = fc_scall_peer(call);
   const Fedc__V1__UploadOffsetRequest *req = (const Fedc__V1__UploadOffsetRequest *)fc_scall_request(call);
   char why[300];
   if (req->sha256.len != FC_SHA256_LEN) {
     fc_scall_finish(call, GRPC_STATUS_INVALID_ARGUMENT, "UploadOffset: sha256 must be 32 bytes", NULL);
-    return;
-  }
-  /* The cut stream may still look open here (no FIN reached us; it ends at
-   * stream_idle_ms): its prefix is kept only then, so come back. */
-  if (coord_upload_streaming(c, peer->name, req->round)) {
-    fc_scall_finish_retry(call, GRPC_STATUS_UNAVAILABLE,
-                          "your previous upload stream is still open at the coordinator, retry", 1000);
     return;
   }
   uint64_t offset = 0;

@@ -11,7 +11,7 @@
  * way every round (or, under secure aggregation, puts any value in its
  * masked bit) cannot push it past hi or below lo.
  *
- * No I/O, no state: the coordinator keeps the clip (coordinator.c,
+ * No I/O, no state: the coordinator keeps the clip (coord_dp.c,
  * dp_privatize) and checks the range at start (cfg_check).
  */
 #ifndef FEDC_COORD_DP_CLIP_H

@@ -128,65 +128,6 @@ void fc_engine_cfg_defaults(fc_engine_cfg *c) {
   c->pace_max_ms = 3600000;
 }
 
-
-/* ---- client table ------------------------------------------------------------- */
-
-uint32_t eng_hash_name(const char *s) {
-  uint32_t h = 2166136261u; /* FNV-1a */
-  while (*s) h = (h ^ (uint8_t)*s++) * 16777619u;
-  return h;
-}
-
-/* (Re)build the index with n slots (a power of two above 2 x nrecs). */
-static int rebuild_slots(fc_engine *e, uint32_t n) {
-  uint32_t *s = malloc(n * sizeof *s);
-  if (!s) return FEDC_ERR_NOMEM;
-  for (uint32_t i = 0; i < n; i++) s[i] = UINT32_MAX;
-  for (uint32_t r = 0; r < e->nrecs; r++) {
-    uint32_t h = eng_hash_name(e->recs[r].name) & (n - 1);
-    while (s[h] != UINT32_MAX) h = (h + 1) & (n - 1);
-    s[h] = r;
-  }
-  free(e->slots);
-  e->slots = s;
-  e->nslots = n;
-  return FEDC_OK;
-}
-
-static int grow_slots(fc_engine *e) { return rebuild_slots(e, e->nslots ? e->nslots * 2 : 256); }
-
-client_rec *eng_find(fc_engine *e, const char *name) {
-  if (!e->nslots) return NULL;
-  uint32_t h = eng_hash_name(name) & (e->nslots - 1);
-  while (e->slots[h] != UINT32_MAX) {
-    client_rec *r = &e->recs[e->slots[h]];
-    if (strcmp(r->name, name) == 0) return r;
-    h = (h + 1) & (e->nslots - 1);
-  }
-  return NULL;
-}
-
-static client_rec *find_or_add(fc_engine *e, const char *name) {
-  client_rec *r = eng_find(e, name);
-  if (r) return r;
-  if (e->nrecs >= e->cfg.max_clients || strlen(name) >= sizeof r->name) return NULL;
-  if ((e->nrecs + 1) * 2 > e->nslots && grow_slots(e) != FEDC_OK) return NULL;
-  if (e->nrecs == e->caprecs) {
-    uint32_t n = e->caprecs ? e->caprecs * 2 : 128;
-    client_rec *nr = realloc(e->recs, n * sizeof *nr);
-    if (!nr) return NULL;
-    e->recs = nr;
-    e->caprecs = n;
-  }
-  r = &e->recs[e->nrecs];
-  memset(r, 0, sizeof *r);
-  strcpy(r->name, name);
-  uint32_t h = eng_hash_name(name) & (e->nslots - 1);
-  while (e->slots[h] != UINT32_MAX) h = (h + 1) & (e->nslots - 1);
-  e->slots[h] = e->nrecs++;
-  return r;
-}
-
 /* ---- lifecycle ----------------------------------------------------------------- */
 
 int fc_engine_create(const fc_engine_cfg *cfg, uint64_t first_round, uint64_t completed, uint64_t version,
@@ -212,7 +153,7 @@ int fc_engine_create(const fc_engine_cfg *cfg, uint64_t first_round, uint64_t co
   e->version = version;
   memcpy(e->sha, sha, FC_SHA256_LEN);
   e->state = (e->budget && e->completed >= e->budget) ? FC_ENG_DONE : FC_ENG_WAITING;
-  if (grow_slots(e) != FEDC_OK) {
+  if (eng_grow_slots(e) != FEDC_OK) {
     free(e);
     return FEDC_ERR_NOMEM;
   }
@@ -225,28 +166,6 @@ void fc_engine_destroy(fc_engine *e) {
   free(e->recs);
   free(e->slots);
   free(e);
-}
-
-
-
-
-/* A token bucket in engine time (engine_int.h). */
-int eng_take_token(double *tokens, uint64_t *at, double rate, double burst, uint64_t now, uint32_t *retry_ms) {
-  if (!(rate > 0)) return 1;
-  if (*at == 0 || now < *at) {
-    *tokens = burst;
-  } else {
-    *tokens += (double)(now - *at) * rate / 1000.0;
-    if (*tokens > burst) *tokens = burst;
-  }
-  *at = now ? now : 1;
-  if (*tokens >= 1) {
-    *tokens -= 1;
-    return 1;
-  }
-  double wait = (1 - *tokens) * 1000.0 / rate;
-  *retry_ms = (uint32_t)(wait < 1 ? 1 : wait > 3600000 ? 3600000 : wait + 0.999);
-  return 0;
 }
 
 static uint32_t count_live(const fc_engine *e, uint64_t now) {
@@ -307,7 +226,7 @@ static void abandon(fc_engine *e, const char *why, uint64_t now) {
 static void start_round(fc_engine *e, uint64_t now) {
   /* Sort by name so the choice depends on who is live, not on arrival order. */
   qsort(e->recs, e->nrecs, sizeof *e->recs, cmp_rec_name);
-  if (rebuild_slots(e, e->nslots) != FEDC_OK) return; /* the index follows the new order */
+  if (eng_rebuild_slots(e, e->nslots) != FEDC_OK) return; /* the index follows the new order */
   uint32_t *live = malloc((e->nrecs ? e->nrecs : 1) * sizeof *live);
   if (!live) return;
   uint32_t nlive = 0;
@@ -393,20 +312,10 @@ static uint64_t client_seed(const fc_engine *e, const char *name) {
   return (e->cfg.seed * 0x9E3779B97F4A7C15ull) ^ (e->round * 0xBF58476D1CE4E5B9ull) ^ eng_hash_name(name);
 }
 
-/* An identity without a record takes from the shared bucket: 1, or 0 with
- * the wait in e->retry_ms. */
-int eng_stranger_token(fc_engine *e, uint64_t now) {
-  uint32_t wait = 0;
-  if (eng_take_token(&e->stranger_tokens, &e->stranger_at, e->cfg.stranger_rate, e->cfg.stranger_burst, now, &wait))
-    return 1;
-  e->retry_ms = wait;
-  return 0;
-}
-
 /* The check-in (fc_engine_checkin* in engine_elig.c come here). */
 int eng_checkin(fc_engine *e, const char *client, const fc_device_state *dev, int can_evaluate, uint64_t last_round,
                 uint64_t now_ms, fc_task_info *task, fc_eval_info *etask, uint32_t *retry_ms, char *why, size_t whylen) {
-  client_rec *r = find_or_add(e, client);
+  client_rec *r = eng_find_or_add(e, client);
   if (!r) {
     if (eng_stranger_token(e, now_ms)) return FC_CHECKIN_REFUSED;
     *retry_ms = e->retry_ms;
@@ -805,3 +714,21 @@ void fc_engine_get_status(const fc_engine *e, uint64_t now_ms, fc_engine_status 
 const fc_round_stats *fc_engine_last_round(const fc_engine *e) { return &e->last; }
 
 uint32_t fc_engine_count_live(const fc_engine *e, uint64_t now_ms) { return count_live(e, now_ms); }
+
+/* The check-in entry points; all end in eng_checkin above. Without a
+ * report (dev NULL) a device is judged as one that said nothing. */
+int fc_engine_checkin(fc_engine *e, const char *client, uint64_t now_ms, fc_task_info *task, uint32_t *retry_ms) {
+  return fc_engine_checkin_eval(e, client, 0, 0, now_ms, task, NULL, retry_ms);
+}
+
+int fc_engine_checkin_eval(fc_engine *e, const char *client, int can_evaluate, uint64_t last_round, uint64_t now_ms,
+                           fc_task_info *task, fc_eval_info *etask, uint32_t *retry_ms) {
+  return eng_checkin(e, client, NULL, can_evaluate, last_round, now_ms, task, etask, retry_ms, NULL, 0);
+}
+
+int fc_engine_checkin_device(fc_engine *e, const char *client, const fc_device_state *dev, int can_evaluate,
+                             uint64_t last_round, uint64_t now_ms, fc_task_info *task, fc_eval_info *etask,
+                             uint32_t *retry_ms, char *why, size_t whylen) {
+  if (why && whylen) why[0] = '\0';
+  return eng_checkin(e, client, dev, can_evaluate, last_round, now_ms, task, etask, retry_ms, why, whylen);
+}

@@ -105,24 +105,6 @@ void eng_elig_note(fc_engine *e, client_rec *r, const fc_device_state *dev, char
   if (m && why && whylen) fc_elig_explain(&e->cfg.elig, dev, m, why, whylen);
 }
 
-/* The check-in entry points; all end in eng_checkin (engine.c). Without a
- * report (dev NULL) a device is judged as one that said nothing. */
-int fc_engine_checkin(fc_engine *e, const char *client, uint64_t now_ms, fc_task_info *task, uint32_t *retry_ms) {
-  return fc_engine_checkin_eval(e, client, 0, 0, now_ms, task, NULL, retry_ms);
-}
-
-int fc_engine_checkin_eval(fc_engine *e, const char *client, int can_evaluate, uint64_t last_round, uint64_t now_ms,
-                           fc_task_info *task, fc_eval_info *etask, uint32_t *retry_ms) {
-  return eng_checkin(e, client, NULL, can_evaluate, last_round, now_ms, task, etask, retry_ms, NULL, 0);
-}
-
-int fc_engine_checkin_device(fc_engine *e, const char *client, const fc_device_state *dev, int can_evaluate,
-                             uint64_t last_round, uint64_t now_ms, fc_task_info *task, fc_eval_info *etask,
-                             uint32_t *retry_ms, char *why, size_t whylen) {
-  if (why && whylen) why[0] = '\0';
-  return eng_checkin(e, client, dev, can_evaluate, last_round, now_ms, task, etask, retry_ms, why, whylen);
-}
-
 void fc_engine_elig_counts(const fc_engine *e, uint64_t now_ms, fc_elig_counts *out) {
   memset(out, 0, sizeof *out);
   for (uint32_t i = 0; i < e->nrecs; i++) {

@@ -136,6 +136,12 @@ int eng_take_token(double *tokens, uint64_t *at, double rate, double burst, uint
  * the wait in e->retry_ms. */
 int eng_stranger_token(fc_engine *e, uint64_t now);
 client_rec *eng_find(fc_engine *e, const char *name);
+/* engine_clients.c: the record of name, added if there is room (NULL: the
+ * table is full or the name too long); the index grown to 2x its size. */
+client_rec *eng_find_or_add(fc_engine *e, const char *name);
+int eng_grow_slots(fc_engine *e);
+/* (Re)build the index with n slots, e.g. after the records were sorted. */
+int eng_rebuild_slots(fc_engine *e, uint32_t n);
 uint32_t eng_hash_name(const char *s);
 
 /* The check-in behind fc_engine_checkin_eval and fc_engine_checkin_device

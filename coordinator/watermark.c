@@ -2,7 +2,7 @@
  * watermark.c - the global model's watermark (watermark.h): the key file, the
  * trigger set drawn from it, the chance of a trigger-set score, and the
  * fine-tuning the coordinator runs on each new version (finalize in
- * coordinator.c calls fc_wm_embed; `fedc watermark verify` calls fc_wm_check).
+ * coord_publish.c calls fc_wm_embed; `fedc watermark verify` calls fc_wm_check).
  *
  * May call: common/ (the MLP kernels, the dataset), crypto/ (HKDF, AES-CTR,
  * the key-file rule, wiping). Nothing here touches the state, the engine or

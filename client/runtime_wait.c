@@ -1,0 +1,35 @@
+/*
+ * runtime_wait.c - the client runtime's waits: a nap that a stop cuts short,
+ * the errors worth retrying, and the jittered wait a coordinator's "come back
+ * in N ms" asks for. The bottom of the runtime's files: it calls none of them.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
+
+#include "common/clock.h"
+#include "common/rng.h"
+#include "fedc/client.h"
+#include "client/runtime_int.h"
+
+/* Sleep up to ms; returns 1 if stopped. */
+int rt_nap(fedc_client *c, uint32_t ms) {
+  struct timespec ts;
+  fc_deadline_after_ms(&ts, ms);
+  pthread_mutex_lock(&c->mu);
+  while (!atomic_load(&c->stop)) {
+    if (pthread_cond_timedwait(&c->cv, &c->mu, &ts) != 0) break;
+  }
+  pthread_mutex_unlock(&c->mu);
+  return atomic_load(&c->stop);
+}
+
+int rt_is_transient(int err) {
+  return err == FEDC_ERR_UNAVAILABLE || err == FEDC_ERR_TIMEOUT || err == FEDC_ERR_NOMEM || err == FEDC_ERR_STOPPED;
+}
+
+/* The coordinator said when: wait that long, plus up to a quarter more so
+ * the clients it refused together do not come back together. */
+uint32_t rt_told_wait(fedc_client *c, uint32_t retry_after_ms) {
+  return retry_after_ms + (uint32_t)fc_rng_below(&c->jitter, retry_after_ms / 4 + 1);
+}

@@ -1,0 +1,239 @@
+/*
+ * coord_publish.c - a closed round becomes a published version: the
+ * aggregate (plain, robust or secure), DP noise, the server optimizer's step,
+ * the watermark, then the optimizer state, the signed manifest, the audit
+ * record and the model file, in that order, and only then the pointer moves.
+ *
+ * Owns: the server optimizer's state and its per-round backup (c->sopt,
+ * c->sopt_backup), undone unless the version is published.
+ * Runs on the driver thread, outside `mu` (the engine is in AGGREGATING,
+ * which refuses uploads, so nothing races it).
+ * May call: aggregate.h, coord_secagg.c (the unmasked sum), coord_dp.c,
+ * server_opt.h, watermark.h, model_sign.c (coord_sign_version), audit.h,
+ * store.h, coord_state.c (snapshots).
+ */
+#include "coordinator/coordinator.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/blas.h"
+#include "common/chunk.h"
+#include "common/clock.h"
+#include "common/dp_accountant.h"
+#include "common/dp_noise.h"
+#include "common/fileutil.h"
+#include "common/log.h"
+#include "coordinator/aggregate.h"
+#include "coordinator/anomaly.h"
+#include "coordinator/audit.h"
+#include "coordinator/coord_codec.h"
+#include "coordinator/coord_int.h"
+#include "coordinator/dp_clip.h"
+#include "coordinator/refusals.h"
+#include "coordinator/store.h"
+#include "coordinator/store_prune.h"
+#include "coordinator/watermark.h"
+#include "crypto/pki.h"
+#include "crypto/sa_crypto.h"
+#include "fedc/error.h"
+#include "fedc/v1/fedc.pb-c.h"
+#include "secagg/params.h"
+#include "transport/accept_guard.h"
+#include "transport/tensor_stream.h"
+#include "transport/transport.h"
+
+#define MOD "coordinator"
+
+int coord_sopt_save(fc_coord *c) {
+  fc_sopt *o = c->sopt;
+  int ns = fc_sopt_nstate(o->cfg.kind);
+  size_t n = o->n;
+  if (ns && !c->sopt_backup && !(c->sopt_backup = malloc((size_t)ns * n * sizeof(float)))) return FEDC_ERR_NOMEM;
+  if (ns >= 1) memcpy(c->sopt_backup, o->m, n * sizeof(float));
+  if (ns >= 2) memcpy(c->sopt_backup + n, o->v, n * sizeof(float));
+  c->sopt_backup_step = o->step;
+  return FEDC_OK;
+}
+
+void coord_sopt_restore(fc_coord *c) {
+  fc_sopt *o = c->sopt;
+  int ns = fc_sopt_nstate(o->cfg.kind);
+  if (ns >= 1) memcpy(o->m, c->sopt_backup, o->n * sizeof(float));
+  if (ns >= 2) memcpy(o->v, c->sopt_backup + o->n, o->n * sizeof(float));
+  o->step = c->sopt_backup_step;
+}
+
+/* Save the optimizer state beside version `version` (of sha); *has_opt and
+ * opt_sha: whether the method keeps state (sgd does not) and the payload's
+ * SHA-256, which the version's manifest names. */
+static int sopt_write(fc_coord *c, uint64_t version, const uint8_t sha[FC_SHA256_LEN], int *has_opt,
+                      uint8_t opt_sha[FC_SHA256_LEN], char *why, size_t whylen) {
+  fc_sopt *o = c->sopt;
+  int ns = fc_sopt_nstate(o->cfg.kind);
+  *has_opt = ns > 0;
+  if (!ns) return FEDC_OK;
+  return fc_store_write_opt(c->cfg.state_dir, coord_model_key(c), version, sha, fc_sopt_name(o->cfg.kind), o->step,
+                            ns, o->m, o->v, o->n, opt_sha, why, whylen);
+}
+
+/* At start: the state saved with the current version, if any. A new
+ * federation, or one that ran another optimizer (or none) so far, starts
+ * from fresh moments, and says so. */
+int coord_sopt_load(fc_coord *c, uint64_t version, const uint8_t sha[FC_SHA256_LEN], char *err, size_t errlen) {
+  fc_sopt *o = c->sopt;
+  int ns = fc_sopt_nstate(o->cfg.kind);
+  if (!ns) return FEDC_OK;
+  char why[600];
+  uint8_t want[FC_SHA256_LEN], got[FC_SHA256_LEN];
+  int rc = fc_store_read_opt(c->cfg.state_dir, coord_model_key(c), version, sha, fc_sopt_name(o->cfg.kind), ns, o->m,
+                             o->v, o->n, &o->step, got, why, sizeof why);
+  if (rc == FEDC_OK && c->model->man.msg && !c->adopted) {
+    /* The next version is computed from this state: it must be the one the
+     * signed manifest names, or it could steer what gets signed next. */
+    if (!coord_manifest_opt_sha(c->model, want)) {
+      FC_WARN(MOD, "server optimizer %s: the state file of model v%llu is not in its signed manifest: ignored, "
+                   "starting from fresh state", fc_sopt_name(o->cfg.kind), (unsigned long long)version);
+      fc_sopt_reset(o);
+      return FEDC_OK;
+    }
+    if (!fc_digest_equal(want, got, FC_SHA256_LEN)) {
+      snprintf(err, errlen, "server optimizer state of model v%llu differs from what its signed manifest names "
+                            "(restore models/ from a backup)", (unsigned long long)version);
+      return FEDC_ERR_SIGNATURE;
+    }
+  }
+  if (rc == FEDC_OK) {
+    FC_INFO(MOD, "server optimizer %s: state of model v%llu loaded (step %llu)", fc_sopt_name(o->cfg.kind),
+            (unsigned long long)version, (unsigned long long)o->step);
+    return FEDC_OK;
+  }
+  if (rc == FEDC_ERR_NOT_FOUND || rc == FEDC_ERR_FORMAT) {
+    if (version > 0 || rc == FEDC_ERR_FORMAT)
+      FC_WARN(MOD, "server optimizer %s starts from fresh state at model v%llu (%s)", fc_sopt_name(o->cfg.kind),
+              (unsigned long long)version, rc == FEDC_ERR_NOT_FOUND ? "none saved with it" : why);
+    return FEDC_OK;
+  }
+  snprintf(err, errlen, "server optimizer state: %s", why);
+  return rc;
+}
+
+/* "adam lr=0.01 beta1=0.9 beta2=0.99 tau=0.001": for status and rounds.jsonl. */
+void coord_sopt_text(const fc_coord *c, char *buf, size_t len) {
+  const fc_sopt_cfg *o = &c->sopt->cfg;
+  int w = snprintf(buf, len, "%s lr=%g", fc_sopt_name(o->kind), (double)o->lr);
+  if (w < 0 || (size_t)w >= len) return;
+  if (o->kind == FC_SOPT_AVGM)
+    snprintf(buf + w, len - (size_t)w, " beta1=%g%s", (double)o->beta1, o->nesterov ? " nesterov" : "");
+  else if (o->kind == FC_SOPT_ADAGRAD)
+    snprintf(buf + w, len - (size_t)w, " beta1=%g tau=%g", (double)o->beta1, (double)o->tau);
+  else if (o->kind > FC_SOPT_ADAGRAD)
+    snprintf(buf + w, len - (size_t)w, " beta1=%g beta2=%g tau=%g", (double)o->beta1, (double)o->beta2, (double)o->tau);
+}
+
+/* The watermark (watermark.h) goes into the new version after the server
+ * optimizer's step and before it is hashed and signed: what clients get and
+ * what the manifest vouches for is the watermarked model. Post-processing of
+ * the aggregate: no client data, no privacy cost. A failed step publishes
+ * the version without this round's fine-tuning, with a warning. */
+static void coord_watermark(fc_coord *c, float *params, uint64_t version) {
+  fc_wm_stats st;
+  int rc = fc_wm_embed(c->wm, params, &st);
+  if (rc != FEDC_OK)
+    FC_WARN(MOD, "watermark: fine-tuning v%llu failed (%s): it goes out without this round's steps",
+            (unsigned long long)version, fedc_strerror(rc));
+  else
+    FC_DEBUG(MOD, "watermark: v%llu: %u steps, triggers right %u -> %u of %d", (unsigned long long)version, st.steps,
+             st.before, st.after, FC_WM_TRIGGERS);
+}
+
+int coord_finalize(fc_coord *c, uint64_t *version, uint8_t sha[FC_SHA256_LEN], char *why, size_t whylen) {
+  model_ref *old = coord_model_get(c);
+  int stepped = 0;
+  size_t n = fc_model_numel(&old->spec);
+  float *next = malloc(n * sizeof *next), *delta = malloc(n * sizeof *delta);
+  uint32_t count = 0;
+  int rc = FEDC_ERR_NOMEM;
+  if (!next || !delta) {
+    snprintf(why, whylen, "out of memory finalizing the model");
+    goto out;
+  }
+  if (c->cfg.engine.secagg) {
+    if ((rc = coord_sa_finish(c, delta, &count, why, whylen)) != FEDC_OK) goto out;
+  } else if ((rc = c->agg->ops->round_finish(c->agg, delta, &count)) != FEDC_OK) {
+    if (fc_robust_parse(c->cfg.aggregator) > FC_AGG_FEDAVG) snprintf(why, whylen, "%s", fc_agg_robust_why(c->agg));
+    else snprintf(why, whylen, "aggregator has no committed update");
+    goto out;
+  }
+  coord_anomaly_round(c, delta); /* the combined update, before DP noise and the server step */
+  if (c->cfg.dp_noise_multiplier > 0 && (rc = coord_dp_privatize(c, delta, n, count, why, whylen)) != FEDC_OK) goto out;
+  memcpy(next, old->data, n * sizeof *next);
+  /* The server optimizer's step, undone unless the version is published. */
+  if ((rc = coord_sopt_save(c)) != FEDC_OK) {
+    snprintf(why, whylen, "out of memory finalizing the model");
+    goto out;
+  }
+  fc_sopt_step(c->sopt, next, delta);
+  stepped = 1;
+  if (c->wm) coord_watermark(c, next, old->version + 1);
+  if (!fc_all_finite(next, n, NULL)) {
+    rc = FEDC_ERR_NONFINITE;
+    snprintf(why, whylen, "aggregated model has NaN/Inf values");
+    goto out;
+  }
+  model_ref *m = coord_model_new(old->version + 1, &old->spec, next);
+  if (!m) {
+    rc = FEDC_ERR_NOMEM;
+    snprintf(why, whylen, "out of memory finalizing the model");
+    goto out;
+  }
+  next = NULL;
+  fc_engine_status es;
+  pthread_mutex_lock(&c->mu);
+  fc_engine_get_status(c->engine, fc_now_ms(), &es);
+  pthread_mutex_unlock(&c->mu);
+  /* The optimizer state, then the manifest naming it and the model, then
+   * the model file: no version reaches state.json without its manifest,
+   * which vouches for the state the next version is computed from. */
+  uint8_t opt_sha[FC_SHA256_LEN];
+  int has_opt = 0, announced = 0;
+  if ((rc = sopt_write(c, m->version, m->sha, &has_opt, opt_sha, why, whylen)) == FEDC_OK &&
+      (rc = coord_sign_version(c, m, es.round, old->sha, has_opt ? opt_sha : NULL, why, whylen)) == FEDC_OK) {
+    char hex[FC_SHA256_HEX_LEN], phex[FC_SHA256_HEX_LEN];
+    fc_audit_append(c->audit, "model",
+                    coord_audit_manifest(json_pack("{s:I,s:I,s:s,s:s,s:I}", "version", (json_int_t)m->version, "round",
+                                                   (json_int_t)es.round, "parent", fc_hex(old->sha, FC_SHA256_LEN, phex),
+                                                   "sha256", fc_hex(m->sha, FC_SHA256_LEN, hex), "updates",
+                                                   (json_int_t)count),
+                                         m));
+    announced = 1;
+    rc = fc_store_write_model(c->cfg.state_dir, coord_model_key(c), m->version, es.round, &m->spec, m->data, m->sha,
+                              old->sha, why, whylen);
+  }
+  if (rc != FEDC_OK) {
+    if (announced) /* a failure before the record needs none: the version was never announced */
+      fc_audit_append(c->audit, "model_failed",
+                      json_pack("{s:I,s:s}", "version", (json_int_t)m->version, "reason", why));
+    coord_model_unref(m);
+    goto out;
+  }
+  stepped = 0; /* kept */
+  pthread_mutex_lock(&c->mu);
+  model_ref *prev = c->model;
+  c->model = m;
+  pthread_mutex_unlock(&c->mu);
+  coord_model_unref(prev);
+  *version = m->version;
+  memcpy(sha, m->sha, FC_SHA256_LEN);
+  rc = FEDC_OK;
+out:
+  if (stepped) coord_sopt_restore(c);
+  coord_model_unref(old);
+  free(next);
+  free(delta);
+  return rc;
+}
