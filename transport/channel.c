@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "common/chunk.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "fedc/error.h"
 #include "transport/transport.h"
@@ -546,12 +547,39 @@ void fc_ccall_destroy(fc_ccall *c) {
 uint64_t fc_ccall_bytes_in(const fc_ccall *c) { return c->bytes_in; }
 uint64_t fc_ccall_bytes_out(const fc_ccall *c) { return c->bytes_out; }
 
-/* Accessors for diagnose.c. */
-atomic_uint_fast64_t *fc_channel_probe_stamp(struct fc_channel *c) { return &c->probe_ok_ms; }
-const char *fc_channel_target(const fc_channel *c) { return c->target; }
-int fc_channel_tls(const fc_channel *c, const char **ca, const char **cert, const char **key) {
+/* Accessors for fc_status_explain (below). */
+static atomic_uint_fast64_t *fc_channel_probe_stamp(struct fc_channel *c) { return &c->probe_ok_ms; }
+static const char *fc_channel_target(const fc_channel *c) { return c->target; }
+static int fc_channel_tls(const fc_channel *c, const char **ca, const char **cert, const char **key) {
   *ca = c->ca;
   *cert = c->cert;
   *key = c->key;
   return c->insecure;
+}
+
+/* Moved from diagnose.c so calls go one way (channel.c -> diagnose.c): the
+ * probe itself stays there. */
+void fc_status_explain(fc_channel *ch, fc_status *st) {
+  if (!ch || !st || st->code != GRPC_STATUS_UNAVAILABLE) return;
+  const char *ca, *cert, *key;
+  int insecure = fc_channel_tls(ch, &ca, &cert, &key);
+  char why[400];
+  /* A probe costs a TCP + TLS handshake on a coordinator that may be busy:
+   * after a healthy verdict, trust it for 5 s (e.g. "coordinator busy"
+   * replies from the application carry their own reason). */
+  atomic_uint_fast64_t *stamp = fc_channel_probe_stamp(ch);
+  uint64_t now = fc_now_ms();
+  int rc = FEDC_OK;
+  if (now - atomic_load(stamp) > 5000) {
+    rc = fc_diagnose_probe(fc_channel_target(ch), ca, cert, key, insecure, why, sizeof why);
+    if (rc == FEDC_OK) atomic_store(stamp, now);
+  }
+  if (rc != FEDC_OK) {
+    st->err = rc;
+    snprintf(st->detail, sizeof st->detail, "%s", why);
+  } else {
+    char orig[300];
+    snprintf(orig, sizeof orig, "%.299s", st->detail);
+    snprintf(st->detail, sizeof st->detail, "coordinator at %s unavailable: %s", fc_channel_target(ch), orig);
+  }
 }

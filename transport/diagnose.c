@@ -16,6 +16,10 @@
  *      with the coordinator's to say which CA is missing.
  * If everything passes the original gRPC text is kept. The probe costs one
  * connection and runs only on failure.
+ *
+ * Calls go one way: fc_status_explain (in channel.c, which owns the channel
+ * and its last healthy probe time) calls fc_diagnose_probe here; this file
+ * calls nothing else of transport/.
  */
 #include <errno.h>
 #include <netdb.h>
@@ -31,7 +35,6 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#include "common/clock.h"
 #include "crypto/keyfile.h"
 #include "fedc/error.h"
 #include "transport/transport.h"
@@ -137,8 +140,8 @@ static int use_key(SSL_CTX *ctx, const char *path) {
   free(pem);
   return ok;
 }
-static int probe(const char *target, const char *ca, const char *cert, const char *key, int insecure, char *why,
-                 size_t wl) {
+int fc_diagnose_probe(const char *target, const char *ca, const char *cert, const char *key, int insecure, char *why,
+                      size_t wl) {
   char host[256], port[32], tcpwhy[160] = "connection failed";
   if (split_target(target, host, sizeof host, port, sizeof port) != 0) {
     snprintf(why, wl, "bad coordinator address '%s' (want host:port)", target);
@@ -234,29 +237,4 @@ out:
   if (ctx) SSL_CTX_free(ctx);
   close(fd);
   return rc;
-}
-
-void fc_status_explain(fc_channel *ch, fc_status *st) {
-  if (!ch || !st || st->code != GRPC_STATUS_UNAVAILABLE) return;
-  const char *ca, *cert, *key;
-  int insecure = fc_channel_tls(ch, &ca, &cert, &key);
-  char why[400];
-  /* A probe costs a TCP + TLS handshake on a coordinator that may be busy:
-   * after a healthy verdict, trust it for 5 s (e.g. "coordinator busy"
-   * replies from the application carry their own reason). */
-  atomic_uint_fast64_t *stamp = fc_channel_probe_stamp(ch);
-  uint64_t now = fc_now_ms();
-  int rc = FEDC_OK;
-  if (now - atomic_load(stamp) > 5000) {
-    rc = probe(fc_channel_target(ch), ca, cert, key, insecure, why, sizeof why);
-    if (rc == FEDC_OK) atomic_store(stamp, now);
-  }
-  if (rc != FEDC_OK) {
-    st->err = rc;
-    snprintf(st->detail, sizeof st->detail, "%s", why);
-  } else {
-    char orig[300];
-    snprintf(orig, sizeof orig, "%.299s", st->detail);
-    snprintf(st->detail, sizeof st->detail, "coordinator at %s unavailable: %s", fc_channel_target(ch), orig);
-  }
 }

@@ -49,11 +49,11 @@ void fc_tls_pem_free(fc_tls_pem *p);
  * not expired, key matches certificate. One clear message in err. */
 int fc_tls_check_local(const char *ca, const char *cert, const char *key, char *err, size_t errlen);
 
-/* For diagnose.c: the channel's target and TLS file paths; returns 1 if insecure. */
-struct fc_channel;
-const char *fc_channel_target(const struct fc_channel *c);
-int fc_channel_tls(const struct fc_channel *c, const char **ca, const char **cert, const char **key);
-/* When the last failure probe found TCP and TLS healthy (ms since the epoch). */
-atomic_uint_fast64_t *fc_channel_probe_stamp(struct fc_channel *c);
+/* diagnose.c: probe target (TCP connect, then a TLS handshake with our own
+ * files; plain TCP when insecure) and say in why[wl] what is wrong. FEDC_OK
+ * if the path is healthy, else the error with one line in why. Called by
+ * fc_status_explain (channel.c) on UNAVAILABLE only. */
+int fc_diagnose_probe(const char *target, const char *ca, const char *cert, const char *key, int insecure, char *why,
+                      size_t wl);
 
 #endif

@@ -1,17 +1,20 @@
 /*
- * fuzz_config.c - the coordinator's YAML config loader (load_config and
- * apply in cli/cmd_coordinator.c, on libyaml) on any file: `fedc
+ * fuzz_config.c - the coordinator's YAML config loader (cc_load_config in
+ * cli/cmd_coordinator_yaml.c and cc_apply in cli/cmd_coordinator_opts.c, on
+ * libyaml) on any file: `fedc
  * coordinator --config FILE`. Properties: no crash; an accepted file sets
  * only values its option's row allows (the range of numbers, the check and
  * size of strings), which is what the file promises: nothing that would
  * silently change the coordinator's meaning is accepted.
  *
- * The loader is static in the subcommand's file, so that file is compiled
- * into this target as it is (with cli_common.c, which it calls): no copy of
- * the loader, and no change to the CLI for the sake of the test.
+ * The loader and the option table live in the subcommand's own files, which
+ * are compiled into this target as they are (with cli_common.c, which they
+ * call): no copy of the loader, and no change to the CLI for the sake of the
+ * test.
  */
-#include "cli/cli_common.c" /* first: its parameter `usage` would shadow cmd_coordinator.c's function */
-#include "cli/cmd_coordinator.c"
+#include "cli/cli_common.c"
+#include "cli/cmd_coordinator_opts.c"
+#include "cli/cmd_coordinator_yaml.c"
 
 #include "fixture.h"
 #include "fuzz.h"
@@ -19,9 +22,9 @@
 const long fuzz_iters = 3000;
 
 static void check_accepted(const settings *s, const origin *seen, const char *path) {
-  for (size_t i = 0; i < NOPTS; i++) {
+  for (size_t i = 0; i < CC_NOPTS; i++) {
     if (seen[i].file != path) continue;
-    const copt *o = &options[i];
+    const copt *o = &cc_options[i];
     const void *p = (const char *)s + o->off;
     uint64_t hi = o->max ? o->max : o->type == T_U64 ? UINT64_MAX : o->type == T_U32 ? UINT32_MAX : 1000000000u, v;
     double d;
@@ -54,14 +57,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (!devnull && !(devnull = fopen("/dev/null", "w"))) abort();
   const char *path = fix_write("coordinator.yaml", data, size);
   settings s;
-  origin seen[NOPTS];
-  defaults(&s);
+  origin seen[CC_NOPTS];
+  cc_defaults(&s);
   memset(seen, 0, sizeof seen);
   /* The refusals are one line each on stderr: not wanted 5000 times.
    * Sanitizer reports go to fd 2 directly and still show. */
   FILE *saved = stderr;
   stderr = devnull;
-  int rc = load_config(&s, path, seen);
+  int rc = cc_load_config(&s, path, seen);
   stderr = saved;
   if (rc != 0 && rc != 2) abort();
   if (rc == 0) check_accepted(&s, seen, path);
