@@ -212,8 +212,7 @@ void coord_h_round_control(fc_scall *call, void *ctx) {
                                                  "extra_rounds", (json_int_t)req->extra_rounds));
   pthread_mutex_lock(&c->mu);
   /* An admin's pause or resume replaces a drift hold's reason (coord_drift.c). */
-  if (req->op >= FEDC__V1__ROUND_CONTROL_REQUEST__OP__PAUSE && req->op <= FEDC__V1__ROUND_CONTROL_REQUEST__OP__START)
-    c->pause_reason[0] = 0;
+  if (action) c->pause_reason[0] = 0;
   switch (req->op) {
   case FEDC__V1__ROUND_CONTROL_REQUEST__OP__PAUSE: fc_engine_pause(c->engine, 1); break;
   case FEDC__V1__ROUND_CONTROL_REQUEST__OP__RESUME: fc_engine_pause(c->engine, 0); break;

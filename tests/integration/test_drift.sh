@@ -11,7 +11,8 @@
 #    published (v1), then the federation pauses: `fedc status` says paused and
 #    why, the audit log has the drift record with action hold, no round 2
 #    starts; the pause and its reason survive a restart; `fedc round resume`
-#    continues: round 2 publishes v2 and holds again;
+#    continues: round 2 publishes v2 and holds again; an admin's own pause
+#    then replaces the reason (status and state.json have none);
 #  - refused at start, in one line, leaving no state: a model the built-in
 #    MLP code cannot run (--init-model conv), reference images of the wrong
 #    width, a missing file, a bad --drift-policy.
@@ -91,8 +92,15 @@ wait_for bash -c "'$FEDC' status --coordinator $COORD_ADDR ${ADMIN[*]} --json |
 grep -q '"kind":"admin".*"action":"resume"' "$T/s2/audit.log" || fail "no admin resume in the audit log"
 jq -s -e 'length == 2 and .[1].drift.baseline == 1 and .[1].drift.action == "hold"' "$T/s2/rounds.jsonl" >/dev/null ||
   fail "round 2 record: $(cat "$T/s2/rounds.jsonl")"
+# An admin's own pause replaces the hold's reason: the federation stays
+# paused, and it is the admin's now.
+"$FEDC" round pause --coordinator "$COORD_ADDR" "${ADMIN[@]}" >/dev/null
+"$FEDC" status --coordinator "$COORD_ADDR" "${ADMIN[@]}" --json | jq -e '.paused and .pause_reason == ""' >/dev/null ||
+  fail "admin pause kept the drift reason: $("$FEDC" status --coordinator "$COORD_ADDR" "${ADMIN[@]}" --json)"
 kill -TERM "${CL[@]}" "$COORD_PID"
 set +e; wait "${CL[@]}" "$COORD_PID" 2>/dev/null; set -e
+jq -e '.paused and (has("pause_reason") | not)' "$T/s2/state.json" >/dev/null ||
+  fail "state.json after an admin pause: $(cat "$T/s2/state.json")"
 
 # ---- refused at start ----
 failed_start() { # STATE EXPECTED ARGS...
