@@ -356,13 +356,7 @@ static json_t *round_json(const Fedc__V1__RoundRecord *r) {
   }
   if (r->eval) json_object_set_new(o, "eval", rounds_eval_json(r->eval)); /* federated evaluation of its model */
   if (r->anomaly) json_object_set_new(o, "anomaly", cli_anomaly_json(r->anomaly)); /* cmd_clients.c */
-  if (r->drift) { /* model drift on the coordinator's reference set */
-    json_t *d = json_pack("{s:f,s:f,s:f,s:b,s:I,s:I}", "psi", r->drift->psi, "psi_softmax", r->drift->psi_softmax,
-                          "threshold", r->drift->threshold, "tripped", (int)r->drift->tripped, "baseline",
-                          (json_int_t)r->drift->baseline_version, "examples", (json_int_t)r->drift->examples);
-    if (d && r->drift->action && r->drift->action[0]) json_object_set_new(d, "action", json_string(r->drift->action));
-    if (d) json_object_set_new(o, "drift", d);
-  }
+  if (r->drift) json_object_set_new(o, "drift", cli_drift_json(r->drift)); /* cmd_clients.c */
   return o;
 }
 
