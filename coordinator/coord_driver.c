@@ -5,7 +5,7 @@
  * state directory while it is failing.
  *
  * Owns: the driver thread's loop (started and joined by coordinator.c).
- * May call: engine.h, coord_secagg.c, coord_eval.c, coord_publish.c,
+ * May call: engine.h, coord_secagg.c, coord_eval.c, coord_publish.c, coord_drift.c (the hold),
  * coord_dp.c, coord_state.c, coord_upload.c (cancel uploads of a closed
  * round), coord_limits.c (its tick), audit.h, metrics.h.
  */

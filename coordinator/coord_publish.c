@@ -1,16 +1,17 @@
 /*
  * coord_publish.c - a closed round becomes a published version: the
  * aggregate (plain, robust or secure), DP noise, the server optimizer's step,
- * the watermark, the drift check on the reference set, then the optimizer state, the signed manifest, the audit
- * record and the model file, in that order, and only then the pointer moves.
+ * the watermark, the drift check on the reference set, then the optimizer
+ * state, the signed manifest, the audit record and the model file, in that
+ * order, and only then the pointer moves.
  *
  * Owns: the server optimizer's state and its per-round backup (c->sopt,
  * c->sopt_backup), undone unless the version is published.
  * Runs on the driver thread, outside `mu` (the engine is in AGGREGATING,
  * which refuses uploads, so nothing races it).
  * May call: aggregate.h, coord_secagg.c (the unmasked sum), coord_dp.c,
- * server_opt.h, watermark.h, coord_drift.c (the drift check), model_sign.c (coord_sign_version), audit.h,
- * store.h, coord_state.c (snapshots).
+ * server_opt.h, watermark.h, coord_drift.c (the drift check), model_sign.c
+ * (coord_sign_version), audit.h, store.h, coord_state.c (snapshots).
  */
 #include "coordinator/coordinator.h"
 
