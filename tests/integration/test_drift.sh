@@ -51,7 +51,7 @@ MPORT=$(grep -o 'metrics on [^ ]*:[0-9]*' "$T/coord.log" | head -n 1 | sed 's/.*
 curl -s "http://127.0.0.1:$MPORT/metrics" > "$T/metrics.txt"
 grep -qx "fedc_drift_checked_total 3" "$T/metrics.txt" || fail "metrics: $(grep drift "$T/metrics.txt")"
 grep -qx "fedc_drift_tripped_total $tripped" "$T/metrics.txt" || fail "metrics: $(grep drift "$T/metrics.txt")"
-kill -TERM "${CL[@]}" "$COORD_PID"
+kill -TERM "${CL[@]}" "$COORD_PID" 2>/dev/null || true
 set +e; wait "${CL[@]}" "$COORD_PID" 2>/dev/null; set -e
 
 # ---- hold ----
@@ -76,7 +76,7 @@ jq -e '.paused and (.pause_reason | startswith("drift hold"))' "$T/s2/state.json
 
 # The hold and its reason survive a restart (the new coordinator listens on
 # another port: the clients start again against it).
-kill -TERM "${CL[@]}" "$COORD_PID"
+kill -TERM "${CL[@]}" "$COORD_PID" 2>/dev/null || true
 set +e; wait "${CL[@]}" "$COORD_PID" 2>/dev/null; set -e
 start_coordinator "${HOLD[@]}"
 start_idx_clients a b c
@@ -97,7 +97,7 @@ jq -s -e 'length == 2 and .[1].drift.baseline == 1 and .[1].drift.action == "hol
 "$FEDC" round pause --coordinator "$COORD_ADDR" "${ADMIN[@]}" >/dev/null
 "$FEDC" status --coordinator "$COORD_ADDR" "${ADMIN[@]}" --json | jq -e '.paused and .pause_reason == ""' >/dev/null ||
   fail "admin pause kept the drift reason: $("$FEDC" status --coordinator "$COORD_ADDR" "${ADMIN[@]}" --json)"
-kill -TERM "${CL[@]}" "$COORD_PID"
+kill -TERM "${CL[@]}" "$COORD_PID" 2>/dev/null || true
 set +e; wait "${CL[@]}" "$COORD_PID" 2>/dev/null; set -e
 jq -e '.paused and (has("pause_reason") | not)' "$T/s2/state.json" >/dev/null ||
   fail "state.json after an admin pause: $(cat "$T/s2/state.json")"
