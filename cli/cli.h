@@ -48,5 +48,8 @@ int cli_admin_unary(const char *prog, int argc, char **argv, void (*usage)(FILE 
 /* A round record's anomaly statistics as JSON (cmd_clients.c). */
 struct Fedc__V1__RoundAnomaly;
 json_t *cli_anomaly_json(const struct Fedc__V1__RoundAnomaly *a);
+/* ... and its model drift on the coordinator's reference set (cmd_clients.c). */
+struct Fedc__V1__RoundDrift;
+json_t *cli_drift_json(const struct Fedc__V1__RoundDrift *d);
 
 #endif

@@ -245,6 +245,7 @@ static void status_print(const Fedc__V1__StatusResponse *r, int json) {
     json_object_set_new(o, "updates_received", json_u64(r->updates_received));
     json_object_set_new(o, "cohort_size", json_u64(r->cohort_size));
     json_object_set_new(o, "paused", json_boolean(r->paused));
+    json_object_set_new(o, "pause_reason", json_string(r->pause_reason ? r->pause_reason : ""));
     json_object_set_new(o, "rounds_completed", json_u64(r->rounds_completed));
     json_object_set_new(o, "rounds_abandoned", json_u64(r->rounds_abandoned));
     json_object_set_new(o, "round_budget", json_u64(r->round_budget));
@@ -264,6 +265,7 @@ static void status_print(const Fedc__V1__StatusResponse *r, int json) {
   char b[1024]; /* the coordinator's strings, shown escaped */
   printf("federation:      %s\n", CLI_SHOWN(b, r->federation));
   printf("state:           %s%s\n", CLI_SHOWN(b, r->state), r->paused ? " (paused: no new round starts)" : "");
+  if (r->paused && r->pause_reason && r->pause_reason[0]) printf("paused because:  %s\n", CLI_SHOWN(b, r->pause_reason));
   printf("round:           %llu\n", (unsigned long long)r->round);
   printf("updates:         %u of %u selected\n", r->updates_received, r->cohort_size);
   printf("global model:    v%llu, %llu parameters\n", (unsigned long long)r->global_version,
@@ -354,6 +356,7 @@ static json_t *round_json(const Fedc__V1__RoundRecord *r) {
   }
   if (r->eval) json_object_set_new(o, "eval", rounds_eval_json(r->eval)); /* federated evaluation of its model */
   if (r->anomaly) json_object_set_new(o, "anomaly", cli_anomaly_json(r->anomaly)); /* cmd_clients.c */
+  if (r->drift) json_object_set_new(o, "drift", cli_drift_json(r->drift)); /* cmd_clients.c */
   return o;
 }
 

@@ -5,7 +5,7 @@
  * anomaly.h), flags and exclusion, rate-limit hits and identity misuse
  * counts. A table, or with --json one object per line (fields as in
  * ClientInfo of proto/fedc/v1/fedc.proto). Also the JSON of a round's
- * anomaly statistics that `fedc rounds --json` prints.
+ * anomaly statistics and model drift that `fedc rounds --json` prints.
  */
 #include <math.h>
 #include <stdio.h>
@@ -32,6 +32,18 @@ static void clients_usage(FILE *f) {
 
 static json_t *num(double v) { return isfinite(v) ? json_real(v) : json_null(); }
 static json_t *u64(uint64_t v) { return json_integer(v > INT64_MAX ? INT64_MAX : (json_int_t)v); }
+
+json_t *cli_drift_json(const Fedc__V1__RoundDrift *d) {
+  json_t *o = json_object();
+  json_object_set_new(o, "psi", num(d->psi));
+  json_object_set_new(o, "psi_softmax", num(d->psi_softmax));
+  json_object_set_new(o, "threshold", num(d->threshold));
+  json_object_set_new(o, "tripped", json_boolean(d->tripped));
+  if (d->action && d->action[0]) json_object_set_new(o, "action", json_string(d->action));
+  json_object_set_new(o, "baseline", u64(d->baseline_version));
+  json_object_set_new(o, "examples", json_integer(d->examples));
+  return o;
+}
 
 json_t *cli_anomaly_json(const Fedc__V1__RoundAnomaly *a) {
   json_t *o = json_object(), *fl = json_array();

@@ -122,6 +122,12 @@ static int check_combined(settings *s, const origin *seen) {
             cc_origin_text(seen[cc_find_opt("anomaly-threshold")], where, sizeof where), s->c.anomaly_threshold);
     return 2;
   }
+  if (!(s->c.drift_threshold >= 0 && s->c.drift_threshold < 1e6)) {
+    char where[600];
+    fprintf(stderr, "fedc coordinator: %s: 'drift-threshold' %g: use a PSI >= 0 (e.g. 0.25)\n",
+            cc_origin_text(seen[cc_find_opt("drift-threshold")], where, sizeof where), s->c.drift_threshold);
+    return 2;
+  }
   if (s->c.keep_every && !s->c.keep_versions) {
     /* Alone it would keep every version, not every K-th: say so. */
     char where[600];

@@ -100,6 +100,10 @@ static const char *check_anomaly_policy(const char *v) {
   return fc_anomaly_policy_parse(v) >= 0 ? NULL : "use observe, flag or exclude";
 }
 
+static const char *check_drift_policy(const char *v) {
+  return strcmp(v, "flag") == 0 || strcmp(v, "hold") == 0 ? NULL : "use flag or hold";
+}
+
 static const char *check_log_format(const char *v) {
   return strcmp(v, "text") == 0 || strcmp(v, "json") == 0 ? NULL : "use text or json";
 }
@@ -156,6 +160,17 @@ const copt cc_options[] = {
             "anomaly: an identity's score across rounds (robust z-score, exponentially weighted) that is flagged (> 0)"),
     OPT_RANGE("anomaly-cooldown-s", T_U64, c.anomaly_cooldown_s,
               "anomaly: seconds an excluded identity is left out of selection", 1, 30ull * 24 * 3600),
+    OPT_STR("reference-data", c.reference_data,
+            "model drift: an IDX images file (e.g. Fashion-MNIST t10k-images-idx3-ubyte.gz); each new version's "
+            "predicted-class distribution on it is compared with the previous version's (PSI) before it is "
+            "published; built-in MLP models only",
+            NULL),
+    OPT_NUM("drift-threshold", T_F64, c.drift_threshold,
+            "drift: PSI at or over which a version is flagged (>= 0; 0.1 moderate, 0.25 significant: default 0.25)"),
+    OPT_STR("drift-policy", c.drift_policy,
+            "drift: flag (warn, audit, count) or hold (also pause the federation after publishing, until "
+            "`fedc round resume`)",
+            check_drift_policy),
     OPT_BOOL("refuse-concurrent-identity", c.refuse_concurrent_identity,
              "refuse a call of an identity from a second connection while its first was active in the last 5 s"),
     OPT_BOOL("insecure-for-testing", c.insecure_for_testing, "no TLS (refused unless --listen is loopback)"),

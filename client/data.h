@@ -30,7 +30,8 @@ void fc_dataset_free(fc_dataset *d);
  * gzipped or plain (zlib reads both). Pixels become x = byte / 255.
  * Errors: FEDC_ERR_NOT_FOUND / FEDC_ERR_IO when a file cannot be opened or
  * read, FEDC_ERR_FORMAT for a bad magic, a size over the caps, mismatched
- * counts, truncated or trailing data, FEDC_ERR_NOMEM. */
+ * counts, truncated or trailing data, FEDC_ERR_NOMEM. labels_gz NULL reads the
+ * images alone (the coordinator's drift reference set): y all 0, classes 1. */
 int fc_idx_load(const char *images_gz, const char *labels_gz, fc_dataset *out, char *err, size_t errlen);
 
 /* Only rows want[0..nwant) (strictly ascending, each below n) of an IDX pair,

@@ -121,6 +121,7 @@ static int read_headers(gzFile fi, gzFile fl, const char *images_gz, const char 
              images_gz, rows, cols, n, FC_DATA_MAX_DIM, (unsigned long long)FC_DATA_MAX_ELEMS);
     return FEDC_ERR_FORMAT;
   }
+  if (!fl) goto done; /* images only */
   if ((rc = read_exact(fl, hdr, 8, labels_gz, "the IDX header", err, errlen))) return rc;
   if ((rc = check_magic(be32(hdr), IDX_MAGIC_LABELS, labels_gz, err, errlen))) return rc;
   uint32_t nl = be32(hdr + 4);
@@ -128,6 +129,7 @@ static int read_headers(gzFile fi, gzFile fl, const char *images_gz, const char 
     snprintf(err, errlen, "%s has %u labels but %s has %u images", labels_gz, nl, images_gz, n);
     return FEDC_ERR_FORMAT;
   }
+done:
   *n_out = n;
   *rows_out = rows;
   *cols_out = cols;
@@ -148,12 +150,12 @@ int fc_idx_load(const char *images_gz, const char *labels_gz, fc_dataset *out, c
   unsigned char *chunk = NULL;
   int rc;
 
-  if (!images_gz || !labels_gz || !out) {
+  if (!images_gz || !out) {
     snprintf(err, errlen, "fc_idx_load: NULL argument");
     return FEDC_ERR_INVALID;
   }
   if ((rc = open_gz(images_gz, &fi, err, errlen))) goto out;
-  if ((rc = open_gz(labels_gz, &fl, err, errlen))) goto out;
+  if (labels_gz && (rc = open_gz(labels_gz, &fl, err, errlen))) goto out;
 
   /* Headers first, so mismatches are reported before the big allocation. */
   uint32_t n, rows, cols;
@@ -161,7 +163,7 @@ int fc_idx_load(const char *images_gz, const char *labels_gz, fc_dataset *out, c
   uint64_t dim = (uint64_t)rows * cols;
 
   x = malloc((size_t)n * dim * sizeof *x);
-  y = malloc(n);
+  y = labels_gz ? malloc(n) : calloc(n, 1);
   chunk = malloc(IDX_CHUNK);
   if (!x || !y || !chunk) {
     snprintf(err, errlen, "%s: out of memory for %u x %llu pixels", images_gz, n, (unsigned long long)dim);
@@ -181,8 +183,8 @@ int fc_idx_load(const char *images_gz, const char *labels_gz, fc_dataset *out, c
   }
   if ((rc = expect_eof(fi, images_gz, err, errlen))) goto out;
 
-  if ((rc = read_exact(fl, y, n, labels_gz, "the label data", err, errlen))) goto out;
-  if ((rc = expect_eof(fl, labels_gz, err, errlen))) goto out;
+  if (fl && (rc = read_exact(fl, y, n, labels_gz, "the label data", err, errlen))) goto out;
+  if (fl && (rc = expect_eof(fl, labels_gz, err, errlen))) goto out;
 
   out->n = n;
   out->dim = (uint32_t)dim;
@@ -220,8 +222,8 @@ int fc_idx_load_labels(const char *labels_gz, uint8_t **y_out, uint32_t *n_out, 
     rc = FEDC_ERR_NOMEM;
     goto out;
   }
-  if ((rc = read_exact(fl, y, n, labels_gz, "the label data", err, errlen))) goto out;
-  if ((rc = expect_eof(fl, labels_gz, err, errlen))) goto out;
+  if (fl && (rc = read_exact(fl, y, n, labels_gz, "the label data", err, errlen))) goto out;
+  if (fl && (rc = expect_eof(fl, labels_gz, err, errlen))) goto out;
   *y_out = y;
   *n_out = n;
   y = NULL;

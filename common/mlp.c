@@ -450,3 +450,31 @@ int fc_mlp_eval(const fc_mlp *m, fc_mlp_ws *ws, const float *params, const fc_da
   if (loss) *loss = total / n;
   return 0;
 }
+
+int fc_mlp_predict(const fc_mlp *m, fc_mlp_ws *ws, const float *params, const fc_dataset *d, uint64_t *counts,
+                   double *prob_sum) {
+  int rc;
+  if (!ws_matches(ws, m) || !params || !d || !counts || d->n == 0) return FEDC_ERR_INVALID;
+  if ((rc = check_data(m, d, NULL, d->n))) return rc;
+  uint32_t n = d->n, batch = n < EVAL_BATCH ? n : EVAL_BATCH, classes = m->sizes[m->nlayers];
+  if ((rc = ws_reserve(ws, batch))) return rc;
+  memset(counts, 0, classes * sizeof *counts);
+  if (prob_sum) memset(prob_sum, 0, classes * sizeof *prob_sum);
+  for (uint32_t start = 0; start < n; start += batch) {
+    uint32_t count = n - start < batch ? n - start : batch;
+    gather(ws, d, NULL, NULL, start, count);
+    forward(ws, params, count);
+    for (uint32_t b = 0; b < count; b++) {
+      const float *z = ws->act[m->nlayers] + (size_t)b * classes;
+      uint32_t argmax = 0;
+      for (uint32_t j = 1; j < classes; j++)
+        if (z[j] > z[argmax]) argmax = j;
+      counts[argmax]++;
+      if (!prob_sum) continue;
+      double sum = 0.0;
+      for (uint32_t j = 0; j < classes; j++) sum += exp((double)(z[j] - z[argmax]));
+      for (uint32_t j = 0; j < classes; j++) prob_sum[j] += exp((double)(z[j] - z[argmax])) / sum;
+    }
+  }
+  return 0;
+}

@@ -92,6 +92,14 @@ int fc_mlp_train(const fc_mlp *m, fc_mlp_ws *ws, float *params, const fc_dataset
 int fc_mlp_eval(const fc_mlp *m, fc_mlp_ws *ws, const float *params, const fc_dataset *d, const uint32_t *idx,
                 uint32_t n, double *accuracy, double *loss);
 
+/* Predictions on every example of d (labels unused beyond the range check):
+ * counts[c] = examples whose argmax is class c, and (if prob_sum is
+ * non-NULL) prob_sum[c] = the sum of their softmax probabilities of class c;
+ * both have sizes[nlayers] entries. For the coordinator's drift check
+ * (coordinator/coord_drift.c). */
+int fc_mlp_predict(const fc_mlp *m, fc_mlp_ws *ws, const float *params, const fc_dataset *d, uint64_t *counts,
+                   double *prob_sum);
+
 /* Mean loss and its gradient (grad has fc_mlp_nparams floats, overwritten)
  * over one batch idx[0..n), n <= workspace capacity after growth. Exposed for
  * the gradient check and for trainers that bring their own optimiser

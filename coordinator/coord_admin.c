@@ -53,8 +53,9 @@ void coord_h_status(fc_scall *call, void *ctx) {
   fc_engine_get_status(c->engine, fc_now_ms(), &es);
   uint32_t live = fc_engine_count_live(c->engine, fc_now_ms());
   uint64_t params = fc_model_numel(&c->model->spec);
-  char storage_error[sizeof c->store_err];
+  char storage_error[sizeof c->store_err], pause_reason[sizeof c->pause_reason];
   snprintf(storage_error, sizeof storage_error, "%s", c->store_blocked ? c->store_err : "");
+  snprintf(pause_reason, sizeof pause_reason, "%s", es.paused ? c->pause_reason : "");
   pthread_mutex_unlock(&c->mu);
   Fedc__V1__StatusResponse r = FEDC__V1__STATUS_RESPONSE__INIT;
   r.round_budget = es.budget;
@@ -87,6 +88,7 @@ void coord_h_status(fc_scall *call, void *ctx) {
   r.updates_received = es.received;
   r.cohort_size = es.selected;
   r.paused = es.paused;
+  r.pause_reason = pause_reason;
   r.rounds_completed = es.completed;
   r.rounds_abandoned = es.abandoned;
   r.uptime_ms = fc_now_ms() - c->started_ms;
@@ -119,11 +121,13 @@ void coord_h_rounds(fc_scall *call, void *ctx) {
   Fedc__V1__EvalMetric(*evm)[FC_EVAL_METRICS_MAX] = calloc(k ? k : 1, sizeof *evm);
   Fedc__V1__EvalMetric *(*evp)[FC_EVAL_METRICS_MAX] = calloc(k ? k : 1, sizeof *evp);
   coord_anomaly_pb *anp = calloc(k ? k : 1, sizeof *anp);
+  Fedc__V1__RoundDrift *drp = calloc(k ? k : 1, sizeof *drp);
   uint64_t ev_next = 0, ev_due = fc_engine_eval_pending_round(c->engine, &ev_next);
   if (recs && ptrs && copy && k) memcpy(copy, c->rounds + first, k * sizeof *copy);
   pthread_mutex_unlock(&c->mu);
-  if (!recs || !ptrs || !copy || !blamed || !evs || !evm || !evp || !anp) {
+  if (!recs || !ptrs || !copy || !blamed || !evs || !evm || !evp || !anp || !drp) {
     free(anp);
+    free(drp);
     free(recs);
     free(ptrs);
     free(copy);
@@ -172,6 +176,7 @@ void coord_h_rounds(fc_scall *call, void *ctx) {
       r->eval = &evs[i];
     }
     if (coord_anomaly_round_pb(s, &anp[i])) r->anomaly = &anp[i].m;
+    if (coord_drift_round_pb(s, &drp[i])) r->drift = &drp[i];
     ptrs[i] = r;
   }
   /* The newest records that fit well under the 4 MiB receive limit (names
@@ -190,6 +195,7 @@ void coord_h_rounds(fc_scall *call, void *ctx) {
   free(evm);
   free(evp);
   free(anp);
+  free(drp);
 }
 
 void coord_h_round_control(fc_scall *call, void *ctx) {
@@ -205,6 +211,8 @@ void coord_h_round_control(fc_scall *call, void *ctx) {
     fc_audit_append(c->audit, "admin", json_pack("{s:s,s:s,s:I}", "name", peer->name, "action", action,
                                                  "extra_rounds", (json_int_t)req->extra_rounds));
   pthread_mutex_lock(&c->mu);
+  /* An admin's pause or resume replaces a drift hold's reason (coord_drift.c). */
+  if (action) c->pause_reason[0] = 0;
   switch (req->op) {
   case FEDC__V1__ROUND_CONTROL_REQUEST__OP__PAUSE: fc_engine_pause(c->engine, 1); break;
   case FEDC__V1__ROUND_CONTROL_REQUEST__OP__RESUME: fc_engine_pause(c->engine, 0); break;

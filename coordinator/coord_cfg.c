@@ -28,6 +28,7 @@
 #include "common/log.h"
 #include "coordinator/aggregate.h"
 #include "coordinator/anomaly.h"
+#include "coordinator/drift.h"
 #include "coordinator/audit.h"
 #include "coordinator/coord_codec.h"
 #include "coordinator/coord_int.h"
@@ -119,6 +120,8 @@ void fc_coord_cfg_defaults(fc_coord_cfg *c) {
   snprintf(c->anomaly_policy, sizeof c->anomaly_policy, "observe");
   c->anomaly_threshold = FC_ANOM_DEFAULT_THRESHOLD;
   c->anomaly_cooldown_s = FC_ANOM_DEFAULT_COOLDOWN_S;
+  c->drift_threshold = FC_DRIFT_DEFAULT_THRESHOLD;
+  snprintf(c->drift_policy, sizeof c->drift_policy, "flag");
 }
 
 /* The server optimizer's settings from the coordinator's. */

@@ -5,7 +5,7 @@
  * state directory while it is failing.
  *
  * Owns: the driver thread's loop (started and joined by coordinator.c).
- * May call: engine.h, coord_secagg.c, coord_eval.c, coord_publish.c,
+ * May call: engine.h, coord_secagg.c, coord_eval.c, coord_publish.c, coord_drift.c (the hold),
  * coord_dp.c, coord_state.c, coord_upload.c (cancel uploads of a closed
  * round), coord_limits.c (its tick), audit.h, metrics.h.
  */
@@ -60,6 +60,7 @@ static void record_round_locked(fc_coord *c) {
     coord_sa_remaining(c, c->rounds[c->nrounds - 1].sa_remaining);
     coord_sa_blamed_record(c, &c->rounds[c->nrounds - 1]);
     coord_anomaly_record(c, &c->rounds[c->nrounds - 1]);
+    coord_drift_published_locked(c, &c->rounds[c->nrounds - 1]); /* under hold: pauses */
     coord_sopt_text(c, c->rounds[c->nrounds - 1].server_opt, sizeof c->rounds[c->nrounds - 1].server_opt);
     if (c->cfg.dp_noise_multiplier > 0) {
       c->rounds[c->nrounds - 1].dp_epsilon = c->dp_eps;

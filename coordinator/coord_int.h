@@ -93,6 +93,8 @@ struct fc_coord {
    * 60 s. Under mu. */
   int store_blocked;
   char store_err[300];
+  char pause_reason[256]; /* why the engine is paused if not by an admin (a drift hold), "" else (under mu) */
+  struct coord_drift *drift; /* model drift on the reference set (coord_drift.c); NULL without --reference-data */
   uint64_t store_retry_at, store_backoff_ms;
   size_t history_unsaved; /* trailing records of `rounds` not yet in rounds.jsonl */
   fc_store_state state_want; /* under mu: what state.json should say */
@@ -267,6 +269,16 @@ typedef struct coord_anomaly_pb {
   char *flagged[FC_ROUND_BLAMED_MAX];
 } coord_anomaly_pb;
 int coord_anomaly_round_pb(const fc_round_stats *s, coord_anomaly_pb *out);
+/* ---- coord_drift.c: model drift on the reference set (its header says when each runs) ---- */
+/* After the model is loaded: the reference set and the baseline; FEDC_OK without --reference-data. */
+int coord_drift_init(fc_coord *c, char *err, size_t errlen);
+void coord_drift_free(fc_coord *c);
+/* Driver, WITHOUT mu, before the version is signed: its PSI, warning and audit. */
+void coord_drift_check(fc_coord *c, const float *params, uint64_t version, uint64_t round);
+/* Under mu, after a round is recorded: the record's dr_* fields, the new baseline, and under hold the pause. */
+void coord_drift_published_locked(fc_coord *c, fc_round_stats *r);
+/* The Rounds reply's drift message of a record: 1 and *out filled if it was checked. */
+int coord_drift_round_pb(const fc_round_stats *s, Fedc__V1__RoundDrift *out);
 /* Admin/Clients (admin role, unary): the identity table. */
 void coord_h_clients(fc_scall *call, void *ctx);
 /* A call of client was refused for its rate (coord_limits.c, the check-in path). */

@@ -1,16 +1,17 @@
 /*
  * coord_publish.c - a closed round becomes a published version: the
  * aggregate (plain, robust or secure), DP noise, the server optimizer's step,
- * the watermark, then the optimizer state, the signed manifest, the audit
- * record and the model file, in that order, and only then the pointer moves.
+ * the watermark, the drift check on the reference set, then the optimizer
+ * state, the signed manifest, the audit record and the model file, in that
+ * order, and only then the pointer moves.
  *
  * Owns: the server optimizer's state and its per-round backup (c->sopt,
  * c->sopt_backup), undone unless the version is published.
  * Runs on the driver thread, outside `mu` (the engine is in AGGREGATING,
  * which refuses uploads, so nothing races it).
  * May call: aggregate.h, coord_secagg.c (the unmasked sum), coord_dp.c,
- * server_opt.h, watermark.h, model_sign.c (coord_sign_version), audit.h,
- * store.h, coord_state.c (snapshots).
+ * server_opt.h, watermark.h, coord_drift.c (the drift check), model_sign.c
+ * (coord_sign_version), audit.h, store.h, coord_state.c (snapshots).
  */
 #include "coordinator/coordinator.h"
 
@@ -185,6 +186,14 @@ int coord_finalize(fc_coord *c, uint64_t *version, uint8_t sha[FC_SHA256_LEN], c
     snprintf(why, whylen, "aggregated model has NaN/Inf values");
     goto out;
   }
+  fc_engine_status es;
+  pthread_mutex_lock(&c->mu);
+  fc_engine_get_status(c->engine, fc_now_ms(), &es);
+  pthread_mutex_unlock(&c->mu);
+  /* The final weights (after the watermark), before they are signed: a
+   * drift over the threshold is warned and audited before anyone can fetch
+   * the version; the hold itself comes once it is published (coord_drift.c). */
+  coord_drift_check(c, next, old->version + 1, es.round);
   model_ref *m = coord_model_new(old->version + 1, &old->spec, next);
   if (!m) {
     rc = FEDC_ERR_NOMEM;
@@ -192,10 +201,6 @@ int coord_finalize(fc_coord *c, uint64_t *version, uint8_t sha[FC_SHA256_LEN], c
     goto out;
   }
   next = NULL;
-  fc_engine_status es;
-  pthread_mutex_lock(&c->mu);
-  fc_engine_get_status(c->engine, fc_now_ms(), &es);
-  pthread_mutex_unlock(&c->mu);
   /* The optimizer state, then the manifest naming it and the model, then
    * the model file: no version reaches state.json without its manifest,
    * which vouches for the state the next version is computed from. */

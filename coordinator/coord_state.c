@@ -91,6 +91,7 @@ void coord_state_dirty_locked(fc_coord *c) {
   st->completed = es.completed;
   st->abandoned = es.abandoned;
   st->paused = es.paused;
+  if (es.paused) snprintf(st->pause_reason, sizeof st->pause_reason, "%s", c->pause_reason);
   st->budget = es.budget;
   st->config_rounds = c->cfg.engine.rounds;
   c->state_want_seq++;
@@ -196,6 +197,7 @@ int coord_restore_admin_state(fc_coord *c, const fc_store_state *st, char *err, 
   }
   pthread_mutex_lock(&c->mu);
   fc_engine_restore(c->engine, abandoned, st->paused, budget);
+  snprintf(c->pause_reason, sizeof c->pause_reason, "%s", st->paused ? st->pause_reason : "");
   coord_state_dirty_locked(c);
   pthread_mutex_unlock(&c->mu);
   int rc = coord_store_sync(c);
@@ -203,7 +205,9 @@ int coord_restore_admin_state(fc_coord *c, const fc_store_state *st, char *err, 
     snprintf(err, errlen, "%s", c->store_err);
     return rc;
   }
-  if (st->paused)
+  if (st->paused && st->pause_reason[0])
+    FC_WARN(MOD, "federation is paused (%s): `fedc round resume` continues it", st->pause_reason);
+  else if (st->paused)
     FC_WARN(MOD, "federation is paused (by an admin before the restart): `fedc round resume` continues it");
   return FEDC_OK;
 }

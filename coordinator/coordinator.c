@@ -227,6 +227,7 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
     goto fail;
   if (resumed && (rc = coord_manifest_load(c, c->model, &info, 1, err, errlen)) != FEDC_OK) goto fail;
   if ((rc = coord_anomaly_init(c, fc_model_numel(&spec), err, errlen)) != FEDC_OK) goto fail;
+  if ((rc = coord_drift_init(c, err, errlen)) != FEDC_OK) goto fail;
   fc_sopt_cfg soc;
   coord_sopt_cfg(cfg, &soc, err, errlen); /* checked in coord_cfg_check */
   if ((rc = fc_sopt_create(&soc, fc_model_numel(&spec), &c->sopt)) != FEDC_OK) {
@@ -433,6 +434,7 @@ void fc_coord_stop(fc_coord *c, int grace_ms) {
   free(c->sopt_backup);
   fc_wm_destroy(c->wm);
   coord_anomaly_free(c);
+  coord_drift_free(c);
   free(c->dp_rdp);
   free(c->dp_round_rdp);
   coord_sa_end(c);

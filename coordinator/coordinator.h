@@ -144,6 +144,14 @@ typedef struct fc_coord_cfg {
   double anomaly_threshold;
   uint64_t anomaly_cooldown_s;
   int refuse_concurrent_identity;
+  /* Model drift (coordinator/coord_drift.c, drift.h): an IDX images file
+   * ("" = off); each new version's predicted-class distribution on it is
+   * compared with the previous published version's by PSI. At or over
+   * drift_threshold: "flag" warns, audits and counts; "hold" also pauses the
+   * federation after publishing, for an admin's `fedc round resume`. */
+  char reference_data[512];
+  double drift_threshold;
+  char drift_policy[16];
 } fc_coord_cfg;
 
 void fc_coord_cfg_defaults(fc_coord_cfg *c);

@@ -364,6 +364,16 @@ typedef struct fc_round_stats {
   char an_top[65];
   char an_flagged[FC_ROUND_BLAMED_MAX][65];
   uint32_t an_nflagged;
+  /* model drift of the version it produced (coord_drift.c fills them):
+   * checked or not, PSI of the predicted-class histograms and of the mean
+   * softmax, the threshold, tripped, the action ("flag"/"hold"), the version
+   * compared against, reference examples */
+  int dr_checked;
+  double dr_psi, dr_psi_softmax, dr_threshold;
+  int dr_tripped;
+  char dr_action[8];
+  uint64_t dr_baseline;
+  uint32_t dr_examples;
   fc_round_eval eval;       /* the evaluation of the model it produced (coord_eval.c fills it later) */
 } fc_round_stats;
 

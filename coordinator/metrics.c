@@ -307,6 +307,15 @@ char *coord_metrics_text(fc_coord *c) {
   put(&b, "fedc_anomaly_norm_median %.6g\n", m.anomaly_norm_median);
   head(&b, "fedc_anomaly_cos_agg_median", "gauge", "Median cosine of an update to its round's aggregate (last scored round).");
   put(&b, "fedc_anomaly_cos_agg_median %.6g\n", m.anomaly_cos_agg);
+  /* Model drift on the reference set (coord_drift.c); absent without one. */
+  if (c->drift) {
+    head(&b, "fedc_drift_checked_total", "counter", "Model versions whose prediction distribution was checked for drift.");
+    put(&b, "fedc_drift_checked_total %llu\n", (unsigned long long)m.drift_checked);
+    head(&b, "fedc_drift_tripped_total", "counter", "Model versions whose drift (PSI) reached --drift-threshold.");
+    put(&b, "fedc_drift_tripped_total %llu\n", (unsigned long long)m.drift_tripped);
+    head(&b, "fedc_drift_psi", "gauge", "PSI of the last version's predicted-class distribution against the one before.");
+    put(&b, "fedc_drift_psi %.6g\n", m.drift_psi);
+  }
   head(&b, "fedc_identity_new_address_total", "counter", "Calls of an identity from a host it was not seen at before.");
   put(&b, "fedc_identity_new_address_total %llu\n", (unsigned long long)atomic_load(&c->metrics.identity_new_address));
   head(&b, "fedc_identity_concurrent_total", "counter", "Calls of an identity from a second connection at once.");

@@ -49,6 +49,9 @@ typedef struct fc_coord_metrics {
   uint64_t anomaly_flagged;   /* identity-rounds flagged */
   uint32_t anomaly_excluded;  /* identities in their cool-down now */
   double anomaly_top_score, anomaly_norm_median, anomaly_cos_agg; /* the last scored round */
+  /* Model drift (coord_drift.c): under mu. */
+  uint64_t drift_checked, drift_tripped; /* versions checked; those at or over the threshold */
+  double drift_psi;                      /* the last version's PSI against the one before */
   /* Identity misuse: atomics. */
   atomic_uint_fast64_t identity_new_address, identity_concurrent, identity_refused;
 } fc_coord_metrics;

@@ -191,6 +191,8 @@ int fc_store_load_state(const char *dir, const char *federation, fc_store_state 
   }
   paused = json_is_true(pv);
   s.paused = (int)paused;
+  const char *why = json_string_value(json_object_get(o, "pause_reason"));
+  if (why && s.paused) snprintf(s.pause_reason, sizeof s.pause_reason, "%s", why);
   /* A round id is used once: the ids below next_round are spent. */
   if (s.open_round && s.open_round >= s.next_round) {
     snprintf(err, errlen, "%s: open_round %llu is not below next_round %llu", p, (unsigned long long)s.open_round,
@@ -242,6 +244,7 @@ int fc_store_save_state(const char *dir, const char *federation, const fc_store_
                         "budget", (json_int_t)(st->budget > INT64_MAX ? INT64_MAX : st->budget), "config_rounds",
                         (json_int_t)(st->config_rounds > INT64_MAX ? INT64_MAX : st->config_rounds),
                         "open_round", (json_int_t)st->open_round);
+  if (o && st->paused && st->pause_reason[0]) json_object_set_new(o, "pause_reason", json_string(st->pause_reason));
   char *s = o ? json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
   json_decref(o);
   if (!s) {
@@ -496,6 +499,7 @@ static json_t *round_to_json(const fc_round_stats *r) {
     if (r->sa_nblamed > FC_ROUND_BLAMED_MAX) json_object_set_new(o, "secagg_blamed_count", json_integer(r->sa_nblamed));
   }
   fc_store_anomaly_put(o, r);
+  fc_store_drift_put(o, r);
   return o;
 }
 
@@ -725,6 +729,7 @@ int fc_store_read_rounds(const char *dir, fc_round_stats **out, size_t *n, char 
     uint64_t nbl = json_u64(o, "secagg_blamed_count");
     if (nbl > r->sa_nblamed && nbl <= UINT32_MAX) r->sa_nblamed = (uint32_t)nbl;
     fc_store_anomaly_get(o, r);
+    fc_store_drift_get(o, r);
     json_decref(o);
   }
   free(line);

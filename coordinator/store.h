@@ -12,7 +12,7 @@
  *   | state.json                    | {"version","sha256","next_round","completed",   |
  *   |                               |  "abandoned","federation","model_file",         |
  *   |                               |  "paused","budget","config_rounds",             |
- *   |                               |  "open_round"} (fields below)                   |
+ *   |                               |  "open_round","pause_reason"} (fields below)    |
  *   | rounds.jsonl                  | one JSON object per ended round (RoundRecord),  |
  *   |                               | and per federated evaluation {"round","eval"}   |
  *
@@ -52,6 +52,7 @@ typedef struct fc_store_state {
   uint64_t budget;            /* round budget in force (0 = unlimited) */
   uint64_t config_rounds;     /* the configured budget it derives from */
   uint64_t open_round;        /* round running when saved (0 = none) */
+  char pause_reason[256];     /* why paused when not by an admin (a drift hold); "" = none, absent in the file */
 } fc_store_state;
 
 /* Create the directory layout if missing. */
@@ -121,6 +122,9 @@ int fc_store_append_round(const char *dir, const fc_round_stats *r, char *err, s
  * the record's JSON object (nothing without scored inputs). */
 void fc_store_anomaly_put(json_t *o, const fc_round_stats *r);
 void fc_store_anomaly_get(const json_t *o, fc_round_stats *r);
+/* store_drift.c: a round record's "drift" object (model drift on the reference set). */
+void fc_store_drift_put(json_t *o, const fc_round_stats *r);
+void fc_store_drift_get(const json_t *o, fc_round_stats *r);
 /* Append the federated evaluation of round `round`'s model, a line of its
  * own ({"round": R, "eval": {...}}: the round's line was written when it
  * ended, before its model was evaluated). Reading merges it into the latest
