@@ -151,6 +151,7 @@ char *coord_metrics_text(fc_coord *c) {
   b.p[0] = 0;
   fc_coord_metrics m;
   fc_engine_status es;
+  fc_elig_counts el;
   uint32_t live;
   double eps;
   int dp = c->cfg.dp_noise_multiplier > 0, blocked;
@@ -158,6 +159,7 @@ char *coord_metrics_text(fc_coord *c) {
   uint64_t now = fc_now_ms();
   fc_engine_get_status(c->engine, now, &es);
   live = fc_engine_count_live(c->engine, now);
+  fc_engine_elig_counts(c->engine, now, &el);
   memcpy(&m, &c->metrics, sizeof m); /* the atomics are read again below */
   eps = c->dp_eps;
   blocked = c->store_blocked;
@@ -202,6 +204,15 @@ char *coord_metrics_text(fc_coord *c) {
   put(&b, "fedc_clients_known %u\n", es.known);
   head(&b, "fedc_clients_live", "gauge", "Clients that checked in within the liveness window.");
   put(&b, "fedc_clients_live %u\n", live);
+  /* Eligibility (protocol 1.8): the counts `fedc status` shows (coord_elig_status), over live devices. */
+  head(&b, "fedc_devices_seen", "gauge", "Devices that checked in within the liveness window.");
+  put(&b, "fedc_devices_seen %u\n", el.seen);
+  head(&b, "fedc_devices_eligible", "gauge", "Live devices whose last check-in met the eligibility policy.");
+  put(&b, "fedc_devices_eligible %u\n", el.eligible);
+  head(&b, "fedc_devices_not_eligible", "gauge",
+       "Live devices whose last check-in failed a requirement, by reason (a device failing two counts in both).");
+  for (int i = 0; i < FC_INELIG_NREASONS; i++)
+    put(&b, "fedc_devices_not_eligible{reason=\"%s\"} %u\n", fc_elig_reason_name(i), el.by_reason[i]);
   head(&b, "fedc_round_selected", "gauge", "Clients selected for the running round.");
   put(&b, "fedc_round_selected %u\n", es.selected);
   head(&b, "fedc_checkins_total", "counter", "Check-in calls answered.");

@@ -7,7 +7,8 @@
 # from a --device-state file that first says "not charging". Rounds run with
 # dev1 alone; dev2 and dev3 are told "not eligible: <reason>" and never get a
 # task; `fedc status --json` counts 4 seen, 1 eligible, 2 not charging, 1 not
-# reported. Then dev4's file says it is plugged in: it is selected, and
+# reported, and /metrics serves the same counts as fedc_devices_seen,
+# fedc_devices_eligible and fedc_devices_not_eligible{reason}. Then dev4's file says it is plugged in: it is selected, and
 # status counts 2 eligible. A bad --battery is refused in one line, and a
 # check-in reporting a battery of 150% (fedc_probe) INVALID_ARGUMENT.
 set -euo pipefail
@@ -26,7 +27,7 @@ assert_contains "$T/bad.out" "--battery: bad value '150'"
 
 start_coordinator --pki "$T/pki" --federation itest --state "$T/state" --model 784-10 --rounds 1000 \
   --min-clients 1 --cohort 4 --min-updates 1 --poll-ms 100 --pickup-timeout-ms 2000 \
-  --require-charging --min-battery 50
+  --require-charging --min-battery 50 --metrics-listen 127.0.0.1:0
 client() { # NAME PART FLAGS...
   local n=$1 p=$2
   shift 2
@@ -52,6 +53,15 @@ printf '%s' "$S" | jq -e '.eligibility.policy | test("charging") and test("batte
 "$FEDC" status --coordinator "$COORD_ADDR" "${ADMIN[@]}" >"$T/status.txt"
 assert_contains "$T/status.txt" "eligible:        1 of 4 active"
 assert_contains "$T/status.txt" "2 not_charging"
+MPORT=$(grep -o "metrics on http://127.0.0.1:[0-9]*" "$T/coord.log" | head -1 | sed 's/.*://')
+[ -n "$MPORT" ] || fail "no metrics listener logged"
+curl -fsS "http://127.0.0.1:$MPORT/metrics" >"$T/metrics.txt" || fail "cannot scrape /metrics"
+mval() { awk -v k="$1" '$1 == k { print $2 }' "$T/metrics.txt"; }
+for kv in fedc_devices_seen=4 fedc_devices_eligible=1 'fedc_devices_not_eligible{reason="not_charging"}=2' \
+  'fedc_devices_not_eligible{reason="not_reported"}=1' 'fedc_devices_not_eligible{reason="low_battery"}=0' \
+  'fedc_devices_not_eligible{reason="metered"}=0'; do
+  [ "$(mval "${kv%=*}")" = "${kv##*=}" ] || fail "metrics: ${kv%=*} is '$(mval "${kv%=*}")', not ${kv##*=}: $(grep fedc_devices "$T/metrics.txt")"
+done
 
 wait_for grep -q '"event":"not_eligible"' "$T/client-dev3.log" 30 || fail "dev3 was not told it is not eligible"
 grep '"event":"not_eligible"' "$T/client-dev2.log" | grep -q '"detail":"not eligible: not charging"' ||
