@@ -223,6 +223,43 @@ def _fill_eval_result(out, stats, metric_names):
         out.metrics[j].examples = mex
 
 
+DEVICE_KEYS = ("charging", "unmetered", "idle", "battery", "free_storage")
+
+
+def _fill_device_state(state, d):
+    """Check what device_state() returned and write it into the runtime's zeroed fedc_device_state.
+
+    d: {"charging", "unmetered", "idle": bool; "battery": percent 1..100; "free_storage": bytes >= 0}; a key
+    left out (or None) is not reported (0 in the struct: unknown, which meets no requirement). Unknown keys
+    are an error (a misspelt "charging" would otherwise report a device that is not charging)."""
+    if not isinstance(d, collections.abc.Mapping):
+        raise TypeError("device_state() must return a dict, got %s" % type(d).__name__)
+    unknown = [k for k in d if k not in DEVICE_KEYS]
+    if unknown:
+        raise ValueError("device_state() returned unknown keys %s (known: %s)" % (unknown, ", ".join(DEVICE_KEYS)))
+    flags = {}
+    for k in ("charging", "unmetered", "idle"):
+        v = d.get(k)
+        if v is not None and not isinstance(v, (bool, np.bool_)):
+            raise TypeError("device_state() returned %s = %r: must be True or False" % (k, v))
+        flags[k] = 1 if v else 0
+    battery = d.get("battery")
+    if battery is not None:
+        if isinstance(battery, (bool, np.bool_)) or not isinstance(battery, (int, np.integer)) \
+                or not 0 <= battery <= 100:
+            raise ValueError("device_state() returned battery = %r: must be a whole percent 0..100" % (battery,))
+    storage = d.get("free_storage")
+    if storage is not None:
+        if isinstance(storage, (bool, np.bool_)) or not isinstance(storage, (int, np.integer)) \
+                or not 0 <= storage < 2 ** 64:
+            raise ValueError("device_state() returned free_storage = %r: must be a whole number of bytes >= 0"
+                             % (storage,))
+    # Only after every check (a half-filled state is never reported).
+    state.charging, state.unmetered, state.idle = flags["charging"], flags["unmetered"], flags["idle"]
+    state.battery_percent = int(battery or 0)
+    state.free_storage_bytes = int(storage or 0)
+
+
 def _set_error(buf, size, text):
     """Write text into a C error buffer (client.h: NUL-terminated, at most size bytes), cut at a character."""
     if buf == ffi.NULL or size == 0:
@@ -245,9 +282,12 @@ class Client:
                  on_event=None, max_rounds=0, allow_unsigned_models=False, insecure_for_testing=False,
                  insecure_identity=None, min_backoff_ms=None, max_backoff_ms=None, max_retries=None,
                  call_timeout_ms=None, num_examples_hint=0, secagg_tolerate_colluders=0, copy_weights=False,
-                 event_queue=1024):
+                 event_queue=1024, device_state=None):
         if trainer is None or not callable(getattr(trainer, "train", None)):
             raise TypeError("trainer must have a train(weights, config) method")
+        if device_state is not None and not callable(device_state):
+            raise TypeError("device_state must be a callable returning a dict (charging, unmetered, idle, "
+                            "battery, free_storage)")
         if pki is not None:
             if name is None:
                 raise TypeError("pki= needs name= (the client certificate's name)")
@@ -279,6 +319,8 @@ class Client:
             "int(void *, const fedc_eval_config *, const float *, size_t, fedc_eval_result *)", self._eval_stats_cb,
             error=-1)
         self._cb_event = ffi.callback("void(void *, const fedc_event *)", self._event_cb)
+        self._device_state = device_state
+        self._cb_device = ffi.callback("int(void *, fedc_device_state *)", self._device_state_cb, error=-1)
         self._tr = ffi.new("fedc_trainer *")
         self._tr.train = self._cb_train
         if callable(getattr(trainer, "evaluate", None)):
@@ -320,6 +362,8 @@ class Client:
         if call_timeout_ms is not None:
             o.call_timeout_ms = call_timeout_ms
         o.on_event = self._cb_event
+        if device_state is not None:
+            o.device_state = self._cb_device
         out = ffi.new("fedc_client **")
         rc = self._L.fedc_client_create(o, self._tr, out)
         # client.h: *out is always written and always destroyed, success or not.
@@ -396,6 +440,15 @@ class Client:
         except BaseException as e:  # never let an exception cross into C
             detail = self._trainer_failed("evaluate_stats", rnd, e)
             _set_error(cfg.error, cfg.error_len, detail)  # the runtime's REJECTED event and log say it
+            return -1
+
+    def _device_state_cb(self, ctx, state):
+        try:
+            _fill_device_state(state, self._device_state())
+            return 0
+        except BaseException as e:  # never let an exception cross into C: report nothing this time
+            log.warning("device_state() raised %s: %s; no device state reported at this check-in",
+                        type(e).__name__, e)
             return -1
 
     def _trainer_failed(self, what, rnd, e):

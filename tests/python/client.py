@@ -3,6 +3,7 @@
     client.py --coordinator ADDR --pki DIR --name NAME --mode MODE [--examples N] [--max-rounds R]
               [--config-out FILE] [--eval-stats N,CORRECT,LOSS_SUM [--eval-metric NAME=SUM[:EXAMPLES]]...
               [--eval-raise K] [--eval-config-out FILE] [--eval-touch FILE] [--train-gate FILE]]
+              [--device-state KEY=VALUE,...|raise]
 
 Modes (NumPy trainers, deterministic so the test can compute the expected model):
   weights   returns 0.5 * w + 1 (new weights)
@@ -16,6 +17,8 @@ Modes (NumPy trainers, deterministic so the test can compute the expected model)
 totals and metrics every time, except the K-th call (--eval-raise K), which raises RuntimeError;
 --eval-config-out appends the config each evaluate_stats saw; --eval-touch creates FILE when
 evaluate_stats is called, and --train-gate makes train() of rounds after the first wait for FILE.
+--device-state gives Client a device_state callable returning these keys (charging, unmetered, idle:
+0/1 as bools; battery, free_storage: ints) before each check-in, or raising RuntimeError ("raise").
 Prints one JSON line per event on stdout (--iterate: run() on a thread and the events read through
 client.events() on the main thread, instead of the on_event callback); --config-out appends the config
 each train() saw.
@@ -140,6 +143,7 @@ def main():
     ap.add_argument("--eval-config-out")
     ap.add_argument("--eval-touch")
     ap.add_argument("--train-gate")
+    ap.add_argument("--device-state")
     a = ap.parse_args()
     # A background job of a non-interactive shell starts with SIGINT ignored, and
     # Python then leaves it ignored: take it back, as an interactive run has it.
@@ -158,19 +162,32 @@ def main():
     else:
         trainer = NumpyTrainer(a.mode, a.examples, a.config_out)
 
-    said_waiting = [False]
+    device_state = None
+    if a.device_state == "raise":
+        def device_state():
+            raise RuntimeError("injected device_state failure")
+    elif a.device_state:
+        fixed = {}
+        for kv in a.device_state.split(","):
+            k, v = kv.split("=")
+            fixed[k] = bool(int(v)) if k in ("charging", "unmetered", "idle") else int(v)
+
+        def device_state():
+            return dict(fixed)
+
+    said_waiting = set()
 
     def on_event(ev):
-        if ev.kind == "waiting":
-            if said_waiting[0]:
+        if ev.kind == "waiting":  # once per distinct reason (a "not eligible: ..." detail, or none)
+            if ev.detail in said_waiting:
                 return
-            said_waiting[0] = True
+            said_waiting.add(ev.detail)
         print(json.dumps(ev.__dict__), flush=True)
 
     try:
         with fedc.Client(a.coordinator, pki=a.pki, name=a.name, trainer=trainer, max_rounds=a.max_rounds,
                          on_event=None if a.iterate else on_event, min_backoff_ms=100,
-                         max_backoff_ms=1000) as client:
+                         max_backoff_ms=1000, device_state=device_state) as client:
             if a.iterate:
                 outcome = []
 
