@@ -276,6 +276,9 @@ class Client:
 
     TLS material: ca/cert/key PEM paths, or pki=DIR and name=NAME for DIR/ca.crt, DIR/client-NAME.{crt,key}
     (the layout `fedc pki` writes). Other options are fedc_client_options fields (client.h).
+    device_state: a callable returning {"charging", "unmetered", "idle": bool, "battery": percent,
+    "free_storage": bytes} (keys left out are not reported), called before every check-in (eligibility, 1.8);
+    an exception or a bad dict reports nothing that time, with a warning.
     """
 
     def __init__(self, coordinator, ca=None, cert=None, key=None, trainer=None, *, pki=None, name=None,

@@ -8,6 +8,8 @@
 # it reports nothing that time (a warning in its log, no crash), is told it
 # did not report its device state, and is never given a task either. The two
 # that are not eligible leave with the federation's end (run() returns 0).
+# First, a dict that is not one (a string for a bool, a battery of 150, an
+# unknown key) is refused before anything is written into the C struct.
 # Skipped (exit 0 with a notice) when /usr/bin/python3 lacks cffi or numpy.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
@@ -23,6 +25,22 @@ if nm -D "$LIB" 2>/dev/null | grep __asan_init >/dev/null; then
   SAN_ENV=(LD_PRELOAD="$(gcc -print-file-name=libasan.so)" ASAN_OPTIONS=detect_leaks=0)
 fi
 PYRUN=(env PYTHONPATH="$SRC/python" FEDC_CLIENT_LIB="$LIB" ${SAN_ENV[@]+"${SAN_ENV[@]}"} "$PY")
+# What the callable returns is checked before anything is written: a bad dict fills nothing.
+"${PYRUN[@]}" - <<'PY' || fail "device_state dict checks"
+import fedc.client as fc
+st = fc.ffi.new("fedc_device_state *")
+fc._fill_device_state(st, {"charging": True, "idle": False, "battery": 42, "free_storage": 2 ** 40})
+assert (st.charging, st.unmetered, st.idle, st.battery_percent, st.free_storage_bytes) == (1, 0, 0, 42, 2 ** 40)
+for bad in ({"charging": "yes"}, {"battery": 150}, {"battery": 50.5}, {"chraging": True}, {"free_storage": -1}, [1]):
+    st = fc.ffi.new("fedc_device_state *")
+    try:
+        fc._fill_device_state(st, dict(bad, unmetered=True) if isinstance(bad, dict) else bad)
+    except (TypeError, ValueError):
+        pass
+    else:
+        raise SystemExit("accepted %r" % (bad,))
+    assert st.unmetered == 0, bad
+PY
 make_tmp
 make_pki "$T/pki" pyel on off bad
 
