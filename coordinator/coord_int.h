@@ -419,7 +419,5 @@ void coord_resume_offset(fc_scall *call, void *ctx);
 struct fc_pb_header;
 int coord_fetch_resume(fc_coord *c, fc_scall *call, const Fedc__V1__FetchModelRequest *req, struct fc_pb_header *hdr,
                        uint64_t *skip);
-/* coordinator.c: 1 if `client` has an UploadUpdate stream open for `round`. */
-int coord_upload_streaming(fc_coord *c, const char *client, uint64_t round);
 
 #endif

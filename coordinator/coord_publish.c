@@ -50,7 +50,7 @@
 
 #define MOD "coordinator"
 
-int coord_sopt_save(fc_coord *c) {
+static int sopt_save(fc_coord *c) {
   fc_sopt *o = c->sopt;
   int ns = fc_sopt_nstate(o->cfg.kind);
   size_t n = o->n;
@@ -61,7 +61,7 @@ int coord_sopt_save(fc_coord *c) {
   return FEDC_OK;
 }
 
-void coord_sopt_restore(fc_coord *c) {
+static void sopt_restore(fc_coord *c) {
   fc_sopt *o = c->sopt;
   int ns = fc_sopt_nstate(o->cfg.kind);
   if (ns >= 1) memcpy(o->m, c->sopt_backup, o->n * sizeof(float));
@@ -174,7 +174,7 @@ int coord_finalize(fc_coord *c, uint64_t *version, uint8_t sha[FC_SHA256_LEN], c
   if (c->cfg.dp_noise_multiplier > 0 && (rc = coord_dp_privatize(c, delta, n, count, why, whylen)) != FEDC_OK) goto out;
   memcpy(next, old->data, n * sizeof *next);
   /* The server optimizer's step, undone unless the version is published. */
-  if ((rc = coord_sopt_save(c)) != FEDC_OK) {
+  if ((rc = sopt_save(c)) != FEDC_OK) {
     snprintf(why, whylen, "out of memory finalizing the model");
     goto out;
   }
@@ -236,7 +236,7 @@ int coord_finalize(fc_coord *c, uint64_t *version, uint8_t sha[FC_SHA256_LEN], c
   memcpy(sha, m->sha, FC_SHA256_LEN);
   rc = FEDC_OK;
 out:
-  if (stepped) coord_sopt_restore(c);
+  if (stepped) sopt_restore(c);
   coord_model_unref(old);
   free(next);
   free(delta);

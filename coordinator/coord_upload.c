@@ -421,7 +421,8 @@ void coord_cancel_uploads(fc_coord *c, uint64_t round) {
   coord_resume_round_closed(c, round);
 }
 
-int coord_upload_streaming(fc_coord *c, const char *client, uint64_t round) {
+/* 1 if `client` has an UploadUpdate stream open for `round` (UploadOffset below). */
+static int upload_streaming(fc_coord *c, const char *client, uint64_t round) {
   int open = 0;
   pthread_mutex_lock(&c->up_mu);
   for (upload *up = c->uploads; up && !open; up = up->next) open = up->round == round && !strcmp(up->client, client);
@@ -435,7 +436,7 @@ int coord_upload_streaming(fc_coord *c, const char *client, uint64_t round) {
 void coord_h_upload_offset(fc_scall *call, void *ctx) {
   fc_coord *c = ctx;
   const Fedc__V1__UploadOffsetRequest *req = (const Fedc__V1__UploadOffsetRequest *)fc_scall_request(call);
-  if (req->sha256.len == FC_SHA256_LEN && coord_upload_streaming(c, fc_scall_peer(call)->name, req->round)) {
+  if (req->sha256.len == FC_SHA256_LEN && upload_streaming(c, fc_scall_peer(call)->name, req->round)) {
     fc_scall_finish_retry(call, GRPC_STATUS_UNAVAILABLE,
                           "your previous upload stream is still open at the coordinator, retry", 1000);
     return;
