@@ -38,43 +38,10 @@
 
 #include "coordinator/engine.h"
 #include "fedc/error.h"
+#include "tests/support/minheap.h"
 
 #define KIND_BIT (1ull << 20)
 #define ID_MASK (KIND_BIT - 1)
-
-typedef struct heap {
-  uint64_t *v;
-  size_t n, cap;
-} heap;
-
-static void heap_push(heap *h, uint64_t x) {
-  if (h->n == h->cap) {
-    h->cap = h->cap ? h->cap * 2 : 1024;
-    h->v = realloc(h->v, h->cap * sizeof *h->v);
-    if (!h->v) abort();
-  }
-  size_t i = h->n++;
-  while (i && h->v[(i - 1) / 2] > x) {
-    h->v[i] = h->v[(i - 1) / 2];
-    i = (i - 1) / 2;
-  }
-  h->v[i] = x;
-}
-
-static uint64_t heap_pop(heap *h) {
-  uint64_t top = h->v[0], x = h->v[--h->n];
-  size_t i = 0;
-  for (;;) {
-    size_t c = 2 * i + 1;
-    if (c >= h->n) break;
-    if (c + 1 < h->n && h->v[c + 1] < h->v[c]) c++;
-    if (h->v[c] >= x) break;
-    h->v[i] = h->v[c];
-    i = c;
-  }
-  if (h->n) h->v[i] = x;
-  return top;
-}
 
 static uint64_t rng_state = 0x243F6A8885A308D3ull;
 static uint64_t rnd(void) { /* xorshift64*: the fleet's own randomness, not the engine's */
@@ -128,8 +95,8 @@ static void run(uint32_t n, int pace, uint64_t sim_ms, uint64_t boot_ms, uint32_
   uint8_t sha[FC_SHA256_LEN] = {0};
   fc_engine *e = NULL;
   if (fc_engine_create(&cfg, 1, 0, 0, sha, &e) != FEDC_OK) abort();
-  heap h = {0};
-  for (uint32_t i = 0; i < n; i++) heap_push(&h, ((rnd() % (boot_ms ? boot_ms : 1)) << 21) | i);
+  minheap h = {0};
+  for (uint32_t i = 0; i < n; i++) minheap_push(&h, ((rnd() % (boot_ms ? boot_ms : 1)) << 21) | i);
   uint64_t *task_round = calloc(n, sizeof *task_round), *task_version = calloc(n, sizeof *task_version);
   uint64_t *after_round = calloc(n, sizeof *after_round);
   if (!after_round) abort();
@@ -179,14 +146,14 @@ static void run(uint32_t n, int pace, uint64_t sim_ms, uint64_t boot_ms, uint32_
       next_tick += 250;
       continue;
     }
-    heap_pop(&h);
+    minheap_pop(&h);
     uint32_t id = (uint32_t)(ev & ID_MASK);
     snprintf(name, sizeof name, "d%07u", id);
     if (ev & KIND_BIT) { /* trained: upload, then check in at once */
       if (fc_engine_upload_begin(e, name, task_round[id], task_version[id], now) == FC_UP_OK)
         fc_engine_upload_commit(e, name, task_round[id], 100, 1.0, 0, now);
       uint64_t back = after_round[id] > now ? after_round[id] : now; /* the slot it was given, if later */
-      heap_push(&h, (back << 21) | id);
+      minheap_push(&h, (back << 21) | id);
       continue;
     }
     win[now / 1000]++;
@@ -206,10 +173,10 @@ static void run(uint32_t n, int pace, uint64_t sim_ms, uint64_t boot_ms, uint32_
           if (nfill < 100000) fills[nfill++] = (uint32_t)(now - round_start);
         }
       }
-      heap_push(&h, ((now + 30000 + rnd() % 60000) << 21) | KIND_BIT | id);
+      minheap_push(&h, ((now + 30000 + rnd() % 60000) << 21) | KIND_BIT | id);
     } else {
       if (now >= boot_ms && ntold < 4096) told[ntold++] = retry;
-      heap_push(&h, ((now + (retry ? retry : 1000)) << 21) | id);
+      minheap_push(&h, ((now + (retry ? retry : 1000)) << 21) | id);
     }
   }
   fc_pace_info pi;
@@ -242,7 +209,7 @@ static void run(uint32_t n, int pace, uint64_t sim_ms, uint64_t boot_ms, uint32_
   free(task_round);
   free(task_version);
   free(after_round);
-  free(h.v);
+  minheap_free(&h);
   fc_engine_destroy(e);
 }
 

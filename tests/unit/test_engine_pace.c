@@ -18,6 +18,7 @@
 #include "check.h"
 #include "coordinator/engine.h"
 #include "fedc/error.h"
+#include "tests/support/minheap.h"
 
 static const uint8_t SHA0[FC_SHA256_LEN] = {9};
 
@@ -146,34 +147,6 @@ static void test_target_from_rounds(void) {
   fc_engine_destroy(e);
 }
 
-/* A min-heap of (time << 16 | device): the fleet's next check-ins. */
-typedef struct {
-  uint64_t v[1 << 14];
-  int n;
-} heap;
-static void push(heap *h, uint64_t x) {
-  int i = h->n++;
-  while (i && h->v[(i - 1) / 2] > x) {
-    h->v[i] = h->v[(i - 1) / 2];
-    i = (i - 1) / 2;
-  }
-  h->v[i] = x;
-}
-static uint64_t pop(heap *h) {
-  uint64_t top = h->v[0], x = h->v[--h->n];
-  int i = 0;
-  for (;;) {
-    int c = 2 * i + 1;
-    if (c >= h->n) break;
-    if (c + 1 < h->n && h->v[c + 1] < h->v[c]) c++;
-    if (h->v[c] >= x) break;
-    h->v[i] = h->v[c];
-    i = c;
-  }
-  if (h->n) h->v[i] = x;
-  return top;
-}
-
 /* A fleet of N honouring devices settles at W = N / R; when half leave the
  * window shrinks toward the new N / R; when it doubles... grows to 3N/2 / R. */
 static void test_population_changes(void) {
@@ -183,23 +156,22 @@ static void test_population_changes(void) {
   cfg.client_ttl_ms = 5000;
   fc_engine *e = make(&cfg);
   enum { N = 4000 };
-  static heap h;
-  h.n = 0;
-  for (uint64_t i = 0; i < N; i++) push(&h, (i << 16) | i); /* they arrive over 4 s */
+  minheap h = {0};
+  for (uint64_t i = 0; i < N; i++) minheap_push(&h, (i << 16) | i); /* they arrive over 4 s */
   int joined = 0;
   uint64_t last_wait_a = 0, last_wait_b = 0, last_wait_c = 0;
   while (h.n) {
-    uint64_t ev = pop(&h), now = ev >> 16, id = ev & 0xffff;
+    uint64_t ev = minheap_pop(&h), now = ev >> 16, id = ev & 0xffff;
     if (now >= 700000) break;
     if (!joined && now >= 400000) { /* N more join over 1 s */
       joined = 1;
-      for (uint64_t i = N; i < 2 * N; i++) push(&h, ((now + (i - N) / 4) << 16) | i);
+      for (uint64_t i = N; i < 2 * N; i++) minheap_push(&h, ((now + (i - N) / 4) << 16) | i);
     }
     if (now >= 200000 && id < N / 2) continue; /* half of the first N left at 200 s */
     char n[16];
     snprintf(n, sizeof n, "d%llu", (unsigned long long)id);
     uint32_t w = wait_of(e, n, now, NULL);
-    push(&h, ((now + w) << 16) | id);
+    minheap_push(&h, ((now + w) << 16) | id);
     if (now < 200000) last_wait_a = w;
     else if (now < 400000) last_wait_b = w;
     else last_wait_c = w;
@@ -208,6 +180,7 @@ static void test_population_changes(void) {
   CHECK(last_wait_a > 38000 && last_wait_a < 42000);
   CHECK(last_wait_b > 18000 && last_wait_b < 22000);
   CHECK(last_wait_c > 55000 && last_wait_c < 65000);
+  minheap_free(&h);
   fc_engine_destroy(e);
 }
 
