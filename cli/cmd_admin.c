@@ -1,8 +1,9 @@
 /*
  * cmd_admin.c - the operator's side of the Admin service: `fedc status`,
- * `fedc rounds`, `fedc round start|pause|resume`, `fedc model get`, plus
- * `fedc version`. Each is a thin shell: parse flags, one call on a
- * mutual-TLS channel with the "admin" certificate, print.
+ * `fedc rounds`, `fedc round start|pause|resume` and `fedc model get`
+ * (`fedc version` lives in cmd_version.c). Each is a thin shell: parse
+ * flags, one call on a mutual-TLS channel with the "admin" certificate,
+ * print.
  *
  *   command           RPC                              prints
  *   ----------------  -------------------------------  ----------------------------------------
@@ -10,7 +11,6 @@
  *   rounds            /fedc.v1.Admin/Rounds            one row (or JSON line) per kept round
  *   round OP          /fedc.v1.Admin/RoundControl      paused?, state, round budget
  *   model get         Admin/Status + Admin/GetModel    version, params, sha256; writes safetensors
- *   version           none                             fedc, protocol, gRPC core, OpenSSL versions
  *
  * Exit status: 0 ok, 1 failure ("fedc <cmd>: <detail>" on stderr, the detail
  * being the transport's one-line explanation, already meant for a person),
@@ -34,8 +34,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include <grpc/grpc.h>
-#include <openssl/crypto.h>
 
 #include "cli/cli.h"
 #include "cli/status_elig.h"
@@ -757,46 +755,6 @@ out:
   free(data);
   admin_disconnect(ch);
   return ret;
-}
-
-/* ---- fedc version ----------------------------------------------------------------- */
-
-int cmd_version(int argc, char **argv) {
-  const char *prog = "fedc version";
-  int json = 0;
-  static const struct option longopts[] = {
-      {"json", no_argument, 0, OPT_JSON}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-  opterr = 0;
-  int c;
-  while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
-    switch (c) {
-    case OPT_JSON: json = 1; break;
-    case 'h':
-      printf("Usage: fedc version [--json]\n\n"
-             "Print the fedc version, the wire protocol version, and the gRPC core and\n"
-             "OpenSSL versions this binary runs with.\n\n"
-             "Options:\n"
-             "  --json                   one JSON object\n"
-             "  -h, --help               this help\n");
-      return 0;
-    default: return cli_option_error(prog, c, argv, longopts);
-    }
-  }
-  if (optind < argc) return usage_error(prog, "unexpected argument '%s'", argv[optind]);
-  /* Neither call needs gRPC or OpenSSL initialised. */
-  const char *grpc_v = grpc_version_string();
-  const char *ssl_v = OpenSSL_version(OPENSSL_VERSION);
-  if (json) {
-    json_t *o = json_object();
-    json_object_set_new(o, "fedc", json_string(FEDC_VERSION_STRING));
-    json_object_set_new(o, "protocol", json_string(FC_PROTOCOL_VERSION_STRING));
-    json_object_set_new(o, "grpc", json_string(grpc_v));
-    json_object_set_new(o, "openssl", json_string(ssl_v));
-    cli_print_json(o);
-  } else {
-    printf("fedc %s\nprotocol %s\ngrpc core %s\n%s\n", FEDC_VERSION_STRING, FC_PROTOCOL_VERSION_STRING, grpc_v, ssl_v);
-  }
-  return 0;
 }
 
 /* ---- for admin subcommands in their own files (cmd_clients.c) ----------------------- */
