@@ -227,6 +227,13 @@ int fc_ccall_close_and_recv(fc_ccall *c, const ProtobufCMessageDescriptor *resp_
                             fc_status *st);
 /* Server stream: 1 = *msg set, 0 = end of stream (status in st), <0 error (status in st). */
 int fc_ccall_recv(fc_ccall *c, const ProtobufCMessageDescriptor *desc, ProtobufCMessage **msg, fc_status *st);
+/* The same, offering each message's wire bytes to take(ctx, bytes) first:
+ * when it returns 1 it has consumed the message (decoded in place: no
+ * flattened and no unpacked copy) and this returns 1 with *msg NULL; 0 has
+ * the message unpacked as by fc_ccall_recv. */
+typedef int (*fc_recv_take_fn)(void *ctx, grpc_byte_buffer *bytes);
+int fc_ccall_recv_take(fc_ccall *c, const ProtobufCMessageDescriptor *desc, fc_recv_take_fn take, void *ctx,
+                       ProtobufCMessage **msg, fc_status *st);
 /* Cancel (if still running) and free. Accepts NULL. */
 void fc_ccall_destroy(fc_ccall *c);
 uint64_t fc_ccall_bytes_in(const fc_ccall *c);
