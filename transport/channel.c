@@ -450,7 +450,10 @@ int fc_ccall_start(fc_channel *ch, const char *path, fc_rpc_kind kind, const Pro
 }
 
 int fc_ccall_send(fc_ccall *c, const ProtobufCMessage *msg, fc_status *st) {
-  grpc_byte_buffer *bb = fc_pack_message(msg);
+  return fc_ccall_send_bytes(c, fc_pack_message(msg), st);
+}
+
+int fc_ccall_send_bytes(fc_ccall *c, grpc_byte_buffer *bb, fc_status *st) {
   if (!bb) {
     set_status(st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
     return FEDC_ERR_NOMEM;

@@ -364,6 +364,40 @@ int fc_stream_rx_bytes(fc_stream_rx *s, grpc_byte_buffer *bytes, int *rc, char *
   return taken;
 }
 
+/* ---- chunks sent by reference -------------------------------------------------- */
+static size_t put_varint(uint8_t *p, uint64_t v) {
+  size_t n = 0;
+  do {
+    p[n++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+    v >>= 7;
+  } while (v);
+  return n;
+}
+
+grpc_byte_buffer *fc_chunk_msg_ref(uint32_t field, uint64_t offset, const uint8_t *data, size_t len,
+                                   void (*release)(void *), void *owner) {
+  /* tag, len, [0x08 offset], 0x12 len: at most 5 + 10 + 1 + 10 + 1 + 10 bytes */
+  uint8_t inner[24], pre[48];
+  size_t ni = 0, np = 0;
+  if (offset) {
+    inner[ni++] = 0x08;
+    ni += put_varint(inner + ni, offset);
+  }
+  inner[ni++] = 0x12;
+  ni += put_varint(inner + ni, len);
+  np += put_varint(pre, (uint64_t)field << 3 | 2);
+  np += put_varint(pre + np, ni + (uint64_t)len);
+  memcpy(pre + np, inner, ni);
+  np += ni;
+  grpc_slice sl[2];
+  sl[0] = grpc_slice_from_copied_buffer((const char *)pre, np);
+  sl[1] = grpc_slice_new_with_user_data((void *)data, len, release, owner); /* release(owner) at its last unref */
+  grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(sl, 2);
+  grpc_slice_unref(sl[0]);
+  grpc_slice_unref(sl[1]);
+  return bb;
+}
+
 typedef struct take_ctx {
   fc_stream_rx *s;
   int rc;

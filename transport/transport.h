@@ -222,6 +222,9 @@ int fc_ccall_start(fc_channel *ch, const char *path, fc_rpc_kind kind, const Pro
                    int timeout_ms, fc_ccall **out, fc_status *st);
 /* Client stream: send one message. On failure the status is fetched into st. */
 int fc_ccall_send(fc_ccall *c, const ProtobufCMessage *msg, fc_status *st);
+/* The same for a message already on the wire (e.g. fc_chunk_msg_ref); takes
+ * bytes (NULL: out of memory). */
+int fc_ccall_send_bytes(fc_ccall *c, grpc_byte_buffer *bytes, fc_status *st);
 /* Client stream: close the sending side, receive the response and the status. */
 int fc_ccall_close_and_recv(fc_ccall *c, const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
                             fc_status *st);
