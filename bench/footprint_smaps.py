@@ -75,8 +75,9 @@ def main():
         if g["Rss"]:
             print(f"{name[:34]:34} " + " ".join(f"{g[k]:13}" for k in KEYS))
     libs = [g for n, g in rows if n.endswith(".so")]
+    clean, dirty = sum(g["Shared_Clean"] for g in libs), sum(g["Private_Dirty"] for g in libs)
     print(f"shared libraries: {len(libs)}, {sum(g['Rss'] for g in libs)} KiB "
-          f"({sum(g['Shared_Clean'] for g in libs)} shared clean, {sum(g['Private_Dirty'] for g in libs)} private dirty)")
+          f"({clean} shared clean, {dirty} private dirty)")
     print(f"sampled peak {best_rss} KiB, VmHWM {hwm} KiB, {threads} threads, exit {p.returncode}")
     if out:
         json.dump({"exit": p.returncode, "VmHWM_kB": hwm, "sample_kB": best_rss, "threads": threads,
