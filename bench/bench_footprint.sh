@@ -15,7 +15,9 @@
 # Figures (bytes are bytes; RSS is peak RSS, VmHWM, of the process):
 #   lib_stripped_bytes            NATIVE libfedc-client.so stripped (+ its shared libraries)
 #   embed_rss_784_10_bytes        the embed example (tests/embed) linked to NATIVE's .so,
-#                                 2 rounds of the 784-10 model (7,850 parameters)
+#                                 2 rounds of the 784-10 model (7,850 parameters); the .so
+#                                 loads no BLAS ("blas":"none"); bench/footprint_smaps.py
+#                                 shows where such a peak goes
 #   embed_rss_large_bytes         ... of 784-1000-1000-10 (1,796,010 parameters)
 #   static_embed_rss_*_bytes      the same, static with reference BLAS (REF_BUILD)
 #   static_embed_bytes            that static program stripped, per architecture
@@ -117,7 +119,7 @@ for m in 784-10:7850:784_10 784-1000-1000-10:1796010:large; do
   coordinator "$model" 2 1 100
   v=$(peak_rss "$T/embed" "$COORD_ADDR" "${EMBED_ARGS[@]}") || fail "embed example ($model): $(tail -3 "$T/last.log")"
   emit "embed_rss_${tag}_bytes" "$v" bytes \
-    "\"model\":\"$model\",\"parameters\":$params,\"link\":\"dynamic\",\"blas\":\"openblas\""
+    "\"model\":\"$model\",\"parameters\":$params,\"link\":\"dynamic\",\"blas\":\"none\""
   if [ -n "$REF" ]; then
     coordinator "$model" 2 1 100
     v=$(peak_rss "$T/embed-static" "$COORD_ADDR" "${EMBED_ARGS[@]}") ||
@@ -163,7 +165,7 @@ counts.sort()
 print(json.dumps({"cpu_percent": (c1 - c0) / dt / 1e7, "wakeups_per_s": (s1 - s0) / dt,
                   "threads": counts[len(counts) // 2], "threads_max": counts[-1]}))
 PY
-ctx="\"poll_ms\":1000,\"seconds\":20,\"link\":\"dynamic\",\"blas\":\"openblas\""
+ctx="\"poll_ms\":1000,\"seconds\":20,\"link\":\"dynamic\",\"blas\":\"none\""
 emit idle_cpu_percent "$(jq -r '.cpu_percent * 1000 | round / 1000' "$T/idle.json")" percent "$ctx"
 emit idle_wakeups_per_s "$(jq -r '.wakeups_per_s * 100 | round / 100' "$T/idle.json")" per_s "$ctx"
 emit idle_threads "$(jq -r .threads "$T/idle.json")" threads "$ctx,\"max\":$(jq -r .threads_max "$T/idle.json")"

@@ -11,8 +11,14 @@
 #include "fedc/client.h"
 #include "fedc/error.h"
 
+/* The two vector kernels below are the portable ones (blas_portable.c), not
+ * fc_saxpy/fc_sscal: they were the client library's only BLAS calls, and
+ * through them libfedc-client.so loaded OpenBLAS, libgfortran and
+ * libquadmath, which cost an embedding program 2.3 MiB of RSS and a thread
+ * (docs/results.md, "Footprint"). One pass over memory gains nothing from
+ * BLAS, and both are exact elementwise (x * -1 + y, x * a): same bits. */
 int fc_stage_delta(float *out, const float *global, size_t n, int kind) {
-  if (kind == FEDC_OUTPUT_WEIGHTS) fc_saxpy((int)n, -1.0f, global, 1, out, 1);
+  if (kind == FEDC_OUTPUT_WEIGHTS) fc_port_saxpy((int)n, -1.0f, global, 1, out, 1);
   return fc_all_finite(out, n, NULL) ? FEDC_OK : FEDC_ERR_NONFINITE;
 }
 
@@ -23,7 +29,7 @@ double fc_stage_clip(float *delta, size_t n, float clip, double *norm_out) {
   if (clip > 0 && norm > clip) {
     /* Aim a hair under the bound so float rounding cannot push it over. */
     scale = (double)clip / norm * (1.0 - 1e-6);
-    fc_sscal((int)n, (float)scale, delta, 1);
+    fc_port_sscal((int)n, (float)scale, delta, 1);
     norm = fc_l2_norm(delta, n);
   }
   *norm_out = norm;

@@ -229,7 +229,7 @@ static int upload_compressed(fedc_client *c, const Fedc__V1__Task *t, const floa
     snprintf(name, sizeof name, "update.q%u", t->upload_bits);
     fc_model_spec_add(&qs, name, 1, &bytes);
     qs.t[0].dtype = FC_DTYPE_U8;
-    rc = rt_upload_retrying(c, t, q, &qs, bytes, 0, examples, loss, norm, t->deadline_unix_ms, bytes_out, st);
+    rc = rt_upload_retrying(c, t, q, NULL, &qs, bytes, 0, examples, loss, norm, t->deadline_unix_ms, bytes_out, st);
   } else {
     snprintf(st->detail, sizeof st->detail, "cannot quantize the update");
   }
@@ -258,10 +258,15 @@ static int do_round(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
     }
   }
   size_t n = c->model_bytes / sizeof(float);
+  /* The trainer's output, then the delta in place, then the upload's
+   * payload: held through `held`, since gRPC may still read its chunks after
+   * the upload call is gone (rt_payload_release frees it at the last). */
   float *out = malloc(c->model_bytes ? c->model_bytes : 1);
+  rt_payload *held = out ? rt_payload_own(out) : NULL;
   fedc_tensor_info *ti = rt_tensor_infos(c);
-  if (!out || !ti) {
-    free(out);
+  if (!held || !ti) {
+    if (!held) free(out);
+    rt_payload_release(held);
     free(ti);
     snprintf(st->detail, sizeof st->detail, "out of memory for a %llu-byte model", (unsigned long long)c->model_bytes);
     return FEDC_ERR_NOMEM;
@@ -335,7 +340,7 @@ static int do_round(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
   else if (t->upload_bits && t->upload_bits != 32)
     rc = upload_compressed(c, t, out, n, examples, loss, norm, &bytes_out, st);
   else
-    rc = rt_upload_retrying(c, t, out, &c->spec, c->model_bytes, 0, examples, loss, norm, t->deadline_unix_ms,
+    rc = rt_upload_retrying(c, t, out, held, &c->spec, c->model_bytes, 0, examples, loss, norm, t->deadline_unix_ms,
                             &bytes_out, st);
   if (rc == FEDC_OK && c->o.on_event) {
     ev.kind = FEDC_EVENT_UPLOADED;
@@ -344,7 +349,7 @@ static int do_round(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
     c->o.on_event(c->o.event_ctx, &ev);
   }
 out:
-  free(out);
+  rt_payload_release(held);
   free(ti);
   return rc;
 }

@@ -23,6 +23,8 @@
 #include "fedc/v1/fedc.pb-c.h"
 #include "transport/transport.h"
 
+struct rt_payload;
+
 struct fedc_client {
   fedc_client_options o;
   char coordinator[256], ca[512], cert[512], key[512], insecure_id[160];
@@ -82,9 +84,9 @@ void fc_client_secagg_drop(fedc_client *c, const double drop[6], uint64_t seed, 
 int rt_nap(fedc_client *c, uint32_t ms);
 /* One UploadUpdate stream of payload (bytes, SHA-256 sha) with the given
  * spec, its chunks from start_offset (0, or what UploadOffset said was kept). */
-int rt_upload(fedc_client *c, const Fedc__V1__Task *t, const void *payload, const fc_model_spec *spec,
-              uint64_t bytes, const uint8_t sha[FC_SHA256_LEN], uint64_t start_offset, int masked, uint64_t examples,
-              double loss, double norm, uint64_t *bytes_out, fc_status *st);
+int rt_upload(fedc_client *c, const Fedc__V1__Task *t, const void *payload, struct rt_payload *owner,
+              const fc_model_spec *spec, uint64_t bytes, const uint8_t sha[FC_SHA256_LEN], uint64_t start_offset,
+              int masked, uint64_t examples, double loss, double norm, uint64_t *bytes_out, fc_status *st);
 /* ---- runtime_resume.c: resumable transfers (protocol 1.10) ---- */
 /* FetchModel of t's model into *buf (*cap bytes; the caller's kept buffer),
  * resuming a stream cut by the network where it broke off. */
@@ -96,9 +98,21 @@ int rt_fetch_resumable(fedc_client *c, const Fedc__V1__Task *t, const uint8_t *w
  * until deadline, while our cut stream still looks open there. */
 int rt_upload_offset(fedc_client *c, const Fedc__V1__Task *t, const uint8_t sha[FC_SHA256_LEN], uint64_t bytes,
                      uint64_t deadline, uint64_t *offset);
-int rt_upload_retrying(fedc_client *c, const Fedc__V1__Task *t, const void *payload, const fc_model_spec *spec,
-                       uint64_t bytes, int masked, uint64_t examples, double loss, double norm, uint64_t deadline,
-                       uint64_t *bytes_out, fc_status *st);
+/* owner: NULL, or the holder of payload (rt_payload_own): then the chunks
+ * reference it instead of each being packed into a copy (gRPC may read it
+ * after the call: the holder frees it when the last of them lets go). */
+int rt_upload_retrying(fedc_client *c, const Fedc__V1__Task *t, const void *payload, struct rt_payload *owner,
+                       const fc_model_spec *spec, uint64_t bytes, int masked, uint64_t examples, double loss,
+                       double norm, uint64_t deadline, uint64_t *bytes_out, fc_status *st);
+/* A malloc'd buffer with a reference count: the runtime holds one, each
+ * upload chunk in gRPC's hands another; the last release frees buf.
+ * rt_payload_own: NULL if out of memory (buf then still the caller's). */
+typedef struct rt_payload {
+  atomic_int refs;
+  void *buf;
+} rt_payload;
+rt_payload *rt_payload_own(void *buf);
+void rt_payload_release(void *p);
 /* The coordinator said when: that long plus up to a quarter more, so the
  * clients it refused together do not come back together. */
 uint32_t rt_told_wait(fedc_client *c, uint32_t retry_after_ms);

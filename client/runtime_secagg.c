@@ -197,14 +197,15 @@ static int train_send(void *ctx, const fc_sa_params *p, uint32_t *q, uint64_t de
     fc_sa_ring_pack(q, entries, p->ring_bits, packed);
     fc_model_spec_add(&ms, "secagg.masked", 1, &bytes);
     ms.t[0].dtype = FC_DTYPE_U8;
-    int rc = rt_upload_retrying(c, in->t, packed, &ms, bytes, 1, 0, in->loss, in->norm, deadline, in->bytes_out, st);
+    int rc = rt_upload_retrying(c, in->t, packed, NULL, &ms, bytes, 1, 0, in->loss, in->norm, deadline,
+                                in->bytes_out, st);
     free(packed);
     return rc;
   }
   fc_model_spec_add(&ms, "secagg.masked", 1, &entries);
   ms.t[0].dtype = FC_DTYPE_U32;
-  return rt_upload_retrying(c, in->t, q, &ms, entries * sizeof *q, 1, 0, in->loss, in->norm, deadline, in->bytes_out,
-                            st);
+  return rt_upload_retrying(c, in->t, q, NULL, &ms, entries * sizeof *q, 1, 0, in->loss, in->norm, deadline,
+                            in->bytes_out, st);
 }
 
 int rt_secagg_round(fedc_client *c, const Fedc__V1__Task *t, const float *delta, uint64_t examples, double loss,

@@ -75,14 +75,37 @@ int rt_fetch_model(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
   return FEDC_OK;
 }
 
+rt_payload *rt_payload_own(void *buf) {
+  rt_payload *p = malloc(sizeof *p);
+  if (!p) return NULL;
+  atomic_init(&p->refs, 1);
+  p->buf = buf;
+  return p;
+}
+
+void rt_payload_release(void *p) {
+  rt_payload *r = p;
+  if (!r || atomic_fetch_sub(&r->refs, 1) != 1) return;
+  free(r->buf);
+  free(r);
+}
+
 typedef struct upload_ctx {
   fc_ccall *call;
   fc_status *st;
   const Fedc__V1__UpdateMeta *meta;
+  rt_payload *owner;
 } upload_ctx;
 
 static int emit_upload(void *ctx, const Fedc__V1__TensorHeader *h, const Fedc__V1__TensorChunk *ch) {
   upload_ctx *u = ctx;
+  if (!h && u->owner) {
+    /* The chunk by reference (UploadMsg.chunk = 3): no packed copy of it
+     * beside the update (docs/results.md, "Client footprint"). */
+    atomic_fetch_add(&u->owner->refs, 1);
+    return fc_ccall_send_bytes(u->call, fc_chunk_msg_ref(3, ch->offset, ch->data.data, ch->data.len,
+                                                         rt_payload_release, u->owner), u->st);
+  }
   Fedc__V1__UploadMsg m = FEDC__V1__UPLOAD_MSG__INIT;
   if (h) {
     m.meta = (Fedc__V1__UpdateMeta *)u->meta;
@@ -92,9 +115,9 @@ static int emit_upload(void *ctx, const Fedc__V1__TensorHeader *h, const Fedc__V
   return fc_ccall_send(u->call, &m.base, u->st);
 }
 
-int rt_upload(fedc_client *c, const Fedc__V1__Task *t, const void *payload, const fc_model_spec *spec,
-              uint64_t bytes, const uint8_t sha[FC_SHA256_LEN], uint64_t start_offset, int masked, uint64_t examples,
-              double loss, double norm, uint64_t *bytes_out, fc_status *st) {
+int rt_upload(fedc_client *c, const Fedc__V1__Task *t, const void *payload, rt_payload *owner,
+              const fc_model_spec *spec, uint64_t bytes, const uint8_t sha[FC_SHA256_LEN], uint64_t start_offset,
+              int masked, uint64_t examples, double loss, double norm, uint64_t *bytes_out, fc_status *st) {
   Fedc__V1__UpdateMeta meta = FEDC__V1__UPDATE_META__INIT;
   meta.round = t->round;
   meta.model_version = t->model_version;
@@ -119,7 +142,7 @@ int rt_upload(fedc_client *c, const Fedc__V1__Task *t, const void *payload, cons
   int rc = fc_ccall_start(c->ch, "/fedc.v1.Coordinator/UploadUpdate", FC_RPC_CLIENT_STREAM, NULL,
                           c->o.call_timeout_ms, &call, st);
   if (rc != FEDC_OK) return rc;
-  upload_ctx u = {call, st, &meta};
+  upload_ctx u = {call, st, &meta, owner};
   /* The header, then the chunks from start_offset (a resumed stream: the
    * coordinator kept those before it, runtime_resume.c). */
   fc_pb_header *h = malloc(sizeof *h);
@@ -141,15 +164,15 @@ int rt_upload(fedc_client *c, const Fedc__V1__Task *t, const void *payload, cons
 /* Upload, retrying a broken stream until `deadline` (unix ms). ABORTED means
  * the coordinator still holds our previous, broken stream ("upload already in
  * progress") until it notices it is dead: worth waiting for too. */
-int rt_upload_retrying(fedc_client *c, const Fedc__V1__Task *t, const void *payload, const fc_model_spec *spec,
-                       uint64_t bytes, int masked, uint64_t examples, double loss, double norm, uint64_t deadline,
-                       uint64_t *bytes_out, fc_status *st) {
+int rt_upload_retrying(fedc_client *c, const Fedc__V1__Task *t, const void *payload, rt_payload *owner,
+                       const fc_model_spec *spec, uint64_t bytes, int masked, uint64_t examples, double loss,
+                       double norm, uint64_t deadline, uint64_t *bytes_out, fc_status *st) {
   int rc;
   uint8_t sha[FC_SHA256_LEN];
   if ((rc = fc_sha256(payload, bytes, sha)) != FEDC_OK) return rc;
   uint64_t from = 0, sent = 0;
   for (int attempt = 0;;) {
-    rc = rt_upload(c, t, payload, spec, bytes, sha, from, masked, examples, loss, norm, bytes_out, st);
+    rc = rt_upload(c, t, payload, owner, spec, bytes, sha, from, masked, examples, loss, norm, bytes_out, st);
     sent += *bytes_out;
     if (from && rc != FEDC_OK && !atomic_load(&c->stop) &&
         (st->code == GRPC_STATUS_FAILED_PRECONDITION || st->code == GRPC_STATUS_OUT_OF_RANGE ||

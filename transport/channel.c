@@ -342,10 +342,16 @@ static grpc_op op_send_md(fc_ccall *c) {
   return op;
 }
 
-static int recv_one(fc_ccall *c, const ProtobufCMessageDescriptor *desc, ProtobufCMessage **msg) {
+static int recv_one(fc_ccall *c, const ProtobufCMessageDescriptor *desc, fc_recv_take_fn take, void *ctx,
+                    ProtobufCMessage **msg) {
   grpc_byte_buffer *bb = recv_raw(c);
   if (!bb) return 0;
   c->bytes_in += grpc_byte_buffer_length(bb);
+  *msg = NULL;
+  if (take && take(ctx, bb)) { /* decoded in place by the caller's hook */
+    grpc_byte_buffer_destroy(bb);
+    return 1;
+  }
   int rc = fc_unpack_message(bb, desc, CLIENT_MAX_RECV, msg);
   grpc_byte_buffer_destroy(bb);
   return rc == FEDC_OK ? 1 : -rc;
@@ -444,7 +450,10 @@ int fc_ccall_start(fc_channel *ch, const char *path, fc_rpc_kind kind, const Pro
 }
 
 int fc_ccall_send(fc_ccall *c, const ProtobufCMessage *msg, fc_status *st) {
-  grpc_byte_buffer *bb = fc_pack_message(msg);
+  return fc_ccall_send_bytes(c, fc_pack_message(msg), st);
+}
+
+int fc_ccall_send_bytes(fc_ccall *c, grpc_byte_buffer *bb, fc_status *st) {
   if (!bb) {
     set_status(st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
     return FEDC_ERR_NOMEM;
@@ -504,9 +513,14 @@ int fc_ccall_close_and_recv(fc_ccall *c, const ProtobufCMessageDescriptor *resp_
 }
 
 int fc_ccall_recv(fc_ccall *c, const ProtobufCMessageDescriptor *desc, ProtobufCMessage **msg, fc_status *st) {
+  return fc_ccall_recv_take(c, desc, NULL, NULL, msg, st);
+}
+
+int fc_ccall_recv_take(fc_ccall *c, const ProtobufCMessageDescriptor *desc, fc_recv_take_fn take, void *ctx,
+                       ProtobufCMessage **msg, fc_status *st) {
   fc_status tmp;
   if (!st) st = &tmp;
-  int r = c->recv_ended ? 0 : recv_one(c, desc, msg);
+  int r = c->recv_ended ? 0 : recv_one(c, desc, take, ctx, msg);
   if (r == 1) return 1;
   if (r < 0) {
     grpc_call_cancel(c->call, NULL);

@@ -4,6 +4,7 @@
  */
 #include "transport/tensor_stream.h"
 
+#include <grpc/byte_buffer_reader.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -278,6 +279,137 @@ void fc_stream_rx_free(fc_stream_rx *s) {
   s->buf = NULL;
 }
 
+/* ---- chunks decoded in place -----------------------------------------------
+ * A chunk message, TensorStreamMsg{chunk = TensorChunk{offset, data}}, is on
+ * the wire 0x12 len [0x08 offset] 0x12 len data (proto3 leaves out offset
+ * 0). Unpacked the usual way, a chunk is held three times at once (gRPC's
+ * slices, the flat copy protobuf-c parses, the unpacked bytes field), and the
+ * heap that grows stays resident while the trainer's copy of the model is
+ * live: the client's peak (docs/results.md, "Footprint"). Here the data is
+ * copied once, from gRPC's slices into the payload buffer. A message of any
+ * other shape (a header, unknown or repeated fields, a chunk the receiver
+ * would refuse) goes the usual way, which decides it and words the error. */
+typedef struct wire {
+  grpc_byte_buffer_reader r;
+  grpc_slice *cur;
+  size_t pos;
+  uint64_t left; /* bytes not yet read */
+} wire;
+
+static int wire_ready(wire *w) {
+  while (!w->cur || w->pos >= GRPC_SLICE_LENGTH(*w->cur)) {
+    if (!grpc_byte_buffer_reader_peek(&w->r, &w->cur)) {
+      w->cur = NULL;
+      return 0;
+    }
+    w->pos = 0;
+  }
+  return 1;
+}
+
+static int wire_varint(wire *w, uint64_t *v) {
+  *v = 0;
+  for (int shift = 0; shift < 64; shift += 7) {
+    if (!w->left || !wire_ready(w)) return 0;
+    uint8_t b = GRPC_SLICE_START_PTR(*w->cur)[w->pos++];
+    w->left--;
+    *v |= (uint64_t)(b & 0x7f) << shift;
+    if (!(b & 0x80)) return 1;
+  }
+  return 0;
+}
+
+/* n <= w->left, which counts the bytes the reader has. */
+static void wire_copy(wire *w, uint8_t *dst, uint64_t n) {
+  while (n && wire_ready(w)) {
+    size_t k = GRPC_SLICE_LENGTH(*w->cur) - w->pos;
+    if (k > n) k = (size_t)n;
+    memcpy(dst, GRPC_SLICE_START_PTR(*w->cur) + w->pos, k);
+    dst += k;
+    n -= k;
+    w->pos += k;
+    w->left -= k;
+  }
+}
+
+/* The chunk's offset and data length, w left at the data; 0 if bytes is not
+ * a plain chunk message. */
+static int wire_chunk(wire *w, uint64_t *offset, uint64_t *len) {
+  uint64_t tag, n;
+  *offset = 0;
+  if (!wire_varint(w, &tag) || tag != 0x12 || !wire_varint(w, &n) || n != w->left) return 0;
+  if (!wire_varint(w, &tag)) return 0;
+  if (tag == 0x08 && (!wire_varint(w, offset) || !wire_varint(w, &tag))) return 0;
+  return tag == 0x12 && wire_varint(w, len) && *len == w->left;
+}
+
+int fc_stream_rx_bytes(fc_stream_rx *s, grpc_byte_buffer *bytes, int *rc, char *err, size_t errlen) {
+  if (!s->began || s->resuming || !s->buf || s->rx.state != FC_CHUNK_RX_RECEIVING) return 0;
+  wire w;
+  memset(&w, 0, sizeof w);
+  if (!grpc_byte_buffer_reader_init(&w.r, bytes)) return 0;
+  /* The reader's own count (a compressed buffer's length is not it). */
+  for (grpc_slice *sl; grpc_byte_buffer_reader_peek(&w.r, &sl);) w.left += GRPC_SLICE_LENGTH(*sl);
+  grpc_byte_buffer_reader_destroy(&w.r);
+  if (!grpc_byte_buffer_reader_init(&w.r, bytes)) return 0;
+  uint64_t offset, len, at = s->rx.received;
+  int taken = wire_chunk(&w, &offset, &len) && offset == at && len > 0 && len <= s->rx.chunk_max &&
+              len <= s->rx.total - at;
+  if (taken) {
+    wire_copy(&w, s->buf + at, len);
+    *rc = fc_chunk_rx_feed(&s->rx, offset, s->buf + at, (size_t)len, err, errlen);
+    if (*rc == FEDC_OK && s->pipe) fc_hash_pipe_publish(s->pipe, s->rx.received);
+  }
+  grpc_byte_buffer_reader_destroy(&w.r);
+  return taken;
+}
+
+/* ---- chunks sent by reference -------------------------------------------------- */
+static size_t put_varint(uint8_t *p, uint64_t v) {
+  size_t n = 0;
+  do {
+    p[n++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+    v >>= 7;
+  } while (v);
+  return n;
+}
+
+grpc_byte_buffer *fc_chunk_msg_ref(uint32_t field, uint64_t offset, const uint8_t *data, size_t len,
+                                   void (*release)(void *), void *owner) {
+  /* tag, len, [0x08 offset], 0x12 len: at most 5 + 10 + 1 + 10 + 1 + 10 bytes */
+  uint8_t inner[24], pre[48];
+  size_t ni = 0, np = 0;
+  if (offset) {
+    inner[ni++] = 0x08;
+    ni += put_varint(inner + ni, offset);
+  }
+  inner[ni++] = 0x12;
+  ni += put_varint(inner + ni, len);
+  np += put_varint(pre, (uint64_t)field << 3 | 2);
+  np += put_varint(pre + np, ni + (uint64_t)len);
+  memcpy(pre + np, inner, ni);
+  np += ni;
+  grpc_slice sl[2];
+  sl[0] = grpc_slice_from_copied_buffer((const char *)pre, np);
+  sl[1] = grpc_slice_new_with_user_data((void *)data, len, release, owner); /* release(owner) at its last unref */
+  grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(sl, 2);
+  grpc_slice_unref(sl[0]);
+  grpc_slice_unref(sl[1]);
+  return bb;
+}
+
+typedef struct take_ctx {
+  fc_stream_rx *s;
+  int rc;
+  char *err;
+  size_t errlen;
+} take_ctx;
+
+static int take_chunk(void *ctx, grpc_byte_buffer *bytes) {
+  take_ctx *t = ctx;
+  return fc_stream_rx_bytes(t->s, bytes, &t->rc, t->err, t->errlen);
+}
+
 /* Drive s with the messages of call until the stream ends. */
 int fc_tensor_stream_recv_call(fc_stream_rx *s, fc_ccall *call, fc_model_spec *spec, float **payload, uint64_t *total,
                    uint8_t sha_out[FC_SHA256_LEN], fc_signed *manifest, fc_status *st) {
@@ -285,11 +417,15 @@ int fc_tensor_stream_recv_call(fc_stream_rx *s, fc_ccall *call, fc_model_spec *s
   int rc;
   for (;;) {
     ProtobufCMessage *m = NULL;
-    int r = fc_ccall_recv(call, &fedc__v1__tensor_stream_msg__descriptor, &m, st);
+    take_ctx tc = {s, FEDC_OK, err, sizeof err};
+    int r = fc_ccall_recv_take(call, &fedc__v1__tensor_stream_msg__descriptor, take_chunk, &tc, &m, st);
     if (r < 0) return -r;
     if (r == 0) break;
-    rc = fc_stream_rx_msg(s, (Fedc__V1__TensorStreamMsg *)m, err, sizeof err);
-    protobuf_c_message_free_unpacked(m, NULL);
+    rc = tc.rc;
+    if (m) {
+      rc = fc_stream_rx_msg(s, (Fedc__V1__TensorStreamMsg *)m, err, sizeof err);
+      protobuf_c_message_free_unpacked(m, NULL);
+    }
     if (rc != FEDC_OK) {
       fail(st, rc, err);
       return rc;

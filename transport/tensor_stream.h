@@ -73,6 +73,20 @@ int fc_stream_rx_msg(fc_stream_rx *s, const Fedc__V1__TensorStreamMsg *msg, char
 int fc_stream_rx_end(fc_stream_rx *s, fc_model_spec *spec, float **payload, uint64_t *total,
                      uint8_t sha_out[FC_SHA256_LEN], fc_signed *manifest, char *err, size_t errlen);
 void fc_stream_rx_free(fc_stream_rx *s);
+/* The sending side's counterpart: a message whose field `field` is
+ * TensorChunk{offset, data} (UploadMsg.chunk is 3), its data not copied but
+ * referenced, so a client stream sends a chunk without packing it: gRPC may
+ * read data until it lets go of the message's last reference, possibly after
+ * the call is gone, and then calls release(owner) once (the caller keeps
+ * data alive until then). Send it with fc_ccall_send_bytes. */
+grpc_byte_buffer *fc_chunk_msg_ref(uint32_t field, uint64_t offset, const uint8_t *data, size_t len,
+                                   void (*release)(void *), void *owner);
+/* A chunk message of a begun stream, decoded from its wire bytes straight
+ * into the payload buffer (no unpacked copy; fc_tensor_stream_recv_call
+ * offers it every message): 1 = taken, *rc the verdict fc_stream_rx_msg would
+ * give (err filled on failure); 0 = not a plain chunk it can take in place
+ * (unpack it and call fc_stream_rx_msg, which decides it). */
+int fc_stream_rx_bytes(fc_stream_rx *s, grpc_byte_buffer *bytes, int *rc, char *err, size_t errlen);
 /* Resumable downloads (protocol 1.10). After a stream broke off without the
  * receiver failing (the call died: fc_stream_rx_msg never refused anything):
  * the byte offset to ask the sender to start from (FetchModelRequest

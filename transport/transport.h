@@ -222,11 +222,21 @@ int fc_ccall_start(fc_channel *ch, const char *path, fc_rpc_kind kind, const Pro
                    int timeout_ms, fc_ccall **out, fc_status *st);
 /* Client stream: send one message. On failure the status is fetched into st. */
 int fc_ccall_send(fc_ccall *c, const ProtobufCMessage *msg, fc_status *st);
+/* The same for a message already on the wire (e.g. fc_chunk_msg_ref); takes
+ * bytes (NULL: out of memory). */
+int fc_ccall_send_bytes(fc_ccall *c, grpc_byte_buffer *bytes, fc_status *st);
 /* Client stream: close the sending side, receive the response and the status. */
 int fc_ccall_close_and_recv(fc_ccall *c, const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
                             fc_status *st);
 /* Server stream: 1 = *msg set, 0 = end of stream (status in st), <0 error (status in st). */
 int fc_ccall_recv(fc_ccall *c, const ProtobufCMessageDescriptor *desc, ProtobufCMessage **msg, fc_status *st);
+/* The same, offering each message's wire bytes to take(ctx, bytes) first:
+ * when it returns 1 it has consumed the message (decoded in place: no
+ * flattened and no unpacked copy) and this returns 1 with *msg NULL; 0 has
+ * the message unpacked as by fc_ccall_recv. */
+typedef int (*fc_recv_take_fn)(void *ctx, grpc_byte_buffer *bytes);
+int fc_ccall_recv_take(fc_ccall *c, const ProtobufCMessageDescriptor *desc, fc_recv_take_fn take, void *ctx,
+                       ProtobufCMessage **msg, fc_status *st);
 /* Cancel (if still running) and free. Accepts NULL. */
 void fc_ccall_destroy(fc_ccall *c);
 uint64_t fc_ccall_bytes_in(const fc_ccall *c);

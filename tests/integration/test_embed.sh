@@ -22,6 +22,11 @@ cc -std=c11 -Wall -Wextra -Werror $SAN $(pkg-config --cflags fedc-client) "$FEDC
 # Only the public API is exported.
 extra=$(nm -D --defined-only "$LIBDIR/libfedc-client.so" | awk '{print $3}' | grep -v '^fedc_' | grep -v '^_' || true)
 [ -z "$extra" ] || fail "libfedc-client.so exports non-API symbols: $extra"
+# Nor does it load BLAS: the runtime's vector steps are the portable kernels,
+# so a device program does not map OpenBLAS + libgfortran (2.3 MiB of RSS,
+# docs/results.md "Footprint") unless its own trainer wants them.
+blas=$(readelf -d "$LIBDIR/libfedc-client.so" | grep -E 'NEEDED.*(blas|gfortran|quadmath)' || true)
+[ -z "$blas" ] || fail "libfedc-client.so needs a BLAS library: $blas"
 
 make_pki "$T/pki" itest dev1
 # The example follows the header's one rule (create, run if OK, last error, destroy): a CA it cannot read
