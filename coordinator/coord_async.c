@@ -250,3 +250,37 @@ void coord_async_free(fc_coord *c) {
   free(c->async_log);
   c->async_log = NULL;
 }
+
+/* ---- what status and rounds show (coord_admin.c) ---- */
+
+void coord_async_status_pb(fc_coord *c, Fedc__V1__AsyncStatus *as, uint32_t hist[FC_STALE_BUCKETS], char *fn,
+                           size_t fnlen) {
+  fedc__v1__async_status__init(as);
+  fc_async_info ai;
+  pthread_mutex_lock(&c->mu);
+  fc_engine_async_info(c->engine, &ai);
+  pthread_mutex_unlock(&c->mu);
+  memcpy(hist, ai.hist, FC_STALE_BUCKETS * sizeof *hist);
+  as->concurrency = c->cfg.engine.async_concurrency;
+  as->training = ai.training;
+  as->buffer_size = c->cfg.engine.async_buffer;
+  as->buffered = ai.buffered;
+  as->uploading = ai.uploading;
+  as->n_staleness_histogram = FC_STALE_BUCKETS;
+  as->staleness_histogram = hist;
+  as->stale_refused = ai.stale_refused;
+  as->expired = ai.expired;
+  fc_staleness_text(&c->cfg.engine.staleness, fn, fnlen);
+  as->staleness = fn;
+  as->max_staleness = c->cfg.engine.max_staleness;
+}
+
+int coord_async_round_pb(const fc_round_stats *s, Fedc__V1__RoundAsync *ra) {
+  if (!s->async) return 0;
+  fedc__v1__round_async__init(ra);
+  ra->concurrency = s->concurrency;
+  ra->training = s->training;
+  ra->n_staleness_histogram = FC_STALE_BUCKETS;
+  ra->staleness_histogram = (uint32_t *)s->stale_hist;
+  return 1;
+}

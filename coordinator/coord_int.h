@@ -140,6 +140,11 @@ void coord_async_started_locked(fc_coord *c);
  * abandoned: the log is done with. */
 void coord_async_buffer_done(fc_coord *c);
 void coord_async_free(fc_coord *c);
+/* StatusResponse.async (hist and fn: its storage); takes mu. */
+void coord_async_status_pb(fc_coord *c, Fedc__V1__AsyncStatus *as, uint32_t hist[FC_STALE_BUCKETS], char *fn,
+                           size_t fnlen);
+/* RoundRecord.async of a buffer's record (pointing into s); 0 for a sync round. */
+int coord_async_round_pb(const fc_round_stats *s, Fedc__V1__RoundAsync *ra);
 
 /* ---- coord_secagg.c (all under c->mu unless said) ---- */
 /* A round started: set up its SecAgg session. FEDC_OK or an abandon reason. */

@@ -284,9 +284,10 @@ void fc_engine_async_info(const fc_engine *e, fc_async_info *out) {
   memset(out, 0, sizeof *out);
   if (!e->cfg.async) return;
   out->training = e->a_training;
-  out->buffered = e->state == FC_ENG_TRAINING || e->state == FC_ENG_AGGREGATING ? e->received : 0;
+  int open = e->state == FC_ENG_TRAINING || e->state == FC_ENG_AGGREGATING;
+  out->buffered = open ? e->received : 0;
   out->uploading = e->uploading;
-  memcpy(out->hist, e->a_hist, sizeof out->hist);
+  if (open) memcpy(out->hist, e->a_hist, sizeof out->hist);
   out->stale_refused = e->a_stale_refused;
   out->expired = e->a_expired;
 }
