@@ -15,9 +15,12 @@
  *   TRAINING: "checkin" -> TRAIN (the current version, a deadline of its own,
  *       now + round_ms) while fewer than async_concurrency clients hold a
  *       task (a_training) and the client has no update in the open buffer;
- *       else WAIT. A client that checks in while holding an unstarted task
- *       gave it up (the runtime checks in between tasks only): its slot is
- *       freed before it is answered.
+ *       else WAIT. A client that checks in while holding a task gave it up
+ *       (the runtime checks in between tasks only): its slot is freed, and
+ *       it waits for the next buffer (a task with the same round id is one
+ *       the runtime will not take again). So a buffer in which every live
+ *       client's update was refused waits for new clients: it has no
+ *       deadline of its own (FedBuff's buffers have none).
  *     "upload_begin" from a task-holder of any earlier buffer: staleness
  *       s = current version - the task's version; s > max_staleness is
  *       refused (STALE; the slot is freed); while received + uploading <
@@ -161,7 +164,13 @@ void eng_async_open(fc_engine *e, uint64_t now) {
 int eng_async_checkin(fc_engine *e, client_rec *r, uint64_t now, fc_task_info *task, uint32_t *retry_ms) {
   *retry_ms = e->cfg.poll_ms;
   if (r->rstate == CR_UPLOADING) return FC_CHECKIN_WAIT; /* its update is streaming */
-  if (r->rstate == CR_TASKED) free_slot(e, r);          /* it gave its task up */
+  if (r->rstate == CR_TASKED) { /* it gave its task up (its update was refused, or it restarted) */
+    if (r->round == e->round) r->a_gaveup = e->round;
+    free_slot(e, r);
+  }
+  /* Not this buffer's task again: a runtime whose update was refused does
+   * not take a task of the same round id twice (it would hold the slot). */
+  if (r->a_gaveup == e->round) return FC_CHECKIN_WAIT;
   if (e->state != FC_ENG_TRAINING || e->paused || e->blocked || r->excluded_until > now || r->a_buf == e->round ||
       e->a_training >= e->cfg.async_concurrency)
     return FC_CHECKIN_WAIT;

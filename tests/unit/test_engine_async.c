@@ -134,6 +134,15 @@ static void test_buffer_and_cap(void) {
   CHECK_EQ_INT(checkin(e, "a", 60, &ta), FC_CHECKIN_TRAIN);
   CHECK_EQ_INT(ta.version, 1);
   CHECK_EQ_INT(ta.round, 2);
+  /* a checks in again holding its task (its update was refused, or it
+   * restarted): the slot is freed and it waits for the next buffer */
+  fc_engine_async_info(e, &ai);
+  uint32_t before = ai.training;
+  CHECK_EQ_INT(checkin(e, "a", 61, &tmp), FC_CHECKIN_WAIT);
+  fc_engine_async_info(e, &ai);
+  CHECK_EQ_INT(ai.training, before - 1);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "a", ta.round, ta.version, 62), FC_UP_NOT_IN_ROUND);
+  CHECK_EQ_INT(checkin(e, "a", 63, &tmp), FC_CHECKIN_WAIT); /* still this buffer: no task with the same round */
   fc_engine_destroy(e);
 }
 
@@ -198,6 +207,8 @@ static void test_deadline_and_full(void) {
   CHECK_EQ_INT(fc_engine_leave(e, "d", 5211, &li), FC_LEAVE_DROPPED);
   fc_engine_async_info(e, &ai);
   CHECK_EQ_INT(ai.training, 0);
+  /* an expired task does not keep its client out of the buffer */
+  CHECK_EQ_INT(checkin(e, "gone", 5212, &ta), FC_CHECKIN_TRAIN);
   fc_engine_destroy(e);
 }
 
