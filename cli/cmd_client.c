@@ -14,13 +14,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "cli/cli.h"
 #include "cli/cli_common.h"
 #include "cli/client_builtin.h"
 #include "cli/client_device.h"
+#include "cli/client_speed.h"
 #include "client/data.h"
 #include "client/runtime_int.h"
 #include "secagg/secagg.h"
@@ -97,15 +96,7 @@ static int bt_train(void *ctx, const fedc_train_config *cfg, const float *weight
   if (!b->ws) b->ws = fc_mlp_ws_create(&b->mlp, o.batch);
   if (!b->ws) return -1;
   if (fc_mlp_train(&b->mlp, b->ws, out, &b->data, b->idx, b->n, &o, loss) != 0) return -1;
-  if (b->delay_ms) { /* --train-delay-ms: a slower device (async mode, fedc sim's device speeds) */
-    struct timespec ts = {b->delay_ms / 1000, (long)(b->delay_ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-  }
-  while (b->hold && access(b->hold, F_OK) != 0) { /* --train-hold: until the file exists */
-    struct timespec ts = {0, 20 * 1000000L};
-    nanosleep(&ts, NULL);
-  }
+  cli_slow_wait(b->delay_ms, b->hold); /* --train-delay-ms, --device-speed, --train-hold (client_speed.c) */
   *output_kind = FEDC_OUTPUT_WEIGHTS;
   *num_examples = b->n;
   return 0;
@@ -242,8 +233,7 @@ static void usage(FILE *f) {
           "  --model SPEC             784-200-200-10 (default), mlp, logreg, or sizes joined by '-'; the\n"
           "                           coordinator's model is what trains (a warning if it differs)\n"
           "  --rounds N               stop after N accepted updates (default: until the federation ends)\n"
-          "  --train-delay-ms MS      research/tests: each training task takes MS longer (a slower device)\n"
-          "  --train-hold FILE        research/tests: training finishes only once FILE exists\n"
+          CLI_SLOW_HELP
           "  --max-retries N          give up after N consecutive network failures (default 0 = never)\n"
           "  --blas-threads N         OpenBLAS threads (default 1)\n"
           "  --secagg-drop SPEC       research: vanish from secure-aggregation stages, e.g. masked:0.1,unmask:0.05\n"
@@ -390,7 +380,7 @@ int cmd_client(int argc, char **argv) {
   enum { O_DATA = 1, O_DATA_DIR, O_PARTITION, O_PARTS, O_PART, O_ALPHA, O_PSEED, O_MODEL, O_ROUNDS, O_JSON, O_LOG,
          O_RETRIES, O_THREADS, O_SADROP, O_DSEED, O_DHALT, O_HOST, O_BYZ, O_BYZ_NAMES, O_BYZ_DIR, O_BYZ_N, O_BYZ_F, O_BYZ_UNCLIP, O_UNSIGNED, O_BYZ_WEIGHT, O_SACOLL,
          O_BYZ_UNMASK, O_BYZ_ADV_CERT, O_BYZ_ADV_KEY, O_EVAL_FRACTION, O_EVAL_DATA, O_EVAL_PARTS, O_EVAL_PART,
-         O_DEVICE, O_DELAY, O_HOLD }; /* O_DEVICE: the device-state options (client_device.c), by name */
+         O_DEVICE, O_SLOW }; /* O_DEVICE: the device-state options (client_device.c), by name */
   static const struct option longopts[] = {CLI_TLS_LONGOPTS,
                                            {"data", required_argument, 0, O_DATA},
                                            {"data-dir", required_argument, 0, O_DATA_DIR},
@@ -429,8 +419,9 @@ int cmd_client(int argc, char **argv) {
                                            {"battery", required_argument, 0, O_DEVICE},
                                            {"free-storage", required_argument, 0, O_DEVICE},
                                            {"device-state", required_argument, 0, O_DEVICE},
-                                           {"train-delay-ms", required_argument, 0, O_DELAY},
-                                           {"train-hold", required_argument, 0, O_HOLD},
+                                           {"train-delay-ms", required_argument, 0, O_SLOW},
+                                           {"train-hold", required_argument, 0, O_SLOW},
+                                           {"device-speed", required_argument, 0, O_SLOW},
                                            {"json", no_argument, 0, O_JSON},
                                            {"log", required_argument, 0, O_LOG},
                                            {"help", no_argument, 0, 'h'},
@@ -440,8 +431,8 @@ int cmd_client(int argc, char **argv) {
   static const char default_model[] = "784-200-200-10";
   const char *data = "fmnist", *dir = NULL, *part_kind = NULL, *model = default_model;
   /* ULLONG_MAX / NAN: not given (refused without --partition, which alone reads them). */
-  unsigned long long parts = ULLONG_MAX, part = ULLONG_MAX, pseed = ULLONG_MAX, rounds = 0, retries = 0, threads = 1, delay_ms = 0;
-  const char *hold = NULL;
+  unsigned long long parts = ULLONG_MAX, part = ULLONG_MAX, pseed = ULLONG_MAX, rounds = 0, retries = 0, threads = 1;
+  cli_slow slow = {0};
   double alpha = NAN, sa_drop[6] = {0}, eval_fraction = NAN;
   const char *eval_data = NULL;
   unsigned long long eval_parts = 1, eval_part = ULLONG_MAX;
@@ -475,14 +466,7 @@ int cmd_client(int argc, char **argv) {
     case O_PSEED: bad = cli_parse_u64("fedc client", "--partition-seed", optarg, &pseed); break;
     case O_MODEL: model = optarg; break;
     case O_ROUNDS: bad = cli_parse_u64("fedc client", "--rounds", optarg, &rounds); break;
-    case O_HOLD: hold = optarg; break;
-    case O_DELAY:
-      bad = cli_parse_u64("fedc client", "--train-delay-ms", optarg, &delay_ms);
-      if (!bad && delay_ms > 3600000) {
-        fprintf(stderr, "fedc client: invalid value '%s' for --train-delay-ms: at most 3600000 (1 h)\n", optarg);
-        bad = 1;
-      }
-      break;
+    case O_SLOW: bad = cli_slow_option(&slow, longopts[longidx].name, optarg); break;
     case O_RETRIES: bad = cli_parse_u64("fedc client", "--max-retries", optarg, &retries); break;
     case O_THREADS: bad = cli_parse_u64("fedc client", "--blas-threads", optarg, &threads); break;
     case O_SADROP:
@@ -642,8 +626,8 @@ int cmd_client(int argc, char **argv) {
     h->byz = (byz.kind != FC_BYZ_NONE || byz.weight || byz.bad_unmask || byz.adv_cert[0]) &&
              (!byz_names || name_listed(byz_names, h->name));
     h->b.json = json;
-    h->b.delay_ms = (uint32_t)delay_ms;
-    h->b.hold = hold;
+    h->b.delay_ms = cli_slow_delay(&slow, h->name); /* says so when --device-speed drew it */
+    h->b.hold = slow.hold;
     h->b.name = h->name;
     h->b.mlp = mlp;
     h->b.model_given = model != default_model;
