@@ -17,7 +17,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "common/log.h"
 #include "common/rng.h"
 
 int client_speed_parse(const char *spec, client_speed *out, char *err, size_t errlen) {
@@ -84,8 +83,9 @@ uint32_t cli_slow_delay(const cli_slow *s, const char *name) {
     int straggler = 0;
     d += client_speed_delay_ms(&s->speed, name, &straggler);
     if (d > 3600000) d = 3600000;
-    FC_INFO("client", "%s: device speed model: each task takes %llu ms longer%s", name, (unsigned long long)d,
-            straggler ? " (a straggler)" : "");
+    /* Said once at start whatever the log level: what this simulated device is. */
+    fprintf(stderr, "fedc client %s: device speed model: each task takes %llu ms longer%s\n", name,
+            (unsigned long long)d, straggler ? " (a straggler)" : "");
   }
   return (uint32_t)d;
 }
