@@ -122,9 +122,13 @@ void *coord_driver_main(void *arg) {
       c->dp_round_noise = 0;
       fc_engine_status es;
       fc_engine_get_status(c->engine, fc_now_ms(), &es);
-      FC_INFO(MOD, "round %llu started: %u of %u live clients selected (model v%llu)",
-              (unsigned long long)es.round, es.selected, fc_engine_count_live(c->engine, fc_now_ms()),
-              (unsigned long long)es.version);
+      if (c->cfg.engine.async) /* a buffer: no cohort (engine_async.c) */
+        FC_INFO(MOD, "round %llu: buffer open for %u updates on model v%llu", (unsigned long long)es.round,
+                c->cfg.engine.async_buffer, (unsigned long long)es.version);
+      else
+        FC_INFO(MOD, "round %llu started: %u of %u live clients selected (model v%llu)",
+                (unsigned long long)es.round, es.selected, fc_engine_count_live(c->engine, fc_now_ms()),
+                (unsigned long long)es.version);
       coord_state_dirty_locked(c); /* the round id is spent: persisted before any update can count */
       if (c->cfg.engine.async) coord_async_started_locked(c); /* a restart mid-buffer: its updates again */
       char why[300];
