@@ -79,6 +79,9 @@ int sim_speed_check(const sim_opts *o);
 /* Append to the coordinator's / a client's argv at n; the new n (buf: storage for the client's spec). */
 int sim_speed_coord_args(const sim_opts *o, char **argv, int n);
 int sim_speed_client_args(const sim_opts *o, char **argv, int n, char *buf, size_t buflen);
+/* Its options in config.json's "options" (opt: a jansson object). */
+struct json_t;
+void sim_speed_config(struct json_t *opt, const sim_opts *o);
 extern const char *const sim_sopt_flags[5];
 extern const char *const sim_dp_flags[5];
 

@@ -6,6 +6,7 @@
  * compared on the same simulated fleet: same seed, same devices, same delays.
  * Calls nothing else of cli/ (cmd_sim.c calls it).
  */
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,8 +14,8 @@
 #include "cli/sim.h"
 
 const char *const SIM_SPEED_HELP =
-    "  --mode sync|async    async: FedBuff buffers instead of rounds (--rounds counts versions; tune with\n"
-    "                       --coordinator-opt=--async-concurrency=C, --async-buffer=K, --staleness=...)\n"
+    "  --mode sync|async    async: FedBuff buffers instead of rounds (--rounds counts versions; the buffer\n"
+    "                       size, concurrency and staleness function through --coordinator-opt)\n"
     "  --device-speed C:N:S each client's tasks take a compute and a network delay longer, drawn from\n"
     "                       lognormals with medians C and N ms and sigma S (per client, from --seed)\n"
     "  --stragglers F       with --device-speed: this fraction of the clients is 10x slower (default 0)\n";
@@ -67,4 +68,10 @@ int sim_speed_client_args(const sim_opts *o, char **argv, int n, char *buf, size
   snprintf(buf, buflen, "%s:%.9g:%llu", o->speed, o->stragglers, o->seed);
   argv[n++] = "--device-speed", argv[n++] = buf;
   return n;
+}
+
+void sim_speed_config(json_t *opt, const sim_opts *o) {
+  json_object_set_new(opt, "mode", json_string(o->mode[0] ? o->mode : "sync"));
+  json_object_set_new(opt, "device-speed", o->speed[0] ? json_string(o->speed) : json_null());
+  json_object_set_new(opt, "stragglers", json_real(o->stragglers));
 }
