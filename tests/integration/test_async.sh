@@ -12,7 +12,8 @@
 #   - the coordinator is SIGKILLed with one update in the open buffer and
 #     restarted: the update is replayed (counted once: every update the audit
 #     log accepted is in exactly one published buffer or the open one).
-# Bad options are refused at start with a sentence (SecAgg, DP).
+# Refused at start with a sentence, nothing written: SecAgg, DP, a robust rule
+# a buffer cannot satisfy, a bad --staleness.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
 . "$(dirname "$0")/_data.sh"
@@ -34,6 +35,11 @@ for extra in "--secagg" "--dp-noise-multiplier 1 --clip-norm 1 --cohort 0 --coho
   grep -q "async mode cannot run" "$T/refused.log" || fail "async with $extra: $(cat "$T/refused.log")"
   [ ! -e "$T/refused" ] || fail "a refused start left $T/refused"
 done
+# A robust rule whose precondition a buffer of K = 2 cannot meet.
+"$FEDC" coordinator "${COORD_ARGS[@]}" --state "$T/refused" --aggregator krum --agg-f 1 --listen 127.0.0.1:0 \
+  >"$T/refused.log" 2>&1 && fail "krum over a buffer of 2 started"
+grep -q "over an async buffer of 2 updates could never aggregate" "$T/refused.log" || fail "krum: $(cat "$T/refused.log")"
+[ ! -e "$T/refused" ] || fail "a refused start left $T/refused"
 "$FEDC" coordinator "${COORD_ARGS[@]}" --staleness poly:0 --listen 127.0.0.1:0 >"$T/refused.log" 2>&1 &&
   fail "--staleness poly:0 accepted"
 grep -q "staleness" "$T/refused.log" || fail "--staleness poly:0: $(cat "$T/refused.log")"
