@@ -141,8 +141,10 @@ uint64_t fc_engine_task_deadline(fc_engine *e, const char *client);
 const char *fc_engine_refusal_detail(const fc_engine *e);
 /* Restart mid-buffer: an update accepted into the open buffer before the
  * restart (replayed from the coordinator's buffer log): counted in the
- * open buffer as if committed now, client marked as a contributor.
- * FEDC_ERR_INVALID unless async with a buffer open and room in it. */
+ * open buffer as if committed now, client marked as a contributor (also
+ * past async_buffer, if the log was written under a larger one: nothing
+ * accepted is dropped). FEDC_ERR_INVALID unless async with a buffer open
+ * and the client not already in it. */
 int fc_engine_async_replay(fc_engine *e, const char *client, uint64_t examples, double loss, uint64_t staleness,
                            uint64_t bytes);
 

@@ -319,8 +319,9 @@ const char *fc_engine_refusal_detail(const fc_engine *e) { return e->a_why; }
 
 int fc_engine_async_replay(fc_engine *e, const char *client, uint64_t examples, double loss, uint64_t staleness,
                            uint64_t bytes) {
-  if (!e->cfg.async || e->state != FC_ENG_TRAINING || e->received + e->uploading >= e->cfg.async_buffer)
-    return FEDC_ERR_INVALID;
+  /* No room check: a log written under a larger async_buffer is replayed
+   * whole (that buffer publishes with more updates) rather than cut. */
+  if (!e->cfg.async || e->state != FC_ENG_TRAINING) return FEDC_ERR_INVALID;
   client_rec *r = eng_find_or_add(e, client);
   if (!r) return FEDC_ERR_NOMEM;
   if (r->a_buf == e->round) return FEDC_ERR_INVALID; /* once per buffer */

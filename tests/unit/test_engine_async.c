@@ -249,6 +249,17 @@ static void test_restart(void) {
   CHECK_EQ_INT(rs->participants, 3);
   CHECK_EQ_INT(rs->examples, 30);
   fc_engine_destroy(e);
+  /* Restarted with a smaller buffer (K 3 -> 1): all three logged updates
+   * count, in one buffer that publishes at once; none is cut. */
+  e = make(4, 1, 5, 0);
+  CHECK_EQ_INT(fc_engine_tick(e, 1), FC_TICK_STARTED);
+  CHECK_EQ_INT(fc_engine_async_replay(e, "a", 10, 0.5, 0, 100), FEDC_OK);
+  CHECK_EQ_INT(fc_engine_async_replay(e, "b", 10, 0.5, 0, 100), FEDC_OK);
+  CHECK_EQ_INT(fc_engine_async_replay(e, "c", 10, 0.5, 0, 100), FEDC_OK);
+  CHECK_EQ_INT(fc_engine_tick(e, 2), FC_TICK_AGGREGATE);
+  fc_engine_published(e, 1, SHA1, 3);
+  CHECK_EQ_INT(fc_engine_last_round(e)->participants, 3);
+  fc_engine_destroy(e);
 }
 
 int main(void) {
