@@ -216,6 +216,10 @@ int eng_async_upload_begin(fc_engine *e, client_rec *r, uint64_t round, uint64_t
     return FC_UP_STALE;
   }
   if (e->state != FC_ENG_TRAINING || e->received + e->uploading >= e->cfg.async_buffer) {
+    /* "Come back shortly" is ours, not the client's doing: the attempt's
+     * upload token is given back, so waiting out a publish never turns
+     * into RATE_LIMITED for an honest client. */
+    if (e->cfg.upload_rate > 0 && r->upload_tokens + 1 <= e->cfg.upload_burst) r->upload_tokens += 1;
     e->retry_ms = e->cfg.poll_ms < 200 ? e->cfg.poll_ms : 200;
     return FC_UP_BUFFER_FULL;
   }

@@ -197,6 +197,9 @@ static void test_deadline_and_full(void) {
   CHECK_EQ_INT(fc_engine_upload_commit(e, "b", tb.round, 10, 0.5, 100, 5204), FC_UP_OK);
   CHECK_EQ_INT(fc_engine_tick(e, 5205), FC_TICK_AGGREGATE);
   CHECK_EQ_INT(fc_engine_upload_begin(e, "c", tc.round, tc.version, 5206), FC_UP_BUFFER_FULL); /* publishing */
+  /* waiting out a publish costs no upload tokens (burst 10 at 0.5/s): never RATE_LIMITED */
+  for (int i = 0; i < 30; i++)
+    CHECK_EQ_INT(fc_engine_upload_begin(e, "c", tc.round, tc.version, 5206), FC_UP_BUFFER_FULL);
   fc_engine_published(e, 1, SHA1, 5207);
   CHECK_EQ_INT(fc_engine_tick(e, 5208), FC_TICK_STARTED);
   CHECK_EQ_INT(upload(e, "c", &tc, 5209), FC_UP_OK); /* it waited and joins the next buffer */
