@@ -36,6 +36,7 @@
 
 
 #include "cli/cli.h"
+#include "cli/status_async.h"
 #include "cli/status_elig.h"
 #include "cli/cli_common.h"
 #include "cli/rounds_view.h"
@@ -255,6 +256,7 @@ static void status_print(const Fedc__V1__StatusResponse *r, int json) {
     json_object_set_new(o, "model_params", json_u64(r->model_params));
     json_object_set_new(o, "protocol", json_string(proto));
     status_elig_json(o, r->eligibility);
+    status_async_json(o, r->async);
     cli_print_json(o);
     return;
   }
@@ -271,6 +273,7 @@ static void status_print(const Fedc__V1__StatusResponse *r, int json) {
   printf("model sha256:    %s\n", hex);
   printf("clients:         %u known, %u active\n", r->clients_known, r->clients_active);
   status_elig_print(r->eligibility);
+  status_async_print(r->async);
   char budget[32] = "unlimited";
   if (r->round_budget) snprintf(budget, sizeof budget, "%llu", (unsigned long long)r->round_budget);
   printf("rounds:          %llu completed, %llu abandoned, budget %s\n", (unsigned long long)r->rounds_completed,
@@ -355,6 +358,7 @@ static json_t *round_json(const Fedc__V1__RoundRecord *r) {
   if (r->eval) json_object_set_new(o, "eval", rounds_eval_json(r->eval)); /* federated evaluation of its model */
   if (r->anomaly) json_object_set_new(o, "anomaly", cli_anomaly_json(r->anomaly)); /* cmd_clients.c */
   if (r->drift) json_object_set_new(o, "drift", cli_drift_json(r->drift)); /* cmd_clients.c */
+  if (r->async) json_object_set_new(o, "async", round_async_json(r->async));
   return o;
 }
 
@@ -373,8 +377,9 @@ static void rounds_print_table(const Fedc__V1__RoundsResponse *resp) {
     fflush(stdout);
     return;
   }
-  int secagg = 0, dp = 0, ev = 0;
+  int secagg = 0, dp = 0, ev = 0, as = 0;
   for (size_t i = 0; i < resp->n_rounds; i++) {
+    as |= resp->rounds[i]->async != NULL;
     secagg |= resp->rounds[i]->n_secagg_remaining > 0;
     dp |= resp->rounds[i]->dp_epsilon > 0;
     ev |= resp->rounds[i]->eval != NULL;
@@ -384,6 +389,7 @@ static void rounds_print_table(const Fedc__V1__RoundsResponse *resp) {
   if (dp) printf("  %10s", "CLIP");
   if (ev) printf("  %9s  %9s", "EVAL ACC", "EVAL LOSS");
   if (secagg) printf("  %-24s", "SECAGG LEFT (A>S>M>C>U)");
+  if (as) printf("  %-22s", "STALE 0/1/2/3/4-/8-/16+");
   putchar('\n');
   for (size_t i = 0; i < resp->n_rounds; i++) {
     const Fedc__V1__RoundRecord *r = resp->rounds[i];
@@ -410,6 +416,7 @@ static void rounds_print_table(const Fedc__V1__RoundsResponse *resp) {
     rounds_eval_cells(r, eacc, eloss, sizeof eacc);
     if (ev) printf("  %9s  %9s", eacc, eloss);
     if (secagg) printf("  %-24s", secagg_cell(r, sa, sizeof sa));
+    if (as) printf("  %-22s", round_async_cell(r, sa, sizeof sa));
     if (!completed && r->reason && r->reason[0]) printf("  (%s)", CLI_SHOWN(why, r->reason));
     if (r->n_secagg_blamed) { /* secure aggregation: named for bad unmask shares */
       printf("  bad unmask shares:");

@@ -19,6 +19,7 @@
 #include "cli/cli_common.h"
 #include "cli/client_builtin.h"
 #include "cli/client_device.h"
+#include "cli/client_speed.h"
 #include "client/data.h"
 #include "client/runtime_int.h"
 #include "secagg/secagg.h"
@@ -95,6 +96,7 @@ static int bt_train(void *ctx, const fedc_train_config *cfg, const float *weight
   if (!b->ws) b->ws = fc_mlp_ws_create(&b->mlp, o.batch);
   if (!b->ws) return -1;
   if (fc_mlp_train(&b->mlp, b->ws, out, &b->data, b->idx, b->n, &o, loss) != 0) return -1;
+  cli_slow_wait(b->delay_ms, b->hold); /* --train-delay-ms, --device-speed, --train-hold (client_speed.c) */
   *output_kind = FEDC_OUTPUT_WEIGHTS;
   *num_examples = b->n;
   return 0;
@@ -231,6 +233,7 @@ static void usage(FILE *f) {
           "  --model SPEC             784-200-200-10 (default), mlp, logreg, or sizes joined by '-'; the\n"
           "                           coordinator's model is what trains (a warning if it differs)\n"
           "  --rounds N               stop after N accepted updates (default: until the federation ends)\n"
+          CLI_SLOW_HELP
           "  --max-retries N          give up after N consecutive network failures (default 0 = never)\n"
           "  --blas-threads N         OpenBLAS threads (default 1)\n"
           "  --secagg-drop SPEC       research: vanish from secure-aggregation stages, e.g. masked:0.1,unmask:0.05\n"
@@ -377,7 +380,7 @@ int cmd_client(int argc, char **argv) {
   enum { O_DATA = 1, O_DATA_DIR, O_PARTITION, O_PARTS, O_PART, O_ALPHA, O_PSEED, O_MODEL, O_ROUNDS, O_JSON, O_LOG,
          O_RETRIES, O_THREADS, O_SADROP, O_DSEED, O_DHALT, O_HOST, O_BYZ, O_BYZ_NAMES, O_BYZ_DIR, O_BYZ_N, O_BYZ_F, O_BYZ_UNCLIP, O_UNSIGNED, O_BYZ_WEIGHT, O_SACOLL,
          O_BYZ_UNMASK, O_BYZ_ADV_CERT, O_BYZ_ADV_KEY, O_EVAL_FRACTION, O_EVAL_DATA, O_EVAL_PARTS, O_EVAL_PART,
-         O_DEVICE }; /* O_DEVICE: the device-state options (client_device.c), by name */
+         O_DEVICE, O_SLOW }; /* O_DEVICE: the device-state options (client_device.c), by name */
   static const struct option longopts[] = {CLI_TLS_LONGOPTS,
                                            {"data", required_argument, 0, O_DATA},
                                            {"data-dir", required_argument, 0, O_DATA_DIR},
@@ -416,6 +419,9 @@ int cmd_client(int argc, char **argv) {
                                            {"battery", required_argument, 0, O_DEVICE},
                                            {"free-storage", required_argument, 0, O_DEVICE},
                                            {"device-state", required_argument, 0, O_DEVICE},
+                                           {"train-delay-ms", required_argument, 0, O_SLOW},
+                                           {"train-hold", required_argument, 0, O_SLOW},
+                                           {"device-speed", required_argument, 0, O_SLOW},
                                            {"json", no_argument, 0, O_JSON},
                                            {"log", required_argument, 0, O_LOG},
                                            {"help", no_argument, 0, 'h'},
@@ -426,6 +432,7 @@ int cmd_client(int argc, char **argv) {
   const char *data = "fmnist", *dir = NULL, *part_kind = NULL, *model = default_model;
   /* ULLONG_MAX / NAN: not given (refused without --partition, which alone reads them). */
   unsigned long long parts = ULLONG_MAX, part = ULLONG_MAX, pseed = ULLONG_MAX, rounds = 0, retries = 0, threads = 1;
+  cli_slow slow = {0};
   double alpha = NAN, sa_drop[6] = {0}, eval_fraction = NAN;
   const char *eval_data = NULL;
   unsigned long long eval_parts = 1, eval_part = ULLONG_MAX;
@@ -459,6 +466,7 @@ int cmd_client(int argc, char **argv) {
     case O_PSEED: bad = cli_parse_u64("fedc client", "--partition-seed", optarg, &pseed); break;
     case O_MODEL: model = optarg; break;
     case O_ROUNDS: bad = cli_parse_u64("fedc client", "--rounds", optarg, &rounds); break;
+    case O_SLOW: bad = cli_slow_option(&slow, longopts[longidx].name, optarg); break;
     case O_RETRIES: bad = cli_parse_u64("fedc client", "--max-retries", optarg, &retries); break;
     case O_THREADS: bad = cli_parse_u64("fedc client", "--blas-threads", optarg, &threads); break;
     case O_SADROP:
@@ -618,6 +626,8 @@ int cmd_client(int argc, char **argv) {
     h->byz = (byz.kind != FC_BYZ_NONE || byz.weight || byz.bad_unmask || byz.adv_cert[0]) &&
              (!byz_names || name_listed(byz_names, h->name));
     h->b.json = json;
+    h->b.delay_ms = cli_slow_delay(&slow, h->name); /* says so when --device-speed drew it */
+    h->b.hold = slow.hold;
     h->b.name = h->name;
     h->b.mlp = mlp;
     h->b.model_given = model != default_model;

@@ -232,6 +232,14 @@ int cmd_coordinator(int argc, char **argv) {
     return 2;
   }
   if (check_combined(&s, seen) != 0) return 2;
+  s.c.engine.async = strcmp(s.mode, "async") == 0;
+  {
+    char serr[200];
+    if (fc_staleness_parse(s.staleness, &s.c.engine.staleness, serr, sizeof serr) != 0) { /* checked: cannot fail */
+      fprintf(stderr, "fedc coordinator: %s\n", serr);
+      return 2;
+    }
+  }
   fc_log_set_level(fc_log_parse_level(s.log));
   fc_log_set_json(strcmp(s.log_format, "json") == 0);
   if (s.pki[0]) {

@@ -43,6 +43,8 @@ typedef struct settings {
   int blas_threads;
   int exit_when_done;
   uint32_t drain_ms;
+  char mode[8];        /* sync | async (engine_async.c) */
+  char staleness[48];  /* const | poly[:A] | hinge[:A:B] */
 } settings;
 
 /* Where an option's value came from: file == NULL and line == 0 if never set,
@@ -53,7 +55,7 @@ typedef struct origin {
 } origin;
 
 /* Rows of cc_options: a constant so arrays can be sized by it (no VLA). */
-#define CC_NOPTS 139
+#define CC_NOPTS 144
 
 /* ---- cmd_coordinator_opts.c ---- */
 extern const copt cc_options[CC_NOPTS];

@@ -108,6 +108,17 @@ static const char *check_log_format(const char *v) {
   return strcmp(v, "text") == 0 || strcmp(v, "json") == 0 ? NULL : "use text or json";
 }
 
+static const char *check_mode(const char *v) {
+  return strcmp(v, "sync") == 0 || strcmp(v, "async") == 0 ? NULL : "use sync or async";
+}
+
+static const char *check_staleness(const char *v) {
+  struct fc_staleness_fn f;
+  char err[200];
+  return fc_staleness_parse(v, &f, err, sizeof err) == 0 ? NULL
+                                                          : "use const, poly[:A] (A > 0) or hinge[:A:B] (A > 0, B >= 0)";
+}
+
 static const char *check_log(const char *v) {
   return fc_log_parse_level(v) >= 0 ? NULL : "use debug, info, warn or error";
 }
@@ -363,6 +374,21 @@ const copt cc_options[] = {
             "pace steering: never aim below this many check-ins per second (fleets polling slower are not steered)"),
     OPT_RANGE("pace-max-ms", T_U64, c.engine.pace_max_ms,
               "pace steering: the longest wait a device is told (clients cap at 1 h)", 1000, HOUR_MS),
+    OPT_STR("mode", mode,
+            "sync: rounds of a selected cohort; async: buffered asynchronous aggregation (FedBuff): clients train "
+            "on the current version as they check in, a version every --async-buffer updates",
+            check_mode),
+    OPT_RANGE("async-concurrency", T_U32, c.engine.async_concurrency,
+              "async: clients training at once (each holds its task until it uploads, gives up or --round-timeout-ms)",
+              1, 1000000),
+    OPT_RANGE("async-buffer", T_U32, c.engine.async_buffer, "async: accepted updates per published version (K)", 1,
+              100000),
+    OPT_STR("staleness", staleness,
+            "async: an update s versions behind weighs w(s) x its examples: const, poly[:A] ((1+s)^-A, default "
+            "A 0.5) or hinge[:A:B] (1 up to B, then 1/(A(s-B)+1); default 10:4)",
+            check_staleness),
+    OPT_RANGE("max-staleness", T_U32, c.engine.max_staleness,
+              "async: updates trained more than this many versions ago are refused", 0, 1000000),
     OPT_NUM("checkin-rate", T_F64, c.engine.checkin_rate,
             "check-ins per second one identity may make; 0 = 2 per --poll-ms"),
     OPT_NUM("checkin-burst", T_F64, c.engine.checkin_burst, "check-ins one identity may make at once; 0 = automatic"),
@@ -550,4 +576,6 @@ void cc_defaults(settings *s) {
   s->blas_threads = 1;
   snprintf(s->log, sizeof s->log, "info");
   snprintf(s->log_format, sizeof s->log_format, "text");
+  snprintf(s->mode, sizeof s->mode, "sync");
+  snprintf(s->staleness, sizeof s->staleness, "poly");
 }

@@ -157,6 +157,7 @@ static void usage(FILE *f) {
              "                       bounds for the cohort; cohort - 1 = all, the complete graph)\n"
              "  --secagg-threshold T Shamir threshold (default: the coordinator's; with K, a majority of\n"
              "                       each neighbourhood)\n"
+             "%s"
              "  --coordinator-opt=--OPTION[=VALUE]  passed to `fedc coordinator` as it is (repeatable),\n"
              "                       e.g. --coordinator-opt=--audit-log=false\n"
              "  --secagg-bucket S    with a robust --aggregator: SecAgg per random bucket of at least S\n"
@@ -169,7 +170,8 @@ static void usage(FILE *f) {
              "  --eval-cohort K      clients per evaluation (default 0: --eval-fraction of the clients)\n"
              "  --eval-fraction F    (default 0.5)\n"
              "  --eval-split holdout|test  each client's held-out data: 10%% of its partition (default), or its\n"
-             "                       part of an IID split of the 10,000-image test set into --clients parts\n");
+             "                       part of an IID split of the 10,000-image test set into --clients parts\n",
+          SIM_SPEED_HELP);
 }
 
 /* Ranges of the numeric options. Where the coordinator or the client has a
@@ -226,7 +228,7 @@ static int parse(int argc, char **argv, sim_opts *o) {
          O_MINUP, O_RTO, O_POLL, O_SEED, O_DATA, O_JSON, O_SECAGG, O_SAK, O_SAT, O_DROP, O_SOPT, O_SOPT_END = O_SOPT + 4, O_BYZ, O_AGG,
          O_AGG_END = O_AGG + 5,
          O_NESTEROV, O_DP, O_DP_END = O_DP + 4, O_SAB, O_COPT, O_KEEPV, O_KEEPE, O_PROX, O_EVERY, O_ECOH, O_EFRAC,
-         O_ESPLIT, O_BYZ_UNCLIP };
+         O_ESPLIT, O_BYZ_UNCLIP, O_SPEED };
   static const struct option lo[] = {
       {"out", 1, 0, O_OUT},         {"clients-per-process", 1, 0, O_PER_PROC},         {"clients", 1, 0, O_CLIENTS},   {"cohort", 1, 0, O_COHORT},
       {"rounds", 1, 0, O_ROUNDS},   {"partition", 1, 0, O_PART},    {"alpha", 1, 0, O_ALPHA},
@@ -245,7 +247,7 @@ static int parse(int argc, char **argv, sim_opts *o) {
       {"dp-adaptive-quantile", 1, 0, O_DP + 3}, {"dp-clip-lr", 1, 0, O_DP + 4},
       {"keep-versions", 1, 0, O_KEEPV}, {"keep-every", 1, 0, O_KEEPE},
       {"eval-every", 1, 0, O_EVERY},    {"eval-cohort", 1, 0, O_ECOH},   {"eval-fraction", 1, 0, O_EFRAC},
-      {"eval-split", 1, 0, O_ESPLIT},
+      {"eval-split", 1, 0, O_ESPLIT},   {"mode", 1, 0, O_SPEED}, {"device-speed", 1, 0, O_SPEED}, {"stragglers", 1, 0, O_SPEED},
       {"help", 0, 0, 'h'},          {0, 0, 0, 0}};
   memset(o, 0, sizeof *o);
   snprintf(o->out, sizeof o->out, "fedc-sim-out");
@@ -270,7 +272,8 @@ static int parse(int argc, char **argv, sim_opts *o) {
   int opt, bad = 0;
   optind = 1;
   opterr = 0; /* one line of our own below, not getopt's plus the whole usage */
-  while (!bad && (opt = getopt_long(argc, argv, ":h", lo, NULL)) != -1) {
+  int li = 0;
+  while (!bad && (opt = getopt_long(argc, argv, ":h", lo, &li)) != -1) {
     switch (opt) {
     case O_OUT: bad = parse_str("--out", optarg, o->out, sizeof o->out); break;
     case O_CLIENTS: bad = parse_int("--clients", optarg, 1, 1000, &o->clients); break;
@@ -356,6 +359,7 @@ static int parse(int argc, char **argv, sim_opts *o) {
       o->eval_test = strcmp(optarg, "test") == 0;
       break;
     case O_BYZ_UNCLIP: o->byz_unclipped = 1; break;
+    case O_SPEED: bad = sim_speed_option(o, lo[li].name, optarg); break; /* sim_speed.c */
     case O_KEEPV: bad = parse_int("--keep-versions", optarg, 0, ULLONG_MAX, &o->keep_versions); break;
     case O_KEEPE: bad = parse_int("--keep-every", optarg, 0, ULLONG_MAX, &o->keep_every); break;
     case O_DP:
@@ -367,7 +371,7 @@ static int parse(int argc, char **argv, sim_opts *o) {
     default: return cli_option_error("fedc sim", opt, argv, lo); /* also ':' */
     }
   }
-  if (bad) return 2;
+  if (bad || sim_speed_check(o)) return 2;
   if (optind < argc) {
     fprintf(stderr, "fedc sim: unexpected argument '%s' (see fedc sim --help)\n", argv[optind]);
     return 2;
@@ -453,7 +457,8 @@ typedef struct client_cmd {
   char name[32], data[2300], group[64], lname[48], dseed[32], part[32], parts[32], alpha[48], pseed[32];
   char ddir[1100];
   char byz_names[1100], byz_dir[1100], byz_n[32], byz_f[32];
-  char *av[56];
+  char speed[160];
+  char *av[58];
 } client_cmd;
 
 static void client_cmd_make(const sim_opts *o, unsigned long long i, const char *pki, const char *addr,
@@ -506,6 +511,7 @@ static void client_cmd_make(const sim_opts *o, unsigned long long i, const char 
     av[n++] = "--byzantine-colluders", av[n++] = c->byz_f;
     if (o->byz_unclipped) av[n++] = "--byzantine-unclipped";
   }
+  n = sim_speed_client_args(o, av, n, c->speed, sizeof c->speed); /* --device-speed */
   av[n] = NULL;
 }
 
@@ -631,6 +637,7 @@ int cmd_sim(int argc, char **argv) {
     if (o.eval_cohort == 1) cargv[ca_n++] = "--eval-min", cargv[ca_n++] = "1";
     if (o.dp[0][0]) cargv[ca_n++] = "--eval-dp-noise", cargv[ca_n++] = o.dp[0];
   }
+  ca_n = sim_speed_coord_args(&o, cargv, ca_n); /* --mode async */
   for (int i = 0; i < o.ncoord_opts; i++) cargv[ca_n++] = (char *)o.coord_opts[i];
   sim_write_config(&o, cargv, NULL, NULL, NULL);
   pid_t coord = spawn(cargv, logp);

@@ -59,12 +59,29 @@ typedef struct sim_opts {
   int eval_test;
   /* Model versions the coordinator keeps (its --keep-versions/--keep-every). */
   unsigned long long keep_versions, keep_every;
+  /* Async mode and the device-speed model (sim_speed.c): --mode, --device-speed C:N:S, --stragglers F. */
+  char mode[8];
+  char speed[96];
+  double stragglers;
   /* The command line as given, for config.json. */
   int argc;
   char **argv;
 } sim_opts;
 
 extern const char *const sim_agg_flags[6];
+
+/* ---- sim_speed.c ---- */
+extern const char *const SIM_SPEED_HELP;
+/* One of "mode", "device-speed", "stragglers": 0, or 2 after a one-line error. */
+int sim_speed_option(sim_opts *o, const char *name, const char *arg);
+/* After parsing: 0, or 2 after a one-line error. */
+int sim_speed_check(const sim_opts *o);
+/* Append to the coordinator's / a client's argv at n; the new n (buf: storage for the client's spec). */
+int sim_speed_coord_args(const sim_opts *o, char **argv, int n);
+int sim_speed_client_args(const sim_opts *o, char **argv, int n, char *buf, size_t buflen);
+/* Its options in config.json's "options" (opt: a jansson object). */
+struct json_t;
+void sim_speed_config(struct json_t *opt, const sim_opts *o);
 extern const char *const sim_sopt_flags[5];
 extern const char *const sim_dp_flags[5];
 

@@ -178,6 +178,7 @@ int sim_write_config(const sim_opts *o, char *const *coord_argv, char *const *cl
   json_object_set_new(opt, "secagg-threshold", json_integer((json_int_t)o->sa_t));
   json_object_set_new(opt, "secagg-bucket", o->sa_bucket ? json_integer((json_int_t)o->sa_bucket) : json_null());
   json_object_set_new(opt, "drop", jstr_or_null(o->drop));
+  sim_speed_config(opt, o); /* mode, device-speed, stragglers */
   if (o->byz_kind[0]) {
     char b[96];
     snprintf(b, sizeof b, "%g:%s", o->byz_fraction, o->byz_kind);

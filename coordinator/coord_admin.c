@@ -6,7 +6,8 @@
  *
  * Runs on the transport's admin pool (no client call can occupy it).
  * May call: engine.h, coord_state.c (history, state), coord_publish.c (the
- * optimizer's text), coord_eval.c (evaluation records), audit.h.
+ * optimizer's text), coord_eval.c (evaluation records), coord_async.c (async
+ * status and buffer records), audit.h.
  */
 #include "coordinator/coordinator.h"
 
@@ -99,6 +100,13 @@ void coord_h_status(fc_scall *call, void *ctx) {
   char policy[256];
   coord_elig_status(c, &el, policy, sizeof policy);
   r.eligibility = &el;
+  Fedc__V1__AsyncStatus as; /* async mode (coord_async.c) */
+  uint32_t as_hist[FC_STALE_BUCKETS];
+  char as_fn[48];
+  if (c->cfg.engine.async) {
+    coord_async_status_pb(c, &as, as_hist, as_fn, sizeof as_fn);
+    r.async = &as;
+  }
   fc_scall_finish(call, GRPC_STATUS_OK, NULL, &r.base);
 }
 
@@ -122,10 +130,12 @@ void coord_h_rounds(fc_scall *call, void *ctx) {
   Fedc__V1__EvalMetric *(*evp)[FC_EVAL_METRICS_MAX] = calloc(k ? k : 1, sizeof *evp);
   coord_anomaly_pb *anp = calloc(k ? k : 1, sizeof *anp);
   Fedc__V1__RoundDrift *drp = calloc(k ? k : 1, sizeof *drp);
+  Fedc__V1__RoundAsync *asp = calloc(k ? k : 1, sizeof *asp);
   uint64_t ev_next = 0, ev_due = fc_engine_eval_pending_round(c->engine, &ev_next);
   if (recs && ptrs && copy && k) memcpy(copy, c->rounds + first, k * sizeof *copy);
   pthread_mutex_unlock(&c->mu);
-  if (!recs || !ptrs || !copy || !blamed || !evs || !evm || !evp || !anp || !drp) {
+  if (!recs || !ptrs || !copy || !blamed || !evs || !evm || !evp || !anp || !drp || !asp) {
+    free(asp);
     free(anp);
     free(drp);
     free(recs);
@@ -177,6 +187,7 @@ void coord_h_rounds(fc_scall *call, void *ctx) {
     }
     if (coord_anomaly_round_pb(s, &anp[i])) r->anomaly = &anp[i].m;
     if (coord_drift_round_pb(s, &drp[i])) r->drift = &drp[i];
+    if (coord_async_round_pb(s, &asp[i])) r->async = &asp[i];
     ptrs[i] = r;
   }
   /* The newest records that fit well under the 4 MiB receive limit (names
@@ -196,6 +207,7 @@ void coord_h_rounds(fc_scall *call, void *ctx) {
   free(evp);
   free(anp);
   free(drp);
+  free(asp);
 }
 
 void coord_h_round_control(fc_scall *call, void *ctx) {

@@ -162,6 +162,15 @@ static int robust_cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen) {
     return FEDC_ERR_INVALID;
   }
   if (r.kind == FC_AGG_FEDAVG) return FEDC_OK;
+  char why[200];
+  if (cfg->engine.async) { /* the rule combines one buffer of async_buffer updates (coord_async.c) */
+    if (fc_robust_check(&r, cfg->engine.async_buffer, why, sizeof why)) {
+      snprintf(err, errlen, "aggregator %s over an async buffer of %u updates could never aggregate: %s",
+               cfg->aggregator, cfg->engine.async_buffer, why);
+      return FEDC_ERR_INVALID;
+    }
+    return FEDC_OK;
+  }
   const char *no = cfg->dp_noise_multiplier > 0 ? "differential privacy"
                    : cfg->engine.cohort_size == 0 ? "a cohort fraction (it needs a fixed cohort: its arena holds "
                                                     "cohort x model)"
@@ -170,7 +179,6 @@ static int robust_cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen) {
     snprintf(err, errlen, "aggregator %s cannot be combined with %s", cfg->aggregator, no);
     return FEDC_ERR_INVALID;
   }
-  char why[200];
   if (cfg->engine.secagg) {
     /* Bucketing: the rule sees one mean per bucket of at least s clients. */
     uint32_t s = cfg->secagg_bucket, nb = cfg->engine.cohort_size / (s ? s : 1);
@@ -215,6 +223,7 @@ int coord_cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen) {
   }
   fc_sopt_cfg so;
   if (coord_sopt_cfg(cfg, &so, err, errlen) != FEDC_OK) return FEDC_ERR_INVALID;
+  if (coord_async_cfg_check(cfg, err, errlen) != FEDC_OK) return FEDC_ERR_INVALID;
   if (robust_cfg_check(cfg, err, errlen) != FEDC_OK) return FEDC_ERR_INVALID;
   if (cfg->dp_noise_multiplier != 0) {
     /* Refuse what would make the reported guarantee void. */

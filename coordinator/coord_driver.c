@@ -7,7 +7,7 @@
  * Owns: the driver thread's loop (started and joined by coordinator.c).
  * May call: engine.h, coord_secagg.c, coord_eval.c, coord_publish.c, coord_drift.c (the hold),
  * coord_dp.c, coord_state.c, coord_upload.c (cancel uploads of a closed
- * round), coord_limits.c (its tick), audit.h, metrics.h.
+ * round), coord_limits.c (its tick), coord_async.c (the buffer log), audit.h, metrics.h.
  */
 #include "coordinator/coordinator.h"
 
@@ -122,10 +122,15 @@ void *coord_driver_main(void *arg) {
       c->dp_round_noise = 0;
       fc_engine_status es;
       fc_engine_get_status(c->engine, fc_now_ms(), &es);
-      FC_INFO(MOD, "round %llu started: %u of %u live clients selected (model v%llu)",
-              (unsigned long long)es.round, es.selected, fc_engine_count_live(c->engine, fc_now_ms()),
-              (unsigned long long)es.version);
+      if (c->cfg.engine.async) /* a buffer: no cohort (engine_async.c) */
+        FC_INFO(MOD, "round %llu: buffer open for %u updates on model v%llu", (unsigned long long)es.round,
+                c->cfg.engine.async_buffer, (unsigned long long)es.version);
+      else
+        FC_INFO(MOD, "round %llu started: %u of %u live clients selected (model v%llu)",
+                (unsigned long long)es.round, es.selected, fc_engine_count_live(c->engine, fc_now_ms()),
+                (unsigned long long)es.version);
       coord_state_dirty_locked(c); /* the round id is spent: persisted before any update can count */
+      if (c->cfg.engine.async) coord_async_started_locked(c); /* a restart mid-buffer: its updates again */
       char why[300];
       if (coord_sa_begin(c, why, sizeof why) != FEDC_OK) {
         fc_engine_finalize_failed(c->engine, why, fc_now_ms());
@@ -185,6 +190,7 @@ void *coord_driver_main(void *arg) {
         FC_ERROR(MOD, "finalizing round failed: %s", why);
         fc_audit_append(c->audit, "round_abandoned", json_pack("{s:I,s:s}", "round", (json_int_t)es_round(c), "reason", why));
         fc_engine_finalize_failed(c->engine, why, fc_now_ms());
+        coord_async_buffer_done(c); /* async: the buffer's updates are discarded with it */
         if (rc == FEDC_ERR_IO) coord_store_failed_locked(c, why);
       }
       record_round_locked(c);
@@ -193,6 +199,7 @@ void *coord_driver_main(void *arg) {
       fc_audit_sync(c->audit); /* once per round */
       if (coord_store_sync(c) == FEDC_OK && rc == FEDC_OK) {
         pthread_mutex_lock(&c->mu);
+        coord_async_buffer_done(c); /* state.json has the version: the buffer's log is done with */
         if (!c->store_blocked) c->store_backoff_ms = 0;
         pthread_mutex_unlock(&c->mu);
       }

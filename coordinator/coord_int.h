@@ -122,7 +122,29 @@ struct fc_coord {
    * so each is parsed and chain-checked once; under mu. */
   struct fc_cert_cache *sa_certs;
   struct coord_anomaly *anom; /* update anomaly scores, identity misuse (coord_anomaly.c); thread-safe */
+  struct coord_async_log *async_log; /* async mode: the open buffer's log (coord_async.c); under mu */
 };
+
+/* ---- coord_async.c: asynchronous buffered aggregation (engine_async.c) ---- */
+/* At start: what async mode refuses (secure aggregation, DP, a robust rule
+ * whose precondition a buffer cannot meet), in one sentence. */
+int coord_async_cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen);
+/* Under mu, before the engine counts an accepted update: write and fsync it
+ * to the open buffer's log. FEDC_ERR_IO/NOMEM with why: refuse the update. */
+int coord_async_log_update(fc_coord *c, const char *client, uint64_t round, uint64_t examples, double loss,
+                           uint64_t staleness, double weight, uint64_t bytes, const float *values, size_t n,
+                           char *why, size_t whylen);
+/* Under mu, at tick STARTED: the first buffer after start replays the log. */
+void coord_async_started_locked(fc_coord *c);
+/* A version was published and state.json says so, or the buffer was
+ * abandoned: the log is done with. */
+void coord_async_buffer_done(fc_coord *c);
+void coord_async_free(fc_coord *c);
+/* StatusResponse.async (hist and fn: its storage); takes mu. */
+void coord_async_status_pb(fc_coord *c, Fedc__V1__AsyncStatus *as, uint32_t hist[FC_STALE_BUCKETS], char *fn,
+                           size_t fnlen);
+/* RoundRecord.async of a buffer's record (pointing into s); 0 for a sync round. */
+int coord_async_round_pb(const fc_round_stats *s, Fedc__V1__RoundAsync *ra);
 
 /* ---- coord_secagg.c (all under c->mu unless said) ---- */
 /* A round started: set up its SecAgg session. FEDC_OK or an abandon reason. */

@@ -186,7 +186,9 @@ int coord_restore_admin_state(fc_coord *c, const fc_store_state *st, char *err, 
       memset(&r, 0, sizeof r);
       r.round = st->open_round;
       r.started_ms = r.ended_ms = fc_now_ms();
-      snprintf(r.reason, sizeof r.reason, "coordinator restarted during the round");
+      snprintf(r.reason, sizeof r.reason, "%s",
+               c->cfg.engine.async ? "coordinator restarted during the buffer: its logged updates carry over to the next"
+                                   : "coordinator restarted during the round");
       int rc = fc_store_append_round(c->cfg.state_dir, &r, err, errlen);
       if (rc != FEDC_OK) return rc;
       coord_history_add(c, &r);

@@ -28,6 +28,7 @@
 #include "common/dp_noise.h"
 #include "common/fileutil.h"
 #include "common/log.h"
+#include "coordinator/agg_slots.h" /* async: the staged values go to the buffer log */
 #include "coordinator/aggregate.h"
 #include "coordinator/anomaly.h"
 #include "coordinator/audit.h"
@@ -55,6 +56,7 @@ static grpc_status_code verdict_status(int v) {
   case FC_UP_BUSY: return GRPC_STATUS_ABORTED;
   case FC_UP_LATE: return GRPC_STATUS_DEADLINE_EXCEEDED;
   case FC_UP_RATE_LIMITED: return GRPC_STATUS_RESOURCE_EXHAUSTED;
+  case FC_UP_BUFFER_FULL: return GRPC_STATUS_UNAVAILABLE; /* with a retry time: the client comes back */
   default: return GRPC_STATUS_FAILED_PRECONDITION;
   }
 }
@@ -92,6 +94,7 @@ typedef struct upload {
   uint64_t round, round_deadline, examples;
   uint64_t started_ms, resumed_from; /* resumed_from: bytes kept from a cut stream (coord_resume.c) */
   double loss;
+  int64_t staleness; /* async mode: versions behind when it began (-1: not async) */
   Fedc__V1__UpdateMeta meta; /* the first message's: a cut stream's prefix is kept for it */
   char client[65];
 } upload;
@@ -107,6 +110,7 @@ static void audit_update(fc_coord *c, const upload *up, const char *outcome, con
   if (up->rx.total) json_object_set_new(f, "sha256", json_string(fc_hex(up->rx.want_sha, FC_SHA256_LEN, hex)));
   if (norm >= 0) json_object_set_new(f, "norm", json_real(norm));
   if (up->resumed_from) json_object_set_new(f, "resumed_from", json_integer((json_int_t)up->resumed_from));
+  if (up->staleness >= 0) json_object_set_new(f, "staleness", json_integer((json_int_t)up->staleness));
   if (reason) json_object_set_new(f, "reason", json_string(reason));
   fc_audit_append(c->audit, "update", f);
 }
@@ -260,13 +264,29 @@ static void upload_end(fc_scall *call, void *state) {
   /* One pass over the update for the anomaly scores, outside the lock. */
   struct fc_anomaly_meas *meas = up->masked ? NULL : coord_anomaly_measure(c, up->u, l2);
   pthread_mutex_lock(&c->mu);
+  uint64_t now = fc_now_ms(), stale = 0;
+  double fold = weight;
+  int v = FC_UP_OK;
+  if (c->cfg.engine.async) {
+    /* Async (engine_async.c): weighted by staleness too, and in the buffer's
+     * log before it counts (coord_async.c); the deadline checked first with
+     * the same `now`, so the commit below cannot refuse what was logged. */
+    fold = weight * fc_engine_async_weight(c->engine, up->client, &stale);
+    up->staleness = (int64_t)stale;
+    if (now >= fc_engine_task_deadline(c->engine, up->client)) v = FC_UP_LATE;
+    else if (coord_async_log_update(c, up->client, up->round, (uint64_t)weight, up->loss, stale, fold,
+                                    fc_scall_bytes_in(call), (const float *)up->u->buf,
+                                    fc_model_numel(&up->m->spec), why, sizeof why) != FEDC_OK)
+      v = -1;
+  }
   /* The round record counts the examples that carried weight. */
-  int v = fc_engine_upload_commit(c->engine, up->client, up->round, (uint64_t)weight, up->loss,
-                                  fc_scall_bytes_in(call), fc_now_ms());
+  if (v == FC_UP_OK)
+    v = fc_engine_upload_commit(c->engine, up->client, up->round, (uint64_t)weight, up->loss, fc_scall_bytes_in(call),
+                                now);
   if (v == FC_UP_OK) {
     audit_update(c, up, "accepted", NULL, up->masked ? -1 : l2); /* before it counts */
     atomic_fetch_add(&c->metrics.uploads_accepted, 1);
-    c->agg->ops->update_commit(c->agg, up->u, weight);
+    c->agg->ops->update_commit(c->agg, up->u, fold);
     if (up->unclipped && !up->masked) c->dp_unclipped++;
     up->committed = 1; /* its OK is on the way: a closing round must not cancel it */
     if (up->masked) coord_sa_masked_done(c, up->client);
@@ -275,6 +295,10 @@ static void upload_end(fc_scall *call, void *state) {
   }
   pthread_mutex_unlock(&c->mu);
   free(meas);
+  if (v == -1) { /* the log could not take it: the engine still holds it as in progress */
+    upload_refuse_retry(up, call, GRPC_STATUS_UNAVAILABLE, why, 1000);
+    return;
+  }
   up->begun = 0; /* the engine has settled this upload either way */
   if (v != FC_UP_OK) {
     snprintf(why, sizeof why, "update refused: %s", fc_upload_verdict_text(v));
@@ -306,6 +330,7 @@ void coord_h_upload(fc_scall *call, void *ctx) {
     return;
   }
   up->c = c;
+  up->staleness = -1;
   up->m = coord_model_get(c);
   snprintf(up->client, sizeof up->client, "%s", peer->name);
   if (!first->meta || !first->header) {
@@ -326,8 +351,11 @@ void coord_h_upload(fc_scall *call, void *ctx) {
   pthread_mutex_lock(&c->mu);
   int v = fc_engine_upload_begin(c->engine, peer->name, up->round, first->meta->model_version, fc_now_ms());
   double clip_now = c->clip;
-  uint32_t retry = v == FC_UP_RATE_LIMITED ? fc_engine_retry_ms(c->engine) : 0;
+  uint32_t retry = v == FC_UP_RATE_LIMITED || v == FC_UP_BUFFER_FULL ? fc_engine_retry_ms(c->engine) : 0;
   fc_engine_get_status(c->engine, fc_now_ms(), &es);
+  uint64_t task_deadline = c->cfg.engine.async && v == FC_UP_OK ? fc_engine_task_deadline(c->engine, peer->name) : 0;
+  char stale_why[200] = "";
+  if (v == FC_UP_STALE) snprintf(stale_why, sizeof stale_why, "%s", fc_engine_refusal_detail(c->engine));
   if (v == FC_UP_OK && c->cfg.engine.secagg) {
     sa_err = up->masked ? coord_sa_masked_begin(c, peer->name, &masked_spec, &up->bucket, sa_why, sizeof sa_why)
                         : FEDC_ERR_REJECTED;
@@ -363,13 +391,14 @@ void coord_h_upload(fc_scall *call, void *ctx) {
   /* A masked input belongs to a later stage with its own deadline: the
    * engine's commit checks it and closing the stage cancels the upload. */
   if (up->masked) up->round_deadline = UINT64_MAX;
+  if (task_deadline) up->round_deadline = task_deadline; /* async: each task has its own */
   grpc_status_code code = GRPC_STATUS_OK;
   if (v == -1) {
     code = GRPC_STATUS_FAILED_PRECONDITION;
     snprintf(why, sizeof why, "%s", sa_why);
   } else if (v != FC_UP_OK) {
     code = verdict_status(v);
-    snprintf(why, sizeof why, "update refused: %s (round %llu)", fc_upload_verdict_text(v),
+    snprintf(why, sizeof why, "update refused: %s (round %llu)", stale_why[0] ? stale_why : fc_upload_verdict_text(v),
              (unsigned long long)up->round);
   } else {
     up->begun = 1;

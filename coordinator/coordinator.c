@@ -435,6 +435,7 @@ void fc_coord_stop(fc_coord *c, int grace_ms) {
   fc_wm_destroy(c->wm);
   coord_anomaly_free(c);
   coord_drift_free(c);
+  coord_async_free(c);
   free(c->dp_rdp);
   free(c->dp_round_rdp);
   coord_sa_end(c);

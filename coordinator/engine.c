@@ -94,6 +94,8 @@ const char *fc_upload_verdict_text(int v) {
   case FC_UP_BUSY: return "an upload from this client is already in progress";
   case FC_UP_RATE_LIMITED: return "too many upload attempts from this client, retry later";
   case FC_UP_TOO_EARLY: return "secure aggregation: the masked-input stage is not open yet";
+  case FC_UP_STALE: return "update is staler than max_staleness";
+  case FC_UP_BUFFER_FULL: return "the buffer is full or a version is being published: retry shortly";
   default: return "?";
   }
 }
@@ -126,6 +128,11 @@ void fc_engine_cfg_defaults(fc_engine_cfg *c) {
   c->pace = 1;
   c->pace_min_rate = 1000;
   c->pace_max_ms = 3600000;
+  c->async_concurrency = 10;
+  c->async_buffer = 5;
+  c->max_staleness = 20;
+  c->staleness.kind = FC_STALE_POLY;
+  c->staleness.a = 0.5;
 }
 
 /* ---- lifecycle ----------------------------------------------------------------- */
@@ -212,6 +219,12 @@ static void end_round_stats(fc_engine *e, int completed, uint64_t now) {
   s->started_ms = e->started_ms;
   s->ended_ms = now;
   s->expected = e->expected;
+  if (e->cfg.async) { /* a buffer (engine_async.c) */
+    s->async = 1;
+    memcpy(s->stale_hist, e->a_hist, sizeof s->stale_hist);
+    s->concurrency = e->cfg.async_concurrency;
+    s->training = e->a_training;
+  }
 }
 
 static void abandon(fc_engine *e, const char *why, uint64_t now) {
@@ -345,6 +358,7 @@ int eng_checkin(fc_engine *e, const char *client, const fc_device_state *dev, in
     r->heard_done = 1;
     return FC_CHECKIN_DONE;
   }
+  if (e->cfg.async) return eng_async_checkin(e, r, now_ms, task, retry_ms);
   if (e->sa_reselect && e->state == FC_ENG_TRAINING && r->round == e->round && r->rstate == CR_SELECTED) {
     /* The SecAgg session is being rebuilt for the new cohort: no task yet. */
     *retry_ms = e->cfg.poll_ms < 100 ? e->cfg.poll_ms : 100;
@@ -385,6 +399,7 @@ int fc_engine_upload_begin(fc_engine *e, const char *client, uint64_t round, uin
     return FC_UP_RATE_LIMITED;
   }
   r->last_seen = now_ms;
+  if (e->cfg.async) return eng_async_upload_begin(e, r, round, version, now_ms);
   if (round && r->last_done == round) return FC_UP_DUPLICATE;
   if (e->state != eng_upload_state(e) || r->round != e->round || r->rstate == CR_NONE || r->rstate == CR_DROPPED) {
     if (r->round == round && r->rstate == CR_DONE) return FC_UP_DUPLICATE;
@@ -408,6 +423,7 @@ int fc_engine_upload_begin(fc_engine *e, const char *client, uint64_t round, uin
 int fc_engine_upload_commit(fc_engine *e, const char *client, uint64_t round, uint64_t examples, double loss,
                             uint64_t bytes, uint64_t now_ms) {
   client_rec *r = eng_find(e, client);
+  if (r && e->cfg.async) return eng_async_upload_commit(e, r, round, examples, loss, bytes, now_ms);
   if (!r || r->round != round || r->rstate != CR_UPLOADING) return FC_UP_NOT_IN_ROUND;
   e->uploading--;
   if (e->state != eng_upload_state(e) || round != e->round || now_ms >= e->deadline) {
@@ -425,6 +441,10 @@ int fc_engine_upload_commit(fc_engine *e, const char *client, uint64_t round, ui
 
 void fc_engine_upload_abort(fc_engine *e, const char *client, uint64_t round) {
   client_rec *r = eng_find(e, client);
+  if (r && e->cfg.async) {
+    eng_async_upload_abort(e, r, round);
+    return;
+  }
   if (!r || r->round != round || r->rstate != CR_UPLOADING) return;
   e->uploading--;
   r->rstate = CR_TASKED; /* may try again while the round is open */
@@ -432,6 +452,7 @@ void fc_engine_upload_abort(fc_engine *e, const char *client, uint64_t round) {
 
 int fc_engine_in_round(fc_engine *e, const char *client) {
   client_rec *r = eng_find(e, client);
+  if (r && e->cfg.async) return r->rstate == CR_TASKED || r->rstate == CR_UPLOADING; /* any buffer's task */
   return e->state == FC_ENG_TRAINING && r && r->round == e->round &&
          (r->rstate == CR_SELECTED || r->rstate == CR_TASKED || r->rstate == CR_UPLOADING);
 }
@@ -446,6 +467,7 @@ int fc_engine_leave(fc_engine *e, const char *client, uint64_t now_ms, fc_leave_
   r->left = 1;
   eng_eval_leave(e, r);
   int idle = was_live ? FC_LEAVE_IDLE : FC_LEAVE_GONE;
+  if (e->cfg.async) return eng_async_leave(e, r, info) ? FC_LEAVE_DROPPED : idle;
   /* After the advertise stage (SecAgg) or once aggregating, the SecAgg core
    * and the deadlines deal with a member that is gone. */
   if (e->state != FC_ENG_TRAINING || r->round != e->round) return idle;
@@ -501,6 +523,7 @@ static void forget_done(fc_engine *e) {
 }
 
 int fc_engine_tick(fc_engine *e, uint64_t now_ms) {
+  if (e->cfg.async) return eng_async_tick(e, now_ms);
   switch (e->state) {
   case FC_ENG_WAITING:
     if (e->budget && e->completed >= e->budget) {

@@ -92,7 +92,61 @@ typedef struct fc_engine_cfg {
   int pace;
   double pace_rate, pace_min_rate;
   uint64_t pace_max_ms;
+  /* Asynchronous buffered aggregation (engine_async.c; FedBuff, Nguyen et
+   * al. 2022): async 1 = up to async_concurrency clients train at once on
+   * the current version; a version is published every async_buffer accepted
+   * updates, each weighted by fc_staleness_weight of its staleness; updates
+   * more than max_staleness versions behind are refused. `rounds` then
+   * counts buffers (versions); round_ms is each client's own deadline. */
+  int async;
+  uint32_t async_concurrency, async_buffer, max_staleness;
+  struct fc_staleness_fn {
+    int kind;    /* enum fc_staleness_kind */
+    double a, b; /* poly: exponent a; hinge: slope a past b versions */
+  } staleness;
 } fc_engine_cfg;
+
+/* ---- asynchronous buffered aggregation (engine_async.c) ---- */
+typedef struct fc_engine fc_engine;
+enum fc_staleness_kind { FC_STALE_POLY = 0, FC_STALE_CONST = 1, FC_STALE_HINGE = 2 };
+/* The weight of an update s versions behind (s >= 0): const 1; poly
+ * (1+s)^-a (a = 0.5: 1/sqrt(1+s), the default); hinge 1 for s <= b, else
+ * 1/(a(s-b)+1). Pure. */
+double fc_staleness_weight(const struct fc_staleness_fn *f, uint64_t s);
+/* Parse "const", "poly[:A]" or "hinge[:A:B]" (defaults poly a 0.5, hinge a
+ * 10 b 4); FEDC_ERR_INVALID with a one-line reason. */
+int fc_staleness_parse(const char *text, struct fc_staleness_fn *out, char *err, size_t errlen);
+/* "poly:0.5" etc.: what parse reads back. */
+void fc_staleness_text(const struct fc_staleness_fn *f, char *buf, size_t n);
+/* Staleness histogram buckets: 0, 1, 2, 3, 4-7, 8-15, 16+ versions behind. */
+#define FC_STALE_BUCKETS 7
+int fc_stale_bucket(uint64_t s);
+const char *fc_stale_bucket_name(int i);
+/* The async state as status shows it. */
+typedef struct fc_async_info {
+  uint32_t training;      /* clients holding a task now (of async_concurrency) */
+  uint32_t buffered;      /* updates in the open buffer (of async_buffer) */
+  uint32_t uploading;
+  uint32_t hist[FC_STALE_BUCKETS]; /* the open buffer's staleness histogram */
+  uint64_t stale_refused, expired; /* since start: refused as too stale, tasks past their deadline */
+} fc_async_info;
+void fc_engine_async_info(const fc_engine *e, fc_async_info *out);
+/* Between upload_begin (OK) and commit: the staleness weight of client's
+ * update and how stale it is; 1 and 0 when not async. */
+double fc_engine_async_weight(fc_engine *e, const char *client, uint64_t *staleness);
+/* The upload deadline of client's task (engine time; async: its own, else
+ * the round's). */
+uint64_t fc_engine_task_deadline(fc_engine *e, const char *client);
+/* Why the last STALE verdict was given, in one line. */
+const char *fc_engine_refusal_detail(const fc_engine *e);
+/* Restart mid-buffer: an update accepted into the open buffer before the
+ * restart (replayed from the coordinator's buffer log): counted in the
+ * open buffer as if committed now, client marked as a contributor (also
+ * past async_buffer, if the log was written under a larger one: nothing
+ * accepted is dropped). FEDC_ERR_INVALID unless async with a buffer open
+ * and the client not already in it. */
+int fc_engine_async_replay(fc_engine *e, const char *client, uint64_t examples, double loss, uint64_t staleness,
+                           uint64_t bytes);
 
 void fc_engine_cfg_defaults(fc_engine_cfg *c);
 
@@ -208,6 +262,8 @@ enum fc_upload_verdict {
   FC_UP_BUSY = 6,           /* an upload from this client is already in progress */
   FC_UP_RATE_LIMITED = 7,   /* too many upload attempts: fc_engine_retry_ms says when */
   FC_UP_TOO_EARLY = 8,      /* secure aggregation: the masked-input stage is not open yet */
+  FC_UP_STALE = 9,          /* async: trained from a version more than max_staleness behind */
+  FC_UP_BUFFER_FULL = 10,   /* async: the buffer is full or being published: retry shortly */
 };
 const char *fc_upload_verdict_text(int v);
 
@@ -375,6 +431,11 @@ typedef struct fc_round_stats {
   uint64_t dr_baseline;
   uint32_t dr_examples;
   fc_round_eval eval;       /* the evaluation of the model it produced (coord_eval.c fills it later) */
+  /* async mode (engine_async.c): a buffer; its staleness histogram, the
+   * concurrency cap and the clients training when it closed */
+  int async;
+  uint32_t stale_hist[FC_STALE_BUCKETS];
+  uint32_t concurrency, training;
 } fc_round_stats;
 
 typedef struct fc_engine_status {

@@ -30,6 +30,10 @@ typedef struct client_rec {
   uint8_t inelig;     /* enum fc_inelig_reason bits its last check-in failed (0 = eligible; engine_elig.c) */
   uint64_t ev_round;
   uint64_t next_due;  /* pace steering: when it was told to check in again (0 = at poll_ms; engine_pace.c) */
+  /* async mode (engine_async.c): its task's version and deadline, the
+   * buffer its last update went into, the staleness of the upload in progress */
+  uint64_t a_version, a_deadline, a_buf, a_stale;
+  uint64_t a_gaveup;  /* async: the buffer in which it gave a task up (it waits for the next) */
 } client_rec;
 
 /* The evaluation due or running, and one due while it runs (engine_eval.c). */
@@ -95,6 +99,12 @@ struct fc_engine {
   uint32_t pace_pop;         /* live devices at that count */
   double pace_share;         /* ... the share of them eligible */
   uint64_t pace_draws;       /* jitter draws so far (seeds the next) */
+  /* async mode (engine_async.c) */
+  uint32_t a_training;       /* records TASKED or UPLOADING (any buffer): the concurrency in use */
+  uint32_t a_hist[FC_STALE_BUCKETS]; /* the open buffer's staleness histogram */
+  uint64_t a_stale_refused, a_expired;
+  uint64_t a_scan_at;        /* engine time of the last deadline scan */
+  char a_why[200];           /* the last STALE verdict's detail */
 };
 
 /* The state in which uploads are taken: the masked inputs' stage with secure aggregation. */
@@ -148,6 +158,17 @@ uint32_t eng_hash_name(const char *s);
  * (engine.c); dev NULL: the client reported nothing. */
 int eng_checkin(fc_engine *e, const char *client, const fc_device_state *dev, int can_evaluate, uint64_t last_round,
                 uint64_t now, fc_task_info *task, fc_eval_info *etask, uint32_t *retry_ms, char *why, size_t whylen);
+
+/* ---- engine_async.c, called by engine.c when cfg.async ---- */
+int eng_async_checkin(fc_engine *e, client_rec *r, uint64_t now, fc_task_info *task, uint32_t *retry_ms);
+int eng_async_upload_begin(fc_engine *e, client_rec *r, uint64_t round, uint64_t version, uint64_t now);
+int eng_async_upload_commit(fc_engine *e, client_rec *r, uint64_t round, uint64_t examples, double loss,
+                            uint64_t bytes, uint64_t now);
+void eng_async_upload_abort(fc_engine *e, client_rec *r, uint64_t round);
+int eng_async_leave(fc_engine *e, client_rec *r, fc_leave_info *info);
+int eng_async_tick(fc_engine *e, uint64_t now);
+/* Clear the per-buffer counters and open buffer e->next_round (TRAINING). */
+void eng_async_open(fc_engine *e, uint64_t now);
 
 /* ---- engine_elig.c, called by engine.c ---- */
 /* Record what the device reported (dev NULL: nothing) against the policy:

@@ -500,6 +500,7 @@ static json_t *round_to_json(const fc_round_stats *r) {
   }
   fc_store_anomaly_put(o, r);
   fc_store_drift_put(o, r);
+  fc_store_async_put(o, r);
   return o;
 }
 
@@ -730,6 +731,7 @@ int fc_store_read_rounds(const char *dir, fc_round_stats **out, size_t *n, char 
     if (nbl > r->sa_nblamed && nbl <= UINT32_MAX) r->sa_nblamed = (uint32_t)nbl;
     fc_store_anomaly_get(o, r);
     fc_store_drift_get(o, r);
+    fc_store_async_get(o, r);
     json_decref(o);
   }
   free(line);

@@ -125,6 +125,9 @@ void fc_store_anomaly_get(const json_t *o, fc_round_stats *r);
 /* store_drift.c: a round record's "drift" object (model drift on the reference set). */
 void fc_store_drift_put(json_t *o, const fc_round_stats *r);
 void fc_store_drift_get(const json_t *o, fc_round_stats *r);
+/* store_async.c: a buffer's "async" object (async mode). */
+void fc_store_async_put(json_t *o, const fc_round_stats *r);
+void fc_store_async_get(const json_t *o, fc_round_stats *r);
 /* Append the federated evaluation of round `round`'s model, a line of its
  * own ({"round": R, "eval": {...}}: the round's line was written when it
  * ended, before its model was evaluated). Reading merges it into the latest

@@ -1,0 +1,339 @@
+/*
+ * engine_async.c - asynchronous buffered aggregation (FedBuff: Nguyen et al.
+ * 2022, "Federated Learning with Buffered Asynchronous Aggregation", AISTATS,
+ * Algorithm 1), the round engine's second mode (cfg.async). I/O-free like
+ * engine.c: no sockets, threads or clocks.
+ *
+ * Owns: the async half of the engine's events. engine.c hands over every
+ * check-in, upload begin/commit/abort, Leave and tick when cfg.async; the
+ * client table, rate limits, eligibility, exclusions and evaluation stay in
+ * engine.c / engine_*.c and have already run.
+ * May call: engine_int.h only.
+ *
+ * A "round" is a buffer: round id R is buffer R. States:
+ *   WAITING --tick, not paused/blocked, budget left--> TRAINING (buffer R open)
+ *   TRAINING: "checkin" -> TRAIN (the current version, a deadline of its own,
+ *       now + round_ms) while fewer than async_concurrency clients hold a
+ *       task (a_training) and the client has no update in the open buffer;
+ *       else WAIT. A client that checks in while holding a task gave it up
+ *       (the runtime checks in between tasks only): its slot is freed, and
+ *       it waits for the next buffer (a task with the same round id is one
+ *       the runtime will not take again). So a buffer in which every live
+ *       client's update was refused waits for new clients: it has no
+ *       deadline of its own (FedBuff's buffers have none).
+ *     "upload_begin" from a task-holder of any earlier buffer: staleness
+ *       s = current version - the task's version; s > max_staleness is
+ *       refused (STALE; the slot is freed); while received + uploading <
+ *       async_buffer it streams, else BUFFER_FULL (retry shortly): so a full
+ *       buffer never has an upload in flight, and the update that arrives
+ *       while a version is being published waits for the next buffer rather
+ *       than being cut off.
+ *     "upload_commit" -> counted in the open buffer (whatever buffer its
+ *       task came from); the coordinator folds it with weight
+ *       fc_staleness_weight(s) x its example weight (fc_engine_async_weight).
+ *     tick: tasks past their deadline free their slots (expired); with
+ *       async_buffer updates counted -> AGGREGATING (AGGREGATE).
+ *   AGGREGATING --"published"--> WAITING (engine.c; DONE once `rounds`
+ *       buffers are published), and the next tick opens the next buffer.
+ *   Tasks outlive buffers: a client keeps its slot until it uploads, gives
+ *   up, leaves or its deadline passes.
+ * Invariants: a_training counts the records TASKED or UPLOADING; a client
+ * has at most one update in each buffer; received + uploading <= async_buffer.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "coordinator/engine_int.h"
+#include "fedc/error.h"
+
+/* Staleness scaling s(tau) of each update before it joins the buffer
+ * (FedBuff, Algorithm 1: the client's delta is scaled by s(tau) with tau its
+ * staleness; the paper's experiments use s(tau) = 1/sqrt(1+tau)). The
+ * polynomial (1+tau)^-a and hinge families are FedAsync's (Xie, Koyejo and
+ * Gupta 2019, "Asynchronous Federated Optimization", the staleness functions
+ * of its Sec. 5 / Remark). */
+double fc_staleness_weight(const struct fc_staleness_fn *f, uint64_t s) {
+  switch (f->kind) {
+  case FC_STALE_CONST: return 1.0;
+  case FC_STALE_HINGE: return (double)s <= f->b ? 1.0 : 1.0 / (f->a * ((double)s - f->b) + 1.0);
+  default: return pow(1.0 + (double)s, -f->a);
+  }
+}
+
+static int parse_num(const char *p, double *out) {
+  char *end = NULL;
+  double v = strtod(p, &end);
+  if (end == p || !isfinite(v) || v < 0) return 0;
+  *out = v;
+  return *end == '\0' || *end == ':' ? (int)(end - p) : 0;
+}
+
+int fc_staleness_parse(const char *text, struct fc_staleness_fn *out, char *err, size_t errlen) {
+  struct fc_staleness_fn f = {FC_STALE_POLY, 0.5, 0};
+  const char *p = NULL;
+  int n;
+  if (!strcmp(text, "const")) {
+    f.kind = FC_STALE_CONST;
+  } else if (!strncmp(text, "poly", 4) && (text[4] == '\0' || text[4] == ':')) {
+    p = text + 4;
+    if (*p == ':' && (!(n = parse_num(p + 1, &f.a)) || p[1 + n] != '\0' || !(f.a > 0))) goto bad;
+  } else if (!strncmp(text, "hinge", 5) && (text[5] == '\0' || text[5] == ':')) {
+    f.kind = FC_STALE_HINGE;
+    f.a = 10;
+    f.b = 4;
+    p = text + 5;
+    if (*p == ':') {
+      if (!(n = parse_num(p + 1, &f.a)) || p[1 + n] != ':' || !(f.a > 0)) goto bad;
+      p += 1 + n;
+      if (!(n = parse_num(p + 1, &f.b)) || p[1 + n] != '\0') goto bad;
+    }
+  } else {
+    goto bad;
+  }
+  *out = f;
+  return FEDC_OK;
+bad:
+  snprintf(err, errlen, "staleness '%s': want const, poly[:A] (A > 0; (1+s)^-A) or hinge[:A:B] (A > 0, B >= 0)",
+           text);
+  return FEDC_ERR_INVALID;
+}
+
+void fc_staleness_text(const struct fc_staleness_fn *f, char *buf, size_t n) {
+  if (f->kind == FC_STALE_CONST) snprintf(buf, n, "const");
+  else if (f->kind == FC_STALE_HINGE) snprintf(buf, n, "hinge:%g:%g", f->a, f->b);
+  else snprintf(buf, n, "poly:%g", f->a);
+}
+
+int fc_stale_bucket(uint64_t s) {
+  if (s < 4) return (int)s;
+  if (s < 8) return 4;
+  if (s < 16) return 5;
+  return 6;
+}
+
+const char *fc_stale_bucket_name(int i) {
+  static const char *names[FC_STALE_BUCKETS] = {"0", "1", "2", "3", "4-7", "8-15", "16+"};
+  return i >= 0 && i < FC_STALE_BUCKETS ? names[i] : "?";
+}
+
+/* ---- slots ------------------------------------------------------------------------ */
+
+static void free_slot(fc_engine *e, client_rec *r) {
+  if (r->rstate == CR_UPLOADING && e->uploading) e->uploading--;
+  r->rstate = CR_DROPPED;
+  if (e->a_training) e->a_training--;
+}
+
+static int holds_task(const client_rec *r) { return r->rstate == CR_TASKED || r->rstate == CR_UPLOADING; }
+
+/* Tasks past their deadline free their slots. O(clients): at most every
+ * 100 ms, and only while some client holds a task. An upload still
+ * streaming past it is cut off by the coordinator (its deadline is the
+ * task's), whose abort leaves it TASKED for the next scan. */
+static void expire(fc_engine *e, uint64_t now) {
+  if (!e->a_training || (now >= e->a_scan_at && now - e->a_scan_at < 100)) return;
+  e->a_scan_at = now;
+  for (uint32_t i = 0; i < e->nrecs; i++) {
+    client_rec *r = &e->recs[i];
+    if (r->rstate == CR_TASKED && now >= r->a_deadline) {
+      free_slot(e, r);
+      e->a_expired++;
+    }
+  }
+}
+
+void eng_async_open(fc_engine *e, uint64_t now) {
+  e->round = e->next_round++;
+  e->selected = e->tasked = e->received = 0; /* uploading: those in flight carry over (none, by the buffer rule) */
+  e->examples = e->bytes_in = e->bytes_out = 0;
+  e->counted = 0;
+  e->loss_sum = 0;
+  e->started_ms = now;
+  e->expected = 0;
+  e->lost = e->replaced = e->missed = e->added = 0;
+  memset(e->a_hist, 0, sizeof e->a_hist);
+  e->deadline = UINT64_MAX; /* a buffer has no deadline: each task has its own */
+  e->pickup_deadline = UINT64_MAX;
+  e->state = FC_ENG_TRAINING;
+}
+
+/* ---- events ----------------------------------------------------------------------- */
+
+int eng_async_checkin(fc_engine *e, client_rec *r, uint64_t now, fc_task_info *task, uint32_t *retry_ms) {
+  *retry_ms = e->cfg.poll_ms;
+  if (r->rstate == CR_UPLOADING) return FC_CHECKIN_WAIT; /* its update is streaming */
+  if (r->rstate == CR_TASKED) { /* it gave its task up (its update was refused, or it restarted) */
+    if (r->round == e->round) r->a_gaveup = e->round;
+    free_slot(e, r);
+  }
+  /* Not this buffer's task again: a runtime whose update was refused does
+   * not take a task of the same round id twice (it would hold the slot). */
+  if (r->a_gaveup == e->round) return FC_CHECKIN_WAIT;
+  if (e->state != FC_ENG_TRAINING || e->paused || e->blocked || r->excluded_until > now || r->a_buf == e->round ||
+      e->a_training >= e->cfg.async_concurrency)
+    return FC_CHECKIN_WAIT;
+  r->round = e->round;
+  r->rstate = CR_TASKED;
+  r->a_version = e->version;
+  r->a_deadline = eng_add_sat(now, e->cfg.round_ms);
+  e->a_training++;
+  e->selected++;
+  e->tasked++;
+  task->round = e->round;
+  task->version = e->version;
+  memcpy(task->sha, e->sha, FC_SHA256_LEN);
+  task->deadline_ms = r->a_deadline;
+  task->client_seed = (e->cfg.seed * 0x9E3779B97F4A7C15ull) ^ (e->round * 0xBF58476D1CE4E5B9ull) ^ eng_hash_name(r->name);
+  return FC_CHECKIN_TRAIN;
+}
+
+int eng_async_upload_begin(fc_engine *e, client_rec *r, uint64_t round, uint64_t version, uint64_t now) {
+  if (r->rstate == CR_UPLOADING && r->round == round) return FC_UP_BUSY;
+  if (r->rstate != CR_TASKED || r->round != round) {
+    if (round && r->last_done == round) return FC_UP_DUPLICATE;
+    return r->rstate == CR_TASKED ? FC_UP_WRONG_ROUND : FC_UP_NOT_IN_ROUND;
+  }
+  if (version != r->a_version || version > e->version) return FC_UP_WRONG_VERSION;
+  if (now >= r->a_deadline) {
+    free_slot(e, r);
+    e->a_expired++;
+    return FC_UP_LATE;
+  }
+  if (e->state == FC_ENG_DONE) {
+    free_slot(e, r);
+    return FC_UP_NOT_IN_ROUND;
+  }
+  uint64_t s = e->version - version;
+  if (s > e->cfg.max_staleness) {
+    snprintf(e->a_why, sizeof e->a_why,
+             "update trained from version %llu is %llu versions behind the current version %llu (max staleness %u)",
+             (unsigned long long)version, (unsigned long long)s, (unsigned long long)e->version,
+             e->cfg.max_staleness);
+    free_slot(e, r);
+    e->a_stale_refused++;
+    return FC_UP_STALE;
+  }
+  if (e->state != FC_ENG_TRAINING || e->received + e->uploading >= e->cfg.async_buffer) {
+    /* "Come back shortly" is ours, not the client's doing: the attempt's
+     * upload token is given back, so waiting out a publish never turns
+     * into RATE_LIMITED for an honest client. */
+    if (e->cfg.upload_rate > 0 && r->upload_tokens + 1 <= e->cfg.upload_burst) r->upload_tokens += 1;
+    e->retry_ms = e->cfg.poll_ms < 200 ? e->cfg.poll_ms : 200;
+    return FC_UP_BUFFER_FULL;
+  }
+  r->rstate = CR_UPLOADING;
+  r->a_stale = s;
+  e->uploading++;
+  return FC_UP_OK;
+}
+
+int eng_async_upload_commit(fc_engine *e, client_rec *r, uint64_t round, uint64_t examples, double loss,
+                            uint64_t bytes, uint64_t now) {
+  if (r->rstate != CR_UPLOADING || r->round != round) return FC_UP_NOT_IN_ROUND;
+  if (now >= r->a_deadline || e->state != FC_ENG_TRAINING) {
+    free_slot(e, r);
+    return FC_UP_LATE;
+  }
+  e->uploading--;
+  r->rstate = CR_DONE;
+  if (e->a_training) e->a_training--;
+  r->last_done = round;
+  r->a_buf = e->round;
+  e->received++;
+  e->examples = eng_add_sat(e->examples, examples);
+  e->loss_sum += loss;
+  e->bytes_in = eng_add_sat(e->bytes_in, bytes);
+  e->a_hist[fc_stale_bucket(r->a_stale)]++;
+  return FC_UP_OK;
+}
+
+void eng_async_upload_abort(fc_engine *e, client_rec *r, uint64_t round) {
+  if (r->rstate != CR_UPLOADING || r->round != round) return;
+  e->uploading--;
+  r->rstate = CR_TASKED; /* may try again until its deadline */
+}
+
+int eng_async_leave(fc_engine *e, client_rec *r, fc_leave_info *info) {
+  if (!holds_task(r)) return 0;
+  info->round = r->round;
+  free_slot(e, r);
+  e->lost++;
+  info->selected = e->a_training;
+  return 1;
+}
+
+int eng_async_tick(fc_engine *e, uint64_t now) {
+  expire(e, now);
+  switch (e->state) {
+  case FC_ENG_WAITING:
+    if (e->budget && e->completed >= e->budget) {
+      e->state = FC_ENG_DONE;
+      return FC_TICK_NONE;
+    }
+    if (e->paused || e->blocked) return FC_TICK_NONE;
+    eng_async_open(e, now);
+    return FC_TICK_STARTED;
+  case FC_ENG_TRAINING:
+    if (e->received >= e->cfg.async_buffer && !e->uploading) {
+      e->state = FC_ENG_AGGREGATING;
+      return FC_TICK_AGGREGATE;
+    }
+    return FC_TICK_NONE;
+  case FC_ENG_DONE:
+    if (!e->budget || e->completed < e->budget) {
+      e->state = FC_ENG_WAITING;
+      for (uint32_t i = 0; i < e->nrecs; i++) e->recs[i].heard_done = 0;
+    }
+    return FC_TICK_NONE;
+  default: return FC_TICK_NONE;
+  }
+}
+
+/* ---- queries and restart ---------------------------------------------------------- */
+
+void fc_engine_async_info(const fc_engine *e, fc_async_info *out) {
+  memset(out, 0, sizeof *out);
+  if (!e->cfg.async) return;
+  out->training = e->a_training;
+  int open = e->state == FC_ENG_TRAINING || e->state == FC_ENG_AGGREGATING;
+  out->buffered = open ? e->received : 0;
+  out->uploading = e->uploading;
+  if (open) memcpy(out->hist, e->a_hist, sizeof out->hist);
+  out->stale_refused = e->a_stale_refused;
+  out->expired = e->a_expired;
+}
+
+double fc_engine_async_weight(fc_engine *e, const char *client, uint64_t *staleness) {
+  client_rec *r = eng_find(e, client);
+  *staleness = 0;
+  if (!e->cfg.async || !r || r->rstate != CR_UPLOADING) return 1.0;
+  *staleness = r->a_stale;
+  return fc_staleness_weight(&e->cfg.staleness, r->a_stale);
+}
+
+uint64_t fc_engine_task_deadline(fc_engine *e, const char *client) {
+  client_rec *r = eng_find(e, client);
+  if (!e->cfg.async) return e->deadline;
+  return r && holds_task(r) ? r->a_deadline : 0;
+}
+
+const char *fc_engine_refusal_detail(const fc_engine *e) { return e->a_why; }
+
+int fc_engine_async_replay(fc_engine *e, const char *client, uint64_t examples, double loss, uint64_t staleness,
+                           uint64_t bytes) {
+  /* No room check: a log written under a larger async_buffer is replayed
+   * whole (that buffer publishes with more updates) rather than cut. */
+  if (!e->cfg.async || e->state != FC_ENG_TRAINING) return FEDC_ERR_INVALID;
+  client_rec *r = eng_find_or_add(e, client);
+  if (!r) return FEDC_ERR_NOMEM;
+  if (r->a_buf == e->round) return FEDC_ERR_INVALID; /* once per buffer */
+  r->a_buf = e->round;
+  e->received++;
+  e->examples = eng_add_sat(e->examples, examples);
+  e->loss_sum += loss;
+  e->bytes_in = eng_add_sat(e->bytes_in, bytes);
+  e->a_hist[fc_stale_bucket(staleness)]++;
+  return FEDC_OK;
+}

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Asynchronous buffered aggregation (--mode async, issue 25) with real
+# processes over mutual TLS:
+#   - a version is published every K = 2 accepted updates, each buffer
+#     record carrying its staleness histogram; never more than C = 3 clients
+#     hold a task;
+#   - a slow client (its training held until the test releases it) that
+#     trained from version 0 is refused once the federation is 2 versions on
+#     (--max-staleness 1), with both versions in the refusal;
+#   - a client killed mid-training frees its slot at its task deadline
+#     (expired) and the federation goes on;
+#   - the coordinator is SIGKILLed with one update in the open buffer and
+#     restarted: the update is replayed (counted once: every update the audit
+#     log accepted is in exactly one published buffer or the open one).
+# Refused at start with a sentence, nothing written: SecAgg, DP, a robust rule
+# a buffer cannot satisfy, a bad --staleness.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh" "$@"
+. "$(dirname "$0")/_data.sh"
+make_tmp
+
+make_pki "$T/pki" itest a b slow gone
+make_idx "$T" 60 4
+STATE="$T/state"
+COORD_ARGS=(--pki "$T/pki" --federation itest --state "$STATE" --model 784-10 --rounds 0 --mode async
+  --async-concurrency 3 --async-buffer 2 --max-staleness 1 --poll-ms 100 --round-timeout-ms 8000
+  --client-ttl-ms 120000)
+
+# Refusals at start: one sentence each, nothing written.
+for extra in "--secagg" "--dp-noise-multiplier 1 --clip-norm 1 --cohort 0 --cohort-fraction 0.5"; do
+  # shellcheck disable=SC2086
+  if "$FEDC" coordinator "${COORD_ARGS[@]}" --state "$T/refused" --listen 127.0.0.1:0 $extra >"$T/refused.log" 2>&1; then
+    fail "async with $extra started"
+  fi
+  grep -q "async mode cannot run" "$T/refused.log" || fail "async with $extra: $(cat "$T/refused.log")"
+  [ ! -e "$T/refused" ] || fail "a refused start left $T/refused"
+done
+# A robust rule whose precondition a buffer of K = 2 cannot meet.
+"$FEDC" coordinator "${COORD_ARGS[@]}" --state "$T/refused" --aggregator krum --agg-f 1 --listen 127.0.0.1:0 \
+  >"$T/refused.log" 2>&1 && fail "krum over a buffer of 2 started"
+grep -q "over an async buffer of 2 updates could never aggregate" "$T/refused.log" || fail "krum: $(cat "$T/refused.log")"
+[ ! -e "$T/refused" ] || fail "a refused start left $T/refused"
+"$FEDC" coordinator "${COORD_ARGS[@]}" --staleness poly:0 --listen 127.0.0.1:0 >"$T/refused.log" 2>&1 &&
+  fail "--staleness poly:0 accepted"
+grep -q "staleness" "$T/refused.log" || fail "--staleness poly:0: $(cat "$T/refused.log")"
+
+start_coordinator "${COORD_ARGS[@]}"
+ADMIN=(--coordinator "$COORD_ADDR" --pki "$T/pki" --name root)
+status() { "$FEDC" status "${ADMIN[@]}" --json; }
+client() { # NAME PART [ARGS...]
+  local name=$1 part=$2
+  shift 2
+  start_bg "client-$name" "$FEDC" client --coordinator "$COORD_ADDR" --pki "$T/pki" --name "$name" \
+    --data "idx:$T/img$part.idx,$T/lbl$part.idx" --model 784-10 --json "$@"
+}
+
+# The slow client takes its task on version 0 first; its training is held
+# until the federation is 3 versions on (within its 8 s deadline).
+client slow 2 --train-hold "$T/release-slow"
+SLOW_PID=$BG_PID
+wait_for grep -q '"event": *"task"' "$T/client-slow.log" 20 || fail "slow client got no task"
+status | jq -e '.async.training == 1 and .async.concurrency == 3' >/dev/null || fail "training: $(status)"
+client a 0
+A_PID=$BG_PID
+client b 1
+B_PID=$BG_PID
+wait_for bash -c "'$FEDC' status ${ADMIN[*]} --json | jq -e '.global_version >= 3' >/dev/null" 60 ||
+  fail "no version 3 with a and b"
+touch "$T/release-slow"
+wait_for grep -q '"event": *"rejected"' "$T/client-slow.log" 30 || fail "slow client's stale update not refused"
+grep '"event": *"rejected"' "$T/client-slow.log" | head -1 | grep -q "trained from version 0 is" ||
+  fail "stale refusal without versions: $(grep rejected "$T/client-slow.log")"
+grep '"event": *"rejected"' "$T/client-slow.log" | head -1 | grep -q "max staleness 1" ||
+  fail "stale refusal without the bound: $(grep rejected "$T/client-slow.log")"
+status | jq -e '.async.stale_refused >= 1' >/dev/null || fail "stale_refused: $(status)"
+jq -s -e '[.[] | select(.kind == "update" and .client == "slow" and .outcome == "refused" and
+  (.reason | test("versions behind")))] | length >= 1' "$STATE/audit.log" >/dev/null ||
+  fail "no audited stale refusal"
+# A client killed mid-training: its slot comes back at its task's deadline
+# and the federation goes on. Never more than 3 hold a task.
+client gone 3 --train-hold "$T/never"
+GONE_PID=$BG_PID
+wait_for grep -q '"event": *"task"' "$T/client-gone.log" 30 || fail "client 'gone' got no task"
+kill -KILL "$GONE_PID"
+set +e; wait "$GONE_PID" 2>/dev/null; set -e
+V_KILL=$(status | jq -r .global_version)
+status | jq -e '.async.training <= 3' >/dev/null || fail "over the concurrency cap: $(status)"
+wait_for bash -c "'$FEDC' status ${ADMIN[*]} --json | jq -e '.async.expired >= 1' >/dev/null" 30 ||
+  fail "the killed client's task never expired: $(status)"
+wait_for bash -c "'$FEDC' status ${ADMIN[*]} --json | jq -e '.global_version >= $((V_KILL + 2))' >/dev/null" 30 ||
+  fail "the federation stopped after a client was killed"
+# Published buffers: 2 updates each, with their staleness histograms.
+jq -s -e '[.[] | select(.outcome == "completed")] | length >= 3 and
+  all(.participants == 2 and (.async.staleness_hist | add) == 2 and .async.concurrency == 3)' \
+  "$STATE/rounds.jsonl" >/dev/null || fail "buffer records: $(cat "$STATE/rounds.jsonl")"
+
+# Restart mid-buffer. Stop every client, then leave exactly one update in
+# the open buffer: a alone contributes once per buffer and then waits.
+kill -KILL "$SLOW_PID" "$A_PID" "$B_PID"
+set +e; wait "$SLOW_PID" "$A_PID" "$B_PID" 2>/dev/null; set -e
+wait_for bash -c "'$FEDC' status ${ADMIN[*]} --json | jq -e '.async.uploading == 0' >/dev/null" 30 || fail "uploads"
+if [ "$(status | jq -r .async.buffered)" = 0 ]; then
+  client a 0
+  A_PID=$BG_PID
+  wait_for bash -c "'$FEDC' status ${ADMIN[*]} --json | jq -e '.async.buffered == 1' >/dev/null" 30 ||
+    fail "a's update did not reach the buffer: $(status)"
+fi
+st=$(status)
+[ "$(json_get "$st" .async.buffered)" = 1 ] || fail "buffer before the kill: $st"
+V=$(json_get "$st" global_version)
+[ -s "$STATE/async_buffer.log" ] || fail "no buffer log with an update in the buffer"
+kill -KILL "$COORD_PID"
+set +e; wait "$COORD_PID" 2>/dev/null; set -e
+[ -n "${A_PID:-}" ] && kill -KILL "$A_PID" 2>/dev/null || true
+ACCEPTED=$(jq -s '[.[] | select(.kind == "update" and .outcome == "accepted")] | length' "$STATE/audit.log")
+
+start_coordinator "${COORD_ARGS[@]}"
+ADMIN=(--coordinator "$COORD_ADDR" --pki "$T/pki" --name root)
+wait_for bash -c "'$FEDC' status ${ADMIN[*]} --json | jq -e '.async.buffered == 1' >/dev/null" 20 ||
+  fail "the buffer's update was not replayed: $("$FEDC" status "${ADMIN[@]}" --json)"
+st=$("$FEDC" status "${ADMIN[@]}" --json)
+[ "$(json_get "$st" global_version)" = "$V" ] || fail "version moved across the restart: $st"
+jq -s -e '[.[] | select(.kind == "buffer_replayed" and .updates == 1)] | length == 1' "$STATE/audit.log" >/dev/null ||
+  fail "no buffer_replayed record"
+# a and b again: the buffer completes with the replayed update and one more.
+client a 0
+client b 1
+wait_for bash -c "'$FEDC' status ${ADMIN[*]} --json | jq -e '.global_version >= $((V + 2))' >/dev/null" 60 ||
+  fail "no version after the restart"
+jq -s -e --argjson v "$((V + 1))" '[.[] | select(.version == $v)][0] | .participants == 2' "$STATE/rounds.jsonl" \
+  >/dev/null || fail "buffer of v$((V + 1)): $(cat "$STATE/rounds.jsonl")"
+# Nothing lost or counted twice: every accepted update (the audit log) is in
+# exactly one published buffer or the open one, counted with the clients stopped.
+for pid in ${BG_PIDS[@]+"${BG_PIDS[@]}"}; do [ "$pid" = "$COORD_PID" ] || kill -KILL "$pid" 2>/dev/null || true; done
+wait_for bash -c "'$FEDC' status ${ADMIN[*]} --json | jq -e '.async.uploading == 0' >/dev/null" 30 || fail "uploads"
+st=$("$FEDC" status "${ADMIN[@]}" --json)
+BUFFERED=$(json_get "$st" .async.buffered)
+ACCEPTED=$(jq -s '[.[] | select(.kind == "update" and .outcome == "accepted")] | length' "$STATE/audit.log")
+COUNTED=$(jq -s '[.[] | select(.outcome == "completed") | .participants] | add' "$STATE/rounds.jsonl")
+[ "$((COUNTED + BUFFERED))" = "$ACCEPTED" ] ||
+  fail "accepted $ACCEPTED updates, counted $COUNTED published + $BUFFERED buffered"
+"$FEDC" rounds "${ADMIN[@]}" | grep -q "STALE 0/1/2/3" || fail "fedc rounds shows no staleness column"
+"$FEDC" status "${ADMIN[@]}" | grep -q "clients training" || fail "fedc status shows no async line"
+echo "ok: $ACCEPTED accepted updates = $COUNTED in published buffers + $BUFFERED open"

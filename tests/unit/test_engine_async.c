@@ -1,0 +1,275 @@
+/*
+ * test_engine_async.c - the round engine's asynchronous buffered mode
+ * (engine_async.c, issue 25), in-process with synthetic time:
+ *   - staleness weights: const, poly (1/sqrt(1+s) by default), hinge, and
+ *     the parser's accepted and refused forms;
+ *   - the concurrency cap: at most C clients hold a task; a client whose
+ *     update is in the open buffer waits for the next one;
+ *   - a buffer is published at K accepted updates, tasks outlive buffers,
+ *     and an update from an older version counts with its staleness;
+ *   - an update staler than max_staleness is refused with the versions in
+ *     its reason, and its slot is freed;
+ *   - a client that never returns frees its slot at its task's deadline;
+ *   - uploads beyond the buffer wait (BUFFER_FULL), none is in flight at close;
+ *   - restart mid-buffer: updates replayed into a fresh engine count once,
+ *     a replayed contributor cannot add a second update to the buffer, and
+ *     a pre-restart task is not known (the client retrains).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "check.h"
+#include "coordinator/engine.h"
+#include "fedc/error.h"
+
+static const uint8_t SHA0[FC_SHA256_LEN] = {1, 2, 3};
+static const uint8_t SHA1[FC_SHA256_LEN] = {9};
+
+static fc_engine *make(uint32_t conc, uint32_t k, uint32_t max_stale, uint64_t version) {
+  fc_engine_cfg cfg;
+  fc_engine_cfg_defaults(&cfg);
+  cfg.async = 1;
+  cfg.async_concurrency = conc;
+  cfg.async_buffer = k;
+  cfg.max_staleness = max_stale;
+  cfg.rounds = 0;
+  cfg.round_ms = 5000;
+  cfg.client_ttl_ms = 100000;
+  fc_engine *e = NULL;
+  CHECK_EQ_INT(fc_engine_create(&cfg, 1, 0, version, SHA0, &e), FEDC_OK);
+  return e;
+}
+
+static int checkin(fc_engine *e, const char *who, uint64_t now, fc_task_info *t) {
+  uint32_t retry;
+  fc_task_info tmp;
+  return fc_engine_checkin(e, who, now, t ? t : &tmp, &retry);
+}
+
+/* who uploads for task t at now: begin + commit. */
+static int upload(fc_engine *e, const char *who, const fc_task_info *t, uint64_t now) {
+  int v = fc_engine_upload_begin(e, who, t->round, t->version, now);
+  if (v != FC_UP_OK) return v;
+  return fc_engine_upload_commit(e, who, t->round, 10, 0.5, 100, now);
+}
+
+static void publish(fc_engine *e, uint64_t version, uint64_t now) {
+  CHECK_EQ_INT(fc_engine_tick(e, now), FC_TICK_AGGREGATE);
+  fc_engine_published(e, version, SHA1, now);
+  CHECK_EQ_INT(fc_engine_tick(e, now + 1), FC_TICK_STARTED);
+}
+
+static void test_weights(void) {
+  struct fc_staleness_fn f;
+  char err[200], txt[64];
+  CHECK_EQ_INT(fc_staleness_parse("poly", &f, err, sizeof err), FEDC_OK);
+  CHECK(fabs(fc_staleness_weight(&f, 0) - 1.0) < 1e-12);
+  CHECK(fabs(fc_staleness_weight(&f, 3) - 0.5) < 1e-12);       /* 1/sqrt(4) */
+  CHECK(fabs(fc_staleness_weight(&f, 8) - 1.0 / 3) < 1e-12);   /* 1/sqrt(9) */
+  CHECK_EQ_INT(fc_staleness_parse("poly:1", &f, err, sizeof err), FEDC_OK);
+  CHECK(fabs(fc_staleness_weight(&f, 4) - 0.2) < 1e-12);
+  CHECK_EQ_INT(fc_staleness_parse("const", &f, err, sizeof err), FEDC_OK);
+  CHECK(fc_staleness_weight(&f, 100) == 1.0);
+  CHECK_EQ_INT(fc_staleness_parse("hinge", &f, err, sizeof err), FEDC_OK); /* a 10, b 4 */
+  CHECK(fc_staleness_weight(&f, 4) == 1.0);
+  CHECK(fabs(fc_staleness_weight(&f, 5) - 1.0 / 11) < 1e-12);
+  CHECK_EQ_INT(fc_staleness_parse("hinge:2:1", &f, err, sizeof err), FEDC_OK);
+  CHECK(fc_staleness_weight(&f, 1) == 1.0);
+  CHECK(fabs(fc_staleness_weight(&f, 3) - 0.2) < 1e-12); /* 1/(2*2+1) */
+  fc_staleness_text(&f, txt, sizeof txt);
+  CHECK(!strcmp(txt, "hinge:2:1"));
+  const char *bad[] = {"", "poly:", "poly:0", "poly:-1", "hinge:1", "hinge:1:", "hinge:0:1", "sqrt", "poly:1x",
+                       "constant"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    err[0] = '\0';
+    CHECK_EQ_INT(fc_staleness_parse(bad[i], &f, err, sizeof err), FEDC_ERR_INVALID);
+    CHECK(strstr(err, "staleness") != NULL);
+  }
+  CHECK_EQ_INT(fc_stale_bucket(0), 0);
+  CHECK_EQ_INT(fc_stale_bucket(3), 3);
+  CHECK_EQ_INT(fc_stale_bucket(7), 4);
+  CHECK_EQ_INT(fc_stale_bucket(15), 5);
+  CHECK_EQ_INT(fc_stale_bucket(16), 6);
+}
+
+/* C = 2, K = 2: the cap, publish at K, tasks across buffers, staleness. */
+static void test_buffer_and_cap(void) {
+  fc_engine *e = make(2, 2, 5, 0);
+  CHECK_EQ_INT(fc_engine_tick(e, 1), FC_TICK_STARTED); /* a buffer opens without waiting for clients */
+  fc_task_info ta, tb, tc, tmp;
+  CHECK_EQ_INT(checkin(e, "a", 10, &ta), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(checkin(e, "b", 10, &tb), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(checkin(e, "c", 10, &tc), FC_CHECKIN_WAIT); /* 2 training: the cap */
+  CHECK_EQ_INT(ta.version, 0);
+  CHECK_EQ_INT(ta.deadline_ms, 5010);
+  fc_async_info ai;
+  fc_engine_async_info(e, &ai);
+  CHECK_EQ_INT(ai.training, 2);
+  CHECK_EQ_INT(upload(e, "a", &ta, 20), FC_UP_OK);
+  CHECK_EQ_INT(fc_engine_tick(e, 21), FC_TICK_NONE); /* 1 of K */
+  /* a's slot is free; c takes it; a itself waits (its update is in this buffer) */
+  CHECK_EQ_INT(checkin(e, "a", 22, &tmp), FC_CHECKIN_WAIT);
+  CHECK_EQ_INT(checkin(e, "c", 22, &tc), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(upload(e, "c", &tc, 30), FC_UP_OK);
+  fc_engine_async_info(e, &ai);
+  CHECK_EQ_INT(ai.buffered, 2);
+  CHECK_EQ_INT(ai.hist[0], 2);
+  publish(e, 1, 40); /* K reached: version 1 */
+  const fc_round_stats *rs = fc_engine_last_round(e);
+  CHECK(rs->async && rs->completed && rs->participants == 2 && rs->examples == 20 && rs->stale_hist[0] == 2);
+  CHECK_EQ_INT(rs->round, 1);
+  /* b trained from version 0: one version behind, still accepted into buffer 2 */
+  uint64_t s = 0;
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "b", tb.round, tb.version, 50), FC_UP_OK);
+  CHECK(fabs(fc_engine_async_weight(e, "b", &s) - 1 / sqrt(2.0)) < 1e-12);
+  CHECK_EQ_INT(s, 1);
+  CHECK_EQ_INT(fc_engine_upload_commit(e, "b", tb.round, 10, 0.5, 100, 50), FC_UP_OK);
+  CHECK_EQ_INT(fc_engine_upload_commit(e, "b", tb.round, 10, 0.5, 100, 51), FC_UP_NOT_IN_ROUND);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "b", tb.round, tb.version, 52), FC_UP_DUPLICATE);
+  fc_engine_async_info(e, &ai);
+  CHECK_EQ_INT(ai.hist[1], 1);
+  CHECK_EQ_INT(ai.buffered, 1);
+  /* a's new task is from version 1, buffer 2 */
+  CHECK_EQ_INT(checkin(e, "a", 60, &ta), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(ta.version, 1);
+  CHECK_EQ_INT(ta.round, 2);
+  /* a checks in again holding its task (its update was refused, or it
+   * restarted): the slot is freed and it waits for the next buffer */
+  fc_engine_async_info(e, &ai);
+  uint32_t before = ai.training;
+  CHECK_EQ_INT(checkin(e, "a", 61, &tmp), FC_CHECKIN_WAIT);
+  fc_engine_async_info(e, &ai);
+  CHECK_EQ_INT(ai.training, before - 1);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "a", ta.round, ta.version, 62), FC_UP_NOT_IN_ROUND);
+  CHECK_EQ_INT(checkin(e, "a", 63, &tmp), FC_CHECKIN_WAIT); /* still this buffer: no task with the same round */
+  fc_engine_destroy(e);
+}
+
+static void test_stale_refused(void) {
+  fc_engine *e = make(3, 1, 1, 0);
+  CHECK_EQ_INT(fc_engine_tick(e, 1), FC_TICK_STARTED);
+  fc_task_info tslow, tf;
+  CHECK_EQ_INT(checkin(e, "slow", 10, &tslow), FC_CHECKIN_TRAIN); /* from version 0 */
+  for (uint64_t v = 1; v <= 2; v++) {
+    CHECK_EQ_INT(checkin(e, "fast", 10 * v + 10, &tf), FC_CHECKIN_TRAIN);
+    CHECK_EQ_INT(upload(e, "fast", &tf, 10 * v + 11), FC_UP_OK);
+    publish(e, v, 10 * v + 12);
+  }
+  /* version 2 now; slow is 2 behind, the bound 1 */
+  fc_async_info ai;
+  fc_engine_async_info(e, &ai);
+  CHECK_EQ_INT(ai.training, 1);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "slow", tslow.round, tslow.version, 100), FC_UP_STALE);
+  const char *why = fc_engine_refusal_detail(e);
+  CHECK(strstr(why, "trained from version 0") && strstr(why, "current version 2") && strstr(why, "max staleness 1"));
+  fc_engine_async_info(e, &ai);
+  CHECK_EQ_INT(ai.training, 0); /* its slot is free */
+  CHECK_EQ_INT(ai.stale_refused, 1);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "slow", tslow.round, tslow.version, 101), FC_UP_NOT_IN_ROUND);
+  fc_task_info t2;
+  CHECK_EQ_INT(checkin(e, "slow", 102, &t2), FC_CHECKIN_TRAIN); /* a fresh task on version 2 */
+  CHECK_EQ_INT(t2.version, 2);
+  fc_engine_destroy(e);
+}
+
+/* A client that never returns: its slot is free after its deadline; an
+ * upload beyond the buffer waits; the budget ends the federation. */
+static void test_deadline_and_full(void) {
+  fc_engine *e = make(2, 1, 5, 0);
+  CHECK_EQ_INT(fc_engine_tick(e, 1), FC_TICK_STARTED);
+  fc_task_info ta, tb, tc;
+  CHECK_EQ_INT(checkin(e, "gone", 10, &ta), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(checkin(e, "b", 3000, &tb), FC_CHECKIN_TRAIN); /* deadline 8000 */
+  CHECK_EQ_INT(checkin(e, "c", 3000, &tc), FC_CHECKIN_WAIT);
+  CHECK_EQ_INT(fc_engine_tick(e, 5009), FC_TICK_NONE);
+  CHECK_EQ_INT(checkin(e, "c", 5009, &tc), FC_CHECKIN_WAIT); /* "gone" holds its slot until 5010 */
+  /* b begins (K = 1: the buffer is spoken for), a second upload must wait */
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "b", tb.round, tb.version, 5009), FC_UP_OK);
+  CHECK_EQ_INT(fc_engine_tick(e, 5200), FC_TICK_NONE); /* b in flight: no close; "gone" expired */
+  fc_async_info ai;
+  fc_engine_async_info(e, &ai);
+  CHECK_EQ_INT(ai.expired, 1);
+  CHECK_EQ_INT(ai.training, 1);
+  CHECK_EQ_INT(checkin(e, "c", 5201, &tc), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "c", tc.round, tc.version, 5202), FC_UP_BUFFER_FULL);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "gone", ta.round, ta.version, 5203), FC_UP_NOT_IN_ROUND);
+  CHECK_EQ_INT(fc_engine_upload_commit(e, "b", tb.round, 10, 0.5, 100, 5204), FC_UP_OK);
+  CHECK_EQ_INT(fc_engine_tick(e, 5205), FC_TICK_AGGREGATE);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "c", tc.round, tc.version, 5206), FC_UP_BUFFER_FULL); /* publishing */
+  /* waiting out a publish costs no upload tokens (burst 10 at 0.5/s): never RATE_LIMITED */
+  for (int i = 0; i < 30; i++)
+    CHECK_EQ_INT(fc_engine_upload_begin(e, "c", tc.round, tc.version, 5206), FC_UP_BUFFER_FULL);
+  fc_engine_published(e, 1, SHA1, 5207);
+  CHECK_EQ_INT(fc_engine_tick(e, 5208), FC_TICK_STARTED);
+  CHECK_EQ_INT(upload(e, "c", &tc, 5209), FC_UP_OK); /* it waited and joins the next buffer */
+  /* Leave frees a slot */
+  fc_task_info td;
+  CHECK_EQ_INT(checkin(e, "d", 5210, &td), FC_CHECKIN_TRAIN);
+  fc_leave_info li;
+  CHECK_EQ_INT(fc_engine_leave(e, "d", 5211, &li), FC_LEAVE_DROPPED);
+  fc_engine_async_info(e, &ai);
+  CHECK_EQ_INT(ai.training, 0);
+  /* an expired task does not keep its client out of the buffer */
+  CHECK_EQ_INT(checkin(e, "gone", 5212, &ta), FC_CHECKIN_TRAIN);
+  fc_engine_destroy(e);
+}
+
+/* Restart mid-buffer: the coordinator replays its buffer log into a fresh
+ * engine. Counted once; the contributors wait; old tasks are unknown. */
+static void test_restart(void) {
+  fc_engine *e = make(4, 3, 5, 0);
+  CHECK_EQ_INT(fc_engine_tick(e, 1), FC_TICK_STARTED);
+  fc_task_info ta, tb, tc;
+  CHECK_EQ_INT(checkin(e, "a", 10, &ta), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(checkin(e, "b", 10, &tb), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(checkin(e, "c", 10, &tc), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(upload(e, "a", &ta, 20), FC_UP_OK);
+  CHECK_EQ_INT(upload(e, "b", &tb, 21), FC_UP_OK);
+  fc_engine_destroy(e); /* crash: 2 of 3 in the buffer, c training */
+  e = make(4, 3, 5, 0);
+  CHECK_EQ_INT(fc_engine_async_replay(e, "a", 10, 0.5, 0, 100), FEDC_ERR_INVALID); /* no buffer open yet */
+  CHECK_EQ_INT(fc_engine_tick(e, 1), FC_TICK_STARTED);
+  CHECK_EQ_INT(fc_engine_async_replay(e, "a", 10, 0.5, 0, 100), FEDC_OK);
+  CHECK_EQ_INT(fc_engine_async_replay(e, "b", 10, 0.5, 1, 100), FEDC_OK);
+  CHECK_EQ_INT(fc_engine_async_replay(e, "b", 10, 0.5, 1, 100), FEDC_ERR_INVALID); /* never twice */
+  fc_async_info ai;
+  fc_engine_async_info(e, &ai);
+  CHECK_EQ_INT(ai.buffered, 2);
+  CHECK_EQ_INT(ai.hist[0], 1);
+  CHECK_EQ_INT(ai.hist[1], 1);
+  fc_task_info tmp;
+  /* a retried its (already logged) upload: its task is unknown now; it checks in and waits */
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "a", ta.round, ta.version, 30), FC_UP_NOT_IN_ROUND);
+  CHECK_EQ_INT(checkin(e, "a", 31, &tmp), FC_CHECKIN_WAIT);
+  /* c's pre-restart task is unknown too: refused, it retrains and completes the buffer */
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "c", tc.round, tc.version, 32), FC_UP_NOT_IN_ROUND);
+  CHECK_EQ_INT(checkin(e, "c", 33, &tc), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(upload(e, "c", &tc, 34), FC_UP_OK);
+  CHECK_EQ_INT(fc_engine_tick(e, 35), FC_TICK_AGGREGATE);
+  fc_engine_published(e, 1, SHA1, 36);
+  const fc_round_stats *rs = fc_engine_last_round(e);
+  CHECK_EQ_INT(rs->participants, 3);
+  CHECK_EQ_INT(rs->examples, 30);
+  fc_engine_destroy(e);
+  /* Restarted with a smaller buffer (K 3 -> 1): all three logged updates
+   * count, in one buffer that publishes at once; none is cut. */
+  e = make(4, 1, 5, 0);
+  CHECK_EQ_INT(fc_engine_tick(e, 1), FC_TICK_STARTED);
+  CHECK_EQ_INT(fc_engine_async_replay(e, "a", 10, 0.5, 0, 100), FEDC_OK);
+  CHECK_EQ_INT(fc_engine_async_replay(e, "b", 10, 0.5, 0, 100), FEDC_OK);
+  CHECK_EQ_INT(fc_engine_async_replay(e, "c", 10, 0.5, 0, 100), FEDC_OK);
+  CHECK_EQ_INT(fc_engine_tick(e, 2), FC_TICK_AGGREGATE);
+  fc_engine_published(e, 1, SHA1, 3);
+  CHECK_EQ_INT(fc_engine_last_round(e)->participants, 3);
+  fc_engine_destroy(e);
+}
+
+int main(void) {
+  test_weights();
+  test_buffer_and_cap();
+  test_stale_refused();
+  test_deadline_and_full();
+  test_restart();
+  return CHECK_DONE();
+}
