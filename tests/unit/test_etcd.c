@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "etcd_harness.h"
 #include "coordinator/etcd.h"
 #include "fedc/error.h"
 
@@ -180,39 +181,8 @@ static void test_txn_parse(void) {
 
 /* ---- against a real etcd ------------------------------------------------------------ */
 
-static int free_port(void) {
-  int s = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  socklen_t l = sizeof a;
-  int port = -1;
-  if (s >= 0 && bind(s, (struct sockaddr *)&a, sizeof a) == 0 && getsockname(s, (struct sockaddr *)&a, &l) == 0)
-    port = ntohs(a.sin_port);
-  if (s >= 0) close(s);
-  return port;
-}
-
-static pid_t start_etcd(const char *dir, int cport, int pport) {
-  char client[64], peer[64], cluster[96];
-  snprintf(client, sizeof client, "http://127.0.0.1:%d", cport);
-  snprintf(peer, sizeof peer, "http://127.0.0.1:%d", pport);
-  snprintf(cluster, sizeof cluster, "t1=%s", peer);
-  pid_t pid = fork();
-  if (pid == 0) {
-    char logpath[512];
-    snprintf(logpath, sizeof logpath, "%s.log", dir);
-    if (!freopen(logpath, "w", stderr)) _exit(127);
-    if (!freopen("/dev/null", "w", stdout)) _exit(127);
-    execlp("etcd", "etcd", "--name", "t1", "--data-dir", dir, "--listen-client-urls", client,
-           "--advertise-client-urls", client, "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-           "--initial-cluster", cluster, "--initial-cluster-state", "new", "--initial-cluster-token", "fedc-unit",
-           (char *)NULL);
-    _exit(127);
-  }
-  return pid;
-}
-
 static void test_real_etcd(void) {
-  if (system("command -v etcd >/dev/null 2>&1") != 0) {
+  if (!etcd_installed()) {
     printf("SKIP real-etcd part: no etcd binary (apt-get install etcd-server)\n");
     return;
   }
