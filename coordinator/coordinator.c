@@ -296,7 +296,9 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
 
   /* From here on the state directory is created or written. */
   if ((rc = fc_store_open(cfg->state_dir, err, errlen)) != FEDC_OK) goto fail;
-  if (cfg->audit_log && (rc = fc_audit_open(cfg->state_dir, &c->audit, err, errlen)) != FEDC_OK) goto fail;
+  if (cfg->audit_log && (rc = cfg->leader ? coord_ha_audit_open(c, err, errlen)
+                                          : fc_audit_open(cfg->state_dir, &c->audit, err, errlen)) != FEDC_OK)
+    goto fail;
   char hex[FC_SHA256_HEX_LEN];
   if (resumed) {
     FC_INFO(MOD, "resuming from %s: model v%llu, next round %llu, %llu rounds completed", cfg->state_dir,
