@@ -15,6 +15,7 @@
  * Called by: cmd_coordinator.c (which passes its port-file writer).
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,11 +23,24 @@
 
 #include "cli/cli_common.h"
 #include "cli/cmd_coordinator_int.h"
+#include "common/fileutil.h"
 #include "common/log.h"
 #include "coordinator/leader.h"
 #include "fedc/error.h"
 
 #define MOD "coordinator"
+
+/* The election a coordinator of this process runs under; NULL while none
+ * runs. Read by the store's commit guard from the coordinator's threads,
+ * which fc_coord_stop has joined before it is cleared. */
+static _Atomic(fc_leader *) leading;
+
+/* fileutil.h's commit guard: a file of the shared state directory replaces
+ * another only while we lead by our own clock. */
+static int may_commit(void) {
+  fc_leader *l = atomic_load(&leading);
+  return l && fc_leader_is_leader(l);
+}
 
 int cc_run_replica(settings *s, const fc_model_spec *spec, const float *init, int (*write_port)(const char *, int)) {
   char host[128] = "?", id[128], prefix[256];
@@ -51,6 +65,7 @@ int cc_run_replica(settings *s, const fc_model_spec *spec, const float *init, in
   lo.ttl_s = s->etcd_lease_ttl;
   lo.id = id;
   lo.poll_ms = 200;
+  fc_atomic_set_commit_guard(may_commit);
   for (;;) {
     fc_leader *l = NULL;
     char err[512], why[200];
@@ -69,11 +84,13 @@ int cc_run_replica(settings *s, const fc_model_spec *spec, const float *init, in
       return 0;
     }
     s->c.leader = l;
+    atomic_store(&leading, l);
     fc_coord *coord = NULL;
     int rc = fc_coord_ha_reconcile(&s->c, err, sizeof err);
     if (rc == FEDC_OK) rc = fc_coord_start(&s->c, spec, init, &coord, err, sizeof err);
     if (rc != FEDC_OK) {
       fprintf(stderr, "fedc coordinator: %s\n", err);
+      atomic_store(&leading, NULL);
       fc_leader_stop(l);
       return 1;
     }
@@ -82,6 +99,7 @@ int cc_run_replica(settings *s, const fc_model_spec *spec, const float *init, in
     if (s->port_file[0] && write_port(s->port_file, port) != 0) {
       fprintf(stderr, "fedc coordinator: cannot write port file %s: %s\n", s->port_file, strerror(errno));
       fc_coord_stop(coord, s->grace_ms);
+      atomic_store(&leading, NULL);
       fc_leader_stop(l);
       return 1;
     }
@@ -99,6 +117,7 @@ int cc_run_replica(settings *s, const fc_model_spec *spec, const float *init, in
      * then the server; nothing it does now can land in etcd. */
     if (s->port_file[0] && (lost || sig > 0 || done)) unlink(s->port_file);
     fc_coord_stop(coord, lost ? 0 : s->grace_ms);
+    atomic_store(&leading, NULL);
     s->c.leader = NULL;
     fc_leader_stop(l);
     if (!lost) {

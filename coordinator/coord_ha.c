@@ -38,6 +38,7 @@
 #include "coordinator/leader.h"
 #include "coordinator/store.h"
 #include "crypto/sha256.h"
+#include "fedc/v1/fedc.pb-c.h"
 #include "fedc/error.h"
 
 #define MOD "coordinator"
@@ -49,6 +50,9 @@ static void deposed(fc_coord *c, const char *what, const char *why) {
   FC_ERROR(MOD, "deposed: %s refused (%s): this replica stops serving and stands by", what, why);
 }
 
+static int parse_pointer(const fc_etcd_kv *kv, uint64_t *version, uint8_t sha[FC_SHA256_LEN], uint64_t *round,
+                         char *err, size_t errlen);
+
 static int may_write(void *arg) { return fc_leader_is_leader(arg); }
 
 int coord_ha_audit_open(fc_coord *c, char *err, size_t errlen) {
@@ -57,9 +61,24 @@ int coord_ha_audit_open(fc_coord *c, char *err, size_t errlen) {
   if (rc != FEDC_OK) return rc;
   fc_leader_info in;
   fc_leader_get_info(l, &in);
-  fc_audit_append(c->audit, "leader",
-                  json_pack("{s:s,s:s,s:I}", "replica", in.leader, "etcd_key_prefix", fc_leader_prefix(l),
-                            "fencing_revision", (json_int_t)in.rev));
+  /* The version etcd's pointer names as we take over: a "model" record of a
+   * later version before this one was announced by a leader that lost the
+   * election before its pointer moved (deposed, it could not record the
+   * failure here): it was never published. */
+  json_t *f = json_pack("{s:s,s:s,s:I}", "replica", in.leader, "etcd_key_prefix", fc_leader_prefix(l),
+                        "fencing_revision", (json_int_t)in.rev);
+  fc_etcd_kv kv;
+  memset(&kv, 0, sizeof kv);
+  uint64_t pv = 0, pround = 0;
+  uint8_t psha[FC_SHA256_LEN];
+  char e2[512];
+  if (fc_leader_read(l, "model", &kv, e2, sizeof e2) == FEDC_OK && kv.found &&
+      parse_pointer(&kv, &pv, psha, &pround, e2, sizeof e2) == FEDC_OK)
+    json_object_set_new(f, "pointer_version", json_integer((json_int_t)pv));
+  else
+    json_object_set_new(f, "pointer_version", json_null());
+  fc_etcd_kv_clear(&kv);
+  fc_audit_append(c->audit, "leader", f);
   return FEDC_OK;
 }
 
@@ -186,4 +205,20 @@ int fc_coord_ha_reconcile(const fc_coord_cfg *cfg, char *err, size_t errlen) {
           "before writing state.json",
           (unsigned long long)pv, (unsigned long long)pround);
   return FEDC_OK;
+}
+
+int coord_ha_status(fc_coord *c, Fedc__V1__ReplicaStatus *out, fc_leader_info *in) {
+  fc_leader *l = c->cfg.leader;
+  if (!l) return 0;
+  fc_leader_get_info(l, in);
+  out->role = in->role;
+  out->leader = in->leader;
+  out->etcd_endpoint = in->endpoint;
+  out->etcd_ok = in->etcd_ok;
+  out->etcd_error = in->etcd_error;
+  out->etcd_last_ok_ms = in->etcd_last_ok_ms;
+  out->fencing_revision = in->rev;
+  out->etcd_prefix = (char *)fc_leader_prefix(l);
+  out->lease_ttl_s = in->ttl_s;
+  return 1;
 }

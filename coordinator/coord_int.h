@@ -368,6 +368,10 @@ int coord_ha_publish(fc_coord *c, uint64_t version, const uint8_t sha[FC_SHA256_
 /* The shared audit log, written only while we lead (audit.h,
  * fc_audit_open_replica), and a "leader" record naming this replica. */
 int coord_ha_audit_open(fc_coord *c, char *err, size_t errlen);
+/* Status: fills out (pointing into *in) and returns 1 for a replica on etcd, 0 otherwise. */
+struct fc_leader_info;
+struct Fedc__V1__ReplicaStatus;
+int coord_ha_status(fc_coord *c, struct Fedc__V1__ReplicaStatus *out, struct fc_leader_info *in);
 /* At start: the optimizer state saved beside version (checked against its manifest). */
 int coord_sopt_load(fc_coord *c, uint64_t version, const uint8_t sha[FC_SHA256_LEN], char *err, size_t errlen);
 /* "adam lr=0.01 beta1=0.9 ...": for status and the history. */
