@@ -89,6 +89,13 @@ int fc_elect_step(fc_elect *s, const fc_elect_ev *ev) {
   case FC_EV_FENCE_REFUSED:
     if (s->state == FC_ELECT_LEADER) depose(s, "a fenced write was refused: the leader key is gone or another's");
     break;
+  case FC_EV_WRITE_UNKNOWN:
+    /* Writing the next version again with other content could leave etcd
+     * naming bytes the store no longer has, if the first write applied after
+     * all: step down, and let the next leader read what landed. */
+    if (s->state == FC_ELECT_LEADER)
+      depose(s, "a fenced write's outcome is unknown (etcd timed out or became unreachable)");
+    break;
   case FC_EV_ETCD_ERROR:
     if (s->next_keepalive_ms <= now) s->next_keepalive_ms = now + s->poll_ms;
     if (s->next_campaign_ms <= now) s->next_campaign_ms = now + s->poll_ms;

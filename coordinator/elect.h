@@ -27,6 +27,7 @@
  *   STANDBY   (same as CAMPAIGN: it campaigns every poll_ms, keep-alive every TTL/3)
  *   any       KEEPALIVE_OK(sent, ttl)          same      deadline = sent + ttl
  *   LEADER    LEASE_GONE | FENCE_REFUSED       DEPOSED   STEP_DOWN
+ *   LEADER    WRITE_UNKNOWN                    DEPOSED   STEP_DOWN (the next leader reads what landed)
  *   LEADER    TICK past the lease deadline     DEPOSED   STEP_DOWN
  *   other     LEASE_GONE, or past deadline     INIT      GRANT (a new lease)
  *   any       ETCD_ERROR                       same      retry after poll_ms (deadline rules apply)
@@ -46,7 +47,8 @@ enum fc_elect_event {
   FC_EV_KEEPALIVE_OK,  /* ttl_s, sent_ms */
   FC_EV_LEASE_GONE,    /* etcd says our lease has expired or was revoked */
   FC_EV_ETCD_ERROR,    /* a call failed (unreachable, timeout, refused) */
-  FC_EV_FENCE_REFUSED  /* a fenced Txn found the key gone or another's */
+  FC_EV_FENCE_REFUSED, /* a fenced Txn found the key gone or another's */
+  FC_EV_WRITE_UNKNOWN  /* a fenced write's outcome is unknown (timeout, unreachable): it may yet apply */
 };
 enum fc_elect_action { FC_ACT_WAIT = 0, FC_ACT_GRANT, FC_ACT_CAMPAIGN, FC_ACT_KEEPALIVE, FC_ACT_STEP_DOWN };
 

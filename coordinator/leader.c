@@ -13,7 +13,9 @@
  *
  * Invariant: fc_leader_fenced sends nothing unless the machine says we lead
  * by our own clock, and a refused guard steps the machine down under the
- * same lock, so after one refusal no later fenced write is even tried.
+ * same lock, so after one refusal no later fenced write is even tried. A
+ * write whose outcome is unknown (deadline, unreachable) steps down too: it
+ * may still apply, and the next leader reads what landed (elect.h).
  */
 #include "coordinator/leader.h"
 
@@ -235,10 +237,11 @@ void fc_leader_stop(fc_leader *l) {
   pthread_cond_broadcast(&l->cv);
   pthread_mutex_unlock(&l->mu);
   if (l->started) pthread_join(l->thread, NULL);
-  if (l->s.state == FC_ELECT_LEADER || l->s.state == FC_ELECT_STANDBY || l->s.state == FC_ELECT_CAMPAIGN) {
+  if (l->s.lease) {
     char err[512];
-    /* Our key goes with the lease: the next replica need not wait a TTL. */
-    if (l->s.lease && fc_etcd_lease_revoke(l->el, l->s.lease, err, sizeof err) != FEDC_OK)
+    /* Our key goes with the lease: the next replica need not wait a TTL. A
+     * deposed replica's lease may be gone already (or unreachable). */
+    if (fc_etcd_lease_revoke(l->el, l->s.lease, err, sizeof err) != FEDC_OK && l->s.state != FC_ELECT_DEPOSED)
       FC_WARN(MOD, "could not revoke our lease (it expires in %lld s): %s", (long long)l->s.ttl_s, err);
   }
   fc_etcd_close(l->el);
@@ -315,6 +318,9 @@ int fc_leader_fenced(fc_leader *l, const fc_etcd_op *ops, size_t nops, fc_etcd_t
     fc_elect_ev ev = {.kind = FC_EV_FENCE_REFUSED, .now_ms = mono_ms()};
     feed(l, &ev);
     rc = FEDC_ERR_REJECTED;
+  } else if (nops > 0 && (rc == FEDC_ERR_TIMEOUT || rc == FEDC_ERR_UNAVAILABLE)) {
+    fc_elect_ev ev = {.kind = FC_EV_WRITE_UNKNOWN, .now_ms = mono_ms()};
+    feed(l, &ev);
   }
   pthread_mutex_unlock(&l->mu);
   if (rc == FEDC_OK && res) *res = r;

@@ -60,8 +60,10 @@ const char *fc_leader_prefix(const fc_leader *l);
 /* A Txn of `ops` guarded by "P/leader's create_revision == ours". FEDC_OK if
  * it landed; FEDC_ERR_REJECTED if the guard failed (we are deposed: the state
  * machine steps down); FEDC_ERR_STOPPED if we do not lead by our own clock
- * (nothing sent); etcd's errors otherwise (unreachable: nothing known to
- * have landed). res may be NULL. */
+ * (nothing sent); etcd's errors otherwise. With ops, a timeout or an
+ * unreachable etcd leaves the outcome unknown: we step down as well, so that
+ * no other content is written under the same version before the next leader
+ * has read what landed. res may be NULL. */
 int fc_leader_fenced(fc_leader *l, const fc_etcd_op *ops, size_t nops, fc_etcd_txn_result *res, char *err,
                      size_t errlen);
 /* Reads P/<suffix> (linearizable). */

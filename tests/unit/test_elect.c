@@ -107,6 +107,12 @@ static void test_lease_gone_and_fence(void) {
   CHECK_EQ_INT(step(&s, FC_EV_FENCE_REFUSED, 10), FC_ACT_STEP_DOWN);
   CHECK(strstr(s.why, "fenced write was refused") != NULL);
 
+  fc_elect_init(&s, 200);
+  granted(&s, 0, 5);
+  fc_elect_step(&s, &(fc_elect_ev){.kind = FC_EV_WON, .now_ms = 1, .rev = 3});
+  CHECK_EQ_INT(step(&s, FC_EV_WRITE_UNKNOWN, 10), FC_ACT_STEP_DOWN);
+  CHECK(strstr(s.why, "outcome is unknown") != NULL);
+
   /* a standby whose lease is gone starts over with a new one */
   fc_elect_init(&s, 200);
   granted(&s, 0, 5);
