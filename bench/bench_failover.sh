@@ -112,8 +112,8 @@ for t in $(seq 1 "$TRIALS"); do
   t1=$(now)
   until_true 60 past "$v" || { echo "trial $t: nothing published" >&2; exit 1; }
   t2=$(now)
-  s=$(echo "$t1 - $t0" | bc)
-  nv=$(echo "$t2 - $t0" | bc)
+  s=$(awk "BEGIN{print $t1 - $t0}")
+  nv=$(awk "BEGIN{print $t2 - $t0}")
   SERVE+=("$s")
   NEXT+=("$nv")
   printf '{"bench":"failover","trial":%d,"ttl_s":%d,"serving_s":%.3f,"next_version_s":%.3f}\n' "$t" "$TTL" "$s" "$nv"

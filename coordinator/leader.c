@@ -84,9 +84,13 @@ static int feed(fc_leader *l, fc_elect_ev *ev) {
   return act;
 }
 
+/* Under mu. Logs when etcd stops answering and when it is back (once each). */
 static void note_etcd(fc_leader *l, int rc, const char *err) {
-  l->etcd_ok = rc == FEDC_OK || rc == FEDC_ERR_NOT_FOUND || rc == FEDC_ERR_REJECTED;
-  if (l->etcd_ok) l->etcd_last_ok_ms = fc_now_ms();
+  int ok = rc == FEDC_OK || rc == FEDC_ERR_NOT_FOUND || rc == FEDC_ERR_REJECTED;
+  if (ok && !l->etcd_ok && l->etcd_error[0]) FC_INFO(MOD, "etcd answers again (%s)", fc_etcd_endpoint(l->el));
+  if (!ok && (l->etcd_ok || !l->etcd_error[0])) FC_WARN(MOD, "etcd unreachable: %s", err);
+  l->etcd_ok = ok;
+  if (ok) l->etcd_last_ok_ms = fc_now_ms();
   else
     snprintf(l->etcd_error, sizeof l->etcd_error, "%s", err);
 }

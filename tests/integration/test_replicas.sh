@@ -94,7 +94,7 @@ wait_for test -s "$T/B.port" 15 || fail "B did not take over: $(tail -8 "$T/rep-
 t1=$(date +%s.%N)
 wait_version $((V + 1)) 60 || fail "B published nothing after taking over: $(tail -8 "$T/rep-B.log")"
 t2=$(date +%s.%N)
-echo "failover: leader SIGKILL -> standby serving $(echo "$t1 - $t0" | bc) s, -> next version $(echo "$t2 - $t0" | bc) s"
+echo "failover: leader SIGKILL -> standby serving $(awk "BEGIN{print $t1 - $t0}") s, -> next version $(awk "BEGIN{print $t2 - $t0}") s"
 rm -f "$T/A.port"
 # fedc status, through the same address list, answers from the new leader
 st=$("$FEDC" status --coordinator "$ADDR" --pki "$T/pki" --name root --json) || fail "fedc status failed"
