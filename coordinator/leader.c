@@ -47,6 +47,7 @@ struct fc_leader {
   uint64_t etcd_last_ok_ms;
   char etcd_error[256];
   char logged_holder[128];
+  char seen_holder[128]; /* the election thread's: who holds the key, as read by the last campaign */
 };
 
 static uint64_t mono_ms(void) { return (uint64_t)(fc_mono_s() * 1000.0); }
@@ -142,9 +143,8 @@ static void act_once(fc_leader *l, int act, fc_elect_ev *ev) {
         ev->rev = res.kv[0].create_revision;
       } else {
         ev->kind = FC_EV_LOST;
-        static char holder[128]; /* only this thread */
-        snprintf(holder, sizeof holder, "%s", res.kv[0].found ? (char *)res.kv[0].value : "(gone)");
-        ev->holder = holder;
+        snprintf(l->seen_holder, sizeof l->seen_holder, "%s", res.kv[0].found ? (char *)res.kv[0].value : "(gone)");
+        ev->holder = l->seen_holder;
       }
     }
     fc_etcd_txn_result_clear(&res);
