@@ -11,6 +11,8 @@
  *   coord_dp.c        DP noise, adaptive clipping, the privacy budget
  *   coord_publish.c   a closed round -> a signed, written, published version
  *   coord_driver.c    the driver thread ticking the engine
+ *   coord_ha.c        with --etcd: fenced writes to etcd, the shared audit log, the
+ *                     start-up reconcile (leader.h runs the election itself)
  *   coord_checkin.c   CheckIn          coord_download.c  FetchModel, GetModel
  *   coord_upload.c    UploadUpdate     coord_admin.c     Status, Rounds, RoundControl
  *   coord_secagg.c, coord_eval*.c, coord_leave.c, coord_limits.c, coord_drain.c,
