@@ -38,6 +38,7 @@
 #include "cli/cli.h"
 #include "cli/status_async.h"
 #include "cli/status_elig.h"
+#include "cli/status_replica.h"
 #include "cli/cli_common.h"
 #include "cli/rounds_view.h"
 #include "common/safetensors.h"
@@ -257,6 +258,7 @@ static void status_print(const Fedc__V1__StatusResponse *r, int json) {
     json_object_set_new(o, "protocol", json_string(proto));
     status_elig_json(o, r->eligibility);
     status_async_json(o, r->async);
+    status_replica_json(o, r->replica);
     cli_print_json(o);
     return;
   }
@@ -274,6 +276,7 @@ static void status_print(const Fedc__V1__StatusResponse *r, int json) {
   printf("clients:         %u known, %u active\n", r->clients_known, r->clients_active);
   status_elig_print(r->eligibility);
   status_async_print(r->async);
+  status_replica_print(r->replica);
   char budget[32] = "unlimited";
   if (r->round_budget) snprintf(budget, sizeof budget, "%llu", (unsigned long long)r->round_budget);
   printf("rounds:          %llu completed, %llu abandoned, budget %s\n", (unsigned long long)r->rounds_completed,

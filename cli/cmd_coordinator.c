@@ -334,6 +334,12 @@ int cmd_coordinator(int argc, char **argv) {
   if (!fc_transport_disable_deadlock_detection())
     FC_DEBUG("coordinator", "abseil deadlock detection switch not found: left as it is");
   fc_transport_init();
+  if (s.etcd[0]) { /* one replica of several, elected on etcd */
+    int erc = cc_run_replica(&s, &spec, init, write_port_file);
+    free(init);
+    fc_transport_shutdown();
+    return erc;
+  }
   fc_coord *coord = NULL;
   char err[512];
   int rc = fc_coord_start(&s.c, &spec, init, &coord, err, sizeof err);

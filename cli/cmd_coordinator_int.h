@@ -45,6 +45,9 @@ typedef struct settings {
   uint32_t drain_ms;
   char mode[8];        /* sync | async (engine_async.c) */
   char staleness[48];  /* const | poly[:A] | hinge[:A:B] */
+  char etcd[1024], etcd_prefix[256]; /* replicas on etcd (cmd_coordinator_ha.c) */
+  int etcd_lease_ttl;
+  char etcd_ca[512], etcd_cert[512], etcd_key[512];
 } settings;
 
 /* Where an option's value came from: file == NULL and line == 0 if never set,
@@ -55,7 +58,7 @@ typedef struct origin {
 } origin;
 
 /* Rows of cc_options: a constant so arrays can be sized by it (no VLA). */
-#define CC_NOPTS 144
+#define CC_NOPTS 150
 
 /* ---- cmd_coordinator_opts.c ---- */
 extern const copt cc_options[CC_NOPTS];
@@ -65,6 +68,9 @@ const char *cc_shown(const char *v, char *buf, size_t n);
 int cc_apply(settings *s, int i, const char *val, origin from);
 void cc_usage(FILE *f, const settings *d);
 void cc_defaults(settings *s);
+
+/* ---- cmd_coordinator_ha.c: --etcd, one replica of several (returns the exit code) ---- */
+int cc_run_replica(settings *s, const fc_model_spec *spec, const float *init, int (*write_port)(const char *, int));
 
 /* ---- cmd_coordinator_yaml.c ---- */
 int cc_load_config(settings *s, const char *path, origin *seen);

@@ -275,6 +275,11 @@ int fc_atomic_write(fc_atomic_file *f, const void *data, size_t len, char *err, 
   return FEDC_OK;
 }
 
+/* fc_atomic_set_commit_guard: set once by the program before its threads. */
+static int (*commit_guard)(void);
+
+void fc_atomic_set_commit_guard(int (*guard)(void)) { commit_guard = guard; }
+
 int fc_atomic_commit(fc_atomic_file *f, char *err, size_t errlen) {
   if (f->fd < 0) {
     set_err(err, errlen, "commit of a file that is not open");
@@ -291,6 +296,12 @@ int fc_atomic_commit(fc_atomic_file *f, char *err, size_t errlen) {
     set_err(err, errlen, "cannot write %s: %s", f->tmp, strerror(errno));
     atomic_end(f, 1);
     return FEDC_ERR_IO;
+  }
+  /* Last moment before the file replaces what is there (see the guard's header). */
+  if (commit_guard && !commit_guard()) {
+    set_err(err, errlen, "%s not written: this process may no longer write (a deposed coordinator replica)", f->path);
+    atomic_end(f, 1);
+    return FEDC_ERR_STOPPED;
   }
   if (rename(f->tmp, f->path) != 0) {
     set_err(err, errlen, "cannot rename %s to %s: %s", f->tmp, f->path, strerror(errno));

@@ -57,5 +57,13 @@ int fc_atomic_begin(fc_atomic_file *f, const char *path, int mode, char *err, si
 int fc_atomic_write(fc_atomic_file *f, const void *data, size_t len, char *err, size_t errlen);
 int fc_atomic_commit(fc_atomic_file *f, char *err, size_t errlen);
 void fc_atomic_abort(fc_atomic_file *f);
+/* A process-wide check run by fc_atomic_commit (and so by every non-exclusive
+ * fc_write_file_atomic) just before the rename that replaces the file: 0
+ * refuses (temp file removed, FEDC_ERR_STOPPED). Coordinator replicas sharing
+ * a state directory set it (cli/cmd_coordinator_ha.c) so that a leader frozen
+ * mid-write and deposed meanwhile cannot replace its successor's files when
+ * it resumes; it leaves only the instant between the check and rename(2).
+ * Set once, before other threads start; NULL (the default) = no check. */
+void fc_atomic_set_commit_guard(int (*guard)(void));
 
 #endif

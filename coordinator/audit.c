@@ -31,6 +31,10 @@ struct fc_audit {
   /* Fingerprints of certificates already recorded (open addressing). */
   uint8_t (*seen)[32];
   size_t nseen, capseen;
+  /* Replicas (fc_audit_open_replica): consulted before each record; 0 = we
+   * no longer lead, write nothing. NULL for a lone coordinator. */
+  int (*may_write)(void *);
+  void *may_write_arg;
 };
 
 static const char zeros[65] = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -212,7 +216,23 @@ static int remember_contact(json_t *rec, const char *line, size_t n, void *ctx) 
   return FEDC_OK;
 }
 
+static int audit_open(const char *state_dir, int lock, fc_audit **out, char *why, size_t whylen);
+
 int fc_audit_open(const char *state_dir, fc_audit **out, char *why, size_t whylen) {
+  return audit_open(state_dir, 1, out, why, whylen);
+}
+
+int fc_audit_open_replica(const char *state_dir, int (*may_write)(void *), void *arg, fc_audit **out, char *why,
+                          size_t whylen) {
+  int rc = audit_open(state_dir, 0, out, why, whylen);
+  if (rc == FEDC_OK) {
+    (*out)->may_write = may_write;
+    (*out)->may_write_arg = arg;
+  }
+  return rc;
+}
+
+static int audit_open(const char *state_dir, int lock, fc_audit **out, char *why, size_t whylen) {
   fc_audit *a = calloc(1, sizeof *a);
   if (!a) return FEDC_ERR_NOMEM;
   pthread_mutex_init(&a->mu, NULL);
@@ -223,7 +243,7 @@ int fc_audit_open(const char *state_dir, fc_audit **out, char *why, size_t whyle
   size_t len = 0;
   /* One writer: a second coordinator on this state directory would fork the
    * chain (and overwrite the rest of the state). The lock goes with the fd. */
-  if (a->fd >= 0 && flock(a->fd, LOCK_EX | LOCK_NB) != 0) {
+  if (lock && a->fd >= 0 && flock(a->fd, LOCK_EX | LOCK_NB) != 0) {
     snprintf(why, whylen, "%s is locked: another coordinator is running on this state directory", a->path);
     close(a->fd);
     a->fd = -1;
@@ -282,6 +302,7 @@ void fc_audit_close(fc_audit *a) {
 }
 
 static int append_locked(fc_audit *a, const char *kind, json_t *fields) {
+  if (a->may_write && !a->may_write(a->may_write_arg)) return FEDC_ERR_STOPPED;
   json_t *o = json_object();
   int rc = FEDC_ERR_NOMEM;
   char *s = NULL;

@@ -37,6 +37,13 @@ typedef struct fc_audit fc_audit;
  * took effect) is cut off with a warning. A broken chain refuses to start,
  * naming the record: FEDC_ERR_INVALID with one line in why. */
 int fc_audit_open(const char *state_dir, fc_audit **out, char *why, size_t whylen);
+/* Coordinator replicas sharing a state directory (coord_ha.c): one writer,
+ * the leader. The lock above would let a frozen old leader keep its
+ * successor out, so a replica opens the log without it, and may_write(arg)
+ * is asked before every record: 0 (we no longer lead, by our own clock)
+ * writes nothing and the append returns FEDC_ERR_STOPPED. */
+int fc_audit_open_replica(const char *state_dir, int (*may_write)(void *), void *arg, fc_audit **out, char *why,
+                          size_t whylen);
 void fc_audit_close(fc_audit *a);
 /* Append a record of `kind` with the fields of `fields` (an object; its
  * reference is stolen; keys seq, ts_ms, kind, prev and hash are reserved).

@@ -7,9 +7,11 @@
  * Runs on the transport's admin pool (no client call can occupy it).
  * May call: engine.h, coord_state.c (history, state), coord_publish.c (the
  * optimizer's text), coord_eval.c (evaluation records), coord_async.c (async
- * status and buffer records), audit.h.
+ * status and buffer records), audit.h, coord_ha.c (a replica's election and
+ * etcd health).
  */
 #include "coordinator/coordinator.h"
+#include "coordinator/leader.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -96,6 +98,9 @@ void coord_h_status(fc_scall *call, void *ctx) {
   r.model_params = params;
   r.protocol_major = FC_PROTOCOL_MAJOR;
   r.protocol_minor = FC_PROTOCOL_MINOR;
+  Fedc__V1__ReplicaStatus rs = FEDC__V1__REPLICA_STATUS__INIT;
+  fc_leader_info ri;
+  if (coord_ha_status(c, &rs, &ri)) r.replica = &rs; /* --etcd: the election, etcd's health */
   Fedc__V1__EligibilityStatus el = FEDC__V1__ELIGIBILITY_STATUS__INIT;
   char policy[256];
   coord_elig_status(c, &el, policy, sizeof policy);

@@ -380,6 +380,20 @@ void coord_dp_check_budget_locked(fc_coord *c);
 /* ---- coord_publish.c (the driver thread, outside mu) ---- */
 /* The closed round's aggregate into a new, signed, written version. */
 int coord_finalize(fc_coord *c, uint64_t *version, uint8_t sha[FC_SHA256_LEN], char *why, size_t whylen);
+/* coord_ha.c (no-ops without cfg.leader): a fenced check that we still lead
+ * before anything is written to the shared store; the fenced move of etcd's
+ * model pointer after the model file is written and before anyone can fetch
+ * it; on refusal both log, audit "deposed" and fail. */
+int coord_ha_check(fc_coord *c, const char *what, char *why, size_t whylen);
+int coord_ha_publish(fc_coord *c, uint64_t version, const uint8_t sha[FC_SHA256_LEN], uint64_t round, char *why,
+                     size_t whylen);
+/* The shared audit log, written only while we lead (audit.h,
+ * fc_audit_open_replica), and a "leader" record naming this replica. */
+int coord_ha_audit_open(fc_coord *c, char *err, size_t errlen);
+/* Status: fills out (pointing into *in) and returns 1 for a replica on etcd, 0 otherwise. */
+struct fc_leader_info;
+struct Fedc__V1__ReplicaStatus;
+int coord_ha_status(fc_coord *c, struct Fedc__V1__ReplicaStatus *out, struct fc_leader_info *in);
 /* At start: the optimizer state saved beside version (checked against its manifest). */
 int coord_sopt_load(fc_coord *c, uint64_t version, const uint8_t sha[FC_SHA256_LEN], char *err, size_t errlen);
 /* "adam lr=0.01 beta1=0.9 ...": for status and the history. */

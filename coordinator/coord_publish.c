@@ -11,7 +11,8 @@
  * which refuses uploads, so nothing races it).
  * May call: aggregate.h, coord_secagg.c (the unmasked sum), coord_dp.c,
  * server_opt.h, watermark.h, coord_drift.c (the drift check), model_sign.c
- * (coord_sign_version), audit.h, store.h, coord_state.c (snapshots).
+ * (coord_sign_version), audit.h, store.h, coord_state.c (snapshots),
+ * coord_ha.c (with --etcd: the fence before writing, the pointer after).
  */
 #include "coordinator/coordinator.h"
 
@@ -163,6 +164,8 @@ int coord_finalize(fc_coord *c, uint64_t *version, uint8_t sha[FC_SHA256_LEN], c
     snprintf(why, whylen, "out of memory finalizing the model");
     goto out;
   }
+  /* A replica on etcd: nothing reaches the shared store unless we still lead (coord_ha.c). */
+  if ((rc = coord_ha_check(c, "writing a new version", why, whylen)) != FEDC_OK) goto out;
   if (c->cfg.engine.secagg) {
     if ((rc = coord_sa_finish(c, delta, &count, why, whylen)) != FEDC_OK) goto out;
   } else if ((rc = c->agg->ops->round_finish(c->agg, delta, &count)) != FEDC_OK) {
@@ -218,6 +221,8 @@ int coord_finalize(fc_coord *c, uint64_t *version, uint8_t sha[FC_SHA256_LEN], c
     announced = 1;
     rc = fc_store_write_model(c->cfg.state_dir, coord_model_key(c), m->version, es.round, &m->spec, m->data, m->sha,
                               old->sha, why, whylen);
+    /* The file is in the store: only now may etcd's pointer name it. */
+    if (rc == FEDC_OK) rc = coord_ha_publish(c, m->version, m->sha, es.round, why, whylen);
   }
   if (rc != FEDC_OK) {
     if (announced) /* a failure before the record needs none: the version was never announced */

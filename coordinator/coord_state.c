@@ -9,7 +9,7 @@
  * stall client traffic); under `mu` changes only mark the state dirty.
  * May call: store.h, store_prune.h, engine.h (status), coord_model.c (the
  * history), coord_eval.c (its lines are written after the rounds they
- * evaluate).
+ * evaluate), coord_ha.c (with --etcd: the fence before writing).
  */
 #include "coordinator/coordinator.h"
 
@@ -120,6 +120,12 @@ int coord_store_sync(fc_coord *c) {
   char err[300];
   int rc = FEDC_OK;
   pthread_mutex_lock(&c->store_mu);
+  /* A replica on etcd writes the shared state only while it leads (coord_ha.c);
+   * what is owed stays owed, and is written by no one if we are deposed. */
+  if (c->cfg.leader && (rc = coord_ha_check(c, "writing state.json", err, sizeof err)) != FEDC_OK) {
+    pthread_mutex_unlock(&c->store_mu);
+    return rc;
+  }
   pthread_mutex_lock(&c->mu);
   fc_store_state st = c->state_want;
   uint64_t seq = c->state_want_seq;

@@ -11,6 +11,8 @@
  *   coord_dp.c        DP noise, adaptive clipping, the privacy budget
  *   coord_publish.c   a closed round -> a signed, written, published version
  *   coord_driver.c    the driver thread ticking the engine
+ *   coord_ha.c        with --etcd: fenced writes to etcd, the shared audit log, the
+ *                     start-up reconcile (leader.h runs the election itself)
  *   coord_checkin.c   CheckIn          coord_download.c  FetchModel, GetModel
  *   coord_upload.c    UploadUpdate     coord_admin.c     Status, Rounds, RoundControl
  *   coord_secagg.c, coord_eval*.c, coord_leave.c, coord_limits.c, coord_drain.c,
@@ -296,7 +298,9 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
 
   /* From here on the state directory is created or written. */
   if ((rc = fc_store_open(cfg->state_dir, err, errlen)) != FEDC_OK) goto fail;
-  if (cfg->audit_log && (rc = fc_audit_open(cfg->state_dir, &c->audit, err, errlen)) != FEDC_OK) goto fail;
+  if (cfg->audit_log && (rc = cfg->leader ? coord_ha_audit_open(c, err, errlen)
+                                          : fc_audit_open(cfg->state_dir, &c->audit, err, errlen)) != FEDC_OK)
+    goto fail;
   char hex[FC_SHA256_HEX_LEN];
   if (resumed) {
     FC_INFO(MOD, "resuming from %s: model v%llu, next round %llu, %llu rounds completed", cfg->state_dir,

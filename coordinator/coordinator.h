@@ -152,7 +152,18 @@ typedef struct fc_coord_cfg {
   char reference_data[512];
   double drift_threshold;
   char drift_policy[16];
+  /* Replicas on etcd (coord_ha.c, leader.h): the election this replica won,
+   * set by the caller before fc_coord_start and outliving the coordinator;
+   * NULL = one process, no etcd. Every publish and state write is then
+   * fenced by it. */
+  struct fc_leader *leader;
 } fc_coord_cfg;
+
+/* coord_ha.c: before fc_coord_start on a replica that has just won: bring
+ * state_dir's state.json up to etcd's model pointer (the previous leader may
+ * have moved the pointer and died before writing state.json), or refuse with
+ * one line if the two disagree otherwise. */
+int fc_coord_ha_reconcile(const fc_coord_cfg *cfg, char *err, size_t errlen);
 
 void fc_coord_cfg_defaults(fc_coord_cfg *c);
 

@@ -16,6 +16,8 @@ pkgs=(
   dataset-fashion-mnist                               # the real data set
   gnuplot-nox                                         # accuracy/loss plots from `fedc sim`
   jq                                                  # integration tests read --json output
+  etcd-server etcd-client                             # the coordinator replicas' leader election (tests run etcd, etcdctl)
+  golang-etcd-server-dev                              # etcd's rpc.proto, kv.proto: the C client is generated from them
   openssl                                             # tests: certificates a coordinator serves (test_rotation)
   python3                                             # test data (tests/integration/_data.sh), the DP reference
   python3-yaml docker-compose                         # deploy/check.sh: compose schema, k8s object check

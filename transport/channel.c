@@ -33,7 +33,11 @@
 #define FC_CHUNK_MAX_WIRE ((4 << 20) + 4096)
 
 struct fc_channel {
-  grpc_channel *ch;
+  grpc_channel *ch; /* replaced (under calls_mu) by a fresh one after a call found it unreachable */
+  grpc_channel_credentials *creds;
+  int keepalive_ms;
+  char server_name[256];
+  atomic_int stale; /* a call ended UNAVAILABLE without an answer from the peer */
   char target[256];
   char ca[512], cert[512], key[512];
   int insecure;
@@ -72,6 +76,53 @@ static grpc_arg str_arg(const char *key, const char *v) {
   a.key = (char *)key;
   a.value.string = (char *)v;
   return a;
+}
+
+/* The gRPC channel of c, from its credentials and our arguments. */
+static grpc_channel *open_grpc(fc_channel *c) {
+  grpc_arg args[9];
+  size_t n = 0;
+  args[n++] = fc_int_arg(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, CLIENT_MAX_RECV);
+  /* Our own connection: by default gRPC shares one connection among
+   * channels with the same target and arguments (insecure test channels
+   * with different identities shared one, and its 16-stream limit). */
+  args[n++] = fc_int_arg(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  args[n++] = fc_int_arg(GRPC_ARG_KEEPALIVE_TIME_MS, c->keepalive_ms > 0 ? c->keepalive_ms : 120000);
+  args[n++] = fc_int_arg(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+  args[n++] = fc_int_arg(GRPC_ARG_ENABLE_RETRIES, 0);
+  args[n++] = fc_int_arg(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+  /* What gRPC may read ahead of us on a stream: about one chunk. With BDP
+   * probing (the default) the window grows until a fast link has pushed
+   * most of a model download into gRPC's buffers beside the copy we
+   * assemble: 0.65 of a model's size more at the peak on loopback (the
+   * coordinator bounds its side the same way: server.c). */
+  args[n++] = fc_int_arg(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  args[n++] = fc_int_arg(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, (int)FC_CHUNK_DEFAULT);
+  /* A list of addresses ("127.0.0.1:7070,127.0.0.1:7071": coordinator
+   * replicas, of which only the leader listens; gRPC's pick_first takes the
+   * first that answers) has the whole list as its authority: the
+   * certificate is checked against the first address's host instead. */
+  char first_host[256] = "";
+  if (!c->server_name[0] && !c->insecure && strchr(c->target, ',')) {
+    size_t end = strcspn(c->target, ","); /* the first address: host:port or [v6]:port */
+    while (end > 0 && c->target[end - 1] != ':') end--;
+    size_t start = 0;
+    if (end > 1) end--; /* drop ":port" */
+    if (c->target[0] == '[' && end > 2 && c->target[end - 1] == ']') start = 1, end--;
+    if (end > start && end - start < sizeof first_host) {
+      memcpy(first_host, c->target + start, end - start);
+      first_host[end - start] = 0;
+      args[n++] = str_arg(GRPC_SSL_TARGET_NAME_OVERRIDE_ARG, first_host);
+    }
+  }
+  if (c->server_name[0]) args[n++] = str_arg(GRPC_SSL_TARGET_NAME_OVERRIDE_ARG, c->server_name);
+  grpc_channel_args cargs = {n, args};
+  /* "ipv4:" targets skip the c-ares resolver (and its one-time leak). */
+  char target[300];
+  if (strncmp(c->target, "127.", 4) == 0) snprintf(target, sizeof target, "ipv4:%s", c->target);
+  else
+    snprintf(target, sizeof target, "%s", c->target);
+  return grpc_channel_create(target, c->creds, &cargs);
 }
 
 int fc_channel_create(const fc_channel_opts *o, fc_channel **out, char *err, size_t errlen) {
@@ -114,35 +165,12 @@ int fc_channel_create(const fc_channel_opts *o, fc_channel **out, char *err, siz
     snprintf(err, errlen, "cannot create channel credentials");
     goto out;
   }
-  {
-    grpc_arg args[9];
-    size_t n = 0;
-    args[n++] = fc_int_arg(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, CLIENT_MAX_RECV);
-    /* Our own connection: by default gRPC shares one connection among
-     * channels with the same target and arguments (insecure test channels
-     * with different identities shared one, and its 16-stream limit). */
-    args[n++] = fc_int_arg(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-    args[n++] = fc_int_arg(GRPC_ARG_KEEPALIVE_TIME_MS, o->keepalive_ms > 0 ? o->keepalive_ms : 120000);
-    args[n++] = fc_int_arg(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
-    args[n++] = fc_int_arg(GRPC_ARG_ENABLE_RETRIES, 0);
-    args[n++] = fc_int_arg(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
-    /* What gRPC may read ahead of us on a stream: about one chunk. With BDP
-     * probing (the default) the window grows until a fast link has pushed
-     * most of a model download into gRPC's buffers beside the copy we
-     * assemble: 0.65 of a model's size more at the peak on loopback (the
-     * coordinator bounds its side the same way: server.c). */
-    args[n++] = fc_int_arg(GRPC_ARG_HTTP2_BDP_PROBE, 0);
-    args[n++] = fc_int_arg(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, (int)FC_CHUNK_DEFAULT);
-    if (o->server_name) args[n++] = str_arg(GRPC_SSL_TARGET_NAME_OVERRIDE_ARG, o->server_name);
-    grpc_channel_args cargs = {n, args};
-    /* "ipv4:" targets skip the c-ares resolver (and its one-time leak). */
-    char target[300];
-    if (strncmp(c->target, "127.", 4) == 0) snprintf(target, sizeof target, "ipv4:%s", c->target);
-    else
-      snprintf(target, sizeof target, "%s", c->target);
-    c->ch = grpc_channel_create(target, creds, &cargs);
-  }
-  grpc_channel_credentials_release(creds);
+  c->creds = creds;
+  creds = NULL;
+  c->keepalive_ms = o->keepalive_ms;
+  if (o->server_name) snprintf(c->server_name, sizeof c->server_name, "%s", o->server_name);
+  c->ch = open_grpc(c);
+  if (creds) grpc_channel_credentials_release(creds);
   if (!c->ch) {
     snprintf(err, errlen, "cannot create channel to %s", c->target);
     goto out;
@@ -159,6 +187,7 @@ out:
 void fc_channel_destroy(fc_channel *c) {
   if (!c) return;
   if (c->ch) grpc_channel_destroy(c->ch);
+  if (c->creds) grpc_channel_credentials_release(c->creds);
   pthread_mutex_destroy(&c->calls_mu);
   free(c);
 }
@@ -290,6 +319,17 @@ static void fetch_status(fc_ccall *c, fc_status *st) {
   detail[dl] = 0;
   set_status(st, c->status, detail);
   if (st) st->retry_after_ms = retry_after(&c->trail_md);
+  /* Unreachable, not refused by the peer: the next call gets a fresh gRPC
+   * channel. gRPC 1.51's channel whose connection attempts failed took 15 s
+   * to connect after its server came up (measured on loopback: about 5 s
+   * stuck CONNECTING, then its backoff), which is the whole failover time
+   * of a standby coordinator replica taking over; callers space their calls
+   * with their own backoff. */
+  if (c->status == GRPC_STATUS_UNAVAILABLE && !(st && st->retry_after_ms)) atomic_store(&c->ch->stale, 1);
+  /* So does a call that heard nothing before its deadline: the connection
+   * may lead to a process that is frozen or cut off (a stopped coordinator
+   * replica: its TCP connection stays up, pick_first keeps it for ever). */
+  if (c->status == GRPC_STATUS_DEADLINE_EXCEEDED && c->bytes_in == 0) atomic_store(&c->ch->stale, 1);
   /* A status with our retry-after trailer is the coordinator's own answer
    * ("busy, come back in N ms") over a connection that works: nothing to
    * diagnose. Probing then cost a TCP + TLS handshake per refused client: with
@@ -308,8 +348,18 @@ static int ccall_new(fc_channel *ch, const char *path, fc_rpc_kind kind, int tim
   grpc_metadata_array_init(&c->trail_md);
   c->status_details = grpc_empty_slice();
   grpc_slice method = grpc_slice_from_copied_string(path);
+  pthread_mutex_lock(&ch->calls_mu);
+  if (atomic_exchange(&ch->stale, 0)) {
+    /* Calls still running on the old channel keep it alive until they end. */
+    grpc_channel *fresh = open_grpc(ch);
+    if (fresh) {
+      grpc_channel_destroy(ch->ch);
+      ch->ch = fresh;
+    }
+  }
   c->call = grpc_channel_create_call(ch->ch, NULL, GRPC_PROPAGATE_DEFAULTS, c->cq, method, NULL,
                                      fc_deadline_ms(timeout_ms > 0 ? timeout_ms : 30000), NULL);
+  pthread_mutex_unlock(&ch->calls_mu);
   grpc_slice_unref(method);
   c->md[0].key = grpc_slice_from_static_string(FC_PROTOCOL_MD_KEY);
   c->md[0].value = grpc_slice_from_copied_string(ch->proto_ver);
