@@ -279,6 +279,11 @@ void coord_drift_check(fc_coord *c, const float *params, uint64_t version, uint6
 void coord_drift_published_locked(fc_coord *c, fc_round_stats *r);
 /* The Rounds reply's drift message of a record: 1 and *out filled if it was checked. */
 int coord_drift_round_pb(const fc_round_stats *s, Fedc__V1__RoundDrift *out);
+/* coord_drift_fed.c: the same check on a completed federated evaluation's
+ * predicted-class counts when there is no reference set. Under mu, before
+ * the evaluation is recorded: fills e->dr_*, pauses under hold; returns the
+ * audit record to append after mu is released (NULL: nothing to audit). */
+json_t *coord_drift_fed_locked(fc_coord *c, uint64_t round, fc_round_eval *e);
 /* Admin/Clients (admin role, unary): the identity table. */
 void coord_h_clients(fc_scall *call, void *ctx);
 /* A call of client was refused for its rate (coord_limits.c, the check-in path). */
