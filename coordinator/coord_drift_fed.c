@@ -28,8 +28,10 @@
  *
  * Invariants: called under c->mu by coord_eval.c's ev_finish only; the
  * baseline lives in c->ev->fd (coord_eval_int.h). May call: drift.h, the
- * engine (pause), coord_state_dirty_locked, the logger. The audit record is
- * returned, appended by the caller after mu is released.
+ * engine (pause), the logger. The audit record is returned, appended by the
+ * caller after mu is released; a hold is reported up (coord_eval_drive's
+ * COORD_EVAL_HELD) and persisted by the driver, which may call coord_state.c
+ * (this file may not: coord_state.c calls coord_eval.c, which calls this).
  */
 #include <math.h>
 #include <stdio.h>
@@ -41,7 +43,7 @@
 
 #define MOD "coordinator"
 
-json_t *coord_drift_fed_locked(fc_coord *c, uint64_t round, fc_round_eval *e) {
+json_t *coord_drift_fed_locked(fc_coord *c, uint64_t round, fc_round_eval *e, int *held) {
   struct coord_eval *v = c->ev;
   if (!v || c->drift || e->outcome != 1 || !v->nclasses) return NULL;
   fed_drift *fd = &v->fd;
@@ -89,7 +91,7 @@ json_t *coord_drift_fed_locked(fc_coord *c, uint64_t round, fc_round_eval *e) {
                  (unsigned long long)e->version, e->dr_psi, (unsigned long long)fd->base_version,
                  cfg->drift_threshold);
         fc_engine_pause(c->engine, 1);
-        coord_state_dirty_locked(c); /* the pause and its reason survive a restart */
+        *held = 1; /* the driver persists the pause and its reason (state.json) */
       }
     }
   }

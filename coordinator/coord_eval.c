@@ -398,13 +398,15 @@ static int ev_privatize(fc_coord *c, fc_eval_stats *s, double *eps_out, char *wh
   return rc;
 }
 
-/* FINISH: the totals, noised under DP, into the round's record. Takes mu. */
-static void ev_finish(fc_coord *c) {
+/* FINISH: the totals, noised under DP, into the round's record. Takes mu.
+ * 1 if the drift check paused the engine (hold), else 0. */
+static int ev_finish(fc_coord *c) {
   struct coord_eval *v = c->ev;
   char why[300] = "";
   fc_round_eval e;
   memset(&e, 0, sizeof e);
   json_t *drift_audit = NULL;
+  int held = 0;
   pthread_mutex_lock(&c->mu);
   fc_eval_info ei;
   fc_engine_eval_get(c->engine, &ei);
@@ -437,7 +439,7 @@ static void ev_finish(fc_coord *c) {
     FC_INFO(MOD, "evaluation of round %llu's model (v%llu): %u clients, %.0f examples, accuracy %s, loss %s%s%s",
             (unsigned long long)ei.round, (unsigned long long)ei.version, clients, e.stats.examples, acc, loss,
             v->sa ? " (secure aggregation: the cohort's totals)" : "", e.dp_noise > 0 ? " (with DP noise)" : "");
-    drift_audit = coord_drift_fed_locked(c, ei.round, &e);
+    drift_audit = coord_drift_fed_locked(c, ei.round, &e, &held);
     ev_record_locked(c, ei.round, &e);
     fc_engine_eval_finished(c->engine, NULL, now);
   }
@@ -447,6 +449,7 @@ static void ev_finish(fc_coord *c) {
   fc_audit_append(c->audit, "eval", json_pack("{s:I,s:I,s:s,s:i}", "round", (json_int_t)ei.round, "version",
                                               (json_int_t)ei.version, "outcome", rc == FEDC_OK ? "completed" : "abandoned",
                                               "clients", rc == FEDC_OK ? (int)clients : 0));
+  return held;
 }
 
 int coord_eval_drive(fc_coord *c) {
@@ -505,10 +508,7 @@ int coord_eval_drive(fc_coord *c) {
   default: break;
   }
   pthread_mutex_unlock(&c->mu);
-  if (act == FC_EVT_FINISH) {
-    ev_finish(c);
-    owed = 1;
-  }
+  if (act == FC_EVT_FINISH) owed = COORD_EVAL_OWED | (ev_finish(c) ? COORD_EVAL_HELD : 0);
   return owed;
 }
 
