@@ -15,7 +15,7 @@
 #    under --drift-policy hold: its first round already wrecks the model, an
 #    evaluation's check trips (PSI >= 0.25), the audit log has the drift record
 #    (source federated, action hold), the round record says so, and the
-#    federation pauses with the reason in `fedc status`;
+#    federation pauses with the reason in `fedc status` and state.json;
 #  - under --secagg the counts travel inside the masked vector: the
 #    coordinator's totals have 10 class counts adding up to the examples, and
 #    the second evaluation is checked against the first.
@@ -82,8 +82,11 @@ jq -s -e 'length == 1 and .[0].source == "federated" and .[0].action == "hold" a
 V=$(jq -s '.[0].version' "$T/drift.audit")
 wait_for bash -c "jq -s -e 'map(select(.eval.version == $V and .eval.drift.tripped and .eval.drift.action == \"hold\"))
   | length == 1' '$T/s2/rounds.jsonl' >/dev/null" 30 || fail "round record: $(cat "$T/s2/rounds.jsonl")"
+wait_for bash -c "jq -e '.paused and (.pause_reason | startswith(\"drift hold\"))' '$T/s2/state.json' >/dev/null" 30 ||
+  fail "the hold is not in state.json: $(cat "$T/s2/state.json")"
 kill -TERM "${CL[@]}" "$COORD_PID" 2>/dev/null || true
 set +e; wait "${CL[@]}" "$COORD_PID" 2>/dev/null; set -e
+
 # ---- secure aggregation ----
 start_coordinator "${BASE[@]}" --state "$T/s3" --rounds 2 --secagg --secagg-stage-ms 20000
 CL=()
