@@ -19,6 +19,11 @@
 #  - under --secagg the counts travel inside the masked vector: the
 #    coordinator's totals have 10 class counts adding up to the examples, and
 #    the second evaluation is checked against the first.
+#  - Python trainers (python/fedc, a built-in-MLP-shaped model of 4 classes):
+#    evaluate_stats without "class_counts" reports none: the coordinator says
+#    so once in its log, no evaluation carries a drift check, nothing is
+#    audited; with "class_counts" the totals are their sums and the second
+#    evaluation is checked (PSI 0: the same counts). Skipped without cffi/numpy.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
 . "$(dirname "$0")/_data.sh"
@@ -96,5 +101,45 @@ jq -s -e 'map(select(.eval)) | sort_by(.round) | length == 2 and all(.[]; (.eval
   (.eval.class_counts | add) == .eval.examples) and .[1].eval.drift.source == "federated"' "$T/s3/rounds.jsonl"   >/dev/null || fail "secagg evaluation lines: $(cat "$T/s3/rounds.jsonl")"
 kill -TERM "${CL[@]}" "$COORD_PID" 2>/dev/null || true
 set +e; wait "${CL[@]}" "$COORD_PID" 2>/dev/null; set -e
+# ---- Python trainers: counts not reported, then reported ----
+PY=/usr/bin/python3
+SRC=$(cd "$(dirname "$0")/../.." && pwd)
+if "$PY" -c 'import cffi, numpy' 2>/dev/null; then
+  PYRUN=(env PYTHONPATH="$SRC/python" FEDC_CLIENT_LIB="$(cd "$BUILD_DIR" && pwd)/libfedc-client.so" "$PY")
+  "${PYRUN[@]}" - "$T/init.safetensors" <<'PY'
+import sys, numpy as np, fedc
+fedc.safetensors.write(sys.argv[1], {"fc1.weight": np.ones((4, 3), np.float32), "fc1.bias": np.zeros(4, np.float32)})
+PY
+  for leg in none counts; do
+    extra=()
+    [ "$leg" = counts ] && extra=(--eval-class-counts 10,5,0,5)
+    start_coordinator --pki "$T/pki" --federation itest --state "$T/py-$leg" --init-model "$T/init.safetensors" \
+      --rounds 2 --min-clients 3 --cohort 3 --min-updates 3 --clip-norm 0 --poll-ms 100 --round-timeout-ms 30000 \
+      --eval-every 1 --eval-cohort 3 --eval-min 3 --eval-timeout-ms 30000 --log info
+    CL=()
+    for n in a b c; do
+      start_bg "py-$leg-$n" "${PYRUN[@]}" "$SRC/tests/python/client.py" --coordinator "$COORD_ADDR" --pki "$T/pki" \
+        --name "$n" --mode weights --eval-stats 20,10,5 "${extra[@]}"
+      CL+=("$BG_PID")
+    done
+    evals_done "$T/py-$leg" 2 || fail "python $leg: 2 evaluations did not complete: $(cat "$T/py-$leg/rounds.jsonl")"
+    kill -TERM "${CL[@]}" "$COORD_PID" 2>/dev/null || true
+    set +e; wait "${CL[@]}" "$COORD_PID" 2>/dev/null; set -e
+    P=$T/py-$leg/rounds.jsonl
+    if [ "$leg" = none ]; then
+      [ "$(grep -c 'carries no predicted-class counts' "$T/coord.log")" = 1 ] ||
+        fail "python none: the coordinator should say once that no counts came: $(grep drift "$T/coord.log")"
+      jq -s -e 'map(select(.eval)) | length == 2 and all(.[]; (.eval | has("drift") or has("class_counts")) | not)' \
+        "$P" >/dev/null || fail "python none: evaluation lines: $(cat "$P")"
+      ! grep -q '"kind":"drift"' "$T/py-$leg/audit.log" || fail "python none: a drift was audited"
+    else
+      jq -s -e 'map(select(.eval)) | sort_by(.round) | length == 2 and all(.[]; .eval.class_counts == [30, 15, 0, 15])
+        and .[1].eval.drift.psi == 0 and .[1].eval.drift.source == "federated"' "$P" >/dev/null ||
+        fail "python counts: evaluation lines: $(cat "$P")"
+    fi
+  done
+else
+  echo "python legs skipped: $PY lacks cffi or numpy"
+fi
 echo "honest PSI per evaluation $HONEST; attacked: v$V tripped, PSI $(jq -s '.[0].psi' "$T/drift.audit")"
 echo "PASS drift_fed"
