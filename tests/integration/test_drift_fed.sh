@@ -105,7 +105,12 @@ set +e; wait "${CL[@]}" "$COORD_PID" 2>/dev/null; set -e
 PY=/usr/bin/python3
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
 if "$PY" -c 'import cffi, numpy' 2>/dev/null; then
-  PYRUN=(env PYTHONPATH="$SRC/python" FEDC_CLIENT_LIB="$(cd "$BUILD_DIR" && pwd)/libfedc-client.so" "$PY")
+  LIB=$(cd "$BUILD_DIR" && pwd)/libfedc-client.so
+  SAN_ENV=() # as in test_python_eval.sh: a sanitizer build's runtime first, no leak check of the interpreter
+  if nm -D "$LIB" 2>/dev/null | grep __asan_init >/dev/null; then
+    SAN_ENV=(LD_PRELOAD="$(gcc -print-file-name=libasan.so)" ASAN_OPTIONS=detect_leaks=0)
+  fi
+  PYRUN=(env PYTHONPATH="$SRC/python" FEDC_CLIENT_LIB="$LIB" ${SAN_ENV[@]+"${SAN_ENV[@]}"} "$PY")
   "${PYRUN[@]}" - "$T/init.safetensors" <<'PY'
 import sys, numpy as np, fedc
 fedc.safetensors.write(sys.argv[1], {"fc1.weight": np.ones((4, 3), np.float32), "fc1.bias": np.zeros(4, np.float32)})
