@@ -145,7 +145,7 @@ static void usage(FILE *f) {
              "  --min-updates M      updates needed per round (default: the cohort size; 70%% of it with\n"
              "                       --drop or DP under --secagg)\n"
              "  --min-clients N      selectable clients needed to start a round (default: --clients; lower\n"
-             "                       it for --coordinator-opt=--anomaly-policy=exclude, which leaves some out)\n"
+             "                       it when the coordinator's anomaly policy exclude leaves some out)\n"
              "  --round-timeout-ms T round deadline (default 60000)\n"
              "  --poll-ms P          client check-in interval while waiting (default 200)\n"
              "  --seed S             seed of the split, the initial model and the cohorts (default 1)\n"
