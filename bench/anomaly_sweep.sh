@@ -16,6 +16,11 @@
 #   default runs: none:0 signflip:0.1 gaussian:0.1 labelflip:0.1 alie:0.1
 #                 signflip:0.2 gaussian:0.2 labelflip:0.2 alie:0.2
 #   THRESHOLD=5 (the default) is passed as --anomaly-threshold.
+#   POLICY=flag (default) or exclude: exclude leaves a flagged identity out of
+#   selection for the cool-down (an hour: the rest of the run), so the sim runs
+#   with --min-clients and --min-updates MIN (default 10): the rounds go on with
+#   the clients left. Attacks also: backdoor (`--byzantine F:backdoor`, the
+#   sim's default gamma), ipm.
 # About 1-4 minutes per 30-round run on a shared 2-core machine.
 set -euo pipefail
 FEDC=${1:?usage: anomaly_sweep.sh FEDC OUTDIR [ROUNDS] [ATTACK:FRACTION...]}
@@ -26,20 +31,23 @@ RUNS=("$@")
 [ ${#RUNS[@]} -gt 0 ] || RUNS=(none:0 signflip:0.1 gaussian:0.1 labelflip:0.1 alie:0.1 signflip:0.2 gaussian:0.2
   labelflip:0.2 alie:0.2)
 THRESHOLD=${THRESHOLD:-5}
+POLICY=${POLICY:-flag}
+MIN=${MIN:-10}
 DATA=${DATA:-/usr/share/datasets/fashion-mnist}
 mkdir -p "$OUT"
 for run in "${RUNS[@]}"; do
   attack=${run%%:*}
   frac=${run#*:}
-  name=$attack-$frac-r$ROUNDS
+  name=$attack-$frac-r$ROUNDS-$POLICY
   cmd=("$FEDC" sim --out "$OUT/$name" --data-dir "$DATA" --clients 20 --cohort 20 --rounds "$ROUNDS"
-    --clients-per-process 10 --json --coordinator-opt=--anomaly-policy=flag
+    --clients-per-process 10 --json "--coordinator-opt=--anomaly-policy=$POLICY"
     "--coordinator-opt=--anomaly-threshold=$THRESHOLD")
+  [ "$POLICY" != exclude ] || cmd+=(--min-clients "$MIN" --min-updates "$MIN")
   [ "$attack" = none ] || cmd+=(--byzantine "$frac:$attack")
   "${cmd[@]}" >"$OUT/$name.out" 2>"$OUT/$name.err" || { echo "{\"run\":\"$name\",\"error\":\"sim failed\"}"; continue; }
-  python3 - "$OUT/$name" "$attack" "$frac" "${cmd[*]}" <<'PY'
+  python3 - "$OUT/$name" "$attack" "$frac" "${cmd[*]}" "$POLICY" <<'PY'
 import json, sys
-d, attack, frac, cmd = sys.argv[1:5]
+d, attack, frac, cmd, policy = sys.argv[1:6]
 try:
     byz = set(json.load(open(f"{d}/byzantine.json"))["clients"])
 except (OSError, ValueError, KeyError):
@@ -47,9 +55,10 @@ except (OSError, ValueError, KeyError):
 audit = [json.loads(l) for l in open(f"{d}/state/audit.log")]
 flags = [r for r in audit if r.get("kind") == "anomaly"]
 rounds = [json.loads(l) for l in open(f"{d}/state/rounds.jsonl")]
-acc = [json.loads(l) for l in open(f"{d}/rounds.jsonl")][-1].get("accuracy")
+sim = [json.loads(l) for l in open(f"{d}/rounds.jsonl")]
+acc = sim[-1].get("accuracy")
 honest_cr = sum(1 for r in audit if r.get("kind") == "update" and r.get("outcome") == "accepted" and r["client"] not in byz)
-out = {"attack": attack, "fraction": float(frac), "rounds": len(rounds), "attackers": len(byz)}
+out = {"attack": attack, "fraction": float(frac), "policy": policy, "rounds": len(rounds), "attackers": len(byz)}
 for R in (10, 30, 100):
     if R > len(rounds):
         continue
@@ -65,6 +74,8 @@ out["false_flags"] = sum(1 for r in flags if r["client"] not in byz)
 out["honest_client_rounds"] = honest_cr
 out["first_flag_round"] = sorted(first.values())
 out["accuracy"] = acc
+out["backdoor"] = sim[-1].get("backdoor")
+out["participants_last"] = sim[-1].get("participants")
 out["command"] = cmd
 print(json.dumps(out))
 PY

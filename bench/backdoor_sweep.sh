@@ -17,7 +17,8 @@
 #            (the same, the attackers sending their boosted update unclipped:
 #            refused above the clip norm; rounds then complete with 7 of 10 by
 #            a 20 s deadline) clip1 median trimmed_mean krum multikrum bulyan
-#            centered_clip dp0.05 dp0.1 (default: all but clip_refuse and clip1)
+#            centered_clip dp0.05 dp0.1 anomaly_exclude (default: all but
+#            clip_refuse, clip1 and anomaly_exclude)
 #   FRACTIONS="0.01 0.05 0.1" (default) the attackers' share; GAMMA=10.
 # The whole grid (11 defences x 3 fractions x 300 rounds) is about 33 runs
 # of 10-20 minutes each on a shared 2-core machine.
@@ -43,6 +44,10 @@ for def in "${DEFS[@]}"; do
   bulyan) A=(--aggregator bulyan --agg-f 1) ;; # n = 10 allows f = 1 (n >= 4f + 3)
   centered_clip) A=(--aggregator centered_clip --agg-tau 1 --agg-iters 1) ;;
   median) A=(--aggregator median) ;;
+  # The anomaly policy exclude (issue 24): a flagged identity leaves selection
+  # for the cool-down (an hour: the rest of the run); --min-clients 50 lets the
+  # rounds go on without it (the sim's default needs every client).
+  anomaly_exclude) A=(--coordinator-opt=--anomaly-policy=exclude --min-clients 50) ;;
   # DP-FedAvg: clip 1, Poisson sampling at 10/100; noise std z x 1 / 10 per
   # coordinate of the mean (Sun et al. 2019's "weak DP": no useful epsilon
   # at 10 clients per round, a defence by noise).

@@ -45,6 +45,12 @@ int bt_eval_stats(void *ctx, const fedc_eval_config *cfg, const float *weights, 
   }
   if (!b->ws) b->ws = fc_mlp_ws_create(&b->mlp, 32);
   if (!b->ws || fc_mlp_eval(&b->mlp, b->ws, weights, b->edata, b->eidx, b->en, &acc, &loss) != 0) return -1;
+  /* Predicted-class counts when asked for and the model has that many
+   * outputs (the coordinator's drift check without a reference set). */
+  uint32_t k = b->mlp.sizes[b->mlp.nlayers];
+  if (cfg->n_classes == k && out->class_counts &&
+      fc_mlp_predict_idx(&b->mlp, b->ws, weights, b->edata, b->eidx, b->en, out->class_counts, NULL) != 0)
+    return -1;
   out->num_examples = b->en;
   out->correct = (uint64_t)llround(acc * b->en);
   out->loss_sum = loss * b->en;

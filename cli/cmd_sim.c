@@ -22,7 +22,7 @@
  *     completed is still reported (polled until all --rounds are, for a
  *     bounded time), then the sim exits 0 if all --rounds were reported;
  *   - a client died: it cannot come back, and the coordinator is started
- *     with --min-clients = --clients, so no further round can start: the sim
+ *     with --min-clients = --clients (by default), so no further round can start: the sim
  *     names each dead client and how it died, and exits 1 (unless the rounds
  *     it polled one last time were already all done).
  * Rounds are polled before children are reaped in each pass, so a last round
@@ -144,6 +144,8 @@ static void usage(FILE *f) {
              "                       quantile Q of the update norms, starting at --clip-norm\n"
              "  --min-updates M      updates needed per round (default: the cohort size; 70%% of it with\n"
              "                       --drop or DP under --secagg)\n"
+             "  --min-clients N      selectable clients needed to start a round (default: --clients; lower\n"
+             "                       it when the coordinator's anomaly policy exclude leaves some out)\n"
              "  --round-timeout-ms T round deadline (default 60000)\n"
              "  --poll-ms P          client check-in interval while waiting (default 200)\n"
              "  --seed S             seed of the split, the initial model and the cohorts (default 1)\n"
@@ -228,13 +230,13 @@ static int parse(int argc, char **argv, sim_opts *o) {
          O_MINUP, O_RTO, O_POLL, O_SEED, O_DATA, O_JSON, O_SECAGG, O_SAK, O_SAT, O_DROP, O_SOPT, O_SOPT_END = O_SOPT + 4, O_BYZ, O_AGG,
          O_AGG_END = O_AGG + 5,
          O_NESTEROV, O_DP, O_DP_END = O_DP + 4, O_SAB, O_COPT, O_KEEPV, O_KEEPE, O_PROX, O_EVERY, O_ECOH, O_EFRAC,
-         O_ESPLIT, O_BYZ_UNCLIP, O_SPEED };
+         O_ESPLIT, O_BYZ_UNCLIP, O_SPEED, O_MINCL };
   static const struct option lo[] = {
       {"out", 1, 0, O_OUT},         {"clients-per-process", 1, 0, O_PER_PROC},         {"clients", 1, 0, O_CLIENTS},   {"cohort", 1, 0, O_COHORT},
       {"rounds", 1, 0, O_ROUNDS},   {"partition", 1, 0, O_PART},    {"alpha", 1, 0, O_ALPHA},
       {"model", 1, 0, O_MODEL},     {"epochs", 1, 0, O_EPOCHS},     {"batch", 1, 0, O_BATCH},
       {"lr", 1, 0, O_LR},           {"momentum", 1, 0, O_MOM},      {"clip-norm", 1, 0, O_CLIP},
-      {"min-updates", 1, 0, O_MINUP}, {"round-timeout-ms", 1, 0, O_RTO}, {"poll-ms", 1, 0, O_POLL},
+      {"min-updates", 1, 0, O_MINUP}, {"min-clients", 1, 0, O_MINCL}, {"round-timeout-ms", 1, 0, O_RTO}, {"poll-ms", 1, 0, O_POLL},
       {"seed", 1, 0, O_SEED},       {"data-dir", 1, 0, O_DATA},     {"json", 0, 0, O_JSON},
       {"secagg", 0, 0, O_SECAGG},   {"secagg-neighbors", 1, 0, O_SAK}, {"secagg-threshold", 1, 0, O_SAT},
       {"secagg-bucket", 1, 0, O_SAB},   {"coordinator-opt", 1, 0, O_COPT}, {"prox-mu", 1, 0, O_PROX},
@@ -293,6 +295,7 @@ static int parse(int argc, char **argv, sim_opts *o) {
       o->clip_norm_set = 1;
       break;
     case O_MINUP: bad = parse_int("--min-updates", optarg, 0, 1000, &o->min_updates); break;
+    case O_MINCL: bad = parse_int("--min-clients", optarg, 1, 1000, &o->min_clients); break;
     case O_RTO: bad = parse_int("--round-timeout-ms", optarg, 1000, 86400000, &o->round_timeout_ms); break;
     case O_POLL: bad = parse_int("--poll-ms", optarg, 10, 60000, &o->poll_ms); break; /* the coordinator's range */
     case O_SEED: bad = cli_parse_u64("fedc sim", "--seed", optarg, &o->seed); break;
@@ -405,6 +408,11 @@ static int parse(int argc, char **argv, sim_opts *o) {
   if (o->min_updates > o->clients) {
     /* The coordinator never starts a round with fewer live clients than that. */
     fprintf(stderr, "fedc sim: --min-updates %llu > --clients %llu: no round could ever complete\n", o->min_updates,
+            o->clients);
+    return 2;
+  }
+  if (o->min_clients > o->clients) {
+    fprintf(stderr, "fedc sim: --min-clients %llu > --clients %llu: no round could ever start\n", o->min_clients,
             o->clients);
     return 2;
   }
@@ -558,7 +566,7 @@ int cmd_sim(int argc, char **argv) {
   snprintf(buf[8], 64, "%llu", o.seed);
   snprintf(buf[9], 64, "%llu", o.round_timeout_ms);
   snprintf(buf[10], 64, "%llu", o.poll_ms);
-  snprintf(buf[11], 64, "%llu", o.clients);
+  snprintf(buf[11], 64, "%llu", o.min_clients ? o.min_clients : o.clients);
   char *cargv[128] = {"fedc", "coordinator", "--federation", "sim", "--pki", pki, "--listen", "127.0.0.1:0",
                      "--port-file", portf, "--state", state, "--model", o.model, "--init-seed", buf[8],
                      "--rounds", buf[0], "--cohort", buf[1], "--min-updates", buf[2], "--min-clients", buf[11],

@@ -21,6 +21,7 @@ json_t *cli_drift_json(const Fedc__V1__RoundDrift *d) {
   if (d->action && d->action[0]) json_object_set_new(o, "action", json_string(d->action));
   json_object_set_new(o, "baseline", u64(d->baseline_version));
   json_object_set_new(o, "examples", json_integer(d->examples));
+  json_object_set_new(o, "source", json_string(d->source && d->source[0] ? d->source : "reference"));
   return o;
 }
 

@@ -21,6 +21,7 @@
 typedef struct sim_opts {
   char out[512];
   unsigned long long clients, cohort, rounds, epochs, batch, seed, min_updates, round_timeout_ms, poll_ms;
+  unsigned long long min_clients; /* --min-clients (0: --clients) */
   /* Clients hosted per process (each still with its own certificate,
    * connection and thread): 0 = 1 up to 100 clients, else 25. */
   unsigned long long per_process;

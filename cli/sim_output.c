@@ -167,6 +167,7 @@ int sim_write_config(const sim_opts *o, char *const *coord_argv, char *const *cl
   for (int i = 0; i < 6; i++) json_object_set_new(opt, sim_agg_flags[i] + 2, jstr_or_null(o->agg[i]));
   for (int i = 0; i < 5; i++) json_object_set_new(opt, sim_dp_flags[i] + 2, jstr_or_null(o->dp[i]));
   json_object_set_new(opt, "min-updates", json_integer((json_int_t)o->min_updates));
+  json_object_set_new(opt, "min-clients", json_integer((json_int_t)(o->min_clients ? o->min_clients : o->clients)));
   json_object_set_new(opt, "round-timeout-ms", json_integer((json_int_t)o->round_timeout_ms));
   json_object_set_new(opt, "poll-ms", json_integer((json_int_t)o->poll_ms));
   json_object_set_new(opt, "seed", json_integer((json_int_t)o->seed));

@@ -95,7 +95,7 @@ int rt_eval_task(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
   const Fedc__V1__EvalParams *ep = t->eval;
   int rc;
   if (!ep->max_examples || !(ep->value_max > 0 && ep->value_max <= FC_EVAL_VALUE_MAX) ||
-      ep->n_metrics > FC_EVAL_METRICS_MAX)
+      ep->n_metrics > FC_EVAL_METRICS_MAX || ep->classes > FC_EVAL_CLASSES_MAX)
     return rejected(st, "evaluation task with malformed parameters");
   for (size_t j = 0; j < ep->n_metrics; j++)
     if (!fc_eval_name_ok(ep->metrics[j])) return rejected(st, "evaluation task names a malformed metric");
@@ -106,6 +106,7 @@ int rt_eval_task(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
   fedc_tensor_info *ti = rt_tensor_infos(c);
   fedc_eval_metric metrics[FC_EVAL_METRICS_MAX];
   memset(metrics, 0, sizeof metrics);
+  uint64_t classes[FC_EVAL_CLASSES_MAX] = {0};
   if (!ti) {
     snprintf(st->detail, sizeof st->detail, "out of memory");
     return FEDC_ERR_NOMEM;
@@ -124,9 +125,11 @@ int rt_eval_task(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
   cfg.tensors = ti;
   cfg.error = terr;
   cfg.error_len = sizeof terr;
+  cfg.n_classes = ep->classes;
   fedc_eval_result res;
   memset(&res, 0, sizeof res);
   res.metrics = metrics;
+  res.class_counts = ep->classes ? classes : NULL;
   int trc = c->trainer.evaluate_stats(c->trainer.ctx, &cfg, c->weights, c->model_bytes / sizeof(float), &res);
   free(ti);
   terr[sizeof terr - 1] = 0;
@@ -146,6 +149,9 @@ int rt_eval_task(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
     s.metric_sum[j] = metrics[j].sum;
     s.metric_examples[j] = (double)metrics[j].examples;
   }
+  s.nclasses = ep->classes;
+  uint64_t classed = 0;
+  for (uint32_t i = 0; i < s.nclasses; i++) classed += classes[i], s.class_count[i] = (double)classes[i];
   fc_eval_stats_clamp(&s, ep->max_examples, ep->value_max);
   fedc_event ev;
   memset(&ev, 0, sizeof ev);
@@ -154,7 +160,7 @@ int rt_eval_task(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
   ev.model_version = t->model_version;
   if (t->secagg) {
     eval_input in = {c, t, &s, {0, 0, 0}};
-    rt_sa_input sa = {fc_eval_dim(s.nmetrics), eval_fill, eval_send, &in};
+    rt_sa_input sa = {fc_eval_dim(s.nmetrics, s.nclasses), eval_fill, eval_send, &in};
     rc = rt_secagg_exchange(c, t, &sa, st);
     /* What our (masked) vector held: the cohort's totals add exactly these. */
     ev.num_examples = in.sent[0];
@@ -179,6 +185,12 @@ int rt_eval_task(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
       req.n_metrics++;
     }
     req.metrics = pp;
+    uint64_t cc[FC_EVAL_CLASSES_MAX];
+    if (classed) { /* a trainer that counted nothing sends none: not counted as "all zero" */
+      for (uint32_t i = 0; i < s.nclasses; i++) cc[i] = (uint64_t)llround(s.class_count[i]);
+      req.n_class_counts = s.nclasses;
+      req.class_counts = cc;
+    }
     rc = report(c, &req, t->deadline_unix_ms, st);
     ev.num_examples = req.examples;
     ev.correct = req.correct;

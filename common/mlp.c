@@ -453,16 +453,21 @@ int fc_mlp_eval(const fc_mlp *m, fc_mlp_ws *ws, const float *params, const fc_da
 
 int fc_mlp_predict(const fc_mlp *m, fc_mlp_ws *ws, const float *params, const fc_dataset *d, uint64_t *counts,
                    double *prob_sum) {
+  return fc_mlp_predict_idx(m, ws, params, d, NULL, d ? d->n : 0, counts, prob_sum);
+}
+
+int fc_mlp_predict_idx(const fc_mlp *m, fc_mlp_ws *ws, const float *params, const fc_dataset *d, const uint32_t *idx,
+                       uint32_t n, uint64_t *counts, double *prob_sum) {
   int rc;
-  if (!ws_matches(ws, m) || !params || !d || !counts || d->n == 0) return FEDC_ERR_INVALID;
-  if ((rc = check_data(m, d, NULL, d->n))) return rc;
-  uint32_t n = d->n, batch = n < EVAL_BATCH ? n : EVAL_BATCH, classes = m->sizes[m->nlayers];
+  if (!ws_matches(ws, m) || !params || !d || !counts || n == 0) return FEDC_ERR_INVALID;
+  if ((rc = check_data(m, d, idx, n))) return rc;
+  uint32_t batch = n < EVAL_BATCH ? n : EVAL_BATCH, classes = m->sizes[m->nlayers];
   if ((rc = ws_reserve(ws, batch))) return rc;
   memset(counts, 0, classes * sizeof *counts);
   if (prob_sum) memset(prob_sum, 0, classes * sizeof *prob_sum);
   for (uint32_t start = 0; start < n; start += batch) {
     uint32_t count = n - start < batch ? n - start : batch;
-    gather(ws, d, NULL, NULL, start, count);
+    gather(ws, d, idx, NULL, start, count);
     forward(ws, params, count);
     for (uint32_t b = 0; b < count; b++) {
       const float *z = ws->act[m->nlayers] + (size_t)b * classes;

@@ -99,6 +99,10 @@ int fc_mlp_eval(const fc_mlp *m, fc_mlp_ws *ws, const float *params, const fc_da
  * (coordinator/coord_drift.c). */
 int fc_mlp_predict(const fc_mlp *m, fc_mlp_ws *ws, const float *params, const fc_dataset *d, uint64_t *counts,
                    double *prob_sum);
+/* The same on idx[0..n) of d (idx NULL: all n = d->n examples); for the
+ * built-in client's federated evaluation (cli/client_eval.c). */
+int fc_mlp_predict_idx(const fc_mlp *m, fc_mlp_ws *ws, const float *params, const fc_dataset *d, const uint32_t *idx,
+                       uint32_t n, uint64_t *counts, double *prob_sum);
 
 /* Mean loss and its gradient (grad has fc_mlp_nparams floats, overwritten)
  * over one batch idx[0..n), n <= workspace capacity after growth. Exposed for

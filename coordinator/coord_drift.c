@@ -205,8 +205,22 @@ void coord_drift_published_locked(fc_coord *c, fc_round_stats *r) {
 }
 
 int coord_drift_round_pb(const fc_round_stats *s, Fedc__V1__RoundDrift *out) {
+  if (!s->dr_checked && s->eval.dr_checked) { /* no reference set: the federated evaluation's check */
+    const fc_round_eval *e = &s->eval;
+    fedc__v1__round_drift__init(out);
+    out->psi = e->dr_psi;
+    out->psi_softmax = NAN;
+    out->threshold = e->dr_threshold;
+    out->tripped = e->dr_tripped != 0;
+    out->action = (char *)e->dr_action;
+    out->baseline_version = e->dr_baseline;
+    out->examples = e->stats.examples > 0 && e->stats.examples < 4294967295.0 ? (uint32_t)e->stats.examples : 0;
+    out->source = "federated";
+    return 1;
+  }
   if (!s->dr_checked) return 0;
   fedc__v1__round_drift__init(out);
+  out->source = "reference";
   out->psi = s->dr_psi;
   out->psi_softmax = s->dr_psi_softmax;
   out->threshold = s->dr_threshold;

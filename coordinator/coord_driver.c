@@ -160,7 +160,13 @@ void *coord_driver_main(void *arg) {
     pthread_mutex_unlock(&c->mu);
     /* After the training tick, so an evaluation's cohort is drawn from the
      * clients not in the round that tick started (coord_eval.c). */
-    if (coord_eval_drive(c)) coord_store_sync(c);
+    int ev = coord_eval_drive(c);
+    if (ev & COORD_EVAL_HELD) { /* a drift hold from federated evaluation: the pause survives a restart */
+      pthread_mutex_lock(&c->mu);
+      coord_state_dirty_locked(c);
+      pthread_mutex_unlock(&c->mu);
+    }
+    if (ev) coord_store_sync(c);
     if (act == FC_TICK_ABANDON) {
       const fc_round_stats *lr = NULL;
       pthread_mutex_lock(&c->mu);

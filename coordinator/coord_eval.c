@@ -47,6 +47,7 @@
 #include "common/dp_accountant.h"
 #include "common/dp_noise.h"
 #include "common/log.h"
+#include "common/mlp.h"
 #include "coordinator/audit.h"
 #include "coordinator/coord_eval_int.h"
 #include "coordinator/coord_int.h"
@@ -137,11 +138,29 @@ int coord_eval_init(fc_coord *c, char *err, size_t errlen) {
   parse_names(c->cfg.eval_metrics, v->names, &v->nmetrics, err, errlen); /* checked by coord_eval_cfg_check */
   v->max_examples = c->cfg.eval_max_examples ? c->cfg.eval_max_examples : c->cfg.max_example_weight;
   v->value_max = c->cfg.eval_value_max;
+  /* Predicted-class counts for the drift check without a reference set
+   * (coord_drift_fed.c): asked for when the model is a built-in MLP, whose
+   * output width is the number of classes. */
+  fc_mlp mlp;
+  char why[200];
+  if (!c->drift && fc_mlp_from_spec(&c->model->spec, &mlp, why, sizeof why) == FEDC_OK &&
+      mlp.sizes[mlp.nlayers] <= FC_EVAL_CLASSES_MAX)
+    v->nclasses = mlp.sizes[mlp.nlayers], c->metrics.drift_fed = 1;
+  else if (!c->drift)
+    FC_INFO(MOD, "drift: not checked from federated evaluation: the model is not a built-in MLP of at most %d "
+                 "classes, so the coordinator cannot ask for predicted-class counts", FC_EVAL_CLASSES_MAX);
   for (size_t i = c->nrounds; i > 0 && !v->have_last; i--) /* /metrics shows the last one across a restart */
     if (c->rounds[i - 1].eval.outcome == 1) {
       v->have_last = 1;
       v->last_round = c->rounds[i - 1].round;
       v->last = c->rounds[i - 1].eval;
+      if (v->nclasses && v->last.stats.nclasses == v->nclasses) { /* the drift baseline, as before the restart */
+        double total = 0;
+        for (uint32_t j = 0; j < v->nclasses; j++) total += v->last.stats.class_count[j];
+        for (uint32_t j = 0; total > 0 && j < v->nclasses; j++) v->fd.base[j] = v->last.stats.class_count[j] / total;
+        v->fd.have_base = total > 0;
+        v->fd.base_version = v->last.version;
+      }
     }
   c->ev = v;
   return FEDC_OK;
@@ -182,6 +201,7 @@ static int ev_begin(fc_coord *c, const fc_eval_info *ei, char *why, size_t whyle
   atomic_fetch_add(&v->model->refs, 1);
   v->round = ei->round;
   v->sum.nmetrics = v->nmetrics;
+  v->sum.nclasses = v->nclasses;
   memcpy(v->sum.names, v->names, sizeof v->names);
   if (!c->cfg.engine.secagg) return FEDC_OK;
   uint32_t n = ei->selected;
@@ -206,7 +226,7 @@ static int ev_begin(fc_coord *c, const fc_eval_info *ei, char *why, size_t whyle
   p.t = t > k ? k : t;
   p.max_weight = 1;
   p.clip = 1.0f; /* unused: the statistics are integers already (eval_stats.h) */
-  p.dim = fc_eval_dim(v->nmetrics);
+  p.dim = fc_eval_dim(v->nmetrics, v->nclasses);
   p.min_survivors = c->cfg.engine.eval_min;
   int rc = fc_random_bytes(p.graph_seed, sizeof p.graph_seed);
   if (rc == FEDC_OK) rc = fc_sa_server_create(&p, names, &v->sa, why, whylen);
@@ -293,7 +313,7 @@ static int ev_unmask_locked(fc_coord *c, fc_eval_stats *out, uint32_t *clients, 
   }
   memset(out, 0, sizeof *out);
   memcpy(out->names, v->names, sizeof v->names);
-  if (fc_eval_decode(v->msum, v->nmetrics, v->scale, p->n, v->max_examples, v->value_max, out, clients) != FEDC_OK ||
+  if (fc_eval_decode(v->msum, v->nmetrics, v->nclasses, v->scale, p->n, v->max_examples, v->value_max, out, clients) != FEDC_OK ||
       *clients != v->nmasked) {
     snprintf(why, whylen, "the unmasked sum is not %u clients' bounded statistics: a client sent a malformed vector",
              v->nmasked);
@@ -309,15 +329,20 @@ static int ev_privatize(fc_coord *c, fc_eval_stats *s, double *eps_out, char *wh
   double z = c->cfg.eval_dp_noise;
   const fc_coord_cfg *cfg = &c->cfg;
   uint64_t cap = cfg->eval_max_examples ? cfg->eval_max_examples : cfg->max_example_weight;
-  double k = (double)fc_eval_dim(s->nmetrics), root = sqrt(k), E = (double)cap, V = cfg->eval_value_max;
-  double noise[3 + 2 * FC_EVAL_METRICS_MAX] = {0};
-  float tmp[3 + 2 * FC_EVAL_METRICS_MAX] = {0};
+  /* The class counts are one statistic: a client's vector of them has L2
+   * norm <= its examples <= E, so k counts them once, bound E. */
+  size_t nstat = (size_t)fc_eval_dim(s->nmetrics, s->nclasses);
+  double k = (double)fc_eval_dim(s->nmetrics, 0) + (s->nclasses ? 1 : 0), root = sqrt(k), E = (double)cap,
+         V = cfg->eval_value_max;
+  double noise[3 + 2 * FC_EVAL_METRICS_MAX + FC_EVAL_CLASSES_MAX] = {0};
+  float tmp[3 + 2 * FC_EVAL_METRICS_MAX + FC_EVAL_CLASSES_MAX] = {0};
   /* Per statistic: std z sqrt(k) b_i, b_i its per-client bound. */
-  double bound[3 + 2 * FC_EVAL_METRICS_MAX];
+  double bound[3 + 2 * FC_EVAL_METRICS_MAX + FC_EVAL_CLASSES_MAX];
   bound[0] = bound[1] = E;
   bound[2] = E * V;
   for (uint32_t j = 0; j < s->nmetrics; j++) bound[3 + 2 * j] = E * V, bound[4 + 2 * j] = E;
-  for (size_t i = 0; i < (size_t)k; i++) {
+  for (uint32_t i = 0; i < s->nclasses; i++) bound[3 + 2 * s->nmetrics + i] = E;
+  for (size_t i = 0; i < nstat; i++) {
     int rc = fc_dp_add_gaussian(&tmp[i], 1, z * root * bound[i], NULL);
     if (rc != FEDC_OK) {
       snprintf(why, whylen, "cannot draw the privacy noise: %s", fedc_strerror(rc));
@@ -356,6 +381,7 @@ static int ev_privatize(fc_coord *c, fc_eval_stats *s, double *eps_out, char *wh
     s->correct += noise[1];
     s->loss_sum += noise[2];
     for (uint32_t j = 0; j < s->nmetrics; j++) s->metric_sum[j] += noise[3 + 2 * j], s->metric_examples[j] += noise[4 + 2 * j];
+    for (uint32_t i = 0; i < s->nclasses; i++) s->class_count[i] = fmax(s->class_count[i] + noise[3 + 2 * s->nmetrics + i], 0);
     /* Into their ranges (post-processing: no privacy cost), so a mean is
      * never below 0 or an accuracy above 1; with noise far above the totals
      * they say little either way (docs/design.md gives the sizes). */
@@ -372,12 +398,15 @@ static int ev_privatize(fc_coord *c, fc_eval_stats *s, double *eps_out, char *wh
   return rc;
 }
 
-/* FINISH: the totals, noised under DP, into the round's record. Takes mu. */
-static void ev_finish(fc_coord *c) {
+/* FINISH: the totals, noised under DP, into the round's record. Takes mu.
+ * 1 if the drift check paused the engine (hold), else 0. */
+static int ev_finish(fc_coord *c) {
   struct coord_eval *v = c->ev;
   char why[300] = "";
   fc_round_eval e;
   memset(&e, 0, sizeof e);
+  json_t *drift_audit = NULL;
+  int held = 0;
   pthread_mutex_lock(&c->mu);
   fc_eval_info ei;
   fc_engine_eval_get(c->engine, &ei);
@@ -410,14 +439,17 @@ static void ev_finish(fc_coord *c) {
     FC_INFO(MOD, "evaluation of round %llu's model (v%llu): %u clients, %.0f examples, accuracy %s, loss %s%s%s",
             (unsigned long long)ei.round, (unsigned long long)ei.version, clients, e.stats.examples, acc, loss,
             v->sa ? " (secure aggregation: the cohort's totals)" : "", e.dp_noise > 0 ? " (with DP noise)" : "");
+    drift_audit = coord_drift_fed_locked(c, ei.round, &e, &held);
     ev_record_locked(c, ei.round, &e);
     fc_engine_eval_finished(c->engine, NULL, now);
   }
   ev_clear(c);
   pthread_mutex_unlock(&c->mu);
+  if (drift_audit) fc_audit_append(c->audit, "drift", drift_audit);
   fc_audit_append(c->audit, "eval", json_pack("{s:I,s:I,s:s,s:i}", "round", (json_int_t)ei.round, "version",
                                               (json_int_t)ei.version, "outcome", rc == FEDC_OK ? "completed" : "abandoned",
                                               "clients", rc == FEDC_OK ? (int)clients : 0));
+  return held;
 }
 
 int coord_eval_drive(fc_coord *c) {
@@ -476,10 +508,7 @@ int coord_eval_drive(fc_coord *c) {
   default: break;
   }
   pthread_mutex_unlock(&c->mu);
-  if (act == FC_EVT_FINISH) {
-    ev_finish(c);
-    owed = 1;
-  }
+  if (act == FC_EVT_FINISH) owed = COORD_EVAL_OWED | (ev_finish(c) ? COORD_EVAL_HELD : 0);
   return owed;
 }
 
@@ -511,6 +540,7 @@ void coord_eval_answer_locked(fc_coord *c, fc_scall *call, const char *client, c
   for (uint32_t j = 0; j < v->nmetrics; j++) names[j] = v->names[j];
   ep.n_metrics = v->nmetrics;
   ep.metrics = names;
+  ep.classes = v->nclasses;
   t.eval = &ep;
   if (v->sa) {
     const fc_sa_params *p = fc_sa_server_params(v->sa);
@@ -600,6 +630,12 @@ void coord_eval_pb(const fc_round_eval *e, int pending, Fedc__V1__EvalRecord *ou
   }
   out->n_metrics = e->stats.nmetrics < FC_EVAL_METRICS_MAX ? e->stats.nmetrics : FC_EVAL_METRICS_MAX;
   out->metrics = mp;
+  double classed = 0;
+  for (uint32_t i = 0; i < e->stats.nclasses && i < FC_EVAL_CLASSES_MAX; i++) classed += e->stats.class_count[i];
+  if (classed > 0) { /* points into e: packed while the caller holds it */
+    out->n_class_counts = e->stats.nclasses < FC_EVAL_CLASSES_MAX ? e->stats.nclasses : FC_EVAL_CLASSES_MAX;
+    out->class_counts = (double *)e->stats.class_count;
+  }
 }
 
 char *coord_eval_metrics_text(fc_coord *c) {

@@ -18,8 +18,19 @@ typedef struct owed_line {
   fc_round_eval ev;
 } owed_line;
 
+/* The federated drift check's baseline: the last evaluated version's
+ * predicted-class proportions (coord_drift_fed.c). */
+typedef struct fed_drift {
+  int have_base;
+  uint64_t base_version;
+  double base[FC_EVAL_CLASSES_MAX];
+  int said_uncounted; /* "no trainer reports the counts" was logged */
+} fed_drift;
+
 struct coord_eval {
   uint32_t nmetrics;
+  uint32_t nclasses; /* predicted-class counts asked for (EvalParams.classes; 0: none) */
+  fed_drift fd;
   char names[FC_EVAL_METRICS_MAX][FC_EVAL_NAME_MAX];
   uint64_t max_examples;
   double value_max;

@@ -63,6 +63,13 @@ static int plain_stats(const struct coord_eval *v, const Fedc__V1__EvalReport *r
     s->metric_sum[j] = m->sum;
     s->metric_examples[j] = (double)m->examples;
   }
+  if (r->n_class_counts && r->n_class_counts != v->nclasses) {
+    snprintf(why, whylen, "evaluation report: %zu predicted-class counts, the task asked for %u", r->n_class_counts,
+             v->nclasses);
+    return FEDC_ERR_INVALID;
+  }
+  s->nclasses = v->nclasses;
+  for (size_t i = 0; i < r->n_class_counts; i++) s->class_count[i] = (double)r->class_counts[i];
   /* Beyond the task's bounds counts only up to them, as the client itself clamps. */
   fc_eval_stats_clamp(s, v->max_examples, v->value_max);
   return FEDC_OK;
@@ -97,8 +104,8 @@ void coord_h_eval_report(fc_scall *call, void *ctx) {
                           : fc_upload_verdict_text(v_ok));
   } else if (v->sa) {
     uint32_t idx = fc_sa_server_index(v->sa, peer->name);
-    uint64_t want = fc_eval_dim(v->nmetrics) + 1;
-    if (req->examples || req->correct || req->loss_sum != 0 || req->n_metrics) {
+    uint64_t want = fc_eval_dim(v->nmetrics, v->nclasses) + 1;
+    if (req->examples || req->correct || req->loss_sum != 0 || req->n_metrics || req->n_class_counts) {
       code = GRPC_STATUS_INVALID_ARGUMENT; /* never read, never logged: the values stay unknown */
       snprintf(why, sizeof why, "under secure aggregation an evaluation report carries only the masked vector");
     } else if (req->n_masked != want) {

@@ -301,6 +301,12 @@ void coord_drift_check(fc_coord *c, const float *params, uint64_t version, uint6
 void coord_drift_published_locked(fc_coord *c, fc_round_stats *r);
 /* The Rounds reply's drift message of a record: 1 and *out filled if it was checked. */
 int coord_drift_round_pb(const fc_round_stats *s, Fedc__V1__RoundDrift *out);
+/* coord_drift_fed.c: the same check on a completed federated evaluation's
+ * predicted-class counts when there is no reference set. Under mu, before
+ * the evaluation is recorded: fills e->dr_*, pauses the engine under hold
+ * (*held = 1: the caller's caller persists it); returns the audit record to
+ * append after mu is released (NULL: nothing to audit). */
+json_t *coord_drift_fed_locked(fc_coord *c, uint64_t round, fc_round_eval *e, int *held);
 /* Admin/Clients (admin role, unary): the identity table. */
 void coord_h_clients(fc_scall *call, void *ctx);
 /* A call of client was refused for its rate (coord_limits.c, the check-in path). */
@@ -317,7 +323,11 @@ int coord_eval_cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen);
 int coord_eval_init(fc_coord *c, char *err, size_t errlen);
 void coord_eval_free(fc_coord *c);
 /* The driver, after the training tick, WITHOUT mu: the evaluation's tick and
- * what it asks for. 1 if a record is owed to rounds.jsonl (store_sync). */
+ * what it asks for. 0, or COORD_EVAL_OWED if a record is owed to rounds.jsonl
+ * (store_sync), | COORD_EVAL_HELD if the drift check paused the engine (the
+ * driver marks state.json dirty: coord_state_dirty_locked). */
+#define COORD_EVAL_OWED 1
+#define COORD_EVAL_HELD 2
 int coord_eval_drive(fc_coord *c);
 /* Under mu: answer a check-in that got FC_CHECKIN_EVAL (packed under mu: a
  * secure-aggregation task points into the evaluation's session). */

@@ -29,3 +29,10 @@ void fc_drift_normalize_counts(const uint64_t *counts, uint32_t k, double *out) 
   }
   for (uint32_t i = 0; i < k; i++) out[i] = (double)counts[i] / (double)total;
 }
+
+double fc_drift_normalize_totals(const double *totals, uint32_t k, double *out) {
+  double total = 0;
+  for (uint32_t i = 0; i < k; i++) total += totals[i] > 0 ? totals[i] : 0;
+  for (uint32_t i = 0; i < k; i++) out[i] = total > 0 && totals[i] > 0 ? totals[i] / total : 0;
+  return total;
+}

@@ -34,5 +34,9 @@ double fc_drift_psi(const double *p, const double *q, uint32_t k, double eps);
 
 /* counts[0..k) as proportions into out (0 everywhere if they sum to 0). */
 void fc_drift_normalize_counts(const uint64_t *counts, uint32_t k, double *out);
+/* The same for totals that need not be integers (a federated evaluation's
+ * predicted-class counts, noisy under DP; negative entries count as 0);
+ * returns their sum. */
+double fc_drift_normalize_totals(const double *totals, uint32_t k, double *out);
 
 #endif

@@ -387,6 +387,12 @@ typedef struct fc_round_eval {
   uint32_t sa_remaining[5]; /* secure aggregation: clients left after each stage */
   double dp_noise, dp_epsilon; /* differential privacy: the totals' noise multiplier, epsilon after */
   char reason[160];
+  /* Drift from stats.class_count against the previous evaluated version's,
+   * when there is no reference set (coordinator/coord_drift_fed.c). */
+  int dr_checked, dr_tripped;
+  double dr_psi, dr_threshold;
+  char dr_action[8];        /* "flag" | "hold" when tripped */
+  uint64_t dr_baseline;     /* the version compared against */
 } fc_round_eval;
 
 /* Round record of the round that just ended (after AGGREGATE→published or ABANDON). */

@@ -318,8 +318,9 @@ char *coord_metrics_text(fc_coord *c) {
   put(&b, "fedc_anomaly_norm_median %.6g\n", m.anomaly_norm_median);
   head(&b, "fedc_anomaly_cos_agg_median", "gauge", "Median cosine of an update to its round's aggregate (last scored round).");
   put(&b, "fedc_anomaly_cos_agg_median %.6g\n", m.anomaly_cos_agg);
-  /* Model drift on the reference set (coord_drift.c); absent without one. */
-  if (c->drift) {
+  /* Model drift on the reference set (coord_drift.c), or from federated
+   * evaluation without one (coord_drift_fed.c); absent when neither runs. */
+  if (c->drift || m.drift_fed) {
     head(&b, "fedc_drift_checked_total", "counter", "Model versions whose prediction distribution was checked for drift.");
     put(&b, "fedc_drift_checked_total %llu\n", (unsigned long long)m.drift_checked);
     head(&b, "fedc_drift_tripped_total", "counter", "Model versions whose drift (PSI) reached --drift-threshold.");

@@ -51,6 +51,7 @@ typedef struct fc_coord_metrics {
   double anomaly_top_score, anomaly_norm_median, anomaly_cos_agg; /* the last scored round */
   /* Model drift (coord_drift.c): under mu. */
   uint64_t drift_checked, drift_tripped; /* versions checked; those at or over the threshold */
+  int drift_fed; /* the check runs on federated evaluation (coord_drift_fed.c): no reference set */
   double drift_psi;                      /* the last version's PSI against the one before */
   /* Identity misuse: atomics. */
   atomic_uint_fast64_t identity_new_address, identity_concurrent, identity_refused;

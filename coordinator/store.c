@@ -533,6 +533,7 @@ static json_t *eval_to_json(uint64_t round, const fc_round_eval *e) {
     json_object_set_new(v, "dp_noise", json_real(e->dp_noise));
     json_object_set_new(v, "dp_epsilon", json_real(e->dp_epsilon));
   }
+  fc_store_eval_drift_put(v, e);
   return json_pack("{s:I,s:o}", "round", jint(round), "eval", v);
 }
 
@@ -548,6 +549,7 @@ static void eval_from_json(json_t *v, fc_round_eval *e) {
   e->stats.loss_sum = json_number_value(json_object_get(v, "loss_sum"));
   e->started_ms = json_u64(v, "started_unix_ms");
   e->ended_ms = json_u64(v, "ended_unix_ms");
+  fc_store_eval_drift_get(v, e);
   const char *why = json_string_value(json_object_get(v, "reason"));
   if (why) snprintf(e->reason, sizeof e->reason, "%s", why);
   const char *name;

@@ -128,6 +128,10 @@ void fc_store_drift_get(const json_t *o, fc_round_stats *r);
 /* store_async.c: a buffer's "async" object (async mode). */
 void fc_store_async_put(json_t *o, const fc_round_stats *r);
 void fc_store_async_get(const json_t *o, fc_round_stats *r);
+/* A federated evaluation's predicted-class counts and its drift check
+ * (store_drift.c): "class_counts" and "drift" in the eval object. */
+void fc_store_eval_drift_put(json_t *v, const fc_round_eval *e);
+void fc_store_eval_drift_get(const json_t *v, fc_round_eval *e);
 /* Append the federated evaluation of round `round`'s model, a line of its
  * own ({"round": R, "eval": {...}}: the round's line was written when it
  * ended, before its model was evaluated). Reading merges it into the latest

@@ -35,6 +35,9 @@ void fc_eval_stats_clamp(fc_eval_stats *s, uint64_t max_examples, double value_m
     s->metric_sum[j] = sane(s->metric_sum[j]);
     s->metric_examples[j] = sane(s->metric_examples[j]);
   }
+  if (s->nclasses > FC_EVAL_CLASSES_MAX) s->nclasses = FC_EVAL_CLASSES_MAX;
+  double classed = 0;
+  for (uint32_t i = 0; i < s->nclasses; i++) classed += s->class_count[i] = sane(s->class_count[i]);
   if (!(value_max > 0) || !isfinite(value_max)) value_max = 0;
   /* Too many examples: every total shrinks in proportion, so the means stay. */
   if (s->examples > (double)max_examples) {
@@ -43,7 +46,11 @@ void fc_eval_stats_clamp(fc_eval_stats *s, uint64_t max_examples, double value_m
     s->correct *= f;
     s->loss_sum *= f;
     for (uint32_t j = 0; j < s->nmetrics; j++) s->metric_sum[j] *= f, s->metric_examples[j] *= f;
+    for (uint32_t i = 0; i < s->nclasses; i++) s->class_count[i] *= f;
+    classed *= f;
   }
+  if (classed > s->examples) /* each example is predicted as one class */
+    for (uint32_t i = 0; i < s->nclasses; i++) s->class_count[i] *= s->examples / classed;
   if (s->correct > s->examples) s->correct = s->examples;
   if (s->loss_sum > s->examples * value_max) s->loss_sum = s->examples * value_max;
   for (uint32_t j = 0; j < s->nmetrics; j++) {
@@ -76,13 +83,14 @@ void fc_eval_encode(const fc_eval_stats *s, double scale, fc_rng *rng, uint32_t 
     out[3 + 2 * j] = round_stoch(s->metric_sum[j] * scale, rng, 4294967295.0);
     out[4 + 2 * j] = round_stoch(s->metric_examples[j], rng, ex);
   }
-  out[fc_eval_dim(s->nmetrics)] = 1;
+  for (uint32_t i = 0; i < s->nclasses; i++) out[3 + 2 * s->nmetrics + i] = round_stoch(s->class_count[i], rng, ex);
+  out[fc_eval_dim(s->nmetrics, s->nclasses)] = 1;
 }
 
-int fc_eval_decode(const uint32_t *sum, uint32_t nmetrics, double scale, uint32_t n, uint64_t max_examples,
-                   double value_max, fc_eval_stats *out, uint32_t *clients) {
-  if (nmetrics > FC_EVAL_METRICS_MAX || !(scale > 0)) return FEDC_ERR_INVALID;
-  uint64_t dim = fc_eval_dim(nmetrics);
+int fc_eval_decode(const uint32_t *sum, uint32_t nmetrics, uint32_t nclasses, double scale, uint32_t n,
+                   uint64_t max_examples, double value_max, fc_eval_stats *out, uint32_t *clients) {
+  if (nmetrics > FC_EVAL_METRICS_MAX || nclasses > FC_EVAL_CLASSES_MAX || !(scale > 0)) return FEDC_ERR_INVALID;
+  uint64_t dim = fc_eval_dim(nmetrics, nclasses);
   uint32_t w = sum[dim];
   if (w == 0 || w > n) return FEDC_ERR_INVALID;
   double per = (double)max_examples * value_max * scale + 1; /* one client's largest fixed-point sum */
@@ -90,6 +98,8 @@ int fc_eval_decode(const uint32_t *sum, uint32_t nmetrics, double scale, uint32_
   if (ex > (double)w * (double)max_examples || sum[1] > sum[0] || sum[2] > (double)w * per) return FEDC_ERR_INVALID;
   for (uint32_t j = 0; j < nmetrics; j++)
     if (sum[3 + 2 * j] > (double)w * per || sum[4 + 2 * j] > sum[0]) return FEDC_ERR_INVALID;
+  for (uint32_t i = 0; i < nclasses; i++)
+    if (sum[3 + 2 * nmetrics + i] > sum[0]) return FEDC_ERR_INVALID;
   fc_eval_stats s;
   memset(&s, 0, sizeof s);
   s.examples = ex;
@@ -100,6 +110,8 @@ int fc_eval_decode(const uint32_t *sum, uint32_t nmetrics, double scale, uint32_
     s.metric_sum[j] = sum[3 + 2 * j] / scale;
     s.metric_examples[j] = sum[4 + 2 * j];
   }
+  s.nclasses = nclasses;
+  for (uint32_t i = 0; i < nclasses; i++) s.class_count[i] = sum[3 + 2 * nmetrics + i];
   /* Names are the caller's (the task's list); keep any it put in *out. */
   memcpy(s.names, out->names, sizeof s.names);
   *out = s;
@@ -119,4 +131,6 @@ void fc_eval_stats_add(fc_eval_stats *a, const fc_eval_stats *b) {
     a->metric_sum[j] += b->metric_sum[j];
     a->metric_examples[j] += b->metric_examples[j];
   }
+  if (!a->nclasses) a->nclasses = b->nclasses;
+  for (uint32_t i = 0; i < a->nclasses && i < b->nclasses; i++) a->class_count[i] += b->class_count[i];
 }

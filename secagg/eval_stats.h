@@ -23,9 +23,14 @@
  *   | 2            | round_stochastic(loss_sum x scale)            | E V scale + 1         |
  *   | 3 + 2j       | round_stochastic(metric j's sum x scale)      | E V scale + 1         |
  *   | 4 + 2j       | metric j's examples                           | E                     |
+ *   | 3 + 2m + i   | examples predicted as class i (1.13; i < C)   | E                     |
  *   | last         | 1 (the SecAgg weight: survivors are counted)  | 1                     |
  *
- * The "dim" of the SecAgg session is the entries before the weight.
+ * m = the task's metrics, C = the classes it asks predicted-class counts for
+ * (EvalParams.classes; 0: none). The counts feed the drift check when the
+ * coordinator has no reference set (coordinator/coord_drift_fed.c); a
+ * trainer that does not count sends zeros. The "dim" of the SecAgg session
+ * is the entries before the weight.
  */
 #ifndef FEDC_SECAGG_EVAL_STATS_H
 #define FEDC_SECAGG_EVAL_STATS_H
@@ -38,6 +43,7 @@
 #define FC_EVAL_METRICS_MAX 4
 #define FC_EVAL_NAME_MAX 32      /* metric names: 1..31 of [A-Za-z0-9_.-] */
 #define FC_EVAL_VALUE_MAX 1e6    /* the largest value_max a task may announce */
+#define FC_EVAL_CLASSES_MAX 64   /* predicted-class counts: at most this many classes */
 
 typedef struct fc_eval_stats {
   double examples, correct, loss_sum; /* doubles: DP-noised totals are not integers */
@@ -45,18 +51,24 @@ typedef struct fc_eval_stats {
   char names[FC_EVAL_METRICS_MAX][FC_EVAL_NAME_MAX];
   double metric_sum[FC_EVAL_METRICS_MAX];
   double metric_examples[FC_EVAL_METRICS_MAX];
+  uint32_t nclasses;                          /* predicted-class counts asked for (0: none) */
+  double class_count[FC_EVAL_CLASSES_MAX];    /* examples predicted as each class */
 } fc_eval_stats;
 
 /* A metric name the coordinator may announce: 1..31 of [A-Za-z0-9_.-]. */
 int fc_eval_name_ok(const char *name);
 /* Stat entries of the SecAgg vector (the session's dim; the weight is one more). */
-static inline uint64_t fc_eval_dim(uint32_t nmetrics) { return 3 + 2 * (uint64_t)nmetrics; }
+static inline uint64_t fc_eval_dim(uint32_t nmetrics, uint32_t nclasses) {
+  return 3 + 2 * (uint64_t)nmetrics + nclasses;
+}
 
 /* Bound one client's statistics as the task says, in place: negative or
  * non-finite values become 0; more than max_examples examples scale every
  * total down to max_examples (the accuracy and mean loss stay); correct <=
  * examples; loss_sum <= examples x value_max; each metric's examples <=
- * examples and its sum <= its examples x value_max. */
+ * examples and its sum <= its examples x value_max; the class counts are
+ * scaled with the rest and, if they add up to more than the examples, down
+ * to them. */
 void fc_eval_stats_clamp(fc_eval_stats *s, uint64_t max_examples, double value_max);
 
 /* The fixed-point scale for n clients (fc_eval_dim's table): the largest with
@@ -72,7 +84,7 @@ void fc_eval_encode(const fc_eval_stats *s, double scale, fc_rng *rng, uint32_t 
  * FEDC_OK with *clients (the weight entry) and *out, or FEDC_ERR_INVALID if
  * the sum cannot be n or fewer clients' bounded vectors (a client that does
  * not run our code sent values outside its bounds). */
-int fc_eval_decode(const uint32_t *sum, uint32_t nmetrics, double scale, uint32_t n, uint64_t max_examples,
+int fc_eval_decode(const uint32_t *sum, uint32_t nmetrics, uint32_t nclasses, double scale, uint32_t n, uint64_t max_examples,
                    double value_max, fc_eval_stats *out, uint32_t *clients);
 
 /* a += b (names from b if a has none). */

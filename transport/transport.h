@@ -31,7 +31,7 @@
 #include <stdint.h>
 
 #define FC_PROTOCOL_MAJOR 1
-#define FC_PROTOCOL_MINOR 12 /* 1.1: StatusResponse.round_budget, storage_error; 1.2: secure aggregation;
+#define FC_PROTOCOL_MINOR 13 /* 1.1: StatusResponse.round_budget, storage_error; 1.2: secure aggregation;
                                1.3: UpdateMeta.unclipped (adaptive clipping); 1.4: signed model manifests;
                                1.5: SecAggParams.min_survivors (in the session id) and manifest format 2
                                     (the audit head); 1.6: Leave; 1.7: federated evaluation (EVALUATE
@@ -43,7 +43,11 @@
                                1.10: resumable transfers (TensorHeader.start_offset,
                                     FetchModelRequest.start_offset, UploadOffset);
                                1.11: anomaly scores, Clients admin view (RoundRecord.anomaly, Admin/Clients);
-                               1.12: model drift (RoundRecord.drift, StatusResponse.pause_reason) */
+                               1.12: model drift (RoundRecord.drift, StatusResponse.pause_reason);
+                               1.13: drift from federated evaluation (EvalParams.classes,
+                                    EvalReport.class_counts, EvalRecord.class_counts, RoundDrift.source);
+                                    admin views of the same release: StatusResponse.replica (etcd
+                                    replicas), StatusResponse.async and RoundRecord.async (--mode async) */
 #define FC_PROTOCOL_STR_(x) #x
 #define FC_PROTOCOL_STR(x) FC_PROTOCOL_STR_(x)
 /* What clients send: "<major>.<minor>" of this build, e.g. "1.2". */

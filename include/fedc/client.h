@@ -135,6 +135,7 @@ typedef struct fedc_eval_config {
   const fedc_tensor_info *tensors;
   char *error;             /* as in fedc_train_config */
   size_t error_len;
+  size_t n_classes;        /* (added in 1.13) classes to count predictions of; 0 = none asked */
 } fedc_eval_config;
 
 typedef struct fedc_eval_metric {
@@ -148,6 +149,11 @@ typedef struct fedc_eval_result {
   uint64_t correct;        /* of them, classified right (<= num_examples) */
   double loss_sum;         /* the sum of their losses (not the mean) */
   fedc_eval_metric *metrics; /* the config's n_metrics entries, zeroed: fill those it computes */
+  /* (added in 1.13) the config's n_classes entries, zeroed (NULL if 0): of the
+   * examples, how many the model predicted as each class (argmax). The
+   * coordinator's drift check without a reference set compares these
+   * between model versions; left at zero, this client's are not counted. */
+  uint64_t *class_counts;
 } fedc_eval_result;
 
 typedef struct fedc_trainer {

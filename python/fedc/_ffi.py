@@ -60,6 +60,7 @@ typedef struct fedc_eval_config {
   const fedc_tensor_info *tensors;
   char *error;
   size_t error_len;
+  size_t n_classes;
 } fedc_eval_config;
 
 typedef struct fedc_eval_metric {
@@ -72,6 +73,7 @@ typedef struct fedc_eval_result {
   uint64_t correct;
   double loss_sum;
   fedc_eval_metric *metrics;
+  uint64_t *class_counts;
 } fedc_eval_result;
 
 typedef struct fedc_trainer {

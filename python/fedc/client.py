@@ -167,16 +167,18 @@ def _total(what, value):
     return value
 
 
-EVAL_KEYS = ("num_examples", "correct", "loss_sum", "metrics")
+EVAL_KEYS = ("num_examples", "correct", "loss_sum", "metrics", "class_counts")
 
 
-def _fill_eval_result(out, stats, metric_names):
+def _fill_eval_result(out, stats, metric_names, classes=0):
     """Check what evaluate_stats returned and write it into the runtime's fedc_eval_result.
 
     stats: {"num_examples": n > 0, "correct": 0..n (default 0), "loss_sum": >= 0, "metrics": {name: sum or
     (sum, examples)}}; a metric given as a bare sum covers all n examples. Metrics the task did not ask for are
     ignored (a trainer may compute a fixed set); unknown keys are an error (a misspelt "correct" would
-    otherwise report 0)."""
+    otherwise report 0). "class_counts" (optional; protocol 1.13): how many of the n examples the model
+    predicted as each class, config["classes"] entries adding up to at most n, for the coordinator's drift
+    check without a reference set; ignored when the task asks for none (classes 0)."""
     if not isinstance(stats, collections.abc.Mapping):
         raise TypeError("evaluate_stats() must return a dict with num_examples, correct, loss_sum[, metrics], "
                         "got %s" % type(stats).__name__)
@@ -213,6 +215,13 @@ def _fill_eval_result(out, stats, metric_names):
         else:
             msum, mex = _total("metrics[%s]" % name, value), n
         filled.append((j, msum, mex))
+    counts = stats.get("class_counts")
+    if counts is not None and classes:
+        counts = [_count("class_counts[%d]" % i, c) for i, c in enumerate(counts)]
+        if len(counts) != classes or sum(counts) > n:
+            raise ValueError("evaluate_stats() returned %d class_counts adding up to %d: must be %d (config "
+                             "[\"classes\"]) adding up to at most num_examples (%d)" % (len(counts), sum(counts),
+                                                                                        classes, n))
     # Only after every check: the runtime reads nothing of a failed call, but
     # a half-written result is still worth never making.
     out.num_examples = n
@@ -221,6 +230,9 @@ def _fill_eval_result(out, stats, metric_names):
     for j, msum, mex in filled:
         out.metrics[j].sum = msum
         out.metrics[j].examples = mex
+    if counts is not None and classes:
+        for i, c in enumerate(counts):
+            out.class_counts[i] = c
 
 
 DEVICE_KEYS = ("charging", "unmetered", "idle", "battery", "free_storage")
@@ -436,9 +448,10 @@ class Client:
             config = {
                 "round": rnd, "model_version": int(cfg.model_version), "max_examples": int(cfg.max_examples),
                 "value_max": float(cfg.value_max), "metrics": names, "tensors": {s[0]: s[1] for s in specs},
+                "classes": int(cfg.n_classes),
             }
             stats = self._trainer.evaluate_stats(_views(weights, n, specs, self._copy), config)
-            _fill_eval_result(out, stats, names)
+            _fill_eval_result(out, stats, names, int(cfg.n_classes))
             return 0
         except BaseException as e:  # never let an exception cross into C
             detail = self._trainer_failed("evaluate_stats", rnd, e)

@@ -2,7 +2,8 @@
 
     client.py --coordinator ADDR --pki DIR --name NAME --mode MODE [--examples N] [--max-rounds R]
               [--config-out FILE] [--eval-stats N,CORRECT,LOSS_SUM [--eval-metric NAME=SUM[:EXAMPLES]]...
-              [--eval-raise K] [--eval-config-out FILE] [--eval-touch FILE] [--train-gate FILE]]
+              [--eval-raise K] [--eval-config-out FILE] [--eval-touch FILE] [--train-gate FILE]
+              [--eval-class-counts C0,C1,...]]
               [--device-state KEY=VALUE,...|raise]
 
 Modes (NumPy trainers, deterministic so the test can compute the expected model):
@@ -15,7 +16,8 @@ Modes (NumPy trainers, deterministic so the test can compute the expected model)
             initial model as safetensors and exits)
 --eval-stats gives the NumPy trainer an evaluate_stats (federated evaluation) that returns these
 totals and metrics every time, except the K-th call (--eval-raise K), which raises RuntimeError;
---eval-config-out appends the config each evaluate_stats saw; --eval-touch creates FILE when
+--eval-class-counts adds these predicted-class counts ("class_counts", when the task asks for
+classes); --eval-config-out appends the config each evaluate_stats saw; --eval-touch creates FILE when
 evaluate_stats is called, and --train-gate makes train() of rounds after the first wait for FILE.
 --device-state gives Client a device_state callable returning these keys (charging, unmetered, idle:
 0/1 as bools; battery, free_storage: ints) before each check-in, or raising RuntimeError ("raise").
@@ -70,6 +72,7 @@ class EvalTrainer(NumpyTrainer):
         super().__init__(mode, examples, config_out)
         self.stats, self.raise_at, self.eval_config_out, self.eval_calls = stats, raise_at, eval_config_out, 0
         self.eval_touch, self.train_gate = eval_touch, train_gate
+        self.class_counts = None
 
     def train(self, weights, config):
         # --train-gate: rounds after the first wait for the file (another client's --eval-touch), so the
@@ -97,6 +100,8 @@ class EvalTrainer(NumpyTrainer):
                 f.write(json.dumps(cfg) + "\n")
         if self.eval_calls == self.raise_at:
             raise RuntimeError("injected evaluation failure")
+        if self.class_counts and config.get("classes"):
+            return dict(self.stats, class_counts=self.class_counts)
         return self.stats
 
 
@@ -140,6 +145,7 @@ def main():
     ap.add_argument("--eval-stats")
     ap.add_argument("--eval-metric", action="append", default=[])
     ap.add_argument("--eval-raise", type=int, default=0)
+    ap.add_argument("--eval-class-counts")
     ap.add_argument("--eval-config-out")
     ap.add_argument("--eval-touch")
     ap.add_argument("--train-gate")
@@ -159,6 +165,8 @@ def main():
     elif a.eval_stats:
         trainer = EvalTrainer(a.mode, a.examples, a.config_out, parse_eval_stats(a.eval_stats, a.eval_metric),
                               a.eval_raise, a.eval_config_out, a.eval_touch, a.train_gate)
+        if a.eval_class_counts:
+            trainer.class_counts = [int(c) for c in a.eval_class_counts.split(",")]
     else:
         trainer = NumpyTrainer(a.mode, a.examples, a.config_out)
 

@@ -53,7 +53,7 @@ static void test_encode_decode(void) {
   /* n clients at every bound fit: n (E V scale + 1) <= 2^32 - 1 */
   CHECK((double)n * (E * V * scale + 1) <= 4294967295.0);
   CHECK(fc_eval_scale(1000000, 10000, 1) == 0); /* the counts alone would wrap */
-  uint64_t dim = fc_eval_dim(2);
+  uint64_t dim = fc_eval_dim(2, 0);
   uint32_t *sum = calloc(dim + 1, sizeof *sum), *q = calloc(dim + 1, sizeof *q);
   fc_eval_stats want;
   memset(&want, 0, sizeof want);
@@ -79,7 +79,7 @@ static void test_encode_decode(void) {
   fc_eval_stats got;
   memset(&got, 0, sizeof got);
   uint32_t clients = 0;
-  CHECK_EQ_INT(fc_eval_decode(sum, 2, scale, n, E, V, &got, &clients), FEDC_OK);
+  CHECK_EQ_INT(fc_eval_decode(sum, 2, 0, scale, n, E, V, &got, &clients), FEDC_OK);
   CHECK_EQ_INT(clients, n);
   CHECK(got.examples == want.examples);
   CHECK(got.correct == want.correct);
@@ -89,13 +89,13 @@ static void test_encode_decode(void) {
   CHECK(fabs(got.metric_sum[0] - want.metric_sum[0]) <= tol);
   CHECK(fabs(got.metric_sum[1] - want.metric_sum[1]) <= tol);
   /* Impossible sums: more clients than the instance, more correct than examples. */
-  CHECK_EQ_INT(fc_eval_decode(sum, 2, scale, n - 1, E, V, &got, &clients), FEDC_ERR_INVALID);
+  CHECK_EQ_INT(fc_eval_decode(sum, 2, 0, scale, n - 1, E, V, &got, &clients), FEDC_ERR_INVALID);
   uint32_t keep = sum[1];
   sum[1] = sum[0] + 1;
-  CHECK_EQ_INT(fc_eval_decode(sum, 2, scale, n, E, V, &got, &clients), FEDC_ERR_INVALID);
+  CHECK_EQ_INT(fc_eval_decode(sum, 2, 0, scale, n, E, V, &got, &clients), FEDC_ERR_INVALID);
   sum[1] = keep;
   sum[0] = (uint32_t)(n * E + 1);
-  CHECK_EQ_INT(fc_eval_decode(sum, 2, scale, n, E, V, &got, &clients), FEDC_ERR_INVALID);
+  CHECK_EQ_INT(fc_eval_decode(sum, 2, 0, scale, n, E, V, &got, &clients), FEDC_ERR_INVALID);
   free(sum);
   free(q);
 }
