@@ -431,6 +431,7 @@ void coord_h_secagg_poll(fc_scall *call, void *ctx);
 size_t coord_sa_submit_limit(const fc_coord_cfg *cfg);
 
 /* ---- coord_resume.c: resumable transfers (protocol 1.10, issue 26) ---- */
+typedef struct coord_codec coord_codec; /* coord_codec.h */
 typedef struct coord_upload_args {
   const char *client;
   uint64_t round;
@@ -442,17 +443,21 @@ typedef struct coord_upload_args {
 /* Open an UploadUpdate stream after the engine's begin: the header into rx
  * and a staging slot into *u, fresh (dropping any kept prefix of the caller;
  * a kept prefix of someone is evicted if no slot is free) or, when the header
- * has start_offset, the caller's kept prefix (*resumed_from its bytes).
+ * has start_offset, the caller's kept prefix (*resumed_from its bytes). A
+ * compressed upload's *codec (fresh from coord_codec_begin) is then replaced
+ * by the kept decoder, which has consumed exactly the kept bytes.
  * GRPC_STATUS_OK, or the refusal with why (and *retry for busy). */
 grpc_status_code coord_upload_open(fc_coord *c, const coord_upload_args *a, fc_chunk_rx *rx, fc_agg_update **u,
-                                   uint64_t *resumed_from, uint32_t *retry, char *why, size_t whylen);
+                                   coord_codec **codec, uint64_t *resumed_from, uint32_t *retry, char *why,
+                                   size_t whylen);
 /* A stream that broke off (the call gone, or ended before all its bytes,
  * which is how gRPC ends a call whose link was cut): keep its prefix for a
- * resume if it is worth it; takes *rx and *u either way. Returns
- * FEDC_ERR_PROTOCOL with why ("stream ended early ...") when why is given. */
+ * resume if it is worth it, with a compressed upload's decoder (*codec, may
+ * be NULL); takes *rx, *u and *codec either way. Returns FEDC_ERR_PROTOCOL
+ * with why ("stream ended early ...") when why is given. */
 int coord_upload_keep(fc_coord *c, const char *client, uint64_t round, const Fedc__V1__UpdateMeta *meta,
-                      uint32_t bucket, fc_chunk_rx *rx, fc_agg_update **u, uint64_t deadline_ms, char *why,
-                      size_t whylen);
+                      uint32_t bucket, fc_chunk_rx *rx, fc_agg_update **u, coord_codec **codec, uint64_t deadline_ms,
+                      char *why, size_t whylen);
 /* From cancel_uploads (under mu): the round's kept prefixes go. */
 void coord_resume_round_closed(fc_coord *c, uint64_t round);
 /* At stop, before the aggregator is destroyed. */

@@ -13,7 +13,10 @@
  * with the usual checks: selected, version, deadline, rate).
  *
  * Upload: coordinator.c hands a stream that broke off (the call gone, not a
- * refusal) to coord_upload_keep; the prefix keeps its staging slot, so the
+ * refusal) to coord_upload_keep; the prefix keeps its staging slot (and a
+ * compressed upload its decoder, coord_codec.c, whose place in the block
+ * stream is exactly the bytes kept: chunks are fed to it whole, in order,
+ * as the receiver accepts them), so the
  * upload memory budget (--upload-memory-mib / --upload-slots) bounds what is
  * kept, and a fresh upload that finds no slot free evicts the oldest kept
  * prefix before it is told "busy". Prefixes die with their round
@@ -26,6 +29,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "coordinator/coord_codec.h"
 #include "coordinator/coord_int.h"
 #include "coordinator/upload_resume.h"
 #include "fedc/error.h"
@@ -33,9 +37,19 @@
 
 #define MOD "coordinator"
 
+/* What the table keeps as a partial's slot: the staging update and, for a
+ * compressed upload, its decoder. */
+typedef struct kept_slot {
+  fc_agg_update *u;
+  coord_codec *codec;
+} kept_slot;
+
 static void release_slot(void *ctx, void *slot) {
   fc_coord *c = ctx;
-  c->agg->ops->update_abort(c->agg, slot);
+  kept_slot *k = slot;
+  c->agg->ops->update_abort(c->agg, k->u);
+  coord_codec_free(k->codec);
+  free(k);
 }
 
 /* Under up_mu. The table is zeroed with the coordinator: set up on first use. */
@@ -52,16 +66,32 @@ static void partial_meta(const Fedc__V1__UpdateMeta *m, uint32_t bucket, fc_part
   out->masked = m->masked;
   out->unclipped = m->unclipped;
   out->bucket = bucket;
+  out->upload_bits = m->upload_bits;
+  out->upload_block = m->upload_block;
 }
 
 int coord_upload_keep(fc_coord *c, const char *client, uint64_t round, const Fedc__V1__UpdateMeta *meta,
-                      uint32_t bucket, fc_chunk_rx *rx, fc_agg_update **u, uint64_t deadline_ms, char *why,
-                      size_t whylen) {
+                      uint32_t bucket, fc_chunk_rx *rx, fc_agg_update **u, coord_codec **codec, uint64_t deadline_ms,
+                      char *why, size_t whylen) {
   fc_partial_meta pm;
   partial_meta(meta, bucket, &pm);
   uint64_t got = rx->received, total = rx->total;
-  void *slot = *u;
+  kept_slot *k = malloc(sizeof *k);
+  if (!k) { /* nothing kept: the client starts over */
+    c->agg->ops->update_abort(c->agg, *u);
+    coord_codec_free(*codec);
+    fc_chunk_rx_free(rx);
+    *u = NULL;
+    *codec = NULL;
+    if (why) snprintf(why, whylen, "stream ended early: got %llu of %llu bytes", (unsigned long long)got,
+                      (unsigned long long)total);
+    return FEDC_ERR_PROTOCOL;
+  }
+  k->u = *u;
+  k->codec = *codec;
   *u = NULL;
+  *codec = NULL;
+  void *slot = k;
   pthread_mutex_lock(&c->up_mu);
   int kept = fc_partials_keep(table(c), client, round, &pm, rx, &slot, deadline_ms, fc_now_ms());
   pthread_mutex_unlock(&c->up_mu);
@@ -92,7 +122,8 @@ static grpc_status_code resume_status(int err) {
 }
 
 grpc_status_code coord_upload_open(fc_coord *c, const coord_upload_args *a, fc_chunk_rx *rx, fc_agg_update **u,
-                                   uint64_t *resumed_from, uint32_t *retry, char *why, size_t whylen) {
+                                   coord_codec **codec, uint64_t *resumed_from, uint32_t *retry, char *why,
+                                   size_t whylen) {
   const Fedc__V1__TensorHeader *h = a->first->header;
   /* The header is checked as for a fresh stream (spec, length, hash size,
    * chunk size) before anything kept is looked at. */
@@ -111,7 +142,11 @@ grpc_status_code coord_upload_open(fc_coord *c, const coord_upload_args *a, fc_c
     if (err != FEDC_OK) return resume_status(err);
     fc_chunk_rx_free(rx);
     *rx = kept; /* the prefix's digest and count go on */
-    *u = slot;
+    kept_slot *k = slot;
+    *u = k->u;
+    coord_codec_free(*codec); /* the fresh decoder (same encoding: the meta matched) */
+    *codec = k->codec;        /* ... gives way to the one that decoded the prefix */
+    free(k);
     *resumed_from = kept.received;
     atomic_fetch_add(&c->metrics.resumed[0], 1);
     atomic_fetch_add(&c->metrics.resumed_bytes[0], kept.received);

@@ -159,8 +159,9 @@ static void upload_done(void *state) {
   if (up->begun || up->u) FC_WARN(MOD, "upload from %s broke off after %llu of %llu bytes", up->client,
                                   (unsigned long long)up->rx.received, (unsigned long long)up->rx.total);
   /* The call is gone, not refused: keep what arrived, before it leaves the list (UploadOffset sees either). */
-  if (up->begun && up->u && !up->codec) /* a compressed upload starts over (upload_end) */
-    coord_upload_keep(up->c, up->client, up->round, &up->meta, up->bucket, &up->rx, &up->u, up->round_deadline, 0, 0);
+  if (up->begun && up->u)
+    coord_upload_keep(up->c, up->client, up->round, &up->meta, up->bucket, &up->rx, &up->u, &up->codec,
+                      up->round_deadline, 0, 0);
   if (up->listed) {
     pthread_mutex_lock(&up->c->up_mu);
     for (upload **pp = &up->c->uploads; *pp; pp = &(*pp)->next)
@@ -222,10 +223,9 @@ static void upload_end(fc_scall *call, void *state) {
   fc_coord *c = up->c;
   char why[400];
   /* gRPC ends a call whose link was cut like a stream the client closed early:
-   * keep what arrived. Not a compressed upload: its decoder's place in the
-   * block stream is not kept, so a cut one starts over (UploadOffset says 0). */
-  int err = up->rx.received < up->rx.total && up->u && !up->codec
-                ? coord_upload_keep(c, up->client, up->round, &up->meta, up->bucket, &up->rx, &up->u,
+   * keep what arrived (a compressed upload with its decoder, coord_resume.c). */
+  int err = up->rx.received < up->rx.total && up->u
+                ? coord_upload_keep(c, up->client, up->round, &up->meta, up->bucket, &up->rx, &up->u, &up->codec,
                                     up->round_deadline, why, sizeof why)
                 : fc_chunk_rx_end(&up->rx, why, sizeof why);
   double slack = 0; /* how far quantization may move the norm past the clip (coord_codec.c) */
@@ -419,7 +419,8 @@ void coord_h_upload(fc_scall *call, void *ctx) {
       code = err_status(err);
     } else if ((code = coord_upload_open(c, &(coord_upload_args){up->client, up->round, first, want, want_bytes,
                                                                    up->bucket},
-                                         &up->rx, &up->u, &up->resumed_from, &retry, why, sizeof why))) {
+                                         &up->rx, &up->u, &up->codec, &up->resumed_from, &retry, why,
+                                         sizeof why))) {
       /* refused: a bad header, busy (no staging slot), or a resume that does not fit (coord_resume.c) */
     } else if (up->masked && fc_agg_secagg_route(c->agg, up->u, up->bucket) != FEDC_OK) {
       code = GRPC_STATUS_INTERNAL;

@@ -114,7 +114,8 @@ int fc_partials_query(fc_partials *t, const char *client, uint64_t round, uint64
 
 static int meta_equal(const fc_partial_meta *a, const fc_partial_meta *b) {
   return a->model_version == b->model_version && a->examples == b->examples && a->loss == b->loss &&
-         a->masked == b->masked && a->unclipped == b->unclipped && a->bucket == b->bucket;
+         a->masked == b->masked && a->unclipped == b->unclipped && a->bucket == b->bucket &&
+         a->upload_bits == b->upload_bits && a->upload_block == b->upload_block;
 }
 
 int fc_partials_take(fc_partials *t, const char *client, uint64_t round, const fc_partial_meta *meta,

@@ -37,6 +37,7 @@ typedef struct fc_partial_meta {
   float loss;
   int masked, unclipped;
   uint32_t bucket;
+  uint32_t upload_bits, upload_block; /* the payload's encoding (1.9; 0: float32 / u32) */
 } fc_partial_meta;
 
 typedef struct fc_partial {
@@ -44,7 +45,8 @@ typedef struct fc_partial {
   uint64_t round;
   fc_partial_meta meta;
   fc_chunk_rx rx;       /* owned: RECEIVING, rx.received > 0 */
-  void *slot;           /* owned: the staging update (release callback frees it) */
+  void *slot;           /* owned: the staging update and, for a compressed
+                         * upload, its decoder's state (release callback frees it) */
   uint64_t deadline_ms; /* the round's upload deadline (UINT64_MAX: closed by its stage) */
   uint64_t kept_ms;
   struct fc_partial *next;

@@ -88,6 +88,15 @@ static void test_refusals(void) {
   CHECK_EQ_INT(take(&t, "alice", 5, 100, TOTAL, other, CHUNK, 3 * CHUNK, 200, &rx, &slot), FEDC_ERR_HASH);
   CHECK_EQ_INT(take(&t, "alice", 5, 100, TOTAL - 4, sha, CHUNK, 3 * CHUNK, 200, &rx, &slot), FEDC_ERR_HASH);
   CHECK_EQ_INT(take(&t, "alice", 5, 101, TOTAL, sha, CHUNK, 3 * CHUNK, 200, &rx, &slot), FEDC_ERR_HASH);
+  /* Another encoding (1.9): the kept decoder would read the rest wrongly. */
+  {
+    char why[300];
+    fc_partial_meta m = meta_of(100);
+    m.upload_bits = 8;
+    m.upload_block = 1024;
+    CHECK_EQ_INT(fc_partials_take(&t, "alice", 5, &m, TOTAL, sha, CHUNK, 3 * CHUNK, 200, &rx, &slot, why, sizeof why),
+                 FEDC_ERR_HASH);
+  }
   /* Another chunk size; an offset beyond the bytes received; one below. */
   CHECK_EQ_INT(take(&t, "alice", 5, 100, TOTAL, sha, 2 * CHUNK, 3 * CHUNK, 200, &rx, &slot), FEDC_ERR_PROTOCOL);
   CHECK_EQ_INT(take(&t, "alice", 5, 100, TOTAL, sha, CHUNK, 4 * CHUNK, 200, &rx, &slot), FEDC_ERR_TOO_LARGE);
