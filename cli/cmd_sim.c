@@ -104,78 +104,6 @@ static int read_port(const char *path) {
   return port;
 }
 
-static void usage(FILE *f) {
-  fprintf(f, "Usage: fedc sim [options]\n"
-             "Run a federation of N client processes and a coordinator on 127.0.0.1 over mutual TLS\n"
-             "on Fashion-MNIST; evaluate each round's global model on the 10,000-image test set.\n\n"
-             "  --out DIR            output folder (default fedc-sim-out): config.json, rounds.csv, rounds.jsonl,\n"
-             "                       curve.png, logs/, state/\n"
-             "  --clients N          clients (default 20, at most 1000)\n"
-             "  --clients-per-process K  clients hosted by one process, each with its own certificate,\n"
-             "                       connection and thread (default 1 up to 100 clients, else 25)\n"
-             "  --cohort K           clients per round (default 5)\n"
-             "  --rounds R           rounds (default 20)\n"
-             "  --partition KIND     iid | dirichlet | shards (default dirichlet)\n"
-             "  --alpha A            Dirichlet concentration (default 0.5)\n"
-             "  --model SPEC         784-200-200-10 (default), logreg, or sizes joined by '-'\n"
-             "  --epochs E           local epochs (default 1)\n"
-             "  --batch B            batch size (default 32)\n"
-             "  --lr X               learning rate (default 0.05)\n"
-             "  --momentum X         SGD momentum (default 0)\n"
-             "  --prox-mu X          FedProx proximal term mu (Li et al. 2020; default 0 = FedAvg)\n"
-             "  --clip-norm X        L2 clip norm of updates, 0 = off (default: the coordinator's)\n"
-             "  --server-optimizer sgd|avgm|adagrad|adam|yogi  server optimizer (default sgd = FedAvg)\n"
-             "  --server-lr X --server-beta1 X --server-beta2 X --server-tau X --server-nesterov\n"
-             "                       its settings (defaults: the coordinator's)\n"
-             "  --dp-noise Z         differential privacy (DP-FedAvg): noise multiplier; the cohort becomes\n"
-             "                       Poisson sampling at rate cohort/clients\n"
-             "  --dp-delta D --dp-target-epsilon E   its delta (default 1e-5) and budget\n"
-             "  --byzantine F:KIND[:SCALE]  research: a fraction F of the clients (chosen by --seed, listed\n"
-             "                       in OUT/byzantine.json) attack: signflip (x -10), gaussian (std 1),\n"
-             "                       labelflip, alie (Baruch et al. 2019), ipm (Xie et al. 2020, eps 0.1),\n"
-             "                       backdoor (Bagdasaryan et al. 2020: pixel trigger, target 0; SCALE = their\n"
-             "                       gamma, e.g. cohort / server lr for model replacement; the backdoor success\n"
-             "                       rate is reported per round); alie and ipm collude through OUT/byz/\n"
-             "  --byzantine-unclipped  ... and the attackers skip the clip stage (the coordinator refuses\n"
-             "                       updates above its clip norm)\n"
-             "  --aggregator NAME    fedavg (default), median, trimmed_mean, krum, multikrum, bulyan,\n"
-             "                       centered_clip; --agg-f F --agg-trim B --agg-m M --agg-tau T --agg-iters L\n"
-             "  --dp-adaptive-quantile Q [--dp-clip-lr ETA]   adaptive clipping (Andrew et al. 2021) to\n"
-             "                       quantile Q of the update norms, starting at --clip-norm\n"
-             "  --min-updates M      updates needed per round (default: the cohort size; 70%% of it with\n"
-             "                       --drop or DP under --secagg)\n"
-             "  --min-clients N      selectable clients needed to start a round (default: --clients; lower\n"
-             "                       it when the coordinator's anomaly policy exclude leaves some out)\n"
-             "  --round-timeout-ms T round deadline (default 60000)\n"
-             "  --poll-ms P          client check-in interval while waiting (default 200)\n"
-             "  --seed S             seed of the split, the initial model and the cohorts (default 1)\n"
-             "  --data-dir DIR       Fashion-MNIST directory (default /usr/share/datasets/fashion-mnist)\n"
-             "  --json               one JSON line per round on stdout (always in OUT/rounds.jsonl); without it,\n"
-             "                       one line per round on stderr\n"
-             "  --keep-versions N    model versions kept whole in OUT/state: the last N (default 5; 0 = all)\n"
-             "  --keep-every K       ... and every K-th older one's model and manifest (default 10; 0 = none)\n"
-             "  --secagg             secure aggregation (SecAgg+): the coordinator sees only the cohort's sum\n"
-             "  --secagg-neighbors K neighbours per client (default: the coordinator's, from Bell et al.'s\n"
-             "                       bounds for the cohort; cohort - 1 = all, the complete graph)\n"
-             "  --secagg-threshold T Shamir threshold (default: the coordinator's; with K, a majority of\n"
-             "                       each neighbourhood)\n"
-             "%s"
-             "  --coordinator-opt=--OPTION[=VALUE]  passed to `fedc coordinator` as it is (repeatable),\n"
-             "                       e.g. --coordinator-opt=--audit-log=false\n"
-             "  --secagg-bucket S    with a robust --aggregator: SecAgg per random bucket of at least S\n"
-             "                       clients, the rule over the buckets' means (default 5)\n"
-             "  --drop SPEC          clients vanish from secure-aggregation stages with these chances, e.g.\n"
-             "                       advertise:0.1,shares:0.05,masked:0.1,unmask:0.05\n"
-             "  --eval-every N       federated evaluation of every N-th round's model and the last, by clients\n"
-             "                       not training in that round where possible (default 0 = off); a column and\n"
-             "                       a curve beside the test set's\n"
-             "  --eval-cohort K      clients per evaluation (default 0: --eval-fraction of the clients)\n"
-             "  --eval-fraction F    (default 0.5)\n"
-             "  --eval-split holdout|test  each client's held-out data: 10%% of its partition (default), or its\n"
-             "                       part of an IID split of the 10,000-image test set into --clients parts\n",
-          SIM_SPEED_HELP);
-}
-
 /* Ranges of the numeric options. Where the coordinator or the client has a
  * limit, it is the same one here (the coordinator keeps lr, momentum and the
  * clip norm as floats up to 1e30; the Dirichlet split takes alpha up to 1e6),
@@ -370,7 +298,7 @@ static int parse(int argc, char **argv, sim_opts *o) {
     case O_DP + 2:
     case O_DP + 3:
     case O_DP_END: bad = parse_str(argv[optind - 1], optarg, o->dp[opt - O_DP], sizeof o->dp[0]); break;
-    case 'h': usage(stdout); return -1;
+    case 'h': sim_usage(stdout); return -1;
     default: return cli_option_error("fedc sim", opt, argv, lo); /* also ':' */
     }
   }

@@ -6,6 +6,7 @@
  *   sim_output.c   what the run leaves: rounds.csv, rounds.jsonl, config.json,
  *                  curve.gp + curve.png, the progress and final lines
  *   sim_backdoor.c the backdoor success rate of each version (--byzantine F:backdoor)
+ *   sim_usage.c    the help text
  * Internal to the CLI (prefix sim_); nothing here is a public interface.
  */
 #ifndef FEDC_CLI_SIM_H
@@ -73,6 +74,8 @@ extern const char *const sim_agg_flags[6];
 
 /* ---- sim_speed.c ---- */
 extern const char *const SIM_SPEED_HELP;
+/* sim_usage.c: `fedc sim --help`. */
+void sim_usage(FILE *f);
 /* One of "mode", "device-speed", "stragglers": 0, or 2 after a one-line error. */
 int sim_speed_option(sim_opts *o, const char *name, const char *arg);
 /* After parsing: 0, or 2 after a one-line error. */
