@@ -59,7 +59,10 @@ int cc_run_replica(settings *s, const fc_model_spec *spec, const float *init, in
     lo.etcd.tls.cert = s->etcd_cert[0] ? s->etcd_cert : NULL;
     lo.etcd.tls.key = s->etcd_key[0] ? s->etcd_key : NULL;
   }
-  /* Each etcd call must end well inside a lease, or a slow one eats it. */
+  /* Each etcd call must end inside a lease, or a slow one eats it: one call's
+   * attempts take at most FC_ETCD_CALL_BUDGET (2) x this, so a keep-alive sent
+   * at TTL/3 (after a timeout on a silent member, retried on the next) still
+   * ends by the TTL. */
   lo.etcd.timeout_ms = s->etcd_lease_ttl * 1000 / 3 > 2000 ? 2000 : s->etcd_lease_ttl * 1000 / 3;
   lo.prefix = prefix;
   lo.ttl_s = s->etcd_lease_ttl;

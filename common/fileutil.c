@@ -280,6 +280,8 @@ static int (*commit_guard)(void);
 
 void fc_atomic_set_commit_guard(int (*guard)(void)) { commit_guard = guard; }
 
+int fc_atomic_guard_allows(void) { return !commit_guard || commit_guard(); }
+
 int fc_atomic_commit(fc_atomic_file *f, char *err, size_t errlen) {
   if (f->fd < 0) {
     set_err(err, errlen, "commit of a file that is not open");
@@ -298,7 +300,7 @@ int fc_atomic_commit(fc_atomic_file *f, char *err, size_t errlen) {
     return FEDC_ERR_IO;
   }
   /* Last moment before the file replaces what is there (see the guard's header). */
-  if (commit_guard && !commit_guard()) {
+  if (!fc_atomic_guard_allows()) {
     set_err(err, errlen, "%s not written: this process may no longer write (a deposed coordinator replica)", f->path);
     atomic_end(f, 1);
     return FEDC_ERR_STOPPED;

@@ -65,5 +65,9 @@ void fc_atomic_abort(fc_atomic_file *f);
  * it resumes; it leaves only the instant between the check and rename(2).
  * Set once, before other threads start; NULL (the default) = no check. */
 void fc_atomic_set_commit_guard(int (*guard)(void));
+/* 1 if the commit guard allows writing now (or none is set). For other
+ * writes to the shared store that must not land from a deposed replica
+ * (coordinator/store.c's rounds.jsonl appends): ask it just before writing. */
+int fc_atomic_guard_allows(void);
 
 #endif

@@ -54,7 +54,7 @@ enum fc_elect_action { FC_ACT_WAIT = 0, FC_ACT_GRANT, FC_ACT_CAMPAIGN, FC_ACT_KE
 
 typedef struct fc_elect_ev {
   int kind;        /* fc_elect_event */
-  uint64_t now_ms; /* monotonic */
+  uint64_t now_ms; /* the lease clock: monotonic, suspend included (leader.c: CLOCK_BOOTTIME) */
   uint64_t sent_ms; /* LEASE_GRANTED / KEEPALIVE_OK: when the request was sent */
   int64_t lease, ttl_s, rev;
   const char *holder;

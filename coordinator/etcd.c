@@ -1,7 +1,7 @@
 /*
  * etcd.c - the etcd v3 client of etcd.h: request building, response
  * parsing, and unary calls with a deadline that move to the next endpoint
- * when one is UNAVAILABLE.
+ * when one is UNAVAILABLE or times out (etcd.h says which calls go on at once).
  *
  * Wire: the messages are etcd's own (etcdserverpb, generated from the
  * packaged rpc.proto); the method paths are "/etcdserverpb.<Service>/<Method>".
@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "fedc/error.h"
 
@@ -32,8 +33,9 @@ struct fc_etcd {
   fc_channel *ch[FC_ETCD_MAX_ENDPOINTS]; /* NULL: (re)created at the next call to that endpoint */
   int tls;
   char ca[512], cert[512], key[512];
-  atomic_size_t current; /* the endpoint tried first: the last that answered */
-  atomic_int answered;   /* 0 until a call got an answer */
+  atomic_size_t current;       /* the endpoint tried first: the last that answered, or the one after a timeout */
+  atomic_size_t last_answered; /* the last that answered (fc_etcd_endpoint) */
+  atomic_int answered;         /* 0 until a call got an answer */
   int timeout_ms;
 };
 
@@ -155,7 +157,7 @@ void fc_etcd_close(fc_etcd *e) {
 }
 
 const char *fc_etcd_endpoint(const fc_etcd *e) {
-  return atomic_load(&e->answered) ? e->endpoint[atomic_load(&e->current)] : "";
+  return atomic_load(&e->answered) ? e->endpoint[atomic_load(&e->last_answered)] : "";
 }
 
 void fc_etcd_kv_clear(fc_etcd_kv *kv) {
@@ -430,22 +432,44 @@ static int translate(const fc_status *st, const char *method, const char *endpoi
   return rc;
 }
 
-/* A unary call on the endpoint that answered last, then on each other one
- * while the answer is UNAVAILABLE. */
+static uint64_t call_clock_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* A unary call, first on `current` (the endpoint that answered last), then
+ * on each other one once, while the answer is UNAVAILABLE (refused, down, or
+ * a member without quorum: nothing was applied) or, for an idempotent call
+ * (Range, LeaseGrant, LeaseKeepAlive, a Txn without writes), a timeout. All
+ * attempts of one call end within FC_ETCD_CALL_BUDGET attempts' time.
+ *
+ * A timeout moves `current` to the next endpoint whatever the call: a member
+ * that is black-holed or cut off in a minority times out instead of
+ * refusing, and if we stayed on it every keep-alive, grant and campaign
+ * would time out there while the majority is healthy (the leader deposed
+ * after a TTL, no replica able to win). A write that timed out is not
+ * repeated here (it may have applied; its caller steps down, leader.c): only
+ * the next call goes elsewhere. */
 static int call(fc_etcd *e, const char *path, const ProtobufCMessage *req, const ProtobufCMessageDescriptor *desc,
-                ProtobufCMessage **resp, char *err, size_t errlen) {
+                int idempotent, ProtobufCMessage **resp, char *err, size_t errlen) {
   size_t start = atomic_load(&e->current);
   int rc = FEDC_ERR_UNAVAILABLE;
   const char *method = strrchr(path, '/') + 1;
+  uint64_t t0 = call_clock_ms(), budget = (uint64_t)e->timeout_ms * FC_ETCD_CALL_BUDGET;
   for (size_t k = 0; k < e->n; k++) {
     size_t i = (start + k) % e->n;
+    uint64_t spent = call_clock_ms() - t0;
+    if (k > 0 && spent >= budget) break;
+    int attempt_ms = budget - spent < (uint64_t)e->timeout_ms ? (int)(budget - spent) : e->timeout_ms;
     fc_status st;
     memset(&st, 0, sizeof st);
     ProtobufCMessage *m = NULL;
     if (!e->ch[i] && (rc = channel_open(e, i, err, errlen)) != FEDC_OK) continue;
-    int crc = fc_call_unary(e->ch[i], path, req, desc, &m, e->timeout_ms, &st);
+    int crc = fc_call_unary(e->ch[i], path, req, desc, &m, attempt_ms, &st);
     if (crc == FEDC_OK && m) {
       atomic_store(&e->current, i);
+      atomic_store(&e->last_answered, i);
       atomic_store(&e->answered, 1);
       *resp = m;
       return FEDC_OK;
@@ -456,7 +480,14 @@ static int call(fc_etcd *e, const char *path, const ProtobufCMessage *req, const
       snprintf(st.detail, sizeof st.detail, "call failed (fedc error %d)", crc);
     }
     rc = translate(&st, method, e->endpoint[i], err, errlen);
-    if (st.code != GRPC_STATUS_UNAVAILABLE) {
+    if (st.code == GRPC_STATUS_DEADLINE_EXCEEDED) {
+      atomic_store(&e->current, (i + 1) % e->n); /* the next call starts elsewhere */
+      if (!idempotent) return rc;
+      continue;
+    }
+    if (st.code != GRPC_STATUS_UNAVAILABLE) { /* an answer (an error, but from a member that is there) */
+      atomic_store(&e->current, i);
+      atomic_store(&e->last_answered, i);
       atomic_store(&e->answered, 1);
       return rc;
     }
@@ -478,7 +509,7 @@ int fc_etcd_get(fc_etcd *e, const char *key, fc_etcd_kv *out, int64_t *revision,
   Etcdserverpb__RangeResponse *r = NULL;
   fc_etcd_kv kv;
   memset(&kv, 0, sizeof kv);
-  int rc = call(e, KV_PATH "Range", &q.base, &etcdserverpb__range_response__descriptor, (ProtobufCMessage **)&r,
+  int rc = call(e, KV_PATH "Range", &q.base, &etcdserverpb__range_response__descriptor, 1, (ProtobufCMessage **)&r,
                 err, errlen);
   if (rc != FEDC_OK) return rc;
   rc = FEDC_ERR_PROTOCOL;
@@ -504,8 +535,8 @@ int fc_etcd_put(fc_etcd *e, const char *key, const void *value, size_t len, int6
   q.value = bin(value, value ? len : 0);
   q.lease = lease;
   Etcdserverpb__PutResponse *r = NULL;
-  int rc = call(e, KV_PATH "Put", &q.base, &etcdserverpb__put_response__descriptor, (ProtobufCMessage **)&r, err,
-                errlen);
+  int rc = call(e, KV_PATH "Put", &q.base, &etcdserverpb__put_response__descriptor, 0, (ProtobufCMessage **)&r,
+                err, errlen);
   if (rc != FEDC_OK) return rc;
   if (!r->header) {
     snprintf(err, errlen, "etcd: Put response without a header");
@@ -516,13 +547,24 @@ int fc_etcd_put(fc_etcd *e, const char *key, const void *value, size_t len, int6
   return rc;
 }
 
+/* A Txn whose branches only read may be sent again after a timeout; one that
+ * writes may have applied (a repeated grant only leaves a spare lease to
+ * expire, so LeaseGrant counts as idempotent; a repeated Put would not). */
+static int txn_read_only(const fc_etcd_txn *t) {
+  for (size_t i = 0; i < t->nsuccess; i++)
+    if (t->success[i].kind != FC_ETCD_GET) return 0;
+  for (size_t i = 0; i < t->nfailure; i++)
+    if (t->failure[i].kind != FC_ETCD_GET) return 0;
+  return 1;
+}
+
 int fc_etcd_txn_call(fc_etcd *e, const fc_etcd_txn *t, fc_etcd_txn_result *out, char *err, size_t errlen) {
   Etcdserverpb__TxnRequest *q = NULL;
   Etcdserverpb__TxnResponse *r = NULL;
   int rc = fc_etcd_txn_build(t, &q, err, errlen);
   if (rc != FEDC_OK) return rc;
-  if ((rc = call(e, KV_PATH "Txn", &q->base, &etcdserverpb__txn_response__descriptor, (ProtobufCMessage **)&r, err,
-                 errlen)) == FEDC_OK)
+  if ((rc = call(e, KV_PATH "Txn", &q->base, &etcdserverpb__txn_response__descriptor, txn_read_only(t),
+                 (ProtobufCMessage **)&r, err, errlen)) == FEDC_OK)
     rc = fc_etcd_txn_parse(t, r, out, err, errlen);
   if (r) protobuf_c_message_free_unpacked(&r->base, NULL);
   fc_etcd_txn_request_free(q);
@@ -533,7 +575,7 @@ int fc_etcd_lease_grant(fc_etcd *e, int64_t ttl_s, int64_t *id, int64_t *granted
   Etcdserverpb__LeaseGrantRequest q = ETCDSERVERPB__LEASE_GRANT_REQUEST__INIT;
   q.ttl = ttl_s;
   Etcdserverpb__LeaseGrantResponse *r = NULL;
-  int rc = call(e, LEASE_PATH "LeaseGrant", &q.base, &etcdserverpb__lease_grant_response__descriptor,
+  int rc = call(e, LEASE_PATH "LeaseGrant", &q.base, &etcdserverpb__lease_grant_response__descriptor, 1,
                 (ProtobufCMessage **)&r, err, errlen);
   if (rc != FEDC_OK) return rc;
   if (r->error && r->error[0]) {
@@ -555,7 +597,7 @@ int fc_etcd_lease_keepalive(fc_etcd *e, int64_t id, int64_t *ttl_left, char *err
   Etcdserverpb__LeaseKeepAliveRequest q = ETCDSERVERPB__LEASE_KEEP_ALIVE_REQUEST__INIT;
   q.id = id;
   Etcdserverpb__LeaseKeepAliveResponse *r = NULL;
-  int rc = call(e, LEASE_PATH "LeaseKeepAlive", &q.base, &etcdserverpb__lease_keep_alive_response__descriptor,
+  int rc = call(e, LEASE_PATH "LeaseKeepAlive", &q.base, &etcdserverpb__lease_keep_alive_response__descriptor, 1,
                 (ProtobufCMessage **)&r, err, errlen);
   if (rc != FEDC_OK) return rc;
   if (r->id != id) {
@@ -575,7 +617,7 @@ int fc_etcd_lease_revoke(fc_etcd *e, int64_t id, char *err, size_t errlen) {
   Etcdserverpb__LeaseRevokeRequest q = ETCDSERVERPB__LEASE_REVOKE_REQUEST__INIT;
   q.id = id;
   Etcdserverpb__LeaseRevokeResponse *r = NULL;
-  int rc = call(e, LEASE_PATH "LeaseRevoke", &q.base, &etcdserverpb__lease_revoke_response__descriptor,
+  int rc = call(e, LEASE_PATH "LeaseRevoke", &q.base, &etcdserverpb__lease_revoke_response__descriptor, 0,
                 (ProtobufCMessage **)&r, err, errlen);
   if (rc != FEDC_OK) return rc;
   protobuf_c_message_free_unpacked(&r->base, NULL);

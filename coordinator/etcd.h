@@ -6,11 +6,16 @@
  * need (coordinator/leader.c).
  *
  * Owns: one gRPC channel per endpoint, the index of the endpoint that last
- * answered. Every call has a deadline (opts.timeout_ms per attempt). A call
- * that ends UNAVAILABLE (endpoint down, or a member without quorum: etcd says
- * "no leader" with that code) is tried on the next endpoint, once each; any
- * other status is the answer (a DEADLINE_EXCEEDED Txn may have been applied,
- * so it is not blindly repeated elsewhere).
+ * answered. Every call has a deadline (opts.timeout_ms per attempt, and all
+ * attempts of one call within FC_ETCD_CALL_BUDGET x timeout_ms). A call that
+ * ends UNAVAILABLE (endpoint down, or a member without quorum: etcd says "no
+ * leader" with that code) is tried on the next endpoint, once each. A
+ * DEADLINE_EXCEEDED (a black-holed member, or one cut off in a minority)
+ * makes the next call start at the next endpoint; an idempotent call (Range,
+ * LeaseGrant, LeaseKeepAlive, a Txn that only reads) also goes on to it at
+ * once, while a Put, LeaseRevoke or writing Txn returns the timeout (it may
+ * have been applied, so it is not blindly repeated elsewhere). Any other
+ * status is the answer.
  * Transport: mutual TLS with files from `fedc pki` (etcd started with
  * --client-cert-auth), or plaintext, refused unless every endpoint is a
  * loopback address (transport.h's rule for insecure channels).
@@ -35,6 +40,7 @@
 #define FC_ETCD_MAX_OPS 8          /* compares, and ops per branch, in one Txn */
 #define FC_ETCD_MAX_VALUE 65536    /* largest value we read back (pointers and small state only) */
 #define FC_ETCD_MAX_RECV (1 << 20) /* largest response accepted from etcd */
+#define FC_ETCD_CALL_BUDGET 2      /* one call, every attempt included, ends within this many timeout_ms */
 
 typedef struct fc_etcd_opts {
   const char *endpoints; /* "127.0.0.1:2379,127.0.0.1:22379" (an http:// or https:// prefix is dropped) */
@@ -48,7 +54,7 @@ void fc_etcd_opts_init(fc_etcd_opts *o);
 /* Parses the endpoint list and creates the channels (no connection yet). */
 int fc_etcd_open(const fc_etcd_opts *o, fc_etcd **out, char *err, size_t errlen);
 void fc_etcd_close(fc_etcd *e); /* accepts NULL */
-/* The endpoint that answered last ("" before any call). */
+/* The endpoint that answered last ("" before any answer). */
 const char *fc_etcd_endpoint(const fc_etcd *e);
 
 /* Splits "a,b,c" into host:port strings (scheme dropped, spaces trimmed).

@@ -25,7 +25,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "common/clock.h"
+#include "common/clock.h" /* fc_now_ms: the wall-clock time shown in status */
 #include "common/log.h"
 #include "coordinator/elect.h"
 #include "fedc/error.h"
@@ -50,10 +50,30 @@ struct fc_leader {
   char seen_holder[128]; /* the election thread's: who holds the key, as read by the last campaign */
 };
 
-static uint64_t mono_ms(void) { return (uint64_t)(fc_mono_s() * 1000.0); }
+/* The clock of every lease deadline (elect.h's now_ms and sent_ms). etcd
+ * counts a lease's TTL in real elapsed time, a suspended host's sleep
+ * included; CLOCK_MONOTONIC stops while the host is suspended, so after a
+ * resume a leader on it would still believe it leads for what was left of the
+ * TTL though etcd expired the lease long ago and another replica may lead.
+ * CLOCK_BOOTTIME (Linux) keeps counting through a suspend; where it is
+ * missing, CLOCK_MONOTONIC is the best there is (a wall clock step must not
+ * move a deadline either). */
+static uint64_t lease_clock_ms(void) {
+  struct timespec ts;
+#ifdef CLOCK_BOOTTIME
+  if (clock_gettime(CLOCK_BOOTTIME, &ts) == 0) return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+#endif
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
 
 /* The condition variable waits on CLOCK_MONOTONIC (a wall clock step must
- * not stretch a leader's sleep past its lease). */
+ * not stretch a leader's sleep past its lease; pthread_condattr_setclock
+ * takes no CLOCK_BOOTTIME). Only the length of a wait comes from here: a wait
+ * that spans a suspend ends late, but every decision reads lease_clock_ms()
+ * afresh, so a resumed leader past its deadline no longer leads at once
+ * (fc_leader_is_leader, fc_leader_fenced; fc_leader_deposed ticks the
+ * machine itself). */
 static void mono_deadline(struct timespec *ts, uint64_t ms) {
   clock_gettime(CLOCK_MONOTONIC, ts);
   ts->tv_sec += (time_t)(ms / 1000);
@@ -106,7 +126,7 @@ static void act_once(fc_leader *l, int act, fc_elect_ev *ev) {
   ttl = l->ttl_s;
   pthread_mutex_unlock(&l->mu);
   memset(ev, 0, sizeof *ev);
-  ev->sent_ms = mono_ms();
+  ev->sent_ms = lease_clock_ms();
   switch (act) {
   case FC_ACT_GRANT: {
     int64_t id = 0, granted = 0;
@@ -159,18 +179,18 @@ static void act_once(fc_leader *l, int act, fc_elect_ev *ev) {
   pthread_mutex_lock(&l->mu);
   note_etcd(l, rc, err);
   pthread_mutex_unlock(&l->mu);
-  ev->now_ms = mono_ms();
+  ev->now_ms = lease_clock_ms();
 }
 
 static void *run(void *arg) {
   fc_leader *l = arg;
   pthread_mutex_lock(&l->mu);
   while (!l->stop) {
-    fc_elect_ev tick = {.kind = FC_EV_TICK, .now_ms = mono_ms()};
+    fc_elect_ev tick = {.kind = FC_EV_TICK, .now_ms = lease_clock_ms()};
     int act = feed(l, &tick);
     if (act == FC_ACT_STEP_DOWN) break;
     if (act == FC_ACT_WAIT) {
-      uint64_t now = mono_ms(), next = fc_elect_next_ms(&l->s);
+      uint64_t now = lease_clock_ms(), next = fc_elect_next_ms(&l->s);
       uint64_t wait = next > now ? next - now : 0;
       if (wait > l->s.poll_ms) wait = l->s.poll_ms;
       if (wait) {
@@ -258,12 +278,12 @@ void fc_leader_stop(fc_leader *l) {
 
 int fc_leader_wait(fc_leader *l, int timeout_ms) {
   pthread_mutex_lock(&l->mu);
-  int lead = fc_elect_is_leader(&l->s, mono_ms());
+  int lead = fc_elect_is_leader(&l->s, lease_clock_ms());
   if (!lead && l->s.state != FC_ELECT_DEPOSED && timeout_ms > 0) {
     struct timespec ts;
     mono_deadline(&ts, (uint64_t)timeout_ms);
     pthread_cond_timedwait(&l->cv, &l->mu, &ts);
-    lead = fc_elect_is_leader(&l->s, mono_ms());
+    lead = fc_elect_is_leader(&l->s, lease_clock_ms());
   }
   pthread_mutex_unlock(&l->mu);
   return lead;
@@ -274,7 +294,7 @@ int fc_leader_is_leader(fc_leader *l) { return fc_leader_wait(l, 0); }
 int fc_leader_deposed(fc_leader *l, char *why, size_t whylen) {
   pthread_mutex_lock(&l->mu);
   /* A leader past its deadline is deposed now, not at the thread's next tick. */
-  fc_elect_ev tick = {.kind = FC_EV_TICK, .now_ms = mono_ms()};
+  fc_elect_ev tick = {.kind = FC_EV_TICK, .now_ms = lease_clock_ms()};
   if (l->s.state == FC_ELECT_LEADER) feed(l, &tick);
   int d = l->s.state == FC_ELECT_DEPOSED;
   if (d && why) snprintf(why, whylen, "%s", l->s.why);
@@ -301,7 +321,7 @@ int fc_leader_fenced(fc_leader *l, const fc_etcd_op *ops, size_t nops, fc_etcd_t
                      size_t errlen) {
   pthread_mutex_lock(&l->mu);
   int64_t rev = l->s.rev;
-  int lead = fc_elect_is_leader(&l->s, mono_ms());
+  int lead = fc_elect_is_leader(&l->s, lease_clock_ms());
   pthread_mutex_unlock(&l->mu);
   if (!lead) {
     snprintf(err, errlen, "not the leader (by our own clock): nothing written to etcd");
@@ -319,11 +339,11 @@ int fc_leader_fenced(fc_leader *l, const fc_etcd_op *ops, size_t nops, fc_etcd_t
   if (rc == FEDC_OK && !r.succeeded) {
     snprintf(err, errlen, "etcd refused the write: %s is no longer ours (fencing revision %lld)", l->key,
              (long long)rev);
-    fc_elect_ev ev = {.kind = FC_EV_FENCE_REFUSED, .now_ms = mono_ms()};
+    fc_elect_ev ev = {.kind = FC_EV_FENCE_REFUSED, .now_ms = lease_clock_ms()};
     feed(l, &ev);
     rc = FEDC_ERR_REJECTED;
   } else if (nops > 0 && (rc == FEDC_ERR_TIMEOUT || rc == FEDC_ERR_UNAVAILABLE)) {
-    fc_elect_ev ev = {.kind = FC_EV_WRITE_UNKNOWN, .now_ms = mono_ms()};
+    fc_elect_ev ev = {.kind = FC_EV_WRITE_UNKNOWN, .now_ms = lease_clock_ms()};
     feed(l, &ev);
   }
   pthread_mutex_unlock(&l->mu);

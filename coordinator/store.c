@@ -580,7 +580,8 @@ int fc_store_append_round(const char *dir, const fc_round_stats *r, char *err, s
   return append_line(dir, round_to_json(r), r->round, err, errlen);
 }
 
-/* Append o (consumed) as one line and fsync. */
+/* Append o (consumed) as one line and fsync; FEDC_ERR_STOPPED (nothing
+ * written) if the commit guard (fileutil.h) refuses. */
 static int append_line(const char *dir, json_t *o, uint64_t round, char *err, size_t errlen) {
   char p[1024];
   snprintf(p, sizeof p, "%s/rounds.jsonl", dir);
@@ -596,6 +597,15 @@ static int append_line(const char *dir, json_t *o, uint64_t round, char *err, si
   if (fd < 0 || fstat(fd, &sb) != 0) {
     e = errno;
     rc = FEDC_ERR_IO;
+  } else if (!fc_atomic_guard_allows()) {
+    /* Last moment before the line lands, as for fc_atomic_commit: a replica
+     * frozen after its leadership check and deposed meanwhile must not add
+     * round lines after its successor's. */
+    close(fd);
+    snprintf(err, errlen, "round %llu not appended to %s: this process may no longer write (a deposed coordinator "
+             "replica)", (unsigned long long)round, p);
+    free(s);
+    return FEDC_ERR_STOPPED;
   } else {
     size_t n = strlen(s), done = 0;
     s[n++] = '\n'; /* json_dumps leaves room for the NUL we overwrite */

@@ -116,7 +116,9 @@ int fc_store_write_manifest(const char *dir, uint64_t version, const fc_signed *
 int fc_store_read_manifest(const char *dir, uint64_t version, fc_signed *s, char *err, size_t errlen);
 /* Append one record and fsync. On failure (ENOSPC, EFBIG, ...) the file is
  * cut back to its previous length, so a short write never glues half a line
- * onto the next record; err names the system error. */
+ * onto the next record; err names the system error. FEDC_ERR_STOPPED, nothing
+ * written, if fileutil.h's commit guard refuses (a deposed replica); the same
+ * for fc_store_append_eval. */
 int fc_store_append_round(const char *dir, const fc_round_stats *r, char *err, size_t errlen);
 /* store_anomaly.c: a round record's "anomaly" object, put into / read from
  * the record's JSON object (nothing without scored inputs). */

@@ -5,7 +5,8 @@
  * member on free ports, started here; that part is skipped with a message if
  * no etcd binary is installed): Put / Range, the create-if-absent Txn of an
  * election, a value compare, leases (grant, keep-alive, revoke, keys gone
- * with it), a dead endpoint skipped for the next one, and every endpoint dead.
+ * with it), a dead endpoint skipped for the next one, a silent (black-holed)
+ * one left for the next, and every endpoint dead.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -179,6 +180,66 @@ static void test_txn_parse(void) {
   CHECK_EQ_INT(res.nkv, 0); /* untouched on failure */
 }
 
+/* A member that accepts TCP but never answers (black-holed, or cut off in a
+ * minority: calls time out instead of being refused), listed before the live
+ * one. Reads, grants and keep-alives must reach the live member within the
+ * same call; a Put that timed out is not repeated (it may have applied) but
+ * the next call starts at the live member. On the code before the fix every
+ * call went to the silent member again and timed out. */
+static void test_blackholed_member(int cport) {
+  int silent = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a;
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t alen = sizeof a;
+  CHECK(silent >= 0 && bind(silent, (struct sockaddr *)&a, sizeof a) == 0 && listen(silent, 64) == 0 &&
+        getsockname(silent, (struct sockaddr *)&a, &alen) == 0);
+  char eps[128], live[64], err[512];
+  snprintf(eps, sizeof eps, "127.0.0.1:%d,127.0.0.1:%d", ntohs(a.sin_port), cport);
+  snprintf(live, sizeof live, "127.0.0.1:%d", cport);
+  fc_etcd_opts o;
+  fc_etcd_opts_init(&o);
+  o.endpoints = eps;
+  o.timeout_ms = 300;
+  fc_etcd *e = NULL;
+  CHECK_EQ_INT(fc_etcd_open(&o, &e, err, sizeof err), FEDC_OK);
+  if (!e) goto out;
+  fc_etcd_kv kv;
+  memset(&kv, 0, sizeof kv);
+  CHECK_EQ_INT(fc_etcd_get(e, "/fedc-test/hello", &kv, NULL, err, sizeof err), FEDC_OK);
+  CHECK(kv.found && strcmp((char *)kv.value, "world") == 0);
+  fc_etcd_kv_clear(&kv);
+  CHECK(strcmp(fc_etcd_endpoint(e), live) == 0);
+  fc_etcd_close(e);
+
+  /* a keep-alive and a grant, each the first call of a fresh handle */
+  int64_t lease = 0, ttl = 0, left = 0;
+  CHECK_EQ_INT(fc_etcd_open(&o, &e, err, sizeof err), FEDC_OK);
+  CHECK_EQ_INT(fc_etcd_lease_grant(e, 5, &lease, &ttl, err, sizeof err), FEDC_OK);
+  fc_etcd_close(e);
+  CHECK_EQ_INT(fc_etcd_open(&o, &e, err, sizeof err), FEDC_OK);
+  CHECK_EQ_INT(fc_etcd_lease_keepalive(e, lease, &left, err, sizeof err), FEDC_OK);
+  CHECK(left > 0);
+  fc_etcd_close(e);
+
+  /* a write times out and is not repeated; the next one goes to the live member */
+  CHECK_EQ_INT(fc_etcd_open(&o, &e, err, sizeof err), FEDC_OK);
+  int64_t rev = 0;
+  CHECK_EQ_INT(fc_etcd_put(e, "/fedc-test/bh", "1", 1, 0, &rev, err, sizeof err), FEDC_ERR_TIMEOUT);
+  CHECK(strstr(err, "etcd Put at 127.0.0.1:") != NULL);
+  CHECK_EQ_INT(fc_etcd_put(e, "/fedc-test/bh", "2", 1, 0, &rev, err, sizeof err), FEDC_OK);
+  CHECK(strcmp(fc_etcd_endpoint(e), live) == 0);
+  CHECK_EQ_INT(fc_etcd_get(e, "/fedc-test/bh", &kv, NULL, err, sizeof err), FEDC_OK);
+  CHECK(kv.found && kv.value_len == 1 && kv.value[0] == '2');
+  CHECK_EQ_INT(kv.version, 1); /* the timed-out Put was never sent to the live member */
+  fc_etcd_kv_clear(&kv);
+  CHECK_EQ_INT(fc_etcd_lease_revoke(e, lease, err, sizeof err), FEDC_OK);
+out:
+  fc_etcd_close(e);
+  if (silent >= 0) close(silent);
+}
+
 /* ---- against a real etcd ------------------------------------------------------------ */
 
 static void test_real_etcd(void) {
@@ -282,6 +343,8 @@ static void test_real_etcd(void) {
   /* the deposed holder's fenced write now fails */
   CHECK_EQ_INT(fc_etcd_txn_call(e, &tf, &res, err, sizeof err), FEDC_OK);
   CHECK_EQ_INT(res.succeeded, 0);
+
+  test_blackholed_member(cport);
 
   /* every endpoint dead: UNAVAILABLE, with the endpoint named */
   kill(pid, SIGKILL);

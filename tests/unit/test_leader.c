@@ -5,10 +5,12 @@
  * lands; its lease is then revoked behind its back (what expiry does to a
  * frozen leader), the standby takes over, and the old leader's fenced write
  * is refused by etcd and deposes it, while the pointer keeps the new
- * leader's value; a clean stop hands over at once (lease revoked).
+ * leader's value; a clean stop hands over at once (lease revoked); a silent
+ * etcd member listed first does not keep a replica from leading.
  */
 #include <signal.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/wait.h>
 
 #include "check.h"
@@ -123,6 +125,39 @@ out:
   fc_leader_stop(b);
 }
 
+/* A silent etcd member (accepts TCP, never answers: black-holed, or cut off
+ * in a minority) listed first. The replica must still be elected through the
+ * live member and keep its lease past a TTL; before the fix every grant went
+ * to the silent member again and timed out, so it never led. Its fenced
+ * check (no ops: a read, retried on the next member) moves the write handle
+ * to the live member, so the publish after it lands, the order the
+ * coordinator uses (coord_ha.c). */
+static void test_silent_member(int cport) {
+  char eps[128], err[512], why[200];
+  int silent = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t alen = sizeof a;
+  CHECK(silent >= 0 && bind(silent, (struct sockaddr *)&a, sizeof a) == 0 && listen(silent, 64) == 0 &&
+        getsockname(silent, (struct sockaddr *)&a, &alen) == 0);
+  snprintf(eps, sizeof eps, "127.0.0.1:%d,127.0.0.1:%d", ntohs(a.sin_port), cport);
+  fc_leader *d = start(eps, "replica-d", 2);
+  if (!d) goto out;
+  CHECK(wait_leader(d, NULL) == d);
+  usleep(2500 * 1000); /* past one TTL: only keep-alives that reached etcd keep it leading */
+  CHECK(fc_leader_is_leader(d));
+  CHECK(!fc_leader_deposed(d, why, sizeof why));
+  CHECK_EQ_INT(fc_leader_fenced(d, NULL, 0, NULL, err, sizeof err), FEDC_OK);
+  CHECK_EQ_INT(put_ptr(d, "v3", err, sizeof err), FEDC_OK);
+  fc_leader_info info;
+  fc_leader_get_info(d, &info);
+  char live[64];
+  snprintf(live, sizeof live, "127.0.0.1:%d", cport);
+  CHECK(strcmp(info.endpoint, live) == 0);
+out:
+  fc_leader_stop(d);
+  if (silent >= 0) close(silent);
+}
+
 int main(void) {
   fc_log_set_level(FC_LOG_WARN);
   if (!etcd_installed()) {
@@ -137,6 +172,7 @@ int main(void) {
   pid_t pid = start_etcd(data, cport, pport);
   snprintf(eps, sizeof eps, "127.0.0.1:%d", cport);
   test_failover(eps);
+  test_silent_member(cport);
   kill(pid, SIGKILL);
   waitpid(pid, NULL, 0);
   char cmd[700];

@@ -10,7 +10,11 @@
  *     it was;
  *   - a long torn last line (a crash mid-append) is skipped and cut off, so
  *     the next record lands on its own line; so is one torn just before its
- *     newline (whole JSON: it used to be counted, then cut from the file).
+ *     newline (whole JSON: it used to be counted, then cut from the file);
+ *   - with the commit guard refusing (a deposed coordinator replica, set by
+ *     cli/cmd_coordinator_ha.c), neither a round line nor an eval line is
+ *     appended: FEDC_ERR_STOPPED and the file as it was (they used to be
+ *     appended without asking).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,8 +22,11 @@
 #include <sys/stat.h>
 
 #include "check.h"
+#include "common/fileutil.h"
 #include "coordinator/store.h"
 #include "fedc/error.h"
+
+static int deposed(void) { return 0; }
 
 static void append_record(const char *dir, uint64_t round) {
   fc_round_stats r;
@@ -110,6 +117,23 @@ int main(void) {
   CHECK(strchr(err, '\n') == NULL);
   CHECK(hist == NULL && n == 0);
   CHECK_EQ_INT(file_size(path), before);
+
+  /* A deposed replica: the guard refuses, nothing is appended. */
+  fc_atomic_set_commit_guard(deposed);
+  before = file_size(path);
+  fc_round_stats r;
+  memset(&r, 0, sizeof r);
+  r.round = 8;
+  err[0] = 0;
+  CHECK_EQ_INT(fc_store_append_round(dir, &r, err, sizeof err), FEDC_ERR_STOPPED);
+  CHECK(strstr(err, "round 8 not appended") != NULL && strchr(err, '\n') == NULL);
+  fc_round_eval ev;
+  memset(&ev, 0, sizeof ev);
+  CHECK_EQ_INT(fc_store_append_eval(dir, 7, &ev, err, sizeof err), FEDC_ERR_STOPPED);
+  CHECK_EQ_INT(file_size(path), before);
+  fc_atomic_set_commit_guard(NULL);
+  append_record(dir, 8);
+  CHECK(file_size(path) > before);
 
   char cmd[700];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
