@@ -155,19 +155,22 @@ int coord_async_log_update(fc_coord *c, const char *client, uint64_t round, uint
   return FEDC_OK;
 }
 
-/* Replay one record into the aggregator and the engine. */
+/* Replay one record into the aggregator and the engine: the engine's
+ * refusal is asked first (nothing changes), then the aggregator commits,
+ * and only a committed update is counted, so the two never disagree. */
 static int replay_one(fc_coord *c, const rec_hdr *h, const float *values, size_t n) {
-  fc_agg_update *u = NULL;
-  int rc = c->agg->ops->update_begin(c->agg, 0, &u);
+  int rc = fc_engine_async_replay_check(c->engine, h->client);
   if (rc != FEDC_OK) return rc;
+  fc_agg_update *u = NULL;
+  if ((rc = c->agg->ops->update_begin(c->agg, 0, &u)) != FEDC_OK) return rc;
   fc_agg_check chk;
   if ((rc = c->agg->ops->update_chunk(c->agg, u, 0, values, n * sizeof(float))) != FEDC_OK ||
-      (rc = c->agg->ops->update_check(c->agg, u, &chk)) != FEDC_OK ||
-      (rc = fc_engine_async_replay(c->engine, h->client, h->examples, h->loss, h->staleness, h->bytes)) != FEDC_OK) {
+      (rc = c->agg->ops->update_check(c->agg, u, &chk)) != FEDC_OK) {
     c->agg->ops->update_abort(c->agg, u);
     return rc;
   }
-  return c->agg->ops->update_commit(c->agg, u, h->weight);
+  if ((rc = c->agg->ops->update_commit(c->agg, u, h->weight)) != FEDC_OK) return rc; /* the slot went back */
+  return fc_engine_async_replay(c->engine, h->client, h->examples, h->loss, h->staleness, h->bytes);
 }
 
 void coord_async_started_locked(fc_coord *c) {
@@ -182,7 +185,7 @@ void coord_async_started_locked(fc_coord *c) {
   fc_engine_get_status(c->engine, 0, &es);
   size_t n = fc_model_numel(&c->model->spec);
   log_hdr lh;
-  uint32_t replayed = 0;
+  uint32_t replayed = 0, skipped = 0;
   long good = 0;
   float *values = malloc(n ? n * sizeof(float) : 1);
   if (!values || fread(&lh, sizeof lh, 1, fp) != 1 || memcmp(lh.magic, LOG_MAGIC, sizeof lh.magic) != 0 ||
@@ -208,12 +211,16 @@ void coord_async_started_locked(fc_coord *c) {
     fc_sha256_update(&sc, values, n * sizeof(float));
     fc_sha256_final(&sc, want);
     if (memcmp(sha, want, sizeof sha) != 0) break;
+    /* A whole record that cannot count (a second one of a client, which
+     * the log should never hold) is skipped, not a stop: cutting the log
+     * here would lose every accepted update after it. */
     int rc = replay_one(c, &h, values, n);
     if (rc != FEDC_OK) {
-      FC_WARN(MOD, "async buffer log: update of %s not replayed (%s)", h.client, fedc_strerror(rc));
-      break;
+      FC_WARN(MOD, "async buffer log: update of %s skipped (%s)", h.client, fedc_strerror(rc));
+      skipped++;
+    } else {
+      replayed++;
     }
-    replayed++;
     good = ftell(fp);
   }
   free(values);
@@ -224,12 +231,12 @@ void coord_async_started_locked(fc_coord *c) {
   } else {
     fclose(fp);
   }
-  FC_INFO(MOD, "round %llu: %u updates of the buffer open before the restart replayed from %s",
-          (unsigned long long)es.round, replayed, path);
+  FC_INFO(MOD, "round %llu: %u updates of the buffer open before the restart replayed from %s (%u skipped)",
+          (unsigned long long)es.round, replayed, path, skipped);
   if (c->audit)
     fc_audit_append(c->audit, "buffer_replayed",
-                    json_pack("{s:I,s:I,s:I}", "round", (json_int_t)es.round, "version", (json_int_t)es.version,
-                              "updates", (json_int_t)replayed));
+                    json_pack("{s:I,s:I,s:I,s:I}", "round", (json_int_t)es.round, "version", (json_int_t)es.version,
+                              "updates", (json_int_t)replayed, "skipped", (json_int_t)skipped));
 }
 
 void coord_async_buffer_done(fc_coord *c) {

@@ -422,6 +422,7 @@ int coord_too_slow(const fc_coord *c, uint64_t started_ms, uint64_t bytes);
 void coord_h_upload(fc_scall *call, void *ctx);
 /* Under mu: cancel the uploads of `round` that can no longer count. */
 void coord_cancel_uploads(fc_coord *c, uint64_t round);
+void coord_cancel_client_uploads(fc_coord *c, const char *client); /* async Leave; c->mu held */
 void coord_h_status(fc_scall *call, void *ctx);
 void coord_h_rounds(fc_scall *call, void *ctx);
 void coord_h_round_control(fc_scall *call, void *ctx);
