@@ -23,6 +23,12 @@
  *   - once a version is published and state.json says so, the log is
  *     removed (coord_async_buffer_done); a log of an older base is never
  *     appended to (it is rewritten from its header).
+ *   - a failed publish never removes it (coord_async_publish_failed): the
+ *     next buffer on the same version replays it and publishes again; a
+ *     replica deposed on etcd leaves it alone for good (the next leader,
+ *     sharing the state directory, replays it).
+ *   - a whole record that the engine or aggregator refuses on replay is
+ *     skipped, not a stop: later records are still counted.
  *
  * Owns: the log file and its handle (c->async_log, under c->mu).
  * May call: engine.h, aggregate.h (staging slots), audit.h, common/fileutil.h.
@@ -50,6 +56,7 @@ struct coord_async_log {
   FILE *fp;
   uint64_t base; /* the version the logged buffer builds on */
   int replayed;  /* the first buffer after start has looked at the log */
+  int fenced;    /* deposed (etcd): the log is the next leader's, never touched again */
 };
 
 typedef struct log_hdr {
@@ -120,6 +127,10 @@ int coord_async_log_update(fc_coord *c, const char *client, uint64_t round, uint
     snprintf(why, whylen, "out of memory");
     return FEDC_ERR_NOMEM;
   }
+  if (L->fenced) {
+    snprintf(why, whylen, "this replica no longer leads: the update is not kept here");
+    return FEDC_ERR_STOPPED;
+  }
   fc_engine_status es;
   fc_engine_get_status(c->engine, 0, &es);
   int rc;
@@ -175,8 +186,12 @@ static int replay_one(fc_coord *c, const rec_hdr *h, const float *values, size_t
 
 void coord_async_started_locked(fc_coord *c) {
   struct coord_async_log *L = get_log(c);
-  if (!L || L->replayed) return;
+  if (!L || L->replayed || L->fenced) return;
   L->replayed = 1;
+  if (L->fp) { /* a failed publish's log, replayed below from its start */
+    fclose(L->fp);
+    L->fp = NULL;
+  }
   char path[600];
   log_path(c, path, sizeof path);
   FILE *fp = fopen(path, "r+b");
@@ -239,9 +254,42 @@ void coord_async_started_locked(fc_coord *c) {
                               "updates", (json_int_t)replayed, "skipped", (json_int_t)skipped));
 }
 
+int coord_async_publish_failed(fc_coord *c, int rc) {
+  struct coord_async_log *L = get_log(c);
+  if (!c->cfg.engine.async || !L) return 0;
+  int deposed = c->cfg.leader && (rc == FEDC_ERR_REJECTED || rc == FEDC_ERR_STOPPED);
+  int transient = rc == FEDC_ERR_IO || rc == FEDC_ERR_TIMEOUT || rc == FEDC_ERR_UNAVAILABLE;
+  if (!deposed && !transient) {
+    /* The same updates would fail the same way (NaN/Inf aggregate, a
+     * robust rule's refusal): the buffer is dropped, as a synchronous
+     * round's updates are. */
+    coord_async_buffer_done(c);
+    return 0;
+  }
+  if (L->fp) {
+    fclose(L->fp);
+    L->fp = NULL;
+  }
+  char path[600];
+  log_path(c, path, sizeof path);
+  if (deposed) {
+    /* In the shared state directory, the next leader replays it: not a
+     * byte more from this replica, nor an unlink. */
+    L->fenced = 1;
+    FC_WARN(MOD, "async buffer log %s left for the next leader (this replica was deposed)", path);
+    return 0;
+  }
+  /* The accepted updates stay: the next buffer (same version) replays the
+   * log, is full at once and publishes again. */
+  L->replayed = 0;
+  FC_WARN(MOD, "async buffer log %s kept: the buffer's updates are replayed into the next buffer and published "
+               "again", path);
+  return 1;
+}
+
 void coord_async_buffer_done(fc_coord *c) {
   struct coord_async_log *L = c->async_log;
-  if (!c->cfg.engine.async) return;
+  if (!c->cfg.engine.async || (L && L->fenced)) return;
   if (L && L->fp) {
     fclose(L->fp);
     L->fp = NULL;

@@ -139,6 +139,12 @@ void coord_async_started_locked(fc_coord *c);
 /* A version was published and state.json says so, or the buffer was
  * abandoned: the log is done with. */
 void coord_async_buffer_done(fc_coord *c);
+/* Async, a publish failed with rc (c->mu held). Deposed (etcd refused our
+ * fenced Txn): the buffer log is never touched again by this replica (the
+ * next leader replays it). Transient (I/O, etcd timeout or unavailable):
+ * kept, the next buffer replays it and publishes again; returns 1 (the
+ * caller backs off). Else (the same updates would fail again): removed. */
+int coord_async_publish_failed(fc_coord *c, int rc);
 void coord_async_free(fc_coord *c);
 /* StatusResponse.async (hist and fn: its storage); takes mu. */
 void coord_async_status_pb(fc_coord *c, Fedc__V1__AsyncStatus *as, uint32_t hist[FC_STALE_BUCKETS], char *fn,

@@ -11,7 +11,9 @@
 #     (expired) and the federation goes on;
 #   - the coordinator is SIGKILLed with one update in the open buffer and
 #     restarted: the update is replayed (counted once: every update the audit
-#     log accepted is in exactly one published buffer or the open one).
+#     log accepted is in exactly one published buffer or the open one);
+#   - a publish that fails with an I/O error keeps the buffer's log and
+#     publishes the same updates once the error passes (none lost).
 # Refused at start with a sentence, nothing written: SecAgg, DP, a robust rule
 # a buffer cannot satisfy, a bad --staleness.
 set -euo pipefail
@@ -123,8 +125,18 @@ st=$("$FEDC" status "${ADMIN[@]}" --json)
 jq -s -e '[.[] | select(.kind == "buffer_replayed" and .updates == 1)] | length == 1' "$STATE/audit.log" >/dev/null ||
   fail "no buffer_replayed record"
 # a and b again: the buffer completes with the replayed update and one more.
+# Its publish fails first (models/ is not a directory for a while: an I/O
+# error that passes): the buffer's log is kept, not removed, and the same
+# updates are published once the store is back.
+mv "$STATE/models" "$STATE/models.away"
+touch "$STATE/models"
 client a 0
 client b 1
+wait_for grep -q "finalizing round failed" "$T/coord.log" 30 || fail "the blocked publish did not fail"
+[ -s "$STATE/async_buffer.log" ] || fail "a failed publish removed the buffer log"
+grep -q "async buffer log .* kept" "$T/coord.log" || fail "no 'kept' line: $(tail -5 "$T/coord.log")"
+rm "$STATE/models"
+mv "$STATE/models.away" "$STATE/models"
 wait_for bash -c "'$FEDC' status ${ADMIN[*]} --json | jq -e '.global_version >= $((V + 2))' >/dev/null" 60 ||
   fail "no version after the restart"
 jq -s -e --argjson v "$((V + 1))" '[.[] | select(.version == $v)][0] | .participants == 2' "$STATE/rounds.jsonl" \
