@@ -23,6 +23,12 @@
  *   - once a version is published and state.json says so, the log is
  *     removed (coord_async_buffer_done); a log of an older base is never
  *     appended to (it is rewritten from its header).
+ *   - a failed publish never removes it (coord_async_publish_failed): the
+ *     next buffer on the same version replays it and publishes again; a
+ *     replica deposed on etcd leaves it alone for good (the next leader,
+ *     sharing the state directory, replays it).
+ *   - a whole record that the engine or aggregator refuses on replay is
+ *     skipped, not a stop: later records are still counted.
  *
  * Owns: the log file and its handle (c->async_log, under c->mu).
  * May call: engine.h, aggregate.h (staging slots), audit.h, common/fileutil.h.
@@ -50,6 +56,7 @@ struct coord_async_log {
   FILE *fp;
   uint64_t base; /* the version the logged buffer builds on */
   int replayed;  /* the first buffer after start has looked at the log */
+  int fenced;    /* deposed (etcd): the log is the next leader's, never touched again */
 };
 
 typedef struct log_hdr {
@@ -120,6 +127,10 @@ int coord_async_log_update(fc_coord *c, const char *client, uint64_t round, uint
     snprintf(why, whylen, "out of memory");
     return FEDC_ERR_NOMEM;
   }
+  if (L->fenced) {
+    snprintf(why, whylen, "this replica no longer leads: the update is not kept here");
+    return FEDC_ERR_STOPPED;
+  }
   fc_engine_status es;
   fc_engine_get_status(c->engine, 0, &es);
   int rc;
@@ -155,25 +166,32 @@ int coord_async_log_update(fc_coord *c, const char *client, uint64_t round, uint
   return FEDC_OK;
 }
 
-/* Replay one record into the aggregator and the engine. */
+/* Replay one record into the aggregator and the engine: the engine's
+ * refusal is asked first (nothing changes), then the aggregator commits,
+ * and only a committed update is counted, so the two never disagree. */
 static int replay_one(fc_coord *c, const rec_hdr *h, const float *values, size_t n) {
-  fc_agg_update *u = NULL;
-  int rc = c->agg->ops->update_begin(c->agg, 0, &u);
+  int rc = fc_engine_async_replay_check(c->engine, h->client);
   if (rc != FEDC_OK) return rc;
+  fc_agg_update *u = NULL;
+  if ((rc = c->agg->ops->update_begin(c->agg, 0, &u)) != FEDC_OK) return rc;
   fc_agg_check chk;
   if ((rc = c->agg->ops->update_chunk(c->agg, u, 0, values, n * sizeof(float))) != FEDC_OK ||
-      (rc = c->agg->ops->update_check(c->agg, u, &chk)) != FEDC_OK ||
-      (rc = fc_engine_async_replay(c->engine, h->client, h->examples, h->loss, h->staleness, h->bytes)) != FEDC_OK) {
+      (rc = c->agg->ops->update_check(c->agg, u, &chk)) != FEDC_OK) {
     c->agg->ops->update_abort(c->agg, u);
     return rc;
   }
-  return c->agg->ops->update_commit(c->agg, u, h->weight);
+  if ((rc = c->agg->ops->update_commit(c->agg, u, h->weight)) != FEDC_OK) return rc; /* the slot went back */
+  return fc_engine_async_replay(c->engine, h->client, h->examples, h->loss, h->staleness, h->bytes);
 }
 
 void coord_async_started_locked(fc_coord *c) {
   struct coord_async_log *L = get_log(c);
-  if (!L || L->replayed) return;
+  if (!L || L->replayed || L->fenced) return;
   L->replayed = 1;
+  if (L->fp) { /* a failed publish's log, replayed below from its start */
+    fclose(L->fp);
+    L->fp = NULL;
+  }
   char path[600];
   log_path(c, path, sizeof path);
   FILE *fp = fopen(path, "r+b");
@@ -182,7 +200,7 @@ void coord_async_started_locked(fc_coord *c) {
   fc_engine_get_status(c->engine, 0, &es);
   size_t n = fc_model_numel(&c->model->spec);
   log_hdr lh;
-  uint32_t replayed = 0;
+  uint32_t replayed = 0, skipped = 0;
   long good = 0;
   float *values = malloc(n ? n * sizeof(float) : 1);
   if (!values || fread(&lh, sizeof lh, 1, fp) != 1 || memcmp(lh.magic, LOG_MAGIC, sizeof lh.magic) != 0 ||
@@ -208,12 +226,16 @@ void coord_async_started_locked(fc_coord *c) {
     fc_sha256_update(&sc, values, n * sizeof(float));
     fc_sha256_final(&sc, want);
     if (memcmp(sha, want, sizeof sha) != 0) break;
+    /* A whole record that cannot count (a second one of a client, which
+     * the log should never hold) is skipped, not a stop: cutting the log
+     * here would lose every accepted update after it. */
     int rc = replay_one(c, &h, values, n);
     if (rc != FEDC_OK) {
-      FC_WARN(MOD, "async buffer log: update of %s not replayed (%s)", h.client, fedc_strerror(rc));
-      break;
+      FC_WARN(MOD, "async buffer log: update of %s skipped (%s)", h.client, fedc_strerror(rc));
+      skipped++;
+    } else {
+      replayed++;
     }
-    replayed++;
     good = ftell(fp);
   }
   free(values);
@@ -224,17 +246,50 @@ void coord_async_started_locked(fc_coord *c) {
   } else {
     fclose(fp);
   }
-  FC_INFO(MOD, "round %llu: %u updates of the buffer open before the restart replayed from %s",
-          (unsigned long long)es.round, replayed, path);
+  FC_INFO(MOD, "round %llu: %u updates of the buffer open before the restart replayed from %s (%u skipped)",
+          (unsigned long long)es.round, replayed, path, skipped);
   if (c->audit)
     fc_audit_append(c->audit, "buffer_replayed",
-                    json_pack("{s:I,s:I,s:I}", "round", (json_int_t)es.round, "version", (json_int_t)es.version,
-                              "updates", (json_int_t)replayed));
+                    json_pack("{s:I,s:I,s:I,s:I}", "round", (json_int_t)es.round, "version", (json_int_t)es.version,
+                              "updates", (json_int_t)replayed, "skipped", (json_int_t)skipped));
+}
+
+int coord_async_publish_failed(fc_coord *c, int rc) {
+  struct coord_async_log *L = get_log(c);
+  if (!c->cfg.engine.async || !L) return 0;
+  int deposed = c->cfg.leader && (rc == FEDC_ERR_REJECTED || rc == FEDC_ERR_STOPPED);
+  int transient = rc == FEDC_ERR_IO || rc == FEDC_ERR_TIMEOUT || rc == FEDC_ERR_UNAVAILABLE;
+  if (!deposed && !transient) {
+    /* The same updates would fail the same way (NaN/Inf aggregate, a
+     * robust rule's refusal): the buffer is dropped, as a synchronous
+     * round's updates are. */
+    coord_async_buffer_done(c);
+    return 0;
+  }
+  if (L->fp) {
+    fclose(L->fp);
+    L->fp = NULL;
+  }
+  char path[600];
+  log_path(c, path, sizeof path);
+  if (deposed) {
+    /* In the shared state directory, the next leader replays it: not a
+     * byte more from this replica, nor an unlink. */
+    L->fenced = 1;
+    FC_WARN(MOD, "async buffer log %s left for the next leader (this replica was deposed)", path);
+    return 0;
+  }
+  /* The accepted updates stay: the next buffer (same version) replays the
+   * log, is full at once and publishes again. */
+  L->replayed = 0;
+  FC_WARN(MOD, "async buffer log %s kept: the buffer's updates are replayed into the next buffer and published "
+               "again", path);
+  return 1;
 }
 
 void coord_async_buffer_done(fc_coord *c) {
   struct coord_async_log *L = c->async_log;
-  if (!c->cfg.engine.async) return;
+  if (!c->cfg.engine.async || (L && L->fenced)) return;
   if (L && L->fp) {
     fclose(L->fp);
     L->fp = NULL;

@@ -196,8 +196,10 @@ void *coord_driver_main(void *arg) {
         FC_ERROR(MOD, "finalizing round failed: %s", why);
         fc_audit_append(c->audit, "round_abandoned", json_pack("{s:I,s:s}", "round", (json_int_t)es_round(c), "reason", why));
         fc_engine_finalize_failed(c->engine, why, fc_now_ms());
-        coord_async_buffer_done(c); /* async: the buffer's updates are discarded with it */
-        if (rc == FEDC_ERR_IO) coord_store_failed_locked(c, why);
+        /* async: accepted updates are not dropped for a failure that may pass
+         * (kept and published again after the backoff) nor by a deposed
+         * replica (left to the next leader) */
+        if (coord_async_publish_failed(c, rc) || rc == FEDC_ERR_IO) coord_store_failed_locked(c, why);
       }
       record_round_locked(c);
       coord_sa_end(c);

@@ -139,6 +139,12 @@ void coord_async_started_locked(fc_coord *c);
 /* A version was published and state.json says so, or the buffer was
  * abandoned: the log is done with. */
 void coord_async_buffer_done(fc_coord *c);
+/* Async, a publish failed with rc (c->mu held). Deposed (etcd refused our
+ * fenced Txn): the buffer log is never touched again by this replica (the
+ * next leader replays it). Transient (I/O, etcd timeout or unavailable):
+ * kept, the next buffer replays it and publishes again; returns 1 (the
+ * caller backs off). Else (the same updates would fail again): removed. */
+int coord_async_publish_failed(fc_coord *c, int rc);
 void coord_async_free(fc_coord *c);
 /* StatusResponse.async (hist and fn: its storage); takes mu. */
 void coord_async_status_pb(fc_coord *c, Fedc__V1__AsyncStatus *as, uint32_t hist[FC_STALE_BUCKETS], char *fn,
@@ -422,6 +428,7 @@ int coord_too_slow(const fc_coord *c, uint64_t started_ms, uint64_t bytes);
 void coord_h_upload(fc_scall *call, void *ctx);
 /* Under mu: cancel the uploads of `round` that can no longer count. */
 void coord_cancel_uploads(fc_coord *c, uint64_t round);
+void coord_cancel_client_uploads(fc_coord *c, const char *client); /* async Leave; c->mu held */
 void coord_h_status(fc_scall *call, void *ctx);
 void coord_h_rounds(fc_scall *call, void *ctx);
 void coord_h_round_control(fc_scall *call, void *ctx);

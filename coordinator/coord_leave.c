@@ -57,6 +57,9 @@ void coord_h_leave(fc_scall *call, void *ctx) {
   fc_leave_info li;
   pthread_mutex_lock(&c->mu);
   int out = fc_engine_leave(c->engine, peer->name, fc_now_ms(), &li);
+  /* Async: the Leave gave its task up; an update still streaming for it can
+   * never count (engine_async.c), so its stream ends now. */
+  if (c->cfg.engine.async && out == FC_LEAVE_DROPPED) coord_cancel_client_uploads(c, peer->name);
   if (out != FC_LEAVE_GONE) {
     json_t *f = json_pack("{s:s,s:s,s:s}", "client", peer->name, "reason", why, "outcome", outcome_name(out));
     if (f && li.round) json_object_set_new(f, "round", json_integer((json_int_t)li.round));

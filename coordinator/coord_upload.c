@@ -269,17 +269,23 @@ static void upload_end(fc_scall *call, void *state) {
   int v = FC_UP_OK;
   if (c->cfg.engine.async) {
     /* Async (engine_async.c): weighted by staleness too, and in the buffer's
-     * log before it counts (coord_async.c); the deadline checked first with
-     * the same `now`, so the commit below cannot refuse what was logged. */
-    fold = weight * fc_engine_async_weight(c->engine, up->client, &stale);
+     * log before it counts (coord_async.c). Logged only if the commit below,
+     * with the same `now` under the same lock, will count it: a record the
+     * engine refuses would count after a restart (and, the client's real
+     * update following it, make the replay refuse that one). */
+    double sw = 1.0;
+    int w = fc_engine_async_weight(c->engine, up->client, up->round, now, &sw, &stale);
+    fold = weight * sw;
     up->staleness = (int64_t)stale;
-    if (now >= fc_engine_task_deadline(c->engine, up->client)) v = FC_UP_LATE;
-    else if (coord_async_log_update(c, up->client, up->round, (uint64_t)weight, up->loss, stale, fold,
-                                    fc_scall_bytes_in(call), (const float *)up->u->buf,
-                                    fc_model_numel(&up->m->spec), why, sizeof why) != FEDC_OK)
+    if (w == FC_UP_OK &&
+        coord_async_log_update(c, up->client, up->round, (uint64_t)weight, up->loss, stale, fold,
+                               fc_scall_bytes_in(call), (const float *)up->u->buf, fc_model_numel(&up->m->spec), why,
+                               sizeof why) != FEDC_OK)
       v = -1;
   }
-  /* The round record counts the examples that carried weight. */
+  /* The round record counts the examples that carried weight. Async and
+   * refused above: the commit gives the same verdict and settles the engine
+   * (a late task frees its slot). */
   if (v == FC_UP_OK)
     v = fc_engine_upload_commit(c->engine, up->client, up->round, (uint64_t)weight, up->loss, fc_scall_bytes_in(call),
                                 now);
@@ -449,6 +455,18 @@ void coord_cancel_uploads(fc_coord *c, uint64_t round) {
       fc_scall_cancel(up->call, GRPC_STATUS_DEADLINE_EXCEEDED, "the round closed during the upload");
   pthread_mutex_unlock(&c->up_mu);
   coord_resume_round_closed(c, round);
+}
+
+/* Async: `client` left while its update was streaming (coord_leave.c): the
+ * engine freed its slot, so the stream can never count (its task is gone;
+ * upload_end would be refused anyway). Cancel it now rather than let it
+ * hold a staging slot. Called with c->mu held. */
+void coord_cancel_client_uploads(fc_coord *c, const char *client) {
+  pthread_mutex_lock(&c->up_mu);
+  for (upload *up = c->uploads; up; up = up->next)
+    if (!up->committed && !strcmp(up->client, client))
+      fc_scall_cancel(up->call, GRPC_STATUS_FAILED_PRECONDITION, "the client left during the upload");
+  pthread_mutex_unlock(&c->up_mu);
 }
 
 /* 1 if `client` has an UploadUpdate stream open for `round` (UploadOffset below). */

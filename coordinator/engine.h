@@ -131,9 +131,15 @@ typedef struct fc_async_info {
   uint64_t stale_refused, expired; /* since start: refused as too stale, tasks past their deadline */
 } fc_async_info;
 void fc_engine_async_info(const fc_engine *e, fc_async_info *out);
-/* Between upload_begin (OK) and commit: the staleness weight of client's
- * update and how stale it is; 1 and 0 when not async. */
-double fc_engine_async_weight(fc_engine *e, const char *client, uint64_t *staleness);
+/* Between upload_begin (OK) and commit, under the lock the commit takes:
+ * FC_UP_OK if a commit of client's update for `round` at `now` will count
+ * it (async: it is UPLOADING for exactly that round's task, before the
+ * task's deadline, a buffer open), with the staleness weight and how stale
+ * it is (1 and 0 when not async); else the verdict the commit would give
+ * (NOT_IN_ROUND, LATE), out-parameters untouched: nothing of the update may
+ * be written anywhere then. */
+int fc_engine_async_weight(fc_engine *e, const char *client, uint64_t round, uint64_t now, double *weight,
+                           uint64_t *staleness);
 /* The upload deadline of client's task (engine time; async: its own, else
  * the round's). */
 uint64_t fc_engine_task_deadline(fc_engine *e, const char *client);
@@ -147,6 +153,9 @@ const char *fc_engine_refusal_detail(const fc_engine *e);
  * and the client not already in it. */
 int fc_engine_async_replay(fc_engine *e, const char *client, uint64_t examples, double loss, uint64_t staleness,
                            uint64_t bytes);
+/* What fc_engine_async_replay would answer, counting nothing: asked before
+ * the aggregator takes the update, so the engine counts only what it got. */
+int fc_engine_async_replay_check(fc_engine *e, const char *client);
 
 void fc_engine_cfg_defaults(fc_engine_cfg *c);
 

@@ -30,7 +30,9 @@
  *       than being cut off.
  *     "upload_commit" -> counted in the open buffer (whatever buffer its
  *       task came from); the coordinator folds it with weight
- *       fc_staleness_weight(s) x its example weight (fc_engine_async_weight).
+ *       fc_staleness_weight(s) x its example weight (fc_engine_async_weight,
+ *       which also says, before the coordinator logs the update, whether the
+ *       commit will count it).
  *     tick: tasks past their deadline free their slots (expired); with
  *       async_buffer updates counted -> AGGREGATING (AGGREGATE).
  *   AGGREGATING --"published"--> WAITING (engine.c; DONE once `rounds`
@@ -218,9 +220,14 @@ int eng_async_upload_begin(fc_engine *e, client_rec *r, uint64_t round, uint64_t
   if (e->state != FC_ENG_TRAINING || e->received + e->uploading >= e->cfg.async_buffer) {
     /* "Come back shortly" is ours, not the client's doing: the attempt's
      * upload token is given back, so waiting out a publish never turns
-     * into RATE_LIMITED for an honest client. */
-    if (e->cfg.upload_rate > 0 && r->upload_tokens + 1 <= e->cfg.upload_burst) r->upload_tokens += 1;
+     * into RATE_LIMITED for an honest client. Only to a client that came
+     * back no earlier than it was told (or was never told): one that
+     * hammers pays a token per attempt like any other, so a full buffer
+     * is no way around the upload rate limit. */
+    if (e->cfg.upload_rate > 0 && now >= r->a_full_retry_at && r->upload_tokens + 1 <= e->cfg.upload_burst)
+      r->upload_tokens += 1;
     e->retry_ms = e->cfg.poll_ms < 200 ? e->cfg.poll_ms : 200;
+    r->a_full_retry_at = eng_add_sat(now, e->retry_ms);
     return FC_UP_BUFFER_FULL;
   }
   r->rstate = CR_UPLOADING;
@@ -305,12 +312,23 @@ void fc_engine_async_info(const fc_engine *e, fc_async_info *out) {
   out->expired = e->a_expired;
 }
 
-double fc_engine_async_weight(fc_engine *e, const char *client, uint64_t *staleness) {
+int fc_engine_async_weight(fc_engine *e, const char *client, uint64_t round, uint64_t now, double *weight,
+                           uint64_t *staleness) {
+  if (!e->cfg.async) {
+    *weight = 1.0;
+    *staleness = 0;
+    return FC_UP_OK;
+  }
   client_rec *r = eng_find(e, client);
-  *staleness = 0;
-  if (!e->cfg.async || !r || r->rstate != CR_UPLOADING) return 1.0;
+  /* The commit's own conditions (eng_async_upload_commit), so what the
+   * caller logs on OK is what the commit then counts: a stream begun for a
+   * task the client has since given up (it left and took a new task) is
+   * not UPLOADING for this round, and is never logged. */
+  if (!r || r->rstate != CR_UPLOADING || r->round != round) return FC_UP_NOT_IN_ROUND;
+  if (now >= r->a_deadline || e->state != FC_ENG_TRAINING) return FC_UP_LATE;
   *staleness = r->a_stale;
-  return fc_staleness_weight(&e->cfg.staleness, r->a_stale);
+  *weight = fc_staleness_weight(&e->cfg.staleness, r->a_stale);
+  return FC_UP_OK;
 }
 
 uint64_t fc_engine_task_deadline(fc_engine *e, const char *client) {
@@ -321,14 +339,20 @@ uint64_t fc_engine_task_deadline(fc_engine *e, const char *client) {
 
 const char *fc_engine_refusal_detail(const fc_engine *e) { return e->a_why; }
 
-int fc_engine_async_replay(fc_engine *e, const char *client, uint64_t examples, double loss, uint64_t staleness,
-                           uint64_t bytes) {
+int fc_engine_async_replay_check(fc_engine *e, const char *client) {
   /* No room check: a log written under a larger async_buffer is replayed
    * whole (that buffer publishes with more updates) rather than cut. */
   if (!e->cfg.async || e->state != FC_ENG_TRAINING) return FEDC_ERR_INVALID;
   client_rec *r = eng_find_or_add(e, client);
   if (!r) return FEDC_ERR_NOMEM;
-  if (r->a_buf == e->round) return FEDC_ERR_INVALID; /* once per buffer */
+  return r->a_buf == e->round ? FEDC_ERR_INVALID : FEDC_OK; /* once per buffer */
+}
+
+int fc_engine_async_replay(fc_engine *e, const char *client, uint64_t examples, double loss, uint64_t staleness,
+                           uint64_t bytes) {
+  int rc = fc_engine_async_replay_check(e, client);
+  if (rc != FEDC_OK) return rc;
+  client_rec *r = eng_find(e, client);
   r->a_buf = e->round;
   e->received++;
   e->examples = eng_add_sat(e->examples, examples);

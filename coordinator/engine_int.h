@@ -34,6 +34,7 @@ typedef struct client_rec {
    * buffer its last update went into, the staleness of the upload in progress */
   uint64_t a_version, a_deadline, a_buf, a_stale;
   uint64_t a_gaveup;  /* async: the buffer in which it gave a task up (it waits for the next) */
+  uint64_t a_full_retry_at; /* async: when its last BUFFER_FULL told it to come back (engine time) */
 } client_rec;
 
 /* The evaluation due or running, and one due while it runs (engine_eval.c). */

@@ -11,7 +11,12 @@
 #     (expired) and the federation goes on;
 #   - the coordinator is SIGKILLed with one update in the open buffer and
 #     restarted: the update is replayed (counted once: every update the audit
-#     log accepted is in exactly one published buffer or the open one).
+#     log accepted is in exactly one published buffer or the open one); a
+#     record in the log the replay refuses is skipped, later ones still count;
+#   - a publish that fails with an I/O error keeps the buffer's log and
+#     publishes the same updates once the error passes (none lost);
+#   - a replayed record the aggregator refuses (a robust arena of K = 1
+#     after a restart with a smaller buffer) is not counted by the engine.
 # Refused at start with a sentence, nothing written: SecAgg, DP, a robust rule
 # a buffer cannot satisfy, a bad --staleness.
 set -euo pipefail
@@ -114,17 +119,44 @@ set +e; wait "$COORD_PID" 2>/dev/null; set -e
 [ -n "${A_PID:-}" ] && kill -KILL "$A_PID" 2>/dev/null || true
 ACCEPTED=$(jq -s '[.[] | select(.kind == "update" and .outcome == "accepted")] | length' "$STATE/audit.log")
 
+# A record the replay must refuse (a second one of a, which the log should
+# never hold) followed by a good one (b's, made here: FORGED = 1 update no
+# client sent): the refused one is skipped, not a stop that cuts b's off.
+python3 - "$STATE/async_buffer.log" <<'PY'
+import hashlib, struct, sys
+path = sys.argv[1]
+data = open(path, "rb").read()
+n = struct.unpack_from("<Q", data, 16)[0]
+size = 120 + 4 * n + 32  # rec_hdr, n float32, SHA-256 (coord_async.c)
+rec = data[24:24 + size]
+assert len(data) == 24 + size, "want exactly one record"
+body = b"b".ljust(72, b"\0") + rec[72:120 + 4 * n]
+open(path, "ab").write(rec + body + hashlib.sha256(body).digest())
+PY
+FORGED=1
 start_coordinator "${COORD_ARGS[@]}"
 ADMIN=(--coordinator "$COORD_ADDR" --pki "$T/pki" --name root)
-wait_for bash -c "'$FEDC' status ${ADMIN[*]} --json | jq -e '.async.buffered == 1' >/dev/null" 20 ||
-  fail "the buffer's update was not replayed: $("$FEDC" status "${ADMIN[@]}" --json)"
-st=$("$FEDC" status "${ADMIN[@]}" --json)
-[ "$(json_get "$st" global_version)" = "$V" ] || fail "version moved across the restart: $st"
-jq -s -e '[.[] | select(.kind == "buffer_replayed" and .updates == 1)] | length == 1' "$STATE/audit.log" >/dev/null ||
-  fail "no buffer_replayed record"
-# a and b again: the buffer completes with the replayed update and one more.
+# a's and b's records fill the buffer (K = 2): published at once as v$((V + 1)).
+wait_for bash -c "'$FEDC' status ${ADMIN[*]} --json | jq -e '.global_version >= $((V + 1))' >/dev/null" 20 ||
+  fail "the buffer's updates were not replayed: $("$FEDC" status "${ADMIN[@]}" --json)"
+jq -s -e '[.[] | select(.kind == "buffer_replayed" and .updates == 2 and .skipped == 1)] | length == 1' \
+  "$STATE/audit.log" >/dev/null || fail "buffer_replayed: $(grep buffer_replayed "$STATE/audit.log")"
+jq -s -e --argjson v "$((V + 1))" '[.[] | select(.version == $v)][0] | .participants == 2' "$STATE/rounds.jsonl" \
+  >/dev/null || fail "replayed buffer of v$((V + 1)): $(cat "$STATE/rounds.jsonl")"
+V=$((V + 1))
+# a and b again: a buffer of two fresh updates.
+# Its publish fails first (models/ is not a directory for a while: an I/O
+# error that passes): the buffer's log is kept, not removed, and the same
+# updates are published once the store is back.
+mv "$STATE/models" "$STATE/models.away"
+touch "$STATE/models"
 client a 0
 client b 1
+wait_for grep -q "finalizing round failed" "$T/coord.log" 30 || fail "the blocked publish did not fail"
+[ -s "$STATE/async_buffer.log" ] || fail "a failed publish removed the buffer log"
+grep -q "async buffer log .* kept" "$T/coord.log" || fail "no 'kept' line: $(tail -5 "$T/coord.log")"
+rm "$STATE/models"
+mv "$STATE/models.away" "$STATE/models"
 wait_for bash -c "'$FEDC' status ${ADMIN[*]} --json | jq -e '.global_version >= $((V + 2))' >/dev/null" 60 ||
   fail "no version after the restart"
 jq -s -e --argjson v "$((V + 1))" '[.[] | select(.version == $v)][0] | .participants == 2' "$STATE/rounds.jsonl" \
@@ -137,8 +169,33 @@ st=$("$FEDC" status "${ADMIN[@]}" --json)
 BUFFERED=$(json_get "$st" .async.buffered)
 ACCEPTED=$(jq -s '[.[] | select(.kind == "update" and .outcome == "accepted")] | length' "$STATE/audit.log")
 COUNTED=$(jq -s '[.[] | select(.outcome == "completed") | .participants] | add' "$STATE/rounds.jsonl")
-[ "$((COUNTED + BUFFERED))" = "$ACCEPTED" ] ||
-  fail "accepted $ACCEPTED updates, counted $COUNTED published + $BUFFERED buffered"
+[ "$((COUNTED + BUFFERED))" = "$((ACCEPTED + FORGED))" ] ||
+  fail "accepted $ACCEPTED updates (+ $FORGED made by the test), counted $COUNTED published + $BUFFERED buffered"
 "$FEDC" rounds "${ADMIN[@]}" | grep -q "STALE 0/1/2/3" || fail "fedc rounds shows no staleness column"
 "$FEDC" status "${ADMIN[@]}" | grep -q "clients training" || fail "fedc status shows no async line"
+
+# Replay into an aggregator that cannot take every record (restarted with a
+# robust rule and K = 1: its arena has one row, the log two records): the
+# record the aggregator refuses is not counted by the engine either, so the
+# published buffer's participants are the updates the model was built from.
+V=$(json_get "$st" global_version)
+kill -KILL "$COORD_PID"
+set +e; wait "$COORD_PID" 2>/dev/null; set -e
+python3 - "$STATE/async_buffer.log" "$V" <<'PY'
+import hashlib, struct, sys
+n = 7850  # --model 784-10
+out = b"FCBUF001" + struct.pack("<QQ", int(sys.argv[2]), n)
+for name in (b"a", b"b"):  # rec_hdr (coord_async.c): client, round, examples, staleness, bytes, loss, weight
+    body = name.ljust(72, b"\0") + struct.pack("<QQQQdd", 1, 10, 0, 100, 0.5, 1.0) + bytes(4 * n)
+    out += body + hashlib.sha256(body).digest()
+open(sys.argv[1], "wb").write(out)
+PY
+start_coordinator "${COORD_ARGS[@]}" --async-buffer 1 --aggregator median
+ADMIN=(--coordinator "$COORD_ADDR" --pki "$T/pki" --name root)
+wait_for bash -c "'$FEDC' status ${ADMIN[*]} --json | jq -e '.global_version >= $((V + 1))' >/dev/null" 20 ||
+  fail "the replayed buffer was not published: $("$FEDC" status "${ADMIN[@]}" --json)"
+jq -s -e '[.[] | select(.kind == "buffer_replayed")][-1] | .updates == 1 and .skipped == 1' "$STATE/audit.log" \
+  >/dev/null || fail "median replay: $(grep buffer_replayed "$STATE/audit.log" | tail -1)"
+jq -s -e --argjson v "$((V + 1))" '[.[] | select(.version == $v)][0] | .participants == 1' "$STATE/rounds.jsonl" \
+  >/dev/null || fail "the engine counted an update the aggregator refused: $(tail -1 "$STATE/rounds.jsonl")"
 echo "ok: $ACCEPTED accepted updates = $COUNTED in published buffers + $BUFFERED open"

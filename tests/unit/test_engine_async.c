@@ -11,6 +11,9 @@
  *     its reason, and its slot is freed;
  *   - a client that never returns frees its slot at its task's deadline;
  *   - uploads beyond the buffer wait (BUFFER_FULL), none is in flight at close;
+ *     waiting as told costs no upload token, hammering a full buffer does;
+ *   - a stream begun for a task given up by Leave is not countable after the
+ *     client took a new task (so the coordinator never logs it);
  *   - restart mid-buffer: updates replayed into a fresh engine count once,
  *     a replayed contributor cannot add a second update to the buffer, and
  *     a pre-restart task is not known (the client retrains).
@@ -121,8 +124,10 @@ static void test_buffer_and_cap(void) {
   CHECK_EQ_INT(rs->round, 1);
   /* b trained from version 0: one version behind, still accepted into buffer 2 */
   uint64_t s = 0;
+  double w = 0;
   CHECK_EQ_INT(fc_engine_upload_begin(e, "b", tb.round, tb.version, 50), FC_UP_OK);
-  CHECK(fabs(fc_engine_async_weight(e, "b", &s) - 1 / sqrt(2.0)) < 1e-12);
+  CHECK_EQ_INT(fc_engine_async_weight(e, "b", tb.round, 50, &w, &s), FC_UP_OK);
+  CHECK(fabs(w - 1 / sqrt(2.0)) < 1e-12);
   CHECK_EQ_INT(s, 1);
   CHECK_EQ_INT(fc_engine_upload_commit(e, "b", tb.round, 10, 0.5, 100, 50), FC_UP_OK);
   CHECK_EQ_INT(fc_engine_upload_commit(e, "b", tb.round, 10, 0.5, 100, 51), FC_UP_NOT_IN_ROUND);
@@ -197,21 +202,79 @@ static void test_deadline_and_full(void) {
   CHECK_EQ_INT(fc_engine_upload_commit(e, "b", tb.round, 10, 0.5, 100, 5204), FC_UP_OK);
   CHECK_EQ_INT(fc_engine_tick(e, 5205), FC_TICK_AGGREGATE);
   CHECK_EQ_INT(fc_engine_upload_begin(e, "c", tc.round, tc.version, 5206), FC_UP_BUFFER_FULL); /* publishing */
-  /* waiting out a publish costs no upload tokens (burst 10 at 0.5/s): never RATE_LIMITED */
-  for (int i = 0; i < 30; i++)
-    CHECK_EQ_INT(fc_engine_upload_begin(e, "c", tc.round, tc.version, 5206), FC_UP_BUFFER_FULL);
-  fc_engine_published(e, 1, SHA1, 5207);
-  CHECK_EQ_INT(fc_engine_tick(e, 5208), FC_TICK_STARTED);
-  CHECK_EQ_INT(upload(e, "c", &tc, 5209), FC_UP_OK); /* it waited and joins the next buffer */
+  /* waiting out a publish costs no upload tokens (burst 10 at 0.5/s) to a
+   * client that comes back when told (retry_ms after): never RATE_LIMITED */
+  uint64_t t = 5206;
+  for (int i = 0; i < 15; i++) { /* 15 > burst 10 + 3 s of refill at 0.5/s, within c's deadline */
+    t += fc_engine_retry_ms(e);
+    CHECK_EQ_INT(fc_engine_upload_begin(e, "c", tc.round, tc.version, t), FC_UP_BUFFER_FULL);
+  }
+  fc_engine_published(e, 1, SHA1, t + 1);
+  CHECK_EQ_INT(fc_engine_tick(e, t + 2), FC_TICK_STARTED);
+  CHECK_EQ_INT(upload(e, "c", &tc, t + 3), FC_UP_OK); /* it waited and joins the next buffer */
   /* Leave frees a slot */
   fc_task_info td;
-  CHECK_EQ_INT(checkin(e, "d", 5210, &td), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(checkin(e, "d", t + 4, &td), FC_CHECKIN_TRAIN);
   fc_leave_info li;
-  CHECK_EQ_INT(fc_engine_leave(e, "d", 5211, &li), FC_LEAVE_DROPPED);
+  CHECK_EQ_INT(fc_engine_leave(e, "d", t + 5, &li), FC_LEAVE_DROPPED);
   fc_engine_async_info(e, &ai);
   CHECK_EQ_INT(ai.training, 0);
   /* an expired task does not keep its client out of the buffer */
-  CHECK_EQ_INT(checkin(e, "gone", 5212, &ta), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(checkin(e, "gone", t + 6, &ta), FC_CHECKIN_TRAIN);
+  fc_engine_destroy(e);
+}
+
+/* A full buffer is no way around the upload rate limit: a client that
+ * comes back before the retry time it was told pays a token per attempt
+ * (burst 10): RATE_LIMITED within the burst. */
+static void test_full_hammer(void) {
+  fc_engine *e = make(2, 1, 5, 0);
+  CHECK_EQ_INT(fc_engine_tick(e, 1), FC_TICK_STARTED);
+  fc_task_info ta, tb;
+  CHECK_EQ_INT(checkin(e, "a", 10, &ta), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(checkin(e, "b", 10, &tb), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "a", ta.round, ta.version, 20), FC_UP_OK); /* K = 1: spoken for */
+  int full = 0, limited = 0;
+  for (int i = 0; i < 40 && !limited; i++) {
+    int v = fc_engine_upload_begin(e, "b", tb.round, tb.version, 21);
+    full += v == FC_UP_BUFFER_FULL;
+    limited = v == FC_UP_RATE_LIMITED;
+  }
+  CHECK(limited);
+  CHECK(full >= 1 && full <= 11); /* the first attempt's token comes back, no later one */
+  fc_engine_destroy(e);
+}
+
+/* Finding: an upload stream begun for a task the client gave up by Leave
+ * (it then checked in again and holds a new task of the same buffer) must
+ * not be weighed as countable: the coordinator logs what the verdict lets
+ * through, and the commit refuses this one. The client's real update counts. */
+static void test_left_stream_not_countable(void) {
+  fc_engine *e = make(2, 2, 5, 0);
+  CHECK_EQ_INT(fc_engine_tick(e, 1), FC_TICK_STARTED);
+  fc_task_info ta, ta2;
+  CHECK_EQ_INT(checkin(e, "a", 10, &ta), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "a", ta.round, ta.version, 20), FC_UP_OK); /* stream A, trickling */
+  fc_leave_info li;
+  CHECK_EQ_INT(fc_engine_leave(e, "a", 30, &li), FC_LEAVE_DROPPED);
+  CHECK_EQ_INT(checkin(e, "a", 40, &ta2), FC_CHECKIN_TRAIN); /* TASKED again, same buffer */
+  CHECK_EQ_INT(ta2.round, ta.round);
+  double w = -1;
+  uint64_t s = 99;
+  /* A ends: not countable, so never logged; nothing written to the out-parameters */
+  CHECK_EQ_INT(fc_engine_async_weight(e, "a", ta.round, 50, &w, &s), FC_UP_NOT_IN_ROUND);
+  CHECK(w == -1 && s == 99);
+  CHECK_EQ_INT(fc_engine_upload_commit(e, "a", ta.round, 10, 0.5, 100, 50), FC_UP_NOT_IN_ROUND);
+  /* its real task's upload: countable, and counted */
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "a", ta2.round, ta2.version, 60), FC_UP_OK);
+  CHECK_EQ_INT(fc_engine_async_weight(e, "a", ta2.round, 60, &w, &s), FC_UP_OK);
+  CHECK(w == 1.0 && s == 0);
+  /* the same verdict the commit gives past the task's deadline */
+  CHECK_EQ_INT(fc_engine_async_weight(e, "a", ta2.round, ta2.deadline_ms, &w, &s), FC_UP_LATE);
+  CHECK_EQ_INT(fc_engine_upload_commit(e, "a", ta2.round, 10, 0.5, 100, 61), FC_UP_OK);
+  fc_async_info ai;
+  fc_engine_async_info(e, &ai);
+  CHECK_EQ_INT(ai.buffered, 1);
   fc_engine_destroy(e);
 }
 
@@ -233,6 +296,10 @@ static void test_restart(void) {
   CHECK_EQ_INT(fc_engine_async_replay(e, "a", 10, 0.5, 0, 100), FEDC_OK);
   CHECK_EQ_INT(fc_engine_async_replay(e, "b", 10, 0.5, 1, 100), FEDC_OK);
   CHECK_EQ_INT(fc_engine_async_replay(e, "b", 10, 0.5, 1, 100), FEDC_ERR_INVALID); /* never twice */
+  /* the check before the aggregator takes a replayed update counts nothing */
+  CHECK_EQ_INT(fc_engine_async_replay_check(e, "b"), FEDC_ERR_INVALID);
+  CHECK_EQ_INT(fc_engine_async_replay_check(e, "z"), FEDC_OK);
+  CHECK_EQ_INT(fc_engine_async_replay_check(e, "z"), FEDC_OK);
   fc_async_info ai;
   fc_engine_async_info(e, &ai);
   CHECK_EQ_INT(ai.buffered, 2);
@@ -270,6 +337,8 @@ int main(void) {
   test_buffer_and_cap();
   test_stale_refused();
   test_deadline_and_full();
+  test_full_hammer();
+  test_left_stream_not_countable();
   test_restart();
   return CHECK_DONE();
 }
