@@ -139,19 +139,11 @@ void coord_h_rounds(fc_scall *call, void *ctx) {
   uint64_t ev_next = 0, ev_due = fc_engine_eval_pending_round(c->engine, &ev_next);
   if (recs && ptrs && copy && k) memcpy(copy, c->rounds + first, k * sizeof *copy);
   pthread_mutex_unlock(&c->mu);
+  Fedc__V1__RoundsResponse resp = FEDC__V1__ROUNDS_RESPONSE__INIT;
+  size_t from = k, bytes = 0;
   if (!recs || !ptrs || !copy || !blamed || !evs || !evm || !evp || !anp || !drp || !asp) {
-    free(asp);
-    free(anp);
-    free(drp);
-    free(recs);
-    free(ptrs);
-    free(copy);
-    free(blamed);
-    free(evs);
-    free(evm);
-    free(evp);
     fc_scall_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL);
-    return;
+    goto out;
   }
   for (size_t i = 0; i < k; i++) {
     Fedc__V1__RoundRecord *r = &recs[i];
@@ -197,12 +189,11 @@ void coord_h_rounds(fc_scall *call, void *ctx) {
   }
   /* The newest records that fit well under the 4 MiB receive limit (names
    * and reasons make some records longer than the estimate above). */
-  size_t from = k, bytes = 0;
   while (from > 0 && (bytes += protobuf_c_message_get_packed_size(&recs[from - 1].base) + 8) < (3u << 20)) from--;
-  Fedc__V1__RoundsResponse resp = FEDC__V1__ROUNDS_RESPONSE__INIT;
   resp.n_rounds = k - from;
   resp.rounds = ptrs + from;
   fc_scall_finish(call, GRPC_STATUS_OK, NULL, &resp.base);
+out:
   free(recs);
   free(ptrs);
   free(copy);
