@@ -23,6 +23,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
 . "$(dirname "$0")/_data.sh"
+. "$(dirname "$0")/_resume.sh"
 make_tmp
 
 make_pki "$T/pki" itest a
@@ -62,17 +63,7 @@ echo "download: cut at $down_cut wire bytes, resumed at byte $from, chunks sent 
 [ "$from" -gt 0 ] && [ "$resent" -le 2 ] || fail "download re-sent $resent chunks (resumed at $from, cut at $down_cut)"
 
 # Upload: the accepted update's audit record says where it resumed.
-"$FEDC" audit show --state "$T/state" --json >"$T/audit.jsonl"
-from=$(jq -r 'select(.kind == "update" and .client == "a" and .outcome == "accepted") | .resumed_from // 0' \
-  "$T/audit.jsonl")
-[ -n "$from" ] || fail "no accepted update from a: $(grep update "$T/audit.jsonl")"
-resent=$(((up_cut - from + CHUNK - 1) / CHUNK))
-echo "upload: cut at $up_cut wire bytes, resumed at byte $from, chunks sent twice <= $resent"
-[ "$from" -gt 0 ] && [ "$resent" -le 2 ] || fail "upload re-sent $resent chunks (resumed at $from, cut at $up_cut)"
-assert_contains "$T/coord.log" "upload from a resumed at byte $from of $TOTAL"
-assert_contains "$T/client-a.log" "upload resumes at byte $from of $TOTAL"
-jq -e 'select(.round == 1) | .participants == 1' "$T/state/rounds.jsonl" >/dev/null ||
-  fail "round 1 should count the resumed update: $(cat "$T/state/rounds.jsonl")"
+check_upload_resumed "$T/state" "$up_cut" "$TOTAL" "$CHUNK"
 
 # The operator sees both in /metrics.
 mport=$(grep -o 'metrics on http://127.0.0.1:[0-9]*' "$T/coord.log" | head -1 | sed 's/.*://') ||

@@ -14,6 +14,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
 . "$(dirname "$0")/_data.sh"
+. "$(dirname "$0")/_resume.sh"
 make_tmp
 
 make_pki "$T/pki" itest a
@@ -39,17 +40,7 @@ wait_for bash -c "jq -e 'select(.outcome == \"completed\")' '$T/state/rounds.jso
 up_cut=$(jq -r 'select(.event == "cut" and .dir == "up") | .delivered' "$T/proxy.log")
 [ "$up_cut" = "$CUT" ] || fail "the upload was not cut: $(cat "$T/proxy.log")"
 assert_contains "$T/coord.log" "upload from a cut after"
-"$FEDC" audit show --state "$T/state" --json >"$T/audit.jsonl"
-from=$(jq -r 'select(.kind == "update" and .client == "a" and .outcome == "accepted") | .resumed_from // 0' \
-  "$T/audit.jsonl")
-[ -n "$from" ] || fail "no accepted update from a: $(grep update "$T/audit.jsonl")"
-resent=$(((up_cut - from + CHUNK - 1) / CHUNK))
-echo "compressed upload: cut at $up_cut wire bytes, resumed at byte $from of $TOTAL, chunks sent twice <= $resent"
-[ "$from" -gt 0 ] && [ "$resent" -le 2 ] || fail "upload re-sent $resent chunks (resumed at $from, cut at $up_cut)"
-assert_contains "$T/coord.log" "upload from a resumed at byte $from of $TOTAL"
-assert_contains "$T/client-a.log" "upload resumes at byte $from of $TOTAL"
-jq -e 'select(.round == 1) | .participants == 1' "$T/state/rounds.jsonl" >/dev/null ||
-  fail "round 1 should count the resumed update: $(cat "$T/state/rounds.jsonl")"
+check_upload_resumed "$T/state" "$up_cut" "$TOTAL" "$CHUNK"
 wait "$CLIENT" || true
 kill -TERM "$COORD_PID"
 wait "$COORD_PID" || true
