@@ -377,14 +377,19 @@ int coord_sa_close(fc_coord *c) {
   return fc_engine_sa_advance(c->engine, now);
 }
 
+/* How many of bucket b's members are still expected to advertise, from the
+ * engine's count for the whole cohort. Everyone selected is in some bucket:
+ * a bucket expects all its members. Under c->mu. */
+static uint32_t sa_want_advertise(const fc_coord *c, uint32_t b, uint32_t expected) {
+  return c->nsa == 1 ? expected : expected ? fc_sa_server_params(c->sa[b])->n : 0;
+}
+
 void coord_sa_check_complete(fc_coord *c) {
   if (!c->nsa) return;
   uint32_t expected = fc_engine_expected(c->engine);
   for (uint32_t b = 0; b < c->nsa; b++) {
     if (c->sa_dead[b]) continue;
-    /* Everyone selected is in some bucket: a bucket expects all its members. */
-    uint32_t want = c->nsa == 1 ? expected : expected ? fc_sa_server_params(c->sa[b])->n : 0;
-    if (!fc_sa_server_stage_complete(c->sa[b], want)) return;
+    if (!fc_sa_server_stage_complete(c->sa[b], sa_want_advertise(c, b, expected))) return;
   }
   if (sa_live(c)) {
     fc_engine_sa_ready(c->engine);
@@ -732,6 +737,10 @@ void coord_h_secagg_poll(fc_scall *call, void *ctx) {
     resp.reason = (char *)"that round is over";
   } else {
     fc_sa_server_poll(s, idx, (int)req->stage, &resp);
+    if (resp.status == FEDC__V1__SEC_AGG_POLL_RESPONSE__STATUS__WAIT && resp.retry_after_ms)
+      resp.retry_after_ms = fc_sa_server_wait_hint(s, sa_want_advertise(c, (uint32_t)(b < 0 ? 0 : b),
+                                                                         fc_engine_expected(c->engine)),
+                                                   fc_now_ms());
   }
   /* Packed under the lock: the answer points into the session. */
   fc_scall_finish(call, GRPC_STATUS_OK, NULL, &resp.base);

@@ -391,6 +391,20 @@ int fc_sa_server_stage_complete(const fc_sa_server *s, uint32_t expected_adverti
   return count_done(s, s->stage) >= before;
 }
 
+uint32_t fc_sa_server_wait_hint(fc_sa_server *s, uint32_t expected_advertise, uint64_t now_ms) {
+  if (s->aborted || !s->stage) return FC_SA_POLL_MS;
+  uint32_t before = s->stage == FC_SA_ADVERTISE ? expected_advertise : count_done(s, s->stage - 1);
+  uint32_t done = count_done(s, s->stage);
+  uint32_t due = before > done ? before - done : 0;
+  uint32_t tail = before / 8 > 2 ? before / 8 : 2;
+  if (due > tail) return FC_SA_POLL_MS;
+  if (s->tail_stage != s->stage) {
+    s->tail_stage = s->stage;
+    s->tail_since_ms = now_ms;
+  }
+  return now_ms - s->tail_since_ms < FC_SA_POLL_TAIL_FOR_MS ? FC_SA_POLL_TAIL_MS : FC_SA_POLL_MS;
+}
+
 void fc_sa_server_abort(fc_sa_server *s, const char *why) {
   if (s->aborted) return;
   s->aborted = 1;
@@ -455,7 +469,7 @@ void fc_sa_server_poll(fc_sa_server *s, uint32_t index, int stage, Fedc__V1__Sec
     return poll_status(out, FEDC__V1__SEC_AGG_POLL_RESPONSE__STATUS__ABORTED, "not in this round's cohort");
   sa_member *m = &s->m[index - 1];
   if (s->stage && stage > s->stage) {
-    out->retry_after_ms = 100;
+    out->retry_after_ms = FC_SA_POLL_MS;
     return poll_status(out, FEDC__V1__SEC_AGG_POLL_RESPONSE__STATUS__WAIT, "stage not open yet");
   }
   /* The input of `stage` is for those who completed the stage before it. */

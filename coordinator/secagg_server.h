@@ -80,6 +80,20 @@ int fc_sa_server_close_stage(fc_sa_server *s, char *why, size_t whylen);
  * release with fc_sa_poll_clear. */
 void fc_sa_server_poll(fc_sa_server *s, uint32_t index, int stage, Fedc__V1__SecAggPollResponse *out);
 void fc_sa_poll_clear(Fedc__V1__SecAggPollResponse *m);
+/* When a WAIT answer should tell its caller to poll again (ms), at now_ms
+ * (any monotonic clock; the core keeps no clock of its own). A poll waits
+ * for the next stage, which opens when the last expected message of the open
+ * one arrives, so what a waiting client loses is the time between that
+ * message and its next poll: FC_SA_POLL_MS while many messages are still
+ * due, FC_SA_POLL_TAIL_MS once at most max(2, expected / 8) are, for
+ * FC_SA_POLL_TAIL_FOR_MS from the first poll that saw the stage's tail (a
+ * member that never sends, and the stage waits for its deadline, must not
+ * keep the cohort polling fast). expected_advertise as for
+ * fc_sa_server_stage_complete. */
+#define FC_SA_POLL_MS 100u
+#define FC_SA_POLL_TAIL_MS 20u
+#define FC_SA_POLL_TAIL_FOR_MS 500u
+uint32_t fc_sa_server_wait_hint(fc_sa_server *s, uint32_t expected_advertise, uint64_t now_ms);
 /* Abort: every later poll answers ABORTED with this reason. */
 void fc_sa_server_abort(fc_sa_server *s, const char *why);
 

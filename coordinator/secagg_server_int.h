@@ -36,6 +36,8 @@ struct fc_sa_server {
   uint32_t *survivors; /* U3, sorted */
   size_t nsurvivors;
   uint32_t remaining[5];
+  int tail_stage;         /* the stage whose tail a poll saw first (fc_sa_server_wait_hint), 0 = none */
+  uint64_t tail_since_ms; /* when */
   uint32_t unattributed; /* secrets rebuilt past bad shares nobody could be named for */
   char *ca_pem;          /* trust for advertised certificates (fc_sa_server_set_trust) */
   fc_cert_cache *certs;     /* the caller's (fc_sa_server_use_cert_cache) or own_certs */
