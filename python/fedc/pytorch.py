@@ -126,7 +126,7 @@ class TorchTrainer:
         from_fedc(self.module, weights)
         wanted = {k: f for k, f in self.metrics.items() if k in config.get("metrics", ())}
         return eval_stats(self.module, self.eval_data, self.loss_fn, config.get("value_max", float("inf")),
-                          wanted, self.eval_batch)
+                          wanted, self.eval_batch, int(config.get("classes", 0) or 0))
 
 
 def _batches(data, batch):
@@ -143,11 +143,14 @@ def _batches(data, batch):
     return data
 
 
-def eval_stats(module, data, loss_fn=None, value_max=float("inf"), metrics=None, batch=1000):
+def eval_stats(module, data, loss_fn=None, value_max=float("inf"), metrics=None, batch=1000, classes=0):
     """Federated evaluation totals of a classifier over held-out data (see TorchTrainer.evaluate_stats):
     {"num_examples", "correct", "loss_sum", "metrics": {name: sum}}. Each example's loss and metric values
     count clamped into [0, value_max] (the task's bound; NaN or inf count as value_max), which the runtime
-    can only enforce on the sums."""
+    can only enforce on the sums. With classes > 0 (the task's config["classes"], protocol 1.13) also
+    "class_counts": how many examples the model predicted as each class 0..classes-1, for the coordinator's
+    drift check without a reference set; a prediction past the last class (a model with more outputs than
+    the task names) is counted in none, so the counts add up to at most num_examples."""
     loss_fn = loss_fn or torch.nn.functional.cross_entropy
     metrics = metrics or {}
     device = next(module.parameters(), torch.empty(0)).device
@@ -159,18 +162,26 @@ def eval_stats(module, data, loss_fn=None, value_max=float("inf"), metrics=None,
     module.eval()
     n, correct, loss_sum = 0, 0, 0.0
     sums = {k: 0.0 for k in metrics}
+    counts = torch.zeros(max(classes, 0), dtype=torch.long)
     with torch.no_grad():
         for x, y in _batches(data, batch):
             x, y = x.to(device), y.to(device)
             out = module(x)
             n += len(y)
-            correct += int((out.argmax(1) == y).sum())
+            pred = out.argmax(1)
+            correct += int((pred == y).sum())
+            if classes > 0:
+                pred = pred[pred < classes].cpu()
+                counts += torch.bincount(pred, minlength=classes)[:classes]
             loss_sum += bounded(loss_fn(out, y, reduction="none"))
             for k, fn in metrics.items():
                 sums[k] += bounded(torch.as_tensor(fn(out, y)))
     if n == 0:
         raise ValueError("the held-out data is empty")
-    return {"num_examples": n, "correct": correct, "loss_sum": loss_sum, "metrics": sums}
+    res = {"num_examples": n, "correct": correct, "loss_sum": loss_sum, "metrics": sums}
+    if classes > 0:
+        res["class_counts"] = [int(c) for c in counts]
+    return res
 
 
 def evaluate(module, x, y, loss_fn=None, batch=1000):

@@ -259,8 +259,27 @@ for data in ((hx, hy), torch.utils.data.DataLoader(ds, batch_size=7), ds):
     out_c.metrics = m
     fedc.client._fill_eval_result(out_c, got, cfg["metrics"])  # what the binding sends on
     assert out_c.num_examples == 40 and m[0].examples == 40, (out_c.num_examples, m[0].examples)
-print("TorchTrainer.evaluate_stats: %d/40 correct, loss sum %.3f (clamped per example), top2 %d"
-      % (got["correct"], got["loss_sum"], got["metrics"]["top2"]))
+    assert "class_counts" not in got, got  # the task asked for none
+# Predicted-class counts when the task asks for them (protocol 1.13, drift without a reference set):
+# every prediction counted under its class; with fewer classes than outputs, those past the last in none.
+# Inputs that the model sends to several classes (hx above all land in one).
+vx = torch.randn(40, *x.shape[1:], generator=torch.Generator().manual_seed(3)) * 20.0
+with torch.no_grad():
+    pred = model(vx).argmax(1)
+tr = fp.TorchTrainer(model, x, y, eval_data=(vx, hy), eval_batch=16)
+for classes in (10, 3):
+    got = tr.evaluate_stats(w, {"metrics": [], "value_max": 1.5, "classes": classes})
+    want = [int((pred == k).sum()) for k in range(classes)]
+    assert got["class_counts"] == want, (classes, got["class_counts"], want)
+    assert sum(got["class_counts"]) <= 40 and (classes < 10 or sum(got["class_counts"]) == 40), got
+    out_c = fedc.client.ffi.new("fedc_eval_result *")
+    cc = fedc.client.ffi.new("uint64_t[]", classes)  # the runtime's zeroed array of n_classes
+    out_c.class_counts = cc
+    fedc.client._fill_eval_result(out_c, got, [], classes)  # accepted by the binding's checks, sent on
+    assert [out_c.class_counts[k] for k in range(classes)] == want
+assert len(set(pred.tolist())) > 1, "a model predicting one class would not test the counts"
+print("TorchTrainer.evaluate_stats: %d/40 correct, loss sum %.3f (clamped per example), top2 %d, class counts %s"
+      % (int((out.argmax(1) == hy).sum()), want_loss, int(top2.sum()), [int((pred == k).sum()) for k in range(10)]))
 PY
 else
   echo "NOTE python_eval: torch not installed; PyTorch part skipped"
