@@ -69,6 +69,27 @@ static char *slurp(const char *dir, const char *fmt, uint32_t i) {
   return buf;
 }
 
+int sa_harness_client(const char *dir, fc_sa_client_cfg *cc, fc_sa_client **out, uint8_t cert_sha256[32], char *why,
+                      size_t whylen) {
+  char *cert = slurp(dir, "client-c%05u.crt", cc->index), *key = slurp(dir, "client-c%05u.key", cc->index);
+  int rc = FEDC_ERR_IO;
+  *out = NULL;
+  snprintf(why, whylen, "no certificate or key for client %u in %s", cc->index, dir);
+  cc->cert_pem = cert;
+  cc->key_pem = key;
+  if (cert && key && (rc = fc_sa_client_create(cc, out, why, whylen)) == FEDC_OK &&
+      (rc = fc_pki_cert_sha256_pem(cert, strlen(cert), cert_sha256)) != FEDC_OK) {
+    snprintf(why, whylen, "client %u: cannot hash its certificate", cc->index);
+    fc_sa_client_destroy(*out);
+    *out = NULL;
+  }
+  cc->cert_pem = cc->key_pem = NULL;
+  free(cert);
+  if (key) fc_wipe(key, strlen(key));
+  free(key);
+  return rc;
+}
+
 /* Pack and unpack: what the other side really receives. */
 static ProtobufCMessage *wire(const ProtobufCMessage *m, uint64_t *bytes) {
   size_t n = protobuf_c_message_get_packed_size(m);
@@ -206,15 +227,7 @@ int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res) {
     cc.prg = cfg->prg;
     cc.cert_cache = cfg->cert_cache;
     cc.ca_pem = ca;
-    char *cert = slurp(cfg->pki_dir, "client-c%05u.crt", i + 1), *key = slurp(cfg->pki_dir, "client-c%05u.key", i + 1);
-    cc.cert_pem = cert;
-    cc.key_pem = key;
-    rc = cert && key ? fc_sa_client_create(&cc, &sc->c, why, sizeof why) : FEDC_ERR_IO;
-    if (rc == FEDC_OK) rc = fc_pki_cert_sha256_pem(cert, strlen(cert), sc->cert_sha256);
-    free(cert);
-    if (key) fc_wipe(key, strlen(key));
-    free(key);
-    if (rc != FEDC_OK) {
+    if ((rc = sa_harness_client(cfg->pki_dir, &cc, &sc->c, sc->cert_sha256, why, sizeof why)) != FEDC_OK) {
       snprintf(res->why, sizeof res->why, "client %u: %s", i + 1, why);
       goto out;
     }

@@ -70,6 +70,15 @@ typedef struct sa_harness_result {
 
 /* Issue n client certificates (client-c00001 ...) in dir (created). */
 int sa_harness_pki(const char *dir, uint32_t n);
+/* The client core of cohort member cc->index with its certificate and key
+ * from dir (sa_harness_pki; cc->cert_pem and key_pem are set and cleared
+ * here, the key wiped), and the SHA-256 of that certificate as the transport
+ * records the TLS peer's. FEDC_OK, or the core's refusal (FEDC_ERR_IO: no
+ * such files) with one line in why. */
+struct fc_sa_client_cfg;
+struct fc_sa_client;
+int sa_harness_client(const char *dir, struct fc_sa_client_cfg *cc, struct fc_sa_client **out,
+                      uint8_t cert_sha256[32], char *why, size_t whylen);
 int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res);
 
 #endif

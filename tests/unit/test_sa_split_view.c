@@ -113,18 +113,11 @@ static void split_view(uint32_t t, uint32_t in_a, uint32_t colluders, uint32_t t
     cc.names = (const char *const *)names;
     cc.index = i + 1;
     cc.ca_pem = ca;
-    cc.cert_pem = slurp("client-c%05u.crt", i + 1);
-    if (!cc.cert_pem || fc_pki_cert_sha256_pem(cc.cert_pem, strlen(cc.cert_pem), cert_sha[i]) != FEDC_OK)
-      memset(cert_sha[i], 0, 32);
-    cc.key_pem = slurp("client-c%05u.key", i + 1);
     cc.colluders = colluders >> i & 1 ? 0 : tolerate;
-    if (fc_sa_client_create(&cc, &cl[i], why, sizeof why) != FEDC_OK) {
+    if (sa_harness_client(pki, &cc, &cl[i], cert_sha[i], why, sizeof why) != FEDC_OK) {
       r->refused++;
       note(r, i + 1, why);
-      cl[i] = NULL;
     }
-    free((char *)cc.cert_pem);
-    free((char *)cc.key_pem);
   }
   if (r->refused) goto out; /* nothing was sent: there is nothing to attack */
   /* Rounds 0-2 through the real server core, honestly. */

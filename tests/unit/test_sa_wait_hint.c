@@ -21,7 +21,6 @@
 #include "client/secagg_client.h"
 #include "common/fileutil.h"
 #include "coordinator/secagg_server.h"
-#include "crypto/pki.h"
 #include "fedc/error.h"
 #include "secagg/secagg.h"
 #include "tests/support/sa_harness.h"
@@ -31,12 +30,10 @@
 
 static char pki[256], root[256];
 
-static char *slurp(const char *fmt, uint32_t i) {
-  char path[400], name[64];
-  snprintf(name, sizeof name, fmt, i);
-  snprintf(path, sizeof path, "%s/%s", pki, name);
-  char *buf = NULL;
+static char *read_ca(void) {
+  char path[400], *buf = NULL;
   size_t len = 0;
+  snprintf(path, sizeof path, "%s/ca.crt", pki);
   return fc_read_file(path, 1 << 20, &buf, &len) == FEDC_OK ? buf : NULL;
 }
 
@@ -52,7 +49,7 @@ static void test_wait_hint(void) {
   p.clip = 1.0f;
   p.dim = DIM;
   for (int i = 0; i < 32; i++) p.graph_seed[i] = (uint8_t)(3 * i + 1), p.model_sha[i] = (uint8_t)i;
-  char *names[N], *ca = slurp("ca.crt", 0), why[256];
+  char *names[N], *ca = read_ca(), why[256];
   fc_sa_client *cl[N] = {0};
   uint8_t cert_sha[N][32];
   fc_sa_server *srv = NULL;
@@ -67,12 +64,7 @@ static void test_wait_hint(void) {
     cc.names = (const char *const *)names;
     cc.index = i + 1;
     cc.ca_pem = ca;
-    cc.cert_pem = slurp("client-c%05u.crt", i + 1);
-    cc.key_pem = slurp("client-c%05u.key", i + 1);
-    CHECK(cc.cert_pem && fc_pki_cert_sha256_pem(cc.cert_pem, strlen(cc.cert_pem), cert_sha[i]) == FEDC_OK);
-    CHECK_EQ_INT(fc_sa_client_create(&cc, &cl[i], why, sizeof why), FEDC_OK);
-    free((char *)cc.cert_pem);
-    free((char *)cc.key_pem);
+    CHECK_EQ_INT(sa_harness_client(pki, &cc, &cl[i], cert_sha[i], why, sizeof why), FEDC_OK);
   }
   CHECK_EQ_INT(fc_sa_server_create(&p, (const char *const *)names, &srv, why, sizeof why), FEDC_OK);
   CHECK_EQ_INT(fc_sa_server_set_trust(srv, ca, "secagg-test"), FEDC_OK);
