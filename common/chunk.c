@@ -196,6 +196,14 @@ void fc_chunk_rx_hash_outside(fc_chunk_rx *rx) {
   if (rx->state == FC_CHUNK_RX_RECEIVING && rx->received == 0) rx->hash_outside = 1;
 }
 
+int fc_chunk_rx_hash_inside(fc_chunk_rx *rx, const uint8_t *bytes) {
+  if (!rx->hash_outside) return FEDC_OK;
+  /* The context was made at begin and never fed while the hash was outside. */
+  int rc = rx->received ? fc_sha256_update(&rx->sha, bytes, (size_t)rx->received) : FEDC_OK;
+  if (rc == FEDC_OK) rx->hash_outside = 0;
+  return rc;
+}
+
 int fc_chunk_rx_end_digest(fc_chunk_rx *rx, const uint8_t got[32], char *err, size_t errlen) {
   return rx_end(rx, got, err, errlen);
 }

@@ -100,6 +100,12 @@ void fc_chunk_rx_hash_outside(fc_chunk_rx *rx);
 /* fc_chunk_rx_end for hash_outside: got is the SHA-256 of the bytes the
  * caller accepted, in order. */
 int fc_chunk_rx_end_digest(fc_chunk_rx *rx, const uint8_t got[32], char *err, size_t errlen);
+/* Undo fc_chunk_rx_hash_outside mid-stream: digest the bytes accepted so far
+ * (bytes[0, received): the caller's copy of them) into rx's own context,
+ * which then goes on as if it had hashed every chunk itself (a cut stream
+ * kept to be resumed carries its digest state). FEDC_OK (also when the hash
+ * was never outside), or FEDC_ERR_CRYPTO. */
+int fc_chunk_rx_hash_inside(fc_chunk_rx *rx, const uint8_t *bytes);
 
 /* Release the digest context; safe in any state after begin or on a zeroed rx. Leaves rx IDLE. */
 void fc_chunk_rx_free(fc_chunk_rx *rx);

@@ -75,4 +75,24 @@ wait_for bash -c "'$FEDC' rounds ${ADMIN[*]} --json | jq -e 'select(.round == 2)
   fail "round 2: $("$FEDC" rounds "${ADMIN[@]}" --json)"
 grep -q "upload from evil broke off after" "$T/coord.log" || fail "broken stream not logged"
 kill -0 "$COORD_PID" || fail "coordinator died"
+kill -TERM "$COORD_PID"; wait "$COORD_PID" 2>/dev/null || true
+
+# A model of 6.4 MB: uploads from 4 MiB are hashed on a thread beside the
+# transfer over the staging slot (coord_upload.c), not on the event thread.
+# The same refusals hold there: a wrong SHA-256 is DATA_LOSS naming both
+# digests, NaN/Inf and a short stream are refused, and a good upload counts.
+start_coordinator --pki "$T/pki" --federation itest --state "$T/state-big" --model 784-2000-10 --rounds 1 \
+  --min-clients 1 --cohort 1 --min-updates 1 --clip-norm 5 --poll-ms 100 --round-timeout-ms 30000 \
+  --upload-burst 50 --pickup-timeout-ms 30000
+start_bg probe-big "$PROBE" --coordinator "$COORD_ADDR" --pki "$T/pki" --name evil --mode rejections
+wait "$BG_PID" || true
+for step in nan inf hash-mismatch ends-early good-upload; do
+  grep -q "\"step\":\"$step\".*\"ok\":true" "$T/probe-big.log" || fail "6.4 MB model: step $step missing or wrong"
+done
+grep -q '"step":"hash-mismatch".*SHA-256 mismatch: got [0-9a-f]*, header says' "$T/probe-big.log" ||
+  fail "6.4 MB model: the hash refusal does not name both digests: $(grep hash-mismatch "$T/probe-big.log")"
+ADMIN=(--coordinator "$COORD_ADDR" --pki "$T/pki" --name root)
+wait_for bash -c "'$FEDC' rounds ${ADMIN[*]} --json |
+  jq -e 'select(.round == 1) | .outcome == \"completed\" and .participants == 1' >/dev/null" 30 ||
+  fail "6.4 MB model: the probe's good update did not complete round 1"
 echo "PASS rejections"
