@@ -3,7 +3,9 @@
  *
  * Starts the test service (tests/support/testsvc.h) in-process and moves 1,
  * 16 and 128 MiB through Sink (client-streaming upload: the server checks
- * every chunk and the SHA-256 without keeping the bytes) and Source
+ * every chunk and the SHA-256; from 4 MiB, as the coordinator's upload
+ * handler, it copies the chunks into a kept staging buffer and hashes them
+ * beside the transfer) and Source
  * (server-streaming download into a fresh buffer, verified by SHA-256 on the
  * client), in 1 MiB chunks. Each result is the best of REPS runs; client and
  * server share the machine's cores, as a coordinator and a simulation would.

@@ -18,6 +18,7 @@
 
 #include "common/chunk.h"
 #include "common/fileutil.h"
+#include "common/hash_pipe.h"
 #include "crypto/pki.h"
 #include "crypto/sha256.h"
 #include "fedc/error.h"
@@ -122,6 +123,16 @@ static const struct payload *payload_get(uint64_t bytes) {
   return found;
 }
 
+/* Sink receives as the coordinator's upload handler does (coord_upload.c):
+ * a stream of SINK_PIPE_MIN bytes or more is copied into a staging buffer
+ * kept between calls and hashed beside the transfer by a hash pipe; shorter
+ * ones are hashed inline. One kept buffer: a call that finds it in use
+ * hashes inline. */
+#define SINK_PIPE_MIN (4u << 20)
+static pthread_mutex_t sink_mu = PTHREAD_MUTEX_INITIALIZER;
+static uint8_t *sink_buf;
+static uint64_t sink_cap;
+
 static void cache_free(void) {
   pthread_mutex_lock(&cache_mu);
   if (--live_servers > 0) {
@@ -133,6 +144,11 @@ static void cache_free(void) {
     memset(&cache[i], 0, sizeof cache[i]);
   }
   pthread_mutex_unlock(&cache_mu);
+  pthread_mutex_lock(&sink_mu); /* no server left, so no Sink call */
+  free(sink_buf);
+  sink_buf = NULL;
+  sink_cap = 0;
+  pthread_mutex_unlock(&sink_mu);
 }
 
 /* ---- handlers --------------------------------------------------------------------- */
@@ -159,6 +175,8 @@ static void h_sink(fc_scall *call, void *ctx) {
   const Fedc__V1__UploadMsg *first = (const Fedc__V1__UploadMsg *)fc_scall_request(call);
   fc_chunk_rx rx;
   char err[300];
+  fc_hash_pipe *pipe = NULL;
+  int have_buf = 0;
   memset(&rx, 0, sizeof rx);
   if (!first->header || first->chunk) {
     fc_scall_finish(call, GRPC_STATUS_INVALID_ARGUMENT, "first UploadMsg must carry a header and no chunk", NULL);
@@ -168,6 +186,14 @@ static void h_sink(fc_scall *call, void *ctx) {
   if (rc != FEDC_OK) {
     fc_scall_finish(call, status_of(rc), err, NULL);
     goto out;
+  }
+  if (rx.total >= SINK_PIPE_MIN && pthread_mutex_trylock(&sink_mu) == 0) {
+    have_buf = 1;
+    if (sink_cap < rx.total) {
+      uint8_t *nb = realloc(sink_buf, rx.total);
+      if (nb) sink_buf = nb, sink_cap = rx.total;
+    }
+    if (sink_cap >= rx.total && fc_hash_pipe_start(sink_buf, &pipe) == FEDC_OK) fc_chunk_rx_hash_outside(&rx);
   }
   for (;;) {
     ProtobufCMessage *m = NULL;
@@ -179,7 +205,12 @@ static void h_sink(fc_scall *call, void *ctx) {
       rc = FEDC_ERR_PROTOCOL;
       snprintf(err, sizeof err, "UploadMsg after the first must carry only a chunk");
     } else {
+      uint64_t at = rx.received;
       rc = fc_chunk_rx_feed(&rx, msg->chunk->offset, msg->chunk->data.data, msg->chunk->data.len, err, sizeof err);
+      if (rc == FEDC_OK && pipe) {
+        memcpy(sink_buf + at, msg->chunk->data.data, msg->chunk->data.len);
+        fc_hash_pipe_publish(pipe, rx.received);
+      }
     }
     protobuf_c_message_free_unpacked(m, NULL);
     if (rc != FEDC_OK) {
@@ -187,7 +218,15 @@ static void h_sink(fc_scall *call, void *ctx) {
       goto out;
     }
   }
-  if ((rc = fc_chunk_rx_end(&rx, err, sizeof err)) != FEDC_OK) {
+  if (pipe) {
+    uint8_t got[32];
+    rc = fc_hash_pipe_finish(pipe, got);
+    pipe = NULL;
+    if (rc == FEDC_OK) rc = fc_chunk_rx_end_digest(&rx, got, err, sizeof err);
+  } else {
+    rc = fc_chunk_rx_end(&rx, err, sizeof err);
+  }
+  if (rc != FEDC_OK) {
     fc_scall_finish(call, status_of(rc), err, NULL);
     goto out;
   }
@@ -199,6 +238,8 @@ static void h_sink(fc_scall *call, void *ctx) {
     fc_scall_finish(call, GRPC_STATUS_OK, NULL, &resp.base);
   }
 out:
+  fc_hash_pipe_abort(pipe);
+  if (have_buf) pthread_mutex_unlock(&sink_mu);
   fc_chunk_rx_free(&rx);
 }
 
