@@ -29,32 +29,50 @@
  *     sharing the state directory, replays it).
  *   - a whole record that the engine or aggregator refuses on replay is
  *     skipped, not a stop: later records are still counted.
+ *   - fencing (replicas on etcd sharing the state directory): each record
+ *     carries its writer's fencing token (the leader key's create revision;
+ *     0 for a single coordinator), a leader that opens the log for writing
+ *     (a fresh log, or the one it replayed) first appends a FENCE record
+ *     with its token, and records are appended with O_APPEND. A replica
+ *     deposed while frozen inside a write (after every check) lands its
+ *     record at the end, after its successor's fence and with an older
+ *     token: replay skips it as stale (it was never counted by the leader
+ *     that owns the log), where before it could have followed, or
+ *     overwritten, the successor's records. Every write also asks the
+ *     commit guard first (fileutil.h), as rounds.jsonl's appends do.
+ *   - format: FCBUF002 (token and kind in each record); FCBUF001 logs (no
+ *     tokens) are still read.
  *
  * Owns: the log file and its handle (c->async_log, under c->mu).
  * May call: engine.h, aggregate.h (staging slots), audit.h, common/fileutil.h.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/fileutil.h"
 #include "common/log.h"
 #include "coordinator/agg_slots.h"
 #include "coordinator/audit.h"
 #include "coordinator/coord_int.h"
+#include "coordinator/leader.h"
 #include "crypto/sha256.h"
 #include "fedc/error.h"
 
 #define MOD "coordinator"
 #define LOG_NAME "async_buffer.log"
-static const char LOG_MAGIC[8] = {'F', 'C', 'B', 'U', 'F', '0', '0', '1'};
+static const char LOG_MAGIC[8] = {'F', 'C', 'B', 'U', 'F', '0', '0', '2'};
+static const char LOG_MAGIC_V1[8] = {'F', 'C', 'B', 'U', 'F', '0', '0', '1'};
 
 struct coord_async_log {
-  FILE *fp;
+  FILE *fp;      /* opened for appending (O_APPEND) */
   uint64_t base; /* the version the logged buffer builds on */
+  uint64_t fence; /* the highest FENCE token read back (a single coordinator writes under it) */
   int replayed;  /* the first buffer after start has looked at the log */
   int fenced;    /* deposed (etcd): the log is the next leader's, never touched again */
 };
@@ -64,11 +82,19 @@ typedef struct log_hdr {
   uint64_t base, n;
 } log_hdr;
 
+#define REC_UPDATE 0u /* n float32 values follow the header */
+#define REC_FENCE 1u  /* nothing follows: from here on, records of an older token are stale */
+
 typedef struct rec_hdr {
   char client[72];
   uint64_t round, examples, staleness, bytes;
   double loss, weight;
+  /* FCBUF002 on (an FCBUF001 record ends here: REC_HDR_V1 bytes, token 0, an update) */
+  uint64_t token; /* the writer's fencing token: etcd leader key's create revision, 0 = single coordinator */
+  uint32_t kind;  /* REC_UPDATE or REC_FENCE */
+  uint32_t pad;
 } rec_hdr;
+#define REC_HDR_V1 offsetof(rec_hdr, token)
 
 int coord_async_cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen) {
   const fc_engine_cfg *e = &cfg->engine;
@@ -98,12 +124,80 @@ static struct coord_async_log *get_log(fc_coord *c) {
   return c->async_log;
 }
 
-/* (Re)start the log for a buffer on version `base`: truncated, header written. */
+/* Our fencing token: the leader key's create revision on etcd; a single
+ * coordinator (the only writer, under the state directory's lock) writes
+ * under the highest fence its log holds. */
+static uint64_t our_token(const fc_coord *c, const struct coord_async_log *L) {
+  if (!c->cfg.leader) return L->fence;
+  fc_leader_info li;
+  fc_leader_get_info(c->cfg.leader, &li);
+  return li.rev > 0 ? (uint64_t)li.rev : 0;
+}
+
+/* The commit guard (replicas: we still lead by our lease clock), asked just
+ * before every write to the shared log. */
+static int may_write(char *why, size_t whylen) {
+  if (fc_atomic_guard_allows()) return 1;
+  snprintf(why, whylen, "this replica may no longer write the async buffer log (deposed)");
+  return 0;
+}
+
+static FILE *open_append(const char *path, int flags) {
+  int fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW | flags, 0600);
+  FILE *fp = fd >= 0 ? fdopen(fd, "ab") : NULL;
+  if (fd >= 0 && !fp) close(fd);
+  return fp;
+}
+
+/* One record (header, then n values for an update, then the SHA-256 of both)
+ * appended and fsync'd; on failure the partial record is cut off. */
+static int append_record(struct coord_async_log *L, rec_hdr *h, const float *values, size_t n, char *why,
+                         size_t whylen) {
+  size_t nv = h->kind == REC_UPDATE ? n : 0;
+  fc_sha256_ctx sc;
+  uint8_t sha[FC_SHA256_LEN];
+  fc_sha256_init(&sc);
+  fc_sha256_update(&sc, h, sizeof *h);
+  if (nv) fc_sha256_update(&sc, values, nv * sizeof(float));
+  fc_sha256_final(&sc, sha);
+  struct stat sb;
+  off_t at = fflush(L->fp) == 0 && fstat(fileno(L->fp), &sb) == 0 ? sb.st_size : -1;
+  if (!may_write(why, whylen)) return FEDC_ERR_STOPPED;
+  if (fwrite(h, sizeof *h, 1, L->fp) != 1 || (nv && fwrite(values, sizeof(float), nv, L->fp) != nv) ||
+      fwrite(sha, 1, sizeof sha, L->fp) != sizeof sha || fsync_fp(L->fp) != 0) {
+    snprintf(why, whylen, "async buffer log: cannot write %s (%s)", h->kind == REC_UPDATE ? "the update" : "our fence",
+             strerror(errno ? errno : EIO));
+    /* Cut the partial record, so the next append does not follow garbage. */
+    if (at < 0 || ftruncate(fileno(L->fp), at) != 0) {
+      fclose(L->fp);
+      L->fp = NULL;
+    }
+    return FEDC_ERR_IO;
+  }
+  return FEDC_OK;
+}
+
+/* A replica's first act on a log it writes to: its fence, so that a frozen
+ * predecessor's late record is stale on replay. */
+static int append_fence(fc_coord *c, struct coord_async_log *L, char *why, size_t whylen) {
+  if (!c->cfg.leader) return FEDC_OK;
+  rec_hdr h;
+  memset(&h, 0, sizeof h);
+  h.kind = REC_FENCE;
+  h.token = our_token(c, L);
+  int rc = append_record(L, &h, NULL, 0, why, whylen);
+  if (rc == FEDC_OK && h.token > L->fence) L->fence = h.token;
+  return rc;
+}
+
+/* (Re)start the log for a buffer on version `base`: truncated, header written, our fence. */
 static int log_restart(fc_coord *c, struct coord_async_log *L, uint64_t base, uint64_t n, char *why, size_t whylen) {
   char path[600];
   log_path(c, path, sizeof path);
   if (L->fp) fclose(L->fp);
-  L->fp = fopen(path, "wb");
+  L->fp = NULL;
+  if (!may_write(why, whylen)) return FEDC_ERR_STOPPED;
+  L->fp = open_append(path, O_CREAT | O_TRUNC);
   log_hdr h;
   memset(&h, 0, sizeof h);
   memcpy(h.magic, LOG_MAGIC, sizeof h.magic);
@@ -116,7 +210,8 @@ static int log_restart(fc_coord *c, struct coord_async_log *L, uint64_t base, ui
     return FEDC_ERR_IO;
   }
   L->base = base;
-  return FEDC_OK;
+  L->fence = 0;
+  return append_fence(c, L, why, whylen);
 }
 
 int coord_async_log_update(fc_coord *c, const char *client, uint64_t round, uint64_t examples, double loss,
@@ -144,26 +239,14 @@ int coord_async_log_update(fc_coord *c, const char *client, uint64_t round, uint
   h.bytes = bytes;
   h.loss = loss;
   h.weight = weight;
-  fc_sha256_ctx sc;
-  uint8_t sha[FC_SHA256_LEN];
-  fc_sha256_init(&sc);
-  fc_sha256_update(&sc, &h, sizeof h);
-  fc_sha256_update(&sc, values, n * sizeof(float));
-  fc_sha256_final(&sc, sha);
-  long at = ftell(L->fp);
-  if (fwrite(&h, sizeof h, 1, L->fp) != 1 || fwrite(values, sizeof(float), n, L->fp) != n ||
-      fwrite(sha, 1, sizeof sha, L->fp) != sizeof sha || fsync_fp(L->fp) != 0) {
-    snprintf(why, whylen, "async buffer log: cannot write the update (%s): refused so that a restart cannot lose it",
-             strerror(errno ? errno : EIO));
-    /* Cut the partial record, so the next append does not follow garbage. */
-    if (at >= 0 && ftruncate(fileno(L->fp), at) == 0) fseek(L->fp, at, SEEK_SET);
-    else {
-      fclose(L->fp);
-      L->fp = NULL;
-    }
-    return FEDC_ERR_IO;
+  h.token = our_token(c, L);
+  h.kind = REC_UPDATE;
+  rc = append_record(L, &h, values, n, why, whylen);
+  if (rc == FEDC_ERR_IO) {
+    size_t l = strlen(why);
+    snprintf(why + l, whylen - l, ": refused so that a restart cannot lose it");
   }
-  return FEDC_OK;
+  return rc;
 }
 
 /* Replay one record into the aggregator and the engine: the engine's
@@ -184,6 +267,51 @@ static int replay_one(fc_coord *c, const rec_hdr *h, const float *values, size_t
   return fc_engine_async_replay(c->engine, h->client, h->examples, h->loss, h->staleness, h->bytes);
 }
 
+/* Rewrite the FCBUF001 log at path (its good records end at its current
+ * size) as FCBUF002 under token 0 with our fence after them, through a
+ * temporary file renamed over it; L->fp is then the new log. */
+static int log_convert_v1(fc_coord *c, struct coord_async_log *L, const char *path, uint64_t base, size_t n,
+                          char *why, size_t whylen) {
+  char tmp[640];
+  snprintf(tmp, sizeof tmp, "%s.v2", path);
+  FILE *src = fopen(path, "rb");
+  float *values = malloc(n ? n * sizeof(float) : 1);
+  int rc = src && values && fseek(src, (long)sizeof(log_hdr), SEEK_SET) == 0 ? FEDC_OK : FEDC_ERR_IO;
+  if (rc == FEDC_OK) {
+    /* log_restart writes to the temporary file: header and our fence first. */
+    L->fp = open_append(tmp, O_CREAT | O_TRUNC);
+    log_hdr h;
+    memset(&h, 0, sizeof h);
+    memcpy(h.magic, LOG_MAGIC, sizeof h.magic);
+    h.base = base;
+    h.n = n;
+    if (!L->fp || fwrite(&h, sizeof h, 1, L->fp) != 1) rc = FEDC_ERR_IO;
+  }
+  rec_hdr r;
+  uint8_t sha[FC_SHA256_LEN];
+  while (rc == FEDC_OK) {
+    memset(&r, 0, sizeof r);
+    if (fread(&r, REC_HDR_V1, 1, src) != 1 || fread(values, sizeof(float), n, src) != n ||
+        fread(sha, 1, sizeof sha, src) != sizeof sha)
+      break; /* the replay checked every record up to the end */
+    r.kind = REC_UPDATE;
+    rc = append_record(L, &r, values, n, why, whylen);
+  }
+  if (rc == FEDC_OK) rc = append_fence(c, L, why, whylen);
+  if (rc == FEDC_OK && (fsync_fp(L->fp) != 0 || !may_write(why, whylen) || rename(tmp, path) != 0)) rc = FEDC_ERR_IO;
+  if (src) fclose(src);
+  free(values);
+  if (rc != FEDC_OK) {
+    if (!why[0]) snprintf(why, whylen, "rewriting it in format 2: %s", strerror(errno ? errno : EIO));
+    if (L->fp) fclose(L->fp);
+    L->fp = NULL;
+    unlink(tmp);
+    return rc;
+  }
+  L->base = base;
+  return FEDC_OK;
+}
+
 void coord_async_started_locked(fc_coord *c) {
   struct coord_async_log *L = get_log(c);
   if (!L || L->replayed || L->fenced) return;
@@ -200,11 +328,13 @@ void coord_async_started_locked(fc_coord *c) {
   fc_engine_get_status(c->engine, 0, &es);
   size_t n = fc_model_numel(&c->model->spec);
   log_hdr lh;
-  uint32_t replayed = 0, skipped = 0;
+  uint32_t replayed = 0, skipped = 0, stale = 0;
   long good = 0;
   float *values = malloc(n ? n * sizeof(float) : 1);
-  if (!values || fread(&lh, sizeof lh, 1, fp) != 1 || memcmp(lh.magic, LOG_MAGIC, sizeof lh.magic) != 0 ||
-      lh.n != n || lh.base != es.version) {
+  int ok = values && fread(&lh, sizeof lh, 1, fp) == 1;
+  int v1 = ok && memcmp(lh.magic, LOG_MAGIC_V1, sizeof lh.magic) == 0;
+  size_t hdr_size = v1 ? REC_HDR_V1 : sizeof(rec_hdr);
+  if (!ok || (!v1 && memcmp(lh.magic, LOG_MAGIC, sizeof lh.magic) != 0) || lh.n != n || lh.base != es.version) {
     FC_INFO(MOD, "async buffer log %s is not for version %llu: dropped (its updates were published, or never "
                  "accepted)", path, (unsigned long long)es.version);
     fclose(fp);
@@ -213,19 +343,34 @@ void coord_async_started_locked(fc_coord *c) {
     return;
   }
   good = ftell(fp);
+  L->fence = 0;
   for (;;) {
     rec_hdr h;
     uint8_t sha[FC_SHA256_LEN], want[FC_SHA256_LEN];
-    if (fread(&h, sizeof h, 1, fp) != 1 || fread(values, sizeof(float), n, fp) != n ||
-        fread(sha, 1, sizeof sha, fp) != sizeof sha)
-      break;
+    memset(&h, 0, sizeof h);
+    if (fread(&h, hdr_size, 1, fp) != 1 || h.kind > REC_FENCE) break;
+    size_t nv = h.kind == REC_UPDATE ? n : 0;
+    if ((nv && fread(values, sizeof(float), nv, fp) != nv) || fread(sha, 1, sizeof sha, fp) != sizeof sha) break;
     h.client[sizeof h.client - 1] = '\0';
     fc_sha256_ctx sc;
     fc_sha256_init(&sc);
-    fc_sha256_update(&sc, &h, sizeof h);
-    fc_sha256_update(&sc, values, n * sizeof(float));
+    fc_sha256_update(&sc, &h, hdr_size);
+    if (nv) fc_sha256_update(&sc, values, nv * sizeof(float));
     fc_sha256_final(&sc, want);
     if (memcmp(sha, want, sizeof sha) != 0) break;
+    good = ftell(fp);
+    if (h.kind == REC_FENCE) {
+      if (h.token > L->fence) L->fence = h.token;
+      continue;
+    }
+    /* Written under an older token after a newer leader's fence: a deposed
+     * replica's late write, never counted by the leader that owned the log. */
+    if (h.token < L->fence) {
+      FC_WARN(MOD, "async buffer log: update of %s skipped: written by a deposed replica (fencing token %llu, the "
+                   "log's fence is %llu)", h.client, (unsigned long long)h.token, (unsigned long long)L->fence);
+      stale++;
+      continue;
+    }
     /* A whole record that cannot count (a second one of a client, which
      * the log should never hold) is skipped, not a stop: cutting the log
      * here would lose every accepted update after it. */
@@ -236,22 +381,27 @@ void coord_async_started_locked(fc_coord *c) {
     } else {
       replayed++;
     }
-    good = ftell(fp);
   }
   free(values);
-  /* Anything after the last good record is a torn write: its client never heard OK. */
-  if (good > 0 && ftruncate(fileno(fp), good) == 0 && fseek(fp, good, SEEK_SET) == 0) {
-    L->fp = fp;
+  /* Anything after the last good record is a torn write: its client never
+   * heard OK. An FCBUF001 log (no tokens) is rewritten in the new format
+   * before anything is appended to it. */
+  char why[256] = "";
+  int kept = good > 0 && may_write(why, sizeof why) && ftruncate(fileno(fp), good) == 0;
+  fclose(fp);
+  if (kept && v1) kept = log_convert_v1(c, L, path, es.version, n, why, sizeof why) == FEDC_OK;
+  else if (kept && (L->fp = open_append(path, 0)) != NULL) {
     L->base = es.version;
-  } else {
-    fclose(fp);
+    kept = append_fence(c, L, why, sizeof why) == FEDC_OK;
   }
-  FC_INFO(MOD, "round %llu: %u updates of the buffer open before the restart replayed from %s (%u skipped)",
-          (unsigned long long)es.round, replayed, path, skipped);
+  if (!kept && why[0]) FC_WARN(MOD, "async buffer log %s: %s", path, why);
+  FC_INFO(MOD, "round %llu: %u updates of the buffer open before the restart replayed from %s (%u skipped, %u stale)",
+          (unsigned long long)es.round, replayed, path, skipped, stale);
   if (c->audit)
     fc_audit_append(c->audit, "buffer_replayed",
-                    json_pack("{s:I,s:I,s:I,s:I}", "round", (json_int_t)es.round, "version", (json_int_t)es.version,
-                              "updates", (json_int_t)replayed, "skipped", (json_int_t)skipped));
+                    json_pack("{s:I,s:I,s:I,s:I,s:I}", "round", (json_int_t)es.round, "version",
+                              (json_int_t)es.version, "updates", (json_int_t)replayed, "skipped", (json_int_t)skipped,
+                              "stale", (json_int_t)stale));
 }
 
 int coord_async_publish_failed(fc_coord *c, int rc) {

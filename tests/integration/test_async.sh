@@ -128,16 +128,26 @@ ACCEPTED=$(jq -s '[.[] | select(.kind == "update" and .outcome == "accepted")] |
 # A record the replay must refuse (a second one of a, which the log should
 # never hold) followed by a good one (b's, made here: FORGED = 1 update no
 # client sent): the refused one is skipped, not a stop that cuts b's off.
+# Then what a replica deposed while frozen inside a write leaves: a newer
+# leader's FENCE (token 9) and after it a record under an older token (4,
+# client c): stale, skipped, never counted.
 python3 - "$STATE/async_buffer.log" <<'PY'
 import hashlib, struct, sys
 path = sys.argv[1]
 data = open(path, "rb").read()
+assert data[:8] == b"FCBUF002", data[:8]
 n = struct.unpack_from("<Q", data, 16)[0]
-size = 120 + 4 * n + 32  # rec_hdr, n float32, SHA-256 (coord_async.c)
+H = 136  # rec_hdr (coord_async.c): client[72], round, examples, staleness, bytes, loss, weight, token, kind, pad
+size = H + 4 * n + 32  # rec_hdr, n float32, SHA-256
 rec = data[24:24 + size]
-assert len(data) == 24 + size, "want exactly one record"
-body = b"b".ljust(72, b"\0") + rec[72:120 + 4 * n]
-open(path, "ab").write(rec + body + hashlib.sha256(body).digest())
+assert len(data) == 24 + size, "want exactly one record (a single coordinator writes no fence)"
+assert struct.unpack_from("<QI", rec, 120) == (0, 0), "a single coordinator's update: token 0, kind update"
+def record(name, token, kind, values):
+    body = name.ljust(72, b"\0") + rec[72:120] + struct.pack("<QII", token, kind, 0) + values
+    return body + hashlib.sha256(body).digest()
+vals = rec[H:H + 4 * n]
+out = rec + record(b"b", 0, 0, vals) + record(b"", 9, 1, b"") + record(b"c", 4, 0, vals)
+open(path, "ab").write(out)
 PY
 FORGED=1
 start_coordinator "${COORD_ARGS[@]}"
@@ -145,8 +155,10 @@ ADMIN=(--coordinator "$COORD_ADDR" --pki "$T/pki" --name root)
 # a's and b's records fill the buffer (K = 2): published at once as v$((V + 1)).
 wait_for bash -c "'$FEDC' status ${ADMIN[*]} --json | jq -e '.global_version >= $((V + 1))' >/dev/null" 20 ||
   fail "the buffer's updates were not replayed: $("$FEDC" status "${ADMIN[@]}" --json)"
-jq -s -e '[.[] | select(.kind == "buffer_replayed" and .updates == 2 and .skipped == 1)] | length == 1' \
-  "$STATE/audit.log" >/dev/null || fail "buffer_replayed: $(grep buffer_replayed "$STATE/audit.log")"
+jq -s -e '[.[] | select(.kind == "buffer_replayed" and .updates == 2 and .skipped == 1 and .stale == 1)] |
+  length == 1' "$STATE/audit.log" >/dev/null || fail "buffer_replayed: $(grep buffer_replayed "$STATE/audit.log")"
+grep -q "update of c skipped: written by a deposed replica (fencing token 4, the log's fence is 9)" "$T/coord.log" ||
+  fail "the stale record was not named: $(grep 'async buffer log' "$T/coord.log")"
 jq -s -e --argjson v "$((V + 1))" '[.[] | select(.version == $v)][0] | .participants == 2' "$STATE/rounds.jsonl" \
   >/dev/null || fail "replayed buffer of v$((V + 1)): $(cat "$STATE/rounds.jsonl")"
 V=$((V + 1))
@@ -187,6 +199,9 @@ COUNTED=$(jq -s '[.[] | select(.outcome == "completed") | .participants] | add' 
 V=$(json_get "$st" global_version)
 kill -KILL "$COORD_PID"
 set +e; wait "$COORD_PID" 2>/dev/null; set -e
+# The log in the format before fencing tokens (FCBUF001, as an older fedc
+# left it): still replayed, and rewritten in the new format before anything
+# is appended to it.
 python3 - "$STATE/async_buffer.log" "$V" <<'PY'
 import hashlib, struct, sys
 n = 7850  # --model 784-10
