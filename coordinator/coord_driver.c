@@ -157,6 +157,7 @@ void *coord_driver_main(void *arg) {
       fc_engine_get_status(c->engine, fc_now_ms(), &es);
       coord_cancel_uploads(c, es.round);
     }
+    coord_sa_park_wake(c, fc_now_ms(), 0); /* a stage opened, a round ended, or a held poll waited long enough */
     pthread_mutex_unlock(&c->mu);
     /* After the training tick, so an evaluation's cohort is drawn from the
      * clients not in the round that tick started (coord_eval.c). */

@@ -121,6 +121,10 @@ struct fc_coord {
   /* Members' certificates verified in earlier rounds (crypto/cert_cache.h),
    * so each is parsed and chain-checked once; under mu. */
   struct fc_cert_cache *sa_certs;
+  /* SecAgg polls waiting for their stage (coord_sa_park.c), under mu. */
+  struct coord_sa_park *sa_park;
+  uint32_t nsa_park, sa_park_cap;
+  int sa_park_closed; /* stopping: polls are answered at once */
   struct coord_anomaly *anom; /* update anomaly scores, identity misuse (coord_anomaly.c); thread-safe */
   struct coord_async_log *async_log; /* async mode: the open buffer's log (coord_async.c); under mu */
 };
@@ -164,6 +168,18 @@ void coord_dp_split(const fc_coord *c, double expected, double *zu, double *sb);
 void coord_sa_end(fc_coord *c);
 /* The coordinator is going away: what secure aggregation kept across rounds. */
 void coord_sa_free(fc_coord *c);
+/* The bucket `client` is in (its index there in *index), or -1. */
+int coord_sa_find(const fc_coord *c, const char *client, uint32_t *index);
+/* How many of bucket b's members are still expected to advertise. */
+uint32_t coord_sa_want_advertise(const fc_coord *c, uint32_t b);
+
+/* ---- coord_sa_park.c: SecAgg polls held until their stage opens (under c->mu) ---- */
+/* Answer every held poll whose stage has opened, whose round is over, or
+ * that has waited FC_SA_PARK_MS; all: every one (the round ended, stopping). */
+void coord_sa_park_wake(fc_coord *c, uint64_t now_ms, int all);
+/* Stopping: answer every held poll and hold no more (before the server's shutdown). */
+void coord_sa_park_close(fc_coord *c);
+void coord_sa_park_free(fc_coord *c);
 
 /* ---- coord_limits.c: per-identity call limits; refusals and the audit budget ---- */
 enum { COORD_LIM_POLL, COORD_LIM_CALLS, COORD_LIM_ADMIN, COORD_LIM_N };

@@ -283,10 +283,10 @@ void coord_sa_end(fc_coord *c) {
   c->sa = NULL;
   c->sa_dead = NULL;
   c->nsa = 0;
+  coord_sa_park_wake(c, fc_now_ms(), 1); /* "that round is over" */
 }
 
-/* The bucket `client` is in and its index there, or -1. */
-static int sa_find(const fc_coord *c, const char *client, uint32_t *index) {
+int coord_sa_find(const fc_coord *c, const char *client, uint32_t *index) {
   for (uint32_t b = 0; b < c->nsa; b++) {
     uint32_t i = fc_sa_server_index(c->sa[b], client);
     if (i) {
@@ -377,11 +377,14 @@ int coord_sa_close(fc_coord *c) {
   return fc_engine_sa_advance(c->engine, now);
 }
 
-/* How many of bucket b's members are still expected to advertise, from the
- * engine's count for the whole cohort. Everyone selected is in some bucket:
- * a bucket expects all its members. Under c->mu. */
+/* From the engine's count for the whole cohort. Everyone selected is in
+ * some bucket: a bucket expects all its members. Under c->mu. */
 static uint32_t sa_want_advertise(const fc_coord *c, uint32_t b, uint32_t expected) {
   return c->nsa == 1 ? expected : expected ? fc_sa_server_params(c->sa[b])->n : 0;
+}
+
+uint32_t coord_sa_want_advertise(const fc_coord *c, uint32_t b) {
+  return sa_want_advertise(c, b, fc_engine_expected(c->engine));
 }
 
 void coord_sa_check_complete(fc_coord *c) {
@@ -403,7 +406,7 @@ void coord_sa_check_complete(fc_coord *c) {
 
 void coord_sa_task(fc_coord *c, const char *client, Fedc__V1__SecAggParams *p) {
   uint32_t idx;
-  int b = sa_find(c, client, &idx);
+  int b = coord_sa_find(c, client, &idx);
   const fc_sa_server *s = c->sa[b < 0 ? 0 : b];
   const fc_sa_params *sp = fc_sa_server_params(s);
   p->index = idx;
@@ -636,7 +639,7 @@ int coord_sa_finish(fc_coord *c, float *delta, uint32_t *count, char *why, size_
 int coord_sa_masked_begin(fc_coord *c, const char *client, fc_model_spec *spec, uint32_t *bucket, char *why,
                           size_t whylen) {
   uint32_t idx;
-  int b = sa_find(c, client, &idx);
+  int b = coord_sa_find(c, client, &idx);
   if (!c->nsa) {
     snprintf(why, whylen, "no secure-aggregation round is running");
     return FEDC_ERR_REJECTED;
@@ -657,7 +660,7 @@ int coord_sa_masked_begin(fc_coord *c, const char *client, fc_model_spec *spec, 
 
 void coord_sa_masked_done(fc_coord *c, const char *client) {
   uint32_t idx;
-  int b = sa_find(c, client, &idx);
+  int b = coord_sa_find(c, client, &idx);
   if (b < 0) return;
   fc_sa_server_masked_done(c->sa[b], idx);
   coord_sa_check_complete(c);
@@ -699,7 +702,7 @@ void coord_h_secagg_submit(fc_scall *call, void *ctx) {
   int rc;
   pthread_mutex_lock(&c->mu);
   uint32_t idx;
-  int b = sa_find(c, peer->name, &idx);
+  int b = coord_sa_find(c, peer->name, &idx);
   if (!c->nsa) {
     rc = FEDC_ERR_REJECTED;
     snprintf(why, sizeof why, "no secure-aggregation round is running");
@@ -721,29 +724,3 @@ void coord_h_secagg_submit(fc_scall *call, void *ctx) {
   fc_scall_finish(call, GRPC_STATUS_OK, NULL, &resp.base);
 }
 
-void coord_h_secagg_poll(fc_scall *call, void *ctx) {
-  fc_coord *c = ctx;
-  const fc_peer *peer = fc_scall_peer(call);
-  const Fedc__V1__SecAggPollRequest *req = (const Fedc__V1__SecAggPollRequest *)fc_scall_request(call);
-  Fedc__V1__SecAggPollResponse resp;
-  pthread_mutex_lock(&c->mu);
-  uint32_t idx;
-  int b = sa_find(c, peer->name, &idx);
-  fc_sa_server *s = c->nsa ? c->sa[b < 0 ? 0 : b] : NULL;
-  if (!s || fc_sa_server_params(s)->round != req->round) {
-    Fedc__V1__SecAggPollResponse z = FEDC__V1__SEC_AGG_POLL_RESPONSE__INIT;
-    resp = z;
-    resp.status = FEDC__V1__SEC_AGG_POLL_RESPONSE__STATUS__ABORTED;
-    resp.reason = (char *)"that round is over";
-  } else {
-    fc_sa_server_poll(s, idx, (int)req->stage, &resp);
-    if (resp.status == FEDC__V1__SEC_AGG_POLL_RESPONSE__STATUS__WAIT && resp.retry_after_ms)
-      resp.retry_after_ms = fc_sa_server_wait_hint(s, sa_want_advertise(c, (uint32_t)(b < 0 ? 0 : b),
-                                                                         fc_engine_expected(c->engine)),
-                                                   fc_now_ms());
-  }
-  /* Packed under the lock: the answer points into the session. */
-  fc_scall_finish(call, GRPC_STATUS_OK, NULL, &resp.base);
-  if (s && fc_sa_server_params(s)->round == req->round) fc_sa_poll_clear(&resp);
-  pthread_mutex_unlock(&c->mu);
-}

@@ -177,6 +177,16 @@ void srv_send_status(fc_scall *c, grpc_status_code code, const char *detail, grp
     peer_leave(c->srv, c->peer_key);
     c->peer_counted = 0;
   }
+  if (c->parked) { /* any thread: see fc_scall_park */
+    pthread_mutex_lock(&c->mu);
+    size_t n = status_ops(c, code, detail, msg);
+    int stepping = c->stepping;
+    if (stepping) c->pending_n = n; /* the parking step's end starts it (srv_park_step_end) */
+    pthread_mutex_unlock(&c->mu);
+    /* No step holds c: a status that cannot start means the call is gone. */
+    if (!stepping && srv_start_batch(c, OP_STATUS, n) != 0) srv_release(c);
+    return;
+  }
   size_t n = status_ops(c, code, detail, msg);
   if (c->blocking) {
     wait_batch(c, n);
@@ -329,6 +339,25 @@ int fc_scall_finish_retry(fc_scall *c, grpc_status_code code, const char *detail
     c->trailer_set = 1;
   }
   return fc_scall_finish(c, code, detail, NULL);
+}
+
+void fc_scall_park(fc_scall *c) {
+  if (c->blocking || c->m->kind != FC_RPC_UNARY || c->finished || c->parked) return;
+  pthread_mutex_lock(&c->mu);
+  c->parked = 1;
+  c->stepping = 1;
+  pthread_mutex_unlock(&c->mu);
+}
+
+/* The event thread's step that parked c has ended: from now on a finish
+ * starts its own batch; one that came during the step is started here. */
+void srv_park_step_end(fc_scall *c) {
+  pthread_mutex_lock(&c->mu);
+  c->stepping = 0;
+  size_t n = c->pending_n;
+  c->pending_n = 0;
+  pthread_mutex_unlock(&c->mu);
+  if (n && srv_start_batch(c, OP_STATUS, n) != 0) srv_release(c);
 }
 
 void fc_scall_stream_in(fc_scall *c, fc_msg_fn on_msg, fc_step_fn on_end, fc_done_fn on_done, void *state) {

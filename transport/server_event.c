@@ -66,6 +66,10 @@ static void continue_async(fc_scall *c) {
 static void dispatch_first(fc_scall *c) {
   if (c->m->async) {
     c->m->handler(c, c->m->ctx);
+    if (c->parked) { /* another thread may be finishing it already: nothing else here reads c */
+      srv_park_step_end(c);
+      return;
+    }
     if (!c->finished && c->m->kind == FC_RPC_SERVER_STREAM && c->hooks_set && c->next) c->next(c, c->hstate);
     continue_async(c);
     return;

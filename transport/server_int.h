@@ -75,6 +75,10 @@ struct fc_scall {
   int stream_done;
   int released;
   uint64_t bytes_in, bytes_out;
+  /* parked unary call (fc_scall_park): finished later from any thread */
+  int parked;     /* set by the handler on the event thread */
+  int stepping;   /* under mu: the event thread's step that parked it has not ended */
+  size_t pending_n; /* under mu: a status whose batch the step's end starts (finished during the step) */
   /* async stream hooks */
   fc_msg_fn on_msg;
   fc_step_fn on_end, next;
@@ -146,6 +150,8 @@ int srv_start_batch(fc_scall *c, enum op_kind op, size_t n);
 void srv_send_status(fc_scall *c, grpc_status_code code, const char *detail, grpc_byte_buffer *msg);
 /* End of an async step: release a call that could not start its next batch. */
 void srv_settle(fc_scall *c);
+/* The step in which a handler parked c ended (fc_scall_park). */
+void srv_park_step_end(fc_scall *c);
 /* The message in c->recv_bb: 1 with *out, 0 end of stream, <0 status queued. */
 int srv_take_message(fc_scall *c, ProtobufCMessage **out);
 /* Fill a {[SEND_INITIAL_METADATA], RECV_MESSAGE} batch; returns the count. */

@@ -169,6 +169,18 @@ int fc_scall_finished(const fc_scall *c);
  * core releases it (on_done). */
 void fc_scall_cancel(fc_scall *c, grpc_status_code code, const char *why);
 
+/* A unary async handler that cannot answer yet (a poll for something not
+ * ready) parks the call instead of finishing it: it keeps the fc_scall* and
+ * finishes it later, exactly once, with fc_scall_finish or
+ * fc_scall_finish_retry from any thread (the packed answer is queued at
+ * once; a parked call needs no lock of the transport's). Until then the call
+ * holds no thread and no batch, so a peer that went away meanwhile is seen
+ * only when the status is sent (its batch fails; the core releases the
+ * call). Every parked call must be finished before fc_server_shutdown: the
+ * server's threads wait for it. Bounded by the owner (how many it parks,
+ * for how long); the per-peer call cap counts a parked call. */
+void fc_scall_park(fc_scall *c);
+
 /* ---- blocking handlers (async = 0; on a pool thread) ---- */
 /* Next message of a client stream: 1 = *msg set (free with protobuf_c_message_free_unpacked),
  * 0 = client closed the stream, <0 = fedc_err (cancelled, idle timeout, too large, malformed);

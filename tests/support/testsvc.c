@@ -11,6 +11,7 @@
 #include "tests/support/testsvc.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -162,6 +163,69 @@ static void h_echo(fc_scall *call, void *ctx) {
   fc_scall_finish(call, GRPC_STATUS_OK, NULL, &resp.base);
 }
 
+/* Park: the call is parked and finished num_examples ms later by a thread
+ * of its own (0: at once, racing the end of the handler's step;
+ * TS_PARK_GATED: once ts_park_gate(1)), answering retry_after_ms =
+ * num_examples. */
+static atomic_int parked_open;
+
+struct park_job {
+  fc_scall *call;
+  uint32_t ms;
+};
+
+static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
+static int gate_open;
+
+void ts_park_gate(int open) {
+  pthread_mutex_lock(&gate_mu);
+  gate_open = open;
+  pthread_cond_broadcast(&gate_cv);
+  pthread_mutex_unlock(&gate_mu);
+}
+
+static void *park_finisher(void *arg) {
+  struct park_job *j = arg;
+  if (j->ms == TS_PARK_GATED) {
+    pthread_mutex_lock(&gate_mu);
+    while (!gate_open) pthread_cond_wait(&gate_cv, &gate_mu);
+    pthread_mutex_unlock(&gate_mu);
+  } else if (j->ms) {
+    struct timespec ts = {(time_t)(j->ms / 1000), (long)(j->ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+  }
+  Fedc__V1__CheckInResponse resp = FEDC__V1__CHECK_IN_RESPONSE__INIT;
+  resp.action = FEDC__V1__CHECK_IN_RESPONSE__ACTION__WAIT;
+  resp.retry_after_ms = j->ms;
+  fc_scall_finish(j->call, GRPC_STATUS_OK, NULL, &resp.base);
+  free(j);
+  atomic_fetch_sub(&parked_open, 1);
+  return NULL;
+}
+
+static void h_park(fc_scall *call, void *ctx) {
+  (void)ctx;
+  const Fedc__V1__CheckInRequest *req = (const Fedc__V1__CheckInRequest *)fc_scall_request(call);
+  struct park_job *j = malloc(sizeof *j);
+  pthread_t t;
+  pthread_attr_t a;
+  if (!j) {
+    fc_scall_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL);
+    return;
+  }
+  j->call = call;
+  j->ms = (uint32_t)req->num_examples;
+  atomic_fetch_add(&parked_open, 1);
+  fc_scall_park(call);
+  pthread_attr_init(&a);
+  pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+  if (pthread_create(&t, &a, park_finisher, j) != 0) park_finisher(j);
+  pthread_attr_destroy(&a);
+}
+
+int ts_parked_open(void) { return atomic_load(&parked_open); }
+
 static grpc_status_code status_of(int err) {
   switch (err) {
   case FEDC_ERR_HASH: return GRPC_STATUS_DATA_LOSS;
@@ -285,6 +349,8 @@ static const fc_method methods[] = {
      NULL, 0},
     {TS_SOURCE, FC_RPC_SERVER_STREAM, FC_ROLE_CLIENT, 1024, &fedc__v1__fetch_model_request__descriptor, h_source,
      NULL, 0},
+    /* Async (event thread): parks its call. */
+    {TS_PARK, FC_RPC_UNARY, FC_ROLE_CLIENT, 1024, &fedc__v1__check_in_request__descriptor, h_park, NULL, 1},
 };
 
 const fc_method *ts_methods(size_t *n) {

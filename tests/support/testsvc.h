@@ -14,6 +14,11 @@
  *   | /fedc.v1.Test/Source    | server stream | client | 1024                | FetchModelRequest{version = bytes wanted}  |
  *   |                         |               |        |                     |   -> TensorStreamMsg{header} {chunk}...    |
  *
+ *   | /fedc.v1.Test/Park     | unary (async) | client | 1024                | CheckInRequest -> CheckInResponse, parked  |
+ *   |                         |               |        |                     |   (fc_scall_park) and answered by a thread |
+ *   |                         |               |        |                     |   num_examples ms later (retry_after_ms;   |
+ *   |                         |               |        |                     |   TS_PARK_GATED: when ts_park_gate(1))     |
+ *
  * Sink checks the stream with common/chunk.h without keeping the payload (cap
  * 1 GiB) and maps a failed check to a status: HASH -> DATA_LOSS, TOO_LARGE ->
  * RESOURCE_EXHAUSTED, anything else -> INVALID_ARGUMENT.
@@ -34,6 +39,12 @@
 #define TS_ADMIN_ECHO "/fedc.v1.Test/AdminEcho"
 #define TS_SINK "/fedc.v1.Test/Sink"
 #define TS_SOURCE "/fedc.v1.Test/Source"
+#define TS_PARK "/fedc.v1.Test/Park"
+/* Park calls not finished yet (their threads still sleeping). */
+int ts_parked_open(void);
+/* num_examples of a Park call answered only once the gate is open. */
+#define TS_PARK_GATED 999999u
+void ts_park_gate(int open);
 
 #define TS_SINK_MAX_TOTAL (1ull << 30)
 #define TS_SOURCE_MAX (1ull << 30)
