@@ -104,6 +104,7 @@ static long member_index(const fc_tier *t, const char *name) {
 
 int fc_tier_known(const fc_tier *t, const char *name) { return member_index(t, name) >= 0; }
 size_t fc_tier_member_count(const fc_tier *t) { return t->nmembers; }
+const fc_tier_member *fc_tier_member_get(const fc_tier *t, size_t i) { return &t->members[i]; }
 
 size_t fc_tier_set_members(fc_tier *t, const fc_tier_member *m, size_t n) {
   size_t left = 0;

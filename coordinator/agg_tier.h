@@ -53,6 +53,7 @@ int fc_tier_parse_member(const char *name, const char *value, size_t len, const 
  * as unknown from now on). Returns how many members left. */
 size_t fc_tier_set_members(fc_tier *t, const fc_tier_member *m, size_t n);
 size_t fc_tier_member_count(const fc_tier *t);
+const fc_tier_member *fc_tier_member_get(const fc_tier *t, size_t i); /* i < fc_tier_member_count */
 int fc_tier_known(const fc_tier *t, const char *name);
 /* Clients of the current round assigned to `name` (its load). */
 size_t fc_tier_load(const fc_tier *t, const char *name);

@@ -315,6 +315,11 @@ void coord_h_upload(fc_scall *call, void *ctx) {
   const fc_peer *peer = fc_scall_peer(call);
   const Fedc__V1__UploadMsg *first = (const Fedc__V1__UploadMsg *)fc_scall_request(call);
   if (coord_audit_peer(c, call, peer)) return;
+  if (c->tier) { /* coord_aggtier.c: updates come through the aggregators, summed */
+    fc_scall_finish(call, GRPC_STATUS_FAILED_PRECONDITION,
+                    "this federation takes updates through aggregators: upload to the one your task names", NULL);
+    return;
+  }
   char why[400] = "";
   upload *up = calloc(1, sizeof *up);
   if (!up) {
