@@ -133,6 +133,14 @@ size_t fc_tier_load(const fc_tier *t, const char *name) {
   return k;
 }
 
+size_t fc_tier_uncounted(const fc_tier *t, const char *name) {
+  long s = name_slot(t, name);
+  size_t k = 0;
+  if (s < 0) return 0;
+  for (size_t i = 0; i < t->na; i++) k += t->a[i].member == (uint32_t)s && !t->a[i].counted;
+  return k;
+}
+
 static assignment *find(const fc_tier *t, const char *client) {
   for (size_t i = 0; i < t->na; i++)
     if (!strcmp(t->a[i].client, client)) return &t->a[i];

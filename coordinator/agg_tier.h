@@ -57,6 +57,8 @@ const fc_tier_member *fc_tier_member_get(const fc_tier *t, size_t i); /* i < fc_
 int fc_tier_known(const fc_tier *t, const char *name);
 /* Clients of the current round assigned to `name` (its load). */
 size_t fc_tier_load(const fc_tier *t, const char *name);
+/* ... of which the round has not counted an update yet. */
+size_t fc_tier_uncounted(const fc_tier *t, const char *name);
 
 /* The aggregator of `client` in `round`: the one it was given before in this
  * round, else the registered member with the fewest clients of the round

@@ -57,6 +57,7 @@ struct coord_tier {
   pthread_mutex_t mu; /* stop, with cv */
   pthread_cond_t cv;
   int stop;
+  char last_bad[600]; /* the refresh thread's: a bad entry is logged when it changes, not every refresh */
 };
 
 int coord_tier_cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen) {
@@ -91,14 +92,17 @@ static void refresh(fc_coord *c) {
   }
   snprintf(prefix, sizeof prefix, "%s/%s", fc_leader_prefix(c->cfg.leader), FC_TIER_KEY);
   size_t plen = strlen(prefix);
+  char bad[600] = "";
   for (size_t i = 0; i < n; i++) {
     const char *name = strncmp(e[i].key, prefix, plen) == 0 ? e[i].key + plen : "";
     if (fc_tier_parse_member(name, (const char *)e[i].kv.value, e[i].kv.value_len, c->cfg.federation, &m[k], err,
                              sizeof err) == FEDC_OK)
       k++;
-    else
-      FC_WARN(MOD, "aggregator registry: %s (entry ignored)", err);
+    else if (!bad[0])
+      snprintf(bad, sizeof bad, "%s", err);
   }
+  if (bad[0] && strcmp(bad, c->tier->last_bad) != 0) FC_WARN(MOD, "aggregator registry: %s (entry ignored)", bad);
+  snprintf(c->tier->last_bad, sizeof c->tier->last_bad, "%s", bad);
   pthread_mutex_lock(&c->mu);
   fc_tier *t = c->tier->book;
   for (size_t i = 0; i < k; i++)
@@ -110,8 +114,9 @@ static void refresh(fc_coord *c) {
     for (size_t j = 0; j < k && !still; j++) still = !strcmp(o->name, m[j].name);
     if (!still)
       FC_WARN(MOD, "aggregator %s left the registry (lease expired or revoked): the updates of its %zu client(s) "
-                   "in the open round are lost; the round closes by its rule (min-updates at the deadline)",
-              o->name, fc_tier_load(t, o->name));
+                   "not counted yet in the open round are lost; the round closes by its rule (min-updates at the "
+                   "deadline)",
+              o->name, fc_tier_uncounted(t, o->name));
   }
   fc_tier_set_members(t, m, k);
   pthread_mutex_unlock(&c->mu);

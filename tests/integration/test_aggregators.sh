@@ -14,6 +14,8 @@
 #   3. SIGKILL of one aggregator mid-federation: its lease expires, the leader
 #      drops it from the registry (its clients' updates of the open round are
 #      lost), and rounds keep publishing with the rest, all through ag1.
+#   4. SIGTERM of the other: it exits 0 and revokes its lease (its key is gone
+#      at once, the leader drops it).
 # Skipped (77) without etcd/etcdctl (apt-get install etcd-server etcd-client).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
@@ -144,4 +146,12 @@ wait_for bash -c "grep -q 'server certificate is spiffe://itest/aggregator/ag1, 
 V=$(pointer)
 wait_version $((V + 1)) 90 || fail "no progress once ag3 was gone: $(tail -8 "$T/leader.log")"
 "$FEDC" audit verify --state "$T/state" --pki "$T/pki" >"$T/verify.txt" 2>&1 || fail "audit chain: $(cat "$T/verify.txt")"
+
+# ---- SIGTERM: an aggregator stops cleanly and revokes its lease ----
+kill -TERM "$PID_ag1"
+rc=0
+wait "$PID_ag1" || rc=$?
+[ "$rc" = 0 ] || fail "ag1 exited $rc on SIGTERM: $(tail -5 "$T/agg-ag1.log")"
+"${ETCDCTL[@]}" get /fedc/itest/aggregators/ag1 --print-value-only | grep -q . && fail "ag1's key outlived it"
+wait_for grep -q "aggregator ag1 left the registry" "$T/leader.log" 5 || fail "the leader did not drop ag1"
 echo "PASS"

@@ -134,6 +134,9 @@ static void test_checks(void) {
   CHECK(strstr(why, "already counted") != NULL);
   const char *names[4];
   CHECK_EQ_INT(fc_tier_assigned(t, 7, "a1", names, 4), 0); /* nothing left to wait for at a1 */
+  CHECK_EQ_INT(fc_tier_uncounted(t, "a1"), 0);
+  CHECK_EQ_INT(fc_tier_uncounted(t, "a2"), 2);
+  CHECK_EQ_INT(fc_tier_load(t, "a1"), 2);
   /* The sum's bound: clip 1 x total weight 150. */
   fc_upload_rules r = {1.0, 100, 0};
   CHECK_EQ_INT(fc_tier_check_sum(150.0, 1.0, &p, &r, why, sizeof why), FEDC_OK);
