@@ -130,9 +130,17 @@ wait_for grep -q "aggregator ag2 left the registry" "$T/leader.log" 15 ||
   fail "the leader did not drop ag2: $(tail -5 "$T/leader.log")"
 K=$(grep -c '"kind":"update"' "$T/state/audit.log")
 wait_version $((V + 2)) 90 || fail "no progress after ag2 was killed: $(tail -8 "$T/leader.log")"
-# Every update counted after the kill came through ag1.
-tail -n +1 "$T/state/audit.log" | grep '"kind":"update"' | tail -n +$((K + 1)) | grep -v '"aggregator":"ag1"' &&
+# Every update counted after the kill came through ag1, and a round closed
+# without ag2's clients (assigned to it until its lease ran out: lost) with
+# the rest (min-updates 2).
+grep '"kind":"update"' "$T/state/audit.log" | tail -n +$((K + 1)) | grep -v '"aggregator":"ag1"' &&
   fail "an update counted after the kill did not come through ag1"
+python3 - "$T/state/audit.log" "$V" <<'PY' || fail "no round completed without ag2's clients"
+import json, sys
+short = [r for r in map(json.loads, open(sys.argv[1]))
+         if r["kind"] == "model" and r["version"] > int(sys.argv[2]) and 0 < r["updates"] < 6]
+sys.exit(0 if short else "every round after the kill had all 6 updates")
+PY
 seen=$(check_through_aggregators) || fail "audit: $seen"
 
 # ---- 2b. the client checks the aggregator's identity ----
