@@ -25,6 +25,7 @@
 #include "check.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "coordinator/coord_int.h" /* coord_tier_cfg_check */
 #include "coordinator/coordinator.h"
 #include "crypto/sha256.h"
 #include "fedc/error.h"
@@ -664,6 +665,23 @@ static void test_aggregator_roles(void) {
   cfg.agg_tier = 1; /* no cfg.leader: refused in one sentence */
   CHECK_EQ_INT(fc_coord_start(&cfg, NULL, NULL, &c, err, sizeof err), FEDC_ERR_INVALID);
   CHECK(strstr(err, "--aggregator-tier cannot be combined with a coordinator without --etcd") != NULL);
+  /* With etcd, what this slice cannot run through aggregators: one sentence each. */
+  static const char *const no[] = {"secure aggregation", "robust aggregation rule", "--mode async",
+                                   "differential privacy", "compressed uploads", "anomaly policies"};
+  for (int k = 0; k < 6; k++) {
+    base_cfg(&cfg);
+    cfg.agg_tier = 1;
+    cfg.leader = (struct fc_leader *)&cfg; /* only its presence is checked here */
+    CHECK_EQ_INT(coord_tier_cfg_check(&cfg, err, sizeof err), FEDC_OK);
+    if (k == 0) cfg.engine.secagg = 1;
+    if (k == 1) snprintf(cfg.aggregator, sizeof cfg.aggregator, "median");
+    if (k == 2) cfg.engine.async = 1;
+    if (k == 3) cfg.dp_noise_multiplier = 1;
+    if (k == 4) cfg.upload_bits = 8;
+    if (k == 5) snprintf(cfg.anomaly_policy, sizeof cfg.anomaly_policy, "exclude");
+    CHECK_EQ_INT(coord_tier_cfg_check(&cfg, err, sizeof err), FEDC_ERR_INVALID);
+    CHECK(strstr(err, no[k]) != NULL);
+  }
   base_cfg(&cfg);
   c = start(&cfg);
   CHECK(c != NULL);
