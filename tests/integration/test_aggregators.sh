@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The aggregator tier, first slice (issue 23): one etcd member on 127.0.0.1
-# over mutual TLS, one leader (`fedc coordinator --etcd ... --aggregator-tier`),
+# The aggregator tier, first slice (issue 23): a 3-member etcd cluster on
+# 127.0.0.1 over mutual TLS, one leader (`fedc coordinator --etcd ... --aggregator-tier`),
 # two aggregators (`fedc aggregator`, certificates `fedc pki issue --role
 # aggregator`), six clients; all real processes, certificates from `fedc pki`.
 #   1. Rounds publish, and every update the leader counted came through an
@@ -35,18 +35,23 @@ done
 "$FEDC" pki verify --ca "$T/pki/ca.crt" --cert "$T/pki/aggregator-ag1.crt" >/dev/null ||
   fail "the aggregator certificate does not verify"
 
-# ---- etcd: one member, clients over https with client certificates ----
-EC=$(free_port) EPP=$(free_port)
-start_bg etcd etcd --name e1 --data-dir "$T/etcd1" \
-  --listen-client-urls "https://127.0.0.1:$EC" --advertise-client-urls "https://127.0.0.1:$EC" \
-  --listen-peer-urls "http://127.0.0.1:$EPP" --initial-advertise-peer-urls "http://127.0.0.1:$EPP" \
-  --initial-cluster "e1=http://127.0.0.1:$EPP" --initial-cluster-state new --initial-cluster-token "fedc-$$" \
-  --client-cert-auth --trusted-ca-file "$T/pki/ca.crt" \
-  --cert-file "$T/pki/coordinator-etcd.crt" --key-file "$T/pki/coordinator-etcd.key"
-ETCD="127.0.0.1:$EC"
+# ---- etcd: 3 members, clients over https with client certificates ----
+EC=() EP=()
+for i in 1 2 3; do EC+=("$(free_port)"); EP+=("$(free_port)"); done
+CLUSTER="e1=http://127.0.0.1:${EP[0]},e2=http://127.0.0.1:${EP[1]},e3=http://127.0.0.1:${EP[2]}"
+for i in 0 1 2; do
+  n=$((i + 1))
+  start_bg "etcd$n" etcd --name "e$n" --data-dir "$T/etcd$n" \
+    --listen-client-urls "https://127.0.0.1:${EC[$i]}" --advertise-client-urls "https://127.0.0.1:${EC[$i]}" \
+    --listen-peer-urls "http://127.0.0.1:${EP[$i]}" --initial-advertise-peer-urls "http://127.0.0.1:${EP[$i]}" \
+    --initial-cluster "$CLUSTER" --initial-cluster-state new --initial-cluster-token "fedc-$$" \
+    --client-cert-auth --trusted-ca-file "$T/pki/ca.crt" \
+    --cert-file "$T/pki/coordinator-etcd.crt" --key-file "$T/pki/coordinator-etcd.key"
+done
+ETCD="127.0.0.1:${EC[0]},127.0.0.1:${EC[1]},127.0.0.1:${EC[2]}"
 ETCDCTL=(etcdctl --endpoints "$ETCD" --cacert "$T/pki/ca.crt" --cert "$T/pki/coordinator.crt"
   --key "$T/pki/coordinator.key" --command-timeout 2s)
-wait_for "${ETCDCTL[@]}" endpoint health 30 || fail "etcd not healthy"
+wait_for "${ETCDCTL[@]}" endpoint health 30 || fail "etcd cluster not healthy"
 ETCD_TLS=(--etcd "$ETCD" --etcd-ca "$T/pki/ca.crt" --etcd-cert "$T/pki/coordinator.crt" --etcd-key "$T/pki/coordinator.key")
 
 # What the tier refuses in this slice is refused at start, in one sentence.
