@@ -8,6 +8,7 @@
 
 int cmd_pki(int argc, char **argv);
 int cmd_coordinator(int argc, char **argv);
+int cmd_aggregator(int argc, char **argv); /* cmd_aggregator.c */
 int cmd_client(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_rounds(int argc, char **argv);

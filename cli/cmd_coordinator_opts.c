@@ -420,6 +420,9 @@ const copt cc_options[] = {
     OPT_STR("etcd-ca", etcd_ca, "CA of etcd's certificates (mutual TLS to etcd; plaintext only on loopback)", NULL),
     OPT_STR("etcd-cert", etcd_cert, "our client certificate for etcd", NULL),
     OPT_STR("etcd-key", etcd_key, "its private key", NULL),
+    OPT_BOOL("aggregator-tier", c.agg_tier,
+             "with --etcd: clients upload to the aggregators registered in etcd (`fedc aggregator`), which hand "
+             "the leader partial sums (plaintext FedAvg only)"),
     OPT_STR("port-file", port_file, "write the bound port here once listening (failing to is fatal)", NULL),
     OPT_RANGE("grace-ms", T_INT, grace_ms, "shutdown grace period for in-flight calls", 0, HOUR_MS),
     OPT_RANGE("blas-threads", T_INT, blas_threads, "OpenBLAS threads", 1, 1024),

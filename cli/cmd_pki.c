@@ -210,7 +210,7 @@ static int parse_date_offset(const char *s, long *offset) {
 }
 
 static void issue_help(void) {
-  puts("usage: fedc pki issue --dir DIR --role client|admin|coordinator|signer --name ID [--out DIR]\n"
+  puts("usage: fedc pki issue --dir DIR --role client|admin|coordinator|aggregator|signer --name ID [--out DIR]\n"
        "                      [--days N] [--key-type ec|ed25519] [--san HOST_OR_IP]... [--json]\n"
        "\n"
        "Issue a certificate from the CA in DIR (ca.key, ca.crt), with the SPIFFE ID\n"
@@ -219,7 +219,9 @@ static void issue_help(void) {
        "\n"
        "  --dir DIR         directory holding the CA key and certificate\n"
        "  --role ROLE       client (trains), admin (operates the coordinator) or\n"
-       "                    coordinator (serves; gets localhost/127.0.0.1 and --san names) or\n"
+       "                    coordinator (serves; gets localhost/127.0.0.1 and --san names),\n"
+       "                    aggregator (takes clients' uploads and hands the leader partial sums;\n"
+       "                    localhost/127.0.0.1 and --san names as a coordinator) or\n"
        "                    signer (signs model manifests: EKU codeSigning, never a TLS identity;\n"
        "                    init already issues signer-coordinator)\n"
        "  --name ID         1-64 of [A-Za-z0-9_.-]; the certificate CN\n"
@@ -229,7 +231,7 @@ static void issue_help(void) {
        "  --not-before DATE validity start, YYYY-MM-DD[THH:MM:SS] UTC (default: now - 5 min)\n"
        "  --not-after DATE  validity end (overrides --days; never beyond the CA's expiry)\n"
        "  --key-type TYPE   ec or ed25519 (default: same as the CA)\n"
-       "  --san HOST_OR_IP  extra DNS or IP name, coordinator role only (repeatable)\n"
+       "  --san HOST_OR_IP  extra DNS or IP name, coordinator or aggregator (repeatable)\n"
        "  --json            print one JSON object with the paths written");
 }
 
@@ -282,12 +284,12 @@ static int pki_issue(int argc, char **argv) {
   if (!o.role) return usage_error("issue", "missing --role");
   if (!o.name) return usage_error("issue", "missing --name");
   if (!fc_pki_role_ok(o.role))
-    return usage_error("issue", "--role must be client, admin, coordinator or signer, not %s", o.role);
+    return usage_error("issue", "--role must be client, admin, coordinator, aggregator or signer, not %s", o.role);
   if (!fc_pki_name_ok(o.name)) return usage_error("issue", "invalid --name \"%s\": use 1-64 of [A-Za-z0-9_.-]", o.name);
   if (o.key_type && strcmp(o.key_type, "ec") != 0 && strcmp(o.key_type, "ed25519") != 0)
     return usage_error("issue", "--key-type must be ec or ed25519, not %s", o.key_type);
-  if (o.nsans && strcmp(o.role, "coordinator") != 0)
-    return usage_error("issue", "--san is for --role coordinator only");
+  if (o.nsans && strcmp(o.role, "coordinator") != 0 && strcmp(o.role, "aggregator") != 0)
+    return usage_error("issue", "--san is for --role coordinator or aggregator only");
   o.sans = sans;
   o.not_after_offset_sec = have_na ? na_off : (long)days * 86400L;
   if (have_nb) o.not_before_offset_sec = nb_off;

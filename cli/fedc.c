@@ -18,6 +18,7 @@ static const struct {
 } subcommands[] = {
 #ifndef FEDC_CLIENT_ONLY
     {"coordinator", cmd_coordinator, "run the coordinator server"},
+    {"aggregator", cmd_aggregator, "take clients' uploads for the leader, hand it partial sums (--aggregator-tier)"},
 #endif
     {"client", cmd_client, "run one client with the built-in trainers"},
 #ifndef FEDC_CLIENT_ONLY
@@ -28,7 +29,7 @@ static const struct {
     {"clients", cmd_clients, "list client identities: last seen, addresses, rounds, anomaly score (admin)"},
     {"round", cmd_round, "start | pause | resume rounds (admin)"},
     {"model", cmd_model, "get --version V --out FILE (admin); verify FILE: check a model's signed manifest"},
-    {"pki", cmd_pki, "init a federation CA; issue client/admin certificates"},
+    {"pki", cmd_pki, "init a federation CA; issue client/admin/aggregator certificates"},
     {"secagg-params", cmd_secagg_params, "safe SecAgg+ neighbours k and threshold t for a cohort"},
     {"dp-budget", cmd_dp_budget, "client-level (epsilon, delta) of DP-FedAvg over rounds"},
 #ifndef FEDC_CLIENT_ONLY
@@ -53,7 +54,9 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0) return cmd_version(argc - 1, argv + 1);
   /* gRPC's own errors: the coordinator's operator wants peers' handshake
    * failures in the log; for every other command our messages say it. */
-  fc_transport_route_grpc_logs(strcmp(argv[1], "coordinator") == 0 ? FC_LOG_WARN : FC_LOG_DEBUG);
+  fc_transport_route_grpc_logs(strcmp(argv[1], "coordinator") == 0 || strcmp(argv[1], "aggregator") == 0
+                                   ? FC_LOG_WARN
+                                   : FC_LOG_DEBUG);
   enum { N = sizeof subcommands / sizeof subcommands[0] };
   struct option names[N + 1];
   memset(names, 0, sizeof names);

@@ -146,6 +146,7 @@ FEDC_API int fedc_client_create(const fedc_client_options *o, const fedc_trainer
 FEDC_API void fedc_client_destroy(fedc_client *c) {
   if (!c) return;
   fc_channel_destroy(c->ch);
+  fc_channel_destroy(c->agg_ch);
   free(c->weights);
   free(c->ca_pem);
   fc_cert_cache_destroy(c->sa_certs);
@@ -161,6 +162,7 @@ FEDC_API void fedc_client_stop(fedc_client *c) {
   pthread_mutex_lock(&c->mu);
   atomic_store(&c->stop, 1);
   fc_channel_cancel_all(c->ch); /* a call in flight ends now, not at its deadline */
+  if (c->agg_ch) fc_channel_cancel_all(c->agg_ch);
   pthread_cond_broadcast(&c->cv);
   pthread_mutex_unlock(&c->mu);
 }

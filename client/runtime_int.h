@@ -30,6 +30,11 @@ struct fedc_client {
   char coordinator[256], ca[512], cert[512], key[512], insecure_id[160];
   fedc_trainer trainer;
   fc_channel *ch;
+  /* Aggregator tier (1.14): the channel to the aggregator the last task
+   * named (Task.aggregator_address), checked for exactly its identity;
+   * replaced under mu when a task names another (runtime_transfer.c). */
+  fc_channel *agg_ch;
+  char agg_target[256], agg_identity[300];
   atomic_int stop;
   pthread_mutex_t mu;
   pthread_cond_t cv;

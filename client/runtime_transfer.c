@@ -115,6 +115,58 @@ static int emit_upload(void *ctx, const Fedc__V1__TensorHeader *h, const Fedc__V
   return fc_ccall_send(u->call, &m.base, u->st);
 }
 
+/* Where the update goes: the coordinator, or (1.14) the aggregator the task
+ * names, over a channel that accepts only a server certificate with exactly
+ * the identity the task gives (any other certificate of the federation, e.g.
+ * another aggregator's or a client's, is refused in the handshake). No
+ * fallback to the coordinator: it refuses direct uploads under a tier, and
+ * a failure is retried as any upload failure is. */
+static int upload_channel(fedc_client *c, const Fedc__V1__Task *t, fc_channel **out, fc_status *st) {
+  *out = c->ch;
+  if (!t->aggregator_address || !t->aggregator_address[0]) return FEDC_OK;
+  int rc = FEDC_OK;
+  pthread_mutex_lock(&c->mu);
+  if (!t->aggregator_identity || !t->aggregator_identity[0] ||
+      strlen(t->aggregator_address) >= sizeof c->agg_target ||
+      strlen(t->aggregator_identity) >= sizeof c->agg_identity) {
+    snprintf(st->detail, sizeof st->detail, "the task names aggregator %.200s without a usable identity",
+             t->aggregator_address);
+    st->err = rc = FEDC_ERR_PROTOCOL;
+    st->code = GRPC_STATUS_FAILED_PRECONDITION;
+  } else if (atomic_load(&c->stop)) {
+    st->err = rc = FEDC_ERR_STOPPED;
+    st->code = GRPC_STATUS_CANCELLED;
+  } else if (!c->agg_ch || strcmp(c->agg_target, t->aggregator_address) != 0 ||
+             strcmp(c->agg_identity, t->aggregator_identity) != 0) {
+    fc_channel_opts co;
+    fc_channel_opts_init(&co);
+    co.target = t->aggregator_address;
+    co.insecure_for_testing = c->o.insecure_for_testing;
+    co.insecure_identity = c->insecure_id[0] ? c->insecure_id : NULL;
+    co.tls.ca = c->ca[0] ? c->ca : NULL;
+    co.tls.cert = c->cert[0] ? c->cert : NULL;
+    co.tls.key = c->key[0] ? c->key : NULL;
+    co.expect_peer = t->aggregator_identity;
+    fc_channel *ch = NULL;
+    char err[400];
+    rc = fc_channel_create(&co, &ch, err, sizeof err);
+    if (rc == FEDC_OK) {
+      fc_channel_destroy(c->agg_ch);
+      c->agg_ch = ch;
+      snprintf(c->agg_target, sizeof c->agg_target, "%s", t->aggregator_address);
+      snprintf(c->agg_identity, sizeof c->agg_identity, "%s", t->aggregator_identity);
+      FC_INFO(MOD, "uploads go to aggregator %s at %s", c->agg_identity, c->agg_target);
+    } else {
+      snprintf(st->detail, sizeof st->detail, "aggregator %.200s: %.280s", t->aggregator_address, err);
+      st->err = rc;
+      st->code = GRPC_STATUS_FAILED_PRECONDITION;
+    }
+  }
+  if (rc == FEDC_OK) *out = c->agg_ch;
+  pthread_mutex_unlock(&c->mu);
+  return rc;
+}
+
 int rt_upload(fedc_client *c, const Fedc__V1__Task *t, const void *payload, rt_payload *owner,
               const fc_model_spec *spec, uint64_t bytes, const uint8_t sha[FC_SHA256_LEN], uint64_t start_offset,
               int masked, uint64_t examples, double loss, double norm, uint64_t *bytes_out, fc_status *st) {
@@ -139,8 +191,11 @@ int rt_upload(fedc_client *c, const Fedc__V1__Task *t, const void *payload, rt_p
     if (t->secagg && t->secagg->dp_sigma > 0) meta.train_loss = 0;
   }
   fc_ccall *call = NULL;
-  int rc = fc_ccall_start(c->ch, "/fedc.v1.Coordinator/UploadUpdate", FC_RPC_CLIENT_STREAM, NULL,
-                          c->o.call_timeout_ms, &call, st);
+  fc_channel *ch = NULL;
+  int rc = upload_channel(c, t, &ch, st);
+  if (rc != FEDC_OK) return rc;
+  rc = fc_ccall_start(ch, "/fedc.v1.Coordinator/UploadUpdate", FC_RPC_CLIENT_STREAM, NULL, c->o.call_timeout_ms,
+                      &call, st);
   if (rc != FEDC_OK) return rc;
   upload_ctx u = {call, st, &meta, owner};
   /* The header, then the chunks from start_offset (a resumed stream: the
@@ -207,7 +262,9 @@ int rt_upload_retrying(fedc_client *c, const Fedc__V1__Task *t, const void *payl
     /* A stream cut by the network: the coordinator may have kept what
      * arrived (runtime_resume.c); go on from there. */
     from = 0;
-    if (!told_when && rt_upload_offset(c, t, sha, bytes, deadline, &from) == FEDC_OK && from)
+    /* (Not through an aggregator: it keeps no cut prefix in this slice.) */
+    int via_agg = t->aggregator_address && t->aggregator_address[0];
+    if (!told_when && !via_agg && rt_upload_offset(c, t, sha, bytes, deadline, &from) == FEDC_OK && from)
       FC_INFO(MOD, "upload resumes at byte %llu of %llu (chunk %llu of %llu)", (unsigned long long)from,
               (unsigned long long)bytes, (unsigned long long)(from / c->o.chunk_bytes + 1),
               (unsigned long long)fc_chunk_count(bytes, c->o.chunk_bytes));

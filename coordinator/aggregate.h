@@ -68,6 +68,14 @@ struct fc_agg {
  * update commits. Memory: one accumulator + `slots` staging buffers, however
  * many clients take part. */
 int fc_agg_fedavg_create(size_t n, int slots, fc_agg **out);
+/* Aggregator tier (issue 23; FedAvg only, FEDC_ERR_INVALID for another
+ * aggregator). An aggregator's partial: the undivided running sum
+ * sum_k w_k delta_k (n floats copied into sum), sum_k w_k and k. */
+int fc_agg_fedavg_partial(fc_agg *a, float *sum, double *weight, uint32_t *count);
+/* The leader: commit the partial staged in slot u (a sum of `count` updates
+ * of total weight `weight`) with coefficient 1, so round_finish gives
+ * sum_k w_k delta_k / sum_k w_k over every update of every partial. */
+int fc_agg_fedavg_commit_partial(fc_agg *a, fc_agg_update *u, double weight, uint32_t count);
 
 /* Secure aggregation (aggregate_secagg.c): the u32 sums mod 2^32 of masked
  * inputs of `entries` entries (model parameters + 1 for the weight), one per

@@ -110,3 +110,33 @@ int fc_agg_fedavg_create(size_t n, int slots, fc_agg **out) {
   *out = &f->base;
   return FEDC_OK;
 }
+
+/* ---- Aggregator tier (issue 23) ----------------------------------------------------
+ * An aggregator folds its clients' updates exactly as above and hands the
+ * leader the undivided sum sum_k w_k delta_k with sum_k w_k; the leader folds
+ * each partial with coefficient 1 and adds its weight and count, so its
+ * round_finish divides the sum over every update of every partial by the sum
+ * of their weights: the FedAvg formula of one process over the same updates
+ * (float32 sums in another order, so equal up to rounding, not bitwise). */
+int fc_agg_fedavg_partial(fc_agg *a, float *sum, double *weight, uint32_t *count) {
+  if (!a || a->ops != &fedavg_ops) return FEDC_ERR_INVALID;
+  fedavg *f = (fedavg *)a;
+  pthread_mutex_lock(&f->pool.mu);
+  memcpy(sum, f->acc, a->n * sizeof *sum);
+  *weight = f->total_weight;
+  *count = f->count;
+  pthread_mutex_unlock(&f->pool.mu);
+  return FEDC_OK;
+}
+
+int fc_agg_fedavg_commit_partial(fc_agg *a, fc_agg_update *u, double weight, uint32_t count) {
+  if (!a || a->ops != &fedavg_ops || !(weight > 0) || !count) return FEDC_ERR_INVALID;
+  fedavg *f = (fedavg *)a;
+  pthread_mutex_lock(&f->pool.mu);
+  fc_saxpy((int)a->n, 1.0f, u->buf, 1, f->acc, 1);
+  f->total_weight += weight;
+  f->count += count;
+  fc_agg_slots_release_locked(&f->pool, u);
+  pthread_mutex_unlock(&f->pool.mu);
+  return FEDC_OK;
+}

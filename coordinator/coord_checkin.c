@@ -84,13 +84,15 @@ void coord_h_checkin(fc_scall *call, void *ctx) {
   unsigned need = c->cfg.engine.secagg ? 5 : c->cfg.dp_adaptive_quantile > 0 ? 3 : 0;
   int compress = c->cfg.upload_bits != 32 && need < COORD_CODEC_MINOR; /* it would send float32, refused */
   if (compress) need = COORD_CODEC_MINOR;
+  if (c->tier) need = 14; /* 1.14: it uploads where the task says; an older one would upload here, refused */
   if (peer->proto_minor < need) {
     /* Secure aggregation: before 1.2 it would send its update in the clear;
      * before 1.5 its session id lacks min_survivors and it could never take
      * part. Adaptive clipping: it would not say whether it clipped. */
     char why[200];
     snprintf(why, sizeof why, "this federation runs %s (fedc protocol 1.%u); the client speaks 1.%u: upgrade it",
-             compress ? "compressed uploads" : dp_sa ? "distributed DP" : need == 3 ? "adaptive clipping"
+             c->tier ? "an aggregator tier" : compress ? "compressed uploads" : dp_sa ? "distributed DP"
+             : need == 3 ? "adaptive clipping"
                                                                    : "secure aggregation",
              need, peer->proto_minor);
     fc_scall_finish(call, GRPC_STATUS_FAILED_PRECONDITION, why, NULL);
@@ -141,6 +143,7 @@ void coord_h_checkin(fc_scall *call, void *ctx) {
   Fedc__V1__Task t = FEDC__V1__TASK__INIT;
   Fedc__V1__HyperParams hp = FEDC__V1__HYPER_PARAMS__INIT;
   Fedc__V1__SecAggParams sp = FEDC__V1__SEC_AGG_PARAMS__INIT;
+  char tier_addr[256], tier_id[300];
   resp.global_version = gv;
   resp.retry_after_ms = retry;
   if (act == FC_CHECKIN_TRAIN && retry > c->cfg.engine.poll_ms) { /* pace steering: its slot after the round */
@@ -164,6 +167,18 @@ void coord_h_checkin(fc_scall *call, void *ctx) {
     t.deadline_unix_ms = task.deadline_ms;
     t.model_bytes = model_bytes;
     coord_codec_task(c, &t);
+    if (c->tier) { /* the aggregator it uploads to (coord_aggtier.c) */
+      if (coord_tier_task(c, peer->name, task.round, tier_addr, tier_id) != FEDC_OK) {
+        if (hold) pthread_mutex_unlock(&c->mu);
+        FC_WARN(MOD, "check-in from %s: no aggregator registered to take its update (round %llu)", peer->name,
+                (unsigned long long)task.round);
+        fc_scall_finish_retry(call, GRPC_STATUS_UNAVAILABLE, "no aggregator is registered to take the update: retry",
+                              1000);
+        return;
+      }
+      t.aggregator_address = tier_addr;
+      t.aggregator_identity = tier_id;
+    }
     if (hold) {
       coord_sa_task(c, peer->name, &sp);
       t.secagg = &sp;

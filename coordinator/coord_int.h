@@ -78,7 +78,7 @@ struct fc_coord {
   pthread_cond_t stop_cv;
   int stopping;
   uint64_t started_ms;
-  fc_method methods[13];
+  fc_method methods[15];
   /* Model downloads in flight, bounded by cfg.download_slots: each one pins
    * gRPC send buffers, so this (not the number of clients) bounds memory. */
   pthread_mutex_t dl_mu;
@@ -127,7 +127,21 @@ struct fc_coord {
   int sa_park_closed; /* stopping: polls are answered at once */
   struct coord_anomaly *anom; /* update anomaly scores, identity misuse (coord_anomaly.c); thread-safe */
   struct coord_async_log *async_log; /* async mode: the open buffer's log (coord_async.c); under mu */
+  struct coord_tier *tier; /* aggregator tier (coord_aggtier.c); NULL without --aggregator-tier */
 };
+
+/* ---- coord_aggtier.c: the leader's side of the aggregator tier (issue 23) ---- */
+/* At start: what the tier refuses in this slice, in one sentence. */
+int coord_tier_cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen);
+/* With cfg.agg_tier: read the registry, start its refresh thread. */
+int coord_tier_start(fc_coord *c, char *err, size_t errlen);
+void coord_tier_stop(fc_coord *c); /* accepts c->tier NULL */
+/* A TRAIN task's aggregator (takes mu): address and expected identity;
+ * FEDC_ERR_NOT_FOUND if none is registered (or the client's has left). */
+int coord_tier_task(fc_coord *c, const char *client, uint64_t round, char addr[256], char identity[300]);
+/* Aggregator/AggregatorRound and Aggregator/SubmitPartial (role aggregator). */
+void coord_h_agg_round(fc_scall *call, void *ctx);
+void coord_h_agg_partial(fc_scall *call, void *ctx);
 
 /* ---- coord_async.c: asynchronous buffered aggregation (engine_async.c) ---- */
 /* At start: what async mode refuses (secure aggregation, DP, a robust rule

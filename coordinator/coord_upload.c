@@ -39,6 +39,7 @@
 #include "coordinator/refusals.h"
 #include "coordinator/store.h"
 #include "coordinator/store_prune.h"
+#include "coordinator/upload_check.h"
 #include "coordinator/watermark.h"
 #include "crypto/pki.h"
 #include "crypto/sa_crypto.h"
@@ -282,33 +283,18 @@ static void upload_end(fc_scall *call, void *state) {
     upload_refuse(up, call, err_status(err), why);
     return;
   }
+  /* NaN/Inf, the clip, the weight, the overflow bound: upload_check.c, the
+   * same checks an aggregator makes (issue 23). */
   fc_agg_check chk;
-  if (c->agg->ops->update_check(c->agg, up->u, &chk) != FEDC_OK) {
-    snprintf(why, sizeof why, "update has a NaN/Inf value at parameter %zu", chk.bad_index);
+  double weight = 0;
+  pthread_mutex_lock(&c->mu);
+  fc_upload_rules rules = {c->clip, c->cfg.max_example_weight, c->cfg.dp_noise_multiplier > 0};
+  pthread_mutex_unlock(&c->mu);
+  if (fc_upload_values_check(c->agg, up->u, &rules, up->examples, slack, &chk, &weight, why, sizeof why) != FEDC_OK) {
     upload_refuse(up, call, GRPC_STATUS_INVALID_ARGUMENT, why);
     return;
   }
   double l2 = chk.l2;
-  /* The clip norm is announced in the task (it changes between rounds only);
-   * allow float rounding of the client's own clipping (relative 1e-4). */
-  pthread_mutex_lock(&c->mu);
-  float clip = c->clip;
-  pthread_mutex_unlock(&c->mu);
-  if (clip > 0 && l2 > clip * (1.0 + 1e-4) + slack) {
-    snprintf(why, sizeof why, "update L2 norm %.6g exceeds the clip norm %.6g", l2, (double)clip);
-    upload_refuse(up, call, GRPC_STATUS_INVALID_ARGUMENT, why);
-    return;
-  }
-  double weight = (double)(up->examples < c->cfg.max_example_weight ? up->examples : c->cfg.max_example_weight);
-  if (c->cfg.dp_noise_multiplier > 0) weight = 1; /* DP: uniform weights bound one client's effect by the clip */
-  /* Even with clipping off, one update must not overflow the aggregate and
-   * so abandon the round for everyone else. */
-  if (chk.amax * weight > FC_AGG_MAX_WEIGHTED_ABS) {
-    snprintf(why, sizeof why, "update too large: max |value| %.3g x weight %.0f exceeds %.0e", chk.amax, weight,
-             FC_AGG_MAX_WEIGHTED_ABS);
-    upload_refuse(up, call, GRPC_STATUS_INVALID_ARGUMENT, why);
-    return;
-  }
   /* One pass over the update for the anomaly scores, outside the lock. */
   struct fc_anomaly_meas *meas = up->masked ? NULL : coord_anomaly_measure(c, up->u, l2);
   pthread_mutex_lock(&c->mu);
@@ -377,6 +363,11 @@ void coord_h_upload(fc_scall *call, void *ctx) {
   const fc_peer *peer = fc_scall_peer(call);
   const Fedc__V1__UploadMsg *first = (const Fedc__V1__UploadMsg *)fc_scall_request(call);
   if (coord_audit_peer(c, call, peer)) return;
+  if (c->tier) { /* coord_aggtier.c: updates come through the aggregators, summed */
+    fc_scall_finish(call, GRPC_STATUS_FAILED_PRECONDITION,
+                    "this federation takes updates through aggregators: upload to the one your task names", NULL);
+    return;
+  }
   char why[400] = "";
   upload *up = calloc(1, sizeof *up);
   if (!up) {
@@ -459,15 +450,8 @@ void coord_h_upload(fc_scall *call, void *ctx) {
     int err;
     const fc_model_spec *want = up->masked ? &masked_spec : &up->m->spec;
     uint64_t want_bytes = up->masked ? fc_model_bytes(&masked_spec) : up->m->bytes;
-    if (up->examples == 0 && !up->masked) {
+    if (fc_upload_meta_check(up->examples, up->loss, up->masked, why, sizeof why) != FEDC_OK) {
       code = GRPC_STATUS_INVALID_ARGUMENT;
-      snprintf(why, sizeof why, "update reports 0 examples");
-    } else if (!(up->loss >= 0 && up->loss <= FC_MAX_TRAIN_LOSS)) {
-      /* A loss is a mean of non-negative per-example losses; the bound keeps
-       * the round's mean loss meaningful whatever one client reports. */
-      code = GRPC_STATUS_INVALID_ARGUMENT;
-      snprintf(why, sizeof why, "update reports train_loss %g: must be finite and in [0, %g]", up->loss,
-               FC_MAX_TRAIN_LOSS);
     } else if ((err = coord_codec_begin(c, first->meta, up->masked, fc_model_numel(&up->m->spec), clip_now, &want,
                                         &want_bytes, &up->codec, why, sizeof why)) != FEDC_OK) {
       code = err_status(err);

@@ -114,6 +114,7 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
   int rc = coord_cfg_check(cfg, err, errlen);
   if (rc == FEDC_OK && coord_sa_cfg_check(cfg, err, errlen) != FEDC_OK) rc = FEDC_ERR_INVALID;
   if (rc == FEDC_OK && coord_eval_cfg_check(cfg, err, errlen) != FEDC_OK) rc = FEDC_ERR_INVALID;
+  if (rc == FEDC_OK && coord_tier_cfg_check(cfg, err, errlen) != FEDC_OK) rc = FEDC_ERR_INVALID;
   if (rc != FEDC_OK) return rc;
   fc_coord *c = calloc(1, sizeof *c);
   if (!c) return FEDC_ERR_NOMEM;
@@ -161,6 +162,13 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
              &fedc__v1__upload_offset_request__descriptor, coord_h_upload_offset, c);
   set_method(&c->methods[12], "/fedc.v1.Admin/Clients", FC_RPC_UNARY, FC_ROLE_ADMIN, SMALL_MSG,
              &fedc__v1__clients_request__descriptor, coord_h_clients, c);
+  /* Aggregator tier (coord_aggtier.c): only aggregators call these, on the
+   * blocking pool (they are few); the first partial message carries up to
+   * FC_TIER_MAX_UPDATES update records beside its header. */
+  set_method(&c->methods[13], "/fedc.v1.Aggregator/AggregatorRound", FC_RPC_UNARY, FC_ROLE_AGGREGATOR, SMALL_MSG,
+             &fedc__v1__agg_round_request__descriptor, coord_h_agg_round, c);
+  set_method(&c->methods[14], "/fedc.v1.Aggregator/SubmitPartial", FC_RPC_CLIENT_STREAM, FC_ROLE_AGGREGATOR,
+             CHUNK_MSG + (16u << 20), &fedc__v1__partial_msg__descriptor, coord_h_agg_partial, c);
 
   /* Every input that can refuse the start is checked, and the state read,
    * before the state directory is created or changed (coord_start.c). */
@@ -355,6 +363,7 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
     goto fail;
   }
 
+  if ((rc = coord_tier_start(c, err, errlen)) != FEDC_OK) goto fail;
   if ((rc = coord_limits_start(c, err, errlen)) != FEDC_OK) goto fail;
   coord_limits_wrap(c, c->methods, sizeof c->methods / sizeof *c->methods); /* before any call is served */
   if ((rc = fc_server_run(c->server, err, errlen)) != FEDC_OK) goto fail;
@@ -408,6 +417,7 @@ void fc_coord_stop(fc_coord *c, int grace_ms) {
   /* Stop accepting first, let in-flight calls end, then the driver. */
   if (c->server) fc_server_shutdown(c->server, grace_ms);
   if (c->guard_started) fc_accept_guard_stop();
+  coord_tier_stop(c); /* no call uses the book any more */
   if (c->driver_started) {
     pthread_mutex_lock(&c->stop_mu);
     c->stopping = 1;

@@ -157,6 +157,10 @@ typedef struct fc_coord_cfg {
    * NULL = one process, no etcd. Every publish and state write is then
    * fenced by it. */
   struct fc_leader *leader;
+  /* Aggregator tier (issue 23; coord_aggtier.c): clients upload to the
+   * aggregators registered in etcd under the leader's prefix, which hand
+   * the leader partial sums. Needs leader; plaintext FedAvg only. */
+  int agg_tier;
 } fc_coord_cfg;
 
 /* coord_ha.c: before fc_coord_start on a replica that has just won: bring

@@ -528,6 +528,51 @@ out:
   return rc;
 }
 
+int fc_etcd_get_prefix(fc_etcd *e, const char *prefix, fc_etcd_entry *out, size_t cap, size_t *n, char *err,
+                       size_t errlen) {
+  char end[300];
+  size_t plen = strlen(prefix);
+  *n = 0;
+  /* range_end = the prefix with its last byte + 1: every key starting with it. */
+  if (plen == 0 || plen >= sizeof end || (unsigned char)prefix[plen - 1] == 0xff || cap == 0) {
+    snprintf(err, errlen, "etcd: bad prefix for a range read");
+    return FEDC_ERR_INVALID;
+  }
+  memcpy(end, prefix, plen);
+  end[plen - 1]++;
+  Etcdserverpb__RangeRequest q = ETCDSERVERPB__RANGE_REQUEST__INIT;
+  q.key = bin_str(prefix);
+  q.range_end = bin(end, plen);
+  q.limit = (int64_t)cap;
+  Etcdserverpb__RangeResponse *r = NULL;
+  int rc = call(e, KV_PATH "Range", &q.base, &etcdserverpb__range_response__descriptor, 1, (ProtobufCMessage **)&r,
+                err, errlen);
+  if (rc != FEDC_OK) return rc;
+  rc = FEDC_ERR_PROTOCOL;
+  if (!r->header) {
+    snprintf(err, errlen, "etcd: Range response without a header");
+    goto out;
+  }
+  size_t k = 0;
+  for (size_t i = 0; i < r->n_kvs && k < cap; i++) {
+    const Mvccpb__KeyValue *src = r->kvs[i];
+    if (src->key.len >= sizeof out[k].key) continue; /* not one of ours */
+    memset(&out[k], 0, sizeof out[k]);
+    memcpy(out[k].key, src->key.data, src->key.len);
+    out[k].key[src->key.len] = 0;
+    if ((rc = kv_copy(src, &out[k].kv, err, errlen)) != FEDC_OK) {
+      for (size_t j = 0; j < k; j++) fc_etcd_kv_clear(&out[j].kv);
+      goto out;
+    }
+    k++;
+  }
+  *n = k;
+  rc = FEDC_OK;
+out:
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  return rc;
+}
+
 int fc_etcd_put(fc_etcd *e, const char *key, const void *value, size_t len, int64_t lease, int64_t *revision,
                 char *err, size_t errlen) {
   Etcdserverpb__PutRequest q = ETCDSERVERPB__PUT_REQUEST__INIT;

@@ -119,6 +119,15 @@ int fc_etcd_txn_parse(const fc_etcd_txn *t, const Etcdserverpb__TxnResponse *res
 
 /* ---- calls (FEDC_OK, or FEDC_ERR_UNAVAILABLE / _TIMEOUT / _PROTOCOL / ... with one line in err) ---- */
 int fc_etcd_get(fc_etcd *e, const char *key, fc_etcd_kv *out, int64_t *revision, char *err, size_t errlen);
+/* Every key under `prefix` (at most cap, in key order): keys and values
+ * copied out; free each .kv with fc_etcd_kv_clear. Keys of 256 bytes or more
+ * are skipped. The aggregator registry (coordinator/agg_tier.h). */
+typedef struct fc_etcd_entry {
+  char key[256];
+  fc_etcd_kv kv;
+} fc_etcd_entry;
+int fc_etcd_get_prefix(fc_etcd *e, const char *prefix, fc_etcd_entry *out, size_t cap, size_t *n, char *err,
+                       size_t errlen);
 int fc_etcd_put(fc_etcd *e, const char *key, const void *value, size_t len, int64_t lease, int64_t *revision,
                 char *err, size_t errlen);
 int fc_etcd_txn_call(fc_etcd *e, const fc_etcd_txn *t, fc_etcd_txn_result *out, char *err, size_t errlen);

@@ -353,6 +353,19 @@ int fc_leader_fenced(fc_leader *l, const fc_etcd_op *ops, size_t nops, fc_etcd_t
   return rc;
 }
 
+int fc_leader_read_prefix(fc_leader *l, const char *suffix, fc_etcd_entry *out, size_t cap, size_t *n, char *err,
+                          size_t errlen) {
+  char key[600];
+  snprintf(key, sizeof key, "%s/%s", l->prefix, suffix);
+  pthread_mutex_lock(&l->wr_mu);
+  int rc = fc_etcd_get_prefix(l->wr, key, out, cap, n, err, errlen);
+  pthread_mutex_unlock(&l->wr_mu);
+  pthread_mutex_lock(&l->mu);
+  note_etcd(l, rc, err);
+  pthread_mutex_unlock(&l->mu);
+  return rc;
+}
+
 int fc_leader_read(fc_leader *l, const char *suffix, fc_etcd_kv *kv, char *err, size_t errlen) {
   char key[600];
   snprintf(key, sizeof key, "%s/%s", l->prefix, suffix);

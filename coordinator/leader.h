@@ -10,6 +10,7 @@
  *   |------------|---------------------------------------------|----------------------------|
  *   | P/leader   | "<id>" (replica identity), on our lease     | campaign (create-if-absent)|
  *   | P/model    | {"version","sha256","round"}: the pointer   | publish, fenced            |
+ *   | P/aggregators/<name> | "<host:port> <identity>", on the aggregator's lease | `fedc aggregator` |
  *
  * Owns: its etcd handles (one for the election thread, one for fenced writes
  * and reads, each used by one thread at a time), the state machine under
@@ -68,5 +69,9 @@ int fc_leader_fenced(fc_leader *l, const fc_etcd_op *ops, size_t nops, fc_etcd_t
                      size_t errlen);
 /* Reads P/<suffix> (linearizable). */
 int fc_leader_read(fc_leader *l, const char *suffix, fc_etcd_kv *kv, char *err, size_t errlen);
+/* Reads every key under P/<suffix> (linearizable), e.g. the aggregator
+ * registry P/aggregators/ (coordinator/agg_tier.h). */
+int fc_leader_read_prefix(fc_leader *l, const char *suffix, fc_etcd_entry *out, size_t cap, size_t *n, char *err,
+                          size_t errlen);
 
 #endif

@@ -232,7 +232,9 @@ static int make_leaf(X509 *ca, EVP_PKEY *ca_key, const char *federation, const c
                      X509 **out_cert, char *err, size_t errlen) {
   char uri[URI_CAP];
   snprintf(uri, sizeof uri, SPIFFE_PREFIX "%s/%s/%s", federation, role, name);
-  int coordinator = strcmp(role, "coordinator") == 0;
+  /* An aggregator (issue 23) is a TLS server to clients and a TLS client of
+   * the leader, as a coordinator replica is: the same EKUs and host SANs. */
+  int coordinator = strcmp(role, "coordinator") == 0 || strcmp(role, "aggregator") == 0;
   /* A signer signs model manifests and nothing else: without a TLS EKU it
    * can never pass as a TLS peer, so a leaked signing key opens no
    * connection and a leaked TLS key signs no model. */
@@ -377,7 +379,7 @@ int fc_pki_issue_ex(const fc_pki_issue_opts *o, char *err, size_t errlen) {
     return FEDC_ERR_INVALID;
   }
   if (!fc_pki_role_ok(o->role)) {
-    pki_set_err(err, errlen, "invalid role \"%s\": use client, admin, coordinator or signer", o->role ? o->role : "");
+    pki_set_err(err, errlen, "invalid role \"%s\": use client, admin, coordinator, aggregator or signer", o->role ? o->role : "");
     return FEDC_ERR_INVALID;
   }
   if (!fc_pki_name_ok(o->name)) {
@@ -393,8 +395,8 @@ int fc_pki_issue_ex(const fc_pki_issue_opts *o, char *err, size_t errlen) {
     pki_set_err(err, errlen, "invalid key type \"%s\": use ec or ed25519", o->key_type);
     return FEDC_ERR_INVALID;
   }
-  if (o->nsans && strcmp(o->role, "coordinator") != 0) {
-    pki_set_err(err, errlen, "host names and IP SANs are for coordinator certificates only");
+  if (o->nsans && strcmp(o->role, "coordinator") != 0 && strcmp(o->role, "aggregator") != 0) {
+    pki_set_err(err, errlen, "host names and IP SANs are for coordinator and aggregator certificates only");
     return FEDC_ERR_INVALID;
   }
   if ((rc = pki_check_sans(o->sans, o->nsans, err, errlen))) return rc;

@@ -7,7 +7,7 @@
  *
  * Identity is the single URI SAN  spiffe://<federation>/<role>/<name>  where
  *   federation  [a-z0-9.-]{1,63}
- *   role        client | admin | coordinator | signer (model manifests only)
+ *   role        client | admin | coordinator | aggregator | signer (model manifests only)
  *   name        [A-Za-z0-9_.-]{1,64}, not "." or ".."
  * The CA carries spiffe://<federation> (trust domain only); issuing reads the
  * federation from there, so the CA certificate is the one source of truth.

@@ -52,7 +52,7 @@ int fc_pki_federation_ok(const char *federation) {
 
 int fc_pki_role_ok(const char *role) {
   return role && (strcmp(role, "client") == 0 || strcmp(role, "admin") == 0 || strcmp(role, "coordinator") == 0 ||
-                  strcmp(role, "signer") == 0);
+                  strcmp(role, "aggregator") == 0 || strcmp(role, "signer") == 0);
 }
 
 int fc_pki_name_ok(const char *name) {

@@ -168,7 +168,8 @@ static int verify_leaf(STACK_OF(X509) *cas, X509 *leaf, STACK_OF(X509) *untruste
         goto out;
       }
     } else {
-      X509_STORE_CTX_set_purpose(ctx, strcmp(role, "coordinator") == 0 ? X509_PURPOSE_SSL_SERVER
+      X509_STORE_CTX_set_purpose(ctx, strcmp(role, "coordinator") == 0 || strcmp(role, "aggregator") == 0
+                                        ? X509_PURPOSE_SSL_SERVER
                                                                         : X509_PURPOSE_SSL_CLIENT);
     }
   }

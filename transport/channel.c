@@ -24,6 +24,7 @@
 #include "common/chunk.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "crypto/pki.h"
 #include "fedc/error.h"
 #include "transport/transport.h"
 #include "transport/transport_int.h"
@@ -76,6 +77,26 @@ static grpc_arg str_arg(const char *key, const char *v) {
   a.key = (char *)key;
   a.value.string = (char *)v;
   return a;
+}
+
+/* gRPC's peer check after its own chain and host checks (expect_peer):
+ * 0 if the server's certificate carries exactly the SPIFFE identity we were
+ * told to expect. userdata: a malloc'd "spiffe://fed/role/name". */
+static int verify_expected_peer(const char *target_name, const char *peer_pem, void *userdata) {
+  (void)target_name;
+  const char *want = userdata;
+  char fed[FC_PKI_FEDERATION_MAX], role[FC_PKI_ROLE_MAX], name[FC_PKI_NAME_MAX], got[300];
+  if (!peer_pem || fc_pki_identity_from_pem(peer_pem, strlen(peer_pem), fed, sizeof fed, role, sizeof role, name,
+                                            sizeof name) != FEDC_OK) {
+    FC_WARN("transport", "server certificate has no SPIFFE identity; expected %s", want);
+    return 1;
+  }
+  snprintf(got, sizeof got, "spiffe://%s/%s/%s", fed, role, name);
+  if (strcmp(got, want) != 0) {
+    FC_WARN("transport", "server certificate is %s, expected %s: refused", got, want);
+    return 1;
+  }
+  return 0;
 }
 
 /* The gRPC channel of c, from its credentials and our arguments. */
@@ -158,7 +179,18 @@ int fc_channel_create(const fc_channel_opts *o, fc_channel **out, char *err, siz
     snprintf(c->key, sizeof c->key, "%s", o->tls.key);
     if ((rc = fc_tls_pem_load(o->tls.ca, o->tls.cert, o->tls.key, &pem, err, errlen)) != FEDC_OK) goto out;
     grpc_ssl_pem_key_cert_pair pair = {pem.key, pem.cert};
-    creds = grpc_ssl_credentials_create(pem.ca, &pair, NULL, NULL);
+    if (o->expect_peer) {
+      char *want = strdup(o->expect_peer);
+      if (!want) {
+        rc = FEDC_ERR_NOMEM;
+        goto out;
+      }
+      /* gRPC owns want from here: verify_peer_destruct frees it with the credentials. */
+      grpc_ssl_verify_peer_options vo = {verify_expected_peer, want, free};
+      creds = grpc_ssl_credentials_create_ex(pem.ca, &pair, &vo, NULL);
+    } else {
+      creds = grpc_ssl_credentials_create(pem.ca, &pair, NULL, NULL);
+    }
   }
   rc = FEDC_ERR_TLS;
   if (!creds) {

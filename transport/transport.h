@@ -31,7 +31,7 @@
 #include <stdint.h>
 
 #define FC_PROTOCOL_MAJOR 1
-#define FC_PROTOCOL_MINOR 13 /* 1.1: StatusResponse.round_budget, storage_error; 1.2: secure aggregation;
+#define FC_PROTOCOL_MINOR 14 /* 1.1: StatusResponse.round_budget, storage_error; 1.2: secure aggregation;
                                1.3: UpdateMeta.unclipped (adaptive clipping); 1.4: signed model manifests;
                                1.5: SecAggParams.min_survivors (in the session id) and manifest format 2
                                     (the audit head); 1.6: Leave; 1.7: federated evaluation (EVALUATE
@@ -47,7 +47,9 @@
                                1.13: drift from federated evaluation (EvalParams.classes,
                                     EvalReport.class_counts, EvalRecord.class_counts, RoundDrift.source);
                                     admin views of the same release: StatusResponse.replica (etcd
-                                    replicas), StatusResponse.async and RoundRecord.async (--mode async) */
+                                    replicas), StatusResponse.async and RoundRecord.async (--mode async);
+                               1.14: aggregator tier (Task.aggregator_address, aggregator_identity; the
+                                    Aggregator service: AggregatorRound, SubmitPartial; role aggregator) */
 #define FC_PROTOCOL_STR_(x) #x
 #define FC_PROTOCOL_STR(x) FC_PROTOCOL_STR_(x)
 /* What clients send: "<major>.<minor>" of this build, e.g. "1.2". */
@@ -58,7 +60,9 @@
 /* Only honoured by servers started with insecure_for_testing on loopback. */
 #define FC_INSECURE_IDENTITY_MD_KEY "fedc-insecure-identity"
 
-enum fc_role { FC_ROLE_NONE = 0, FC_ROLE_CLIENT = 1, FC_ROLE_ADMIN = 2, FC_ROLE_COORDINATOR = 3 };
+/* FC_ROLE_AGGREGATOR (issue 23): an upload aggregator, calling only the
+ * leader's Aggregator service and serving clients' uploads. */
+enum fc_role { FC_ROLE_NONE = 0, FC_ROLE_CLIENT = 1, FC_ROLE_ADMIN = 2, FC_ROLE_COORDINATOR = 3, FC_ROLE_AGGREGATOR = 4 };
 const char *fc_role_name(int role);
 int fc_role_parse(const char *s); /* FC_ROLE_NONE if unknown */
 
@@ -210,6 +214,12 @@ typedef struct fc_channel_opts {
   const char *server_name;     /* TLS name to check (default: host of target) */
   int keepalive_ms;            /* HTTP/2 keepalive ping interval (default 120000: keeps NAT mappings) */
   const char *protocol_version; /* override "MAJOR.MINOR" (tests only) */
+  /* The server's certificate must carry exactly this SPIFFE identity
+   * ("spiffe://<federation>/<role>/<name>"), besides chaining to the CA and
+   * matching the host: an upload goes to the aggregator the leader named
+   * (Task.aggregator_identity, 1.14), not to any certificate of the
+   * federation. NULL: any certificate of the CA (the coordinator's case). */
+  const char *expect_peer;
 } fc_channel_opts;
 
 typedef struct fc_channel fc_channel;

@@ -22,6 +22,7 @@ const char *fc_role_name(int role) {
   case FC_ROLE_CLIENT: return "client";
   case FC_ROLE_ADMIN: return "admin";
   case FC_ROLE_COORDINATOR: return "coordinator";
+  case FC_ROLE_AGGREGATOR: return "aggregator";
   default: return "none";
   }
 }
@@ -31,6 +32,7 @@ int fc_role_parse(const char *s) {
   if (strcmp(s, "client") == 0) return FC_ROLE_CLIENT;
   if (strcmp(s, "admin") == 0) return FC_ROLE_ADMIN;
   if (strcmp(s, "coordinator") == 0) return FC_ROLE_COORDINATOR;
+  if (strcmp(s, "aggregator") == 0) return FC_ROLE_AGGREGATOR;
   return FC_ROLE_NONE;
 }
 

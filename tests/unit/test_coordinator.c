@@ -25,6 +25,7 @@
 #include "check.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "coordinator/coord_int.h" /* coord_tier_cfg_check */
 #include "coordinator/coordinator.h"
 #include "crypto/sha256.h"
 #include "fedc/error.h"
@@ -653,6 +654,59 @@ static void test_calls_per_peer(void) {
   fc_coord_stop(c, 0);
 }
 
+/* Aggregator tier (issue 23): the Aggregator service is for role aggregator
+ * only, an aggregator may not call the clients' methods, and without
+ * --aggregator-tier (or without etcd) there is no tier to serve. */
+static void test_aggregator_roles(void) {
+  fc_coord_cfg cfg;
+  base_cfg(&cfg);
+  char err[400] = "";
+  fc_coord *c = NULL;
+  cfg.agg_tier = 1; /* no cfg.leader: refused in one sentence */
+  CHECK_EQ_INT(fc_coord_start(&cfg, NULL, NULL, &c, err, sizeof err), FEDC_ERR_INVALID);
+  CHECK(strstr(err, "--aggregator-tier cannot be combined with a coordinator without --etcd") != NULL);
+  /* With etcd, what this slice cannot run through aggregators: one sentence each. */
+  static const char *const no[] = {"secure aggregation", "robust aggregation rule", "--mode async",
+                                   "differential privacy", "compressed uploads", "anomaly policies"};
+  for (int k = 0; k < 6; k++) {
+    base_cfg(&cfg);
+    cfg.agg_tier = 1;
+    cfg.leader = (struct fc_leader *)&cfg; /* only its presence is checked here */
+    CHECK_EQ_INT(coord_tier_cfg_check(&cfg, err, sizeof err), FEDC_OK);
+    if (k == 0) cfg.engine.secagg = 1;
+    if (k == 1) snprintf(cfg.aggregator, sizeof cfg.aggregator, "median");
+    if (k == 2) cfg.engine.async = 1;
+    if (k == 3) cfg.dp_noise_multiplier = 1;
+    if (k == 4) cfg.upload_bits = 8;
+    if (k == 5) snprintf(cfg.anomaly_policy, sizeof cfg.anomaly_policy, "exclude");
+    CHECK_EQ_INT(coord_tier_cfg_check(&cfg, err, sizeof err), FEDC_ERR_INVALID);
+    CHECK(strstr(err, no[k]) != NULL);
+  }
+  base_cfg(&cfg);
+  c = start(&cfg);
+  CHECK(c != NULL);
+  if (!c) return;
+  fc_channel *cl = channel(fc_coord_port(c), "client/x"), *ag = channel(fc_coord_port(c), "aggregator/g");
+  Fedc__V1__AggRoundRequest rq = FEDC__V1__AGG_ROUND_REQUEST__INIT;
+  Fedc__V1__CheckInRequest ci = FEDC__V1__CHECK_IN_REQUEST__INIT;
+  ProtobufCMessage *m = NULL;
+  fc_status st;
+  memset(&st, 0, sizeof st);
+  CHECK(fc_call_unary(cl, "/fedc.v1.Aggregator/AggregatorRound", &rq.base, &fedc__v1__agg_round_response__descriptor,
+                      &m, 3000, &st) != FEDC_OK);
+  CHECK_EQ_INT(st.code, GRPC_STATUS_PERMISSION_DENIED);
+  CHECK(fc_call_unary(ag, "/fedc.v1.Coordinator/CheckIn", &ci.base, &fedc__v1__check_in_response__descriptor, &m,
+                      3000, &st) != FEDC_OK);
+  CHECK_EQ_INT(st.code, GRPC_STATUS_PERMISSION_DENIED);
+  CHECK(fc_call_unary(ag, "/fedc.v1.Aggregator/AggregatorRound", &rq.base, &fedc__v1__agg_round_response__descriptor,
+                      &m, 3000, &st) != FEDC_OK);
+  CHECK_EQ_INT(st.code, GRPC_STATUS_FAILED_PRECONDITION);
+  CHECK(strstr(st.detail, "no aggregator tier") != NULL);
+  fc_channel_destroy(cl);
+  fc_channel_destroy(ag);
+  fc_coord_stop(c, 0);
+}
+
 int main(void) {
   if (!mkdtemp(root)) {
     perror("mkdtemp");
@@ -672,6 +726,7 @@ int main(void) {
       {"storage_failure", test_storage_failure},
       {"stalled_peers", test_stalled_peers},
       {"slow_upload", test_slow_upload},
+      {"aggregator_roles", test_aggregator_roles},
   };
   for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
     int before = check_failed;

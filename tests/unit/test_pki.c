@@ -166,6 +166,7 @@ out:
 /* ---- tests ---------------------------------------------------------------------------- */
 
 static void test_init_and_issue(void) {
+  char id0[256] = "";
   char err[512] = "";
   const char *sans[] = {"10.0.0.5", "coord.example.org", "::1"};
   CHECK_EQ_INT(fc_pki_init(P("a", NULL), "fed-a.example", sans, 3, 30, "ec", err, sizeof err), FEDC_OK);
@@ -255,6 +256,24 @@ static void test_init_and_issue(void) {
   }
   X509_free(alice);
   X509_free(bob);
+
+  /* An aggregator (issue 23): its own role, a TLS server to clients (host
+   * SANs as a coordinator) and a TLS client of the leader. */
+  CHECK_EQ_INT(fc_pki_issue(P("a", NULL), "aggregator", "agg1", NULL, 30, err, sizeof err), FEDC_OK);
+  CHECK_EQ_INT(fc_pki_verify(P("a", "ca.crt"), P("a", "aggregator-agg1.crt"), err, sizeof err), FEDC_OK);
+  CHECK_EQ_INT(identity_of(P("a", "aggregator-agg1.crt"), fed, role, name), FEDC_OK);
+  CHECK(strcmp(fed, "fed-a.example") == 0 && strcmp(role, "aggregator") == 0 && strcmp(name, "agg1") == 0);
+  X509 *agg = load_cert(P("a", "aggregator-agg1.crt"));
+  CHECK(agg != NULL);
+  if (agg) {
+    CHECK_EQ_INT(X509_check_purpose(agg, X509_PURPOSE_SSL_SERVER, 0), 1);
+    CHECK_EQ_INT(X509_check_purpose(agg, X509_PURPOSE_SSL_CLIENT, 0), 1);
+    CHECK_EQ_INT(X509_check_host(agg, "localhost", 0, 0, NULL), 1);
+  }
+  X509_free(agg);
+  CHECK(mtls_handshake(P("a", "ca.crt"), P("a", "aggregator-agg1.crt"), P("a", "aggregator-agg1.key"),
+                       P("a", "ca.crt"), P("a", "client-alice.crt"), P("a", "client-alice.key"), id0, sizeof id0));
+  CHECK(strcmp(id0, "fed-a.example/client/alice") == 0);
 
   /* The certificates actually work for mutual TLS. */
   char id[256] = "";

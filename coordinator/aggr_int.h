@@ -1,0 +1,67 @@
+/*
+ * aggr_int.h - an aggregator's state, shared by aggr_node.c (lifecycle,
+ * registration, the leader's round, submitting) and aggr_upload.c (clients'
+ * uploads). Not an interface for other modules.
+ */
+#ifndef FEDC_COORD_AGGR_INT_H
+#define FEDC_COORD_AGGR_INT_H
+
+#include <pthread.h>
+
+#include "common/tensor.h"
+#include "coordinator/aggr.h"
+#include "coordinator/aggregate.h"
+#include "coordinator/etcd.h"
+#include "coordinator/upload_check.h"
+#include "crypto/sha256.h"
+#include "transport/transport.h"
+
+/* An update taken and folded, not yet handed to the leader. */
+typedef struct aggr_contrib {
+  char client[65];
+  uint64_t examples, bytes;
+  double weight;
+  float loss;
+  uint8_t sha[FC_SHA256_LEN];
+} aggr_contrib;
+
+struct fc_aggr {
+  fc_aggr_cfg cfg;
+  char name[65], federation[64], identity[300], key[600], value[600];
+  fc_server *server;
+  fc_method methods[1];
+  fc_channel *leader; /* used by the poll thread only */
+  fc_etcd *etcd;      /* used by the registration thread only */
+  int64_t lease;
+  pthread_t reg_thread, poll_thread;
+  int reg_started, poll_started;
+  pthread_mutex_t stop_mu;
+  pthread_cond_t stop_cv;
+  int stopping;
+  /* The round, as the leader said last; under mu. */
+  pthread_mutex_t mu;
+  int open;
+  uint64_t round, version, submit_by;
+  fc_model_spec spec;
+  uint64_t bytes;
+  fc_upload_rules rules;
+  char (*assigned)[65]; /* clients assigned to us and not counted yet */
+  size_t nassigned, capassigned;
+  fc_agg *agg; /* FedAvg over the model's parameters; created at the first round */
+  aggr_contrib *pending; /* folded into agg, not submitted */
+  size_t npending, cappending;
+  char (*taken)[65]; /* every client whose update we took this round (one per round) */
+  size_t ntaken, captaken;
+  char (*busy)[65]; /* clients with an upload streaming now */
+  size_t nbusy, capbusy;
+};
+
+/* aggr_upload.c: the UploadUpdate handler (role client, blocking). */
+void aggr_h_upload(fc_scall *call, void *ctx);
+/* Under mu: name in list[0..n)? */
+int aggr_listed(char (*list)[65], size_t n, const char *name);
+/* Under mu: append name (FEDC_ERR_NOMEM). */
+int aggr_list_add(char (**list)[65], size_t *n, size_t *cap, const char *name);
+void aggr_list_del(char (*list)[65], size_t *n, const char *name);
+
+#endif

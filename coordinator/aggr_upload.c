@@ -1,0 +1,243 @@
+/*
+ * aggr_upload.c - an aggregator's UploadUpdate (issue 23): a client's update
+ * taken with the coordinator's own checks and folded into the round's
+ * partial sum.
+ *
+ * Checks, in the order coord_upload.c makes them: the first message carries
+ * meta and header; a plaintext float32 update (masked and compressed ones
+ * are refused in this slice); examples and loss (upload_check.h); the round
+ * and model version are the leader's open ones; the caller is a client the
+ * leader assigned to us this round; one update per client per round (a
+ * replay is ALREADY_EXISTS) and one stream at a time (ABORTED); the header's
+ * shape is the model's and its chunks are framed and hashed (common/chunk.h);
+ * nothing after the submit-by time; then NaN/Inf, the clip and the weight
+ * (upload_check.h) before the fold.
+ *
+ * Blocking handler on the server's pool: an aggregator serves a share of the
+ * clients, and this slice keeps the code straight; the coordinator's
+ * event-driven form (coord_upload.c) is the model for the next one.
+ * Invariant: the fold and the record of the contribution are one step under
+ * a->mu, so a partial snapshot (aggr_node.c) sees both or neither.
+ * May call: aggr_int.h, aggregate.h, upload_check.h, chunk.h, tensor_stream.h.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/chunk.h"
+#include "common/clock.h"
+#include "common/log.h"
+#include "coordinator/aggr_int.h"
+#include "fedc/error.h"
+#include "fedc/v1/fedc.pb-c.h"
+#include "transport/tensor_stream.h"
+
+#define MOD "aggregator"
+
+int aggr_listed(char (*list)[65], size_t n, const char *name) {
+  for (size_t i = 0; i < n; i++)
+    if (!strcmp(list[i], name)) return 1;
+  return 0;
+}
+
+int aggr_list_add(char (**list)[65], size_t *n, size_t *cap, const char *name) {
+  if (*n == *cap) {
+    size_t nc = *cap ? 2 * *cap : 16;
+    void *p = realloc(*list, nc * sizeof **list);
+    if (!p) return FEDC_ERR_NOMEM;
+    *list = p;
+    *cap = nc;
+  }
+  snprintf((*list)[(*n)++], 65, "%s", name);
+  return FEDC_OK;
+}
+
+void aggr_list_del(char (*list)[65], size_t *n, const char *name) {
+  for (size_t i = 0; i < *n; i++)
+    if (!strcmp(list[i], name)) {
+      memmove(list[i], list[*n - 1], 65);
+      (*n)--;
+      return;
+    }
+}
+
+static int grow_pending(fc_aggr *a) {
+  size_t cap = a->cappending ? 2 * a->cappending : 16;
+  void *p = realloc(a->pending, cap * sizeof *a->pending);
+  if (!p) return FEDC_ERR_NOMEM;
+  a->pending = p;
+  a->cappending = cap;
+  return FEDC_OK;
+}
+
+static grpc_status_code err_status(int err) {
+  switch (err) {
+  case FEDC_ERR_HASH: return GRPC_STATUS_DATA_LOSS;
+  case FEDC_ERR_TOO_LARGE: return GRPC_STATUS_RESOURCE_EXHAUSTED;
+  case FEDC_ERR_NOMEM: return GRPC_STATUS_RESOURCE_EXHAUSTED;
+  default: return GRPC_STATUS_INVALID_ARGUMENT;
+  }
+}
+
+void aggr_h_upload(fc_scall *call, void *ctx) {
+  fc_aggr *a = ctx;
+  const fc_peer *peer = fc_scall_peer(call);
+  const Fedc__V1__UploadMsg *first = (const Fedc__V1__UploadMsg *)fc_scall_request(call);
+  const Fedc__V1__UpdateMeta *meta = first->meta;
+  char why[400] = "";
+  grpc_status_code code = GRPC_STATUS_OK;
+  uint32_t retry = 0;
+  int busy = 0, rc;
+  fc_chunk_rx rx;
+  memset(&rx, 0, sizeof rx);
+  fc_agg_update *u = NULL;
+  fc_agg *agg = NULL;
+  fc_model_spec spec;
+  uint64_t bytes = 0, submit_by = 0, round = 0;
+  fc_upload_rules rules;
+  if (!meta || !first->header) {
+    code = GRPC_STATUS_INVALID_ARGUMENT;
+    snprintf(why, sizeof why, "first upload message must carry meta and header");
+    goto refuse;
+  }
+  if (meta->masked || (meta->upload_bits != 0 && meta->upload_bits != 32)) {
+    code = GRPC_STATUS_FAILED_PRECONDITION;
+    snprintf(why, sizeof why, "this aggregator takes plaintext float32 updates only");
+    goto refuse;
+  }
+  if (fc_upload_meta_check(meta->num_examples, meta->train_loss, 0, why, sizeof why) != FEDC_OK) {
+    code = GRPC_STATUS_INVALID_ARGUMENT;
+    goto refuse;
+  }
+  pthread_mutex_lock(&a->mu);
+  uint64_t now = fc_now_ms();
+  if (!a->open || meta->round != a->round || meta->model_version != a->version) {
+    code = a->open && meta->round < a->round ? GRPC_STATUS_FAILED_PRECONDITION : GRPC_STATUS_UNAVAILABLE;
+    retry = code == GRPC_STATUS_UNAVAILABLE ? 300 : 0; /* the leader's new round may not have reached us yet */
+    snprintf(why, sizeof why, "update for round %llu version %llu; this aggregator holds %s round %llu version %llu",
+             (unsigned long long)meta->round, (unsigned long long)meta->model_version, a->open ? "open" : "no open",
+             (unsigned long long)a->round, (unsigned long long)a->version);
+  } else if (aggr_listed(a->taken, a->ntaken, peer->name)) {
+    code = GRPC_STATUS_ALREADY_EXISTS;
+    snprintf(why, sizeof why, "update refused: already uploaded in round %llu", (unsigned long long)a->round);
+  } else if (aggr_listed(a->busy, a->nbusy, peer->name)) {
+    code = GRPC_STATUS_ABORTED;
+    snprintf(why, sizeof why, "update refused: an upload from this client is already in progress");
+  } else if (!aggr_listed(a->assigned, a->nassigned, peer->name)) {
+    /* Assigned at its check-in; we learn it at our next poll of the leader. */
+    code = GRPC_STATUS_UNAVAILABLE;
+    retry = 300;
+    snprintf(why, sizeof why, "%s is not (yet) assigned to aggregator %s in round %llu", peer->name, a->name,
+             (unsigned long long)a->round);
+  } else if (now >= a->submit_by) {
+    code = GRPC_STATUS_DEADLINE_EXCEEDED;
+    snprintf(why, sizeof why, "round %llu: this aggregator takes no update after its submit time",
+             (unsigned long long)a->round);
+  } else if (aggr_list_add(&a->busy, &a->nbusy, &a->capbusy, peer->name) != FEDC_OK) {
+    code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+    snprintf(why, sizeof why, "out of memory");
+  } else {
+    busy = 1;
+    agg = a->agg;
+    spec = a->spec;
+    bytes = a->bytes;
+    rules = a->rules;
+    submit_by = a->submit_by;
+    round = a->round;
+  }
+  pthread_mutex_unlock(&a->mu);
+  if (code != GRPC_STATUS_OK) goto refuse;
+  if ((rc = fc_chunk_rx_begin_pb(&rx, first->header, &spec, bytes, why, sizeof why)) != FEDC_OK) {
+    code = err_status(rc);
+    goto refuse;
+  }
+  if ((rc = agg->ops->update_begin(agg, a->cfg.stream_idle_ms, &u)) != FEDC_OK) {
+    code = GRPC_STATUS_UNAVAILABLE;
+    retry = 500;
+    snprintf(why, sizeof why, "aggregator busy: no staging slot free (%s)", fedc_strerror(rc));
+    goto refuse;
+  }
+  for (;;) {
+    ProtobufCMessage *msg = NULL;
+    int r = fc_scall_recv(call, &msg);
+    if (r < 0) {
+      FC_WARN(MOD, "upload from %s broke off after %llu of %llu bytes", peer->name, (unsigned long long)rx.received,
+              (unsigned long long)rx.total);
+      goto out; /* finished by the transport */
+    }
+    if (r == 0) break;
+    const Fedc__V1__UploadMsg *um = (const Fedc__V1__UploadMsg *)msg;
+    uint64_t at = rx.received;
+    if (fc_now_ms() >= submit_by) {
+      code = GRPC_STATUS_DEADLINE_EXCEEDED;
+      snprintf(why, sizeof why, "round %llu: submit time passed during the upload", (unsigned long long)round);
+    } else if (!um->chunk || um->header || um->meta) {
+      code = GRPC_STATUS_INVALID_ARGUMENT;
+      snprintf(why, sizeof why, "expected only chunks after the first upload message");
+    } else if (um->chunk->data.len < FC_CHUNK_MIN && at + um->chunk->data.len < rx.total) {
+      code = GRPC_STATUS_INVALID_ARGUMENT;
+      snprintf(why, sizeof why, "chunk of %zu bytes at offset %llu: chunks before the last must be >= %u bytes",
+               um->chunk->data.len, (unsigned long long)at, FC_CHUNK_MIN);
+    } else if ((rc = fc_chunk_rx_feed(&rx, um->chunk->offset, um->chunk->data.data, um->chunk->data.len, why,
+                                      sizeof why)) != FEDC_OK ||
+               (rc = agg->ops->update_chunk(agg, u, at, um->chunk->data.data, um->chunk->data.len)) != FEDC_OK) {
+      code = err_status(rc);
+    }
+    protobuf_c_message_free_unpacked(msg, NULL);
+    if (code != GRPC_STATUS_OK) goto refuse;
+  }
+  if ((rc = fc_chunk_rx_end(&rx, why, sizeof why)) != FEDC_OK) {
+    code = err_status(rc);
+    goto refuse;
+  }
+  fc_agg_check chk;
+  double weight = 0;
+  if (fc_upload_values_check(agg, u, &rules, meta->num_examples, 0, &chk, &weight, why, sizeof why) != FEDC_OK) {
+    code = GRPC_STATUS_INVALID_ARGUMENT;
+    goto refuse;
+  }
+  pthread_mutex_lock(&a->mu);
+  if (!a->open || a->round != round || fc_now_ms() >= a->submit_by) {
+    code = GRPC_STATUS_DEADLINE_EXCEEDED;
+    snprintf(why, sizeof why, "round %llu closed at this aggregator during the upload", (unsigned long long)round);
+  } else if (a->npending == a->cappending && grow_pending(a) != FEDC_OK) {
+    code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+    snprintf(why, sizeof why, "out of memory");
+  } else if (aggr_list_add(&a->taken, &a->ntaken, &a->captaken, peer->name) != FEDC_OK) {
+    code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+    snprintf(why, sizeof why, "out of memory");
+  } else {
+    aggr_contrib *k = &a->pending[a->npending++];
+    memset(k, 0, sizeof *k);
+    snprintf(k->client, sizeof k->client, "%s", peer->name);
+    k->examples = meta->num_examples;
+    k->weight = weight;
+    k->loss = meta->train_loss;
+    k->bytes = fc_scall_bytes_in(call);
+    memcpy(k->sha, rx.want_sha, FC_SHA256_LEN);
+    agg->ops->update_commit(agg, u, weight);
+    u = NULL; /* the slot went back with the commit */
+  }
+  aggr_list_del(a->busy, &a->nbusy, peer->name);
+  busy = 0;
+  pthread_mutex_unlock(&a->mu);
+  if (code != GRPC_STATUS_OK) goto refuse;
+  FC_INFO(MOD, "round %llu: update from %s taken (%llu examples, weight %.0f, norm %.4g)", (unsigned long long)round,
+          peer->name, (unsigned long long)meta->num_examples, weight, chk.l2);
+  Fedc__V1__UploadResponse resp = FEDC__V1__UPLOAD_RESPONSE__INIT;
+  resp.accepted = 1;
+  resp.detail = "accepted by the aggregator";
+  fc_scall_finish(call, GRPC_STATUS_OK, NULL, &resp.base);
+  goto out;
+refuse:
+  FC_WARN(MOD, "upload from %s rejected: %s", peer->name, why);
+  fc_scall_finish_retry(call, code, why, retry);
+out:
+  if (u) agg->ops->update_abort(agg, u);
+  if (busy) {
+    pthread_mutex_lock(&a->mu);
+    aggr_list_del(a->busy, &a->nbusy, peer->name);
+    pthread_mutex_unlock(&a->mu);
+  }
+  fc_chunk_rx_free(&rx);
+}

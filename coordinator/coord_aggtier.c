@@ -1,0 +1,470 @@
+/*
+ * coord_aggtier.c - the leader's side of the aggregator tier (issue 23,
+ * `fedc coordinator --etcd ... --aggregator-tier`): uploads go to
+ * aggregators (`fedc aggregator`, aggr_node.c), and the leader folds their
+ * partial sums instead of the clients' updates.
+ *
+ *   etcd P/aggregators/<name>  --(refresh thread, every 500 ms)-->  the book (agg_tier.h)
+ *   CheckIn (TRAIN)            --> the client's aggregator, named in Task.aggregator_*
+ *   AggregatorRound (role aggregator) --> the open round: version, shape, clip,
+ *                                  submit-by time, the clients assigned to the caller
+ *   SubmitPartial (role aggregator)   --> checked (agg_tier.c), then each update the
+ *                                  partial names is begun and committed in the engine
+ *                                  (so the round counts and closes as for direct
+ *                                  uploads) and the sum folded with coefficient 1
+ *
+ * Plaintext FedAvg only in this slice: coord_tier_cfg_check refuses secure
+ * aggregation, robust rules, DP, async mode, compressed uploads and anomaly
+ * policies that act on per-update scores, each in one sentence. An aggregator
+ * whose lease expires leaves the registry: its partials are refused as
+ * unknown and its clients' updates are lost; the round closes by today's rule
+ * (min-updates at the deadline).
+ *
+ * Invariants: the book is read and changed under c->mu only; a partial is
+ * taken whole (every engine begin succeeds, then every commit, with one `now`
+ * under one lock hold) or not at all; an update is counted once per round.
+ * Owns: c->tier (the book, the refresh thread). May call: agg_tier.h,
+ * leader.h (registry reads), engine.h, aggregate.h, audit.h,
+ * transport/tensor_stream.h. Called by: coordinator.c (lifecycle, methods),
+ * coord_checkin.c (the task), coord_upload.c (refuses direct uploads).
+ */
+#include "coordinator/coordinator.h"
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/chunk.h"
+#include "common/clock.h"
+#include "common/log.h"
+#include "coordinator/agg_tier.h"
+#include "coordinator/audit.h"
+#include "coordinator/coord_int.h"
+#include "coordinator/leader.h"
+#include "fedc/error.h"
+#include "transport/tensor_stream.h"
+
+#define MOD "coordinator"
+#define REFRESH_MS 500
+#define POLL_MS 200 /* what AggregatorRound tells aggregators */
+
+struct coord_tier {
+  fc_tier *book; /* under c->mu */
+  pthread_t thread;
+  int started;
+  pthread_mutex_t mu; /* stop, with cv */
+  pthread_cond_t cv;
+  int stop;
+  char last_bad[600]; /* the refresh thread's: a bad entry is logged when it changes, not every refresh */
+};
+
+int coord_tier_cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen) {
+  const char *no = NULL;
+  if (!cfg->agg_tier) return FEDC_OK;
+  if (!cfg->leader) no = "a coordinator without --etcd (aggregators register in etcd)";
+  else if (cfg->engine.secagg) no = "secure aggregation (SecAgg instances on aggregators are the next slice)";
+  else if (strcmp(cfg->aggregator, "fedavg") != 0)
+    no = "a robust aggregation rule (it needs every update, or buckets on aggregators: the next slice)";
+  else if (cfg->engine.async) no = "--mode async";
+  else if (cfg->dp_noise_multiplier > 0) no = "differential privacy (noise calibration per partial is the next slice)";
+  else if (cfg->upload_bits != 32) no = "compressed uploads (aggregators take float32 updates only for now)";
+  else if (strcmp(cfg->anomaly_policy, "observe") != 0)
+    no = "anomaly policies flag or exclude (the leader sees partial sums, not the per-update scores they act on)";
+  if (!no) return FEDC_OK;
+  snprintf(err, errlen, "--aggregator-tier cannot be combined with %s", no);
+  return FEDC_ERR_INVALID;
+}
+
+/* The registry as etcd holds it now, into the book (under mu); joins and
+ * leaves logged. */
+static void refresh(fc_coord *c) {
+  enum { CAP = FC_TIER_MAX_MEMBERS };
+  fc_etcd_entry *e = calloc(CAP, sizeof *e);
+  fc_tier_member *m = calloc(CAP, sizeof *m);
+  size_t n = 0, k = 0;
+  char err[512], prefix[600];
+  if (!e || !m) goto out;
+  if (fc_leader_read_prefix(c->cfg.leader, FC_TIER_KEY, e, CAP, &n, err, sizeof err) != FEDC_OK) {
+    FC_DEBUG(MOD, "aggregator registry not read: %s", err);
+    goto out; /* the book stays as it was: etcd may be back at the next refresh */
+  }
+  snprintf(prefix, sizeof prefix, "%s/%s", fc_leader_prefix(c->cfg.leader), FC_TIER_KEY);
+  size_t plen = strlen(prefix);
+  char bad[600] = "";
+  for (size_t i = 0; i < n; i++) {
+    const char *name = strncmp(e[i].key, prefix, plen) == 0 ? e[i].key + plen : "";
+    if (fc_tier_parse_member(name, (const char *)e[i].kv.value, e[i].kv.value_len, c->cfg.federation, &m[k], err,
+                             sizeof err) == FEDC_OK)
+      k++;
+    else if (!bad[0])
+      snprintf(bad, sizeof bad, "%s", err);
+  }
+  if (bad[0] && strcmp(bad, c->tier->last_bad) != 0) FC_WARN(MOD, "aggregator registry: %s (entry ignored)", bad);
+  snprintf(c->tier->last_bad, sizeof c->tier->last_bad, "%s", bad);
+  pthread_mutex_lock(&c->mu);
+  fc_tier *t = c->tier->book;
+  for (size_t i = 0; i < k; i++)
+    if (!fc_tier_known(t, m[i].name)) FC_INFO(MOD, "aggregator %s registered at %s", m[i].name, m[i].address);
+  /* Members that are gone: their lease expired (or they revoked it). */
+  for (size_t i = 0; i < fc_tier_member_count(t); i++) {
+    const fc_tier_member *o = fc_tier_member_get(t, i);
+    int still = 0;
+    for (size_t j = 0; j < k && !still; j++) still = !strcmp(o->name, m[j].name);
+    if (!still)
+      FC_WARN(MOD, "aggregator %s left the registry (lease expired or revoked): the updates of its %zu client(s) "
+                   "not counted yet in the open round are lost; the round closes by its rule (min-updates at the "
+                   "deadline)",
+              o->name, fc_tier_uncounted(t, o->name));
+  }
+  fc_tier_set_members(t, m, k);
+  pthread_mutex_unlock(&c->mu);
+out:
+  for (size_t i = 0; i < n; i++) fc_etcd_kv_clear(&e[i].kv);
+  free(e);
+  free(m);
+}
+
+static void *refresh_main(void *arg) {
+  fc_coord *c = arg;
+  struct coord_tier *tt = c->tier;
+  for (;;) {
+    refresh(c);
+    pthread_mutex_lock(&tt->mu);
+    if (!tt->stop) {
+      struct timespec ts;
+      fc_deadline_after_ms(&ts, REFRESH_MS);
+      pthread_cond_timedwait(&tt->cv, &tt->mu, &ts);
+    }
+    int stop = tt->stop;
+    pthread_mutex_unlock(&tt->mu);
+    if (stop) break;
+  }
+  return NULL;
+}
+
+int coord_tier_start(fc_coord *c, char *err, size_t errlen) {
+  if (!c->cfg.agg_tier) return FEDC_OK;
+  struct coord_tier *tt = calloc(1, sizeof *tt);
+  if (!tt || fc_tier_create(&tt->book) != FEDC_OK) {
+    free(tt);
+    snprintf(err, errlen, "out of memory");
+    return FEDC_ERR_NOMEM;
+  }
+  pthread_mutex_init(&tt->mu, NULL);
+  pthread_cond_init(&tt->cv, NULL);
+  c->tier = tt;
+  refresh(c); /* the aggregators there now, before the first check-in */
+  if (pthread_create(&tt->thread, NULL, refresh_main, c) != 0) {
+    snprintf(err, errlen, "cannot start the aggregator registry thread");
+    return FEDC_ERR_NOMEM;
+  }
+  tt->started = 1;
+  FC_INFO(MOD, "aggregator tier: uploads go to the aggregators registered under %s/%s (%zu now)",
+          fc_leader_prefix(c->cfg.leader), FC_TIER_KEY, fc_tier_member_count(tt->book));
+  return FEDC_OK;
+}
+
+void coord_tier_stop(fc_coord *c) {
+  struct coord_tier *tt = c->tier;
+  if (!tt) return;
+  if (tt->started) {
+    pthread_mutex_lock(&tt->mu);
+    tt->stop = 1;
+    pthread_cond_signal(&tt->cv);
+    pthread_mutex_unlock(&tt->mu);
+    pthread_join(tt->thread, NULL);
+  }
+  fc_tier_destroy(tt->book);
+  pthread_mutex_destroy(&tt->mu);
+  pthread_cond_destroy(&tt->cv);
+  free(tt);
+  c->tier = NULL;
+}
+
+int coord_tier_task(fc_coord *c, const char *client, uint64_t round, char addr[256], char identity[300]) {
+  fc_tier_member m;
+  pthread_mutex_lock(&c->mu);
+  int rc = fc_tier_assign(c->tier->book, round, client, &m);
+  pthread_mutex_unlock(&c->mu);
+  if (rc == FEDC_OK) {
+    snprintf(addr, 256, "%s", m.address);
+    snprintf(identity, 300, "%s", m.identity);
+  }
+  return rc;
+}
+
+/* The deadline and the time by which aggregators stop taking updates and
+ * submit: a margin before the round's deadline for the partial to reach us,
+ * a fifth of the round, within [300 ms, 3 s]. */
+static uint64_t submit_by(const fc_coord *c, const fc_engine_status *es) {
+  uint64_t rm = c->cfg.engine.round_ms, margin = rm / 5;
+  if (margin < 300) margin = 300;
+  if (margin > 3000) margin = 3000;
+  uint64_t deadline = es->round_started_ms + rm;
+  return deadline > margin ? deadline - margin : 0;
+}
+
+void coord_h_agg_round(fc_scall *call, void *ctx) {
+  fc_coord *c = ctx;
+  const fc_peer *peer = fc_scall_peer(call);
+  if (coord_audit_peer(c, call, peer)) return;
+  if (!c->tier) {
+    fc_scall_finish(call, GRPC_STATUS_FAILED_PRECONDITION,
+                    "this coordinator runs no aggregator tier (start it with --etcd and --aggregator-tier)", NULL);
+    return;
+  }
+  Fedc__V1__AggRoundResponse resp = FEDC__V1__AGG_ROUND_RESPONSE__INIT;
+  model_ref *m = coord_model_get(c);
+  fc_pb_header *hb = malloc(sizeof *hb);
+  char **names = NULL;
+  size_t n = 0;
+  fc_engine_status es;
+  pthread_mutex_lock(&c->mu);
+  fc_engine_get_status(c->engine, fc_now_ms(), &es);
+  int known = fc_tier_known(c->tier->book, peer->name);
+  size_t load = known ? fc_tier_load(c->tier->book, peer->name) : 0;
+  const char **ptrs = load ? malloc(load * sizeof *ptrs) : NULL;
+  if (ptrs) n = fc_tier_assigned(c->tier->book, es.round, peer->name, ptrs, load);
+  names = n ? calloc(n, sizeof *names) : NULL;
+  for (size_t i = 0; names && i < n; i++) names[i] = strdup(ptrs[i]);
+  float clip = c->clip;
+  pthread_mutex_unlock(&c->mu);
+  free(ptrs);
+  if (!known) {
+    char why[300];
+    snprintf(why, sizeof why, "aggregator %s is not in the registry (%s/%s%s): register, then ask again",
+             peer->name, fc_leader_prefix(c->cfg.leader), FC_TIER_KEY, peer->name);
+    fc_scall_finish_retry(call, GRPC_STATUS_FAILED_PRECONDITION, why, 1000);
+    goto out;
+  }
+  if (!hb || (n && !names)) {
+    fc_scall_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL);
+    goto out;
+  }
+  fc_pb_header_build(hb, &m->spec, m->bytes, m->sha, FC_CHUNK_DEFAULT);
+  resp.open = es.state == FC_ENG_TRAINING;
+  resp.round = es.round;
+  resp.model_version = es.version;
+  resp.n_tensors = hb->h.n_tensors;
+  resp.tensors = hb->h.tensors;
+  resp.clip_norm = clip;
+  resp.submit_by_unix_ms = resp.open ? submit_by(c, &es) : 0;
+  resp.max_example_weight = c->cfg.max_example_weight;
+  resp.n_clients = n;
+  resp.clients = names;
+  resp.poll_ms = POLL_MS;
+  fc_scall_finish(call, GRPC_STATUS_OK, NULL, &resp.base);
+out:
+  for (size_t i = 0; names && i < n; i++) free(names[i]);
+  free(names);
+  free(hb);
+  coord_model_unref(m);
+}
+
+/* ---- SubmitPartial (blocking: on a pool thread, aggregators are few) ---- */
+
+static void audit_partial(fc_coord *c, const char *agg, const Fedc__V1__PartialMeta *meta, const char *outcome,
+                          const char *reason) {
+  if (!c->audit) return;
+  json_t *f = json_pack("{s:s,s:I,s:s,s:i,s:f}", "aggregator", agg, "round", (json_int_t)meta->round, "outcome",
+                        outcome, "updates", (int)meta->n_updates, "total_weight", meta->total_weight);
+  if (!f) return;
+  if (reason) json_object_set_new(f, "reason", json_string(reason));
+  fc_audit_append(c->audit, "partial", f);
+}
+
+/* Every update of an accepted partial, as coord_upload.c audits a direct
+ * one, with the aggregator it came through. Under mu, before it counts. */
+static void audit_updates(fc_coord *c, const char *agg, const Fedc__V1__PartialMeta *meta) {
+  if (!c->audit) return;
+  for (size_t i = 0; i < meta->n_updates; i++) {
+    const Fedc__V1__PartialUpdate *u = meta->updates[i];
+    char hex[FC_SHA256_HEX_LEN] = "";
+    if (u->sha256.len == FC_SHA256_LEN) fc_hex(u->sha256.data, FC_SHA256_LEN, hex);
+    json_t *f = json_pack("{s:s,s:I,s:s,s:b,s:s,s:s}", "client", u->client, "round", (json_int_t)meta->round,
+                          "outcome", "accepted", "masked", 0, "sha256", hex, "aggregator", agg);
+    if (f) fc_audit_append(c->audit, "update", f);
+  }
+}
+
+static void partial_view(const Fedc__V1__PartialMeta *meta, const char *agg, const fc_model_spec *spec,
+                         fc_tier_update *ups, fc_tier_partial *p) {
+  for (size_t i = 0; i < meta->n_updates; i++)
+    ups[i] = (fc_tier_update){meta->updates[i]->client, meta->updates[i]->num_examples, meta->updates[i]->weight};
+  *p = (fc_tier_partial){agg, meta->round, meta->model_version, meta->total_weight, ups, meta->n_updates, spec};
+}
+
+/* Under mu: the checks of agg_tier.c against the round open now. */
+static int check_locked(fc_coord *c, const fc_tier_partial *p, const model_ref *m, char *why, size_t whylen) {
+  fc_engine_status es;
+  fc_engine_get_status(c->engine, fc_now_ms(), &es);
+  if (es.state != FC_ENG_TRAINING) {
+    snprintf(why, whylen, "no round is taking updates (round %llu closed or not open)", (unsigned long long)p->round);
+    return FEDC_ERR_INVALID;
+  }
+  fc_tier_expect e = {es.round, es.version, &m->spec, {c->clip, c->cfg.max_example_weight, 0}};
+  return fc_tier_check_partial(c->tier->book, p, &e, why, whylen);
+}
+
+static grpc_status_code code_of(int rc) {
+  return rc == FEDC_ERR_REJECTED ? GRPC_STATUS_PERMISSION_DENIED
+         : rc == FEDC_ERR_HASH   ? GRPC_STATUS_DATA_LOSS
+         : rc == FEDC_ERR_NOMEM  ? GRPC_STATUS_RESOURCE_EXHAUSTED
+                                 : GRPC_STATUS_INVALID_ARGUMENT;
+}
+
+void coord_h_agg_partial(fc_scall *call, void *ctx) {
+  fc_coord *c = ctx;
+  const fc_peer *peer = fc_scall_peer(call);
+  const Fedc__V1__PartialMsg *first = (const Fedc__V1__PartialMsg *)fc_scall_request(call);
+  if (coord_audit_peer(c, call, peer)) return;
+  char why[400] = "";
+  grpc_status_code code = GRPC_STATUS_OK;
+  fc_chunk_rx rx;
+  memset(&rx, 0, sizeof rx);
+  fc_agg_update *u = NULL;
+  fc_tier_update *ups = NULL;
+  fc_tier_partial p;
+  int rc;
+  model_ref *m = coord_model_get(c);
+  const Fedc__V1__PartialMeta *meta = first->meta;
+  if (!c->tier) {
+    fc_scall_finish(call, GRPC_STATUS_FAILED_PRECONDITION, "this coordinator runs no aggregator tier", NULL);
+    goto out;
+  }
+  if (!meta || !first->header || first->chunk) {
+    fc_scall_finish(call, GRPC_STATUS_INVALID_ARGUMENT, "first partial message must carry meta and header", NULL);
+    goto out;
+  }
+  if (meta->n_updates == 0 || meta->n_updates > FC_TIER_MAX_UPDATES) {
+    snprintf(why, sizeof why, "partial names %zu updates (1..%d)", meta->n_updates, FC_TIER_MAX_UPDATES);
+    code = GRPC_STATUS_INVALID_ARGUMENT;
+    goto refuse;
+  }
+  for (size_t i = 0; i < meta->n_updates; i++)
+    if (!meta->updates[i]->client || meta->updates[i]->sha256.len != FC_SHA256_LEN) {
+      snprintf(why, sizeof why, "partial update %zu has no client or no SHA-256", i);
+      code = GRPC_STATUS_INVALID_ARGUMENT;
+      goto refuse;
+    }
+  ups = calloc(meta->n_updates, sizeof *ups);
+  if (!ups) {
+    code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+    snprintf(why, sizeof why, "out of memory");
+    goto refuse;
+  }
+  /* The header against the model's shape (SHAPE names the first tensor that differs). */
+  if ((rc = fc_chunk_rx_begin_pb(&rx, first->header, &m->spec, m->bytes, why, sizeof why)) != FEDC_OK) {
+    code = code_of(rc);
+    goto refuse;
+  }
+  partial_view(meta, peer->name, &rx.spec, ups, &p);
+  pthread_mutex_lock(&c->mu);
+  rc = check_locked(c, &p, m, why, sizeof why);
+  pthread_mutex_unlock(&c->mu);
+  if (rc != FEDC_OK) {
+    code = code_of(rc);
+    goto refuse;
+  }
+  if ((rc = c->agg->ops->update_begin(c->agg, c->cfg.stream_idle_ms, &u)) != FEDC_OK) {
+    code = GRPC_STATUS_UNAVAILABLE;
+    snprintf(why, sizeof why, "no staging slot free for the partial: %s", fedc_strerror(rc));
+    goto refuse;
+  }
+  for (;;) {
+    ProtobufCMessage *msg = NULL;
+    int r = fc_scall_recv(call, &msg);
+    if (r < 0) { /* the call is dead and finished */
+      FC_WARN(MOD, "partial from aggregator %s broke off after %llu of %llu bytes", peer->name,
+              (unsigned long long)rx.received, (unsigned long long)rx.total);
+      audit_partial(c, peer->name, meta, "refused", "stream broke off");
+      goto out;
+    }
+    if (r == 0) break;
+    const Fedc__V1__PartialMsg *pm = (const Fedc__V1__PartialMsg *)msg;
+    uint64_t at = rx.received;
+    rc = !pm->chunk || pm->meta || pm->header ? FEDC_ERR_PROTOCOL
+                                              : fc_chunk_rx_feed(&rx, pm->chunk->offset, pm->chunk->data.data,
+                                                                 pm->chunk->data.len, why, sizeof why);
+    if (rc == FEDC_ERR_PROTOCOL && (!pm->chunk || pm->meta || pm->header))
+      snprintf(why, sizeof why, "expected only chunks after the first partial message");
+    if (rc == FEDC_OK) rc = c->agg->ops->update_chunk(c->agg, u, at, pm->chunk->data.data, pm->chunk->data.len);
+    protobuf_c_message_free_unpacked(msg, NULL);
+    if (rc != FEDC_OK) {
+      code = code_of(rc);
+      goto refuse;
+    }
+  }
+  if ((rc = fc_chunk_rx_end(&rx, why, sizeof why)) != FEDC_OK) {
+    code = code_of(rc);
+    goto refuse;
+  }
+  fc_agg_check chk;
+  if (c->agg->ops->update_check(c->agg, u, &chk) != FEDC_OK) {
+    snprintf(why, sizeof why, "partial sum has a NaN/Inf value at parameter %zu", chk.bad_index);
+    code = GRPC_STATUS_INVALID_ARGUMENT;
+    goto refuse;
+  }
+  pthread_mutex_lock(&c->mu);
+  fc_upload_rules rules = {c->clip, c->cfg.max_example_weight, 0};
+  rc = fc_tier_check_sum(chk.l2, chk.amax, &p, &rules, why, sizeof why);
+  /* Again under the lock that commits: the round may have closed, the
+   * aggregator's lease expired or another partial counted a task meanwhile. */
+  if (rc == FEDC_OK) rc = check_locked(c, &p, m, why, sizeof why);
+  uint64_t now = fc_now_ms();
+  size_t begun = 0;
+  int v = FC_UP_OK;
+  for (; rc == FEDC_OK && begun < meta->n_updates; begun++) {
+    const Fedc__V1__PartialUpdate *pu = meta->updates[begun];
+    v = fc_engine_upload_begin(c->engine, pu->client, meta->round, meta->model_version, now);
+    if (v != FC_UP_OK) {
+      snprintf(why, sizeof why, "update of %s refused by the round: %s", pu->client, fc_upload_verdict_text(v));
+      rc = FEDC_ERR_INVALID;
+      break;
+    }
+  }
+  if (rc != FEDC_OK) {
+    for (size_t i = 0; i < begun; i++) fc_engine_upload_abort(c->engine, meta->updates[i]->client, meta->round);
+    pthread_mutex_unlock(&c->mu);
+    code = v == FC_UP_OK ? code_of(rc) : GRPC_STATUS_FAILED_PRECONDITION;
+    goto refuse;
+  }
+  audit_updates(c, peer->name, meta); /* before they count */
+  uint32_t counted = 0;
+  for (size_t i = 0; i < meta->n_updates; i++) {
+    const Fedc__V1__PartialUpdate *pu = meta->updates[i];
+    /* One `now` under one hold of mu after every begin succeeded: the
+     * engine changes state only at its tick, so each commit counts. */
+    v = fc_engine_upload_commit(c->engine, pu->client, meta->round, (uint64_t)pu->weight, pu->train_loss, pu->bytes,
+                                now);
+    if (v == FC_UP_OK) counted++;
+    else
+      FC_ERROR(MOD, "round %llu: update of %s from aggregator %s not counted after its begin: %s",
+               (unsigned long long)meta->round, pu->client, peer->name, fc_upload_verdict_text(v));
+  }
+  fc_agg_fedavg_commit_partial(c->agg, u, meta->total_weight, (uint32_t)meta->n_updates);
+  u = NULL; /* the slot went back with the commit */
+  fc_tier_mark_counted(c->tier->book, &p);
+  audit_partial(c, peer->name, meta, "accepted", NULL);
+  pthread_mutex_unlock(&c->mu);
+  atomic_fetch_add(&c->metrics.uploads_accepted, counted);
+  FC_INFO(MOD, "round %llu: partial from aggregator %s accepted (%zu updates, weight %.0f, norm %.4g)",
+          (unsigned long long)meta->round, peer->name, meta->n_updates, meta->total_weight, chk.l2);
+  Fedc__V1__PartialResponse resp = FEDC__V1__PARTIAL_RESPONSE__INIT;
+  resp.accepted = 1;
+  resp.detail = "accepted";
+  resp.counted = counted;
+  fc_scall_finish(call, GRPC_STATUS_OK, NULL, &resp.base);
+  goto out;
+refuse:
+  FC_WARN(MOD, "partial from aggregator %s refused: %s", peer->name, why);
+  if (meta) audit_partial(c, peer->name, meta, "refused", why);
+  fc_scall_finish(call, code, why, NULL);
+out:
+  if (u) c->agg->ops->update_abort(c->agg, u);
+  fc_chunk_rx_free(&rx);
+  free(ups);
+  coord_model_unref(m);
+}

@@ -1,0 +1,57 @@
+/*
+ * upload_check.c - the value checks of one plaintext update (upload_check.h),
+ * shared by the coordinator's UploadUpdate and an aggregator's.
+ *
+ * Invariant: a refusal names the first rule broken, in one line, and leaves
+ * the slot as it was (the caller aborts it).
+ */
+#include "coordinator/upload_check.h"
+
+#include <math.h>
+#include <stdio.h>
+
+#include "common/tensor.h"
+#include "fedc/error.h"
+
+int fc_upload_meta_check(uint64_t examples, double loss, int masked, char *why, size_t whylen) {
+  if (examples == 0 && !masked) {
+    snprintf(why, whylen, "update reports 0 examples");
+    return FEDC_ERR_INVALID;
+  }
+  /* A loss is a mean of non-negative per-example losses; the bound keeps
+   * the round's mean loss meaningful whatever one client reports. */
+  if (!(loss >= 0 && loss <= FC_MAX_TRAIN_LOSS)) {
+    snprintf(why, whylen, "update reports train_loss %g: must be finite and in [0, %g]", loss, FC_MAX_TRAIN_LOSS);
+    return FEDC_ERR_INVALID;
+  }
+  return FEDC_OK;
+}
+
+double fc_upload_weight(const fc_upload_rules *r, uint64_t examples) {
+  if (r->uniform) return 1; /* DP: uniform weights bound one client's effect by the clip */
+  return (double)(examples < r->max_weight ? examples : r->max_weight);
+}
+
+int fc_upload_values_check(fc_agg *a, fc_agg_update *u, const fc_upload_rules *r, uint64_t examples, double slack,
+                           fc_agg_check *chk, double *weight, char *why, size_t whylen) {
+  if (a->ops->update_check(a, u, chk) != FEDC_OK) {
+    snprintf(why, whylen, "update has a NaN/Inf value at parameter %zu", chk->bad_index);
+    return FEDC_ERR_INVALID;
+  }
+  /* The clip norm is announced in the task (it changes between rounds only);
+   * allow float rounding of the client's own clipping (relative 1e-4). */
+  if (r->clip > 0 && chk->l2 > r->clip * (1.0 + 1e-4) + slack) {
+    snprintf(why, whylen, "update L2 norm %.6g exceeds the clip norm %.6g", chk->l2, r->clip);
+    return FEDC_ERR_INVALID;
+  }
+  double w = fc_upload_weight(r, examples);
+  /* Even with clipping off, one update must not overflow the aggregate and
+   * so abandon the round for everyone else. */
+  if (chk->amax * w > FC_AGG_MAX_WEIGHTED_ABS) {
+    snprintf(why, whylen, "update too large: max |value| %.3g x weight %.0f exceeds %.0e", chk->amax, w,
+             FC_AGG_MAX_WEIGHTED_ABS);
+    return FEDC_ERR_INVALID;
+  }
+  *weight = w;
+  return FEDC_OK;
+}

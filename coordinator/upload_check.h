@@ -1,0 +1,39 @@
+/*
+ * upload_check.h - the checks every plaintext update passes before it is
+ * folded, wherever it is folded: the coordinator's UploadUpdate
+ * (coord_upload.c) and an aggregator's (aggr_upload.c, issue 23). One copy,
+ * so an update an aggregator accepts is exactly one the coordinator would
+ * have accepted.
+ *
+ * Pure: no locks, no I/O. May call: aggregate.h (the slot's value check).
+ */
+#ifndef FEDC_COORD_UPLOAD_CHECK_H
+#define FEDC_COORD_UPLOAD_CHECK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "coordinator/aggregate.h"
+
+typedef struct fc_upload_rules {
+  double clip;         /* the task's L2 bound (0 = none) */
+  uint64_t max_weight; /* FedAvg weight cap per update (max_example_weight) */
+  int uniform;         /* differential privacy: every weight is 1 */
+} fc_upload_rules;
+
+/* UpdateMeta before any byte: a plaintext update reports examples > 0, and
+ * its loss is finite in [0, FC_MAX_TRAIN_LOSS]. FEDC_OK or FEDC_ERR_INVALID
+ * with one line in why. */
+int fc_upload_meta_check(uint64_t examples, double loss, int masked, char *why, size_t whylen);
+
+/* The weight an update of `examples` folds with under r. */
+double fc_upload_weight(const fc_upload_rules *r, uint64_t examples);
+
+/* A whole update in its staging slot u of a: NaN/Inf, the clip (relative
+ * 1e-4 for the client's own float rounding, plus `slack` for quantization),
+ * and the overflow bound FC_AGG_MAX_WEIGHTED_ABS of max|value| x weight.
+ * FEDC_OK with *chk and *weight, else FEDC_ERR_INVALID with one line in why. */
+int fc_upload_values_check(fc_agg *a, fc_agg_update *u, const fc_upload_rules *r, uint64_t examples, double slack,
+                           fc_agg_check *chk, double *weight, char *why, size_t whylen);
+
+#endif

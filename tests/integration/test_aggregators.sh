@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# The aggregator tier, first slice (issue 23): a 3-member etcd cluster on
+# 127.0.0.1 over mutual TLS, one leader (`fedc coordinator --etcd ... --aggregator-tier`),
+# two aggregators (`fedc aggregator`, certificates `fedc pki issue --role
+# aggregator`), six clients; all real processes, certificates from `fedc pki`.
+#   1. Rounds publish, and every update the leader counted came through an
+#      aggregator: each accepted "update" record of the audit log names one,
+#      both aggregators carried updates, and the leader took "partial" records
+#      only (no direct upload).
+#   2. Role checks: an aggregator's certificate cannot check in as a client.
+#      The client checks the aggregator's identity: a registry entry that
+#      names ag1's address under another aggregator's name is refused in the
+#      handshake by the clients sent there.
+#   3. SIGKILL of one aggregator mid-federation: its lease expires, the leader
+#      drops it from the registry (its clients' updates of the open round are
+#      lost), and rounds keep publishing with the rest, all through ag1.
+#   4. SIGTERM of the other: it exits 0 and revokes its lease (its key is gone
+#      at once, the leader drops it).
+# Skipped (77) without etcd/etcdctl (apt-get install etcd-server etcd-client).
+set -euo pipefail
+. "$(dirname "$0")/lib.sh" "$@"
+. "$(dirname "$0")/_data.sh"
+command -v etcd >/dev/null && command -v etcdctl >/dev/null ||
+  { echo "SKIP: etcd and etcdctl are needed (apt-get install etcd-server etcd-client)"; exit 77; }
+make_tmp
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+CLIENTS="a b c d e f"
+make_pki "$T/pki" itest $CLIENTS
+"$FEDC" pki issue --dir "$T/pki" --role coordinator --name etcd >/dev/null || fail "pki issue etcd failed"
+for g in ag1 ag2; do
+  "$FEDC" pki issue --dir "$T/pki" --role aggregator --name "$g" >/dev/null || fail "pki issue --role aggregator failed"
+done
+"$FEDC" pki verify --ca "$T/pki/ca.crt" --cert "$T/pki/aggregator-ag1.crt" >/dev/null ||
+  fail "the aggregator certificate does not verify"
+
+# ---- etcd: 3 members, clients over https with client certificates ----
+EC=() EP=()
+for i in 1 2 3; do EC+=("$(free_port)"); EP+=("$(free_port)"); done
+CLUSTER="e1=http://127.0.0.1:${EP[0]},e2=http://127.0.0.1:${EP[1]},e3=http://127.0.0.1:${EP[2]}"
+for i in 0 1 2; do
+  n=$((i + 1))
+  start_bg "etcd$n" etcd --name "e$n" --data-dir "$T/etcd$n" \
+    --listen-client-urls "https://127.0.0.1:${EC[$i]}" --advertise-client-urls "https://127.0.0.1:${EC[$i]}" \
+    --listen-peer-urls "http://127.0.0.1:${EP[$i]}" --initial-advertise-peer-urls "http://127.0.0.1:${EP[$i]}" \
+    --initial-cluster "$CLUSTER" --initial-cluster-state new --initial-cluster-token "fedc-$$" \
+    --client-cert-auth --trusted-ca-file "$T/pki/ca.crt" \
+    --cert-file "$T/pki/coordinator-etcd.crt" --key-file "$T/pki/coordinator-etcd.key"
+done
+ETCD="127.0.0.1:${EC[0]},127.0.0.1:${EC[1]},127.0.0.1:${EC[2]}"
+ETCDCTL=(etcdctl --endpoints "$ETCD" --cacert "$T/pki/ca.crt" --cert "$T/pki/coordinator.crt"
+  --key "$T/pki/coordinator.key" --command-timeout 2s)
+wait_for "${ETCDCTL[@]}" endpoint health 30 || fail "etcd cluster not healthy"
+ETCD_TLS=(--etcd "$ETCD" --etcd-ca "$T/pki/ca.crt" --etcd-cert "$T/pki/coordinator.crt" --etcd-key "$T/pki/coordinator.key")
+
+# What the tier refuses in this slice is refused at start, in one sentence.
+"$FEDC" coordinator --pki "$T/pki" --federation itest --state "$T/x" --model 784-10 --aggregator-tier \
+  --listen 127.0.0.1:0 >"$T/refused.log" 2>&1 && fail "--aggregator-tier without --etcd was accepted"
+assert_contains "$T/refused.log" "--aggregator-tier cannot be combined with a coordinator without --etcd"
+
+# ---- the leader ----
+PL=$(free_port)
+start_bg leader "$FEDC" coordinator --pki "$T/pki" --federation itest --state "$T/state" \
+  --listen "127.0.0.1:$PL" --port-file "$T/leader.port" --model 784-10 --rounds 0 \
+  --min-clients 6 --cohort 6 --min-updates 2 --poll-ms 100 --round-timeout-ms 6000 \
+  "${ETCD_TLS[@]}" --etcd-lease-ttl 2 --aggregator-tier --log info
+LEADER_PID=$BG_PID
+wait_for test -s "$T/leader.port" 20 || fail "the leader never led: $(tail -5 "$T/leader.log")"
+
+# ---- two aggregators ----
+aggregator() { # NAME
+  start_bg "agg-$1" "$FEDC" aggregator --pki "$T/pki" --name "$1" --coordinator "127.0.0.1:$PL" \
+    --listen 127.0.0.1:0 --port-file "$T/$1.port" "${ETCD_TLS[@]}" --etcd-lease-ttl 2 --log info
+  eval "PID_$1=$BG_PID"
+}
+aggregator ag1
+aggregator ag2
+wait_for test -s "$T/ag1.port" 20 || fail "ag1 did not start: $(tail -5 "$T/agg-ag1.log")"
+wait_for test -s "$T/ag2.port" 20 || fail "ag2 did not start: $(tail -5 "$T/agg-ag2.log")"
+wait_for "${ETCDCTL[@]}" get /fedc/itest/aggregators/ag2 --print-value-only 10 || fail "ag2 not registered"
+"${ETCDCTL[@]}" get /fedc/itest/aggregators/ag1 --print-value-only | grep -q "^127.0.0.1:$(cat "$T/ag1.port") spiffe://itest/aggregator/ag1$" ||
+  fail "ag1's registry value: $("${ETCDCTL[@]}" get /fedc/itest/aggregators/ag1 --print-value-only)"
+wait_for grep -q "aggregator ag2 registered" "$T/leader.log" 10 || fail "the leader did not read ag2 from etcd"
+
+# ---- 2a. an aggregator certificate cannot check in as a client ----
+make_idx "$T" 120 6
+"$FEDC" client --coordinator "127.0.0.1:$PL" --ca "$T/pki/ca.crt" --cert "$T/pki/aggregator-ag1.crt" \
+  --key "$T/pki/aggregator-ag1.key" --data "idx:$T/img0.idx,$T/lbl0.idx" --model 784-10 --eval-fraction 0 \
+  --rounds 1 >"$T/agg-as-client.log" 2>&1 && fail "an aggregator certificate trained as a client"
+grep -qi "role\|permission" "$T/agg-as-client.log" || fail "no role refusal: $(tail -3 "$T/agg-as-client.log")"
+
+# ---- clients ----
+i=0
+for n in $CLIENTS; do
+  start_bg "client-$n" "$FEDC" client --coordinator "127.0.0.1:$PL" --pki "$T/pki" --name "$n" \
+    --data "idx:$T/img$i.idx,$T/lbl$i.idx" --model 784-10 --eval-fraction 0 --log info
+  i=$((i + 1))
+done
+
+pointer() { "${ETCDCTL[@]}" get --print-value-only /fedc/itest/model | jq -r .version; }
+wait_version() { # N TIMEOUT: until etcd's pointer is at N or more
+  wait_for bash -c "v=\$($(printf '%q ' "${ETCDCTL[@]}") get --print-value-only /fedc/itest/model | jq -r .version); [ \"\${v:-0}\" -ge $1 ]" "$2"
+}
+
+# ---- 1. rounds publish, every counted update through an aggregator ----
+wait_version 3 90 || fail "no version 3: $(tail -8 "$T/leader.log")"
+check_through_aggregators() { # every accepted update names an aggregator; prints the aggregators seen
+  python3 - "$T/state/audit.log" <<'PY'
+import json, sys
+seen, n = set(), 0
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if r["kind"] == "update" and r.get("outcome") == "accepted":
+        n += 1
+        if not r.get("aggregator"): sys.exit(f"update of {r.get('client')} round {r.get('round')} came in directly")
+        seen.add(r["aggregator"])
+if n == 0: sys.exit("no accepted update at all")
+print(" ".join(sorted(seen)))
+PY
+}
+seen=$(check_through_aggregators) || fail "audit: $seen"
+[ "$seen" = "ag1 ag2" ] || fail "updates went through '$seen', not both aggregators"
+grep -q '"kind":"partial"' "$T/state/audit.log" || fail "no partial in the audit log"
+grep -q "partial from aggregator ag1 accepted" "$T/leader.log" || fail "no partial from ag1"
+grep -q "partial from aggregator ag2 accepted" "$T/leader.log" || fail "no partial from ag2"
+grep -q "taken" "$T/agg-ag2.log" || fail "ag2 took no upload"
+! grep -q "update from .* accepted (" "$T/leader.log" || fail "the leader took an update directly"
+"$FEDC" audit verify --state "$T/state" --pki "$T/pki" >"$T/verify.txt" 2>&1 || fail "audit chain: $(cat "$T/verify.txt")"
+
+# ---- 3. SIGKILL of ag2: its lease expires, the round goes on with ag1 ----
+V=$(pointer)
+kill -KILL "$PID_ag2"
+wait_for grep -q "aggregator ag2 left the registry" "$T/leader.log" 15 ||
+  fail "the leader did not drop ag2: $(tail -5 "$T/leader.log")"
+K=$(grep -c '"kind":"update"' "$T/state/audit.log")
+wait_version $((V + 2)) 90 || fail "no progress after ag2 was killed: $(tail -8 "$T/leader.log")"
+# Every update counted after the kill came through ag1, and a round closed
+# without ag2's clients (assigned to it until its lease ran out: lost) with
+# the rest (min-updates 2).
+grep '"kind":"update"' "$T/state/audit.log" | tail -n +$((K + 1)) | grep -v '"aggregator":"ag1"' &&
+  fail "an update counted after the kill did not come through ag1"
+python3 - "$T/state/audit.log" "$V" <<'PY' || fail "no round completed without ag2's clients"
+import json, sys
+short = [r for r in map(json.loads, open(sys.argv[1]))
+         if r["kind"] == "model" and r["version"] > int(sys.argv[2]) and 0 < r["updates"] < 6]
+sys.exit(0 if short else "every round after the kill had all 6 updates")
+PY
+seen=$(check_through_aggregators) || fail "audit: $seen"
+
+# ---- 2b. the client checks the aggregator's identity ----
+# A registry entry naming ag1's address as aggregator "ag3": the clients
+# assigned to it reach ag1, whose certificate is not ag3's: refused.
+"${ETCDCTL[@]}" put /fedc/itest/aggregators/ag3 "127.0.0.1:$(cat "$T/ag1.port") spiffe://itest/aggregator/ag3" >/dev/null
+wait_for bash -c "grep -q 'server certificate is spiffe://itest/aggregator/ag1, expected spiffe://itest/aggregator/ag3' $T/client-*.log" 60 ||
+  fail "no client refused ag1's certificate under ag3's name"
+! grep -q "update from .* taken" <(grep -h "ag3" "$T/agg-ag1.log") || fail "ag1 took an update meant for ag3"
+"${ETCDCTL[@]}" del /fedc/itest/aggregators/ag3 >/dev/null
+V=$(pointer)
+wait_version $((V + 1)) 90 || fail "no progress once ag3 was gone: $(tail -8 "$T/leader.log")"
+"$FEDC" audit verify --state "$T/state" --pki "$T/pki" >"$T/verify.txt" 2>&1 || fail "audit chain: $(cat "$T/verify.txt")"
+
+# ---- SIGTERM: an aggregator stops cleanly and revokes its lease ----
+kill -TERM "$PID_ag1"
+rc=0
+wait "$PID_ag1" || rc=$?
+[ "$rc" = 0 ] || fail "ag1 exited $rc on SIGTERM: $(tail -5 "$T/agg-ag1.log")"
+"${ETCDCTL[@]}" get /fedc/itest/aggregators/ag1 --print-value-only | grep -q . && fail "ag1's key outlived it"
+wait_for grep -q "aggregator ag1 left the registry" "$T/leader.log" 5 || fail "the leader did not drop ag1"
+echo "PASS"

@@ -1,0 +1,212 @@
+/*
+ * test_agg_tier.c - the leader's side of the aggregator tier (issue 23):
+ * registry values, assignment by load (round-robin, stable within a round),
+ * the partial checks (unknown aggregator, wrong round, wrong shape, a client
+ * of another aggregator, a task named twice or counted twice, weights that
+ * do not follow the rule or do not add up, a sum past the clip bound), and
+ * that folding the partials of two aggregators gives the FedAvg of one
+ * process over the same updates.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "coordinator/agg_tier.h"
+#include "coordinator/aggregate.h"
+#include "fedc/error.h"
+
+static fc_tier_member member(const char *name, const char *addr) {
+  fc_tier_member m;
+  char v[400], why[200];
+  snprintf(v, sizeof v, "%s spiffe://fed/aggregator/%s", addr, name);
+  CHECK_EQ_INT(fc_tier_parse_member(name, v, strlen(v), "fed", &m, why, sizeof why), FEDC_OK);
+  return m;
+}
+
+static void test_parse(void) {
+  fc_tier_member m;
+  char why[200];
+  const char *ok = "127.0.0.1:7101 spiffe://fed/aggregator/a1";
+  CHECK_EQ_INT(fc_tier_parse_member("a1", ok, strlen(ok), "fed", &m, why, sizeof why), FEDC_OK);
+  CHECK(!strcmp(m.address, "127.0.0.1:7101") && !strcmp(m.identity, "spiffe://fed/aggregator/a1"));
+  /* Another name's identity, another federation, a client's identity, no address: refused. */
+  const char *bad[] = {"127.0.0.1:7101 spiffe://fed/aggregator/a2", "127.0.0.1:7101 spiffe://other/aggregator/a1",
+                       "127.0.0.1:7101 spiffe://fed/client/a1", "spiffe://fed/aggregator/a1", "noport spiffe://fed/aggregator/a1"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+    CHECK_EQ_INT(fc_tier_parse_member("a1", bad[i], strlen(bad[i]), "fed", &m, why, sizeof why), FEDC_ERR_INVALID);
+  CHECK_EQ_INT(fc_tier_parse_member("../x", ok, strlen(ok), "fed", &m, why, sizeof why), FEDC_ERR_INVALID);
+}
+
+static void test_assign(void) {
+  fc_tier *t = NULL;
+  CHECK_EQ_INT(fc_tier_create(&t), FEDC_OK);
+  fc_tier_member out, ms[2] = {member("a1", "127.0.0.1:1"), member("a2", "127.0.0.1:2")};
+  CHECK_EQ_INT(fc_tier_assign(t, 1, "c0", &out), FEDC_ERR_NOT_FOUND); /* none registered */
+  fc_tier_set_members(t, ms, 2);
+  const char *want[] = {"a1", "a2", "a1", "a2", "a1"};
+  char cl[8];
+  for (int i = 0; i < 5; i++) {
+    snprintf(cl, sizeof cl, "c%d", i);
+    CHECK_EQ_INT(fc_tier_assign(t, 1, cl, &out), FEDC_OK);
+    CHECK(!strcmp(out.name, want[i]));
+  }
+  CHECK_EQ_INT(fc_tier_assign(t, 1, "c1", &out), FEDC_OK); /* again: the same aggregator, no new load */
+  CHECK(!strcmp(out.name, "a2"));
+  CHECK_EQ_INT(fc_tier_load(t, "a1"), 3);
+  CHECK_EQ_INT(fc_tier_load(t, "a2"), 2);
+  const char *names[8];
+  CHECK_EQ_INT(fc_tier_assigned(t, 1, "a2", names, 8), 2);
+  CHECK_EQ_INT(fc_tier_assigned(t, 2, "a2", names, 8), 0);
+  /* a2's lease expired: its clients are not moved (they were told), new ones go to a1. */
+  CHECK_EQ_INT(fc_tier_set_members(t, ms, 1), 1);
+  CHECK_EQ_INT(fc_tier_assign(t, 1, "c1", &out), FEDC_ERR_NOT_FOUND);
+  CHECK_EQ_INT(fc_tier_assign(t, 1, "c9", &out), FEDC_OK);
+  CHECK(!strcmp(out.name, "a1"));
+  /* A new round starts from no load. */
+  fc_tier_set_members(t, ms, 2);
+  CHECK_EQ_INT(fc_tier_assign(t, 2, "c3", &out), FEDC_OK);
+  CHECK(!strcmp(out.name, "a1"));
+  CHECK_EQ_INT(fc_tier_load(t, "a1"), 1);
+  fc_tier_destroy(t);
+}
+
+static void test_checks(void) {
+  fc_tier *t = NULL;
+  char why[300];
+  CHECK_EQ_INT(fc_tier_create(&t), FEDC_OK);
+  fc_tier_member out, ms[2] = {member("a1", "127.0.0.1:1"), member("a2", "127.0.0.1:2")};
+  fc_tier_set_members(t, ms, 2);
+  for (int i = 0; i < 4; i++) { /* c0, c2 -> a1; c1, c3 -> a2 */
+    char cl[8];
+    snprintf(cl, sizeof cl, "c%d", i);
+    fc_tier_assign(t, 7, cl, &out);
+  }
+  fc_model_spec spec, other;
+  memset(&spec, 0, sizeof spec);
+  memset(&other, 0, sizeof other);
+  uint64_t shape[1] = {10}, shape2[1] = {11};
+  fc_model_spec_add(&spec, "w", 1, shape);
+  fc_model_spec_add(&other, "w", 1, shape2);
+  fc_tier_expect e = {7, 3, &spec, {0, 100, 0}};
+  fc_tier_update ups[3] = {{"c0", 50, 50}, {"c2", 500, 100}, {"c2", 5, 5}};
+  fc_tier_partial p = {"a1", 7, 3, 150, ups, 2, &spec};
+  CHECK_EQ_INT(fc_tier_check_partial(t, &p, &e, why, sizeof why), FEDC_OK);
+  /* Unknown aggregator (never registered, or its lease expired). */
+  p.aggregator = "a9";
+  CHECK_EQ_INT(fc_tier_check_partial(t, &p, &e, why, sizeof why), FEDC_ERR_REJECTED);
+  CHECK(strstr(why, "not registered") != NULL);
+  p.aggregator = "a1";
+  /* Wrong shape. */
+  p.spec = &other;
+  CHECK_EQ_INT(fc_tier_check_partial(t, &p, &e, why, sizeof why), FEDC_ERR_SHAPE);
+  p.spec = &spec;
+  /* Wrong round, wrong version. */
+  p.round = 6;
+  CHECK_EQ_INT(fc_tier_check_partial(t, &p, &e, why, sizeof why), FEDC_ERR_INVALID);
+  p.round = 7, p.version = 2;
+  CHECK_EQ_INT(fc_tier_check_partial(t, &p, &e, why, sizeof why), FEDC_ERR_INVALID);
+  p.version = 3;
+  /* The same task twice in one partial. */
+  ups[1] = (fc_tier_update){"c0", 50, 50};
+  p.total_weight = 100;
+  CHECK_EQ_INT(fc_tier_check_partial(t, &p, &e, why, sizeof why), FEDC_ERR_INVALID);
+  CHECK(strstr(why, "twice") != NULL);
+  ups[1] = (fc_tier_update){"c2", 500, 100};
+  p.total_weight = 150;
+  /* A client of another aggregator. */
+  ups[1].client = "c1";
+  CHECK_EQ_INT(fc_tier_check_partial(t, &p, &e, why, sizeof why), FEDC_ERR_INVALID);
+  CHECK(strstr(why, "not a client assigned") != NULL);
+  ups[1].client = "c2";
+  /* A weight past the cap, or a total that does not add up. */
+  ups[1].weight = 500;
+  p.total_weight = 550;
+  CHECK_EQ_INT(fc_tier_check_partial(t, &p, &e, why, sizeof why), FEDC_ERR_INVALID);
+  ups[1].weight = 100;
+  p.total_weight = 151;
+  CHECK_EQ_INT(fc_tier_check_partial(t, &p, &e, why, sizeof why), FEDC_ERR_INVALID);
+  p.total_weight = 150;
+  /* Counted once: the same partial again (or another naming c2) is refused. */
+  CHECK_EQ_INT(fc_tier_check_partial(t, &p, &e, why, sizeof why), FEDC_OK);
+  fc_tier_mark_counted(t, &p);
+  CHECK_EQ_INT(fc_tier_check_partial(t, &p, &e, why, sizeof why), FEDC_ERR_INVALID);
+  CHECK(strstr(why, "already counted") != NULL);
+  const char *names[4];
+  CHECK_EQ_INT(fc_tier_assigned(t, 7, "a1", names, 4), 0); /* nothing left to wait for at a1 */
+  CHECK_EQ_INT(fc_tier_uncounted(t, "a1"), 0);
+  CHECK_EQ_INT(fc_tier_uncounted(t, "a2"), 2);
+  CHECK_EQ_INT(fc_tier_load(t, "a1"), 2);
+  /* The sum's bound: clip 1 x total weight 150. */
+  fc_upload_rules r = {1.0, 100, 0};
+  CHECK_EQ_INT(fc_tier_check_sum(150.0, 1.0, &p, &r, why, sizeof why), FEDC_OK);
+  CHECK_EQ_INT(fc_tier_check_sum(151.0, 1.0, &p, &r, why, sizeof why), FEDC_ERR_INVALID);
+  /* No update: refused. */
+  p.n = 0;
+  CHECK_EQ_INT(fc_tier_check_partial(t, &p, &e, why, sizeof why), FEDC_ERR_INVALID);
+  fc_tier_destroy(t);
+}
+
+/* Two aggregators' partials folded on the leader = one process's FedAvg of
+ * the same updates (float32 sums in another order: within rounding). */
+#define N 1003
+static void commit(fc_agg *a, const float *x, double w) {
+  fc_agg_update *u = NULL;
+  CHECK_EQ_INT(a->ops->update_begin(a, 0, &u), FEDC_OK);
+  CHECK_EQ_INT(a->ops->update_chunk(a, u, 0, x, N * sizeof(float)), FEDC_OK);
+  CHECK_EQ_INT(a->ops->update_commit(a, u, w), FEDC_OK);
+}
+
+static void test_fold_equals_fedavg(void) {
+  static float x[5][N], sum[N], one[N], two[N];
+  const double w[5] = {3, 10, 1, 7, 2};
+  for (int k = 0; k < 5; k++)
+    for (int i = 0; i < N; i++) x[k][i] = (float)sin(0.37 * i + k) * (float)(k + 1);
+  fc_agg *single = NULL, *a1 = NULL, *a2 = NULL, *leader = NULL;
+  CHECK_EQ_INT(fc_agg_fedavg_create(N, 1, &single), FEDC_OK);
+  CHECK_EQ_INT(fc_agg_fedavg_create(N, 1, &a1), FEDC_OK);
+  CHECK_EQ_INT(fc_agg_fedavg_create(N, 1, &a2), FEDC_OK);
+  CHECK_EQ_INT(fc_agg_fedavg_create(N, 1, &leader), FEDC_OK);
+  for (int k = 0; k < 5; k++) {
+    commit(single, x[k], w[k]);
+    commit(k % 2 ? a2 : a1, x[k], w[k]);
+  }
+  fc_agg *parts[2] = {a1, a2};
+  for (int j = 0; j < 2; j++) {
+    double pw = 0;
+    uint32_t pc = 0;
+    CHECK_EQ_INT(fc_agg_fedavg_partial(parts[j], sum, &pw, &pc), FEDC_OK);
+    CHECK_EQ_INT(pc, j ? 2 : 3);
+    fc_agg_update *u = NULL;
+    CHECK_EQ_INT(leader->ops->update_begin(leader, 0, &u), FEDC_OK);
+    CHECK_EQ_INT(leader->ops->update_chunk(leader, u, 0, sum, sizeof sum), FEDC_OK);
+    CHECK_EQ_INT(fc_agg_fedavg_commit_partial(leader, u, pw, pc), FEDC_OK);
+  }
+  uint32_t c1 = 0, c2 = 0;
+  CHECK_EQ_INT(single->ops->round_finish(single, one, &c1), FEDC_OK);
+  CHECK_EQ_INT(leader->ops->round_finish(leader, two, &c2), FEDC_OK);
+  CHECK_EQ_INT(c1, 5);
+  CHECK_EQ_INT(c2, 5);
+  double maxdiff = 0;
+  for (int i = 0; i < N; i++) maxdiff = fmax(maxdiff, fabs((double)one[i] - (double)two[i]));
+  CHECK(maxdiff < 1e-5);
+  /* Another aggregator kind has no partial. */
+  fc_agg *rob = NULL;
+  fc_robust_cfg rc = {FC_AGG_MEDIAN, 0, 0, 0, 0, 0, 1};
+  if (fc_agg_robust_create(N, 4, 1, &rc, &rob) == FEDC_OK) {
+    CHECK_EQ_INT(fc_agg_fedavg_partial(rob, sum, &(double){0}, &(uint32_t){0}), FEDC_ERR_INVALID);
+    rob->ops->destroy(rob);
+  }
+  single->ops->destroy(single);
+  a1->ops->destroy(a1);
+  a2->ops->destroy(a2);
+  leader->ops->destroy(leader);
+}
+
+int main(void) {
+  test_parse();
+  test_assign();
+  test_checks();
+  test_fold_equals_fedavg();
+  return CHECK_DONE();
+}
