@@ -19,9 +19,11 @@
  *
  * Owns: c->sa_park (the held polls: call, client, round, stage, until), under
  * c->mu, emptied by coord_sa_park_close before the server shuts down (the
- * transport waits for every parked call). May call: secagg_server.h, the
- * transport's fc_scall_*; called by the transport (the handler), the driver
- * (coord_sa_park_wake after each tick) and coord_sa_end.
+ * transport waits for every parked call). May call: secagg_server.h,
+ * coord_secagg.c (which bucket a client is in), the transport's fc_scall_*;
+ * called by the transport (the handler), the driver (coord_sa_park_wake
+ * after each tick: a stage that opened, a round that ended) and
+ * fc_coord_stop.
  */
 #include <stdlib.h>
 #include <string.h>

@@ -282,8 +282,7 @@ void coord_sa_end(fc_coord *c) {
   free(c->sa_dead);
   c->sa = NULL;
   c->sa_dead = NULL;
-  c->nsa = 0;
-  coord_sa_park_wake(c, fc_now_ms(), 1); /* "that round is over" */
+  c->nsa = 0; /* held polls of the round hear "that round is over" at the driver's next wake */
 }
 
 int coord_sa_find(const fc_coord *c, const char *client, uint32_t *index) {
