@@ -15,24 +15,10 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
 . "$(dirname "$0")/_data.sh"
-command -v etcd >/dev/null && command -v etcdctl >/dev/null ||
-  { echo "SKIP: etcd and etcdctl are needed (apt-get install etcd-server etcd-client)"; exit 77; }
 make_tmp
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
 make_pki "$T/pki" itest a
-"$FEDC" pki issue --dir "$T/pki" --role coordinator --name etcd >/dev/null || fail "pki issue etcd failed"
-EC=$(free_port) EPP=$(free_port)
-start_bg etcd etcd --name e1 --data-dir "$T/etcd" \
-  --listen-client-urls "https://127.0.0.1:$EC" --advertise-client-urls "https://127.0.0.1:$EC" \
-  --listen-peer-urls "http://127.0.0.1:$EPP" --initial-advertise-peer-urls "http://127.0.0.1:$EPP" \
-  --initial-cluster "e1=http://127.0.0.1:$EPP" --initial-cluster-state new --initial-cluster-token "fedc-$$" \
-  --client-cert-auth --trusted-ca-file "$T/pki/ca.crt" \
-  --cert-file "$T/pki/coordinator-etcd.crt" --key-file "$T/pki/coordinator-etcd.key"
-ETCDCTL=(etcdctl --endpoints "127.0.0.1:$EC" --cacert "$T/pki/ca.crt" --cert "$T/pki/coordinator.crt"
-  --key "$T/pki/coordinator.key" --command-timeout 2s)
-wait_for "${ETCDCTL[@]}" endpoint health 30 || fail "etcd not healthy"
+. "$(dirname "$0")/_etcd.sh"
+etcd_cluster 1
 
 make_idx "$T" 60 1
 STATE="$T/state"
@@ -42,7 +28,7 @@ replica() { # NAME PORT
   start_bg "rep-$1" "$FEDC" coordinator --pki "$T/pki" --federation itest --state "$STATE" \
     --listen "127.0.0.1:$2" --port-file "$T/$1.port" --model 784-10 --rounds 0 --mode async \
     --async-concurrency 3 --async-buffer 3 --poll-ms 100 --round-timeout-ms 30000 --client-ttl-ms 120000 \
-    --etcd "127.0.0.1:$EC" --etcd-lease-ttl 2 --etcd-ca "$T/pki/ca.crt" --etcd-cert "$T/pki/coordinator.crt" \
+    --etcd "$ETCD" --etcd-lease-ttl 2 --etcd-ca "$T/pki/ca.crt" --etcd-cert "$T/pki/coordinator.crt" \
     --etcd-key "$T/pki/coordinator.key" --log info
   eval "PID_$1=$BG_PID"
   wait_for test -s "$T/$1.port" 20 || fail "replica $1 never led: $(tail -5 "$T/rep-$1.log")"

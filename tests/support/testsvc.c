@@ -361,20 +361,25 @@ const fc_method *ts_methods(size_t *n) {
 fc_server *ts_start(const char *pki_dir, int threads) { return ts_start_ex(pki_dir, threads, 0); }
 
 fc_server *ts_start_ex(const char *pki_dir, int threads, int stream_idle_ms) {
+  fc_server_opts o;
+  fc_server_opts_init(&o);
+  o.threads = threads > 0 ? threads : 4;
+  if (stream_idle_ms > 0) o.stream_idle_ms = stream_idle_ms;
+  return ts_start_with(pki_dir, &o);
+}
+
+fc_server *ts_start_with(const char *pki_dir, const fc_server_opts *base) {
   char ca[600], crt[600], key[600], err[400];
   snprintf(ca, sizeof ca, "%s/%s", pki_dir, FC_PKI_CA_CERT);
   snprintf(crt, sizeof crt, "%s/%s", pki_dir, FC_PKI_COORD_CERT);
   snprintf(key, sizeof key, "%s/%s", pki_dir, FC_PKI_COORD_KEY);
   fc_transport_init();
-  fc_server_opts o;
-  fc_server_opts_init(&o);
+  fc_server_opts o = *base;
   o.addr = "127.0.0.1:0";
   o.tls.ca = ca;
   o.tls.cert = crt;
   o.tls.key = key;
   o.federation = "test";
-  o.threads = threads > 0 ? threads : 4;
-  if (stream_idle_ms > 0) o.stream_idle_ms = stream_idle_ms;
   o.methods = ts_methods(&o.nmethods);
   fc_server *s = NULL;
   int rc = fc_server_start(&o, &s, err, sizeof err);

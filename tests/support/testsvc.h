@@ -77,6 +77,9 @@ const fc_method *ts_methods(size_t *n);
 fc_server *ts_start(const char *pki_dir, int threads);
 /* The same with the server's per-message idle timeout (<= 0: the default). */
 fc_server *ts_start_ex(const char *pki_dir, int threads, int stream_idle_ms);
+/* The same with every option of base (fc_server_opts_init'd) but the
+ * address, TLS files, federation and methods, which are the test service's. */
+fc_server *ts_start_with(const char *pki_dir, const fc_server_opts *base);
 /* Shut down with grace_ms, destroy, fc_transport_shutdown(); the last server
  * to stop frees the cached payloads. */
 void ts_stop(fc_server *s, int grace_ms);

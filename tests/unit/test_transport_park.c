@@ -21,7 +21,6 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "crypto/pki.h"
 #include "fedc/error.h"
 #include "fedc/v1/fedc.pb-c.h"
 #include "tests/support/testsvc.h"
@@ -154,35 +153,18 @@ int main(void) {
   if (!mkdtemp(root)) return 2;
   if (ts_pki(root) != FEDC_OK) return 2;
   /* One event thread, and room for 16 calls of one identity. */
-  char ca[300], crt[300], key[300], err[400];
-  snprintf(ca, sizeof ca, "%s/%s", root, FC_PKI_CA_CERT);
-  snprintf(crt, sizeof crt, "%s/%s", root, FC_PKI_COORD_CERT);
-  snprintf(key, sizeof key, "%s/%s", root, FC_PKI_COORD_KEY);
-  fc_transport_init();
   fc_server_opts o;
   fc_server_opts_init(&o);
-  o.addr = "127.0.0.1:0";
-  o.tls.ca = ca;
-  o.tls.cert = crt;
-  o.tls.key = key;
-  o.federation = "test";
   o.threads = 1;
   o.max_calls_per_peer = 16;
-  o.methods = ts_methods(&o.nmethods);
-  fc_server *s = NULL;
-  if (fc_server_start(&o, &s, err, sizeof err) != FEDC_OK) {
-    fprintf(stderr, "server: %s\n", err);
-    return 2;
-  }
+  fc_server *s = ts_start_with(root, &o);
+  if (!s) return 2;
   port = fc_server_port(s);
   test_later();
   test_race();
   test_many();
   test_caller_gone();
-  /* Every parked call was finished: the event thread can leave. */
-  fc_server_shutdown(s, 2000);
-  fc_server_destroy(s);
-  fc_transport_shutdown();
+  ts_stop(s, 2000); /* every parked call was finished: the event thread can leave */
   char cmd[300];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
   if (system(cmd) != 0) fprintf(stderr, "cleanup failed\n");
