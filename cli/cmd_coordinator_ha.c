@@ -5,8 +5,11 @@
  * client port nor touches the state directory; once it wins it brings the
  * shared state directory up to etcd's model pointer (fc_coord_ha_reconcile)
  * and starts the coordinator exactly as a restart would, with every write
- * fenced by its election. Deposed (lease expired, a fenced write refused,
- * etcd unreachable past the TTL), it stops serving, removes its port file and
+ * fenced by its election. Suspended (its lease not renewed within the TTL:
+ * etcd without quorum), it keeps listening, publishes nothing and tells
+ * clients to retry, for up to --etcd-quorum-hold seconds (leader.h). Deposed
+ * (lease expired, a fenced write refused, the hold spent without etcd
+ * renewing the lease), it stops serving, removes its port file and
  * campaigns again: it returns to standby, it does not exit. A stop signal
  * ends it from any state (a leader revokes its lease on the way out, so the
  * next replica takes over at once).
@@ -68,6 +71,7 @@ int cc_run_replica(settings *s, const fc_model_spec *spec, const float *init, in
   lo.ttl_s = s->etcd_lease_ttl;
   lo.id = id;
   lo.poll_ms = 200;
+  lo.hold_ms = (uint32_t)s->etcd_quorum_hold * 1000;
   fc_atomic_set_commit_guard(may_commit);
   for (;;) {
     fc_leader *l = NULL;

@@ -88,9 +88,27 @@ int coord_ha_check(fc_coord *c, const char *what, char *why, size_t whylen) {
   char err[512];
   int rc = fc_leader_fenced(l, NULL, 0, NULL, err, sizeof err);
   if (rc == FEDC_OK) return FEDC_OK;
-  if (rc == FEDC_ERR_REJECTED || rc == FEDC_ERR_STOPPED) deposed(c, what, err);
+  if (rc == FEDC_ERR_STOPPED && fc_leader_suspended(l, NULL))
+    FC_WARN(MOD, "%s: not done while etcd has no quorum (%s)", what, err);
+  else if (rc == FEDC_ERR_REJECTED || rc == FEDC_ERR_STOPPED)
+    deposed(c, what, err);
   snprintf(why, whylen, "%s not written: %s", what, err);
   return rc;
+}
+
+int coord_ha_checkin_held(fc_coord *c, fc_scall *call, const char *who) {
+  fc_leader *l = c->cfg.leader;
+  uint32_t retry = 0;
+  if (!l || !fc_leader_suspended(l, &retry)) return 0;
+  /* Told, not dropped: UNAVAILABLE with a retry time, as the busy refusals
+   * are (the client waits and comes back, without counting a failure). No
+   * task goes out: a round it joined could not be published anyway. */
+  char why[200];
+  snprintf(why, sizeof why, "etcd has no quorum: the coordinator publishes nothing until it is back; retry in %u ms",
+           retry);
+  FC_DEBUG(MOD, "check-in from %s: %s", who, why);
+  fc_scall_finish_retry(call, GRPC_STATUS_UNAVAILABLE, why, retry);
+  return 1;
 }
 
 int coord_ha_publish(fc_coord *c, uint64_t version, const uint8_t sha[FC_SHA256_LEN], uint64_t round, char *why,

@@ -14,8 +14,10 @@
 #      logs it, stops serving and stands by again.
 #      `fedc status` through the address list shows the new leader and etcd's health.
 #   3. One etcd member killed: versions keep coming.
-#   4. A second member killed (quorum lost): the leader steps down, no version
-#      is published; the member restarted: a replica leads and publishes. The shared audit chain
+#   4. A second member killed (quorum lost): the leader is suspended (it
+#      tells clients to retry: tests/integration/test_quorum.sh) for its
+#      --etcd-quorum-hold of 3 s, then steps down; no version is published;
+#      the member restarted: a replica leads and publishes. The shared audit chain
 #      verifies, with a "leader" record for each takeover.
 # Skipped (77) without etcd/etcdctl (apt-get install etcd-server etcd-client).
 set -euo pipefail
@@ -62,7 +64,7 @@ replica() { # NAME PORT
   start_bg "rep-$1" "$FEDC" coordinator --pki "$T/pki" --federation itest --state "$T/state" \
     --listen "127.0.0.1:$2" --port-file "$T/$1.port" --model 784-10 --rounds 0 \
     --min-clients 2 --cohort 2 --min-updates 2 --poll-ms 100 --round-timeout-ms 8000 \
-    --etcd "$ETCD" --etcd-lease-ttl 2 --etcd-ca "$T/pki/ca.crt" --etcd-cert "$T/pki/coordinator.crt" \
+    --etcd "$ETCD" --etcd-lease-ttl 2 --etcd-quorum-hold 3 --etcd-ca "$T/pki/ca.crt" --etcd-cert "$T/pki/coordinator.crt" \
     --etcd-key "$T/pki/coordinator.key" --log info
   eval "PID_$1=$BG_PID"
 }
@@ -149,6 +151,7 @@ check_versions
 
 # ---- 4. quorum lost: no publish, and the federation resumes by itself ----
 kill -KILL "${ETCD_PIDS[1]}"
+wait_for grep -q "suspended, publishing nothing" "$T/rep-A.log" 20 || fail "A was not suspended without quorum"
 wait_for bash -c "[ ! -e '$T/A.port' ] && [ ! -e '$T/B.port' ]" 20 || fail "a replica still serves without etcd quorum"
 S=$(jq -r .version "$T/state/state.json")
 wait_for grep -q "campaigning" "$T/rep-A.log" 5 || fail "A is not campaigning"

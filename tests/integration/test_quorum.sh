@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# etcd loses quorum under coordinator replicas (issue 23): a 3-member etcd
+# cluster on 127.0.0.1 (plaintext: loopback; test_replicas.sh covers mutual
+# TLS to etcd), two `fedc coordinator --etcd` replicas sharing one state
+# directory (lease TTL 2 s, --etcd-quorum-hold 60), two clients given both
+# addresses.
+#   1. Two members killed: the leader's lease cannot be renewed; it is
+#      suspended (logged; `fedc status` says "suspended"), keeps listening,
+#      and answers check-ins UNAVAILABLE with a retry time, which the client
+#      logs and waits out. While quorum is lost no version is published: no
+#      model file, no state.json change, no "model" audit record.
+#   2. Both members back: etcd renews the lease, the same replica leads again
+#      (same fencing revision, no takeover; or, when quorum was lost under
+#      its pointer write, it steps down once etcd answers and an election
+#      resumes), and versions continue with no gap: every version from 1 to the last has its file and one completed
+#      line in rounds.jsonl, state.json and etcd's pointer agree, and the
+#      audit chain verifies.
+# Skipped (77) without etcd/etcdctl (apt-get install etcd-server etcd-client).
+set -euo pipefail
+. "$(dirname "$0")/lib.sh" "$@"
+. "$(dirname "$0")/_data.sh"
+command -v etcd >/dev/null && command -v etcdctl >/dev/null ||
+  { echo "SKIP: etcd and etcdctl are needed (apt-get install etcd-server etcd-client)"; exit 77; }
+make_tmp
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+make_pki "$T/pki" qtest a b
+
+EC=() EP=()
+for i in 1 2 3; do EC+=("$(free_port)"); EP+=("$(free_port)"); done
+CLUSTER="e1=http://127.0.0.1:${EP[0]},e2=http://127.0.0.1:${EP[1]},e3=http://127.0.0.1:${EP[2]}"
+ETCD_PIDS=()
+start_etcd() { # index 0..2 (a restarted member finds its data directory and rejoins)
+  local i=$1 n=$(($1 + 1))
+  start_bg "etcd$n" etcd --name "e$n" --data-dir "$T/etcd$n" \
+    --listen-client-urls "http://127.0.0.1:${EC[$i]}" --advertise-client-urls "http://127.0.0.1:${EC[$i]}" \
+    --listen-peer-urls "http://127.0.0.1:${EP[$i]}" --initial-advertise-peer-urls "http://127.0.0.1:${EP[$i]}" \
+    --initial-cluster "$CLUSTER" --initial-cluster-state new --initial-cluster-token "fedc-q-$$"
+  ETCD_PIDS[$i]=$BG_PID
+}
+for i in 0 1 2; do start_etcd $i; done
+ETCD="127.0.0.1:${EC[0]},127.0.0.1:${EC[1]},127.0.0.1:${EC[2]}"
+ETCDCTL=(etcdctl --endpoints "$ETCD" --command-timeout 2s)
+wait_for "${ETCDCTL[@]}" endpoint health 30 || fail "etcd cluster not healthy"
+
+make_idx "$T" 120 2
+PA=$(free_port) PB=$(free_port)
+replica() { # NAME PORT
+  start_bg "rep-$1" "$FEDC" coordinator --pki "$T/pki" --federation qtest --state "$T/state" \
+    --listen "127.0.0.1:$2" --port-file "$T/$1.port" --model 784-10 --rounds 0 \
+    --min-clients 2 --cohort 2 --min-updates 2 --poll-ms 100 --round-timeout-ms 8000 \
+    --etcd "$ETCD" --etcd-lease-ttl 2 --etcd-quorum-hold 60 --log info
+  eval "PID_$1=$BG_PID"
+}
+replica A "$PA"
+wait_for test -s "$T/A.port" 20 || fail "replica A never led"
+replica B "$PB"
+wait_for grep -q "standby: /fedc/qtest/leader is held by" "$T/rep-B.log" 20 || fail "B is not standing by"
+
+ADDR="127.0.0.1:$PA,127.0.0.1:$PB"
+i=0
+for n in a b; do
+  start_bg "client-$n" "$FEDC" client --coordinator "$ADDR" --pki "$T/pki" --name "$n" \
+    --data "idx:$T/img$i.idx,$T/lbl$i.idx" --model 784-10 --eval-fraction 0 --log info
+  i=$((i + 1))
+done
+pointer() { "${ETCDCTL[@]}" get --print-value-only /fedc/qtest/model | jq -r .version; }
+wait_version() { # N TIMEOUT: until etcd's pointer is at N or more
+  wait_for bash -c "v=\$($(printf '%q ' "${ETCDCTL[@]}") get --print-value-only /fedc/qtest/model | jq -r .version); [ \"\${v:-0}\" -ge $1 ]" "$2"
+}
+wait_version 2 60 || fail "no version 2 before the outage"
+REV=$(grep -o 'fencing revision [0-9]*' "$T/rep-A.log" | head -1)
+
+# ---- 1. quorum lost ----
+kill -KILL "${ETCD_PIDS[1]}" "${ETCD_PIDS[2]}"
+wait_for grep -q "suspended, publishing nothing" "$T/rep-A.log" 20 || fail "A was not suspended without quorum"
+# What the store holds once A stopped leading: nothing may be added until quorum returns.
+S=$(jq -r .version "$T/state/state.json")
+ls "$T/state/models" >"$T/models.before"
+MODELS_AUDITED=$(grep -c '"kind":"model"' "$T/state/audit.log" || true)
+[ -s "$T/A.port" ] || fail "the suspended leader stopped listening"
+kill -0 "$PID_A" || fail "A exited"
+# The client is told to retry (UNAVAILABLE with a retry time: a pause, not a failure), twice.
+retry_told() { [ "$(cat "$T"/client-*.log | grep -c "etcd has no quorum.*retry in [0-9]* ms); retrying in")" -ge "$1" ]; }
+wait_for retry_told 2 30 || fail "no client was told to retry while etcd had no quorum"
+grep -h "etcd has no quorum" "$T"/client-*.log | head -1
+st=$("$FEDC" status --coordinator "$ADDR" --pki "$T/pki" --name root --json) || fail "fedc status failed"
+[ "$(json_get "$st" .replica.role)" = suspended ] || fail "status during the outage: $st"
+[ "$(json_get "$st" .replica.etcd_ok)" = false ] || fail "status says etcd is fine: $st"
+[ ! -e "$T/B.port" ] || fail "the standby took over without quorum"
+wait_for retry_told 4 30 || fail "clients were not told to retry again"
+[ "$(jq -r .version "$T/state/state.json")" = "$S" ] || fail "state.json moved without etcd quorum"
+ls "$T/state/models" | cmp -s - "$T/models.before" || fail "a model file was written without etcd quorum"
+[ "$(grep -c '"kind":"model"' "$T/state/audit.log" || true)" = "$MODELS_AUDITED" ] ||
+  fail "a version was announced without etcd quorum"
+
+# ---- 2. quorum back: the same leader goes on, versions without a gap ----
+start_etcd 1
+start_etcd 2
+resumed() { grep -q "leading again" "$T/rep-A.log" || grep -q "unknown outcome: stepping down" "$T/rep-A.log"; }
+wait_for resumed 30 || fail "A neither led again nor stepped down after quorum returned"
+if grep -q "leading again" "$T/rep-A.log"; then
+  grep "leading again" "$T/rep-A.log" | grep -q "${REV}" || fail "A leads again under another fencing revision than $REV"
+  wait_version $((S + 2)) 60 || fail "no progress after quorum returned"
+  [ ! -e "$T/B.port" ] || fail "B took over though A's lease survived"
+  if grep -q "elected leader" "$T/rep-B.log"; then fail "B was elected"; fi
+  echo "quorum back: A leads again under the same fencing revision"
+else
+  # Quorum was lost under A's pointer write: it waited for etcd, then stepped
+  # down so that the next leader (either replica) reads what landed.
+  wait_for bash -c "[ -s '$T/A.port' ] || [ -s '$T/B.port' ]" 30 || fail "no replica leads after quorum returned"
+  wait_version $((S + 2)) 60 || fail "no progress after quorum returned"
+  echo "quorum back: a write was in flight when quorum was lost; A stepped down and a new election took over"
+fi
+# Read against the write order (pointer, state.json, history line): each
+# may only be ahead of what was read before it.
+SV=$(jq -r .version "$T/state/state.json")
+P=$(pointer)
+[ "$P" -ge "$SV" ] || fail "state.json at v$SV is ahead of etcd's pointer at v$P"
+for k in $(seq 1 "$SV"); do
+  [ -e "$T/state/models/$(printf 'v%06d' "$k").safetensors" ] || fail "model file of v$k missing"
+done
+jq -r 'select(.outcome == "completed") | .version' "$T/state/rounds.jsonl" >"$T/versions"
+[ "$(head -1 "$T/versions")" = 1 ] || fail "rounds.jsonl does not start at v1: $(tr '\n' ' ' <"$T/versions")"
+awk 'NR > 1 && $1 != prev + 1 { exit 1 } { prev = $1 }' "$T/versions" ||
+  fail "a gap or repeat in the published versions: $(tr '\n' ' ' <"$T/versions")"
+[ "$(tail -1 "$T/versions")" -ge $((S + 1)) ] || fail "rounds.jsonl has nothing after v$S"
+"$FEDC" audit verify --state "$T/state" --pki "$T/pki" >"$T/verify.txt" 2>&1 || fail "audit chain: $(cat "$T/verify.txt")"
+echo "PASS"
