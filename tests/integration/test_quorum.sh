@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # etcd loses quorum under coordinator replicas (issue 23): a 3-member etcd
-# cluster on 127.0.0.1 (plaintext: loopback; test_replicas.sh covers mutual
-# TLS to etcd), two `fedc coordinator --etcd` replicas sharing one state
+# cluster on 127.0.0.1 with mutual TLS on client and peer ports from a CA of
+# its own (the recipe of deploy/k8s-ha/kustomization.yaml: members with one
+# coordinator-role certificate, the coordinator with a client-role one), two `fedc coordinator --etcd` replicas sharing one state
 # directory (lease TTL 2 s, --etcd-quorum-hold 60), two clients given both
 # addresses.
 #   0. Probes: the standby answers /healthz and /readyz ("standby", 200) on
@@ -29,22 +30,30 @@ make_tmp
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 make_pki "$T/pki" qtest a b
+E="$T/etcd-ca"
+"$FEDC" pki init --dir "$E" --federation fedc-etcd >/dev/null || fail "etcd CA"
+"$FEDC" pki issue --dir "$E" --role coordinator --name etcd >/dev/null || fail "etcd member certificate"
+"$FEDC" pki issue --dir "$E" --role client --name coordinator >/dev/null || fail "etcd client certificate"
 
 EC=() EP=()
 for i in 1 2 3; do EC+=("$(free_port)"); EP+=("$(free_port)"); done
-CLUSTER="e1=http://127.0.0.1:${EP[0]},e2=http://127.0.0.1:${EP[1]},e3=http://127.0.0.1:${EP[2]}"
+CLUSTER="e1=https://127.0.0.1:${EP[0]},e2=https://127.0.0.1:${EP[1]},e3=https://127.0.0.1:${EP[2]}"
 ETCD_PIDS=()
 start_etcd() { # index 0..2 (a restarted member finds its data directory and rejoins)
   local i=$1 n=$(($1 + 1))
   start_bg "etcd$n" etcd --name "e$n" --data-dir "$T/etcd$n" \
-    --listen-client-urls "http://127.0.0.1:${EC[$i]}" --advertise-client-urls "http://127.0.0.1:${EC[$i]}" \
-    --listen-peer-urls "http://127.0.0.1:${EP[$i]}" --initial-advertise-peer-urls "http://127.0.0.1:${EP[$i]}" \
-    --initial-cluster "$CLUSTER" --initial-cluster-state new --initial-cluster-token "fedc-q-$$"
+    --listen-client-urls "https://127.0.0.1:${EC[$i]}" --advertise-client-urls "https://127.0.0.1:${EC[$i]}" \
+    --listen-peer-urls "https://127.0.0.1:${EP[$i]}" --initial-advertise-peer-urls "https://127.0.0.1:${EP[$i]}" \
+    --initial-cluster "$CLUSTER" --initial-cluster-state new --initial-cluster-token "fedc-q-$$" \
+    --client-cert-auth --trusted-ca-file "$E/ca.crt" --cert-file "$E/coordinator-etcd.crt" \
+    --key-file "$E/coordinator-etcd.key" --peer-client-cert-auth --peer-trusted-ca-file "$E/ca.crt" \
+    --peer-cert-file "$E/coordinator-etcd.crt" --peer-key-file "$E/coordinator-etcd.key"
   ETCD_PIDS[$i]=$BG_PID
 }
 for i in 0 1 2; do start_etcd $i; done
 ETCD="127.0.0.1:${EC[0]},127.0.0.1:${EC[1]},127.0.0.1:${EC[2]}"
-ETCDCTL=(etcdctl --endpoints "$ETCD" --command-timeout 2s)
+ETCDCTL=(etcdctl --endpoints "$ETCD" --cacert "$E/ca.crt" --cert "$E/client-coordinator.crt"
+  --key "$E/client-coordinator.key" --command-timeout 2s)
 wait_for "${ETCDCTL[@]}" endpoint health 30 || fail "etcd cluster not healthy"
 
 make_idx "$T" 120 2
@@ -53,7 +62,8 @@ replica() { # NAME PORT METRICS_PORT
   start_bg "rep-$1" "$FEDC" coordinator --pki "$T/pki" --federation qtest --state "$T/state" \
     --listen "127.0.0.1:$2" --metrics-listen "127.0.0.1:$3" --port-file "$T/$1.port" --model 784-10 --rounds 0 \
     --min-clients 2 --cohort 2 --min-updates 2 --poll-ms 100 --round-timeout-ms 8000 \
-    --etcd "$ETCD" --etcd-lease-ttl 2 --etcd-quorum-hold 60 --log info
+    --etcd "$ETCD" --etcd-lease-ttl 2 --etcd-quorum-hold 60 --etcd-ca "$E/ca.crt" \
+    --etcd-cert "$E/client-coordinator.crt" --etcd-key "$E/client-coordinator.key" --log info
   eval "PID_$1=$BG_PID"
 }
 replica A "$PA" "$MA"
