@@ -409,7 +409,7 @@ const copt cc_options[] = {
               "connections one source address may hold open; 0 = no limit (raise for NATs)", 0, 1 << 20),
     OPT_RANGE("connect-burst", T_INT, c.connect_burst, "new connections at once per source address; 0 = 10 x rate", 0,
               10000000),
-    /* Replicas on etcd (issue 23; coordinator/leader.h, docs/operations.md "Replicas and failover"). */
+    /* Replicas on etcd (issue 23; coordinator/leader.h, docs/operations.md "Running replicas and failing over"). */
     OPT_STR("etcd", etcd,
             "etcd endpoints host:port[,host:port...]: run as one of several replicas; the one holding the etcd "
             "election serves, the others stand by",
