@@ -19,6 +19,9 @@
 #      resumes), and versions continue with no gap: every version from 1 to the last has its file and one completed
 #      line in rounds.jsonl, state.json and etcd's pointer agree, and the
 #      audit chain verifies.
+#   3. `fedc ha verify` finds etcd and the store consistent (live, then
+#      stopped), and catches a pointer with another SHA-256 and a missing
+#      model file.
 # Skipped (77) without etcd/etcdctl (apt-get install etcd-server etcd-client).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
@@ -154,4 +157,24 @@ awk 'NR > 1 && $1 != prev + 1 { exit 1 } { prev = $1 }' "$T/versions" ||
   fail "a gap or repeat in the published versions: $(tr '\n' ' ' <"$T/versions")"
 [ "$(tail -1 "$T/versions")" -ge $((S + 1)) ] || fail "rounds.jsonl has nothing after v$S"
 "$FEDC" audit verify --state "$T/state" --pki "$T/pki" >"$T/verify.txt" 2>&1 || fail "audit chain: $(cat "$T/verify.txt")"
+
+# ---- 3. fedc ha verify: etcd and the store agree, and a disagreement is caught ----
+HAV=("$FEDC" ha verify --etcd "$ETCD" --etcd-ca "$E/ca.crt" --etcd-cert "$E/client-coordinator.crt"
+  --etcd-key "$E/client-coordinator.key" --state "$T/state" --pki "$T/pki")
+"${HAV[@]}" >"$T/hav.txt" 2>&1 || fail "ha verify on the live federation: $(cat "$T/hav.txt")"
+cat "$T/hav.txt"
+kill -TERM "$PID_A" "$PID_B"
+wait "$PID_A" "$PID_B" 2>/dev/null || true
+"${HAV[@]}" --json >"$T/hav.json" 2>&1 || fail "ha verify after stopping: $(cat "$T/hav.json")"
+[ "$(jq -r .consistent "$T/hav.json")" = true ] || fail "ha verify --json: $(cat "$T/hav.json")"
+GOOD=$("${ETCDCTL[@]}" get --print-value-only /fedc/qtest/model)
+"${ETCDCTL[@]}" put /fedc/qtest/model "$(jq -c '.sha256 = ("00" * 32)' <<<"$GOOD")" >/dev/null
+"${HAV[@]}" >"$T/hav.txt" 2>&1 && fail "ha verify missed a pointer with another SHA-256"
+assert_contains "$T/hav.txt" "etcd's pointer names another SHA-256"
+"${ETCDCTL[@]}" put /fedc/qtest/model "$GOOD" >/dev/null
+mv "$T/state/models/v000002.safetensors" "$T/v2"
+"${HAV[@]}" >"$T/hav.txt" 2>&1 && fail "ha verify missed a version gap"
+assert_contains "$T/hav.txt" "v2: no model file"
+mv "$T/v2" "$T/state/models/v000002.safetensors"
+"${HAV[@]}" >/dev/null 2>&1 || fail "ha verify after the store was restored"
 echo "PASS"

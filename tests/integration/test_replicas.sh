@@ -7,7 +7,8 @@
 #   1. SIGKILL of the leader mid-federation: the standby takes over (lease TTL
 #      2 s) and publishes the next version; no version is published twice or
 #      skipped (etcd's pointer >= state.json >= the history, a model file for
-#      every version, the audit log's signed manifests match the files).
+#      every version, the audit log's signed manifests match the files;
+#      `fedc ha verify` agrees, here and after each step below).
 #   2. The killed replica comes back as a standby; SIGSTOP of the new leader
 #      past its TTL: the standby takes over and publishes; SIGCONT: the old
 #      leader finds itself deposed (its lease is gone: it never writes again),
@@ -125,6 +126,10 @@ check_versions() { # every version published exactly once, in order; the store a
   for k in $(seq 1 "$s"); do
     [ -e "$T/state/models/$(printf 'v%06d' "$k").safetensors" ] || fail "model file of v$k missing"
   done
+  # The same, and each version's signed manifest, by the operator's checker (on the live federation).
+  "$FEDC" ha verify --etcd "$ETCD" --etcd-ca "$T/pki/ca.crt" --etcd-cert "$T/pki/coordinator.crt" \
+    --etcd-key "$T/pki/coordinator.key" --state "$T/state" --pki "$T/pki" >"$T/ha-verify.txt" 2>&1 ||
+    fail "fedc ha verify: $(cat "$T/ha-verify.txt")"
 }
 check_versions
 
