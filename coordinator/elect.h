@@ -14,10 +14,10 @@
  *
  * Safety rule kept here: a replica acts as leader only while its lease is
  * certainly alive by its own clock, i.e. before (send time of the last
- * successful keep-alive) + TTL; past that it steps down even if etcd never
- * said so (etcd unreachable, quorum lost). The fence makes a late write
- * harmless anyway; this makes it rare and bounds how long a cut-off leader
- * keeps clients.
+ * successful keep-alive) + TTL; past that it stops leading even if etcd
+ * never said so (etcd unreachable, quorum lost): SUSPENDED (below), or
+ * DEPOSED with no hold. The fence makes a late write harmless anyway; this
+ * makes it rare, and the hold bounds how long a cut-off leader keeps clients.
  *
  * Quorum loss (the lease cannot be renewed because etcd cannot commit, or
  * cannot be reached): a leader past its deadline does not drop its clients at

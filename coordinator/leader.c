@@ -339,7 +339,8 @@ void fc_leader_get_info(fc_leader *l, fc_leader_info *o) {
   memset(o, 0, sizeof *o);
   pthread_mutex_lock(&l->mu);
   snprintf(o->role, sizeof o->role, "%s", fc_elect_state_name(l->s.state));
-  snprintf(o->leader, sizeof o->leader, "%s", l->s.state == FC_ELECT_LEADER ? l->id : l->s.holder);
+  snprintf(o->leader, sizeof o->leader, "%s",
+           l->s.state == FC_ELECT_LEADER || l->s.state == FC_ELECT_SUSPENDED ? l->id : l->s.holder);
   snprintf(o->endpoint, sizeof o->endpoint, "%s", fc_etcd_endpoint(l->el));
   o->etcd_ok = l->etcd_ok;
   o->etcd_last_ok_ms = l->etcd_last_ok_ms;
