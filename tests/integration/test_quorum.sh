@@ -111,6 +111,11 @@ kill -0 "$PID_A" || fail "A exited"
 retry_told() { [ "$(cat "$T"/client-*.log | grep -c "etcd has no quorum.*retry in [0-9]* ms); retrying in")" -ge "$1" ]; }
 wait_for retry_told 2 30 || fail "no client was told to retry while etcd had no quorum"
 grep -h "etcd has no quorum" "$T"/client-*.log | head -1
+# The answer itself: UNAVAILABLE (14) with the retry time in its trailer (the lease TTL).
+"$BUILD_DIR/fedc_probe" --coordinator "127.0.0.1:$PA" --pki "$T/pki" --name a --mode call \
+  --method /fedc.v1.Coordinator/CheckIn --want 14 >"$T/probe.json" || fail "check-in not UNAVAILABLE: $(cat "$T/probe.json")"
+grep -q '"code":14,.*"detail":"etcd has no quorum: .*","retry_after_ms":2000}' "$T/probe.json" ||
+  fail "no retry time with the refusal: $(cat "$T/probe.json")"
 st=$("$FEDC" status --coordinator "$ADDR" --pki "$T/pki" --name root --json) || fail "fedc status failed"
 [ "$(json_get "$st" .replica.role)" = suspended ] || fail "status during the outage: $st"
 [ ! -e "$T/B.port" ] || fail "the standby took over without quorum"
