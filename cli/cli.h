@@ -21,6 +21,7 @@ int cmd_audit(int argc, char **argv);
 int cmd_watermark(int argc, char **argv);
 int cmd_version(int argc, char **argv);
 int cmd_clients(int argc, char **argv);
+int cmd_ha(int argc, char **argv); /* cmd_ha.c: `fedc ha verify` */
 /* `fedc model verify` (cmd_model_verify.c); `fedc model` dispatches to it. */
 int cmd_model_verify(int argc, char **argv);
 

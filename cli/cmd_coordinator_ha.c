@@ -5,13 +5,22 @@
  * client port nor touches the state directory; once it wins it brings the
  * shared state directory up to etcd's model pointer (fc_coord_ha_reconcile)
  * and starts the coordinator exactly as a restart would, with every write
- * fenced by its election. Deposed (lease expired, a fenced write refused,
- * etcd unreachable past the TTL), it stops serving, removes its port file and
+ * fenced by its election. Suspended (its lease not renewed within the TTL:
+ * etcd without quorum), it keeps listening, publishes nothing and tells
+ * clients to retry, for up to --etcd-quorum-hold seconds (leader.h). Deposed
+ * (lease expired, a fenced write refused, the hold spent without etcd
+ * renewing the lease), it stops serving, removes its port file and
  * campaigns again: it returns to standby, it does not exit. A stop signal
  * ends it from any state (a leader revokes its lease on the way out, so the
  * next replica takes over at once).
  *
- * May call: coordinator/leader.h, coordinator/coordinator.h, cli_common.h.
+ * With --metrics-listen, a standby serves /healthz and /readyz there (both
+ * 200: a standby is ready to take over; metrics.h, fc_standby_http_start),
+ * so the kubelet's probes pass on every replica while only the leader listens
+ * on the client port (deploy/k8s-ha: clients list the replicas).
+ *
+ * May call: coordinator/leader.h, coordinator/coordinator.h,
+ * coordinator/metrics.h, cli_common.h.
  * Called by: cmd_coordinator.c (which passes its port-file writer).
  */
 #include <errno.h>
@@ -26,6 +35,7 @@
 #include "common/fileutil.h"
 #include "common/log.h"
 #include "coordinator/leader.h"
+#include "coordinator/metrics.h"
 #include "fedc/error.h"
 
 #define MOD "coordinator"
@@ -68,6 +78,7 @@ int cc_run_replica(settings *s, const fc_model_spec *spec, const float *init, in
   lo.ttl_s = s->etcd_lease_ttl;
   lo.id = id;
   lo.poll_ms = 200;
+  lo.hold_ms = (uint32_t)s->etcd_quorum_hold * 1000;
   fc_atomic_set_commit_guard(may_commit);
   for (;;) {
     fc_leader *l = NULL;
@@ -78,9 +89,18 @@ int cc_run_replica(settings *s, const fc_model_spec *spec, const float *init, in
     }
     FC_INFO(MOD, "replica \"%s\": campaigning on etcd %s (key %s/leader, lease %d s); standing by until elected", id,
             s->etcd, prefix, s->etcd_lease_ttl);
+    fc_standby_http *health = NULL;
+    if (s->c.metrics_listen[0] &&
+        fc_standby_http_start(s->c.metrics_listen, s->c.metrics_public, (uint32_t)s->c.metrics_conns_per_address,
+                              (uint64_t)s->c.metrics_request_ms, &health, err, sizeof err) != FEDC_OK) {
+      fprintf(stderr, "fedc coordinator: %s\n", err);
+      fc_leader_stop(l);
+      return 1;
+    }
     int sig = 0;
     while (!fc_leader_wait(l, 200))
       if ((sig = cli_stop_wait(0)) > 0) break;
+    fc_standby_http_stop(health); /* the coordinator binds the address next */
     if (sig > 0) {
       FC_INFO(MOD, "%s while standing by: exiting", strsignal(sig));
       fc_leader_stop(l);

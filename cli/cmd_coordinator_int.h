@@ -46,7 +46,7 @@ typedef struct settings {
   char mode[8];        /* sync | async (engine_async.c) */
   char staleness[48];  /* const | poly[:A] | hinge[:A:B] */
   char etcd[1024], etcd_prefix[256]; /* replicas on etcd (cmd_coordinator_ha.c) */
-  int etcd_lease_ttl;
+  int etcd_lease_ttl, etcd_quorum_hold;
   char etcd_ca[512], etcd_cert[512], etcd_key[512];
 } settings;
 
@@ -58,7 +58,7 @@ typedef struct origin {
 } origin;
 
 /* Rows of cc_options: a constant so arrays can be sized by it (no VLA). */
-#define CC_NOPTS 151
+#define CC_NOPTS 152
 
 /* ---- cmd_coordinator_opts.c ---- */
 extern const copt cc_options[CC_NOPTS];

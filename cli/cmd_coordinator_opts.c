@@ -409,7 +409,7 @@ const copt cc_options[] = {
               "connections one source address may hold open; 0 = no limit (raise for NATs)", 0, 1 << 20),
     OPT_RANGE("connect-burst", T_INT, c.connect_burst, "new connections at once per source address; 0 = 10 x rate", 0,
               10000000),
-    /* Replicas on etcd (issue 23; coordinator/leader.h, docs/operations.md "Replicas and failover"). */
+    /* Replicas on etcd (issue 23; coordinator/leader.h, docs/operations.md "Running replicas and failing over"). */
     OPT_STR("etcd", etcd,
             "etcd endpoints host:port[,host:port...]: run as one of several replicas; the one holding the etcd "
             "election serves, the others stand by",
@@ -417,6 +417,10 @@ const copt cc_options[] = {
     OPT_STR("etcd-prefix", etcd_prefix, "etcd key prefix of this federation (default /fedc/<federation>)", NULL),
     OPT_RANGE("etcd-lease-ttl", T_INT, etcd_lease_ttl,
               "seconds a leader that stops renewing keeps the election (failover takes about this long)", 1, 3600),
+    OPT_RANGE("etcd-quorum-hold", T_INT, etcd_quorum_hold,
+              "seconds a leader whose lease etcd cannot renew (quorum lost) keeps its clients, telling them to "
+              "retry and publishing nothing, before it stands down; 0 = at once",
+              0, 86400),
     OPT_STR("etcd-ca", etcd_ca, "CA of etcd's certificates (mutual TLS to etcd; plaintext only on loopback)", NULL),
     OPT_STR("etcd-cert", etcd_cert, "our client certificate for etcd", NULL),
     OPT_STR("etcd-key", etcd_key, "its private key", NULL),
@@ -589,6 +593,7 @@ void cc_defaults(settings *s) {
   s->grace_ms = 5000;
   s->blas_threads = 1;
   s->etcd_lease_ttl = 5;
+  s->etcd_quorum_hold = 60;
   snprintf(s->log, sizeof s->log, "info");
   snprintf(s->log_format, sizeof s->log_format, "text");
   snprintf(s->mode, sizeof s->mode, "sync");

@@ -35,6 +35,7 @@ static const struct {
 #ifndef FEDC_CLIENT_ONLY
     {"audit", cmd_audit, "verify | show the coordinator's hash-chained audit log"},
     {"watermark", cmd_watermark, "keygen | verify: the global model's watermark (a key's trigger set)"},
+    {"ha", cmd_ha, "verify: etcd's model pointer and the replicas' shared store agree"},
 #endif
     {"version", cmd_version, "print version information"},
 };

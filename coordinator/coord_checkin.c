@@ -78,6 +78,7 @@ void coord_h_checkin(fc_scall *call, void *ctx) {
   const Fedc__V1__CheckInRequest *req = (const Fedc__V1__CheckInRequest *)fc_scall_request(call);
   if (coord_audit_peer(c, call, peer)) return;
   atomic_fetch_add(&c->metrics.checkins, 1);
+  if (coord_ha_checkin_held(c, call, peer->name)) return; /* etcd without quorum: retry later */
   fc_task_info task;
   uint32_t retry = 0;
   int dp_sa = c->cfg.engine.secagg && c->cfg.dp_noise_multiplier > 0;

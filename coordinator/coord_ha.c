@@ -50,9 +50,6 @@ static void deposed(fc_coord *c, const char *what, const char *why) {
   FC_ERROR(MOD, "deposed: %s refused (%s): this replica stops serving and stands by", what, why);
 }
 
-static int parse_pointer(const fc_etcd_kv *kv, uint64_t *version, uint8_t sha[FC_SHA256_LEN], uint64_t *round,
-                         char *err, size_t errlen);
-
 static int may_write(void *arg) { return fc_leader_is_leader(arg); }
 
 int coord_ha_audit_open(fc_coord *c, char *err, size_t errlen) {
@@ -73,7 +70,7 @@ int coord_ha_audit_open(fc_coord *c, char *err, size_t errlen) {
   uint8_t psha[FC_SHA256_LEN];
   char e2[512];
   if (fc_leader_read(l, "model", &kv, e2, sizeof e2) == FEDC_OK && kv.found &&
-      parse_pointer(&kv, &pv, psha, &pround, e2, sizeof e2) == FEDC_OK)
+      fc_coord_ha_parse_pointer((const char *)kv.value, kv.value_len, &pv, psha, &pround, e2, sizeof e2) == FEDC_OK)
     json_object_set_new(f, "pointer_version", json_integer((json_int_t)pv));
   else
     json_object_set_new(f, "pointer_version", json_null());
@@ -88,9 +85,27 @@ int coord_ha_check(fc_coord *c, const char *what, char *why, size_t whylen) {
   char err[512];
   int rc = fc_leader_fenced(l, NULL, 0, NULL, err, sizeof err);
   if (rc == FEDC_OK) return FEDC_OK;
-  if (rc == FEDC_ERR_REJECTED || rc == FEDC_ERR_STOPPED) deposed(c, what, err);
+  if (rc == FEDC_ERR_STOPPED && fc_leader_suspended(l, NULL))
+    FC_WARN(MOD, "%s: not done while etcd has no quorum (%s)", what, err);
+  else if (rc == FEDC_ERR_REJECTED || rc == FEDC_ERR_STOPPED)
+    deposed(c, what, err);
   snprintf(why, whylen, "%s not written: %s", what, err);
   return rc;
+}
+
+int coord_ha_checkin_held(fc_coord *c, fc_scall *call, const char *who) {
+  fc_leader *l = c->cfg.leader;
+  uint32_t retry = 0;
+  if (!l || !fc_leader_suspended(l, &retry)) return 0;
+  /* Told, not dropped: UNAVAILABLE with a retry time, as the busy refusals
+   * are (the client waits and comes back, without counting a failure). No
+   * task goes out: a round it joined could not be published anyway. */
+  char why[200];
+  snprintf(why, sizeof why, "etcd has no quorum: the coordinator publishes nothing until it is back; retry in %u ms",
+           retry);
+  FC_DEBUG(MOD, "check-in from %s: %s", who, why);
+  fc_scall_finish_retry(call, GRPC_STATUS_UNAVAILABLE, why, retry);
+  return 1;
 }
 
 int coord_ha_publish(fc_coord *c, uint64_t version, const uint8_t sha[FC_SHA256_LEN], uint64_t round, char *why,
@@ -112,18 +127,17 @@ int coord_ha_publish(fc_coord *c, uint64_t version, const uint8_t sha[FC_SHA256_
   return rc;
 }
 
-/* P/model's value: FEDC_ERR_FORMAT with one line if it is not ours. */
-static int parse_pointer(const fc_etcd_kv *kv, uint64_t *version, uint8_t sha[FC_SHA256_LEN], uint64_t *round,
-                         char *err, size_t errlen) {
+int fc_coord_ha_parse_pointer(const char *value, size_t len, uint64_t *version, uint8_t sha[FC_SHA256_LEN],
+                              uint64_t *round, char *err, size_t errlen) {
   json_error_t je;
-  json_t *o = json_loadb((const char *)kv->value, kv->value_len, 0, &je);
+  json_t *o = json_loadb(value, len, 0, &je);
   json_t *v = json_object_get(o, "version"), *s = json_object_get(o, "sha256"), *r = json_object_get(o, "round");
   int rc = FEDC_ERR_FORMAT;
   if (!json_is_integer(v) || json_integer_value(v) < 0 || !json_is_string(s) || !json_is_integer(r) ||
       json_integer_value(r) < 0 || strlen(json_string_value(s)) != 2 * FC_SHA256_LEN ||
       fc_unhex(json_string_value(s), sha, FC_SHA256_LEN) != 0) {
     snprintf(err, errlen, "etcd's model pointer is not {\"version\",\"sha256\",\"round\"}: %.80s",
-             (const char *)kv->value);
+             value);
     goto out;
   }
   *version = (uint64_t)json_integer_value(v);
@@ -152,7 +166,7 @@ int fc_coord_ha_reconcile(const fc_coord_cfg *cfg, char *err, size_t errlen) {
             fc_leader_prefix(l));
     return FEDC_OK;
   }
-  rc = parse_pointer(&kv, &pv, psha, &pround, err, errlen);
+  rc = fc_coord_ha_parse_pointer((const char *)kv.value, kv.value_len, &pv, psha, &pround, err, errlen);
   fc_etcd_kv_clear(&kv);
   if (rc != FEDC_OK) return rc;
   fc_store_state st;

@@ -431,6 +431,9 @@ int coord_finalize(fc_coord *c, uint64_t *version, uint8_t sha[FC_SHA256_LEN], c
  * model pointer after the model file is written and before anyone can fetch
  * it; on refusal both log, audit "deposed" and fail. */
 int coord_ha_check(fc_coord *c, const char *what, char *why, size_t whylen);
+/* A replica suspended for want of etcd quorum (leader.h) answers the
+ * check-in UNAVAILABLE with a retry time and returns 1; else 0, nothing sent. */
+int coord_ha_checkin_held(fc_coord *c, fc_scall *call, const char *who);
 int coord_ha_publish(fc_coord *c, uint64_t version, const uint8_t sha[FC_SHA256_LEN], uint64_t round, char *why,
                      size_t whylen);
 /* The shared audit log, written only while we lead (audit.h,

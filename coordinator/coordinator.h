@@ -168,6 +168,11 @@ typedef struct fc_coord_cfg {
  * have moved the pointer and died before writing state.json), or refuse with
  * one line if the two disagree otherwise. */
 int fc_coord_ha_reconcile(const fc_coord_cfg *cfg, char *err, size_t errlen);
+/* etcd's model pointer P/model, {"version","sha256","round"} (value: len
+ * bytes, NUL-terminated): FEDC_ERR_FORMAT with one line if it is not that
+ * (coord_ha.c; also read by `fedc ha verify`). */
+int fc_coord_ha_parse_pointer(const char *value, size_t len, uint64_t *version, uint8_t sha[32], uint64_t *round,
+                              char *err, size_t errlen);
 
 void fc_coord_cfg_defaults(fc_coord_cfg *c);
 

@@ -11,6 +11,10 @@
  * fencing token). Lost to a key on our own lease (our earlier campaign landed
  * but its answer was lost): that is a win with the key's create_revision.
  *
+ * Suspended (elect.h), the thread keeps the lease alive and then confirms
+ * with a read-only Txn comparing our key's create_revision: etcd serves it
+ * linearizably, so only with quorum (a keep-alive alone does not show that).
+ *
  * Invariant: fc_leader_fenced sends nothing unless the machine says we lead
  * by our own clock, and a refused guard steps the machine down under the
  * same lock, so after one refusal no later fenced write is even tried. A
@@ -91,7 +95,12 @@ static int feed(fc_leader *l, fc_elect_ev *ev) {
   int before = l->s.state;
   int act = fc_elect_step(&l->s, ev);
   if (l->s.state != before) {
-    if (l->s.state == FC_ELECT_LEADER)
+    if (l->s.state == FC_ELECT_LEADER && before == FC_ELECT_SUSPENDED)
+      FC_INFO(MOD, "etcd renewed our lease: leading again (%s, fencing revision %lld)", l->key, (long long)l->s.rev);
+    else if (l->s.state == FC_ELECT_SUSPENDED)
+      FC_WARN(MOD, "%s: suspended, publishing nothing and telling clients to retry, for up to %llu ms until etcd "
+              "renews our lease", l->s.why, (unsigned long long)l->s.hold_ms);
+    else if (l->s.state == FC_ELECT_LEADER)
       FC_INFO(MOD, "elected leader (%s, fencing revision %lld, lease %llx, ttl %lld s)", l->key, (long long)l->s.rev,
               (unsigned long long)l->s.lease, (long long)l->s.ttl_s);
     else if (l->s.state == FC_ELECT_DEPOSED)
@@ -120,10 +129,11 @@ static void note_etcd(fc_leader *l, int rc, const char *err) {
 static void act_once(fc_leader *l, int act, fc_elect_ev *ev) {
   char err[512] = "";
   int rc = FEDC_OK;
-  int64_t lease, ttl;
+  int64_t lease, ttl, rev;
   pthread_mutex_lock(&l->mu);
   lease = l->s.lease;
   ttl = l->ttl_s;
+  rev = l->s.rev;
   pthread_mutex_unlock(&l->mu);
   memset(ev, 0, sizeof *ev);
   ev->sent_ms = lease_clock_ms();
@@ -167,6 +177,17 @@ static void act_once(fc_leader *l, int act, fc_elect_ev *ev) {
         ev->holder = l->seen_holder;
       }
     }
+    fc_etcd_txn_result_clear(&res);
+    break;
+  }
+  case FC_ACT_CONFIRM: { /* read-only with a linearizable Range: etcd answers it only with quorum */
+    fc_etcd_cmp ours = {.key = l->key, .target = FC_ETCD_CMP_CREATE, .result = FC_ETCD_EQ, .num = rev};
+    fc_etcd_op get = {.kind = FC_ETCD_GET, .key = l->key};
+    fc_etcd_txn t = {&ours, 1, &get, NULL, 1, 0};
+    fc_etcd_txn_result res;
+    memset(&res, 0, sizeof res);
+    if ((rc = fc_etcd_txn_call(l->el, &t, &res, err, sizeof err)) == FEDC_OK)
+      ev->kind = res.succeeded ? FC_EV_CONFIRMED : FC_EV_FENCE_REFUSED;
     fc_etcd_txn_result_clear(&res);
     break;
   }
@@ -237,6 +258,7 @@ int fc_leader_start(const fc_leader_opts *o, fc_leader **out, char *err, size_t 
   snprintf(l->id, sizeof l->id, "%s", o->id);
   l->ttl_s = o->ttl_s;
   fc_elect_init(&l->s, o->poll_ms ? o->poll_ms : 200);
+  l->s.hold_ms = o->hold_ms;
   if ((rc = fc_etcd_open(&o->etcd, &l->el, err, errlen)) != FEDC_OK ||
       (rc = fc_etcd_open(&o->etcd, &l->wr, err, errlen)) != FEDC_OK)
     goto out;
@@ -291,11 +313,22 @@ int fc_leader_wait(fc_leader *l, int timeout_ms) {
 
 int fc_leader_is_leader(fc_leader *l) { return fc_leader_wait(l, 0); }
 
+int fc_leader_suspended(fc_leader *l, uint32_t *retry_ms) {
+  pthread_mutex_lock(&l->mu);
+  int held = fc_elect_is_suspended(&l->s, lease_clock_ms());
+  /* One lease TTL: the keep-alives go on every poll_ms meanwhile, and a
+   * client back sooner would only be told again. */
+  uint64_t ttl_ms = (uint64_t)(l->s.ttl_s > 0 ? l->s.ttl_s : l->ttl_s) * 1000;
+  pthread_mutex_unlock(&l->mu);
+  if (retry_ms) *retry_ms = (uint32_t)(ttl_ms < 1000 ? 1000 : ttl_ms > 30000 ? 30000 : ttl_ms);
+  return held;
+}
+
 int fc_leader_deposed(fc_leader *l, char *why, size_t whylen) {
   pthread_mutex_lock(&l->mu);
-  /* A leader past its deadline is deposed now, not at the thread's next tick. */
+  /* A leader past its deadline (or its hold) moves now, not at the thread's next tick. */
   fc_elect_ev tick = {.kind = FC_EV_TICK, .now_ms = lease_clock_ms()};
-  if (l->s.state == FC_ELECT_LEADER) feed(l, &tick);
+  if (l->s.state == FC_ELECT_LEADER || l->s.state == FC_ELECT_SUSPENDED) feed(l, &tick);
   int d = l->s.state == FC_ELECT_DEPOSED;
   if (d && why) snprintf(why, whylen, "%s", l->s.why);
   pthread_mutex_unlock(&l->mu);
@@ -306,7 +339,8 @@ void fc_leader_get_info(fc_leader *l, fc_leader_info *o) {
   memset(o, 0, sizeof *o);
   pthread_mutex_lock(&l->mu);
   snprintf(o->role, sizeof o->role, "%s", fc_elect_state_name(l->s.state));
-  snprintf(o->leader, sizeof o->leader, "%s", l->s.state == FC_ELECT_LEADER ? l->id : l->s.holder);
+  snprintf(o->leader, sizeof o->leader, "%s",
+           l->s.state == FC_ELECT_LEADER || l->s.state == FC_ELECT_SUSPENDED ? l->id : l->s.holder);
   snprintf(o->endpoint, sizeof o->endpoint, "%s", fc_etcd_endpoint(l->el));
   o->etcd_ok = l->etcd_ok;
   o->etcd_last_ok_ms = l->etcd_last_ok_ms;
@@ -322,13 +356,20 @@ int fc_leader_fenced(fc_leader *l, const fc_etcd_op *ops, size_t nops, fc_etcd_t
   pthread_mutex_lock(&l->mu);
   int64_t rev = l->s.rev;
   int lead = fc_elect_is_leader(&l->s, lease_clock_ms());
+  int held = !lead && fc_elect_is_suspended(&l->s, lease_clock_ms());
   pthread_mutex_unlock(&l->mu);
   if (!lead) {
-    snprintf(err, errlen, "not the leader (by our own clock): nothing written to etcd");
+    snprintf(err, errlen, "%s: nothing written to etcd",
+             held ? "suspended (etcd has not renewed our lease: no quorum, or unreachable)"
+                  : "not the leader (by our own clock)");
     return FEDC_ERR_STOPPED;
   }
   fc_etcd_cmp fence = {.key = l->key, .target = FC_ETCD_CMP_CREATE, .result = FC_ETCD_EQ, .num = rev};
-  fc_etcd_txn t = {&fence, 1, ops, NULL, nops, 0};
+  /* etcd (3.4 mvcc, isTxnSerializable) serves a Txn without ops from the
+   * member's own copy, quorum or not: a check (nops = 0) reads our key with
+   * a linearizable Range instead, so it too lands only with quorum. */
+  fc_etcd_op check = {.kind = FC_ETCD_GET, .key = l->key};
+  fc_etcd_txn t = {&fence, 1, nops ? ops : &check, NULL, nops ? nops : 1, 0};
   fc_etcd_txn_result r;
   memset(&r, 0, sizeof r);
   pthread_mutex_lock(&l->wr_mu);

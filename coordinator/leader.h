@@ -31,6 +31,8 @@ typedef struct fc_leader_opts {
   int ttl_s;          /* lease TTL (default 5) */
   const char *id;     /* this replica, as others will see it (e.g. "host pid 127.0.0.1:7070") */
   uint32_t poll_ms;   /* a standby campaigns this often (default 200) */
+  uint32_t hold_ms;   /* a leader whose lease etcd cannot renew (quorum lost) stays suspended this long before
+                         it steps down (elect.h); 0 = at once */
 } fc_leader_opts;
 
 typedef struct fc_leader fc_leader;
@@ -53,6 +55,10 @@ void fc_leader_stop(fc_leader *l);
 /* Waits up to timeout_ms for a change; 1 if we lead now. */
 int fc_leader_wait(fc_leader *l, int timeout_ms);
 int fc_leader_is_leader(fc_leader *l);
+/* 1 while suspended (elect.h: our lease cannot be renewed now, etcd without
+ * quorum or unreachable; we publish nothing and wait for it); *retry_ms: when
+ * a client should come back (about one keep-alive attempt). */
+int fc_leader_suspended(fc_leader *l, uint32_t *retry_ms);
 /* 1 once deposed (a terminal state; why in `why`): stop serving. */
 int fc_leader_deposed(fc_leader *l, char *why, size_t whylen);
 void fc_leader_get_info(fc_leader *l, fc_leader_info *out);

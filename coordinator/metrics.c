@@ -458,7 +458,7 @@ static size_t peer_bytes(struct MHD_Connection *conn, uint8_t out[16]) {
 
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
                           enum MHD_ConnectionNotificationCode code) {
-  coord_http *h = ((fc_coord *)cls)->http;
+  coord_http *h = cls;
   (void)socket_context;
   pthread_mutex_lock(&h->mu);
   if (code == MHD_CONNECTION_NOTIFY_STARTED) {
@@ -498,12 +498,11 @@ static int sa_is_loopback(const struct sockaddr *sa) {
   return 0;
 }
 
-/* Bound here, served from coord_http_start: the coordinator learns that the
- * address is free (and allowed) before it creates or changes its state
- * directory (coord_start.c). */
-int coord_http_bind(fc_coord *c, const char *addr, char *why, size_t whylen) {
+/* Binds addr (metrics.h's rules): the socket, its port and "host:port" for the logs. */
+static int http_bind(const char *addr, int pub, int *fd_out, int *port_out, char *where, size_t wherelen, char *why,
+                     size_t whylen) {
   char host[256] = "", portstr[16] = "";
-  int rc = FEDC_ERR_INVALID, pub = c->cfg.metrics_public, fd = -1;
+  int rc = FEDC_ERR_INVALID, fd = -1;
   struct addrinfo hints, *ai = NULL;
   const char *colon = strrchr(addr, ':');
   if (!colon || colon - addr >= (long)sizeof host || strlen(colon + 1) >= sizeof portstr || !colon[1]) {
@@ -548,11 +547,11 @@ int coord_http_bind(fc_coord *c, const char *addr, char *why, size_t whylen) {
   }
   int port = ntohs(sa.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&sa)->sin6_port
                                             : ((struct sockaddr_in *)&sa)->sin_port);
-  c->http_fd = fd;
+  *fd_out = fd;
   fd = -1;
-  c->http_port = port;
-  snprintf(c->http_where, sizeof c->http_where, "%s%s%s:%d", strchr(host, ':') ? "[" : "",
-           host[0] ? host : "0.0.0.0", strchr(host, ':') ? "]" : "", port);
+  *port_out = port;
+  snprintf(where, wherelen, "%s%s%s:%d", strchr(host, ':') ? "[" : "", host[0] ? host : "0.0.0.0",
+           strchr(host, ':') ? "]" : "", port);
   rc = FEDC_OK;
 out:
   if (fd >= 0) close(fd);
@@ -560,20 +559,38 @@ out:
   return rc;
 }
 
-int coord_http_start(fc_coord *c, char *why, size_t whylen) {
+/* Bound here, served from coord_http_start: the coordinator learns that the
+ * address is free (and allowed) before it creates or changes its state
+ * directory (coord_start.c). */
+int coord_http_bind(fc_coord *c, const char *addr, char *why, size_t whylen) {
+  return http_bind(addr, c->cfg.metrics_public, &c->http_fd, &c->http_port, c->http_where, sizeof c->http_where, why,
+                   whylen);
+}
+
+static void http_free(coord_http *h);
+
+/* Serves fd (owned from here, served or not) with `handler` (cls: its
+ * argument) behind the guard; *out is set even on failure, for http_free. */
+static int http_serve(int fd, const char *where, uint32_t per_address, uint64_t request_ms,
+                      MHD_AccessHandlerCallback handler, void *cls, coord_http **out, char *why, size_t whylen) {
   int rc = FEDC_ERR_NOMEM;
   coord_http *h = calloc(1, sizeof *h);
-  fc_http_guard_cfg gc = {HTTP_MAX_CONNS, (uint32_t)c->cfg.metrics_conns_per_address,
-                          (uint64_t)c->cfg.metrics_request_ms};
-  if (!h) goto out;
+  fc_http_guard_cfg gc = {HTTP_MAX_CONNS, per_address, request_ms};
+  *out = h;
+  if (!h) {
+    close(fd);
+    snprintf(why, whylen, "metrics listener: out of memory");
+    goto out;
+  }
   pthread_mutex_init(&h->mu, NULL);
   pthread_cond_init(&h->cv, NULL);
-  c->http = h; /* coord_http_stop frees it from here on */
   if ((rc = fc_http_guard_create(&gc, &h->guard)) != FEDC_OK) {
+    close(fd);
     snprintf(why, whylen, "metrics listener: %s", fedc_strerror(rc));
     goto out;
   }
   if (pthread_create(&h->reaper, NULL, reaper_main, h) != 0) {
+    close(fd);
     rc = FEDC_ERR_NOMEM;
     snprintf(why, whylen, "metrics listener: cannot start its thread");
     goto out;
@@ -581,30 +598,41 @@ int coord_http_start(fc_coord *c, char *why, size_t whylen) {
   h->reaper_started = 1;
   /* MHD owns the socket from here, started or not. poll/epoll, not select:
    * the coordinator's descriptors go far past FD_SETSIZE. */
-  int fd = c->http_fd;
-  c->http_fd = -1;
-  unsigned idle_s = (unsigned)((c->cfg.metrics_request_ms + 999) / 1000);
-  h->d = MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, coord_http_request, c,
+  unsigned idle_s = (unsigned)((request_ms + 999) / 1000);
+  h->d = MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, handler, cls,
                           MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
                           MHD_OPTION_CONNECTION_LIMIT, (unsigned)(HTTP_MAX_CONNS + HTTP_BACKSTOP),
                           MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)(gc.per_address + HTTP_BACKSTOP),
-                          MHD_OPTION_CONNECTION_TIMEOUT, idle_s, MHD_OPTION_NOTIFY_CONNECTION, on_connection, c,
+                          MHD_OPTION_CONNECTION_TIMEOUT, idle_s, MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
                           MHD_OPTION_END);
   if (!h->d) {
-    snprintf(why, whylen, "metrics on %s: cannot start the HTTP server", c->http_where);
+    snprintf(why, whylen, "metrics on %s: cannot start the HTTP server", where);
     rc = FEDC_ERR_IO;
     goto out;
   }
-  FC_INFO(MOD, "metrics on http://%s/metrics (and /healthz, /readyz)", c->http_where);
   rc = FEDC_OK;
 out:
+  return rc;
+}
+
+int coord_http_start(fc_coord *c, char *why, size_t whylen) {
+  int fd = c->http_fd;
+  c->http_fd = -1;
+  /* c->http is set whatever happens: coord_http_stop frees it */
+  int rc = http_serve(fd, c->http_where, (uint32_t)c->cfg.metrics_conns_per_address,
+                      (uint64_t)c->cfg.metrics_request_ms, coord_http_request, c, &c->http, why, whylen);
+  if (rc == FEDC_OK) FC_INFO(MOD, "metrics on http://%s/metrics (and /healthz, /readyz)", c->http_where);
   return rc;
 }
 
 void coord_http_stop(fc_coord *c) {
   if (c->http_fd >= 0) close(c->http_fd); /* bound, never served */
   c->http_fd = -1;
-  coord_http *h = c->http;
+  http_free(c->http);
+  c->http = NULL;
+}
+
+static void http_free(coord_http *h) {
   if (!h) return;
   if (h->d) MHD_stop_daemon(h->d); /* closes every connection: the guard hears of each */
   if (h->reaper_started) {
@@ -618,7 +646,64 @@ void coord_http_stop(fc_coord *c) {
   pthread_cond_destroy(&h->cv);
   pthread_mutex_destroy(&h->mu);
   free(h);
-  c->http = NULL;
+}
+
+/* ---- a replica standing by (metrics.h) ---- */
+struct fc_standby_http {
+  coord_http *h;
+};
+
+static enum MHD_Result standby_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                       const char *version, const char *upload_data, size_t *upload_size,
+                                       void **state) {
+  (void)cls;
+  (void)version;
+  (void)upload_data;
+  static int first;
+  if (!*state) {
+    *state = &first;
+    return MHD_YES;
+  }
+  if (*upload_size) {
+    *upload_size = 0;
+    return MHD_YES;
+  }
+  if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
+    return reply(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "only GET\n", 0, "text/plain");
+  if (!strcmp(url, "/healthz")) return reply(conn, MHD_HTTP_OK, "ok\n", 0, "text/plain");
+  if (!strcmp(url, "/readyz")) return reply(conn, MHD_HTTP_OK, "standby\n", 0, "text/plain");
+  if (!strcmp(url, "/metrics"))
+    return reply(conn, MHD_HTTP_OK,
+                 "# HELP fedc_replica_standby 1 while this coordinator replica stands by (it serves no clients).\n"
+                 "# TYPE fedc_replica_standby gauge\nfedc_replica_standby 1\n",
+                 0, "text/plain; version=0.0.4; charset=utf-8");
+  return reply(conn, MHD_HTTP_NOT_FOUND, "not found: /metrics, /healthz, /readyz\n", 0, "text/plain");
+}
+
+int fc_standby_http_start(const char *listen, int pub, uint32_t conns_per_address, uint64_t request_ms,
+                          fc_standby_http **out, char *why, size_t whylen) {
+  int fd = -1, port = 0, rc;
+  char where[300];
+  fc_standby_http *sh = calloc(1, sizeof *sh);
+  if (!sh) {
+    snprintf(why, whylen, "metrics listener: out of memory");
+    return FEDC_ERR_NOMEM;
+  }
+  if ((rc = http_bind(listen, pub, &fd, &port, where, sizeof where, why, whylen)) == FEDC_OK &&
+      (rc = http_serve(fd, where, conns_per_address, request_ms, standby_request, NULL, &sh->h, why, whylen)) ==
+          FEDC_OK) {
+    FC_INFO(MOD, "standing by: /healthz, /readyz (\"standby\") and /metrics on http://%s", where);
+    *out = sh;
+    return FEDC_OK;
+  }
+  fc_standby_http_stop(sh);
+  return rc;
+}
+
+void fc_standby_http_stop(fc_standby_http *sh) {
+  if (!sh) return;
+  http_free(sh->h);
+  free(sh);
 }
 
 void coord_http_closed_counts(fc_coord *c, uint64_t out[FC_HG_N]) {

@@ -92,6 +92,16 @@ void coord_http_closed_counts(struct fc_coord *c, uint64_t out[3]);
 enum MHD_Result coord_http_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                    const char *version, const char *upload_data, size_t *upload_size, void **state);
 #endif
+/* The same listener for a coordinator replica that stands by (`fedc
+ * coordinator --etcd`, before its coordinator exists): /healthz 200,
+ * /readyz 200 "standby" (a standby is ready: it can take over, and the
+ * kubelet must not hold rollouts or disruption budgets on it), /metrics the
+ * gauge fedc_replica_standby 1. Same binding rules and guard as above. The
+ * replica stops it before its coordinator binds the address. */
+typedef struct fc_standby_http fc_standby_http;
+int fc_standby_http_start(const char *listen, int pub, uint32_t conns_per_address, uint64_t request_ms,
+                          fc_standby_http **out, char *why, size_t whylen);
+void fc_standby_http_stop(fc_standby_http *h); /* accepts NULL */
 /* The /metrics body (malloc'd, NUL-terminated). */
 char *coord_metrics_text(struct fc_coord *c);
 

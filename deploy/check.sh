@@ -9,9 +9,11 @@
 #   Docker    the runtime packages the Dockerfile installs exist in apt and
 #             provide every library `ldd fedc` names (no registry here, so the
 #             image itself is not built in CI)
-#   k8s       kubectl kustomize renders deploy/k8s and deploy/k8s-external (the
-#             LoadBalancer for devices outside the cluster) without warnings;
-#             deploy/check_k8s.py checks the objects
+#   k8s       kubectl kustomize renders deploy/k8s, deploy/k8s-external (the
+#             LoadBalancer for devices outside the cluster) and deploy/k8s-ha
+#             (coordinator replicas on etcd) without warnings;
+#             deploy/check_k8s.py checks the objects (--ha: against
+#             `fedc coordinator --help`), and must catch broken copies
 #   alerts    promtool check rules and test rules on deploy/prometheus (Debian's
 #             prometheus package; skipped with a note when promtool is absent)
 set -euo pipefail
@@ -25,7 +27,7 @@ systemd-analyze verify "$D/fedc-coordinator.service"
 systemd-analyze security --offline=yes --threshold=20 "$D/fedc-coordinator.service" | tail -1
 echo "check: systemd unit OK"
 
-for cfg in coordinator.example.yaml k8s/coordinator.yaml; do
+for cfg in coordinator.example.yaml k8s/coordinator.yaml k8s-ha/coordinator.yaml; do
   rm -f "$D/port"
   "$FEDC" coordinator --config "$cfg" --insecure-for-testing --listen 127.0.0.1:0 --state "$D/state-${cfg//\//-}" \
     --pki "" --port-file "$D/port" --audit-log=false >"$D/coord.log" 2>&1 &
@@ -35,7 +37,7 @@ for cfg in coordinator.example.yaml k8s/coordinator.yaml; do
   kill -TERM $pid && wait $pid
 done
 "$FEDC" coordinator --help >"$D/help"
-python3 check_ranges.py "$D/help" coordinator.example.yaml k8s/coordinator.yaml
+python3 check_ranges.py "$D/help" coordinator.example.yaml k8s/coordinator.yaml k8s-ha/coordinator.yaml
 echo "check: coordinator configs OK"
 
 if command -v promtool >/dev/null; then
@@ -68,7 +70,7 @@ done
 echo "check: Dockerfile runtime packages OK"
 
 # Both renderings, without a warning (e.g. a deprecated field such as commonLabels).
-for k in k8s k8s-external; do
+for k in k8s k8s-external k8s-ha; do
   kubectl kustomize "$k" >"$D/$k.yaml" 2>"$D/$k.err"
   [ ! -s "$D/$k.err" ] || { cat "$D/$k.err" >&2; echo "check: kubectl kustomize deploy/$k warns" >&2; exit 1; }
 done
@@ -82,4 +84,20 @@ sed 's|externalTrafficPolicy: Local|externalTrafficPolicy: Cluster|' "$D/k8s-ext
   { echo "check: check_k8s.py missed an external Service without externalTrafficPolicy Local" >&2; exit 1; }
 grep -v -- '--metrics-public' "$D/k8s.yaml" | python3 check_k8s.py >/dev/null &&
   { echo "check: check_k8s.py missed a public --metrics-listen without --metrics-public" >&2; exit 1; }
+python3 check_k8s.py --ha "$D/help" <"$D/k8s-ha.yaml"
+# ... and must catch each of these broken copies of deploy/k8s-ha.
+while IFS='|' read -r edit what; do
+  sed "$edit" "$D/k8s-ha.yaml" | python3 check_k8s.py --ha "$D/help" >/dev/null &&
+    { echo "check: check_k8s.py --ha missed $what" >&2; exit 1; }
+done <<'EOF'
+s/minAvailable: 2/minAvailable: 1/|an etcd disruption budget below quorum
+s/^  replicas: 2$/  replicas: 1/|a single coordinator replica
+s/--etcd-ca=/--etcd-cacert=/|a flag the coordinator does not have
+s/ReadWriteMany/ReadWriteOnce/|a shared store one replica at a time can mount
+s/^          - coordinator$/          - coordinator\n          - client/|clients admitted to etcd's client port
+s/component: client$/component: coordinator/|a client port closed to clients
+s/port: metrics$/port: grpc/|probes on the client port (a standby fails them)
+/--peer-client-cert-auth/d|etcd peers without client certificates
+s/--etcd=fedc-etcd-0.fedc-etcd:2379,/--etcd=/|an --etcd list missing a member
+EOF
 echo "check: kubernetes manifests OK"

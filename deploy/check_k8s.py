@@ -15,6 +15,19 @@ the gRPC port only (not the unauthenticated metrics), TCP, selecting the pod,
 externalTrafficPolicy Local (the per-address connection limits need the
 devices' own addresses). Without it no Service may leave the cluster. Never an
 Ingress or an HTTP/gRPC route: mutual TLS must end at the coordinator.
+With --ha HELP (the rendering of deploy/k8s-ha; HELP: `fedc coordinator
+--help` output) the coordinator replicas on etcd are checked instead
+(check_ha below): etcd a StatefulSet of an odd number >= 3 behind a headless
+Service, mutual TLS on client and peer ports from a Secret, --initial-cluster
+naming every member; the coordinator a Deployment of >= 2 replicas whose
+--etcd names every member's client address, with the election's TLS files on
+Secret volumes and the store on a ReadWriteMany claim; every flag it is given
+one that `fedc coordinator --help` lists; probes a standby passes (the metrics
+port, not the client port); a headless client Service (clients list the
+replicas: only the leader listens); disruption budgets that keep etcd's
+quorum and one coordinator; NetworkPolicies letting only client pods reach
+the client port, only the coordinator reach etcd's client port, only members
+reach the peer port.
 Exit 1 with one line per problem."""
 import sys
 import yaml
@@ -30,6 +43,15 @@ def need(cond, msg):
 
 
 docs = [d for d in yaml.safe_load_all(sys.stdin) if d]
+if "--ha" in sys.argv[1:]:
+    import check_k8s_ha  # beside this file
+    help_text = open(sys.argv[sys.argv.index("--ha") + 1]).read()
+    problems = check_k8s_ha.check(docs, help_text)
+    if problems:
+        print("\n".join(problems))
+        sys.exit(1)
+    print(f"check_k8s --ha: {len(docs)} objects OK")
+    sys.exit(0)
 by_kind = {}
 for d in docs:
     need(isinstance(d.get("apiVersion"), str) and isinstance(d.get("kind"), str), f"object without apiVersion/kind: {d}")

@@ -7,15 +7,18 @@
 #   1. SIGKILL of the leader mid-federation: the standby takes over (lease TTL
 #      2 s) and publishes the next version; no version is published twice or
 #      skipped (etcd's pointer >= state.json >= the history, a model file for
-#      every version, the audit log's signed manifests match the files).
+#      every version, the audit log's signed manifests match the files;
+#      `fedc ha verify` agrees, here and after each step below).
 #   2. The killed replica comes back as a standby; SIGSTOP of the new leader
 #      past its TTL: the standby takes over and publishes; SIGCONT: the old
 #      leader finds itself deposed (its lease is gone: it never writes again),
 #      logs it, stops serving and stands by again.
 #      `fedc status` through the address list shows the new leader and etcd's health.
 #   3. One etcd member killed: versions keep coming.
-#   4. A second member killed (quorum lost): the leader steps down, no version
-#      is published; the member restarted: a replica leads and publishes. The shared audit chain
+#   4. A second member killed (quorum lost): the leader is suspended (it
+#      tells clients to retry: tests/integration/test_quorum.sh) for its
+#      --etcd-quorum-hold of 3 s, then steps down; no version is published;
+#      the member restarted: a replica leads and publishes. The shared audit chain
 #      verifies, with a "leader" record for each takeover.
 # Skipped (77) without etcd/etcdctl (apt-get install etcd-server etcd-client).
 set -euo pipefail
@@ -62,7 +65,7 @@ replica() { # NAME PORT
   start_bg "rep-$1" "$FEDC" coordinator --pki "$T/pki" --federation itest --state "$T/state" \
     --listen "127.0.0.1:$2" --port-file "$T/$1.port" --model 784-10 --rounds 0 \
     --min-clients 2 --cohort 2 --min-updates 2 --poll-ms 100 --round-timeout-ms 8000 \
-    --etcd "$ETCD" --etcd-lease-ttl 2 --etcd-ca "$T/pki/ca.crt" --etcd-cert "$T/pki/coordinator.crt" \
+    --etcd "$ETCD" --etcd-lease-ttl 2 --etcd-quorum-hold 3 --etcd-ca "$T/pki/ca.crt" --etcd-cert "$T/pki/coordinator.crt" \
     --etcd-key "$T/pki/coordinator.key" --log info
   eval "PID_$1=$BG_PID"
 }
@@ -123,6 +126,10 @@ check_versions() { # every version published exactly once, in order; the store a
   for k in $(seq 1 "$s"); do
     [ -e "$T/state/models/$(printf 'v%06d' "$k").safetensors" ] || fail "model file of v$k missing"
   done
+  # The same, and each version's signed manifest, by the operator's checker (on the live federation).
+  "$FEDC" ha verify --etcd "$ETCD" --etcd-ca "$T/pki/ca.crt" --etcd-cert "$T/pki/coordinator.crt" \
+    --etcd-key "$T/pki/coordinator.key" --state "$T/state" --pki "$T/pki" >"$T/ha-verify.txt" 2>&1 ||
+    fail "fedc ha verify: $(cat "$T/ha-verify.txt")"
 }
 check_versions
 
@@ -149,6 +156,7 @@ check_versions
 
 # ---- 4. quorum lost: no publish, and the federation resumes by itself ----
 kill -KILL "${ETCD_PIDS[1]}"
+wait_for grep -q "suspended, publishing nothing" "$T/rep-A.log" 20 || fail "A was not suspended without quorum"
 wait_for bash -c "[ ! -e '$T/A.port' ] && [ ! -e '$T/B.port' ]" 20 || fail "a replica still serves without etcd quorum"
 S=$(jq -r .version "$T/state/state.json")
 wait_for grep -q "campaigning" "$T/rep-A.log" 5 || fail "A is not campaigning"

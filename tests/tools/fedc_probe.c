@@ -92,7 +92,7 @@ static void report(const char *step, int want_code, const fc_status *st) {
     if (*p == '"' || *p == '\\') putchar('\\');
     putchar(*p >= 32 ? *p : ' ');
   }
-  printf("\"}\n");
+  printf("\",\"retry_after_ms\":%u}\n", st->retry_after_ms);
   fflush(stdout);
 }
 

@@ -27,11 +27,11 @@ static int free_port(void) {
   return port;
 }
 
-static pid_t start_etcd(const char *dir, int cport, int pport) {
-  char client[64], peer[64], cluster[96];
+/* One member `name` of the cluster `cluster` ("t1=http://127.0.0.1:P1,..."). */
+static pid_t start_etcd_member(const char *dir, const char *name, int cport, int pport, const char *cluster) {
+  char client[64], peer[64];
   snprintf(client, sizeof client, "http://127.0.0.1:%d", cport);
   snprintf(peer, sizeof peer, "http://127.0.0.1:%d", pport);
-  snprintf(cluster, sizeof cluster, "t1=%s", peer);
   pid_t pid = fork();
   if (pid == 0) {
     /* etcd dies with the test, however the test ends (a crash, ctest's timeout). */
@@ -40,13 +40,19 @@ static pid_t start_etcd(const char *dir, int cport, int pport) {
     snprintf(logpath, sizeof logpath, "%s.log", dir);
     if (!freopen(logpath, "w", stderr)) _exit(127);
     if (!freopen("/dev/null", "w", stdout)) _exit(127);
-    execlp("etcd", "etcd", "--name", "t1", "--data-dir", dir, "--listen-client-urls", client,
+    execlp("etcd", "etcd", "--name", name, "--data-dir", dir, "--listen-client-urls", client,
            "--advertise-client-urls", client, "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
            "--initial-cluster", cluster, "--initial-cluster-state", "new", "--initial-cluster-token", "fedc-unit",
            (char *)NULL);
     _exit(127);
   }
   return pid;
+}
+
+static pid_t start_etcd(const char *dir, int cport, int pport) {
+  char cluster[96];
+  snprintf(cluster, sizeof cluster, "t1=http://127.0.0.1:%d", pport);
+  return start_etcd_member(dir, "t1", cport, pport, cluster);
 }
 
 #endif

@@ -6,7 +6,10 @@
  * frozen leader), the standby takes over, and the old leader's fenced write
  * is refused by etcd and deposes it, while the pointer keeps the new
  * leader's value; a clean stop hands over at once (lease revoked); a silent
- * etcd member listed first does not keep a replica from leading.
+ * etcd member listed first does not keep a replica from leading; with two
+ * of three members gone (quorum lost), a fenced check does not pass: etcd
+ * answers a Txn without ops from the member's own copy, so the check must
+ * read linearizably.
  */
 #include <signal.h>
 #include <string.h>
@@ -158,6 +161,45 @@ out:
   if (silent >= 0) close(silent);
 }
 
+/* Three members; the leader's lease (TTL 30 s) is alive by its clock when two
+ * members die, so only etcd can refuse its fenced check. */
+static void test_quorum_lost(const char *dir) {
+  char data[3][600], cluster[256], eps[128], err[512];
+  int cp[3], pp[3];
+  pid_t pid[3];
+  for (int i = 0; i < 3; i++) cp[i] = free_port(), pp[i] = free_port();
+  snprintf(cluster, sizeof cluster, "q0=http://127.0.0.1:%d,q1=http://127.0.0.1:%d,q2=http://127.0.0.1:%d", pp[0],
+           pp[1], pp[2]);
+  snprintf(eps, sizeof eps, "127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d", cp[0], cp[1], cp[2]);
+  for (int i = 0; i < 3; i++) {
+    char name[8];
+    snprintf(name, sizeof name, "q%d", i);
+    snprintf(data[i], sizeof data[i], "%s/q%d", dir, i);
+    pid[i] = start_etcd_member(data[i], name, cp[i], pp[i], cluster);
+  }
+  fc_leader *a = start(eps, "replica-q", 30);
+  fc_leader *first = a ? wait_leader(a, NULL) : NULL;
+  CHECK(first == a);
+  if (first) {
+    CHECK_EQ_INT(fc_leader_fenced(a, NULL, 0, NULL, err, sizeof err), FEDC_OK);
+    for (int i = 1; i < 3; i++) {
+      kill(pid[i], SIGKILL);
+      waitpid(pid[i], NULL, 0);
+      pid[i] = 0;
+    }
+    CHECK(fc_leader_is_leader(a)); /* by its own clock */
+    int rc = fc_leader_fenced(a, NULL, 0, NULL, err, sizeof err);
+    CHECK(rc != FEDC_OK);
+    CHECK(rc != FEDC_ERR_REJECTED); /* nothing refused it: etcd could not answer */
+  }
+  fc_leader_stop(a);
+  for (int i = 0; i < 3; i++)
+    if (pid[i] > 0) {
+      kill(pid[i], SIGKILL);
+      waitpid(pid[i], NULL, 0);
+    }
+}
+
 int main(void) {
   fc_log_set_level(FC_LOG_WARN);
   if (!etcd_installed()) {
@@ -175,6 +217,7 @@ int main(void) {
   test_silent_member(cport);
   kill(pid, SIGKILL);
   waitpid(pid, NULL, 0);
+  test_quorum_lost(dir);
   char cmd[700];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
   if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
