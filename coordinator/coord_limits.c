@@ -17,7 +17,7 @@
  * RESOURCE_EXHAUSTED with fedc-retry-after-ms, which the runtime honours.
  *
  *   class          methods                        default (per identity)
- *   secagg_poll    SecAggPoll                     20/s, bursts of 40 (clients poll every 100 ms as told, faster in a stage's tail)
+ *   secagg_poll    SecAggPoll                     20/s, bursts of 40 (a poll is held until its stage opens: about one a stage)
  *   calls          FetchModel, SecAggSubmit       2/s, bursts of 10 (a few per round)
  *   admin          Status, Rounds, RoundControl,  20/s, bursts of 100
  *                  GetModel
