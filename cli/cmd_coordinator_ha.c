@@ -11,7 +11,13 @@
  * ends it from any state (a leader revokes its lease on the way out, so the
  * next replica takes over at once).
  *
- * May call: coordinator/leader.h, coordinator/coordinator.h, cli_common.h.
+ * Each election has its registration in etcd beside it (P/replicas/<id>
+ * on the election's lease, coordinator/replica_reg.h), which the leader lists
+ * in `fedc status`; it stops before the election (whose lease revoke takes
+ * the key with it).
+ *
+ * May call: coordinator/leader.h, coordinator/replica_reg.h,
+ * coordinator/coordinator.h, cli_common.h.
  * Called by: cmd_coordinator.c (which passes its port-file writer).
  */
 #include <errno.h>
@@ -26,6 +32,7 @@
 #include "common/fileutil.h"
 #include "common/log.h"
 #include "coordinator/leader.h"
+#include "coordinator/replica_reg.h"
 #include "fedc/error.h"
 
 #define MOD "coordinator"
@@ -76,6 +83,9 @@ int cc_run_replica(settings *s, const fc_model_spec *spec, const float *init, in
       fprintf(stderr, "fedc coordinator: %s\n", err);
       return 2;
     }
+    fc_replica_reg *reg = NULL;
+    if (fc_replica_reg_start(&lo.etcd, l, id, s->c.listen, &reg, err, sizeof err) != FEDC_OK)
+      FC_WARN(MOD, "replica registry: %s (this replica is not listed in fedc status)", err);
     FC_INFO(MOD, "replica \"%s\": campaigning on etcd %s (key %s/leader, lease %d s); standing by until elected", id,
             s->etcd, prefix, s->etcd_lease_ttl);
     int sig = 0;
@@ -83,7 +93,8 @@ int cc_run_replica(settings *s, const fc_model_spec *spec, const float *init, in
       if ((sig = cli_stop_wait(0)) > 0) break;
     if (sig > 0) {
       FC_INFO(MOD, "%s while standing by: exiting", strsignal(sig));
-      fc_leader_stop(l);
+      fc_replica_reg_stop(reg);
+    fc_leader_stop(l);
       return 0;
     }
     s->c.leader = l;
@@ -94,7 +105,8 @@ int cc_run_replica(settings *s, const fc_model_spec *spec, const float *init, in
     if (rc != FEDC_OK) {
       fprintf(stderr, "fedc coordinator: %s\n", err);
       atomic_store(&leading, NULL);
-      fc_leader_stop(l);
+      fc_replica_reg_stop(reg);
+    fc_leader_stop(l);
       return 1;
     }
     int port = fc_coord_port(coord);
@@ -103,7 +115,8 @@ int cc_run_replica(settings *s, const fc_model_spec *spec, const float *init, in
       fprintf(stderr, "fedc coordinator: cannot write port file %s: %s\n", s->port_file, strerror(errno));
       fc_coord_stop(coord, s->grace_ms);
       atomic_store(&leading, NULL);
-      fc_leader_stop(l);
+      fc_replica_reg_stop(reg);
+    fc_leader_stop(l);
       return 1;
     }
     int done = 0, lost = 0;
@@ -122,6 +135,7 @@ int cc_run_replica(settings *s, const fc_model_spec *spec, const float *init, in
     fc_coord_stop(coord, lost ? 0 : s->grace_ms);
     atomic_store(&leading, NULL);
     s->c.leader = NULL;
+    fc_replica_reg_stop(reg);
     fc_leader_stop(l);
     if (!lost) {
       FC_INFO(MOD, "%s: stopped leading and exiting", sig > 0 ? strsignal(sig) : "round budget spent");
