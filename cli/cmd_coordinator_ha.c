@@ -18,9 +18,13 @@
  * 200: a standby is ready to take over; metrics.h, fc_standby_http_start),
  * so the kubelet's probes pass on every replica while only the leader listens
  * on the client port (deploy/k8s-ha: clients list the replicas).
+ * Each election has its registration in etcd beside it (P/replicas/<id>
+ * on the election's lease, coordinator/replica_reg.h), which the leader lists
+ * in `fedc status`; it stops before the election (whose lease revoke takes
+ * the key with it).
  *
- * May call: coordinator/leader.h, coordinator/coordinator.h,
- * coordinator/metrics.h, cli_common.h.
+ * May call: coordinator/leader.h, coordinator/replica_reg.h,
+ * coordinator/coordinator.h, coordinator/metrics.h, cli_common.h.
  * Called by: cmd_coordinator.c (which passes its port-file writer).
  */
 #include <errno.h>
@@ -36,6 +40,7 @@
 #include "common/log.h"
 #include "coordinator/leader.h"
 #include "coordinator/metrics.h"
+#include "coordinator/replica_reg.h"
 #include "fedc/error.h"
 
 #define MOD "coordinator"
@@ -87,6 +92,9 @@ int cc_run_replica(settings *s, const fc_model_spec *spec, const float *init, in
       fprintf(stderr, "fedc coordinator: %s\n", err);
       return 2;
     }
+    fc_replica_reg *reg = NULL;
+    if (fc_replica_reg_start(&lo.etcd, l, id, s->c.listen, &reg, err, sizeof err) != FEDC_OK)
+      FC_WARN(MOD, "replica registry: %s (this replica is not listed in fedc status)", err);
     FC_INFO(MOD, "replica \"%s\": campaigning on etcd %s (key %s/leader, lease %d s); standing by until elected", id,
             s->etcd, prefix, s->etcd_lease_ttl);
     fc_standby_http *health = NULL;
@@ -103,7 +111,8 @@ int cc_run_replica(settings *s, const fc_model_spec *spec, const float *init, in
     fc_standby_http_stop(health); /* the coordinator binds the address next */
     if (sig > 0) {
       FC_INFO(MOD, "%s while standing by: exiting", strsignal(sig));
-      fc_leader_stop(l);
+      fc_replica_reg_stop(reg);
+    fc_leader_stop(l);
       return 0;
     }
     s->c.leader = l;
@@ -114,7 +123,8 @@ int cc_run_replica(settings *s, const fc_model_spec *spec, const float *init, in
     if (rc != FEDC_OK) {
       fprintf(stderr, "fedc coordinator: %s\n", err);
       atomic_store(&leading, NULL);
-      fc_leader_stop(l);
+      fc_replica_reg_stop(reg);
+    fc_leader_stop(l);
       return 1;
     }
     int port = fc_coord_port(coord);
@@ -123,7 +133,8 @@ int cc_run_replica(settings *s, const fc_model_spec *spec, const float *init, in
       fprintf(stderr, "fedc coordinator: cannot write port file %s: %s\n", s->port_file, strerror(errno));
       fc_coord_stop(coord, s->grace_ms);
       atomic_store(&leading, NULL);
-      fc_leader_stop(l);
+      fc_replica_reg_stop(reg);
+    fc_leader_stop(l);
       return 1;
     }
     int done = 0, lost = 0;
@@ -142,6 +153,7 @@ int cc_run_replica(settings *s, const fc_model_spec *spec, const float *init, in
     fc_coord_stop(coord, lost ? 0 : s->grace_ms);
     atomic_store(&leading, NULL);
     s->c.leader = NULL;
+    fc_replica_reg_stop(reg);
     fc_leader_stop(l);
     if (!lost) {
       FC_INFO(MOD, "%s: stopped leading and exiting", sig > 0 ? strsignal(sig) : "round budget spent");

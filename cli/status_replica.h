@@ -12,7 +12,8 @@
 
 /* Add "replica" to the status object o (nothing for a lone coordinator). */
 void status_replica_json(json_t *o, const Fedc__V1__ReplicaStatus *r);
-/* The text lines; nothing for a lone coordinator. */
+/* The text lines (replicas, aggregators and their load included); nothing
+ * for a lone coordinator. */
 void status_replica_print(const Fedc__V1__ReplicaStatus *r);
 
 #endif

@@ -22,8 +22,13 @@ typedef struct assignment {
   int counted;
 } assignment;
 
+typedef struct member_stats {
+  uint64_t partials_accepted, partials_refused, updates_counted, last_seen_ms;
+} member_stats;
+
 struct fc_tier {
   fc_tier_member members[FC_TIER_MAX_MEMBERS];
+  member_stats stats[FC_TIER_MAX_MEMBERS]; /* stats[i] is members[i]'s */
   size_t nmembers;
   /* Every aggregator a client of this round was assigned to, by name (a
    * member that leaves keeps its slot here; its clients stay its own). */
@@ -114,7 +119,15 @@ size_t fc_tier_set_members(fc_tier *t, const fc_tier_member *m, size_t n) {
     left += !still;
   }
   if (n > FC_TIER_MAX_MEMBERS) n = FC_TIER_MAX_MEMBERS;
+  /* A member that stays keeps its counters; a new one starts from zero. */
+  member_stats keep[FC_TIER_MAX_MEMBERS]; /* 8 KiB */
+  for (size_t j = 0; j < n; j++) {
+    long o = member_index(t, m[j].name);
+    memset(&keep[j], 0, sizeof keep[j]);
+    if (o >= 0) keep[j] = t->stats[o];
+  }
   memcpy(t->members, m, n * sizeof *m);
+  memcpy(t->stats, keep, n * sizeof *keep);
   t->nmembers = n;
   return left;
 }
@@ -296,4 +309,36 @@ void fc_tier_mark_counted(fc_tier *t, const fc_tier_partial *p) {
     assignment *a = find(t, p->updates[i].client);
     if (a) a->counted = 1;
   }
+  long m = member_index(t, p->aggregator);
+  if (m >= 0) {
+    t->stats[m].partials_accepted++;
+    t->stats[m].updates_counted += p->n;
+  }
+}
+
+void fc_tier_note_seen(fc_tier *t, const char *name, uint64_t now_ms) {
+  long m = member_index(t, name);
+  if (m >= 0) t->stats[m].last_seen_ms = now_ms;
+}
+
+void fc_tier_note_refused(fc_tier *t, const char *name) {
+  long m = member_index(t, name);
+  if (m >= 0) t->stats[m].partials_refused++;
+}
+
+size_t fc_tier_loads(const fc_tier *t, fc_tier_load_info *out, size_t cap) {
+  size_t k = 0;
+  for (size_t i = 0; i < t->nmembers && k < cap; i++, k++) {
+    fc_tier_load_info *o = &out[k];
+    memset(o, 0, sizeof *o);
+    o->m = t->members[i];
+    o->round = t->round;
+    o->assigned = (uint32_t)fc_tier_load(t, t->members[i].name);
+    o->counted = o->assigned - (uint32_t)fc_tier_uncounted(t, t->members[i].name);
+    o->partials_accepted = t->stats[i].partials_accepted;
+    o->partials_refused = t->stats[i].partials_refused;
+    o->updates_counted = t->stats[i].updates_counted;
+    o->last_seen_ms = t->stats[i].last_seen_ms;
+  }
+  return k;
 }

@@ -60,6 +60,23 @@ size_t fc_tier_load(const fc_tier *t, const char *name);
 /* ... of which the round has not counted an update yet. */
 size_t fc_tier_uncounted(const fc_tier *t, const char *name);
 
+/* Load of one registered member, for `fedc status` (ReplicaStatus.aggregators).
+ * The counters live as long as the member stays registered: one that leaves
+ * and comes back starts from zero. */
+typedef struct fc_tier_load_info {
+  fc_tier_member m;
+  uint64_t round;           /* the round assigned/counted belong to (the book's current one) */
+  uint32_t assigned, counted;
+  uint64_t partials_accepted, partials_refused, updates_counted;
+  uint64_t last_seen_ms;    /* wall clock of its last call (0 none) */
+} fc_tier_load_info;
+/* A call from member `name` at now_ms (ignored for a name not registered). */
+void fc_tier_note_seen(fc_tier *t, const char *name, uint64_t now_ms);
+/* A partial from `name` refused (an accepted one counts in fc_tier_mark_counted). */
+void fc_tier_note_refused(fc_tier *t, const char *name);
+/* The registered members' load, in registry order; returns how many (<= cap). */
+size_t fc_tier_loads(const fc_tier *t, fc_tier_load_info *out, size_t cap);
+
 /* The aggregator of `client` in `round`: the one it was given before in this
  * round, else the registered member with the fewest clients of the round
  * (ties: registry order, which makes it round-robin). A new round forgets the
@@ -108,7 +125,8 @@ int fc_tier_check_partial(const fc_tier *t, const fc_tier_partial *p, const fc_t
  * clipped updates) and max |value| within FC_AGG_MAX_WEIGHTED_ABS per update. */
 int fc_tier_check_sum(double l2, double amax, const fc_tier_partial *p, const fc_upload_rules *r, char *why,
                       size_t whylen);
-/* The partial was folded: its updates are counted. */
+/* The partial was folded: its updates are counted (and the aggregator's
+ * partials_accepted and updates_counted go up). */
 void fc_tier_mark_counted(fc_tier *t, const fc_tier_partial *p);
 
 #endif

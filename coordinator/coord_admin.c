@@ -8,7 +8,7 @@
  * May call: engine.h, coord_state.c (history, state), coord_publish.c (the
  * optimizer's text), coord_eval.c (evaluation records), coord_async.c (async
  * status and buffer records), audit.h, coord_ha.c (a replica's election and
- * etcd health).
+ * etcd health), coord_status_ha.c (the replicas and aggregators on etcd).
  */
 #include "coordinator/coordinator.h"
 #include "coordinator/leader.h"
@@ -100,7 +100,11 @@ void coord_h_status(fc_scall *call, void *ctx) {
   r.protocol_minor = FC_PROTOCOL_MINOR;
   Fedc__V1__ReplicaStatus rs = FEDC__V1__REPLICA_STATUS__INIT;
   fc_leader_info ri;
-  if (coord_ha_status(c, &rs, &ri)) r.replica = &rs; /* --etcd: the election, etcd's health */
+  void *ha_lists = NULL;
+  if (coord_ha_status(c, &rs, &ri)) { /* --etcd: the election, etcd's health */
+    r.replica = &rs;
+    ha_lists = coord_status_ha(c, &rs); /* the replicas in etcd, the aggregators' load */
+  }
   Fedc__V1__EligibilityStatus el = FEDC__V1__ELIGIBILITY_STATUS__INIT;
   char policy[256];
   coord_elig_status(c, &el, policy, sizeof policy);
@@ -113,6 +117,7 @@ void coord_h_status(fc_scall *call, void *ctx) {
     r.async = &as;
   }
   fc_scall_finish(call, GRPC_STATUS_OK, NULL, &r.base);
+  free(ha_lists);
 }
 
 void coord_h_rounds(fc_scall *call, void *ctx) {

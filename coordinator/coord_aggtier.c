@@ -183,6 +183,14 @@ void coord_tier_stop(fc_coord *c) {
   c->tier = NULL;
 }
 
+size_t coord_tier_loads(fc_coord *c, fc_tier_load_info *out, size_t cap) {
+  if (!c->tier) return 0;
+  pthread_mutex_lock(&c->mu);
+  size_t n = fc_tier_loads(c->tier->book, out, cap);
+  pthread_mutex_unlock(&c->mu);
+  return n;
+}
+
 int coord_tier_task(fc_coord *c, const char *client, uint64_t round, char addr[256], char identity[300]) {
   fc_tier_member m;
   pthread_mutex_lock(&c->mu);
@@ -224,6 +232,7 @@ void coord_h_agg_round(fc_scall *call, void *ctx) {
   pthread_mutex_lock(&c->mu);
   fc_engine_get_status(c->engine, fc_now_ms(), &es);
   int known = fc_tier_known(c->tier->book, peer->name);
+  fc_tier_note_seen(c->tier->book, peer->name, fc_now_ms()); /* its last call, for fedc status */
   size_t load = known ? fc_tier_load(c->tier->book, peer->name) : 0;
   const char **ptrs = load ? malloc(load * sizeof *ptrs) : NULL;
   if (ptrs) n = fc_tier_assigned(c->tier->book, es.round, peer->name, ptrs, load);
@@ -447,6 +456,7 @@ void coord_h_agg_partial(fc_scall *call, void *ctx) {
   fc_agg_fedavg_commit_partial(c->agg, u, meta->total_weight, (uint32_t)meta->n_updates);
   u = NULL; /* the slot went back with the commit */
   fc_tier_mark_counted(c->tier->book, &p);
+  fc_tier_note_seen(c->tier->book, peer->name, fc_now_ms());
   audit_partial(c, peer->name, meta, "accepted", NULL);
   pthread_mutex_unlock(&c->mu);
   atomic_fetch_add(&c->metrics.uploads_accepted, counted);
@@ -460,6 +470,10 @@ void coord_h_agg_partial(fc_scall *call, void *ctx) {
   goto out;
 refuse:
   FC_WARN(MOD, "partial from aggregator %s refused: %s", peer->name, why);
+  pthread_mutex_lock(&c->mu);
+  fc_tier_note_refused(c->tier->book, peer->name);
+  fc_tier_note_seen(c->tier->book, peer->name, fc_now_ms());
+  pthread_mutex_unlock(&c->mu);
   if (meta) audit_partial(c, peer->name, meta, "refused", why);
   fc_scall_finish(call, code, why, NULL);
 out:

@@ -139,6 +139,9 @@ void coord_tier_stop(fc_coord *c); /* accepts c->tier NULL */
 /* A TRAIN task's aggregator (takes mu): address and expected identity;
  * FEDC_ERR_NOT_FOUND if none is registered (or the client's has left). */
 int coord_tier_task(fc_coord *c, const char *client, uint64_t round, char addr[256], char identity[300]);
+/* Status: the registered aggregators' load (takes mu); 0 without a tier. */
+struct fc_tier_load_info;
+size_t coord_tier_loads(fc_coord *c, struct fc_tier_load_info *out, size_t cap);
 /* Aggregator/AggregatorRound and Aggregator/SubmitPartial (role aggregator). */
 void coord_h_agg_round(fc_scall *call, void *ctx);
 void coord_h_agg_partial(fc_scall *call, void *ctx);
@@ -443,6 +446,11 @@ int coord_ha_audit_open(fc_coord *c, char *err, size_t errlen);
 struct fc_leader_info;
 struct Fedc__V1__ReplicaStatus;
 int coord_ha_status(fc_coord *c, struct Fedc__V1__ReplicaStatus *out, struct fc_leader_info *in);
+/* ---- coord_status_ha.c: the replica list (etcd) and the aggregators' load ---- */
+/* Fills rs->replicas (read from etcd now; replicas_error if it failed) and,
+ * with a tier, rs->aggregators. Returns what rs points into: free() it once
+ * the answer is sent (NULL on no memory: the lists stay empty). */
+void *coord_status_ha(fc_coord *c, struct Fedc__V1__ReplicaStatus *rs);
 /* At start: the optimizer state saved beside version (checked against its manifest). */
 int coord_sopt_load(fc_coord *c, uint64_t version, const uint8_t sha[FC_SHA256_LEN], char *err, size_t errlen);
 /* "adam lr=0.01 beta1=0.9 ...": for status and the history. */

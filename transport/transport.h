@@ -49,7 +49,9 @@
                                     admin views of the same release: StatusResponse.replica (etcd
                                     replicas), StatusResponse.async and RoundRecord.async (--mode async);
                                1.14: aggregator tier (Task.aggregator_address, aggregator_identity; the
-                                    Aggregator service: AggregatorRound, SubmitPartial; role aggregator) */
+                                    Aggregator service: AggregatorRound, SubmitPartial; role aggregator);
+                                    admin views of the same release: ReplicaStatus.replicas, replicas_error,
+                                    aggregator_tier, aggregators (fedc status: replicas and aggregator load) */
 #define FC_PROTOCOL_STR_(x) #x
 #define FC_PROTOCOL_STR(x) FC_PROTOCOL_STR_(x)
 /* What clients send: "<major>.<minor>" of this build, e.g. "1.2". */

@@ -16,6 +16,11 @@
 #      lost), and rounds keep publishing with the rest, all through ag1.
 #   4. SIGTERM of the other: it exits 0 and revokes its lease (its key is gone
 #      at once, the leader drops it).
+#   5. `fedc status` (--json and text) on the leader lists both replicas (a
+#      standby runs beside the leader) from etcd's P/replicas/ and each
+#      aggregator with its load (clients assigned and counted, partials,
+#      updates, last seen); a killed aggregator, then a stopped standby, is
+#      gone from it.
 # Skipped (77) without etcd/etcdctl (apt-get install etcd-server etcd-client).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
@@ -67,6 +72,15 @@ start_bg leader "$FEDC" coordinator --pki "$T/pki" --federation itest --state "$
   "${ETCD_TLS[@]}" --etcd-lease-ttl 2 --aggregator-tier --log info
 LEADER_PID=$BG_PID
 wait_for test -s "$T/leader.port" 20 || fail "the leader never led: $(tail -5 "$T/leader.log")"
+# A standby replica (same store): it registers in P/replicas/ and waits.
+PS=$(free_port)
+start_bg standby "$FEDC" coordinator --pki "$T/pki" --federation itest --state "$T/state" \
+  --listen "127.0.0.1:$PS" --port-file "$T/standby.port" --model 784-10 --rounds 0 \
+  --min-clients 6 --cohort 6 --min-updates 2 --poll-ms 100 --round-timeout-ms 6000 \
+  "${ETCD_TLS[@]}" --etcd-lease-ttl 2 --aggregator-tier --log info
+STANDBY_PID=$BG_PID
+wait_for grep -q "standby: /fedc/itest/leader is held by" "$T/standby.log" 20 || fail "no standby"
+status_json() { "$FEDC" status --coordinator "127.0.0.1:$PL" --pki "$T/pki" --name root --json; }
 
 # ---- two aggregators ----
 aggregator() { # NAME
@@ -128,11 +142,48 @@ grep -q "taken" "$T/agg-ag2.log" || fail "ag2 took no upload"
 ! grep -q "update from .* accepted (" "$T/leader.log" || fail "the leader took an update directly"
 "$FEDC" audit verify --state "$T/state" --pki "$T/pki" >"$T/verify.txt" 2>&1 || fail "audit chain: $(cat "$T/verify.txt")"
 
+# ---- 5a. fedc status: the replicas in etcd, the aggregators with their load ----
+st=$(status_json) || fail "fedc status failed"
+python3 - "$st" "127.0.0.1:$PL" "127.0.0.1:$PS" "127.0.0.1:$(cat "$T/ag1.port")" "127.0.0.1:$(cat "$T/ag2.port")" <<'PY' ||
+import json, sys, time
+st = json.loads(sys.argv[1]); r = st["replica"]
+lead, stand, a1, a2 = sys.argv[2:6]
+reps = {m["address"]: m for m in r["replicas"]}
+assert r["replicas_error"] == "", r["replicas_error"]
+assert set(reps) == {lead, stand}, f"replicas listed: {r['replicas']}"
+assert reps[lead]["role"] == "leader" and reps[stand]["role"] == "standby", r["replicas"]
+assert reps[lead]["id"] == r["leader"], (reps[lead], r["leader"])
+assert all(m["lease"] > 0 for m in r["replicas"]), r["replicas"]
+assert r["aggregator_tier"] is True
+aggs = {a["name"]: a for a in r["aggregators"]}
+assert set(aggs) == {"ag1", "ag2"}, f"aggregators listed: {r['aggregators']}"
+assert aggs["ag1"]["address"] == a1 and aggs["ag2"]["address"] == a2, r["aggregators"]
+now = time.time() * 1000
+for a in aggs.values():
+    # Three rounds or more published, every update through a partial (1.): each
+    # aggregator has submitted and been counted, and polled the leader lately.
+    assert a["partials_accepted"] >= 1 and a["updates_counted"] >= a["partials_accepted"], a
+    assert a["updates_counted"] <= 6 * st["round"], a
+    assert 0 <= a["counted"] <= a["assigned"] <= 6, a
+    assert 0 < a["last_seen_unix_ms"] <= now + 1000, a
+    assert a["round"] <= st["round"], a
+assert sum(a["assigned"] for a in aggs.values()) <= 6, r["aggregators"]
+PY
+  fail "status: $st"
+"$FEDC" status --coordinator "127.0.0.1:$PL" --pki "$T/pki" --name root >"$T/status.txt" || fail "fedc status (text)"
+grep -q "^replicas: *2 registered" "$T/status.txt" || fail "status text: $(cat "$T/status.txt")"
+grep -q "^  standby .*(address 127.0.0.1:$PS)" "$T/status.txt" || fail "status text: $(cat "$T/status.txt")"
+grep -q "^aggregators: *2 registered" "$T/status.txt" || fail "status text: $(cat "$T/status.txt")"
+grep -q "^  ag2 at 127.0.0.1:$(cat "$T/ag2.port"): round [0-9]* [0-9]*/[0-9]* counted; [1-9][0-9]* partials" "$T/status.txt" ||
+  fail "status text: $(cat "$T/status.txt")"
+
 # ---- 3. SIGKILL of ag2: its lease expires, the round goes on with ag1 ----
 V=$(pointer)
 kill -KILL "$PID_ag2"
 wait_for grep -q "aggregator ag2 left the registry" "$T/leader.log" 15 ||
   fail "the leader did not drop ag2: $(tail -5 "$T/leader.log")"
+st=$(status_json) || fail "fedc status failed"
+[ "$(jq -r '[.replica.aggregators[].name] | join(" ")' <<<"$st")" = ag1 ] || fail "status after ag2's kill: $st"
 K=$(grep -c '"kind":"update"' "$T/state/audit.log")
 wait_version $((V + 2)) 90 || fail "no progress after ag2 was killed: $(tail -8 "$T/leader.log")"
 # Every update counted after the kill came through ag1, and a round closed
@@ -167,4 +218,11 @@ wait "$PID_ag1" || rc=$?
 [ "$rc" = 0 ] || fail "ag1 exited $rc on SIGTERM: $(tail -5 "$T/agg-ag1.log")"
 "${ETCDCTL[@]}" get /fedc/itest/aggregators/ag1 --print-value-only | grep -q . && fail "ag1's key outlived it"
 wait_for grep -q "aggregator ag1 left the registry" "$T/leader.log" 5 || fail "the leader did not drop ag1"
+st=$(status_json) || fail "fedc status failed"
+[ "$(jq '.replica.aggregators | length' <<<"$st")" = 0 ] || fail "status after ag1 stopped: $st"
+# ---- 5b. the standby stops: its lease is revoked, it is gone from the list ----
+kill -TERM "$STANDBY_PID"
+wait "$STANDBY_PID" || fail "the standby exited $? on SIGTERM"
+st=$(status_json) || fail "fedc status failed"
+[ "$(jq -r '[.replica.replicas[].role] | join(" ")' <<<"$st")" = leader ] || fail "status after the standby left: $st"
 echo "PASS"

@@ -1,5 +1,7 @@
 /*
  * fedc_probe.c - a scriptable misbehaving client for integration tests.
+ * Uploads go where the task says: the coordinator, or (1.14) the aggregator
+ * it names, over a channel that expects that aggregator's identity.
  *
  * It speaks the real protocol over real mutual TLS (transport/), checks in
  * until selected, fetches the model, and then does what --mode says:
@@ -77,6 +79,10 @@
 #include "transport/transport.h"
 
 static fc_channel *g_ch;
+/* 1.14: the channel to the aggregator a task names (uploads go there; NULL:
+ * to the coordinator), made from g_co with the task's expected identity. */
+static fc_channel *g_up;
+static fc_channel_opts g_co;
 static int g_failures;
 static uint32_t g_chunk = 8192;
 static int g_hold_ms = 3000;
@@ -132,7 +138,8 @@ typedef struct upload_plan {
 
 static int upload(const upload_plan *p, fc_status *st) {
   fc_ccall *call = NULL;
-  int rc = fc_ccall_start(g_ch, "/fedc.v1.Coordinator/UploadUpdate", FC_RPC_CLIENT_STREAM, NULL, 60000, &call, st);
+  int rc = fc_ccall_start(g_up ? g_up : g_ch, "/fedc.v1.Coordinator/UploadUpdate", FC_RPC_CLIENT_STREAM, NULL, 60000,
+                          &call, st);
   if (rc != FEDC_OK) return rc;
   fc_pb_header h;
   fc_pb_header_build(&h, p->spec, p->total, p->sha, g_chunk);
@@ -443,6 +450,17 @@ static int run_upload_modes(const char *mode, const char *pki, const char *other
   uint64_t total = 0;
   fc_status st;
   memset(&st, 0, sizeof st);
+  if (t->aggregator_address && t->aggregator_address[0] && !g_up) { /* the aggregator tier (1.14) */
+    fc_channel_opts ao = g_co;
+    char err[400];
+    ao.target = t->aggregator_address;
+    ao.expect_peer = t->aggregator_identity;
+    if (fc_channel_create(&ao, &g_up, err, sizeof err) != FEDC_OK) {
+      printf("{\"step\":\"aggregator-channel\",\"detail\":\"%s\"}\n", err);
+      return 1;
+    }
+    printf("{\"step\":\"aggregator\",\"address\":\"%s\"}\n", t->aggregator_address);
+  }
   uint64_t t0 = fc_now_ms();
   int rc = fetch(t, &spec, &w, &total, &st);
   printf("{\"step\":\"fetch-time\",\"ms\":%llu}\n", (unsigned long long)(fc_now_ms() - t0));
@@ -733,6 +751,7 @@ int main(int argc, char **argv) {
   co.tls.cert = cert ? cert : certp;
   co.tls.key = key ? key : keyp;
   co.protocol_version = proto;
+  g_co = co;
   int rc = fc_channel_create(&co, &g_ch, err, sizeof err);
   if (rc != FEDC_OK) {
     printf("{\"step\":\"channel\",\"err\":%d,\"detail\":\"%s\"}\n", rc, err);
@@ -775,6 +794,7 @@ int main(int argc, char **argv) {
   } else {
     rc = run_upload_modes(mode, pki, other);
   }
+  fc_channel_destroy(g_up);
   fc_channel_destroy(g_ch);
   fc_transport_shutdown();
   return rc;

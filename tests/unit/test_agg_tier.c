@@ -203,9 +203,53 @@ static void test_fold_equals_fedavg(void) {
   leader->ops->destroy(leader);
 }
 
+/* Status view: each member's load and counters; counters follow a member
+ * across refreshes and go when it leaves. */
+static void test_loads(void) {
+  fc_tier *t = NULL;
+  CHECK_EQ_INT(fc_tier_create(&t), FEDC_OK);
+  fc_tier_member out, ms[2] = {member("a1", "127.0.0.1:1"), member("a2", "127.0.0.1:2")};
+  fc_tier_set_members(t, ms, 2);
+  const char *cl[3] = {"c0", "c1", "c2"}; /* c0, c2 -> a1; c1 -> a2 */
+  for (int i = 0; i < 3; i++) CHECK_EQ_INT(fc_tier_assign(t, 4, cl[i], &out), FEDC_OK);
+  fc_tier_note_seen(t, "a1", 1000);
+  fc_tier_note_seen(t, "a9", 2000); /* not registered: ignored */
+  fc_tier_update ups[2] = {{"c0", 10, 10}, {"c2", 20, 20}};
+  fc_tier_partial p = {"a1", 4, 1, 30, ups, 2, NULL};
+  fc_tier_mark_counted(t, &p);
+  fc_tier_note_refused(t, "a2");
+  fc_tier_set_members(t, ms, 2); /* a refresh with the same members keeps the counters */
+  fc_tier_load_info li[4];
+  CHECK_EQ_INT(fc_tier_loads(t, li, 4), 2);
+  CHECK(!strcmp(li[0].m.name, "a1") && !strcmp(li[0].m.address, "127.0.0.1:1"));
+  CHECK_EQ_INT(li[0].round, 4);
+  CHECK_EQ_INT(li[0].assigned, 2);
+  CHECK_EQ_INT(li[0].counted, 2);
+  CHECK_EQ_INT(li[0].partials_accepted, 1);
+  CHECK_EQ_INT(li[0].updates_counted, 2);
+  CHECK_EQ_INT(li[0].last_seen_ms, 1000);
+  CHECK_EQ_INT(li[1].assigned, 1);
+  CHECK_EQ_INT(li[1].counted, 0);
+  CHECK_EQ_INT(li[1].partials_refused, 1);
+  CHECK_EQ_INT(li[1].last_seen_ms, 0);
+  CHECK_EQ_INT(fc_tier_loads(t, li, 1), 1); /* cap */
+  /* a1 leaves and comes back: it starts from zero; a2 (now first) keeps its own. */
+  fc_tier_set_members(t, &ms[1], 1);
+  CHECK_EQ_INT(fc_tier_loads(t, li, 4), 1);
+  CHECK(!strcmp(li[0].m.name, "a2"));
+  CHECK_EQ_INT(li[0].partials_refused, 1);
+  fc_tier_set_members(t, ms, 2);
+  CHECK_EQ_INT(fc_tier_loads(t, li, 4), 2);
+  CHECK_EQ_INT(li[0].partials_accepted, 0);
+  CHECK_EQ_INT(li[0].updates_counted, 0);
+  CHECK_EQ_INT(li[1].partials_refused, 1);
+  fc_tier_destroy(t);
+}
+
 int main(void) {
   test_parse();
   test_assign();
+  test_loads();
   test_checks();
   test_fold_equals_fedavg();
   return CHECK_DONE();
