@@ -125,6 +125,7 @@ s/--coordinator=fedc-coordinator:7070/--coordinator=fedc-coordinator:9464/|aggre
 s/secretName: fedc-aggregator-etcd-pki/secretName: fedc-etcd-pki/|aggregators mounting the etcd members' key
 s/^    kind: StatefulSet$/    kind: Deployment/|an autoscaler on something other than the aggregators
 s/minReplicas: 2/minReplicas: 1/|an autoscaler that leaves one aggregator
+s/maxReplicas: 8/maxReplicas: 300/|an autoscaler past the leader's 256 aggregators
 /^kind: PodDisruptionBudget/,/^---/{/name: fedc-aggregator/,/^---/s/maxUnavailable: 1/maxUnavailable: 2/}|an aggregator budget that lets all go
 /^  name: fedc-aggregator$/,/^---/s/component: client$/component: coordinator/|an upload port closed to clients
 /^          - aggregator$/d|aggregators kept from etcd

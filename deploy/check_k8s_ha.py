@@ -353,6 +353,8 @@ def check(docs, help_text, agg_help=None):
         lo, hi = hs.get("minReplicas", 1), hs.get("maxReplicas")
         need(isinstance(lo, int) and isinstance(hi, int) and 2 <= lo <= hi and lo <= a <= hi,
              f"the autoscaler's range {lo}..{hi} must start at 2 or more and hold the StatefulSet's {a} replicas")
+        need(not isinstance(hi, int) or hi <= 256, f"the autoscaler's maxReplicas {hi}: the leader keeps at most 256 "
+             "aggregators (FC_TIER_MAX_MEMBERS)")
         ms = hs.get("metrics") or []
         need(bool(ms), "the autoscaler names no metric")
         for m in ms:
