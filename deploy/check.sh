@@ -116,7 +116,7 @@ while IFS='|' read -r edit what; do
 done <<'EOF'
 /--aggregator-tier/d|a leader without --aggregator-tier (it takes the uploads itself)
 s/--upload-slots=/--upload-slot=/|a flag the aggregator does not have
-/^kind: StatefulSet/,/^---/s/^  replicas: 2$/  replicas: 1/|a single aggregator
+s/^  serviceName: fedc-aggregator$/&\n  replicas: 2/|an aggregator count that each apply would set back under the autoscaler
 /- aggregator$/,/--name=/s/--name=.*/--name=ag1/|aggregator pods sharing one certificate name (one registry key)
 s/--advertise=.*fedc-aggregator:7071/--advertise=$(POD_IP):7071/|an aggregator advertising its pod IP
 /^  name: fedc-aggregator$/,/^---/{/clusterIP: None/d}|a ClusterIP in front of the aggregators

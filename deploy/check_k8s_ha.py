@@ -289,9 +289,10 @@ def check(docs, help_text, agg_help=None):
         need(k in aflags, f"aggregator flag --{k} is not one `fedc aggregator --help` lists")
     for k in ("pki", "name", "listen", "advertise", "coordinator", "etcd", "etcd-ca", "etcd-cert", "etcd-key"):
         need(k in aargs, f"aggregator args lack --{k}")
-    a = asts["spec"].get("replicas")
-    need(isinstance(a, int) and a >= 2, f"the aggregators must start at least 2 replicas, not {a}")
-    a = a if isinstance(a, int) else 0
+    # The autoscaler owns the count: a replicas field would be set back by every `kubectl apply`.
+    need("replicas" not in asts["spec"], f"the aggregators' StatefulSet sets replicas: "
+         f"{asts['spec'].get('replicas')}: every apply would undo the autoscaler (and stop the aggregators above it)")
+    a = 0  # the autoscaler's minReplicas, below
     need("upload" in aports, f"aggregator ports {sorted(aports)} lack upload")
     need(aargs.get("listen", "").rsplit(":", 1)[-1] == str(aports.get("upload")), "aggregator --listen is not the "
          "upload port")
@@ -342,6 +343,8 @@ def check(docs, help_text, agg_help=None):
         need(port in ("upload", aports.get("upload")), f"aggregator {probe} is not on the upload port")
     # Autoscaler: on the aggregators, never fewer than two.
     hpas = by_kind.get("HorizontalPodAutoscaler", [])
+    if len(hpas) == 1 and isinstance(hpas[0]["spec"].get("minReplicas", 1), int):
+        a = hpas[0]["spec"].get("minReplicas", 1)
     need(len(hpas) == 1, f"expected one HorizontalPodAutoscaler (the aggregators), found {len(hpas)}")
     for h in hpas:
         hs = h["spec"]
@@ -351,8 +354,8 @@ def check(docs, help_text, agg_help=None):
              and ref.get("name") == asts["metadata"]["name"],
              f"the autoscaler scales {ref}, not the aggregators' StatefulSet {asts['metadata']['name']}")
         lo, hi = hs.get("minReplicas", 1), hs.get("maxReplicas")
-        need(isinstance(lo, int) and isinstance(hi, int) and 2 <= lo <= hi and lo <= a <= hi,
-             f"the autoscaler's range {lo}..{hi} must start at 2 or more and hold the StatefulSet's {a} replicas")
+        need(isinstance(lo, int) and isinstance(hi, int) and 2 <= lo <= hi,
+             f"the autoscaler's range {lo}..{hi} must start at 2 aggregators or more")
         need(not isinstance(hi, int) or hi <= 256, f"the autoscaler's maxReplicas {hi}: the leader keeps at most 256 "
              "aggregators (FC_TIER_MAX_MEMBERS)")
         ms = hs.get("metrics") or []
