@@ -11,9 +11,11 @@
 #             image itself is not built in CI)
 #   k8s       kubectl kustomize renders deploy/k8s, deploy/k8s-external (the
 #             LoadBalancer for devices outside the cluster) and deploy/k8s-ha
-#             (coordinator replicas on etcd) without warnings;
+#             (coordinator replicas on etcd) and deploy/k8s-ha-aggregators
+#             (with the aggregator tier) without warnings;
 #             deploy/check_k8s.py checks the objects (--ha: against
-#             `fedc coordinator --help`), and must catch broken copies
+#             `fedc coordinator --help`; --aggregators: and `fedc aggregator
+#             --help`), and must catch broken copies
 #   alerts    promtool check rules and test rules on deploy/prometheus (Debian's
 #             prometheus package; skipped with a note when promtool is absent)
 set -euo pipefail
@@ -70,7 +72,7 @@ done
 echo "check: Dockerfile runtime packages OK"
 
 # Both renderings, without a warning (e.g. a deprecated field such as commonLabels).
-for k in k8s k8s-external k8s-ha; do
+for k in k8s k8s-external k8s-ha k8s-ha-aggregators; do
   kubectl kustomize "$k" >"$D/$k.yaml" 2>"$D/$k.err"
   [ ! -s "$D/$k.err" ] || { cat "$D/$k.err" >&2; echo "check: kubectl kustomize deploy/$k warns" >&2; exit 1; }
 done
@@ -99,5 +101,34 @@ s/component: client$/component: coordinator/|a client port closed to clients
 s/port: metrics$/port: grpc/|probes on the client port (a standby fails them)
 /--peer-client-cert-auth/d|etcd peers without client certificates
 s/--etcd=fedc-etcd-0.fedc-etcd:2379,/--etcd=/|an --etcd list missing a member
+EOF
+"$FEDC" aggregator --help >"$D/agg-help"
+python3 check_k8s.py --ha "$D/help" --aggregators "$D/agg-help" <"$D/k8s-ha-aggregators.yaml"
+# The leader-only checks refuse the tier, the tier's refuse the leader-only rendering.
+python3 check_k8s.py --ha "$D/help" <"$D/k8s-ha-aggregators.yaml" >/dev/null &&
+  { echo "check: check_k8s.py --ha passed aggregators it was not told of" >&2; exit 1; }
+python3 check_k8s.py --ha "$D/help" --aggregators "$D/agg-help" <"$D/k8s-ha.yaml" >/dev/null &&
+  { echo "check: check_k8s.py --aggregators passed a rendering without aggregators" >&2; exit 1; }
+# ... and must catch each of these broken copies of deploy/k8s-ha-aggregators.
+while IFS='|' read -r edit what; do
+  sed "$edit" "$D/k8s-ha-aggregators.yaml" | python3 check_k8s.py --ha "$D/help" --aggregators "$D/agg-help" \
+    >/dev/null && { echo "check: check_k8s.py --aggregators missed $what" >&2; exit 1; }
+done <<'EOF'
+/--aggregator-tier/d|a leader without --aggregator-tier (it takes the uploads itself)
+s/--upload-slots=/--upload-slot=/|a flag the aggregator does not have
+s/^  serviceName: fedc-aggregator$/&\n  replicas: 2/|an aggregator count that each apply would set back under the autoscaler
+/- aggregator$/,/--name=/s/--name=.*/--name=ag1/|aggregator pods sharing one certificate name (one registry key)
+s/--advertise=.*fedc-aggregator:7071/--advertise=$(POD_IP):7071/|an aggregator advertising its pod IP
+/^  name: fedc-aggregator$/,/^---/{/clusterIP: None/d}|a ClusterIP in front of the aggregators
+s/--coordinator=fedc-coordinator:7070/--coordinator=fedc-coordinator:9464/|aggregators calling the metrics port
+/- aggregator$/,/--etcd=/s/,fedc-etcd-2.fedc-etcd:2379//|an aggregator --etcd list missing a member
+s/secretName: fedc-aggregator-etcd-pki/secretName: fedc-etcd-pki/|aggregators mounting the etcd members' key
+s/^    kind: StatefulSet$/    kind: Deployment/|an autoscaler on something other than the aggregators
+s/minReplicas: 2/minReplicas: 1/|an autoscaler that leaves one aggregator
+s/maxReplicas: 8/maxReplicas: 300/|an autoscaler past the leader's 256 aggregators
+/^kind: PodDisruptionBudget/,/^---/{/name: fedc-aggregator/,/^---/s/maxUnavailable: 1/maxUnavailable: 2/}|an aggregator budget that lets all go
+/^  name: fedc-aggregator$/,/^---/s/component: client$/component: coordinator/|an upload port closed to clients
+/^          - aggregator$/d|aggregators kept from etcd
+/^    - podSelector:$/,/^    ports:$/{/component: aggregator$/s/aggregator/etcd/}|etcd pods admitted to the coordinator
 EOF
 echo "check: kubernetes manifests OK"

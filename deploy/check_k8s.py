@@ -27,7 +27,15 @@ port, not the client port); a headless client Service (clients list the
 replicas: only the leader listens); disruption budgets that keep etcd's
 quorum and one coordinator; NetworkPolicies letting only client pods reach
 the client port, only the coordinator reach etcd's client port, only members
-reach the peer port.
+reach the peer port. With --ha HELP --aggregators AGGHELP (the rendering of
+deploy/k8s-ha-aggregators; AGGHELP: `fedc aggregator --help`) the aggregator
+tier too: a StatefulSet of >= 2 whose pods each take the certificate of their
+own name and advertise their own DNS name on a headless Service, every flag
+one `fedc aggregator --help` lists, --etcd naming every member, --coordinator
+the coordinator Service, Secrets of their own, the leader's --aggregator-tier,
+an autoscaler on the StatefulSet from 2 up, a budget of one at a time, client
+pods alone on the upload port, aggregators admitted to the coordinator's port
+and etcd's client port.
 Exit 1 with one line per problem."""
 import sys
 import yaml
@@ -46,11 +54,14 @@ docs = [d for d in yaml.safe_load_all(sys.stdin) if d]
 if "--ha" in sys.argv[1:]:
     import check_k8s_ha  # beside this file
     help_text = open(sys.argv[sys.argv.index("--ha") + 1]).read()
-    problems = check_k8s_ha.check(docs, help_text)
+    agg_help = None
+    if "--aggregators" in sys.argv[1:]:
+        agg_help = open(sys.argv[sys.argv.index("--aggregators") + 1]).read()
+    problems = check_k8s_ha.check(docs, help_text, agg_help)
     if problems:
         print("\n".join(problems))
         sys.exit(1)
-    print(f"check_k8s --ha: {len(docs)} objects OK")
+    print(f"check_k8s --ha{' --aggregators' if agg_help is not None else ''}: {len(docs)} objects OK")
     sys.exit(0)
 by_kind = {}
 for d in docs:

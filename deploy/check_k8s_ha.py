@@ -2,13 +2,20 @@
 leader election on etcd), object by object. check(docs, help_text) returns
 one line per problem. What is checked and why is in check_k8s.py's docstring;
 the reasons for each rule are in the manifests' comments and
-docs/operations.md ("Running replicas and failing over")."""
+docs/operations.md ("Running replicas and failing over").
+With agg_help (`fedc aggregator --help` output: the rendering of
+deploy/k8s-ha-aggregators) the aggregator tier is checked as well
+(check_aggregators below) and required: the leader's --aggregator-tier, the
+aggregators' StatefulSet, Service, autoscaler, budget and policies, and
+aggregator pods admitted to the coordinator's and etcd's client ports; without
+it neither may be there."""
 import re
 
 FEDC = "app.kubernetes.io/name"
 COMP = "app.kubernetes.io/component"
 # A pod of each kind, as the NetworkPolicies must tell them apart.
 CLIENT_POD = {FEDC: "fedc", COMP: "client"}
+AGG_POD = {FEDC: "fedc", COMP: "aggregator"}
 OTHER_POD = {"app": "something-else"}
 
 
@@ -41,8 +48,10 @@ def arg_map(args):
     return out
 
 
-def check(docs, help_text):
+def check(docs, help_text, agg_help=None):
     problems = []
+    agg = agg_help is not None
+    comps = ("coordinator", "etcd", "aggregator") if agg else ("coordinator", "etcd")
 
     def need(cond, msg):
         if not cond:
@@ -52,14 +61,20 @@ def check(docs, help_text):
     for d in docs:
         by_kind.setdefault(d.get("kind"), []).append(d)
         lbl = d.get("metadata", {}).get("labels", {}) or {}
-        need(lbl.get(FEDC) == "fedc" and lbl.get(COMP) in ("coordinator", "etcd"),
+        need(lbl.get(FEDC) == "fedc" and lbl.get(COMP) in comps,
              f"{d.get('kind')} {d.get('metadata', {}).get('name')} lacks the app.kubernetes.io name/component labels")
     for kind in ("Ingress", "HTTPRoute", "GRPCRoute"):
         need(kind not in by_kind, f"a {kind}: mutual TLS must end at the coordinator")
     deps = by_kind.get("Deployment", [])
-    stss = by_kind.get("StatefulSet", [])
+    def pods_of(w):
+        return w.get("spec", {}).get("template", {}).get("metadata", {}).get("labels", {}) or {}
+    stss = [w for w in by_kind.get("StatefulSet", []) if pods_of(w).get(COMP) == "etcd"]
+    astss = [w for w in by_kind.get("StatefulSet", []) if pods_of(w).get(COMP) == "aggregator"]
     need(len(deps) == 1, f"expected one Deployment (the coordinator replicas), found {len(deps)}")
-    need(len(stss) == 1, f"expected one StatefulSet (etcd), found {len(stss)}")
+    need(len(stss) == 1, f"expected one StatefulSet of etcd pods, found {len(stss)}")
+    need(len(astss) == (1 if agg else 0), f"expected {1 if agg else 0} StatefulSet of aggregator pods, found "
+         f"{len(astss)}")
+    need(len(by_kind.get("StatefulSet", [])) == len(stss) + len(astss), "a StatefulSet of neither etcd nor aggregators")
     if problems:
         return problems
     dep, sts = deps[0], stss[0]
@@ -150,6 +165,8 @@ def check(docs, help_text):
         need(k in flags, f"coordinator flag --{k} is not one `fedc coordinator --help` lists")
     for k in ("etcd", "etcd-ca", "etcd-cert", "etcd-key", "pki", "state", "listen", "metrics-listen", "config"):
         need(k in cargs, f"coordinator args lack --{k}")
+    need(("aggregator-tier" in cargs) == agg, "the coordinator runs with --aggregator-tier" if not agg else
+         "the coordinator lacks --aggregator-tier: it would take uploads itself and never name an aggregator")
     want = {f"{m}.{hname}:{eports.get('client')}" for m in members}
     got = set(x.strip() for x in cargs.get("etcd", "").split(","))
     need(got == want, f"--etcd names {sorted(got)}, not every etcd member's client address {sorted(want)}")
@@ -229,22 +246,132 @@ def check(docs, help_text):
                 continue
             need(bool(sel.get("matchLabels") or sel.get("matchExpressions")), f"{what}: an empty pod selector")
             for other_name, other in (("client pods", CLIENT_POD), ("coordinator pods", coord_labels),
-                                      ("etcd pods", etcd_labels), ("other pods", OTHER_POD)):
+                                      ("etcd pods", etcd_labels), ("aggregator pods", AGG_POD),
+                                      ("other pods", OTHER_POD)):
                 if other_name not in allowed:
                     need(not matches(sel, other), f"{what}: {other_name} are admitted")
 
     pols, rules = rules_to(coord_labels, ("grpc",), cports)
     need(pols, "no NetworkPolicy selects the coordinator pods")
     need(any(admits(x, CLIENT_POD) for x in rules), "no NetworkPolicy rule lets client pods reach the client port")
+    need(not agg or any(admits(x, AGG_POD) for x in rules),
+         "no NetworkPolicy rule lets aggregator pods reach the coordinator (its Aggregator RPCs)")
     for x in rules:
-        only(x, ("client pods",), "coordinator client port")
+        only(x, ("client pods", "aggregator pods") if agg else ("client pods",), "coordinator client port")
     pols, rules = rules_to(etcd_labels, ("client",), eports)
     need(pols, "no NetworkPolicy selects the etcd pods")
     need(any(admits(x, coord_labels) for x in rules), "no NetworkPolicy rule lets the coordinator reach etcd")
+    need(not agg or any(admits(x, AGG_POD) for x in rules),
+         "no NetworkPolicy rule lets aggregator pods reach etcd (they register there)")
     for x in rules:
-        only(x, ("coordinator pods",), "etcd client port")
+        only(x, ("coordinator pods", "aggregator pods") if agg else ("coordinator pods",), "etcd client port")
     _, rules = rules_to(etcd_labels, ("peer",), eports)
     need(any(admits(x, etcd_labels) for x in rules), "no NetworkPolicy rule lets etcd members reach each other")
     for x in rules:
         only(x, ("etcd pods",), "etcd peer port")
+
+    # ---- the aggregator tier (deploy/k8s-ha-aggregators) ----
+    if not agg:
+        need("HorizontalPodAutoscaler" not in by_kind, "an autoscaler without the aggregator tier")
+        return problems
+    asts = astss[0]
+    agg_labels = pods_of(asts)
+    need(matches({"matchLabels": AGG_POD}, agg_labels), f"the aggregators' pods are not labelled {AGG_POD}")
+    need(matches(asts["spec"]["selector"], agg_labels), "the aggregators' StatefulSet selector does not match its pods")
+    ac, avols, _, amounts, aports = container(asts)
+    need(ac.get("args", [None])[0] == "aggregator", "the aggregators' StatefulSet does not run `fedc aggregator`")
+    aargs = arg_map(ac.get("args", []))
+    # Its option lines may name several flags before the text ("--pki DIR --name NAME  ...").
+    aflags = {f for col in re.findall(r"^\s*(--\S.*?)(?:\s{2,}|$)", agg_help, re.M)
+              for f in re.findall(r"--([a-z0-9-]+)", col)}
+    need(len(aflags) > 10, "the aggregator's --help text lists no flags")
+    for k in aargs:
+        need(k in aflags, f"aggregator flag --{k} is not one `fedc aggregator --help` lists")
+    for k in ("pki", "name", "listen", "advertise", "coordinator", "etcd", "etcd-ca", "etcd-cert", "etcd-key"):
+        need(k in aargs, f"aggregator args lack --{k}")
+    # The autoscaler owns the count: a replicas field would be set back by every `kubectl apply`.
+    need("replicas" not in asts["spec"], f"the aggregators' StatefulSet sets replicas: "
+         f"{asts['spec'].get('replicas')}: every apply would undo the autoscaler (and stop the aggregators above it)")
+    a = 0  # the autoscaler's minReplicas, below
+    need("upload" in aports, f"aggregator ports {sorted(aports)} lack upload")
+    need(aargs.get("listen", "").rsplit(":", 1)[-1] == str(aports.get("upload")), "aggregator --listen is not the "
+         "upload port")
+    # Each pod its own name: the certificate, the registry key and the address all follow the pod's name.
+    pod_name_vars = {e["name"] for e in ac.get("env", []) or []
+                     if (e.get("valueFrom") or {}).get("fieldRef", {}).get("fieldPath") == "metadata.name"}
+    var = re.fullmatch(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", aargs.get("name", ""))
+    need(var is not None and var.group(1) in pod_name_vars, f"aggregator --name={aargs.get('name')} is not the pod's "
+         "name (pods sharing a certificate name share one registry key)")
+    asvc = services.get(asts["spec"].get("serviceName"))
+    need(asvc is not None, f"no Service {asts['spec'].get('serviceName')} (the aggregators' serviceName)")
+    if asvc and var:
+        want_adv = f"$({var.group(1)}).{asvc['metadata']['name']}:{aports.get('upload')}"
+        need(aargs.get("advertise") == want_adv, f"aggregator --advertise={aargs.get('advertise')}, not the pod's own "
+             f"name on its Service ({want_adv}): clients must reach this pod, and its certificate names that host")
+    if asvc:
+        need(asvc["spec"].get("clusterIP") == "None", "the aggregators' Service must be headless (a record per pod: "
+             "a client uploads to the aggregator its task names, not to any)")
+        need(asvc["spec"].get("publishNotReadyAddresses") is True, "the aggregators' Service must publish pods before "
+             "they are ready (an aggregator is assigned clients once it registers)")
+        need(matches({"matchLabels": asvc["spec"].get("selector")}, agg_labels),
+             "the aggregators' Service does not select their pods")
+        need(any(p.get("targetPort") in ("upload", aports.get("upload")) for p in asvc["spec"].get("ports", [])),
+             "the aggregators' Service does not forward the upload port")
+    # The leader: the coordinator Service on the port it forwards to the client port.
+    csvc = csvcs[0] if len(csvcs) == 1 else {"metadata": {"name": "?"}, "spec": {}}
+    cname = csvc["metadata"]["name"]
+    cport = next((p.get("port") for p in csvc["spec"].get("ports", [])
+                  if p.get("targetPort") in ("grpc", cports.get("grpc"))), None)
+    for t in aargs.get("coordinator", "").split(","):
+        host, _, port = t.strip().rpartition(":")
+        need((host == cname or host.startswith(cname + ".")) and port == str(cport),
+             f"aggregator --coordinator names {t}, not the coordinator Service {cname}:{cport}")
+    got = set(x.strip() for x in aargs.get("etcd", "").split(","))
+    need(got == want, f"aggregator --etcd names {sorted(got)}, not every etcd member's client address {sorted(want)}")
+    for k in ("pki", "etcd-ca", "etcd-cert", "etcd-key"):
+        v = volume_of(aargs.get(k, ""), amounts, avols, {})
+        need(v is not None and "secret" in v, f"aggregator --{k}={aargs.get(k)} is not on a Secret volume")
+    # Its own Secrets: never the coordinator's key or the etcd members' key.
+    theirs = {v["secret"].get("secretName") for v in list(cvols.values()) + list(evols.values()) if "secret" in v}
+    for v in avols.values():
+        if "secret" in v:
+            need(v["secret"].get("secretName") not in theirs, f"the aggregators mount Secret "
+                 f"{v['secret'].get('secretName')}, which holds another role's key")
+    for probe in ("readinessProbe", "livenessProbe"):
+        pr = ac.get(probe, {})
+        port = (pr.get("tcpSocket") or pr.get("grpc") or pr.get("httpGet") or {}).get("port")
+        need(port in ("upload", aports.get("upload")), f"aggregator {probe} is not on the upload port")
+    # Autoscaler: on the aggregators, never fewer than two.
+    hpas = by_kind.get("HorizontalPodAutoscaler", [])
+    if len(hpas) == 1 and isinstance(hpas[0]["spec"].get("minReplicas", 1), int):
+        a = hpas[0]["spec"].get("minReplicas", 1)
+    need(len(hpas) == 1, f"expected one HorizontalPodAutoscaler (the aggregators), found {len(hpas)}")
+    for h in hpas:
+        hs = h["spec"]
+        ref = hs.get("scaleTargetRef", {})
+        need(h.get("apiVersion") == "autoscaling/v2", "the autoscaler is not autoscaling/v2")
+        need(ref.get("apiVersion") == "apps/v1" and ref.get("kind") == "StatefulSet"
+             and ref.get("name") == asts["metadata"]["name"],
+             f"the autoscaler scales {ref}, not the aggregators' StatefulSet {asts['metadata']['name']}")
+        lo, hi = hs.get("minReplicas", 1), hs.get("maxReplicas")
+        need(isinstance(lo, int) and isinstance(hi, int) and 2 <= lo <= hi,
+             f"the autoscaler's range {lo}..{hi} must start at 2 aggregators or more")
+        need(not isinstance(hi, int) or hi <= 256, f"the autoscaler's maxReplicas {hi}: the leader keeps at most 256 "
+             "aggregators (FC_TIER_MAX_MEMBERS)")
+        ms = hs.get("metrics") or []
+        need(bool(ms), "the autoscaler names no metric")
+        for m in ms:
+            r = m.get("resource") or {}
+            if m.get("type") == "Resource" and r.get("target", {}).get("type") == "Utilization":
+                need(r.get("name") in ac.get("resources", {}).get("requests", {}),
+                     f"the autoscaler targets {r.get('name')} utilization, which the aggregator does not request")
+    spec = budget(agg_labels, "the aggregators")
+    down = spec.get("maxUnavailable", a - spec.get("minAvailable", a) if "minAvailable" in spec else None)
+    need(isinstance(down, int) and 1 <= down <= a - 1,
+         f"the aggregators' budget must let one go at a time and never all: {spec}")
+    pols, rules = rules_to(agg_labels, ("upload",), aports)
+    need(pols, "no NetworkPolicy selects the aggregator pods")
+    need(any(admits(x, CLIENT_POD) for x in rules), "no NetworkPolicy rule lets client pods reach the upload port")
+    for x in rules:
+        only(x, ("client pods",), "aggregator upload port")
     return problems
