@@ -95,7 +95,7 @@ const char *fc_anomaly_feature_name(int feature);
 /* Inputs of a round compared pairwise for cos_nn; past this many each input
  * is compared with its FC_ANOM_NN_WINDOW neighbours on each side in SimHash
  * order (Charikar 2002), where near-copies sort next to each other. */
-#define FC_ANOM_NN_EXACT_MAX 1024
+#define FC_ANOM_NN_EXACT_MAX 256
 #define FC_ANOM_NN_WINDOW 32
 
 /* One scored input of a round. */
