@@ -18,7 +18,25 @@
  * floored, so identical honest inputs do not make any difference infinite),
  * two-sided for the norm, one-sided (below the median only) for the
  * cosines: pointing more the way of the aggregate than others is not
- * suspicious. The input's score is the largest of its features'. Fewer than
+ * suspicious.
+ *
+ * Collusion (a fourth feature): cos_nn, each input's largest cosine to
+ * another input of the round (FoolsGold's signal: Fung, Yoon and Beschastnikh
+ * 2020, "The Limitations of Federated Learning in Sybil Settings"), from the
+ * sketches, so O(inputs^2 x sketch), never O(inputs^2 x model). Colluders
+ * that send one crafted vector (ALIE: Baruch, Baruch and Goldberg 2019, "A
+ * Little Is Enough", mean - z std per coordinate) sit inside the honest
+ * spread in every coordinate, so the other features miss them, but they are
+ * (near-)copies of each other while honest non-IID updates are not. Scored on
+ * the log of the distance to the nearest input, ln max(1 - cos_nn, 1e-3),
+ * one-sided (only closer than the round's median counts) with its MAD
+ * floored at 0.5 (a factor e^0.5 = 1.65 in distance scores 1): a copy (1e-3)
+ * among honest inputs whose nearest neighbours sit at cosine 0.5 scores
+ * (ln 0.5 - ln 1e-3) / 0.5 = 11. Relative to the round's median, so honest
+ * inputs that are all alike (identical data, a tiny model) score nothing:
+ * it trips only while fewer than half the inputs have a near-copy.
+ *
+ * The input's score is the largest of its features'. Fewer than
  * FC_ANOM_MIN_INPUTS inputs: no scores (nothing to compare against).
  *
  * Per identity an exponentially weighted score across the rounds it took
@@ -71,11 +89,22 @@ typedef struct fc_anomaly_meas {
   float sketch[FC_ANOM_SKETCH];
 } fc_anomaly_meas;
 
+/* Which feature gave an input its score (the largest). */
+enum { FC_ANOM_F_NONE = 0, FC_ANOM_F_NORM, FC_ANOM_F_COS_AGG, FC_ANOM_F_COS_PREV, FC_ANOM_F_COLLUSION };
+const char *fc_anomaly_feature_name(int feature);
+/* Inputs of a round compared pairwise for cos_nn; past this many each input
+ * is compared with its FC_ANOM_NN_WINDOW neighbours on each side in SimHash
+ * order (Charikar 2002), where near-copies sort next to each other. */
+#define FC_ANOM_NN_EXACT_MAX 256
+#define FC_ANOM_NN_WINDOW 32
+
 /* One scored input of a round. */
 typedef struct fc_anomaly_input {
   char id[FC_ANOM_ID_MAX];
   double norm, cos_agg, cos_prev; /* cos_prev NAN without a previous aggregate */
+  double cos_nn;                  /* largest cosine to another input of the round (NAN alone) */
   double score;                   /* this round's robust score (0 with too few inputs) */
+  int feature;                    /* FC_ANOM_F_*: the feature that gave the score */
   double ewma;                    /* the identity's score after this round */
   int group;                      /* fc_anomaly_add_group's: ewma = score, never flagged */
   int flagged;                    /* ewma >= threshold and the policy is flag or exclude */
@@ -88,6 +117,7 @@ typedef struct fc_anomaly_round {
   uint32_t inputs;
   double norm_min, norm_median, norm_max;
   double cos_agg_median, cos_prev_median; /* NAN if not known */
+  double cos_nn_median, cos_nn_max;       /* nearest-neighbour cosines; NAN with fewer than 2 inputs */
   uint32_t top;       /* index of the highest score in `in` (0 when no input) */
   uint32_t nflagged;
   fc_anomaly_input *in; /* `inputs` of them, owned by the round (fc_anomaly_round_free) */

@@ -198,24 +198,28 @@ void coord_anomaly_round(fc_coord *c, const float *delta) {
   s.an_cos_prev = r.cos_prev_median;
   s.an_top_score = r.in[r.top].score;
   snprintf(s.an_top, sizeof s.an_top, "%s", r.in[r.top].id);
-  FC_INFO(MOD, "round %llu: %u updates, norm %.4g / %.4g / %.4g, cosine to aggregate %.3f, top score %.2f (%s)",
+  FC_INFO(MOD,
+          "round %llu: %u updates, norm %.4g / %.4g / %.4g, cosine to aggregate %.3f, to the nearest other "
+          "update %.3f (median) / %.3f (max), top score %.2f (%s, %s)",
           (unsigned long long)round, r.inputs, r.norm_min, r.norm_median, r.norm_max, r.cos_agg_median,
-          s.an_top_score, s.an_top);
+          r.cos_nn_median, r.cos_nn_max, s.an_top_score, s.an_top, fc_anomaly_feature_name(r.in[r.top].feature));
   for (uint32_t i = 0; i < r.inputs; i++) {
     const fc_anomaly_input *in = &r.in[i];
     if (!in->flagged) continue;
     if (s.an_nflagged < FC_ROUND_BLAMED_MAX)
       snprintf(s.an_flagged[s.an_nflagged], sizeof s.an_flagged[0], "%s", in->id);
     s.an_nflagged++;
-    FC_WARN(MOD, "round %llu: %s flagged: score %.2f this round, %.2f over rounds (threshold %.2f)%s",
-            (unsigned long long)round, in->id, in->score, in->ewma, cfg->threshold,
-            in->excluded ? ": excluded from selection" : "");
+    FC_WARN(MOD, "round %llu: %s flagged: score %.2f this round (%s), %.2f over rounds (threshold %.2f)%s",
+            (unsigned long long)round, in->id, in->score, fc_anomaly_feature_name(in->feature), in->ewma,
+            cfg->threshold, in->excluded ? ": excluded from selection" : "");
     if (c->audit)
       fc_audit_append(c->audit, "anomaly",
-                      json_pack("{s:I,s:s,s:s,s:f,s:f,s:f,s:f,s:f,s:f,s:I}", "round", (json_int_t)round, "client",
-                                in->id, "action", in->excluded ? "exclude" : "flag", "score", in->score, "ewma",
-                                in->ewma, "threshold", cfg->threshold, "norm", in->norm, "cos_agg", in->cos_agg,
-                                "cos_prev", isfinite(in->cos_prev) ? in->cos_prev : 0.0, "excluded_s",
+                      json_pack("{s:I,s:s,s:s,s:f,s:s,s:f,s:f,s:f,s:f,s:f,s:f,s:I}", "round", (json_int_t)round,
+                                "client", in->id, "action", in->excluded ? "exclude" : "flag", "score", in->score,
+                                "feature", fc_anomaly_feature_name(in->feature), "ewma", in->ewma, "threshold",
+                                cfg->threshold, "norm", in->norm, "cos_agg", in->cos_agg, "cos_prev",
+                                isfinite(in->cos_prev) ? in->cos_prev : 0.0, "cos_nn",
+                                isfinite(in->cos_nn) ? in->cos_nn : 0.0, "excluded_s",
                                 (json_int_t)(in->excluded ? cfg->cooldown_ms / 1000 : 0)));
   }
   pthread_mutex_lock(&c->mu);

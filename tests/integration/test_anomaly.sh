@@ -7,7 +7,8 @@
 #    (one round's score is capped, so one odd round flags no one):
 #    rounds.jsonl and `fedc rounds --json` name it in the round's anomaly
 #    statistics, with norms and cosines;
-#  - the audit log has an "anomaly" record for it, action exclude, with its score;
+#  - the audit log has an "anomaly" record for it, action exclude, with its score
+#    and the feature that gave it (a lone sign flip: not collusion);
 #  - it is excluded: later rounds have 5 participants, its cool-down shows
 #    in `fedc clients --json`, where its score is above the threshold and
 #    every honest client's is below it and below the attacker's;
@@ -55,7 +56,8 @@ jq -s -e '.[0].anomaly.top.client == "evil" and .[1].anomaly.flagged == ["evil"]
 
 grep '"kind":"anomaly"' "$T/state/audit.log" > "$T/anomaly.audit" || fail "no anomaly audit record"
 jq -s -e 'length == 1 and .[0].client == "evil" and .[0].action == "exclude" and .[0].round == 2 and .[0].ewma >= 5
-  and .[0].score > 0 and .[0].excluded_s == 3600' "$T/anomaly.audit" >/dev/null ||
+  and .[0].score > 0 and .[0].excluded_s == 3600 and (.[0].feature | IN("norm", "cos_agg", "cos_prev"))
+  and (.[0].cos_nn | type == "number")' "$T/anomaly.audit" >/dev/null ||
   fail "anomaly audit records: $(cat "$T/anomaly.audit")"
 
 "$FEDC" clients --coordinator "$COORD_ADDR" "${ADMIN[@]}" --json > "$T/clients.json"

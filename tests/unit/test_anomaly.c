@@ -3,7 +3,9 @@
  * z-scores and medians on known inputs; a round with known features and the
  * known score and ewma they give; a sign-flip attacker among honest updates
  * of a model larger than the sketch gets the top score and is flagged then
- * excluded; cosine to the previous aggregate; identity misuse bits; the
+ * excluded; cosine to the previous aggregate; the collusion feature
+ * (nearest-neighbour cosine) on known numbers, against ALIE as the sim sends
+ * it, and past the exact limit; identity misuse bits; the
  * identity table's JSON round trip (what the coordinator persists).
  */
 #include <math.h>
@@ -58,9 +60,11 @@ static void known_values(void) {
   NEAR(z[2], 9.7, 1e-12);
 }
 
-/* Five updates along e1 with norms 1,1,1,1,3: all cosines 1; the norm's MAD
- * is 0, so the floor (5% of the median norm 1) is the scale: the odd one
- * scores 2 / 0.05 = 40, its ewma 0.3 x min(40, cap 10) = 3 (below the
+/* Five updates along e1 with norms 1,1,1,1,3: all cosines 1 (to the
+ * aggregate and to each other: all nearest-neighbour cosines are 1, so the
+ * collusion feature scores no one); the norm's MAD is 0, so the floor (20%
+ * of the median norm 1) is the scale: the odd one scores 2 / 0.2 = 10 (40
+ * with the first floor of 5%), its ewma 0.3 x min(10, cap 10) = 3 (below the
  * threshold 5: one round is not enough); the others score 0. */
 static void known_round(void) {
   fc_anomaly_cfg cfg;
@@ -85,7 +89,9 @@ static void known_round(void) {
   NEAR(r.cos_agg_median, 1, 1e-6);
   CHECK(isnan(r.cos_prev_median));
   CHECK_EQ_INT(r.top, 4);
-  NEAR(r.in[4].score, 40, 1e-6);
+  NEAR(r.in[4].score, 10, 1e-6);
+  CHECK_EQ_INT(r.in[4].feature, FC_ANOM_F_NORM);
+  NEAR(r.cos_nn_median, 1, 1e-9);
   NEAR(r.in[4].ewma, 3, 1e-6);
   CHECK(!r.in[4].flagged && !r.in[4].excluded);
   CHECK_EQ_INT(r.nflagged, 0);
@@ -178,7 +184,7 @@ static void attacker_among_honest(void) {
 }
 
 /* Secure aggregation buckets: inputs of no identity are scored (the odd
- * bucket's norm scores 40 as in known_round) but never flagged, and leave no
+ * bucket's norm scores 10 as in known_round) but never flagged, and leave no
  * identity record. */
 static void buckets(void) {
   fc_anomaly_cfg cfg;
@@ -200,7 +206,7 @@ static void buckets(void) {
   fc_anomaly_round r;
   CHECK_EQ_INT(fc_anomaly_round_end(a, agg, 1, 1000, &r), FEDC_OK);
   CHECK_EQ_INT(r.top, 4);
-  NEAR(r.in[4].score, 40, 1e-6);
+  NEAR(r.in[4].score, 10, 1e-6);
   CHECK(r.in[4].group && !r.in[4].flagged && !r.in[4].excluded);
   CHECK_EQ_INT(r.nflagged, 0);
   fc_anomaly_round_free(&r);
@@ -209,6 +215,158 @@ static void buckets(void) {
   CHECK_EQ_INT(fc_anomaly_idents(a, &ids, &n), FEDC_OK);
   CHECK_EQ_INT(n, 0);
   free(ids);
+  fc_anomaly_destroy(a);
+}
+
+/* The collusion feature on known numbers (8 parameters: the sketch is the
+ * update itself). Four honest inputs e1..e4 (orthogonal: nearest cosine 0)
+ * and two copies of e5: nearest cosines {0,0,0,0,1,1}, log distances
+ * {0,0,0,0,ln 1e-3,ln 1e-3}, median 0 and MAD 0, so the floor 0.5 is the
+ * scale and each copy scores -ln(1e-3) / 0.5 = 13.8155 (ewma 0.3 x cap 10
+ * = 3); norms are all 1 and the copies point more the aggregate's way than
+ * the others (one-sided: not suspicious), so no other feature scores. The
+ * same six inputs all copies of one vector (honest clients with identical
+ * data): every nearest cosine is 1, the median too, and no one scores. */
+static void collusion_known(void) {
+  fc_anomaly_cfg cfg;
+  fc_anomaly_cfg_defaults(&cfg);
+  cfg.policy = FC_ANOM_FLAG;
+  fc_anomaly *a = NULL;
+  CHECK_EQ_INT(fc_anomaly_create(&cfg, 8, &a), FEDC_OK);
+  const char *ids[6] = {"h1", "h2", "h3", "h4", "x1", "x2"};
+  for (int identical = 0; identical <= 1; identical++) {
+    fc_anomaly_round_begin(a);
+    float agg[8] = {0};
+    for (int i = 0; i < 6; i++) {
+      float x[8] = {0};
+      x[identical ? 0 : i < 4 ? i : 4] = 1;
+      add(a, ids[i], x, 8);
+      for (int j = 0; j < 8; j++) agg[j] += x[j] / 6;
+    }
+    fc_anomaly_round r;
+    CHECK_EQ_INT(fc_anomaly_round_end(a, agg, 1 + (uint64_t)identical, 1000, &r), FEDC_OK);
+    CHECK_EQ_INT(r.inputs, 6);
+    NEAR(r.cos_nn_max, 1, 1e-9);
+    if (!identical) {
+      NEAR(r.cos_nn_median, 0, 1e-9);
+      for (int i = 0; i < 4; i++) {
+        NEAR(r.in[i].cos_nn, 0, 1e-9);
+        NEAR(r.in[i].score, 0, 1e-9);
+      }
+      for (int i = 4; i < 6; i++) {
+        NEAR(r.in[i].cos_nn, 1, 1e-9);
+        NEAR(r.in[i].score, -log(1e-3) / 0.5, 1e-6);
+        CHECK_EQ_INT(r.in[i].feature, FC_ANOM_F_COLLUSION);
+        NEAR(r.in[i].ewma, 3, 1e-6);
+      }
+    } else {
+      NEAR(r.cos_nn_median, 1, 1e-9);
+      for (int i = 0; i < 6; i++) NEAR(r.in[i].score, 0, 1e-9);
+    }
+    fc_anomaly_round_free(&r);
+  }
+  fc_anomaly_destroy(a);
+}
+
+/* ALIE as `fedc sim --byzantine F:alie` sends it (client/byzantine.c):
+ * the colluders pool their honest deltas and each sends mean - z std per
+ * coordinate (z from the cohort of 20 and 2 colluders: 0.126), one vector
+ * for all. 18 honest non-IID clients (a shared direction plus their own
+ * noise, nearest cosines about 0.3-0.4) on 100,000 parameters: the norm and
+ * the cosines of the crafted vector sit inside the honest spread, so before
+ * the collusion feature it scored like an honest client; now both colluders
+ * score the cap by the collusion feature and are flagged in round 2 (ewma 3
+ * then 5.1), no honest client is. */
+static void alie_colluders(void) {
+  const size_t n = 100000;
+  const int k = 20, f = 2;
+  const double z = 0.126;
+  float *dir = malloc(n * sizeof *dir), *x = malloc(n * sizeof *x), *agg = malloc(n * sizeof *agg);
+  float *own = malloc((size_t)f * n * sizeof *own), *alie = malloc(n * sizeof *alie);
+  for (size_t i = 0; i < n; i++) dir[i] = (float)gauss();
+  fc_anomaly_cfg cfg;
+  fc_anomaly_cfg_defaults(&cfg);
+  cfg.policy = FC_ANOM_FLAG;
+  fc_anomaly *a = NULL;
+  CHECK_EQ_INT(fc_anomaly_create(&cfg, n, &a), FEDC_OK);
+  int honest_flagged = 0;
+  for (uint64_t round = 1; round <= 2; round++) {
+    for (int c = 0; c < f; c++)
+      for (size_t i = 0; i < n; i++) own[(size_t)c * n + i] = dir[i] + 1.5f * (float)gauss();
+    for (size_t i = 0; i < n; i++) {
+      double mu = 0, sq = 0;
+      for (int c = 0; c < f; c++) mu += own[(size_t)c * n + i], sq += (double)own[(size_t)c * n + i] * own[(size_t)c * n + i];
+      mu /= f;
+      alie[i] = (float)(mu - z * sqrt(fmax(sq / f - mu * mu, 0)));
+    }
+    fc_anomaly_round_begin(a);
+    memset(agg, 0, n * sizeof *agg);
+    for (int c = 0; c < k; c++) {
+      char id[16];
+      snprintf(id, sizeof id, "client%02d", c);
+      int attacker = c >= k - f;
+      for (size_t i = 0; i < n; i++) {
+        x[i] = attacker ? alie[i] : dir[i] + 1.5f * (float)gauss();
+        agg[i] += x[i] / k;
+      }
+      add(a, id, x, n);
+    }
+    fc_anomaly_round r;
+    CHECK_EQ_INT(fc_anomaly_round_end(a, agg, round, round * 1000, &r), FEDC_OK);
+    for (int c = 0; c < k - f; c++) {
+      CHECK(r.in[c].cos_nn < 0.6);
+      CHECK(r.in[c].score < 5);
+      honest_flagged += r.in[c].flagged;
+    }
+    for (int c = k - f; c < k; c++) {
+      NEAR(r.in[c].cos_nn, 1, 1e-6);
+      CHECK(r.in[c].score >= FC_ANOM_SCORE_CAP);
+      CHECK_EQ_INT(r.in[c].feature, FC_ANOM_F_COLLUSION);
+      CHECK(r.in[c].flagged == (round == 2));
+    }
+    fc_anomaly_round_free(&r);
+  }
+  CHECK_EQ_INT(honest_flagged, 0);
+  fc_anomaly_destroy(a);
+  free(dir);
+  free(x);
+  free(agg);
+  free(own);
+  free(alie);
+}
+
+/* Past FC_ANOM_NN_EXACT_MAX inputs the nearest neighbours come from the
+ * SimHash order: 332 random updates of 64 parameters and two copies of
+ * one of them; the copies still meet (cosine 1, the top scores), honest
+ * nearest cosines stay those of random vectors in 64 dimensions (< 0.9). */
+static void collusion_many_inputs(void) {
+  const int k = FC_ANOM_NN_EXACT_MAX + 76;
+  const size_t n = 64;
+  fc_anomaly_cfg cfg;
+  fc_anomaly_cfg_defaults(&cfg);
+  fc_anomaly *a = NULL;
+  CHECK_EQ_INT(fc_anomaly_create(&cfg, n, &a), FEDC_OK);
+  float x[64], copy[64], agg[64] = {0};
+  for (size_t i = 0; i < n; i++) copy[i] = (float)gauss();
+  fc_anomaly_round_begin(a);
+  for (int c = 0; c < k; c++) {
+    char id[16];
+    snprintf(id, sizeof id, "c%04d", c);
+    for (size_t i = 0; i < n; i++) x[i] = c == 100 || c == 300 ? copy[i] : (float)gauss();
+    add(a, id, x, n);
+    for (size_t i = 0; i < n; i++) agg[i] += x[i] / k;
+  }
+  fc_anomaly_round r;
+  CHECK_EQ_INT(fc_anomaly_round_end(a, agg, 1, 1000, &r), FEDC_OK);
+  CHECK_EQ_INT(r.inputs, (uint32_t)k);
+  NEAR(r.in[100].cos_nn, 1, 1e-6);
+  NEAR(r.in[300].cos_nn, 1, 1e-6);
+  CHECK_EQ_INT(r.in[100].feature, FC_ANOM_F_COLLUSION);
+  CHECK(r.top == 100 || r.top == 300);
+  int high = 0;
+  for (int c = 0; c < k; c++) high += c != 100 && c != 300 && r.in[c].cos_nn >= 0.9;
+  CHECK_EQ_INT(high, 0);
+  fc_anomaly_round_free(&r);
   fc_anomaly_destroy(a);
 }
 
@@ -292,6 +450,9 @@ int main(void) {
   known_round();
   attacker_among_honest();
   buckets();
+  collusion_known();
+  alie_colluders();
+  collusion_many_inputs();
   misuse_and_persistence();
   return CHECK_DONE();
 }
