@@ -24,35 +24,12 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
 . "$(dirname "$0")/_data.sh"
-command -v etcd >/dev/null && command -v etcdctl >/dev/null ||
-  { echo "SKIP: etcd and etcdctl are needed (apt-get install etcd-server etcd-client)"; exit 77; }
 make_tmp
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
 make_pki "$T/pki" itest a b c
-"$FEDC" pki issue --dir "$T/pki" --role coordinator --name etcd >/dev/null || fail "pki issue etcd failed"
 
 # ---- etcd: 3 members, clients over https with client certificates ----
-EC=() EP=()
-for i in 1 2 3; do EC+=("$(free_port)"); EP+=("$(free_port)"); done
-CLUSTER="e1=http://127.0.0.1:${EP[0]},e2=http://127.0.0.1:${EP[1]},e3=http://127.0.0.1:${EP[2]}"
-ETCD_PIDS=()
-start_etcd() { # index 0..2
-  local i=$1 n=$(($1 + 1))
-  start_bg "etcd$n" etcd --name "e$n" --data-dir "$T/etcd$n" \
-    --listen-client-urls "https://127.0.0.1:${EC[$i]}" --advertise-client-urls "https://127.0.0.1:${EC[$i]}" \
-    --listen-peer-urls "http://127.0.0.1:${EP[$i]}" --initial-advertise-peer-urls "http://127.0.0.1:${EP[$i]}" \
-    --initial-cluster "$CLUSTER" --initial-cluster-state new --initial-cluster-token "fedc-$$" \
-    --client-cert-auth --trusted-ca-file "$T/pki/ca.crt" \
-    --cert-file "$T/pki/coordinator-etcd.crt" --key-file "$T/pki/coordinator-etcd.key"
-  ETCD_PIDS[$i]=$BG_PID
-}
-for i in 0 1 2; do start_etcd $i; done
-ETCD="127.0.0.1:${EC[0]},127.0.0.1:${EC[1]},127.0.0.1:${EC[2]}"
-ETCDCTL=(etcdctl --endpoints "$ETCD" --cacert "$T/pki/ca.crt" --cert "$T/pki/coordinator.crt"
-  --key "$T/pki/coordinator.key" --command-timeout 2s)
-wait_for "${ETCDCTL[@]}" endpoint health 30 || fail "etcd cluster not healthy"
+. "$(dirname "$0")/_etcd.sh"
+etcd_cluster 3
 # plaintext to a non-loopback etcd is refused before anything starts
 "$FEDC" coordinator --pki "$T/pki" --federation itest --state "$T/x" --etcd 10.0.0.1:2379 >"$T/refused.log" 2>&1 &&
   fail "a plaintext non-loopback etcd was accepted"
