@@ -79,16 +79,50 @@ grpc_byte_buffer *fc_pack_message(const ProtobufCMessage *msg) {
   return bb;
 }
 
+/* The unpacker's allocations, bounded: an empty submessage is 2 bytes on the
+ * wire and 60 to 100 bytes unpacked (its struct and its pointer), so a
+ * message of nothing but empty repeated entries (e.g. PartialMeta.updates,
+ * TensorHeader.tensors) unpacked to 30-50 x its size, past any cap on the
+ * bytes: 20 MiB from one aggregator's SubmitPartial, ~10 M empty entries of
+ * ~100 bytes each, was ~1 GB. Real messages
+ * unpack to under 4 x (a packed shape of 1-byte dims: 8 x, but a handful of
+ * dims). malloc/free underneath, so protobuf_c_message_free_unpacked(m, NULL)
+ * frees what this allocated. */
+#define UNPACK_RATIO 16u
+#define UNPACK_FLOOR (64u << 10)
+typedef struct unpack_budget {
+  size_t left;
+  int over;
+} unpack_budget;
+
+static void *budget_alloc(void *data, size_t size) {
+  unpack_budget *b = data;
+  if (size > b->left) {
+    b->over = 1;
+    return NULL;
+  }
+  b->left -= size;
+  return malloc(size ? size : 1);
+}
+
+static void budget_free(void *data, void *p) {
+  (void)data;
+  free(p);
+}
+
 int fc_unpack_message(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *desc, size_t cap,
                       ProtobufCMessage **out) {
-  if (grpc_byte_buffer_length(bb) > cap) return FEDC_ERR_TOO_LARGE;
+  size_t len = grpc_byte_buffer_length(bb);
+  if (len > cap) return FEDC_ERR_TOO_LARGE;
   grpc_byte_buffer_reader r;
   if (!grpc_byte_buffer_reader_init(&r, bb)) return FEDC_ERR_NOMEM;
   grpc_slice s = grpc_byte_buffer_reader_readall(&r);
   grpc_byte_buffer_reader_destroy(&r);
-  ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+  unpack_budget b = {UNPACK_FLOOR + UNPACK_RATIO * len, 0};
+  ProtobufCAllocator al = {budget_alloc, budget_free, &b};
+  ProtobufCMessage *m = protobuf_c_message_unpack(desc, &al, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
   grpc_slice_unref(s);
-  if (!m) return FEDC_ERR_PROTOCOL;
+  if (!m) return b.over ? FEDC_ERR_TOO_LARGE : FEDC_ERR_PROTOCOL;
   *out = m;
   return FEDC_OK;
 }
