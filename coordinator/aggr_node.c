@@ -365,6 +365,7 @@ int fc_aggr_start(const fc_aggr_cfg *cfg, fc_aggr **out, char *err, size_t errle
   fc_channel_opts_init(&co);
   co.target = cfg->coordinator;
   co.tls = so.tls;
+  co.expect_role = "coordinator"; /* the leader, not another aggregator */
   if ((rc = fc_channel_create(&co, &a->leader, err, errlen)) != FEDC_OK) goto fail;
   fc_etcd_opts eo;
   fc_etcd_opts_init(&eo);
