@@ -230,7 +230,7 @@ int srv_take_message(fc_scall *c, ProtobufCMessage **out) {
     char d[160];
     snprintf(d, sizeof d,
              rc == FEDC_ERR_NOMEM       ? "out of memory unpacking %s"
-             : rc == FEDC_ERR_TOO_LARGE ? "%s message would unpack to more than 16 x its size (empty repeated entries)"
+             : rc == FEDC_ERR_TOO_LARGE ? "%s message would unpack to more than 24 x its size (empty repeated entries)"
                                         : "malformed %s message",
              c->m->request->name);
     FC_WARN(MOD, "%s from %s: %s", c->method, c->peer.name, d);

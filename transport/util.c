@@ -80,15 +80,16 @@ grpc_byte_buffer *fc_pack_message(const ProtobufCMessage *msg) {
 }
 
 /* The unpacker's allocations, bounded: an empty submessage is 2 bytes on the
- * wire and 60 to 100 bytes unpacked (its struct and its pointer), so a
- * message of nothing but empty repeated entries (e.g. PartialMeta.updates,
- * TensorHeader.tensors) unpacked to 30-50 x its size, past any cap on the
- * bytes: 20 MiB from one aggregator's SubmitPartial, ~10 M empty entries of
- * ~100 bytes each, was ~1 GB. Real messages
- * unpack to under 4 x (a packed shape of 1-byte dims: 8 x, but a handful of
- * dims). malloc/free underneath, so protobuf_c_message_free_unpacked(m, NULL)
+ * wire and 90 to 120 bytes unpacked (its struct, its pointer, the
+ * unpacker's note of the field), so a message of nothing but empty repeated
+ * entries (PartialMeta.updates, TensorHeader.tensors) unpacked to 48-60 x its
+ * size, past any cap on its bytes: an aggregator's 20 MiB SubmitPartial
+ * first message was ~1.2 GB, a client's 4 MiB UploadUpdate one ~200 MB.
+ * Real messages stay under 13 x (the sparsest: an abandoned RoundRecord,
+ * ~20 bytes for a 232-byte struct; a packed shape of 1-byte dims is 8 x).
+ * malloc/free underneath, so protobuf_c_message_free_unpacked(m, NULL)
  * frees what this allocated. */
-#define UNPACK_RATIO 16u
+#define UNPACK_RATIO 24u
 #define UNPACK_FLOOR (64u << 10)
 typedef struct unpack_budget {
   size_t left;

@@ -5,10 +5,10 @@
  * An empty submessage is 2 bytes on the wire and a struct plus a pointer
  * unpacked: a SubmitPartial first message (20 MiB cap, any aggregator) or an
  * UploadUpdate one (4 MiB, any client, also at an aggregator) of nothing but
- * empty repeated entries unpacked to 30-50 x its size. Such messages are
+ * empty repeated entries unpacked to 48-60 x its size. Such messages are
  * refused (FEDC_ERR_TOO_LARGE) before the memory is taken; real ones (a full
- * PartialMeta of 65,536 updates with short names, a header of many tensors)
- * still unpack.
+ * PartialMeta of 65,536 updates with short names, a header of many tensors,
+ * 20,000 abandoned rounds: the sparsest) still unpack.
  */
 #include <grpc/byte_buffer.h>
 #include <grpc/slice.h>
@@ -124,6 +124,28 @@ static void test_real_messages_unpack(void) {
     protobuf_c_message_free_unpacked(m, NULL);
   }
   grpc_byte_buffer_destroy(bb);
+  /* The sparsest real message: many abandoned rounds (round number and
+   * outcome only, ~20 bytes for a 232-byte struct). */
+  enum { R = 20000 };
+  Fedc__V1__RoundRecord *rr = calloc(R, sizeof *rr);
+  Fedc__V1__RoundRecord **rp = calloc(R, sizeof *rp);
+  for (size_t i = 0; i < R; i++) {
+    Fedc__V1__RoundRecord r = FEDC__V1__ROUND_RECORD__INIT;
+    r.round = 1 + i;
+    r.outcome = (char *)"abandoned";
+    rr[i] = r;
+    rp[i] = &rr[i];
+  }
+  Fedc__V1__RoundsResponse rs = FEDC__V1__ROUNDS_RESPONSE__INIT;
+  rs.n_rounds = R;
+  rs.rounds = rp;
+  bb = fc_pack_message(&rs.base);
+  m = NULL;
+  CHECK_EQ_INT(fc_unpack_message(bb, &fedc__v1__rounds_response__descriptor, 64u << 20, &m), FEDC_OK);
+  if (m) protobuf_c_message_free_unpacked(m, NULL);
+  grpc_byte_buffer_destroy(bb);
+  free(rr);
+  free(rp);
   /* A small message (the 64 KiB floor): a CheckIn-sized one of empty entries unpacks. */
   m = NULL;
   bb = empty_entries(2, 2, 100);
