@@ -84,6 +84,8 @@ int cc_run_replica(settings *s, const fc_model_spec *spec, const float *init, in
   lo.id = id;
   lo.poll_ms = 200;
   lo.hold_ms = (uint32_t)s->etcd_quorum_hold * 1000;
+  char shared[600];
+  if (fc_etcd_shared_ca(&lo.etcd, s->c.ca, shared, sizeof shared)) FC_WARN(MOD, "%s", shared);
   fc_atomic_set_commit_guard(may_commit);
   for (;;) {
     fc_leader *l = NULL;

@@ -133,6 +133,7 @@ FEDC_API int fedc_client_create(const fedc_client_options *o, const fedc_trainer
   co.tls.ca = c->ca[0] ? c->ca : NULL;
   co.tls.cert = c->cert[0] ? c->cert : NULL;
   co.tls.key = c->key[0] ? c->key : NULL;
+  co.expect_role = "coordinator"; /* not an aggregator's certificate on the coordinator's host */
   char err[400];
   int rc = load_trust(c, err, sizeof err);
   trust_init(c);

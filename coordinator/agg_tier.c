@@ -257,6 +257,11 @@ int fc_tier_check_partial(const fc_tier *t, const fc_tier_partial *p, const fc_t
                (unsigned long long)p->round);
       return FEDC_ERR_INVALID;
     }
+    char lwhy[200];
+    if (fc_upload_meta_check(u->examples, u->loss, 0, lwhy, sizeof lwhy) != FEDC_OK) {
+      snprintf(why, whylen, "partial's update of %s: %s", u->client, lwhy);
+      return FEDC_ERR_INVALID;
+    }
     double w = fc_upload_weight(&e->rules, u->examples);
     if (u->examples == 0 || u->weight != w) {
       snprintf(why, whylen, "partial gives %s weight %g for %llu examples; the rule gives %g", u->client, u->weight,

@@ -92,6 +92,7 @@ typedef struct fc_tier_update {
   const char *client;
   uint64_t examples;
   double weight;
+  double loss; /* train_loss: fc_upload_meta_check's range, as for a direct upload */
 } fc_tier_update;
 
 typedef struct fc_tier_partial {
@@ -114,7 +115,8 @@ typedef struct fc_tier_expect {
  * folded: the aggregator is registered; round and version are the open
  * ones; 1..FC_TIER_MAX_UPDATES updates; the shape is the model's; every
  * update's client was assigned to this aggregator in this round, is named
- * once and not counted before; every weight is what the weight rule gives
+ * once and not counted before; its loss is finite in [0, FC_MAX_TRAIN_LOSS]
+ * (upload_check.h, as a direct upload's); every weight is what the weight rule gives
  * for its examples and they sum to total_weight. FEDC_OK, or
  * FEDC_ERR_REJECTED (unknown aggregator), FEDC_ERR_SHAPE, FEDC_ERR_INVALID
  * with one line in why. */

@@ -365,6 +365,7 @@ int fc_aggr_start(const fc_aggr_cfg *cfg, fc_aggr **out, char *err, size_t errle
   fc_channel_opts_init(&co);
   co.target = cfg->coordinator;
   co.tls = so.tls;
+  co.expect_role = "coordinator"; /* the leader, not another aggregator */
   if ((rc = fc_channel_create(&co, &a->leader, err, errlen)) != FEDC_OK) goto fail;
   fc_etcd_opts eo;
   fc_etcd_opts_init(&eo);
@@ -374,6 +375,8 @@ int fc_aggr_start(const fc_aggr_cfg *cfg, fc_aggr **out, char *err, size_t errle
                             cfg->etcd_key[0] ? cfg->etcd_key : NULL};
   /* Each etcd call ends inside the lease (as the coordinator's: leader.h). */
   eo.timeout_ms = cfg->etcd_lease_ttl * 1000 / 3 > 2000 ? 2000 : cfg->etcd_lease_ttl * 1000 / 3;
+  char shared[600];
+  if (fc_etcd_shared_ca(&eo, cfg->ca, shared, sizeof shared)) FC_WARN(MOD, "%s", shared);
   if ((rc = fc_etcd_open(&eo, &a->etcd, err, errlen)) != FEDC_OK) goto fail;
   if (cfg->etcd_prefix[0]) snprintf(a->key, sizeof a->key, "%s/%s%s", cfg->etcd_prefix, FC_TIER_KEY, a->name);
   else

@@ -301,7 +301,8 @@ static void audit_updates(fc_coord *c, const char *agg, const Fedc__V1__PartialM
 static void partial_view(const Fedc__V1__PartialMeta *meta, const char *agg, const fc_model_spec *spec,
                          fc_tier_update *ups, fc_tier_partial *p) {
   for (size_t i = 0; i < meta->n_updates; i++)
-    ups[i] = (fc_tier_update){meta->updates[i]->client, meta->updates[i]->num_examples, meta->updates[i]->weight};
+    ups[i] = (fc_tier_update){meta->updates[i]->client, meta->updates[i]->num_examples, meta->updates[i]->weight,
+                              meta->updates[i]->train_loss};
   *p = (fc_tier_partial){agg, meta->round, meta->model_version, meta->total_weight, ups, meta->n_updates, spec};
 }
 

@@ -53,6 +53,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "common/fileutil.h"
@@ -149,6 +150,28 @@ static FILE *open_append(const char *path, int flags) {
   return fp;
 }
 
+/* iov[0..3) written whole; one writev unless the kernel writes it short
+ * (a record past 2 GiB), then the rest after it. 0 or -1 with errno. */
+static int write_record(int fd, struct iovec *iov) {
+  int i = 0;
+  while (i < 3) {
+    if (iov[i].iov_len == 0) {
+      i++;
+      continue;
+    }
+    ssize_t w = writev(fd, iov + i, 3 - i);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return -1;
+    size_t left = (size_t)w;
+    while (i < 3 && left >= iov[i].iov_len) left -= iov[i++].iov_len;
+    if (left) {
+      iov[i].iov_base = (uint8_t *)iov[i].iov_base + left;
+      iov[i].iov_len -= left;
+    }
+  }
+  return 0;
+}
+
 /* One record (header, then n values for an update, then the SHA-256 of both)
  * appended and fsync'd; on failure the partial record is cut off. */
 static int append_record(struct coord_async_log *L, rec_hdr *h, const float *values, size_t n, char *why,
@@ -163,8 +186,14 @@ static int append_record(struct coord_async_log *L, rec_hdr *h, const float *val
   struct stat sb;
   off_t at = fflush(L->fp) == 0 && fstat(fileno(L->fp), &sb) == 0 ? sb.st_size : -1;
   if (!may_write(why, whylen)) return FEDC_ERR_STOPPED;
-  if (fwrite(h, sizeof *h, 1, L->fp) != 1 || (nv && fwrite(values, sizeof(float), nv, L->fp) != nv) ||
-      fwrite(sha, 1, sizeof sha, L->fp) != sizeof sha || fsync_fp(L->fp) != 0) {
+  /* One writev, not stdio's several writes (its buffer, then the values
+   * past it, then the rest): with O_APPEND the whole record lands at the
+   * end in one step, so a deposed replica's late record cannot be split
+   * around its successor's fence and records (which left bytes the replay
+   * stops at, cutting every record after them). */
+  struct iovec iov[3] = {{h, sizeof *h}, {(void *)values, nv * sizeof(float)}, {sha, sizeof sha}};
+  errno = 0;
+  if (write_record(fileno(L->fp), iov) != 0 || fsync(fileno(L->fp)) != 0) {
     snprintf(why, whylen, "async buffer log: cannot write %s (%s)", h->kind == REC_UPDATE ? "the update" : "our fence",
              strerror(errno ? errno : EIO));
     /* Cut the partial record, so the next append does not follow garbage. */

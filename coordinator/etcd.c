@@ -25,6 +25,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "crypto/pki.h"
 #include "fedc/error.h"
 
 struct fc_etcd {
@@ -104,6 +105,19 @@ static int channel_open(fc_etcd *e, size_t i, char *err, size_t errlen) {
   int rc = fc_channel_create(&co, &e->ch[i], cerr, sizeof cerr);
   if (rc != FEDC_OK) snprintf(err, errlen, "etcd endpoint %s: %s", e->endpoint[i], cerr);
   return rc;
+}
+
+int fc_etcd_shared_ca(const fc_etcd_opts *o, const char *federation_ca, char *why, size_t whylen) {
+  char err[256];
+  if (!o->tls.cert || !federation_ca || !federation_ca[0] ||
+      fc_pki_verify(federation_ca, o->tls.cert, err, sizeof err) != FEDC_OK)
+    return 0;
+  snprintf(why, whylen,
+           "etcd: our etcd certificate %s is issued by the federation's CA, so etcd trusts that CA: any device "
+           "certificate can then write the federation's etcd keys (leader, model pointer, aggregator registry) "
+           "unless etcd's auth is on; give etcd a CA of its own (operations.md, deploy/k8s-ha)",
+           o->tls.cert);
+  return 1;
 }
 
 int fc_etcd_open(const fc_etcd_opts *o, fc_etcd **out, char *err, size_t errlen) {

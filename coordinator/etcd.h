@@ -54,6 +54,12 @@ void fc_etcd_opts_init(fc_etcd_opts *o);
 /* Parses the endpoint list and creates the channels (no connection yet). */
 int fc_etcd_open(const fc_etcd_opts *o, fc_etcd **out, char *err, size_t errlen);
 void fc_etcd_close(fc_etcd *e); /* accepts NULL */
+/* 1 with one line in why if o's client certificate is issued by our
+ * federation's CA (federation_ca, a PEM path): etcd trusts that CA then, so
+ * every device certificate of the federation can read and write its keys
+ * (the election, the model pointer, the aggregator registry) unless etcd's
+ * own auth is on. 0 otherwise (no TLS, another CA, unreadable files). */
+int fc_etcd_shared_ca(const fc_etcd_opts *o, const char *federation_ca, char *why, size_t whylen);
 /* The endpoint that answered last ("" before any answer). */
 const char *fc_etcd_endpoint(const fc_etcd *e);
 

@@ -79,9 +79,10 @@ static grpc_arg str_arg(const char *key, const char *v) {
   return a;
 }
 
-/* gRPC's peer check after its own chain and host checks (expect_peer):
- * 0 if the server's certificate carries exactly the SPIFFE identity we were
- * told to expect. userdata: a malloc'd "spiffe://fed/role/name". */
+/* gRPC's peer check after its own chain and host checks (expect_peer,
+ * expect_role): 0 if the server's certificate carries exactly the SPIFFE
+ * identity we were told to expect, or the role. userdata: a malloc'd
+ * "spiffe://fed/role/name", or "role:<role>". */
 static int verify_expected_peer(const char *target_name, const char *peer_pem, void *userdata) {
   (void)target_name;
   const char *want = userdata;
@@ -92,6 +93,11 @@ static int verify_expected_peer(const char *target_name, const char *peer_pem, v
     return 1;
   }
   snprintf(got, sizeof got, "spiffe://%s/%s/%s", fed, role, name);
+  if (!strncmp(want, "role:", 5)) { /* expect_role: any name of that role */
+    if (strcmp(role, want + 5) == 0) return 0;
+    FC_WARN("transport", "server certificate is %s, not a %s's: refused", got, want + 5);
+    return 1;
+  }
   if (strcmp(got, want) != 0) {
     FC_WARN("transport", "server certificate is %s, expected %s: refused", got, want);
     return 1;
@@ -179,8 +185,11 @@ int fc_channel_create(const fc_channel_opts *o, fc_channel **out, char *err, siz
     snprintf(c->key, sizeof c->key, "%s", o->tls.key);
     if ((rc = fc_tls_pem_load(o->tls.ca, o->tls.cert, o->tls.key, &pem, err, errlen)) != FEDC_OK) goto out;
     grpc_ssl_pem_key_cert_pair pair = {pem.key, pem.cert};
-    if (o->expect_peer) {
-      char *want = strdup(o->expect_peer);
+    if (o->expect_peer || o->expect_role) {
+      char *want = NULL;
+      if (o->expect_peer) want = strdup(o->expect_peer);
+      else if ((want = malloc(strlen(o->expect_role) + 6)) != NULL)
+        sprintf(want, "role:%s", o->expect_role);
       if (!want) {
         rc = FEDC_ERR_NOMEM;
         goto out;

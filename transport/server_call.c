@@ -228,7 +228,10 @@ int srv_take_message(fc_scall *c, ProtobufCMessage **out) {
   grpc_byte_buffer_destroy(bb);
   if (rc != FEDC_OK) {
     char d[160];
-    snprintf(d, sizeof d, rc == FEDC_ERR_NOMEM ? "out of memory unpacking %s" : "malformed %s message",
+    snprintf(d, sizeof d,
+             rc == FEDC_ERR_NOMEM       ? "out of memory unpacking %s"
+             : rc == FEDC_ERR_TOO_LARGE ? "%s message would unpack to more than 24 x its size (empty repeated entries)"
+                                        : "malformed %s message",
              c->m->request->name);
     FC_WARN(MOD, "%s from %s: %s", c->method, c->peer.name, d);
     srv_send_status(c, rc == FEDC_ERR_NOMEM ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_INVALID_ARGUMENT, d, NULL);

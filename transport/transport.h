@@ -222,6 +222,12 @@ typedef struct fc_channel_opts {
    * (Task.aggregator_identity, 1.14), not to any certificate of the
    * federation. NULL: any certificate of the CA (the coordinator's case). */
   const char *expect_peer;
+  /* Without expect_peer: the server's certificate must carry this role
+   * ("coordinator": a client's, an aggregator's and the admin CLI's channel
+   * to the coordinator), any name. An aggregator's certificate is a TLS
+   * server's too (issue 23): without the role it could pass as the
+   * coordinator wherever its host names match. NULL: any role. */
+  const char *expect_role;
 } fc_channel_opts;
 
 typedef struct fc_channel fc_channel;

@@ -14,7 +14,8 @@
 gpr_timespec fc_deadline_ms(int ms);
 /* Serialize a message into a new byte buffer (no copy of the packed bytes). NULL on OOM. */
 grpc_byte_buffer *fc_pack_message(const ProtobufCMessage *msg);
-/* Unpack a byte buffer into a message of desc, refusing one over cap bytes.
+/* Unpack a byte buffer into a message of desc, refusing one over cap bytes
+ * or one that would unpack to more than 24 x its size + 64 KiB (util.c).
  * 0 ok, FEDC_ERR_TOO_LARGE, FEDC_ERR_PROTOCOL (malformed), FEDC_ERR_NOMEM. */
 int fc_unpack_message(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *desc, size_t cap,
                       ProtobufCMessage **out);

@@ -79,16 +79,51 @@ grpc_byte_buffer *fc_pack_message(const ProtobufCMessage *msg) {
   return bb;
 }
 
+/* The unpacker's allocations, bounded: an empty submessage is 2 bytes on the
+ * wire and 90 to 120 bytes unpacked (its struct, its pointer, the
+ * unpacker's note of the field), so a message of nothing but empty repeated
+ * entries (PartialMeta.updates, TensorHeader.tensors) unpacked to 48-60 x its
+ * size, past any cap on its bytes: an aggregator's 20 MiB SubmitPartial
+ * first message was ~1.2 GB, a client's 4 MiB UploadUpdate one ~200 MB.
+ * Real messages stay under 13 x (the sparsest: an abandoned RoundRecord,
+ * ~20 bytes for a 232-byte struct; a packed shape of 1-byte dims is 8 x).
+ * malloc/free underneath, so protobuf_c_message_free_unpacked(m, NULL)
+ * frees what this allocated. */
+#define UNPACK_RATIO 24u
+#define UNPACK_FLOOR (64u << 10)
+typedef struct unpack_budget {
+  size_t left;
+  int over;
+} unpack_budget;
+
+static void *budget_alloc(void *data, size_t size) {
+  unpack_budget *b = data;
+  if (size > b->left) {
+    b->over = 1;
+    return NULL;
+  }
+  b->left -= size;
+  return malloc(size ? size : 1);
+}
+
+static void budget_free(void *data, void *p) {
+  (void)data;
+  free(p);
+}
+
 int fc_unpack_message(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *desc, size_t cap,
                       ProtobufCMessage **out) {
-  if (grpc_byte_buffer_length(bb) > cap) return FEDC_ERR_TOO_LARGE;
+  size_t len = grpc_byte_buffer_length(bb);
+  if (len > cap) return FEDC_ERR_TOO_LARGE;
   grpc_byte_buffer_reader r;
   if (!grpc_byte_buffer_reader_init(&r, bb)) return FEDC_ERR_NOMEM;
   grpc_slice s = grpc_byte_buffer_reader_readall(&r);
   grpc_byte_buffer_reader_destroy(&r);
-  ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+  unpack_budget b = {UNPACK_FLOOR + UNPACK_RATIO * len, 0};
+  ProtobufCAllocator al = {budget_alloc, budget_free, &b};
+  ProtobufCMessage *m = protobuf_c_message_unpack(desc, &al, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
   grpc_slice_unref(s);
-  if (!m) return FEDC_ERR_PROTOCOL;
+  if (!m) return b.over ? FEDC_ERR_TOO_LARGE : FEDC_ERR_PROTOCOL;
   *out = m;
   return FEDC_OK;
 }

@@ -53,6 +53,10 @@ PY
 }
 
 replica A "$PA"
+# Its etcd certificate comes from the federation's CA (as every test's etcd
+# here): every device certificate could write etcd, and the replica says so.
+grep -q "etcd certificate $T/pki/coordinator.crt is issued by the federation's CA" "$T/rep-A.log" ||
+  fail "no warning that etcd trusts the federation's CA: $(head -5 "$T/rep-A.log")"
 start_bg client-a "$FEDC" client --coordinator "127.0.0.1:$PA" --pki "$T/pki" --name a \
   --data "idx:$T/img0.idx,$T/lbl0.idx" --model 784-10 --json
 wait_for bash -c "'$FEDC' status --coordinator 127.0.0.1:$PA --pki '$T/pki' --name root --json |

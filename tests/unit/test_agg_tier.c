@@ -89,7 +89,7 @@ static void test_checks(void) {
   fc_model_spec_add(&spec, "w", 1, shape);
   fc_model_spec_add(&other, "w", 1, shape2);
   fc_tier_expect e = {7, 3, &spec, {0, 100, 0}};
-  fc_tier_update ups[3] = {{"c0", 50, 50}, {"c2", 500, 100}, {"c2", 5, 5}};
+  fc_tier_update ups[3] = {{"c0", 50, 50, 0}, {"c2", 500, 100, 0}, {"c2", 5, 5, 0}};
   fc_tier_partial p = {"a1", 7, 3, 150, ups, 2, &spec};
   CHECK_EQ_INT(fc_tier_check_partial(t, &p, &e, why, sizeof why), FEDC_OK);
   /* Unknown aggregator (never registered, or its lease expired). */
@@ -108,11 +108,11 @@ static void test_checks(void) {
   CHECK_EQ_INT(fc_tier_check_partial(t, &p, &e, why, sizeof why), FEDC_ERR_INVALID);
   p.version = 3;
   /* The same task twice in one partial. */
-  ups[1] = (fc_tier_update){"c0", 50, 50};
+  ups[1] = (fc_tier_update){"c0", 50, 50, 0};
   p.total_weight = 100;
   CHECK_EQ_INT(fc_tier_check_partial(t, &p, &e, why, sizeof why), FEDC_ERR_INVALID);
   CHECK(strstr(why, "twice") != NULL);
-  ups[1] = (fc_tier_update){"c2", 500, 100};
+  ups[1] = (fc_tier_update){"c2", 500, 100, 0};
   p.total_weight = 150;
   /* A client of another aggregator. */
   ups[1].client = "c1";
@@ -127,6 +127,14 @@ static void test_checks(void) {
   p.total_weight = 151;
   CHECK_EQ_INT(fc_tier_check_partial(t, &p, &e, why, sizeof why), FEDC_ERR_INVALID);
   p.total_weight = 150;
+  /* A loss a direct upload could not report (NaN, negative, past the bound). */
+  double bad_loss[] = {NAN, -1, INFINITY, 1e300};
+  for (size_t i = 0; i < sizeof bad_loss / sizeof *bad_loss; i++) {
+    ups[1].loss = bad_loss[i];
+    CHECK_EQ_INT(fc_tier_check_partial(t, &p, &e, why, sizeof why), FEDC_ERR_INVALID);
+    CHECK(strstr(why, "train_loss") != NULL);
+  }
+  ups[1].loss = 0.5;
   /* Counted once: the same partial again (or another naming c2) is refused. */
   CHECK_EQ_INT(fc_tier_check_partial(t, &p, &e, why, sizeof why), FEDC_OK);
   fc_tier_mark_counted(t, &p);
