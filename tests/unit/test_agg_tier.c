@@ -222,7 +222,7 @@ static void test_loads(void) {
   for (int i = 0; i < 3; i++) CHECK_EQ_INT(fc_tier_assign(t, 4, cl[i], &out), FEDC_OK);
   fc_tier_note_seen(t, "a1", 1000);
   fc_tier_note_seen(t, "a9", 2000); /* not registered: ignored */
-  fc_tier_update ups[2] = {{"c0", 10, 10}, {"c2", 20, 20}};
+  fc_tier_update ups[2] = {{"c0", 10, 10, 0.5}, {"c2", 20, 20, 0.5}};
   fc_tier_partial p = {"a1", 4, 1, 30, ups, 2, NULL};
   fc_tier_mark_counted(t, &p);
   fc_tier_note_refused(t, "a2");
