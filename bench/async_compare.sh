@@ -59,7 +59,7 @@ for seed in "${SEEDS[@]}"; do
     esac
     name=$run${TAG:++$TAG}
     echo "async_compare: $name seed $seed..." >&2
-    rm -rf "$T/out"
+    rm -rf "$T/out" 2>/dev/null || rm -rf "$T/out" || true
     l0=$(load1)
     "$B/fedc" sim --out "$T/out" "${args[@]}" >"$T/run.out" 2>"$T/run.err" &
     pid=$!
@@ -72,7 +72,7 @@ for seed in "${SEEDS[@]}"; do
       rx=0
       if [ -f "$T/out/coordinator.port" ]; then
         rx=$(ss -Htin state established "( sport = :$(cat "$T/out/coordinator.port") )" 2>/dev/null |
-          grep -o 'bytes_received:[0-9]*' | awk -F: '{ s += $2 } END { printf "%d", s }')
+          grep -o 'bytes_received:[0-9]*' | awk -F: '{ s += $2 } END { printf "%d", s }' || true)
       fi
       echo "$(date +%s%3N) $(load1) ${rx:-0}" >>"$T/loads"
       if [ "${STOP_AT_TARGET:-1}" = 1 ] && [ -f "$T/out/rounds.csv" ] &&
@@ -92,13 +92,13 @@ for seed in "${SEEDS[@]}"; do
     fi
     l1=$(load1)
     python3 "$(dirname "$0")/async_compare_summary.py" "$T/out" "$TARGET" "$name" "$seed" "$l0" "$l1" "$T/loads" \
-      "${args[*]}"
+      "${args[*]}" || echo "async_compare: $name seed $seed: no summary" >&2
     if [ -n "${KEEP:-}" ]; then
       k="$KEEP/$name-s$seed"
       mkdir -p "$k"
       cp "$T/out/rounds.csv" "$T/out/state/rounds.jsonl" "$T/out/logs/coordinator.log" "$k/" 2>/dev/null || true
       cp -r "$T/out/state/"audit* "$k/" 2>/dev/null || true
     fi
-    rm -rf "$T/out"
+    rm -rf "$T/out" 2>/dev/null || rm -rf "$T/out" || true
   done
 done
