@@ -23,12 +23,12 @@ loads = [x[1] for x in samples]
 
 def rx_mib(until_ms):
     """The coordinator's TCP bytes received at until_ms (linear between the
-    samples around it; the last sample when until_ms is None)."""
+    samples around it; the largest sample when until_ms is None or later)."""
     xs = [x for x in samples if x[2] > 0]
     if not xs:
         return None
-    if until_ms is None or until_ms >= xs[-1][0]:
-        return round(xs[-1][2] / 2**20, 1)
+    if until_ms is None or until_ms >= xs[-1][0]:  # the most seen (clients close their connections at the end)
+        return round(max(x[2] for x in xs) / 2**20, 1)
     if until_ms <= xs[0][0]:
         return round(xs[0][2] / 2**20, 1)
     for p, q in zip(xs, xs[1:]):
