@@ -64,17 +64,20 @@ for seed in "${SEEDS[@]}"; do
     "$B/fedc" sim --out "$T/out" "${args[@]}" >"$T/run.out" 2>"$T/run.err" &
     pid=$!
     : >"$T/loads"
-    # Once a second: the load and the bytes the coordinator has received on its
-    # clients' live connections (TCP bytes_received, `ss`: TLS records of
-    # check-ins, download requests and uploads, refused ones included); stop
-    # the federation once TARGET is reached.
+    : >"$T/conns"
+    # Once a second: the load, and the bytes the coordinator has received on
+    # each of its live connections (TCP bytes_received, `ss`: TLS records of
+    # check-ins, download requests and uploads, refused ones included; a
+    # connection's last count stays once it closes); stop the federation once
+    # TARGET is reached.
     while kill -0 "$pid" 2>/dev/null; do
-      rx=0
+      now=$(date +%s%3N)
       if [ -f "$T/out/coordinator.port" ]; then
-        rx=$(ss -Htin state established "( sport = :$(cat "$T/out/coordinator.port") )" 2>/dev/null |
-          grep -o 'bytes_received:[0-9]*' | awk -F: '{ s += $2 } END { printf "%d", s }' || true)
+        ss -Htin state established "( sport = :$(cat "$T/out/coordinator.port") )" 2>/dev/null |
+          awk -v ts="$now" '/^[0-9]/ { peer = $4 } match($0, /bytes_received:[0-9]+/) {
+            print ts, peer, substr($0, RSTART + 15, RLENGTH - 15) }' >>"$T/conns" || true
       fi
-      echo "$(date +%s%3N) $(load1) ${rx:-0}" >>"$T/loads"
+      echo "$now $(load1)" >>"$T/loads"
       if [ "${STOP_AT_TARGET:-1}" = 1 ] && [ -f "$T/out/rounds.csv" ] &&
         awk -F, -v t="$TARGET" 'NR > 1 && $3 + 0 >= t { f = 1 } END { exit !f }' "$T/out/rounds.csv"; then
         sleep 1
@@ -92,6 +95,7 @@ for seed in "${SEEDS[@]}"; do
     fi
     l1=$(load1)
     python3 "$(dirname "$0")/async_compare_summary.py" "$T/out" "$TARGET" "$name" "$seed" "$l0" "$l1" "$T/loads" \
+      "$T/conns" \
       "${args[*]}" || echo "async_compare: $name seed $seed: no summary" >&2
     if [ -n "${KEEP:-}" ]; then
       k="$KEEP/$name-s$seed"

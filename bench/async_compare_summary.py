@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """async_compare_summary.py - one JSON line for one run of bench/async_compare.sh.
 
-  async_compare_summary.py OUT TARGET NAME SEED LOAD_START LOAD_END LOADS_FILE ARGS
+  async_compare_summary.py OUT TARGET NAME SEED LOAD_START LOAD_END LOADS_FILE CONNS_FILE ARGS
 
 From OUT/rounds.csv (the central test accuracy of each version) and
 OUT/state/rounds.jsonl (the coordinator's record of each round or buffer):
@@ -17,8 +17,22 @@ import json
 import sys
 
 d, target, run, seed = sys.argv[1], float(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-samples = [[float(v) for v in x.split()] for x in open(sys.argv[7]) if len(x.split()) == 3]
-loads = [x[1] for x in samples]
+loads = [float(x.split()[1]) for x in open(sys.argv[7]) if len(x.split()) == 2]
+# (unix_ms, bytes received over all connections seen so far): each connection's
+# latest count, kept after it closes.
+samples, last = [], {}
+for line in open(sys.argv[8]):
+    f = line.split()
+    if len(f) != 3:
+        continue
+    ts, peer, n = int(f[0]), f[1], int(f[2])
+    if samples and samples[-1][0] != ts:
+        samples[-1][2] = sum(last.values())
+    last[peer] = n
+    if not samples or samples[-1][0] != ts:
+        samples.append([ts, 0, 0])
+if samples:
+    samples[-1][2] = sum(last.values())
 
 
 def rx_mib(until_ms):
@@ -97,5 +111,5 @@ else:
                updates=sum(x.get("participants", 0) for x in recs), refused=refused(None),
                wire_in_mib=rx_mib(None))
 out.update(load_start=float(sys.argv[5]), load_end=float(sys.argv[6]),
-           load_mean=round(sum(loads) / len(loads), 2) if loads else None, args=sys.argv[8])
+           load_mean=round(sum(loads) / len(loads), 2) if loads else None, args=sys.argv[9])
 print(json.dumps(out))
