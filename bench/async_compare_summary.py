@@ -52,7 +52,7 @@ def rx_mib(until_ms):
     return None
 
 
-rows = list(csv.DictReader(open(f"{d}/rounds.csv")))
+rows = [x for x in csv.DictReader(open(f"{d}/rounds.csv")) if x.get("accuracy")]  # not a cut last line
 recs = [json.loads(line) for line in open(f"{d}/state/rounds.jsonl")]
 t0 = min(r["started_unix_ms"] for r in recs)
 byv = {r["version"]: r for r in recs if r.get("outcome") == "completed"}
