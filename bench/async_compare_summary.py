@@ -75,7 +75,8 @@ def log_refusals():
         except ValueError:
             continue
         why = line.split(" rejected: ", 1)[1]
-        why = why.replace("update refused: ", "").split(":")[0].split(" (round")[0].strip()[:40]
+        why = why.replace("update refused: ", "").split(":")[0].split(" (round")[0].strip()
+        why = "stale: beyond max staleness" if why.startswith("update trained from version") else why[:40]
         out.append((ts.timestamp() * 1000, why))
     return out
 
