@@ -6,7 +6,8 @@
 From OUT/rounds.csv (the central test accuracy of each version) and
 OUT/state/rounds.jsonl (the coordinator's record of each round or buffer):
 the wall time from the first round's start to the end of the first version at
-TARGET, the bytes of the updates accepted until then (abandoned rounds'
+TARGET (and the mean accuracy of the 5 versions up to it: a noisy curve that
+spikes across TARGET once shows a lower mean), the bytes of the updates accepted until then (abandoned rounds'
 included), the number of those updates, and the uploads refused until then
 from the coordinator's log by reason (their streams are cut after the first message,
 so their bytes are in neither mode's uploaded_mib). Not reached: the same at
@@ -99,7 +100,9 @@ for row in rows:
     r = byv.get(int(row["version"]))
     if r and float(row["accuracy"]) >= target:
         upto = [x for x in recs if x["ended_unix_ms"] <= r["ended_unix_ms"]]
-        out.update(reached=True, version=r["version"], seconds=round((r["ended_unix_ms"] - t0) / 1000, 1),
+        i = rows.index(row)
+        last5 = [float(x["accuracy"]) for x in rows[max(0, i - 4):i + 1]]
+        out.update(reached=True, version=r["version"], mean_last5=round(sum(last5) / len(last5), 4), seconds=round((r["ended_unix_ms"] - t0) / 1000, 1),
                    uploaded_mib=round(sum(x["bytes_in"] for x in upto) / 2**20, 1),
                    updates=sum(x.get("participants", 0) for x in upto),
                    abandoned=sum(1 for x in upto if x["outcome"] != "completed"),
