@@ -517,20 +517,28 @@ static int call(fc_etcd *e, const char *path, const ProtobufCMessage *req, const
 #define KV_PATH "/etcdserverpb.KV/"
 #define LEASE_PATH "/etcdserverpb.Lease/"
 
+/* A linearizable Range; *r has a header (else FEDC_ERR_PROTOCOL, *r freed). */
+static int range(fc_etcd *e, Etcdserverpb__RangeRequest *q, Etcdserverpb__RangeResponse **r, char *err,
+                 size_t errlen) {
+  int rc = call(e, KV_PATH "Range", &q->base, &etcdserverpb__range_response__descriptor, 1, (ProtobufCMessage **)r,
+                err, errlen);
+  if (rc != FEDC_OK) return rc;
+  if ((*r)->header) return FEDC_OK;
+  snprintf(err, errlen, "etcd: Range response without a header");
+  protobuf_c_message_free_unpacked(&(*r)->base, NULL);
+  *r = NULL;
+  return FEDC_ERR_PROTOCOL;
+}
+
 int fc_etcd_get(fc_etcd *e, const char *key, fc_etcd_kv *out, int64_t *revision, char *err, size_t errlen) {
   Etcdserverpb__RangeRequest q = ETCDSERVERPB__RANGE_REQUEST__INIT;
   q.key = bin_str(key);
   Etcdserverpb__RangeResponse *r = NULL;
   fc_etcd_kv kv;
   memset(&kv, 0, sizeof kv);
-  int rc = call(e, KV_PATH "Range", &q.base, &etcdserverpb__range_response__descriptor, 1, (ProtobufCMessage **)&r,
-                err, errlen);
+  int rc = range(e, &q, &r, err, errlen);
   if (rc != FEDC_OK) return rc;
   rc = FEDC_ERR_PROTOCOL;
-  if (!r->header) {
-    snprintf(err, errlen, "etcd: Range response without a header");
-    goto out;
-  }
   if (r->n_kvs > 0 && (rc = kv_copy(r->kvs[0], &kv, err, errlen)) != FEDC_OK) goto out;
   if (revision) *revision = r->header->revision;
   *out = kv;
@@ -559,14 +567,9 @@ int fc_etcd_get_prefix(fc_etcd *e, const char *prefix, fc_etcd_entry *out, size_
   q.range_end = bin(end, plen);
   q.limit = (int64_t)cap;
   Etcdserverpb__RangeResponse *r = NULL;
-  int rc = call(e, KV_PATH "Range", &q.base, &etcdserverpb__range_response__descriptor, 1, (ProtobufCMessage **)&r,
-                err, errlen);
+  int rc = range(e, &q, &r, err, errlen);
   if (rc != FEDC_OK) return rc;
   rc = FEDC_ERR_PROTOCOL;
-  if (!r->header) {
-    snprintf(err, errlen, "etcd: Range response without a header");
-    goto out;
-  }
   size_t k = 0;
   for (size_t i = 0; i < r->n_kvs && k < cap; i++) {
     const Mvccpb__KeyValue *src = r->kvs[i];
