@@ -427,6 +427,9 @@ const copt cc_options[] = {
     OPT_BOOL("aggregator-tier", c.agg_tier,
              "with --etcd: clients upload to the aggregators registered in etcd (`fedc aggregator`), which hand "
              "the leader partial sums (plaintext FedAvg only)"),
+    OPT_BOOL("reproducible-sum", c.reproducible_sum,
+             "FedAvg sums in 64-bit fixed point on a grid from the clip norm: the same seed gives the same model "
+             "bits whatever order uploads arrive in, with or without --aggregator-tier"),
     OPT_STR("port-file", port_file, "write the bound port here once listening (failing to is fatal)", NULL),
     OPT_RANGE("grace-ms", T_INT, grace_ms, "shutdown grace period for in-flight calls", 0, HOUR_MS),
     OPT_RANGE("blas-threads", T_INT, blas_threads, "OpenBLAS threads", 1, 1024),

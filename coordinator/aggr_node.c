@@ -103,7 +103,9 @@ static void *reg_main(void *arg) {
 
 typedef struct snapshot {
   uint64_t round, version;
-  float *sum;
+  void *sum; /* float32 sums, or 8-byte integer sums (frac) */
+  uint64_t bytes;
+  int frac; /* --reproducible-sum: the grid 2^-frac (AggRoundResponse.fixed_frac_bits), 0 = float */
   size_t n;
   double weight;
   aggr_contrib *updates;
@@ -136,7 +138,7 @@ static int submit_once(fc_aggr *a, const snapshot *s, uint32_t *counted, fc_stat
   fc_ccall *call = NULL;
   ProtobufCMessage *resp = NULL;
   uint8_t sha[FC_SHA256_LEN];
-  uint64_t bytes = s->n * sizeof(float);
+  uint64_t bytes = s->bytes;
   int rc = FEDC_ERR_NOMEM;
   if (!ups || !ptrs) goto out;
   for (size_t i = 0; i < s->nupdates; i++) {
@@ -156,6 +158,7 @@ static int submit_once(fc_aggr *a, const snapshot *s, uint32_t *counted, fc_stat
   meta.total_weight = s->weight;
   meta.n_updates = s->nupdates;
   meta.updates = ptrs;
+  meta.fixed_frac_bits = (uint32_t)s->frac;
   if ((rc = fc_sha256(s->sum, bytes, sha)) != FEDC_OK) goto out;
   rc = fc_ccall_start(a->leader, "/fedc.v1.Aggregator/SubmitPartial", FC_RPC_CLIENT_STREAM, NULL, 60000, &call, st);
   if (rc != FEDC_OK) goto out;
@@ -215,14 +218,17 @@ static int apply_locked(fc_aggr *a, const Fedc__V1__AggRoundResponse *r, const f
   a->nassigned = 0;
   if (!a->open) return 0;
   uint64_t n = fc_model_numel(spec);
-  if (!a->agg && fc_agg_fedavg_create(n, a->cfg.upload_slots, &a->agg) != FEDC_OK) {
-    FC_ERROR(MOD, "cannot hold a sum of %llu parameters", (unsigned long long)n);
+  int frac = (int)r->fixed_frac_bits;
+  if (!a->agg && (frac ? fc_agg_fedavg_create_fixed(n, a->cfg.upload_slots, frac, 0, &a->agg)
+                       : fc_agg_fedavg_create(n, a->cfg.upload_slots, &a->agg)) != FEDC_OK) {
+    FC_ERROR(MOD, "cannot hold a sum of %llu parameters%s", (unsigned long long)n,
+             frac ? " on the leader's fixed-point grid" : "");
     a->open = 0;
     return 0;
   }
-  if (a->agg->n != n) {
-    FC_ERROR(MOD, "the model changed size (%zu -> %llu parameters): restart this aggregator", a->agg->n,
-             (unsigned long long)n);
+  if (a->agg->n != n || fc_agg_fedavg_frac_bits(a->agg) != frac) {
+    FC_ERROR(MOD, "the model changed size (%zu -> %llu parameters) or its sums' grid (2^-%d -> 2^-%d): restart "
+             "this aggregator", a->agg->n, (unsigned long long)n, fc_agg_fedavg_frac_bits(a->agg), frac);
     a->open = 0;
     return 0;
   }
@@ -236,10 +242,14 @@ static int apply_locked(fc_aggr *a, const Fedc__V1__AggRoundResponse *r, const f
       break;
   if (!a->npending || (!all_in(a) && fc_now_ms() < a->submit_by)) return 0;
   memset(s, 0, sizeof *s);
-  s->sum = malloc(n * sizeof *s->sum);
+  s->frac = frac;
+  s->bytes = n * (frac ? 8 : sizeof(float));
+  s->sum = malloc(s->bytes);
   s->updates = malloc(a->npending * sizeof *s->updates);
   uint32_t count = 0;
-  if (!s->sum || !s->updates || fc_agg_fedavg_partial(a->agg, s->sum, &s->weight, &count) != FEDC_OK) {
+  if (!s->sum || !s->updates ||
+      (frac ? fc_agg_fedavg_partial_fixed(a->agg, s->sum, &s->weight, &count)
+            : fc_agg_fedavg_partial(a->agg, s->sum, &s->weight, &count)) != FEDC_OK) {
     free(s->sum);
     free(s->updates);
     return 0; /* tried again at the next poll */
@@ -248,6 +258,7 @@ static int apply_locked(fc_aggr *a, const Fedc__V1__AggRoundResponse *r, const f
   s->version = a->version;
   s->n = n;
   s->spec = a->spec;
+  if (frac) fc_fixed_sum_spec(n, &s->spec);
   s->nupdates = a->npending;
   memcpy(s->updates, a->pending, a->npending * sizeof *s->updates);
   a->npending = 0;

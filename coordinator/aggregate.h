@@ -21,6 +21,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/tensor.h"
+
 typedef struct fc_agg fc_agg;
 typedef struct fc_agg_update fc_agg_update;
 
@@ -76,6 +78,29 @@ int fc_agg_fedavg_partial(fc_agg *a, float *sum, double *weight, uint32_t *count
  * of total weight `weight`) with coefficient 1, so round_finish gives
  * sum_k w_k delta_k / sum_k w_k over every update of every partial. */
 int fc_agg_fedavg_commit_partial(fc_agg *a, fc_agg_update *u, double weight, uint32_t count);
+
+/* Reproducible FedAvg (`--reproducible-sum`): each w_k x_k rounded once to
+ * the grid 2^-frac_bits and summed in int64, so the result is the same bits
+ * for any order of uploads and any split into partials (aggregate_fedavg.c).
+ * wide_slots: staging slots of 8 bytes a parameter (a leader taking integer
+ * partials from aggregators) instead of 4. */
+#define FC_FIXED_MIN_FRAC_BITS 16
+#define FC_FIXED_MAX_TERMS 65536u          /* updates one sum may hold (the overflow bound) */
+#define FC_FIXED_MAX_PARAMS (1ull << 28)   /* 8 bytes each in one U8 tensor of <= 2^31 */
+/* F for a clip norm and weight cap: every |w x_i| x 2^F under 2^45; -1 if
+ * there is no clip or F would be below FC_FIXED_MIN_FRAC_BITS. */
+int fc_fixed_frac_bits(double clip, uint64_t max_weight);
+int fc_agg_fedavg_create_fixed(size_t n, int slots, int frac_bits, int wide_slots, fc_agg **out);
+int fc_agg_fedavg_frac_bits(const fc_agg *a); /* 0: float mode (or not FedAvg) */
+/* An aggregator's integer partial: 8n bytes (little-endian int64 per parameter). */
+int fc_agg_fedavg_partial_fixed(fc_agg *a, uint8_t *out, double *weight, uint32_t *count);
+/* The leader's staging of one integer partial (wide slots): chunks, then the
+ * L2 norm and max |value| of sum / 2^F for the tier's checks, then
+ * fc_agg_fedavg_commit_partial. */
+int fc_agg_fedavg_fixed_chunk(fc_agg *a, fc_agg_update *u, uint64_t offset, const void *bytes, size_t len);
+int fc_agg_fedavg_fixed_check(fc_agg *a, fc_agg_update *u, fc_agg_check *out);
+/* The wire spec of an integer partial: one U8 tensor "fixed_sum" of 8n bytes. */
+void fc_fixed_sum_spec(size_t n, fc_model_spec *out);
 
 /* Secure aggregation (aggregate_secagg.c): the u32 sums mod 2^32 of masked
  * inputs of `entries` entries (model parameters + 1 for the weight), one per

@@ -264,6 +264,7 @@ void coord_h_agg_round(fc_scall *call, void *ctx) {
   resp.n_clients = n;
   resp.clients = names;
   resp.poll_ms = POLL_MS;
+  resp.fixed_frac_bits = (uint32_t)fc_agg_fedavg_frac_bits(c->agg);
   fc_scall_finish(call, GRPC_STATUS_OK, NULL, &resp.base);
 out:
   for (size_t i = 0; names && i < n; i++) free(names[i]);
@@ -365,12 +366,23 @@ void coord_h_agg_partial(fc_scall *call, void *ctx) {
     snprintf(why, sizeof why, "out of memory");
     goto refuse;
   }
-  /* The header against the model's shape (SHAPE names the first tensor that differs). */
-  if ((rc = fc_chunk_rx_begin_pb(&rx, first->header, &m->spec, m->bytes, why, sizeof why)) != FEDC_OK) {
+  /* The header against the model's shape (SHAPE names the first tensor that
+   * differs), or under --reproducible-sum against the integer sum's one tensor. */
+  int frac = fc_agg_fedavg_frac_bits(c->agg);
+  if ((int)meta->fixed_frac_bits != frac) {
+    snprintf(why, sizeof why, "partial sums with fixed_frac_bits %u, this leader takes %d (0 = float32)",
+             meta->fixed_frac_bits, frac);
+    code = GRPC_STATUS_FAILED_PRECONDITION;
+    goto refuse;
+  }
+  fc_model_spec fixed_spec;
+  if (frac) fc_fixed_sum_spec(c->agg->n, &fixed_spec);
+  if ((rc = fc_chunk_rx_begin_pb(&rx, first->header, frac ? &fixed_spec : &m->spec,
+                                 frac ? (uint64_t)c->agg->n * 8 : m->bytes, why, sizeof why)) != FEDC_OK) {
     code = code_of(rc);
     goto refuse;
   }
-  partial_view(meta, peer->name, &rx.spec, ups, &p);
+  partial_view(meta, peer->name, &m->spec, ups, &p);
   pthread_mutex_lock(&c->mu);
   rc = check_locked(c, &p, m, why, sizeof why);
   pthread_mutex_unlock(&c->mu);
@@ -400,7 +412,9 @@ void coord_h_agg_partial(fc_scall *call, void *ctx) {
                                                                  pm->chunk->data.len, why, sizeof why);
     if (rc == FEDC_ERR_PROTOCOL && (!pm->chunk || pm->meta || pm->header))
       snprintf(why, sizeof why, "expected only chunks after the first partial message");
-    if (rc == FEDC_OK) rc = c->agg->ops->update_chunk(c->agg, u, at, pm->chunk->data.data, pm->chunk->data.len);
+    if (rc == FEDC_OK)
+      rc = frac ? fc_agg_fedavg_fixed_chunk(c->agg, u, at, pm->chunk->data.data, pm->chunk->data.len)
+                : c->agg->ops->update_chunk(c->agg, u, at, pm->chunk->data.data, pm->chunk->data.len);
     protobuf_c_message_free_unpacked(msg, NULL);
     if (rc != FEDC_OK) {
       code = code_of(rc);
@@ -412,7 +426,7 @@ void coord_h_agg_partial(fc_scall *call, void *ctx) {
     goto refuse;
   }
   fc_agg_check chk;
-  if (c->agg->ops->update_check(c->agg, u, &chk) != FEDC_OK) {
+  if ((frac ? fc_agg_fedavg_fixed_check(c->agg, u, &chk) : c->agg->ops->update_check(c->agg, u, &chk)) != FEDC_OK) {
     snprintf(why, sizeof why, "partial sum has a NaN/Inf value at parameter %zu", chk.bad_index);
     code = GRPC_STATUS_INVALID_ARGUMENT;
     goto refuse;
@@ -454,7 +468,9 @@ void coord_h_agg_partial(fc_scall *call, void *ctx) {
       FC_ERROR(MOD, "round %llu: update of %s from aggregator %s not counted after its begin: %s",
                (unsigned long long)meta->round, pu->client, peer->name, fc_upload_verdict_text(v));
   }
-  fc_agg_fedavg_commit_partial(c->agg, u, meta->total_weight, (uint32_t)meta->n_updates);
+  if (fc_agg_fedavg_commit_partial(c->agg, u, meta->total_weight, (uint32_t)meta->n_updates) != FEDC_OK)
+    FC_ERROR(MOD, "round %llu: partial from aggregator %s passed the 65,536-update bound of the 64-bit sums: "
+             "not folded", (unsigned long long)meta->round, peer->name);
   u = NULL; /* the slot went back with the commit */
   fc_tier_mark_counted(c->tier->book, &p);
   fc_tier_note_seen(c->tier->book, peer->name, fc_now_ms());

@@ -206,6 +206,35 @@ static int robust_cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen) {
   return FEDC_OK;
 }
 
+/* --reproducible-sum (aggregate_fedavg.c): integer sums on a grid from the
+ * clip and the weight cap; what it cannot hold is refused in one sentence. */
+static int reproducible_cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen) {
+  if (!cfg->reproducible_sum) return FEDC_OK;
+  const char *no = NULL;
+  uint32_t most = cfg->engine.async ? cfg->engine.async_buffer
+                  : cfg->engine.cohort_size > cfg->engine.min_updates ? cfg->engine.cohort_size
+                                                                      : cfg->engine.min_updates;
+  if (strcmp(cfg->aggregator, "fedavg") != 0)
+    no = "a robust aggregation rule (it applies to the FedAvg sum; robust rules do not sum in arrival order)";
+  else if (cfg->engine.secagg)
+    no = "secure aggregation (its sums are integers already; what varies is the clients' random rounding)";
+  else if (!(cfg->clip_norm > 0))
+    no = "clip_norm 0 (the fixed-point grid is sized from the clip norm and max_example_weight)";
+  else if (fc_fixed_frac_bits(cfg->clip_norm, cfg->max_example_weight) < 0)
+    no = "this clip_norm x max_example_weight (over 2^29: the grid would be coarser than 2^-16)";
+  else if (cfg->dp_noise_multiplier > 0)
+    no = "differential privacy (its noise is random, and Poisson sampling has no cohort bound)";
+  else if (cfg->upload_bits != 32)
+    no = "compressed uploads (their decoding may pass the clip norm the grid is sized from)";
+  else if (!cfg->engine.async && cfg->engine.cohort_size == 0)
+    no = "cohort 0 (a fraction of the clients: one round's sum must hold at most 65,536 updates)";
+  else if (most > FC_FIXED_MAX_TERMS)
+    no = "more than 65,536 updates in one round or buffer (the overflow bound of the 64-bit sums)";
+  if (!no) return FEDC_OK;
+  snprintf(err, errlen, "--reproducible-sum cannot be combined with %s", no);
+  return FEDC_ERR_INVALID;
+}
+
 /* What the library refuses whatever its caller checked: each of these would
  * silently change meaning (no federation check, zero weights, no clipping). */
 int coord_cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen) {
@@ -225,6 +254,7 @@ int coord_cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen) {
   if (coord_sopt_cfg(cfg, &so, err, errlen) != FEDC_OK) return FEDC_ERR_INVALID;
   if (coord_async_cfg_check(cfg, err, errlen) != FEDC_OK) return FEDC_ERR_INVALID;
   if (robust_cfg_check(cfg, err, errlen) != FEDC_OK) return FEDC_ERR_INVALID;
+  if (reproducible_cfg_check(cfg, err, errlen) != FEDC_OK) return FEDC_ERR_INVALID;
   if (cfg->dp_noise_multiplier != 0) {
     /* Refuse what would make the reported guarantee void. */
     const char *bad = NULL;

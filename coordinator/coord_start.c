@@ -98,6 +98,7 @@ void coord_agg_shape(const fc_coord_cfg *cfg, const fc_model_spec *spec, coord_a
   d->entries = fc_model_numel(spec) + 1 + (cfg->dp_noise_multiplier > 0 && cfg->dp_adaptive_quantile > 0);
   /* Staging slots: --upload-slots, or as many as --upload-memory-mib holds. */
   d->slot_bytes = (uint64_t)(cfg->engine.secagg ? d->entries : fc_model_numel(spec)) * 4;
+  if (cfg->reproducible_sum && cfg->agg_tier) d->slot_bytes *= 2; /* a leader's slots take int64 partials */
   d->slots = cfg->upload_slots > 0 ? cfg->upload_slots
                                    : fc_agg_slots_for_budget(cfg->upload_memory_mib << 20, d->slot_bytes);
   /* The engine selects max(cohort, min_updates) clients: a row for each,

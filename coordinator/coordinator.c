@@ -355,8 +355,13 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
   } else if (d.robust) {
     rc = fc_agg_robust_create(fc_model_numel(&spec), d.rows, d.slots, &rcfg, &c->agg);
   } else {
+    int frac = cfg->reproducible_sum ? fc_fixed_frac_bits(cfg->clip_norm, cfg->max_example_weight) : 0;
     rc = cfg->engine.secagg ? fc_agg_secagg_create(d.entries, 1, d.slots, &c->agg)
+         : frac > 0         ? fc_agg_fedavg_create_fixed(fc_model_numel(&spec), d.slots, frac, cfg->agg_tier, &c->agg)
                             : fc_agg_fedavg_create(fc_model_numel(&spec), d.slots, &c->agg);
+    if (rc == FEDC_OK && frac > 0)
+      FC_INFO(MOD, "reproducible sums: int64 on the grid 2^-%d (clip %g x weight cap %llu)", frac,
+              (double)cfg->clip_norm, (unsigned long long)cfg->max_example_weight);
   }
   if (rc != FEDC_OK) {
     snprintf(err, errlen, "cannot create aggregator: %s", fedc_strerror(rc));

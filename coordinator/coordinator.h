@@ -161,6 +161,10 @@ typedef struct fc_coord_cfg {
    * aggregators registered in etcd under the leader's prefix, which hand
    * the leader partial sums. Needs leader; plaintext FedAvg only. */
   int agg_tier;
+  /* FedAvg summed in 64-bit fixed point (aggregate_fedavg.c): the model is
+   * the same bits for any arrival order and with or without an aggregator
+   * tier, for the same seed. */
+  int reproducible_sum;
 } fc_coord_cfg;
 
 /* coord_ha.c: before fc_coord_start on a replica that has just won: bring

@@ -211,6 +211,129 @@ static void test_fold_equals_fedavg(void) {
   leader->ops->destroy(leader);
 }
 
+/* --reproducible-sum: fixed-point sums are the same bits in any order and
+ * any split into partials; float sums are not (the reason it exists). */
+static void commit_n(fc_agg *a, const float *x, size_t n, double w) {
+  fc_agg_update *u = NULL;
+  CHECK_EQ_INT(a->ops->update_begin(a, 0, &u), FEDC_OK);
+  CHECK_EQ_INT(a->ops->update_chunk(a, u, 0, x, n * sizeof(float)), FEDC_OK);
+  CHECK_EQ_INT(a->ops->update_commit(a, u, w), FEDC_OK);
+}
+
+static void fixed_partial_to(fc_agg *leader, fc_agg *part, uint32_t want_count) {
+  static uint8_t bytes[8 * N];
+  double pw = 0;
+  uint32_t pc = 0;
+  CHECK_EQ_INT(fc_agg_fedavg_partial_fixed(part, bytes, &pw, &pc), FEDC_OK);
+  CHECK_EQ_INT(pc, want_count);
+  fc_agg_update *u = NULL;
+  CHECK_EQ_INT(leader->ops->update_begin(leader, 0, &u), FEDC_OK);
+  /* In two chunks, the second first: the staging copy does not care. */
+  CHECK_EQ_INT(fc_agg_fedavg_fixed_chunk(leader, u, 4000, bytes + 4000, sizeof bytes - 4000), FEDC_OK);
+  CHECK_EQ_INT(fc_agg_fedavg_fixed_chunk(leader, u, 0, bytes, 4000), FEDC_OK);
+  CHECK_EQ_INT(fc_agg_fedavg_fixed_chunk(leader, u, sizeof bytes, bytes, 1), FEDC_ERR_TOO_LARGE);
+  fc_agg_check chk;
+  CHECK_EQ_INT(fc_agg_fedavg_fixed_check(leader, u, &chk), FEDC_OK);
+  CHECK(chk.l2 > 0 && chk.amax > 0 && chk.amax <= chk.l2);
+  CHECK_EQ_INT(fc_agg_fedavg_commit_partial(leader, u, pw, pc), FEDC_OK);
+}
+
+static void test_fixed_reproducible(void) {
+  /* The grid: every |w x_i| 2^F under 2^45. */
+  CHECK_EQ_INT(fc_fixed_frac_bits(10, 10000), 28); /* the defaults: 2^45 / (10 x 1.0001 x 10^4) */
+  CHECK_EQ_INT(fc_fixed_frac_bits(0, 10000), -1);  /* no clip, no bound */
+  CHECK_EQ_INT(fc_fixed_frac_bits(1e6, 1000000), -1);
+  CHECK(fc_fixed_frac_bits(1e-30f, 1) == 60);
+  fc_agg *bad = NULL;
+  CHECK_EQ_INT(fc_agg_fedavg_create_fixed(N, 1, 5, 0, &bad), FEDC_ERR_INVALID);
+  CHECK_EQ_INT(fc_agg_fedavg_create_fixed(N, 1, 0, 0, &bad), FEDC_ERR_INVALID);
+
+  /* Seven updates of mixed sign and scale (|x| <= 3e4, weights <= 9: F 16
+   * would do; 20 here), folded forwards, backwards and as two partials. */
+  enum { K = 7 };
+  static float x[K][N], fwd[N], rev[N], split[N];
+  const double w[K] = {3, 9, 1, 7, 2, 5, 4};
+  for (int k = 0; k < K; k++)
+    for (int i = 0; i < N; i++) x[k][i] = (float)(sin(0.37 * i + k) * pow(10, (i + k) % 5 - 1) * (k % 2 ? -1 : 1));
+  x[0][7] = 3e4f, x[1][7] = 9e-4f, x[2][7] = -2.7e5f / 9; /* w x: 9e4, 8.1e-3, -3e4 */
+  fc_agg *a = NULL, *b = NULL, *p1 = NULL, *p2 = NULL, *leader = NULL, *fa = NULL, *fb = NULL;
+  CHECK_EQ_INT(fc_agg_fedavg_create_fixed(N, 1, 20, 0, &a), FEDC_OK);
+  CHECK_EQ_INT(fc_agg_fedavg_create_fixed(N, 1, 20, 0, &b), FEDC_OK);
+  CHECK_EQ_INT(fc_agg_fedavg_create_fixed(N, 2, 20, 0, &p1), FEDC_OK);
+  CHECK_EQ_INT(fc_agg_fedavg_create_fixed(N, 2, 20, 0, &p2), FEDC_OK);
+  CHECK_EQ_INT(fc_agg_fedavg_create_fixed(N, 1, 20, 1, &leader), FEDC_OK);
+  CHECK_EQ_INT(fc_agg_fedavg_create(N, 1, &fa), FEDC_OK);
+  CHECK_EQ_INT(fc_agg_fedavg_create(N, 1, &fb), FEDC_OK);
+  CHECK_EQ_INT(fc_agg_fedavg_frac_bits(a), 20);
+  CHECK_EQ_INT(fc_agg_fedavg_frac_bits(fa), 0);
+  for (int k = 0; k < K; k++) {
+    commit_n(a, x[k], N, w[k]);
+    commit_n(b, x[K - 1 - k], N, w[K - 1 - k]);
+    commit_n(k % 2 ? p2 : p1, x[k], N, w[k]);
+    commit_n(fa, x[k], N, w[k]);
+    commit_n(fb, x[K - 1 - k], N, w[K - 1 - k]);
+  }
+  fixed_partial_to(leader, p2, 3);
+  fixed_partial_to(leader, p1, 4);
+  uint32_t c = 0;
+  CHECK_EQ_INT(a->ops->round_finish(a, fwd, &c), FEDC_OK);
+  CHECK_EQ_INT(c, K);
+  CHECK_EQ_INT(b->ops->round_finish(b, rev, &c), FEDC_OK);
+  CHECK_EQ_INT(leader->ops->round_finish(leader, split, &c), FEDC_OK);
+  CHECK_EQ_INT(c, K);
+  CHECK(memcmp(fwd, rev, sizeof fwd) == 0);
+  CHECK(memcmp(fwd, split, sizeof fwd) == 0);
+  /* Close to the exact weighted mean (double, in order): the grid's error
+   * is 2^-21 per term over a total weight of 31. */
+  double maxerr = 0;
+  for (int i = 0; i < N; i++) {
+    double t = 0;
+    for (int k = 0; k < K; k++) t += w[k] * (double)x[k][i];
+    t /= 31;
+    maxerr = fmax(maxerr, fabs(t - fwd[i]) / (fabs(t) + 1e-6));
+  }
+  CHECK(maxerr < 1e-6);
+  /* Float32 sums: coordinate 7 loses the 8.1e-3 next to 9e4 in one order. */
+  static float f1[N], f2[N];
+  CHECK_EQ_INT(fa->ops->round_finish(fa, f1, &c), FEDC_OK);
+  CHECK_EQ_INT(fb->ops->round_finish(fb, f2, &c), FEDC_OK);
+  CHECK(memcmp(f1, f2, sizeof f1) != 0);
+  /* Wrong kinds: a float partial of a fixed sum, a fixed one of a float sum;
+   * integer chunks into 4-byte slots. */
+  CHECK_EQ_INT(fc_agg_fedavg_partial(a, f1, &(double){0}, &(uint32_t){0}), FEDC_ERR_INVALID);
+  CHECK_EQ_INT(fc_agg_fedavg_partial_fixed(fa, (uint8_t *)f1, &(double){0}, &(uint32_t){0}), FEDC_ERR_INVALID);
+  fc_agg_update *u = NULL;
+  CHECK_EQ_INT(a->ops->update_begin(a, 0, &u), FEDC_OK);
+  CHECK_EQ_INT(fc_agg_fedavg_fixed_chunk(a, u, 0, f1, 8), FEDC_ERR_INVALID);
+  a->ops->update_abort(a, u);
+  /* A lying partial (near 2^63 on one coordinate) shows in the check's max. */
+  static uint8_t lie[8 * N];
+  memset(lie, 0, sizeof lie);
+  lie[8 * 5 + 7] = 0x7f;
+  CHECK_EQ_INT(leader->ops->update_begin(leader, 0, &u), FEDC_OK);
+  CHECK_EQ_INT(fc_agg_fedavg_fixed_chunk(leader, u, 0, lie, sizeof lie), FEDC_OK);
+  fc_agg_check chk;
+  CHECK_EQ_INT(fc_agg_fedavg_fixed_check(leader, u, &chk), FEDC_OK);
+  CHECK(chk.amax > 8e12); /* 2^63 / 2^20 */
+  leader->ops->update_abort(leader, u);
+  fc_agg *all[] = {a, b, p1, p2, leader, fa, fb};
+  for (size_t i = 0; i < sizeof all / sizeof *all; i++) all[i]->ops->destroy(all[i]);
+
+  /* The overflow bound: the 65,537th update of one sum is refused, not wrapped. */
+  fc_agg *many = NULL;
+  float one4[4] = {1, -1, 0.5f, 0};
+  CHECK_EQ_INT(fc_agg_fedavg_create_fixed(4, 1, 20, 0, &many), FEDC_OK);
+  for (uint32_t k = 0; k < FC_FIXED_MAX_TERMS; k++) commit_n(many, one4, 4, 1);
+  CHECK_EQ_INT(many->ops->update_begin(many, 0, &u), FEDC_OK);
+  CHECK_EQ_INT(many->ops->update_chunk(many, u, 0, one4, sizeof one4), FEDC_OK);
+  CHECK_EQ_INT(many->ops->update_commit(many, u, 1), FEDC_ERR_TOO_LARGE);
+  float out4[4];
+  CHECK_EQ_INT(many->ops->round_finish(many, out4, &c), FEDC_OK);
+  CHECK_EQ_INT(c, FC_FIXED_MAX_TERMS);
+  CHECK(out4[0] == 1 && out4[1] == -1 && out4[2] == 0.5f && out4[3] == 0);
+  many->ops->destroy(many);
+}
+
 /* Status view: each member's load and counters; counters follow a member
  * across refreshes and go when it leaves. */
 static void test_loads(void) {
@@ -260,5 +383,6 @@ int main(void) {
   test_loads();
   test_checks();
   test_fold_equals_fedavg();
+  test_fixed_reproducible();
   return CHECK_DONE();
 }
