@@ -202,6 +202,22 @@ int main(int argc, char **argv) {
       report(kinds[w].name, threads, k, t, cpu, gb, dram_gbs);
     }
 
+  /* --reproducible-sum: the same fold into int64 sums on the default grid
+   * (clip 10, weight cap 10,000: 2^-28), next to the float fold above. */
+  fc_agg *fix = NULL;
+  if (fc_agg_fedavg_create_fixed(n_params, MAX_THREADS, fc_fixed_frac_bits(10, 10000), 0, &fix) != FEDC_OK) return 1;
+  for (int threads = 1; threads <= MAX_THREADS; threads++) {
+    fprintf(stderr, "bench_aggregate: fold_fixed on %d thread(s)\n", threads);
+    double cpu;
+    double t = run(fix, W_FOLD, k, threads, reps, out, &cpu);
+    if (t < 0) {
+      fprintf(stderr, "bench_aggregate: fold_fixed failed\n");
+      return 1;
+    }
+    report("fold_fixed", threads, k, t, cpu, gb, dram_gbs);
+  }
+  fix->ops->destroy(fix);
+
   /* memcpy of each update (one pass per update, cache-resident). */
   double best_copy = 1e9, best_naive = 1e9, norm_sum = 0;
   double cpu_copy = 1e9, cpu_naive = 1e9;
