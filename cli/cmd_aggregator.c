@@ -41,11 +41,15 @@ static void usage(FILE *f) {
           "  --etcd-ca/--etcd-cert/--etcd-key F   mutual TLS to etcd (plaintext on loopback only)\n"
           "  --upload-slots N       uploads staged at once (memory N x model; default 4)\n"
           "  --threads N            upload handler threads (default 16)\n"
+          "  --stream-idle-ms MS    an upload silent this long is cut off; the grace before the rate below (30000)\n"
+          "  --min-transfer-bps N   an upload slower than this on average after the grace is cut off (default\n"
+          "                         65536, the coordinator's; 0 = none)\n"
           "  --port-file FILE       write the bound port here once listening\n"
           "  --log LEVEL            error | warn | info | debug (default info)\n");
 }
 
-enum { O_LISTEN = 2000, O_ADV, O_ETCD, O_PREFIX, O_TTL, O_ECA, O_ECERT, O_EKEY, O_SLOTS, O_THREADS, O_PORTF, O_LOG };
+enum { O_LISTEN = 2000, O_ADV, O_ETCD, O_PREFIX, O_TTL, O_ECA, O_ECERT, O_EKEY, O_SLOTS, O_THREADS, O_PORTF, O_LOG,
+       O_IDLE, O_MINBPS };
 
 int cmd_aggregator(int argc, char **argv) {
   static const struct option opts[] = {CLI_TLS_LONGOPTS,
@@ -59,6 +63,8 @@ int cmd_aggregator(int argc, char **argv) {
                                        {"etcd-key", required_argument, 0, O_EKEY},
                                        {"upload-slots", required_argument, 0, O_SLOTS},
                                        {"threads", required_argument, 0, O_THREADS},
+                                       {"stream-idle-ms", required_argument, 0, O_IDLE},
+                                       {"min-transfer-bps", required_argument, 0, O_MINBPS},
                                        {"port-file", required_argument, 0, O_PORTF},
                                        {"log", required_argument, 0, O_LOG},
                                        {"help", no_argument, 0, 'h'},
@@ -108,6 +114,20 @@ int cmd_aggregator(int argc, char **argv) {
         return 2;
       }
       cfg.threads = (int)v;
+      break;
+    case O_IDLE:
+      if (cli_parse_u64(prog, "--stream-idle-ms", optarg, &v) || v < 100 || v > 3600000) {
+        fprintf(stderr, "%s: --stream-idle-ms must be 100..3600000\n", prog);
+        return 2;
+      }
+      cfg.stream_idle_ms = (int)v;
+      break;
+    case O_MINBPS:
+      if (cli_parse_u64(prog, "--min-transfer-bps", optarg, &v) || v > (1ull << 40)) {
+        fprintf(stderr, "%s: --min-transfer-bps must be 0..2^40\n", prog);
+        return 2;
+      }
+      cfg.min_transfer_bps = v;
       break;
     case 'h': usage(stdout); return 0;
     default: return cli_option_error(prog, c, argv, opts);

@@ -24,3 +24,8 @@ void fc_deadline_after_ms(struct timespec *ts, uint64_t ms) {
     ts->tv_nsec -= 1000000000L;
   }
 }
+
+int fc_transfer_too_slow(uint64_t started_ms, uint64_t now_ms, uint64_t bytes, uint64_t min_bps, uint64_t grace_ms) {
+  if (!min_bps || now_ms < started_ms + grace_ms) return 0;
+  return (double)bytes < (double)min_bps * (double)(now_ms - started_ms - grace_ms) / 1000.0;
+}

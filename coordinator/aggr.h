@@ -33,6 +33,7 @@ typedef struct fc_aggr_cfg {
   int upload_slots;       /* staging slots (memory = slots x model; default 4) */
   int threads;            /* upload handler threads (default 16) */
   int stream_idle_ms;     /* default 30000 */
+  uint64_t min_transfer_bps; /* an upload slower than this after stream_idle_ms is cut off (default 64 KiB/s; 0 = none) */
 } fc_aggr_cfg;
 
 typedef struct fc_aggr fc_aggr;

@@ -47,6 +47,7 @@ void fc_aggr_cfg_defaults(fc_aggr_cfg *c) {
   c->upload_slots = 4;
   c->threads = 16;
   c->stream_idle_ms = 30000;
+  c->min_transfer_bps = 64 * 1024; /* the coordinator's default */
 }
 
 /* Waits up to ms for a stop; 1 if stopping. */

@@ -171,6 +171,12 @@ void aggr_h_upload(fc_scall *call, void *ctx) {
     if (fc_now_ms() >= submit_by) {
       code = GRPC_STATUS_DEADLINE_EXCEEDED;
       snprintf(why, sizeof why, "round %llu: submit time passed during the upload", (unsigned long long)round);
+    } else if (fc_transfer_too_slow(now, fc_now_ms(), at, a->cfg.min_transfer_bps, (uint64_t)a->cfg.stream_idle_ms)) {
+      /* As the coordinator's (coord_too_slow): a trickle must not hold a thread and a slot for the round. */
+      code = GRPC_STATUS_DEADLINE_EXCEEDED;
+      snprintf(why, sizeof why, "upload too slow: %llu bytes in %.1f s (at least %llu B/s after %.1f s)",
+               (unsigned long long)at, (fc_now_ms() - now) / 1000.0, (unsigned long long)a->cfg.min_transfer_bps,
+               a->cfg.stream_idle_ms / 1000.0);
     } else if (!um->chunk || um->header || um->meta) {
       code = GRPC_STATUS_INVALID_ARGUMENT;
       snprintf(why, sizeof why, "expected only chunks after the first upload message");

@@ -321,7 +321,5 @@ int coord_cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen) {
  * past the grace, else it is cut off (a peer sending one 1 KiB chunk every
  * 29 s held a staging slot for the whole round). */
 int coord_too_slow(const fc_coord *c, uint64_t started_ms, uint64_t bytes) {
-  uint64_t now = fc_now_ms(), grace = (uint64_t)c->cfg.stream_idle_ms;
-  if (!c->cfg.min_transfer_bps || now < started_ms + grace) return 0;
-  return (double)bytes < (double)c->cfg.min_transfer_bps * (double)(now - started_ms - grace) / 1000.0;
+  return fc_transfer_too_slow(started_ms, fc_now_ms(), bytes, c->cfg.min_transfer_bps, (uint64_t)c->cfg.stream_idle_ms);
 }

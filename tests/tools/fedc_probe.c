@@ -12,6 +12,9 @@
  *   hold-upload     a good upload that stops after half its chunks, prints a
  *                   step "holding", waits --hold-ms (default 3000), then sends
  *                   the rest (it holds a staging slot meanwhile)
+ *   trickle-upload  a good upload that waits --hold-ms before every chunk
+ *                   after the first (a slow link, or a slowloris): expects
+ *                   DEADLINE_EXCEEDED (the minimum transfer rate), step "trickle"
  *   rejections      send every kind of bad upload, each in its own stream,
  *                   and check the coordinator's status for each (one names
  *                   a tensor "w\n<timestamp> INFO  admin: forged line\x1b[31m",
@@ -133,6 +136,7 @@ typedef struct upload_plan {
   size_t oversize;       /* send one chunk message of this many bytes instead */
   int masked;            /* claim a masked (secure-aggregation) input */
   int hold_ms;           /* pause this long after half the chunks */
+  int trickle_ms;        /* pause this long before every chunk but the first */
   uint32_t bits, block;  /* UpdateMeta.upload_bits, upload_block (1.9) */
 } upload_plan;
 
@@ -173,6 +177,7 @@ static int upload(const upload_plan *p, fc_status *st) {
     uint64_t off;
     size_t len;
     if (fc_chunk_plan(p->total, g_chunk, i, &off, &len) != FEDC_OK || off >= limit) break;
+    if (p->trickle_ms && off > 0) usleep((useconds_t)p->trickle_ms * 1000);
     if (p->hold_ms && i == nchunks / 2) {
       printf("{\"step\":\"holding\",\"ms\":%d}\n", p->hold_ms);
       fflush(stdout);
@@ -341,7 +346,7 @@ static int run_secagg_bad(const Fedc__V1__Task *t, const char *pki, const char *
   free(pem);
   fc_status st;
   memset(&st, 0, sizeof st);
-  upload_plan p = {spec, zero, total, sha_zero, t->round, t->model_version, 100, 0.5, 0, 0, 0, 0, 0, 0, 0};
+  upload_plan p = {spec, zero, total, sha_zero, t->round, t->model_version, 100, 0.5, 0, 0, 0, 0, 0, 0, 0, 0};
   upload(&p, &st);
   report("sa-plaintext-upload", GRPC_STATUS_FAILED_PRECONDITION, &st);
   p.masked = 1;
@@ -470,7 +475,7 @@ static int run_upload_modes(const char *mode, const char *pki, const char *other
   float *zero = calloc(n, sizeof *zero), *bad = malloc(total);
   uint8_t sha_zero[FC_SHA256_LEN], sha_bad[FC_SHA256_LEN];
   fc_sha256(zero, total, sha_zero);
-  upload_plan p = {&spec, zero, total, sha_zero, t->round, t->model_version, 100, 0.5, 0, 0, 0, 0, 0, 0, 0};
+  upload_plan p = {&spec, zero, total, sha_zero, t->round, t->model_version, 100, 0.5, 0, 0, 0, 0, 0, 0, 0, 0};
   if (strcmp(mode, "secagg-bad") == 0) {
     rc = run_secagg_bad(t, pki, other, &spec, zero, total, sha_zero);
     free(zero);
@@ -538,6 +543,16 @@ static int run_upload_modes(const char *mode, const char *pki, const char *other
     upload(&p, &st); /* does not return */
   }
   if (strcmp(mode, "hold-upload") == 0) p.hold_ms = g_hold_ms;
+  if (strcmp(mode, "trickle-upload") == 0) {
+    p.trickle_ms = g_hold_ms;
+    upload_retrying(&p, &st); /* retried while told to (an aggregator that has not seen the round yet) */
+    report("trickle", GRPC_STATUS_DEADLINE_EXCEEDED, &st);
+    free(zero);
+    free(bad);
+    free(w);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    return g_failures ? 1 : 0;
+  }
   if (wait_file(g_upload_after)) return 1;
   if (strncmp(mode, "resume", 6) == 0) {
     run_resume(mode, p, &st);
@@ -651,7 +666,7 @@ static void flood_call(const char *method, fc_status *st) {
   ProtobufCMessage *m = NULL;
   memset(st, 0, sizeof *st);
   if (strstr(method, "UploadUpdate")) {
-    upload_plan p = {&spec, payload, sizeof payload, sha, 1, 0, 1, 0.5, 0, 0, 0, 0, 0, 0, 0};
+    upload_plan p = {&spec, payload, sizeof payload, sha, 1, 0, 1, 0.5, 0, 0, 0, 0, 0, 0, 0, 0};
     upload(&p, st);
   } else if (strstr(method, "SecAggPoll")) {
     Fedc__V1__SecAggPollRequest req = FEDC__V1__SEC_AGG_POLL_REQUEST__INIT;

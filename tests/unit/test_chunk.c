@@ -9,6 +9,7 @@
 
 #include "check.h"
 #include "common/chunk.h"
+#include "common/clock.h"
 #include "common/hash_pipe.h"
 #include "crypto/sha256.h"
 #include "fedc/error.h"
@@ -419,7 +420,21 @@ static void test_hash_inside(void) {
   }
 }
 
+/* The slow-transfer rule the coordinator and the aggregators share: nothing
+ * before the grace; after it, the average past the grace must reach min_bps. */
+static void test_too_slow(void) {
+  const uint64_t t0 = 1000000, grace = 30000, bps = 65536;
+  CHECK(!fc_transfer_too_slow(t0, t0 + grace, 0, bps, grace));        /* the grace: even nothing is fine */
+  CHECK(fc_transfer_too_slow(t0, t0 + grace + 1000, 1024, bps, grace)); /* 1 KiB in the second after it */
+  CHECK(!fc_transfer_too_slow(t0, t0 + grace + 1000, 65536, bps, grace));
+  CHECK(fc_transfer_too_slow(t0, t0 + grace + 10000, 600000, bps, grace)); /* 60 KB/s for 10 s */
+  CHECK(!fc_transfer_too_slow(t0, t0 + grace + 10000, 700000, bps, grace));
+  CHECK(!fc_transfer_too_slow(t0, t0 + 10 * grace, 0, 0, grace)); /* 0: no rule */
+  CHECK(!fc_transfer_too_slow(t0, t0 - 5, 0, bps, grace));        /* a clock step back: not cut */
+}
+
 int main(void) {
+  test_too_slow();
   test_hash_pipe();
   test_hash_outside();
   test_hash_inside();
