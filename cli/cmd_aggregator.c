@@ -44,12 +44,17 @@ static void usage(FILE *f) {
           "  --stream-idle-ms MS    an upload silent this long is cut off; the grace before the rate below (30000)\n"
           "  --min-transfer-bps N   an upload slower than this on average after the grace is cut off (default\n"
           "                         65536, the coordinator's; 0 = none)\n"
+          "  --metrics-listen H:P   serve /metrics, /healthz and /readyz here (HTTP; loopback unless\n"
+          "                         --metrics-public)\n"
+          "  --metrics-public       let --metrics-listen be off loopback (put it on a network only Prometheus reaches)\n"
+          "  --max-connections N    client connections at once (default: the fd limit - headroom)\n"
+          "  --connections-per-address N   ... from one address (default 256)\n"
           "  --port-file FILE       write the bound port here once listening\n"
           "  --log LEVEL            error | warn | info | debug (default info)\n");
 }
 
 enum { O_LISTEN = 2000, O_ADV, O_ETCD, O_PREFIX, O_TTL, O_ECA, O_ECERT, O_EKEY, O_SLOTS, O_THREADS, O_PORTF, O_LOG,
-       O_IDLE, O_MINBPS };
+       O_IDLE, O_MINBPS, O_MLISTEN, O_MPUB, O_MAXCONN, O_PERADDR };
 
 int cmd_aggregator(int argc, char **argv) {
   static const struct option opts[] = {CLI_TLS_LONGOPTS,
@@ -65,6 +70,10 @@ int cmd_aggregator(int argc, char **argv) {
                                        {"threads", required_argument, 0, O_THREADS},
                                        {"stream-idle-ms", required_argument, 0, O_IDLE},
                                        {"min-transfer-bps", required_argument, 0, O_MINBPS},
+                                       {"metrics-listen", required_argument, 0, O_MLISTEN},
+                                       {"metrics-public", no_argument, 0, O_MPUB},
+                                       {"max-connections", required_argument, 0, O_MAXCONN},
+                                       {"connections-per-address", required_argument, 0, O_PERADDR},
                                        {"port-file", required_argument, 0, O_PORTF},
                                        {"log", required_argument, 0, O_LOG},
                                        {"help", no_argument, 0, 'h'},
@@ -128,6 +137,22 @@ int cmd_aggregator(int argc, char **argv) {
         return 2;
       }
       cfg.min_transfer_bps = v;
+      break;
+    case O_MLISTEN:
+      bad = snprintf(cfg.metrics_listen, sizeof cfg.metrics_listen, "%s", optarg) >= (int)sizeof cfg.metrics_listen;
+      break;
+    case O_MPUB: cfg.metrics_public = 1; break;
+    case O_MAXCONN:
+    case O_PERADDR:
+      if (cli_parse_u64(prog, c == O_MAXCONN ? "--max-connections" : "--connections-per-address", optarg, &v) ||
+          v > 10000000 || (c == O_PERADDR && v < 1)) {
+        fprintf(stderr, "%s: %s must be %s..10000000\n", prog,
+                c == O_MAXCONN ? "--max-connections" : "--connections-per-address", c == O_MAXCONN ? "0" : "1");
+        return 2;
+      }
+      if (c == O_MAXCONN) cfg.max_connections = (int)v;
+      else
+        cfg.connections_per_address = (int)v;
       break;
     case 'h': usage(stdout); return 0;
     default: return cli_option_error(prog, c, argv, opts);

@@ -25,7 +25,23 @@ void fc_deadline_after_ms(struct timespec *ts, uint64_t ms) {
   }
 }
 
-int fc_transfer_too_slow(uint64_t started_ms, uint64_t now_ms, uint64_t bytes, uint64_t min_bps, uint64_t grace_ms) {
-  if (!min_bps || now_ms < started_ms + grace_ms) return 0;
-  return (double)bytes < (double)min_bps * (double)(now_ms - started_ms - grace_ms) / 1000.0;
+void fc_rate_guard_start(fc_rate_guard *g, uint64_t now_ms) {
+  g->start_ms = now_ms;
+  g->win_ms = 0; /* the first window opens when the grace ends */
+  g->win_bytes = 0;
+}
+
+int fc_rate_guard_too_slow(fc_rate_guard *g, uint64_t now_ms, uint64_t bytes, uint64_t min_bps, uint64_t grace_ms) {
+  if (!min_bps || now_ms < g->start_ms + grace_ms) return 0;
+  if ((double)bytes < (double)min_bps * (double)(now_ms - g->start_ms - grace_ms) / 1000.0) return 1;
+  if (!g->win_ms) { /* the grace's bytes count toward the first window */
+    g->win_ms = g->start_ms + grace_ms;
+    g->win_bytes = 0;
+  }
+  if (now_ms < g->win_ms + grace_ms) return 0;
+  uint64_t moved = bytes > g->win_bytes ? bytes - g->win_bytes : 0;
+  if ((double)moved < (double)min_bps / 4 * (double)(now_ms - g->win_ms) / 1000.0) return 1;
+  g->win_ms = now_ms;
+  g->win_bytes = bytes;
+  return 0;
 }

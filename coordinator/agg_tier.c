@@ -24,6 +24,7 @@ typedef struct assignment {
 
 typedef struct member_stats {
   uint64_t partials_accepted, partials_refused, updates_counted, last_seen_ms;
+  int receiving; /* a SubmitPartial stream of this member is being received */
 } member_stats;
 
 struct fc_tier {
@@ -324,6 +325,19 @@ void fc_tier_mark_counted(fc_tier *t, const fc_tier_partial *p) {
 void fc_tier_note_seen(fc_tier *t, const char *name, uint64_t now_ms) {
   long m = member_index(t, name);
   if (m >= 0) t->stats[m].last_seen_ms = now_ms;
+}
+
+int fc_tier_partial_begin(fc_tier *t, const char *name) {
+  long m = member_index(t, name);
+  if (m < 0) return FEDC_ERR_NOT_FOUND;
+  if (t->stats[m].receiving) return FEDC_ERR_EXISTS;
+  t->stats[m].receiving = 1;
+  return FEDC_OK;
+}
+
+void fc_tier_partial_end(fc_tier *t, const char *name) {
+  long m = member_index(t, name);
+  if (m >= 0) t->stats[m].receiving = 0;
 }
 
 void fc_tier_note_refused(fc_tier *t, const char *name) {

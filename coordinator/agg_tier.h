@@ -74,6 +74,12 @@ typedef struct fc_tier_load_info {
 void fc_tier_note_seen(fc_tier *t, const char *name, uint64_t now_ms);
 /* A partial from `name` refused (an accepted one counts in fc_tier_mark_counted). */
 void fc_tier_note_refused(fc_tier *t, const char *name);
+/* One partial stream per aggregator at a time (a second would hold another
+ * handler thread and staging slot): FEDC_OK and marked, FEDC_ERR_EXISTS if
+ * one is being received, FEDC_ERR_NOT_FOUND if name is not a member. End it
+ * whatever its outcome (a member that left meanwhile: nothing to do). */
+int fc_tier_partial_begin(fc_tier *t, const char *name);
+void fc_tier_partial_end(fc_tier *t, const char *name);
 /* The registered members' load, in registry order; returns how many (<= cap). */
 size_t fc_tier_loads(const fc_tier *t, fc_tier_load_info *out, size_t cap);
 

@@ -33,6 +33,10 @@ typedef struct fc_aggr_cfg {
   int upload_slots;       /* staging slots (memory = slots x model; default 4) */
   int threads;            /* upload handler threads (default 16) */
   int stream_idle_ms;     /* default 30000 */
+  char metrics_listen[128]; /* host:port of /metrics, /healthz, /readyz ("" = none) */
+  int metrics_public;        /* metrics_listen may be off loopback */
+  int max_connections;       /* client connections at once (0 = fd limit - headroom) */
+  int connections_per_address; /* ... from one address (default 256) */
   uint64_t min_transfer_bps; /* an upload slower than this after stream_idle_ms is cut off (default 64 KiB/s; 0 = none) */
 } fc_aggr_cfg;
 
@@ -42,6 +46,7 @@ void fc_aggr_cfg_defaults(fc_aggr_cfg *c);
 /* Binds, registers in etcd, starts polling the leader. One line in err. */
 int fc_aggr_start(const fc_aggr_cfg *cfg, fc_aggr **out, char *err, size_t errlen);
 int fc_aggr_port(const fc_aggr *a);
+int fc_aggr_metrics_port(const fc_aggr *a); /* 0 without --metrics-listen */
 /* Revokes the lease (the leader drops us at its next registry read), stops
  * serving; a partial not yet submitted is lost (logged). Accepts NULL. */
 void fc_aggr_stop(fc_aggr *a);

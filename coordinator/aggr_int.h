@@ -7,6 +7,7 @@
 #define FEDC_COORD_AGGR_INT_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include "common/tensor.h"
 #include "coordinator/aggr.h"
@@ -54,10 +55,19 @@ struct fc_aggr {
   size_t ntaken, captaken;
   char (*busy)[65]; /* clients with an upload streaming now */
   size_t nbusy, capbusy;
+  /* /metrics (aggr_metrics.c): counters since start, and two states. */
+  struct fc_text_http *http;
+  int guard_started; /* the accept guard counts and caps our connections */
+  int rebuild_logged; /* under mu: the leader's model or grid changed and that was logged (aggr_node.c) */
+  _Atomic uint64_t m_taken, m_refused_slow, m_refused_other, m_partials_ok, m_partials_lost, m_counted;
+  atomic_int m_registered, m_leader_ok;
 };
 
 /* aggr_upload.c: the UploadUpdate handler (role client, blocking). */
 void aggr_h_upload(fc_scall *call, void *ctx);
+/* aggr_metrics.c: the listener of --metrics-listen (nothing without it). */
+int aggr_metrics_start(fc_aggr *a, char *err, size_t errlen);
+void aggr_metrics_stop(fc_aggr *a); /* idempotent */
 /* Under mu: name in list[0..n)? */
 int aggr_listed(char (*list)[65], size_t n, const char *name);
 /* Under mu: append name (FEDC_ERR_NOMEM). */

@@ -34,6 +34,7 @@
 #include "crypto/pki.h"
 #include "fedc/error.h"
 #include "fedc/v1/fedc.pb-c.h"
+#include "transport/accept_guard.h"
 #include "transport/tensor_stream.h"
 
 #define MOD "aggregator"
@@ -48,6 +49,7 @@ void fc_aggr_cfg_defaults(fc_aggr_cfg *c) {
   c->threads = 16;
   c->stream_idle_ms = 30000;
   c->min_transfer_bps = 64 * 1024; /* the coordinator's default */
+  c->connections_per_address = 256; /* the coordinator's default */
 }
 
 /* Waits up to ms for a stop; 1 if stopping. */
@@ -71,6 +73,7 @@ static int register_once(fc_aggr *a, char *err, size_t errlen) {
   if (rc == FEDC_OK) rc = fc_etcd_put(a->etcd, a->key, a->value, strlen(a->value), lease, NULL, err, errlen);
   if (rc != FEDC_OK) return rc;
   a->lease = lease;
+  atomic_store(&a->m_registered, 1);
   FC_INFO(MOD, "registered in etcd: %s = \"%s\" (lease %lld, TTL %lld s)", a->key, a->value, (long long)lease,
           (long long)ttl);
   return FEDC_OK;
@@ -90,6 +93,7 @@ static void *reg_main(void *arg) {
                      "round); registering again",
                 (long long)a->lease);
         a->lease = 0;
+        atomic_store(&a->m_registered, 0);
       }
     } else {
       rc = register_once(a, err, sizeof err);
@@ -182,6 +186,8 @@ static void submit(fc_aggr *a, const snapshot *s) {
     uint32_t counted = 0;
     int rc = submit_once(a, s, &counted, &st);
     if (rc == FEDC_OK) {
+      atomic_fetch_add(&a->m_partials_ok, 1);
+      atomic_fetch_add(&a->m_counted, counted);
       FC_INFO(MOD, "round %llu: partial of %zu updates (weight %.0f) accepted by the leader (%u counted)",
               (unsigned long long)s->round, s->nupdates, s->weight, counted);
       return;
@@ -191,7 +197,10 @@ static void submit(fc_aggr *a, const snapshot *s) {
     FC_WARN(MOD, "round %llu: partial of %zu updates %s: %s", (unsigned long long)s->round, s->nupdates,
             again ? "not delivered, retrying" : "refused; its updates are lost", st.detail[0] ? st.detail
                                                                                          : fedc_strerror(rc));
-    if (!again || nap(a, 300)) return;
+    if (!again || nap(a, 300)) {
+      atomic_fetch_add(&a->m_partials_lost, 1);
+      return;
+    }
   }
 }
 
@@ -220,16 +229,32 @@ static int apply_locked(fc_aggr *a, const Fedc__V1__AggRoundResponse *r, const f
   if (!a->open) return 0;
   uint64_t n = fc_model_numel(spec);
   int frac = (int)r->fixed_frac_bits;
+  if (a->agg && (a->agg->n != n || fc_agg_fedavg_frac_bits(a->agg) != frac)) {
+    /* Another leader (a failover, a restart with other options) with another
+     * model size or grid: the sum is rebuilt once no upload holds the old one
+     * (uploads take it under mu, and only while listed busy); until then this
+     * round is closed here, its uploads told to retry. Logged once. */
+    if (!a->rebuild_logged)
+      FC_WARN(MOD, "the leader's model (%zu -> %llu parameters) or sum grid (2^-%d -> 2^-%d) changed: rebuilding "
+              "our sum%s", a->agg->n, (unsigned long long)n, fc_agg_fedavg_frac_bits(a->agg), frac,
+              a->nbusy ? " once the uploads in flight end" : "");
+    a->rebuild_logged = 1;
+    if (a->nbusy) {
+      a->open = 0;
+      return 0;
+    }
+    if (a->npending)
+      FC_WARN(MOD, "%zu update(s) taken for the old leader's round are dropped with its sum", a->npending);
+    a->npending = 0;
+    a->ntaken = 0;
+    a->agg->ops->destroy(a->agg);
+    a->agg = NULL;
+  }
+  a->rebuild_logged = 0;
   if (!a->agg && (frac ? fc_agg_fedavg_create_fixed(n, a->cfg.upload_slots, frac, 0, &a->agg)
                        : fc_agg_fedavg_create(n, a->cfg.upload_slots, &a->agg)) != FEDC_OK) {
     FC_ERROR(MOD, "cannot hold a sum of %llu parameters%s", (unsigned long long)n,
              frac ? " on the leader's fixed-point grid" : "");
-    a->open = 0;
-    return 0;
-  }
-  if (a->agg->n != n || fc_agg_fedavg_frac_bits(a->agg) != frac) {
-    FC_ERROR(MOD, "the model changed size (%zu -> %llu parameters) or its sums' grid (2^-%d -> 2^-%d): restart "
-             "this aggregator", a->agg->n, (unsigned long long)n, fc_agg_fedavg_frac_bits(a->agg), frac);
     a->open = 0;
     return 0;
   }
@@ -279,6 +304,7 @@ static void *poll_main(void *arg) {
     memset(&st, 0, sizeof st);
     int rc = fc_call_unary(a->leader, "/fedc.v1.Aggregator/AggregatorRound", &req.base,
                            &fedc__v1__agg_round_response__descriptor, &resp, CALL_MS, &st);
+    atomic_store(&a->m_leader_ok, rc == FEDC_OK);
     if (rc != FEDC_OK) {
       if (strcmp(st.detail, last) != 0) FC_WARN(MOD, "leader: %s", st.detail[0] ? st.detail : fedc_strerror(rc));
       snprintf(last, sizeof last, "%s", st.detail);
@@ -359,6 +385,15 @@ int fc_aggr_start(const fc_aggr_cfg *cfg, fc_aggr **out, char *err, size_t errle
   so.methods = a->methods;
   so.nmethods = 1;
   if ((rc = fc_server_start(&so, &a->server, err, errlen)) != FEDC_OK) goto fail;
+  /* The coordinator's connection caps and rates (its defaults), and the
+   * count /metrics reports. */
+  fc_accept_guard_cfg gc = {fc_server_port(a->server), 0, cfg->max_connections, 100, 1000, 500,
+                            cfg->connections_per_address};
+  if ((rc = fc_accept_guard_start(&gc)) != FEDC_OK) {
+    snprintf(err, errlen, "cannot start the connection guard: %s", fedc_strerror(rc));
+    goto fail;
+  }
+  a->guard_started = 1;
   char adv[256];
   if (cfg->advertise[0]) {
     snprintf(adv, sizeof adv, "%s", cfg->advertise);
@@ -411,6 +446,7 @@ int fc_aggr_start(const fc_aggr_cfg *cfg, fc_aggr **out, char *err, size_t errle
     goto fail;
   }
   a->poll_started = 1;
+  if ((rc = aggr_metrics_start(a, err, errlen)) != FEDC_OK) goto fail;
   FC_INFO(MOD, "aggregator %s serving clients on port %d (advertised %s), leader at %s", a->identity,
           fc_server_port(a->server), adv, cfg->coordinator);
   *out = a;
@@ -428,11 +464,13 @@ void fc_aggr_stop(fc_aggr *a) {
   a->stopping = 1;
   pthread_cond_broadcast(&a->stop_cv);
   pthread_mutex_unlock(&a->stop_mu);
+  aggr_metrics_stop(a);
   if (a->leader) fc_channel_cancel_all(a->leader);
   if (a->poll_started) pthread_join(a->poll_thread, NULL);
   if (a->reg_started) pthread_join(a->reg_thread, NULL);
   if (a->agg) a->agg->ops->close(a->agg);
   if (a->server) fc_server_shutdown(a->server, 1000);
+  if (a->guard_started) fc_accept_guard_stop();
   if (a->etcd && a->lease) { /* the leader drops us at its next registry read, not a TTL later */
     char err[256];
     if (fc_etcd_lease_revoke(a->etcd, a->lease, err, sizeof err) != FEDC_OK) FC_WARN(MOD, "etcd: %s", err);

@@ -87,7 +87,7 @@ void aggr_h_upload(fc_scall *call, void *ctx) {
   char why[400] = "";
   grpc_status_code code = GRPC_STATUS_OK;
   uint32_t retry = 0;
-  int busy = 0, rc;
+  int busy = 0, slow = 0, rc;
   fc_chunk_rx rx;
   memset(&rx, 0, sizeof rx);
   fc_agg_update *u = NULL;
@@ -157,6 +157,8 @@ void aggr_h_upload(fc_scall *call, void *ctx) {
     snprintf(why, sizeof why, "aggregator busy: no staging slot free (%s)", fedc_strerror(rc));
     goto refuse;
   }
+  fc_rate_guard rate; /* from the slot on: a wait for one is not the client's slowness */
+  fc_rate_guard_start(&rate, fc_now_ms());
   for (;;) {
     ProtobufCMessage *msg = NULL;
     int r = fc_scall_recv(call, &msg);
@@ -171,11 +173,13 @@ void aggr_h_upload(fc_scall *call, void *ctx) {
     if (fc_now_ms() >= submit_by) {
       code = GRPC_STATUS_DEADLINE_EXCEEDED;
       snprintf(why, sizeof why, "round %llu: submit time passed during the upload", (unsigned long long)round);
-    } else if (fc_transfer_too_slow(now, fc_now_ms(), at, a->cfg.min_transfer_bps, (uint64_t)a->cfg.stream_idle_ms)) {
+    } else if (um->chunk && fc_rate_guard_too_slow(&rate, fc_now_ms(), at + um->chunk->data.len, a->cfg.min_transfer_bps,
+                                                   (uint64_t)a->cfg.stream_idle_ms)) {
       /* As the coordinator's (coord_too_slow): a trickle must not hold a thread and a slot for the round. */
       code = GRPC_STATUS_DEADLINE_EXCEEDED;
+      slow = 1;
       snprintf(why, sizeof why, "upload too slow: %llu bytes in %.1f s (at least %llu B/s after %.1f s)",
-               (unsigned long long)at, (fc_now_ms() - now) / 1000.0, (unsigned long long)a->cfg.min_transfer_bps,
+               (unsigned long long)at, (fc_now_ms() - rate.start_ms) / 1000.0, (unsigned long long)a->cfg.min_transfer_bps,
                a->cfg.stream_idle_ms / 1000.0);
     } else if (!um->chunk || um->header || um->meta) {
       code = GRPC_STATUS_INVALID_ARGUMENT;
@@ -221,8 +225,14 @@ void aggr_h_upload(fc_scall *call, void *ctx) {
     k->loss = meta->train_loss;
     k->bytes = fc_scall_bytes_in(call);
     memcpy(k->sha, rx.want_sha, FC_SHA256_LEN);
-    agg->ops->update_commit(agg, u, weight);
+    if (agg->ops->update_commit(agg, u, weight) != FEDC_OK) { /* the slot went back either way */
+      a->npending--;
+      aggr_list_del(a->taken, &a->ntaken, peer->name);
+      code = GRPC_STATUS_INTERNAL;
+      snprintf(why, sizeof why, "update not folded: past the sum's bound");
+    }
     u = NULL; /* the slot went back with the commit */
+    if (code == GRPC_STATUS_OK) atomic_fetch_add(&a->m_taken, 1);
   }
   aggr_list_del(a->busy, &a->nbusy, peer->name);
   busy = 0;
@@ -236,6 +246,7 @@ void aggr_h_upload(fc_scall *call, void *ctx) {
   fc_scall_finish(call, GRPC_STATUS_OK, NULL, &resp.base);
   goto out;
 refuse:
+  atomic_fetch_add(slow ? &a->m_refused_slow : &a->m_refused_other, 1);
   FC_WARN(MOD, "upload from %s rejected: %s", peer->name, why);
   fc_scall_finish_retry(call, code, why, retry);
 out:

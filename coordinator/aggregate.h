@@ -78,6 +78,9 @@ int fc_agg_fedavg_partial(fc_agg *a, float *sum, double *weight, uint32_t *count
  * of total weight `weight`) with coefficient 1, so round_finish gives
  * sum_k w_k delta_k / sum_k w_k over every update of every partial. */
 int fc_agg_fedavg_commit_partial(fc_agg *a, fc_agg_update *u, double weight, uint32_t count);
+/* Updates the round's sum may still take (reproducible mode: the 65,536
+ * bound less those folded; UINT32_MAX for float sums; 0 if not FedAvg). */
+uint32_t fc_agg_fedavg_room(fc_agg *a);
 
 /* Reproducible FedAvg (`--reproducible-sum`): each w_k x_k rounded once to
  * the grid 2^-frac_bits and summed in int64, so the result is the same bits

@@ -39,6 +39,8 @@ typedef struct fedavg {
   float *acc;        /* float mode */
   uint64_t *facc;    /* reproducible mode: two's complement int64 sums (unsigned arithmetic wraps, never UB) */
   int frac_bits;     /* F of the grid 2^-F (reproducible mode), else 0 */
+  uint64_t wfix;     /* reproducible mode: the total weight on the grid 2^-FIX_WBITS (a double sum of
+                      * staleness-scaled weights would depend on their order) */
   double total_weight;
   uint32_t count;
 } fedavg;
@@ -69,8 +71,24 @@ int fc_fixed_frac_bits(double clip, uint64_t max_weight) {
   return f < FC_FIXED_MIN_FRAC_BITS ? -1 : f;
 }
 
-static void fix_fold(uint64_t *acc, const float *x, size_t n, double scale) {
+#define FIX_WBITS 20 /* weights: 2^-20 (1e-6) of an example; max_example_weight <= 2^30 keeps them < 2^50 */
+
+/* Each |x_i| x scale must be under 2^50 (fix_round's range, with room):
+ * the checks before a fold keep accepted updates far below (|w x_i| 2^F <
+ * 2^45), so a value past it is refused whole, never folded wrong. */
+static int fix_fold(uint64_t *acc, const float *x, size_t n, double scale) {
+  const double lim = 1125899906842624.0; /* 2^50 */
+  for (size_t i = 0; i < n; i++)
+    if (!(fabs((double)x[i] * scale) < lim)) return FEDC_ERR_TOO_LARGE; /* NaN too */
   for (size_t i = 0; i < n; i++) acc[i] += fix_round((double)x[i] * scale);
+  return FEDC_OK;
+}
+
+static int fix_weight(double w, uint64_t *out) {
+  double v = ldexp(w, FIX_WBITS);
+  if (!(v >= 0 && v < 1125899906842624.0)) return FEDC_ERR_TOO_LARGE;
+  *out = fix_round(v);
+  return FEDC_OK;
 }
 
 static double fix_value(uint64_t v, int frac_bits) { return ldexp((double)(int64_t)v, -frac_bits); }
@@ -88,6 +106,7 @@ static int fa_round_begin(fc_agg *a) {
   else
     memset(f->acc, 0, f->base.n * sizeof *f->acc);
   f->total_weight = 0;
+  f->wfix = 0;
   f->count = 0;
   pthread_mutex_unlock(&f->pool.mu);
   return FEDC_OK;
@@ -100,14 +119,16 @@ static int fa_update_begin(fc_agg *a, int timeout_ms, fc_agg_update **out) {
 static int fa_update_commit(fc_agg *a, fc_agg_update *u, double weight) {
   fedavg *f = (fedavg *)a;
   pthread_mutex_lock(&f->pool.mu);
-  if (f->facc && f->count >= FC_FIXED_MAX_TERMS) { /* the overflow bound: refused, not wrapped */
+  uint64_t wq = 0;
+  if (f->facc && (f->count >= FC_FIXED_MAX_TERMS || /* the overflow bound: refused, not wrapped */
+                  fix_weight(weight, &wq) != FEDC_OK ||
+                  fix_fold(f->facc, u->buf, a->n, ldexp(weight, f->frac_bits)) != FEDC_OK)) {
     fc_agg_slots_release_locked(&f->pool, u);
     pthread_mutex_unlock(&f->pool.mu);
     return FEDC_ERR_TOO_LARGE;
   }
-  if (f->facc) fix_fold(f->facc, u->buf, a->n, ldexp(weight, f->frac_bits));
-  else
-    fc_saxpy((int)a->n, (float)weight, u->buf, 1, f->acc, 1);
+  f->wfix += wq;
+  if (!f->facc) fc_saxpy((int)a->n, (float)weight, u->buf, 1, f->acc, 1);
   f->total_weight += weight;
   f->count++;
   fc_agg_slots_release_locked(&f->pool, u);
@@ -124,7 +145,7 @@ static int fa_round_finish(fc_agg *a, float *delta, uint32_t *count) {
   if (!f->count || !(f->total_weight > 0)) {
     rc = FEDC_ERR_INVALID;
   } else if (f->facc) {
-    double inv = 1.0 / f->total_weight; /* the weights are integers (or staleness-scaled): the same sum any order */
+    double inv = 1.0 / ldexp((double)f->wfix, -FIX_WBITS); /* an integer sum: the same in any order */
     for (size_t i = 0; i < a->n; i++) delta[i] = (float)(fix_value(f->facc[i], f->frac_bits) * inv);
     *count = f->count;
   } else {
@@ -218,15 +239,32 @@ int fc_agg_fedavg_partial(fc_agg *a, float *sum, double *weight, uint32_t *count
   return FEDC_OK;
 }
 
+uint32_t fc_agg_fedavg_room(fc_agg *a) {
+  if (!a || a->ops != &fedavg_ops) return 0;
+  fedavg *f = (fedavg *)a;
+  if (!f->facc) return UINT32_MAX;
+  pthread_mutex_lock(&f->pool.mu);
+  uint32_t room = FC_FIXED_MAX_TERMS - f->count;
+  pthread_mutex_unlock(&f->pool.mu);
+  return room;
+}
+
 int fc_agg_fedavg_commit_partial(fc_agg *a, fc_agg_update *u, double weight, uint32_t count) {
-  if (!a || a->ops != &fedavg_ops || !(weight > 0) || !count) return FEDC_ERR_INVALID;
+  if (!a || a->ops != &fedavg_ops) return FEDC_ERR_INVALID;
   fedavg *f = (fedavg *)a;
   pthread_mutex_lock(&f->pool.mu);
-  if (f->facc && count > FC_FIXED_MAX_TERMS - f->count) {
+  if (!(weight > 0) || !count) { /* the slot goes back whatever the verdict */
+    fc_agg_slots_release_locked(&f->pool, u);
+    pthread_mutex_unlock(&f->pool.mu);
+    return FEDC_ERR_INVALID;
+  }
+  uint64_t wq = 0;
+  if (f->facc && (count > FC_FIXED_MAX_TERMS - f->count || fix_weight(weight, &wq) != FEDC_OK)) {
     fc_agg_slots_release_locked(&f->pool, u);
     pthread_mutex_unlock(&f->pool.mu);
     return FEDC_ERR_TOO_LARGE;
   }
+  f->wfix += wq;
   if (f->facc) {
     const uint8_t *p = u->buf;
     for (size_t i = 0; i < a->n; i++) f->facc[i] += load_le64(p + 8 * i);

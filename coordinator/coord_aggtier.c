@@ -321,6 +321,7 @@ static int check_locked(fc_coord *c, const fc_tier_partial *p, const model_ref *
 
 static grpc_status_code code_of(int rc) {
   return rc == FEDC_ERR_REJECTED ? GRPC_STATUS_PERMISSION_DENIED
+         : rc == FEDC_ERR_TIMEOUT ? GRPC_STATUS_DEADLINE_EXCEEDED
          : rc == FEDC_ERR_HASH   ? GRPC_STATUS_DATA_LOSS
          : rc == FEDC_ERR_NOMEM  ? GRPC_STATUS_RESOURCE_EXHAUSTED
                                  : GRPC_STATUS_INVALID_ARGUMENT;
@@ -338,7 +339,7 @@ void coord_h_agg_partial(fc_scall *call, void *ctx) {
   fc_agg_update *u = NULL;
   fc_tier_update *ups = NULL;
   fc_tier_partial p;
-  int rc;
+  int rc, receiving = 0; /* marked in the book: one partial stream per aggregator */
   model_ref *m = coord_model_get(c);
   const Fedc__V1__PartialMeta *meta = first->meta;
   if (!c->tier) {
@@ -382,12 +383,24 @@ void coord_h_agg_partial(fc_scall *call, void *ctx) {
     code = code_of(rc);
     goto refuse;
   }
-  partial_view(meta, peer->name, &m->spec, ups, &p);
+  /* The header's shape is the model's (float) or was checked against the
+   * integer sum's one tensor above: the book checks the model's. */
+  partial_view(meta, peer->name, frac ? &m->spec : &rx.spec, ups, &p);
   pthread_mutex_lock(&c->mu);
   rc = check_locked(c, &p, m, why, sizeof why);
+  uint64_t deadline = 0;
+  if (rc == FEDC_OK) {
+    fc_engine_status es;
+    fc_engine_get_status(c->engine, fc_now_ms(), &es);
+    deadline = es.round_started_ms + c->cfg.engine.round_ms; /* a partial still arriving then is too late */
+    rc = fc_tier_partial_begin(c->tier->book, peer->name);
+    receiving = rc == FEDC_OK;
+    if (rc == FEDC_ERR_EXISTS)
+      snprintf(why, sizeof why, "a partial from aggregator %s is being received already: one at a time", peer->name);
+  }
   pthread_mutex_unlock(&c->mu);
   if (rc != FEDC_OK) {
-    code = code_of(rc);
+    code = rc == FEDC_ERR_EXISTS ? GRPC_STATUS_RESOURCE_EXHAUSTED : code_of(rc);
     goto refuse;
   }
   if ((rc = c->agg->ops->update_begin(c->agg, c->cfg.stream_idle_ms, &u)) != FEDC_OK) {
@@ -395,6 +408,8 @@ void coord_h_agg_partial(fc_scall *call, void *ctx) {
     snprintf(why, sizeof why, "no staging slot free for the partial: %s", fedc_strerror(rc));
     goto refuse;
   }
+  fc_rate_guard rate; /* from the slot on, as the coordinator's uploads (coord_too_slow) */
+  fc_rate_guard_start(&rate, fc_now_ms());
   for (;;) {
     ProtobufCMessage *msg = NULL;
     int r = fc_scall_recv(call, &msg);
@@ -406,12 +421,26 @@ void coord_h_agg_partial(fc_scall *call, void *ctx) {
     }
     if (r == 0) break;
     const Fedc__V1__PartialMsg *pm = (const Fedc__V1__PartialMsg *)msg;
-    uint64_t at = rx.received;
-    rc = !pm->chunk || pm->meta || pm->header ? FEDC_ERR_PROTOCOL
-                                              : fc_chunk_rx_feed(&rx, pm->chunk->offset, pm->chunk->data.data,
-                                                                 pm->chunk->data.len, why, sizeof why);
-    if (rc == FEDC_ERR_PROTOCOL && (!pm->chunk || pm->meta || pm->header))
+    uint64_t at = rx.received, now_ms = fc_now_ms();
+    rc = FEDC_OK;
+    if (!pm->chunk || pm->meta || pm->header) {
+      rc = FEDC_ERR_PROTOCOL;
       snprintf(why, sizeof why, "expected only chunks after the first partial message");
+    } else if (pm->chunk->data.len < FC_CHUNK_MIN && at + pm->chunk->data.len < rx.total) {
+      rc = FEDC_ERR_PROTOCOL;
+      snprintf(why, sizeof why, "chunk of %zu bytes at offset %llu: chunks before the last must be >= %u bytes",
+               pm->chunk->data.len, (unsigned long long)at, FC_CHUNK_MIN);
+    } else if (now_ms > deadline) {
+      rc = FEDC_ERR_TIMEOUT;
+      snprintf(why, sizeof why, "round %llu's deadline passed during the partial", (unsigned long long)meta->round);
+    } else if (coord_too_slow(c, &rate, at + pm->chunk->data.len)) {
+      rc = FEDC_ERR_TIMEOUT;
+      snprintf(why, sizeof why, "partial too slow: %llu bytes in %.1f s (at least %llu B/s after %.1f s)",
+               (unsigned long long)at, (now_ms - rate.start_ms) / 1000.0,
+               (unsigned long long)c->cfg.min_transfer_bps, c->cfg.stream_idle_ms / 1000.0);
+    } else {
+      rc = fc_chunk_rx_feed(&rx, pm->chunk->offset, pm->chunk->data.data, pm->chunk->data.len, why, sizeof why);
+    }
     if (rc == FEDC_OK)
       rc = frac ? fc_agg_fedavg_fixed_chunk(c->agg, u, at, pm->chunk->data.data, pm->chunk->data.len)
                 : c->agg->ops->update_chunk(c->agg, u, at, pm->chunk->data.data, pm->chunk->data.len);
@@ -437,6 +466,11 @@ void coord_h_agg_partial(fc_scall *call, void *ctx) {
   /* Again under the lock that commits: the round may have closed, the
    * aggregator's lease expired or another partial counted a task meanwhile. */
   if (rc == FEDC_OK) rc = check_locked(c, &p, m, why, sizeof why);
+  if (rc == FEDC_OK && meta->n_updates > fc_agg_fedavg_room(c->agg)) { /* before the engine counts anything */
+    snprintf(why, sizeof why, "the round's sum holds %u more updates (the 64-bit sums' bound), the partial names %zu",
+             fc_agg_fedavg_room(c->agg), meta->n_updates);
+    rc = FEDC_ERR_INVALID;
+  }
   uint64_t now = fc_now_ms();
   size_t begun = 0;
   int v = FC_UP_OK;
@@ -469,8 +503,8 @@ void coord_h_agg_partial(fc_scall *call, void *ctx) {
                (unsigned long long)meta->round, pu->client, peer->name, fc_upload_verdict_text(v));
   }
   if (fc_agg_fedavg_commit_partial(c->agg, u, meta->total_weight, (uint32_t)meta->n_updates) != FEDC_OK)
-    FC_ERROR(MOD, "round %llu: partial from aggregator %s passed the 65,536-update bound of the 64-bit sums: "
-             "not folded", (unsigned long long)meta->round, peer->name);
+    FC_ERROR(MOD, "round %llu: partial from aggregator %s counted but not folded (a bug: its checks passed)",
+             (unsigned long long)meta->round, peer->name);
   u = NULL; /* the slot went back with the commit */
   fc_tier_mark_counted(c->tier->book, &p);
   fc_tier_note_seen(c->tier->book, peer->name, fc_now_ms());
@@ -494,6 +528,11 @@ refuse:
   if (meta) audit_partial(c, peer->name, meta, "refused", why);
   fc_scall_finish(call, code, why, NULL);
 out:
+  if (receiving) {
+    pthread_mutex_lock(&c->mu);
+    fc_tier_partial_end(c->tier->book, peer->name);
+    pthread_mutex_unlock(&c->mu);
+  }
   if (u) c->agg->ops->update_abort(c->agg, u);
   fc_chunk_rx_free(&rx);
   free(ups);

@@ -220,6 +220,8 @@ static int reproducible_cfg_check(const fc_coord_cfg *cfg, char *err, size_t err
     no = "secure aggregation (its sums are integers already; what varies is the clients' random rounding)";
   else if (!(cfg->clip_norm > 0))
     no = "clip_norm 0 (the fixed-point grid is sized from the clip norm and max_example_weight)";
+  else if (cfg->max_example_weight > (1ull << 30))
+    no = "max_example_weight over 2^30 (the total weight is summed on a grid too)";
   else if (fc_fixed_frac_bits(cfg->clip_norm, cfg->max_example_weight) < 0)
     no = "this clip_norm x max_example_weight (over 2^29: the grid would be coarser than 2^-16)";
   else if (cfg->dp_noise_multiplier > 0)
@@ -317,9 +319,9 @@ int coord_cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen) {
 }
 
 /* A transfer that holds a staging slot or a snapshot must keep moving: after
- * a grace of stream_idle_ms it must average min_transfer_bps over the time
- * past the grace, else it is cut off (a peer sending one 1 KiB chunk every
- * 29 s held a staging slot for the whole round). */
-int coord_too_slow(const fc_coord *c, uint64_t started_ms, uint64_t bytes) {
-  return fc_transfer_too_slow(started_ms, fc_now_ms(), bytes, c->cfg.min_transfer_bps, (uint64_t)c->cfg.stream_idle_ms);
+ * a grace of stream_idle_ms, min_transfer_bps by fc_rate_guard's two rules,
+ * else it is cut off (a peer sending one 1 KiB chunk every 29 s held a
+ * staging slot for the whole round). */
+int coord_too_slow(const fc_coord *c, fc_rate_guard *g, uint64_t bytes) {
+  return fc_rate_guard_too_slow(g, fc_now_ms(), bytes, c->cfg.min_transfer_bps, (uint64_t)c->cfg.stream_idle_ms);
 }

@@ -61,6 +61,7 @@ typedef struct download {
   fc_pb_header *hdr;
   uint64_t next_piece, pieces, skip; /* skip: chunks a resumed download leaves out (coord_resume.c) */
   uint64_t started_ms;
+  fc_rate_guard rate;
   int counted; /* holds one of the download_slots */
   int eval;    /* the model a federated evaluation evaluates (not the training round's bytes) */
   char who[80];
@@ -181,6 +182,7 @@ static download *download_begin(fc_coord *c, fc_scall *call, uint64_t version, i
   }
   fc_pb_header_build(d->hdr, &m->spec, m->bytes, m->sha, c->cfg.chunk_bytes);
   d->started_ms = fc_now_ms();
+  fc_rate_guard_start(&d->rate, d->started_ms);
   return d;
 }
 
@@ -224,7 +226,7 @@ static void fetch_next(fc_scall *call, void *state) {
     download_done_ok(d, call);
     return;
   }
-  if (coord_too_slow(d->c, d->started_ms, fc_scall_bytes_out(call))) {
+  if (coord_too_slow(d->c, &d->rate, fc_scall_bytes_out(call))) {
     char why[200];
     snprintf(why, sizeof why, "download too slow: %llu bytes read in %.1f s (at least %llu B/s after %.1f s)",
              (unsigned long long)fc_scall_bytes_out(call), (fc_now_ms() - d->started_ms) / 1000.0,

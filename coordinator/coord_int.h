@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "common/clock.h"
 #include "coordinator/aggregate.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/metrics.h"
@@ -465,7 +466,7 @@ void coord_h_fetch_model(fc_scall *call, void *ctx);
 void coord_h_get_model(fc_scall *call, void *ctx);
 /* A transfer holding a slot or a snapshot that fell below min_transfer_bps
  * after the stream_idle_ms grace. */
-int coord_too_slow(const fc_coord *c, uint64_t started_ms, uint64_t bytes);
+int coord_too_slow(const fc_coord *c, fc_rate_guard *g, uint64_t bytes);
 void coord_h_upload(fc_scall *call, void *ctx);
 /* Under mu: cancel the uploads of `round` that can no longer count. */
 void coord_cancel_uploads(fc_coord *c, uint64_t round);

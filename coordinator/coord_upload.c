@@ -94,6 +94,7 @@ typedef struct upload {
   uint32_t bucket; /* ... for this bucket's sum */
   int unclipped; /* UpdateMeta.unclipped: within the clip before clipping (adaptive clipping) */
   uint64_t round, round_deadline, examples;
+  fc_rate_guard rate;
   uint64_t started_ms, resumed_from; /* resumed_from: bytes kept from a cut stream (coord_resume.c) */
   double loss;
   int64_t staleness; /* async mode: versions behind when it began (-1: not async) */
@@ -226,7 +227,7 @@ static void upload_chunk(fc_scall *call, void *state, const ProtobufCMessage *ms
     upload_refuse(up, call, GRPC_STATUS_INVALID_ARGUMENT, "expected only chunks after the first upload message");
     return;
   }
-  if (coord_too_slow(c, up->started_ms, up->rx.received - up->resumed_from)) {
+  if (coord_too_slow(c, &up->rate, up->rx.received - up->resumed_from)) {
     snprintf(why, sizeof why, "upload too slow: %llu bytes in %.1f s (at least %llu B/s after %.1f s)",
              (unsigned long long)up->rx.received, (fc_now_ms() - up->started_ms) / 1000.0,
              (unsigned long long)c->cfg.min_transfer_bps, c->cfg.stream_idle_ms / 1000.0);
@@ -326,7 +327,9 @@ static void upload_end(fc_scall *call, void *state) {
   if (v == FC_UP_OK) {
     audit_update(c, up, "accepted", NULL, up->masked ? -1 : l2); /* before it counts */
     atomic_fetch_add(&c->metrics.uploads_accepted, 1);
-    c->agg->ops->update_commit(c->agg, up->u, fold);
+    if (c->agg->ops->update_commit(c->agg, up->u, fold) != FEDC_OK) /* the slot went back either way */
+      FC_ERROR(MOD, "round %llu: update of %s counted but not folded (past the sum's bound: a bug, its checks "
+               "passed)", (unsigned long long)up->round, up->client);
     if (up->unclipped && !up->masked) c->dp_unclipped++;
     up->committed = 1; /* its OK is on the way: a closing round must not cancel it */
     if (up->masked) coord_sa_masked_done(c, up->client);
@@ -471,6 +474,7 @@ void coord_h_upload(fc_scall *call, void *ctx) {
     return;
   }
   up->started_ms = fc_now_ms();
+  fc_rate_guard_start(&up->rate, up->started_ms);
   pipe_start(up);
   fc_scall_stream_in(call, upload_chunk, upload_end, upload_done, up);
 }

@@ -648,15 +648,15 @@ static void http_free(coord_http *h) {
   free(h);
 }
 
-/* ---- a replica standing by (metrics.h) ---- */
-struct fc_standby_http {
+/* ---- a small listener of its own (metrics.h): a standby, an aggregator ---- */
+struct fc_text_http {
   coord_http *h;
+  fc_text_http_cfg cfg;
 };
 
-static enum MHD_Result standby_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
-                                       const char *version, const char *upload_data, size_t *upload_size,
-                                       void **state) {
-  (void)cls;
+static enum MHD_Result text_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                    const char *version, const char *upload_data, size_t *upload_size, void **state) {
+  const fc_text_http *th = cls;
   (void)version;
   (void)upload_data;
   static int first;
@@ -671,40 +671,70 @@ static enum MHD_Result standby_request(void *cls, struct MHD_Connection *conn, c
   if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
     return reply(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "only GET\n", 0, "text/plain");
   if (!strcmp(url, "/healthz")) return reply(conn, MHD_HTTP_OK, "ok\n", 0, "text/plain");
-  if (!strcmp(url, "/readyz")) return reply(conn, MHD_HTTP_OK, "standby\n", 0, "text/plain");
-  if (!strcmp(url, "/metrics"))
-    return reply(conn, MHD_HTTP_OK,
-                 "# HELP fedc_replica_standby 1 while this coordinator replica stands by (it serves no clients).\n"
-                 "# TYPE fedc_replica_standby gauge\nfedc_replica_standby 1\n",
-                 0, "text/plain; version=0.0.4; charset=utf-8");
+  if (!strcmp(url, "/readyz")) {
+    int ok = 1;
+    const char *t = th->cfg.ready(th->cfg.ctx, &ok);
+    return reply(conn, ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, (char *)t, 0, "text/plain");
+  }
+  if (!strcmp(url, "/metrics")) {
+    char *t = th->cfg.metrics(th->cfg.ctx);
+    if (!t) return reply(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n", 0, "text/plain");
+    return reply(conn, MHD_HTTP_OK, t, 1, "text/plain; version=0.0.4; charset=utf-8");
+  }
   return reply(conn, MHD_HTTP_NOT_FOUND, "not found: /metrics, /healthz, /readyz\n", 0, "text/plain");
+}
+
+int fc_text_http_start(const fc_text_http_cfg *cfg, fc_text_http **out, char *why, size_t whylen) {
+  int fd = -1, port = 0, rc;
+  char where[300];
+  fc_text_http *th = calloc(1, sizeof *th);
+  if (!th) {
+    snprintf(why, whylen, "metrics listener: out of memory");
+    return FEDC_ERR_NOMEM;
+  }
+  th->cfg = *cfg;
+  if ((rc = http_bind(cfg->listen, cfg->pub, &fd, &port, where, sizeof where, why, whylen)) == FEDC_OK &&
+      (rc = http_serve(fd, where, cfg->conns_per_address, cfg->request_ms, text_request, th, &th->h, why, whylen)) ==
+          FEDC_OK) {
+    FC_INFO(MOD, "%s: /healthz, /readyz and /metrics on http://%s", cfg->what, where);
+    th->cfg.port = port;
+    *out = th;
+    return FEDC_OK;
+  }
+  fc_text_http_stop(th);
+  return rc;
+}
+
+int fc_text_http_port(const fc_text_http *th) { return th ? th->cfg.port : 0; }
+
+void fc_text_http_stop(fc_text_http *th) {
+  if (!th) return;
+  http_free(th->h);
+  free(th);
+}
+
+/* A replica standing by: ready ("standby": it can take over, and the kubelet
+ * must not hold rollouts or disruption budgets on it), one gauge. */
+static char *standby_metrics(void *ctx) {
+  (void)ctx;
+  return strdup("# HELP fedc_replica_standby 1 while this coordinator replica stands by (it serves no clients).\n"
+                "# TYPE fedc_replica_standby gauge\nfedc_replica_standby 1\n");
+}
+
+static const char *standby_ready(void *ctx, int *ok) {
+  (void)ctx;
+  *ok = 1;
+  return "standby\n";
 }
 
 int fc_standby_http_start(const char *listen, int pub, uint32_t conns_per_address, uint64_t request_ms,
                           fc_standby_http **out, char *why, size_t whylen) {
-  int fd = -1, port = 0, rc;
-  char where[300];
-  fc_standby_http *sh = calloc(1, sizeof *sh);
-  if (!sh) {
-    snprintf(why, whylen, "metrics listener: out of memory");
-    return FEDC_ERR_NOMEM;
-  }
-  if ((rc = http_bind(listen, pub, &fd, &port, where, sizeof where, why, whylen)) == FEDC_OK &&
-      (rc = http_serve(fd, where, conns_per_address, request_ms, standby_request, NULL, &sh->h, why, whylen)) ==
-          FEDC_OK) {
-    FC_INFO(MOD, "standing by: /healthz, /readyz (\"standby\") and /metrics on http://%s", where);
-    *out = sh;
-    return FEDC_OK;
-  }
-  fc_standby_http_stop(sh);
-  return rc;
+  fc_text_http_cfg tc = {listen, pub, conns_per_address, request_ms, standby_metrics, standby_ready, NULL,
+                         "standing by", 0};
+  return fc_text_http_start(&tc, out, why, whylen);
 }
 
-void fc_standby_http_stop(fc_standby_http *sh) {
-  if (!sh) return;
-  http_free(sh->h);
-  free(sh);
-}
+void fc_standby_http_stop(fc_standby_http *sh) { fc_text_http_stop(sh); }
 
 void coord_http_closed_counts(fc_coord *c, uint64_t out[FC_HG_N]) {
   coord_http *h = c->http;

@@ -98,10 +98,29 @@ enum MHD_Result coord_http_request(void *cls, struct MHD_Connection *conn, const
  * kubelet must not hold rollouts or disruption budgets on it), /metrics the
  * gauge fedc_replica_standby 1. Same binding rules and guard as above. The
  * replica stops it before its coordinator binds the address. */
-typedef struct fc_standby_http fc_standby_http;
+typedef struct fc_text_http fc_standby_http;
 int fc_standby_http_start(const char *listen, int pub, uint32_t conns_per_address, uint64_t request_ms,
                           fc_standby_http **out, char *why, size_t whylen);
 void fc_standby_http_stop(fc_standby_http *h); /* accepts NULL */
+/* The general form, for a process that is not a coordinator (`fedc
+ * aggregator --metrics-listen`): /healthz 200; /readyz from ready() (200 if
+ * *ok stays 1, else 503, with its text); /metrics from metrics() (malloc'd
+ * Prometheus text). Same binding rules (loopback unless pub) and guard. */
+typedef struct fc_text_http fc_text_http;
+typedef struct fc_text_http_cfg {
+  const char *listen;
+  int pub;
+  uint32_t conns_per_address;
+  uint64_t request_ms;
+  char *(*metrics)(void *ctx);
+  const char *(*ready)(void *ctx, int *ok);
+  void *ctx;
+  const char *what; /* the log line's first words */
+  int port;         /* set by start: the bound port */
+} fc_text_http_cfg;
+int fc_text_http_start(const fc_text_http_cfg *cfg, fc_text_http **out, char *why, size_t whylen);
+int fc_text_http_port(const fc_text_http *th);
+void fc_text_http_stop(fc_text_http *th); /* accepts NULL */
 /* The /metrics body (malloc'd, NUL-terminated). */
 char *coord_metrics_text(struct fc_coord *c);
 

@@ -331,7 +331,63 @@ static void test_fixed_reproducible(void) {
   CHECK_EQ_INT(many->ops->round_finish(many, out4, &c), FEDC_OK);
   CHECK_EQ_INT(c, FC_FIXED_MAX_TERMS);
   CHECK(out4[0] == 1 && out4[1] == -1 && out4[2] == 0.5f && out4[3] == 0);
+  CHECK_EQ_INT(fc_agg_fedavg_room(many), 0);
   many->ops->destroy(many);
+
+  /* Review findings (2026-12-05). A value past fix_round's range is refused
+   * whole (it would fold wrong, silently): 1e7 x 2^44 > 2^50. */
+  fc_agg *r = NULL;
+  float big4[4] = {1e7f, -1e7f, 1, 0};
+  CHECK_EQ_INT(fc_agg_fedavg_create_fixed(4, 1, fc_fixed_frac_bits(1, 1), 0, &r), FEDC_OK);
+  CHECK_EQ_INT(fc_agg_fedavg_room(r), FC_FIXED_MAX_TERMS);
+  CHECK_EQ_INT(r->ops->update_begin(r, 0, &u), FEDC_OK);
+  CHECK_EQ_INT(r->ops->update_chunk(r, u, 0, big4, sizeof big4), FEDC_OK);
+  CHECK_EQ_INT(r->ops->update_commit(r, u, 1), FEDC_ERR_TOO_LARGE);
+  CHECK_EQ_INT(r->ops->round_finish(r, out4, &c), FEDC_ERR_INVALID); /* nothing was folded */
+  commit_n(r, one4, 4, 1); /* the slot came back: the next update folds */
+  CHECK_EQ_INT(fc_agg_fedavg_room(r), FC_FIXED_MAX_TERMS - 1);
+  r->ops->destroy(r);
+  /* A refused partial gives its slot back (one slot: the next begin finds it). */
+  CHECK_EQ_INT(fc_agg_fedavg_create_fixed(4, 1, 20, 1, &r), FEDC_OK);
+  CHECK_EQ_INT(r->ops->update_begin(r, 0, &u), FEDC_OK);
+  CHECK_EQ_INT(fc_agg_fedavg_commit_partial(r, u, 0, 1), FEDC_ERR_INVALID);
+  CHECK_EQ_INT(r->ops->update_begin(r, 0, &u), FEDC_OK);
+  r->ops->update_abort(r, u);
+  r->ops->destroy(r);
+  /* Staleness-scaled weights (async): their total is summed on a grid too,
+   * so 1/sqrt(2), 8/sqrt(8) and 1000/3 give the same bits in either order. */
+  const double sw[3] = {1 / sqrt(2), 8 / sqrt(8), 1000.0 / 3};
+  float o1[4], o2[4], v3[3][4] = {{0.25f, -1, 3, 0.5f}, {1e-3f, 2, -7, 1}, {5, 5, -5, 1e-4f}};
+  fc_agg *s1 = NULL, *s2 = NULL;
+  CHECK_EQ_INT(fc_agg_fedavg_create_fixed(4, 1, 20, 0, &s1), FEDC_OK);
+  CHECK_EQ_INT(fc_agg_fedavg_create_fixed(4, 1, 20, 0, &s2), FEDC_OK);
+  for (int k = 0; k < 3; k++) {
+    commit_n(s1, v3[k], 4, sw[k]);
+    commit_n(s2, v3[2 - k], 4, sw[2 - k]);
+  }
+  CHECK_EQ_INT(s1->ops->round_finish(s1, o1, &c), FEDC_OK);
+  CHECK_EQ_INT(s2->ops->round_finish(s2, o2, &c), FEDC_OK);
+  CHECK(memcmp(o1, o2, sizeof o1) == 0);
+  s1->ops->destroy(s1);
+  s2->ops->destroy(s2);
+}
+
+/* One partial stream per aggregator at a time. */
+static void test_partial_streams(void) {
+  fc_tier *t = NULL;
+  CHECK_EQ_INT(fc_tier_create(&t), FEDC_OK);
+  fc_tier_member ms[2] = {member("a1", "127.0.0.1:1"), member("a2", "127.0.0.1:2")};
+  fc_tier_set_members(t, ms, 2);
+  CHECK_EQ_INT(fc_tier_partial_begin(t, "a1"), FEDC_OK);
+  CHECK_EQ_INT(fc_tier_partial_begin(t, "a1"), FEDC_ERR_EXISTS);
+  CHECK_EQ_INT(fc_tier_partial_begin(t, "a2"), FEDC_OK); /* another aggregator's is its own */
+  CHECK_EQ_INT(fc_tier_partial_begin(t, "a9"), FEDC_ERR_NOT_FOUND);
+  fc_tier_set_members(t, ms, 2); /* a registry refresh keeps the mark */
+  CHECK_EQ_INT(fc_tier_partial_begin(t, "a1"), FEDC_ERR_EXISTS);
+  fc_tier_partial_end(t, "a1");
+  CHECK_EQ_INT(fc_tier_partial_begin(t, "a1"), FEDC_OK);
+  fc_tier_partial_end(t, "a9"); /* not a member: nothing */
+  fc_tier_destroy(t);
 }
 
 /* Status view: each member's load and counters; counters follow a member
@@ -384,5 +440,6 @@ int main(void) {
   test_checks();
   test_fold_equals_fedavg();
   test_fixed_reproducible();
+  test_partial_streams();
   return CHECK_DONE();
 }

@@ -421,16 +421,37 @@ static void test_hash_inside(void) {
 }
 
 /* The slow-transfer rule the coordinator and the aggregators share: nothing
- * before the grace; after it, the average past the grace must reach min_bps. */
+ * before the grace; after it, the average past the grace must reach min_bps,
+ * and each window of a grace or more must move a quarter of it. */
 static void test_too_slow(void) {
   const uint64_t t0 = 1000000, grace = 30000, bps = 65536;
-  CHECK(!fc_transfer_too_slow(t0, t0 + grace, 0, bps, grace));        /* the grace: even nothing is fine */
-  CHECK(fc_transfer_too_slow(t0, t0 + grace + 1000, 1024, bps, grace)); /* 1 KiB in the second after it */
-  CHECK(!fc_transfer_too_slow(t0, t0 + grace + 1000, 65536, bps, grace));
-  CHECK(fc_transfer_too_slow(t0, t0 + grace + 10000, 600000, bps, grace)); /* 60 KB/s for 10 s */
-  CHECK(!fc_transfer_too_slow(t0, t0 + grace + 10000, 700000, bps, grace));
-  CHECK(!fc_transfer_too_slow(t0, t0 + 10 * grace, 0, 0, grace)); /* 0: no rule */
-  CHECK(!fc_transfer_too_slow(t0, t0 - 5, 0, bps, grace));        /* a clock step back: not cut */
+  fc_rate_guard g;
+  fc_rate_guard_start(&g, t0);
+  CHECK(!fc_rate_guard_too_slow(&g, t0 + grace, 0, bps, grace));         /* the grace: even nothing is fine */
+  CHECK(fc_rate_guard_too_slow(&g, t0 + grace + 1000, 1024, bps, grace)); /* 1 KiB in the second after it */
+  fc_rate_guard_start(&g, t0);
+  CHECK(!fc_rate_guard_too_slow(&g, t0 + grace + 1000, 65536, bps, grace));
+  CHECK(fc_rate_guard_too_slow(&g, t0 + grace + 10000, 600000, bps, grace)); /* 60 KB/s for 10 s */
+  fc_rate_guard_start(&g, t0);
+  CHECK(!fc_rate_guard_too_slow(&g, t0 + grace + 10000, 700000, bps, grace));
+  CHECK(!fc_rate_guard_too_slow(&g, t0 + 10 * grace, 0, 0, grace)); /* 0: no rule */
+  fc_rate_guard_start(&g, t0);
+  CHECK(!fc_rate_guard_too_slow(&g, t0 - 5, 0, bps, grace)); /* a clock step back: not cut */
+  /* Honest and steady at the minimum rate: never cut, over hours. */
+  fc_rate_guard_start(&g, t0);
+  for (uint64_t t = 1000; t <= 3600000; t += 1000)
+    CHECK(!fc_rate_guard_too_slow(&g, t0 + t, bps * t / 1000, bps, grace));
+  /* The bulk first, then one 1 KiB chunk every 29 s (under the idle cut-off):
+   * 400 MB up front keeps the average above 64 KiB/s for 6,000 s; the
+   * window rule cuts it two windows after the grace. */
+  fc_rate_guard_start(&g, t0);
+  uint64_t bytes = 400u << 20, t = 2000, cut = 0;
+  CHECK(!fc_rate_guard_too_slow(&g, t0 + t, bytes, bps, grace));
+  while (!cut && t < 6000000) {
+    t += 29000, bytes += 1024;
+    if (fc_rate_guard_too_slow(&g, t0 + t, bytes, bps, grace)) cut = t;
+  }
+  CHECK(cut > 0 && cut <= 2000 + 4 * 29000); /* under two minutes, not 6,000 s */
 }
 
 int main(void) {

@@ -1,0 +1,213 @@
+/*
+ * fedc_agg_probe - a misbehaving aggregator for the integration tests: it
+ * holds a role-aggregator certificate and speaks the leader's Aggregator
+ * service (AggregatorRound, SubmitPartial) directly.
+ *
+ *   fedc_agg_probe --coordinator ADDR --pki DIR --name AGG --mode M
+ *                  [--chunk BYTES] [--hold-ms MS]
+ *
+ * Modes (one JSON line per step: {"step", "code", "want", "ok", "detail"};
+ * exit 1 if a step's status is not the one wanted):
+ *   partial-trickle  polls AggregatorRound until a client is assigned to it,
+ *                    then opens a SubmitPartial naming that client (a zero
+ *                    sum, the model's shape) and sends a chunk every --hold-ms
+ *                    (under the leader's idle cut-off, so only its rate rule
+ *                    can stop it). While it is open, a second SubmitPartial
+ *                    is refused RESOURCE_EXHAUSTED (one stream per
+ *                    aggregator: step "second"); the trickle itself ends
+ *                    DEADLINE_EXCEEDED (step "trickle").
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/chunk.h"
+#include "common/clock.h"
+#include "crypto/sha256.h"
+#include "fedc/error.h"
+#include "fedc/v1/fedc.pb-c.h"
+#include "transport/tensor_stream.h"
+#include "transport/transport.h"
+
+static int g_failures;
+
+static void report(const char *step, int want_code, const fc_status *st) {
+  int ok = st->code == want_code;
+  if (!ok) g_failures++;
+  printf("{\"step\":\"%s\",\"code\":%d,\"want\":%d,\"ok\":%s,\"detail\":\"", step, st->code, want_code,
+         ok ? "true" : "false");
+  for (const char *p = st->detail; *p; p++) {
+    if (*p == '"' || *p == '\\') putchar('\\');
+    putchar(*p >= 32 ? *p : ' ');
+  }
+  printf("\"}\n");
+  fflush(stdout);
+}
+
+typedef struct partial {
+  Fedc__V1__PartialMeta meta;
+  Fedc__V1__PartialUpdate up, *ups[1];
+  uint8_t sha_up[FC_SHA256_LEN], sha[FC_SHA256_LEN];
+  fc_model_spec spec;
+  float *sum;
+  uint64_t bytes;
+  fc_pb_header h;
+} partial;
+
+/* Start a SubmitPartial and send its first message (meta + header). */
+static int open_partial(fc_channel *ch, partial *p, uint32_t chunk, fc_ccall **call, fc_status *st) {
+  int rc = fc_ccall_start(ch, "/fedc.v1.Aggregator/SubmitPartial", FC_RPC_CLIENT_STREAM, NULL, 120000, call, st);
+  if (rc != FEDC_OK) return rc;
+  fc_pb_header_build(&p->h, &p->spec, p->bytes, p->sha, chunk);
+  Fedc__V1__PartialMsg m = FEDC__V1__PARTIAL_MSG__INIT;
+  m.meta = &p->meta;
+  m.header = &p->h.h;
+  return fc_ccall_send(*call, &m.base, st);
+}
+
+static int send_chunk(fc_ccall *call, const partial *p, uint64_t off, size_t len, fc_status *st) {
+  Fedc__V1__TensorChunk c = FEDC__V1__TENSOR_CHUNK__INIT;
+  c.offset = off;
+  c.data.data = (uint8_t *)p->sum + off;
+  c.data.len = len;
+  Fedc__V1__PartialMsg m = FEDC__V1__PARTIAL_MSG__INIT;
+  m.chunk = &c;
+  return fc_ccall_send(call, &m.base, st);
+}
+
+static int finish(fc_ccall *call, fc_status *st) {
+  ProtobufCMessage *resp = NULL;
+  int rc = fc_ccall_close_and_recv(call, &fedc__v1__partial_response__descriptor, &resp, st);
+  if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+  return rc;
+}
+
+static int run_trickle(fc_channel *ch, uint32_t chunk, int hold_ms) {
+  /* The open round, once a client is assigned to us. */
+  Fedc__V1__AggRoundResponse *r = NULL;
+  fc_status st;
+  for (uint64_t until = fc_now_ms() + 60000; fc_now_ms() < until; usleep(100000)) {
+    Fedc__V1__AggRoundRequest req = FEDC__V1__AGG_ROUND_REQUEST__INIT;
+    ProtobufCMessage *m = NULL;
+    memset(&st, 0, sizeof st);
+    if (fc_call_unary(ch, "/fedc.v1.Aggregator/AggregatorRound", &req.base, &fedc__v1__agg_round_response__descriptor,
+                      &m, 5000, &st) != FEDC_OK)
+      continue;
+    r = (Fedc__V1__AggRoundResponse *)m;
+    if (r->open && r->n_clients > 0) break;
+    protobuf_c_message_free_unpacked(m, NULL);
+    r = NULL;
+  }
+  if (!r) {
+    printf("{\"step\":\"round\",\"ok\":false,\"detail\":\"no client assigned in 60 s\"}\n");
+    return 1;
+  }
+  printf("{\"step\":\"round\",\"ok\":true,\"round\":%llu,\"client\":\"%s\"}\n", (unsigned long long)r->round,
+         r->clients[0]);
+  partial p;
+  memset(&p, 0, sizeof p);
+  Fedc__V1__TensorHeader th = FEDC__V1__TENSOR_HEADER__INIT;
+  th.n_tensors = r->n_tensors;
+  th.tensors = r->tensors;
+  char err[300];
+  if (fc_pb_header_parse(&th, &p.spec, err, sizeof err) != FEDC_OK) {
+    printf("{\"step\":\"shape\",\"ok\":false,\"detail\":\"%s\"}\n", err);
+    return 1;
+  }
+  p.bytes = fc_model_bytes(&p.spec);
+  p.sum = calloc(1, p.bytes);
+  if (!p.sum) return 1;
+  fc_sha256(p.sum, p.bytes, p.sha);
+  Fedc__V1__PartialUpdate up = FEDC__V1__PARTIAL_UPDATE__INIT;
+  p.up = up;
+  p.up.client = r->clients[0];
+  p.up.num_examples = 1;
+  p.up.weight = 1;
+  p.up.train_loss = 0.5f;
+  p.up.sha256.data = p.sha_up;
+  p.up.sha256.len = FC_SHA256_LEN;
+  p.up.bytes = p.bytes;
+  p.ups[0] = &p.up;
+  Fedc__V1__PartialMeta meta = FEDC__V1__PARTIAL_META__INIT;
+  p.meta = meta;
+  p.meta.round = r->round;
+  p.meta.model_version = r->model_version;
+  p.meta.total_weight = 1;
+  p.meta.n_updates = 1;
+  p.meta.updates = p.ups;
+  p.meta.fixed_frac_bits = r->fixed_frac_bits;
+  /* The trickle: the first chunk now, then one every hold_ms. */
+  fc_ccall *a = NULL;
+  memset(&st, 0, sizeof st);
+  int rc = open_partial(ch, &p, chunk, &a, &st);
+  uint64_t nchunks = fc_chunk_count(p.bytes, chunk), i = 0, off;
+  size_t len;
+  if (rc == FEDC_OK && fc_chunk_plan(p.bytes, chunk, i++, &off, &len) == FEDC_OK)
+    rc = send_chunk(a, &p, off, len, &st);
+  /* A second stream while the first is open: refused at once. */
+  fc_ccall *b = NULL;
+  fc_status st2;
+  memset(&st2, 0, sizeof st2);
+  if (open_partial(ch, &p, chunk, &b, &st2) == FEDC_OK) finish(b, &st2);
+  fc_ccall_destroy(b);
+  report("second", GRPC_STATUS_RESOURCE_EXHAUSTED, &st2);
+  for (; rc == FEDC_OK && i < nchunks; i++) {
+    usleep((useconds_t)hold_ms * 1000);
+    if (fc_chunk_plan(p.bytes, chunk, i, &off, &len) != FEDC_OK) break;
+    rc = send_chunk(a, &p, off, len, &st);
+  }
+  finish(a, &st); /* the status the leader finished the call with */
+  fc_ccall_destroy(a);
+  report("trickle", GRPC_STATUS_DEADLINE_EXCEEDED, &st);
+  free(p.sum);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  return g_failures ? 1 : 0;
+}
+
+int main(int argc, char **argv) {
+  const char *addr = NULL, *pki = NULL, *name = NULL, *mode = "partial-trickle";
+  uint32_t chunk = 16384;
+  int hold_ms = 300, opt;
+  static const struct option lo[] = {{"coordinator", 1, 0, 'a'}, {"pki", 1, 0, 'p'},  {"name", 1, 0, 'n'},
+                                     {"mode", 1, 0, 'm'},        {"chunk", 1, 0, 'b'}, {"hold-ms", 1, 0, 'H'},
+                                     {0, 0, 0, 0}};
+  while ((opt = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+    switch (opt) {
+    case 'a': addr = optarg; break;
+    case 'p': pki = optarg; break;
+    case 'n': name = optarg; break;
+    case 'm': mode = optarg; break;
+    case 'b': chunk = (uint32_t)atoi(optarg); break;
+    case 'H': hold_ms = atoi(optarg); break;
+    default: return 2;
+    }
+  }
+  if (!addr || !pki || !name || strcmp(mode, "partial-trickle") != 0) {
+    fprintf(stderr, "usage: fedc_agg_probe --coordinator ADDR --pki DIR --name AGG [--mode partial-trickle]\n");
+    return 2;
+  }
+  char cap[1024], certp[1024], keyp[1024], err[400];
+  snprintf(cap, sizeof cap, "%s/ca.crt", pki);
+  snprintf(certp, sizeof certp, "%s/aggregator-%s.crt", pki, name);
+  snprintf(keyp, sizeof keyp, "%s/aggregator-%s.key", pki, name);
+  fc_transport_init();
+  fc_channel_opts co;
+  fc_channel_opts_init(&co);
+  co.target = addr;
+  co.tls.ca = cap;
+  co.tls.cert = certp;
+  co.tls.key = keyp;
+  co.expect_role = "coordinator";
+  fc_channel *ch = NULL;
+  if (fc_channel_create(&co, &ch, err, sizeof err) != FEDC_OK) {
+    printf("{\"step\":\"channel\",\"ok\":false,\"detail\":\"%s\"}\n", err);
+    fc_transport_shutdown();
+    return 3;
+  }
+  int rc = run_trickle(ch, chunk, hold_ms);
+  fc_channel_destroy(ch);
+  fc_transport_shutdown();
+  return rc;
+}
