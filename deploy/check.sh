@@ -130,5 +130,8 @@ s/maxReplicas: 8/maxReplicas: 300/|an autoscaler past the leader's 256 aggregato
 /^  name: fedc-aggregator$/,/^---/s/component: client$/component: coordinator/|an upload port closed to clients
 /^          - aggregator$/d|aggregators kept from etcd
 /^    - podSelector:$/,/^    ports:$/{/component: aggregator$/s/aggregator/etcd/}|etcd pods admitted to the coordinator
+s/name: fedc_aggregator_connections_open/name: fedc_aggregator_connections/|an autoscaler on a metric the aggregator does not export
+/- --metrics-listen=0.0.0.0:9101/d|aggregators serving no metrics
+s/prometheus.io\/port: "9101"/prometheus.io\/port: "9464"/|a scrape annotation off the aggregators' metrics port
 EOF
 echo "check: kubernetes manifests OK"

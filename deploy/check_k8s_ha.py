@@ -9,6 +9,7 @@ deploy/k8s-ha-aggregators) the aggregator tier is checked as well
 aggregators' StatefulSet, Service, autoscaler, budget and policies, and
 aggregator pods admitted to the coordinator's and etcd's client ports; without
 it neither may be there."""
+import os
 import re
 
 FEDC = "app.kubernetes.io/name"
@@ -17,6 +18,26 @@ COMP = "app.kubernetes.io/component"
 CLIENT_POD = {FEDC: "fedc", COMP: "client"}
 AGG_POD = {FEDC: "fedc", COMP: "aggregator"}
 OTHER_POD = {"app": "something-else"}
+PROM_POD = {FEDC: "prometheus"}
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def aggregator_metric_names():
+    """The gauges and counters `fedc aggregator` exports (coordinator/aggr_metrics.c)."""
+    try:
+        with open(os.path.join(HERE, "..", "coordinator", "aggr_metrics.c")) as f:
+            return set(re.findall(r'"(fedc_aggregator_[a-z_]+)"', f.read()))
+    except OSError:
+        return set()
+
+
+def adapter_series():
+    """The series deploy/prometheus/adapter-rules.yaml serves to the custom-metrics API."""
+    try:
+        with open(os.path.join(HERE, "prometheus", "adapter-rules.yaml")) as f:
+            return set(re.findall(r'as: "([a-z_]+)"', f.read()))
+    except OSError:
+        return set()
 
 
 def matches(sel, labels):
@@ -341,6 +362,18 @@ def check(docs, help_text, agg_help=None):
         pr = ac.get(probe, {})
         port = (pr.get("tcpSocket") or pr.get("grpc") or pr.get("httpGet") or {}).get("port")
         need(port in ("upload", aports.get("upload")), f"aggregator {probe} is not on the upload port")
+    # Its metrics: where the scraper looks, and only the scraper may look.
+    need("metrics" in aports, f"aggregator ports {sorted(aports)} lack metrics (the autoscaler's connection count)")
+    need(aargs.get("metrics-listen", "").rsplit(":", 1)[-1] == str(aports.get("metrics")),
+         "aggregator --metrics-listen is not the metrics port")
+    need("metrics-public" in aargs, "aggregator --metrics-listen off loopback needs --metrics-public")
+    ann = asts["spec"]["template"]["metadata"].get("annotations") or {}
+    need(ann.get("prometheus.io/scrape") == "true" and str(ann.get("prometheus.io/port")) == str(aports.get("metrics")),
+         "the aggregator pods' prometheus.io annotations do not name the metrics port")
+    pols, rules = rules_to(agg_labels, ("metrics",), aports)
+    need(any(admits(x, PROM_POD) for x in rules), "no NetworkPolicy rule lets Prometheus reach the aggregators' metrics")
+    for x in rules:
+        only(x, (), "aggregator metrics port")
     # Autoscaler: on the aggregators, never fewer than two.
     hpas = by_kind.get("HorizontalPodAutoscaler", [])
     if len(hpas) == 1 and isinstance(hpas[0]["spec"].get("minReplicas", 1), int):
@@ -360,7 +393,16 @@ def check(docs, help_text, agg_help=None):
              "aggregators (FC_TIER_MAX_MEMBERS)")
         ms = hs.get("metrics") or []
         need(bool(ms), "the autoscaler names no metric")
+        exported, served = aggregator_metric_names(), adapter_series()
         for m in ms:
+            if m.get("type") == "Pods":
+                name = ((m.get("pods") or {}).get("metric") or {}).get("name")
+                need(name in exported, f"the autoscaler reads {name}, which `fedc aggregator` does not export "
+                     f"(coordinator/aggr_metrics.c)")
+                need(name in served, f"the autoscaler reads {name}, which deploy/prometheus/adapter-rules.yaml "
+                     "does not serve")
+                need((m["pods"].get("target") or {}).get("type") == "AverageValue",
+                     "a Pods metric's target must be an AverageValue")
             r = m.get("resource") or {}
             if m.get("type") == "Resource" and r.get("target", {}).get("type") == "Utilization":
                 need(r.get("name") in ac.get("resources", {}).get("requests", {}),
