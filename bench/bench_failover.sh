@@ -7,16 +7,21 @@
 # kill (the next published version), then restart the killed replica as the
 # new standby.
 #
-# One JSON line per trial, then one per figure (median and max over trials):
-#   {"bench":"failover","trial":N,"ttl_s":T,"serving_s":S,"next_version_s":V}
-#   {"bench":"failover","figure":"next_version_s","trials":N,"median":M,"max":X,"ttl_s":T}
+# TIER=1: the replicas run --aggregator-tier and two `fedc aggregator`
+# processes (listing both replicas) take the uploads, so the next version
+# also waits for the aggregators to find the new leader and hand it partials.
 #
-#   bench/bench_failover.sh FEDC [TRIALS=10] [TTL_S=2]
+# One JSON line per trial, then one per figure (median and max over trials):
+#   {"bench":"failover","tier":0|1,"trial":N,"ttl_s":T,"serving_s":S,"next_version_s":V}
+#   {"bench":"failover","tier":0|1,"figure":"next_version_s","trials":N,"median":M,"max":X,"ttl_s":T}
+#
+#   [TIER=1] bench/bench_failover.sh FEDC [TRIALS=10] [TTL_S=2]
 # About 10 s per trial on a shared 2-core machine. Needs etcd, etcdctl, jq, python3.
 set -euo pipefail
 FEDC=${1:?usage: bench_failover.sh FEDC [TRIALS] [TTL_S]}
 TRIALS=${2:-10}
 TTL=${3:-2}
+TIER=${TIER:-0}
 case $FEDC in /*) ;; *) FEDC=$PWD/$FEDC ;; esac
 W=$(mktemp -d /tmp/fedc-bench-failover.XXXXXX)
 PIDS=()
@@ -48,6 +53,9 @@ until_true() { # TIMEOUT CMD...
 "$FEDC" pki init --dir "$W/pki" --federation bench >/dev/null
 "$FEDC" pki issue --dir "$W/pki" --role coordinator --name etcd >/dev/null
 for c in a b c; do "$FEDC" pki issue --dir "$W/pki" --role client --name "$c" >/dev/null; done
+for g in ag1 ag2; do "$FEDC" pki issue --dir "$W/pki" --role aggregator --name "$g" >/dev/null; done
+TIER_OPT=()
+[ "$TIER" = 1 ] && TIER_OPT=(--aggregator-tier)
 EC=() EP=()
 for i in 0 1 2; do EC+=("$(free_port)"); EP+=("$(free_port)"); done
 CL="e1=http://127.0.0.1:${EP[0]},e2=http://127.0.0.1:${EP[1]},e3=http://127.0.0.1:${EP[2]}"
@@ -86,12 +94,20 @@ replica() { # 0|1
   bg "rep$1" "$FEDC" coordinator --pki "$W/pki" --federation bench --state "$W/state" \
     --listen "127.0.0.1:${PORT[$1]}" --port-file "$W/r$1.port" --model 784-10 --rounds 0 --min-clients 2 \
     --cohort 2 --min-updates 2 --poll-ms 100 --round-timeout-ms 8000 --etcd "$ETCD" --etcd-lease-ttl "$TTL" \
-    --etcd-ca "$W/pki/ca.crt" --etcd-cert "$W/pki/coordinator.crt" --etcd-key "$W/pki/coordinator.key" --log warn
+    --etcd-ca "$W/pki/ca.crt" --etcd-cert "$W/pki/coordinator.crt" --etcd-key "$W/pki/coordinator.key" --log warn \
+    ${TIER_OPT[@]+"${TIER_OPT[@]}"}
   REP_PID[$1]=$LAST
 }
 replica 0
 until_true 20 test -s "$W/r0.port" || { echo "no leader" >&2; exit 1; }
 replica 1
+if [ "$TIER" = 1 ]; then
+  for g in ag1 ag2; do
+    bg "agg-$g" "$FEDC" aggregator --pki "$W/pki" --name "$g" --coordinator "127.0.0.1:${PORT[0]},127.0.0.1:${PORT[1]}" \
+      --listen 127.0.0.1:0 --etcd "$ETCD" --etcd-lease-ttl "$TTL" --etcd-ca "$W/pki/ca.crt" \
+      --etcd-cert "$W/pki/coordinator.crt" --etcd-key "$W/pki/coordinator.key" --log warn
+  done
+fi
 i=0
 for n in a b c; do
   bg "client-$n" "$FEDC" client --coordinator "127.0.0.1:${PORT[0]},127.0.0.1:${PORT[1]}" --pki "$W/pki" \
@@ -116,14 +132,16 @@ for t in $(seq 1 "$TRIALS"); do
   nv=$(awk "BEGIN{print $t2 - $t0}")
   SERVE+=("$s")
   NEXT+=("$nv")
-  printf '{"bench":"failover","trial":%d,"ttl_s":%d,"serving_s":%.3f,"next_version_s":%.3f}\n' "$t" "$TTL" "$s" "$nv"
+  printf '{"bench":"failover","tier":%d,"trial":%d,"ttl_s":%d,"serving_s":%.3f,"next_version_s":%.3f}\n' "$TIER" "$t" \
+    "$TTL" "$s" "$nv"
   replica "$leader"
   leader=$other
 done
 for fig in serving_s next_version_s; do
   if [ $fig = serving_s ]; then vals=("${SERVE[@]}"); else vals=("${NEXT[@]}"); fi
   python3 -c 'import json, statistics, sys
-v = [float(x) for x in sys.argv[3:]]
-print(json.dumps({"bench": "failover", "figure": sys.argv[1], "trials": len(v), "median": round(statistics.median(v), 3),
-                  "max": round(max(v), 3), "ttl_s": int(sys.argv[2])}))' "$fig" "$TTL" "${vals[@]}"
+v = [float(x) for x in sys.argv[4:]]
+print(json.dumps({"bench": "failover", "tier": int(sys.argv[3]), "figure": sys.argv[1], "trials": len(v),
+                  "median": round(statistics.median(v), 3), "max": round(max(v), 3), "ttl_s": int(sys.argv[2])}))' \
+    "$fig" "$TTL" "$TIER" "${vals[@]}"
 done
