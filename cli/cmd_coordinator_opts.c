@@ -212,6 +212,10 @@ const copt cc_options[] = {
     OPT_RANGE("client-ttl-ms", T_U64, c.engine.client_ttl_ms, "a client is live if it checked in within this", 100,
               30 * DAY_MS),
     OPT_RANGE("poll-ms", T_U32, c.engine.poll_ms, "how often waiting clients check in", 10, HOUR_MS),
+    OPT_RANGE("checkin-hold-ms", T_U32, c.checkin_hold_ms,
+              "hold a waiting client's check-in up to this long and answer it the moment its round opens (no "
+              "thread held); 0 = answer at once (it polls again after --poll-ms)",
+              0, 20000),
     OPT_NUM("seed", T_U64, c.engine.seed, "cohort selection seed"),
     OPT_NUM("max-clients", T_U32, c.engine.max_clients, "refuse new client identities beyond this many"),
     OPT_NUM("lr", T_F32, c.learning_rate, "client learning rate"),

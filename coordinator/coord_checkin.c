@@ -79,8 +79,6 @@ void coord_h_checkin(fc_scall *call, void *ctx) {
   if (coord_audit_peer(c, call, peer)) return;
   atomic_fetch_add(&c->metrics.checkins, 1);
   if (coord_ha_checkin_held(c, call, peer->name)) return; /* etcd without quorum: retry later */
-  fc_task_info task;
-  uint32_t retry = 0;
   int dp_sa = c->cfg.engine.secagg && c->cfg.dp_noise_multiplier > 0;
   unsigned need = c->cfg.engine.secagg ? 5 : c->cfg.dp_adaptive_quantile > 0 ? 3 : 0;
   int compress = c->cfg.upload_bits != 32 && need < COORD_CODEC_MINOR; /* it would send float32, refused */
@@ -104,20 +102,43 @@ void coord_h_checkin(fc_scall *call, void *ctx) {
                     "1.5); the client speaks 1.4 and would refuse every model: upgrade it", NULL);
     return;
   }
-  fc_device_state dev;
+  coord_checkin_q q;
+  memset(&q, 0, sizeof q);
   char elig_why[320] = "";
-  if (device_state(req, &dev, elig_why, sizeof elig_why) != FEDC_OK) {
+  if (device_state(req, &q.dev, elig_why, sizeof elig_why) != FEDC_OK) {
     fc_scall_finish(call, GRPC_STATUS_INVALID_ARGUMENT, elig_why, NULL);
     return;
   }
+  snprintf(q.client, sizeof q.client, "%s", peer->name);
   /* Evaluation tasks only to clients that say they can run them (1.7). */
-  int can_eval = c->ev && peer->proto_minor >= 7 && req->can_evaluate;
+  q.can_eval = c->ev && peer->proto_minor >= 7 && req->can_evaluate;
+  q.last_round = req->last_round;
+  coord_checkin_answer(c, call, &q, 0, 0);
+}
+
+/* The engine's answer to q, packed into the call's response; or, a plain
+ * WAIT of a synchronous federation, the call held (coord_ci_park.c) until
+ * the engine changes state or until `until` (0: --checkin-hold-ms from now).
+ * held: asked again for a held call (no second check-in token). Takes and
+ * releases c->mu. */
+void coord_checkin_answer(fc_coord *c, fc_scall *call, const coord_checkin_q *q, int held, uint64_t until) {
+  fc_task_info task;
+  uint32_t retry = 0;
+  char elig_why[320] = "";
   fc_eval_info etask;
   pthread_mutex_lock(&c->mu);
-  int act = fc_engine_checkin_device(c->engine, peer->name, &dev, can_eval, req->last_round, fc_now_ms(), &task,
-                                     &etask, &retry, elig_why, sizeof elig_why);
+  uint64_t now = fc_now_ms();
+  int act = (held ? fc_engine_checkin_held : fc_engine_checkin_device)(
+      c->engine, q->client, &q->dev, q->can_eval, q->last_round, now, &task, &etask, &retry, elig_why,
+      sizeof elig_why);
   if (act == FC_CHECKIN_EVAL) {
-    coord_eval_answer_locked(c, call, peer->name, &etask, retry);
+    coord_eval_answer_locked(c, call, q->client, &etask, retry);
+    pthread_mutex_unlock(&c->mu);
+    return;
+  }
+  /* Waiting for a round: held, not told to poll again (no thread, no batch). */
+  if (act == FC_CHECKIN_WAIT && retry <= c->cfg.engine.poll_ms &&
+      coord_ci_park_locked(c, call, q, until ? until : now + c->cfg.checkin_hold_ms) == FEDC_OK) {
     pthread_mutex_unlock(&c->mu);
     return;
   }
@@ -128,15 +149,15 @@ void coord_h_checkin(fc_scall *call, void *ctx) {
   int hold = act == FC_CHECKIN_TRAIN && c->nsa;
   if (!hold) pthread_mutex_unlock(&c->mu);
   if (act == FC_CHECKIN_REFUSED) {
-    FC_WARN(MOD, "check-in from %s refused: client table full", peer->name);
+    FC_WARN(MOD, "check-in from %s refused: client table full", q->client);
     fc_scall_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "coordinator is not accepting new clients", NULL);
     return;
   }
   if (act == FC_CHECKIN_RATE_LIMITED) {
     char why[160];
     snprintf(why, sizeof why, "check-ins too frequent: retry in %u ms", retry);
-    FC_WARN(MOD, "check-in from %s refused: over its rate (retry in %u ms)", peer->name, retry);
-    coord_anomaly_rate_limited(c, peer->name);
+    FC_WARN(MOD, "check-in from %s refused: over its rate (retry in %u ms)", q->client, retry);
+    coord_anomaly_rate_limited(c, q->client);
     fc_scall_finish_retry(call, GRPC_STATUS_RESOURCE_EXHAUSTED, why, retry);
     return;
   }
@@ -169,9 +190,9 @@ void coord_h_checkin(fc_scall *call, void *ctx) {
     t.model_bytes = model_bytes;
     coord_codec_task(c, &t);
     if (c->tier) { /* the aggregator it uploads to (coord_aggtier.c) */
-      if (coord_tier_task(c, peer->name, task.round, tier_addr, tier_id) != FEDC_OK) {
+      if (coord_tier_task(c, q->client, task.round, tier_addr, tier_id) != FEDC_OK) {
         if (hold) pthread_mutex_unlock(&c->mu);
-        FC_WARN(MOD, "check-in from %s: no aggregator registered to take its update (round %llu)", peer->name,
+        FC_WARN(MOD, "check-in from %s: no aggregator registered to take its update (round %llu)", q->client,
                 (unsigned long long)task.round);
         fc_scall_finish_retry(call, GRPC_STATUS_UNAVAILABLE, "no aggregator is registered to take the update: retry",
                               1000);
@@ -181,7 +202,7 @@ void coord_h_checkin(fc_scall *call, void *ctx) {
       t.aggregator_identity = tier_id;
     }
     if (hold) {
-      coord_sa_task(c, peer->name, &sp);
+      coord_sa_task(c, q->client, &sp);
       t.secagg = &sp;
     }
     resp.task = &t;
@@ -193,7 +214,7 @@ void coord_h_checkin(fc_scall *call, void *ctx) {
       char text[360];
       snprintf(text, sizeof text, "not eligible: %s", elig_why);
       resp.not_eligible = text;
-      FC_DEBUG(MOD, "check-in from %s: %s (retry in %u ms)", peer->name, text, retry);
+      FC_DEBUG(MOD, "check-in from %s: %s (retry in %u ms)", q->client, text, retry);
       fc_scall_finish(call, GRPC_STATUS_OK, NULL, &resp.base);
       return; /* an ineligible device is never given a task: nothing was held */
     }
@@ -201,4 +222,3 @@ void coord_h_checkin(fc_scall *call, void *ctx) {
   fc_scall_finish(call, GRPC_STATUS_OK, NULL, &resp.base);
   if (hold) pthread_mutex_unlock(&c->mu);
 }
-

@@ -158,7 +158,12 @@ void *coord_driver_main(void *arg) {
       coord_cancel_uploads(c, es.round);
     }
     coord_sa_park_wake(c, fc_now_ms(), 0); /* a stage opened, a round ended, or a held poll waited long enough */
+    coord_ci_again *again = NULL;
+    uint32_t nagain = coord_ci_park_take_locked(c, fc_now_ms(), &again); /* a round opened or ended */
     pthread_mutex_unlock(&c->mu);
+    for (uint32_t i = 0; i < nagain; i++) /* a task, DONE, or held again */
+      coord_checkin_answer(c, again[i].call, &again[i].q, 1, again[i].until_ms);
+    free(again);
     /* After the training tick, so an evaluation's cohort is drawn from the
      * clients not in the round that tick started (coord_eval.c). */
     int ev = coord_eval_drive(c);

@@ -122,6 +122,10 @@ struct fc_coord {
   /* Members' certificates verified in earlier rounds (crypto/cert_cache.h),
    * so each is parsed and chain-checked once; under mu. */
   struct fc_cert_cache *sa_certs;
+  /* Check-ins waiting for a round (coord_ci_park.c), under mu. */
+  struct coord_ci_park *ci_park;
+  uint32_t nci_park, ci_park_cap;
+  int ci_park_closed; /* stopping: check-ins are answered at once */
   /* SecAgg polls waiting for their stage (coord_sa_park.c), under mu. */
   struct coord_sa_park *sa_park;
   uint32_t nsa_park, sa_park_cap;
@@ -190,6 +194,30 @@ void coord_sa_free(fc_coord *c);
 int coord_sa_find(const fc_coord *c, const char *client, uint32_t *index);
 /* How many of bucket b's members are still expected to advertise. */
 uint32_t coord_sa_want_advertise(const fc_coord *c, uint32_t b);
+
+/* ---- coord_checkin.c / coord_ci_park.c: check-ins held until the round they wait for ---- */
+typedef struct coord_checkin_q { /* what a check-in asked, kept while it is held */
+  char client[65];
+  fc_device_state dev;
+  int can_eval;
+  uint64_t last_round;
+} coord_checkin_q;
+void coord_checkin_answer(fc_coord *c, fc_scall *call, const coord_checkin_q *q, int held, uint64_t until);
+/* Under mu: hold the call (FEDC_OK) or refuse to (stopping, async mode, full: answer it now). */
+int coord_ci_park_locked(fc_coord *c, fc_scall *call, const coord_checkin_q *q, uint64_t until_ms);
+typedef struct coord_ci_again {
+  fc_scall *call;
+  coord_checkin_q q;
+  uint64_t until_ms;
+} coord_ci_again;
+/* Under mu, after the tick: the held check-ins to ask the engine again (the
+ * round or state changed; malloc'd, removed from the list); those held
+ * --checkin-hold-ms are answered WAIT here. Then, without mu, coord_checkin_answer
+ * (held) for each, and free(*out). */
+uint32_t coord_ci_park_take_locked(fc_coord *c, uint64_t now_ms, coord_ci_again **out);
+/* Stopping: answer every held check-in and hold no more (before the server's shutdown). */
+void coord_ci_park_close(fc_coord *c);
+void coord_ci_park_free(fc_coord *c);
 
 /* ---- coord_sa_park.c: SecAgg polls held until their stage opens (under c->mu) ---- */
 /* Answer every held poll whose stage has opened, whose round is over, or

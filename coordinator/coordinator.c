@@ -419,6 +419,7 @@ void fc_coord_stop(fc_coord *c, int grace_ms) {
   c->sa_abort = 1; /* a mask expansion in progress stops at its next block */
   /* Held SecAgg polls are answered now: the server waits for every parked call. */
   coord_sa_park_close(c);
+  coord_ci_park_close(c);
   /* Stop accepting first, let in-flight calls end, then the driver. */
   if (c->server) fc_server_shutdown(c->server, grace_ms);
   if (c->guard_started) fc_accept_guard_stop();
@@ -463,6 +464,7 @@ void fc_coord_stop(fc_coord *c, int grace_ms) {
   coord_eval_free(c);
   coord_sa_free(c);
   coord_sa_park_free(c);
+  coord_ci_park_free(c);
   fc_engine_destroy(c->engine);
   coord_model_unref(c->model);
   coord_sign_free(c);

@@ -78,6 +78,7 @@ typedef struct fc_coord_cfg {
   int download_slots;         /* concurrent model downloads (each pins send buffers) */
   int max_calls_per_client;   /* concurrent calls one identity may hold (0 = transport default 4) */
   int stream_idle_ms;
+  uint32_t checkin_hold_ms; /* coord_ci_park.c: a waiting check-in is held up to this (0 = not) */
   int fd_headroom;            /* fds kept free (0 = max(64, limit/8)) */
   int max_connections;        /* 0 = fd limit - headroom */
   int keepalive_ms;           /* ping connections without traffic this often (0 = transport default) */

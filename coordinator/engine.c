@@ -327,14 +327,21 @@ static uint64_t client_seed(const fc_engine *e, const char *name) {
 
 /* The check-in (fc_engine_checkin* in engine_elig.c come here). */
 int eng_checkin(fc_engine *e, const char *client, const fc_device_state *dev, int can_evaluate, uint64_t last_round,
-                uint64_t now_ms, fc_task_info *task, fc_eval_info *etask, uint32_t *retry_ms, char *why, size_t whylen) {
-  client_rec *r = eng_find_or_add(e, client);
+                uint64_t now_ms, fc_task_info *task, fc_eval_info *etask, uint32_t *retry_ms, char *why, size_t whylen,
+                int held) {
+  client_rec *r = held ? eng_find(e, client) : eng_find_or_add(e, client);
+  if (!r && held) { /* forgotten while held (the client table made room): a plain WAIT, it checks in again */
+    *retry_ms = e->cfg.poll_ms;
+    return FC_CHECKIN_WAIT;
+  }
   if (!r) {
     if (eng_stranger_token(e, now_ms)) return FC_CHECKIN_REFUSED;
     *retry_ms = e->retry_ms;
     return FC_CHECKIN_RATE_LIMITED;
   }
-  if (!eng_take_token(&r->checkin_tokens, &r->checkin_at, e->cfg.checkin_rate, e->cfg.checkin_burst, now_ms, retry_ms)) {
+  /* A held check-in asked once: answering it again spends no second token. */
+  if (!held &&
+      !eng_take_token(&r->checkin_tokens, &r->checkin_at, e->cfg.checkin_rate, e->cfg.checkin_burst, now_ms, retry_ms)) {
     e->retry_ms = *retry_ms;
     if (*retry_ms > e->max_retry_ms) e->max_retry_ms = *retry_ms;
     return FC_CHECKIN_RATE_LIMITED;
@@ -746,12 +753,19 @@ int fc_engine_checkin(fc_engine *e, const char *client, uint64_t now_ms, fc_task
 
 int fc_engine_checkin_eval(fc_engine *e, const char *client, int can_evaluate, uint64_t last_round, uint64_t now_ms,
                            fc_task_info *task, fc_eval_info *etask, uint32_t *retry_ms) {
-  return eng_checkin(e, client, NULL, can_evaluate, last_round, now_ms, task, etask, retry_ms, NULL, 0);
+  return eng_checkin(e, client, NULL, can_evaluate, last_round, now_ms, task, etask, retry_ms, NULL, 0, 0);
 }
 
 int fc_engine_checkin_device(fc_engine *e, const char *client, const fc_device_state *dev, int can_evaluate,
                              uint64_t last_round, uint64_t now_ms, fc_task_info *task, fc_eval_info *etask,
                              uint32_t *retry_ms, char *why, size_t whylen) {
   if (why && whylen) why[0] = '\0';
-  return eng_checkin(e, client, dev, can_evaluate, last_round, now_ms, task, etask, retry_ms, why, whylen);
+  return eng_checkin(e, client, dev, can_evaluate, last_round, now_ms, task, etask, retry_ms, why, whylen, 0);
+}
+
+int fc_engine_checkin_held(fc_engine *e, const char *client, const fc_device_state *dev, int can_evaluate,
+                           uint64_t last_round, uint64_t now_ms, fc_task_info *task, fc_eval_info *etask,
+                           uint32_t *retry_ms, char *why, size_t whylen) {
+  if (why && whylen) why[0] = '\0';
+  return eng_checkin(e, client, dev, can_evaluate, last_round, now_ms, task, etask, retry_ms, why, whylen, 1);
 }

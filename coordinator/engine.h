@@ -238,6 +238,13 @@ void fc_elig_policy_text(const struct fc_elig_policy *p, char *buf, size_t n);
 int fc_engine_checkin_device(fc_engine *e, const char *client, const fc_device_state *dev, int can_evaluate,
                              uint64_t last_round, uint64_t now_ms, fc_task_info *task, struct fc_eval_info *etask,
                              uint32_t *retry_ms, char *why, size_t whylen);
+/* The same check-in asked again while its call is held (the coordinator
+ * answers a waiting client when the round it waits for opens, not at its
+ * next poll): no check-in token is spent (the client asked once), and a
+ * client the table no longer knows gets WAIT. */
+int fc_engine_checkin_held(fc_engine *e, const char *client, const fc_device_state *dev, int can_evaluate,
+                           uint64_t last_round, uint64_t now_ms, fc_task_info *task, struct fc_eval_info *etask,
+                           uint32_t *retry_ms, char *why, size_t whylen);
 
 /* The eligible population (O(clients)): live devices, how many of them are
  * eligible, and how many fail each requirement (a device failing two is

@@ -158,7 +158,8 @@ uint32_t eng_hash_name(const char *s);
 /* The check-in behind fc_engine_checkin_eval and fc_engine_checkin_device
  * (engine.c); dev NULL: the client reported nothing. */
 int eng_checkin(fc_engine *e, const char *client, const fc_device_state *dev, int can_evaluate, uint64_t last_round,
-                uint64_t now, fc_task_info *task, fc_eval_info *etask, uint32_t *retry_ms, char *why, size_t whylen);
+                uint64_t now, fc_task_info *task, fc_eval_info *etask, uint32_t *retry_ms, char *why, size_t whylen,
+                int held);
 
 /* ---- engine_async.c, called by engine.c when cfg.async ---- */
 int eng_async_checkin(fc_engine *e, client_rec *r, uint64_t now, fc_task_info *task, uint32_t *retry_ms);

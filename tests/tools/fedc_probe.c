@@ -781,7 +781,13 @@ int main(int argc, char **argv) {
     fc_status st;
     const ProtobufCMessageDescriptor *rd = strstr(method, "/CheckIn") ? &fedc__v1__check_in_response__descriptor
                                                                         : &fedc__v1__status_response__descriptor;
+    uint64_t t0 = fc_now_ms();
     rc = fc_call_unary(g_ch, method, &req.base, rd, &m, 10000, &st);
+    if (m && rd == &fedc__v1__check_in_response__descriptor) { /* what a (held) check-in was answered */
+      const Fedc__V1__CheckInResponse *ci = (const Fedc__V1__CheckInResponse *)m;
+      printf("{\"step\":\"checkin\",\"action\":%d,\"retry_after_ms\":%u,\"ms\":%llu}\n", (int)ci->action,
+             ci->retry_after_ms, (unsigned long long)(fc_now_ms() - t0));
+    }
     if (m) protobuf_c_message_free_unpacked(m, NULL);
     report(method, want, &st);
     rc = g_failures ? 1 : 0;
