@@ -18,7 +18,10 @@
 # N the coordinator's rounds.jsonl (the per-round record), its log, the
 # probes' steps (fetch and upload times, retries) and the JSON line.
 #
-#   [OUT=dir] bench/bench_round.sh BUILD_DIR [N...]
+#   [OUT=dir] [COORD_ARGS="..."] bench/bench_round.sh BUILD_DIR [N...]
+# COORD_ARGS: extra coordinator options for an A/B in the same session
+# (e.g. "--checkin-hold-ms 0": selected probes learn of the round at their
+# next 200 ms poll instead of at once); echoed in the JSON line.
 set -euo pipefail
 B=${1:?usage: bench_round.sh BUILD_DIR [N...]}
 shift
@@ -27,6 +30,7 @@ NS=("$@")
 OUT=${OUT:-$PWD/bench_round.$(date -u +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
 FEDC=$B/fedc
+read -r -a XARGS <<<"${COORD_ARGS:-}"
 PROBE=$B/fedc_probe
 T=$(mktemp -d /tmp/fedc-bench.XXXXXX)
 pids=()
@@ -52,7 +56,8 @@ start_coord() { # N STATE
   [ "$1" -le 240 ] || per_addr=(--connections-per-address $(($1 + 16)))
   "$FEDC" coordinator --pki "$T/pki" --federation bench --state "$2" --model 1000-1000-10 --rounds 1 \
     --min-clients "$1" --cohort "$1" --min-updates "$1" --poll-ms 200 --round-timeout-ms 300000 \
-    --pickup-timeout-ms 300000 ${per_addr[@]+"${per_addr[@]}"} --listen 127.0.0.1:0 --port-file "$T/port" \
+    --pickup-timeout-ms 300000 ${per_addr[@]+"${per_addr[@]}"} ${XARGS[@]+"${XARGS[@]}"} --listen 127.0.0.1:0 \
+    --port-file "$T/port" \
     --log info > "$T/coord-$1.log" 2>&1 &
   CP=$!
   pids+=("$CP")
@@ -109,9 +114,10 @@ for n in "${NS[@]}"; do
   bytes=$(echo "$rec" | jq '.bytes_in + .bytes_out')
   parts=$(echo "$rec" | jq '.participants')
   floor=$(awk "BEGIN{print $bytes / 1e6 / $MBPS}")
-  printf '{"bench":"round","clients":%d,"params":1011010,"participants":%d,"upload_slots":%s,"upload_retries":%d,"probes_failed":%d,"coordinator_cpu_seconds":%.2f,"coordinator_peak_rss_mib":%.1f,"idle_rss_mib":%.1f,"rss_over_idle_mib":%.1f,"round_seconds":%s,"bytes_moved":%s,"stream_mb_per_s":%.0f,"transfer_floor_seconds":%.3f,"ratio_to_floor":%.2f,"load_avg_1m":%s}\n' \
+  printf '{"bench":"round","clients":%d,"params":1011010,"participants":%d,"upload_slots":%s,"upload_retries":%d,"probes_failed":%d,"coordinator_cpu_seconds":%.2f,"coordinator_peak_rss_mib":%.1f,"idle_rss_mib":%.1f,"rss_over_idle_mib":%.1f,"round_seconds":%s,"bytes_moved":%s,"stream_mb_per_s":%.0f,"transfer_floor_seconds":%.3f,"ratio_to_floor":%.2f,"load_avg_1m":%s,"coord_args":"%s"}\n' \
     "$n" "$parts" "${slots:-null}" "$retries" "$failed" "$(awk "BEGIN{print $CPU1 - $CPU0}")" "$(awk "BEGIN{print $KB/1024}")" "$(awk "BEGIN{print $IDLE_KB/1024}")" \
     "$(awk "BEGIN{print ($KB-$IDLE_KB)/1024}")" \
-    "$secs" "$bytes" "$MBPS" "$floor" "$(awk "BEGIN{print $secs / $floor}")" "$(cut -d' ' -f1 /proc/loadavg)" |
+    "$secs" "$bytes" "$MBPS" "$floor" "$(awk "BEGIN{print $secs / $floor}")" "$(cut -d' ' -f1 /proc/loadavg)" \
+    "${COORD_ARGS:-}" |
     tee -a "$OUT/bench_round.jsonl"
 done
