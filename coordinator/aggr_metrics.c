@@ -25,7 +25,6 @@
  * (atomics) and the round state under a->mu. May call: metrics.h
  * (fc_text_http), transport/accept_guard.h. Called by: aggr_node.c.
  */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,49 +34,17 @@
 #include "fedc/error.h"
 #include "transport/accept_guard.h"
 
-typedef struct tbuf {
-  char *p;
-  size_t len, cap;
-  int oom;
-} tbuf;
-
-static void put(tbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void put(tbuf *b, const char *fmt, ...) {
-  if (b->oom) return;
-  for (;;) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-      b->oom = 1;
-      return;
-    }
-    if ((size_t)n < b->cap - b->len) {
-      b->len += (size_t)n;
-      return;
-    }
-    size_t cap = 2 * b->cap + (size_t)n;
-    char *np = realloc(b->p, cap);
-    if (!np) {
-      b->oom = 1;
-      return;
-    }
-    b->p = np, b->cap = cap;
-  }
+static void gauge(fc_text *b, const char *name, const char *help, unsigned long long v) {
+  fc_text_head(b, name, "gauge", help);
+  fc_text_put(b, "%s %llu\n", name, v);
 }
 
-static void gauge(tbuf *b, const char *name, const char *help, unsigned long long v) {
-  put(b, "# HELP %s %s\n# TYPE %s gauge\n%s %llu\n", name, help, name, name, v);
-}
-
-static void counter(tbuf *b, const char *name, const char *help) {
-  put(b, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
-}
+#define counter(b, name, help) fc_text_head(b, name, "counter", help)
+#define put fc_text_put
 
 static char *metrics_text(void *ctx) {
   fc_aggr *a = ctx;
-  tbuf b = {malloc(4096), 0, 4096, 0};
+  fc_text b = {malloc(4096), 0, 4096, 0};
   if (!b.p) return NULL;
   b.p[0] = 0;
   fc_accept_guard_stats g;

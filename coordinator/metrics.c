@@ -73,14 +73,7 @@ void fc_metrics_round(fc_coord_metrics *m, int completed, const char *reason, do
 
 /* ---- the text ---- */
 
-typedef struct sbuf {
-  char *p;
-  size_t len, cap;
-  int oom;
-} sbuf;
-
-static void put(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void put(sbuf *b, const char *fmt, ...) {
+void fc_text_put(fc_text *b, const char *fmt, ...) {
   if (b->oom) return;
   for (;;) {
     va_list ap;
@@ -106,9 +99,13 @@ static void put(sbuf *b, const char *fmt, ...) {
   }
 }
 
-static void head(sbuf *b, const char *name, const char *type, const char *help) {
-  put(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+void fc_text_head(fc_text *b, const char *name, const char *type, const char *help) {
+  fc_text_put(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
+
+#define put fc_text_put
+#define head fc_text_head
+typedef fc_text sbuf;
 
 static uint64_t rss_bytes(void) {
   FILE *f = fopen("/proc/self/statm", "r");

@@ -121,6 +121,17 @@ typedef struct fc_text_http_cfg {
 int fc_text_http_start(const fc_text_http_cfg *cfg, fc_text_http **out, char *why, size_t whylen);
 int fc_text_http_port(const fc_text_http *th);
 void fc_text_http_stop(fc_text_http *th); /* accepts NULL */
+/* Prometheus text, built up (metrics.c and aggr_metrics.c): p holds len
+ * bytes of cap (NUL-terminated); oom set on the first failed growth, after
+ * which every put is ignored (the caller frees p and reports it). */
+typedef struct fc_text {
+  char *p;
+  size_t len, cap;
+  int oom;
+} fc_text;
+void fc_text_put(fc_text *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* # HELP and # TYPE lines of one metric. */
+void fc_text_head(fc_text *b, const char *name, const char *type, const char *help);
 /* The /metrics body (malloc'd, NUL-terminated). */
 char *coord_metrics_text(struct fc_coord *c);
 

@@ -30,20 +30,12 @@
 #include "fedc/v1/fedc.pb-c.h"
 #include "transport/tensor_stream.h"
 #include "transport/transport.h"
+#include "tests/support/probe_report.h"
 
 static int g_failures;
 
 static void report(const char *step, int want_code, const fc_status *st) {
-  int ok = st->code == want_code;
-  if (!ok) g_failures++;
-  printf("{\"step\":\"%s\",\"code\":%d,\"want\":%d,\"ok\":%s,\"detail\":\"", step, st->code, want_code,
-         ok ? "true" : "false");
-  for (const char *p = st->detail; *p; p++) {
-    if (*p == '"' || *p == '\\') putchar('\\');
-    putchar(*p >= 32 ? *p : ' ');
-  }
-  printf("\"}\n");
-  fflush(stdout);
+  if (!probe_report(step, want_code, st)) g_failures++;
 }
 
 typedef struct partial {

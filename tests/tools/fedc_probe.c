@@ -80,6 +80,7 @@
 #include "fedc/v1/fedc.pb-c.h"
 #include "transport/tensor_stream.h"
 #include "transport/transport.h"
+#include "tests/support/probe_report.h"
 
 static fc_channel *g_ch;
 /* 1.14: the channel to the aggregator a task names (uploads go there; NULL:
@@ -93,16 +94,7 @@ static const char *g_upload_after, *g_resume_after;
 static uint64_t g_start_offset; /* upload(): a resumed stream's first chunk */
 
 static void report(const char *step, int want_code, const fc_status *st) {
-  int ok = st->code == want_code;
-  if (!ok) g_failures++;
-  printf("{\"step\":\"%s\",\"code\":%d,\"want\":%d,\"ok\":%s,\"detail\":\"", step, st->code, want_code,
-         ok ? "true" : "false");
-  for (const char *p = st->detail; *p; p++) {
-    if (*p == '"' || *p == '\\') putchar('\\');
-    putchar(*p >= 32 ? *p : ' ');
-  }
-  printf("\",\"retry_after_ms\":%u}\n", st->retry_after_ms);
-  fflush(stdout);
+  if (!probe_report(step, want_code, st)) g_failures++;
 }
 
 /* Check in until selected; returns the task (caller frees the response). */
