@@ -102,7 +102,7 @@ void fc_coord_cfg_defaults(fc_coord_cfg *c) {
   /* A download pins one chunk message (1 MiB) and its snapshot reference. */
   c->download_slots = 32;
   c->stream_idle_ms = 30000;
-  c->checkin_hold_ms = 1000;
+  c->checkin_hold_ms = 0; /* opt-in: docs/operations.md "Held check-ins" says what it does not cover yet */
   /* A device reconnects a few times a minute at most; a NAT in front of many
    * may burst. Each connection costs the coordinator a TLS handshake. */
   c->connect_rate = 100;

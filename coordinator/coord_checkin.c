@@ -122,6 +122,7 @@ void coord_h_checkin(fc_scall *call, void *ctx) {
  * held: asked again for a held call (no second check-in token). Takes and
  * releases c->mu. */
 void coord_checkin_answer(fc_coord *c, fc_scall *call, const coord_checkin_q *q, int held, uint64_t until) {
+  if (held && coord_ha_checkin_held(c, call, q->client)) return; /* etcd lost quorum while it was held */
   fc_task_info task;
   uint32_t retry = 0;
   char elig_why[320] = "";

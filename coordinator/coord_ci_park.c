@@ -12,12 +12,20 @@
  * federation is done) and answers with what the engine says then: a task,
  * DONE, or, still WAIT, it stays held. A check-in held --checkin-hold-ms is
  * answered WAIT with a short retry: the client asks again at once and is
- * held again. Asking again spends no check-in token (the client asked once:
- * fc_engine_checkin_held).
+ * held again. Asking again spends no check-in token and no pace slot, and
+ * leaves the client's liveness and a Leave as they were (the client asked
+ * once and may have gone since: fc_engine_checkin_held); a leader that lost
+ * etcd's quorum meanwhile answers it "retry" as at the door.
+ *
+ * Off by default (--checkin-hold-ms 0): what it does not cover yet is in
+ * docs/operations.md ("Held check-ins"): a client that dies while held can
+ * still be handed its task (no batch tells us it went), replacements and
+ * evaluation tasks wake a held call only when its hold runs out, and the
+ * hold is checked at driver ticks (a long finalize stretches it).
  *
  * Bounds: one held check-in per client (a second answers the first with
  * WAIT); at most FC_CI_PARK_MAX in all (past it: answered at once, as
- * before); the per-identity call cap and the check-in rate apply to every
+ * before; the one-per-client scan is linear); the per-identity call cap and the check-in rate apply to every
  * check-in as it arrives. A client that went away is noticed when its call
  * is answered (its status batch fails).
  *
@@ -34,7 +42,7 @@
 #include "coordinator/coord_int.h"
 #include "fedc/error.h"
 
-#define FC_CI_PARK_MAX 65536u
+#define FC_CI_PARK_MAX 1024u /* the one-per-client scan is linear: bounded, past it answered at once */
 #define FC_CI_AGAIN_MS 20u /* a held check-in that waited long enough: ask again this soon */
 
 struct coord_ci_park {
@@ -106,7 +114,19 @@ uint32_t coord_ci_park_take_locked(fc_coord *c, uint64_t now_ms, coord_ci_again 
 void coord_ci_park_close(fc_coord *c) {
   pthread_mutex_lock(&c->mu);
   c->ci_park_closed = 1;
-  while (c->nci_park) finish_wait(c, c->nci_park - 1, c->cfg.engine.poll_ms);
+  fc_engine_status es;
+  fc_engine_get_status(c->engine, fc_now_ms(), &es);
+  while (c->nci_park) {
+    if (es.state == FC_ENG_DONE) { /* the federation ended: say so, not "wait" */
+      Fedc__V1__CheckInResponse resp = FEDC__V1__CHECK_IN_RESPONSE__INIT;
+      resp.action = FEDC__V1__CHECK_IN_RESPONSE__ACTION__DONE;
+      resp.global_version = c->model->version;
+      fc_scall_finish(c->ci_park[c->nci_park - 1].call, GRPC_STATUS_OK, NULL, &resp.base);
+      c->nci_park--;
+    } else {
+      finish_wait(c, c->nci_park - 1, c->cfg.engine.poll_ms);
+    }
+  }
   pthread_mutex_unlock(&c->mu);
 }
 

@@ -346,9 +346,18 @@ int eng_checkin(fc_engine *e, const char *client, const fc_device_state *dev, in
     if (*retry_ms > e->max_retry_ms) e->max_retry_ms = *retry_ms;
     return FC_CHECKIN_RATE_LIMITED;
   }
-  if (!eng_is_live(e, r, now_ms) || r->last_seen == 0) e->live_dirty = 1;
-  r->last_seen = now_ms;
-  r->left = 0;
+  /* Asked again for a held call: the client may have gone since (a held
+   * call has no batch, so nothing tells us): its liveness and a Leave stand
+   * as they were; a client that left is only told to wait. */
+  if (held && r->left) {
+    *retry_ms = e->cfg.poll_ms;
+    return FC_CHECKIN_WAIT;
+  }
+  if (!held) {
+    if (!eng_is_live(e, r, now_ms) || r->last_seen == 0) e->live_dirty = 1;
+    r->last_seen = now_ms;
+    r->left = 0;
+  }
   *retry_ms = e->cfg.poll_ms;
   if (e->cfg.poll_ms > e->max_retry_ms) e->max_retry_ms = e->cfg.poll_ms;
   r->ev_capable = etask && can_evaluate;
@@ -388,7 +397,9 @@ int eng_checkin(fc_engine *e, const char *client, const fc_device_state *dev, in
     task->client_seed = client_seed(e, client);
     return FC_CHECKIN_TRAIN;
   }
-  *retry_ms = eng_pace_retry(e, r, now_ms); /* not needed now: when to come back (engine_pace.c) */
+  /* Not needed now: when to come back (engine_pace.c); a held re-ask takes
+   * no pace slot (the client asked once). */
+  *retry_ms = held ? e->cfg.poll_ms : eng_pace_retry(e, r, now_ms);
   return FC_CHECKIN_WAIT;
 }
 
