@@ -115,7 +115,8 @@ void coord_ci_park_close(fc_coord *c) {
   pthread_mutex_lock(&c->mu);
   c->ci_park_closed = 1;
   fc_engine_status es;
-  fc_engine_get_status(c->engine, fc_now_ms(), &es);
+  memset(&es, 0, sizeof es);
+  if (c->nci_park) fc_engine_get_status(c->engine, fc_now_ms(), &es); /* none held before the engine exists */
   while (c->nci_park) {
     if (es.state == FC_ENG_DONE) { /* the federation ended: say so, not "wait" */
       Fedc__V1__CheckInResponse resp = FEDC__V1__CHECK_IN_RESPONSE__INIT;
