@@ -140,8 +140,8 @@ static int use_key(SSL_CTX *ctx, const char *path) {
   free(pem);
   return ok;
 }
-int fc_diagnose_probe(const char *target, const char *ca, const char *cert, const char *key, int insecure, char *why,
-                      size_t wl) {
+static int probe_one(const char *target, const char *ca, const char *cert, const char *key, int insecure, char *why,
+                     size_t wl) {
   char host[256], port[32], tcpwhy[160] = "connection failed";
   if (split_target(target, host, sizeof host, port, sizeof port) != 0) {
     snprintf(why, wl, "bad coordinator address '%s' (want host:port)", target);
@@ -236,5 +236,35 @@ out:
   if (ssl) SSL_free(ssl);
   if (ctx) SSL_CTX_free(ctx);
   close(fd);
+  return rc;
+}
+
+/* A replica list ("host:port,host:port", as `--coordinator` takes it) is
+ * probed an address at a time: fine if any one passes (the gRPC text stands),
+ * else every address's reason, the first non-"unreachable" code winning (a
+ * TLS refusal says more than a replica that is down). */
+int fc_diagnose_probe(const char *target, const char *ca, const char *cert, const char *key, int insecure, char *why,
+                      size_t wl) {
+  if (!strchr(target, ',')) return probe_one(target, ca, cert, key, insecure, why, wl);
+  char list[1024], one_why[400];
+  snprintf(list, sizeof list, "%s", target);
+  int rc = FEDC_ERR_UNAVAILABLE, n = 0;
+  size_t used = 0;
+  why[0] = '\0';
+  char *save = NULL;
+  for (char *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+    while (*t == ' ') t++;
+    if (!*t) continue;
+    int r = probe_one(t, ca, cert, key, insecure, one_why, sizeof one_why);
+    if (r == FEDC_OK) return FEDC_OK;
+    if (rc == FEDC_ERR_UNAVAILABLE) rc = r;
+    int k = snprintf(why + used, used < wl ? wl - used : 0, "%s%s", n++ ? "; " : "no replica answered: ", one_why);
+    if (k > 0) used += (size_t)k;
+    if (used >= wl) break;
+  }
+  if (!n) {
+    snprintf(why, wl, "bad coordinator address '%s' (want host:port[,host:port...])", target);
+    return FEDC_ERR_INVALID;
+  }
   return rc;
 }
