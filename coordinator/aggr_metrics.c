@@ -39,8 +39,7 @@ static void gauge(fc_text *b, const char *name, const char *help, unsigned long 
   fc_text_put(b, "%s %llu\n", name, v);
 }
 
-#define counter(b, name, help) fc_text_head(b, name, "counter", help)
-#define put fc_text_put
+static void counter(fc_text *b, const char *name, const char *help) { fc_text_head(b, name, "counter", help); }
 
 static char *metrics_text(void *ctx) {
   fc_aggr *a = ctx;
@@ -55,30 +54,30 @@ static char *metrics_text(void *ctx) {
   pthread_mutex_unlock(&a->mu);
   gauge(&b, "fedc_aggregator_connections_open", "Client connections open now.", (unsigned long long)g.open);
   counter(&b, "fedc_aggregator_connections_accepted_total", "Client connections admitted.");
-  put(&b, "fedc_aggregator_connections_accepted_total %llu\n", (unsigned long long)g.admitted);
+  fc_text_put(&b, "fedc_aggregator_connections_accepted_total %llu\n", (unsigned long long)g.admitted);
   counter(&b, "fedc_aggregator_connections_refused_total", "Connections closed at accept, by cause.");
-  put(&b, "fedc_aggregator_connections_refused_total{reason=\"full\"} %llu\n", (unsigned long long)g.refused_full);
-  put(&b, "fedc_aggregator_connections_refused_total{reason=\"rate\"} %llu\n", (unsigned long long)g.refused_rate);
-  put(&b, "fedc_aggregator_connections_refused_total{reason=\"address\"} %llu\n", (unsigned long long)g.refused_addr);
+  fc_text_put(&b, "fedc_aggregator_connections_refused_total{reason=\"full\"} %llu\n", (unsigned long long)g.refused_full);
+  fc_text_put(&b, "fedc_aggregator_connections_refused_total{reason=\"rate\"} %llu\n", (unsigned long long)g.refused_rate);
+  fc_text_put(&b, "fedc_aggregator_connections_refused_total{reason=\"address\"} %llu\n", (unsigned long long)g.refused_addr);
   gauge(&b, "fedc_aggregator_uploads_in_flight", "Upload streams being received now.", busy);
   gauge(&b, "fedc_aggregator_clients_assigned", "Clients of the open round assigned here and not counted yet.",
         assigned);
   gauge(&b, "fedc_aggregator_updates_pending", "Updates taken and folded, not yet in an accepted partial.", pending);
   gauge(&b, "fedc_aggregator_round", "The leader's round as last heard.", round);
   counter(&b, "fedc_aggregator_uploads_taken_total", "Client updates taken and folded.");
-  put(&b, "fedc_aggregator_uploads_taken_total %llu\n", (unsigned long long)atomic_load(&a->m_taken));
+  fc_text_put(&b, "fedc_aggregator_uploads_taken_total %llu\n", (unsigned long long)atomic_load(&a->m_taken));
   counter(&b, "fedc_aggregator_uploads_refused_total", "Client uploads refused, by cause.");
-  put(&b, "fedc_aggregator_uploads_refused_total{reason=\"slow\"} %llu\n",
+  fc_text_put(&b, "fedc_aggregator_uploads_refused_total{reason=\"slow\"} %llu\n",
       (unsigned long long)atomic_load(&a->m_refused_slow));
-  put(&b, "fedc_aggregator_uploads_refused_total{reason=\"other\"} %llu\n",
+  fc_text_put(&b, "fedc_aggregator_uploads_refused_total{reason=\"other\"} %llu\n",
       (unsigned long long)atomic_load(&a->m_refused_other));
   counter(&b, "fedc_aggregator_partials_total", "Partial sums handed to the leader, by outcome.");
-  put(&b, "fedc_aggregator_partials_total{outcome=\"accepted\"} %llu\n",
+  fc_text_put(&b, "fedc_aggregator_partials_total{outcome=\"accepted\"} %llu\n",
       (unsigned long long)atomic_load(&a->m_partials_ok));
-  put(&b, "fedc_aggregator_partials_total{outcome=\"lost\"} %llu\n",
+  fc_text_put(&b, "fedc_aggregator_partials_total{outcome=\"lost\"} %llu\n",
       (unsigned long long)atomic_load(&a->m_partials_lost));
   counter(&b, "fedc_aggregator_updates_counted_total", "Updates the leader counted from our partials.");
-  put(&b, "fedc_aggregator_updates_counted_total %llu\n", (unsigned long long)atomic_load(&a->m_counted));
+  fc_text_put(&b, "fedc_aggregator_updates_counted_total %llu\n", (unsigned long long)atomic_load(&a->m_counted));
   gauge(&b, "fedc_aggregator_registered", "1 while our etcd registration holds a lease.",
         (unsigned long long)atomic_load(&a->m_registered));
   gauge(&b, "fedc_aggregator_leader_reachable", "1 if the leader answered our last AggregatorRound.",

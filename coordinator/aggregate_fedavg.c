@@ -50,6 +50,7 @@ typedef struct fedavg {
  * by adding 1.5 x 2^52: the sum's low mantissa bits are the integer. One add
  * and one integer subtract per value, the same on every IEEE-754 machine. */
 #define FIX_MAGIC 6755399441055744.0 /* 1.5 x 2^52 */
+#define FIX_LIMIT 1125899906842624.0 /* 2^50: what fix_round is given stays below it, with room */
 
 static inline uint64_t fix_round(double v) {
   double t = v + FIX_MAGIC;
@@ -77,16 +78,15 @@ int fc_fixed_frac_bits(double clip, uint64_t max_weight) {
  * the checks before a fold keep accepted updates far below (|w x_i| 2^F <
  * 2^45), so a value past it is refused whole, never folded wrong. */
 static int fix_fold(uint64_t *acc, const float *x, size_t n, double scale) {
-  const double lim = 1125899906842624.0; /* 2^50 */
   for (size_t i = 0; i < n; i++)
-    if (!(fabs((double)x[i] * scale) < lim)) return FEDC_ERR_TOO_LARGE; /* NaN too */
+    if (!(fabs((double)x[i] * scale) < FIX_LIMIT)) return FEDC_ERR_TOO_LARGE; /* NaN too */
   for (size_t i = 0; i < n; i++) acc[i] += fix_round((double)x[i] * scale);
   return FEDC_OK;
 }
 
 static int fix_weight(double w, uint64_t *out) {
   double v = ldexp(w, FIX_WBITS);
-  if (!(v >= 0 && v < 1125899906842624.0)) return FEDC_ERR_TOO_LARGE;
+  if (!(v >= 0 && v < FIX_LIMIT)) return FEDC_ERR_TOO_LARGE;
   *out = fix_round(v);
   return FEDC_OK;
 }

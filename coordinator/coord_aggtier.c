@@ -307,10 +307,13 @@ static void partial_view(const Fedc__V1__PartialMeta *meta, const char *agg, con
   *p = (fc_tier_partial){agg, meta->round, meta->model_version, meta->total_weight, ups, meta->n_updates, spec};
 }
 
-/* Under mu: the checks of agg_tier.c against the round open now. */
-static int check_locked(fc_coord *c, const fc_tier_partial *p, const model_ref *m, char *why, size_t whylen) {
+/* Under mu: the checks of agg_tier.c against the round open now; *deadline
+ * (may be NULL): when that round stops taking updates. */
+static int check_locked(fc_coord *c, const fc_tier_partial *p, const model_ref *m, uint64_t *deadline, char *why,
+                        size_t whylen) {
   fc_engine_status es;
   fc_engine_get_status(c->engine, fc_now_ms(), &es);
+  if (deadline) *deadline = es.round_started_ms + c->cfg.engine.round_ms;
   if (es.state != FC_ENG_TRAINING) {
     snprintf(why, whylen, "no round is taking updates (round %llu closed or not open)", (unsigned long long)p->round);
     return FEDC_ERR_INVALID;
@@ -387,12 +390,9 @@ void coord_h_agg_partial(fc_scall *call, void *ctx) {
    * integer sum's one tensor above: the book checks the model's. */
   partial_view(meta, peer->name, frac ? &m->spec : &rx.spec, ups, &p);
   pthread_mutex_lock(&c->mu);
-  rc = check_locked(c, &p, m, why, sizeof why);
-  uint64_t deadline = 0;
+  uint64_t deadline = 0; /* a partial still arriving then is too late */
+  rc = check_locked(c, &p, m, &deadline, why, sizeof why);
   if (rc == FEDC_OK) {
-    fc_engine_status es;
-    fc_engine_get_status(c->engine, fc_now_ms(), &es);
-    deadline = es.round_started_ms + c->cfg.engine.round_ms; /* a partial still arriving then is too late */
     rc = fc_tier_partial_begin(c->tier->book, peer->name);
     receiving = rc == FEDC_OK;
     if (rc == FEDC_ERR_EXISTS)
@@ -465,7 +465,7 @@ void coord_h_agg_partial(fc_scall *call, void *ctx) {
   rc = fc_tier_check_sum(chk.l2, chk.amax, &p, &rules, why, sizeof why);
   /* Again under the lock that commits: the round may have closed, the
    * aggregator's lease expired or another partial counted a task meanwhile. */
-  if (rc == FEDC_OK) rc = check_locked(c, &p, m, why, sizeof why);
+  if (rc == FEDC_OK) rc = check_locked(c, &p, m, NULL, why, sizeof why);
   if (rc == FEDC_OK && meta->n_updates > fc_agg_fedavg_room(c->agg)) { /* before the engine counts anything */
     snprintf(why, sizeof why, "the round's sum holds %u more updates (the 64-bit sums' bound), the partial names %zu",
              fc_agg_fedavg_room(c->agg), meta->n_updates);

@@ -52,10 +52,10 @@ struct coord_ci_park {
   int state;
 };
 
-/* Answer held check-in i with WAIT (under mu) and drop it from the list. */
-static void finish_wait(fc_coord *c, uint32_t i, uint32_t retry_ms) {
+/* Answer held check-in i with `action` (WAIT or DONE; under mu) and drop it from the list. */
+static void finish_held(fc_coord *c, uint32_t i, Fedc__V1__CheckInResponse__Action action, uint32_t retry_ms) {
   Fedc__V1__CheckInResponse resp = FEDC__V1__CHECK_IN_RESPONSE__INIT;
-  resp.action = FEDC__V1__CHECK_IN_RESPONSE__ACTION__WAIT;
+  resp.action = action;
   resp.global_version = c->model->version;
   resp.retry_after_ms = retry_ms;
   fc_scall_finish(c->ci_park[i].call, GRPC_STATUS_OK, NULL, &resp.base);
@@ -66,7 +66,7 @@ int coord_ci_park_locked(fc_coord *c, fc_scall *call, const coord_checkin_q *q, 
   if (c->ci_park_closed || c->cfg.engine.async || !c->cfg.checkin_hold_ms) return FEDC_ERR_INVALID;
   for (uint32_t i = 0; i < c->nci_park; i++)
     if (!strcmp(c->ci_park[i].q.client, q->client)) { /* one per client: the earlier one hears WAIT */
-      finish_wait(c, i, FC_CI_AGAIN_MS);
+      finish_held(c, i, FEDC__V1__CHECK_IN_RESPONSE__ACTION__WAIT, FC_CI_AGAIN_MS);
       break;
     }
   if (c->nci_park == c->ci_park_cap) {
@@ -102,7 +102,7 @@ uint32_t coord_ci_park_take_locked(fc_coord *c, uint64_t now_ms, coord_ci_again 
       again[n++] = (coord_ci_again){p->call, p->q, p->until_ms};
       c->ci_park[i] = c->ci_park[--c->nci_park];
     } else if (now_ms >= p->until_ms) {
-      finish_wait(c, i, FC_CI_AGAIN_MS); /* moves the last one into i */
+      finish_held(c, i, FEDC__V1__CHECK_IN_RESPONSE__ACTION__WAIT, FC_CI_AGAIN_MS); /* moves the last one into i */
     } else {
       i++;
     }
@@ -117,17 +117,10 @@ void coord_ci_park_close(fc_coord *c) {
   fc_engine_status es;
   memset(&es, 0, sizeof es);
   if (c->nci_park) fc_engine_get_status(c->engine, fc_now_ms(), &es); /* none held before the engine exists */
-  while (c->nci_park) {
-    if (es.state == FC_ENG_DONE) { /* the federation ended: say so, not "wait" */
-      Fedc__V1__CheckInResponse resp = FEDC__V1__CHECK_IN_RESPONSE__INIT;
-      resp.action = FEDC__V1__CHECK_IN_RESPONSE__ACTION__DONE;
-      resp.global_version = c->model->version;
-      fc_scall_finish(c->ci_park[c->nci_park - 1].call, GRPC_STATUS_OK, NULL, &resp.base);
-      c->nci_park--;
-    } else {
-      finish_wait(c, c->nci_park - 1, c->cfg.engine.poll_ms);
-    }
-  }
+  /* The federation ended: say so, not "wait". */
+  Fedc__V1__CheckInResponse__Action act = es.state == FC_ENG_DONE ? FEDC__V1__CHECK_IN_RESPONSE__ACTION__DONE
+                                                                   : FEDC__V1__CHECK_IN_RESPONSE__ACTION__WAIT;
+  while (c->nci_park) finish_held(c, c->nci_park - 1, act, c->cfg.engine.poll_ms);
   pthread_mutex_unlock(&c->mu);
 }
 

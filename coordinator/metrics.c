@@ -103,10 +103,6 @@ void fc_text_head(fc_text *b, const char *name, const char *type, const char *he
   fc_text_put(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-#define put fc_text_put
-#define head fc_text_head
-typedef fc_text sbuf;
-
 static uint64_t rss_bytes(void) {
   FILE *f = fopen("/proc/self/statm", "r");
   unsigned long long size = 0, res = 0;
@@ -128,22 +124,22 @@ static long open_fds(void) {
 }
 
 /* One labelled histogram series (cumulative buckets, sum, count). */
-static void put_hist(sbuf *b, const char *name, const char *label, const char *value, const uint64_t *count,
+static void put_hist(fc_text *b, const char *name, const char *label, const char *value, const uint64_t *count,
                      double sum) {
   uint64_t cum = 0;
   for (int i = 0; i <= FC_M_DUR_BUCKETS; i++) {
     cum += count[i];
     if (i < FC_M_DUR_BUCKETS)
-      put(b, "%s_bucket{%s=\"%s\",le=\"%g\"} %llu\n", name, label, value, fc_m_dur_bounds[i], (unsigned long long)cum);
+      fc_text_put(b, "%s_bucket{%s=\"%s\",le=\"%g\"} %llu\n", name, label, value, fc_m_dur_bounds[i], (unsigned long long)cum);
     else
-      put(b, "%s_bucket{%s=\"%s\",le=\"+Inf\"} %llu\n", name, label, value, (unsigned long long)cum);
+      fc_text_put(b, "%s_bucket{%s=\"%s\",le=\"+Inf\"} %llu\n", name, label, value, (unsigned long long)cum);
   }
-  put(b, "%s_sum{%s=\"%s\"} %.6f\n", name, label, value, sum);
-  put(b, "%s_count{%s=\"%s\"} %llu\n", name, label, value, (unsigned long long)cum);
+  fc_text_put(b, "%s_sum{%s=\"%s\"} %.6f\n", name, label, value, sum);
+  fc_text_put(b, "%s_count{%s=\"%s\"} %llu\n", name, label, value, (unsigned long long)cum);
 }
 
 char *coord_metrics_text(fc_coord *c) {
-  sbuf b = {malloc(8192), 0, 8192, 0};
+  fc_text b = {malloc(8192), 0, 8192, 0};
   if (!b.p) return NULL;
   b.p[0] = 0;
   fc_coord_metrics m;
@@ -164,176 +160,176 @@ char *coord_metrics_text(fc_coord *c) {
 
   static const int states[] = {FC_ENG_WAITING, FC_ENG_TRAINING, FC_ENG_SA_SHARE, FC_ENG_SA_MASKED,
                                FC_ENG_SA_CONSISTENCY, FC_ENG_SA_UNMASK, FC_ENG_AGGREGATING, FC_ENG_DONE};
-  head(&b, "fedc_round_state", "gauge", "The round engine's state (1 for the current one).");
+  fc_text_head(&b, "fedc_round_state", "gauge", "The round engine's state (1 for the current one).");
   for (size_t i = 0; i < sizeof states / sizeof *states; i++)
-    put(&b, "fedc_round_state{state=\"%s\"} %d\n", fc_engine_state_name(states[i]), es.state == states[i]);
-  head(&b, "fedc_round_id", "gauge", "The running round's id, or the next one's while waiting.");
-  put(&b, "fedc_round_id %llu\n", (unsigned long long)es.round);
-  head(&b, "fedc_paused", "gauge", "1 while an admin has paused new rounds.");
-  put(&b, "fedc_paused %d\n", es.paused);
-  head(&b, "fedc_store_blocked", "gauge", "1 while the state directory cannot be written (no new rounds).");
-  put(&b, "fedc_store_blocked %d\n", blocked);
-  head(&b, "fedc_model_version", "gauge", "The published model version.");
-  put(&b, "fedc_model_version %llu\n", (unsigned long long)es.version);
-  head(&b, "fedc_rounds_completed_total", "counter", "Rounds that published a model (this process).");
-  put(&b, "fedc_rounds_completed_total %llu\n", (unsigned long long)m.rounds_completed);
-  head(&b, "fedc_rounds_abandoned_total", "counter", "Rounds abandoned, by cause (this process).");
+    fc_text_put(&b, "fedc_round_state{state=\"%s\"} %d\n", fc_engine_state_name(states[i]), es.state == states[i]);
+  fc_text_head(&b, "fedc_round_id", "gauge", "The running round's id, or the next one's while waiting.");
+  fc_text_put(&b, "fedc_round_id %llu\n", (unsigned long long)es.round);
+  fc_text_head(&b, "fedc_paused", "gauge", "1 while an admin has paused new rounds.");
+  fc_text_put(&b, "fedc_paused %d\n", es.paused);
+  fc_text_head(&b, "fedc_store_blocked", "gauge", "1 while the state directory cannot be written (no new rounds).");
+  fc_text_put(&b, "fedc_store_blocked %d\n", blocked);
+  fc_text_head(&b, "fedc_model_version", "gauge", "The published model version.");
+  fc_text_put(&b, "fedc_model_version %llu\n", (unsigned long long)es.version);
+  fc_text_head(&b, "fedc_rounds_completed_total", "counter", "Rounds that published a model (this process).");
+  fc_text_put(&b, "fedc_rounds_completed_total %llu\n", (unsigned long long)m.rounds_completed);
+  fc_text_head(&b, "fedc_rounds_abandoned_total", "counter", "Rounds abandoned, by cause (this process).");
   for (int i = 0; i < FC_MAB_N; i++)
-    put(&b, "fedc_rounds_abandoned_total{reason=\"%s\"} %llu\n", ab_names[i], (unsigned long long)m.rounds_abandoned[i]);
-  head(&b, "fedc_round_duration_seconds", "histogram", "Round duration from selection to its end, by outcome.");
+    fc_text_put(&b, "fedc_rounds_abandoned_total{reason=\"%s\"} %llu\n", ab_names[i], (unsigned long long)m.rounds_abandoned[i]);
+  fc_text_head(&b, "fedc_round_duration_seconds", "histogram", "Round duration from selection to its end, by outcome.");
   put_hist(&b, "fedc_round_duration_seconds", "outcome", "completed", m.dur_count[1], m.dur_sum[1]);
   put_hist(&b, "fedc_round_duration_seconds", "outcome", "abandoned", m.dur_count[0], m.dur_sum[0]);
   if (c->cfg.engine.secagg) {
     static const char *const stages[5] = {"advertise", "share_keys", "masked_input", "consistency", "unmask"};
-    head(&b, "fedc_secagg_stage_duration_seconds", "histogram",
+    fc_text_head(&b, "fedc_secagg_stage_duration_seconds", "histogram",
          "How long each secure-aggregation stage stayed open, by stage.");
     for (int k = 0; k < 5; k++)
       put_hist(&b, "fedc_secagg_stage_duration_seconds", "stage", stages[k], m.sa_count[k], m.sa_sum[k]);
   }
   fc_tls_counts tls;
   fc_tls_counts_get(&tls);
-  head(&b, "fedc_tls_handshakes_total", "counter",
+  fc_text_head(&b, "fedc_tls_handshakes_total", "counter",
        "Server TLS handshakes by result: ok, or failed on the peer's certificate or on the protocol.");
-  put(&b, "fedc_tls_handshakes_total{result=\"ok\"} %llu\n", (unsigned long long)tls.ok);
-  put(&b, "fedc_tls_handshakes_total{result=\"failed_certificate\"} %llu\n", (unsigned long long)tls.failed_cert);
-  put(&b, "fedc_tls_handshakes_total{result=\"failed_protocol\"} %llu\n", (unsigned long long)tls.failed_protocol);
-  head(&b, "fedc_clients_known", "gauge", "Client identities the engine tracks.");
-  put(&b, "fedc_clients_known %u\n", es.known);
-  head(&b, "fedc_clients_live", "gauge", "Clients that checked in within the liveness window.");
-  put(&b, "fedc_clients_live %u\n", live);
+  fc_text_put(&b, "fedc_tls_handshakes_total{result=\"ok\"} %llu\n", (unsigned long long)tls.ok);
+  fc_text_put(&b, "fedc_tls_handshakes_total{result=\"failed_certificate\"} %llu\n", (unsigned long long)tls.failed_cert);
+  fc_text_put(&b, "fedc_tls_handshakes_total{result=\"failed_protocol\"} %llu\n", (unsigned long long)tls.failed_protocol);
+  fc_text_head(&b, "fedc_clients_known", "gauge", "Client identities the engine tracks.");
+  fc_text_put(&b, "fedc_clients_known %u\n", es.known);
+  fc_text_head(&b, "fedc_clients_live", "gauge", "Clients that checked in within the liveness window.");
+  fc_text_put(&b, "fedc_clients_live %u\n", live);
   /* Eligibility (protocol 1.8): the counts `fedc status` shows (coord_elig_status), over live devices. */
-  head(&b, "fedc_devices_seen", "gauge", "Devices that checked in within the liveness window.");
-  put(&b, "fedc_devices_seen %u\n", el.seen);
-  head(&b, "fedc_devices_eligible", "gauge", "Live devices whose last check-in met the eligibility policy.");
-  put(&b, "fedc_devices_eligible %u\n", el.eligible);
-  head(&b, "fedc_devices_not_eligible", "gauge",
+  fc_text_head(&b, "fedc_devices_seen", "gauge", "Devices that checked in within the liveness window.");
+  fc_text_put(&b, "fedc_devices_seen %u\n", el.seen);
+  fc_text_head(&b, "fedc_devices_eligible", "gauge", "Live devices whose last check-in met the eligibility policy.");
+  fc_text_put(&b, "fedc_devices_eligible %u\n", el.eligible);
+  fc_text_head(&b, "fedc_devices_not_eligible", "gauge",
        "Live devices whose last check-in failed a requirement, by reason (a device failing two counts in both).");
   for (int i = 0; i < FC_INELIG_NREASONS; i++)
-    put(&b, "fedc_devices_not_eligible{reason=\"%s\"} %u\n", fc_elig_reason_name(i), el.by_reason[i]);
-  head(&b, "fedc_round_selected", "gauge", "Clients selected for the running round.");
-  put(&b, "fedc_round_selected %u\n", es.selected);
-  head(&b, "fedc_checkins_total", "counter", "Check-in calls answered.");
-  put(&b, "fedc_checkins_total %llu\n", (unsigned long long)atomic_load(&c->metrics.checkins));
-  head(&b, "fedc_uploads_accepted_total", "counter", "Updates (or masked inputs) accepted into a round.");
-  put(&b, "fedc_uploads_accepted_total %llu\n", (unsigned long long)atomic_load(&c->metrics.uploads_accepted));
-  head(&b, "fedc_uploads_refused_total", "counter",
+    fc_text_put(&b, "fedc_devices_not_eligible{reason=\"%s\"} %u\n", fc_elig_reason_name(i), el.by_reason[i]);
+  fc_text_head(&b, "fedc_round_selected", "gauge", "Clients selected for the running round.");
+  fc_text_put(&b, "fedc_round_selected %u\n", es.selected);
+  fc_text_head(&b, "fedc_checkins_total", "counter", "Check-in calls answered.");
+  fc_text_put(&b, "fedc_checkins_total %llu\n", (unsigned long long)atomic_load(&c->metrics.checkins));
+  fc_text_head(&b, "fedc_uploads_accepted_total", "counter", "Updates (or masked inputs) accepted into a round.");
+  fc_text_put(&b, "fedc_uploads_accepted_total %llu\n", (unsigned long long)atomic_load(&c->metrics.uploads_accepted));
+  fc_text_head(&b, "fedc_uploads_refused_total", "counter",
        "Uploads refused, by answer: invalid (bad content: shape, NaN, norm...), precondition (not expected now), "
        "late, busy (retry later), limit, other.");
   for (int i = 0; i < FC_MREF_N; i++)
-    put(&b, "fedc_uploads_refused_total{reason=\"%s\"} %llu\n", ref_names[i],
+    fc_text_put(&b, "fedc_uploads_refused_total{reason=\"%s\"} %llu\n", ref_names[i],
         (unsigned long long)atomic_load(&c->metrics.uploads_refused[i]));
   coord_limits_stats ls;
   coord_limits_get(c, &ls);
-  head(&b, "fedc_calls_refused_total", "counter",
+  fc_text_head(&b, "fedc_calls_refused_total", "counter",
        "Calls refused over their identity's rate, by class: secagg_poll, calls (FetchModel, SecAggSubmit), admin.");
   for (int i = 0; i < COORD_LIM_N; i++)
-    put(&b, "fedc_calls_refused_total{class=\"%s\"} %llu\n", coord_limit_class_name(i),
+    fc_text_put(&b, "fedc_calls_refused_total{class=\"%s\"} %llu\n", coord_limit_class_name(i),
         (unsigned long long)ls.refused[i]);
-  head(&b, "fedc_call_limit_identities", "gauge", "Identities with call buckets of their own now.");
-  put(&b, "fedc_call_limit_identities %u\n", ls.identities);
+  fc_text_head(&b, "fedc_call_limit_identities", "gauge", "Identities with call buckets of their own now.");
+  fc_text_put(&b, "fedc_call_limit_identities %u\n", ls.identities);
   if (ls.audit) {
-    head(&b, "fedc_audit_log_bytes", "gauge", "Size of audit.log.");
-    put(&b, "fedc_audit_log_bytes %llu\n", (unsigned long long)ls.audit_bytes);
-    head(&b, "fedc_audit_budget_bytes", "gauge", "The audit log's disk budget (audit_max_mib).");
-    put(&b, "fedc_audit_budget_bytes %llu\n", (unsigned long long)ls.audit_budget);
-    head(&b, "fedc_state_free_bytes", "gauge", "Free space on the state directory's file system.");
-    put(&b, "fedc_state_free_bytes %llu\n", (unsigned long long)ls.free_bytes);
-    head(&b, "fedc_state_free_floor_bytes", "gauge", "Free space the audit log leaves to the store (state_min_free_mib).");
-    put(&b, "fedc_state_free_floor_bytes %llu\n", (unsigned long long)ls.free_floor);
-    head(&b, "fedc_audit_alarm", "gauge",
+    fc_text_head(&b, "fedc_audit_log_bytes", "gauge", "Size of audit.log.");
+    fc_text_put(&b, "fedc_audit_log_bytes %llu\n", (unsigned long long)ls.audit_bytes);
+    fc_text_head(&b, "fedc_audit_budget_bytes", "gauge", "The audit log's disk budget (audit_max_mib).");
+    fc_text_put(&b, "fedc_audit_budget_bytes %llu\n", (unsigned long long)ls.audit_budget);
+    fc_text_head(&b, "fedc_state_free_bytes", "gauge", "Free space on the state directory's file system.");
+    fc_text_put(&b, "fedc_state_free_bytes %llu\n", (unsigned long long)ls.free_bytes);
+    fc_text_head(&b, "fedc_state_free_floor_bytes", "gauge", "Free space the audit log leaves to the store (state_min_free_mib).");
+    fc_text_put(&b, "fedc_state_free_floor_bytes %llu\n", (unsigned long long)ls.free_floor);
+    fc_text_head(&b, "fedc_audit_alarm", "gauge",
          "0 ok; 1 the audit log is past 80% of its budget or free space below twice the floor; 2 past the budget or "
          "below the floor: refusals are only counted, one record per interval for all identities.");
-    put(&b, "fedc_audit_alarm %d\n", ls.level);
-    head(&b, "fedc_audit_refusals_counted_total", "counter",
+    fc_text_put(&b, "fedc_audit_alarm %d\n", ls.level);
+    fc_text_head(&b, "fedc_audit_refusals_counted_total", "counter",
          "Refusals audited as counts (refusals records) instead of one record each.");
-    put(&b, "fedc_audit_refusals_counted_total %llu\n", (unsigned long long)ls.refusals_counted);
+    fc_text_put(&b, "fedc_audit_refusals_counted_total %llu\n", (unsigned long long)ls.refusals_counted);
   }
   char *ev = coord_eval_metrics_text(c); /* federated evaluation (coord_eval.c) */
-  if (ev) put(&b, "%s", ev);
+  if (ev) fc_text_put(&b, "%s", ev);
   free(ev);
-  head(&b, "fedc_round_bytes_received_total", "counter", "Update bytes received in finished rounds.");
-  put(&b, "fedc_round_bytes_received_total %llu\n", (unsigned long long)m.bytes_in);
-  head(&b, "fedc_round_bytes_sent_total", "counter", "Model bytes sent in finished rounds.");
-  put(&b, "fedc_round_bytes_sent_total %llu\n", (unsigned long long)m.bytes_out);
-  head(&b, "fedc_uploads_in_flight", "gauge", "Uploads streaming now (each holds a staging slot).");
-  put(&b, "fedc_uploads_in_flight %d\n", atomic_load(&c->metrics.uploads_in_flight));
+  fc_text_head(&b, "fedc_round_bytes_received_total", "counter", "Update bytes received in finished rounds.");
+  fc_text_put(&b, "fedc_round_bytes_received_total %llu\n", (unsigned long long)m.bytes_in);
+  fc_text_head(&b, "fedc_round_bytes_sent_total", "counter", "Model bytes sent in finished rounds.");
+  fc_text_put(&b, "fedc_round_bytes_sent_total %llu\n", (unsigned long long)m.bytes_out);
+  fc_text_head(&b, "fedc_uploads_in_flight", "gauge", "Uploads streaming now (each holds a staging slot).");
+  fc_text_put(&b, "fedc_uploads_in_flight %d\n", atomic_load(&c->metrics.uploads_in_flight));
   static const char *const dirs[2] = {"upload", "download"};
-  head(&b, "fedc_transfers_resumed_total", "counter", "Cut transfers resumed from the bytes kept (1.10).");
+  fc_text_head(&b, "fedc_transfers_resumed_total", "counter", "Cut transfers resumed from the bytes kept (1.10).");
   for (int i = 0; i < 2; i++)
-    put(&b, "fedc_transfers_resumed_total{direction=\"%s\"} %llu\n", dirs[i],
+    fc_text_put(&b, "fedc_transfers_resumed_total{direction=\"%s\"} %llu\n", dirs[i],
         (unsigned long long)atomic_load(&c->metrics.resumed[i]));
-  head(&b, "fedc_transfer_bytes_resumed_total", "counter", "Bytes resumed transfers did not send again.");
+  fc_text_head(&b, "fedc_transfer_bytes_resumed_total", "counter", "Bytes resumed transfers did not send again.");
   for (int i = 0; i < 2; i++)
-    put(&b, "fedc_transfer_bytes_resumed_total{direction=\"%s\"} %llu\n", dirs[i],
+    fc_text_put(&b, "fedc_transfer_bytes_resumed_total{direction=\"%s\"} %llu\n", dirs[i],
         (unsigned long long)atomic_load(&c->metrics.resumed_bytes[i]));
-  head(&b, "fedc_staging_slots", "gauge", "Staging slots for uploads in flight (memory = slots x model).");
-  put(&b, "fedc_staging_slots %d\n", c->cfg.upload_slots > 0 ? c->cfg.upload_slots : 4);
+  fc_text_head(&b, "fedc_staging_slots", "gauge", "Staging slots for uploads in flight (memory = slots x model).");
+  fc_text_put(&b, "fedc_staging_slots %d\n", c->cfg.upload_slots > 0 ? c->cfg.upload_slots : 4);
   if (c->guard_started) {
     fc_accept_guard_stats g;
     fc_accept_guard_get_stats(&g);
-    head(&b, "fedc_connections_open", "gauge", "Client connections open.");
-    put(&b, "fedc_connections_open %llu\n", (unsigned long long)g.open);
-    head(&b, "fedc_connections_cap", "gauge", "The connection cap in force (fd limit - headroom).");
-    put(&b, "fedc_connections_cap %d\n", g.max_connections);
-    head(&b, "fedc_connections_accepted_total", "counter", "Connections admitted.");
-    put(&b, "fedc_connections_accepted_total %llu\n", (unsigned long long)g.admitted);
-    head(&b, "fedc_connections_refused_total", "counter", "Connections closed at accept, by cause.");
-    put(&b, "fedc_connections_refused_total{reason=\"full\"} %llu\n", (unsigned long long)g.refused_full);
-    put(&b, "fedc_connections_refused_total{reason=\"rate\"} %llu\n", (unsigned long long)g.refused_rate);
-    put(&b, "fedc_connections_refused_total{reason=\"per_address\"} %llu\n", (unsigned long long)g.refused_addr);
-    put(&b, "fedc_connections_refused_total{reason=\"emfile\"} %llu\n", (unsigned long long)g.dropped_emfile);
+    fc_text_head(&b, "fedc_connections_open", "gauge", "Client connections open.");
+    fc_text_put(&b, "fedc_connections_open %llu\n", (unsigned long long)g.open);
+    fc_text_head(&b, "fedc_connections_cap", "gauge", "The connection cap in force (fd limit - headroom).");
+    fc_text_put(&b, "fedc_connections_cap %d\n", g.max_connections);
+    fc_text_head(&b, "fedc_connections_accepted_total", "counter", "Connections admitted.");
+    fc_text_put(&b, "fedc_connections_accepted_total %llu\n", (unsigned long long)g.admitted);
+    fc_text_head(&b, "fedc_connections_refused_total", "counter", "Connections closed at accept, by cause.");
+    fc_text_put(&b, "fedc_connections_refused_total{reason=\"full\"} %llu\n", (unsigned long long)g.refused_full);
+    fc_text_put(&b, "fedc_connections_refused_total{reason=\"rate\"} %llu\n", (unsigned long long)g.refused_rate);
+    fc_text_put(&b, "fedc_connections_refused_total{reason=\"per_address\"} %llu\n", (unsigned long long)g.refused_addr);
+    fc_text_put(&b, "fedc_connections_refused_total{reason=\"emfile\"} %llu\n", (unsigned long long)g.dropped_emfile);
   }
   if (c->http) {
     uint64_t hc[FC_HG_N];
     coord_http_closed_counts(c, hc);
-    head(&b, "fedc_http_connections_closed_total", "counter",
+    fc_text_head(&b, "fedc_http_connections_closed_total", "counter",
          "Metrics/health HTTP connections the coordinator closed, by rule: per_address, full (the newest "
          "connection takes the oldest's slot), deadline (open longer than metrics_request_ms).");
     for (int i = 0; i < FC_HG_N; i++)
-      put(&b, "fedc_http_connections_closed_total{reason=\"%s\"} %llu\n", fc_http_guard_reason_name(i),
+      fc_text_put(&b, "fedc_http_connections_closed_total{reason=\"%s\"} %llu\n", fc_http_guard_reason_name(i),
           (unsigned long long)hc[i]);
   }
   struct rlimit rl;
   long fds = open_fds();
   if (fds >= 0 && getrlimit(RLIMIT_NOFILE, &rl) == 0) {
-    head(&b, "fedc_fd_headroom", "gauge", "File descriptors still available (limit - open).");
-    put(&b, "fedc_fd_headroom %lld\n", (long long)rl.rlim_cur - fds);
+    fc_text_head(&b, "fedc_fd_headroom", "gauge", "File descriptors still available (limit - open).");
+    fc_text_put(&b, "fedc_fd_headroom %lld\n", (long long)rl.rlim_cur - fds);
   }
-  head(&b, "fedc_process_resident_memory_bytes", "gauge", "Resident set size.");
-  put(&b, "fedc_process_resident_memory_bytes %llu\n", (unsigned long long)rss_bytes());
-  head(&b, "fedc_uptime_seconds", "gauge", "Seconds since the coordinator started.");
-  put(&b, "fedc_uptime_seconds %.3f\n", (double)(now - c->started_ms) / 1000.0);
+  fc_text_head(&b, "fedc_process_resident_memory_bytes", "gauge", "Resident set size.");
+  fc_text_put(&b, "fedc_process_resident_memory_bytes %llu\n", (unsigned long long)rss_bytes());
+  fc_text_head(&b, "fedc_uptime_seconds", "gauge", "Seconds since the coordinator started.");
+  fc_text_put(&b, "fedc_uptime_seconds %.3f\n", (double)(now - c->started_ms) / 1000.0);
   /* Update anomaly detection (coord_anomaly.c): counts and the last scored
    * round's figures, never the identities (the audit log and `fedc clients` name them). */
-  head(&b, "fedc_anomaly_flagged_total", "counter", "Identity-rounds flagged by the anomaly policy (flag or exclude).");
-  put(&b, "fedc_anomaly_flagged_total %llu\n", (unsigned long long)m.anomaly_flagged);
-  head(&b, "fedc_anomaly_excluded", "gauge", "Identities left out of selection by the anomaly policy now.");
-  put(&b, "fedc_anomaly_excluded %u\n", m.anomaly_excluded);
-  head(&b, "fedc_anomaly_top_score", "gauge", "Highest robust outlier score of an update in the last scored round.");
-  put(&b, "fedc_anomaly_top_score %.6g\n", m.anomaly_top_score);
-  head(&b, "fedc_anomaly_norm_median", "gauge", "Median L2 norm of the updates of the last scored round.");
-  put(&b, "fedc_anomaly_norm_median %.6g\n", m.anomaly_norm_median);
-  head(&b, "fedc_anomaly_cos_agg_median", "gauge", "Median cosine of an update to its round's aggregate (last scored round).");
-  put(&b, "fedc_anomaly_cos_agg_median %.6g\n", m.anomaly_cos_agg);
+  fc_text_head(&b, "fedc_anomaly_flagged_total", "counter", "Identity-rounds flagged by the anomaly policy (flag or exclude).");
+  fc_text_put(&b, "fedc_anomaly_flagged_total %llu\n", (unsigned long long)m.anomaly_flagged);
+  fc_text_head(&b, "fedc_anomaly_excluded", "gauge", "Identities left out of selection by the anomaly policy now.");
+  fc_text_put(&b, "fedc_anomaly_excluded %u\n", m.anomaly_excluded);
+  fc_text_head(&b, "fedc_anomaly_top_score", "gauge", "Highest robust outlier score of an update in the last scored round.");
+  fc_text_put(&b, "fedc_anomaly_top_score %.6g\n", m.anomaly_top_score);
+  fc_text_head(&b, "fedc_anomaly_norm_median", "gauge", "Median L2 norm of the updates of the last scored round.");
+  fc_text_put(&b, "fedc_anomaly_norm_median %.6g\n", m.anomaly_norm_median);
+  fc_text_head(&b, "fedc_anomaly_cos_agg_median", "gauge", "Median cosine of an update to its round's aggregate (last scored round).");
+  fc_text_put(&b, "fedc_anomaly_cos_agg_median %.6g\n", m.anomaly_cos_agg);
   /* Model drift on the reference set (coord_drift.c), or from federated
    * evaluation without one (coord_drift_fed.c); absent when neither runs. */
   if (c->drift || m.drift_fed) {
-    head(&b, "fedc_drift_checked_total", "counter", "Model versions whose prediction distribution was checked for drift.");
-    put(&b, "fedc_drift_checked_total %llu\n", (unsigned long long)m.drift_checked);
-    head(&b, "fedc_drift_tripped_total", "counter", "Model versions whose drift (PSI) reached --drift-threshold.");
-    put(&b, "fedc_drift_tripped_total %llu\n", (unsigned long long)m.drift_tripped);
-    head(&b, "fedc_drift_psi", "gauge", "PSI of the last version's predicted-class distribution against the one before.");
-    put(&b, "fedc_drift_psi %.6g\n", m.drift_psi);
+    fc_text_head(&b, "fedc_drift_checked_total", "counter", "Model versions whose prediction distribution was checked for drift.");
+    fc_text_put(&b, "fedc_drift_checked_total %llu\n", (unsigned long long)m.drift_checked);
+    fc_text_head(&b, "fedc_drift_tripped_total", "counter", "Model versions whose drift (PSI) reached --drift-threshold.");
+    fc_text_put(&b, "fedc_drift_tripped_total %llu\n", (unsigned long long)m.drift_tripped);
+    fc_text_head(&b, "fedc_drift_psi", "gauge", "PSI of the last version's predicted-class distribution against the one before.");
+    fc_text_put(&b, "fedc_drift_psi %.6g\n", m.drift_psi);
   }
-  head(&b, "fedc_identity_new_address_total", "counter", "Calls of an identity from a host it was not seen at before.");
-  put(&b, "fedc_identity_new_address_total %llu\n", (unsigned long long)atomic_load(&c->metrics.identity_new_address));
-  head(&b, "fedc_identity_concurrent_total", "counter", "Calls of an identity from a second connection at once.");
-  put(&b, "fedc_identity_concurrent_total %llu\n", (unsigned long long)atomic_load(&c->metrics.identity_concurrent));
-  head(&b, "fedc_identity_refused_total", "counter", "Calls refused as a second concurrent connection of an identity.");
-  put(&b, "fedc_identity_refused_total %llu\n", (unsigned long long)atomic_load(&c->metrics.identity_refused));
+  fc_text_head(&b, "fedc_identity_new_address_total", "counter", "Calls of an identity from a host it was not seen at before.");
+  fc_text_put(&b, "fedc_identity_new_address_total %llu\n", (unsigned long long)atomic_load(&c->metrics.identity_new_address));
+  fc_text_head(&b, "fedc_identity_concurrent_total", "counter", "Calls of an identity from a second connection at once.");
+  fc_text_put(&b, "fedc_identity_concurrent_total %llu\n", (unsigned long long)atomic_load(&c->metrics.identity_concurrent));
+  fc_text_head(&b, "fedc_identity_refused_total", "counter", "Calls refused as a second concurrent connection of an identity.");
+  fc_text_put(&b, "fedc_identity_refused_total %llu\n", (unsigned long long)atomic_load(&c->metrics.identity_refused));
   if (dp) {
-    head(&b, "fedc_dp_epsilon", "gauge", "Differential privacy: epsilon spent (at dp_delta).");
-    put(&b, "fedc_dp_epsilon %.6g\n", eps);
+    fc_text_head(&b, "fedc_dp_epsilon", "gauge", "Differential privacy: epsilon spent (at dp_delta).");
+    fc_text_put(&b, "fedc_dp_epsilon %.6g\n", eps);
   }
   if (b.oom) {
     free(b.p);
