@@ -10,12 +10,16 @@
  */
 #include "tests/support/testsvc.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/chunk.h"
 #include "common/fileutil.h"
@@ -488,4 +492,21 @@ double ts_now(void) {
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);
   return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+int ts_loopback_socket(int listen_too, int *port) {
+  *port = 0;
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t len = sizeof a;
+  if (fd < 0) return -1;
+  if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || getsockname(fd, (struct sockaddr *)&a, &len) != 0 ||
+      (listen_too && listen(fd, 64) != 0)) {
+    close(fd);
+    return -1;
+  }
+  *port = ntohs(a.sin_port);
+  if (listen_too) return fd;
+  close(fd);
+  return -1;
 }

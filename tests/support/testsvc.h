@@ -106,5 +106,9 @@ void ts_pattern(float *dst, size_t n);
 
 /* Seconds on the monotonic clock. */
 double ts_now(void);
+/* A TCP socket bound to 127.0.0.1 on a free port (*port), listening if
+ * listen_too (a peer that accepts and never answers), else closed again (a
+ * port nothing listens on: returns -1 with *port set). -1, *port 0 on failure. */
+int ts_loopback_socket(int listen_too, int *port);
 
 #endif

@@ -22,6 +22,7 @@
 #include "etcd_harness.h"
 #include "coordinator/etcd.h"
 #include "fedc/error.h"
+#include "tests/support/testsvc.h"
 
 static void test_endpoints(void) {
   char eps[FC_ETCD_MAX_ENDPOINTS][256], err[256];
@@ -187,16 +188,10 @@ static void test_txn_parse(void) {
  * the next call starts at the live member. On the code before the fix every
  * call went to the silent member again and timed out. */
 static void test_blackholed_member(int cport) {
-  int silent = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a;
-  memset(&a, 0, sizeof a);
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t alen = sizeof a;
-  CHECK(silent >= 0 && bind(silent, (struct sockaddr *)&a, sizeof a) == 0 && listen(silent, 64) == 0 &&
-        getsockname(silent, (struct sockaddr *)&a, &alen) == 0);
+  int sport = 0, silent = ts_loopback_socket(1, &sport);
+  CHECK(silent >= 0);
   char eps[128], live[64], err[512];
-  snprintf(eps, sizeof eps, "127.0.0.1:%d,127.0.0.1:%d", ntohs(a.sin_port), cport);
+  snprintf(eps, sizeof eps, "127.0.0.1:%d,127.0.0.1:%d", sport, cport);
   snprintf(live, sizeof live, "127.0.0.1:%d", cport);
   fc_etcd_opts o;
   fc_etcd_opts_init(&o);

@@ -21,6 +21,7 @@
 #include "coordinator/leader.h"
 #include "etcd_harness.h"
 #include "fedc/error.h"
+#include "tests/support/testsvc.h"
 
 static fc_leader *start(const char *eps, const char *id, int ttl) {
   fc_leader_opts o;
@@ -137,12 +138,9 @@ out:
  * coordinator uses (coord_ha.c). */
 static void test_silent_member(int cport) {
   char eps[128], err[512], why[200];
-  int silent = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  socklen_t alen = sizeof a;
-  CHECK(silent >= 0 && bind(silent, (struct sockaddr *)&a, sizeof a) == 0 && listen(silent, 64) == 0 &&
-        getsockname(silent, (struct sockaddr *)&a, &alen) == 0);
-  snprintf(eps, sizeof eps, "127.0.0.1:%d,127.0.0.1:%d", ntohs(a.sin_port), cport);
+  int sport = 0, silent = ts_loopback_socket(1, &sport);
+  CHECK(silent >= 0);
+  snprintf(eps, sizeof eps, "127.0.0.1:%d,127.0.0.1:%d", sport, cport);
   fc_leader *d = start(eps, "replica-d", 2);
   if (!d) goto out;
   CHECK(wait_leader(d, NULL) == d);

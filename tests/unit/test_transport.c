@@ -256,16 +256,9 @@ static void test_expired(void) {
 
 static void test_unreachable(void) {
   /* A port that was free a moment ago: bind, read it, close. */
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a;
-  memset(&a, 0, sizeof a);
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  CHECK(bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
-  CHECK(getsockname(fd, (struct sockaddr *)&a, &len) == 0);
-  close(fd);
-  int dead = ntohs(a.sin_port);
+  int dead = 0;
+  ts_loopback_socket(0, &dead);
+  CHECK(dead > 0);
   fc_channel *ch = ts_channel(root, dead, "client", "alice");
   CHECK(ch != NULL);
   if (!ch) return;
