@@ -20,6 +20,7 @@ pkgs=(
   golang-etcd-server-dev                              # etcd's rpc.proto, kv.proto: the C client is generated from them
   openssl                                             # tests: certificates a coordinator serves (test_rotation)
   strace                                              # test_async_append: one write per buffer-log record
+  procps                                              # pgrep: tests find the process of a port file (test_aggregator_slow)
   python3                                             # test data (tests/integration/_data.sh), the DP reference
   python3-yaml docker-compose                         # deploy/check.sh: compose schema, k8s object check
   python3-cffi python3-numpy python3-venv             # the Python binding (python/fedc; tests/integration/test_python.sh)
