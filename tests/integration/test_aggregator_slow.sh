@@ -70,7 +70,8 @@ wait_for bash -c "curl -sf http://127.0.0.1:$PM/metrics | grep -q '^fedc_aggrega
 [ "$(metric fedc_aggregator_connections_accepted_total)" -ge 2 ] || fail "connections accepted: $(metric fedc_aggregator_connections_accepted_total)"
 [ "$(metric fedc_aggregator_registered)" = 1 ] && [ "$(metric fedc_aggregator_leader_reachable)" = 1 ] ||
   fail "registered/leader: $(curl -s "http://127.0.0.1:$PM/metrics" | grep -E 'registered|reachable')"
-metric fedc_aggregator_connections_open | grep -qE '^[0-9]+$' || fail "no connections_open gauge"
+open_conns=$(metric fedc_aggregator_connections_open)
+grep -qE '^[0-9]+$' <<<"$open_conns" || fail "no connections_open gauge: '$open_conns'"
 
 # ---- 4. the leader's rule for partials ----
 AG1=$(pgrep -f "port-file $T/ag1.port" | head -1)

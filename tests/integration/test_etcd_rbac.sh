@@ -28,7 +28,9 @@ ctl() { # CERT-BASENAME ARGS...: etcdctl as that certificate's user
 }
 ETCDCTL="etcdctl --endpoints $ETCD --cacert $T/pki/ca.crt --cert $T/pki/admin-root.crt --key $T/pki/admin-root.key" \
   "$ROOT/deploy/etcd-auth.sh" /fedc/itest coordinator ag1 >"$T/auth.out" 2>&1 || fail "etcd-auth.sh: $(cat "$T/auth.out")"
-ctl admin-root user list | grep -qx ag1 || fail "no user ag1: $(ctl admin-root user list 2>&1)"
+# Read whole, then matched: `grep -q` quitting early would SIGPIPE etcdctl and, under pipefail, fail the test.
+users=$(ctl admin-root user list) || fail "user list: $users"
+grep -qx ag1 <<<"$users" || fail "no user ag1: $users"
 # Idempotent: a second run (as root, auth on) changes nothing and succeeds.
 ETCDCTL="etcdctl --endpoints $ETCD --cacert $T/pki/ca.crt --cert $T/pki/admin-root.crt --key $T/pki/admin-root.key" \
   "$ROOT/deploy/etcd-auth.sh" /fedc/itest coordinator ag1 >"$T/auth2.out" 2>&1 || fail "etcd-auth.sh again: $(cat "$T/auth2.out")"
