@@ -252,6 +252,8 @@ static void usage(FILE *f) {
           "  --secagg-tolerate-colluders N  refuse secure-aggregation rounds whose threshold t a coordinator\n"
           "                           lying about dropouts could beat with N of our neighbours colluding\n"
           "                           (needs 2t > k + 1 + N; every client refuses 2t <= k + 1; default 0)\n"
+          "  --secagg-seeded-rounding  research (tests): draw the secure-aggregation rounding from the\n"
+          "                           task's seed, so two runs of one seed send the same sums\n"
           "  --host-clients FIRST:COUNT  research (fedc sim): host COUNT clients in this process, named\n"
           "                           NAME0000.. from FIRST (--name is the prefix, default c), each with its own\n"
           "                           certificate from --pki, connection and thread; \"%%s\" in --data is the name;\n"
@@ -378,7 +380,7 @@ loaded:
 
 int cmd_client(int argc, char **argv) {
   enum { O_DATA = 1, O_DATA_DIR, O_PARTITION, O_PARTS, O_PART, O_ALPHA, O_PSEED, O_MODEL, O_ROUNDS, O_JSON, O_LOG,
-         O_RETRIES, O_THREADS, O_SADROP, O_DSEED, O_DHALT, O_HOST, O_BYZ, O_BYZ_NAMES, O_BYZ_DIR, O_BYZ_N, O_BYZ_F, O_BYZ_UNCLIP, O_UNSIGNED, O_BYZ_WEIGHT, O_SACOLL,
+         O_RETRIES, O_THREADS, O_SADROP, O_DSEED, O_DHALT, O_HOST, O_BYZ, O_BYZ_NAMES, O_BYZ_DIR, O_BYZ_N, O_BYZ_F, O_BYZ_UNCLIP, O_UNSIGNED, O_BYZ_WEIGHT, O_SACOLL, O_SASEEDED,
          O_BYZ_UNMASK, O_BYZ_ADV_CERT, O_BYZ_ADV_KEY, O_EVAL_FRACTION, O_EVAL_DATA, O_EVAL_PARTS, O_EVAL_PART,
          O_DEVICE, O_SLOW }; /* O_DEVICE: the device-state options (client_device.c), by name */
   static const struct option longopts[] = {CLI_TLS_LONGOPTS,
@@ -402,6 +404,7 @@ int cmd_client(int argc, char **argv) {
                                            {"byzantine-unclipped", no_argument, 0, O_BYZ_UNCLIP},
                                            {"allow-unsigned-models", no_argument, 0, O_UNSIGNED},
                                            {"secagg-tolerate-colluders", required_argument, 0, O_SACOLL},
+                                           {"secagg-seeded-rounding", no_argument, 0, O_SASEEDED},
                                            {"byzantine-weight", required_argument, 0, O_BYZ_WEIGHT},
                                            {"byzantine-unmask", no_argument, 0, O_BYZ_UNMASK},
                                            {"byzantine-advertise-cert", required_argument, 0, O_BYZ_ADV_CERT},
@@ -436,6 +439,7 @@ int cmd_client(int argc, char **argv) {
   double alpha = NAN, sa_drop[6] = {0}, eval_fraction = NAN;
   const char *eval_data = NULL;
   unsigned long long eval_parts = 1, eval_part = ULLONG_MAX;
+  int sa_seeded = 0;
   unsigned long long drop_seed = 1, host_first = 0, host_count = 0, sa_colluders = 0;
   fc_byz_cfg byz;
   memset(&byz, 0, sizeof byz);
@@ -491,6 +495,7 @@ int cmd_client(int argc, char **argv) {
     case O_BYZ_NAMES: byz_names = optarg; break;
     case O_BYZ_UNCLIP: byz.unclipped = 1; break;
     case O_UNSIGNED: allow_unsigned = 1; break;
+    case O_SASEEDED: sa_seeded = 1; break;
     case O_SACOLL:
       bad = cli_parse_u64("fedc client", "--secagg-tolerate-colluders", optarg, &sa_colluders);
       if (!bad && sa_colluders > 10000) {
@@ -712,6 +717,7 @@ int cmd_client(int argc, char **argv) {
       break;
     }
     fc_client_secagg_drop(h->c, sa_drop, drop_seed + i, drop_halt);
+    fc_client_secagg_seeded_rounding(h->c, sa_seeded);
     if (h->byz) {
       fc_byz_cfg bc = byz;
       snprintf(bc.name, sizeof bc.name, "%s", h->name);

@@ -36,12 +36,14 @@ double fc_stage_clip(float *delta, size_t n, float clip, double *norm_out) {
   return scale;
 }
 
-int fc_stage_quantize(const float *delta, uint64_t examples, int unclipped, const fc_sa_params *p, uint32_t *out) {
+int fc_stage_quantize(const float *delta, uint64_t examples, int unclipped, const fc_sa_params *p,
+                      const uint64_t *seed_in, uint32_t *out) {
   if (!examples) return FEDC_ERR_INVALID;
   uint64_t w = examples < p->max_weight ? examples : p->max_weight;
   uint64_t seed;
-  int rc = fc_random_bytes(&seed, sizeof seed);
+  int rc = seed_in ? FEDC_OK : fc_random_bytes(&seed, sizeof seed);
   if (rc != FEDC_OK) return rc;
+  if (seed_in) seed = *seed_in ^ 0x5ec4a9900d1e5ull;
   fc_rng rng;
   fc_rng_seed(&rng, seed);
   fc_sa_quantize(delta, p->dim, w, fc_sa_params_scale(p), &rng, out);

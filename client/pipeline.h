@@ -29,7 +29,8 @@ double fc_stage_clip(float *delta, size_t n, float clip, double *norm_out);
  * out[0..dim) from w * delta, out[dim] = w, w = min(examples, max_weight),
  * and out[dim + 1] = +-bit_scale (unclipped or not) if p->bit_scale.
  * FEDC_ERR_INVALID for examples == 0; FEDC_ERR_CRYPTO if no randomness. */
-int fc_stage_quantize(const float *delta, uint64_t examples, int unclipped, const fc_sa_params *p, uint32_t *out);
+int fc_stage_quantize(const float *delta, uint64_t examples, int unclipped, const fc_sa_params *p,
+                      const uint64_t *seed, uint32_t *out);
 /* Plaintext compressed upload (protocol 1.9): the clipped delta, b-bit codes
  * in blocks (common/quant.h, fc_q_payload_bytes bytes in out), rounding
  * seeded from the system's CSPRNG. */

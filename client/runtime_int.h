@@ -67,6 +67,7 @@ struct fedc_client {
   int sa_drop_halt;    /* 1: a dropout halts (blocks until stopped or killed) */
   int unclipped;       /* the round in progress: the clip stage left the update as it was (sent as
                           UpdateMeta.unclipped, Andrew et al. 2021's b_i) */
+  int sa_seeded_rounding; /* research (fc_client_secagg_seeded_rounding): rounding from the task's seed */
   fc_byz_cfg byz;      /* research attack (fc_client_byzantine), kind FC_BYZ_NONE normally */
   int reached;         /* a check-in was answered: there is a coordinator to say Leave to */
   int heard_done;      /* the coordinator said DONE: the federation finished, nothing to leave */
@@ -84,6 +85,13 @@ void fc_client_byzantine(fedc_client *c, const fc_byz_cfg *cfg);
  * drop[s]. With halt, the client instead logs "halted before the S stage" and
  * blocks there until stopped, so a test can SIGKILL it at a known stage. */
 void fc_client_secagg_drop(fedc_client *c, const double drop[6], uint64_t seed, int halt);
+
+/* Research only (tests, experiments that compare runs bit for bit): draw
+ * the secure-aggregation rounding (fc_stage_quantize) from the task's seed
+ * instead of fresh randomness. Rounding needs no secrecy, only no bias
+ * (secagg.h); a rounding the coordinator can predict leaks nothing of one
+ * input the sum does not, but leave it off outside experiments. */
+void fc_client_secagg_seeded_rounding(fedc_client *c, int on);
 
 /* runtime_wait.c: sleep up to ms; 1 if stopped. */
 int rt_nap(fedc_client *c, uint32_t ms);

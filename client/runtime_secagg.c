@@ -40,6 +40,8 @@ void fc_client_secagg_drop(fedc_client *c, const double drop[6], uint64_t seed, 
   c->sa_drop_halt = halt;
 }
 
+void fc_client_secagg_seeded_rounding(fedc_client *c, int on) { c->sa_seeded_rounding = on; }
+
 static int reject(fc_status *st, const char *why);
 
 /* Research dropout: 1 if we vanish now, before stage's message (the round is
@@ -181,7 +183,9 @@ typedef struct train_input {
 
 static int train_fill(void *ctx, const fc_sa_params *p, uint32_t *q, fc_status *st) {
   train_input *in = ctx;
-  if (fc_stage_quantize(in->delta, in->examples, in->c->unclipped, p, q) != FEDC_OK)
+  uint64_t seed = in->t->hyper ? in->t->hyper->seed : 0; /* research: fc_client_secagg_seeded_rounding */
+  if (fc_stage_quantize(in->delta, in->examples, in->c->unclipped, p, in->c->sa_seeded_rounding ? &seed : NULL, q) !=
+      FEDC_OK)
     return reject(st, "cannot quantize the update");
   if (fc_stage_dp_noise(q, p) != FEDC_OK) return reject(st, "cannot draw our share of the privacy noise");
   return FEDC_OK;

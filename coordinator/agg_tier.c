@@ -20,6 +20,7 @@ typedef struct assignment {
   char client[65];
   uint32_t member; /* index into names[] (kept when the member leaves) */
   int counted;
+  long group; /* fc_tier_assign_group's (-1: none) */
 } assignment;
 
 typedef struct member_stats {
@@ -162,6 +163,10 @@ static assignment *find(const fc_tier *t, const char *client) {
 }
 
 int fc_tier_assign(fc_tier *t, uint64_t round, const char *client, fc_tier_member *out) {
+  return fc_tier_assign_group(t, round, client, -1, out);
+}
+
+int fc_tier_assign_group(fc_tier *t, uint64_t round, const char *client, long group, fc_tier_member *out) {
   if (round != t->round) { /* a new round: the last one's assignments are done with */
     t->round = round;
     t->na = 0;
@@ -180,7 +185,12 @@ int fc_tier_assign(fc_tier *t, uint64_t round, const char *client, fc_tier_membe
   }
   if (!t->nmembers) return FEDC_ERR_NOT_FOUND;
   size_t best = 0, best_load = (size_t)-1;
-  for (size_t i = 0; i < t->nmembers; i++) {
+  int grouped = 0;
+  for (size_t i = 0; group >= 0 && i < t->na && !grouped; i++) {
+    long m = t->a[i].group == group ? member_index(t, t->names[t->a[i].member]) : -1;
+    if (m >= 0) best = (size_t)m, grouped = 1; /* the group's aggregator, while it is registered */
+  }
+  for (size_t i = 0; !grouped && i < t->nmembers; i++) {
     size_t l = fc_tier_load(t, t->members[i].name);
     if (l < best_load) best = i, best_load = l;
   }
@@ -207,6 +217,7 @@ int fc_tier_assign(fc_tier *t, uint64_t round, const char *client, fc_tier_membe
   memset(a, 0, sizeof *a);
   snprintf(a->client, sizeof a->client, "%s", client);
   a->member = (uint32_t)s;
+  a->group = group;
   *out = t->members[best];
   return FEDC_OK;
 }
@@ -259,12 +270,12 @@ int fc_tier_check_partial(const fc_tier *t, const fc_tier_partial *p, const fc_t
       return FEDC_ERR_INVALID;
     }
     char lwhy[200];
-    if (fc_upload_meta_check(u->examples, u->loss, 0, lwhy, sizeof lwhy) != FEDC_OK) {
+    if (fc_upload_meta_check(u->examples, u->loss, p->masked, lwhy, sizeof lwhy) != FEDC_OK) {
       snprintf(why, whylen, "partial's update of %s: %s", u->client, lwhy);
       return FEDC_ERR_INVALID;
     }
     double w = fc_upload_weight(&e->rules, u->examples);
-    if (u->examples == 0 || u->weight != w) {
+    if ((u->examples == 0 && !p->masked) || u->weight != w) {
       snprintf(why, whylen, "partial gives %s weight %g for %llu examples; the rule gives %g", u->client, u->weight,
                (unsigned long long)u->examples, w);
       return FEDC_ERR_INVALID;

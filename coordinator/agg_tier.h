@@ -89,6 +89,11 @@ size_t fc_tier_loads(const fc_tier *t, fc_tier_load_info *out, size_t cap);
  * last one's assignments. *out is copied; FEDC_ERR_NOT_FOUND if no
  * aggregator is registered, FEDC_ERR_NOMEM. */
 int fc_tier_assign(fc_tier *t, uint64_t round, const char *client, fc_tier_member *out);
+/* The same, keeping a group together (group >= 0: a secure-aggregation
+ * bucket, whose masked inputs are summed apart from the others): the first
+ * client of a group goes to the member with the fewest clients, the rest of
+ * the group to the same one while it stays registered. */
+int fc_tier_assign_group(fc_tier *t, uint64_t round, const char *client, long group, fc_tier_member *out);
 /* Clients assigned to aggregator `name` in `round` and not counted yet
  * (pointers into t, valid until the next call that changes t). */
 size_t fc_tier_assigned(const fc_tier *t, uint64_t round, const char *name, const char **out, size_t cap);
@@ -108,6 +113,7 @@ typedef struct fc_tier_partial {
   const fc_tier_update *updates;
   size_t n;
   const fc_model_spec *spec; /* the sum's header */
+  int masked; /* secure aggregation: masked inputs (a client reports no examples: its weight is in the input) */
 } fc_tier_partial;
 
 /* What the leader expects of a partial now. */

@@ -24,6 +24,7 @@ typedef struct aggr_contrib {
   double weight;
   float loss;
   uint8_t sha[FC_SHA256_LEN];
+  uint32_t bucket; /* secure aggregation: its SecAgg instance */
 } aggr_contrib;
 
 struct fc_aggr {
@@ -48,7 +49,15 @@ struct fc_aggr {
   fc_upload_rules rules;
   char (*assigned)[65]; /* clients assigned to us and not counted yet */
   size_t nassigned, capassigned;
-  fc_agg *agg; /* FedAvg over the model's parameters; created at the first round */
+  uint32_t *assigned_bucket; /* secure aggregation: assigned[i]'s SecAgg instance (capbucket entries) */
+  size_t capbucket;
+  /* FedAvg over the model's parameters, or under secure aggregation
+   * (masked, 1.16) the sums mod 2^32 of masked inputs, one per instance
+   * (agg_buckets); created at the first round, rebuilt when the leader's
+   * shape, grid or instance count changes. */
+  fc_agg *agg;
+  int masked;           /* the leader's round is secure aggregation's masked stage */
+  uint32_t agg_buckets; /* masked: instances in agg */
   aggr_contrib *pending; /* folded into agg, not submitted */
   size_t npending, cappending;
   char (*taken)[65]; /* every client whose update we took this round (one per round) */

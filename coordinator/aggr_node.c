@@ -108,9 +108,11 @@ static void *reg_main(void *arg) {
 
 typedef struct snapshot {
   uint64_t round, version;
-  void *sum; /* float32 sums, or 8-byte integer sums (frac) */
+  void *sum; /* float32 sums, or 8-byte integer sums (frac), or u32 masked sums (masked) */
   uint64_t bytes;
   int frac; /* --reproducible-sum: the grid 2^-frac (AggRoundResponse.fixed_frac_bits), 0 = float */
+  int masked;      /* secure aggregation: the masked inputs of instance `bucket`, summed mod 2^32 */
+  uint32_t bucket;
   size_t n;
   double weight;
   aggr_contrib *updates;
@@ -164,6 +166,8 @@ static int submit_once(fc_aggr *a, const snapshot *s, uint32_t *counted, fc_stat
   meta.n_updates = s->nupdates;
   meta.updates = ptrs;
   meta.fixed_frac_bits = (uint32_t)s->frac;
+  meta.masked = s->masked;
+  meta.bucket = s->bucket;
   if ((rc = fc_sha256(s->sum, bytes, sha)) != FEDC_OK) goto out;
   rc = fc_ccall_start(a->leader, "/fedc.v1.Aggregator/SubmitPartial", FC_RPC_CLIENT_STREAM, NULL, 60000, &call, st);
   if (rc != FEDC_OK) goto out;
@@ -188,8 +192,8 @@ static void submit(fc_aggr *a, const snapshot *s) {
     if (rc == FEDC_OK) {
       atomic_fetch_add(&a->m_partials_ok, 1);
       atomic_fetch_add(&a->m_counted, counted);
-      FC_INFO(MOD, "round %llu: partial of %zu updates (weight %.0f) accepted by the leader (%u counted)",
-              (unsigned long long)s->round, s->nupdates, s->weight, counted);
+      FC_INFO(MOD, "round %llu: %spartial of %zu updates (weight %.0f) accepted by the leader (%u counted)",
+              (unsigned long long)s->round, s->masked ? "masked " : "", s->nupdates, s->weight, counted);
       return;
     }
     /* The leader unreachable or busy: try again a few times (a refusal is final). */
@@ -211,10 +215,99 @@ static int all_in(const fc_aggr *a) {
   return 1;
 }
 
-/* The leader's answer into our round state (under mu); 1 with *s filled if
- * a partial is due now. */
-static int apply_locked(fc_aggr *a, const Fedc__V1__AggRoundResponse *r, const fc_model_spec *spec, int spec_ok,
-                        snapshot *s) {
+/* Under mu: the sum (and the updates) of the pending contributions of
+ * instance b, or of all of them (plaintext: b ignored), into *s; 0 if it
+ * cannot be held now (tried again at the next poll). */
+static int snapshot_locked(fc_aggr *a, uint32_t b, snapshot *s) {
+  memset(s, 0, sizeof *s);
+  size_t n = a->agg->n;
+  uint32_t count = 0;
+  s->frac = a->masked ? 0 : fc_agg_fedavg_frac_bits(a->agg);
+  s->masked = a->masked;
+  s->bucket = b;
+  s->bytes = n * (s->frac ? 8 : 4);
+  s->sum = malloc(s->bytes);
+  s->updates = malloc(a->npending * sizeof *s->updates);
+  if (!s->sum || !s->updates) goto fail;
+  if (a->masked) {
+    const uint32_t *acc = fc_agg_secagg_sum(a->agg, b, &count);
+    if (!acc) goto fail;
+    memcpy(s->sum, acc, s->bytes);
+    for (size_t i = 0; i < a->npending; i++)
+      if (a->pending[i].bucket == b) {
+        s->updates[s->nupdates++] = a->pending[i];
+        s->weight += a->pending[i].weight;
+      }
+    uint64_t shape = n;
+    fc_model_spec_add(&s->spec, "secagg.masked", 1, &shape);
+    s->spec.t[0].dtype = FC_DTYPE_U32;
+  } else {
+    if ((s->frac ? fc_agg_fedavg_partial_fixed(a->agg, s->sum, &s->weight, &count)
+                 : fc_agg_fedavg_partial(a->agg, s->sum, &s->weight, &count)) != FEDC_OK)
+      goto fail;
+    s->spec = a->spec;
+    if (s->frac) fc_fixed_sum_spec(n, &s->spec);
+    s->nupdates = a->npending;
+    memcpy(s->updates, a->pending, a->npending * sizeof *s->updates);
+  }
+  s->round = a->round;
+  s->version = a->version;
+  s->n = n;
+  return 1;
+fail:
+  free(s->sum);
+  free(s->updates);
+  return 0;
+}
+
+/* Under mu: the sum this round needs, created or rebuilt (0: not now). */
+static int sum_ready_locked(fc_aggr *a, const Fedc__V1__AggRoundResponse *r, uint64_t n) {
+  int frac = (int)r->fixed_frac_bits, masked = r->masked;
+  uint32_t nb = r->n_buckets;
+  if (a->agg && (a->masked != masked || a->agg->n != n ||
+                 (masked ? a->agg_buckets != nb : fc_agg_fedavg_frac_bits(a->agg) != frac))) {
+    /* Another leader (a failover, a restart with other options) with another
+     * model size or grid, or a secure-aggregation round with another number
+     * of instances: the sum is rebuilt once no upload holds the old one
+     * (uploads take it under mu, and only while listed busy); until then this
+     * round is closed here, its uploads told to retry. Logged once. */
+    if (!a->rebuild_logged)
+      FC_INFO(MOD, "the leader's round needs another sum (%zu -> %llu %s%s): rebuilding it%s", a->agg->n,
+              (unsigned long long)n, masked ? "words" : "parameters",
+              masked ? ", or another number of SecAgg instances" : ", or another grid",
+              a->nbusy ? " once the uploads in flight end" : "");
+    a->rebuild_logged = 1;
+    if (a->nbusy) return 0;
+    if (a->npending)
+      FC_WARN(MOD, "%zu update(s) taken for the old round are dropped with its sum", a->npending);
+    a->npending = 0;
+    a->ntaken = 0;
+    a->agg->ops->destroy(a->agg);
+    a->agg = NULL;
+  }
+  a->rebuild_logged = 0;
+  if (a->agg) return 1;
+  int rc = masked ? fc_agg_secagg_create(n, nb, a->cfg.upload_slots, &a->agg)
+           : frac ? fc_agg_fedavg_create_fixed(n, a->cfg.upload_slots, frac, 0, &a->agg)
+                  : fc_agg_fedavg_create(n, a->cfg.upload_slots, &a->agg);
+  if (rc != FEDC_OK) {
+    FC_ERROR(MOD, "cannot hold a sum of %llu %s%s", (unsigned long long)n, masked ? "masked words" : "parameters",
+             frac ? " on the leader's fixed-point grid" : "");
+    a->agg = NULL;
+    return 0;
+  }
+  a->masked = masked;
+  a->agg_buckets = masked ? nb : 0;
+  return 1;
+}
+
+/* The leader's answer into our round state (under mu); the partials due now
+ * into *out (*nout of them, malloc'ed): one, or under secure aggregation one
+ * per instance we took inputs of. */
+static void apply_locked(fc_aggr *a, const Fedc__V1__AggRoundResponse *r, const fc_model_spec *spec, int spec_ok,
+                         snapshot **out, size_t *nout) {
+  *out = NULL;
+  *nout = 0;
   if (!r->open || r->round != a->round) {
     if (a->npending)
       FC_WARN(MOD, "round %llu closed before %zu update(s) taken here were submitted: they are lost",
@@ -224,72 +317,63 @@ static int apply_locked(fc_aggr *a, const Fedc__V1__AggRoundResponse *r, const f
     if (a->agg) a->agg->ops->round_begin(a->agg);
     a->round = r->round;
   }
-  a->open = r->open && spec_ok;
+  /* A masked round names each client's instance; a word count and instances
+   * within what one SecAgg round may have. */
+  int shape_ok = !r->masked || (r->masked_entries > 1 && r->masked_entries < UINT32_MAX && r->n_buckets >= 1 &&
+                                r->n_buckets <= FC_SA_MAX_COHORT && r->n_client_buckets == r->n_clients);
+  if (r->open && !shape_ok) FC_WARN(MOD, "leader's masked round %llu is malformed: ignored", (unsigned long long)r->round);
+  a->open = r->open && spec_ok && shape_ok;
   a->nassigned = 0;
-  if (!a->open) return 0;
-  uint64_t n = fc_model_numel(spec);
-  int frac = (int)r->fixed_frac_bits;
-  if (a->agg && (a->agg->n != n || fc_agg_fedavg_frac_bits(a->agg) != frac)) {
-    /* Another leader (a failover, a restart with other options) with another
-     * model size or grid: the sum is rebuilt once no upload holds the old one
-     * (uploads take it under mu, and only while listed busy); until then this
-     * round is closed here, its uploads told to retry. Logged once. */
-    if (!a->rebuild_logged)
-      FC_WARN(MOD, "the leader's model (%zu -> %llu parameters) or sum grid (2^-%d -> 2^-%d) changed: rebuilding "
-              "our sum%s", a->agg->n, (unsigned long long)n, fc_agg_fedavg_frac_bits(a->agg), frac,
-              a->nbusy ? " once the uploads in flight end" : "");
-    a->rebuild_logged = 1;
-    if (a->nbusy) {
-      a->open = 0;
-      return 0;
-    }
-    if (a->npending)
-      FC_WARN(MOD, "%zu update(s) taken for the old leader's round are dropped with its sum", a->npending);
-    a->npending = 0;
-    a->ntaken = 0;
-    a->agg->ops->destroy(a->agg);
-    a->agg = NULL;
-  }
-  a->rebuild_logged = 0;
-  if (!a->agg && (frac ? fc_agg_fedavg_create_fixed(n, a->cfg.upload_slots, frac, 0, &a->agg)
-                       : fc_agg_fedavg_create(n, a->cfg.upload_slots, &a->agg)) != FEDC_OK) {
-    FC_ERROR(MOD, "cannot hold a sum of %llu parameters%s", (unsigned long long)n,
-             frac ? " on the leader's fixed-point grid" : "");
+  if (!a->open) return;
+  uint64_t n = r->masked ? r->masked_entries : fc_model_numel(spec);
+  if (!sum_ready_locked(a, r, n)) {
     a->open = 0;
-    return 0;
+    return;
   }
   a->version = r->model_version;
   a->spec = *spec;
-  a->bytes = fc_model_bytes(spec);
+  a->bytes = r->masked ? n * 4 : fc_model_bytes(spec);
+  if (r->masked) {
+    memset(&a->spec, 0, sizeof a->spec);
+    fc_model_spec_add(&a->spec, "secagg.masked", 1, &n);
+    a->spec.t[0].dtype = FC_DTYPE_U32;
+  }
   a->submit_by = r->submit_by_unix_ms;
   a->rules = (fc_upload_rules){r->clip_norm, r->max_example_weight, 0};
-  for (size_t i = 0; i < r->n_clients; i++)
-    if (r->clients[i] && aggr_list_add(&a->assigned, &a->nassigned, &a->capassigned, r->clients[i]) != FEDC_OK)
-      break;
-  if (!a->npending || (!all_in(a) && fc_now_ms() < a->submit_by)) return 0;
-  memset(s, 0, sizeof *s);
-  s->frac = frac;
-  s->bytes = n * (frac ? 8 : sizeof(float));
-  s->sum = malloc(s->bytes);
-  s->updates = malloc(a->npending * sizeof *s->updates);
-  uint32_t count = 0;
-  if (!s->sum || !s->updates ||
-      (frac ? fc_agg_fedavg_partial_fixed(a->agg, s->sum, &s->weight, &count)
-            : fc_agg_fedavg_partial(a->agg, s->sum, &s->weight, &count)) != FEDC_OK) {
-    free(s->sum);
-    free(s->updates);
-    return 0; /* tried again at the next poll */
+  for (size_t i = 0; i < r->n_clients; i++) {
+    if (!r->clients[i] || (r->masked && r->client_buckets[i] >= r->n_buckets)) continue;
+    if (aggr_list_add(&a->assigned, &a->nassigned, &a->capassigned, r->clients[i]) != FEDC_OK) break;
+    if (a->capbucket < a->capassigned) {
+      void *p = realloc(a->assigned_bucket, a->capassigned * sizeof *a->assigned_bucket);
+      if (!p) {
+        a->nassigned--;
+        break;
+      }
+      a->assigned_bucket = p;
+      a->capbucket = a->capassigned;
+    }
+    a->assigned_bucket[a->nassigned - 1] = r->masked ? r->client_buckets[i] : 0;
   }
-  s->round = a->round;
-  s->version = a->version;
-  s->n = n;
-  s->spec = a->spec;
-  if (frac) fc_fixed_sum_spec(n, &s->spec);
-  s->nupdates = a->npending;
-  memcpy(s->updates, a->pending, a->npending * sizeof *s->updates);
+  if (!a->npending || (!all_in(a) && fc_now_ms() < a->submit_by)) return;
+  uint32_t nb = a->masked ? a->agg_buckets : 1;
+  snapshot *s = calloc(nb, sizeof *s);
+  if (!s) return;
+  size_t k = 0;
+  for (uint32_t b = 0; b < nb; b++) {
+    uint32_t count = 0;
+    if (a->masked && (fc_agg_secagg_sum(a->agg, b, &count), count == 0)) continue;
+    if (!snapshot_locked(a, b, &s[k])) break;
+    k++;
+  }
+  if (k == 0 || (k < nb && !a->masked)) {
+    for (size_t i = 0; i < k; i++) free(s[i].sum), free(s[i].updates);
+    free(s);
+    return; /* tried again at the next poll */
+  }
   a->npending = 0;
   a->agg->ops->round_begin(a->agg); /* the next partial of this round starts from zero */
-  return 1;
+  *out = s;
+  *nout = k;
 }
 
 static void *poll_main(void *arg) {
@@ -321,16 +405,18 @@ static void *poll_main(void *arg) {
     char err[300];
     int spec_ok = !r->open || fc_pb_header_parse(&h, &spec, err, sizeof err) == FEDC_OK;
     if (!spec_ok) FC_WARN(MOD, "leader's round %llu has a bad shape: %s", (unsigned long long)r->round, err);
-    snapshot s;
+    snapshot *s = NULL;
+    size_t ns = 0;
     pthread_mutex_lock(&a->mu);
-    int due = apply_locked(a, r, &spec, spec_ok, &s);
+    apply_locked(a, r, &spec, spec_ok, &s, &ns);
     pthread_mutex_unlock(&a->mu);
     protobuf_c_message_free_unpacked(resp, NULL);
-    if (due) {
-      submit(a, &s);
-      free(s.sum);
-      free(s.updates);
+    for (size_t i = 0; i < ns; i++) {
+      submit(a, &s[i]);
+      free(s[i].sum);
+      free(s[i].updates);
     }
+    free(s);
   } while (!nap(a, poll_ms));
   return NULL;
 }
@@ -483,6 +569,7 @@ void fc_aggr_stop(fc_aggr *a) {
   fc_etcd_close(a->etcd);
   if (a->agg) a->agg->ops->destroy(a->agg);
   free(a->assigned);
+  free(a->assigned_bucket);
   free(a->pending);
   free(a->taken);
   free(a->busy);

@@ -4,14 +4,15 @@
  * partial sum.
  *
  * Checks, in the order coord_upload.c makes them: the first message carries
- * meta and header; a plaintext float32 update (masked and compressed ones
- * are refused in this slice); examples and loss (upload_check.h); the round
+ * meta and header; a float32 update, or under secure aggregation (1.16) a
+ * 32-bit masked input (compressed ones are refused); examples and loss (upload_check.h); the round
  * and model version are the leader's open ones; the caller is a client the
  * leader assigned to us this round; one update per client per round (a
  * replay is ALREADY_EXISTS) and one stream at a time (ABORTED); the header's
  * shape is the model's and its chunks are framed and hashed (common/chunk.h);
  * nothing after the submit-by time; then NaN/Inf, the clip and the weight
- * (upload_check.h) before the fold.
+ * (upload_check.h) before the fold. A masked input has nothing to check in
+ * it (uniform to us): it joins the sum of its client's SecAgg instance.
  *
  * Blocking handler on the server's pool: an aggregator serves a share of the
  * clients, and this slice keeps the code straight; the coordinator's
@@ -100,18 +101,24 @@ void aggr_h_upload(fc_scall *call, void *ctx) {
     snprintf(why, sizeof why, "first upload message must carry meta and header");
     goto refuse;
   }
-  if (meta->masked || (meta->upload_bits != 0 && meta->upload_bits != 32)) {
+  if (meta->upload_bits != 0 && meta->upload_bits != 32) {
     code = GRPC_STATUS_FAILED_PRECONDITION;
-    snprintf(why, sizeof why, "this aggregator takes plaintext float32 updates only");
+    snprintf(why, sizeof why, "this aggregator takes float32 updates or 32-bit masked inputs only");
     goto refuse;
   }
-  if (fc_upload_meta_check(meta->num_examples, meta->train_loss, 0, why, sizeof why) != FEDC_OK) {
+  if (fc_upload_meta_check(meta->num_examples, meta->train_loss, meta->masked, why, sizeof why) != FEDC_OK) {
     code = GRPC_STATUS_INVALID_ARGUMENT;
     goto refuse;
   }
+  int masked = 0;
+  uint32_t bucket = 0;
   pthread_mutex_lock(&a->mu);
   uint64_t now = fc_now_ms();
-  if (!a->open || meta->round != a->round || meta->model_version != a->version) {
+  if (a->open && !meta->masked != !a->masked) {
+    code = GRPC_STATUS_FAILED_PRECONDITION;
+    snprintf(why, sizeof why, "%s", a->masked ? "this round runs secure aggregation: send a masked input"
+                                              : "this round does not run secure aggregation: masked input refused");
+  } else if (!a->open || meta->round != a->round || meta->model_version != a->version) {
     code = a->open && meta->round < a->round ? GRPC_STATUS_FAILED_PRECONDITION : GRPC_STATUS_UNAVAILABLE;
     retry = code == GRPC_STATUS_UNAVAILABLE ? 300 : 0; /* the leader's new round may not have reached us yet */
     snprintf(why, sizeof why, "update for round %llu version %llu; this aggregator holds %s round %llu version %llu",
@@ -138,6 +145,9 @@ void aggr_h_upload(fc_scall *call, void *ctx) {
     snprintf(why, sizeof why, "out of memory");
   } else {
     busy = 1;
+    masked = a->masked;
+    for (size_t i = 0; masked && i < a->nassigned; i++)
+      if (!strcmp(a->assigned[i], peer->name)) bucket = a->assigned_bucket[i];
     agg = a->agg;
     spec = a->spec;
     bytes = a->bytes;
@@ -155,6 +165,11 @@ void aggr_h_upload(fc_scall *call, void *ctx) {
     code = GRPC_STATUS_UNAVAILABLE;
     retry = 500;
     snprintf(why, sizeof why, "aggregator busy: no staging slot free (%s)", fedc_strerror(rc));
+    goto refuse;
+  }
+  if (masked && fc_agg_secagg_route(agg, u, bucket) != FEDC_OK) { /* the leader's list was checked in range */
+    code = GRPC_STATUS_INTERNAL;
+    snprintf(why, sizeof why, "no SecAgg instance %u here", bucket);
     goto refuse;
   }
   fc_rate_guard rate; /* from the slot on: a wait for one is not the client's slowness */
@@ -200,9 +215,11 @@ void aggr_h_upload(fc_scall *call, void *ctx) {
     code = err_status(rc);
     goto refuse;
   }
-  fc_agg_check chk;
-  double weight = 0;
-  if (fc_upload_values_check(agg, u, &rules, meta->num_examples, 0, &chk, &weight, why, sizeof why) != FEDC_OK) {
+  fc_agg_check chk; /* a masked input is uniform to us: only its weight (the rule's) to record */
+  memset(&chk, 0, sizeof chk);
+  double weight = masked ? fc_upload_weight(&rules, meta->num_examples) : 0;
+  if (!masked &&
+      fc_upload_values_check(agg, u, &rules, meta->num_examples, 0, &chk, &weight, why, sizeof why) != FEDC_OK) {
     code = GRPC_STATUS_INVALID_ARGUMENT;
     goto refuse;
   }
@@ -225,6 +242,7 @@ void aggr_h_upload(fc_scall *call, void *ctx) {
     k->loss = meta->train_loss;
     k->bytes = fc_scall_bytes_in(call);
     memcpy(k->sha, rx.want_sha, FC_SHA256_LEN);
+    k->bucket = bucket;
     if (agg->ops->update_commit(agg, u, weight) != FEDC_OK) { /* the slot went back either way */
       a->npending--;
       aggr_list_del(a->taken, &a->ntaken, peer->name);
@@ -238,8 +256,11 @@ void aggr_h_upload(fc_scall *call, void *ctx) {
   busy = 0;
   pthread_mutex_unlock(&a->mu);
   if (code != GRPC_STATUS_OK) goto refuse;
-  FC_INFO(MOD, "round %llu: update from %s taken (%llu examples, weight %.0f, norm %.4g)", (unsigned long long)round,
-          peer->name, (unsigned long long)meta->num_examples, weight, chk.l2);
+  if (masked)
+    FC_INFO(MOD, "round %llu: masked input from %s taken (instance %u)", (unsigned long long)round, peer->name, bucket);
+  else
+    FC_INFO(MOD, "round %llu: update from %s taken (%llu examples, weight %.0f, norm %.4g)",
+            (unsigned long long)round, peer->name, (unsigned long long)meta->num_examples, weight, chk.l2);
   Fedc__V1__UploadResponse resp = FEDC__V1__UPLOAD_RESPONSE__INIT;
   resp.accepted = 1;
   resp.detail = "accepted by the aggregator";

@@ -116,6 +116,10 @@ int fc_agg_secagg_create(size_t entries, uint32_t buckets, int slots, fc_agg **o
 /* After update_begin: the masked input joins this bucket's sum (default 0);
  * FEDC_ERR_INVALID for a bucket out of range. */
 int fc_agg_secagg_route(fc_agg *a, fc_agg_update *u, uint32_t bucket);
+/* Commit a staged vector that is itself the sum of `count` masked inputs (an
+ * aggregator's partial, issue 23): added to its bucket as update_commit adds
+ * one, the bucket's count raised by count. The slot goes back. */
+int fc_agg_secagg_commit_partial(fc_agg *a, fc_agg_update *u, uint32_t count);
 
 /* Robust aggregators (aggregate_robust.c): every update of the round in one
  * arena of max_updates x n floats, plus `slots` staging buffers of n floats

@@ -61,16 +61,21 @@ static int sa_update_check(fc_agg *a, fc_agg_update *u, fc_agg_check *out) {
   return FEDC_OK;
 }
 
-static int sa_update_commit(fc_agg *a, fc_agg_update *u, double weight) {
+int fc_agg_secagg_commit_partial(fc_agg *a, fc_agg_update *u, uint32_t count) {
   secagg_sum *f = (secagg_sum *)a;
   pthread_mutex_lock(&f->pool.mu);
   const uint32_t *x = u->buf;
   uint32_t *acc = f->acc + (size_t)u->bucket * a->n;
   for (size_t i = 0; i < a->n; i++) acc[i] += x[i]; /* mod 2^32 */
-  f->count[u->bucket]++;
+  f->count[u->bucket] += count;
   fc_agg_slots_release_locked(&f->pool, u);
   pthread_mutex_unlock(&f->pool.mu);
   return FEDC_OK;
+}
+
+static int sa_update_commit(fc_agg *a, fc_agg_update *u, double weight) {
+  (void)weight; /* the weight is inside the masked vector */
+  return fc_agg_secagg_commit_partial(a, u, 1);
 }
 
 static void sa_update_abort(fc_agg *a, fc_agg_update *u) { fc_agg_slots_release(&((secagg_sum *)a)->pool, u); }

@@ -13,9 +13,17 @@
  *                                  (so the round counts and closes as for direct
  *                                  uploads) and the sum folded with coefficient 1
  *
- * Plaintext FedAvg only in this slice: coord_tier_cfg_check refuses secure
- * aggregation, robust rules, DP, async mode, compressed uploads and anomaly
- * policies that act on per-update scores, each in one sentence. An aggregator
+ * Secure aggregation (1.16): the leader keeps every stage but the masked
+ * one (keys, shares, consistency, unmasking: small messages, and the
+ * unmasking needs the survivors' shares); aggregators take the masked inputs
+ * in that stage and hand over their sum mod 2^32 per instance (a bucket's
+ * members go to one aggregator; one instance is split across them), which
+ * the leader adds into the instance's sum as if each input had come to it.
+ * The leader so sees one sum per aggregator and instance where one process
+ * sees each masked input; aggregators see masked inputs only, uniform to
+ * them. coord_tier_cfg_check refuses robust rules without SecAgg buckets, DP,
+ * async mode, compressed uploads and anomaly policies that act on
+ * per-update scores, each in one sentence. An aggregator
  * whose lease expires leaves the registry: its partials are refused as
  * unknown and its clients' updates are lost; the round closes by today's rule
  * (min-updates at the deadline).
@@ -64,9 +72,9 @@ int coord_tier_cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen) {
   const char *no = NULL;
   if (!cfg->agg_tier) return FEDC_OK;
   if (!cfg->leader) no = "a coordinator without --etcd (aggregators register in etcd)";
-  else if (cfg->engine.secagg) no = "secure aggregation (SecAgg instances on aggregators are the next slice)";
-  else if (strcmp(cfg->aggregator, "fedavg") != 0)
-    no = "a robust aggregation rule (it needs every update, or buckets on aggregators: the next slice)";
+  else if (strcmp(cfg->aggregator, "fedavg") != 0 && !cfg->engine.secagg)
+    no = "a robust aggregation rule without --secagg (it needs every update; with secure aggregation it runs "
+         "over the buckets' means)";
   else if (cfg->engine.async) no = "--mode async";
   else if (cfg->dp_noise_multiplier > 0) no = "differential privacy (noise calibration per partial is the next slice)";
   else if (cfg->upload_bits != 32) no = "compressed uploads (aggregators take float32 updates only for now)";
@@ -191,11 +199,17 @@ size_t coord_tier_loads(fc_coord *c, fc_tier_load_info *out, size_t cap) {
   return n;
 }
 
-int coord_tier_task(fc_coord *c, const char *client, uint64_t round, char addr[256], char identity[300]) {
+int coord_tier_task(fc_coord *c, const char *client, uint64_t round, int locked, char addr[256],
+                    char identity[300]) {
   fc_tier_member m;
-  pthread_mutex_lock(&c->mu);
-  int rc = fc_tier_assign(c->tier->book, round, client, &m);
-  pthread_mutex_unlock(&c->mu);
+  if (!locked) pthread_mutex_lock(&c->mu); /* a secure-aggregation check-in holds it already */
+  /* Secure aggregation in buckets: a bucket's masked inputs are summed apart
+   * from the others', so a bucket goes to one aggregator (one partial each);
+   * one instance is summed across aggregators (partial sums add mod 2^32). */
+  uint32_t idx;
+  long group = c->nsa > 1 ? coord_sa_find(c, client, &idx) : -1;
+  int rc = fc_tier_assign_group(c->tier->book, round, client, group, &m);
+  if (!locked) pthread_mutex_unlock(&c->mu);
   if (rc == FEDC_OK) {
     snprintf(addr, 256, "%s", m.address);
     snprintf(identity, 300, "%s", m.identity);
@@ -203,14 +217,22 @@ int coord_tier_task(fc_coord *c, const char *client, uint64_t round, char addr[2
   return rc;
 }
 
-/* The deadline and the time by which aggregators stop taking updates and
- * submit: a margin before the round's deadline for the partial to reach us,
- * a fifth of the round, within [300 ms, 3 s]. */
+/* Under mu: when the open round stops taking updates: its deadline, or
+ * under secure aggregation the masked stage's (each stage has sa_stage_ms
+ * from its opening). */
+static uint64_t take_deadline(const fc_coord *c, const fc_engine_status *es) {
+  if (c->cfg.engine.secagg) return c->sa_stage_ms + c->cfg.engine.sa_stage_ms;
+  return es->round_started_ms + c->cfg.engine.round_ms;
+}
+
+/* The time by which aggregators stop taking updates and submit: a margin
+ * before that deadline for the partial to reach us, a fifth of the round (or
+ * stage), within [300 ms, 3 s]. */
 static uint64_t submit_by(const fc_coord *c, const fc_engine_status *es) {
-  uint64_t rm = c->cfg.engine.round_ms, margin = rm / 5;
+  uint64_t rm = c->cfg.engine.secagg ? c->cfg.engine.sa_stage_ms : c->cfg.engine.round_ms, margin = rm / 5;
   if (margin < 300) margin = 300;
   if (margin > 3000) margin = 3000;
-  uint64_t deadline = es->round_started_ms + rm;
+  uint64_t deadline = take_deadline(c, es);
   return deadline > margin ? deadline - margin : 0;
 }
 
@@ -239,6 +261,21 @@ void coord_h_agg_round(fc_scall *call, void *ctx) {
   names = n ? calloc(n, sizeof *names) : NULL;
   for (size_t i = 0; names && i < n; i++) names[i] = strdup(ptrs[i]);
   float clip = c->clip;
+  /* Secure aggregation: open in the masked stage only, each client's
+   * instance beside its name. */
+  int sa = c->cfg.engine.secagg;
+  int open = sa ? es.state == FC_ENG_SA_MASKED && c->nsa > 0 : es.state == FC_ENG_TRAINING;
+  uint32_t *buckets = sa && n ? calloc(n, sizeof *buckets) : NULL;
+  fc_model_spec mspec;
+  uint64_t mentries = 0;
+  if (open && sa && coord_sa_masked_spec(c, 0, &mspec) == FEDC_OK) mentries = mspec.t[0].shape[0];
+  for (size_t i = 0; buckets && i < n; i++) {
+    uint32_t idx;
+    int b = coord_sa_find(c, names[i] ? names[i] : "", &idx);
+    buckets[i] = b < 0 ? c->nsa : (uint32_t)b; /* out of range: the aggregator refuses that client */
+  }
+  uint32_t nb = sa ? c->nsa : 0;
+  uint64_t by = open ? submit_by(c, &es) : 0;
   pthread_mutex_unlock(&c->mu);
   free(ptrs);
   if (!known) {
@@ -248,25 +285,31 @@ void coord_h_agg_round(fc_scall *call, void *ctx) {
     fc_scall_finish_retry(call, GRPC_STATUS_FAILED_PRECONDITION, why, 1000);
     goto out;
   }
-  if (!hb || (n && !names)) {
+  if (!hb || (n && !names) || (sa && n && !buckets)) {
     fc_scall_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL);
     goto out;
   }
   fc_pb_header_build(hb, &m->spec, m->bytes, m->sha, FC_CHUNK_DEFAULT);
-  resp.open = es.state == FC_ENG_TRAINING;
+  resp.open = open;
   resp.round = es.round;
   resp.model_version = es.version;
   resp.n_tensors = hb->h.n_tensors;
   resp.tensors = hb->h.tensors;
   resp.clip_norm = clip;
-  resp.submit_by_unix_ms = resp.open ? submit_by(c, &es) : 0;
+  resp.submit_by_unix_ms = by;
   resp.max_example_weight = c->cfg.max_example_weight;
   resp.n_clients = n;
   resp.clients = names;
   resp.poll_ms = POLL_MS;
-  resp.fixed_frac_bits = (uint32_t)fc_agg_fedavg_frac_bits(c->agg);
+  resp.fixed_frac_bits = sa ? 0 : (uint32_t)fc_agg_fedavg_frac_bits(c->agg); /* c->agg is the masked sum under sa */
+  resp.masked = sa;
+  resp.masked_entries = mentries;
+  resp.n_client_buckets = buckets ? n : 0;
+  resp.client_buckets = buckets;
+  resp.n_buckets = nb;
   fc_scall_finish(call, GRPC_STATUS_OK, NULL, &resp.base);
 out:
+  free(buckets);
   for (size_t i = 0; names && i < n; i++) free(names[i]);
   free(names);
   free(hb);
@@ -294,7 +337,7 @@ static void audit_updates(fc_coord *c, const char *agg, const Fedc__V1__PartialM
     char hex[FC_SHA256_HEX_LEN] = "";
     if (u->sha256.len == FC_SHA256_LEN) fc_hex(u->sha256.data, FC_SHA256_LEN, hex);
     json_t *f = json_pack("{s:s,s:I,s:s,s:b,s:s,s:s}", "client", u->client, "round", (json_int_t)meta->round,
-                          "outcome", "accepted", "masked", 0, "sha256", hex, "aggregator", agg);
+                          "outcome", "accepted", "masked", (int)meta->masked, "sha256", hex, "aggregator", agg);
     if (f) fc_audit_append(c->audit, "update", f);
   }
 }
@@ -304,22 +347,36 @@ static void partial_view(const Fedc__V1__PartialMeta *meta, const char *agg, con
   for (size_t i = 0; i < meta->n_updates; i++)
     ups[i] = (fc_tier_update){meta->updates[i]->client, meta->updates[i]->num_examples, meta->updates[i]->weight,
                               meta->updates[i]->train_loss};
-  *p = (fc_tier_partial){agg, meta->round, meta->model_version, meta->total_weight, ups, meta->n_updates, spec};
+  *p = (fc_tier_partial){agg, meta->round, meta->model_version, meta->total_weight, ups, meta->n_updates, spec,
+                         meta->masked};
 }
 
-/* Under mu: the checks of agg_tier.c against the round open now; *deadline
- * (may be NULL): when that round stops taking updates. */
-static int check_locked(fc_coord *c, const fc_tier_partial *p, const model_ref *m, uint64_t *deadline, char *why,
-                        size_t whylen) {
+/* Under mu: the checks of agg_tier.c against the round open now (spec: the
+ * sum's shape, the model's or a masked input's); a masked partial also
+ * against its SecAgg instance (coord_secagg.c); *deadline (may be NULL):
+ * when that round stops taking updates. */
+static int check_locked(fc_coord *c, const fc_tier_partial *p, const fc_model_spec *spec,
+                        const Fedc__V1__PartialMeta *meta, uint64_t *deadline, char *why, size_t whylen) {
   fc_engine_status es;
   fc_engine_get_status(c->engine, fc_now_ms(), &es);
-  if (deadline) *deadline = es.round_started_ms + c->cfg.engine.round_ms;
-  if (es.state != FC_ENG_TRAINING) {
-    snprintf(why, whylen, "no round is taking updates (round %llu closed or not open)", (unsigned long long)p->round);
+  if (deadline) *deadline = take_deadline(c, &es);
+  if (es.state != (meta->masked ? FC_ENG_SA_MASKED : FC_ENG_TRAINING)) {
+    snprintf(why, whylen, "no round is taking %s (round %llu closed or not at that stage)",
+             meta->masked ? "masked inputs" : "updates", (unsigned long long)p->round);
     return FEDC_ERR_INVALID;
   }
-  fc_tier_expect e = {es.round, es.version, &m->spec, {c->clip, c->cfg.max_example_weight, 0}};
-  return fc_tier_check_partial(c->tier->book, p, &e, why, whylen);
+  fc_tier_expect e = {es.round, es.version, spec, {c->clip, c->cfg.max_example_weight, 0}};
+  int rc = fc_tier_check_partial(c->tier->book, p, &e, why, whylen);
+  if (rc != FEDC_OK || !meta->masked) return rc;
+  const char **names = malloc(p->n * sizeof *names);
+  if (!names) {
+    snprintf(why, whylen, "out of memory");
+    return FEDC_ERR_NOMEM;
+  }
+  for (size_t i = 0; i < p->n; i++) names[i] = p->updates[i].client;
+  rc = coord_sa_partial_check(c, meta->bucket, names, p->n, why, whylen);
+  free(names);
+  return rc;
 }
 
 static grpc_status_code code_of(int rc) {
@@ -372,17 +429,40 @@ void coord_h_agg_partial(fc_scall *call, void *ctx) {
   }
   /* The header against the model's shape (SHAPE names the first tensor that
    * differs), or under --reproducible-sum against the integer sum's one tensor. */
-  int frac = fc_agg_fedavg_frac_bits(c->agg);
+  /* Secure aggregation (1.16): masked sums of one instance each; c->agg is
+   * the masked sum then (aggregate_secagg.c), not FedAvg's. */
+  int sa = c->cfg.engine.secagg;
+  if (!meta->masked != !sa) {
+    snprintf(why, sizeof why, "%s", sa ? "this federation runs secure aggregation: a partial must carry a masked sum"
+                                       : "this federation does not run secure aggregation: masked partial refused");
+    code = GRPC_STATUS_FAILED_PRECONDITION;
+    goto refuse;
+  }
+  int frac = sa ? 0 : fc_agg_fedavg_frac_bits(c->agg);
   if ((int)meta->fixed_frac_bits != frac) {
     snprintf(why, sizeof why, "partial sums with fixed_frac_bits %u, this leader takes %d (0 = float32)",
              meta->fixed_frac_bits, frac);
     code = GRPC_STATUS_FAILED_PRECONDITION;
     goto refuse;
   }
-  fc_model_spec fixed_spec;
+  fc_model_spec fixed_spec, mspec;
   if (frac) fc_fixed_sum_spec(c->agg->n, &fixed_spec);
-  if ((rc = fc_chunk_rx_begin_pb(&rx, first->header, frac ? &fixed_spec : &m->spec,
-                                 frac ? (uint64_t)c->agg->n * 8 : m->bytes, why, sizeof why)) != FEDC_OK) {
+  if (sa) {
+    pthread_mutex_lock(&c->mu);
+    rc = coord_sa_masked_spec(c, meta->bucket, &mspec);
+    pthread_mutex_unlock(&c->mu);
+    if (rc != FEDC_OK) {
+      snprintf(why, sizeof why, "masked partial for secure-aggregation instance %u: no such instance now", meta->bucket);
+      code = GRPC_STATUS_FAILED_PRECONDITION;
+      goto refuse;
+    }
+  }
+  const fc_model_spec *sum_spec = sa ? &mspec : &m->spec; /* what the book checks the header against */
+  if ((rc = fc_chunk_rx_begin_pb(&rx, first->header, sa ? &mspec : frac ? &fixed_spec : &m->spec,
+                                 sa     ? fc_model_bytes(&mspec)
+                                 : frac ? (uint64_t)c->agg->n * 8
+                                        : m->bytes,
+                                 why, sizeof why)) != FEDC_OK) {
     code = code_of(rc);
     goto refuse;
   }
@@ -391,7 +471,7 @@ void coord_h_agg_partial(fc_scall *call, void *ctx) {
   partial_view(meta, peer->name, frac ? &m->spec : &rx.spec, ups, &p);
   pthread_mutex_lock(&c->mu);
   uint64_t deadline = 0; /* a partial still arriving then is too late */
-  rc = check_locked(c, &p, m, &deadline, why, sizeof why);
+  rc = check_locked(c, &p, sum_spec, meta, &deadline, why, sizeof why);
   if (rc == FEDC_OK) {
     rc = fc_tier_partial_begin(c->tier->book, peer->name);
     receiving = rc == FEDC_OK;
@@ -406,6 +486,11 @@ void coord_h_agg_partial(fc_scall *call, void *ctx) {
   if ((rc = c->agg->ops->update_begin(c->agg, c->cfg.stream_idle_ms, &u)) != FEDC_OK) {
     code = GRPC_STATUS_UNAVAILABLE;
     snprintf(why, sizeof why, "no staging slot free for the partial: %s", fedc_strerror(rc));
+    goto refuse;
+  }
+  if (sa && fc_agg_secagg_route(c->agg, u, meta->bucket) != FEDC_OK) { /* checked above: the instances stand */
+    code = GRPC_STATUS_FAILED_PRECONDITION;
+    snprintf(why, sizeof why, "masked partial for secure-aggregation instance %u: no such instance now", meta->bucket);
     goto refuse;
   }
   fc_rate_guard rate; /* from the slot on, as the coordinator's uploads (coord_too_slow) */
@@ -454,19 +539,21 @@ void coord_h_agg_partial(fc_scall *call, void *ctx) {
     code = code_of(rc);
     goto refuse;
   }
-  fc_agg_check chk;
-  if ((frac ? fc_agg_fedavg_fixed_check(c->agg, u, &chk) : c->agg->ops->update_check(c->agg, u, &chk)) != FEDC_OK) {
+  fc_agg_check chk; /* a masked sum is uniform to us: nothing to check in it (aggregate_secagg.c) */
+  memset(&chk, 0, sizeof chk);
+  if (!sa &&
+      (frac ? fc_agg_fedavg_fixed_check(c->agg, u, &chk) : c->agg->ops->update_check(c->agg, u, &chk)) != FEDC_OK) {
     snprintf(why, sizeof why, "partial sum has a NaN/Inf value at parameter %zu", chk.bad_index);
     code = GRPC_STATUS_INVALID_ARGUMENT;
     goto refuse;
   }
   pthread_mutex_lock(&c->mu);
   fc_upload_rules rules = {c->clip, c->cfg.max_example_weight, 0};
-  rc = fc_tier_check_sum(chk.l2, chk.amax, &p, &rules, why, sizeof why);
+  rc = sa ? FEDC_OK : fc_tier_check_sum(chk.l2, chk.amax, &p, &rules, why, sizeof why);
   /* Again under the lock that commits: the round may have closed, the
    * aggregator's lease expired or another partial counted a task meanwhile. */
-  if (rc == FEDC_OK) rc = check_locked(c, &p, m, NULL, why, sizeof why);
-  if (rc == FEDC_OK && meta->n_updates > fc_agg_fedavg_room(c->agg)) { /* before the engine counts anything */
+  if (rc == FEDC_OK) rc = check_locked(c, &p, sum_spec, meta, NULL, why, sizeof why);
+  if (rc == FEDC_OK && !sa && meta->n_updates > fc_agg_fedavg_room(c->agg)) { /* before the engine counts anything */
     snprintf(why, sizeof why, "the round's sum holds %u more updates (the 64-bit sums' bound), the partial names %zu",
              fc_agg_fedavg_room(c->agg), meta->n_updates);
     rc = FEDC_ERR_INVALID;
@@ -502,17 +589,25 @@ void coord_h_agg_partial(fc_scall *call, void *ctx) {
       FC_ERROR(MOD, "round %llu: update of %s from aggregator %s not counted after its begin: %s",
                (unsigned long long)meta->round, pu->client, peer->name, fc_upload_verdict_text(v));
   }
-  if (fc_agg_fedavg_commit_partial(c->agg, u, meta->total_weight, (uint32_t)meta->n_updates) != FEDC_OK)
+  if ((sa ? fc_agg_secagg_commit_partial(c->agg, u, (uint32_t)meta->n_updates)
+          : fc_agg_fedavg_commit_partial(c->agg, u, meta->total_weight, (uint32_t)meta->n_updates)) != FEDC_OK)
     FC_ERROR(MOD, "round %llu: partial from aggregator %s counted but not folded (a bug: its checks passed)",
              (unsigned long long)meta->round, peer->name);
   u = NULL; /* the slot went back with the commit */
+  /* Every named input is in the instance's sum now: each is a survivor of
+   * the masked stage (the stage closes when all are in, coord_secagg.c). */
+  for (size_t i = 0; sa && i < meta->n_updates; i++) coord_sa_masked_done(c, meta->updates[i]->client);
   fc_tier_mark_counted(c->tier->book, &p);
   fc_tier_note_seen(c->tier->book, peer->name, fc_now_ms());
   audit_partial(c, peer->name, meta, "accepted", NULL);
   pthread_mutex_unlock(&c->mu);
   atomic_fetch_add(&c->metrics.uploads_accepted, counted);
-  FC_INFO(MOD, "round %llu: partial from aggregator %s accepted (%zu updates, weight %.0f, norm %.4g)",
-          (unsigned long long)meta->round, peer->name, meta->n_updates, meta->total_weight, chk.l2);
+  if (sa)
+    FC_INFO(MOD, "round %llu: masked partial from aggregator %s accepted (instance %u, %zu inputs)",
+            (unsigned long long)meta->round, peer->name, meta->bucket, meta->n_updates);
+  else
+    FC_INFO(MOD, "round %llu: partial from aggregator %s accepted (%zu updates, weight %.0f, norm %.4g)",
+            (unsigned long long)meta->round, peer->name, meta->n_updates, meta->total_weight, chk.l2);
   Fedc__V1__PartialResponse resp = FEDC__V1__PARTIAL_RESPONSE__INIT;
   resp.accepted = 1;
   resp.detail = "accepted";

@@ -191,7 +191,7 @@ void coord_checkin_answer(fc_coord *c, fc_scall *call, const coord_checkin_q *q,
     t.model_bytes = model_bytes;
     coord_codec_task(c, &t);
     if (c->tier) { /* the aggregator it uploads to (coord_aggtier.c) */
-      if (coord_tier_task(c, q->client, task.round, tier_addr, tier_id) != FEDC_OK) {
+      if (coord_tier_task(c, q->client, task.round, hold, tier_addr, tier_id) != FEDC_OK) {
         if (hold) pthread_mutex_unlock(&c->mu);
         FC_WARN(MOD, "check-in from %s: no aggregator registered to take its update (round %llu)", q->client,
                 (unsigned long long)task.round);

@@ -141,9 +141,9 @@ int coord_tier_cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen);
 /* With cfg.agg_tier: read the registry, start its refresh thread. */
 int coord_tier_start(fc_coord *c, char *err, size_t errlen);
 void coord_tier_stop(fc_coord *c); /* accepts c->tier NULL */
-/* A TRAIN task's aggregator (takes mu): address and expected identity;
+/* A TRAIN task's aggregator (takes mu unless `locked`: the caller holds it): address and expected identity;
  * FEDC_ERR_NOT_FOUND if none is registered (or the client's has left). */
-int coord_tier_task(fc_coord *c, const char *client, uint64_t round, char addr[256], char identity[300]);
+int coord_tier_task(fc_coord *c, const char *client, uint64_t round, int locked, char addr[256], char identity[300]);
 /* Status: the registered aggregators' load (takes mu); 0 without a tier. */
 struct fc_tier_load_info;
 size_t coord_tier_loads(fc_coord *c, struct fc_tier_load_info *out, size_t cap);
@@ -308,6 +308,13 @@ int coord_sa_finish(fc_coord *c, float *delta, uint32_t *count, char *why, size_
 int coord_sa_masked_begin(fc_coord *c, const char *client, fc_model_spec *spec, uint32_t *bucket, char *why,
                           size_t whylen);
 void coord_sa_masked_done(fc_coord *c, const char *client);
+/* Aggregator tier (coord_aggtier.c), under mu: the masked spec of instance
+ * b (FEDC_ERR_NOT_FOUND if there is none), and whether a partial of
+ * instance b may carry these clients' masked inputs now (each a member of b
+ * whose masked input b still expects; b live). */
+int coord_sa_masked_spec(const fc_coord *c, uint32_t b, fc_model_spec *spec);
+int coord_sa_partial_check(const fc_coord *c, uint32_t b, const char *const *clients, size_t n, char *why,
+                           size_t whylen);
 /* Per-stage counts of the session, for the round record. */
 void coord_sa_remaining(fc_coord *c, uint32_t out[5]);
 /* ---- coord_sa_blame.c (under c->mu) ---- */

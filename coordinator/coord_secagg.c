@@ -648,12 +648,37 @@ int coord_sa_masked_begin(fc_coord *c, const char *client, fc_model_spec *spec, 
              fc_sa_stage_name(fc_sa_server_stage(c->sa[b < 0 ? 0 : b])));
     return FEDC_ERR_REJECTED;
   }
+  *bucket = (uint32_t)b;
+  return coord_sa_masked_spec(c, (uint32_t)b, spec);
+}
+
+int coord_sa_masked_spec(const fc_coord *c, uint32_t b, fc_model_spec *spec) {
+  if (b >= c->nsa) return FEDC_ERR_NOT_FOUND;
   memset(spec, 0, sizeof *spec);
   const fc_sa_params *p = fc_sa_server_params(c->sa[b]);
   uint64_t shape = p->quant_bits ? fc_sa_wire_bytes(p) : fc_sa_entries(p);
   fc_model_spec_add(spec, "secagg.masked", 1, &shape);
   spec->t[0].dtype = p->quant_bits ? FC_DTYPE_U8 : FC_DTYPE_U32; /* 1.9: narrow ring, ring_bits/8 bytes a word */
-  *bucket = (uint32_t)b;
+  return FEDC_OK;
+}
+
+int coord_sa_partial_check(const fc_coord *c, uint32_t b, const char *const *clients, size_t n, char *why,
+                           size_t whylen) {
+  if (b >= c->nsa || c->sa_dead[b]) {
+    snprintf(why, whylen, "masked partial for secure-aggregation instance %u: %s", b,
+             b >= c->nsa ? "no such instance this round" : "that bucket was dropped");
+    return FEDC_ERR_INVALID;
+  }
+  for (size_t i = 0; i < n; i++) {
+    uint32_t idx;
+    int at = coord_sa_find(c, clients[i], &idx);
+    if (at != (int)b || !fc_sa_server_masked_allowed(c->sa[b], idx)) {
+      snprintf(why, whylen, "masked partial for instance %u names %s, %s", b, clients[i],
+               at < 0 ? "not in this round's secure aggregation" : at != (int)b ? "a member of another instance"
+                                                                  : "whose masked input is not expected now");
+      return FEDC_ERR_INVALID;
+    }
+  }
   return FEDC_OK;
 }
 

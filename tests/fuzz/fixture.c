@@ -158,7 +158,7 @@ int fix_sa_masked_input(fc_sa_client *c, const fc_sa_params *p) {
   float *zero = calloc(p->dim ? p->dim : 1, sizeof *zero);
   uint32_t *q = calloc(entries, sizeof *q);
   int rc = FEDC_ERR_NOMEM;
-  if (zero && q && (rc = fc_stage_quantize(zero, 1, 0, p, q)) == FEDC_OK && (rc = fc_stage_dp_noise(q, p)) == FEDC_OK)
+  if (zero && q && (rc = fc_stage_quantize(zero, 1, 0, p, NULL, q)) == FEDC_OK && (rc = fc_stage_dp_noise(q, p)) == FEDC_OK)
     rc = fc_sa_client_mask(c, q);
   free(zero);
   free(q);

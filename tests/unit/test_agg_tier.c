@@ -90,7 +90,7 @@ static void test_checks(void) {
   fc_model_spec_add(&other, "w", 1, shape2);
   fc_tier_expect e = {7, 3, &spec, {0, 100, 0}};
   fc_tier_update ups[3] = {{"c0", 50, 50, 0}, {"c2", 500, 100, 0}, {"c2", 5, 5, 0}};
-  fc_tier_partial p = {"a1", 7, 3, 150, ups, 2, &spec};
+  fc_tier_partial p = {"a1", 7, 3, 150, ups, 2, &spec, 0};
   CHECK_EQ_INT(fc_tier_check_partial(t, &p, &e, why, sizeof why), FEDC_OK);
   /* Unknown aggregator (never registered, or its lease expired). */
   p.aggregator = "a9";
@@ -402,7 +402,7 @@ static void test_loads(void) {
   fc_tier_note_seen(t, "a1", 1000);
   fc_tier_note_seen(t, "a9", 2000); /* not registered: ignored */
   fc_tier_update ups[2] = {{"c0", 10, 10, 0.5}, {"c2", 20, 20, 0.5}};
-  fc_tier_partial p = {"a1", 4, 1, 30, ups, 2, NULL};
+  fc_tier_partial p = {"a1", 4, 1, 30, ups, 2, NULL, 0};
   fc_tier_mark_counted(t, &p);
   fc_tier_note_refused(t, "a2");
   fc_tier_set_members(t, ms, 2); /* a refresh with the same members keeps the counters */
@@ -433,9 +433,54 @@ static void test_loads(void) {
   fc_tier_destroy(t);
 }
 
+/* Secure aggregation in buckets (1.16): a bucket's members go to one
+ * aggregator; masked partials carry clients that report no examples. */
+static void test_groups_and_masked(void) {
+  fc_tier *t = NULL;
+  char why[300];
+  CHECK_EQ_INT(fc_tier_create(&t), FEDC_OK);
+  fc_tier_member out, ms[3] = {member("a1", "127.0.0.1:1"), member("a2", "127.0.0.1:2"), member("a3", "127.0.0.1:3")};
+  fc_tier_set_members(t, ms, 3);
+  /* Buckets 0, 1, 0, 2, 1, 0: first members spread by load, the rest follow their bucket. */
+  const long group[] = {0, 1, 0, 2, 1, 0};
+  const char *want[] = {"a1", "a2", "a1", "a3", "a2", "a1"};
+  char cl[8];
+  for (int i = 0; i < 6; i++) {
+    snprintf(cl, sizeof cl, "c%d", i);
+    CHECK_EQ_INT(fc_tier_assign_group(t, 1, cl, group[i], &out), FEDC_OK);
+    CHECK(!strcmp(out.name, want[i]));
+  }
+  /* Ungrouped clients still go by load: a2 and a3 (2 and 1) before a1 (3). */
+  CHECK_EQ_INT(fc_tier_assign(t, 1, "c6", &out), FEDC_OK);
+  CHECK(!strcmp(out.name, "a3"));
+  /* a1's lease expired: the next member of bucket 0 goes by load instead. */
+  fc_tier_set_members(t, ms + 1, 2);
+  CHECK_EQ_INT(fc_tier_assign_group(t, 1, "c7", 0, &out), FEDC_OK);
+  CHECK(!strcmp(out.name, "a2"));
+  /* A masked partial: 0 examples and weight 0 each (the weight is in the
+   * masked vector); a plaintext partial with the same updates is refused. */
+  fc_model_spec spec;
+  memset(&spec, 0, sizeof spec);
+  uint64_t shape[1] = {11};
+  fc_model_spec_add(&spec, "secagg.masked", 1, shape);
+  fc_tier_expect e = {1, 0, &spec, {10, 100, 0}};
+  fc_tier_update ups[2] = {{"c1", 0, 0, 0.5}, {"c4", 0, 0, 0.5}};
+  fc_tier_partial p = {"a2", 1, 0, 0, ups, 2, &spec, 1};
+  CHECK_EQ_INT(fc_tier_check_partial(t, &p, &e, why, sizeof why), FEDC_OK);
+  p.masked = 0;
+  CHECK_EQ_INT(fc_tier_check_partial(t, &p, &e, why, sizeof why), FEDC_ERR_INVALID);
+  CHECK(strstr(why, "0 examples") != NULL);
+  /* Masked, but a weight the rule does not give for 0 examples. */
+  fc_tier_update lie[1] = {{"c1", 0, 5, 0.5}};
+  fc_tier_partial q = {"a2", 1, 0, 5, lie, 1, &spec, 1};
+  CHECK_EQ_INT(fc_tier_check_partial(t, &q, &e, why, sizeof why), FEDC_ERR_INVALID);
+  fc_tier_destroy(t);
+}
+
 int main(void) {
   test_parse();
   test_assign();
+  test_groups_and_masked();
   test_loads();
   test_checks();
   test_fold_equals_fedavg();

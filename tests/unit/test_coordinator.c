@@ -666,14 +666,20 @@ static void test_aggregator_roles(void) {
   CHECK_EQ_INT(fc_coord_start(&cfg, NULL, NULL, &c, err, sizeof err), FEDC_ERR_INVALID);
   CHECK(strstr(err, "--aggregator-tier cannot be combined with a coordinator without --etcd") != NULL);
   /* With etcd, what this slice cannot run through aggregators: one sentence each. */
-  static const char *const no[] = {"secure aggregation", "robust aggregation rule", "--mode async",
+  static const char *const no[] = {"compressed uploads", "robust aggregation rule without --secagg", "--mode async",
                                    "differential privacy", "compressed uploads", "anomaly policies"};
   for (int k = 0; k < 6; k++) {
     base_cfg(&cfg);
     cfg.agg_tier = 1;
     cfg.leader = (struct fc_leader *)&cfg; /* only its presence is checked here */
     CHECK_EQ_INT(coord_tier_cfg_check(&cfg, err, sizeof err), FEDC_OK);
-    if (k == 0) cfg.engine.secagg = 1;
+    /* Secure aggregation runs through the tier (1.16), with a robust rule over its buckets too. */
+    cfg.engine.secagg = k == 0;
+    if (k == 0) {
+      snprintf(cfg.aggregator, sizeof cfg.aggregator, "median");
+      CHECK_EQ_INT(coord_tier_cfg_check(&cfg, err, sizeof err), FEDC_OK);
+      cfg.upload_bits = 8; /* a narrow SecAgg ring: not through aggregators */
+    }
     if (k == 1) snprintf(cfg.aggregator, sizeof cfg.aggregator, "median");
     if (k == 2) cfg.engine.async = 1;
     if (k == 3) cfg.dp_noise_multiplier = 1;

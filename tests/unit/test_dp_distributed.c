@@ -75,7 +75,7 @@ int main(void) {
   uint32_t *q = malloc(fc_sa_entries(&p) * sizeof *q), *sum = calloc(fc_sa_entries(&p), sizeof *sum);
   /* Sensitivity in the integer domain: ||q(x)|| <= C s + sqrt(dim). */
   random_update(&rng, x, dim, C * (1 - 1e-6));
-  CHECK_EQ_INT(fc_stage_quantize(x, 1, 1, &p, q), FEDC_OK);
+  CHECK_EQ_INT(fc_stage_quantize(x, 1, 1, &p, NULL, q), FEDC_OK);
   double qn = 0;
   for (uint64_t i = 0; i < dim; i++) qn += (double)(int32_t)q[i] * (int32_t)q[i];
   printf("  quantized norm %.1f <= C s + sqrt(dim) = %.1f (C s = %.1f)\n", sqrt(qn), delta_int, C * p.scale);
@@ -90,7 +90,7 @@ int main(void) {
     for (uint64_t i = 0; i < dim; i++) exact[i] += x[i];
     int b = u % 3 == 0;
     unclipped += b;
-    CHECK_EQ_INT(fc_stage_quantize(x, 5, b, &p, q), FEDC_OK);
+    CHECK_EQ_INT(fc_stage_quantize(x, 5, b, &p, NULL, q), FEDC_OK);
     CHECK_EQ_INT(fc_stage_dp_noise(q, &p), FEDC_OK);
     for (uint64_t i = 0; i < fc_sa_entries(&p); i++) sum[i] += q[i];
   }
@@ -118,7 +118,7 @@ int main(void) {
     uint32_t s = 0;
     float zero = 0;
     for (uint32_t u = 0; u < n; u++) {
-      CHECK_EQ_INT(fc_stage_quantize(&zero, 1, u % 3 == 0, &pb, q), FEDC_OK);
+      CHECK_EQ_INT(fc_stage_quantize(&zero, 1, u % 3 == 0, &pb, NULL, q), FEDC_OK);
       CHECK_EQ_INT(fc_stage_dp_noise(q, &pb), FEDC_OK);
       s += q[2];
     }
