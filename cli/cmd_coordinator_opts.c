@@ -333,6 +333,9 @@ const copt cc_options[] = {
     OPT_RANGE("secagg-bucket", T_U32, c.secagg_bucket,
               "secure aggregation with a robust aggregator: clients per bucket, at least (one SecAgg instance each; "
               "the rule runs over the buckets' means)", 3, 100000),
+    OPT_RANGE("secagg-bucket-seed", T_U64, c.secagg_bucket_seed,
+              "research: draw the buckets from this seed and the round id, not the CSPRNG, so runs of one seed "
+              "group the same clients (whoever knows it predicts bucket-mates; 0 = CSPRNG)", 0, UINT64_MAX),
     OPT_RANGE("secagg-stage-ms", T_U64, c.engine.sa_stage_ms,
               "secure aggregation: deadline of each stage after key advertisement", 100, DAY_MS),
     OPT_RANGE("secagg-offence-limit", T_U32, c.engine.offence_limit,

@@ -163,10 +163,12 @@ static int sa_params_for(fc_coord *c, const fc_engine_status *es, uint32_t n, fc
 /* Bucketing (SHARE, Velicheti et al. 2021; Karimireddy et al. 2022, Alg. 1):
  * shuffle the cohort and cut it into floor(n / s) buckets, the first n mod
  * that one larger, so each has at least s. The shuffle is seeded from the
- * system's CSPRNG: no client can predict or choose its bucket-mates. */
-static int sa_shuffle(const char **names, uint32_t n) {
-  uint64_t seed;
-  int rc = fc_random_bytes((uint8_t *)&seed, sizeof seed);
+ * system's CSPRNG: no client can predict or choose its bucket-mates; or,
+ * for research, from secagg_bucket_seed and the round (the cohort comes in
+ * the engine's reproducible order). */
+static int sa_shuffle(const char **names, uint32_t n, uint64_t fixed, uint64_t round) {
+  uint64_t seed = fixed ^ (round * 0x9e3779b97f4a7c15ull);
+  int rc = fixed ? FEDC_OK : fc_random_bytes((uint8_t *)&seed, sizeof seed);
   if (rc != FEDC_OK) return rc;
   fc_rng r;
   fc_rng_seed(&r, seed);
@@ -227,7 +229,7 @@ int coord_sa_begin(fc_coord *c, char *why, size_t whylen) {
                rwhy);
       rc = FEDC_ERR_REJECTED;
     } else {
-      rc = sa_shuffle(names, n);
+      rc = sa_shuffle(names, n, c->cfg.secagg_bucket_seed, es.round);
     }
   }
   if (rc == FEDC_OK && (!(c->sa = calloc(nb, sizeof *c->sa)) || !(c->sa_dead = calloc(nb, sizeof *c->sa_dead)))) {

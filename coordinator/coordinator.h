@@ -98,6 +98,10 @@ typedef struct fc_coord_cfg {
    * the rule over the buckets' means (its f counts buckets); buckets with
    * secagg_k 0 use the complete graph. coord_secagg.c has the rule. */
   uint32_t secagg_k, secagg_t, secagg_bucket;
+  /* Research (experiments that compare runs bit for bit): draw the buckets
+   * from this seed and the round id instead of the CSPRNG (0). Whoever knows
+   * it can predict bucket-mates: keep it secret, or leave it 0. */
+  uint64_t secagg_bucket_seed;
   double secagg_corrupt, secagg_dropout; /* fractions the default graph is sized for */
   int unmask_threads;         /* mask expansion threads (0 = 2) */
   int audit_log;              /* hash-chained STATE/audit.log (coordinator/audit.h); on by default */

@@ -10,6 +10,9 @@
 #   A. Distributed: a 3-member etcd cluster, a leader and a standby with
 #      --aggregator-tier --secagg, three aggregators, six clients; three rounds.
 #   B. One process with the same seed and options, the same six clients.
+#   C, D. The same with a robust rule over SecAgg buckets (median over two
+#      buckets of three, --secagg-bucket-seed so both runs draw the same
+#      buckets): each bucket's members upload to one aggregator; two rounds.
 # Then versions 0-3 match (`fedc model verify --json`), A's masked inputs came
 # through two aggregators or more per round in partials, and an aggregator
 # saw masked inputs only (no plaintext update).
@@ -28,7 +31,7 @@ for g in ag1 ag2 ag3; do
 done
 make_idx "$T" 120 6
 export OPENBLAS_NUM_THREADS=1 # one BLAS thread: each client's training is the same floats in both runs
-COMMON=(--pki "$T/pki" --federation itest --model 784-10 --rounds 3 --min-clients 6 --cohort 6 --min-updates 6
+COMMON=(--pki "$T/pki" --federation itest --model 784-10 --min-clients 6 --cohort 6 --min-updates 6
   --poll-ms 100 --round-timeout-ms 60000 --secagg --log info)
 
 start_clients() { # ADDR TAG
@@ -63,25 +66,34 @@ ETCD_TLS=(--etcd "$ETCD" --etcd-ca "$T/pki/ca.crt" --etcd-cert "$T/pki/coordinat
   fail "--aggregator-tier with median and no --secagg was accepted"
 assert_contains "$T/refused.log" "a robust aggregation rule without --secagg"
 
-# ---- A. distributed ----
-PL=$(free_port)
-start_bg leader "$FEDC" coordinator "${COMMON[@]}" --state "$T/dist" --listen "127.0.0.1:$PL" \
-  --port-file "$T/leader.port" "${ETCD_TLS[@]}" --etcd-lease-ttl 2 --aggregator-tier
-wait_for test -s "$T/leader.port" 20 || fail "the leader never led: $(tail -5 "$T/leader.log")"
-PS=$(free_port)
-start_bg standby "$FEDC" coordinator "${COMMON[@]}" --state "$T/dist" --listen "127.0.0.1:$PS" \
-  --port-file "$T/standby.port" "${ETCD_TLS[@]}" --etcd-lease-ttl 2 --aggregator-tier
-wait_for grep -q "standby: /fedc/itest/leader is held by" "$T/standby.log" 20 || fail "no standby"
-for g in ag1 ag2 ag3; do
-  start_bg "agg-$g" "$FEDC" aggregator --pki "$T/pki" --name "$g" --coordinator "127.0.0.1:$PL" \
-    --listen 127.0.0.1:0 --port-file "$T/$g.port" "${ETCD_TLS[@]}" --etcd-lease-ttl 2 --log info
-  wait_for grep -q "aggregator $g registered" "$T/leader.log" 20 || fail "$g not registered: $(tail -3 "$T/agg-$g.log")"
-done
-start_clients "127.0.0.1:$PL" dist
-wait_for test -e "$T/dist/models/v000003.safetensors" 180 || fail "distributed: no version 3: $(tail -8 "$T/leader.log")"
-stop_clients dist
-
-python3 - "$T/dist/audit.log" <<'PY' || fail "distributed run: not the grouping this test needs"
+run_pair() { # TAG ROUNDS EXTRA-OPTIONS...
+  local tag=$1 rounds=$2 g v
+  shift 2
+  local opts=("${COMMON[@]}" --rounds "$rounds" "$@")
+  # ---- distributed ----
+  "${ETCDCTL[@]}" del --prefix /fedc/itest >/dev/null # a new federation in the same cluster
+  PL=$(free_port)
+  start_bg "leader-$tag" "$FEDC" coordinator "${opts[@]}" --state "$T/dist-$tag" --listen "127.0.0.1:$PL" \
+    --port-file "$T/leader-$tag.port" "${ETCD_TLS[@]}" --etcd-lease-ttl 2 --aggregator-tier
+  local leader=$BG_PID
+  wait_for test -s "$T/leader-$tag.port" 20 || fail "the leader never led: $(tail -5 "$T/leader-$tag.log")"
+  PS=$(free_port)
+  start_bg "standby-$tag" "$FEDC" coordinator "${opts[@]}" --state "$T/dist-$tag" --listen "127.0.0.1:$PS" \
+    --port-file "$T/standby-$tag.port" "${ETCD_TLS[@]}" --etcd-lease-ttl 2 --aggregator-tier
+  local standby=$BG_PID aggs=()
+  wait_for grep -q "standby: /fedc/itest/leader is held by" "$T/standby-$tag.log" 20 || fail "no standby"
+  for g in ag1 ag2 ag3; do
+    start_bg "agg-$tag-$g" "$FEDC" aggregator --pki "$T/pki" --name "$g" --coordinator "127.0.0.1:$PL" \
+      --listen 127.0.0.1:0 --port-file "$T/$tag-$g.port" "${ETCD_TLS[@]}" --etcd-lease-ttl 2 --log info
+    aggs+=("$BG_PID")
+    wait_for grep -q "aggregator $g registered" "$T/leader-$tag.log" 20 ||
+      fail "$g not registered: $(tail -3 "$T/agg-$tag-$g.log")"
+  done
+  start_clients "127.0.0.1:$PL" "d$tag"
+  wait_for test -e "$T/dist-$tag/models/$(printf 'v%06d' "$rounds").safetensors" 180 ||
+    fail "distributed $tag: no version $rounds: $(tail -8 "$T/leader-$tag.log")"
+  stop_clients "d$tag"
+  python3 - "$T/dist-$tag/audit.log" "$rounds" <<'PY' || fail "distributed run $tag: not the grouping this test needs"
 import collections, json, sys
 aggs, parts, models = collections.defaultdict(set), collections.defaultdict(list), {}
 for r in map(json.loads, open(sys.argv[1])):
@@ -93,32 +105,43 @@ for r in map(json.loads, open(sys.argv[1])):
         parts[r["round"]].append(r["updates"])
     elif r["kind"] == "model":
         models[r["version"]] = r.get("updates")
-for v in (1, 2, 3):
+rounds = int(sys.argv[2])
+for v in range(1, rounds + 1):
     assert models.get(v) == 6, f"version {v} from {models.get(v)} updates, not 6"
-for rnd in (1, 2, 3):
-    assert len(aggs[rnd]) >= 2, f"round {rnd}: masked inputs through {sorted(aggs[rnd])} only"
-    assert sum(parts[rnd]) == 6 and max(parts[rnd]) >= 2, f"round {rnd}: partials of {parts[rnd]} inputs"
+    assert len(aggs[v]) >= 2, f"round {v}: masked inputs through {sorted(aggs[v])} only"
+    assert sum(parts[v]) == 6 and max(parts[v]) >= 2, f"round {v}: partials of {parts[v]} inputs"
 print({r: sorted(a) for r, a in aggs.items()}, dict(parts))
 PY
-for g in ag1 ag2 ag3; do
-  grep -q "update from .* taken" "$T/agg-$g.log" && fail "aggregator $g took a plaintext update"
-done
-grep -q "masked input from .* taken" "$T/agg-ag1.log" "$T/agg-ag2.log" "$T/agg-ag3.log" ||
-  fail "no aggregator took a masked input"
-grep -q "masked partial from aggregator" "$T/leader.log" || fail "the leader took no masked partial"
+  for g in ag1 ag2 ag3; do
+    grep -q "update from .* taken" "$T/agg-$tag-$g.log" && fail "aggregator $g took a plaintext update"
+  done
+  grep -q "masked partial from aggregator" "$T/leader-$tag.log" || fail "the leader took no masked partial"
+  for p in "${aggs[@]}" "$standby" "$leader"; do
+    kill -TERM "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+  done
+  # ---- one process, same seed and options ----
+  start_coordinator "${opts[@]}" --state "$T/single-$tag"
+  start_clients "$COORD_ADDR" "s$tag"
+  wait_for test -e "$T/single-$tag/models/$(printf 'v%06d' "$rounds").safetensors" 180 ||
+    fail "one process $tag: no version $rounds: $(tail -8 "$T/coord.log")"
+  stop_clients "s$tag"
+  kill -TERM "$COORD_PID" 2>/dev/null || true
+  wait "$COORD_PID" 2>/dev/null || true
+  # ---- the same bits ----
+  for ((v = 0; v <= rounds; v++)); do
+    d=$(weights_sha "$T/dist-$tag" $v) || fail "verify distributed $tag v$v"
+    s=$(weights_sha "$T/single-$tag" $v) || fail "verify single $tag v$v"
+    [ -n "$d" ] && [ "$d" != null ] || fail "no digest of distributed $tag v$v"
+    [ "$d" = "$s" ] || fail "$tag: version $v differs: distributed $d, one process $s"
+  done
+  [ "$(weights_sha "$T/single-$tag" 0)" != "$(weights_sha "$T/single-$tag" "$rounds")" ] || fail "$tag: no training"
+  echo "$tag: versions 0-$rounds bit-identical"
+}
 
-# ---- B. one process, same seed and options ----
-start_coordinator "${COMMON[@]}" --state "$T/single"
-start_clients "$COORD_ADDR" single
-wait_for test -e "$T/single/models/v000003.safetensors" 180 || fail "one process: no version 3: $(tail -8 "$T/coord.log")"
-stop_clients single
-
-# ---- the same bits ----
-for v in 0 1 2 3; do
-  d=$(weights_sha "$T/dist" $v) || fail "verify distributed v$v"
-  s=$(weights_sha "$T/single" $v) || fail "verify single v$v"
-  [ -n "$d" ] && [ "$d" != null ] || fail "no digest of distributed v$v"
-  [ "$d" = "$s" ] || fail "version $v differs: distributed $d, one process $s"
-done
-[ "$(weights_sha "$T/single" 0)" != "$(weights_sha "$T/single" 3)" ] || fail "version 3 is version 0"
+# A, B: one SecAgg instance over the cohort, split across the aggregators.
+run_pair one 3
+# C, D: median over two buckets of three, each bucket through one aggregator.
+run_pair buckets 2 --aggregator median --secagg-bucket 3 --secagg-bucket-seed 7
+grep -q "secure aggregation in 2 buckets" "$T/leader-buckets.log" || fail "not two buckets"
 echo "PASS"
