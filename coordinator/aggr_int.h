@@ -25,6 +25,7 @@ typedef struct aggr_contrib {
   float loss;
   uint8_t sha[FC_SHA256_LEN];
   uint32_t bucket; /* secure aggregation: its SecAgg instance */
+  int unclipped;   /* UpdateMeta.unclipped: the client's clip left it as it was */
 } aggr_contrib;
 
 struct fc_aggr {

@@ -157,6 +157,7 @@ static int submit_once(fc_aggr *a, const snapshot *s, uint32_t *counted, fc_stat
     pu.sha256.data = (uint8_t *)s->updates[i].sha;
     pu.sha256.len = FC_SHA256_LEN;
     pu.bytes = s->updates[i].bytes;
+    pu.unclipped = s->updates[i].unclipped;
     ups[i] = pu;
     ptrs[i] = &ups[i];
   }
@@ -339,7 +340,7 @@ static void apply_locked(fc_aggr *a, const Fedc__V1__AggRoundResponse *r, const 
     a->spec.t[0].dtype = FC_DTYPE_U32;
   }
   a->submit_by = r->submit_by_unix_ms;
-  a->rules = (fc_upload_rules){r->clip_norm, r->max_example_weight, 0};
+  a->rules = (fc_upload_rules){r->clip_norm, r->max_example_weight, r->uniform_weights};
   for (size_t i = 0; i < r->n_clients; i++) {
     if (!r->clients[i] || (r->masked && r->client_buckets[i] >= r->n_buckets)) continue;
     if (aggr_list_add(&a->assigned, &a->nassigned, &a->capassigned, r->clients[i]) != FEDC_OK) break;

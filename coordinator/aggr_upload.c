@@ -243,6 +243,7 @@ void aggr_h_upload(fc_scall *call, void *ctx) {
     k->bytes = fc_scall_bytes_in(call);
     memcpy(k->sha, rx.want_sha, FC_SHA256_LEN);
     k->bucket = bucket;
+    k->unclipped = meta->unclipped;
     if (agg->ops->update_commit(agg, u, weight) != FEDC_OK) { /* the slot went back either way */
       a->npending--;
       aggr_list_del(a->taken, &a->ntaken, peer->name);

@@ -76,7 +76,6 @@ int coord_tier_cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen) {
     no = "a robust aggregation rule without --secagg (it needs every update; with secure aggregation it runs "
          "over the buckets' means)";
   else if (cfg->engine.async) no = "--mode async";
-  else if (cfg->dp_noise_multiplier > 0) no = "differential privacy (noise calibration per partial is the next slice)";
   else if (cfg->upload_bits != 32) no = "compressed uploads (aggregators take float32 updates only for now)";
   else if (strcmp(cfg->anomaly_policy, "observe") != 0)
     no = "anomaly policies flag or exclude (the leader sees partial sums, not the per-update scores they act on)";
@@ -307,6 +306,7 @@ void coord_h_agg_round(fc_scall *call, void *ctx) {
   resp.n_client_buckets = buckets ? n : 0;
   resp.client_buckets = buckets;
   resp.n_buckets = nb;
+  resp.uniform_weights = c->cfg.dp_noise_multiplier > 0; /* DP: uniform weights, as coord_upload.c's rules */
   fc_scall_finish(call, GRPC_STATUS_OK, NULL, &resp.base);
 out:
   free(buckets);
@@ -365,7 +365,7 @@ static int check_locked(fc_coord *c, const fc_tier_partial *p, const fc_model_sp
              meta->masked ? "masked inputs" : "updates", (unsigned long long)p->round);
     return FEDC_ERR_INVALID;
   }
-  fc_tier_expect e = {es.round, es.version, spec, {c->clip, c->cfg.max_example_weight, 0}};
+  fc_tier_expect e = {es.round, es.version, spec, {c->clip, c->cfg.max_example_weight, c->cfg.dp_noise_multiplier > 0}};
   int rc = fc_tier_check_partial(c->tier->book, p, &e, why, whylen);
   if (rc != FEDC_OK || !meta->masked) return rc;
   const char **names = malloc(p->n * sizeof *names);
@@ -548,7 +548,7 @@ void coord_h_agg_partial(fc_scall *call, void *ctx) {
     goto refuse;
   }
   pthread_mutex_lock(&c->mu);
-  fc_upload_rules rules = {c->clip, c->cfg.max_example_weight, 0};
+  fc_upload_rules rules = {c->clip, c->cfg.max_example_weight, c->cfg.dp_noise_multiplier > 0};
   rc = sa ? FEDC_OK : fc_tier_check_sum(chk.l2, chk.amax, &p, &rules, why, sizeof why);
   /* Again under the lock that commits: the round may have closed, the
    * aggregator's lease expired or another partial counted a task meanwhile. */
@@ -585,7 +585,8 @@ void coord_h_agg_partial(fc_scall *call, void *ctx) {
     v = fc_engine_upload_commit(c->engine, pu->client, meta->round, (uint64_t)pu->weight, pu->train_loss, pu->bytes,
                                 now);
     if (v == FC_UP_OK) counted++;
-    else
+    if (v == FC_UP_OK && pu->unclipped && !sa) c->dp_unclipped++; /* adaptive clipping's count (coord_dp.c) */
+    if (v != FC_UP_OK)
       FC_ERROR(MOD, "round %llu: update of %s from aggregator %s not counted after its begin: %s",
                (unsigned long long)meta->round, pu->client, peer->name, fc_upload_verdict_text(v));
   }

@@ -56,7 +56,8 @@
                                     PartialMeta.fixed_frac_bits: int64 sums in one U8 tensor);
                                1.16: secure aggregation through the aggregator tier
                                     (AggRoundResponse.masked, masked_entries, client_buckets, n_buckets;
-                                    PartialMeta.masked, bucket) */
+                                    PartialMeta.masked, bucket); differential privacy through it
+                                    (AggRoundResponse.uniform_weights, PartialUpdate.unclipped) */
 #define FC_PROTOCOL_STR_(x) #x
 #define FC_PROTOCOL_STR(x) FC_PROTOCOL_STR_(x)
 /* What clients send: "<major>.<minor>" of this build, e.g. "1.2". */
