@@ -184,6 +184,8 @@ typedef struct train_input {
 static int train_fill(void *ctx, const fc_sa_params *p, uint32_t *q, fc_status *st) {
   train_input *in = ctx;
   uint64_t seed = in->t->hyper ? in->t->hyper->seed : 0; /* research: fc_client_secagg_seeded_rounding */
+  if (in->c->sa_seeded_rounding && !in->t->hyper) /* every client would share seed 0's rounding */
+    return reject(st, "seeded rounding: the task carries no seed");
   if (fc_stage_quantize(in->delta, in->examples, in->c->unclipped, p, in->c->sa_seeded_rounding ? &seed : NULL, q) !=
       FEDC_OK)
     return reject(st, "cannot quantize the update");

@@ -54,11 +54,11 @@ struct fc_aggr {
   size_t capbucket;
   /* FedAvg over the model's parameters, or under secure aggregation
    * (masked, 1.16) the sums mod 2^32 of masked inputs, one per instance
-   * (agg_buckets); created at the first round, rebuilt when the leader's
-   * shape, grid or instance count changes. */
+   * (sums made per instance at its first input); created at the first
+   * round, rebuilt when the leader's shape or grid changes. */
   fc_agg *agg;
   int masked;           /* the leader's round is secure aggregation's masked stage */
-  uint32_t agg_buckets; /* masked: instances in agg */
+  uint32_t agg_buckets; /* masked: the leader's instance count this round */
   aggr_contrib *pending; /* folded into agg, not submitted */
   size_t npending, cappending;
   char (*taken)[65]; /* every client whose update we took this round (one per round) */

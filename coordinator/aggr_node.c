@@ -264,9 +264,7 @@ fail:
 /* Under mu: the sum this round needs, created or rebuilt (0: not now). */
 static int sum_ready_locked(fc_aggr *a, const Fedc__V1__AggRoundResponse *r, uint64_t n) {
   int frac = (int)r->fixed_frac_bits, masked = r->masked;
-  uint32_t nb = r->n_buckets;
-  if (a->agg && (a->masked != masked || a->agg->n != n ||
-                 (masked ? a->agg_buckets != nb : fc_agg_fedavg_frac_bits(a->agg) != frac))) {
+  if (a->agg && (a->masked != masked || a->agg->n != n || (!masked && fc_agg_fedavg_frac_bits(a->agg) != frac))) {
     /* Another leader (a failover, a restart with other options) with another
      * model size or grid, or a secure-aggregation round with another number
      * of instances: the sum is rebuilt once no upload holds the old one
@@ -274,8 +272,7 @@ static int sum_ready_locked(fc_aggr *a, const Fedc__V1__AggRoundResponse *r, uin
      * round is closed here, its uploads told to retry. Logged once. */
     if (!a->rebuild_logged)
       FC_INFO(MOD, "the leader's round needs another sum (%zu -> %llu %s%s): rebuilding it%s", a->agg->n,
-              (unsigned long long)n, masked ? "words" : "parameters",
-              masked ? ", or another number of SecAgg instances" : ", or another grid",
+              (unsigned long long)n, masked ? "words" : "parameters", masked ? "" : ", or another grid",
               a->nbusy ? " once the uploads in flight end" : "");
     a->rebuild_logged = 1;
     if (a->nbusy) return 0;
@@ -288,7 +285,9 @@ static int sum_ready_locked(fc_aggr *a, const Fedc__V1__AggRoundResponse *r, uin
   }
   a->rebuild_logged = 0;
   if (a->agg) return 1;
-  int rc = masked ? fc_agg_secagg_create(n, nb, a->cfg.upload_slots, &a->agg)
+  /* Masked: room for any instance count (sums are made per instance at its
+   * first input), so a round with another bucket count needs no rebuild. */
+  int rc = masked ? fc_agg_secagg_create(n, FC_SA_MAX_COHORT, a->cfg.upload_slots, &a->agg)
            : frac ? fc_agg_fedavg_create_fixed(n, a->cfg.upload_slots, frac, 0, &a->agg)
                   : fc_agg_fedavg_create(n, a->cfg.upload_slots, &a->agg);
   if (rc != FEDC_OK) {
@@ -298,7 +297,6 @@ static int sum_ready_locked(fc_aggr *a, const Fedc__V1__AggRoundResponse *r, uin
     return 0;
   }
   a->masked = masked;
-  a->agg_buckets = masked ? nb : 0;
   return 1;
 }
 
@@ -339,6 +337,7 @@ static void apply_locked(fc_aggr *a, const Fedc__V1__AggRoundResponse *r, const 
     fc_model_spec_add(&a->spec, "secagg.masked", 1, &n);
     a->spec.t[0].dtype = FC_DTYPE_U32;
   }
+  a->agg_buckets = r->masked ? r->n_buckets : 0;
   a->submit_by = r->submit_by_unix_ms;
   a->rules = (fc_upload_rules){r->clip_norm, r->max_example_weight, r->uniform_weights};
   for (size_t i = 0; i < r->n_clients; i++) {
@@ -360,16 +359,16 @@ static void apply_locked(fc_aggr *a, const Fedc__V1__AggRoundResponse *r, const 
   snapshot *s = calloc(nb, sizeof *s);
   if (!s) return;
   size_t k = 0;
-  for (uint32_t b = 0; b < nb; b++) {
-    uint32_t count = 0;
-    if (a->masked && (fc_agg_secagg_sum(a->agg, b, &count), count == 0)) continue;
-    if (!snapshot_locked(a, b, &s[k])) break;
-    k++;
+  int failed = 0;
+  for (uint32_t b = 0; b < nb && !failed; b++) {
+    if (a->masked && fc_agg_secagg_count(a->agg, b) == 0) continue;
+    if (snapshot_locked(a, b, &s[k])) k++;
+    else failed = 1;
   }
-  if (k == 0 || (k < nb && !a->masked)) {
+  if (failed || k == 0) { /* all or nothing: nothing is reset, tried again at the next poll */
     for (size_t i = 0; i < k; i++) free(s[i].sum), free(s[i].updates);
     free(s);
-    return; /* tried again at the next poll */
+    return;
   }
   a->npending = 0;
   a->agg->ops->round_begin(a->agg); /* the next partial of this round starts from zero */

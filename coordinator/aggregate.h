@@ -144,8 +144,11 @@ uint64_t fc_robust_arena_bytes(size_t n, uint32_t max_updates, int slots);
 int fc_agg_robust_create(size_t n, uint32_t max_updates, int slots, const fc_robust_cfg *cfg, fc_agg **out);
 /* Why the last round_finish failed (a precondition, in one line). */
 const char *fc_agg_robust_why(fc_agg *a);
-/* A bucket's accumulator (entries u32) and how many inputs it holds. */
+/* A bucket's accumulator (entries u32, made zero at its first use: NULL if
+ * out of memory or out of range) and how many inputs it holds. */
 uint32_t *fc_agg_secagg_sum(fc_agg *a, uint32_t bucket, uint32_t *count);
+/* How many inputs bucket holds (no accumulator made). */
+uint32_t fc_agg_secagg_count(fc_agg *a, uint32_t bucket);
 /* Apply mask terms to a bucket's sum on `threads` worker threads (disjoint ranges). */
 int fc_agg_secagg_unmask(fc_agg *a, uint32_t bucket, const fc_prg_ops *prg, const fc_sa_mask_term *terms,
                          size_t nterms, int threads, const volatile int *abort);

@@ -30,14 +30,18 @@ typedef struct secagg_sum {
   fc_agg base;       /* base.n: entries (model parameters + 1 for the weight) */
   fc_agg_slots pool; /* pool.mu also guards acc and count */
   uint32_t nbuckets;
-  uint32_t *acc;     /* nbuckets x entries: one sum per SecAgg instance */
+  uint32_t **acc;    /* nbuckets sums of entries words, one per SecAgg instance, each made at its first use
+                        (an aggregator of the tier holds a few of the round's buckets) and freed at round_begin */
   uint32_t *count;   /* nbuckets */
 } secagg_sum;
 
 static int sa_round_begin(fc_agg *a) {
   secagg_sum *f = (secagg_sum *)a;
   pthread_mutex_lock(&f->pool.mu);
-  memset(f->acc, 0, (size_t)f->nbuckets * f->base.n * sizeof *f->acc);
+  for (uint32_t b = 0; b < f->nbuckets; b++) {
+    free(f->acc[b]);
+    f->acc[b] = NULL;
+  }
   memset(f->count, 0, f->nbuckets * sizeof *f->count);
   pthread_mutex_unlock(&f->pool.mu);
   return FEDC_OK;
@@ -61,16 +65,24 @@ static int sa_update_check(fc_agg *a, fc_agg_update *u, fc_agg_check *out) {
   return FEDC_OK;
 }
 
+/* Under pool.mu: bucket b's sum, made (zero) at its first use; NULL if out of memory. */
+static uint32_t *acc_of(secagg_sum *f, uint32_t b) {
+  if (!f->acc[b]) f->acc[b] = calloc(f->base.n, sizeof *f->acc[b]);
+  return f->acc[b];
+}
+
 int fc_agg_secagg_commit_partial(fc_agg *a, fc_agg_update *u, uint32_t count) {
   secagg_sum *f = (secagg_sum *)a;
   pthread_mutex_lock(&f->pool.mu);
   const uint32_t *x = u->buf;
-  uint32_t *acc = f->acc + (size_t)u->bucket * a->n;
-  for (size_t i = 0; i < a->n; i++) acc[i] += x[i]; /* mod 2^32 */
-  f->count[u->bucket] += count;
+  uint32_t *acc = acc_of(f, u->bucket);
+  if (acc) {
+    for (size_t i = 0; i < a->n; i++) acc[i] += x[i]; /* mod 2^32 */
+    f->count[u->bucket] += count;
+  }
   fc_agg_slots_release_locked(&f->pool, u);
   pthread_mutex_unlock(&f->pool.mu);
-  return FEDC_OK;
+  return acc ? FEDC_OK : FEDC_ERR_NOMEM;
 }
 
 static int sa_update_commit(fc_agg *a, fc_agg_update *u, double weight) {
@@ -90,6 +102,7 @@ static void sa_destroy(fc_agg *a) {
   secagg_sum *f = (secagg_sum *)a;
   if (!f) return;
   fc_agg_slots_destroy(&f->pool);
+  for (uint32_t b = 0; f->acc && b < f->nbuckets; b++) free(f->acc[b]);
   free(f->acc);
   free(f->count);
   free(f);
@@ -117,7 +130,7 @@ int fc_agg_secagg_create(size_t entries, uint32_t buckets, int slots, fc_agg **o
   f->base.n = entries;
   f->nbuckets = buckets;
   int prc = fc_agg_slots_init(&f->pool, slots, entries * sizeof(uint32_t));
-  f->acc = calloc((size_t)buckets * entries, sizeof *f->acc);
+  f->acc = calloc(buckets, sizeof *f->acc);
   f->count = calloc(buckets, sizeof *f->count);
   if (!f->acc || !f->count || prc != FEDC_OK) {
     sa_destroy(&f->base);
@@ -127,11 +140,23 @@ int fc_agg_secagg_create(size_t entries, uint32_t buckets, int slots, fc_agg **o
   return FEDC_OK;
 }
 
+uint32_t fc_agg_secagg_count(fc_agg *a, uint32_t bucket) {
+  secagg_sum *f = (secagg_sum *)a;
+  if (bucket >= f->nbuckets) return 0;
+  pthread_mutex_lock(&f->pool.mu);
+  uint32_t n = f->count[bucket];
+  pthread_mutex_unlock(&f->pool.mu);
+  return n;
+}
+
 uint32_t *fc_agg_secagg_sum(fc_agg *a, uint32_t bucket, uint32_t *count) {
   secagg_sum *f = (secagg_sum *)a;
   if (bucket >= f->nbuckets) return NULL;
+  pthread_mutex_lock(&f->pool.mu);
   if (count) *count = f->count[bucket];
-  return f->acc + (size_t)bucket * a->n;
+  uint32_t *acc = acc_of(f, bucket);
+  pthread_mutex_unlock(&f->pool.mu);
+  return acc;
 }
 
 typedef struct unmask_job {
@@ -155,7 +180,10 @@ int fc_agg_secagg_unmask(fc_agg *a, uint32_t bucket, const fc_prg_ops *prg, cons
                          size_t nterms, int threads, const volatile int *abort) {
   secagg_sum *f = (secagg_sum *)a;
   if (bucket >= f->nbuckets) return FEDC_ERR_INVALID;
-  uint32_t *acc = f->acc + (size_t)bucket * a->n;
+  pthread_mutex_lock(&f->pool.mu);
+  uint32_t *acc = acc_of(f, bucket);
+  pthread_mutex_unlock(&f->pool.mu);
+  if (!acc) return FEDC_ERR_NOMEM;
   if (threads < 1) threads = 1;
   if (threads > 64) threads = 64;
   unmask_job jobs[64];

@@ -244,6 +244,16 @@ void coord_h_agg_round(fc_scall *call, void *ctx) {
                     "this coordinator runs no aggregator tier (start it with --etcd and --aggregator-tier)", NULL);
     return;
   }
+  if ((c->cfg.engine.secagg || c->cfg.dp_noise_multiplier > 0) && peer->proto_minor < 16) {
+    /* An older aggregator would take no masked input, or weigh updates by
+     * their examples under DP: its clients' updates would be lost or refused. */
+    char why[200];
+    snprintf(why, sizeof why, "this federation runs %s through the aggregators (fedc protocol 1.16); the aggregator "
+             "speaks 1.%u: upgrade it", c->cfg.engine.secagg ? "secure aggregation" : "differential privacy",
+             peer->proto_minor);
+    fc_scall_finish(call, GRPC_STATUS_FAILED_PRECONDITION, why, NULL);
+    return;
+  }
   Fedc__V1__AggRoundResponse resp = FEDC__V1__AGG_ROUND_RESPONSE__INIT;
   model_ref *m = coord_model_get(c);
   fc_pb_header *hb = malloc(sizeof *hb);
@@ -257,22 +267,25 @@ void coord_h_agg_round(fc_scall *call, void *ctx) {
   size_t load = known ? fc_tier_load(c->tier->book, peer->name) : 0;
   const char **ptrs = load ? malloc(load * sizeof *ptrs) : NULL;
   if (ptrs) n = fc_tier_assigned(c->tier->book, es.round, peer->name, ptrs, load);
-  names = n ? calloc(n, sizeof *names) : NULL;
-  for (size_t i = 0; names && i < n; i++) names[i] = strdup(ptrs[i]);
-  float clip = c->clip;
-  /* Secure aggregation: open in the masked stage only, each client's
-   * instance beside its name. */
+  /* Secure aggregation: open in the masked stage only, and only the
+   * clients whose masked input their instance expects now (a member that
+   * skipped a stage, or of a dropped bucket, is not listed: the aggregator
+   * refuses its input, which would make the leader refuse the whole
+   * partial), each with its instance. */
   int sa = c->cfg.engine.secagg;
   int open = sa ? es.state == FC_ENG_SA_MASKED && c->nsa > 0 : es.state == FC_ENG_TRAINING;
+  if (sa && !open) n = 0;
   uint32_t *buckets = sa && n ? calloc(n, sizeof *buckets) : NULL;
+  names = n ? calloc(n, sizeof *names) : NULL;
+  size_t k = 0;
+  for (size_t i = 0; names && i < n && (!sa || buckets); i++)
+    if ((!sa || coord_sa_expects(c, ptrs[i], &buckets[k])) && (names[k] = strdup(ptrs[i])) != NULL) k++;
+  int oom = n && (!names || (sa && !buckets));
+  n = k;
+  float clip = c->clip;
   fc_model_spec mspec;
   uint64_t mentries = 0;
   if (open && sa && coord_sa_masked_spec(c, 0, &mspec) == FEDC_OK) mentries = mspec.t[0].shape[0];
-  for (size_t i = 0; buckets && i < n; i++) {
-    uint32_t idx;
-    int b = coord_sa_find(c, names[i] ? names[i] : "", &idx);
-    buckets[i] = b < 0 ? c->nsa : (uint32_t)b; /* out of range: the aggregator refuses that client */
-  }
   uint32_t nb = sa ? c->nsa : 0;
   uint64_t by = open ? submit_by(c, &es) : 0;
   pthread_mutex_unlock(&c->mu);
@@ -284,7 +297,7 @@ void coord_h_agg_round(fc_scall *call, void *ctx) {
     fc_scall_finish_retry(call, GRPC_STATUS_FAILED_PRECONDITION, why, 1000);
     goto out;
   }
-  if (!hb || (n && !names) || (sa && n && !buckets)) {
+  if (!hb || oom) {
     fc_scall_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL);
     goto out;
   }
@@ -471,13 +484,15 @@ void coord_h_agg_partial(fc_scall *call, void *ctx) {
   partial_view(meta, peer->name, frac ? &m->spec : &rx.spec, ups, &p);
   pthread_mutex_lock(&c->mu);
   uint64_t deadline = 0; /* a partial still arriving then is too late */
-  rc = check_locked(c, &p, sum_spec, meta, &deadline, why, sizeof why);
-  if (rc == FEDC_OK) {
-    rc = fc_tier_partial_begin(c->tier->book, peer->name);
-    receiving = rc == FEDC_OK;
-    if (rc == FEDC_ERR_EXISTS)
-      snprintf(why, sizeof why, "a partial from aggregator %s is being received already: one at a time", peer->name);
-  }
+  /* One stream per aggregator first (cheap), then the checks (a partial
+   * names up to 65,536 clients). */
+  rc = fc_tier_partial_begin(c->tier->book, peer->name);
+  receiving = rc == FEDC_OK;
+  if (rc == FEDC_ERR_EXISTS)
+    snprintf(why, sizeof why, "a partial from aggregator %s is being received already: one at a time", peer->name);
+  else if (rc == FEDC_ERR_NOT_FOUND)
+    rc = check_locked(c, &p, sum_spec, meta, &deadline, why, sizeof why); /* says why: not registered */
+  if (rc == FEDC_OK) rc = check_locked(c, &p, sum_spec, meta, &deadline, why, sizeof why);
   pthread_mutex_unlock(&c->mu);
   if (rc != FEDC_OK) {
     code = rc == FEDC_ERR_EXISTS ? GRPC_STATUS_RESOURCE_EXHAUSTED : code_of(rc);
@@ -563,7 +578,7 @@ void coord_h_agg_partial(fc_scall *call, void *ctx) {
   int v = FC_UP_OK;
   for (; rc == FEDC_OK && begun < meta->n_updates; begun++) {
     const Fedc__V1__PartialUpdate *pu = meta->updates[begun];
-    v = fc_engine_upload_begin(c->engine, pu->client, meta->round, meta->model_version, now);
+    v = fc_engine_upload_begin_relayed(c->engine, pu->client, meta->round, meta->model_version, now);
     if (v != FC_UP_OK) {
       snprintf(why, sizeof why, "update of %s refused by the round: %s", pu->client, fc_upload_verdict_text(v));
       rc = FEDC_ERR_INVALID;

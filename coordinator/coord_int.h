@@ -313,6 +313,8 @@ void coord_sa_masked_done(fc_coord *c, const char *client);
  * instance b may carry these clients' masked inputs now (each a member of b
  * whose masked input b still expects; b live). */
 int coord_sa_masked_spec(const fc_coord *c, uint32_t b, fc_model_spec *spec);
+/* 1 (and its instance in *bucket) if `client`'s masked input is expected now. */
+int coord_sa_expects(const fc_coord *c, const char *client, uint32_t *bucket);
 int coord_sa_partial_check(const fc_coord *c, uint32_t b, const char *const *clients, size_t n, char *why,
                            size_t whylen);
 /* Per-stage counts of the session, for the round record. */

@@ -86,8 +86,12 @@ static int class_of(const char *path) {
   if (!strcmp(path, "/fedc.v1.Coordinator/CheckIn") || !strcmp(path, "/fedc.v1.Coordinator/UploadUpdate") ||
       !strcmp(path, "/fedc.v1.Coordinator/ReportEval"))
     return -1; /* the engine limits them (ReportEval: the upload bucket) */
-  /* Aggregators (issue 23) poll the round every 200 ms and submit partials:
-   * a few registered processes with their own role, not a crowd to pace. */
+  /* Aggregators (issue 23) poll the round every 200 ms (5/s) and submit
+   * partials: the poll is paced as SecAgg polls are (20/s, bursts of 40,
+   * per identity: one aggregator certificate must not keep the leader's
+   * lock busy, each poll lists its clients under it); partials are one
+   * stream at a time per aggregator, one per bucket it holds, not paced. */
+  if (!strcmp(path, "/fedc.v1.Aggregator/AggregatorRound")) return COORD_LIM_POLL;
   if (!strncmp(path, "/fedc.v1.Aggregator/", 20)) return -1;
   if (!strcmp(path, "/fedc.v1.Coordinator/SecAggPoll")) return COORD_LIM_POLL;
   if (!strncmp(path, "/fedc.v1.Admin/", 15)) return COORD_LIM_ADMIN;

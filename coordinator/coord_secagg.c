@@ -443,12 +443,12 @@ static int sa_unmask_one(fc_coord *c, uint32_t b, const fc_sa_params *p, fc_sa_m
   *total = 0;
   fc_sa_ring_reduce(sum, p->dim, p->quant_bits ? p->ring_bits : 0); /* 1.9: the sum lives mod 2^ring_bits */
   if (fc_sa_dequantize(sum, p->dim, fc_sa_params_scale(p), (uint64_t)p->n * p->max_weight, delta, total) != FEDC_OK) {
-    snprintf(why, whylen, "unmasked sum is inconsistent (total weight %u): a client sent a malformed input",
+    snprintf(why, whylen, "unmasked sum is inconsistent (total weight %u): a client (or an aggregator of the tier) sent a malformed input",
              sum[p->dim]);
     return FEDC_ERR_REJECTED;
   }
   if (p->quant_bits && *total != *count) { /* narrow ring: every weight is 1 */
-    snprintf(why, whylen, "unmasked weights sum to %llu for %u inputs (each must be 1): a client sent a malformed input",
+    snprintf(why, whylen, "unmasked weights sum to %llu for %u inputs (each must be 1): a client (or an aggregator of the tier) sent a malformed input",
              (unsigned long long)*total, *count);
     return FEDC_ERR_REJECTED;
   }
@@ -465,7 +465,7 @@ static int sa_unmask_one(fc_coord *c, uint32_t b, const fc_sa_params *p, fc_sa_m
  * under DP would fake survivors). */
 static int sa_weights_one(uint32_t count, uint64_t total, char *why, size_t whylen) {
   if (total == count) return FEDC_OK;
-  snprintf(why, whylen, "unmasked weights sum to %llu for %u inputs (each must be 1): a client sent a malformed input",
+  snprintf(why, whylen, "unmasked weights sum to %llu for %u inputs (each must be 1): a client (or an aggregator of the tier) sent a malformed input",
            (unsigned long long)total, count);
   return FEDC_ERR_REJECTED;
 }
@@ -488,6 +488,37 @@ static int sa_bucket_sane(const fc_sa_params *p, const float *mean, uint32_t cou
   if (chk.l2 > bound) {
     snprintf(why, whylen, "the mean of its %u inputs has L2 norm %.4g, over the clip %.4g: a client sent an input "
                           "outside the clip", count, chk.l2, (double)p->clip);
+    return FEDC_ERR_REJECTED;
+  }
+  return FEDC_OK;
+}
+
+/* Through the aggregator tier (one instance): the unmasked weighted mean
+ * must be one that clipped inputs can have, as a bucket's must
+ * (sa_bucket_sane): each weight in [1, max_weight], and ||mean|| <= C plus
+ * what the rounding adds (each input's rounding moves each coordinate of
+ * the sum by < 1: sqrt(dim) x count / (scale x W) on the mean). An
+ * aggregator adds its partial sums unseen; one that adds a vector of its own
+ * would otherwise publish it (docs/design.md). Not under distributed DP (the
+ * noise has its own check, sa_dp_check) nor without a clip. */
+static int sa_tier_sane(const fc_sa_params *p, const float *mean, uint32_t count, uint64_t total, char *why,
+                        size_t whylen) {
+  if (total < count || total > (uint64_t)count * p->max_weight) {
+    snprintf(why, whylen, "unmasked weights sum to %llu for %u inputs (each in [1, %llu]): a client or an aggregator "
+                          "sent a malformed input", (unsigned long long)total, count,
+             (unsigned long long)p->max_weight);
+    return FEDC_ERR_REJECTED;
+  }
+  if (p->dp_sigma > 0 || !(p->clip > 0)) return FEDC_OK;
+  fc_agg_check chk;
+  if (fc_agg_check_f32(mean, p->dim, &chk) != FEDC_OK) {
+    snprintf(why, whylen, "unmasked mean has NaN/Inf");
+    return FEDC_ERR_REJECTED;
+  }
+  double bound = ((double)p->clip + sqrt((double)p->dim) * count / (fc_sa_params_scale(p) * (double)total)) * (1 + 1e-4);
+  if (chk.l2 > bound) {
+    snprintf(why, whylen, "the weighted mean of %u inputs has L2 norm %.4g, over the clip %.4g: a client or an "
+                          "aggregator sent an input outside the clip", count, chk.l2, (double)p->clip);
     return FEDC_ERR_REJECTED;
   }
   return FEDC_OK;
@@ -613,6 +644,7 @@ int coord_sa_finish(fc_coord *c, float *delta, uint32_t *count, char *why, size_
   } else if (rc == FEDC_OK) {
     const fc_sa_params *p = &ps[0];
     rc = sa_unmask_one(c, 0, p, terms[0], nterms[0], delta, count, &total, why, whylen);
+    if (rc == FEDC_OK && c->tier) rc = sa_tier_sane(p, delta, *count, total, why, whylen);
     if (rc == FEDC_OK && p->dp_sigma > 0) rc = sa_dp_check(c, p, *count, total, why, whylen);
   }
   for (uint32_t b = 0; terms && b < nb; b++) {
@@ -629,7 +661,7 @@ int coord_sa_finish(fc_coord *c, float *delta, uint32_t *count, char *why, size_
     /* The noisy centred count of unclipped updates (adaptive clipping). */
     if (ps[0].bit_scale) {
       const uint32_t *sum = fc_agg_secagg_sum(c->agg, 0, NULL);
-      c->dp_sa_centred = (double)(int32_t)sum[ps[0].dim + 1] / (2.0 * ps[0].bit_scale);
+      c->dp_sa_centred = sum ? (double)(int32_t)sum[ps[0].dim + 1] / (2.0 * ps[0].bit_scale) : 0;
     }
     pthread_mutex_unlock(&c->mu);
   }
@@ -662,6 +694,14 @@ int coord_sa_masked_spec(const fc_coord *c, uint32_t b, fc_model_spec *spec) {
   fc_model_spec_add(spec, "secagg.masked", 1, &shape);
   spec->t[0].dtype = p->quant_bits ? FC_DTYPE_U8 : FC_DTYPE_U32; /* 1.9: narrow ring, ring_bits/8 bytes a word */
   return FEDC_OK;
+}
+
+int coord_sa_expects(const fc_coord *c, const char *client, uint32_t *bucket) {
+  uint32_t idx;
+  int b = coord_sa_find(c, client, &idx);
+  if (b < 0 || c->sa_dead[b] || !fc_sa_server_masked_allowed(c->sa[b], idx)) return 0;
+  *bucket = (uint32_t)b;
+  return 1;
 }
 
 int coord_sa_partial_check(const fc_coord *c, uint32_t b, const char *const *clients, size_t n, char *why,

@@ -367,6 +367,9 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
     snprintf(err, errlen, "cannot create aggregator: %s", fedc_strerror(rc));
     goto fail;
   }
+  if (cfg->engine.secagg && cfg->secagg_bucket_seed)
+    FC_WARN(MOD, "--secagg-bucket-seed is set (research): secure-aggregation buckets are drawn from it, so whoever "
+                 "knows it can predict bucket-mates; leave it 0 in production");
 
   if ((rc = coord_tier_start(c, err, errlen)) != FEDC_OK) goto fail;
   if ((rc = coord_limits_start(c, err, errlen)) != FEDC_OK) goto fail;

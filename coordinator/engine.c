@@ -405,16 +405,27 @@ int eng_checkin(fc_engine *e, const char *client, const fc_device_state *dev, in
 
 uint32_t fc_engine_retry_ms(const fc_engine *e) { return e->retry_ms; }
 
-int fc_engine_upload_begin(fc_engine *e, const char *client, uint64_t round, uint64_t version, uint64_t now_ms) {
+static int upload_begin(fc_engine *e, const char *client, uint64_t round, uint64_t version, uint64_t now_ms,
+                        int relayed) {
   client_rec *r = eng_find(e, client);
   uint32_t wait = 0;
   if (!r) { /* never checked in: it cannot be in a round */
-    if (!eng_stranger_token(e, now_ms)) return FC_UP_RATE_LIMITED;
+    if (!relayed && !eng_stranger_token(e, now_ms)) return FC_UP_RATE_LIMITED;
     return e->state == eng_upload_state(e) && round != e->round ? FC_UP_WRONG_ROUND : FC_UP_NOT_IN_ROUND;
   }
-  if (!eng_take_token(&r->upload_tokens, &r->upload_at, e->cfg.upload_rate, e->cfg.upload_burst, now_ms, &wait)) {
+  if (!relayed &&
+      !eng_take_token(&r->upload_tokens, &r->upload_at, e->cfg.upload_rate, e->cfg.upload_burst, now_ms, &wait)) {
     e->retry_ms = wait;
     return FC_UP_RATE_LIMITED;
+  }
+  if (relayed && !e->cfg.async && r->left && r->rstate == CR_DROPPED && r->round == e->round && round == e->round &&
+      e->state == FC_ENG_TRAINING) {
+    /* Undo fc_engine_leave's drop of a tasked member (a member that never
+     * took its task was never assigned an aggregator, so none names it). */
+    r->rstate = CR_TASKED;
+    e->tasked++;
+    e->selected++;
+    if (e->lost) e->lost--;
   }
   r->last_seen = now_ms;
   if (e->cfg.async) return eng_async_upload_begin(e, r, round, version, now_ms);
@@ -436,6 +447,15 @@ int fc_engine_upload_begin(fc_engine *e, const char *client, uint64_t round, uin
   r->rstate = CR_UPLOADING;
   e->uploading++;
   return FC_UP_OK;
+}
+
+int fc_engine_upload_begin(fc_engine *e, const char *client, uint64_t round, uint64_t version, uint64_t now_ms) {
+  return upload_begin(e, client, round, version, now_ms, 0);
+}
+
+int fc_engine_upload_begin_relayed(fc_engine *e, const char *client, uint64_t round, uint64_t version,
+                                   uint64_t now_ms) {
+  return upload_begin(e, client, round, version, now_ms, 1);
 }
 
 int fc_engine_upload_commit(fc_engine *e, const char *client, uint64_t round, uint64_t examples, double loss,

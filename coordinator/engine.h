@@ -287,6 +287,14 @@ const char *fc_upload_verdict_text(int v);
 uint32_t fc_engine_retry_ms(const fc_engine *e);
 /* "client X starts uploading for round R against version V". */
 int fc_engine_upload_begin(fc_engine *e, const char *client, uint64_t round, uint64_t version, uint64_t now_ms);
+/* The same for an update an aggregator took and names in a partial (issue
+ * 23): no upload token is charged (the aggregator took one update of the
+ * client this round; the client must not be able to drain its own tokens at
+ * the leader and so void the partial), and a member that said Leave during
+ * the round after handing its update over is taken back into the round (its
+ * update arrived; refusing it would refuse everyone in the same partial). */
+int fc_engine_upload_begin_relayed(fc_engine *e, const char *client, uint64_t round, uint64_t version,
+                                   uint64_t now_ms);
 /* "client X's upload arrived whole and verified": counted. Returns FC_UP_OK or
  * FC_UP_LATE if the round closed meanwhile (the caller then discards it). */
 int fc_engine_upload_commit(fc_engine *e, const char *client, uint64_t round, uint64_t examples, double loss,

@@ -56,10 +56,23 @@ int fc_sa_server_create(const fc_sa_params *p, const char *const *names, fc_sa_s
   s->p = *p;
   rc = FEDC_ERR_NOMEM;
   if (!(s->names = calloc(p->n, sizeof *s->names)) || !(s->m = calloc(p->n, sizeof *s->m)) ||
-      !(s->nbr = malloc(p->k * sizeof *s->nbr)))
+      !(s->nbr = malloc(p->k * sizeof *s->nbr)) || !(s->by_name = malloc(p->n * sizeof *s->by_name)))
     goto fail;
   for (uint32_t i = 0; i < p->n; i++)
     if (!(s->names[i] = dupstr(names[i]))) goto fail;
+  /* Insertion into name order: a binary search then finds a member in
+   * O(log n) (every call of a round names its caller; the tier's partials
+   * name thousands). n is at most FC_SA_MAX_COHORT; built once a round. */
+  for (uint32_t i = 0; i < p->n; i++) {
+    uint32_t lo = 0, hi = i;
+    while (lo < hi) {
+      uint32_t mid = lo + (hi - lo) / 2;
+      if (strcmp(s->names[s->by_name[mid]], s->names[i]) < 0) lo = mid + 1;
+      else hi = mid;
+    }
+    memmove(s->by_name + lo + 1, s->by_name + lo, (i - lo) * sizeof *s->by_name);
+    s->by_name[lo] = i;
+  }
   if ((rc = fc_sa_session_id(p, names, s->session)) != FEDC_OK) goto fail;
   if ((rc = fc_sa_graph_build(p->n, p->k, p->graph_seed, &s->graph)) != FEDC_OK) goto fail;
   s->stage = FC_SA_ADVERTISE;
@@ -100,6 +113,7 @@ void fc_sa_server_destroy(fc_sa_server *s) {
   fc_cert_cache_destroy(s->own_certs);
   for (uint32_t i = 0; s->names && i < s->p.n; i++) free(s->names[i]);
   free(s->names);
+  free(s->by_name);
   free(s->nbr);
   free(s->survivors);
   fc_sa_graph_free(&s->graph);
@@ -136,8 +150,14 @@ void fc_sa_server_use_cert_cache(fc_sa_server *s, struct fc_cert_cache *cache) {
 const char *const *fc_sa_server_names(const fc_sa_server *s) { return (const char *const *)s->names; }
 
 uint32_t fc_sa_server_index(const fc_sa_server *s, const char *name) {
-  for (uint32_t i = 0; i < s->p.n; i++)
-    if (strcmp(s->names[i], name) == 0) return i + 1;
+  uint32_t lo = 0, hi = s->p.n;
+  while (lo < hi) {
+    uint32_t mid = lo + (hi - lo) / 2;
+    int c = strcmp(s->names[s->by_name[mid]], name);
+    if (c == 0) return s->by_name[mid] + 1;
+    if (c < 0) lo = mid + 1;
+    else hi = mid;
+  }
   return 0;
 }
 

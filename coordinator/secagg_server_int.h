@@ -26,6 +26,7 @@ typedef struct sa_member {
 struct fc_sa_server {
   fc_sa_params p;
   char **names;
+  uint32_t *by_name; /* 0-based member indices in strcmp order of their names (fc_sa_server_index) */
   uint8_t session[FC_SA_SESSION_LEN];
   fc_sa_graph graph;
   int stage;   /* open stage, 0 when all closed */

@@ -574,7 +574,47 @@ static void test_offences(void) {
   }
 }
 
+/* An update an aggregator took and names in a partial (issue 23): no token
+ * charged, so a client that drains its own upload tokens at the leader
+ * cannot void the partial; a member that said Leave after handing its update
+ * over is taken back, and the round counts it (review of the SecAgg tier,
+ * finding 1). */
+static void test_relayed(void) {
+  fc_engine *e = make(3, 2, 2);
+  start3(e, 0);
+  fc_task_info t;
+  uint32_t retry;
+  CHECK_EQ_INT(checkin(e, "a", 10, &t), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(checkin(e, "b", 10, &t), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(checkin(e, "c", 10, &t), FC_CHECKIN_TRAIN);
+  /* a drains its upload tokens (wrong round each time). */
+  int limited = 0;
+  for (int i = 0; i < 50; i++) limited += fc_engine_upload_begin(e, "a", 9, 0, 20) == FC_UP_RATE_LIMITED;
+  CHECK(limited > 0);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "a", 1, 0, 20), FC_UP_RATE_LIMITED);
+  CHECK_EQ_INT(fc_engine_upload_begin_relayed(e, "a", 1, 0, 20), FC_UP_OK);
+  CHECK_EQ_INT(fc_engine_upload_commit(e, "a", 1, 10, 0.5, 100, 21), FC_UP_OK);
+  /* b leaves (its update already at an aggregator), then its partial arrives. */
+  fc_leave_info li;
+  CHECK(fc_engine_leave(e, "b", 30, &li) == FC_LEAVE_DROPPED || li.replacement[0] == 0);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "b", 1, 0, 40), FC_UP_NOT_IN_ROUND); /* directly: refused as before */
+  CHECK_EQ_INT(fc_engine_upload_begin_relayed(e, "b", 1, 0, 40), FC_UP_OK);
+  CHECK_EQ_INT(fc_engine_upload_commit(e, "b", 1, 10, 0.5, 100, 41), FC_UP_OK);
+  CHECK_EQ_INT(fc_engine_upload_begin_relayed(e, "b", 1, 0, 42), FC_UP_DUPLICATE);
+  CHECK_EQ_INT(fc_engine_upload_begin_relayed(e, "c", 1, 0, 43), FC_UP_OK);
+  CHECK_EQ_INT(fc_engine_upload_commit(e, "c", 1, 10, 0.5, 100, 44), FC_UP_OK);
+  CHECK_EQ_INT(fc_engine_tick(e, 50), FC_TICK_AGGREGATE); /* all three in: no wait for the deadline */
+  uint8_t sha1[FC_SHA256_LEN] = {9};
+  fc_engine_published(e, 1, sha1, 60);
+  CHECK_EQ_INT(fc_engine_last_round(e)->participants, 3);
+  /* Relayed begins still need a member of the round (no stranger, no wrong round). */
+  CHECK_EQ_INT(fc_engine_upload_begin_relayed(e, "zed", 1, 0, 70), FC_UP_NOT_IN_ROUND);
+  (void)retry;
+  fc_engine_destroy(e);
+}
+
 int main(void) {
+  test_relayed();
   test_offences();
   test_secagg_stages();
   test_rate_limits();
