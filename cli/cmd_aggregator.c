@@ -49,12 +49,14 @@ static void usage(FILE *f) {
           "  --metrics-public       let --metrics-listen be off loopback (put it on a network only Prometheus reaches)\n"
           "  --max-connections N    client connections at once (default: the fd limit - headroom)\n"
           "  --connections-per-address N   ... from one address (default 256)\n"
+          "  --byzantine-add N      research (tests): add N to every model word of our masked partial sums,\n"
+          "                         as a lying aggregator would (the leader must refuse the round)\n"
           "  --port-file FILE       write the bound port here once listening\n"
           "  --log LEVEL            error | warn | info | debug (default info)\n");
 }
 
 enum { O_LISTEN = 2000, O_ADV, O_ETCD, O_PREFIX, O_TTL, O_ECA, O_ECERT, O_EKEY, O_SLOTS, O_THREADS, O_PORTF, O_LOG,
-       O_IDLE, O_MINBPS, O_MLISTEN, O_MPUB, O_MAXCONN, O_PERADDR };
+       O_IDLE, O_MINBPS, O_MLISTEN, O_MPUB, O_MAXCONN, O_PERADDR, O_BYZADD };
 
 int cmd_aggregator(int argc, char **argv) {
   static const struct option opts[] = {CLI_TLS_LONGOPTS,
@@ -74,6 +76,7 @@ int cmd_aggregator(int argc, char **argv) {
                                        {"metrics-public", no_argument, 0, O_MPUB},
                                        {"max-connections", required_argument, 0, O_MAXCONN},
                                        {"connections-per-address", required_argument, 0, O_PERADDR},
+                                       {"byzantine-add", required_argument, 0, O_BYZADD},
                                        {"port-file", required_argument, 0, O_PORTF},
                                        {"log", required_argument, 0, O_LOG},
                                        {"help", no_argument, 0, 'h'},
@@ -142,6 +145,13 @@ int cmd_aggregator(int argc, char **argv) {
       bad = snprintf(cfg.metrics_listen, sizeof cfg.metrics_listen, "%s", optarg) >= (int)sizeof cfg.metrics_listen;
       break;
     case O_MPUB: cfg.metrics_public = 1; break;
+    case O_BYZADD:
+      if (cli_parse_u64(prog, "--byzantine-add", optarg, &v) || v > UINT32_MAX) {
+        fprintf(stderr, "%s: --byzantine-add must be 0..2^32-1\n", prog);
+        return 2;
+      }
+      cfg.byzantine_add = (uint32_t)v;
+      break;
     case O_MAXCONN:
     case O_PERADDR:
       if (cli_parse_u64(prog, c == O_MAXCONN ? "--max-connections" : "--connections-per-address", optarg, &v) ||

@@ -38,6 +38,7 @@ typedef struct fc_aggr_cfg {
   int max_connections;       /* client connections at once (0 = fd limit - headroom) */
   int connections_per_address; /* ... from one address (default 256) */
   uint64_t min_transfer_bps; /* an upload slower than this after stream_idle_ms is cut off (default 64 KiB/s; 0 = none) */
+  uint32_t byzantine_add; /* research (tests): add this to every model word of our masked partial sums (0 = honest) */
 } fc_aggr_cfg;
 
 typedef struct fc_aggr fc_aggr;

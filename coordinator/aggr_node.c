@@ -234,6 +234,11 @@ static int snapshot_locked(fc_aggr *a, uint32_t b, snapshot *s) {
     const uint32_t *acc = fc_agg_secagg_sum(a->agg, b, &count);
     if (!acc) goto fail;
     memcpy(s->sum, acc, s->bytes);
+    if (a->cfg.byzantine_add) { /* research: a lying aggregator (the last word is the weight: left alone) */
+      uint32_t *w = s->sum;
+      for (size_t i = 0; i + 1 < n; i++) w[i] += a->cfg.byzantine_add;
+      FC_WARN(MOD, "research: added %u to every model word of instance %u's partial sum", a->cfg.byzantine_add, b);
+    }
     for (size_t i = 0; i < a->npending; i++)
       if (a->pending[i].bucket == b) {
         s->updates[s->nupdates++] = a->pending[i];
