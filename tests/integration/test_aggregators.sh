@@ -27,18 +27,11 @@ set -euo pipefail
 . "$(dirname "$0")/_data.sh"
 make_tmp
 
-CLIENTS="a b c d e f"
-make_pki "$T/pki" itest $CLIENTS
-for g in ag1 ag2; do
-  "$FEDC" pki issue --dir "$T/pki" --role aggregator --name "$g" >/dev/null || fail "pki issue --role aggregator failed"
-done
+# ---- PKI, data, etcd: 3 members, clients over https with client certificates ----
+. "$(dirname "$0")/_tier.sh"
+tier_setup itest "a b c d e f" "ag1 ag2" 120 3
 "$FEDC" pki verify --ca "$T/pki/ca.crt" --cert "$T/pki/aggregator-ag1.crt" >/dev/null ||
   fail "the aggregator certificate does not verify"
-
-# ---- etcd: 3 members, clients over https with client certificates ----
-. "$(dirname "$0")/_etcd.sh"
-etcd_cluster 3
-ETCD_TLS=(--etcd "$ETCD" --etcd-ca "$T/pki/ca.crt" --etcd-cert "$T/pki/coordinator.crt" --etcd-key "$T/pki/coordinator.key")
 
 # What the tier refuses in this slice is refused at start, in one sentence.
 "$FEDC" coordinator --pki "$T/pki" --federation itest --state "$T/x" --model 784-10 --aggregator-tier \
@@ -79,19 +72,13 @@ wait_for "${ETCDCTL[@]}" get /fedc/itest/aggregators/ag2 --print-value-only 10 |
 wait_for grep -q "aggregator ag2 registered" "$T/leader.log" 10 || fail "the leader did not read ag2 from etcd"
 
 # ---- 2a. an aggregator certificate cannot check in as a client ----
-make_idx "$T" 120 6
 "$FEDC" client --coordinator "127.0.0.1:$PL" --ca "$T/pki/ca.crt" --cert "$T/pki/aggregator-ag1.crt" \
   --key "$T/pki/aggregator-ag1.key" --data "idx:$T/img0.idx,$T/lbl0.idx" --model 784-10 --eval-fraction 0 \
   --rounds 1 >"$T/agg-as-client.log" 2>&1 && fail "an aggregator certificate trained as a client"
 grep -qi "role\|permission" "$T/agg-as-client.log" || fail "no role refusal: $(tail -3 "$T/agg-as-client.log")"
 
 # ---- clients ----
-i=0
-for n in $CLIENTS; do
-  start_bg "client-$n" "$FEDC" client --coordinator "127.0.0.1:$PL" --pki "$T/pki" --name "$n" \
-    --data "idx:$T/img$i.idx,$T/lbl$i.idx" --model 784-10 --eval-fraction 0 --log info
-  i=$((i + 1))
-done
+start_clients "127.0.0.1:$PL" main
 
 pointer() { "${ETCDCTL[@]}" get --print-value-only /fedc/itest/model | jq -r .version; }
 wait_version() { # N TIMEOUT: until etcd's pointer is at N or more

@@ -18,20 +18,13 @@ set -euo pipefail
 . "$(dirname "$0")/_data.sh"
 make_tmp
 
-CLIENTS="a b c d"
-make_pki "$T/pki" itest $CLIENTS
-for g in ag1 ag2; do
-  "$FEDC" pki issue --dir "$T/pki" --role aggregator --name "$g" >/dev/null || fail "pki issue --role aggregator failed"
-done
-make_idx "$T" 100 4
-. "$(dirname "$0")/_etcd.sh"
-etcd_cluster 1
-ETCD_TLS=(--etcd "$ETCD" --etcd-ca "$T/pki/ca.crt" --etcd-cert "$T/pki/coordinator.crt" --etcd-key "$T/pki/coordinator.key")
+. "$(dirname "$0")/_tier.sh"
+tier_setup itest "a b c d" "ag1 ag2" 100 1
 BASE=(--pki "$T/pki" --federation itest --model 784-10 --min-clients 4 --poll-ms 100 --round-timeout-ms 30000
   --log info)
 
 run() { # TAG ROUNDS ARGS...: leader + two aggregators + four clients until version ROUNDS
-  local tag=$1 rounds=$2 g i=0 pids=()
+  local tag=$1 rounds=$2 g pids=()
   shift 2
   "${ETCDCTL[@]}" del --prefix /fedc/itest >/dev/null
   local pl
@@ -46,14 +39,10 @@ run() { # TAG ROUNDS ARGS...: leader + two aggregators + four clients until vers
     pids+=("$BG_PID")
     wait_for grep -q "aggregator $g registered" "$T/leader-$tag.log" 20 || fail "$tag: $g not registered"
   done
-  for n in $CLIENTS; do
-    start_bg "client-$tag-$n" "$FEDC" client --coordinator "127.0.0.1:$pl" --pki "$T/pki" --name "$n" \
-      --data "idx:$T/img$i.idx,$T/lbl$i.idx" --model 784-10 --eval-fraction 0 --log info
-    pids+=("$BG_PID")
-    i=$((i + 1))
-  done
+  start_clients "127.0.0.1:$pl" "$tag"
   wait_for test -e "$T/$tag/models/$(printf 'v%06d' "$rounds").safetensors" 120 ||
     fail "$tag: no version $rounds: $(grep -v DEBUG "$T/leader-$tag.log" | tail -8)"
+  stop_clients "$tag"
   for p in "${pids[@]}"; do
     kill -TERM "$p" 2>/dev/null || true
     wait "$p" 2>/dev/null || true

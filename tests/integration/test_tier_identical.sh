@@ -19,37 +19,11 @@ set -euo pipefail
 . "$(dirname "$0")/_data.sh"
 make_tmp
 
-CLIENTS="a b c d e f"
-make_pki "$T/pki" itest $CLIENTS
-for g in ag1 ag2 ag3; do
-  "$FEDC" pki issue --dir "$T/pki" --role aggregator --name "$g" >/dev/null || fail "pki issue --role aggregator failed"
-done
-make_idx "$T" 120 6
+. "$(dirname "$0")/_tier.sh"
+tier_setup itest "a b c d e f" "ag1 ag2 ag3" 120 3
 export OPENBLAS_NUM_THREADS=1 # one BLAS thread: each client's training is the same floats in both runs
 COMMON=(--pki "$T/pki" --federation itest --model 784-10 --rounds 3 --min-clients 6 --cohort 6 --min-updates 6
   --poll-ms 100 --round-timeout-ms 60000 --reproducible-sum --log info)
-
-start_clients() { # ADDR TAG
-  local i=0
-  for n in $CLIENTS; do
-    start_bg "client-$2-$n" "$FEDC" client --coordinator "$1" --pki "$T/pki" --name "$n" \
-      --data "idx:$T/img$i.idx,$T/lbl$i.idx" --model 784-10 --eval-fraction 0 --log info
-    eval "CPID_$2_$n=$BG_PID"
-    i=$((i + 1))
-  done
-}
-stop_clients() { # TAG
-  for n in $CLIENTS; do
-    local v="CPID_$1_$n"
-    kill -TERM "${!v}" 2>/dev/null || true
-    wait "${!v}" 2>/dev/null || true
-  done
-}
-weights_sha() { # STATE VERSION
-  local f
-  f="$1/models/$(printf 'v%06d' "$2")"
-  "$FEDC" model verify "$f.safetensors" --manifest "$f.manifest" --pki "$T/pki" --json | jq -r .sha256
-}
 
 # What --reproducible-sum cannot hold is refused at start, in one sentence.
 "$FEDC" coordinator --pki "$T/pki" --federation itest --state "$T/x" --model 784-10 --reproducible-sum \
@@ -60,9 +34,6 @@ assert_contains "$T/refused.log" "--reproducible-sum cannot be combined with a r
 assert_contains "$T/refused.log" "--reproducible-sum cannot be combined with clip_norm 0"
 
 # ---- A. distributed ----
-. "$(dirname "$0")/_etcd.sh"
-etcd_cluster 3
-ETCD_TLS=(--etcd "$ETCD" --etcd-ca "$T/pki/ca.crt" --etcd-cert "$T/pki/coordinator.crt" --etcd-key "$T/pki/coordinator.key")
 PL=$(free_port)
 start_bg leader "$FEDC" coordinator "${COMMON[@]}" --state "$T/dist" --listen "127.0.0.1:$PL" \
   --port-file "$T/leader.port" "${ETCD_TLS[@]}" --etcd-lease-ttl 2 --aggregator-tier

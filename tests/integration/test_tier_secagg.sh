@@ -16,49 +16,18 @@
 # Then versions 0-3 match (`fedc model verify --json`), A's masked inputs came
 # through two aggregators or more per round in partials, and an aggregator
 # saw masked inputs only (no plaintext update).
-# Also: a plaintext upload to a SecAgg round's aggregator is refused; a
-# robust rule without --secagg is refused with the tier.
+# Also: a robust rule without --secagg is refused with the tier.
 # Skipped (77) without etcd/etcdctl (apt-get install etcd-server etcd-client).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
 . "$(dirname "$0")/_data.sh"
 make_tmp
 
-CLIENTS="a b c d e f"
-make_pki "$T/pki" itest $CLIENTS
-for g in ag1 ag2 ag3; do
-  "$FEDC" pki issue --dir "$T/pki" --role aggregator --name "$g" >/dev/null || fail "pki issue --role aggregator failed"
-done
-make_idx "$T" 120 6
+. "$(dirname "$0")/_tier.sh"
+tier_setup itest "a b c d e f" "ag1 ag2 ag3" 120 3
 export OPENBLAS_NUM_THREADS=1 # one BLAS thread: each client's training is the same floats in both runs
 COMMON=(--pki "$T/pki" --federation itest --model 784-10 --min-clients 6 --cohort 6 --min-updates 6
   --poll-ms 100 --round-timeout-ms 60000 --secagg --log info)
-
-start_clients() { # ADDR TAG
-  local i=0
-  for n in $CLIENTS; do
-    start_bg "client-$2-$n" "$FEDC" client --coordinator "$1" --pki "$T/pki" --name "$n" \
-      --data "idx:$T/img$i.idx,$T/lbl$i.idx" --model 784-10 --eval-fraction 0 --secagg-seeded-rounding --log info
-    eval "CPID_$2_$n=$BG_PID"
-    i=$((i + 1))
-  done
-}
-stop_clients() { # TAG
-  for n in $CLIENTS; do
-    local v="CPID_$1_$n"
-    kill -TERM "${!v}" 2>/dev/null || true
-    wait "${!v}" 2>/dev/null || true
-  done
-}
-weights_sha() { # STATE VERSION
-  local f
-  f="$1/models/$(printf 'v%06d' "$2")"
-  "$FEDC" model verify "$f.safetensors" --manifest "$f.manifest" --pki "$T/pki" --json | jq -r .sha256
-}
-
-. "$(dirname "$0")/_etcd.sh"
-etcd_cluster 3
-ETCD_TLS=(--etcd "$ETCD" --etcd-ca "$T/pki/ca.crt" --etcd-cert "$T/pki/coordinator.crt" --etcd-key "$T/pki/coordinator.key")
 
 # A robust rule needs every update, or SecAgg buckets: refused without --secagg.
 "$FEDC" coordinator --pki "$T/pki" --federation itest --state "$T/x" --model 784-10 --aggregator median \
@@ -89,7 +58,7 @@ run_pair() { # TAG ROUNDS EXTRA-OPTIONS...
     wait_for grep -q "aggregator $g registered" "$T/leader-$tag.log" 20 ||
       fail "$g not registered: $(tail -3 "$T/agg-$tag-$g.log")"
   done
-  start_clients "127.0.0.1:$PL" "d$tag"
+  start_clients "127.0.0.1:$PL" "d$tag" --secagg-seeded-rounding
   wait_for test -e "$T/dist-$tag/models/$(printf 'v%06d' "$rounds").safetensors" 180 ||
     fail "distributed $tag: no version $rounds: $(tail -8 "$T/leader-$tag.log")"
   stop_clients "d$tag"
@@ -122,7 +91,7 @@ PY
   done
   # ---- one process, same seed and options ----
   start_coordinator "${opts[@]}" --state "$T/single-$tag"
-  start_clients "$COORD_ADDR" "s$tag"
+  start_clients "$COORD_ADDR" "s$tag" --secagg-seeded-rounding
   wait_for test -e "$T/single-$tag/models/$(printf 'v%06d' "$rounds").safetensors" 180 ||
     fail "one process $tag: no version $rounds: $(tail -8 "$T/coord.log")"
   stop_clients "s$tag"

@@ -23,20 +23,13 @@ set -euo pipefail
 . "$(dirname "$0")/_data.sh"
 make_tmp
 
-CLIENTS="a b c d e f"
-make_pki "$T/pki" itest $CLIENTS
-for g in ag1 ag2 ag3; do
-  "$FEDC" pki issue --dir "$T/pki" --role aggregator --name "$g" >/dev/null || fail "pki issue --role aggregator failed"
-done
-make_idx "$T" 100 6
-. "$(dirname "$0")/_etcd.sh"
-etcd_cluster 1
-ETCD_TLS=(--etcd "$ETCD" --etcd-ca "$T/pki/ca.crt" --etcd-cert "$T/pki/coordinator.crt" --etcd-key "$T/pki/coordinator.key")
+. "$(dirname "$0")/_tier.sh"
+tier_setup itest "a b c d e f" "ag1 ag2 ag3" 100 1
 BASE=(--pki "$T/pki" --federation itest --model 784-10 --min-clients 6 --cohort 6 --poll-ms 100
   --round-timeout-ms 60000 --secagg --secagg-stage-ms 3000 --rounds 2 --log info)
 
 run() { # TAG STOPPED ARGS...: aggregator STOPPED is stopped, then killed
-  local tag=$1 stop=$2 g i=0 pids=() pl
+  local tag=$1 stop=$2 g pids=() pl
   shift 2
   "${ETCDCTL[@]}" del --prefix /fedc/itest >/dev/null
   pl=$(free_port)
@@ -53,18 +46,14 @@ run() { # TAG STOPPED ARGS...: aggregator STOPPED is stopped, then killed
     wait_for grep -q "aggregator $g registered" "$T/leader-$tag.log" 20 || fail "$tag: $g not registered"
   done
   kill -STOP "$STOPPED"
-  for n in $CLIENTS; do
-    start_bg "client-$tag-$n" "$FEDC" client --coordinator "127.0.0.1:$pl" --pki "$T/pki" --name "$n" \
-      --data "idx:$T/img$i.idx,$T/lbl$i.idx" --model 784-10 --eval-fraction 0 --log info
-    pids+=("$BG_PID")
-    i=$((i + 1))
-  done
+  start_clients "127.0.0.1:$pl" "$tag"
   wait_for test -e "$T/$tag/models/v000001.safetensors" 60 ||
     fail "$tag: no version 1 with $stop stopped: $(grep -v DEBUG "$T/leader-$tag.log" | tail -8)"
   kill -KILL "$STOPPED"
   wait "$STOPPED" 2>/dev/null || true
   wait_for test -e "$T/$tag/models/v000002.safetensors" 60 ||
     fail "$tag: no version 2 after $stop died: $(grep -v DEBUG "$T/leader-$tag.log" | tail -8)"
+  stop_clients "$tag"
   for p in "${pids[@]}"; do
     kill -TERM "$p" 2>/dev/null || true
     wait "$p" 2>/dev/null || true
@@ -119,12 +108,7 @@ for g in ag1 ag2; do
     --listen 127.0.0.1:0 "${ETCD_TLS[@]}" --etcd-lease-ttl 2 --log info "${extra[@]}"
   wait_for grep -q "aggregator $g registered" "$T/leader-byz.log" 20 || fail "byz: $g not registered"
 done
-i=0
-for n in $CLIENTS; do
-  start_bg "client-byz-$n" "$FEDC" client --coordinator "127.0.0.1:$pl" --pki "$T/pki" --name "$n" \
-    --data "idx:$T/img$i.idx,$T/lbl$i.idx" --model 784-10 --eval-fraction 0 --log info
-  i=$((i + 1))
-done
+start_clients "127.0.0.1:$pl" byz
 wait_for grep -q "a client or an aggregator sent an input outside the clip" "$T/leader-byz.log" 60 ||
   fail "byz: the lying aggregator's sum was not refused: $(grep -v DEBUG "$T/leader-byz.log" | tail -6)"
 grep -q "research: added 16777216" "$T/agg-byz-ag2.log" || fail "byz: ag2 did not lie"

@@ -1,0 +1,57 @@
+# _tier.sh - what the aggregator-tier tests share (sourced after lib.sh,
+# _data.sh and make_tmp; needs etcd, else the test skips with 77 in _etcd.sh):
+#   tier_setup FED "CLIENTS" "AGGREGATORS" EXAMPLES ETCD_MEMBERS
+#       a PKI for federation FED with a client certificate per name in CLIENTS
+#       (kept in $CLIENTS) and an aggregator certificate per name in
+#       AGGREGATORS, an idx shard of EXAMPLES per client ($T/img<i>.idx,
+#       $T/lbl<i>.idx), an etcd cluster of ETCD_MEMBERS (_etcd.sh: $ETCD,
+#       $ETCDCTL) and ETCD_TLS, the etcd options of coordinators and aggregators
+#   start_clients ADDR TAG [ARGS...]
+#       one `fedc client` per name on its shard against ADDR, extra ARGS
+#       appended; pids in CPID_<TAG>_<name> and appended to CPIDS
+#   stop_clients TAG      SIGTERM and reap them
+#   weights_sha STATE V   SHA-256 of version V's weights in STATE, checked
+#                         against its signed manifest (`fedc model verify`)
+tier_setup() {
+  local fed=$1 aggs=$3 examples=$4 members=$5 g n=0
+  CLIENTS=$2
+  # shellcheck disable=SC2086 # word-split on purpose: one name each
+  make_pki "$T/pki" "$fed" $CLIENTS
+  for g in $aggs; do
+    "$FEDC" pki issue --dir "$T/pki" --role aggregator --name "$g" >/dev/null || fail "pki issue --role aggregator failed"
+  done
+  for g in $CLIENTS; do n=$((n + 1)); done
+  make_idx "$T" "$examples" "$n"
+  . "$(dirname "$0")/_etcd.sh"
+  etcd_cluster "$members"
+  ETCD_TLS=(--etcd "$ETCD" --etcd-ca "$T/pki/ca.crt" --etcd-cert "$T/pki/coordinator.crt"
+    --etcd-key "$T/pki/coordinator.key")
+}
+
+CPIDS=()
+start_clients() { # ADDR TAG [ARGS...]
+  local addr=$1 tag=$2 i=0 n
+  shift 2
+  for n in $CLIENTS; do
+    start_bg "client-$tag-$n" "$FEDC" client --coordinator "$addr" --pki "$T/pki" --name "$n" \
+      --data "idx:$T/img$i.idx,$T/lbl$i.idx" --model 784-10 --eval-fraction 0 --log info "$@"
+    eval "CPID_${tag}_$n=$BG_PID"
+    CPIDS+=("$BG_PID")
+    i=$((i + 1))
+  done
+}
+
+stop_clients() { # TAG
+  local n v
+  for n in $CLIENTS; do
+    v="CPID_${1}_$n"
+    kill -TERM "${!v}" 2>/dev/null || true
+    wait "${!v}" 2>/dev/null || true
+  done
+}
+
+weights_sha() { # STATE VERSION
+  local f
+  f="$1/models/$(printf 'v%06d' "$2")"
+  "$FEDC" model verify "$f.safetensors" --manifest "$f.manifest" --pki "$T/pki" --json | jq -r .sha256
+}
