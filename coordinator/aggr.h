@@ -14,7 +14,9 @@
  * its weight and per update the client, weight, loss and SHA-256
  * (Aggregator/SubmitPartial) once every assigned client's update is in, or
  * at the submit-by time. Several partials per round are fine: clients are
- * assigned as they check in. Plaintext FedAvg only.
+ * assigned as they check in. Under secure aggregation (1.16) it takes the
+ * masked inputs of the leader's masked stage instead and hands over their
+ * sums mod 2^32, one partial per SecAgg instance.
  */
 #ifndef FEDC_COORD_AGGR_H
 #define FEDC_COORD_AGGR_H

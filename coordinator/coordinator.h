@@ -164,7 +164,7 @@ typedef struct fc_coord_cfg {
   struct fc_leader *leader;
   /* Aggregator tier (issue 23; coord_aggtier.c): clients upload to the
    * aggregators registered in etcd under the leader's prefix, which hand
-   * the leader partial sums. Needs leader; plaintext FedAvg only. */
+   * the leader partial sums (masked sums under secagg). Needs leader. */
   int agg_tier;
   /* FedAvg summed in 64-bit fixed point (aggregate_fedavg.c): the model is
    * the same bits for any arrival order and with or without an aggregator
