@@ -124,7 +124,7 @@ static int admin_opt(admin_opts *o, const char *prog, int c, const char *arg) {
 
 /*
  * Resolve the admin identity, start gRPC and open the channel. On success
- * *out is set and the caller owes fc_channel_destroy + fc_transport_shutdown.
+ * *out is set and the caller owes fc_channel_destroy + fc_transport_shutdown_wait.
  * Returns the exit status to use on failure (1, or 2 for a usage problem);
  * on failure gRPC is not left initialised.
  */
@@ -148,7 +148,7 @@ static int admin_connect(admin_opts *o, const char *prog, fc_channel **out) {
   rc = fc_channel_create(&co, out, err, sizeof err);
   if (rc != FEDC_OK) {
     fprintf(stderr, "%s: %s\n", prog, err[0] ? err : fedc_strerror(rc));
-    fc_transport_shutdown();
+    fc_transport_shutdown_wait();
     return 1;
   }
   return 0;
@@ -156,7 +156,7 @@ static int admin_connect(admin_opts *o, const char *prog, fc_channel **out) {
 
 static void admin_disconnect(fc_channel *ch) {
   fc_channel_destroy(ch);
-  fc_transport_shutdown();
+  fc_transport_shutdown_wait();
 }
 
 static int call_failed(const char *prog, int rc, const fc_status *st, int timeout_ms) {

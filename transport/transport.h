@@ -308,5 +308,7 @@ int fc_transport_disable_deadlock_detection(void);
 /* Process-wide gRPC init/shutdown (reference counted by gRPC itself). */
 void fc_transport_init(void);
 void fc_transport_shutdown(void);
+/* The same, returning once gRPC's clean-up is done (short-lived commands). */
+void fc_transport_shutdown_wait(void);
 
 #endif
