@@ -230,6 +230,7 @@ static int snapshot_locked(fc_aggr *a, uint32_t b, snapshot *s) {
   s->sum = malloc(s->bytes);
   s->updates = malloc(a->npending * sizeof *s->updates);
   if (!s->sum || !s->updates) goto fail;
+  s->spec = a->spec; /* the model's, or the masked input's (apply_locked) */
   if (a->masked) {
     const uint32_t *acc = fc_agg_secagg_sum(a->agg, b, &count);
     if (!acc) goto fail;
@@ -244,14 +245,10 @@ static int snapshot_locked(fc_aggr *a, uint32_t b, snapshot *s) {
         s->updates[s->nupdates++] = a->pending[i];
         s->weight += a->pending[i].weight;
       }
-    uint64_t shape = n;
-    fc_model_spec_add(&s->spec, "secagg.masked", 1, &shape);
-    s->spec.t[0].dtype = FC_DTYPE_U32;
   } else {
     if ((s->frac ? fc_agg_fedavg_partial_fixed(a->agg, s->sum, &s->weight, &count)
                  : fc_agg_fedavg_partial(a->agg, s->sum, &s->weight, &count)) != FEDC_OK)
       goto fail;
-    s->spec = a->spec;
     if (s->frac) fc_fixed_sum_spec(n, &s->spec);
     s->nupdates = a->npending;
     memcpy(s->updates, a->pending, a->npending * sizeof *s->updates);

@@ -490,9 +490,8 @@ void coord_h_agg_partial(fc_scall *call, void *ctx) {
   receiving = rc == FEDC_OK;
   if (rc == FEDC_ERR_EXISTS)
     snprintf(why, sizeof why, "a partial from aggregator %s is being received already: one at a time", peer->name);
-  else if (rc == FEDC_ERR_NOT_FOUND)
-    rc = check_locked(c, &p, sum_spec, meta, &deadline, why, sizeof why); /* says why: not registered */
-  if (rc == FEDC_OK) rc = check_locked(c, &p, sum_spec, meta, &deadline, why, sizeof why);
+  else /* begun, or not registered: the checks say which, with the reason */
+    rc = check_locked(c, &p, sum_spec, meta, &deadline, why, sizeof why);
   pthread_mutex_unlock(&c->mu);
   if (rc != FEDC_OK) {
     code = rc == FEDC_ERR_EXISTS ? GRPC_STATUS_RESOURCE_EXHAUSTED : code_of(rc);

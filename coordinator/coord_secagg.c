@@ -712,14 +712,13 @@ int coord_sa_partial_check(const fc_coord *c, uint32_t b, const char *const *cli
     return FEDC_ERR_INVALID;
   }
   for (size_t i = 0; i < n; i++) {
-    uint32_t idx;
-    int at = coord_sa_find(c, clients[i], &idx);
-    if (at != (int)b || !fc_sa_server_masked_allowed(c->sa[b], idx)) {
-      snprintf(why, whylen, "masked partial for instance %u names %s, %s", b, clients[i],
-               at < 0 ? "not in this round's secure aggregation" : at != (int)b ? "a member of another instance"
-                                                                  : "whose masked input is not expected now");
-      return FEDC_ERR_INVALID;
-    }
+    uint32_t at, idx;
+    if (coord_sa_expects(c, clients[i], &at) && at == b) continue;
+    int f = coord_sa_find(c, clients[i], &idx); /* only to say why */
+    snprintf(why, whylen, "masked partial for instance %u names %s, %s", b, clients[i],
+             f < 0 ? "not in this round's secure aggregation" : f != (int)b ? "a member of another instance"
+                                                                : "whose masked input is not expected now");
+    return FEDC_ERR_INVALID;
   }
   return FEDC_OK;
 }

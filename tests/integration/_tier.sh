@@ -10,6 +10,7 @@
 #       one `fedc client` per name on its shard against ADDR, extra ARGS
 #       appended; pids in CPID_<TAG>_<name> and appended to CPIDS
 #   stop_clients TAG      SIGTERM and reap them
+#   stop_pids PID...      SIGTERM and reap these (gone already: fine)
 #   weights_sha STATE V   SHA-256 of version V's weights in STATE, checked
 #                         against its signed manifest (`fedc model verify`)
 tier_setup() {
@@ -41,12 +42,19 @@ start_clients() { # ADDR TAG [ARGS...]
   done
 }
 
+stop_pids() { # PID...
+  local p
+  for p in "$@"; do
+    kill -TERM "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+  done
+}
+
 stop_clients() { # TAG
   local n v
   for n in $CLIENTS; do
     v="CPID_${1}_$n"
-    kill -TERM "${!v}" 2>/dev/null || true
-    wait "${!v}" 2>/dev/null || true
+    stop_pids "${!v}"
   done
 }
 

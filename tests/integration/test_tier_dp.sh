@@ -43,10 +43,7 @@ run() { # TAG ROUNDS ARGS...: leader + two aggregators + four clients until vers
   wait_for test -e "$T/$tag/models/$(printf 'v%06d' "$rounds").safetensors" 120 ||
     fail "$tag: no version $rounds: $(grep -v DEBUG "$T/leader-$tag.log" | tail -8)"
   stop_clients "$tag"
-  for p in "${pids[@]}"; do
-    kill -TERM "$p" 2>/dev/null || true
-    wait "$p" 2>/dev/null || true
-  done
+  stop_pids "${pids[@]}"
   # Every update came through an aggregator, in partials.
   python3 - "$T/$tag/audit.log" <<'PY' || fail "$tag: an update came in directly"
 import json, sys

@@ -85,10 +85,7 @@ PY
     grep -q "update from .* taken" "$T/agg-$tag-$g.log" && fail "aggregator $g took a plaintext update"
   done
   grep -q "masked partial from aggregator" "$T/leader-$tag.log" || fail "the leader took no masked partial"
-  for p in "${aggs[@]}" "$standby" "$leader"; do
-    kill -TERM "$p" 2>/dev/null || true
-    wait "$p" 2>/dev/null || true
-  done
+  stop_pids "${aggs[@]}" "$standby" "$leader"
   # ---- one process, same seed and options ----
   start_coordinator "${opts[@]}" --state "$T/single-$tag"
   start_clients "$COORD_ADDR" "s$tag" --secagg-seeded-rounding

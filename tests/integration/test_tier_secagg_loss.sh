@@ -54,10 +54,7 @@ run() { # TAG STOPPED ARGS...: aggregator STOPPED is stopped, then killed
   wait_for test -e "$T/$tag/models/v000002.safetensors" 60 ||
     fail "$tag: no version 2 after $stop died: $(grep -v DEBUG "$T/leader-$tag.log" | tail -8)"
   stop_clients "$tag"
-  for p in "${pids[@]}"; do
-    kill -TERM "$p" 2>/dev/null || true
-    wait "$p" 2>/dev/null || true
-  done
+  stop_pids "${pids[@]}"
 }
 
 # ---- one instance ----
