@@ -60,7 +60,16 @@ for n in a b c; do
   i=$((i + 1))
 done
 
-pointer() { "${ETCDCTL[@]}" get --print-value-only /fedc/itest/model | jq -r .version; }
+# etcd's model pointer. etcdctl's 2 s command timeout can run out on a loaded
+# machine (once under ASan in CI): a read that times out is tried again.
+pointer() {
+  local out i
+  for i in 1 2 3; do
+    out=$("${ETCDCTL[@]}" get --print-value-only /fedc/itest/model) && { jq -r .version <<<"$out"; return 0; }
+    sleep 0.5
+  done
+  fail "etcd's model pointer could not be read"
+}
 wait_version() { # N TIMEOUT: until etcd's pointer is at N or more
   wait_for bash -c "v=\$($(printf '%q ' "${ETCDCTL[@]}") get --print-value-only /fedc/itest/model | jq -r .version); [ \"\${v:-0}\" -ge $1 ]" "$2"
 }
