@@ -433,7 +433,8 @@ const copt cc_options[] = {
     OPT_STR("etcd-key", etcd_key, "its private key", NULL),
     OPT_BOOL("aggregator-tier", c.agg_tier,
              "with --etcd: clients upload to the aggregators registered in etcd (`fedc aggregator`), which hand "
-             "the leader partial sums (plaintext FedAvg only)"),
+             "the leader partial sums (FedAvg), masked sums (SecAgg) or, for a robust rule or an anomaly policy "
+             "without SecAgg, each update whole"),
     OPT_BOOL("reproducible-sum", c.reproducible_sum,
              "FedAvg sums in 64-bit fixed point on a grid from the clip norm: the same seed gives the same model "
              "bits whatever order uploads arrive in, with or without --aggregator-tier"),

@@ -26,6 +26,7 @@ typedef struct aggr_contrib {
   uint8_t sha[FC_SHA256_LEN];
   uint32_t bucket; /* secure aggregation: its SecAgg instance */
   int unclipped;   /* UpdateMeta.unclipped: the client's clip left it as it was */
+  void *relay;     /* relaying (1.17): the update's bytes as the client sent them, to hand over whole */
 } aggr_contrib;
 
 struct fc_aggr {
@@ -41,6 +42,7 @@ struct fc_aggr {
   pthread_mutex_t stop_mu;
   pthread_cond_t stop_cv;
   int stopping;
+  int kick; /* under stop_mu: an update waits to be relayed: poll (and submit) now */
   /* The round, as the leader said last; under mu. */
   pthread_mutex_t mu;
   int open;
@@ -58,6 +60,7 @@ struct fc_aggr {
    * round, rebuilt when the leader's shape or grid changes. */
   fc_agg *agg;
   int masked;           /* the leader's round is secure aggregation's masked stage */
+  int relay;            /* the leader needs each update whole (1.17): checked, kept, relayed, not folded */
   uint32_t agg_buckets; /* masked: the leader's instance count this round */
   aggr_contrib *pending; /* folded into agg, not submitted */
   size_t npending, cappending;
@@ -83,5 +86,9 @@ int aggr_listed(char (*list)[65], size_t n, const char *name);
 /* Under mu: append name (FEDC_ERR_NOMEM). */
 int aggr_list_add(char (**list)[65], size_t *n, size_t *cap, const char *name);
 void aggr_list_del(char (*list)[65], size_t *n, const char *name);
+/* Under mu: forget the pending contributions (their relayed bytes freed). */
+void aggr_pending_drop(fc_aggr *a);
+/* An update waits to be relayed: wake the poll thread (aggr_node.c). */
+void aggr_kick(fc_aggr *a);
 
 #endif

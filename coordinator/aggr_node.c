@@ -11,7 +11,10 @@
  *
  * When to submit: once every client the leader lists as ours (assigned and
  * not counted yet) has an update here, or at the submit-by time (the leader
- * keeps a margin before its deadline for the partial to arrive). The
+ * keeps a margin before its deadline for the partial to arrive). When the
+ * leader needs each update (1.17: a robust rule, an anomaly policy), each
+ * is relayed whole as soon as it is in (the upload wakes the poll thread),
+ * one partial each, and at most --upload-slots wait here. The
  * snapshot (sum, weight, the updates it holds) and the reset of the sum are
  * one step under mu with the uploads' folds, so no update is in two partials
  * or in none. A round that closes (or moves on) with updates not submitted
@@ -55,14 +58,22 @@ void fc_aggr_cfg_defaults(fc_aggr_cfg *c) {
 /* Waits up to ms for a stop; 1 if stopping. */
 static int nap(fc_aggr *a, uint64_t ms) {
   pthread_mutex_lock(&a->stop_mu);
-  if (!a->stopping) {
+  if (!a->stopping && !a->kick) {
     struct timespec ts;
     fc_deadline_after_ms(&ts, ms);
     pthread_cond_timedwait(&a->stop_cv, &a->stop_mu, &ts);
   }
+  a->kick = 0;
   int s = a->stopping;
   pthread_mutex_unlock(&a->stop_mu);
   return s;
+}
+
+void aggr_kick(fc_aggr *a) {
+  pthread_mutex_lock(&a->stop_mu);
+  a->kick = 1;
+  pthread_cond_broadcast(&a->stop_cv);
+  pthread_mutex_unlock(&a->stop_mu);
 }
 
 /* ---- registration --------------------------------------------------------------- */
@@ -112,6 +123,7 @@ typedef struct snapshot {
   uint64_t bytes;
   int frac; /* --reproducible-sum: the grid 2^-frac (AggRoundResponse.fixed_frac_bits), 0 = float */
   int masked;      /* secure aggregation: the masked inputs of instance `bucket`, summed mod 2^32 */
+  int relay;       /* 1.17: sum is one update as its client sent it (updates[0]'s) */
   uint32_t bucket;
   size_t n;
   double weight;
@@ -169,7 +181,10 @@ static int submit_once(fc_aggr *a, const snapshot *s, uint32_t *counted, fc_stat
   meta.fixed_frac_bits = (uint32_t)s->frac;
   meta.masked = s->masked;
   meta.bucket = s->bucket;
-  if ((rc = fc_sha256(s->sum, bytes, sha)) != FEDC_OK) goto out;
+  meta.relay = s->relay;
+  if (s->relay) memcpy(sha, s->updates[0].sha, sizeof sha); /* the client's, checked when it arrived */
+  else if ((rc = fc_sha256(s->sum, bytes, sha)) != FEDC_OK)
+    goto out;
   rc = fc_ccall_start(a->leader, "/fedc.v1.Aggregator/SubmitPartial", FC_RPC_CLIENT_STREAM, NULL, 60000, &call, st);
   if (rc != FEDC_OK) goto out;
   emit_ctx e = {call, st, &meta};
@@ -193,8 +208,12 @@ static void submit(fc_aggr *a, const snapshot *s) {
     if (rc == FEDC_OK) {
       atomic_fetch_add(&a->m_partials_ok, 1);
       atomic_fetch_add(&a->m_counted, counted);
-      FC_INFO(MOD, "round %llu: %spartial of %zu updates (weight %.0f) accepted by the leader (%u counted)",
-              (unsigned long long)s->round, s->masked ? "masked " : "", s->nupdates, s->weight, counted);
+      if (s->relay)
+        FC_INFO(MOD, "round %llu: update of %s relayed to the leader (%u counted)", (unsigned long long)s->round,
+                s->updates[0].client, counted);
+      else
+        FC_INFO(MOD, "round %llu: %spartial of %zu updates (weight %.0f) accepted by the leader (%u counted)",
+                (unsigned long long)s->round, s->masked ? "masked " : "", s->nupdates, s->weight, counted);
       return;
     }
     /* The leader unreachable or busy: try again a few times (a refusal is final). */
@@ -263,6 +282,26 @@ fail:
   return 0;
 }
 
+/* Under mu: pending update i, relayed whole, into *s (its bytes move to s);
+ * 0 if it cannot be held now. */
+static int snapshot_relay_locked(fc_aggr *a, size_t i, snapshot *s) {
+  memset(s, 0, sizeof *s);
+  if (!(s->updates = malloc(sizeof *s->updates))) return 0;
+  s->updates[0] = a->pending[i];
+  s->updates[0].relay = NULL;
+  s->nupdates = 1;
+  s->sum = a->pending[i].relay;
+  a->pending[i].relay = NULL;
+  s->relay = 1;
+  s->bytes = a->bytes;
+  s->spec = a->spec;
+  s->weight = a->pending[i].weight;
+  s->round = a->round;
+  s->version = a->version;
+  s->n = a->agg->n;
+  return 1;
+}
+
 /* Under mu: the sum this round needs, created or rebuilt (0: not now). */
 static int sum_ready_locked(fc_aggr *a, const Fedc__V1__AggRoundResponse *r, uint64_t n) {
   int frac = (int)r->fixed_frac_bits, masked = r->masked;
@@ -280,7 +319,7 @@ static int sum_ready_locked(fc_aggr *a, const Fedc__V1__AggRoundResponse *r, uin
     if (a->nbusy) return 0;
     if (a->npending)
       FC_WARN(MOD, "%zu update(s) taken for the old round are dropped with its sum", a->npending);
-    a->npending = 0;
+    aggr_pending_drop(a);
     a->ntaken = 0;
     a->agg->ops->destroy(a->agg);
     a->agg = NULL;
@@ -313,7 +352,7 @@ static void apply_locked(fc_aggr *a, const Fedc__V1__AggRoundResponse *r, const 
     if (a->npending)
       FC_WARN(MOD, "round %llu closed before %zu update(s) taken here were submitted: they are lost",
               (unsigned long long)a->round, a->npending);
-    a->npending = 0;
+    aggr_pending_drop(a);
     a->ntaken = 0;
     if (a->agg) a->agg->ops->round_begin(a->agg);
     a->round = r->round;
@@ -340,6 +379,12 @@ static void apply_locked(fc_aggr *a, const Fedc__V1__AggRoundResponse *r, const 
     a->spec.t[0].dtype = FC_DTYPE_U32;
   }
   a->agg_buckets = r->masked ? r->n_buckets : 0;
+  if (a->relay != r->relay && a->npending) { /* another leader's options: what was kept is for the other mode */
+    FC_WARN(MOD, "the leader %s relaying: %zu update(s) taken here are dropped", r->relay ? "started" : "stopped",
+            a->npending);
+    aggr_pending_drop(a);
+  }
+  a->relay = r->relay && !r->masked;
   a->submit_by = r->submit_by_unix_ms;
   a->rules = (fc_upload_rules){r->clip_norm, r->max_example_weight, r->uniform_weights};
   for (size_t i = 0; i < r->n_clients; i++) {
@@ -356,7 +401,19 @@ static void apply_locked(fc_aggr *a, const Fedc__V1__AggRoundResponse *r, const 
     }
     a->assigned_bucket[a->nassigned - 1] = r->masked ? r->client_buckets[i] : 0;
   }
-  if (!a->npending || (!all_in(a) && fc_now_ms() < a->submit_by)) return;
+  /* Relayed updates go at once (few are held); sums when all are in or at the submit time. */
+  if (!a->npending || (!a->relay && !all_in(a) && fc_now_ms() < a->submit_by)) return;
+  if (a->relay) {
+    snapshot *s = calloc(a->npending, sizeof *s);
+    size_t k = 0;
+    while (s && k < a->npending && snapshot_relay_locked(a, k, &s[k])) k++;
+    /* Those not snapshotted (out of memory) stay pending, first in line. */
+    memmove(a->pending, a->pending + k, (a->npending - k) * sizeof *a->pending);
+    a->npending -= k;
+    *out = s;
+    *nout = k;
+    return;
+  }
   uint32_t nb = a->masked ? a->agg_buckets : 1;
   snapshot *s = calloc(nb, sizeof *s);
   if (!s) return;
@@ -566,6 +623,7 @@ void fc_aggr_stop(fc_aggr *a) {
   if (a->npending)
     FC_WARN(MOD, "stopping with %zu update(s) of round %llu not submitted: they are lost", a->npending,
             (unsigned long long)a->round);
+  aggr_pending_drop(a);
   fc_server_destroy(a->server);
   fc_channel_destroy(a->leader);
   fc_etcd_close(a->etcd);

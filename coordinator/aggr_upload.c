@@ -13,6 +13,9 @@
  * nothing after the submit-by time; then NaN/Inf, the clip and the weight
  * (upload_check.h) before the fold. A masked input has nothing to check in
  * it (uniform to us): it joins the sum of its client's SecAgg instance.
+ * Relaying (1.17: the leader needs each update), a checked update is not
+ * folded: its slot's buffer is kept for the poll thread to hand over whole,
+ * and at most --upload-slots updates are held (arriving or waiting).
  *
  * Blocking handler on the server's pool: an aggregator serves a share of the
  * clients, and this slice keeps the code straight; the coordinator's
@@ -28,6 +31,7 @@
 #include "common/chunk.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "coordinator/agg_slots.h" /* a relayed update keeps its slot's buffer */
 #include "coordinator/aggr_int.h"
 #include "fedc/error.h"
 #include "fedc/v1/fedc.pb-c.h"
@@ -60,6 +64,11 @@ void aggr_list_del(char (*list)[65], size_t *n, const char *name) {
       (*n)--;
       return;
     }
+}
+
+void aggr_pending_drop(fc_aggr *a) {
+  for (size_t i = 0; i < a->npending; i++) free(a->pending[i].relay);
+  a->npending = 0;
 }
 
 static int grow_pending(fc_aggr *a) {
@@ -110,7 +119,7 @@ void aggr_h_upload(fc_scall *call, void *ctx) {
     code = GRPC_STATUS_INVALID_ARGUMENT;
     goto refuse;
   }
-  int masked = 0;
+  int masked = 0, relay = 0;
   uint32_t bucket = 0;
   pthread_mutex_lock(&a->mu);
   uint64_t now = fc_now_ms();
@@ -136,6 +145,13 @@ void aggr_h_upload(fc_scall *call, void *ctx) {
     retry = 300;
     snprintf(why, sizeof why, "%s is not (yet) assigned to aggregator %s in round %llu", peer->name, a->name,
              (unsigned long long)a->round);
+  } else if (a->relay && a->npending + a->nbusy >= (size_t)a->cfg.upload_slots) {
+    /* Relaying: at most upload-slots updates held here (waiting or arriving),
+     * as many as the staging slots: memory stays O(model x slots). */
+    code = GRPC_STATUS_UNAVAILABLE;
+    retry = 200;
+    snprintf(why, sizeof why, "aggregator busy: %zu update(s) arriving or waiting to be relayed (--upload-slots %u)",
+             a->npending + a->nbusy, (unsigned)a->cfg.upload_slots);
   } else if (now >= a->submit_by) {
     code = GRPC_STATUS_DEADLINE_EXCEEDED;
     snprintf(why, sizeof why, "round %llu: this aggregator takes no update after its submit time",
@@ -146,6 +162,7 @@ void aggr_h_upload(fc_scall *call, void *ctx) {
   } else {
     busy = 1;
     masked = a->masked;
+    relay = a->relay;
     for (size_t i = 0; masked && i < a->nassigned; i++)
       if (!strcmp(a->assigned[i], peer->name)) bucket = a->assigned_bucket[i];
     agg = a->agg;
@@ -224,7 +241,7 @@ void aggr_h_upload(fc_scall *call, void *ctx) {
     goto refuse;
   }
   pthread_mutex_lock(&a->mu);
-  if (!a->open || a->round != round || fc_now_ms() >= a->submit_by) {
+  if (!a->open || a->round != round || fc_now_ms() >= a->submit_by || a->relay != relay) {
     code = GRPC_STATUS_DEADLINE_EXCEEDED;
     snprintf(why, sizeof why, "round %llu closed at this aggregator during the upload", (unsigned long long)round);
   } else if (a->npending == a->cappending && grow_pending(a) != FEDC_OK) {
@@ -244,7 +261,13 @@ void aggr_h_upload(fc_scall *call, void *ctx) {
     memcpy(k->sha, rx.want_sha, FC_SHA256_LEN);
     k->bucket = bucket;
     k->unclipped = meta->unclipped;
-    if (agg->ops->update_commit(agg, u, weight) != FEDC_OK) { /* the slot went back either way */
+    if (relay) {
+      /* Kept whole for the leader: the slot's buffer moves to the
+       * contribution (the slot allocates another at its next use). */
+      k->relay = u->buf;
+      u->buf = NULL;
+      agg->ops->update_abort(agg, u);
+    } else if (agg->ops->update_commit(agg, u, weight) != FEDC_OK) { /* the slot went back either way */
       a->npending--;
       aggr_list_del(a->taken, &a->ntaken, peer->name);
       code = GRPC_STATUS_INTERNAL;
@@ -257,6 +280,7 @@ void aggr_h_upload(fc_scall *call, void *ctx) {
   busy = 0;
   pthread_mutex_unlock(&a->mu);
   if (code != GRPC_STATUS_OK) goto refuse;
+  if (relay) aggr_kick(a);
   if (masked)
     FC_INFO(MOD, "round %llu: masked input from %s taken (instance %u)", (unsigned long long)round, peer->name, bucket);
   else

@@ -149,7 +149,17 @@ struct fc_tier_load_info;
 size_t coord_tier_loads(fc_coord *c, struct fc_tier_load_info *out, size_t cap);
 /* Aggregator/AggregatorRound and Aggregator/SubmitPartial (role aggregator). */
 void coord_h_agg_round(fc_scall *call, void *ctx);
+/* Under mu: when the open round stops taking updates (its deadline, or under
+ * secure aggregation the masked stage's). */
+uint64_t coord_tier_take_deadline(const fc_coord *c, const fc_engine_status *es);
+/* The book of aggregators and assignments (agg_tier.h; read and changed under mu). */
+struct fc_tier;
+struct fc_tier *coord_tier_book(fc_coord *c);
+/* ---- coord_aggpartial.c: SubmitPartial (sums, masked sums, relayed updates) ---- */
 void coord_h_agg_partial(fc_scall *call, void *ctx);
+/* The leader needs each update whole (1.17: a robust rule without SecAgg, or
+ * an anomaly policy that flags or excludes): aggregators relay them. */
+int coord_tier_relay(const fc_coord_cfg *cfg);
 
 /* ---- coord_async.c: asynchronous buffered aggregation (engine_async.c) ---- */
 /* At start: what async mode refuses (secure aggregation, DP, a robust rule

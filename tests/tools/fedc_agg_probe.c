@@ -16,7 +16,17 @@
  *                    is refused RESOURCE_EXHAUSTED (one stream per
  *                    aggregator: step "second"); the trickle itself ends
  *                    DEADLINE_EXCEEDED (step "trickle").
+ *   relay-bad        against a leader that needs each update (1.17: a robust
+ *                    rule, an anomaly policy): once a client is assigned to
+ *                    it, whole partials, each refused for its one fault: a
+ *                    plain sum (FAILED_PRECONDITION, "sum"), two updates in one
+ *                    relayed partial ("two"), a digest that is not the one
+ *                    announced ("digest"), a NaN ("nan"), a norm past the clip
+ *                    ("clip"), a client not assigned to it ("unassigned"); then
+ *                    a zero update for the assigned client is accepted ("ok")
+ *                    and the same again refused ("replay").
  */
+#include <math.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,8 +86,8 @@ static int finish(fc_ccall *call, fc_status *st) {
   return rc;
 }
 
-static int run_trickle(fc_channel *ch, uint32_t chunk, int hold_ms) {
-  /* The open round, once a client is assigned to us. */
+/* The open round, once a client is assigned to us (NULL after 60 s). */
+static Fedc__V1__AggRoundResponse *wait_round(fc_channel *ch) {
   Fedc__V1__AggRoundResponse *r = NULL;
   fc_status st;
   for (uint64_t until = fc_now_ms() + 60000; fc_now_ms() < until; usleep(100000)) {
@@ -94,42 +104,56 @@ static int run_trickle(fc_channel *ch, uint32_t chunk, int hold_ms) {
   }
   if (!r) {
     printf("{\"step\":\"round\",\"ok\":false,\"detail\":\"no client assigned in 60 s\"}\n");
-    return 1;
+    return NULL;
   }
-  printf("{\"step\":\"round\",\"ok\":true,\"round\":%llu,\"client\":\"%s\"}\n", (unsigned long long)r->round,
-         r->clients[0]);
-  partial p;
-  memset(&p, 0, sizeof p);
+  printf("{\"step\":\"round\",\"ok\":true,\"round\":%llu,\"client\":\"%s\",\"relay\":%s}\n",
+         (unsigned long long)r->round, r->clients[0], r->relay ? "true" : "false");
+  return r;
+}
+
+/* A zero partial of one update for r's first client, the model's shape
+ * (p->sum and p->spec set; 0 on failure). */
+static int partial_init(partial *p, const Fedc__V1__AggRoundResponse *r) {
+  memset(p, 0, sizeof *p);
   Fedc__V1__TensorHeader th = FEDC__V1__TENSOR_HEADER__INIT;
   th.n_tensors = r->n_tensors;
   th.tensors = r->tensors;
   char err[300];
-  if (fc_pb_header_parse(&th, &p.spec, err, sizeof err) != FEDC_OK) {
+  if (fc_pb_header_parse(&th, &p->spec, err, sizeof err) != FEDC_OK) {
     printf("{\"step\":\"shape\",\"ok\":false,\"detail\":\"%s\"}\n", err);
-    return 1;
+    return 0;
   }
-  p.bytes = fc_model_bytes(&p.spec);
-  p.sum = calloc(1, p.bytes);
-  if (!p.sum) return 1;
-  fc_sha256(p.sum, p.bytes, p.sha);
+  p->bytes = fc_model_bytes(&p->spec);
+  p->sum = calloc(1, p->bytes);
+  if (!p->sum) return 0;
+  fc_sha256(p->sum, p->bytes, p->sha);
   Fedc__V1__PartialUpdate up = FEDC__V1__PARTIAL_UPDATE__INIT;
-  p.up = up;
-  p.up.client = r->clients[0];
-  p.up.num_examples = 1;
-  p.up.weight = 1;
-  p.up.train_loss = 0.5f;
-  p.up.sha256.data = p.sha_up;
-  p.up.sha256.len = FC_SHA256_LEN;
-  p.up.bytes = p.bytes;
-  p.ups[0] = &p.up;
+  p->up = up;
+  p->up.client = r->clients[0];
+  p->up.num_examples = 1;
+  p->up.weight = 1;
+  p->up.train_loss = 0.5f;
+  p->up.sha256.data = p->sha_up;
+  p->up.sha256.len = FC_SHA256_LEN;
+  p->up.bytes = p->bytes;
+  p->ups[0] = &p->up;
   Fedc__V1__PartialMeta meta = FEDC__V1__PARTIAL_META__INIT;
-  p.meta = meta;
-  p.meta.round = r->round;
-  p.meta.model_version = r->model_version;
-  p.meta.total_weight = 1;
-  p.meta.n_updates = 1;
-  p.meta.updates = p.ups;
-  p.meta.fixed_frac_bits = r->fixed_frac_bits;
+  p->meta = meta;
+  p->meta.round = r->round;
+  p->meta.model_version = r->model_version;
+  p->meta.total_weight = 1;
+  p->meta.n_updates = 1;
+  p->meta.updates = p->ups;
+  p->meta.fixed_frac_bits = r->fixed_frac_bits;
+  return 1;
+}
+
+static int run_trickle(fc_channel *ch, uint32_t chunk, int hold_ms) {
+  Fedc__V1__AggRoundResponse *r = wait_round(ch);
+  fc_status st;
+  partial p;
+  if (!r) return 1;
+  if (!partial_init(&p, r)) return 1;
   /* The trickle: the first chunk now, then one every hold_ms. */
   fc_ccall *a = NULL;
   memset(&st, 0, sizeof st);
@@ -158,6 +182,70 @@ static int run_trickle(fc_channel *ch, uint32_t chunk, int hold_ms) {
   return g_failures ? 1 : 0;
 }
 
+/* One whole partial (p->sha over p->sum recomputed first); the status in st. */
+static void send_whole(fc_channel *ch, partial *p, uint32_t chunk, fc_status *st) {
+  fc_ccall *call = NULL;
+  memset(st, 0, sizeof *st);
+  fc_sha256(p->sum, p->bytes, p->sha);
+  int rc = open_partial(ch, p, chunk, &call, st);
+  uint64_t off;
+  size_t len;
+  for (uint64_t i = 0; rc == FEDC_OK && fc_chunk_plan(p->bytes, chunk, i, &off, &len) == FEDC_OK; i++)
+    rc = send_chunk(call, p, off, len, st);
+  if (call) finish(call, st); /* after a failed send too: the status the leader finished with */
+  fc_ccall_destroy(call);
+}
+
+static int run_relay_bad(fc_channel *ch, uint32_t chunk) {
+  Fedc__V1__AggRoundResponse *r = wait_round(ch);
+  partial p;
+  fc_status st;
+  if (!r) return 1;
+  if (!r->relay || !partial_init(&p, r)) {
+    printf("{\"step\":\"relay\",\"ok\":false,\"detail\":\"the leader's round does not ask for relayed updates\"}\n");
+    return 1;
+  }
+  float *f = p.sum;
+  size_t n = p.bytes / 4;
+  /* A plain sum to a leader that wants each update. */
+  send_whole(ch, &p, chunk, &st);
+  report("sum", GRPC_STATUS_FAILED_PRECONDITION, &st);
+  p.meta.relay = 1;
+  /* Two updates in one relayed partial. */
+  Fedc__V1__PartialUpdate *two[2] = {&p.up, &p.up};
+  p.meta.updates = two;
+  p.meta.n_updates = 2;
+  p.meta.total_weight = 2;
+  send_whole(ch, &p, chunk, &st);
+  report("two", GRPC_STATUS_INVALID_ARGUMENT, &st);
+  p.meta.updates = p.ups;
+  p.meta.n_updates = 1;
+  p.meta.total_weight = 1;
+  /* The bytes are not the ones the client announced (sha_up is zeros). */
+  send_whole(ch, &p, chunk, &st);
+  report("digest", GRPC_STATUS_INVALID_ARGUMENT, &st);
+  /* From here the announced digest is the bytes'. */
+  p.up.sha256.data = p.sha;
+  f[n / 2] = NAN;
+  send_whole(ch, &p, chunk, &st);
+  report("nan", GRPC_STATUS_INVALID_ARGUMENT, &st);
+  f[n / 2] = r->clip_norm > 0 ? r->clip_norm * 4 : 1e30f;
+  send_whole(ch, &p, chunk, &st);
+  report("clip", GRPC_STATUS_INVALID_ARGUMENT, &st);
+  f[n / 2] = 0;
+  p.up.client = "nobody";
+  send_whole(ch, &p, chunk, &st);
+  report("unassigned", GRPC_STATUS_INVALID_ARGUMENT, &st);
+  p.up.client = r->clients[0];
+  send_whole(ch, &p, chunk, &st);
+  report("ok", GRPC_STATUS_OK, &st);
+  send_whole(ch, &p, chunk, &st);
+  report("replay", GRPC_STATUS_INVALID_ARGUMENT, &st);
+  free(p.sum);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  return g_failures ? 1 : 0;
+}
+
 int main(int argc, char **argv) {
   const char *addr = NULL, *pki = NULL, *name = NULL, *mode = "partial-trickle";
   uint32_t chunk = 16384;
@@ -176,8 +264,8 @@ int main(int argc, char **argv) {
     default: return 2;
     }
   }
-  if (!addr || !pki || !name || strcmp(mode, "partial-trickle") != 0) {
-    fprintf(stderr, "usage: fedc_agg_probe --coordinator ADDR --pki DIR --name AGG [--mode partial-trickle]\n");
+  if (!addr || !pki || !name || (strcmp(mode, "partial-trickle") != 0 && strcmp(mode, "relay-bad") != 0)) {
+    fprintf(stderr, "usage: fedc_agg_probe --coordinator ADDR --pki DIR --name AGG [--mode partial-trickle|relay-bad]\n");
     return 2;
   }
   char cap[1024], certp[1024], keyp[1024], err[400];
@@ -198,7 +286,7 @@ int main(int argc, char **argv) {
     fc_transport_shutdown();
     return 3;
   }
-  int rc = run_trickle(ch, chunk, hold_ms);
+  int rc = strcmp(mode, "relay-bad") == 0 ? run_relay_bad(ch, chunk) : run_trickle(ch, chunk, hold_ms);
   fc_channel_destroy(ch);
   fc_transport_shutdown();
   return rc;
