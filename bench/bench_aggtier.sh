@@ -23,7 +23,7 @@
 # fenced check and registry read, calls per second and latency.
 # Kept in OUT (default bench_aggtier.<date>): logs, rounds records, the lines.
 #
-#   [OUT=dir] bench/bench_aggtier.sh BUILD_DIR [N] [A]
+#   [OUT=dir] [COORD_EXTRA="--aggregator median"] bench/bench_aggtier.sh BUILD_DIR [N] [A]
 set -euo pipefail
 B=${1:?usage: bench_aggtier.sh BUILD_DIR [N] [A]}
 N=${2:-100}
@@ -53,6 +53,10 @@ for g in $(seq 1 "$A"); do "$FEDC" pki issue --dir "$T/pki" --role aggregator --
 COORD_OPTS=(--pki "$T/pki" --federation bench --model 1000-1000-10 --rounds 1 --min-clients "$N" --cohort "$N"
   --min-updates "$N" --poll-ms 200 --round-timeout-ms 300000 --pickup-timeout-ms 300000 --log info)
 [ "$N" -le 240 ] || COORD_OPTS+=(--connections-per-address $((N + 16)))
+# COORD_EXTRA: more coordinator options for both modes, e.g. "--aggregator median" (the tier then relays each
+# update whole: protocol 1.17).
+read -r -a EXTRA <<<"${COORD_EXTRA:-}"
+COORD_OPTS+=(${EXTRA[@]+"${EXTRA[@]}"})
 
 status_json() { "$FEDC" status --coordinator "127.0.0.1:$1" --pki "$T/pki" --name root --json 2>/dev/null; }
 
@@ -159,8 +163,8 @@ done
 extra+="],\"max_connections_total\":${TOTALC:-0}"
 TIER_SECS=$(jq '(.ended_unix_ms - .started_unix_ms) / 1000' <<<"$REC")
 line tier "$extra"
-printf '{"bench":"aggtier","single_round_seconds":%s,"tier_round_seconds":%s,"ratio_tier_to_single":%.3f,"goal":1.2,"load_avg_1m":%s}\n' \
-  "$SINGLE_SECS" "$TIER_SECS" "$(awk "BEGIN{print $TIER_SECS / $SINGLE_SECS}")" "$(cut -d' ' -f1 /proc/loadavg)" | tee -a "$OUT/bench_aggtier.jsonl"
+printf '{"bench":"aggtier","coord_extra":"%s","single_round_seconds":%s,"tier_round_seconds":%s,"ratio_tier_to_single":%.3f,"goal":1.2,"load_avg_1m":%s}\n' \
+  "${COORD_EXTRA:-}" "$SINGLE_SECS" "$TIER_SECS" "$(awk "BEGIN{print $TIER_SECS / $SINGLE_SECS}")" "$(cut -d' ' -f1 /proc/loadavg)" | tee -a "$OUT/bench_aggtier.jsonl"
 # The leader's etcd traffic on the same member, after the round: one raft
 # write per round (the fenced pointer move), two fenced checks, and the
 # registry read every 500 ms (bench_etcd: one sequential caller, as the leader).

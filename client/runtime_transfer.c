@@ -26,6 +26,9 @@
 #include "common/quant.h"
 #include "common/rng.h"
 #include "crypto/cert_cache.h"
+#include "crypto/pki.h"
+#include "crypto/sa_crypto.h" /* fc_wipe */
+#include "crypto/update_sig.h"
 #include "fedc/client.h"
 #include "fedc/v1/fedc.pb-c.h"
 #include "transport/tensor_stream.h"
@@ -167,6 +170,36 @@ static int upload_channel(fedc_client *c, const Fedc__V1__Task *t, fc_channel **
   return rc;
 }
 
+/* Uploading to an aggregator (1.17): sign what the leader will act on
+ * (crypto/update_sig.h) with our certificate's key, so a relaying aggregator
+ * cannot put other bytes or another weight under our name. Sets
+ * meta->signature and meta->certificate (*cert_pem, malloc'ed); a failure is
+ * logged and the update goes unsigned (the aggregator then says why it
+ * refuses it, if it needs the signature). */
+static void sign_update(fedc_client *c, Fedc__V1__UpdateMeta *meta, const uint8_t sha[FC_SHA256_LEN],
+                        uint8_t sig[FC_UPDATE_SIG_MAX], char **cert_pem) {
+  char *key = NULL, fed[64], role[16], name[65];
+  size_t klen = 0, clen = 0, siglen = FC_UPDATE_SIG_MAX;
+  int rc = fc_read_file(c->cert, 1u << 20, cert_pem, &clen);
+  if (rc == FEDC_OK) rc = fc_read_file(c->key, 1u << 20, &key, &klen);
+  if (rc == FEDC_OK)
+    rc = fc_pki_identity_from_pem(*cert_pem, clen, fed, sizeof fed, role, sizeof role, name, sizeof name);
+  fc_update_claim cl = {fed, name, meta->round, meta->model_version, meta->num_examples, meta->train_loss,
+                        meta->unclipped, sha};
+  if (rc == FEDC_OK) rc = fc_update_sign(key, klen, &cl, sig, &siglen);
+  if (key) fc_wipe(key, klen);
+  free(key);
+  if (rc != FEDC_OK) {
+    FC_WARN(MOD, "cannot sign the update (%s): it goes unsigned", fedc_strerror(rc));
+    free(*cert_pem);
+    *cert_pem = NULL;
+    return;
+  }
+  meta->signature.data = sig;
+  meta->signature.len = siglen;
+  meta->certificate = *cert_pem;
+}
+
 int rt_upload(fedc_client *c, const Fedc__V1__Task *t, const void *payload, rt_payload *owner,
               const fc_model_spec *spec, uint64_t bytes, const uint8_t sha[FC_SHA256_LEN], uint64_t start_offset,
               int masked, uint64_t examples, double loss, double norm, uint64_t *bytes_out, fc_status *st) {
@@ -190,13 +223,23 @@ int rt_upload(fedc_client *c, const Fedc__V1__Task *t, const void *payload, rt_p
     meta.unclipped = 0;
     if (t->secagg && t->secagg->dp_sigma > 0) meta.train_loss = 0;
   }
+  uint8_t sig[FC_UPDATE_SIG_MAX];
+  char *cert_pem = NULL;
+  if (!masked && t->aggregator_address && t->aggregator_address[0] && c->cert[0] && c->key[0])
+    sign_update(c, &meta, sha, sig, &cert_pem);
   fc_ccall *call = NULL;
   fc_channel *ch = NULL;
   int rc = upload_channel(c, t, &ch, st);
-  if (rc != FEDC_OK) return rc;
+  if (rc != FEDC_OK) {
+    free(cert_pem);
+    return rc;
+  }
   rc = fc_ccall_start(ch, "/fedc.v1.Coordinator/UploadUpdate", FC_RPC_CLIENT_STREAM, NULL, c->o.call_timeout_ms,
                       &call, st);
-  if (rc != FEDC_OK) return rc;
+  if (rc != FEDC_OK) {
+    free(cert_pem);
+    return rc;
+  }
   upload_ctx u = {call, st, &meta, owner};
   /* The header, then the chunks from start_offset (a resumed stream: the
    * coordinator kept those before it, runtime_resume.c). */
@@ -213,6 +256,7 @@ int rt_upload(fedc_client *c, const Fedc__V1__Task *t, const void *payload, rt_p
   *bytes_out = fc_ccall_bytes_out(call);
   if (resp) protobuf_c_message_free_unpacked(resp, NULL);
   fc_ccall_destroy(call);
+  free(cert_pem);
   return rc;
 }
 

@@ -33,7 +33,7 @@ typedef struct fc_aggr_cfg {
   char etcd_ca[512], etcd_cert[512], etcd_key[512];
   int etcd_lease_ttl;     /* seconds (default 5) */
   int upload_slots;       /* staging slots (memory = slots x model; default 4) */
-  int threads;            /* upload handler threads (default 16) */
+  int threads;            /* pool threads for blocking calls (default 2; uploads are event-driven) */
   int stream_idle_ms;     /* default 30000 */
   char metrics_listen[128]; /* host:port of /metrics, /healthz, /readyz ("" = none) */
   int metrics_public;        /* metrics_listen may be off loopback */

@@ -14,7 +14,9 @@
 #include "coordinator/aggregate.h"
 #include "coordinator/etcd.h"
 #include "coordinator/upload_check.h"
+#include "crypto/cert_cache.h"
 #include "crypto/sha256.h"
+#include "crypto/update_sig.h"
 #include "transport/transport.h"
 
 /* An update taken and folded, not yet handed to the leader. */
@@ -27,6 +29,9 @@ typedef struct aggr_contrib {
   uint32_t bucket; /* secure aggregation: its SecAgg instance */
   int unclipped;   /* UpdateMeta.unclipped: the client's clip left it as it was */
   void *relay;     /* relaying (1.17): the update's bytes as the client sent them, to hand over whole */
+  char *cert;      /* ... the client's certificate and its signature over the update (crypto/update_sig.h) */
+  uint8_t sig[FC_UPDATE_SIG_MAX];
+  size_t siglen;
 } aggr_contrib;
 
 struct fc_aggr {
@@ -43,6 +48,7 @@ struct fc_aggr {
   pthread_cond_t stop_cv;
   int stopping;
   int kick; /* under stop_mu: an update waits to be relayed: poll (and submit) now */
+  fc_cert_cache *certs; /* under mu: clients' certificates verified once (relayed updates' signatures) */
   /* The round, as the leader said last; under mu. */
   pthread_mutex_t mu;
   int open;
@@ -63,6 +69,7 @@ struct fc_aggr {
   int relay;            /* the leader needs each update whole (1.17): checked, kept, relayed, not folded */
   uint32_t agg_buckets; /* masked: the leader's instance count this round */
   aggr_contrib *pending; /* folded into agg, not submitted */
+  size_t nrelaying;      /* relayed updates taken from pending and being handed over (their bytes held) */
   size_t npending, cappending;
   char (*taken)[65]; /* every client whose update we took this round (one per round) */
   size_t ntaken, captaken;
@@ -88,7 +95,7 @@ int aggr_list_add(char (**list)[65], size_t *n, size_t *cap, const char *name);
 void aggr_list_del(char (*list)[65], size_t *n, const char *name);
 /* Under mu: forget the pending contributions (their relayed bytes freed). */
 void aggr_pending_drop(fc_aggr *a);
-/* An update waits to be relayed: wake the poll thread (aggr_node.c). */
+/* An update waits to be relayed: wake the poll thread (its nap, aggr_node.c). */
 void aggr_kick(fc_aggr *a);
 
 #endif

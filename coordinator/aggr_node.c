@@ -49,7 +49,7 @@ void fc_aggr_cfg_defaults(fc_aggr_cfg *c) {
   snprintf(c->coordinator, sizeof c->coordinator, "127.0.0.1:7070");
   c->etcd_lease_ttl = 5;
   c->upload_slots = 4;
-  c->threads = 16;
+  c->threads = 2; /* blocking calls only: uploads are event-driven (aggr_upload.c) */
   c->stream_idle_ms = 30000;
   c->min_transfer_bps = 64 * 1024; /* the coordinator's default */
   c->connections_per_address = 256; /* the coordinator's default */
@@ -67,13 +67,6 @@ static int nap(fc_aggr *a, uint64_t ms) {
   int s = a->stopping;
   pthread_mutex_unlock(&a->stop_mu);
   return s;
-}
-
-void aggr_kick(fc_aggr *a) {
-  pthread_mutex_lock(&a->stop_mu);
-  a->kick = 1;
-  pthread_cond_broadcast(&a->stop_cv);
-  pthread_mutex_unlock(&a->stop_mu);
 }
 
 /* ---- registration --------------------------------------------------------------- */
@@ -170,6 +163,11 @@ static int submit_once(fc_aggr *a, const snapshot *s, uint32_t *counted, fc_stat
     pu.sha256.len = FC_SHA256_LEN;
     pu.bytes = s->updates[i].bytes;
     pu.unclipped = s->updates[i].unclipped;
+    if (s->relay) { /* the client's own word for the leader to check (1.17) */
+      pu.signature.data = (uint8_t *)s->updates[i].sig;
+      pu.signature.len = s->updates[i].siglen;
+      pu.certificate = s->updates[i].cert;
+    }
     ups[i] = pu;
     ptrs[i] = &ups[i];
   }
@@ -287,8 +285,9 @@ fail:
 static int snapshot_relay_locked(fc_aggr *a, size_t i, snapshot *s) {
   memset(s, 0, sizeof *s);
   if (!(s->updates = malloc(sizeof *s->updates))) return 0;
-  s->updates[0] = a->pending[i];
+  s->updates[0] = a->pending[i]; /* its certificate moves with it */
   s->updates[0].relay = NULL;
+  a->pending[i].cert = NULL;
   s->nupdates = 1;
   s->sum = a->pending[i].relay;
   a->pending[i].relay = NULL;
@@ -383,6 +382,9 @@ static void apply_locked(fc_aggr *a, const Fedc__V1__AggRoundResponse *r, const 
     FC_WARN(MOD, "the leader %s relaying: %zu update(s) taken here are dropped", r->relay ? "started" : "stopped",
             a->npending);
     aggr_pending_drop(a);
+    /* Their clients may send again, and a sum holds none of them. */
+    a->ntaken = 0;
+    if (a->agg) a->agg->ops->round_begin(a->agg);
   }
   a->relay = r->relay && !r->masked;
   a->submit_by = r->submit_by_unix_ms;
@@ -410,6 +412,7 @@ static void apply_locked(fc_aggr *a, const Fedc__V1__AggRoundResponse *r, const 
     /* Those not snapshotted (out of memory) stay pending, first in line. */
     memmove(a->pending, a->pending + k, (a->npending - k) * sizeof *a->pending);
     a->npending -= k;
+    a->nrelaying += k; /* still held: counted against the slots until handed over */
     *out = s;
     *nout = k;
     return;
@@ -473,6 +476,12 @@ static void *poll_main(void *arg) {
     for (size_t i = 0; i < ns; i++) {
       submit(a, &s[i]);
       free(s[i].sum);
+      if (s[i].relay) {
+        free(s[i].updates[0].cert);
+        pthread_mutex_lock(&a->mu);
+        a->nrelaying--;
+        pthread_mutex_unlock(&a->mu);
+      }
       free(s[i].updates);
     }
     free(s);
@@ -502,6 +511,20 @@ static int identity_of(fc_aggr *a, char *err, size_t errlen) {
   return FEDC_OK;
 }
 
+/* The cache that checks relayed updates' signers against the federation CA. */
+static int certs_open(fc_aggr *a, char *err, size_t errlen) {
+  char *pem = NULL;
+  size_t len = 0;
+  int rc = fc_read_file(a->cfg.ca, 1u << 20, &pem, &len);
+  if (rc != FEDC_OK) {
+    snprintf(err, errlen, "cannot read %s: %s", a->cfg.ca, fedc_strerror(rc));
+    return rc;
+  }
+  rc = fc_cert_cache_create(pem, len, 4096, &a->certs, err, errlen);
+  free(pem);
+  return rc;
+}
+
 int fc_aggr_start(const fc_aggr_cfg *cfg, fc_aggr **out, char *err, size_t errlen) {
   int rc;
   fc_aggr *a = calloc(1, sizeof *a);
@@ -511,6 +534,7 @@ int fc_aggr_start(const fc_aggr_cfg *cfg, fc_aggr **out, char *err, size_t errle
   pthread_mutex_init(&a->stop_mu, NULL);
   pthread_cond_init(&a->stop_cv, NULL);
   if ((rc = identity_of(a, err, errlen)) != FEDC_OK) goto fail;
+  if ((rc = certs_open(a, err, errlen)) != FEDC_OK) goto fail;
   fc_method *m = &a->methods[0];
   m->path = "/fedc.v1.Coordinator/UploadUpdate";
   m->kind = FC_RPC_CLIENT_STREAM;
@@ -519,7 +543,7 @@ int fc_aggr_start(const fc_aggr_cfg *cfg, fc_aggr **out, char *err, size_t errle
   m->request = &fedc__v1__upload_msg__descriptor;
   m->handler = aggr_h_upload;
   m->ctx = a;
-  m->async = 0;
+  m->async = 1; /* aggr_upload.c: event-driven, as the coordinator's uploads */
   fc_server_opts so;
   fc_server_opts_init(&so);
   so.addr = cfg->listen;
@@ -624,6 +648,7 @@ void fc_aggr_stop(fc_aggr *a) {
     FC_WARN(MOD, "stopping with %zu update(s) of round %llu not submitted: they are lost", a->npending,
             (unsigned long long)a->round);
   aggr_pending_drop(a);
+  fc_cert_cache_destroy(a->certs);
   fc_server_destroy(a->server);
   fc_channel_destroy(a->leader);
   fc_etcd_close(a->etcd);

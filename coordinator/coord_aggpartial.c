@@ -44,15 +44,12 @@
 #include "coordinator/audit.h"
 #include "coordinator/coord_int.h"
 #include "coordinator/upload_check.h"
+#include "crypto/cert_cache.h"
+#include "crypto/update_sig.h"
 #include "fedc/error.h"
 #include "transport/tensor_stream.h"
 
 #define MOD "coordinator"
-
-int coord_tier_relay(const fc_coord_cfg *cfg) {
-  return cfg->agg_tier && !cfg->engine.secagg &&
-         (strcmp(cfg->aggregator, "fedavg") != 0 || strcmp(cfg->anomaly_policy, "observe") != 0);
-}
 
 static void audit_partial(fc_coord *c, const char *agg, const Fedc__V1__PartialMeta *meta, const char *outcome,
                           const char *reason) {
@@ -157,6 +154,34 @@ static grpc_status_code kind_check(const fc_coord *c, const Fedc__V1__PartialMet
   return GRPC_STATUS_OK;
 }
 
+/* A relayed update is the client's only if the client signed it (1.17,
+ * crypto/update_sig.h): its certificate chains to the federation CA and names
+ * the client, and its signature covers the round, version, examples, loss,
+ * unclipped bit and the SHA-256 the bytes must hash to (checked as they
+ * arrive). Else an aggregator could relay bytes of its own under an honest
+ * client's name, and the anomaly policy would flag that client. */
+static grpc_status_code signer_check(fc_coord *c, const Fedc__V1__PartialMeta *meta, char *why, size_t whylen) {
+  const Fedc__V1__PartialUpdate *pu = meta->updates[0];
+  if (!pu->certificate || !pu->certificate[0] || !pu->signature.len) {
+    snprintf(why, whylen, "relayed update of %s carries no client signature (UpdateMeta.signature, 1.17)", pu->client);
+    return GRPC_STATUS_PERMISSION_DENIED;
+  }
+  fc_update_claim cl = {c->cfg.federation, pu->client, meta->round, meta->model_version, pu->num_examples,
+                        pu->train_loss, pu->unclipped, pu->sha256.data};
+  fc_cert *x = NULL;
+  char cwhy[300] = "";
+  pthread_mutex_lock(&c->mu);
+  fc_cert_cache *cc = coord_cert_cache(c);
+  int rc = cc ? fc_cert_cache_get(cc, pu->certificate, strlen(pu->certificate), &x, cwhy, sizeof cwhy) : FEDC_ERR_TLS;
+  if (!cc) snprintf(cwhy, sizeof cwhy, "this leader holds no federation CA to check it with");
+  pthread_mutex_unlock(&c->mu);
+  if (rc == FEDC_OK) rc = fc_update_verify(x, &cl, pu->signature.data, pu->signature.len, cwhy, sizeof cwhy);
+  fc_cert_release(x);
+  if (rc == FEDC_OK) return GRPC_STATUS_OK;
+  snprintf(why, whylen, "relayed update of %s: %s", pu->client, cwhy);
+  return GRPC_STATUS_PERMISSION_DENIED;
+}
+
 void coord_h_agg_partial(fc_scall *call, void *ctx) {
   fc_coord *c = ctx;
   const fc_peer *peer = fc_scall_peer(call);
@@ -199,6 +224,7 @@ void coord_h_agg_partial(fc_scall *call, void *ctx) {
     goto refuse;
   }
   if ((code = kind_check(c, meta, why, sizeof why)) != GRPC_STATUS_OK) goto refuse;
+  if (meta->relay && (code = signer_check(c, meta, why, sizeof why)) != GRPC_STATUS_OK) goto refuse;
   /* Secure aggregation (1.16): masked sums of one instance each; c->agg is
    * the masked sum then (aggregate_secagg.c), not FedAvg's. A relayed update
    * (1.17) is the model's floats, staged in c->agg as a direct upload is. */

@@ -68,6 +68,11 @@ struct coord_tier {
   char last_bad[600]; /* the refresh thread's: a bad entry is logged when it changes, not every refresh */
 };
 
+int coord_tier_relay(const fc_coord_cfg *cfg) {
+  return cfg->agg_tier && !cfg->engine.secagg &&
+         (strcmp(cfg->aggregator, "fedavg") != 0 || strcmp(cfg->anomaly_policy, "observe") != 0);
+}
+
 int coord_tier_cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen) {
   const char *no = NULL;
   if (!cfg->agg_tier) return FEDC_OK;

@@ -155,11 +155,14 @@ uint64_t coord_tier_take_deadline(const fc_coord *c, const fc_engine_status *es)
 /* The book of aggregators and assignments (agg_tier.h; read and changed under mu). */
 struct fc_tier;
 struct fc_tier *coord_tier_book(fc_coord *c);
-/* ---- coord_aggpartial.c: SubmitPartial (sums, masked sums, relayed updates) ---- */
-void coord_h_agg_partial(fc_scall *call, void *ctx);
 /* The leader needs each update whole (1.17: a robust rule without SecAgg, or
  * an anomaly policy that flags or excludes): aggregators relay them. */
 int coord_tier_relay(const fc_coord_cfg *cfg);
+/* ---- coord_aggpartial.c: SubmitPartial (sums, masked sums, relayed updates) ---- */
+void coord_h_agg_partial(fc_scall *call, void *ctx);
+/* coord_secagg.c, under mu: clients' certificates verified once against the
+ * federation CA (SecAgg members; relayed updates' signers); NULL without a CA. */
+struct fc_cert_cache *coord_cert_cache(fc_coord *c);
 
 /* ---- coord_async.c: asynchronous buffered aggregation (engine_async.c) ---- */
 /* At start: what async mode refuses (secure aggregation, DP, a robust rule

@@ -181,12 +181,13 @@ static int sa_shuffle(const char **names, uint32_t n, uint64_t fixed, uint64_t r
   return FEDC_OK;
 }
 
-/* The cache of members' certificates kept across rounds, made on first use
- * (NULL without a CA, or if it cannot be made: each session then keeps its
- * own). Room for the largest cohort (a few KiB each); a federation larger
+/* The cache of members' certificates kept across rounds (and, through the
+ * tier without SecAgg, of relayed updates' signers: coord_aggpartial.c),
+ * made on first use (NULL without a CA, or if it cannot be made: each session
+ * then keeps its own). Under mu. Room for the largest cohort (a few KiB each); a federation larger
  * than its cohorts brings new certificates each round, and the least
  * recently used go. */
-static fc_cert_cache *sa_cert_cache(fc_coord *c) {
+fc_cert_cache *coord_cert_cache(fc_coord *c) {
   if (!c->sa_certs && c->ca_pem) {
     size_t cap = c->cfg.engine.max_clients ? c->cfg.engine.max_clients : FC_SA_MAX_COHORT;
     if (cap > FC_SA_MAX_COHORT) cap = FC_SA_MAX_COHORT;
@@ -246,7 +247,7 @@ int coord_sa_begin(fc_coord *c, char *why, size_t whylen) {
     if (rc == FEDC_OK) c->nsa = b + 1;
     if (rc == FEDC_OK && (rc = fc_sa_server_set_trust(c->sa[b], c->ca_pem, c->cfg.federation)) != FEDC_OK)
       snprintf(why, whylen, "secure aggregation: out of memory");
-    if (rc == FEDC_OK) fc_sa_server_use_cert_cache(c->sa[b], sa_cert_cache(c));
+    if (rc == FEDC_OK) fc_sa_server_use_cert_cache(c->sa[b], coord_cert_cache(c));
     if (rc == FEDC_OK && nb > 1 && fc_log_get_level() <= FC_LOG_DEBUG) {
       char line[1024];
       size_t len = 0;

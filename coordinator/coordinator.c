@@ -174,8 +174,9 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
    * before the state directory is created or changed (coord_start.c). */
   if ((rc = coord_start_listen(c, err, errlen)) != FEDC_OK) goto fail;
   /* Secure aggregation checks the certificates clients advertise keys under
-   * against the federation CA (coord_secagg.c); signing may have read it. */
-  if (!c->ca_pem && cfg->engine.secagg && cfg->ca[0] &&
+   * against the federation CA (coord_secagg.c), as the tier checks relayed
+   * updates' signers (coord_aggpartial.c); signing may have read it. */
+  if (!c->ca_pem && (cfg->engine.secagg || coord_tier_relay(cfg)) && cfg->ca[0] &&
       (rc = fc_read_file(cfg->ca, 1u << 20, &c->ca_pem, &c->ca_len)) != FEDC_OK) {
     snprintf(err, errlen, "cannot read CA certificate %s: %s", cfg->ca, fedc_strerror(rc));
     goto fail;

@@ -59,7 +59,8 @@
                                     PartialMeta.masked, bucket); differential privacy through it
                                     (AggRoundResponse.uniform_weights, PartialUpdate.unclipped);
                                1.17: robust rules and anomaly policies through the tier: updates relayed
-                                    whole (AggRoundResponse.relay, PartialMeta.relay) */
+                                    whole (AggRoundResponse.relay, PartialMeta.relay), signed by their
+                                    clients (UpdateMeta and PartialUpdate .signature, .certificate) */
 #define FC_PROTOCOL_STR_(x) #x
 #define FC_PROTOCOL_STR(x) FC_PROTOCOL_STR_(x)
 /* What clients send: "<major>.<minor>" of this build, e.g. "1.2". */

@@ -16,11 +16,14 @@
 #    audited with its norm), and through both aggregators over the run;
 #  - the attacker is flagged in round 2 in both runs (rounds.jsonl), so the
 #    scores were measured on the relayed updates as on direct ones;
+#  - every relayed update carried its client's signature (crypto/update_sig.h),
+#    which the aggregator and the leader checked;
 #  - C. a misbehaving aggregator (fedc_agg_probe --mode relay-bad, registered
 #    by hand under another federation prefix) has each bad relayed partial
-#    refused for its fault (a plain sum, two updates, a digest not the
-#    client's, NaN, past the clip, an unassigned client), then its good one
-#    counted and published, and the same again refused as a replay.
+#    refused for its fault (a plain sum, two updates, no client signature,
+#    another client's signature, a signed weight changed, signed bytes other
+#    than those relayed, NaN, past the clip, an unassigned client), then its
+#    good one counted and published, and the same again refused as a replay.
 # All real processes on 127.0.0.1 over mutual TLS, certificates from `fedc pki`.
 # Skipped (77) without etcd/etcdctl (apt-get install etcd-server etcd-client).
 set -euo pipefail
@@ -116,8 +119,10 @@ wait_for grep -q "aggregator ag9 registered" "$T/relayleader.log" 10 || fail "ag
 start_bg probe-c "$BUILD_DIR/fedc_probe" --coordinator "127.0.0.1:$PC" --pki "$T/pki" --name c --mode good
 "$BUILD_DIR/fedc_agg_probe" --coordinator "127.0.0.1:$PC" --pki "$T/pki" --name ag9 --mode relay-bad \
   >"$T/agg-probe.out" 2>&1 || fail "fedc_agg_probe: $(cat "$T/agg-probe.out")"
-for s in sum:"needs each update" two:"carries one float32 update" digest:"not the one its client announced" \
-  nan:"NaN" clip:"clip" unassigned:"not a client assigned" ok:"" replay:"already counted\|no round is taking"; do
+for s in sum:"needs each update" two:"carries one float32 update" unsigned:"carries no client signature" \
+  impostor:"is not client c's" tampered:"signature over the update does not verify" \
+  digest:"not the one its client announced" nan:"NaN" clip:"clip" unassigned:"not a client assigned" ok:"" \
+  replay:"already counted\|no round is taking"; do
   grep -q "\"step\":\"${s%%:*}\".*\"ok\":true.*${s#*:}" "$T/agg-probe.out" || fail "step ${s%%:*}: $(cat "$T/agg-probe.out")"
 done
 wait_for test -e "$T/relay/models/v000001.safetensors" 30 || fail "the relayed update did not publish: $(tail -5 "$T/relayleader.log")"

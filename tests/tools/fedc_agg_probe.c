@@ -20,11 +20,15 @@
  *                    rule, an anomaly policy): once a client is assigned to
  *                    it, whole partials, each refused for its one fault: a
  *                    plain sum (FAILED_PRECONDITION, "sum"), two updates in one
- *                    relayed partial ("two"), a digest that is not the one
- *                    announced ("digest"), a NaN ("nan"), a norm past the clip
+ *                    relayed partial ("two"), no client signature ("unsigned"),
+ *                    another client's key and certificate ("impostor"), the
+ *                    client's signature over 1 example relayed as 1000
+ *                    ("tampered"), signed bytes other than those relayed
+ *                    ("digest"), a signed NaN ("nan"), signed past the clip
  *                    ("clip"), a client not assigned to it ("unassigned"); then
- *                    a zero update for the assigned client is accepted ("ok")
- *                    and the same again refused ("replay").
+ *                    the client's signed zero update is accepted ("ok") and the
+ *                    same again refused ("replay"). Signatures are made with
+ *                    the keys in --pki (a test PKI holds every client's).
  */
 #include <math.h>
 #include <getopt.h>
@@ -35,7 +39,10 @@
 
 #include "common/chunk.h"
 #include "common/clock.h"
+#include "common/fileutil.h"
+#include "crypto/pki.h"
 #include "crypto/sha256.h"
+#include "crypto/update_sig.h"
 #include "fedc/error.h"
 #include "fedc/v1/fedc.pb-c.h"
 #include "transport/tensor_stream.h"
@@ -186,7 +193,7 @@ static int run_trickle(fc_channel *ch, uint32_t chunk, int hold_ms) {
 static void send_whole(fc_channel *ch, partial *p, uint32_t chunk, fc_status *st) {
   fc_ccall *call = NULL;
   memset(st, 0, sizeof *st);
-  fc_sha256(p->sum, p->bytes, p->sha);
+  fc_sha256(p->sum, p->bytes, p->sha); /* the header's digest: the bytes' */
   int rc = open_partial(ch, p, chunk, &call, st);
   uint64_t off;
   size_t len;
@@ -196,15 +203,47 @@ static void send_whole(fc_channel *ch, partial *p, uint32_t chunk, fc_status *st
   fc_ccall_destroy(call);
 }
 
+/* Signs p's update as client `signer` would (its key and certificate from
+ * the PKI directory, crypto/update_sig.h) over a claim for client `named`
+ * with the update's digest `sha` and `examples`; sets p->up.signature and
+ * p->up.certificate (owned by p: cert, sig). 0 on failure. */
+static const char *g_pki;
+static int sign_as(partial *p, const char *signer, const char *named, const uint8_t *sha, uint64_t examples,
+                   char **cert, uint8_t *sig, size_t *siglen) {
+  char kp[1024], cp[1024], fed[64], role[16], name[65];
+  char *key = NULL;
+  size_t klen = 0, clen = 0;
+  free(*cert);
+  *cert = NULL;
+  if (fc_pki_leaf_paths(g_pki, "client", signer, kp, sizeof kp, cp, sizeof cp) != FEDC_OK ||
+      fc_read_file(cp, 1u << 20, cert, &clen) != FEDC_OK || fc_read_file(kp, 1u << 20, &key, &klen) != FEDC_OK ||
+      fc_pki_identity_from_pem(*cert, clen, fed, sizeof fed, role, sizeof role, name, sizeof name) != FEDC_OK) {
+    free(key);
+    return 0;
+  }
+  fc_update_claim cl = {fed, named, p->meta.round, p->meta.model_version, examples, p->up.train_loss, 0, sha};
+  *siglen = FC_UPDATE_SIG_MAX;
+  int rc = fc_update_sign(key, klen, &cl, sig, siglen);
+  free(key);
+  p->up.signature.data = sig;
+  p->up.signature.len = *siglen;
+  p->up.certificate = *cert;
+  return rc == FEDC_OK;
+}
+
 static int run_relay_bad(fc_channel *ch, uint32_t chunk) {
   Fedc__V1__AggRoundResponse *r = wait_round(ch);
   partial p;
   fc_status st;
+  char *cert = NULL;
+  uint8_t sig[FC_UPDATE_SIG_MAX];
+  size_t siglen = 0;
   if (!r) return 1;
   if (!r->relay || !partial_init(&p, r)) {
     printf("{\"step\":\"relay\",\"ok\":false,\"detail\":\"the leader's round does not ask for relayed updates\"}\n");
     return 1;
   }
+  const char *me = r->clients[0];
   float *f = p.sum;
   size_t n = p.bytes / 4;
   /* A plain sum to a leader that wants each update. */
@@ -221,26 +260,62 @@ static int run_relay_bad(fc_channel *ch, uint32_t chunk) {
   p.meta.updates = p.ups;
   p.meta.n_updates = 1;
   p.meta.total_weight = 1;
-  /* The bytes are not the ones the client announced (sha_up is zeros). */
+  /* From here the named digest is the bytes' (send_whole hashes them into p.sha). */
+  p.up.sha256.data = p.sha;
+  fc_sha256(p.sum, p.bytes, p.sha);
+  send_whole(ch, &p, chunk, &st);
+  report("unsigned", GRPC_STATUS_PERMISSION_DENIED, &st);
+  /* Another client's key under our client's name: its certificate names it, not ours. */
+  int ok = sign_as(&p, "a", me, p.sha, 1, &cert, sig, &siglen);
+  send_whole(ch, &p, chunk, &st);
+  report("impostor", GRPC_STATUS_PERMISSION_DENIED, &st);
+  /* Signed by the client for 1 example; the aggregator says 1000 (a heavier weight). */
+  ok &= sign_as(&p, me, me, p.sha, 1, &cert, sig, &siglen);
+  p.up.num_examples = 1000;
+  p.up.weight = 1000;
+  p.meta.total_weight = 1000;
+  send_whole(ch, &p, chunk, &st);
+  report("tampered", GRPC_STATUS_PERMISSION_DENIED, &st);
+  p.up.num_examples = 1;
+  p.up.weight = 1;
+  p.meta.total_weight = 1;
+  /* The client signed other bytes than the ones relayed: the header's digest differs. */
+  uint8_t other[FC_SHA256_LEN];
+  memset(other, 7, sizeof other);
+  p.up.sha256.data = other;
+  ok &= sign_as(&p, me, me, other, 1, &cert, sig, &siglen);
   send_whole(ch, &p, chunk, &st);
   report("digest", GRPC_STATUS_INVALID_ARGUMENT, &st);
-  /* From here the announced digest is the bytes'. */
   p.up.sha256.data = p.sha;
+  /* Signed bad values (a client may sign anything): the leader's own checks. */
   f[n / 2] = NAN;
+  fc_sha256(p.sum, p.bytes, p.sha);
+  ok &= sign_as(&p, me, me, p.sha, 1, &cert, sig, &siglen);
   send_whole(ch, &p, chunk, &st);
   report("nan", GRPC_STATUS_INVALID_ARGUMENT, &st);
   f[n / 2] = r->clip_norm > 0 ? r->clip_norm * 4 : 1e30f;
+  fc_sha256(p.sum, p.bytes, p.sha);
+  ok &= sign_as(&p, me, me, p.sha, 1, &cert, sig, &siglen);
   send_whole(ch, &p, chunk, &st);
   report("clip", GRPC_STATUS_INVALID_ARGUMENT, &st);
   f[n / 2] = 0;
-  p.up.client = "nobody";
+  fc_sha256(p.sum, p.bytes, p.sha);
+  /* Client a's own signed update, but a is not assigned to us. */
+  p.up.client = "a";
+  ok &= sign_as(&p, "a", "a", p.sha, 1, &cert, sig, &siglen);
   send_whole(ch, &p, chunk, &st);
   report("unassigned", GRPC_STATUS_INVALID_ARGUMENT, &st);
-  p.up.client = r->clients[0];
+  p.up.client = (char *)me;
+  ok &= sign_as(&p, me, me, p.sha, 1, &cert, sig, &siglen);
   send_whole(ch, &p, chunk, &st);
   report("ok", GRPC_STATUS_OK, &st);
   send_whole(ch, &p, chunk, &st);
   report("replay", GRPC_STATUS_INVALID_ARGUMENT, &st);
+  if (!ok) {
+    printf("{\"step\":\"sign\",\"ok\":false,\"detail\":\"could not sign with the PKI directory's client keys\"}\n");
+    g_failures++;
+  }
+  free(cert);
   free(p.sum);
   protobuf_c_message_free_unpacked(&r->base, NULL);
   return g_failures ? 1 : 0;
@@ -286,6 +361,7 @@ int main(int argc, char **argv) {
     fc_transport_shutdown();
     return 3;
   }
+  g_pki = pki;
   int rc = strcmp(mode, "relay-bad") == 0 ? run_relay_bad(ch, chunk) : run_trickle(ch, chunk, hold_ms);
   fc_channel_destroy(ch);
   fc_transport_shutdown();
