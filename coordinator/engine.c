@@ -419,9 +419,11 @@ static int upload_begin(fc_engine *e, const char *client, uint64_t round, uint64
     return FC_UP_RATE_LIMITED;
   }
   if (relayed && !e->cfg.async && r->left && r->rstate == CR_DROPPED && r->round == e->round && round == e->round &&
-      e->state == FC_ENG_TRAINING) {
+      e->state == FC_ENG_TRAINING && version == e->version && now_ms < e->deadline && r->last_done != round) {
     /* Undo fc_engine_leave's drop of a tasked member (a member that never
-     * took its task was never assigned an aggregator, so none names it). */
+     * took its task was never assigned an aggregator, so none names it),
+     * only when the checks below will take the update: a refused one must
+     * leave it dropped, or the round would wait for it again. */
     r->rstate = CR_TASKED;
     e->tasked++;
     e->selected++;

@@ -598,6 +598,9 @@ static void test_relayed(void) {
   fc_leave_info li;
   CHECK(fc_engine_leave(e, "b", 30, &li) == FC_LEAVE_DROPPED || li.replacement[0] == 0);
   CHECK_EQ_INT(fc_engine_upload_begin(e, "b", 1, 0, 40), FC_UP_NOT_IN_ROUND); /* directly: refused as before */
+  /* A relayed update the round refuses (another version) leaves b dropped. */
+  CHECK_EQ_INT(fc_engine_upload_begin_relayed(e, "b", 1, 5, 40), FC_UP_NOT_IN_ROUND);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "b", 1, 0, 40), FC_UP_NOT_IN_ROUND);
   CHECK_EQ_INT(fc_engine_upload_begin_relayed(e, "b", 1, 0, 40), FC_UP_OK);
   CHECK_EQ_INT(fc_engine_upload_commit(e, "b", 1, 10, 0.5, 100, 41), FC_UP_OK);
   CHECK_EQ_INT(fc_engine_upload_begin_relayed(e, "b", 1, 0, 42), FC_UP_DUPLICATE);
