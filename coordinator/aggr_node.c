@@ -214,8 +214,11 @@ static void submit(fc_aggr *a, const snapshot *s) {
                 (unsigned long long)s->round, s->masked ? "masked " : "", s->nupdates, s->weight, counted);
       return;
     }
-    /* The leader unreachable or busy: try again a few times (a refusal is final). */
-    int again = (st.code == GRPC_STATUS_UNAVAILABLE || st.code == GRPC_STATUS_DEADLINE_EXCEEDED) && attempt < 4;
+    /* The leader unreachable or busy (no staging slot; still ending our last
+     * stream): try again a few times (a refusal is final). */
+    int again = (st.code == GRPC_STATUS_UNAVAILABLE || st.code == GRPC_STATUS_DEADLINE_EXCEEDED ||
+                 st.code == GRPC_STATUS_RESOURCE_EXHAUSTED) &&
+                attempt < 4;
     FC_WARN(MOD, "round %llu: partial of %zu updates %s: %s", (unsigned long long)s->round, s->nupdates,
             again ? "not delivered, retrying" : "refused; its updates are lost", st.detail[0] ? st.detail
                                                                                          : fedc_strerror(rc));

@@ -413,6 +413,10 @@ void coord_h_agg_partial(fc_scall *call, void *ctx) {
   fc_tier_mark_counted(coord_tier_book(c), &p);
   fc_tier_note_seen(coord_tier_book(c), peer->name, fc_now_ms());
   audit_partial(c, peer->name, meta, "accepted", NULL);
+  /* The stream's mark ends before the aggregator hears the answer: it may
+   * send its next partial the moment it does. */
+  fc_tier_partial_end(coord_tier_book(c), peer->name);
+  receiving = 0;
   pthread_mutex_unlock(&c->mu);
   atomic_fetch_add(&c->metrics.uploads_accepted, counted);
   if (sa)
@@ -436,6 +440,8 @@ refuse:
   pthread_mutex_lock(&c->mu);
   fc_tier_note_refused(coord_tier_book(c), peer->name);
   fc_tier_note_seen(coord_tier_book(c), peer->name, fc_now_ms());
+  if (receiving) fc_tier_partial_end(coord_tier_book(c), peer->name); /* before the answer, as above */
+  receiving = 0;
   pthread_mutex_unlock(&c->mu);
   if (meta) audit_partial(c, peer->name, meta, "refused", why);
   fc_scall_finish(call, code, why, NULL);

@@ -13,6 +13,9 @@
 #   stop_pids PID...      SIGTERM and reap these (gone already: fine)
 #   weights_sha STATE V   SHA-256 of version V's weights in STATE, checked
 #                         against its signed manifest (`fedc model verify`)
+#   same_bits DIST SINGLE LAST [TAG]
+#                         versions 0..LAST of both stores have the same weight
+#                         digests, and LAST is not version 0 (training moved it)
 tier_setup() {
   local fed=$1 aggs=$3 examples=$4 members=$5 g n=0
   CLIENTS=$2
@@ -56,6 +59,17 @@ stop_clients() { # TAG
     v="CPID_${1}_$n"
     stop_pids "${!v}"
   done
+}
+
+same_bits() { # DIST SINGLE LAST [TAG]
+  local v d s tag=${4:+$4: }
+  for ((v = 0; v <= $3; v++)); do
+    d=$(weights_sha "$1" $v) || fail "${tag}verify distributed v$v"
+    s=$(weights_sha "$2" $v) || fail "${tag}verify single v$v"
+    [ -n "$d" ] && [ "$d" != null ] || fail "${tag}no digest of distributed v$v"
+    [ "$d" = "$s" ] || fail "${tag}version $v differs: distributed $d, one process $s"
+  done
+  [ "$(weights_sha "$2" 0)" != "$(weights_sha "$2" "$3")" ] || fail "${tag}version $3 is version 0: no training"
 }
 
 weights_sha() { # STATE VERSION

@@ -98,13 +98,7 @@ jq -s -e '.[1].anomaly.flagged == ["evil"]' "$T/single/rounds.jsonl" >/dev/null 
   fail "one process: the attacker not flagged in round 2: $(jq -c .anomaly "$T/single/rounds.jsonl")"
 
 # ---- the same bits ----
-for v in 0 1 2 3; do
-  d=$(weights_sha "$T/dist" $v) || fail "verify distributed v$v"
-  s=$(weights_sha "$T/single" $v) || fail "verify single v$v"
-  [ -n "$d" ] && [ "$d" != null ] || fail "no digest of distributed v$v"
-  [ "$d" = "$s" ] || fail "version $v differs: distributed $d, one process $s"
-done
-[ "$(weights_sha "$T/single" 0)" != "$(weights_sha "$T/single" 3)" ] || fail "version 3 is version 0"
+same_bits "$T/dist" "$T/single" 3
 
 # ---- C. a misbehaving aggregator's relayed partials ----
 kill -TERM "$(pgrep -f "port-file $T/leader.port" | head -1)" 2>/dev/null || true

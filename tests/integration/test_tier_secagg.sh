@@ -95,13 +95,7 @@ PY
   kill -TERM "$COORD_PID" 2>/dev/null || true
   wait "$COORD_PID" 2>/dev/null || true
   # ---- the same bits ----
-  for ((v = 0; v <= rounds; v++)); do
-    d=$(weights_sha "$T/dist-$tag" $v) || fail "verify distributed $tag v$v"
-    s=$(weights_sha "$T/single-$tag" $v) || fail "verify single $tag v$v"
-    [ -n "$d" ] && [ "$d" != null ] || fail "no digest of distributed $tag v$v"
-    [ "$d" = "$s" ] || fail "$tag: version $v differs: distributed $d, one process $s"
-  done
-  [ "$(weights_sha "$T/single-$tag" 0)" != "$(weights_sha "$T/single-$tag" "$rounds")" ] || fail "$tag: no training"
+  same_bits "$T/dist-$tag" "$T/single-$tag" "$rounds" "$tag"
   echo "$tag: versions 0-$rounds bit-identical"
 }
 
