@@ -177,7 +177,7 @@ static int upload_channel(fedc_client *c, const Fedc__V1__Task *t, fc_channel **
  * logged and the update goes unsigned (the aggregator then says why it
  * refuses it, if it needs the signature). */
 static void sign_update(fedc_client *c, Fedc__V1__UpdateMeta *meta, const uint8_t sha[FC_SHA256_LEN],
-                        uint8_t sig[FC_UPDATE_SIG_MAX], char **cert_pem) {
+                        const uint8_t model_sha[FC_SHA256_LEN], uint8_t sig[FC_UPDATE_SIG_MAX], char **cert_pem) {
   char *key = NULL, fed[64], role[16], name[65];
   size_t klen = 0, clen = 0, siglen = FC_UPDATE_SIG_MAX;
   int rc = fc_read_file(c->cert, 1u << 20, cert_pem, &clen);
@@ -185,7 +185,7 @@ static void sign_update(fedc_client *c, Fedc__V1__UpdateMeta *meta, const uint8_
   if (rc == FEDC_OK)
     rc = fc_pki_identity_from_pem(*cert_pem, clen, fed, sizeof fed, role, sizeof role, name, sizeof name);
   fc_update_claim cl = {fed, name, meta->round, meta->model_version, meta->num_examples, meta->train_loss,
-                        meta->unclipped, sha};
+                        meta->unclipped, sha, model_sha};
   if (rc == FEDC_OK) rc = fc_update_sign(key, klen, &cl, sig, &siglen);
   if (key) fc_wipe(key, klen);
   free(key);
@@ -225,8 +225,9 @@ int rt_upload(fedc_client *c, const Fedc__V1__Task *t, const void *payload, rt_p
   }
   uint8_t sig[FC_UPDATE_SIG_MAX];
   char *cert_pem = NULL;
-  if (!masked && t->aggregator_address && t->aggregator_address[0] && c->cert[0] && c->key[0])
-    sign_update(c, &meta, sha, sig, &cert_pem);
+  if (!masked && t->aggregator_address && t->aggregator_address[0] && c->cert[0] && c->key[0] &&
+      t->model_sha256.len == FC_SHA256_LEN)
+    sign_update(c, &meta, sha, t->model_sha256.data, sig, &cert_pem);
   fc_ccall *call = NULL;
   fc_channel *ch = NULL;
   int rc = upload_channel(c, t, &ch, st);

@@ -67,6 +67,7 @@ struct fc_aggr {
   fc_agg *agg;
   int masked;           /* the leader's round is secure aggregation's masked stage */
   int relay;            /* the leader needs each update whole (1.17): checked, kept, relayed, not folded */
+  uint8_t model_sha[FC_SHA256_LEN]; /* relaying: the round's model, as the clients' signed claims name it */
   uint32_t agg_buckets; /* masked: the leader's instance count this round */
   aggr_contrib *pending; /* folded into agg, not submitted */
   size_t nrelaying;      /* relayed updates taken from pending and being handed over (their bytes held) */

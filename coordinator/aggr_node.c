@@ -363,6 +363,7 @@ static void apply_locked(fc_aggr *a, const Fedc__V1__AggRoundResponse *r, const 
    * within what one SecAgg round may have. */
   int shape_ok = !r->masked || (r->masked_entries > 1 && r->masked_entries < UINT32_MAX && r->n_buckets >= 1 &&
                                 r->n_buckets <= FC_SA_MAX_COHORT && r->n_client_buckets == r->n_clients);
+  if (r->relay && r->model_sha256.len != FC_SHA256_LEN) shape_ok = 0; /* relaying needs the model's digest */
   if (r->open && !shape_ok) FC_WARN(MOD, "leader's masked round %llu is malformed: ignored", (unsigned long long)r->round);
   a->open = r->open && spec_ok && shape_ok;
   a->nassigned = 0;
@@ -381,7 +382,7 @@ static void apply_locked(fc_aggr *a, const Fedc__V1__AggRoundResponse *r, const 
     a->spec.t[0].dtype = FC_DTYPE_U32;
   }
   a->agg_buckets = r->masked ? r->n_buckets : 0;
-  if (a->relay != r->relay && a->npending) { /* another leader's options: what was kept is for the other mode */
+  if (a->relay != (r->relay && !r->masked) && a->npending) { /* another leader's options: what was kept is for the other mode */
     FC_WARN(MOD, "the leader %s relaying: %zu update(s) taken here are dropped", r->relay ? "started" : "stopped",
             a->npending);
     aggr_pending_drop(a);
@@ -390,6 +391,7 @@ static void apply_locked(fc_aggr *a, const Fedc__V1__AggRoundResponse *r, const 
     if (a->agg) a->agg->ops->round_begin(a->agg);
   }
   a->relay = r->relay && !r->masked;
+  if (a->relay) memcpy(a->model_sha, r->model_sha256.data, FC_SHA256_LEN);
   a->submit_by = r->submit_by_unix_ms;
   a->rules = (fc_upload_rules){r->clip_norm, r->max_example_weight, r->uniform_weights};
   for (size_t i = 0; i < r->n_clients; i++) {

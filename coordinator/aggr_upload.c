@@ -118,6 +118,7 @@ typedef struct aup {
   int busy; /* listed in a->busy: one stream per client */
   uint32_t bucket;
   uint64_t version;
+  uint8_t model_sha[FC_SHA256_LEN]; /* relaying: the round's model, named in the signed claim */
   char *cert; /* relaying: the client's certificate and signature (UpdateMeta, 1.17) */
   uint8_t sig[FC_UPDATE_SIG_MAX];
   size_t siglen;
@@ -212,8 +213,8 @@ static void aup_end(fc_scall *call, void *state) {
   if (up->relay) {
     /* The leader checks the client's signature again (the bytes reach it
      * from us); checking it here tells an honest client at once. */
-    fc_update_claim cl = {a->federation, up->client, up->round, up->version, up->examples, up->loss, up->unclipped,
-                          up->rx.want_sha};
+    fc_update_claim cl = {a->federation, up->client, up->round,    up->version,   up->examples,
+                          up->loss,      up->unclipped, up->rx.want_sha, up->model_sha};
     fc_cert *x = NULL;
     char cwhy[300];
     pthread_mutex_lock(&a->mu);
@@ -364,10 +365,11 @@ void aggr_h_upload(fc_scall *call, void *ctx) {
     snprintf(why, sizeof why, "aggregator busy: %zu update(s) arriving or waiting to be relayed (2 x --upload-slots %u)",
              a->npending + a->nbusy + a->nrelaying, (unsigned)a->cfg.upload_slots);
   } else if (a->relay && (!meta->signature.len || meta->signature.len > FC_UPDATE_SIG_MAX || !meta->certificate ||
-                          !meta->certificate[0])) {
+                          !meta->certificate[0] || strlen(meta->certificate) > FC_UPDATE_CERT_MAX)) {
     code = GRPC_STATUS_FAILED_PRECONDITION;
     snprintf(why, sizeof why, "this federation relays each update to its leader, which checks the client's signature "
-             "over it (fedc protocol 1.17): the update carries none; upgrade the client");
+             "over it (fedc protocol 1.17): the update carries none (or one, or a certificate, too large); upgrade the "
+             "client");
   } else if (now >= a->submit_by) {
     code = GRPC_STATUS_DEADLINE_EXCEEDED;
     snprintf(why, sizeof why, "round %llu: this aggregator takes no update after its submit time",
@@ -380,6 +382,7 @@ void aggr_h_upload(fc_scall *call, void *ctx) {
     up->masked = a->masked;
     up->relay = a->relay;
     if (up->relay) {
+      memcpy(up->model_sha, a->model_sha, FC_SHA256_LEN);
       memcpy(up->sig, meta->signature.data, meta->signature.len);
       up->siglen = meta->signature.len;
       up->cert = strdup(meta->certificate); /* NULL: refused below */

@@ -160,14 +160,20 @@ static grpc_status_code kind_check(const fc_coord *c, const Fedc__V1__PartialMet
  * unclipped bit and the SHA-256 the bytes must hash to (checked as they
  * arrive). Else an aggregator could relay bytes of its own under an honest
  * client's name, and the anomaly policy would flag that client. */
-static grpc_status_code signer_check(fc_coord *c, const Fedc__V1__PartialMeta *meta, char *why, size_t whylen) {
+static grpc_status_code signer_check(fc_coord *c, const Fedc__V1__PartialMeta *meta, const uint8_t *model_sha,
+                                     char *why, size_t whylen) {
   const Fedc__V1__PartialUpdate *pu = meta->updates[0];
   if (!pu->certificate || !pu->certificate[0] || !pu->signature.len) {
     snprintf(why, whylen, "relayed update of %s carries no client signature (UpdateMeta.signature, 1.17)", pu->client);
     return GRPC_STATUS_PERMISSION_DENIED;
   }
-  fc_update_claim cl = {c->cfg.federation, pu->client, meta->round, meta->model_version, pu->num_examples,
-                        pu->train_loss, pu->unclipped, pu->sha256.data};
+  if (strlen(pu->certificate) > FC_UPDATE_CERT_MAX || pu->signature.len > FC_UPDATE_SIG_MAX) {
+    snprintf(why, whylen, "relayed update of %s: certificate or signature too large (%u, %u bytes at most)",
+             pu->client, FC_UPDATE_CERT_MAX, FC_UPDATE_SIG_MAX);
+    return GRPC_STATUS_INVALID_ARGUMENT;
+  }
+  fc_update_claim cl = {c->cfg.federation, pu->client,     meta->round,       meta->model_version, pu->num_examples,
+                        pu->train_loss,    pu->unclipped, pu->sha256.data, model_sha};
   fc_cert *x = NULL;
   char cwhy[300] = "";
   pthread_mutex_lock(&c->mu);
@@ -224,7 +230,6 @@ void coord_h_agg_partial(fc_scall *call, void *ctx) {
     goto refuse;
   }
   if ((code = kind_check(c, meta, why, sizeof why)) != GRPC_STATUS_OK) goto refuse;
-  if (meta->relay && (code = signer_check(c, meta, why, sizeof why)) != GRPC_STATUS_OK) goto refuse;
   /* Secure aggregation (1.16): masked sums of one instance each; c->agg is
    * the masked sum then (aggregate_secagg.c), not FedAvg's. A relayed update
    * (1.17) is the model's floats, staged in c->agg as a direct upload is. */
@@ -280,6 +285,10 @@ void coord_h_agg_partial(fc_scall *call, void *ctx) {
     code = rc == FEDC_ERR_EXISTS ? GRPC_STATUS_RESOURCE_EXHAUSTED : code_of(rc);
     goto refuse;
   }
+  /* The signature once the stream is this aggregator's one (registered,
+   * its client assigned): what a certificate check costs under mu is
+   * bounded by the aggregators, not by the streams anyone opens. */
+  if (relay && (code = signer_check(c, meta, m->sha, why, sizeof why)) != GRPC_STATUS_OK) goto refuse;
   if ((rc = c->agg->ops->update_begin(c->agg, c->cfg.stream_idle_ms, &u)) != FEDC_OK) {
     code = GRPC_STATUS_UNAVAILABLE;
     snprintf(why, sizeof why, "no staging slot free for the partial: %s", fedc_strerror(rc));
@@ -391,8 +400,9 @@ void coord_h_agg_partial(fc_scall *call, void *ctx) {
     const Fedc__V1__PartialUpdate *pu = meta->updates[i];
     /* One `now` under one hold of mu after every begin succeeded: the
      * engine changes state only at its tick, so each commit counts. */
-    v = fc_engine_upload_commit(c->engine, pu->client, meta->round, (uint64_t)pu->weight, pu->train_loss, pu->bytes,
-                                now);
+    /* A relayed update's size is what reached us (not signed, so not the aggregator's word). */
+    v = fc_engine_upload_commit(c->engine, pu->client, meta->round, (uint64_t)pu->weight, pu->train_loss,
+                                relay ? rx.total : pu->bytes, now);
     if (v == FC_UP_OK) counted++;
     if (v == FC_UP_OK && pu->unclipped && !sa) c->dp_unclipped++; /* adaptive clipping's count (coord_dp.c) */
     if (v != FC_UP_OK)

@@ -331,6 +331,8 @@ void coord_h_agg_round(fc_scall *call, void *ctx) {
   resp.n_buckets = nb;
   resp.uniform_weights = c->cfg.dp_noise_multiplier > 0; /* DP: uniform weights, as coord_upload.c's rules */
   resp.relay = relay;
+  resp.model_sha256.data = m->sha; /* relayed updates' signed claims name it (1.17) */
+  resp.model_sha256.len = FC_SHA256_LEN;
   fc_scall_finish(call, GRPC_STATUS_OK, NULL, &resp.base);
 out:
   free(buckets);

@@ -487,6 +487,16 @@ void fc_engine_upload_abort(fc_engine *e, const char *client, uint64_t round) {
   }
   if (!r || r->round != round || r->rstate != CR_UPLOADING) return;
   e->uploading--;
+  if (r->left) {
+    /* Taken back by a relayed begin (a member that left after handing its
+     * update to an aggregator) whose partial was then refused: dropped again,
+     * as fc_engine_leave left it, or the round would wait for it. */
+    r->rstate = CR_DROPPED;
+    e->tasked--;
+    e->selected--;
+    e->lost++;
+    return;
+  }
   r->rstate = CR_TASKED; /* may try again while the round is open */
 }
 

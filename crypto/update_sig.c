@@ -21,7 +21,8 @@ static size_t put_le(uint8_t *p, uint64_t v, int n) {
 int fc_update_claim_digest(const fc_update_claim *cl, uint8_t out[32]) {
   uint8_t buf[512];
   size_t fl = cl->federation ? strlen(cl->federation) : 0, nl = cl->client ? strlen(cl->client) : 0, k = 0;
-  if (!fl || !nl || !cl->sha256 || sizeof TAG + fl + nl + 2 + 8 * 3 + 4 + 1 + 32 > sizeof buf) return FEDC_ERR_INVALID;
+  if (!fl || !nl || !cl->sha256 || !cl->model_sha256 || sizeof TAG + fl + nl + 2 + 8 * 3 + 4 + 1 + 64 > sizeof buf)
+    return FEDC_ERR_INVALID;
   memcpy(buf, TAG, sizeof TAG); /* with its 0x00 */
   k = sizeof TAG;
   memcpy(buf + k, cl->federation, fl + 1);
@@ -36,6 +37,8 @@ int fc_update_claim_digest(const fc_update_claim *cl, uint8_t out[32]) {
   k += put_le(buf + k, lb, 4);
   buf[k++] = cl->unclipped ? 1 : 0;
   memcpy(buf + k, cl->sha256, 32);
+  k += 32;
+  memcpy(buf + k, cl->model_sha256, 32);
   k += 32;
   return fc_sha256(buf, k, out);
 }

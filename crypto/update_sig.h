@@ -15,7 +15,10 @@
  * The signed message is SHA-256 over the fixed encoding:
  *   "fedc-update-v1" 0x00 federation 0x00 client 0x00 le64(round)
  *   le64(model_version) le64(num_examples) le32(bits of train_loss)
- *   u8(unclipped) sha256[32]
+ *   u8(unclipped) sha256[32] model_sha256[32]
+ * (the model the update is a delta against, as the task named it: a restored
+ * or recreated federation that reuses a round and version number does not
+ * reuse the model, so an old signed update cannot be replayed into it)
  * (names are checked identities: no 0x00 inside). ECDSA signs it with
  * SHA-256 again, Ed25519 as it is (fc_sign_pem).
  * May call: crypto/sha256.h, crypto/sa_crypto.h (fc_sign_pem), crypto/cert_cache.h (fc_cert_*).
@@ -26,14 +29,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define FC_UPDATE_SIG_MAX 256 /* ECDSA P-256/P-384 DER or Ed25519: well within */
+#define FC_UPDATE_SIG_MAX 256          /* ECDSA P-256/P-384 DER or Ed25519: well within */
+#define FC_UPDATE_CERT_MAX (16 * 1024) /* the client's certificate chain, PEM: a leaf and a few CAs */
 
 typedef struct fc_update_claim {
   const char *federation, *client;
   uint64_t round, model_version, num_examples;
   float train_loss;
   int unclipped;
-  const uint8_t *sha256; /* 32 bytes: the update's, as its header announces */
+  const uint8_t *sha256;       /* 32 bytes: the update's, as its header announces */
+  const uint8_t *model_sha256; /* 32 bytes: the task's model (Task.model_sha256) */
 } fc_update_claim;
 
 /* The message digest above into out. FEDC_ERR_INVALID if a name is missing or too long. */

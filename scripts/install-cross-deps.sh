@@ -34,5 +34,6 @@ if [ ${#missing[@]} -eq 0 ]; then
 fi
 for a in ${missing_arch[@]+"${missing_arch[@]}"}; do $SUDO dpkg --add-architecture "$a"; done
 echo "install-cross-deps: installing ${missing[*]}"
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+. "$(dirname "$0")/_apt.sh"
+apt_retry update -qq
+apt_retry install -y -qq --no-install-recommends "${missing[@]}"

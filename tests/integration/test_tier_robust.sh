@@ -21,8 +21,8 @@
 #  - C. a misbehaving aggregator (fedc_agg_probe --mode relay-bad, registered
 #    by hand under another federation prefix) has each bad relayed partial
 #    refused for its fault (a plain sum, two updates, no client signature,
-#    another client's signature, a signed weight changed, signed bytes other
-#    than those relayed, NaN, past the clip, an unassigned client), then its
+#    another client's signature, a signed weight changed, a signature over
+#    another model, signed bytes other than those relayed, NaN, past the clip, an unassigned client), then its
 #    good one counted and published, and the same again refused as a replay.
 # All real processes on 127.0.0.1 over mutual TLS, certificates from `fedc pki`.
 # Skipped (77) without etcd/etcdctl (apt-get install etcd-server etcd-client).
@@ -115,6 +115,7 @@ start_bg probe-c "$BUILD_DIR/fedc_probe" --coordinator "127.0.0.1:$PC" --pki "$T
   >"$T/agg-probe.out" 2>&1 || fail "fedc_agg_probe: $(cat "$T/agg-probe.out")"
 for s in sum:"needs each update" two:"carries one float32 update" unsigned:"carries no client signature" \
   impostor:"is not client c's" tampered:"signature over the update does not verify" \
+  model:"signature over the update does not verify" \
   digest:"not the one its client announced" nan:"NaN" clip:"clip" unassigned:"not a client assigned" ok:"" \
   replay:"already counted\|no round is taking"; do
   grep -q "\"step\":\"${s%%:*}\".*\"ok\":true.*${s#*:}" "$T/agg-probe.out" || fail "step ${s%%:*}: $(cat "$T/agg-probe.out")"

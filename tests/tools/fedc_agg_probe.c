@@ -23,7 +23,8 @@
  *                    relayed partial ("two"), no client signature ("unsigned"),
  *                    another client's key and certificate ("impostor"), the
  *                    client's signature over 1 example relayed as 1000
- *                    ("tampered"), signed bytes other than those relayed
+ *                    ("tampered"), signed against another model ("model"),
+ *                    signed bytes other than those relayed
  *                    ("digest"), a signed NaN ("nan"), signed past the clip
  *                    ("clip"), a client not assigned to it ("unassigned"); then
  *                    the client's signed zero update is accepted ("ok") and the
@@ -208,6 +209,7 @@ static void send_whole(fc_channel *ch, partial *p, uint32_t chunk, fc_status *st
  * with the update's digest `sha` and `examples`; sets p->up.signature and
  * p->up.certificate (owned by p: cert, sig). 0 on failure. */
 static const char *g_pki;
+static const uint8_t *g_model_sha; /* the round's model (AggRoundResponse.model_sha256) */
 static int sign_as(partial *p, const char *signer, const char *named, const uint8_t *sha, uint64_t examples,
                    char **cert, uint8_t *sig, size_t *siglen) {
   char kp[1024], cp[1024], fed[64], role[16], name[65];
@@ -221,7 +223,8 @@ static int sign_as(partial *p, const char *signer, const char *named, const uint
     free(key);
     return 0;
   }
-  fc_update_claim cl = {fed, named, p->meta.round, p->meta.model_version, examples, p->up.train_loss, 0, sha};
+  fc_update_claim cl = {fed, named, p->meta.round, p->meta.model_version, examples, p->up.train_loss, 0, sha,
+                        g_model_sha};
   *siglen = FC_UPDATE_SIG_MAX;
   int rc = fc_update_sign(key, klen, &cl, sig, siglen);
   free(key);
@@ -239,11 +242,12 @@ static int run_relay_bad(fc_channel *ch, uint32_t chunk) {
   uint8_t sig[FC_UPDATE_SIG_MAX];
   size_t siglen = 0;
   if (!r) return 1;
-  if (!r->relay || !partial_init(&p, r)) {
+  if (!r->relay || r->model_sha256.len != FC_SHA256_LEN || !partial_init(&p, r)) {
     printf("{\"step\":\"relay\",\"ok\":false,\"detail\":\"the leader's round does not ask for relayed updates\"}\n");
     return 1;
   }
   const char *me = r->clients[0];
+  g_model_sha = r->model_sha256.data;
   float *f = p.sum;
   size_t n = p.bytes / 4;
   /* A plain sum to a leader that wants each update. */
@@ -279,6 +283,16 @@ static int run_relay_bad(fc_channel *ch, uint32_t chunk) {
   p.up.num_examples = 1;
   p.up.weight = 1;
   p.meta.total_weight = 1;
+  /* Signed against another model (an old signed update replayed into a
+   * restored federation that reuses the round and version numbers). */
+  uint8_t other_model[FC_SHA256_LEN];
+  memcpy(other_model, g_model_sha, sizeof other_model);
+  other_model[0] ^= 1;
+  g_model_sha = other_model;
+  ok &= sign_as(&p, me, me, p.sha, 1, &cert, sig, &siglen);
+  g_model_sha = r->model_sha256.data;
+  send_whole(ch, &p, chunk, &st);
+  report("model", GRPC_STATUS_PERMISSION_DENIED, &st);
   /* The client signed other bytes than the ones relayed: the header's digest differs. */
   uint8_t other[FC_SHA256_LEN];
   memset(other, 7, sizeof other);

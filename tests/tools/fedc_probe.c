@@ -89,6 +89,7 @@ static fc_channel *g_ch;
  * to the coordinator), made from g_co with the task's expected identity. */
 static fc_channel *g_up;
 static fc_channel_opts g_co;
+static const uint8_t *g_model_sha; /* the task's model (Task.model_sha256): signed claims name it (1.17) */
 static int g_failures;
 static uint32_t g_chunk = 8192;
 static int g_hold_ms = 3000;
@@ -155,10 +156,11 @@ static int upload(const upload_plan *p, fc_status *st) {
   char *cert = NULL, *key = NULL, fed[64], role[16], name[65];
   size_t clen = 0, klen = 0, siglen = FC_UPDATE_SIG_MAX;
   uint8_t sig[FC_UPDATE_SIG_MAX];
-  if (g_up && !p->masked && fc_read_file(g_co.tls.cert, 1u << 20, &cert, &clen) == FEDC_OK &&
+  if (g_up && !p->masked && g_model_sha && fc_read_file(g_co.tls.cert, 1u << 20, &cert, &clen) == FEDC_OK &&
       fc_read_file(g_co.tls.key, 1u << 20, &key, &klen) == FEDC_OK &&
       fc_pki_identity_from_pem(cert, clen, fed, sizeof fed, role, sizeof role, name, sizeof name) == FEDC_OK) {
-    fc_update_claim cl = {fed, name, meta.round, meta.model_version, meta.num_examples, meta.train_loss, 0, p->sha};
+    fc_update_claim cl = {fed, name, meta.round, meta.model_version, meta.num_examples, meta.train_loss, 0, p->sha,
+                          g_model_sha};
     if (fc_update_sign(key, klen, &cl, sig, &siglen) == FEDC_OK) {
       meta.signature.data = sig;
       meta.signature.len = siglen;
@@ -487,6 +489,7 @@ static int run_upload_modes(const char *mode, const char *pki, const char *other
   uint8_t sha_zero[FC_SHA256_LEN], sha_bad[FC_SHA256_LEN];
   fc_sha256(zero, total, sha_zero);
   upload_plan p = {&spec, zero, total, sha_zero, t->round, t->model_version, 100, 0.5, 0, 0, 0, 0, 0, 0, 0, 0};
+  g_model_sha = t->model_sha256.len == 32 ? t->model_sha256.data : NULL;
   if (strcmp(mode, "secagg-bad") == 0) {
     rc = run_secagg_bad(t, pki, other, &spec, zero, total, sha_zero);
     free(zero);

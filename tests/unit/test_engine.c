@@ -601,6 +601,10 @@ static void test_relayed(void) {
   /* A relayed update the round refuses (another version) leaves b dropped. */
   CHECK_EQ_INT(fc_engine_upload_begin_relayed(e, "b", 1, 5, 40), FC_UP_NOT_IN_ROUND);
   CHECK_EQ_INT(fc_engine_upload_begin(e, "b", 1, 0, 40), FC_UP_NOT_IN_ROUND);
+  /* Taken back, then its partial refused (another update in it failed): dropped again. */
+  CHECK_EQ_INT(fc_engine_upload_begin_relayed(e, "b", 1, 0, 40), FC_UP_OK);
+  fc_engine_upload_abort(e, "b", 1);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "b", 1, 0, 40), FC_UP_NOT_IN_ROUND);
   CHECK_EQ_INT(fc_engine_upload_begin_relayed(e, "b", 1, 0, 40), FC_UP_OK);
   CHECK_EQ_INT(fc_engine_upload_commit(e, "b", 1, 10, 0.5, 100, 41), FC_UP_OK);
   CHECK_EQ_INT(fc_engine_upload_begin_relayed(e, "b", 1, 0, 42), FC_UP_DUPLICATE);

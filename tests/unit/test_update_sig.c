@@ -3,7 +3,8 @@
  * (crypto/update_sig.h, protocol 1.17):
  *   - a claim signed with client a's key verifies with a's certificate;
  *   - changing any one signed field (federation, client, round, version,
- *     examples, loss, unclipped, one bit of the SHA-256) fails it;
+ *     examples, loss, unclipped, one bit of the update's or the model's
+ *     SHA-256) fails it;
  *   - another client's certificate (b) does not verify a's claim, nor does
  *     a's certificate stand for a claim naming b; a certificate of another
  *     role (the coordinator's) names no client;
@@ -55,18 +56,19 @@ static void run(const char *keytype) {
   CHECK_EQ_INT(fc_cert_cache_create(ca, calen, 16, &cc, err, sizeof err), FEDC_OK);
   fc_cert *xa = cert_of(cc, dir, "client-a.crt"), *xb = cert_of(cc, dir, "client-b.crt"),
           *xc = cert_of(cc, dir, "coordinator.crt");
-  uint8_t sha[32], sig[FC_UPDATE_SIG_MAX];
-  for (int i = 0; i < 32; i++) sha[i] = (uint8_t)(i * 7 + 1);
-  fc_update_claim cl = {"us-test", "a", 12, 11, 600, 0.25f, 1, sha};
+  uint8_t sha[32], msha[32], sig[FC_UPDATE_SIG_MAX];
+  for (int i = 0; i < 32; i++) sha[i] = (uint8_t)(i * 7 + 1), msha[i] = (uint8_t)(i * 3 + 2);
+  fc_update_claim cl = {"us-test", "a", 12, 11, 600, 0.25f, 1, sha, msha};
   size_t siglen = sizeof sig;
   CHECK_EQ_INT(fc_update_sign(key, klen, &cl, sig, &siglen), FEDC_OK);
   CHECK(siglen > 0 && siglen <= FC_UPDATE_SIG_MAX);
   CHECK_EQ_INT(fc_update_verify(xa, &cl, sig, siglen, why, sizeof why), FEDC_OK);
   /* Each signed field, changed alone, fails the signature. */
-  for (int f = 0; f < 8; f++) {
+  for (int f = 0; f < 9; f++) {
     fc_update_claim t = cl;
-    uint8_t sha2[32];
+    uint8_t sha2[32], msha2[32];
     memcpy(sha2, sha, 32);
+    memcpy(msha2, msha, 32);
     switch (f) {
     case 0: t.round++; break;
     case 1: t.model_version--; break;
@@ -76,6 +78,7 @@ static void run(const char *keytype) {
     case 5: sha2[31] ^= 1; t.sha256 = sha2; break;
     case 6: t.federation = "us-tesu"; break; /* also not the certificate's federation */
     case 7: t.client = "b"; break;           /* also not the certificate's name */
+    case 8: msha2[0] ^= 0x80; t.model_sha256 = msha2; break;
     }
     CHECK_EQ_INT(fc_update_verify(xa, &t, sig, siglen, why, sizeof why), FEDC_ERR_REJECTED);
   }
