@@ -26,7 +26,6 @@
 #include "common/quant.h"
 #include "common/rng.h"
 #include "crypto/cert_cache.h"
-#include "crypto/pki.h"
 #include "crypto/sa_crypto.h" /* fc_wipe */
 #include "crypto/update_sig.h"
 #include "fedc/client.h"
@@ -178,15 +177,13 @@ static int upload_channel(fedc_client *c, const Fedc__V1__Task *t, fc_channel **
  * refuses it, if it needs the signature). */
 static void sign_update(fedc_client *c, Fedc__V1__UpdateMeta *meta, const uint8_t sha[FC_SHA256_LEN],
                         const uint8_t model_sha[FC_SHA256_LEN], uint8_t sig[FC_UPDATE_SIG_MAX], char **cert_pem) {
-  char *key = NULL, fed[64], role[16], name[65];
+  char *key = NULL;
   size_t klen = 0, clen = 0, siglen = FC_UPDATE_SIG_MAX;
   int rc = fc_read_file(c->cert, 1u << 20, cert_pem, &clen);
   if (rc == FEDC_OK) rc = fc_read_file(c->key, 1u << 20, &key, &klen);
-  if (rc == FEDC_OK)
-    rc = fc_pki_identity_from_pem(*cert_pem, clen, fed, sizeof fed, role, sizeof role, name, sizeof name);
-  fc_update_claim cl = {fed, name, meta->round, meta->model_version, meta->num_examples, meta->train_loss,
-                        meta->unclipped, sha, model_sha};
-  if (rc == FEDC_OK) rc = fc_update_sign(key, klen, &cl, sig, &siglen);
+  fc_update_claim cl = {NULL, NULL, meta->round, meta->model_version, meta->num_examples, meta->train_loss,
+                        meta->unclipped, sha, model_sha}; /* federation and name: our certificate's */
+  if (rc == FEDC_OK) rc = fc_update_sign_pem(*cert_pem, clen, key, klen, cl, sig, &siglen);
   if (key) fc_wipe(key, klen);
   free(key);
   if (rc != FEDC_OK) {

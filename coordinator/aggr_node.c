@@ -382,16 +382,17 @@ static void apply_locked(fc_aggr *a, const Fedc__V1__AggRoundResponse *r, const 
     a->spec.t[0].dtype = FC_DTYPE_U32;
   }
   a->agg_buckets = r->masked ? r->n_buckets : 0;
-  if (a->relay != (r->relay && !r->masked) && a->npending) { /* another leader's options: what was kept is for the other mode */
-    FC_WARN(MOD, "the leader %s relaying: %zu update(s) taken here are dropped", r->relay ? "started" : "stopped",
+  int relay = r->relay && !r->masked;
+  if (a->relay != relay && a->npending) { /* another leader's options: what was kept is for the other mode */
+    FC_WARN(MOD, "the leader %s relaying: %zu update(s) taken here are dropped", relay ? "started" : "stopped",
             a->npending);
     aggr_pending_drop(a);
     /* Their clients may send again, and a sum holds none of them. */
     a->ntaken = 0;
     if (a->agg) a->agg->ops->round_begin(a->agg);
   }
-  a->relay = r->relay && !r->masked;
-  if (a->relay) memcpy(a->model_sha, r->model_sha256.data, FC_SHA256_LEN);
+  a->relay = relay;
+  if (relay) memcpy(a->model_sha, r->model_sha256.data, FC_SHA256_LEN);
   a->submit_by = r->submit_by_unix_ms;
   a->rules = (fc_upload_rules){r->clip_norm, r->max_example_weight, r->uniform_weights};
   for (size_t i = 0; i < r->n_clients; i++) {

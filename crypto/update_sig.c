@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "crypto/cert_cache.h"
+#include "crypto/pki.h"
 #include "crypto/sa_crypto.h" /* fc_sign_pem */
 #include "crypto/sha256.h"
 #include "fedc/error.h"
@@ -47,6 +48,16 @@ int fc_update_sign(const char *key_pem, size_t key_len, const fc_update_claim *c
   uint8_t d[32];
   int rc = fc_update_claim_digest(cl, d);
   return rc == FEDC_OK ? fc_sign_pem(key_pem, key_len, d, sizeof d, sig, sig_len) : rc;
+}
+
+int fc_update_sign_pem(const char *cert_pem, size_t cert_len, const char *key_pem, size_t key_len, fc_update_claim cl,
+                       uint8_t *sig, size_t *sig_len) {
+  char fed[FC_PKI_FEDERATION_MAX], role[FC_PKI_ROLE_MAX], name[FC_PKI_NAME_MAX];
+  int rc = fc_pki_identity_from_pem(cert_pem, cert_len, fed, sizeof fed, role, sizeof role, name, sizeof name);
+  if (rc != FEDC_OK) return rc;
+  cl.federation = fed;
+  if (!cl.client) cl.client = name;
+  return fc_update_sign(key_pem, key_len, &cl, sig, sig_len);
 }
 
 int fc_update_verify(const fc_cert *x, const fc_update_claim *cl, const uint8_t *sig, size_t sig_len, char *why,

@@ -21,7 +21,8 @@
  * reuse the model, so an old signed update cannot be replayed into it)
  * (names are checked identities: no 0x00 inside). ECDSA signs it with
  * SHA-256 again, Ed25519 as it is (fc_sign_pem).
- * May call: crypto/sha256.h, crypto/sa_crypto.h (fc_sign_pem), crypto/cert_cache.h (fc_cert_*).
+ * May call: crypto/sha256.h, crypto/sa_crypto.h (fc_sign_pem), crypto/cert_cache.h (fc_cert_*),
+ * crypto/pki.h (identity from a certificate).
  */
 #ifndef FEDC_CRYPTO_UPDATE_SIG_H
 #define FEDC_CRYPTO_UPDATE_SIG_H
@@ -45,6 +46,11 @@ typedef struct fc_update_claim {
 int fc_update_claim_digest(const fc_update_claim *cl, uint8_t out[32]);
 /* Sign the claim with a PEM private key; *sig_len in: capacity, out: length. */
 int fc_update_sign(const char *key_pem, size_t key_len, const fc_update_claim *cl, uint8_t *sig, size_t *sig_len);
+/* The same as the holder of cert_pem signs: the claim's federation is the
+ * certificate's, and so is its client when cl.client is NULL (as a client
+ * signs its own upload). */
+int fc_update_sign_pem(const char *cert_pem, size_t cert_len, const char *key_pem, size_t key_len, fc_update_claim cl,
+                       uint8_t *sig, size_t *sig_len);
 struct fc_cert;
 /* Check sig over the claim with a verified certificate (cert_cache.h), which
  * must name cl->client with role client in cl->federation. FEDC_OK, or

@@ -212,21 +212,20 @@ static const char *g_pki;
 static const uint8_t *g_model_sha; /* the round's model (AggRoundResponse.model_sha256) */
 static int sign_as(partial *p, const char *signer, const char *named, const uint8_t *sha, uint64_t examples,
                    char **cert, uint8_t *sig, size_t *siglen) {
-  char kp[1024], cp[1024], fed[64], role[16], name[65];
+  char kp[1024], cp[1024];
   char *key = NULL;
   size_t klen = 0, clen = 0;
   free(*cert);
   *cert = NULL;
   if (fc_pki_leaf_paths(g_pki, "client", signer, kp, sizeof kp, cp, sizeof cp) != FEDC_OK ||
-      fc_read_file(cp, 1u << 20, cert, &clen) != FEDC_OK || fc_read_file(kp, 1u << 20, &key, &klen) != FEDC_OK ||
-      fc_pki_identity_from_pem(*cert, clen, fed, sizeof fed, role, sizeof role, name, sizeof name) != FEDC_OK) {
+      fc_read_file(cp, 1u << 20, cert, &clen) != FEDC_OK || fc_read_file(kp, 1u << 20, &key, &klen) != FEDC_OK) {
     free(key);
     return 0;
   }
-  fc_update_claim cl = {fed, named, p->meta.round, p->meta.model_version, examples, p->up.train_loss, 0, sha,
-                        g_model_sha};
+  fc_update_claim cl = {NULL, named, p->meta.round, p->meta.model_version, examples, p->up.train_loss, 0, sha,
+                        g_model_sha}; /* the federation: the signer's certificate's */
   *siglen = FC_UPDATE_SIG_MAX;
-  int rc = fc_update_sign(key, klen, &cl, sig, siglen);
+  int rc = fc_update_sign_pem(*cert, clen, key, klen, cl, sig, siglen);
   free(key);
   p->up.signature.data = sig;
   p->up.signature.len = *siglen;

@@ -75,7 +75,6 @@
 #include "common/clock.h"
 #include "common/fileutil.h"
 #include "common/quant.h"
-#include "crypto/pki.h"
 #include "crypto/sha256.h"
 #include "crypto/update_sig.h"
 #include "fedc/error.h"
@@ -153,15 +152,14 @@ static int upload(const upload_plan *p, fc_status *st) {
   meta.upload_block = p->block;
   /* Uploading to an aggregator, signed as the client runtime signs (1.17,
    * crypto/update_sig.h): a relaying aggregator needs it. */
-  char *cert = NULL, *key = NULL, fed[64], role[16], name[65];
+  char *cert = NULL, *key = NULL;
   size_t clen = 0, klen = 0, siglen = FC_UPDATE_SIG_MAX;
   uint8_t sig[FC_UPDATE_SIG_MAX];
   if (g_up && !p->masked && g_model_sha && fc_read_file(g_co.tls.cert, 1u << 20, &cert, &clen) == FEDC_OK &&
-      fc_read_file(g_co.tls.key, 1u << 20, &key, &klen) == FEDC_OK &&
-      fc_pki_identity_from_pem(cert, clen, fed, sizeof fed, role, sizeof role, name, sizeof name) == FEDC_OK) {
-    fc_update_claim cl = {fed, name, meta.round, meta.model_version, meta.num_examples, meta.train_loss, 0, p->sha,
+      fc_read_file(g_co.tls.key, 1u << 20, &key, &klen) == FEDC_OK) {
+    fc_update_claim cl = {NULL, NULL, meta.round, meta.model_version, meta.num_examples, meta.train_loss, 0, p->sha,
                           g_model_sha};
-    if (fc_update_sign(key, klen, &cl, sig, &siglen) == FEDC_OK) {
+    if (fc_update_sign_pem(cert, clen, key, klen, cl, sig, &siglen) == FEDC_OK) {
       meta.signature.data = sig;
       meta.signature.len = siglen;
       meta.certificate = cert;

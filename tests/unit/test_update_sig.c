@@ -8,6 +8,8 @@
  *   - another client's certificate (b) does not verify a's claim, nor does
  *     a's certificate stand for a claim naming b; a certificate of another
  *     role (the coordinator's) names no client;
+ *   - signing as a certificate's holder (fc_update_sign_pem) names its
+ *     federation and, unless told another, its client;
  *   - the same key on both EC and Ed25519 PKIs;
  *   - bad inputs: no name, an over-long name, an empty or oversized signature.
  */
@@ -63,6 +65,24 @@ static void run(const char *keytype) {
   CHECK_EQ_INT(fc_update_sign(key, klen, &cl, sig, &siglen), FEDC_OK);
   CHECK(siglen > 0 && siglen <= FC_UPDATE_SIG_MAX);
   CHECK_EQ_INT(fc_update_verify(xa, &cl, sig, siglen, why, sizeof why), FEDC_OK);
+  /* As the holder of a's certificate signs: federation and name from it. */
+  size_t certlen = 0;
+  char *cert = slurp(dir, "client-a.crt", &certlen);
+  uint8_t sig2[FC_UPDATE_SIG_MAX];
+  size_t sig2len = sizeof sig2;
+  fc_update_claim own = cl;
+  own.federation = NULL;
+  own.client = NULL;
+  CHECK_EQ_INT(fc_update_sign_pem(cert, certlen, key, klen, own, sig2, &sig2len), FEDC_OK);
+  CHECK_EQ_INT(fc_update_verify(xa, &cl, sig2, sig2len, why, sizeof why), FEDC_OK);
+  own.client = "b"; /* a's key over a claim naming b: a's certificate does not stand for it */
+  sig2len = sizeof sig2;
+  CHECK_EQ_INT(fc_update_sign_pem(cert, certlen, key, klen, own, sig2, &sig2len), FEDC_OK);
+  fc_update_claim asb0 = cl;
+  asb0.client = "b";
+  CHECK_EQ_INT(fc_update_verify(xa, &asb0, sig2, sig2len, why, sizeof why), FEDC_ERR_REJECTED);
+  CHECK(fc_update_sign_pem("not a certificate", 17, key, klen, own, sig2, &sig2len) != FEDC_OK);
+  free(cert);
   /* Each signed field, changed alone, fails the signature. */
   for (int f = 0; f < 9; f++) {
     fc_update_claim t = cl;
