@@ -22,6 +22,9 @@
 # Environment (all optional):
 #   SYNC_ARGS, ASYNC_ARGS  extra `fedc sim` arguments for sync-* / async-* runs
 #                          (word-split), e.g. ASYNC_ARGS="--server-optimizer avgm"
+#   MONITOR_NICE           the sim's evaluation of each version runs at this nice value
+#                          (default 10: an observer, it must not slow the federation it
+#                          measures; every version is kept, so none is missed however late)
 #   TAG                    appended to the run name in the JSON line ("async-20-10+TAG")
 #   KEEP                   a folder: each run's rounds.csv, rounds.jsonl, audit log and
 #                          coordinator log are kept in KEEP/RUN-sSEED (default: not kept)
@@ -46,7 +49,7 @@ load1() { cut -d' ' -f1 /proc/loadavg; }
 for seed in "${SEEDS[@]}"; do
   for run in "${RUNS[@]}"; do
     args=(--clients 100 --cohort 10 --rounds "$ROUNDS" --seed "$seed" --alpha 0.5 --device-speed 300:100:0.5
-      --stragglers 0.2 --coordinator-opt=--upload-rate=0)
+      --stragglers 0.2 --coordinator-opt=--upload-rate=0 --monitor-nice "${MONITOR_NICE:-10}" --keep-versions 0)
     case $run in
     sync) args+=("${XSYNC[@]}") ;;
     sync-*) args+=(--min-updates 7 --round-timeout-ms "${run#sync-}" "${XSYNC[@]}") ;;

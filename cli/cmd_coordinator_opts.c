@@ -388,6 +388,11 @@ const copt cc_options[] = {
     OPT_RANGE("async-concurrency", T_U32, c.engine.async_concurrency,
               "async: clients training at once (each holds its task until it uploads, gives up or --round-timeout-ms)",
               1, 1000000),
+    OPT_RANGE("async-slot-ms", T_U64, c.engine.async_slot_ms,
+              "async: a task stops counting against --async-concurrency this long after it was handed out, so "
+              "stragglers do not hold fast clients' slots; its update is still taken within --max-staleness and "
+              "--round-timeout-ms (0 = it counts until it ends)",
+              0, HOUR_MS),
     OPT_RANGE("async-buffer", T_U32, c.engine.async_buffer, "async: accepted updates per published version (K)", 1,
               100000),
     OPT_STR("staleness", staleness,

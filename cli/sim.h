@@ -61,6 +61,7 @@ typedef struct sim_opts {
   int eval_test;
   /* Model versions the coordinator keeps (its --keep-versions/--keep-every). */
   unsigned long long keep_versions, keep_every;
+  int monitor_nice; /* --monitor-nice: the evaluating process's nice value once the federation runs */
   /* Async mode and the device-speed model (sim_speed.c): --mode, --device-speed C:N:S, --stragglers F. */
   char mode[8];
   char speed[96];

@@ -57,6 +57,8 @@ void sim_usage(FILE *f) {
              "                       one line per round on stderr\n"
              "  --keep-versions N    model versions kept whole in OUT/state: the last N (default 5; 0 = all)\n"
              "  --keep-every K       ... and every K-th older one's model and manifest (default 10; 0 = none)\n"
+             "  --monitor-nice N     evaluate versions at nice N (0-19, default 0), so the observer takes no CPU\n"
+             "                       the federation wants (benchmarks; with --keep-versions 0 none is missed)\n"
              "  --secagg             secure aggregation (SecAgg+): the coordinator sees only the cohort's sum\n"
              "  --secagg-neighbors K neighbours per client (default: the coordinator's, from Bell et al.'s\n"
              "                       bounds for the cohort; cohort - 1 = all, the complete graph)\n"

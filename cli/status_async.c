@@ -22,6 +22,9 @@ void status_async_json(json_t *o, const Fedc__V1__AsyncStatus *a) {
   json_t *j = json_object();
   json_object_set_new(j, "concurrency", json_integer(a->concurrency));
   json_object_set_new(j, "training", json_integer(a->training));
+  json_object_set_new(j, "released", json_integer(a->released));
+  json_object_set_new(j, "released_total", json_integer((json_int_t)a->released_total));
+  json_object_set_new(j, "slot_ms", json_integer((json_int_t)a->slot_ms));
   json_object_set_new(j, "buffer_size", json_integer(a->buffer_size));
   json_object_set_new(j, "buffered", json_integer(a->buffered));
   json_object_set_new(j, "uploading", json_integer(a->uploading));
@@ -46,6 +49,9 @@ void status_async_print(const Fedc__V1__AsyncStatus *a) {
   hist_text(a->staleness_histogram, a->n_staleness_histogram, h, sizeof h);
   printf("async:           %u of %u clients training; buffer %u of %u (%u uploading)\n", a->training,
          a->concurrency, a->buffered, a->buffer_size, a->uploading);
+  if (a->slot_ms)
+    printf("slots:           a task gives its slot up after %llu ms: %u running past it now, %llu since start\n",
+           (unsigned long long)a->slot_ms, a->released, (unsigned long long)a->released_total);
   printf("staleness:       %s, max %u; open buffer by versions behind 0/1/2/3/4-7/8-15/16+: %s\n",
          a->staleness ? a->staleness : "?", a->max_staleness, h);
   printf("async refusals:  %llu too stale, %llu tasks expired\n", (unsigned long long)a->stale_refused,

@@ -497,6 +497,9 @@ void coord_async_status_pb(fc_coord *c, Fedc__V1__AsyncStatus *as, uint32_t hist
   memcpy(hist, ai.hist, FC_STALE_BUCKETS * sizeof *hist);
   as->concurrency = c->cfg.engine.async_concurrency;
   as->training = ai.training;
+  as->released = ai.released;
+  as->released_total = ai.released_total;
+  as->slot_ms = c->cfg.engine.async_slot_ms;
   as->buffer_size = c->cfg.engine.async_buffer;
   as->buffered = ai.buffered;
   as->uploading = ai.uploading;

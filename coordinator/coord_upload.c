@@ -324,6 +324,15 @@ static void upload_end(fc_scall *call, void *state) {
   if (v == FC_UP_OK)
     v = fc_engine_upload_commit(c->engine, up->client, up->round, (uint64_t)weight, up->loss, fc_scall_bytes_in(call),
                                 now);
+  if (v == FC_UP_OK && c->cfg.engine.async) {
+    /* The buffer's last update: wake the driver to publish now rather than
+     * at its next 50 ms tick (uploads wait while a buffer is full).
+     * Signalled without its mutex, as coord_secagg.c does: a wake-up lost to
+     * a driver not yet waiting costs that one tick. */
+    fc_async_info ai;
+    fc_engine_async_info(c->engine, &ai);
+    if (ai.buffered >= c->cfg.engine.async_buffer) pthread_cond_signal(&c->stop_cv);
+  }
   if (v == FC_UP_OK) {
     audit_update(c, up, "accepted", NULL, up->masked ? -1 : l2); /* before it counts */
     atomic_fetch_add(&c->metrics.uploads_accepted, 1);

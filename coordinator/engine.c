@@ -187,8 +187,7 @@ static uint32_t count_live(const fc_engine *e, uint64_t now) {
  * once when a client that was not live checks in. Stops at the threshold. */
 #define LIVE_RECOUNT_MS 500
 
-static int enough_live(fc_engine *e, uint64_t now) {
-  uint32_t need = e->cfg.min_clients > e->cfg.min_updates ? e->cfg.min_clients : e->cfg.min_updates;
+int eng_enough_live(fc_engine *e, uint64_t now, uint32_t need) {
   /* Only "not enough" is remembered: it can only turn by a client becoming
    * live (dirty) or, for a recount, by time. */
   if (e->live_short && !e->live_dirty && now >= e->live_counted_at && now - e->live_counted_at < LIVE_RECOUNT_MS)
@@ -581,7 +580,8 @@ int fc_engine_tick(fc_engine *e, uint64_t now_ms) {
       return FC_TICK_NONE;
     }
     if (e->paused || e->blocked) return FC_TICK_NONE;
-    if (!enough_live(e, now_ms)) return FC_TICK_NONE;
+    if (!eng_enough_live(e, now_ms, e->cfg.min_clients > e->cfg.min_updates ? e->cfg.min_clients : e->cfg.min_updates))
+      return FC_TICK_NONE;
     start_round(e, now_ms);
     return e->state == FC_ENG_TRAINING ? FC_TICK_STARTED : FC_TICK_NONE;
   case FC_ENG_SA_SHARE:

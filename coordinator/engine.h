@@ -97,9 +97,15 @@ typedef struct fc_engine_cfg {
    * the current version; a version is published every async_buffer accepted
    * updates, each weighted by fc_staleness_weight of its staleness; updates
    * more than max_staleness versions behind are refused. `rounds` then
-   * counts buffers (versions); round_ms is each client's own deadline. */
+   * counts buffers (versions); round_ms is each client's own deadline.
+   * async_slot_ms: a task stops counting against async_concurrency this long
+   * after it was handed out (its update is still taken within max_staleness
+   * and round_ms), so stragglers do not hold the slots of fast clients
+   * (over-selection, Bonawitz et al. 2019 Sec. 2.2); 0 = it counts until it
+   * ends. */
   int async;
   uint32_t async_concurrency, async_buffer, max_staleness;
+  uint64_t async_slot_ms;
   struct fc_staleness_fn {
     int kind;    /* enum fc_staleness_kind */
     double a, b; /* poly: exponent a; hinge: slope a past b versions */
@@ -125,10 +131,12 @@ const char *fc_stale_bucket_name(int i);
 /* The async state as status shows it. */
 typedef struct fc_async_info {
   uint32_t training;      /* clients holding a task now (of async_concurrency) */
+  uint32_t released;      /* tasks past async_slot_ms still running (not counted in training) */
   uint32_t buffered;      /* updates in the open buffer (of async_buffer) */
   uint32_t uploading;
   uint32_t hist[FC_STALE_BUCKETS]; /* the open buffer's staleness histogram */
   uint64_t stale_refused, expired; /* since start: refused as too stale, tasks past their deadline */
+  uint64_t released_total;         /* since start: tasks that gave their slot up at async_slot_ms */
 } fc_async_info;
 void fc_engine_async_info(const fc_engine *e, fc_async_info *out);
 /* Between upload_begin (OK) and commit, under the lock the commit takes:

@@ -11,7 +11,8 @@
  * May call: engine_int.h only.
  *
  * A "round" is a buffer: round id R is buffer R. States:
- *   WAITING --tick, not paused/blocked, budget left--> TRAINING (buffer R open)
+ *   WAITING --tick, not paused/blocked, budget left (a new federation's
+ *       first buffer: min_clients live)--> TRAINING (buffer R open)
  *   TRAINING: "checkin" -> TRAIN (the current version, a deadline of its own,
  *       now + round_ms) while fewer than async_concurrency clients hold a
  *       task (a_training) and the client has no update in the open buffer;
@@ -38,8 +39,11 @@
  *   AGGREGATING --"published"--> WAITING (engine.c; DONE once `rounds`
  *       buffers are published), and the next tick opens the next buffer.
  *   Tasks outlive buffers: a client keeps its slot until it uploads, gives
- *   up, leaves or its deadline passes.
- * Invariants: a_training counts the records TASKED or UPLOADING; a client
+ *   up, leaves or its deadline passes, or (async_slot_ms > 0) until its task
+ *   is that old: it is then released (counted in a_released, not
+ *   a_training) and its update is still taken under the same rules.
+ * Invariants: a_training + a_released counts the records TASKED or
+ * UPLOADING, a_released those with r->a_released; a client
  * has at most one update in each buffer; received + uploading <= async_buffer.
  */
 #include <math.h>
@@ -120,28 +124,52 @@ const char *fc_stale_bucket_name(int i) {
   return i >= 0 && i < FC_STALE_BUCKETS ? names[i] : "?";
 }
 
+/* A client refused BUFFER_FULL comes back this soon: the buffer has room
+ * again once a publish (tens of ms) or the uploads in flight end. Every
+ * wait here holds a slot and makes the update staler. */
+#define FULL_RETRY_MS 50
+
 /* ---- slots ------------------------------------------------------------------------ */
+
+/* Its task ends: it no longer counts against the concurrency, or among the
+ * released tasks if it ran past async_slot_ms. */
+static void end_task(fc_engine *e, client_rec *r) {
+  if (r->a_released) {
+    r->a_released = 0;
+    if (e->a_released) e->a_released--;
+  } else if (e->a_training) {
+    e->a_training--;
+  }
+}
 
 static void free_slot(fc_engine *e, client_rec *r) {
   if (r->rstate == CR_UPLOADING && e->uploading) e->uploading--;
   r->rstate = CR_DROPPED;
-  if (e->a_training) e->a_training--;
+  end_task(e, r);
 }
 
 static int holds_task(const client_rec *r) { return r->rstate == CR_TASKED || r->rstate == CR_UPLOADING; }
 
-/* Tasks past their deadline free their slots. O(clients): at most every
+/* Tasks past their deadline free their slots; tasks past async_slot_ms stop
+ * counting against the concurrency but run on (released: a straggler no
+ * longer keeps a fast client from a task; its update is still taken if it
+ * comes within max_staleness and the deadline). O(clients): at most every
  * 100 ms, and only while some client holds a task. An upload still
- * streaming past it is cut off by the coordinator (its deadline is the
- * task's), whose abort leaves it TASKED for the next scan. */
+ * streaming past its deadline is cut off by the coordinator (its deadline
+ * is the task's), whose abort leaves it TASKED for the next scan. */
 static void expire(fc_engine *e, uint64_t now) {
-  if (!e->a_training || (now >= e->a_scan_at && now - e->a_scan_at < 100)) return;
+  if ((!e->a_training && !e->a_released) || (now >= e->a_scan_at && now - e->a_scan_at < 100)) return;
   e->a_scan_at = now;
   for (uint32_t i = 0; i < e->nrecs; i++) {
     client_rec *r = &e->recs[i];
     if (r->rstate == CR_TASKED && now >= r->a_deadline) {
       free_slot(e, r);
       e->a_expired++;
+    } else if (e->cfg.async_slot_ms && holds_task(r) && !r->a_released && now >= r->a_slot_until) {
+      r->a_released = 1;
+      if (e->a_training) e->a_training--;
+      e->a_released++;
+      e->a_released_total++;
     }
   }
 }
@@ -180,6 +208,8 @@ int eng_async_checkin(fc_engine *e, client_rec *r, uint64_t now, fc_task_info *t
   r->rstate = CR_TASKED;
   r->a_version = e->version;
   r->a_deadline = eng_add_sat(now, e->cfg.round_ms);
+  r->a_slot_until = eng_add_sat(now, e->cfg.async_slot_ms);
+  r->a_released = 0;
   e->a_training++;
   e->selected++;
   e->tasked++;
@@ -226,7 +256,7 @@ int eng_async_upload_begin(fc_engine *e, client_rec *r, uint64_t round, uint64_t
      * is no way around the upload rate limit. */
     if (e->cfg.upload_rate > 0 && now >= r->a_full_retry_at && r->upload_tokens + 1 <= e->cfg.upload_burst)
       r->upload_tokens += 1;
-    e->retry_ms = e->cfg.poll_ms < 200 ? e->cfg.poll_ms : 200;
+    e->retry_ms = e->cfg.poll_ms < FULL_RETRY_MS ? e->cfg.poll_ms : FULL_RETRY_MS;
     r->a_full_retry_at = eng_add_sat(now, e->retry_ms);
     return FC_UP_BUFFER_FULL;
   }
@@ -245,7 +275,7 @@ int eng_async_upload_commit(fc_engine *e, client_rec *r, uint64_t round, uint64_
   }
   e->uploading--;
   r->rstate = CR_DONE;
-  if (e->a_training) e->a_training--;
+  end_task(e, r);
   r->last_done = round;
   r->a_buf = e->round;
   e->received++;
@@ -280,6 +310,12 @@ int eng_async_tick(fc_engine *e, uint64_t now) {
       return FC_TICK_NONE;
     }
     if (e->paused || e->blocked) return FC_TICK_NONE;
+    /* A new federation's first buffer waits for min_clients live clients,
+     * as a synchronous round does: a fleet still starting up would
+     * otherwise fill the first buffers from the few clients that came
+     * first. Not after a restart (no round id left unspent): a buffer log
+     * is replayed at once, whoever is back. */
+    if (e->next_round <= 1 && !eng_enough_live(e, now, e->cfg.min_clients)) return FC_TICK_NONE;
     eng_async_open(e, now);
     return FC_TICK_STARTED;
   case FC_ENG_TRAINING:
@@ -304,6 +340,8 @@ void fc_engine_async_info(const fc_engine *e, fc_async_info *out) {
   memset(out, 0, sizeof *out);
   if (!e->cfg.async) return;
   out->training = e->a_training;
+  out->released = e->a_released;
+  out->released_total = e->a_released_total;
   int open = e->state == FC_ENG_TRAINING || e->state == FC_ENG_AGGREGATING;
   out->buffered = open ? e->received : 0;
   out->uploading = e->uploading;

@@ -35,6 +35,8 @@ typedef struct client_rec {
   uint64_t a_version, a_deadline, a_buf, a_stale;
   uint64_t a_gaveup;  /* async: the buffer in which it gave a task up (it waits for the next) */
   uint64_t a_full_retry_at; /* async: when its last BUFFER_FULL told it to come back (engine time) */
+  uint64_t a_slot_until;    /* async: its task stops counting against the concurrency then (async_slot_ms) */
+  uint8_t a_released;       /* async: its task runs past async_slot_ms, no longer counted in a_training */
 } client_rec;
 
 /* The evaluation due or running, and one due while it runs (engine_eval.c). */
@@ -101,7 +103,9 @@ struct fc_engine {
   double pace_share;         /* ... the share of them eligible */
   uint64_t pace_draws;       /* jitter draws so far (seeds the next) */
   /* async mode (engine_async.c) */
-  uint32_t a_training;       /* records TASKED or UPLOADING (any buffer): the concurrency in use */
+  uint32_t a_training;       /* records TASKED or UPLOADING (any buffer), not released: the concurrency in use */
+  uint32_t a_released;       /* records TASKED or UPLOADING past async_slot_ms */
+  uint64_t a_released_total;
   uint32_t a_hist[FC_STALE_BUCKETS]; /* the open buffer's staleness histogram */
   uint64_t a_stale_refused, a_expired;
   uint64_t a_scan_at;        /* engine time of the last deadline scan */
@@ -136,6 +140,10 @@ static inline int eng_due(const fc_engine *e, const client_rec *r, uint64_t now)
 
 /* Live, eligible at its last check-in, due within the selection window and
  * not excluded for repeated offences: may be selected. */
+/* At least `need` selectable clients (engine.c; O(clients), at most every
+ * 500 ms while short unless a client became live). */
+int eng_enough_live(fc_engine *e, uint64_t now, uint32_t need);
+
 static inline int eng_selectable(const fc_engine *e, const client_rec *r, uint64_t now) {
   return eng_is_live(e, r, now) && r->excluded_until <= now && !r->inelig && eng_due(e, r, now);
 }

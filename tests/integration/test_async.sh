@@ -27,7 +27,7 @@ make_tmp
 make_pki "$T/pki" itest a b slow gone
 make_idx "$T" 60 4
 STATE="$T/state"
-COORD_ARGS=(--pki "$T/pki" --federation itest --state "$STATE" --model 784-10 --rounds 0 --mode async
+COORD_ARGS=(--pki "$T/pki" --federation itest --state "$STATE" --model 784-10 --rounds 0 --mode async --min-clients 1
   --async-concurrency 3 --async-buffer 2 --max-staleness 1 --poll-ms 100 --round-timeout-ms 8000
   --client-ttl-ms 120000)
 

@@ -20,7 +20,7 @@ make_pki "$T/pki" itest a
 make_idx "$T" 60 1
 STATE="$T/state"
 COORD_PREFIX=(strace -f -y -qq -e trace=write,writev,pwrite64,pwritev,pwritev2 -e signal=none -o "$T/strace.txt")
-start_coordinator --pki "$T/pki" --federation itest --state "$STATE" --model 784-10 --rounds 0 --mode async \
+start_coordinator --pki "$T/pki" --federation itest --state "$STATE" --model 784-10 --rounds 0 --mode async --min-clients 1 \
   --async-concurrency 2 --async-buffer 2 --poll-ms 100 --round-timeout-ms 20000
 # The coordinator is strace's child: killed by this test's cleanup too (a
 # killed strace detaches and would leave it running).

@@ -26,7 +26,7 @@ LOG="$STATE/async_buffer.log"
 PA=$(free_port) PB=$(free_port) PC=$(free_port)
 replica() { # NAME PORT
   start_bg "rep-$1" "$FEDC" coordinator --pki "$T/pki" --federation itest --state "$STATE" \
-    --listen "127.0.0.1:$2" --port-file "$T/$1.port" --model 784-10 --rounds 0 --mode async \
+    --listen "127.0.0.1:$2" --port-file "$T/$1.port" --model 784-10 --rounds 0 --mode async --min-clients 1 \
     --async-concurrency 3 --async-buffer 3 --poll-ms 100 --round-timeout-ms 30000 --client-ttl-ms 120000 \
     --etcd "$ETCD" --etcd-lease-ttl 2 --etcd-ca "$T/pki/ca.crt" --etcd-cert "$T/pki/coordinator.crt" \
     --etcd-key "$T/pki/coordinator.key" --log info

@@ -10,6 +10,10 @@
  *   - an update staler than max_staleness is refused with the versions in
  *     its reason, and its slot is freed;
  *   - a client that never returns frees its slot at its task's deadline;
+ *   - min_clients gates a new federation's first buffer only;
+ *   - async_slot_ms: a task that old gives its slot up but runs on; its
+ *     update still counts once, and its end (commit, deadline) is counted
+ *     against the released tasks, never the concurrency in use;
  *   - uploads beyond the buffer wait (BUFFER_FULL), none is in flight at close;
  *     waiting as told costs no upload token, hammering a full buffer does;
  *   - a stream begun for a task given up by Leave is not countable after the
@@ -29,9 +33,13 @@
 static const uint8_t SHA0[FC_SHA256_LEN] = {1, 2, 3};
 static const uint8_t SHA1[FC_SHA256_LEN] = {9};
 
+static uint64_t g_slot_ms; /* cfg.async_slot_ms of the next make() */
+
 static fc_engine *make(uint32_t conc, uint32_t k, uint32_t max_stale, uint64_t version) {
   fc_engine_cfg cfg;
   fc_engine_cfg_defaults(&cfg);
+  cfg.async_slot_ms = g_slot_ms;
+  cfg.min_clients = 0; /* buffers open at once (test_min_clients: the first waits) */
   cfg.async = 1;
   cfg.async_concurrency = conc;
   cfg.async_buffer = k;
@@ -224,6 +232,103 @@ static void test_deadline_and_full(void) {
   fc_engine_destroy(e);
 }
 
+/* min_clients gates a new federation's first buffer only: it opens once
+ * that many clients are live, and later buffers open at once whoever is
+ * live; so does the first buffer after a restart (a round id was spent). */
+static void test_min_clients(void) {
+  fc_engine_cfg cfg;
+  fc_engine_cfg_defaults(&cfg);
+  cfg.async = 1;
+  cfg.async_concurrency = 2;
+  cfg.async_buffer = 1;
+  cfg.min_clients = 2;
+  cfg.min_updates = 5; /* a round's, not a buffer's: ignored */
+  cfg.rounds = 0;
+  cfg.round_ms = 5000;
+  cfg.client_ttl_ms = 100000;
+  fc_engine *e = NULL;
+  CHECK_EQ_INT(fc_engine_create(&cfg, 1, 0, 0, SHA0, &e), FEDC_OK);
+  CHECK_EQ_INT(fc_engine_tick(e, 1), FC_TICK_NONE);
+  CHECK_EQ_INT(checkin(e, "a", 10, NULL), FC_CHECKIN_WAIT); /* no buffer yet */
+  CHECK_EQ_INT(fc_engine_tick(e, 20), FC_TICK_NONE);        /* 1 of 2 live */
+  CHECK_EQ_INT(checkin(e, "b", 30, NULL), FC_CHECKIN_WAIT);
+  CHECK_EQ_INT(fc_engine_tick(e, 40), FC_TICK_STARTED);
+  fc_task_info ta;
+  CHECK_EQ_INT(checkin(e, "a", 50, &ta), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(upload(e, "a", &ta, 60), FC_UP_OK);
+  CHECK_EQ_INT(fc_engine_tick(e, 70), FC_TICK_AGGREGATE);
+  fc_engine_published(e, 1, SHA1, 80);
+  /* b said Leave: one live client, and the next buffer opens anyway */
+  fc_leave_info li;
+  fc_engine_leave(e, "b", 85, &li);
+  CHECK_EQ_INT(fc_engine_tick(e, 90), FC_TICK_STARTED);
+  fc_engine_destroy(e);
+  CHECK_EQ_INT(fc_engine_create(&cfg, 3, 1, 1, SHA1, &e), FEDC_OK); /* restarted: round 2 was spent */
+  CHECK_EQ_INT(fc_engine_tick(e, 1), FC_TICK_STARTED);
+  fc_engine_destroy(e);
+}
+
+/* --async-slot-ms 1000: a straggler's task stops holding a slot at 1 s
+ * and a fast client takes it; the straggler's update still counts (within
+ * max staleness), and the ends of released tasks (commit, deadline) leave
+ * the concurrency in use alone. */
+static void test_slot_release(void) {
+  g_slot_ms = 1000;
+  fc_engine *e = make(2, 2, 1, 0);
+  g_slot_ms = 0;
+  CHECK_EQ_INT(fc_engine_tick(e, 1), FC_TICK_STARTED);
+  fc_task_info ts, t1, t2, t3, t4;
+  CHECK_EQ_INT(checkin(e, "slow", 10, &ts), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(checkin(e, "f1", 500, &t1), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(checkin(e, "f2", 600, &t2), FC_CHECKIN_WAIT); /* cap 2 */
+  CHECK_EQ_INT(fc_engine_tick(e, 1009), FC_TICK_NONE);
+  CHECK_EQ_INT(checkin(e, "f2", 1009, &t2), FC_CHECKIN_WAIT); /* slow's slot until 1010 */
+  CHECK_EQ_INT(fc_engine_tick(e, 1110), FC_TICK_NONE);        /* released (f1's runs to 1500) */
+  fc_async_info ai;
+  fc_engine_async_info(e, &ai);
+  CHECK_EQ_INT(ai.training, 1);
+  CHECK_EQ_INT(ai.released, 1);
+  CHECK_EQ_INT(ai.released_total, 1);
+  CHECK_EQ_INT(checkin(e, "f2", 1111, &t2), FC_CHECKIN_TRAIN); /* the freed slot */
+  CHECK_EQ_INT(upload(e, "f1", &t1, 1120), FC_UP_OK);
+  CHECK_EQ_INT(upload(e, "f2", &t2, 1130), FC_UP_OK);
+  publish(e, 1, 1140);
+  CHECK_EQ_INT(checkin(e, "f3", 1150, &t3), FC_CHECKIN_TRAIN);
+  fc_engine_async_info(e, &ai);
+  CHECK_EQ_INT(ai.training, 1);
+  /* slow, one version behind (max 1), counts; its end is a released task's */
+  uint64_t s = 0;
+  double w = 0;
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "slow", ts.round, ts.version, 1200), FC_UP_OK);
+  CHECK_EQ_INT(fc_engine_async_weight(e, "slow", ts.round, 1200, &w, &s), FC_UP_OK);
+  CHECK_EQ_INT(s, 1);
+  CHECK_EQ_INT(fc_engine_upload_commit(e, "slow", ts.round, 10, 0.5, 100, 1200), FC_UP_OK);
+  fc_engine_async_info(e, &ai);
+  CHECK_EQ_INT(ai.training, 1); /* f3's */
+  CHECK_EQ_INT(ai.released, 0);
+  CHECK_EQ_INT(ai.buffered, 1);
+  CHECK_EQ_INT(ai.hist[1], 1);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "slow", ts.round, ts.version, 1201), FC_UP_DUPLICATE);
+  /* two tasks released, then past their deadlines (5000 ms): the scan
+   * runs with none in training, and expires both */
+  CHECK_EQ_INT(checkin(e, "f4", 1160, &t4), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(fc_engine_tick(e, 2200), FC_TICK_NONE);
+  fc_engine_async_info(e, &ai);
+  CHECK_EQ_INT(ai.training, 0);
+  CHECK_EQ_INT(ai.released, 2);
+  CHECK_EQ_INT(ai.released_total, 3);
+  CHECK_EQ_INT(fc_engine_tick(e, 6200), FC_TICK_NONE);
+  fc_engine_async_info(e, &ai);
+  CHECK_EQ_INT(ai.released, 0);
+  CHECK_EQ_INT(ai.expired, 2);
+  CHECK_EQ_INT(ai.training, 0);
+  /* and the cap is whole again */
+  CHECK_EQ_INT(checkin(e, "f5", 6201, NULL), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(checkin(e, "f6", 6201, NULL), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(checkin(e, "f7", 6201, NULL), FC_CHECKIN_WAIT);
+  fc_engine_destroy(e);
+}
+
 /* A full buffer is no way around the upload rate limit: a client that
  * comes back before the retry time it was told pays a token per attempt
  * (burst 10): RATE_LIMITED within the burst. */
@@ -337,6 +442,8 @@ int main(void) {
   test_buffer_and_cap();
   test_stale_refused();
   test_deadline_and_full();
+  test_slot_release();
+  test_min_clients();
   test_full_hammer();
   test_left_stream_not_countable();
   test_restart();
