@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# async_grid.sh - issue 25's grid: per seed, one pass of `bench/async_compare.sh`
+# runs, the synchronous baseline first and each async cell after it, so every
+# async run has a baseline measured minutes before it on the same machine.
+# One JSON line per run appended to OUT; summarise with
+# bench/async_grid_summary.py OUT.
+#
+#   bench/async_grid.sh BUILD_DIR OUT "SEEDS" "CELLS" [PASSES]
+#   CELL: sync-DL (e.g. sync-1000), or C:K:LR[:SLOT_MS[:MAX_STALENESS]] for
+#         async with --async-concurrency C --async-buffer K --server-lr LR
+#         --async-slot-ms SLOT_MS (default 0) --max-staleness (default 20)
+#   e.g. bench/async_grid.sh build grid.jsonl "1 2 3" "sync-1000 17:3:0.35 12:5:0.5:1000" 2
+# Environment: TARGET (default 0.83), ROUNDS (versions at most, default 600).
+set -euo pipefail
+B=${1:?usage: async_grid.sh BUILD_DIR OUT "SEEDS" "CELLS" [PASSES]}
+OUT=${2:?usage: async_grid.sh BUILD_DIR OUT "SEEDS" "CELLS" [PASSES]}
+read -r -a SEEDS <<<"${3:?seeds}"
+read -r -a CELLS <<<"${4:?cells}"
+PASSES=${5:-1}
+HERE=$(cd "$(dirname "$0")" && pwd)
+for pass in $(seq 1 "$PASSES"); do
+  for seed in "${SEEDS[@]}"; do
+    for cell in "${CELLS[@]}"; do
+      echo "async_grid: pass $pass/$PASSES seed $seed $cell" >&2
+      if [[ $cell == sync* ]]; then
+        "$HERE/async_compare.sh" "$B" "${TARGET:-0.83}" "${ROUNDS:-600}" "$seed" "$cell" >>"$OUT"
+      else
+        IFS=: read -r c k lr slot ms <<<"$cell"
+        slot=${slot:-0}
+        ms=${ms:-20}
+        TAG="lr$lr+slot$slot+ms$ms" \
+          ASYNC_ARGS="--coordinator-opt=--server-lr=$lr --coordinator-opt=--async-slot-ms=$slot --coordinator-opt=--max-staleness=$ms" \
+          "$HERE/async_compare.sh" "$B" "${TARGET:-0.83}" "${ROUNDS:-600}" "$seed" "async-$c-$k" >>"$OUT"
+      fi
+    done
+  done
+done

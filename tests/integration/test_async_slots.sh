@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# --async-slot-ms (issue 25) with real processes over mutual TLS: with
+# --async-concurrency 1, a slow client (its training held) takes the one
+# slot; 500 ms later its task is released, so a fast client takes tasks and
+# the federation publishes versions while the slow one still trains
+# (without the release it would wait for the slow task's 20 s deadline);
+# `fedc status` shows the released task; once let go, the slow client's
+# update is still accepted, with its staleness in the audit log, and the
+# released count returns to 0. A new federation's first buffer waits for
+# --min-clients live clients.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh" "$@"
+. "$(dirname "$0")/_data.sh"
+make_tmp
+
+make_pki "$T/pki" itest fast slow
+make_idx "$T" 60 2
+start_coordinator --pki "$T/pki" --federation itest --state "$T/state" --model 784-10 --rounds 0 --mode async \
+  --min-clients 1 --async-concurrency 1 --async-buffer 1 --async-slot-ms 500 --max-staleness 1000 --poll-ms 100 \
+  --round-timeout-ms 20000 --client-ttl-ms 120000
+ADMIN=(--coordinator "$COORD_ADDR" --pki "$T/pki" --name root)
+status() { "$FEDC" status "${ADMIN[@]}" --json; }
+client() { # NAME PART [ARGS...]
+  local name=$1 part=$2
+  shift 2
+  start_bg "client-$name" "$FEDC" client --coordinator "$COORD_ADDR" --pki "$T/pki" --name "$name" \
+    --data "idx:$T/img$part.idx,$T/lbl$part.idx" --model 784-10 --json "$@"
+}
+
+client slow 1 --train-hold "$T/release-slow"
+SLOW_PID=$BG_PID
+wait_for grep -q '"event": *"task"' "$T/client-slow.log" 20 || fail "slow client got no task"
+status | jq -e '.async.slot_ms == 500' >/dev/null || fail "slot_ms: $(status)"
+client fast 0
+FAST_PID=$BG_PID
+# The slow task gives its slot up at 500 ms: the fast client trains and
+# versions are published while the slow one is still held.
+wait_for bash -c "'$FEDC' status ${ADMIN[*]} --json | jq -e '.global_version >= 3' >/dev/null" 15 ||
+  fail "no versions while the slow task held the only slot: $(status)"
+grep -q '"event": *"accepted"\|"event": *"uploaded"' "$T/client-slow.log" && fail "slow client uploaded while held"
+status | jq -e '.async.released == 1 and .async.released_total >= 1 and .async.training <= 1' >/dev/null ||
+  fail "released: $(status)"
+"$FEDC" status "${ADMIN[@]}" | grep -q "^slots: .*after 500 ms: 1 running past it" ||
+  fail "status text: $("$FEDC" status "${ADMIN[@]}")"
+# Let the slow client go: its update still counts, stale, and the released
+# task is no longer counted.
+V=$(status | jq -r .global_version)
+touch "$T/release-slow"
+AUDIT="$T/state/audit.log"
+wait_for bash -c "jq -s -e '[.[] | select(.kind == \"update\" and .client == \"slow\" and .outcome == \"accepted\")] | length >= 1' '$AUDIT' >/dev/null" 20 ||
+  fail "the released task's update was not accepted: $(grep slow "$AUDIT" | tail -3)"
+jq -s -e --argjson v "$V" '[.[] | select(.kind == "update" and .client == "slow" and .outcome == "accepted")][0] |
+  .staleness >= $v' "$AUDIT" >/dev/null || fail "slow update's staleness: $(grep '"slow"' "$AUDIT" | tail -2)"
+wait_for bash -c "'$FEDC' status ${ADMIN[*]} --json | jq -e '.async.released == 0' >/dev/null" 10 ||
+  fail "released after the slow update: $(status)"
+kill "$FAST_PID" "$SLOW_PID" "$COORD_PID" 2>/dev/null || true
+wait "$FAST_PID" "$SLOW_PID" "$COORD_PID" 2>/dev/null || true
+
+# A new federation's first buffer waits for --min-clients live clients.
+start_coordinator --pki "$T/pki" --federation itest --state "$T/state2" --model 784-10 --rounds 0 --mode async \
+  --min-clients 2 --async-concurrency 2 --async-buffer 1 --poll-ms 100
+ADMIN=(--coordinator "$COORD_ADDR" --pki "$T/pki" --name root)
+client fast 0
+sleep 1.5
+status | jq -e '.state == "waiting" and .global_version == 0' >/dev/null || fail "opened with one client: $(status)"
+client slow 1
+wait_for bash -c "'$FEDC' status ${ADMIN[*]} --json | jq -e '.global_version >= 1' >/dev/null" 20 ||
+  fail "never opened with two clients: $(status)"
+echo "ok: a released slot fed $V versions while the slow task trained; its update counted; the first buffer waited"
