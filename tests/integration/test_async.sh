@@ -22,6 +22,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
 . "$(dirname "$0")/_data.sh"
+. "$(dirname "$0")/_async.sh"
 make_tmp
 
 make_pki "$T/pki" itest a b slow gone
@@ -50,14 +51,7 @@ grep -q "over an async buffer of 2 updates could never aggregate" "$T/refused.lo
 grep -q "staleness" "$T/refused.log" || fail "--staleness poly:0: $(cat "$T/refused.log")"
 
 start_coordinator "${COORD_ARGS[@]}"
-ADMIN=(--coordinator "$COORD_ADDR" --pki "$T/pki" --name root)
-status() { "$FEDC" status "${ADMIN[@]}" --json; }
-client() { # NAME PART [ARGS...]
-  local name=$1 part=$2
-  shift 2
-  start_bg "client-$name" "$FEDC" client --coordinator "$COORD_ADDR" --pki "$T/pki" --name "$name" \
-    --data "idx:$T/img$part.idx,$T/lbl$part.idx" --model 784-10 --json "$@"
-}
+async_admin
 
 # The slow client takes its task on version 0 first; its training is held
 # until the federation is 3 versions on (within its 8 s deadline).
@@ -151,7 +145,7 @@ open(path, "ab").write(out)
 PY
 FORGED=1
 start_coordinator "${COORD_ARGS[@]}"
-ADMIN=(--coordinator "$COORD_ADDR" --pki "$T/pki" --name root)
+async_admin
 # a's and b's records fill the buffer (K = 2): published at once as v$((V + 1)).
 wait_for bash -c "'$FEDC' status ${ADMIN[*]} --json | jq -e '.global_version >= $((V + 1))' >/dev/null" 20 ||
   fail "the buffer's updates were not replayed: $("$FEDC" status "${ADMIN[@]}" --json)"
@@ -212,7 +206,7 @@ for name in (b"a", b"b"):  # rec_hdr (coord_async.c): client, round, examples, s
 open(sys.argv[1], "wb").write(out)
 PY
 start_coordinator "${COORD_ARGS[@]}" --async-buffer 1 --aggregator median
-ADMIN=(--coordinator "$COORD_ADDR" --pki "$T/pki" --name root)
+async_admin
 wait_for bash -c "'$FEDC' status ${ADMIN[*]} --json | jq -e '.global_version >= $((V + 1))' >/dev/null" 20 ||
   fail "the replayed buffer was not published: $("$FEDC" status "${ADMIN[@]}" --json)"
 jq -s -e '[.[] | select(.kind == "buffer_replayed")][-1] | .updates == 1 and .skipped == 1' "$STATE/audit.log" \

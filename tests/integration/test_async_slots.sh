@@ -11,6 +11,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
 . "$(dirname "$0")/_data.sh"
+. "$(dirname "$0")/_async.sh"
 make_tmp
 
 make_pki "$T/pki" itest fast slow
@@ -18,14 +19,7 @@ make_idx "$T" 60 2
 start_coordinator --pki "$T/pki" --federation itest --state "$T/state" --model 784-10 --rounds 0 --mode async \
   --min-clients 1 --async-concurrency 1 --async-buffer 1 --async-slot-ms 500 --max-staleness 1000 --poll-ms 100 \
   --round-timeout-ms 20000 --client-ttl-ms 120000
-ADMIN=(--coordinator "$COORD_ADDR" --pki "$T/pki" --name root)
-status() { "$FEDC" status "${ADMIN[@]}" --json; }
-client() { # NAME PART [ARGS...]
-  local name=$1 part=$2
-  shift 2
-  start_bg "client-$name" "$FEDC" client --coordinator "$COORD_ADDR" --pki "$T/pki" --name "$name" \
-    --data "idx:$T/img$part.idx,$T/lbl$part.idx" --model 784-10 --json "$@"
-}
+async_admin
 
 client slow 1 --train-hold "$T/release-slow"
 SLOW_PID=$BG_PID
@@ -59,7 +53,7 @@ wait "$FAST_PID" "$SLOW_PID" "$COORD_PID" 2>/dev/null || true
 # A new federation's first buffer waits for --min-clients live clients.
 start_coordinator --pki "$T/pki" --federation itest --state "$T/state2" --model 784-10 --rounds 0 --mode async \
   --min-clients 2 --async-concurrency 2 --async-buffer 1 --poll-ms 100
-ADMIN=(--coordinator "$COORD_ADDR" --pki "$T/pki" --name root)
+async_admin
 client fast 0
 sleep 1.5
 status | jq -e '.state == "waiting" and .global_version == 0' >/dev/null || fail "opened with one client: $(status)"
