@@ -193,6 +193,7 @@ int sim_write_config(const sim_opts *o, char *const *coord_argv, char *const *cl
   json_object_set_new(opt, "coordinator-opt", copts);
   json_object_set_new(opt, "keep-versions", json_integer((json_int_t)o->keep_versions));
   json_object_set_new(opt, "keep-every", json_integer((json_int_t)o->keep_every));
+  json_object_set_new(opt, "monitor-nice", json_integer(o->monitor_nice));
   json_object_set_new(opt, "eval-every", json_integer((json_int_t)o->eval_every));
   json_object_set_new(opt, "eval-cohort", json_integer((json_int_t)o->eval_cohort));
   json_object_set_new(opt, "eval-fraction", json_real(o->eval_fraction));
