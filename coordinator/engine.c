@@ -181,25 +181,6 @@ static uint32_t count_live(const fc_engine *e, uint64_t now) {
   return n;
 }
 
-/* Are there enough live clients to start a round? Counting is O(clients):
- * done at most every LIVE_RECOUNT_MS while waiting (it was 2 full scans per
- * 50 ms tick, 15% of an idle coordinator's CPU with 15,000 clients), or at
- * once when a client that was not live checks in. Stops at the threshold. */
-#define LIVE_RECOUNT_MS 500
-
-int eng_enough_live(fc_engine *e, uint64_t now, uint32_t need) {
-  /* Only "not enough" is remembered: it can only turn by a client becoming
-   * live (dirty) or, for a recount, by time. */
-  if (e->live_short && !e->live_dirty && now >= e->live_counted_at && now - e->live_counted_at < LIVE_RECOUNT_MS)
-    return 0;
-  e->live_dirty = 0;
-  e->live_counted_at = now;
-  uint32_t n = 0;
-  for (uint32_t i = 0; i < e->nrecs && n < need; i++) n += eng_selectable(e, &e->recs[i], now);
-  e->live_short = n < need;
-  return !e->live_short;
-}
-
 static int cmp_rec_name(const void *a, const void *b) {
   return strcmp(((const client_rec *)a)->name, ((const client_rec *)b)->name);
 }

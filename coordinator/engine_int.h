@@ -140,7 +140,7 @@ static inline int eng_due(const fc_engine *e, const client_rec *r, uint64_t now)
 
 /* Live, eligible at its last check-in, due within the selection window and
  * not excluded for repeated offences: may be selected. */
-/* At least `need` selectable clients (engine.c; O(clients), at most every
+/* At least `need` selectable clients (engine_clients.c; O(clients), at most every
  * 500 ms while short unless a client became live). */
 int eng_enough_live(fc_engine *e, uint64_t now, uint32_t need);
 
