@@ -632,8 +632,10 @@ int cmd_sim(int argc, char **argv) {
    * lowers the calling thread and the threads it starts. The versions'
    * times are the coordinator's, so a late evaluation changes no figure;
    * a monitor that falls --keep-versions behind loses rows' accuracy. */
-  if (o.monitor_nice && setpriority(PRIO_PROCESS, 0, o.monitor_nice) != 0)
-    fprintf(stderr, "fedc sim: cannot lower the monitor's priority: %s\n", strerror(errno));
+  errno = 0;
+  int nice_now = getpriority(PRIO_PROCESS, 0); /* -1 is a value too: errno says */
+  if (o.monitor_nice && !errno && o.monitor_nice > nice_now && setpriority(PRIO_PROCESS, 0, o.monitor_nice) != 0)
+    fprintf(stderr, "fedc sim: cannot lower the monitor's priority: %s\n", strerror(errno)); /* only ever lowered */
   fc_transport_init();
   fc_channel_opts co;
   fc_channel_opts_init(&co);

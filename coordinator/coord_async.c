@@ -99,7 +99,13 @@ typedef struct rec_hdr {
 
 int coord_async_cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen) {
   const fc_engine_cfg *e = &cfg->engine;
-  if (!e->async) return FEDC_OK;
+  if (!e->async) {
+    if (e->async_slot_ms) {
+      snprintf(err, errlen, "async_slot_ms is for async mode (mode: async)");
+      return FEDC_ERR_INVALID;
+    }
+    return FEDC_OK;
+  }
   const char *bad = NULL;
   if (e->secagg)
     bad = "async mode cannot run secure aggregation: a SecAgg instance needs a cohort fixed before its first "
@@ -109,6 +115,11 @@ int coord_async_cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen) {
           "cover updates chosen by arrival order and staleness";
   else if (e->async_concurrency < 1 || e->async_buffer < 1)
     bad = "async mode needs async_concurrency and async_buffer of at least 1";
+  else if (e->async_slot_ms && e->async_slot_ms < 100)
+    bad = "async_slot_ms under 100 ms would release every task almost at once: the concurrency cap would only pace "
+          "how fast tasks are handed out (0 = tasks keep their slots)";
+  else if (e->async_slot_ms && e->async_slot_ms >= e->round_ms)
+    bad = "async_slot_ms must be shorter than round_ms (the task deadline): a task ends before it would be released";
   if (bad) {
     snprintf(err, errlen, "%s", bad);
     return FEDC_ERR_INVALID;

@@ -178,7 +178,10 @@ static void upload_refuse_retry(upload *up, fc_scall *call, grpc_status_code cod
     audit_update(up->c, up, "refused", why, -1);
   atomic_fetch_add(&up->c->metrics.uploads_refused[cls], 1);
   upload_settle(up);
-  FC_WARN(MOD, "upload from %s rejected: %s", up->client, why);
+  if (cls == FC_MREF_BUSY) /* come back in retry_ms: pacing, not a fault (async: at every full buffer) */
+    FC_INFO(MOD, "upload from %s rejected: %s", up->client, why);
+  else
+    FC_WARN(MOD, "upload from %s rejected: %s", up->client, why);
   fc_scall_finish_retry(call, code, why, retry_ms);
 }
 

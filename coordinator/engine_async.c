@@ -256,7 +256,10 @@ int eng_async_upload_begin(fc_engine *e, client_rec *r, uint64_t round, uint64_t
      * is no way around the upload rate limit. */
     if (e->cfg.upload_rate > 0 && now >= r->a_full_retry_at && r->upload_tokens + 1 <= e->cfg.upload_burst)
       r->upload_tokens += 1;
-    e->retry_ms = e->cfg.poll_ms < FULL_RETRY_MS ? e->cfg.poll_ms : FULL_RETRY_MS;
+    /* Paused or blocked (a store failing): no buffer opens soon, so not 50 ms. */
+    e->retry_ms = e->paused || e->blocked            ? e->cfg.poll_ms
+                  : e->cfg.poll_ms < FULL_RETRY_MS ? e->cfg.poll_ms
+                                                   : FULL_RETRY_MS;
     r->a_full_retry_at = eng_add_sat(now, e->retry_ms);
     return FC_UP_BUFFER_FULL;
   }

@@ -7,7 +7,7 @@
 # `fedc status` shows the released task; once let go, the slow client's
 # update is still accepted, with its staleness in the audit log, and the
 # released count returns to 0. A new federation's first buffer waits for
-# --min-clients live clients.
+# --min-clients live clients. Bad --async-slot-ms values are refused at start.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
 . "$(dirname "$0")/_data.sh"
@@ -16,6 +16,16 @@ make_tmp
 
 make_pki "$T/pki" itest fast slow
 make_idx "$T" 60 2
+# Refused at start with a sentence: a slot under 100 ms, one no shorter than
+# the task deadline, and the option outside async mode.
+for extra in "--mode async --async-slot-ms 50" "--mode async --async-slot-ms 9000 --round-timeout-ms 8000" \
+  "--async-slot-ms 500"; do
+  # shellcheck disable=SC2086
+  "$FEDC" coordinator --pki "$T/pki" --federation itest --state "$T/refused" --model 784-10 --listen 127.0.0.1:0 \
+    $extra >"$T/refused.log" 2>&1 && fail "$extra started"
+  grep -q "async_slot_ms" "$T/refused.log" || fail "$extra: $(cat "$T/refused.log")"
+  [ ! -e "$T/refused" ] || fail "a refused start left $T/refused"
+done
 start_coordinator --pki "$T/pki" --federation itest --state "$T/state" --model 784-10 --rounds 0 --mode async \
   --min-clients 1 --async-concurrency 1 --async-buffer 1 --async-slot-ms 500 --max-staleness 1000 --poll-ms 100 \
   --round-timeout-ms 20000 --client-ttl-ms 120000

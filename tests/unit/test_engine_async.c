@@ -329,6 +329,54 @@ static void test_slot_release(void) {
   fc_engine_destroy(e);
 }
 
+/* Every way a released task ends counts it off the released tasks, never
+ * the concurrency in use: Leave, a stale refusal, giving it up at check-in,
+ * and a commit after an aborted stream; released while uploading too. */
+static void test_slot_release_paths(void) {
+  g_slot_ms = 1000;
+  fc_engine *e = make(4, 1, 1, 0);
+  g_slot_ms = 0;
+  CHECK_EQ_INT(fc_engine_tick(e, 1), FC_TICK_STARTED);
+  fc_task_info tl, ts, tg, tu, tf;
+  CHECK_EQ_INT(checkin(e, "leaver", 10, &tl), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(checkin(e, "stale", 10, &ts), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(checkin(e, "giver", 10, &tg), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(checkin(e, "up", 10, &tu), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "up", tu.round, tu.version, 900), FC_UP_OK); /* K = 1: spoken for */
+  CHECK_EQ_INT(fc_engine_tick(e, 1100), FC_TICK_NONE); /* all four released, "up" while uploading */
+  fc_async_info ai;
+  fc_engine_async_info(e, &ai);
+  CHECK_EQ_INT(ai.training, 0);
+  CHECK_EQ_INT(ai.released, 4);
+  fc_engine_upload_abort(e, "up", tu.round); /* a broken stream: still its task, still released */
+  fc_engine_async_info(e, &ai);
+  CHECK_EQ_INT(ai.released, 4);
+  fc_leave_info li;
+  CHECK_EQ_INT(fc_engine_leave(e, "leaver", 1110, &li), FC_LEAVE_DROPPED);
+  CHECK_EQ_INT(checkin(e, "giver", 1120, NULL), FC_CHECKIN_WAIT); /* gave its task up */
+  fc_engine_async_info(e, &ai);
+  CHECK_EQ_INT(ai.released, 2);
+  CHECK_EQ_INT(ai.training, 0);
+  CHECK_EQ_INT(upload(e, "up", &tu, 1130), FC_UP_OK);
+  publish(e, 1, 1140);
+  CHECK_EQ_INT(checkin(e, "f", 1150, &tf), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(upload(e, "f", &tf, 1160), FC_UP_OK);
+  publish(e, 2, 1170);
+  /* version 2: "stale" trained from 0, max staleness 1 */
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "stale", ts.round, ts.version, 1180), FC_UP_STALE);
+  fc_engine_async_info(e, &ai);
+  CHECK_EQ_INT(ai.released, 0);
+  CHECK_EQ_INT(ai.training, 0);
+  CHECK_EQ_INT(ai.released_total, 4);
+  for (int i = 0; i < 4; i++) { /* the cap is whole */
+    char n[8];
+    snprintf(n, sizeof n, "n%d", i);
+    CHECK_EQ_INT(checkin(e, n, 1190, NULL), FC_CHECKIN_TRAIN);
+  }
+  CHECK_EQ_INT(checkin(e, "n4", 1190, NULL), FC_CHECKIN_WAIT);
+  fc_engine_destroy(e);
+}
+
 /* A full buffer is no way around the upload rate limit: a client that
  * comes back before the retry time it was told pays a token per attempt
  * (burst 10): RATE_LIMITED within the burst. */
@@ -443,6 +491,7 @@ int main(void) {
   test_stale_refused();
   test_deadline_and_full();
   test_slot_release();
+  test_slot_release_paths();
   test_min_clients();
   test_full_hammer();
   test_left_stream_not_countable();
