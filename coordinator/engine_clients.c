@@ -5,7 +5,8 @@
  * count of live clients a round (or a new async federation) waits for.
  *
  * I/O-free like the rest of the engine (engine.h): no clock, no threads.
- * Owns: e->recs, e->slots, the stranger bucket.
+ * Owns: e->recs, e->slots, the stranger bucket, the live count's memo
+ * (live_short, live_counted_at; check-ins set live_dirty).
  * May call: nothing of the engine's (engine.c, engine_async.c and
  * engine_eval.c call it).
  */

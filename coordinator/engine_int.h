@@ -140,13 +140,13 @@ static inline int eng_due(const fc_engine *e, const client_rec *r, uint64_t now)
 
 /* Live, eligible at its last check-in, due within the selection window and
  * not excluded for repeated offences: may be selected. */
-/* At least `need` selectable clients (engine_clients.c; O(clients), at most every
- * 500 ms while short unless a client became live). */
-int eng_enough_live(fc_engine *e, uint64_t now, uint32_t need);
-
 static inline int eng_selectable(const fc_engine *e, const client_rec *r, uint64_t now) {
   return eng_is_live(e, r, now) && r->excluded_until <= now && !r->inelig && eng_due(e, r, now);
 }
+
+/* At least `need` selectable clients (engine_clients.c; O(clients), at most every
+ * 500 ms while short unless a client became live). */
+int eng_enough_live(fc_engine *e, uint64_t now, uint32_t need);
 
 /* A token bucket in engine time: 1 and a token taken, or 0 with the wait
  * until the next token in *retry_ms. A new record starts full. */
