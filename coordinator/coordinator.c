@@ -394,8 +394,10 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
   FC_INFO(MOD, "federation '%s' serving on port %d (state %s, %s, cohort %u, min updates %u)", cfg->federation,
           fc_server_port(c->server), cfg->state_dir, budget_text(c, budget, sizeof budget), cfg->engine.cohort_size,
           cfg->engine.min_updates);
-  if (cfg->engine.async && c->model->version == 0)
-    FC_INFO(MOD, "async: the first buffer opens once %u clients are live (--min-clients)", cfg->engine.min_clients);
+  pthread_mutex_lock(&c->mu); /* the driver runs */
+  uint32_t first_wait = fc_engine_async_first_wait(c->engine);
+  pthread_mutex_unlock(&c->mu);
+  if (first_wait) FC_INFO(MOD, "async: the first buffer opens once %u clients are live (--min-clients)", first_wait);
   *out = c;
   return FEDC_OK;
 fail:

@@ -139,6 +139,9 @@ typedef struct fc_async_info {
   uint64_t released_total;         /* since start: tasks that gave their slot up at async_slot_ms */
 } fc_async_info;
 void fc_engine_async_info(const fc_engine *e, fc_async_info *out);
+/* Async: the live clients the next buffer waits for (min_clients while no
+ * round id was ever spent: a new federation's first buffer), else 0. */
+uint32_t fc_engine_async_first_wait(const fc_engine *e);
 /* Between upload_begin (OK) and commit, under the lock the commit takes:
  * FC_UP_OK if a commit of client's update for `round` at `now` will count
  * it (async: it is UPLOADING for exactly that round's task, before the

@@ -318,7 +318,8 @@ int eng_async_tick(fc_engine *e, uint64_t now) {
      * otherwise fill the first buffers from the few clients that came
      * first. Not after a restart (no round id left unspent): a buffer log
      * is replayed at once, whoever is back. */
-    if (e->next_round <= 1 && !eng_enough_live(e, now, e->cfg.min_clients)) return FC_TICK_NONE;
+    uint32_t need = fc_engine_async_first_wait(e);
+    if (need && !eng_enough_live(e, now, need)) return FC_TICK_NONE;
     eng_async_open(e, now);
     return FC_TICK_STARTED;
   case FC_ENG_TRAINING:
@@ -338,6 +339,10 @@ int eng_async_tick(fc_engine *e, uint64_t now) {
 }
 
 /* ---- queries and restart ---------------------------------------------------------- */
+
+uint32_t fc_engine_async_first_wait(const fc_engine *e) {
+  return e->cfg.async && e->next_round <= 1 ? e->cfg.min_clients : 0; /* no round id spent yet */
+}
 
 void fc_engine_async_info(const fc_engine *e, fc_async_info *out) {
   memset(out, 0, sizeof *out);
