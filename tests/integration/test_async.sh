@@ -55,9 +55,7 @@ async_admin
 
 # The slow client takes its task on version 0 first; its training is held
 # until the federation is 3 versions on (within its 8 s deadline).
-client slow 2 --train-hold "$T/release-slow"
-SLOW_PID=$BG_PID
-wait_for grep -q '"event": *"task"' "$T/client-slow.log" 20 || fail "slow client got no task"
+held_slow 2
 status | jq -e '.async.training == 1 and .async.concurrency == 3' >/dev/null || fail "training: $(status)"
 client a 0
 A_PID=$BG_PID

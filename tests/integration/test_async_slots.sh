@@ -31,9 +31,7 @@ start_coordinator --pki "$T/pki" --federation itest --state "$T/state" --model 7
   --round-timeout-ms 20000 --client-ttl-ms 120000
 async_admin
 
-client slow 1 --train-hold "$T/release-slow"
-SLOW_PID=$BG_PID
-wait_for grep -q '"event": *"task"' "$T/client-slow.log" 20 || fail "slow client got no task"
+held_slow 1
 status | jq -e '.async.slot_ms == 500' >/dev/null || fail "slot_ms: $(status)"
 client fast 0
 FAST_PID=$BG_PID
@@ -66,6 +64,8 @@ start_coordinator --pki "$T/pki" --federation itest --state "$T/state2" --model 
 async_admin
 client fast 0
 sleep 1.5
+grep -q "async: the first buffer opens once 2 clients are live" "$T/coord.log" ||
+  fail "no start line for the first buffer's wait: $(grep -c . "$T/coord.log") lines"
 status | jq -e '.state == "waiting" and .global_version == 0' >/dev/null || fail "opened with one client: $(status)"
 client slow 1
 wait_for bash -c "'$FEDC' status ${ADMIN[*]} --json | jq -e '.global_version >= 1' >/dev/null" 20 ||
