@@ -243,6 +243,9 @@ bad_option --batch 0
 bad_option --poll-ms 0
 bad_option --poll-ms 9
 bad_option --round-timeout-ms 999
+bad_option --monitor-nice 20
+bad_option --monitor-nice -1
+bad_option --monitor-nice x
 bad_option --min-clients 0
 bad_option --min-clients 21 # more than the 20 clients
 bad_option --clients 0
