@@ -10,7 +10,9 @@
 #         async with --async-concurrency C --async-buffer K --server-lr LR
 #         --async-slot-ms SLOT_MS (default 0) --max-staleness (default 20)
 #   e.g. bench/async_grid.sh build grid.jsonl "1 2 3" "sync-1000 17:3:0.35 12:5:0.5:1000" 2
-# Environment: TARGET (default 0.83), ROUNDS (versions at most, default 600).
+# Environment: TARGET (default 0.83), ROUNDS (versions at most, default 600),
+#   STALENESS (--staleness of every async cell, e.g. poly:0.5,fedbuff; default
+#   the coordinator's, poly:0.5).
 set -euo pipefail
 B=${1:?usage: async_grid.sh BUILD_DIR OUT "SEEDS" "CELLS" [PASSES]}
 OUT=${2:?usage: async_grid.sh BUILD_DIR OUT "SEEDS" "CELLS" [PASSES]}
@@ -28,8 +30,9 @@ for pass in $(seq 1 "$PASSES"); do
         IFS=: read -r c k lr slot ms <<<"$cell"
         slot=${slot:-0}
         ms=${ms:-20}
-        TAG="lr$lr+slot$slot+ms$ms" \
-          ASYNC_ARGS="--coordinator-opt=--server-lr=$lr --coordinator-opt=--async-slot-ms=$slot --coordinator-opt=--max-staleness=$ms" \
+        st=${STALENESS:+ --coordinator-opt=--staleness=$STALENESS}
+        TAG="lr$lr+slot$slot+ms$ms${STALENESS:++$STALENESS}" \
+          ASYNC_ARGS="--coordinator-opt=--server-lr=$lr --coordinator-opt=--async-slot-ms=$slot --coordinator-opt=--max-staleness=$ms$st" \
           "$HERE/async_compare.sh" "$B" "${TARGET:-0.83}" "${ROUNDS:-600}" "$seed" "async-$c-$k" >>"$OUT"
       fi
     done

@@ -398,7 +398,8 @@ const copt cc_options[] = {
               100000),
     OPT_STR("staleness", staleness,
             "async: an update s versions behind weighs w(s) x its examples: const, poly[:A] ((1+s)^-A, default "
-            "A 0.5) or hinge[:A:B] (1 up to B, then 1/(A(s-B)+1); default 10:4)",
+            "A 0.5) or hinge[:A:B] (1 up to B, then 1/(A(s-B)+1); default 10:4); the buffer is divided by its "
+            "weights, or with a ,fedbuff suffix by its examples (FedBuff: stale buffers move the model less)",
             check_staleness),
     OPT_RANGE("max-staleness", T_U32, c.engine.max_staleness,
               "async: updates trained more than this many versions ago are refused", 0, 1000000),

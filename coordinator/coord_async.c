@@ -496,6 +496,24 @@ void coord_async_free(fc_coord *c) {
   c->async_log = NULL;
 }
 
+/* ---- FedBuff's scaling (coord_publish.c) ---- */
+
+/* Staleness ",fedbuff" (FedBuff, Nguyen et al. 2022, Algorithm 1, server
+ * lines: the buffer sums s(tau) delta and the server divides by K): the
+ * aggregator's result is sum w n delta / sum w n, so scaling it by the
+ * buffer's sum w n / sum n gives sum w n delta / sum n: a buffer of stale
+ * updates moves the model less than a fresh one. After the DP noise, so it
+ * is post-processing. */
+void coord_async_fedbuff_scale(fc_coord *c, float *delta, size_t n) {
+  fc_async_info ai;
+  pthread_mutex_lock(&c->mu);
+  fc_engine_async_info(c->engine, &ai);
+  pthread_mutex_unlock(&c->mu);
+  float f = (float)ai.step_scale;
+  for (size_t i = 0; i < n; i++) delta[i] *= f;
+  FC_DEBUG(MOD, "buffer scaled by %.4f (FedBuff: sum w(s) n / sum n)", ai.step_scale);
+}
+
 /* ---- what status and rounds show (coord_admin.c) ---- */
 
 void coord_async_status_pb(fc_coord *c, Fedc__V1__AsyncStatus *as, uint32_t hist[FC_STALE_BUCKETS], char *fn,

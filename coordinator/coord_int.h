@@ -185,6 +185,9 @@ void coord_async_buffer_done(fc_coord *c);
  * caller backs off). Else (the same updates would fail again): removed. */
 int coord_async_publish_failed(fc_coord *c, int rc);
 void coord_async_free(fc_coord *c);
+/* Staleness ",fedbuff": scale the buffer's combined delta by its sum w(s) n
+ * / sum n (takes c->mu). */
+void coord_async_fedbuff_scale(fc_coord *c, float *delta, size_t n);
 /* StatusResponse.async (hist and fn: its storage); takes mu. */
 void coord_async_status_pb(fc_coord *c, Fedc__V1__AsyncStatus *as, uint32_t hist[FC_STALE_BUCKETS], char *fn,
                            size_t fnlen);

@@ -175,6 +175,7 @@ int coord_finalize(fc_coord *c, uint64_t *version, uint8_t sha[FC_SHA256_LEN], c
   }
   coord_anomaly_round(c, delta); /* the combined update, before DP noise and the server step */
   if (c->cfg.dp_noise_multiplier > 0 && (rc = coord_dp_privatize(c, delta, n, count, why, whylen)) != FEDC_OK) goto out;
+  if (c->cfg.engine.async && c->cfg.engine.staleness.fedbuff) coord_async_fedbuff_scale(c, delta, n);
   memcpy(next, old->data, n * sizeof *next);
   /* The server optimizer's step, undone unless the version is published. */
   if ((rc = sopt_save(c)) != FEDC_OK) {

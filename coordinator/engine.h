@@ -109,6 +109,7 @@ typedef struct fc_engine_cfg {
   struct fc_staleness_fn {
     int kind;    /* enum fc_staleness_kind */
     double a, b; /* poly: exponent a; hinge: slope a past b versions */
+    int fedbuff; /* 1: the buffer's sum is divided by its examples, not its weights */
   } staleness;
 } fc_engine_cfg;
 
@@ -120,7 +121,10 @@ enum fc_staleness_kind { FC_STALE_POLY = 0, FC_STALE_CONST = 1, FC_STALE_HINGE =
  * 1/(a(s-b)+1). Pure. */
 double fc_staleness_weight(const struct fc_staleness_fn *f, uint64_t s);
 /* Parse "const", "poly[:A]" or "hinge[:A:B]" (defaults poly a 0.5, hinge a
- * 10 b 4); FEDC_ERR_INVALID with a one-line reason. */
+ * 10 b 4), each optionally followed by ",fedbuff" (FedBuff's Algorithm 1:
+ * the buffer's result is sum w(s) n delta / sum n, so a buffer of stale
+ * updates moves the model less; without it sum w n delta / sum w n);
+ * FEDC_ERR_INVALID with a one-line reason. */
 int fc_staleness_parse(const char *text, struct fc_staleness_fn *out, char *err, size_t errlen);
 /* "poly:0.5" etc.: what parse reads back. */
 void fc_staleness_text(const struct fc_staleness_fn *f, char *buf, size_t n);
@@ -137,6 +141,7 @@ typedef struct fc_async_info {
   uint32_t hist[FC_STALE_BUCKETS]; /* the open buffer's staleness histogram */
   uint64_t stale_refused, expired; /* since start: refused as too stale, tasks past their deadline */
   uint64_t released_total;         /* since start: tasks that gave their slot up at async_slot_ms */
+  double step_scale;               /* the open buffer's sum w(s) n / sum n (1 if empty): ",fedbuff" scales by it */
 } fc_async_info;
 void fc_engine_async_info(const fc_engine *e, fc_async_info *out);
 /* Async: the live clients the next buffer waits for (min_clients while no

@@ -76,10 +76,19 @@ static int parse_num(const char *p, double *out) {
   return *end == '\0' || *end == ':' ? (int)(end - p) : 0;
 }
 
-int fc_staleness_parse(const char *text, struct fc_staleness_fn *out, char *err, size_t errlen) {
-  struct fc_staleness_fn f = {FC_STALE_POLY, 0.5, 0};
+int fc_staleness_parse(const char *in, struct fc_staleness_fn *out, char *err, size_t errlen) {
+  struct fc_staleness_fn f = {FC_STALE_POLY, 0.5, 0, 0};
   const char *p = NULL;
+  char text[64];
   int n;
+  /* ",fedbuff": the buffer is divided by its examples, not its weights. */
+  size_t len = strlen(in), sl = strlen(",fedbuff");
+  if (len >= sizeof text) goto bad;
+  memcpy(text, in, len + 1);
+  if (len > sl && !strcmp(text + len - sl, ",fedbuff")) {
+    f.fedbuff = 1;
+    text[len - sl] = '\0';
+  }
   if (!strcmp(text, "const")) {
     f.kind = FC_STALE_CONST;
   } else if (!strncmp(text, "poly", 4) && (text[4] == '\0' || text[4] == ':')) {
@@ -101,15 +110,18 @@ int fc_staleness_parse(const char *text, struct fc_staleness_fn *out, char *err,
   *out = f;
   return FEDC_OK;
 bad:
-  snprintf(err, errlen, "staleness '%s': want const, poly[:A] (A > 0; (1+s)^-A) or hinge[:A:B] (A > 0, B >= 0)",
-           text);
+  snprintf(err, errlen,
+           "staleness '%.64s': want const, poly[:A] (A > 0; (1+s)^-A) or hinge[:A:B] (A > 0, B >= 0), each "
+           "optionally followed by ,fedbuff",
+           in);
   return FEDC_ERR_INVALID;
 }
 
 void fc_staleness_text(const struct fc_staleness_fn *f, char *buf, size_t n) {
-  if (f->kind == FC_STALE_CONST) snprintf(buf, n, "const");
-  else if (f->kind == FC_STALE_HINGE) snprintf(buf, n, "hinge:%g:%g", f->a, f->b);
-  else snprintf(buf, n, "poly:%g", f->a);
+  const char *sfx = f->fedbuff ? ",fedbuff" : "";
+  if (f->kind == FC_STALE_CONST) snprintf(buf, n, "const%s", sfx);
+  else if (f->kind == FC_STALE_HINGE) snprintf(buf, n, "hinge:%g:%g%s", f->a, f->b, sfx);
+  else snprintf(buf, n, "poly:%g%s", f->a, sfx);
 }
 
 int fc_stale_bucket(uint64_t s) {
@@ -184,6 +196,7 @@ void eng_async_open(fc_engine *e, uint64_t now) {
   e->expected = 0;
   e->lost = e->replaced = e->missed = e->added = 0;
   memset(e->a_hist, 0, sizeof e->a_hist);
+  e->a_wsum = 0;
   e->deadline = UINT64_MAX; /* a buffer has no deadline: each task has its own */
   e->pickup_deadline = UINT64_MAX;
   e->state = FC_ENG_TRAINING;
@@ -286,6 +299,7 @@ int eng_async_upload_commit(fc_engine *e, client_rec *r, uint64_t round, uint64_
   e->loss_sum += loss;
   e->bytes_in = eng_add_sat(e->bytes_in, bytes);
   e->a_hist[fc_stale_bucket(r->a_stale)]++;
+  e->a_wsum += fc_staleness_weight(&e->cfg.staleness, r->a_stale) * (double)examples;
   return FC_UP_OK;
 }
 
@@ -354,6 +368,8 @@ void fc_engine_async_info(const fc_engine *e, fc_async_info *out) {
   out->buffered = open ? e->received : 0;
   out->uploading = e->uploading;
   if (open) memcpy(out->hist, e->a_hist, sizeof out->hist);
+  /* FedBuff's scale: sum w(s) n / sum n of the open buffer (1 if empty). */
+  out->step_scale = open && e->examples ? e->a_wsum / (double)e->examples : 1.0;
   out->stale_refused = e->a_stale_refused;
   out->expired = e->a_expired;
 }
@@ -405,5 +421,6 @@ int fc_engine_async_replay(fc_engine *e, const char *client, uint64_t examples, 
   e->loss_sum += loss;
   e->bytes_in = eng_add_sat(e->bytes_in, bytes);
   e->a_hist[fc_stale_bucket(staleness)]++;
+  e->a_wsum += fc_staleness_weight(&e->cfg.staleness, staleness) * (double)examples;
   return FEDC_OK;
 }

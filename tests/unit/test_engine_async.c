@@ -90,8 +90,18 @@ static void test_weights(void) {
   CHECK(fabs(fc_staleness_weight(&f, 3) - 0.2) < 1e-12); /* 1/(2*2+1) */
   fc_staleness_text(&f, txt, sizeof txt);
   CHECK(!strcmp(txt, "hinge:2:1"));
+  CHECK_EQ_INT(f.fedbuff, 0);
+  /* ",fedbuff": the same weights, the buffer divided by its examples */
+  CHECK_EQ_INT(fc_staleness_parse("hinge:2:1,fedbuff", &f, err, sizeof err), FEDC_OK);
+  CHECK(f.fedbuff == 1 && f.kind == FC_STALE_HINGE && fabs(fc_staleness_weight(&f, 3) - 0.2) < 1e-12);
+  fc_staleness_text(&f, txt, sizeof txt);
+  CHECK(!strcmp(txt, "hinge:2:1,fedbuff"));
+  CHECK_EQ_INT(fc_staleness_parse("poly,fedbuff", &f, err, sizeof err), FEDC_OK);
+  fc_staleness_text(&f, txt, sizeof txt);
+  CHECK(!strcmp(txt, "poly:0.5,fedbuff"));
   const char *bad[] = {"", "poly:", "poly:0", "poly:-1", "hinge:1", "hinge:1:", "hinge:0:1", "sqrt", "poly:1x",
-                       "constant"};
+                       "constant", ",fedbuff", "poly,fedbuffx", "poly,fedbuff,fedbuff", "fedbuff",
+                       "poly:0.5,fedbuff0123456789012345678901234567890123456789012345678901234567890123456789"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     err[0] = '\0';
     CHECK_EQ_INT(fc_staleness_parse(bad[i], &f, err, sizeof err), FEDC_ERR_INVALID);
@@ -126,6 +136,7 @@ static void test_buffer_and_cap(void) {
   fc_engine_async_info(e, &ai);
   CHECK_EQ_INT(ai.buffered, 2);
   CHECK_EQ_INT(ai.hist[0], 2);
+  CHECK(ai.step_scale == 1.0); /* fresh updates: FedBuff's scale is 1 */
   publish(e, 1, 40); /* K reached: version 1 */
   const fc_round_stats *rs = fc_engine_last_round(e);
   CHECK(rs->async && rs->completed && rs->participants == 2 && rs->examples == 20 && rs->stale_hist[0] == 2);
@@ -143,6 +154,7 @@ static void test_buffer_and_cap(void) {
   fc_engine_async_info(e, &ai);
   CHECK_EQ_INT(ai.hist[1], 1);
   CHECK_EQ_INT(ai.buffered, 1);
+  CHECK(fabs(ai.step_scale - 1 / sqrt(2.0)) < 1e-12); /* sum w n / sum n of this buffer only */
   /* a's new task is from version 1, buffer 2 */
   CHECK_EQ_INT(checkin(e, "a", 60, &ta), FC_CHECKIN_TRAIN);
   CHECK_EQ_INT(ta.version, 1);
@@ -458,6 +470,7 @@ static void test_restart(void) {
   CHECK_EQ_INT(ai.buffered, 2);
   CHECK_EQ_INT(ai.hist[0], 1);
   CHECK_EQ_INT(ai.hist[1], 1);
+  CHECK(fabs(ai.step_scale - (1 + 1 / sqrt(2.0)) / 2) < 1e-12); /* FedBuff's scale is restored too */
   fc_task_info tmp;
   /* a retried its (already logged) upload: its task is unknown now; it checks in and waits */
   CHECK_EQ_INT(fc_engine_upload_begin(e, "a", ta.round, ta.version, 30), FC_UP_NOT_IN_ROUND);
