@@ -170,6 +170,11 @@ static int robust_cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen) {
                cfg->aggregator, cfg->engine.async_buffer, why);
       return FEDC_ERR_INVALID;
     }
+    if (cfg->engine.staleness.fedbuff) {
+      snprintf(err, errlen, "staleness ,fedbuff rescales a weighted mean; aggregator %s ignores the staleness "
+               "weights (drop the suffix, or use fedavg)", cfg->aggregator);
+      return FEDC_ERR_INVALID;
+    }
     return FEDC_OK;
   }
   const char *no = cfg->dp_noise_multiplier > 0 ? "differential privacy"

@@ -18,7 +18,7 @@
 #   - a replayed record the aggregator refuses (a robust arena of K = 1
 #     after a restart with a smaller buffer) is not counted by the engine.
 # Refused at start with a sentence, nothing written: SecAgg, DP, a robust rule
-# a buffer cannot satisfy, a bad --staleness.
+# a buffer cannot satisfy, ,fedbuff with a robust rule, a bad --staleness.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
 . "$(dirname "$0")/_data.sh"
@@ -45,6 +45,11 @@ done
 "$FEDC" coordinator "${COORD_ARGS[@]}" --state "$T/refused" --aggregator krum --agg-f 1 --listen 127.0.0.1:0 \
   >"$T/refused.log" 2>&1 && fail "krum over a buffer of 2 started"
 grep -q "over an async buffer of 2 updates could never aggregate" "$T/refused.log" || fail "krum: $(cat "$T/refused.log")"
+[ ! -e "$T/refused" ] || fail "a refused start left $T/refused"
+# ,fedbuff rescales a weighted mean: a robust rule ignores the weights.
+"$FEDC" coordinator "${COORD_ARGS[@]}" --state "$T/refused" --aggregator median --staleness poly,fedbuff \
+  --listen 127.0.0.1:0 >"$T/refused.log" 2>&1 && fail "median with ,fedbuff started"
+grep -q "fedbuff rescales a weighted mean" "$T/refused.log" || fail "median ,fedbuff: $(cat "$T/refused.log")"
 [ ! -e "$T/refused" ] || fail "a refused start left $T/refused"
 "$FEDC" coordinator "${COORD_ARGS[@]}" --staleness poly:0 --listen 127.0.0.1:0 >"$T/refused.log" 2>&1 &&
   fail "--staleness poly:0 accepted"

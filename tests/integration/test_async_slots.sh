@@ -6,7 +6,8 @@
 # (without the release it would wait for the slow task's 20 s deadline);
 # `fedc status` shows the released task; once let go, the slow client's
 # update is still accepted, with its staleness in the audit log, and the
-# released count returns to 0. A new federation's first buffer waits for
+# released count returns to 0; with --staleness poly,fedbuff its buffer
+# alone is scaled by its staleness weight. A new federation's first buffer waits for
 # --min-clients live clients. Bad --async-slot-ms values are refused at start.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
@@ -28,8 +29,9 @@ for extra in "--mode async --async-slot-ms 50" "--mode async --async-slot-ms 900
 done
 start_coordinator --pki "$T/pki" --federation itest --state "$T/state" --model 784-10 --rounds 0 --mode async \
   --min-clients 1 --async-concurrency 1 --async-buffer 1 --async-slot-ms 500 --max-staleness 1000 --poll-ms 100 \
-  --round-timeout-ms 20000 --client-ttl-ms 120000
+  --round-timeout-ms 20000 --client-ttl-ms 120000 --staleness poly,fedbuff --log debug
 async_admin
+status | jq -e '.async.staleness == "poly:0.5,fedbuff"' >/dev/null || fail "staleness: $(status)"
 
 held_slow 1
 status | jq -e '.async.slot_ms == 500' >/dev/null || fail "slot_ms: $(status)"
@@ -55,6 +57,13 @@ jq -s -e --argjson v "$V" '[.[] | select(.kind == "update" and .client == "slow"
   .staleness >= $v' "$AUDIT" >/dev/null || fail "slow update's staleness: $(grep '"slow"' "$AUDIT" | tail -2)"
 wait_for bash -c "'$FEDC' status ${ADMIN[*]} --json | jq -e '.async.released == 0' >/dev/null" 10 ||
   fail "released after the slow update: $(status)"
+# ,fedbuff (K 1): a fresh update's buffer publishes unscaled; the slow
+# one's is scaled by its own weight, (1+s)^-0.5.
+S=$(jq -s -r '[.[] | select(.kind == "update" and .client == "slow" and .outcome == "accepted")][0].staleness' "$AUDIT")
+wait_for bash -c "grep -q 'buffer scaled by 0\.' '$T/coord.log'" 10 || fail "no scaled buffer: $(grep scaled "$T/coord.log")"
+WANT=$(awk -v s="$S" 'BEGIN { printf "%.4f", 1 / sqrt(1 + s) }')
+grep -q "buffer scaled by $WANT " "$T/coord.log" || fail "slow buffer (staleness $S) not scaled by $WANT: $(grep scaled "$T/coord.log" | sort | uniq -c)"
+grep -q "buffer scaled by 1.0000 " "$T/coord.log" || fail "no fresh buffer unscaled: $(grep scaled "$T/coord.log" | sort | uniq -c)"
 kill "$FAST_PID" "$SLOW_PID" "$COORD_PID" 2>/dev/null || true
 wait "$FAST_PID" "$SLOW_PID" "$COORD_PID" 2>/dev/null || true
 
