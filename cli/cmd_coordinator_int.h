@@ -44,7 +44,7 @@ typedef struct settings {
   int exit_when_done;
   uint32_t drain_ms;
   char mode[8];        /* sync | async (engine_async.c) */
-  char staleness[48];  /* const | poly[:A] | hinge[:A:B] */
+  char staleness[48];  /* const | poly[:A] | hinge[:A:B], each optionally ,fedbuff */
   char etcd[1024], etcd_prefix[256]; /* replicas on etcd (cmd_coordinator_ha.c) */
   int etcd_lease_ttl, etcd_quorum_hold;
   char etcd_ca[512], etcd_cert[512], etcd_key[512];

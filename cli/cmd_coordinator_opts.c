@@ -116,7 +116,8 @@ static const char *check_staleness(const char *v) {
   struct fc_staleness_fn f;
   char err[200];
   return fc_staleness_parse(v, &f, err, sizeof err) == 0 ? NULL
-                                                          : "use const, poly[:A] (A > 0) or hinge[:A:B] (A > 0, B >= 0)";
+                                                          : "use const, poly[:A] (A > 0) or hinge[:A:B] (A > 0, B >= 0), "
+                                                            "each optionally followed by ,fedbuff";
 }
 
 static const char *check_log(const char *v) {

@@ -81,6 +81,8 @@ int fc_agg_fedavg_commit_partial(fc_agg *a, fc_agg_update *u, double weight, uin
 /* Updates the round's sum may still take (reproducible mode: the 65,536
  * bound less those folded; UINT32_MAX for float sums; 0 if not FedAvg). */
 uint32_t fc_agg_fedavg_room(fc_agg *a);
+/* The sum of the weights folded since round_begin (0 if not FedAvg). */
+double fc_agg_fedavg_weight(fc_agg *a);
 
 /* Reproducible FedAvg (`--reproducible-sum`): each w_k x_k rounded once to
  * the grid 2^-frac_bits and summed in int64, so the result is the same bits

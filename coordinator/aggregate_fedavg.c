@@ -239,6 +239,15 @@ int fc_agg_fedavg_partial(fc_agg *a, float *sum, double *weight, uint32_t *count
   return FEDC_OK;
 }
 
+double fc_agg_fedavg_weight(fc_agg *a) {
+  if (!a || a->ops != &fedavg_ops) return 0;
+  fedavg *f = (fedavg *)a;
+  pthread_mutex_lock(&f->pool.mu);
+  double w = f->total_weight;
+  pthread_mutex_unlock(&f->pool.mu);
+  return w;
+}
+
 uint32_t fc_agg_fedavg_room(fc_agg *a) {
   if (!a || a->ops != &fedavg_ops) return 0;
   fedavg *f = (fedavg *)a;

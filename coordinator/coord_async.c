@@ -43,7 +43,8 @@
  *   - format: FCBUF002 (token and kind in each record); FCBUF001 logs (no
  *     tokens) are still read.
  *
- * Owns: the log file and its handle (c->async_log, under c->mu).
+ * Owns: the log file and its handle (c->async_log, under c->mu); FedBuff's
+ * scaling of a buffer (staleness ",fedbuff").
  * May call: engine.h, aggregate.h (staging slots), audit.h, common/fileutil.h.
  */
 #include <errno.h>
@@ -100,8 +101,9 @@ typedef struct rec_hdr {
 int coord_async_cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen) {
   const fc_engine_cfg *e = &cfg->engine;
   if (!e->async) {
-    if (e->async_slot_ms) {
-      snprintf(err, errlen, "async_slot_ms is for async mode (mode: async)");
+    if (e->async_slot_ms || e->staleness.fedbuff) {
+      snprintf(err, errlen, "%s is for async mode (mode: async)",
+               e->async_slot_ms ? "async_slot_ms" : "staleness ,fedbuff");
       return FEDC_ERR_INVALID;
     }
     return FEDC_OK;
@@ -501,17 +503,19 @@ void coord_async_free(fc_coord *c) {
 /* Staleness ",fedbuff" (FedBuff, Nguyen et al. 2022, Algorithm 1, server
  * lines: the buffer sums s(tau) delta and the server divides by K): the
  * aggregator's result is sum w n delta / sum w n, so scaling it by the
- * buffer's sum w n / sum n gives sum w n delta / sum n: a buffer of stale
- * updates moves the model less than a fresh one. After the DP noise, so it
- * is post-processing. */
+ * buffer's sum w n (the weights the aggregator folded, replayed ones from
+ * the log as they were folded) / sum n (the engine's example weights)
+ * gives sum w n delta / sum n: a buffer of stale updates moves the model
+ * less than a fresh one. FedAvg only (coord_cfg.c refuses a robust rule). */
 void coord_async_fedbuff_scale(fc_coord *c, float *delta, size_t n) {
   fc_async_info ai;
   pthread_mutex_lock(&c->mu);
   fc_engine_async_info(c->engine, &ai);
   pthread_mutex_unlock(&c->mu);
-  float f = (float)ai.step_scale;
-  for (size_t i = 0; i < n; i++) delta[i] *= f;
-  FC_DEBUG(MOD, "buffer scaled by %.4f (FedBuff: sum w(s) n / sum n)", ai.step_scale);
+  double w = fc_agg_fedavg_weight(c->agg), f = ai.examples && w > 0 ? w / (double)ai.examples : 1.0;
+  for (size_t i = 0; i < n; i++) delta[i] *= (float)f;
+  FC_DEBUG(MOD, "buffer scaled by %.4f (FedBuff: sum w(s) n %.6g / sum n %llu)", f, w,
+           (unsigned long long)ai.examples);
 }
 
 /* ---- what status and rounds show (coord_admin.c) ---- */

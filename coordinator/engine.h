@@ -141,7 +141,7 @@ typedef struct fc_async_info {
   uint32_t hist[FC_STALE_BUCKETS]; /* the open buffer's staleness histogram */
   uint64_t stale_refused, expired; /* since start: refused as too stale, tasks past their deadline */
   uint64_t released_total;         /* since start: tasks that gave their slot up at async_slot_ms */
-  double step_scale;               /* the open buffer's sum w(s) n / sum n (1 if empty): ",fedbuff" scales by it */
+  uint64_t examples;               /* the open buffer's example weights, sum n (",fedbuff" divides by it) */
 } fc_async_info;
 void fc_engine_async_info(const fc_engine *e, fc_async_info *out);
 /* Async: the live clients the next buffer waits for (min_clients while no

@@ -196,7 +196,6 @@ void eng_async_open(fc_engine *e, uint64_t now) {
   e->expected = 0;
   e->lost = e->replaced = e->missed = e->added = 0;
   memset(e->a_hist, 0, sizeof e->a_hist);
-  e->a_wsum = 0;
   e->deadline = UINT64_MAX; /* a buffer has no deadline: each task has its own */
   e->pickup_deadline = UINT64_MAX;
   e->state = FC_ENG_TRAINING;
@@ -299,7 +298,6 @@ int eng_async_upload_commit(fc_engine *e, client_rec *r, uint64_t round, uint64_
   e->loss_sum += loss;
   e->bytes_in = eng_add_sat(e->bytes_in, bytes);
   e->a_hist[fc_stale_bucket(r->a_stale)]++;
-  e->a_wsum += fc_staleness_weight(&e->cfg.staleness, r->a_stale) * (double)examples;
   return FC_UP_OK;
 }
 
@@ -368,8 +366,7 @@ void fc_engine_async_info(const fc_engine *e, fc_async_info *out) {
   out->buffered = open ? e->received : 0;
   out->uploading = e->uploading;
   if (open) memcpy(out->hist, e->a_hist, sizeof out->hist);
-  /* FedBuff's scale: sum w(s) n / sum n of the open buffer (1 if empty). */
-  out->step_scale = open && e->examples ? e->a_wsum / (double)e->examples : 1.0;
+  out->examples = open ? e->examples : 0;
   out->stale_refused = e->a_stale_refused;
   out->expired = e->a_expired;
 }
@@ -421,6 +418,5 @@ int fc_engine_async_replay(fc_engine *e, const char *client, uint64_t examples, 
   e->loss_sum += loss;
   e->bytes_in = eng_add_sat(e->bytes_in, bytes);
   e->a_hist[fc_stale_bucket(staleness)]++;
-  e->a_wsum += fc_staleness_weight(&e->cfg.staleness, staleness) * (double)examples;
   return FEDC_OK;
 }

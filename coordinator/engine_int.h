@@ -107,7 +107,6 @@ struct fc_engine {
   uint32_t a_released;       /* records TASKED or UPLOADING past async_slot_ms */
   uint64_t a_released_total;
   uint32_t a_hist[FC_STALE_BUCKETS]; /* the open buffer's staleness histogram */
-  double a_wsum;             /* the open buffer's sum of w(s) x examples */
   uint64_t a_stale_refused, a_expired;
   uint64_t a_scan_at;        /* engine time of the last deadline scan */
   char a_why[200];           /* the last STALE verdict's detail */

@@ -18,13 +18,13 @@ make_tmp
 make_pki "$T/pki" itest fast slow
 make_idx "$T" 60 2
 # Refused at start with a sentence: a slot under 100 ms, one no shorter than
-# the task deadline, and the option outside async mode.
+# the task deadline, and the option (or ,fedbuff) outside async mode.
 for extra in "--mode async --async-slot-ms 50" "--mode async --async-slot-ms 9000 --round-timeout-ms 8000" \
-  "--async-slot-ms 500"; do
+  "--async-slot-ms 500" "--staleness poly,fedbuff"; do
   # shellcheck disable=SC2086
   "$FEDC" coordinator --pki "$T/pki" --federation itest --state "$T/refused" --model 784-10 --listen 127.0.0.1:0 \
     $extra >"$T/refused.log" 2>&1 && fail "$extra started"
-  grep -q "async_slot_ms" "$T/refused.log" || fail "$extra: $(cat "$T/refused.log")"
+  grep -q "async_slot_ms\|staleness ,fedbuff is for async mode" "$T/refused.log" || fail "$extra: $(cat "$T/refused.log")"
   [ ! -e "$T/refused" ] || fail "a refused start left $T/refused"
 done
 start_coordinator --pki "$T/pki" --federation itest --state "$T/state" --model 784-10 --rounds 0 --mode async \
@@ -58,9 +58,34 @@ jq -s -e --argjson v "$V" '[.[] | select(.kind == "update" and .client == "slow"
 wait_for bash -c "'$FEDC' status ${ADMIN[*]} --json | jq -e '.async.released == 0' >/dev/null" 10 ||
   fail "released after the slow update: $(status)"
 # ,fedbuff (K 1): a fresh update's buffer publishes unscaled; the slow
-# one's is scaled by its own weight, (1+s)^-0.5.
-S=$(jq -s -r '[.[] | select(.kind == "update" and .client == "slow" and .outcome == "accepted")][0].staleness' "$AUDIT")
-wait_for bash -c "grep -q 'buffer scaled by 0\.' '$T/coord.log'" 10 || fail "no scaled buffer: $(grep scaled "$T/coord.log")"
+# one's is scaled by its own weight, (1+s)^-0.5: the version its buffer
+# published moved the model by that times the update's audited norm (the
+# weighted mean of one update is the update itself; server lr 1).
+read -r S Q NORM < <(jq -s -r '[.[] | select(.kind == "update" and .client == "slow" and .outcome == "accepted")][0] |
+  "\(.staleness) \(.seq) \(.norm)"' "$AUDIT")
+NEXT_MODEL="[.[] | select(.kind == \"model\" and .seq > $Q)][0].version" # the buffer it was counted in
+wait_for bash -c "jq -s -e '$NEXT_MODEL != null' '$AUDIT' >/dev/null" 10 || fail "no version published after seq $Q"
+X=$(jq -s "$NEXT_MODEL" "$AUDIT")
+for v in $((X - 1)) "$X"; do
+  "$FEDC" model get "${ADMIN[@]}" --version "$v" --out "$T/v$v.safetensors" >/dev/null || fail "model get v$v"
+done
+python3 - "$T/v$((X - 1)).safetensors" "$T/v$X.safetensors" "$S" "$NORM" <<'PY' || fail "v$X's step (slow update, staleness $S, norm $NORM)"
+import json, math, struct, sys
+def load(p):
+    b = open(p, "rb").read()
+    n = struct.unpack("<Q", b[:8])[0]
+    h = json.loads(b[8:8 + n]); h.pop("__metadata__", None)
+    out = []
+    for name in sorted(h, key=lambda k: h[k]["data_offsets"][0]):
+        s, e = h[name]["data_offsets"]
+        out += struct.unpack("<%df" % ((e - s) // 4), b[8 + n + s:8 + n + e])
+    return out
+a, b = load(sys.argv[1]), load(sys.argv[2])
+step = math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b)))
+want = float(sys.argv[4]) / math.sqrt(1 + int(sys.argv[3]))
+print("%s: step %.6g, want %.6g (norm x (1+s)^-0.5)" % (sys.argv[2], step, want))
+sys.exit(0 if abs(step - want) <= 1e-3 * want and int(sys.argv[3]) >= 1 else 1)
+PY
 WANT=$(awk -v s="$S" 'BEGIN { printf "%.4f", 1 / sqrt(1 + s) }')
 grep -q "buffer scaled by $WANT " "$T/coord.log" || fail "slow buffer (staleness $S) not scaled by $WANT: $(grep scaled "$T/coord.log" | sort | uniq -c)"
 grep -q "buffer scaled by 1.0000 " "$T/coord.log" || fail "no fresh buffer unscaled: $(grep scaled "$T/coord.log" | sort | uniq -c)"
