@@ -36,6 +36,7 @@
 
 FEDC=${1:?usage: $0 FEDC_BINARY BUILD_DIR}
 BUILD_DIR=${2:-}
+IT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd) # this folder: PYTHONPATH="$IT_DIR" for st_floats.py
 case $FEDC in /*) ;; *) FEDC=$PWD/$FEDC ;; esac
 [ -x "$FEDC" ] || { echo "lib.sh: $FEDC is not an executable" >&2; exit 1; }
 command -v jq >/dev/null || { echo "lib.sh: jq is required" >&2; exit 1; }

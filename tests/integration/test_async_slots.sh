@@ -69,17 +69,9 @@ X=$(jq -s "$NEXT_MODEL" "$AUDIT")
 for v in $((X - 1)) "$X"; do
   "$FEDC" model get "${ADMIN[@]}" --version "$v" --out "$T/v$v.safetensors" >/dev/null || fail "model get v$v"
 done
-python3 - "$T/v$((X - 1)).safetensors" "$T/v$X.safetensors" "$S" "$NORM" <<'PY' || fail "v$X's step (slow update, staleness $S, norm $NORM)"
-import json, math, struct, sys
-def load(p):
-    b = open(p, "rb").read()
-    n = struct.unpack("<Q", b[:8])[0]
-    h = json.loads(b[8:8 + n]); h.pop("__metadata__", None)
-    out = []
-    for name in sorted(h, key=lambda k: h[k]["data_offsets"][0]):
-        s, e = h[name]["data_offsets"]
-        out += struct.unpack("<%df" % ((e - s) // 4), b[8 + n + s:8 + n + e])
-    return out
+PYTHONPATH="$IT_DIR" python3 - "$T/v$((X - 1)).safetensors" "$T/v$X.safetensors" "$S" "$NORM" <<'PY' || fail "v$X's step (slow update, staleness $S, norm $NORM)"
+import math, sys
+from st_floats import load
 a, b = load(sys.argv[1]), load(sys.argv[2])
 step = math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b)))
 want = float(sys.argv[4]) / math.sqrt(1 + int(sys.argv[3]))

@@ -28,17 +28,9 @@ ADMIN=(--pki "$T/pki" --name root)
 
 # max |a - b| over the payloads of two safetensors files, the L2 distance, and ||b - base||.
 st_cmp() {
-  python3 - "$@" <<'PY'
-import json, math, struct, sys
-def load(p):
-    b = open(p, "rb").read()
-    n = struct.unpack("<Q", b[:8])[0]
-    h = json.loads(b[8:8 + n]); h.pop("__metadata__", None)
-    out = []
-    for name in sorted(h, key=lambda k: h[k]["data_offsets"][0]):
-        s, e = h[name]["data_offsets"]
-        out += struct.unpack("<%df" % ((e - s) // 4), b[8 + n + s:8 + n + e])
-    return out
+  PYTHONPATH="$IT_DIR" python3 - "$@" <<'PY'
+import math, sys
+from st_floats import load
 a, b, base = load(sys.argv[1]), load(sys.argv[2]), load(sys.argv[3])
 print("%.6g %.6g %.6g" % (max(abs(x - y) for x, y in zip(a, b)), math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b))),
                           math.sqrt(sum((x - y) ** 2 for x, y in zip(b, base)))))

@@ -19,17 +19,9 @@ ADMIN_PKI=(--pki "$T/pki" --name root)
 
 # The L2 distance between two safetensors files' payloads, and the largest |w|.
 st_dist() {
-  python3 - "$1" "$2" <<'PY'
-import json, math, struct, sys
-def load(p):
-    b = open(p, "rb").read()
-    n = struct.unpack("<Q", b[:8])[0]
-    h = json.loads(b[8:8 + n]); h.pop("__metadata__", None)
-    out = []
-    for name in sorted(h, key=lambda k: h[k]["data_offsets"][0]):
-        s, e = h[name]["data_offsets"]
-        out += struct.unpack("<%df" % ((e - s) // 4), b[8 + n + s:8 + n + e])
-    return out
+  PYTHONPATH="$IT_DIR" python3 - "$1" "$2" <<'PY'
+import math, sys
+from st_floats import load
 a, b = load(sys.argv[1]), load(sys.argv[2])
 print("%.6g %.6g" % (math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b))), max(abs(x) for x in b)))
 PY
