@@ -45,7 +45,8 @@
  *
  * Owns: the log file and its handle (c->async_log, under c->mu); FedBuff's
  * scaling of a buffer (staleness ",fedbuff").
- * May call: engine.h, aggregate.h (staging slots), audit.h, common/fileutil.h.
+ * May call: engine.h, aggregate.h (staging slots, FedAvg's folded weight),
+ * audit.h, common/fileutil.h, common/blas.h.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -57,6 +58,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "common/blas.h"
 #include "common/fileutil.h"
 #include "common/log.h"
 #include "coordinator/agg_slots.h"
@@ -513,7 +515,7 @@ void coord_async_fedbuff_scale(fc_coord *c, float *delta, size_t n) {
   fc_engine_async_info(c->engine, &ai);
   pthread_mutex_unlock(&c->mu);
   double w = fc_agg_fedavg_weight(c->agg), f = ai.examples && w > 0 ? w / (double)ai.examples : 1.0;
-  for (size_t i = 0; i < n; i++) delta[i] *= (float)f;
+  fc_sscal((int)n, (float)f, delta, 1);
   FC_DEBUG(MOD, "buffer scaled by %.4f (FedBuff: sum w(s) n %.6g / sum n %llu)", f, w,
            (unsigned long long)ai.examples);
 }
