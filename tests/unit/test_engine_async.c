@@ -33,12 +33,11 @@
 static const uint8_t SHA0[FC_SHA256_LEN] = {1, 2, 3};
 static const uint8_t SHA1[FC_SHA256_LEN] = {9};
 
-static uint64_t g_slot_ms; /* cfg.async_slot_ms of the next make() */
-
-static fc_engine *make(uint32_t conc, uint32_t k, uint32_t max_stale, uint64_t version) {
+/* An async engine with async_slot_ms slot_ms (0 = tasks keep their slots). */
+static fc_engine *make_slot(uint32_t conc, uint32_t k, uint32_t max_stale, uint64_t version, uint64_t slot_ms) {
   fc_engine_cfg cfg;
   fc_engine_cfg_defaults(&cfg);
-  cfg.async_slot_ms = g_slot_ms;
+  cfg.async_slot_ms = slot_ms;
   cfg.min_clients = 0; /* buffers open at once (test_min_clients: the first waits) */
   cfg.async = 1;
   cfg.async_concurrency = conc;
@@ -50,6 +49,10 @@ static fc_engine *make(uint32_t conc, uint32_t k, uint32_t max_stale, uint64_t v
   fc_engine *e = NULL;
   CHECK_EQ_INT(fc_engine_create(&cfg, 1, 0, version, SHA0, &e), FEDC_OK);
   return e;
+}
+
+static fc_engine *make(uint32_t conc, uint32_t k, uint32_t max_stale, uint64_t version) {
+  return make_slot(conc, k, max_stale, version, 0);
 }
 
 static int checkin(fc_engine *e, const char *who, uint64_t now, fc_task_info *t) {
@@ -285,9 +288,7 @@ static void test_min_clients(void) {
  * max staleness), and the ends of released tasks (commit, deadline) leave
  * the concurrency in use alone. */
 static void test_slot_release(void) {
-  g_slot_ms = 1000;
-  fc_engine *e = make(2, 2, 1, 0);
-  g_slot_ms = 0;
+  fc_engine *e = make_slot(2, 2, 1, 0, 1000);
   CHECK_EQ_INT(fc_engine_tick(e, 1), FC_TICK_STARTED);
   fc_task_info ts, t1, t2, t3, t4;
   CHECK_EQ_INT(checkin(e, "slow", 10, &ts), FC_CHECKIN_TRAIN);
@@ -345,9 +346,7 @@ static void test_slot_release(void) {
  * the concurrency in use: Leave, a stale refusal, giving it up at check-in,
  * and a commit after an aborted stream; released while uploading too. */
 static void test_slot_release_paths(void) {
-  g_slot_ms = 1000;
-  fc_engine *e = make(4, 1, 1, 0);
-  g_slot_ms = 0;
+  fc_engine *e = make_slot(4, 1, 1, 0, 1000);
   CHECK_EQ_INT(fc_engine_tick(e, 1), FC_TICK_STARTED);
   fc_task_info tl, ts, tg, tu, tf;
   CHECK_EQ_INT(checkin(e, "leaver", 10, &tl), FC_CHECKIN_TRAIN);
