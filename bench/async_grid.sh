@@ -12,7 +12,9 @@
 #   e.g. bench/async_grid.sh build grid.jsonl "1 2 3" "sync-1000 17:3:0.35 12:5:0.5:1000" 2
 # Environment: TARGET (default 0.83), ROUNDS (versions at most, default 600),
 #   STALENESS (--staleness of every async cell, e.g. poly:0.5,fedbuff; default
-#   the coordinator's, poly:0.5).
+#   the coordinator's, poly:0.5), ASYNC_EXTRA (more `fedc sim` arguments for
+#   every async cell, word-split, e.g. --coordinator-opt=--async-skip-stale;
+#   appended to the run's tag).
 set -euo pipefail
 B=${1:?usage: async_grid.sh BUILD_DIR OUT "SEEDS" "CELLS" [PASSES]}
 OUT=${2:?usage: async_grid.sh BUILD_DIR OUT "SEEDS" "CELLS" [PASSES]}
@@ -31,8 +33,8 @@ for pass in $(seq 1 "$PASSES"); do
         slot=${slot:-0}
         ms=${ms:-20}
         st=${STALENESS:+ --coordinator-opt=--staleness=$STALENESS}
-        TAG="lr$lr+slot$slot+ms$ms${STALENESS:++$STALENESS}" \
-          ASYNC_ARGS="--coordinator-opt=--server-lr=$lr --coordinator-opt=--async-slot-ms=$slot --coordinator-opt=--max-staleness=$ms$st" \
+        TAG="lr$lr+slot$slot+ms$ms${STALENESS:++$STALENESS}${ASYNC_EXTRA:++${ASYNC_EXTRA//--coordinator-opt=--/}}" \
+          ASYNC_ARGS="--coordinator-opt=--server-lr=$lr --coordinator-opt=--async-slot-ms=$slot --coordinator-opt=--max-staleness=$ms$st${ASYNC_EXTRA:+ $ASYNC_EXTRA}" \
           "$HERE/async_compare.sh" "$B" "${TARGET:-0.83}" "${ROUNDS:-600}" "$seed" "async-$c-$k" >>"$OUT"
       fi
     done
