@@ -28,6 +28,8 @@ void status_async_json(json_t *o, const Fedc__V1__AsyncStatus *a) {
   json_object_set_new(j, "buffer_size", json_integer(a->buffer_size));
   json_object_set_new(j, "buffered", json_integer(a->buffered));
   json_object_set_new(j, "uploading", json_integer(a->uploading));
+  json_object_set_new(j, "overdue", json_integer(a->overdue));
+  json_object_set_new(j, "overdue_total", json_integer((json_int_t)a->overdue_total));
   json_object_set_new(j, "staleness_hist", hist_json(a->staleness_histogram, a->n_staleness_histogram));
   json_object_set_new(j, "stale_refused", json_integer((json_int_t)a->stale_refused));
   json_object_set_new(j, "expired", json_integer((json_int_t)a->expired));
@@ -56,6 +58,9 @@ void status_async_print(const Fedc__V1__AsyncStatus *a) {
          a->staleness ? a->staleness : "?", a->max_staleness, h);
   printf("async refusals:  %llu too stale, %llu tasks expired\n", (unsigned long long)a->stale_refused,
          (unsigned long long)a->expired);
+  if (a->overdue_total)
+    printf("overdue uploads: %u streaming past their hold now (the buffer does not wait), %llu since start\n",
+           a->overdue, (unsigned long long)a->overdue_total);
 }
 
 json_t *round_async_json(const Fedc__V1__RoundAsync *a) {

@@ -535,6 +535,8 @@ void coord_async_status_pb(fc_coord *c, Fedc__V1__AsyncStatus *as, uint32_t hist
   as->released = ai.released;
   as->released_total = ai.released_total;
   as->slot_ms = c->cfg.engine.async_slot_ms;
+  as->overdue = ai.overdue;
+  as->overdue_total = ai.overdue_total;
   as->buffer_size = c->cfg.engine.async_buffer;
   as->buffered = ai.buffered;
   as->uploading = ai.uploading;

@@ -152,7 +152,9 @@ void *coord_driver_main(void *arg) {
       coord_cancel_uploads(c, fc_engine_last_round(c->engine)->round);
       coord_sa_end(c);
       coord_anomaly_abandon_locked(c);
-    } else if (act == FC_TICK_AGGREGATE) {
+    } else if (act == FC_TICK_AGGREGATE && !c->cfg.engine.async) {
+      /* Async: uploads belong to tasks, not to the buffer; one still
+       * streaming here is overdue and counts in a later buffer. */
       fc_engine_status es;
       fc_engine_get_status(c->engine, fc_now_ms(), &es);
       coord_cancel_uploads(c, es.round);

@@ -155,7 +155,7 @@ static void upload_settle(upload *up) {
   up->u = NULL;
   if (up->begun) {
     pthread_mutex_lock(&c->mu);
-    fc_engine_upload_abort(c->engine, up->client, up->round);
+    fc_engine_upload_abort(c->engine, up->client, up->round, fc_now_ms());
     pthread_mutex_unlock(&c->mu);
   }
   up->begun = 0;
@@ -327,6 +327,10 @@ static void upload_end(fc_scall *call, void *state) {
   if (v == FC_UP_OK)
     v = fc_engine_upload_commit(c->engine, up->client, up->round, (uint64_t)weight, up->loss, fc_scall_bytes_in(call),
                                 now);
+  char refusal[200] = "";
+  uint32_t retry = 0;
+  if (v == FC_UP_STALE) snprintf(refusal, sizeof refusal, "%s", fc_engine_refusal_detail(c->engine));
+  if (v == FC_UP_BUFFER_FULL) retry = fc_engine_retry_ms(c->engine);
   if (v == FC_UP_OK && c->cfg.engine.async) {
     /* The buffer's last update: wake the driver to publish now rather than
      * at its next 50 ms tick (uploads wait while a buffer is full).
@@ -356,8 +360,11 @@ static void upload_end(fc_scall *call, void *state) {
   }
   up->begun = 0; /* the engine has settled this upload either way */
   if (v != FC_UP_OK) {
-    snprintf(why, sizeof why, "update refused: %s", fc_upload_verdict_text(v));
-    upload_refuse(up, call, verdict_status(v), why);
+    snprintf(why, sizeof why, "update refused: %s", v == FC_UP_STALE ? refusal : fc_upload_verdict_text(v));
+    if (v == FC_UP_BUFFER_FULL) /* async: it streamed past its place while a version was published */
+      upload_refuse_retry(up, call, verdict_status(v), why, retry);
+    else
+      upload_refuse(up, call, verdict_status(v), why);
     return;
   }
   up->u = NULL; /* committed: the slot went back with it */
@@ -421,13 +428,13 @@ void coord_h_upload(fc_scall *call, void *ctx) {
                         : FEDC_ERR_REJECTED;
     if (!up->masked) snprintf(sa_why, sizeof sa_why, "this federation runs secure aggregation: send a masked input");
     if (sa_err != FEDC_OK) {
-      fc_engine_upload_abort(c->engine, peer->name, up->round);
+      fc_engine_upload_abort(c->engine, peer->name, up->round, fc_now_ms());
       v = -1;
     }
   } else if (v == FC_UP_OK && up->masked) {
     sa_err = FEDC_ERR_REJECTED;
     snprintf(sa_why, sizeof sa_why, "this federation does not run secure aggregation: masked input refused");
-    fc_engine_upload_abort(c->engine, peer->name, up->round);
+    fc_engine_upload_abort(c->engine, peer->name, up->round, fc_now_ms());
     v = -1;
   }
   if (v == FC_UP_OK) {

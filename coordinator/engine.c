@@ -459,10 +459,10 @@ int fc_engine_upload_commit(fc_engine *e, const char *client, uint64_t round, ui
   return FC_UP_OK;
 }
 
-void fc_engine_upload_abort(fc_engine *e, const char *client, uint64_t round) {
+void fc_engine_upload_abort(fc_engine *e, const char *client, uint64_t round, uint64_t now_ms) {
   client_rec *r = eng_find(e, client);
   if (r && e->cfg.async) {
-    eng_async_upload_abort(e, r, round);
+    eng_async_upload_abort(e, r, round, now_ms);
     return;
   }
   if (!r || r->round != round || r->rstate != CR_UPLOADING) return;

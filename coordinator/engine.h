@@ -142,6 +142,8 @@ typedef struct fc_async_info {
   uint64_t stale_refused, expired; /* since start: refused as too stale, tasks past their deadline */
   uint64_t released_total;         /* since start: tasks that gave their slot up at async_slot_ms */
   uint64_t examples;               /* the open buffer's example weights, sum n (",fedbuff" divides by it) */
+  uint32_t overdue;                /* of `uploading`: streaming without a place in the buffer (past their hold) */
+  uint64_t overdue_total;          /* since start: uploads that outlived their hold or began without one */
 } fc_async_info;
 void fc_engine_async_info(const fc_engine *e, fc_async_info *out);
 /* Async: the live clients the next buffer waits for (min_clients while no
@@ -316,8 +318,9 @@ int fc_engine_upload_begin_relayed(fc_engine *e, const char *client, uint64_t ro
 int fc_engine_upload_commit(fc_engine *e, const char *client, uint64_t round, uint64_t examples, double loss,
                             uint64_t bytes, uint64_t now_ms);
 /* "client X's upload failed" (stream ended early, hash mismatch, bad values...):
- * the client may try again while the round is open. */
-void fc_engine_upload_abort(fc_engine *e, const char *client, uint64_t round);
+ * the client may try again while the round is open (async: its uploads hold
+ * no place in the buffer for a while if this one held one; engine_async.c). */
+void fc_engine_upload_abort(fc_engine *e, const char *client, uint64_t round, uint64_t now_ms);
 /* 1 if the client is in the cohort of the round running now and has not
  * finished its upload (it needs the model). */
 int fc_engine_in_round(fc_engine *e, const char *client);

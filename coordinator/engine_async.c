@@ -25,10 +25,13 @@
  *     "upload_begin" from a task-holder of any earlier buffer: staleness
  *       s = current version - the task's version; s > max_staleness is
  *       refused (STALE; the slot is freed); while received + uploading <
- *       async_buffer it streams, else BUFFER_FULL (retry shortly): so a full
- *       buffer never has an upload in flight, and the update that arrives
- *       while a version is being published waits for the next buffer rather
- *       than being cut off.
+ *       async_buffer it streams, holding a place, else BUFFER_FULL (retry
+ *       shortly): so a full buffer is never published with a held upload in
+ *       flight, and the update that arrives while a version is being
+ *       published waits for the next buffer rather than being cut off. A
+ *       place is held for at most hold_ms; past it the upload streams on
+ *       overdue, without one, and its client holds none for UNHELD_MS (see
+ *       "buffer places").
  *     "upload_commit" -> counted in the open buffer (whatever buffer its
  *       task came from); the coordinator folds it with weight
  *       fc_staleness_weight(s) x its example weight (fc_engine_async_weight,
@@ -39,12 +42,15 @@
  *   AGGREGATING --"published"--> WAITING (engine.c; DONE once `rounds`
  *       buffers are published), and the next tick opens the next buffer.
  *   Tasks outlive buffers: a client keeps its slot until it uploads, gives
- *   up, leaves or its deadline passes, or (async_slot_ms > 0) until its task
+ *   up, leaves (no task of that buffer again either) or its deadline passes, or (async_slot_ms > 0) until its task
  *   is that old: it is then released (counted in a_released, not
  *   a_training) and its update is still taken under the same rules.
  * Invariants: a_training + a_released counts the records TASKED or
- * UPLOADING, a_released those with r->a_released; a client
- * has at most one update in each buffer; received + uploading <= async_buffer.
+ * UPLOADING, a_released those with r->a_released; uploading + a_overdue
+ * counts the records UPLOADING, a_overdue those with r->a_overdue; a client
+ * has at most one update in each buffer; received + uploading <=
+ * async_buffer while no overdue upload has committed into the buffer (one
+ * may, past async_buffer: a buffer is published at async_buffer or more).
  */
 #include <math.h>
 #include <stdio.h>
@@ -154,10 +160,64 @@ static void end_task(fc_engine *e, client_rec *r) {
   }
 }
 
+/* ---- buffer places ------------------------------------------------------------------ */
+
+/* An upload in progress holds a place in the open buffer: the buffer is not
+ * published while it streams, and begins past async_buffer are refused
+ * BUFFER_FULL, so an honest update is never cut off by a publish. A place
+ * is held for at most hold_ms: four times the recent held uploads' time,
+ * between HOLD_MIN_MS and HOLD_MAX_MS. Past it the upload streams on
+ * without a place (overdue: not in `uploading`, the buffer publishes
+ * without it, and it counts in whichever buffer is open when it commits).
+ * A client whose upload outlived its hold, or was aborted while holding a
+ * place, holds none for UNHELD_MS: its uploads begin overdue. So one
+ * client, honest and slow or hostile and trickling, delays a buffer by at
+ * most one hold per UNHELD_MS rather than holding the last place forever by
+ * stalling and re-beginning (found by a hostile review). */
+#define HOLD_MIN_MS 2000
+#define HOLD_MAX_MS 30000
+#define UNHELD_MS 600000
+
+static uint64_t hold_ms(const fc_engine *e) {
+  double h = 4 * e->a_up_ms;
+  return h < HOLD_MIN_MS ? HOLD_MIN_MS : h > HOLD_MAX_MS ? HOLD_MAX_MS : (uint64_t)h;
+}
+
+/* Its upload ends (commit, abort, refusal): it no longer holds a place, or
+ * no longer counts among the overdue. */
+static void end_upload(fc_engine *e, client_rec *r) {
+  if (r->a_overdue) {
+    r->a_overdue = 0;
+    if (e->a_overdue) e->a_overdue--;
+  } else if (e->uploading) {
+    e->uploading--;
+  }
+}
+
+/* Its upload gives its place up (or never had one). */
+static void make_overdue(fc_engine *e, client_rec *r, uint64_t now) {
+  if (r->a_overdue) return;
+  if (e->uploading) e->uploading--;
+  r->a_overdue = 1;
+  e->a_overdue++;
+  e->a_overdue_total++;
+  r->a_unheld_until = eng_add_sat(now, UNHELD_MS);
+}
+
 static void free_slot(fc_engine *e, client_rec *r) {
-  if (r->rstate == CR_UPLOADING && e->uploading) e->uploading--;
+  if (r->rstate == CR_UPLOADING) end_upload(e, r);
   r->rstate = CR_DROPPED;
   end_task(e, r);
+}
+
+/* It gave a task of the open buffer up (checked in while holding it, or
+ * left): no task of that buffer again. A runtime does not take a task of
+ * the same round id twice; and after Leave, a new task of the same round id
+ * would let the late abort of its old stream, still being cut off, meet the
+ * new stream's upload (found by a hostile review). */
+static void give_up(fc_engine *e, client_rec *r) {
+  if (r->round == e->round) r->a_gaveup = e->round;
+  free_slot(e, r);
 }
 
 static int holds_task(const client_rec *r) { return r->rstate == CR_TASKED || r->rstate == CR_UPLOADING; }
@@ -172,8 +232,10 @@ static int holds_task(const client_rec *r) { return r->rstate == CR_TASKED || r-
 static void expire(fc_engine *e, uint64_t now) {
   if ((!e->a_training && !e->a_released) || (now >= e->a_scan_at && now - e->a_scan_at < 100)) return;
   e->a_scan_at = now;
+  uint64_t hold = e->uploading ? hold_ms(e) : 0;
   for (uint32_t i = 0; i < e->nrecs; i++) {
     client_rec *r = &e->recs[i];
+    if (r->rstate == CR_UPLOADING && !r->a_overdue && now - r->a_up_at >= hold) make_overdue(e, r, now);
     if (r->rstate == CR_TASKED && now >= r->a_deadline) {
       free_slot(e, r);
       e->a_expired++;
@@ -206,10 +268,7 @@ void eng_async_open(fc_engine *e, uint64_t now) {
 int eng_async_checkin(fc_engine *e, client_rec *r, uint64_t now, fc_task_info *task, uint32_t *retry_ms) {
   *retry_ms = e->cfg.poll_ms;
   if (r->rstate == CR_UPLOADING) return FC_CHECKIN_WAIT; /* its update is streaming */
-  if (r->rstate == CR_TASKED) { /* it gave its task up (its update was refused, or it restarted) */
-    if (r->round == e->round) r->a_gaveup = e->round;
-    free_slot(e, r);
-  }
+  if (r->rstate == CR_TASKED) give_up(e, r); /* its update was refused, or it restarted */
   /* Not this buffer's task again: a runtime whose update was refused does
    * not take a task of the same round id twice (it would hold the slot). */
   if (r->a_gaveup == e->round) return FC_CHECKIN_WAIT;
@@ -259,7 +318,10 @@ int eng_async_upload_begin(fc_engine *e, client_rec *r, uint64_t round, uint64_t
     e->a_stale_refused++;
     return FC_UP_STALE;
   }
-  if (e->state != FC_ENG_TRAINING || e->received + e->uploading >= e->cfg.async_buffer) {
+  /* A client without a hold (its last one outlived or abandoned its place)
+   * streams without a place: never refused for room, never waited for. */
+  int unheld = now < r->a_unheld_until;
+  if (e->state != FC_ENG_TRAINING || (!unheld && e->received + e->uploading >= e->cfg.async_buffer)) {
     /* "Come back shortly" is ours, not the client's doing: the attempt's
      * upload token is given back, so waiting out a publish never turns
      * into RATE_LIMITED for an honest client. Only to a client that came
@@ -277,18 +339,54 @@ int eng_async_upload_begin(fc_engine *e, client_rec *r, uint64_t round, uint64_t
   }
   r->rstate = CR_UPLOADING;
   r->a_stale = s;
+  r->a_up_at = now;
   e->uploading++;
+  if (unheld) make_overdue(e, r, now);
+  return FC_UP_OK;
+}
+
+/* What a commit of r's upload for `round` at now gets, the commit and
+ * fc_engine_async_weight alike: OK; NOT_IN_ROUND (not uploading that task);
+ * LATE (past its deadline, or the federation is done); BUFFER_FULL (no
+ * buffer open: only an overdue upload meets this, a held one keeps its
+ * buffer open; it may send again once one opens); STALE (overdue, and now
+ * more than max_staleness behind: a held upload's versions cannot move). */
+static int commit_verdict(fc_engine *e, const client_rec *r, uint64_t round, uint64_t now) {
+  if (r->rstate != CR_UPLOADING || r->round != round) return FC_UP_NOT_IN_ROUND;
+  if (now >= r->a_deadline || e->state == FC_ENG_DONE) return FC_UP_LATE;
+  if (e->state != FC_ENG_TRAINING) return r->a_overdue ? FC_UP_BUFFER_FULL : FC_UP_LATE;
+  uint64_t s = e->version - r->a_version;
+  if (s > e->cfg.max_staleness) {
+    snprintf(e->a_why, sizeof e->a_why,
+             "update trained from version %llu is %llu versions behind the current version %llu (max staleness %u; "
+             "it streamed past its place in the buffer)",
+             (unsigned long long)r->a_version, (unsigned long long)s, (unsigned long long)e->version,
+             e->cfg.max_staleness);
+    return FC_UP_STALE;
+  }
   return FC_UP_OK;
 }
 
 int eng_async_upload_commit(fc_engine *e, client_rec *r, uint64_t round, uint64_t examples, double loss,
                             uint64_t bytes, uint64_t now) {
-  if (r->rstate != CR_UPLOADING || r->round != round) return FC_UP_NOT_IN_ROUND;
-  if (now >= r->a_deadline || e->state != FC_ENG_TRAINING) {
-    free_slot(e, r);
-    return FC_UP_LATE;
+  int v = commit_verdict(e, r, round, now);
+  if (v != FC_UP_OK) {
+    if (v == FC_UP_BUFFER_FULL) { /* overdue, a version being published: it may send again */
+      end_upload(e, r);
+      r->rstate = CR_TASKED;
+      e->retry_ms = e->paused || e->blocked || e->cfg.poll_ms < FULL_RETRY_MS ? e->cfg.poll_ms : FULL_RETRY_MS;
+    } else if (v != FC_UP_NOT_IN_ROUND) {
+      if (v == FC_UP_STALE) e->a_stale_refused++;
+      free_slot(e, r);
+    }
+    return v;
   }
-  e->uploading--;
+  if (!r->a_overdue) { /* the hold's measure: held uploads only, so a trickler cannot stretch it */
+    double d = (double)(now - r->a_up_at);
+    e->a_up_ms = e->a_up_ms > 0 ? 0.8 * e->a_up_ms + 0.2 * d : d;
+  }
+  r->a_stale = e->version - r->a_version; /* the same as at begin unless it was overdue */
+  end_upload(e, r);
   r->rstate = CR_DONE;
   end_task(e, r);
   r->last_done = round;
@@ -301,16 +399,17 @@ int eng_async_upload_commit(fc_engine *e, client_rec *r, uint64_t round, uint64_
   return FC_UP_OK;
 }
 
-void eng_async_upload_abort(fc_engine *e, client_rec *r, uint64_t round) {
+void eng_async_upload_abort(fc_engine *e, client_rec *r, uint64_t round, uint64_t now) {
   if (r->rstate != CR_UPLOADING || r->round != round) return;
-  e->uploading--;
+  if (!r->a_overdue) r->a_unheld_until = eng_add_sat(now, UNHELD_MS); /* it abandoned a place */
+  end_upload(e, r);
   r->rstate = CR_TASKED; /* may try again until its deadline */
 }
 
 int eng_async_leave(fc_engine *e, client_rec *r, fc_leave_info *info) {
   if (!holds_task(r)) return 0;
   info->round = r->round;
-  free_slot(e, r);
+  give_up(e, r);
   e->lost++;
   info->selected = e->a_training;
   return 1;
@@ -364,7 +463,9 @@ void fc_engine_async_info(const fc_engine *e, fc_async_info *out) {
   out->released_total = e->a_released_total;
   int open = e->state == FC_ENG_TRAINING || e->state == FC_ENG_AGGREGATING;
   out->buffered = open ? e->received : 0;
-  out->uploading = e->uploading;
+  out->uploading = e->uploading + e->a_overdue;
+  out->overdue = e->a_overdue;
+  out->overdue_total = e->a_overdue_total;
   if (open) memcpy(out->hist, e->a_hist, sizeof out->hist);
   out->examples = open ? e->examples : 0;
   out->stale_refused = e->a_stale_refused;
@@ -379,14 +480,15 @@ int fc_engine_async_weight(fc_engine *e, const char *client, uint64_t round, uin
     return FC_UP_OK;
   }
   client_rec *r = eng_find(e, client);
-  /* The commit's own conditions (eng_async_upload_commit), so what the
-   * caller logs on OK is what the commit then counts: a stream begun for a
-   * task the client has since given up (it left and took a new task) is
-   * not UPLOADING for this round, and is never logged. */
-  if (!r || r->rstate != CR_UPLOADING || r->round != round) return FC_UP_NOT_IN_ROUND;
-  if (now >= r->a_deadline || e->state != FC_ENG_TRAINING) return FC_UP_LATE;
-  *staleness = r->a_stale;
-  *weight = fc_staleness_weight(&e->cfg.staleness, r->a_stale);
+  /* The commit's own verdict (commit_verdict), so what the caller logs on
+   * OK is what the commit then counts: a stream begun for a task the client
+   * has since given up (it left and took a new task) is not UPLOADING for
+   * this round, and is never logged. */
+  if (!r) return FC_UP_NOT_IN_ROUND;
+  int v = commit_verdict(e, r, round, now);
+  if (v != FC_UP_OK) return v;
+  *staleness = e->version - r->a_version;
+  *weight = fc_staleness_weight(&e->cfg.staleness, *staleness);
   return FC_UP_OK;
 }
 

@@ -37,6 +37,9 @@ typedef struct client_rec {
   uint64_t a_full_retry_at; /* async: when its last BUFFER_FULL told it to come back (engine time) */
   uint64_t a_slot_until;    /* async: its task stops counting against the concurrency then (async_slot_ms) */
   uint8_t a_released;       /* async: its task runs past async_slot_ms, no longer counted in a_training */
+  uint8_t a_overdue;        /* async: its upload streams on without a place in the buffer (counted in a_overdue) */
+  uint64_t a_up_at;         /* async: when its upload in progress began (engine time) */
+  uint64_t a_unheld_until;  /* async: its uploads hold no place in the buffer before this (engine time) */
 } client_rec;
 
 /* The evaluation due or running, and one due while it runs (engine_eval.c). */
@@ -109,6 +112,9 @@ struct fc_engine {
   uint32_t a_hist[FC_STALE_BUCKETS]; /* the open buffer's staleness histogram */
   uint64_t a_stale_refused, a_expired;
   uint64_t a_scan_at;        /* engine time of the last deadline scan */
+  uint32_t a_overdue;        /* uploads streaming without a place in the buffer (not in `uploading`) */
+  double a_up_ms;            /* moving average of held uploads' times, begin to commit (0 = none yet) */
+  uint64_t a_overdue_total;  /* uploads that outlived their hold, or began without one, since start */
   char a_why[200];           /* the last STALE verdict's detail */
 };
 
@@ -174,7 +180,7 @@ int eng_async_checkin(fc_engine *e, client_rec *r, uint64_t now, fc_task_info *t
 int eng_async_upload_begin(fc_engine *e, client_rec *r, uint64_t round, uint64_t version, uint64_t now);
 int eng_async_upload_commit(fc_engine *e, client_rec *r, uint64_t round, uint64_t examples, double loss,
                             uint64_t bytes, uint64_t now);
-void eng_async_upload_abort(fc_engine *e, client_rec *r, uint64_t round);
+void eng_async_upload_abort(fc_engine *e, client_rec *r, uint64_t round, uint64_t now);
 int eng_async_leave(fc_engine *e, client_rec *r, fc_leave_info *info);
 int eng_async_tick(fc_engine *e, uint64_t now);
 /* Clear the per-buffer counters and open buffer e->next_round (TRAINING). */

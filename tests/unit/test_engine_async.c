@@ -17,7 +17,12 @@
  *   - uploads beyond the buffer wait (BUFFER_FULL), none is in flight at close;
  *     waiting as told costs no upload token, hammering a full buffer does;
  *   - a stream begun for a task given up by Leave is not countable after the
- *     client took a new task (so the coordinator never logs it);
+ *     client took a new task (so the coordinator never logs it), which is
+ *     not one of the buffer whose task it dropped;
+ *   - a place in the buffer is held for at most the hold (2 s here): past
+ *     it the buffer publishes without the upload, which counts where it
+ *     lands (or is told to send again during a publish, or refused if it
+ *     became too stale), and its client holds no place for a while;
  *   - restart mid-buffer: updates replayed into a fresh engine count once,
  *     a replayed contributor cannot add a second update to the buffer, and
  *     a pre-restart task is not known (the client retrains).
@@ -359,7 +364,7 @@ static void test_slot_release_paths(void) {
   fc_engine_async_info(e, &ai);
   CHECK_EQ_INT(ai.training, 0);
   CHECK_EQ_INT(ai.released, 4);
-  fc_engine_upload_abort(e, "up", tu.round); /* a broken stream: still its task, still released */
+  fc_engine_upload_abort(e, "up", tu.round, 1105); /* a broken stream: still its task, still released */
   fc_engine_async_info(e, &ai);
   CHECK_EQ_INT(ai.released, 4);
   fc_leave_info li;
@@ -414,21 +419,29 @@ static void test_full_hammer(void) {
  * not be weighed as countable: the coordinator logs what the verdict lets
  * through, and the commit refuses this one. The client's real update counts. */
 static void test_left_stream_not_countable(void) {
-  fc_engine *e = make(2, 2, 5, 0);
+  fc_engine *e = make(3, 2, 5, 0);
   CHECK_EQ_INT(fc_engine_tick(e, 1), FC_TICK_STARTED);
-  fc_task_info ta, ta2;
+  fc_task_info ta, ta2, tb, tc;
   CHECK_EQ_INT(checkin(e, "a", 10, &ta), FC_CHECKIN_TRAIN);
   CHECK_EQ_INT(fc_engine_upload_begin(e, "a", ta.round, ta.version, 20), FC_UP_OK); /* stream A, trickling */
   fc_leave_info li;
   CHECK_EQ_INT(fc_engine_leave(e, "a", 30, &li), FC_LEAVE_DROPPED);
-  CHECK_EQ_INT(checkin(e, "a", 40, &ta2), FC_CHECKIN_TRAIN); /* TASKED again, same buffer */
-  CHECK_EQ_INT(ta2.round, ta.round);
+  /* No new task in the buffer whose task it dropped (nor a new place to hold). */
+  CHECK_EQ_INT(checkin(e, "a", 40, &ta2), FC_CHECKIN_WAIT);
+  CHECK_EQ_INT(checkin(e, "b", 41, &tb), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(checkin(e, "c", 41, &tc), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(upload(e, "b", &tb, 42), FC_UP_OK);
+  CHECK_EQ_INT(upload(e, "c", &tc, 43), FC_UP_OK);
+  publish(e, 1, 44);
+  CHECK_EQ_INT(checkin(e, "a", 46, &ta2), FC_CHECKIN_TRAIN); /* the next buffer */
+  CHECK(ta2.round != ta.round);
   double w = -1;
   uint64_t s = 99;
   /* A ends: not countable, so never logged; nothing written to the out-parameters */
   CHECK_EQ_INT(fc_engine_async_weight(e, "a", ta.round, 50, &w, &s), FC_UP_NOT_IN_ROUND);
   CHECK(w == -1 && s == 99);
   CHECK_EQ_INT(fc_engine_upload_commit(e, "a", ta.round, 10, 0.5, 100, 50), FC_UP_NOT_IN_ROUND);
+  fc_engine_upload_abort(e, "a", ta.round, 50); /* A's late abort: no effect on the new task */
   /* its real task's upload: countable, and counted */
   CHECK_EQ_INT(fc_engine_upload_begin(e, "a", ta2.round, ta2.version, 60), FC_UP_OK);
   CHECK_EQ_INT(fc_engine_async_weight(e, "a", ta2.round, 60, &w, &s), FC_UP_OK);
@@ -439,6 +452,91 @@ static void test_left_stream_not_countable(void) {
   fc_async_info ai;
   fc_engine_async_info(e, &ai);
   CHECK_EQ_INT(ai.buffered, 1);
+  fc_engine_destroy(e);
+}
+
+/* A place in the buffer is held for at most 2 s (HOLD_MIN_MS; the hostile
+ * review's stall): with K 2, "att" begins the buffer's last upload and
+ * trickles. Others are refused BUFFER_FULL until its hold runs out; then
+ * the buffer fills and publishes with att still streaming (overdue). att's
+ * commit during the publish is told BUFFER_FULL (it may send again); its
+ * next begin holds no place (for 10 min after it lost one), so it never
+ * blocks a buffer again, and its update counts where it lands, with the
+ * staleness it has then. Aborting a held upload also costs the hold. */
+static void test_hold_limit(void) {
+  fc_engine *e = make(5, 2, 5, 0);
+  fc_task_info t1, t2, t3, ta, t4;
+  CHECK_EQ_INT(fc_engine_tick(e, 0), FC_TICK_STARTED);
+  CHECK_EQ_INT(checkin(e, "h1", 1, &t1), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(checkin(e, "h2", 1, &t2), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(checkin(e, "att", 1, &ta), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(upload(e, "h1", &t1, 10), FC_UP_OK);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "att", ta.round, ta.version, 12), FC_UP_OK); /* the last place */
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "h2", t2.round, t2.version, 14), FC_UP_BUFFER_FULL);
+  CHECK_EQ_INT(fc_engine_tick(e, 1000), FC_TICK_NONE); /* waits for att */
+  fc_async_info ai;
+  fc_engine_async_info(e, &ai);
+  CHECK(ai.uploading == 1 && ai.overdue == 0);
+  CHECK_EQ_INT(fc_engine_tick(e, 2100), FC_TICK_NONE); /* att's hold is over */
+  fc_engine_async_info(e, &ai);
+  CHECK(ai.uploading == 1 && ai.overdue == 1 && ai.overdue_total == 1);
+  CHECK_EQ_INT(upload(e, "h2", &t2, 2110), FC_UP_OK);
+  CHECK_EQ_INT(fc_engine_tick(e, 2120), FC_TICK_AGGREGATE); /* att still streaming */
+  double w;
+  uint64_t s;
+  CHECK_EQ_INT(fc_engine_async_weight(e, "att", ta.round, 2125, &w, &s), FC_UP_BUFFER_FULL);
+  CHECK_EQ_INT(fc_engine_upload_commit(e, "att", ta.round, 10, 0.5, 100, 2125), FC_UP_BUFFER_FULL);
+  CHECK(fc_engine_retry_ms(e) > 0);
+  fc_engine_published(e, 1, SHA1, 2130);
+  CHECK_EQ_INT(fc_engine_tick(e, 2131), FC_TICK_STARTED);
+  /* It sends again: no place held, so h1 and h3 fill the buffer around it. */
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "att", ta.round, ta.version, 2140), FC_UP_OK);
+  CHECK_EQ_INT(checkin(e, "h1", 2141, &t1), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(checkin(e, "h3", 2141, &t3), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(upload(e, "h1", &t1, 2150), FC_UP_OK);
+  CHECK_EQ_INT(upload(e, "h3", &t3, 2151), FC_UP_OK);
+  CHECK_EQ_INT(fc_engine_tick(e, 2152), FC_TICK_AGGREGATE);
+  fc_engine_published(e, 2, SHA1, 2153);
+  CHECK_EQ_INT(fc_engine_tick(e, 2154), FC_TICK_STARTED);
+  /* att's update lands in buffer 3, two versions behind. */
+  CHECK_EQ_INT(fc_engine_async_weight(e, "att", ta.round, 2160, &w, &s), FC_UP_OK);
+  CHECK(s == 2 && fabs(w - 1 / sqrt(3.0)) < 1e-12);
+  CHECK_EQ_INT(fc_engine_upload_commit(e, "att", ta.round, 10, 0.5, 100, 2160), FC_UP_OK);
+  fc_engine_async_info(e, &ai);
+  CHECK(ai.buffered == 1 && ai.uploading == 0 && ai.overdue == 0 && ai.overdue_total == 2);
+  CHECK_EQ_INT(ai.hist[2], 1);
+  /* An abort while holding a place costs the hold: h4's next upload holds none. */
+  CHECK_EQ_INT(checkin(e, "h4", 2161, &t4), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "h4", t4.round, t4.version, 2162), FC_UP_OK);
+  fc_engine_upload_abort(e, "h4", t4.round, 2163);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "h4", t4.round, t4.version, 2164), FC_UP_OK);
+  fc_engine_async_info(e, &ai);
+  CHECK(ai.uploading == 1 && ai.overdue == 1 && ai.overdue_total == 3);
+  fc_engine_destroy(e);
+}
+
+/* An overdue upload that is more than max_staleness behind when it commits
+ * is refused then (a held one cannot be: its buffer waits for it). */
+static void test_overdue_stale(void) {
+  fc_engine *e = make(5, 1, 1, 0);
+  fc_task_info ta, t1;
+  CHECK_EQ_INT(fc_engine_tick(e, 0), FC_TICK_STARTED);
+  CHECK_EQ_INT(checkin(e, "att", 1, &ta), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "att", ta.round, ta.version, 2), FC_UP_OK);
+  CHECK_EQ_INT(fc_engine_tick(e, 2100), FC_TICK_NONE); /* overdue */
+  for (uint64_t v = 1; v <= 2; v++) {
+    CHECK_EQ_INT(checkin(e, "h", 2100 + 10 * v, &t1), FC_CHECKIN_TRAIN);
+    CHECK_EQ_INT(upload(e, "h", &t1, 2101 + 10 * v), FC_UP_OK);
+    publish(e, v, 2102 + 10 * v);
+  }
+  double w;
+  uint64_t s;
+  CHECK_EQ_INT(fc_engine_async_weight(e, "att", ta.round, 2200, &w, &s), FC_UP_STALE);
+  CHECK(strstr(fc_engine_refusal_detail(e), "2 versions behind") != NULL);
+  CHECK_EQ_INT(fc_engine_upload_commit(e, "att", ta.round, 10, 0.5, 100, 2200), FC_UP_STALE);
+  fc_async_info ai;
+  fc_engine_async_info(e, &ai);
+  CHECK(ai.uploading == 0 && ai.overdue == 0 && ai.stale_refused == 1 && ai.training == 0);
   fc_engine_destroy(e);
 }
 
@@ -507,6 +605,8 @@ int main(void) {
   test_min_clients();
   test_full_hammer();
   test_left_stream_not_countable();
+  test_hold_limit();
+  test_overdue_stale();
   test_restart();
   return CHECK_DONE();
 }
