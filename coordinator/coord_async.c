@@ -29,6 +29,14 @@
  *     sharing the state directory, replays it).
  *   - a whole record that the engine or aggregator refuses on replay is
  *     skipped, not a stop: later records are still counted.
+ *   - a log that holds this version's records is never truncated (a
+ *     hostile review's finding: a failed write whose cut also failed, or a
+ *     replay that could not reopen the log, left it closed, and the next
+ *     update restarted it from its header): it is marked broken with the
+ *     size of its last good record, repaired (cut there) before the next
+ *     append, and while that fails, or the log could not be read at start,
+ *     every update is refused with the reason, so a restart can still
+ *     replay what clients were told is accepted.
  *   - fencing (replicas on etcd sharing the state directory): each record
  *     carries its writer's fencing token (the leader key's create revision;
  *     0 for a single coordinator), a leader that opens the log for writing
@@ -79,6 +87,8 @@ struct coord_async_log {
   uint64_t fence; /* the highest FENCE token read back (a single coordinator writes under it) */
   int replayed;  /* the first buffer after start has looked at the log */
   int fenced;    /* deposed (etcd): the log is the next leader's, never touched again */
+  int broken;    /* holds records of `base` but is not open for appending: repair before the next */
+  long good;     /* broken: the size of its last good record (-1: not known, it could not be read) */
 };
 
 typedef struct log_hdr {
@@ -215,6 +225,8 @@ static int append_record(struct coord_async_log *L, rec_hdr *h, const float *val
     if (at < 0 || ftruncate(fileno(L->fp), at) != 0) {
       fclose(L->fp);
       L->fp = NULL;
+      L->broken = 1;
+      L->good = at < 0 ? -1 : (long)at;
     }
     return FEDC_ERR_IO;
   }
@@ -255,7 +267,33 @@ static int log_restart(fc_coord *c, struct coord_async_log *L, uint64_t base, ui
   }
   L->base = base;
   L->fence = 0;
+  L->broken = 0;
   return append_fence(c, L, why, whylen);
+}
+
+/* A broken log of the open buffer's version: cut back to its last good
+ * record and reopened for appending, or FEDC_ERR_IO with the reason (the
+ * update is refused; nothing of the log is lost). */
+static int log_repair(fc_coord *c, struct coord_async_log *L, char *why, size_t whylen) {
+  char path[600];
+  log_path(c, path, sizeof path);
+  if (L->good < 0) {
+    snprintf(why, whylen, "async buffer log %s could not be read or cut: updates are refused so that it is not "
+                          "overwritten; fix the file and restart the coordinator, which replays it", path);
+    return FEDC_ERR_IO;
+  }
+  if (!may_write(why, whylen)) return FEDC_ERR_STOPPED;
+  FILE *fp = open_append(path, 0);
+  if (!fp || ftruncate(fileno(fp), (off_t)L->good) != 0) {
+    snprintf(why, whylen, "async buffer log %s: cannot cut it back to its last good record (%s): updates are "
+                          "refused so that it is not overwritten", path, strerror(errno ? errno : EIO));
+    if (fp) fclose(fp);
+    return FEDC_ERR_IO;
+  }
+  L->fp = fp;
+  L->broken = 0;
+  FC_WARN(MOD, "async buffer log %s repaired: cut back to its last good record at %ld bytes", path, L->good);
+  return FEDC_OK;
 }
 
 int coord_async_log_update(fc_coord *c, const char *client, uint64_t round, uint64_t examples, double loss,
@@ -273,6 +311,7 @@ int coord_async_log_update(fc_coord *c, const char *client, uint64_t round, uint
   fc_engine_status es;
   fc_engine_get_status(c->engine, 0, &es);
   int rc;
+  if (L->broken && L->base == es.version && (rc = log_repair(c, L, why, whylen)) != FEDC_OK) return rc;
   if ((!L->fp || L->base != es.version) && (rc = log_restart(c, L, es.version, n, why, whylen)) != FEDC_OK) return rc;
   rec_hdr h;
   memset(&h, 0, sizeof h);
@@ -367,15 +406,31 @@ void coord_async_started_locked(fc_coord *c) {
   char path[600];
   log_path(c, path, sizeof path);
   FILE *fp = fopen(path, "r+b");
-  if (!fp) return; /* none: nothing was pending */
   fc_engine_status es;
   fc_engine_get_status(c->engine, 0, &es);
+  if (!fp) {
+    if (errno == ENOENT) return; /* none: nothing was pending */
+    FC_ERROR(MOD, "async buffer log %s cannot be opened (%s): its updates are not replayed, and new ones are refused "
+                  "until a restart can read it", path, strerror(errno));
+    L->broken = 1;
+    L->good = -1;
+    L->base = es.version;
+    return;
+  }
   size_t n = fc_model_numel(&c->model->spec);
   log_hdr lh;
   uint32_t replayed = 0, skipped = 0, stale = 0;
   long good = 0;
   float *values = malloc(n ? n * sizeof(float) : 1);
-  int ok = values && fread(&lh, sizeof lh, 1, fp) == 1;
+  if (!values) { /* not a sign the log is stale: keep it for a restart with memory to spare */
+    FC_ERROR(MOD, "async buffer log %s: out of memory to replay it; new updates are refused until a restart", path);
+    fclose(fp);
+    L->broken = 1;
+    L->good = -1;
+    L->base = es.version;
+    return;
+  }
+  int ok = fread(&lh, sizeof lh, 1, fp) == 1;
   int v1 = ok && memcmp(lh.magic, LOG_MAGIC_V1, sizeof lh.magic) == 0;
   size_t hdr_size = v1 ? REC_HDR_V1 : sizeof(rec_hdr);
   if (!ok || (!v1 && memcmp(lh.magic, LOG_MAGIC, sizeof lh.magic) != 0) || lh.n != n || lh.base != es.version) {
@@ -437,6 +492,11 @@ void coord_async_started_locked(fc_coord *c) {
   else if (kept && (L->fp = open_append(path, 0)) != NULL) {
     L->base = es.version;
     kept = append_fence(c, L, why, sizeof why) == FEDC_OK;
+  }
+  if (!kept && good > 0 && !L->fp) { /* its records stand, but it is not open: repaired before the next append */
+    L->broken = 1;
+    L->good = v1 ? -1 : good; /* a v1 log is only ever rewritten whole, never appended to */
+    L->base = es.version;
   }
   if (!kept && why[0]) FC_WARN(MOD, "async buffer log %s: %s", path, why);
   FC_INFO(MOD, "round %llu: %u updates of the buffer open before the restart replayed from %s (%u skipped, %u stale)",

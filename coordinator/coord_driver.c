@@ -129,7 +129,12 @@ void *coord_driver_main(void *arg) {
         FC_INFO(MOD, "round %llu started: %u of %u live clients selected (model v%llu)",
                 (unsigned long long)es.round, es.selected, fc_engine_count_live(c->engine, fc_now_ms()),
                 (unsigned long long)es.version);
-      coord_state_dirty_locked(c); /* the round id is spent: persisted before any update can count */
+      /* The round id is spent: persisted by coord_store_sync below, after
+       * mu is released. An update that counts in between (async: a task of
+       * an older buffer) and a crash before the sync reuse the id after the
+       * restart; no update is lost or counted twice (the buffer log is kept
+       * by version, not by round id). */
+      coord_state_dirty_locked(c);
       if (c->cfg.engine.async) coord_async_started_locked(c); /* a restart mid-buffer: its updates again */
       char why[300];
       if (coord_sa_begin(c, why, sizeof why) != FEDC_OK) {
