@@ -389,7 +389,7 @@ void coord_h_agg_partial(fc_scall *call, void *ctx) {
     }
   }
   if (rc != FEDC_OK) {
-    for (size_t i = 0; i < begun; i++) fc_engine_upload_abort(c->engine, meta->updates[i]->client, meta->round, now);
+    for (size_t i = 0; i < begun; i++) fc_engine_upload_abort(c->engine, meta->updates[i]->client, meta->round, now, 0);
     pthread_mutex_unlock(&c->mu);
     code = v == FC_UP_OK ? code_of(rc) : GRPC_STATUS_FAILED_PRECONDITION;
     goto refuse;

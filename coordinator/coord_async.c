@@ -271,12 +271,26 @@ static int log_restart(fc_coord *c, struct coord_async_log *L, uint64_t base, ui
   return append_fence(c, L, why, whylen);
 }
 
+static int log_repair(fc_coord *c, struct coord_async_log *L, char *why, size_t whylen);
+
+int coord_async_log_ready(fc_coord *c, char *why, size_t whylen) {
+  struct coord_async_log *L = c->async_log;
+  if (!c->cfg.engine.async || !L || !L->broken || L->fenced) return FEDC_OK;
+  fc_engine_status es;
+  fc_engine_get_status(c->engine, 0, &es);
+  return L->base == es.version ? log_repair(c, L, why, whylen) : FEDC_OK;
+}
+
 /* A broken log of the open buffer's version: cut back to its last good
  * record and reopened for appending, or FEDC_ERR_IO with the reason (the
  * update is refused; nothing of the log is lost). */
 static int log_repair(fc_coord *c, struct coord_async_log *L, char *why, size_t whylen) {
   char path[600];
   log_path(c, path, sizeof path);
+  if (L->fp) { /* not expected (a broken log is closed), but never two handles */
+    fclose(L->fp);
+    L->fp = NULL;
+  }
   if (L->good < 0) {
     snprintf(why, whylen, "async buffer log %s could not be read or cut: updates are refused so that it is not "
                           "overwritten; fix the file and restart the coordinator, which replays it", path);
@@ -284,6 +298,14 @@ static int log_repair(fc_coord *c, struct coord_async_log *L, char *why, size_t 
   }
   if (!may_write(why, whylen)) return FEDC_ERR_STOPPED;
   FILE *fp = open_append(path, 0);
+  struct stat sb;
+  if (fp && fstat(fileno(fp), &sb) == 0 && sb.st_size < (off_t)L->good) { /* shorter than its good records: lost */
+    snprintf(why, whylen, "async buffer log %s is shorter (%lld bytes) than its last good record (%ld): updates "
+                          "are refused; restart the coordinator to replay what is left", path,
+             (long long)sb.st_size, L->good);
+    fclose(fp);
+    return FEDC_ERR_IO;
+  }
   if (!fp || ftruncate(fileno(fp), (off_t)L->good) != 0) {
     snprintf(why, whylen, "async buffer log %s: cannot cut it back to its last good record (%s): updates are "
                           "refused so that it is not overwritten", path, strerror(errno ? errno : EIO));
@@ -399,6 +421,7 @@ void coord_async_started_locked(fc_coord *c) {
   struct coord_async_log *L = get_log(c);
   if (!L || L->replayed || L->fenced) return;
   L->replayed = 1;
+  L->broken = 0; /* judged again below, from the file as it is now */
   if (L->fp) { /* a failed publish's log, replayed below from its start */
     fclose(L->fp);
     L->fp = NULL;

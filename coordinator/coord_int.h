@@ -173,6 +173,10 @@ int coord_async_cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen);
 int coord_async_log_update(fc_coord *c, const char *client, uint64_t round, uint64_t examples, double loss,
                            uint64_t staleness, double weight, uint64_t bytes, const float *values, size_t n,
                            char *why, size_t whylen);
+/* Under mu, before an upload begins: FEDC_OK if the log can take the open
+ * buffer's next update (a broken one is repaired here), else the reason, so
+ * the upload is refused before its bytes are sent. */
+int coord_async_log_ready(fc_coord *c, char *why, size_t whylen);
 /* Under mu, at tick STARTED: the first buffer after start replays the log. */
 void coord_async_started_locked(fc_coord *c);
 /* A version was published and state.json says so, or the buffer was

@@ -88,6 +88,8 @@ typedef struct upload {
   fc_chunk_rx rx;
   fc_agg_update *u;
   int begun; /* the engine counts this upload as in progress */
+  int streamed;   /* its chunks were being taken: an abort from here on is the client's doing ... */
+  int coord_fault; /* ... unless the coordinator could not keep it (the buffer log) */
   int committed; /* under c->mu: folded; coord_cancel_uploads must leave it alone */
   int masked;    /* secure aggregation: a masked input (u32), not a float delta */
   coord_codec *codec; /* compressed upload (coord_codec.c); NULL: folds as it is */
@@ -155,7 +157,7 @@ static void upload_settle(upload *up) {
   up->u = NULL;
   if (up->begun) {
     pthread_mutex_lock(&c->mu);
-    fc_engine_upload_abort(c->engine, up->client, up->round, fc_now_ms());
+    fc_engine_upload_abort(c->engine, up->client, up->round, fc_now_ms(), up->streamed && !up->coord_fault);
     pthread_mutex_unlock(&c->mu);
   }
   up->begun = 0;
@@ -355,6 +357,7 @@ static void upload_end(fc_scall *call, void *state) {
   pthread_mutex_unlock(&c->mu);
   free(meas);
   if (v == -1) { /* the log could not take it: the engine still holds it as in progress */
+    up->coord_fault = 1;
     upload_refuse_retry(up, call, GRPC_STATUS_UNAVAILABLE, why, 1000);
     return;
   }
@@ -416,7 +419,10 @@ void coord_h_upload(fc_scall *call, void *ctx) {
   int sa_err = FEDC_OK;
   up->masked = first->meta->masked;
   pthread_mutex_lock(&c->mu);
-  int v = fc_engine_upload_begin(c->engine, peer->name, up->round, first->meta->model_version, fc_now_ms());
+  char log_why[300] = "";
+  int v = !up->masked && coord_async_log_ready(c, log_why, sizeof log_why) != FEDC_OK
+              ? -2 /* the async buffer log cannot keep it: refused before its bytes come */
+              : fc_engine_upload_begin(c->engine, peer->name, up->round, first->meta->model_version, fc_now_ms());
   double clip_now = c->clip;
   uint32_t retry = v == FC_UP_RATE_LIMITED || v == FC_UP_BUFFER_FULL ? fc_engine_retry_ms(c->engine) : 0;
   fc_engine_get_status(c->engine, fc_now_ms(), &es);
@@ -428,13 +434,13 @@ void coord_h_upload(fc_scall *call, void *ctx) {
                         : FEDC_ERR_REJECTED;
     if (!up->masked) snprintf(sa_why, sizeof sa_why, "this federation runs secure aggregation: send a masked input");
     if (sa_err != FEDC_OK) {
-      fc_engine_upload_abort(c->engine, peer->name, up->round, fc_now_ms());
+      fc_engine_upload_abort(c->engine, peer->name, up->round, fc_now_ms(), 0);
       v = -1;
     }
   } else if (v == FC_UP_OK && up->masked) {
     sa_err = FEDC_ERR_REJECTED;
     snprintf(sa_why, sizeof sa_why, "this federation does not run secure aggregation: masked input refused");
-    fc_engine_upload_abort(c->engine, peer->name, up->round, fc_now_ms());
+    fc_engine_upload_abort(c->engine, peer->name, up->round, fc_now_ms(), 0);
     v = -1;
   }
   if (v == FC_UP_OK) {
@@ -460,7 +466,11 @@ void coord_h_upload(fc_scall *call, void *ctx) {
   if (up->masked) up->round_deadline = UINT64_MAX;
   if (task_deadline) up->round_deadline = task_deadline; /* async: each task has its own */
   grpc_status_code code = GRPC_STATUS_OK;
-  if (v == -1) {
+  if (v == -2) {
+    code = GRPC_STATUS_UNAVAILABLE;
+    snprintf(why, sizeof why, "%s", log_why);
+    retry = 30000;
+  } else if (v == -1) {
     code = GRPC_STATUS_FAILED_PRECONDITION;
     snprintf(why, sizeof why, "%s", sa_why);
   } else if (v != FC_UP_OK) {
@@ -494,6 +504,7 @@ void coord_h_upload(fc_scall *call, void *ctx) {
   }
   up->started_ms = fc_now_ms();
   fc_rate_guard_start(&up->rate, up->started_ms);
+  up->streamed = 1;
   pipe_start(up);
   fc_scall_stream_in(call, upload_chunk, upload_end, upload_done, up);
 }

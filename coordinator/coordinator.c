@@ -334,6 +334,10 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
                                                (json_int_t)st.version, "sha256", fc_hex(sha, FC_SHA256_LEN, hex),
                                                "aggregator", cfg->aggregator));
   fc_audit_sync(c->audit);
+  if (ecfg.async && !ecfg.async_hold_ms) { /* how long an upload holds its buffer place: 2 s, or 1 s per MiB */
+    uint64_t per_mib = (fc_model_bytes(&c->model->spec) >> 20) * 1000;
+    ecfg.async_hold_ms = per_mib > 2000 ? per_mib : 2000;
+  }
   if ((rc = fc_engine_create(&ecfg, st.next_round, st.completed, st.version, st.sha, &c->engine)) != FEDC_OK)
     goto fail;
   if ((rc = coord_restore_admin_state(c, &st, err, errlen)) != FEDC_OK) goto fail;

@@ -459,10 +459,10 @@ int fc_engine_upload_commit(fc_engine *e, const char *client, uint64_t round, ui
   return FC_UP_OK;
 }
 
-void fc_engine_upload_abort(fc_engine *e, const char *client, uint64_t round, uint64_t now_ms) {
+void fc_engine_upload_abort(fc_engine *e, const char *client, uint64_t round, uint64_t now_ms, int client_fault) {
   client_rec *r = eng_find(e, client);
   if (r && e->cfg.async) {
-    eng_async_upload_abort(e, r, round, now_ms);
+    eng_async_upload_abort(e, r, round, now_ms, client_fault);
     return;
   }
   if (!r || r->round != round || r->rstate != CR_UPLOADING) return;
@@ -497,7 +497,7 @@ int fc_engine_leave(fc_engine *e, const char *client, uint64_t now_ms, fc_leave_
   r->left = 1;
   eng_eval_leave(e, r);
   int idle = was_live ? FC_LEAVE_IDLE : FC_LEAVE_GONE;
-  if (e->cfg.async) return eng_async_leave(e, r, info) ? FC_LEAVE_DROPPED : idle;
+  if (e->cfg.async) return eng_async_leave(e, r, now_ms, info) ? FC_LEAVE_DROPPED : idle;
   /* After the advertise stage (SecAgg) or once aggregating, the SecAgg core
    * and the deadlines deal with a member that is gone. */
   if (e->state != FC_ENG_TRAINING || r->round != e->round) return idle;

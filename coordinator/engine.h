@@ -106,6 +106,10 @@ typedef struct fc_engine_cfg {
   int async;
   uint32_t async_concurrency, async_buffer, max_staleness;
   uint64_t async_slot_ms;
+  /* async_hold_ms: the longest an upload holds its place in the buffer
+   * (engine_async.c, "buffer places"); 0 = 2 s. The coordinator sets it
+   * from the model's size: 2 s, or 1 s per MiB if longer. */
+  uint64_t async_hold_ms;
   struct fc_staleness_fn {
     int kind;    /* enum fc_staleness_kind */
     double a, b; /* poly: exponent a; hinge: slope a past b versions */
@@ -318,9 +322,11 @@ int fc_engine_upload_begin_relayed(fc_engine *e, const char *client, uint64_t ro
 int fc_engine_upload_commit(fc_engine *e, const char *client, uint64_t round, uint64_t examples, double loss,
                             uint64_t bytes, uint64_t now_ms);
 /* "client X's upload failed" (stream ended early, hash mismatch, bad values...):
- * the client may try again while the round is open (async: its uploads hold
- * no place in the buffer for a while if this one held one; engine_async.c). */
-void fc_engine_upload_abort(fc_engine *e, const char *client, uint64_t round, uint64_t now_ms);
+ * the client may try again while the round is open. client_fault: the
+ * client's doing (a cut or bad stream, not the coordinator busy or failing
+ * to keep it): async, its uploads then hold no place in the buffer for a
+ * while if this one held one (engine_async.c). */
+void fc_engine_upload_abort(fc_engine *e, const char *client, uint64_t round, uint64_t now_ms, int client_fault);
 /* 1 if the client is in the cohort of the round running now and has not
  * finished its upload (it needs the model). */
 int fc_engine_in_round(fc_engine *e, const char *client);

@@ -165,22 +165,23 @@ static void end_task(fc_engine *e, client_rec *r) {
 /* An upload in progress holds a place in the open buffer: the buffer is not
  * published while it streams, and begins past async_buffer are refused
  * BUFFER_FULL, so an honest update is never cut off by a publish. A place
- * is held for at most hold_ms: four times the recent held uploads' time,
- * between HOLD_MIN_MS and HOLD_MAX_MS. Past it the upload streams on
- * without a place (overdue: not in `uploading`, the buffer publishes
- * without it, and it counts in whichever buffer is open when it commits).
- * A client whose upload outlived its hold, or was aborted while holding a
- * place, holds none for UNHELD_MS: its uploads begin overdue. So one
- * client, honest and slow or hostile and trickling, delays a buffer by at
- * most one hold per UNHELD_MS rather than holding the last place forever by
- * stalling and re-beginning (found by a hostile review). */
-#define HOLD_MIN_MS 2000
-#define HOLD_MAX_MS 30000
+ * is held for at most async_hold_ms (fixed from the model's size, not
+ * measured: a measure a client feeds is one it can stretch). Past it the
+ * upload streams on without a place (overdue: not in `uploading`; the
+ * buffer publishes without it; it counts in whichever buffer is open and
+ * has room when it commits, else it is told BUFFER_FULL and may send
+ * again). A client whose upload lost its place (past the hold, or aborted
+ * or left by the client while holding it) holds none for UNHELD_MS after
+ * that: its uploads begin overdue (refused BUFFER_FULL at begin when the
+ * buffer has no room, never waited for). So one client, honest and slow or
+ * hostile and trickling, delays a buffer by at most one hold per UNHELD_MS
+ * rather than holding the last place forever by stalling and re-beginning
+ * (found by a hostile review). */
+#define HOLD_DEFAULT_MS 2000
 #define UNHELD_MS 600000
 
 static uint64_t hold_ms(const fc_engine *e) {
-  double h = 4 * e->a_up_ms;
-  return h < HOLD_MIN_MS ? HOLD_MIN_MS : h > HOLD_MAX_MS ? HOLD_MAX_MS : (uint64_t)h;
+  return e->cfg.async_hold_ms ? e->cfg.async_hold_ms : HOLD_DEFAULT_MS;
 }
 
 /* Its upload ends (commit, abort, refusal): it no longer holds a place, or
@@ -194,14 +195,15 @@ static void end_upload(fc_engine *e, client_rec *r) {
   }
 }
 
-/* Its upload gives its place up (or never had one). */
-static void make_overdue(fc_engine *e, client_rec *r, uint64_t now) {
+/* Its upload gives its place up (or never had one: lost = 0, and the
+ * penalty is not extended by an upload that held nothing). */
+static void make_overdue(fc_engine *e, client_rec *r, uint64_t now, int lost) {
   if (r->a_overdue) return;
   if (e->uploading) e->uploading--;
   r->a_overdue = 1;
   e->a_overdue++;
   e->a_overdue_total++;
-  r->a_unheld_until = eng_add_sat(now, UNHELD_MS);
+  if (lost) r->a_unheld_until = eng_add_sat(now, UNHELD_MS);
 }
 
 static void free_slot(fc_engine *e, client_rec *r) {
@@ -235,7 +237,8 @@ static void expire(fc_engine *e, uint64_t now) {
   uint64_t hold = e->uploading ? hold_ms(e) : 0;
   for (uint32_t i = 0; i < e->nrecs; i++) {
     client_rec *r = &e->recs[i];
-    if (r->rstate == CR_UPLOADING && !r->a_overdue && now - r->a_up_at >= hold) make_overdue(e, r, now);
+    if (r->rstate == CR_UPLOADING && !r->a_overdue && now > r->a_up_at && now - r->a_up_at >= hold)
+      make_overdue(e, r, now, 1);
     if (r->rstate == CR_TASKED && now >= r->a_deadline) {
       free_slot(e, r);
       e->a_expired++;
@@ -318,10 +321,10 @@ int eng_async_upload_begin(fc_engine *e, client_rec *r, uint64_t round, uint64_t
     e->a_stale_refused++;
     return FC_UP_STALE;
   }
-  /* A client without a hold (its last one outlived or abandoned its place)
-   * streams without a place: never refused for room, never waited for. */
+  /* A client without a hold (its last upload lost its place) streams
+   * without one: never waited for. */
   int unheld = now < r->a_unheld_until;
-  if (e->state != FC_ENG_TRAINING || (!unheld && e->received + e->uploading >= e->cfg.async_buffer)) {
+  if (e->state != FC_ENG_TRAINING || e->received + e->uploading >= e->cfg.async_buffer) {
     /* "Come back shortly" is ours, not the client's doing: the attempt's
      * upload token is given back, so waiting out a publish never turns
      * into RATE_LIMITED for an honest client. Only to a client that came
@@ -341,20 +344,24 @@ int eng_async_upload_begin(fc_engine *e, client_rec *r, uint64_t round, uint64_t
   r->a_stale = s;
   r->a_up_at = now;
   e->uploading++;
-  if (unheld) make_overdue(e, r, now);
+  if (unheld) make_overdue(e, r, now, 0);
   return FC_UP_OK;
 }
 
 /* What a commit of r's upload for `round` at now gets, the commit and
  * fc_engine_async_weight alike: OK; NOT_IN_ROUND (not uploading that task);
  * LATE (past its deadline, or the federation is done); BUFFER_FULL (no
- * buffer open: only an overdue upload meets this, a held one keeps its
- * buffer open; it may send again once one opens); STALE (overdue, and now
- * more than max_staleness behind: a held upload's versions cannot move). */
+ * buffer open, or no room in it that a held upload has not taken: only an
+ * overdue upload meets this, a held one keeps its place and its buffer
+ * open; it may send again); STALE (overdue, and now more than
+ * max_staleness behind: a held upload's versions cannot move). */
 static int commit_verdict(fc_engine *e, const client_rec *r, uint64_t round, uint64_t now) {
   if (r->rstate != CR_UPLOADING || r->round != round) return FC_UP_NOT_IN_ROUND;
   if (now >= r->a_deadline || e->state == FC_ENG_DONE) return FC_UP_LATE;
   if (e->state != FC_ENG_TRAINING) return r->a_overdue ? FC_UP_BUFFER_FULL : FC_UP_LATE;
+  /* Overdue: only into room no held upload has (a robust rule's buffer
+   * has exactly async_buffer rows; a held one must still fit). */
+  if (r->a_overdue && e->received + e->uploading >= e->cfg.async_buffer) return FC_UP_BUFFER_FULL;
   uint64_t s = e->version - r->a_version;
   if (s > e->cfg.max_staleness) {
     snprintf(e->a_why, sizeof e->a_why,
@@ -381,10 +388,6 @@ int eng_async_upload_commit(fc_engine *e, client_rec *r, uint64_t round, uint64_
     }
     return v;
   }
-  if (!r->a_overdue) { /* the hold's measure: held uploads only, so a trickler cannot stretch it */
-    double d = (double)(now - r->a_up_at);
-    e->a_up_ms = e->a_up_ms > 0 ? 0.8 * e->a_up_ms + 0.2 * d : d;
-  }
   r->a_stale = e->version - r->a_version; /* the same as at begin unless it was overdue */
   end_upload(e, r);
   r->rstate = CR_DONE;
@@ -399,16 +402,17 @@ int eng_async_upload_commit(fc_engine *e, client_rec *r, uint64_t round, uint64_
   return FC_UP_OK;
 }
 
-void eng_async_upload_abort(fc_engine *e, client_rec *r, uint64_t round, uint64_t now) {
+void eng_async_upload_abort(fc_engine *e, client_rec *r, uint64_t round, uint64_t now, int client_fault) {
   if (r->rstate != CR_UPLOADING || r->round != round) return;
-  if (!r->a_overdue) r->a_unheld_until = eng_add_sat(now, UNHELD_MS); /* it abandoned a place */
+  if (client_fault && !r->a_overdue) r->a_unheld_until = eng_add_sat(now, UNHELD_MS); /* it abandoned a place */
   end_upload(e, r);
   r->rstate = CR_TASKED; /* may try again until its deadline */
 }
 
-int eng_async_leave(fc_engine *e, client_rec *r, fc_leave_info *info) {
+int eng_async_leave(fc_engine *e, client_rec *r, uint64_t now, fc_leave_info *info) {
   if (!holds_task(r)) return 0;
   info->round = r->round;
+  if (r->rstate == CR_UPLOADING && !r->a_overdue) r->a_unheld_until = eng_add_sat(now, UNHELD_MS); /* left a place */
   give_up(e, r);
   e->lost++;
   info->selected = e->a_training;

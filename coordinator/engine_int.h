@@ -113,7 +113,6 @@ struct fc_engine {
   uint64_t a_stale_refused, a_expired;
   uint64_t a_scan_at;        /* engine time of the last deadline scan */
   uint32_t a_overdue;        /* uploads streaming without a place in the buffer (not in `uploading`) */
-  double a_up_ms;            /* moving average of held uploads' times, begin to commit (0 = none yet) */
   uint64_t a_overdue_total;  /* uploads that outlived their hold, or began without one, since start */
   char a_why[200];           /* the last STALE verdict's detail */
 };
@@ -180,8 +179,8 @@ int eng_async_checkin(fc_engine *e, client_rec *r, uint64_t now, fc_task_info *t
 int eng_async_upload_begin(fc_engine *e, client_rec *r, uint64_t round, uint64_t version, uint64_t now);
 int eng_async_upload_commit(fc_engine *e, client_rec *r, uint64_t round, uint64_t examples, double loss,
                             uint64_t bytes, uint64_t now);
-void eng_async_upload_abort(fc_engine *e, client_rec *r, uint64_t round, uint64_t now);
-int eng_async_leave(fc_engine *e, client_rec *r, fc_leave_info *info);
+void eng_async_upload_abort(fc_engine *e, client_rec *r, uint64_t round, uint64_t now, int client_fault);
+int eng_async_leave(fc_engine *e, client_rec *r, uint64_t now, fc_leave_info *info);
 int eng_async_tick(fc_engine *e, uint64_t now);
 /* Clear the per-buffer counters and open buffer e->next_round (TRAINING). */
 void eng_async_open(fc_engine *e, uint64_t now);

@@ -116,7 +116,7 @@ static void test_full_round_and_verdicts(void) {
   /* Upload, a concurrent second stream, abort and retry, commit, duplicate. */
   CHECK_EQ_INT(fc_engine_upload_begin(e, "a", 1, 0, 30), FC_UP_OK);
   CHECK_EQ_INT(fc_engine_upload_begin(e, "a", 1, 0, 31), FC_UP_BUSY);
-  fc_engine_upload_abort(e, "a", 1, 0);
+  fc_engine_upload_abort(e, "a", 1, 0, 1);
   CHECK_EQ_INT(fc_engine_upload_begin(e, "a", 1, 0, 32), FC_UP_OK);
   CHECK_EQ_INT(fc_engine_upload_commit(e, "a", 1, 100, 0.5, 1000, 40), FC_UP_OK);
   CHECK_EQ_INT(fc_engine_upload_begin(e, "a", 1, 0, 50), FC_UP_DUPLICATE);
@@ -603,7 +603,7 @@ static void test_relayed(void) {
   CHECK_EQ_INT(fc_engine_upload_begin(e, "b", 1, 0, 40), FC_UP_NOT_IN_ROUND);
   /* Taken back, then its partial refused (another update in it failed): dropped again. */
   CHECK_EQ_INT(fc_engine_upload_begin_relayed(e, "b", 1, 0, 40), FC_UP_OK);
-  fc_engine_upload_abort(e, "b", 1, 0);
+  fc_engine_upload_abort(e, "b", 1, 0, 1);
   CHECK_EQ_INT(fc_engine_upload_begin(e, "b", 1, 0, 40), FC_UP_NOT_IN_ROUND);
   CHECK_EQ_INT(fc_engine_upload_begin_relayed(e, "b", 1, 0, 40), FC_UP_OK);
   CHECK_EQ_INT(fc_engine_upload_commit(e, "b", 1, 10, 0.5, 100, 41), FC_UP_OK);

@@ -364,7 +364,7 @@ static void test_slot_release_paths(void) {
   fc_engine_async_info(e, &ai);
   CHECK_EQ_INT(ai.training, 0);
   CHECK_EQ_INT(ai.released, 4);
-  fc_engine_upload_abort(e, "up", tu.round, 1105); /* a broken stream: still its task, still released */
+  fc_engine_upload_abort(e, "up", tu.round, 1105, 1); /* a broken stream: still its task, still released */
   fc_engine_async_info(e, &ai);
   CHECK_EQ_INT(ai.released, 4);
   fc_leave_info li;
@@ -441,7 +441,7 @@ static void test_left_stream_not_countable(void) {
   CHECK_EQ_INT(fc_engine_async_weight(e, "a", ta.round, 50, &w, &s), FC_UP_NOT_IN_ROUND);
   CHECK(w == -1 && s == 99);
   CHECK_EQ_INT(fc_engine_upload_commit(e, "a", ta.round, 10, 0.5, 100, 50), FC_UP_NOT_IN_ROUND);
-  fc_engine_upload_abort(e, "a", ta.round, 50); /* A's late abort: no effect on the new task */
+  fc_engine_upload_abort(e, "a", ta.round, 50, 1); /* A's late abort: no effect on the new task */
   /* its real task's upload: countable, and counted */
   CHECK_EQ_INT(fc_engine_upload_begin(e, "a", ta2.round, ta2.version, 60), FC_UP_OK);
   CHECK_EQ_INT(fc_engine_async_weight(e, "a", ta2.round, 60, &w, &s), FC_UP_OK);
@@ -508,10 +508,109 @@ static void test_hold_limit(void) {
   /* An abort while holding a place costs the hold: h4's next upload holds none. */
   CHECK_EQ_INT(checkin(e, "h4", 2161, &t4), FC_CHECKIN_TRAIN);
   CHECK_EQ_INT(fc_engine_upload_begin(e, "h4", t4.round, t4.version, 2162), FC_UP_OK);
-  fc_engine_upload_abort(e, "h4", t4.round, 2163);
+  fc_engine_upload_abort(e, "h4", t4.round, 2163, 1);
   CHECK_EQ_INT(fc_engine_upload_begin(e, "h4", t4.round, t4.version, 2164), FC_UP_OK);
   fc_engine_async_info(e, &ai);
   CHECK(ai.uploading == 1 && ai.overdue == 1 && ai.overdue_total == 3);
+  fc_engine_destroy(e);
+}
+
+/* The second review of the hold: an overdue commit only into room no held
+ * upload has (a robust rule's buffer has exactly K rows); the penalty is
+ * set when a place is lost (the hold, an abort by the client, Leave) and not
+ * extended by uploads that held none; an abort that is not the client's
+ * doing costs nothing; a clock step back makes no upload overdue; the hold
+ * is async_hold_ms. */
+static fc_engine *make_hold(uint32_t conc, uint32_t k, uint64_t hold_ms) {
+  fc_engine_cfg cfg;
+  fc_engine_cfg_defaults(&cfg);
+  cfg.min_clients = 0;
+  cfg.async = 1;
+  cfg.async_concurrency = conc;
+  cfg.async_buffer = k;
+  cfg.rounds = 0;
+  cfg.round_ms = 3600000; /* tasks outlive the 10 min penalty */
+  cfg.client_ttl_ms = 7200000;
+  cfg.upload_rate = 0;
+  cfg.async_hold_ms = hold_ms;
+  fc_engine *e = NULL;
+  CHECK_EQ_INT(fc_engine_create(&cfg, 1, 0, 0, SHA0, &e), FEDC_OK);
+  return e;
+}
+
+static void test_hold_review(void) {
+  fc_engine *e = make_hold(4, 2, 0);
+  fc_task_info tu, t1, t2;
+  fc_async_info ai;
+  CHECK_EQ_INT(fc_engine_tick(e, 0), FC_TICK_STARTED);
+  CHECK_EQ_INT(checkin(e, "u", 1, &tu), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(checkin(e, "h1", 1, &t1), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(checkin(e, "h2", 1, &t2), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "u", tu.round, tu.version, 10), FC_UP_OK);
+  CHECK_EQ_INT(fc_engine_tick(e, 2100), FC_TICK_NONE); /* u overdue: its place is free */
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "h1", t1.round, t1.version, 2110), FC_UP_OK);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "h2", t2.round, t2.version, 2111), FC_UP_OK);
+  double w;
+  uint64_t s;
+  /* Both places held: u may not take a row h1 or h2 will need. */
+  CHECK_EQ_INT(fc_engine_async_weight(e, "u", tu.round, 2120, &w, &s), FC_UP_BUFFER_FULL);
+  CHECK_EQ_INT(fc_engine_upload_commit(e, "u", tu.round, 10, 0.5, 100, 2120), FC_UP_BUFFER_FULL);
+  CHECK_EQ_INT(fc_engine_upload_commit(e, "h1", t1.round, 10, 0.5, 100, 2121), FC_UP_OK);
+  CHECK_EQ_INT(fc_engine_upload_commit(e, "h2", t2.round, 10, 0.5, 100, 2122), FC_UP_OK);
+  fc_engine_async_info(e, &ai);
+  CHECK(ai.buffered == 2 && ai.uploading == 0 && ai.overdue == 0);
+  publish(e, 1, 2130);
+  /* u lost its place at 2100: held none until 602100, however often it
+   * uploads meanwhile (an upload without a place does not extend it). */
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "u", tu.round, tu.version, 2140), FC_UP_OK);
+  fc_engine_async_info(e, &ai);
+  CHECK_EQ_INT(ai.overdue, 1);
+  CHECK_EQ_INT(fc_engine_upload_commit(e, "u", tu.round, 10, 0.5, 100, 2141), FC_UP_OK);
+  CHECK_EQ_INT(checkin(e, "h1", 2150, &t1), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(upload(e, "h1", &t1, 2151), FC_UP_OK);
+  publish(e, 2, 2152);
+  CHECK_EQ_INT(checkin(e, "u", 500000, &tu), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "u", tu.round, tu.version, 500001), FC_UP_OK);
+  fc_engine_async_info(e, &ai);
+  CHECK_EQ_INT(ai.overdue, 1);
+  fc_engine_upload_abort(e, "u", tu.round, 500002, 1); /* held nothing: no new penalty */
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "u", tu.round, tu.version, 602200), FC_UP_OK);
+  fc_engine_async_info(e, &ai);
+  CHECK(ai.overdue == 0 && ai.uploading == 1); /* held again */
+  /* The coordinator's own refusal (busy, its log) costs no penalty. */
+  fc_engine_upload_abort(e, "u", tu.round, 602300, 0);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "u", tu.round, tu.version, 602400), FC_UP_OK);
+  fc_engine_async_info(e, &ai);
+  CHECK(ai.overdue == 0 && ai.uploading == 1);
+  /* A clock stepped back: no upload is overdue for it. */
+  CHECK_EQ_INT(fc_engine_tick(e, 602000), FC_TICK_NONE);
+  fc_engine_async_info(e, &ai);
+  CHECK(ai.overdue == 0 && ai.uploading == 1);
+  /* Leave while holding a place costs the penalty too. */
+  fc_leave_info li;
+  CHECK_EQ_INT(fc_engine_leave(e, "u", 602500, &li), FC_LEAVE_DROPPED);
+  CHECK_EQ_INT(checkin(e, "h2", 602510, &t2), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(upload(e, "h2", &t2, 602511), FC_UP_OK);
+  CHECK_EQ_INT(checkin(e, "h1", 602512, &t1), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(upload(e, "h1", &t1, 602513), FC_UP_OK);
+  publish(e, 3, 602514);
+  CHECK_EQ_INT(checkin(e, "u", 602520, &tu), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "u", tu.round, tu.version, 602521), FC_UP_OK);
+  fc_engine_async_info(e, &ai);
+  CHECK(ai.overdue == 1 && ai.uploading == 1);
+  fc_engine_destroy(e);
+
+  /* async_hold_ms 5000: held at 4.9 s, overdue past 5 s. */
+  e = make_hold(2, 1, 5000);
+  CHECK_EQ_INT(fc_engine_tick(e, 0), FC_TICK_STARTED);
+  CHECK_EQ_INT(checkin(e, "u", 1, &tu), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "u", tu.round, tu.version, 100), FC_UP_OK);
+  CHECK_EQ_INT(fc_engine_tick(e, 5000), FC_TICK_NONE);
+  fc_engine_async_info(e, &ai);
+  CHECK_EQ_INT(ai.overdue, 0);
+  CHECK_EQ_INT(fc_engine_tick(e, 5200), FC_TICK_NONE);
+  fc_engine_async_info(e, &ai);
+  CHECK_EQ_INT(ai.overdue, 1);
   fc_engine_destroy(e);
 }
 
@@ -606,6 +705,7 @@ int main(void) {
   test_full_hammer();
   test_left_stream_not_countable();
   test_hold_limit();
+  test_hold_review();
   test_overdue_stale();
   test_restart();
   return CHECK_DONE();
