@@ -316,7 +316,7 @@ static void upload_end(fc_scall *call, void *state) {
     double sw = 1.0;
     int w = fc_engine_async_weight(c->engine, up->client, up->round, now, &sw, &stale);
     fold = weight * sw;
-    up->staleness = (int64_t)stale;
+    up->staleness = w == FC_UP_OK ? (int64_t)stale : -1; /* refused: not known as counted */
     if (w == FC_UP_OK &&
         coord_async_log_update(c, up->client, up->round, (uint64_t)weight, up->loss, stale, fold,
                                fc_scall_bytes_in(call), (const float *)up->u->buf, fc_model_numel(&up->m->spec), why,
