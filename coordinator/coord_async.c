@@ -89,6 +89,8 @@ struct coord_async_log {
   int fenced;    /* deposed (etcd): the log is the next leader's, never touched again */
   int broken;    /* holds records of `base` but is not open for appending: repair before the next */
   long good;     /* broken: the size of its last good record (-1: not known, it could not be read) */
+  uint64_t repair_at;   /* broken: when a repair was last tried (at most one a second) ... */
+  char repair_why[300]; /* ... and why it failed */
 };
 
 typedef struct log_hdr {
@@ -278,7 +280,31 @@ int coord_async_log_ready(fc_coord *c, char *why, size_t whylen) {
   if (!c->cfg.engine.async || !L || !L->broken || L->fenced) return FEDC_OK;
   fc_engine_status es;
   fc_engine_get_status(c->engine, 0, &es);
-  return L->base == es.version ? log_repair(c, L, why, whylen) : FEDC_OK;
+  if (L->base != es.version) return FEDC_OK;
+  /* At most one repair a second, whoever asks how often (under mu, on a
+   * disk that may be failing): the others get its reason. */
+  uint64_t now = fc_now_ms();
+  if (L->repair_at && now >= L->repair_at && now - L->repair_at < 1000) {
+    snprintf(why, whylen, "%s", L->repair_why);
+    return FEDC_ERR_IO;
+  }
+  L->repair_at = now;
+  int rc = log_repair(c, L, why, whylen);
+  if (rc != FEDC_OK) snprintf(L->repair_why, sizeof L->repair_why, "%s", why);
+  return rc;
+}
+
+/* 1 if the log at path has a header for `version` and records after it. */
+static int log_holds_version(const char *path, uint64_t version) {
+  FILE *fp = fopen(path, "rb");
+  if (!fp) return 0;
+  log_hdr h;
+  struct stat sb;
+  int holds = fread(&h, sizeof h, 1, fp) == 1 &&
+              (!memcmp(h.magic, LOG_MAGIC, sizeof h.magic) || !memcmp(h.magic, LOG_MAGIC_V1, sizeof h.magic)) &&
+              h.base == version && fstat(fileno(fp), &sb) == 0 && sb.st_size > (off_t)sizeof h;
+  fclose(fp);
+  return holds;
 }
 
 /* A broken log of the open buffer's version: cut back to its last good
@@ -334,6 +360,17 @@ int coord_async_log_update(fc_coord *c, const char *client, uint64_t round, uint
   fc_engine_get_status(c->engine, 0, &es);
   int rc;
   if (L->broken && L->base == es.version && (rc = log_repair(c, L, why, whylen)) != FEDC_OK) return rc;
+  char path[600];
+  log_path(c, path, sizeof path);
+  if (!L->fp && log_holds_version(path, es.version)) { /* not ours to restart: its records are this buffer's */
+    L->broken = 1;
+    L->good = -1;
+    L->base = es.version;
+    snprintf(why, whylen, "async buffer log %s holds records of this buffer but is not open: updates are refused "
+                          "so that it is not overwritten; restart the coordinator to replay it", path);
+    FC_ERROR(MOD, "%s", why);
+    return FEDC_ERR_IO;
+  }
   if ((!L->fp || L->base != es.version) && (rc = log_restart(c, L, es.version, n, why, whylen)) != FEDC_OK) return rc;
   rec_hdr h;
   memset(&h, 0, sizeof h);
@@ -454,6 +491,16 @@ void coord_async_started_locked(fc_coord *c) {
     return;
   }
   int ok = fread(&lh, sizeof lh, 1, fp) == 1;
+  if (!ok && ferror(fp)) { /* a read error is not a torn or foreign log: keep it */
+    FC_ERROR(MOD, "async buffer log %s cannot be read (%s): new updates are refused until a restart", path,
+             strerror(errno ? errno : EIO));
+    fclose(fp);
+    free(values);
+    L->broken = 1;
+    L->good = -1;
+    L->base = es.version;
+    return;
+  }
   int v1 = ok && memcmp(lh.magic, LOG_MAGIC_V1, sizeof lh.magic) == 0;
   size_t hdr_size = v1 ? REC_HDR_V1 : sizeof(rec_hdr);
   if (!ok || (!v1 && memcmp(lh.magic, LOG_MAGIC, sizeof lh.magic) != 0) || lh.n != n || lh.base != es.version) {
@@ -509,16 +556,21 @@ void coord_async_started_locked(fc_coord *c) {
    * heard OK. An FCBUF001 log (no tokens) is rewritten in the new format
    * before anything is appended to it. */
   char why[256] = "";
-  int kept = good > 0 && may_write(why, sizeof why) && ftruncate(fileno(fp), good) == 0;
+  int read_error = ferror(fp); /* the records after it were not read, not torn: nothing is cut */
+  if (read_error) snprintf(why, sizeof why, "a read error stopped the replay: the rest of the log is kept");
+  int kept = !read_error && good > 0 && may_write(why, sizeof why) && ftruncate(fileno(fp), good) == 0;
   fclose(fp);
-  if (kept && v1) kept = log_convert_v1(c, L, path, es.version, n, why, sizeof why) == FEDC_OK;
-  else if (kept && (L->fp = open_append(path, 0)) != NULL) {
+  if (kept && v1) {
+    kept = log_convert_v1(c, L, path, es.version, n, why, sizeof why) == FEDC_OK;
+  } else if (kept) {
+    L->fp = open_append(path, 0);
+    if (!L->fp) snprintf(why, sizeof why, "cannot reopen it for appending (%s)", strerror(errno ? errno : EIO));
     L->base = es.version;
-    kept = append_fence(c, L, why, sizeof why) == FEDC_OK;
+    kept = L->fp && append_fence(c, L, why, sizeof why) == FEDC_OK;
   }
-  if (!kept && good > 0 && !L->fp) { /* its records stand, but it is not open: repaired before the next append */
+  if (!kept && (good > 0 || read_error) && !L->fp) { /* its records stand, not open: repaired before the next append */
     L->broken = 1;
-    L->good = v1 ? -1 : good; /* a v1 log is only ever rewritten whole, never appended to */
+    L->good = v1 || read_error ? -1 : good; /* a v1 log is only ever rewritten whole, never appended to */
     L->base = es.version;
   }
   if (!kept && why[0]) FC_WARN(MOD, "async buffer log %s: %s", path, why);

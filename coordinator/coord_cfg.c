@@ -217,7 +217,7 @@ static int robust_cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen) {
 static int reproducible_cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen) {
   if (!cfg->reproducible_sum) return FEDC_OK;
   const char *no = NULL;
-  uint32_t most = cfg->engine.async ? cfg->engine.async_buffer
+  uint32_t most = cfg->engine.async ? fc_async_buffer_rows(&cfg->engine)
                   : cfg->engine.cohort_size > cfg->engine.min_updates ? cfg->engine.cohort_size
                                                                       : cfg->engine.min_updates;
   if (strcmp(cfg->aggregator, "fedavg") != 0)

@@ -104,7 +104,7 @@ void coord_agg_shape(const fc_coord_cfg *cfg, const fc_model_spec *spec, coord_a
   /* The engine selects max(cohort, min_updates) clients: a row for each,
    * or under secure aggregation one per bucket. */
   d->rows = cfg->engine.cohort_size > cfg->engine.min_updates ? cfg->engine.cohort_size : cfg->engine.min_updates;
-  if (cfg->engine.async) d->rows = cfg->engine.async_buffer; /* a buffer is what the rule combines */
+  if (cfg->engine.async) d->rows = fc_async_buffer_rows(&cfg->engine); /* a buffer is what the rule combines */
   d->buckets = cfg->engine.secagg && d->robust ? d->rows / cfg->secagg_bucket : 1;
   if (d->robust && cfg->engine.secagg) d->rows = d->buckets;
 }

@@ -277,9 +277,12 @@ static void upload_end(fc_scall *call, void *state) {
     fc_hash_pipe_publish(up->pipe, up->rx.received);
     err = fc_hash_pipe_finish(up->pipe, got);
     up->pipe = NULL;
-    if (err == FEDC_OK) err = fc_chunk_rx_end_digest(&up->rx, got, why, sizeof why);
-    else
+    if (err == FEDC_OK) {
+      err = fc_chunk_rx_end_digest(&up->rx, got, why, sizeof why);
+    } else {
       snprintf(why, sizeof why, "the upload's SHA-256 failed");
+      up->coord_fault = 1; /* our hashing thread, not the client's stream */
+    }
   } else {
     err = fc_chunk_rx_end(&up->rx, why, sizeof why);
   }

@@ -49,8 +49,9 @@
  * UPLOADING, a_released those with r->a_released; uploading + a_overdue
  * counts the records UPLOADING, a_overdue those with r->a_overdue; a client
  * has at most one update in each buffer; received + uploading <=
- * async_buffer while no overdue upload has committed into the buffer (one
- * may, past async_buffer: a buffer is published at async_buffer or more).
+ * async_buffer while no overdue upload has committed into the buffer, and
+ * received + uploading <= fc_async_buffer_rows always (overdue ones may
+ * commit past async_buffer: a buffer is published at async_buffer or more).
  */
 #include <math.h>
 #include <stdio.h>
@@ -168,10 +169,11 @@ static void end_task(fc_engine *e, client_rec *r) {
  * is held for at most async_hold_ms (fixed from the model's size, not
  * measured: a measure a client feeds is one it can stretch). Past it the
  * upload streams on without a place (overdue: not in `uploading`; the
- * buffer publishes without it; it counts in whichever buffer is open and
- * has room when it commits, else it is told BUFFER_FULL and may send
- * again). A client whose upload lost its place (past the hold, or aborted
- * or left by the client while holding it) holds none for UNHELD_MS after
+ * buffer publishes without it; it counts in whichever buffer is open when
+ * it commits, past the held places up to fc_async_buffer_rows, else it is
+ * told BUFFER_FULL and may send again). A client whose upload lost its
+ * place (past the hold, aborted or left by the client while holding it),
+ * or held it for more than half the hold, holds none for UNHELD_MS after
  * that: its uploads begin overdue (refused BUFFER_FULL at begin when the
  * buffer has no room, never waited for). So one client, honest and slow or
  * hostile and trickling, delays a buffer by at most one hold per UNHELD_MS
@@ -237,8 +239,8 @@ static void expire(fc_engine *e, uint64_t now) {
   uint64_t hold = e->uploading ? hold_ms(e) : 0;
   for (uint32_t i = 0; i < e->nrecs; i++) {
     client_rec *r = &e->recs[i];
-    if (r->rstate == CR_UPLOADING && !r->a_overdue && now > r->a_up_at && now - r->a_up_at >= hold)
-      make_overdue(e, r, now, 1);
+    if (r->rstate == CR_UPLOADING && now < r->a_up_at) r->a_up_at = now; /* the clock stepped back: once */
+    if (r->rstate == CR_UPLOADING && !r->a_overdue && now - r->a_up_at >= hold) make_overdue(e, r, now, 1);
     if (r->rstate == CR_TASKED && now >= r->a_deadline) {
       free_slot(e, r);
       e->a_expired++;
@@ -351,17 +353,17 @@ int eng_async_upload_begin(fc_engine *e, client_rec *r, uint64_t round, uint64_t
 /* What a commit of r's upload for `round` at now gets, the commit and
  * fc_engine_async_weight alike: OK; NOT_IN_ROUND (not uploading that task);
  * LATE (past its deadline, or the federation is done); BUFFER_FULL (no
- * buffer open, or no room in it that a held upload has not taken: only an
- * overdue upload meets this, a held one keeps its place and its buffer
- * open; it may send again); STALE (overdue, and now more than
- * max_staleness behind: a held upload's versions cannot move). */
+ * buffer open, or its rows all taken: only an overdue upload meets this, a
+ * held one keeps its place and its buffer open; it may send again); STALE
+ * (overdue, and now more than max_staleness behind: a held upload's
+ * versions cannot move). */
 static int commit_verdict(fc_engine *e, const client_rec *r, uint64_t round, uint64_t now) {
   if (r->rstate != CR_UPLOADING || r->round != round) return FC_UP_NOT_IN_ROUND;
   if (now >= r->a_deadline || e->state == FC_ENG_DONE) return FC_UP_LATE;
   if (e->state != FC_ENG_TRAINING) return r->a_overdue ? FC_UP_BUFFER_FULL : FC_UP_LATE;
-  /* Overdue: only into room no held upload has (a robust rule's buffer
-   * has exactly async_buffer rows; a held one must still fit). */
-  if (r->a_overdue && e->received + e->uploading >= e->cfg.async_buffer) return FC_UP_BUFFER_FULL;
+  /* Overdue: counted past the held places, up to the buffer's rows (a
+   * robust rule's; the held uploads' places stay theirs). */
+  if (r->a_overdue && e->received + e->uploading >= fc_async_buffer_rows(&e->cfg)) return FC_UP_BUFFER_FULL;
   uint64_t s = e->version - r->a_version;
   if (s > e->cfg.max_staleness) {
     snprintf(e->a_why, sizeof e->a_why,
@@ -388,6 +390,12 @@ int eng_async_upload_commit(fc_engine *e, client_rec *r, uint64_t round, uint64_
     }
     return v;
   }
+  /* A place held for more than half the hold costs the penalty too: a
+   * client that ends each upload just inside its hold would otherwise
+   * delay every buffer by a hold (third review). Honest slow uploads lose
+   * little: they count past the held places. */
+  if (!r->a_overdue && now > r->a_up_at && now - r->a_up_at > hold_ms(e) / 2)
+    r->a_unheld_until = eng_add_sat(now, UNHELD_MS);
   r->a_stale = e->version - r->a_version; /* the same as at begin unless it was overdue */
   end_upload(e, r);
   r->rstate = CR_DONE;

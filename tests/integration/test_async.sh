@@ -190,7 +190,8 @@ COUNTED=$(jq -s '[.[] | select(.outcome == "completed") | .participants] | add' 
 "$FEDC" status "${ADMIN[@]}" | grep -q "clients training" || fail "fedc status shows no async line"
 
 # Replay into an aggregator that cannot take every record (restarted with a
-# robust rule and K = 1: its arena has one row, the log two records): the
+# robust rule, K = 1 and C = 1: its arena has K + C = 2 rows, the log three
+# records): the
 # record the aggregator refuses is not counted by the engine either, so the
 # published buffer's participants are the updates the model was built from.
 V=$(json_get "$st" global_version)
@@ -203,17 +204,17 @@ python3 - "$STATE/async_buffer.log" "$V" <<'PY'
 import hashlib, struct, sys
 n = 7850  # --model 784-10
 out = b"FCBUF001" + struct.pack("<QQ", int(sys.argv[2]), n)
-for name in (b"a", b"b"):  # rec_hdr (coord_async.c): client, round, examples, staleness, bytes, loss, weight
+for name in (b"a", b"b", b"c"):  # rec_hdr (coord_async.c): client, round, examples, staleness, bytes, loss, weight
     body = name.ljust(72, b"\0") + struct.pack("<QQQQdd", 1, 10, 0, 100, 0.5, 1.0) + bytes(4 * n)
     out += body + hashlib.sha256(body).digest()
 open(sys.argv[1], "wb").write(out)
 PY
-start_coordinator "${COORD_ARGS[@]}" --async-buffer 1 --aggregator median
+start_coordinator "${COORD_ARGS[@]}" --async-buffer 1 --async-concurrency 1 --aggregator median
 async_admin
 wait_for bash -c "'$FEDC' status ${ADMIN[*]} --json | jq -e '.global_version >= $((V + 1))' >/dev/null" 20 ||
   fail "the replayed buffer was not published: $("$FEDC" status "${ADMIN[@]}" --json)"
-jq -s -e '[.[] | select(.kind == "buffer_replayed")][-1] | .updates == 1 and .skipped == 1' "$STATE/audit.log" \
+jq -s -e '[.[] | select(.kind == "buffer_replayed")][-1] | .updates == 2 and .skipped == 1' "$STATE/audit.log" \
   >/dev/null || fail "median replay: $(grep buffer_replayed "$STATE/audit.log" | tail -1)"
-jq -s -e --argjson v "$((V + 1))" '[.[] | select(.version == $v)][0] | .participants == 1' "$STATE/rounds.jsonl" \
+jq -s -e --argjson v "$((V + 1))" '[.[] | select(.version == $v)][0] | .participants == 2' "$STATE/rounds.jsonl" \
   >/dev/null || fail "the engine counted an update the aggregator refused: $(tail -1 "$STATE/rounds.jsonl")"
 echo "ok: $ACCEPTED accepted updates = $COUNTED in published buffers + $BUFFERED open"

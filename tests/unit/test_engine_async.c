@@ -515,8 +515,8 @@ static void test_hold_limit(void) {
   fc_engine_destroy(e);
 }
 
-/* The second review of the hold: an overdue commit only into room no held
- * upload has (a robust rule's buffer has exactly K rows); the penalty is
+/* The reviews of the hold: an overdue commit counts past the held places
+ * (a buffer has K + C rows), which keep theirs; the penalty is
  * set when a place is lost (the hold, an abort by the client, Leave) and not
  * extended by uploads that held none; an abort that is not the client's
  * doing costs nothing; a clock step back makes no upload overdue; the hold
@@ -552,16 +552,19 @@ static void test_hold_review(void) {
   CHECK_EQ_INT(fc_engine_upload_begin(e, "h2", t2.round, t2.version, 2111), FC_UP_OK);
   double w;
   uint64_t s;
-  /* Both places held: u may not take a row h1 or h2 will need. */
-  CHECK_EQ_INT(fc_engine_async_weight(e, "u", tu.round, 2120, &w, &s), FC_UP_BUFFER_FULL);
-  CHECK_EQ_INT(fc_engine_upload_commit(e, "u", tu.round, 10, 0.5, 100, 2120), FC_UP_BUFFER_FULL);
+  /* Both places held: u counts past them (the buffer's rows are K + C),
+   * and the held ones keep theirs: the buffer publishes with 3. */
+  CHECK_EQ_INT(fc_engine_async_weight(e, "u", tu.round, 2120, &w, &s), FC_UP_OK);
+  CHECK_EQ_INT(fc_engine_upload_commit(e, "u", tu.round, 10, 0.5, 100, 2120), FC_UP_OK);
   CHECK_EQ_INT(fc_engine_upload_commit(e, "h1", t1.round, 10, 0.5, 100, 2121), FC_UP_OK);
   CHECK_EQ_INT(fc_engine_upload_commit(e, "h2", t2.round, 10, 0.5, 100, 2122), FC_UP_OK);
   fc_engine_async_info(e, &ai);
-  CHECK(ai.buffered == 2 && ai.uploading == 0 && ai.overdue == 0);
+  CHECK(ai.buffered == 3 && ai.uploading == 0 && ai.overdue == 0);
   publish(e, 1, 2130);
+  CHECK_EQ_INT(fc_engine_last_round(e)->participants, 3);
   /* u lost its place at 2100: held none until 602100, however often it
    * uploads meanwhile (an upload without a place does not extend it). */
+  CHECK_EQ_INT(checkin(e, "u", 2139, &tu), FC_CHECKIN_TRAIN);
   CHECK_EQ_INT(fc_engine_upload_begin(e, "u", tu.round, tu.version, 2140), FC_UP_OK);
   fc_engine_async_info(e, &ai);
   CHECK_EQ_INT(ai.overdue, 1);
@@ -598,6 +601,31 @@ static void test_hold_review(void) {
   CHECK_EQ_INT(fc_engine_upload_begin(e, "u", tu.round, tu.version, 602521), FC_UP_OK);
   fc_engine_async_info(e, &ai);
   CHECK(ai.overdue == 1 && ai.uploading == 1);
+  fc_engine_destroy(e);
+
+  /* A place held past half the hold (here 1 s of 2) costs the penalty,
+   * one held briefly does not: a client that ends every upload just
+   * inside its hold does not delay every buffer. */
+  e = make_hold(2, 1, 2000);
+  CHECK_EQ_INT(fc_engine_tick(e, 0), FC_TICK_STARTED);
+  CHECK_EQ_INT(checkin(e, "q", 1, &t1), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(checkin(e, "s", 1, &tu), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "q", t1.round, t1.version, 10), FC_UP_OK);
+  CHECK_EQ_INT(fc_engine_upload_commit(e, "q", t1.round, 10, 0.5, 100, 500), FC_UP_OK);
+  publish(e, 1, 501);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "s", tu.round, tu.version, 510), FC_UP_OK);
+  CHECK_EQ_INT(fc_engine_upload_commit(e, "s", tu.round, 10, 0.5, 100, 1990), FC_UP_OK);
+  publish(e, 2, 1991);
+  CHECK_EQ_INT(checkin(e, "q", 2000, &t1), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(checkin(e, "s", 2000, &tu), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "q", t1.round, t1.version, 2001), FC_UP_OK);
+  fc_engine_async_info(e, &ai);
+  CHECK(ai.uploading == 1 && ai.overdue == 0); /* q held 490 ms: no penalty */
+  CHECK_EQ_INT(fc_engine_upload_commit(e, "q", t1.round, 10, 0.5, 100, 2002), FC_UP_OK);
+  publish(e, 3, 2003);
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "s", tu.round, tu.version, 2010), FC_UP_OK);
+  fc_engine_async_info(e, &ai);
+  CHECK(ai.uploading == 1 && ai.overdue == 1); /* s held 1480 ms: no place now */
   fc_engine_destroy(e);
 
   /* async_hold_ms 5000: held at 4.9 s, overdue past 5 s. */
