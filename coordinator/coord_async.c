@@ -284,25 +284,25 @@ int coord_async_log_ready(fc_coord *c, char *why, size_t whylen) {
   /* At most one repair a second, whoever asks how often (under mu, on a
    * disk that may be failing): the others get its reason. */
   uint64_t now = fc_now_ms();
-  if (L->repair_at && now >= L->repair_at && now - L->repair_at < 1000) {
+  if (L->repair_at && L->repair_why[0] && now >= L->repair_at && now - L->repair_at < 1000) {
     snprintf(why, whylen, "%s", L->repair_why);
     return FEDC_ERR_IO;
   }
   L->repair_at = now;
   int rc = log_repair(c, L, why, whylen);
-  if (rc != FEDC_OK) snprintf(L->repair_why, sizeof L->repair_why, "%s", why);
+  snprintf(L->repair_why, sizeof L->repair_why, "%s", rc != FEDC_OK ? why : "");
   return rc;
 }
 
-/* 1 if the log at path has a header for `version` and records after it. */
-static int log_holds_version(const char *path, uint64_t version) {
+/* 1 if the log at path has a header for `version` and n values, and records after it. */
+static int log_holds_version(const char *path, uint64_t version, uint64_t n) {
   FILE *fp = fopen(path, "rb");
   if (!fp) return 0;
   log_hdr h;
   struct stat sb;
   int holds = fread(&h, sizeof h, 1, fp) == 1 &&
               (!memcmp(h.magic, LOG_MAGIC, sizeof h.magic) || !memcmp(h.magic, LOG_MAGIC_V1, sizeof h.magic)) &&
-              h.base == version && fstat(fileno(fp), &sb) == 0 && sb.st_size > (off_t)sizeof h;
+              h.base == version && h.n == n && fstat(fileno(fp), &sb) == 0 && sb.st_size > (off_t)sizeof h;
   fclose(fp);
   return holds;
 }
@@ -362,7 +362,7 @@ int coord_async_log_update(fc_coord *c, const char *client, uint64_t round, uint
   if (L->broken && L->base == es.version && (rc = log_repair(c, L, why, whylen)) != FEDC_OK) return rc;
   char path[600];
   log_path(c, path, sizeof path);
-  if (!L->fp && log_holds_version(path, es.version)) { /* not ours to restart: its records are this buffer's */
+  if (!L->fp && log_holds_version(path, es.version, n)) { /* not ours to restart: its records are this buffer's */
     L->broken = 1;
     L->good = -1;
     L->base = es.version;
@@ -625,7 +625,23 @@ void coord_async_buffer_done(fc_coord *c) {
   }
   char path[600];
   log_path(c, path, sizeof path);
-  if (unlink(path) != 0 && errno != ENOENT) FC_WARN(MOD, "async buffer log %s: %s", path, strerror(errno));
+  if (L && L->broken && L->good < 0) {
+    /* Not all of it could be read at start: what was not read may hold
+     * accepted updates. Kept aside for the operator, not removed. */
+    char aside[640];
+    snprintf(aside, sizeof aside, "%s.unread-v%llu", path, (unsigned long long)L->base);
+    if (rename(path, aside) == 0)
+      FC_ERROR(MOD, "async buffer log %s could not be read whole at start: kept as %s (its unread records were not "
+                    "counted)", path, aside);
+    L->broken = 0;
+  }
+  if (unlink(path) != 0 && errno != ENOENT) {
+    FC_WARN(MOD, "async buffer log %s: %s", path, strerror(errno));
+    /* Emptied instead, so the next buffer's log does not take it for one of its own. */
+    int fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC | O_NOFOLLOW);
+    if (fd >= 0) close(fd);
+  }
+  if (L) L->broken = 0;
 }
 
 void coord_async_free(fc_coord *c) {

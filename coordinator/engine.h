@@ -119,10 +119,14 @@ typedef struct fc_engine_cfg {
 
 /* ---- asynchronous buffered aggregation (engine_async.c) ---- */
 typedef struct fc_engine fc_engine;
-/* The most updates one buffer can count: async_buffer held places, and up
- * to async_concurrency overdue uploads committing past them (a robust
- * rule's rows, the reproducible sum's terms). */
-static inline uint32_t fc_async_buffer_rows(const fc_engine_cfg *c) { return c->async_buffer + c->async_concurrency; }
+/* The most updates one buffer counts live: async_buffer held places, and
+ * overdue uploads committing past them, up to async_buffer (or
+ * async_concurrency if fewer) more; the rows of a robust rule's arena and
+ * the reproducible sum's terms (a fourth review: K + C rows would make a
+ * robust rule's arena scale with C). */
+static inline uint32_t fc_async_buffer_rows(const fc_engine_cfg *c) {
+  return c->async_buffer + (c->async_concurrency < c->async_buffer ? c->async_concurrency : c->async_buffer);
+}
 enum fc_staleness_kind { FC_STALE_POLY = 0, FC_STALE_CONST = 1, FC_STALE_HINGE = 2 };
 /* The weight of an update s versions behind (s >= 0): const 1; poly
  * (1+s)^-a (a = 0.5: 1/sqrt(1+s), the default); hinge 1 for s <= b, else

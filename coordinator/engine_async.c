@@ -50,8 +50,10 @@
  * counts the records UPLOADING, a_overdue those with r->a_overdue; a client
  * has at most one update in each buffer; received + uploading <=
  * async_buffer while no overdue upload has committed into the buffer, and
- * received + uploading <= fc_async_buffer_rows always (overdue ones may
- * commit past async_buffer: a buffer is published at async_buffer or more).
+ * received + uploading <= fc_async_buffer_rows for live commits (overdue
+ * ones may commit past async_buffer: a buffer is published at async_buffer
+ * or more; a replayed log written under a larger configuration may hold
+ * more, and then no live commit counts until it is published).
  */
 #include <math.h>
 #include <stdio.h>
@@ -392,8 +394,9 @@ int eng_async_upload_commit(fc_engine *e, client_rec *r, uint64_t round, uint64_
   }
   /* A place held for more than half the hold costs the penalty too: a
    * client that ends each upload just inside its hold would otherwise
-   * delay every buffer by a hold (third review). Honest slow uploads lose
-   * little: they count past the held places. */
+   * delay every buffer by a hold (third review); it can still delay each
+   * buffer by up to half a hold (fourth review: a limit, documented).
+   * Honest slow uploads lose little: they count past the held places. */
   if (!r->a_overdue && now > r->a_up_at && now - r->a_up_at > hold_ms(e) / 2)
     r->a_unheld_until = eng_add_sat(now, UNHELD_MS);
   r->a_stale = e->version - r->a_version; /* the same as at begin unless it was overdue */
