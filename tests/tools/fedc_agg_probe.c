@@ -170,7 +170,12 @@ static int run_trickle(fc_channel *ch, uint32_t chunk, int hold_ms) {
   size_t len;
   if (rc == FEDC_OK && fc_chunk_plan(p.bytes, chunk, i++, &off, &len) == FEDC_OK)
     rc = send_chunk(a, &p, off, len, &st);
-  /* A second stream while the first is open: refused at once. */
+  /* A second stream while the first is open: refused at once. Opened
+   * 200 ms after the first chunk went out, so the leader has taken the
+   * first stream's opening message by then (both arrive on one channel but
+   * may be handled by different event threads: opened at once, the second
+   * was sometimes taken first on a loaded machine). */
+  usleep(200 * 1000);
   fc_ccall *b = NULL;
   fc_status st2;
   memset(&st2, 0, sizeof st2);
