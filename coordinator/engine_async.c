@@ -150,6 +150,12 @@ const char *fc_stale_bucket_name(int i) {
  * wait here holds a slot and makes the update staler. */
 #define FULL_RETRY_MS 50
 
+/* When a client told BUFFER_FULL comes back: FULL_RETRY_MS, or poll_ms if
+ * shorter, or when paused or blocked (a store failing: no buffer opens soon). */
+static uint32_t full_retry_ms(const fc_engine *e) {
+  return e->paused || e->blocked || e->cfg.poll_ms < FULL_RETRY_MS ? e->cfg.poll_ms : FULL_RETRY_MS;
+}
+
 /* ---- slots ------------------------------------------------------------------------ */
 
 /* Its task ends: it no longer counts against the concurrency, or among the
@@ -337,10 +343,7 @@ int eng_async_upload_begin(fc_engine *e, client_rec *r, uint64_t round, uint64_t
      * is no way around the upload rate limit. */
     if (e->cfg.upload_rate > 0 && now >= r->a_full_retry_at && r->upload_tokens + 1 <= e->cfg.upload_burst)
       r->upload_tokens += 1;
-    /* Paused or blocked (a store failing): no buffer opens soon, so not 50 ms. */
-    e->retry_ms = e->paused || e->blocked            ? e->cfg.poll_ms
-                  : e->cfg.poll_ms < FULL_RETRY_MS ? e->cfg.poll_ms
-                                                   : FULL_RETRY_MS;
+    e->retry_ms = full_retry_ms(e);
     r->a_full_retry_at = eng_add_sat(now, e->retry_ms);
     return FC_UP_BUFFER_FULL;
   }
@@ -385,7 +388,7 @@ int eng_async_upload_commit(fc_engine *e, client_rec *r, uint64_t round, uint64_
     if (v == FC_UP_BUFFER_FULL) { /* overdue, a version being published: it may send again */
       end_upload(e, r);
       r->rstate = CR_TASKED;
-      e->retry_ms = e->paused || e->blocked || e->cfg.poll_ms < FULL_RETRY_MS ? e->cfg.poll_ms : FULL_RETRY_MS;
+      e->retry_ms = full_retry_ms(e);
     } else if (v != FC_UP_NOT_IN_ROUND) {
       if (v == FC_UP_STALE) e->a_stale_refused++;
       free_slot(e, r);
