@@ -135,6 +135,7 @@ static int decode_block(fc_q_dec *d, uint64_t m, char *why, size_t whylen) {
     return FEDC_ERR_INVALID;
   }
   d->err2 += (double)m * (double)scale * (double)scale;
+  d->top2 += (double)scale * L * ((double)scale * L);
   return FEDC_OK;
 }
 

@@ -63,6 +63,8 @@ typedef struct fc_q_dec {
   uint32_t bits, block;
   double max_abs;             /* largest scale * L accepted */
   double err2;                /* sum over blocks of m * scale^2: ||decoded - original||^2 < err2 */
+  double top2;                /* sum over blocks of (scale * L)^2: an honest encoder's scale * L is its
+                               * block's max |x|, so top2 <= ||x||^2 (coord_codec_end's bound) */
   uint8_t *buf;               /* one block's bytes */
   size_t have;
   float *vals;

@@ -171,13 +171,19 @@ int coord_codec_feed(coord_codec *k, fc_agg *agg, fc_agg_update *u, const void *
   return fc_q_dec_feed(&k->q, data, len, fold_values, k, why, whylen);
 }
 
-int coord_codec_end(coord_codec *k, double *norm_slack, char *why, size_t whylen) {
+int coord_codec_end(coord_codec *k, double *norm_slack, double *top_norm, char *why, size_t whylen) {
   *norm_slack = 0;
+  *top_norm = 0;
   if (k->ring) return FEDC_OK; /* the chunk receiver counted every byte */
   int rc = fc_q_dec_end(&k->q, why, whylen);
   /* Each decoded value is within one step (its block's scale) of the
-   * clipped value, so ||decoded|| <= clip + sqrt(sum_blocks m scale^2). */
-  if (rc == FEDC_OK) *norm_slack = sqrt(k->q.err2);
+   * clipped value, so ||decoded|| <= clip + sqrt(sum_blocks m scale^2).
+   * The scales are the client's word: upload_check.c bounds them by
+   * top_norm and clips the decoded update (fc_upload_quant_bound). */
+  if (rc == FEDC_OK) {
+    *norm_slack = sqrt(k->q.err2);
+    *top_norm = sqrt(k->q.top2);
+  }
   return rc;
 }
 

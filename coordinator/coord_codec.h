@@ -45,8 +45,10 @@ int coord_codec_feed(coord_codec *k, fc_agg *agg, fc_agg_update *u, const void *
                      size_t whylen);
 /* The stream ended: every block arrived. *norm_slack: how far rounding may
  * have moved the decoded update's L2 norm past the client's clip (0 for
- * the narrow ring, checked on the sum instead). */
-int coord_codec_end(coord_codec *k, double *norm_slack, char *why, size_t whylen);
+ * the narrow ring, checked on the sum instead); *top_norm: sqrt of the sum
+ * over blocks of (scale x L)^2, at most the clipped update's norm for an
+ * honest encoder (fc_upload_quant_bound). */
+int coord_codec_end(coord_codec *k, double *norm_slack, double *top_norm, char *why, size_t whylen);
 void coord_codec_free(coord_codec *k);
 
 #endif

@@ -286,8 +286,8 @@ static void upload_end(fc_scall *call, void *state) {
   } else {
     err = fc_chunk_rx_end(&up->rx, why, sizeof why);
   }
-  double slack = 0; /* how far quantization may move the norm past the clip (coord_codec.c) */
-  if (err == FEDC_OK && up->codec) err = coord_codec_end(up->codec, &slack, why, sizeof why);
+  double slack = 0, top = 0; /* how far quantization may move the norm past the clip (coord_codec.c) */
+  if (err == FEDC_OK && up->codec) err = coord_codec_end(up->codec, &slack, &top, why, sizeof why);
   if (err != FEDC_OK) {
     upload_refuse(up, call, err_status(err), why);
     return;
@@ -299,10 +299,13 @@ static void upload_end(fc_scall *call, void *state) {
   pthread_mutex_lock(&c->mu);
   fc_upload_rules rules = {c->clip, c->cfg.max_example_weight, c->cfg.dp_noise_multiplier > 0};
   pthread_mutex_unlock(&c->mu);
-  if (fc_upload_values_check(c->agg, up->u, &rules, up->examples, slack, &chk, &weight, why, sizeof why) != FEDC_OK) {
+  int quant = up->codec && !up->masked;
+  if ((quant && fc_upload_quant_scales_check(rules.clip, top, why, sizeof why) != FEDC_OK) ||
+      fc_upload_values_check(c->agg, up->u, &rules, up->examples, slack, &chk, &weight, why, sizeof why) != FEDC_OK) {
     upload_refuse(up, call, GRPC_STATUS_INVALID_ARGUMENT, why);
     return;
   }
+  if (quant) fc_upload_quant_clip((float *)up->u->buf, fc_model_numel(&up->m->spec), rules.clip, &chk);
   double l2 = chk.l2;
   /* One pass over the update for the anomaly scores, outside the lock. */
   struct fc_anomaly_meas *meas = up->masked ? NULL : coord_anomaly_measure(c, up->u, l2);

@@ -55,3 +55,35 @@ int fc_upload_values_check(fc_agg *a, fc_agg_update *u, const fc_upload_rules *r
   *weight = w;
   return FEDC_OK;
 }
+
+int fc_upload_quant_scales_check(double clip, double top_norm, char *why, size_t whylen) {
+  if (clip > 0 && !(top_norm <= clip * (1.0 + 1e-4))) {
+    snprintf(why, whylen,
+             "quantized update's block scales allow an L2 norm of %.6g, past the clip norm %.6g (a block's scale x "
+             "levels must be its largest |value|)",
+             top_norm, clip);
+    return FEDC_ERR_INVALID;
+  }
+  return FEDC_OK;
+}
+
+void fc_upload_quant_clip(float *x, size_t n, double clip, fc_agg_check *chk) {
+  if (!(clip > 0) || !(chk->l2 > clip)) return;
+  double f = clip / chk->l2;
+  double s = 0;
+  for (size_t i = 0; i < n; i++) {
+    x[i] = (float)(x[i] * f);
+    s += (double)x[i] * x[i];
+  }
+  /* float rounding of the product may leave it a hair over: shrink once more */
+  if (sqrt(s) > clip) {
+    double g = clip / sqrt(s) * (1.0 - 1e-7);
+    s = 0;
+    for (size_t i = 0; i < n; i++) {
+      x[i] = (float)(x[i] * g);
+      s += (double)x[i] * x[i];
+    }
+  }
+  chk->l2 = sqrt(s);
+  chk->amax *= f;
+}

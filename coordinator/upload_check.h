@@ -36,4 +36,16 @@ double fc_upload_weight(const fc_upload_rules *r, uint64_t examples);
 int fc_upload_values_check(fc_agg *a, fc_agg_update *u, const fc_upload_rules *r, uint64_t examples, double slack,
                            fc_agg_check *chk, double *weight, char *why, size_t whylen);
 
+/* A quantized update (common/quant.h), decoded into x (n floats): the
+ * slack above comes from block scales the client chose, so on their own
+ * they let a client send code 1 at the largest scale everywhere and pass
+ * with clip x sqrt(n) / L. Before fc_upload_values_check: refuse scales no
+ * clipped update has (top_norm, coord_codec_end's, above the clip; an
+ * honest block's scale x L is its largest |value|). After it: scale x onto
+ * the clip ball when its norm is past the clip (rounding, or a forged
+ * code pattern within the scales), so what is folded is bounded by the
+ * clip exactly; chk's l2 and amax follow. */
+int fc_upload_quant_scales_check(double clip, double top_norm, char *why, size_t whylen);
+void fc_upload_quant_clip(float *x, size_t n, double clip, fc_agg_check *chk);
+
 #endif

@@ -9,9 +9,15 @@
 #           the mean is too) and the coordinator received ~4x / ~8x fewer bytes
 #   probe   --upload-bits 8 with fedc_probe --mode quant-bad in the cohort: a
 #           float32 update, a NaN scale, a scale past the clip, code -128 and
-#           a block missing are each refused with INVALID_ARGUMENT; its valid
+#           a block missing and block scales whose claimed maxima add up
+#           past the clip are each refused with INVALID_ARGUMENT; its valid
 #           quantized update counts and the round completes; a client of
 #           protocol 1.8 is refused at check-in (it would send float32)
+#   probe4  --upload-bits 4 --upload-block 1024, the probe's counted update
+#           is code 1 at scale clip / 7 in one block: decoded 4.6x the clip,
+#           within the rounding slack its scales allow; the audit shows it
+#           folded at the clip (a hostile review's finding: it was folded
+#           at 4.6x, and code 1 in every block at 12.7x)
 #   sa32    --secagg: the 32-bit ring
 #   sa8     --secagg --upload-bits 8: 8-bit inputs in a 16-bit ring; the round
 #           completes, the model is within clip / 127 of f32's per value, and
@@ -103,7 +109,21 @@ grep -q '"step":"nan-scale".*scale nan' "$L" || fail "NaN scale refusal does not
 grep -q '"step":"scale-past-clip".*scale' "$L" || fail "large scale refusal: $(cat "$L")"
 grep -q '"step":"code-out-of-range".*outside \[-127, 127\]' "$L" || fail "code -128 refusal: $(cat "$L")"
 grep -q '"step":"block-missing".*update.q8' "$L" || fail "short payload refusal: $(cat "$L")"
+grep -q '"step":"scales-past-norm".*block scales allow an L2 norm' "$L" ||
+  fail "scales past the clip were not refused: $(cat "$L")"
 grep -q '"step":"good-quantized".*"ok":true' "$L" || fail "a valid quantized update was refused: $(cat "$L")"
+
+# 4 bits: an update within its scales' rounding slack but 4.6x the clip is folded at the clip.
+run probe4 "a b p" --upload-bits 4 --upload-block 1024
+set +e; wait "$PROBE_PID"; prc=$?; set -e
+L=$T/probe-probe4.log
+[ "$prc" = 0 ] || fail "quant-bad at 4 bits: a step did not get its status: $(cat "$L")"
+grep -q '"step":"scales-past-norm".*block scales allow an L2 norm' "$L" || fail "4 bits: scales: $(cat "$L")"
+norm=$(jq -r 'select(.kind == "update" and .client == "p" and .outcome == "accepted") | .norm' \
+  "$T/state-probe4/audit.log" | tail -1)
+echo "probe4: the 4.6x update was folded with norm $norm (clip 1)"
+python3 -c "import sys; sys.exit(0 if 0.999 <= float('$norm') <= 1.0 else 1)" ||
+  fail "probe4: the forged update was not folded at the clip: norm '$norm'"
 
 # Secure aggregation: the 32-bit ring, then 8-bit inputs in the narrow ring.
 run sa32 "a b c" --secagg

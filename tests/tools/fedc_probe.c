@@ -45,10 +45,13 @@
  *                   UploadOffset says 0; then a whole upload (accepted)
  *   bad-device      a check-in reporting a battery of 150% (INVALID_ARGUMENT),
  *                   then one with a sane device state (OK)
- *   quant-bad       against --upload-bits 8 (protocol 1.9): a float32 update,
- *                   quantized ones with a NaN scale, a scale past the clip,
- *                   the unused code -128 and a block missing (each refused),
- *                   then a valid quantized zero update (OK)
+ *   quant-bad       against --upload-bits 8 or 4 (protocol 1.9): a float32
+ *                   update, quantized ones with a NaN scale, a scale past
+ *                   the clip, the unused code -128, a block missing and
+ *                   every block's scale at clip / L (each refused), then a
+ *                   valid quantized update (OK): zero at 8 bits, at 4 bits
+ *                   code 1 at clip / L in the first block (4.6x the clip
+ *                   decoded: the coordinator folds it at the clip)
  *   call METHOD     one unary call to METHOD (e.g. /fedc.v1.Admin/Status)
  *                   and print its status (role checks)
  *   flood           never checks in; --count calls each of UploadUpdate (a
@@ -219,14 +222,17 @@ static int upload(const upload_plan *p, fc_status *st) {
 /* Protocol 1.9: malformed quantized updates against --upload-bits 8. */
 static int run_quant_bad(const Fedc__V1__Task *t, const upload_plan *base) {
   fc_status st;
-  upload(base, &st); /* float32 where 8-bit is required */
+  upload(base, &st); /* float32 where a quantized update is required */
   report("float32-to-8bit", GRPC_STATUS_INVALID_ARGUMENT, &st);
   uint32_t bits = t->upload_bits, block = t->upload_block;
   uint64_t n = base->total / sizeof(float), bytes = fc_q_payload_bytes(n, bits, block);
+  size_t b1 = 4 + (size_t)block * bits / 8; /* block 1's scale */
   uint8_t *q = calloc(1, bytes ? bytes : 1), sha[FC_SHA256_LEN];
   fc_model_spec qs;
   memset(&qs, 0, sizeof qs);
-  fc_model_spec_add(&qs, "update.q8", 1, &bytes);
+  char qname[16];
+  snprintf(qname, sizeof qname, "update.q%u", bits);
+  fc_model_spec_add(&qs, qname, 1, &bytes);
   qs.t[0].dtype = FC_DTYPE_U8;
   upload_plan p = *base;
   p.spec = &qs;
@@ -236,30 +242,61 @@ static int run_quant_bad(const Fedc__V1__Task *t, const upload_plan *base) {
   p.bits = bits;
   p.block = block;
   float scale = NAN;
-  memcpy(q + 4 + block, &scale, 4); /* block 1's scale (little-endian host) */
+  memcpy(q + b1, &scale, 4); /* little-endian host */
   fc_sha256(q, bytes, sha);
   upload(&p, &st);
   report("nan-scale", GRPC_STATUS_INVALID_ARGUMENT, &st);
-  scale = t->clip_norm; /* x 127 is far past the clip */
-  memcpy(q + 4 + block, &scale, 4);
+  scale = t->clip_norm; /* x L is far past the clip */
+  memcpy(q + b1, &scale, 4);
   fc_sha256(q, bytes, sha);
   upload(&p, &st);
   report("scale-past-clip", GRPC_STATUS_INVALID_ARGUMENT, &st);
   memset(q, 0, bytes);
-  q[4 + 10] = 0x80; /* code -128 */
+  q[4 + 10] = 0x80; /* code -128 (8 bits), -8 in the high nibble (4 bits) */
   fc_sha256(q, bytes, sha);
   upload(&p, &st);
   report("code-out-of-range", GRPC_STATUS_INVALID_ARGUMENT, &st);
   q[4 + 10] = 0;
-  p.total = bytes - (4 + block); /* a block short: the header's spec is not the coordinator's */
+  p.total = bytes - b1; /* a block short: the header's spec is not the coordinator's */
   qs.t[0].shape[0] = p.total;
   fc_sha256(q, p.total, sha);
   upload(&p, &st);
   report("block-missing", GRPC_STATUS_INVALID_ARGUMENT, &st);
   qs.t[0].shape[0] = bytes;
   p.total = bytes;
-  fc_sha256(q, bytes, sha);
-  upload(&p, &st);
+  /* Code +1 at the largest scale each block may have (clip / L): every
+   * scale passes, yet decoded the update is clip x sqrt(n) / L long and the
+   * rounding slack computed from those scales let it through (review,
+   * 2026-12-06). Refused: the scales claim more than the clip. With
+   * one_block, only the first block so (the scales pass; the codes still
+   * make it 4.6x the clip at 4 bits): accepted, folded at the clip. */
+  for (int one_block = 0; one_block <= 1; one_block++) {
+    if (one_block && bits == 8) continue; /* sqrt(1024) / 127: never past the clip */
+    memset(q, 0, bytes);
+    float big = (float)(t->clip_norm / fc_q_levels(bits));
+    uint8_t *o = q;
+    for (uint64_t first = 0; first < n; first += block) {
+      uint64_t m = n - first < block ? n - first : block;
+      memcpy(o, &big, 4);
+      o += 4;
+      for (uint64_t i = 0; i < m; i++) {
+        if (bits == 8)
+          o[i] = 1;
+        else
+          o[i / 2] |= (uint8_t)(1u << (4 * (i % 2)));
+      }
+      o += (m * bits + 7) / 8;
+      if (one_block) break;
+    }
+    fc_sha256(q, bytes, sha);
+    upload(&p, &st);
+    if (!one_block) report("scales-past-norm", GRPC_STATUS_INVALID_ARGUMENT, &st);
+  }
+  if (bits != 4) { /* 4 bits: the one-block update above is the good one */
+    memset(q, 0, bytes);
+    fc_sha256(q, bytes, sha);
+    upload(&p, &st);
+  }
   report("good-quantized", GRPC_STATUS_OK, &st);
   free(q);
   return g_failures ? 1 : 0;
