@@ -1,7 +1,8 @@
 /*
  * cmd_audit.c - `fedc audit verify|show --state DIR`: check the coordinator's
  * hash-chained audit log (coordinator/audit.h) and print its records. Reads
- * the file only (works on a copy, a backup, or a live coordinator's state).
+ * the file only (works on a copy, a backup, or a live coordinator's state:
+ * with --pki, the manifests are read before the log, fc_audit_read_anchored).
  * With --pki/--ca, verify also checks the log against the signed manifests
  * in DIR/models (coordinator/audit_anchor.h): a rewrite before the newest
  * signed version is detected, the records after it are reported unanchored.
@@ -9,7 +10,6 @@
  * Everything printed for a human is escaped (fc_text_escape): a record's
  * strings are whatever a peer put in them.
  */
-#include <errno.h>
 #include <getopt.h>
 #include <limits.h>
 #include <stdio.h>
@@ -43,28 +43,6 @@ static void usage(FILE *f) {
              "  --last N     only the last N records (of KIND, with --kind)\n"
              "  --json  verify: one JSON object; show: the records as JSON lines\n",
           fc_audit_kind_list(kinds, sizeof kinds));
-}
-
-static char *slurp(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  size_t cap = 1 << 16, n = 0;
-  char *b = malloc(cap);
-  while (b) {
-    size_t r = fread(b + n, 1, cap - n, f);
-    n += r;
-    if (n < cap) break;
-    char *nb = realloc(b, cap *= 2);
-    if (!nb) {
-      free(b);
-      b = NULL;
-    } else {
-      b = nb;
-    }
-  }
-  fclose(f);
-  *len = n;
-  return b;
 }
 
 static void print_record(json_t *o) {
@@ -135,12 +113,11 @@ static int show(const char *prog, const char *buf, size_t len, const char *kind,
 }
 
 /* verify: the chain, and with a CA the signed manifests' anchors. */
-static int verify(const char *prog, const char *state, const char *path, const char *buf, size_t len,
-                  const char *ca, int json) {
+static int verify(const char *prog, const char *state, const char *path, const char *ca, int json) {
   fc_anchor_report ar;
   fc_audit_anchor *anchors = NULL;
-  size_t nman = 0;
-  char err[600] = "", *ca_pem = NULL;
+  size_t nman = 0, len = 0;
+  char err[600] = "", *ca_pem = NULL, *buf = NULL;
   size_t ca_len = 0;
   int rc;
   if (ca) {
@@ -148,21 +125,25 @@ static int verify(const char *prog, const char *state, const char *path, const c
       fprintf(stderr, "%s: cannot read CA certificate %s: %s\n", prog, ca, fedc_strerror(rc));
       return 2;
     }
-    rc = fc_audit_load_anchors(state, ca_pem, ca_len, &anchors, &nman, err, sizeof err);
+    /* The manifests before the log: a live coordinator may sign a version
+     * while we read (fc_audit_read_anchored says why the order matters). */
+    rc = fc_audit_read_anchored(state, ca_pem, ca_len, &anchors, &nman, &buf, &len, err, sizeof err);
     free(ca_pem);
-    if (rc != FEDC_OK && rc != FEDC_ERR_SIGNATURE) {
-      fprintf(stderr, "%s: %s\n", prog, err);
-      return 2;
+  } else {
+    rc = fc_audit_read_log(state, &buf, &len, err, sizeof err);
+  }
+  if (rc != FEDC_OK && rc != FEDC_ERR_SIGNATURE) {
+    fprintf(stderr, "%s: %s\n", prog, err);
+    return 2;
+  }
+  if (rc == FEDC_ERR_SIGNATURE) { /* a manifest that does not verify: the state was tampered with */
+    if (json) {
+      cli_print_json(json_pack("{s:s,s:b,s:s}", "file", path, "intact", 0, "problem", err));
+    } else {
+      char p[sizeof err * 4];
+      printf("%s: a signed manifest does not verify: %s\n", path, CLI_SHOWN(p, err));
     }
-    if (rc == FEDC_ERR_SIGNATURE) { /* a manifest that does not verify: the state was tampered with */
-      if (json) {
-        cli_print_json(json_pack("{s:s,s:b,s:s}", "file", path, "intact", 0, "problem", err));
-      } else {
-        char p[sizeof err * 4];
-        printf("%s: a signed manifest does not verify: %s\n", path, CLI_SHOWN(p, err));
-      }
-      return 1;
-    }
+    return 1;
   }
   if (ca) {
     rc = fc_audit_check_anchors(buf, len, anchors, nman, &ar);
@@ -171,6 +152,7 @@ static int verify(const char *prog, const char *state, const char *path, const c
     rc = fc_audit_verify(buf, len, &ar.chain);
   }
   free(anchors);
+  free(buf);
   if (rc == FEDC_ERR_NOMEM) {
     fprintf(stderr, "%s: out of memory\n", prog);
     return 2;
@@ -271,15 +253,16 @@ int cmd_audit(int argc, char **argv) {
     fprintf(stderr, "%s: unknown --kind '%s' (%s)\n", prog, CLI_SHOWN(k, kind), fc_audit_kind_list(list, sizeof list));
     return 2;
   }
-  char path[1100];
+  char path[1100], err[1200];
   snprintf(path, sizeof path, "%s/%s", state, FC_AUDIT_FILE);
+  if (!is_show) return verify(prog, state, path, ca[0] ? ca : NULL, json);
   size_t len = 0;
-  char *buf = slurp(path, &len);
-  if (!buf) {
-    fprintf(stderr, "%s: cannot read %s: %s\n", prog, path, strerror(errno));
+  char *buf = NULL;
+  if (fc_audit_read_log(state, &buf, &len, err, sizeof err) != FEDC_OK) {
+    fprintf(stderr, "%s: %s\n", prog, err);
     return 2;
   }
-  int rc = is_show ? show(prog, buf, len, kind, last, json) : verify(prog, state, path, buf, len, ca[0] ? ca : NULL, json);
+  int rc = show(prog, buf, len, kind, last, json);
   free(buf);
   return rc;
 }

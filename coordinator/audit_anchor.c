@@ -180,6 +180,17 @@ static int load_one(const char *dir, uint64_t version, const char *ca_pem, size_
   return rc;
 }
 
+/* Room for one more anchor in *a (cnt used, *cap allocated). */
+static int grow(fc_audit_anchor **a, size_t cnt, size_t *cap) {
+  if (cnt < *cap) return FEDC_OK;
+  size_t want = *cap ? *cap * 2 : 64;
+  fc_audit_anchor *g = realloc(*a, want * sizeof **a);
+  if (!g) return FEDC_ERR_NOMEM;
+  *a = g;
+  *cap = want;
+  return FEDC_OK;
+}
+
 int fc_audit_load_anchors(const char *state_dir, const char *ca_pem, size_t ca_len, fc_audit_anchor **out, size_t *n,
                           char *err, size_t errlen) {
   char models[1100], fed[FC_PKI_FEDERATION_MAX] = "";
@@ -200,14 +211,9 @@ int fc_audit_load_anchors(const char *state_dir, const char *ca_pem, size_t ca_l
   while (rc == FEDC_OK && (e = readdir(d)) != NULL) {
     uint64_t version;
     if (!manifest_name(state_dir, e->d_name, &version)) continue;
-    if (cnt == cap) {
-      fc_audit_anchor *g = realloc(a, (cap = cap ? cap * 2 : 64) * sizeof *a);
-      if (!g) {
-        rc = FEDC_ERR_NOMEM;
-        snprintf(err, errlen, "out of memory reading the manifests in %s", models);
-        break;
-      }
-      a = g;
+    if ((rc = grow(&a, cnt, &cap)) != FEDC_OK) {
+      snprintf(err, errlen, "out of memory reading the manifests in %s", models);
+      break;
     }
     if ((rc = load_one(state_dir, version, ca_pem, ca_len, fed, &a[cnt], err, errlen)) == FEDC_OK) cnt++;
   }
@@ -219,4 +225,91 @@ int fc_audit_load_anchors(const char *state_dir, const char *ca_pem, size_t ca_l
   *out = a;
   *n = cnt;
   return FEDC_OK;
+}
+
+/* fc_audit_walk's callback for fc_audit_read_anchored: the versions whose
+ * manifest a record names. */
+typedef struct named_versions {
+  uint64_t *v;
+  size_t n, cap;
+} named_versions;
+
+static int collect_named(json_t *rec, const char *line, size_t len, void *ctx) {
+  (void)line;
+  (void)len;
+  named_versions *nv = ctx;
+  const char *kind = json_string_value(json_object_get(rec, "kind"));
+  json_t *version = json_object_get(rec, "version");
+  if (!kind || (strcmp(kind, "model") != 0 && strcmp(kind, "manifest") != 0) || !json_is_integer(version) ||
+      !json_is_string(json_object_get(rec, "manifest_sha256")))
+    return FEDC_OK;
+  if (nv->n == nv->cap) {
+    size_t want = nv->cap ? nv->cap * 2 : 64;
+    uint64_t *g = realloc(nv->v, want * sizeof *g);
+    if (!g) return FEDC_ERR_NOMEM;
+    nv->v = g;
+    nv->cap = want;
+  }
+  nv->v[nv->n++] = (uint64_t)json_integer_value(version);
+  return FEDC_OK;
+}
+
+int fc_audit_add_named_anchors(const char *state_dir, const char *ca_pem, size_t ca_len, const char *log, size_t len,
+                               fc_audit_anchor **anchors, size_t *n, char *err, size_t errlen) {
+  fc_audit_anchor *a = *anchors;
+  size_t cnt = *n, cap = *n, listed = *n;
+  char fed[FC_PKI_FEDERATION_MAX] = "";
+  named_versions nv = {NULL, 0, 0};
+  fc_audit_report r;
+  int rc = FEDC_OK;
+  if (fc_audit_walk(log, len, &r, collect_named, &nv) == FEDC_ERR_NOMEM) {
+    rc = FEDC_ERR_NOMEM;
+    snprintf(err, errlen, "out of memory reading %s/%s", state_dir, FC_AUDIT_FILE);
+    goto out;
+  }
+  if (fc_pki_ca_federation_pem(ca_pem, ca_len, fed) != FEDC_OK) fed[0] = 0;
+  if (listed) qsort(a, listed, sizeof *a, cmp_version);
+  for (size_t i = 0; i < nv.n; i++) {
+    fc_audit_anchor key;
+    key.version = nv.v[i];
+    int known = listed && bsearch(&key, a, listed, sizeof *a, cmp_version);
+    for (size_t j = listed; j < cnt && !known; j++) known = a[j].version == nv.v[i];
+    if (known) continue;
+    if ((rc = grow(&a, cnt, &cap)) != FEDC_OK) {
+      snprintf(err, errlen, "out of memory reading the manifests in %s/models", state_dir);
+      goto out;
+    }
+    rc = load_one(state_dir, nv.v[i], ca_pem, ca_len, fed, &a[cnt], err, errlen);
+    if (rc == FEDC_ERR_NOT_FOUND) rc = FEDC_OK; /* named but missing: fc_audit_check_anchors reports it */
+    else if (rc == FEDC_OK) cnt++;
+    else goto out;
+  }
+out:
+  /* What was added stays, also on error (the caller frees *anchors). */
+  *anchors = a;
+  *n = cnt;
+  free(nv.v);
+  return rc;
+}
+
+int fc_audit_read_anchored(const char *state_dir, const char *ca_pem, size_t ca_len, fc_audit_anchor **anchors,
+                           size_t *n, char **log, size_t *log_len, char *err, size_t errlen) {
+  fc_audit_anchor *a = NULL;
+  size_t cnt = 0, len = 0;
+  char *buf = NULL;
+  /* The manifests first, then the log, then the manifests the log names
+   * that the listing missed (the header says why). */
+  int rc = fc_audit_load_anchors(state_dir, ca_pem, ca_len, &a, &cnt, err, errlen);
+  if (rc == FEDC_OK) rc = fc_audit_read_log(state_dir, &buf, &len, err, errlen);
+  if (rc == FEDC_OK) rc = fc_audit_add_named_anchors(state_dir, ca_pem, ca_len, buf, len, &a, &cnt, err, errlen);
+  if (rc == FEDC_OK) {
+    *anchors = a;
+    *n = cnt;
+    *log = buf;
+    *log_len = len;
+    return FEDC_OK;
+  }
+  free(a);
+  free(buf);
+  return rc;
 }

@@ -58,4 +58,30 @@ int fc_audit_check_anchors(const char *buf, size_t len, fc_audit_anchor *a, size
 int fc_audit_load_anchors(const char *state_dir, const char *ca_pem, size_t ca_len, fc_audit_anchor **out, size_t *n,
                           char *err, size_t errlen);
 
+/* The manifests the log in buf names (model and manifest records) that the
+ * n in *anchors lack, loaded by name (verified as fc_audit_load_anchors
+ * does) and added to *anchors (realloc'd; *n grows); one named but missing
+ * is left for fc_audit_check_anchors to report. Reorders *anchors. Errors
+ * as fc_audit_load_anchors; what was added stays in *anchors. */
+int fc_audit_add_named_anchors(const char *state_dir, const char *ca_pem, size_t ca_len, const char *log, size_t len,
+                               fc_audit_anchor **anchors, size_t *n, char *err, size_t errlen);
+
+/* What `fedc audit verify --pki` checks, read so that the check holds on a
+ * live coordinator's state too (one that goes on appending records and
+ * signing versions while we read). The writer's order is: records appended
+ * (one write(2) each), then a manifest signed naming them and written, then
+ * the record naming the manifest's digest. So the manifests are listed
+ * first and the log read after: every listed manifest's anchored records
+ * are in what we read (the log read first, a version signed in between
+ * anchored records past its end: "REWRITTEN" on an intact log). Then the
+ * manifests the log names that the listing missed (signed meanwhile, and
+ * announced before we read the log) are loaded by name
+ * (fc_audit_add_named_anchors): they were written before their record, and
+ * anchor records before it. Manifests signed after the log was read are not
+ * checked: they anchor nothing we read.
+ * Outputs as fc_audit_load_anchors (*anchors) and fc_audit_read_log (*log,
+ * *log_len), both malloc'd, on FEDC_OK only; errors as theirs. */
+int fc_audit_read_anchored(const char *state_dir, const char *ca_pem, size_t ca_len, fc_audit_anchor **anchors,
+                           size_t *n, char **log, size_t *log_len, char *err, size_t errlen);
+
 #endif

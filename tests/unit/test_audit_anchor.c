@@ -10,16 +10,31 @@
  *     recorded fails, and so does a recorded one that is missing;
  *   - records are printable ASCII: a C1 control or DEL in a line whose hash
  *     is right is refused (`show --json` prints lines as they are);
- *   - the record kinds `fedc audit show --kind` accepts.
+ *   - the record kinds `fedc audit show --kind` accepts;
+ *   - a live coordinator: the log read before the manifests, a version
+ *     signed in between anchors records past the end of what was read
+ *     ("REWRITTEN" on an intact log: test_quorum.sh once under ASan); the
+ *     manifests listed first, a version announced in between is named by a
+ *     record but was not listed, and is loaded by name. While a writer
+ *     thread appends records and signs versions as coord_finalize does,
+ *     every read of fc_audit_read_anchored (what `fedc audit verify --pki`
+ *     checks) agrees with its anchors.
  */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "check.h"
+#include "common/fileutil.h"
+#include "common/manifest.h"
 #include "coordinator/audit.h"
 #include "coordinator/audit_anchor.h"
+#include "coordinator/store.h"
+#include "crypto/pki.h"
+#include "crypto/sa_crypto.h"
 #include "crypto/sha256.h"
 #include "fedc/error.h"
 
@@ -195,9 +210,213 @@ static void test_kinds(void) {
   CHECK(strstr(fc_audit_kind_list(list, sizeof list), "update, model") != NULL);
 }
 
+/* ---- a live coordinator: versions signed while the verifier reads ---- */
+
+#define LIVE_VERSIONS 40
+
+typedef struct live_writer {
+  const char *dir, *pki;
+  char failed[300]; /* the writer's first failure ("" if none): CHECK stays on the main thread */
+  atomic_int done;
+} live_writer;
+
+/* One version as coord_finalize publishes it: the round's records, then the
+ * manifest signed naming the log's head, then the record naming its digest. */
+static int publish_one(live_writer *w, fc_audit *a, uint64_t v, const char *key, size_t kl, const char *cert,
+                       size_t cl) {
+  fc_manifest m;
+  memset(&m, 0, sizeof m);
+  snprintf(m.federation, sizeof m.federation, "fed");
+  m.version = m.round = v;
+  float weights[4] = {(float)v, 1, 2, 3};
+  uint64_t shape[2] = {2, 2};
+  fc_model_spec_add(&m.spec, "fc1.weight", 2, shape);
+  m.bytes = sizeof weights;
+  fc_sha256(weights, sizeof weights, m.sha);
+  m.created_unix = 1700000000;
+  int rc = FEDC_OK;
+  for (int k = 0; k < 2 && rc == FEDC_OK; k++)
+    rc = fc_audit_append(a, "update", json_pack("{s:s,s:I}", "client", k ? "b" : "a", "round", (json_int_t)v));
+  char head[65], hex[FC_SHA256_HEX_LEN], *text = NULL;
+  size_t tl;
+  m.has_audit = 1;
+  m.audit_seq = fc_audit_head(a, head);
+  fc_unhex(head, m.audit_head, FC_SHA256_LEN);
+  fc_signed s;
+  memset(&s, 0, sizeof s);
+  if (rc == FEDC_OK) rc = fc_manifest_encode(&m, &text, &tl);
+  if (rc == FEDC_OK) rc = fc_signed_make(key, kl, cert, cl, text, tl, &s, w->failed, sizeof w->failed);
+  if (rc == FEDC_OK) rc = fc_store_write_manifest(w->dir, v, &s, w->failed, sizeof w->failed);
+  uint8_t d[FC_SHA256_LEN];
+  if (rc == FEDC_OK && fc_sha256(s.msg, s.msg_len, d) == FEDC_OK)
+    rc = fc_audit_append(a, "model", json_pack("{s:I,s:s}", "version", (json_int_t)v, "manifest_sha256",
+                                               fc_hex(d, sizeof d, hex)));
+  if (rc != FEDC_OK && !w->failed[0]) snprintf(w->failed, sizeof w->failed, "v%llu: %s", (unsigned long long)v,
+                                               fedc_strerror(rc));
+  fc_signed_free(&s);
+  free(text);
+  return rc;
+}
+
+/* The signer's key and certificate of the PKI in pki (FEDC_OK or the read's error). */
+static int signer_of(const char *pki, char **key, size_t *kl, char **cert, size_t *cl) {
+  char kf[600], cf[600];
+  snprintf(kf, sizeof kf, "%s/%s", pki, FC_PKI_SIGNER_KEY);
+  snprintf(cf, sizeof cf, "%s/%s", pki, FC_PKI_SIGNER_CERT);
+  int rc = fc_read_file(kf, 1 << 20, key, kl);
+  return rc == FEDC_OK ? fc_read_file(cf, 1 << 20, cert, cl) : rc;
+}
+
+static void *live_publish(void *arg) {
+  live_writer *w = arg;
+  char *key = NULL, *cert = NULL;
+  size_t kl = 0, cl = 0;
+  fc_audit *a = NULL;
+  if (signer_of(w->pki, &key, &kl, &cert, &cl) != FEDC_OK ||
+      fc_audit_open(w->dir, &a, w->failed, sizeof w->failed) != FEDC_OK) {
+    if (!w->failed[0]) snprintf(w->failed, sizeof w->failed, "cannot read the signer's key or certificate");
+  } else {
+    for (uint64_t v = 1; v <= LIVE_VERSIONS; v++) {
+      if (publish_one(w, a, v, key, kl, cert, cl) != FEDC_OK) break;
+    }
+  }
+  fc_audit_close(a);
+  if (key) fc_wipe(key, kl);
+  free(key);
+  free(cert);
+  atomic_store(&w->done, 1);
+  return NULL;
+}
+
+/* The two hazards of reading a live state, the writer's steps put between
+ * the reader's by hand, through the pieces fc_audit_read_anchored is made
+ * of. */
+static void test_read_order(const char *pki) {
+  char dir[64] = "/tmp/fedc-anchor-XXXXXX", err[600], cap[600], *ca = NULL, *key = NULL, *cert = NULL;
+  size_t ca_len = 0, kl = 0, cl = 0;
+  CHECK(mkdtemp(dir) != NULL);
+  CHECK_EQ_INT(fc_store_open(dir, err, sizeof err), FEDC_OK);
+  snprintf(cap, sizeof cap, "%s/%s", pki, FC_PKI_CA_CERT);
+  CHECK_EQ_INT(fc_read_file(cap, 1 << 20, &ca, &ca_len), FEDC_OK);
+  CHECK_EQ_INT(signer_of(pki, &key, &kl, &cert, &cl), FEDC_OK);
+  live_writer w;
+  memset(&w, 0, sizeof w);
+  w.dir = dir;
+  fc_audit *a = NULL;
+  CHECK_EQ_INT(fc_audit_open(dir, &a, err, sizeof err), FEDC_OK);
+  for (uint64_t v = 1; v <= 2; v++) CHECK_EQ_INT(publish_one(&w, a, v, key, kl, cert, cl), FEDC_OK);
+  fc_audit_anchor *x = NULL;
+  size_t n = 0, len = 0;
+  char *buf = NULL;
+
+  /* The log read first (6 records), v3 signed (anchoring record 8) before
+   * the manifests are listed: an intact log called rewritten (the old order
+   * of `fedc audit verify --pki`; test_quorum.sh under ASan). */
+  CHECK_EQ_INT(fc_audit_read_log(dir, &buf, &len, err, sizeof err), FEDC_OK);
+  CHECK_EQ_INT(publish_one(&w, a, 3, key, kl, cert, cl), FEDC_OK);
+  CHECK_EQ_INT(fc_audit_load_anchors(dir, ca, ca_len, &x, &n, err, sizeof err), FEDC_OK);
+  CHECK_EQ_INT(n, 3);
+  expect_problem(buf, len, x, n, "model v3's signed manifest anchors record 8 but the log has only 6 records");
+  free(buf);
+  free(x);
+
+  /* The manifests listed first (v1..v3), v4 signed and announced before the
+   * log is read: the log names a manifest the listing lacks. Loaded by
+   * name, it is there, anchoring records the log has. */
+  CHECK_EQ_INT(fc_audit_load_anchors(dir, ca, ca_len, &x, &n, err, sizeof err), FEDC_OK);
+  CHECK_EQ_INT(publish_one(&w, a, 4, key, kl, cert, cl), FEDC_OK);
+  CHECK_EQ_INT(fc_audit_read_log(dir, &buf, &len, err, sizeof err), FEDC_OK);
+  expect_problem(buf, len, x, n, "names a signed manifest of model v4");
+  CHECK_EQ_INT(fc_audit_add_named_anchors(dir, ca, ca_len, buf, len, &x, &n, err, sizeof err), FEDC_OK);
+  CHECK_EQ_INT(n, 4);
+  fc_anchor_report r;
+  CHECK_EQ_INT(fc_audit_check_anchors(buf, len, x, n, &r), FEDC_OK);
+  CHECK_EQ_INT(r.anchored, 11);
+  CHECK_EQ_INT(r.anchored_by, 4);
+  free(buf);
+  free(x);
+
+  /* A named manifest that is gone stays a finding. */
+  char mp[1200];
+  fc_store_manifest_path(dir, 2, mp, sizeof mp);
+  CHECK_EQ_INT(unlink(mp), 0);
+  CHECK_EQ_INT(fc_audit_read_anchored(dir, ca, ca_len, &x, &n, &buf, &len, err, sizeof err), FEDC_OK);
+  CHECK_EQ_INT(n, 3);
+  expect_problem(buf, len, x, n, "names a signed manifest of model v2");
+  free(buf);
+  free(x);
+  fc_audit_close(a);
+  fc_wipe(key, kl);
+  free(key);
+  free(cert);
+  free(ca);
+  char cmd[200];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  if (system(cmd) != 0) fprintf(stderr, "cleanup failed\n");
+}
+
+/* Read and check as `fedc audit verify --pki` does; 0 if it agrees. */
+static int live_check(const char *dir, const char *ca, size_t ca_len, fc_anchor_report *r) {
+  fc_audit_anchor *x = NULL;
+  size_t n = 0, len = 0;
+  char *buf = NULL, err[600];
+  int rc = fc_audit_read_anchored(dir, ca, ca_len, &x, &n, &buf, &len, err, sizeof err);
+  if (rc == FEDC_ERR_NOT_FOUND) return 0; /* the writer has not created the log yet */
+  if (rc != FEDC_OK) fprintf(stderr, "  live read: %s\n", err);
+  if (rc == FEDC_OK && (rc = fc_audit_check_anchors(buf, len, x, n, r)) != FEDC_OK)
+    fprintf(stderr, "  live check: %s%s\n", r->chain.problem, r->problem);
+  free(x);
+  free(buf);
+  return rc;
+}
+
+static void test_live(const char *pki) {
+  char dir[64] = "/tmp/fedc-anchor-XXXXXX", err[300], cap[600], *ca = NULL;
+  size_t ca_len = 0;
+  CHECK(mkdtemp(dir) != NULL);
+  CHECK_EQ_INT(fc_store_open(dir, err, sizeof err), FEDC_OK);
+  snprintf(cap, sizeof cap, "%s/%s", pki, FC_PKI_CA_CERT);
+  CHECK_EQ_INT(fc_read_file(cap, 1 << 20, &ca, &ca_len), FEDC_OK);
+  live_writer w;
+  memset(&w, 0, sizeof w);
+  w.dir = dir;
+  w.pki = pki;
+  pthread_t t;
+  CHECK_EQ_INT(pthread_create(&t, NULL, live_publish, &w), 0);
+  int reads = 0, wrong = 0;
+  fc_anchor_report r;
+  while (!atomic_load(&w.done)) {
+    reads++;
+    wrong += live_check(dir, ca, ca_len, &r) != 0;
+  }
+  pthread_join(t, NULL);
+  if (w.failed[0]) fprintf(stderr, "  writer: %s\n", w.failed);
+  CHECK(!w.failed[0]);
+  CHECK_EQ_INT(wrong, 0);
+  CHECK(reads > 0);
+  /* At rest: every version signed, the newest anchoring its round's records. */
+  CHECK_EQ_INT(live_check(dir, ca, ca_len, &r), 0);
+  CHECK_EQ_INT(r.anchors, LIVE_VERSIONS);
+  CHECK_EQ_INT(r.anchored_by, LIVE_VERSIONS);
+  CHECK_EQ_INT(r.chain.records, 3 * LIVE_VERSIONS);
+  free(ca);
+  char cmd[200];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  if (system(cmd) != 0) fprintf(stderr, "cleanup failed\n");
+}
+
 int main(void) {
   test_anchors();
   test_ascii_only();
   test_kinds();
+  char pdir[] = "/tmp/fedc-anchor-pki.XXXXXX", pki[600], err[300];
+  if (!mkdtemp(pdir)) return 1;
+  snprintf(pki, sizeof pki, "%s/pki", pdir);
+  CHECK_EQ_INT(fc_pki_init(pki, "fed", NULL, 0, 1, "ec", err, sizeof err), FEDC_OK);
+  test_read_order(pki);
+  test_live(pki);
+  char cmd[700];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", pdir);
+  if (system(cmd) != 0) fprintf(stderr, "cleanup failed\n");
   return CHECK_DONE();
 }
