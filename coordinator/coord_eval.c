@@ -177,6 +177,9 @@ static void ev_clear(fc_coord *c) {
   v->msum = NULL;
   v->nmasked = 0;
   memset(&v->sum, 0, sizeof v->sum);
+  free(v->reps);
+  v->reps = NULL;
+  v->nreps = v->capreps = 0;
 }
 
 void coord_eval_free(fc_coord *c) {
@@ -203,7 +206,16 @@ static int ev_begin(fc_coord *c, const fc_eval_info *ei, char *why, size_t whyle
   v->sum.nmetrics = v->nmetrics;
   v->sum.nclasses = v->nclasses;
   memcpy(v->sum.names, v->names, sizeof v->names);
-  if (!c->cfg.engine.secagg) return FEDC_OK;
+  if (!c->cfg.engine.secagg) {
+    /* Room for a report from each cohort member (the engine takes one each). */
+    v->capreps = ei->selected ? ei->selected : 1;
+    if (!(v->reps = calloc(v->capreps, sizeof *v->reps))) {
+      v->capreps = 0;
+      snprintf(why, whylen, "out of memory for %u evaluation reports", ei->selected);
+      return FEDC_ERR_NOMEM;
+    }
+    return FEDC_OK;
+  }
   uint32_t n = ei->selected;
   const char **names = malloc((n ? n : 1) * sizeof *names);
   if (!names) {
@@ -413,7 +425,12 @@ static int ev_finish(fc_coord *c) {
   uint32_t clients = ei.received;
   int rc = FEDC_OK;
   if (v->sa) rc = ev_unmask_locked(c, &e.stats, &clients, why, sizeof why);
-  else e.stats = v->sum;
+  else { /* no client counts for more than twice the median one (eval_stats.h) */
+    fc_eval_stats_combine(v->reps, v->nreps, FC_EVAL_CAP_FACTOR, &e.stats);
+    e.stats.nmetrics = v->sum.nmetrics;
+    e.stats.nclasses = v->sum.nclasses;
+    memcpy(e.stats.names, v->sum.names, sizeof v->sum.names);
+  }
   if (v->sa) fc_sa_server_remaining(v->sa, e.sa_remaining);
   pthread_mutex_unlock(&c->mu);
   double eps = 0;

@@ -37,7 +37,9 @@ struct coord_eval {
   /* the running evaluation (model != NULL) */
   model_ref *model;
   uint64_t round;
-  fc_eval_stats sum;      /* plain: totals of the accepted reports */
+  fc_eval_stats sum;      /* plain: the names and sizes of the totals */
+  fc_eval_stats *reps;    /* plain: the accepted reports, one per cohort member, */
+  uint32_t nreps, capreps; /* combined at the end (fc_eval_stats_combine) */
   fc_sa_server *sa;       /* secure aggregation */
   uint32_t *msum;         /* ... the masked vectors' sum, fc_eval_dim + 1 entries */
   uint32_t nmasked;

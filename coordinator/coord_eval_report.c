@@ -132,11 +132,15 @@ void coord_h_eval_report(fc_scall *call, void *ctx) {
   } else if (plain_stats(v, req, &s, why, sizeof why) != FEDC_OK) {
     code = GRPC_STATUS_INVALID_ARGUMENT;
     fc_engine_eval_report_abort(c->engine, peer->name, round);
+  } else if (v->nreps >= v->capreps) { /* more than the cohort: cannot happen, the engine takes one each */
+    code = GRPC_STATUS_FAILED_PRECONDITION;
+    snprintf(why, sizeof why, "more evaluation reports than the cohort's %u", v->capreps);
+    fc_engine_eval_report_abort(c->engine, peer->name, round);
   } else if (fc_engine_eval_report_commit(c->engine, peer->name, round, fc_now_ms()) != FC_UP_OK) {
     code = GRPC_STATUS_DEADLINE_EXCEEDED;
     snprintf(why, sizeof why, "the evaluation closed");
   } else {
-    fc_eval_stats_add(&v->sum, &s);
+    v->reps[v->nreps++] = s;
     plain_ok = 1;
   }
   pthread_mutex_unlock(&c->mu);

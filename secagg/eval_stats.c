@@ -8,6 +8,7 @@
 #include "secagg/eval_stats.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "fedc/error.h"
@@ -133,4 +134,37 @@ void fc_eval_stats_add(fc_eval_stats *a, const fc_eval_stats *b) {
   }
   if (!a->nclasses) a->nclasses = b->nclasses;
   for (uint32_t i = 0; i < a->nclasses && i < b->nclasses; i++) a->class_count[i] += b->class_count[i];
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+void fc_eval_stats_combine(const fc_eval_stats *r, size_t n, double factor, fc_eval_stats *out) {
+  memset(out, 0, sizeof *out);
+  if (!n) return;
+  double *ex = malloc(n * sizeof *ex);
+  double cap = INFINITY;
+  if (ex) {
+    for (size_t i = 0; i < n; i++) ex[i] = r[i].examples;
+    qsort(ex, n, sizeof *ex, cmp_double);
+    cap = factor * ex[(n - 1) / 2];
+    free(ex);
+  } else { /* no memory for the sort: the smallest report's examples, a tighter cap */
+    for (size_t i = 0; i < n; i++) cap = r[i].examples < cap ? r[i].examples : cap;
+    cap *= factor;
+  }
+  for (size_t i = 0; i < n; i++) {
+    fc_eval_stats s = r[i];
+    if (s.examples > cap && s.examples > 0) {
+      double f = cap / s.examples;
+      s.examples = cap;
+      s.correct *= f;
+      s.loss_sum *= f;
+      for (uint32_t j = 0; j < s.nmetrics; j++) s.metric_sum[j] *= f, s.metric_examples[j] *= f;
+      for (uint32_t k = 0; k < s.nclasses; k++) s.class_count[k] *= f;
+    }
+    fc_eval_stats_add(out, &s);
+  }
 }

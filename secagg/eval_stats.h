@@ -89,5 +89,17 @@ int fc_eval_decode(const uint32_t *sum, uint32_t nmetrics, uint32_t nclasses, do
 
 /* a += b (names from b if a has none). */
 void fc_eval_stats_add(fc_eval_stats *a, const fc_eval_stats *b);
+/* Plain reports, one per client, combined so that no client counts for
+ * more than `factor` x the lower median client's examples: a report past
+ * that cap is added scaled by cap / examples (all its totals alike, so its
+ * accuracy, mean loss and class proportions stay its own). Without it one
+ * client reporting the task's example cap (10,000 by default) against
+ * honest held-out sets of ~50 set the published accuracy and the drift
+ * check's class proportions (hostile review, 2026-12-06); with it, a
+ * minority's share is at most factor m / (honest examples + factor m) per
+ * liar. The lower median is an honest client's while liars are fewer than
+ * half. n == 0: out is zero. out takes the first report's names and sizes. */
+#define FC_EVAL_CAP_FACTOR 2.0
+void fc_eval_stats_combine(const fc_eval_stats *r, size_t n, double factor, fc_eval_stats *out);
 
 #endif

@@ -61,6 +61,10 @@
  *                   (RESOURCE_EXHAUSTED), those answered otherwise, and the
  *                   seconds it took (the test checks the answered against
  *                   burst + rate x seconds)
+ *   eval-poison     a cohort member that trains zero updates and reports
+ *                   each evaluation at the task's example cap, none correct,
+ *                   all in one class (alternating): the coordinator weighs it
+ *                   at most twice the median member (test_eval_poison.sh)
  * --upload-after FILE: wait (up to 120 s) for FILE to exist before the first
  * upload (tests order two probes' uploads with it).
  * One JSON line per step on stdout; exit 0 only if every step got the status
@@ -491,6 +495,75 @@ static void run_resume(const char *mode, upload_plan p, fc_status *st) {
   report("resume", GRPC_STATUS_OK, st);
 }
 
+/* eval-poison: a federation member that trains (zero deltas) and, when
+ * drawn for an evaluation, reports the task's example cap, none correct,
+ * the largest loss, and every example predicted as one class (alternating
+ * between evaluations), within every bound the coordinator checks (a
+ * hostile review's attack, 2026-12-06; test_eval_poison.sh). */
+static int run_eval_poison(void) {
+  int evals = 0;
+  for (int i = 0; i < 3000; i++) {
+    Fedc__V1__CheckInRequest req = FEDC__V1__CHECK_IN_REQUEST__INIT;
+    req.can_evaluate = 1;
+    ProtobufCMessage *m = NULL;
+    fc_status st;
+    memset(&st, 0, sizeof st);
+    if (fc_call_unary(g_ch, "/fedc.v1.Coordinator/CheckIn", &req.base, &fedc__v1__check_in_response__descriptor, &m,
+                      5000, &st) != FEDC_OK) {
+      usleep(100000);
+      continue;
+    }
+    Fedc__V1__CheckInResponse *r = (Fedc__V1__CheckInResponse *)m;
+    if (r->action == FEDC__V1__CHECK_IN_RESPONSE__ACTION__DONE) {
+      protobuf_c_message_free_unpacked(m, NULL);
+      break;
+    }
+    if (r->action == FEDC__V1__CHECK_IN_RESPONSE__ACTION__TRAIN && r->task) {
+      const Fedc__V1__Task *t = r->task;
+      fc_model_spec spec;
+      float *w = NULL;
+      uint64_t total = 0;
+      if (fetch(t, &spec, &w, &total, &st) == FEDC_OK) {
+        float *zero = calloc(total / 4, sizeof *zero);
+        uint8_t sha[FC_SHA256_LEN];
+        fc_sha256(zero, total, sha);
+        upload_plan p = {&spec, zero, total, sha, t->round, t->model_version, 100, 0.5, 0, 0, 0, 0, 0, 0, 0, 0};
+        upload(&p, &st);
+        report("train", GRPC_STATUS_OK, &st);
+        free(zero);
+      }
+      free(w);
+    } else if (r->action == FEDC__V1__CHECK_IN_RESPONSE__ACTION__EVALUATE && r->task && r->task->eval) {
+      const Fedc__V1__Task *t = r->task;
+      const Fedc__V1__EvalParams *ep = t->eval;
+      Fedc__V1__EvalReport er = FEDC__V1__EVAL_REPORT__INIT;
+      uint64_t cc[64] = {0};
+      er.round = t->round;
+      er.model_version = t->model_version;
+      er.examples = ep->max_examples;
+      er.correct = 0;
+      er.loss_sum = (double)ep->max_examples * ep->value_max;
+      if (ep->classes && ep->classes <= 64) {
+        cc[evals % 2 ? ep->classes - 1 : 0] = ep->max_examples;
+        er.n_class_counts = ep->classes;
+        er.class_counts = cc;
+      }
+      ProtobufCMessage *rm = NULL;
+      fc_call_unary(g_ch, "/fedc.v1.Coordinator/ReportEval", &er.base, &fedc__v1__eval_report_response__descriptor,
+                    &rm, 10000, &st);
+      if (rm) protobuf_c_message_free_unpacked(rm, NULL);
+      printf("{\"step\":\"eval-poison-plan\",\"examples\":%llu,\"class\":%u}\n",
+             (unsigned long long)er.examples, evals % 2 ? ep->classes - 1 : 0);
+      report("eval-poison", GRPC_STATUS_OK, &st);
+      evals++;
+    }
+    uint32_t wait = r->retry_after_ms ? r->retry_after_ms : 100;
+    protobuf_c_message_free_unpacked(m, NULL);
+    usleep((useconds_t)(wait > 1000 ? 1000 : wait) * 1000);
+  }
+  return g_failures ? 1 : 0;
+}
+
 static int run_upload_modes(const char *mode, const char *pki, const char *other) {
   Fedc__V1__CheckInResponse *r = wait_task(60);
   if (!r) {
@@ -859,6 +932,8 @@ int main(int argc, char **argv) {
       dev.battery_percent = 80; /* not charging: never selected, whatever the policy asks */
     }
     rc = g_failures ? 1 : 0;
+  } else if (strcmp(mode, "eval-poison") == 0) {
+    rc = run_eval_poison();
   } else if (strcmp(mode, "flood") == 0) {
     rc = run_flood(count);
   } else {

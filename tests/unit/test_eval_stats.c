@@ -152,9 +152,59 @@ static void test_history_lines(void) {
   rmdir(dir);
 }
 
+/* One liar reporting the task's example cap (10,000), none correct, every
+ * example in one class, beside three honest clients with ~50 held out each
+ * (the hostile review's attack): counted at twice the lower median. */
+static fc_eval_stats rep(double ex, double acc, int cls_spread) {
+  fc_eval_stats s;
+  memset(&s, 0, sizeof s);
+  s.examples = ex;
+  s.correct = acc * ex;
+  s.loss_sum = 0.5 * ex;
+  s.nmetrics = 1;
+  s.metric_sum[0] = 0.25 * ex;
+  s.metric_examples[0] = ex;
+  s.nclasses = 10;
+  if (cls_spread)
+    for (int k = 0; k < 10; k++) s.class_count[k] = ex / 10;
+  else
+    s.class_count[0] = ex;
+  return s;
+}
+
+static void test_combine_capped(void) {
+  fc_eval_stats r[4] = {rep(50, 0.8, 1), rep(40, 0.8, 1), rep(60, 0.8, 1), rep(10000, 0, 0)};
+  r[3].loss_sum = 10000 * 100.0;
+  fc_eval_stats out;
+  fc_eval_stats_combine(r, 4, FC_EVAL_CAP_FACTOR, &out);
+  /* lower median 50: the liar counts as 100 examples */
+  CHECK(fabs(out.examples - 250) < 1e-9);
+  CHECK(fabs(out.correct - 120) < 1e-9);               /* accuracy 48%, not 1.2% */
+  CHECK(fabs(out.loss_sum - (75 + 100 * 100.0)) < 1e-6); /* its mean loss stays its own */
+  CHECK(fabs(out.metric_examples[0] - 250) < 1e-9);
+  CHECK(fabs(out.class_count[0] - (15 + 100)) < 1e-9); /* class 0: 46%, not 99.9% */
+  CHECK(fabs(out.class_count[9] - 15) < 1e-9);
+  /* Honest clients within twice the median: exactly the plain sum. */
+  fc_eval_stats h[4] = {rep(50, 0.8, 1), rep(40, 0.7, 1), rep(90, 0.9, 1), rep(60, 0.6, 0)}, sum;
+  memset(&sum, 0, sizeof sum);
+  for (int i = 0; i < 4; i++) fc_eval_stats_add(&sum, &h[i]);
+  fc_eval_stats_combine(h, 4, FC_EVAL_CAP_FACTOR, &out);
+  CHECK(memcmp(&out, &sum, sizeof out) == 0);
+  /* A lone report is its own median; none gives zeros. */
+  fc_eval_stats_combine(r + 3, 1, FC_EVAL_CAP_FACTOR, &out);
+  CHECK(out.examples == 10000);
+  fc_eval_stats_combine(r, 0, FC_EVAL_CAP_FACTOR, &out);
+  CHECK(out.examples == 0 && out.nclasses == 0);
+  /* Two liars of five: the lower median is still an honest client's. */
+  fc_eval_stats f[5] = {rep(10000, 0, 0), rep(50, 0.8, 1), rep(10000, 0, 0), rep(50, 0.8, 1), rep(50, 0.8, 1)};
+  fc_eval_stats_combine(f, 5, FC_EVAL_CAP_FACTOR, &out);
+  CHECK(fabs(out.examples - 350) < 1e-9);
+}
+
 int main(void) {
   test_clamp();
   test_encode_decode();
   test_history_lines();
+  test_combine_capped();
   return CHECK_DONE();
 }
