@@ -425,8 +425,9 @@ static int ev_finish(fc_coord *c) {
   uint32_t clients = ei.received;
   int rc = FEDC_OK;
   if (v->sa) rc = ev_unmask_locked(c, &e.stats, &clients, why, sizeof why);
-  else { /* no client counts for more than twice the median one (eval_stats.h) */
-    fc_eval_stats_combine(v->reps, v->nreps, FC_EVAL_CAP_FACTOR, &e.stats);
+  else { /* no client counts for more than twice the median one (eval_stats.h); under DP the plain sum, whose
+          * sensitivity is the task's bound the noise is sized for */
+    fc_eval_stats_combine(v->reps, v->nreps, c->cfg.eval_dp_noise > 0 ? 0 : FC_EVAL_CAP_FACTOR, &e.stats);
     e.stats.nmetrics = v->sum.nmetrics;
     e.stats.nclasses = v->sum.nclasses;
     memcpy(e.stats.names, v->sum.names, sizeof v->sum.names);

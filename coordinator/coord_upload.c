@@ -92,6 +92,7 @@ typedef struct upload {
   int coord_fault; /* ... unless the coordinator could not keep it (the buffer log) */
   int committed; /* under c->mu: folded; coord_cancel_uploads must leave it alone */
   int masked;    /* secure aggregation: a masked input (u32), not a float delta */
+  double norm_received; /* a quantized update scaled onto its bound: its norm as decoded (audited), else -1 */
   coord_codec *codec; /* compressed upload (coord_codec.c); NULL: folds as it is */
   uint32_t bucket; /* ... for this bucket's sum */
   int unclipped; /* UpdateMeta.unclipped: within the clip before clipping (adaptive clipping) */
@@ -143,6 +144,7 @@ static void audit_update(fc_coord *c, const upload *up, const char *outcome, con
   if (!f) return;
   if (up->rx.total) json_object_set_new(f, "sha256", json_string(fc_hex(up->rx.want_sha, FC_SHA256_LEN, hex)));
   if (norm >= 0) json_object_set_new(f, "norm", json_real(norm));
+  if (up->norm_received >= 0) json_object_set_new(f, "norm_received", json_real(up->norm_received)); /* scaled down */
   if (up->resumed_from) json_object_set_new(f, "resumed_from", json_integer((json_int_t)up->resumed_from));
   if (up->staleness >= 0) json_object_set_new(f, "staleness", json_integer((json_int_t)up->staleness));
   if (reason) json_object_set_new(f, "reason", json_string(reason));
@@ -305,7 +307,8 @@ static void upload_end(fc_scall *call, void *state) {
     upload_refuse(up, call, GRPC_STATUS_INVALID_ARGUMENT, why);
     return;
   }
-  if (quant) fc_upload_quant_clip((float *)up->u->buf, fc_model_numel(&up->m->spec), rules.clip, &chk);
+  if (quant) up->norm_received = fc_upload_quant_clip((float *)up->u->buf, fc_model_numel(&up->m->spec), rules.clip,
+                                                    slack, &chk);
   double l2 = chk.l2;
   /* One pass over the update for the anomaly scores, outside the lock. */
   struct fc_anomaly_meas *meas = up->masked ? NULL : coord_anomaly_measure(c, up->u, l2);
@@ -407,6 +410,7 @@ void coord_h_upload(fc_scall *call, void *ctx) {
   }
   up->c = c;
   up->staleness = -1;
+  up->norm_received = -1;
   up->m = coord_model_get(c);
   snprintf(up->client, sizeof up->client, "%s", peer->name);
   if (!first->meta || !first->header) {

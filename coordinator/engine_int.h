@@ -107,6 +107,9 @@ struct fc_engine {
   uint64_t pace_draws;       /* jitter draws so far (seeds the next) */
   /* async mode (engine_async.c) */
   uint32_t a_training;       /* records TASKED or UPLOADING (any buffer), not released: the concurrency in use */
+  uint64_t a_freed;          /* concurrency slots freed since start (a task ended or was released) */
+  uint64_t a_freed_mark, a_rate_at; /* a_freed and engine time at the last rate measure */
+  double a_free_rate;        /* slots freed a second over the last window (0: not measured yet) */
   uint32_t a_released;       /* records TASKED or UPLOADING past async_slot_ms */
   uint64_t a_released_total;
   uint32_t a_hist[FC_STALE_BUCKETS]; /* the open buffer's staleness histogram */
@@ -194,6 +197,9 @@ void eng_elig_note(fc_engine *e, client_rec *r, const fc_device_state *dev, char
 /* The wait to tell a device that is not needed now (a WAIT or an
  * ineligible answer): poll_ms, or its slot when steering; sets r->next_due. */
 uint32_t eng_pace_retry(fc_engine *e, client_rec *r, uint64_t now);
+/* The placement alone, at `rate` check-ins a second (engine_async.c steers
+ * waiting clients by the rate its slots free up). */
+uint32_t eng_pace_place(fc_engine *e, client_rec *r, uint64_t now, double rate);
 /* The population a cohort fraction applies to: the candidates, or (when
  * steering, where only the devices due are candidates) the eligible live
  * population estimate if larger. */

@@ -107,7 +107,11 @@ uint32_t eng_pace_retry(fc_engine *e, client_rec *r, uint64_t now) {
   r->next_due = 0;
   if (!pace_allowed(e)) return e->cfg.poll_ms;
   recount(e, now);
-  double rate = target_rate(e);
+  return eng_pace_place(e, r, now, target_rate(e));
+}
+
+uint32_t eng_pace_place(fc_engine *e, client_rec *r, uint64_t now, double rate) {
+  r->next_due = 0;
   if (!(rate > 0)) return e->cfg.poll_ms;
   double slot_ms = 1000.0 / rate;
   double lo = (double)now + e->cfg.poll_ms, hi = (double)now + (double)e->cfg.pace_max_ms;

@@ -133,7 +133,12 @@ static void manifest_of(const fc_coord *c, const model_ref *m, uint64_t round, c
   mf->format = FC_MANIFEST_FORMAT;
   if (c->audit) {
     /* Records up to here are in the kernel (one write(2) each) before the
-     * signature names them. */
+     * signature names them, and on disk: the manifest is synced when
+     * written, and a power loss must not leave it anchoring records that
+     * were not (verify would call the log rewritten). */
+    if (fc_audit_sync(c->audit) != FEDC_OK)
+      FC_WARN(MOD, "audit log: fdatasync before signing v%llu failed; its manifest may anchor records a power loss "
+                   "would lose", (unsigned long long)m->version);
     char head[65];
     mf->has_audit = 1;
     mf->audit_seq = fc_audit_head(c->audit, head);

@@ -67,8 +67,13 @@ int fc_upload_quant_scales_check(double clip, double top_norm, char *why, size_t
   return FEDC_OK;
 }
 
-void fc_upload_quant_clip(float *x, size_t n, double clip, fc_agg_check *chk) {
-  if (!(clip > 0) || !(chk->l2 > clip)) return;
+double fc_upload_quant_clip(float *x, size_t n, double clip, double slack, fc_agg_check *chk) {
+  if (!(clip > 0)) return -1;
+  double grow = sqrt(1.0 + slack * slack / (4.0 * clip * clip));
+  double radius = clip * (grow < FC_QUANT_RADIUS_MAX ? grow : FC_QUANT_RADIUS_MAX);
+  if (!(chk->l2 > radius)) return -1;
+  double before = chk->l2;
+  clip = radius;
   double f = clip / chk->l2;
   double s = 0;
   for (size_t i = 0; i < n; i++) {
@@ -86,4 +91,5 @@ void fc_upload_quant_clip(float *x, size_t n, double clip, fc_agg_check *chk) {
   }
   chk->l2 = sqrt(s);
   chk->amax *= f;
+  return before;
 }

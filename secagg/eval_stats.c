@@ -141,22 +141,44 @@ static int cmp_double(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
+/* The lower median of n values (v is reordered); 0 for n == 0. */
+static double lower_median(double *v, size_t n) {
+  if (!n) return 0;
+  qsort(v, n, sizeof *v, cmp_double);
+  return v[(n - 1) / 2];
+}
+
 void fc_eval_stats_combine(const fc_eval_stats *r, size_t n, double factor, fc_eval_stats *out) {
   memset(out, 0, sizeof *out);
   if (!n) return;
-  double *ex = malloc(n * sizeof *ex);
-  double cap = INFINITY;
-  if (ex) {
-    for (size_t i = 0; i < n; i++) ex[i] = r[i].examples;
-    qsort(ex, n, sizeof *ex, cmp_double);
-    cap = factor * ex[(n - 1) / 2];
-    free(ex);
-  } else { /* no memory for the sort: the smallest report's examples, a tighter cap */
-    for (size_t i = 0; i < n; i++) cap = r[i].examples < cap ? r[i].examples : cap;
-    cap *= factor;
+  if (!(factor > 0)) {
+    for (size_t i = 0; i < n; i++) fc_eval_stats_add(out, &r[i]);
+    return;
   }
+  /* Caps from the lower medians: examples, mean loss, each metric's mean.
+   * Without memory for the sorts: the plain sum (the task's bounds). */
+  double *v = malloc(n * sizeof *v);
+  if (!v) {
+    for (size_t i = 0; i < n; i++) fc_eval_stats_add(out, &r[i]);
+    return;
+  }
+  for (size_t i = 0; i < n; i++) v[i] = r[i].examples;
+  double cap = factor * lower_median(v, n);
+  for (size_t i = 0; i < n; i++) v[i] = r[i].examples > 0 ? r[i].loss_sum / r[i].examples : 0;
+  double loss_cap = FC_EVAL_MEAN_FACTOR * lower_median(v, n);
+  double metric_cap[FC_EVAL_METRICS_MAX];
+  for (uint32_t j = 0; j < r[0].nmetrics && j < FC_EVAL_METRICS_MAX; j++) {
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+      if (j < r[i].nmetrics && r[i].metric_examples[j] > 0) v[m++] = r[i].metric_sum[j] / r[i].metric_examples[j];
+    metric_cap[j] = m ? FC_EVAL_MEAN_FACTOR * lower_median(v, m) : 0;
+  }
+  free(v);
   for (size_t i = 0; i < n; i++) {
     fc_eval_stats s = r[i];
+    if (s.loss_sum > loss_cap * s.examples) s.loss_sum = loss_cap * s.examples;
+    for (uint32_t j = 0; j < s.nmetrics && j < r[0].nmetrics; j++)
+      if (s.metric_sum[j] > metric_cap[j] * s.metric_examples[j]) s.metric_sum[j] = metric_cap[j] * s.metric_examples[j];
     if (s.examples > cap && s.examples > 0) {
       double f = cap / s.examples;
       s.examples = cap;

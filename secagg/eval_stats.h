@@ -100,6 +100,16 @@ void fc_eval_stats_add(fc_eval_stats *a, const fc_eval_stats *b);
  * liar. The lower median is an honest client's while liars are fewer than
  * half. n == 0: out is zero. out takes the first report's names and sizes. */
 #define FC_EVAL_CAP_FACTOR 2.0
+/* The per-example values a liar reports are capped the same way: a
+ * report's mean loss and each metric's mean count at most
+ * FC_EVAL_MEAN_FACTOR x the lower median member's (the review's liar
+ * reported the largest loss, 100 a value, and set the published mean loss
+ * at 25x the honest one through its capped examples).
+ * factor 0: the plain sum, every report as it came (under DP: the noise is
+ * sized for one client moving a total by the task's bound, and a cap taken
+ * from this evaluation's own reports would move every other report with
+ * one client; found by a second review). */
+#define FC_EVAL_MEAN_FACTOR 4.0
 void fc_eval_stats_combine(const fc_eval_stats *r, size_t n, double factor, fc_eval_stats *out);
 
 #endif

@@ -16,8 +16,9 @@
 #   probe4  --upload-bits 4 --upload-block 1024, the probe's counted update
 #           is code 1 at scale clip / 7 in one block: decoded 4.6x the clip,
 #           within the rounding slack its scales allow; the audit shows it
-#           folded at the clip (a hostile review's finding: it was folded
-#           at 4.6x, and code 1 in every block at 12.7x)
+#           folded at 1.05 x the clip, with the norm it decoded to (a
+#           hostile review's finding: it was folded at 4.6x, and code 1 in
+#           every block at 12.7x)
 #   sa32    --secagg: the 32-bit ring
 #   sa8     --secagg --upload-bits 8: 8-bit inputs in a 16-bit ring; the round
 #           completes, the model is within clip / 127 of f32's per value, and
@@ -119,11 +120,11 @@ set +e; wait "$PROBE_PID"; prc=$?; set -e
 L=$T/probe-probe4.log
 [ "$prc" = 0 ] || fail "quant-bad at 4 bits: a step did not get its status: $(cat "$L")"
 grep -q '"step":"scales-past-norm".*block scales allow an L2 norm' "$L" || fail "4 bits: scales: $(cat "$L")"
-norm=$(jq -r 'select(.kind == "update" and .client == "p" and .outcome == "accepted") | .norm' \
-  "$T/state-probe4/audit.log" | tail -1)
-echo "probe4: the 4.6x update was folded with norm $norm (clip 1)"
-python3 -c "import sys; sys.exit(0 if 0.999 <= float('$norm') <= 1.0 else 1)" ||
-  fail "probe4: the forged update was not folded at the clip: norm '$norm'"
+read -r norm got < <(jq -r 'select(.kind == "update" and .client == "p" and .outcome == "accepted") |
+  "\(.norm) \(.norm_received)"' "$T/state-probe4/audit.log" | tail -1)
+echo "probe4: the update decoded at norm $got was folded with norm $norm (clip 1)"
+python3 -c "import sys; sys.exit(0 if 1.049 <= float('$norm') <= 1.05 and float('$got') > 4 else 1)" ||
+  fail "probe4: the forged update was not folded at 1.05 x the clip, or its decoded norm not audited: '$norm' '$got'"
 
 # Secure aggregation: the 32-bit ring, then 8-bit inputs in the narrow ring.
 run sa32 "a b c" --secagg

@@ -175,12 +175,15 @@ static fc_eval_stats rep(double ex, double acc, int cls_spread) {
 static void test_combine_capped(void) {
   fc_eval_stats r[4] = {rep(50, 0.8, 1), rep(40, 0.8, 1), rep(60, 0.8, 1), rep(10000, 0, 0)};
   r[3].loss_sum = 10000 * 100.0;
+  r[3].metric_sum[0] = 10000 * 100.0;
   fc_eval_stats out;
   fc_eval_stats_combine(r, 4, FC_EVAL_CAP_FACTOR, &out);
-  /* lower median 50: the liar counts as 100 examples */
+  /* lower median 50: the liar counts as 100 examples, its mean loss and
+   * metric as 4 x the median member's 0.5 and 0.25 */
   CHECK(fabs(out.examples - 250) < 1e-9);
-  CHECK(fabs(out.correct - 120) < 1e-9);               /* accuracy 48%, not 1.2% */
-  CHECK(fabs(out.loss_sum - (75 + 100 * 100.0)) < 1e-6); /* its mean loss stays its own */
+  CHECK(fabs(out.correct - 120) < 1e-9); /* accuracy 48%, not 1.2% */
+  CHECK(fabs(out.loss_sum - (75 + 100 * 2.0)) < 1e-6);  /* mean loss 1.1, not 40 */
+  CHECK(fabs(out.metric_sum[0] - (37.5 + 100 * 1.0)) < 1e-6);
   CHECK(fabs(out.metric_examples[0] - 250) < 1e-9);
   CHECK(fabs(out.class_count[0] - (15 + 100)) < 1e-9); /* class 0: 46%, not 99.9% */
   CHECK(fabs(out.class_count[9] - 15) < 1e-9);
@@ -190,7 +193,20 @@ static void test_combine_capped(void) {
   for (int i = 0; i < 4; i++) fc_eval_stats_add(&sum, &h[i]);
   fc_eval_stats_combine(h, 4, FC_EVAL_CAP_FACTOR, &out);
   CHECK(memcmp(&out, &sum, sizeof out) == 0);
-  /* A lone report is its own median; none gives zeros. */
+  /* factor 0 (under DP): the plain sum. The second review's case: ten
+   * reports of 1 example and ten of E; one more of E moves the total by E,
+   * as the noise assumes (with the median cap it moved it by 11 E). */
+  fc_eval_stats d[21];
+  for (int i = 0; i < 21; i++) d[i] = rep(i < 10 ? 1 : 10000, 0.5, 1);
+  fc_eval_stats a, b;
+  fc_eval_stats_combine(d, 20, 0, &a);
+  fc_eval_stats_combine(d, 21, 0, &b);
+  CHECK(fabs(b.examples - a.examples - 10000) < 1e-9);
+  fc_eval_stats_combine(d, 20, FC_EVAL_CAP_FACTOR, &a);
+  fc_eval_stats_combine(d, 21, FC_EVAL_CAP_FACTOR, &b);
+  CHECK(b.examples - a.examples > 10 * 10000.0); /* why DP takes the plain sum */
+  /* Honest means within 4 x the median: unchanged (the loop above). A lone
+   * report is its own median; none gives zeros. */
   fc_eval_stats_combine(r + 3, 1, FC_EVAL_CAP_FACTOR, &out);
   CHECK(out.examples == 10000);
   fc_eval_stats_combine(r, 0, FC_EVAL_CAP_FACTOR, &out);
