@@ -297,6 +297,12 @@ void eng_async_open(fc_engine *e, uint64_t now) {
 #define STEER_WINDOW_MS 2000
 #define STEER_MIN_RATE 5.0 /* check-ins a second: never steered below (a fleet whose slots stopped freeing) */
 
+double eng_async_steer_rate(const fc_engine *e) {
+  if (!(e->a_free_rate > 0) || !e->cfg.pace) return 0;
+  double rate = STEER_HEADROOM * e->a_free_rate;
+  return rate < STEER_MIN_RATE ? STEER_MIN_RATE : rate;
+}
+
 static uint32_t steer(fc_engine *e, client_rec *r, uint64_t now) {
   if (!e->a_rate_at || now < e->a_rate_at) {
     e->a_rate_at = now ? now : 1;
@@ -306,10 +312,8 @@ static uint32_t steer(fc_engine *e, client_rec *r, uint64_t now) {
     e->a_rate_at = now;
     e->a_freed_mark = e->a_freed;
   }
-  if (!(e->a_free_rate > 0) || !e->cfg.pace) return e->cfg.poll_ms;
-  double rate = STEER_HEADROOM * e->a_free_rate;
-  if (rate < STEER_MIN_RATE) rate = STEER_MIN_RATE;
-  return eng_pace_place(e, r, now, rate);
+  double rate = eng_async_steer_rate(e);
+  return rate > 0 ? eng_pace_place(e, r, now, rate) : e->cfg.poll_ms;
 }
 
 /* ---- events ----------------------------------------------------------------------- */

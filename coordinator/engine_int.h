@@ -200,6 +200,8 @@ uint32_t eng_pace_retry(fc_engine *e, client_rec *r, uint64_t now);
 /* The placement alone, at `rate` check-ins a second (engine_async.c steers
  * waiting clients by the rate its slots free up). */
 uint32_t eng_pace_place(fc_engine *e, client_rec *r, uint64_t now, double rate);
+/* Async: the check-ins a second waiting clients are steered to (0: not steering yet). */
+double eng_async_steer_rate(const fc_engine *e);
 /* The population a cohort fraction applies to: the candidates, or (when
  * steering, where only the devices due are candidates) the eligible live
  * population estimate if larger. */

@@ -140,6 +140,16 @@ uint32_t eng_pace_base(fc_engine *e, uint32_t candidates, uint64_t now) {
 
 void fc_engine_pace_info(fc_engine *e, uint64_t now_ms, fc_pace_info *out) {
   memset(out, 0, sizeof *out);
+  if (e->cfg.async) { /* waiting clients steered by the slots' rate (engine_async.c) */
+    recount(e, now_ms);
+    out->population = e->pace_pop;
+    out->eligible_share = e->pace_share;
+    out->target_rate = eng_async_steer_rate(e);
+    double w = out->target_rate > 0 ? 1000.0 * e->pace_pop / out->target_rate : 0;
+    out->window_ms = w > e->cfg.poll_ms ? (uint64_t)w : e->cfg.poll_ms;
+    out->active = out->window_ms > e->cfg.poll_ms;
+    return;
+  }
   double rate;
   out->window_ms = window_ms(e, now_ms, &rate);
   if (!pace_allowed(e)) recount(e, now_ms);
