@@ -109,7 +109,7 @@ struct fc_engine {
   uint32_t a_training;       /* records TASKED or UPLOADING (any buffer), not released: the concurrency in use */
   uint64_t a_freed;          /* concurrency slots freed since start (a task ended or was released) */
   uint64_t a_freed_mark, a_rate_at; /* a_freed and engine time at the last rate measure */
-  double a_free_rate;        /* slots freed a second over the last window (0: not measured yet) */
+  double a_steer_rate;       /* check-ins a second waiting clients are steered to (0: not measured yet) */
   uint32_t a_released;       /* records TASKED or UPLOADING past async_slot_ms */
   uint64_t a_released_total;
   uint32_t a_hist[FC_STALE_BUCKETS]; /* the open buffer's staleness histogram */
@@ -200,8 +200,6 @@ uint32_t eng_pace_retry(fc_engine *e, client_rec *r, uint64_t now);
 /* The placement alone, at `rate` check-ins a second (engine_async.c steers
  * waiting clients by the rate its slots free up). */
 uint32_t eng_pace_place(fc_engine *e, client_rec *r, uint64_t now, double rate);
-/* Async: the check-ins a second waiting clients are steered to (0: not steering yet). */
-double eng_async_steer_rate(const fc_engine *e);
 /* The population a cohort fraction applies to: the candidates, or (when
  * steering, where only the devices due are candidates) the eligible live
  * population estimate if larger. */

@@ -144,7 +144,7 @@ void fc_engine_pace_info(fc_engine *e, uint64_t now_ms, fc_pace_info *out) {
     recount(e, now_ms);
     out->population = e->pace_pop;
     out->eligible_share = e->pace_share;
-    out->target_rate = eng_async_steer_rate(e);
+    out->target_rate = e->cfg.pace ? e->a_steer_rate : 0;
     double w = out->target_rate > 0 ? 1000.0 * e->pace_pop / out->target_rate : 0;
     out->window_ms = w > e->cfg.poll_ms ? (uint64_t)w : e->cfg.poll_ms;
     out->active = out->window_ms > e->cfg.poll_ms;
