@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/fileutil.h"
 #include "common/log.h"
 #include "crypto/sha256.h"
 #include "fedc/error.h"
@@ -414,42 +416,11 @@ uint64_t fc_audit_bytes(fc_audit *a) {
 int fc_audit_read_log(const char *state_dir, char **buf, size_t *len, char *err, size_t errlen) {
   char path[1100];
   snprintf(path, sizeof path, "%s/%s", state_dir, FC_AUDIT_FILE);
-  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0) {
-    snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
-    return errno == ENOENT ? FEDC_ERR_NOT_FOUND : FEDC_ERR_IO;
-  }
-  /* To the end as it is now, not to a size taken first: a live log grows. */
-  size_t cap = 1 << 16, n = 0;
-  char *b = malloc(cap);
-  int rc = b ? FEDC_OK : FEDC_ERR_NOMEM;
-  while (rc == FEDC_OK) {
-    if (n == cap) {
-      char *nb = realloc(b, cap *= 2);
-      if (!nb) {
-        rc = FEDC_ERR_NOMEM;
-        break;
-      }
-      b = nb;
-    }
-    ssize_t r = read(fd, b + n, cap - n);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) {
-      snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
-      rc = FEDC_ERR_IO;
-    } else if (r == 0) {
-      break;
-    } else {
-      n += (size_t)r;
-    }
-  }
-  close(fd);
-  if (rc == FEDC_ERR_NOMEM) snprintf(err, errlen, "out of memory reading %s", path);
-  if (rc != FEDC_OK) {
-    free(b);
-    return rc;
-  }
-  *buf = b;
-  *len = n;
-  return FEDC_OK;
+  /* To the end as it is now, not to a size taken first: a live log grows
+   * (fc_read_file reads past its fstat size). */
+  int rc = fc_read_file(path, SIZE_MAX - 1, buf, len);
+  if (rc != FEDC_OK)
+    snprintf(err, errlen, "cannot read %s: %s", path,
+             rc == FEDC_ERR_NOT_FOUND ? "no such file" : rc == FEDC_ERR_NOMEM ? "out of memory" : fedc_strerror(rc));
+  return rc;
 }

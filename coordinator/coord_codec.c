@@ -179,7 +179,8 @@ int coord_codec_end(coord_codec *k, double *norm_slack, double *top_norm, char *
   /* Each decoded value is within one step (its block's scale) of the
    * clipped value, so ||decoded|| <= clip + sqrt(sum_blocks m scale^2).
    * The scales are the client's word: upload_check.c bounds them by
-   * top_norm and clips the decoded update (fc_upload_quant_bound). */
+   * top_norm (fc_upload_quant_scales_check) and scales the decoded update
+   * onto its bound (fc_upload_quant_clip). */
   if (rc == FEDC_OK) {
     *norm_slack = sqrt(k->q.err2);
     *top_norm = sqrt(k->q.top2);

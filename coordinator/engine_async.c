@@ -297,7 +297,6 @@ void eng_async_open(fc_engine *e, uint64_t now) {
 #define STEER_WINDOW_MS 2000
 #define STEER_MIN_RATE 5.0 /* check-ins a second: never steered below (a fleet whose slots stopped freeing) */
 
-
 static uint32_t steer(fc_engine *e, client_rec *r, uint64_t now) {
   if (!e->a_rate_at || now < e->a_rate_at) {
     e->a_rate_at = now ? now : 1;
@@ -306,8 +305,7 @@ static uint32_t steer(fc_engine *e, client_rec *r, uint64_t now) {
     double freed = (double)(e->a_freed - e->a_freed_mark) * 1000.0 / (double)(now - e->a_rate_at);
     e->a_rate_at = now;
     e->a_freed_mark = e->a_freed;
-    double rate = STEER_HEADROOM * freed;
-    e->a_steer_rate = freed > 0 ? (rate < STEER_MIN_RATE ? STEER_MIN_RATE : rate) : 0;
+    e->a_steer_rate = freed > 0 ? fmax(STEER_HEADROOM * freed, STEER_MIN_RATE) : 0;
   }
   double rate = e->cfg.pace ? e->a_steer_rate : 0;
   return rate > 0 ? eng_pace_place(e, r, now, rate) : e->cfg.poll_ms;

@@ -67,28 +67,24 @@ int fc_upload_quant_scales_check(double clip, double top_norm, char *why, size_t
   return FEDC_OK;
 }
 
-double fc_upload_quant_clip(float *x, size_t n, double clip, double slack, fc_agg_check *chk) {
-  if (!(clip > 0)) return -1;
-  double grow = sqrt(1.0 + slack * slack / (4.0 * clip * clip));
-  double radius = clip * (grow < FC_QUANT_RADIUS_MAX ? grow : FC_QUANT_RADIUS_MAX);
-  if (!(chk->l2 > radius)) return -1;
-  double before = chk->l2;
-  clip = radius;
-  double f = clip / chk->l2;
+/* x *= f in float, the new sum of squares in double. */
+static double scale_sumsq(float *x, size_t n, double f) {
   double s = 0;
   for (size_t i = 0; i < n; i++) {
     x[i] = (float)(x[i] * f);
     s += (double)x[i] * x[i];
   }
+  return s;
+}
+
+double fc_upload_quant_clip(float *x, size_t n, double clip, double slack, fc_agg_check *chk) {
+  if (!(clip > 0)) return -1;
+  double radius = clip * fmin(sqrt(1.0 + slack * slack / (4.0 * clip * clip)), FC_QUANT_RADIUS_MAX);
+  if (!(chk->l2 > radius)) return -1;
+  double before = chk->l2, f = radius / before;
+  double s = scale_sumsq(x, n, f);
   /* float rounding of the product may leave it a hair over: shrink once more */
-  if (sqrt(s) > clip) {
-    double g = clip / sqrt(s) * (1.0 - 1e-7);
-    s = 0;
-    for (size_t i = 0; i < n; i++) {
-      x[i] = (float)(x[i] * g);
-      s += (double)x[i] * x[i];
-    }
-  }
+  if (sqrt(s) > radius) s = scale_sumsq(x, n, radius / sqrt(s) * (1.0 - 1e-7));
   chk->l2 = sqrt(s);
   chk->amax *= f;
   return before;

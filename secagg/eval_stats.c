@@ -151,13 +151,9 @@ static double lower_median(double *v, size_t n) {
 void fc_eval_stats_combine(const fc_eval_stats *r, size_t n, double factor, fc_eval_stats *out) {
   memset(out, 0, sizeof *out);
   if (!n) return;
-  if (!(factor > 0)) {
-    for (size_t i = 0; i < n; i++) fc_eval_stats_add(out, &r[i]);
-    return;
-  }
   /* Caps from the lower medians: examples, mean loss, each metric's mean.
-   * Without memory for the sorts: the plain sum (the task's bounds). */
-  double *v = malloc(n * sizeof *v);
+   * factor 0, or no memory for the sorts: the plain sum (the task's bounds). */
+  double *v = factor > 0 ? malloc(n * sizeof *v) : NULL;
   if (!v) {
     for (size_t i = 0; i < n; i++) fc_eval_stats_add(out, &r[i]);
     return;
