@@ -122,9 +122,13 @@ set +e; wait "$COORD_PID" 2>/dev/null; set -e
 [ -n "${A_PID:-}" ] && kill -KILL "$A_PID" 2>/dev/null || true
 ACCEPTED=$(jq -s '[.[] | select(.kind == "update" and .outcome == "accepted")] | length' "$STATE/audit.log")
 
-# A record the replay must refuse (a second one of a, which the log should
-# never hold) followed by a good one (b's, made here: FORGED = 1 update no
-# client sent): the refused one is skipped, not a stop that cuts b's off.
+# A record the replay must refuse (a second copy of the buffered one, which
+# the log should never hold) followed by a good one of another client (a's
+# or b's, whichever did not make the buffered one, made here: FORGED = 1
+# update no client sent): the refused one is skipped, not a stop that cuts
+# the good one off. (The buffered update is b's when a killed b's upload
+# landed before the kill above: a forged record under b's name would then
+# be a second refused copy; CI saw that once under ASan.)
 # Then what a replica deposed while frozen inside a write leaves: a newer
 # leader's FENCE (token 9) and after it a record under an older token (4,
 # client c): stale, skipped, never counted.
@@ -143,13 +147,15 @@ def record(name, token, kind, values):
     body = name.ljust(72, b"\0") + rec[72:120] + struct.pack("<QII", token, kind, 0) + values
     return body + hashlib.sha256(body).digest()
 vals = rec[H:H + 4 * n]
-out = rec + record(b"b", 0, 0, vals) + record(b"", 9, 1, b"") + record(b"c", 4, 0, vals)
+other = b"b" if rec[:72].rstrip(b"\0") != b"b" else b"a"
+out = rec + record(other, 0, 0, vals) + record(b"", 9, 1, b"") + record(b"c", 4, 0, vals)
 open(path, "ab").write(out)
 PY
 FORGED=1
 start_coordinator "${COORD_ARGS[@]}"
 async_admin
-# a's and b's records fill the buffer (K = 2): published at once as v$((V + 1)).
+# The buffered record and the forged one fill the buffer (K = 2): published
+# at once as v$((V + 1)).
 wait_for bash -c "'$FEDC' status ${ADMIN[*]} --json | jq -e '.global_version >= $((V + 1))' >/dev/null" 20 ||
   fail "the buffer's updates were not replayed: $("$FEDC" status "${ADMIN[@]}" --json)"
 jq -s -e '[.[] | select(.kind == "buffer_replayed" and .updates == 2 and .skipped == 1 and .stale == 1)] |
