@@ -58,6 +58,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,6 +74,7 @@
 #include "coordinator/audit.h"
 #include "coordinator/coord_int.h"
 #include "coordinator/leader.h"
+#include "coordinator/upload_check.h"
 #include "crypto/sha256.h"
 #include "fedc/error.h"
 
@@ -394,9 +396,21 @@ int coord_async_log_update(fc_coord *c, const char *client, uint64_t round, uint
 /* Replay one record into the aggregator and the engine: the engine's
  * refusal is asked first (nothing changes), then the aggregator commits,
  * and only a committed update is counted, so the two never disagree. */
-static int replay_one(fc_coord *c, const rec_hdr *h, const float *values, size_t n) {
+static int replay_one(fc_coord *c, const rec_hdr *h, float *values, size_t n) {
   int rc = fc_engine_async_replay_check(c->engine, h->client);
   if (rc != FEDC_OK) return rc;
+  /* A record logged before quantized uploads were bounded may hold a forged
+   * update far past the clip (code 1 at the largest scale in every block).
+   * Every update accepted since is within FC_QUANT_RADIUS_MAX x the clip
+   * (plain ones within the clip): one past that is scaled onto it, as the
+   * upload path (fc_upload_quant_clip) would scale it now. */
+  fc_agg_check bound = {0, 0, 0};
+  for (size_t i = 0; i < n; i++) bound.l2 += (double)values[i] * values[i];
+  bound.l2 = sqrt(bound.l2);
+  double before = fc_upload_quant_clip(values, n, c->clip, INFINITY, &bound);
+  if (before >= 0)
+    FC_WARN(MOD, "async buffer log: update of %s has L2 norm %.6g, past %.3g x the clip norm %.6g: scaled onto it",
+            h->client, before, FC_QUANT_RADIUS_MAX, c->clip);
   fc_agg_update *u = NULL;
   if ((rc = c->agg->ops->update_begin(c->agg, 0, &u)) != FEDC_OK) return rc;
   fc_agg_check chk;

@@ -205,13 +205,16 @@ kill -KILL "$COORD_PID"
 set +e; wait "$COORD_PID" 2>/dev/null; set -e
 # The log in the format before fencing tokens (FCBUF001, as an older fedc
 # left it): still replayed, and rewritten in the new format before anything
-# is appended to it.
+# is appended to it. a's record is what a forged quantized upload left
+# before uploads were bounded (every value 1: L2 norm 88.6, the clip norm
+# 10): scaled onto 1.05 x the clip on replay, with a warning.
 python3 - "$STATE/async_buffer.log" "$V" <<'PY'
 import hashlib, struct, sys
 n = 7850  # --model 784-10
 out = b"FCBUF001" + struct.pack("<QQ", int(sys.argv[2]), n)
 for name in (b"a", b"b", b"c"):  # rec_hdr (coord_async.c): client, round, examples, staleness, bytes, loss, weight
-    body = name.ljust(72, b"\0") + struct.pack("<QQQQdd", 1, 10, 0, 100, 0.5, 1.0) + bytes(4 * n)
+    vals = struct.pack("<%df" % n, *([1.0] * n)) if name == b"a" else bytes(4 * n)
+    body = name.ljust(72, b"\0") + struct.pack("<QQQQdd", 1, 10, 0, 100, 0.5, 1.0) + vals
     out += body + hashlib.sha256(body).digest()
 open(sys.argv[1], "wb").write(out)
 PY
@@ -219,6 +222,8 @@ start_coordinator "${COORD_ARGS[@]}" --async-buffer 1 --async-concurrency 1 --ag
 async_admin
 wait_for bash -c "'$FEDC' status ${ADMIN[*]} --json | jq -e '.global_version >= $((V + 1))' >/dev/null" 20 ||
   fail "the replayed buffer was not published: $("$FEDC" status "${ADMIN[@]}" --json)"
+grep -q "update of a has L2 norm 88.6[0-9]*, past 1.05 x the clip norm 10: scaled onto it" "$T/coord.log" ||
+  fail "the over-norm record was not scaled: $(grep 'async buffer log' "$T/coord.log")"
 jq -s -e '[.[] | select(.kind == "buffer_replayed")][-1] | .updates == 2 and .skipped == 1' "$STATE/audit.log" \
   >/dev/null || fail "median replay: $(grep buffer_replayed "$STATE/audit.log" | tail -1)"
 jq -s -e --argjson v "$((V + 1))" '[.[] | select(.version == $v)][0] | .participants == 2' "$STATE/rounds.jsonl" \
