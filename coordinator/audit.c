@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/clock.h"
@@ -419,6 +420,15 @@ int fc_audit_read_log(const char *state_dir, char **buf, size_t *len, char *err,
   /* To the end as it is now, not to a size taken first: a live log grows
    * (fc_read_file reads past its fstat size). */
   int rc = fc_read_file(path, SIZE_MAX - 1, buf, len);
+  /* A last line without its newline is a record a live coordinator is
+   * still writing (a reader can see part of a write()), or one a crash tore:
+   * read again a few times before reporting it torn. */
+  for (int tries = 0; rc == FEDC_OK && *len > 0 && (*buf)[*len - 1] != '\n' && tries < 5; tries++) {
+    free(*buf);
+    *buf = NULL;
+    nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
+    rc = fc_read_file(path, SIZE_MAX - 1, buf, len);
+  }
   if (rc != FEDC_OK)
     snprintf(err, errlen, "cannot read %s: %s", path,
              rc == FEDC_ERR_NOT_FOUND ? "no such file" : rc == FEDC_ERR_NOMEM ? "out of memory" : fedc_strerror(rc));
