@@ -422,12 +422,16 @@ int fc_audit_read_log(const char *state_dir, char **buf, size_t *len, char *err,
   int rc = fc_read_file(path, SIZE_MAX - 1, buf, len);
   /* A last line without its newline is a record a live coordinator is
    * still writing (a reader can see part of a write()), or one a crash tore:
-   * read again a few times before reporting it torn. */
+   * read again a few times before reporting it torn. A read that fails
+   * then keeps what was read (the torn line is reported, not a read error). */
   for (int tries = 0; rc == FEDC_OK && *len > 0 && (*buf)[*len - 1] != '\n' && tries < 5; tries++) {
-    free(*buf);
-    *buf = NULL;
+    char *again = NULL;
+    size_t alen = 0;
     nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
-    rc = fc_read_file(path, SIZE_MAX - 1, buf, len);
+    if (fc_read_file(path, SIZE_MAX - 1, &again, &alen) != FEDC_OK) break;
+    free(*buf);
+    *buf = again;
+    *len = alen;
   }
   if (rc != FEDC_OK)
     snprintf(err, errlen, "cannot read %s: %s", path,

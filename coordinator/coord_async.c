@@ -395,22 +395,21 @@ int coord_async_log_update(fc_coord *c, const char *client, uint64_t round, uint
 
 /* Replay one record into the aggregator and the engine: the engine's
  * refusal is asked first (nothing changes), then the aggregator commits,
- * and only a committed update is counted, so the two never disagree. */
-static int replay_one(fc_coord *c, const rec_hdr *h, float *values, size_t n) {
+ * and only a committed update is counted, so the two never disagree.
+ * *scaled counts the records scaled onto the clip's bound (below). */
+static int replay_one(fc_coord *c, const rec_hdr *h, float *values, size_t n, uint32_t *scaled) {
   int rc = fc_engine_async_replay_check(c->engine, h->client);
   if (rc != FEDC_OK) return rc;
   /* A record logged before quantized uploads were bounded may hold a forged
    * update far past the clip (code 1 at the largest scale in every block).
    * Every update accepted since is within FC_QUANT_RADIUS_MAX x the clip
    * (plain ones within the clip): one past that is scaled onto it, as the
-   * upload path (fc_upload_quant_clip) would scale it now. */
+   * upload path (fc_upload_quant_clip) would scale it now. NaN/Inf are left
+   * for update_check to refuse. */
   fc_agg_check bound = {0, 0, 0};
   for (size_t i = 0; i < n; i++) bound.l2 += (double)values[i] * values[i];
   bound.l2 = sqrt(bound.l2);
-  double before = fc_upload_quant_clip(values, n, c->clip, INFINITY, &bound);
-  if (before >= 0)
-    FC_WARN(MOD, "async buffer log: update of %s has L2 norm %.6g, past %.3g x the clip norm %.6g: scaled onto it",
-            h->client, before, FC_QUANT_RADIUS_MAX, c->clip);
+  double before = isfinite(bound.l2) ? fc_upload_quant_clip(values, n, c->clip, INFINITY, &bound) : -1;
   fc_agg_update *u = NULL;
   if ((rc = c->agg->ops->update_begin(c->agg, 0, &u)) != FEDC_OK) return rc;
   fc_agg_check chk;
@@ -419,8 +418,20 @@ static int replay_one(fc_coord *c, const rec_hdr *h, float *values, size_t n) {
     c->agg->ops->update_abort(c->agg, u);
     return rc;
   }
+  /* The weight as an upload's is bounded (upload_check.c): finite, not
+   * negative, and weight x max|value| within the accumulator's range. */
+  if (!(isfinite(h->weight) && h->weight >= 0 && chk.amax * h->weight <= FC_AGG_MAX_WEIGHTED_ABS)) {
+    c->agg->ops->update_abort(c->agg, u);
+    return FEDC_ERR_INVALID;
+  }
   if ((rc = c->agg->ops->update_commit(c->agg, u, h->weight)) != FEDC_OK) return rc; /* the slot went back */
-  return fc_engine_async_replay(c->engine, h->client, h->examples, h->loss, h->staleness, h->bytes);
+  rc = fc_engine_async_replay(c->engine, h->client, h->examples, h->loss, h->staleness, h->bytes);
+  if (rc == FEDC_OK && before >= 0) {
+    FC_WARN(MOD, "async buffer log: update of %s has L2 norm %.6g, past %.3g x the clip norm %.6g: scaled onto it",
+            h->client, before, FC_QUANT_RADIUS_MAX, c->clip);
+    (*scaled)++;
+  }
+  return rc;
 }
 
 /* Rewrite the FCBUF001 log at path (its good records end at its current
@@ -493,7 +504,7 @@ void coord_async_started_locked(fc_coord *c) {
   }
   size_t n = fc_model_numel(&c->model->spec);
   log_hdr lh;
-  uint32_t replayed = 0, skipped = 0, stale = 0;
+  uint32_t replayed = 0, skipped = 0, stale = 0, scaled = 0;
   long good = 0;
   float *values = malloc(n ? n * sizeof(float) : 1);
   if (!values) { /* not a sign the log is stale: keep it for a restart with memory to spare */
@@ -557,7 +568,7 @@ void coord_async_started_locked(fc_coord *c) {
     /* A whole record that cannot count (a second one of a client, which
      * the log should never hold) is skipped, not a stop: cutting the log
      * here would lose every accepted update after it. */
-    int rc = replay_one(c, &h, values, n);
+    int rc = replay_one(c, &h, values, n, &scaled);
     if (rc != FEDC_OK) {
       FC_WARN(MOD, "async buffer log: update of %s skipped (%s)", h.client, fedc_strerror(rc));
       skipped++;
@@ -592,9 +603,9 @@ void coord_async_started_locked(fc_coord *c) {
           (unsigned long long)es.round, replayed, path, skipped, stale);
   if (c->audit)
     fc_audit_append(c->audit, "buffer_replayed",
-                    json_pack("{s:I,s:I,s:I,s:I,s:I}", "round", (json_int_t)es.round, "version",
+                    json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "round", (json_int_t)es.round, "version",
                               (json_int_t)es.version, "updates", (json_int_t)replayed, "skipped", (json_int_t)skipped,
-                              "stale", (json_int_t)stale));
+                              "stale", (json_int_t)stale, "scaled", (json_int_t)scaled));
 }
 
 int coord_async_publish_failed(fc_coord *c, int rc) {

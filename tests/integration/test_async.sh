@@ -224,7 +224,8 @@ wait_for bash -c "'$FEDC' status ${ADMIN[*]} --json | jq -e '.global_version >= 
   fail "the replayed buffer was not published: $("$FEDC" status "${ADMIN[@]}" --json)"
 grep -q "update of a has L2 norm 88.6[0-9]*, past 1.05 x the clip norm 10: scaled onto it" "$T/coord.log" ||
   fail "the over-norm record was not scaled: $(grep 'async buffer log' "$T/coord.log")"
-jq -s -e '[.[] | select(.kind == "buffer_replayed")][-1] | .updates == 2 and .skipped == 1' "$STATE/audit.log" \
+jq -s -e '[.[] | select(.kind == "buffer_replayed")][-1] | .updates == 2 and .skipped == 1 and .scaled == 1' \
+  "$STATE/audit.log" \
   >/dev/null || fail "median replay: $(grep buffer_replayed "$STATE/audit.log" | tail -1)"
 jq -s -e --argjson v "$((V + 1))" '[.[] | select(.version == $v)][0] | .participants == 2' "$STATE/rounds.jsonl" \
   >/dev/null || fail "the engine counted an update the aggregator refused: $(tail -1 "$STATE/rounds.jsonl")"

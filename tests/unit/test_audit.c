@@ -40,7 +40,8 @@ static void spit(const char *b, size_t len) {
   fclose(f);
 }
 
-/* The rest of a record a live writer appends 100 ms later. */
+/* The rest of a record a live writer appends 20 ms later (the reader
+ * waits up to 250 ms). */
 typedef struct {
   const char *rest;
   size_t len;
@@ -48,7 +49,7 @@ typedef struct {
 
 static void *finish_tail(void *arg) {
   live_tail *lt = arg;
-  nanosleep(&(struct timespec){0, 100 * 1000 * 1000}, NULL);
+  nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
   FILE *f = fopen(path, "ab");
   if (f) {
     fwrite(lt->rest, 1, lt->len, f);
