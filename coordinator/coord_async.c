@@ -406,9 +406,7 @@ static int replay_one(fc_coord *c, const rec_hdr *h, float *values, size_t n, ui
    * (plain ones within the clip): one past that is scaled onto it, as the
    * upload path (fc_upload_quant_clip) would scale it now. NaN/Inf are left
    * for update_check to refuse. */
-  fc_agg_check bound = {0, 0, 0};
-  for (size_t i = 0; i < n; i++) bound.l2 += (double)values[i] * values[i];
-  bound.l2 = sqrt(bound.l2);
+  fc_agg_check bound = {fc_l2_norm(values, n), 0, 0};
   double before = isfinite(bound.l2) ? fc_upload_quant_clip(values, n, c->clip, INFINITY, &bound) : -1;
   fc_agg_update *u = NULL;
   if ((rc = c->agg->ops->update_begin(c->agg, 0, &u)) != FEDC_OK) return rc;
