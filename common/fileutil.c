@@ -36,62 +36,70 @@
 
 #include "fedc/error.h"
 
-int fc_read_file(const char *path, size_t cap, char **out, size_t *len) {
-  int rc = FEDC_ERR_IO;
-  char *buf = NULL;
-  size_t used = 0;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return errno == ENOENT ? FEDC_ERR_NOT_FOUND : FEDC_ERR_IO;
+int fc_read_fd_more(int fd, size_t cap, char **buf, size_t *len) {
+  size_t had = *buf ? *len : 0, used = had;
   struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) goto out;
-  if ((unsigned long long)st.st_size > cap) {
-    rc = FEDC_ERR_TOO_LARGE;
-    goto out;
-  }
-  size_t room = (size_t)st.st_size; /* <= cap; grows below only if the file grows */
-  buf = malloc(room + 1);
-  if (!buf) {
-    rc = FEDC_ERR_NOMEM;
-    goto out;
-  }
+  off_t pos = lseek(fd, 0, SEEK_CUR);
+  if (pos < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) return FEDC_ERR_IO;
+  if (had > cap) return FEDC_ERR_TOO_LARGE;
+  unsigned long long expect = st.st_size > pos ? (unsigned long long)(st.st_size - pos) : 0;
+  if (expect > cap - had) return FEDC_ERR_TOO_LARGE;
+  size_t room = had + (size_t)expect; /* <= cap; grows below only if the file grows */
+  char *b = realloc(*buf, room + 1);
+  if (!b) return FEDC_ERR_NOMEM;
+  *buf = b;
+  int rc = FEDC_ERR_IO;
   for (;;) {
     if (used == room) {
       /* The file may have grown since fstat: probe one byte past the end. */
       char probe;
       ssize_t n = read(fd, &probe, 1);
       if (n < 0 && errno == EINTR) continue;
-      if (n < 0) goto out;
+      if (n < 0) goto fail;
       if (n == 0) break;
       if (used + 1 > cap) {
         rc = FEDC_ERR_TOO_LARGE;
-        goto out;
+        goto fail;
       }
       size_t newroom = room * 2 + 64 > cap ? cap : room * 2 + 64;
-      char *grown = realloc(buf, newroom + 1);
+      char *grown = realloc(b, newroom + 1);
       if (!grown) {
         rc = FEDC_ERR_NOMEM;
-        goto out;
+        goto fail;
       }
-      buf = grown;
+      *buf = b = grown;
       room = newroom;
-      buf[used++] = probe;
+      b[used++] = probe;
       continue;
     }
-    ssize_t n = read(fd, buf + used, room - used);
+    ssize_t n = read(fd, b + used, room - used);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) goto out;
+    if (n < 0) goto fail;
     if (n == 0) break;
     used += (size_t)n;
   }
-  buf[used] = '\0';
+  b[used] = '\0';
+  *len = used;
+  return FEDC_OK;
+fail:
+  b[had] = '\0'; /* what the caller had, as it was */
+  return rc;
+}
+
+int fc_read_file(const char *path, size_t cap, char **out, size_t *len) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errno == ENOENT ? FEDC_ERR_NOT_FOUND : FEDC_ERR_IO;
+  char *buf = NULL;
+  size_t used = 0;
+  int rc = fc_read_fd_more(fd, cap, &buf, &used);
+  close(fd);
+  if (rc != FEDC_OK) {
+    free(buf);
+    return rc;
+  }
   *out = buf;
   *len = used;
-  buf = NULL;
-  rc = FEDC_OK;
-out:
-  free(buf);
-  close(fd);
-  return rc;
+  return FEDC_OK;
 }
 
 #define IO_STEP (1u << 30) /* largest single write; some kernels cap one call near 2 GiB */

@@ -18,6 +18,16 @@
 int fc_read_file(const char *path, size_t cap, char **out, size_t *len);
 
 /*
+ * Read from fd's offset to its end (a regular file; one that grows while we
+ * read is read to its new end) onto *buf, which holds *len bytes already
+ * (*buf NULL: none), reallocating it; NUL-terminated, *len updated. At most
+ * cap bytes in all (FEDC_ERR_TOO_LARGE). On error *buf still holds (and is
+ * NUL-terminated after) the *len bytes it held, and stays the caller's to
+ * free, even if the call moved it.
+ */
+int fc_read_fd_more(int fd, size_t cap, char **buf, size_t *len);
+
+/*
  * Write len bytes to path with permission bits exactly `mode`, fsync'd.
  * exclusive != 0: create path with O_EXCL (FEDC_ERR_EXISTS if it exists); on
  *   failure the partial file is removed.

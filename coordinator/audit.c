@@ -418,23 +418,30 @@ int fc_audit_read_log(const char *state_dir, char **buf, size_t *len, char *err,
   char path[1100];
   snprintf(path, sizeof path, "%s/%s", state_dir, FC_AUDIT_FILE);
   /* To the end as it is now, not to a size taken first: a live log grows
-   * (fc_read_file reads past its fstat size). */
-  int rc = fc_read_file(path, SIZE_MAX - 1, buf, len);
+   * (fc_read_fd_more reads past its fstat size). */
+  int fd = open(path, O_RDONLY | O_CLOEXEC), rc = FEDC_OK;
+  *buf = NULL;
+  *len = 0;
+  if (fd < 0) rc = errno == ENOENT ? FEDC_ERR_NOT_FOUND : FEDC_ERR_IO;
+  if (rc == FEDC_OK) rc = fc_read_fd_more(fd, SIZE_MAX - 1, buf, len);
   /* A last line without its newline is a record a live coordinator is
    * still writing (a reader can see part of a write()), or one a crash tore:
-   * read again a few times before reporting it torn. A read that fails
-   * then keeps what was read (the torn line is reported, not a read error). */
+   * read on a few times before reporting it torn. On the same descriptor and
+   * from where the first read ended: the same file even if the log is
+   * replaced meanwhile, and only what was appended (a multi-GB log is not
+   * read again). A read that fails then keeps what was read (the torn line
+   * is reported, not a read error). */
   for (int tries = 0; rc == FEDC_OK && *len > 0 && (*buf)[*len - 1] != '\n' && tries < 5; tries++) {
-    char *again = NULL;
-    size_t alen = 0;
     nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
-    if (fc_read_file(path, SIZE_MAX - 1, &again, &alen) != FEDC_OK) break;
-    free(*buf);
-    *buf = again;
-    *len = alen;
+    if (fc_read_fd_more(fd, SIZE_MAX - 1, buf, len) != FEDC_OK) break;
   }
-  if (rc != FEDC_OK)
+  if (fd >= 0) close(fd);
+  if (rc != FEDC_OK) {
+    free(*buf);
+    *buf = NULL;
+    *len = 0;
     snprintf(err, errlen, "cannot read %s: %s", path,
              rc == FEDC_ERR_NOT_FOUND ? "no such file" : rc == FEDC_ERR_NOMEM ? "out of memory" : fedc_strerror(rc));
+  }
   return rc;
 }

@@ -60,8 +60,10 @@ uint64_t fc_audit_head(fc_audit *a, char hex[65]);
 /* The log's size on disk now (bytes; 0 for NULL). */
 uint64_t fc_audit_bytes(fc_audit *a);
 /* STATE/audit.log read whole, to its end as it is now (a live log grows);
- * *buf is malloc'd (caller frees). FEDC_ERR_NOT_FOUND, FEDC_ERR_IO or
- * FEDC_ERR_NOMEM with one line in err. */
+ * a last line without its newline is read on, on the same open file and
+ * only what was appended, for up to 5 x 50 ms. *buf is malloc'd (caller
+ * frees; NULL on error). FEDC_ERR_NOT_FOUND, FEDC_ERR_IO or FEDC_ERR_NOMEM
+ * with one line in err. */
 int fc_audit_read_log(const char *state_dir, char **buf, size_t *len, char *err, size_t errlen);
 
 /* ---- verification (I/O-free: over a buffer) ---- */

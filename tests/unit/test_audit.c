@@ -3,8 +3,10 @@
  * chain and survive a reopen (first contacts are remembered); verification
  * names the first broken record when records are truncated, edited,
  * reordered, removed or spliced in; a reader waits for a last line still
- * being written; a torn last line is cut off on open and
- * a broken chain refuses to open.
+ * being written, on the file it opened (a log renamed over it meanwhile is
+ * not spliced in) and reading only what was appended
+ * (fc_read_fd_more: appends, keeps what it had on error); a torn last line
+ * is cut off on open and a broken chain refuses to open.
  */
 #include <fcntl.h>
 #include <pthread.h>
@@ -16,6 +18,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "common/fileutil.h"
 #include "coordinator/audit.h"
 #include "fedc/error.h"
 
@@ -58,6 +61,48 @@ static void *finish_tail(void *arg) {
   return NULL;
 }
 
+/* A whole other log renamed over the path 20 ms into the reader's wait. */
+static void *replace_log(void *arg) {
+  const live_tail *other = arg;
+  char tmp[160];
+  nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+  snprintf(tmp, sizeof tmp, "%s.new", path);
+  FILE *f = fopen(tmp, "wb");
+  if (f) {
+    fwrite(other->rest, 1, other->len, f);
+    fclose(f);
+    rename(tmp, path);
+  }
+  return NULL;
+}
+
+/* fc_read_fd_more: reads on from the offset onto what the buffer holds;
+ * past cap it fails and the buffer is as it was. */
+static void read_more(void) {
+  spit("abc", 3);
+  int fd = open(path, O_RDONLY);
+  CHECK(fd >= 0);
+  char *b = NULL;
+  size_t n = 0;
+  CHECK_EQ_INT(fc_read_fd_more(fd, 16, &b, &n), FEDC_OK);
+  CHECK(n == 3 && strcmp(b, "abc") == 0);
+  CHECK_EQ_INT(fc_read_fd_more(fd, 16, &b, &n), FEDC_OK); /* nothing new */
+  CHECK(n == 3 && strcmp(b, "abc") == 0);
+  FILE *f = fopen(path, "ab");
+  fputs("defgh", f);
+  fclose(f);
+  CHECK_EQ_INT(fc_read_fd_more(fd, 16, &b, &n), FEDC_OK);
+  CHECK(n == 8 && strcmp(b, "abcdefgh") == 0);
+  f = fopen(path, "ab");
+  fputs("0123456789", f); /* 18 bytes in all: past a cap of 16 */
+  fclose(f);
+  CHECK_EQ_INT(fc_read_fd_more(fd, 16, &b, &n), FEDC_ERR_TOO_LARGE);
+  CHECK(n == 8 && strcmp(b, "abcdefgh") == 0);
+  free(b);
+  close(fd);
+  unlink(path);
+}
+
 /* Start offsets of each line in b (at most 64). */
 static size_t lines(const char *b, size_t len, size_t *at) {
   size_t n = 0;
@@ -81,6 +126,7 @@ int main(void) {
   snprintf(dir, sizeof dir, "/tmp/fedc-audit-XXXXXX");
   CHECK(mkdtemp(dir) != NULL);
   snprintf(path, sizeof path, "%s/%s", dir, FC_AUDIT_FILE);
+  read_more();
   char why[400];
   fc_audit *a = NULL;
   uint8_t fp1[32], fp2[32];
@@ -183,6 +229,17 @@ int main(void) {
   CHECK_EQ_INT(rlen, at[4] + 10);
   expect_bad(rb, rlen, 5, "incomplete");
   free(rb);
+  /* Another log renamed over it while the reader waits: the reader stays
+   * on the file it opened, whose last line stays torn. */
+  spit(good, at[4] + 10);
+  live_tail other = {good, at[2]};
+  CHECK_EQ_INT(pthread_create(&t, NULL, replace_log, &other), 0);
+  CHECK_EQ_INT(fc_audit_read_log(dir, &rb, &rlen, why, sizeof why), FEDC_OK);
+  pthread_join(t, NULL);
+  CHECK_EQ_INT(rlen, at[4] + 10);
+  CHECK(rb && memcmp(rb, good, rlen) == 0);
+  free(rb);
+  spit(good, at[4] + 10);
 
   /* Opening: a torn last line (crash mid-write) is cut off and the chain goes on. */
   CHECK_EQ_INT(fc_audit_open(dir, &a, why, sizeof why), FEDC_OK);
