@@ -229,4 +229,18 @@ jq -s -e '[.[] | select(.kind == "buffer_replayed")][-1] | .updates == 2 and .sk
   >/dev/null || fail "median replay: $(grep buffer_replayed "$STATE/audit.log" | tail -1)"
 jq -s -e --argjson v "$((V + 1))" '[.[] | select(.version == $v)][0] | .participants == 2' "$STATE/rounds.jsonl" \
   >/dev/null || fail "the engine counted an update the aggregator refused: $(tail -1 "$STATE/rounds.jsonl")"
+# The replayed version moved the model by what the scaled record allows: the
+# coordinate median of a (every value 10.5 / 88.6) and b (zeros) is half of
+# a, a step of 1.05 x 10 / 2 = 5.25 (unscaled, a would have moved it 44.3).
+for v in "$V" "$((V + 1))"; do
+  "$FEDC" model get "${ADMIN[@]}" --version "$v" --out "$T/r$v.safetensors" >/dev/null || fail "model get v$v"
+done
+PYTHONPATH="$IT_DIR" python3 - "$T/r$V.safetensors" "$T/r$((V + 1)).safetensors" <<'PY' || fail "the replayed version's step"
+import math, sys
+from st_floats import load
+a, b = load(sys.argv[1]), load(sys.argv[2])
+step = math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b)))
+print("%s: step %.6g, want 5.25 (the median of the scaled record and zeros)" % (sys.argv[2], step))
+sys.exit(0 if abs(step - 5.25) <= 1e-3 * 5.25 else 1)
+PY
 echo "ok: $ACCEPTED accepted updates = $COUNTED in published buffers + $BUFFERED open"
