@@ -15,10 +15,8 @@
 #   {"bench":"secagg_round","run":i,"ratio_time":..,"ratio_bytes":..}
 #   {"bench":"secagg_round","summary":true,"runs":REPEATS,"median_ratio_time":..,...}
 # stages_s: median seconds of each stage over the rounds measured, from the
-# coordinator's log (secagg: advertise, shares, masked, consistency, unmask
-# (clients train in the masked stage by default, protocol 1.18; in the
-# advertise stage with SECAGG_ARGS="--coordinator-opt=--secagg-train-first"),
-# and finalize = unmasking to the
+# coordinator's log (secagg: advertise = training + key advertisement, then
+# shares, masked, consistency, unmask, and finalize = unmasking to the
 # published model; plaintext has only the round); load1: the 1-minute load average when the mode started (the
 # machine is shared). Round 1 is left out of the medians (process start-up
 # and first connections). The SecAgg graph is the coordinator's default

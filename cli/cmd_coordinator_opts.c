@@ -340,9 +340,6 @@ const copt cc_options[] = {
               "group the same clients (whoever knows it predicts bucket-mates; 0 = CSPRNG)", 0, UINT64_MAX),
     OPT_RANGE("secagg-stage-ms", T_U64, c.engine.sa_stage_ms,
               "secure aggregation: deadline of each stage after key advertisement", 100, DAY_MS),
-    OPT_BOOL("secagg-train-first", c.engine.sa_train_first,
-             "secure aggregation: clients train before they advertise keys (the order before protocol 1.18, for clients "
-             "that do not train after the key stages); default: after the key stages, overlapping their work"),
     OPT_RANGE("secagg-offence-limit", T_U32, c.engine.offence_limit,
               "secure aggregation: rounds with bad unmask shares after which a client is left out of selection "
               "(0 = never)", 0, 1000000),

@@ -240,90 +240,6 @@ static int upload_compressed(fedc_client *c, const Fedc__V1__Task *t, const floa
   return rc;
 }
 
-/* The trainer's step of one round, into r->out: trained, the delta taken,
- * clipped, the TRAINED event emitted (r->ev keeps its fields for the
- * UPLOADED one). An rt_train_fn: under SecAgg it may run inside the
- * exchange, after the key stages (runtime_secagg.c). */
-typedef struct round_train {
-  fedc_client *c;
-  const Fedc__V1__Task *t;
-  float *out;
-  fedc_tensor_info *ti;
-  fedc_event ev;
-} round_train;
-
-static int train_update(void *ctx, uint64_t *examples_out, double *loss_out, double *norm_out, fc_status *st) {
-  round_train *r = ctx;
-  fedc_client *c = r->c;
-  const Fedc__V1__Task *t = r->t;
-  float *out = r->out;
-  size_t n = c->model_bytes / sizeof(float);
-  memcpy(out, c->weights, c->model_bytes);
-  fedc_train_config tc;
-  memset(&tc, 0, sizeof tc);
-  tc.round = t->round;
-  tc.model_version = t->model_version;
-  if (t->hyper) {
-    tc.learning_rate = t->hyper->learning_rate;
-    tc.local_epochs = t->hyper->local_epochs;
-    tc.batch_size = t->hyper->batch_size;
-    tc.momentum = t->hyper->momentum;
-    tc.seed = t->hyper->seed;
-    tc.prox_mu = t->hyper->prox_mu;
-  }
-  tc.struct_size = sizeof tc; /* the ABI rule in client.h */
-  tc.clip_norm = t->clip_norm;
-  tc.n_tensors = c->spec.n;
-  tc.tensors = r->ti;
-  char terr[300] = "";
-  tc.error = terr;
-  tc.error_len = sizeof terr;
-  int kind = FEDC_OUTPUT_WEIGHTS, rc;
-  uint64_t examples = 0;
-  double loss = 0, norm = 0, scale = 1;
-  int trc = c->trainer.train(c->trainer.ctx, &tc, c->weights, out, n, &kind, &examples, &loss);
-  terr[sizeof terr - 1] = 0;
-  if (trc == FEDC_TRAIN_UNTRAINABLE) {
-    /* Permanent (client.h): run() ends with the trainer's sentence. */
-    snprintf(st->detail, sizeof st->detail, "%s", terr[0] ? terr : "the trainer cannot train the coordinator's model");
-    return FEDC_ERR_SHAPE;
-  }
-  if (trc != 0 || examples == 0) {
-    snprintf(st->detail, sizeof st->detail, "trainer failed in round %llu%s%s", (unsigned long long)t->round,
-             terr[0] ? ": " : "", terr);
-    return FEDC_ERR_TRAINER;
-  }
-  if (!(loss >= 0 && loss <= FC_MAX_TRAIN_LOSS)) {
-    snprintf(st->detail, sizeof st->detail, "trainer reported loss %g in round %llu: must be finite and in [0, %g]",
-             loss, (unsigned long long)t->round, FC_MAX_TRAIN_LOSS);
-    return FEDC_ERR_TRAINER;
-  }
-  if ((rc = fc_stage_delta(out, c->weights, n, kind)) != FEDC_OK) {
-    snprintf(st->detail, sizeof st->detail, "trainer produced NaN/Inf in round %llu: update not sent",
-             (unsigned long long)t->round);
-    return rc;
-  }
-  /* Research: an attacker rewrites its delta here (never on a coordinator's word). */
-  if (c->byz.kind != FC_BYZ_NONE && fc_byz_apply(&c->byz, t->round, out, n) != FEDC_OK)
-    FC_WARN(MOD, "round %llu: the research attack failed; sending the honest update", (unsigned long long)t->round);
-  scale = fc_stage_clip(out, n, c->byz.kind != FC_BYZ_NONE && c->byz.unclipped ? 0.0f : t->clip_norm, &norm);
-  c->unclipped = scale == 1.0;
-  fedc_event *ev = &r->ev;
-  memset(ev, 0, sizeof *ev);
-  ev->kind = FEDC_EVENT_TRAINED;
-  ev->round = t->round;
-  ev->model_version = t->model_version;
-  ev->num_examples = examples;
-  ev->loss = loss;
-  ev->update_norm = norm;
-  ev->clip_scale = scale;
-  if (c->o.on_event) c->o.on_event(c->o.event_ctx, ev);
-  *examples_out = examples;
-  *loss_out = loss;
-  *norm_out = norm;
-  return FEDC_OK;
-}
-
 /* One selected round. Returns FEDC_OK (uploaded), FEDC_ERR_REJECTED (refused,
  * move on), a transient error (caller backs off) or a permanent one. */
 static int do_round(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
@@ -358,24 +274,84 @@ static int do_round(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
     snprintf(st->detail, sizeof st->detail, "out of memory for a %llu-byte model", (unsigned long long)c->model_bytes);
     return FEDC_ERR_NOMEM;
   }
-  round_train r = {.c = c, .t = t, .out = out, .ti = ti};
-  uint64_t examples = 0, bytes_out = 0;
-  double loss = 0, norm = 0;
-  if (t->secagg) /* trains where the task says: before the key stages or after */
-    rc = rt_secagg_round(c, t, out, train_update, &r, &examples, &loss, &norm, &bytes_out, st);
-  else if ((rc = train_update(&r, &examples, &loss, &norm, st)) != FEDC_OK)
-    ;
+  memcpy(out, c->weights, c->model_bytes);
+  fedc_train_config tc;
+  memset(&tc, 0, sizeof tc);
+  tc.round = t->round;
+  tc.model_version = t->model_version;
+  if (t->hyper) {
+    tc.learning_rate = t->hyper->learning_rate;
+    tc.local_epochs = t->hyper->local_epochs;
+    tc.batch_size = t->hyper->batch_size;
+    tc.momentum = t->hyper->momentum;
+    tc.seed = t->hyper->seed;
+    tc.prox_mu = t->hyper->prox_mu;
+  }
+  tc.struct_size = sizeof tc; /* the ABI rule in client.h */
+  tc.clip_norm = t->clip_norm;
+  tc.n_tensors = c->spec.n;
+  tc.tensors = ti;
+  char terr[300] = "";
+  tc.error = terr;
+  tc.error_len = sizeof terr;
+  int kind = FEDC_OUTPUT_WEIGHTS;
+  uint64_t examples = 0;
+  double loss = 0, norm = 0, scale = 1;
+  uint64_t bytes_out = 0;
+  int trc = c->trainer.train(c->trainer.ctx, &tc, c->weights, out, n, &kind, &examples, &loss);
+  terr[sizeof terr - 1] = 0;
+  if (trc == FEDC_TRAIN_UNTRAINABLE) {
+    /* Permanent (client.h): run() ends with the trainer's sentence. */
+    snprintf(st->detail, sizeof st->detail, "%s", terr[0] ? terr : "the trainer cannot train the coordinator's model");
+    rc = FEDC_ERR_SHAPE;
+    goto out;
+  }
+  if (trc != 0 || examples == 0) {
+    snprintf(st->detail, sizeof st->detail, "trainer failed in round %llu%s%s", (unsigned long long)t->round,
+             terr[0] ? ": " : "", terr);
+    rc = FEDC_ERR_TRAINER;
+    goto out;
+  }
+  if (!(loss >= 0 && loss <= FC_MAX_TRAIN_LOSS)) {
+    snprintf(st->detail, sizeof st->detail, "trainer reported loss %g in round %llu: must be finite and in [0, %g]",
+             loss, (unsigned long long)t->round, FC_MAX_TRAIN_LOSS);
+    rc = FEDC_ERR_TRAINER;
+    goto out;
+  }
+  if ((rc = fc_stage_delta(out, c->weights, n, kind)) != FEDC_OK) {
+    snprintf(st->detail, sizeof st->detail, "trainer produced NaN/Inf in round %llu: update not sent",
+             (unsigned long long)t->round);
+    goto out;
+  }
+  /* Research: an attacker rewrites its delta here (never on a coordinator's word). */
+  if (c->byz.kind != FC_BYZ_NONE && fc_byz_apply(&c->byz, t->round, out, n) != FEDC_OK)
+    FC_WARN(MOD, "round %llu: the research attack failed; sending the honest update", (unsigned long long)t->round);
+  scale = fc_stage_clip(out, n, c->byz.kind != FC_BYZ_NONE && c->byz.unclipped ? 0.0f : t->clip_norm, &norm);
+  c->unclipped = scale == 1.0;
+  fedc_event ev;
+  memset(&ev, 0, sizeof ev);
+  ev.kind = FEDC_EVENT_TRAINED;
+  ev.round = t->round;
+  ev.model_version = t->model_version;
+  ev.num_examples = examples;
+  ev.loss = loss;
+  ev.update_norm = norm;
+  ev.clip_scale = scale;
+  if (c->o.on_event) c->o.on_event(c->o.event_ctx, &ev);
+  if (t->secagg)
+    rc = rt_secagg_round(c, t, out, examples, loss, norm, &bytes_out, st);
   else if (t->upload_bits && t->upload_bits != 32)
     rc = upload_compressed(c, t, out, n, examples, loss, norm, &bytes_out, st);
   else
     rc = rt_upload_retrying(c, t, out, held, &c->spec, c->model_bytes, 0, examples, loss, norm, t->deadline_unix_ms,
                             &bytes_out, st);
   if (rc == FEDC_OK && c->o.on_event) {
-    r.ev.kind = FEDC_EVENT_UPLOADED;
-    r.ev.bytes_out = bytes_out;
-    r.ev.bytes_in = c->model_bytes;
-    c->o.on_event(c->o.event_ctx, &r.ev);
+    ev.kind = FEDC_EVENT_UPLOADED;
+    ev.bytes_out = bytes_out;
+    ev.bytes_in = c->model_bytes;
+    c->o.on_event(c->o.event_ctx, &ev);
   }
+out:
   rt_payload_release(held);
   free(ti);
   return rc;

@@ -140,15 +140,11 @@ void rt_leave(fedc_client *c, int rc);
  * NULL. FEDC_ERR_PROTOCOL if the task's SecAggParams (t->secagg, non-NULL)
  * are malformed; the core checks the rest (fc_sa_client_create). */
 int rt_secagg_cfg(const Fedc__V1__Task *t, uint64_t dim, fc_sa_client_cfg *cfg);
-/* Secure aggregation for task t (runtime_secagg.c): train (train(train_ctx)
- * writes the clipped delta into `delta` and sets *examples, *loss, *norm)
- * -> quantize -> mask (the whole SecAgg exchange) -> upload. Training runs
- * after the key stages when the task says train_after_keys (protocol 1.18),
- * else before the exchange. FEDC_OK when our masked input was accepted and
- * our part of the unmasking was delivered. */
-typedef int (*rt_train_fn)(void *ctx, uint64_t *examples, double *loss, double *norm, fc_status *st);
-int rt_secagg_round(fedc_client *c, const Fedc__V1__Task *t, const float *delta, rt_train_fn train, void *train_ctx,
-                    uint64_t *examples, double *loss, double *norm, uint64_t *bytes_out, fc_status *st);
+/* Secure aggregation for task t (runtime_secagg.c): quantize -> mask (the
+ * whole SecAgg exchange) -> upload of the clipped delta. FEDC_OK when our
+ * masked input was accepted and our part of the unmasking was delivered. */
+int rt_secagg_round(fedc_client *c, const Fedc__V1__Task *t, const float *delta, uint64_t examples, double loss,
+                    double norm, uint64_t *bytes_out, fc_status *st);
 /* The SecAgg exchange around any input (runtime_secagg.c): the session for
  * task t over a vector of dim entries plus the weight; fill writes the
  * unmasked input (fc_sa_entries of the session) before masking, send sends

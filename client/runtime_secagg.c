@@ -171,28 +171,22 @@ int rt_secagg_cfg(const Fedc__V1__Task *t, uint64_t dim, fc_sa_client_cfg *cfg) 
 }
 
 /* The training round's input: the clipped update, quantized and noised; sent
- * through UploadUpdate. `train` set: not trained yet (train_after_keys), the
- * fill trains first: the key stages are done and their shares out, so our
- * training overlaps the others' key work and the masked stage's wait. */
+ * through UploadUpdate. */
 typedef struct train_input {
   fedc_client *c;
   const Fedc__V1__Task *t;
   const float *delta;
-  rt_train_fn train;
-  void *train_ctx;
-  uint64_t *examples;
-  double *loss, *norm;
+  uint64_t examples;
+  double loss, norm;
   uint64_t *bytes_out;
 } train_input;
 
 static int train_fill(void *ctx, const fc_sa_params *p, uint32_t *q, fc_status *st) {
   train_input *in = ctx;
-  int rc;
-  if (in->train && (rc = in->train(in->train_ctx, in->examples, in->loss, in->norm, st)) != FEDC_OK) return rc;
   uint64_t seed = in->t->hyper ? in->t->hyper->seed : 0; /* research: fc_client_secagg_seeded_rounding */
   if (in->c->sa_seeded_rounding && !in->t->hyper) /* every client would share seed 0's rounding */
     return reject(st, "seeded rounding: the task carries no seed");
-  if (fc_stage_quantize(in->delta, *in->examples, in->c->unclipped, p, in->c->sa_seeded_rounding ? &seed : NULL, q) !=
+  if (fc_stage_quantize(in->delta, in->examples, in->c->unclipped, p, in->c->sa_seeded_rounding ? &seed : NULL, q) !=
       FEDC_OK)
     return reject(st, "cannot quantize the update");
   if (fc_stage_dp_noise(q, p) != FEDC_OK) return reject(st, "cannot draw our share of the privacy noise");
@@ -204,8 +198,7 @@ static int train_send(void *ctx, const fc_sa_params *p, uint32_t *q, uint64_t de
   fedc_client *c = in->c;
   /* Research: a client not running our code can put any weight in its
    * masked input; the mask hides it until the sum is unmasked. */
-  uint64_t examples = *in->examples;
-  if (c->byz.weight) q[p->dim] += c->byz.weight - (uint32_t)(examples < p->max_weight ? examples : p->max_weight);
+  if (c->byz.weight) q[p->dim] += c->byz.weight - (uint32_t)(in->examples < p->max_weight ? in->examples : p->max_weight);
   fc_model_spec ms;
   memset(&ms, 0, sizeof ms);
   uint64_t entries = fc_sa_entries(p);
@@ -217,25 +210,20 @@ static int train_send(void *ctx, const fc_sa_params *p, uint32_t *q, uint64_t de
     fc_sa_ring_pack(q, entries, p->ring_bits, packed);
     fc_model_spec_add(&ms, "secagg.masked", 1, &bytes);
     ms.t[0].dtype = FC_DTYPE_U8;
-    int rc = rt_upload_retrying(c, in->t, packed, NULL, &ms, bytes, 1, 0, *in->loss, *in->norm, deadline,
+    int rc = rt_upload_retrying(c, in->t, packed, NULL, &ms, bytes, 1, 0, in->loss, in->norm, deadline,
                                 in->bytes_out, st);
     free(packed);
     return rc;
   }
   fc_model_spec_add(&ms, "secagg.masked", 1, &entries);
   ms.t[0].dtype = FC_DTYPE_U32;
-  return rt_upload_retrying(c, in->t, q, NULL, &ms, entries * sizeof *q, 1, 0, *in->loss, *in->norm, deadline,
+  return rt_upload_retrying(c, in->t, q, NULL, &ms, entries * sizeof *q, 1, 0, in->loss, in->norm, deadline,
                             in->bytes_out, st);
 }
 
-int rt_secagg_round(fedc_client *c, const Fedc__V1__Task *t, const float *delta, rt_train_fn train, void *train_ctx,
-                    uint64_t *examples, double *loss, double *norm, uint64_t *bytes_out, fc_status *st) {
-  int rc;
-  if (!t->secagg->train_after_keys) { /* the order before protocol 1.18 (--secagg-train-first) */
-    if ((rc = train(train_ctx, examples, loss, norm, st)) != FEDC_OK) return rc;
-    train = NULL;
-  }
-  train_input ti = {c, t, delta, train, train_ctx, examples, loss, norm, bytes_out};
+int rt_secagg_round(fedc_client *c, const Fedc__V1__Task *t, const float *delta, uint64_t examples, double loss,
+                    double norm, uint64_t *bytes_out, fc_status *st) {
+  train_input ti = {c, t, delta, examples, loss, norm, bytes_out};
   rt_sa_input in = {c->model_bytes / sizeof(float), train_fill, train_send, &ti};
   return rt_secagg_exchange(c, t, &in, st);
 }
@@ -299,8 +287,7 @@ int rt_secagg_exchange(fedc_client *c, const Fedc__V1__Task *t, const rt_sa_inpu
   if (rc != FEDC_OK) goto fail;
   VANISH(FC_SA_SHARE_KEYS);
   if ((rc = submit(c, &req, st)) != FEDC_OK) goto fail;
-  /* Round 2: [train, under train_after_keys: while the others share] ->
-   * quantize -> mask ahead (while the others share or train) -> shares in ->
+  /* Round 2: quantize -> mask ahead (while the others share) -> shares in ->
    * the masks of neighbours that sent none out -> upload. */
   if (!(q = malloc(fc_sa_entries(p) * sizeof *q))) {
     rc = FEDC_ERR_NOMEM;

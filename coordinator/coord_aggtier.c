@@ -219,10 +219,10 @@ int coord_tier_task(fc_coord *c, const char *client, uint64_t round, int locked,
 }
 
 /* Under mu: when the open round stops taking updates: its deadline, or
- * under secure aggregation the open (masked) stage's, as the engine set it
- * (engine.h: training may be part of it). */
+ * under secure aggregation the masked stage's (each stage has sa_stage_ms
+ * from its opening). */
 uint64_t coord_tier_take_deadline(const fc_coord *c, const fc_engine_status *es) {
-  if (c->cfg.engine.secagg) return es->deadline_ms;
+  if (c->cfg.engine.secagg) return c->sa_stage_ms + c->cfg.engine.sa_stage_ms;
   return es->round_started_ms + c->cfg.engine.round_ms;
 }
 

@@ -552,17 +552,6 @@ static void forget_done(fc_engine *e) {
   for (uint32_t i = 0; i < e->nrecs; i++) e->recs[i].heard_done = 0;
 }
 
-/* Under SecAgg, when TRAINING (the advertise stage) closes short of all in:
- * clients that train after the key stages advertise as soon as they pick up
- * their task, so the stage need not wait for the round's training time past
- * a stage after the pick-up deadline (members still missing by then are
- * dropped at it). */
-static uint64_t sa_advertise_deadline(const fc_engine *e) {
-  if (e->cfg.sa_train_first) return e->deadline;
-  uint64_t d = eng_add_sat(e->pickup_deadline, e->cfg.sa_stage_ms);
-  return d < e->deadline ? d : e->deadline;
-}
-
 int fc_engine_tick(fc_engine *e, uint64_t now_ms) {
   if (e->cfg.async) return eng_async_tick(e, now_ms);
   switch (e->state) {
@@ -635,7 +624,7 @@ int fc_engine_tick(fc_engine *e, uint64_t now_ms) {
         return FC_TICK_AGGREGATE;
       }
     }
-    if (e->cfg.secagg) return e->sa_ready || now_ms >= sa_advertise_deadline(e) ? FC_TICK_SA_CLOSE : FC_TICK_NONE;
+    if (e->cfg.secagg) return e->sa_ready || now_ms >= e->deadline ? FC_TICK_SA_CLOSE : FC_TICK_NONE;
     /* Uploads still in flight at the deadline are late: their commit fails. */
     if (now_ms >= e->deadline) {
       if (e->received >= e->cfg.min_updates) {
@@ -692,14 +681,7 @@ int fc_engine_sa_advance(fc_engine *e, uint64_t now_ms) {
     return FC_TICK_AGGREGATE;
   }
   e->state = e->state == FC_ENG_TRAINING ? FC_ENG_SA_SHARE : e->state + 1;
-  uint64_t from = now_ms;
-  /* Clients training after the key stages train in the masked stage: it has
-   * the round's training time, and a stage for the upload after it. */
-  if (e->state == FC_ENG_SA_MASKED && !e->cfg.sa_train_first) {
-    uint64_t train_end = eng_add_sat(e->started_ms, e->cfg.round_ms);
-    if (train_end > from) from = train_end;
-  }
-  e->deadline = eng_add_sat(from, e->cfg.sa_stage_ms);
+  e->deadline = eng_add_sat(now_ms, e->cfg.sa_stage_ms);
   return FC_TICK_NONE;
 }
 
@@ -781,7 +763,6 @@ void fc_engine_get_status(const fc_engine *e, uint64_t now_ms, fc_engine_status 
   st->abandoned = e->abandoned;
   st->budget = e->budget;
   st->round_started_ms = e->started_ms;
-  st->deadline_ms = eng_running(e->state) ? e->deadline : 0;
 }
 
 const fc_round_stats *fc_engine_last_round(const fc_engine *e) { return &e->last; }

@@ -48,17 +48,9 @@ typedef struct fc_engine_cfg {
    * checked in; check-ins once max_clients are known) share one bucket:
    * none of them can be in a round, so sharing costs nobody a round. */
   double stranger_rate, stranger_burst;
-  /* Secure aggregation. By default clients train after the key stages
-   * (SecAggParams.train_after_keys, as Flower's SecAgg+ trains at its
-   * masked-vector stage): the advertise stage closes when all are in, at
-   * the round deadline, or sa_stage_ms after the pick-up deadline, whichever
-   * comes first; the masked stage (training included) at max(opening,
-   * round start + round_ms) + sa_stage_ms; every other stage sa_stage_ms
-   * after it opened. sa_train_first: the order of 1.x before, clients train
-   * before they advertise (advertise stage: round_ms, training included;
-   * masked stage: sa_stage_ms). */
+  /* Secure aggregation: after the advertise stage (round_ms from the start,
+   * training included) each stage may stay open sa_stage_ms. */
   int secagg;
-  int sa_train_first;
   uint64_t sa_stage_ms;
   /* Differential privacy: Poisson subsampling. Each live client is in a
    * round independently with probability cohort_fraction (cohort_size must
@@ -521,7 +513,6 @@ typedef struct fc_engine_status {
   uint64_t completed, abandoned;
   uint64_t budget;         /* 0 = unlimited */
   uint64_t round_started_ms;
-  uint64_t deadline_ms;    /* the running round's (under SecAgg: the open stage's) deadline */
 } fc_engine_status;
 void fc_engine_get_status(const fc_engine *e, uint64_t now_ms, fc_engine_status *st);
 /* Clients that checked in within the liveness window: O(clients). */

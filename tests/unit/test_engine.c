@@ -14,8 +14,6 @@
 
 static const uint8_t SHA0[FC_SHA256_LEN] = {1, 2, 3};
 
-static int train_first; /* SecAgg: cfg.sa_train_first of the next make_with */
-
 static fc_engine *make_with(uint32_t cohort, uint32_t min_updates, uint64_t rounds, uint64_t secagg_stage_ms) {
   fc_engine_cfg cfg;
   fc_engine_cfg_defaults(&cfg);
@@ -29,7 +27,6 @@ static fc_engine *make_with(uint32_t cohort, uint32_t min_updates, uint64_t roun
   cfg.seed = 42;
   cfg.secagg = secagg_stage_ms > 0;
   if (cfg.secagg) cfg.sa_stage_ms = secagg_stage_ms;
-  cfg.sa_train_first = train_first;
   fc_engine *e = NULL;
   CHECK_EQ_INT(fc_engine_create(&cfg, 1, 0, 0, SHA0, &e), FEDC_OK);
   return e;
@@ -451,15 +448,11 @@ static int state_of(fc_engine *e) {
   return st.state;
 }
 
-/* Secure aggregation, clients training before they advertise
- * (sa_train_first): TRAINING (= advertise, the round's training time) ->
- * SA_SHARE -> SA_MASKED -> SA_CONSISTENCY -> SA_UNMASK -> AGGREGATING, each
- * stage closed by "all in" (sa_ready) or its own deadline; uploads only in
- * SA_MASKED. */
+/* Secure aggregation: TRAINING (= advertise) -> SA_SHARE -> SA_MASKED ->
+ * SA_CONSISTENCY -> SA_UNMASK -> AGGREGATING, each stage closed by "all in"
+ * (sa_ready) or its own deadline; uploads only in SA_MASKED. */
 static void test_secagg_stages(void) {
-  train_first = 1;
   fc_engine *e = make_with(3, 2, 2, 700);
-  train_first = 0;
   start3(e, 0);
   for (int i = 0; i < 3; i++) CHECK_EQ_INT(checkin(e, (const char *[]){"a", "b", "c"}[i], 10, NULL), FC_CHECKIN_TRAIN);
   const char *names[8];
@@ -509,49 +502,6 @@ static void test_secagg_stages(void) {
   CHECK_EQ_INT(r->participants, 2);
   CHECK_EQ_INT(r->examples, 250);
   CHECK_EQ_INT(state_of(e), FC_ENG_WAITING);
-  fc_engine_destroy(e);
-}
-
-/* Secure aggregation, clients training after the key stages (the default):
- * the advertise stage closes a stage after the pick-up deadline at the
- * latest (1 + 1000 + 700: the round starts at 1), not at the round's (5001);
- * the masked stage holds the round's training time and a stage after it
- * (max(opening, 5001) + 700). */
-static void test_secagg_train_after_keys(void) {
-  fc_engine *e = make_with(3, 2, 2, 700);
-  start3(e, 0);
-  for (int i = 0; i < 3; i++) CHECK_EQ_INT(checkin(e, (const char *[]){"a", "b", "c"}[i], 10, NULL), FC_CHECKIN_TRAIN);
-  CHECK_EQ_INT(fc_engine_tick(e, 1700), FC_TICK_NONE);
-  CHECK_EQ_INT(fc_engine_tick(e, 1701), FC_TICK_SA_CLOSE); /* c never advertised */
-  CHECK_EQ_INT(fc_engine_sa_advance(e, 1700), FC_TICK_NONE);
-  CHECK_EQ_INT(state_of(e), FC_ENG_SA_SHARE);
-  fc_engine_status st;
-  fc_engine_get_status(e, 1700, &st);
-  CHECK_EQ_INT(st.deadline_ms, 2400); /* other stages as before */
-  fc_engine_sa_ready(e);
-  CHECK_EQ_INT(fc_engine_tick(e, 1800), FC_TICK_SA_CLOSE);
-  CHECK_EQ_INT(fc_engine_sa_advance(e, 1800), FC_TICK_NONE);
-  CHECK_EQ_INT(state_of(e), FC_ENG_SA_MASKED);
-  fc_engine_get_status(e, 1800, &st);
-  CHECK_EQ_INT(st.deadline_ms, 5701);
-  CHECK_EQ_INT(fc_engine_tick(e, 2500), FC_TICK_NONE); /* 1800 + 700: still training */
-  CHECK_EQ_INT(fc_engine_upload_begin(e, "a", 1, 0, 4900), FC_UP_OK);
-  CHECK_EQ_INT(fc_engine_upload_commit(e, "a", 1, 0, 0.5, 1000, 5100), FC_UP_OK);
-  CHECK_EQ_INT(fc_engine_tick(e, 5700), FC_TICK_NONE);
-  CHECK_EQ_INT(fc_engine_tick(e, 5701), FC_TICK_SA_CLOSE);
-  fc_engine_destroy(e);
-  /* A share stage that closes after the round's training time leaves the
-   * masked stage one stage from its opening. */
-  e = make_with(3, 2, 2, 700);
-  start3(e, 0);
-  for (int i = 0; i < 3; i++) CHECK_EQ_INT(checkin(e, (const char *[]){"a", "b", "c"}[i], 10, NULL), FC_CHECKIN_TRAIN);
-  fc_engine_sa_ready(e);
-  CHECK_EQ_INT(fc_engine_tick(e, 20), FC_TICK_SA_CLOSE);
-  CHECK_EQ_INT(fc_engine_sa_advance(e, 4900), FC_TICK_NONE);
-  CHECK_EQ_INT(fc_engine_sa_advance(e, 6000), FC_TICK_NONE);
-  fc_engine_get_status(e, 6000, &st);
-  CHECK_EQ_INT(st.state, FC_ENG_SA_MASKED);
-  CHECK_EQ_INT(st.deadline_ms, 6700);
   fc_engine_destroy(e);
 }
 
@@ -674,7 +624,6 @@ int main(void) {
   test_relayed();
   test_offences();
   test_secagg_stages();
-  test_secagg_train_after_keys();
   test_rate_limits();
   test_strangers();
   test_huge_durations();
