@@ -41,7 +41,7 @@ int fc_read_fd_more(int fd, size_t cap, char **buf, size_t *len) {
   struct stat st;
   off_t pos = lseek(fd, 0, SEEK_CUR);
   if (pos < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) return FEDC_ERR_IO;
-  if (had > cap) return FEDC_ERR_TOO_LARGE;
+  if (had > cap || cap == SIZE_MAX) return FEDC_ERR_TOO_LARGE; /* room + 1 below must not wrap */
   unsigned long long expect = st.st_size > pos ? (unsigned long long)(st.st_size - pos) : 0;
   if (expect > cap - had) return FEDC_ERR_TOO_LARGE;
   size_t room = had + (size_t)expect; /* <= cap; grows below only if the file grows */
@@ -61,7 +61,7 @@ int fc_read_fd_more(int fd, size_t cap, char **buf, size_t *len) {
         rc = FEDC_ERR_TOO_LARGE;
         goto fail;
       }
-      size_t newroom = room * 2 + 64 > cap ? cap : room * 2 + 64;
+      size_t newroom = room > (cap - 64) / 2 || cap < 64 ? cap : room * 2 + 64; /* no wrap */
       char *grown = realloc(b, newroom + 1);
       if (!grown) {
         rc = FEDC_ERR_NOMEM;
@@ -83,11 +83,14 @@ int fc_read_fd_more(int fd, size_t cap, char **buf, size_t *len) {
   return FEDC_OK;
 fail:
   b[had] = '\0'; /* what the caller had, as it was */
+  *len = had;
   return rc;
 }
 
 int fc_read_file(const char *path, size_t cap, char **out, size_t *len) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  /* O_NONBLOCK: a FIFO planted at path is refused (not a regular file)
+   * instead of blocking the open forever; regular files ignore it. */
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) return errno == ENOENT ? FEDC_ERR_NOT_FOUND : FEDC_ERR_IO;
   char *buf = NULL;
   size_t used = 0;

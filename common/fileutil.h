@@ -21,9 +21,10 @@ int fc_read_file(const char *path, size_t cap, char **out, size_t *len);
  * Read from fd's offset to its end (a regular file; one that grows while we
  * read is read to its new end) onto *buf, which holds *len bytes already
  * (*buf NULL: none), reallocating it; NUL-terminated, *len updated. At most
- * cap bytes in all (FEDC_ERR_TOO_LARGE). On error *buf still holds (and is
- * NUL-terminated after) the *len bytes it held, and stays the caller's to
- * free, even if the call moved it.
+ * cap bytes in all (FEDC_ERR_TOO_LARGE; cap < SIZE_MAX). On error *buf
+ * still holds (and is NUL-terminated after) the bytes it held, *len says
+ * how many, and *buf stays the caller's to free, even if the call moved it
+ * or allocated it from NULL.
  */
 int fc_read_fd_more(int fd, size_t cap, char **buf, size_t *len);
 

@@ -418,22 +418,46 @@ int fc_audit_read_log(const char *state_dir, char **buf, size_t *len, char *err,
   char path[1100];
   snprintf(path, sizeof path, "%s/%s", state_dir, FC_AUDIT_FILE);
   /* To the end as it is now, not to a size taken first: a live log grows
-   * (fc_read_fd_more reads past its fstat size). */
-  int fd = open(path, O_RDONLY | O_CLOEXEC), rc = FEDC_OK;
+   * (fc_read_fd_more reads past its fstat size). O_NONBLOCK|O_NOFOLLOW: a
+   * FIFO or symlink planted there is refused, not waited on or followed
+   * (the coordinator writes it with O_NOFOLLOW). */
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW), rc = FEDC_OK;
   *buf = NULL;
   *len = 0;
   if (fd < 0) rc = errno == ENOENT ? FEDC_ERR_NOT_FOUND : FEDC_ERR_IO;
   if (rc == FEDC_OK) rc = fc_read_fd_more(fd, SIZE_MAX - 1, buf, len);
   /* A last line without its newline is a record a live coordinator is
    * still writing (a reader can see part of a write()), or one a crash tore:
-   * read on a few times before reporting it torn. On the same descriptor and
-   * from where the first read ended: the same file even if the log is
-   * replaced meanwhile, and only what was appended (a multi-GB log is not
-   * read again). A read that fails then keeps what was read (the torn line
-   * is reported, not a read error). */
+   * read that line again a few times before reporting it torn. Only that
+   * line, from where it starts, and on the same descriptor: the same file
+   * even if the log is replaced meanwhile; a multi-GB log is not read
+   * again; and a torn line the coordinator cut off and wrote over (it does
+   * on open after a crash, and after a failed write) is read as it is now,
+   * not spliced to what was there (a hostile review's finding: that read as
+   * tampering). A re-read that fails, or a log that shrank below the line,
+   * keeps what was read (the torn line is reported, not a read error). */
   for (int tries = 0; rc == FEDC_OK && *len > 0 && (*buf)[*len - 1] != '\n' && tries < 5; tries++) {
     nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
-    if (fc_read_fd_more(fd, SIZE_MAX - 1, buf, len) != FEDC_OK) break;
+    size_t keep = *len;
+    while (keep > 0 && (*buf)[keep - 1] != '\n') keep--;
+    struct stat st;
+    char *tail = NULL;
+    size_t tlen = 0;
+    if (fstat(fd, &st) != 0 || (unsigned long long)st.st_size < keep || lseek(fd, (off_t)keep, SEEK_SET) < 0 ||
+        fc_read_fd_more(fd, SIZE_MAX - 1 - keep, &tail, &tlen) != FEDC_OK) {
+      free(tail);
+      break;
+    }
+    char *grown = tlen > *len - keep ? realloc(*buf, keep + tlen + 1) : *buf;
+    if (!grown) {
+      free(tail);
+      break;
+    }
+    memcpy(grown + keep, tail, tlen);
+    grown[keep + tlen] = '\0';
+    *buf = grown;
+    *len = keep + tlen;
+    free(tail);
   }
   if (fd >= 0) close(fd);
   if (rc != FEDC_OK) {

@@ -4,9 +4,11 @@
  * names the first broken record when records are truncated, edited,
  * reordered, removed or spliced in; a reader waits for a last line still
  * being written, on the file it opened (a log renamed over it meanwhile is
- * not spliced in) and reading only what was appended
- * (fc_read_fd_more: appends, keeps what it had on error); a torn last line
- * is cut off on open and a broken chain refuses to open.
+ * not spliced in), re-reading only that line (one a restarting coordinator
+ * cut off and wrote over reads as the log is now); a FIFO or symlink in the
+ * log's place is refused (fc_read_fd_more: appends, keeps what it had on
+ * error); a torn last line is cut off on open and a broken chain refuses to
+ * open.
  */
 #include <fcntl.h>
 #include <pthread.h>
@@ -61,11 +63,12 @@ static void *finish_tail(void *arg) {
   return NULL;
 }
 
-/* A whole other log renamed over the path 20 ms into the reader's wait. */
+/* A whole other log renamed over the path 100 ms into the reader's wait
+ * (which is 250 ms: the reader has opened the first by then). */
 static void *replace_log(void *arg) {
   const live_tail *other = arg;
   char tmp[160];
-  nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+  nanosleep(&(struct timespec){0, 100 * 1000 * 1000}, NULL);
   snprintf(tmp, sizeof tmp, "%s.new", path);
   FILE *f = fopen(tmp, "wb");
   if (f) {
@@ -73,6 +76,20 @@ static void *replace_log(void *arg) {
     fclose(f);
     rename(tmp, path);
   }
+  return NULL;
+}
+
+/* A coordinator starting 100 ms into the reader's wait: it cuts the torn
+ * last line off and appends two records where it was. */
+static void *restart_writer(void *arg) {
+  (void)arg;
+  fc_audit *w = NULL;
+  char why[300];
+  nanosleep(&(struct timespec){0, 100 * 1000 * 1000}, NULL);
+  if (fc_audit_open(dir, &w, why, sizeof why) != FEDC_OK) return NULL;
+  fc_audit_append(w, "admin", json_pack("{s:s}", "action", "pause"));
+  fc_audit_append(w, "admin", json_pack("{s:s}", "action", "resume"));
+  fc_audit_close(w);
   return NULL;
 }
 
@@ -239,6 +256,26 @@ int main(void) {
   CHECK_EQ_INT(rlen, at[4] + 10);
   CHECK(rb && memcmp(rb, good, rlen) == 0);
   free(rb);
+  /* The torn line cut off and written over by a restarting coordinator
+   * while the reader waits: read as the log is now, six good records, not
+   * the old torn bytes spliced to the new ones. */
+  spit(good, at[4] + 10);
+  CHECK_EQ_INT(pthread_create(&t, NULL, restart_writer, NULL), 0);
+  CHECK_EQ_INT(fc_audit_read_log(dir, &rb, &rlen, why, sizeof why), FEDC_OK);
+  pthread_join(t, NULL);
+  fc_audit_report rr;
+  CHECK_EQ_INT(fc_audit_verify(rb, rlen, &rr), FEDC_OK);
+  CHECK_EQ_INT(rr.records, 6);
+  free(rb);
+  /* A FIFO or a symlink where the log should be: refused, not waited on or followed. */
+  unlink(path);
+  CHECK_EQ_INT(mkfifo(path, 0600), 0);
+  CHECK_EQ_INT(fc_audit_read_log(dir, &rb, &rlen, why, sizeof why), FEDC_ERR_IO);
+  CHECK(rb == NULL);
+  unlink(path);
+  CHECK_EQ_INT(symlink("/etc/hostname", path), 0);
+  CHECK_EQ_INT(fc_audit_read_log(dir, &rb, &rlen, why, sizeof why), FEDC_ERR_IO);
+  unlink(path);
   spit(good, at[4] + 10);
 
   /* Opening: a torn last line (crash mid-write) is cut off and the chain goes on. */
