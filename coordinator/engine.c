@@ -398,12 +398,17 @@ static int upload_begin(fc_engine *e, const char *client, uint64_t round, uint64
     e->retry_ms = wait;
     return FC_UP_RATE_LIMITED;
   }
-  if (relayed && !e->cfg.async && r->left && r->rstate == CR_DROPPED && r->round == e->round && round == e->round &&
+  if (relayed && !e->cfg.async && r->left_round == e->round && r->rstate == CR_DROPPED && r->round == e->round &&
+      round == e->round &&
       e->state == FC_ENG_TRAINING && version == e->version && now_ms < e->deadline && r->last_done != round) {
     /* Undo fc_engine_leave's drop of a tasked member (a member that never
      * took its task was never assigned an aggregator, so none names it),
      * only when the checks below will take the update: a refused one must
-     * leave it dropped, or the round would wait for it again. */
+     * leave it dropped, or the round would wait for it again. Keyed on
+     * left_round, which a later check-in does not clear: a client restarted
+     * after its update reached the aggregator (Leave on SIGTERM, then a
+     * check-in) made the leader refuse its aggregator's whole partial, every
+     * other member's update with it (a hostile review's finding). */
     r->rstate = CR_TASKED;
     e->tasked++;
     e->selected++;
@@ -467,7 +472,7 @@ void fc_engine_upload_abort(fc_engine *e, const char *client, uint64_t round, ui
   }
   if (!r || r->round != round || r->rstate != CR_UPLOADING) return;
   e->uploading--;
-  if (r->left) {
+  if (r->left_round == round && round) {
     /* Taken back by a relayed begin (a member that left after handing its
      * update to an aggregator) whose partial was then refused: dropped again,
      * as fc_engine_leave left it, or the round would wait for it. */
@@ -510,6 +515,7 @@ int fc_engine_leave(fc_engine *e, const char *client, uint64_t now_ms, fc_leave_
   default: return idle; /* its update already counts, or it was dropped before */
   }
   info->round = e->round;
+  if (r->rstate != CR_SELECTED) r->left_round = e->round; /* it held its task: an aggregator may have its update */
   r->rstate = CR_DROPPED;
   e->selected--;
   e->lost++;

@@ -24,6 +24,8 @@ typedef struct client_rec {
   uint32_t offences;      /* secure aggregation: rounds in which it sent bad unmask shares */
   uint64_t excluded_until; /* not selected before this engine time (repeat offenders) */
   uint8_t left;       /* said Leave: not live until it checks in again */
+  uint64_t left_round; /* the round whose task Leave dropped (a relayed update of it is taken back; a check-in
+                        * does not clear it, unlike `left`) */
   uint8_t heard_done; /* was answered DONE since the federation finished (the drain waits for it) */
   uint8_t ev_capable; /* said at its last check-in that it can evaluate (protocol 1.7) */
   uint8_t ev_state;   /* enum client_eval_state, for evaluation ev_round */

@@ -577,8 +577,8 @@ static void test_offences(void) {
 /* An update an aggregator took and names in a partial (issue 23): no token
  * charged, so a client that drains its own upload tokens at the leader
  * cannot void the partial; a member that said Leave after handing its update
- * over is taken back, and the round counts it (review of the SecAgg tier,
- * finding 1). */
+ * over is taken back, even after checking in again, and the round counts it
+ * (reviews of the SecAgg tier, finding 1, and of the tier, 2026-12-06). */
 static void test_relayed(void) {
   fc_engine *e = make(3, 2, 2);
   start3(e, 0);
@@ -597,6 +597,10 @@ static void test_relayed(void) {
   /* b leaves (its update already at an aggregator), then its partial arrives. */
   fc_leave_info li;
   CHECK(fc_engine_leave(e, "b", 30, &li) == FC_LEAVE_DROPPED || li.replacement[0] == 0);
+  /* ... and checks in again (a restarted fedc client: Leave on SIGTERM, then
+   * a check-in): still taken back below (a hostile review found the check-in
+   * cleared the mark and its aggregator's whole partial was refused). */
+  CHECK_EQ_INT(checkin(e, "b", 35, &t), FC_CHECKIN_WAIT);
   CHECK_EQ_INT(fc_engine_upload_begin(e, "b", 1, 0, 40), FC_UP_NOT_IN_ROUND); /* directly: refused as before */
   /* A relayed update the round refuses (another version) leaves b dropped. */
   CHECK_EQ_INT(fc_engine_upload_begin_relayed(e, "b", 1, 5, 40), FC_UP_NOT_IN_ROUND);
