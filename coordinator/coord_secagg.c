@@ -500,8 +500,17 @@ static int sa_bucket_sane(const fc_sa_params *p, const float *mean, uint32_t cou
  * what the rounding adds (each input's rounding moves each coordinate of
  * the sum by < 1: sqrt(dim) x count / (scale x W) on the mean). An
  * aggregator adds its partial sums unseen; one that adds a vector of its own
- * would otherwise publish it (docs/design.md). Not under distributed DP (the
- * noise has its own check, sa_dp_check) nor without a clip. */
+ * would otherwise publish it (docs/design.md). Under distributed DP the
+ * bound widens by the summed noise's norm with a tail no honest round
+ * reaches: each of `total` clients adds discrete Gaussian noise of sigma
+ * dp_sigma (ring units) to each coordinate, sub-Gaussian with that
+ * parameter (Canonne, Kamath, Steinke 2020), so the sum's noise vector has
+ * norm <= sigma sqrt(total) (sqrt(dim) + t) but with probability about
+ * exp(-t^2 / 2) (Gaussian concentration of the norm, a 1-Lipschitz
+ * function); here 1.1 sqrt(dim) + 12, far past that (a hostile review found
+ * the check skipped under DP: a lying aggregator's 2^30 per word
+ * published). A shift within the noise's own size still passes: DP's noise
+ * hides it as it hides an honest update. Not without a clip. */
 static int sa_tier_sane(const fc_sa_params *p, const float *mean, uint32_t count, uint64_t total, char *why,
                         size_t whylen) {
   if (total < count || total > (uint64_t)count * p->max_weight) {
@@ -510,16 +519,20 @@ static int sa_tier_sane(const fc_sa_params *p, const float *mean, uint32_t count
              (unsigned long long)p->max_weight);
     return FEDC_ERR_REJECTED;
   }
-  if (p->dp_sigma > 0 || !(p->clip > 0)) return FEDC_OK;
+  if (!(p->clip > 0)) return FEDC_OK;
   fc_agg_check chk;
   if (fc_agg_check_f32(mean, p->dim, &chk) != FEDC_OK) {
     snprintf(why, whylen, "unmasked mean has NaN/Inf");
     return FEDC_ERR_REJECTED;
   }
-  double bound = ((double)p->clip + sqrt((double)p->dim) * count / (fc_sa_params_scale(p) * (double)total)) * (1 + 1e-4);
+  double scale_w = fc_sa_params_scale(p) * (double)total;
+  double noise = p->dp_sigma > 0 ? p->dp_sigma * sqrt((double)total) * (1.1 * sqrt((double)p->dim) + 12.0) / scale_w : 0;
+  double bound = ((double)p->clip + sqrt((double)p->dim) * count / scale_w + noise) * (1 + 1e-4);
   if (chk.l2 > bound) {
-    snprintf(why, whylen, "the weighted mean of %u inputs has L2 norm %.4g, over the clip %.4g: a client or an "
-                          "aggregator sent an input outside the clip", count, chk.l2, (double)p->clip);
+    char plus[80] = "";
+    if (noise > 0) snprintf(plus, sizeof plus, " plus the privacy noise's bound %.4g", noise);
+    snprintf(why, whylen, "the weighted mean of %u inputs has L2 norm %.4g, over the clip %.4g%s: a client or an "
+                          "aggregator sent an input outside the clip", count, chk.l2, (double)p->clip, plus);
     return FEDC_ERR_REJECTED;
   }
   return FEDC_OK;

@@ -10,7 +10,10 @@
 #      updates reads about 1 (it would read about 0 if the bits were lost),
 #      and the clip falls.
 #   2. Distributed DP under secure aggregation: the clients add the noise,
-#      the aggregators sum masked inputs, the leader unmasks and checks it.
+#      the aggregators sum masked inputs, the leader unmasks and checks it
+#      (within the clip plus the noise's bound: an honest round passes).
+#   3. The same with a lying aggregator adding 2^30 to every word of its
+#      masked partials: refused once unmasked, not published.
 # Real processes on 127.0.0.1 over mutual TLS: one etcd member, a leader, two
 # aggregators, four clients. Skipped (77) without etcd/etcdctl.
 set -euo pipefail
@@ -69,5 +72,30 @@ run distributed 1 --cohort 0 --cohort-fraction 1 --min-updates 4 --secagg --dp-n
 grep -q "distributed DP: 4 survivors added noise" "$T/leader-distributed.log" ||
   fail "no distributed DP: $(grep -v DEBUG "$T/leader-distributed.log" | tail -5)"
 grep -q "masked partial from aggregator" "$T/leader-distributed.log" || fail "no masked partial"
+grep -q "outside the clip" "$T/leader-distributed.log" && fail "distributed: the honest round's noise was refused"
+
+# 3. Distributed DP with a lying aggregator (`--byzantine-add`, research):
+#    2^30 in every model word of ag2's masked partial sums, far past the clip
+#    plus the noise's bound once unmasked: refused, not published (a hostile
+#    review found the check skipped under DP, and v1 published at 2^30).
+"${ETCDCTL[@]}" del --prefix /fedc/itest >/dev/null
+pl=$(free_port)
+start_bg leader-byz "$FEDC" coordinator "${BASE[@]}" --rounds 1 --state "$T/byz" --listen "127.0.0.1:$pl" \
+  --port-file "$T/byz.port" "${ETCD_TLS[@]}" --etcd-lease-ttl 2 --aggregator-tier --cohort 0 --cohort-fraction 1 \
+  --min-updates 4 --secagg --dp-noise-multiplier 0.5 --dp-target-epsilon 0
+wait_for test -s "$T/byz.port" 20 || fail "byz: the leader never led"
+for g in ag1 ag2; do
+  extra=()
+  [ "$g" = ag2 ] && extra=(--byzantine-add 1073741824)
+  start_bg "agg-byz-$g" "$FEDC" aggregator --pki "$T/pki" --name "$g" --coordinator "127.0.0.1:$pl" \
+    --listen 127.0.0.1:0 "${ETCD_TLS[@]}" --etcd-lease-ttl 2 --log info "${extra[@]}"
+  wait_for grep -q "aggregator $g registered" "$T/leader-byz.log" 20 || fail "byz: $g not registered"
+done
+start_clients "127.0.0.1:$pl" byz
+wait_for grep -q "plus the privacy noise's bound" "$T/leader-byz.log" 60 ||
+  fail "byz: the lying aggregator's sum was not refused under DP: $(grep -v DEBUG "$T/leader-byz.log" | tail -6)"
+grep -q "research: added 1073741824" "$T/agg-byz-ag2.log" || fail "byz: ag2 did not lie"
+[ ! -e "$T/byz/models/v000001.safetensors" ] || fail "byz: a round with the lying aggregator's sum was published"
+stop_clients byz
 echo "central: $(cut -d' ' -f5- "$T/fractions" | tr '\n' ';')"
 echo "PASS"

@@ -2,7 +2,8 @@
  * test_agg_tier.c - the leader's side of the aggregator tier (issue 23):
  * registry values, assignment by load (round-robin, stable within a round),
  * the partial checks (unknown aggregator, wrong round, wrong shape, a client
- * of another aggregator, a task named twice or counted twice, weights that
+ * of another aggregator, more names than it was assigned, a task named
+ * twice or counted twice, weights that
  * do not follow the rule or do not add up, a sum past the clip bound), and
  * that folding the partials of two aggregators gives the FedAvg of one
  * process over the same updates.
@@ -114,6 +115,22 @@ static void test_checks(void) {
   CHECK(strstr(why, "twice") != NULL);
   ups[1] = (fc_tier_update){"c2", 500, 100, 0};
   p.total_weight = 150;
+  /* More names than clients assigned to it (a1 has two): refused before any
+   * per-name work, here 65,536 names (a hostile review: looked up one by one
+   * among the assignments under the leader's lock, they held it for
+   * seconds at a large cohort). */
+  {
+    enum { MANY = 65536 };
+    fc_tier_update *many = calloc(MANY, sizeof *many);
+    CHECK(many != NULL);
+    for (size_t i = 0; many && i < MANY; i++) many[i] = (fc_tier_update){"c0", 50, 50, 0};
+    fc_tier_partial big = p;
+    big.updates = many;
+    big.n = MANY;
+    CHECK_EQ_INT(fc_tier_check_partial(t, &big, &e, why, sizeof why), FEDC_ERR_INVALID);
+    CHECK(strstr(why, "was assigned 2 clients") != NULL);
+    free(many);
+  }
   /* A client of another aggregator. */
   ups[1].client = "c1";
   CHECK_EQ_INT(fc_tier_check_partial(t, &p, &e, why, sizeof why), FEDC_ERR_INVALID);
