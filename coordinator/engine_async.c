@@ -235,6 +235,21 @@ static void give_up(fc_engine *e, client_rec *r) {
 
 static int holds_task(const client_rec *r) { return r->rstate == CR_TASKED || r->rstate == CR_UPLOADING; }
 
+/* Its task ran past its deadline unfinished (the scan below, or a begin or
+ * commit that came LATE): the slot is freed and the client gets no task for
+ * round_ms. Without the pause one identity that never uploads, knowing its
+ * deadline, took the freed slot straight back, again and again (a hostile
+ * review: with C = 1 it held the only slot for an hour); a pause for the
+ * whole buffer instead (a buffer has no deadline) stalled the federation
+ * for good once every client's task expired together (an outage longer than
+ * round_ms: a second review). So a hog holds at most about half the time of
+ * one slot, and a fleet that timed out comes back after round_ms. */
+static void expired(fc_engine *e, client_rec *r, uint64_t now) {
+  free_slot(e, r);
+  r->a_barred_until = eng_add_sat(now, e->cfg.round_ms);
+  e->a_expired++;
+}
+
 /* Tasks past their deadline free their slots; tasks past async_slot_ms stop
  * counting against the concurrency but run on (released: a straggler no
  * longer keeps a fast client from a task; its update is still taken if it
@@ -251,12 +266,7 @@ static void expire(fc_engine *e, uint64_t now) {
     if (r->rstate == CR_UPLOADING && now < r->a_up_at) r->a_up_at = now; /* the clock stepped back: once */
     if (r->rstate == CR_UPLOADING && !r->a_overdue && now - r->a_up_at >= hold) make_overdue(e, r, now, 1);
     if (r->rstate == CR_TASKED && now >= r->a_deadline) {
-      /* As if it gave the task up: no task of this buffer again. Otherwise
-       * one identity that never uploads, knowing its deadline, takes the
-       * freed slot back at once, again and again (a hostile review: with C
-       * = 1 it held the only slot for an hour). */
-      give_up(e, r);
-      e->a_expired++;
+      expired(e, r, now);
     } else if (e->cfg.async_slot_ms && holds_task(r) && !r->a_released && now >= r->a_slot_until) {
       r->a_released = 1;
       if (e->a_training) e->a_training--;
@@ -334,6 +344,11 @@ int eng_async_checkin(fc_engine *e, client_rec *r, uint64_t now, fc_task_info *t
   /* Not this buffer's task again: a runtime whose update was refused does
    * not take a task of the same round id twice (it would hold the slot). */
   if (r->a_gaveup == e->round) return FC_CHECKIN_WAIT;
+  if (r->a_barred_until > now) { /* its last task expired (expired()) */
+    uint64_t left = r->a_barred_until - now;
+    *retry_ms = left > UINT32_MAX ? UINT32_MAX : (uint32_t)left;
+    return FC_CHECKIN_WAIT;
+  }
   if (e->state != FC_ENG_TRAINING || e->paused || e->blocked || r->excluded_until > now)
     return FC_CHECKIN_WAIT;
   if (r->a_buf == e->round || e->a_training >= e->cfg.async_concurrency) {
@@ -366,8 +381,7 @@ int eng_async_upload_begin(fc_engine *e, client_rec *r, uint64_t round, uint64_t
   }
   if (version != r->a_version || version > e->version) return FC_UP_WRONG_VERSION;
   if (now >= r->a_deadline) {
-    free_slot(e, r);
-    e->a_expired++;
+    expired(e, r, now);
     return FC_UP_LATE;
   }
   if (e->state == FC_ENG_DONE) {
@@ -442,6 +456,8 @@ int eng_async_upload_commit(fc_engine *e, client_rec *r, uint64_t round, uint64_
       end_upload(e, r);
       r->rstate = CR_TASKED;
       e->retry_ms = full_retry_ms(e);
+    } else if (v == FC_UP_LATE && now >= r->a_deadline) {
+      expired(e, r, now); /* frees the slot, its upload's place with it */
     } else if (v != FC_UP_NOT_IN_ROUND) {
       if (v == FC_UP_STALE) e->a_stale_refused++;
       free_slot(e, r);

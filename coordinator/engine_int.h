@@ -36,6 +36,7 @@ typedef struct client_rec {
    * buffer its last update went into, the staleness of the upload in progress */
   uint64_t a_version, a_deadline, a_buf, a_stale;
   uint64_t a_gaveup;  /* async: the buffer in which it gave a task up (it waits for the next) */
+  uint64_t a_barred_until; /* async: its last task expired unfinished: no task before then (engine time) */
   uint64_t a_full_retry_at; /* async: when its last BUFFER_FULL told it to come back (engine time) */
   uint64_t a_slot_until;    /* async: its task stops counting against the concurrency then (async_slot_ms) */
   uint8_t a_released;       /* async: its task runs past async_slot_ms, no longer counted in a_training */

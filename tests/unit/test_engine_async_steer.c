@@ -16,8 +16,10 @@
  *     updates where slots free slowly (re-placing it on every early
  *     check-in pushed the shared schedule ahead: a hostile review measured
  *     53% fewer);
- *   - a task that expires unfinished is given up: its holder gets no task
- *     of that buffer again, so it cannot take the freed slot straight back.
+ *   - a task that expires unfinished (the scan, or a begin that comes
+ *     LATE) pauses its holder for round_ms, so it cannot take the freed
+ *     slot straight back; a fleet whose tasks all expired (an outage) gets
+ *     tasks again after that, not never.
  */
 #include <stdio.h>
 #include <string.h>
@@ -165,7 +167,42 @@ static void test_expired_task(void) {
   CHECK_EQ_INT(fc_engine_checkin(e, "honest", 20, &t, &retry), FC_CHECKIN_WAIT);
   fc_engine_tick(e, 1020); /* past the hog's deadline (1010): its slot is freed */
   CHECK_EQ_INT(fc_engine_checkin(e, "hog", 1021, &t, &retry), FC_CHECKIN_WAIT);
+  CHECK(retry >= 900); /* paused for round_ms from the expiry */
   CHECK_EQ_INT(fc_engine_checkin(e, "honest", 1100, &t, &retry), FC_CHECKIN_TRAIN);
+  /* A begin that comes LATE (before the scan saw the deadline) pauses it too. */
+  fc_task_info ht = t;
+  CHECK_EQ_INT(fc_engine_upload_begin(e, "honest", ht.round, ht.version, ht.deadline_ms + 1), FC_UP_LATE);
+  CHECK_EQ_INT(fc_engine_checkin(e, "honest", ht.deadline_ms + 2, &t, &retry), FC_CHECKIN_WAIT);
+  CHECK_EQ_INT(fc_engine_checkin(e, "hog", ht.deadline_ms + 3, &t, &retry), FC_CHECKIN_TRAIN);
+  fc_engine_destroy(e);
+}
+
+/* C = 2, K = 2: both tasks expire in an outage; both clients get tasks
+ * again round_ms later (a pause for the whole buffer never ended). */
+static void test_outage(void) {
+  fc_engine_cfg cfg;
+  fc_engine_cfg_defaults(&cfg);
+  cfg.min_clients = 0;
+  cfg.async = 1;
+  cfg.async_concurrency = 2;
+  cfg.async_buffer = 2;
+  cfg.max_staleness = 50;
+  cfg.rounds = 0;
+  cfg.round_ms = 1000;
+  cfg.client_ttl_ms = 100000;
+  cfg.poll_ms = POLL_MS;
+  cfg.upload_rate = 0;
+  fc_engine *e = NULL;
+  CHECK_EQ_INT(fc_engine_create(&cfg, 1, 0, 1, SHA0, &e), FEDC_OK);
+  fc_task_info t;
+  uint32_t retry;
+  fc_engine_tick(e, 0);
+  CHECK_EQ_INT(fc_engine_checkin(e, "a", 10, &t, &retry), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(fc_engine_checkin(e, "b", 10, &t, &retry), FC_CHECKIN_TRAIN);
+  fc_engine_tick(e, 2500); /* both expired during the outage */
+  CHECK_EQ_INT(fc_engine_checkin(e, "a", 2600, &t, &retry), FC_CHECKIN_WAIT);
+  CHECK_EQ_INT(fc_engine_checkin(e, "a", 3600, &t, &retry), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(fc_engine_checkin(e, "b", 3600, &t, &retry), FC_CHECKIN_TRAIN);
   fc_engine_destroy(e);
 }
 
@@ -173,6 +210,7 @@ int main(void) {
   test_large_fleet();
   test_early_checkins();
   test_expired_task();
+  test_outage();
   test_small_fleet();
   return CHECK_DONE();
 }
