@@ -13,6 +13,11 @@
 #   stop_pids PID...      SIGTERM and reap these (gone already: fine)
 #   weights_sha STATE V   SHA-256 of version V's weights in STATE, checked
 #                         against its signed manifest (`fedc model verify`)
+#   byz_round TAG ADD WAIT_FOR ARGS...
+#       a leader (BASE plus ARGS) with ag1 honest and ag2 adding ADD to every
+#       model word of its masked partial sums (`--byzantine-add`, research),
+#       then the clients; passes once the leader's log says WAIT_FOR (within
+#       60 s), ag2 says it lied, and no version 1 was published
 #   same_bits DIST SINGLE LAST [TAG]
 #                         versions 0..LAST of both stores have the same weight
 #                         digests, and LAST is not version 0 (training moved it)
@@ -59,6 +64,29 @@ stop_clients() { # TAG
     v="CPID_${1}_$n"
     stop_pids "${!v}"
   done
+}
+
+byz_round() { # TAG ADD WAIT_FOR ARGS...
+  local tag=$1 add=$2 want=$3 pl g extra
+  shift 3
+  "${ETCDCTL[@]}" del --prefix /fedc/itest >/dev/null
+  pl=$(free_port)
+  start_bg "leader-$tag" "$FEDC" coordinator "${BASE[@]}" --state "$T/$tag" --listen "127.0.0.1:$pl" \
+    --port-file "$T/$tag.port" "${ETCD_TLS[@]}" --etcd-lease-ttl 2 --aggregator-tier "$@"
+  wait_for test -s "$T/$tag.port" 20 || fail "$tag: the leader never led"
+  for g in ag1 ag2; do
+    extra=()
+    [ "$g" = ag2 ] && extra=(--byzantine-add "$add")
+    start_bg "agg-$tag-$g" "$FEDC" aggregator --pki "$T/pki" --name "$g" --coordinator "127.0.0.1:$pl" \
+      --listen 127.0.0.1:0 "${ETCD_TLS[@]}" --etcd-lease-ttl 2 --log info "${extra[@]}"
+    wait_for grep -q "aggregator $g registered" "$T/leader-$tag.log" 20 || fail "$tag: $g not registered"
+  done
+  start_clients "127.0.0.1:$pl" "$tag"
+  wait_for grep -q "$want" "$T/leader-$tag.log" 60 ||
+    fail "$tag: the lying aggregator's sum was not refused: $(grep -v DEBUG "$T/leader-$tag.log" | tail -6)"
+  grep -q "research: added $add" "$T/agg-$tag-ag2.log" || fail "$tag: ag2 did not lie"
+  [ ! -e "$T/$tag/models/v000001.safetensors" ] || fail "$tag: a round with the lying aggregator's sum was published"
+  stop_clients "$tag"
 }
 
 same_bits() { # DIST SINGLE LAST [TAG]

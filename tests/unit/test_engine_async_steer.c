@@ -143,15 +143,14 @@ static void test_early_checkins(void) {
   CHECK(attacked.uploads * 100 >= honest.uploads * 95);
 }
 
-/* C = 1, one task: its holder never uploads and checks in right after its
- * deadline; the freed slot goes to the other client, not back to it. */
-static void test_expired_task(void) {
+/* Async, concurrency conc, buffer buf, tasks of 1 s, started (tick 0). */
+static fc_engine *small_engine(uint32_t conc, uint32_t buf) {
   fc_engine_cfg cfg;
   fc_engine_cfg_defaults(&cfg);
   cfg.min_clients = 0;
   cfg.async = 1;
-  cfg.async_concurrency = 1;
-  cfg.async_buffer = 1;
+  cfg.async_concurrency = conc;
+  cfg.async_buffer = buf;
   cfg.max_staleness = 50;
   cfg.rounds = 0;
   cfg.round_ms = 1000;
@@ -160,9 +159,16 @@ static void test_expired_task(void) {
   cfg.upload_rate = 0;
   fc_engine *e = NULL;
   CHECK_EQ_INT(fc_engine_create(&cfg, 1, 0, 1, SHA0, &e), FEDC_OK);
+  fc_engine_tick(e, 0);
+  return e;
+}
+
+/* C = 1, one task: its holder never uploads and checks in right after its
+ * deadline; the freed slot goes to the other client, not back to it. */
+static void test_expired_task(void) {
+  fc_engine *e = small_engine(1, 1);
   fc_task_info t;
   uint32_t retry;
-  fc_engine_tick(e, 0);
   CHECK_EQ_INT(fc_engine_checkin(e, "hog", 10, &t, &retry), FC_CHECKIN_TRAIN);
   CHECK_EQ_INT(fc_engine_checkin(e, "honest", 20, &t, &retry), FC_CHECKIN_WAIT);
   fc_engine_tick(e, 1020); /* past the hog's deadline (1010): its slot is freed */
@@ -180,23 +186,9 @@ static void test_expired_task(void) {
 /* C = 2, K = 2: both tasks expire in an outage; both clients get tasks
  * again round_ms later (a pause for the whole buffer never ended). */
 static void test_outage(void) {
-  fc_engine_cfg cfg;
-  fc_engine_cfg_defaults(&cfg);
-  cfg.min_clients = 0;
-  cfg.async = 1;
-  cfg.async_concurrency = 2;
-  cfg.async_buffer = 2;
-  cfg.max_staleness = 50;
-  cfg.rounds = 0;
-  cfg.round_ms = 1000;
-  cfg.client_ttl_ms = 100000;
-  cfg.poll_ms = POLL_MS;
-  cfg.upload_rate = 0;
-  fc_engine *e = NULL;
-  CHECK_EQ_INT(fc_engine_create(&cfg, 1, 0, 1, SHA0, &e), FEDC_OK);
+  fc_engine *e = small_engine(2, 2);
   fc_task_info t;
   uint32_t retry;
-  fc_engine_tick(e, 0);
   CHECK_EQ_INT(fc_engine_checkin(e, "a", 10, &t, &retry), FC_CHECKIN_TRAIN);
   CHECK_EQ_INT(fc_engine_checkin(e, "b", 10, &t, &retry), FC_CHECKIN_TRAIN);
   fc_engine_tick(e, 2500); /* both expired during the outage */
