@@ -190,7 +190,7 @@ static char *dir_of(const char *path) {
 }
 
 /* fsync the directory holding path so a rename into it is durable. */
-static int fsync_parent(const char *path) {
+int fc_fsync_parent(const char *path) {
   char *dir = dir_of(path);
   if (!dir) {
     errno = ENOMEM;
@@ -322,7 +322,7 @@ int fc_atomic_commit(fc_atomic_file *f, char *err, size_t errlen) {
     return FEDC_ERR_IO;
   }
   int rc = FEDC_OK;
-  if (fsync_parent(f->path) != 0) {
+  if (fc_fsync_parent(f->path) != 0) {
     /* The file is complete and in place; only its durability across a crash is unknown. */
     set_err(err, errlen, "cannot fsync the directory of %s: %s", f->path, strerror(errno));
     rc = FEDC_ERR_IO;

@@ -28,6 +28,10 @@ int fc_read_file(const char *path, size_t cap, char **out, size_t *len);
  */
 int fc_read_fd_more(int fd, size_t cap, char **buf, size_t *len);
 
+/* fsync the directory holding path, so that a file just created (or renamed)
+ * there survives a power loss. 0, or -1 with errno. */
+int fc_fsync_parent(const char *path);
+
 /*
  * Write len bytes to path with permission bits exactly `mode`, fsync'd.
  * exclusive != 0: create path with O_EXCL (FEDC_ERR_EXISTS if it exists); on

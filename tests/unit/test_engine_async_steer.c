@@ -39,10 +39,8 @@ typedef struct sim_out {
   uint32_t max_retry_late, first_window_max_retry;
 } sim_out;
 
-/* attacker: client 0 checks in every 50 ms whatever it was told, and
- * uploads the moment it has a task. */
-static sim_out simulate_with(int pace, uint32_t nclients, uint64_t end_ms, int attacker, uint32_t conc, uint32_t buf,
-                             uint64_t task_ms) {
+/* An async engine: concurrency conc, buffer buf, task deadline round_ms. */
+static fc_engine *async_engine(uint32_t conc, uint32_t buf, uint64_t round_ms, int pace) {
   fc_engine_cfg cfg;
   fc_engine_cfg_defaults(&cfg);
   cfg.min_clients = 0;
@@ -51,13 +49,21 @@ static sim_out simulate_with(int pace, uint32_t nclients, uint64_t end_ms, int a
   cfg.async_buffer = buf;
   cfg.max_staleness = 50;
   cfg.rounds = 0;
-  cfg.round_ms = 5000 + 2 * task_ms;
+  cfg.round_ms = round_ms;
   cfg.client_ttl_ms = 100000;
   cfg.poll_ms = POLL_MS;
   cfg.upload_rate = 0;
   cfg.pace = pace;
   fc_engine *e = NULL;
   CHECK_EQ_INT(fc_engine_create(&cfg, 1, 0, 1, SHA0, &e), FEDC_OK);
+  return e;
+}
+
+/* attacker: client 0 checks in every 50 ms whatever it was told, and
+ * uploads the moment it has a task. */
+static sim_out simulate_with(int pace, uint32_t nclients, uint64_t end_ms, int attacker, uint32_t conc, uint32_t buf,
+                             uint64_t task_ms) {
+  fc_engine *e = async_engine(conc, buf, 5000 + 2 * task_ms, pace);
   struct {
     char name[16];
     uint64_t next, done_at;
@@ -145,20 +151,7 @@ static void test_early_checkins(void) {
 
 /* Async, concurrency conc, buffer buf, tasks of 1 s, started (tick 0). */
 static fc_engine *small_engine(uint32_t conc, uint32_t buf) {
-  fc_engine_cfg cfg;
-  fc_engine_cfg_defaults(&cfg);
-  cfg.min_clients = 0;
-  cfg.async = 1;
-  cfg.async_concurrency = conc;
-  cfg.async_buffer = buf;
-  cfg.max_staleness = 50;
-  cfg.rounds = 0;
-  cfg.round_ms = 1000;
-  cfg.client_ttl_ms = 100000;
-  cfg.poll_ms = POLL_MS;
-  cfg.upload_rate = 0;
-  fc_engine *e = NULL;
-  CHECK_EQ_INT(fc_engine_create(&cfg, 1, 0, 1, SHA0, &e), FEDC_OK);
+  fc_engine *e = async_engine(conc, buf, 1000, 1);
   fc_engine_tick(e, 0);
   return e;
 }
