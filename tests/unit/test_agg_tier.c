@@ -131,6 +131,23 @@ static void test_checks(void) {
     CHECK(strstr(why, "was assigned 2 clients") != NULL);
     free(many);
   }
+  /* No name, and an aggregator assigned nobody this round: refused up front. */
+  ups[1].client = NULL;
+  CHECK_EQ_INT(fc_tier_check_partial(t, &p, &e, why, sizeof why), FEDC_ERR_INVALID);
+  CHECK(strstr(why, "(none)") != NULL);
+  ups[1].client = "c2";
+  {
+    fc_tier *t2 = NULL;
+    CHECK_EQ_INT(fc_tier_create(&t2), FEDC_OK);
+    fc_tier_set_members(t2, ms, 2);
+    fc_tier_assign(t2, 7, "c0", &out); /* the first client goes to a1: a2 has none */
+    CHECK_EQ_INT(fc_tier_load(t2, "a2"), 0);
+    fc_tier_update one[1] = {{"c0", 50, 50, 0}};
+    fc_tier_partial none = {"a2", 7, 3, 50, one, 1, &spec, 0};
+    CHECK_EQ_INT(fc_tier_check_partial(t2, &none, &e, why, sizeof why), FEDC_ERR_INVALID);
+    CHECK(strstr(why, "not a client assigned to aggregator a2") != NULL);
+    fc_tier_destroy(t2);
+  }
   /* A client of another aggregator. */
   ups[1].client = "c1";
   CHECK_EQ_INT(fc_tier_check_partial(t, &p, &e, why, sizeof why), FEDC_ERR_INVALID);
