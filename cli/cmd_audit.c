@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "cli/cli_common.h"
@@ -97,13 +98,28 @@ static int show_one(json_t *rec, const char *line, size_t n, void *ctx) {
   return 0;
 }
 
-static int show(const char *prog, const char *buf, size_t len, const char *kind, unsigned long long last, int json) {
-  fc_audit_report r;
+/* Two walks of the open log: count what --kind selects, then print the
+ * last N of them from the same bytes (the second stops where the first did:
+ * a live log grows meanwhile). */
+static int show(const char *prog, int fd, const char *kind, unsigned long long last, int json) {
+  fc_audit_report r, r2;
+  fc_audit_src log = FC_AUDIT_SRC_FD(fd);
   show_ctx sc = {kind, json, 1, 0, 0};
-  int ok = fc_audit_walk(buf, len, &r, show_one, &sc) == FEDC_OK; /* count what --kind selects */
+  log.wait_torn = 1;
+  int rc = fc_audit_walk_src(&log, &r, show_one, &sc);
+  if (rc == FEDC_ERR_IO || rc == FEDC_ERR_NOMEM) {
+    fprintf(stderr, "%s: cannot read the log: %s\n", prog, rc == FEDC_ERR_IO ? log.err : "out of memory");
+    return 2;
+  }
+  int ok = rc == FEDC_OK;
   sc.count = 0;
   sc.skip = last && last < sc.matching ? sc.matching - last : 0;
-  fc_audit_walk(buf, len, &r, show_one, &sc);
+  fc_audit_src again = {.fd = fd, .limit = r.valid_bytes};
+  if ((rc = fc_audit_walk_src(&again, &r2, show_one, &sc)) != FEDC_OK) {
+    fprintf(stderr, "%s: cannot read the log again: %s\n", prog,
+            rc == FEDC_ERR_IO ? again.err : rc == FEDC_ERR_NOMEM ? "out of memory" : r2.problem);
+    return 2;
+  }
   if (!ok) {
     char p[sizeof r.problem * 4];
     fprintf(stderr, "%s: the chain is BROKEN at line %llu: %s (records after it not shown)\n", prog,
@@ -116,8 +132,9 @@ static int show(const char *prog, const char *buf, size_t len, const char *kind,
 static int verify(const char *prog, const char *state, const char *path, const char *ca, int json) {
   fc_anchor_report ar;
   fc_audit_anchor *anchors = NULL;
-  size_t nman = 0, len = 0;
-  char err[600] = "", *ca_pem = NULL, *buf = NULL;
+  fc_audit_src log = FC_AUDIT_SRC_FD(-1);
+  size_t nman = 0;
+  char err[600] = "", *ca_pem = NULL;
   size_t ca_len = 0;
   int rc;
   if (ca) {
@@ -127,10 +144,11 @@ static int verify(const char *prog, const char *state, const char *path, const c
     }
     /* The manifests before the log: a live coordinator may sign a version
      * while we read (fc_audit_read_anchored says why the order matters). */
-    rc = fc_audit_read_anchored(state, ca_pem, ca_len, &anchors, &nman, &buf, &len, err, sizeof err);
+    rc = fc_audit_read_anchored(state, ca_pem, ca_len, &anchors, &nman, &log, err, sizeof err);
     free(ca_pem);
   } else {
-    rc = fc_audit_read_log(state, &buf, &len, err, sizeof err);
+    rc = fc_audit_open_log(state, &log.fd, err, sizeof err);
+    log.wait_torn = 1;
   }
   if (rc != FEDC_OK && rc != FEDC_ERR_SIGNATURE) {
     fprintf(stderr, "%s: %s\n", prog, err);
@@ -146,13 +164,17 @@ static int verify(const char *prog, const char *state, const char *path, const c
     return 1;
   }
   if (ca) {
-    rc = fc_audit_check_anchors(buf, len, anchors, nman, &ar);
+    rc = fc_audit_check_anchors_src(&log, anchors, nman, &ar);
   } else {
     memset(&ar, 0, sizeof ar);
-    rc = fc_audit_verify(buf, len, &ar.chain);
+    rc = fc_audit_walk_src(&log, &ar.chain, NULL, NULL);
   }
   free(anchors);
-  free(buf);
+  close(log.fd);
+  if (rc == FEDC_ERR_IO) {
+    fprintf(stderr, "%s: cannot read %s: %s\n", prog, path, log.err);
+    return 2;
+  }
   if (rc == FEDC_ERR_NOMEM) {
     fprintf(stderr, "%s: out of memory\n", prog);
     return 2;
@@ -256,13 +278,12 @@ int cmd_audit(int argc, char **argv) {
   char path[1100], err[1200];
   snprintf(path, sizeof path, "%s/%s", state, FC_AUDIT_FILE);
   if (!is_show) return verify(prog, state, path, ca[0] ? ca : NULL, json);
-  size_t len = 0;
-  char *buf = NULL;
-  if (fc_audit_read_log(state, &buf, &len, err, sizeof err) != FEDC_OK) {
+  int fd;
+  if (fc_audit_open_log(state, &fd, err, sizeof err) != FEDC_OK) {
     fprintf(stderr, "%s: %s\n", prog, err);
     return 2;
   }
-  int rc = show(prog, buf, len, kind, last, json);
-  free(buf);
+  int rc = show(prog, fd, kind, last, json);
+  close(fd);
   return rc;
 }

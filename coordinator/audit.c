@@ -108,50 +108,169 @@ static int report(fc_audit_report *r, uint64_t line, const char *fmt, ...) {
 
 int fc_audit_verify(const char *buf, size_t len, fc_audit_report *r) { return fc_audit_walk(buf, len, r, NULL, NULL); }
 
-int fc_audit_walk(const char *buf, size_t len, fc_audit_report *r, fc_audit_each each, void *ctx) {
-  memset(r, 0, sizeof *r);
+/* A walk's place in the chain, whatever it reads from. */
+typedef struct walker {
+  fc_audit_report *r;
+  fc_audit_each each;
+  void *ctx;
   char prev[65];
-  memcpy(prev, zeros, sizeof prev);
-  uint64_t lineno = 0;
+  uint64_t lineno;
+} walker;
+
+static void walker_init(walker *w, fc_audit_report *r, fc_audit_each each, void *ctx) {
+  memset(r, 0, sizeof *r);
+  w->r = r;
+  w->each = each;
+  w->ctx = ctx;
+  memcpy(w->prev, zeros, sizeof w->prev);
+  w->lineno = 0;
+}
+
+/* One line (n bytes, its newline not included) that ends at byte `end` of
+ * the log, newline included. */
+static int walk_line(walker *w, const char *line, size_t n, uint64_t end) {
+  fc_audit_report *r = w->r;
+  uint64_t lineno = ++w->lineno;
+  char claimed[65], actual[65];
+  if (n == 0 || n > FC_AUDIT_MAX_LINE || line_hashes(line, n, claimed, actual) != 0)
+    return report(r, lineno, "not an audit record");
+  /* The writer escapes everything else (JSON_ENSURE_ASCII): a raw control
+   * byte or non-ASCII text was put there by someone else, and whoever
+   * prints the line (`fedc audit show --json`) must not pass it on. */
+  for (size_t i = 0; i < n; i++)
+    if (line[i] < 0x20 || line[i] > 0x7E)
+      return report(r, lineno, "not an audit record (byte 0x%02x at column %zu: records are printable ASCII)",
+                    (unsigned char)line[i], i + 1);
+  json_t *o = parse_line(line, n);
+  if (!o) return report(r, lineno, "not an audit record (bad JSON)");
+  json_t *seq = json_object_get(o, "seq"), *pv = json_object_get(o, "prev"), *kind = json_object_get(o, "kind");
+  int rc = FEDC_OK;
+  if (!json_is_integer(seq) || !json_is_string(pv) || !json_is_string(kind))
+    rc = report(r, lineno, "not an audit record (seq, kind or prev missing)");
+  else if (strcmp(claimed, actual) != 0)
+    rc = report(r, lineno, "record %lld (%s) was changed: its hash does not match its content",
+                (long long)json_integer_value(seq), json_string_value(kind));
+  else if ((uint64_t)json_integer_value(seq) != r->records + 1)
+    rc = report(r, lineno, "record %llu expected, found record %lld: records are missing or out of order",
+                (unsigned long long)(r->records + 1), (long long)json_integer_value(seq));
+  else if (strcmp(json_string_value(pv), w->prev) != 0)
+    rc = report(r, lineno, "record %llu does not follow the one before it (prev hash differs)",
+                (unsigned long long)(r->records + 1));
+  if (rc == FEDC_OK && w->each) rc = w->each(o, line, n, w->ctx);
+  json_decref(o);
+  if (rc != FEDC_OK) return rc;
+  memcpy(w->prev, claimed, sizeof w->prev);
+  memcpy(r->head, claimed, sizeof r->head);
+  r->records++;
+  r->valid_bytes = end;
+  return FEDC_OK;
+}
+
+static int walk_torn(walker *w) {
+  w->r->torn = 1;
+  return report(w->r, w->lineno + 1, "incomplete last record (no newline): the file was cut or a write was torn");
+}
+
+int fc_audit_walk(const char *buf, size_t len, fc_audit_report *r, fc_audit_each each, void *ctx) {
+  walker w;
+  walker_init(&w, r, each, ctx);
   for (size_t off = 0; off < len;) {
-    const char *line = buf + off;
-    const char *nl = memchr(line, '\n', len - off);
-    lineno++;
-    if (!nl) return report(r, lineno, "incomplete last record (no newline): the file was cut or a write was torn");
-    size_t n = (size_t)(nl - line);
-    off += n + 1;
-    char claimed[65], actual[65];
-    if (n == 0 || n > FC_AUDIT_MAX_LINE || line_hashes(line, n, claimed, actual) != 0)
-      return report(r, lineno, "not an audit record");
-    /* The writer escapes everything else (JSON_ENSURE_ASCII): a raw control
-     * byte or non-ASCII text was put there by someone else, and whoever
-     * prints the line (`fedc audit show --json`) must not pass it on. */
-    for (size_t i = 0; i < n; i++)
-      if (line[i] < 0x20 || line[i] > 0x7E)
-        return report(r, lineno, "not an audit record (byte 0x%02x at column %zu: records are printable ASCII)",
-                      (unsigned char)line[i], i + 1);
-    json_t *o = parse_line(line, n);
-    if (!o) return report(r, lineno, "not an audit record (bad JSON)");
-    json_t *seq = json_object_get(o, "seq"), *pv = json_object_get(o, "prev"), *kind = json_object_get(o, "kind");
-    int rc = FEDC_OK;
-    if (!json_is_integer(seq) || !json_is_string(pv) || !json_is_string(kind))
-      rc = report(r, lineno, "not an audit record (seq, kind or prev missing)");
-    else if (strcmp(claimed, actual) != 0)
-      rc = report(r, lineno, "record %lld (%s) was changed: its hash does not match its content",
-                  (long long)json_integer_value(seq), json_string_value(kind));
-    else if ((uint64_t)json_integer_value(seq) != r->records + 1)
-      rc = report(r, lineno, "record %llu expected, found record %lld: records are missing or out of order",
-                  (unsigned long long)(r->records + 1), (long long)json_integer_value(seq));
-    else if (strcmp(json_string_value(pv), prev) != 0)
-      rc = report(r, lineno, "record %llu does not follow the one before it (prev hash differs)",
-                  (unsigned long long)(r->records + 1));
-    if (rc == FEDC_OK && each) rc = each(o, line, n, ctx);
-    json_decref(o);
+    const char *nl = memchr(buf + off, '\n', len - off);
+    if (!nl) return walk_torn(&w);
+    size_t n = (size_t)(nl - (buf + off));
+    int rc = walk_line(&w, buf + off, n, off + n + 1);
     if (rc != FEDC_OK) return rc;
-    memcpy(prev, claimed, sizeof prev);
-    memcpy(r->head, claimed, sizeof r->head);
-    r->records++;
-    r->valid_bytes = off;
+    off += n + 1;
+  }
+  return FEDC_OK;
+}
+
+/* A piece of the file at a time: whole lines are walked, the rest (the
+ * start of the next line) moves to the front and the next read appends. */
+#define WALK_PIECE ((size_t)1 << 20)
+
+static int walk_fd(fc_audit_src *s, fc_audit_report *r, fc_audit_each each, void *ctx) {
+  walker w;
+  walker_init(&w, r, each, ctx);
+  char *buf = malloc(WALK_PIECE);
+  uint64_t pos = 0; /* file offset of buf[0]: the start of a line */
+  size_t have = 0;
+  int tries = 0, rc = FEDC_OK;
+  if (!buf) return FEDC_ERR_NOMEM;
+  for (;;) {
+    size_t want = WALK_PIECE - have;
+    if (s->limit - pos - have < want) want = (size_t)(s->limit - pos - have);
+    ssize_t got = want ? pread(s->fd, buf + have, want, (off_t)(pos + have)) : 0;
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) {
+      snprintf(s->err, sizeof s->err, "read failed at byte %llu: %s", (unsigned long long)(pos + have),
+               strerror(errno));
+      rc = FEDC_ERR_IO;
+      break;
+    }
+    if (got == 0) {
+      if (have == 0) break; /* the end, at a record's end */
+      /* A last line without its newline. Read it again from where it starts
+       * (what is there now: a torn line a restarting coordinator cut off and
+       * wrote over is not spliced to the new bytes), unless the file shrank
+       * below it (then what was read is reported). */
+      struct stat st;
+      if (want && s->wait_torn && s->limit == UINT64_MAX && tries < 5 && fstat(s->fd, &st) == 0 &&
+          (uint64_t)st.st_size >= pos) {
+        tries++;
+        nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
+        have = 0;
+        continue;
+      }
+      rc = walk_torn(&w);
+      break;
+    }
+    have += (size_t)got;
+    size_t off = 0;
+    const char *nl;
+    while ((nl = memchr(buf + off, '\n', have - off)) != NULL) {
+      size_t n = (size_t)(nl - (buf + off));
+      if ((rc = walk_line(&w, buf + off, n, pos + off + n + 1)) != FEDC_OK) goto out;
+      off += n + 1;
+    }
+    if (off == 0 && have == WALK_PIECE) { /* a "line" of a MiB: not one the writer makes */
+      rc = report(r, w.lineno + 1, "not an audit record (no newline in %zu bytes)", have);
+      break;
+    }
+    memmove(buf, buf + off, have - off);
+    pos += off;
+    have -= off;
+  }
+out:
+  s->extent = pos + have;
+  free(buf);
+  return rc;
+}
+
+int fc_audit_walk_src(fc_audit_src *s, fc_audit_report *r, fc_audit_each each, void *ctx) {
+  s->err[0] = 0;
+  if (s->buf || s->fd < 0) {
+    s->extent = s->len;
+    return fc_audit_walk(s->buf, s->len, r, each, ctx);
+  }
+  return walk_fd(s, r, each, ctx);
+}
+
+int fc_audit_open_log(const char *state_dir, int *fd, char *err, size_t errlen) {
+  char path[1100];
+  struct stat st;
+  snprintf(path, sizeof path, "%s/%s", state_dir, FC_AUDIT_FILE);
+  *fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW);
+  if (*fd < 0) {
+    int e = errno;
+    snprintf(err, errlen, "cannot read %s: %s", path, e == ENOENT ? "no such file" : strerror(e));
+    return e == ENOENT ? FEDC_ERR_NOT_FOUND : FEDC_ERR_IO;
+  }
+  if (fstat(*fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    snprintf(err, errlen, "cannot read %s: not a regular file", path);
+    close(*fd);
+    *fd = -1;
+    return FEDC_ERR_IO;
   }
   return FEDC_OK;
 }
@@ -191,22 +310,6 @@ static int fp_add(fc_audit *a, const uint8_t fp[32]) {
   return 1;
 }
 
-static int read_all(int fd, char **buf, size_t *len) {
-  struct stat sb;
-  if (fstat(fd, &sb) != 0) return FEDC_ERR_IO;
-  *len = (size_t)sb.st_size;
-  *buf = malloc(*len + 1);
-  if (!*buf) return FEDC_ERR_NOMEM;
-  size_t done = 0;
-  while (done < *len) {
-    ssize_t r = pread(fd, *buf + done, *len - done, (off_t)done);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return FEDC_ERR_IO;
-    done += (size_t)r;
-  }
-  return FEDC_OK;
-}
-
 /* fc_audit_walk's callback at open: a contact record's certificate is known. */
 static int remember_contact(json_t *rec, const char *line, size_t n, void *ctx) {
   (void)line;
@@ -242,8 +345,6 @@ static int audit_open(const char *state_dir, int lock, fc_audit **out, char *why
   snprintf(a->path, sizeof a->path, "%s/%s", state_dir, FC_AUDIT_FILE);
   memcpy(a->head, zeros, sizeof a->head);
   a->fd = open(a->path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
-  char *buf = NULL;
-  size_t len = 0;
   /* One writer: a second coordinator on this state directory would fork the
    * chain (and overwrite the rest of the state). The lock goes with the fd. */
   if (lock && a->fd >= 0 && flock(a->fd, LOCK_EX | LOCK_NB) != 0) {
@@ -253,30 +354,32 @@ static int audit_open(const char *state_dir, int lock, fc_audit **out, char *why
     fc_audit_close(a);
     return FEDC_ERR_REJECTED;
   }
-  int rc = a->fd < 0 ? FEDC_ERR_IO : read_all(a->fd, &buf, &len);
-  if (rc != FEDC_OK) {
-    snprintf(why, whylen, "cannot read %s: %s", a->path, strerror(errno));
-    goto fail;
+  if (a->fd < 0) {
+    snprintf(why, whylen, "cannot open %s: %s", a->path, strerror(errno));
+    fc_audit_close(a);
+    return FEDC_ERR_IO;
   }
-  /* One pass: check the chain and remember whose first contact is on record. */
+  /* One pass, streamed (memory does not grow with the log): check the
+   * chain and remember whose first contact is on record. */
+  fc_audit_src src = FC_AUDIT_SRC_FD(a->fd);
   fc_audit_report r;
-  if ((rc = fc_audit_walk(buf, len, &r, remember_contact, a)) == FEDC_ERR_NOMEM) {
-    snprintf(why, whylen, "out of memory reading %s", a->path);
+  int rc = fc_audit_walk_src(&src, &r, remember_contact, a);
+  if (rc == FEDC_ERR_NOMEM || rc == FEDC_ERR_IO) {
+    snprintf(why, whylen, "cannot read %s: %s", a->path, rc == FEDC_ERR_IO ? src.err : "out of memory");
     goto fail;
   }
   if (rc != FEDC_OK) {
     /* A torn last line is a crash mid-append: its action never happened. */
-    size_t good = r.valid_bytes;
-    int torn = r.bad_line == r.records + 1 && !memchr(buf + good, '\n', len - good);
-    if (!torn) {
+    if (!r.torn) {
       snprintf(why, whylen, "audit log %s is broken at line %llu: %s (`fedc audit verify` shows it; the log is "
                             "evidence: keep it and start from a copy of the state without it only deliberately)",
                a->path, (unsigned long long)r.bad_line, r.problem);
       rc = FEDC_ERR_INVALID;
       goto fail;
     }
-    FC_WARN(MOD, "%s: cutting off an incomplete last record (%zu bytes; a crash mid-write)", a->path, len - good);
-    if (ftruncate(a->fd, (off_t)good) != 0) {
+    FC_WARN(MOD, "%s: cutting off an incomplete last record (%llu bytes; a crash mid-write)", a->path,
+            (unsigned long long)(src.extent - r.valid_bytes));
+    if (ftruncate(a->fd, (off_t)r.valid_bytes) != 0) {
       snprintf(why, whylen, "cannot cut the torn record off %s: %s", a->path, strerror(errno));
       rc = FEDC_ERR_IO;
       goto fail;
@@ -284,11 +387,9 @@ static int audit_open(const char *state_dir, int lock, fc_audit **out, char *why
   }
   a->seq = r.records;
   if (r.records) memcpy(a->head, r.head, sizeof a->head);
-  free(buf);
   *out = a;
   return FEDC_OK;
 fail:
-  free(buf);
   fc_audit_close(a);
   return rc;
 }
@@ -412,60 +513,4 @@ uint64_t fc_audit_bytes(fc_audit *a) {
   int ok = fstat(a->fd, &sb) == 0;
   pthread_mutex_unlock(&a->mu);
   return ok && sb.st_size > 0 ? (uint64_t)sb.st_size : 0;
-}
-
-int fc_audit_read_log(const char *state_dir, char **buf, size_t *len, char *err, size_t errlen) {
-  char path[1100];
-  snprintf(path, sizeof path, "%s/%s", state_dir, FC_AUDIT_FILE);
-  /* To the end as it is now, not to a size taken first: a live log grows
-   * (fc_read_fd_more reads past its fstat size). O_NONBLOCK|O_NOFOLLOW: a
-   * FIFO or symlink planted there is refused, not waited on or followed
-   * (the coordinator writes it with O_NOFOLLOW). */
-  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW), rc = FEDC_OK;
-  *buf = NULL;
-  *len = 0;
-  if (fd < 0) rc = errno == ENOENT ? FEDC_ERR_NOT_FOUND : FEDC_ERR_IO;
-  if (rc == FEDC_OK) rc = fc_read_fd_more(fd, SIZE_MAX - 1, buf, len);
-  /* A last line without its newline is a record a live coordinator is
-   * still writing (a reader can see part of a write()), or one a crash tore:
-   * read that line again a few times before reporting it torn. Only that
-   * line, from where it starts, and on the same descriptor: the same file
-   * even if the log is replaced meanwhile; a multi-GB log is not read
-   * again; and a torn line the coordinator cut off and wrote over (it does
-   * on open after a crash, and after a failed write) is read as it is now,
-   * not spliced to what was there (a hostile review's finding: that read as
-   * tampering). A re-read that fails, or a log that shrank below the line,
-   * keeps what was read (the torn line is reported, not a read error). */
-  for (int tries = 0; rc == FEDC_OK && *len > 0 && (*buf)[*len - 1] != '\n' && tries < 5; tries++) {
-    nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
-    size_t keep = *len;
-    while (keep > 0 && (*buf)[keep - 1] != '\n') keep--;
-    struct stat st;
-    char *tail = NULL;
-    size_t tlen = 0;
-    if (fstat(fd, &st) != 0 || (unsigned long long)st.st_size < keep || lseek(fd, (off_t)keep, SEEK_SET) < 0 ||
-        fc_read_fd_more(fd, SIZE_MAX - 1 - keep, &tail, &tlen) != FEDC_OK) {
-      free(tail);
-      break;
-    }
-    char *grown = tlen > *len - keep ? realloc(*buf, keep + tlen + 1) : *buf;
-    if (!grown) {
-      free(tail);
-      break;
-    }
-    memcpy(grown + keep, tail, tlen);
-    grown[keep + tlen] = '\0';
-    *buf = grown;
-    *len = keep + tlen;
-    free(tail);
-  }
-  if (fd >= 0) close(fd);
-  if (rc != FEDC_OK) {
-    free(*buf);
-    *buf = NULL;
-    *len = 0;
-    snprintf(err, errlen, "cannot read %s: %s", path,
-             rc == FEDC_ERR_NOT_FOUND ? "no such file" : rc == FEDC_ERR_NOMEM ? "out of memory" : fedc_strerror(rc));
-  }
-  return rc;
 }

@@ -59,20 +59,14 @@ int fc_audit_sync(fc_audit *a);
 uint64_t fc_audit_head(fc_audit *a, char hex[65]);
 /* The log's size on disk now (bytes; 0 for NULL). */
 uint64_t fc_audit_bytes(fc_audit *a);
-/* STATE/audit.log read whole, to its end as it is now (a live log grows);
- * a last line without its newline is read on, on the same open file and
- * only what was appended, for up to 5 x 50 ms. *buf is malloc'd (caller
- * frees; NULL on error). FEDC_ERR_NOT_FOUND, FEDC_ERR_IO or FEDC_ERR_NOMEM
- * with one line in err. */
-int fc_audit_read_log(const char *state_dir, char **buf, size_t *len, char *err, size_t errlen);
-
 /* ---- verification (I/O-free: over a buffer) ---- */
 typedef struct fc_audit_report {
-  uint64_t records;   /* valid records before the first problem */
-  size_t valid_bytes; /* the bytes those records take (the chain's intact prefix) */
-  char head[65];      /* hash of the last valid record ("" if none) */
-  uint64_t bad_line;  /* 1-based line of the first problem, 0 = chain intact */
-  char problem[256];  /* what is wrong there */
+  uint64_t records;     /* valid records before the first problem */
+  uint64_t valid_bytes; /* the bytes those records take (the chain's intact prefix) */
+  char head[65];        /* hash of the last valid record ("" if none) */
+  uint64_t bad_line;    /* 1-based line of the first problem, 0 = chain intact */
+  int torn;             /* the problem is a last line without its newline (a cut or torn write) */
+  char problem[256];    /* what is wrong there */
 } fc_audit_report;
 /* FEDC_OK if every line chains, else FEDC_ERR_INVALID with the first problem
  * (a line that is not a record, an edited record, a missing or reordered
@@ -83,6 +77,34 @@ int fc_audit_verify(const char *buf, size_t len, fc_audit_report *r);
  * non-zero return from `each` stops the walk and is returned. */
 typedef int (*fc_audit_each)(json_t *rec, const char *line, size_t n, void *ctx);
 int fc_audit_walk(const char *buf, size_t len, fc_audit_report *r, fc_audit_each each, void *ctx);
+
+/* ---- verification of the log on disk, streamed ---- */
+/* Where a walk reads: a buffer (buf, len), or an open file (buf NULL: fd,
+ * read with pread from offset 0 in pieces of 1 MiB, so memory does not grow
+ * with the log: a long-lived coordinator's log reaches gigabytes). */
+typedef struct fc_audit_src {
+  const char *buf;
+  size_t len;
+  int fd;
+  uint64_t limit;  /* fd: stop at this byte (UINT64_MAX: read to the end as it is now; a live log grows) */
+  int wait_torn;   /* fd, no limit: a last line without its newline is read again up to 5 times, 50 ms apart,
+                      from where it starts, on the same file (a live writer's record, or a restarting
+                      coordinator that cut a torn line off and writes over it: read as the log is now) */
+  uint64_t extent; /* out: the bytes read, records and any torn tail (a second walk with it as its limit
+                      reads what the first did) */
+  char err[300];   /* out: why the file could not be read (the walk returns FEDC_ERR_IO) */
+} fc_audit_src;
+#define FC_AUDIT_SRC_BUF(b, l) ((fc_audit_src){.buf = (b), .len = (l), .fd = -1})
+#define FC_AUDIT_SRC_FD(f) ((fc_audit_src){.fd = (f), .limit = UINT64_MAX})
+/* fc_audit_walk over src: its result, or FEDC_ERR_IO (src->err) or
+ * FEDC_ERR_NOMEM. A line longer than FC_AUDIT_MAX_LINE is not a record. */
+int fc_audit_walk_src(fc_audit_src *src, fc_audit_report *r, fc_audit_each each, void *ctx);
+/* Open STATE/audit.log to read: O_NOFOLLOW and O_NONBLOCK (a symlink or a
+ * FIFO planted there is refused, not followed or waited on: the coordinator
+ * writes it with O_NOFOLLOW), a regular file only. FEDC_ERR_NOT_FOUND or
+ * FEDC_ERR_IO with one line in err. */
+int fc_audit_open_log(const char *state_dir, int *fd, char *err, size_t errlen);
+
 /* Keys every record has, which fields given to fc_audit_append never set. */
 int fc_audit_reserved_key(const char *key);
 /* 1 if kind is one the coordinator writes; the list, comma-separated, in out. */

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/manifest.h"
 #include "coordinator/store.h"
@@ -99,6 +100,11 @@ static int cmp_seq(const void *x, const void *y) {
 }
 
 int fc_audit_check_anchors(const char *buf, size_t len, fc_audit_anchor *a, size_t n, fc_anchor_report *r) {
+  fc_audit_src src = FC_AUDIT_SRC_BUF(buf, len);
+  return fc_audit_check_anchors_src(&src, a, n, r);
+}
+
+int fc_audit_check_anchors_src(fc_audit_src *log, fc_audit_anchor *a, size_t n, fc_anchor_report *r) {
   memset(r, 0, sizeof *r);
   anchor_walk w = {a, n, NULL, 0, 0, r};
   if (n && !(w.by_seq = malloc(n * sizeof *w.by_seq))) return FEDC_ERR_NOMEM;
@@ -111,8 +117,8 @@ int fc_audit_check_anchors(const char *buf, size_t len, fc_audit_anchor *a, size
     r->anchors += a[i].has_anchor != 0;
   }
   if (w.nseq) qsort(w.by_seq, w.nseq, sizeof *w.by_seq, cmp_seq);
-  int rc = fc_audit_walk(buf, len, &r->chain, on_record, &w);
-  if (rc == FEDC_ERR_NOMEM) goto out;
+  int rc = fc_audit_walk_src(log, &r->chain, on_record, &w);
+  if (rc == FEDC_ERR_NOMEM || rc == FEDC_ERR_IO) goto out;
   /* Anchors past the intact records: cut off, or the log was rebuilt. */
   if (w.next < w.nseq) {
     const fc_audit_anchor *x = &a[w.by_seq[w.nseq - 1].idx];
@@ -256,17 +262,25 @@ static int collect_named(json_t *rec, const char *line, size_t len, void *ctx) {
 
 int fc_audit_add_named_anchors(const char *state_dir, const char *ca_pem, size_t ca_len, const char *log, size_t len,
                                fc_audit_anchor **anchors, size_t *n, char *err, size_t errlen) {
+  fc_audit_src src = FC_AUDIT_SRC_BUF(log, len);
+  return fc_audit_add_named_anchors_src(state_dir, ca_pem, ca_len, &src, anchors, n, err, errlen);
+}
+
+int fc_audit_add_named_anchors_src(const char *state_dir, const char *ca_pem, size_t ca_len, fc_audit_src *log,
+                                   fc_audit_anchor **anchors, size_t *n, char *err, size_t errlen) {
   fc_audit_anchor *a = *anchors;
   size_t cnt = *n, cap = *n, listed = *n;
   char fed[FC_PKI_FEDERATION_MAX] = "";
   named_versions nv = {NULL, 0, 0};
   fc_audit_report r;
   int rc = FEDC_OK;
-  if (fc_audit_walk(log, len, &r, collect_named, &nv) == FEDC_ERR_NOMEM) {
-    rc = FEDC_ERR_NOMEM;
-    snprintf(err, errlen, "out of memory reading %s/%s", state_dir, FC_AUDIT_FILE);
+  rc = fc_audit_walk_src(log, &r, collect_named, &nv);
+  if (rc == FEDC_ERR_NOMEM || rc == FEDC_ERR_IO) {
+    snprintf(err, errlen, "cannot read %s/%s: %s", state_dir, FC_AUDIT_FILE,
+             rc == FEDC_ERR_IO ? log->err : "out of memory");
     goto out;
   }
+  rc = FEDC_OK; /* a broken chain is the check's to report */
   if (fc_pki_ca_federation_pem(ca_pem, ca_len, fed) != FEDC_OK) fed[0] = 0;
   if (listed) qsort(a, listed, sizeof *a, cmp_version);
   for (size_t i = 0; i < nv.n; i++) {
@@ -293,23 +307,28 @@ out:
 }
 
 int fc_audit_read_anchored(const char *state_dir, const char *ca_pem, size_t ca_len, fc_audit_anchor **anchors,
-                           size_t *n, char **log, size_t *log_len, char *err, size_t errlen) {
+                           size_t *n, fc_audit_src *log, char *err, size_t errlen) {
   fc_audit_anchor *a = NULL;
-  size_t cnt = 0, len = 0;
-  char *buf = NULL;
+  size_t cnt = 0;
+  int fd = -1;
   /* The manifests first, then the log, then the manifests the log names
    * that the listing missed (the header says why). */
   int rc = fc_audit_load_anchors(state_dir, ca_pem, ca_len, &a, &cnt, err, errlen);
-  if (rc == FEDC_OK) rc = fc_audit_read_log(state_dir, &buf, &len, err, errlen);
-  if (rc == FEDC_OK) rc = fc_audit_add_named_anchors(state_dir, ca_pem, ca_len, buf, len, &a, &cnt, err, errlen);
+  if (rc == FEDC_OK) rc = fc_audit_open_log(state_dir, &fd, err, errlen);
   if (rc == FEDC_OK) {
+    *log = FC_AUDIT_SRC_FD(fd);
+    log->wait_torn = 1;
+    rc = fc_audit_add_named_anchors_src(state_dir, ca_pem, ca_len, log, &a, &cnt, err, errlen);
+  }
+  if (rc == FEDC_OK) {
+    /* The check walks what this walk read, no further. */
+    *log = (fc_audit_src){.fd = fd, .limit = log->extent};
     *anchors = a;
     *n = cnt;
-    *log = buf;
-    *log_len = len;
     return FEDC_OK;
   }
+  if (fd >= 0) close(fd);
+  *log = FC_AUDIT_SRC_FD(-1);
   free(a);
-  free(buf);
   return rc;
 }

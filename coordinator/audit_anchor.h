@@ -49,6 +49,9 @@ typedef struct fc_anchor_report {
  * r->chain.problem (broken chain) or r->problem (a rewrite the manifests
  * show), FEDC_ERR_NOMEM. */
 int fc_audit_check_anchors(const char *buf, size_t len, fc_audit_anchor *a, size_t n, fc_anchor_report *r);
+/* The same over a buffer or the log on disk (fc_audit_src; FEDC_ERR_IO with
+ * log->err if it cannot be read). */
+int fc_audit_check_anchors_src(fc_audit_src *log, fc_audit_anchor *a, size_t n, fc_anchor_report *r);
 
 /* The signed manifests of state_dir (models/vN.manifest), each verified
  * against the CA in ca_pem (signer of the CA's federation; signer dates are
@@ -65,6 +68,8 @@ int fc_audit_load_anchors(const char *state_dir, const char *ca_pem, size_t ca_l
  * as fc_audit_load_anchors; what was added stays in *anchors. */
 int fc_audit_add_named_anchors(const char *state_dir, const char *ca_pem, size_t ca_len, const char *log, size_t len,
                                fc_audit_anchor **anchors, size_t *n, char *err, size_t errlen);
+int fc_audit_add_named_anchors_src(const char *state_dir, const char *ca_pem, size_t ca_len, fc_audit_src *log,
+                                   fc_audit_anchor **anchors, size_t *n, char *err, size_t errlen);
 
 /* What `fedc audit verify --pki` checks, read so that the check holds on a
  * live coordinator's state too (one that goes on appending records and
@@ -79,9 +84,11 @@ int fc_audit_add_named_anchors(const char *state_dir, const char *ca_pem, size_t
  * (fc_audit_add_named_anchors): they were written before their record, and
  * anchor records before it. Manifests signed after the log was read are not
  * checked: they anchor nothing we read.
- * Outputs as fc_audit_load_anchors (*anchors) and fc_audit_read_log (*log,
- * *log_len), both malloc'd, on FEDC_OK only; errors as theirs. */
+ * The log is streamed (fc_audit_src), never held whole. On FEDC_OK:
+ * *anchors as fc_audit_load_anchors (malloc'd), and *log the open log
+ * limited to what was read, for fc_audit_check_anchors_src (the caller
+ * closes log->fd); errors as fc_audit_load_anchors and fc_audit_open_log. */
 int fc_audit_read_anchored(const char *state_dir, const char *ca_pem, size_t ca_len, fc_audit_anchor **anchors,
-                           size_t *n, char **log, size_t *log_len, char *err, size_t errlen);
+                           size_t *n, fc_audit_src *log, char *err, size_t errlen);
 
 #endif

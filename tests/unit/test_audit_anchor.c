@@ -99,11 +99,16 @@ static void anchors_of(fc_audit_anchor *x, char heads[][65]) {
   memset(x[1].manifest_sha, '2', 64);
 }
 
-static void expect_problem(const char *buf, size_t len, fc_audit_anchor *x, size_t n, const char *words) {
+static void expect_problem_src(fc_audit_src *log, fc_audit_anchor *x, size_t n, const char *words) {
   fc_anchor_report r;
-  CHECK_EQ_INT(fc_audit_check_anchors(buf, len, x, n, &r), FEDC_ERR_INVALID);
+  CHECK_EQ_INT(fc_audit_check_anchors_src(log, x, n, &r), FEDC_ERR_INVALID);
   if (!strstr(r.problem, words)) fprintf(stderr, "  want '%s', got '%s'\n", words, r.problem);
   CHECK(strstr(r.problem, words) != NULL);
+}
+
+static void expect_problem(const char *buf, size_t len, fc_audit_anchor *x, size_t n, const char *words) {
+  fc_audit_src log = FC_AUDIT_SRC_BUF(buf, len);
+  expect_problem_src(&log, x, n, words);
 }
 
 static void test_anchors(void) {
@@ -312,7 +317,8 @@ static void test_read_order(const char *pki) {
   /* The log read first (6 records), v3 signed (anchoring record 8) before
    * the manifests are listed: an intact log called rewritten (the old order
    * of `fedc audit verify --pki`; test_quorum.sh under ASan). */
-  CHECK_EQ_INT(fc_audit_read_log(dir, &buf, &len, err, sizeof err), FEDC_OK);
+  buf = slurp(dir, &len);
+  CHECK(buf != NULL);
   CHECK_EQ_INT(publish_one(&w, a, 3, key, kl, cert, cl), FEDC_OK);
   CHECK_EQ_INT(fc_audit_load_anchors(dir, ca, ca_len, &x, &n, err, sizeof err), FEDC_OK);
   CHECK_EQ_INT(n, 3);
@@ -325,7 +331,8 @@ static void test_read_order(const char *pki) {
    * name, it is there, anchoring records the log has. */
   CHECK_EQ_INT(fc_audit_load_anchors(dir, ca, ca_len, &x, &n, err, sizeof err), FEDC_OK);
   CHECK_EQ_INT(publish_one(&w, a, 4, key, kl, cert, cl), FEDC_OK);
-  CHECK_EQ_INT(fc_audit_read_log(dir, &buf, &len, err, sizeof err), FEDC_OK);
+  buf = slurp(dir, &len);
+  CHECK(buf != NULL);
   expect_problem(buf, len, x, n, "names a signed manifest of model v4");
   CHECK_EQ_INT(fc_audit_add_named_anchors(dir, ca, ca_len, buf, len, &x, &n, err, sizeof err), FEDC_OK);
   CHECK_EQ_INT(n, 4);
@@ -340,10 +347,11 @@ static void test_read_order(const char *pki) {
   char mp[1200];
   fc_store_manifest_path(dir, 2, mp, sizeof mp);
   CHECK_EQ_INT(unlink(mp), 0);
-  CHECK_EQ_INT(fc_audit_read_anchored(dir, ca, ca_len, &x, &n, &buf, &len, err, sizeof err), FEDC_OK);
+  fc_audit_src log;
+  CHECK_EQ_INT(fc_audit_read_anchored(dir, ca, ca_len, &x, &n, &log, err, sizeof err), FEDC_OK);
   CHECK_EQ_INT(n, 3);
-  expect_problem(buf, len, x, n, "names a signed manifest of model v2");
-  free(buf);
+  expect_problem_src(&log, x, n, "names a signed manifest of model v2");
+  close(log.fd);
   free(x);
   fc_audit_close(a);
   fc_wipe(key, kl);
@@ -358,15 +366,16 @@ static void test_read_order(const char *pki) {
 /* Read and check as `fedc audit verify --pki` does; 0 if it agrees. */
 static int live_check(const char *dir, const char *ca, size_t ca_len, fc_anchor_report *r) {
   fc_audit_anchor *x = NULL;
-  size_t n = 0, len = 0;
-  char *buf = NULL, err[600];
-  int rc = fc_audit_read_anchored(dir, ca, ca_len, &x, &n, &buf, &len, err, sizeof err);
+  size_t n = 0;
+  char err[600];
+  fc_audit_src log = FC_AUDIT_SRC_FD(-1);
+  int rc = fc_audit_read_anchored(dir, ca, ca_len, &x, &n, &log, err, sizeof err);
   if (rc == FEDC_ERR_NOT_FOUND) return 0; /* the writer has not created the log yet */
   if (rc != FEDC_OK) fprintf(stderr, "  live read: %s\n", err);
-  if (rc == FEDC_OK && (rc = fc_audit_check_anchors(buf, len, x, n, r)) != FEDC_OK)
+  if (rc == FEDC_OK && (rc = fc_audit_check_anchors_src(&log, x, n, r)) != FEDC_OK)
     fprintf(stderr, "  live check: %s%s\n", r->chain.problem, r->problem);
+  if (log.fd >= 0) close(log.fd);
   free(x);
-  free(buf);
   return rc;
 }
 
