@@ -43,6 +43,7 @@
 #include "coordinator/agg_tier.h"
 #include "coordinator/audit.h"
 #include "coordinator/coord_int.h"
+#include "coordinator/refusals.h"
 #include "coordinator/upload_check.h"
 #include "crypto/cert_cache.h"
 #include "crypto/update_sig.h"
@@ -60,6 +61,18 @@ static void audit_partial(fc_coord *c, const char *agg, const Fedc__V1__PartialM
   if (meta->relay) json_object_set_new(f, "relay", json_true());
   if (reason) json_object_set_new(f, "reason", json_string(reason));
   fc_audit_append(c->audit, "partial", f);
+}
+
+/* The refusal's class for its count in the audit log (refusals.h). */
+static int partial_reason(grpc_status_code code) {
+  switch (code) {
+  case GRPC_STATUS_INVALID_ARGUMENT: return FC_RF_INVALID;
+  case GRPC_STATUS_FAILED_PRECONDITION: return FC_RF_PRECONDITION;
+  case GRPC_STATUS_DEADLINE_EXCEEDED: return FC_RF_LATE;
+  case GRPC_STATUS_RESOURCE_EXHAUSTED:
+  case GRPC_STATUS_OUT_OF_RANGE: return FC_RF_LIMIT;
+  default: return FC_RF_OTHER;
+  }
 }
 
 /* Every update of an accepted partial, as coord_upload.c audits a direct
@@ -446,14 +459,21 @@ void coord_h_agg_partial(fc_scall *call, void *ctx) {
   fc_scall_finish(call, GRPC_STATUS_OK, NULL, &resp.base);
   goto out;
 refuse:
-  FC_WARN(MOD, "partial from aggregator %s refused: %s", peer->name, why);
+  /* An aggregator's first few refusals per interval are logged and audited
+   * in full, the rest counted (coord_limits.c), as a client's are: a stream
+   * of refused partials cannot fill the log or the disk (nor pass the audit
+   * budget). A busy leader (no staging slot) judges nothing: not audited. */
+  char rid[300];
+  snprintf(rid, sizeof rid, "aggregator/%s", peer->name);
+  int full = code != GRPC_STATUS_UNAVAILABLE && coord_refusal_note(c, rid, partial_reason(code));
+  if (full || code == GRPC_STATUS_UNAVAILABLE) FC_WARN(MOD, "partial from aggregator %s refused: %s", peer->name, why);
   pthread_mutex_lock(&c->mu);
   fc_tier_note_refused(coord_tier_book(c), peer->name);
   fc_tier_note_seen(coord_tier_book(c), peer->name, fc_now_ms());
   if (receiving) fc_tier_partial_end(coord_tier_book(c), peer->name); /* before the answer, as above */
   receiving = 0;
   pthread_mutex_unlock(&c->mu);
-  if (meta) audit_partial(c, peer->name, meta, "refused", why);
+  if (meta && full) audit_partial(c, peer->name, meta, "refused", why);
   fc_scall_finish(call, code, why, NULL);
 out:
   if (receiving) {

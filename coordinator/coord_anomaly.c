@@ -335,8 +335,9 @@ int coord_anomaly_idents(fc_coord *c, fc_anomaly_ident **out, size_t *n) {
 }
 
 void coord_anomaly_rate_limited(fc_coord *c, const char *client) {
-  /* Admins ("admin/NAME", coord_limits.c) are not clients: not in the table. */
-  if (c->anom && client && client[0] && strncmp(client, "admin/", 6)) {
+  /* Admins and aggregators ("admin/NAME", coord_limits.c; "aggregator/NAME",
+   * coord_aggpartial.c) are not clients: not in the table. */
+  if (c->anom && client && client[0] && strncmp(client, "admin/", 6) && strncmp(client, "aggregator/", 11)) {
     fc_anomaly_rate_limited(c->anom->core, client);
     atomic_store(&c->anom->dirty, 1);
   }

@@ -122,4 +122,13 @@ for s in sum:"needs each update" two:"carries one float32 update" unsigned:"carr
 done
 wait_for test -e "$T/relay/models/v000001.safetensors" 30 || fail "the relayed update did not publish: $(tail -5 "$T/relayleader.log")"
 grep -q '"kind":"partial".*"outcome":"accepted".*"relay":true' "$T/relay/audit.log" || fail "no accepted relay partial audited"
+# Its 11 refusals cost the audit log 4 records in full and one count at the
+# leader's stop (coord_limits.c: an aggregator's refused partials flooding the
+# log or the disk budget, a review finding).
+n=$(grep -c '"kind":"partial","aggregator":"ag9".*"outcome":"refused"' "$T/relay/audit.log" || true)
+[ "$n" -eq 4 ] || fail "ag9's refused partials: $n recorded in full, want 4: $(grep -c '"kind":"partial"' "$T/relay/audit.log")"
+kill -TERM "$(pgrep -f "port-file $T/relay.port" | head -1)" 2>/dev/null || true
+wait_for grep -q '"kind":"refusals".*"aggregator/ag9"' "$T/relay/audit.log" 20 || fail "no refusals count for ag9"
+jq -s -e '[.[] | select(.kind == "refusals" and .client == "aggregator/ag9")] | length == 1 and .[0].refused >= 11 and
+  .[0].recorded == 4' "$T/relay/audit.log" >/dev/null || fail "ag9's refusal count: $(grep '"refusals"' "$T/relay/audit.log")"
 echo "PASS"
