@@ -88,6 +88,7 @@ static void set_method(fc_method *m, const char *path, fc_rpc_kind kind, int rol
   m->kind = kind;
   m->role = role;
   m->max_recv = max_recv;
+  m->unpack_ratio = 0; /* the default; SubmitPartial sets its own below */
   m->request = req;
   m->handler = h;
   m->ctx = ctx;
@@ -169,6 +170,7 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
              &fedc__v1__agg_round_request__descriptor, coord_h_agg_round, c);
   set_method(&c->methods[14], "/fedc.v1.Aggregator/SubmitPartial", FC_RPC_CLIENT_STREAM, FC_ROLE_AGGREGATOR,
              CHUNK_MSG + (16u << 20), &fedc__v1__partial_msg__descriptor, coord_h_agg_partial, c);
+  c->methods[14].unpack_ratio = 8; /* a 16 MiB first message unpacks to at most 128 MiB, not 400 (util.c) */
 
   /* Every input that can refuse the start is checked, and the state read,
    * before the state directory is created or changed (coord_start.c). */

@@ -443,7 +443,7 @@ static int recv_one(fc_ccall *c, const ProtobufCMessageDescriptor *desc, fc_recv
     grpc_byte_buffer_destroy(bb);
     return 1;
   }
-  int rc = fc_unpack_message(bb, desc, CLIENT_MAX_RECV, msg);
+  int rc = fc_unpack_message(bb, desc, CLIENT_MAX_RECV, 0, msg);
   grpc_byte_buffer_destroy(bb);
   return rc == FEDC_OK ? 1 : -rc;
 }
@@ -491,7 +491,7 @@ int fc_call_unary(fc_channel *ch, const char *path, const ProtobufCMessage *req,
       set_status(st, GRPC_STATUS_INTERNAL, "server sent no response message");
       rc = FEDC_ERR_PROTOCOL;
     } else {
-      rc = fc_unpack_message(in, resp_desc, CLIENT_MAX_RECV, resp);
+      rc = fc_unpack_message(in, resp_desc, CLIENT_MAX_RECV, 0, resp);
       if (rc != FEDC_OK) set_status(st, GRPC_STATUS_INTERNAL, "malformed response message");
     }
   }
@@ -595,7 +595,7 @@ int fc_ccall_close_and_recv(fc_ccall *c, const ProtobufCMessageDescriptor *resp_
       rc = FEDC_ERR_PROTOCOL;
     } else {
       c->bytes_in += grpc_byte_buffer_length(in);
-      rc = fc_unpack_message(in, resp_desc, CLIENT_MAX_RECV, resp);
+      rc = fc_unpack_message(in, resp_desc, CLIENT_MAX_RECV, 0, resp);
       if (rc != FEDC_OK) set_status(st, GRPC_STATUS_INTERNAL, "malformed response message");
     }
   }

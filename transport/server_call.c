@@ -224,7 +224,7 @@ int srv_take_message(fc_scall *c, ProtobufCMessage **out) {
   }
   c->bytes_in += len;
   ProtobufCMessage *msg = NULL;
-  int rc = fc_unpack_message(bb, c->m->request, c->m->max_recv, &msg);
+  int rc = fc_unpack_message(bb, c->m->request, c->m->max_recv, c->m->unpack_ratio, &msg);
   grpc_byte_buffer_destroy(bb);
   if (rc != FEDC_OK) {
     char d[160];

@@ -119,6 +119,8 @@ typedef struct fc_method {
   fc_handler handler; /* called with the first request message */
   void *ctx;
   int async;        /* 1: handler runs on an event thread and never blocks (see above) */
+  unsigned unpack_ratio; /* a request's unpacked allocations at most 64 KiB + this x its bytes (0: 24, what
+                            the sparsest message needs; transport/util.c) */
 } fc_method;
 
 typedef struct fc_server_opts {

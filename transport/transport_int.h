@@ -15,9 +15,10 @@ gpr_timespec fc_deadline_ms(int ms);
 /* Serialize a message into a new byte buffer (no copy of the packed bytes). NULL on OOM. */
 grpc_byte_buffer *fc_pack_message(const ProtobufCMessage *msg);
 /* Unpack a byte buffer into a message of desc, refusing one over cap bytes
- * or one that would unpack to more than 24 x its size + 64 KiB (util.c).
- * 0 ok, FEDC_ERR_TOO_LARGE, FEDC_ERR_PROTOCOL (malformed), FEDC_ERR_NOMEM. */
-int fc_unpack_message(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *desc, size_t cap,
+ * or one that would unpack to more than ratio (0: 24) x its size + 64 KiB
+ * (util.c). 0 ok, FEDC_ERR_TOO_LARGE, FEDC_ERR_PROTOCOL (malformed),
+ * FEDC_ERR_NOMEM. */
+int fc_unpack_message(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *desc, size_t cap, unsigned ratio,
                       ProtobufCMessage **out);
 /* An integer channel argument. */
 static inline grpc_arg fc_int_arg(const char *key, int value) {

@@ -347,14 +347,14 @@ static void h_source(fc_scall *call, void *ctx) {
 
 static const fc_method methods[] = {
     /* Blocking handlers (async 0): the tests exercise the pool path. */
-    {TS_ECHO, FC_RPC_UNARY, FC_ROLE_CLIENT, 1024, &fedc__v1__check_in_request__descriptor, h_echo, NULL, 0},
-    {TS_ADMIN_ECHO, FC_RPC_UNARY, FC_ROLE_ADMIN, 1024, &fedc__v1__check_in_request__descriptor, h_echo, NULL, 0},
+    {TS_ECHO, FC_RPC_UNARY, FC_ROLE_CLIENT, 1024, &fedc__v1__check_in_request__descriptor, h_echo, NULL, 0, 0},
+    {TS_ADMIN_ECHO, FC_RPC_UNARY, FC_ROLE_ADMIN, 1024, &fedc__v1__check_in_request__descriptor, h_echo, NULL, 0, 0},
     {TS_SINK, FC_RPC_CLIENT_STREAM, FC_ROLE_CLIENT, FC_CHUNK_MAX + 4096, &fedc__v1__upload_msg__descriptor, h_sink,
-     NULL, 0},
+     NULL, 0, 0},
     {TS_SOURCE, FC_RPC_SERVER_STREAM, FC_ROLE_CLIENT, 1024, &fedc__v1__fetch_model_request__descriptor, h_source,
-     NULL, 0},
+     NULL, 0, 0},
     /* Async (event thread): parks its call. */
-    {TS_PARK, FC_RPC_UNARY, FC_ROLE_CLIENT, 1024, &fedc__v1__check_in_request__descriptor, h_park, NULL, 1},
+    {TS_PARK, FC_RPC_UNARY, FC_ROLE_CLIENT, 1024, &fedc__v1__check_in_request__descriptor, h_park, NULL, 1, 0},
 };
 
 const fc_method *ts_methods(size_t *n) {

@@ -53,7 +53,7 @@ static int train(void *ctx, const fedc_train_config *cfg, const float *w, float 
 static fc_server *start_checkin_server(fc_handler h, char *addr, size_t addrlen) {
   static fc_method m;
   m = (fc_method){"/fedc.v1.Coordinator/CheckIn", FC_RPC_UNARY, FC_ROLE_CLIENT, 1024,
-                  &fedc__v1__check_in_request__descriptor, h, NULL, 0};
+                  &fedc__v1__check_in_request__descriptor, h, NULL, 0, 0};
   fc_server_opts so;
   fc_server_opts_init(&so);
   so.addr = "127.0.0.1:0";

@@ -8,7 +8,9 @@
  * empty repeated entries unpacked to 48-60 x its size. Such messages are
  * refused (FEDC_ERR_TOO_LARGE) before the memory is taken; real ones (a full
  * PartialMeta of 65,536 updates with short names, a header of many tensors,
- * 20,000 abandoned rounds: the sparsest) still unpack.
+ * 20,000 abandoned rounds: the sparsest) still unpack, the full PartialMeta
+ * also at SubmitPartial's tighter ratio (8), which refuses what 24 lets
+ * through.
  */
 #include <grpc/byte_buffer.h>
 #include <grpc/slice.h>
@@ -24,6 +26,7 @@
 
 #define PARTIAL_CAP ((4u << 20) + 4096 + (16u << 20)) /* coordinator.c: SubmitPartial's max_recv */
 #define UPLOAD_CAP ((4u << 20) + 4096)                 /* UploadUpdate's */
+#define PARTIAL_RATIO 8                                /* coordinator.c: SubmitPartial's unpack_ratio */
 
 static size_t put_varint(uint8_t *p, uint64_t v) {
   size_t n = 0;
@@ -57,7 +60,7 @@ static void test_empty_entries_refused(void) {
   /* PartialMsg.meta (1) with 2^20 empty PartialMeta.updates (4): 2 MiB on the wire, ~100 MB unpacked. */
   grpc_byte_buffer *bb = empty_entries(1, 4, (size_t)1 << 20);
   CHECK(grpc_byte_buffer_length(bb) < PARTIAL_CAP);
-  int rc = fc_unpack_message(bb, &fedc__v1__partial_msg__descriptor, PARTIAL_CAP, &m);
+  int rc = fc_unpack_message(bb, &fedc__v1__partial_msg__descriptor, PARTIAL_CAP, PARTIAL_RATIO, &m);
   CHECK_EQ_INT(rc, FEDC_ERR_TOO_LARGE);
   if (rc == FEDC_OK) protobuf_c_message_free_unpacked(m, NULL);
   grpc_byte_buffer_destroy(bb);
@@ -65,9 +68,40 @@ static void test_empty_entries_refused(void) {
   m = NULL;
   bb = empty_entries(2, 2, (UPLOAD_CAP - 16) / 2);
   CHECK(grpc_byte_buffer_length(bb) <= UPLOAD_CAP);
-  rc = fc_unpack_message(bb, &fedc__v1__upload_msg__descriptor, UPLOAD_CAP, &m);
+  rc = fc_unpack_message(bb, &fedc__v1__upload_msg__descriptor, UPLOAD_CAP, 0, &m);
   CHECK_EQ_INT(rc, FEDC_ERR_TOO_LARGE);
   if (rc == FEDC_OK) protobuf_c_message_free_unpacked(m, NULL);
+  grpc_byte_buffer_destroy(bb);
+}
+
+/* SubmitPartial's tighter ratio: update records with a 10-character name
+ * and nothing else (no SHA-256: never a real one) unpack to about 12 x,
+ * which the default 24 lets through and the leader's 8 refuses. */
+static void test_partial_ratio(void) {
+  enum { N = 200000 };
+  size_t body = N * 14, n = 0;
+  uint8_t *buf = malloc(body + 16);
+  buf[n++] = 1 << 3 | 2; /* PartialMsg.meta */
+  n += put_varint(buf + n, body);
+  for (size_t i = 0; i < N; i++) {
+    buf[n++] = 4 << 3 | 2; /* PartialMeta.updates */
+    buf[n++] = 12;
+    buf[n++] = 1 << 3 | 2; /* PartialUpdate.client */
+    buf[n++] = 10;
+    memcpy(buf + n, "aggclient0", 10);
+    n += 10;
+  }
+  grpc_slice sl = grpc_slice_new(buf, n, free);
+  grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&sl, 1);
+  grpc_slice_unref(sl);
+  ProtobufCMessage *m = NULL;
+  CHECK_EQ_INT(fc_unpack_message(bb, &fedc__v1__partial_msg__descriptor, PARTIAL_CAP, PARTIAL_RATIO, &m),
+               FEDC_ERR_TOO_LARGE);
+  CHECK_EQ_INT(fc_unpack_message(bb, &fedc__v1__partial_msg__descriptor, PARTIAL_CAP, 0, &m), FEDC_OK);
+  if (m) {
+    CHECK_EQ_INT(((const Fedc__V1__PartialMsg *)m)->meta->n_updates, N);
+    protobuf_c_message_free_unpacked(m, NULL);
+  }
   grpc_byte_buffer_destroy(bb);
 }
 
@@ -116,7 +150,7 @@ static void test_real_messages_unpack(void) {
   pm.header = &h;
   grpc_byte_buffer *bb = fc_pack_message(&pm.base);
   ProtobufCMessage *m = NULL;
-  CHECK_EQ_INT(fc_unpack_message(bb, &fedc__v1__partial_msg__descriptor, PARTIAL_CAP, &m), FEDC_OK);
+  CHECK_EQ_INT(fc_unpack_message(bb, &fedc__v1__partial_msg__descriptor, PARTIAL_CAP, PARTIAL_RATIO, &m), FEDC_OK);
   if (m) {
     const Fedc__V1__PartialMsg *got = (const Fedc__V1__PartialMsg *)m;
     CHECK(got->meta && got->meta->n_updates == N && !strcmp(got->meta->updates[N - 1]->client, "c65535"));
@@ -141,7 +175,7 @@ static void test_real_messages_unpack(void) {
   rs.rounds = rp;
   bb = fc_pack_message(&rs.base);
   m = NULL;
-  CHECK_EQ_INT(fc_unpack_message(bb, &fedc__v1__rounds_response__descriptor, 64u << 20, &m), FEDC_OK);
+  CHECK_EQ_INT(fc_unpack_message(bb, &fedc__v1__rounds_response__descriptor, 64u << 20, 0, &m), FEDC_OK);
   if (m) protobuf_c_message_free_unpacked(m, NULL);
   grpc_byte_buffer_destroy(bb);
   free(rr);
@@ -149,7 +183,7 @@ static void test_real_messages_unpack(void) {
   /* A small message (the 64 KiB floor): a CheckIn-sized one of empty entries unpacks. */
   m = NULL;
   bb = empty_entries(2, 2, 100);
-  CHECK_EQ_INT(fc_unpack_message(bb, &fedc__v1__upload_msg__descriptor, UPLOAD_CAP, &m), FEDC_OK);
+  CHECK_EQ_INT(fc_unpack_message(bb, &fedc__v1__upload_msg__descriptor, UPLOAD_CAP, 0, &m), FEDC_OK);
   if (m) protobuf_c_message_free_unpacked(m, NULL);
   grpc_byte_buffer_destroy(bb);
   free(specs);
@@ -163,6 +197,7 @@ int main(void) {
   fc_transport_init();
   test_empty_entries_refused();
   test_real_messages_unpack();
+  test_partial_ratio();
   fc_transport_shutdown();
   return CHECK_DONE();
 }
