@@ -58,7 +58,8 @@ static json_t *parse_line(const char *line, size_t len) {
 static const char *const kinds[] = {"contact",  "admin",           "update", "model", "model_failed",
                                     "manifest", "round_abandoned", "start",  "stop",  "refusals",
                                     "secagg_blame", "leave",       "eval",   "eval_report",
-                                    "anomaly",      "identity",        "drift",  "partial"};
+                                    "anomaly",      "identity",        "drift",  "partial",
+                                    "leader",       "buffer_replayed"};
 
 int fc_audit_kind_known(const char *kind) {
   for (size_t i = 0; kind && i < sizeof kinds / sizeof *kinds; i++)
