@@ -187,7 +187,25 @@ static void big_log(void) {
   CHECK_EQ_INT(walk_disk(&r, &extent), FEDC_ERR_INVALID);
   CHECK(r.bad_line == rb.bad_line && r.records == rb.records && r.valid_bytes == rb.valid_bytes && !r.torn);
   CHECK(strstr(r.problem, "was changed") != NULL);
+  /* The coordinator's start reads the chain of records other than contacts
+   * off their shape, unparsed (fc_audit_src.parse_only): the edit refuses
+   * it all the same, naming the line. */
+  char want[64];
+  snprintf(want, sizeof want, "line %llu", (unsigned long long)rb.bad_line);
+  CHECK_EQ_INT(fc_audit_open(dir, &a, why, sizeof why), FEDC_ERR_INVALID);
+  CHECK(strstr(why, want) != NULL && strstr(why, "was changed") != NULL);
   q[0] = 'a';
+  /* ... and so does a record moved out of order. */
+  char *l1 = mid + 1, *l2 = memchr(l1, '\n', len - (size_t)(l1 - b)) + 1, *l3 = memchr(l2, '\n', len - (size_t)(l2 - b)) + 1;
+  char *sw = malloc(len);
+  size_t n1 = (size_t)(l2 - l1), n2 = (size_t)(l3 - l2);
+  memcpy(sw, b, len);
+  memcpy(sw + (l1 - b), l2, n2);
+  memcpy(sw + (l1 - b) + n2, l1, n1);
+  spit(sw, len);
+  CHECK_EQ_INT(fc_audit_open(dir, &a, why, sizeof why), FEDC_ERR_INVALID);
+  CHECK(strstr(why, "missing or out of order") != NULL);
+  free(sw);
   /* 2 MiB without a newline after the records: not a record, and the
    * coordinator refuses to start rather than cut it off as a torn write. */
   char *junk = malloc(2u << 20);
