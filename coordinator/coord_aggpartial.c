@@ -75,6 +75,16 @@ static int partial_reason(grpc_status_code code) {
   }
 }
 
+/* A refusal of aggregator `name` counted (refusals.h, as "aggregator/NAME");
+ * 1 if it is to be logged and audited in full: an aggregator's first few per
+ * interval, or every one while the audit log is off (nothing is counted then,
+ * and the log line is all there is, as for a client's refused upload). */
+static int partial_refusal_noted(fc_coord *c, const char *name, grpc_status_code code) {
+  char rid[300];
+  snprintf(rid, sizeof rid, "aggregator/%s", name);
+  return coord_refusal_note(c, rid, partial_reason(code)) || !c->audit;
+}
+
 /* Every update of an accepted partial, as coord_upload.c audits a direct
  * one, with the aggregator it came through (norm < 0: not known here). Under
  * mu, before it counts. */
@@ -318,9 +328,11 @@ void coord_h_agg_partial(fc_scall *call, void *ctx) {
     ProtobufCMessage *msg = NULL;
     int r = fc_scall_recv(call, &msg);
     if (r < 0) { /* the call is dead and finished */
-      FC_WARN(MOD, "partial from aggregator %s broke off after %llu of %llu bytes", peer->name,
-              (unsigned long long)rx.received, (unsigned long long)rx.total);
-      audit_partial(c, peer->name, meta, "refused", "stream broke off");
+      if (partial_refusal_noted(c, peer->name, GRPC_STATUS_DEADLINE_EXCEEDED)) {
+        FC_WARN(MOD, "partial from aggregator %s broke off after %llu of %llu bytes", peer->name,
+                (unsigned long long)rx.received, (unsigned long long)rx.total);
+        audit_partial(c, peer->name, meta, "refused", "stream broke off");
+      }
       goto out;
     }
     if (r == 0) break;
@@ -463,17 +475,15 @@ refuse:
    * in full, the rest counted (coord_limits.c), as a client's are: a stream
    * of refused partials cannot fill the log or the disk (nor pass the audit
    * budget). A busy leader (no staging slot) judges nothing: not audited. */
-  char rid[300];
-  snprintf(rid, sizeof rid, "aggregator/%s", peer->name);
-  int full = code != GRPC_STATUS_UNAVAILABLE && coord_refusal_note(c, rid, partial_reason(code));
-  if (full || code == GRPC_STATUS_UNAVAILABLE) FC_WARN(MOD, "partial from aggregator %s refused: %s", peer->name, why);
+  int full = code == GRPC_STATUS_UNAVAILABLE || partial_refusal_noted(c, peer->name, code);
+  if (full) FC_WARN(MOD, "partial from aggregator %s refused: %s", peer->name, why);
   pthread_mutex_lock(&c->mu);
   fc_tier_note_refused(coord_tier_book(c), peer->name);
   fc_tier_note_seen(coord_tier_book(c), peer->name, fc_now_ms());
   if (receiving) fc_tier_partial_end(coord_tier_book(c), peer->name); /* before the answer, as above */
   receiving = 0;
   pthread_mutex_unlock(&c->mu);
-  if (meta && full) audit_partial(c, peer->name, meta, "refused", why);
+  if (meta && full && code != GRPC_STATUS_UNAVAILABLE) audit_partial(c, peer->name, meta, "refused", why);
   fc_scall_finish(call, code, why, NULL);
 out:
   if (receiving) {
