@@ -2,7 +2,9 @@
  * bench_audit.c - reading the audit log back: the coordinator's start
  * (fc_audit_open: the chain checked, first contacts remembered) and `fedc
  * audit verify` (every line parsed), on a log of N records written by the
- * real writer (fc_audit_append), against two baselines in the same run:
+ * real writer (fc_audit_append), and every line built by jansson (`fedc
+ * audit show`; what the start and verify did before audit_shape.c), against
+ * two baselines in the same run:
  *   read     the file read in the same 1 MiB pieces (the I/O floor)
  *   sha256   SHA-256 of every line, as the chain needs (the hashing floor)
  * One JSON line per figure: seconds, MB/s, ratio to each baseline, and the
@@ -94,16 +96,24 @@ static int run_start(void) {
   return rc;
 }
 
-static int run_verify(void) {
+static int walk(const char *parse_only) {
   int fd;
   char err[300];
   fc_audit_report r;
   if (fc_audit_open_log(dir, &fd, err, sizeof err) != FEDC_OK) return 1;
   fc_audit_src s = FC_AUDIT_SRC_FD(fd);
+  s.parse_only = parse_only;
   int rc = fc_audit_walk_src(&s, &r, NULL, NULL);
   close(fd);
   return rc;
 }
+
+/* `fedc audit verify` (no --pki): every line scanned, none built. */
+static int run_verify(void) { return walk(""); }
+
+/* Every line built by jansson (what `fedc audit show` and the anchor check
+ * do, and what verify and the start did before the scan). */
+static int run_tree(void) { return walk(NULL); }
 
 int main(int argc, char **argv) {
   long records = argc > 1 ? atol(argv[1]) : 1000000;
@@ -148,12 +158,13 @@ int main(int argc, char **argv) {
   double mb = (double)st.st_size / 1e6;
   fprintf(stderr, "bench_audit: %ld records, %.1f MB, written in %.1f s\n", records, mb, now_s() - t0);
 
-  static const char *const names[] = {"read", "sha256", "start", "verify"};
-  int (*const fns[])(void) = {run_read, run_sha, run_start, run_verify};
-  double sec[4][15], med[4];
-  long rss[4] = {0, 0, 0, 0};
+  enum { NF = 5 };
+  static const char *const names[NF] = {"read", "sha256", "start", "verify", "tree"};
+  int (*const fns[NF])(void) = {run_read, run_sha, run_start, run_verify, run_tree};
+  double sec[NF][15], med[NF];
+  long rss[NF] = {0, 0, 0, 0, 0};
   for (int r = 0; r < runs; r++)
-    for (int k = 0; k < 4; k++) {
+    for (int k = 0; k < NF; k++) {
       long before = peak_rss_kib();
       double s = now_s();
       if (k >= 2 && fns[k]() != FEDC_OK) {
@@ -165,11 +176,11 @@ int main(int argc, char **argv) {
       long grew = peak_rss_kib() - before;
       if (grew > rss[k]) rss[k] = grew;
     }
-  for (int k = 0; k < 4; k++) {
+  for (int k = 0; k < NF; k++) {
     qsort(sec[k], (size_t)runs, sizeof sec[k][0], cmp_double);
     med[k] = sec[k][runs / 2];
   }
-  for (int k = 0; k < 4; k++)
+  for (int k = 0; k < NF; k++)
     printf("{\"bench\":\"audit_%s\",\"records\":%ld,\"mb\":%.1f,\"seconds\":%.3f,\"mb_per_s\":%.1f,"
            "\"vs_read\":%.3f,\"vs_sha256\":%.3f,\"peak_rss_growth_kib\":%ld,\"runs\":%d}\n",
            names[k], records, mb, med[k], mb / med[k], med[0] / med[k], med[1] / med[k], rss[k], runs);

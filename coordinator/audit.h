@@ -95,7 +95,8 @@ typedef struct fc_audit_src {
   char err[300];   /* out: why the file could not be read (the walk returns FEDC_ERR_IO) */
   const char *parse_only; /* fd: only records of this kind are built (jansson) and handed to `each`; the
                              others' chain (seq, kind, prev, hash) is read by fc_audit_shape, which checks the
-                             line is JSON jansson accepts, or defers to jansson (the coordinator's start) */
+                             line is JSON jansson accepts, or defers to jansson (the coordinator's start;
+                             `fedc audit verify` without --pki, with "": nothing built) */
 } fc_audit_src;
 #define FC_AUDIT_SRC_BUF(b, l) ((fc_audit_src){.buf = (b), .len = (l), .fd = -1})
 #define FC_AUDIT_SRC_FD(f) ((fc_audit_src){.fd = (f), .limit = UINT64_MAX})

@@ -18,26 +18,27 @@ typedef struct scan {
 static int digit(char c) { return c >= '0' && c <= '9'; }
 
 /* A string at s->p: 1 with its bytes between the quotes (escapes as they
- * are; plain: none at all). Printable ASCII; of the escapes only the
- * two-character ones (\u is jansson's to decode and check). */
+ * are; plain: none at all). Of the escapes only the two-character ones (\u
+ * is jansson's to decode and check); the bytes are printable ASCII
+ * (fc_audit_shape checked the whole line first). */
 static int str(scan *s, int plain, const char **at, size_t *len) {
   if (s->p >= s->end || *s->p != '"') return 0;
   const char *q = ++s->p;
-  while (s->p < s->end && *s->p != '"') {
-    unsigned char c = (unsigned char)*s->p;
-    if (c < 0x20 || c > 0x7e) return 0;
-    if (c == '\\') {
-      if (plain || s->p + 1 >= s->end) return 0;
-      switch (s->p[1]) {
-      case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't': break;
-      default: return 0;
-      }
-      s->p += 2;
-      continue;
+  for (;;) {
+    const char *e = memchr(s->p, '"', (size_t)(s->end - s->p));
+    if (!e) return 0;
+    const char *b = memchr(s->p, '\\', (size_t)(e - s->p));
+    if (!b) {
+      s->p = e;
+      break;
     }
-    s->p++;
+    if (plain || b + 1 >= s->end) return 0;
+    switch (b[1]) {
+    case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't': break;
+    default: return 0;
+    }
+    s->p = b + 2;
   }
-  if (s->p >= s->end) return 0;
   *at = q;
   *len = (size_t)(s->p - q);
   s->p++;
@@ -132,7 +133,10 @@ int fc_audit_shape(const char *line, size_t n, long long *seq, char kind[FC_AUDI
     size_t kl, vl;
   } m[MAX_KEYS];
   size_t nm = 0;
-  if (n < 2 || line[0] != '{') return 0;
+  unsigned char bad = 0;
+  for (size_t i = 0; i < n; i++) /* branch-free: the compiler makes it wide */
+    bad |= (unsigned char)((unsigned char)line[i] < 0x20) | (unsigned char)((unsigned char)line[i] > 0x7e);
+  if (bad || n < 2 || line[0] != '{') return 0;
   s.p++;
   for (;;) {
     const char *k, *v;
