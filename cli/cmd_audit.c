@@ -114,10 +114,18 @@ static int show(const char *prog, int fd, const char *kind, unsigned long long l
   int ok = rc == FEDC_OK;
   sc.count = 0;
   sc.skip = last && last < sc.matching ? sc.matching - last : 0;
-  fc_audit_src again = {.fd = fd, .limit = r.valid_bytes};
+  fc_audit_src again = FC_AUDIT_SRC_FD_LIMIT(fd, r.valid_bytes);
   if ((rc = fc_audit_walk_src(&again, &r2, show_one, &sc)) != FEDC_OK) {
+    /* The same bytes read otherwise the second time: rewritten in place
+     * meanwhile (an append-only writer cannot do that). */
+    char p[sizeof r2.problem * 4];
+    if (rc == FEDC_ERR_INVALID) {
+      fprintf(stderr, "%s: the log CHANGED while it was read, at line %llu: %s\n", prog,
+              (unsigned long long)r2.bad_line, CLI_SHOWN(p, r2.problem));
+      return 1;
+    }
     fprintf(stderr, "%s: cannot read the log again: %s\n", prog,
-            rc == FEDC_ERR_IO ? again.err : rc == FEDC_ERR_NOMEM ? "out of memory" : r2.problem);
+            rc == FEDC_ERR_IO ? CLI_SHOWN(p, again.err) : "out of memory");
     return 2;
   }
   if (!ok) {

@@ -195,6 +195,8 @@ int fc_audit_walk(const char *buf, size_t len, fc_audit_report *r, fc_audit_each
   walker_init(&w, r, each, ctx);
   for (size_t off = 0; off < len;) {
     const char *nl = memchr(buf + off, '\n', len - off);
+    if (!nl && len - off > FC_AUDIT_MAX_LINE)
+      return report(r, w.lineno + 1, "not an audit record (no newline in %zu bytes)", len - off);
     if (!nl) return walk_torn(&w);
     size_t n = (size_t)(nl - (buf + off));
     int rc = walk_line(&w, buf + off, n, off + n + 1);
@@ -222,6 +224,10 @@ static int walk_fd(fc_audit_src *s, fc_audit_report *r, fc_audit_each each, void
     if (s->limit - pos - have < want) want = (size_t)(s->limit - pos - have);
     ssize_t got = want ? pread(s->fd, buf + have, want, (off_t)(pos + have)) : 0;
     if (got < 0 && errno == EINTR) continue;
+    if (got < 0 && tries) { /* re-reading the torn line failed: it stays torn */
+      rc = walk_torn(&w);
+      break;
+    }
     if (got < 0) {
       snprintf(s->err, sizeof s->err, "read failed at byte %llu: %s", (unsigned long long)(pos + have),
                strerror(errno));
@@ -252,9 +258,14 @@ static int walk_fd(fc_audit_src *s, fc_audit_report *r, fc_audit_each each, void
       size_t n = (size_t)(nl - (buf + off));
       if ((rc = walk_line(&w, buf + off, n, pos + off + n + 1)) != FEDC_OK) goto out;
       off += n + 1;
+      if (tries) { /* the torn line, now whole: the walk ends with it (no chasing a live writer) */
+        pos += off;
+        have = 0;
+        goto out;
+      }
     }
-    if (off == 0 && have == WALK_PIECE) { /* a "line" of a MiB: not one the writer makes */
-      rc = report(r, w.lineno + 1, "not an audit record (no newline in %zu bytes)", have);
+    if (have - off > FC_AUDIT_MAX_LINE) { /* longer than any record: not one being written */
+      rc = report(r, w.lineno + 1, "not an audit record (no newline in %zu bytes)", have - off);
       break;
     }
     memmove(buf, buf + off, have - off);
@@ -269,9 +280,14 @@ out:
 
 int fc_audit_walk_src(fc_audit_src *s, fc_audit_report *r, fc_audit_each each, void *ctx) {
   s->err[0] = 0;
-  if (s->buf || s->fd < 0) {
+  if (!s->from_fd) {
     s->extent = s->len;
     return fc_audit_walk(s->buf, s->len, r, each, ctx);
+  }
+  if (s->fd < 0) { /* never an empty, intact log */
+    memset(r, 0, sizeof *r);
+    snprintf(s->err, sizeof s->err, "no log open");
+    return FEDC_ERR_IO;
   }
   return walk_fd(s, r, each, ctx);
 }

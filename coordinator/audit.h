@@ -86,10 +86,12 @@ typedef struct fc_audit_src {
   const char *buf;
   size_t len;
   int fd;
+  int from_fd;     /* set by FC_AUDIT_SRC_FD: read fd (one that is not open is an error, not an empty log) */
   uint64_t limit;  /* fd: stop at this byte (UINT64_MAX: read to the end as it is now; a live log grows) */
   int wait_torn;   /* fd, no limit: a last line without its newline is read again up to 5 times, 50 ms apart,
                       from where it starts, on the same file (a live writer's record, or a restarting
-                      coordinator that cut a torn line off and writes over it: read as the log is now) */
+                      coordinator that cut a torn line off and writes over it: read as the log is now); the
+                      walk then ends with that line (it does not chase the records appended meanwhile) */
   uint64_t extent; /* out: the bytes read, records and any torn tail (a second walk with it as its limit
                       reads what the first did) */
   char err[300];   /* out: why the file could not be read (the walk returns FEDC_ERR_IO) */
@@ -99,9 +101,12 @@ typedef struct fc_audit_src {
                              `fedc audit verify` without --pki, with "": nothing built) */
 } fc_audit_src;
 #define FC_AUDIT_SRC_BUF(b, l) ((fc_audit_src){.buf = (b), .len = (l), .fd = -1})
-#define FC_AUDIT_SRC_FD(f) ((fc_audit_src){.fd = (f), .limit = UINT64_MAX})
+#define FC_AUDIT_SRC_FD_LIMIT(f, lim) ((fc_audit_src){.fd = (f), .limit = (lim), .from_fd = 1})
+#define FC_AUDIT_SRC_FD(f) FC_AUDIT_SRC_FD_LIMIT(f, UINT64_MAX)
 /* fc_audit_walk over src: its result, or FEDC_ERR_IO (src->err) or
- * FEDC_ERR_NOMEM. A line longer than FC_AUDIT_MAX_LINE is not a record. */
+ * FEDC_ERR_NOMEM. A line longer than FC_AUDIT_MAX_LINE is not a record, nor
+ * is a last line without its newline longer than that (a torn write is never
+ * longer than the record it tore). */
 int fc_audit_walk_src(fc_audit_src *src, fc_audit_report *r, fc_audit_each each, void *ctx);
 /* Open STATE/audit.log to read: O_NOFOLLOW and O_NONBLOCK (a symlink or a
  * FIFO planted there is refused, not followed or waited on: the coordinator

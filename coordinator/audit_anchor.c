@@ -322,7 +322,7 @@ int fc_audit_read_anchored(const char *state_dir, const char *ca_pem, size_t ca_
   }
   if (rc == FEDC_OK) {
     /* The check walks what this walk read, no further. */
-    *log = (fc_audit_src){.fd = fd, .limit = log->extent};
+    *log = FC_AUDIT_SRC_FD_LIMIT(fd, log->extent);
     *anchors = a;
     *n = cnt;
     return FEDC_OK;
