@@ -141,9 +141,7 @@ static int walk_line(walker *w, const char *line, size_t n, uint64_t end) {
   /* The writer escapes everything else (JSON_ENSURE_ASCII): a raw control
    * byte or non-ASCII text was put there by someone else, and whoever
    * prints the line (`fedc audit show --json`) must not pass it on. */
-  unsigned char bad = 0;
-  for (size_t i = 0; i < n; i++) /* branch-free first (wide); the column only when there is one */
-    bad |= (unsigned char)((unsigned char)line[i] < 0x20) | (unsigned char)((unsigned char)line[i] > 0x7E);
+  int bad = !fc_audit_printable(line, n); /* eight bytes at a time; the column only when there is one */
   for (size_t i = 0; bad && i < n; i++)
     if (line[i] < 0x20 || line[i] > 0x7E)
       return report(r, lineno, "not an audit record (byte 0x%02x at column %zu: records are printable ASCII)",

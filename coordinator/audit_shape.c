@@ -4,6 +4,7 @@
  */
 #include "coordinator/audit_shape.h"
 
+#include <stdint.h>
 #include <string.h>
 
 #define MAX_KEYS 48  /* members of a record (the widest, anomaly, has 16) */
@@ -118,11 +119,23 @@ static int value(scan *s, int depth) {
 
 static int key_is(const char *k, size_t kl, const char *want) { return kl == strlen(want) && !memcmp(k, want, kl); }
 
-static int hex64(const char *v, size_t vl) {
-  if (vl != 66 || v[0] != '"' || v[65] != '"') return 0;
-  for (size_t i = 1; i < 65; i++)
-    if (!digit(v[i]) && !(v[i] >= 'a' && v[i] <= 'f')) return 0;
-  return 1;
+/* A string of 64 bytes without an escape: prev and hash. That they are hex
+ * is the chain's check (audit.c compares them with hashes it computed). */
+static int str64(const char *v, size_t vl) { return vl == 66 && v[0] == '"' && !memchr(v, '\\', vl); }
+
+int fc_audit_printable(const char *p, size_t n) {
+  /* Eight bytes at a time (Anderson's bit hacks: hasless(x, 0x20) and
+   * hasmore(x, 0x7e), exact as booleans for these bounds). */
+  const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+  uint64_t bad = 0;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t x;
+    memcpy(&x, p + i, 8);
+    bad |= ((x - ones * 0x20) & ~x & highs) | (((x + ones * (127 - 0x7e)) | x) & highs);
+  }
+  for (; i < n; i++) bad |= (unsigned char)p[i] < 0x20 || (unsigned char)p[i] > 0x7e;
+  return bad == 0;
 }
 
 int fc_audit_shape(const char *line, size_t n, long long *seq, char kind[FC_AUDIT_SHAPE_KIND_MAX + 1],
@@ -133,10 +146,7 @@ int fc_audit_shape(const char *line, size_t n, long long *seq, char kind[FC_AUDI
     size_t kl, vl;
   } m[MAX_KEYS];
   size_t nm = 0;
-  unsigned char bad = 0;
-  for (size_t i = 0; i < n; i++) /* branch-free: the compiler makes it wide */
-    bad |= (unsigned char)((unsigned char)line[i] < 0x20) | (unsigned char)((unsigned char)line[i] > 0x7e);
-  if (bad || n < 2 || line[0] != '{') return 0;
+  if (n < 2 || line[0] != '{' || !fc_audit_printable(line, n)) return 0;
   s.p++;
   for (;;) {
     const char *k, *v;
@@ -166,8 +176,8 @@ int fc_audit_shape(const char *line, size_t n, long long *seq, char kind[FC_AUDI
     return 0;
   }
   /* ... and its last two. */
-  if (nm < 5 || !key_is(m[nm - 2].k, m[nm - 2].kl, "prev") || !hex64(m[nm - 2].v, m[nm - 2].vl) ||
-      !key_is(m[nm - 1].k, m[nm - 1].kl, "hash") || !hex64(m[nm - 1].v, m[nm - 1].vl))
+  if (nm < 5 || !key_is(m[nm - 2].k, m[nm - 2].kl, "prev") || !str64(m[nm - 2].v, m[nm - 2].vl) ||
+      !key_is(m[nm - 1].k, m[nm - 1].kl, "hash") || !str64(m[nm - 1].v, m[nm - 1].vl))
     return 0;
   long long sq = 0;
   for (size_t i = 0; i < m[0].vl; i++) sq = sq * 10 + (m[0].v[i] - '0');

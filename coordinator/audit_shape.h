@@ -7,7 +7,8 @@
  * fc_audit_shape says 1 only when it is sure: the line is one JSON object
  * that jansson (JSON_REJECT_DUPLICATES) would also accept, and its first
  * members are "seq" (an integer >= 0), "ts_ms" (an integer), "kind" (a
- * string of [a-z_]), its last two "prev" (64 lowercase hex) and "hash", as
+ * string of [a-z_]), its last two "prev" and "hash" (strings of 64 bytes
+ * without an escape; that they are the right hex is the chain's check), as
  * the writer lays them out (audit.c, append_locked). It is deliberately
  * narrower than JSON: no whitespace, no \u escape, no nested object, no
  * number it cannot bound, no key twice; on anything else it says 0 and the
@@ -26,9 +27,13 @@
 
 #define FC_AUDIT_SHAPE_KIND_MAX 32
 
-/* The line is n bytes without its newline. 1 and seq, kind, prev (hex,
- * NUL-terminated) if it has the writer's shape as above; 0 if not sure. */
+/* The line is n bytes without its newline. 1 and seq, kind, prev (64
+ * bytes, NUL-terminated) if it has the writer's shape as above; 0 if not
+ * sure. */
 int fc_audit_shape(const char *line, size_t n, long long *seq, char kind[FC_AUDIT_SHAPE_KIND_MAX + 1],
                    char prev[65]);
+
+/* 1 if the n bytes are all printable ASCII (0x20..0x7e), eight at a time. */
+int fc_audit_printable(const char *p, size_t n);
 
 #endif

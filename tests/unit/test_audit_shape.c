@@ -12,6 +12,7 @@
  *     as the writer would (before the fix, it started).
  */
 #include <jansson.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,6 +111,26 @@ int main(void) {
   snprintf(dir, sizeof dir, "/tmp/fedc-shape-XXXXXX");
   CHECK(mkdtemp(dir) != NULL);
   snprintf(path, sizeof path, "%s/%s", dir, FC_AUDIT_FILE);
+
+  /* fc_audit_printable, eight bytes at a time, against the plain test: each
+   * byte value at each place of a 19-byte run, and random runs. */
+  for (int b = 0; b < 256; b++)
+    for (size_t at = 0; at < 19; at++) {
+      char run[19];
+      memset(run, 'a', sizeof run);
+      run[at] = (char)b;
+      CHECK_EQ_INT(fc_audit_printable(run, sizeof run), b >= 0x20 && b <= 0x7e);
+    }
+  for (int t = 0; t < 200000; t++) {
+    char run[24];
+    int want = 1;
+    for (size_t i = 0; i < sizeof run; i++) {
+      uint64_t x = next();
+      run[i] = (char)(x % 8 ? 0x20 + (x >> 8) % 95 : (x >> 8) & 0xff);
+      want &= (unsigned char)run[i] >= 0x20 && (unsigned char)run[i] <= 0x7e;
+    }
+    if (fc_audit_printable(run, sizeof run) != want) CHECK(0);
+  }
 
   /* The writer's records. */
   fc_audit *a = NULL;
