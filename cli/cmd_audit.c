@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -181,6 +182,10 @@ static int verify(const char *prog, const char *state, const char *path, const c
     rc = fc_audit_walk_src(&log, &ar.chain, NULL, NULL);
   }
   free(anchors);
+  /* A live log grows while it is read; what came after the bytes checked is
+   * for the next run (the walk stops there: audit.h). */
+  struct stat st;
+  uint64_t size = fstat(log.fd, &st) == 0 && st.st_size > 0 ? (uint64_t)st.st_size : 0;
   close(log.fd);
   if (rc == FEDC_ERR_IO) {
     fprintf(stderr, "%s: cannot read %s: %s\n", prog, path, log.err);
@@ -196,6 +201,8 @@ static int verify(const char *prog, const char *state, const char *path, const c
   if (json) {
     json_t *o = json_pack("{s:s,s:b,s:I,s:s}", "file", path, "intact", ok, "records", (json_int_t)r->records, "head",
                           r->head);
+    json_object_set_new(o, "checked_bytes", json_integer((json_int_t)log.extent));
+    if (size > log.extent) json_object_set_new(o, "log_bytes", json_integer((json_int_t)size));
     if (r->bad_line) {
       json_object_set_new(o, "bad_line", json_integer((json_int_t)r->bad_line));
       json_object_set_new(o, "problem", json_string(r->problem));
@@ -223,6 +230,9 @@ static int verify(const char *prog, const char *state, const char *path, const c
   } else {
     printf("%s: %llu records, chain intact; head %s\n", path, (unsigned long long)r->records,
            r->records ? r->head : "(empty)");
+    if (size > log.extent)
+      printf("  the log grew to %llu bytes while it was read: the records after byte %llu are for the next run\n",
+             (unsigned long long)size, (unsigned long long)log.extent);
     if (ca && ar.anchored)
       printf("  records 1..%llu are anchored by signed manifests (the newest: model v%llu; %zu manifests, %zu with "
              "an anchor); the last %llu records are not yet covered by a signature\n",

@@ -214,7 +214,7 @@ static int walk_fd(fc_audit_src *s, fc_audit_report *r, fc_audit_each each, void
   w.parse_only = s->parse_only;
   char *buf = malloc(WALK_PIECE);
   uint64_t pos = 0; /* file offset of buf[0]: the start of a line */
-  size_t have = 0;
+  size_t have = 0, torn = 0; /* torn: the awaited line's bytes when last read */
   int tries = 0, rc = FEDC_OK;
   if (!buf) return FEDC_ERR_NOMEM;
   for (;;) {
@@ -222,7 +222,9 @@ static int walk_fd(fc_audit_src *s, fc_audit_report *r, fc_audit_each each, void
     if (s->limit - pos - have < want) want = (size_t)(s->limit - pos - have);
     ssize_t got = want ? pread(s->fd, buf + have, want, (off_t)(pos + have)) : 0;
     if (got < 0 && errno == EINTR) continue;
-    if (got < 0 && tries) { /* re-reading the torn line failed: it stays torn */
+    if (got < 0 && tries) { /* re-reading the torn line failed: it stays torn, and counts in extent (a second
+                               walk to it must find it torn too: a review) */
+      if (have < torn) have = torn;
       rc = walk_torn(&w);
       break;
     }
@@ -243,6 +245,7 @@ static int walk_fd(fc_audit_src *s, fc_audit_report *r, fc_audit_each each, void
           (uint64_t)st.st_size >= pos) {
         tries++;
         nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
+        torn = have;
         have = 0;
         continue;
       }
@@ -278,6 +281,11 @@ out:
 
 int fc_audit_walk_src(fc_audit_src *s, fc_audit_report *r, fc_audit_each each, void *ctx) {
   s->err[0] = 0;
+  if (!s->from_fd && !s->buf && s->len == 0 && s->fd != -1) { /* {.fd = n} without the macros: not a buffer */
+    memset(r, 0, sizeof *r);
+    snprintf(s->err, sizeof s->err, "a log source made without FC_AUDIT_SRC_FD");
+    return FEDC_ERR_IO;
+  }
   if (!s->from_fd) {
     s->extent = s->len;
     return fc_audit_walk(s->buf, s->len, r, each, ctx);
