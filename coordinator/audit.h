@@ -74,7 +74,8 @@ typedef struct fc_audit_report {
 int fc_audit_verify(const char *buf, size_t len, fc_audit_report *r);
 /* fc_audit_verify that also hands each valid record, in order, to `each`
  * (its line of n bytes without the newline; rec is freed after the call). A
- * non-zero return from `each` stops the walk and is returned. */
+ * non-zero return from `each` stops the walk and is returned. (Walking a
+ * file, fc_audit_src.build may leave rec NULL.) */
 typedef int (*fc_audit_each)(json_t *rec, const char *line, size_t n, void *ctx);
 int fc_audit_walk(const char *buf, size_t len, fc_audit_report *r, fc_audit_each each, void *ctx);
 
@@ -95,10 +96,12 @@ typedef struct fc_audit_src {
   uint64_t extent; /* out: the bytes read, records and any torn tail (a second walk with it as its limit
                       reads what the first did) */
   char err[300];   /* out: why the file could not be read (the walk returns FEDC_ERR_IO) */
-  const char *parse_only; /* fd: only records of this kind are built (jansson) and handed to `each`; the
-                             others' chain (seq, kind, prev, hash) is read by fc_audit_shape, which checks the
-                             line is JSON jansson accepts, or defers to jansson (the coordinator's start;
-                             `fedc audit verify` without --pki, with "": nothing built) */
+  const char *const *build; /* fd: NULL-terminated kinds whose records are built (jansson) and handed to `each`;
+                               the others are checked by fc_audit_shape, which reads the chain's fields and
+                               checks the line is JSON jansson accepts, or defers to jansson (audit_shape.h).
+                               NULL: every record built */
+  int each_unbuilt;       /* with build: `each` also gets the others, with rec NULL (seq and hash: the
+                             report's records + 1 and the line's last 64 hex) */
 } fc_audit_src;
 #define FC_AUDIT_SRC_BUF(b, l) ((fc_audit_src){.buf = (b), .len = (l), .fd = -1})
 #define FC_AUDIT_SRC_FD_LIMIT(f, lim) ((fc_audit_src){.fd = (f), .limit = (lim), .from_fd = 1})

@@ -59,12 +59,17 @@ static fc_audit_anchor *by_version(anchor_walk *w, uint64_t version) {
   return bsearch(&key, w->a, w->n, sizeof *w->a, cmp_version);
 }
 
+/* The kinds whose records name a manifest: the only ones the checks build
+ * when they walk the log on disk (each_unbuilt: the rest come with rec
+ * NULL; their seq follows the records before, their hash ends the line). */
+static const char *const named_kinds[] = {"model", "manifest", NULL};
+
 static int on_record(json_t *rec, const char *line, size_t len, void *ctx) {
-  (void)line;
-  (void)len;
   anchor_walk *w = ctx;
-  uint64_t seq = (uint64_t)json_integer_value(json_object_get(rec, "seq"));
-  const char *hash = json_string_value(json_object_get(rec, "hash"));
+  uint64_t seq = rec ? (uint64_t)json_integer_value(json_object_get(rec, "seq")) : w->r->chain.records + 1;
+  char tail[65] = "";
+  if (!rec && len >= 66) snprintf(tail, sizeof tail, "%.64s", line + len - 66);
+  const char *hash = rec ? json_string_value(json_object_get(rec, "hash")) : tail[0] ? tail : NULL;
   for (; w->next < w->nseq && w->by_seq[w->next].seq == seq; w->next++) {
     const fc_audit_anchor *x = &w->a[w->by_seq[w->next].idx];
     if (!hash || strcmp(hash, x->head) != 0)
@@ -76,6 +81,7 @@ static int on_record(json_t *rec, const char *line, size_t len, void *ctx) {
       w->r->anchored = seq, w->r->anchored_by = x->version;
   }
   /* A manifest digest on record (model, and manifest when signed again). */
+  if (!rec) return FEDC_OK;
   const char *kind = json_string_value(json_object_get(rec, "kind"));
   const char *digest = json_string_value(json_object_get(rec, "manifest_sha256"));
   json_t *version = json_object_get(rec, "version");
@@ -117,6 +123,8 @@ int fc_audit_check_anchors_src(fc_audit_src *log, fc_audit_anchor *a, size_t n, 
     r->anchors += a[i].has_anchor != 0;
   }
   if (w.nseq) qsort(w.by_seq, w.nseq, sizeof *w.by_seq, cmp_seq);
+  log->build = named_kinds;
+  log->each_unbuilt = 1;
   int rc = fc_audit_walk_src(log, &r->chain, on_record, &w);
   if (rc == FEDC_ERR_NOMEM || rc == FEDC_ERR_IO) goto out;
   /* Anchors past the intact records: cut off, or the log was rebuilt. */
@@ -274,6 +282,7 @@ int fc_audit_add_named_anchors_src(const char *state_dir, const char *ca_pem, si
   named_versions nv = {NULL, 0, 0};
   fc_audit_report r;
   int rc = FEDC_OK;
+  log->build = named_kinds;
   rc = fc_audit_walk_src(log, &r, collect_named, &nv);
   if (rc == FEDC_ERR_NOMEM || rc == FEDC_ERR_IO) {
     snprintf(err, errlen, "cannot read %s/%s: %s", state_dir, FC_AUDIT_FILE,

@@ -188,7 +188,7 @@ static void big_log(void) {
   CHECK(r.bad_line == rb.bad_line && r.records == rb.records && r.valid_bytes == rb.valid_bytes && !r.torn);
   CHECK(strstr(r.problem, "was changed") != NULL);
   /* The coordinator's start reads the chain of records other than contacts
-   * off their shape, unparsed (fc_audit_src.parse_only): the edit refuses
+   * off their shape, unparsed (fc_audit_src.build): the edit refuses
    * it all the same, naming the line. */
   char want[64];
   snprintf(want, sizeof want, "line %llu", (unsigned long long)rb.bad_line);
