@@ -123,9 +123,14 @@ int fc_audit_check_anchors_src(fc_audit_src *log, fc_audit_anchor *a, size_t n, 
     r->anchors += a[i].has_anchor != 0;
   }
   if (w.nseq) qsort(w.by_seq, w.nseq, sizeof *w.by_seq, cmp_seq);
-  log->build = named_kinds;
-  log->each_unbuilt = 1;
-  int rc = fc_audit_walk_src(log, &r->chain, on_record, &w);
+  /* A copy: the caller's source keeps its own build (a later walk with it
+   * must not lose records); extent and err come back. */
+  fc_audit_src l = *log;
+  l.build = named_kinds;
+  l.each_unbuilt = 1;
+  int rc = fc_audit_walk_src(&l, &r->chain, on_record, &w);
+  log->extent = l.extent;
+  memcpy(log->err, l.err, sizeof log->err);
   if (rc == FEDC_ERR_NOMEM || rc == FEDC_ERR_IO) goto out;
   /* Anchors past the intact records: cut off, or the log was rebuilt. */
   if (w.next < w.nseq) {
@@ -282,8 +287,12 @@ int fc_audit_add_named_anchors_src(const char *state_dir, const char *ca_pem, si
   named_versions nv = {NULL, 0, 0};
   fc_audit_report r;
   int rc = FEDC_OK;
-  log->build = named_kinds;
-  rc = fc_audit_walk_src(log, &r, collect_named, &nv);
+  fc_audit_src l = *log; /* as in fc_audit_check_anchors_src */
+  l.build = named_kinds;
+  l.each_unbuilt = 0;
+  rc = fc_audit_walk_src(&l, &r, collect_named, &nv);
+  log->extent = l.extent;
+  memcpy(log->err, l.err, sizeof log->err);
   if (rc == FEDC_ERR_NOMEM || rc == FEDC_ERR_IO) {
     snprintf(err, errlen, "cannot read %s/%s: %s", state_dir, FC_AUDIT_FILE,
              rc == FEDC_ERR_IO ? log->err : "out of memory");
