@@ -106,7 +106,11 @@ static int show(const char *prog, int fd, const char *kind, unsigned long long l
   fc_audit_report r, r2;
   fc_audit_src log = FC_AUDIT_SRC_FD(fd);
   show_ctx sc = {kind, json, 1, 0, 0};
+  /* With --kind, only that kind's records are built; the rest are checked
+   * by the tree-free scan (audit_shape.h). */
+  const char *only[2] = {kind, NULL};
   log.wait_torn = 1;
+  log.build = kind ? only : NULL;
   int rc = fc_audit_walk_src(&log, &r, show_one, &sc);
   if (rc == FEDC_ERR_IO || rc == FEDC_ERR_NOMEM) {
     fprintf(stderr, "%s: cannot read the log: %s\n", prog, rc == FEDC_ERR_IO ? log.err : "out of memory");
@@ -116,6 +120,7 @@ static int show(const char *prog, int fd, const char *kind, unsigned long long l
   sc.count = 0;
   sc.skip = last && last < sc.matching ? sc.matching - last : 0;
   fc_audit_src again = FC_AUDIT_SRC_FD_LIMIT(fd, r.valid_bytes);
+  again.build = log.build;
   if ((rc = fc_audit_walk_src(&again, &r2, show_one, &sc)) != FEDC_OK) {
     /* The same bytes read otherwise the second time: rewritten in place
      * meanwhile (an append-only writer cannot do that). */
