@@ -43,7 +43,6 @@
 #include "coordinator/agg_tier.h"
 #include "coordinator/audit.h"
 #include "coordinator/coord_int.h"
-#include "coordinator/refusals.h"
 #include "coordinator/upload_check.h"
 #include "crypto/cert_cache.h"
 #include "crypto/update_sig.h"
@@ -63,18 +62,6 @@ static void audit_partial(fc_coord *c, const char *agg, const Fedc__V1__PartialM
   fc_audit_append(c->audit, "partial", f);
 }
 
-/* The refusal's class for its count in the audit log (refusals.h). */
-static int partial_reason(grpc_status_code code) {
-  switch (code) {
-  case GRPC_STATUS_INVALID_ARGUMENT: return FC_RF_INVALID;
-  case GRPC_STATUS_FAILED_PRECONDITION: return FC_RF_PRECONDITION;
-  case GRPC_STATUS_DEADLINE_EXCEEDED: return FC_RF_LATE;
-  case GRPC_STATUS_RESOURCE_EXHAUSTED:
-  case GRPC_STATUS_OUT_OF_RANGE: return FC_RF_LIMIT;
-  default: return FC_RF_OTHER;
-  }
-}
-
 /* A refusal of aggregator `name` counted (refusals.h, as "aggregator/NAME");
  * 1 if it is to be logged and audited in full: an aggregator's first few per
  * interval, or every one while the audit log is off (nothing is counted then,
@@ -82,7 +69,7 @@ static int partial_reason(grpc_status_code code) {
 static int partial_refusal_noted(fc_coord *c, const char *name, grpc_status_code code) {
   char rid[300];
   snprintf(rid, sizeof rid, "aggregator/%s", name);
-  return coord_refusal_note(c, rid, partial_reason(code)) || !c->audit;
+  return coord_refusal_note(c, rid, coord_refusal_reason(code)) || !c->audit;
 }
 
 /* Every update of an accepted partial, as coord_upload.c audits a direct

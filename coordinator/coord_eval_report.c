@@ -17,7 +17,6 @@
 #include "common/log.h"
 #include "coordinator/audit.h"
 #include "coordinator/coord_eval_int.h"
-#include "coordinator/refusals.h"
 #include "fedc/error.h"
 
 #define MOD "eval"
@@ -146,12 +145,7 @@ void coord_h_eval_report(fc_scall *call, void *ctx) {
   pthread_mutex_unlock(&c->mu);
   /* Accepted reports always; refusals as updates' are: an identity's first
    * few per interval in full, the rest counted (coord_limits.c). */
-  int reason = code == GRPC_STATUS_INVALID_ARGUMENT      ? FC_RF_INVALID
-               : code == GRPC_STATUS_FAILED_PRECONDITION ? FC_RF_PRECONDITION
-               : code == GRPC_STATUS_DEADLINE_EXCEEDED   ? FC_RF_LATE
-               : code == GRPC_STATUS_RESOURCE_EXHAUSTED  ? FC_RF_LIMIT
-                                                         : FC_RF_OTHER;
-  if (c->audit && (code == GRPC_STATUS_OK || coord_refusal_note(c, peer->name, reason))) {
+  if (c->audit && (code == GRPC_STATUS_OK || coord_refusal_note(c, peer->name, coord_refusal_reason(code)))) {
     json_t *f = json_pack("{s:s,s:I,s:s}", "client", peer->name, "round", (json_int_t)round, "outcome",
                           code == GRPC_STATUS_OK ? "accepted" : "refused");
     if (f && code != GRPC_STATUS_OK) json_object_set_new(f, "reason", json_string(why));

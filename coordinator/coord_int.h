@@ -257,6 +257,8 @@ void coord_limits_wrap(fc_coord *c, fc_method *m, size_t n);
 /* A refusal of `client` for `reason` (FC_RF_*, refusals.h): 1 if the caller
  * should audit this one in full, 0 if it was counted (or there is no log). */
 int coord_refusal_note(fc_coord *c, const char *client, int reason);
+/* The refusals.h reason a refusal's status counts under (coord_limits.c). */
+int coord_refusal_reason(grpc_status_code code);
 /* From the round driver: write the refusal counts of a finished interval;
  * once a second, the audit log's size against its budget. */
 void coord_limits_tick(fc_coord *c, uint64_t now_ms);

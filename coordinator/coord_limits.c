@@ -155,6 +155,17 @@ void coord_limits_wrap(fc_coord *c, fc_method *m, size_t n) {
   }
 }
 
+int coord_refusal_reason(grpc_status_code code) {
+  switch (code) {
+  case GRPC_STATUS_INVALID_ARGUMENT: return FC_RF_INVALID;
+  case GRPC_STATUS_FAILED_PRECONDITION: return FC_RF_PRECONDITION;
+  case GRPC_STATUS_DEADLINE_EXCEEDED: return FC_RF_LATE;
+  case GRPC_STATUS_RESOURCE_EXHAUSTED:
+  case GRPC_STATUS_OUT_OF_RANGE: return FC_RF_LIMIT;
+  default: return FC_RF_OTHER;
+  }
+}
+
 int coord_refusal_note(fc_coord *c, const char *client, int reason) {
   struct coord_limits *L = c->limits;
   if (reason == FC_RF_LIMIT || reason == FC_RF_CALLS) coord_anomaly_rate_limited(c, client); /* `fedc clients` */

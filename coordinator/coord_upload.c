@@ -36,7 +36,6 @@
 #include "coordinator/coord_codec.h"
 #include "coordinator/coord_int.h"
 #include "coordinator/dp_clip.h"
-#include "coordinator/refusals.h"
 #include "coordinator/store.h"
 #include "coordinator/store_prune.h"
 #include "coordinator/upload_check.h"
@@ -167,8 +166,6 @@ static void upload_settle(upload *up) {
 
 static void upload_refuse_retry(upload *up, fc_scall *call, grpc_status_code code, const char *why,
                                 uint32_t retry_ms) {
-  static const int reason[FC_MREF_N] = {FC_RF_INVALID, FC_RF_PRECONDITION, FC_RF_LATE, FC_RF_OTHER, FC_RF_LIMIT,
-                                        FC_RF_OTHER};
   int cls = code == GRPC_STATUS_INVALID_ARGUMENT      ? FC_MREF_INVALID
             : code == GRPC_STATUS_FAILED_PRECONDITION ? FC_MREF_PRECONDITION
             : code == GRPC_STATUS_DEADLINE_EXCEEDED   ? FC_MREF_LATE
@@ -178,7 +175,7 @@ static void upload_refuse_retry(upload *up, fc_scall *call, grpc_status_code cod
   /* "Busy: come back in N ms" (no staging slot free) judges nothing: not
    * audited. The rest: an identity's first few per interval in full, then
    * counts (coord_limits.c), so a flood of refusals cannot fill the disk. */
-  if (cls != FC_MREF_BUSY && coord_refusal_note(up->c, up->client, reason[cls]))
+  if (cls != FC_MREF_BUSY && coord_refusal_note(up->c, up->client, coord_refusal_reason(code)))
     audit_update(up->c, up, "refused", why, -1);
   atomic_fetch_add(&up->c->metrics.uploads_refused[cls], 1);
   upload_settle(up);
