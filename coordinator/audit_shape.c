@@ -21,7 +21,7 @@ static int digit(char c) { return c >= '0' && c <= '9'; }
 /* A string at s->p: 1 with its bytes between the quotes (escapes as they
  * are; plain: none at all). Of the escapes only the two-character ones (\u
  * is jansson's to decode and check); the bytes are printable ASCII
- * (fc_audit_shape checked the whole line first). */
+ * (fc_audit_shape's precondition). */
 static int str(scan *s, int plain, const char **at, size_t *len) {
   if (s->p >= s->end || *s->p != '"') return 0;
   const char *q = ++s->p;
@@ -146,7 +146,7 @@ int fc_audit_shape(const char *line, size_t n, long long *seq, char kind[FC_AUDI
     size_t kl, vl;
   } m[MAX_KEYS];
   size_t nm = 0;
-  if (n < 2 || line[0] != '{' || !fc_audit_printable(line, n)) return 0;
+  if (n < 2 || line[0] != '{') return 0;
   s.p++;
   for (;;) {
     const char *k, *v;

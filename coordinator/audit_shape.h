@@ -27,9 +27,12 @@
 
 #define FC_AUDIT_SHAPE_KIND_MAX 32
 
-/* The line is n bytes without its newline. 1 and seq, kind, prev (64
- * bytes, NUL-terminated) if it has the writer's shape as above; 0 if not
- * sure. */
+/* The line is n bytes without its newline, all printable ASCII (the
+ * caller has checked: fc_audit_printable, as audit.c does for every line
+ * before it reads one; no raw control or non-ASCII byte is in a string
+ * then, as jansson requires of the first and the writer of the second). 1
+ * and seq, kind, prev (64 bytes, NUL-terminated) if it has the writer's
+ * shape as above; 0 if not sure. */
 int fc_audit_shape(const char *line, size_t n, long long *seq, char kind[FC_AUDIT_SHAPE_KIND_MAX + 1],
                    char prev[65]);
 

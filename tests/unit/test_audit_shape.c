@@ -55,7 +55,8 @@ static uint64_t next(void) {
 static int agrees(const char *line, size_t n) {
   long long s1 = -1, s2 = -2;
   char k1[FC_AUDIT_SHAPE_KIND_MAX + 1], p1[65], k2[64], p2[65];
-  int fast = fc_audit_shape(line, n, &s1, k1, p1);
+  /* As audit.c: only a printable line reaches the scan (its precondition). */
+  int fast = fc_audit_printable(line, n) && fc_audit_shape(line, n, &s1, k1, p1);
   if (!fast) return 0;
   int slow = jansson_reads(line, n, &s2, k2, p2);
   if (!slow || s1 != s2 || strcmp(k1, k2) != 0 || strcmp(p1, p2) != 0) {
