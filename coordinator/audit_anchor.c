@@ -64,19 +64,34 @@ static fc_audit_anchor *by_version(anchor_walk *w, uint64_t version) {
  * NULL; their seq follows the records before, their hash ends the line). */
 static const char *const named_kinds[] = {"model", "manifest", NULL};
 
+/* A walk of log that builds only named_kinds, on a copy: the caller's
+ * source keeps its own build (a later walk with it must not lose records);
+ * extent and err come back. */
+static int walk_named(fc_audit_src *log, int each_unbuilt, fc_audit_report *r, fc_audit_each each, void *ctx) {
+  fc_audit_src l = *log;
+  l.build = named_kinds;
+  l.each_unbuilt = each_unbuilt;
+  int rc = fc_audit_walk_src(&l, r, each, ctx);
+  log->extent = l.extent;
+  memcpy(log->err, l.err, sizeof log->err);
+  return rc;
+}
+
 static int on_record(json_t *rec, const char *line, size_t len, void *ctx) {
   anchor_walk *w = ctx;
-  uint64_t seq = rec ? (uint64_t)json_integer_value(json_object_get(rec, "seq")) : w->r->chain.records + 1;
-  char tail[65] = "";
-  if (!rec && len >= 66) snprintf(tail, sizeof tail, "%.64s", line + len - 66);
-  const char *hash = rec ? json_string_value(json_object_get(rec, "hash")) : tail[0] ? tail : NULL;
+  /* Built or not, the walk has checked both before this call: the record's
+   * seq follows the records before it, and its hash (the verified one) is
+   * the 64 hex that end the line, before "}. */
+  uint64_t seq = w->r->chain.records + 1;
+  char hash[65];
+  snprintf(hash, sizeof hash, "%.64s", line + len - 66);
   for (; w->next < w->nseq && w->by_seq[w->next].seq == seq; w->next++) {
     const fc_audit_anchor *x = &w->a[w->by_seq[w->next].idx];
-    if (!hash || strcmp(hash, x->head) != 0)
+    if (strcmp(hash, x->head) != 0)
       say(w->r,
           "record %" PRIu64 " is not the one model v%" PRIu64 "'s signed manifest names (its hash is %.12s..., "
           "the manifest's %.12s...): the log up to record %" PRIu64 " was rewritten",
-          seq, x->version, hash ? hash : "?", x->head, seq);
+          seq, x->version, hash, x->head, seq);
     else if (seq > w->r->anchored || (seq == w->r->anchored && x->version > w->r->anchored_by))
       w->r->anchored = seq, w->r->anchored_by = x->version;
   }
@@ -123,14 +138,7 @@ int fc_audit_check_anchors_src(fc_audit_src *log, fc_audit_anchor *a, size_t n, 
     r->anchors += a[i].has_anchor != 0;
   }
   if (w.nseq) qsort(w.by_seq, w.nseq, sizeof *w.by_seq, cmp_seq);
-  /* A copy: the caller's source keeps its own build (a later walk with it
-   * must not lose records); extent and err come back. */
-  fc_audit_src l = *log;
-  l.build = named_kinds;
-  l.each_unbuilt = 1;
-  int rc = fc_audit_walk_src(&l, &r->chain, on_record, &w);
-  log->extent = l.extent;
-  memcpy(log->err, l.err, sizeof log->err);
+  int rc = walk_named(log, 1, &r->chain, on_record, &w);
   if (rc == FEDC_ERR_NOMEM || rc == FEDC_ERR_IO) goto out;
   /* Anchors past the intact records: cut off, or the log was rebuilt. */
   if (w.next < w.nseq) {
@@ -287,12 +295,7 @@ int fc_audit_add_named_anchors_src(const char *state_dir, const char *ca_pem, si
   named_versions nv = {NULL, 0, 0};
   fc_audit_report r;
   int rc = FEDC_OK;
-  fc_audit_src l = *log; /* as in fc_audit_check_anchors_src */
-  l.build = named_kinds;
-  l.each_unbuilt = 0;
-  rc = fc_audit_walk_src(&l, &r, collect_named, &nv);
-  log->extent = l.extent;
-  memcpy(log->err, l.err, sizeof log->err);
+  rc = walk_named(log, 0, &r, collect_named, &nv);
   if (rc == FEDC_ERR_NOMEM || rc == FEDC_ERR_IO) {
     snprintf(err, errlen, "cannot read %s/%s: %s", state_dir, FC_AUDIT_FILE,
              rc == FEDC_ERR_IO ? log->err : "out of memory");
