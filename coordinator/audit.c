@@ -290,19 +290,16 @@ out:
 
 int fc_audit_walk_src(fc_audit_src *s, fc_audit_report *r, fc_audit_each each, void *ctx) {
   s->err[0] = 0;
-  if (!s->from_fd && !s->buf && s->len == 0 && s->fd != -1) { /* {.fd = n} without the macros: not a buffer */
+  /* Never an empty, intact log by mistake: a file source with no file, or
+   * {.fd = n} made without the macros (not a buffer either). */
+  if (s->from_fd ? s->fd < 0 : !s->buf && s->len == 0 && s->fd != -1) {
     memset(r, 0, sizeof *r);
-    snprintf(s->err, sizeof s->err, "a log source made without FC_AUDIT_SRC_FD");
+    snprintf(s->err, sizeof s->err, "%s", s->from_fd ? "no log open" : "a log source made without FC_AUDIT_SRC_FD");
     return FEDC_ERR_IO;
   }
   if (!s->from_fd) {
     s->extent = s->len;
     return fc_audit_walk(s->buf, s->len, r, each, ctx);
-  }
-  if (s->fd < 0) { /* never an empty, intact log */
-    memset(r, 0, sizeof *r);
-    snprintf(s->err, sizeof s->err, "no log open");
-    return FEDC_ERR_IO;
   }
   return walk_fd(s, r, each, ctx);
 }
