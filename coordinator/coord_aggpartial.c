@@ -212,7 +212,7 @@ void coord_h_agg_partial(fc_scall *call, void *ctx) {
   struct fc_anomaly_meas *meas = NULL;
   fc_tier_partial p;
   int rc, receiving = 0; /* marked in the book: one partial stream per aggregator */
-  int full;              /* a refusal logged and audited in full (refuse:) */
+  int full;              /* a refusal audited in full (refuse:) */
   model_ref *m = coord_model_get(c);
   const Fedc__V1__PartialMeta *meta = first->meta;
   if (!c->tier) {
@@ -463,15 +463,15 @@ refuse:
    * in full, the rest counted (coord_limits.c), as a client's are: a stream
    * of refused partials cannot fill the log or the disk (nor pass the audit
    * budget). A busy leader (no staging slot) judges nothing: not audited. */
-  full = code == GRPC_STATUS_UNAVAILABLE || partial_refusal_noted(c, peer->name, code);
-  if (full) FC_WARN(MOD, "partial from aggregator %s refused: %s", peer->name, why);
+  full = code != GRPC_STATUS_UNAVAILABLE && partial_refusal_noted(c, peer->name, code);
+  if (full || code == GRPC_STATUS_UNAVAILABLE) FC_WARN(MOD, "partial from aggregator %s refused: %s", peer->name, why);
   pthread_mutex_lock(&c->mu);
   fc_tier_note_refused(coord_tier_book(c), peer->name);
   fc_tier_note_seen(coord_tier_book(c), peer->name, fc_now_ms());
   if (receiving) fc_tier_partial_end(coord_tier_book(c), peer->name); /* before the answer, as above */
   receiving = 0;
   pthread_mutex_unlock(&c->mu);
-  if (meta && full && code != GRPC_STATUS_UNAVAILABLE) audit_partial(c, peer->name, meta, "refused", why);
+  if (meta && full) audit_partial(c, peer->name, meta, "refused", why);
   fc_scall_finish(call, code, why, NULL);
 out:
   if (receiving) {
