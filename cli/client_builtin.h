@@ -28,6 +28,7 @@ typedef struct builtin {
   int model_given; /* --model was on the command line */
   uint32_t delay_ms; /* --train-delay-ms: each training task takes this much longer */
   const char *hold;  /* --train-hold: training finishes only once this file exists */
+  const char *fail_if; /* --train-fail-if: training fails while this file exists */
   const char *name;
   char waiting_why[256]; /* the last "not eligible: ..." printed ("" = none) */
 } builtin;

@@ -59,6 +59,10 @@ int cli_slow_option(cli_slow *s, const char *name, const char *arg) {
     s->hold = arg;
     return 0;
   }
+  if (!strcmp(name, "train-fail-if")) {
+    s->fail_if = arg;
+    return 0;
+  }
   if (!strcmp(name, "device-speed")) {
     if (client_speed_parse(arg, &s->speed, err, sizeof err) != 0) {
       fprintf(stderr, "fedc client: %s\n", err);
@@ -99,3 +103,5 @@ void cli_slow_wait(uint32_t delay_ms, const char *hold) {
     nanosleep(&poll, NULL);
   }
 }
+
+int cli_slow_fails(const char *fail_if) { return fail_if && access(fail_if, F_OK) == 0; }

@@ -97,6 +97,10 @@ static int bt_train(void *ctx, const fedc_train_config *cfg, const float *weight
   if (!b->ws) return -1;
   if (fc_mlp_train(&b->mlp, b->ws, out, &b->data, b->idx, b->n, &o, loss) != 0) return -1;
   cli_slow_wait(b->delay_ms, b->hold); /* --train-delay-ms, --device-speed, --train-hold (client_speed.c) */
+  if (cli_slow_fails(b->fail_if)) { /* --train-fail-if */
+    if (cfg->error && cfg->error_len) snprintf(cfg->error, cfg->error_len, "research: %s exists (--train-fail-if)", b->fail_if);
+    return -1;
+  }
   *output_kind = FEDC_OUTPUT_WEIGHTS;
   *num_examples = b->n;
   return 0;
@@ -424,6 +428,7 @@ int cmd_client(int argc, char **argv) {
                                            {"device-state", required_argument, 0, O_DEVICE},
                                            {"train-delay-ms", required_argument, 0, O_SLOW},
                                            {"train-hold", required_argument, 0, O_SLOW},
+                                           {"train-fail-if", required_argument, 0, O_SLOW},
                                            {"device-speed", required_argument, 0, O_SLOW},
                                            {"json", no_argument, 0, O_JSON},
                                            {"log", required_argument, 0, O_LOG},
@@ -633,6 +638,7 @@ int cmd_client(int argc, char **argv) {
     h->b.json = json;
     h->b.delay_ms = cli_slow_delay(&slow, h->name); /* says so when --device-speed drew it */
     h->b.hold = slow.hold;
+    h->b.fail_if = slow.fail_if;
     h->b.name = h->name;
     h->b.mlp = mlp;
     h->b.model_given = model != default_model;

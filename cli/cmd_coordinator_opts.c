@@ -338,6 +338,10 @@ const copt cc_options[] = {
     OPT_RANGE("secagg-bucket-seed", T_U64, c.secagg_bucket_seed,
               "research: draw the buckets from this seed and the round id, not the CSPRNG, so runs of one seed "
               "group the same clients (whoever knows it predicts bucket-mates; 0 = CSPRNG)", 0, UINT64_MAX),
+    OPT_BOOL("secagg-keys-first", c.engine.sa_keys_first,
+             "secure aggregation: clients exchange keys and shares while they train (the key stages hide behind "
+             "training); a client that then fails to train is a dropout after sharing, whose masks are rebuilt, "
+             "so size --secagg-dropout for training failures too"),
     OPT_RANGE("secagg-stage-ms", T_U64, c.engine.sa_stage_ms,
               "secure aggregation: deadline of each stage after key advertisement", 100, DAY_MS),
     OPT_RANGE("secagg-offence-limit", T_U32, c.engine.offence_limit,

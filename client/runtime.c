@@ -275,6 +275,8 @@ static int do_round(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
     return FEDC_ERR_NOMEM;
   }
   memcpy(out, c->weights, c->model_bytes);
+  /* Keys first: the SecAgg key stages run beside training (runtime_secagg.c). */
+  rt_sa_session *early = t->secagg && t->secagg->keys_first ? rt_secagg_keys_start(c, t) : NULL;
   fedc_train_config tc;
   memset(&tc, 0, sizeof tc);
   tc.round = t->round;
@@ -338,9 +340,10 @@ static int do_round(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
   ev.update_norm = norm;
   ev.clip_scale = scale;
   if (c->o.on_event) c->o.on_event(c->o.event_ctx, &ev);
-  if (t->secagg)
-    rc = rt_secagg_round(c, t, out, examples, loss, norm, &bytes_out, st);
-  else if (t->upload_bits && t->upload_bits != 32)
+  if (t->secagg) {
+    rc = rt_secagg_round(c, t, early, out, examples, loss, norm, &bytes_out, st);
+    early = NULL;
+  } else if (t->upload_bits && t->upload_bits != 32)
     rc = upload_compressed(c, t, out, n, examples, loss, norm, &bytes_out, st);
   else
     rc = rt_upload_retrying(c, t, out, held, &c->spec, c->model_bytes, 0, examples, loss, norm, t->deadline_unix_ms,
@@ -352,6 +355,7 @@ static int do_round(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
     c->o.on_event(c->o.event_ctx, &ev);
   }
 out:
+  rt_secagg_keys_cancel(early); /* we will not train: a dropout after sharing our keys */
   rt_payload_release(held);
   free(ti);
   return rc;

@@ -140,11 +140,21 @@ void rt_leave(fedc_client *c, int rc);
  * NULL. FEDC_ERR_PROTOCOL if the task's SecAggParams (t->secagg, non-NULL)
  * are malformed; the core checks the rest (fc_sa_client_create). */
 int rt_secagg_cfg(const Fedc__V1__Task *t, uint64_t dim, fc_sa_client_cfg *cfg);
+/* Keys first (SecAggParams.keys_first, runtime_secagg.c): rounds 0-1 of
+ * task t's SecAgg session started on a thread of their own, to run while the
+ * caller trains. NULL if it could not start (said in the log): the whole
+ * exchange then runs after training. The caller hands the session to
+ * rt_secagg_round, or to rt_secagg_keys_cancel if it will not train (we then
+ * drop out after sharing our keys); both join the thread and free it. */
+typedef struct rt_sa_session rt_sa_session;
+rt_sa_session *rt_secagg_keys_start(fedc_client *c, const Fedc__V1__Task *t);
+void rt_secagg_keys_cancel(rt_sa_session *s);
 /* Secure aggregation for task t (runtime_secagg.c): quantize -> mask (the
- * whole SecAgg exchange) -> upload of the clipped delta. FEDC_OK when our
- * masked input was accepted and our part of the unmasking was delivered. */
-int rt_secagg_round(fedc_client *c, const Fedc__V1__Task *t, const float *delta, uint64_t examples, double loss,
-                    double norm, uint64_t *bytes_out, fc_status *st);
+ * whole SecAgg exchange, or with `early` its rounds 2-4) -> upload of the
+ * clipped delta. FEDC_OK when our masked input was accepted and our part of
+ * the unmasking was delivered. early (may be NULL) is consumed. */
+int rt_secagg_round(fedc_client *c, const Fedc__V1__Task *t, rt_sa_session *early, const float *delta,
+                    uint64_t examples, double loss, double norm, uint64_t *bytes_out, fc_status *st);
 /* The SecAgg exchange around any input (runtime_secagg.c): the session for
  * task t over a vector of dim entries plus the weight; fill writes the
  * unmasked input (fc_sa_entries of the session) before masking, send sends

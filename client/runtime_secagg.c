@@ -86,8 +86,9 @@ static int submit(fedc_client *c, Fedc__V1__SecAggSubmitRequest *req, fc_status 
   return rc;
 }
 
-/* Poll until the input of `stage` is READY (FEDC_OK, *out set) or the round is over for us. */
-static int poll_stage(fedc_client *c, uint64_t round, int stage, uint64_t deadline,
+/* Poll until the input of `stage` is READY (FEDC_OK, *out set) or the round is
+ * over for us (or *cancel is set: keys first, the trainer failed). */
+static int poll_stage(fedc_client *c, uint64_t round, int stage, uint64_t deadline, const atomic_int *cancel,
                       Fedc__V1__SecAggPollResponse **out, fc_status *st) {
   Fedc__V1__SecAggPollRequest req = FEDC__V1__SEC_AGG_POLL_REQUEST__INIT;
   req.round = round;
@@ -99,6 +100,7 @@ static int poll_stage(fedc_client *c, uint64_t round, int stage, uint64_t deadli
    * closes only when its last member has seen it open. */
   for (uint32_t failures = 0, waits = 0;;) {
     if (atomic_load(&c->stop)) return FEDC_ERR_STOPPED;
+    if (cancel && atomic_load(cancel)) return reject(st, "our training failed");
     if (fc_now_ms() > deadline) return reject(st, "timed out waiting for the next stage");
     ProtobufCMessage *m = NULL;
     int rc = fc_call_unary(c->ch, "/fedc.v1.Coordinator/SecAggPoll", &req.base,
@@ -221,74 +223,135 @@ static int train_send(void *ctx, const fc_sa_params *p, uint32_t *q, uint64_t de
                             in->bytes_out, st);
 }
 
-int rt_secagg_round(fedc_client *c, const Fedc__V1__Task *t, const float *delta, uint64_t examples, double loss,
-                    double norm, uint64_t *bytes_out, fc_status *st) {
-  train_input ti = {c, t, delta, examples, loss, norm, bytes_out};
-  rt_sa_input in = {c->model_bytes / sizeof(float), train_fill, train_send, &ti};
-  return rt_secagg_exchange(c, t, &in, st);
+/* One task's SecAgg session: what rounds 0-1 (the keys) and 2-4 (the input)
+ * share. With keys first the keys run on a thread of their own beside
+ * training (rt_secagg_keys_start), which alone touches the session, and
+ * c->sa_certs, until rt_secagg_round joins it. */
+struct rt_sa_session {
+  fedc_client *c;
+  const Fedc__V1__Task *t;
+  fc_sa_client_cfg cfg;
+  char *ca, *cert, *key;
+  fc_sa_client *sc;
+  uint64_t deadline, checked0, known0;
+  atomic_int cancel; /* the trainer failed: stop waiting for a stage */
+  pthread_t thread;
+  int rc;       /* the keys' outcome, once the thread is joined */
+  fc_status st; /* and its status */
+};
+
+static void sa_close(rt_sa_session *s) {
+  if (!s) return;
+  fc_sa_client_destroy(s->sc);
+  free(s->ca);
+  free(s->cert);
+  if (s->key) {
+    fc_wipe(s->key, strlen(s->key));
+    free(s->key);
+  }
+  free(s);
 }
 
-int rt_secagg_exchange(fedc_client *c, const Fedc__V1__Task *t, const rt_sa_input *input, fc_status *st) {
-  const Fedc__V1__SecAggParams *sp = t->secagg;
-  fc_sa_client_cfg cfg;
-  fc_sa_params *p = &cfg.params;
-  if (rt_secagg_cfg(t, input->dim, &cfg) != FEDC_OK)
+/* The session for task t over dim entries, its keys and certificates read:
+ * FEDC_OK and *out, or a rejection in st. */
+static int sa_open(fedc_client *c, const Fedc__V1__Task *t, uint64_t dim, rt_sa_session **out, fc_status *st) {
+  rt_sa_session *s = calloc(1, sizeof *s);
+  char why[300];
+  if (!s) return reject(st, "out of memory");
+  s->c = c;
+  s->t = t;
+  atomic_init(&s->cancel, 0);
+  fc_sa_client_cfg *cfg = &s->cfg;
+  if (rt_secagg_cfg(t, dim, cfg) != FEDC_OK) {
+    sa_close(s);
     return reject(st, "the task's secure-aggregation parameters are malformed");
-  cfg.colluders = c->o.secagg_tolerate_colluders;
-  uint64_t stage_ms = sp->stage_deadline_ms ? sp->stage_deadline_ms : 30000;
+  }
+  cfg->colluders = c->o.secagg_tolerate_colluders;
+  uint64_t stage_ms = t->secagg->stage_deadline_ms ? t->secagg->stage_deadline_ms : 30000;
   if (stage_ms > 3600000) stage_ms = 3600000;
-  uint64_t deadline = t->deadline_unix_ms + 5 * stage_ms;
-
+  s->deadline = t->deadline_unix_ms + 5 * stage_ms;
   /* Research (byzantine.h): keys advertised under another certificate of our name. */
   const char *cert_path = c->byz.adv_cert[0] ? c->byz.adv_cert : c->cert;
   const char *key_path = c->byz.adv_key[0] ? c->byz.adv_key : c->key;
-  char *ca = read_pem(c->ca), *cert = read_pem(cert_path), *key = read_key_pem(key_path);
-  uint32_t *q = NULL;
-  fc_sa_client *sc = NULL;
-  Fedc__V1__SecAggPollResponse *in = NULL;
-  Fedc__V1__SecAggSubmitRequest req = FEDC__V1__SEC_AGG_SUBMIT_REQUEST__INIT;
-  char why[300];
-  int rc;
-  if (!ca || !cert || !key) {
-    rc = reject(st, "needs our certificate, key and the CA certificate (not available in insecure mode)");
-    goto out;
+  s->ca = read_pem(c->ca);
+  s->cert = read_pem(cert_path);
+  s->key = read_key_pem(key_path);
+  if (!s->ca || !s->cert || !s->key) {
+    sa_close(s);
+    return reject(st, "needs our certificate, key and the CA certificate (not available in insecure mode)");
   }
-  cfg.ca_pem = ca;
-  cfg.cert_pem = cert;
-  cfg.key_pem = key;
+  cfg->ca_pem = s->ca;
+  cfg->cert_pem = s->cert;
+  cfg->key_pem = s->key;
   /* Neighbours' certificates verified in earlier rounds: kept across rounds
    * (the same peers come back), dropped when the CA changes. */
-  if (c->sa_certs && !fc_cert_cache_same_ca(c->sa_certs, ca, strlen(ca))) {
+  if (c->sa_certs && !fc_cert_cache_same_ca(c->sa_certs, s->ca, strlen(s->ca))) {
     fc_cert_cache_destroy(c->sa_certs);
     c->sa_certs = NULL;
   }
-  if (!c->sa_certs && fc_cert_cache_create(ca, strlen(ca), RT_SA_CERT_CACHE, &c->sa_certs, why, sizeof why) != FEDC_OK)
+  if (!c->sa_certs &&
+      fc_cert_cache_create(s->ca, strlen(s->ca), RT_SA_CERT_CACHE, &c->sa_certs, why, sizeof why) != FEDC_OK)
     c->sa_certs = NULL; /* the session makes its own, and says what is wrong with the CA */
-  cfg.cert_cache = c->sa_certs;
-  uint64_t checked0 = c->sa_certs ? fc_cert_cache_verifications(c->sa_certs) : 0;
-  uint64_t known0 = c->sa_certs ? fc_cert_cache_hits(c->sa_certs) : 0;
-  if ((rc = fc_sa_client_create(&cfg, &sc, why, sizeof why)) != FEDC_OK) {
-    rc = reject(st, why);
-    goto out;
+  cfg->cert_cache = c->sa_certs;
+  s->checked0 = c->sa_certs ? fc_cert_cache_verifications(c->sa_certs) : 0;
+  s->known0 = c->sa_certs ? fc_cert_cache_hits(c->sa_certs) : 0;
+  if (fc_sa_client_create(cfg, &s->sc, why, sizeof why) != FEDC_OK) {
+    sa_close(s);
+    return reject(st, why);
   }
+  *out = s;
+  return FEDC_OK;
+}
+
+/* A failed step's verdict: the core's own reason if it aborted. */
+static int sa_verdict(rt_sa_session *s, int rc, fc_status *st) {
+  if (s->sc && fc_sa_client_state(s->sc) == FC_SAC_ABORTED) return reject(st, fc_sa_client_error(s->sc));
+  if (rc == FEDC_ERR_REJECTED && !st->detail[0]) return reject(st, "refused by the coordinator");
+  return rc;
+}
+
+/* Rounds 0 and 1 (Bonawitz et al. 2017): advertise our keys; take the
+ * neighbours' and send our shares of b_u and s_u^SK. Neither depends on the
+ * input, so with keys first they run while we train. */
+static int sa_keys(rt_sa_session *s, fc_status *st) {
+  fedc_client *c = s->c;
+  Fedc__V1__SecAggSubmitRequest req = FEDC__V1__SEC_AGG_SUBMIT_REQUEST__INIT;
+  Fedc__V1__SecAggPollResponse *in = NULL;
+  int rc;
+  if (vanish(c, FC_SA_ADVERTISE, st)) return FEDC_ERR_REJECTED;
+  if ((rc = fc_sa_client_advertise(s->sc, &req)) != FEDC_OK || (rc = submit(c, &req, st)) != FEDC_OK) goto fail;
+  if ((rc = poll_stage(c, s->t->round, FC_SA_SHARE_KEYS, s->deadline, &s->cancel, &in, st)) != FEDC_OK) goto fail;
+  rc = fc_sa_client_share_keys(s->sc, in, &req);
+  protobuf_c_message_free_unpacked(&in->base, NULL);
+  if (rc != FEDC_OK) goto fail;
+  if (vanish(c, FC_SA_SHARE_KEYS, st)) {
+    fc_sa_submit_clear(&req);
+    return FEDC_ERR_REJECTED;
+  }
+  if ((rc = submit(c, &req, st)) != FEDC_OK) goto fail;
+  return FEDC_OK;
+fail:
+  fc_sa_submit_clear(&req);
+  return sa_verdict(s, rc, st);
+}
+
+/* Rounds 2-4: quantize -> mask ahead -> the shares addressed to us in -> the
+ * masks of neighbours that sent none out -> upload; sign the survivor list;
+ * send our unmask shares. */
+static int sa_input(rt_sa_session *s, const rt_sa_input *input, fc_status *st) {
+  fedc_client *c = s->c;
+  const Fedc__V1__Task *t = s->t;
+  const fc_sa_params *p = &s->cfg.params;
+  fc_sa_client *sc = s->sc;
+  Fedc__V1__SecAggSubmitRequest req = FEDC__V1__SEC_AGG_SUBMIT_REQUEST__INIT;
+  Fedc__V1__SecAggPollResponse *in = NULL;
+  uint32_t *q = NULL;
+  int rc;
 #define VANISH(stage)                \
   if (vanish(c, stage, st)) {        \
     rc = FEDC_ERR_REJECTED;          \
     goto out;                        \
   }
-  /* Round 0: advertise keys. */
-  VANISH(FC_SA_ADVERTISE);
-  if ((rc = fc_sa_client_advertise(sc, &req)) != FEDC_OK || (rc = submit(c, &req, st)) != FEDC_OK) goto fail;
-  /* Round 1: neighbours' keys in, our shares out. */
-  if ((rc = poll_stage(c, t->round, FC_SA_SHARE_KEYS, deadline, &in, st)) != FEDC_OK) goto fail;
-  rc = fc_sa_client_share_keys(sc, in, &req);
-  protobuf_c_message_free_unpacked(&in->base, NULL);
-  in = NULL;
-  if (rc != FEDC_OK) goto fail;
-  VANISH(FC_SA_SHARE_KEYS);
-  if ((rc = submit(c, &req, st)) != FEDC_OK) goto fail;
-  /* Round 2: quantize -> mask ahead (while the others share) -> shares in ->
-   * the masks of neighbours that sent none out -> upload. */
   if (!(q = malloc(fc_sa_entries(p) * sizeof *q))) {
     rc = FEDC_ERR_NOMEM;
     snprintf(st->detail, sizeof st->detail, "out of memory for the masked input");
@@ -296,16 +359,16 @@ int rt_secagg_exchange(fedc_client *c, const Fedc__V1__Task *t, const rt_sa_inpu
   }
   if ((rc = input->fill(input->ctx, p, q, st)) != FEDC_OK) goto out;
   if ((rc = fc_sa_client_premask(sc, q)) != FEDC_OK) goto fail;
-  if ((rc = poll_stage(c, t->round, FC_SA_MASKED, deadline, &in, st)) != FEDC_OK) goto fail;
+  if ((rc = poll_stage(c, t->round, FC_SA_MASKED, s->deadline, NULL, &in, st)) != FEDC_OK) goto fail;
   rc = fc_sa_client_receive_shares(sc, in);
   protobuf_c_message_free_unpacked(&in->base, NULL);
   in = NULL;
   if (rc != FEDC_OK) goto fail;
   if ((rc = fc_sa_client_mask(sc, q)) != FEDC_OK) goto fail;
   VANISH(FC_SA_MASKED);
-  if ((rc = input->send(input->ctx, p, q, deadline, st)) != FEDC_OK) goto out;
+  if ((rc = input->send(input->ctx, p, q, s->deadline, st)) != FEDC_OK) goto out;
   /* Round 3: sign the survivor list. */
-  if ((rc = poll_stage(c, t->round, FC_SA_CONSISTENCY, deadline, &in, st)) != FEDC_OK) goto fail;
+  if ((rc = poll_stage(c, t->round, FC_SA_CONSISTENCY, s->deadline, NULL, &in, st)) != FEDC_OK) goto fail;
   rc = fc_sa_client_consistency(sc, in, &req);
   protobuf_c_message_free_unpacked(&in->base, NULL);
   in = NULL;
@@ -313,7 +376,7 @@ int rt_secagg_exchange(fedc_client *c, const Fedc__V1__Task *t, const rt_sa_inpu
   VANISH(FC_SA_CONSISTENCY);
   if ((rc = submit(c, &req, st)) != FEDC_OK) goto fail;
   /* Round 4: verify the neighbours' signatures, send our unmask shares. */
-  if ((rc = poll_stage(c, t->round, FC_SA_UNMASK, deadline, &in, st)) != FEDC_OK) goto fail;
+  if ((rc = poll_stage(c, t->round, FC_SA_UNMASK, s->deadline, NULL, &in, st)) != FEDC_OK) goto fail;
   rc = fc_sa_client_unmask(sc, in, &req);
   protobuf_c_message_free_unpacked(&in->base, NULL);
   in = NULL;
@@ -323,13 +386,14 @@ int rt_secagg_exchange(fedc_client *c, const Fedc__V1__Task *t, const rt_sa_inpu
     if (req.unmask[i]->share.len) req.unmask[i]->share.data[0] ^= 1;
   VANISH(FC_SA_UNMASK);
   if ((rc = submit(c, &req, st)) != FEDC_OK) goto fail;
+#undef VANISH
   if (c->sa_certs)
     FC_INFO(MOD, "%s %llu: secure aggregation done (masked %s and unmask shares delivered; neighbours' "
                  "certificates: %llu checked, %llu verified in an earlier round)",
             t->eval ? "evaluation" : "round", (unsigned long long)(t->round & ~(1ull << 63)),
             t->eval ? "statistics" : "input",
-            (unsigned long long)(fc_cert_cache_verifications(c->sa_certs) - checked0),
-            (unsigned long long)(fc_cert_cache_hits(c->sa_certs) - known0));
+            (unsigned long long)(fc_cert_cache_verifications(c->sa_certs) - s->checked0),
+            (unsigned long long)(fc_cert_cache_hits(c->sa_certs) - s->known0));
   else
     FC_INFO(MOD, "%s %llu: secure aggregation done (masked %s and unmask shares delivered)",
             t->eval ? "evaluation" : "round", (unsigned long long)(t->round & ~(1ull << 63)),
@@ -337,9 +401,7 @@ int rt_secagg_exchange(fedc_client *c, const Fedc__V1__Task *t, const rt_sa_inpu
   rc = FEDC_OK;
   goto out;
 fail:
-  /* A core failure (ours or the coordinator's verdict) ends our part. */
-  if (sc && fc_sa_client_state(sc) == FC_SAC_ABORTED) rc = reject(st, fc_sa_client_error(sc));
-  else if (rc == FEDC_ERR_REJECTED && !st->detail[0]) rc = reject(st, "refused by the coordinator");
+  rc = sa_verdict(s, rc, st);
 out:
   fc_sa_submit_clear(&req);
   if (in) protobuf_c_message_free_unpacked(&in->base, NULL);
@@ -347,12 +409,63 @@ out:
     fc_wipe(q, fc_sa_entries(p) * sizeof *q);
     free(q);
   }
-  fc_sa_client_destroy(sc);
-  free(ca);
-  free(cert);
-  if (key) {
-    fc_wipe(key, strlen(key));
-    free(key);
+  return rc;
+}
+
+static void *keys_thread(void *arg) {
+  rt_sa_session *s = arg;
+  memset(&s->st, 0, sizeof s->st);
+  s->rc = sa_keys(s, &s->st);
+  return NULL;
+}
+
+rt_sa_session *rt_secagg_keys_start(fedc_client *c, const Fedc__V1__Task *t) {
+  rt_sa_session *s = NULL;
+  fc_status st;
+  memset(&st, 0, sizeof st);
+  if (sa_open(c, t, c->model_bytes / sizeof(float), &s, &st) != FEDC_OK) {
+    FC_WARN(MOD, "round %llu: keys first: %s; the exchange runs after training", (unsigned long long)t->round,
+            st.detail);
+    return NULL;
   }
+  if (pthread_create(&s->thread, NULL, keys_thread, s) != 0) {
+    sa_close(s);
+    return NULL;
+  }
+  return s;
+}
+
+/* Join the keys' thread: its outcome, with its status in st. */
+static int keys_join(rt_sa_session *s, fc_status *st) {
+  pthread_join(s->thread, NULL);
+  if (s->rc != FEDC_OK) *st = s->st;
+  return s->rc;
+}
+
+void rt_secagg_keys_cancel(rt_sa_session *s) {
+  if (!s) return;
+  atomic_store(&s->cancel, 1);
+  fc_status st;
+  keys_join(s, &st);
+  sa_close(s);
+}
+
+int rt_secagg_round(fedc_client *c, const Fedc__V1__Task *t, rt_sa_session *early, const float *delta,
+                    uint64_t examples, double loss, double norm, uint64_t *bytes_out, fc_status *st) {
+  train_input ti = {c, t, delta, examples, loss, norm, bytes_out};
+  rt_sa_input in = {c->model_bytes / sizeof(float), train_fill, train_send, &ti};
+  if (!early) return rt_secagg_exchange(c, t, &in, st);
+  int rc = keys_join(early, st);
+  if (rc == FEDC_OK) rc = sa_input(early, &in, st);
+  sa_close(early);
+  return rc;
+}
+
+int rt_secagg_exchange(fedc_client *c, const Fedc__V1__Task *t, const rt_sa_input *input, fc_status *st) {
+  rt_sa_session *s = NULL;
+  int rc = sa_open(c, t, input->dim, &s, st);
+  if (rc != FEDC_OK) return rc;
+  if ((rc = sa_keys(s, st)) == FEDC_OK) rc = sa_input(s, input, st);
+  sa_close(s);
   return rc;
 }

@@ -317,6 +317,10 @@ int coord_cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen) {
              (unsigned long long)(2147483648.0 / FC_SA_MAX_COHORT), FC_SA_MAX_COHORT);
     return FEDC_ERR_INVALID;
   }
+  if (cfg->engine.sa_keys_first && !cfg->engine.secagg) {
+    snprintf(err, errlen, "secagg_keys_first orders the stages of secure aggregation: it needs secagg");
+    return FEDC_ERR_INVALID;
+  }
   if (cfg->engine.secagg && cfg->secagg_t == 1) {
     snprintf(err, errlen, "secagg threshold t must be at least 2 (0 = automatic)");
     return FEDC_ERR_INVALID;

@@ -420,6 +420,7 @@ void coord_sa_task(fc_coord *c, const char *client, Fedc__V1__SecAggParams *p) {
   p->graph_seed.len = FC_SA_SEED_LEN;
   p->max_weight = sp->max_weight;
   p->stage_deadline_ms = c->cfg.engine.sa_stage_ms;
+  p->keys_first = c->cfg.engine.sa_keys_first != 0;
   p->quant_scale = sp->scale;
   p->dp_sigma = sp->dp_sigma;
   p->bit_scale = sp->bit_scale;

@@ -28,7 +28,9 @@
  *   dropped) and calls sa_advance (or finalize_failed to abandon):
  *   TRAINING -> SA_SHARE -> SA_MASKED -> SA_CONSISTENCY -> SA_UNMASK
  *   -> AGGREGATING, each later stage with sa_stage_ms to run. Uploads (the
- *   masked inputs) are accepted only in SA_MASKED.
+ *   masked inputs) are accepted only in SA_MASKED. With sa_keys_first the
+ *   members train during SA_SHARE and SA_MASKED instead, so SA_MASKED runs
+ *   until round_ms from the start plus sa_stage_ms.
  *   AGGREGATING --"published"--> WAITING (or DONE when the budget is spent)
  *   AGGREGATING --"finalize_failed"--> ABANDON
  *   ABANDON: the round's updates are discarded (never half-applied), the
@@ -687,7 +689,15 @@ int fc_engine_sa_advance(fc_engine *e, uint64_t now_ms) {
     return FC_TICK_AGGREGATE;
   }
   e->state = e->state == FC_ENG_TRAINING ? FC_ENG_SA_SHARE : e->state + 1;
-  e->deadline = eng_add_sat(now_ms, e->cfg.sa_stage_ms);
+  uint64_t from = now_ms;
+  if (e->cfg.sa_keys_first && e->state == FC_ENG_SA_MASKED) {
+    /* Keys first: the members are still training; they have until the
+     * round's deadline to finish, as the advertise stage gives them
+     * otherwise, and a stage after it to send. */
+    uint64_t trained_by = eng_add_sat(e->started_ms, e->cfg.round_ms);
+    if (trained_by > from) from = trained_by;
+  }
+  e->deadline = eng_add_sat(from, e->cfg.sa_stage_ms);
   return FC_TICK_NONE;
 }
 

@@ -52,6 +52,10 @@ typedef struct fc_engine_cfg {
    * training included) each stage may stay open sa_stage_ms. */
   int secagg;
   uint64_t sa_stage_ms;
+  /* Keys first (SecAggParams.keys_first): clients advertise and share while
+   * they train, so the advertise stage closes early and the masked stage
+   * stays open until round_ms from the start plus sa_stage_ms. */
+  int sa_keys_first;
   /* Differential privacy: Poisson subsampling. Each live client is in a
    * round independently with probability cohort_fraction (cohort_size must
    * be 0), drawn from sample_secret (secret randomness, not `seed`). */

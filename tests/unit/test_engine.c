@@ -505,6 +505,66 @@ static void test_secagg_stages(void) {
   fc_engine_destroy(e);
 }
 
+/* Keys first (SecAggParams.keys_first): the members advertise and share
+ * while they train, so the advertise and share stages close early; the
+ * masked stage then runs until the round's training deadline (round_ms from
+ * the start) plus a stage, not a stage from its opening, and a masked input
+ * is accepted through all of it. Without keys first the same early close
+ * gives the masked stage only its own stage. */
+static void test_secagg_keys_first(void) {
+  for (int keys_first = 0; keys_first <= 1; keys_first++) {
+    fc_engine_cfg cfg;
+    fc_engine_cfg_defaults(&cfg);
+    cfg.min_clients = 3;
+    cfg.cohort_size = 3;
+    cfg.min_updates = 2;
+    cfg.rounds = 2;
+    cfg.pickup_ms = 1000;
+    cfg.round_ms = 5000;
+    cfg.client_ttl_ms = 60000;
+    cfg.seed = 42;
+    cfg.secagg = 1;
+    cfg.sa_stage_ms = 700;
+    cfg.sa_keys_first = keys_first;
+    fc_engine *e = NULL;
+    CHECK_EQ_INT(fc_engine_create(&cfg, 1, 0, 0, SHA0, &e), FEDC_OK);
+    start3(e, 0); /* the round starts at 1: trained by 5001 */
+    for (int i = 0; i < 3; i++) CHECK_EQ_INT(checkin(e, (const char *[]){"a", "b", "c"}[i], 10, NULL), FC_CHECKIN_TRAIN);
+    fc_engine_sa_ready(e); /* all advertised at once */
+    CHECK_EQ_INT(fc_engine_tick(e, 50), FC_TICK_SA_CLOSE);
+    CHECK_EQ_INT(fc_engine_sa_advance(e, 50), FC_TICK_NONE);
+    CHECK_EQ_INT(state_of(e), FC_ENG_SA_SHARE);
+    /* The share stage keeps its own deadline either way: 50 + 700. */
+    CHECK_EQ_INT(fc_engine_tick(e, 749), FC_TICK_NONE);
+    fc_engine_sa_ready(e); /* all shared */
+    CHECK_EQ_INT(fc_engine_tick(e, 100), FC_TICK_SA_CLOSE);
+    CHECK_EQ_INT(fc_engine_sa_advance(e, 100), FC_TICK_NONE);
+    CHECK_EQ_INT(state_of(e), FC_ENG_SA_MASKED);
+    uint64_t end = keys_first ? 5001 + 700 : 100 + 700;
+    CHECK_EQ_INT(fc_engine_tick(e, end - 1), FC_TICK_NONE);
+    CHECK_EQ_INT(fc_engine_upload_begin(e, "a", 1, 0, end - 2), FC_UP_OK);
+    CHECK_EQ_INT(fc_engine_upload_commit(e, "a", 1, 0, 0.5, 100, end - 1), FC_UP_OK);
+    CHECK_EQ_INT(fc_engine_tick(e, end), FC_TICK_SA_CLOSE);
+    CHECK_EQ_INT(fc_engine_upload_begin(e, "b", 1, 0, end), FC_UP_LATE);
+    CHECK_EQ_INT(fc_engine_sa_advance(e, end), FC_TICK_NONE);
+    CHECK_EQ_INT(state_of(e), FC_ENG_SA_CONSISTENCY);
+    fc_engine_destroy(e);
+    /* A share stage that closes after the training deadline: the masked
+     * stage gets one stage from then, with or without keys first. */
+    CHECK_EQ_INT(fc_engine_create(&cfg, 1, 0, 0, SHA0, &e), FEDC_OK);
+    start3(e, 0);
+    for (int i = 0; i < 3; i++) CHECK_EQ_INT(checkin(e, (const char *[]){"a", "b", "c"}[i], 10, NULL), FC_CHECKIN_TRAIN);
+    CHECK_EQ_INT(fc_engine_tick(e, 5001), FC_TICK_SA_CLOSE); /* the advertise stage's deadline */
+    CHECK_EQ_INT(fc_engine_sa_advance(e, 5001), FC_TICK_NONE);
+    CHECK_EQ_INT(fc_engine_tick(e, 5701), FC_TICK_SA_CLOSE);
+    CHECK_EQ_INT(fc_engine_sa_advance(e, 6000), FC_TICK_NONE);
+    CHECK_EQ_INT(state_of(e), FC_ENG_SA_MASKED);
+    CHECK_EQ_INT(fc_engine_tick(e, 6699), FC_TICK_NONE);
+    CHECK_EQ_INT(fc_engine_tick(e, 6700), FC_TICK_SA_CLOSE);
+    fc_engine_destroy(e);
+  }
+}
+
 /* One round at `now` among a..d (all checked in): the cohort as a bitmask
  * (a = 1, b = 2, c = 4, d = 8), 0 if no round started; then abandoned. */
 static unsigned round_cohort(fc_engine *e, uint64_t now) {
@@ -628,6 +688,7 @@ int main(void) {
   test_relayed();
   test_offences();
   test_secagg_stages();
+  test_secagg_keys_first();
   test_rate_limits();
   test_strangers();
   test_huge_durations();

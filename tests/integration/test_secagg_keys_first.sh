@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Keys first (--secagg-keys-first, protocol 1.18) over real processes and
+# mutual TLS on 127.0.0.1: each client advertises its keys and sends its
+# shares while it trains (Bonawitz et al. 2017: rounds 0 and 1 do not depend
+# on the input), so the key stages hide behind training. Six clients, cohort
+# 6, the complete graph k = 5, t = 4; every training takes 800 ms longer (a
+# device's pace, and time for the test to act between rounds).
+#   round 1  client f's training is held (--train-hold): the advertise and
+#            shares stages close while it still trains, which cannot happen
+#            when keys follow training (f has advertised nothing then); once
+#            released it sends its masked input and the round has all six.
+#   round 2  client e's trainer fails (--train-fail-if) after its keys went
+#            out: it drops out after sharing, its pairwise masks are rebuilt
+#            at unmasking and the round completes with five ([6,6,5,5,5]).
+#   round 3  client d is SIGKILLed while it trains: the same.
+#   round 4  all six again; the loss fell and the audit chain is intact.
+# And the option is refused without --secagg.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh" "$@"
+. "$(dirname "$0")/_data.sh"
+make_tmp
+NAMES=(a b c d e f)
+
+make_pki "$T/pki" kf "${NAMES[@]}"
+make_idx "$T" 150 6
+
+rc=0
+"$FEDC" coordinator --pki "$T/pki" --federation kf --state "$T/x" --model 784-10 --secagg-keys-first \
+  --listen 127.0.0.1:0 >"$T/refused.log" 2>&1 || rc=$?
+[ "$rc" != 0 ] || fail "--secagg-keys-first without --secagg was accepted"
+assert_contains "$T/refused.log" "it needs secagg"
+
+start_coordinator --pki "$T/pki" --federation kf --state "$T/state" --model 784-10 --secagg --secagg-keys-first \
+  --secagg-neighbors 5 --secagg-threshold 4 --rounds 4 --min-clients 6 --cohort 6 --min-updates 4 --poll-ms 100 \
+  --client-ttl-ms 3000 --round-timeout-ms 6000 --secagg-stage-ms 2500 --log info
+ADMIN=(--coordinator "$COORD_ADDR" --pki "$T/pki" --name root)
+wait_rounds() { # N: until N rounds completed
+  wait_for bash -c "[ \"\$('$FEDC' status ${ADMIN[*]} --json | jq -r .rounds_completed)\" -ge $1 ]" 60 ||
+    fail "round $1 did not complete: $("$FEDC" status "${ADMIN[@]}" --json)"
+}
+last_round() { "$FEDC" rounds "${ADMIN[@]}" --json | tail -n 1; }
+closed() { # ROUND STAGE: until the coordinator closed that stage of that round
+  wait_for grep -q "round $1: $2 stage closed" "$T/coord.log" 40 || fail "round $1: no $2 stage: $(tail -5 "$T/coord.log")"
+}
+start_client() { # NAME [ARGS...]
+  local n=$1 i
+  shift
+  for i in "${!NAMES[@]}"; do [ "${NAMES[$i]}" = "$n" ] && break; done
+  start_bg "client-$n" "$FEDC" client --coordinator "$COORD_ADDR" --pki "$T/pki" --name "$n" \
+    --data "idx:$T/img$i.idx,$T/lbl$i.idx" --model 784-10 --log info --train-delay-ms 800 "$@"
+}
+
+touch "$T/go-d"
+for n in a b c; do start_client "$n"; done
+start_client d --train-hold "$T/go-d"
+D_PID=$BG_PID
+start_client e --train-fail-if "$T/fail-e"
+start_client f --train-hold "$T/release-f"
+
+# ---- round 1: the key stages close while f trains ----
+closed 1 shares
+grep -q "round 1: masked stage closed" "$T/coord.log" && fail "round 1's masked stage closed while f was held"
+grep -q "secure aggregation done" "$T/client-f.log" && fail "f finished round 1 while held"
+touch "$T/release-f"
+closed 1 masked
+touch "$T/fail-e" # e trained round 1 (its masked input is in): it fails from now on
+wait_rounds 1
+r=$(last_round)
+jq -e '.outcome == "completed" and .participants == 6 and .secagg_remaining == [6,6,6,6,6]' <<<"$r" >/dev/null ||
+  fail "round 1 with f held through the key stages: $r"
+
+# ---- round 2: e's training fails after its keys went out ----
+closed 2 masked
+rm -f "$T/fail-e" "$T/go-d" # d trained round 2: from now on it holds
+wait_rounds 2
+r=$(last_round)
+jq -e '.outcome == "completed" and .participants == 5 and .secagg_remaining == [6,6,5,5,5]' <<<"$r" >/dev/null ||
+  fail "round 2 with e's trainer failing after sharing: $r"
+assert_contains "$T/client-e.log" "train-fail-if"
+grep -q "round 2: unmasked 5 inputs (.* masks removed" "$T/coord.log" ||
+  fail "round 2's unmasking: $(grep "round 2: unmasked" "$T/coord.log")"
+
+# ---- round 3: d dies while it trains ----
+closed 3 shares
+kill -KILL "$D_PID"
+t0=$SECONDS
+wait_rounds 3
+r=$(last_round)
+jq -e '.outcome == "completed" and .participants == 5 and .secagg_remaining == [6,6,5,5,5]' <<<"$r" >/dev/null ||
+  fail "round 3 with d killed while training: $r"
+# The masked stage waited for the round's training deadline plus one stage, no more.
+[ $((SECONDS - t0)) -le 15 ] || fail "round 3 took $((SECONDS - t0)) s after d died"
+
+# ---- round 4: everyone ----
+touch "$T/go-d"
+start_client d --train-hold "$T/go-d"
+wait_rounds 4
+r=$(last_round)
+jq -e '.outcome == "completed" and .participants == 6 and .secagg_remaining == [6,6,6,6,6]' <<<"$r" >/dev/null ||
+  fail "round 4 with all six: $r"
+"$FEDC" rounds "${ADMIN[@]}" --json >"$T/rounds.jsonl"
+l1=$(sed -n 1p "$T/rounds.jsonl" | jq .mean_train_loss)
+l4=$(sed -n 4p "$T/rounds.jsonl" | jq .mean_train_loss)
+awk "BEGIN{exit !($l4 < $l1)}" || fail "train loss did not fall: $l1 -> $l4"
+kill -TERM "$COORD_PID"
+wait "$COORD_PID" || fail "coordinator exited non-zero on SIGTERM"
+"$FEDC" audit verify --state "$T/state" >"$T/verify.txt" 2>&1 || fail "audit chain: $(cat "$T/verify.txt")"
+echo "PASS secagg keys first"
