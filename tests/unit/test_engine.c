@@ -14,7 +14,7 @@
 
 static const uint8_t SHA0[FC_SHA256_LEN] = {1, 2, 3};
 
-static fc_engine *make_with(uint32_t cohort, uint32_t min_updates, uint64_t rounds, uint64_t secagg_stage_ms) {
+static fc_engine_cfg cfg_with(uint32_t cohort, uint32_t min_updates, uint64_t rounds, uint64_t secagg_stage_ms) {
   fc_engine_cfg cfg;
   fc_engine_cfg_defaults(&cfg);
   cfg.min_clients = 3;
@@ -27,6 +27,11 @@ static fc_engine *make_with(uint32_t cohort, uint32_t min_updates, uint64_t roun
   cfg.seed = 42;
   cfg.secagg = secagg_stage_ms > 0;
   if (cfg.secagg) cfg.sa_stage_ms = secagg_stage_ms;
+  return cfg;
+}
+
+static fc_engine *make_with(uint32_t cohort, uint32_t min_updates, uint64_t rounds, uint64_t secagg_stage_ms) {
+  fc_engine_cfg cfg = cfg_with(cohort, min_updates, rounds, secagg_stage_ms);
   fc_engine *e = NULL;
   CHECK_EQ_INT(fc_engine_create(&cfg, 1, 0, 0, SHA0, &e), FEDC_OK);
   return e;
@@ -513,18 +518,7 @@ static void test_secagg_stages(void) {
  * gives the masked stage only its own stage. */
 static void test_secagg_keys_first(void) {
   for (int keys_first = 0; keys_first <= 1; keys_first++) {
-    fc_engine_cfg cfg;
-    fc_engine_cfg_defaults(&cfg);
-    cfg.min_clients = 3;
-    cfg.cohort_size = 3;
-    cfg.min_updates = 2;
-    cfg.rounds = 2;
-    cfg.pickup_ms = 1000;
-    cfg.round_ms = 5000;
-    cfg.client_ttl_ms = 60000;
-    cfg.seed = 42;
-    cfg.secagg = 1;
-    cfg.sa_stage_ms = 700;
+    fc_engine_cfg cfg = cfg_with(3, 2, 2, 700);
     cfg.sa_keys_first = keys_first;
     fc_engine *e = NULL;
     CHECK_EQ_INT(fc_engine_create(&cfg, 1, 0, 0, SHA0, &e), FEDC_OK);
