@@ -219,10 +219,11 @@ int coord_tier_task(fc_coord *c, const char *client, uint64_t round, int locked,
 }
 
 /* Under mu: when the open round stops taking updates: its deadline, or
- * under secure aggregation the masked stage's (each stage has sa_stage_ms
- * from its opening). */
+ * under secure aggregation the masked stage's (sa_stage_ms from its opening,
+ * with keys first not before the training deadline plus a stage). */
 uint64_t coord_tier_take_deadline(const fc_coord *c, const fc_engine_status *es) {
-  if (c->cfg.engine.secagg) return c->sa_stage_ms + c->cfg.engine.sa_stage_ms;
+  if (c->cfg.engine.secagg)
+    return fc_engine_sa_stage_end(&c->cfg.engine, FC_ENG_SA_MASKED, es->round_started_ms, c->sa_stage_ms);
   return es->round_started_ms + c->cfg.engine.round_ms;
 }
 

@@ -689,16 +689,20 @@ int fc_engine_sa_advance(fc_engine *e, uint64_t now_ms) {
     return FC_TICK_AGGREGATE;
   }
   e->state = e->state == FC_ENG_TRAINING ? FC_ENG_SA_SHARE : e->state + 1;
-  uint64_t from = now_ms;
-  if (e->cfg.sa_keys_first && e->state == FC_ENG_SA_MASKED) {
+  e->deadline = fc_engine_sa_stage_end(&e->cfg, e->state, e->started_ms, now_ms);
+  return FC_TICK_NONE;
+}
+
+uint64_t fc_engine_sa_stage_end(const fc_engine_cfg *cfg, int stage, uint64_t started_ms, uint64_t open_ms) {
+  uint64_t from = open_ms;
+  if (cfg->sa_keys_first && stage == FC_ENG_SA_MASKED) {
     /* Keys first: the members are still training; they have until the
      * round's deadline to finish, as the advertise stage gives them
      * otherwise, and a stage after it to send. */
-    uint64_t trained_by = eng_add_sat(e->started_ms, e->cfg.round_ms);
+    uint64_t trained_by = eng_add_sat(started_ms, cfg->round_ms);
     if (trained_by > from) from = trained_by;
   }
-  e->deadline = eng_add_sat(from, e->cfg.sa_stage_ms);
-  return FC_TICK_NONE;
+  return eng_add_sat(from, cfg->sa_stage_ms);
 }
 
 void fc_engine_set_examples(fc_engine *e, uint64_t examples) { e->examples = examples; }

@@ -388,6 +388,12 @@ void fc_engine_sa_ready(fc_engine *e);
 /* "the stage closed with enough survivors": on to the next stage (new
  * deadline). Returns FC_TICK_AGGREGATE after the last stage, else FC_TICK_NONE. */
 int fc_engine_sa_advance(fc_engine *e, uint64_t now_ms);
+/* The deadline of a SecAgg stage (FC_ENG_SA_*) that opened at open_ms in a
+ * round started at started_ms: open_ms + sa_stage_ms, and with keys first
+ * the masked stage never before started_ms + round_ms + sa_stage_ms (its
+ * members are still training). The one rule for the engine and for the
+ * aggregator tier's take deadline (coord_aggtier.c). */
+uint64_t fc_engine_sa_stage_end(const fc_engine_cfg *cfg, int stage, uint64_t started_ms, uint64_t open_ms);
 /* Clients of the running round's cohort still expected (selected, minus
  * those dropped for not picking up their task). */
 uint32_t fc_engine_expected(const fc_engine *e);

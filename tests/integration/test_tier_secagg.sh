@@ -9,7 +9,9 @@
 # same quantized inputs under different masks.
 #   A. Distributed: a 3-member etcd cluster, a leader and a standby with
 #      --aggregator-tier --secagg, three aggregators, six clients; three rounds.
-#   B. One process with the same seed and options, the same six clients.
+#      A runs keys first (--secagg-keys-first).
+#   B. One process with the same seed and options (keys after training), the
+#      same six clients.
 #   C, D. The same with a robust rule over SecAgg buckets (median over two
 #      buckets of three, --secagg-bucket-seed so both runs draw the same
 #      buckets): each bucket's members upload to one aggregator; two rounds.
@@ -42,12 +44,12 @@ run_pair() { # TAG ROUNDS EXTRA-OPTIONS...
   # ---- distributed ----
   "${ETCDCTL[@]}" del --prefix /fedc/itest >/dev/null # a new federation in the same cluster
   PL=$(free_port)
-  start_bg "leader-$tag" "$FEDC" coordinator "${opts[@]}" --state "$T/dist-$tag" --listen "127.0.0.1:$PL" \
+  start_bg "leader-$tag" "$FEDC" coordinator "${opts[@]}" ${DIST_ONLY[@]+"${DIST_ONLY[@]}"} --state "$T/dist-$tag" --listen "127.0.0.1:$PL" \
     --port-file "$T/leader-$tag.port" "${ETCD_TLS[@]}" --etcd-lease-ttl 2 --aggregator-tier
   local leader=$BG_PID
   wait_for test -s "$T/leader-$tag.port" 20 || fail "the leader never led: $(tail -5 "$T/leader-$tag.log")"
   PS=$(free_port)
-  start_bg "standby-$tag" "$FEDC" coordinator "${opts[@]}" --state "$T/dist-$tag" --listen "127.0.0.1:$PS" \
+  start_bg "standby-$tag" "$FEDC" coordinator "${opts[@]}" ${DIST_ONLY[@]+"${DIST_ONLY[@]}"} --state "$T/dist-$tag" --listen "127.0.0.1:$PS" \
     --port-file "$T/standby-$tag.port" "${ETCD_TLS[@]}" --etcd-lease-ttl 2 --aggregator-tier
   local standby=$BG_PID aggs=()
   wait_for grep -q "standby: /fedc/itest/leader is held by" "$T/standby-$tag.log" 20 || fail "no standby"
@@ -99,8 +101,13 @@ PY
   echo "$tag: versions 0-$rounds bit-identical"
 }
 
-# A, B: one SecAgg instance over the cohort, split across the aggregators.
+# A, B: one SecAgg instance over the cohort, split across the aggregators; A
+# with keys first (protocol 1.18: keys and shares while training, the masked
+# stage and the aggregators' take deadline to the training deadline plus a
+# stage), B in the default order: the same bits either way.
+DIST_ONLY=(--secagg-keys-first)
 run_pair one 3
+DIST_ONLY=()
 # C, D: median over two buckets of three, each bucket through one aggregator.
 run_pair buckets 2 --aggregator median --secagg-bucket 3 --secagg-bucket-seed 7
 grep -q "secure aggregation in 2 buckets" "$T/leader-buckets.log" || fail "not two buckets"
