@@ -68,7 +68,7 @@ static int reject(fc_status *st, const char *why) {
   return FEDC_ERR_REJECTED;
 }
 
-static int submit(fedc_client *c, Fedc__V1__SecAggSubmitRequest *req, fc_status *st) {
+static int submit(fedc_client *c, Fedc__V1__SecAggSubmitRequest *req, const atomic_int *cancel, fc_status *st) {
   ProtobufCMessage *m = NULL;
   int rc;
   /* A call-rate refusal that says when (RESOURCE_EXHAUSTED with a retry
@@ -77,7 +77,7 @@ static int submit(fedc_client *c, Fedc__V1__SecAggSubmitRequest *req, fc_status 
     rc = fc_call_unary(c->ch, "/fedc.v1.Coordinator/SecAggSubmit", &req->base,
                        &fedc__v1__sec_agg_submit_response__descriptor, &m, 30000, st);
     if (rc == FEDC_OK || st->code != GRPC_STATUS_RESOURCE_EXHAUSTED || !st->retry_after_ms || paced == 8 ||
-        rt_nap(c, st->retry_after_ms < 5000 ? st->retry_after_ms : 5000))
+        rt_nap_or(c, st->retry_after_ms < 5000 ? st->retry_after_ms : 5000, cancel))
       break;
   }
   fc_sa_submit_clear(req);
@@ -122,7 +122,7 @@ static int poll_stage(fedc_client *c, uint64_t round, int stage, uint64_t deadli
     } else {
       wait = st->retry_after_ms ? st->retry_after_ms : 200u << (failures < 4 ? failures++ : 4);
     }
-    if (rt_nap(c, wait)) return FEDC_ERR_STOPPED;
+    if (rt_nap_or(c, wait, cancel)) return atomic_load(&c->stop) ? FEDC_ERR_STOPPED : reject(st, "our training failed");
   }
 }
 
@@ -318,17 +318,18 @@ static int sa_keys(rt_sa_session *s, fc_status *st) {
   Fedc__V1__SecAggSubmitRequest req = FEDC__V1__SEC_AGG_SUBMIT_REQUEST__INIT;
   Fedc__V1__SecAggPollResponse *in = NULL;
   int rc;
+  if (atomic_load(&s->cancel)) return reject(st, "our training failed");
   if (vanish(c, FC_SA_ADVERTISE, st)) return FEDC_ERR_REJECTED;
-  if ((rc = fc_sa_client_advertise(s->sc, &req)) != FEDC_OK || (rc = submit(c, &req, st)) != FEDC_OK) goto fail;
+  if ((rc = fc_sa_client_advertise(s->sc, &req)) != FEDC_OK || (rc = submit(c, &req, &s->cancel, st)) != FEDC_OK) goto fail;
   if ((rc = poll_stage(c, s->t->round, FC_SA_SHARE_KEYS, s->deadline, &s->cancel, &in, st)) != FEDC_OK) goto fail;
   rc = fc_sa_client_share_keys(s->sc, in, &req);
   protobuf_c_message_free_unpacked(&in->base, NULL);
   if (rc != FEDC_OK) goto fail;
-  if (vanish(c, FC_SA_SHARE_KEYS, st)) {
+  if (atomic_load(&s->cancel) || vanish(c, FC_SA_SHARE_KEYS, st)) { /* no shares from a client that will not train */
     fc_sa_submit_clear(&req);
-    return FEDC_ERR_REJECTED;
+    return atomic_load(&s->cancel) ? reject(st, "our training failed") : FEDC_ERR_REJECTED;
   }
-  if ((rc = submit(c, &req, st)) != FEDC_OK) goto fail;
+  if ((rc = submit(c, &req, &s->cancel, st)) != FEDC_OK) goto fail;
   return FEDC_OK;
 fail:
   fc_sa_submit_clear(&req);
@@ -374,7 +375,7 @@ static int sa_input(rt_sa_session *s, const rt_sa_input *input, fc_status *st) {
   in = NULL;
   if (rc != FEDC_OK) goto fail;
   VANISH(FC_SA_CONSISTENCY);
-  if ((rc = submit(c, &req, st)) != FEDC_OK) goto fail;
+  if ((rc = submit(c, &req, NULL, st)) != FEDC_OK) goto fail;
   /* Round 4: verify the neighbours' signatures, send our unmask shares. */
   if ((rc = poll_stage(c, t->round, FC_SA_UNMASK, s->deadline, NULL, &in, st)) != FEDC_OK) goto fail;
   rc = fc_sa_client_unmask(sc, in, &req);
@@ -385,7 +386,7 @@ static int sa_input(rt_sa_session *s, const rt_sa_input *input, fc_status *st) {
   for (size_t i = 0; c->byz.bad_unmask && i < req.n_unmask; i++)
     if (req.unmask[i]->share.len) req.unmask[i]->share.data[0] ^= 1;
   VANISH(FC_SA_UNMASK);
-  if ((rc = submit(c, &req, st)) != FEDC_OK) goto fail;
+  if ((rc = submit(c, &req, NULL, st)) != FEDC_OK) goto fail;
 #undef VANISH
   if (c->sa_certs)
     FC_INFO(MOD, "%s %llu: secure aggregation done (masked %s and unmask shares delivered; neighbours' "
@@ -429,6 +430,8 @@ rt_sa_session *rt_secagg_keys_start(fedc_client *c, const Fedc__V1__Task *t) {
     return NULL;
   }
   if (pthread_create(&s->thread, NULL, keys_thread, s) != 0) {
+    FC_WARN(MOD, "round %llu: keys first: no thread for the key stages; the exchange runs after training",
+            (unsigned long long)t->round);
     sa_close(s);
     return NULL;
   }
@@ -444,9 +447,18 @@ static int keys_join(rt_sa_session *s, fc_status *st) {
 
 void rt_secagg_keys_cancel(rt_sa_session *s) {
   if (!s) return;
+  /* Under mu with a broadcast, so a nap of the thread's (rt_nap_or) ends now. */
+  pthread_mutex_lock(&s->c->mu);
   atomic_store(&s->cancel, 1);
+  pthread_cond_broadcast(&s->c->cv);
+  pthread_mutex_unlock(&s->c->mu);
   fc_status st;
-  keys_join(s, &st);
+  memset(&st, 0, sizeof st);
+  if (keys_join(s, &st) == FEDC_OK)
+    FC_INFO(MOD, "round %llu: keys first: our keys and shares went out before we dropped out; the coordinator "
+                 "rebuilds our masks", (unsigned long long)s->t->round);
+  else
+    FC_INFO(MOD, "round %llu: keys first: the key stages stopped (%s)", (unsigned long long)s->t->round, st.detail);
   sa_close(s);
 }
 

@@ -13,16 +13,18 @@
 #include "client/runtime_int.h"
 
 /* Sleep up to ms; returns 1 if stopped. */
-int rt_nap(fedc_client *c, uint32_t ms) {
+int rt_nap_or(fedc_client *c, uint32_t ms, const atomic_int *cancel) {
   struct timespec ts;
   fc_deadline_after_ms(&ts, ms);
   pthread_mutex_lock(&c->mu);
-  while (!atomic_load(&c->stop)) {
+  while (!atomic_load(&c->stop) && !(cancel && atomic_load(cancel))) {
     if (pthread_cond_timedwait(&c->cv, &c->mu, &ts) != 0) break;
   }
   pthread_mutex_unlock(&c->mu);
-  return atomic_load(&c->stop);
+  return atomic_load(&c->stop) || (cancel && atomic_load(cancel));
 }
+
+int rt_nap(fedc_client *c, uint32_t ms) { return rt_nap_or(c, ms, NULL); }
 
 int rt_is_transient(int err) {
   return err == FEDC_ERR_UNAVAILABLE || err == FEDC_ERR_TIMEOUT || err == FEDC_ERR_NOMEM || err == FEDC_ERR_STOPPED;

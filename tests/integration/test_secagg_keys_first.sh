@@ -7,13 +7,18 @@
 # device's pace, and time for the test to act between rounds).
 #   round 1  client f's training is held (--train-hold): the advertise and
 #            shares stages close while it still trains, which cannot happen
-#            when keys follow training (f has advertised nothing then); once
-#            released it sends its masked input and the round has all six.
+#            when keys follow training (f has advertised nothing then); it is
+#            released only after one stage deadline past the shares stage,
+#            and its masked input still counts: the round has all six.
 #   round 2  client e's trainer fails (--train-fail-if) after its keys went
 #            out: it drops out after sharing, its pairwise masks are rebuilt
 #            at unmasking and the round completes with five ([6,6,5,5,5]).
 #   round 3  client d is SIGKILLed while it trains: the same.
-#   round 4  all six again; the loss fell and the audit chain is intact.
+#   round 4  d halts before advertising (--secagg-drop advertise:1
+#            --drop-halt), so the advertise stage waits for the deadline,
+#            and e's trainer fails meanwhile: e stops its key stages and
+#            sends no shares ([5,4,4,4,4]).
+#   round 5  all six again; the loss fell and the audit chain is intact.
 # And the option is refused without --secagg.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
@@ -31,7 +36,7 @@ rc=0
 assert_contains "$T/refused.log" "it needs secagg"
 
 start_coordinator --pki "$T/pki" --federation kf --state "$T/state" --model 784-10 --secagg --secagg-keys-first \
-  --secagg-neighbors 5 --secagg-threshold 4 --rounds 4 --min-clients 6 --cohort 6 --min-updates 4 --poll-ms 100 \
+  --secagg-neighbors 5 --secagg-threshold 4 --rounds 5 --min-clients 6 --cohort 6 --min-updates 4 --poll-ms 100 \
   --client-ttl-ms 3000 --round-timeout-ms 6000 --secagg-stage-ms 2500 --log info
 ADMIN=(--coordinator "$COORD_ADDR" --pki "$T/pki" --name root)
 wait_rounds() { # N: until N rounds completed
@@ -59,6 +64,7 @@ start_client f --train-hold "$T/release-f"
 
 # ---- round 1: the key stages close while f trains ----
 closed 1 shares
+sleep 3 # past the shares stage's close plus --secagg-stage-ms: the masked stage is still open
 grep -q "round 1: masked stage closed" "$T/coord.log" && fail "round 1's masked stage closed while f was held"
 grep -q "secure aggregation done" "$T/client-f.log" && fail "f finished round 1 while held"
 touch "$T/release-f"
@@ -91,17 +97,31 @@ jq -e '.outcome == "completed" and .participants == 5 and .secagg_remaining == [
 # The masked stage waited for the round's training deadline plus one stage, no more.
 [ $((SECONDS - t0)) -le 15 ] || fail "round 3 took $((SECONDS - t0)) s after d died"
 
-# ---- round 4: everyone ----
-touch "$T/go-d"
-start_client d --train-hold "$T/go-d"
+# ---- round 4: e's training fails while its key stages wait for d ----
+touch "$T/fail-e" # round 4 cannot start before d is back: 5 of 6 live
+start_client d --secagg-drop advertise:1 --drop-halt
+D_PID=$BG_PID
+wait_for grep -q "halted before the advertise stage" "$T/client-d.log" 40 || fail "d did not halt in round 4"
 wait_rounds 4
 r=$(last_round)
+jq -e '.outcome == "completed" and .participants == 4 and .secagg_remaining == [5,4,4,4,4]' <<<"$r" >/dev/null ||
+  fail "round 4, e's trainer failing before the shares stage opened: $r"
+grep -q "round 4: keys first: the key stages stopped (secure aggregation: our training failed)" "$T/client-e.log" ||
+  fail "e did not stop its key stages: $(grep "round 4" "$T/client-e.log")"
+
+# ---- round 5: everyone ----
+kill -KILL "$D_PID"
+rm -f "$T/fail-e"
+mv "$T/client-d.log" "$T/client-d-4.log"
+start_client d
+wait_rounds 5
+r=$(last_round)
 jq -e '.outcome == "completed" and .participants == 6 and .secagg_remaining == [6,6,6,6,6]' <<<"$r" >/dev/null ||
-  fail "round 4 with all six: $r"
+  fail "round 5 with all six: $r"
 "$FEDC" rounds "${ADMIN[@]}" --json >"$T/rounds.jsonl"
 l1=$(sed -n 1p "$T/rounds.jsonl" | jq .mean_train_loss)
-l4=$(sed -n 4p "$T/rounds.jsonl" | jq .mean_train_loss)
-awk "BEGIN{exit !($l4 < $l1)}" || fail "train loss did not fall: $l1 -> $l4"
+l5=$(sed -n 5p "$T/rounds.jsonl" | jq .mean_train_loss)
+awk "BEGIN{exit !($l5 < $l1)}" || fail "train loss did not fall: $l1 -> $l5"
 kill -TERM "$COORD_PID"
 wait "$COORD_PID" || fail "coordinator exited non-zero on SIGTERM"
 "$FEDC" audit verify --state "$T/state" >"$T/verify.txt" 2>&1 || fail "audit chain: $(cat "$T/verify.txt")"

@@ -531,10 +531,10 @@ static void test_secagg_keys_first(void) {
     /* The share stage keeps its own deadline either way: 50 + 700. */
     CHECK_EQ_INT(fc_engine_tick(e, 749), FC_TICK_NONE);
     fc_engine_sa_ready(e); /* all shared */
-    CHECK_EQ_INT(fc_engine_tick(e, 100), FC_TICK_SA_CLOSE);
-    CHECK_EQ_INT(fc_engine_sa_advance(e, 100), FC_TICK_NONE);
+    CHECK_EQ_INT(fc_engine_tick(e, 749), FC_TICK_SA_CLOSE);
+    CHECK_EQ_INT(fc_engine_sa_advance(e, 749), FC_TICK_NONE);
     CHECK_EQ_INT(state_of(e), FC_ENG_SA_MASKED);
-    uint64_t end = keys_first ? 5001 + 700 : 100 + 700;
+    uint64_t end = keys_first ? 5001 + 700 : 749 + 700;
     CHECK_EQ_INT(fc_engine_tick(e, end - 1), FC_TICK_NONE);
     CHECK_EQ_INT(fc_engine_upload_begin(e, "a", 1, 0, end - 2), FC_UP_OK);
     CHECK_EQ_INT(fc_engine_upload_commit(e, "a", 1, 0, 0.5, 100, end - 1), FC_UP_OK);
