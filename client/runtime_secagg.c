@@ -11,6 +11,12 @@
  * bounded by the round's deadline plus one stage deadline per later stage.
  * Any failure of the core ends our part in the round (FEDC_ERR_REJECTED):
  * the round goes on without us and we check in again.
+ *
+ * Keys first (SecAggParams.keys_first, 1.18): rounds 0-1 run on a thread of
+ * their own while the caller trains (rt_secagg_keys_start), since neither
+ * needs the input; rt_secagg_round joins it and runs rounds 2-4. A failed
+ * training cancels the thread (rt_secagg_keys_cancel): it sends nothing more,
+ * and its naps and polls end at once.
  */
 #include <stdio.h>
 #include <stdlib.h>
