@@ -98,7 +98,8 @@ static int bt_train(void *ctx, const fedc_train_config *cfg, const float *weight
   if (fc_mlp_train(&b->mlp, b->ws, out, &b->data, b->idx, b->n, &o, loss) != 0) return -1;
   cli_slow_wait(b->delay_ms, b->hold); /* --train-delay-ms, --device-speed, --train-hold (client_speed.c) */
   if (cli_slow_fails(b->fail_if)) { /* --train-fail-if */
-    if (cfg->error && cfg->error_len) snprintf(cfg->error, cfg->error_len, "research: %s exists (--train-fail-if)", b->fail_if);
+    if (cfg->error && cfg->error_len)
+      snprintf(cfg->error, cfg->error_len, "research: %s exists (--train-fail-if)", b->fail_if);
     return -1;
   }
   *output_kind = FEDC_OUTPUT_WEIGHTS;

@@ -98,6 +98,8 @@ int rt_nap(fedc_client *c, uint32_t ms);
 /* rt_nap that also ends when *cancel (may be NULL) is set: 1 if stopped or
  * cancelled. Whoever sets *cancel does it under c->mu and broadcasts c->cv. */
 int rt_nap_or(fedc_client *c, uint32_t ms, const atomic_int *cancel);
+/* Set *flag for rt_nap_or: under c->mu, waking every nap at once. */
+void rt_cancel(fedc_client *c, atomic_int *flag);
 /* One UploadUpdate stream of payload (bytes, SHA-256 sha) with the given
  * spec, its chunks from start_offset (0, or what UploadOffset said was kept). */
 int rt_upload(fedc_client *c, const Fedc__V1__Task *t, const void *payload, struct rt_payload *owner,

@@ -52,13 +52,13 @@ static int reject(fc_status *st, const char *why);
 
 /* Research dropout: 1 if we vanish now, before stage's message (the round is
  * lost for us; we send nothing more in it, as a device that went away). */
-static int vanish(fedc_client *c, int stage, fc_status *st) {
+static int vanish(fedc_client *c, int stage, const atomic_int *cancel, fc_status *st) {
   if (!(c->sa_drop[stage] > 0) || fc_rng_uniform_double(&c->sa_drop_rng) >= c->sa_drop[stage]) return 0;
   char why[80];
   if (c->sa_drop_halt) {
     FC_WARN(MOD, "round: halted before the %s stage (research: waiting to be stopped or killed)",
             fc_sa_stage_name(stage));
-    while (!rt_nap(c, 1000)) {
+    while (!rt_nap_or(c, 1000, cancel)) { /* keys first: a failed training ends the halt too */
     }
   }
   snprintf(why, sizeof why, "simulated dropout before the %s stage", fc_sa_stage_name(stage));
@@ -74,6 +74,14 @@ static int reject(fc_status *st, const char *why) {
   return FEDC_ERR_REJECTED;
 }
 
+/* Why our part ended when a nap was cut short: a stop, or (keys first) our
+ * training failed. */
+static int stopped_or_cancelled(fedc_client *c, fc_status *st) {
+  if (!atomic_load(&c->stop)) return reject(st, "our training failed");
+  snprintf(st->detail, sizeof st->detail, "stopped");
+  return FEDC_ERR_STOPPED;
+}
+
 static int submit(fedc_client *c, Fedc__V1__SecAggSubmitRequest *req, const atomic_int *cancel, fc_status *st) {
   ProtobufCMessage *m = NULL;
   int rc;
@@ -82,9 +90,12 @@ static int submit(fedc_client *c, Fedc__V1__SecAggSubmitRequest *req, const atom
   for (int paced = 0;; paced++) {
     rc = fc_call_unary(c->ch, "/fedc.v1.Coordinator/SecAggSubmit", &req->base,
                        &fedc__v1__sec_agg_submit_response__descriptor, &m, 30000, st);
-    if (rc == FEDC_OK || st->code != GRPC_STATUS_RESOURCE_EXHAUSTED || !st->retry_after_ms || paced == 8 ||
-        rt_nap_or(c, st->retry_after_ms < 5000 ? st->retry_after_ms : 5000, cancel))
+    if (rc == FEDC_OK || st->code != GRPC_STATUS_RESOURCE_EXHAUSTED || !st->retry_after_ms || paced == 8)
       break;
+    if (rt_nap_or(c, st->retry_after_ms < 5000 ? st->retry_after_ms : 5000, cancel)) {
+      rc = stopped_or_cancelled(c, st);
+      break;
+    }
   }
   fc_sa_submit_clear(req);
   if (m) protobuf_c_message_free_unpacked(m, NULL);
@@ -105,8 +116,7 @@ static int poll_stage(fedc_client *c, uint64_t round, int stage, uint64_t deadli
    * waited 100 ms from the start lost up to that much per stage, and a stage
    * closes only when its last member has seen it open. */
   for (uint32_t failures = 0, waits = 0;;) {
-    if (atomic_load(&c->stop)) return FEDC_ERR_STOPPED;
-    if (cancel && atomic_load(cancel)) return reject(st, "our training failed");
+    if (atomic_load(&c->stop) || (cancel && atomic_load(cancel))) return stopped_or_cancelled(c, st);
     if (fc_now_ms() > deadline) return reject(st, "timed out waiting for the next stage");
     ProtobufCMessage *m = NULL;
     int rc = fc_call_unary(c->ch, "/fedc.v1.Coordinator/SecAggPoll", &req.base,
@@ -128,7 +138,7 @@ static int poll_stage(fedc_client *c, uint64_t round, int stage, uint64_t deadli
     } else {
       wait = st->retry_after_ms ? st->retry_after_ms : 200u << (failures < 4 ? failures++ : 4);
     }
-    if (rt_nap_or(c, wait, cancel)) return atomic_load(&c->stop) ? FEDC_ERR_STOPPED : reject(st, "our training failed");
+    if (rt_nap_or(c, wait, cancel)) return stopped_or_cancelled(c, st);
   }
 }
 
@@ -325,13 +335,15 @@ static int sa_keys(rt_sa_session *s, fc_status *st) {
   Fedc__V1__SecAggPollResponse *in = NULL;
   int rc;
   if (atomic_load(&s->cancel)) return reject(st, "our training failed");
-  if (vanish(c, FC_SA_ADVERTISE, st)) return FEDC_ERR_REJECTED;
-  if ((rc = fc_sa_client_advertise(s->sc, &req)) != FEDC_OK || (rc = submit(c, &req, &s->cancel, st)) != FEDC_OK) goto fail;
+  if (vanish(c, FC_SA_ADVERTISE, &s->cancel, st)) return FEDC_ERR_REJECTED;
+  if ((rc = fc_sa_client_advertise(s->sc, &req)) != FEDC_OK || (rc = submit(c, &req, &s->cancel, st)) != FEDC_OK)
+    goto fail;
   if ((rc = poll_stage(c, s->t->round, FC_SA_SHARE_KEYS, s->deadline, &s->cancel, &in, st)) != FEDC_OK) goto fail;
   rc = fc_sa_client_share_keys(s->sc, in, &req);
   protobuf_c_message_free_unpacked(&in->base, NULL);
   if (rc != FEDC_OK) goto fail;
-  if (atomic_load(&s->cancel) || vanish(c, FC_SA_SHARE_KEYS, st)) { /* no shares from a client that will not train */
+  /* No shares from a client that will not train. */
+  if (atomic_load(&s->cancel) || vanish(c, FC_SA_SHARE_KEYS, &s->cancel, st)) {
     fc_sa_submit_clear(&req);
     return atomic_load(&s->cancel) ? reject(st, "our training failed") : FEDC_ERR_REJECTED;
   }
@@ -355,7 +367,7 @@ static int sa_input(rt_sa_session *s, const rt_sa_input *input, fc_status *st) {
   uint32_t *q = NULL;
   int rc;
 #define VANISH(stage)                \
-  if (vanish(c, stage, st)) {        \
+  if (vanish(c, stage, NULL, st)) {  \
     rc = FEDC_ERR_REJECTED;          \
     goto out;                        \
   }
@@ -453,11 +465,7 @@ static int keys_join(rt_sa_session *s, fc_status *st) {
 
 void rt_secagg_keys_cancel(rt_sa_session *s) {
   if (!s) return;
-  /* Under mu with a broadcast, so a nap of the thread's (rt_nap_or) ends now. */
-  pthread_mutex_lock(&s->c->mu);
-  atomic_store(&s->cancel, 1);
-  pthread_cond_broadcast(&s->c->cv);
-  pthread_mutex_unlock(&s->c->mu);
+  rt_cancel(s->c, &s->cancel); /* a nap of the thread's (rt_nap_or) ends now */
   fc_status st;
   memset(&st, 0, sizeof st);
   if (keys_join(s, &st) == FEDC_OK)

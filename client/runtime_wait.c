@@ -26,6 +26,13 @@ int rt_nap_or(fedc_client *c, uint32_t ms, const atomic_int *cancel) {
 
 int rt_nap(fedc_client *c, uint32_t ms) { return rt_nap_or(c, ms, NULL); }
 
+void rt_cancel(fedc_client *c, atomic_int *flag) {
+  pthread_mutex_lock(&c->mu);
+  atomic_store(flag, 1);
+  pthread_cond_broadcast(&c->cv);
+  pthread_mutex_unlock(&c->mu);
+}
+
 int rt_is_transient(int err) {
   return err == FEDC_ERR_UNAVAILABLE || err == FEDC_ERR_TIMEOUT || err == FEDC_ERR_NOMEM || err == FEDC_ERR_STOPPED;
 }

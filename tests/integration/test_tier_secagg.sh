@@ -60,7 +60,7 @@ run_pair() { # TAG ROUNDS EXTRA-OPTIONS...
     wait_for grep -q "aggregator $g registered" "$T/leader-$tag.log" 20 ||
       fail "$g not registered: $(tail -3 "$T/agg-$tag-$g.log")"
   done
-  start_clients "127.0.0.1:$PL" "d$tag" --secagg-seeded-rounding
+  start_clients "127.0.0.1:$PL" "d$tag" --secagg-seeded-rounding ${DIST_CLIENTS[@]+"${DIST_CLIENTS[@]}"}
   wait_for test -e "$T/dist-$tag/models/$(printf 'v%06d' "$rounds").safetensors" 180 ||
     fail "distributed $tag: no version $rounds: $(tail -8 "$T/leader-$tag.log")"
   stop_clients "d$tag"
@@ -104,10 +104,14 @@ PY
 # A, B: one SecAgg instance over the cohort, split across the aggregators; A
 # with keys first (protocol 1.18: keys and shares while training, the masked
 # stage and the aggregators' take deadline to the training deadline plus a
-# stage), B in the default order: the same bits either way.
-DIST_ONLY=(--secagg-keys-first)
+# stage), its clients training 3 s, longer than its 1.5 s stages (a take
+# deadline of one stage from the masked stage's opening lost every input),
+# B in the default order: the same bits either way.
+DIST_ONLY=(--secagg-keys-first --secagg-stage-ms 1500)
+DIST_CLIENTS=(--train-delay-ms 3000)
 run_pair one 3
 DIST_ONLY=()
+DIST_CLIENTS=()
 # C, D: median over two buckets of three, each bucket through one aggregator.
 run_pair buckets 2 --aggregator median --secagg-bucket 3 --secagg-bucket-seed 7
 grep -q "secure aggregation in 2 buckets" "$T/leader-buckets.log" || fail "not two buckets"

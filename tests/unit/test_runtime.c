@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "client/runtime_int.h"
 #include "crypto/pki.h"
 #include "fedc/client.h"
 #include "fedc/v1/fedc.pb-c.h"
@@ -120,6 +121,54 @@ static double now_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Keys first (runtime_secagg.c): a failed training cancels the key thread,
+ * whose naps (a paced retry can be told to wait seconds) must end at once,
+ * not at their timeout; a nap with no cancel ends at its time, and one whose
+ * flag is already set does not sleep at all. */
+typedef struct napper {
+  fedc_client *c;
+  atomic_int *flag;
+  int ret;
+  double took;
+} napper;
+
+static void *nap_thread(void *arg) {
+  napper *n = arg;
+  double t0 = now_s();
+  n->ret = rt_nap_or(n->c, 10000, n->flag);
+  n->took = now_s() - t0;
+  return NULL;
+}
+
+static void test_cancel_ends_nap(void) {
+  fedc_client_options o;
+  fedc_client_options_init(&o);
+  o.coordinator = "127.0.0.1:1"; /* never dialled */
+  o.insecure_for_testing = 1;
+  o.insecure_identity = "client/dev";
+  fedc_trainer t = {.ctx = NULL, .train = train};
+  fedc_client *c = NULL;
+  CHECK_EQ_INT(fedc_client_create(&o, &t, &c), FEDC_OK);
+  atomic_int flag;
+  atomic_init(&flag, 0);
+  double t0 = now_s();
+  CHECK_EQ_INT(rt_nap_or(c, 50, &flag), 0); /* not cancelled: sleeps its time */
+  CHECK(now_s() - t0 >= 0.045);
+  napper n = {c, &flag, -1, 0};
+  pthread_t th;
+  CHECK_EQ_INT(pthread_create(&th, NULL, nap_thread, &n), 0);
+  usleep(100 * 1000);
+  rt_cancel(c, &flag);
+  pthread_join(th, NULL);
+  CHECK_EQ_INT(n.ret, 1);
+  CHECK(n.took < 2.0); /* not the nap's 10 s */
+  t0 = now_s();
+  CHECK_EQ_INT(rt_nap_or(c, 10000, &flag), 1); /* already cancelled */
+  CHECK(now_s() - t0 < 2.0);
+  CHECK_EQ_INT(rt_nap(c, 1), 0); /* the client itself is not stopped */
+  fedc_client_destroy(c);
 }
 
 /* fedc_client_stop() from another thread ends run() promptly even while a
@@ -269,5 +318,6 @@ int main(void) {
   test_busy_is_transient();
   test_retry_after_honoured();
   test_stop_cancels_call();
+  test_cancel_ends_nap();
   return CHECK_DONE();
 }
