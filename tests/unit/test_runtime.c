@@ -123,6 +123,19 @@ static double now_s(void) {
   return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* A client of the coordinator at addr in insecure loopback mode, as client/dev. */
+static fedc_client *loopback_client(const char *addr) {
+  fedc_client_options o;
+  fedc_client_options_init(&o);
+  o.coordinator = addr;
+  o.insecure_for_testing = 1;
+  o.insecure_identity = "client/dev";
+  fedc_trainer t = {.ctx = NULL, .train = train};
+  fedc_client *c = NULL;
+  CHECK_EQ_INT(fedc_client_create(&o, &t, &c), FEDC_OK);
+  return c;
+}
+
 /* Keys first (runtime_secagg.c): a failed training cancels the key thread,
  * whose naps (a paced retry can be told to wait seconds) must end at once,
  * not at their timeout; a nap with no cancel ends at its time, and one whose
@@ -143,14 +156,7 @@ static void *nap_thread(void *arg) {
 }
 
 static void test_cancel_ends_nap(void) {
-  fedc_client_options o;
-  fedc_client_options_init(&o);
-  o.coordinator = "127.0.0.1:1"; /* never dialled */
-  o.insecure_for_testing = 1;
-  o.insecure_identity = "client/dev";
-  fedc_trainer t = {.ctx = NULL, .train = train};
-  fedc_client *c = NULL;
-  CHECK_EQ_INT(fedc_client_create(&o, &t, &c), FEDC_OK);
+  fedc_client *c = loopback_client("127.0.0.1:1"); /* never dialled */
   atomic_int flag;
   atomic_init(&flag, 0);
   double t0 = now_s();
@@ -178,14 +184,7 @@ static void test_stop_cancels_call(void) {
   char addr[64];
   fc_server *srv = start_checkin_server(h_hang, addr, sizeof addr);
   if (!srv) return;
-  fedc_client_options o;
-  fedc_client_options_init(&o);
-  o.coordinator = addr;
-  o.insecure_for_testing = 1;
-  o.insecure_identity = "client/dev";
-  fedc_trainer t = {.ctx = NULL, .train = train};
-  fedc_client *c = NULL;
-  CHECK_EQ_INT(fedc_client_create(&o, &t, &c), FEDC_OK);
+  fedc_client *c = loopback_client(addr);
   pthread_t th;
   pthread_create(&th, NULL, run_thread, c);
   usleep(500000); /* the check-in is now hanging on the server */
