@@ -104,11 +104,11 @@ PY
 # A, B: one SecAgg instance over the cohort, split across the aggregators; A
 # with keys first (protocol 1.18: keys and shares while training, the masked
 # stage and the aggregators' take deadline to the training deadline plus a
-# stage), its clients training 3 s, longer than its 1.5 s stages (a take
+# stage), its clients training 4 s, twice its 2 s stages (a take
 # deadline of one stage from the masked stage's opening lost every input),
 # B in the default order: the same bits either way.
-DIST_ONLY=(--secagg-keys-first --secagg-stage-ms 1500)
-DIST_CLIENTS=(--train-delay-ms 3000)
+DIST_ONLY=(--secagg-keys-first --secagg-stage-ms 2000)
+DIST_CLIENTS=(--train-delay-ms 4000)
 run_pair one 3
 DIST_ONLY=()
 DIST_CLIENTS=()
