@@ -95,8 +95,10 @@ void fc_client_secagg_seeded_rounding(fedc_client *c, int on);
 
 /* runtime_wait.c: sleep up to ms; 1 if stopped. */
 int rt_nap(fedc_client *c, uint32_t ms);
-/* rt_nap that also ends when *cancel (may be NULL) is set: 1 if stopped or
- * cancelled. Whoever sets *cancel does it under c->mu and broadcasts c->cv. */
+/* 1 if the client is stopped or *cancel (may be NULL) is set. */
+int rt_ended(fedc_client *c, const atomic_int *cancel);
+/* rt_nap that also ends when *cancel (may be NULL) is set: rt_ended after it.
+ * Whoever sets *cancel does it under c->mu and broadcasts c->cv. */
 int rt_nap_or(fedc_client *c, uint32_t ms, const atomic_int *cancel);
 /* Set *flag for rt_nap_or: under c->mu, waking every nap at once. */
 void rt_cancel(fedc_client *c, atomic_int *flag);

@@ -74,10 +74,13 @@ static int reject(fc_status *st, const char *why) {
   return FEDC_ERR_REJECTED;
 }
 
+/* Keys first: the trainer failed, so the key stages stop (rt_secagg_keys_cancel). */
+static int training_failed(fc_status *st) { return reject(st, "our training failed"); }
+
 /* Why our part ended when a nap was cut short: a stop, or (keys first) our
  * training failed. */
 static int stopped_or_cancelled(fedc_client *c, fc_status *st) {
-  if (!atomic_load(&c->stop)) return reject(st, "our training failed");
+  if (!atomic_load(&c->stop)) return training_failed(st);
   snprintf(st->detail, sizeof st->detail, "stopped");
   return FEDC_ERR_STOPPED;
 }
@@ -116,7 +119,7 @@ static int poll_stage(fedc_client *c, uint64_t round, int stage, uint64_t deadli
    * waited 100 ms from the start lost up to that much per stage, and a stage
    * closes only when its last member has seen it open. */
   for (uint32_t failures = 0, waits = 0;;) {
-    if (atomic_load(&c->stop) || (cancel && atomic_load(cancel))) return stopped_or_cancelled(c, st);
+    if (rt_ended(c, cancel)) return stopped_or_cancelled(c, st);
     if (fc_now_ms() > deadline) return reject(st, "timed out waiting for the next stage");
     ProtobufCMessage *m = NULL;
     int rc = fc_call_unary(c->ch, "/fedc.v1.Coordinator/SecAggPoll", &req.base,
@@ -334,7 +337,7 @@ static int sa_keys(rt_sa_session *s, fc_status *st) {
   Fedc__V1__SecAggSubmitRequest req = FEDC__V1__SEC_AGG_SUBMIT_REQUEST__INIT;
   Fedc__V1__SecAggPollResponse *in = NULL;
   int rc;
-  if (atomic_load(&s->cancel)) return reject(st, "our training failed");
+  if (atomic_load(&s->cancel)) return training_failed(st);
   if (vanish(c, FC_SA_ADVERTISE, &s->cancel, st)) return FEDC_ERR_REJECTED;
   if ((rc = fc_sa_client_advertise(s->sc, &req)) != FEDC_OK || (rc = submit(c, &req, &s->cancel, st)) != FEDC_OK)
     goto fail;
@@ -343,9 +346,13 @@ static int sa_keys(rt_sa_session *s, fc_status *st) {
   protobuf_c_message_free_unpacked(&in->base, NULL);
   if (rc != FEDC_OK) goto fail;
   /* No shares from a client that will not train. */
-  if (atomic_load(&s->cancel) || vanish(c, FC_SA_SHARE_KEYS, &s->cancel, st)) {
+  if (atomic_load(&s->cancel))
+    rc = training_failed(st);
+  else if (vanish(c, FC_SA_SHARE_KEYS, &s->cancel, st)) /* a halt there ends on a cancel too */
+    rc = atomic_load(&s->cancel) ? training_failed(st) : FEDC_ERR_REJECTED;
+  if (rc != FEDC_OK) {
     fc_sa_submit_clear(&req);
-    return atomic_load(&s->cancel) ? reject(st, "our training failed") : FEDC_ERR_REJECTED;
+    return rc;
   }
   if ((rc = submit(c, &req, &s->cancel, st)) != FEDC_OK) goto fail;
   return FEDC_OK;

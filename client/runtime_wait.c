@@ -12,16 +12,19 @@
 #include "fedc/client.h"
 #include "client/runtime_int.h"
 
-/* Sleep up to ms; returns 1 if stopped. */
+int rt_ended(fedc_client *c, const atomic_int *cancel) {
+  return atomic_load(&c->stop) || (cancel && atomic_load(cancel));
+}
+
 int rt_nap_or(fedc_client *c, uint32_t ms, const atomic_int *cancel) {
   struct timespec ts;
   fc_deadline_after_ms(&ts, ms);
   pthread_mutex_lock(&c->mu);
-  while (!atomic_load(&c->stop) && !(cancel && atomic_load(cancel))) {
+  while (!rt_ended(c, cancel)) {
     if (pthread_cond_timedwait(&c->cv, &c->mu, &ts) != 0) break;
   }
   pthread_mutex_unlock(&c->mu);
-  return atomic_load(&c->stop) || (cancel && atomic_load(cancel));
+  return rt_ended(c, cancel);
 }
 
 int rt_nap(fedc_client *c, uint32_t ms) { return rt_nap_or(c, ms, NULL); }
