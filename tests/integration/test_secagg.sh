@@ -20,6 +20,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
 . "$(dirname "$0")/_data.sh"
+. "$(dirname "$0")/_cohort.sh"
 make_tmp
 PROBE="$BUILD_DIR/fedc_probe"
 NAMES=(a b c d e f)
@@ -33,18 +34,6 @@ start_coordinator --pki "$T/pki" --federation sa --state "$T/state" --model 784-
 ADMIN=(--coordinator "$COORD_ADDR" --pki "$T/pki" --name root)
 
 completed() { "$FEDC" status "${ADMIN[@]}" --json | jq -r .rounds_completed; }
-wait_rounds() { # N: until N rounds completed
-  wait_for bash -c "[ \"\$('$FEDC' status ${ADMIN[*]} --json | jq -r .rounds_completed)\" -ge $1 ]" 60 ||
-    fail "round $1 did not complete: $("$FEDC" status "${ADMIN[@]}" --json)"
-}
-last_round() { "$FEDC" rounds "${ADMIN[@]}" --json | tail -n 1; }
-start_client() { # NAME [ARGS...]
-  local n=$1 i
-  shift
-  for i in "${!NAMES[@]}"; do [ "${NAMES[$i]}" = "$n" ] && break; done
-  start_bg "client-$n" "$FEDC" client --coordinator "$COORD_ADDR" --pki "$T/pki" --name "$n" \
-    --data "idx:$T/img$i.idx,$T/lbl$i.idx" --model 784-10 --log info "$@"
-}
 
 # fedc secagg-params: Bell et al.'s conditions. FCP's published semi-honest 72 / 24 is below the floor fedc
 # clients keep (2t > k + 1, issue 20): the curious-coordinator search now meets it (230 / 116) and says what it
@@ -78,15 +67,13 @@ grep -q "no secure-aggregation round" "$T/idle.json" || fail "no reason given: $
 grep -q "upgrade" "$T/old.json" || fail "no reason for the 1.1 client: $(cat "$T/old.json")"
 
 # ---- round 1: five honest clients and the misbehaving probe ----
-for n in a b c d e; do start_client "$n"; done
+for n in a b c d e; do cohort_client "$n"; done
 start_bg probe "$PROBE" --coordinator "$COORD_ADDR" --pki "$T/pki" --name p --mode secagg-bad --other a
 PROBE_PID=$BG_PID
 wait_rounds 1
 wait "$PROBE_PID" || fail "a bad secure-aggregation message was not refused as expected: $(cat "$T/probe.log")"
 [ "$(grep -c '"ok":true' "$T/probe.log")" -ge 9 ] || fail "probe steps missing: $(cat "$T/probe.log")"
-r=$(last_round)
-jq -e '.outcome == "completed" and .participants == 5 and .secagg_remaining == [5,5,5,5,5]' <<<"$r" >/dev/null ||
-  fail "round 1 with the probe dropped at advertise: $r"
+expect_round 5 "[5,5,5,5,5]" "round 1 with the probe dropped at advertise"
 assert_contains "$T/coord.log" "refused"
 
 # ---- rounds 2-6: f is SIGKILLed before each stage's message ----
@@ -103,7 +90,7 @@ round=1
 for stage in advertise shares masked consistency unmask; do
   # Let the probe's liveness lapse before round 2, so the cohort is a..f.
   [ "$round" = 1 ] && sleep 2
-  start_client f --secagg-drop "$stage:1" --drop-halt
+  cohort_client f --secagg-drop "$stage:1" --drop-halt
   F_PID=$BG_PID
   wait_for grep -q "halted before the $stage stage" "$T/client-f.log" 60 ||
     fail "client f never reached the $stage stage"
@@ -111,11 +98,8 @@ for stage in advertise shares masked consistency unmask; do
   t0=$SECONDS
   round=$((round + 1))
   wait_rounds "$round"
-  r=$(last_round)
   read -r left parts <<<"${WANT[$stage]}"
-  jq -e --argjson left "$left" --argjson parts "$parts" \
-    '.outcome == "completed" and .secagg_remaining == $left and .participants == $parts' <<<"$r" >/dev/null ||
-    fail "round $round, f killed before $stage: want $left/$parts, got $r"
+  expect_round "$parts" "$left" "round $round, f killed before $stage: want $left/$parts, got"
   # The coordinator waited at most a few stage deadlines for the dead client.
   [ $((SECONDS - t0)) -le 20 ] || fail "round $round took $((SECONDS - t0)) s after f died"
   # Only this run's halt line counts next time.
@@ -123,11 +107,9 @@ for stage in advertise shares masked consistency unmask; do
 done
 
 # ---- round 7: everyone ----
-start_client f
+cohort_client f
 wait_rounds 7
-r=$(last_round)
-jq -e '.outcome == "completed" and .participants == 6 and .secagg_remaining == [6,6,6,6,6]' <<<"$r" >/dev/null ||
-  fail "round 7 with all six: $r"
+expect_round 6 "[6,6,6,6,6]" "round 7 with all six"
 
 "$FEDC" rounds "${ADMIN[@]}" --json > "$T/rounds.jsonl"
 [ "$(jq -s 'map(select(.outcome == "completed")) | length' "$T/rounds.jsonl")" = 7 ] ||

@@ -20,6 +20,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
 . "$(dirname "$0")/_data.sh"
+. "$(dirname "$0")/_cohort.sh"
 make_tmp
 NAMES=(a b c d e f)
 make_pki "$T/pki" saf "${NAMES[@]}"
@@ -36,12 +37,8 @@ rc=0
 grep -q "2t <= k + 1.*needs t >= 4" "$T/refused.log" || fail "no rule named: $(cat "$T/refused.log")"
 
 CLIENT_PIDS=()
-start_client() { # NAME [ARGS...]
-  local n=$1 i
-  shift
-  for i in "${!NAMES[@]}"; do [ "${NAMES[$i]}" = "$n" ] && break; done
-  start_bg "client-$n" "$FEDC" client --coordinator "$COORD_ADDR" --pki "$T/pki" --name "$n" \
-    --data "idx:$T/img$i.idx,$T/lbl$i.idx" --model 784-10 --log info "$@"
+start_client() { # NAME [ARGS...]: cohort_client, its pid kept
+  cohort_client "$@"
   CLIENT_PIDS+=("$BG_PID")
   F_PID=$BG_PID
 }

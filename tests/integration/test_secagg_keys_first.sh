@@ -23,6 +23,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
 . "$(dirname "$0")/_data.sh"
+. "$(dirname "$0")/_cohort.sh"
 make_tmp
 NAMES=(a b c d e f)
 
@@ -39,28 +40,17 @@ start_coordinator --pki "$T/pki" --federation kf --state "$T/state" --model 784-
   --secagg-neighbors 5 --secagg-threshold 4 --rounds 5 --min-clients 6 --cohort 6 --min-updates 4 --poll-ms 100 \
   --client-ttl-ms 3000 --round-timeout-ms 6000 --secagg-stage-ms 2500 --log info
 ADMIN=(--coordinator "$COORD_ADDR" --pki "$T/pki" --name root)
-wait_rounds() { # N: until N rounds completed
-  wait_for bash -c "[ \"\$('$FEDC' status ${ADMIN[*]} --json | jq -r .rounds_completed)\" -ge $1 ]" 60 ||
-    fail "round $1 did not complete: $("$FEDC" status "${ADMIN[@]}" --json)"
-}
-last_round() { "$FEDC" rounds "${ADMIN[@]}" --json | tail -n 1; }
 closed() { # ROUND STAGE: until the coordinator closed that stage of that round
   wait_for grep -q "round $1: $2 stage closed" "$T/coord.log" 40 || fail "round $1: no $2 stage: $(tail -5 "$T/coord.log")"
 }
-start_client() { # NAME [ARGS...]
-  local n=$1 i
-  shift
-  for i in "${!NAMES[@]}"; do [ "${NAMES[$i]}" = "$n" ] && break; done
-  start_bg "client-$n" "$FEDC" client --coordinator "$COORD_ADDR" --pki "$T/pki" --name "$n" \
-    --data "idx:$T/img$i.idx,$T/lbl$i.idx" --model 784-10 --log info --train-delay-ms 800 "$@"
-}
+CLIENT_ARGS=(--train-delay-ms 800)
 
 touch "$T/go-d"
-for n in a b c; do start_client "$n"; done
-start_client d --train-hold "$T/go-d"
+for n in a b c; do cohort_client "$n"; done
+cohort_client d --train-hold "$T/go-d"
 D_PID=$BG_PID
-start_client e --train-fail-if "$T/fail-e"
-start_client f --train-hold "$T/release-f"
+cohort_client e --train-fail-if "$T/fail-e"
+cohort_client f --train-hold "$T/release-f"
 
 # ---- round 1: the key stages close while f trains ----
 closed 1 shares
@@ -71,17 +61,13 @@ touch "$T/release-f"
 closed 1 masked
 touch "$T/fail-e" # e trained round 1 (its masked input is in): it fails from now on
 wait_rounds 1
-r=$(last_round)
-jq -e '.outcome == "completed" and .participants == 6 and .secagg_remaining == [6,6,6,6,6]' <<<"$r" >/dev/null ||
-  fail "round 1 with f held through the key stages: $r"
+expect_round 6 "[6,6,6,6,6]" "round 1 with f held through the key stages"
 
 # ---- round 2: e's training fails after its keys went out ----
 closed 2 masked
 rm -f "$T/fail-e" "$T/go-d" # d trained round 2: from now on it holds
 wait_rounds 2
-r=$(last_round)
-jq -e '.outcome == "completed" and .participants == 5 and .secagg_remaining == [6,6,5,5,5]' <<<"$r" >/dev/null ||
-  fail "round 2 with e's trainer failing after sharing: $r"
+expect_round 5 "[6,6,5,5,5]" "round 2 with e's trainer failing after sharing"
 assert_contains "$T/client-e.log" "train-fail-if"
 grep -q "round 2: unmasked 5 inputs (.* masks removed" "$T/coord.log" ||
   fail "round 2's unmasking: $(grep "round 2: unmasked" "$T/coord.log")"
@@ -91,21 +77,17 @@ closed 3 shares
 kill -KILL "$D_PID"
 t0=$SECONDS
 wait_rounds 3
-r=$(last_round)
-jq -e '.outcome == "completed" and .participants == 5 and .secagg_remaining == [6,6,5,5,5]' <<<"$r" >/dev/null ||
-  fail "round 3 with d killed while training: $r"
+expect_round 5 "[6,6,5,5,5]" "round 3 with d killed while training"
 # The masked stage waited for the round's training deadline plus one stage, no more.
 [ $((SECONDS - t0)) -le 15 ] || fail "round 3 took $((SECONDS - t0)) s after d died"
 
 # ---- round 4: e's training fails while its key stages wait for d ----
 touch "$T/fail-e" # round 4 cannot start before d is back: 5 of 6 live
-start_client d --secagg-drop advertise:1 --drop-halt
+cohort_client d --secagg-drop advertise:1 --drop-halt
 D_PID=$BG_PID
 wait_for grep -q "halted before the advertise stage" "$T/client-d.log" 40 || fail "d did not halt in round 4"
 wait_rounds 4
-r=$(last_round)
-jq -e '.outcome == "completed" and .participants == 4 and .secagg_remaining == [5,4,4,4,4]' <<<"$r" >/dev/null ||
-  fail "round 4, e's trainer failing before the shares stage opened: $r"
+expect_round 4 "[5,4,4,4,4]" "round 4, e's trainer failing before the shares stage opened"
 grep -q "round 4: keys first: the key stages stopped (secure aggregation: our training failed)" "$T/client-e.log" ||
   fail "e did not stop its key stages: $(grep "round 4" "$T/client-e.log")"
 
@@ -113,11 +95,9 @@ grep -q "round 4: keys first: the key stages stopped (secure aggregation: our tr
 kill -KILL "$D_PID"
 rm -f "$T/fail-e"
 mv "$T/client-d.log" "$T/client-d-4.log"
-start_client d
+cohort_client d
 wait_rounds 5
-r=$(last_round)
-jq -e '.outcome == "completed" and .participants == 6 and .secagg_remaining == [6,6,6,6,6]' <<<"$r" >/dev/null ||
-  fail "round 5 with all six: $r"
+expect_round 6 "[6,6,6,6,6]" "round 5 with all six"
 "$FEDC" rounds "${ADMIN[@]}" --json >"$T/rounds.jsonl"
 l1=$(sed -n 1p "$T/rounds.jsonl" | jq .mean_train_loss)
 l5=$(sed -n 5p "$T/rounds.jsonl" | jq .mean_train_loss)

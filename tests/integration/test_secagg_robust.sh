@@ -21,6 +21,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
 . "$(dirname "$0")/_data.sh"
+. "$(dirname "$0")/_cohort.sh"
 make_tmp
 NAMES=(a b c d e f g h)
 
@@ -36,23 +37,12 @@ start_coordinator --pki "$T/pki" --federation sar --state "$T/state" --model 784
   --log info
 ADMIN=(--coordinator "$COORD_ADDR" --pki "$T/pki" --name root)
 
-wait_rounds() { # N: until N rounds completed
-  wait_for bash -c "[ \"\$('$FEDC' status ${ADMIN[*]} --json | jq -r .rounds_completed)\" -ge $1 ]" 90 ||
-    fail "round $1 did not complete: $("$FEDC" status "${ADMIN[@]}" --json)"
-}
 round_rec() { "$FEDC" rounds "${ADMIN[@]}" --json | jq -c --argjson r "$1" 'select(.round == $r)'; }
-start_client() { # NAME [ARGS...]
-  local n=$1 i
-  shift
-  for i in "${!NAMES[@]}"; do [ "${NAMES[$i]}" = "$n" ] && break; done
-  start_bg "client-$n" "$FEDC" client --coordinator "$COORD_ADDR" --pki "$T/pki" --name "$n" \
-    --data "idx:$T/img$i.idx,$T/lbl$i.idx" --model 784-10 --log info "$@"
-}
 
 # ---- rounds 1-2: f sends bad unmask shares ----
-start_client f --byzantine-unmask
-for n in a b c d e; do start_client "$n"; done
-wait_rounds 2
+cohort_client f --byzantine-unmask
+for n in a b c d e; do cohort_client "$n"; done
+wait_rounds 2 90
 for r in 1 2; do
   rec=$(round_rec "$r")
   jq -e '.outcome == "completed" and .selected == 6 and .participants == 6 and .secagg_blamed == ["f"]' \
@@ -72,12 +62,12 @@ jq -s -e 'length == 2 and all(.client == "f") and (map(.offences) == [1, 2]) and
 # foreign CA's certificate. Paused (no round could start anyway: five
 # selectable) until both have checked in, so the round has both.
 "$FEDC" round pause "${ADMIN[@]}" >/dev/null || fail "pause"
-start_client g
-start_client h --byzantine-advertise-cert "$T/foreign/client-h.crt" --byzantine-advertise-key "$T/foreign/client-h.key"
+cohort_client g
+cohort_client h --byzantine-advertise-cert "$T/foreign/client-h.crt" --byzantine-advertise-key "$T/foreign/client-h.key"
 wait_for bash -c "[ \"\$('$FEDC' status ${ADMIN[*]} --json | jq -r .clients_active)\" -ge 8 ]" 30 ||
   fail "g and h did not check in: $("$FEDC" status "${ADMIN[@]}" --json)"
 "$FEDC" round resume "${ADMIN[@]}" >/dev/null || fail "resume"
-wait_rounds 3
+wait_rounds 3 90
 rec=$(round_rec 3)
 jq -e '.outcome == "completed" and .selected == 7 and .participants == 6 and .secagg_remaining[0] == 6 and
   (has("secagg_blamed") | not)' <<<"$rec" >/dev/null || fail "round 3 without f, with h's foreign certificate: $rec"
