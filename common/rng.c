@@ -21,20 +21,7 @@ void fc_rng_seed(fc_rng *r, uint64_t seed) {
   for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&x);
 }
 
-static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-uint64_t fc_rng_u64(fc_rng *r) {
-  uint64_t *s = r->s;
-  uint64_t result = rotl(s[1] * 5, 7) * 9;
-  uint64_t t = s[1] << 17;
-  s[2] ^= s[0];
-  s[3] ^= s[1];
-  s[1] ^= s[2];
-  s[0] ^= s[3];
-  s[2] ^= t;
-  s[3] = rotl(s[3], 45);
-  return result;
-}
+uint64_t fc_rng_u64(fc_rng *r) { return fc_rng_next(r); }
 
 float fc_rng_uniform(fc_rng *r) { return (float)(fc_rng_u64(r) >> 40) * 0x1.0p-24f; }
 

@@ -21,6 +21,20 @@ typedef struct fc_rng {
 /* Seed the state from one u64 (any value, including 0). */
 void fc_rng_seed(fc_rng *r, uint64_t seed);
 uint64_t fc_rng_u64(fc_rng *r);
+/* The same step as fc_rng_u64, inline for per-element loops (SecAgg's
+ * stochastic rounding draws one per model entry). */
+static inline uint64_t fc_rng_next(fc_rng *r) {
+  uint64_t *s = r->s;
+  uint64_t x = s[1] * 5, t = s[1] << 17;
+  uint64_t result = ((x << 7) | (x >> 57)) * 9;
+  s[2] ^= s[0];
+  s[3] ^= s[1];
+  s[1] ^= s[2];
+  s[0] ^= s[3];
+  s[2] ^= t;
+  s[3] = (s[3] << 45) | (s[3] >> 19);
+  return result;
+}
 /* Uniform float in [0, 1) with 24 random bits. */
 float fc_rng_uniform(fc_rng *r);
 /* Uniform double in [0, 1) with 53 random bits. */

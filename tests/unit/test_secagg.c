@@ -110,6 +110,44 @@ static void test_quant(void) {
   CHECK_EQ_INT(fc_sa_dequantize(sum, 1, scale, 10, &avg, &W), FEDC_ERR_INVALID);
 }
 
+/* The quantizer's loop against the formula it implements, entry by entry
+ * with the same stream: floor(v) + (u < v - floor(v)), u = the next
+ * fc_rng_uniform_double. Covers negative integers and fractions (where a
+ * truncation differs from floor), zero, and values at the scale's bound. */
+static void test_quant_reference(void) {
+  enum { D = 4099 };
+  static float x[D];
+  static uint32_t got[D + 1];
+  uint32_t n = 100;
+  uint64_t wmax = 1000, w = 777;
+  float clip = 2;
+  double scale = fc_sa_quant_scale(n, wmax, clip), m = (double)w * scale;
+  fc_rng g;
+  fc_rng_seed(&g, 99);
+  for (int i = 0; i < D; i++) x[i] = (float)((fc_rng_uniform_double(&g) * 2 - 1) * clip);
+  x[0] = 0;
+  x[1] = clip;
+  x[2] = -clip;
+  x[3] = (float)(-3.0 / m); /* v = -3 (up to float rounding) */
+  x[4] = -0.0f;
+  x[5] = (float)(-1e-9);
+  for (int i = 6; i < 40; i++) x[i] = (float)((double)(i - 23) / m); /* near-integer v, both signs */
+  fc_rng a, b;
+  fc_rng_seed(&a, 4242);
+  b = a;
+  fc_sa_quantize(x, D, w, scale, &a, got);
+  int bad = 0;
+  for (int i = 0; i < D; i++) {
+    double v = (double)x[i] * m, f = floor(v);
+    double u = fc_rng_uniform_double(&b);
+    uint32_t want = (uint32_t)((int64_t)f + (u < v - f));
+    if (got[i] != want) bad++;
+  }
+  CHECK_EQ_INT(bad, 0);
+  CHECK_EQ_INT(got[D], w);
+  CHECK(memcmp(&a, &b, sizeof a) == 0); /* the caller's stream advanced by one draw per entry */
+}
+
 /* Reference: one u32 at a time from a separately generated keystream. */
 static void test_mask_expansion(void) {
   size_t n = 40000 + 3;
@@ -740,6 +778,7 @@ int main(void) {
   if (sa_harness_pki(pki, 50) != FEDC_OK) return 2;
   test_graph();
   test_quant();
+  test_quant_reference();
   test_mask_expansion();
   test_exact_sums();
   test_below_threshold();
