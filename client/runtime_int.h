@@ -76,6 +76,11 @@ struct fedc_client {
    * (crypto/cert_cache.h), so each is parsed and chain-checked once, not once
    * per round; made again when the CA file changes. runtime_secagg.c. */
   struct fc_cert_cache *sa_certs;
+  /* Our signing key as parsed for the last session (fc_sign_key_load) and
+   * the SHA-256 of the key file's bytes it came from: reused while the file
+   * holds the same bytes, parsed again when it changes. runtime_secagg.c. */
+  struct evp_pkey_st *sa_sign_key;
+  uint8_t sa_sign_key_sha[32];
 };
 
 /* Research only (fedc sim): attack as cfg says (client/byzantine.h). */

@@ -31,6 +31,7 @@
 #include "crypto/cert_cache.h"
 #include "crypto/keyfile.h"
 #include "crypto/sa_crypto.h"
+#include "crypto/sha256.h"
 #include "fedc/error.h"
 
 #define MOD "client"
@@ -271,6 +272,20 @@ static void sa_close(rt_sa_session *s) {
   free(s);
 }
 
+/* The parsed form of key_pem, kept across rounds while the key file holds
+ * the same bytes (parsing is most of a signature's cost); NULL if it does not
+ * parse, and the session then says why at its first signature. */
+static struct evp_pkey_st *sign_key(fedc_client *c, const char *key_pem) {
+  uint8_t sha[32];
+  if (fc_sha256(key_pem, strlen(key_pem), sha) != FEDC_OK) return NULL;
+  if (c->sa_sign_key && fc_digest_equal(sha, c->sa_sign_key_sha, sizeof sha)) return c->sa_sign_key;
+  fc_sign_key_free(c->sa_sign_key);
+  c->sa_sign_key = NULL;
+  if (fc_sign_key_load(key_pem, strlen(key_pem), &c->sa_sign_key) == FEDC_OK)
+    memcpy(c->sa_sign_key_sha, sha, sizeof sha);
+  return c->sa_sign_key;
+}
+
 /* The session for task t over dim entries, its keys and certificates read:
  * FEDC_OK and *out, or a rejection in st. */
 static int sa_open(fedc_client *c, const Fedc__V1__Task *t, uint64_t dim, rt_sa_session **out, fc_status *st) {
@@ -302,6 +317,7 @@ static int sa_open(fedc_client *c, const Fedc__V1__Task *t, uint64_t dim, rt_sa_
   cfg->ca_pem = s->ca;
   cfg->cert_pem = s->cert;
   cfg->key_pem = s->key;
+  cfg->sign_key = sign_key(c, s->key);
   /* Neighbours' certificates verified in earlier rounds: kept across rounds
    * (the same peers come back), dropped when the CA changes. */
   if (c->sa_certs && !fc_cert_cache_same_ca(c->sa_certs, s->ca, strlen(s->ca))) {

@@ -72,6 +72,15 @@ int sa_client_check_cert(fc_sa_client *c, const char *pem, size_t len, uint32_t 
   return FEDC_OK;
 }
 
+int sa_client_sign(fc_sa_client *c, const uint8_t *msg, size_t len, uint8_t *sig, size_t *siglen) {
+  if (!c->sign_key) {
+    int rc = fc_sign_key_load(c->key_pem, strlen(c->key_pem), &c->own_sign_key);
+    if (rc != FEDC_OK) return rc;
+    c->sign_key = c->own_sign_key;
+  }
+  return fc_sign_key(c->sign_key, msg, len, sig, siglen);
+}
+
 int sa_client_ready(fc_sa_client *c, const Fedc__V1__SecAggPollResponse *in, const char *stage) {
   if (in && in->status == FEDC__V1__SEC_AGG_POLL_RESPONSE__STATUS__READY) return FEDC_OK;
   return sa_client_fail(c, FEDC_ERR_REJECTED, "secure aggregation %s: coordinator ended the round: %s", stage,
@@ -106,6 +115,7 @@ int fc_sa_client_create(const fc_sa_client_cfg *cfg, fc_sa_client **out, char *w
   c->p = *p;
   c->me = cfg->index;
   c->prg = cfg->prg ? cfg->prg : &fc_prg_aes_ctr;
+  c->sign_key = cfg->sign_key;
   rc = FEDC_ERR_NOMEM;
   if (!(c->names = calloc(p->n, sizeof *c->names))) goto fail;
   for (uint32_t i = 0; i < p->n; i++) {
@@ -179,6 +189,7 @@ void fc_sa_client_destroy(fc_sa_client *c) {
   free(c->survivors);
   fc_x25519_key_free(c->enc_key);
   fc_x25519_key_free(c->mask_key);
+  fc_sign_key_free(c->own_sign_key);
   fc_cert_cache_destroy(c->own_certs);
   fc_sa_graph_free(&c->graph);
   fc_wipe(c, sizeof *c);

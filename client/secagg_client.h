@@ -38,6 +38,10 @@ typedef struct fc_sa_client_cfg {
   const char *ca_pem;       /* federation CA (PEM text) */
   const char *cert_pem;     /* this client's certificate (PEM text) */
   const char *key_pem;      /* its private key (PEM text): signs keys and the survivor list */
+  /* key_pem already parsed (fc_sign_key_load), kept by the caller across
+   * rounds; borrowed, must outlive the session and be the key of key_pem.
+   * NULL: the session parses key_pem at its first signature, once. */
+  struct evp_pkey_st *sign_key;
   const fc_prg_ops *prg;    /* NULL: AES-128-CTR */
   /* The owner's floor above the one every client keeps (secagg.h,
    * fc_sa_min_threshold): refuse a task unless a coordinator that lies about

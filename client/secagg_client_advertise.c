@@ -24,7 +24,7 @@ int fc_sa_client_advertise(fc_sa_client *c, Fedc__V1__SecAggSubmitRequest *out) 
   uint8_t msg[FC_SA_ADV_MSG_LEN], sig[FC_SIG_MAX];
   size_t siglen = sizeof sig;
   fc_sa_advertise_msg(c->session, c->me, c->enc_pk, c->mask_pk, msg);
-  if ((rc = fc_sign_pem(c->key_pem, strlen(c->key_pem), msg, sizeof msg, sig, &siglen)) != FEDC_OK)
+  if ((rc = sa_client_sign(c, msg, sizeof msg, sig, &siglen)) != FEDC_OK)
     return sa_client_fail(c, rc, "secure aggregation: cannot sign keys with our certificate's key");
   Fedc__V1__SecAggSubmitRequest z = FEDC__V1__SEC_AGG_SUBMIT_REQUEST__INIT;
   *out = z;

@@ -37,6 +37,8 @@ struct fc_sa_client {
   char *ca_pem, *cert_pem, *key_pem;
   fc_cert_cache *certs;    /* the caller's (cfg.cert_cache) or own_certs */
   fc_cert_cache *own_certs;
+  struct evp_pkey_st *sign_key; /* the caller's (cfg.sign_key) or own_sign_key */
+  struct evp_pkey_st *own_sign_key;
   char federation[64];
   const fc_prg_ops *prg;
   /* secrets of this round: wiped on destroy */
@@ -62,6 +64,8 @@ sa_peer *sa_client_peer(fc_sa_client *c, uint32_t index);
 /* Check a forwarded certificate: chains to the CA, role client, our
  * federation, the cohort name of `index`. *out: a reference to it. */
 int sa_client_check_cert(fc_sa_client *c, const char *pem, size_t len, uint32_t index, fc_cert **out);
+/* Sign msg with our certificate's key (parsed once a session at most). */
+int sa_client_sign(fc_sa_client *c, const uint8_t *msg, size_t len, uint8_t *sig, size_t *siglen);
 /* Poll answer must be READY; otherwise abort with its reason. */
 int sa_client_ready(fc_sa_client *c, const Fedc__V1__SecAggPollResponse *in, const char *stage);
 

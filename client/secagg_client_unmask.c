@@ -62,7 +62,7 @@ int fc_sa_client_consistency(fc_sa_client *c, const Fedc__V1__SecAggPollResponse
   uint8_t dig[32], sig[FC_SIG_MAX];
   size_t siglen = sizeof sig;
   if ((rc = fc_sa_survivors_digest(c->session, in->survivors, n, dig)) != FEDC_OK ||
-      (rc = fc_sign_pem(c->key_pem, strlen(c->key_pem), dig, sizeof dig, sig, &siglen)) != FEDC_OK)
+      (rc = sa_client_sign(c, dig, sizeof dig, sig, &siglen)) != FEDC_OK)
     return sa_client_fail(c, rc, "secure aggregation: cannot sign the survivor list");
   if (!(c->survivors = (uint32_t *)sa_dupbytes(in->survivors, n * sizeof *c->survivors)))
     return sa_client_fail(c, FEDC_ERR_NOMEM, "out of memory");

@@ -378,30 +378,39 @@ static int pem_bio(const char *pem, size_t len, BIO **bio) {
   return *bio ? FEDC_OK : FEDC_ERR_NOMEM;
 }
 
-int fc_sign_pem(const char *key_pem, size_t key_pem_len, const uint8_t *msg, size_t msg_len, uint8_t *sig,
-                size_t *sig_len) {
-  int rc;
+int fc_sign_key_load(const char *key_pem, size_t key_pem_len, EVP_PKEY **out) {
   BIO *bio = NULL;
-  EVP_PKEY *key = NULL;
+  const EVP_MD *md = NULL;
+  int rc;
+  if (!out) return FEDC_ERR_INVALID;
+  *out = NULL;
+  if ((rc = pem_bio(key_pem, key_pem_len, &bio)) != FEDC_OK) return rc;
+  EVP_PKEY *key = PEM_read_bio_PrivateKey(bio, NULL, no_passphrase, NULL);
+  BIO_free(bio);
+  if (!key) {
+    ERR_clear_error();
+    return FEDC_ERR_INVALID; /* not a (readable, unencrypted) private key */
+  }
+  if ((rc = sig_scheme(key, &md)) != FEDC_OK) {
+    EVP_PKEY_free(key);
+    return rc;
+  }
+  *out = key;
+  return FEDC_OK;
+}
+
+void fc_sign_key_free(EVP_PKEY *key) { EVP_PKEY_free(key); /* cleanses the private key */ }
+
+int fc_sign_key(EVP_PKEY *key, const uint8_t *msg, size_t msg_len, uint8_t *sig, size_t *sig_len) {
+  int rc;
   EVP_MD_CTX *mctx = NULL;
   const EVP_MD *md = NULL;
   uint8_t s[FC_SIG_MAX];
   size_t slen = sizeof s;
   static const uint8_t empty[1];
-  if (!sig || !sig_len || (msg_len && !msg)) return FEDC_ERR_INVALID;
-  if ((rc = pem_bio(key_pem, key_pem_len, &bio)) != FEDC_OK) return rc;
-  key = PEM_read_bio_PrivateKey(bio, NULL, no_passphrase, NULL);
-  if (!key) {
-    ERR_clear_error();
-    rc = FEDC_ERR_INVALID; /* not a (readable, unencrypted) private key */
-    goto out;
-  }
-  if ((rc = sig_scheme(key, &md)) != FEDC_OK) goto out;
-  mctx = EVP_MD_CTX_new();
-  if (!mctx) {
-    rc = FEDC_ERR_NOMEM;
-    goto out;
-  }
+  if (!key || !sig || !sig_len || (msg_len && !msg)) return FEDC_ERR_INVALID;
+  if ((rc = sig_scheme(key, &md)) != FEDC_OK) return rc;
+  if (!(mctx = EVP_MD_CTX_new())) return FEDC_ERR_NOMEM;
   /* One-shot EVP_DigestSign: Ed25519 has no streaming interface. */
   if (EVP_DigestSignInit(mctx, NULL, md, NULL, key) != 1 ||
       EVP_DigestSign(mctx, s, &slen, msg_len ? msg : empty, msg_len) != 1) {
@@ -417,8 +426,16 @@ int fc_sign_pem(const char *key_pem, size_t key_pem_len, const uint8_t *msg, siz
   rc = FEDC_OK;
 out:
   EVP_MD_CTX_free(mctx);
-  EVP_PKEY_free(key); /* cleanses the private key */
-  BIO_free(bio);
+  return rc;
+}
+
+int fc_sign_pem(const char *key_pem, size_t key_pem_len, const uint8_t *msg, size_t msg_len, uint8_t *sig,
+                size_t *sig_len) {
+  EVP_PKEY *key = NULL;
+  if (!sig || !sig_len || (msg_len && !msg)) return FEDC_ERR_INVALID;
+  int rc = fc_sign_key_load(key_pem, key_pem_len, &key);
+  if (rc == FEDC_OK) rc = fc_sign_key(key, msg, msg_len, sig, sig_len);
+  fc_sign_key_free(key);
   return rc;
 }
 

@@ -78,12 +78,21 @@ int fc_gcm_open(const uint8_t key[FC_AES256_KEY_LEN], const uint8_t nonce[FC_GCM
  * signs the message itself. *sig_len in: capacity, out: length. */
 int fc_sign_pem(const char *key_pem, size_t key_pem_len, const uint8_t *msg, size_t msg_len, uint8_t *sig,
                 size_t *sig_len);
+/* The same in two steps, for a signer that signs many times with one key:
+ * fc_sign_key_load parses key_pem once (FEDC_ERR_INVALID if it is not a
+ * readable, unencrypted private key of a scheme above); fc_sign_key signs
+ * with it, with the results of fc_sign_pem. Free with fc_sign_key_free
+ * (cleanses the key; NULL is a no-op). Parsing is most of fc_sign_pem's
+ * cost in OpenSSL 3 (about 0.9 ms against 35 us for a P-256 signature). */
+struct evp_pkey_st;
+int fc_sign_key_load(const char *key_pem, size_t key_pem_len, struct evp_pkey_st **out);
+int fc_sign_key(struct evp_pkey_st *key, const uint8_t *msg, size_t msg_len, uint8_t *sig, size_t *sig_len);
+void fc_sign_key_free(struct evp_pkey_st *key);
 /* Verify sig over msg with the public key of cert_pem. 0 if valid. */
 int fc_verify_pem(const char *cert_pem, size_t cert_pem_len, const uint8_t *msg, size_t msg_len,
                   const uint8_t *sig, size_t sig_len);
 /* The same with a public key already parsed (an EVP_PKEY, e.g. from a
  * verified-certificate cache, crypto/cert_cache.h): same schemes, same results. */
-struct evp_pkey_st;
 int fc_verify_key(struct evp_pkey_st *key, const uint8_t *msg, size_t msg_len, const uint8_t *sig, size_t sig_len);
 
 #endif

@@ -709,6 +709,31 @@ static void test_signatures(void) {
     CHECK_EQ_INT(fc_sign_pem(p384.key_pem, p384.key_len, msg, 3, sig, &sig_len), FEDC_ERR_INVALID);
     CHECK_EQ_INT(fc_verify_pem(p384.cert_pem, p384.cert_len, msg, 3, sig, 64), FEDC_ERR_INVALID);
 
+    /* A key parsed once signs as fc_sign_pem does, many times; what
+     * fc_sign_pem refuses, fc_sign_key_load refuses. */
+    EVP_PKEY *k = NULL, *k2 = (EVP_PKEY *)1;
+    CHECK_EQ_INT(fc_sign_key_load(ec.key_pem, ec.key_len, &k), FEDC_OK);
+    for (int i = 0; i < 3 && k; i++) {
+      sig_len = sizeof sig;
+      CHECK_EQ_INT(fc_sign_key(k, msg, 3, sig, &sig_len), FEDC_OK);
+      CHECK_EQ_INT(fc_verify_pem(ec.cert_pem, ec.cert_len, msg, 3, sig, sig_len), FEDC_OK);
+      CHECK_EQ_INT(fc_verify_pem(ec2.cert_pem, ec2.cert_len, msg, 3, sig, sig_len), FEDC_ERR_CRYPTO);
+    }
+    uint8_t tiny[8];
+    size_t tiny_len = sizeof tiny;
+    CHECK_EQ_INT(fc_sign_key(k, msg, 3, tiny, &tiny_len), FEDC_ERR_INVALID);
+    CHECK_EQ_INT(fc_sign_key(NULL, msg, 3, sig, &sig_len), FEDC_ERR_INVALID);
+    fc_sign_key_free(k);
+    CHECK_EQ_INT(fc_sign_key_load(p384.key_pem, p384.key_len, &k2), FEDC_ERR_INVALID);
+    CHECK(k2 == NULL);
+    CHECK_EQ_INT(fc_sign_key_load(ec.cert_pem, ec.cert_len, &k2), FEDC_ERR_INVALID);
+    CHECK_EQ_INT(fc_sign_key_load(ed.key_pem, ed.key_len, &k2), FEDC_OK);
+    sig_len = sizeof sig;
+    CHECK(k2 && fc_sign_key(k2, msg, 3, sig, &sig_len) == FEDC_OK &&
+          fc_verify_pem(ed.cert_pem, ed.cert_len, msg, 3, sig, sig_len) == FEDC_OK);
+    fc_sign_key_free(k2);
+    fc_sign_key_free(NULL);
+
     /* Not a key / not a certificate / empty. */
     static const char junk[] = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
     sig_len = sizeof sig;
