@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "common/fileutil.h"
+#include "crypto/cert_cache.h"
 #include "fedc/error.h"
 
 #define MAGIC "fedc-model-manifest "
@@ -172,10 +173,13 @@ int fc_manifest_parse(const void *text_, size_t len, fc_manifest *out, char *err
   return FEDC_OK;
 }
 
-int fc_manifest_verify(const char *ca_pem, size_t ca_len, const fc_signed *s, const char *federation,
-                       int ignore_time, fc_manifest *out, char *err, size_t errlen) {
+/* fc_manifest_verify, with the signer looked up in certs when there is one
+ * (ignore_time 0 only: the cache checks the dates). */
+static int verify_manifest(const char *ca_pem, size_t ca_len, struct fc_cert_cache *certs, const fc_signed *s,
+                           const char *federation, int ignore_time, fc_manifest *out, char *err, size_t errlen) {
   char fed[FC_PKI_FEDERATION_MAX], name[FC_PKI_NAME_MAX], why[300];
-  int rc = fc_signed_verify_ex(ca_pem, ca_len, s, "signer", ignore_time, fed, name, err, errlen);
+  int rc = certs && !ignore_time ? fc_signed_verify_cached(certs, s, "signer", fed, name, err, errlen)
+                                 : fc_signed_verify_ex(ca_pem, ca_len, s, "signer", ignore_time, fed, name, err, errlen);
   if (rc != FEDC_OK) return rc;
   fc_manifest m;
   if (fc_manifest_parse(s->msg, s->msg_len, &m, why, sizeof why) != FEDC_OK)
@@ -188,6 +192,11 @@ int fc_manifest_verify(const char *ca_pem, size_t ca_len, const fc_signed *s, co
                 federation);
   *out = m;
   return FEDC_OK;
+}
+
+int fc_manifest_verify(const char *ca_pem, size_t ca_len, const fc_signed *s, const char *federation,
+                       int ignore_time, fc_manifest *out, char *err, size_t errlen) {
+  return verify_manifest(ca_pem, ca_len, NULL, s, federation, ignore_time, out, err, errlen);
 }
 
 int fc_manifest_check_model(const fc_manifest *m, int check_version, uint64_t version,
@@ -222,7 +231,8 @@ int fc_manifest_accept(fc_manifest_trust *t, const fc_signed *s, uint64_t versio
                 version);
   }
   const char *fed = t->federation && t->federation[0] ? t->federation : NULL;
-  int rc = fc_manifest_verify(t->ca_pem, t->ca_len, s, fed, 0, &mf, why, sizeof why);
+  struct fc_cert_cache *certs = t->certs && fc_cert_cache_same_ca(t->certs, t->ca_pem, t->ca_len) ? t->certs : NULL;
+  int rc = verify_manifest(t->ca_pem, t->ca_len, certs, s, fed, 0, &mf, why, sizeof why);
   if (rc == FEDC_OK) rc = fc_manifest_check_model(&mf, 1, version, sha, spec, bytes, why, sizeof why);
   if (rc == FEDC_OK && t->have_newest && mf.version < t->newest) {
     snprintf(why, sizeof why, "version %" PRIu64 " is older than v%" PRIu64 ", accepted before (a replayed manifest)",

@@ -119,6 +119,10 @@ typedef struct fc_manifest_trust {
   size_t ca_len;
   const char *federation; /* ours; NULL or "" = the signer's */
   int allow_unsigned;
+  /* Optional (borrowed): signer certificates verified against ca_pem before
+   * (crypto/cert_cache.h), so the same signer is not parsed and chain-checked
+   * again for every model. NULL, or a cache of another CA: not used. */
+  struct fc_cert_cache *certs;
   int have_newest;
   uint64_t newest;
   uint8_t newest_sha[FC_SHA256_LEN];

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "crypto/cert_cache.h"
 #include "crypto/sa_crypto.h"
 #include "fedc/error.h"
 
@@ -92,6 +93,31 @@ int fc_signed_verify_ex(const char *ca_pem, size_t ca_len, const fc_signed *s, c
   if (federation) memcpy(federation, fed, sizeof fed);
   if (name) memcpy(name, nm, sizeof nm);
   return FEDC_OK;
+}
+
+int fc_signed_verify_cached(struct fc_cert_cache *certs, const fc_signed *s, const char *role, char *federation,
+                            char *name, char *err, size_t errlen) {
+  char why[400];
+  const char *fed, *r, *nm;
+  fc_cert *x = NULL;
+  if (!certs) return fail(err, errlen, FEDC_ERR_INVALID, "no certificate cache");
+  if (!s || !s->msg || !s->sig || !s->cert) return fail(err, errlen, FEDC_ERR_SIGNATURE, "no signature");
+  int rc = fc_cert_cache_get(certs, s->cert, s->cert_len, &x, why, sizeof why);
+  if (rc == FEDC_ERR_CERT_EXPIRED) return fail(err, errlen, rc, "signer certificate: %s", why);
+  if (rc != FEDC_OK) return fail(err, errlen, FEDC_ERR_SIGNATURE, "signer certificate: %s", why);
+  if (fc_cert_identity(x, &fed, &r, &nm) != FEDC_OK) {
+    rc = fail(err, errlen, FEDC_ERR_SIGNATURE, "signer certificate has no fedc SPIFFE ID");
+  } else if (strcmp(r, role) != 0) {
+    rc = fail(err, errlen, FEDC_ERR_SIGNATURE, "signed by spiffe://%s/%s/%s, which is not a %s certificate", fed, r,
+              nm, role);
+  } else if (fc_cert_verify(x, s->msg, s->msg_len, s->sig, s->sig_len) != FEDC_OK) {
+    rc = fail(err, errlen, FEDC_ERR_SIGNATURE, "signature by spiffe://%s/%s/%s does not verify", fed, r, nm);
+  } else {
+    if (federation) snprintf(federation, FC_PKI_FEDERATION_MAX, "%s", fed);
+    if (name) snprintf(name, FC_PKI_NAME_MAX, "%s", nm);
+  }
+  fc_cert_release(x);
+  return rc;
 }
 
 static int put_block(BIO *b, const char *type, const void *data, size_t len) {

@@ -60,6 +60,14 @@ int fc_signed_verify(const char *ca_pem, size_t ca_len, const fc_signed *s, cons
 /* The same without the validity dates (ignore_time). */
 int fc_signed_verify_ex(const char *ca_pem, size_t ca_len, const fc_signed *s, const char *role, int ignore_time,
                         char *federation, char *name, char *err, size_t errlen);
+/* fc_signed_verify with the signer's certificate looked up in a cache of
+ * verified certificates of the federation CA (crypto/cert_cache.h): the
+ * same checks in the same order, the same results and errors, but a signer
+ * whose certificate verified before costs one signature check instead of
+ * two certificate parses and a chain verification. */
+struct fc_cert_cache;
+int fc_signed_verify_cached(struct fc_cert_cache *certs, const fc_signed *s, const char *role, char *federation,
+                            char *name, char *err, size_t errlen);
 
 /* File form: encode into a malloc'd NUL-terminated buffer; decode strictly. */
 int fc_signed_encode(const fc_signed *s, char **out, size_t *out_len);

@@ -21,6 +21,7 @@
 #include "check.h"
 #include "common/fileutil.h"
 #include "common/manifest.h"
+#include "crypto/cert_cache.h"
 #include "coordinator/store.h"
 #include "crypto/pki.h"
 #include "crypto/sa_crypto.h"
@@ -165,13 +166,17 @@ static void test_formats(void) {
   CHECK_EQ_INT(fc_manifest_parse(v1a, sizeof v1a - 1, &back, err, sizeof err), FEDC_ERR_FORMAT);
 }
 
-static void test_accept(const char *dir, const char *other) {
+/* cached: every trust below carries a cache of verified signer certificates
+ * (as the client runtime's does), and every outcome must be the same. */
+static void test_accept(const char *dir, const char *other, int cached) {
   float w[6] = {1, 2, 3, 4, 5, 6};
   fc_manifest m5 = sample(5, w, 6), m4 = sample(4, w, 6);
   size_t ca_len;
   char *ca = slurp(dir, "ca.crt", &ca_len), err[400];
   fc_signed s5 = sign(dir, "signer-coordinator", &m5), s4 = sign(dir, "signer-coordinator", &m4);
-  fc_manifest_trust t = {.ca_pem = ca, .ca_len = ca_len, .federation = "fed"};
+  struct fc_cert_cache *cc = NULL;
+  if (cached) CHECK_EQ_INT(fc_cert_cache_create(ca, ca_len, 4, &cc, err, sizeof err), FEDC_OK);
+  fc_manifest_trust t = {.ca_pem = ca, .ca_len = ca_len, .federation = "fed", .certs = cc};
 
   fc_signed none;
   memset(&none, 0, sizeof none);
@@ -208,7 +213,7 @@ static void test_accept(const char *dir, const char *other) {
   CHECK(strstr(err, "two signed manifests for one version") != NULL);
   fc_signed_free(&s5b);
 
-  fc_manifest_trust fresh = {.ca_pem = ca, .ca_len = ca_len, .federation = "fed"};
+  fc_manifest_trust fresh = {.ca_pem = ca, .ca_len = ca_len, .federation = "fed", .certs = cc};
   s5.sig[s5.sig_len / 2] ^= 0x10;
   CHECK_EQ_INT(fc_manifest_accept(&fresh, &s5, 5, m5.sha, &m5.spec, 24, err, sizeof err), FEDC_ERR_SIGNATURE);
   s5.sig[s5.sig_len / 2] ^= 0x10;
@@ -222,8 +227,16 @@ static void test_accept(const char *dir, const char *other) {
   CHECK_EQ_INT(fc_manifest_accept(&fresh, &byother, 5, m5.sha, &m5.spec, 24, err, sizeof err), FEDC_ERR_SIGNATURE);
   size_t oca_len;
   char *oca = slurp(other, "ca.crt", &oca_len);
-  fc_manifest_trust ot = {.ca_pem = oca, .ca_len = oca_len, .federation = "fed"};
+  /* A cache of another CA than the trust's is not used. */
+  fc_manifest_trust ot = {.ca_pem = oca, .ca_len = oca_len, .federation = "fed", .certs = cc};
   CHECK_EQ_INT(fc_manifest_accept(&ot, &byother, 5, m5.sha, &m5.spec, 24, err, sizeof err), FEDC_OK);
+  if (cached) {
+    /* Our signer was parsed and chain-checked once for its ten manifests;
+     * the client-role signer once more (it verifies, then its role is refused). */
+    CHECK_EQ_INT((int)fc_cert_cache_verifications(cc), 3); /* + byother, which fails */
+    CHECK(fc_cert_cache_hits(cc) >= 8);
+    CHECK_EQ_INT((int)fc_cert_cache_size(cc), 2);
+  }
 
   /* File form. */
   char *text = NULL;
@@ -262,6 +275,7 @@ static void test_accept(const char *dir, const char *other) {
   fc_signed_free(&byother);
   free(ca);
   free(oca);
+  fc_cert_cache_destroy(cc);
 }
 
 /* A manifest signed while its signer was valid, checked after it expired:
@@ -287,6 +301,13 @@ static void test_expired_signer(const char *dir) {
   CHECK_EQ_INT(fc_manifest_verify(ca, ca_len, &s, "fed", 0, &got, err, sizeof err), FEDC_ERR_CERT_EXPIRED);
   CHECK_EQ_INT(fc_manifest_verify(ca, ca_len, &s, "fed", 1, &got, err, sizeof err), FEDC_OK);
   CHECK(got.has_opt && got.opt_sha[0] == 0x5a && got.version == 2);
+  struct fc_cert_cache *cc = NULL;
+  CHECK_EQ_INT(fc_cert_cache_create(ca, ca_len, 4, &cc, err, sizeof err), FEDC_OK);
+  fc_manifest_trust t = {.ca_pem = ca, .ca_len = ca_len, .federation = "fed", .certs = cc};
+  CHECK_EQ_INT(fc_manifest_accept(&t, &s, 2, m.sha, &m.spec, 24, err, sizeof err), FEDC_ERR_SIGNATURE);
+  CHECK(strstr(err, "expired") != NULL);
+  CHECK_EQ_INT((int)fc_cert_cache_size(cc), 0);
+  fc_cert_cache_destroy(cc);
   s.sig[3] ^= 1;
   CHECK_EQ_INT(fc_manifest_verify(ca, ca_len, &s, "fed", 1, &got, err, sizeof err), FEDC_ERR_SIGNATURE);
   fc_signed_free(&s);
@@ -346,7 +367,8 @@ int main(void) {
   CHECK_EQ_INT(fc_pki_init(opki, "fed", NULL, 0, 1, "ed25519", err, sizeof err), FEDC_OK);
   test_text();
   test_formats();
-  test_accept(pki, opki);
+  test_accept(pki, opki, 0);
+  test_accept(pki, opki, 1);
   test_expired_signer(pki);
   test_sealed_store(st);
   char cmd[2000];
