@@ -555,8 +555,7 @@ uint32_t fc_engine_max_retry_ms(const fc_engine *e) {
   return e->max_retry_ms > e->cfg.poll_ms ? e->max_retry_ms : e->cfg.poll_ms;
 }
 
-/* Leaving DONE: a client told DONE before must hear it again next time. */
-static void forget_done(fc_engine *e) {
+void eng_forget_done(fc_engine *e) {
   for (uint32_t i = 0; i < e->nrecs; i++) e->recs[i].heard_done = 0;
 }
 
@@ -650,7 +649,7 @@ int fc_engine_tick(fc_engine *e, uint64_t now_ms) {
   case FC_ENG_DONE:
     if (!e->budget || e->completed < e->budget) {
       e->state = FC_ENG_WAITING;
-      forget_done(e);
+      eng_forget_done(e);
     }
     return FC_TICK_NONE;
   default: return FC_TICK_NONE;
@@ -733,59 +732,6 @@ void fc_engine_published(fc_engine *e, uint64_t version, const uint8_t sha[FC_SH
 }
 
 void fc_engine_finalize_failed(fc_engine *e, const char *why, uint64_t now_ms) { abandon(e, why, now_ms); }
-
-void fc_engine_pause(fc_engine *e, int paused) { e->paused = paused; }
-
-void fc_engine_block(fc_engine *e, int blocked) { e->blocked = blocked; }
-
-void fc_engine_restore(fc_engine *e, uint64_t abandoned, int paused, uint64_t budget) {
-  e->abandoned = abandoned;
-  e->paused = paused;
-  e->budget = budget;
-  if (e->state == FC_ENG_WAITING || e->state == FC_ENG_DONE)
-    e->state = (e->budget && e->completed >= e->budget) ? FC_ENG_DONE : FC_ENG_WAITING;
-}
-
-void fc_engine_stop_budget(fc_engine *e) {
-  if (!e->completed) { /* a budget of 0 would mean unlimited: pause instead */
-    e->paused = 1;
-    return;
-  }
-  e->budget = e->completed;
-  if (e->state == FC_ENG_WAITING) e->state = FC_ENG_DONE;
-}
-
-double fc_engine_expected_cohort(const fc_engine *e) { return e->expected; }
-
-void fc_engine_add_rounds(fc_engine *e, uint64_t extra) {
-  if (!e->budget) return; /* unlimited already */
-  if (e->budget < e->completed) e->budget = e->completed;
-  e->budget = eng_add_sat(e->budget, extra);
-  if (e->state == FC_ENG_DONE) {
-    e->state = FC_ENG_WAITING;
-    forget_done(e);
-  }
-}
-
-void fc_engine_get_status(const fc_engine *e, uint64_t now_ms, fc_engine_status *st) {
-  memset(st, 0, sizeof *st);
-  st->state = e->state;
-  st->paused = e->paused;
-  st->blocked = e->blocked;
-  st->round = eng_running(e->state) ? e->round : e->next_round;
-  st->version = e->version;
-  memcpy(st->sha, e->sha, FC_SHA256_LEN);
-  st->known = e->nrecs;
-  st->live = 0; /* O(clients): fc_engine_count_live when wanted */
-  st->selected = eng_running(e->state) ? e->selected : 0;
-  st->received = eng_running(e->state) ? e->received : 0;
-  st->completed = e->completed;
-  st->abandoned = e->abandoned;
-  st->budget = e->budget;
-  st->round_started_ms = e->started_ms;
-}
-
-const fc_round_stats *fc_engine_last_round(const fc_engine *e) { return &e->last; }
 
 uint32_t fc_engine_count_live(const fc_engine *e, uint64_t now_ms) { return count_live(e, now_ms); }
 

@@ -427,7 +427,7 @@ void fc_engine_published(fc_engine *e, uint64_t version, const uint8_t sha[FC_SH
 /* "the driver failed to finalize": abandon the round. */
 void fc_engine_finalize_failed(fc_engine *e, const char *why, uint64_t now_ms);
 
-/* Admin controls. */
+/* Admin controls (engine_admin.c, with the budget, block and status below). */
 void fc_engine_pause(fc_engine *e, int paused);
 void fc_engine_add_rounds(fc_engine *e, uint64_t extra);
 /* "no more rounds": the budget becomes the rounds completed (the privacy

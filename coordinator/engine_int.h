@@ -180,6 +180,10 @@ int eng_checkin(fc_engine *e, const char *client, const fc_device_state *dev, in
                 uint64_t now, fc_task_info *task, fc_eval_info *etask, uint32_t *retry_ms, char *why, size_t whylen,
                 int held);
 
+/* Leaving DONE: a client told DONE before must hear it again next time
+ * (engine.c; engine_admin.c calls it when rounds are added). */
+void eng_forget_done(fc_engine *e);
+
 /* ---- engine_async.c, called by engine.c when cfg.async ---- */
 int eng_async_checkin(fc_engine *e, client_rec *r, uint64_t now, fc_task_info *task, uint32_t *retry_ms);
 int eng_async_upload_begin(fc_engine *e, client_rec *r, uint64_t round, uint64_t version, uint64_t now);
