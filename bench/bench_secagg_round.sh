@@ -11,13 +11,15 @@
 # summary:
 #   {"bench":"secagg_round","run":i,"mode":"plaintext"|"secagg","clients":N,
 #    "median_round_s":..,"rounds":R,"bytes_per_round":..,"participants":..,
-#    "stages_s":{...},"load1":..}
-#   {"bench":"secagg_round","run":i,"ratio_time":..,"ratio_bytes":..}
+#    "stages_s":{...},"cpu_s":..,"load1":..}
+#   {"bench":"secagg_round","run":i,"ratio_time":..,"ratio_cpu":..,"ratio_bytes":..}
 #   {"bench":"secagg_round","summary":true,"runs":REPEATS,"median_ratio_time":..,...}
 # stages_s: median seconds of each stage over the rounds measured, from the
 # coordinator's log (secagg: advertise = training + key advertisement, then
 # shares, masked, consistency, unmask, and finalize = unmasking to the
-# published model; plaintext has only the round); load1: the 1-minute load average when the mode started (the
+# published model; plaintext has only the round); cpu_s: CPU seconds (user + system) of the whole run, sim,
+# coordinator and clients, start-up included (ratio_cpu: secagg's over plaintext's, next to ratio_time: a
+# ratio_time above ratio_cpu is waiting, one near it is work); load1: the 1-minute load average when the mode started (the
 # machine is shared). Round 1 is left out of the medians (process start-up
 # and first connections). The SecAgg graph is the coordinator's default
 # unless SECAGG_ARGS says otherwise (e.g. SECAGG_ARGS="--secagg-neighbors 99"
@@ -76,18 +78,25 @@ run() { # I MODE ARGS...
   load=$(cut -d' ' -f1 /proc/loadavg)
   echo "bench_secagg_round: run $i, $mode, $N clients, $R rounds (load $load)..." >&2
   rm -rf "$T/$mode"
-  "$B/fedc" sim --clients "$N" --cohort "$N" --rounds "$R" --seed 1 --json --out "$T/$mode" ${BOTH[@]+"${BOTH[@]}"} "$@" \
-    >"$T/$mode.jsonl" 2>"$T/$mode.err" || { tail -20 "$T/$mode.err" >&2; exit 1; }
+  local cpu
+  # CPU seconds (user + system) of the whole run: the sim, its coordinator and
+  # every client process (each waited for by its parent, so counted here).
+  cpu=$({
+    TIMEFORMAT='%U %S'
+    time "$B/fedc" sim --clients "$N" --cohort "$N" --rounds "$R" --seed 1 --json --out "$T/$mode" \
+      ${BOTH[@]+"${BOTH[@]}"} "$@" >"$T/$mode.jsonl" 2>"$T/$mode.err"
+  } 2>&1) || { tail -20 "$T/$mode.err" >&2; exit 1; }
+  cpu=$(awk '{printf "%.2f", $1 + $2}' <<<"$cpu")
   cp "$T/$mode.jsonl" "$OUT/$mode.$i.jsonl"
   cp "$T/$mode.err" "$OUT/$mode.$i.err"
   cp "$T/$mode/logs/coordinator.log" "$OUT/$mode.$i.coordinator.log" 2>/dev/null || true
   jq -s -c --arg mode "$mode" --argjson n "$N" --argjson i "$i" --argjson st "$(stages "$T/$mode/logs/coordinator.log")" \
-    --argjson load "$load" '
+    --argjson load "$load" --argjson cpu "$cpu" '
     (.[1:] | map(.seconds) | sort) as $s
     | {bench: "secagg_round", run: $i, mode: $mode, clients: $n, rounds: length,
        median_round_s: $s[(($s | length) / 2 | floor)],
        bytes_per_round: ((.[1:] | map(.bytes) | add) / (.[1:] | length) | floor),
-       participants: (map(.participants) | min), stages_s: $st, load1: $load}' "$T/$mode.jsonl"
+       participants: (map(.participants) | min), stages_s: $st, cpu_s: $cpu, load1: $load}' "$T/$mode.jsonl"
 }
 
 ratios=()
@@ -98,7 +107,7 @@ for i in $(seq 1 "$REPEATS"); do
   echo "$secure"
   r=$(jq -n -c --argjson p "$plain" --argjson s "$secure" --argjson i "$i" \
     '{bench: "secagg_round", run: $i, clients: $p.clients, ratio_time: ($s.median_round_s / $p.median_round_s),
-      ratio_bytes: ($s.bytes_per_round / $p.bytes_per_round)}')
+      ratio_cpu: ($s.cpu_s / $p.cpu_s), ratio_bytes: ($s.bytes_per_round / $p.bytes_per_round)}')
   echo "$r"
   ratios+=("$r")
 done
@@ -106,4 +115,5 @@ printf '%s\n' "${ratios[@]}" | jq -s -c --argjson n "$N" '
   def median: sort | .[(length / 2 | floor)];
   {bench: "secagg_round", summary: true, clients: $n, runs: length,
    median_ratio_time: (map(.ratio_time) | median), ratios_time: map(.ratio_time),
+   median_ratio_cpu: (map(.ratio_cpu) | median),
    median_ratio_bytes: (map(.ratio_bytes) | median)}'
