@@ -38,7 +38,7 @@ struct fc_cert {
   EVP_PKEY *pub;
   int has_identity;
   char federation[FC_PKI_FEDERATION_MAX], role[FC_PKI_ROLE_MAX], name[FC_PKI_NAME_MAX];
-  time_t valid_from, valid_until;
+  int64_t valid_from, valid_until; /* seconds since the epoch: 64 bits where time_t has 32 (armhf) */
   uint64_t used; /* the cache's clock at the last lookup */
   fc_cert *next; /* bucket chain */
 };
@@ -238,12 +238,13 @@ int fc_cert_cache_get(fc_cert_cache *c, const char *pem, size_t len, fc_cert **o
   size_t b = slot(c, key);
   fc_cert *x = c->bucket[b];
   while (x && memcmp(x->key, key, sizeof key) != 0) x = x->next;
-  time_t now = time(NULL);
+  int64_t now = (int64_t)time(NULL);
   if (x) {
-    /* Verified before; the clock is all that can have changed. */
-    if (now < x->valid_from || now > x->valid_until) {
+    /* Verified before; the clock is all that can have changed. Expired at
+     * notAfter itself, as OpenSSL's check has it (X509_cmp_time). */
+    if (now < x->valid_from || now >= x->valid_until) {
       set_err(err, errlen, "the certificate does not verify against the federation CA: %s",
-              now > x->valid_until ? "certificate has expired" : "certificate is not yet valid");
+              now >= x->valid_until ? "certificate has expired" : "certificate is not yet valid");
       return FEDC_ERR_CERT_EXPIRED;
     }
     x->used = ++c->clock;

@@ -156,8 +156,8 @@ int fc_pki_verify_pem_ex(const char *ca_pem, size_t ca_len, const char *cert_pem
  * is valid (the latest notBefore, the earliest notAfter): the result holds
  * while the clock is inside it. Borrows everything. */
 struct stack_st_X509; /* STACK_OF(X509) */
-int fc_pki_verify_x509(struct stack_st_X509 *cas, X509 *leaf, struct stack_st_X509 *untrusted, time_t *valid_from,
-                       time_t *valid_until, char *err, size_t errlen);
+int fc_pki_verify_x509(struct stack_st_X509 *cas, X509 *leaf, struct stack_st_X509 *untrusted, int64_t *valid_from,
+                       int64_t *valid_until, char *err, size_t errlen);
 
 /* notAfter of the first certificate in cert_path and whether it has passed. */
 int fc_pki_cert_expiry(const char *cert_path, time_t *not_after, int *expired_now);

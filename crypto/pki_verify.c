@@ -82,7 +82,7 @@ int fc_pki_verify_pem_ex(const char *ca_pem, size_t ca_len, const char *cert_pem
 }
 
 static int verify_leaf(STACK_OF(X509) *cas, X509 *leaf, STACK_OF(X509) *untrusted, const char *ca_pem_path,
-                       const char *cert_pem_path, int ignore_time, time_t *from, time_t *until, char *err,
+                       const char *cert_pem_path, int ignore_time, int64_t *from, int64_t *until, char *err,
                        size_t errlen);
 
 /* Verifies chain's first certificate (shifted off: the rest are untrusted
@@ -95,28 +95,40 @@ static int verify_chain(STACK_OF(X509) *cas, STACK_OF(X509) *chain, const char *
   return rc;
 }
 
-int fc_pki_verify_x509(struct stack_st_X509 *cas, X509 *leaf, struct stack_st_X509 *untrusted, time_t *valid_from,
-                       time_t *valid_until, char *err, size_t errlen) {
+int fc_pki_verify_x509(struct stack_st_X509 *cas, X509 *leaf, struct stack_st_X509 *untrusted, int64_t *valid_from,
+                       int64_t *valid_until, char *err, size_t errlen) {
   return verify_leaf(cas, leaf, untrusted, "the federation CA", "the certificate", 0, valid_from, valid_until, err,
                      errlen);
 }
 
+/* Seconds since the epoch of t, in 64 bits whatever the width of time_t: a
+ * 32-bit time_t (Debian bookworm's armhf) cannot hold a date past 2038, and
+ * timegm would overflow there. */
+static int asn1_epoch(const ASN1_TIME *epoch, const ASN1_TIME *t, int64_t *out) {
+  int days = 0, secs = 0;
+  if (ASN1_TIME_diff(&days, &secs, epoch, t) != 1) return 0;
+  *out = (int64_t)days * 86400 + secs;
+  return 1;
+}
+
 /* The validity window shared by every certificate of a verified chain. */
-static int chain_window(STACK_OF(X509) *chain, time_t *from, time_t *until) {
-  time_t lo = 0, hi = (time_t)INT64_MAX;
-  for (int i = 0; i < sk_X509_num(chain); i++) {
-    struct tm nb, na;
-    memset(&nb, 0, sizeof nb);
-    memset(&na, 0, sizeof na);
+static int chain_window(STACK_OF(X509) *chain, int64_t *from, int64_t *until) {
+  int64_t lo = INT64_MIN, hi = INT64_MAX;
+  ASN1_TIME *epoch = ASN1_TIME_set(NULL, 0);
+  int rc = epoch ? FEDC_OK : FEDC_ERR_NOMEM;
+  for (int i = 0; rc == FEDC_OK && i < sk_X509_num(chain); i++) {
     X509 *x = sk_X509_value(chain, i);
-    if (ASN1_TIME_to_tm(X509_get0_notBefore(x), &nb) != 1 || ASN1_TIME_to_tm(X509_get0_notAfter(x), &na) != 1) {
-      ERR_clear_error();
-      return FEDC_ERR_FORMAT;
+    int64_t b, a;
+    if (!asn1_epoch(epoch, X509_get0_notBefore(x), &b) || !asn1_epoch(epoch, X509_get0_notAfter(x), &a)) {
+      rc = FEDC_ERR_FORMAT;
+      break;
     }
-    time_t b = timegm(&nb), a = timegm(&na);
     if (b > lo) lo = b;
     if (a < hi) hi = a;
   }
+  ASN1_TIME_free(epoch);
+  ERR_clear_error();
+  if (rc != FEDC_OK) return rc;
   *from = lo;
   *until = hi;
   return FEDC_OK;
@@ -126,7 +138,7 @@ static int chain_window(STACK_OF(X509) *chain, time_t *from, time_t *until) {
  * from/until (may be NULL) receive the verified chain's common validity
  * window, so a caller that keeps the result can tell when it lapses. */
 static int verify_leaf(STACK_OF(X509) *cas, X509 *leaf, STACK_OF(X509) *untrusted, const char *ca_pem_path,
-                       const char *cert_pem_path, int ignore_time, time_t *from, time_t *until, char *err,
+                       const char *cert_pem_path, int ignore_time, int64_t *from, int64_t *until, char *err,
                        size_t errlen) {
   X509_STORE *store = NULL;
   X509_STORE_CTX *ctx = NULL;

@@ -97,7 +97,7 @@ int fc_signed_verify_ex(const char *ca_pem, size_t ca_len, const fc_signed *s, c
 
 int fc_signed_verify_cached(struct fc_cert_cache *certs, const fc_signed *s, const char *role, char *federation,
                             char *name, char *err, size_t errlen) {
-  char why[400];
+  char why[400] = "";
   const char *fed, *r, *nm;
   fc_cert *x = NULL;
   if (!certs) return fail(err, errlen, FEDC_ERR_INVALID, "no certificate cache");

@@ -341,15 +341,23 @@ double fc_sa_quant_scale(uint32_t n, uint64_t max_weight, float clip) {
 
 
 /* Per entry: v = x * weight * scale, floor(v) plus one with probability
- * v - floor(v), one u64 of rng per entry. The floor is a truncation moved
- * down for negative non-integers: exact for |v| < 2^63, and the scale keeps
- * |v| under 2^31 for clipped inputs (fc_sa_quant_scale); floor() itself is a
- * libm call per entry on baseline x86-64, which made this loop 5x slower. */
+ * v - floor(v), one u64 of rng per entry. v is first held to +-(2^31 - 1):
+ * clipped inputs never come near (fc_sa_quant_scale keeps the wide ring's
+ * |v| under 2^31 / n), but an input the clip left alone (research) or a narrow
+ * ring's range far below the clip (quant_range, chosen by the coordinator)
+ * could, and a held value keeps its sign where a wrapped one would not (the
+ * narrow ring's clamp, client/pipeline.c, then works on it), and keeps the
+ * conversion below defined. The floor is a truncation moved down for
+ * negative non-integers, exact in that range; floor() itself is a libm call
+ * per entry on baseline x86-64, which made this loop 1.4x slower. NaN never
+ * gets here (fc_stage_delta refuses a non-finite update) and would become 0. */
 void fc_sa_quantize(const float *x, uint64_t dim, uint64_t weight, double scale, fc_rng *rng, uint32_t *out) {
+  const double lim = 2147483647.0;
   double m = (double)weight * scale;
   fc_rng r = *rng;
   for (uint64_t i = 0; i < dim; i++) {
     double v = (double)x[i] * m;
+    v = v > lim ? lim : v < -lim ? -lim : v == v ? v : 0;
     int64_t f = (int64_t)v;
     f -= (double)f > v;
     double u = (double)(fc_rng_next(&r) >> 11) * 0x1.0p-53; /* fc_rng_uniform_double */

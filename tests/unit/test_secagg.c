@@ -113,7 +113,8 @@ static void test_quant(void) {
 /* The quantizer's loop against the formula it implements, entry by entry
  * with the same stream: floor(v) + (u < v - floor(v)), u = the next
  * fc_rng_uniform_double. Covers negative integers and fractions (where a
- * truncation differs from floor), zero, and values at the scale's bound. */
+ * truncation differs from floor), zero, values at the scale's bound, and
+ * values past the 32-bit ring (held at +-(2^31 - 1), not wrapped). */
 static void test_quant_reference(void) {
   enum { D = 4099 };
   static float x[D];
@@ -132,18 +133,28 @@ static void test_quant_reference(void) {
   x[4] = -0.0f;
   x[5] = (float)(-1e-9);
   for (int i = 6; i < 40; i++) x[i] = (float)((double)(i - 23) / m); /* near-integer v, both signs */
+  /* Past the ring (an unclipped input, a narrow range): held at +-(2^31 - 1), sign kept. */
+  x[40] = 1e30f;
+  x[41] = -1e30f;
+  x[42] = INFINITY;
+  x[43] = -INFINITY;
+  x[44] = (float)(3e9 / m);
+  x[45] = (float)(-3e9 / m);
   fc_rng a, b;
   fc_rng_seed(&a, 4242);
   b = a;
   fc_sa_quantize(x, D, w, scale, &a, got);
   int bad = 0;
   for (int i = 0; i < D; i++) {
-    double v = (double)x[i] * m, f = floor(v);
+    double v = (double)x[i] * m;
+    v = v > 2147483647.0 ? 2147483647.0 : v < -2147483647.0 ? -2147483647.0 : v;
+    double f = floor(v);
     double u = fc_rng_uniform_double(&b);
     uint32_t want = (uint32_t)((int64_t)f + (u < v - f));
     if (got[i] != want) bad++;
   }
   CHECK_EQ_INT(bad, 0);
+  for (int i = 40; i < 46; i++) CHECK((int32_t)got[i] == (i % 2 ? -2147483647 : 2147483647));
   CHECK_EQ_INT(got[D], w);
   CHECK(memcmp(&a, &b, sizeof a) == 0); /* the caller's stream advanced by one draw per entry */
 }
