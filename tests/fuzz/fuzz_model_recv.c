@@ -10,13 +10,16 @@
  * 1 GiB: the same code, with less to allocate per input).
  * Properties: no crash; an accepted stream's payload hashes to what the task
  * announced; an accepted model is the manifest's version and not older than
- * the one accepted before.
+ * the one accepted before; the decision is the same with the runtime's cache
+ * of verified signer certificates (kept across inputs, as the runtime keeps
+ * it across models) as without.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/manifest.h"
+#include "crypto/cert_cache.h"
 #include "crypto/sha256.h"
 #include "fedc/error.h"
 #include "fixture.h"
@@ -31,6 +34,7 @@
 static const float payload[6] = {0.5f, -1, 2, 0.25f, 8, -3};
 static uint8_t want_sha[FC_SHA256_LEN];
 static int have_want, accepted; /* accepted: the last input's model was */
+static fc_cert_cache *certs;     /* across inputs, as the client runtime's across models */
 
 static fc_model_spec model_spec(void) {
   fc_model_spec s;
@@ -77,7 +81,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     t.federation = "fuzz";
     t.have_newest = 1;
     t.newest = NEWEST;
-    if (fc_manifest_accept(&t, &man, VERSION, sha, &spec, total, err, sizeof err) == FEDC_OK) {
+    fc_manifest_trust tc = t;
+    if (!certs && fc_cert_cache_create(t.ca_pem, t.ca_len, 4, &certs, err, sizeof err) != FEDC_OK) abort();
+    tc.certs = certs;
+    int plain = fc_manifest_accept(&t, &man, VERSION, sha, &spec, total, err, sizeof err);
+    if (fc_manifest_accept(&tc, &man, VERSION, sha, &spec, total, err, sizeof err) != plain) abort();
+    if (plain == FEDC_OK) {
       fc_manifest mf;
       if (fc_manifest_parse(man.msg, man.msg_len, &mf, err, sizeof err) != FEDC_OK || mf.version != VERSION ||
           t.newest != VERSION || memcmp(mf.sha, sha, sizeof sha) != 0)
