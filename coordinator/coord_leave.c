@@ -19,6 +19,11 @@
  * client cannot grow the log faster than its check-ins (rate-limited) let it.
  * Under secure aggregation a replacement rebuilds the session: the driver
  * does it at its next tick (the engine returns STARTED; check-ins wait).
+ * A member that leaves after it advertised its keys is withdrawn in the
+ * SecAgg core (fc_sa_server_withdraw): the stages after that no longer wait
+ * for its messages until their deadline; it drops out as a silent member
+ * would, at the close of the first stage it sends nothing for. The audit
+ * record then says "secagg": "withdrawn".
  */
 #include <jansson.h>
 #include <stdio.h>
@@ -27,6 +32,7 @@
 #include "common/log.h"
 #include "coordinator/audit.h"
 #include "coordinator/coord_int.h"
+#include "coordinator/secagg_server.h"
 
 #define MOD "coordinator"
 
@@ -48,6 +54,17 @@ static const char *outcome_name(int o) {
   }
 }
 
+/* Under c->mu: withdraw `client` from this round's SecAgg session if it is a
+ * member that advertised; 1 if it was, and the open stage is checked again
+ * (it may now have everything it waits for). */
+static int sa_withdraw(fc_coord *c, const char *client) {
+  uint32_t idx;
+  int b = c->nsa ? coord_sa_find(c, client, &idx) : -1;
+  if (b < 0 || c->sa_dead[b] || !fc_sa_server_withdraw(c->sa[b], idx)) return 0;
+  coord_sa_check_complete(c);
+  return 1;
+}
+
 void coord_h_leave(fc_scall *call, void *ctx) {
   fc_coord *c = ctx;
   const fc_peer *peer = fc_scall_peer(call);
@@ -57,6 +74,7 @@ void coord_h_leave(fc_scall *call, void *ctx) {
   fc_leave_info li;
   pthread_mutex_lock(&c->mu);
   int out = fc_engine_leave(c->engine, peer->name, fc_now_ms(), &li);
+  int withdrawn = sa_withdraw(c, peer->name);
   /* Async: the Leave gave its task up; an update still streaming for it can
    * never count (engine_async.c), so its stream ends now. */
   if (c->cfg.engine.async && out == FC_LEAVE_DROPPED) coord_cancel_client_uploads(c, peer->name);
@@ -64,9 +82,12 @@ void coord_h_leave(fc_scall *call, void *ctx) {
     json_t *f = json_pack("{s:s,s:s,s:s}", "client", peer->name, "reason", why, "outcome", outcome_name(out));
     if (f && li.round) json_object_set_new(f, "round", json_integer((json_int_t)li.round));
     if (f && out == FC_LEAVE_REPLACED) json_object_set_new(f, "replacement", json_string(li.replacement));
+    if (f && withdrawn) json_object_set_new(f, "secagg", json_string("withdrawn"));
     fc_audit_append(c->audit, "leave", f);
   }
   pthread_mutex_unlock(&c->mu);
+  if (withdrawn)
+    FC_INFO(MOD, "client %s left (%s) during secure aggregation: no later stage waits for it", peer->name, why);
   switch (out) {
   case FC_LEAVE_IDLE: FC_INFO(MOD, "client %s left (%s)", peer->name, why); break;
   case FC_LEAVE_DROPPED:

@@ -405,16 +405,52 @@ static uint32_t count_done(const fc_sa_server *s, int stage) {
   return c;
 }
 
+/* Withdrawn members (fc_sa_server_withdraw) the open stage counts out: in
+ * the advertise stage every one (each advertised, and the engine no longer
+ * expects it), later the ones done with the stage before and not this one. */
+static uint32_t count_withdrawn(const fc_sa_server *s) {
+  uint32_t c = 0;
+  for (uint32_t i = 0; i < s->p.n; i++)
+    c += s->m[i].withdrawn && (s->stage == FC_SA_ADVERTISE || s->m[i].done == s->stage - 1);
+  return c;
+}
+
+/* The open stage's messages: those it waits for in all (*expects) and
+ * those in (*sent). A member that advertised and then withdrew is in
+ * neither: the engine dropped it from the count the advertise stage waits
+ * for (expected_advertise), so its advertisement must not stand in for a
+ * member still training. Buckets pass their size, less the withdrawn. */
+static void stage_counts(const fc_sa_server *s, uint32_t expected_advertise, uint32_t *expects, uint32_t *sent) {
+  uint32_t wd = count_withdrawn(s);
+  if (s->stage == FC_SA_ADVERTISE) {
+    uint32_t left = s->p.n - wd;
+    *expects = expected_advertise < left ? expected_advertise : left;
+    *sent = count_done(s, s->stage) - wd;
+  } else {
+    *expects = count_done(s, s->stage - 1) - wd;
+    *sent = count_done(s, s->stage);
+  }
+}
+
+int fc_sa_server_withdraw(fc_sa_server *s, uint32_t index) {
+  if (!s || index < 1 || index > s->p.n) return 0;
+  sa_member *m = &s->m[index - 1];
+  if (!m->done) return 0; /* before advertising: the engine drops or replaces it */
+  m->withdrawn = 1;
+  return 1;
+}
+
 int fc_sa_server_stage_complete(const fc_sa_server *s, uint32_t expected_advertise) {
   if (s->aborted || !s->stage) return 0;
-  uint32_t before = s->stage == FC_SA_ADVERTISE ? expected_advertise : count_done(s, s->stage - 1);
-  return count_done(s, s->stage) >= before;
+  uint32_t expects, sent;
+  stage_counts(s, expected_advertise, &expects, &sent);
+  return sent >= expects;
 }
 
 uint32_t fc_sa_server_wait_hint(fc_sa_server *s, uint32_t expected_advertise, uint64_t now_ms) {
   if (s->aborted || !s->stage) return FC_SA_POLL_MS;
-  uint32_t before = s->stage == FC_SA_ADVERTISE ? expected_advertise : count_done(s, s->stage - 1);
-  uint32_t done = count_done(s, s->stage);
+  uint32_t before, done;
+  stage_counts(s, expected_advertise, &before, &done);
   uint32_t due = before > done ? before - done : 0;
   uint32_t tail = before / 8 > 2 ? before / 8 : 2;
   if (due > tail) return FC_SA_POLL_MS;

@@ -68,8 +68,19 @@ int fc_sa_server_submit(fc_sa_server *s, uint32_t index, const uint8_t caller_ce
 /* Masked input: may `index` upload now? Then "it was committed". */
 int fc_sa_server_masked_allowed(const fc_sa_server *s, uint32_t index);
 void fc_sa_server_masked_done(fc_sa_server *s, uint32_t index);
-/* Everyone still in the protocol has sent what the open stage wants.
- * expected_advertise: how many of the cohort are still expected to advertise. */
+/* Member `index` said Leave (authenticated by its TLS session): from now on
+ * no stage waits for a message of it. A withdrawn member is what a silent
+ * dropout is when the stage closes (Bonawitz et al. 2017: not in the next
+ * U_i; after sharing, its pairwise masks are rebuilt from the survivors'
+ * shares), so the set of who dropped, the threshold and the dropout budget
+ * are unchanged; only the wait for the stage's deadline goes. A message it
+ * still sends while the stage is open is taken as before. 1 if `index`
+ * advertised and is now withdrawn, 0 (nothing changes) before it advertised:
+ * then the engine drops or replaces it. */
+int fc_sa_server_withdraw(fc_sa_server *s, uint32_t index);
+/* Everyone still in the protocol (and not withdrawn) has sent what the open
+ * stage wants. expected_advertise: how many of the cohort are still expected
+ * to advertise. */
 int fc_sa_server_stage_complete(const fc_sa_server *s, uint32_t expected_advertise);
 /* Close the open stage: FEDC_OK and the next stage opens (or, after UNMASK,
  * reconstruction is ready), or FEDC_ERR_REJECTED with the reason: abandon. */

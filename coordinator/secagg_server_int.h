@@ -21,6 +21,7 @@ typedef struct sa_member {
   uint8_t (*rshares)[32];
   uint32_t nr, capr;
   uint32_t bad_sent; /* secrets for which this member's unmask share was named wrong (fc_shamir_decode) */
+  int withdrawn;     /* said Leave: no stage waits for it (fc_sa_server_withdraw) */
 } sa_member;
 
 struct fc_sa_server {

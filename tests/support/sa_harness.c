@@ -238,6 +238,15 @@ int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res) {
       if (fc_rng_uniform_double(&rng) < cfg->drop[s]) sc->drop_at = s;
   }
 
+  /* The advertise stage's expectation, as an engine that heard every
+   * vanishing member's Leave would have it: those who will advertise, less
+   * one that leaves right after (cfg.leave_after_advertise). */
+  uint32_t adv_expected = 0;
+  for (uint32_t i = 0; i < n; i++) adv_expected += cl[i].drop_at != FC_SA_ADVERTISE;
+  uint32_t leaver = cfg->leave_after_advertise && cfg->leave_after_advertise <= n &&
+                    cl[cfg->leave_after_advertise - 1].drop_at != FC_SA_ADVERTISE; /* 1 until it leaves */
+  adv_expected -= leaver;
+
   for (int stage = FC_SA_ADVERTISE; stage <= FC_SA_UNMASK; stage++) {
     for (uint32_t i = 0; i < n; i++) {
       sim_client *sc = &cl[i];
@@ -245,6 +254,7 @@ int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res) {
       if (sc->gone || sc->aborted) continue;
       if (sc->drop_at == stage) {
         sc->gone = 1;
+        if (cfg->withdraw) res->withdrawn += (uint32_t)fc_sa_server_withdraw(srv, idx);
         continue;
       }
       Fedc__V1__SecAggSubmitRequest req = FEDC__V1__SEC_AGG_SUBMIT_REQUEST__INIT;
@@ -270,8 +280,16 @@ int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res) {
         client_abort(res, sc, idx);
         continue;
       }
+      /* A member still to send: the open stage must not count itself complete yet. */
+      if (fc_sa_server_stage_complete(srv, stage == FC_SA_ADVERTISE ? adv_expected + leaver : 0)) res->completed_early++;
       if (stage != FC_SA_MASKED) {
         submit(cfg, srv, sc, idx, stage, &req, res);
+        if (stage == FC_SA_ADVERTISE && idx == cfg->leave_after_advertise) {
+          res->withdrawn += (uint32_t)fc_sa_server_withdraw(srv, idx); /* said Leave while others train */
+          sc->gone = 1;
+          leaver = 0;
+          continue;
+        }
         if (stage == FC_SA_SHARE_KEYS && cfg->premask && !sc->aborted) {
           /* Mask ahead, as the runtime does once its shares are out. */
           if (!(sc->pre = malloc((p.dim + 1) * sizeof *sc->pre))) goto out;
@@ -325,6 +343,7 @@ int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res) {
         wsum += (double)sc->weight;
       }
     }
+    if (stage > FC_SA_ADVERTISE && !fc_sa_server_stage_complete(srv, 0)) res->closed_waiting++;
     if (fc_sa_server_close_stage(srv, why, sizeof why) != FEDC_OK) {
       snprintf(res->why, sizeof res->why, "%s", why);
       fc_sa_server_remaining(srv, res->remaining);

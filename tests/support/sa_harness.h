@@ -43,6 +43,12 @@ typedef struct sa_harness_cfg {
   uint32_t quant_bits;   /* narrow ring (secagg/ring.c): b-bit inputs (max_weight must be 1); 0 = 32-bit ring */
   uint32_t ring_bits;    /* ... its width; 0 = fc_sa_ring_bits(n, quant_bits) */
   float quant_range;     /* ... a coordinate's range (0 = clip) */
+  /* A vanishing client says Leave first, as a stopped runtime does: the
+   * coordinator withdraws it (fc_sa_server_withdraw) before the stage closes. */
+  int withdraw;
+  /* This cohort index (0: none) says Leave right after it advertised, while
+   * the others still advertise: counted out of the advertise stage. */
+  uint32_t leave_after_advertise;
 } sa_harness_cfg;
 
 typedef struct sa_harness_result {
@@ -66,6 +72,10 @@ typedef struct sa_harness_result {
   uint32_t blamed[8];       /* cohort indices named for bad unmask shares (fc_sa_server_bad_sent), first 8 */
   uint32_t nblamed;         /* ... how many in all */
   uint32_t unattributed;    /* secrets rebuilt past bad shares nobody could be named for */
+  uint32_t withdrawn;       /* Leaves the core took (cfg.withdraw: clients that vanished after advertising) */
+  uint32_t closed_waiting;  /* stages after the advertise stage closed while still waiting for a message
+                             * (fc_sa_server_stage_complete false): a real one would have run to its deadline */
+  uint32_t completed_early; /* times a stage said it was complete with a member's message still to come */
 } sa_harness_result;
 
 /* Issue n client certificates (client-c00001 ...) in dir (created). */

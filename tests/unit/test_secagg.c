@@ -195,6 +195,52 @@ static void test_mask_expansion(void) {
   free(ks);
 }
 
+/* A member that says Leave after advertising is withdrawn: no later stage
+ * waits for it, and the round comes out as it does when the same members
+ * vanish silently (the same survivors per stage, the same exact sum). A
+ * Leave before advertising changes nothing in the core (the engine's). */
+static void test_withdraw(void) {
+  int completed = 0;
+  for (uint64_t seed = 1; seed <= 4; seed++) {
+    sa_harness_cfg c = base(20, 8, 5, seed * 7919);
+    double drop[6] = {0, 0.05, 0.05, 0.1, 0.05, 0.05};
+    memcpy(c.drop, drop, sizeof c.drop);
+    sa_harness_result silent, left;
+    CHECK_EQ_INT(sa_harness_run(&c, &silent), FEDC_OK);
+    c.withdraw = 1;
+    CHECK_EQ_INT(sa_harness_run(&c, &left), FEDC_OK);
+    /* Some seeds lose too many members for t: abandoned alike, for the same reason. */
+    CHECK_EQ_INT(left.completed, silent.completed);
+    CHECK(strcmp(left.why, silent.why) == 0);
+    completed += left.completed;
+    if (left.completed) CHECK(left.exact);
+    CHECK(memcmp(silent.remaining, left.remaining, sizeof left.remaining) == 0);
+    uint32_t vanished_after_advertising = left.remaining[0] - left.remaining[4];
+    CHECK_EQ_INT((int)left.withdrawn, (int)vanished_after_advertising);
+    CHECK(vanished_after_advertising > 0);
+    CHECK(silent.closed_waiting > 0);
+    CHECK_EQ_INT((int)left.closed_waiting, 0);
+    CHECK_EQ_INT((int)(silent.completed_early + left.completed_early), 0);
+  }
+  CHECK(completed >= 2);
+  /* A member that advertised and then left, while the others still
+   * advertise: its advertisement no longer stands in for a member the stage
+   * still waits for (the engine stopped counting it), and no later stage
+   * waits for it. */
+  for (uint32_t who = 1; who <= 20; who += 19) {
+    sa_harness_cfg c = base(20, 8, 5, 4242);
+    c.leave_after_advertise = who;
+    sa_harness_result r;
+    CHECK_EQ_INT(sa_harness_run(&c, &r), FEDC_OK);
+    CHECK(r.completed && r.exact);
+    CHECK_EQ_INT((int)r.withdrawn, 1);
+    CHECK_EQ_INT((int)r.completed_early, 0);
+    CHECK_EQ_INT((int)r.closed_waiting, 0);
+    CHECK_EQ_INT((int)r.remaining[0], 20); /* it advertised: in U1, then dropped before sharing */
+    CHECK_EQ_INT((int)r.remaining[1], 19);
+  }
+}
+
 static void test_exact_sums(void) {
   /* n, k, t, dropout per stage */
   struct {
@@ -790,6 +836,7 @@ int main(void) {
   test_graph();
   test_quant();
   test_quant_reference();
+  test_withdraw();
   test_mask_expansion();
   test_exact_sums();
   test_below_threshold();
