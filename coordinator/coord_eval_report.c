@@ -176,6 +176,14 @@ static fc_sa_server *ev_sa_for(fc_coord *c, uint64_t round, const char *client, 
   return *idx ? c->ev->sa : NULL;
 }
 
+void coord_eval_sa_withdraw(fc_coord *c, const char *client) {
+  if (!c->ev || !c->ev->sa) return;
+  uint32_t idx = fc_sa_server_index(c->ev->sa, client);
+  if (!idx) return;
+  fc_sa_server_withdraw(c->ev->sa, idx);
+  if (fc_sa_server_stage_complete(c->ev->sa, fc_engine_eval_expected_n(c->engine))) fc_engine_eval_sa_ready(c->engine);
+}
+
 void coord_h_sa_submit_any(fc_scall *call, void *ctx) {
   fc_coord *c = ctx;
   const fc_peer *peer = fc_scall_peer(call);

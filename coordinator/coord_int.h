@@ -421,6 +421,9 @@ int coord_eval_cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen);
 /* After the engine exists; coord_eval_free accepts c->ev NULL. */
 int coord_eval_init(fc_coord *c, char *err, size_t errlen);
 void coord_eval_free(fc_coord *c);
+/* Under mu: `client` said Leave: withdrawn from the running evaluation's
+ * SecAgg instance, if it is a member (coord_eval_report.c). */
+void coord_eval_sa_withdraw(fc_coord *c, const char *client);
 /* The driver, after the training tick, WITHOUT mu: the evaluation's tick and
  * what it asks for. 0, or COORD_EVAL_OWED if a record is owed to rounds.jsonl
  * (store_sync), | COORD_EVAL_HELD if the drift check paused the engine (the

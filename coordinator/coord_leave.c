@@ -54,15 +54,18 @@ static const char *outcome_name(int o) {
   }
 }
 
-/* Under c->mu: withdraw `client` from this round's SecAgg session if it is a
- * member that advertised; 1 if it was, and the open stage is checked again
- * (it may now have everything it waits for). */
+/* Under c->mu: withdraw `client` from this round's SecAgg session (and the
+ * evaluation's) if it is a member, and check the open stage again (it may
+ * now have everything it waits for). 1 if it was still in the round's
+ * protocol: its later stages go on without it. */
 static int sa_withdraw(fc_coord *c, const char *client) {
+  coord_eval_sa_withdraw(c, client);
   uint32_t idx;
   int b = c->nsa ? coord_sa_find(c, client, &idx) : -1;
-  if (b < 0 || c->sa_dead[b] || !fc_sa_server_withdraw(c->sa[b], idx)) return 0;
+  if (b < 0 || c->sa_dead[b]) return 0;
+  int in = fc_sa_server_withdraw(c->sa[b], idx);
   coord_sa_check_complete(c);
-  return 1;
+  return in;
 }
 
 void coord_h_leave(fc_scall *call, void *ctx) {

@@ -789,6 +789,11 @@ void coord_h_secagg_submit(fc_scall *call, void *ctx) {
   } else if (b < 0) {
     rc = FEDC_ERR_REJECTED;
     snprintf(why, sizeof why, "%s is not in this round's cohort", peer->name);
+  } else if (req->stage == FEDC__V1__SEC_AGG_STAGE__SA_ADVERTISE && !fc_engine_in_round(c->engine, peer->name)) {
+    /* It left, or missed its pick-up: the advertise stage no longer waits
+     * for it, so its keys must not count for a member still training. */
+    rc = FEDC_ERR_REJECTED;
+    snprintf(why, sizeof why, "%s is no longer in this round's cohort", peer->name);
   } else if ((rc = fc_sa_server_submit(c->sa[b], idx, peer->cert_sha256, req, why, sizeof why)) == FEDC_OK) {
     coord_sa_check_complete(c);
   }

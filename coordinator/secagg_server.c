@@ -405,27 +405,37 @@ static uint32_t count_done(const fc_sa_server *s, int stage) {
   return c;
 }
 
-/* Withdrawn members (fc_sa_server_withdraw) the open stage counts out: in
- * the advertise stage every one (each advertised, and the engine no longer
- * expects it), later the ones done with the stage before and not this one. */
-static uint32_t count_withdrawn(const fc_sa_server *s) {
-  uint32_t c = 0;
-  for (uint32_t i = 0; i < s->p.n; i++)
-    c += s->m[i].withdrawn && (s->stage == FC_SA_ADVERTISE || s->m[i].done == s->stage - 1);
-  return c;
+/* Withdrawn members (fc_sa_server_withdraw) the open stage counts out. In
+ * the advertise stage: all of them (*all) from what it expects, as the
+ * engine stopped expecting each, and those that advertised (before their
+ * Leave or after it: *sent_wd) from what was sent. Later: the ones done with
+ * the stage before and not with this one, from what it expects. */
+static void count_withdrawn(const fc_sa_server *s, uint32_t *all, uint32_t *sent_wd) {
+  *all = *sent_wd = 0;
+  for (uint32_t i = 0; i < s->p.n; i++) {
+    const sa_member *m = &s->m[i];
+    if (!m->withdrawn) continue;
+    if (s->stage == FC_SA_ADVERTISE) {
+      (*all)++;
+      *sent_wd += m->done >= FC_SA_ADVERTISE;
+    } else if (m->done == s->stage - 1) {
+      (*all)++;
+    }
+  }
 }
 
 /* The open stage's messages: those it waits for in all (*expects) and
- * those in (*sent). A member that advertised and then withdrew is in
- * neither: the engine dropped it from the count the advertise stage waits
- * for (expected_advertise), so its advertisement must not stand in for a
- * member still training. Buckets pass their size, less the withdrawn. */
+ * those in (*sent). A withdrawn member's advertisement is in neither: the
+ * engine dropped it from the count the advertise stage waits for
+ * (expected_advertise), so its advertisement must not stand in for a member
+ * still training. Buckets pass their size, less the withdrawn. */
 static void stage_counts(const fc_sa_server *s, uint32_t expected_advertise, uint32_t *expects, uint32_t *sent) {
-  uint32_t wd = count_withdrawn(s);
+  uint32_t wd, wd_sent;
+  count_withdrawn(s, &wd, &wd_sent);
   if (s->stage == FC_SA_ADVERTISE) {
     uint32_t left = s->p.n - wd;
     *expects = expected_advertise < left ? expected_advertise : left;
-    *sent = count_done(s, s->stage) - wd;
+    *sent = count_done(s, s->stage) - wd_sent;
   } else {
     *expects = count_done(s, s->stage - 1) - wd;
     *sent = count_done(s, s->stage);
@@ -435,9 +445,13 @@ static void stage_counts(const fc_sa_server *s, uint32_t expected_advertise, uin
 int fc_sa_server_withdraw(fc_sa_server *s, uint32_t index) {
   if (!s || index < 1 || index > s->p.n) return 0;
   sa_member *m = &s->m[index - 1];
-  if (!m->done) return 0; /* before advertising: the engine drops or replaces it */
+  if (m->withdrawn) return 0; /* said before: nothing new */
+  /* Before advertising too: an advertisement sent after the Leave must not
+   * count, as the engine stopped expecting it. */
   m->withdrawn = 1;
-  return 1;
+  /* 1: a member still in the protocol (it advertised and no close dropped
+   * it since), whose later stages now go on without it. */
+  return !s->aborted && s->stage && m->done >= FC_SA_ADVERTISE && m->done >= s->stage - 1;
 }
 
 int fc_sa_server_stage_complete(const fc_sa_server *s, uint32_t expected_advertise) {

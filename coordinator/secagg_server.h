@@ -74,9 +74,10 @@ void fc_sa_server_masked_done(fc_sa_server *s, uint32_t index);
  * U_i; after sharing, its pairwise masks are rebuilt from the survivors'
  * shares), so the set of who dropped, the threshold and the dropout budget
  * are unchanged; only the wait for the stage's deadline goes. A message it
- * still sends while the stage is open is taken as before. 1 if `index`
- * advertised and is now withdrawn, 0 (nothing changes) before it advertised:
- * then the engine drops or replaces it. */
+ * still sends while the stage is open is taken as before. Before it
+ * advertised (the engine dropped it), a later advertisement of it does not
+ * count either. 1 the first time, for a member still in the protocol (it
+ * advertised, and no close dropped it since); else 0. */
 int fc_sa_server_withdraw(fc_sa_server *s, uint32_t index);
 /* Everyone still in the protocol (and not withdrawn) has sent what the open
  * stage wants. expected_advertise: how many of the cohort are still expected

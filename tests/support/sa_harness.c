@@ -254,8 +254,15 @@ int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res) {
       if (sc->gone || sc->aborted) continue;
       if (sc->drop_at == stage) {
         sc->gone = 1;
-        if (cfg->withdraw) res->withdrawn += (uint32_t)fc_sa_server_withdraw(srv, idx);
+        /* One that vanishes before advertising is the engine's to drop (at
+         * its pick-up deadline, as adv_expected has it): no Leave here. */
+        if (cfg->withdraw && stage > FC_SA_ADVERTISE) res->withdrawn += (uint32_t)fc_sa_server_withdraw(srv, idx);
         continue;
+      }
+      if (idx == cfg->leave_then_send && stage == cfg->leave_then_send_stage) {
+        /* Leave, then send this stage's message (and the later ones) anyway. */
+        res->withdrawn += (uint32_t)fc_sa_server_withdraw(srv, idx);
+        if (stage == FC_SA_ADVERTISE) adv_expected--; /* the engine drops it */
       }
       Fedc__V1__SecAggSubmitRequest req = FEDC__V1__SEC_AGG_SUBMIT_REQUEST__INIT;
       Fedc__V1__SecAggPollResponse *in = NULL;
@@ -280,8 +287,11 @@ int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res) {
         client_abort(res, sc, idx);
         continue;
       }
-      /* A member still to send: the open stage must not count itself complete yet. */
-      if (fc_sa_server_stage_complete(srv, stage == FC_SA_ADVERTISE ? adv_expected + leaver : 0)) res->completed_early++;
+      /* A member still to send (and not withdrawn, which the stage need not
+       * wait for): the open stage must not count itself complete yet. */
+      int withdrawn = idx == cfg->leave_then_send && stage >= cfg->leave_then_send_stage;
+      if (!withdrawn && fc_sa_server_stage_complete(srv, stage == FC_SA_ADVERTISE ? adv_expected + leaver : 0))
+        res->completed_early++;
       if (stage != FC_SA_MASKED) {
         submit(cfg, srv, sc, idx, stage, &req, res);
         if (stage == FC_SA_ADVERTISE && idx == cfg->leave_after_advertise) {
@@ -343,7 +353,7 @@ int sa_harness_run(const sa_harness_cfg *cfg, sa_harness_result *res) {
         wsum += (double)sc->weight;
       }
     }
-    if (stage > FC_SA_ADVERTISE && !fc_sa_server_stage_complete(srv, 0)) res->closed_waiting++;
+    if (!fc_sa_server_stage_complete(srv, stage == FC_SA_ADVERTISE ? adv_expected + leaver : 0)) res->closed_waiting++;
     if (fc_sa_server_close_stage(srv, why, sizeof why) != FEDC_OK) {
       snprintf(res->why, sizeof res->why, "%s", why);
       fc_sa_server_remaining(srv, res->remaining);

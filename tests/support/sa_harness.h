@@ -49,6 +49,10 @@ typedef struct sa_harness_cfg {
   /* This cohort index (0: none) says Leave right after it advertised, while
    * the others still advertise: counted out of the advertise stage. */
   uint32_t leave_after_advertise;
+  /* This cohort index (0: none) says Leave just before its message of stage
+   * leave_then_send_stage and then sends it, and the later ones, anyway. */
+  uint32_t leave_then_send;
+  int leave_then_send_stage;
 } sa_harness_cfg;
 
 typedef struct sa_harness_result {
@@ -73,8 +77,9 @@ typedef struct sa_harness_result {
   uint32_t nblamed;         /* ... how many in all */
   uint32_t unattributed;    /* secrets rebuilt past bad shares nobody could be named for */
   uint32_t withdrawn;       /* Leaves the core took (cfg.withdraw: clients that vanished after advertising) */
-  uint32_t closed_waiting;  /* stages after the advertise stage closed while still waiting for a message
-                             * (fc_sa_server_stage_complete false): a real one would have run to its deadline */
+  uint32_t closed_waiting;  /* stages closed while still waiting for a message (fc_sa_server_stage_complete
+                             * false): a real one would have run to its deadline. The advertise stage counts
+                             * as the engine would: members that vanish before advertising are dropped */
   uint32_t completed_early; /* times a stage said it was complete with a member's message still to come */
 } sa_harness_result;
 

@@ -239,6 +239,24 @@ static void test_withdraw(void) {
     CHECK_EQ_INT((int)r.remaining[0], 20); /* it advertised: in U1, then dropped before sharing */
     CHECK_EQ_INT((int)r.remaining[1], 19);
   }
+  /* A member that says Leave and then sends its message anyway, at each
+   * stage: counted once (sent), never as both sent and not waited for, so
+   * no stage completes while another member's message is due; it stays in
+   * the round to the end. Before advertising, the engine stops expecting
+   * it, and its advertisement must not count for a member still due. */
+  for (int st = FC_SA_ADVERTISE; st <= FC_SA_UNMASK; st++) {
+    for (uint32_t who = 1; who <= 20; who += 19) {
+      sa_harness_cfg c = base(20, 8, 5, 777 + (uint64_t)st);
+      c.leave_then_send = who;
+      c.leave_then_send_stage = st;
+      sa_harness_result r;
+      CHECK_EQ_INT(sa_harness_run(&c, &r), FEDC_OK);
+      CHECK(r.completed && r.exact);
+      CHECK_EQ_INT((int)r.completed_early, 0);
+      CHECK_EQ_INT((int)r.remaining[4], 20);
+      if (r.completed_early) fprintf(stderr, "  leave then send: stage %d, member %u\n", st, who);
+    }
+  }
 }
 
 static void test_exact_sums(void) {
