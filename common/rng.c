@@ -25,7 +25,7 @@ uint64_t fc_rng_u64(fc_rng *r) { return fc_rng_next(r); }
 
 float fc_rng_uniform(fc_rng *r) { return (float)(fc_rng_u64(r) >> 40) * 0x1.0p-24f; }
 
-double fc_rng_uniform_double(fc_rng *r) { return (double)(fc_rng_u64(r) >> 11) * 0x1.0p-53; }
+double fc_rng_uniform_double(fc_rng *r) { return fc_rng_next_double(r); }
 
 /* The 128-bit product a * b as (high, low) 64-bit halves. A compiler with
  * a 128-bit type does it in one or two instructions; the portable form

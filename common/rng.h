@@ -35,6 +35,8 @@ static inline uint64_t fc_rng_next(fc_rng *r) {
   s[3] = (s[3] << 45) | (s[3] >> 19);
   return result;
 }
+/* fc_rng_uniform_double, inline: [0, 1) with 53 random bits, one step. */
+static inline double fc_rng_next_double(fc_rng *r) { return (double)(fc_rng_next(r) >> 11) * 0x1.0p-53; }
 /* Uniform float in [0, 1) with 24 random bits. */
 float fc_rng_uniform(fc_rng *r);
 /* Uniform double in [0, 1) with 53 random bits. */

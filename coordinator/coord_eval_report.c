@@ -74,6 +74,11 @@ static int plain_stats(const struct coord_eval *v, const Fedc__V1__EvalReport *r
   return FEDC_OK;
 }
 
+/* Under mu: the evaluation's open SecAgg stage has all it waits for: tell the engine. */
+static void ev_sa_check(fc_coord *c, const fc_sa_server *s) {
+  if (fc_sa_server_stage_complete(s, fc_engine_eval_expected_n(c->engine))) fc_engine_eval_sa_ready(c->engine);
+}
+
 void coord_h_eval_report(fc_scall *call, void *ctx) {
   fc_coord *c = ctx;
   const fc_peer *peer = fc_scall_peer(call);
@@ -120,7 +125,7 @@ void coord_h_eval_report(fc_scall *call, void *ctx) {
       for (uint64_t i = 0; i < want; i++) v->msum[i] += req->masked[i];
       v->nmasked++;
       fc_sa_server_masked_done(v->sa, idx);
-      if (fc_sa_server_stage_complete(v->sa, fc_engine_eval_expected_n(c->engine))) fc_engine_eval_sa_ready(c->engine);
+      ev_sa_check(c, v->sa);
     }
     if (code != GRPC_STATUS_OK && code != GRPC_STATUS_DEADLINE_EXCEEDED)
       fc_engine_eval_report_abort(c->engine, peer->name, round);
@@ -181,7 +186,7 @@ void coord_eval_sa_withdraw(fc_coord *c, const char *client) {
   uint32_t idx = fc_sa_server_index(c->ev->sa, client);
   if (!idx) return;
   fc_sa_server_withdraw(c->ev->sa, idx);
-  if (fc_sa_server_stage_complete(c->ev->sa, fc_engine_eval_expected_n(c->engine))) fc_engine_eval_sa_ready(c->engine);
+  ev_sa_check(c, c->ev->sa);
 }
 
 void coord_h_sa_submit_any(fc_scall *call, void *ctx) {
@@ -200,9 +205,8 @@ void coord_h_sa_submit_any(fc_scall *call, void *ctx) {
   if (!s) {
     rc = FEDC_ERR_REJECTED;
     snprintf(why, sizeof why, "%s is not in a running evaluation of that id", peer->name);
-  } else if ((rc = fc_sa_server_submit(s, idx, peer->cert_sha256, req, why, sizeof why)) == FEDC_OK &&
-             fc_sa_server_stage_complete(s, fc_engine_eval_expected_n(c->engine))) {
-    fc_engine_eval_sa_ready(c->engine);
+  } else if ((rc = fc_sa_server_submit(s, idx, peer->cert_sha256, req, why, sizeof why)) == FEDC_OK) {
+    ev_sa_check(c, s);
   }
   pthread_mutex_unlock(&c->mu);
   if (rc != FEDC_OK) {

@@ -75,6 +75,24 @@ int fc_signed_verify(const char *ca_pem, size_t ca_len, const fc_signed *s, cons
   return fc_signed_verify_ex(ca_pem, ca_len, s, role, 0, federation, name, err, errlen);
 }
 
+/* What both verifications check once the certificate chains to the CA and
+ * its identity is read, in this order: the role, then the signature (with
+ * x's key, or, x NULL, the key of s->cert). The identity goes out only when
+ * everything holds. */
+static int check_signer(const fc_signed *s, const fc_cert *x, const char *role, const char *fed, const char *r,
+                        const char *nm, char *federation, char *name, char *err, size_t errlen) {
+  if (strcmp(r, role) != 0)
+    return fail(err, errlen, FEDC_ERR_SIGNATURE, "signed by spiffe://%s/%s/%s, which is not a %s certificate", fed, r,
+                nm, role);
+  int sig = x ? fc_cert_verify(x, s->msg, s->msg_len, s->sig, s->sig_len)
+              : fc_verify_pem(s->cert, s->cert_len, s->msg, s->msg_len, s->sig, s->sig_len);
+  if (sig != FEDC_OK)
+    return fail(err, errlen, FEDC_ERR_SIGNATURE, "signature by spiffe://%s/%s/%s does not verify", fed, r, nm);
+  if (federation) snprintf(federation, FC_PKI_FEDERATION_MAX, "%s", fed);
+  if (name) snprintf(name, FC_PKI_NAME_MAX, "%s", nm);
+  return FEDC_OK;
+}
+
 int fc_signed_verify_ex(const char *ca_pem, size_t ca_len, const fc_signed *s, const char *role, int ignore_time,
                         char *federation, char *name, char *err, size_t errlen) {
   char why[400];
@@ -85,14 +103,7 @@ int fc_signed_verify_ex(const char *ca_pem, size_t ca_len, const fc_signed *s, c
   if (rc != FEDC_OK) return fail(err, errlen, FEDC_ERR_SIGNATURE, "signer certificate: %s", why);
   if (fc_pki_identity_from_pem(s->cert, s->cert_len, fed, sizeof fed, r, sizeof r, nm, sizeof nm) != FEDC_OK)
     return fail(err, errlen, FEDC_ERR_SIGNATURE, "signer certificate has no fedc SPIFFE ID");
-  if (strcmp(r, role) != 0)
-    return fail(err, errlen, FEDC_ERR_SIGNATURE, "signed by spiffe://%s/%s/%s, which is not a %s certificate", fed, r,
-                nm, role);
-  if (fc_verify_pem(s->cert, s->cert_len, s->msg, s->msg_len, s->sig, s->sig_len) != FEDC_OK)
-    return fail(err, errlen, FEDC_ERR_SIGNATURE, "signature by spiffe://%s/%s/%s does not verify", fed, r, nm);
-  if (federation) memcpy(federation, fed, sizeof fed);
-  if (name) memcpy(name, nm, sizeof nm);
-  return FEDC_OK;
+  return check_signer(s, NULL, role, fed, r, nm, federation, name, err, errlen);
 }
 
 int fc_signed_verify_cached(struct fc_cert_cache *certs, const fc_signed *s, const char *role, char *federation,
@@ -105,17 +116,10 @@ int fc_signed_verify_cached(struct fc_cert_cache *certs, const fc_signed *s, con
   int rc = fc_cert_cache_get(certs, s->cert, s->cert_len, &x, why, sizeof why);
   if (rc == FEDC_ERR_CERT_EXPIRED) return fail(err, errlen, rc, "signer certificate: %s", why);
   if (rc != FEDC_OK) return fail(err, errlen, FEDC_ERR_SIGNATURE, "signer certificate: %s", why);
-  if (fc_cert_identity(x, &fed, &r, &nm) != FEDC_OK) {
+  if (fc_cert_identity(x, &fed, &r, &nm) != FEDC_OK)
     rc = fail(err, errlen, FEDC_ERR_SIGNATURE, "signer certificate has no fedc SPIFFE ID");
-  } else if (strcmp(r, role) != 0) {
-    rc = fail(err, errlen, FEDC_ERR_SIGNATURE, "signed by spiffe://%s/%s/%s, which is not a %s certificate", fed, r,
-              nm, role);
-  } else if (fc_cert_verify(x, s->msg, s->msg_len, s->sig, s->sig_len) != FEDC_OK) {
-    rc = fail(err, errlen, FEDC_ERR_SIGNATURE, "signature by spiffe://%s/%s/%s does not verify", fed, r, nm);
-  } else {
-    if (federation) snprintf(federation, FC_PKI_FEDERATION_MAX, "%s", fed);
-    if (name) snprintf(name, FC_PKI_NAME_MAX, "%s", nm);
-  }
+  else
+    rc = check_signer(s, x, role, fed, r, nm, federation, name, err, errlen);
   fc_cert_release(x);
   return rc;
 }

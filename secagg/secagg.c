@@ -360,7 +360,7 @@ void fc_sa_quantize(const float *x, uint64_t dim, uint64_t weight, double scale,
     v = v > lim ? lim : v < -lim ? -lim : v == v ? v : 0;
     int64_t f = (int64_t)v;
     f -= (double)f > v;
-    double u = (double)(fc_rng_next(&r) >> 11) * 0x1.0p-53; /* fc_rng_uniform_double */
+    double u = fc_rng_next_double(&r);
     out[i] = (uint32_t)(f + (u < v - (double)f)); /* two's complement: mod 2^32 */
   }
   *rng = r;
