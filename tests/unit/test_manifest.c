@@ -236,6 +236,21 @@ static void test_accept(const char *dir, const char *other, int cached) {
     CHECK_EQ_INT((int)fc_cert_cache_verifications(cc), 3); /* + byother, which fails */
     CHECK(fc_cert_cache_hits(cc) >= 8);
     CHECK_EQ_INT((int)fc_cert_cache_size(cc), 2);
+    /* Bad input to the cached check: no cache, no signature, an empty or
+     * garbled certificate; each refused with a sentence, nothing cached. */
+    char fed[FC_PKI_FEDERATION_MAX], nm[FC_PKI_NAME_MAX];
+    CHECK_EQ_INT(fc_signed_verify_cached(NULL, &s5, "signer", fed, nm, err, sizeof err), FEDC_ERR_INVALID);
+    CHECK_EQ_INT(fc_signed_verify_cached(cc, NULL, "signer", fed, nm, err, sizeof err), FEDC_ERR_SIGNATURE);
+    fc_signed bad = s5;
+    bad.cert_len = 0;
+    err[0] = 'x', err[1] = 0;
+    CHECK_EQ_INT(fc_signed_verify_cached(cc, &bad, "signer", fed, nm, err, sizeof err), FEDC_ERR_SIGNATURE);
+    CHECK(strncmp(err, "signer certificate: ", 20) == 0);
+    char garbled[] = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+    bad.cert = garbled;
+    bad.cert_len = sizeof garbled - 1;
+    CHECK_EQ_INT(fc_signed_verify_cached(cc, &bad, "signer", fed, nm, err, sizeof err), FEDC_ERR_SIGNATURE);
+    CHECK_EQ_INT((int)fc_cert_cache_size(cc), 2);
   }
 
   /* File form. */
