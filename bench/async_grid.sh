@@ -8,8 +8,12 @@
 #   bench/async_grid.sh BUILD_DIR OUT "SEEDS" "CELLS" [PASSES]
 #   CELL: sync-DL (e.g. sync-1000), or C:K:LR[:SLOT_MS[:MAX_STALENESS]] for
 #         async with --async-concurrency C --async-buffer K --server-lr LR
-#         --async-slot-ms SLOT_MS (default 0) --max-staleness (default 20)
+#         --async-slot-ms SLOT_MS (default 0) --max-staleness (default 20);
+#         either with a suffix +avgB: `fedc sim --model-average B` (the
+#         coordinator keeps a moving average of its versions and the accuracy
+#         is the average's)
 #   e.g. bench/async_grid.sh build grid.jsonl "1 2 3" "sync-1000 17:3:0.35 12:5:0.5:1000" 2
+#        bench/async_grid.sh build grid.jsonl "1 2 3" "sync-1000 sync-1000+avg0.7 20:3:0.35+avg0.9" 2
 # Environment: TARGET (default 0.83), ROUNDS (versions at most, default 600),
 #   STALENESS (--staleness of every async cell, e.g. poly:0.5,fedbuff; default
 #   the coordinator's, poly:0.5), ASYNC_EXTRA (more `fedc sim` arguments for
@@ -26,15 +30,21 @@ for pass in $(seq 1 "$PASSES"); do
   for seed in "${SEEDS[@]}"; do
     for cell in "${CELLS[@]}"; do
       echo "async_grid: pass $pass/$PASSES seed $seed $cell" >&2
+      avg=
+      if [[ $cell == *+avg* ]]; then
+        avg=${cell##*+avg}
+        cell=${cell%+avg*}
+      fi
       if [[ $cell == sync* ]]; then
-        "$HERE/async_compare.sh" "$B" "${TARGET:-0.83}" "${ROUNDS:-600}" "$seed" "$cell" >>"$OUT"
+        TAG=${avg:+avg$avg} SYNC_ARGS="${SYNC_ARGS:-}${avg:+ --model-average=$avg}" \
+          "$HERE/async_compare.sh" "$B" "${TARGET:-0.83}" "${ROUNDS:-600}" "$seed" "$cell" >>"$OUT"
       else
         IFS=: read -r c k lr slot ms <<<"$cell"
         slot=${slot:-0}
         ms=${ms:-20}
         st=${STALENESS:+ --coordinator-opt=--staleness=$STALENESS}
-        TAG="lr$lr+slot$slot+ms$ms${STALENESS:++$STALENESS}${ASYNC_EXTRA:++${ASYNC_EXTRA//--coordinator-opt=--/}}" \
-          ASYNC_ARGS="--coordinator-opt=--server-lr=$lr --coordinator-opt=--async-slot-ms=$slot --coordinator-opt=--max-staleness=$ms$st${ASYNC_EXTRA:+ $ASYNC_EXTRA}" \
+        TAG="lr$lr+slot$slot+ms$ms${STALENESS:++$STALENESS}${ASYNC_EXTRA:++${ASYNC_EXTRA//--coordinator-opt=--/}}${avg:++avg$avg}" \
+          ASYNC_ARGS="--coordinator-opt=--server-lr=$lr --coordinator-opt=--async-slot-ms=$slot --coordinator-opt=--max-staleness=$ms$st${ASYNC_EXTRA:+ $ASYNC_EXTRA}${avg:+ --model-average=$avg}" \
           "$HERE/async_compare.sh" "$B" "${TARGET:-0.83}" "${ROUNDS:-600}" "$seed" "async-$c-$k" >>"$OUT"
       fi
     done

@@ -64,6 +64,7 @@ enum {
   OPT_VERSION,
   OPT_OUT,
   OPT_FORCE,
+  OPT_AVERAGED,
   OPT_PLOT,
 };
 
@@ -580,7 +581,7 @@ out:
 
 static void model_usage(FILE *f) {
   fprintf(f,
-          "Usage: fedc model get --out FILE [--version V] [--force] [options]\n"
+          "Usage: fedc model get --out FILE [--version V] [--averaged] [--force] [options]\n"
           "       fedc model verify FILE --pki DIR | --ca CA [--manifest M] [--version V] [--json]\n\n"
           "get: download a global model version from the coordinator (SHA-256 verified),\n"
           "write it as a safetensors file with metadata fedc.version and fedc.sha256 and\n"
@@ -591,6 +592,8 @@ static void model_usage(FILE *f) {
           "Options:\n"
           "  --out FILE               where to write the model (required)\n"
           "  --version V              model version (default: the latest; 0 is the initial model)\n"
+          "  --averaged               the coordinator's model average as of that version (--model-average),\n"
+          "                           not the version itself; it has no manifest of its own\n"
           "  --force                  overwrite FILE if it exists (default: refuse)\n" ADMIN_HELP);
 }
 
@@ -599,11 +602,12 @@ static void model_usage(FILE *f) {
  * want_sha, when non-NULL, must be what the stream announces.
  * On FEDC_OK the caller owns *data.
  */
-static int model_stream(fc_channel *ch, uint64_t version, const uint8_t *want_sha, int timeout_ms,
+static int model_stream(fc_channel *ch, uint64_t version, int averaged, const uint8_t *want_sha, int timeout_ms,
                         fc_model_spec *spec, float **data, uint64_t *total, uint8_t sha[FC_SHA256_LEN],
                         fc_signed *man, fc_status *st) {
   Fedc__V1__GetModelRequest req = FEDC__V1__GET_MODEL_REQUEST__INIT;
   req.version = version;
+  req.averaged = averaged;
   fc_ccall *call = NULL;
   int rc = fc_ccall_start(ch, M_GET_MODEL, FC_RPC_SERVER_STREAM, &req.base, timeout_ms, &call, st);
   if (rc == FEDC_OK)
@@ -618,12 +622,12 @@ static int model_stream(fc_channel *ch, uint64_t version, const uint8_t *want_sh
  * is. "Latest" is resolved through Status to an explicit number first, so a
  * round that completes mid-download cannot mislabel the file.
  */
-static int model_fetch(fc_channel *ch, int have_version, uint64_t want_version, int timeout_ms, uint64_t *got_version,
-                       fc_model_spec *spec, float **data, uint64_t *total, uint8_t sha[FC_SHA256_LEN],
-                       fc_signed *man, fc_status *st) {
+static int model_fetch(fc_channel *ch, int have_version, uint64_t want_version, int averaged, int timeout_ms,
+                       uint64_t *got_version, fc_model_spec *spec, float **data, uint64_t *total,
+                       uint8_t sha[FC_SHA256_LEN], fc_signed *man, fc_status *st) {
   if (have_version) {
     *got_version = want_version;
-    return model_stream(ch, want_version, NULL, timeout_ms, spec, data, total, sha, man, st);
+    return model_stream(ch, want_version, averaged, NULL, timeout_ms, spec, data, total, sha, man, st);
   }
   Fedc__V1__StatusResponse *s = NULL;
   int rc = do_status(ch, timeout_ms, &s, st);
@@ -634,7 +638,9 @@ static int model_fetch(fc_channel *ch, int have_version, uint64_t want_version, 
   if (have_sha) memcpy(status_sha, s->global_sha256.data, FC_SHA256_LEN);
   protobuf_c_message_free_unpacked(&s->base, NULL);
   *got_version = v;
-  return model_stream(ch, v, have_sha ? status_sha : NULL, timeout_ms, spec, data, total, sha, man, st);
+  /* The status names the version's digest, not its average's. */
+  return model_stream(ch, v, averaged, have_sha && !averaged ? status_sha : NULL, timeout_ms, spec, data, total, sha,
+                      man, st);
 }
 
 int cmd_model(int argc, char **argv) {
@@ -645,8 +651,9 @@ int cmd_model(int argc, char **argv) {
   unsigned long long version = 0;
   int have_version = 0;
   const char *out_path = NULL;
-  int force = 0;
+  int force = 0, averaged = 0;
   static const struct option longopts[] = {ADMIN_LONGOPTS,
+                                           {"averaged", no_argument, 0, OPT_AVERAGED},
                                            {"version", required_argument, 0, OPT_VERSION},
                                            {"out", required_argument, 0, OPT_OUT},
                                            {"force", no_argument, 0, OPT_FORCE},
@@ -665,6 +672,7 @@ int cmd_model(int argc, char **argv) {
       break;
     case OPT_OUT: out_path = optarg; break;
     case OPT_FORCE: force = 1; break;
+    case OPT_AVERAGED: averaged = 1; break;
     default: return cli_option_error(prog, c, argv, longopts);
     }
   }
@@ -695,7 +703,8 @@ int cmd_model(int argc, char **argv) {
   fc_signed man;
   memset(&man, 0, sizeof man);
   int ret = 0;
-  rc = model_fetch(ch, have_version, version, ao.timeout_ms, &got_version, &spec, &data, &total, sha, &man, &st);
+  rc = model_fetch(ch, have_version, version, averaged, ao.timeout_ms, &got_version, &spec, &data, &total, sha, &man,
+                   &st);
   if (rc != FEDC_OK) {
     ret = call_failed(prog, rc, &st, ao.timeout_ms);
     goto out;
@@ -713,7 +722,7 @@ int cmd_model(int argc, char **argv) {
       ret = 1;
       goto out;
     }
-  } else {
+  } else if (!averaged) {
     fprintf(stderr, "%s: warning: model v%llu is unsigned (the coordinator has no model-signing key)\n", prog,
             (unsigned long long)got_version);
   }
@@ -721,7 +730,8 @@ int cmd_model(int argc, char **argv) {
   snprintf(vbuf, sizeof vbuf, "%llu", (unsigned long long)got_version);
   fc_st_meta meta;
   memset(&meta, 0, sizeof meta);
-  if (fc_st_meta_set(&meta, "fedc.version", vbuf) != FEDC_OK || fc_st_meta_set(&meta, "fedc.sha256", hex) != FEDC_OK) {
+  if (fc_st_meta_set(&meta, "fedc.version", vbuf) != FEDC_OK || fc_st_meta_set(&meta, "fedc.sha256", hex) != FEDC_OK ||
+      (averaged && fc_st_meta_set(&meta, "fedc.model_average", "true") != FEDC_OK)) {
     fprintf(stderr, "%s: cannot build the file metadata\n", prog);
     ret = 1;
     goto out;
@@ -749,14 +759,16 @@ int cmd_model(int argc, char **argv) {
     json_object_set_new(o, "bytes", json_u64(total));
     json_object_set_new(o, "sha256", json_string(hex));
     json_object_set_new(o, "tensors", json_u64(spec.n));
+    json_object_set_new(o, "averaged", json_boolean(averaged));
     json_object_set_new(o, "out", json_string(out_path));
     json_object_set_new(o, "signed", json_boolean(man.msg != NULL));
     json_object_set_new(o, "signer", man.msg ? json_string(signer) : json_null());
     json_object_set_new(o, "manifest", man.msg ? json_string(man_path) : json_null());
     cli_print_json(o);
   } else {
-    printf("model v%llu: %llu parameters in %u tensors\nsha256 %s\nwritten to %s\n", (unsigned long long)got_version,
-           (unsigned long long)params, spec.n, hex, out_path);
+    printf("%smodel v%llu: %llu parameters in %u tensors\nsha256 %s\nwritten to %s\n",
+           averaged ? "model average as of " : "", (unsigned long long)got_version, (unsigned long long)params, spec.n,
+           hex, out_path);
     if (man.msg) printf("signed by %s; manifest written to %s\n", signer, man_path);
     fflush(stdout);
   }

@@ -254,6 +254,9 @@ const copt cc_options[] = {
     OPT_NUM("server-beta2", T_F32, c.server_beta2, "second-moment decay (adam/yogi)"),
     OPT_NUM("server-tau", T_F32, c.server_tau, "adaptivity tau (adagrad/adam/yogi)"),
     OPT_BOOL("server-nesterov", c.server_nesterov, "Nesterov momentum (avgm)"),
+    OPT_NUM("model-average", T_F32, c.model_average,
+            "keep a moving average of the versions, a = B a + (1 - B) version, for evaluation and export "
+            "(GetModel averaged, `fedc model get --averaged`); B in [0, 1), 0 = none"),
     OPT_NUM("dp-noise-multiplier", T_F64, c.dp_noise_multiplier,
             "differential privacy (DP-FedAvg): Gaussian noise std / clip-norm added to the sum (0 = off); needs "
             "--cohort 0 --cohort-fraction q (Poisson sampling)"),

@@ -159,7 +159,7 @@ static int parse(int argc, char **argv, sim_opts *o) {
          O_MINUP, O_RTO, O_POLL, O_SEED, O_DATA, O_JSON, O_SECAGG, O_SAK, O_SAT, O_DROP, O_SOPT, O_SOPT_END = O_SOPT + 4, O_BYZ, O_AGG,
          O_AGG_END = O_AGG + 5,
          O_NESTEROV, O_DP, O_DP_END = O_DP + 4, O_SAB, O_COPT, O_KEEPV, O_KEEPE, O_MNICE, O_PROX, O_EVERY, O_ECOH, O_EFRAC,
-         O_ESPLIT, O_BYZ_UNCLIP, O_SPEED, O_MINCL };
+         O_ESPLIT, O_BYZ_UNCLIP, O_SPEED, O_MINCL, O_AVG };
   static const struct option lo[] = {
       {"out", 1, 0, O_OUT},         {"clients-per-process", 1, 0, O_PER_PROC},         {"clients", 1, 0, O_CLIENTS},   {"cohort", 1, 0, O_COHORT},
       {"rounds", 1, 0, O_ROUNDS},   {"partition", 1, 0, O_PART},    {"alpha", 1, 0, O_ALPHA},
@@ -172,6 +172,7 @@ static int parse(int argc, char **argv, sim_opts *o) {
       {"drop", 1, 0, O_DROP},           {"byzantine", 1, 0, O_BYZ}, {"byzantine-unclipped", 0, 0, O_BYZ_UNCLIP},
       {"server-optimizer", 1, 0, O_SOPT}, {"server-lr", 1, 0, O_SOPT + 1}, {"server-beta1", 1, 0, O_SOPT + 2},
       {"server-beta2", 1, 0, O_SOPT + 3}, {"server-tau", 1, 0, O_SOPT + 4}, {"server-nesterov", 0, 0, O_NESTEROV},
+      {"model-average", 1, 0, O_AVG},
       {"aggregator", 1, 0, O_AGG},        {"agg-f", 1, 0, O_AGG + 1},      {"agg-trim", 1, 0, O_AGG + 2},
       {"agg-m", 1, 0, O_AGG + 3},         {"agg-tau", 1, 0, O_AGG + 4},    {"agg-iters", 1, 0, O_AGG + 5},
       {"dp-noise", 1, 0, O_DP},       {"dp-delta", 1, 0, O_DP + 1},    {"dp-target-epsilon", 1, 0, O_DP + 2},
@@ -294,6 +295,9 @@ static int parse(int argc, char **argv, sim_opts *o) {
     case O_SPEED: bad = sim_speed_option(o, lo[li].name, optarg); break; /* sim_speed.c */
     case O_KEEPV: bad = parse_int("--keep-versions", optarg, 0, ULLONG_MAX, &o->keep_versions); break;
     case O_KEEPE: bad = parse_int("--keep-every", optarg, 0, ULLONG_MAX, &o->keep_every); break;
+    case O_AVG:
+      bad = parse_real("--model-average", optarg, 0, 0, 1, 1, 1, "[0, 1)", &o->model_average);
+      break;
     case O_MNICE: {
       unsigned long long v = 0;
       bad = parse_int("--monitor-nice", optarg, 0, 19, &v);
@@ -528,6 +532,9 @@ int cmd_sim(int argc, char **argv) {
   for (int i = 0; i < 5; i++)
     if (o.sopt[i][0]) cargv[ca_n++] = (char *)sim_sopt_flags[i], cargv[ca_n++] = o.sopt[i];
   if (o.sopt_nesterov) cargv[ca_n++] = "--server-nesterov";
+  char avg[32];
+  snprintf(avg, sizeof avg, "%.9g", o.model_average);
+  if (o.model_average > 0) cargv[ca_n++] = "--model-average", cargv[ca_n++] = avg;
   for (int i = 0; i < 6; i++)
     if (o.agg[i][0]) cargv[ca_n++] = (char *)sim_agg_flags[i], cargv[ca_n++] = o.agg[i];
   if (o.dp[0][0]) {
@@ -589,6 +596,7 @@ int cmd_sim(int argc, char **argv) {
   client_cmd *cc = malloc(sizeof *cc);
   sim_monitor m;
   memset(&m, 0, sizeof m);
+  m.averaged = o.model_average > 0;
   char sopt_text[200] = "", dp_text[300] = "", title[400];
   int port = 0;
   if (coord < 0) {

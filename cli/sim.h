@@ -49,6 +49,7 @@ typedef struct sim_opts {
   /* Aggregation rule and its settings, passed as given (the coordinator validates). */
   char agg[6][32];
   int sopt_nesterov;
+  double model_average; /* --model-average: the coordinator keeps it and the sim evaluates it (0 = off) */
   /* Differential privacy: --dp-noise Z (0 = off) turns the cohort into Poisson
    * sampling at rate cohort/clients; --dp-delta, --dp-target-epsilon,
    * --dp-adaptive-quantile, --dp-clip-lr. */
@@ -166,6 +167,7 @@ typedef struct sim_monitor {
   uint64_t pruned;        /* ... whose version was pruned before it was evaluated (a row without accuracy) */
   uint64_t abandoned;
   unsigned eval_failures; /* consecutive failed evaluations of the next round */
+  int averaged;           /* evaluate each version's model average (--model-average), not the version */
 } sim_monitor;
 
 /* Poll the round history; report each new round. Returns rounds completed,

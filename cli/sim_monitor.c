@@ -32,6 +32,7 @@ static int eval_version(sim_monitor *m, uint64_t version, double *acc, double *l
                         char *err, size_t errlen) {
   Fedc__V1__GetModelRequest req = FEDC__V1__GET_MODEL_REQUEST__INIT;
   req.version = version;
+  req.averaged = m->averaged;
   fc_ccall *call = NULL;
   fc_status st;
   memset(&st, 0, sizeof st);

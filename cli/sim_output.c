@@ -164,6 +164,7 @@ int sim_write_config(const sim_opts *o, char *const *coord_argv, char *const *cl
   json_object_set_new(opt, "clip-norm", json_real(o->clip_norm_set ? o->clip_norm : d.clip_norm));
   for (int i = 0; i < 5; i++) json_object_set_new(opt, sim_sopt_flags[i] + 2, jstr_or_null(o->sopt[i]));
   json_object_set_new(opt, "server-nesterov", json_boolean(o->sopt_nesterov));
+  json_object_set_new(opt, "model-average", json_real(o->model_average));
   for (int i = 0; i < 6; i++) json_object_set_new(opt, sim_agg_flags[i] + 2, jstr_or_null(o->agg[i]));
   for (int i = 0; i < 5; i++) json_object_set_new(opt, sim_dp_flags[i] + 2, jstr_or_null(o->dp[i]));
   json_object_set_new(opt, "min-updates", json_integer((json_int_t)o->min_updates));

@@ -30,6 +30,8 @@ void sim_usage(FILE *f) {
              "  --server-optimizer sgd|avgm|adagrad|adam|yogi  server optimizer (default sgd = FedAvg)\n"
              "  --server-lr X --server-beta1 X --server-beta2 X --server-tau X --server-nesterov\n"
              "                       its settings (defaults: the coordinator's)\n"
+             "  --model-average B    the coordinator keeps a moving average of the versions (beta B in [0, 1))\n"
+             "                       and the accuracy reported is the average's, as of each version\n"
              "  --dp-noise Z         differential privacy (DP-FedAvg): noise multiplier; the cohort becomes\n"
              "                       Poisson sampling at rate cohort/clients\n"
              "  --dp-delta D --dp-target-epsilon E   its delta (default 1e-5) and budget\n"

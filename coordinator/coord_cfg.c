@@ -138,6 +138,7 @@ int coord_sopt_cfg(const fc_coord_cfg *cfg, fc_sopt_cfg *o, char *err, size_t er
   o->beta2 = cfg->server_beta2;
   o->tau = cfg->server_tau;
   o->nesterov = cfg->server_nesterov;
+  o->average = cfg->model_average;
   return fc_sopt_cfg_check(o, err, errlen);
 }
 

@@ -86,8 +86,10 @@ static void download_end(download *d) {
 
 /* Start a download for the caller, or finish the call with the refusal and
  * return NULL. May read an old version from disk (allow_old: admins only, on
- * their own pool). */
-static download *download_begin(fc_coord *c, fc_scall *call, uint64_t version, int latest, int allow_old) {
+ * their own pool). averaged: the model average of that version instead
+ * (coord_avg_get; admins). */
+static download *download_begin(fc_coord *c, fc_scall *call, uint64_t version, int latest, int allow_old,
+                                int averaged) {
   const fc_peer *peer = fc_scall_peer(call);
   download *d = calloc(1, sizeof *d);
   if (!d) {
@@ -127,7 +129,18 @@ static download *download_begin(fc_coord *c, fc_scall *call, uint64_t version, i
     fc_scall_finish_retry(call, GRPC_STATUS_UNAVAILABLE, refusal, dup ? 1000 : 0);
     return NULL;
   }
-  model_ref *m = coord_model_get(c);
+  model_ref *m;
+  if (averaged) {
+    char why[300];
+    int code = GRPC_STATUS_OK;
+    if (!(m = coord_avg_get(c, version, latest, &code, why, sizeof why))) {
+      download_end(d);
+      fc_scall_finish(call, (grpc_status_code)code, why, NULL);
+      return NULL;
+    }
+    goto stream;
+  }
+  m = coord_model_get(c);
   model_ref *em = !latest && version != m->version && peer->role == FC_ROLE_CLIENT
                       ? coord_eval_model(c, peer->name, version)
                       : NULL;
@@ -173,6 +186,7 @@ static download *download_begin(fc_coord *c, fc_scall *call, uint64_t version, i
       return NULL;
     }
   }
+stream:
   d->m = m;
   d->pieces = fc_tensor_stream_pieces(m->bytes, c->cfg.chunk_bytes);
   if (!(d->hdr = malloc(sizeof *d->hdr))) {
@@ -245,7 +259,7 @@ static void fetch_done(void *state) { download_end(state); }
 void coord_h_fetch_model(fc_scall *call, void *ctx) {
   const Fedc__V1__FetchModelRequest *req = (const Fedc__V1__FetchModelRequest *)fc_scall_request(call);
   if (coord_audit_peer(ctx, call, fc_scall_peer(call))) return;
-  download *d = download_begin(ctx, call, req->version, req->latest, 0);
+  download *d = download_begin(ctx, call, req->version, req->latest, 0, 0);
   if (d && coord_fetch_resume(ctx, call, req, d->hdr, &d->skip) == FEDC_OK)
     fc_scall_stream_out(call, fetch_next, fetch_done, d);
   else download_end(d); /* refused: the call is finished */
@@ -255,7 +269,7 @@ void coord_h_fetch_model(fc_scall *call, void *ctx) {
 void coord_h_get_model(fc_scall *call, void *ctx) {
   const Fedc__V1__GetModelRequest *req = (const Fedc__V1__GetModelRequest *)fc_scall_request(call);
   coord_audit_peer(ctx, call, fc_scall_peer(call));
-  download *d = download_begin(ctx, call, req->version, req->latest, 1);
+  download *d = download_begin(ctx, call, req->version, req->latest, 1, req->averaged);
   if (!d) return;
   emit_ctx e = {call, 0, &d->m->man};
   int rc = FEDC_OK;

@@ -68,6 +68,8 @@ struct fc_coord {
   fc_sopt *sopt;          /* server optimizer; its state before the running step: */
   float *sopt_backup;
   uint64_t sopt_backup_step;
+  int sopt_backup_a_set;
+  model_ref *avg_model;   /* --model-average: the average as of c->model's version (under mu); else NULL */
   struct fc_wm *wm;       /* the watermark (watermark.h); NULL without --watermark-key */
   model_ref *model;
   fc_round_stats *rounds;
@@ -516,6 +518,10 @@ int coord_ha_status(fc_coord *c, struct Fedc__V1__ReplicaStatus *out, struct fc_
 void *coord_status_ha(fc_coord *c, struct Fedc__V1__ReplicaStatus *rs);
 /* At start: the optimizer state saved beside version (checked against its manifest). */
 int coord_sopt_load(fc_coord *c, uint64_t version, const uint8_t sha[FC_SHA256_LEN], char *err, size_t errlen);
+/* After it (and for a new federation): --model-average goes on or starts (coord_publish.c). */
+int coord_avg_init(fc_coord *c, char *err, size_t errlen);
+/* GetModel averaged: the average as of version (or the latest), or NULL with a gRPC status in *code and why. */
+model_ref *coord_avg_get(fc_coord *c, uint64_t version, int latest, int *code, char *why, size_t whylen);
 /* "adam lr=0.01 beta1=0.9 ...": for status and the history. */
 void coord_sopt_text(const fc_coord *c, char *buf, size_t len);
 

@@ -23,6 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <grpc/status.h>
+
 #include "common/blas.h"
 #include "common/chunk.h"
 #include "common/clock.h"
@@ -51,14 +53,18 @@
 
 #define MOD "coordinator"
 
+/* The optimizer's moments and model average before the running step, and
+ * back. */
 static int sopt_save(fc_coord *c) {
   fc_sopt *o = c->sopt;
-  int ns = fc_sopt_nstate(o->cfg.kind);
+  int ns = fc_sopt_nstate(o->cfg.kind), nv = ns + (o->a != NULL);
   size_t n = o->n;
-  if (ns && !c->sopt_backup && !(c->sopt_backup = malloc((size_t)ns * n * sizeof(float)))) return FEDC_ERR_NOMEM;
+  if (nv && !c->sopt_backup && !(c->sopt_backup = malloc((size_t)nv * n * sizeof(float)))) return FEDC_ERR_NOMEM;
   if (ns >= 1) memcpy(c->sopt_backup, o->m, n * sizeof(float));
   if (ns >= 2) memcpy(c->sopt_backup + n, o->v, n * sizeof(float));
+  if (o->a) memcpy(c->sopt_backup + (size_t)ns * n, o->a, n * sizeof(float));
   c->sopt_backup_step = o->step;
+  c->sopt_backup_a_set = o->a_set;
   return FEDC_OK;
 }
 
@@ -67,20 +73,42 @@ static void sopt_restore(fc_coord *c) {
   int ns = fc_sopt_nstate(o->cfg.kind);
   if (ns >= 1) memcpy(o->m, c->sopt_backup, o->n * sizeof(float));
   if (ns >= 2) memcpy(o->v, c->sopt_backup + o->n, o->n * sizeof(float));
+  if (o->a) memcpy(o->a, c->sopt_backup + (size_t)ns * o->n, o->n * sizeof(float));
   o->step = c->sopt_backup_step;
+  o->a_set = c->sopt_backup_a_set;
 }
 
-/* Save the optimizer state beside version `version` (of sha); *has_opt and
- * opt_sha: whether the method keeps state (sgd does not) and the payload's
- * SHA-256, which the version's manifest names. */
+/* Save the optimizer state (and the model average) beside version `version`
+ * (of sha); *has_opt and opt_sha: whether there is any (sgd alone keeps
+ * none) and the payload's SHA-256, which the version's manifest names. */
 static int sopt_write(fc_coord *c, uint64_t version, const uint8_t sha[FC_SHA256_LEN], int *has_opt,
                       uint8_t opt_sha[FC_SHA256_LEN], char *why, size_t whylen) {
   fc_sopt *o = c->sopt;
   int ns = fc_sopt_nstate(o->cfg.kind);
-  *has_opt = ns > 0;
-  if (!ns) return FEDC_OK;
+  *has_opt = ns > 0 || o->a;
+  if (!*has_opt) return FEDC_OK;
   return fc_store_write_opt(c->cfg.state_dir, coord_model_key(c), version, sha, fc_sopt_name(o->cfg.kind), o->step,
-                            ns, o->m, o->v, o->n, opt_sha, why, whylen);
+                            ns, o->m, o->v, o->a, o->n, opt_sha, why, whylen);
+}
+
+/* The model average as a version of its own (GetModel averaged), swapped
+ * in under mu; NULL without --model-average. */
+static int avg_publish(fc_coord *c, uint64_t version, const fc_model_spec *spec) {
+  fc_sopt *o = c->sopt;
+  if (!o->a) return FEDC_OK;
+  float *copy = malloc(o->n * sizeof *copy);
+  if (copy) memcpy(copy, o->a, o->n * sizeof *copy);
+  model_ref *m = copy ? coord_model_new(version, spec, copy) : NULL;
+  if (!m) {
+    free(copy);
+    return FEDC_ERR_NOMEM;
+  }
+  pthread_mutex_lock(&c->mu);
+  model_ref *prev = c->avg_model;
+  c->avg_model = m;
+  pthread_mutex_unlock(&c->mu);
+  coord_model_unref(prev);
+  return FEDC_OK;
 }
 
 /* At start: the state saved with the current version, if any. A new
@@ -89,11 +117,11 @@ static int sopt_write(fc_coord *c, uint64_t version, const uint8_t sha[FC_SHA256
 int coord_sopt_load(fc_coord *c, uint64_t version, const uint8_t sha[FC_SHA256_LEN], char *err, size_t errlen) {
   fc_sopt *o = c->sopt;
   int ns = fc_sopt_nstate(o->cfg.kind);
-  if (!ns) return FEDC_OK;
+  if (!ns && !o->a) return FEDC_OK;
   char why[600];
   uint8_t want[FC_SHA256_LEN], got[FC_SHA256_LEN];
   int rc = fc_store_read_opt(c->cfg.state_dir, coord_model_key(c), version, sha, fc_sopt_name(o->cfg.kind), ns, o->m,
-                             o->v, o->n, &o->step, got, why, sizeof why);
+                             o->v, o->a, &o->a_set, o->n, &o->step, got, why, sizeof why);
   if (rc == FEDC_OK && c->model->man.msg && !c->adopted) {
     /* The next version is computed from this state: it must be the one the
      * signed manifest names, or it could steer what gets signed next. */
@@ -101,6 +129,7 @@ int coord_sopt_load(fc_coord *c, uint64_t version, const uint8_t sha[FC_SHA256_L
       FC_WARN(MOD, "server optimizer %s: the state file of model v%llu is not in its signed manifest: ignored, "
                    "starting from fresh state", fc_sopt_name(o->cfg.kind), (unsigned long long)version);
       fc_sopt_reset(o);
+      o->a_set = 0;
       return FEDC_OK;
     }
     if (!fc_digest_equal(want, got, FC_SHA256_LEN)) {
@@ -124,17 +153,87 @@ int coord_sopt_load(fc_coord *c, uint64_t version, const uint8_t sha[FC_SHA256_L
   return rc;
 }
 
+/* GetModel averaged: the model average as of `version` (latest: the current
+ * one), from memory or from the state saved with that version; NULL with a
+ * gRPC status and a sentence if there is none. Unsigned: the manifest
+ * vouches for the version and for the state file the average is in, not for
+ * the average's own bytes. */
+model_ref *coord_avg_get(fc_coord *c, uint64_t version, int latest, int *code, char *why, size_t whylen) {
+  pthread_mutex_lock(&c->mu);
+  model_ref *m = c->avg_model, *cur = c->model;
+  if (m && (latest || m->version == version)) atomic_fetch_add(&m->refs, 1);
+  else m = NULL;
+  uint64_t now = cur->version;
+  pthread_mutex_unlock(&c->mu);
+  if (m) return m;
+  fc_sopt *o = c->sopt;
+  if (!o->a) {
+    *code = GRPC_STATUS_FAILED_PRECONDITION;
+    snprintf(why, whylen, "this coordinator keeps no model average (start it with --model-average)");
+    return NULL;
+  }
+  *code = GRPC_STATUS_NOT_FOUND;
+  if (latest || version > now) {
+    snprintf(why, whylen, "no model average of version %llu (latest is %llu)", (unsigned long long)version,
+             (unsigned long long)now);
+    return NULL;
+  }
+  /* An older version: its state file, of the method in use now. */
+  fc_model_spec spec;
+  float *data = NULL, *avg = malloc(o->n * sizeof *avg);
+  uint8_t sha[FC_SHA256_LEN];
+  char err[600];
+  int found = 0, ns = fc_sopt_nstate(o->cfg.kind);
+  float *mv = ns ? malloc((size_t)ns * o->n * sizeof *mv) : NULL;
+  uint64_t step;
+  if (avg && (!ns || mv) &&
+      fc_store_read_model(c->cfg.state_dir, coord_model_key(c), version, &spec, &data, sha, NULL, err, sizeof err) ==
+          FEDC_OK &&
+      fc_model_numel(&spec) == o->n &&
+      fc_store_read_opt(c->cfg.state_dir, coord_model_key(c), version, sha, fc_sopt_name(o->cfg.kind), ns, mv,
+                        ns >= 2 ? mv + o->n : NULL, avg, &found, o->n, &step, NULL, err, sizeof err) == FEDC_OK &&
+      found && (m = coord_model_new(version, &spec, avg)))
+    avg = NULL; /* m owns it */
+  else
+    snprintf(why, whylen, "no model average saved with version %llu (it may predate --model-average, have been "
+                          "pruned, or have been saved by another server optimizer)", (unsigned long long)version);
+  free(avg);
+  free(mv);
+  free(data);
+  return m;
+}
+
+/* At start, after coord_sopt_load: with --model-average, the average goes
+ * on from the one saved with the current version, or starts at it. */
+int coord_avg_init(fc_coord *c, char *err, size_t errlen) {
+  fc_sopt *o = c->sopt;
+  if (!o->a) return FEDC_OK;
+  if (!o->a_set) {
+    fc_sopt_average(o, c->model->data, c->model->version);
+    if (c->model->version > 0)
+      FC_INFO(MOD, "model average (beta %g) starts at model v%llu: none was saved with it", (double)o->cfg.average,
+              (unsigned long long)c->model->version);
+  }
+  if (avg_publish(c, c->model->version, &c->model->spec) != FEDC_OK) {
+    snprintf(err, errlen, "out of memory for the model average");
+    return FEDC_ERR_NOMEM;
+  }
+  return FEDC_OK;
+}
+
 /* "adam lr=0.01 beta1=0.9 beta2=0.99 tau=0.001": for status and rounds.jsonl. */
 void coord_sopt_text(const fc_coord *c, char *buf, size_t len) {
   const fc_sopt_cfg *o = &c->sopt->cfg;
   int w = snprintf(buf, len, "%s lr=%g", fc_sopt_name(o->kind), (double)o->lr);
   if (w < 0 || (size_t)w >= len) return;
   if (o->kind == FC_SOPT_AVGM)
-    snprintf(buf + w, len - (size_t)w, " beta1=%g%s", (double)o->beta1, o->nesterov ? " nesterov" : "");
+    w += snprintf(buf + w, len - (size_t)w, " beta1=%g%s", (double)o->beta1, o->nesterov ? " nesterov" : "");
   else if (o->kind == FC_SOPT_ADAGRAD)
-    snprintf(buf + w, len - (size_t)w, " beta1=%g tau=%g", (double)o->beta1, (double)o->tau);
+    w += snprintf(buf + w, len - (size_t)w, " beta1=%g tau=%g", (double)o->beta1, (double)o->tau);
   else if (o->kind > FC_SOPT_ADAGRAD)
-    snprintf(buf + w, len - (size_t)w, " beta1=%g beta2=%g tau=%g", (double)o->beta1, (double)o->beta2, (double)o->tau);
+    w += snprintf(buf + w, len - (size_t)w, " beta1=%g beta2=%g tau=%g", (double)o->beta1, (double)o->beta2,
+                  (double)o->tau);
+  if (o->average > 0 && w >= 0 && (size_t)w < len) snprintf(buf + w, len - (size_t)w, " average=%g", (double)o->average);
 }
 
 /* The watermark (watermark.h) goes into the new version after the server
@@ -190,6 +289,7 @@ int coord_finalize(fc_coord *c, uint64_t *version, uint8_t sha[FC_SHA256_LEN], c
     snprintf(why, whylen, "aggregated model has NaN/Inf values");
     goto out;
   }
+  fc_sopt_average(c->sopt, next, old->version + 1); /* --model-average; saved with the state below, undone with it */
   fc_engine_status es;
   pthread_mutex_lock(&c->mu);
   fc_engine_get_status(c->engine, fc_now_ms(), &es);
@@ -238,6 +338,8 @@ int coord_finalize(fc_coord *c, uint64_t *version, uint8_t sha[FC_SHA256_LEN], c
   c->model = m;
   pthread_mutex_unlock(&c->mu);
   coord_model_unref(prev);
+  if (avg_publish(c, m->version, &m->spec) != FEDC_OK)
+    FC_WARN(MOD, "model average of v%llu: out of memory: GetModel serves it from disk", (unsigned long long)m->version);
   *version = m->version;
   memcpy(sha, m->sha, FC_SHA256_LEN);
   rc = FEDC_OK;

@@ -248,6 +248,7 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
     goto fail;
   }
   if (resumed && (rc = coord_sopt_load(c, st.version, c->model->sha, err, errlen)) != FEDC_OK) goto fail;
+  if ((rc = coord_avg_init(c, err, errlen)) != FEDC_OK) goto fail;
   if ((rc = fc_store_read_rounds(cfg->state_dir, &c->rounds, &c->nrounds, err, errlen)) != FEDC_OK) goto fail;
   c->caprounds = c->nrounds;
   fc_engine_cfg ecfg = cfg->engine;
@@ -468,6 +469,7 @@ void fc_coord_stop(fc_coord *c, int grace_ms) {
   if (c->bagg) c->bagg->ops->destroy(c->bagg);
   fc_sopt_destroy(c->sopt);
   free(c->sopt_backup);
+  coord_model_unref(c->avg_model);
   fc_wm_destroy(c->wm);
   coord_anomaly_free(c);
   coord_drift_free(c);

@@ -48,6 +48,9 @@ typedef struct fc_coord_cfg {
   char server_optimizer[16];
   float server_beta1, server_beta2, server_tau;
   int server_nesterov;
+  /* Model average (server_opt.h): beta of the moving average of versions
+   * kept beside them for evaluation and export (GetModel averaged); 0 = none. */
+  float model_average;
   /* Differential privacy (DP-FedAvg, McMahan et al. 2018): noise multiplier z
    * (0 = off); the clip is clip_norm; uniform weights; Poisson subsampling at
    * rate engine.cohort_fraction (engine.cohort_size 0); epsilon at dp_delta;

@@ -32,6 +32,7 @@ void fc_sopt_cfg_defaults(fc_sopt_cfg *c, int kind) {
   c->beta2 = 0.99f;
   c->tau = 1e-3f;
   c->nesterov = 0;
+  c->average = 0;
 }
 
 int fc_sopt_cfg_check(const fc_sopt_cfg *c, char *why, size_t whylen) {
@@ -57,6 +58,10 @@ int fc_sopt_cfg_check(const fc_sopt_cfg *c, char *why, size_t whylen) {
       return FEDC_ERR_INVALID;
     }
   }
+  if (!(c->average >= 0 && c->average < 1)) {
+    snprintf(why, whylen, "model_average must be in [0, 1) (got %g)", (double)c->average);
+    return FEDC_ERR_INVALID;
+  }
   return FEDC_OK;
 }
 
@@ -70,6 +75,7 @@ int fc_sopt_create(const fc_sopt_cfg *cfg, size_t n, fc_sopt **out) {
   int ns = fc_sopt_nstate(cfg->kind);
   if (ns >= 1 && !(o->m = calloc(n ? n : 1, sizeof *o->m))) goto oom;
   if (ns >= 2 && !(o->v = malloc((n ? n : 1) * sizeof *o->v))) goto oom;
+  if (cfg->average > 0 && !(o->a = malloc((n ? n : 1) * sizeof *o->a))) goto oom;
   fc_sopt_reset(o);
   *out = o;
   return FEDC_OK;
@@ -92,6 +98,7 @@ void fc_sopt_destroy(fc_sopt *o) {
   if (!o) return;
   free(o->m);
   free(o->v);
+  free(o->a);
   free(o);
 }
 
@@ -166,4 +173,21 @@ void fc_sopt_step(fc_sopt *o, float *x, const float *d) {
   default: step_sgd(x, d, o->n, c->lr); break;
   }
   o->step++;
+}
+
+TREE_VEC static void ema(float *restrict a, const float *restrict x, size_t n, float b) {
+  float c = 1.0f - b;
+  for (size_t i = 0; i < n; i++) a[i] = b * a[i] + c * x[i];
+}
+
+float fc_sopt_average_beta(float beta, uint64_t t) {
+  double w = t > 1000000 ? 1.0 : (1.0 + (double)t) / (10.0 + (double)t);
+  return w < beta ? (float)w : beta;
+}
+
+void fc_sopt_average(fc_sopt *o, const float *x, uint64_t t) {
+  if (!o->a) return;
+  if (o->a_set) ema(o->a, x, o->n, fc_sopt_average_beta(o->cfg.average, t));
+  else memcpy(o->a, x, o->n * sizeof *o->a);
+  o->a_set = 1;
 }

@@ -349,14 +349,16 @@ static void opt_path(const char *dir, uint64_t version, char *out, size_t outlen
 
 int fc_store_write_opt(const char *dir, const fc_store_key *key, uint64_t version,
                        const uint8_t model_sha[FC_SHA256_LEN], const char *method, uint64_t step, int nstate,
-                       const float *m, const float *v, size_t n, uint8_t *payload_sha, char *err, size_t errlen) {
+                       const float *m, const float *v, const float *avg, size_t n, uint8_t *payload_sha, char *err,
+                       size_t errlen) {
   char p[1024], hex[FC_SHA256_HEX_LEN], num[32];
   fc_model_spec spec;
   memset(&spec, 0, sizeof spec);
   uint64_t shape = n;
   if (nstate >= 1) fc_model_spec_add(&spec, "m", 1, &shape);
   if (nstate >= 2) fc_model_spec_add(&spec, "v", 1, &shape);
-  size_t total = (size_t)nstate * n;
+  if (avg) fc_model_spec_add(&spec, "avg", 1, &shape);
+  size_t nvec = (size_t)nstate + (avg != NULL), total = nvec * n;
   float *buf = malloc((total ? total : 1) * sizeof *buf);
   if (!buf) {
     snprintf(err, errlen, "out of memory saving the server optimizer state");
@@ -364,6 +366,7 @@ int fc_store_write_opt(const char *dir, const fc_store_key *key, uint64_t versio
   }
   if (nstate >= 1) memcpy(buf, m, n * sizeof *buf);
   if (nstate >= 2) memcpy(buf + n, v, n * sizeof *buf);
+  if (avg) memcpy(buf + (size_t)nstate * n, avg, n * sizeof *buf);
   uint8_t sha[FC_SHA256_LEN];
   fc_sha256(buf, total * sizeof *buf, sha);
   if (payload_sha) memcpy(payload_sha, sha, FC_SHA256_LEN);
@@ -384,8 +387,10 @@ int fc_store_write_opt(const char *dir, const fc_store_key *key, uint64_t versio
 
 int fc_store_read_opt(const char *dir, const fc_store_key *key, uint64_t version,
                       const uint8_t model_sha[FC_SHA256_LEN], const char *method, int nstate, float *m, float *v,
-                      size_t n, uint64_t *step, uint8_t *payload_sha, char *err, size_t errlen) {
+                      float *avg, int *avg_found, size_t n, uint64_t *step, uint8_t *payload_sha, char *err,
+                      size_t errlen) {
   char p[1024], hex[FC_SHA256_HEX_LEN];
+  if (avg_found) *avg_found = 0;
   fc_model_spec spec;
   fc_st_meta meta;
   float *d = NULL;
@@ -395,14 +400,17 @@ int fc_store_read_opt(const char *dir, const fc_store_key *key, uint64_t version
   const char *got_method = fc_st_meta_get(&meta, "fedc.optimizer"), *got_model = fc_st_meta_get(&meta, "fedc.model_sha256");
   const char *got_step = fc_st_meta_get(&meta, "fedc.step"), *got_sha = fc_st_meta_get(&meta, "fedc.sha256");
   size_t numel = fc_model_numel(&spec);
+  /* The model average, if any, is the last tensor, after the moments. */
+  int has_avg = spec.n == (size_t)nstate + 1 && strcmp(spec.t[spec.n - 1].name, "avg") == 0;
+  size_t want_n = ((size_t)nstate + (size_t)has_avg) * n;
   rc = FEDC_ERR_FORMAT;
   if (!got_method || strcmp(got_method, method) != 0) {
     snprintf(err, errlen, "%s holds the state of server optimizer '%s', not '%s'", p, got_method ? got_method : "?",
              method);
   } else if (!got_model || strcmp(got_model, fc_hex(model_sha, FC_SHA256_LEN, hex)) != 0) {
     snprintf(err, errlen, "%s belongs to another model version", p);
-  } else if (numel != (size_t)nstate * n || !got_step || !got_sha) {
-    snprintf(err, errlen, "%s: %zu values, expected %zu (or metadata missing)", p, numel, (size_t)nstate * n);
+  } else if (numel != want_n || !got_step || !got_sha) {
+    snprintf(err, errlen, "%s: %zu values, expected %zu (or metadata missing)", p, numel, want_n);
   } else {
     uint8_t sha[FC_SHA256_LEN], want[FC_SHA256_LEN];
     fc_sha256(d, numel * sizeof *d, sha);
@@ -412,6 +420,8 @@ int fc_store_read_opt(const char *dir, const fc_store_key *key, uint64_t version
     } else {
       if (nstate >= 1) memcpy(m, d, n * sizeof *m);
       if (nstate >= 2) memcpy(v, d + n, n * sizeof *v);
+      if (has_avg && avg) memcpy(avg, d + (size_t)nstate * n, n * sizeof *avg);
+      if (has_avg && avg && avg_found) *avg_found = 1;
       *step = strtoull(got_step, NULL, 10);
       if (payload_sha) memcpy(payload_sha, sha, FC_SHA256_LEN);
       rc = FEDC_OK;

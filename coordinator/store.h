@@ -68,12 +68,14 @@ void fc_store_model_path(const char *dir, uint64_t version, char *out, size_t ou
 
 /* Server optimizer state saved with model version `version` (of sha
  * model_sha): models/vNNNNNN.opt.safetensors with tensors "m" and "v" (as
- * many as the method keeps: nstate 0..2, n floats each), the method's name,
- * the step count and a SHA-256 of the payload, which payload_sha (may be
- * NULL) also gets: the version's signed manifest names it. */
+ * many as the method keeps: nstate 0..2, n floats each), then "avg", the
+ * model average (server_opt.h), if avg is not NULL; the method's name, the
+ * step count and a SHA-256 of the payload, which payload_sha (may be NULL)
+ * also gets: the version's signed manifest names it. */
 int fc_store_write_opt(const char *dir, const fc_store_key *key, uint64_t version,
                        const uint8_t model_sha[FC_SHA256_LEN], const char *method, uint64_t step, int nstate,
-                       const float *m, const float *v, size_t n, uint8_t *payload_sha, char *err, size_t errlen);
+                       const float *m, const float *v, const float *avg, size_t n, uint8_t *payload_sha, char *err,
+                       size_t errlen);
 /* Differential privacy accountant state (dp.json): the RDP composed so far
  * at each of the n orders of common/dp_accountant.h, the rounds counted and
  * the epsilon they give. Written atomically before a round's model is
@@ -82,13 +84,15 @@ int fc_store_write_dp(const char *dir, const double *rdp, size_t n, uint64_t rou
                       double clip, char *err, size_t errlen);
 /* NOT_FOUND if there is none; FORMAT if it is for another set of orders. */
 int fc_store_read_dp(const char *dir, double *rdp, size_t n, uint64_t *rounds, double *clip, char *err, size_t errlen);
-/* Read it back into m, v (n floats each, caller's); payload_sha (may be
- * NULL) gets the payload's SHA-256, checked against the file's. NOT_FOUND if
- * there is none; FORMAT if it is for another method, model or size; HASH if
- * damaged. */
+/* Read it back into m, v (n floats each, caller's), and the model average
+ * into avg if the file holds one and avg is not NULL (*avg_found, may be
+ * NULL, says whether it did); payload_sha (may be NULL) gets the payload's
+ * SHA-256, checked against the file's. NOT_FOUND if there is none; FORMAT
+ * if it is for another method, model or size; HASH if damaged. */
 int fc_store_read_opt(const char *dir, const fc_store_key *key, uint64_t version,
                       const uint8_t model_sha[FC_SHA256_LEN], const char *method, int nstate, float *m, float *v,
-                      size_t n, uint64_t *step, uint8_t *payload_sha, char *err, size_t errlen);
+                      float *avg, int *avg_found, size_t n, uint64_t *step, uint8_t *payload_sha, char *err,
+                      size_t errlen);
 /* Model files and optimizer state take `key`: NULL writes plaintext
  * safetensors; a key seals them with AES-256-GCM (store.c has the format).
  * Reads refuse a sealed file without a key and, with one, a plaintext file

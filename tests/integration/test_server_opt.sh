@@ -9,6 +9,11 @@
 # Every model version of B must equal A's (SHA-256), the optimizer state
 # file sits beside each version, and status and rounds.jsonl name the
 # optimizer. A bad optimizer name or beta is refused at start.
+# Both runs keep a model average (--model-average 0.5): it is in the state
+# file (so the hashes below cover it across the restart), and `fedc model get
+# --averaged` serves it, for the current version from memory and for an older
+# one from its state file, equal to the average recomputed here from every
+# version's file; a version with none is refused with the reason.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
 . "$(dirname "$0")/_data.sh"
@@ -16,7 +21,8 @@ make_tmp
 make_pki "$T/pki" sopt a
 make_idx "$T" 200 1
 OPT=(--pki "$T/pki" --federation sopt --model 784-10 --min-clients 1 --cohort 1 --min-updates 1 --poll-ms 100
-  --round-timeout-ms 20000 --server-optimizer adam --server-lr 0.01 --server-beta2 0.98 --log info)
+  --round-timeout-ms 20000 --server-optimizer adam --server-lr 0.01 --server-beta2 0.98 --model-average 0.5
+  --log info)
 ADMIN_OF() { echo --coordinator "$COORD_ADDR" --pki "$T/pki" --name root; }
 completed() { "$FEDC" status $(ADMIN_OF) --json | jq -r .rounds_completed; }
 client() { # LOGNAME
@@ -35,6 +41,9 @@ grep -q "sgd, avgm, adagrad, adam or yogi" "$T/bad1.err" || fail "no list of opt
 if "$FEDC" coordinator --pki "$T/pki" --federation sopt --state "$T/bad" --model 784-10 --server-optimizer adam \
   --server-beta2 1.5 2>"$T/bad2.err"; then fail "beta2 1.5 accepted"; fi
 grep -q "server_beta2" "$T/bad2.err" || fail "no reason for beta2: $(cat "$T/bad2.err")"
+if "$FEDC" coordinator --pki "$T/pki" --federation sopt --state "$T/bad" --model 784-10 --model-average 1 \
+  2>"$T/bad4.err"; then fail "model average 1 accepted"; fi
+grep -q "model_average must be in \[0, 1)" "$T/bad4.err" || fail "no reason for the average: $(cat "$T/bad4.err")"
 # YAML keys as the docs write them (server_optimizer = --server-optimizer).
 printf 'federation: sopt\nserver_optimizer: rmsprop\n' >"$T/bad.yaml"
 if "$FEDC" coordinator --config "$T/bad.yaml" --pki "$T/pki" --state "$T/bad" --model 784-10 2>"$T/bad3.err"; then
@@ -84,4 +93,35 @@ for v in 3 4; do
 done
 jq -e 'select(.round == 4) | .server_optimizer | startswith("adam lr=0.01")' "$T/b/rounds.jsonl" >/dev/null ||
   fail "rounds.jsonl does not record the optimizer: $(tail -1 "$T/b/rounds.jsonl")"
+jq -e 'select(.round == 4) | .server_optimizer | endswith(" average=0.5")' "$T/b/rounds.jsonl" >/dev/null ||
+  fail "rounds.jsonl does not record the model average: $(tail -1 "$T/b/rounds.jsonl")"
+
+# ---- the model average, from B's coordinator (still serving after its budget) ----
+ADM=(--coordinator "$COORD_ADDR" --pki "$T/pki" --name root)
+out=$("$FEDC" model get "${ADM[@]}" --averaged --out "$T/avg4.st" --json)
+[ "$(jq -r .version <<<"$out")" = 4 ] && [ "$(jq -r .averaged <<<"$out")" = true ] || fail "model get --averaged: $out"
+"$FEDC" model get "${ADM[@]}" --averaged --version 2 --out "$T/avg2.st" >/dev/null || fail "no average of v2 from disk"
+if "$FEDC" model get "${ADM[@]}" --averaged --version 9 --out "$T/avg9.st" 2>"$T/avg9.err"; then
+  fail "an average of v9 (of 4) was served"
+fi
+assert_contains "$T/avg9.err" "no model average of version 9 (latest is 4)"
+# a_0 = x_0, a_t = b_t a_{t-1} + (1 - b_t) x_t, b_t = min(0.5, (1 + t) / (10 + t)): from the versions' files.
+PYTHONPATH="$(dirname "$0")" python3 - "$T" <<'PY' || fail "the served average is not the average of the versions"
+import sys
+from st_floats import load
+t = sys.argv[1]
+x = [load("%s/b/models/v%06d.safetensors" % (t, v)) for v in range(5)]
+a = list(x[0])
+want = {}
+for v in range(1, 5):
+    b = min(0.5, (1 + v) / (10 + v))
+    a = [b * p + (1 - b) * q for p, q in zip(a, x[v])]
+    want[v] = a
+for v in (2, 4):
+    got = load("%s/avg%d.st" % (t, v))
+    err = max(abs(p - q) for p, q in zip(got, want[v]))
+    assert len(got) == len(want[v]) and err < 1e-6, (v, err)
+# It is an average, not a version: it differs from v4 itself.
+assert max(abs(p - q) for p, q in zip(load("%s/avg4.st" % t), x[4])) > 1e-4
+PY
 echo "PASS server_opt"

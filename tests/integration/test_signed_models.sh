@@ -50,6 +50,12 @@ for v in 1 2; do
   assert_contains "$T/get$v.out" "signed by spiffe://sig/signer/coordinator"
   [ -s "$T/v$v.safetensors.manifest" ] || fail "model get wrote no manifest for v$v"
 done
+# No --model-average here: asking for the average is refused with the reason, and writes nothing.
+if "$FEDC" model get --coordinator "$COORD_ADDR" "${ADMIN[@]}" --averaged --out "$T/avg.safetensors" 2>"$T/avg.err"; then
+  fail "model get --averaged succeeded without --model-average"
+fi
+assert_contains "$T/avg.err" "keeps no model average (start it with --model-average)"
+[ ! -e "$T/avg.safetensors" ] || fail "a refused model get --averaged wrote a file"
 kill -TERM "${CL[@]}" 2>/dev/null || true
 kill -TERM "$COORD_PID"
 wait "$COORD_PID" || fail "coordinator exited non-zero on SIGTERM"

@@ -5,6 +5,9 @@
  *   - each method against a plain double-precision reference written from
  *     the papers' formulas, over 20 steps of random deltas;
  *   - the state saved with a version and read back continues bit for bit;
+ *   - the model average: its formula with the warm-up, its place in the
+ *     state file (read back with or without the moments' readers asking
+ *     for it), and that it never changes the steps;
  *   - configuration checks.
  */
 #include <math.h>
@@ -159,22 +162,22 @@ static void test_restart_bit_identical(void) {
     for (int s = 0; s < 3; s++) fc_sopt_step(b, xb, d[s]);
     int ns = fc_sopt_nstate(kind);
     uint8_t wrote[FC_SHA256_LEN], read_back[FC_SHA256_LEN];
-    CHECK_EQ_INT(fc_store_write_opt(dir, NULL, 3, sha, fc_sopt_name(kind), b->step, ns, b->m, b->v, N, wrote, err,
+    CHECK_EQ_INT(fc_store_write_opt(dir, NULL, 3, sha, fc_sopt_name(kind), b->step, ns, b->m, b->v, NULL, N, wrote, err,
                                     sizeof err),
                  FEDC_OK);
     fc_sopt_destroy(b);
     CHECK_EQ_INT(fc_sopt_create(&c, N, &b), FEDC_OK);
     /* Wrong method, wrong model version: refused, never silently used. */
     const char *wrong = kind == FC_SOPT_ADAM ? "yogi" : "adam";
-    CHECK_EQ_INT(fc_store_read_opt(dir, NULL, 3, sha, wrong, 2, b->m, b->v, N, &b->step, NULL, err, sizeof err),
+    CHECK_EQ_INT(fc_store_read_opt(dir, NULL, 3, sha, wrong, 2, b->m, b->v, NULL, NULL, N, &b->step, NULL, err, sizeof err),
                  FEDC_ERR_FORMAT);
     CHECK_EQ_INT(
-        fc_store_read_opt(dir, NULL, 3, other, fc_sopt_name(kind), ns, b->m, b->v, N, &b->step, NULL, err, sizeof err),
+        fc_store_read_opt(dir, NULL, 3, other, fc_sopt_name(kind), ns, b->m, b->v, NULL, NULL, N, &b->step, NULL, err, sizeof err),
         FEDC_ERR_FORMAT);
     CHECK_EQ_INT(
-        fc_store_read_opt(dir, NULL, 4, sha, fc_sopt_name(kind), ns, b->m, b->v, N, &b->step, NULL, err, sizeof err),
+        fc_store_read_opt(dir, NULL, 4, sha, fc_sopt_name(kind), ns, b->m, b->v, NULL, NULL, N, &b->step, NULL, err, sizeof err),
         FEDC_ERR_NOT_FOUND);
-    CHECK_EQ_INT(fc_store_read_opt(dir, NULL, 3, sha, fc_sopt_name(kind), ns, b->m, b->v, N, &b->step, read_back, err,
+    CHECK_EQ_INT(fc_store_read_opt(dir, NULL, 3, sha, fc_sopt_name(kind), ns, b->m, b->v, NULL, NULL, N, &b->step, read_back, err,
                                    sizeof err),
                  FEDC_OK);
     CHECK_EQ_INT(b->step, 3);
@@ -201,7 +204,7 @@ static void test_restart_bit_identical(void) {
   c.lr = 0.05f;
   fc_sopt *b = NULL;
   CHECK_EQ_INT(fc_sopt_create(&c, N, &b), FEDC_OK);
-  CHECK_EQ_INT(fc_store_read_opt(dir, NULL, 3, sha, "yogi", 2, b->m, b->v, N, &b->step, NULL, err, sizeof err),
+  CHECK_EQ_INT(fc_store_read_opt(dir, NULL, 3, sha, "yogi", 2, b->m, b->v, NULL, NULL, N, &b->step, NULL, err, sizeof err),
                FEDC_ERR_HASH);
   fc_sopt_destroy(b);
   char cmd[800];
@@ -231,13 +234,107 @@ static void test_config(void) {
   c.lr = 1;
   c.beta1 = -0.1f;
   CHECK_EQ_INT(fc_sopt_cfg_check(&c, why, sizeof why), FEDC_ERR_INVALID);
+  c.beta1 = 0.9f;
+  float bad_avg[] = {1.0f, -0.1f, NAN, INFINITY};
+  for (int i = 0; i < 4; i++) {
+    c.average = bad_avg[i];
+    CHECK_EQ_INT(fc_sopt_cfg_check(&c, why, sizeof why), FEDC_ERR_INVALID);
+    CHECK(strstr(why, "model_average") != NULL);
+  }
+  c.average = 0.99f;
+  CHECK_EQ_INT(fc_sopt_cfg_check(&c, why, sizeof why), FEDC_OK);
   CHECK_EQ_INT(fc_sopt_nstate(FC_SOPT_SGD), 0);
   CHECK_EQ_INT(fc_sopt_nstate(FC_SOPT_AVGM), 1);
   CHECK_EQ_INT(fc_sopt_nstate(FC_SOPT_YOGI), 2);
 }
 
+/* The model average against a double-precision reference of
+ * a_0 = x_0, a_t = b_t a_{t-1} + (1 - b_t) x_t, b_t = min(beta, (1+t)/(10+t));
+ * averaging leaves the iterate and moments exactly as without it. */
+static void test_average(void) {
+  enum { N = 257, T = 40 };
+  CHECK(fabsf(fc_sopt_average_beta(0.9f, 0) - 0.1f) < 1e-7f);
+  CHECK(fabsf(fc_sopt_average_beta(0.9f, 5) - 6.0f / 15.0f) < 1e-7f);
+  CHECK_EQ_INT(fc_sopt_average_beta(0.9f, 90) == 0.9f, 1); /* 91/100 > 0.9 */
+  CHECK_EQ_INT(fc_sopt_average_beta(0.5f, UINT64_MAX) == 0.5f, 1);
+  fc_sopt_cfg c;
+  fc_sopt_cfg_defaults(&c, FC_SOPT_AVGM);
+  c.lr = 0.5f;
+  fc_sopt *plain = NULL, *avg = NULL;
+  CHECK_EQ_INT(fc_sopt_create(&c, N, &plain), FEDC_OK);
+  CHECK(plain->a == NULL);
+  c.average = 0.8f;
+  CHECK_EQ_INT(fc_sopt_create(&c, N, &avg), FEDC_OK);
+  CHECK(avg->a != NULL && !avg->a_set);
+  static float xp[N], xa[N], d[N];
+  static double ref[N];
+  fc_rng r;
+  fc_rng_seed(&r, 11);
+  for (int i = 0; i < N; i++) xp[i] = xa[i] = (float)fc_rng_normal(&r);
+  fc_sopt_average(plain, xp, 0); /* no-op without */
+  fc_sopt_average(avg, xa, 0);
+  CHECK(avg->a_set && memcmp(avg->a, xa, sizeof xa) == 0);
+  for (int i = 0; i < N; i++) ref[i] = xa[i];
+  double worst = 0;
+  for (uint64_t t = 1; t <= T; t++) {
+    for (int i = 0; i < N; i++) d[i] = (float)(fc_rng_normal(&r) * 0.1);
+    fc_sopt_step(plain, xp, d);
+    fc_sopt_step(avg, xa, d);
+    fc_sopt_average(avg, xa, t);
+    double b = fmin(0.8, (1.0 + (double)t) / (10.0 + (double)t));
+    for (int i = 0; i < N; i++) {
+      ref[i] = b * ref[i] + (1 - b) * xa[i];
+      worst = fmax(worst, fabs(ref[i] - avg->a[i]));
+    }
+  }
+  CHECK(worst < 1e-5);
+  CHECK(memcmp(xp, xa, sizeof xp) == 0); /* the iterate never sees the average */
+  CHECK(memcmp(plain->m, avg->m, N * sizeof(float)) == 0);
+  /* Saved after the moments, read back with them; a reader that does not
+   * ask for it still gets the moments; a file without one says so. */
+  char dir[] = "/tmp/fedc_sopt_avg_XXXXXX", err[600];
+  CHECK(mkdtemp(dir) != NULL);
+  CHECK_EQ_INT(fc_store_open(dir, err, sizeof err), FEDC_OK);
+  uint8_t sha[32] = {3}, wrote[FC_SHA256_LEN];
+  CHECK_EQ_INT(fc_store_write_opt(dir, NULL, 7, sha, "avgm", avg->step, 1, avg->m, NULL, avg->a, N, wrote, err,
+                                  sizeof err),
+               FEDC_OK);
+  static float m[N], a[N];
+  uint64_t step = 0;
+  int found = 0;
+  CHECK_EQ_INT(fc_store_read_opt(dir, NULL, 7, sha, "avgm", 1, m, NULL, a, &found, N, &step, NULL, err, sizeof err),
+               FEDC_OK);
+  CHECK(found && step == T && memcmp(a, avg->a, sizeof a) == 0 && memcmp(m, avg->m, sizeof m) == 0);
+  memset(m, 0, sizeof m);
+  CHECK_EQ_INT(fc_store_read_opt(dir, NULL, 7, sha, "avgm", 1, m, NULL, NULL, &found, N, &step, NULL, err, sizeof err),
+               FEDC_OK);
+  CHECK(!found && memcmp(m, avg->m, sizeof m) == 0);
+  /* sgd keeps no moments: the file holds the average alone. */
+  CHECK_EQ_INT(fc_store_write_opt(dir, NULL, 8, sha, "sgd", 0, 0, NULL, NULL, avg->a, N, NULL, err, sizeof err),
+               FEDC_OK);
+  memset(a, 0, sizeof a);
+  CHECK_EQ_INT(fc_store_read_opt(dir, NULL, 8, sha, "sgd", 0, NULL, NULL, a, &found, N, &step, NULL, err, sizeof err),
+               FEDC_OK);
+  CHECK(found && memcmp(a, avg->a, sizeof a) == 0);
+  CHECK_EQ_INT(fc_store_write_opt(dir, NULL, 9, sha, "avgm", 0, 1, avg->m, NULL, NULL, N, NULL, err, sizeof err),
+               FEDC_OK);
+  found = 1;
+  CHECK_EQ_INT(fc_store_read_opt(dir, NULL, 9, sha, "avgm", 1, m, NULL, a, &found, N, &step, NULL, err, sizeof err),
+               FEDC_OK);
+  CHECK(!found);
+  /* A file of the wrong length for its tensors is refused. */
+  CHECK_EQ_INT(fc_store_read_opt(dir, NULL, 7, sha, "avgm", 1, m, NULL, a, &found, N - 1, &step, NULL, err, sizeof err),
+               FEDC_ERR_FORMAT);
+  fc_sopt_destroy(plain);
+  fc_sopt_destroy(avg);
+  char cmd[800];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  CHECK_EQ_INT(system(cmd), 0);
+}
+
 int main(void) {
   test_first_steps();
+  test_average();
   test_against_reference();
   test_restart_bit_identical();
   test_config();
