@@ -709,6 +709,15 @@ int cmd_model(int argc, char **argv) {
     ret = call_failed(prog, rc, &st, ao.timeout_ms);
     goto out;
   }
+  /* An average is never sent with a manifest: a coordinator that does
+   * not know the request's averaged field (an older release) sends the
+   * version itself, which must not be written as an average. */
+  if (averaged && man.msg) {
+    fprintf(stderr, "%s: the coordinator sent signed model v%llu, not its model average: it does not serve averages "
+                    "(upgrade it)\n", prog, (unsigned long long)got_version);
+    ret = 1;
+    goto out;
+  }
   /* Checked as a client checks it, before anything is written. */
   if (man.msg && !ao.tls.ca[0]) {
     fprintf(stderr, "%s: warning: no CA (insecure mode): the signed manifest of v%llu is not checked\n", prog,

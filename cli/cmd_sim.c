@@ -506,7 +506,9 @@ int cmd_sim(int argc, char **argv) {
   snprintf(buf[9], 64, "%llu", o.round_timeout_ms);
   snprintf(buf[10], 64, "%llu", o.poll_ms);
   snprintf(buf[11], 64, "%llu", o.min_clients ? o.min_clients : o.clients);
-  char *cargv[128] = {"fedc", "coordinator", "--federation", "sim", "--pki", pki, "--listen", "127.0.0.1:0",
+  /* Room for every option at once: 42 fixed and up to 90 optional words
+   * (counted with --model-average), and the NULL. */
+  char *cargv[192] = {"fedc", "coordinator", "--federation", "sim", "--pki", pki, "--listen", "127.0.0.1:0",
                      "--port-file", portf, "--state", state, "--model", o.model, "--init-seed", buf[8],
                      "--rounds", buf[0], "--cohort", buf[1], "--min-updates", buf[2], "--min-clients", buf[11],
                      "--lr", buf[3], "--epochs", buf[4], "--batch", buf[5], "--momentum", buf[6],

@@ -178,27 +178,50 @@ model_ref *coord_avg_get(fc_coord *c, uint64_t version, int latest, int *code, c
              (unsigned long long)now);
     return NULL;
   }
-  /* An older version: its state file, of the method in use now. */
+  /* An older version: its state file (of the method in use now), checked
+   * as the version is: its model against its signed manifest, then the
+   * state file against the hash that manifest names. */
   fc_model_spec spec;
-  float *data = NULL, *avg = malloc(o->n * sizeof *avg);
-  uint8_t sha[FC_SHA256_LEN];
+  float *data = NULL, *avg = NULL;
+  uint8_t sha[FC_SHA256_LEN], got[FC_SHA256_LEN], want[FC_SHA256_LEN];
   char err[600];
-  int found = 0, ns = fc_sopt_nstate(o->cfg.kind);
-  float *mv = ns ? malloc((size_t)ns * o->n * sizeof *mv) : NULL;
+  int found = 0, rc;
   uint64_t step;
-  if (avg && (!ns || mv) &&
-      fc_store_read_model(c->cfg.state_dir, coord_model_key(c), version, &spec, &data, sha, NULL, err, sizeof err) ==
-          FEDC_OK &&
-      fc_model_numel(&spec) == o->n &&
-      fc_store_read_opt(c->cfg.state_dir, coord_model_key(c), version, sha, fc_sopt_name(o->cfg.kind), ns, mv,
-                        ns >= 2 ? mv + o->n : NULL, avg, &found, o->n, &step, NULL, err, sizeof err) == FEDC_OK &&
-      found && (m = coord_model_new(version, &spec, avg)))
+  model_ref *ver = NULL;
+  rc = fc_store_read_model(c->cfg.state_dir, coord_model_key(c), version, &spec, &data, sha, NULL, err, sizeof err);
+  if (rc == FEDC_OK && fc_model_numel(&spec) != o->n) {
+    rc = FEDC_ERR_SHAPE;
+    snprintf(err, sizeof err, "it has another model's shape");
+  }
+  if (rc == FEDC_OK && !(ver = coord_model_new(version, &spec, data))) rc = FEDC_ERR_NOMEM;
+  if (ver) data = NULL;
+  if (rc == FEDC_OK) rc = coord_manifest_load(c, ver, NULL, 0, err, sizeof err);
+  if (rc == FEDC_OK && !(avg = malloc(o->n * sizeof *avg))) rc = FEDC_ERR_NOMEM;
+  if (rc == FEDC_OK)
+    rc = fc_store_read_opt(c->cfg.state_dir, coord_model_key(c), version, sha, fc_sopt_name(o->cfg.kind),
+                           fc_sopt_nstate(o->cfg.kind), NULL, NULL, avg, &found, o->n, &step, got, err, sizeof err);
+  if (rc == FEDC_OK && ver->man.msg && (!coord_manifest_opt_sha(ver, want) || !fc_digest_equal(want, got, FC_SHA256_LEN))) {
+    rc = FEDC_ERR_SIGNATURE;
+    snprintf(err, sizeof err, "its state file is not the one its signed manifest names");
+  }
+  if (rc == FEDC_OK && found && (m = coord_model_new(version, &spec, avg))) {
     avg = NULL; /* m owns it */
-  else
-    snprintf(why, whylen, "no model average saved with version %llu (it may predate --model-average, have been "
-                          "pruned, or have been saved by another server optimizer)", (unsigned long long)version);
+  } else if (rc == FEDC_OK || rc == FEDC_ERR_NOT_FOUND || rc == FEDC_ERR_FORMAT) {
+    /* None saved: before --model-average, the version the coordinator
+     * started at, pruned (--keep-every keeps models, not state), or saved
+     * by another server optimizer. */
+    if (rc == FEDC_OK && found) *code = GRPC_STATUS_RESOURCE_EXHAUSTED; /* coord_model_new failed */
+    snprintf(why, whylen, "no model average saved with version %llu (%s)", (unsigned long long)version,
+             rc == FEDC_OK && found ? "out of memory" : "the average is saved with the versions published while the "
+                                                        "coordinator keeps one");
+  } else {
+    *code = rc == FEDC_ERR_NOMEM ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_DATA_LOSS;
+    FC_WARN(MOD, "GetModel averaged v%llu: %s", (unsigned long long)version, err);
+    snprintf(why, whylen, "the model average of version %llu cannot be read (the coordinator's log says why)",
+             (unsigned long long)version);
+  }
+  coord_model_unref(ver);
   free(avg);
-  free(mv);
   free(data);
   return m;
 }
@@ -211,8 +234,8 @@ int coord_avg_init(fc_coord *c, char *err, size_t errlen) {
   if (!o->a_set) {
     fc_sopt_average(o, c->model->data, c->model->version);
     if (c->model->version > 0)
-      FC_INFO(MOD, "model average (beta %g) starts at model v%llu: none was saved with it", (double)o->cfg.average,
-              (unsigned long long)c->model->version);
+      FC_INFO(MOD, "model average (beta %g) starts at model v%llu: none was saved with it (or it was saved by "
+                   "another server optimizer)", (double)o->cfg.average, (unsigned long long)c->model->version);
   }
   if (avg_publish(c, c->model->version, &c->model->spec) != FEDC_OK) {
     snprintf(err, errlen, "out of memory for the model average");

@@ -343,6 +343,21 @@ int fc_store_read_dp(const char *dir, double *rdp, size_t n, uint64_t *rounds, d
   return rc;
 }
 
+/* The tensors of a state file: "m" and "v" (as many as nstate), then
+ * "avg" if the file has a model average, each one-dimensional of n floats,
+ * in that order. 1 if spec is laid out so (*has_avg: with "avg"). */
+static int opt_layout_ok(const fc_model_spec *spec, int nstate, size_t n, int *has_avg) {
+  static const char *const names[] = {"m", "v", "avg"};
+  *has_avg = spec->n == (uint32_t)nstate + 1;
+  if (spec->n != (uint32_t)nstate && !*has_avg) return 0;
+  for (uint32_t i = 0; i < spec->n; i++) {
+    const char *want = i < (uint32_t)nstate ? names[i] : names[2];
+    const fc_tensor_spec *t = &spec->t[i];
+    if (strcmp(t->name, want) != 0 || t->ndim != 1 || t->shape[0] != n) return 0;
+  }
+  return 1;
+}
+
 static void opt_path(const char *dir, uint64_t version, char *out, size_t outlen) {
   snprintf(out, outlen, "%s/models/v%06llu.opt.safetensors", dir, (unsigned long long)version);
 }
@@ -395,13 +410,13 @@ int fc_store_read_opt(const char *dir, const fc_store_key *key, uint64_t version
   fc_st_meta meta;
   float *d = NULL;
   opt_path(dir, version, p, sizeof p);
-  int rc = read_st(p, key, &spec, &d, &meta, (uint64_t)FC_MODEL_MAX_PARAMS * 8 + 8, err, errlen);
+  /* At most two moments and the average, each of a model's size. */
+  int rc = read_st(p, key, &spec, &d, &meta, (uint64_t)FC_MODEL_MAX_PARAMS * 12 + 8, err, errlen);
   if (rc != FEDC_OK) return rc;
   const char *got_method = fc_st_meta_get(&meta, "fedc.optimizer"), *got_model = fc_st_meta_get(&meta, "fedc.model_sha256");
   const char *got_step = fc_st_meta_get(&meta, "fedc.step"), *got_sha = fc_st_meta_get(&meta, "fedc.sha256");
   size_t numel = fc_model_numel(&spec);
-  /* The model average, if any, is the last tensor, after the moments. */
-  int has_avg = spec.n == (size_t)nstate + 1 && strcmp(spec.t[spec.n - 1].name, "avg") == 0;
+  int has_avg = 0, layout = opt_layout_ok(&spec, nstate, n, &has_avg);
   size_t want_n = ((size_t)nstate + (size_t)has_avg) * n;
   rc = FEDC_ERR_FORMAT;
   if (!got_method || strcmp(got_method, method) != 0) {
@@ -409,8 +424,9 @@ int fc_store_read_opt(const char *dir, const fc_store_key *key, uint64_t version
              method);
   } else if (!got_model || strcmp(got_model, fc_hex(model_sha, FC_SHA256_LEN, hex)) != 0) {
     snprintf(err, errlen, "%s belongs to another model version", p);
-  } else if (numel != want_n || !got_step || !got_sha) {
-    snprintf(err, errlen, "%s: %zu values, expected %zu (or metadata missing)", p, numel, want_n);
+  } else if (!layout || numel != want_n || !got_step || !got_sha) {
+    snprintf(err, errlen, "%s: %zu values in %u tensors, expected %d or %d tensors of %zu (or metadata missing)", p,
+             numel, spec.n, nstate, nstate + 1, n);
   } else {
     uint8_t sha[FC_SHA256_LEN], want[FC_SHA256_LEN];
     fc_sha256(d, numel * sizeof *d, sha);
@@ -418,8 +434,8 @@ int fc_store_read_opt(const char *dir, const fc_store_key *key, uint64_t version
       snprintf(err, errlen, "%s: payload SHA-256 does not match its metadata", p);
       rc = FEDC_ERR_HASH;
     } else {
-      if (nstate >= 1) memcpy(m, d, n * sizeof *m);
-      if (nstate >= 2) memcpy(v, d + n, n * sizeof *v);
+      if (nstate >= 1 && m) memcpy(m, d, n * sizeof *m);
+      if (nstate >= 2 && v) memcpy(v, d + n, n * sizeof *v);
       if (has_avg && avg) memcpy(avg, d + (size_t)nstate * n, n * sizeof *avg);
       if (has_avg && avg && avg_found) *avg_found = 1;
       *step = strtoull(got_step, NULL, 10);

@@ -84,11 +84,13 @@ int fc_store_write_dp(const char *dir, const double *rdp, size_t n, uint64_t rou
                       double clip, char *err, size_t errlen);
 /* NOT_FOUND if there is none; FORMAT if it is for another set of orders. */
 int fc_store_read_dp(const char *dir, double *rdp, size_t n, uint64_t *rounds, double *clip, char *err, size_t errlen);
-/* Read it back into m, v (n floats each, caller's), and the model average
- * into avg if the file holds one and avg is not NULL (*avg_found, may be
- * NULL, says whether it did); payload_sha (may be NULL) gets the payload's
- * SHA-256, checked against the file's. NOT_FOUND if there is none; FORMAT
- * if it is for another method, model or size; HASH if damaged. */
+/* Read it back into m, v (n floats each, caller's; NULL: not wanted), and
+ * the model average into avg if the file holds one and avg is not NULL
+ * (*avg_found, may be NULL, says whether it did); payload_sha (may be NULL)
+ * gets the payload's SHA-256, checked against the file's. NOT_FOUND if there
+ * is none; FORMAT if it is for another method, model or size, or its tensors
+ * are not m, v (as many as nstate) and optionally avg, each of n, in that
+ * order; HASH if damaged. */
 int fc_store_read_opt(const char *dir, const fc_store_key *key, uint64_t version,
                       const uint8_t model_sha[FC_SHA256_LEN], const char *method, int nstate, float *m, float *v,
                       float *avg, int *avg_found, size_t n, uint64_t *step, uint8_t *payload_sha, char *err,

@@ -124,4 +124,13 @@ for v in (2, 4):
 # It is an average, not a version: it differs from v4 itself.
 assert max(abs(p - q) for p, q in zip(load("%s/avg4.st" % t), x[4])) > 1e-4
 PY
+# A damaged state file is an error the log explains, not a wrong average; the coordinator serves on.
+printf 'x' | dd of="$T/b/models/v000002.opt.safetensors" bs=1 seek=$(($(stat -c %s "$T/b/models/v000002.opt.safetensors") - 9)) \
+  conv=notrunc 2>/dev/null
+if "$FEDC" model get "${ADM[@]}" --averaged --version 2 --out "$T/bad2.st" 2>"$T/bad2g.err"; then
+  fail "an average from a damaged state file was served"
+fi
+assert_contains "$T/bad2g.err" "the model average of version 2 cannot be read"
+assert_contains "$T/coord.log" "GetModel averaged v2"
+"$FEDC" model get "${ADM[@]}" --averaged --out "$T/avg4b.st" --force >/dev/null || fail "no average after the refusal"
 echo "PASS server_opt"

@@ -18,6 +18,8 @@
 
 #include "check.h"
 #include "common/rng.h"
+#include "common/safetensors.h"
+#include "crypto/sha256.h"
 #include "coordinator/server_opt.h"
 #include "coordinator/store.h"
 #include "fedc/error.h"
@@ -322,6 +324,39 @@ static void test_average(void) {
   CHECK_EQ_INT(fc_store_read_opt(dir, NULL, 9, sha, "avgm", 1, m, NULL, a, &found, N, &step, NULL, err, sizeof err),
                FEDC_OK);
   CHECK(!found);
+  /* The tensors must be m (and v), then avg, each of n: the same values in
+   * another order or split are refused, not read misaligned. */
+  {
+    fc_model_spec sp;
+    memset(&sp, 0, sizeof sp);
+    uint64_t sh = N, sh2[2] = {N + 1, N - 1};
+    fc_model_spec_add(&sp, "avg", 1, &sh);
+    fc_model_spec_add(&sp, "m", 1, &sh);
+    static float buf[2 * N];
+    memcpy(buf, avg->a, N * sizeof(float));
+    memcpy(buf + N, avg->m, N * sizeof(float));
+    uint8_t psha[FC_SHA256_LEN];
+    char hex[FC_SHA256_HEX_LEN], path[700];
+    fc_sha256(buf, sizeof buf, psha);
+    fc_st_meta meta;
+    memset(&meta, 0, sizeof meta);
+    fc_st_meta_set(&meta, "fedc.optimizer", "avgm");
+    fc_st_meta_set(&meta, "fedc.step", "1");
+    fc_st_meta_set(&meta, "fedc.version", "10");
+    fc_st_meta_set(&meta, "fedc.model_sha256", fc_hex(sha, FC_SHA256_LEN, hex));
+    fc_st_meta_set(&meta, "fedc.sha256", fc_hex(psha, FC_SHA256_LEN, hex));
+    snprintf(path, sizeof path, "%s/models/v000010.opt.safetensors", dir);
+    CHECK_EQ_INT(fc_safetensors_write(path, &sp, buf, &meta, err, sizeof err), FEDC_OK);
+    CHECK_EQ_INT(fc_store_read_opt(dir, NULL, 10, sha, "avgm", 1, m, NULL, a, &found, N, &step, NULL, err, sizeof err),
+                 FEDC_ERR_FORMAT);
+    memset(&sp, 0, sizeof sp);
+    fc_model_spec_add(&sp, "m", 1, &sh2[0]);
+    fc_model_spec_add(&sp, "avg", 1, &sh2[1]);
+    CHECK_EQ_INT(fc_safetensors_write(path, &sp, buf, &meta, err, sizeof err), FEDC_OK);
+    CHECK_EQ_INT(fc_store_read_opt(dir, NULL, 10, sha, "avgm", 1, m, NULL, a, &found, N, &step, NULL, err, sizeof err),
+                 FEDC_ERR_FORMAT);
+    CHECK(strstr(err, "tensors") != NULL);
+  }
   /* A file of the wrong length for its tensors is refused. */
   CHECK_EQ_INT(fc_store_read_opt(dir, NULL, 7, sha, "avgm", 1, m, NULL, a, &found, N - 1, &step, NULL, err, sizeof err),
                FEDC_ERR_FORMAT);
