@@ -18,7 +18,8 @@
 #    parts of one shared copy, as data/partition.csv says); a last line with
 #    the folder and its size;
 #  - --keep-versions 2 --keep-every 3 leaves exactly v0 v3 v6 v7 (optimizer
-#    state of v6 v7 only), a kept version whose parent is gone still passes
+#    state of v6 v7 only, with the model average --model-average asked the
+#    coordinator for), a kept version whose parent is gone still passes
 #    `fedc model verify`, and a coordinator restarts on the pruned state;
 #  - secure aggregation with DP noise: train_loss is unknown (empty in
 #    rounds.csv, null in rounds.jsonl and in the coordinator's history), and
@@ -130,10 +131,16 @@ done
 # Pruning: 7 rounds, keep the last 2 versions and every 3rd. Adam keeps
 # optimizer state beside each version (v1..v7); the pruned ones lose it too.
 start_sim prune --clients 2 --cohort 2 --rounds 7 --model logreg --partition iid --poll-ms 50 --keep-versions 2 \
-  --keep-every 3 --server-optimizer adam --server-lr 0.01
+  --keep-every 3 --server-optimizer adam --server-lr 0.01 --model-average 0.5
 wait_sim prune
 [ "$SIM_RC" = 0 ] || fail "prune: fedc sim exited $SIM_RC: $(tail -n 5 "$T/prune.err")"
+jq -e '.options."model-average" == 0.5 and (.coordinator.command | index("--model-average") != null)' \
+  "$T/prune/config.json" >/dev/null || fail "prune: --model-average not passed on: $(cat "$T/prune/config.json")"
 models=$T/prune/state/models
+for v in 6 7; do
+  head -c 2048 "$models/v00000$v.opt.safetensors" | grep -aq '"avg":{"dtype":"F32","shape":\[7850\]' ||
+    fail "prune: no model average in the state of v$v: $(head -c 300 "$models/v00000$v.opt.safetensors")"
+done
 list() { (cd "$models" && ls $1 2>/dev/null | sed 's/^v0*\([0-9]\)/\1/; s/\..*//' | sort -n | tr '\n' ' '); }
 [ "$(list 'v*[0-9].safetensors')" = "0 3 6 7 " ] || fail "prune: models kept: $(ls "$models")"
 [ "$(list 'v*.manifest')" = "0 3 6 7 " ] || fail "prune: manifests kept: $(ls "$models")"
@@ -155,6 +162,10 @@ rc=0
 "$FEDC" coordinator --pki "$T/prune/pki" --federation sim --state "$T/never" --keep-every 3 2>"$T/keep.err" || rc=$?
 [ "$rc" = 2 ] && grep -q "'keep-every' 3 needs 'keep-versions'" "$T/keep.err" && [ ! -e "$T/never" ] ||
   fail "--keep-every alone: status $rc, $(cat "$T/keep.err")"
+rc=0
+"$FEDC" sim --out "$T/never" --model-average 1 2>"$T/avg.err" || rc=$?
+[ "$rc" = 2 ] && grep -q -- "--model-average" "$T/avg.err" && [ ! -e "$T/never" ] ||
+  fail "--model-average 1: status $rc, $(cat "$T/avg.err")"
 
 # Federated evaluation (issue 22): each client holds its part of the test set
 # (--eval-split test); a round's row waits for its model's federated
