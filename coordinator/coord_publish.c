@@ -196,24 +196,34 @@ model_ref *coord_avg_get(fc_coord *c, uint64_t version, int latest, int *code, c
   if (rc == FEDC_OK && !(ver = coord_model_new(version, &spec, data))) rc = FEDC_ERR_NOMEM;
   if (ver) data = NULL;
   if (rc == FEDC_OK) rc = coord_manifest_load(c, ver, NULL, 0, err, sizeof err);
-  if (rc == FEDC_OK && !(avg = malloc(o->n * sizeof *avg))) rc = FEDC_ERR_NOMEM;
-  if (rc == FEDC_OK)
+  /* Signing on: a version without its manifest (removed?) is not vouched
+   * for, and neither is the state beside it. */
+  if (rc == FEDC_OK && c->sign_key && !ver->man.msg) {
+    rc = FEDC_ERR_SIGNATURE;
+    snprintf(err, sizeof err, "model v%llu has no signed manifest", (unsigned long long)version);
+  }
+  int unnamed = rc == FEDC_OK && ver->man.msg && !coord_manifest_opt_sha(ver, want); /* --adopt-state re-signed it */
+  if (rc == FEDC_OK && !unnamed && !(avg = malloc(o->n * sizeof *avg))) rc = FEDC_ERR_NOMEM;
+  if (rc == FEDC_OK && !unnamed)
     rc = fc_store_read_opt(c->cfg.state_dir, coord_model_key(c), version, sha, fc_sopt_name(o->cfg.kind),
                            fc_sopt_nstate(o->cfg.kind), NULL, NULL, avg, &found, o->n, &step, got, err, sizeof err);
-  if (rc == FEDC_OK && ver->man.msg && (!coord_manifest_opt_sha(ver, want) || !fc_digest_equal(want, got, FC_SHA256_LEN))) {
+  if (rc == FEDC_OK && !unnamed && ver->man.msg && !fc_digest_equal(want, got, FC_SHA256_LEN)) {
     rc = FEDC_ERR_SIGNATURE;
     snprintf(err, sizeof err, "its state file is not the one its signed manifest names");
   }
   if (rc == FEDC_OK && found && (m = coord_model_new(version, &spec, avg))) {
     avg = NULL; /* m owns it */
-  } else if (rc == FEDC_OK || rc == FEDC_ERR_NOT_FOUND || rc == FEDC_ERR_FORMAT) {
+  } else if (rc == FEDC_OK && found) {
+    *code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+    snprintf(why, whylen, "out of memory");
+  } else if (rc == FEDC_OK || rc == FEDC_ERR_NOT_FOUND) {
     /* None saved: before --model-average, the version the coordinator
-     * started at, pruned (--keep-every keeps models, not state), or saved
-     * by another server optimizer. */
-    if (rc == FEDC_OK && found) *code = GRPC_STATUS_RESOURCE_EXHAUSTED; /* coord_model_new failed */
-    snprintf(why, whylen, "no model average saved with version %llu (%s)", (unsigned long long)version,
-             rc == FEDC_OK && found ? "out of memory" : "the average is saved with the versions published while the "
-                                                        "coordinator keeps one");
+     * started at, pruned (--keep-every keeps models, not state), or
+     * re-signed by --adopt-state without its state. Anything else that
+     * keeps the file from being read (damage, another server optimizer's
+     * state) is a DATA_LOSS below, with the reason in the log. */
+    snprintf(why, whylen, "no model average saved with version %llu (the average is saved with the versions "
+                          "published while the coordinator keeps one)", (unsigned long long)version);
   } else {
     *code = rc == FEDC_ERR_NOMEM ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_DATA_LOSS;
     FC_WARN(MOD, "GetModel averaged v%llu: %s", (unsigned long long)version, err);

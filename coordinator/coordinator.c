@@ -243,6 +243,18 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
   if ((rc = coord_drift_init(c, err, errlen)) != FEDC_OK) goto fail;
   fc_sopt_cfg soc;
   coord_sopt_cfg(cfg, &soc, err, errlen); /* checked in coord_cfg_check */
+  /* The state file holds the moments and the average, each of the model's
+   * size, and is one safetensors file: within its element limit, or no
+   * version could ever be saved. */
+  uint64_t nvec = (uint64_t)fc_sopt_nstate(soc.kind) + (soc.average > 0);
+  if (nvec && fc_model_numel(&spec) > FC_MODEL_MAX_PARAMS / nvec) {
+    snprintf(err, errlen, "server optimizer %s%s keeps %llu copies of the model's %llu parameters beside each version, "
+             "over the state file's limit of %llu values: use sgd or avgm, or no --model-average",
+             fc_sopt_name(soc.kind), soc.average > 0 ? " with --model-average" : "", (unsigned long long)nvec,
+             (unsigned long long)fc_model_numel(&spec), (unsigned long long)FC_MODEL_MAX_PARAMS);
+    rc = FEDC_ERR_TOO_LARGE;
+    goto fail;
+  }
   if ((rc = fc_sopt_create(&soc, fc_model_numel(&spec), &c->sopt)) != FEDC_OK) {
     snprintf(err, errlen, "out of memory for the server optimizer state");
     goto fail;

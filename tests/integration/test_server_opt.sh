@@ -132,5 +132,11 @@ if "$FEDC" model get "${ADM[@]}" --averaged --version 2 --out "$T/bad2.st" 2>"$T
 fi
 assert_contains "$T/bad2g.err" "the model average of version 2 cannot be read"
 assert_contains "$T/coord.log" "GetModel averaged v2"
+# So is a truncated one (a format error, not "none saved").
+truncate -s 100 "$T/b/models/v000003.opt.safetensors"
+if "$FEDC" model get "${ADM[@]}" --averaged --version 3 --out "$T/bad3.st" 2>"$T/bad3g.err"; then
+  fail "an average from a truncated state file was served"
+fi
+assert_contains "$T/bad3g.err" "the model average of version 3 cannot be read"
 "$FEDC" model get "${ADM[@]}" --averaged --out "$T/avg4b.st" --force >/dev/null || fail "no average after the refusal"
 echo "PASS server_opt"
