@@ -58,7 +58,7 @@ typedef struct origin {
 } origin;
 
 /* Rows of cc_options: a constant so arrays can be sized by it (no VLA). */
-#define CC_NOPTS 158
+#define CC_NOPTS 160
 
 /* ---- cmd_coordinator_opts.c ---- */
 extern const copt cc_options[CC_NOPTS];

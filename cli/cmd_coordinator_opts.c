@@ -409,6 +409,14 @@ const copt cc_options[] = {
             "A 0.5) or hinge[:A:B] (1 up to B, then 1/(A(s-B)+1); default 10:4); the buffer is divided by its "
             "weights, or with a ,fedbuff suffix by its examples (FedBuff: stale buffers move the model less)",
             check_staleness),
+    OPT_BOOL("async-calibrate", c.async_calibrate,
+             "async: cached update calibration (CA2FL): the coordinator keeps each client's latest update, and a "
+             "buffer steps by their mean plus its updates' differences from their clients' cached ones, so clients "
+             "outside the buffer still count (FedAvg only; memory: --async-cache-mib)"),
+    OPT_RANGE("async-cache-mib", T_U64, c.async_cache_mib,
+              "async: the most memory --async-calibrate's cache of client updates takes (MiB; least recently updated "
+              "clients evicted past it)",
+              1, 1u << 24),
     OPT_RANGE("max-staleness", T_U32, c.engine.max_staleness,
               "async: updates trained more than this many versions ago are refused", 0, 1000000),
     OPT_NUM("checkin-rate", T_F64, c.engine.checkin_rate,

@@ -35,6 +35,13 @@ void status_async_json(json_t *o, const Fedc__V1__AsyncStatus *a) {
   json_object_set_new(j, "expired", json_integer((json_int_t)a->expired));
   json_object_set_new(j, "staleness", json_string(a->staleness ? a->staleness : ""));
   json_object_set_new(j, "max_staleness", json_integer(a->max_staleness));
+  if (a->calib_max_clients) {
+    json_t *k = json_object();
+    json_object_set_new(k, "cached", json_integer(a->calib_cached));
+    json_object_set_new(k, "max_clients", json_integer(a->calib_max_clients));
+    json_object_set_new(k, "evicted", json_integer((json_int_t)a->calib_evicted));
+    json_object_set_new(j, "calibration", k);
+  }
   json_object_set_new(o, "async", j);
 }
 
@@ -58,6 +65,9 @@ void status_async_print(const Fedc__V1__AsyncStatus *a) {
          a->staleness ? a->staleness : "?", a->max_staleness, h);
   printf("async refusals:  %llu too stale, %llu tasks expired\n", (unsigned long long)a->stale_refused,
          (unsigned long long)a->expired);
+  if (a->calib_max_clients)
+    printf("calibration:     latest updates of %u clients cached (room for %u; %llu evicted since start)\n",
+           a->calib_cached, a->calib_max_clients, (unsigned long long)a->calib_evicted);
   if (a->overdue_total)
     printf("overdue uploads: %u streaming past their hold now (the buffer does not wait), %llu since start\n",
            a->overdue, (unsigned long long)a->overdue_total);

@@ -258,14 +258,19 @@ void coord_anomaly_record(fc_coord *c, fc_round_stats *r) {
   pthread_mutex_unlock(&c->anom->mu);
 }
 
-static void exclude_one(void *arg, const char *id, uint64_t until) { fc_engine_exclude(arg, id, until); }
+/* Excluded: out of selection, and (--async-calibrate) its cached update out of every later step. */
+static void exclude_one(void *arg, const char *id, uint64_t until) {
+  fc_coord *c = arg;
+  fc_engine_exclude(c->engine, id, until);
+  coord_calib_forget_locked(c, id);
+}
 
 void coord_anomaly_apply_locked(fc_coord *c, uint64_t now) {
   if (!c->anom || now < c->anom->apply_at) return;
   /* Once a second: an identity known to the engine only after a restart
    * (its first check-in) gets its cool-down before it can be selected. */
   c->anom->apply_at = now + 1000;
-  c->metrics.anomaly_excluded = fc_anomaly_excluded(c->anom->core, now, exclude_one, c->engine);
+  c->metrics.anomaly_excluded = fc_anomaly_excluded(c->anom->core, now, exclude_one, c);
 }
 
 static size_t slot_of(const struct coord_anomaly *a, const char *id) {

@@ -116,6 +116,7 @@ typedef struct rec_hdr {
 
 int coord_async_cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen) {
   const fc_engine_cfg *e = &cfg->engine;
+  if (coord_calib_cfg_check(cfg, err, errlen) != FEDC_OK) return FEDC_ERR_INVALID;
   if (!e->async) {
     if (e->async_slot_ms || e->staleness.fedbuff) {
       snprintf(err, errlen, "%s is for async mode (mode: async)",
@@ -425,8 +426,12 @@ static int replay_one(fc_coord *c, const rec_hdr *h, float *values, size_t n, ui
     c->agg->ops->update_abort(c->agg, u);
     return FEDC_ERR_INVALID;
   }
+  /* --async-calibrate: checked raw as live, calibrated before the fold, and
+   * cached (at the publish) only if it counts. */
+  coord_calib_calibrate_locked(c, h->client, (float *)u->buf);
   if ((rc = c->agg->ops->update_commit(c->agg, u, h->weight)) != FEDC_OK) return rc; /* the slot went back */
   rc = fc_engine_async_replay(c->engine, h->client, h->examples, h->loss, h->staleness, h->bytes);
+  if (rc == FEDC_OK) coord_calib_stage_locked(c, h->client, h->examples, values);
   if (rc == FEDC_OK && before >= 0) {
     FC_WARN(MOD, "async buffer log: update of %s has L2 norm %.6g, past %.3g x the clip norm %.6g: scaled onto it",
             h->client, before, FC_QUANT_RADIUS_MAX, c->clip);
@@ -724,6 +729,7 @@ void coord_async_status_pb(fc_coord *c, Fedc__V1__AsyncStatus *as, uint32_t hist
   fc_staleness_text(&c->cfg.engine.staleness, fn, fnlen);
   as->staleness = fn;
   as->max_staleness = c->cfg.engine.max_staleness;
+  coord_calib_status_pb(c, as);
 }
 
 int coord_async_round_pb(const fc_round_stats *s, Fedc__V1__RoundAsync *ra) {

@@ -71,6 +71,7 @@ void fc_coord_cfg_defaults(fc_coord_cfg *c) {
   c->server_beta1 = 0.9f;
   c->server_beta2 = 0.99f;
   c->server_tau = 1e-3f;
+  c->async_cache_mib = 1024;
   c->dp_delta = 1e-5;
   c->dp_clip_lr = 0.2; /* Andrew et al. 2021's eta_C */
   snprintf(c->aggregator, sizeof c->aggregator, "fedavg");

@@ -135,6 +135,7 @@ void *coord_driver_main(void *arg) {
        * restart; no update is lost or counted twice (the buffer log is kept
        * by version, not by round id). */
       coord_state_dirty_locked(c);
+      coord_calib_begin_locked(c); /* before the replay below stages its updates again */
       if (c->cfg.engine.async) coord_async_started_locked(c); /* a restart mid-buffer: its updates again */
       char why[300];
       if (coord_sa_begin(c, why, sizeof why) != FEDC_OK) {

@@ -133,6 +133,7 @@ struct fc_coord {
   uint32_t nsa_park, sa_park_cap;
   int sa_park_closed; /* stopping: polls are answered at once */
   struct coord_anomaly *anom; /* update anomaly scores, identity misuse (coord_anomaly.c); thread-safe */
+  struct fc_calib *calib; /* --async-calibrate: the clients' cached updates (coord_calib.c); under mu */
   struct coord_async_log *async_log; /* async mode: the open buffer's log (coord_async.c); under mu */
   struct coord_tier *tier; /* aggregator tier (coord_aggtier.c); NULL without --aggregator-tier */
 };
@@ -194,6 +195,22 @@ void coord_async_free(fc_coord *c);
 /* Staleness ",fedbuff": scale the buffer's combined delta by its sum w(s) n
  * / sum n (takes c->mu). */
 void coord_async_fedbuff_scale(fc_coord *c, float *delta, size_t n);
+/* ---- coord_calib.c: cached update calibration (calib.h, --async-calibrate) ---- */
+int coord_calib_cfg_check(const fc_coord_cfg *cfg, char *err, size_t errlen);
+int coord_calib_start(fc_coord *c, char *err, size_t errlen); /* nothing without --async-calibrate */
+void coord_calib_stop(fc_coord *c);
+void coord_calib_begin_locked(fc_coord *c);
+/* An accepted update, before it is folded (upload and replay), under mu. */
+void coord_calib_apply_locked(fc_coord *c, const char *client, uint64_t examples, float *x);
+/* Its halves, for the buffer log's replay: calibrated before the commit, staged once it counted. */
+void coord_calib_stage_locked(fc_coord *c, const char *client, uint64_t examples, const float *x);
+void coord_calib_calibrate_locked(fc_coord *c, const char *client, float *x);
+/* An identity the anomaly detector excludes: its cached update leaves the mean. */
+void coord_calib_forget_locked(fc_coord *c, const char *client);
+/* coord_finalize: the buffer's mean becomes the step; then, published, the cache takes the buffer. Take mu. */
+void coord_calib_finish(fc_coord *c, float *delta);
+void coord_calib_published(fc_coord *c);
+void coord_calib_status_pb(fc_coord *c, Fedc__V1__AsyncStatus *as); /* takes mu */
 /* StatusResponse.async (hist and fn: its storage); takes mu. */
 void coord_async_status_pb(fc_coord *c, Fedc__V1__AsyncStatus *as, uint32_t hist[FC_STALE_BUCKETS], char *fn,
                            size_t fnlen);

@@ -305,6 +305,7 @@ int coord_finalize(fc_coord *c, uint64_t *version, uint8_t sha[FC_SHA256_LEN], c
     else snprintf(why, whylen, "aggregator has no committed update");
     goto out;
   }
+  coord_calib_finish(c, delta); /* --async-calibrate: + the cached updates' mean */
   coord_anomaly_round(c, delta); /* the combined update, before DP noise and the server step */
   if (c->cfg.dp_noise_multiplier > 0 && (rc = coord_dp_privatize(c, delta, n, count, why, whylen)) != FEDC_OK) goto out;
   if (c->cfg.engine.async && c->cfg.engine.staleness.fedbuff) coord_async_fedbuff_scale(c, delta, n);
@@ -371,6 +372,7 @@ int coord_finalize(fc_coord *c, uint64_t *version, uint8_t sha[FC_SHA256_LEN], c
   c->model = m;
   pthread_mutex_unlock(&c->mu);
   coord_model_unref(prev);
+  coord_calib_published(c);
   if (avg_publish(c, m->version, &m->spec) != FEDC_OK)
     FC_WARN(MOD, "model average of v%llu: out of memory: GetModel serves it from disk", (unsigned long long)m->version);
   *version = m->version;

@@ -351,6 +351,8 @@ static void upload_end(fc_scall *call, void *state) {
   if (v == FC_UP_OK) {
     audit_update(c, up, "accepted", NULL, up->masked ? -1 : l2); /* before it counts */
     atomic_fetch_add(&c->metrics.uploads_accepted, 1);
+    /* --async-calibrate: the update's difference from its client's cached one is folded (coord_calib.c) */
+    coord_calib_apply_locked(c, up->client, (uint64_t)weight, (float *)up->u->buf);
     if (c->agg->ops->update_commit(c->agg, up->u, fold) != FEDC_OK) /* the slot went back either way */
       FC_ERROR(MOD, "round %llu: update of %s counted but not folded (past the sum's bound: a bug, its checks "
                "passed)", (unsigned long long)up->round, up->client);

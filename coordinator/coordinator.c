@@ -261,6 +261,7 @@ int fc_coord_start(const fc_coord_cfg *cfg, const fc_model_spec *init_spec, cons
   }
   if (resumed && (rc = coord_sopt_load(c, st.version, c->model->sha, err, errlen)) != FEDC_OK) goto fail;
   if ((rc = coord_avg_init(c, err, errlen)) != FEDC_OK) goto fail;
+  if ((rc = coord_calib_start(c, err, errlen)) != FEDC_OK) goto fail;
   if ((rc = fc_store_read_rounds(cfg->state_dir, &c->rounds, &c->nrounds, err, errlen)) != FEDC_OK) goto fail;
   c->caprounds = c->nrounds;
   fc_engine_cfg ecfg = cfg->engine;
@@ -482,6 +483,7 @@ void fc_coord_stop(fc_coord *c, int grace_ms) {
   fc_sopt_destroy(c->sopt);
   free(c->sopt_backup);
   coord_model_unref(c->avg_model);
+  coord_calib_stop(c);
   fc_wm_destroy(c->wm);
   coord_anomaly_free(c);
   coord_drift_free(c);

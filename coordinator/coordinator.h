@@ -51,6 +51,13 @@ typedef struct fc_coord_cfg {
   /* Model average (server_opt.h): beta of the moving average of versions
    * kept beside them for evaluation and export (GetModel averaged); 0 = none. */
   float model_average;
+  /* Async mode: cached update calibration (calib.h, CA2FL): each buffer's
+   * step is the mean of the latest cached update of every client heard from
+   * plus the buffer's differences from its clients' cached ones; the cache
+   * holds at most async_cache_mib MiB of updates (least recently updated
+   * clients evicted past that). */
+  int async_calibrate;
+  uint64_t async_cache_mib;
   /* Differential privacy (DP-FedAvg, McMahan et al. 2018): noise multiplier z
    * (0 = off); the clip is clip_norm; uniform weights; Poisson subsampling at
    * rate engine.cohort_fraction (engine.cohort_size 0); epsilon at dp_delta;
