@@ -40,6 +40,17 @@ client() { # NAME ROUNDS VALUE EXAMPLES: pid in BG_PID
 finish() { # PID NAME
   wait "$1" || fail "client $2 failed: $(cat "$T/client-$2.log")"
 }
+pair_start() { # A_ROUNDS B_ROUNDS: a and b started, pids in PA and PB
+  client a "$1" 0.001 1
+  PA=$BG_PID
+  client b "$2" 0.003 3
+  PB=$BG_PID
+}
+pair() { # A_ROUNDS B_ROUNDS: a and b, each that many accepted updates
+  pair_start "$1" "$2"
+  finish "$PA" a
+  finish "$PB" b
+}
 status() { "$FEDC" status --coordinator "$COORD_ADDR" --pki "$T/pki" --name root --json; }
 at_version() { # V
   wait_for bash -c "'$FEDC' status --coordinator $COORD_ADDR --pki $T/pki --name root --json | jq -e '.global_version == $1'" 30 ||
@@ -48,12 +59,7 @@ at_version() { # V
 
 start_coordinator "${COORD_ARGS[@]}"
 assert_contains "$T/coord.log" "async calibration (CA2FL)"
-client a 4 0.001 1
-PA=$BG_PID
-client b 4 0.003 3
-PB=$BG_PID
-finish "$PA" a
-finish "$PB" b
+pair 4 4
 at_version 4 # one update per client per buffer: each buffer is a's and b's
 status | jq -e '.async.calibration.cached == 2 and .async.calibration.evicted == 0 and
   .async.calibration.max_clients > 30000' >/dev/null || fail "status: $(status | jq -c .async)"
@@ -68,22 +74,14 @@ wait "$COORD_PID" 2>/dev/null || true
 start_coordinator "${COORD_ARGS[@]}"
 wait_for bash -c "'$FEDC' status --coordinator $COORD_ADDR --pki $T/pki --name root --json | jq -e '.async.buffered == 1'" 20 ||
   fail "the logged update was not replayed: $(status | jq -c .async)"
-client a 3 0.001 1
-PA=$BG_PID
-client b 4 0.003 3
-PB=$BG_PID
-finish "$PA" a
-finish "$PB" b
+pair 3 4
 at_version 8
 # A publish that fails with an I/O error that passes (models/ not a
 # directory for a while): the buffer log is replayed into the next buffer on
 # the same version, calibrated against the same (now full) cache again.
 mv "$STATE/models" "$STATE/models.away"
 touch "$STATE/models"
-client a 1 0.001 1
-PA=$BG_PID
-client b 1 0.003 3
-PB=$BG_PID
+pair_start 1 1
 wait_for grep -q "finalizing round failed" "$T/coord.log" 30 || fail "the blocked publish did not fail"
 rm "$STATE/models"
 mv "$STATE/models.away" "$STATE/models"
