@@ -197,6 +197,13 @@ uint64_t fc_calib_capacity(size_t n, uint32_t rows, uint64_t budget) {
 }
 
 void fc_calib_published(fc_calib *k) {
+  /* The buffer's clients already cached are the most recently used before
+   * any newcomer evicts: a newcomer never evicts a client of its own buffer
+   * (a review's finding: that client then evicted another in turn). */
+  for (uint32_t j = 0; j < k->nstaged; j++) {
+    int32_t i = find(k, k->st[j].name);
+    if (i >= 0) k->e[i].used = ++k->tick;
+  }
   for (uint32_t j = 0; j < k->nstaged; j++) {
     staged *st = &k->st[j];
     int32_t i = find(k, st->name);
@@ -206,15 +213,16 @@ void fc_calib_published(fc_calib *k) {
       i = take_entry(k);
       snprintf(k->e[i].name, sizeof k->e[i].name, "%s", st->name);
       link_entry(k, i);
+      k->e[i].used = ++k->tick;
     }
     entry *e = &k->e[i];
     /* The staged buffer becomes the entry's and the entry's old one (none
-     * for a new entry: fc_calib_apply allocates it) the stage's: no copy. */
+     * for a slot never used; an evicted or forgotten client's for a reused
+     * one) the stage's, where the next fc_calib_stage overwrites it: no copy. */
     float *t = e->h;
     e->h = st->d;
     st->d = t;
     e->examples = st->examples;
-    e->used = ++k->tick;
     fold(k, e->h, e->examples, 1.0);
   }
   k->nstaged = 0;

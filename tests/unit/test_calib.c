@@ -3,8 +3,9 @@
  * Wang et al., ICLR 2024, Algorithm 1):
  *   - a hand-computed buffer (step = hbar + mean(d_i - h_i));
  *   - the first buffer, nothing cached: FedBuff's weighted mean;
- *   - 40 buffers of random updates from 7 clients, a cache of 5 (evictions),
- *     against a double-precision reference written from the paper's lines;
+ *   - 300 buffers of random updates from 14 clients, a cache of 9
+ *     (evictions), clients forgotten mid-buffer, against a double-precision
+ *     reference written from the paper's lines; forgets across hash chains;
  *   - a buffer replayed after a failed publish (begin again, the same
  *     updates) leaves the same cache as one publish;
  *   - the same client twice in a buffer, a buffer past its staged rows, a
@@ -76,9 +77,11 @@ static void test_hand(void) {
 }
 
 /* The reference: the paper's lines in double, the cache a table of the
- * last update per client with its publish order, least recent evicted. */
-#define NCL 7
-#define CAP 5
+ * last update per client with its publish order, least recent evicted (a
+ * buffer's own clients counted as used before its newcomers evict), an
+ * excluded client forgotten with its staged update. */
+#define NCL 14
+#define CAP 9
 #define N 9
 
 typedef struct ref {
@@ -99,22 +102,29 @@ static void ref_hbar(const ref *r, double *hbar) {
     for (int j = 0; j < N; j++) hbar[j] /= w;
 }
 
-static void ref_publish(ref *r, int cl, const double *d, uint64_t ex) {
-  if (!r->cached[cl]) {
-    int ncached = 0, old = -1;
-    for (int i = 0; i < NCL; i++)
-      if (r->cached[i]) {
-        ncached++;
-        if (old < 0 || r->used[i] < r->used[old]) old = i;
-      }
-    if (ncached == CAP) r->cached[old] = 0;
+static void ref_publish(ref *r, const int *cl, const int *kept, double (*d)[N], const uint64_t *ex, int m) {
+  for (int u = 0; u < m; u++)
+    if (kept[u] && r->cached[cl[u]]) r->used[cl[u]] = ++r->tick;
+  for (int u = 0; u < m; u++) {
+    if (!kept[u]) continue;
+    if (!r->cached[cl[u]]) {
+      int ncached = 0, old = -1;
+      for (int i = 0; i < NCL; i++)
+        if (r->cached[i]) {
+          ncached++;
+          if (old < 0 || r->used[i] < r->used[old]) old = i;
+        }
+      if (ncached == CAP) r->cached[old] = 0;
+      r->cached[cl[u]] = 1;
+      r->used[cl[u]] = ++r->tick;
+    }
+    memcpy(r->h[cl[u]], d[u], sizeof r->h[cl[u]]);
+    r->ex[cl[u]] = ex[u];
   }
-  r->cached[cl] = 1;
-  memcpy(r->h[cl], d, sizeof r->h[cl]);
-  r->ex[cl] = ex;
-  r->used[cl] = ++r->tick;
 }
 
+/* 300 buffers (past the re-sum every 256) of three distinct clients of 14,
+ * a cache of 9, and now and then a client forgotten mid-buffer. */
 static void test_reference(void) {
   fc_rng rng;
   fc_rng_seed(&rng, 7);
@@ -123,15 +133,16 @@ static void test_reference(void) {
   ref r;
   memset(&r, 0, sizeof r);
   double worst = 0;
-  for (int t = 0; t < 40; t++) {
+  int forgot = 0;
+  for (int t = 0; t < 300; t++) {
     fc_calib_begin(k);
     double hbar[N], racc[N] = {0}, rw = 0;
     ref_hbar(&r, hbar);
-    int cl[3];
+    int cl[3], kept[3] = {1, 1, 1};
     double d[3][N];
     uint64_t ex[3];
     buf b = {N, calloc(N, sizeof(double)), 0};
-    for (int u = 0; u < 3; u++) { /* three distinct clients a buffer */
+    for (int u = 0; u < 3; u++) {
       do {
         cl[u] = (int)(fc_rng_below(&rng, NCL));
       } while ((u > 0 && cl[u] == cl[0]) || (u > 1 && cl[u] == cl[1]));
@@ -147,24 +158,88 @@ static void test_reference(void) {
       fc_calib_apply(k, name, ex[u], x);
       buf_add(&b, x, f);
     }
+    if (fc_rng_below(&rng, 6) == 0) { /* one client excluded mid-buffer: maybe one of the buffer's */
+      int g = (int)fc_rng_below(&rng, NCL);
+      char name[8];
+      snprintf(name, sizeof name, "c%d", g);
+      fc_calib_forget(k, name);
+      r.cached[g] = 0;
+      for (int u = 0; u < 3; u++)
+        if (cl[u] == g) kept[u] = 0;
+      forgot++;
+    }
     float step[N];
     buf_mean(&b, step);
-    fc_calib_finish(k, step);
+    fc_calib_finish(k, step); /* hbar as the buffer began, a forget notwithstanding */
     for (int j = 0; j < N; j++) {
       double e = fabs(step[j] - (racc[j] / rw + hbar[j]));
       if (e > worst) worst = e;
     }
     fc_calib_published(k);
-    for (int u = 0; u < 3; u++) ref_publish(&r, cl[u], d[u], ex[u]);
+    ref_publish(&r, cl, kept, d, ex, 3);
     free(b.acc);
+    fc_calib_info ci;
+    fc_calib_get_info(k, &ci);
+    uint64_t w = 0;
+    uint32_t nc = 0;
+    for (int i = 0; i < NCL; i++) w += r.cached[i] ? (nc++, r.ex[i]) : 0;
+    if (ci.weight != w || ci.cached != nc) {
+      CHECK(ci.weight == w && ci.cached == nc);
+      break;
+    }
   }
   CHECK(worst < 1e-5);
+  CHECK(forgot > 20);
   fc_calib_info ci;
   fc_calib_get_info(k, &ci);
-  CHECK(ci.cached == CAP && ci.evicted > 0);
-  uint64_t w = 0;
-  for (int i = 0; i < NCL; i++) w += r.cached[i] ? r.ex[i] : 0;
-  CHECK(ci.weight == w);
+  CHECK(ci.evicted > 0);
+  fc_calib_free(k);
+}
+
+/* Many clients in few buckets: forgetting heads, middles and tails of
+ * chains, the last entry, then newcomers taking the freed places; every
+ * remaining client is still found with its own update. */
+static void test_forget_chains(void) {
+  fc_calib *k = NULL;
+  CHECK_EQ_INT(fc_calib_create(1, 24, 24, &k), FEDC_OK); /* 32 buckets, 24 names */
+  char name[8];
+  fc_calib_begin(k);
+  for (int i = 0; i < 24; i++) {
+    float x[1] = {(float)i};
+    snprintf(name, sizeof name, "n%d", i);
+    fc_calib_apply(k, name, 1, x);
+  }
+  fc_calib_published(k);
+  int gone[24] = {0};
+  for (int i = 23; i >= 0; i -= 3) { /* the last entry first, then every third */
+    snprintf(name, sizeof name, "n%d", i);
+    fc_calib_forget(k, name);
+    gone[i] = 1;
+  }
+  fc_calib_begin(k);
+  for (int i = 0; i < 8; i++) { /* newcomers in the freed places */
+    float x[1] = {(float)(100 + i)};
+    snprintf(name, sizeof name, "m%d", i);
+    fc_calib_apply(k, name, 1, x);
+  }
+  fc_calib_published(k);
+  int bad = 0;
+  for (int i = 0; i < 24; i++) {
+    float x[1] = {(float)i};
+    snprintf(name, sizeof name, "n%d", i);
+    fc_calib_calibrate(k, name, x);
+    if (!gone[i] && x[0] != 0) bad++; /* found, its own update subtracted */
+  }
+  for (int i = 0; i < 8; i++) {
+    float x[1] = {(float)(100 + i)};
+    snprintf(name, sizeof name, "m%d", i);
+    fc_calib_calibrate(k, name, x);
+    if (x[0] != 0) bad++;
+  }
+  CHECK(bad == 0);
+  fc_calib_info ci;
+  fc_calib_get_info(k, &ci);
+  CHECK(ci.cached == 24 && ci.evicted == 0);
   fc_calib_free(k);
 }
 
@@ -253,10 +328,18 @@ static void test_dropped(void) {
   fc_calib_begin(k);
   fc_calib_apply(k, "A", 1, z); /* A is not cached: taken at hbar = 1 */
   CHECK(z[0] == 6);
-  /* stage + calibrate as the replay uses them = apply */
+  /* stage + calibrate as the replay uses them = apply: B staged by stage
+   * alone is cached at the publish, calibrate stages nothing */
   float y[1] = {7};
-  fc_calib_calibrate(k, "A", y);
+  fc_calib_calibrate(k, "C", y);
   CHECK(y[0] == 6);
+  fc_calib_stage(k, "B", 1, y);
+  fc_calib_published(k); /* A 7 (z's raw value), B 6; C never staged */
+  fc_calib_get_info(k, &ci);
+  CHECK(ci.cached == 2 && ci.weight == 2);
+  float q[1] = {6};
+  fc_calib_calibrate(k, "B", q);
+  CHECK(q[0] == 0);
   fc_calib_free(k);
 }
 
@@ -337,6 +420,7 @@ static void test_cfg(void) {
 int main(void) {
   test_hand();
   test_reference();
+  test_forget_chains();
   test_replay();
   test_twice_and_rows();
   test_dropped();
