@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/blas.h"
 #include "fedc/error.h"
 
 #define NAME_MAX_LEN 72
@@ -130,8 +131,7 @@ void fc_calib_stage(fc_calib *k, const char *client, uint64_t examples, const fl
 
 void fc_calib_calibrate(const fc_calib *k, const char *client, float *x) {
   int32_t i = find(k, client);
-  const float *h = i >= 0 ? k->e[i].h : k->hbar;
-  for (size_t j = 0; j < k->n; j++) x[j] -= h[j];
+  fc_saxpy((int)k->n, -1.0f, i >= 0 ? k->e[i].h : k->hbar, 1, x, 1);
 }
 
 void fc_calib_apply(fc_calib *k, const char *client, uint64_t examples, float *x) {
@@ -140,7 +140,7 @@ void fc_calib_apply(fc_calib *k, const char *client, uint64_t examples, float *x
 }
 
 void fc_calib_finish(const fc_calib *k, float *delta) {
-  for (size_t j = 0; j < k->n; j++) delta[j] += k->hbar[j];
+  fc_saxpy((int)k->n, 1.0f, k->hbar, 1, delta, 1);
 }
 
 /* The entry for a client not cached: a free one, or the least recently
