@@ -343,6 +343,13 @@ int coord_sa_close(fc_coord *c);
 void coord_sa_check_complete(fc_coord *c);
 /* The SecAgg part of a task. *p is filled; its arrays point into the session. */
 void coord_sa_task(fc_coord *c, const char *client, Fedc__V1__SecAggParams *p);
+/* Bucket bookkeeping, under mu: instances not dropped; drop instance b
+ * after `stage` failed for `why` (one instance: FEDC_ERR_REJECTED, the
+ * reason in out); whether the robust rule can still take what is left. */
+uint32_t coord_sa_live(const fc_coord *c);
+int coord_sa_drop_bucket(fc_coord *c, uint32_t b, int stage, const char *why, char *out, size_t outlen);
+int coord_sa_buckets_enough(fc_coord *c, int stage, char *out, size_t outlen);
+/* ---- coord_sa_finish.c ---- */
 /* Driver, WITHOUT mu: unmask the sum and decode the weighted mean delta (n floats). */
 int coord_sa_finish(fc_coord *c, float *delta, uint32_t *count, char *why, size_t whylen);
 /* Masked upload: the spec it must have, and whether `client` may send it now. */
