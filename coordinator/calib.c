@@ -4,7 +4,9 @@
  * The cache: up to max_clients entries, found by name through a chained
  * hash; each holds the client's latest update h_i and its examples n_i.
  * s = sum n_i h_i and w = sum n_i are kept in double as entries change, and
- * hbar = s / w is refreshed once per published buffer.
+ * hbar = s / w is refreshed once per published buffer. The entries are also
+ * on a list, least recently updated first, so eviction takes its head in
+ * O(1) whatever the cache's size.
  */
 #include "coordinator/calib.h"
 
@@ -19,8 +21,9 @@
 
 typedef struct entry {
   char name[NAME_MAX_LEN];
-  uint64_t examples, used;
-  int32_t next; /* hash chain; -1 ends it */
+  uint64_t examples;
+  int32_t next;         /* hash chain; -1 ends it */
+  int32_t older, newer; /* the recency list; -1 ends it */
   float *h;
 } entry;
 
@@ -33,7 +36,8 @@ typedef struct staged {
 struct fc_calib {
   size_t n;
   uint32_t max, count, nbuckets, rows, nstaged;
-  uint64_t tick, evicted;
+  uint64_t evicted;
+  int32_t oldest, newest; /* the recency list's ends; -1 when empty */
   uint32_t since_rebuild; /* publishes since s and w were last summed afresh */
   entry *e;
   int32_t *bucket;
@@ -68,6 +72,7 @@ int fc_calib_create(size_t n, uint32_t max_clients, uint32_t rows, fc_calib **ou
     return FEDC_ERR_NOMEM;
   }
   memset(k->bucket, 0xff, k->nbuckets * sizeof *k->bucket);
+  k->oldest = k->newest = -1;
   *out = k;
   return FEDC_OK;
 }
@@ -102,6 +107,23 @@ static void link_entry(fc_calib *k, int32_t i) {
   uint32_t b = name_hash(k->e[i].name) & (k->nbuckets - 1);
   k->e[i].next = k->bucket[b];
   k->bucket[b] = i;
+}
+
+static void lru_unlink(fc_calib *k, int32_t i) {
+  entry *e = &k->e[i];
+  if (e->older >= 0) k->e[e->older].newer = e->newer;
+  else k->oldest = e->newer;
+  if (e->newer >= 0) k->e[e->newer].older = e->older;
+  else k->newest = e->older;
+}
+
+/* i becomes the most recently updated. */
+static void lru_push(fc_calib *k, int32_t i) {
+  k->e[i].older = k->newest;
+  k->e[i].newer = -1;
+  if (k->newest >= 0) k->e[k->newest].newer = i;
+  else k->oldest = i;
+  k->newest = i;
 }
 
 /* s += sign * n_i h_i: an entry joining (sign 1) or leaving (-1). */
@@ -147,9 +169,8 @@ void fc_calib_finish(const fc_calib *k, float *delta) {
  * updated, evicted. */
 static int32_t take_entry(fc_calib *k) {
   if (k->count < k->max) return (int32_t)k->count++;
-  int32_t old = 0;
-  for (uint32_t i = 1; i < k->count; i++)
-    if (k->e[i].used < k->e[old].used) old = (int32_t)i;
+  int32_t old = k->oldest;
+  lru_unlink(k, old);
   unlink_entry(k, old);
   fold(k, k->e[old].h, k->e[old].examples, -1.0);
   k->e[old].examples = 0;
@@ -168,6 +189,7 @@ void fc_calib_forget(fc_calib *k, const char *client) {
   int32_t i = find(k, client);
   if (i < 0) return;
   unlink_entry(k, i);
+  lru_unlink(k, i);
   fold(k, k->e[i].h, k->e[i].examples, -1.0);
   int32_t last = (int32_t)k->count - 1;
   if (i != last) { /* the last entry moves into the hole; its h buffer and the freed one trade places */
@@ -176,6 +198,11 @@ void fc_calib_forget(fc_calib *k, const char *client) {
     k->e[i] = k->e[last];
     k->e[last] = t;
     link_entry(k, i);
+    entry *m = &k->e[i]; /* its neighbours on the recency list now point at i */
+    if (m->older >= 0) k->e[m->older].newer = i;
+    else k->oldest = i;
+    if (m->newer >= 0) k->e[m->newer].older = i;
+    else k->newest = i;
   }
   k->count--;
 }
@@ -202,7 +229,10 @@ void fc_calib_published(fc_calib *k) {
    * (a review's finding: that client then evicted another in turn). */
   for (uint32_t j = 0; j < k->nstaged; j++) {
     int32_t i = find(k, k->st[j].name);
-    if (i >= 0) k->e[i].used = ++k->tick;
+    if (i >= 0) {
+      lru_unlink(k, i);
+      lru_push(k, i);
+    }
   }
   for (uint32_t j = 0; j < k->nstaged; j++) {
     staged *st = &k->st[j];
@@ -213,7 +243,7 @@ void fc_calib_published(fc_calib *k) {
       i = take_entry(k);
       snprintf(k->e[i].name, sizeof k->e[i].name, "%s", st->name);
       link_entry(k, i);
-      k->e[i].used = ++k->tick;
+      lru_push(k, i);
     }
     entry *e = &k->e[i];
     /* The staged buffer becomes the entry's and the entry's old one (none
