@@ -32,6 +32,16 @@
 
 #define MOD "secagg"
 
+/* Where every weight is 1 (distributed DP, buckets, a narrow ring): a sum of weights that
+ * is not the number of inputs means a client lied about its weight (and
+ * under DP would fake survivors). */
+static int sa_weights_one(uint32_t count, uint64_t total, char *why, size_t whylen) {
+  if (total == count) return FEDC_OK;
+  snprintf(why, whylen, "unmasked weights sum to %llu for %u inputs (each must be 1): a client (or an aggregator of the tier) sent a malformed input",
+           (unsigned long long)total, count);
+  return FEDC_ERR_REJECTED;
+}
+
 /* One bucket's unmasked, decoded mean into `delta`; *count inputs, *total weight. */
 static int sa_unmask_one(fc_coord *c, uint32_t b, const fc_sa_params *p, fc_sa_mask_term *terms, size_t nterms,
                          float *delta, uint32_t *count, uint64_t *total, char *why, size_t whylen) {
@@ -50,27 +60,14 @@ static int sa_unmask_one(fc_coord *c, uint32_t b, const fc_sa_params *p, fc_sa_m
              sum[p->dim]);
     return FEDC_ERR_REJECTED;
   }
-  if (p->quant_bits && *total != *count) { /* narrow ring: every weight is 1 */
-    snprintf(why, whylen, "unmasked weights sum to %llu for %u inputs (each must be 1): a client (or an aggregator of the tier) sent a malformed input",
-             (unsigned long long)*total, *count);
+  if (p->quant_bits && sa_weights_one(*count, *total, why, whylen) != FEDC_OK) /* narrow ring: every weight is 1 */
     return FEDC_ERR_REJECTED;
-  }
   char who[32] = "";
   if (c->nsa > 1) snprintf(who, sizeof who, "bucket %u: ", b + 1);
   fc_log(c->nsa == 1 ? FC_LOG_INFO : FC_LOG_DEBUG, MOD,
          "round %llu: %sunmasked %u inputs (%zu masks removed in %llu ms), total weight %llu", (unsigned long long)p->round,
          who, *count, nterms, (unsigned long long)(fc_now_ms() - t0), (unsigned long long)*total);
   return FEDC_OK;
-}
-
-/* Where every weight is 1 (distributed DP, buckets): a sum of weights that
- * is not the number of inputs means a client lied about its weight (and
- * under DP would fake survivors). */
-static int sa_weights_one(uint32_t count, uint64_t total, char *why, size_t whylen) {
-  if (total == count) return FEDC_OK;
-  snprintf(why, whylen, "unmasked weights sum to %llu for %u inputs (each must be 1): a client (or an aggregator of the tier) sent a malformed input",
-           (unsigned long long)total, count);
-  return FEDC_ERR_REJECTED;
 }
 
 /* A bucket's mean must be one a bucket of clipped inputs can have: each
