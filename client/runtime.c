@@ -450,10 +450,12 @@ static int run_rounds(fedc_client *c) {
       }
       if (rc == FEDC_ERR_REJECTED || rc == FEDC_ERR_TRAINER || rc == FEDC_ERR_NONFINITE || rc == FEDC_ERR_HASH ||
           rc == FEDC_ERR_TOO_LARGE || rc == FEDC_ERR_NOT_FOUND || rc == FEDC_ERR_SIGNATURE) {
-        /* This round is lost for us; the federation goes on. */
+        /* This round is lost for us; the federation goes on, and need not
+         * wait for us in it. */
         FC_WARN(MOD, "round %llu: %s", (unsigned long long)round, st.detail);
         emit(c, FEDC_EVENT_REJECTED, round, st.detail);
         c->last_round = round;
+        rt_give_up(c, round);
         if (rt_nap(c, retry)) continue;
         continue;
       }

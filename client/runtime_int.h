@@ -146,6 +146,9 @@ int rt_is_transient(int err);
  * (DONE) or no coordinator was ever reached, tell the coordinator we leave,
  * best-effort with a short deadline. */
 void rt_leave(fedc_client *c, int rc);
+/* We give up round `round`'s task and stay (runtime_leave.c, protocol 1.19):
+ * the coordinator stops waiting for us in that round. Best-effort. */
+void rt_give_up(fedc_client *c, uint64_t round);
 /* The client core's configuration for task t's secure aggregation
  * (runtime_secagg.c): the session parameters and the cohort (cfg->names
  * points into t) for a model of dim parameters; the PEM fields are left

@@ -16,6 +16,14 @@
  * would be): it is uncancelled under c->mu, which fedc_client_stop holds
  * while it cancels, so a stop already under way cannot cancel the Leave, and
  * a second stop still can.
+ *
+ * rt_give_up (protocol 1.19) is the same call with a round: this round's
+ * task failed on our side (the trainer, a non-finite update, a model that
+ * did not verify, a refusal we will not retry), so the coordinator stops
+ * waiting for us in that round (a SecAgg round's later stages included)
+ * while we stay in the federation. Sent after every round we give up, since
+ * only we know we will not retry it; a coordinator that had already dropped
+ * us changes nothing.
  */
 #include <stdio.h>
 
@@ -25,6 +33,14 @@
 
 #define MOD "client"
 #define LEAVE_TIMEOUT_MS 2000
+
+static int send_leave(fedc_client *c, const Fedc__V1__LeaveRequest *req, fc_status *st) {
+  ProtobufCMessage *resp = NULL;
+  int rc = fc_call_unary(c->ch, "/fedc.v1.Coordinator/Leave", &req->base, &fedc__v1__leave_response__descriptor, &resp,
+                         LEAVE_TIMEOUT_MS, st);
+  if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+  return rc;
+}
 
 void rt_leave(fedc_client *c, int rc) {
   if (!c->reached || c->heard_done) return;
@@ -45,12 +61,20 @@ void rt_leave(fedc_client *c, int rc) {
   pthread_mutex_lock(&c->mu);
   fc_channel_uncancel(c->ch);
   pthread_mutex_unlock(&c->mu);
-  ProtobufCMessage *resp = NULL;
   fc_status st;
-  int lrc = fc_call_unary(c->ch, "/fedc.v1.Coordinator/Leave", &req.base, &fedc__v1__leave_response__descriptor, &resp,
-                          LEAVE_TIMEOUT_MS, &st);
-  if (resp) protobuf_c_message_free_unpacked(resp, NULL);
-  if (lrc != FEDC_OK)
+  if (send_leave(c, &req, &st) != FEDC_OK)
     FC_DEBUG(MOD, "leave not delivered (%s): the coordinator counts this client live until its liveness window passes",
              st.detail);
+}
+
+void rt_give_up(fedc_client *c, uint64_t round) {
+  if (!round || atomic_load(&c->stop)) return; /* stopping: rt_leave says more */
+  Fedc__V1__LeaveRequest req = FEDC__V1__LEAVE_REQUEST__INIT;
+  req.reason = FEDC__V1__LEAVE_REQUEST__REASON__TASK_FAILED;
+  req.round = round;
+  req.last_round = c->last_round;
+  fc_status st;
+  if (send_leave(c, &req, &st) != FEDC_OK)
+    FC_DEBUG(MOD, "round %llu: giving it up not delivered (%s): the coordinator waits for us until its deadline",
+             (unsigned long long)round, st.detail);
 }

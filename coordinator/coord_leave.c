@@ -24,6 +24,12 @@
  * for its messages until their deadline; it drops out as a silent member
  * would, at the close of the first stage it sends nothing for. The audit
  * record then says "secagg": "withdrawn".
+ *
+ * A Leave with a round (1.19) gives that one task up (the client's trainer
+ * failed, or its model did not verify): the same drop and withdrawal, but
+ * the client stays live, and nothing happens unless it holds a task of that
+ * round (fc_engine_give_up). Without it a failed trainer held its round
+ * (and a SecAgg round's masked stage) until the deadline.
  */
 #include <jansson.h>
 #include <stdio.h>
@@ -41,6 +47,7 @@ static const char *reason_name(int r) {
   case FEDC__V1__LEAVE_REQUEST__REASON__STOPPED: return "stopped";
   case FEDC__V1__LEAVE_REQUEST__REASON__ROUNDS_DONE: return "rounds done";
   case FEDC__V1__LEAVE_REQUEST__REASON__FAILED: return "failed";
+  case FEDC__V1__LEAVE_REQUEST__REASON__TASK_FAILED: return "task failed";
   default: return "unspecified";
   }
 }
@@ -54,12 +61,12 @@ static const char *outcome_name(int o) {
   }
 }
 
-/* Under c->mu: withdraw `client` from this round's SecAgg session (and the
- * evaluation's) if it is a member, and check the open stage again (it may
- * now have everything it waits for). 1 if it was still in the round's
- * protocol: its later stages go on without it. */
-static int sa_withdraw(fc_coord *c, const char *client) {
-  coord_eval_sa_withdraw(c, client);
+/* Under c->mu: withdraw `client` from this round's SecAgg session (and,
+ * with `eval`, the evaluation's) if it is a member, and check the open stage
+ * again (it may now have everything it waits for). 1 if it was still in the
+ * round's protocol: its later stages go on without it. */
+static int sa_withdraw(fc_coord *c, const char *client, int eval) {
+  if (eval) coord_eval_sa_withdraw(c, client);
   uint32_t idx;
   int b = c->nsa ? coord_sa_find(c, client, &idx) : -1;
   if (b < 0 || c->sa_dead[b]) return 0;
@@ -68,16 +75,51 @@ static int sa_withdraw(fc_coord *c, const char *client) {
   return in;
 }
 
+/* Leave with a round (1.19): the client gives that round's task up and
+ * stays. Recorded only when it changed something (dropped from the cohort,
+ * or withdrawn from the SecAgg session), so a client repeating it cannot
+ * grow the audit log; a round it holds no task of changes nothing. */
+static void give_up(fc_coord *c, fc_scall *call, const fc_peer *peer, uint64_t round) {
+  fc_leave_info li;
+  pthread_mutex_lock(&c->mu);
+  int out = fc_engine_give_up(c->engine, peer->name, round, fc_now_ms(), &li);
+  int withdrawn = out != FC_LEAVE_GONE && sa_withdraw(c, peer->name, 0);
+  if (c->cfg.engine.async && out == FC_LEAVE_DROPPED) coord_cancel_client_uploads(c, peer->name);
+  int changed = out == FC_LEAVE_DROPPED || out == FC_LEAVE_REPLACED || withdrawn;
+  if (changed) {
+    json_t *f = json_pack("{s:s,s:s,s:s,s:I}", "client", peer->name, "reason", "task failed", "outcome",
+                          out == FC_LEAVE_IDLE ? "withdrawn" : outcome_name(out), "round", (json_int_t)round);
+    if (f && out == FC_LEAVE_REPLACED) json_object_set_new(f, "replacement", json_string(li.replacement));
+    if (f && withdrawn) json_object_set_new(f, "secagg", json_string("withdrawn"));
+    fc_audit_append(c->audit, "leave", f);
+  }
+  pthread_mutex_unlock(&c->mu);
+  if (!changed)
+    FC_DEBUG(MOD, "%s gave up round %llu, which it holds no open task of", peer->name, (unsigned long long)round);
+  else if (out == FC_LEAVE_REPLACED)
+    FC_INFO(MOD, "client %s gave up round %llu (its task failed): replaced by %s", peer->name,
+            (unsigned long long)round, li.replacement);
+  else
+    FC_INFO(MOD, "client %s gave up round %llu (its task failed): %s", peer->name, (unsigned long long)round,
+            withdrawn ? "no later secure-aggregation stage waits for it" : "the round no longer waits for it");
+  Fedc__V1__LeaveResponse resp = FEDC__V1__LEAVE_RESPONSE__INIT;
+  fc_scall_finish(call, GRPC_STATUS_OK, NULL, &resp.base);
+}
+
 void coord_h_leave(fc_scall *call, void *ctx) {
   fc_coord *c = ctx;
   const fc_peer *peer = fc_scall_peer(call);
   const Fedc__V1__LeaveRequest *req = (const Fedc__V1__LeaveRequest *)fc_scall_request(call);
   if (c->audit) fc_audit_contact(c->audit, peer->name, fc_role_name(peer->role), peer->cert_sha256, peer->addr);
+  if (req->round) {
+    give_up(c, call, peer, req->round);
+    return;
+  }
   const char *why = reason_name(req->reason);
   fc_leave_info li;
   pthread_mutex_lock(&c->mu);
   int out = fc_engine_leave(c->engine, peer->name, fc_now_ms(), &li);
-  int withdrawn = sa_withdraw(c, peer->name);
+  int withdrawn = sa_withdraw(c, peer->name, 1);
   /* Async: the Leave gave its task up; an update still streaming for it can
    * never count (engine_async.c), so its stream ends now. */
   if (c->cfg.engine.async && out == FC_LEAVE_DROPPED) coord_cancel_client_uploads(c, peer->name);

@@ -496,14 +496,10 @@ int fc_engine_in_round(fc_engine *e, const char *client) {
 
 void fc_engine_add_bytes_out(fc_engine *e, uint64_t bytes) { e->bytes_out = eng_add_sat(e->bytes_out, bytes); }
 
-int fc_engine_leave(fc_engine *e, const char *client, uint64_t now_ms, fc_leave_info *info) {
-  memset(info, 0, sizeof *info);
-  client_rec *r = eng_find(e, client);
-  if (!r) return FC_LEAVE_GONE;
-  int was_live = eng_is_live(e, r, now_ms);
-  r->left = 1;
-  eng_eval_leave(e, r);
-  int idle = was_live ? FC_LEAVE_IDLE : FC_LEAVE_GONE;
+/* r stops taking part in the running round (it left, or gave its task up):
+ * dropped from the cohort if it had not uploaded, and perhaps replaced;
+ * `idle` if there was nothing to drop. */
+static int drop_member(fc_engine *e, client_rec *r, uint64_t now_ms, fc_leave_info *info, int idle) {
   if (e->cfg.async) return eng_async_leave(e, r, now_ms, info) ? FC_LEAVE_DROPPED : idle;
   /* After the advertise stage (SecAgg) or once aggregating, the SecAgg core
    * and the deadlines deal with a member that is gone. */
@@ -533,6 +529,25 @@ int fc_engine_leave(fc_engine *e, const char *client, uint64_t now_ms, fc_leave_
     }
   }
   return FC_LEAVE_DROPPED;
+}
+
+int fc_engine_leave(fc_engine *e, const char *client, uint64_t now_ms, fc_leave_info *info) {
+  memset(info, 0, sizeof *info);
+  client_rec *r = eng_find(e, client);
+  if (!r) return FC_LEAVE_GONE;
+  int was_live = eng_is_live(e, r, now_ms);
+  r->left = 1;
+  eng_eval_leave(e, r);
+  return drop_member(e, r, now_ms, info, was_live ? FC_LEAVE_IDLE : FC_LEAVE_GONE);
+}
+
+int fc_engine_give_up(fc_engine *e, const char *client, uint64_t round, uint64_t now_ms, fc_leave_info *info) {
+  memset(info, 0, sizeof *info);
+  client_rec *r = eng_find(e, client);
+  /* Only the task it holds: a give-up of an older round (late, or replayed)
+   * must not drop it from the round it has since been picked for. */
+  if (!r || !round || r->round != round) return FC_LEAVE_GONE;
+  return drop_member(e, r, now_ms, info, FC_LEAVE_IDLE);
 }
 
 void fc_engine_last_replacement(const fc_engine *e, uint32_t *missed, uint32_t *added) {

@@ -360,6 +360,14 @@ typedef struct fc_leave_info {
   char replacement[65];
 } fc_leave_info;
 int fc_engine_leave(fc_engine *e, const char *client, uint64_t now_ms, fc_leave_info *info);
+/* "client X gives its task of `round` up" (Leave with a round, protocol
+ * 1.19: its trainer failed, or the model did not verify): dropped from that
+ * round as fc_engine_leave drops it (async: its slot freed), but still live
+ * and selectable. FC_LEAVE_GONE if its task is not of `round` (unknown,
+ * never picked, or picked since for a later round); FC_LEAVE_IDLE if it is
+ * but nothing was left to drop (uploaded, dropped already, or past the
+ * stage where the engine drops members: SecAgg's later stages). */
+int fc_engine_give_up(fc_engine *e, const char *client, uint64_t round, uint64_t now_ms, fc_leave_info *info);
 /* The last pick-up deadline that replaced members (FC_TICK_REPLACED): how
  * many missed it and how many replacements were drawn. */
 void fc_engine_last_replacement(const fc_engine *e, uint32_t *missed, uint32_t *added);

@@ -31,7 +31,7 @@
 #include <stdint.h>
 
 #define FC_PROTOCOL_MAJOR 1
-#define FC_PROTOCOL_MINOR 18 /* 1.1: StatusResponse.round_budget, storage_error; 1.2: secure aggregation;
+#define FC_PROTOCOL_MINOR 19 /* 1.1: StatusResponse.round_budget, storage_error; 1.2: secure aggregation;
                                1.3: UpdateMeta.unclipped (adaptive clipping); 1.4: signed model manifests;
                                1.5: SecAggParams.min_survivors (in the session id) and manifest format 2
                                     (the audit head); 1.6: Leave; 1.7: federated evaluation (EVALUATE
@@ -61,7 +61,8 @@
                                1.17: robust rules and anomaly policies through the tier: updates relayed
                                     whole (AggRoundResponse.relay, PartialMeta.relay), signed by their
                                     clients (UpdateMeta and PartialUpdate .signature, .certificate);
-                               1.18: SecAggParams.keys_first (keys and shares while training) */
+                               1.18: SecAggParams.keys_first (keys and shares while training);
+                               1.19: LeaveRequest.round, TASK_FAILED (give one round's task up) */
 #define FC_PROTOCOL_STR_(x) #x
 #define FC_PROTOCOL_STR(x) FC_PROTOCOL_STR_(x)
 /* What clients send: "<major>.<minor>" of this build, e.g. "1.2". */

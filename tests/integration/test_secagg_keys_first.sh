@@ -12,7 +12,10 @@
 #            and its masked input still counts: the round has all six.
 #   round 2  client e's trainer fails (--train-fail-if) after its keys went
 #            out: it drops out after sharing, its pairwise masks are rebuilt
-#            at unmasking and the round completes with five ([6,6,5,5,5]).
+#            at unmasking and the round completes with five ([6,6,5,5,5]);
+#            e gives its task up (Leave with the round, protocol 1.19), so
+#            the masked stage does not wait for it: the round ends before
+#            its training deadline (audited, e still live).
 #   round 3  client d is SIGKILLed while it trains: the same.
 #   round 4  d halts before advertising (--secagg-drop advertise:1
 #            --drop-halt), so the advertise stage waits for the deadline,
@@ -71,6 +74,14 @@ expect_round 5 "[6,6,5,5,5]" "round 2 with e's trainer failing after sharing"
 assert_contains "$T/client-e.log" "train-fail-if"
 grep -q "round 2: unmasked 5 inputs (.* masks removed" "$T/coord.log" ||
   fail "round 2's unmasking: $(grep "round 2: unmasked" "$T/coord.log")"
+assert_contains "$T/coord.log" "client e gave up round 2 (its task failed): no later secure-aggregation stage waits for it"
+jq -s -e '[.[] | select(.kind == "leave" and .client == "e")] | length == 1 and .[0].reason == "task failed" and
+  .[0].round == 2 and .[0].secagg == "withdrawn"' "$T/state/audit.log" >/dev/null ||
+  fail "audit of e's give-up: $(grep '"leave"' "$T/state/audit.log")"
+# Without the give-up the masked stage waits for e until the training
+# deadline (--round-timeout-ms 6000 from the round's start) plus one stage.
+d2=$("$FEDC" rounds "${ADMIN[@]}" --json | sed -n 2p | jq '.ended_unix_ms - .started_unix_ms')
+[ "$d2" -lt 6000 ] || fail "round 2 took $d2 ms: its masked stage waited for e's deadline"
 
 # ---- round 3: d dies while it trains ----
 closed 3 shares

@@ -724,6 +724,30 @@ static void test_restart(void) {
   fc_engine_destroy(e);
 }
 
+/* A task given up (Leave with a round, 1.19) frees its slot at once; the
+ * client stays live, and gets no task of that buffer again (a runtime does
+ * not take a round id twice); a give-up of another round changes nothing. */
+static void test_give_up(void) {
+  fc_engine *e = make(1, 2, 20, 0);
+  CHECK_EQ_INT(fc_engine_tick(e, 1), FC_TICK_STARTED);
+  fc_task_info ta, tb;
+  CHECK_EQ_INT(checkin(e, "a", 10, &ta), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(checkin(e, "b", 11, &tb), FC_CHECKIN_WAIT); /* concurrency 1: a holds the slot */
+  fc_leave_info li;
+  CHECK_EQ_INT(fc_engine_give_up(e, "a", ta.round + 1, 20, &li), FC_LEAVE_GONE);
+  CHECK_EQ_INT(fc_engine_give_up(e, "b", ta.round, 20, &li), FC_LEAVE_GONE); /* holds no task */
+  CHECK_EQ_INT(fc_engine_give_up(e, "a", ta.round, 30, &li), FC_LEAVE_DROPPED);
+  CHECK_EQ_INT(li.round, ta.round);
+  fc_async_info ai;
+  fc_engine_async_info(e, &ai);
+  CHECK_EQ_INT(ai.training, 0);
+  CHECK_EQ_INT(fc_engine_give_up(e, "a", ta.round, 31, &li), FC_LEAVE_IDLE); /* twice: nothing more */
+  CHECK_EQ_INT(fc_engine_count_live(e, 40), 2);
+  CHECK_EQ_INT(checkin(e, "b", 40, &tb), FC_CHECKIN_TRAIN); /* the freed slot */
+  CHECK_EQ_INT(checkin(e, "a", 41, NULL), FC_CHECKIN_WAIT);
+  fc_engine_destroy(e);
+}
+
 int main(void) {
   test_weights();
   test_buffer_and_cap();
@@ -738,5 +762,6 @@ int main(void) {
   test_hold_review();
   test_overdue_stale();
   test_restart();
+  test_give_up();
   return CHECK_DONE();
 }

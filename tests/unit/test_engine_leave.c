@@ -11,7 +11,10 @@
  *     otherwise be abandoned, until the pool runs dry;
  *   - never under Poisson sampling; under secure aggregation only while no
  *     task has gone out (the session is rebuilt: tick STARTED), not after;
- *   - DONE: who among the live clients has not heard DONE yet.
+ *   - DONE: who among the live clients has not heard DONE yet;
+ *   - a member that gives its task up (Leave with a round, 1.19) is dropped
+ *     as by a Leave but stays live; a give-up of a round it holds no task
+ *     of changes nothing.
  */
 #include <stdio.h>
 #include <string.h>
@@ -338,6 +341,47 @@ static void test_done_pending(void) {
   fc_engine_destroy(e);
 }
 
+/* Give-up (fc_engine_give_up): only the round the member holds a task of;
+ * the round stops waiting for it; it stays live and selectable. */
+static void test_give_up(void) {
+  fc_engine *e = make(3, 2, 0);
+  start(e, 4, 0);
+  const char *m[3];
+  int k = 0;
+  for (int i = 0; i < 4; i++)
+    if (in_cohort(e, NAMES[i])) m[k++] = NAMES[i];
+  CHECK_EQ_INT(k, 3);
+  const char *out = pick(e, 4, 0);
+  for (int i = 0; i < 3; i++) CHECK_EQ_INT(checkin(e, m[i], 10), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(fc_engine_tick(e, 1100), FC_TICK_NONE); /* past pick-up */
+  fc_leave_info li;
+  CHECK_EQ_INT(fc_engine_give_up(e, "nobody", 1, 1200, &li), FC_LEAVE_GONE);
+  CHECK_EQ_INT(fc_engine_give_up(e, out, 1, 1200, &li), FC_LEAVE_GONE); /* never picked */
+  CHECK_EQ_INT(fc_engine_give_up(e, m[1], 2, 1200, &li), FC_LEAVE_GONE); /* not its round */
+  CHECK_EQ_INT(fc_engine_give_up(e, m[1], 0, 1200, &li), FC_LEAVE_GONE);
+  upload(e, m[0], 1, 1200);
+  CHECK_EQ_INT(fc_engine_give_up(e, m[0], 1, 1250, &li), FC_LEAVE_IDLE); /* its update counts */
+  CHECK_EQ_INT(fc_engine_give_up(e, m[1], 1, 1300, &li), FC_LEAVE_DROPPED);
+  CHECK_EQ_INT(li.round, 1);
+  CHECK_EQ_INT(li.selected, 2);
+  CHECK_EQ_INT(fc_engine_give_up(e, m[1], 1, 1310, &li), FC_LEAVE_IDLE); /* twice: nothing more */
+  CHECK_EQ_INT(fc_engine_upload_begin(e, m[1], 1, 0, 1320), FC_UP_NOT_IN_ROUND);
+  upload(e, m[2], 1, 1400);
+  CHECK_EQ_INT(fc_engine_tick(e, 1410), FC_TICK_AGGREGATE); /* long before the 5 s deadline */
+  fc_engine_published(e, 1, SHA1, 1420);
+  CHECK_EQ_INT(fc_engine_last_round(e)->participants, 2);
+  /* Unlike a Leave, it is still live without checking in again. */
+  CHECK_EQ_INT(fc_engine_count_live(e, 1500), 4);
+  /* Round 2: the give-up of round 1, replayed, does not touch it. */
+  CHECK_EQ_INT(fc_engine_tick(e, 1501), FC_TICK_STARTED);
+  const char *m2 = pick(e, 4, 1);
+  CHECK(m2 != NULL);
+  CHECK_EQ_INT(checkin(e, m2, 1510), FC_CHECKIN_TRAIN);
+  CHECK_EQ_INT(fc_engine_give_up(e, m2, 1, 1520, &li), FC_LEAVE_GONE);
+  CHECK(fc_engine_in_round(e, m2));
+  fc_engine_destroy(e);
+}
+
 int main(void) {
   test_leave_not_live();
   test_leave_replaced_while_picking_up();
@@ -347,5 +391,6 @@ int main(void) {
   test_no_replacement_under_poisson();
   test_secagg_replacement();
   test_done_pending();
+  test_give_up();
   return CHECK_DONE();
 }
