@@ -70,6 +70,15 @@ static int in_cohort(fc_engine *e, const char *who) {
   return 0;
 }
 
+/* The cohort members among the first n of NAMES, in NAMES order, into m
+ * (room for 8); how many. */
+static int members(fc_engine *e, int n, const char **m) {
+  int k = 0;
+  for (int i = 0; i < n && k < 8; i++)
+    if (in_cohort(e, NAMES[i])) m[k++] = NAMES[i];
+  return k;
+}
+
 /* The first client in NAMES that is (in = 1) or is not (in = 0) in the cohort. */
 static const char *pick(fc_engine *e, int n, int in) {
   for (int i = 0; i < n; i++)
@@ -154,11 +163,8 @@ static void test_leave_replaced_while_picking_up(void) {
 static void test_leave_shrinks_after_pickup(void) {
   fc_engine *e = make(3, 2, 0);
   start(e, 4, 0);
-  const char *m[3];
-  int k = 0;
-  for (int i = 0; i < 4; i++)
-    if (in_cohort(e, NAMES[i])) m[k++] = NAMES[i];
-  CHECK_EQ_INT(k, 3);
+  const char *m[8];
+  CHECK_EQ_INT(members(e, 4, m), 3);
   for (int i = 0; i < 3; i++) CHECK_EQ_INT(checkin(e, m[i], 10), FC_CHECKIN_TRAIN);
   CHECK_EQ_INT(fc_engine_tick(e, 1100), FC_TICK_NONE); /* past pick-up: all had picked up */
   upload(e, m[0], 1, 1200);
@@ -289,10 +295,8 @@ static void test_secagg_replacement(void) {
    * advertise stage waits for 2 (fc_engine_expected), no session rebuild. */
   e = make(3, 2, 1);
   start(e, 4, 0);
-  const char *m[3];
-  int k = 0;
-  for (int i = 0; i < 4; i++)
-    if (in_cohort(e, NAMES[i])) m[k++] = NAMES[i];
+  const char *m[8];
+  CHECK_EQ_INT(members(e, 4, m), 3);
   CHECK_EQ_INT(checkin(e, m[0], 10), FC_CHECKIN_TRAIN);
   CHECK_EQ_INT(fc_engine_leave(e, m[1], 20, &li), FC_LEAVE_DROPPED);
   CHECK_EQ_INT(fc_engine_expected(e), 2);
@@ -346,11 +350,8 @@ static void test_done_pending(void) {
 static void test_give_up(void) {
   fc_engine *e = make(3, 2, 0);
   start(e, 4, 0);
-  const char *m[3];
-  int k = 0;
-  for (int i = 0; i < 4; i++)
-    if (in_cohort(e, NAMES[i])) m[k++] = NAMES[i];
-  CHECK_EQ_INT(k, 3);
+  const char *m[8];
+  CHECK_EQ_INT(members(e, 4, m), 3);
   const char *out = pick(e, 4, 0);
   for (int i = 0; i < 3; i++) CHECK_EQ_INT(checkin(e, m[i], 10), FC_CHECKIN_TRAIN);
   CHECK_EQ_INT(fc_engine_tick(e, 1100), FC_TICK_NONE); /* past pick-up */
