@@ -249,13 +249,29 @@ static int upload_compressed(fedc_client *c, const Fedc__V1__Task *t, const floa
   return rc;
 }
 
+/* The round's task failed on our side before anything was uploaded (the
+ * model did not verify or fit, the trainer failed, the update was not
+ * finite), and we will not retry it: tell the coordinator at once, before
+ * any pacing nap, so the round stops waiting for us (rt_give_up, protocol
+ * 1.19). Never after an upload began: a refusal then may be of an update
+ * that counts (a lost reply, retried into ALREADY_EXISTS at an aggregator),
+ * and giving that round up would drop it (a hostile review's finding). */
+static void give_up_if_ours(fedc_client *c, const Fedc__V1__Task *t, int rc) {
+  if (rc == FEDC_ERR_TRAINER || rc == FEDC_ERR_NONFINITE || rc == FEDC_ERR_HASH || rc == FEDC_ERR_SIGNATURE ||
+      rc == FEDC_ERR_NOT_FOUND || rc == FEDC_ERR_TOO_LARGE)
+    rt_give_up(c, t->round);
+}
+
 /* One selected round. Returns FEDC_OK (uploaded), FEDC_ERR_REJECTED (refused,
  * move on), a transient error (caller backs off) or a permanent one. */
 static int do_round(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
   int rc;
   if (!c->have_model || c->cached_version != t->model_version ||
       t->model_sha256.len != FC_SHA256_LEN || !fc_digest_equal(c->cached_sha, t->model_sha256.data, FC_SHA256_LEN)) {
-    if ((rc = rt_fetch_model(c, t, st)) != FEDC_OK) return rc;
+    if ((rc = rt_fetch_model(c, t, st)) != FEDC_OK) {
+      give_up_if_ours(c, t, rc);
+      return rc;
+    }
     double acc = 0, eval_loss = 0;
     if (c->trainer.evaluate && c->o.on_event &&
         c->trainer.evaluate(c->trainer.ctx, c->weights, c->model_bytes / sizeof(float), &acc, &eval_loss) == 0) {
@@ -309,6 +325,7 @@ static int do_round(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
   uint64_t examples = 0;
   double loss = 0, norm = 0, scale = 1;
   uint64_t bytes_out = 0;
+  int sending = 0; /* the upload (or the SecAgg stages after training) began */
   int trc = c->trainer.train(c->trainer.ctx, &tc, c->weights, out, n, &kind, &examples, &loss);
   terr[sizeof terr - 1] = 0;
   if (trc == FEDC_TRAIN_UNTRAINABLE) {
@@ -349,6 +366,7 @@ static int do_round(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
   ev.update_norm = norm;
   ev.clip_scale = scale;
   if (c->o.on_event) c->o.on_event(c->o.event_ctx, &ev);
+  sending = 1;
   if (t->secagg) {
     rc = rt_secagg_round(c, t, early, out, examples, loss, norm, &bytes_out, st);
     early = NULL;
@@ -365,6 +383,7 @@ static int do_round(fedc_client *c, const Fedc__V1__Task *t, fc_status *st) {
   }
 out:
   rt_secagg_keys_cancel(early); /* we will not train: a dropout after sharing our keys */
+  if (rc != FEDC_OK && !sending) give_up_if_ours(c, t, rc);
   rt_payload_release(held);
   free(ti);
   return rc;
@@ -450,12 +469,11 @@ static int run_rounds(fedc_client *c) {
       }
       if (rc == FEDC_ERR_REJECTED || rc == FEDC_ERR_TRAINER || rc == FEDC_ERR_NONFINITE || rc == FEDC_ERR_HASH ||
           rc == FEDC_ERR_TOO_LARGE || rc == FEDC_ERR_NOT_FOUND || rc == FEDC_ERR_SIGNATURE) {
-        /* This round is lost for us; the federation goes on, and need not
-         * wait for us in it. */
+        /* This round is lost for us; the federation goes on (do_round told
+         * the coordinator if the failure was ours, before any upload). */
         FC_WARN(MOD, "round %llu: %s", (unsigned long long)round, st.detail);
         emit(c, FEDC_EVENT_REJECTED, round, st.detail);
         c->last_round = round;
-        rt_give_up(c, round);
         if (rt_nap(c, retry)) continue;
         continue;
       }

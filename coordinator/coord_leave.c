@@ -83,7 +83,10 @@ static void give_up(fc_coord *c, fc_scall *call, const fc_peer *peer, uint64_t r
   fc_leave_info li;
   pthread_mutex_lock(&c->mu);
   int out = fc_engine_give_up(c->engine, peer->name, round, fc_now_ms(), &li);
-  int withdrawn = out != FC_LEAVE_GONE && sa_withdraw(c, peer->name, 0);
+  /* The sessions are always the running round's (made and freed under
+   * c->mu with the round); checked, not assumed, before a withdrawal. */
+  int withdrawn = out != FC_LEAVE_GONE && c->nsa && fc_sa_server_params(c->sa[0])->round == round &&
+                  sa_withdraw(c, peer->name, 0);
   if (c->cfg.engine.async && out == FC_LEAVE_DROPPED) coord_cancel_client_uploads(c, peer->name);
   int changed = out == FC_LEAVE_DROPPED || out == FC_LEAVE_REPLACED || withdrawn;
   if (changed) {
@@ -110,7 +113,11 @@ void coord_h_leave(fc_scall *call, void *ctx) {
   fc_coord *c = ctx;
   const fc_peer *peer = fc_scall_peer(call);
   const Fedc__V1__LeaveRequest *req = (const Fedc__V1__LeaveRequest *)fc_scall_request(call);
-  if (c->audit) fc_audit_contact(c->audit, peer->name, fc_role_name(peer->role), peer->cert_sha256, peer->addr);
+  /* The contact audited, and a second connection of the identity from
+   * another address refused under refuse_concurrent_identity, as for a
+   * check-in: a copied certificate must not give up (or end) its owner's
+   * rounds (a hostile review's finding). */
+  if (coord_audit_peer(c, call, peer)) return;
   if (req->round) {
     give_up(c, call, peer, req->round);
     return;

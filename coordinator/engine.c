@@ -506,7 +506,7 @@ static int drop_member(fc_engine *e, client_rec *r, uint64_t now_ms, fc_leave_in
   if (e->state != FC_ENG_TRAINING || r->round != e->round) return idle;
   switch (r->rstate) {
   case CR_SELECTED: break;
-  case CR_UPLOADING: /* its stream was cancelled: a late commit is refused (not in round) */
+  case CR_UPLOADING: /* a stream it goes on with commits nothing: refused as not in the round */
     e->uploading--;
     /* fall through */
   case CR_TASKED: e->tasked--; break;
