@@ -18,12 +18,12 @@
  * a second stop still can.
  *
  * rt_give_up (protocol 1.19) is the same call with a round: this round's
- * task failed on our side (the trainer, a non-finite update, a model that
- * did not verify, a refusal we will not retry), so the coordinator stops
- * waiting for us in that round (a SecAgg round's later stages included)
- * while we stay in the federation. Sent after every round we give up, since
- * only we know we will not retry it; a coordinator that had already dropped
- * us changes nothing.
+ * task failed on our side before any upload (the trainer, a non-finite
+ * update, a model that did not verify or fit: runtime.c give_up_if_ours),
+ * so the coordinator stops waiting for us in that round (a SecAgg round's
+ * later stages included) while we stay in the federation. Only we know we
+ * will not retry it; a coordinator that had already dropped us changes
+ * nothing.
  */
 #include <stdio.h>
 
