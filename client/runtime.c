@@ -257,8 +257,7 @@ static int upload_compressed(fedc_client *c, const Fedc__V1__Task *t, const floa
  * that counts (a lost reply, retried into ALREADY_EXISTS at an aggregator),
  * and giving that round up would drop it (a hostile review's finding). */
 static void give_up_if_ours(fedc_client *c, const Fedc__V1__Task *t, int rc) {
-  if (rc == FEDC_ERR_TRAINER || rc == FEDC_ERR_NONFINITE || rc == FEDC_ERR_HASH || rc == FEDC_ERR_SIGNATURE ||
-      rc == FEDC_ERR_NOT_FOUND || rc == FEDC_ERR_TOO_LARGE)
+  if (rc == FEDC_ERR_TRAINER || rc == FEDC_ERR_NONFINITE || rc == FEDC_ERR_HASH || rc == FEDC_ERR_SIGNATURE)
     rt_give_up(c, t->round);
 }
 

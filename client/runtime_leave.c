@@ -19,7 +19,7 @@
  *
  * rt_give_up (protocol 1.19) is the same call with a round: this round's
  * task failed on our side before any upload (the trainer, a non-finite
- * update, a model that did not verify or fit: runtime.c give_up_if_ours),
+ * update, a model that did not verify: runtime.c give_up_if_ours),
  * so the coordinator stops waiting for us in that round (a SecAgg round's
  * later stages included) while we stay in the federation. Only we know we
  * will not retry it; a coordinator that had already dropped us changes
@@ -33,11 +33,14 @@
 
 #define MOD "client"
 #define LEAVE_TIMEOUT_MS 2000
+/* Not on the way out: a give-up can wait longer for a loaded coordinator
+ * (undelivered, the round waits for us until its deadline). */
+#define GIVE_UP_TIMEOUT_MS 10000
 
-static int send_leave(fedc_client *c, const Fedc__V1__LeaveRequest *req, fc_status *st) {
+static int send_leave(fedc_client *c, const Fedc__V1__LeaveRequest *req, int timeout_ms, fc_status *st) {
   ProtobufCMessage *resp = NULL;
   int rc = fc_call_unary(c->ch, "/fedc.v1.Coordinator/Leave", &req->base, &fedc__v1__leave_response__descriptor, &resp,
-                         LEAVE_TIMEOUT_MS, st);
+                         timeout_ms, st);
   if (resp) protobuf_c_message_free_unpacked(resp, NULL);
   return rc;
 }
@@ -62,7 +65,7 @@ void rt_leave(fedc_client *c, int rc) {
   fc_channel_uncancel(c->ch);
   pthread_mutex_unlock(&c->mu);
   fc_status st;
-  if (send_leave(c, &req, &st) != FEDC_OK)
+  if (send_leave(c, &req, LEAVE_TIMEOUT_MS, &st) != FEDC_OK)
     FC_DEBUG(MOD, "leave not delivered (%s): the coordinator counts this client live until its liveness window passes",
              st.detail);
 }
@@ -74,7 +77,7 @@ void rt_give_up(fedc_client *c, uint64_t round) {
   req.round = round;
   req.last_round = c->last_round;
   fc_status st;
-  if (send_leave(c, &req, &st) != FEDC_OK)
+  if (send_leave(c, &req, GIVE_UP_TIMEOUT_MS, &st) != FEDC_OK)
     FC_DEBUG(MOD, "round %llu: giving it up not delivered (%s): the coordinator waits for us until its deadline",
              (unsigned long long)round, st.detail);
 }

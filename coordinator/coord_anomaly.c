@@ -279,6 +279,15 @@ static size_t slot_of(const struct coord_anomaly *a, const char *id) {
   return (size_t)(h % a->nconns);
 }
 
+void coord_anomaly_left(fc_coord *c, const fc_peer *peer) {
+  if (!c->anom || !peer->name[0]) return;
+  struct coord_anomaly *a = c->anom;
+  pthread_mutex_lock(&a->mu);
+  last_conn *lc = &a->conns[slot_of(a, peer->name)];
+  if (!strcmp(lc->id, peer->name) && !strcmp(lc->addr, peer->addr)) lc->at_ms = 0;
+  pthread_mutex_unlock(&a->mu);
+}
+
 /* "ipv4:10.0.0.1:5000" -> "ipv4:10.0.0.1"; "ipv6:[::1]:5000" -> "ipv6:[::1]". */
 static void host_of(const char *addr, char *out, size_t len) {
   snprintf(out, len, "%s", addr);

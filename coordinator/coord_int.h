@@ -409,6 +409,9 @@ void coord_anomaly_record(fc_coord *c, fc_round_stats *r);
 void coord_anomaly_apply_locked(fc_coord *c, uint64_t now);
 /* Any call: 1 if it must be refused (a concurrent connection under refuse_concurrent_identity). */
 int coord_anomaly_seen(fc_coord *c, const fc_peer *peer);
+/* The identity said Leave from this address: its connection is over, so a
+ * restart from another address is not a concurrent one. */
+void coord_anomaly_left(fc_coord *c, const fc_peer *peer);
 /* A round record's anomaly statistics for the Rounds reply: 1 and *out
  * filled (pointing into s) if the round has any. */
 typedef struct coord_anomaly_pb {

@@ -122,6 +122,9 @@ void coord_h_leave(fc_scall *call, void *ctx) {
     give_up(c, call, peer, req->round);
     return;
   }
+  /* A graceful stop then a restart (from a new port) is not two devices
+   * sharing an identity: the Leave ends this address's connection. */
+  coord_anomaly_left(c, peer);
   const char *why = reason_name(req->reason);
   fc_leave_info li;
   pthread_mutex_lock(&c->mu);
