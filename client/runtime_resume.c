@@ -59,8 +59,13 @@ int rt_fetch_resumable(fedc_client *c, const Fedc__V1__Task *t, const uint8_t *w
       continue;
     }
     if (resumes >= RT_RESUMES) break;
-    if (req.start_offset && st->code == GRPC_STATUS_OUT_OF_RANGE) {
-      /* The coordinator cannot start there (another chunk size since): from 0. */
+    if (req.start_offset &&
+        (st->code == GRPC_STATUS_OUT_OF_RANGE || rc == FEDC_ERR_HASH || rc == FEDC_ERR_PROTOCOL)) {
+      /* The coordinator cannot start there (another chunk size since), or
+       * its resumed stream does not continue the one cut (a restart with
+       * another --chunk-bytes whose chunks still meet our offset; a digest
+       * of the whole that fails after a resumption): from 0, once the bytes
+       * kept are dropped. A whole download that fails its digest is final. */
       FC_WARN(MOD, "model download resume refused (%s): fetching it whole", st->detail);
       fc_stream_rx_free(&s);
       fc_stream_rx_init(&s, c->o.max_model_bytes, want, 1);
