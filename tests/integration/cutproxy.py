@@ -2,6 +2,7 @@
 """cutproxy.py - a TCP proxy on 127.0.0.1 that cuts a connection once.
 
     cutproxy.py --target HOST:PORT --port-file FILE [--cut-up N] [--cut-down N] [--silent]
+                [--hold-after-cut FILE]
 
 Forwards every connection to the target, byte for byte (the TLS session is
 the client's and the coordinator's: the proxy sees only ciphertext). The
@@ -12,19 +13,26 @@ client's reconnect) are forwarded whole. --silent: a cut closes only the
 client's side; the coordinator's side stays open and is never read again (a
 link that died without a FIN reaching the coordinator: its sends stall until
 its own timeouts end the call; the receive buffer is kept small so they do).
+--hold-after-cut FILE: once a cut has happened, a new connection is accepted
+but not forwarded while FILE exists (the client's reconnect waits, its call
+still open, while the test restarts the target behind the proxy).
 One JSON line per event on stdout:
 {"event":"cut","dir":"up","delivered":N,"conn":K} and, at each connection's
 end, {"event":"closed","conn":K,"up":BYTES,"down":BYTES}.
 """
 import argparse
 import json
+import os
 import socket
 import sys
 import threading
+import time
 
 lock = threading.Lock()
 cut_left = {"up": None, "down": None}
 silent = False
+hold_file = None
+cut_done = threading.Event()
 held = []  # --silent: coordinator-side sockets of cut connections, kept open unread
 
 
@@ -40,6 +48,7 @@ def take_cut(direction, total_after):
         if n is None or total_after < n:
             return None
         cut_left[direction] = None
+        cut_done.set()
         return n
 
 
@@ -77,6 +86,9 @@ def pump(src, dst, conn, direction, counts, done, sides):
 
 def serve(client, target, conn):
     counts = {"up": 0, "down": 0}
+    if hold_file and cut_done.is_set():
+        while os.path.exists(hold_file):
+            time.sleep(0.05)
     try:
         server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if silent:
@@ -106,9 +118,11 @@ def main():
     ap.add_argument("--cut-up", type=int)
     ap.add_argument("--cut-down", type=int)
     ap.add_argument("--silent", action="store_true")
+    ap.add_argument("--hold-after-cut")
     a = ap.parse_args()
-    global silent
+    global silent, hold_file
     silent = a.silent
+    hold_file = a.hold_after_cut
     host, port = a.target.rsplit(":", 1)
     cut_left["up"], cut_left["down"] = a.cut_up, a.cut_down
     ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -117,8 +131,6 @@ def main():
     ls.listen(16)
     with open(a.port_file + ".tmp", "w") as f:
         f.write(str(ls.getsockname()[1]))
-    import os
-
     os.replace(a.port_file + ".tmp", a.port_file)
     conn = 0
     while True:
