@@ -42,6 +42,7 @@ jq -s -e 'length == 10 and all(.outcome == "completed") and ([.[] | select(.part
   ([.[] | .participants] | . == sort) and .[9].participants == 3' "$T/rounds.jsonl" >/dev/null ||
   fail "rounds: $(cat "$T/rounds.jsonl")"
 GAVE=$(jq -s -c '[.[] | select(.participants == 2) | .round]' "$T/rounds.jsonl")
+echo "rounds given up by c, ms each: $(jq -s -c '[.[] | select(.participants == 2) | .ended_unix_ms - .started_unix_ms]' "$T/rounds.jsonl")"
 for r in $(jq -r '.[]' <<<"$GAVE"); do
   assert_contains "$T/coord.log" "client c gave up round $r (its task failed): the round no longer waits for it"
 done

@@ -82,6 +82,7 @@ jq -s -e '[.[] | select(.kind == "leave" and .client == "e")] | length == 1 and 
 # deadline (--round-timeout-ms 6000 from the round's start) plus one stage.
 d2=$("$FEDC" rounds "${ADMIN[@]}" --json | sed -n 2p | jq '.ended_unix_ms - .started_unix_ms')
 [ "$d2" -lt 6000 ] || fail "round 2 took $d2 ms: its masked stage waited for e's deadline"
+echo "round 2, e's trainer failing after sharing: $d2 ms"
 
 # ---- round 3: d dies while it trains ----
 closed 3 shares
