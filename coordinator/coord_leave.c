@@ -75,6 +75,20 @@ static int sa_withdraw(fc_coord *c, const char *client, int eval) {
   return in;
 }
 
+/* Under c->mu, once a Leave or a give-up changed something: an async
+ * update still streaming for the dropped task can never count
+ * (engine_async.c), so its stream ends now; and the audit record "leave"
+ * (with the round if `round`), before anyone can see the change. */
+static void leave_applied(fc_coord *c, const fc_peer *peer, const char *why, const char *outcome, uint64_t round,
+                          const fc_leave_info *li, int out, int withdrawn) {
+  if (c->cfg.engine.async && out == FC_LEAVE_DROPPED) coord_cancel_client_uploads(c, peer->name);
+  json_t *f = json_pack("{s:s,s:s,s:s}", "client", peer->name, "reason", why, "outcome", outcome);
+  if (f && round) json_object_set_new(f, "round", json_integer((json_int_t)round));
+  if (f && out == FC_LEAVE_REPLACED) json_object_set_new(f, "replacement", json_string(li->replacement));
+  if (f && withdrawn) json_object_set_new(f, "secagg", json_string("withdrawn"));
+  fc_audit_append(c->audit, "leave", f);
+}
+
 /* Leave with a round (1.19): the client gives that round's task up and
  * stays. Recorded only when it changed something (dropped from the cohort,
  * or withdrawn from the SecAgg session), so a client repeating it cannot
@@ -87,15 +101,10 @@ static void give_up(fc_coord *c, fc_scall *call, const fc_peer *peer, uint64_t r
    * c->mu with the round); checked, not assumed, before a withdrawal. */
   int withdrawn = out != FC_LEAVE_GONE && c->nsa && fc_sa_server_params(c->sa[0])->round == round &&
                   sa_withdraw(c, peer->name, 0);
-  if (c->cfg.engine.async && out == FC_LEAVE_DROPPED) coord_cancel_client_uploads(c, peer->name);
   int changed = out == FC_LEAVE_DROPPED || out == FC_LEAVE_REPLACED || withdrawn;
-  if (changed) {
-    json_t *f = json_pack("{s:s,s:s,s:s,s:I}", "client", peer->name, "reason", "task failed", "outcome",
-                          out == FC_LEAVE_IDLE ? "withdrawn" : outcome_name(out), "round", (json_int_t)round);
-    if (f && out == FC_LEAVE_REPLACED) json_object_set_new(f, "replacement", json_string(li.replacement));
-    if (f && withdrawn) json_object_set_new(f, "secagg", json_string("withdrawn"));
-    fc_audit_append(c->audit, "leave", f);
-  }
+  if (changed)
+    leave_applied(c, peer, "task failed", out == FC_LEAVE_IDLE ? "withdrawn" : outcome_name(out), round, &li, out,
+                  withdrawn);
   pthread_mutex_unlock(&c->mu);
   if (!changed)
     FC_DEBUG(MOD, "%s gave up round %llu, which it holds no open task of", peer->name, (unsigned long long)round);
@@ -130,16 +139,7 @@ void coord_h_leave(fc_scall *call, void *ctx) {
   pthread_mutex_lock(&c->mu);
   int out = fc_engine_leave(c->engine, peer->name, fc_now_ms(), &li);
   int withdrawn = sa_withdraw(c, peer->name, 1);
-  /* Async: the Leave gave its task up; an update still streaming for it can
-   * never count (engine_async.c), so its stream ends now. */
-  if (c->cfg.engine.async && out == FC_LEAVE_DROPPED) coord_cancel_client_uploads(c, peer->name);
-  if (out != FC_LEAVE_GONE) {
-    json_t *f = json_pack("{s:s,s:s,s:s}", "client", peer->name, "reason", why, "outcome", outcome_name(out));
-    if (f && li.round) json_object_set_new(f, "round", json_integer((json_int_t)li.round));
-    if (f && out == FC_LEAVE_REPLACED) json_object_set_new(f, "replacement", json_string(li.replacement));
-    if (f && withdrawn) json_object_set_new(f, "secagg", json_string("withdrawn"));
-    fc_audit_append(c->audit, "leave", f);
-  }
+  if (out != FC_LEAVE_GONE) leave_applied(c, peer, why, outcome_name(out), li.round, &li, out, withdrawn);
   pthread_mutex_unlock(&c->mu);
   if (withdrawn)
     FC_INFO(MOD, "client %s left (%s) during secure aggregation: no later stage waits for it", peer->name, why);
