@@ -8,6 +8,8 @@
 #define FEDC_CLI_ADMIN_INT_H
 
 #include <getopt.h>
+#include <jansson.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "cli/cli_common.h"
@@ -61,6 +63,8 @@ int admin_connect(admin_opts *o, const char *prog, fc_channel **out);
 void admin_disconnect(fc_channel *ch);
 /* Print why a call failed ("PROG: detail"); returns 1. */
 int call_failed(const char *prog, int rc, const fc_status *st, int timeout_ms);
+/* A JSON integer of a u64 count (jansson's integers are signed). */
+json_t *json_u64(uint64_t v);
 /* /fedc.v1.Admin/Status: on FEDC_OK the caller owns *out. */
 int do_status(fc_channel *ch, int timeout_ms, Fedc__V1__StatusResponse **out, fc_status *st);
 

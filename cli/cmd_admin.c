@@ -139,7 +139,7 @@ static char *sha_hex(const ProtobufCBinaryData *b, char out[FC_SHA256_HEX_LEN]) 
 /* jansson refuses NaN and infinities; a round with no loss reported prints null. */
 static json_t *json_float(double v) { return isfinite(v) ? json_real(v) : json_null(); }
 
-static json_t *json_u64(uint64_t v) { return json_integer((json_int_t)v); }
+json_t *json_u64(uint64_t v) { return json_integer((json_int_t)v); }
 
 /* "1.5 MiB" */
 static void human_bytes(uint64_t b, char *out, size_t len) {

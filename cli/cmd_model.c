@@ -28,8 +28,6 @@
 #include "fedc/error.h"
 #include "transport/tensor_stream.h"
 
-static json_t *json_u64(uint64_t v) { return json_integer((json_int_t)v); }
-
 static void model_usage(FILE *f) {
   fprintf(f,
           "Usage: fedc model get --out FILE [--version V] [--averaged] [--force] [options]\n"
